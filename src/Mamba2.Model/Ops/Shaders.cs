@@ -1,0 +1,66 @@
+using Mamba2.Model.Tensors;
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Ops;
+
+/// <summary>The SPIR-V kernels embedded in this assembly and their binding interfaces.</summary>
+internal static class Shaders
+{
+    private static readonly System.Reflection.Assembly Self = typeof(Shaders).Assembly;
+
+    private static KernelSource Source(string name, int pushBytes, params BufferAccess[] bindings) =>
+        new(Self, $"shaders/{name}.spv", bindings, pushBytes);
+
+    public static readonly KernelSource Elementwise =
+        Source("nn/elementwise", 12, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
+
+    public static readonly KernelSource Gemm =
+        Source("nn/gemm", 48, BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite);
+
+    /// <summary>Workgroups for a 1-D grid-stride kernel over <paramref name="n"/> elements.</summary>
+    public static uint Groups1D(GpuDevice device, long n, uint local) =>
+        (uint)Math.Clamp((n + local - 1) / local, 1, device.Capabilities.MaxWorkgroupCount.X);
+
+    /// <summary>A 1-D workgroup size: 256, or less where the device allows fewer invocations.</summary>
+    public static uint Local1D(GpuDevice device) =>
+        Math.Min(256u, Math.Min(device.Capabilities.MaxWorkgroupInvocations, device.Capabilities.MaxWorkgroupSize.X));
+
+    /// <summary>
+    /// Splits <paramref name="length"/> floats into pieces that fit one storage-buffer binding, each starting at an
+    /// offset the device can bind.
+    /// </summary>
+    public static IEnumerable<(long First, long Count)> Pieces(GpuDevice device, long length, long rowLength = 1)
+    {
+        var caps = device.Capabilities;
+        var align = (long)Math.Max(1UL, caps.MinStorageBufferOffsetAlignment / sizeof(float));
+        var step = (long)(caps.MaxStorageBufferRange / sizeof(float));
+        step -= step % (align * rowLength / (long)System.Numerics.BigInteger.GreatestCommonDivisor(align, rowLength));
+        if (step <= 0)
+        {
+            throw new MissingFeatureException($"{device.Name}: maxStorageBufferRange is too small to bind one row of {rowLength} floats.");
+        }
+
+        for (long first = 0; first < length; first += step)
+        {
+            yield return (first, Math.Min(step, length - first));
+        }
+    }
+
+    /// <summary>The binding for <paramref name="count"/> floats of <paramref name="t"/> from element <paramref name="first"/>.</summary>
+    public static BufferBinding Slice(Tensor t, long first, long count) =>
+        new(t.Buffer, (ulong)first * sizeof(float), (ulong)count * sizeof(float));
+
+    /// <summary>Runs <paramref name="record"/> in <paramref name="stream"/>, or in a stream of its own that is submitted at once.</summary>
+    public static void RunIn(GpuDevice device, CommandStream? stream, Action<CommandStream> record)
+    {
+        if (stream is not null)
+        {
+            record(stream);
+            return;
+        }
+
+        using var own = device.BeginStream();
+        record(own);
+        own.Submit();
+    }
+}

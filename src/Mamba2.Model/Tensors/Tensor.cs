@@ -1,0 +1,65 @@
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Tensors;
+
+/// <summary>A dense row-major fp32 tensor in device memory.</summary>
+public sealed class Tensor : IDisposable
+{
+    private Tensor(GpuDevice device, GpuBuffer<float> buffer, int[] shape, string name)
+    {
+        Device = device;
+        Buffer = buffer;
+        Shape = shape;
+        Name = name;
+    }
+
+    public GpuDevice Device { get; }
+
+    public IReadOnlyList<int> Shape { get; }
+
+    public string Name { get; }
+
+    public int Rank => Shape.Count;
+
+    public long Length => Buffer.Length;
+
+    internal GpuBuffer<float> Buffer { get; }
+
+    /// <summary>An uninitialized tensor of the given shape.</summary>
+    public static Tensor Empty(GpuDevice device, string name, params int[] shape)
+    {
+        var length = ShapeOps.Elements(shape, name);
+        return new Tensor(device, device.CreateBuffer<float>(length, name), (int[])shape.Clone(), name);
+    }
+
+    /// <summary>A tensor holding <paramref name="data"/> (row-major, length = product of <paramref name="shape"/>).</summary>
+    public static Tensor FromArray(GpuDevice device, string name, ReadOnlySpan<float> data, params int[] shape)
+    {
+        var length = ShapeOps.Elements(shape, name);
+        if (data.Length != length)
+        {
+            throw new ArgumentException(
+                $"{name}: shape {ShapeOps.Format(shape)} holds {length} elements but {data.Length} values were given.", nameof(data));
+        }
+
+        var t = Empty(device, name, shape);
+        t.Buffer.Upload(data);
+        return t;
+    }
+
+    public float[] ToArray() => Buffer.Download();
+
+    public void CopyFrom(ReadOnlySpan<float> data)
+    {
+        if (data.Length != Length)
+        {
+            throw new ArgumentException($"{Name} holds {Length} elements; {data.Length} values were given.", nameof(data));
+        }
+
+        Buffer.Upload(data);
+    }
+
+    public override string ToString() => $"{Name}{ShapeOps.Format(Shape)}";
+
+    public void Dispose() => Buffer.Dispose();
+}

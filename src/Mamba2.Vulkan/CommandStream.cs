@@ -1,0 +1,400 @@
+using System.Runtime.CompilerServices;
+using Silk.NET.Vulkan;
+
+namespace Mamba2.Vulkan;
+
+/// <summary>A buffer range bound to one kernel binding. A plain <see cref="GpuBuffer"/> converts to its whole range.</summary>
+public readonly record struct BufferBinding(GpuBuffer Buffer, ulong Offset, ulong Size)
+{
+    public static implicit operator BufferBinding(GpuBuffer buffer) => new(buffer, 0, buffer.SizeBytes);
+}
+
+/// <summary>
+/// Records transfers and dispatches into one command buffer, inserting a barrier exactly where a command touches a
+/// buffer that an earlier command since the last barrier wrote (or writes one that was read), then submits them as
+/// one batch. Once submitted the recording is closed; <see cref="Submit"/> may be called again to replay it.
+/// </summary>
+public sealed unsafe class CommandStream : IDisposable
+{
+    private const int MaxTimestamps = 256;
+    private const uint SetsPerPool = 128;
+
+    private readonly GpuDevice _device;
+    private readonly Vk _vk;
+    private readonly CommandBuffer _cmd;
+    private readonly List<DescriptorPool> _pools = [];
+    private readonly Dictionary<ulong, (bool Read, bool Written)> _sinceBarrier = [];
+    private readonly HashSet<GpuBuffer> _used = [];
+    private readonly List<string> _labels = [];
+    private QueryPool _queries;
+    private bool _recording = true;
+    private bool _disposed;
+
+    internal CommandStream(GpuDevice device)
+    {
+        _device = device;
+        _vk = device.Api;
+        var alloc = new CommandBufferAllocateInfo
+        {
+            SType = StructureType.CommandBufferAllocateInfo,
+            CommandPool = device.CommandPool,
+            Level = CommandBufferLevel.Primary,
+            CommandBufferCount = 1,
+        };
+        CommandBuffer cmd;
+        device.Guard(_vk.AllocateCommandBuffers(device.Handle, in alloc, &cmd), "vkAllocateCommandBuffers");
+        _cmd = cmd;
+        device.Adopt(this);
+        var begin = new CommandBufferBeginInfo { SType = StructureType.CommandBufferBeginInfo };
+        device.Guard(_vk.BeginCommandBuffer(_cmd, in begin), "vkBeginCommandBuffer");
+    }
+
+    /// <summary>Barriers recorded so far (a measure of how much the batch is serialized).</summary>
+    public int BarrierCount { get; private set; }
+
+    public int DispatchCount { get; private set; }
+
+    /// <summary>Records a dispatch with push constants <paramref name="push"/>.</summary>
+    public void Dispatch<TPush>(Kernel kernel, (uint X, uint Y, uint Z) groups, in TPush push, params ReadOnlySpan<BufferBinding> bindings)
+        where TPush : unmanaged
+    {
+        if (Unsafe.SizeOf<TPush>() != kernel.Source.PushConstantBytes)
+        {
+            throw new ArgumentException(
+                $"{kernel.Source.Name} takes {kernel.Source.PushConstantBytes} bytes of push constants; {typeof(TPush).Name} has {Unsafe.SizeOf<TPush>()}.",
+                nameof(push));
+        }
+
+        fixed (TPush* p = &push)
+        {
+            DispatchCore(kernel, groups, (byte*)p, bindings);
+        }
+    }
+
+    /// <summary>Records a dispatch of a kernel without push constants.</summary>
+    public void Dispatch(Kernel kernel, (uint X, uint Y, uint Z) groups, params ReadOnlySpan<BufferBinding> bindings)
+    {
+        if (kernel.Source.PushConstantBytes != 0)
+        {
+            throw new ArgumentException($"{kernel.Source.Name} needs {kernel.Source.PushConstantBytes} bytes of push constants.");
+        }
+
+        DispatchCore(kernel, groups, null, bindings);
+    }
+
+    /// <summary>Fills a range with a 32-bit pattern (offset and size multiples of 4).</summary>
+    public void Fill(GpuBuffer buffer, uint pattern, ulong offset = 0, ulong? size = null)
+    {
+        var n = size ?? buffer.SizeBytes - offset;
+        CheckRange(buffer, offset, n, nameof(buffer));
+        if (offset % 4 != 0 || n % 4 != 0)
+        {
+            throw new ArgumentException($"Fill needs 4-byte aligned offset and size (got {offset}, {n}).");
+        }
+
+        Track((buffer, false, true));
+        _vk.CmdFillBuffer(_cmd, buffer.Handle, offset, n, pattern);
+    }
+
+    /// <summary>Fills a float buffer with <paramref name="value"/> (NaN poisons outputs in tests).</summary>
+    public void Fill(GpuBuffer buffer, float value) => Fill(buffer, BitConverter.SingleToUInt32Bits(value));
+
+    public void Copy(GpuBuffer source, ulong sourceOffset, GpuBuffer destination, ulong destinationOffset, ulong size)
+    {
+        CheckRange(source, sourceOffset, size, nameof(source));
+        CheckRange(destination, destinationOffset, size, nameof(destination));
+        Track((source, true, false), (destination, false, true));
+        var region = new BufferCopy(sourceOffset, destinationOffset, size);
+        _vk.CmdCopyBuffer(_cmd, source.Handle, destination.Handle, 1, &region);
+    }
+
+    /// <summary>Records a GPU timestamp taken when all earlier commands have finished.</summary>
+    public void Timestamp(string label)
+    {
+        EnsureRecording();
+        if (!_device.Capabilities.Timestamps)
+        {
+            throw new MissingFeatureException($"{_device.Name} has no timestamp support on its compute queue.");
+        }
+
+        if (_labels.Count == MaxTimestamps)
+        {
+            throw new InvalidOperationException($"At most {MaxTimestamps} timestamps per stream.");
+        }
+
+        if (_queries.Handle == 0)
+        {
+            var info = new QueryPoolCreateInfo { SType = StructureType.QueryPoolCreateInfo, QueryType = QueryType.Timestamp, QueryCount = MaxTimestamps };
+            _device.Guard(_vk.CreateQueryPool(_device.Handle, in info, null, out _queries), "vkCreateQueryPool");
+            _vk.CmdResetQueryPool(_cmd, _queries, 0, MaxTimestamps);
+        }
+
+        _vk.CmdWriteTimestamp(_cmd, PipelineStageFlags.BottomOfPipeBit, _queries, (uint)_labels.Count);
+        _labels.Add(label);
+    }
+
+    /// <summary>Submits the batch and waits for it. Returns the timestamps recorded in it.</summary>
+    public GpuTimings Submit()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        foreach (var b in _used)
+        {
+            // A buffer freed after recording would be a GPU use-after-free.
+            b.ThrowIfDisposed();
+        }
+
+        if (_recording)
+        {
+            var toHost = new MemoryBarrier
+            {
+                SType = StructureType.MemoryBarrier,
+                SrcAccessMask = AccessFlags.ShaderWriteBit | AccessFlags.TransferWriteBit,
+                DstAccessMask = AccessFlags.HostReadBit,
+            };
+            _vk.CmdPipelineBarrier(_cmd, PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit,
+                PipelineStageFlags.HostBit, 0, 1, &toHost, 0, null, 0, null);
+            _device.Guard(_vk.EndCommandBuffer(_cmd), "vkEndCommandBuffer");
+            _recording = false;
+        }
+
+        _device.SubmitAndWait(_cmd);
+        return ReadTimestamps();
+    }
+
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _device.Release(this);
+        var cmd = _cmd;
+        _vk.FreeCommandBuffers(_device.Handle, _device.CommandPool, 1, &cmd);
+        foreach (var pool in _pools)
+        {
+            _vk.DestroyDescriptorPool(_device.Handle, pool, null);
+        }
+
+        if (_queries.Handle != 0)
+        {
+            _vk.DestroyQueryPool(_device.Handle, _queries, null);
+        }
+    }
+
+    private void DispatchCore(Kernel kernel, (uint X, uint Y, uint Z) groups, byte* push, ReadOnlySpan<BufferBinding> bindings)
+    {
+        EnsureRecording();
+        var source = kernel.Source;
+        if (bindings.Length != source.Bindings.Count)
+        {
+            throw new ArgumentException($"{source.Name} has {source.Bindings.Count} bindings; {bindings.Length} buffers were given.", nameof(bindings));
+        }
+
+        var caps = _device.Capabilities;
+        var max = caps.MaxWorkgroupCount;
+        if (groups.X > max.X || groups.Y > max.Y || groups.Z > max.Z)
+        {
+            throw new ArgumentOutOfRangeException(nameof(groups),
+                $"{source.Name}: grid ({groups.X}, {groups.Y}, {groups.Z}) exceeds {_device.Name}'s limit ({max.X}, {max.Y}, {max.Z}); the kernel must loop with a stride.");
+        }
+
+        var infos = stackalloc DescriptorBufferInfo[bindings.Length];
+        for (var i = 0; i < bindings.Length; i++)
+        {
+            var b = bindings[i];
+            CheckRange(b.Buffer, b.Offset, b.Size, $"bindings[{i}]");
+            if (b.Size > caps.MaxStorageBufferRange)
+            {
+                throw new ArgumentOutOfRangeException(nameof(bindings),
+                    $"{source.Name} binding {i}: {b.Size} bytes exceed {_device.Name}'s maxStorageBufferRange ({caps.MaxStorageBufferRange}); bind the tensor in pieces.");
+            }
+
+            if (b.Offset % caps.MinStorageBufferOffsetAlignment != 0)
+            {
+                throw new ArgumentException(
+                    $"{source.Name} binding {i}: offset {b.Offset} is not a multiple of minStorageBufferOffsetAlignment ({caps.MinStorageBufferOffsetAlignment}).",
+                    nameof(bindings));
+            }
+
+            infos[i] = new DescriptorBufferInfo(b.Buffer.Handle, b.Offset, b.Size);
+        }
+
+        if (groups.X == 0 || groups.Y == 0 || groups.Z == 0)
+        {
+            return;
+        }
+
+        // One buffer may back several bindings (in-place ops): merge its accesses before tracking.
+        var accesses = new Dictionary<GpuBuffer, (bool Read, bool Write)>();
+        for (var i = 0; i < bindings.Length; i++)
+        {
+            var access = source.Bindings[i];
+            accesses.TryGetValue(bindings[i].Buffer, out var a);
+            accesses[bindings[i].Buffer] = (a.Read || access != BufferAccess.Write, a.Write || access != BufferAccess.Read);
+        }
+
+        Track(accesses.Select(kv => (kv.Key, kv.Value.Read, kv.Value.Write)).ToArray());
+
+        var set = AllocateSet(kernel.SetLayout, bindings.Length);
+        var writes = stackalloc WriteDescriptorSet[bindings.Length];
+        for (var i = 0; i < bindings.Length; i++)
+        {
+            writes[i] = new WriteDescriptorSet
+            {
+                SType = StructureType.WriteDescriptorSet,
+                DstSet = set,
+                DstBinding = (uint)i,
+                DescriptorCount = 1,
+                DescriptorType = DescriptorType.StorageBuffer,
+                PBufferInfo = &infos[i],
+            };
+        }
+
+        _vk.UpdateDescriptorSets(_device.Handle, (uint)bindings.Length, writes, 0, null);
+        _vk.CmdBindPipeline(_cmd, PipelineBindPoint.Compute, kernel.Pipeline);
+        _vk.CmdBindDescriptorSets(_cmd, PipelineBindPoint.Compute, kernel.Layout, 0, 1, &set, 0, null);
+        if (push != null)
+        {
+            _vk.CmdPushConstants(_cmd, kernel.Layout, ShaderStageFlags.ComputeBit, 0, (uint)source.PushConstantBytes, push);
+        }
+
+        _vk.CmdDispatch(_cmd, groups.X, groups.Y, groups.Z);
+        DispatchCount++;
+    }
+
+    /// <summary>
+    /// Adds one barrier before a command if any of its accesses conflicts with an access since the last barrier
+    /// (read after write, write after write, write after read), then records its accesses.
+    /// </summary>
+    private void Track(params ReadOnlySpan<(GpuBuffer Buffer, bool Read, bool Write)> accesses)
+    {
+        EnsureRecording();
+        var hazard = false;
+        foreach (var (buffer, read, write) in accesses)
+        {
+            _used.Add(buffer);
+            _sinceBarrier.TryGetValue(buffer.Handle.Handle, out var prior);
+            hazard |= (read && prior.Written) || (write && (prior.Written || prior.Read));
+        }
+
+        if (hazard)
+        {
+            var barrier = new MemoryBarrier
+            {
+                SType = StructureType.MemoryBarrier,
+                SrcAccessMask = AccessFlags.ShaderWriteBit | AccessFlags.TransferWriteBit,
+                DstAccessMask = AccessFlags.ShaderReadBit | AccessFlags.ShaderWriteBit | AccessFlags.TransferReadBit | AccessFlags.TransferWriteBit,
+            };
+            var stages = PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit;
+            _vk.CmdPipelineBarrier(_cmd, stages, stages, 0, 1, &barrier, 0, null, 0, null);
+            BarrierCount++;
+            _sinceBarrier.Clear();
+        }
+
+        foreach (var (buffer, read, write) in accesses)
+        {
+            _sinceBarrier.TryGetValue(buffer.Handle.Handle, out var prior);
+            _sinceBarrier[buffer.Handle.Handle] = (prior.Read || read, prior.Written || write);
+        }
+    }
+
+    private DescriptorSet AllocateSet(DescriptorSetLayout layout, int bindingCount)
+    {
+        var l = layout;
+        if (_pools.Count > 0)
+        {
+            var info = new DescriptorSetAllocateInfo
+            {
+                SType = StructureType.DescriptorSetAllocateInfo,
+                DescriptorPool = _pools[^1],
+                DescriptorSetCount = 1,
+                PSetLayouts = &l,
+            };
+            DescriptorSet set;
+            var r = _vk.AllocateDescriptorSets(_device.Handle, in info, &set);
+            if (r == Result.Success)
+            {
+                return set;
+            }
+
+            if (r is not (Result.ErrorOutOfPoolMemory or Result.ErrorFragmentedPool))
+            {
+                _device.Guard(r, "vkAllocateDescriptorSets");
+            }
+        }
+
+        var size = new DescriptorPoolSize(DescriptorType.StorageBuffer, SetsPerPool * (uint)Math.Max(16, bindingCount));
+        var poolInfo = new DescriptorPoolCreateInfo
+        {
+            SType = StructureType.DescriptorPoolCreateInfo,
+            MaxSets = SetsPerPool,
+            PoolSizeCount = 1,
+            PPoolSizes = &size,
+        };
+        _device.Guard(_vk.CreateDescriptorPool(_device.Handle, in poolInfo, null, out var pool), "vkCreateDescriptorPool");
+        _pools.Add(pool);
+        var alloc = new DescriptorSetAllocateInfo
+        {
+            SType = StructureType.DescriptorSetAllocateInfo,
+            DescriptorPool = pool,
+            DescriptorSetCount = 1,
+            PSetLayouts = &l,
+        };
+        DescriptorSet fresh;
+        _device.Guard(_vk.AllocateDescriptorSets(_device.Handle, in alloc, &fresh), "vkAllocateDescriptorSets");
+        return fresh;
+    }
+
+    private GpuTimings ReadTimestamps()
+    {
+        if (_labels.Count == 0)
+        {
+            return new GpuTimings([], []);
+        }
+
+        var raw = new ulong[_labels.Count];
+        fixed (ulong* p = raw)
+        {
+            _device.Guard(_vk.GetQueryPoolResults(_device.Handle, _queries, 0, (uint)_labels.Count, (nuint)(raw.Length * 8), p, 8,
+                QueryResultFlags.Result64Bit | QueryResultFlags.ResultWaitBit), "vkGetQueryPoolResults");
+        }
+
+        var bits = _device.Info.TimestampValidBits;
+        var mask = bits >= 64 ? ulong.MaxValue : (1UL << (int)bits) - 1;
+        var period = _device.Capabilities.TimestampPeriodNs;
+        var ns = raw.Select(t => (t & mask) * (double)period).ToArray();
+        return new GpuTimings(_labels.ToArray(), ns);
+    }
+
+    private void EnsureRecording()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (!_recording)
+        {
+            throw new InvalidOperationException("This stream was submitted; record new work in a new stream.");
+        }
+    }
+
+    private static void CheckRange(GpuBuffer buffer, ulong offset, ulong size, string argument)
+    {
+        buffer.ThrowIfDisposed();
+        if (size == 0 || offset + size > buffer.SizeBytes)
+        {
+            throw new ArgumentOutOfRangeException(argument, $"range [{offset}, {offset + size}) is empty or outside {buffer.Name} ({buffer.SizeBytes} bytes).");
+        }
+    }
+}
+
+/// <summary>GPU timestamps of one submission, in nanoseconds from an arbitrary origin.</summary>
+public sealed record GpuTimings(IReadOnlyList<string> Labels, IReadOnlyList<double> Nanoseconds)
+{
+    public double Milliseconds(string from, string to) => (At(to) - At(from)) / 1e6;
+
+    private double At(string label)
+    {
+        var i = Labels.ToList().IndexOf(label);
+        return i >= 0 ? Nanoseconds[i] : throw new KeyNotFoundException($"No timestamp labelled '{label}'.");
+    }
+}

@@ -1,0 +1,64 @@
+namespace Mamba2.Vulkan;
+
+/// <summary>
+/// What a device can do, as the kernels need it to pick variants and tile sizes. Enabled features only: a feature
+/// listed here was both supported and turned on when the device was opened.
+/// </summary>
+public sealed record DeviceCapabilities
+{
+    public required uint SubgroupSize { get; init; }
+    public uint MinSubgroupSize { get; init; }
+    public uint MaxSubgroupSize { get; init; }
+    public required uint MaxSharedMemoryBytes { get; init; }
+    public required uint MaxWorkgroupInvocations { get; init; }
+    public required (uint X, uint Y, uint Z) MaxWorkgroupSize { get; init; }
+    public required (uint X, uint Y, uint Z) MaxWorkgroupCount { get; init; }
+    public required ulong MaxStorageBufferRange { get; init; }
+    public required ulong MaxAllocationBytes { get; init; }
+    public required ulong MinStorageBufferOffsetAlignment { get; init; }
+    public required uint MaxPushConstantsBytes { get; init; }
+    public required float TimestampPeriodNs { get; init; }
+    public required bool Timestamps { get; init; }
+    public bool Float16 { get; init; }
+    public bool Storage16Bit { get; init; }
+    public bool SubgroupSizeControl { get; init; }
+    public bool ComputeFullSubgroups { get; init; }
+    public bool CooperativeMatrixKhr { get; init; }
+    public bool CooperativeMatrixNv { get; init; }
+    public bool CooperativeMatrix2Nv { get; init; }
+    public bool TimelineSemaphore { get; init; }
+    public bool BufferDeviceAddress { get; init; }
+    public bool ShaderFloat32AtomicAdd { get; init; }
+    public bool Bfloat16 { get; init; }
+
+    /// <summary>Shapes the device's cooperative-matrix unit supports (VK_KHR_cooperative_matrix).</summary>
+    public IReadOnlyList<CooperativeMatrixShape> CooperativeMatrixShapes { get; init; } = [];
+}
+
+/// <summary>One MxNxK shape with operand and accumulator types, e.g. 16x16x16 f16*f16+f32.</summary>
+public sealed record CooperativeMatrixShape(uint M, uint N, uint K, string AType, string BType, string CType, string ResultType)
+{
+    public override string ToString() => $"{M}x{N}x{K} {AType}*{BType}+{CType}->{ResultType}";
+
+    /// <summary>VkComponentTypeKHR by value (Silk.NET's enum has duplicate names).</summary>
+    public static string ComponentName(int value) => value switch
+    {
+        0 => "f16",
+        1 => "f32",
+        2 => "f64",
+        3 => "i8",
+        4 => "i16",
+        5 => "i32",
+        6 => "i64",
+        7 => "u8",
+        8 => "u16",
+        9 => "u32",
+        10 => "u64",
+        1000141000 => "bf16",
+        1000491000 => "i8packed",
+        1000491001 => "u8packed",
+        1000491002 => "e4m3",
+        1000491003 => "e5m2",
+        _ => $"type{value}",
+    };
+}

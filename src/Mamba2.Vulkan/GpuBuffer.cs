@@ -1,0 +1,164 @@
+using System.Runtime.CompilerServices;
+using Silk.NET.Vulkan;
+using VkBuffer = Silk.NET.Vulkan.Buffer;
+
+namespace Mamba2.Vulkan;
+
+/// <summary>A storage buffer in device (or host) memory. Dispose frees it; a disposed buffer cannot be bound.</summary>
+public unsafe class GpuBuffer : IDisposable
+{
+    private readonly GpuDevice _device;
+    private readonly Allocation _allocation;
+    private bool _disposed;
+
+    internal GpuBuffer(GpuDevice device, ulong sizeBytes, MemoryKind kind, string? name)
+    {
+        if (sizeBytes == 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(sizeBytes), "A buffer needs at least one byte.");
+        }
+
+        device.ThrowIfUnusable();
+        _device = device;
+        SizeBytes = sizeBytes;
+        Kind = kind;
+        Name = name ?? "buffer";
+        var info = new BufferCreateInfo
+        {
+            SType = StructureType.BufferCreateInfo,
+            Size = sizeBytes,
+            Usage = BufferUsageFlags.StorageBufferBit | BufferUsageFlags.TransferSrcBit | BufferUsageFlags.TransferDstBit,
+            SharingMode = SharingMode.Exclusive,
+        };
+        device.Guard(device.Api.CreateBuffer(device.Handle, in info, null, out var handle), "vkCreateBuffer");
+        Handle = handle;
+        try
+        {
+            device.Api.GetBufferMemoryRequirements(device.Handle, handle, out var req);
+            _allocation = device.Memory.Allocate(req, kind, $"{Name} ({sizeBytes} bytes)");
+            device.Guard(device.Api.BindBufferMemory(device.Handle, handle, _allocation.Block.Memory, _allocation.Offset), "vkBindBufferMemory");
+            device.Adopt(this);
+        }
+        catch
+        {
+            if (_allocation is not null)
+            {
+                device.Memory.Free(_allocation);
+            }
+
+            device.Api.DestroyBuffer(device.Handle, handle, null);
+            throw;
+        }
+    }
+
+    public VkBuffer Handle { get; }
+
+    public ulong SizeBytes { get; }
+
+    public MemoryKind Kind { get; }
+
+    public string Name { get; }
+
+    public GpuDevice Device => _device;
+
+    public bool IsDisposed => _disposed;
+
+    /// <summary>Host pointer when the memory is host-visible and coherent (unified memory, staging), else null.</summary>
+    internal byte* Mapped => _allocation.Mapped;
+
+    /// <summary>Copies host data into the buffer at <paramref name="offsetBytes"/> (directly where mapped, else through staging).</summary>
+    public void Upload<T>(ReadOnlySpan<T> data, ulong offsetBytes = 0) where T : unmanaged
+    {
+        var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(data);
+        CheckRange(offsetBytes, (ulong)bytes.Length, nameof(data));
+        if (Mapped != null)
+        {
+            bytes.CopyTo(new Span<byte>(Mapped + offsetBytes, bytes.Length));
+            return;
+        }
+
+        _device.Staging.Upload(this, offsetBytes, bytes);
+    }
+
+    /// <summary>Copies buffer contents at <paramref name="offsetBytes"/> into <paramref name="destination"/>.</summary>
+    public void Download<T>(Span<T> destination, ulong offsetBytes = 0) where T : unmanaged
+    {
+        var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(destination);
+        CheckRange(offsetBytes, (ulong)bytes.Length, nameof(destination));
+        if (Mapped != null)
+        {
+            new ReadOnlySpan<byte>(Mapped + offsetBytes, bytes.Length).CopyTo(bytes);
+            return;
+        }
+
+        _device.Staging.Download(this, offsetBytes, bytes);
+    }
+
+    internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    private void CheckRange(ulong offset, ulong length, string argument)
+    {
+        ThrowIfDisposed();
+        if (offset + length > SizeBytes)
+        {
+            throw new ArgumentOutOfRangeException(argument,
+                $"{length} bytes at offset {offset} do not fit in {Name} ({SizeBytes} bytes).");
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _device.Release(this);
+        _device.Api.DestroyBuffer(_device.Handle, Handle, null);
+        _device.Memory.Free(_allocation);
+        GC.SuppressFinalize(this);
+    }
+}
+
+/// <summary>A buffer of <typeparamref name="T"/> elements.</summary>
+public sealed class GpuBuffer<T> : GpuBuffer where T : unmanaged
+{
+    internal GpuBuffer(GpuDevice device, long length, MemoryKind kind, string? name)
+        : base(device, checked((ulong)length * (ulong)Unsafe.SizeOf<T>()), kind, name) => Length = length;
+
+    public long Length { get; }
+
+    public void Upload(ReadOnlySpan<T> data) => Upload<T>(data);
+
+    public T[] Download()
+    {
+        var result = new T[Length];
+        Download<T>(result);
+        return result;
+    }
+}
+
+public sealed partial class GpuDevice
+{
+    internal StagingPool Staging => _staging;
+
+    /// <summary>Creates an uninitialized buffer of <paramref name="sizeBytes"/> bytes.</summary>
+    public GpuBuffer CreateBuffer(ulong sizeBytes, string? name = null, MemoryKind kind = MemoryKind.Device) =>
+        new(this, sizeBytes, kind, name);
+
+    /// <summary>Creates an uninitialized buffer of <paramref name="length"/> elements.</summary>
+    public GpuBuffer<T> CreateBuffer<T>(long length, string? name = null, MemoryKind kind = MemoryKind.Device) where T : unmanaged
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(length);
+        return new GpuBuffer<T>(this, length, kind, name);
+    }
+
+    /// <summary>Creates a buffer holding <paramref name="data"/>.</summary>
+    public GpuBuffer<T> CreateBuffer<T>(ReadOnlySpan<T> data, string? name = null) where T : unmanaged
+    {
+        var buffer = CreateBuffer<T>(data.Length, name);
+        buffer.Upload(data);
+        return buffer;
+    }
+}

@@ -1,0 +1,363 @@
+using Silk.NET.Core.Native;
+using Silk.NET.Vulkan;
+
+namespace Mamba2.Vulkan;
+
+/// <summary>
+/// An opened Vulkan device with one compute queue: the root object of the runtime. Owns the instance, memory,
+/// kernels (with the pipeline cache) and submissions. Not thread-safe for recording; submissions are serialized.
+/// </summary>
+public sealed unsafe partial class GpuDevice : IDisposable
+{
+    private readonly VulkanInstance _instance;
+    private readonly object _queueLock = new();
+    private readonly KernelCache _kernels;
+    private readonly StagingPool _staging;
+    private readonly HashSet<IDisposable> _children = [];
+    private CommandPool _commandPool;
+    private bool _lost;
+    private bool _disposed;
+
+    private GpuDevice(VulkanInstance instance, PhysicalDeviceInfo info)
+    {
+        _instance = instance;
+        Info = info;
+        Api = instance.Api;
+        var (extensions, capabilities) = ChooseExtensions(info);
+        Capabilities = capabilities;
+        Handle = CreateLogicalDevice(extensions);
+        Api.GetDeviceQueue(Handle, (uint)info.ComputeQueueFamily, 0, out var queue);
+        Queue = queue;
+        var poolInfo = new CommandPoolCreateInfo
+        {
+            SType = StructureType.CommandPoolCreateInfo,
+            QueueFamilyIndex = (uint)info.ComputeQueueFamily,
+            Flags = CommandPoolCreateFlags.ResetCommandBufferBit,
+        };
+        Api.CreateCommandPool(Handle, in poolInfo, null, out _commandPool).Check("vkCreateCommandPool");
+        Memory = new MemoryAllocator(this);
+        _kernels = new KernelCache(this, instance.Options.PipelineCacheDirectory);
+        _staging = new StagingPool(this);
+    }
+
+    /// <summary>Opens the device chosen by <paramref name="options"/> (null: <see cref="VulkanOptions.FromEnvironment"/>).</summary>
+    public static GpuDevice Create(VulkanOptions? options = null)
+    {
+        options ??= VulkanOptions.FromEnvironment();
+        var instance = new VulkanInstance(options);
+        try
+        {
+            var info = DeviceSelector.Choose(PhysicalDeviceInfo.Enumerate(instance), options.Device);
+            return new GpuDevice(instance, info);
+        }
+        catch
+        {
+            instance.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Every usable device and the index of the one <see cref="Create"/> would open.</summary>
+    public static (IReadOnlyList<PhysicalDeviceInfo> Devices, int Chosen) ListDevices(VulkanOptions? options = null)
+    {
+        options ??= VulkanOptions.FromEnvironment();
+        using var instance = new VulkanInstance(options with { Validation = false, SynchronizationValidation = false });
+        var devices = PhysicalDeviceInfo.Enumerate(instance);
+        return (devices, DeviceSelector.Choose(devices, options.Device).Index);
+    }
+
+    public Vk Api { get; }
+
+    public Device Handle { get; }
+
+    public Queue Queue { get; }
+
+    public PhysicalDeviceInfo Info { get; }
+
+    /// <summary>The features enabled on this device and its limits; kernels pick variants from it.</summary>
+    public DeviceCapabilities Capabilities { get; }
+
+    public MemoryAllocator Memory { get; }
+
+    /// <summary>Validation messages (empty unless validation is on).</summary>
+    public ValidationLog ValidationLog => _instance.Log;
+
+    public bool ValidationEnabled => _instance.ValidationEnabled;
+
+    public string Name => Info.Name;
+
+    internal CommandPool CommandPool => _commandPool;
+
+    /// <summary>Looks up a device-level function (extension entry points Silk.NET does not bind).</summary>
+    public nint GetProcAddress(string name)
+    {
+        var fn = (nint)Api.GetDeviceProcAddr(Handle, name).Handle;
+        if (fn == 0)
+        {
+            throw new MissingFeatureException($"{name} is not available on {Name}.");
+        }
+
+        return fn;
+    }
+
+    /// <summary>Gets (or builds and caches) the pipeline for a kernel with the given specialization constants.</summary>
+    public Kernel GetKernel(KernelSource source, ReadOnlySpan<uint> specialization = default)
+    {
+        ThrowIfUnusable();
+        return _kernels.Get(source, specialization);
+    }
+
+    /// <summary>Starts recording a batch of transfers and dispatches that are submitted together.</summary>
+    public CommandStream BeginStream()
+    {
+        ThrowIfUnusable();
+        return new CommandStream(this);
+    }
+
+    /// <summary>Submits one recorded command buffer and waits for it to finish.</summary>
+    internal void SubmitAndWait(CommandBuffer cmd)
+    {
+        ThrowIfUnusable();
+        var fenceInfo = new FenceCreateInfo { SType = StructureType.FenceCreateInfo };
+        Api.CreateFence(Handle, in fenceInfo, null, out var fence).Check("vkCreateFence");
+        try
+        {
+            var submit = new SubmitInfo { SType = StructureType.SubmitInfo, CommandBufferCount = 1, PCommandBuffers = &cmd };
+            lock (_queueLock)
+            {
+                Guard(Api.QueueSubmit(Queue, 1, in submit, fence), "vkQueueSubmit");
+                var timeout = (ulong)_instance.Options.SubmitTimeout.Ticks * 100;
+                var r = Api.WaitForFences(Handle, 1, in fence, true, timeout);
+                if (r == Result.Timeout)
+                {
+                    _lost = true;
+                    throw new DeviceLostException(
+                        $"A submission did not finish within {_instance.Options.SubmitTimeout}; the device is treated as hung.");
+                }
+
+                Guard(r, "vkWaitForFences");
+            }
+        }
+        finally
+        {
+            Api.DestroyFence(Handle, fence, null);
+        }
+    }
+
+    internal void Adopt(IDisposable child)
+    {
+        lock (_children)
+        {
+            _children.Add(child);
+        }
+    }
+
+    internal void Release(IDisposable child)
+    {
+        lock (_children)
+        {
+            _children.Remove(child);
+        }
+    }
+
+    /// <summary>Checks a result, remembering device loss so later calls fail fast.</summary>
+    internal void Guard(Result result, string call)
+    {
+        if (result == Result.ErrorDeviceLost)
+        {
+            _lost = true;
+        }
+
+        result.Check(call);
+    }
+
+    internal void ThrowIfUnusable()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_lost)
+        {
+            throw new DeviceLostException($"{Name} was lost earlier; dispose this GpuDevice and open a new one.");
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        if (!_lost)
+        {
+            Api.DeviceWaitIdle(Handle);
+        }
+
+        // Buffers and streams the caller did not dispose are freed here, so nothing outlives the device.
+        IDisposable[] children;
+        lock (_children)
+        {
+            children = [.. _children];
+        }
+
+        foreach (var child in children)
+        {
+            child.Dispose();
+        }
+
+        _disposed = true;
+        _staging.Dispose();
+        _kernels.Dispose();
+        Memory.Dispose();
+        Api.DestroyCommandPool(Handle, _commandPool, null);
+        _commandPool = default;
+        Api.DestroyDevice(Handle, null);
+        _instance.Dispose();
+    }
+
+    private static (List<string> Extensions, DeviceCapabilities Enabled) ChooseExtensions(PhysicalDeviceInfo info)
+    {
+        var ext = new List<string>();
+        var caps = info.Capabilities;
+        void Use(string name)
+        {
+            if (info.Extensions.Contains(name))
+            {
+                ext.Add(name);
+            }
+        }
+
+        Use("VK_KHR_portability_subset");
+        Use("VK_EXT_shader_atomic_float");
+        Use("VK_KHR_shader_bfloat16");
+        if (info.ApiVersion < Vk.Version13)
+        {
+            Use("VK_EXT_subgroup_size_control");
+        }
+
+        if (caps.CooperativeMatrixKhr)
+        {
+            Use("VK_KHR_cooperative_matrix");
+            Use("VK_NV_cooperative_matrix2");
+        }
+        else if (caps.CooperativeMatrixNv)
+        {
+            Use("VK_NV_cooperative_matrix");
+        }
+
+        // The NV flavour is only enabled where KHR is missing: shaders then target one or the other.
+        var enabled = caps with
+        {
+            CooperativeMatrixNv = caps.CooperativeMatrixNv && !caps.CooperativeMatrixKhr,
+            CooperativeMatrix2Nv = caps.CooperativeMatrix2Nv && caps.CooperativeMatrixKhr,
+        };
+        return (ext, enabled);
+    }
+
+    private Device CreateLogicalDevice(List<string> extensions)
+    {
+        var caps = Capabilities;
+        var f11 = new PhysicalDeviceVulkan11Features
+        {
+            SType = StructureType.PhysicalDeviceVulkan11Features,
+            StorageBuffer16BitAccess = caps.Storage16Bit,
+        };
+        var f12 = new PhysicalDeviceVulkan12Features
+        {
+            SType = StructureType.PhysicalDeviceVulkan12Features,
+            PNext = &f11,
+            ShaderFloat16 = caps.Float16,
+            TimelineSemaphore = caps.TimelineSemaphore,
+            BufferDeviceAddress = caps.BufferDeviceAddress,
+        };
+        var f13 = new PhysicalDeviceVulkan13Features
+        {
+            SType = StructureType.PhysicalDeviceVulkan13Features,
+            PNext = &f12,
+            SubgroupSizeControl = caps.SubgroupSizeControl,
+            ComputeFullSubgroups = caps.ComputeFullSubgroups,
+        };
+        var coopKhr = new PhysicalDeviceCooperativeMatrixFeaturesKHR
+        {
+            SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesKhr,
+            CooperativeMatrix = true,
+        };
+        var coopNv = new PhysicalDeviceCooperativeMatrixFeaturesNV
+        {
+            SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesNV,
+            CooperativeMatrix = true,
+        };
+        var coop2 = new PhysicalDeviceCooperativeMatrix2FeaturesNV { SType = StructureType.PhysicalDeviceCooperativeMatrix2FeaturesNV };
+        var atomic = new PhysicalDeviceShaderAtomicFloatFeaturesEXT
+        {
+            SType = StructureType.PhysicalDeviceShaderAtomicFloatFeaturesExt,
+            ShaderBufferFloat32AtomicAdd = true,
+        };
+        var bf16 = new PhysicalDeviceShaderBfloat16FeaturesKHR
+        {
+            SType = StructureType.PhysicalDeviceShaderBfloat16FeaturesKhr,
+            ShaderBFloat16Type = true,
+        };
+        void* chain = Info.ApiVersion >= Vk.Version13 ? &f13 : &f12;
+        if (caps.CooperativeMatrixKhr)
+        {
+            coopKhr.PNext = chain;
+            chain = &coopKhr;
+        }
+
+        if (caps.CooperativeMatrixNv)
+        {
+            coopNv.PNext = chain;
+            chain = &coopNv;
+        }
+
+        if (caps.CooperativeMatrix2Nv)
+        {
+            // Enable every coopmat2 capability the driver reports.
+            var query = new PhysicalDeviceFeatures2 { SType = StructureType.PhysicalDeviceFeatures2, PNext = &coop2 };
+            Api.GetPhysicalDeviceFeatures2(Info.Handle, &query);
+            coop2.PNext = chain;
+            chain = &coop2;
+        }
+
+        if (caps.ShaderFloat32AtomicAdd && extensions.Contains("VK_EXT_shader_atomic_float"))
+        {
+            atomic.PNext = chain;
+            chain = &atomic;
+        }
+
+        if (caps.Bfloat16 && extensions.Contains("VK_KHR_shader_bfloat16"))
+        {
+            bf16.PNext = chain;
+            chain = &bf16;
+        }
+
+        var features = new PhysicalDeviceFeatures2 { SType = StructureType.PhysicalDeviceFeatures2, PNext = chain };
+        var priority = 1.0f;
+        var queueInfo = new DeviceQueueCreateInfo
+        {
+            SType = StructureType.DeviceQueueCreateInfo,
+            QueueFamilyIndex = (uint)Info.ComputeQueueFamily,
+            QueueCount = 1,
+            PQueuePriorities = &priority,
+        };
+        var names = SilkMarshal.StringArrayToPtr(extensions);
+        try
+        {
+            var info = new DeviceCreateInfo
+            {
+                SType = StructureType.DeviceCreateInfo,
+                PNext = &features,
+                QueueCreateInfoCount = 1,
+                PQueueCreateInfos = &queueInfo,
+                EnabledExtensionCount = (uint)extensions.Count,
+                PpEnabledExtensionNames = (byte**)names,
+            };
+            Api.CreateDevice(Info.Handle, in info, null, out var device).Check($"vkCreateDevice({Info.Name})");
+            return device;
+        }
+        finally
+        {
+            SilkMarshal.Free(names);
+        }
+    }
+}

@@ -1,0 +1,237 @@
+using System.Reflection;
+using Silk.NET.Vulkan;
+
+namespace Mamba2.Vulkan;
+
+/// <summary>How a kernel touches one storage-buffer binding; the command stream derives barriers from it.</summary>
+public enum BufferAccess
+{
+    Read,
+    Write,
+    ReadWrite,
+}
+
+/// <summary>
+/// A compute shader's SPIR-V (an embedded resource) and its interface: one storage buffer per binding in set 0,
+/// numbered 0..n-1, and a push-constant block of <paramref name="PushConstantBytes"/>. Checked against the SPIR-V
+/// when the pipeline is built.
+/// </summary>
+public sealed record KernelSource(Assembly Assembly, string ResourceName, IReadOnlyList<BufferAccess> Bindings, int PushConstantBytes)
+{
+    public string Name => Path.GetFileNameWithoutExtension(ResourceName);
+
+    internal uint[] LoadSpirv()
+    {
+        using var stream = Assembly.GetManifestResourceStream(ResourceName)
+            ?? throw new InvalidOperationException(
+                $"SPIR-V resource '{ResourceName}' is not embedded in {Assembly.GetName().Name}; was the shader added to the project's <Shader> items?");
+        var bytes = new byte[stream.Length];
+        stream.ReadExactly(bytes);
+        if (bytes.Length % 4 != 0 || bytes.Length < 20 || BitConverter.ToUInt32(bytes, 0) != 0x07230203)
+        {
+            throw new InvalidDataException($"'{ResourceName}' is not SPIR-V.");
+        }
+
+        var words = new uint[bytes.Length / 4];
+        System.Buffer.BlockCopy(bytes, 0, words, 0, bytes.Length);
+        return words;
+    }
+}
+
+/// <summary>A built compute pipeline for one <see cref="KernelSource"/> and one set of specialization constants.</summary>
+public sealed unsafe class Kernel : IDisposable
+{
+    private readonly GpuDevice _device;
+
+    internal Kernel(GpuDevice device, KernelSource source, uint[] specialization, PipelineCache cache)
+    {
+        _device = device;
+        Source = source;
+        Specialization = specialization;
+        var spirv = source.LoadSpirv();
+        SpirvInterface.Check(source, spirv, specialization.Length);
+        if (source.PushConstantBytes > device.Capabilities.MaxPushConstantsBytes)
+        {
+            throw new MissingFeatureException(
+                $"{source.Name} needs {source.PushConstantBytes} bytes of push constants; {device.Name} allows {device.Capabilities.MaxPushConstantsBytes}.");
+        }
+
+        var vk = device.Api;
+        var bindings = stackalloc DescriptorSetLayoutBinding[source.Bindings.Count];
+        for (var i = 0; i < source.Bindings.Count; i++)
+        {
+            bindings[i] = new DescriptorSetLayoutBinding
+            {
+                Binding = (uint)i,
+                DescriptorType = DescriptorType.StorageBuffer,
+                DescriptorCount = 1,
+                StageFlags = ShaderStageFlags.ComputeBit,
+            };
+        }
+
+        var setInfo = new DescriptorSetLayoutCreateInfo
+        {
+            SType = StructureType.DescriptorSetLayoutCreateInfo,
+            BindingCount = (uint)source.Bindings.Count,
+            PBindings = bindings,
+        };
+        device.Guard(vk.CreateDescriptorSetLayout(device.Handle, in setInfo, null, out var setLayout), "vkCreateDescriptorSetLayout");
+        SetLayout = setLayout;
+
+        var range = new PushConstantRange { StageFlags = ShaderStageFlags.ComputeBit, Offset = 0, Size = (uint)source.PushConstantBytes };
+        var layoutInfo = new PipelineLayoutCreateInfo
+        {
+            SType = StructureType.PipelineLayoutCreateInfo,
+            SetLayoutCount = 1,
+            PSetLayouts = &setLayout,
+            PushConstantRangeCount = source.PushConstantBytes > 0 ? 1u : 0u,
+            PPushConstantRanges = &range,
+        };
+        device.Guard(vk.CreatePipelineLayout(device.Handle, in layoutInfo, null, out var layout), "vkCreatePipelineLayout");
+        Layout = layout;
+
+        ShaderModule module;
+        fixed (uint* code = spirv)
+        {
+            var moduleInfo = new ShaderModuleCreateInfo
+            {
+                SType = StructureType.ShaderModuleCreateInfo,
+                CodeSize = (nuint)(spirv.Length * 4),
+                PCode = code,
+            };
+            device.Guard(vk.CreateShaderModule(device.Handle, in moduleInfo, null, out module), "vkCreateShaderModule");
+        }
+
+        try
+        {
+            var entries = stackalloc SpecializationMapEntry[Math.Max(1, specialization.Length)];
+            for (var i = 0; i < specialization.Length; i++)
+            {
+                entries[i] = new SpecializationMapEntry { ConstantID = (uint)i, Offset = (uint)(i * 4), Size = 4 };
+            }
+
+            fixed (uint* data = specialization)
+            {
+                var spec = new SpecializationInfo
+                {
+                    MapEntryCount = (uint)specialization.Length,
+                    PMapEntries = entries,
+                    DataSize = (nuint)(specialization.Length * 4),
+                    PData = data,
+                };
+                var main = stackalloc byte[] { (byte)'m', (byte)'a', (byte)'i', (byte)'n', 0 };
+                var pipelineInfo = new ComputePipelineCreateInfo
+                {
+                    SType = StructureType.ComputePipelineCreateInfo,
+                    Stage = new PipelineShaderStageCreateInfo
+                    {
+                        SType = StructureType.PipelineShaderStageCreateInfo,
+                        Stage = ShaderStageFlags.ComputeBit,
+                        Module = module,
+                        PName = main,
+                        PSpecializationInfo = specialization.Length > 0 ? &spec : null,
+                    },
+                    Layout = layout,
+                };
+                Pipeline pipeline;
+                device.Guard(vk.CreateComputePipelines(device.Handle, cache, 1, &pipelineInfo, null, &pipeline),
+                    $"vkCreateComputePipelines({source.Name})");
+                Pipeline = pipeline;
+            }
+        }
+        catch
+        {
+            vk.DestroyPipelineLayout(device.Handle, layout, null);
+            vk.DestroyDescriptorSetLayout(device.Handle, setLayout, null);
+            throw;
+        }
+        finally
+        {
+            vk.DestroyShaderModule(device.Handle, module, null);
+        }
+    }
+
+    public KernelSource Source { get; }
+
+    public IReadOnlyList<uint> Specialization { get; }
+
+    public Pipeline Pipeline { get; }
+
+    public PipelineLayout Layout { get; }
+
+    public DescriptorSetLayout SetLayout { get; }
+
+    public void Dispose()
+    {
+        _device.Api.DestroyPipeline(_device.Handle, Pipeline, null);
+        _device.Api.DestroyPipelineLayout(_device.Handle, Layout, null);
+        _device.Api.DestroyDescriptorSetLayout(_device.Handle, SetLayout, null);
+    }
+}
+
+/// <summary>Just enough SPIR-V reading to check a shader against its declared <see cref="KernelSource"/>.</summary>
+internal static class SpirvInterface
+{
+    private const int OpDecorate = 71;
+    private const int OpVariable = 59;
+    private const int DecorationSpecId = 1;
+    private const int DecorationBinding = 33;
+    private const int DecorationDescriptorSet = 34;
+    private const int StorageClassPushConstant = 9;
+
+    public static void Check(KernelSource source, uint[] words, int specializationCount)
+    {
+        var bindings = new SortedSet<uint>();
+        var specIds = new HashSet<uint>();
+        var hasPush = false;
+        for (var i = 5; i < words.Length;)
+        {
+            var count = (int)(words[i] >> 16);
+            var op = (int)(words[i] & 0xffff);
+            if (count == 0)
+            {
+                throw new InvalidDataException($"{source.ResourceName}: malformed SPIR-V at word {i}.");
+            }
+
+            if (op == OpDecorate && count >= 4)
+            {
+                switch ((int)words[i + 2])
+                {
+                    case DecorationBinding: bindings.Add(words[i + 3]); break;
+                    case DecorationSpecId: specIds.Add(words[i + 3]); break;
+                    case DecorationDescriptorSet when words[i + 3] != 0:
+                        throw new InvalidDataException($"{source.Name}: only descriptor set 0 is supported (found set {words[i + 3]}).");
+                }
+            }
+            else if (op == OpVariable && count >= 4 && words[i + 3] == StorageClassPushConstant)
+            {
+                hasPush = true;
+            }
+
+            i += count;
+        }
+
+        var expected = Enumerable.Range(0, source.Bindings.Count).Select(b => (uint)b);
+        if (!bindings.SequenceEqual(expected))
+        {
+            throw new InvalidOperationException(
+                $"{source.Name}: the shader binds [{string.Join(", ", bindings)}] but its KernelSource declares {source.Bindings.Count} bindings (0..{source.Bindings.Count - 1}).");
+        }
+
+        if (hasPush != source.PushConstantBytes > 0)
+        {
+            throw new InvalidOperationException(
+                $"{source.Name}: push constants {(hasPush ? "used by the shader but not declared" : "declared but not used by the shader")}.");
+        }
+
+        for (uint id = 0; id < specializationCount; id++)
+        {
+            if (!specIds.Contains(id))
+            {
+                throw new ArgumentException(
+                    $"{source.Name}: specialization constant {id} was given but the shader declares only ids [{string.Join(", ", specIds.Order())}].",
+                    "specialization");
+            }
+        }
+    }
+}

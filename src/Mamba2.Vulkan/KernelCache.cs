@@ -1,0 +1,102 @@
+using Silk.NET.Vulkan;
+
+namespace Mamba2.Vulkan;
+
+/// <summary>Builds each (kernel, specialization) pipeline once, through a VkPipelineCache persisted per device and driver.</summary>
+internal sealed unsafe class KernelCache : IDisposable
+{
+    private readonly GpuDevice _device;
+    private readonly Dictionary<string, Kernel> _kernels = [];
+    private readonly string? _cacheFile;
+    private readonly PipelineCache _cache;
+
+    public KernelCache(GpuDevice device, string? cacheDirectory)
+    {
+        _device = device;
+        var info = device.Info;
+        if (cacheDirectory is not null)
+        {
+            _cacheFile = Path.Combine(cacheDirectory, $"pipelines-{info.VendorId:x4}-{info.DeviceId:x4}-{info.PipelineCacheUuid}.bin");
+        }
+
+        // The driver checks the header (vendor, device, cache UUID) and ignores data it cannot use.
+        var initial = TryRead(_cacheFile);
+        fixed (byte* data = initial)
+        {
+            var create = new PipelineCacheCreateInfo
+            {
+                SType = StructureType.PipelineCacheCreateInfo,
+                InitialDataSize = (nuint)initial.Length,
+                PInitialData = initial.Length > 0 ? data : null,
+            };
+            device.Guard(device.Api.CreatePipelineCache(device.Handle, in create, null, out _cache), "vkCreatePipelineCache");
+        }
+    }
+
+    public Kernel Get(KernelSource source, ReadOnlySpan<uint> specialization)
+    {
+        var key = $"{source.Assembly.FullName}|{source.ResourceName}|{string.Join(',', specialization.ToArray())}";
+        lock (_kernels)
+        {
+            if (!_kernels.TryGetValue(key, out var kernel))
+            {
+                kernel = new Kernel(_device, source, specialization.ToArray(), _cache);
+                _kernels[key] = kernel;
+            }
+
+            return kernel;
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var k in _kernels.Values)
+        {
+            k.Dispose();
+        }
+
+        _kernels.Clear();
+        Save();
+        _device.Api.DestroyPipelineCache(_device.Handle, _cache, null);
+    }
+
+    private void Save()
+    {
+        if (_cacheFile is null)
+        {
+            return;
+        }
+
+        try
+        {
+            nuint size = 0;
+            _device.Api.GetPipelineCacheData(_device.Handle, _cache, ref size, null).Check("vkGetPipelineCacheData");
+            var data = new byte[(int)size];
+            fixed (byte* p = data)
+            {
+                _device.Api.GetPipelineCacheData(_device.Handle, _cache, ref size, p).Check("vkGetPipelineCacheData");
+            }
+
+            Directory.CreateDirectory(Path.GetDirectoryName(_cacheFile)!);
+            var temp = $"{_cacheFile}.{Environment.ProcessId}.tmp";
+            File.WriteAllBytes(temp, data.AsSpan(0, (int)size).ToArray());
+            File.Move(temp, _cacheFile, overwrite: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or VulkanException)
+        {
+            // The cache only saves start-up time; an unwritable cache folder must not fail the program.
+        }
+    }
+
+    private static byte[] TryRead(string? path)
+    {
+        try
+        {
+            return path is not null && File.Exists(path) ? File.ReadAllBytes(path) : [];
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return [];
+        }
+    }
+}

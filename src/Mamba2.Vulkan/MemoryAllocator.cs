@@ -1,0 +1,309 @@
+using Silk.NET.Vulkan;
+
+namespace Mamba2.Vulkan;
+
+/// <summary>Where a buffer lives: fast device memory, or host memory for staging in either direction.</summary>
+public enum MemoryKind
+{
+    Device,
+    Upload,
+    Readback,
+}
+
+/// <summary>A piece of a <see cref="MemoryBlock"/>. <see cref="Mapped"/> is non-null when the host can write it directly.</summary>
+internal sealed unsafe class Allocation
+{
+    public required MemoryBlock Block { get; init; }
+    public required ulong Offset { get; init; }
+    public required ulong Size { get; init; }
+    public byte* Mapped => Block.Mapped == null ? null : Block.Mapped + Offset;
+}
+
+/// <summary>One vkAllocateMemory; suballocated first-fit with coalescing frees.</summary>
+internal sealed unsafe class MemoryBlock
+{
+    private readonly List<(ulong Offset, ulong Size)> _free;
+
+    public MemoryBlock(DeviceMemory memory, uint typeIndex, ulong size, byte* mapped, bool dedicated)
+    {
+        Memory = memory;
+        TypeIndex = typeIndex;
+        Size = size;
+        Mapped = mapped;
+        Dedicated = dedicated;
+        _free = [(0, size)];
+    }
+
+    public DeviceMemory Memory { get; }
+    public uint TypeIndex { get; }
+    public ulong Size { get; }
+    public byte* Mapped { get; }
+    public bool Dedicated { get; }
+    public bool IsEmpty => _free.Count == 1 && _free[0].Size == Size;
+
+    public bool TryTake(ulong size, ulong alignment, out ulong offset)
+    {
+        for (var i = 0; i < _free.Count; i++)
+        {
+            var (start, length) = _free[i];
+            var aligned = (start + alignment - 1) / alignment * alignment;
+            var end = aligned + size;
+            if (end > start + length)
+            {
+                continue;
+            }
+
+            _free.RemoveAt(i);
+            if (end < start + length)
+            {
+                _free.Insert(i, (end, start + length - end));
+            }
+
+            if (aligned > start)
+            {
+                _free.Insert(i, (start, aligned - start));
+            }
+
+            offset = aligned;
+            return true;
+        }
+
+        offset = 0;
+        return false;
+    }
+
+    public void Give(ulong offset, ulong size)
+    {
+        var i = 0;
+        while (i < _free.Count && _free[i].Offset < offset)
+        {
+            i++;
+        }
+
+        _free.Insert(i, (offset, size));
+        if (i + 1 < _free.Count && _free[i].Offset + _free[i].Size == _free[i + 1].Offset)
+        {
+            _free[i] = (_free[i].Offset, _free[i].Size + _free[i + 1].Size);
+            _free.RemoveAt(i + 1);
+        }
+
+        if (i > 0 && _free[i - 1].Offset + _free[i - 1].Size == _free[i].Offset)
+        {
+            _free[i - 1] = (_free[i - 1].Offset, _free[i - 1].Size + _free[i].Size);
+            _free.RemoveAt(i);
+        }
+    }
+}
+
+/// <summary>
+/// Suballocates device and host memory in blocks no larger than the device's maxMemoryAllocationSize, so a
+/// training run makes few vkAllocateMemory calls. Large requests get a dedicated allocation. Reports current and
+/// peak use.
+/// </summary>
+public sealed unsafe class MemoryAllocator : IDisposable
+{
+    private const ulong DeviceBlockBytes = 256UL << 20;
+    private const ulong HostBlockBytes = 64UL << 20;
+
+    private readonly GpuDevice _device;
+    private readonly PhysicalDeviceMemoryProperties _props;
+    private readonly List<MemoryBlock> _blocks = [];
+    private readonly object _lock = new();
+
+    internal MemoryAllocator(GpuDevice device)
+    {
+        _device = device;
+        _props = device.Api.GetPhysicalDeviceMemoryProperties(device.Info.Handle);
+        UnifiedMemory = Enumerable.Range(0, (int)_props.MemoryTypeCount).Select(i => _props.MemoryTypes[i].PropertyFlags)
+            .Where(f => f.HasFlag(MemoryPropertyFlags.DeviceLocalBit))
+            .All(f => f.HasFlag(MemoryPropertyFlags.HostVisibleBit | MemoryPropertyFlags.HostCoherentBit));
+    }
+
+    /// <summary>Bytes held by live buffers.</summary>
+    public ulong AllocatedBytes { get; private set; }
+
+    /// <summary>The most <see cref="AllocatedBytes"/> has been since creation or <see cref="ResetPeak"/>.</summary>
+    public ulong PeakAllocatedBytes { get; private set; }
+
+    /// <summary>Bytes obtained from the driver (blocks, including their free space).</summary>
+    public ulong ReservedBytes { get; private set; }
+
+    /// <summary>True where all device-local memory is also host-visible (CPU drivers, most integrated GPUs).</summary>
+    public bool UnifiedMemory { get; }
+
+    public void ResetPeak()
+    {
+        lock (_lock)
+        {
+            PeakAllocatedBytes = AllocatedBytes;
+        }
+    }
+
+    internal Allocation Allocate(MemoryRequirements req, MemoryKind kind, string what)
+    {
+        lock (_lock)
+        {
+            var type = ChooseType(req.MemoryTypeBits, kind);
+            var caps = _device.Capabilities;
+            if (req.Size > caps.MaxAllocationBytes)
+            {
+                throw new OutOfDeviceMemoryException(
+                    $"{what} needs {Mib(req.Size)} in one piece but {_device.Name} allows at most {Mib(caps.MaxAllocationBytes)} per allocation (maxMemoryAllocationSize); split the tensor.");
+            }
+
+            var blockBytes = Math.Min(kind == MemoryKind.Device ? DeviceBlockBytes : HostBlockBytes, caps.MaxAllocationBytes);
+            var heapBytes = _props.MemoryHeaps[(int)_props.MemoryTypes[(int)type].HeapIndex].Size;
+            blockBytes = Math.Min(blockBytes, Math.Max(heapBytes / 8, 1UL << 20));
+            var alignment = Math.Max(req.Alignment, 1);
+            Allocation result;
+            if (req.Size >= blockBytes / 2)
+            {
+                var block = NewBlock(type, req.Size, dedicated: true, what);
+                block.TryTake(req.Size, alignment, out var offset);
+                result = new Allocation { Block = block, Offset = offset, Size = req.Size };
+            }
+            else
+            {
+                result = TakeFromBlocks(type, req.Size, alignment) ?? TakeFromNewBlock(type, req.Size, alignment, blockBytes, what);
+            }
+
+            AllocatedBytes += result.Size;
+            PeakAllocatedBytes = Math.Max(PeakAllocatedBytes, AllocatedBytes);
+            return result;
+        }
+    }
+
+    internal void Free(Allocation a)
+    {
+        lock (_lock)
+        {
+            AllocatedBytes -= a.Size;
+            a.Block.Give(a.Offset, a.Size);
+            // Keep one empty shared block per type for reuse; return dedicated and surplus blocks to the driver.
+            if (a.Block.IsEmpty && (a.Block.Dedicated || _blocks.Count(b => b.TypeIndex == a.Block.TypeIndex && b.IsEmpty && !b.Dedicated) > 1))
+            {
+                Release(a.Block);
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            foreach (var b in _blocks.ToList())
+            {
+                Release(b);
+            }
+        }
+    }
+
+    private Allocation? TakeFromBlocks(uint type, ulong size, ulong alignment)
+    {
+        foreach (var b in _blocks)
+        {
+            if (!b.Dedicated && b.TypeIndex == type && b.TryTake(size, alignment, out var offset))
+            {
+                return new Allocation { Block = b, Offset = offset, Size = size };
+            }
+        }
+
+        return null;
+    }
+
+    private Allocation TakeFromNewBlock(uint type, ulong size, ulong alignment, ulong blockBytes, string what)
+    {
+        var block = NewBlock(type, blockBytes, dedicated: false, what);
+        block.TryTake(size, alignment, out var offset);
+        return new Allocation { Block = block, Offset = offset, Size = size };
+    }
+
+    private MemoryBlock NewBlock(uint type, ulong size, bool dedicated, string what)
+    {
+        var vk = _device.Api;
+        var info = new MemoryAllocateInfo { SType = StructureType.MemoryAllocateInfo, AllocationSize = size, MemoryTypeIndex = type };
+        var r = vk.AllocateMemory(_device.Handle, in info, null, out var memory);
+        if (r is Result.ErrorOutOfDeviceMemory or Result.ErrorOutOfHostMemory)
+        {
+            var heap = _props.MemoryTypes[(int)type].HeapIndex;
+            throw new OutOfDeviceMemoryException(
+                $"Out of memory allocating {Mib(size)} for {what} on {_device.Name} (heap {heap} of {Mib(_props.MemoryHeaps[(int)heap].Size)}; " +
+                $"this process holds {Mib(ReservedBytes)}, {Mib(AllocatedBytes)} in live buffers).", r);
+        }
+
+        _device.Guard(r, "vkAllocateMemory");
+        byte* mapped = null;
+        var flags = _props.MemoryTypes[(int)type].PropertyFlags;
+        if (flags.HasFlag(MemoryPropertyFlags.HostVisibleBit | MemoryPropertyFlags.HostCoherentBit))
+        {
+            void* p;
+            var mr = vk.MapMemory(_device.Handle, memory, 0, Vk.WholeSize, 0, &p);
+            if (mr != Result.Success)
+            {
+                vk.FreeMemory(_device.Handle, memory, null);
+                _device.Guard(mr, "vkMapMemory");
+            }
+
+            mapped = (byte*)p;
+        }
+
+        var block = new MemoryBlock(memory, type, size, mapped, dedicated);
+        _blocks.Add(block);
+        ReservedBytes += size;
+        return block;
+    }
+
+    private void Release(MemoryBlock b)
+    {
+        if (b.Mapped != null)
+        {
+            _device.Api.UnmapMemory(_device.Handle, b.Memory);
+        }
+
+        _device.Api.FreeMemory(_device.Handle, b.Memory, null);
+        _blocks.Remove(b);
+        ReservedBytes -= b.Size;
+    }
+
+    /// <summary>
+    /// Device: device-local with the fewest extra flags (avoids small BAR heaps on discrete GPUs).
+    /// Upload: host-visible coherent. Readback: the same, cached where offered.
+    /// </summary>
+    private uint ChooseType(uint typeBits, MemoryKind kind)
+    {
+        var required = kind == MemoryKind.Device
+            ? MemoryPropertyFlags.DeviceLocalBit
+            : MemoryPropertyFlags.HostVisibleBit | MemoryPropertyFlags.HostCoherentBit;
+        var best = -1;
+        var bestScore = int.MaxValue;
+        for (var i = 0; i < _props.MemoryTypeCount; i++)
+        {
+            var flags = _props.MemoryTypes[i].PropertyFlags;
+            if ((typeBits & (1u << i)) == 0 || (flags & required) != required)
+            {
+                continue;
+            }
+
+            var score = kind switch
+            {
+                MemoryKind.Device => System.Numerics.BitOperations.PopCount((uint)flags) - (UnifiedMemory && flags.HasFlag(MemoryPropertyFlags.HostCoherentBit) ? 10 : 0),
+                MemoryKind.Readback => flags.HasFlag(MemoryPropertyFlags.HostCachedBit) ? 0 : 1,
+                _ => flags.HasFlag(MemoryPropertyFlags.DeviceLocalBit) ? 1 : 0,
+            };
+            if (score < bestScore)
+            {
+                best = i;
+                bestScore = score;
+            }
+        }
+
+        if (best < 0)
+        {
+            throw new MissingFeatureException($"{_device.Name} has no memory type with {required} for {kind} buffers (type bits 0x{typeBits:X}).");
+        }
+
+        return (uint)best;
+    }
+
+    internal static string Mib(ulong bytes) => $"{bytes / 1048576.0:F1} MiB";
+}

@@ -1,0 +1,65 @@
+namespace Mamba2.Vulkan;
+
+/// <summary>How to open a device. <see cref="FromEnvironment"/> fills unset fields from MAMBA2_VK_* variables.</summary>
+public sealed record VulkanOptions
+{
+    /// <summary>Enable VK_LAYER_KHRONOS_validation and collect its messages (env MAMBA2_VK_VALIDATION=1).</summary>
+    public bool Validation { get; init; }
+
+    /// <summary>Also enable the layer's synchronization validation (catches missing barriers). Implies <see cref="Validation"/>.</summary>
+    public bool SynchronizationValidation { get; init; }
+
+    /// <summary>Device index (as listed by <c>mamba2 devices</c>) or a case-insensitive name substring (env MAMBA2_VK_DEVICE).</summary>
+    public string? Device { get; init; }
+
+    /// <summary>Folder for the on-disk pipeline cache, one file per device and driver; null disables it (env MAMBA2_VK_PIPELINE_CACHE, "off" to disable).</summary>
+    public string? PipelineCacheDirectory { get; init; }
+
+    /// <summary>How long to wait for one submission before declaring the device hung.</summary>
+    public TimeSpan SubmitTimeout { get; init; } = TimeSpan.FromMinutes(10);
+
+    public static VulkanOptions FromEnvironment(VulkanOptions? baseline = null)
+    {
+        var o = baseline ?? new VulkanOptions { PipelineCacheDirectory = DefaultPipelineCacheDirectory() };
+        var validation = Environment.GetEnvironmentVariable("MAMBA2_VK_VALIDATION");
+        if (validation is "1" or "true" or "on")
+        {
+            o = o with { Validation = true };
+        }
+
+        if (validation is "sync")
+        {
+            o = o with { Validation = true, SynchronizationValidation = true };
+        }
+
+        var device = Environment.GetEnvironmentVariable("MAMBA2_VK_DEVICE");
+        if (!string.IsNullOrWhiteSpace(device) && o.Device is null)
+        {
+            o = o with { Device = device };
+        }
+
+        var cache = Environment.GetEnvironmentVariable("MAMBA2_VK_PIPELINE_CACHE");
+        if (cache is "off" or "0")
+        {
+            o = o with { PipelineCacheDirectory = null };
+        }
+        else if (!string.IsNullOrWhiteSpace(cache))
+        {
+            o = o with { PipelineCacheDirectory = cache };
+        }
+
+        return o;
+    }
+
+    /// <summary>$XDG_CACHE_HOME/mamba2-vulkan, else ~/.cache/mamba2-vulkan.</summary>
+    public static string DefaultPipelineCacheDirectory()
+    {
+        var root = Environment.GetEnvironmentVariable("XDG_CACHE_HOME");
+        if (string.IsNullOrEmpty(root))
+        {
+            root = Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
+        }
+
+        return Path.Combine(root, "mamba2-vulkan");
+    }
+}

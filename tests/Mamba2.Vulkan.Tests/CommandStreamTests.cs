@@ -1,0 +1,117 @@
+using Mamba2.Tests;
+using Xunit;
+
+namespace Mamba2.Vulkan.Tests;
+
+public class CommandStreamTests(GpuFixture gpu)
+{
+    private GpuDevice Device => gpu.Device;
+
+    [Fact]
+    public void DependentDispatchesGetBarriersAndIndependentOnesDoNot()
+    {
+        var rng = new Random(TestMath.NewSeed());
+        var x = TestMath.RandomArray(rng, 1001);
+        using var bx = Device.CreateBuffer<float>(x);
+        using var b1 = Device.CreateBuffer<float>(x.Length);
+        using var b2 = Device.CreateBuffer<float>(x.Length);
+        using var b3 = Device.CreateBuffer<float>(x.Length);
+        var k = Kernels.Get(Device);
+        using var s = Device.BeginStream();
+        s.Fill(b1, float.NaN);
+        s.Fill(b2, float.NaN);
+        s.Fill(b3, float.NaN);
+        Kernels.ScaleAddDispatch(s, k, bx, b1, 2f, 1f);   // b1 = 2x + 1   (after the fills: one barrier)
+        Kernels.ScaleAddDispatch(s, k, bx, b3, -1f, 0f);  // independent of b1
+        Assert.Equal(1, s.BarrierCount);
+        Kernels.ScaleAddDispatch(s, k, b1, b2, 0.5f, -0.5f); // reads b1: barrier
+        Kernels.ScaleAddDispatch(s, k, b2, b1, 3f, 0f);      // reads b2, rewrites b1: barrier
+        Assert.Equal(3, s.BarrierCount);
+        Assert.Equal(4, s.DispatchCount);
+        s.Submit();
+        var r1 = b1.Download();
+        var r3 = b3.Download();
+        for (var i = 0; i < x.Length; i++)
+        {
+            Assert.Equal(3f * (0.5f * (2f * x[i] + 1f) - 0.5f), r1[i], 1e-5f);
+            Assert.Equal(-x[i], r3[i]);
+        }
+    }
+
+    [Fact]
+    public void GridStrideCoversMoreElementsThanInvocations()
+    {
+        var x = Enumerable.Range(0, 100_000).Select(i => (float)i).ToArray();
+        using var bx = Device.CreateBuffer<float>(x);
+        using var by = Device.CreateBuffer<float>(x.Length);
+        using var s = Device.BeginStream();
+        s.Fill(by, float.NaN);
+        Kernels.ScaleAddDispatch(s, Kernels.Get(Device, 32), bx, by, 1f, 0.5f, groups: 3);
+        s.Submit();
+        Assert.Equal(x.Select(v => v + 0.5f), by.Download());
+    }
+
+    [Fact]
+    public void CopyAndFillAndResubmit()
+    {
+        using var a = Device.CreateBuffer<float>([1, 2, 3, 4]);
+        using var b = Device.CreateBuffer<float>(6);
+        using var s = Device.BeginStream();
+        s.Fill(b, 9f);
+        s.Copy(a, 4, b, 8, 12);
+        s.Submit();
+        Assert.Equal([9, 9, 2, 3, 4, 9], b.Download());
+        b.Upload<float>([0, 0, 0, 0, 0, 0]);
+        s.Submit();
+        Assert.Equal([9, 9, 2, 3, 4, 9], b.Download());
+        Assert.Throws<InvalidOperationException>(() => s.Fill(b, 1f));
+    }
+
+    [Fact]
+    public void TimestampsAreOrderedAndMeasureWork()
+    {
+        using var x = Device.CreateBuffer<float>(1 << 20);
+        using var y = Device.CreateBuffer<float>(1 << 20);
+        var k = Kernels.Get(Device);
+        using var s = Device.BeginStream();
+        s.Fill(x, 1f);
+        s.Timestamp("start");
+        Kernels.ScaleAddDispatch(s, k, x, y, 2f, 0f, groups: 64);
+        s.Timestamp("end");
+        var t = s.Submit();
+        Assert.Equal(["start", "end"], t.Labels);
+        Assert.True(t.Milliseconds("start", "end") > 0);
+        Assert.Throws<KeyNotFoundException>(() => t.Milliseconds("start", "missing"));
+    }
+
+    [Fact]
+    public void MisuseIsRejectedBeforeRecording()
+    {
+        using var x = Device.CreateBuffer<float>(16);
+        using var y = Device.CreateBuffer<float>(16);
+        var k = Kernels.Get(Device);
+        using var s = Device.BeginStream();
+        var push = new Kernels.ScaleAddPush(16, 1, 0);
+        var max = Device.Capabilities.MaxWorkgroupCount.X;
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => s.Dispatch(k, (max + 1, 1, 1), push, x, y));
+        Assert.Contains("stride", e.Message);
+        Assert.Throws<ArgumentException>(() => s.Dispatch(k, (1, 1, 1), push, x));
+        Assert.Throws<ArgumentException>(() => s.Dispatch(k, (1, 1, 1), 1.0f, x, y));
+        Assert.Throws<ArgumentException>(() => s.Dispatch(k, (1, 1, 1), x, y));
+        Assert.Throws<ArgumentOutOfRangeException>(() => s.Dispatch(k, (1, 1, 1), push, new BufferBinding(x, 32, 64), y));
+        Assert.Throws<ArgumentException>(() => s.Dispatch(k, (1, 1, 1), push, new BufferBinding(x, 4, 32), y));
+        Assert.Equal(0, s.DispatchCount);
+    }
+
+    [Fact]
+    public void FreeingABufferBeforeSubmitIsCaught()
+    {
+        var x = Device.CreateBuffer<float>(16);
+        using var y = Device.CreateBuffer<float>(16);
+        using var s = Device.BeginStream();
+        Kernels.ScaleAddDispatch(s, Kernels.Get(Device), x, y, 1f, 0f, groups: 1);
+        x.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => s.Submit());
+        Assert.Throws<ObjectDisposedException>(() => x.Download());
+    }
+}

@@ -1,0 +1,56 @@
+using Mamba2.Tests;
+using Xunit;
+
+namespace Mamba2.Vulkan.Tests;
+
+public class KernelTests(GpuFixture gpu)
+{
+    [Fact]
+    public void PipelinesAreCachedPerSpecialization()
+    {
+        Assert.Same(Kernels.Get(gpu.Device, 64), Kernels.Get(gpu.Device, 64));
+        Assert.NotSame(Kernels.Get(gpu.Device, 64), Kernels.Get(gpu.Device, 32));
+    }
+
+    [Fact]
+    public void InterfaceMismatchesAreReported()
+    {
+        var asm = typeof(Kernels).Assembly;
+        var wrongBindings = new KernelSource(asm, "shaders/test/scale_add.spv", [BufferAccess.Read], 12);
+        Assert.Contains("declares 1 bindings", Assert.Throws<InvalidOperationException>(() => gpu.Device.GetKernel(wrongBindings, [64])).Message);
+        var noPush = new KernelSource(asm, "shaders/test/scale_add.spv", [BufferAccess.Read, BufferAccess.Write], 0);
+        Assert.Throws<InvalidOperationException>(() => gpu.Device.GetKernel(noPush, [64]));
+        Assert.Throws<ArgumentException>(() => gpu.Device.GetKernel(Kernels.ScaleAdd, [64, 1]));
+        var missing = new KernelSource(asm, "shaders/test/nope.spv", [BufferAccess.Read], 0);
+        Assert.Contains("not embedded", Assert.Throws<InvalidOperationException>(() => gpu.Device.GetKernel(missing)).Message);
+    }
+
+    [Fact]
+    public void PipelineCacheIsWrittenPerDeviceAndReused()
+    {
+        var dir = Directory.CreateTempSubdirectory("mamba2-cache-").FullName;
+        try
+        {
+            var options = GpuFixture.Options with { PipelineCacheDirectory = dir };
+            using (var d = GpuDevice.Create(options))
+            {
+                Kernels.Get(d);
+                FailOnValidationMessagesAttribute.ThrowIfAny(d.ValidationLog, "first device");
+            }
+
+            var file = Assert.Single(Directory.GetFiles(dir));
+            Assert.Contains("pipelines-", file);
+            Assert.True(new FileInfo(file).Length > 0);
+            using (var d = GpuDevice.Create(options))
+            {
+                Kernels.Get(d);
+                d.Dispose();
+                FailOnValidationMessagesAttribute.ThrowIfAny(d.ValidationLog, "second device");
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+}

@@ -1,0 +1,103 @@
+using Mamba2.Tests;
+using Xunit;
+
+namespace Mamba2.Vulkan.Tests;
+
+public class MemoryTests(GpuFixture gpu)
+{
+    private GpuDevice Device => gpu.Device;
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(7)]
+    [InlineData(4099)]
+    [InlineData(9_000_001)]
+    public void UploadDownloadRoundTrips(int n)
+    {
+        var rng = new Random(TestMath.NewSeed());
+        var data = TestMath.RandomArray(rng, n);
+        using var b = Device.CreateBuffer<float>(data);
+        Assert.Equal(data, b.Download());
+    }
+
+    [Fact]
+    public void DeviceOnlyMemoryGoesThroughStagingInPieces()
+    {
+        // Host-memory buffers always map; device-kind buffers map only on unified memory. Either way the bytes
+        // must arrive, including transfers larger than one staging piece (32 MiB).
+        var rng = new Random(TestMath.NewSeed());
+        var data = TestMath.RandomArray(rng, (40 << 20) / 4 + 3);
+        using var b = Device.CreateBuffer<float>(data.Length, "big");
+        b.Upload(data);
+        Assert.Equal(data, b.Download());
+    }
+
+    [Fact]
+    public void PartialUploadAndDownloadAtOffsets()
+    {
+        using var b = Device.CreateBuffer<float>(100);
+        using (var s = Device.BeginStream())
+        {
+            s.Fill(b, 0f);
+            s.Submit();
+        }
+
+        b.Upload<float>([1, 2, 3], offsetBytes: 40);
+        var part = new float[5];
+        b.Download<float>(part, offsetBytes: 36);
+        Assert.Equal([0, 1, 2, 3, 0], part);
+        Assert.Throws<ArgumentOutOfRangeException>(() => b.Upload<float>(new float[3], offsetBytes: 392));
+    }
+
+    [Fact]
+    public void TracksLiveAndPeakBytesAndReusesFreedSpace()
+    {
+        var mem = Device.Memory;
+        var before = mem.AllocatedBytes;
+        mem.ResetPeak();
+        var a = Device.CreateBuffer<float>(1 << 16);
+        var b = Device.CreateBuffer<float>(1 << 16);
+        var c = Device.CreateBuffer<float>(1 << 16);
+        Assert.True(mem.AllocatedBytes >= before + 3 * (1 << 18));
+        var reserved = mem.ReservedBytes;
+        b.Dispose();
+        var d = Device.CreateBuffer<float>(1 << 15);
+        Assert.Equal(reserved, mem.ReservedBytes);
+        var peak = mem.PeakAllocatedBytes;
+        a.Dispose();
+        c.Dispose();
+        d.Dispose();
+        Assert.Equal(before, mem.AllocatedBytes);
+        Assert.Equal(peak, mem.PeakAllocatedBytes);
+        Assert.True(peak >= before + 3 * (1 << 18));
+    }
+
+    [Fact]
+    public void LargeBuffersGetTheirOwnAllocationAndReturnIt()
+    {
+        var mem = Device.Memory;
+        var reserved = mem.ReservedBytes;
+        using (var big = Device.CreateBuffer<float>(200 << 20 >> 2))
+        {
+            Assert.True(mem.ReservedBytes >= reserved + (200UL << 20));
+        }
+
+        Assert.Equal(reserved, mem.ReservedBytes);
+    }
+
+    [Fact]
+    public void OverMaxAllocationIsATypedErrorNamingTheLimit()
+    {
+        var tooBig = Device.Capabilities.MaxAllocationBytes + 4096;
+        var e = Assert.Throws<OutOfDeviceMemoryException>(() => Device.CreateBuffer(tooBig, "huge"));
+        Assert.Contains("maxMemoryAllocationSize", e.Message);
+        Assert.Contains("huge", e.Message);
+    }
+
+    [Fact]
+    public void BadSizesAreRejectedBeforeTheGpu()
+    {
+        Assert.Throws<ArgumentOutOfRangeException>(() => Device.CreateBuffer(0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Device.CreateBuffer<float>(-1));
+    }
+}

@@ -1,0 +1,6 @@
+using Mamba2.Tests;
+using Xunit;
+
+[assembly: AssemblyFixture(typeof(GpuFixture))]
+[assembly: FailOnValidationMessages]
+[assembly: CollectionBehavior(DisableTestParallelization = true)]

@@ -1,0 +1,58 @@
+using Xunit;
+
+namespace Mamba2.Tests;
+
+/// <summary>Random inputs and error measures shared by the tests.</summary>
+public static class TestMath
+{
+    /// <summary>A fresh seed per call, printed in failures so a run can be replayed.</summary>
+    public static int NewSeed() => Random.Shared.Next();
+
+    public static float[] RandomArray(Random rng, long n, float scale = 1f)
+    {
+        var a = new float[n];
+        for (long i = 0; i < n; i++)
+        {
+            a[i] = (float)((rng.NextDouble() * 2 - 1) * scale);
+        }
+
+        return a;
+    }
+
+    /// <summary>||actual - expected|| / ||expected|| in float64 (NaN anywhere gives NaN).</summary>
+    public static double RelativeError(ReadOnlySpan<float> actual, ReadOnlySpan<double> expected)
+    {
+        if (actual.Length != expected.Length)
+        {
+            throw new ArgumentException($"length {actual.Length} vs reference {expected.Length}");
+        }
+
+        double num = 0, den = 0;
+        for (var i = 0; i < actual.Length; i++)
+        {
+            var d = actual[i] - expected[i];
+            num += d * d;
+            den += expected[i] * expected[i];
+        }
+
+        return Math.Sqrt(num) / Math.Max(Math.Sqrt(den), double.Epsilon);
+    }
+
+    /// <summary>Asserts relative error within <paramref name="tolerance"/> and no NaN (poisoned, unwritten outputs).</summary>
+    public static void AssertClose(ReadOnlySpan<float> actual, ReadOnlySpan<double> expected, double tolerance, string what)
+    {
+        for (var i = 0; i < actual.Length; i++)
+        {
+            if (!float.IsFinite(actual[i]))
+            {
+                Assert.Fail($"{what}: element {i} is {actual[i]} (unwritten or overflowed)");
+            }
+        }
+
+        var err = RelativeError(actual, expected);
+        if (!(err <= tolerance))
+        {
+            Assert.Fail($"{what}: relative error {err:E3} > {tolerance:E1}");
+        }
+    }
+}
