@@ -6,6 +6,7 @@
 // slices staged in shared memory. Tiles and batches are walked with a stride, so any grid within the device's
 // limits covers any problem. With beta == 0, C is never read (NaN-poisoned outputs stay harmless).
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;             // (BM / TM) * (BN / TN)
@@ -56,14 +57,14 @@ void main() {
             const uint col0 = (tile % tilesN) * BN;
 
             float acc[TM * TN];
-            for (uint i = 0; i < TM * TN; ++i) {
+            [[unroll]] for (uint i = 0; i < TM * TN; ++i) {
                 acc[i] = 0.0;
             }
 
             for (uint k0 = 0; k0 < p.K; k0 += BK) {
                 // Stage op(A)[row0 .. row0+BM, k0 .. k0+BK] as As[k][m]; consecutive invocations read
                 // consecutive addresses of the stored layout.
-                for (uint e = tid; e < BM * BK; e += THREADS) {
+                [[unroll]] for (uint e = tid; e < BM * BK; e += THREADS) {
                     uint m, k;
                     if (TRANS_A) { m = e % BM; k = e / BM; } else { k = e % BK; m = e / BK; }
                     const uint gm = row0 + m;
@@ -75,7 +76,7 @@ void main() {
                     As[k * AS + m] = v;
                 }
                 // Stage op(B)[k0 .. k0+BK, col0 .. col0+BN] as Bs[k][n].
-                for (uint e = tid; e < BN * BK; e += THREADS) {
+                [[unroll]] for (uint e = tid; e < BN * BK; e += THREADS) {
                     uint n, k;
                     if (TRANS_B) { k = e % BK; n = e / BK; } else { n = e % BN; k = e / BN; }
                     const uint gn = col0 + n;
@@ -88,17 +89,17 @@ void main() {
                 }
                 barrier();
 
-                for (uint k = 0; k < BK; ++k) {
+                [[unroll]] for (uint k = 0; k < BK; ++k) {
                     float a[TM];
                     float b[TN];
-                    for (uint i = 0; i < TM; ++i) {
+                    [[unroll]] for (uint i = 0; i < TM; ++i) {
                         a[i] = As[k * AS + tm * TM + i];
                     }
-                    for (uint j = 0; j < TN; ++j) {
+                    [[unroll]] for (uint j = 0; j < TN; ++j) {
                         b[j] = Bs[k * BS + tn * TN + j];
                     }
-                    for (uint i = 0; i < TM; ++i) {
-                        for (uint j = 0; j < TN; ++j) {
+                    [[unroll]] for (uint i = 0; i < TM; ++i) {
+                        [[unroll]] for (uint j = 0; j < TN; ++j) {
                             acc[i * TN + j] = fma(a[i], b[j], acc[i * TN + j]);
                         }
                     }
@@ -106,12 +107,12 @@ void main() {
                 barrier();
             }
 
-            for (uint i = 0; i < TM; ++i) {
+            [[unroll]] for (uint i = 0; i < TM; ++i) {
                 const uint gm = row0 + tm * TM + i;
                 if (gm >= p.M) {
                     break;
                 }
-                for (uint j = 0; j < TN; ++j) {
+                [[unroll]] for (uint j = 0; j < TN; ++j) {
                     const uint gn = col0 + tn * TN + j;
                     if (gn < p.N) {
                         const uint c = baseC + gm * p.ldc + gn;

@@ -35,7 +35,8 @@ internal sealed unsafe class KernelCache : IDisposable
 
     public Kernel Get(KernelSource source, ReadOnlySpan<uint> specialization)
     {
-        var key = $"{source.Assembly.FullName}|{source.ResourceName}|{string.Join(',', specialization.ToArray())}";
+        // The declared interface is part of the key: the same SPIR-V declared differently must be checked again.
+        var key = $"{source.Assembly.FullName}|{source.ResourceName}|{string.Join(',', source.Bindings)}|{source.PushConstantBytes}|{string.Join(',', specialization.ToArray())}";
         lock (_kernels)
         {
             if (!_kernels.TryGetValue(key, out var kernel))

@@ -72,6 +72,7 @@ public sealed unsafe record PhysicalDeviceInfo
     {
         var vk = instance.Api;
         var extensions = DeviceExtensions(vk, pd);
+        extensions.RemoveWhere(e => !instance.LayerUnderstands(e));
         var basic = vk.GetPhysicalDeviceProperties(pd);
         if (basic.ApiVersion < Vk.Version12)
         {

@@ -28,12 +28,13 @@ public sealed unsafe class VulkanInstance : IDisposable
         var validation = options.Validation || options.SynchronizationValidation;
 
         var availableLayers = EnumerateLayers(Api);
-        if (validation && !availableLayers.Contains(ValidationLayer))
+        if (validation && !availableLayers.ContainsKey(ValidationLayer))
         {
             throw new VulkanUnavailableException(
                 $"Validation was requested but {ValidationLayer} is not installed. Install it with: sudo apt-get install vulkan-validationlayers");
         }
 
+        ValidationLayerVersion = validation ? availableLayers[ValidationLayer] : 0;
         var availableExtensions = EnumerateInstanceExtensions(Api);
         var extensions = new List<string>();
         if (validation)
@@ -148,6 +149,22 @@ public sealed unsafe class VulkanInstance : IDisposable
 
     public bool ValidationEnabled => _logHandle.IsAllocated;
 
+    /// <summary>The Vulkan header version the validation layer was built against (0 without validation).</summary>
+    public uint ValidationLayerVersion { get; }
+
+    // Header versions that introduced extensions the runtime enables. A validation layer older than that does
+    // not know their structures and reports every use as an error, so under such a layer they stay off.
+    private static readonly Dictionary<string, uint> IntroducedIn = new()
+    {
+        ["VK_KHR_cooperative_matrix"] = Vk.MakeVersion(1, 3, 255),
+        ["VK_NV_cooperative_matrix2"] = Vk.MakeVersion(1, 3, 301),
+        ["VK_KHR_shader_bfloat16"] = Vk.MakeVersion(1, 4, 311),
+    };
+
+    /// <summary>False for a device extension that the enabled validation layer is too old to understand.</summary>
+    public bool LayerUnderstands(string extension) =>
+        !ValidationEnabled || !IntroducedIn.TryGetValue(extension, out var since) || ValidationLayerVersion >= since;
+
     /// <summary>Looks up an instance-level function (extension entry points Silk.NET does not bind).</summary>
     public nint GetProcAddress(string name)
     {
@@ -210,7 +227,7 @@ public sealed unsafe class VulkanInstance : IDisposable
         }
     }
 
-    private static HashSet<string> EnumerateLayers(Vk api)
+    private static Dictionary<string, uint> EnumerateLayers(Vk api)
     {
         uint count = 0;
         api.EnumerateInstanceLayerProperties(ref count, null).Check("vkEnumerateInstanceLayerProperties");
@@ -220,16 +237,16 @@ public sealed unsafe class VulkanInstance : IDisposable
             api.EnumerateInstanceLayerProperties(ref count, p).Check("vkEnumerateInstanceLayerProperties");
         }
 
-        var set = new HashSet<string>();
+        var layers = new Dictionary<string, uint>();
         for (var i = 0; i < count; i++)
         {
             fixed (byte* name = props[i].LayerName)
             {
-                set.Add(SilkMarshal.PtrToString((nint)name)!);
+                layers[SilkMarshal.PtrToString((nint)name)!] = props[i].SpecVersion;
             }
         }
 
-        return set;
+        return layers;
     }
 
     private static HashSet<string> EnumerateInstanceExtensions(Vk api)

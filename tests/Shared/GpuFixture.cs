@@ -13,6 +13,13 @@ public sealed class GpuFixture : IDisposable
     {
         Device = GpuDevice.Create(Options);
         Current = this;
+        // Messages from opening the device would otherwise be drained unseen by the first test's hook.
+        var messages = Device.ValidationLog.Drain();
+        if (messages.Count > 0)
+        {
+            Device.Dispose();
+            throw new ValidationMessagesException("opening the test device", messages);
+        }
     }
 
     public static VulkanOptions Options => VulkanOptions.FromEnvironment(new VulkanOptions

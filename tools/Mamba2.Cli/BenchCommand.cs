@@ -1,0 +1,121 @@
+using System.CommandLine;
+using Mamba2.Model.Ops;
+using Mamba2.Model.Tensors;
+using Spectre.Console;
+
+namespace Mamba2.Cli;
+
+/// <summary><c>mamba2 bench</c>: GPU-timestamped benchmarks of the kernels.</summary>
+internal static class BenchCommand
+{
+    private static readonly Option<string> Sizes = new("--sizes")
+    {
+        Description = "Comma-separated problem sizes: N for N x N x N, or MxNxK",
+        DefaultValueFactory = _ => "512,1024,2048",
+    };
+
+    private static readonly Option<int> Warmup = new("--warmup") { Description = "Untimed runs first", DefaultValueFactory = _ => 3 };
+    private static readonly Option<int> Repeats = new("--repeats") { Description = "Timed runs (median reported)", DefaultValueFactory = _ => 20 };
+    private static readonly Option<bool> TransA = new("--trans-a") { Description = "Use A transposed (A stored K x M)" };
+    private static readonly Option<bool> TransB = new("--trans-b") { Description = "Use B transposed (B stored N x K)" };
+    private static readonly Option<string> Tile = new("--tile")
+    {
+        Description = "Tile: auto, large (128x128, 8x8 per thread), small (64x64, 4x4) or BMxBNxBK/TMxTN",
+        DefaultValueFactory = _ => "auto",
+    };
+
+    public static Command Create()
+    {
+        var bench = new Command("bench", "Benchmark kernels with GPU timestamps (warm-up, median of many runs)");
+        var gemm = new Command("gemm", "fp32 GEMM C = A B: time, GFLOP/s and GB/s per size");
+        foreach (var o in new Option[] { CommonOptions.Device, CommonOptions.Validation, Sizes, Warmup, Repeats, TransA, TransB, Tile })
+        {
+            gemm.Options.Add(o);
+        }
+
+        gemm.SetAction(RunGemm);
+        bench.Subcommands.Add(gemm);
+        return bench;
+    }
+
+    private static int RunGemm(ParseResult result)
+    {
+        var shapes = ParseSizes(result.GetValue(Sizes)!);
+        var warmup = result.GetValue(Warmup);
+        var repeats = result.GetValue(Repeats);
+        if (repeats < 1 || warmup < 0)
+        {
+            Console.Error.WriteLine("error: --repeats must be >= 1 and --warmup >= 0");
+            return 2;
+        }
+
+        GemmTile? tile = result.GetValue(Tile) switch
+        {
+            "auto" => null,
+            "large" => Gemm.Large,
+            "small" => Gemm.Small,
+            var t => ParseTile(t!),
+        };
+        var ta = result.GetValue(TransA);
+        var tb = result.GetValue(TransB);
+        using var device = CommonOptions.Open(result);
+        Console.WriteLine($"device: {device.Name} ({device.Info.DriverName}), fp32 GEMM, {warmup} warm-up + {repeats} timed runs");
+        var table = new Table().AddColumns("M", "N", "K", "tile", "median ms", "min ms", "max ms", "GFLOP/s", "GB/s");
+        var rng = new Random();
+        foreach (var (m, n, k) in shapes)
+        {
+            using var a = Tensor.FromArray(device, "A", Random(rng, (long)m * k), ta ? [k, m] : [m, k]);
+            using var b = Tensor.FromArray(device, "B", Random(rng, (long)k * n), tb ? [n, k] : [k, n]);
+            using var c = Tensor.Empty(device, "C", m, n);
+            var chosen = tile ?? Gemm.ChooseTile(device, m, n);
+            var stats = GpuTiming.Measure(device, s => Gemm.Run(a, b, c, ta, tb, stream: s, tile: chosen), warmup, repeats);
+            var flops = 2.0 * m * n * k;
+            var bytes = 4.0 * ((double)m * k + (double)k * n + (double)m * n);
+            table.AddRow($"{m}", $"{n}", $"{k}", $"{chosen}", $"{stats.MedianMs:F4}", $"{stats.MinMs:F4}", $"{stats.MaxMs:F4}",
+                $"{flops / stats.MedianMs / 1e6:F1}", $"{bytes / stats.MedianMs / 1e6:F1}");
+        }
+
+        AnsiConsole.Write(table);
+        return 0;
+    }
+
+    private static List<(int M, int N, int K)> ParseSizes(string text)
+    {
+        var list = new List<(int, int, int)>();
+        foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var dims = part.Split('x').Select(int.Parse).ToArray();
+            list.Add(dims.Length switch
+            {
+                1 => (dims[0], dims[0], dims[0]),
+                3 => (dims[0], dims[1], dims[2]),
+                _ => throw new ArgumentException($"--sizes: '{part}' is neither N nor MxNxK"),
+            });
+        }
+
+        return list;
+    }
+
+    private static GemmTile ParseTile(string text)
+    {
+        var parts = text.Split('/', 'x');
+        if (parts.Length != 5 || !parts.All(p => uint.TryParse(p, out _)))
+        {
+            throw new ArgumentException($"--tile must be auto, large, small or BMxBNxBK/TMxTN, got '{text}'");
+        }
+
+        var v = parts.Select(uint.Parse).ToArray();
+        return new GemmTile(v[0], v[1], v[2], v[3], v[4]);
+    }
+
+    private static float[] Random(Random rng, long n)
+    {
+        var a = new float[n];
+        for (long i = 0; i < n; i++)
+        {
+            a[i] = (float)(rng.NextDouble() * 2 - 1);
+        }
+
+        return a;
+    }
+}
