@@ -59,16 +59,7 @@ public static class Gemm
         var groups = ((uint)Math.Min(tiles, max.X), (uint)Math.Min((tiles + max.X - 1) / max.X, max.Y), (uint)Math.Min(batch, max.Z));
         var push = new Push((uint)m, (uint)n, (uint)k, (uint)Dim(a, 1), (uint)Dim(b, 1), (uint)n, (uint)batch,
             (uint)(batched ? (long)m * k : 0), (uint)(batched ? (long)k * n : 0), (uint)(batched ? (long)m * n : 0), alpha, beta);
-        var range = device.Capabilities.MaxStorageBufferRange;
-        foreach (var x in new[] { a, b, c })
-        {
-            if ((ulong)x.Length * sizeof(float) > range)
-            {
-                throw new ArgumentException(
-                    $"{op}: {x.Name} {ShapeOps.Format(x.Shape)} is {x.Length * 4} bytes, more than one binding can cover on {device.Name} (maxStorageBufferRange {range}); split the product.");
-            }
-        }
-
+        Shaders.EnsureBindable(op, a, b, c);
         Shaders.RunIn(device, stream, s => s.Dispatch(kernel, groups, push, a.Buffer, b.Buffer, c.Buffer));
     }
 

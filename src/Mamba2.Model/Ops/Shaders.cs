@@ -17,6 +17,43 @@ internal static class Shaders
     public static readonly KernelSource Gemm =
         Source("nn/gemm", 48, BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite);
 
+    public static readonly KernelSource ChunkCumsum = Source("ssd/chunk_cumsum", 32,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
+
+    public static readonly KernelSource ChunkState = Source("ssd/chunk_state", 32,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
+
+    public static readonly KernelSource StatePassing = Source("ssd/state_passing", 32,
+        BufferAccess.ReadWrite, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
+
+    public static readonly KernelSource ChunkScan = Source("ssd/chunk_scan", 36,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
+
+    /// <summary>Workgroups for a kernel that walks <paramref name="items"/> work items with a stride.</summary>
+    public static uint Groups(GpuDevice device, long items) =>
+        (uint)Math.Clamp(items, 1, device.Capabilities.MaxWorkgroupCount.X);
+
+    /// <summary>Throws, naming the tensor, when one binding cannot cover it on this device.</summary>
+    public static void EnsureBindable(string op, params Tensor?[] tensors)
+    {
+        foreach (var t in tensors)
+        {
+            if (t is null)
+            {
+                continue;
+            }
+
+            var range = t.Device.Capabilities.MaxStorageBufferRange;
+            if ((ulong)t.Length * sizeof(float) > range)
+            {
+                throw new ArgumentException(
+                    $"{op}: {t.Name} {ShapeOps.Format(t.Shape)} is {t.Length * 4} bytes, more than one binding can cover on {t.Device.Name} (maxStorageBufferRange {range}); split the batch.",
+                    t.Name);
+            }
+        }
+    }
+
     /// <summary>Workgroups for a 1-D grid-stride kernel over <paramref name="n"/> elements.</summary>
     public static uint Groups1D(GpuDevice device, long n, uint local) =>
         (uint)Math.Clamp((n + local - 1) / local, 1, device.Capabilities.MaxWorkgroupCount.X);

@@ -1,0 +1,27 @@
+// Layouts and helpers shared by the SSD kernels (see DESIGN.md for the math).
+//   x, z, y        (b, L, h, p)          dt            (b, L, h)
+//   B, C           (b, L, g, n)          head i reads group i / (h / g)
+//   dt_out, dA_cs  (b, h, nchunks, Q)    dt after bias/softplus/clamp, and its within-chunk cumulative sum times A
+//   states         (b, nchunks, h, p, n) chunk_state writes each chunk's own state; state_passing turns it, in
+//                                        place, into the state entering the chunk
+//   initial/final  (b, h, p, n)
+// Only differences dA_cs[t] - dA_cs[s] with s <= t (and dA_cs[t] itself) are exponentiated: arguments are <= 0.
+#ifndef MAMBA2_SSD_COMMON_GLSL
+#define MAMBA2_SSD_COMMON_GLSL
+
+// softplus as mamba_ssm computes it (identity above 20), accurate for very negative x: log1p(e^x) by
+// Goldberg's trick, since log(1 + u) in fp32 loses u below about 1e-7.
+float softplus_precise(float x) {
+    if (x > 20.0) {
+        return x;
+    }
+    float u = exp(x);
+    float w = 1.0 + u;
+    return w == 1.0 ? u : log(w) * (u / (w - 1.0));
+}
+
+float silu(float v) {
+    return v / (1.0 + exp(-v));
+}
+
+#endif

@@ -1,0 +1,38 @@
+#version 450
+// SSD stage 3, state_passing: walks the chunks in order for every (batch, head, state element),
+//   S_in(0) = initial state (or 0),  S_in(c) = exp(dA_cs[c-1][last]) S_in(c-1) + states[c-1],
+// replacing states[c] in place by S_in(c) (what chunk_scan reads) and writing the final state.
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(local_size_x_id = 0) in;
+
+layout(std430, binding = 0) buffer States { float states[]; };
+layout(std430, binding = 1) readonly buffer DaCs { float dA_cs[]; };
+layout(std430, binding = 2) readonly buffer Initial { float initial_states[]; };
+layout(std430, binding = 3) writeonly buffer Final { float final_states[]; };
+
+layout(push_constant) uniform Push {
+    uint batch, seqlen, nheads, headdim, dstate, chunk, nchunks;
+    uint has_initial;
+} p;
+
+void main() {
+    const uint pn = p.headdim * p.dstate;
+    GRID_STRIDE_LOOP(e, p.batch * p.nheads * pn) {
+        const uint bh = e / pn;
+        const uint k = e % pn;
+        const uint head = bh % p.nheads;
+        const uint b = bh / p.nheads;
+        float s = p.has_initial != 0u ? initial_states[e] : 0.0;
+        for (uint c = 0; c < p.nchunks; ++c) {
+            const uint idx = ((b * p.nchunks + c) * p.nheads + head) * pn + k;
+            const float own = states[idx];
+            states[idx] = s;
+            const uint len = min(p.chunk, p.seqlen - c * p.chunk);
+            const float decay = exp(dA_cs[(bh * p.nchunks + c) * p.chunk + len - 1]);
+            s = decay * s + own;
+        }
+        final_states[e] = s;
+    }
+}

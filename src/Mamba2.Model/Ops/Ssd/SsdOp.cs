@@ -1,0 +1,104 @@
+using System.Runtime.InteropServices;
+using Mamba2.Model.Tensors;
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Ops.Ssd;
+
+/// <summary>
+/// The chunked SSD (state space duality) scan of Mamba-2, computing exactly what mamba_ssm's
+/// <c>mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_softplus, dt_limit,
+/// return_final_states=True)</c> computes, in fp32, in four kernels: chunk_cumsum, chunk_state, state_passing,
+/// chunk_scan.
+/// </summary>
+public static class SsdOp
+{
+    [StructLayout(LayoutKind.Sequential)]
+    private readonly record struct CumsumPush(uint Batch, uint SeqLen, uint Heads, uint Chunk, uint Chunks, uint Flags, float DtMin, float DtMax);
+
+    [StructLayout(LayoutKind.Sequential)]
+    private readonly record struct StatePush(uint Batch, uint SeqLen, uint Heads, uint Groups, uint HeadDim, uint DState, uint Chunk, uint Chunks);
+
+    [StructLayout(LayoutKind.Sequential)]
+    private readonly record struct PassingPush(uint Batch, uint SeqLen, uint Heads, uint HeadDim, uint DState, uint Chunk, uint Chunks, uint HasInitial);
+
+    [StructLayout(LayoutKind.Sequential)]
+    private readonly record struct ScanPush(uint Batch, uint SeqLen, uint Heads, uint Groups, uint HeadDim, uint DState, uint Chunk, uint Chunks, uint Flags);
+
+    /// <summary>
+    /// Runs the forward pass (or records it into <paramref name="stream"/>). Shapes: x (b, L, h, p), dt (b, L, h),
+    /// A (h), B and C (b, L, g, n); the options' tensors as documented on <see cref="SsdOptions"/>. Every shape is
+    /// checked before anything is recorded.
+    /// </summary>
+    public static SsdResult Forward(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions? options = null, CommandStream? stream = null)
+    {
+        const string op = "Ssd";
+        var o = options ?? new SsdOptions();
+        var s = SsdShape.Validate(x, dt, A, B, C, o);
+        var device = x.Device;
+        var nc = s.Chunks;
+        var states = (long)s.Batch * nc * s.Heads * s.HeadDim * s.DState;
+        if ((long)s.Batch * s.SeqLen * s.Heads * s.HeadDim > uint.MaxValue || states > uint.MaxValue)
+        {
+            throw new ArgumentException($"{op}: tensors of more than 2^32 elements are not supported (x {ShapeOps.Format(x.Shape)}).", nameof(x));
+        }
+
+        Shaders.EnsureBindable(op, x, dt, A, B, C, o.D, o.Z, o.DtBias, o.InitialStates);
+        var tiles = SsdTiles.Choose(device.Capabilities, s);
+
+        var y = Tensor.Empty(device, "y", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
+        var final = Tensor.Empty(device, "final_states", s.Batch, s.Heads, s.HeadDim, s.DState);
+        var dtOut = Tensor.Empty(device, "dt_out", s.Batch, s.Heads, nc, s.Chunk);
+        var dACs = Tensor.Empty(device, "dA_cumsum", s.Batch, s.Heads, nc, s.Chunk);
+        var chunkStates = Tensor.Empty(device, "chunk_states", s.Batch, nc, s.Heads, s.HeadDim, s.DState);
+        var result = new SsdResult(y, final, dtOut, dACs, chunkStates);
+        try
+        {
+            Shaders.EnsureBindable(op, chunkStates);
+            Shaders.RunIn(device, stream, st => Record(st, s, tiles, x, dt, A, B, C, o, result));
+        }
+        catch
+        {
+            result.Dispose();
+            throw;
+        }
+
+        return result;
+    }
+
+    private static void Record(CommandStream st, SsdShape s, SsdTiles t, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C,
+        SsdOptions o, SsdResult r)
+    {
+        var device = x.Device;
+        var (b, l, h, p, g, n, q) = ((uint)s.Batch, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk);
+        var nc = (uint)s.Chunks;
+
+        // 1. chunk_cumsum: one workgroup of the next power of two >= Q per (chunk, batch, head).
+        var scanWidth = System.Numerics.BitOperations.RoundUpToPowerOf2(q);
+        var cumsum = device.GetKernel(Shaders.ChunkCumsum, [scanWidth]);
+        var cumsumFlags = (o.DtBias is null ? 0u : 1u) | (o.DtSoftplus ? 2u : 0u);
+        st.Dispatch(cumsum, (Shaders.Groups(device, (long)nc * b * h), 1, 1),
+            new CumsumPush(b, l, h, q, nc, cumsumFlags, o.DtLimit.Min, o.DtLimit.Max),
+            dt.Buffer, A.Buffer, (o.DtBias ?? A).Buffer, r.DtOut.Buffer, r.DACumsum.Buffer);
+
+        // 2. chunk_state: each chunk's own state.
+        var state = device.GetKernel(Shaders.ChunkState, [t.StateBM, t.StateBN, t.StateBK]);
+        var stateItems = (long)((p + t.StateBM - 1) / t.StateBM) * ((n + t.StateBN - 1) / t.StateBN) * nc * b * h;
+        st.Dispatch(state, (Shaders.Groups(device, stateItems), 1, 1), new StatePush(b, l, h, g, p, n, q, nc),
+            x.Buffer, B.Buffer, r.DtOut.Buffer, r.DACumsum.Buffer, r.ChunkStates.Buffer);
+
+        // 3. state_passing: states entering each chunk (in place) and the final state.
+        var local = Shaders.Local1D(device);
+        var passing = device.GetKernel(Shaders.StatePassing, [local]);
+        st.Dispatch(passing, (Shaders.Groups1D(device, (long)b * h * p * n, local), 1, 1),
+            new PassingPush(b, l, h, p, n, q, nc, o.InitialStates is null ? 0u : 1u),
+            r.ChunkStates.Buffer, r.DACumsum.Buffer, (o.InitialStates ?? r.FinalStates).Buffer, r.FinalStates.Buffer);
+
+        // 4. chunk_scan: outputs.
+        var scan = device.GetKernel(Shaders.ChunkScan, [t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK]);
+        var scanItems = (long)((q + t.ScanBM - 1) / t.ScanBM) * ((p + t.ScanBN - 1) / t.ScanBN) * nc * b * h;
+        var flags = (o.D is null ? 0u : 1u) | (o.D is { Rank: 2 } ? 2u : 0u) | (o.Z is null ? 0u : 4u);
+        st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, flags),
+            x.Buffer, C.Buffer, B.Buffer, r.ChunkStates.Buffer, r.DtOut.Buffer, r.DACumsum.Buffer,
+            (o.D ?? A).Buffer, (o.Z ?? x).Buffer, r.Y.Buffer);
+    }
+}

@@ -1,0 +1,41 @@
+using Mamba2.Model.Tensors;
+
+namespace Mamba2.Model.Ops.Ssd;
+
+/// <summary>
+/// What <see cref="SsdOp.Forward"/> produces: <see cref="Y"/> (b, L, h, p) and <see cref="FinalStates"/>
+/// (b, h, p, n), plus the small intermediates the backward pass reuses. Disposing frees all of them.
+/// </summary>
+public sealed class SsdResult : IDisposable
+{
+    internal SsdResult(Tensor y, Tensor finalStates, Tensor dtOut, Tensor dACumsum, Tensor chunkStates)
+    {
+        Y = y;
+        FinalStates = finalStates;
+        DtOut = dtOut;
+        DACumsum = dACumsum;
+        ChunkStates = chunkStates;
+    }
+
+    public Tensor Y { get; }
+
+    public Tensor FinalStates { get; }
+
+    /// <summary>dt after bias, softplus and clamp, (b, h, nchunks, Q).</summary>
+    public Tensor DtOut { get; }
+
+    /// <summary>Within-chunk cumulative sum of dt * A, (b, h, nchunks, Q).</summary>
+    public Tensor DACumsum { get; }
+
+    /// <summary>The state entering each chunk, (b, nchunks, h, p, n): the only intermediate that grows with p x n.</summary>
+    public Tensor ChunkStates { get; }
+
+    public void Dispose()
+    {
+        Y.Dispose();
+        FinalStates.Dispose();
+        DtOut.Dispose();
+        DACumsum.Dispose();
+        ChunkStates.Dispose();
+    }
+}

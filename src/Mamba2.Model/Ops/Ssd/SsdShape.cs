@@ -1,0 +1,61 @@
+using Mamba2.Model.Tensors;
+
+namespace Mamba2.Model.Ops.Ssd;
+
+/// <summary>The sizes of one SSD call, read from x, dt, A, B, C and checked against every optional tensor.</summary>
+internal sealed record SsdShape(int Batch, int SeqLen, int Heads, int HeadDim, int Groups, int DState, int Chunk)
+{
+    public int Chunks => (SeqLen + Chunk - 1) / Chunk;
+
+    public static SsdShape Validate(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o)
+    {
+        const string op = "Ssd";
+        ShapeOps.ExpectRank(x, "x", op, 4);
+        int b = x.Shape[0], l = x.Shape[1], h = x.Shape[2], p = x.Shape[3];
+        ShapeOps.Expect(dt, "dt", $"{op} (x is (b={b}, L={l}, h={h}, p={p}))", b, l, h);
+        ShapeOps.Expect(A, "A", op, h);
+        ShapeOps.ExpectRank(B, "B", op, 4);
+        int g = B.Shape[2], n = B.Shape[3];
+        ShapeOps.Expect(B, "B", $"{op} (x is (b={b}, L={l}, h={h}, p={p}))", b, l, g, n);
+        ShapeOps.Expect(C, "C", $"{op} (B is (b, L, g={g}, n={n}))", b, l, g, n);
+        if (h % g != 0)
+        {
+            throw new ArgumentException($"{op}: the number of heads ({h}) must be a multiple of the number of groups in B and C ({g}).", nameof(B));
+        }
+
+        if (o.ChunkSize is < 16 or > 256)
+        {
+            throw new ArgumentOutOfRangeException(nameof(o.ChunkSize), o.ChunkSize, $"{op}: chunk_size must be in 16..256.");
+        }
+
+        if (o.D is { } d && !(d.Rank == 1 && d.Shape[0] == h) && !(d.Rank == 2 && d.Shape[0] == h && d.Shape[1] == p))
+        {
+            throw new ArgumentException($"{op}: D must have shape ({h}) or ({h}, {p}), got {ShapeOps.Format(d.Shape)}.", "D");
+        }
+
+        if (o.Z is { } z)
+        {
+            ShapeOps.Expect(z, "z", op, b, l, h, p);
+        }
+
+        if (o.DtBias is { } bias)
+        {
+            ShapeOps.Expect(bias, "dt_bias", op, h);
+        }
+
+        if (o.InitialStates is { } init)
+        {
+            ShapeOps.Expect(init, "initial_states", op, b, h, p, n);
+        }
+
+        var (min, max) = o.DtLimit;
+        if (float.IsNaN(min) || float.IsNaN(max) || min > max)
+        {
+            throw new ArgumentException($"{op}: dt_limit must be (min, max) with min <= max, got ({min}, {max}).", "dt_limit");
+        }
+
+        var all = new[] { x, dt, A, B, C, o.D, o.Z, o.DtBias, o.InitialStates }.OfType<Tensor>().ToArray();
+        ShapeOps.ExpectSameDevice(op, all);
+        return new SsdShape(b, l, h, p, g, n, o.ChunkSize);
+    }
+}

@@ -1,0 +1,45 @@
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Ops.Ssd;
+
+/// <summary>
+/// Tile sizes for chunk_state and chunk_scan, from the problem and the device's shared-memory limit (48 KiB on
+/// NVIDIA, 32 KiB on lavapipe): never a fixed constant.
+/// </summary>
+internal readonly record struct SsdTiles(uint StateBM, uint StateBN, uint StateBK, uint ScanBM, uint ScanBN, uint ScanBK, uint ScanNK)
+{
+    public static uint ScanSharedBytes(uint bm, uint bn, uint bk, uint nk) =>
+        4 * (bm * nk + nk * (Math.Max(bk, bn) + 1) + bm * bk + bk * bn + bm + 2 * bk);
+
+    public static uint StateSharedBytes(uint bm, uint bn, uint bk) => 4 * bk * (bm + bn);
+
+    public static SsdTiles Choose(DeviceCapabilities caps, SsdShape s)
+    {
+        static uint Round16(int v, uint max) => (uint)Math.Clamp((v + 15) / 16 * 16, 16, (int)max);
+        var shared = caps.MaxSharedMemoryBytes;
+
+        var stateBM = Round16(s.HeadDim, 64);
+        const uint stateBK = 32;
+        var stateBN = Shrinking(Round16(s.DState, 128)).First(bn => StateSharedBytes(stateBM, bn, stateBK) <= shared || bn == 16);
+
+        var scanBM = Round16(s.Chunk, 64);
+        var scanBN = Round16(s.HeadDim, 128);
+        // A full-width p tile first: a narrower one recomputes C.B^T once per extra tile.
+        foreach (var bn in Shrinking(scanBN))
+        {
+            foreach (var (bk, nk) in new (uint, uint)[] { (32, 32), (32, 16), (16, 16), (16, 8) })
+            {
+                if (ScanSharedBytes(scanBM, bn, bk, nk) <= shared)
+                {
+                    return new SsdTiles(stateBM, stateBN, stateBK, scanBM, bn, bk, nk);
+                }
+            }
+        }
+
+        throw new MissingFeatureException($"Ssd: {caps.MaxSharedMemoryBytes} bytes of shared memory are too few for the smallest chunk_scan tile.");
+    }
+
+    /// <summary>A tile width, then the smaller multiples of 16 worth trying (powers of two).</summary>
+    private static IEnumerable<uint> Shrinking(uint start) =>
+        new[] { start, 128u, 64u, 32u, 16u }.Where(v => v <= start).Distinct();
+}

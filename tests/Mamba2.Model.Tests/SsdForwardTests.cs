@@ -1,0 +1,142 @@
+using Mamba2.Model.Ops.Ssd;
+using Mamba2.Model.Tensors;
+using Mamba2.Model.Tests.Reference;
+using Mamba2.Tests;
+using Mamba2.Vulkan;
+using Xunit;
+
+namespace Mamba2.Model.Tests;
+
+public class SsdForwardTests(GpuFixture gpu)
+{
+    private GpuDevice Device => gpu.Device;
+
+    /// <summary>Random inputs; <paramref name="decay"/> scales A (large: strongly decaying, tiny: nearly constant state).</summary>
+    private static SsdCase MakeCase(Random rng, int b, int l, int h, int p, int g, int n, int q,
+        bool d = false, bool dPerP = false, bool z = false, bool bias = false, bool init = false,
+        bool softplus = false, float dtMin = 0f, float dtMax = float.PositiveInfinity, double decay = 1.0)
+    {
+        float[] R(long count, double lo, double hi) =>
+            Enumerable.Range(0, (int)count).Select(_ => (float)(lo + (hi - lo) * rng.NextDouble())).ToArray();
+        return new SsdCase(b, l, h, p, g, n, q,
+            X: R((long)b * l * h * p, -1, 1),
+            Dt: softplus ? R((long)b * l * h, -4, 1) : R((long)b * l * h, 0.01, 0.3),
+            A: R(h, -2 * decay, -0.2 * decay),
+            B: R((long)b * l * g * n, -1, 1),
+            C: R((long)b * l * g * n, -1, 1),
+            D: d ? R(dPerP ? h * p : h, -1, 1) : null, DPerHeadDim: dPerP,
+            Z: z ? R((long)b * l * h * p, -3, 3) : null,
+            DtBias: bias ? R(h, -1, 0.5) : null,
+            InitialStates: init ? R((long)b * h * p * n, -1, 1) : null,
+            DtSoftplus: softplus, DtMin: dtMin, DtMax: dtMax);
+    }
+
+    private void Check(SsdCase c, string what)
+    {
+        using var x = Tensor.FromArray(Device, "x", c.X, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
+        using var dt = Tensor.FromArray(Device, "dt", c.Dt, c.Batch, c.SeqLen, c.Heads);
+        using var a = Tensor.FromArray(Device, "A", c.A, c.Heads);
+        using var bm = Tensor.FromArray(Device, "B", c.B, c.Batch, c.SeqLen, c.Groups, c.DState);
+        using var cm = Tensor.FromArray(Device, "C", c.C, c.Batch, c.SeqLen, c.Groups, c.DState);
+        using var d = c.D is null ? null : Tensor.FromArray(Device, "D", c.D, c.DPerHeadDim ? [c.Heads, c.HeadDim] : [c.Heads]);
+        using var z = c.Z is null ? null : Tensor.FromArray(Device, "z", c.Z, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
+        using var bias = c.DtBias is null ? null : Tensor.FromArray(Device, "dt_bias", c.DtBias, c.Heads);
+        using var init = c.InitialStates is null ? null : Tensor.FromArray(Device, "initial_states", c.InitialStates, c.Batch, c.Heads, c.HeadDim, c.DState);
+        var options = new SsdOptions
+        {
+            ChunkSize = c.Chunk, D = d, Z = z, DtBias = bias, InitialStates = init,
+            DtSoftplus = c.DtSoftplus, DtLimit = (c.DtMin, c.DtMax),
+        };
+
+        using var s = Device.BeginStream();
+        using var result = SsdOp.Forward(x, dt, a, bm, cm, options, s);
+        // Poison every output and intermediate: anything a kernel fails to write shows up as NaN.
+        foreach (var t in new[] { result.Y, result.FinalStates, result.DtOut, result.DACumsum, result.ChunkStates })
+        {
+            t.CopyFrom(Enumerable.Repeat(float.NaN, (int)t.Length).ToArray());
+        }
+
+        s.Submit();
+        var (yRef, finalRef) = SsdReference.Forward(c);
+        TestMath.AssertClose(result.Y.ToArray(), yRef, 1e-5, $"{what}: y");
+        TestMath.AssertClose(result.FinalStates.ToArray(), finalRef, 1e-5, $"{what}: final_states");
+    }
+
+    public static TheoryData<string> Cases => new()
+    {
+        "all-options", "plain", "shorter-than-chunk", "odd-chunk", "one-past-chunk", "wide", "many-groups", "clamped-no-softplus",
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void MatchesTheSequentialRecurrence(string name)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var c = name switch
+        {
+            "all-options" => MakeCase(rng, 2, 77, 4, 24, 2, 40, 32, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true, dtMin: 0.05f, dtMax: 0.6f),
+            "plain" => MakeCase(rng, 1, 300, 3, 17, 1, 16, 64, d: true),
+            "shorter-than-chunk" => MakeCase(rng, 2, 5, 2, 8, 1, 8, 64, z: true, init: true),
+            "odd-chunk" => MakeCase(rng, 1, 100, 2, 33, 1, 20, 48, d: true, softplus: true, bias: true),
+            "one-past-chunk" => MakeCase(rng, 1, 257, 2, 16, 2, 16, 256, init: true),
+            "wide" => MakeCase(rng, 1, 40, 2, 128, 1, 256, 32, d: true, z: true),
+            "many-groups" => MakeCase(rng, 3, 50, 6, 16, 3, 24, 16, d: true, dPerP: true, softplus: true, dtMax: 0.2f),
+            "clamped-no-softplus" => MakeCase(rng, 1, 64, 2, 16, 1, 16, 32, dtMin: 0.1f, dtMax: 0.2f),
+            _ => throw new ArgumentException(name),
+        };
+        if (name == "clamped-no-softplus")
+        {
+            // Negative raw dt: mamba_ssm's default clamp (min 0 here raised to 0.1) applies without softplus too.
+            for (var i = 0; i < c.Dt.Length; i += 3)
+            {
+                c.Dt[i] = -c.Dt[i];
+            }
+        }
+
+        Check(c, $"{name} seed {seed}");
+    }
+
+    [Theory]
+    [InlineData(8.0)]
+    [InlineData(1e-4)]
+    public void LongSequencesNeitherOverflowNorUnderflow(double decay)
+    {
+        var seed = TestMath.NewSeed();
+        var c = MakeCase(new Random(seed), 1, 4096, 2, 8, 1, 8, 256, d: true, init: true, decay: decay);
+        Check(c, $"L=4096 decay scale {decay} seed {seed}");
+    }
+
+    [Fact]
+    public void BadShapesNameTheArgument()
+    {
+        using var x = Tensor.Empty(Device, "x", 2, 10, 4, 8);
+        using var dt = Tensor.Empty(Device, "dt", 2, 10, 4);
+        using var a = Tensor.Empty(Device, "A", 4);
+        using var bm = Tensor.Empty(Device, "B", 2, 10, 3, 16);
+        using var cm = Tensor.Empty(Device, "C", 2, 10, 3, 16);
+        var e = Assert.Throws<ArgumentException>(() => SsdOp.Forward(x, dt, a, bm, cm));
+        Assert.Contains("multiple of the number of groups", e.Message);
+
+        using var b2 = Tensor.Empty(Device, "B", 2, 10, 2, 16);
+        using var c2 = Tensor.Empty(Device, "C", 2, 10, 2, 16);
+        using var dtBad = Tensor.Empty(Device, "dt", 2, 11, 4);
+        e = Assert.Throws<ArgumentException>(() => SsdOp.Forward(x, dtBad, a, b2, c2));
+        Assert.Equal("dt", e.ParamName);
+        Assert.Contains("(2, 10, 4)", e.Message);
+        Assert.Contains("(2, 11, 4)", e.Message);
+
+        using var dBad = Tensor.Empty(Device, "D", 4, 7);
+        e = Assert.Throws<ArgumentException>(() => SsdOp.Forward(x, dt, a, b2, c2, new SsdOptions { D = dBad }));
+        Assert.Equal("D", e.ParamName);
+        Assert.Contains("(4) or (4, 8)", e.Message);
+
+        using var init = Tensor.Empty(Device, "initial_states", 2, 4, 8, 15);
+        e = Assert.Throws<ArgumentException>(() => SsdOp.Forward(x, dt, a, b2, c2, new SsdOptions { InitialStates = init }));
+        Assert.Equal("initial_states", e.ParamName);
+
+        Assert.Throws<ArgumentOutOfRangeException>(() => SsdOp.Forward(x, dt, a, b2, c2, new SsdOptions { ChunkSize = 512 }));
+        e = Assert.Throws<ArgumentException>(() => SsdOp.Forward(x, dt, a, b2, c2, new SsdOptions { DtLimit = (1f, 0.5f) }));
+        Assert.Equal("dt_limit", e.ParamName);
+    }
+}
