@@ -108,6 +108,16 @@ public sealed unsafe class CommandStream : IDisposable
         _vk.CmdCopyBuffer(_cmd, source.Handle, destination.Handle, 1, &region);
     }
 
+    /// <summary>
+    /// Makes every later command wait for every earlier one, dependent or not (timing loops use it so that
+    /// consecutive independent runs do not overlap).
+    /// </summary>
+    public void Barrier()
+    {
+        EnsureRecording();
+        RecordBarrier();
+    }
+
     /// <summary>Records a GPU timestamp taken when all earlier commands have finished.</summary>
     public void Timestamp(string label)
     {
@@ -281,16 +291,7 @@ public sealed unsafe class CommandStream : IDisposable
 
         if (hazard)
         {
-            var barrier = new MemoryBarrier
-            {
-                SType = StructureType.MemoryBarrier,
-                SrcAccessMask = AccessFlags.ShaderWriteBit | AccessFlags.TransferWriteBit,
-                DstAccessMask = AccessFlags.ShaderReadBit | AccessFlags.ShaderWriteBit | AccessFlags.TransferReadBit | AccessFlags.TransferWriteBit,
-            };
-            var stages = PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit;
-            _vk.CmdPipelineBarrier(_cmd, stages, stages, 0, 1, &barrier, 0, null, 0, null);
-            BarrierCount++;
-            _sinceBarrier.Clear();
+            RecordBarrier();
         }
 
         foreach (var (buffer, read, write) in accesses)
@@ -298,6 +299,20 @@ public sealed unsafe class CommandStream : IDisposable
             _sinceBarrier.TryGetValue(buffer.Handle.Handle, out var prior);
             _sinceBarrier[buffer.Handle.Handle] = (prior.Read || read, prior.Written || write);
         }
+    }
+
+    private void RecordBarrier()
+    {
+        var barrier = new MemoryBarrier
+        {
+            SType = StructureType.MemoryBarrier,
+            SrcAccessMask = AccessFlags.ShaderWriteBit | AccessFlags.TransferWriteBit,
+            DstAccessMask = AccessFlags.ShaderReadBit | AccessFlags.ShaderWriteBit | AccessFlags.TransferReadBit | AccessFlags.TransferWriteBit,
+        };
+        var stages = PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit;
+        _vk.CmdPipelineBarrier(_cmd, stages, stages, 0, 1, &barrier, 0, null, 0, null);
+        BarrierCount++;
+        _sinceBarrier.Clear();
     }
 
     private DescriptorSet AllocateSet(DescriptorSetLayout layout, int bindingCount)

@@ -39,6 +39,23 @@ public class CommandStreamTests(GpuFixture gpu)
     }
 
     [Fact]
+    public void AnExplicitBarrierOrdersEverythingAndSatisfiesLaterDependencies()
+    {
+        using var x = Device.CreateBuffer<float>([1, 2, 3, 4]);
+        using var y = Device.CreateBuffer<float>(4);
+        using var u = Device.CreateBuffer<float>(4);
+        var k = Kernels.Get(Device);
+        using var s = Device.BeginStream();
+        Kernels.ScaleAddDispatch(s, k, x, y, 2f, 0f, groups: 1);
+        s.Barrier();
+        Assert.Equal(1, s.BarrierCount);
+        Kernels.ScaleAddDispatch(s, k, y, u, 1f, 1f, groups: 1);   // depends on y, already ordered
+        Assert.Equal(1, s.BarrierCount);
+        s.Submit();
+        Assert.Equal([3f, 5f, 7f, 9f], u.Download());
+    }
+
+    [Fact]
     public void GridStrideCoversMoreElementsThanInvocations()
     {
         var x = Enumerable.Range(0, 100_000).Select(i => (float)i).ToArray();

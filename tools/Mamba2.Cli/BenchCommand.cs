@@ -35,6 +35,7 @@ internal static class BenchCommand
 
         gemm.SetAction(RunGemm);
         bench.Subcommands.Add(gemm);
+        bench.Subcommands.Add(SsdBenchCommand.Create());
         return bench;
     }
 

@@ -9,7 +9,7 @@ internal static class GpuTiming
 {
     /// <summary>
     /// Records <paramref name="warmup"/> untimed then <paramref name="repeats"/> timed runs of <paramref name="record"/>
-    /// in one submission, a timestamp between consecutive runs, and reports the distribution of per-run GPU time.
+    /// in one submission, a full barrier and a timestamp between consecutive runs, and reports the distribution of per-run GPU time.
     /// </summary>
     public static TimingStats Measure(GpuDevice device, Action<CommandStream> record, int warmup, int repeats)
     {
@@ -21,6 +21,7 @@ internal static class GpuTiming
 
         for (var i = 0; i < repeats; i++)
         {
+            s.Barrier();
             s.Timestamp($"{i}");
             record(s);
         }
