@@ -1,11 +1,12 @@
 #version 450
 // SSD stage 4, chunk_scan: the output of every position, fused in one workgroup per (t tile, p tile, chunk,
-// batch, head):
+// batch, block of HB heads of one group):
 //   y[t, p] = exp(dA_cs[t]) sum_n C[t, n] S_in[p, n]                                   (state entering the chunk)
 //           + sum_{s <= t in chunk} (C[t] . B[s]) exp(dA_cs[t] - dA_cs[s]) dt_out[s] x[s, p]   (intra-chunk)
 //           + D x[t, p] ;   y *= silu(z[t, p]) when z is given.
 // C.B^T, the causal decay mask and the product with x happen in shared memory tile by tile: no (Q x Q) matrix
-// is ever written out. 256 invocations as 16 x 16; each owns a TM x TN block of the BM x BN output tile
+// is ever written out. C.B^T belongs to the group, so each tile of it is computed once and applied to all HB
+// heads of the block (each with its own decay), which divides its cost by HB. 256 invocations as 16 x 16; each owns a TM x TN block of the BM x BN output tile
 // (rows ty*TM + i, columns tx + 16 j, so shared reads are broadcasts or consecutive).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
@@ -17,6 +18,7 @@ layout(constant_id = 0) const uint BM = 64;   // positions t per tile (multiple 
 layout(constant_id = 1) const uint BN = 64;   // headdim per tile (multiple of 16)
 layout(constant_id = 2) const uint BK = 32;   // source positions s per stage (multiple of 16)
 layout(constant_id = 3) const uint NK = 32;   // d_state slice per stage
+layout(constant_id = 4) const uint HB = 1;    // heads per workgroup (divides heads per group)
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer Cm { float C[]; };
@@ -42,9 +44,9 @@ shared float Cs[BM * NK];    // C[t][n]
 shared float Bs[NK * KP];    // B[s][n] stored as [n][s], or S_in[p][n] stored as [n][p]
 shared float Ps[BM * BK];    // decayed C.B^T tile [t][s]
 shared float Xs[BK * BN];    // x[s][p]
-shared float dAt[BM];
-shared float dAs[BK];
-shared float dts[BK];
+shared float dAt[HB * BM];
+shared float dAs[HB * BK];
+shared float dts[HB * BK];
 
 void load_c(uint row0, uint len, uint nbase, uint b, uint grp, uint n0) {
     for (uint e = gl_LocalInvocationID.x; e < BM * NK; e += 256) {
@@ -64,7 +66,8 @@ void main() {
     const uint ty = tid / 16;
     const uint tilesT = (p.chunk + BM - 1) / BM;
     const uint tilesP = (p.headdim + BN - 1) / BN;
-    const uint items = tilesT * tilesP * p.nchunks * p.batch * p.nheads;
+    const uint blocks = p.nheads / HB;
+    const uint items = tilesT * tilesP * p.nchunks * p.batch * blocks;
     const uint hpg = p.nheads / p.ngroups;
 
     for (uint w = gl_WorkGroupID.x; w < items; w += gl_NumWorkGroups.x) {
@@ -72,9 +75,9 @@ void main() {
         const uint tp = r % tilesP; r /= tilesP;
         const uint tt = r % tilesT; r /= tilesT;
         const uint c = r % p.nchunks; r /= p.nchunks;
-        const uint head = r % p.nheads;
-        const uint b = r / p.nheads;
-        const uint grp = head / hpg;
+        const uint head0 = (r % blocks) * HB;
+        const uint b = r / blocks;
+        const uint grp = head0 / hpg;
         const uint start = c * p.chunk;
         const uint len = min(p.chunk, p.seqlen - start);
         const uint t0 = tt * BM;
@@ -82,62 +85,71 @@ void main() {
             continue;   // uniform across the workgroup: a tile wholly past the sequence end
         }
         const uint p0 = tp * BN;
-        const uint cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
-        const uint sbase = ((b * p.nchunks + c) * p.nheads + head) * p.headdim;
 
-        for (uint i = tid; i < BM; i += 256) {
-            dAt[i] = t0 + i < len ? dA_cs[cs + t0 + i] : 0.0;
+        for (uint e = tid; e < HB * BM; e += 256) {
+            const uint hb = e / BM;
+            const uint i = e % BM;
+            const uint cs = ((b * p.nheads + head0 + hb) * p.nchunks + c) * p.chunk;
+            dAt[e] = t0 + i < len ? dA_cs[cs + t0 + i] : 0.0;
         }
 
-        float acc[TM * TN];
-        [[unroll]] for (uint i = 0; i < TM * TN; ++i) {
+        float acc[HB * TM * TN];
+        [[unroll]] for (uint i = 0; i < HB * TM * TN; ++i) {
             acc[i] = 0.0;
         }
 
-        // State term: C[t, :] . S_in[p, :], over d_state in NK slices.
+        // State term: C[t, :] . S_in[p, :] for each head, over d_state in NK slices; C is loaded once per slice.
         for (uint n0 = 0; n0 < p.dstate; n0 += NK) {
             load_c(t0, len, start, b, grp, n0);
-            for (uint e = tid; e < BN * NK; e += 256) {
-                const uint j = e / NK;
-                const uint k = e % NK;
-                float v = 0.0;
-                if (p0 + j < p.headdim && n0 + k < p.dstate) {
-                    v = states[(sbase + p0 + j) * p.dstate + n0 + k];
+            [[unroll]] for (uint hb = 0; hb < HB; ++hb) {
+                const uint sbase = ((b * p.nchunks + c) * p.nheads + head0 + hb) * p.headdim;
+                for (uint e = tid; e < BN * NK; e += 256) {
+                    const uint j = e / NK;
+                    const uint k = e % NK;
+                    float v = 0.0;
+                    if (p0 + j < p.headdim && n0 + k < p.dstate) {
+                        v = states[(sbase + p0 + j) * p.dstate + n0 + k];
+                    }
+                    Bs[k * KP + j] = v;
                 }
-                Bs[k * KP + j] = v;
-            }
-            barrier();
-            [[unroll]] for (uint k = 0; k < NK; ++k) {
-                float a[TM];
-                float bb[TN];
-                [[unroll]] for (uint i = 0; i < TM; ++i) {
-                    a[i] = Cs[(ty * TM + i) * NK + k];
-                }
-                [[unroll]] for (uint j = 0; j < TN; ++j) {
-                    bb[j] = Bs[k * KP + tx + 16 * j];
-                }
-                [[unroll]] for (uint i = 0; i < TM; ++i) {
+                barrier();
+                [[unroll]] for (uint k = 0; k < NK; ++k) {
+                    float a[TM];
+                    float bb[TN];
+                    [[unroll]] for (uint i = 0; i < TM; ++i) {
+                        a[i] = Cs[(ty * TM + i) * NK + k];
+                    }
                     [[unroll]] for (uint j = 0; j < TN; ++j) {
-                        acc[i * TN + j] = fma(a[i], bb[j], acc[i * TN + j]);
+                        bb[j] = Bs[k * KP + tx + 16 * j];
+                    }
+                    [[unroll]] for (uint i = 0; i < TM; ++i) {
+                        [[unroll]] for (uint j = 0; j < TN; ++j) {
+                            acc[(hb * TM + i) * TN + j] = fma(a[i], bb[j], acc[(hb * TM + i) * TN + j]);
+                        }
                     }
                 }
+                barrier();
             }
-            barrier();
         }
-        [[unroll]] for (uint i = 0; i < TM; ++i) {
-            const float decay = exp(dAt[ty * TM + i]);
-            [[unroll]] for (uint j = 0; j < TN; ++j) {
-                acc[i * TN + j] *= decay;
+        [[unroll]] for (uint hb = 0; hb < HB; ++hb) {
+            [[unroll]] for (uint i = 0; i < TM; ++i) {
+                const float decay = exp(dAt[hb * BM + ty * TM + i]);
+                [[unroll]] for (uint j = 0; j < TN; ++j) {
+                    acc[(hb * TM + i) * TN + j] *= decay;
+                }
             }
         }
 
         // Intra-chunk term, causal: source tiles up to the last row of this tile.
         const uint send = min(t0 + BM, len);
         for (uint s0 = 0; s0 < send; s0 += BK) {
-            for (uint i = tid; i < BK; i += 256) {
+            for (uint e = tid; e < HB * BK; e += 256) {
+                const uint hb = e / BK;
+                const uint i = e % BK;
+                const uint cs = ((b * p.nheads + head0 + hb) * p.nchunks + c) * p.chunk;
                 const bool ok = s0 + i < len;
-                dAs[i] = ok ? dA_cs[cs + s0 + i] : 0.0;
-                dts[i] = ok ? dt_out[cs + s0 + i] : 0.0;
+                dAs[e] = ok ? dA_cs[cs + s0 + i] : 0.0;
+                dts[e] = ok ? dt_out[cs + s0 + i] : 0.0;
             }
             float pacc[TM * TK];
             [[unroll]] for (uint i = 0; i < TM * TK; ++i) {
@@ -172,58 +184,65 @@ void main() {
                 }
                 barrier();
             }
-            // Decay mask: keep s <= t, weight exp(dA_t - dA_s) dt_s (argument <= 0 by construction).
-            [[unroll]] for (uint i = 0; i < TM; ++i) {
-                const uint ti = ty * TM + i;
-                [[unroll]] for (uint j = 0; j < TK; ++j) {
-                    const uint sj = tx + 16 * j;
-                    const bool keep = s0 + sj <= t0 + ti && s0 + sj < len;
-                    Ps[ti * BK + sj] = keep ? pacc[i * TK + j] * exp(min(dAt[ti] - dAs[sj], 0.0)) * dts[sj] : 0.0;
-                }
-            }
-            for (uint e = tid; e < BK * BN; e += 256) {
-                const uint s = e / BN;
-                const uint j = e % BN;
-                float v = 0.0;
-                if (s0 + s < len && p0 + j < p.headdim) {
-                    v = x[((b * p.seqlen + start + s0 + s) * p.nheads + head) * p.headdim + p0 + j];
-                }
-                Xs[e] = v;
-            }
-            barrier();
-            [[unroll]] for (uint k = 0; k < BK; ++k) {
-                float a[TM];
-                float bb[TN];
+            [[unroll]] for (uint hb = 0; hb < HB; ++hb) {
+                // Decay mask of this head: keep s <= t, weight exp(dA_t - dA_s) dt_s (argument <= 0).
                 [[unroll]] for (uint i = 0; i < TM; ++i) {
-                    a[i] = Ps[(ty * TM + i) * BK + k];
-                }
-                [[unroll]] for (uint j = 0; j < TN; ++j) {
-                    bb[j] = Xs[k * BN + tx + 16 * j];
-                }
-                [[unroll]] for (uint i = 0; i < TM; ++i) {
-                    [[unroll]] for (uint j = 0; j < TN; ++j) {
-                        acc[i * TN + j] = fma(a[i], bb[j], acc[i * TN + j]);
+                    const uint ti = ty * TM + i;
+                    [[unroll]] for (uint j = 0; j < TK; ++j) {
+                        const uint sj = tx + 16 * j;
+                        const bool keep = s0 + sj <= t0 + ti && s0 + sj < len;
+                        Ps[ti * BK + sj] = keep
+                            ? pacc[i * TK + j] * exp(min(dAt[hb * BM + ti] - dAs[hb * BK + sj], 0.0)) * dts[hb * BK + sj]
+                            : 0.0;
                     }
                 }
+                for (uint e = tid; e < BK * BN; e += 256) {
+                    const uint s = e / BN;
+                    const uint j = e % BN;
+                    float v = 0.0;
+                    if (s0 + s < len && p0 + j < p.headdim) {
+                        v = x[((b * p.seqlen + start + s0 + s) * p.nheads + head0 + hb) * p.headdim + p0 + j];
+                    }
+                    Xs[e] = v;
+                }
+                barrier();
+                [[unroll]] for (uint k = 0; k < BK; ++k) {
+                    float a[TM];
+                    float bb[TN];
+                    [[unroll]] for (uint i = 0; i < TM; ++i) {
+                        a[i] = Ps[(ty * TM + i) * BK + k];
+                    }
+                    [[unroll]] for (uint j = 0; j < TN; ++j) {
+                        bb[j] = Xs[k * BN + tx + 16 * j];
+                    }
+                    [[unroll]] for (uint i = 0; i < TM; ++i) {
+                        [[unroll]] for (uint j = 0; j < TN; ++j) {
+                            acc[(hb * TM + i) * TN + j] = fma(a[i], bb[j], acc[(hb * TM + i) * TN + j]);
+                        }
+                    }
+                }
+                barrier();
             }
-            barrier();
         }
 
         // Epilogue: skip connection and gate.
-        [[unroll]] for (uint i = 0; i < TM; ++i) {
-            const uint t = t0 + ty * TM + i;
-            [[unroll]] for (uint j = 0; j < TN; ++j) {
-                const uint pj = p0 + tx + 16 * j;
-                if (t < len && pj < p.headdim) {
-                    const uint o = ((b * p.seqlen + start + t) * p.nheads + head) * p.headdim + pj;
-                    float v = acc[i * TN + j];
-                    if ((p.flags & 1u) != 0u) {
-                        v += D[(p.flags & 2u) != 0u ? head * p.headdim + pj : head] * x[o];
+        [[unroll]] for (uint hb = 0; hb < HB; ++hb) {
+            const uint head = head0 + hb;
+            [[unroll]] for (uint i = 0; i < TM; ++i) {
+                const uint t = t0 + ty * TM + i;
+                [[unroll]] for (uint j = 0; j < TN; ++j) {
+                    const uint pj = p0 + tx + 16 * j;
+                    if (t < len && pj < p.headdim) {
+                        const uint o = ((b * p.seqlen + start + t) * p.nheads + head) * p.headdim + pj;
+                        float v = acc[(hb * TM + i) * TN + j];
+                        if ((p.flags & 1u) != 0u) {
+                            v += D[(p.flags & 2u) != 0u ? head * p.headdim + pj : head] * x[o];
+                        }
+                        if ((p.flags & 4u) != 0u) {
+                            v *= silu(z[o]);
+                        }
+                        y[o] = v;
                     }
-                    if ((p.flags & 4u) != 0u) {
-                        v *= silu(z[o]);
-                    }
-                    y[o] = v;
                 }
             }
         }

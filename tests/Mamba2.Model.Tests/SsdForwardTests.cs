@@ -64,7 +64,7 @@ public class SsdForwardTests(GpuFixture gpu)
 
     public static TheoryData<string> Cases => new()
     {
-        "all-options", "plain", "shorter-than-chunk", "odd-chunk", "one-past-chunk", "wide", "many-groups", "clamped-no-softplus",
+        "all-options", "plain", "shorter-than-chunk", "odd-chunk", "one-past-chunk", "wide", "many-groups", "head-blocks", "clamped-no-softplus",
     };
 
     [Theory]
@@ -82,6 +82,7 @@ public class SsdForwardTests(GpuFixture gpu)
             "one-past-chunk" => MakeCase(rng, 1, 257, 2, 16, 2, 16, 256, init: true),
             "wide" => MakeCase(rng, 1, 40, 2, 128, 1, 256, 32, d: true, z: true),
             "many-groups" => MakeCase(rng, 3, 50, 6, 16, 3, 24, 16, d: true, dPerP: true, softplus: true, dtMax: 0.2f),
+            "head-blocks" => MakeCase(rng, 1, 130, 8, 32, 2, 32, 64, d: true, z: true, init: true, softplus: true, bias: true),
             "clamped-no-softplus" => MakeCase(rng, 1, 64, 2, 16, 1, 16, 32, dtMin: 0.1f, dtMax: 0.2f),
             _ => throw new ArgumentException(name),
         };

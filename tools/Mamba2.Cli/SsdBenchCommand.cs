@@ -67,6 +67,21 @@ internal static class SsdBenchCommand
             $"{bytes / stats.MedianMs / 1e6:F1}", $"{2 * macs / stats.MedianMs / 1e9:F2}", $"{perCall / 1048576.0:F1} MiB");
         Console.WriteLine($"device: {device.Name}; SSD forward fp32 with D, z, dt_bias, softplus; {bytes / 1e6:F1} MB moved at least, {2 * macs / 1e9:F2} GFLOP");
         AnsiConsole.Write(table);
+
+        // Per-stage breakdown: one more run with a barrier and a timestamp after each stage.
+        using (var s = device.BeginStream())
+        {
+            using var profiled = SsdOp.Forward(x, dt, a, bm, cm, options, s, profilePrefix: "");
+            var t = s.Submit();
+            var prev = "start";
+            Console.WriteLine(string.Join("  ", SsdOp.Stages.Select(stage =>
+            {
+                var ms = t.Milliseconds(prev, stage);
+                prev = stage;
+                return $"{stage} {ms:F4} ms";
+            })));
+        }
+
         return 0;
     }
 }

@@ -24,12 +24,17 @@ public static class SsdOp
     [StructLayout(LayoutKind.Sequential)]
     private readonly record struct ScanPush(uint Batch, uint SeqLen, uint Heads, uint Groups, uint HeadDim, uint DState, uint Chunk, uint Chunks, uint Flags);
 
+    /// <summary>The stages in order; with a profiling prefix, a timestamp named prefix + stage follows each.</summary>
+    public static readonly IReadOnlyList<string> Stages = ["chunk_cumsum", "chunk_state", "state_passing", "chunk_scan"];
+
     /// <summary>
     /// Runs the forward pass (or records it into <paramref name="stream"/>). Shapes: x (b, L, h, p), dt (b, L, h),
     /// A (h), B and C (b, L, g, n); the options' tensors as documented on <see cref="SsdOptions"/>. Every shape is
-    /// checked before anything is recorded.
+    /// checked before anything is recorded. With <paramref name="profilePrefix"/> (and a stream), a GPU timestamp
+    /// is recorded before the first stage (prefix + "start") and after each of <see cref="Stages"/>.
     /// </summary>
-    public static SsdResult Forward(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions? options = null, CommandStream? stream = null)
+    public static SsdResult Forward(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions? options = null,
+        CommandStream? stream = null, string? profilePrefix = null)
     {
         const string op = "Ssd";
         var o = options ?? new SsdOptions();
@@ -54,7 +59,7 @@ public static class SsdOp
         try
         {
             Shaders.EnsureBindable(op, chunkStates);
-            Shaders.RunIn(device, stream, st => Record(st, s, tiles, x, dt, A, B, C, o, result));
+            Shaders.RunIn(device, stream, st => Record(st, s, tiles, x, dt, A, B, C, o, result, profilePrefix));
         }
         catch
         {
@@ -66,9 +71,19 @@ public static class SsdOp
     }
 
     private static void Record(CommandStream st, SsdShape s, SsdTiles t, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C,
-        SsdOptions o, SsdResult r)
+        SsdOptions o, SsdResult r, string? profile)
     {
         var device = x.Device;
+        void Mark(string stage)
+        {
+            if (profile is not null)
+            {
+                st.Barrier();
+                st.Timestamp(profile + stage);
+            }
+        }
+
+        Mark("start");
         var (b, l, h, p, g, n, q) = ((uint)s.Batch, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk);
         var nc = (uint)s.Chunks;
 
@@ -79,12 +94,14 @@ public static class SsdOp
         st.Dispatch(cumsum, (Shaders.Groups(device, (long)nc * b * h), 1, 1),
             new CumsumPush(b, l, h, q, nc, cumsumFlags, o.DtLimit.Min, o.DtLimit.Max),
             dt.Buffer, A.Buffer, (o.DtBias ?? A).Buffer, r.DtOut.Buffer, r.DACumsum.Buffer);
+        Mark(Stages[0]);
 
         // 2. chunk_state: each chunk's own state.
         var state = device.GetKernel(Shaders.ChunkState, [t.StateBM, t.StateBN, t.StateBK]);
         var stateItems = (long)((p + t.StateBM - 1) / t.StateBM) * ((n + t.StateBN - 1) / t.StateBN) * nc * b * h;
         st.Dispatch(state, (Shaders.Groups(device, stateItems), 1, 1), new StatePush(b, l, h, g, p, n, q, nc),
             x.Buffer, B.Buffer, r.DtOut.Buffer, r.DACumsum.Buffer, r.ChunkStates.Buffer);
+        Mark(Stages[1]);
 
         // 3. state_passing: states entering each chunk (in place) and the final state.
         var local = Shaders.Local1D(device);
@@ -92,13 +109,15 @@ public static class SsdOp
         st.Dispatch(passing, (Shaders.Groups1D(device, (long)b * h * p * n, local), 1, 1),
             new PassingPush(b, l, h, p, n, q, nc, o.InitialStates is null ? 0u : 1u),
             r.ChunkStates.Buffer, r.DACumsum.Buffer, (o.InitialStates ?? r.FinalStates).Buffer, r.FinalStates.Buffer);
+        Mark(Stages[2]);
 
         // 4. chunk_scan: outputs.
-        var scan = device.GetKernel(Shaders.ChunkScan, [t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK]);
-        var scanItems = (long)((q + t.ScanBM - 1) / t.ScanBM) * ((p + t.ScanBN - 1) / t.ScanBN) * nc * b * h;
+        var scan = device.GetKernel(Shaders.ChunkScan, [t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK, t.ScanHeads]);
+        var scanItems = (long)((q + t.ScanBM - 1) / t.ScanBM) * ((p + t.ScanBN - 1) / t.ScanBN) * nc * b * (h / t.ScanHeads);
         var flags = (o.D is null ? 0u : 1u) | (o.D is { Rank: 2 } ? 2u : 0u) | (o.Z is null ? 0u : 4u);
         st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, flags),
             x.Buffer, C.Buffer, B.Buffer, r.ChunkStates.Buffer, r.DtOut.Buffer, r.DACumsum.Buffer,
             (o.D ?? A).Buffer, (o.Z ?? x).Buffer, r.Y.Buffer);
+        Mark(Stages[3]);
     }
 }

@@ -6,10 +6,14 @@ namespace Mamba2.Model.Ops.Ssd;
 /// Tile sizes for chunk_state and chunk_scan, from the problem and the device's shared-memory limit (48 KiB on
 /// NVIDIA, 32 KiB on lavapipe): never a fixed constant.
 /// </summary>
-internal readonly record struct SsdTiles(uint StateBM, uint StateBN, uint StateBK, uint ScanBM, uint ScanBN, uint ScanBK, uint ScanNK)
+internal readonly record struct SsdTiles(
+    uint StateBM, uint StateBN, uint StateBK, uint ScanBM, uint ScanBN, uint ScanBK, uint ScanNK, uint ScanHeads)
 {
-    public static uint ScanSharedBytes(uint bm, uint bn, uint bk, uint nk) =>
-        4 * (bm * nk + nk * (Math.Max(bk, bn) + 1) + bm * bk + bk * bn + bm + 2 * bk);
+    /// <summary>At most this many accumulators per invocation across a chunk_scan head block (registers).</summary>
+    private const uint MaxAccumulators = 64;
+
+    public static uint ScanSharedBytes(uint bm, uint bn, uint bk, uint nk, uint hb) =>
+        4 * (bm * nk + nk * (Math.Max(bk, bn) + 1) + bm * bk + bk * bn + hb * (bm + 2 * bk));
 
     public static uint StateSharedBytes(uint bm, uint bn, uint bk) => 4 * bk * (bm + bn);
 
@@ -24,14 +28,18 @@ internal readonly record struct SsdTiles(uint StateBM, uint StateBN, uint StateB
 
         var scanBM = Round16(s.Chunk, 64);
         var scanBN = Round16(s.HeadDim, 128);
+        var headsPerGroup = (uint)(s.Heads / s.Groups);
         // A full-width p tile first: a narrower one recomputes C.B^T once per extra tile.
         foreach (var bn in Shrinking(scanBN))
         {
+            // Heads per workgroup share each C.B^T tile: as many as divide the group and fit the registers.
+            var perHead = scanBM / 16 * (bn / 16);
+            var hb = new uint[] { 4, 2, 1 }.First(v => headsPerGroup % v == 0 && v * perHead <= MaxAccumulators || v == 1);
             foreach (var (bk, nk) in new (uint, uint)[] { (32, 32), (32, 16), (16, 16), (16, 8) })
             {
-                if (ScanSharedBytes(scanBM, bn, bk, nk) <= shared)
+                if (ScanSharedBytes(scanBM, bn, bk, nk, hb) <= shared)
                 {
-                    return new SsdTiles(stateBM, stateBN, stateBK, scanBM, bn, bk, nk);
+                    return new SsdTiles(stateBM, stateBN, stateBK, scanBM, bn, bk, nk, hb);
                 }
             }
         }
