@@ -10,14 +10,36 @@ internal readonly record struct SsdTiles(
     uint StateBM, uint StateBN, uint StateBK, uint ScanBM, uint ScanBN, uint ScanBK, uint ScanNK, uint ScanHeads)
 {
     /// <summary>At most this many accumulators per invocation across a chunk_scan head block (registers).</summary>
-    private const uint MaxAccumulators = 64;
+    private const uint MaxAccumulators = 32;   // 64 spilled on the H100 (chunk_scan 3x slower; docs/PERF.md)
 
     public static uint ScanSharedBytes(uint bm, uint bn, uint bk, uint nk, uint hb) =>
         4 * (bm * nk + nk * (Math.Max(bk, bn) + 1) + bm * bk + bk * bn + hb * (bm + 2 * bk));
 
     public static uint StateSharedBytes(uint bm, uint bn, uint bk) => 4 * bk * (bm + bn);
 
+    /// <summary>
+    /// The tiles for this device and problem. MAMBA2_SSD_SCAN_TILE=BM,BN,BK,NK,HB overrides chunk_scan's tile for
+    /// tuning runs (checked against the shared-memory limit; HB must divide the heads per group).
+    /// </summary>
     public static SsdTiles Choose(DeviceCapabilities caps, SsdShape s)
+    {
+        var chosen = ChooseDefault(caps, s);
+        if (Environment.GetEnvironmentVariable("MAMBA2_SSD_SCAN_TILE") is not { Length: > 0 } text)
+        {
+            return chosen;
+        }
+
+        var v = text.Split(',').Select(uint.Parse).ToArray();
+        if (v.Length != 5 || v[0] % 16 != 0 || v[1] % 16 != 0 || v[2] % 16 != 0 || (uint)(s.Heads / s.Groups) % v[4] != 0 ||
+            ScanSharedBytes(v[0], v[1], v[2], v[3], v[4]) > caps.MaxSharedMemoryBytes)
+        {
+            throw new ArgumentException($"MAMBA2_SSD_SCAN_TILE={text}: expected BM,BN,BK,NK,HB with BM, BN, BK multiples of 16, HB dividing the heads per group, within shared memory.");
+        }
+
+        return chosen with { ScanBM = v[0], ScanBN = v[1], ScanBK = v[2], ScanNK = v[3], ScanHeads = v[4] };
+    }
+
+    private static SsdTiles ChooseDefault(DeviceCapabilities caps, SsdShape s)
     {
         static uint Round16(int v, uint max) => (uint)Math.Clamp((v + 15) / 16 * 16, 16, (int)max);
         var shared = caps.MaxSharedMemoryBytes;
