@@ -44,8 +44,13 @@ public class SsdForwardTests(GpuFixture gpu)
         using var init = c.InitialStates is null ? null : Tensor.FromArray(Device, "initial_states", c.InitialStates, c.Batch, c.Heads, c.HeadDim, c.DState);
         var options = new SsdOptions
         {
-            ChunkSize = c.Chunk, D = d, Z = z, DtBias = bias, InitialStates = init,
-            DtSoftplus = c.DtSoftplus, DtLimit = (c.DtMin, c.DtMax),
+            ChunkSize = c.Chunk,
+            D = d,
+            Z = z,
+            DtBias = bias,
+            InitialStates = init,
+            DtSoftplus = c.DtSoftplus,
+            DtLimit = (c.DtMin, c.DtMax),
         };
 
         using var s = Device.BeginStream();

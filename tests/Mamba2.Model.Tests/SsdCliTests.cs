@@ -1,0 +1,92 @@
+using Mamba2.Cli;
+using Mamba2.Model.IO;
+using Mamba2.Model.Tests.Reference;
+using Mamba2.Tests;
+using Xunit;
+
+namespace Mamba2.Model.Tests;
+
+/// <summary>`mamba2 ssd` end to end: a safetensors file in, y and final_states out, checked against the reference.</summary>
+public sealed class SsdCliTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("mamba2-ssd-cli-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static float[] R(Random rng, int n, double lo, double hi) =>
+        Enumerable.Range(0, n).Select(_ => (float)(lo + (hi - lo) * rng.NextDouble())).ToArray();
+
+    [Fact]
+    public void WritesYAndFinalStatesMatchingTheReference()
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        int b = 2, l = 45, h = 4, p = 8, g = 2, n = 12;
+        var c = new SsdCase(b, l, h, p, g, n, 32,
+            X: R(rng, b * l * h * p, -1, 1), Dt: R(rng, b * l * h, -3, 1), A: R(rng, h, -2, -0.2),
+            B: R(rng, b * l * g * n, -1, 1), C: R(rng, b * l * g * n, -1, 1),
+            D: R(rng, h, -1, 1), DPerHeadDim: false, Z: R(rng, b * l * h * p, -2, 2), DtBias: R(rng, h, -1, 0.5),
+            InitialStates: R(rng, b * h * p * n, -1, 1), DtSoftplus: true, DtMin: 0.01f, DtMax: 0.5f);
+        var input = Path.Combine(_dir, "in.safetensors");
+        var output = Path.Combine(_dir, "out.safetensors");
+        SafetensorsWriter.Write(input,
+        [
+            // x in F64, as PyTorch users often save it: the CLI converts.
+            HostTensor.FromFloat64("x", c.X.Select(v => (double)v).ToArray(), b, l, h, p),
+            HostTensor.FromFloat32("dt", c.Dt, b, l, h),
+            HostTensor.FromFloat32("A", c.A, h),
+            HostTensor.FromFloat32("B", c.B, b, l, g, n),
+            HostTensor.FromFloat32("C", c.C, b, l, g, n),
+            HostTensor.FromFloat32("D", c.D!, h),
+            HostTensor.FromFloat32("z", c.Z!, b, l, h, p),
+            HostTensor.FromFloat32("dt_bias", c.DtBias!, h),
+            HostTensor.FromFloat32("initial_states", c.InitialStates!, b, h, p, n),
+        ]);
+
+        var code = CliApp.Run(["ssd", "--input", input, "--output", output, "--chunk-size", "32", "--dt-softplus", "--dt-limit", "0.01,0.5"]);
+
+        Assert.Equal(0, code);
+        var result = SafetensorsFile.ReadAll(output);
+        var (yRef, finalRef) = SsdReference.Forward(c);
+        Assert.Equal(SafetensorsDType.F32, result["y"].DType);
+        Assert.Equal([b, l, h, p], result["y"].Shape);
+        Assert.Equal([b, h, p, n], result["final_states"].Shape);
+        TestMath.AssertClose(result["y"].ToFloat32(), yRef, 1e-5, $"cli y seed {seed}");
+        TestMath.AssertClose(result["final_states"].ToFloat32(), finalRef, 1e-5, $"cli final_states seed {seed}");
+    }
+
+    [Fact]
+    public void MissingOrMismatchedTensorsExitWithTwo()
+    {
+        var rng = new Random(TestMath.NewSeed());
+        var input = Path.Combine(_dir, "bad.safetensors");
+        var output = Path.Combine(_dir, "never.safetensors");
+        SafetensorsWriter.Write(input, [HostTensor.FromFloat32("x", R(rng, 2 * 3 * 4, -1, 1), 1, 2, 3, 4)]);
+        var stderr = new StringWriter();
+        var previous = Console.Error;
+        Console.SetError(stderr);
+        try
+        {
+            Assert.Equal(CliApp.BadInput, CliApp.Run(["ssd", "--input", input, "--output", output]));
+            Assert.Contains("lacks dt, A, B, C", stderr.ToString());
+
+            SafetensorsWriter.Write(input,
+            [
+                HostTensor.FromFloat32("x", R(rng, 24, -1, 1), 1, 2, 3, 4),
+                HostTensor.FromFloat32("dt", R(rng, 6, 0, 1), 1, 2, 3),
+                HostTensor.FromFloat32("A", R(rng, 3, -1, 0), 3),
+                HostTensor.FromFloat32("B", R(rng, 10, -1, 1), 1, 2, 1, 5),
+                HostTensor.FromFloat32("C", R(rng, 12, -1, 1), 1, 2, 1, 6),
+            ]);
+            Assert.Equal(CliApp.BadInput, CliApp.Run(["ssd", "--input", input, "--output", output]));
+            Assert.Contains("C must have shape (1, 2, 1, 5), got (1, 2, 1, 6)", stderr.ToString());
+
+            Assert.Equal(CliApp.BadInput, CliApp.Run(["ssd", "--input", input, "--output", output, "--dt-limit", "a,b"]));
+            Assert.False(File.Exists(output));
+        }
+        finally
+        {
+            Console.SetError(previous);
+        }
+    }
+}

@@ -1,0 +1,128 @@
+using System.CommandLine;
+using System.Globalization;
+using Mamba2.Model.IO;
+using Mamba2.Model.Ops.Ssd;
+using Mamba2.Model.Tensors;
+using Mamba2.Vulkan;
+
+namespace Mamba2.Cli;
+
+/// <summary>
+/// <c>mamba2 ssd</c>: runs the SSD forward on tensors from a safetensors file named as mamba_chunk_scan_combined's
+/// arguments and writes y and final_states, so users can compare with their PyTorch results.
+/// </summary>
+internal static class SsdCommand
+{
+    private static readonly string[] Required = ["x", "dt", "A", "B", "C"];
+    private static readonly string[] Optional = ["D", "z", "dt_bias", "initial_states"];
+
+    private static readonly Option<FileInfo> Input = new("--input") { Required = true, Description = "safetensors with x, dt, A, B, C and optionally D, z, dt_bias, initial_states (F32 or F64)" };
+    private static readonly Option<FileInfo> Output = new("--output") { Required = true, Description = "safetensors to write y and final_states to (F32)" };
+    private static readonly Option<int> ChunkSize = new("--chunk-size") { DefaultValueFactory = _ => 256, Description = "chunk length (16..256)" };
+    private static readonly Option<bool> DtSoftplus = new("--dt-softplus") { Description = "dt = softplus(dt + dt_bias)" };
+    private static readonly Option<string?> DtLimit = new("--dt-limit") { Description = "MIN,MAX clamp of dt (default 0,inf as mamba_ssm)" };
+
+    public static Command Create()
+    {
+        var cmd = new Command("ssd", "Run the chunked SSD forward (mamba_chunk_scan_combined) on tensors from a safetensors file");
+        foreach (var o in new Option[] { Input, Output, ChunkSize, DtSoftplus, DtLimit, CommonOptions.Device, CommonOptions.Validation })
+        {
+            cmd.Options.Add(o);
+        }
+
+        cmd.SetAction(Run);
+        return cmd;
+    }
+
+    private static int Run(ParseResult r)
+    {
+        var input = r.GetValue(Input)!;
+        var output = r.GetValue(Output)!;
+        var limit = ParseLimit(r.GetValue(DtLimit));
+        using var file = SafetensorsFile.Open(input.FullName);
+        var missing = Required.Where(n => !file.Contains(n)).ToList();
+        if (missing.Count > 0)
+        {
+            throw new KeyNotFoundException(
+                $"{input.Name} lacks {string.Join(", ", missing)}; an SSD input needs {string.Join(", ", Required)} (optional: {string.Join(", ", Optional)}). It holds: {string.Join(", ", file.Names)}.");
+        }
+
+        var host = Required.Concat(Optional.Where(file.Contains)).ToDictionary(n => n, n => ReadFloat(file, n));
+        using var device = CommonOptions.Open(r);
+        var tensors = host.ToDictionary(kv => kv.Key, kv => Tensor.FromArray(device, kv.Key, kv.Value.Data, kv.Value.Shape));
+        try
+        {
+            var options = new SsdOptions
+            {
+                ChunkSize = r.GetValue(ChunkSize),
+                D = tensors.GetValueOrDefault("D"),
+                Z = tensors.GetValueOrDefault("z"),
+                DtBias = tensors.GetValueOrDefault("dt_bias"),
+                InitialStates = tensors.GetValueOrDefault("initial_states"),
+                DtSoftplus = r.GetValue(DtSoftplus),
+                DtLimit = limit,
+            };
+            using var result = SsdOp.Forward(tensors["x"], tensors["dt"], tensors["A"], tensors["B"], tensors["C"], options);
+            SafetensorsWriter.Write(output.FullName,
+            [
+                HostTensor.FromFloat32("y", result.Y.ToArray(), [.. result.Y.Shape]),
+                HostTensor.FromFloat32("final_states", result.FinalStates.ToArray(), [.. result.FinalStates.Shape]),
+            ]);
+            Console.WriteLine($"wrote y {ShapeOps.Format(result.Y.Shape)} and final_states {ShapeOps.Format(result.FinalStates.Shape)} to {output.FullName} ({device.Name})");
+            return 0;
+        }
+        finally
+        {
+            foreach (var t in tensors.Values)
+            {
+                t.Dispose();
+            }
+        }
+    }
+
+    private static (float[] Data, int[] Shape) ReadFloat(SafetensorsFile file, string name)
+    {
+        var info = file.Info(name);
+        if (info.DType is not (SafetensorsDType.F32 or SafetensorsDType.F64))
+        {
+            throw new InvalidDataException($"{name} is {info.DType.HeaderName()}; SSD inputs must be F32 or F64.");
+        }
+
+        var t = file.Read(name);
+        var shape = t.Shape;
+        if (shape.Length == 0)
+        {
+            throw new ArgumentException($"{name} is a scalar; expected a tensor (see mamba_chunk_scan_combined's shapes).");
+        }
+
+        return (t.ToFloat32(), shape);
+    }
+
+    private static (float, float) ParseLimit(string? text)
+    {
+        if (string.IsNullOrWhiteSpace(text))
+        {
+            return (0f, float.PositiveInfinity);
+        }
+
+        var parts = text.Split(',');
+        if (parts.Length != 2 || !TryParse(parts[0], out var min) || !TryParse(parts[1], out var max))
+        {
+            throw new FormatException($"--dt-limit must be MIN,MAX (e.g. 0.001,0.1 or 0,inf), got '{text}'.");
+        }
+
+        return (min, max);
+    }
+
+    private static bool TryParse(string s, out float v)
+    {
+        s = s.Trim();
+        if (s is "inf" or "+inf" or "Infinity")
+        {
+            v = float.PositiveInfinity;
+            return true;
+        }
+
+        return float.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out v);
+    }
+}
