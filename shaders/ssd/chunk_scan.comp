@@ -4,22 +4,21 @@
 //   y[t, p] = exp(dA_cs[t]) sum_n C[t, n] S_in[p, n]                                   (state entering the chunk)
 //           + sum_{s <= t in chunk} (C[t] . B[s]) exp(dA_cs[t] - dA_cs[s]) dt_out[s] x[s, p]   (intra-chunk)
 //           + D x[t, p] ;   y *= silu(z[t, p]) when z is given.
-// C.B^T belongs to the group: the workgroup computes its (BM x chunk) causal block once, keeps it in registers,
-// and applies it to each head of the block in turn with that head's decay. No (Q x Q) matrix is ever written to
-// memory. 256 invocations as 16 x 16; each owns rows ty*TM + i and columns tx + 16 j of every tile, so shared
-// reads are broadcasts or consecutive.
+// C.B^T, the causal decay mask and the product with x happen in shared memory tile by tile: no (Q x Q) matrix
+// is ever written out. C.B^T belongs to the group, so each tile of it is computed once and applied to all HB
+// heads of the block (each with its own decay), which divides its cost by HB. 256 invocations as 16 x 16; each owns a TM x TN block of the BM x BN output tile
+// (rows ty*TM + i, columns tx + 16 j, so shared reads are broadcasts or consecutive).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 #include "ssd_common.glsl"
 
 layout(local_size_x = 256) in;
-layout(constant_id = 0) const uint BM = 64;    // positions t per tile (multiple of 16)
-layout(constant_id = 1) const uint BN = 64;    // headdim per tile (multiple of 16)
-layout(constant_id = 2) const uint BK = 32;    // source positions s per stage (multiple of 16)
-layout(constant_id = 3) const uint NK = 32;    // d_state slice per stage
-layout(constant_id = 4) const uint HB = 1;     // heads per workgroup (divides heads per group)
-layout(constant_id = 5) const uint QC = 256;   // chunk length
+layout(constant_id = 0) const uint BM = 64;   // positions t per tile (multiple of 16)
+layout(constant_id = 1) const uint BN = 64;   // headdim per tile (multiple of 16)
+layout(constant_id = 2) const uint BK = 32;   // source positions s per stage (multiple of 16)
+layout(constant_id = 3) const uint NK = 32;   // d_state slice per stage
+layout(constant_id = 4) const uint HB = 1;    // heads per workgroup (divides heads per group)
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer Cm { float C[]; };
@@ -39,16 +38,15 @@ layout(push_constant) uniform Push {
 const uint TM = BM / 16;
 const uint TN = BN / 16;
 const uint TK = BK / 16;
-const uint QT = (QC + BK - 1) / BK;        // source tiles per chunk
 const uint KP = (BK > BN ? BK : BN) + 1;   // k-major rows of Bs / Ss, padded against bank conflicts
-const uint QPAD = (QC + BM - 1) / BM * BM + BK;   // covers every row and source index a tile touches
 
 shared float Cs[BM * NK];    // C[t][n]
 shared float Bs[NK * KP];    // B[s][n] stored as [n][s], or S_in[p][n] stored as [n][p]
 shared float Ps[BM * BK];    // decayed C.B^T tile [t][s]
 shared float Xs[BK * BN];    // x[s][p]
-shared float dAq[QPAD];      // this head's dA_cs over the chunk (0 past its end)
-shared float dtq[QPAD];      // this head's dt_out over the chunk (0 past its end)
+shared float dAt[HB * BM];
+shared float dAs[HB * BK];
+shared float dts[HB * BK];
 
 void load_c(uint row0, uint len, uint nbase, uint b, uint grp, uint n0) {
     for (uint e = gl_LocalInvocationID.x; e < BM * NK; e += 256) {
@@ -87,68 +85,24 @@ void main() {
             continue;   // uniform across the workgroup: a tile wholly past the sequence end
         }
         const uint p0 = tp * BN;
-        const uint send = min(t0 + BM, len);   // causal: sources up to this tile's last row
 
-        // Phase 1: raw C.B^T for rows t0.. and every source tile, in registers, C loaded once per d_state slice.
-        float cb[QT * TM * TK];
-        [[unroll]] for (uint i = 0; i < QT * TM * TK; ++i) {
-            cb[i] = 0.0;
+        for (uint e = tid; e < HB * BM; e += 256) {
+            const uint hb = e / BM;
+            const uint i = e % BM;
+            const uint cs = ((b * p.nheads + head0 + hb) * p.nchunks + c) * p.chunk;
+            dAt[e] = t0 + i < len ? dA_cs[cs + t0 + i] : 0.0;
         }
+
+        float acc[HB * TM * TN];
+        [[unroll]] for (uint i = 0; i < HB * TM * TN; ++i) {
+            acc[i] = 0.0;
+        }
+
+        // State term: C[t, :] . S_in[p, :] for each head, over d_state in NK slices; C is loaded once per slice.
         for (uint n0 = 0; n0 < p.dstate; n0 += NK) {
             load_c(t0, len, start, b, grp, n0);
-            [[unroll]] for (uint st = 0; st < QT; ++st) {
-                const uint s0 = st * BK;
-                if (s0 < send) {   // uniform
-                    for (uint e = tid; e < BK * NK; e += 256) {
-                        const uint s = e / NK;
-                        const uint k = e % NK;
-                        float v = 0.0;
-                        if (s0 + s < len && n0 + k < p.dstate) {
-                            v = B[((b * p.seqlen + start + s0 + s) * p.ngroups + grp) * p.dstate + n0 + k];
-                        }
-                        Bs[k * KP + s] = v;
-                    }
-                    barrier();
-                    [[unroll]] for (uint k = 0; k < NK; ++k) {
-                        float a[TM];
-                        float bb[TK];
-                        [[unroll]] for (uint i = 0; i < TM; ++i) {
-                            a[i] = Cs[(ty * TM + i) * NK + k];
-                        }
-                        [[unroll]] for (uint j = 0; j < TK; ++j) {
-                            bb[j] = Bs[k * KP + tx + 16 * j];
-                        }
-                        [[unroll]] for (uint i = 0; i < TM; ++i) {
-                            [[unroll]] for (uint j = 0; j < TK; ++j) {
-                                const uint q = (st * TM + i) * TK + j;
-                                cb[q] = fma(a[i], bb[j], cb[q]);
-                            }
-                        }
-                    }
-                    barrier();
-                }
-            }
-        }
-
-        // Phase 2: each head of the block in turn.
-        for (uint hb = 0; hb < HB; ++hb) {
-            const uint head = head0 + hb;
-            const uint cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
-            const uint sbase = ((b * p.nchunks + c) * p.nheads + head) * p.headdim;
-            for (uint i = tid; i < QPAD; i += 256) {
-                const bool ok = i < len;
-                dAq[i] = ok ? dA_cs[cs + i] : 0.0;
-                dtq[i] = ok ? dt_out[cs + i] : 0.0;
-            }
-
-            float acc[TM * TN];
-            [[unroll]] for (uint i = 0; i < TM * TN; ++i) {
-                acc[i] = 0.0;
-            }
-
-            // State term: C[t, :] . S_in[p, :] over d_state in NK slices.
-            for (uint n0 = 0; n0 < p.dstate; n0 += NK) {
-                load_c(t0, len, start, b, grp, n0);
+            [[unroll]] for (uint hb = 0; hb < HB; ++hb) {
+                const uint sbase = ((b * p.nchunks + c) * p.nheads + head0 + hb) * p.headdim;
                 for (uint e = tid; e < BN * NK; e += 256) {
                     const uint j = e / NK;
                     const uint k = e % NK;
@@ -170,71 +124,117 @@ void main() {
                     }
                     [[unroll]] for (uint i = 0; i < TM; ++i) {
                         [[unroll]] for (uint j = 0; j < TN; ++j) {
-                            acc[i * TN + j] = fma(a[i], bb[j], acc[i * TN + j]);
+                            acc[(hb * TM + i) * TN + j] = fma(a[i], bb[j], acc[(hb * TM + i) * TN + j]);
                         }
                     }
                 }
                 barrier();
             }
+        }
+        [[unroll]] for (uint hb = 0; hb < HB; ++hb) {
             [[unroll]] for (uint i = 0; i < TM; ++i) {
-                const float decay = exp(dAq[t0 + ty * TM + i]);
+                const float decay = exp(dAt[hb * BM + ty * TM + i]);
                 [[unroll]] for (uint j = 0; j < TN; ++j) {
-                    acc[i * TN + j] *= decay;
+                    acc[(hb * TM + i) * TN + j] *= decay;
                 }
             }
+        }
 
-            // Intra-chunk term with this head's decay: keep s <= t, weight exp(dA_t - dA_s) dt_s (argument <= 0).
-            [[unroll]] for (uint st = 0; st < QT; ++st) {
-                const uint s0 = st * BK;
-                if (s0 < send) {   // uniform
+        // Intra-chunk term, causal: source tiles up to the last row of this tile.
+        const uint send = min(t0 + BM, len);
+        for (uint s0 = 0; s0 < send; s0 += BK) {
+            for (uint e = tid; e < HB * BK; e += 256) {
+                const uint hb = e / BK;
+                const uint i = e % BK;
+                const uint cs = ((b * p.nheads + head0 + hb) * p.nchunks + c) * p.chunk;
+                const bool ok = s0 + i < len;
+                dAs[e] = ok ? dA_cs[cs + s0 + i] : 0.0;
+                dts[e] = ok ? dt_out[cs + s0 + i] : 0.0;
+            }
+            float pacc[TM * TK];
+            [[unroll]] for (uint i = 0; i < TM * TK; ++i) {
+                pacc[i] = 0.0;
+            }
+            for (uint n0 = 0; n0 < p.dstate; n0 += NK) {
+                load_c(t0, len, start, b, grp, n0);
+                for (uint e = tid; e < BK * NK; e += 256) {
+                    const uint s = e / NK;
+                    const uint k = e % NK;
+                    float v = 0.0;
+                    if (s0 + s < len && n0 + k < p.dstate) {
+                        v = B[((b * p.seqlen + start + s0 + s) * p.ngroups + grp) * p.dstate + n0 + k];
+                    }
+                    Bs[k * KP + s] = v;
+                }
+                barrier();
+                [[unroll]] for (uint k = 0; k < NK; ++k) {
+                    float a[TM];
+                    float bb[TK];
                     [[unroll]] for (uint i = 0; i < TM; ++i) {
-                        const uint ti = ty * TM + i;
-                        const float dAt = dAq[t0 + ti];
+                        a[i] = Cs[(ty * TM + i) * NK + k];
+                    }
+                    [[unroll]] for (uint j = 0; j < TK; ++j) {
+                        bb[j] = Bs[k * KP + tx + 16 * j];
+                    }
+                    [[unroll]] for (uint i = 0; i < TM; ++i) {
                         [[unroll]] for (uint j = 0; j < TK; ++j) {
-                            const uint sj = tx + 16 * j;
-                            const bool keep = s0 + sj <= t0 + ti && s0 + sj < len;
-                            Ps[ti * BK + sj] = keep
-                                ? cb[(st * TM + i) * TK + j] * exp(min(dAt - dAq[s0 + sj], 0.0)) * dtq[s0 + sj]
-                                : 0.0;
+                            pacc[i * TK + j] = fma(a[i], bb[j], pacc[i * TK + j]);
                         }
                     }
-                    for (uint e = tid; e < BK * BN; e += 256) {
-                        const uint s = e / BN;
-                        const uint j = e % BN;
-                        float v = 0.0;
-                        if (s0 + s < len && p0 + j < p.headdim) {
-                            v = x[((b * p.seqlen + start + s0 + s) * p.nheads + head) * p.headdim + p0 + j];
-                        }
-                        Xs[e] = v;
-                    }
-                    barrier();
-                    [[unroll]] for (uint k = 0; k < BK; ++k) {
-                        float a[TM];
-                        float bb[TN];
-                        [[unroll]] for (uint i = 0; i < TM; ++i) {
-                            a[i] = Ps[(ty * TM + i) * BK + k];
-                        }
-                        [[unroll]] for (uint j = 0; j < TN; ++j) {
-                            bb[j] = Xs[k * BN + tx + 16 * j];
-                        }
-                        [[unroll]] for (uint i = 0; i < TM; ++i) {
-                            [[unroll]] for (uint j = 0; j < TN; ++j) {
-                                acc[i * TN + j] = fma(a[i], bb[j], acc[i * TN + j]);
-                            }
-                        }
-                    }
-                    barrier();
                 }
+                barrier();
             }
+            [[unroll]] for (uint hb = 0; hb < HB; ++hb) {
+                // Decay mask of this head: keep s <= t, weight exp(dA_t - dA_s) dt_s (argument <= 0).
+                [[unroll]] for (uint i = 0; i < TM; ++i) {
+                    const uint ti = ty * TM + i;
+                    [[unroll]] for (uint j = 0; j < TK; ++j) {
+                        const uint sj = tx + 16 * j;
+                        const bool keep = s0 + sj <= t0 + ti && s0 + sj < len;
+                        Ps[ti * BK + sj] = keep
+                            ? pacc[i * TK + j] * exp(min(dAt[hb * BM + ti] - dAs[hb * BK + sj], 0.0)) * dts[hb * BK + sj]
+                            : 0.0;
+                    }
+                }
+                for (uint e = tid; e < BK * BN; e += 256) {
+                    const uint s = e / BN;
+                    const uint j = e % BN;
+                    float v = 0.0;
+                    if (s0 + s < len && p0 + j < p.headdim) {
+                        v = x[((b * p.seqlen + start + s0 + s) * p.nheads + head0 + hb) * p.headdim + p0 + j];
+                    }
+                    Xs[e] = v;
+                }
+                barrier();
+                [[unroll]] for (uint k = 0; k < BK; ++k) {
+                    float a[TM];
+                    float bb[TN];
+                    [[unroll]] for (uint i = 0; i < TM; ++i) {
+                        a[i] = Ps[(ty * TM + i) * BK + k];
+                    }
+                    [[unroll]] for (uint j = 0; j < TN; ++j) {
+                        bb[j] = Xs[k * BN + tx + 16 * j];
+                    }
+                    [[unroll]] for (uint i = 0; i < TM; ++i) {
+                        [[unroll]] for (uint j = 0; j < TN; ++j) {
+                            acc[(hb * TM + i) * TN + j] = fma(a[i], bb[j], acc[(hb * TM + i) * TN + j]);
+                        }
+                    }
+                }
+                barrier();
+            }
+        }
 
-            // Epilogue: skip connection and gate.
+        // Epilogue: skip connection and gate.
+        [[unroll]] for (uint hb = 0; hb < HB; ++hb) {
+            const uint head = head0 + hb;
             [[unroll]] for (uint i = 0; i < TM; ++i) {
                 const uint t = t0 + ty * TM + i;
                 [[unroll]] for (uint j = 0; j < TN; ++j) {
                     const uint pj = p0 + tx + 16 * j;
                     if (t < len && pj < p.headdim) {
                         const uint o = ((b * p.seqlen + start + t) * p.nheads + head) * p.headdim + pj;
-                        float v = acc[i * TN + j];
+                        float v = acc[(hb * TM + i) * TN + j];
                         if ((p.flags & 1u) != 0u) {
                             v += D[(p.flags & 2u) != 0u ? head * p.headdim + pj : head] * x[o];
                         }

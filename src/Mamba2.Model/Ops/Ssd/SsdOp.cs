@@ -112,7 +112,7 @@ public static class SsdOp
         Mark(Stages[2]);
 
         // 4. chunk_scan: outputs.
-        var scan = device.GetKernel(Shaders.ChunkScan, [t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK, t.ScanHeads, q]);
+        var scan = device.GetKernel(Shaders.ChunkScan, [t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK, t.ScanHeads]);
         var scanItems = (long)((q + t.ScanBM - 1) / t.ScanBM) * ((p + t.ScanBN - 1) / t.ScanBN) * nc * b * (h / t.ScanHeads);
         var flags = (o.D is null ? 0u : 1u) | (o.D is { Rank: 2 } ? 2u : 0u) | (o.Z is null ? 0u : 4u);
         st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, flags),

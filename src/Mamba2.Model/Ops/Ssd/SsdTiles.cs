@@ -9,11 +9,11 @@ namespace Mamba2.Model.Ops.Ssd;
 internal readonly record struct SsdTiles(
     uint StateBM, uint StateBN, uint StateBK, uint ScanBM, uint ScanBN, uint ScanBK, uint ScanNK, uint ScanHeads)
 {
-    /// <summary>Workgroups worth having before more heads per workgroup are traded for fewer C.B^T recomputations.</summary>
-    private const long TargetWorkgroups = 1024;
+    /// <summary>At most this many accumulators per invocation across a chunk_scan head block (registers).</summary>
+    private const uint MaxAccumulators = 32;   // 64 spilled on the H100 (chunk_scan 3x slower; docs/PERF.md)
 
-    public static uint ScanSharedBytes(uint bm, uint bn, uint bk, uint nk, uint chunk) =>
-        4 * (bm * nk + nk * (Math.Max(bk, bn) + 1) + bm * bk + bk * bn + 2 * ((chunk + bm - 1) / bm * bm + bk));
+    public static uint ScanSharedBytes(uint bm, uint bn, uint bk, uint nk, uint hb) =>
+        4 * (bm * nk + nk * (Math.Max(bk, bn) + 1) + bm * bk + bk * bn + hb * (bm + 2 * bk));
 
     public static uint StateSharedBytes(uint bm, uint bn, uint bk) => 4 * bk * (bm + bn);
 
@@ -31,7 +31,7 @@ internal readonly record struct SsdTiles(
 
         var v = text.Split(',').Select(uint.Parse).ToArray();
         if (v.Length != 5 || v[0] % 16 != 0 || v[1] % 16 != 0 || v[2] % 16 != 0 || (uint)(s.Heads / s.Groups) % v[4] != 0 ||
-            ScanSharedBytes(v[0], v[1], v[2], v[3], (uint)s.Chunk) > caps.MaxSharedMemoryBytes)
+            ScanSharedBytes(v[0], v[1], v[2], v[3], v[4]) > caps.MaxSharedMemoryBytes)
         {
             throw new ArgumentException($"MAMBA2_SSD_SCAN_TILE={text}: expected BM,BN,BK,NK,HB with BM, BN, BK multiples of 16, HB dividing the heads per group, within shared memory.");
         }
@@ -54,12 +54,12 @@ internal readonly record struct SsdTiles(
         // A full-width p tile first: a narrower one recomputes C.B^T once per extra tile.
         foreach (var bn in Shrinking(scanBN))
         {
-            // Heads per workgroup reuse one C.B^T block: as many as divide the group while enough workgroups remain.
-            var tilesT = (long)((s.Chunk + scanBM - 1) / scanBM) * ((s.HeadDim + bn - 1) / bn) * s.Chunks * s.Batch;
-            var hb = new uint[] { 8, 4, 2, 1 }.First(v => headsPerGroup % v == 0 && tilesT * s.Heads / v >= TargetWorkgroups || v == 1);
+            // Heads per workgroup share each C.B^T tile: as many as divide the group and fit the registers.
+            var perHead = scanBM / 16 * (bn / 16);
+            var hb = new uint[] { 4, 2, 1 }.First(v => headsPerGroup % v == 0 && v * perHead <= MaxAccumulators || v == 1);
             foreach (var (bk, nk) in new (uint, uint)[] { (32, 32), (32, 16), (16, 16), (16, 8) })
             {
-                if (ScanSharedBytes(scanBM, bn, bk, nk, (uint)s.Chunk) <= shared)
+                if (ScanSharedBytes(scanBM, bn, bk, nk, hb) <= shared)
                 {
                     return new SsdTiles(stateBM, stateBN, stateBK, scanBM, bn, bk, nk, hb);
                 }
