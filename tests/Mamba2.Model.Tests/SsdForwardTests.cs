@@ -103,6 +103,26 @@ public class SsdForwardTests(GpuFixture gpu)
         Check(c, $"{name} seed {seed}");
     }
 
+    /// <summary>Tiles the default choice only takes on some devices or shapes: several heads per workgroup, narrow tiles.</summary>
+    [Theory]
+    [InlineData("64,32,32,16,4")]
+    [InlineData("32,32,16,8,2")]
+    [InlineData("16,16,16,8,8")]
+    public void ForcedTilesAndHeadBlocksMatch(string tile)
+    {
+        var seed = TestMath.NewSeed();
+        var c = MakeCase(new Random(seed), 2, 130, 8, 32, 1, 40, 64, d: true, z: true, init: true, softplus: true, bias: true);
+        Environment.SetEnvironmentVariable("MAMBA2_SSD_SCAN_TILE", tile);
+        try
+        {
+            Check(c, $"tile {tile} seed {seed}");
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("MAMBA2_SSD_SCAN_TILE", null);
+        }
+    }
+
     [Theory]
     [InlineData(8.0)]
     [InlineData(1e-4)]
