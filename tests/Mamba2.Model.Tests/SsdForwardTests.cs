@@ -123,6 +123,31 @@ public class SsdForwardTests(GpuFixture gpu)
         }
     }
 
+    [Fact]
+    public void BatchesLargerThanOneBindingAreSplitAtAlignedOffsets()
+    {
+        var seed = TestMath.NewSeed();
+        // x holds 4320 bytes per batch element, dt 540 (so aligned slices start every 4 elements on a 16-byte
+        // alignment): a 21600-byte binding limit gives pieces of 4, 4 and 1.
+        var c = MakeCase(new Random(seed), 9, 45, 3, 8, 1, 8, 16, d: true, z: true, init: true, softplus: true);
+        SsdOp.MaxBindingBytesForTests = 5 * 4320;
+        try
+        {
+            Check(c, $"batch pieces seed {seed}");
+            SsdOp.MaxBindingBytesForTests = 4320;
+            using var x = Tensor.FromArray(Device, "x", c.X, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
+            using var dt = Tensor.FromArray(Device, "dt", c.Dt, c.Batch, c.SeqLen, c.Heads);
+            using var a = Tensor.FromArray(Device, "A", c.A, c.Heads);
+            using var bm = Tensor.FromArray(Device, "B", c.B, c.Batch, c.SeqLen, c.Groups, c.DState);
+            var e = Assert.Throws<ArgumentException>(() => SsdOp.Forward(x, dt, a, bm, bm));
+            Assert.Contains("maxStorageBufferRange", e.Message);
+        }
+        finally
+        {
+            SsdOp.MaxBindingBytesForTests = null;
+        }
+    }
+
     [Theory]
     [InlineData(8.0)]
     [InlineData(1e-4)]

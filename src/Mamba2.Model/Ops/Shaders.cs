@@ -83,6 +83,49 @@ internal static class Shaders
         }
     }
 
+    /// <summary>
+    /// Splits a batch so that the slice of every batch-leading tensor fits one binding and starts at a bindable
+    /// offset. <paramref name="perBatchFloats"/> lists each tensor's floats per batch element. A single piece when
+    /// everything fits.
+    /// </summary>
+    public static IReadOnlyList<(long First, long Count)> BatchPieces(GpuDevice device, string op, long batch,
+        IReadOnlyList<long> perBatchFloats, ulong? maxRangeBytes = null)
+    {
+        var caps = device.Capabilities;
+        var range = (long)Math.Min(maxRangeBytes ?? caps.MaxStorageBufferRange, caps.MaxStorageBufferRange);
+        var largest = perBatchFloats.Max() * sizeof(float);
+        if (largest * batch <= range)
+        {
+            return [(0, batch)];
+        }
+
+        var perPiece = range / largest;
+        // Piece starts are multiples of `step` batch elements so every slice offset is bindable.
+        var align = (long)caps.MinStorageBufferOffsetAlignment;
+        long step = 1;
+        foreach (var floats in perBatchFloats)
+        {
+            var bytes = floats * sizeof(float);
+            var need = align / (long)System.Numerics.BigInteger.GreatestCommonDivisor(align, bytes);
+            step = step / (long)System.Numerics.BigInteger.GreatestCommonDivisor(step, need) * need;
+        }
+
+        perPiece -= perPiece % step;
+        if (perPiece < 1)
+        {
+            throw new ArgumentException(
+                $"{op}: one batch element needs {largest} bytes in one binding ({step} elements for aligned slices), more than {device.Name}'s maxStorageBufferRange ({range}); shorten the sequence.");
+        }
+
+        var pieces = new List<(long, long)>();
+        for (long first = 0; first < batch; first += perPiece)
+        {
+            pieces.Add((first, Math.Min(perPiece, batch - first)));
+        }
+
+        return pieces;
+    }
+
     /// <summary>The binding for <paramref name="count"/> floats of <paramref name="t"/> from element <paramref name="first"/>.</summary>
     public static BufferBinding Slice(Tensor t, long first, long count) =>
         new(t.Buffer, (ulong)first * sizeof(float), (ulong)count * sizeof(float));

@@ -24,6 +24,15 @@ public static class SsdOp
     [StructLayout(LayoutKind.Sequential)]
     private readonly record struct ScanPush(uint Batch, uint SeqLen, uint Heads, uint Groups, uint HeadDim, uint DState, uint Chunk, uint Chunks, uint Flags);
 
+    /// <summary>Tests shrink the binding range to exercise batch splitting on small inputs.</summary>
+    internal static ulong? MaxBindingBytesForTests { get; set; }
+
+    /// <summary>Batch elements [First, First + Count): every batch-leading tensor is bound as that slice.</summary>
+    private readonly record struct Piece(long First, long Count)
+    {
+        public BufferBinding Of(Tensor t) => Shaders.Slice(t, First * (t.Length / t.Shape[0]), Count * (t.Length / t.Shape[0]));
+    }
+
     /// <summary>The stages in order; with a profiling prefix, a timestamp named prefix + stage follows each.</summary>
     public static readonly IReadOnlyList<string> Stages = ["chunk_cumsum", "chunk_state", "state_passing", "chunk_scan"];
 
@@ -47,8 +56,12 @@ public static class SsdOp
             throw new ArgumentException($"{op}: tensors of more than 2^32 elements are not supported (x {ShapeOps.Format(x.Shape)}).", nameof(x));
         }
 
-        Shaders.EnsureBindable(op, x, dt, A, B, C, o.D, o.Z, o.DtBias, o.InitialStates);
+        Shaders.EnsureBindable(op, A, o.D, o.DtBias);
         var tiles = SsdTiles.Choose(device.Capabilities, s);
+        long tokens = (long)s.SeqLen * s.Heads;
+        var pieces = Shaders.BatchPieces(device, op, s.Batch,
+            [tokens * s.HeadDim, tokens, (long)s.SeqLen * s.Groups * s.DState, (long)s.Heads * s.HeadDim * s.DState,
+             (long)s.Heads * nc * s.Chunk, (long)nc * s.Heads * s.HeadDim * s.DState], MaxBindingBytesForTests);
 
         var y = Tensor.Empty(device, "y", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
         var final = Tensor.Empty(device, "final_states", s.Batch, s.Heads, s.HeadDim, s.DState);
@@ -58,8 +71,13 @@ public static class SsdOp
         var result = new SsdResult(y, final, dtOut, dACs, chunkStates);
         try
         {
-            Shaders.EnsureBindable(op, chunkStates);
-            Shaders.RunIn(device, stream, st => Record(st, s, tiles, x, dt, A, B, C, o, result, profilePrefix));
+            Shaders.RunIn(device, stream, st =>
+            {
+                foreach (var (first, count) in pieces)
+                {
+                    Record(st, s, tiles, new Piece(first, count), x, dt, A, B, C, o, result, profilePrefix);
+                }
+            });
         }
         catch
         {
@@ -70,7 +88,7 @@ public static class SsdOp
         return result;
     }
 
-    private static void Record(CommandStream st, SsdShape s, SsdTiles t, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C,
+    private static void Record(CommandStream st, SsdShape s, SsdTiles t, Piece pc, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C,
         SsdOptions o, SsdResult r, string? profile)
     {
         var device = x.Device;
@@ -84,7 +102,7 @@ public static class SsdOp
         }
 
         Mark("start");
-        var (b, l, h, p, g, n, q) = ((uint)s.Batch, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk);
+        var (b, l, h, p, g, n, q) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk);
         var nc = (uint)s.Chunks;
 
         // 1. chunk_cumsum: one workgroup of the next power of two >= Q per (chunk, batch, head).
@@ -93,14 +111,14 @@ public static class SsdOp
         var cumsumFlags = (o.DtBias is null ? 0u : 1u) | (o.DtSoftplus ? 2u : 0u);
         st.Dispatch(cumsum, (Shaders.Groups(device, (long)nc * b * h), 1, 1),
             new CumsumPush(b, l, h, q, nc, cumsumFlags, o.DtLimit.Min, o.DtLimit.Max),
-            dt.Buffer, A.Buffer, (o.DtBias ?? A).Buffer, r.DtOut.Buffer, r.DACumsum.Buffer);
+            pc.Of(dt), A.Buffer, (o.DtBias ?? A).Buffer, pc.Of(r.DtOut), pc.Of(r.DACumsum));
         Mark(Stages[0]);
 
         // 2. chunk_state: each chunk's own state.
         var state = device.GetKernel(Shaders.ChunkState, [t.StateBM, t.StateBN, t.StateBK]);
         var stateItems = (long)((p + t.StateBM - 1) / t.StateBM) * ((n + t.StateBN - 1) / t.StateBN) * nc * b * h;
         st.Dispatch(state, (Shaders.Groups(device, stateItems), 1, 1), new StatePush(b, l, h, g, p, n, q, nc),
-            x.Buffer, B.Buffer, r.DtOut.Buffer, r.DACumsum.Buffer, r.ChunkStates.Buffer);
+            pc.Of(x), pc.Of(B), pc.Of(r.DtOut), pc.Of(r.DACumsum), pc.Of(r.ChunkStates));
         Mark(Stages[1]);
 
         // 3. state_passing: states entering each chunk (in place) and the final state.
@@ -108,7 +126,7 @@ public static class SsdOp
         var passing = device.GetKernel(Shaders.StatePassing, [local]);
         st.Dispatch(passing, (Shaders.Groups1D(device, (long)b * h * p * n, local), 1, 1),
             new PassingPush(b, l, h, p, n, q, nc, o.InitialStates is null ? 0u : 1u),
-            r.ChunkStates.Buffer, r.DACumsum.Buffer, (o.InitialStates ?? r.FinalStates).Buffer, r.FinalStates.Buffer);
+            pc.Of(r.ChunkStates), pc.Of(r.DACumsum), pc.Of(o.InitialStates ?? r.FinalStates), pc.Of(r.FinalStates));
         Mark(Stages[2]);
 
         // 4. chunk_scan: outputs.
@@ -116,8 +134,8 @@ public static class SsdOp
         var scanItems = (long)((q + t.ScanBM - 1) / t.ScanBM) * ((p + t.ScanBN - 1) / t.ScanBN) * nc * b * (h / t.ScanHeads);
         var flags = (o.D is null ? 0u : 1u) | (o.D is { Rank: 2 } ? 2u : 0u) | (o.Z is null ? 0u : 4u);
         st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, flags),
-            x.Buffer, C.Buffer, B.Buffer, r.ChunkStates.Buffer, r.DtOut.Buffer, r.DACumsum.Buffer,
-            (o.D ?? A).Buffer, (o.Z ?? x).Buffer, r.Y.Buffer);
+            pc.Of(x), pc.Of(C), pc.Of(B), pc.Of(r.ChunkStates), pc.Of(r.DtOut), pc.Of(r.DACumsum),
+            (o.D ?? A).Buffer, pc.Of(o.Z ?? x), pc.Of(r.Y));
         Mark(Stages[3]);
     }
 }
