@@ -52,7 +52,6 @@ internal static class SsdBenchCommand
         device.Memory.ResetPeak();
         var results = new List<SsdResult>();
         var stats = GpuTiming.Measure(device, s => results.Add(SsdOp.Forward(x, dt, a, bm, cm, options, s)), r.GetValue(Warmup), r.GetValue(Repeats));
-        var extra = results[0];
         var perCall = (device.Memory.PeakAllocatedBytes - before) / (ulong)results.Count;
         foreach (var res in results)
         {
