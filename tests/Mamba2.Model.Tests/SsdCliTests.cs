@@ -13,9 +13,6 @@ public sealed class SsdCliTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private static float[] R(Random rng, int n, double lo, double hi) =>
-        Enumerable.Range(0, n).Select(_ => (float)(lo + (hi - lo) * rng.NextDouble())).ToArray();
-
     [Fact]
     public void WritesYAndFinalStatesMatchingTheReference()
     {
@@ -23,10 +20,10 @@ public sealed class SsdCliTests : IDisposable
         var rng = new Random(seed);
         int b = 2, l = 45, h = 4, p = 8, g = 2, n = 12;
         var c = new SsdCase(b, l, h, p, g, n, 32,
-            X: R(rng, b * l * h * p, -1, 1), Dt: R(rng, b * l * h, -3, 1), A: R(rng, h, -2, -0.2),
-            B: R(rng, b * l * g * n, -1, 1), C: R(rng, b * l * g * n, -1, 1),
-            D: R(rng, h, -1, 1), DPerHeadDim: false, Z: R(rng, b * l * h * p, -2, 2), DtBias: R(rng, h, -1, 0.5),
-            InitialStates: R(rng, b * h * p * n, -1, 1), DtSoftplus: true, DtMin: 0.01f, DtMax: 0.5f);
+            X: TestMath.Uniform(rng, b * l * h * p, -1, 1), Dt: TestMath.Uniform(rng, b * l * h, -3, 1), A: TestMath.Uniform(rng, h, -2, -0.2),
+            B: TestMath.Uniform(rng, b * l * g * n, -1, 1), C: TestMath.Uniform(rng, b * l * g * n, -1, 1),
+            D: TestMath.Uniform(rng, h, -1, 1), DPerHeadDim: false, Z: TestMath.Uniform(rng, b * l * h * p, -2, 2), DtBias: TestMath.Uniform(rng, h, -1, 0.5),
+            InitialStates: TestMath.Uniform(rng, b * h * p * n, -1, 1), DtSoftplus: true, DtMin: 0.01f, DtMax: 0.5f);
         var input = Path.Combine(_dir, "in.safetensors");
         var output = Path.Combine(_dir, "out.safetensors");
         SafetensorsWriter.Write(input,
@@ -61,7 +58,7 @@ public sealed class SsdCliTests : IDisposable
         var rng = new Random(TestMath.NewSeed());
         var input = Path.Combine(_dir, "bad.safetensors");
         var output = Path.Combine(_dir, "never.safetensors");
-        SafetensorsWriter.Write(input, [HostTensor.FromFloat32("x", R(rng, 2 * 3 * 4, -1, 1), 1, 2, 3, 4)]);
+        SafetensorsWriter.Write(input, [HostTensor.FromFloat32("x", TestMath.Uniform(rng, 2 * 3 * 4, -1, 1), 1, 2, 3, 4)]);
         var stderr = new StringWriter();
         var previous = Console.Error;
         Console.SetError(stderr);
@@ -72,11 +69,11 @@ public sealed class SsdCliTests : IDisposable
 
             SafetensorsWriter.Write(input,
             [
-                HostTensor.FromFloat32("x", R(rng, 24, -1, 1), 1, 2, 3, 4),
-                HostTensor.FromFloat32("dt", R(rng, 6, 0, 1), 1, 2, 3),
-                HostTensor.FromFloat32("A", R(rng, 3, -1, 0), 3),
-                HostTensor.FromFloat32("B", R(rng, 10, -1, 1), 1, 2, 1, 5),
-                HostTensor.FromFloat32("C", R(rng, 12, -1, 1), 1, 2, 1, 6),
+                HostTensor.FromFloat32("x", TestMath.Uniform(rng, 24, -1, 1), 1, 2, 3, 4),
+                HostTensor.FromFloat32("dt", TestMath.Uniform(rng, 6, 0, 1), 1, 2, 3),
+                HostTensor.FromFloat32("A", TestMath.Uniform(rng, 3, -1, 0), 3),
+                HostTensor.FromFloat32("B", TestMath.Uniform(rng, 10, -1, 1), 1, 2, 1, 5),
+                HostTensor.FromFloat32("C", TestMath.Uniform(rng, 12, -1, 1), 1, 2, 1, 6),
             ]);
             Assert.Equal(CliApp.BadInput, CliApp.Run(["ssd", "--input", input, "--output", output]));
             Assert.Contains("C must have shape (1, 2, 1, 5), got (1, 2, 1, 6)", stderr.ToString());

@@ -16,8 +16,7 @@ public class SsdForwardTests(GpuFixture gpu)
         bool d = false, bool dPerP = false, bool z = false, bool bias = false, bool init = false,
         bool softplus = false, float dtMin = 0f, float dtMax = float.PositiveInfinity, double decay = 1.0)
     {
-        float[] R(long count, double lo, double hi) =>
-            Enumerable.Range(0, (int)count).Select(_ => (float)(lo + (hi - lo) * rng.NextDouble())).ToArray();
+        float[] R(long count, double lo, double hi) => TestMath.Uniform(rng, count, lo, hi);
         return new SsdCase(b, l, h, p, g, n, q,
             X: R((long)b * l * h * p, -1, 1),
             Dt: softplus ? R((long)b * l * h, -4, 1) : R((long)b * l * h, 0.01, 0.3),

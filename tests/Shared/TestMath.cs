@@ -8,12 +8,15 @@ public static class TestMath
     /// <summary>A fresh seed per call, printed in failures so a run can be replayed.</summary>
     public static int NewSeed() => Random.Shared.Next();
 
-    public static float[] RandomArray(Random rng, long n, float scale = 1f)
+    public static float[] RandomArray(Random rng, long n, float scale = 1f) => Uniform(rng, n, -scale, scale);
+
+    /// <summary><paramref name="n"/> values uniform in [<paramref name="lo"/>, <paramref name="hi"/>).</summary>
+    public static float[] Uniform(Random rng, long n, double lo, double hi)
     {
         var a = new float[n];
         for (long i = 0; i < n; i++)
         {
-            a[i] = (float)((rng.NextDouble() * 2 - 1) * scale);
+            a[i] = (float)(lo + (hi - lo) * rng.NextDouble());
         }
 
         return a;

@@ -65,8 +65,8 @@ internal static class BenchCommand
         var rng = new Random();
         foreach (var (m, n, k) in shapes)
         {
-            using var a = Tensor.FromArray(device, "A", Random(rng, (long)m * k), ta ? [k, m] : [m, k]);
-            using var b = Tensor.FromArray(device, "B", Random(rng, (long)k * n), tb ? [n, k] : [k, n]);
+            using var a = Tensor.FromArray(device, "A", BenchInputs.Uniform(rng, (long)m * k, -1, 1), ta ? [k, m] : [m, k]);
+            using var b = Tensor.FromArray(device, "B", BenchInputs.Uniform(rng, (long)k * n, -1, 1), tb ? [n, k] : [k, n]);
             using var c = Tensor.Empty(device, "C", m, n);
             var chosen = tile ?? Gemm.ChooseTile(device, m, n);
             var stats = GpuTiming.Measure(device, s => Gemm.Run(a, b, c, ta, tb, stream: s, tile: chosen), warmup, repeats);
@@ -107,16 +107,5 @@ internal static class BenchCommand
 
         var v = parts.Select(uint.Parse).ToArray();
         return new GemmTile(v[0], v[1], v[2], v[3], v[4]);
-    }
-
-    private static float[] Random(Random rng, long n)
-    {
-        var a = new float[n];
-        for (long i = 0; i < n; i++)
-        {
-            a[i] = (float)(rng.NextDouble() * 2 - 1);
-        }
-
-        return a;
     }
 }

@@ -36,8 +36,7 @@ internal static class SsdBenchCommand
         int g = r.GetValue(Groups), n = r.GetValue(DState), q = r.GetValue(Chunk);
         using var device = CommonOptions.Open(r);
         var rng = new Random();
-        float[] R(long count, double lo, double hi) =>
-            Enumerable.Range(0, checked((int)count)).Select(_ => (float)(lo + (hi - lo) * rng.NextDouble())).ToArray();
+        float[] R(long count, double lo, double hi) => BenchInputs.Uniform(rng, count, lo, hi);
         using var x = Tensor.FromArray(device, "x", R((long)b * l * h * p, -1, 1), b, l, h, p);
         using var z = Tensor.FromArray(device, "z", R((long)b * l * h * p, -1, 1), b, l, h, p);
         using var dt = Tensor.FromArray(device, "dt", R((long)b * l * h, -3, 0), b, l, h);

@@ -48,7 +48,7 @@ public static class Elementwise
         Shaders.RunIn(device, stream, s =>
         {
             // Tensors larger than maxStorageBufferRange are bound in pieces.
-            foreach (var (first, count) in Shaders.Pieces(device, a.Length))
+            foreach (var (first, count) in Shaders.BatchPieces(device, name, a.Length, [1]))
             {
                 var groups = Shaders.Groups1D(device, count, local);
                 s.Dispatch(kernel, (groups, 1, 1), new Push((uint)count, alpha, beta),

@@ -63,27 +63,6 @@ internal static class Shaders
         Math.Min(256u, Math.Min(device.Capabilities.MaxWorkgroupInvocations, device.Capabilities.MaxWorkgroupSize.X));
 
     /// <summary>
-    /// Splits <paramref name="length"/> floats into pieces that fit one storage-buffer binding, each starting at an
-    /// offset the device can bind.
-    /// </summary>
-    public static IEnumerable<(long First, long Count)> Pieces(GpuDevice device, long length, long rowLength = 1)
-    {
-        var caps = device.Capabilities;
-        var align = (long)Math.Max(1UL, caps.MinStorageBufferOffsetAlignment / sizeof(float));
-        var step = (long)(caps.MaxStorageBufferRange / sizeof(float));
-        step -= step % (align * rowLength / (long)System.Numerics.BigInteger.GreatestCommonDivisor(align, rowLength));
-        if (step <= 0)
-        {
-            throw new MissingFeatureException($"{device.Name}: maxStorageBufferRange is too small to bind one row of {rowLength} floats.");
-        }
-
-        for (long first = 0; first < length; first += step)
-        {
-            yield return (first, Math.Min(step, length - first));
-        }
-    }
-
-    /// <summary>
     /// Splits a batch so that the slice of every batch-leading tensor fits one binding and starts at a bindable
     /// offset. <paramref name="perBatchFloats"/> lists each tensor's floats per batch element. A single piece when
     /// everything fits.

@@ -1,0 +1,16 @@
+namespace Mamba2.Cli;
+
+/// <summary>Fresh random benchmark inputs (never zeros, which would flatter some kernels).</summary>
+internal static class BenchInputs
+{
+    public static float[] Uniform(Random rng, long n, double lo, double hi)
+    {
+        var a = new float[n];
+        for (long i = 0; i < n; i++)
+        {
+            a[i] = (float)(lo + (hi - lo) * rng.NextDouble());
+        }
+
+        return a;
+    }
+}
