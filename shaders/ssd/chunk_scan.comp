@@ -6,8 +6,15 @@
 //           + D x[t, p] ;   y *= silu(z[t, p]) when z is given.
 // C.B^T, the causal decay mask and the product with x happen in shared memory tile by tile: no (Q x Q) matrix
 // is ever written out. C.B^T belongs to the group, so each tile of it is computed once and applied to all HB
-// heads of the block (each with its own decay), which divides its cost by HB. 256 invocations as 16 x 16; each owns a TM x TN block of the BM x BN output tile
-// (rows ty*TM + i, columns tx + 16 j, so shared reads are broadcasts or consecutive).
+// heads of the block (each with its own decay), which divides its cost by HB. 256 invocations as 16 x 16; each
+// owns a TM x TN block of the BM x BN output tile (rows ty*TM + i, columns tx + 16 j, so shared reads are
+// broadcasts or consecutive).
+//
+// REVERSE = 1 is the same product run backwards in time, which is the backward pass's dx (see DESIGN.md and
+// SsdOp.Backward): with g = dy (gated), dS_next = the gradient of the state leaving the chunk,
+//   r[s, p] = sum_{t >= s in chunk} (B[s] . C[t]) exp(dA_cs[t] - dA_cs[s]) g[t, p] + exp(dA_cs[last] - dA_cs[s]) B[s] . dS_next[p]
+//   dx[s, p] = dt_out[s] r[s, p] + D g[s, p] ;  ddt_part[s, tile] = sum_{p in tile} x[s, p] r[s, p]
+// Bindings then read: X <- g, Cm <- B, Bm <- C, States <- dS_next, Z <- x, Y <- dx, Aux <- ddt_part.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
@@ -19,6 +26,7 @@ layout(constant_id = 1) const uint BN = 64;   // headdim per tile (multiple of 1
 layout(constant_id = 2) const uint BK = 32;   // source positions s per stage (multiple of 16)
 layout(constant_id = 3) const uint NK = 32;   // d_state slice per stage
 layout(constant_id = 4) const uint HB = 1;    // heads per workgroup (divides heads per group)
+layout(constant_id = 5) const uint REVERSE = 0;   // 1: the backward's dx (above)
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer Cm { float C[]; };
@@ -29,10 +37,11 @@ layout(std430, binding = 5) readonly buffer DaCs { float dA_cs[]; };
 layout(std430, binding = 6) readonly buffer Dv { float D[]; };
 layout(std430, binding = 7) readonly buffer Z { float z[]; };
 layout(std430, binding = 8) writeonly buffer Y { float y[]; };
+layout(std430, binding = 9) writeonly buffer Aux { float aux[]; };   // forward: y before the gate; REVERSE: ddt_part
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
-    uint flags;   // bit 0: D given, bit 1: D has shape (h, p), bit 2: z given
+    uint flags;   // bit 0: D given, bit 1: D has shape (h, p), bit 2: z given, bit 3: save y before the gate
 } p;
 
 const uint TM = BM / 16;
@@ -132,17 +141,20 @@ void main() {
             }
         }
         [[unroll]] for (uint hb = 0; hb < HB; ++hb) {
+            const float last = dA_cs[((b * p.nheads + head0 + hb) * p.nchunks + c) * p.chunk + len - 1];
             [[unroll]] for (uint i = 0; i < TM; ++i) {
-                const float decay = exp(dAt[hb * BM + ty * TM + i]);
+                const float at = dAt[hb * BM + ty * TM + i];
+                const float decay = REVERSE == 0 ? exp(at) : exp(min(last - at, 0.0));
                 [[unroll]] for (uint j = 0; j < TN; ++j) {
                     acc[(hb * TM + i) * TN + j] *= decay;
                 }
             }
         }
 
-        // Intra-chunk term, causal: source tiles up to the last row of this tile.
-        const uint send = min(t0 + BM, len);
-        for (uint s0 = 0; s0 < send; s0 += BK) {
+        // Intra-chunk term, causal: source tiles up to the last row of this tile (REVERSE: from its first row on).
+        const uint sbegin = REVERSE == 0 ? 0 : t0 / BK * BK;
+        const uint send = REVERSE == 0 ? min(t0 + BM, len) : len;
+        for (uint s0 = sbegin; s0 < send; s0 += BK) {
             for (uint e = tid; e < HB * BK; e += 256) {
                 const uint hb = e / BK;
                 const uint i = e % BK;
@@ -185,15 +197,17 @@ void main() {
                 barrier();
             }
             [[unroll]] for (uint hb = 0; hb < HB; ++hb) {
-                // Decay mask of this head: keep s <= t, weight exp(dA_t - dA_s) dt_s (argument <= 0).
+                // Decay mask of this head: keep s <= t, weight exp(dA_t - dA_s) dt_s (argument <= 0); REVERSE keeps
+                // s >= t with weight exp(dA_s - dA_t), dt applied in the epilogue.
                 [[unroll]] for (uint i = 0; i < TM; ++i) {
                     const uint ti = ty * TM + i;
                     [[unroll]] for (uint j = 0; j < TK; ++j) {
                         const uint sj = tx + 16 * j;
-                        const bool keep = s0 + sj <= t0 + ti && s0 + sj < len;
-                        Ps[ti * BK + sj] = keep
-                            ? pacc[i * TK + j] * exp(min(dAt[hb * BM + ti] - dAs[hb * BK + sj], 0.0)) * dts[hb * BK + sj]
-                            : 0.0;
+                        const float diff = dAt[hb * BM + ti] - dAs[hb * BK + sj];
+                        const bool keep = (REVERSE == 0 ? s0 + sj <= t0 + ti : s0 + sj >= t0 + ti) && s0 + sj < len;
+                        Ps[ti * BK + sj] = !keep ? 0.0
+                            : REVERSE == 0 ? pacc[i * TK + j] * exp(min(diff, 0.0)) * dts[hb * BK + sj]
+                                           : pacc[i * TK + j] * exp(min(-diff, 0.0));
                     }
                 }
                 for (uint e = tid; e < BK * BN; e += 256) {
@@ -225,25 +239,66 @@ void main() {
             }
         }
 
-        // Epilogue: skip connection and gate.
-        [[unroll]] for (uint hb = 0; hb < HB; ++hb) {
-            const uint head = head0 + hb;
-            [[unroll]] for (uint i = 0; i < TM; ++i) {
-                const uint t = t0 + ty * TM + i;
-                [[unroll]] for (uint j = 0; j < TN; ++j) {
-                    const uint pj = p0 + tx + 16 * j;
-                    if (t < len && pj < p.headdim) {
-                        const uint o = ((b * p.seqlen + start + t) * p.nheads + head) * p.headdim + pj;
-                        float v = acc[(hb * TM + i) * TN + j];
-                        if ((p.flags & 1u) != 0u) {
-                            v += D[(p.flags & 2u) != 0u ? head * p.headdim + pj : head] * x[o];
+        // Epilogue: skip connection and gate (REVERSE: dx and this tile's share of ddt).
+        if (REVERSE == 0) {
+            [[unroll]] for (uint hb = 0; hb < HB; ++hb) {
+                const uint head = head0 + hb;
+                [[unroll]] for (uint i = 0; i < TM; ++i) {
+                    const uint t = t0 + ty * TM + i;
+                    [[unroll]] for (uint j = 0; j < TN; ++j) {
+                        const uint pj = p0 + tx + 16 * j;
+                        if (t < len && pj < p.headdim) {
+                            const uint o = ((b * p.seqlen + start + t) * p.nheads + head) * p.headdim + pj;
+                            float v = acc[(hb * TM + i) * TN + j];
+                            if ((p.flags & 1u) != 0u) {
+                                v += D[(p.flags & 2u) != 0u ? head * p.headdim + pj : head] * x[o];
+                            }
+                            if ((p.flags & 8u) != 0u) {
+                                aux[o] = v;
+                            }
+                            if ((p.flags & 4u) != 0u) {
+                                v *= silu(z[o]);
+                            }
+                            y[o] = v;
                         }
-                        if ((p.flags & 4u) != 0u) {
-                            v *= silu(z[o]);
-                        }
-                        y[o] = v;
                     }
                 }
+            }
+        } else {
+            [[unroll]] for (uint hb = 0; hb < HB; ++hb) {
+                const uint head = head0 + hb;
+                const uint cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
+                [[unroll]] for (uint i = 0; i < TM; ++i) {
+                    const uint t = t0 + ty * TM + i;
+                    float dot = 0.0;
+                    if (t < len) {
+                        const float dtt = dt_out[cs + t];
+                        [[unroll]] for (uint j = 0; j < TN; ++j) {
+                            const uint pj = p0 + tx + 16 * j;
+                            if (pj < p.headdim) {
+                                const uint o = ((b * p.seqlen + start + t) * p.nheads + head) * p.headdim + pj;
+                                const float r = acc[(hb * TM + i) * TN + j];
+                                dot = fma(z[o], r, dot);
+                                float v = dtt * r;
+                                if ((p.flags & 1u) != 0u) {
+                                    v += D[(p.flags & 2u) != 0u ? head * p.headdim + pj : head] * x[o];
+                                }
+                                y[o] = v;
+                            }
+                        }
+                    }
+                    Ps[(ty * TM + i) * 16 + tx] = dot;   // BK >= 16: a row of 16 partial dots fits
+                }
+                barrier();
+                // Fixed-order sum over the 16 column threads: deterministic.
+                if (tid < BM && t0 + tid < len) {
+                    float sum = 0.0;
+                    [[unroll]] for (uint k = 0; k < 16; ++k) {
+                        sum += Ps[tid * 16 + k];
+                    }
+                    aux[(cs + t0 + tid) * tilesP + tp] = sum;
+                }
+                barrier();
             }
         }
     }

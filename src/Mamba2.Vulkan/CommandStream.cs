@@ -26,6 +26,7 @@ public sealed unsafe class CommandStream : IDisposable
     private readonly Dictionary<ulong, (bool Read, bool Written)> _sinceBarrier = [];
     private readonly HashSet<GpuBuffer> _used = [];
     private readonly List<string> _labels = [];
+    private readonly List<IDisposable> _owned = [];
     private QueryPool _queries;
     private bool _recording = true;
     private bool _disposed;
@@ -47,6 +48,18 @@ public sealed unsafe class CommandStream : IDisposable
         device.Adopt(this);
         var begin = new CommandBufferBeginInfo { SType = StructureType.CommandBufferBeginInfo };
         device.Guard(_vk.BeginCommandBuffer(_cmd, in begin), "vkBeginCommandBuffer");
+    }
+
+    /// <summary>
+    /// Disposes <paramref name="resource"/> with this stream: scratch buffers that recorded commands use must live
+    /// through every submit (and replay) of the stream.
+    /// </summary>
+    public T Own<T>(T resource)
+        where T : IDisposable
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _owned.Add(resource);
+        return resource;
     }
 
     /// <summary>Barriers recorded so far (a measure of how much the batch is serialized).</summary>
@@ -190,6 +203,11 @@ public sealed unsafe class CommandStream : IDisposable
         if (_queries.Handle != 0)
         {
             _vk.DestroyQueryPool(_device.Handle, _queries, null);
+        }
+
+        for (var i = _owned.Count - 1; i >= 0; i--)
+        {
+            _owned[i].Dispose();
         }
     }
 

@@ -11,51 +11,13 @@ public class SsdForwardTests(GpuFixture gpu)
 {
     private GpuDevice Device => gpu.Device;
 
-    /// <summary>Random inputs; <paramref name="decay"/> scales A (large: strongly decaying, tiny: nearly constant state).</summary>
-    private static SsdCase MakeCase(Random rng, int b, int l, int h, int p, int g, int n, int q,
-        bool d = false, bool dPerP = false, bool z = false, bool bias = false, bool init = false,
-        bool softplus = false, float dtMin = 0f, float dtMax = float.PositiveInfinity, double decay = 1.0)
-    {
-        float[] R(long count, double lo, double hi) => TestMath.Uniform(rng, count, lo, hi);
-        return new SsdCase(b, l, h, p, g, n, q,
-            X: R((long)b * l * h * p, -1, 1),
-            Dt: softplus ? R((long)b * l * h, -4, 1) : R((long)b * l * h, 0.01, 0.3),
-            A: R(h, -2 * decay, -0.2 * decay),
-            B: R((long)b * l * g * n, -1, 1),
-            C: R((long)b * l * g * n, -1, 1),
-            D: d ? R(dPerP ? h * p : h, -1, 1) : null, DPerHeadDim: dPerP,
-            Z: z ? R((long)b * l * h * p, -3, 3) : null,
-            DtBias: bias ? R(h, -1, 0.5) : null,
-            InitialStates: init ? R((long)b * h * p * n, -1, 1) : null,
-            DtSoftplus: softplus, DtMin: dtMin, DtMax: dtMax);
-    }
-
     private void Check(SsdCase c, string what)
     {
-        using var x = Tensor.FromArray(Device, "x", c.X, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
-        using var dt = Tensor.FromArray(Device, "dt", c.Dt, c.Batch, c.SeqLen, c.Heads);
-        using var a = Tensor.FromArray(Device, "A", c.A, c.Heads);
-        using var bm = Tensor.FromArray(Device, "B", c.B, c.Batch, c.SeqLen, c.Groups, c.DState);
-        using var cm = Tensor.FromArray(Device, "C", c.C, c.Batch, c.SeqLen, c.Groups, c.DState);
-        using var d = c.D is null ? null : Tensor.FromArray(Device, "D", c.D, c.DPerHeadDim ? [c.Heads, c.HeadDim] : [c.Heads]);
-        using var z = c.Z is null ? null : Tensor.FromArray(Device, "z", c.Z, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
-        using var bias = c.DtBias is null ? null : Tensor.FromArray(Device, "dt_bias", c.DtBias, c.Heads);
-        using var init = c.InitialStates is null ? null : Tensor.FromArray(Device, "initial_states", c.InitialStates, c.Batch, c.Heads, c.HeadDim, c.DState);
-        var options = new SsdOptions
-        {
-            ChunkSize = c.Chunk,
-            D = d,
-            Z = z,
-            DtBias = bias,
-            InitialStates = init,
-            DtSoftplus = c.DtSoftplus,
-            DtLimit = (c.DtMin, c.DtMax),
-        };
-
+        using var inputs = new SsdDeviceInputs(Device, c);
         using var s = Device.BeginStream();
-        using var result = SsdOp.Forward(x, dt, a, bm, cm, options, s);
+        using var result = inputs.Forward(s);
         // Poison every output and intermediate: anything a kernel fails to write shows up as NaN.
-        foreach (var t in new[] { result.Y, result.FinalStates, result.DtOut, result.DACumsum, result.ChunkStates })
+        foreach (var t in new[] { result.Y, result.FinalStates, result.DtOut, result.DACumsum, result.ChunkStates, result.YBeforeGate }.OfType<Tensor>())
         {
             t.CopyFrom(Enumerable.Repeat(float.NaN, (int)t.Length).ToArray());
         }
@@ -64,6 +26,11 @@ public class SsdForwardTests(GpuFixture gpu)
         var (yRef, finalRef) = SsdReference.Forward(c);
         TestMath.AssertClose(result.Y.ToArray(), yRef, 1e-5, $"{what}: y");
         TestMath.AssertClose(result.FinalStates.ToArray(), finalRef, 1e-5, $"{what}: final_states");
+        Assert.Equal(c.Z is null, result.YBeforeGate is null);
+        if (result.YBeforeGate is not null)
+        {
+            TestMath.AssertClose(result.YBeforeGate.ToArray(), SsdReference.Forward(c with { Z = null }).Y, 1e-5, $"{what}: y before the gate");
+        }
     }
 
     public static TheoryData<string> Cases => new()
@@ -79,15 +46,15 @@ public class SsdForwardTests(GpuFixture gpu)
         var rng = new Random(seed);
         var c = name switch
         {
-            "all-options" => MakeCase(rng, 2, 77, 4, 24, 2, 40, 32, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true, dtMin: 0.05f, dtMax: 0.6f),
-            "plain" => MakeCase(rng, 1, 300, 3, 17, 1, 16, 64, d: true),
-            "shorter-than-chunk" => MakeCase(rng, 2, 5, 2, 8, 1, 8, 64, z: true, init: true),
-            "odd-chunk" => MakeCase(rng, 1, 100, 2, 33, 1, 20, 48, d: true, softplus: true, bias: true),
-            "one-past-chunk" => MakeCase(rng, 1, 257, 2, 16, 2, 16, 256, init: true),
-            "wide" => MakeCase(rng, 1, 40, 2, 128, 1, 256, 32, d: true, z: true),
-            "many-groups" => MakeCase(rng, 3, 50, 6, 16, 3, 24, 16, d: true, dPerP: true, softplus: true, dtMax: 0.2f),
-            "head-blocks" => MakeCase(rng, 1, 130, 8, 32, 2, 32, 64, d: true, z: true, init: true, softplus: true, bias: true),
-            "clamped-no-softplus" => MakeCase(rng, 1, 64, 2, 16, 1, 16, 32, dtMin: 0.1f, dtMax: 0.2f),
+            "all-options" => SsdCases.Make(rng, 2, 77, 4, 24, 2, 40, 32, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true, dtMin: 0.05f, dtMax: 0.6f),
+            "plain" => SsdCases.Make(rng, 1, 300, 3, 17, 1, 16, 64, d: true),
+            "shorter-than-chunk" => SsdCases.Make(rng, 2, 5, 2, 8, 1, 8, 64, z: true, init: true),
+            "odd-chunk" => SsdCases.Make(rng, 1, 100, 2, 33, 1, 20, 48, d: true, softplus: true, bias: true),
+            "one-past-chunk" => SsdCases.Make(rng, 1, 257, 2, 16, 2, 16, 256, init: true),
+            "wide" => SsdCases.Make(rng, 1, 40, 2, 128, 1, 256, 32, d: true, z: true),
+            "many-groups" => SsdCases.Make(rng, 3, 50, 6, 16, 3, 24, 16, d: true, dPerP: true, softplus: true, dtMax: 0.2f),
+            "head-blocks" => SsdCases.Make(rng, 1, 130, 8, 32, 2, 32, 64, d: true, z: true, init: true, softplus: true, bias: true),
+            "clamped-no-softplus" => SsdCases.Make(rng, 1, 64, 2, 16, 1, 16, 32, dtMin: 0.1f, dtMax: 0.2f),
             _ => throw new ArgumentException(name),
         };
         if (name == "clamped-no-softplus")
@@ -110,7 +77,7 @@ public class SsdForwardTests(GpuFixture gpu)
     public void ForcedTilesAndHeadBlocksMatch(string tile)
     {
         var seed = TestMath.NewSeed();
-        var c = MakeCase(new Random(seed), 2, 130, 8, 32, 1, 40, 64, d: true, z: true, init: true, softplus: true, bias: true);
+        var c = SsdCases.Make(new Random(seed), 2, 130, 8, 32, 1, 40, 64, d: true, z: true, init: true, softplus: true, bias: true);
         Environment.SetEnvironmentVariable("MAMBA2_SSD_SCAN_TILE", tile);
         try
         {
@@ -128,7 +95,7 @@ public class SsdForwardTests(GpuFixture gpu)
         var seed = TestMath.NewSeed();
         // x holds 4320 bytes per batch element, dt 540 (so aligned slices start every 4 elements on a 16-byte
         // alignment): a 21600-byte binding limit gives pieces of 4, 4 and 1.
-        var c = MakeCase(new Random(seed), 9, 45, 3, 8, 1, 8, 16, d: true, z: true, init: true, softplus: true);
+        var c = SsdCases.Make(new Random(seed), 9, 45, 3, 8, 1, 8, 16, d: true, z: true, init: true, softplus: true);
         SsdOp.MaxBindingBytesForTests = 5 * 4320;
         try
         {
@@ -153,7 +120,7 @@ public class SsdForwardTests(GpuFixture gpu)
     public void LongSequencesNeitherOverflowNorUnderflow(double decay)
     {
         var seed = TestMath.NewSeed();
-        var c = MakeCase(new Random(seed), 1, 4096, 2, 8, 1, 8, 256, d: true, init: true, decay: decay);
+        var c = SsdCases.Make(new Random(seed), 1, 4096, 2, 8, 1, 8, 256, d: true, init: true, decay: decay);
         Check(c, $"L=4096 decay scale {decay} seed {seed}");
     }
 

@@ -28,7 +28,26 @@ internal static class Shaders
 
     public static readonly KernelSource ChunkScan = Source("ssd/chunk_scan", 36,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
+
+    public static readonly KernelSource ChunkScanBwdDz = Source("ssd/chunk_scan_bwd_dz", 28,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
+        BufferAccess.Write, BufferAccess.Write, BufferAccess.Write);
+
+    public static readonly KernelSource StatePassingBwd = Source("ssd/state_passing_bwd", 32,
+        BufferAccess.ReadWrite, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
+        BufferAccess.Write, BufferAccess.Write);
+
+    public static readonly KernelSource ChunkScanBwdDbc = Source("ssd/chunk_scan_bwd_dbc", 32,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
+        BufferAccess.Read, BufferAccess.Write);
+
+    public static readonly KernelSource ChunkCumsumBwd = Source("ssd/chunk_cumsum_bwd", 40,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write, BufferAccess.Write);
+
+    public static readonly KernelSource ReduceSum = Source("nn/reduce_sum", 20,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
 
     /// <summary>Workgroups for a kernel that walks <paramref name="items"/> work items with a stride.</summary>
     public static uint Groups(GpuDevice device, long items) =>

@@ -5,7 +5,34 @@ public sealed record SsdCase(
     int Batch, int SeqLen, int Heads, int HeadDim, int Groups, int DState, int Chunk,
     float[] X, float[] Dt, float[] A, float[] B, float[] C,
     float[]? D, bool DPerHeadDim, float[]? Z, float[]? DtBias, float[]? InitialStates,
-    bool DtSoftplus, float DtMin, float DtMax);
+    bool DtSoftplus, float DtMin, float DtMax)
+{
+    /// <summary>The tensors in float64 (what the reference computes on; finite differences perturb these).</summary>
+    public SsdTensors64 ToFloat64() => new(
+        Widen(X), Widen(Dt), Widen(A), Widen(B), Widen(C), WidenOrNull(D), WidenOrNull(Z), WidenOrNull(DtBias), WidenOrNull(InitialStates));
+
+    private static double[] Widen(float[] a) => Array.ConvertAll(a, v => (double)v);
+
+    private static double[]? WidenOrNull(float[]? a) => a is null ? null : Widen(a);
+}
+
+/// <summary>The tensors of an <see cref="SsdCase"/> in float64; also the shape of a full set of gradients.</summary>
+public sealed record SsdTensors64(double[] X, double[] Dt, double[] A, double[] B, double[] C,
+    double[]? D, double[]? Z, double[]? DtBias, double[]? InitialStates)
+{
+    /// <summary>Every tensor with the mamba_ssm name of its input, absent ones skipped.</summary>
+    public IEnumerable<(string Name, double[] Data)> Named()
+    {
+        var all = new[] { ("x", X), ("dt", Dt), ("A", A), ("B", B), ("C", C), ("D", D), ("z", Z), ("dt_bias", DtBias), ("initial_states", InitialStates) };
+        foreach (var (name, data) in all)
+        {
+            if (data is not null)
+            {
+                yield return (name, data);
+            }
+        }
+    }
+}
 
 /// <summary>
 /// Float64 reference of the SSD forward written as the plain recurrence (not the chunked algorithm):
@@ -14,23 +41,22 @@ public sealed record SsdCase(
 /// </summary>
 public static class SsdReference
 {
-    public static double ProcessDt(SsdCase c, int b, int t, int h)
+    /// <summary>The raw dt + bias, and dt after softplus and clamp.</summary>
+    public static (double Raw, double Softplussed, double Dt) ProcessDt(SsdCase c, SsdTensors64 v, int b, int t, int h)
     {
-        double v = c.Dt[(b * c.SeqLen + t) * c.Heads + h];
-        if (c.DtBias is not null)
+        var raw = v.Dt[(b * c.SeqLen + t) * c.Heads + h];
+        if (v.DtBias is not null)
         {
-            v += c.DtBias[h];
+            raw += v.DtBias[h];
         }
 
-        if (c.DtSoftplus)
-        {
-            v = v <= 20 ? Math.Log(1 + Math.Exp(v)) : v;
-        }
-
-        return Math.Min(Math.Max(v, c.DtMin), c.DtMax);
+        var sp = c.DtSoftplus && raw <= 20 ? Math.Log(1 + Math.Exp(raw)) : raw;
+        return (raw, sp, Math.Min(Math.Max(sp, c.DtMin), c.DtMax));
     }
 
-    public static (double[] Y, double[] FinalStates) Forward(SsdCase c)
+    public static (double[] Y, double[] FinalStates) Forward(SsdCase c) => Forward(c, c.ToFloat64());
+
+    public static (double[] Y, double[] FinalStates) Forward(SsdCase c, SsdTensors64 v)
     {
         int L = c.SeqLen, H = c.Heads, P = c.HeadDim, G = c.Groups, N = c.DState;
         var y = new double[c.Batch * L * H * P];
@@ -43,34 +69,34 @@ public static class SsdReference
                 var g = h / (H / G);
                 for (var i = 0; i < P * N; i++)
                 {
-                    state[i] = c.InitialStates is null ? 0 : c.InitialStates[((b * H + h) * P * N) + i];
+                    state[i] = v.InitialStates is null ? 0 : v.InitialStates[((b * H + h) * P * N) + i];
                 }
 
                 for (var t = 0; t < L; t++)
                 {
-                    var dt = ProcessDt(c, b, t, h);
-                    var decay = Math.Exp(dt * c.A[h]);
+                    var dt = ProcessDt(c, v, b, t, h).Dt;
+                    var decay = Math.Exp(dt * v.A[h]);
                     var bc = ((b * L + t) * G + g) * N;
                     var xo = ((b * L + t) * H + h) * P;
                     for (var pi = 0; pi < P; pi++)
                     {
-                        double xv = c.X[xo + pi];
+                        var xv = v.X[xo + pi];
                         double acc = 0;
                         for (var ni = 0; ni < N; ni++)
                         {
-                            var s = decay * state[pi * N + ni] + dt * xv * c.B[bc + ni];
+                            var s = decay * state[pi * N + ni] + dt * xv * v.B[bc + ni];
                             state[pi * N + ni] = s;
-                            acc += s * c.C[bc + ni];
+                            acc += s * v.C[bc + ni];
                         }
 
-                        if (c.D is not null)
+                        if (v.D is not null)
                         {
-                            acc += c.D[c.DPerHeadDim ? h * P + pi : h] * xv;
+                            acc += v.D[c.DPerHeadDim ? h * P + pi : h] * xv;
                         }
 
-                        if (c.Z is not null)
+                        if (v.Z is not null)
                         {
-                            double zv = c.Z[xo + pi];
+                            var zv = v.Z[xo + pi];
                             acc *= zv / (1 + Math.Exp(-zv));
                         }
 

@@ -10,7 +10,7 @@ namespace Mamba2.Model.Ops.Ssd;
 /// return_final_states=True)</c> computes, in fp32, in four kernels: chunk_cumsum, chunk_state, state_passing,
 /// chunk_scan.
 /// </summary>
-public static class SsdOp
+public static partial class SsdOp
 {
     [StructLayout(LayoutKind.Sequential)]
     private readonly record struct CumsumPush(uint Batch, uint SeqLen, uint Heads, uint Chunk, uint Chunks, uint Flags, float DtMin, float DtMax);
@@ -68,7 +68,8 @@ public static class SsdOp
         var dtOut = Tensor.Empty(device, "dt_out", s.Batch, s.Heads, nc, s.Chunk);
         var dACs = Tensor.Empty(device, "dA_cumsum", s.Batch, s.Heads, nc, s.Chunk);
         var chunkStates = Tensor.Empty(device, "chunk_states", s.Batch, nc, s.Heads, s.HeadDim, s.DState);
-        var result = new SsdResult(y, final, dtOut, dACs, chunkStates);
+        var yBeforeGate = o.Z is null ? null : Tensor.Empty(device, "y_before_gate", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
+        var result = new SsdResult(y, final, dtOut, dACs, chunkStates, yBeforeGate);
         try
         {
             Shaders.RunIn(device, stream, st =>
@@ -115,7 +116,7 @@ public static class SsdOp
         Mark(Stages[0]);
 
         // 2. chunk_state: each chunk's own state.
-        var state = device.GetKernel(Shaders.ChunkState, [t.StateBM, t.StateBN, t.StateBK]);
+        var state = device.GetKernel(Shaders.ChunkState, [t.StateBM, t.StateBN, t.StateBK, 0]);
         var stateItems = (long)((p + t.StateBM - 1) / t.StateBM) * ((n + t.StateBN - 1) / t.StateBN) * nc * b * h;
         st.Dispatch(state, (Shaders.Groups(device, stateItems), 1, 1), new StatePush(b, l, h, g, p, n, q, nc),
             pc.Of(x), pc.Of(B), pc.Of(r.DtOut), pc.Of(r.DACumsum), pc.Of(r.ChunkStates));
@@ -130,12 +131,12 @@ public static class SsdOp
         Mark(Stages[2]);
 
         // 4. chunk_scan: outputs.
-        var scan = device.GetKernel(Shaders.ChunkScan, [t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK, t.ScanHeads]);
+        var scan = device.GetKernel(Shaders.ChunkScan, [t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK, t.ScanHeads, 0]);
         var scanItems = (long)((q + t.ScanBM - 1) / t.ScanBM) * ((p + t.ScanBN - 1) / t.ScanBN) * nc * b * (h / t.ScanHeads);
-        var flags = (o.D is null ? 0u : 1u) | (o.D is { Rank: 2 } ? 2u : 0u) | (o.Z is null ? 0u : 4u);
+        var flags = (o.D is null ? 0u : 1u) | (o.D is { Rank: 2 } ? 2u : 0u) | (o.Z is null ? 0u : 4u | 8u);
         st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, flags),
             pc.Of(x), pc.Of(C), pc.Of(B), pc.Of(r.ChunkStates), pc.Of(r.DtOut), pc.Of(r.DACumsum),
-            (o.D ?? A).Buffer, pc.Of(o.Z ?? x), pc.Of(r.Y));
+            (o.D ?? A).Buffer, pc.Of(o.Z ?? x), pc.Of(r.Y), pc.Of(r.YBeforeGate ?? r.Y));
         Mark(Stages[3]);
     }
 }

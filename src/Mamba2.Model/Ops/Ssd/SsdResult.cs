@@ -8,8 +8,9 @@ namespace Mamba2.Model.Ops.Ssd;
 /// </summary>
 public sealed class SsdResult : IDisposable
 {
-    internal SsdResult(Tensor y, Tensor finalStates, Tensor dtOut, Tensor dACumsum, Tensor chunkStates)
+    internal SsdResult(Tensor y, Tensor finalStates, Tensor dtOut, Tensor dACumsum, Tensor chunkStates, Tensor? yBeforeGate)
     {
+        YBeforeGate = yBeforeGate;
         Y = y;
         FinalStates = finalStates;
         DtOut = dtOut;
@@ -18,6 +19,9 @@ public sealed class SsdResult : IDisposable
     }
 
     public Tensor Y { get; }
+
+    /// <summary>y before the z gate, (b, L, h, p), when z was given (mamba_ssm's out_x): the backward's dz needs it.</summary>
+    public Tensor? YBeforeGate { get; }
 
     public Tensor FinalStates { get; }
 
@@ -37,5 +41,6 @@ public sealed class SsdResult : IDisposable
         DtOut.Dispose();
         DACumsum.Dispose();
         ChunkStates.Dispose();
+        YBeforeGate?.Dispose();
     }
 }

@@ -1,0 +1,38 @@
+#version 450
+// Deterministic sums for gradients of broadcast parameters (no atomics: the same inputs give the same bits).
+// The input is viewed as (segments, rows, outs, inner); rows are cut into blocks of rows_per_block and
+//   out[seg, block, o] = sum_{r in block} sum_{k < inner} a[seg, r, o, k] (* b[seg, r, o, k] when PRODUCT)
+// in a fixed order. Two calls make a two-level tree: one block per (segment) gives the full sum.
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(local_size_x_id = 0) in;
+layout(constant_id = 1) const uint PRODUCT = 0;
+
+layout(std430, binding = 0) readonly buffer In { float a[]; };
+layout(std430, binding = 1) readonly buffer In2 { float bv[]; };
+layout(std430, binding = 2) writeonly buffer Out { float outv[]; };
+
+layout(push_constant) uniform Push {
+    uint segments, rows, outs, inner, rows_per_block;
+} p;
+
+void main() {
+    const uint blocks = (p.rows + p.rows_per_block - 1) / p.rows_per_block;
+    GRID_STRIDE_LOOP(e, p.segments * blocks * p.outs) {
+        const uint o = e % p.outs;
+        const uint sb = e / p.outs;
+        const uint blk = sb % blocks;
+        const uint seg = sb / blocks;
+        const uint r0 = blk * p.rows_per_block;
+        const uint r1 = min(r0 + p.rows_per_block, p.rows);
+        float sum = 0.0;
+        for (uint r = r0; r < r1; ++r) {
+            const uint base = ((seg * p.rows + r) * p.outs + o) * p.inner;
+            for (uint k = 0; k < p.inner; ++k) {
+                sum += PRODUCT != 0 ? a[base + k] * bv[base + k] : a[base + k];
+            }
+        }
+        outv[e] = sum;
+    }
+}

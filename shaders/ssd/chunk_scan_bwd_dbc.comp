@@ -1,0 +1,243 @@
+#version 450
+// SSD backward, dC (REVERSE = 0) and dB (REVERSE = 1): one kernel, the two directions of the same product.
+// With g = dy (gated), per head, inside a chunk, M[t, s] = (g[t] . x[s]) exp(dA_cs[t] - dA_cs[s]) dt[s] (s <= t):
+//   dC[t] = sum_heads  exp(dA_cs[t]) g[t] S_in            + sum_{s <= t} M[t, s] B[s]
+//   dB[s] = sum_heads  dt[s] exp(dA_cs[last] - dA_cs[s]) x[s] dS_next + sum_{t >= s} M[t, s] C[t]
+// Generically, for output rows i and source rows j:
+//   out[i] = sum_heads  e(i) U[i] Sm + sum_{j in mask(i)} (U[i] . V[j]) w(i, j) R[j]
+//   dC: U = g, V = x, R = B, Sm = S_in (state entering the chunk),  e = exp(dA_i),               w = exp(dA_i - dA_j) dt_j, j <= i
+//   dB: U = x, V = g, R = C, Sm = dS_next (gradient leaving it),    e = dt_i exp(dA_last - dA_i), w = exp(dA_j - dA_i) dt_i, j >= i
+// (every exp argument <= 0). A workgroup owns a BM x BN tile of (positions, d_state) for HW heads of one group and
+// writes their sum to its split's slice of out (b, splits, L, g, n); the host sums the splits in a fixed order.
+// 256 invocations as 16 x 16, each a TM x TN block (rows ty*TM + i, columns tx + 16 j).
+#extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
+#include "common.glsl"
+
+layout(local_size_x = 256) in;
+layout(constant_id = 0) const uint BM = 64;   // output positions per tile (multiple of 16)
+layout(constant_id = 1) const uint BN = 64;   // d_state columns per tile (multiple of 16)
+layout(constant_id = 2) const uint BK = 32;   // source positions per stage (multiple of 16)
+layout(constant_id = 3) const uint PK = 32;   // headdim slice per stage (<= BK)
+layout(constant_id = 4) const uint HW = 1;    // heads per workgroup (divides heads per group)
+layout(constant_id = 5) const uint REVERSE = 0;
+
+layout(std430, binding = 0) readonly buffer U { float u[]; };       // (b, L, h, p)
+layout(std430, binding = 1) readonly buffer V { float v[]; };       // (b, L, h, p)
+layout(std430, binding = 2) readonly buffer R { float rr[]; };      // (b, L, g, n)
+layout(std430, binding = 3) readonly buffer Sm { float sm[]; };     // (b, nchunks, h, p, n)
+layout(std430, binding = 4) readonly buffer DtOut { float dt_out[]; };
+layout(std430, binding = 5) readonly buffer DaCs { float dA_cs[]; };
+layout(std430, binding = 6) writeonly buffer Out { float outp[]; }; // (b, splits, L, g, n)
+
+layout(push_constant) uniform Push {
+    uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
+} p;
+
+const uint TM = BM / 16;
+const uint TN = BN / 16;
+const uint TK = BK / 16;
+
+shared float Us[BM * PK];          // U[i][k] (scaled by e(i) in the state phase)
+shared float Vs[PK * (BK + 1)];    // V[j][k] stored as [k][j], padded
+shared float Ps[BM * BK];          // weighted (U . V) tile [i][j]
+shared float Rs[BK * BN];          // R[j][n], or Sm[k][n] in the state phase (PK <= BK)
+shared float dAi[BM];               // dA_cs[i], or e(i) in the state phase
+shared float dti[BM];
+shared float dAj[BK];
+shared float dtj[BK];
+
+void main() {
+    const uint tid = gl_LocalInvocationID.x;
+    const uint tx = tid % 16;
+    const uint ty = tid / 16;
+    const uint hpg = p.nheads / p.ngroups;
+    const uint splits = hpg / HW;
+    const uint tilesT = (p.chunk + BM - 1) / BM;
+    const uint tilesN = (p.dstate + BN - 1) / BN;
+    const uint items = tilesN * tilesT * p.nchunks * splits * p.ngroups * p.batch;
+
+    for (uint w = gl_WorkGroupID.x; w < items; w += gl_NumWorkGroups.x) {
+        uint r = w;
+        const uint tn = r % tilesN; r /= tilesN;
+        const uint tt = r % tilesT; r /= tilesT;
+        const uint c = r % p.nchunks; r /= p.nchunks;
+        const uint sp = r % splits; r /= splits;
+        const uint grp = r % p.ngroups;
+        const uint b = r / p.ngroups;
+        const uint start = c * p.chunk;
+        const uint len = min(p.chunk, p.seqlen - start);
+        const uint t0 = tt * BM;
+        if (t0 >= len) {
+            continue;   // uniform: a tile wholly past the sequence end
+        }
+        const uint n0 = tn * BN;
+        const uint headBase = grp * hpg + sp * HW;
+
+        float acc[TM * TN];
+        [[unroll]] for (uint i = 0; i < TM * TN; ++i) {
+            acc[i] = 0.0;
+        }
+
+        // State term, head by head: (e(i) U[i]) . Sm[:, n] over the headdim in PK slices.
+        for (uint hh = 0; hh < HW; ++hh) {
+            const uint head = headBase + hh;
+            const uint cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
+            const float last = dA_cs[cs + len - 1];
+            for (uint e = tid; e < BM; e += 256) {
+                const bool ok = t0 + e < len;
+                const float a = ok ? dA_cs[cs + t0 + e] : 0.0;
+                dAi[e] = REVERSE == 0 ? exp(min(a, 0.0)) : (ok ? dt_out[cs + t0 + e] : 0.0) * exp(min(last - a, 0.0));
+            }
+            barrier();
+            const uint sbase = ((b * p.nchunks + c) * p.nheads + head) * p.headdim;
+            for (uint k0 = 0; k0 < p.headdim; k0 += PK) {
+                for (uint e = tid; e < BM * PK; e += 256) {
+                    const uint i = e / PK;
+                    const uint k = e % PK;
+                    float val = 0.0;
+                    if (t0 + i < len && k0 + k < p.headdim) {
+                        val = u[((b * p.seqlen + start + t0 + i) * p.nheads + head) * p.headdim + k0 + k] * dAi[i];
+                    }
+                    Us[e] = val;
+                }
+                for (uint e = tid; e < PK * BN; e += 256) {
+                    const uint k = e / BN;
+                    const uint j = e % BN;
+                    float val = 0.0;
+                    if (k0 + k < p.headdim && n0 + j < p.dstate) {
+                        val = sm[(sbase + k0 + k) * p.dstate + n0 + j];
+                    }
+                    Rs[e] = val;
+                }
+                barrier();
+                [[unroll]] for (uint k = 0; k < PK; ++k) {
+                    float a[TM];
+                    float bb[TN];
+                    [[unroll]] for (uint i = 0; i < TM; ++i) {
+                        a[i] = Us[(ty * TM + i) * PK + k];
+                    }
+                    [[unroll]] for (uint j = 0; j < TN; ++j) {
+                        bb[j] = Rs[k * BN + tx + 16 * j];
+                    }
+                    [[unroll]] for (uint i = 0; i < TM; ++i) {
+                        [[unroll]] for (uint j = 0; j < TN; ++j) {
+                            acc[i * TN + j] = fma(a[i], bb[j], acc[i * TN + j]);
+                        }
+                    }
+                }
+                barrier();
+            }
+        }
+
+        // Intra-chunk term: source tiles on the causal side (REVERSE: the anti-causal side) of this tile.
+        const uint sbegin = REVERSE == 0 ? 0 : t0 / BK * BK;
+        const uint send = REVERSE == 0 ? min(t0 + BM, len) : len;
+        for (uint s0 = sbegin; s0 < send; s0 += BK) {
+            // R rows of this source tile belong to the group: loaded once for all HW heads. Its readers all wait at
+            // the barriers of the first head's loop below.
+            for (uint e = tid; e < BK * BN; e += 256) {
+                const uint j = e / BN;
+                const uint k = e % BN;
+                float val = 0.0;
+                if (s0 + j < len && n0 + k < p.dstate) {
+                    val = rr[((b * p.seqlen + start + s0 + j) * p.ngroups + grp) * p.dstate + n0 + k];
+                }
+                Rs[e] = val;
+            }
+            for (uint hh = 0; hh < HW; ++hh) {
+                const uint head = headBase + hh;
+                const uint cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
+                for (uint e = tid; e < BM; e += 256) {
+                    const bool ok = t0 + e < len;
+                    dAi[e] = ok ? dA_cs[cs + t0 + e] : 0.0;
+                    dti[e] = ok ? dt_out[cs + t0 + e] : 0.0;
+                }
+                for (uint e = tid; e < BK; e += 256) {
+                    const bool ok = s0 + e < len;
+                    dAj[e] = ok ? dA_cs[cs + s0 + e] : 0.0;
+                    dtj[e] = ok ? dt_out[cs + s0 + e] : 0.0;
+                }
+                float pacc[TM * TK];
+                [[unroll]] for (uint i = 0; i < TM * TK; ++i) {
+                    pacc[i] = 0.0;
+                }
+                for (uint k0 = 0; k0 < p.headdim; k0 += PK) {
+                    for (uint e = tid; e < BM * PK; e += 256) {
+                        const uint i = e / PK;
+                        const uint k = e % PK;
+                        float val = 0.0;
+                        if (t0 + i < len && k0 + k < p.headdim) {
+                            val = u[((b * p.seqlen + start + t0 + i) * p.nheads + head) * p.headdim + k0 + k];
+                        }
+                        Us[e] = val;
+                    }
+                    for (uint e = tid; e < BK * PK; e += 256) {
+                        const uint j = e / PK;
+                        const uint k = e % PK;
+                        float val = 0.0;
+                        if (s0 + j < len && k0 + k < p.headdim) {
+                            val = v[((b * p.seqlen + start + s0 + j) * p.nheads + head) * p.headdim + k0 + k];
+                        }
+                        Vs[k * (BK + 1) + j] = val;
+                    }
+                    barrier();
+                    [[unroll]] for (uint k = 0; k < PK; ++k) {
+                        float a[TM];
+                        float bb[TK];
+                        [[unroll]] for (uint i = 0; i < TM; ++i) {
+                            a[i] = Us[(ty * TM + i) * PK + k];
+                        }
+                        [[unroll]] for (uint j = 0; j < TK; ++j) {
+                            bb[j] = Vs[k * (BK + 1) + tx + 16 * j];
+                        }
+                        [[unroll]] for (uint i = 0; i < TM; ++i) {
+                            [[unroll]] for (uint j = 0; j < TK; ++j) {
+                                pacc[i * TK + j] = fma(a[i], bb[j], pacc[i * TK + j]);
+                            }
+                        }
+                    }
+                    barrier();
+                }
+                [[unroll]] for (uint i = 0; i < TM; ++i) {
+                    const uint ti = ty * TM + i;
+                    [[unroll]] for (uint j = 0; j < TK; ++j) {
+                        const uint sj = tx + 16 * j;
+                        const float diff = dAi[ti] - dAj[sj];
+                        const bool keep = (REVERSE == 0 ? s0 + sj <= t0 + ti : s0 + sj >= t0 + ti) && s0 + sj < len;
+                        Ps[ti * BK + sj] = !keep ? 0.0
+                            : REVERSE == 0 ? pacc[i * TK + j] * exp(min(diff, 0.0)) * dtj[sj]
+                                           : pacc[i * TK + j] * exp(min(-diff, 0.0)) * dti[ti];
+                    }
+                }
+                barrier();
+                [[unroll]] for (uint k = 0; k < BK; ++k) {
+                    float a[TM];
+                    float bb[TN];
+                    [[unroll]] for (uint i = 0; i < TM; ++i) {
+                        a[i] = Ps[(ty * TM + i) * BK + k];
+                    }
+                    [[unroll]] for (uint j = 0; j < TN; ++j) {
+                        bb[j] = Rs[k * BN + tx + 16 * j];
+                    }
+                    [[unroll]] for (uint i = 0; i < TM; ++i) {
+                        [[unroll]] for (uint j = 0; j < TN; ++j) {
+                            acc[i * TN + j] = fma(a[i], bb[j], acc[i * TN + j]);
+                        }
+                    }
+                }
+                barrier();
+            }
+        }
+
+        [[unroll]] for (uint i = 0; i < TM; ++i) {
+            const uint t = t0 + ty * TM + i;
+            [[unroll]] for (uint j = 0; j < TN; ++j) {
+                const uint nj = n0 + tx + 16 * j;
+                if (t < len && nj < p.dstate) {
+                    outp[(((b * splits + sp) * p.seqlen + start + t) * p.ngroups + grp) * p.dstate + nj] = acc[i * TN + j];
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,73 @@
+#version 450
+// SSD backward, state_passing_bwd: the reverse walk over chunks for every (batch, head, state element).
+// dstates holds each chunk's local gradient sum_{t in c} exp(dA_cs[t]) g[t] C[t]^T on entry (chunk_state, GRAD);
+// walking c = last..0 with r = d final_state (or 0):
+//   dstates[c] <- r                     the gradient of the state leaving chunk c (what dx and dB read)
+//   ddA_last_part[c] += S_next(c) . r   S_next(c) = state entering chunk c + 1 (the final state for the last)
+//   r <- dstates_local[c] + exp(dA_cs[c][last]) r
+// and dinitial_states = r at the end. ddA_last_part is the gradient of dA_cs at each chunk's last position,
+// summed over this workgroup's slice of the p x n elements (fixed-order tree: deterministic).
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(local_size_x_id = 0) in;   // a power of two
+
+layout(std430, binding = 0) buffer DStates { float dstates[]; };
+layout(std430, binding = 1) readonly buffer States { float states[]; };        // entering each chunk (forward)
+layout(std430, binding = 2) readonly buffer Final { float final_states[]; };
+layout(std430, binding = 3) readonly buffer DaCs { float dA_cs[]; };
+layout(std430, binding = 4) readonly buffer DFinal { float dfinal[]; };
+layout(std430, binding = 5) writeonly buffer DInitial { float dinitial[]; };
+layout(std430, binding = 6) writeonly buffer DdaLast { float ddA_last_part[]; };   // (b, h, slices, nchunks)
+
+layout(push_constant) uniform Push {
+    uint batch, seqlen, nheads, headdim, dstate, chunk, nchunks;
+    uint flags;   // bit 0: d final_state given, bit 1: write dinitial
+} p;
+
+shared float red[gl_WorkGroupSize.x];
+
+void main() {
+    const uint tid = gl_LocalInvocationID.x;
+    const uint pn = p.headdim * p.dstate;
+    const uint slices = (pn + gl_WorkGroupSize.x - 1) / gl_WorkGroupSize.x;
+    const uint items = p.batch * p.nheads * slices;
+    for (uint w = gl_WorkGroupID.x; w < items; w += gl_NumWorkGroups.x) {
+        const uint slice = w % slices;
+        const uint bh = w / slices;
+        const uint head = bh % p.nheads;
+        const uint b = bh / p.nheads;
+        const uint k = slice * gl_WorkGroupSize.x + tid;
+        const bool valid = k < pn;
+        float r = valid && (p.flags & 1u) != 0u ? dfinal[bh * pn + k] : 0.0;
+        for (uint cc = p.nchunks; cc > 0; --cc) {
+            const uint c = cc - 1;
+            const uint idx = ((b * p.nchunks + c) * p.nheads + head) * pn + k;
+            float prod = 0.0;
+            float own = 0.0;
+            if (valid) {
+                own = dstates[idx];
+                dstates[idx] = r;
+                const float next = c + 1 < p.nchunks ? states[idx + p.nheads * pn] : final_states[bh * pn + k];
+                prod = next * r;
+            }
+            red[tid] = prod;
+            barrier();
+            for (uint half_ = gl_WorkGroupSize.x / 2; half_ > 0; half_ >>= 1) {
+                if (tid < half_) {
+                    red[tid] += red[tid + half_];
+                }
+                barrier();
+            }
+            if (tid == 0) {
+                ddA_last_part[(bh * slices + slice) * p.nchunks + c] = red[0];
+            }
+            barrier();
+            const uint len = min(p.chunk, p.seqlen - c * p.chunk);
+            r = own + exp(dA_cs[(bh * p.nchunks + c) * p.chunk + len - 1]) * r;
+        }
+        if (valid && (p.flags & 2u) != 0u) {
+            dinitial[bh * pn + k] = r;
+        }
+    }
+}

@@ -1,0 +1,41 @@
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Ops.Ssd;
+
+/// <summary>
+/// Tiles of the backward's dC / dB kernel (chunk_scan_bwd_dbc) from the problem and the device's shared memory, and
+/// how many heads of a group one workgroup sums (the rest are split across workgroups and summed after).
+/// </summary>
+internal readonly record struct SsdBackwardTiles(uint BM, uint BN, uint BK, uint PK, uint HeadsPerWorkgroup)
+{
+    /// <summary>At most this many partial dB / dC copies (memory: each is a (b, L, g, n) tensor).</summary>
+    private const int MaxSplits = 8;
+
+    public static uint SharedBytes(uint bm, uint bn, uint bk, uint pk) =>
+        4 * (bm * pk + pk * (bk + 1) + bm * bk + bk * bn + 2 * bm + 2 * bk);
+
+    /// <summary>Head splits per group: the partial copies the host sums.</summary>
+    public int Splits(int headsPerGroup) => headsPerGroup / (int)HeadsPerWorkgroup;
+
+    public static SsdBackwardTiles Choose(DeviceCapabilities caps, SsdShape s)
+    {
+        var shared = caps.MaxSharedMemoryBytes;
+        var hpg = s.Heads / s.Groups;
+        // Fewest heads per workgroup that keeps the split copies within MaxSplits: more workgroups in flight.
+        var hw = (uint)Enumerable.Range(1, hpg).First(d => hpg % d == 0 && hpg / d <= MaxSplits);
+        var bm = (uint)Math.Clamp((s.Chunk + 15) / 16 * 16, 16, 64);
+        var full = (uint)Math.Clamp((s.DState + 15) / 16 * 16, 16, 128);
+        foreach (var bn in new[] { full, 128u, 64u, 32u, 16u }.Where(v => v <= full).Distinct())
+        {
+            foreach (var (bk, pk) in new (uint, uint)[] { (32, 32), (32, 16), (16, 16) })
+            {
+                if (SharedBytes(bm, bn, bk, pk) <= shared)
+                {
+                    return new SsdBackwardTiles(bm, bn, bk, pk, hw);
+                }
+            }
+        }
+
+        throw new MissingFeatureException($"Ssd backward: {shared} bytes of shared memory are too few for the smallest dB/dC tile.");
+    }
+}

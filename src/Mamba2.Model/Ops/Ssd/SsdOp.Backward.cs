@@ -1,0 +1,262 @@
+using System.Runtime.InteropServices;
+using Mamba2.Model.Tensors;
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Ops.Ssd;
+
+public static partial class SsdOp
+{
+    [StructLayout(LayoutKind.Sequential)]
+    private readonly record struct DzPush(uint Batch, uint SeqLen, uint Heads, uint HeadDim, uint Chunk, uint Chunks, uint Flags);
+
+    [StructLayout(LayoutKind.Sequential)]
+    private readonly record struct CumsumBwdPush(uint Batch, uint SeqLen, uint Heads, uint Chunk, uint Chunks, uint Flags,
+        float DtMin, float DtMax, uint TilesP, uint Slices);
+
+    [StructLayout(LayoutKind.Sequential)]
+    private readonly record struct ReducePush(uint Segments, uint Rows, uint Outs, uint Inner, uint RowsPerBlock);
+
+    /// <summary>Rows per first-level block of the dD sum (over positions).</summary>
+    private const int ReduceBlockRows = 256;
+
+    /// <summary>The backward stages in order; with a profiling prefix, a timestamp named prefix + stage follows each.</summary>
+    public static readonly IReadOnlyList<string> BackwardStages =
+        ["chunk_scan_bwd_dz", "chunk_state_bwd", "state_passing_bwd", "chunk_scan_bwd_dx", "chunk_scan_bwd_dc", "chunk_scan_bwd_db", "chunk_cumsum_bwd", "reduce"];
+
+    /// <summary>
+    /// The gradients of every input of <see cref="Forward"/> from <paramref name="dy"/> (b, L, h, p) and optionally
+    /// the gradient of the final states (b, h, p, n), as mamba_ssm's <c>_mamba_chunk_scan_combined_bwd</c>. Pass the
+    /// same inputs and options as the forward and what it returned (<paramref name="saved"/>: the per-chunk states
+    /// and dt, and y before the gate when z was given); chunk-local products are recomputed, not stored. Temporary
+    /// buffers belong to <paramref name="stream"/> when one is given (freed with it).
+    /// </summary>
+    public static SsdGradients Backward(Tensor dy, SsdResult saved, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C,
+        SsdOptions? options = null, Tensor? dFinalStates = null, CommandStream? stream = null, string? profilePrefix = null)
+    {
+        const string op = "Ssd backward";
+        var o = options ?? new SsdOptions();
+        var s = SsdShape.Validate(x, dt, A, B, C, o);
+        int b = s.Batch, l = s.SeqLen, h = s.Heads, p = s.HeadDim, g = s.Groups, n = s.DState, nc = s.Chunks, q = s.Chunk;
+        var xShape = $"x is (b={b}, L={l}, h={h}, p={p})";
+        ShapeOps.Expect(dy, "dy", $"{op} ({xShape})", b, l, h, p);
+        if (dFinalStates is not null)
+        {
+            ShapeOps.Expect(dFinalStates, "dfinal_states", $"{op} ({xShape}, n={n})", b, h, p, n);
+        }
+
+        var from = $"{op}: saved must be what Forward returned for these inputs and chunk_size {q}";
+        ShapeOps.Expect(saved.DtOut, "saved.DtOut", from, b, h, nc, q);
+        ShapeOps.Expect(saved.ChunkStates, "saved.ChunkStates", from, b, nc, h, p, n);
+        ShapeOps.Expect(saved.FinalStates, "saved.FinalStates", from, b, h, p, n);
+        if (o.Z is not null && saved.YBeforeGate is null)
+        {
+            throw new ArgumentException($"{from}: z is given but saved has no y before the gate (it came from a forward without z).", nameof(saved));
+        }
+
+        ShapeOps.ExpectSameDevice(op, [.. new[] { dy, x, saved.Y, dFinalStates }.OfType<Tensor>()]);
+        Shaders.EnsureBindable(op, A, o.D, o.DtBias);
+
+        var device = x.Device;
+        var tiles = SsdTiles.Choose(device.Capabilities, s);
+        var bt = SsdBackwardTiles.Choose(device.Capabilities, s);
+        var splits = bt.Splits(h / g);
+        var tilesP = (p + (int)tiles.ScanBN - 1) / (int)tiles.ScanBN;
+        var passLocal = System.Numerics.BitOperations.RoundUpToPowerOf2(Shaders.Local1D(device) + 1) / 2;   // a power of two
+        var slices = (p * n + (int)passLocal - 1) / (int)passLocal;
+        var dBlocks = (l + ReduceBlockRows - 1) / ReduceBlockRows;
+        long tokens = (long)l * h;
+        var pieces = Shaders.BatchPieces(device, op, b,
+            [tokens * p, tokens, (long)l * g * n * splits, (long)h * nc * q * tilesP, (long)nc * h * p * n,
+             (long)dBlocks * h * p, (long)h * slices * nc], MaxBindingBytesForTests);
+
+        var created = new List<Tensor>();
+        Tensor New(string name, params int[] shape)
+        {
+            var t = Tensor.Empty(device, name, shape);
+            created.Add(t);
+            return t;
+        }
+
+        try
+        {
+            var grads = new SsdGradients(
+                New("dx", b, l, h, p), New("ddt", b, l, h), New("dA", h), New("dB", b, l, g, n), New("dC", b, l, g, n),
+                o.D is null ? null : New("dD", [.. o.D.Shape]),
+                o.Z is null ? null : New("dz", b, l, h, p),
+                o.DtBias is null ? null : New("ddt_bias", h),
+                o.InitialStates is null ? null : New("dinitial_states", b, h, p, n));
+            var gradCount = created.Count;
+            var scratch = new BackwardScratch(
+                G: o.Z is null ? dy : New("g", b, l, h, p),
+                Gy: New("gy", b, h, nc, q),
+                DStates: New("dstates", b, nc, h, p, n),
+                DdtPart: New("ddt_part", b, h, nc, q, tilesP),
+                DdaLast: New("ddA_last_part", b, h, slices, nc),
+                DaPart: New("dA_part", b, nc, h),
+                DbiasPart: New("ddt_bias_part", b, nc, h),
+                DbcPart: splits > 1 ? New("dbc_part", b, splits, l, g, n) : null,
+                DdPart: o.D is null ? null : New("dD_part", b, dBlocks, h * p));
+            var temps = created.Skip(gradCount).ToList();
+            Shaders.RunIn(device, stream, st =>
+            {
+                foreach (var t in temps)
+                {
+                    st.Own(t);
+                }
+
+                var geometry = new BackwardGeometry(s, tiles, bt, splits, tilesP, passLocal, slices, dBlocks);
+                foreach (var (first, count) in pieces)
+                {
+                    RecordBackward(st, geometry, new Piece(first, count), dy, saved, x, dt, A, B, C, o, dFinalStates, grads, scratch, profilePrefix);
+                }
+
+                RecordReductions(st, geometry, o, grads, scratch);
+                if (profilePrefix is not null)
+                {
+                    st.Barrier();
+                    st.Timestamp(profilePrefix + BackwardStages[^1]);
+                }
+            });
+            return grads;
+        }
+        catch
+        {
+            foreach (var t in created)
+            {
+                t.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>Sizes and tiles shared by every stage of one backward call.</summary>
+    private sealed record BackwardGeometry(SsdShape S, SsdTiles Tiles, SsdBackwardTiles Dbc, int Splits, int TilesP,
+        uint PassLocal, int Slices, int DBlocks);
+
+    /// <summary>Intermediates of one backward call; G aliases dy when there is no gate.</summary>
+    private sealed record BackwardScratch(Tensor G, Tensor Gy, Tensor DStates, Tensor DdtPart, Tensor DdaLast, Tensor DaPart,
+        Tensor DbiasPart, Tensor? DbcPart, Tensor? DdPart);
+
+    private static void RecordBackward(CommandStream st, BackwardGeometry geo, Piece pc, Tensor dy, SsdResult saved, Tensor x,
+        Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o, Tensor? dFinal, SsdGradients gr, BackwardScratch sc, string? profile)
+    {
+        var device = x.Device;
+        var s = geo.S;
+        var t = geo.Tiles;
+        void Mark(int stage)
+        {
+            if (profile is not null)
+            {
+                st.Barrier();
+                st.Timestamp(profile + (stage < 0 ? "start" : BackwardStages[stage]));
+            }
+        }
+
+        Mark(-1);
+        var (b, l, h, p, g, n, q) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk);
+        var nc = (uint)s.Chunks;
+        var local = Shaders.Local1D(device);
+        var dFlags = (o.D is null ? 0u : 1u) | (o.D is { Rank: 2 } ? 2u : 0u);
+
+        // 1. The gate: g = dy silu(z), dz, and gy = g . (y_pre - D x) per row.
+        var dz = device.GetKernel(Shaders.ChunkScanBwdDz, [local]);
+        var yPre = saved.YBeforeGate ?? saved.Y;
+        st.Dispatch(dz, (Shaders.Groups1D(device, (long)b * l * h, local), 1, 1),
+            new DzPush(b, l, h, p, q, nc, dFlags | (o.Z is null ? 0u : 4u)),
+            pc.Of(dy), pc.Of(o.Z ?? dy), pc.Of(yPre), pc.Of(x), (o.D ?? A).Buffer,
+            pc.Of(sc.G), pc.Of(gr.Dz ?? sc.G), pc.Of(sc.Gy));
+        Mark(0);
+
+        // 2. Each chunk's local state gradient, sum_t exp(dA_cs[t]) g[t] C[t]^T: chunk_state with GRAD weights.
+        var state = device.GetKernel(Shaders.ChunkState, [t.StateBM, t.StateBN, t.StateBK, 1]);
+        var stateItems = (long)((p + t.StateBM - 1) / t.StateBM) * ((n + t.StateBN - 1) / t.StateBN) * nc * b * h;
+        st.Dispatch(state, (Shaders.Groups(device, stateItems), 1, 1), new StatePush(b, l, h, g, p, n, q, nc),
+            pc.Of(sc.G), pc.Of(C), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(sc.DStates));
+        Mark(1);
+
+        // 3. Reverse state passing: the gradient leaving each chunk, d initial_states, the dA_cs[last] terms.
+        var passing = device.GetKernel(Shaders.StatePassingBwd, [geo.PassLocal]);
+        var passFlags = (dFinal is null ? 0u : 1u) | (gr.DInitialStates is null ? 0u : 2u);
+        st.Dispatch(passing, (Shaders.Groups(device, (long)b * h * geo.Slices), 1, 1),
+            new PassingPush(b, l, h, p, n, q, nc, passFlags),
+            pc.Of(sc.DStates), pc.Of(saved.ChunkStates), pc.Of(saved.FinalStates), pc.Of(saved.DACumsum),
+            pc.Of(dFinal ?? saved.FinalStates), pc.Of(gr.DInitialStates ?? sc.DdaLast), pc.Of(sc.DdaLast));
+        Mark(2);
+
+        // 4. dx and the direct part of ddt: chunk_scan run backwards in time (C and B swap, g in place of x).
+        var scan = device.GetKernel(Shaders.ChunkScan, [t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK, t.ScanHeads, 1]);
+        var scanItems = (long)((q + t.ScanBM - 1) / t.ScanBM) * geo.TilesP * nc * b * (h / t.ScanHeads);
+        st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, dFlags),
+            pc.Of(sc.G), pc.Of(B), pc.Of(C), pc.Of(sc.DStates), pc.Of(saved.DtOut), pc.Of(saved.DACumsum),
+            (o.D ?? A).Buffer, pc.Of(x), pc.Of(gr.Dx), pc.Of(sc.DdtPart));
+        Mark(3);
+
+        // 5, 6. dC (causal) and dB (anti-causal): per-head products summed over each group's heads.
+        var bt = geo.Dbc;
+        var dbcItems = (long)((n + bt.BN - 1) / bt.BN) * ((q + bt.BM - 1) / bt.BM) * nc * geo.Splits * g * b;
+        void Dbc(uint reverse, Tensor u, Tensor v, Tensor r, Tensor sm, Tensor output)
+        {
+            var kernel = device.GetKernel(Shaders.ChunkScanBwdDbc, [bt.BM, bt.BN, bt.BK, bt.PK, bt.HeadsPerWorkgroup, reverse]);
+            var target = sc.DbcPart ?? output;
+            st.Dispatch(kernel, (Shaders.Groups(device, dbcItems), 1, 1), new StatePush(b, l, h, g, p, n, q, nc),
+                pc.Of(u), pc.Of(v), pc.Of(r), pc.Of(sm), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(target));
+            if (sc.DbcPart is not null)
+            {
+                Reduce(st, device, pc.Of(sc.DbcPart), pc.Of(output), b, (uint)geo.Splits, l * g * n, 1, (uint)geo.Splits);
+            }
+        }
+
+        Dbc(0, sc.G, x, B, saved.ChunkStates, gr.DC);
+        Mark(4);
+        Dbc(1, x, sc.G, C, sc.DStates, gr.DB);
+        Mark(5);
+
+        // 7. dt, A and dt_bias from the dA_cs gradient (reverse cumsum) and the direct ddt.
+        var cumsum = device.GetKernel(Shaders.ChunkCumsumBwd, [System.Numerics.BitOperations.RoundUpToPowerOf2(q)]);
+        var cumsumFlags = (o.DtBias is null ? 0u : 1u) | (o.DtSoftplus ? 2u : 0u);
+        st.Dispatch(cumsum, (Shaders.Groups(device, (long)nc * b * h), 1, 1),
+            new CumsumBwdPush(b, l, h, q, nc, cumsumFlags, o.DtLimit.Min, o.DtLimit.Max, (uint)geo.TilesP, (uint)geo.Slices),
+            pc.Of(dt), A.Buffer, (o.DtBias ?? A).Buffer, pc.Of(saved.DtOut), pc.Of(sc.Gy), pc.Of(sc.DdtPart), pc.Of(sc.DdaLast),
+            pc.Of(gr.Ddt), pc.Of(sc.DaPart), pc.Of(sc.DbiasPart));
+        Mark(6);
+
+        // 8. dD, first level: sum of g x over blocks of positions.
+        if (sc.DdPart is not null)
+        {
+            Reduce(st, device, pc.Of(sc.G), pc.Of(sc.DdPart), b, l, h * p, 1, ReduceBlockRows, pc.Of(x));
+        }
+    }
+
+    /// <summary>Sums over the batch (and chunks) once every piece is recorded: dA, ddt_bias, dD.</summary>
+    private static void RecordReductions(CommandStream st, BackwardGeometry geo, SsdOptions o, SsdGradients gr, BackwardScratch sc)
+    {
+        var s = geo.S;
+        var device = gr.Dx.Device;
+        var rows = (uint)(s.Batch * s.Chunks);
+        Reduce(st, device, sc.DaPart.Buffer, gr.DA.Buffer, 1, rows, (uint)s.Heads, 1, rows);
+        if (gr.DDtBias is not null)
+        {
+            Reduce(st, device, sc.DbiasPart.Buffer, gr.DDtBias.Buffer, 1, rows, (uint)s.Heads, 1, rows);
+        }
+
+        if (gr.DD is not null && sc.DdPart is not null)
+        {
+            var dRows = (uint)(s.Batch * geo.DBlocks);
+            var perHead = o.D is { Rank: 2 };
+            Reduce(st, device, sc.DdPart.Buffer, gr.DD.Buffer, 1, dRows, perHead ? (uint)(s.Heads * s.HeadDim) : (uint)s.Heads,
+                perHead ? 1u : (uint)s.HeadDim, dRows);
+        }
+    }
+
+    /// <summary>out[seg, block, o] = sum over a block of rows of a (* b) viewed as (segments, rows, outs, inner).</summary>
+    private static void Reduce(CommandStream st, GpuDevice device, BufferBinding a, BufferBinding output, uint segments, uint rows,
+        uint outs, uint inner, uint rowsPerBlock, BufferBinding? product = null)
+    {
+        var local = Shaders.Local1D(device);
+        var kernel = device.GetKernel(Shaders.ReduceSum, [local, product is null ? 0u : 1u]);
+        var blocks = (rows + rowsPerBlock - 1) / rowsPerBlock;
+        st.Dispatch(kernel, (Shaders.Groups1D(device, (long)segments * blocks * outs, local), 1, 1),
+            new ReducePush(segments, rows, outs, inner, rowsPerBlock), a, product ?? a, output);
+    }
+}

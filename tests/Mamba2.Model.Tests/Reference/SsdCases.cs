@@ -1,0 +1,26 @@
+using Mamba2.Tests;
+
+namespace Mamba2.Model.Tests.Reference;
+
+/// <summary>Random SSD inputs for the forward and backward tests.</summary>
+public static class SsdCases
+{
+    /// <summary>Random inputs; <paramref name="decay"/> scales A (large: strongly decaying, tiny: nearly constant state).</summary>
+    public static SsdCase Make(Random rng, int b, int l, int h, int p, int g, int n, int q,
+        bool d = false, bool dPerP = false, bool z = false, bool bias = false, bool init = false,
+        bool softplus = false, float dtMin = 0f, float dtMax = float.PositiveInfinity, double decay = 1.0)
+    {
+        float[] R(long count, double lo, double hi) => TestMath.Uniform(rng, count, lo, hi);
+        return new SsdCase(b, l, h, p, g, n, q,
+            X: R((long)b * l * h * p, -1, 1),
+            Dt: softplus ? R((long)b * l * h, -4, 1) : R((long)b * l * h, 0.01, 0.3),
+            A: R(h, -2 * decay, -0.2 * decay),
+            B: R((long)b * l * g * n, -1, 1),
+            C: R((long)b * l * g * n, -1, 1),
+            D: d ? R(dPerP ? h * p : h, -1, 1) : null, DPerHeadDim: dPerP,
+            Z: z ? R((long)b * l * h * p, -3, 3) : null,
+            DtBias: bias ? R(h, -1, 0.5) : null,
+            InitialStates: init ? R((long)b * h * p * n, -1, 1) : null,
+            DtSoftplus: softplus, DtMin: dtMin, DtMax: dtMax);
+    }
+}

@@ -1,0 +1,202 @@
+using Mamba2.Model.Ops.Ssd;
+using Mamba2.Model.Tensors;
+using Mamba2.Model.Tests.Reference;
+using Mamba2.Tests;
+using Mamba2.Vulkan;
+using Xunit;
+
+namespace Mamba2.Model.Tests;
+
+public class SsdBackwardTests(GpuFixture gpu)
+{
+    private GpuDevice Device => gpu.Device;
+
+    /// <summary>Upstream gradients: dy everywhere, and d final_states when asked.</summary>
+    private static (float[] Dy, float[]? DFinal) Upstream(Random rng, SsdCase c, bool dFinal) =>
+        (TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1),
+         dFinal ? TestMath.Uniform(rng, (long)c.Batch * c.Heads * c.HeadDim * c.DState, -1, 1) : null);
+
+    /// <summary>Runs forward and backward on the device (gradients poisoned first) and returns them by input name.</summary>
+    private Dictionary<string, float[]> RunBackward(SsdCase c, float[] dy, float[]? dFinal)
+    {
+        using var inputs = new SsdDeviceInputs(Device, c);
+        using var dyT = Tensor.FromArray(Device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
+        using var dFinalT = dFinal is null ? null : Tensor.FromArray(Device, "dfinal_states", dFinal, c.Batch, c.Heads, c.HeadDim, c.DState);
+        using var saved = inputs.Forward();
+        using var s = Device.BeginStream();
+        using var grads = SsdOp.Backward(dyT, saved, inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, inputs.Options, dFinalT, s);
+        foreach (var (_, t) in grads.Named())
+        {
+            t.CopyFrom(Enumerable.Repeat(float.NaN, (int)t.Length).ToArray());
+        }
+
+        s.Submit();
+        return grads.Named().ToDictionary(g => g.Input, g => g.Gradient.ToArray());
+    }
+
+    private void Check(SsdCase c, bool dFinal, int seed, string what)
+    {
+        var (dy, df) = Upstream(new Random(seed + 1), c, dFinal);
+        var actual = RunBackward(c, dy, df);
+        var expected = SsdReferenceBackward.Gradients(c, Widen(dy), df is null ? null : Widen(df));
+        var names = expected.Named().Select(e => e.Name).ToList();
+        Assert.Equal(names, actual.Keys);
+        foreach (var (name, reference) in expected.Named())
+        {
+            TestMath.AssertClose(actual[name], reference, 1e-5, $"{what}: grad_{name}");
+        }
+    }
+
+    private static double[] Widen(float[] a) => Array.ConvertAll(a, v => (double)v);
+
+    public static TheoryData<string> Cases => new()
+    {
+        "all-options", "plain", "odd-sizes", "one-past-chunk", "head-splits", "many-groups", "clamped-no-softplus", "wide",
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void MatchesTheAdjointOfTheRecurrence(string name)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var (c, dFinal) = name switch
+        {
+            // Odd L over several chunks, g > 1, D per (h, p), z, bias, softplus, initial and final state gradients,
+            // dt_limit clipping some steps at both ends.
+            "all-options" => (SsdCases.Make(rng, 2, 77, 4, 24, 2, 40, 32, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true, dtMin: 0.05f, dtMax: 0.6f), true),
+            "plain" => (SsdCases.Make(rng, 1, 100, 2, 16, 1, 16, 64), false),
+            "odd-sizes" => (SsdCases.Make(rng, 2, 61, 3, 17, 1, 13, 48, d: true, z: true, softplus: true, bias: true), true),
+            "one-past-chunk" => (SsdCases.Make(rng, 1, 129, 2, 16, 2, 16, 128, d: true, init: true), false),
+            // 16 heads per group: the dB / dC kernel sums 2 heads per workgroup over 8 split copies.
+            "head-splits" => (SsdCases.Make(rng, 1, 70, 16, 8, 1, 16, 32, d: true, z: true, softplus: true, bias: true), true),
+            "many-groups" => (SsdCases.Make(rng, 3, 50, 6, 16, 3, 24, 16, d: true, dPerP: true, softplus: true, dtMax: 0.2f), false),
+            "clamped-no-softplus" => (SsdCases.Make(rng, 1, 64, 2, 16, 1, 16, 32, dtMin: 0.1f, dtMax: 0.2f), true),
+            "wide" => (SsdCases.Make(rng, 1, 40, 2, 128, 1, 160, 32, d: true, z: true, init: true), true),
+            _ => throw new ArgumentException(name),
+        };
+        if (name == "clamped-no-softplus")
+        {
+            for (var i = 0; i < c.Dt.Length; i += 3)
+            {
+                c.Dt[i] = -c.Dt[i];
+            }
+        }
+
+        Check(c, dFinal, seed, $"{name} seed {seed}");
+    }
+
+    [Theory]
+    [InlineData("32,32,16,8,2")]
+    [InlineData("16,16,16,8,4")]
+    public void ForcedScanTilesMatch(string tile)
+    {
+        var seed = TestMath.NewSeed();
+        var c = SsdCases.Make(new Random(seed), 1, 90, 4, 40, 1, 24, 64, d: true, z: true, init: true, softplus: true, bias: true);
+        Environment.SetEnvironmentVariable("MAMBA2_SSD_SCAN_TILE", tile);
+        try
+        {
+            Check(c, true, seed, $"tile {tile} seed {seed}");
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("MAMBA2_SSD_SCAN_TILE", null);
+        }
+    }
+
+    [Fact]
+    public void BatchesLargerThanOneBindingAreSplit()
+    {
+        var seed = TestMath.NewSeed();
+        var c = SsdCases.Make(new Random(seed), 9, 45, 3, 8, 1, 8, 16, d: true, z: true, init: true, softplus: true, bias: true);
+        SsdOp.MaxBindingBytesForTests = 5 * 4320;
+        try
+        {
+            Check(c, true, seed, $"batch pieces seed {seed}");
+        }
+        finally
+        {
+            SsdOp.MaxBindingBytesForTests = null;
+        }
+    }
+
+    [Fact]
+    public void GradientsAreDeterministic()
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var c = SsdCases.Make(rng, 2, 70, 8, 16, 2, 16, 32, d: true, z: true, bias: true, softplus: true, init: true);
+        var (dy, df) = Upstream(rng, c, true);
+        var first = RunBackward(c, dy, df);
+        var second = RunBackward(c, dy, df);
+        foreach (var (name, values) in first)
+        {
+            Assert.True(values.AsSpan().SequenceEqual(second[name]), $"grad_{name} differs between two identical runs (seed {seed})");
+        }
+    }
+
+    /// <summary>The reference itself: its gradients against central differences of its forward, every element.</summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void ReferenceGradientsMatchFiniteDifferences(bool dPerHeadDim)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var c = SsdCases.Make(rng, 2, 7, 4, 3, 2, 4, 16, d: true, dPerP: dPerHeadDim, z: true, bias: true, init: true, softplus: true, dtMin: 0.02f, dtMax: 1.5f);
+        var (dyF, dfF) = Upstream(rng, c, true);
+        var (dy, dFinal) = (Widen(dyF), Widen(dfF!));
+        var v = c.ToFloat64();
+        var analytic = SsdReferenceBackward.Gradients(c, v, dy, dFinal);
+
+        double Loss()
+        {
+            var (y, final) = SsdReference.Forward(c, v);
+            return y.Select((t, i) => t * dy[i]).Sum() + final.Select((t, i) => t * dFinal[i]).Sum();
+        }
+
+        const double step = 1e-6;
+        foreach (var ((name, input), (_, grad)) in v.Named().Zip(analytic.Named()))
+        {
+            var numeric = new double[input.Length];
+            for (var i = 0; i < input.Length; i++)
+            {
+                var keep = input[i];
+                input[i] = keep + step;
+                var up = Loss();
+                input[i] = keep - step;
+                var down = Loss();
+                input[i] = keep;
+                numeric[i] = (up - down) / (2 * step);
+            }
+
+            var err = TestMath.RelativeError(Array.ConvertAll(grad, g => (float)g), numeric);
+            Assert.True(err <= 1e-5, $"reference grad_{name} vs finite differences: relative error {err:E3} (seed {seed})");
+        }
+    }
+
+    [Fact]
+    public void BadUpstreamShapesAndMismatchedSavedStateAreRejected()
+    {
+        var c = SsdCases.Make(new Random(1), 1, 20, 2, 8, 1, 8, 16, z: true);
+        using var inputs = new SsdDeviceInputs(Device, c);
+        using var saved = inputs.Forward();
+        using var dyBad = Tensor.Empty(Device, "dy", 1, 21, 2, 8);
+        var e = Assert.Throws<ArgumentException>(() => SsdOp.Backward(dyBad, saved, inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, inputs.Options));
+        Assert.Equal("dy", e.ParamName);
+        Assert.Contains("(1, 20, 2, 8)", e.Message);
+        Assert.Contains("(1, 21, 2, 8)", e.Message);
+
+        using var dy = Tensor.Empty(Device, "dy", 1, 20, 2, 8);
+        using var dFinalBad = Tensor.Empty(Device, "dfinal_states", 1, 2, 8, 9);
+        e = Assert.Throws<ArgumentException>(() => SsdOp.Backward(dy, saved, inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, inputs.Options, dFinalBad));
+        Assert.Equal("dfinal_states", e.ParamName);
+
+        e = Assert.Throws<ArgumentException>(() => SsdOp.Backward(dy, saved, inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, inputs.Options with { ChunkSize = 32 }));
+        Assert.Contains("chunk_size 32", e.Message);
+
+        using var ungated = SsdOp.Forward(inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, inputs.Options with { Z = null });
+        e = Assert.Throws<ArgumentException>(() => SsdOp.Backward(dy, ungated, inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, inputs.Options));
+        Assert.Contains("before the gate", e.Message);
+    }
+}

@@ -1,0 +1,60 @@
+using Mamba2.Model.Ops.Ssd;
+using Mamba2.Model.Tensors;
+using Mamba2.Model.Tests.Reference;
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Tests;
+
+/// <summary>An <see cref="SsdCase"/> uploaded to the device, with the matching options.</summary>
+public sealed class SsdDeviceInputs : IDisposable
+{
+    private readonly List<Tensor> _all = [];
+
+    public SsdDeviceInputs(GpuDevice device, SsdCase c)
+    {
+        Tensor Up(string name, float[] data, params int[] shape)
+        {
+            var t = Tensor.FromArray(device, name, data, shape);
+            _all.Add(t);
+            return t;
+        }
+
+        X = Up("x", c.X, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
+        Dt = Up("dt", c.Dt, c.Batch, c.SeqLen, c.Heads);
+        A = Up("A", c.A, c.Heads);
+        B = Up("B", c.B, c.Batch, c.SeqLen, c.Groups, c.DState);
+        C = Up("C", c.C, c.Batch, c.SeqLen, c.Groups, c.DState);
+        Options = new SsdOptions
+        {
+            ChunkSize = c.Chunk,
+            D = c.D is null ? null : Up("D", c.D, c.DPerHeadDim ? [c.Heads, c.HeadDim] : [c.Heads]),
+            Z = c.Z is null ? null : Up("z", c.Z, c.Batch, c.SeqLen, c.Heads, c.HeadDim),
+            DtBias = c.DtBias is null ? null : Up("dt_bias", c.DtBias, c.Heads),
+            InitialStates = c.InitialStates is null ? null : Up("initial_states", c.InitialStates, c.Batch, c.Heads, c.HeadDim, c.DState),
+            DtSoftplus = c.DtSoftplus,
+            DtLimit = (c.DtMin, c.DtMax),
+        };
+    }
+
+    public Tensor X { get; }
+
+    public Tensor Dt { get; }
+
+    public Tensor A { get; }
+
+    public Tensor B { get; }
+
+    public Tensor C { get; }
+
+    public SsdOptions Options { get; }
+
+    public SsdResult Forward(CommandStream? stream = null) => SsdOp.Forward(X, Dt, A, B, C, Options, stream);
+
+    public void Dispose()
+    {
+        foreach (var t in _all)
+        {
+            t.Dispose();
+        }
+    }
+}
