@@ -1,11 +1,14 @@
 #version 450
-// SSD backward, last step for dt and A: for one (batch, head, chunk),
-//   dAcs[t]  = gy[t] - dt_out[t] ddt_direct[t] + (t == last ? sum of ddA_last_part : 0)   gradient of dA_cs[t]
-//   ddA[k]   = sum_{t >= k in chunk} dAcs[t]                                               (dA_cs is a cumsum of dt A)
-//   ddt_out  = ddt_direct + A ddA ;  dA_part = sum_k dt_out[k] ddA[k]
-//   ddt      = ddt_out through the clamp (zero where it clipped), softplus (sigmoid, identity above 20) and bias,
-// exactly as mamba_ssm's _chunk_cumsum_bwd; ddt_bias_part = sum_k ddt[k]. ddt_direct = sum of ddt_part over the
-// p tiles (chunk_scan, REVERSE). Partial sums are (b, nchunks, h), summed on the host side in a fixed order.
+// SSD backward, last step for dt and A: for one (batch, head, chunk), the gradient of each step's dA = dt A,
+//   ddA[k] = straddle[k]                  sum_{s < k <= t} M[t, s] (C[t] . B[s])      intra-chunk pairs spanning k
+//          + sum_{t >= k} gys[t]          gys[t] = g[t] . y_state[t]                 state entering the chunk -> y
+//          + sum_{s < k} T[s]             T[s] = dt x[s] . (dS_next B[s]) e(..)      chunk_state -> state leaving
+//          + exp(dA_cs[last]) inner       inner = S_in . dS_next                     decay of the entering state
+// (every term a direct sum: no difference of large sums), then as mamba_ssm's _chunk_cumsum_bwd:
+//   ddt_out = ddt_direct + A ddA ;  dA_part = sum_k dt_out[k] ddA[k]
+//   ddt     = ddt_out through the clamp (zero where it clipped), softplus (sigmoid, identity above 20) and bias;
+// ddt_bias_part = sum_k ddt[k]. Each input is a set of partial sums from the earlier kernels, added here in a
+// fixed order; the partial sums out are (b, nchunks, h), summed on the host side in a fixed order.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "ssd_common.glsl"
@@ -16,18 +19,21 @@ layout(std430, binding = 0) readonly buffer Dt { float dt[]; };
 layout(std430, binding = 1) readonly buffer AVec { float A[]; };
 layout(std430, binding = 2) readonly buffer DtBias { float dt_bias[]; };
 layout(std430, binding = 3) readonly buffer DtOut { float dt_out[]; };
-layout(std430, binding = 4) readonly buffer Gy { float gy[]; };
-layout(std430, binding = 5) readonly buffer DdtPart { float ddt_part[]; };       // (b, h, nc, Q, tilesP)
-layout(std430, binding = 6) readonly buffer DdaLast { float ddA_last_part[]; };  // (b, h, slices, nc)
-layout(std430, binding = 7) writeonly buffer Ddt { float ddt[]; };               // (b, L, h)
-layout(std430, binding = 8) writeonly buffer DaPart { float dA_part[]; };        // (b, nc, h)
-layout(std430, binding = 9) writeonly buffer DbPart { float ddt_bias_part[]; };  // (b, nc, h)
+layout(std430, binding = 4) readonly buffer DaCs { float dA_cs[]; };
+layout(std430, binding = 5) readonly buffer DdtPart { float ddt_part[]; };   // (b, h, nc, Q, tiles_p)
+layout(std430, binding = 6) readonly buffer Gys { float gys[]; };            // (b, h, nc, Q, tiles_n)
+layout(std430, binding = 7) readonly buffer Ts { float ts[]; };              // (b, h, nc, Q, tiles_n)
+layout(std430, binding = 8) readonly buffer Straddle { float straddle[]; };  // (b, h, nc, Q, tiles_t, tiles_n)
+layout(std430, binding = 9) readonly buffer Inner { float inner[]; };        // (b, h, slices, nc)
+layout(std430, binding = 10) writeonly buffer Ddt { float ddt[]; };          // (b, L, h)
+layout(std430, binding = 11) writeonly buffer DaPart { float dA_part[]; };   // (b, nc, h)
+layout(std430, binding = 12) writeonly buffer DbPart { float ddt_bias_part[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, chunk, nchunks;
     uint flags;            // bit 0: dt_bias given, bit 1: softplus
     float dt_min, dt_max;
-    uint tiles_p, slices;
+    uint tiles_p, tiles_n, tiles_t, tile_rows, slices;
 } p;
 
 shared float scan[gl_WorkGroupSize.x];
@@ -49,9 +55,24 @@ float workgroup_sum(float v) {
     return total;
 }
 
+// Inclusive prefix sum over the invocations in order (reversed: over t..W-1). All invocations must call it.
+float workgroup_scan(float v, bool reversed) {
+    const uint W = gl_WorkGroupSize.x;
+    const uint m = reversed ? W - 1 - gl_LocalInvocationID.x : gl_LocalInvocationID.x;
+    barrier();
+    scan[m] = v;
+    barrier();
+    for (uint off = 1u; off < W; off <<= 1u) {
+        const float add = m >= off ? scan[m - off] : 0.0;
+        barrier();
+        scan[m] += add;
+        barrier();
+    }
+    return scan[m];
+}
+
 void main() {
     const uint t = gl_LocalInvocationID.x;
-    const uint W = gl_WorkGroupSize.x;
     const uint items = p.nchunks * p.batch * p.nheads;
     for (uint w = gl_WorkGroupID.x; w < items; w += gl_NumWorkGroups.x) {
         const uint c = w % p.nchunks;
@@ -63,33 +84,36 @@ void main() {
         const bool valid = t < len;
 
         float direct = 0.0;
-        float dAcs = 0.0;
+        float gy = 0.0;
+        float tv = 0.0;
+        float intra = 0.0;
         float dto = 0.0;
         if (valid) {
             for (uint k = 0; k < p.tiles_p; ++k) {
                 direct += ddt_part[o * p.tiles_p + k];
             }
-            dto = dt_out[o];
-            dAcs = gy[o] - dto * direct;
-            if (t == len - 1) {
-                for (uint s = 0; s < p.slices; ++s) {
-                    dAcs += ddA_last_part[(bh * p.slices + s) * p.nchunks + c];
+            for (uint k = 0; k < p.tiles_n; ++k) {
+                gy += gys[o * p.tiles_n + k];
+                tv += ts[o * p.tiles_n + k];
+            }
+            // Row tiles that hold a row >= t (and lie within the chunk) wrote straddle[t]; none for t = 0.
+            if (t > 0) {
+                for (uint tt = t / p.tile_rows; tt < p.tiles_t && tt * p.tile_rows < len; ++tt) {
+                    for (uint k = 0; k < p.tiles_n; ++k) {
+                        intra += straddle[(o * p.tiles_t + tt) * p.tiles_n + k];
+                    }
                 }
             }
+            dto = dt_out[o];
         }
-
-        // Reverse inclusive scan: invocation t sums dAcs over t..W-1 (Hillis-Steele on the mirrored index).
-        barrier();
-        scan[W - 1 - t] = dAcs;
-        barrier();
-        for (uint off = 1u; off < W; off <<= 1u) {
-            const uint m = W - 1 - t;
-            const float add = m >= off ? scan[m - off] : 0.0;
-            barrier();
-            scan[m] += add;
-            barrier();
+        const float gySuffix = workgroup_scan(gy, true);
+        const float tPrefix = workgroup_scan(tv, false) - tv;   // exclusive: s < t
+        float decay = 0.0;
+        for (uint s = 0; s < p.slices; ++s) {
+            decay += inner[(bh * p.slices + s) * p.nchunks + c];
         }
-        const float ddA = scan[W - 1 - t];
+        decay *= exp(min(dA_cs[(bh * p.nchunks + c) * p.chunk + len - 1], 0.0));
+        const float ddA = intra + gySuffix + tPrefix + decay;
 
         const float a = A[head];
         float g = 0.0;
@@ -99,10 +123,7 @@ void main() {
             if ((p.flags & 1u) != 0u) {
                 v += dt_bias[head];
             }
-            float sp = v;
-            if ((p.flags & 2u) != 0u) {
-                sp = softplus_precise(v);
-            }
+            const float sp = (p.flags & 2u) != 0u ? softplus_precise(v) : v;
             if (sp < p.dt_min || sp > p.dt_max) {
                 g = 0.0;
             }

@@ -9,6 +9,12 @@
 //   dB: U = x, V = g, R = C, Sm = dS_next (gradient leaving it),    e = dt_i exp(dA_last - dA_i), w = exp(dA_j - dA_i) dt_i, j >= i
 // (every exp argument <= 0). A workgroup owns a BM x BN tile of (positions, d_state) for HW heads of one group and
 // writes their sum to its split's slice of out (b, splits, L, g, n); the host sums the splits in a fixed order.
+//
+// It also computes, per head, the pieces of the dA_cs gradient in a form free of cancellation (summing row sums
+// minus column sums of M would cancel exactly at the chunk start and leave only rounding):
+//   rowdot[i]   = W[i] . (e(i) U[i] Sm)  with W = C (dC) or B (dB): g[t] . y_state[t]  resp.  dt x[s] . (dS_next B[s]) e(..)
+//   straddle[k] = sum_{j < k <= i} M[i, j] (C[i] . B[j])   (dC only: the intra-chunk pairs whose decay spans step k)
+// both partial over this workgroup's d_state tile (and row tile for straddle); chunk_cumsum_bwd sums them.
 // 256 invocations as 16 x 16, each a TM x TN block (rows ty*TM + i, columns tx + 16 j).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
@@ -29,6 +35,9 @@ layout(std430, binding = 3) readonly buffer Sm { float sm[]; };     // (b, nchun
 layout(std430, binding = 4) readonly buffer DtOut { float dt_out[]; };
 layout(std430, binding = 5) readonly buffer DaCs { float dA_cs[]; };
 layout(std430, binding = 6) writeonly buffer Out { float outp[]; }; // (b, splits, L, g, n)
+layout(std430, binding = 7) readonly buffer W { float wv[]; };      // (b, L, g, n): C (dC) or B (dB)
+layout(std430, binding = 8) writeonly buffer RowDot { float rowdot[]; };      // (b, h, nc, Q, tilesN)
+layout(std430, binding = 9) writeonly buffer Straddle { float straddle[]; };  // (b, h, nc, Q, tilesT, tilesN), dC only
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
@@ -38,10 +47,14 @@ const uint TM = BM / 16;
 const uint TN = BN / 16;
 const uint TK = BK / 16;
 
-shared float Us[BM * PK];          // U[i][k] (scaled by e(i) in the state phase)
+const uint PS = BK + 1;            // padded row strides: row-wise walks stay free of bank conflicts
+const uint RS = BN + 1;
+
+shared float Us[BM * PK];          // U[i][k] (scaled by e(i) in the state phase), or C[i] slices for C . B
 shared float Vs[PK * (BK + 1)];    // V[j][k] stored as [k][j], padded
-shared float Ps[BM * BK];          // weighted (U . V) tile [i][j]
-shared float Rs[BK * BN];          // R[j][n], or Sm[k][n] in the state phase (PK <= BK)
+shared float Ps[BM * PS];          // weighted (U . V) tile [i][j]; then M for the straddle sums; row-dot partials
+shared float Rs[BK * RS];          // R[j][n], or Sm[k][n] in the state phase (PK <= BK)
+shared float carry[HW * BM];       // per head and row: sum of M over the source tiles already walked
 shared float dAi[BM];               // dA_cs[i], or e(i) in the state phase
 shared float dti[BM];
 shared float dAj[BK];
@@ -79,7 +92,7 @@ void main() {
             acc[i] = 0.0;
         }
 
-        // State term, head by head: (e(i) U[i]) . Sm[:, n] over the headdim in PK slices.
+        // State term, head by head: (e(i) U[i]) . Sm[:, n] over the headdim in PK slices, then its row dot with W.
         for (uint hh = 0; hh < HW; ++hh) {
             const uint head = headBase + hh;
             const uint cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
@@ -90,6 +103,10 @@ void main() {
                 dAi[e] = REVERSE == 0 ? exp(min(a, 0.0)) : (ok ? dt_out[cs + t0 + e] : 0.0) * exp(min(last - a, 0.0));
             }
             barrier();
+            float tacc[TM * TN];
+            [[unroll]] for (uint i = 0; i < TM * TN; ++i) {
+                tacc[i] = 0.0;
+            }
             const uint sbase = ((b * p.nchunks + c) * p.nheads + head) * p.headdim;
             for (uint k0 = 0; k0 < p.headdim; k0 += PK) {
                 for (uint e = tid; e < BM * PK; e += 256) {
@@ -108,7 +125,7 @@ void main() {
                     if (k0 + k < p.headdim && n0 + j < p.dstate) {
                         val = sm[(sbase + k0 + k) * p.dstate + n0 + j];
                     }
-                    Rs[e] = val;
+                    Rs[k * RS + j] = val;
                 }
                 barrier();
                 [[unroll]] for (uint k = 0; k < PK; ++k) {
@@ -118,24 +135,47 @@ void main() {
                         a[i] = Us[(ty * TM + i) * PK + k];
                     }
                     [[unroll]] for (uint j = 0; j < TN; ++j) {
-                        bb[j] = Rs[k * BN + tx + 16 * j];
+                        bb[j] = Rs[k * RS + tx + 16 * j];
                     }
                     [[unroll]] for (uint i = 0; i < TM; ++i) {
                         [[unroll]] for (uint j = 0; j < TN; ++j) {
-                            acc[i * TN + j] = fma(a[i], bb[j], acc[i * TN + j]);
+                            tacc[i * TN + j] = fma(a[i], bb[j], tacc[i * TN + j]);
                         }
                     }
                 }
                 barrier();
             }
+            [[unroll]] for (uint i = 0; i < TM; ++i) {
+                const uint t = t0 + ty * TM + i;
+                float dot = 0.0;
+                [[unroll]] for (uint j = 0; j < TN; ++j) {
+                    const uint nj = n0 + tx + 16 * j;
+                    if (t < len && nj < p.dstate) {
+                        dot = fma(wv[((b * p.seqlen + start + t) * p.ngroups + grp) * p.dstate + nj], tacc[i * TN + j], dot);
+                    }
+                    acc[i * TN + j] += tacc[i * TN + j];
+                }
+                Ps[(ty * TM + i) * PS + tx] = dot;   // 16 partials per row (BK >= 16)
+            }
+            barrier();
+            if (tid < BM && t0 + tid < len) {
+                float sum = 0.0;
+                [[unroll]] for (uint k = 0; k < 16; ++k) {
+                    sum += Ps[tid * PS + k];
+                }
+                rowdot[(cs + t0 + tid) * tilesN + tn] = sum;
+            }
+            barrier();
         }
 
         // Intra-chunk term: source tiles on the causal side (REVERSE: the anti-causal side) of this tile.
+        for (uint e = tid; e < HW * BM; e += 256) {
+            carry[e] = 0.0;
+        }
         const uint sbegin = REVERSE == 0 ? 0 : t0 / BK * BK;
         const uint send = REVERSE == 0 ? min(t0 + BM, len) : len;
         for (uint s0 = sbegin; s0 < send; s0 += BK) {
-            // R rows of this source tile belong to the group: loaded once for all HW heads. Its readers all wait at
-            // the barriers of the first head's loop below.
+            // R rows of this source tile belong to the group: loaded once for all HW heads.
             for (uint e = tid; e < BK * BN; e += 256) {
                 const uint j = e / BN;
                 const uint k = e % BN;
@@ -143,7 +183,43 @@ void main() {
                 if (s0 + j < len && n0 + k < p.dstate) {
                     val = rr[((b * p.seqlen + start + s0 + j) * p.ngroups + grp) * p.dstate + n0 + k];
                 }
-                Rs[e] = val;
+                Rs[j * RS + k] = val;
+            }
+            // dC: C[i] . B[j] over this d_state tile (R = B here, W = C), shared by the heads, for the straddle sums.
+            float cb[TM * TK];
+            [[unroll]] for (uint i = 0; i < TM * TK; ++i) {
+                cb[i] = 0.0;
+            }
+            if (REVERSE == 0) {
+                for (uint k0 = 0; k0 < BN; k0 += PK) {
+                    barrier();   // Us readers of the previous step are done
+                    for (uint e = tid; e < BM * PK; e += 256) {
+                        const uint i = e / PK;
+                        const uint k = e % PK;
+                        float val = 0.0;
+                        if (t0 + i < len && n0 + k0 + k < p.dstate) {
+                            val = wv[((b * p.seqlen + start + t0 + i) * p.ngroups + grp) * p.dstate + n0 + k0 + k];
+                        }
+                        Us[e] = val;
+                    }
+                    barrier();
+                    [[unroll]] for (uint k = 0; k < PK; ++k) {
+                        float a[TM];
+                        float bb[TK];
+                        [[unroll]] for (uint i = 0; i < TM; ++i) {
+                            a[i] = Us[(ty * TM + i) * PK + k];
+                        }
+                        [[unroll]] for (uint j = 0; j < TK; ++j) {
+                            bb[j] = Rs[(tx + 16 * j) * RS + k0 + k];
+                        }
+                        [[unroll]] for (uint i = 0; i < TM; ++i) {
+                            [[unroll]] for (uint j = 0; j < TK; ++j) {
+                                cb[i * TK + j] = fma(a[i], bb[j], cb[i * TK + j]);
+                            }
+                        }
+                    }
+                }
+                barrier();
             }
             for (uint hh = 0; hh < HW; ++hh) {
                 const uint head = headBase + hh;
@@ -205,9 +281,10 @@ void main() {
                         const uint sj = tx + 16 * j;
                         const float diff = dAi[ti] - dAj[sj];
                         const bool keep = (REVERSE == 0 ? s0 + sj <= t0 + ti : s0 + sj >= t0 + ti) && s0 + sj < len;
-                        Ps[ti * BK + sj] = !keep ? 0.0
+                        pacc[i * TK + j] = !keep ? 0.0
                             : REVERSE == 0 ? pacc[i * TK + j] * exp(min(diff, 0.0)) * dtj[sj]
                                            : pacc[i * TK + j] * exp(min(-diff, 0.0)) * dti[ti];
+                        Ps[ti * PS + sj] = pacc[i * TK + j];
                     }
                 }
                 barrier();
@@ -215,10 +292,10 @@ void main() {
                     float a[TM];
                     float bb[TN];
                     [[unroll]] for (uint i = 0; i < TM; ++i) {
-                        a[i] = Ps[(ty * TM + i) * BK + k];
+                        a[i] = Ps[(ty * TM + i) * PS + k];
                     }
                     [[unroll]] for (uint j = 0; j < TN; ++j) {
-                        bb[j] = Rs[k * BN + tx + 16 * j];
+                        bb[j] = Rs[k * RS + tx + 16 * j];
                     }
                     [[unroll]] for (uint i = 0; i < TM; ++i) {
                         [[unroll]] for (uint j = 0; j < TN; ++j) {
@@ -227,6 +304,39 @@ void main() {
                     }
                 }
                 barrier();
+                if (REVERSE == 0) {
+                    // M = weighted (g . x) times C . B; row prefix sums over the source positions (plus the carry of
+                    // earlier source tiles) give, for k = s0 + j + 1, sum_{j' < k} M[i, j']; summing rows i >= k gives
+                    // this tile's share of straddle[k].
+                    [[unroll]] for (uint i = 0; i < TM; ++i) {
+                        [[unroll]] for (uint j = 0; j < TK; ++j) {
+                            Ps[(ty * TM + i) * PS + tx + 16 * j] = pacc[i * TK + j] * cb[i * TK + j];
+                        }
+                    }
+                    barrier();
+                    if (tid < BM) {
+                        float run = carry[hh * BM + tid];
+                        for (uint j = 0; j < BK; ++j) {
+                            run += Ps[tid * PS + j];
+                            Ps[tid * PS + j] = run;
+                        }
+                        carry[hh * BM + tid] = run;
+                    }
+                    barrier();
+                    if (tid < BK) {
+                        const uint k = s0 + tid + 1;
+                        if (k < len) {
+                            float sum = 0.0;
+                            for (uint i = 0; i < BM; ++i) {
+                                if (t0 + i >= k && t0 + i < len) {
+                                    sum += Ps[i * PS + tid];
+                                }
+                            }
+                            straddle[((cs + k) * tilesT + tt) * tilesN + tn] = sum;
+                        }
+                    }
+                    barrier();
+                }
             }
         }
 

@@ -3,10 +3,10 @@
 // dstates holds each chunk's local gradient sum_{t in c} exp(dA_cs[t]) g[t] C[t]^T on entry (chunk_state, GRAD);
 // walking c = last..0 with r = d final_state (or 0):
 //   dstates[c] <- r                     the gradient of the state leaving chunk c (what dx and dB read)
-//   ddA_last_part[c] += S_next(c) . r   S_next(c) = state entering chunk c + 1 (the final state for the last)
+//   inner_part[c]   = S_in(c) . r         S_in(c) = the state entering chunk c (saved by the forward)
 //   r <- dstates_local[c] + exp(dA_cs[c][last]) r
-// and dinitial_states = r at the end. ddA_last_part is the gradient of dA_cs at each chunk's last position,
-// summed over this workgroup's slice of the p x n elements (fixed-order tree: deterministic).
+// and dinitial_states = r at the end. exp(dA_cs[c][last]) inner is the decay's share of the dA_cs gradient
+// (chunk_cumsum_bwd); inner_part is summed over this workgroup's slice of the p x n elements (fixed-order tree).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -14,11 +14,10 @@ layout(local_size_x_id = 0) in;   // a power of two
 
 layout(std430, binding = 0) buffer DStates { float dstates[]; };
 layout(std430, binding = 1) readonly buffer States { float states[]; };        // entering each chunk (forward)
-layout(std430, binding = 2) readonly buffer Final { float final_states[]; };
-layout(std430, binding = 3) readonly buffer DaCs { float dA_cs[]; };
-layout(std430, binding = 4) readonly buffer DFinal { float dfinal[]; };
-layout(std430, binding = 5) writeonly buffer DInitial { float dinitial[]; };
-layout(std430, binding = 6) writeonly buffer DdaLast { float ddA_last_part[]; };   // (b, h, slices, nchunks)
+layout(std430, binding = 2) readonly buffer DaCs { float dA_cs[]; };
+layout(std430, binding = 3) readonly buffer DFinal { float dfinal[]; };
+layout(std430, binding = 4) writeonly buffer DInitial { float dinitial[]; };
+layout(std430, binding = 5) writeonly buffer InnerPart { float inner_part[]; };   // (b, h, slices, nchunks)
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, headdim, dstate, chunk, nchunks;
@@ -48,8 +47,7 @@ void main() {
             if (valid) {
                 own = dstates[idx];
                 dstates[idx] = r;
-                const float next = c + 1 < p.nchunks ? states[idx + p.nheads * pn] : final_states[bh * pn + k];
-                prod = next * r;
+                prod = states[idx] * r;
             }
             red[tid] = prod;
             barrier();
@@ -60,7 +58,7 @@ void main() {
                 barrier();
             }
             if (tid == 0) {
-                ddA_last_part[(bh * slices + slice) * p.nchunks + c] = red[0];
+                inner_part[(bh * slices + slice) * p.nchunks + c] = red[0];
             }
             barrier();
             const uint len = min(p.chunk, p.seqlen - c * p.chunk);

@@ -30,21 +30,20 @@ internal static class Shaders
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
 
-    public static readonly KernelSource ChunkScanBwdDz = Source("ssd/chunk_scan_bwd_dz", 28,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.Write, BufferAccess.Write, BufferAccess.Write);
+    public static readonly KernelSource ChunkScanBwdDz = Source("ssd/chunk_scan_bwd_dz", 4,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
 
     public static readonly KernelSource StatePassingBwd = Source("ssd/state_passing_bwd", 32,
-        BufferAccess.ReadWrite, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.Write, BufferAccess.Write);
+        BufferAccess.ReadWrite, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
 
     public static readonly KernelSource ChunkScanBwdDbc = Source("ssd/chunk_scan_bwd_dbc", 32,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.Read, BufferAccess.Write);
+        BufferAccess.Read, BufferAccess.Write, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
 
-    public static readonly KernelSource ChunkCumsumBwd = Source("ssd/chunk_cumsum_bwd", 40,
+    public static readonly KernelSource ChunkCumsumBwd = Source("ssd/chunk_cumsum_bwd", 52,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write, BufferAccess.Write);
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
+        BufferAccess.Write, BufferAccess.Write, BufferAccess.Write);
 
     public static readonly KernelSource ReduceSum = Source("nn/reduce_sum", 20,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);

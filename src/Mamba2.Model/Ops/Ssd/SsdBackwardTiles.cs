@@ -4,15 +4,16 @@ namespace Mamba2.Model.Ops.Ssd;
 
 /// <summary>
 /// Tiles of the backward's dC / dB kernel (chunk_scan_bwd_dbc) from the problem and the device's shared memory, and
-/// how many heads of a group one workgroup sums (the rest are split across workgroups and summed after).
+/// how many heads of a group one workgroup sums (the rest are split across workgroups and summed after). BM is
+/// also the row tile of its straddle partial sums, which chunk_cumsum_bwd reads back.
 /// </summary>
 internal readonly record struct SsdBackwardTiles(uint BM, uint BN, uint BK, uint PK, uint HeadsPerWorkgroup)
 {
     /// <summary>At most this many partial dB / dC copies (memory: each is a (b, L, g, n) tensor).</summary>
     private const int MaxSplits = 8;
 
-    public static uint SharedBytes(uint bm, uint bn, uint bk, uint pk) =>
-        4 * (bm * pk + pk * (bk + 1) + bm * bk + bk * bn + 2 * bm + 2 * bk);
+    public static uint SharedBytes(uint bm, uint bn, uint bk, uint pk, uint hw) =>
+        4 * (bm * pk + pk * (bk + 1) + bm * (bk + 1) + bk * (bn + 1) + 2 * bm + 2 * bk + hw * bm);
 
     /// <summary>Head splits per group: the partial copies the host sums.</summary>
     public int Splits(int headsPerGroup) => headsPerGroup / (int)HeadsPerWorkgroup;
@@ -27,9 +28,10 @@ internal readonly record struct SsdBackwardTiles(uint BM, uint BN, uint BK, uint
         var full = (uint)Math.Clamp((s.DState + 15) / 16 * 16, 16, 128);
         foreach (var bn in new[] { full, 128u, 64u, 32u, 16u }.Where(v => v <= full).Distinct())
         {
-            foreach (var (bk, pk) in new (uint, uint)[] { (32, 32), (32, 16), (16, 16) })
+            // PK <= BN: the C . B^T product walks the d_state tile in PK slices.
+            foreach (var (bk, pk) in new (uint, uint)[] { (32, 32), (32, 16), (16, 16) }.Where(t => t.Item2 <= bn))
             {
-                if (SharedBytes(bm, bn, bk, pk) <= shared)
+                if (SharedBytes(bm, bn, bk, pk, hw) <= shared)
                 {
                     return new SsdBackwardTiles(bm, bn, bk, pk, hw);
                 }

@@ -7,11 +7,8 @@ namespace Mamba2.Model.Ops.Ssd;
 public static partial class SsdOp
 {
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct DzPush(uint Batch, uint SeqLen, uint Heads, uint HeadDim, uint Chunk, uint Chunks, uint Flags);
-
-    [StructLayout(LayoutKind.Sequential)]
     private readonly record struct CumsumBwdPush(uint Batch, uint SeqLen, uint Heads, uint Chunk, uint Chunks, uint Flags,
-        float DtMin, float DtMax, uint TilesP, uint Slices);
+        float DtMin, float DtMax, uint TilesP, uint TilesN, uint TilesT, uint TileRows, uint Slices);
 
     [StructLayout(LayoutKind.Sequential)]
     private readonly record struct ReducePush(uint Segments, uint Rows, uint Outs, uint Inner, uint RowsPerBlock);
@@ -64,10 +61,12 @@ public static partial class SsdOp
         var passLocal = System.Numerics.BitOperations.RoundUpToPowerOf2(Shaders.Local1D(device) + 1) / 2;   // a power of two
         var slices = (p * n + (int)passLocal - 1) / (int)passLocal;
         var dBlocks = (l + ReduceBlockRows - 1) / ReduceBlockRows;
+        var tilesN = (n + (int)bt.BN - 1) / (int)bt.BN;
+        var tilesT = (q + (int)bt.BM - 1) / (int)bt.BM;
         long tokens = (long)l * h;
         var pieces = Shaders.BatchPieces(device, op, b,
-            [tokens * p, tokens, (long)l * g * n * splits, (long)h * nc * q * tilesP, (long)nc * h * p * n,
-             (long)dBlocks * h * p, (long)h * slices * nc], MaxBindingBytesForTests);
+            [tokens * p, tokens, (long)l * g * n * splits, (long)h * nc * q * tilesP, (long)h * nc * q * tilesT * tilesN,
+             (long)nc * h * p * n, (long)dBlocks * h * p, (long)h * slices * nc], MaxBindingBytesForTests);
 
         var created = new List<Tensor>();
         Tensor New(string name, params int[] shape)
@@ -88,10 +87,12 @@ public static partial class SsdOp
             var gradCount = created.Count;
             var scratch = new BackwardScratch(
                 G: o.Z is null ? dy : New("g", b, l, h, p),
-                Gy: New("gy", b, h, nc, q),
                 DStates: New("dstates", b, nc, h, p, n),
                 DdtPart: New("ddt_part", b, h, nc, q, tilesP),
-                DdaLast: New("ddA_last_part", b, h, slices, nc),
+                Gys: New("gys_part", b, h, nc, q, tilesN),
+                Ts: New("ts_part", b, h, nc, q, tilesN),
+                Straddle: New("straddle_part", b, h, nc, q, tilesT, tilesN),
+                Inner: New("inner_part", b, h, slices, nc),
                 DaPart: New("dA_part", b, nc, h),
                 DbiasPart: New("ddt_bias_part", b, nc, h),
                 DbcPart: splits > 1 ? New("dbc_part", b, splits, l, g, n) : null,
@@ -104,7 +105,7 @@ public static partial class SsdOp
                     st.Own(t);
                 }
 
-                var geometry = new BackwardGeometry(s, tiles, bt, splits, tilesP, passLocal, slices, dBlocks);
+                var geometry = new BackwardGeometry(s, tiles, bt, splits, tilesP, tilesN, tilesT, passLocal, slices, dBlocks);
                 foreach (var (first, count) in pieces)
                 {
                     RecordBackward(st, geometry, new Piece(first, count), dy, saved, x, dt, A, B, C, o, dFinalStates, grads, scratch, profilePrefix);
@@ -132,11 +133,14 @@ public static partial class SsdOp
 
     /// <summary>Sizes and tiles shared by every stage of one backward call.</summary>
     private sealed record BackwardGeometry(SsdShape S, SsdTiles Tiles, SsdBackwardTiles Dbc, int Splits, int TilesP,
-        uint PassLocal, int Slices, int DBlocks);
+        int TilesN, int TilesT, uint PassLocal, int Slices, int DBlocks);
 
-    /// <summary>Intermediates of one backward call; G aliases dy when there is no gate.</summary>
-    private sealed record BackwardScratch(Tensor G, Tensor Gy, Tensor DStates, Tensor DdtPart, Tensor DdaLast, Tensor DaPart,
-        Tensor DbiasPart, Tensor? DbcPart, Tensor? DdPart);
+    /// <summary>
+    /// Intermediates of one backward call; G aliases dy when there is no gate. The *_part tensors are partial sums
+    /// (over p tiles, d_state tiles, row tiles, state slices, chunks, batch) added in a fixed order later.
+    /// </summary>
+    private sealed record BackwardScratch(Tensor G, Tensor DStates, Tensor DdtPart, Tensor Gys, Tensor Ts, Tensor Straddle,
+        Tensor Inner, Tensor DaPart, Tensor DbiasPart, Tensor? DbcPart, Tensor? DdPart);
 
     private static void RecordBackward(CommandStream st, BackwardGeometry geo, Piece pc, Tensor dy, SsdResult saved, Tensor x,
         Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o, Tensor? dFinal, SsdGradients gr, BackwardScratch sc, string? profile)
@@ -159,13 +163,15 @@ public static partial class SsdOp
         var local = Shaders.Local1D(device);
         var dFlags = (o.D is null ? 0u : 1u) | (o.D is { Rank: 2 } ? 2u : 0u);
 
-        // 1. The gate: g = dy silu(z), dz, and gy = g . (y_pre - D x) per row.
-        var dz = device.GetKernel(Shaders.ChunkScanBwdDz, [local]);
-        var yPre = saved.YBeforeGate ?? saved.Y;
-        st.Dispatch(dz, (Shaders.Groups1D(device, (long)b * l * h, local), 1, 1),
-            new DzPush(b, l, h, p, q, nc, dFlags | (o.Z is null ? 0u : 4u)),
-            pc.Of(dy), pc.Of(o.Z ?? dy), pc.Of(yPre), pc.Of(x), (o.D ?? A).Buffer,
-            pc.Of(sc.G), pc.Of(gr.Dz ?? sc.G), pc.Of(sc.Gy));
+        // 1. The gate: g = dy silu(z) and dz (without z, g is dy).
+        if (o.Z is not null && saved.YBeforeGate is not null && gr.Dz is not null)
+        {
+            var dz = device.GetKernel(Shaders.ChunkScanBwdDz, [local]);
+            var count = (long)b * l * h * p;
+            st.Dispatch(dz, (Shaders.Groups1D(device, count, local), 1, 1), (uint)count,
+                pc.Of(dy), pc.Of(o.Z), pc.Of(saved.YBeforeGate), pc.Of(sc.G), pc.Of(gr.Dz));
+        }
+
         Mark(0);
 
         // 2. Each chunk's local state gradient, sum_t exp(dA_cs[t]) g[t] C[t]^T: chunk_state with GRAD weights.
@@ -175,13 +181,13 @@ public static partial class SsdOp
             pc.Of(sc.G), pc.Of(C), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(sc.DStates));
         Mark(1);
 
-        // 3. Reverse state passing: the gradient leaving each chunk, d initial_states, the dA_cs[last] terms.
+        // 3. Reverse state passing: the gradient leaving each chunk, d initial_states, S_in . dS_next per chunk.
         var passing = device.GetKernel(Shaders.StatePassingBwd, [geo.PassLocal]);
         var passFlags = (dFinal is null ? 0u : 1u) | (gr.DInitialStates is null ? 0u : 2u);
         st.Dispatch(passing, (Shaders.Groups(device, (long)b * h * geo.Slices), 1, 1),
             new PassingPush(b, l, h, p, n, q, nc, passFlags),
-            pc.Of(sc.DStates), pc.Of(saved.ChunkStates), pc.Of(saved.FinalStates), pc.Of(saved.DACumsum),
-            pc.Of(dFinal ?? saved.FinalStates), pc.Of(gr.DInitialStates ?? sc.DdaLast), pc.Of(sc.DdaLast));
+            pc.Of(sc.DStates), pc.Of(saved.ChunkStates), pc.Of(saved.DACumsum),
+            pc.Of(dFinal ?? saved.FinalStates), pc.Of(gr.DInitialStates ?? sc.Inner), pc.Of(sc.Inner));
         Mark(2);
 
         // 4. dx and the direct part of ddt: chunk_scan run backwards in time (C and B swap, g in place of x).
@@ -192,32 +198,36 @@ public static partial class SsdOp
             (o.D ?? A).Buffer, pc.Of(x), pc.Of(gr.Dx), pc.Of(sc.DdtPart));
         Mark(3);
 
-        // 5, 6. dC (causal) and dB (anti-causal): per-head products summed over each group's heads.
+        // 5, 6. dC (causal) and dB (anti-causal): per-head products summed over each group's heads, with the row
+        // dots and (dC) straddle sums of the dA_cs gradient.
         var bt = geo.Dbc;
-        var dbcItems = (long)((n + bt.BN - 1) / bt.BN) * ((q + bt.BM - 1) / bt.BM) * nc * geo.Splits * g * b;
-        void Dbc(uint reverse, Tensor u, Tensor v, Tensor r, Tensor sm, Tensor output)
+        var dbcItems = (long)geo.TilesN * geo.TilesT * nc * geo.Splits * g * b;
+        void Dbc(uint reverse, Tensor u, Tensor v, Tensor r, Tensor sm, Tensor w, Tensor rowDot, Tensor output)
         {
             var kernel = device.GetKernel(Shaders.ChunkScanBwdDbc, [bt.BM, bt.BN, bt.BK, bt.PK, bt.HeadsPerWorkgroup, reverse]);
             var target = sc.DbcPart ?? output;
             st.Dispatch(kernel, (Shaders.Groups(device, dbcItems), 1, 1), new StatePush(b, l, h, g, p, n, q, nc),
-                pc.Of(u), pc.Of(v), pc.Of(r), pc.Of(sm), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(target));
+                pc.Of(u), pc.Of(v), pc.Of(r), pc.Of(sm), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(target),
+                pc.Of(w), pc.Of(rowDot), pc.Of(sc.Straddle));
             if (sc.DbcPart is not null)
             {
                 Reduce(st, device, pc.Of(sc.DbcPart), pc.Of(output), b, (uint)geo.Splits, l * g * n, 1, (uint)geo.Splits);
             }
         }
 
-        Dbc(0, sc.G, x, B, saved.ChunkStates, gr.DC);
+        Dbc(0, sc.G, x, B, saved.ChunkStates, C, sc.Gys, gr.DC);
         Mark(4);
-        Dbc(1, x, sc.G, C, sc.DStates, gr.DB);
+        Dbc(1, x, sc.G, C, sc.DStates, B, sc.Ts, gr.DB);
         Mark(5);
 
-        // 7. dt, A and dt_bias from the dA_cs gradient (reverse cumsum) and the direct ddt.
+        // 7. dt, A and dt_bias from the gradient of each step's dA and the direct ddt.
         var cumsum = device.GetKernel(Shaders.ChunkCumsumBwd, [System.Numerics.BitOperations.RoundUpToPowerOf2(q)]);
         var cumsumFlags = (o.DtBias is null ? 0u : 1u) | (o.DtSoftplus ? 2u : 0u);
         st.Dispatch(cumsum, (Shaders.Groups(device, (long)nc * b * h), 1, 1),
-            new CumsumBwdPush(b, l, h, q, nc, cumsumFlags, o.DtLimit.Min, o.DtLimit.Max, (uint)geo.TilesP, (uint)geo.Slices),
-            pc.Of(dt), A.Buffer, (o.DtBias ?? A).Buffer, pc.Of(saved.DtOut), pc.Of(sc.Gy), pc.Of(sc.DdtPart), pc.Of(sc.DdaLast),
+            new CumsumBwdPush(b, l, h, q, nc, cumsumFlags, o.DtLimit.Min, o.DtLimit.Max,
+                (uint)geo.TilesP, (uint)geo.TilesN, (uint)geo.TilesT, bt.BM, (uint)geo.Slices),
+            pc.Of(dt), A.Buffer, (o.DtBias ?? A).Buffer, pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(sc.DdtPart),
+            pc.Of(sc.Gys), pc.Of(sc.Ts), pc.Of(sc.Straddle), pc.Of(sc.Inner),
             pc.Of(gr.Ddt), pc.Of(sc.DaPart), pc.Of(sc.DbiasPart));
         Mark(6);
 
