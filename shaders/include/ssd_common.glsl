@@ -20,6 +20,16 @@ float softplus_precise(float x) {
     return w == 1.0 ? u : log(w) * (u / (w - 1.0));
 }
 
+// dA_cs is stored as an unevaluated sum hi + lo (chunk_cumsum): its values grow to |Q dt A| (hundreds) while the
+// kernels need differences of nearby positions, which a single fp32 value would round to ~1e-5 absolute. This
+// difference is accurate to fp32 relative precision: hi_a - hi_b is exact for nearby values (Sterbenz).
+float cs_diff(float hi_a, float lo_a, float hi_b, float lo_b) {
+    precise float d = hi_a - hi_b;
+    precise float l = lo_a - lo_b;
+    precise float r = d + l;
+    return r;
+}
+
 float silu(float v) {
     return v / (1.0 + exp(-v));
 }

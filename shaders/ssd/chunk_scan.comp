@@ -38,6 +38,7 @@ layout(std430, binding = 6) readonly buffer Dv { float D[]; };
 layout(std430, binding = 7) readonly buffer Z { float z[]; };
 layout(std430, binding = 8) writeonly buffer Y { float y[]; };
 layout(std430, binding = 9) writeonly buffer Aux { float aux[]; };   // forward: y before the gate; REVERSE: ddt_part
+layout(std430, binding = 10) readonly buffer DaCsLo { float dA_cs_lo[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
@@ -54,7 +55,9 @@ shared float Bs[NK * KP];    // B[s][n] stored as [n][s], or S_in[p][n] stored a
 shared float Ps[BM * BK];    // decayed C.B^T tile [t][s]
 shared float Xs[BK * BN];    // x[s][p]
 shared float dAt[HB * BM];
+shared float dAtLo[HB * BM];
 shared float dAs[HB * BK];
+shared float dAsLo[HB * BK];
 shared float dts[HB * BK];
 
 void load_c(uint row0, uint len, uint nbase, uint b, uint grp, uint n0) {
@@ -100,6 +103,7 @@ void main() {
             const uint i = e % BM;
             const uint cs = ((b * p.nheads + head0 + hb) * p.nchunks + c) * p.chunk;
             dAt[e] = t0 + i < len ? dA_cs[cs + t0 + i] : 0.0;
+            dAtLo[e] = t0 + i < len ? dA_cs_lo[cs + t0 + i] : 0.0;
         }
 
         float acc[HB * TM * TN];
@@ -141,10 +145,12 @@ void main() {
             }
         }
         [[unroll]] for (uint hb = 0; hb < HB; ++hb) {
-            const float last = dA_cs[((b * p.nheads + head0 + hb) * p.nchunks + c) * p.chunk + len - 1];
+            const uint lastIdx = ((b * p.nheads + head0 + hb) * p.nchunks + c) * p.chunk + len - 1;
+            const float last = dA_cs[lastIdx];
+            const float last_lo = dA_cs_lo[lastIdx];
             [[unroll]] for (uint i = 0; i < TM; ++i) {
-                const float at = dAt[hb * BM + ty * TM + i];
-                const float decay = REVERSE == 0 ? exp(at) : exp(min(last - at, 0.0));
+                const uint ti = hb * BM + ty * TM + i;
+                const float decay = REVERSE == 0 ? exp(dAt[ti]) : exp(min(cs_diff(last, last_lo, dAt[ti], dAtLo[ti]), 0.0));
                 [[unroll]] for (uint j = 0; j < TN; ++j) {
                     acc[(hb * TM + i) * TN + j] *= decay;
                 }
@@ -161,6 +167,7 @@ void main() {
                 const uint cs = ((b * p.nheads + head0 + hb) * p.nchunks + c) * p.chunk;
                 const bool ok = s0 + i < len;
                 dAs[e] = ok ? dA_cs[cs + s0 + i] : 0.0;
+                dAsLo[e] = ok ? dA_cs_lo[cs + s0 + i] : 0.0;
                 dts[e] = ok ? dt_out[cs + s0 + i] : 0.0;
             }
             float pacc[TM * TK];
@@ -203,7 +210,7 @@ void main() {
                     const uint ti = ty * TM + i;
                     [[unroll]] for (uint j = 0; j < TK; ++j) {
                         const uint sj = tx + 16 * j;
-                        const float diff = dAt[hb * BM + ti] - dAs[hb * BK + sj];
+                        const float diff = cs_diff(dAt[hb * BM + ti], dAtLo[hb * BM + ti], dAs[hb * BK + sj], dAsLo[hb * BK + sj]);
                         const bool keep = (REVERSE == 0 ? s0 + sj <= t0 + ti : s0 + sj >= t0 + ti) && s0 + sj < len;
                         Ps[ti * BK + sj] = !keep ? 0.0
                             : REVERSE == 0 ? pacc[i * TK + j] * exp(min(diff, 0.0)) * dts[hb * BK + sj]

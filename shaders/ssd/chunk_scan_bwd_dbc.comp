@@ -19,6 +19,7 @@
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
+#include "ssd_common.glsl"
 
 layout(local_size_x = 256) in;
 layout(constant_id = 0) const uint BM = 64;   // output positions per tile (multiple of 16)
@@ -38,6 +39,7 @@ layout(std430, binding = 6) writeonly buffer Out { float outp[]; }; // (b, split
 layout(std430, binding = 7) readonly buffer W { float wv[]; };      // (b, L, g, n): C (dC) or B (dB)
 layout(std430, binding = 8) writeonly buffer RowDot { float rowdot[]; };      // (b, h, nc, Q, tilesN)
 layout(std430, binding = 9) writeonly buffer Straddle { float straddle[]; };  // (b, h, nc, Q, tilesT, tilesN), dC only
+layout(std430, binding = 10) readonly buffer DaCsLo { float dA_cs_lo[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
@@ -56,8 +58,10 @@ shared float Ps[BM * PS];          // weighted (U . V) tile [i][j]; then M for t
 shared float Rs[BK * RS];          // R[j][n], or Sm[k][n] in the state phase (PK <= BK)
 shared float carry[HW * BM];       // per head and row: sum of M over the source tiles already walked
 shared float dAi[BM];               // dA_cs[i], or e(i) in the state phase
+shared float dAiLo[BM];
 shared float dti[BM];
 shared float dAj[BK];
+shared float dAjLo[BK];
 shared float dtj[BK];
 
 void main() {
@@ -97,10 +101,13 @@ void main() {
             const uint head = headBase + hh;
             const uint cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
             const float last = dA_cs[cs + len - 1];
+            const float last_lo = dA_cs_lo[cs + len - 1];
             for (uint e = tid; e < BM; e += 256) {
                 const bool ok = t0 + e < len;
                 const float a = ok ? dA_cs[cs + t0 + e] : 0.0;
-                dAi[e] = REVERSE == 0 ? exp(min(a, 0.0)) : (ok ? dt_out[cs + t0 + e] : 0.0) * exp(min(last - a, 0.0));
+                const float a_lo = ok ? dA_cs_lo[cs + t0 + e] : 0.0;
+                dAi[e] = REVERSE == 0 ? exp(min(a, 0.0))
+                                      : (ok ? dt_out[cs + t0 + e] : 0.0) * exp(min(cs_diff(last, last_lo, a, a_lo), 0.0));
             }
             barrier();
             float tacc[TM * TN];
@@ -227,11 +234,13 @@ void main() {
                 for (uint e = tid; e < BM; e += 256) {
                     const bool ok = t0 + e < len;
                     dAi[e] = ok ? dA_cs[cs + t0 + e] : 0.0;
+                    dAiLo[e] = ok ? dA_cs_lo[cs + t0 + e] : 0.0;
                     dti[e] = ok ? dt_out[cs + t0 + e] : 0.0;
                 }
                 for (uint e = tid; e < BK; e += 256) {
                     const bool ok = s0 + e < len;
                     dAj[e] = ok ? dA_cs[cs + s0 + e] : 0.0;
+                    dAjLo[e] = ok ? dA_cs_lo[cs + s0 + e] : 0.0;
                     dtj[e] = ok ? dt_out[cs + s0 + e] : 0.0;
                 }
                 float pacc[TM * TK];
@@ -279,7 +288,7 @@ void main() {
                     const uint ti = ty * TM + i;
                     [[unroll]] for (uint j = 0; j < TK; ++j) {
                         const uint sj = tx + 16 * j;
-                        const float diff = dAi[ti] - dAj[sj];
+                        const float diff = cs_diff(dAi[ti], dAiLo[ti], dAj[sj], dAjLo[sj]);
                         const bool keep = (REVERSE == 0 ? s0 + sj <= t0 + ti : s0 + sj >= t0 + ti) && s0 + sj < len;
                         pacc[i * TK + j] = !keep ? 0.0
                             : REVERSE == 0 ? pacc[i * TK + j] * exp(min(diff, 0.0)) * dtj[sj]

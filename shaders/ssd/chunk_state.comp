@@ -21,6 +21,7 @@ layout(std430, binding = 1) readonly buffer Bm { float B[]; };
 layout(std430, binding = 2) readonly buffer DtOut { float dt_out[]; };
 layout(std430, binding = 3) readonly buffer DaCs { float dA_cs[]; };
 layout(std430, binding = 4) writeonly buffer States { float states[]; };
+layout(std430, binding = 5) readonly buffer DaCsLo { float dA_cs_lo[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
@@ -54,6 +55,7 @@ void main() {
         const uint len = min(p.chunk, p.seqlen - start);
         const uint cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
         const float last = dA_cs[cs + len - 1];
+        const float last_lo = dA_cs_lo[cs + len - 1];
 
         float acc[TM * TN];
         [[unroll]] for (uint i = 0; i < TM * TN; ++i) {
@@ -67,7 +69,7 @@ void main() {
                 float v = 0.0;
                 if (s0 + s < len && p0 + j < p.headdim) {
                     const uint pos = start + s0 + s;
-                    const float weight = GRAD == 0 ? exp(min(last - dA_cs[cs + s0 + s], 0.0)) * dt_out[cs + s0 + s]
+                    const float weight = GRAD == 0 ? exp(min(cs_diff(last, last_lo, dA_cs[cs + s0 + s], dA_cs_lo[cs + s0 + s]), 0.0)) * dt_out[cs + s0 + s]
                                                    : exp(min(dA_cs[cs + s0 + s], 0.0));
                     v = x[((b * p.seqlen + pos) * p.nheads + head) * p.headdim + p0 + j] * weight;
                 }

@@ -18,17 +18,17 @@ internal static class Shaders
         Source("nn/gemm", 48, BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite);
 
     public static readonly KernelSource ChunkCumsum = Source("ssd/chunk_cumsum", 32,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write, BufferAccess.Write);
 
     public static readonly KernelSource ChunkState = Source("ssd/chunk_state", 32,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Read);
 
     public static readonly KernelSource StatePassing = Source("ssd/state_passing", 32,
         BufferAccess.ReadWrite, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
 
     public static readonly KernelSource ChunkScan = Source("ssd/chunk_scan", 36,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write, BufferAccess.Read);
 
     public static readonly KernelSource ChunkScanBwdDz = Source("ssd/chunk_scan_bwd_dz", 4,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
@@ -38,7 +38,7 @@ internal static class Shaders
 
     public static readonly KernelSource ChunkScanBwdDbc = Source("ssd/chunk_scan_bwd_dbc", 32,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.Read, BufferAccess.Write, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
+        BufferAccess.Read, BufferAccess.Write, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write, BufferAccess.Read);
 
     public static readonly KernelSource ChunkCumsumBwd = Source("ssd/chunk_cumsum_bwd", 52,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,

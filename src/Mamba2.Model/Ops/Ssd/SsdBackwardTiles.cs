@@ -13,7 +13,7 @@ internal readonly record struct SsdBackwardTiles(uint BM, uint BN, uint BK, uint
     private const int MaxSplits = 8;
 
     public static uint SharedBytes(uint bm, uint bn, uint bk, uint pk, uint hw) =>
-        4 * (bm * pk + pk * (bk + 1) + bm * (bk + 1) + bk * (bn + 1) + 2 * bm + 2 * bk + hw * bm);
+        4 * (bm * pk + pk * (bk + 1) + bm * (bk + 1) + bk * (bn + 1) + 3 * bm + 3 * bk + hw * bm);
 
     /// <summary>Head splits per group: the partial copies the host sums.</summary>
     public int Splits(int headsPerGroup) => headsPerGroup / (int)HeadsPerWorkgroup;

@@ -178,7 +178,7 @@ public static partial class SsdOp
         var state = device.GetKernel(Shaders.ChunkState, [t.StateBM, t.StateBN, t.StateBK, 1]);
         var stateItems = (long)((p + t.StateBM - 1) / t.StateBM) * ((n + t.StateBN - 1) / t.StateBN) * nc * b * h;
         st.Dispatch(state, (Shaders.Groups(device, stateItems), 1, 1), new StatePush(b, l, h, g, p, n, q, nc),
-            pc.Of(sc.G), pc.Of(C), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(sc.DStates));
+            pc.Of(sc.G), pc.Of(C), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(sc.DStates), pc.Of(saved.DACumsumLo));
         Mark(1);
 
         // 3. Reverse state passing: the gradient leaving each chunk, d initial_states, S_in . dS_next per chunk.
@@ -195,7 +195,7 @@ public static partial class SsdOp
         var scanItems = (long)((q + t.ScanBM - 1) / t.ScanBM) * geo.TilesP * nc * b * (h / t.ScanHeads);
         st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, dFlags),
             pc.Of(sc.G), pc.Of(B), pc.Of(C), pc.Of(sc.DStates), pc.Of(saved.DtOut), pc.Of(saved.DACumsum),
-            (o.D ?? A).Buffer, pc.Of(x), pc.Of(gr.Dx), pc.Of(sc.DdtPart));
+            (o.D ?? A).Buffer, pc.Of(x), pc.Of(gr.Dx), pc.Of(sc.DdtPart), pc.Of(saved.DACumsumLo));
         Mark(3);
 
         // 5, 6. dC (causal) and dB (anti-causal): per-head products summed over each group's heads, with the row
@@ -208,7 +208,7 @@ public static partial class SsdOp
             var target = sc.DbcPart ?? output;
             st.Dispatch(kernel, (Shaders.Groups(device, dbcItems), 1, 1), new StatePush(b, l, h, g, p, n, q, nc),
                 pc.Of(u), pc.Of(v), pc.Of(r), pc.Of(sm), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(target),
-                pc.Of(w), pc.Of(rowDot), pc.Of(sc.Straddle));
+                pc.Of(w), pc.Of(rowDot), pc.Of(sc.Straddle), pc.Of(saved.DACumsumLo));
             if (sc.DbcPart is not null)
             {
                 Reduce(st, device, pc.Of(sc.DbcPart), pc.Of(output), b, (uint)geo.Splits, l * g * n, 1, (uint)geo.Splits);

@@ -67,9 +67,10 @@ public static partial class SsdOp
         var final = Tensor.Empty(device, "final_states", s.Batch, s.Heads, s.HeadDim, s.DState);
         var dtOut = Tensor.Empty(device, "dt_out", s.Batch, s.Heads, nc, s.Chunk);
         var dACs = Tensor.Empty(device, "dA_cumsum", s.Batch, s.Heads, nc, s.Chunk);
+        var dACsLo = Tensor.Empty(device, "dA_cumsum_lo", s.Batch, s.Heads, nc, s.Chunk);
         var chunkStates = Tensor.Empty(device, "chunk_states", s.Batch, nc, s.Heads, s.HeadDim, s.DState);
         var yBeforeGate = o.Z is null ? null : Tensor.Empty(device, "y_before_gate", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
-        var result = new SsdResult(y, final, dtOut, dACs, chunkStates, yBeforeGate);
+        var result = new SsdResult(y, final, dtOut, dACs, dACsLo, chunkStates, yBeforeGate);
         try
         {
             Shaders.RunIn(device, stream, st =>
@@ -112,14 +113,14 @@ public static partial class SsdOp
         var cumsumFlags = (o.DtBias is null ? 0u : 1u) | (o.DtSoftplus ? 2u : 0u);
         st.Dispatch(cumsum, (Shaders.Groups(device, (long)nc * b * h), 1, 1),
             new CumsumPush(b, l, h, q, nc, cumsumFlags, o.DtLimit.Min, o.DtLimit.Max),
-            pc.Of(dt), A.Buffer, (o.DtBias ?? A).Buffer, pc.Of(r.DtOut), pc.Of(r.DACumsum));
+            pc.Of(dt), A.Buffer, (o.DtBias ?? A).Buffer, pc.Of(r.DtOut), pc.Of(r.DACumsum), pc.Of(r.DACumsumLo));
         Mark(Stages[0]);
 
         // 2. chunk_state: each chunk's own state.
         var state = device.GetKernel(Shaders.ChunkState, [t.StateBM, t.StateBN, t.StateBK, 0]);
         var stateItems = (long)((p + t.StateBM - 1) / t.StateBM) * ((n + t.StateBN - 1) / t.StateBN) * nc * b * h;
         st.Dispatch(state, (Shaders.Groups(device, stateItems), 1, 1), new StatePush(b, l, h, g, p, n, q, nc),
-            pc.Of(x), pc.Of(B), pc.Of(r.DtOut), pc.Of(r.DACumsum), pc.Of(r.ChunkStates));
+            pc.Of(x), pc.Of(B), pc.Of(r.DtOut), pc.Of(r.DACumsum), pc.Of(r.ChunkStates), pc.Of(r.DACumsumLo));
         Mark(Stages[1]);
 
         // 3. state_passing: states entering each chunk (in place) and the final state.
@@ -136,7 +137,7 @@ public static partial class SsdOp
         var flags = (o.D is null ? 0u : 1u) | (o.D is { Rank: 2 } ? 2u : 0u) | (o.Z is null ? 0u : 4u | 8u);
         st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, flags),
             pc.Of(x), pc.Of(C), pc.Of(B), pc.Of(r.ChunkStates), pc.Of(r.DtOut), pc.Of(r.DACumsum),
-            (o.D ?? A).Buffer, pc.Of(o.Z ?? x), pc.Of(r.Y), pc.Of(r.YBeforeGate ?? r.Y));
+            (o.D ?? A).Buffer, pc.Of(o.Z ?? x), pc.Of(r.Y), pc.Of(r.YBeforeGate ?? r.Y), pc.Of(r.DACumsumLo));
         Mark(Stages[3]);
     }
 }

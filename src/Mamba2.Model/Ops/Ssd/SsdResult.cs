@@ -8,8 +8,9 @@ namespace Mamba2.Model.Ops.Ssd;
 /// </summary>
 public sealed class SsdResult : IDisposable
 {
-    internal SsdResult(Tensor y, Tensor finalStates, Tensor dtOut, Tensor dACumsum, Tensor chunkStates, Tensor? yBeforeGate)
+    internal SsdResult(Tensor y, Tensor finalStates, Tensor dtOut, Tensor dACumsum, Tensor dACumsumLo, Tensor chunkStates, Tensor? yBeforeGate)
     {
+        DACumsumLo = dACumsumLo;
         YBeforeGate = yBeforeGate;
         Y = y;
         FinalStates = finalStates;
@@ -31,6 +32,12 @@ public sealed class SsdResult : IDisposable
     /// <summary>Within-chunk cumulative sum of dt * A, (b, h, nchunks, Q).</summary>
     public Tensor DACumsum { get; }
 
+    /// <summary>
+    /// The low part of <see cref="DACumsum"/> (the cumsum is kept as hi + lo so that differences of nearby positions
+    /// stay accurate when the cumsum itself is large).
+    /// </summary>
+    public Tensor DACumsumLo { get; }
+
     /// <summary>The state entering each chunk, (b, nchunks, h, p, n): the only intermediate that grows with p x n.</summary>
     public Tensor ChunkStates { get; }
 
@@ -40,6 +47,7 @@ public sealed class SsdResult : IDisposable
         FinalStates.Dispose();
         DtOut.Dispose();
         DACumsum.Dispose();
+        DACumsumLo.Dispose();
         ChunkStates.Dispose();
         YBeforeGate?.Dispose();
     }

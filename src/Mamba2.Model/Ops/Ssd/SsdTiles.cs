@@ -13,7 +13,7 @@ internal readonly record struct SsdTiles(
     private const uint MaxAccumulators = 32;   // 64 spilled on the H100 (chunk_scan 3x slower; docs/PERF.md)
 
     public static uint ScanSharedBytes(uint bm, uint bn, uint bk, uint nk, uint hb) =>
-        4 * (bm * nk + nk * (Math.Max(bk, bn) + 1) + bm * bk + bk * bn + hb * (bm + 2 * bk));
+        4 * (bm * nk + nk * (Math.Max(bk, bn) + 1) + bm * bk + bk * bn + hb * (2 * bm + 3 * bk));
 
     public static uint StateSharedBytes(uint bm, uint bn, uint bk) => 4 * bk * (bm + bn);
 
