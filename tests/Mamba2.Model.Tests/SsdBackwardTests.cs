@@ -51,7 +51,7 @@ public class SsdBackwardTests(GpuFixture gpu)
 
     public static TheoryData<string> Cases => new()
     {
-        "all-options", "plain", "odd-sizes", "one-past-chunk", "head-splits", "many-groups", "clamped-no-softplus", "wide",
+        "all-options", "plain", "odd-sizes", "one-past-chunk", "head-splits", "many-groups", "clamped-no-softplus", "wide", "strong-decay",
     };
 
     [Theory]
@@ -73,6 +73,8 @@ public class SsdBackwardTests(GpuFixture gpu)
             "many-groups" => (SsdCases.Make(rng, 3, 50, 6, 16, 3, 24, 16, d: true, dPerP: true, softplus: true, dtMax: 0.2f), false),
             "clamped-no-softplus" => (SsdCases.Make(rng, 1, 64, 2, 16, 1, 16, 32, dtMin: 0.1f, dtMax: 0.2f), true),
             "wide" => (SsdCases.Make(rng, 1, 40, 2, 128, 1, 160, 32, d: true, z: true, init: true), true),
+            // Cumsums in the hundreds within a chunk: the differences the kernels exponentiate must stay exact.
+            "strong-decay" => (SsdCases.Make(rng, 1, 700, 2, 8, 1, 8, 256, d: true, init: true, decay: 8), true),
             _ => throw new ArgumentException(name),
         };
         if (name == "clamped-no-softplus")

@@ -13,22 +13,22 @@ public sealed class SsdCliTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    [Fact]
-    public void WritesYAndFinalStatesMatchingTheReference()
+    private static SsdCase MakeCase(Random rng)
     {
-        var seed = TestMath.NewSeed();
-        var rng = new Random(seed);
         int b = 2, l = 45, h = 4, p = 8, g = 2, n = 12;
-        var c = new SsdCase(b, l, h, p, g, n, 32,
+        return new SsdCase(b, l, h, p, g, n, 32,
             X: TestMath.Uniform(rng, b * l * h * p, -1, 1), Dt: TestMath.Uniform(rng, b * l * h, -3, 1), A: TestMath.Uniform(rng, h, -2, -0.2),
             B: TestMath.Uniform(rng, b * l * g * n, -1, 1), C: TestMath.Uniform(rng, b * l * g * n, -1, 1),
             D: TestMath.Uniform(rng, h, -1, 1), DPerHeadDim: false, Z: TestMath.Uniform(rng, b * l * h * p, -2, 2), DtBias: TestMath.Uniform(rng, h, -1, 0.5),
             InitialStates: TestMath.Uniform(rng, b * h * p * n, -1, 1), DtSoftplus: true, DtMin: 0.01f, DtMax: 0.5f);
-        var input = Path.Combine(_dir, "in.safetensors");
-        var output = Path.Combine(_dir, "out.safetensors");
-        SafetensorsWriter.Write(input,
+    }
+
+    /// <summary>The case's tensors under mamba_chunk_scan_combined's argument names, x in F64 as PyTorch users often save it.</summary>
+    private static List<HostTensor> Inputs(SsdCase c)
+    {
+        int b = c.Batch, l = c.SeqLen, h = c.Heads, p = c.HeadDim, g = c.Groups, n = c.DState;
+        return
         [
-            // x in F64, as PyTorch users often save it: the CLI converts.
             HostTensor.FromFloat64("x", c.X.Select(v => (double)v).ToArray(), b, l, h, p),
             HostTensor.FromFloat32("dt", c.Dt, b, l, h),
             HostTensor.FromFloat32("A", c.A, h),
@@ -38,18 +38,62 @@ public sealed class SsdCliTests : IDisposable
             HostTensor.FromFloat32("z", c.Z!, b, l, h, p),
             HostTensor.FromFloat32("dt_bias", c.DtBias!, h),
             HostTensor.FromFloat32("initial_states", c.InitialStates!, b, h, p, n),
-        ]);
+        ];
+    }
 
-        var code = CliApp.Run(["ssd", "--input", input, "--output", output, "--chunk-size", "32", "--dt-softplus", "--dt-limit", "0.01,0.5"]);
+    private static readonly string[] Flags = ["--chunk-size", "32", "--dt-softplus", "--dt-limit", "0.01,0.5"];
+
+    [Fact]
+    public void WritesYAndFinalStatesMatchingTheReference()
+    {
+        var seed = TestMath.NewSeed();
+        var c = MakeCase(new Random(seed));
+        var input = Path.Combine(_dir, "in.safetensors");
+        var output = Path.Combine(_dir, "out.safetensors");
+        SafetensorsWriter.Write(input, Inputs(c));
+
+        var code = CliApp.Run(["ssd", "--input", input, "--output", output, .. Flags]);
 
         Assert.Equal(0, code);
         var result = SafetensorsFile.ReadAll(output);
         var (yRef, finalRef) = SsdReference.Forward(c);
+        Assert.Equal(["final_states", "y"], result.Keys.Order());
         Assert.Equal(SafetensorsDType.F32, result["y"].DType);
-        Assert.Equal([b, l, h, p], result["y"].Shape);
-        Assert.Equal([b, h, p, n], result["final_states"].Shape);
+        Assert.Equal([c.Batch, c.SeqLen, c.Heads, c.HeadDim], result["y"].Shape);
+        Assert.Equal([c.Batch, c.Heads, c.HeadDim, c.DState], result["final_states"].Shape);
         TestMath.AssertClose(result["y"].ToFloat32(), yRef, 1e-5, $"cli y seed {seed}");
         TestMath.AssertClose(result["final_states"].ToFloat32(), finalRef, 1e-5, $"cli final_states seed {seed}");
+    }
+
+    [Fact]
+    public void WithDyWritesTheGradientOfEveryInput()
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var c = MakeCase(rng);
+        var dy = TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1);
+        var dFinal = TestMath.Uniform(rng, (long)c.Batch * c.Heads * c.HeadDim * c.DState, -1, 1);
+        var input = Path.Combine(_dir, "in.safetensors");
+        var output = Path.Combine(_dir, "out.safetensors");
+        SafetensorsWriter.Write(input,
+        [
+            .. Inputs(c),
+            HostTensor.FromFloat32("dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim),
+            HostTensor.FromFloat32("dfinal_states", dFinal, c.Batch, c.Heads, c.HeadDim, c.DState),
+        ]);
+
+        Assert.Equal(0, CliApp.Run(["ssd", "--input", input, "--output", output, .. Flags]));
+
+        var result = SafetensorsFile.ReadAll(output);
+        var expected = SsdReferenceBackward.Gradients(c, Array.ConvertAll(dy, v => (double)v), Array.ConvertAll(dFinal, v => (double)v));
+        foreach (var (name, reference) in expected.Named())
+        {
+            var grad = result["grad_" + name];
+            Assert.Equal(Inputs(c).Single(t => t.Name == name).Shape, grad.Shape);
+            TestMath.AssertClose(grad.ToFloat32(), reference, 1e-5, $"cli grad_{name} seed {seed}");
+        }
+
+        Assert.Equal(2 + 9, result.Count);
     }
 
     [Fact]
@@ -79,6 +123,14 @@ public sealed class SsdCliTests : IDisposable
             Assert.Contains("C must have shape (1, 2, 1, 5), got (1, 2, 1, 6)", stderr.ToString());
 
             Assert.Equal(CliApp.BadInput, CliApp.Run(["ssd", "--input", input, "--output", output, "--dt-limit", "a,b"]));
+
+            SafetensorsWriter.Write(input, [.. Inputs(MakeCase(rng)), HostTensor.FromFloat32("dfinal_states", new float[2 * 4 * 8 * 12], 2, 4, 8, 12)]);
+            Assert.Equal(CliApp.BadInput, CliApp.Run(["ssd", "--input", input, "--output", output]));
+            Assert.Contains("dfinal_states but no dy", stderr.ToString());
+
+            SafetensorsWriter.Write(input, [.. Inputs(MakeCase(rng)), HostTensor.FromFloat32("dy", new float[2 * 45 * 4 * 7], 2, 45, 4, 7)]);
+            Assert.Equal(CliApp.BadInput, CliApp.Run(["ssd", "--input", input, "--output", output]));
+            Assert.Contains("dy must have shape (2, 45, 4, 8), got (2, 45, 4, 7)", stderr.ToString());
             Assert.False(File.Exists(output));
         }
         finally

@@ -5,7 +5,7 @@ using Spectre.Console;
 
 namespace Mamba2.Cli;
 
-/// <summary><c>mamba2 bench ssd</c>: the causal SSD forward at a given shape, GPU-timestamped.</summary>
+/// <summary><c>mamba2 bench ssd</c>: the causal SSD forward (and with --backward, forward + backward) at a given shape, GPU-timestamped.</summary>
 internal static class SsdBenchCommand
 {
     private static readonly Option<int> Batch = new("--batch") { DefaultValueFactory = _ => 8, Description = "b" };
@@ -17,11 +17,13 @@ internal static class SsdBenchCommand
     private static readonly Option<int> Chunk = new("--chunk") { DefaultValueFactory = _ => 256, Description = "chunk size Q" };
     private static readonly Option<int> Warmup = new("--warmup") { DefaultValueFactory = _ => 3, Description = "Untimed runs first" };
     private static readonly Option<int> Repeats = new("--repeats") { DefaultValueFactory = _ => 20, Description = "Timed runs (median reported)" };
+    private static readonly Option<bool> Backward = new("--backward") { Description = "Time forward + backward (all gradients) instead of the forward alone" };
+    private static readonly Option<bool> NoGate = new("--no-gate") { Description = "Leave out z (the gate)" };
 
     public static Command Create()
     {
-        var cmd = new Command("ssd", "Causal SSD forward (defaults: the 370m layer shape b8 L2048 h32 p64 g1 n128 chunk 256), with D, z, dt_bias and softplus");
-        foreach (var o in new Option[] { CommonOptions.Device, CommonOptions.Validation, Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk, Warmup, Repeats })
+        var cmd = new Command("ssd", "Causal SSD forward or forward + backward (defaults: the 370m layer shape b8 L2048 h32 p64 g1 n128 chunk 256), with D, z, dt_bias and softplus");
+        foreach (var o in new Option[] { CommonOptions.Device, CommonOptions.Validation, Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk, Warmup, Repeats, Backward, NoGate })
         {
             cmd.Options.Add(o);
         }
@@ -45,41 +47,73 @@ internal static class SsdBenchCommand
         using var cm = Tensor.FromArray(device, "C", R((long)b * l * g * n, -1, 1), b, l, g, n);
         using var d = Tensor.FromArray(device, "D", R(h, 0, 1), h);
         using var bias = Tensor.FromArray(device, "dt_bias", R(h, -2, 0), h);
-        var options = new SsdOptions { ChunkSize = q, D = d, Z = z, DtBias = bias, DtSoftplus = true };
+        using var dy = Tensor.FromArray(device, "dy", R((long)b * l * h * p, -1, 1), b, l, h, p);
+        var gated = !r.GetValue(NoGate);
+        var backward = r.GetValue(Backward);
+        var options = new SsdOptions { ChunkSize = q, D = d, Z = gated ? z : null, DtBias = bias, DtSoftplus = true };
 
+        // Memory: one call (forward, or forward + backward) alone, everything it allocates beyond the inputs.
         var before = device.Memory.AllocatedBytes;
         device.Memory.ResetPeak();
-        var results = new List<SsdResult>();
-        var stats = GpuTiming.Measure(device, s => results.Add(SsdOp.Forward(x, dt, a, bm, cm, options, s)), r.GetValue(Warmup), r.GetValue(Repeats));
-        var perCall = (device.Memory.PeakAllocatedBytes - before) / (ulong)results.Count;
-        foreach (var res in results)
+        using (var s = device.BeginStream())
+        {
+            using var fwd = SsdOp.Forward(x, dt, a, bm, cm, options, s);
+            using var grads = backward ? SsdOp.Backward(dy, fwd, x, dt, a, bm, cm, options, stream: s) : null;
+            s.Submit();
+        }
+
+        var perCall = device.Memory.PeakAllocatedBytes - before;
+        var outputs = new List<IDisposable>();
+        var stats = GpuTiming.Measure(device, s =>
+        {
+            var fwd = SsdOp.Forward(x, dt, a, bm, cm, options, s);
+            outputs.Add(fwd);
+            if (backward)
+            {
+                outputs.Add(SsdOp.Backward(dy, fwd, x, dt, a, bm, cm, options, stream: s));
+            }
+        }, r.GetValue(Warmup), r.GetValue(Repeats));
+        foreach (var res in outputs)
         {
             res.Dispose();
         }
 
         var tokens = (double)b * l;
-        var bytes = 4.0 * tokens * (3.0 * h * p + h + 2.0 * g * n);   // read x, z, dt, B, C; write y
-        var macs = tokens * h * (q * p / 2.0 + 2.0 * n * p + q * n / (2.0 * (h / g)));
+        var perTokenFloats = (gated ? 3.0 : 2.0) * h * p + h + 2.0 * g * n;   // read x, (z,) dt, B, C; write y
+        // Backward: read dy and the inputs again, write a gradient of each: about twice the forward's traffic; its
+        // flops about 2.5 times the forward's (DESIGN.md).
+        var bytes = 4.0 * tokens * perTokenFloats * (backward ? 3.0 : 1.0);
+        var macs = tokens * h * (q * p / 2.0 + 2.0 * n * p + q * n / (2.0 * (h / g))) * (backward ? 3.5 : 1.0);
         var table = new Table().AddColumns("shape", "median ms", "min ms", "max ms", "GB/s", "TFLOP/s", "memory per call");
         table.AddRow($"b{b} L{l} h{h} p{p} g{g} n{n} Q{q}", $"{stats.MedianMs:F4}", $"{stats.MinMs:F4}", $"{stats.MaxMs:F4}",
             $"{bytes / stats.MedianMs / 1e6:F1}", $"{2 * macs / stats.MedianMs / 1e9:F2}", $"{perCall / 1048576.0:F1} MiB");
-        Console.WriteLine($"device: {device.Name}; SSD forward fp32 with D, z, dt_bias, softplus; {bytes / 1e6:F1} MB moved at least, {2 * macs / 1e9:F2} GFLOP");
+        Console.WriteLine($"device: {device.Name}; SSD {(backward ? "forward + backward" : "forward")} fp32 with D, {(gated ? "z, " : "")}dt_bias, softplus; {bytes / 1e6:F1} MB moved at least, {2 * macs / 1e9:F2} GFLOP; memory per call = peak beyond the inputs");
         AnsiConsole.Write(table);
 
         // Per-stage breakdown: one more run with a barrier and a timestamp after each stage.
         using (var s = device.BeginStream())
         {
-            using var profiled = SsdOp.Forward(x, dt, a, bm, cm, options, s, profilePrefix: "");
+            using var profiled = SsdOp.Forward(x, dt, a, bm, cm, options, s, profilePrefix: "fwd.");
+            using var grads = backward ? SsdOp.Backward(dy, profiled, x, dt, a, bm, cm, options, stream: s, profilePrefix: "bwd.") : null;
             var t = s.Submit();
-            var prev = "start";
-            Console.WriteLine(string.Join("  ", SsdOp.Stages.Select(stage =>
+            PrintStages(t, "fwd.", SsdOp.Stages);
+            if (backward)
             {
-                var ms = t.Milliseconds(prev, stage);
-                prev = stage;
-                return $"{stage} {ms:F4} ms";
-            })));
+                PrintStages(t, "bwd.", SsdOp.BackwardStages);
+            }
         }
 
         return 0;
+    }
+
+    private static void PrintStages(Mamba2.Vulkan.GpuTimings t, string prefix, IReadOnlyList<string> stages)
+    {
+        var prev = prefix + "start";
+        Console.WriteLine(string.Join("  ", stages.Select(stage =>
+        {
+            var ms = t.Milliseconds(prev, prefix + stage);
+            prev = prefix + stage;
+            return $"{stage} {ms:F4} ms";
+        })));
     }
 }

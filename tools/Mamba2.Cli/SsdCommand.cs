@@ -9,22 +9,24 @@ namespace Mamba2.Cli;
 
 /// <summary>
 /// <c>mamba2 ssd</c>: runs the SSD forward on tensors from a safetensors file named as mamba_chunk_scan_combined's
-/// arguments and writes y and final_states, so users can compare with their PyTorch results.
+/// arguments and writes y and final_states, so users can compare with their PyTorch results. With a tensor dy (and
+/// optionally dfinal_states) in the file it also runs the backward and writes grad_&lt;input&gt; for every input given.
 /// </summary>
 internal static class SsdCommand
 {
     private static readonly string[] Required = ["x", "dt", "A", "B", "C"];
     private static readonly string[] Optional = ["D", "z", "dt_bias", "initial_states"];
+    private static readonly string[] Upstream = ["dy", "dfinal_states"];
 
-    private static readonly Option<FileInfo> Input = new("--input") { Required = true, Description = "safetensors with x, dt, A, B, C and optionally D, z, dt_bias, initial_states (F32 or F64)" };
-    private static readonly Option<FileInfo> Output = new("--output") { Required = true, Description = "safetensors to write y and final_states to (F32)" };
+    private static readonly Option<FileInfo> Input = new("--input") { Required = true, Description = "safetensors with x, dt, A, B, C and optionally D, z, dt_bias, initial_states; with dy (and optionally dfinal_states) the gradients are computed too (F32 or F64)" };
+    private static readonly Option<FileInfo> Output = new("--output") { Required = true, Description = "safetensors to write y, final_states and, given dy, grad_<input> to (F32)" };
     private static readonly Option<int> ChunkSize = new("--chunk-size") { DefaultValueFactory = _ => 256, Description = "chunk length (16..256)" };
     private static readonly Option<bool> DtSoftplus = new("--dt-softplus") { Description = "dt = softplus(dt + dt_bias)" };
     private static readonly Option<string?> DtLimit = new("--dt-limit") { Description = "MIN,MAX clamp of dt (default 0,inf as mamba_ssm)" };
 
     public static Command Create()
     {
-        var cmd = new Command("ssd", "Run the chunked SSD forward (mamba_chunk_scan_combined) on tensors from a safetensors file");
+        var cmd = new Command("ssd", "Run the chunked SSD (mamba_chunk_scan_combined) forward, and backward when the file has dy, on tensors from a safetensors file");
         foreach (var o in new Option[] { Input, Output, ChunkSize, DtSoftplus, DtLimit, CommonOptions.Device, CommonOptions.Validation })
         {
             cmd.Options.Add(o);
@@ -47,7 +49,12 @@ internal static class SsdCommand
                 $"{input.Name} lacks {string.Join(", ", missing)}; an SSD input needs {string.Join(", ", Required)} (optional: {string.Join(", ", Optional)}). It holds: {string.Join(", ", file.Names)}.");
         }
 
-        var host = Required.Concat(Optional.Where(file.Contains)).ToDictionary(n => n, n => ReadFloat(file, n));
+        if (file.Contains("dfinal_states") && !file.Contains("dy"))
+        {
+            throw new KeyNotFoundException($"{input.Name} has dfinal_states but no dy; the backward needs dy (b, L, h, p).");
+        }
+
+        var host = Required.Concat(Optional).Concat(Upstream).Where(file.Contains).ToDictionary(n => n, n => ReadFloat(file, n));
         using var device = CommonOptions.Open(r);
         var tensors = host.ToDictionary(kv => kv.Key, kv => Tensor.FromArray(device, kv.Key, kv.Value.Data, kv.Value.Shape));
         try
@@ -62,13 +69,21 @@ internal static class SsdCommand
                 DtSoftplus = r.GetValue(DtSoftplus),
                 DtLimit = limit,
             };
-            using var result = SsdOp.Forward(tensors["x"], tensors["dt"], tensors["A"], tensors["B"], tensors["C"], options);
-            SafetensorsWriter.Write(output.FullName,
-            [
+            var (x, dt, a, b, c) = (tensors["x"], tensors["dt"], tensors["A"], tensors["B"], tensors["C"]);
+            using var result = SsdOp.Forward(x, dt, a, b, c, options);
+            var written = new List<HostTensor>
+            {
                 HostTensor.FromFloat32("y", result.Y.ToArray(), [.. result.Y.Shape]),
                 HostTensor.FromFloat32("final_states", result.FinalStates.ToArray(), [.. result.FinalStates.Shape]),
-            ]);
-            Console.WriteLine($"wrote y {ShapeOps.Format(result.Y.Shape)} and final_states {ShapeOps.Format(result.FinalStates.Shape)} to {output.FullName} ({device.Name})");
+            };
+            if (tensors.TryGetValue("dy", out var dy))
+            {
+                using var grads = SsdOp.Backward(dy, result, x, dt, a, b, c, options, tensors.GetValueOrDefault("dfinal_states"));
+                written.AddRange(grads.Named().Select(g => HostTensor.FromFloat32("grad_" + g.Input, g.Gradient.ToArray(), [.. g.Gradient.Shape])));
+            }
+
+            SafetensorsWriter.Write(output.FullName, written);
+            Console.WriteLine($"wrote {string.Join(", ", written.Select(t => $"{t.Name} {ShapeOps.Format(t.Shape)}"))} to {output.FullName} ({device.Name})");
             return 0;
         }
         finally

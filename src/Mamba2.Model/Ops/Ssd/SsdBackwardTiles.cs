@@ -18,7 +18,28 @@ internal readonly record struct SsdBackwardTiles(uint BM, uint BN, uint BK, uint
     /// <summary>Head splits per group: the partial copies the host sums.</summary>
     public int Splits(int headsPerGroup) => headsPerGroup / (int)HeadsPerWorkgroup;
 
+    /// <summary>
+    /// The tiles for this device and problem. MAMBA2_SSD_DBC_TILE=BM,BN,BK,PK,HW overrides them for tuning runs
+    /// (checked: multiples of 16, PK &lt;= BK and BN, HW dividing the heads per group, within shared memory).
+    /// </summary>
     public static SsdBackwardTiles Choose(DeviceCapabilities caps, SsdShape s)
+    {
+        if (Environment.GetEnvironmentVariable("MAMBA2_SSD_DBC_TILE") is not { Length: > 0 } text)
+        {
+            return ChooseDefault(caps, s);
+        }
+
+        var v = text.Split(',').Select(uint.Parse).ToArray();
+        if (v.Length != 5 || v.Take(4).Any(d => d == 0 || d % 16 != 0) || v[3] > v[2] || v[3] > v[1] || v[4] == 0 ||
+            (uint)(s.Heads / s.Groups) % v[4] != 0 || SharedBytes(v[0], v[1], v[2], v[3], v[4]) > caps.MaxSharedMemoryBytes)
+        {
+            throw new ArgumentException($"MAMBA2_SSD_DBC_TILE={text}: expected BM,BN,BK,PK,HW with multiples of 16, PK <= BK and BN, HW dividing the heads per group, within shared memory.");
+        }
+
+        return new SsdBackwardTiles(v[0], v[1], v[2], v[3], v[4]);
+    }
+
+    private static SsdBackwardTiles ChooseDefault(DeviceCapabilities caps, SsdShape s)
     {
         var shared = caps.MaxSharedMemoryBytes;
         var hpg = s.Heads / s.Groups;
