@@ -121,6 +121,35 @@ public class CommandStreamTests(GpuFixture gpu)
     }
 
     [Fact]
+    public void OwnedScratchLivesThroughReplaysAndIsFreedWithTheStream()
+    {
+        var x = TestMath.RandomArray(new Random(TestMath.NewSeed()), 300);
+        using var bx = Device.CreateBuffer<float>(x);
+        using var output = Device.CreateBuffer<float>(x.Length);
+        var k = Kernels.Get(Device);
+        var before = Device.Memory.AllocatedBytes;
+        GpuBuffer<float> scratch;
+        using (var s = Device.BeginStream())
+        {
+            scratch = s.Own(Device.CreateBuffer<float>(x.Length));
+            Kernels.ScaleAddDispatch(s, k, bx, scratch, 2f, 0f);
+            Kernels.ScaleAddDispatch(s, k, scratch, output, 1f, 1f);
+            s.Submit();
+            s.Submit();   // a replay still finds the scratch alive
+            Assert.False(scratch.IsDisposed);
+            Assert.True(Device.Memory.AllocatedBytes > before);
+        }
+
+        Assert.True(scratch.IsDisposed);
+        Assert.Equal(before, Device.Memory.AllocatedBytes);
+        var r = output.Download();
+        for (var i = 0; i < x.Length; i++)
+        {
+            Assert.Equal(2f * x[i] + 1f, r[i], 1e-6f);
+        }
+    }
+
+    [Fact]
     public void FreeingABufferBeforeSubmitIsCaught()
     {
         var x = Device.CreateBuffer<float>(16);
