@@ -71,19 +71,12 @@ public class SsdBackwardTests(GpuFixture gpu)
             // 16 heads per group: the dB / dC kernel sums 2 heads per workgroup over 8 split copies.
             "head-splits" => (SsdCases.Make(rng, 1, 70, 16, 8, 1, 16, 32, d: true, z: true, softplus: true, bias: true), true),
             "many-groups" => (SsdCases.Make(rng, 3, 50, 6, 16, 3, 24, 16, d: true, dPerP: true, softplus: true, dtMax: 0.2f), false),
-            "clamped-no-softplus" => (SsdCases.Make(rng, 1, 64, 2, 16, 1, 16, 32, dtMin: 0.1f, dtMax: 0.2f), true),
+            "clamped-no-softplus" => (SsdCases.Make(rng, 1, 64, 2, 16, 1, 16, 32, dtMin: 0.1f, dtMax: 0.2f, negativeDt: true), true),
             "wide" => (SsdCases.Make(rng, 1, 40, 2, 128, 1, 160, 32, d: true, z: true, init: true), true),
             // Cumsums in the hundreds within a chunk: the differences the kernels exponentiate must stay exact.
             "strong-decay" => (SsdCases.Make(rng, 1, 700, 2, 8, 1, 8, 256, d: true, init: true, decay: 8), true),
             _ => throw new ArgumentException(name),
         };
-        if (name == "clamped-no-softplus")
-        {
-            for (var i = 0; i < c.Dt.Length; i += 3)
-            {
-                c.Dt[i] = -c.Dt[i];
-            }
-        }
 
         Check(c, dFinal, seed, $"{name} seed {seed}");
     }
@@ -95,15 +88,21 @@ public class SsdBackwardTests(GpuFixture gpu)
     {
         var seed = TestMath.NewSeed();
         var c = SsdCases.Make(new Random(seed), 1, 90, 4, 40, 1, 24, 64, d: true, z: true, init: true, softplus: true, bias: true);
-        Environment.SetEnvironmentVariable("MAMBA2_SSD_SCAN_TILE", tile);
-        try
-        {
-            Check(c, true, seed, $"tile {tile} seed {seed}");
-        }
-        finally
-        {
-            Environment.SetEnvironmentVariable("MAMBA2_SSD_SCAN_TILE", null);
-        }
+        using var tiles = new EnvironmentScope("MAMBA2_SSD_SCAN_TILE", tile);
+        Check(c, true, seed, $"tile {tile} seed {seed}");
+    }
+
+    /// <summary>dB/dC tiles the default takes only on other devices: narrow row, d_state and source tiles, head splits.</summary>
+    [Theory]
+    [InlineData("16,16,16,16,1")]
+    [InlineData("32,32,32,16,2")]
+    [InlineData("64,48,16,16,4")]
+    public void ForcedDbcTilesMatch(string tile)
+    {
+        var seed = TestMath.NewSeed();
+        var c = SsdCases.Make(new Random(seed), 1, 90, 8, 20, 2, 40, 64, d: true, z: true, init: true, softplus: true, bias: true);
+        using var tiles = new EnvironmentScope("MAMBA2_SSD_DBC_TILE", tile);
+        Check(c, true, seed, $"dbc tile {tile} seed {seed}");
     }
 
     [Fact]

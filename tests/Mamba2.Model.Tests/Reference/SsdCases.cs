@@ -5,15 +5,25 @@ namespace Mamba2.Model.Tests.Reference;
 /// <summary>Random SSD inputs for the forward and backward tests.</summary>
 public static class SsdCases
 {
-    /// <summary>Random inputs; <paramref name="decay"/> scales A (large: strongly decaying, tiny: nearly constant state).</summary>
+    /// <summary>
+    /// Random inputs; <paramref name="decay"/> scales A (large: strongly decaying, tiny: nearly constant state);
+    /// <paramref name="negativeDt"/> flips the sign of every third raw dt (without softplus, the default clamp
+    /// then zeroes them, as mamba_ssm's).
+    /// </summary>
     public static SsdCase Make(Random rng, int b, int l, int h, int p, int g, int n, int q,
         bool d = false, bool dPerP = false, bool z = false, bool bias = false, bool init = false,
-        bool softplus = false, float dtMin = 0f, float dtMax = float.PositiveInfinity, double decay = 1.0)
+        bool softplus = false, float dtMin = 0f, float dtMax = float.PositiveInfinity, double decay = 1.0, bool negativeDt = false)
     {
         float[] R(long count, double lo, double hi) => TestMath.Uniform(rng, count, lo, hi);
+        var dt = softplus ? R((long)b * l * h, -4, 1) : R((long)b * l * h, 0.01, 0.3);
+        for (var i = 0; negativeDt && i < dt.Length; i += 3)
+        {
+            dt[i] = -dt[i];
+        }
+
         return new SsdCase(b, l, h, p, g, n, q,
             X: R((long)b * l * h * p, -1, 1),
-            Dt: softplus ? R((long)b * l * h, -4, 1) : R((long)b * l * h, 0.01, 0.3),
+            Dt: dt,
             A: R(h, -2 * decay, -0.2 * decay),
             B: R((long)b * l * g * n, -1, 1),
             C: R((long)b * l * g * n, -1, 1),
