@@ -27,12 +27,16 @@ public sealed class SsdDeviceInputs : IDisposable
         Options = new SsdOptions
         {
             ChunkSize = c.Chunk,
-            D = c.D is null ? null : Up("D", c.D, c.DPerHeadDim ? [c.Heads, c.HeadDim] : [c.Heads]),
+            D = c.D is null ? null : Up("D", c.D, c.DPerToken ? [c.Batch, c.SeqLen, c.Heads] : c.DPerHeadDim ? [c.Heads, c.HeadDim] : [c.Heads]),
             Z = c.Z is null ? null : Up("z", c.Z, c.Batch, c.SeqLen, c.Heads, c.HeadDim),
             DtBias = c.DtBias is null ? null : Up("dt_bias", c.DtBias, c.Heads),
             InitialStates = c.InitialStates is null ? null : Up("initial_states", c.InitialStates, c.Batch, c.Heads, c.HeadDim, c.DState),
             DtSoftplus = c.DtSoftplus,
             DtLimit = (c.DtMin, c.DtMax),
+            Direction = c.Direction,
+            DtRev = c.DtRev is null ? null : Up("dt_rev", c.DtRev, c.Batch, c.SeqLen, c.Heads),
+            BRev = c.BRev is null ? null : Up("B_rev", c.BRev, c.Batch, c.SeqLen, c.Groups, c.DState),
+            CRev = c.CRev is null ? null : Up("C_rev", c.CRev, c.Batch, c.SeqLen, c.Groups, c.DState),
         };
     }
 

@@ -33,4 +33,25 @@ public static class SsdCases
             InitialStates: init ? R((long)b * h * p * n, -1, 1) : null,
             DtSoftplus: softplus, DtMin: dtMin, DtMax: dtMax);
     }
+
+    /// <summary>
+    /// A bidirectional case: <paramref name="dPerToken"/> gives D the shape (b, L, h) (otherwise D is (h) when
+    /// <paramref name="d"/>); <paramref name="reverseTensors"/> gives the reverse scan its own dt, B and C.
+    /// </summary>
+    public static SsdCase Bidirectional(Random rng, Mamba2.Model.Ops.Ssd.SsdDirection direction, int b, int l, int h, int p, int g, int n, int q,
+        bool d = false, bool dPerToken = false, bool z = false, bool bias = false, bool softplus = false, bool reverseTensors = false,
+        float dtMin = 0f, float dtMax = float.PositiveInfinity)
+    {
+        var c = Make(rng, b, l, h, p, g, n, q, d: d && !dPerToken, z: z, bias: bias, softplus: softplus, dtMin: dtMin, dtMax: dtMax);
+        float[] R(long count, double lo, double hi) => TestMath.Uniform(rng, count, lo, hi);
+        return c with
+        {
+            Direction = direction,
+            D = dPerToken ? R((long)b * l * h, -1, 1) : c.D,
+            DPerToken = dPerToken,
+            DtRev = reverseTensors ? (softplus ? R((long)b * l * h, -4, 1) : R((long)b * l * h, 0.01, 0.3)) : null,
+            BRev = reverseTensors ? R((long)b * l * g * n, -1, 1) : null,
+            CRev = reverseTensors ? R((long)b * l * g * n, -1, 1) : null,
+        };
+    }
 }

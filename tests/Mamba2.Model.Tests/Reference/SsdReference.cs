@@ -7,9 +7,26 @@ public sealed record SsdCase(
     float[]? D, bool DPerHeadDim, float[]? Z, float[]? DtBias, float[]? InitialStates,
     bool DtSoftplus, float DtMin, float DtMax)
 {
+    /// <summary>Causal, or a bidirectional form (then D may be per token and the reverse scan may have its own tensors).</summary>
+    public Mamba2.Model.Ops.Ssd.SsdDirection Direction { get; init; }
+
+    /// <summary>D has shape (b, L, h) (bidirectional forms only).</summary>
+    public bool DPerToken { get; init; }
+
+    public float[]? DtRev { get; init; }
+
+    public float[]? BRev { get; init; }
+
+    public float[]? CRev { get; init; }
+
     /// <summary>The tensors in float64 (what the reference computes on; finite differences perturb these).</summary>
     public SsdTensors64 ToFloat64() => new(
-        Widen(X), Widen(Dt), Widen(A), Widen(B), Widen(C), WidenOrNull(D), WidenOrNull(Z), WidenOrNull(DtBias), WidenOrNull(InitialStates));
+        Widen(X), Widen(Dt), Widen(A), Widen(B), Widen(C), WidenOrNull(D), WidenOrNull(Z), WidenOrNull(DtBias), WidenOrNull(InitialStates))
+    {
+        DtRev = WidenOrNull(DtRev),
+        BRev = WidenOrNull(BRev),
+        CRev = WidenOrNull(CRev),
+    };
 
     private static double[] Widen(float[] a) => Array.ConvertAll(a, v => (double)v);
 
@@ -20,10 +37,20 @@ public sealed record SsdCase(
 public sealed record SsdTensors64(double[] X, double[] Dt, double[] A, double[] B, double[] C,
     double[]? D, double[]? Z, double[]? DtBias, double[]? InitialStates)
 {
-    /// <summary>Every tensor with the mamba_ssm name of its input, absent ones skipped.</summary>
+    public double[]? DtRev { get; init; }
+
+    public double[]? BRev { get; init; }
+
+    public double[]? CRev { get; init; }
+
+    /// <summary>Every tensor with the name of its input (mamba_ssm's, then dt_rev, B_rev, C_rev), absent ones skipped.</summary>
     public IEnumerable<(string Name, double[] Data)> Named()
     {
-        var all = new[] { ("x", X), ("dt", Dt), ("A", A), ("B", B), ("C", C), ("D", D), ("z", Z), ("dt_bias", DtBias), ("initial_states", InitialStates) };
+        var all = new[]
+        {
+            ("x", X), ("dt", Dt), ("A", A), ("B", B), ("C", C), ("D", D), ("z", Z), ("dt_bias", DtBias), ("initial_states", InitialStates),
+            ("dt_rev", DtRev), ("B_rev", BRev), ("C_rev", CRev),
+        };
         foreach (var (name, data) in all)
         {
             if (data is not null)

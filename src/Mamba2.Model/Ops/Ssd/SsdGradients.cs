@@ -8,8 +8,12 @@ namespace Mamba2.Model.Ops.Ssd;
 /// </summary>
 public sealed class SsdGradients : IDisposable
 {
-    internal SsdGradients(Tensor dx, Tensor ddt, Tensor dA, Tensor dB, Tensor dC, Tensor? dD, Tensor? dz, Tensor? dDtBias, Tensor? dInitialStates)
+    internal SsdGradients(Tensor dx, Tensor ddt, Tensor dA, Tensor dB, Tensor dC, Tensor? dD, Tensor? dz, Tensor? dDtBias, Tensor? dInitialStates,
+        Tensor? dDtRev = null, Tensor? dBRev = null, Tensor? dCRev = null)
     {
+        DDtRev = dDtRev;
+        DBRev = dBRev;
+        DCRev = dCRev;
         Dx = dx;
         Ddt = ddt;
         DA = dA;
@@ -40,7 +44,14 @@ public sealed class SsdGradients : IDisposable
 
     public Tensor? DInitialStates { get; }
 
-    /// <summary>Every gradient with the mamba_ssm name of its input (x, dt, A, B, C, D, z, dt_bias, initial_states).</summary>
+    /// <summary>Gradient of the reverse scan's own dt (raw), when it was given.</summary>
+    public Tensor? DDtRev { get; }
+
+    public Tensor? DBRev { get; }
+
+    public Tensor? DCRev { get; }
+
+    /// <summary>Every gradient with the name of its input (x, dt, A, B, C, D, z, dt_bias, initial_states, dt_rev, B_rev, C_rev).</summary>
     public IEnumerable<(string Input, Tensor Gradient)> Named()
     {
         yield return ("x", Dx);
@@ -48,7 +59,7 @@ public sealed class SsdGradients : IDisposable
         yield return ("A", DA);
         yield return ("B", DB);
         yield return ("C", DC);
-        foreach (var (name, t) in new[] { ("D", DD), ("z", Dz), ("dt_bias", DDtBias), ("initial_states", DInitialStates) })
+        foreach (var (name, t) in new[] { ("D", DD), ("z", Dz), ("dt_bias", DDtBias), ("initial_states", DInitialStates), ("dt_rev", DDtRev), ("B_rev", DBRev), ("C_rev", DCRev) })
         {
             if (t is not null)
             {

@@ -41,6 +41,17 @@ public static partial class SsdOp
             ShapeOps.Expect(dFinalStates, "dfinal_states", $"{op} ({xShape}, n={n})", b, h, p, n);
         }
 
+        ShapeOps.ExpectSameDevice(op, [.. new[] { dy, x, saved.Y, dFinalStates }.OfType<Tensor>()]);
+        if (o.IsBidirectional)
+        {
+            return BackwardBidirectional(dy, saved, x, dt, A, B, C, o, s, dFinalStates, stream);
+        }
+
+        if (saved.Bidirectional is not null)
+        {
+            throw new ArgumentException($"{op}: saved comes from a bidirectional forward but the options are causal; pass the same options.", nameof(saved));
+        }
+
         var from = $"{op}: saved must be what Forward returned for these inputs and chunk_size {q}";
         ShapeOps.Expect(saved.DtOut, "saved.DtOut", from, b, h, nc, q);
         ShapeOps.Expect(saved.ChunkStates, "saved.ChunkStates", from, b, nc, h, p, n);
@@ -50,7 +61,6 @@ public static partial class SsdOp
             throw new ArgumentException($"{from}: z is given but saved has no y before the gate (it came from a forward without z).", nameof(saved));
         }
 
-        ShapeOps.ExpectSameDevice(op, [.. new[] { dy, x, saved.Y, dFinalStates }.OfType<Tensor>()]);
         Shaders.EnsureBindable(op, A, o.D, o.DtBias);
 
         var device = x.Device;

@@ -8,7 +8,7 @@ namespace Mamba2.Model.Ops.Ssd;
 /// The chunked SSD (state space duality) scan of Mamba-2, computing exactly what mamba_ssm's
 /// <c>mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_softplus, dt_limit,
 /// return_final_states=True)</c> computes, in fp32, in four kernels: chunk_cumsum, chunk_state, state_passing,
-/// chunk_scan.
+/// chunk_scan; and its bidirectional forms (<see cref="SsdOptions.Direction"/>).
 /// </summary>
 public static partial class SsdOp
 {
@@ -57,6 +57,11 @@ public static partial class SsdOp
         }
 
         Shaders.EnsureBindable(op, A, o.D, o.DtBias);
+        if (o.IsBidirectional)
+        {
+            return ForwardBidirectional(x, dt, A, B, C, o, s, stream);
+        }
+
         var tiles = SsdTiles.Choose(device.Capabilities, s);
         long tokens = (long)s.SeqLen * s.Heads;
         var pieces = Shaders.BatchPieces(device, op, s.Batch,

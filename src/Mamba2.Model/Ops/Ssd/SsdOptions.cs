@@ -2,16 +2,33 @@ using Mamba2.Model.Tensors;
 
 namespace Mamba2.Model.Ops.Ssd;
 
+/// <summary>Which scans the SSD runs.</summary>
+public enum SsdDirection
+{
+    /// <summary>mamba_ssm's causal scan: y = SS(x) + D x.</summary>
+    Causal,
+
+    /// <summary>Bi-Mamba2: y = SS(x) + flip(SS(flip(x))) + D x, both scans from zero state, a token's own term in both.</summary>
+    BidirectionalSum,
+
+    /// <summary>
+    /// Hydra: y = shift(SS(x)) + flip(shift(SS_rev(flip(x)))) + D x, where shift moves the scan's output one step
+    /// along its own direction (dropping a token's own term from both scans); SS_rev may have its own dt, B, C.
+    /// </summary>
+    BidirectionalShift,
+}
+
 /// <summary>
 /// The optional arguments of mamba_ssm's <c>mamba_chunk_scan_combined</c>, same names and defaults:
-/// chunk_size, D, z, dt_bias, initial_states, dt_softplus, dt_limit.
+/// chunk_size, D, z, dt_bias, initial_states, dt_softplus, dt_limit; plus the direction and the reverse scan's own
+/// dt, B and C for the bidirectional forms.
 /// </summary>
 public sealed record SsdOptions
 {
     /// <summary>Chunk length Q (16..256); the sequence length need not be a multiple of it.</summary>
     public int ChunkSize { get; init; } = 256;
 
-    /// <summary>Skip connection, shape (h) or (h, p): y += D x.</summary>
+    /// <summary>Skip connection, shape (h) or (h, p), or (b, L, h) for the bidirectional forms (Hydra): y += D x.</summary>
     public Tensor? D { get; init; }
 
     /// <summary>Gate, shape (b, L, h, p): y *= silu(z).</summary>
@@ -20,7 +37,7 @@ public sealed record SsdOptions
     /// <summary>Added to dt before softplus, shape (h).</summary>
     public Tensor? DtBias { get; init; }
 
-    /// <summary>State before the first position, shape (b, h, p, n); zero when absent.</summary>
+    /// <summary>State before the first position, shape (b, h, p, n); zero when absent. Causal only.</summary>
     public Tensor? InitialStates { get; init; }
 
     /// <summary>dt = softplus(dt + dt_bias) (identity above 20, as mamba_ssm).</summary>
@@ -28,4 +45,18 @@ public sealed record SsdOptions
 
     /// <summary>dt is clamped to [min, max] after softplus; mamba_ssm's default (0, inf) also maps negative dt to 0.</summary>
     public (float Min, float Max) DtLimit { get; init; } = (0f, float.PositiveInfinity);
+
+    /// <summary>Causal (default) or one of the bidirectional forms.</summary>
+    public SsdDirection Direction { get; init; } = SsdDirection.Causal;
+
+    /// <summary>The reverse scan's own dt, shape (b, L, h) (bias, softplus and limits apply as to dt); dt when absent.</summary>
+    public Tensor? DtRev { get; init; }
+
+    /// <summary>The reverse scan's own B, shape (b, L, g, n); B when absent.</summary>
+    public Tensor? BRev { get; init; }
+
+    /// <summary>The reverse scan's own C, shape (b, L, g, n); C when absent.</summary>
+    public Tensor? CRev { get; init; }
+
+    public bool IsBidirectional => Direction != SsdDirection.Causal;
 }

@@ -8,15 +8,26 @@ namespace Mamba2.Model.Ops.Ssd;
 /// </summary>
 public sealed class SsdResult : IDisposable
 {
+    private readonly List<IDisposable> _owned;
+
     internal SsdResult(Tensor y, Tensor finalStates, Tensor dtOut, Tensor dACumsum, Tensor dACumsumLo, Tensor chunkStates, Tensor? yBeforeGate)
     {
-        DACumsumLo = dACumsumLo;
-        YBeforeGate = yBeforeGate;
         Y = y;
         FinalStates = finalStates;
         DtOut = dtOut;
         DACumsum = dACumsum;
+        DACumsumLo = dACumsumLo;
         ChunkStates = chunkStates;
+        YBeforeGate = yBeforeGate;
+        _owned = [.. new[] { y, finalStates, dtOut, dACumsum, dACumsumLo, chunkStates, yBeforeGate }.OfType<Tensor>()];
+    }
+
+    /// <summary>A bidirectional result: the combined output over the two causal runs it came from (owned).</summary>
+    internal SsdResult(Tensor y, Tensor? yBeforeGate, BidirectionalRuns runs)
+        : this(y, runs.Forward.FinalStates, runs.Forward.DtOut, runs.Forward.DACumsum, runs.Forward.DACumsumLo, runs.Forward.ChunkStates, yBeforeGate)
+    {
+        Bidirectional = runs;
+        _owned = [y, runs, .. new[] { yBeforeGate }.OfType<Tensor>()];
     }
 
     public Tensor Y { get; }
@@ -24,9 +35,10 @@ public sealed class SsdResult : IDisposable
     /// <summary>y before the z gate, (b, L, h, p), when z was given (mamba_ssm's out_x): the backward's dz needs it.</summary>
     public Tensor? YBeforeGate { get; }
 
+    /// <summary>The final state of the (forward-direction) scan.</summary>
     public Tensor FinalStates { get; }
 
-    /// <summary>dt after bias, softplus and clamp, (b, h, nchunks, Q).</summary>
+    /// <summary>dt after bias, softplus and clamp, (b, h, nchunks, Q); the forward direction's when bidirectional.</summary>
     public Tensor DtOut { get; }
 
     /// <summary>Within-chunk cumulative sum of dt * A, (b, h, nchunks, Q).</summary>
@@ -41,14 +53,32 @@ public sealed class SsdResult : IDisposable
     /// <summary>The state entering each chunk, (b, nchunks, h, p, n): the only intermediate that grows with p x n.</summary>
     public Tensor ChunkStates { get; }
 
+    /// <summary>The two causal runs a bidirectional result was combined from; null for a causal result.</summary>
+    internal BidirectionalRuns? Bidirectional { get; }
+
     public void Dispose()
     {
-        Y.Dispose();
-        FinalStates.Dispose();
-        DtOut.Dispose();
-        DACumsum.Dispose();
-        DACumsumLo.Dispose();
-        ChunkStates.Dispose();
-        YBeforeGate?.Dispose();
+        foreach (var d in _owned)
+        {
+            d.Dispose();
+        }
+    }
+}
+
+/// <summary>
+/// The causal runs behind a bidirectional result: the forward scan on the inputs, the reverse scan as a causal scan
+/// of the flipped inputs (kept for the backward), and those flipped inputs.
+/// </summary>
+internal sealed record BidirectionalRuns(SsdDirection Direction, SsdResult Forward, SsdResult Reverse,
+    Tensor XFlip, Tensor DtFlip, Tensor BFlip, Tensor CFlip) : IDisposable
+{
+    public void Dispose()
+    {
+        Forward.Dispose();
+        Reverse.Dispose();
+        XFlip.Dispose();
+        DtFlip.Dispose();
+        BFlip.Dispose();
+        CFlip.Dispose();
     }
 }

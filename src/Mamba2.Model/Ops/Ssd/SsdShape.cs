@@ -28,9 +28,41 @@ internal sealed record SsdShape(int Batch, int SeqLen, int Heads, int HeadDim, i
             throw new ArgumentOutOfRangeException(nameof(o.ChunkSize), o.ChunkSize, $"{op}: chunk_size must be in 16..256.");
         }
 
-        if (o.D is { } d && !(d.Rank == 1 && d.Shape[0] == h) && !(d.Rank == 2 && d.Shape[0] == h && d.Shape[1] == p))
+        if (o.D is { } d && !(d.Rank == 1 && d.Shape[0] == h) && !(d.Rank == 2 && d.Shape[0] == h && d.Shape[1] == p) &&
+            !(o.IsBidirectional && d.Rank == 3 && d.Shape.SequenceEqual([b, l, h])))
         {
-            throw new ArgumentException($"{op}: D must have shape ({h}) or ({h}, {p}), got {ShapeOps.Format(d.Shape)}.", "D");
+            var perToken = o.IsBidirectional ? $" or ({b}, {l}, {h})" : "";
+            throw new ArgumentException($"{op}: D must have shape ({h}) or ({h}, {p}){perToken}, got {ShapeOps.Format(d.Shape)}.", "D");
+        }
+
+        if (!o.IsBidirectional)
+        {
+            foreach (var (t, name) in new[] { (o.DtRev, "dt_rev"), (o.BRev, "B_rev"), (o.CRev, "C_rev") })
+            {
+                if (t is not null)
+                {
+                    throw new ArgumentException($"{op}: {name} is the reverse scan's own tensor; it needs a bidirectional direction.", name);
+                }
+            }
+        }
+        else if (o.InitialStates is not null)
+        {
+            throw new ArgumentException($"{op}: initial_states is for the causal scan; both bidirectional scans start from zero state.", "initial_states");
+        }
+
+        if (o.DtRev is { } dtRev)
+        {
+            ShapeOps.Expect(dtRev, "dt_rev", op, b, l, h);
+        }
+
+        if (o.BRev is { } bRev)
+        {
+            ShapeOps.Expect(bRev, "B_rev", op, b, l, g, n);
+        }
+
+        if (o.CRev is { } cRev)
+        {
+            ShapeOps.Expect(cRev, "C_rev", op, b, l, g, n);
         }
 
         if (o.Z is { } z)
@@ -54,7 +86,7 @@ internal sealed record SsdShape(int Batch, int SeqLen, int Heads, int HeadDim, i
             throw new ArgumentException($"{op}: dt_limit must be (min, max) with min <= max, got ({min}, {max}).", "dt_limit");
         }
 
-        var all = new[] { x, dt, A, B, C, o.D, o.Z, o.DtBias, o.InitialStates }.OfType<Tensor>().ToArray();
+        var all = new[] { x, dt, A, B, C, o.D, o.Z, o.DtBias, o.InitialStates, o.DtRev, o.BRev, o.CRev }.OfType<Tensor>().ToArray();
         ShapeOps.ExpectSameDevice(op, all);
         return new SsdShape(b, l, h, p, g, n, o.ChunkSize);
     }

@@ -1,0 +1,187 @@
+using Mamba2.Model.Ops.Ssd;
+using Mamba2.Model.Tensors;
+using Mamba2.Model.Tests.Reference;
+using Mamba2.Tests;
+using Mamba2.Vulkan;
+using Xunit;
+
+namespace Mamba2.Model.Tests;
+
+/// <summary>The bidirectional forms (sum: Bi-Mamba2, shift: Hydra) against the float64 naive composition.</summary>
+public class SsdBidirectionalTests(GpuFixture gpu)
+{
+    private GpuDevice Device => gpu.Device;
+
+    private static double[] Widen(float[] a) => Array.ConvertAll(a, v => (double)v);
+
+    public static TheoryData<string, SsdDirection> Cases()
+    {
+        var data = new TheoryData<string, SsdDirection>();
+        foreach (var direction in new[] { SsdDirection.BidirectionalSum, SsdDirection.BidirectionalShift })
+        {
+            foreach (var name in new[] { "all-options", "plain", "per-token-D", "reverse-tensors", "one-chunk" })
+            {
+                data.Add(name, direction);
+            }
+        }
+
+        return data;
+    }
+
+    private static SsdCase MakeCase(string name, SsdDirection direction, Random rng) => name switch
+    {
+        // Odd L over several chunks, g > 1, D (h), z, bias, softplus with dt_limit clipping some steps.
+        "all-options" => SsdCases.Bidirectional(rng, direction, 2, 77, 4, 12, 2, 16, 32, d: true, z: true, bias: true, softplus: true, dtMin: 0.05f, dtMax: 0.6f),
+        "plain" => SsdCases.Bidirectional(rng, direction, 1, 100, 2, 16, 1, 16, 64),
+        "per-token-D" => SsdCases.Bidirectional(rng, direction, 2, 45, 3, 8, 1, 12, 16, d: true, dPerToken: true, z: true),
+        "reverse-tensors" => SsdCases.Bidirectional(rng, direction, 1, 70, 4, 8, 2, 8, 32, d: true, dPerToken: true, bias: true, softplus: true, reverseTensors: true),
+        "one-chunk" => SsdCases.Bidirectional(rng, direction, 2, 9, 2, 8, 1, 8, 64, d: true, z: true, reverseTensors: true),
+        _ => throw new ArgumentException(name),
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void ForwardAndGradientsMatchTheNaiveComposition(string name, SsdDirection direction)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var c = MakeCase(name, direction, rng);
+        var what = $"{name} {direction} seed {seed}";
+        var dy = TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1);
+        var dFinal = TestMath.Uniform(rng, (long)c.Batch * c.Heads * c.HeadDim * c.DState, -1, 1);
+
+        using var inputs = new SsdDeviceInputs(Device, c);
+        using var dyT = Tensor.FromArray(Device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
+        using var dFinalT = Tensor.FromArray(Device, "dfinal_states", dFinal, c.Batch, c.Heads, c.HeadDim, c.DState);
+        using var s = Device.BeginStream();
+        using var saved = inputs.Forward(s);
+        using var grads = SsdOp.Backward(dyT, saved, inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, inputs.Options, dFinalT, s);
+        foreach (var t in grads.Named().Select(n => n.Gradient).Append(saved.Y).Append(saved.FinalStates))
+        {
+            t.CopyFrom(Enumerable.Repeat(float.NaN, (int)t.Length).ToArray());
+        }
+
+        s.Submit();
+        var v = c.ToFloat64();
+        var (y, final) = SsdBidirectionalReference.Forward(c, v);
+        TestMath.AssertClose(saved.Y.ToArray(), y, 1e-5, $"{what}: y");
+        TestMath.AssertClose(saved.FinalStates.ToArray(), final, 1e-5, $"{what}: final_states (forward scan)");
+        var expected = SsdBidirectionalReference.Gradients(c, v, Widen(dy), Widen(dFinal));
+        var actual = grads.Named().ToDictionary(g => g.Input, g => g.Gradient.ToArray());
+        Assert.Equal(expected.Named().Select(e => e.Name), actual.Keys);
+        foreach (var (input, reference) in expected.Named())
+        {
+            TestMath.AssertClose(actual[input], reference, 1e-5, $"{what}: grad_{input}");
+        }
+    }
+
+    /// <summary>The composed reference itself against central differences of its forward, every element of every input.</summary>
+    [Theory]
+    [InlineData(SsdDirection.BidirectionalSum, false)]
+    [InlineData(SsdDirection.BidirectionalShift, true)]
+    public void ReferenceGradientsMatchFiniteDifferences(SsdDirection direction, bool reverseTensors)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var c = SsdCases.Bidirectional(rng, direction, 2, 6, 2, 3, 1, 4, 16, d: true, dPerToken: reverseTensors, z: true, bias: true,
+            softplus: true, reverseTensors: reverseTensors, dtMin: 0.02f, dtMax: 1.5f);
+        var dy = Widen(TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1));
+        var dFinal = Widen(TestMath.Uniform(rng, (long)c.Batch * c.Heads * c.HeadDim * c.DState, -1, 1));
+        var v = c.ToFloat64();
+        var analytic = SsdBidirectionalReference.Gradients(c, v, dy, dFinal);
+
+        double Loss()
+        {
+            var (y, final) = SsdBidirectionalReference.Forward(c, v);
+            return y.Select((t, i) => t * dy[i]).Sum() + final.Select((t, i) => t * dFinal[i]).Sum();
+        }
+
+        const double step = 1e-6;
+        Assert.Equal(v.Named().Select(n => n.Name), analytic.Named().Select(n => n.Name));
+        foreach (var ((name, input), (_, grad)) in v.Named().Zip(analytic.Named()))
+        {
+            var numeric = new double[input.Length];
+            for (var i = 0; i < input.Length; i++)
+            {
+                var keep = input[i];
+                input[i] = keep + step;
+                var up = Loss();
+                input[i] = keep - step;
+                var down = Loss();
+                input[i] = keep;
+                numeric[i] = (up - down) / (2 * step);
+            }
+
+            var err = TestMath.RelativeError(Array.ConvertAll(grad, g => (float)g), numeric);
+            Assert.True(err <= 1e-5, $"reference grad_{name} ({direction}) vs finite differences: relative error {err:E3} (seed {seed})");
+        }
+    }
+
+    [Fact]
+    public void SumModeEqualsTheCausalOpOnEachDirection()
+    {
+        // Independent of the composed reference: y_sum = causal(x) + flip(causal(flip(x))) + D x, built from the op.
+        var seed = TestMath.NewSeed();
+        var c = SsdCases.Bidirectional(new Random(seed), SsdDirection.BidirectionalSum, 1, 50, 2, 8, 1, 8, 16, d: true);
+        var causal = c with { Direction = SsdDirection.Causal, D = null };
+        var flipped = causal with { X = Flip(c.X, c, c.Heads * c.HeadDim), Dt = Flip(c.Dt, c, c.Heads), B = Flip(c.B, c, c.DState), C = Flip(c.C, c, c.DState) };
+        using var bi = new SsdDeviceInputs(Device, c);
+        using var fw = new SsdDeviceInputs(Device, causal);
+        using var rv = new SsdDeviceInputs(Device, flipped);
+        using var yBi = bi.Forward();
+        using var yF = fw.Forward();
+        using var yR = rv.Forward();
+        var f = yF.Y.ToArray();
+        var r = Flip(yR.Y.ToArray(), c, c.Heads * c.HeadDim);
+        var expected = new double[f.Length];
+        for (var i = 0; i < f.Length; i++)
+        {
+            expected[i] = f[i] + r[i] + c.D![i / c.HeadDim % c.Heads] * c.X[i];
+        }
+
+        TestMath.AssertClose(yBi.Y.ToArray(), expected, 1e-6, $"sum mode vs two causal calls, seed {seed}");
+    }
+
+    private static float[] Flip(float[] a, SsdCase c, int row)
+    {
+        var output = new float[a.Length];
+        for (var b = 0; b < c.Batch; b++)
+        {
+            for (var t = 0; t < c.SeqLen; t++)
+            {
+                Array.Copy(a, ((b * c.SeqLen) + t) * row, output, ((b * c.SeqLen) + c.SeqLen - 1 - t) * row, row);
+            }
+        }
+
+        return output;
+    }
+
+    [Fact]
+    public void BidirectionalArgumentsAreChecked()
+    {
+        var c = SsdCases.Make(new Random(3), 1, 20, 2, 8, 1, 8, 16, init: true);
+        using var inputs = new SsdDeviceInputs(Device, c);
+        var bi = inputs.Options with { Direction = SsdDirection.BidirectionalSum };
+        var e = Assert.Throws<ArgumentException>(() => SsdOp.Forward(inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, bi));
+        Assert.Equal("initial_states", e.ParamName);
+
+        using var dtRev = Tensor.Empty(Device, "dt_rev", 1, 20, 2);
+        e = Assert.Throws<ArgumentException>(() => SsdOp.Forward(inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, inputs.Options with { DtRev = dtRev }));
+        Assert.Equal("dt_rev", e.ParamName);
+
+        using var bRevBad = Tensor.Empty(Device, "B_rev", 1, 20, 1, 9);
+        e = Assert.Throws<ArgumentException>(() => SsdOp.Forward(inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C,
+            bi with { InitialStates = null, BRev = bRevBad }));
+        Assert.Equal("B_rev", e.ParamName);
+        Assert.Contains("(1, 20, 1, 8)", e.Message);
+
+        using var dToken = Tensor.Empty(Device, "D", 1, 20, 2);
+        e = Assert.Throws<ArgumentException>(() => SsdOp.Forward(inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, inputs.Options with { D = dToken }));
+        Assert.Equal("D", e.ParamName);
+
+        using var causal = SsdOp.Forward(inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, inputs.Options with { InitialStates = null });
+        using var dy = Tensor.Empty(Device, "dy", 1, 20, 2, 8);
+        e = Assert.Throws<ArgumentException>(() => SsdOp.Backward(dy, causal, inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, bi with { InitialStates = null }));
+        Assert.Contains("Causal forward", e.Message);
+    }
+}
