@@ -97,6 +97,40 @@ public sealed class SsdCliTests : IDisposable
     }
 
     [Fact]
+    public void BidirectionalShiftWithReverseTensorsAndGradients()
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var c = SsdCases.Bidirectional(rng, Mamba2.Model.Ops.Ssd.SsdDirection.BidirectionalShift, 2, 33, 2, 8, 1, 8, 16,
+            d: true, dPerToken: true, z: true, bias: true, softplus: true, reverseTensors: true);
+        var dy = TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1);
+        int b = c.Batch, l = c.SeqLen, h = c.Heads, p = c.HeadDim, g = c.Groups, n = c.DState;
+        var input = Path.Combine(_dir, "bi.safetensors");
+        var output = Path.Combine(_dir, "bi-out.safetensors");
+        SafetensorsWriter.Write(input,
+        [
+            HostTensor.FromFloat32("x", c.X, b, l, h, p), HostTensor.FromFloat32("dt", c.Dt, b, l, h), HostTensor.FromFloat32("A", c.A, h),
+            HostTensor.FromFloat32("B", c.B, b, l, g, n), HostTensor.FromFloat32("C", c.C, b, l, g, n), HostTensor.FromFloat32("D", c.D!, b, l, h),
+            HostTensor.FromFloat32("z", c.Z!, b, l, h, p), HostTensor.FromFloat32("dt_bias", c.DtBias!, h),
+            HostTensor.FromFloat32("dt_rev", c.DtRev!, b, l, h), HostTensor.FromFloat32("B_rev", c.BRev!, b, l, g, n), HostTensor.FromFloat32("C_rev", c.CRev!, b, l, g, n),
+            HostTensor.FromFloat32("dy", dy, b, l, h, p),
+        ]);
+
+        Assert.Equal(0, CliApp.Run(["ssd", "--input", input, "--output", output, "--chunk-size", "16", "--dt-softplus", "--bidirectional", "--bidirectional-mode", "shift"]));
+
+        var result = SafetensorsFile.ReadAll(output);
+        var v = c.ToFloat64();
+        TestMath.AssertClose(result["y"].ToFloat32(), SsdBidirectionalReference.Forward(c, v).Y, 1e-5, $"cli bidirectional y seed {seed}");
+        var expected = SsdBidirectionalReference.Gradients(c, v, Array.ConvertAll(dy, x => (double)x), null);
+        foreach (var (name, reference) in expected.Named())
+        {
+            TestMath.AssertClose(result["grad_" + name].ToFloat32(), reference, 1e-5, $"cli bidirectional grad_{name} seed {seed}");
+        }
+
+        Assert.Equal(2 + 11, result.Count);
+    }
+
+    [Fact]
     public void MissingOrMismatchedTensorsExitWithTwo()
     {
         var rng = new Random(TestMath.NewSeed());
@@ -131,6 +165,12 @@ public sealed class SsdCliTests : IDisposable
             SafetensorsWriter.Write(input, [.. Inputs(MakeCase(rng)), HostTensor.FromFloat32("dy", new float[2 * 45 * 4 * 7], 2, 45, 4, 7)]);
             Assert.Equal(CliApp.BadInput, CliApp.Run(["ssd", "--input", input, "--output", output]));
             Assert.Contains("dy must have shape (2, 45, 4, 8), got (2, 45, 4, 7)", stderr.ToString());
+
+            SafetensorsWriter.Write(input, Inputs(MakeCase(rng)));
+            Assert.Equal(CliApp.BadInput, CliApp.Run(["ssd", "--input", input, "--output", output, "--bidirectional-mode", "shift"]));
+            Assert.Contains("needs --bidirectional", stderr.ToString());
+            Assert.Equal(CliApp.BadInput, CliApp.Run(["ssd", "--input", input, "--output", output, "--bidirectional"]));
+            Assert.Contains("initial_states is for the causal scan", stderr.ToString());
             Assert.False(File.Exists(output));
         }
         finally

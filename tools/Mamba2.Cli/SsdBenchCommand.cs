@@ -19,11 +19,17 @@ internal static class SsdBenchCommand
     private static readonly Option<int> Repeats = new("--repeats") { DefaultValueFactory = _ => 20, Description = "Timed runs (median reported)" };
     private static readonly Option<bool> Backward = new("--backward") { Description = "Time forward + backward (all gradients) instead of the forward alone" };
     private static readonly Option<bool> NoGate = new("--no-gate") { Description = "Leave out z (the gate)" };
+    private static readonly Option<string> Direction = new("--direction")
+    {
+        DefaultValueFactory = _ => "causal",
+        Description = "causal, or bidirectional sum (Bi-Mamba2) or shift (Hydra); bidirectional runs as two causal passes over flipped copies today",
+    };
 
     public static Command Create()
     {
         var cmd = new Command("ssd", "Causal SSD forward or forward + backward (defaults: the 370m layer shape b8 L2048 h32 p64 g1 n128 chunk 256), with D, z, dt_bias and softplus");
-        foreach (var o in new Option[] { CommonOptions.Device, CommonOptions.Validation, Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk, Warmup, Repeats, Backward, NoGate })
+        Direction.AcceptOnlyFromAmong("causal", "sum", "shift");
+        foreach (var o in new Option[] { CommonOptions.Device, CommonOptions.Validation, Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk, Warmup, Repeats, Backward, NoGate, Direction })
         {
             cmd.Options.Add(o);
         }
@@ -50,7 +56,8 @@ internal static class SsdBenchCommand
         using var dy = Tensor.FromArray(device, "dy", R((long)b * l * h * p, -1, 1), b, l, h, p);
         var gated = !r.GetValue(NoGate);
         var backward = r.GetValue(Backward);
-        var options = new SsdOptions { ChunkSize = q, D = d, Z = gated ? z : null, DtBias = bias, DtSoftplus = true };
+        var direction = r.GetValue(Direction) switch { "sum" => SsdDirection.BidirectionalSum, "shift" => SsdDirection.BidirectionalShift, _ => SsdDirection.Causal };
+        var options = new SsdOptions { ChunkSize = q, D = d, Z = gated ? z : null, DtBias = bias, DtSoftplus = true, Direction = direction };
 
         // Memory: one call (forward, or forward + backward) alone, everything it allocates beyond the inputs.
         var before = device.Memory.AllocatedBytes;
@@ -83,16 +90,18 @@ internal static class SsdBenchCommand
         // Backward: read dy and the inputs again, write a gradient of each: about twice the forward's traffic; its
         // flops about 2.5 times the forward's (DESIGN.md).
         var bytes = 4.0 * tokens * perTokenFloats * (backward ? 3.0 : 1.0);
-        var macs = tokens * h * (q * p / 2.0 + 2.0 * n * p + q * n / (2.0 * (h / g))) * (backward ? 3.5 : 1.0);
+        // A bidirectional pass does the flops of two causal passes with the bytes of one (DESIGN.md).
+        var macs = tokens * h * (q * p / 2.0 + 2.0 * n * p + q * n / (2.0 * (h / g))) * (backward ? 3.5 : 1.0) * (direction == SsdDirection.Causal ? 1 : 2);
         var table = new Table().AddColumns("shape", "median ms", "min ms", "max ms", "GB/s", "TFLOP/s", "memory per call");
         table.AddRow($"b{b} L{l} h{h} p{p} g{g} n{n} Q{q}", $"{stats.MedianMs:F4}", $"{stats.MinMs:F4}", $"{stats.MaxMs:F4}",
             $"{bytes / stats.MedianMs / 1e6:F1}", $"{2 * macs / stats.MedianMs / 1e9:F2}", $"{perCall / 1048576.0:F1} MiB");
-        Console.WriteLine($"device: {device.Name}; SSD {(backward ? "forward + backward" : "forward")} fp32 with D, {(gated ? "z, " : "")}dt_bias, softplus; {bytes / 1e6:F1} MB moved at least, {2 * macs / 1e9:F2} GFLOP; memory per call = peak beyond the inputs");
+        Console.WriteLine($"device: {device.Name}; SSD {direction} {(backward ? "forward + backward" : "forward")} fp32 with D, {(gated ? "z, " : "")}dt_bias, softplus; {bytes / 1e6:F1} MB moved at least, {2 * macs / 1e9:F2} GFLOP; memory per call = peak beyond the inputs");
         AnsiConsole.Write(table);
 
-        // Per-stage breakdown: one more run with a barrier and a timestamp after each stage.
-        using (var s = device.BeginStream())
+        // Per-stage breakdown of the causal op: one more run with a barrier and a timestamp after each stage.
+        if (direction == SsdDirection.Causal)
         {
+            using var s = device.BeginStream();
             using var profiled = SsdOp.Forward(x, dt, a, bm, cm, options, s, profilePrefix: "fwd.");
             using var grads = backward ? SsdOp.Backward(dy, profiled, x, dt, a, bm, cm, options, stream: s, profilePrefix: "bwd.") : null;
             var t = s.Submit();

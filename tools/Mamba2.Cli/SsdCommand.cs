@@ -15,7 +15,7 @@ namespace Mamba2.Cli;
 internal static class SsdCommand
 {
     private static readonly string[] Required = ["x", "dt", "A", "B", "C"];
-    private static readonly string[] Optional = ["D", "z", "dt_bias", "initial_states"];
+    private static readonly string[] Optional = ["D", "z", "dt_bias", "initial_states", "dt_rev", "B_rev", "C_rev"];
     private static readonly string[] Upstream = ["dy", "dfinal_states"];
 
     private static readonly Option<FileInfo> Input = new("--input") { Required = true, Description = "safetensors with x, dt, A, B, C and optionally D, z, dt_bias, initial_states; with dy (and optionally dfinal_states) the gradients are computed too (F32 or F64)" };
@@ -23,11 +23,18 @@ internal static class SsdCommand
     private static readonly Option<int> ChunkSize = new("--chunk-size") { DefaultValueFactory = _ => 256, Description = "chunk length (16..256)" };
     private static readonly Option<bool> DtSoftplus = new("--dt-softplus") { Description = "dt = softplus(dt + dt_bias)" };
     private static readonly Option<string?> DtLimit = new("--dt-limit") { Description = "MIN,MAX clamp of dt (default 0,inf as mamba_ssm)" };
+    private static readonly Option<bool> Bidirectional = new("--bidirectional") { Description = "Bidirectional SSD: both scans from zero state; reads optional dt_rev, B_rev, C_rev (the reverse scan's own) and D as (b, L, h)" };
+    private static readonly Option<string> BidirectionalMode = new("--bidirectional-mode")
+    {
+        DefaultValueFactory = _ => "sum",
+        Description = "sum: y = SS(x) + flip(SS(flip(x))) + D x (Bi-Mamba2); shift: each scan's output moved one step, dropping a token's own term (Hydra)",
+    };
 
     public static Command Create()
     {
         var cmd = new Command("ssd", "Run the chunked SSD (mamba_chunk_scan_combined) forward, and backward when the file has dy, on tensors from a safetensors file");
-        foreach (var o in new Option[] { Input, Output, ChunkSize, DtSoftplus, DtLimit, CommonOptions.Device, CommonOptions.Validation })
+        BidirectionalMode.AcceptOnlyFromAmong("sum", "shift");
+        foreach (var o in new Option[] { Input, Output, ChunkSize, DtSoftplus, DtLimit, Bidirectional, BidirectionalMode, CommonOptions.Device, CommonOptions.Validation })
         {
             cmd.Options.Add(o);
         }
@@ -41,6 +48,11 @@ internal static class SsdCommand
         var input = r.GetValue(Input)!;
         var output = r.GetValue(Output)!;
         var limit = ParseLimit(r.GetValue(DtLimit));
+        if (!r.GetValue(Bidirectional) && r.GetResult(BidirectionalMode) is { Implicit: false })
+        {
+            throw new ArgumentException("--bidirectional-mode needs --bidirectional.");
+        }
+
         using var file = SafetensorsFile.Open(input.FullName);
         var missing = Required.Where(n => !file.Contains(n)).ToList();
         if (missing.Count > 0)
@@ -68,6 +80,11 @@ internal static class SsdCommand
                 InitialStates = tensors.GetValueOrDefault("initial_states"),
                 DtSoftplus = r.GetValue(DtSoftplus),
                 DtLimit = limit,
+                Direction = !r.GetValue(Bidirectional) ? SsdDirection.Causal
+                    : r.GetValue(BidirectionalMode) == "shift" ? SsdDirection.BidirectionalShift : SsdDirection.BidirectionalSum,
+                DtRev = tensors.GetValueOrDefault("dt_rev"),
+                BRev = tensors.GetValueOrDefault("B_rev"),
+                CRev = tensors.GetValueOrDefault("C_rev"),
             };
             var (x, dt, a, b, c) = (tensors["x"], tensors["dt"], tensors["A"], tensors["B"], tensors["C"]);
             using var result = SsdOp.Forward(x, dt, a, b, c, options);
