@@ -14,14 +14,16 @@ public class SsdBidirectionalTests(GpuFixture gpu)
 
     private static double[] Widen(float[] a) => Array.ConvertAll(a, v => (double)v);
 
-    public static TheoryData<string, SsdDirection> Cases()
+    /// <summary>Every case in both forms, through the fused pass and through the naive composition.</summary>
+    public static TheoryData<string, SsdDirection, bool> Cases()
     {
-        var data = new TheoryData<string, SsdDirection>();
+        var data = new TheoryData<string, SsdDirection, bool>();
         foreach (var direction in new[] { SsdDirection.BidirectionalSum, SsdDirection.BidirectionalShift })
         {
-            foreach (var name in new[] { "all-options", "plain", "per-token-D", "reverse-tensors", "one-chunk" })
+            foreach (var name in new[] { "all-options", "plain", "per-token-D", "reverse-tensors", "one-chunk", "head-blocks" })
             {
-                data.Add(name, direction);
+                data.Add(name, direction, true);
+                data.Add(name, direction, false);
             }
         }
 
@@ -36,17 +38,19 @@ public class SsdBidirectionalTests(GpuFixture gpu)
         "per-token-D" => SsdCases.Bidirectional(rng, direction, 2, 45, 3, 8, 1, 12, 16, d: true, dPerToken: true, z: true),
         "reverse-tensors" => SsdCases.Bidirectional(rng, direction, 1, 70, 4, 8, 2, 8, 32, d: true, dPerToken: true, bias: true, softplus: true, reverseTensors: true),
         "one-chunk" => SsdCases.Bidirectional(rng, direction, 2, 9, 2, 8, 1, 8, 64, d: true, z: true, reverseTensors: true),
+        // 8 heads per group: the fused pass shares each C.B^T tile across a block of heads.
+        "head-blocks" => SsdCases.Bidirectional(rng, direction, 1, 130, 8, 16, 1, 24, 64, d: true, z: true, bias: true, softplus: true),
         _ => throw new ArgumentException(name),
     };
 
     [Theory]
     [MemberData(nameof(Cases))]
-    public void ForwardAndGradientsMatchTheNaiveComposition(string name, SsdDirection direction)
+    public void ForwardAndGradientsMatchTheNaiveComposition(string name, SsdDirection direction, bool fused)
     {
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
         var c = MakeCase(name, direction, rng);
-        var what = $"{name} {direction} seed {seed}";
+        var what = $"{name} {direction} {(fused ? "fused" : "composed")} seed {seed}";
         var dy = TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1);
         var dFinal = TestMath.Uniform(rng, (long)c.Batch * c.Heads * c.HeadDim * c.DState, -1, 1);
 
@@ -54,8 +58,9 @@ public class SsdBidirectionalTests(GpuFixture gpu)
         using var dyT = Tensor.FromArray(Device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
         using var dFinalT = Tensor.FromArray(Device, "dfinal_states", dFinal, c.Batch, c.Heads, c.HeadDim, c.DState);
         using var s = Device.BeginStream();
-        using var saved = inputs.Forward(s);
-        using var grads = SsdOp.Backward(dyT, saved, inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, inputs.Options, dFinalT, s);
+        var options = inputs.Options with { FusedBidirectional = fused };
+        using var saved = SsdOp.Forward(inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, options, s);
+        using var grads = SsdOp.Backward(dyT, saved, inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, options, dFinalT, s);
         foreach (var t in grads.Named().Select(n => n.Gradient).Append(saved.Y).Append(saved.FinalStates))
         {
             t.CopyFrom(Enumerable.Repeat(float.NaN, (int)t.Length).ToArray());

@@ -50,6 +50,11 @@ internal static class Shaders
     public static readonly KernelSource BidirCombine = Source("ssd/bidir_combine", 24,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
 
+    public static readonly KernelSource ChunkScanBidir = Source("ssd/chunk_scan_bidir", 36,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
+
     public static readonly KernelSource ReduceSum = Source("nn/reduce_sum", 20,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
 

@@ -185,10 +185,7 @@ public static partial class SsdOp
         Mark(0);
 
         // 2. Each chunk's local state gradient, sum_t exp(dA_cs[t]) g[t] C[t]^T: chunk_state with GRAD weights.
-        var state = device.GetKernel(Shaders.ChunkState, [t.StateBM, t.StateBN, t.StateBK, 1]);
-        var stateItems = (long)((p + t.StateBM - 1) / t.StateBM) * ((n + t.StateBN - 1) / t.StateBN) * nc * b * h;
-        st.Dispatch(state, (Shaders.Groups(device, stateItems), 1, 1), new StatePush(b, l, h, g, p, n, q, nc),
-            pc.Of(sc.G), pc.Of(C), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(sc.DStates), pc.Of(saved.DACumsumLo));
+        RecordChunkState(st, s, t, pc, sc.G, C, saved.DtOut, saved.DACumsum, saved.DACumsumLo, sc.DStates, weights: 1);
         Mark(1);
 
         // 3. Reverse state passing: the gradient leaving each chunk, d initial_states, S_in . dS_next per chunk.

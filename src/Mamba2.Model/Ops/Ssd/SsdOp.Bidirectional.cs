@@ -23,7 +23,87 @@ public static partial class SsdOp
 
     private static int Shift(SsdOptions o) => o.Direction == SsdDirection.BidirectionalShift ? 1 : 0;
 
-    private static SsdResult ForwardBidirectional(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o, SsdShape s,
+    /// <summary>
+    /// The fused forward: chunk_cumsum, chunk_state and state_passing for each direction (the reverse ones weighted
+    /// and walked in original time, no flipped copies), then one chunk_scan_bidir pass over both scans.
+    /// </summary>
+    private static SsdResult ForwardBidirectionalFused(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o, SsdShape s,
+        CommandStream? stream)
+    {
+        var device = x.Device;
+        var shared = o.Direction == SsdDirection.BidirectionalSum && o.BRev is null && o.CRev is null;
+        var tiles = SsdTiles.Choose(device.Capabilities, s);
+        var bt = SsdBidirectionalTiles.Choose(device.Capabilities, s, shared);
+        var nc = s.Chunks;
+        long tokens = (long)s.SeqLen * s.Heads;
+        var pieces = Shaders.BatchPieces(device, "Ssd", s.Batch,
+            [tokens * s.HeadDim, tokens, (long)s.SeqLen * s.Groups * s.DState, (long)s.Heads * s.HeadDim * s.DState,
+             (long)s.Heads * nc * s.Chunk, (long)nc * s.Heads * s.HeadDim * s.DState, tokens], MaxBindingBytesForTests);
+
+        var created = new List<Tensor>();
+        Tensor New(string name, params int[] shape)
+        {
+            var t = Tensor.Empty(device, name, shape);
+            created.Add(t);
+            return t;
+        }
+
+        try
+        {
+            int b = s.Batch, h = s.Heads, q = s.Chunk;
+            var y = New("y", b, s.SeqLen, h, s.HeadDim);
+            var yPre = o.Z is null ? null : New("y_before_gate", b, s.SeqLen, h, s.HeadDim);
+            var final = New("final_states", b, h, s.HeadDim, s.DState);
+            var dtOut = New("dt_out", b, h, nc, q);
+            var dACs = New("dA_cumsum", b, h, nc, q);
+            var dACsLo = New("dA_cumsum_lo", b, h, nc, q);
+            var statesF = New("chunk_states", b, nc, h, s.HeadDim, s.DState);
+            var ownDt = o.DtRev is not null;
+            var reverse = new ReverseScan(
+                ownDt ? New("dt_out_rev", b, h, nc, q) : dtOut, ownDt ? New("dA_cumsum_rev", b, h, nc, q) : dACs,
+                ownDt ? New("dA_cumsum_rev_lo", b, h, nc, q) : dACsLo, New("chunk_states_rev", b, nc, h, s.HeadDim, s.DState), ownDt);
+            var dFlags = o.D switch { null => 0u, { Rank: 1 } => 1u, { Rank: 2 } => 2u, _ => 4u };
+            Shaders.RunIn(device, stream, st =>
+            {
+                foreach (var (first, count) in pieces)
+                {
+                    var pc = new Piece(first, count);
+                    RecordCumsum(st, s, pc, dt, A, o, dtOut, dACs, dACsLo);
+                    if (o.DtRev is not null)
+                    {
+                        RecordCumsum(st, s, pc, o.DtRev, A, o, reverse.DtOut, reverse.DACumsum, reverse.DACumsumLo);
+                    }
+
+                    RecordChunkState(st, s, tiles, pc, x, B, dtOut, dACs, dACsLo, statesF, weights: 0);
+                    RecordChunkState(st, s, tiles, pc, x, o.BRev ?? B, reverse.DtOut, reverse.DACumsum, reverse.DACumsumLo, reverse.States, weights: 2);
+                    RecordStatePassing(st, s, pc, statesF, dACs, null, final, backwards: false);
+                    RecordStatePassing(st, s, pc, reverse.States, reverse.DACumsum, null, final, backwards: true);
+
+                    var (cb, l, hh, g, p, n, cq) = ((uint)count, (uint)s.SeqLen, (uint)h, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)q);
+                    var kernel = device.GetKernel(Shaders.ChunkScanBidir, [bt.BM, bt.BN, bt.BK, bt.NK, bt.HB, (uint)Shift(o), bt.Shared]);
+                    var items = (long)((cq + bt.BM - 1) / bt.BM) * ((p + bt.BN - 1) / bt.BN) * (uint)nc * cb * (hh / bt.HB);
+                    st.Dispatch(kernel, (Shaders.Groups(device, items), 1, 1),
+                        new ScanPush(cb, l, hh, g, p, n, cq, (uint)nc, dFlags | (o.Z is null ? 0u : 8u)),
+                        pc.Of(x), pc.Of(C), pc.Of(B), pc.Of(o.CRev ?? C), pc.Of(o.BRev ?? B), pc.Of(statesF), pc.Of(reverse.States),
+                        pc.Of(dtOut), pc.Of(dACs), pc.Of(dACsLo), pc.Of(reverse.DtOut), pc.Of(reverse.DACumsum), pc.Of(reverse.DACumsumLo),
+                        o.D is { Rank: 3 } ? pc.Of(o.D) : (o.D ?? A).Buffer, pc.Of(o.Z ?? x), pc.Of(y), pc.Of(yPre ?? y));
+                }
+            });
+            return new SsdResult(y, final, dtOut, dACs, dACsLo, statesF, yPre, o.Direction, reverse);
+        }
+        catch
+        {
+            foreach (var t in created)
+            {
+                t.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>The naive composition: two causal runs, the second over flipped copies, combined with D x and the gate.</summary>
+    private static SsdResult ForwardBidirectionalComposed(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o, SsdShape s,
         CommandStream? stream)
     {
         var device = x.Device;
@@ -74,11 +154,10 @@ public static partial class SsdOp
         SsdOptions o, SsdShape s, Tensor? dFinalStates, CommandStream? stream)
     {
         const string op = "Ssd backward";
-        var runs = saved.Bidirectional;
-        if (runs is null || runs.Direction != o.Direction)
+        if (saved.Direction != o.Direction)
         {
             throw new ArgumentException(
-                $"{op}: saved comes from a {runs?.Direction ?? SsdDirection.Causal} forward but the options are {o.Direction}; pass the result of the same call.", nameof(saved));
+                $"{op}: saved comes from a {saved.Direction} forward but the options are {o.Direction}; pass the result of the same call.", nameof(saved));
         }
 
         if (o.Z is not null && saved.YBeforeGate is null)
@@ -121,6 +200,8 @@ public static partial class SsdOp
                 var shift = Shift(o);
                 var gFwd = shift == 0 ? gate : st.Own(Remapped(st, gate, "g_fwd", flip: false, offset: shift));
                 var gRev = st.Own(Remapped(st, gate, "g_rev", flip: true, offset: shift));
+                // The backward composes the causal backward; a fused forward's result is recomputed as the composition.
+                var runs = saved.Bidirectional ?? st.Own(ForwardBidirectionalComposed(x, dt, A, B, C, o, s, st)).Bidirectional!;
                 var causal = CausalPart(o);
                 var fwd = st.Own(Backward(gFwd, runs.Forward, x, dt, A, B, C, causal, dFinalStates, st));
                 var rev = st.Own(Backward(gRev, runs.Reverse, runs.XFlip, runs.DtFlip, A, runs.BFlip, runs.CFlip, causal, null, st));

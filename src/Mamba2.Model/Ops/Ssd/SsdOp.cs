@@ -19,7 +19,7 @@ public static partial class SsdOp
     private readonly record struct StatePush(uint Batch, uint SeqLen, uint Heads, uint Groups, uint HeadDim, uint DState, uint Chunk, uint Chunks);
 
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct PassingPush(uint Batch, uint SeqLen, uint Heads, uint HeadDim, uint DState, uint Chunk, uint Chunks, uint HasInitial);
+    private readonly record struct PassingPush(uint Batch, uint SeqLen, uint Heads, uint HeadDim, uint DState, uint Chunk, uint Chunks, uint Flags);
 
     [StructLayout(LayoutKind.Sequential)]
     private readonly record struct ScanPush(uint Batch, uint SeqLen, uint Heads, uint Groups, uint HeadDim, uint DState, uint Chunk, uint Chunks, uint Flags);
@@ -59,7 +59,7 @@ public static partial class SsdOp
         Shaders.EnsureBindable(op, A, o.D, o.DtBias);
         if (o.IsBidirectional)
         {
-            return ForwardBidirectional(x, dt, A, B, C, o, s, stream);
+            return o.FusedBidirectional ? ForwardBidirectionalFused(x, dt, A, B, C, o, s, stream) : ForwardBidirectionalComposed(x, dt, A, B, C, o, s, stream);
         }
 
         var tiles = SsdTiles.Choose(device.Capabilities, s);
@@ -113,27 +113,15 @@ public static partial class SsdOp
         var nc = (uint)s.Chunks;
 
         // 1. chunk_cumsum: one workgroup of the next power of two >= Q per (chunk, batch, head).
-        var scanWidth = System.Numerics.BitOperations.RoundUpToPowerOf2(q);
-        var cumsum = device.GetKernel(Shaders.ChunkCumsum, [scanWidth]);
-        var cumsumFlags = (o.DtBias is null ? 0u : 1u) | (o.DtSoftplus ? 2u : 0u);
-        st.Dispatch(cumsum, (Shaders.Groups(device, (long)nc * b * h), 1, 1),
-            new CumsumPush(b, l, h, q, nc, cumsumFlags, o.DtLimit.Min, o.DtLimit.Max),
-            pc.Of(dt), A.Buffer, (o.DtBias ?? A).Buffer, pc.Of(r.DtOut), pc.Of(r.DACumsum), pc.Of(r.DACumsumLo));
+        RecordCumsum(st, s, pc, dt, A, o, r.DtOut, r.DACumsum, r.DACumsumLo);
         Mark(Stages[0]);
 
         // 2. chunk_state: each chunk's own state.
-        var state = device.GetKernel(Shaders.ChunkState, [t.StateBM, t.StateBN, t.StateBK, 0]);
-        var stateItems = (long)((p + t.StateBM - 1) / t.StateBM) * ((n + t.StateBN - 1) / t.StateBN) * nc * b * h;
-        st.Dispatch(state, (Shaders.Groups(device, stateItems), 1, 1), new StatePush(b, l, h, g, p, n, q, nc),
-            pc.Of(x), pc.Of(B), pc.Of(r.DtOut), pc.Of(r.DACumsum), pc.Of(r.ChunkStates), pc.Of(r.DACumsumLo));
+        RecordChunkState(st, s, t, pc, x, B, r.DtOut, r.DACumsum, r.DACumsumLo, r.ChunkStates, weights: 0);
         Mark(Stages[1]);
 
         // 3. state_passing: states entering each chunk (in place) and the final state.
-        var local = Shaders.Local1D(device);
-        var passing = device.GetKernel(Shaders.StatePassing, [local]);
-        st.Dispatch(passing, (Shaders.Groups1D(device, (long)b * h * p * n, local), 1, 1),
-            new PassingPush(b, l, h, p, n, q, nc, o.InitialStates is null ? 0u : 1u),
-            pc.Of(r.ChunkStates), pc.Of(r.DACumsum), pc.Of(o.InitialStates ?? r.FinalStates), pc.Of(r.FinalStates));
+        RecordStatePassing(st, s, pc, r.ChunkStates, r.DACumsum, o.InitialStates, r.FinalStates, backwards: false);
         Mark(Stages[2]);
 
         // 4. chunk_scan: outputs.
@@ -144,5 +132,40 @@ public static partial class SsdOp
             pc.Of(x), pc.Of(C), pc.Of(B), pc.Of(r.ChunkStates), pc.Of(r.DtOut), pc.Of(r.DACumsum),
             (o.D ?? A).Buffer, pc.Of(o.Z ?? x), pc.Of(r.Y), pc.Of(r.YBeforeGate ?? r.Y), pc.Of(r.DACumsumLo));
         Mark(Stages[3]);
+    }
+
+    /// <summary>chunk_cumsum: dt after bias, softplus and clamp, and its within-chunk cumsum times A (hi + lo).</summary>
+    private static void RecordCumsum(CommandStream st, SsdShape s, Piece pc, Tensor dt, Tensor A, SsdOptions o, Tensor dtOut, Tensor dACs, Tensor dACsLo)
+    {
+        var device = dt.Device;
+        var (b, l, h, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.Chunk, (uint)s.Chunks);
+        var cumsum = device.GetKernel(Shaders.ChunkCumsum, [System.Numerics.BitOperations.RoundUpToPowerOf2(q)]);
+        var flags = (o.DtBias is null ? 0u : 1u) | (o.DtSoftplus ? 2u : 0u);
+        st.Dispatch(cumsum, (Shaders.Groups(device, (long)nc * b * h), 1, 1),
+            new CumsumPush(b, l, h, q, nc, flags, o.DtLimit.Min, o.DtLimit.Max),
+            pc.Of(dt), A.Buffer, (o.DtBias ?? A).Buffer, pc.Of(dtOut), pc.Of(dACs), pc.Of(dACsLo));
+    }
+
+    /// <summary>chunk_state with the given weights (0: forward states, 1: backward's state gradient, 2: reverse scan's states).</summary>
+    private static void RecordChunkState(CommandStream st, SsdShape s, SsdTiles t, Piece pc, Tensor x, Tensor B, Tensor dtOut, Tensor dACs,
+        Tensor dACsLo, Tensor states, uint weights)
+    {
+        var device = x.Device;
+        var (b, l, h, g, p, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
+        var state = device.GetKernel(Shaders.ChunkState, [t.StateBM, t.StateBN, t.StateBK, weights]);
+        var items = (long)((p + t.StateBM - 1) / t.StateBM) * ((n + t.StateBN - 1) / t.StateBN) * nc * b * h;
+        st.Dispatch(state, (Shaders.Groups(device, items), 1, 1), new StatePush(b, l, h, g, p, n, q, nc),
+            pc.Of(x), pc.Of(B), pc.Of(dtOut), pc.Of(dACs), pc.Of(states), pc.Of(dACsLo));
+    }
+
+    /// <summary>state_passing: in place, the state entering each chunk (from the left, or from the right when walking backwards).</summary>
+    private static void RecordStatePassing(CommandStream st, SsdShape s, Piece pc, Tensor states, Tensor dACs, Tensor? initial, Tensor final, bool backwards)
+    {
+        var device = states.Device;
+        var (b, l, h, p, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
+        var local = Shaders.Local1D(device);
+        var flags = (initial is null ? 0u : 1u) | (backwards ? 2u : 0u);
+        st.Dispatch(device.GetKernel(Shaders.StatePassing, [local]), (Shaders.Groups1D(device, (long)b * h * p * n, local), 1, 1),
+            new PassingPush(b, l, h, p, n, q, nc, flags), pc.Of(states), pc.Of(dACs), pc.Of(initial ?? final), pc.Of(final));
     }
 }

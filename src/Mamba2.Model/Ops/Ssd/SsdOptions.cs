@@ -58,5 +58,11 @@ public sealed record SsdOptions
     /// <summary>The reverse scan's own C, shape (b, L, g, n); C when absent.</summary>
     public Tensor? CRev { get; init; }
 
+    /// <summary>
+    /// Bidirectional forward as one fused output pass over both scans (default), or, when false, as two causal runs
+    /// over flipped copies combined afterwards: the naive composition, kept for comparison and benchmarks.
+    /// </summary>
+    public bool FusedBidirectional { get; init; } = true;
+
     public bool IsBidirectional => Direction != SsdDirection.Causal;
 }

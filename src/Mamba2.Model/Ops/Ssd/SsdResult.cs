@@ -10,8 +10,11 @@ public sealed class SsdResult : IDisposable
 {
     private readonly List<IDisposable> _owned;
 
-    internal SsdResult(Tensor y, Tensor finalStates, Tensor dtOut, Tensor dACumsum, Tensor dACumsumLo, Tensor chunkStates, Tensor? yBeforeGate)
+    internal SsdResult(Tensor y, Tensor finalStates, Tensor dtOut, Tensor dACumsum, Tensor dACumsumLo, Tensor chunkStates, Tensor? yBeforeGate,
+        SsdDirection direction = SsdDirection.Causal, ReverseScan? reverse = null)
     {
+        Direction = direction;
+        Reverse = reverse;
         Y = y;
         FinalStates = finalStates;
         DtOut = dtOut;
@@ -20,12 +23,17 @@ public sealed class SsdResult : IDisposable
         ChunkStates = chunkStates;
         YBeforeGate = yBeforeGate;
         _owned = [.. new[] { y, finalStates, dtOut, dACumsum, dACumsumLo, chunkStates, yBeforeGate }.OfType<Tensor>()];
+        if (reverse is not null)
+        {
+            _owned.Add(reverse);
+        }
     }
 
     /// <summary>A bidirectional result: the combined output over the two causal runs it came from (owned).</summary>
     internal SsdResult(Tensor y, Tensor? yBeforeGate, BidirectionalRuns runs)
         : this(y, runs.Forward.FinalStates, runs.Forward.DtOut, runs.Forward.DACumsum, runs.Forward.DACumsumLo, runs.Forward.ChunkStates, yBeforeGate)
     {
+        Direction = runs.Direction;
         Bidirectional = runs;
         _owned = [y, runs, .. new[] { yBeforeGate }.OfType<Tensor>()];
     }
@@ -53,8 +61,14 @@ public sealed class SsdResult : IDisposable
     /// <summary>The state entering each chunk, (b, nchunks, h, p, n): the only intermediate that grows with p x n.</summary>
     public Tensor ChunkStates { get; }
 
-    /// <summary>The two causal runs a bidirectional result was combined from; null for a causal result.</summary>
+    /// <summary>The scans this result came from.</summary>
+    public SsdDirection Direction { get; }
+
+    /// <summary>The two causal runs a composed (naive) bidirectional result was combined from; null otherwise.</summary>
     internal BidirectionalRuns? Bidirectional { get; }
+
+    /// <summary>The reverse scan's intermediates of a fused bidirectional result; null otherwise.</summary>
+    internal ReverseScan? Reverse { get; }
 
     public void Dispose()
     {
@@ -80,5 +94,24 @@ internal sealed record BidirectionalRuns(SsdDirection Direction, SsdResult Forwa
         DtFlip.Dispose();
         BFlip.Dispose();
         CFlip.Dispose();
+    }
+}
+
+/// <summary>
+/// The reverse scan's intermediates of a fused bidirectional forward, in original time order: its dt and dA cumsum
+/// (the forward's when it has no dt of its own, then not owned here) and the reverse state entering each chunk from
+/// the right, (b, nchunks, h, p, n).
+/// </summary>
+internal sealed record ReverseScan(Tensor DtOut, Tensor DACumsum, Tensor DACumsumLo, Tensor States, bool OwnsDt) : IDisposable
+{
+    public void Dispose()
+    {
+        States.Dispose();
+        if (OwnsDt)
+        {
+            DtOut.Dispose();
+            DACumsum.Dispose();
+            DACumsumLo.Dispose();
+        }
     }
 }
