@@ -200,9 +200,10 @@ public static partial class SsdOp
                 var shift = Shift(o);
                 var gFwd = shift == 0 ? gate : st.Own(Remapped(st, gate, "g_fwd", flip: false, offset: shift));
                 var gRev = st.Own(Remapped(st, gate, "g_rev", flip: true, offset: shift));
-                // The backward composes the causal backward; a fused forward's result is recomputed as the composition.
-                var runs = saved.Bidirectional ?? st.Own(ForwardBidirectionalComposed(x, dt, A, B, C, o, s, st)).Bidirectional!;
+                // The backward composes the causal backward. After a fused forward, its forward scan's intermediates are
+                // exactly a causal run's; only the reverse run is recomputed, over flipped copies.
                 var causal = CausalPart(o);
+                var runs = saved.Bidirectional ?? ReverseRunFor(st, saved, x, dt, A, B, C, o);
                 var fwd = st.Own(Backward(gFwd, runs.Forward, x, dt, A, B, C, causal, dFinalStates, st));
                 var rev = st.Own(Backward(gRev, runs.Reverse, runs.XFlip, runs.DtFlip, A, runs.BFlip, runs.CFlip, causal, null, st));
 
@@ -234,6 +235,21 @@ public static partial class SsdOp
 
             throw;
         }
+    }
+
+    /// <summary>
+    /// The runs the composed backward needs, for a fused forward's result: a view of its forward scan (not owned) and
+    /// the reverse scan recomputed as a causal run over flipped copies (owned by the stream).
+    /// </summary>
+    private static BidirectionalRuns ReverseRunFor(CommandStream st, SsdResult saved, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o)
+    {
+        var xFlip = st.Own(Flipped(st, x, "x_flip"));
+        var dtFlip = st.Own(Flipped(st, o.DtRev ?? dt, "dt_flip"));
+        var bFlip = st.Own(Flipped(st, o.BRev ?? B, "B_flip"));
+        var cFlip = st.Own(Flipped(st, o.CRev ?? C, "C_flip"));
+        var reverse = st.Own(Forward(xFlip, dtFlip, A, bFlip, cFlip, CausalPart(o), st));
+        var forwardView = new SsdResult(saved.Y, saved.FinalStates, saved.DtOut, saved.DACumsum, saved.DACumsumLo, saved.ChunkStates, null);
+        return new BidirectionalRuns(o.Direction, forwardView, reverse, xFlip, dtFlip, bFlip, cFlip);
     }
 
     /// <summary>
