@@ -57,7 +57,8 @@ internal readonly record struct SsdTiles(
             // Heads per workgroup share each C.B^T tile: as many as divide the group and fit the registers.
             var perHead = scanBM / 16 * (bn / 16);
             var hb = new uint[] { 4, 2, 1 }.First(v => headsPerGroup % v == 0 && v * perHead <= MaxAccumulators || v == 1);
-            foreach (var (bk, nk) in new (uint, uint)[] { (32, 32), (32, 16), (16, 16), (16, 8) })
+            // BK 16 first: 3.37 ms against 3.86 for 32,32 at the 370m shape on the H100 (docs/PERF.md).
+            foreach (var (bk, nk) in new (uint, uint)[] { (16, 16), (32, 32), (32, 16), (16, 8) })
             {
                 if (ScanSharedBytes(scanBM, bn, bk, nk, hb) <= shared)
                 {
