@@ -122,6 +122,40 @@ public class SsdBidirectionalTests(GpuFixture gpu)
         }
     }
 
+    /// <summary>Batches split into slices that fit a (shrunken) binding limit, in both implementations.</summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void BatchesLargerThanOneBindingAreSplit(bool fused)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        // x holds 45 * 3 * 8 * 4 = 4320 bytes per batch element: a 5-element binding gives pieces of 4, 4 and 1.
+        var c = SsdCases.Bidirectional(rng, SsdDirection.BidirectionalShift, 9, 45, 3, 8, 1, 8, 16, d: true, dPerToken: true, z: true,
+            softplus: true, bias: true, reverseTensors: true);
+        var dy = TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1);
+        using var inputs = new SsdDeviceInputs(Device, c);
+        using var dyT = Tensor.FromArray(Device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
+        var options = inputs.Options with { FusedBidirectional = fused };
+        SsdOp.MaxBindingBytesForTests = 5 * 4320;
+        try
+        {
+            using var saved = SsdOp.Forward(inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, options);
+            using var grads = SsdOp.Backward(dyT, saved, inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, options);
+            var v = c.ToFloat64();
+            TestMath.AssertClose(saved.Y.ToArray(), SsdBidirectionalReference.Forward(c, v).Y, 1e-5, $"pieces y seed {seed}");
+            var expected = SsdBidirectionalReference.Gradients(c, v, Widen(dy), null);
+            foreach (var ((name, reference), (_, actual)) in expected.Named().Zip(grads.Named()))
+            {
+                TestMath.AssertClose(actual.ToArray(), reference, 1e-5, $"pieces grad_{name} seed {seed}");
+            }
+        }
+        finally
+        {
+            SsdOp.MaxBindingBytesForTests = null;
+        }
+    }
+
     [Fact]
     public void SumModeEqualsTheCausalOpOnEachDirection()
     {

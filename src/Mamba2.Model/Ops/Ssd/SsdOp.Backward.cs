@@ -61,7 +61,7 @@ public static partial class SsdOp
             throw new ArgumentException($"{from}: z is given but saved has no y before the gate (it came from a forward without z).", nameof(saved));
         }
 
-        Shaders.EnsureBindable(op, A, o.D, o.DtBias);
+        Shaders.EnsureBindable(op, A, o.D is { Rank: 3 } ? null : o.D, o.DtBias);   // D (b, L, h) is bound a batch slice at a time
 
         var device = x.Device;
         var tiles = SsdTiles.Choose(device.Capabilities, s);

@@ -129,12 +129,7 @@ public static partial class SsdOp
                 var rev = Keep(Forward(xFlip, dtFlip, A, bFlip, cFlip, causal, st));
                 var y = Keep(Tensor.Empty(device, "y", s.Batch, s.SeqLen, s.Heads, s.HeadDim));
                 var yPre = o.Z is null ? null : Keep(Tensor.Empty(device, "y_before_gate", s.Batch, s.SeqLen, s.Heads, s.HeadDim));
-                var dFlags = o.D switch { null => 0u, { Rank: 1 } => 1u, { Rank: 2 } => 2u, _ => 4u };
-                var local = Shaders.Local1D(device);
-                st.Dispatch(device.GetKernel(Shaders.BidirCombine, [local]),
-                    (Shaders.Groups1D(device, y.Length, local), 1, 1),
-                    new CombinePush((uint)s.Batch, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)Shift(o), dFlags | (o.Z is null ? 0u : 8u)),
-                    fwd.Y.Buffer, rev.Y.Buffer, x.Buffer, (o.D ?? A).Buffer, (o.Z ?? x).Buffer, y.Buffer, (yPre ?? y).Buffer);
+                Combine(st, s, fwd.Y, rev.Y, x, o.D, o.Z, y, yPre, (uint)Shift(o));
                 result = new SsdResult(y, yPre, new BidirectionalRuns(o.Direction, fwd, rev, xFlip, dtFlip, bFlip, cFlip));
             });
             return result!;
@@ -259,26 +254,32 @@ public static partial class SsdOp
     private static void AddSkipGradients(CommandStream st, Tensor D, Tensor gate, Tensor x, Tensor dx, Tensor dD, SsdShape s)
     {
         var device = x.Device;
-        uint b = (uint)s.Batch, l = (uint)s.SeqLen, h = (uint)s.Heads, p = (uint)s.HeadDim;
-        // dx += D g: a combine of nothing but the skip term (zero scan outputs are not needed: shift past the ends).
+        uint l = (uint)s.SeqLen, h = (uint)s.Heads, p = (uint)s.HeadDim;
+        // dx += D g: a combine of the skip term alone (a shift of L moves both scan terms out of range).
         var skip = st.Own(Tensor.Empty(device, "d_skip", s.Batch, s.SeqLen, s.Heads, s.HeadDim));
-        var dFlags = D switch { { Rank: 1 } => 1u, { Rank: 2 } => 2u, _ => 4u };
-        var local = Shaders.Local1D(device);
-        st.Dispatch(device.GetKernel(Shaders.BidirCombine, [local]), (Shaders.Groups1D(device, skip.Length, local), 1, 1),
-            new CombinePush(b, l, h, p, l, dFlags), gate.Buffer, gate.Buffer, gate.Buffer, D.Buffer, gate.Buffer, skip.Buffer, skip.Buffer);
+        Combine(st, s, gate, gate, gate, D, null, skip, null, l);
         Elementwise.Add(dx, skip, dx, st);
 
-        if (D.Rank == 3)
+        var blocks = (l + ReduceBlockRows - 1) / ReduceBlockRows;
+        var part = D.Rank == 3 ? null : st.Own(Tensor.Empty(device, "dD_part", s.Batch, (int)blocks, s.Heads * s.HeadDim));
+        foreach (var pc in Pieces(device, s.Batch, (long)s.SeqLen * s.Heads * s.HeadDim, (long)s.SeqLen * s.Heads, (long)blocks * s.Heads * s.HeadDim))
         {
-            Reduce(st, device, gate.Buffer, dD.Buffer, 1, 1, b * l * h, p, 1, x.Buffer);
-            return;
+            var n = (uint)pc.Count;
+            if (part is null)
+            {
+                Reduce(st, device, pc.Of(gate), pc.Of(dD), 1, 1, n * l * h, p, 1, pc.Of(x));   // D (b, L, h): per row
+            }
+            else
+            {
+                Reduce(st, device, pc.Of(gate), pc.Of(part), n, l, h * p, 1, ReduceBlockRows, pc.Of(x));
+            }
         }
 
-        var blocks = (l + ReduceBlockRows - 1) / ReduceBlockRows;
-        var part = st.Own(Tensor.Empty(device, "dD_part", s.Batch, (int)blocks, s.Heads * s.HeadDim));
-        Reduce(st, device, gate.Buffer, part.Buffer, b, l, h * p, 1, ReduceBlockRows, x.Buffer);
-        var rows = b * blocks;
-        Reduce(st, device, part.Buffer, dD.Buffer, 1, rows, D.Rank == 2 ? h * p : h, D.Rank == 2 ? 1u : p, rows);
+        if (part is not null)
+        {
+            var rows = (uint)s.Batch * blocks;
+            Reduce(st, device, part.Buffer, dD.Buffer, 1, rows, D.Rank == 2 ? h * p : h, D.Rank == 2 ? 1u : p, rows);
+        }
     }
 
     /// <summary>Gradients of a tensor both scans read (summed), or of the reverse scan's own tensor (kept apart).</summary>
@@ -312,15 +313,37 @@ public static partial class SsdOp
         }
     }
 
-    /// <summary>output[b, t] (+)= input[b, src(t)] along the sequence axis (seq_remap.comp).</summary>
+    /// <summary>output[b, t] (+)= input[b, src(t)] along the sequence axis (seq_remap.comp), a batch slice at a time.</summary>
     private static void Remap(CommandStream st, Tensor input, Tensor output, bool flip, int offset, bool accumulate)
     {
         var device = input.Device;
-        Shaders.EnsureBindable("Ssd", input, output);
-        var row = input.Length / ((long)input.Shape[0] * input.Shape[1]);
+        var perBatch = input.Length / input.Shape[0];
+        var row = perBatch / input.Shape[1];
         var local = Shaders.Local1D(device);
-        st.Dispatch(device.GetKernel(Shaders.SeqRemap, [local]), (Shaders.Groups1D(device, input.Length, local), 1, 1),
-            new RemapPush((uint)input.Shape[0], (uint)input.Shape[1], (uint)row, flip ? 1u : 0u, offset, accumulate ? 1u : 0u),
-            input.Buffer, output.Buffer);
+        foreach (var pc in Pieces(device, input.Shape[0], perBatch))
+        {
+            st.Dispatch(device.GetKernel(Shaders.SeqRemap, [local]), (Shaders.Groups1D(device, pc.Count * perBatch, local), 1, 1),
+                new RemapPush((uint)pc.Count, (uint)input.Shape[1], (uint)row, flip ? 1u : 0u, offset, accumulate ? 1u : 0u),
+                pc.Of(input), pc.Of(output));
+        }
     }
+
+    /// <summary>y = (y_fwd[t - shift] + y_rev[L - 1 - t - shift] + D x) * silu(z) (bidir_combine.comp), a batch slice at a time.</summary>
+    private static void Combine(CommandStream st, SsdShape s, Tensor yFwd, Tensor yRev, Tensor x, Tensor? D, Tensor? z, Tensor y, Tensor? yPre, uint shift)
+    {
+        var device = x.Device;
+        var dFlags = D switch { null => 0u, { Rank: 1 } => 1u, { Rank: 2 } => 2u, _ => 4u };
+        var local = Shaders.Local1D(device);
+        var perBatch = (long)s.SeqLen * s.Heads * s.HeadDim;
+        foreach (var pc in Pieces(device, s.Batch, perBatch, (long)s.SeqLen * s.Heads))
+        {
+            st.Dispatch(device.GetKernel(Shaders.BidirCombine, [local]), (Shaders.Groups1D(device, pc.Count * perBatch, local), 1, 1),
+                new CombinePush((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, shift, dFlags | (z is null ? 0u : 8u)),
+                pc.Of(yFwd), pc.Of(yRev), pc.Of(x), D is { Rank: 3 } ? pc.Of(D) : (D ?? x).Buffer, pc.Of(z ?? x), pc.Of(y), pc.Of(yPre ?? y));
+        }
+    }
+
+    /// <summary>Batch slices within one binding, at bindable offsets, for tensors of these floats per batch element.</summary>
+    private static IEnumerable<Piece> Pieces(GpuDevice device, int batch, params long[] perBatchFloats) =>
+        Shaders.BatchPieces(device, "Ssd", batch, perBatchFloats, MaxBindingBytesForTests).Select(p => new Piece(p.First, p.Count));
 }

@@ -56,7 +56,7 @@ public static partial class SsdOp
             throw new ArgumentException($"{op}: tensors of more than 2^32 elements are not supported (x {ShapeOps.Format(x.Shape)}).", nameof(x));
         }
 
-        Shaders.EnsureBindable(op, A, o.D, o.DtBias);
+        Shaders.EnsureBindable(op, A, o.D is { Rank: 3 } ? null : o.D, o.DtBias);   // D (b, L, h) is bound a batch slice at a time
         if (o.IsBidirectional)
         {
             return o.FusedBidirectional ? ForwardBidirectionalFused(x, dt, A, B, C, o, s, stream) : ForwardBidirectionalComposed(x, dt, A, B, C, o, s, stream);
