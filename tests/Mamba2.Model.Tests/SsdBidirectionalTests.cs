@@ -95,31 +95,7 @@ public class SsdBidirectionalTests(GpuFixture gpu)
         var v = c.ToFloat64();
         var analytic = SsdBidirectionalReference.Gradients(c, v, dy, dFinal);
 
-        double Loss()
-        {
-            var (y, final) = SsdBidirectionalReference.Forward(c, v);
-            return y.Select((t, i) => t * dy[i]).Sum() + final.Select((t, i) => t * dFinal[i]).Sum();
-        }
-
-        const double step = 1e-6;
-        Assert.Equal(v.Named().Select(n => n.Name), analytic.Named().Select(n => n.Name));
-        foreach (var ((name, input), (_, grad)) in v.Named().Zip(analytic.Named()))
-        {
-            var numeric = new double[input.Length];
-            for (var i = 0; i < input.Length; i++)
-            {
-                var keep = input[i];
-                input[i] = keep + step;
-                var up = Loss();
-                input[i] = keep - step;
-                var down = Loss();
-                input[i] = keep;
-                numeric[i] = (up - down) / (2 * step);
-            }
-
-            var err = TestMath.RelativeError(Array.ConvertAll(grad, g => (float)g), numeric);
-            Assert.True(err <= 1e-5, $"reference grad_{name} ({direction}) vs finite differences: relative error {err:E3} (seed {seed})");
-        }
+        FiniteDifferences.Check(v, analytic, () => FiniteDifferences.Loss(SsdBidirectionalReference.Forward(c, v), dy, dFinal), $"{direction} seed {seed}");
     }
 
     /// <summary>Batches split into slices that fit a (shrunken) binding limit, in both implementations.</summary>

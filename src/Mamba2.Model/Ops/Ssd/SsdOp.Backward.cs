@@ -78,13 +78,8 @@ public static partial class SsdOp
             [tokens * p, tokens, (long)l * g * n * splits, (long)h * nc * q * tilesP, (long)h * nc * q * tilesT * tilesN,
              (long)nc * h * p * n, (long)dBlocks * h * p, (long)h * slices * nc], MaxBindingBytesForTests);
 
-        var created = new List<Tensor>();
-        Tensor New(string name, params int[] shape)
-        {
-            var t = Tensor.Empty(device, name, shape);
-            created.Add(t);
-            return t;
-        }
+        var scope = new TensorScope(device);
+        var New = scope.New;
 
         try
         {
@@ -94,7 +89,7 @@ public static partial class SsdOp
                 o.Z is null ? null : New("dz", b, l, h, p),
                 o.DtBias is null ? null : New("ddt_bias", h),
                 o.InitialStates is null ? null : New("dinitial_states", b, h, p, n));
-            var gradCount = created.Count;
+            var gradCount = scope.Count;
             var scratch = new BackwardScratch(
                 G: o.Z is null ? dy : New("g", b, l, h, p),
                 DStates: New("dstates", b, nc, h, p, n),
@@ -107,7 +102,7 @@ public static partial class SsdOp
                 DbiasPart: New("ddt_bias_part", b, nc, h),
                 DbcPart: splits > 1 ? New("dbc_part", b, splits, l, g, n) : null,
                 DdPart: o.D is null ? null : New("dD_part", b, dBlocks, h * p));
-            var temps = created.Skip(gradCount).ToList();
+            var temps = scope.Since(gradCount);
             Shaders.RunIn(device, stream, st =>
             {
                 foreach (var t in temps)
@@ -132,11 +127,7 @@ public static partial class SsdOp
         }
         catch
         {
-            foreach (var t in created)
-            {
-                t.Dispose();
-            }
-
+            scope.DisposeAll();
             throw;
         }
     }

@@ -40,13 +40,8 @@ public static partial class SsdOp
             [tokens * s.HeadDim, tokens, (long)s.SeqLen * s.Groups * s.DState, (long)s.Heads * s.HeadDim * s.DState,
              (long)s.Heads * nc * s.Chunk, (long)nc * s.Heads * s.HeadDim * s.DState, tokens], MaxBindingBytesForTests);
 
-        var created = new List<Tensor>();
-        Tensor New(string name, params int[] shape)
-        {
-            var t = Tensor.Empty(device, name, shape);
-            created.Add(t);
-            return t;
-        }
+        var scope = new TensorScope(device);
+        var New = scope.New;
 
         try
         {
@@ -93,11 +88,7 @@ public static partial class SsdOp
         }
         catch
         {
-            foreach (var t in created)
-            {
-                t.Dispose();
-            }
-
+            scope.DisposeAll();
             throw;
         }
     }
@@ -161,13 +152,8 @@ public static partial class SsdOp
         }
 
         var device = x.Device;
-        var created = new List<Tensor>();
-        Tensor New(string name, params int[] shape)
-        {
-            var t = Tensor.Empty(device, name, shape);
-            created.Add(t);
-            return t;
-        }
+        var scope = new TensorScope(device);
+        var New = scope.New;
 
         try
         {
@@ -223,11 +209,7 @@ public static partial class SsdOp
         }
         catch
         {
-            foreach (var t in created)
-            {
-                t.Dispose();
-            }
-
+            scope.DisposeAll();
             throw;
         }
     }

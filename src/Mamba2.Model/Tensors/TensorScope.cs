@@ -1,0 +1,33 @@
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Tensors;
+
+/// <summary>
+/// Tensors an op allocates while it records: if recording fails, <see cref="DisposeAll"/> frees every one of them,
+/// so a failed call leaks nothing.
+/// </summary>
+internal sealed class TensorScope(GpuDevice device)
+{
+    private readonly List<Tensor> _created = [];
+
+    /// <summary>How many tensors the scope holds so far (a mark to split outputs from scratch).</summary>
+    public int Count => _created.Count;
+
+    public Tensor New(string name, params int[] shape)
+    {
+        var t = Tensor.Empty(device, name, shape);
+        _created.Add(t);
+        return t;
+    }
+
+    /// <summary>The tensors created after <paramref name="mark"/>.</summary>
+    public IReadOnlyList<Tensor> Since(int mark) => _created.Skip(mark).ToList();
+
+    public void DisposeAll()
+    {
+        foreach (var t in _created)
+        {
+            t.Dispose();
+        }
+    }
+}
