@@ -30,6 +30,25 @@ float cs_diff(float hi_a, float lo_a, float hi_b, float lo_b) {
     return r;
 }
 
+// A chunk as a kernel walks it. Mirrored, the walk runs the sequence backwards, so that a causal pass computes the
+// bidirectional reverse scan on the original tensors (no flipped copies): chunk c is the sequence's chunk
+// nchunks-1-c and its position k is the sequence position start + len - 1 - k. Per-position tensors are addressed
+// through span_pos; per-chunk buffers (dt_out, dA_cs, states) keep the walk's (c, k) order.
+struct ChunkSpan {
+    uint start;
+    uint len;
+    bool mirror;
+};
+
+ChunkSpan chunk_span(uint c, uint chunk, uint nchunks, uint seqlen, bool mirror) {
+    const uint oc = mirror ? nchunks - 1u - c : c;
+    return ChunkSpan(oc * chunk, min(chunk, seqlen - oc * chunk), mirror);
+}
+
+uint span_pos(ChunkSpan s, uint k) {
+    return s.mirror ? s.start + s.len - 1u - k : s.start + k;
+}
+
 float silu(float v) {
     return v / (1.0 + exp(-v));
 }

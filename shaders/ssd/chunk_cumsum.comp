@@ -18,7 +18,7 @@ layout(std430, binding = 5) writeonly buffer DaCsLo { float dA_cs_lo[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, chunk, nchunks;
-    uint flags;            // bit 0: dt_bias given, bit 1: softplus
+    uint flags;            // bit 0: dt_bias given, bit 1: softplus, bit 2: mirrored walk (see ChunkSpan)
     float dt_min, dt_max;
 } p;
 
@@ -33,11 +33,11 @@ void main() {
         const uint bh = w / p.nchunks;          // batch * nheads + head
         const uint head = bh % p.nheads;
         const uint b = bh / p.nheads;
-        const uint pos = c * p.chunk + t;
+        const ChunkSpan span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, (p.flags & 4u) != 0u);
 
         float v = 0.0;
-        if (t < p.chunk && pos < p.seqlen) {
-            v = dt[(b * p.seqlen + pos) * p.nheads + head];
+        if (t < span.len) {
+            v = dt[(b * p.seqlen + span_pos(span, t)) * p.nheads + head];
             if ((p.flags & 1u) != 0u) {
                 v += dt_bias[head];
             }

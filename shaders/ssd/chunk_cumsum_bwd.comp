@@ -31,7 +31,7 @@ layout(std430, binding = 12) writeonly buffer DbPart { float ddt_bias_part[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, chunk, nchunks;
-    uint flags;            // bit 0: dt_bias given, bit 1: softplus
+    uint flags;            // bit 0: dt_bias given, bit 1: softplus, bit 2: mirrored walk (see ChunkSpan)
     float dt_min, dt_max;
     uint tiles_p, tiles_n, tiles_t, tile_rows, slices;
 } p;
@@ -79,7 +79,8 @@ void main() {
         const uint bh = w / p.nchunks;
         const uint head = bh % p.nheads;
         const uint b = bh / p.nheads;
-        const uint len = min(p.chunk, p.seqlen - c * p.chunk);
+        const ChunkSpan span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, (p.flags & 4u) != 0u);
+        const uint len = span.len;
         const uint o = (bh * p.nchunks + c) * p.chunk + t;
         const bool valid = t < len;
 
@@ -119,7 +120,7 @@ void main() {
         float g = 0.0;
         if (valid) {
             g = direct + a * ddA;
-            float v = dt[(b * p.seqlen + c * p.chunk + t) * p.nheads + head];
+            float v = dt[(b * p.seqlen + span_pos(span, t)) * p.nheads + head];
             if ((p.flags & 1u) != 0u) {
                 v += dt_bias[head];
             }
@@ -130,7 +131,7 @@ void main() {
             if ((p.flags & 2u) != 0u && v <= 20.0) {
                 g *= 1.0 / (1.0 + exp(-v));
             }
-            ddt[(b * p.seqlen + c * p.chunk + t) * p.nheads + head] = g;
+            ddt[(b * p.seqlen + span_pos(span, t)) * p.nheads + head] = g;
         }
         const float dAsum = workgroup_sum(valid ? dto * ddA : 0.0);
         const float dbsum = workgroup_sum(g);

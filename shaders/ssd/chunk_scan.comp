@@ -42,7 +42,8 @@ layout(std430, binding = 10) readonly buffer DaCsLo { float dA_cs_lo[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
-    uint flags;   // bit 0: D given, bit 1: D has shape (h, p), bit 2: z given, bit 3: save y before the gate
+    uint flags;   // bit 0: D given, bit 1: D has shape (h, p), bit 2: z given, bit 3: save y before the gate,
+                  // bit 4: mirrored walk (see ChunkSpan)
 } p;
 
 const uint TM = BM / 16;
@@ -60,13 +61,13 @@ shared float dAs[HB * BK];
 shared float dAsLo[HB * BK];
 shared float dts[HB * BK];
 
-void load_c(uint row0, uint len, uint nbase, uint b, uint grp, uint n0) {
+void load_c(uint row0, uint len, ChunkSpan span, uint b, uint grp, uint n0) {
     for (uint e = gl_LocalInvocationID.x; e < BM * NK; e += 256) {
         const uint i = e / NK;
         const uint k = e % NK;
         float v = 0.0;
         if (row0 + i < len && n0 + k < p.dstate) {
-            v = C[((b * p.seqlen + nbase + row0 + i) * p.ngroups + grp) * p.dstate + n0 + k];
+            v = C[((b * p.seqlen + span_pos(span, row0 + i)) * p.ngroups + grp) * p.dstate + n0 + k];
         }
         Cs[e] = v;
     }
@@ -90,8 +91,8 @@ void main() {
         const uint head0 = (r % blocks) * HB;
         const uint b = r / blocks;
         const uint grp = head0 / hpg;
-        const uint start = c * p.chunk;
-        const uint len = min(p.chunk, p.seqlen - start);
+        const ChunkSpan span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, (p.flags & 16u) != 0u);
+        const uint len = span.len;
         const uint t0 = tt * BM;
         if (t0 >= len) {
             continue;   // uniform across the workgroup: a tile wholly past the sequence end
@@ -113,7 +114,7 @@ void main() {
 
         // State term: C[t, :] . S_in[p, :] for each head, over d_state in NK slices; C is loaded once per slice.
         for (uint n0 = 0; n0 < p.dstate; n0 += NK) {
-            load_c(t0, len, start, b, grp, n0);
+            load_c(t0, len, span, b, grp, n0);
             [[unroll]] for (uint hb = 0; hb < HB; ++hb) {
                 const uint sbase = ((b * p.nchunks + c) * p.nheads + head0 + hb) * p.headdim;
                 for (uint e = tid; e < BN * NK; e += 256) {
@@ -175,13 +176,13 @@ void main() {
                 pacc[i] = 0.0;
             }
             for (uint n0 = 0; n0 < p.dstate; n0 += NK) {
-                load_c(t0, len, start, b, grp, n0);
+                load_c(t0, len, span, b, grp, n0);
                 for (uint e = tid; e < BK * NK; e += 256) {
                     const uint s = e / NK;
                     const uint k = e % NK;
                     float v = 0.0;
                     if (s0 + s < len && n0 + k < p.dstate) {
-                        v = B[((b * p.seqlen + start + s0 + s) * p.ngroups + grp) * p.dstate + n0 + k];
+                        v = B[((b * p.seqlen + span_pos(span, s0 + s)) * p.ngroups + grp) * p.dstate + n0 + k];
                     }
                     Bs[k * KP + s] = v;
                 }
@@ -222,7 +223,7 @@ void main() {
                     const uint j = e % BN;
                     float v = 0.0;
                     if (s0 + s < len && p0 + j < p.headdim) {
-                        v = x[((b * p.seqlen + start + s0 + s) * p.nheads + head0 + hb) * p.headdim + p0 + j];
+                        v = x[((b * p.seqlen + span_pos(span, s0 + s)) * p.nheads + head0 + hb) * p.headdim + p0 + j];
                     }
                     Xs[e] = v;
                 }
@@ -255,7 +256,7 @@ void main() {
                     [[unroll]] for (uint j = 0; j < TN; ++j) {
                         const uint pj = p0 + tx + 16 * j;
                         if (t < len && pj < p.headdim) {
-                            const uint o = ((b * p.seqlen + start + t) * p.nheads + head) * p.headdim + pj;
+                            const uint o = ((b * p.seqlen + span_pos(span, t)) * p.nheads + head) * p.headdim + pj;
                             float v = acc[(hb * TM + i) * TN + j];
                             if ((p.flags & 1u) != 0u) {
                                 v += D[(p.flags & 2u) != 0u ? head * p.headdim + pj : head] * x[o];
@@ -283,7 +284,7 @@ void main() {
                         [[unroll]] for (uint j = 0; j < TN; ++j) {
                             const uint pj = p0 + tx + 16 * j;
                             if (pj < p.headdim) {
-                                const uint o = ((b * p.seqlen + start + t) * p.nheads + head) * p.headdim + pj;
+                                const uint o = ((b * p.seqlen + span_pos(span, t)) * p.nheads + head) * p.headdim + pj;
                                 const float r = acc[(hb * TM + i) * TN + j];
                                 dot = fma(z[o], r, dot);
                                 float v = dtt * r;

@@ -43,6 +43,7 @@ layout(std430, binding = 10) readonly buffer DaCsLo { float dA_cs_lo[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
+    uint flags;   // bit 0: mirrored walk (see ChunkSpan)
 } p;
 
 const uint TM = BM / 16;
@@ -82,8 +83,8 @@ void main() {
         const uint sp = r % splits; r /= splits;
         const uint grp = r % p.ngroups;
         const uint b = r / p.ngroups;
-        const uint start = c * p.chunk;
-        const uint len = min(p.chunk, p.seqlen - start);
+        const ChunkSpan span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, (p.flags & 1u) != 0u);
+        const uint len = span.len;
         const uint t0 = tt * BM;
         if (t0 >= len) {
             continue;   // uniform: a tile wholly past the sequence end
@@ -121,7 +122,7 @@ void main() {
                     const uint k = e % PK;
                     float val = 0.0;
                     if (t0 + i < len && k0 + k < p.headdim) {
-                        val = u[((b * p.seqlen + start + t0 + i) * p.nheads + head) * p.headdim + k0 + k] * dAi[i];
+                        val = u[((b * p.seqlen + span_pos(span, t0 + i)) * p.nheads + head) * p.headdim + k0 + k] * dAi[i];
                     }
                     Us[e] = val;
                 }
@@ -158,7 +159,7 @@ void main() {
                 [[unroll]] for (uint j = 0; j < TN; ++j) {
                     const uint nj = n0 + tx + 16 * j;
                     if (t < len && nj < p.dstate) {
-                        dot = fma(wv[((b * p.seqlen + start + t) * p.ngroups + grp) * p.dstate + nj], tacc[i * TN + j], dot);
+                        dot = fma(wv[((b * p.seqlen + span_pos(span, t)) * p.ngroups + grp) * p.dstate + nj], tacc[i * TN + j], dot);
                     }
                     acc[i * TN + j] += tacc[i * TN + j];
                 }
@@ -188,7 +189,7 @@ void main() {
                 const uint k = e % BN;
                 float val = 0.0;
                 if (s0 + j < len && n0 + k < p.dstate) {
-                    val = rr[((b * p.seqlen + start + s0 + j) * p.ngroups + grp) * p.dstate + n0 + k];
+                    val = rr[((b * p.seqlen + span_pos(span, s0 + j)) * p.ngroups + grp) * p.dstate + n0 + k];
                 }
                 Rs[j * RS + k] = val;
             }
@@ -205,7 +206,7 @@ void main() {
                         const uint k = e % PK;
                         float val = 0.0;
                         if (t0 + i < len && n0 + k0 + k < p.dstate) {
-                            val = wv[((b * p.seqlen + start + t0 + i) * p.ngroups + grp) * p.dstate + n0 + k0 + k];
+                            val = wv[((b * p.seqlen + span_pos(span, t0 + i)) * p.ngroups + grp) * p.dstate + n0 + k0 + k];
                         }
                         Us[e] = val;
                     }
@@ -253,7 +254,7 @@ void main() {
                         const uint k = e % PK;
                         float val = 0.0;
                         if (t0 + i < len && k0 + k < p.headdim) {
-                            val = u[((b * p.seqlen + start + t0 + i) * p.nheads + head) * p.headdim + k0 + k];
+                            val = u[((b * p.seqlen + span_pos(span, t0 + i)) * p.nheads + head) * p.headdim + k0 + k];
                         }
                         Us[e] = val;
                     }
@@ -262,7 +263,7 @@ void main() {
                         const uint k = e % PK;
                         float val = 0.0;
                         if (s0 + j < len && k0 + k < p.headdim) {
-                            val = v[((b * p.seqlen + start + s0 + j) * p.nheads + head) * p.headdim + k0 + k];
+                            val = v[((b * p.seqlen + span_pos(span, s0 + j)) * p.nheads + head) * p.headdim + k0 + k];
                         }
                         Vs[k * (BK + 1) + j] = val;
                     }
@@ -354,7 +355,7 @@ void main() {
             [[unroll]] for (uint j = 0; j < TN; ++j) {
                 const uint nj = n0 + tx + 16 * j;
                 if (t < len && nj < p.dstate) {
-                    outp[(((b * splits + sp) * p.seqlen + start + t) * p.ngroups + grp) * p.dstate + nj] = acc[i * TN + j];
+                    outp[(((b * splits + sp) * p.seqlen + span_pos(span, t)) * p.ngroups + grp) * p.dstate + nj] = acc[i * TN + j];
                 }
             }
         }

@@ -27,6 +27,7 @@ layout(std430, binding = 5) readonly buffer DaCsLo { float dA_cs_lo[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
+    uint flags;   // bit 0: mirrored walk (see ChunkSpan)
 } p;
 
 const uint TM = BM / 16;
@@ -53,8 +54,8 @@ void main() {
         const uint grp = head / hpg;
         const uint p0 = tp * BM;
         const uint n0 = tn * BN;
-        const uint start = c * p.chunk;
-        const uint len = min(p.chunk, p.seqlen - start);
+        const ChunkSpan span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, (p.flags & 1u) != 0u);
+        const uint len = span.len;
         const uint cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
         const float last = dA_cs[cs + len - 1];
         const float last_lo = dA_cs_lo[cs + len - 1];
@@ -70,7 +71,7 @@ void main() {
                 const uint j = e % BM;
                 float v = 0.0;
                 if (s0 + s < len && p0 + j < p.headdim) {
-                    const uint pos = start + s0 + s;
+                    const uint pos = span_pos(span, s0 + s);
                     const uint k = cs + s0 + s;
                     const float weight = GRAD == 0 ? exp(min(cs_diff(last, last_lo, dA_cs[k], dA_cs_lo[k]), 0.0)) * dt_out[k]
                                        : GRAD == 1 ? exp(min(dA_cs[k], 0.0))
@@ -84,7 +85,7 @@ void main() {
                 const uint j = e % BN;
                 float v = 0.0;
                 if (s0 + s < len && n0 + j < p.dstate) {
-                    const uint pos = start + s0 + s;
+                    const uint pos = span_pos(span, s0 + s);
                     v = B[((b * p.seqlen + pos) * p.ngroups + grp) * p.dstate + n0 + j];
                 }
                 Bs[e] = v;

@@ -7,6 +7,7 @@
 // replacing states[c] by R_next(c), the reverse state entering chunk c from the right (no initial or final).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
+#include "ssd_common.glsl"
 
 layout(local_size_x_id = 0) in;
 
@@ -17,7 +18,7 @@ layout(std430, binding = 3) writeonly buffer Final { float final_states[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, headdim, dstate, chunk, nchunks;
-    uint flags;   // bit 0: initial state given, bit 1: walk backwards
+    uint flags;   // bit 0: initial state given, bit 1: walk backwards, bit 2: mirrored chunks (see ChunkSpan)
 } p;
 
 void main() {
@@ -34,7 +35,7 @@ void main() {
                 const uint idx = ((b * p.nchunks + c) * p.nheads + head) * pn + k;
                 const float own = states[idx];
                 states[idx] = s;
-                const uint len = min(p.chunk, p.seqlen - c * p.chunk);
+                const uint len = chunk_span(c, p.chunk, p.nchunks, p.seqlen, (p.flags & 4u) != 0u).len;
                 s = own + exp(dA_cs[(bh * p.nchunks + c) * p.chunk + len - 1]) * s;
             }
             continue;
@@ -43,7 +44,7 @@ void main() {
             const uint idx = ((b * p.nchunks + c) * p.nheads + head) * pn + k;
             const float own = states[idx];
             states[idx] = s;
-            const uint len = min(p.chunk, p.seqlen - c * p.chunk);
+            const uint len = chunk_span(c, p.chunk, p.nchunks, p.seqlen, (p.flags & 4u) != 0u).len;
             const float decay = exp(dA_cs[(bh * p.nchunks + c) * p.chunk + len - 1]);
             s = decay * s + own;
         }

@@ -9,6 +9,7 @@
 // (chunk_cumsum_bwd); inner_part is summed over this workgroup's slice of the p x n elements (fixed-order tree).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
+#include "ssd_common.glsl"
 
 layout(local_size_x_id = 0) in;   // a power of two
 
@@ -21,7 +22,7 @@ layout(std430, binding = 5) writeonly buffer InnerPart { float inner_part[]; }; 
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, headdim, dstate, chunk, nchunks;
-    uint flags;   // bit 0: d final_state given, bit 1: write dinitial
+    uint flags;   // bit 0: d final_state given, bit 1: write dinitial, bit 2: mirrored chunks (see ChunkSpan)
 } p;
 
 shared float red[gl_WorkGroupSize.x];
@@ -61,7 +62,7 @@ void main() {
                 inner_part[(bh * slices + slice) * p.nchunks + c] = red[0];
             }
             barrier();
-            const uint len = min(p.chunk, p.seqlen - c * p.chunk);
+            const uint len = chunk_span(c, p.chunk, p.nchunks, p.seqlen, (p.flags & 4u) != 0u).len;
             r = own + exp(dA_cs[(bh * p.nchunks + c) * p.chunk + len - 1]) * r;
         }
         if (valid && (p.flags & 2u) != 0u) {

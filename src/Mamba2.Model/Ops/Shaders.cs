@@ -20,7 +20,7 @@ internal static class Shaders
     public static readonly KernelSource ChunkCumsum = Source("ssd/chunk_cumsum", 32,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write, BufferAccess.Write);
 
-    public static readonly KernelSource ChunkState = Source("ssd/chunk_state", 32,
+    public static readonly KernelSource ChunkState = Source("ssd/chunk_state", 36,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Read);
 
     public static readonly KernelSource StatePassing = Source("ssd/state_passing", 32,
@@ -36,7 +36,7 @@ internal static class Shaders
     public static readonly KernelSource StatePassingBwd = Source("ssd/state_passing_bwd", 32,
         BufferAccess.ReadWrite, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
 
-    public static readonly KernelSource ChunkScanBwdDbc = Source("ssd/chunk_scan_bwd_dbc", 32,
+    public static readonly KernelSource ChunkScanBwdDbc = Source("ssd/chunk_scan_bwd_dbc", 36,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
         BufferAccess.Read, BufferAccess.Write, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write, BufferAccess.Read);
 

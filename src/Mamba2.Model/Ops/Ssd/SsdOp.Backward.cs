@@ -176,12 +176,12 @@ public static partial class SsdOp
         Mark(0);
 
         // 2. Each chunk's local state gradient, sum_t exp(dA_cs[t]) g[t] C[t]^T: chunk_state with GRAD weights.
-        RecordChunkState(st, s, t, pc, sc.G, C, saved.DtOut, saved.DACumsum, saved.DACumsumLo, sc.DStates, weights: 1);
+        RecordChunkState(st, s, t, pc, sc.G, C, saved.DtOut, saved.DACumsum, saved.DACumsumLo, sc.DStates, weights: 1, o.Mirrored);
         Mark(1);
 
         // 3. Reverse state passing: the gradient leaving each chunk, d initial_states, S_in . dS_next per chunk.
         var passing = device.GetKernel(Shaders.StatePassingBwd, [geo.PassLocal]);
-        var passFlags = (dFinal is null ? 0u : 1u) | (gr.DInitialStates is null ? 0u : 2u);
+        var passFlags = (dFinal is null ? 0u : 1u) | (gr.DInitialStates is null ? 0u : 2u) | (o.Mirrored ? 4u : 0u);
         st.Dispatch(passing, (Shaders.Groups(device, (long)b * h * geo.Slices), 1, 1),
             new PassingPush(b, l, h, p, n, q, nc, passFlags),
             pc.Of(sc.DStates), pc.Of(saved.ChunkStates), pc.Of(saved.DACumsum),
@@ -191,7 +191,7 @@ public static partial class SsdOp
         // 4. dx and the direct part of ddt: chunk_scan run backwards in time (C and B swap, g in place of x).
         var scan = device.GetKernel(Shaders.ChunkScan, [t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK, t.ScanHeads, 1]);
         var scanItems = (long)((q + t.ScanBM - 1) / t.ScanBM) * geo.TilesP * nc * b * (h / t.ScanHeads);
-        st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, dFlags),
+        st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, dFlags | (o.Mirrored ? 16u : 0u)),
             pc.Of(sc.G), pc.Of(B), pc.Of(C), pc.Of(sc.DStates), pc.Of(saved.DtOut), pc.Of(saved.DACumsum),
             (o.D ?? A).Buffer, pc.Of(x), pc.Of(gr.Dx), pc.Of(sc.DdtPart), pc.Of(saved.DACumsumLo));
         Mark(3);
@@ -204,7 +204,7 @@ public static partial class SsdOp
         {
             var kernel = device.GetKernel(Shaders.ChunkScanBwdDbc, [bt.BM, bt.BN, bt.BK, bt.PK, bt.HeadsPerWorkgroup, reverse]);
             var target = sc.DbcPart ?? output;
-            st.Dispatch(kernel, (Shaders.Groups(device, dbcItems), 1, 1), new StatePush(b, l, h, g, p, n, q, nc),
+            st.Dispatch(kernel, (Shaders.Groups(device, dbcItems), 1, 1), new StatePush(b, l, h, g, p, n, q, nc, o.Mirrored ? 1u : 0u),
                 pc.Of(u), pc.Of(v), pc.Of(r), pc.Of(sm), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(target),
                 pc.Of(w), pc.Of(rowDot), pc.Of(sc.Straddle), pc.Of(saved.DACumsumLo));
             if (sc.DbcPart is not null)
@@ -220,7 +220,7 @@ public static partial class SsdOp
 
         // 7. dt, A and dt_bias from the gradient of each step's dA and the direct ddt.
         var cumsum = device.GetKernel(Shaders.ChunkCumsumBwd, [System.Numerics.BitOperations.RoundUpToPowerOf2(q)]);
-        var cumsumFlags = (o.DtBias is null ? 0u : 1u) | (o.DtSoftplus ? 2u : 0u);
+        var cumsumFlags = (o.DtBias is null ? 0u : 1u) | (o.DtSoftplus ? 2u : 0u) | (o.Mirrored ? 4u : 0u);
         st.Dispatch(cumsum, (Shaders.Groups(device, (long)nc * b * h), 1, 1),
             new CumsumBwdPush(b, l, h, q, nc, cumsumFlags, o.DtLimit.Min, o.DtLimit.Max,
                 (uint)geo.TilesP, (uint)geo.TilesN, (uint)geo.TilesT, bt.BM, (uint)geo.Slices),

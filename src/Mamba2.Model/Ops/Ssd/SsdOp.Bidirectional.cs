@@ -69,10 +69,10 @@ public static partial class SsdOp
                         RecordCumsum(st, s, pc, o.DtRev, A, o, reverse.DtOut, reverse.DACumsum, reverse.DACumsumLo);
                     }
 
-                    RecordChunkState(st, s, tiles, pc, x, B, dtOut, dACs, dACsLo, statesF, weights: 0);
-                    RecordChunkState(st, s, tiles, pc, x, o.BRev ?? B, reverse.DtOut, reverse.DACumsum, reverse.DACumsumLo, reverse.States, weights: 2);
-                    RecordStatePassing(st, s, pc, statesF, dACs, null, final, backwards: false);
-                    RecordStatePassing(st, s, pc, reverse.States, reverse.DACumsum, null, final, backwards: true);
+                    RecordChunkState(st, s, tiles, pc, x, B, dtOut, dACs, dACsLo, statesF, weights: 0, mirrored: false);
+                    RecordChunkState(st, s, tiles, pc, x, o.BRev ?? B, reverse.DtOut, reverse.DACumsum, reverse.DACumsumLo, reverse.States, weights: 2, mirrored: false);
+                    RecordStatePassing(st, s, pc, statesF, dACs, null, final, backwards: false, mirrored: false);
+                    RecordStatePassing(st, s, pc, reverse.States, reverse.DACumsum, null, final, backwards: true, mirrored: false);
 
                     var (cb, l, hh, g, p, n, cq) = ((uint)count, (uint)s.SeqLen, (uint)h, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)q);
                     var kernel = device.GetKernel(Shaders.ChunkScanBidir, [bt.BM, bt.BN, bt.BK, bt.NK, bt.HB, (uint)Shift(o), bt.Shared]);

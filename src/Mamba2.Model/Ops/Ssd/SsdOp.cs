@@ -16,7 +16,7 @@ public static partial class SsdOp
     private readonly record struct CumsumPush(uint Batch, uint SeqLen, uint Heads, uint Chunk, uint Chunks, uint Flags, float DtMin, float DtMax);
 
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct StatePush(uint Batch, uint SeqLen, uint Heads, uint Groups, uint HeadDim, uint DState, uint Chunk, uint Chunks);
+    private readonly record struct StatePush(uint Batch, uint SeqLen, uint Heads, uint Groups, uint HeadDim, uint DState, uint Chunk, uint Chunks, uint Flags);
 
     [StructLayout(LayoutKind.Sequential)]
     private readonly record struct PassingPush(uint Batch, uint SeqLen, uint Heads, uint HeadDim, uint DState, uint Chunk, uint Chunks, uint Flags);
@@ -117,17 +117,17 @@ public static partial class SsdOp
         Mark(Stages[0]);
 
         // 2. chunk_state: each chunk's own state.
-        RecordChunkState(st, s, t, pc, x, B, r.DtOut, r.DACumsum, r.DACumsumLo, r.ChunkStates, weights: 0);
+        RecordChunkState(st, s, t, pc, x, B, r.DtOut, r.DACumsum, r.DACumsumLo, r.ChunkStates, weights: 0, o.Mirrored);
         Mark(Stages[1]);
 
         // 3. state_passing: states entering each chunk (in place) and the final state.
-        RecordStatePassing(st, s, pc, r.ChunkStates, r.DACumsum, o.InitialStates, r.FinalStates, backwards: false);
+        RecordStatePassing(st, s, pc, r.ChunkStates, r.DACumsum, o.InitialStates, r.FinalStates, backwards: false, o.Mirrored);
         Mark(Stages[2]);
 
         // 4. chunk_scan: outputs.
         var scan = device.GetKernel(Shaders.ChunkScan, [t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK, t.ScanHeads, 0]);
         var scanItems = (long)((q + t.ScanBM - 1) / t.ScanBM) * ((p + t.ScanBN - 1) / t.ScanBN) * nc * b * (h / t.ScanHeads);
-        var flags = (o.D is null ? 0u : 1u) | (o.D is { Rank: 2 } ? 2u : 0u) | (o.Z is null ? 0u : 4u | 8u);
+        var flags = (o.D is null ? 0u : 1u) | (o.D is { Rank: 2 } ? 2u : 0u) | (o.Z is null ? 0u : 4u | 8u) | (o.Mirrored ? 16u : 0u);
         st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, flags),
             pc.Of(x), pc.Of(C), pc.Of(B), pc.Of(r.ChunkStates), pc.Of(r.DtOut), pc.Of(r.DACumsum),
             (o.D ?? A).Buffer, pc.Of(o.Z ?? x), pc.Of(r.Y), pc.Of(r.YBeforeGate ?? r.Y), pc.Of(r.DACumsumLo));
@@ -140,7 +140,7 @@ public static partial class SsdOp
         var device = dt.Device;
         var (b, l, h, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.Chunk, (uint)s.Chunks);
         var cumsum = device.GetKernel(Shaders.ChunkCumsum, [System.Numerics.BitOperations.RoundUpToPowerOf2(q)]);
-        var flags = (o.DtBias is null ? 0u : 1u) | (o.DtSoftplus ? 2u : 0u);
+        var flags = (o.DtBias is null ? 0u : 1u) | (o.DtSoftplus ? 2u : 0u) | (o.Mirrored ? 4u : 0u);
         st.Dispatch(cumsum, (Shaders.Groups(device, (long)nc * b * h), 1, 1),
             new CumsumPush(b, l, h, q, nc, flags, o.DtLimit.Min, o.DtLimit.Max),
             pc.Of(dt), A.Buffer, (o.DtBias ?? A).Buffer, pc.Of(dtOut), pc.Of(dACs), pc.Of(dACsLo));
@@ -148,23 +148,24 @@ public static partial class SsdOp
 
     /// <summary>chunk_state with the given weights (0: forward states, 1: backward's state gradient, 2: reverse scan's states).</summary>
     private static void RecordChunkState(CommandStream st, SsdShape s, SsdTiles t, Piece pc, Tensor x, Tensor B, Tensor dtOut, Tensor dACs,
-        Tensor dACsLo, Tensor states, uint weights)
+        Tensor dACsLo, Tensor states, uint weights, bool mirrored)
     {
         var device = x.Device;
         var (b, l, h, g, p, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
         var state = device.GetKernel(Shaders.ChunkState, [t.StateBM, t.StateBN, t.StateBK, weights]);
         var items = (long)((p + t.StateBM - 1) / t.StateBM) * ((n + t.StateBN - 1) / t.StateBN) * nc * b * h;
-        st.Dispatch(state, (Shaders.Groups(device, items), 1, 1), new StatePush(b, l, h, g, p, n, q, nc),
+        st.Dispatch(state, (Shaders.Groups(device, items), 1, 1), new StatePush(b, l, h, g, p, n, q, nc, mirrored ? 1u : 0u),
             pc.Of(x), pc.Of(B), pc.Of(dtOut), pc.Of(dACs), pc.Of(states), pc.Of(dACsLo));
     }
 
     /// <summary>state_passing: in place, the state entering each chunk (from the left, or from the right when walking backwards).</summary>
-    private static void RecordStatePassing(CommandStream st, SsdShape s, Piece pc, Tensor states, Tensor dACs, Tensor? initial, Tensor final, bool backwards)
+    private static void RecordStatePassing(CommandStream st, SsdShape s, Piece pc, Tensor states, Tensor dACs, Tensor? initial, Tensor final,
+        bool backwards, bool mirrored)
     {
         var device = states.Device;
         var (b, l, h, p, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
         var local = Shaders.Local1D(device);
-        var flags = (initial is null ? 0u : 1u) | (backwards ? 2u : 0u);
+        var flags = (initial is null ? 0u : 1u) | (backwards ? 2u : 0u) | (mirrored ? 4u : 0u);
         st.Dispatch(device.GetKernel(Shaders.StatePassing, [local]), (Shaders.Groups1D(device, (long)b * h * p * n, local), 1, 1),
             new PassingPush(b, l, h, p, n, q, nc, flags), pc.Of(states), pc.Of(dACs), pc.Of(initial ?? final), pc.Of(final));
     }

@@ -65,4 +65,10 @@ public sealed record SsdOptions
     public bool FusedBidirectional { get; init; } = true;
 
     public bool IsBidirectional => Direction != SsdDirection.Causal;
+
+    /// <summary>
+    /// Walks the sequence backwards (the kernels' mirrored ChunkSpan): the causal pipeline then computes the
+    /// bidirectional reverse scan on the original tensors, outputs and gradients at original positions.
+    /// </summary>
+    internal bool Mirrored { get; init; }
 }
