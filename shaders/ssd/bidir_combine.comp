@@ -1,8 +1,8 @@
 #version 450
 // The bidirectional SSD's output from its two directions (sum mode: shift 0; shift mode, Hydra: shift 1):
-//   y_pre[t] = y_fwd[t - shift] + y_rev[L - 1 - t - shift] + D x[t]      (terms outside [0, L) are 0)
+//   y_pre[t] = y_fwd[t - shift] + y_rev[t + shift] + D x[t]      (terms outside [0, L) are 0)
 //   y = y_pre * silu(z)
-// y_rev is the causal scan of the flipped sequence, in its own (flipped) order. D is (h), (h, p) or (b, L, h).
+// y_rev is the reverse scan at original positions (a mirrored causal run). D is (h), (h, p) or (b, L, h).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "ssd_common.glsl"
@@ -32,12 +32,12 @@ void main() {
         const uint head = k / p.headdim;
         const int L = int(p.seqlen);
         const int tf = t - int(p.shift);
-        const int tr = L - 1 - t - int(p.shift);
+        const int tr = t + int(p.shift);
         float v = 0.0;
         if (tf >= 0) {
             v += yf[(b * p.seqlen + uint(tf)) * row + k];
         }
-        if (tr >= 0) {
+        if (tr < L) {
             v += yr[(b * p.seqlen + uint(tr)) * row + k];
         }
         if ((p.flags & 1u) != 0u) {

@@ -45,7 +45,7 @@ internal static class Shaders
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
         BufferAccess.Write, BufferAccess.Write, BufferAccess.Write);
 
-    public static readonly KernelSource SeqRemap = Source("ssd/seq_remap", 24, BufferAccess.Read, BufferAccess.ReadWrite);
+    public static readonly KernelSource SeqShift = Source("ssd/seq_shift", 16, BufferAccess.Read, BufferAccess.Write);
 
     public static readonly KernelSource BidirCombine = Source("ssd/bidir_combine", 24,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);

@@ -5,14 +5,14 @@ using Mamba2.Vulkan;
 namespace Mamba2.Model.Ops.Ssd;
 
 /// <summary>
-/// The bidirectional forms as the composition of two causal runs: the forward scan on the inputs and the reverse
-/// scan as a causal scan of flipped copies, shifted one step each in the Hydra form, combined with D x and the gate.
-/// This is the reference-shaped path the fused single pass is measured against.
+/// The bidirectional forms: the fused forward (one output pass over both scans), and the composition of two causal
+/// runs, the second a mirrored run (the reverse scan on the original tensors), shifted one step each in the Hydra
+/// form and combined with D x and the gate. The backward composes the causal backward the same way.
 /// </summary>
 public static partial class SsdOp
 {
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct RemapPush(uint Batch, uint SeqLen, uint Row, uint Flip, int Offset, uint Accumulate);
+    private readonly record struct ShiftPush(uint Batch, uint SeqLen, uint Row, int Offset);
 
     [StructLayout(LayoutKind.Sequential)]
     private readonly record struct CombinePush(uint Batch, uint SeqLen, uint Heads, uint HeadDim, uint Shift, uint Flags);
@@ -63,10 +63,10 @@ public static partial class SsdOp
                 foreach (var (first, count) in pieces)
                 {
                     var pc = new Piece(first, count);
-                    RecordCumsum(st, s, pc, dt, A, o, dtOut, dACs, dACsLo);
+                    RecordCumsum(st, s, pc, dt, A, CausalPart(o), dtOut, dACs, dACsLo);
                     if (o.DtRev is not null)
                     {
-                        RecordCumsum(st, s, pc, o.DtRev, A, o, reverse.DtOut, reverse.DACumsum, reverse.DACumsumLo);
+                        RecordCumsum(st, s, pc, o.DtRev, A, CausalPart(o), reverse.DtOut, reverse.DACumsum, reverse.DACumsumLo);
                     }
 
                     RecordChunkState(st, s, tiles, pc, x, B, dtOut, dACs, dACsLo, statesF, weights: 0, mirrored: false);
@@ -93,45 +93,32 @@ public static partial class SsdOp
         }
     }
 
-    /// <summary>The naive composition: two causal runs, the second over flipped copies, combined with D x and the gate.</summary>
+    /// <summary>The naive composition: the forward scan and a mirrored causal run, combined with D x and the gate.</summary>
     private static SsdResult ForwardBidirectionalComposed(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o, SsdShape s,
         CommandStream? stream)
     {
         var device = x.Device;
-        var created = new List<IDisposable>();
-        T Keep<T>(T d)
-            where T : IDisposable
-        {
-            created.Add(d);
-            return d;
-        }
-
+        var scope = new TensorScope(device);
+        SsdResult? fwd = null, rev = null;
         try
         {
             SsdResult? result = null;
             Shaders.RunIn(device, stream, st =>
             {
-                var xFlip = Keep(Flipped(st, x, "x_flip"));
-                var dtFlip = Keep(Flipped(st, o.DtRev ?? dt, "dt_flip"));
-                var bFlip = Keep(Flipped(st, o.BRev ?? B, "B_flip"));
-                var cFlip = Keep(Flipped(st, o.CRev ?? C, "C_flip"));
-                var causal = CausalPart(o);
-                var fwd = Keep(Forward(x, dt, A, B, C, causal, st));
-                var rev = Keep(Forward(xFlip, dtFlip, A, bFlip, cFlip, causal, st));
-                var y = Keep(Tensor.Empty(device, "y", s.Batch, s.SeqLen, s.Heads, s.HeadDim));
-                var yPre = o.Z is null ? null : Keep(Tensor.Empty(device, "y_before_gate", s.Batch, s.SeqLen, s.Heads, s.HeadDim));
+                fwd = Forward(x, dt, A, B, C, CausalPart(o), st);
+                rev = Forward(x, o.DtRev ?? dt, A, o.BRev ?? B, o.CRev ?? C, CausalPart(o) with { Mirrored = true }, st);
+                var y = scope.New("y", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
+                var yPre = o.Z is null ? null : scope.New("y_before_gate", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
                 Combine(st, s, fwd.Y, rev.Y, x, o.D, o.Z, y, yPre, (uint)Shift(o));
-                result = new SsdResult(y, yPre, new BidirectionalRuns(o.Direction, fwd, rev, xFlip, dtFlip, bFlip, cFlip));
+                result = new SsdResult(y, yPre, new BidirectionalRuns(o.Direction, fwd, rev));
             });
             return result!;
         }
         catch
         {
-            foreach (var d in created)
-            {
-                d.Dispose();
-            }
-
+            fwd?.Dispose();
+            rev?.Dispose();
+            scope.DisposeAll();
             throw;
         }
     }
@@ -178,19 +165,22 @@ public static partial class SsdOp
                         (uint)gate.Length, dy.Buffer, o.Z.Buffer, saved.YBeforeGate.Buffer, gate.Buffer, grads.Dz.Buffer);
                 }
 
+                // Each scan's output moved by the shift; its upstream gradient moves back: g_fwd[t] = g[t + shift],
+                // g_rev[t] = g[t - shift].
                 var shift = Shift(o);
-                var gFwd = shift == 0 ? gate : st.Own(Remapped(st, gate, "g_fwd", flip: false, offset: shift));
-                var gRev = st.Own(Remapped(st, gate, "g_rev", flip: true, offset: shift));
+                var gFwd = shift == 0 ? gate : st.Own(Shifted(st, gate, "g_fwd", shift));
+                var gRev = shift == 0 ? gate : st.Own(Shifted(st, gate, "g_rev", -shift));
                 // The backward composes the causal backward. After a fused forward, its forward scan's intermediates are
-                // exactly a causal run's; only the reverse run is recomputed, over flipped copies.
+                // exactly a causal run's; only the reverse (mirrored) run is recomputed.
                 var causal = CausalPart(o);
-                var runs = saved.Bidirectional ?? ReverseRunFor(st, saved, x, dt, A, B, C, o);
+                var mirrored = causal with { Mirrored = true };
+                var (dtRev, bRev, cRev) = (o.DtRev ?? dt, o.BRev ?? B, o.CRev ?? C);
+                var runs = saved.Bidirectional ?? new BidirectionalRuns(o.Direction, ForwardScanOf(saved), st.Own(Forward(x, dtRev, A, bRev, cRev, mirrored, st)));
                 var fwd = st.Own(Backward(gFwd, runs.Forward, x, dt, A, B, C, causal, dFinalStates, st));
-                var rev = st.Own(Backward(gRev, runs.Reverse, runs.XFlip, runs.DtFlip, A, runs.BFlip, runs.CFlip, causal, null, st));
+                var rev = st.Own(Backward(gRev, runs.Reverse, x, dtRev, A, bRev, cRev, mirrored, null, st));
 
-                // Inputs both scans read get both gradients; the reverse scan's come back flipped.
-                st.Copy(fwd.Dx.Buffer, 0, grads.Dx.Buffer, 0, grads.Dx.Buffer.SizeBytes);
-                Remap(st, rev.Dx, grads.Dx, flip: true, offset: 0, accumulate: true);
+                // Inputs both scans read get both gradients (the mirrored run's are at original positions already).
+                Elementwise.Add(fwd.Dx, rev.Dx, grads.Dx, st);
                 Sum(st, fwd.Ddt, rev.Ddt, grads.Ddt, grads.DDtRev);
                 Sum(st, fwd.DB, rev.DB, grads.DB, grads.DBRev);
                 Sum(st, fwd.DC, rev.DC, grads.DC, grads.DCRev);
@@ -214,20 +204,9 @@ public static partial class SsdOp
         }
     }
 
-    /// <summary>
-    /// The runs the composed backward needs, for a fused forward's result: a view of its forward scan (not owned) and
-    /// the reverse scan recomputed as a causal run over flipped copies (owned by the stream).
-    /// </summary>
-    private static BidirectionalRuns ReverseRunFor(CommandStream st, SsdResult saved, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o)
-    {
-        var xFlip = st.Own(Flipped(st, x, "x_flip"));
-        var dtFlip = st.Own(Flipped(st, o.DtRev ?? dt, "dt_flip"));
-        var bFlip = st.Own(Flipped(st, o.BRev ?? B, "B_flip"));
-        var cFlip = st.Own(Flipped(st, o.CRev ?? C, "C_flip"));
-        var reverse = st.Own(Forward(xFlip, dtFlip, A, bFlip, cFlip, CausalPart(o), st));
-        var forwardView = new SsdResult(saved.Y, saved.FinalStates, saved.DtOut, saved.DACumsum, saved.DACumsumLo, saved.ChunkStates, null);
-        return new BidirectionalRuns(o.Direction, forwardView, reverse, xFlip, dtFlip, bFlip, cFlip);
-    }
+    /// <summary>A fused result's forward scan as a causal run's result: a view of its tensors, not owned (never disposed).</summary>
+    private static SsdResult ForwardScanOf(SsdResult saved) =>
+        new(saved.Y, saved.FinalStates, saved.DtOut, saved.DACumsum, saved.DACumsumLo, saved.ChunkStates, null);
 
     /// <summary>
     /// d/dD and the skip connection's share of dx: dx += D g, dD = sum of g x over the batch and positions (and the
@@ -265,48 +244,39 @@ public static partial class SsdOp
     }
 
     /// <summary>Gradients of a tensor both scans read (summed), or of the reverse scan's own tensor (kept apart).</summary>
-    private static void Sum(CommandStream st, Tensor fromForward, Tensor fromReverseFlipped, Tensor shared, Tensor? reverseOwn)
+    private static void Sum(CommandStream st, Tensor fromForward, Tensor fromReverse, Tensor shared, Tensor? reverseOwn)
     {
-        st.Copy(fromForward.Buffer, 0, shared.Buffer, 0, shared.Buffer.SizeBytes);
         if (reverseOwn is null)
         {
-            Remap(st, fromReverseFlipped, shared, flip: true, offset: 0, accumulate: true);
+            Elementwise.Add(fromForward, fromReverse, shared, st);
+            return;
         }
-        else
-        {
-            Remap(st, fromReverseFlipped, reverseOwn, flip: true, offset: 0, accumulate: false);
-        }
+
+        st.Copy(fromForward.Buffer, 0, shared.Buffer, 0, shared.Buffer.SizeBytes);
+        st.Copy(fromReverse.Buffer, 0, reverseOwn.Buffer, 0, reverseOwn.Buffer.SizeBytes);
     }
 
-    private static Tensor Flipped(CommandStream st, Tensor t, string name) => Remapped(st, t, name, flip: true, offset: 0);
-
-    private static Tensor Remapped(CommandStream st, Tensor t, string name, bool flip, int offset)
+    /// <summary>t moved along the sequence: out[b, t] = t[b, t + offset], zeros shifted in (seq_shift.comp), a batch slice at a time.</summary>
+    private static Tensor Shifted(CommandStream st, Tensor t, string name, int offset)
     {
-        var output = Tensor.Empty(t.Device, name, [.. t.Shape]);
+        var device = t.Device;
+        var output = Tensor.Empty(device, name, [.. t.Shape]);
         try
         {
-            Remap(st, t, output, flip, offset, accumulate: false);
+            var perBatch = t.Length / t.Shape[0];
+            var local = Shaders.Local1D(device);
+            foreach (var pc in Pieces(device, t.Shape[0], perBatch))
+            {
+                st.Dispatch(device.GetKernel(Shaders.SeqShift, [local]), (Shaders.Groups1D(device, pc.Count * perBatch, local), 1, 1),
+                    new ShiftPush((uint)pc.Count, (uint)t.Shape[1], (uint)(perBatch / t.Shape[1]), offset), pc.Of(t), pc.Of(output));
+            }
+
             return output;
         }
         catch
         {
             output.Dispose();
             throw;
-        }
-    }
-
-    /// <summary>output[b, t] (+)= input[b, src(t)] along the sequence axis (seq_remap.comp), a batch slice at a time.</summary>
-    private static void Remap(CommandStream st, Tensor input, Tensor output, bool flip, int offset, bool accumulate)
-    {
-        var device = input.Device;
-        var perBatch = input.Length / input.Shape[0];
-        var row = perBatch / input.Shape[1];
-        var local = Shaders.Local1D(device);
-        foreach (var pc in Pieces(device, input.Shape[0], perBatch))
-        {
-            st.Dispatch(device.GetKernel(Shaders.SeqRemap, [local]), (Shaders.Groups1D(device, pc.Count * perBatch, local), 1, 1),
-                new RemapPush((uint)pc.Count, (uint)input.Shape[1], (uint)row, flip ? 1u : 0u, offset, accumulate ? 1u : 0u),
-                pc.Of(input), pc.Of(output));
         }
     }
 

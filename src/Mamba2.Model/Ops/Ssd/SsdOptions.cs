@@ -59,8 +59,9 @@ public sealed record SsdOptions
     public Tensor? CRev { get; init; }
 
     /// <summary>
-    /// Bidirectional forward as one fused output pass over both scans (default), or, when false, as two causal runs
-    /// over flipped copies combined afterwards: the naive composition, kept for comparison and benchmarks.
+    /// Bidirectional forward as one fused output pass over both scans (default), or, when false, as two complete causal
+    /// runs (the second walking the sequence backwards, no copies) combined afterwards: the naive composition, kept
+    /// for comparison and benchmarks.
     /// </summary>
     public bool FusedBidirectional { get; init; } = true;
 

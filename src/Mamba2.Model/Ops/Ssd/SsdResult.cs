@@ -80,20 +80,15 @@ public sealed class SsdResult : IDisposable
 }
 
 /// <summary>
-/// The causal runs behind a bidirectional result: the forward scan on the inputs, the reverse scan as a causal scan
-/// of the flipped inputs (kept for the backward), and those flipped inputs.
+/// The causal runs behind a composed bidirectional result: the forward scan, and the reverse scan as a mirrored
+/// causal run on the same tensors (outputs at original positions; its intermediates in the mirrored walk's order).
 /// </summary>
-internal sealed record BidirectionalRuns(SsdDirection Direction, SsdResult Forward, SsdResult Reverse,
-    Tensor XFlip, Tensor DtFlip, Tensor BFlip, Tensor CFlip) : IDisposable
+internal sealed record BidirectionalRuns(SsdDirection Direction, SsdResult Forward, SsdResult Reverse) : IDisposable
 {
     public void Dispose()
     {
         Forward.Dispose();
         Reverse.Dispose();
-        XFlip.Dispose();
-        DtFlip.Dispose();
-        BFlip.Dispose();
-        CFlip.Dispose();
     }
 }
 
