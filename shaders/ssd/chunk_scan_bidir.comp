@@ -9,8 +9,11 @@
 //   shift (Hydra):    y_t = C_{t-1} . S_{t-1} + C'_{t+1} . R_{t+1} + D x_t   (terms outside [0, L) are 0)
 //     forward: row vector C_{t-1}, state exp(E_t), intra s < t, weight exp(E_t - A_s) dt_s
 //     reverse: row vector C'_{t+1}, state exp(A'_last - A'_t), intra s > t, weight exp(E'_s - A'_t) dt'_s
-// S_in is the state entering the chunk from the left, R_next the reverse state entering it from the right (the
-// reverse state_passing walk). Every exp argument is <= 0. Both directions' (row . source) products are combined
+// S_in is the state entering the chunk from the left, R_next the reverse state entering it from the right. The
+// reverse scan's dt, cumsum and states come from a mirrored causal run (see ChunkSpan): chunk c is its chunk
+// nchunks-1-c and position t its position m(t) = len-1-t, where its cumsum M[m(t)] = sum_{u >= t} dA'_u = A'_last - E'_t.
+// So exp(E'_s - E'_t) = exp(M[m(t)] - M[m(s)]), exp(A'_last - E'_t) = exp(M[m(t)]), and with A'_t = E'_{t+1}:
+// exp(A'_last - A'_t) = exp(M[m(t) - 1]) (0 exponent at the chunk's last position). Every exp argument is <= 0. Both directions' (row . source) products are combined
 // into one weighted tile before the product with x, which both directions share; with SHARED (sum mode, no
 // reverse tensors) the two products are the same C.B^T tile and it is computed once. y *= silu(z) at the end.
 #extension GL_GOOGLE_include_directive : require
@@ -33,7 +36,7 @@ layout(std430, binding = 2) readonly buffer Bf { float B[]; };
 layout(std430, binding = 3) readonly buffer Cr { float Crev[]; };
 layout(std430, binding = 4) readonly buffer Br { float Brev[]; };
 layout(std430, binding = 5) readonly buffer StatesF { float states_f[]; };   // entering each chunk from the left
-layout(std430, binding = 6) readonly buffer StatesB { float states_b[]; };   // entering each chunk from the right
+layout(std430, binding = 6) readonly buffer StatesB { float states_b[]; };   // the mirrored run's S_in: R_next
 layout(std430, binding = 7) readonly buffer DtF { float dt_f[]; };
 layout(std430, binding = 8) readonly buffer DaF { float da_f[]; };
 layout(std430, binding = 9) readonly buffer DaFLo { float da_f_lo[]; };
@@ -125,22 +128,26 @@ void main() {
         }
         const uint p0 = tp * BN;
 
-        // Row exponents: forward A_t (sum) or E_t (shift); reverse E'_t (sum) or A'_t (shift).
+        // Row exponents: forward A_t (sum) or E_t (shift); reverse, in the mirrored cumsum, M[m(t)] (sum) or
+        // M[m(t) - 1] (shift, 0 at the chunk's last position).
+        const uint cm = p.nchunks - 1 - c;   // the mirrored run's chunk
         for (uint e = tid; e < HB * BM; e += 256) {
             const uint hb = e / BM;
             const uint i = e % BM;
             const uint cs = ((b * p.nheads + head0 + hb) * p.nchunks + c) * p.chunk;
+            const uint csm = ((b * p.nheads + head0 + hb) * p.nchunks + cm) * p.chunk;
             const uint t = t0 + i;
             const bool ok = t < len;
             const bool prev = ok && t > 0;
             const float aF = ok ? da_f[cs + t] : 0.0, aFLo = ok ? da_f_lo[cs + t] : 0.0;
             const float eF = prev ? da_f[cs + t - 1] : 0.0, eFLo = prev ? da_f_lo[cs + t - 1] : 0.0;
-            const float aB = ok ? da_b[cs + t] : 0.0, aBLo = ok ? da_b_lo[cs + t] : 0.0;
-            const float eB = prev ? da_b[cs + t - 1] : 0.0, eBLo = prev ? da_b_lo[cs + t - 1] : 0.0;
+            const uint m = len - 1 - t;
+            const bool mb = ok && (SHIFT == 0 || m > 0);
+            const uint mi = SHIFT == 0 ? m : m - 1;
             rowF[e] = SHIFT == 0 ? aF : eF;
             rowFLo[e] = SHIFT == 0 ? aFLo : eFLo;
-            rowB[e] = SHIFT == 0 ? eB : aB;
-            rowBLo[e] = SHIFT == 0 ? eBLo : aBLo;
+            rowB[e] = mb ? da_b[csm + mi] : 0.0;
+            rowBLo[e] = mb ? da_b_lo[csm + mi] : 0.0;
         }
         barrier();
 
@@ -148,13 +155,10 @@ void main() {
         float decF[HB * TM];
         float decB[HB * TM];
         [[unroll]] for (uint hb = 0; hb < HB; ++hb) {
-            const uint lastIdx = ((b * p.nheads + head0 + hb) * p.nchunks + c) * p.chunk + len - 1;
-            const float lastB = da_b[lastIdx];
-            const float lastBLo = da_b_lo[lastIdx];
             [[unroll]] for (uint i = 0; i < TM; ++i) {
                 const uint ri = hb * BM + ty * TM + i;
                 decF[hb * TM + i] = exp(min(rowF[ri], 0.0));
-                decB[hb * TM + i] = exp(min(cs_diff(lastB, lastBLo, rowB[ri], rowBLo[ri]), 0.0));
+                decB[hb * TM + i] = exp(min(rowB[ri], 0.0));
             }
         }
 
@@ -168,12 +172,13 @@ void main() {
             load_rows(t0, len, start, b, grp, n0);
             [[unroll]] for (uint hb = 0; hb < HB; ++hb) {
                 const uint sbase = ((b * p.nchunks + c) * p.nheads + head0 + hb) * p.headdim;
+                const uint sbaseB = ((b * p.nchunks + cm) * p.nheads + head0 + hb) * p.headdim;
                 for (uint e = tid; e < BN * NK; e += 256) {
                     const uint j = e / NK;
                     const uint k = e % NK;
                     const bool ok = p0 + j < p.headdim && n0 + k < p.dstate;
                     BsF[k * KP + j] = ok ? states_f[(sbase + p0 + j) * p.dstate + n0 + k] : 0.0;
-                    Xs[k * BN + j] = ok ? states_b[(sbase + p0 + j) * p.dstate + n0 + k] : 0.0;   // NK <= BK
+                    Xs[k * BN + j] = ok ? states_b[(sbaseB + p0 + j) * p.dstate + n0 + k] : 0.0;   // NK <= BK
                 }
                 barrier();
                 [[unroll]] for (uint k = 0; k < NK; ++k) {
@@ -205,15 +210,15 @@ void main() {
                 const uint hb = e / BK;
                 const uint i = e % BK;
                 const uint cs = ((b * p.nheads + head0 + hb) * p.nchunks + c) * p.chunk;
+                const uint csm = ((b * p.nheads + head0 + hb) * p.nchunks + cm) * p.chunk + len - 1;   // + m(s) = - s
                 const uint s = s0 + i;
                 const bool ok = s < len;
-                const bool prev = ok && s > 0;
                 srcF[e] = ok ? da_f[cs + s] : 0.0;
                 srcFLo[e] = ok ? da_f_lo[cs + s] : 0.0;
                 dtsF[e] = ok ? dt_f[cs + s] : 0.0;
-                srcB[e] = prev ? da_b[cs + s - 1] : 0.0;     // E'_s
-                srcBLo[e] = prev ? da_b_lo[cs + s - 1] : 0.0;
-                dtsB[e] = ok ? dt_b[cs + s] : 0.0;
+                srcB[e] = ok ? da_b[csm - s] : 0.0;          // M[m(s)]
+                srcBLo[e] = ok ? da_b_lo[csm - s] : 0.0;
+                dtsB[e] = ok ? dt_b[csm - s] : 0.0;
             }
             float pf[TM * TK];
             float pb[TM * TK];
@@ -282,7 +287,7 @@ void main() {
                             }
                             if (rev) {
                                 const float prod = SHARED != 0 ? pf[i * TK + j] : pb[i * TK + j];
-                                v += prod * exp(min(cs_diff(srcB[si], srcBLo[si], rowB[ri], rowBLo[ri]), 0.0)) * dtsB[si];
+                                v += prod * exp(min(cs_diff(rowB[ri], rowBLo[ri], srcB[si], srcBLo[si]), 0.0)) * dtsB[si];
                             }
                         }
                         Ps[ti * BK + sj] = v;

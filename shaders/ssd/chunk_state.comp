@@ -5,8 +5,6 @@
 // tile of (p, n), staging BK positions at a time in shared memory with the decay weight folded into x.
 // GRAD = 1 computes the backward's per-chunk state gradient instead (x <- g = gated dy, B <- C):
 //   dstates[b, c, h, p, n] = sum_{t in c} exp(dA_cs[t]) g[t, p] C[t, n]
-// GRAD = 2 is the bidirectional reverse scan's chunk state, its contribution at the chunk's first position:
-//   states[b, c, h, p, n] = sum_{s in c} exp(dA_cs[s - 1]) dt_out[s] x[s, p] B[s, n]   (the exclusive cumsum, 0 at s = 0)
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
@@ -16,7 +14,7 @@ layout(local_size_x = 256) in;
 layout(constant_id = 0) const uint BM = 64;   // headdim tile (multiple of 16)
 layout(constant_id = 1) const uint BN = 64;   // d_state tile (multiple of 16)
 layout(constant_id = 2) const uint BK = 32;   // positions per stage
-layout(constant_id = 3) const uint GRAD = 0;   // 1: the backward's weights, 2: the reverse scan's (above)
+layout(constant_id = 3) const uint GRAD = 0;   // 1: the backward's weights (above)
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer Bm { float B[]; };
@@ -74,8 +72,7 @@ void main() {
                     const uint pos = span_pos(span, s0 + s);
                     const uint k = cs + s0 + s;
                     const float weight = GRAD == 0 ? exp(min(cs_diff(last, last_lo, dA_cs[k], dA_cs_lo[k]), 0.0)) * dt_out[k]
-                                       : GRAD == 1 ? exp(min(dA_cs[k], 0.0))
-                                                   : (s0 + s > 0 ? exp(min(dA_cs[k - 1], 0.0)) : 1.0) * dt_out[k];
+                                                   : exp(min(dA_cs[k], 0.0));
                     v = x[((b * p.seqlen + pos) * p.nheads + head) * p.headdim + p0 + j] * weight;
                 }
                 Xs[e] = v;

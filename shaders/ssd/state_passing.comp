@@ -2,9 +2,6 @@
 // SSD stage 3, state_passing: walks the chunks in order for every (batch, head, state element),
 //   S_in(0) = initial state (or 0),  S_in(c) = exp(dA_cs[c-1][last]) S_in(c-1) + states[c-1],
 // replacing states[c] in place by S_in(c) (what chunk_scan reads) and writing the final state.
-// Flag bit 1 walks backwards for the bidirectional reverse scan (states from chunk_state GRAD = 2):
-//   R_next(last chunk) = 0,  R_next(c) = states[c+1] + exp(dA_cs[c+1][last]) R_next(c+1),
-// replacing states[c] by R_next(c), the reverse state entering chunk c from the right (no initial or final).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "ssd_common.glsl"
@@ -18,7 +15,7 @@ layout(std430, binding = 3) writeonly buffer Final { float final_states[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, headdim, dstate, chunk, nchunks;
-    uint flags;   // bit 0: initial state given, bit 1: walk backwards, bit 2: mirrored chunks (see ChunkSpan)
+    uint flags;   // bit 0: initial state given, bit 2: mirrored chunks (see ChunkSpan)
 } p;
 
 void main() {
@@ -29,17 +26,6 @@ void main() {
         const uint head = bh % p.nheads;
         const uint b = bh / p.nheads;
         float s = (p.flags & 1u) != 0u ? initial_states[e] : 0.0;
-        if ((p.flags & 2u) != 0u) {
-            for (uint cc = p.nchunks; cc > 0; --cc) {
-                const uint c = cc - 1;
-                const uint idx = ((b * p.nchunks + c) * p.nheads + head) * pn + k;
-                const float own = states[idx];
-                states[idx] = s;
-                const uint len = chunk_span(c, p.chunk, p.nchunks, p.seqlen, (p.flags & 4u) != 0u).len;
-                s = own + exp(dA_cs[(bh * p.nchunks + c) * p.chunk + len - 1]) * s;
-            }
-            continue;
-        }
         for (uint c = 0; c < p.nchunks; ++c) {
             const uint idx = ((b * p.nchunks + c) * p.nheads + head) * pn + k;
             const float own = states[idx];

@@ -24,8 +24,8 @@ public static partial class SsdOp
     private static int Shift(SsdOptions o) => o.Direction == SsdDirection.BidirectionalShift ? 1 : 0;
 
     /// <summary>
-    /// The fused forward: chunk_cumsum, chunk_state and state_passing for each direction (the reverse ones weighted
-    /// and walked in original time, no flipped copies), then one chunk_scan_bidir pass over both scans.
+    /// The fused forward: chunk_cumsum, chunk_state and state_passing for each direction (the reverse ones as a
+    /// mirrored causal run on the same tensors), then one chunk_scan_bidir pass over both scans.
     /// </summary>
     private static SsdResult ForwardBidirectionalFused(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o, SsdShape s,
         CommandStream? stream)
@@ -53,33 +53,30 @@ public static partial class SsdOp
             var dACs = New("dA_cumsum", b, h, nc, q);
             var dACsLo = New("dA_cumsum_lo", b, h, nc, q);
             var statesF = New("chunk_states", b, nc, h, s.HeadDim, s.DState);
-            var ownDt = o.DtRev is not null;
-            var reverse = new ReverseScan(
-                ownDt ? New("dt_out_rev", b, h, nc, q) : dtOut, ownDt ? New("dA_cumsum_rev", b, h, nc, q) : dACs,
-                ownDt ? New("dA_cumsum_rev_lo", b, h, nc, q) : dACsLo, New("chunk_states_rev", b, nc, h, s.HeadDim, s.DState), ownDt);
+            // The reverse scan as a mirrored causal run's first three stages: what chunk_scan_bidir and the backward read.
+            var reverse = new SsdResult(y, New("final_states_rev", b, h, s.HeadDim, s.DState), New("dt_out_rev", b, h, nc, q),
+                New("dA_cumsum_rev", b, h, nc, q), New("dA_cumsum_rev_lo", b, h, nc, q), New("chunk_states_rev", b, nc, h, s.HeadDim, s.DState), null);
+            var causal = CausalPart(o);
+            var mirrored = causal with { Mirrored = true };
             var dFlags = o.D switch { null => 0u, { Rank: 1 } => 1u, { Rank: 2 } => 2u, _ => 4u };
             Shaders.RunIn(device, stream, st =>
             {
                 foreach (var (first, count) in pieces)
                 {
                     var pc = new Piece(first, count);
-                    RecordCumsum(st, s, pc, dt, A, CausalPart(o), dtOut, dACs, dACsLo);
-                    if (o.DtRev is not null)
-                    {
-                        RecordCumsum(st, s, pc, o.DtRev, A, CausalPart(o), reverse.DtOut, reverse.DACumsum, reverse.DACumsumLo);
-                    }
-
+                    RecordCumsum(st, s, pc, dt, A, causal, dtOut, dACs, dACsLo);
+                    RecordCumsum(st, s, pc, o.DtRev ?? dt, A, mirrored, reverse.DtOut, reverse.DACumsum, reverse.DACumsumLo);
                     RecordChunkState(st, s, tiles, pc, x, B, dtOut, dACs, dACsLo, statesF, weights: 0, mirrored: false);
-                    RecordChunkState(st, s, tiles, pc, x, o.BRev ?? B, reverse.DtOut, reverse.DACumsum, reverse.DACumsumLo, reverse.States, weights: 2, mirrored: false);
-                    RecordStatePassing(st, s, pc, statesF, dACs, null, final, backwards: false, mirrored: false);
-                    RecordStatePassing(st, s, pc, reverse.States, reverse.DACumsum, null, final, backwards: true, mirrored: false);
+                    RecordChunkState(st, s, tiles, pc, x, o.BRev ?? B, reverse.DtOut, reverse.DACumsum, reverse.DACumsumLo, reverse.ChunkStates, weights: 0, mirrored: true);
+                    RecordStatePassing(st, s, pc, statesF, dACs, null, final, mirrored: false);
+                    RecordStatePassing(st, s, pc, reverse.ChunkStates, reverse.DACumsum, null, reverse.FinalStates, mirrored: true);
 
                     var (cb, l, hh, g, p, n, cq) = ((uint)count, (uint)s.SeqLen, (uint)h, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)q);
                     var kernel = device.GetKernel(Shaders.ChunkScanBidir, [bt.BM, bt.BN, bt.BK, bt.NK, bt.HB, (uint)Shift(o), bt.Shared]);
                     var items = (long)((cq + bt.BM - 1) / bt.BM) * ((p + bt.BN - 1) / bt.BN) * (uint)nc * cb * (hh / bt.HB);
                     st.Dispatch(kernel, (Shaders.Groups(device, items), 1, 1),
                         new ScanPush(cb, l, hh, g, p, n, cq, (uint)nc, dFlags | (o.Z is null ? 0u : 8u)),
-                        pc.Of(x), pc.Of(C), pc.Of(B), pc.Of(o.CRev ?? C), pc.Of(o.BRev ?? B), pc.Of(statesF), pc.Of(reverse.States),
+                        pc.Of(x), pc.Of(C), pc.Of(B), pc.Of(o.CRev ?? C), pc.Of(o.BRev ?? B), pc.Of(statesF), pc.Of(reverse.ChunkStates),
                         pc.Of(dtOut), pc.Of(dACs), pc.Of(dACsLo), pc.Of(reverse.DtOut), pc.Of(reverse.DACumsum), pc.Of(reverse.DACumsumLo),
                         o.D is { Rank: 3 } ? pc.Of(o.D) : (o.D ?? A).Buffer, pc.Of(o.Z ?? x), pc.Of(y), pc.Of(yPre ?? y));
                 }
@@ -170,12 +167,12 @@ public static partial class SsdOp
                 var shift = Shift(o);
                 var gFwd = shift == 0 ? gate : st.Own(Shifted(st, gate, "g_fwd", shift));
                 var gRev = shift == 0 ? gate : st.Own(Shifted(st, gate, "g_rev", -shift));
-                // The backward composes the causal backward. After a fused forward, its forward scan's intermediates are
-                // exactly a causal run's; only the reverse (mirrored) run is recomputed.
+                // The backward composes the causal backward: a fused forward's intermediates are exactly the forward
+                // scan's and the mirrored reverse run's.
                 var causal = CausalPart(o);
                 var mirrored = causal with { Mirrored = true };
                 var (dtRev, bRev, cRev) = (o.DtRev ?? dt, o.BRev ?? B, o.CRev ?? C);
-                var runs = saved.Bidirectional ?? new BidirectionalRuns(o.Direction, ForwardScanOf(saved), st.Own(Forward(x, dtRev, A, bRev, cRev, mirrored, st)));
+                var runs = saved.Bidirectional ?? new BidirectionalRuns(o.Direction, ForwardScanOf(saved), saved.ReverseRun!);
                 var fwd = st.Own(Backward(gFwd, runs.Forward, x, dt, A, B, C, causal, dFinalStates, st));
                 var rev = st.Own(Backward(gRev, runs.Reverse, x, dtRev, A, bRev, cRev, mirrored, null, st));
 

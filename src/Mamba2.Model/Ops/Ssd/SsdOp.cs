@@ -121,7 +121,7 @@ public static partial class SsdOp
         Mark(Stages[1]);
 
         // 3. state_passing: states entering each chunk (in place) and the final state.
-        RecordStatePassing(st, s, pc, r.ChunkStates, r.DACumsum, o.InitialStates, r.FinalStates, backwards: false, o.Mirrored);
+        RecordStatePassing(st, s, pc, r.ChunkStates, r.DACumsum, o.InitialStates, r.FinalStates, o.Mirrored);
         Mark(Stages[2]);
 
         // 4. chunk_scan: outputs.
@@ -146,7 +146,7 @@ public static partial class SsdOp
             pc.Of(dt), A.Buffer, (o.DtBias ?? A).Buffer, pc.Of(dtOut), pc.Of(dACs), pc.Of(dACsLo));
     }
 
-    /// <summary>chunk_state with the given weights (0: forward states, 1: backward's state gradient, 2: reverse scan's states).</summary>
+    /// <summary>chunk_state with the given weights (0: forward states, 1: the backward's state gradient).</summary>
     private static void RecordChunkState(CommandStream st, SsdShape s, SsdTiles t, Piece pc, Tensor x, Tensor B, Tensor dtOut, Tensor dACs,
         Tensor dACsLo, Tensor states, uint weights, bool mirrored)
     {
@@ -158,14 +158,14 @@ public static partial class SsdOp
             pc.Of(x), pc.Of(B), pc.Of(dtOut), pc.Of(dACs), pc.Of(states), pc.Of(dACsLo));
     }
 
-    /// <summary>state_passing: in place, the state entering each chunk (from the left, or from the right when walking backwards).</summary>
+    /// <summary>state_passing: in place, the state entering each chunk, and the final state.</summary>
     private static void RecordStatePassing(CommandStream st, SsdShape s, Piece pc, Tensor states, Tensor dACs, Tensor? initial, Tensor final,
-        bool backwards, bool mirrored)
+        bool mirrored)
     {
         var device = states.Device;
         var (b, l, h, p, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
         var local = Shaders.Local1D(device);
-        var flags = (initial is null ? 0u : 1u) | (backwards ? 2u : 0u) | (mirrored ? 4u : 0u);
+        var flags = (initial is null ? 0u : 1u) | (mirrored ? 4u : 0u);
         st.Dispatch(device.GetKernel(Shaders.StatePassing, [local]), (Shaders.Groups1D(device, (long)b * h * p * n, local), 1, 1),
             new PassingPush(b, l, h, p, n, q, nc, flags), pc.Of(states), pc.Of(dACs), pc.Of(initial ?? final), pc.Of(final));
     }

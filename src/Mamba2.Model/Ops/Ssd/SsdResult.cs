@@ -11,10 +11,10 @@ public sealed class SsdResult : IDisposable
     private readonly List<IDisposable> _owned;
 
     internal SsdResult(Tensor y, Tensor finalStates, Tensor dtOut, Tensor dACumsum, Tensor dACumsumLo, Tensor chunkStates, Tensor? yBeforeGate,
-        SsdDirection direction = SsdDirection.Causal, ReverseScan? reverse = null)
+        SsdDirection direction = SsdDirection.Causal, SsdResult? reverseRun = null)
     {
         Direction = direction;
-        Reverse = reverse;
+        ReverseRun = reverseRun;
         Y = y;
         FinalStates = finalStates;
         DtOut = dtOut;
@@ -23,9 +23,9 @@ public sealed class SsdResult : IDisposable
         ChunkStates = chunkStates;
         YBeforeGate = yBeforeGate;
         _owned = [.. new[] { y, finalStates, dtOut, dACumsum, dACumsumLo, chunkStates, yBeforeGate }.OfType<Tensor>()];
-        if (reverse is not null)
+        if (reverseRun is not null)
         {
-            _owned.Add(reverse);
+            _owned.Add(reverseRun);
         }
     }
 
@@ -67,8 +67,11 @@ public sealed class SsdResult : IDisposable
     /// <summary>The two causal runs a composed (naive) bidirectional result was combined from; null otherwise.</summary>
     internal BidirectionalRuns? Bidirectional { get; }
 
-    /// <summary>The reverse scan's intermediates of a fused bidirectional result; null otherwise.</summary>
-    internal ReverseScan? Reverse { get; }
+    /// <summary>
+    /// A fused bidirectional result's reverse scan, as the mirrored causal run's intermediates (what the backward
+    /// reads); its Y is this result's. Null otherwise.
+    /// </summary>
+    internal SsdResult? ReverseRun { get; }
 
     public void Dispose()
     {
@@ -89,24 +92,5 @@ internal sealed record BidirectionalRuns(SsdDirection Direction, SsdResult Forwa
     {
         Forward.Dispose();
         Reverse.Dispose();
-    }
-}
-
-/// <summary>
-/// The reverse scan's intermediates of a fused bidirectional forward, in original time order: its dt and dA cumsum
-/// (the forward's when it has no dt of its own, then not owned here) and the reverse state entering each chunk from
-/// the right, (b, nchunks, h, p, n).
-/// </summary>
-internal sealed record ReverseScan(Tensor DtOut, Tensor DACumsum, Tensor DACumsumLo, Tensor States, bool OwnsDt) : IDisposable
-{
-    public void Dispose()
-    {
-        States.Dispose();
-        if (OwnsDt)
-        {
-            DtOut.Dispose();
-            DACumsum.Dispose();
-            DACumsumLo.Dispose();
-        }
     }
 }
