@@ -58,7 +58,7 @@ public class SsdBidirectionalTests(GpuFixture gpu)
         using var dyT = Tensor.FromArray(Device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
         using var dFinalT = Tensor.FromArray(Device, "dfinal_states", dFinal, c.Batch, c.Heads, c.HeadDim, c.DState);
         using var s = Device.BeginStream();
-        var options = inputs.Options with { FusedBidirectional = fused };
+        var options = inputs.Options with { BidirectionalPath = fused ? SsdBidirectionalPath.Fused : SsdBidirectionalPath.Composed };
         using var saved = SsdOp.Forward(inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, options, s);
         using var grads = SsdOp.Backward(dyT, saved, inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, options, dFinalT, s);
         foreach (var t in grads.Named().Select(n => n.Gradient).Append(saved.Y).Append(saved.FinalStates))
@@ -112,7 +112,7 @@ public class SsdBidirectionalTests(GpuFixture gpu)
         var dy = TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1);
         using var inputs = new SsdDeviceInputs(Device, c);
         using var dyT = Tensor.FromArray(Device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
-        var options = inputs.Options with { FusedBidirectional = fused };
+        var options = inputs.Options with { BidirectionalPath = fused ? SsdBidirectionalPath.Fused : SsdBidirectionalPath.Composed };
         SsdOp.MaxBindingBytesForTests = 5 * 4320;
         try
         {

@@ -25,13 +25,14 @@ internal static class SsdBenchCommand
         Description = "causal, or bidirectional sum (Bi-Mamba2) or shift (Hydra)",
     };
 
-    private static readonly Option<bool> Naive = new("--naive") { Description = "Bidirectional as two causal runs over flipped copies (the naive composition) instead of the fused pass" };
+    private static readonly Option<bool> Naive = new("--naive") { Description = "Bidirectional as two complete causal runs combined (the naive composition)" };
+    private static readonly Option<bool> Fused = new("--fused") { Description = "Bidirectional through the fused pass even where the default composes" };
 
     public static Command Create()
     {
         var cmd = new Command("ssd", "Causal SSD forward or forward + backward (defaults: the 370m layer shape b8 L2048 h32 p64 g1 n128 chunk 256), with D, z, dt_bias and softplus");
         Direction.AcceptOnlyFromAmong("causal", "sum", "shift");
-        foreach (var o in new Option[] { CommonOptions.Device, CommonOptions.Validation, Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk, Warmup, Repeats, Backward, NoGate, Direction, Naive })
+        foreach (var o in new Option[] { CommonOptions.Device, CommonOptions.Validation, Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk, Warmup, Repeats, Backward, NoGate, Direction, Naive, Fused })
         {
             cmd.Options.Add(o);
         }
@@ -59,7 +60,16 @@ internal static class SsdBenchCommand
         var gated = !r.GetValue(NoGate);
         var backward = r.GetValue(Backward);
         var direction = r.GetValue(Direction) switch { "sum" => SsdDirection.BidirectionalSum, "shift" => SsdDirection.BidirectionalShift, _ => SsdDirection.Causal };
-        var options = new SsdOptions { ChunkSize = q, D = d, Z = gated ? z : null, DtBias = bias, DtSoftplus = true, Direction = direction, FusedBidirectional = !r.GetValue(Naive) };
+        var options = new SsdOptions
+        {
+            ChunkSize = q,
+            D = d,
+            Z = gated ? z : null,
+            DtBias = bias,
+            DtSoftplus = true,
+            Direction = direction,
+            BidirectionalPath = r.GetValue(Naive) ? SsdBidirectionalPath.Composed : r.GetValue(Fused) ? SsdBidirectionalPath.Fused : SsdBidirectionalPath.Auto,
+        };
 
         // Memory: one call (forward, or forward + backward) alone, everything it allocates beyond the inputs.
         var before = device.Memory.AllocatedBytes;
@@ -97,7 +107,7 @@ internal static class SsdBenchCommand
         var table = new Table().AddColumns("shape", "median ms", "min ms", "max ms", "GB/s", "TFLOP/s", "memory per call");
         table.AddRow($"b{b} L{l} h{h} p{p} g{g} n{n} Q{q}", $"{stats.MedianMs:F4}", $"{stats.MinMs:F4}", $"{stats.MaxMs:F4}",
             $"{bytes / stats.MedianMs / 1e6:F1}", $"{2 * macs / stats.MedianMs / 1e9:F2}", $"{perCall / 1048576.0:F1} MiB");
-        Console.WriteLine($"device: {device.Name}; SSD {direction}{(direction != SsdDirection.Causal && r.GetValue(Naive) ? " (naive)" : "")} {(backward ? "forward + backward" : "forward")} fp32 with D, {(gated ? "z, " : "")}dt_bias, softplus; {bytes / 1e6:F1} MB moved at least, {2 * macs / 1e9:F2} GFLOP; memory per call = peak beyond the inputs");
+        Console.WriteLine($"device: {device.Name}; SSD {direction}{(direction == SsdDirection.Causal ? "" : options.UsesFusedPass ? " (fused)" : " (composed)")} {(backward ? "forward + backward" : "forward")} fp32 with D, {(gated ? "z, " : "")}dt_bias, softplus; {bytes / 1e6:F1} MB moved at least, {2 * macs / 1e9:F2} GFLOP; memory per call = peak beyond the inputs");
         AnsiConsole.Write(table);
 
         // Per-stage breakdown of the causal op: one more run with a barrier and a timestamp after each stage.

@@ -59,7 +59,7 @@ public static partial class SsdOp
         Shaders.EnsureBindable(op, A, o.D is { Rank: 3 } ? null : o.D, o.DtBias);   // D (b, L, h) is bound a batch slice at a time
         if (o.IsBidirectional)
         {
-            return o.FusedBidirectional ? ForwardBidirectionalFused(x, dt, A, B, C, o, s, stream) : ForwardBidirectionalComposed(x, dt, A, B, C, o, s, stream);
+            return o.UsesFusedPass ? ForwardBidirectionalFused(x, dt, A, B, C, o, s, stream) : ForwardBidirectionalComposed(x, dt, A, B, C, o, s, stream);
         }
 
         var tiles = SsdTiles.Choose(device.Capabilities, s);

@@ -18,6 +18,19 @@ public enum SsdDirection
     BidirectionalShift,
 }
 
+/// <summary>How a bidirectional forward runs; every path computes the same result (the tests hold each to it).</summary>
+public enum SsdBidirectionalPath
+{
+    /// <summary>The fastest measured: fused for the sum form when the reverse scan shares B and C, composed otherwise.</summary>
+    Auto,
+
+    /// <summary>One output pass over both scans (chunk_scan_bidir), sharing C.B^T and the product with x.</summary>
+    Fused,
+
+    /// <summary>Two complete causal runs (the second walking the sequence backwards, no copies) combined afterwards: the naive composition.</summary>
+    Composed,
+}
+
 /// <summary>
 /// The optional arguments of mamba_ssm's <c>mamba_chunk_scan_combined</c>, same names and defaults:
 /// chunk_size, D, z, dt_bias, initial_states, dt_softplus, dt_limit; plus the direction and the reverse scan's own
@@ -59,11 +72,14 @@ public sealed record SsdOptions
     public Tensor? CRev { get; init; }
 
     /// <summary>
-    /// Bidirectional forward as one fused output pass over both scans (default), or, when false, as two complete causal
-    /// runs (the second walking the sequence backwards, no copies) combined afterwards: the naive composition, kept
-    /// for comparison and benchmarks.
+    /// How the bidirectional forward runs (docs/PERF.md: on the H100 the fused pass wins for the sum form sharing B
+    /// and C, 5.73 against 6.70 ms at the 370m shape, and loses for the shift form, 7.82 against 7.15).
     /// </summary>
-    public bool FusedBidirectional { get; init; } = true;
+    public SsdBidirectionalPath BidirectionalPath { get; init; } = SsdBidirectionalPath.Auto;
+
+    /// <summary>Whether a bidirectional forward with these options takes the fused pass.</summary>
+    public bool UsesFusedPass => BidirectionalPath == SsdBidirectionalPath.Fused ||
+        BidirectionalPath == SsdBidirectionalPath.Auto && Direction == SsdDirection.BidirectionalSum && BRev is null && CRev is null;
 
     public bool IsBidirectional => Direction != SsdDirection.Causal;
 
