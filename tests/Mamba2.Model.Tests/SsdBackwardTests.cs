@@ -51,7 +51,7 @@ public class SsdBackwardTests(GpuFixture gpu)
 
     public static TheoryData<string> Cases => new()
     {
-        "all-options", "plain", "odd-sizes", "one-past-chunk", "head-splits", "many-groups", "clamped-no-softplus", "wide", "strong-decay",
+        "all-options", "plain", "odd-sizes", "one-past-chunk", "head-splits", "many-groups", "clamped-no-softplus", "wide", "strong-decay", "shorter-than-chunk",
     };
 
     [Theory]
@@ -75,6 +75,7 @@ public class SsdBackwardTests(GpuFixture gpu)
             "wide" => (SsdCases.Make(rng, 1, 40, 2, 128, 1, 160, 32, d: true, z: true, init: true), true),
             // Cumsums in the hundreds within a chunk: the differences the kernels exponentiate must stay exact.
             "strong-decay" => (SsdCases.Make(rng, 1, 700, 2, 8, 1, 8, 256, d: true, init: true, decay: 8), true),
+            "shorter-than-chunk" => (SsdCases.Make(rng, 2, 5, 2, 8, 1, 8, 64, d: true, dPerP: true, z: true, init: true), true),
             _ => throw new ArgumentException(name),
         };
 

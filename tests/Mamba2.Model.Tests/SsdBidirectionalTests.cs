@@ -34,7 +34,7 @@ public class SsdBidirectionalTests(GpuFixture gpu)
     {
         // Odd L over several chunks, g > 1, D (h), z, bias, softplus with dt_limit clipping some steps.
         "all-options" => SsdCases.Bidirectional(rng, direction, 2, 77, 4, 12, 2, 16, 32, d: true, z: true, bias: true, softplus: true, dtMin: 0.05f, dtMax: 0.6f),
-        "plain" => SsdCases.Bidirectional(rng, direction, 1, 100, 2, 16, 1, 16, 64),
+        "plain" => SsdCases.Bidirectional(rng, direction, 1, 100, 2, 16, 1, 16, 64, d: true, dPerP: true),
         "per-token-D" => SsdCases.Bidirectional(rng, direction, 2, 45, 3, 8, 1, 12, 16, d: true, dPerToken: true, z: true),
         "reverse-tensors" => SsdCases.Bidirectional(rng, direction, 1, 70, 4, 8, 2, 8, 32, d: true, dPerToken: true, bias: true, softplus: true, reverseTensors: true),
         "one-chunk" => SsdCases.Bidirectional(rng, direction, 2, 9, 2, 8, 1, 8, 64, d: true, z: true, reverseTensors: true),

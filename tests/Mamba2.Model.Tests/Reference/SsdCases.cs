@@ -40,9 +40,9 @@ public static class SsdCases
     /// </summary>
     public static SsdCase Bidirectional(Random rng, Mamba2.Model.Ops.Ssd.SsdDirection direction, int b, int l, int h, int p, int g, int n, int q,
         bool d = false, bool dPerToken = false, bool z = false, bool bias = false, bool softplus = false, bool reverseTensors = false,
-        float dtMin = 0f, float dtMax = float.PositiveInfinity)
+        float dtMin = 0f, float dtMax = float.PositiveInfinity, bool dPerP = false)
     {
-        var c = Make(rng, b, l, h, p, g, n, q, d: d && !dPerToken, z: z, bias: bias, softplus: softplus, dtMin: dtMin, dtMax: dtMax);
+        var c = Make(rng, b, l, h, p, g, n, q, d: d && !dPerToken, dPerP: dPerP, z: z, bias: bias, softplus: softplus, dtMin: dtMin, dtMax: dtMax);
         float[] R(long count, double lo, double hi) => TestMath.Uniform(rng, count, lo, hi);
         return c with
         {
