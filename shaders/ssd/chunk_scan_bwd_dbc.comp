@@ -51,6 +51,12 @@ const uint TN = BN / 16;
 const uint TK = BK / 16;
 
 const uint PS = BK + 1;            // padded row strides: row-wise walks stay free of bank conflicts
+// The straddle sums' thread layout (256 invocations): RSEG threads per row scan SL columns each; CSEG threads per
+// column sum RL rows each. RSEG divides BK (16 or 32) and BM * RSEG <= 256; CSEG * BK = 256 <= the staging sizes.
+const uint RSEG = BM <= 16 ? 16 : BM <= 32 ? 8 : 4;
+const uint SL = BK / RSEG;
+const uint CSEG = 256 / BK;
+const uint RL = (BM + CSEG - 1) / CSEG;
 const uint RS = BN + 1;
 
 shared float Us[BM * PK];          // U[i][k] (scaled by e(i) in the state phase), or C[i] slices for C . B
@@ -324,23 +330,54 @@ void main() {
                         }
                     }
                     barrier();
-                    if (tid < BM) {
-                        float run = carry[hh * BM + tid];
-                        for (uint j = 0; j < BK; ++j) {
-                            run += Ps[tid * PS + j];
-                            Ps[tid * PS + j] = run;
+                    // Row prefix sums, RSEG threads per row: each scans SL columns, then adds the carry and the
+                    // totals of the segments before it (segment totals staged in Us, free until the next head).
+                    if (tid < BM * RSEG) {
+                        const uint r = tid / RSEG;
+                        const uint q = tid % RSEG;
+                        float run = 0.0;
+                        for (uint j = q * SL; j < q * SL + SL; ++j) {
+                            run += Ps[r * PS + j];
+                            Ps[r * PS + j] = run;
                         }
-                        carry[hh * BM + tid] = run;
+                        Us[tid] = run;
+                    }
+                    barrier();
+                    if (tid < BM * RSEG) {
+                        const uint r = tid / RSEG;
+                        const uint q = tid % RSEG;
+                        float off = carry[hh * BM + r];
+                        for (uint k = 0; k < q; ++k) {
+                            off += Us[r * RSEG + k];
+                        }
+                        for (uint j = q * SL; j < q * SL + SL; ++j) {
+                            Ps[r * PS + j] += off;
+                        }
+                    }
+                    barrier();
+                    if (tid < BM) {
+                        carry[hh * BM + tid] = Ps[tid * PS + BK - 1];
+                    }
+                    // Masked column sums, CSEG threads per column over RL rows each, then a fixed-order total.
+                    {
+                        const uint col = tid % BK;
+                        const uint seg = tid / BK;
+                        const uint k = s0 + col + 1;
+                        float part = 0.0;
+                        for (uint i = seg * RL; i < min(seg * RL + RL, BM); ++i) {
+                            if (t0 + i >= k && t0 + i < len) {
+                                part += Ps[i * PS + col];
+                            }
+                        }
+                        Vs[seg * BK + col] = part;
                     }
                     barrier();
                     if (tid < BK) {
                         const uint k = s0 + tid + 1;
                         if (k < len) {
                             float sum = 0.0;
-                            for (uint i = 0; i < BM; ++i) {
-                                if (t0 + i >= k && t0 + i < len) {
-                                    sum += Ps[i * PS + tid];
-                                }
+                            for (uint q = 0; q < CSEG; ++q) {
+                                sum += Vs[q * BK + tid];
                             }
                             straddle[((cs + k) * tilesT + tt) * tilesN + tn] = sum;
                         }
