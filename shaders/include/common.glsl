@@ -7,4 +7,9 @@
 #define GRID_STRIDE_LOOP(i, n) \
     for (uint i = gl_GlobalInvocationID.x; i < (n); i += gl_NumWorkGroups.x * gl_WorkGroupSize.x)
 
+// x * sigmoid(x), the SiLU (swish) activation.
+float silu(float v) {
+    return v / (1.0 + exp(-v));
+}
+
 #endif

@@ -49,8 +49,4 @@ uint span_pos(ChunkSpan s, uint k) {
     return s.mirror ? s.start + s.len - 1u - k : s.start + k;
 }
 
-float silu(float v) {
-    return v / (1.0 + exp(-v));
-}
-
 #endif

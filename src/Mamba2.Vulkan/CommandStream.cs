@@ -62,6 +62,9 @@ public sealed unsafe class CommandStream : IDisposable
         return resource;
     }
 
+    /// <summary>The device this stream records for.</summary>
+    public GpuDevice Device => _device;
+
     /// <summary>Barriers recorded so far (a measure of how much the batch is serialized).</summary>
     public int BarrierCount { get; private set; }
 

@@ -55,6 +55,12 @@ internal static class Shaders
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
 
+    public static readonly KernelSource Conv1d = Source("nn/conv1d", 20,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
+
+    public static readonly KernelSource Conv1dBwd = Source("nn/conv1d_bwd", 24,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write, BufferAccess.Write);
+
     public static readonly KernelSource ReduceSum = Source("nn/reduce_sum", 20,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
 

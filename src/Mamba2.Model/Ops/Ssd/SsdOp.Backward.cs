@@ -10,9 +10,6 @@ public static partial class SsdOp
     private readonly record struct CumsumBwdPush(uint Batch, uint SeqLen, uint Heads, uint Chunk, uint Chunks, uint Flags,
         float DtMin, float DtMax, uint TilesP, uint TilesN, uint TilesT, uint TileRows, uint Slices);
 
-    [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct ReducePush(uint Segments, uint Rows, uint Outs, uint Inner, uint RowsPerBlock);
-
     /// <summary>Rows per first-level block of the dD sum (over positions).</summary>
     private const int ReduceBlockRows = 256;
 
@@ -209,7 +206,7 @@ public static partial class SsdOp
                 pc.Of(w), pc.Of(rowDot), pc.Of(sc.Straddle), pc.Of(saved.DACumsumLo));
             if (sc.DbcPart is not null)
             {
-                Reduce(st, device, pc.Of(sc.DbcPart), pc.Of(output), b, (uint)geo.Splits, l * g * n, 1, (uint)geo.Splits);
+                Reductions.Blocks(st, pc.Of(sc.DbcPart), pc.Of(output), b, (uint)geo.Splits, l * g * n, 1, (uint)geo.Splits);
             }
         }
 
@@ -232,7 +229,7 @@ public static partial class SsdOp
         // 8. dD, first level: sum of g x over blocks of positions.
         if (sc.DdPart is not null)
         {
-            Reduce(st, device, pc.Of(sc.G), pc.Of(sc.DdPart), b, l, h * p, 1, ReduceBlockRows, pc.Of(x));
+            Reductions.Blocks(st, pc.Of(sc.G), pc.Of(sc.DdPart), b, l, h * p, 1, ReduceBlockRows, pc.Of(x));
         }
     }
 
@@ -242,29 +239,18 @@ public static partial class SsdOp
         var s = geo.S;
         var device = gr.Dx.Device;
         var rows = (uint)(s.Batch * s.Chunks);
-        Reduce(st, device, sc.DaPart.Buffer, gr.DA.Buffer, 1, rows, (uint)s.Heads, 1, rows);
+        Reductions.Blocks(st, sc.DaPart.Buffer, gr.DA.Buffer, 1, rows, (uint)s.Heads, 1, rows);
         if (gr.DDtBias is not null)
         {
-            Reduce(st, device, sc.DbiasPart.Buffer, gr.DDtBias.Buffer, 1, rows, (uint)s.Heads, 1, rows);
+            Reductions.Blocks(st, sc.DbiasPart.Buffer, gr.DDtBias.Buffer, 1, rows, (uint)s.Heads, 1, rows);
         }
 
         if (gr.DD is not null && sc.DdPart is not null)
         {
             var dRows = (uint)(s.Batch * geo.DBlocks);
             var perHead = o.D is { Rank: 2 };
-            Reduce(st, device, sc.DdPart.Buffer, gr.DD.Buffer, 1, dRows, perHead ? (uint)(s.Heads * s.HeadDim) : (uint)s.Heads,
+            Reductions.Blocks(st, sc.DdPart.Buffer, gr.DD.Buffer, 1, dRows, perHead ? (uint)(s.Heads * s.HeadDim) : (uint)s.Heads,
                 perHead ? 1u : (uint)s.HeadDim, dRows);
         }
-    }
-
-    /// <summary>out[seg, block, o] = sum over a block of rows of a (* b) viewed as (segments, rows, outs, inner).</summary>
-    private static void Reduce(CommandStream st, GpuDevice device, BufferBinding a, BufferBinding output, uint segments, uint rows,
-        uint outs, uint inner, uint rowsPerBlock, BufferBinding? product = null)
-    {
-        var local = Shaders.Local1D(device);
-        var kernel = device.GetKernel(Shaders.ReduceSum, [local, product is null ? 0u : 1u]);
-        var blocks = (rows + rowsPerBlock - 1) / rowsPerBlock;
-        st.Dispatch(kernel, (Shaders.Groups1D(device, (long)segments * blocks * outs, local), 1, 1),
-            new ReducePush(segments, rows, outs, inner, rowsPerBlock), a, product ?? a, output);
     }
 }

@@ -225,18 +225,18 @@ public static partial class SsdOp
             var n = (uint)pc.Count;
             if (part is null)
             {
-                Reduce(st, device, pc.Of(gate), pc.Of(dD), 1, 1, n * l * h, p, 1, pc.Of(x));   // D (b, L, h): per row
+                Reductions.Blocks(st, pc.Of(gate), pc.Of(dD), 1, 1, n * l * h, p, 1, pc.Of(x));   // D (b, L, h): per row
             }
             else
             {
-                Reduce(st, device, pc.Of(gate), pc.Of(part), n, l, h * p, 1, ReduceBlockRows, pc.Of(x));
+                Reductions.Blocks(st, pc.Of(gate), pc.Of(part), n, l, h * p, 1, ReduceBlockRows, pc.Of(x));
             }
         }
 
         if (part is not null)
         {
             var rows = (uint)s.Batch * blocks;
-            Reduce(st, device, part.Buffer, dD.Buffer, 1, rows, D.Rank == 2 ? h * p : h, D.Rank == 2 ? 1u : p, rows);
+            Reductions.Blocks(st, part.Buffer, dD.Buffer, 1, rows, D.Rank == 2 ? h * p : h, D.Rank == 2 ? 1u : p, rows);
         }
     }
 

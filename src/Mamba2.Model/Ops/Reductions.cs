@@ -1,0 +1,29 @@
+using System.Runtime.InteropServices;
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Ops;
+
+/// <summary>Fixed-order sums (nn/reduce_sum.comp): the same inputs give the same bits.</summary>
+internal static class Reductions
+{
+    [StructLayout(LayoutKind.Sequential)]
+    private readonly record struct Push(uint Segments, uint Rows, uint Outs, uint Inner, uint RowsPerBlock);
+
+    /// <summary>
+    /// output[seg, block, o] = sum over a block of rows of a (times b when given), a viewed as (segments, rows, outs, inner).
+    /// </summary>
+    public static void Blocks(CommandStream st, BufferBinding a, BufferBinding output, uint segments, uint rows, uint outs, uint inner,
+        uint rowsPerBlock, BufferBinding? product = null)
+    {
+        var device = st.Device;
+        var local = Shaders.Local1D(device);
+        var kernel = device.GetKernel(Shaders.ReduceSum, [local, product is null ? 0u : 1u]);
+        var blocks = (rows + rowsPerBlock - 1) / rowsPerBlock;
+        st.Dispatch(kernel, (Shaders.Groups1D(device, (long)segments * blocks * outs, local), 1, 1),
+            new Push(segments, rows, outs, inner, rowsPerBlock), a, product ?? a, output);
+    }
+
+    /// <summary>output[o] = sum over the rows of a (rows, outs).</summary>
+    public static void Sum(CommandStream st, BufferBinding a, BufferBinding output, uint rows, uint outs) =>
+        Blocks(st, a, output, 1, rows, outs, 1, rows);
+}

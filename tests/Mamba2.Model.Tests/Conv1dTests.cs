@@ -1,0 +1,131 @@
+using Mamba2.Model.Ops;
+using Mamba2.Model.Tensors;
+using Mamba2.Model.Tests.Reference;
+using Mamba2.Tests;
+using Mamba2.Vulkan;
+using Xunit;
+
+namespace Mamba2.Model.Tests;
+
+public class Conv1dTests(GpuFixture gpu)
+{
+    private GpuDevice Device => gpu.Device;
+
+    private static double[] Widen(float[] a) => Array.ConvertAll(a, v => (double)v);
+
+    private static int Left(Conv1dPadding padding, int k) => padding == Conv1dPadding.Causal ? k - 1 : (k - 1) / 2;
+
+    [Theory]
+    [InlineData(2, 37, 67, 4, Conv1dPadding.Causal, true, true)]     // the Mamba2 layer: causal, bias, SiLU
+    [InlineData(1, 3, 5, 4, Conv1dPadding.Causal, true, false)]      // sequence shorter than the kernel
+    [InlineData(3, 50, 16, 7, Conv1dPadding.Same, true, true)]       // Hydra: odd width, centred
+    [InlineData(2, 21, 9, 4, Conv1dPadding.Same, false, true)]       // even width "same": one more on the right
+    [InlineData(1, 130, 33, 1, Conv1dPadding.Causal, false, false)]  // width 1, no bias, no activation
+    public void ForwardAndGradientsMatchTheReference(int b, int l, int c, int k, Conv1dPadding padding, bool bias, bool silu)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var what = $"b{b} L{l} c{c} K{k} {padding} bias {bias} silu {silu} seed {seed}";
+        var xv = TestMath.Uniform(rng, (long)b * l * c, -2, 2);
+        var wv = TestMath.Uniform(rng, (long)c * k, -1, 1);
+        var bv = bias ? TestMath.Uniform(rng, c, -1, 1) : null;
+        var dyv = TestMath.Uniform(rng, (long)b * l * c, -1, 1);
+        using var x = Tensor.FromArray(Device, "x", xv, b, l, c);
+        using var w = Tensor.FromArray(Device, "weight", wv, c, 1, k);   // HF / mamba_ssm conv1d.weight layout
+        using var bt = bv is null ? null : Tensor.FromArray(Device, "bias", bv, c);
+        using var dy = Tensor.FromArray(Device, "dy", dyv, b, l, c);
+
+        using var s = Device.BeginStream();
+        using var y = Conv1d.Forward(x, w, bt, padding, silu, s);
+        using var grads = Conv1d.Backward(dy, x, w, bt, padding, silu, s);
+        foreach (var t in new[] { y, grads.Dx, grads.DWeight, grads.DBias }.OfType<Tensor>())
+        {
+            t.CopyFrom(Enumerable.Repeat(float.NaN, (int)t.Length).ToArray());
+        }
+
+        s.Submit();
+        var left = Left(padding, k);
+        var (xd, wd, bd) = (Widen(xv), Widen(wv), bv is null ? null : Widen(bv));
+        TestMath.AssertClose(y.ToArray(), Conv1dReference.Forward(xd, wd, bd, b, l, c, k, left, silu), 1e-6, $"{what}: y");
+        var (dx, dw, db) = Conv1dReference.Backward(Widen(dyv), xd, wd, bd, b, l, c, k, left, silu);
+        TestMath.AssertClose(grads.Dx.ToArray(), dx, 1e-6, $"{what}: dx");
+        TestMath.AssertClose(grads.DWeight.ToArray(), dw, 1e-5, $"{what}: dweight");
+        Assert.Equal([c, 1, k], grads.DWeight.Shape);
+        Assert.Equal(bias, grads.DBias is not null);
+        if (db is not null)
+        {
+            TestMath.AssertClose(grads.DBias!.ToArray(), db, 1e-5, $"{what}: dbias");
+        }
+    }
+
+    [Fact]
+    public void ReferenceGradientsMatchFiniteDifferences()
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        int b = 2, l = 6, c = 3, k = 3;
+        var x = Widen(TestMath.Uniform(rng, b * l * c, -2, 2));
+        var w = Widen(TestMath.Uniform(rng, c * k, -1, 1));
+        var bias = Widen(TestMath.Uniform(rng, c, -1, 1));
+        var dy = Widen(TestMath.Uniform(rng, b * l * c, -1, 1));
+        foreach (var (left, silu) in new[] { (2, true), (1, false) })
+        {
+            double Loss() => Conv1dReference.Forward(x, w, bias, b, l, c, k, left, silu).Select((v, i) => v * dy[i]).Sum();
+            var (dx, dw, db) = Conv1dReference.Backward(dy, x, w, bias, b, l, c, k, left, silu);
+            foreach (var (name, input, grad) in new[] { ("x", x, dx), ("weight", w, dw), ("bias", bias, db!) })
+            {
+                var numeric = new double[input.Length];
+                for (var i = 0; i < input.Length; i++)
+                {
+                    var keep = input[i];
+                    input[i] = keep + 1e-6;
+                    var up = Loss();
+                    input[i] = keep - 1e-6;
+                    var down = Loss();
+                    input[i] = keep;
+                    numeric[i] = (up - down) / 2e-6;
+                }
+
+                var err = TestMath.RelativeError(Array.ConvertAll(grad, v => (float)v), numeric);
+                Assert.True(err <= 1e-5, $"reference d{name} (left {left}, silu {silu}) vs finite differences: {err:E3} (seed {seed})");
+            }
+        }
+    }
+
+    [Fact]
+    public void WeightGradientIsDeterministic()
+    {
+        var rng = new Random(TestMath.NewSeed());
+        using var x = Tensor.FromArray(Device, "x", TestMath.Uniform(rng, 3 * 300 * 20, -1, 1), 3, 300, 20);
+        using var w = Tensor.FromArray(Device, "weight", TestMath.Uniform(rng, 20 * 4, -1, 1), 20, 4);
+        using var bias = Tensor.FromArray(Device, "bias", TestMath.Uniform(rng, 20, -1, 1), 20);
+        using var dy = Tensor.FromArray(Device, "dy", TestMath.Uniform(rng, 3 * 300 * 20, -1, 1), 3, 300, 20);
+        using var first = Conv1d.Backward(dy, x, w, bias, silu: true);
+        using var second = Conv1d.Backward(dy, x, w, bias, silu: true);
+        Assert.True(first.DWeight.ToArray().AsSpan().SequenceEqual(second.DWeight.ToArray()));
+        Assert.True(first.DBias!.ToArray().AsSpan().SequenceEqual(second.DBias!.ToArray()));
+    }
+
+    [Fact]
+    public void BadShapesNameTheArgument()
+    {
+        using var x = Tensor.Empty(Device, "x", 2, 10, 8);
+        using var w = Tensor.Empty(Device, "weight", 7, 4);
+        var e = Assert.Throws<ArgumentException>(() => Conv1d.Forward(x, w, null));
+        Assert.Equal("weight", e.ParamName);
+        Assert.Contains("(8, K) or (8, 1, K)", e.Message);
+        Assert.Contains("(7, 4)", e.Message);
+
+        using var w2 = Tensor.Empty(Device, "weight", 8, 4);
+        using var bias = Tensor.Empty(Device, "bias", 9);
+        e = Assert.Throws<ArgumentException>(() => Conv1d.Forward(x, w2, bias));
+        Assert.Equal("bias", e.ParamName);
+
+        using var dy = Tensor.Empty(Device, "dy", 2, 11, 8);
+        e = Assert.Throws<ArgumentException>(() => Conv1d.Backward(dy, x, w2, null));
+        Assert.Equal("dy", e.ParamName);
+
+        using var wide = Tensor.Empty(Device, "weight", 8, Conv1d.MaxWidth + 1);
+        Assert.Throws<ArgumentOutOfRangeException>(() => Conv1d.Forward(x, wide, null));
+    }
+}
