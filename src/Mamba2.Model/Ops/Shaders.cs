@@ -61,6 +61,13 @@ internal static class Shaders
     public static readonly KernelSource Conv1dBwd = Source("nn/conv1d_bwd", 24,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write, BufferAccess.Write);
 
+    public static readonly KernelSource RmsNorm = Source("nn/rmsnorm", 20,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
+
+    public static readonly KernelSource RmsNormBwd = Source("nn/rmsnorm_bwd", 20,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
+        BufferAccess.Write, BufferAccess.Write, BufferAccess.Write);
+
     public static readonly KernelSource ReduceSum = Source("nn/reduce_sum", 20,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
 

@@ -1,0 +1,169 @@
+using System.Runtime.InteropServices;
+using Mamba2.Model.Tensors;
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Ops;
+
+/// <summary>What <see cref="RmsNorm.Forward"/> returns: y (shaped as x) and the saved 1/rms per (row, group).</summary>
+public sealed record RmsNormResult(Tensor Y, Tensor Rstd) : IDisposable
+{
+    public void Dispose()
+    {
+        Y.Dispose();
+        Rstd.Dispose();
+    }
+}
+
+/// <summary>Gradients of <see cref="RmsNorm.Backward"/>: dx, dweight (d) and dz when gated.</summary>
+public sealed record RmsNormGradients(Tensor Dx, Tensor DWeight, Tensor? Dz) : IDisposable
+{
+    public void Dispose()
+    {
+        Dx.Dispose();
+        DWeight.Dispose();
+        Dz?.Dispose();
+    }
+}
+
+/// <summary>
+/// RMSNorm over the last dimension, optionally gated and per group, as mamba_ssm's <c>rms_norm_fn(x, weight, None, z,
+/// eps, group_size, norm_before_gate)</c> (same defaults: eps 1e-6, whole row, gate after the norm):
+/// y = norm(x) w silu(z), or with the gate first (norm_before_gate = false, as the Mamba2 layer uses it)
+/// y = norm(x silu(z)) w. Without z it is the plain RMSNorm of the blocks and norm_f. Rows are every leading index.
+/// </summary>
+public static class RmsNorm
+{
+    [StructLayout(LayoutKind.Sequential)]
+    private readonly record struct Push(uint Rows, uint Dim, uint GroupSize, uint Flags, float Eps);
+
+    [StructLayout(LayoutKind.Sequential)]
+    private readonly record struct BwdPush(uint Rows, uint Dim, uint GroupSize, uint Flags, uint BlockRows);
+
+    /// <summary>Rows per partial sum of the weight gradient, and the unit batches are split in.</summary>
+    private const int BlockRows = 64;
+
+    /// <summary>Tests shrink the binding range to exercise row slicing on small inputs.</summary>
+    internal static ulong? MaxBindingBytesForTests { get; set; }
+
+    public static RmsNormResult Forward(Tensor x, Tensor weight, Tensor? z = null, float eps = 1e-6f, int? groupSize = null,
+        bool normBeforeGate = true, CommandStream? stream = null)
+    {
+        var (rows, dim, gs) = Validate("RmsNorm", x, weight, z, groupSize);
+        if (!(eps >= 0) || float.IsInfinity(eps))
+        {
+            throw new ArgumentOutOfRangeException(nameof(eps), eps, "RmsNorm: eps must be finite and >= 0.");
+        }
+
+        var device = x.Device;
+        var groups = dim / gs;
+        var scope = new TensorScope(device);
+        try
+        {
+            var result = new RmsNormResult(scope.New("y", [.. x.Shape]), scope.New("rstd", (int)rows, groups));
+            var kernel = device.GetKernel(Shaders.RmsNorm, [Local(device)]);
+            var flags = Flags(z, normBeforeGate);
+            Shaders.RunIn(device, stream, st =>
+            {
+                foreach (var (first, count) in RowPieces(device, "RmsNorm", rows, dim, groups))
+                {
+                    st.Dispatch(kernel, (Shaders.Groups(device, count * groups), 1, 1), new Push((uint)count, (uint)dim, (uint)gs, flags, eps),
+                        Shaders.Slice(x, first * dim, count * dim), Shaders.Slice(z ?? x, first * dim, count * dim), weight.Buffer,
+                        Shaders.Slice(result.Y, first * dim, count * dim), Shaders.Slice(result.Rstd, first * groups, count * groups));
+                }
+            });
+            return result;
+        }
+        catch
+        {
+            scope.DisposeAll();
+            throw;
+        }
+    }
+
+    /// <summary>Gradients from dy with the forward's inputs, settings and result (its saved 1/rms).</summary>
+    public static RmsNormGradients Backward(Tensor dy, RmsNormResult saved, Tensor x, Tensor weight, Tensor? z = null, int? groupSize = null,
+        bool normBeforeGate = true, CommandStream? stream = null)
+    {
+        const string op = "RmsNorm backward";
+        var (rows, dim, gs) = Validate(op, x, weight, z, groupSize);
+        var groups = dim / gs;
+        ShapeOps.Expect(dy, "dy", op, [.. x.Shape]);
+        ShapeOps.Expect(saved.Rstd, "saved.Rstd", $"{op}: saved must come from Forward with this group size", (int)rows, groups);
+        ShapeOps.ExpectSameDevice(op, dy, x, saved.Rstd);
+        var device = x.Device;
+        var scope = new TensorScope(device);
+        try
+        {
+            var grads = new RmsNormGradients(scope.New("dx", [.. x.Shape]), scope.New("dweight", dim), z is null ? null : scope.New("dz", [.. x.Shape]));
+            var mark = scope.Count;
+            var units = (rows + BlockRows - 1) / BlockRows;
+            var dwPart = scope.New("dweight_part", (int)units, dim);
+            var flags = Flags(z, normBeforeGate);
+            Shaders.RunIn(device, stream, st =>
+            {
+                foreach (var t in scope.Since(mark))
+                {
+                    st.Own(t);
+                }
+
+                foreach (var (first, count) in RowPieces(device, op, rows, dim, groups))
+                {
+                    BufferBinding Rows(Tensor t) => Shaders.Slice(t, first * dim, count * dim);
+                    var push = new BwdPush((uint)count, (uint)dim, (uint)gs, flags, BlockRows);
+                    var rstd = Shaders.Slice(saved.Rstd, first * groups, count * groups);
+                    var part = Shaders.Slice(dwPart, first / BlockRows * dim, (count + BlockRows - 1) / BlockRows * dim);
+                    st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, [Local(device), 0]), (Shaders.Groups(device, count * groups), 1, 1), push,
+                        Rows(dy), Rows(x), Rows(z ?? x), weight.Buffer, rstd, Rows(grads.Dx), Rows(grads.Dz ?? grads.Dx), part);
+                    var local = Shaders.Local1D(device);
+                    st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, [local, 1]),
+                        (Shaders.Groups1D(device, (count + BlockRows - 1) / BlockRows * dim, local), 1, 1), push,
+                        Rows(dy), Rows(x), Rows(z ?? x), weight.Buffer, rstd, Rows(grads.Dx), Rows(grads.Dz ?? grads.Dx), part);
+                }
+
+                Reductions.Sum(st, dwPart.Buffer, grads.DWeight.Buffer, (uint)units, (uint)dim);
+            });
+            return grads;
+        }
+        catch
+        {
+            scope.DisposeAll();
+            throw;
+        }
+    }
+
+    private static uint Flags(Tensor? z, bool normBeforeGate) => (z is null ? 0u : 1u) | (z is not null && normBeforeGate ? 2u : 0u);
+
+    /// <summary>The per-row workgroup: a power of two within the device's limits.</summary>
+    private static uint Local(GpuDevice device) => System.Numerics.BitOperations.RoundUpToPowerOf2(Shaders.Local1D(device) + 1) / 2;
+
+    /// <summary>Row ranges bound together: whole blocks of BlockRows rows (the weight-gradient partials stay aligned).</summary>
+    private static IEnumerable<(long First, long Count)> RowPieces(GpuDevice device, string op, long rows, int dim, int groups)
+    {
+        var units = (rows + BlockRows - 1) / BlockRows;
+        foreach (var (first, count) in Shaders.BatchPieces(device, op, units, [(long)BlockRows * dim, (long)BlockRows * groups], MaxBindingBytesForTests))
+        {
+            var firstRow = first * BlockRows;
+            yield return (firstRow, Math.Min(count * BlockRows, rows - firstRow));
+        }
+    }
+
+    private static (long Rows, int Dim, int GroupSize) Validate(string op, Tensor x, Tensor weight, Tensor? z, int? groupSize)
+    {
+        var dim = x.Shape[^1];
+        ShapeOps.Expect(weight, "weight", $"{op} (x is {ShapeOps.Format(x.Shape)})", dim);
+        if (z is not null)
+        {
+            ShapeOps.Expect(z, "z", op, [.. x.Shape]);
+        }
+
+        var gs = groupSize ?? dim;
+        if (gs <= 0 || dim % gs != 0)
+        {
+            throw new ArgumentException($"{op}: group_size must divide the last dimension {dim}, got {gs}.", nameof(groupSize));
+        }
+
+        ShapeOps.ExpectSameDevice(op, [.. new[] { x, weight, z }.OfType<Tensor>()]);
+        Shaders.EnsureBindable(op, weight);
+        return (x.Length / dim, dim, gs);
+    }
+}

@@ -1,0 +1,148 @@
+using Mamba2.Model.Ops;
+using Mamba2.Model.Tensors;
+using Mamba2.Model.Tests.Reference;
+using Mamba2.Tests;
+using Mamba2.Vulkan;
+using Xunit;
+
+namespace Mamba2.Model.Tests;
+
+public class RmsNormTests(GpuFixture gpu)
+{
+    private GpuDevice Device => gpu.Device;
+
+    private static double[] Widen(float[] a) => Array.ConvertAll(a, v => (double)v);
+
+    /// <summary>Shape, group size (0: whole row), gate (none / before / after the norm).</summary>
+    public static TheoryData<int[], int, string> Cases => new()
+    {
+        { [37, 48], 0, "none" },           // the blocks' RMSNorm
+        { [2, 33, 96], 24, "first" },      // the Mamba2 layer: gate first, 4 groups
+        { [5, 300], 0, "after" },          // mamba_ssm's default: gate after the norm
+        { [3, 7, 20], 5, "after" },
+        { [200, 1000], 1000, "first" },    // a row longer than the workgroup
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void ForwardAndGradientsMatchTheReference(int[] shape, int groupSize, string gate)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var what = $"{ShapeOps.Format(shape)} group {groupSize} gate {gate} seed {seed}";
+        var dim = shape[^1];
+        var gs = groupSize == 0 ? dim : groupSize;
+        var n = (int)ShapeOps.Elements(shape, "x");
+        var xv = TestMath.Uniform(rng, n, -2, 2);
+        var wv = TestMath.Uniform(rng, dim, 0.5, 1.5);
+        var zv = gate == "none" ? null : TestMath.Uniform(rng, n, -3, 3);
+        var dyv = TestMath.Uniform(rng, n, -1, 1);
+        var after = gate == "after";
+        const float eps = 1e-5f;
+        using var x = Tensor.FromArray(Device, "x", xv, shape);
+        using var w = Tensor.FromArray(Device, "weight", wv, dim);
+        using var z = zv is null ? null : Tensor.FromArray(Device, "z", zv, shape);
+        using var dy = Tensor.FromArray(Device, "dy", dyv, shape);
+        using var s = Device.BeginStream();
+        using var result = RmsNorm.Forward(x, w, z, eps, groupSize == 0 ? null : groupSize, normBeforeGate: after, s);
+        using var grads = RmsNorm.Backward(dy, result, x, w, z, groupSize == 0 ? null : groupSize, normBeforeGate: after, s);
+        foreach (var t in new[] { result.Y, grads.Dx, grads.DWeight, grads.Dz }.OfType<Tensor>())
+        {
+            t.CopyFrom(Enumerable.Repeat(float.NaN, (int)t.Length).ToArray());
+        }
+
+        s.Submit();
+        var (xd, wd, zd) = (Widen(xv), Widen(wv), zv is null ? null : Widen(zv));
+        TestMath.AssertClose(result.Y.ToArray(), RmsNormReference.Forward(xd, wd, zd, eps, dim, gs, after), 1e-6, $"{what}: y");
+        var (dx, dw, dz) = RmsNormReference.Backward(Widen(dyv), xd, wd, zd, eps, dim, gs, after);
+        TestMath.AssertClose(grads.Dx.ToArray(), dx, 1e-5, $"{what}: dx");
+        TestMath.AssertClose(grads.DWeight.ToArray(), dw, 1e-5, $"{what}: dweight");
+        Assert.Equal(zv is not null, grads.Dz is not null);
+        if (dz is not null)
+        {
+            TestMath.AssertClose(grads.Dz!.ToArray(), dz, 1e-5, $"{what}: dz");
+        }
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void ReferenceGradientsMatchFiniteDifferences(bool after)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        int rows = 3, dim = 8, gs = 4;
+        var x = Widen(TestMath.Uniform(rng, rows * dim, -2, 2));
+        var w = Widen(TestMath.Uniform(rng, dim, 0.5, 1.5));
+        var z = Widen(TestMath.Uniform(rng, rows * dim, -3, 3));
+        var dy = Widen(TestMath.Uniform(rng, rows * dim, -1, 1));
+        double Loss() => RmsNormReference.Forward(x, w, z, 1e-5, dim, gs, after).Select((v, i) => v * dy[i]).Sum();
+        var (dx, dw, dz) = RmsNormReference.Backward(dy, x, w, z, 1e-5, dim, gs, after);
+        foreach (var (name, input, grad) in new[] { ("x", x, dx), ("weight", w, dw), ("z", z, dz!) })
+        {
+            var numeric = new double[input.Length];
+            for (var i = 0; i < input.Length; i++)
+            {
+                var keep = input[i];
+                input[i] = keep + 1e-6;
+                var up = Loss();
+                input[i] = keep - 1e-6;
+                var down = Loss();
+                input[i] = keep;
+                numeric[i] = (up - down) / 2e-6;
+            }
+
+            var err = TestMath.RelativeError(Array.ConvertAll(grad, v => (float)v), numeric);
+            Assert.True(err <= 1e-5, $"reference d{name} (gate after {after}) vs finite differences: {err:E3} (seed {seed})");
+        }
+    }
+
+    [Fact]
+    public void RowsLargerThanOneBindingAreSplitInWholeBlocks()
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        int rows = 300, dim = 12;
+        var xv = TestMath.Uniform(rng, rows * dim, -2, 2);
+        var wv = TestMath.Uniform(rng, dim, 0.5, 1.5);
+        var zv = TestMath.Uniform(rng, rows * dim, -3, 3);
+        var dyv = TestMath.Uniform(rng, rows * dim, -1, 1);
+        using var x = Tensor.FromArray(Device, "x", xv, rows, dim);
+        using var w = Tensor.FromArray(Device, "weight", wv, dim);
+        using var z = Tensor.FromArray(Device, "z", zv, rows, dim);
+        using var dy = Tensor.FromArray(Device, "dy", dyv, rows, dim);
+        RmsNorm.MaxBindingBytesForTests = (ulong)(2 * 64 * dim * 4);   // two blocks of 64 rows per slice: 128, 128, 44
+        try
+        {
+            using var result = RmsNorm.Forward(x, w, z, 1e-5f, 4, normBeforeGate: false);
+            using var grads = RmsNorm.Backward(dy, result, x, w, z, 4, normBeforeGate: false);
+            var (xd, wd, zd) = (Widen(xv), Widen(wv), Widen(zv));
+            TestMath.AssertClose(result.Y.ToArray(), RmsNormReference.Forward(xd, wd, zd, 1e-5, dim, 4, false), 1e-6, $"sliced y seed {seed}");
+            var (dx, dw, dz) = RmsNormReference.Backward(Widen(dyv), xd, wd, zd, 1e-5, dim, 4, false);
+            TestMath.AssertClose(grads.Dx.ToArray(), dx, 1e-5, $"sliced dx seed {seed}");
+            TestMath.AssertClose(grads.DWeight.ToArray(), dw, 1e-5, $"sliced dweight seed {seed}");
+            TestMath.AssertClose(grads.Dz!.ToArray(), dz!, 1e-5, $"sliced dz seed {seed}");
+        }
+        finally
+        {
+            RmsNorm.MaxBindingBytesForTests = null;
+        }
+    }
+
+    [Fact]
+    public void BadArgumentsAreNamed()
+    {
+        using var x = Tensor.Empty(Device, "x", 4, 12);
+        using var w = Tensor.Empty(Device, "weight", 11);
+        var e = Assert.Throws<ArgumentException>(() => RmsNorm.Forward(x, w));
+        Assert.Equal("weight", e.ParamName);
+        Assert.Contains("(12)", e.Message);
+        using var w2 = Tensor.Empty(Device, "weight", 12);
+        e = Assert.Throws<ArgumentException>(() => RmsNorm.Forward(x, w2, groupSize: 5));
+        Assert.Contains("group_size must divide", e.Message);
+        using var z = Tensor.Empty(Device, "z", 4, 13);
+        e = Assert.Throws<ArgumentException>(() => RmsNorm.Forward(x, w2, z));
+        Assert.Equal("z", e.ParamName);
+        Assert.Throws<ArgumentOutOfRangeException>(() => RmsNorm.Forward(x, w2, eps: float.NaN));
+    }
+}
