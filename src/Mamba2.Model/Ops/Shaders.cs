@@ -68,6 +68,10 @@ internal static class Shaders
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
         BufferAccess.Write, BufferAccess.Write, BufferAccess.Write);
 
+    public static readonly KernelSource CrossEntropy = Source("nn/cross_entropy", 12,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.ReadWrite, BufferAccess.ReadWrite,
+        BufferAccess.Write, BufferAccess.ReadWrite);
+
     public static readonly KernelSource ReduceSum = Source("nn/reduce_sum", 20,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
 
