@@ -72,6 +72,9 @@ internal static class Shaders
         BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.ReadWrite, BufferAccess.ReadWrite,
         BufferAccess.Write, BufferAccess.ReadWrite);
 
+    public static readonly KernelSource Embedding = Source("nn/embedding", 8,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
+
     public static readonly KernelSource ReduceSum = Source("nn/reduce_sum", 20,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
 

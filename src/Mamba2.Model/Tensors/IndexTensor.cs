@@ -2,16 +2,25 @@ using Mamba2.Vulkan;
 
 namespace Mamba2.Model.Tensors;
 
-/// <summary>A dense row-major int32 tensor in device memory: token ids and targets.</summary>
+/// <summary>
+/// A dense row-major int32 tensor in device memory: token ids and targets. It keeps the host copy it was made from,
+/// so ops can check ranges and plan scatters without reading the device back.
+/// </summary>
 public sealed class IndexTensor : IDisposable
 {
-    private IndexTensor(GpuDevice device, GpuBuffer<int> buffer, int[] shape, string name)
+    private readonly int[] _host;
+
+    private IndexTensor(GpuDevice device, GpuBuffer<int> buffer, int[] shape, string name, int[] host)
     {
         Device = device;
         Buffer = buffer;
         Shape = shape;
         Name = name;
+        _host = host;
     }
+
+    /// <summary>The values, as uploaded.</summary>
+    public ReadOnlySpan<int> Values => _host;
 
     public GpuDevice Device { get; }
 
@@ -33,7 +42,7 @@ public sealed class IndexTensor : IDisposable
                 $"{name}: shape {ShapeOps.Format(shape)} holds {length} elements but {data.Length} values were given.", nameof(data));
         }
 
-        var t = new IndexTensor(device, device.CreateBuffer<int>(length, name), (int[])shape.Clone(), name);
+        var t = new IndexTensor(device, device.CreateBuffer<int>(length, name), (int[])shape.Clone(), name, data.ToArray());
         t.Buffer.Upload(data);
         return t;
     }

@@ -1,0 +1,67 @@
+using Mamba2.Model.Ops;
+using Mamba2.Model.Tensors;
+using Mamba2.Tests;
+using Mamba2.Vulkan;
+using Xunit;
+
+namespace Mamba2.Model.Tests;
+
+public class EmbeddingTests(GpuFixture gpu)
+{
+    private GpuDevice Device => gpu.Device;
+
+    [Theory]
+    [InlineData(new[] { 2, 37 }, 257, 24)]
+    [InlineData(new[] { 300 }, 11, 65)]   // many repeats of few ids
+    public void GatherAndScatterMatchTheReference(int[] shape, int vocab, int dim)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var n = shape.Aggregate(1, (a, b) => a * b);
+        var idv = Enumerable.Range(0, n).Select(_ => rng.Next(vocab / 2)).ToArray();   // half the vocabulary unused
+        var tv = TestMath.Uniform(rng, (long)vocab * dim, -1, 1);
+        var dyv = TestMath.Uniform(rng, (long)n * dim, -1, 1);
+        using var ids = IndexTensor.FromArray(Device, "ids", idv, shape);
+        using var table = Tensor.FromArray(Device, "table", tv, vocab, dim);
+        using var dy = Tensor.FromArray(Device, "dy", dyv, [.. shape, dim]);
+        using var s = Device.BeginStream();
+        using var y = Embedding.Forward(ids, table, s);
+        using var dtable = Embedding.Backward(dy, ids, vocab, s);
+        y.CopyFrom(Enumerable.Repeat(float.NaN, (int)y.Length).ToArray());
+        dtable.CopyFrom(Enumerable.Repeat(float.NaN, (int)dtable.Length).ToArray());
+        s.Submit();
+
+        var yRef = new double[n * dim];
+        var dRef = new double[vocab * dim];
+        for (var i = 0; i < n; i++)
+        {
+            for (var j = 0; j < dim; j++)
+            {
+                yRef[i * dim + j] = tv[idv[i] * dim + j];
+                dRef[idv[i] * dim + j] += dyv[i * dim + j];
+            }
+        }
+
+        Assert.Equal([.. shape, dim], y.Shape);
+        TestMath.AssertClose(y.ToArray(), yRef, 0, $"embedded seed {seed}");
+        TestMath.AssertClose(dtable.ToArray(), dRef, 1e-6, $"dtable seed {seed}");
+    }
+
+    [Fact]
+    public void TableGradientIsDeterministicAndIdsAreChecked()
+    {
+        var rng = new Random(TestMath.NewSeed());
+        var idv = Enumerable.Range(0, 500).Select(_ => rng.Next(7)).ToArray();
+        using var ids = IndexTensor.FromArray(Device, "ids", idv, 500);
+        using var dy = Tensor.FromArray(Device, "dy", TestMath.Uniform(rng, 500 * 8, -1, 1), 500, 8);
+        using var first = Embedding.Backward(dy, ids, 7);
+        using var second = Embedding.Backward(dy, ids, 7);
+        Assert.True(first.ToArray().AsSpan().SequenceEqual(second.ToArray()));
+
+        using var table = Tensor.Empty(Device, "table", 6, 8);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Embedding.Forward(ids, table));
+        Assert.Contains("outside [0, 6)", e.Message);
+        using var dyBad = Tensor.Empty(Device, "dy", 499, 8);
+        Assert.Throws<ArgumentException>(() => Embedding.Backward(dyBad, ids, 7));
+    }
+}
