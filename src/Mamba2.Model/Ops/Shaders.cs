@@ -75,6 +75,11 @@ internal static class Shaders
     public static readonly KernelSource Embedding = Source("nn/embedding", 8,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
 
+    public static readonly KernelSource AdamW = Source("nn/adamw", 44,
+        BufferAccess.ReadWrite, BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.ReadWrite, BufferAccess.Read);
+
+    public static readonly KernelSource GradNorm = Source("nn/grad_norm", 12, BufferAccess.Read, BufferAccess.Write);
+
     public static readonly KernelSource ReduceSum = Source("nn/reduce_sum", 20,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
 
