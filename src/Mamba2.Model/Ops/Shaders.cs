@@ -80,6 +80,12 @@ internal static class Shaders
 
     public static readonly KernelSource GradNorm = Source("nn/grad_norm", 12, BufferAccess.Read, BufferAccess.Write);
 
+    public static readonly KernelSource CopyColumns = Source("nn/copy_columns", 24, BufferAccess.Read, BufferAccess.Write);
+
+    public static readonly KernelSource NegExp = Source("nn/neg_exp", 4, BufferAccess.Read, BufferAccess.Write);
+
+    public static readonly KernelSource BiasAdd = Source("nn/bias_add", 8, BufferAccess.ReadWrite, BufferAccess.Read);
+
     public static readonly KernelSource ReduceSum = Source("nn/reduce_sum", 20,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
 

@@ -5,12 +5,15 @@ namespace Mamba2.Model.Tensors;
 /// <summary>A dense row-major fp32 tensor in device memory.</summary>
 public sealed class Tensor : IDisposable
 {
-    private Tensor(GpuDevice device, GpuBuffer<float> buffer, int[] shape, string name)
+    private readonly bool _ownsBuffer;
+
+    private Tensor(GpuDevice device, GpuBuffer<float> buffer, int[] shape, string name, bool ownsBuffer = true)
     {
         Device = device;
         Buffer = buffer;
         Shape = shape;
         Name = name;
+        _ownsBuffer = ownsBuffer;
     }
 
     public GpuDevice Device { get; }
@@ -47,6 +50,21 @@ public sealed class Tensor : IDisposable
         return t;
     }
 
+    /// <summary>
+    /// The same elements under another shape (same count), sharing this tensor's memory: writes through either show
+    /// in both. Disposing a view frees nothing; the view must not outlive this tensor.
+    /// </summary>
+    public Tensor View(params int[] shape)
+    {
+        var length = ShapeOps.Elements(shape, Name);
+        if (length != Length)
+        {
+            throw new ArgumentException($"{Name}: a view of {ShapeOps.Format(Shape)} must keep {Length} elements, got shape {ShapeOps.Format(shape)}.", nameof(shape));
+        }
+
+        return new Tensor(Device, Buffer, (int[])shape.Clone(), Name, ownsBuffer: false);
+    }
+
     public float[] ToArray() => Buffer.Download();
 
     public void CopyFrom(ReadOnlySpan<float> data)
@@ -61,5 +79,11 @@ public sealed class Tensor : IDisposable
 
     public override string ToString() => $"{Name}{ShapeOps.Format(Shape)}";
 
-    public void Dispose() => Buffer.Dispose();
+    public void Dispose()
+    {
+        if (_ownsBuffer)
+        {
+            Buffer.Dispose();
+        }
+    }
 }

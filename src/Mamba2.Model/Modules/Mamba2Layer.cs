@@ -1,0 +1,336 @@
+using Mamba2.Model.Ops;
+using Mamba2.Model.Ops.Ssd;
+using Mamba2.Model.Tensors;
+using Mamba2.Model.Training;
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Modules;
+
+/// <summary>
+/// The Mamba2 mixer (mamba_ssm <c>Mamba2</c>, HF <c>Mamba2Mixer</c>): in_proj to [z, xBC, dt]; depthwise conv1d +
+/// SiLU over xBC, split into x, B, C; the SSD with A = -exp(A_log), D, dt_bias and softplus; gated RMSNorm
+/// norm(y * silu(z)) per group; out_proj. Forward and backward are explicit (saved activations), as in llm.c.
+/// Parameters use the HF / mamba_ssm names (in_proj.weight, conv1d.weight, conv1d.bias, dt_bias, A_log, D,
+/// norm.weight, out_proj.weight).
+/// </summary>
+public sealed class Mamba2Layer : IDisposable
+{
+    private readonly Dictionary<string, Tensor> _params;
+
+    private Mamba2Layer(Mamba2Config config, Dictionary<string, Tensor> parameters)
+    {
+        Config = config;
+        _params = parameters;
+    }
+
+    public Mamba2Config Config { get; }
+
+    /// <summary>Parameters by name, in a stable order.</summary>
+    public IReadOnlyList<(string Name, Tensor Value)> Parameters => [.. _params.Select(kv => (kv.Key, kv.Value))];
+
+    public Tensor this[string name] => _params[name];
+
+    /// <summary>Weight decay applies to the projections and the conv weight; not to A_log, D, dt_bias, norms, biases (mamba_ssm).</summary>
+    public static bool Decays(string name) => name is "in_proj.weight" or "out_proj.weight" or "conv1d.weight";
+
+    /// <summary>The shape of every parameter for <paramref name="c"/>.</summary>
+    public static IReadOnlyList<(string Name, int[] Shape)> Shapes(Mamba2Config c)
+    {
+        var list = new List<(string, int[])> { ("in_proj.weight", [c.DInProj, c.DModel]) };
+        if (c.Bias)
+        {
+            list.Add(("in_proj.bias", [c.DInProj]));
+        }
+
+        list.Add(("conv1d.weight", [c.ConvDim, 1, c.DConv]));
+        if (c.ConvBias)
+        {
+            list.Add(("conv1d.bias", [c.ConvDim]));
+        }
+
+        list.AddRange([("dt_bias", [c.NHeads]), ("A_log", [c.NHeads]), ("D", c.DHasHdim ? [c.DInner] : [c.NHeads]), ("norm.weight", [c.DInner]),
+            ("out_proj.weight", [c.DModel, c.DInner])]);
+        if (c.Bias)
+        {
+            list.Add(("out_proj.bias", [c.DModel]));
+        }
+
+        return list;
+    }
+
+    /// <summary>A layer from given parameter values (host arrays by name, every one of <see cref="Shapes"/>).</summary>
+    public static Mamba2Layer FromValues(GpuDevice device, Mamba2Config config, IReadOnlyDictionary<string, float[]> values)
+    {
+        config.Validate();
+        var made = new Dictionary<string, Tensor>();
+        try
+        {
+            foreach (var (name, shape) in Shapes(config))
+            {
+                if (!values.TryGetValue(name, out var data))
+                {
+                    throw new KeyNotFoundException($"Mamba2Layer: no value for parameter {name} {ShapeOps.Format(shape)}.");
+                }
+
+                made[name] = Tensor.FromArray(device, name, data, shape);
+            }
+
+            return new Mamba2Layer(config, made);
+        }
+        catch
+        {
+            foreach (var t in made.Values)
+            {
+                t.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// mamba_ssm's initialization: Linear and Conv1d as PyTorch's defaults (uniform +-1/sqrt(fan_in)), dt_bias the
+    /// inverse softplus of dt = exp(U(log dt_min, log dt_max)) floored at dt_init_floor, A_log = log(U(A_init_range)),
+    /// D = 1, norm weight 1.
+    /// </summary>
+    public static Mamba2Layer Initialize(GpuDevice device, Mamba2Config config, Random rng)
+    {
+        float Uniform(double lo, double hi) => (float)(lo + (hi - lo) * rng.NextDouble());
+        float[] Fill(int n, Func<float> f) => [.. Enumerable.Range(0, n).Select(_ => f())];
+        var values = new Dictionary<string, float[]>();
+        foreach (var (name, shape) in Shapes(config))
+        {
+            var n = shape.Aggregate(1, (a, b) => a * b);
+            values[name] = name switch
+            {
+                "in_proj.weight" or "in_proj.bias" => Fill(n, () => Uniform(-1 / Math.Sqrt(config.DModel), 1 / Math.Sqrt(config.DModel))),
+                "out_proj.weight" or "out_proj.bias" => Fill(n, () => Uniform(-1 / Math.Sqrt(config.DInner), 1 / Math.Sqrt(config.DInner))),
+                "conv1d.weight" or "conv1d.bias" => Fill(n, () => Uniform(-1 / Math.Sqrt(config.DConv), 1 / Math.Sqrt(config.DConv))),
+                "dt_bias" => Fill(n, () =>
+                {
+                    var dt = Math.Max(Math.Exp(Uniform(Math.Log(config.DtMin), Math.Log(config.DtMax))), config.DtInitFloor);
+                    return (float)(dt + Math.Log(-(Math.Exp(-dt) - 1)));   // inverse softplus: dt + log(1 - exp(-dt))
+                }),
+                "A_log" => Fill(n, () => (float)Math.Log(Uniform(config.AInitRange.Min, config.AInitRange.Max))),
+                _ => Fill(n, () => 1f),   // D, norm.weight
+            };
+        }
+
+        return FromValues(device, config, values);
+    }
+
+    /// <summary>Everything the backward reads, kept from the forward; <see cref="Output"/> is (b, L, d_model).</summary>
+    public sealed class Activations : IDisposable
+    {
+        internal readonly List<IDisposable> Owned = [];
+
+        internal Activations(Tensor input) => Input = input;
+
+        public Tensor Output { get; internal set; } = null!;
+
+        internal Tensor Input { get; }
+
+        internal Tensor ZxBCdt { get; set; } = null!;
+
+        internal Tensor XBC { get; set; } = null!;
+
+        internal Tensor XBCAct { get; set; } = null!;
+
+        internal Tensor X { get; set; } = null!;
+
+        internal Tensor B { get; set; } = null!;
+
+        internal Tensor C { get; set; } = null!;
+
+        internal Tensor Dt { get; set; } = null!;
+
+        internal Tensor Z { get; set; } = null!;
+
+        internal Tensor A { get; set; } = null!;
+
+        internal SsdResult Ssd { get; set; } = null!;
+
+        internal Tensor Y2 { get; set; } = null!;
+
+        internal RmsNormResult Norm { get; set; } = null!;
+
+        internal T Keep<T>(T d)
+            where T : IDisposable
+        {
+            Owned.Add(d);
+            return d;
+        }
+
+        public void Dispose()
+        {
+            for (var i = Owned.Count - 1; i >= 0; i--)
+            {
+                Owned[i].Dispose();
+            }
+        }
+    }
+
+    private SsdOptions SsdOptionsFor(Tensor D) => new()
+    {
+        ChunkSize = Config.ChunkSize,
+        D = Config.DHasHdim ? D.View(Config.NHeads, Config.HeadDim) : D,
+        DtBias = _params["dt_bias"],
+        DtSoftplus = true,
+        DtLimit = Config.DtLimit,
+        Direction = Config.Causal ? SsdDirection.Causal : SsdDirection.BidirectionalSum,
+    };
+
+    /// <summary>The layer on u (b, L, d_model).</summary>
+    public Activations Forward(Tensor u, CommandStream? stream = null)
+    {
+        var c = Config;
+        ShapeOps.ExpectRank(u, "u", "Mamba2Layer", 3);
+        ShapeOps.Expect(u, "u", "Mamba2Layer", u.Shape[0], u.Shape[1], c.DModel);
+        int b = u.Shape[0], l = u.Shape[1], rows = b * l;
+        var device = u.Device;
+        var acts = new Activations(u);
+        try
+        {
+            Shaders.RunIn(device, stream, st =>
+            {
+                acts.ZxBCdt = acts.Keep(Tensor.Empty(device, "zxbcdt", rows, c.DInProj));
+                Gemm.Run(u.View(rows, c.DModel), _params["in_proj.weight"], acts.ZxBCdt, transposeB: true, stream: st);
+                AddBias(st, acts.ZxBCdt, "in_proj.bias");
+                acts.Z = acts.Keep(Tensor.Empty(device, "z", b, l, c.DInner));
+                acts.XBC = acts.Keep(Tensor.Empty(device, "xBC", b, l, c.ConvDim));
+                acts.Dt = acts.Keep(Tensor.Empty(device, "dt", b, l, c.NHeads));
+                Columns.Copy(acts.ZxBCdt, 0, acts.Z, 0, c.DInner, st);
+                Columns.Copy(acts.ZxBCdt, c.DInner, acts.XBC, 0, c.ConvDim, st);
+                Columns.Copy(acts.ZxBCdt, c.DInner + c.ConvDim, acts.Dt, 0, c.NHeads, st);
+
+                var padding = c.Causal ? Conv1dPadding.Causal : Conv1dPadding.Same;
+                acts.XBCAct = acts.Keep(Conv1d.Forward(acts.XBC, _params["conv1d.weight"], _params.GetValueOrDefault("conv1d.bias"), padding, silu: true, st));
+                var gn = c.NGroups * c.DState;
+                acts.X = acts.Keep(Tensor.Empty(device, "x", b, l, c.NHeads, c.HeadDim));
+                acts.B = acts.Keep(Tensor.Empty(device, "B", b, l, c.NGroups, c.DState));
+                acts.C = acts.Keep(Tensor.Empty(device, "C", b, l, c.NGroups, c.DState));
+                Columns.Copy(acts.XBCAct, 0, acts.X.View(b, l, c.DInner), 0, c.DInner, st);
+                Columns.Copy(acts.XBCAct, c.DInner, acts.B.View(b, l, gn), 0, gn, st);
+                Columns.Copy(acts.XBCAct, c.DInner + gn, acts.C.View(b, l, gn), 0, gn, st);
+
+                acts.A = acts.Keep(Tensor.Empty(device, "A", c.NHeads));
+                Unary.NegExp(_params["A_log"], acts.A, st);
+                acts.Ssd = acts.Keep(SsdOp.Forward(acts.X, acts.Dt, acts.A, acts.B, acts.C, SsdOptionsFor(_params["D"]), st));
+                acts.Y2 = acts.Ssd.Y.View(rows, c.DInner);
+                acts.Norm = acts.Keep(RmsNorm.Forward(acts.Y2, _params["norm.weight"], acts.Z.View(rows, c.DInner), c.NormEps,
+                    c.DInner / c.NGroups, c.NormBeforeGate, st));
+                acts.Output = acts.Keep(Tensor.Empty(device, "out", b, l, c.DModel));
+                Gemm.Run(acts.Norm.Y, _params["out_proj.weight"], acts.Output.View(rows, c.DModel), transposeB: true, stream: st);
+                AddBias(st, acts.Output.View(rows, c.DModel), "out_proj.bias");
+            });
+            return acts;
+        }
+        catch
+        {
+            acts.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>du (b, L, d_model) and the gradient of every parameter (by name) from dout and the forward's activations.</summary>
+    public (Tensor Du, Dictionary<string, Tensor> Grads) Backward(Tensor dout, Activations acts, CommandStream? stream = null)
+    {
+        var c = Config;
+        var u = acts.Input;
+        ShapeOps.Expect(dout, "dout", "Mamba2Layer backward", u.Shape[0], u.Shape[1], c.DModel);
+        int b = u.Shape[0], l = u.Shape[1], rows = b * l, gn = c.NGroups * c.DState;
+        var device = u.Device;
+        var grads = new Dictionary<string, Tensor>();
+        Tensor? du = null;
+        try
+        {
+            Shaders.RunIn(device, stream, st =>
+            {
+                var d2 = dout.View(rows, c.DModel);
+                // out_proj: dW = dout^T norm_y; dnorm_y = dout W.
+                grads["out_proj.weight"] = Tensor.Empty(device, "grad.out_proj.weight", c.DModel, c.DInner);
+                Gemm.Run(d2, acts.Norm.Y, grads["out_proj.weight"], transposeA: true, stream: st);
+                BiasGrad(st, d2, grads, "out_proj.bias");
+                var dNormY = st.Own(Tensor.Empty(device, "dnorm_y", rows, c.DInner));
+                Gemm.Run(d2, _params["out_proj.weight"], dNormY, stream: st);
+
+                var ng = st.Own(RmsNorm.Backward(dNormY, acts.Norm, acts.Y2, _params["norm.weight"], acts.Z.View(rows, c.DInner),
+                    c.DInner / c.NGroups, c.NormBeforeGate, st));
+                grads["norm.weight"] = Copy(st, ng.DWeight, "grad.norm.weight");
+
+                var options = SsdOptionsFor(_params["D"]);
+                var sg = st.Own(SsdOp.Backward(ng.Dx.View(b, l, c.NHeads, c.HeadDim), acts.Ssd, acts.X, acts.Dt, acts.A, acts.B, acts.C, options, null, st));
+                grads["dt_bias"] = Copy(st, sg.DDtBias!, "grad.dt_bias");
+                grads["D"] = Copy(st, sg.DD!, "grad.D", [.. _params["D"].Shape]);
+                grads["A_log"] = Tensor.Empty(device, "grad.A_log", c.NHeads);
+                Elementwise.Mul(sg.DA, acts.A, grads["A_log"], st);   // A = -exp(A_log): dA_log = dA * A
+
+                var dXbcAct = st.Own(Tensor.Empty(device, "dxBC_act", b, l, c.ConvDim));
+                Columns.Copy(sg.Dx.View(b, l, c.DInner), 0, dXbcAct, 0, c.DInner, st);
+                Columns.Copy(sg.DB.View(b, l, gn), 0, dXbcAct, c.DInner, gn, st);
+                Columns.Copy(sg.DC.View(b, l, gn), 0, dXbcAct, c.DInner + gn, gn, st);
+                var padding = c.Causal ? Conv1dPadding.Causal : Conv1dPadding.Same;
+                var cg = st.Own(Conv1d.Backward(dXbcAct, acts.XBC, _params["conv1d.weight"], _params.GetValueOrDefault("conv1d.bias"), padding, silu: true, st));
+                grads["conv1d.weight"] = Copy(st, cg.DWeight, "grad.conv1d.weight");
+                if (cg.DBias is not null)
+                {
+                    grads["conv1d.bias"] = Copy(st, cg.DBias, "grad.conv1d.bias");
+                }
+
+                var dZxbcdt = st.Own(Tensor.Empty(device, "dzxbcdt", rows, c.DInProj));
+                Columns.Copy(ng.Dz!, 0, dZxbcdt, 0, c.DInner, st);
+                Columns.Copy(cg.Dx.View(rows, c.ConvDim), 0, dZxbcdt, c.DInner, c.ConvDim, st);
+                Columns.Copy(sg.Ddt.View(rows, c.NHeads), 0, dZxbcdt, c.DInner + c.ConvDim, c.NHeads, st);
+                grads["in_proj.weight"] = Tensor.Empty(device, "grad.in_proj.weight", c.DInProj, c.DModel);
+                Gemm.Run(dZxbcdt, u.View(rows, c.DModel), grads["in_proj.weight"], transposeA: true, stream: st);
+                BiasGrad(st, dZxbcdt, grads, "in_proj.bias");
+                du = Tensor.Empty(device, "du", b, l, c.DModel);
+                Gemm.Run(dZxbcdt, _params["in_proj.weight"], du.View(rows, c.DModel), stream: st);
+            });
+            return (du!, grads);
+        }
+        catch
+        {
+            du?.Dispose();
+            foreach (var g in grads.Values)
+            {
+                g.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    private void AddBias(CommandStream st, Tensor y2, string name)
+    {
+        if (_params.TryGetValue(name, out var bias))
+        {
+            Bias.Add(st, y2, bias);
+        }
+    }
+
+    private void BiasGrad(CommandStream st, Tensor dy2, Dictionary<string, Tensor> grads, string name)
+    {
+        if (_params.ContainsKey(name))
+        {
+            var g = Tensor.Empty(dy2.Device, "grad." + name, dy2.Shape[^1]);
+            grads[name] = g;
+            Bias.Grad(st, dy2, g);
+        }
+    }
+
+    private static Tensor Copy(CommandStream st, Tensor src, string name, int[]? shape = null)
+    {
+        var t = Tensor.Empty(src.Device, name, shape ?? [.. src.Shape]);
+        st.Copy(src.Buffer, 0, t.Buffer, 0, t.Buffer.SizeBytes);
+        return t;
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in _params.Values)
+        {
+            t.Dispose();
+        }
+    }
+}

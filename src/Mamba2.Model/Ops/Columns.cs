@@ -1,0 +1,37 @@
+using System.Runtime.InteropServices;
+using Mamba2.Model.Tensors;
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Ops;
+
+/// <summary>Column ranges of row-major matrices (the last dimension): split a fused projection, merge gradients back.</summary>
+public static class Columns
+{
+    [StructLayout(LayoutKind.Sequential)]
+    private readonly record struct Push(uint Rows, uint Width, uint SrcCols, uint SrcCol, uint DstCols, uint DstCol);
+
+    /// <summary>dst[..., dstCol + j] = src[..., srcCol + j] for j &lt; width; leading dimensions flattened, equal in both.</summary>
+    public static void Copy(Tensor src, int srcCol, Tensor dst, int dstCol, int width, CommandStream? stream = null)
+    {
+        const string op = "Columns.Copy";
+        var (sc, dc) = (src.Shape[^1], dst.Shape[^1]);
+        var rows = src.Length / sc;
+        if (dst.Length / dc != rows)
+        {
+            throw new ArgumentException($"{op}: src {ShapeOps.Format(src.Shape)} and dst {ShapeOps.Format(dst.Shape)} must have the same rows.", nameof(dst));
+        }
+
+        if (width <= 0 || srcCol < 0 || dstCol < 0 || srcCol + width > sc || dstCol + width > dc)
+        {
+            throw new ArgumentOutOfRangeException(nameof(width), $"{op}: columns [{srcCol}, {srcCol + width}) of {sc} into [{dstCol}, {dstCol + width}) of {dc}.");
+        }
+
+        ShapeOps.ExpectSameDevice(op, src, dst);
+        Shaders.EnsureBindable(op, src, dst);
+        var device = src.Device;
+        var local = Shaders.Local1D(device);
+        Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.CopyColumns, [local]),
+            (Shaders.Groups1D(device, rows * width, local), 1, 1), new Push((uint)rows, (uint)width, (uint)sc, (uint)srcCol, (uint)dc, (uint)dstCol),
+            src.Buffer, dst.Buffer));
+    }
+}

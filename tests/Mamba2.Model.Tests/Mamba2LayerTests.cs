@@ -1,0 +1,77 @@
+using Mamba2.Model.Modules;
+using Mamba2.Model.Tensors;
+using Mamba2.Model.Tests.Reference;
+using Mamba2.Tests;
+using Mamba2.Vulkan;
+using Xunit;
+
+namespace Mamba2.Model.Tests;
+
+public class Mamba2LayerTests(GpuFixture gpu)
+{
+    private GpuDevice Device => gpu.Device;
+
+    private static Mamba2Config Small(bool causal, bool dHasHdim) => new(DModel: 16)
+    {
+        DState = 8, HeadDim = 8, NGroups = 2, ChunkSize = 16, Causal = causal, DHasHdim = dHasHdim,
+    };
+
+    [Theory]
+    [InlineData(true, false)]
+    [InlineData(false, true)]   // bidirectional layer, D per (h, p)
+    public void OutputAndEveryGradientMatchTheFloat64Layer(bool causal, bool dHasHdim)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var config = Small(causal, dHasHdim);
+        const int b = 2, l = 37;
+        using var layer = Mamba2Layer.Initialize(Device, config, rng);
+        var values = layer.Parameters.ToDictionary(q => q.Name, q => q.Value.ToArray().Select(v => (double)v).ToArray());
+        var uv = TestMath.Uniform(rng, b * l * config.DModel, -1, 1);
+        var dv = TestMath.Uniform(rng, b * l * config.DModel, -1, 1);
+        using var u = Tensor.FromArray(Device, "u", uv, b, l, config.DModel);
+        using var dout = Tensor.FromArray(Device, "dout", dv, b, l, config.DModel);
+        using var acts = layer.Forward(u);
+        var (du, grads) = layer.Backward(dout, acts);
+        try
+        {
+            var reference = new Mamba2LayerReference(config, values, b, l);
+            var what = $"causal {causal} D_has_hdim {dHasHdim} seed {seed}";
+            var ud = uv.Select(v => (double)v).ToArray();
+            TestMath.AssertClose(acts.Output.ToArray(), reference.Forward(ud), 1e-5, $"{what}: out");
+            var (duRef, gRef) = reference.Backward(ud, dv.Select(v => (double)v).ToArray());
+            TestMath.AssertClose(du.ToArray(), duRef, 1e-5, $"{what}: du");
+            Assert.Equal(gRef.Keys.Order(), grads.Keys.Order());
+            foreach (var (name, expected) in gRef)
+            {
+                TestMath.AssertClose(grads[name].ToArray(), expected, 1e-5, $"{what}: grad {name}");
+            }
+        }
+        finally
+        {
+            du.Dispose();
+            foreach (var g in grads.Values)
+            {
+                g.Dispose();
+            }
+        }
+    }
+
+    [Fact]
+    public void InitializationFollowsMambaSsm()
+    {
+        var config = new Mamba2Config(DModel: 32) { DState = 16, HeadDim = 16 };
+        using var layer = Mamba2Layer.Initialize(Device, config, new Random(5));
+        var aLog = layer["A_log"].ToArray();
+        Assert.All(aLog, v => Assert.InRange(Math.Exp(v), 1.0 - 1e-6, 16.0 + 1e-6));
+        var dtBias = layer["dt_bias"].ToArray();
+        // softplus(dt_bias) is the initial dt, log-uniform in [dt_min, dt_max].
+        Assert.All(dtBias, v => Assert.InRange(Math.Log(1 + Math.Exp(v)), 0.001 - 1e-6, 0.1 + 1e-6));
+        Assert.All(layer["D"].ToArray(), v => Assert.Equal(1f, v));
+        Assert.Equal([config.DInProj, 32], layer["in_proj.weight"].Shape);
+        Assert.Equal([config.ConvDim, 1, 4], layer["conv1d.weight"].Shape);
+        Assert.True(Mamba2Layer.Decays("in_proj.weight"));
+        Assert.False(Mamba2Layer.Decays("A_log"));
+        Assert.Throws<ArgumentException>(() => new Mamba2Config(DModel: 30) { HeadDim = 16 }.Validate());
+    }
+}

@@ -1,0 +1,145 @@
+using Mamba2.Model.Modules;
+using Mamba2.Model.Ops.Ssd;
+
+namespace Mamba2.Model.Tests.Reference;
+
+/// <summary>
+/// Float64 Mamba2 layer composed from the float64 references of its parts (matmuls written out, conv1d, the SSD
+/// recurrence or its bidirectional composition, RMSNorm), forward and backward, parameters by HF name.
+/// </summary>
+public sealed class Mamba2LayerReference(Mamba2Config c, IReadOnlyDictionary<string, double[]> p, int batch, int seqLen)
+{
+    private int Rows => batch * seqLen;
+
+    private int Gn => c.NGroups * c.DState;
+
+    private int Left => c.Causal ? c.DConv - 1 : (c.DConv - 1) / 2;
+
+    /// <summary>y = a (rows, k) times w^T for w (n, k).</summary>
+    private static double[] MatMulT(double[] a, double[] w, int rows, int k, int n)
+    {
+        var y = new double[rows * n];
+        for (var r = 0; r < rows; r++)
+        {
+            for (var j = 0; j < n; j++)
+            {
+                double s = 0;
+                for (var i = 0; i < k; i++)
+                {
+                    s += a[r * k + i] * w[j * k + i];
+                }
+
+                y[r * n + j] = s;
+            }
+        }
+
+        return y;
+    }
+
+    private static double[] Cols(double[] a, int rows, int cols, int from, int width)
+    {
+        var y = new double[rows * width];
+        for (var r = 0; r < rows; r++)
+        {
+            Array.Copy(a, r * cols + from, y, r * width, width);
+        }
+
+        return y;
+    }
+
+    private static double[] Concat(int rows, params (double[] Data, int Width)[] parts)
+    {
+        var total = parts.Sum(q => q.Width);
+        var y = new double[rows * total];
+        for (var r = 0; r < rows; r++)
+        {
+            var at = 0;
+            foreach (var (data, width) in parts)
+            {
+                Array.Copy(data, r * width, y, r * total + at, width);
+                at += width;
+            }
+        }
+
+        return y;
+    }
+
+    private SsdCase Case => new(batch, seqLen, c.NHeads, c.HeadDim, c.NGroups, c.DState, c.ChunkSize, [], [], [], [], [],
+        null, c.DHasHdim, null, null, null, true, c.DtLimit.Min, c.DtLimit.Max)
+    { Direction = c.Causal ? SsdDirection.Causal : SsdDirection.BidirectionalSum };
+
+    private sealed record Saved(double[] Zx, double[] Z, double[] XBC, double[] Dt, double[] X, double[] B, double[] C, double[] A,
+        SsdTensors64 Ssd, double[] Y, double[] N);
+
+    private Saved Run(double[] u)
+    {
+        var zx = MatMulT(u, p["in_proj.weight"], Rows, c.DModel, c.DInProj);
+        var z = Cols(zx, Rows, c.DInProj, 0, c.DInner);
+        var xbc = Cols(zx, Rows, c.DInProj, c.DInner, c.ConvDim);
+        var dt = Cols(zx, Rows, c.DInProj, c.DInner + c.ConvDim, c.NHeads);
+        var act = Conv1dReference.Forward(xbc, p["conv1d.weight"], p.GetValueOrDefault("conv1d.bias"), batch, seqLen, c.ConvDim, c.DConv, Left, silu: true);
+        var x = Cols(act, Rows, c.ConvDim, 0, c.DInner);
+        var bm = Cols(act, Rows, c.ConvDim, c.DInner, Gn);
+        var cm = Cols(act, Rows, c.ConvDim, c.DInner + Gn, Gn);
+        var a = p["A_log"].Select(v => -Math.Exp(v)).ToArray();
+        var v = new SsdTensors64(x, dt, a, bm, cm, p["D"], null, p["dt_bias"], null);
+        var y = c.Causal ? SsdReference.Forward(Case, v).Y : SsdBidirectionalReference.Forward(Case, v).Y;
+        var n = RmsNormReference.Forward(y, p["norm.weight"], z, c.NormEps, c.DInner, c.DInner / c.NGroups, c.NormBeforeGate);
+        return new Saved(zx, z, xbc, dt, x, bm, cm, a, v, y, n);
+    }
+
+    public double[] Forward(double[] u) => MatMulT(Run(u).N, p["out_proj.weight"], Rows, c.DInner, c.DModel);
+
+    public (double[] Du, Dictionary<string, double[]> Grads) Backward(double[] u, double[] dout)
+    {
+        var s = Run(u);
+        var g = new Dictionary<string, double[]>();
+        var dwOut = new double[c.DModel * c.DInner];
+        var dn = new double[Rows * c.DInner];
+        for (var r = 0; r < Rows; r++)
+        {
+            for (var j = 0; j < c.DModel; j++)
+            {
+                for (var i = 0; i < c.DInner; i++)
+                {
+                    dwOut[j * c.DInner + i] += dout[r * c.DModel + j] * s.N[r * c.DInner + i];
+                    dn[r * c.DInner + i] += dout[r * c.DModel + j] * p["out_proj.weight"][j * c.DInner + i];
+                }
+            }
+        }
+
+        g["out_proj.weight"] = dwOut;
+        var (dy, dNormW, dz) = RmsNormReference.Backward(dn, s.Y, p["norm.weight"], s.Z, c.NormEps, c.DInner, c.DInner / c.NGroups, c.NormBeforeGate);
+        g["norm.weight"] = dNormW;
+        var sg = c.Causal ? SsdReferenceBackward.Gradients(Case, s.Ssd, dy, null) : SsdBidirectionalReference.Gradients(Case, s.Ssd, dy, null);
+        g["dt_bias"] = sg.DtBias!;
+        g["D"] = sg.D!;
+        g["A_log"] = sg.A.Select((d, i) => d * s.A[i]).ToArray();
+        var dAct = Concat(Rows, (sg.X, c.DInner), (sg.B, Gn), (sg.C, Gn));
+        var (dxbc, dConvW, dConvB) = Conv1dReference.Backward(dAct, s.XBC, p["conv1d.weight"], p.GetValueOrDefault("conv1d.bias"), batch, seqLen, c.ConvDim, c.DConv, Left, silu: true);
+        g["conv1d.weight"] = dConvW;
+        if (dConvB is not null)
+        {
+            g["conv1d.bias"] = dConvB;
+        }
+
+        var dzx = Concat(Rows, (dz!, c.DInner), (dxbc, c.ConvDim), (sg.Dt, c.NHeads));
+        var dwIn = new double[c.DInProj * c.DModel];
+        var du = new double[Rows * c.DModel];
+        for (var r = 0; r < Rows; r++)
+        {
+            for (var j = 0; j < c.DInProj; j++)
+            {
+                var d = dzx[r * c.DInProj + j];
+                for (var i = 0; i < c.DModel; i++)
+                {
+                    dwIn[j * c.DModel + i] += d * u[r * c.DModel + i];
+                    du[r * c.DModel + i] += d * p["in_proj.weight"][j * c.DModel + i];
+                }
+            }
+        }
+
+        g["in_proj.weight"] = dwIn;
+        return (du, g);
+    }
+}
