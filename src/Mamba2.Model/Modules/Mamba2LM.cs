@@ -1,0 +1,250 @@
+using Mamba2.Model.Ops;
+using Mamba2.Model.Tensors;
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Modules;
+
+/// <summary>
+/// The language model: embeddings, blocks (h = h + mixer(rmsnorm(h))), norm_f, tied LM head; next-token
+/// cross-entropy as HF (logits[:, :-1] against input_ids[:, 1:], mean). Forward and backward explicit. Parameter names
+/// are HF's (backbone.embeddings.weight, backbone.layers.{i}.norm.weight, backbone.layers.{i}.mixer.*,
+/// backbone.norm_f.weight; lm_head.weight is the embedding).
+/// </summary>
+public sealed class Mamba2LM : IDisposable
+{
+    private readonly List<Mamba2Layer> _mixers;
+    private readonly List<Tensor> _norms;
+
+    private Mamba2LM(Mamba2LMConfig config, Tensor embeddings, List<Mamba2Layer> mixers, List<Tensor> norms, Tensor normF)
+    {
+        Config = config;
+        Embeddings = embeddings;
+        _mixers = mixers;
+        _norms = norms;
+        NormF = normF;
+    }
+
+    public Mamba2LMConfig Config { get; }
+
+    public Tensor Embeddings { get; }
+
+    public Tensor NormF { get; }
+
+    /// <summary>Every parameter with its HF name (the tied head is the embedding, listed once).</summary>
+    public IReadOnlyList<(string Name, Tensor Value)> Parameters
+    {
+        get
+        {
+            var list = new List<(string, Tensor)> { ("backbone.embeddings.weight", Embeddings) };
+            for (var i = 0; i < _mixers.Count; i++)
+            {
+                list.Add(($"backbone.layers.{i}.norm.weight", _norms[i]));
+                list.AddRange(_mixers[i].Parameters.Select(q => ($"backbone.layers.{i}.mixer.{q.Name}", q.Value)));
+            }
+
+            list.Add(("backbone.norm_f.weight", NormF));
+            return list;
+        }
+    }
+
+    /// <summary>
+    /// mamba_ssm's initialization: embedding N(0, 0.02), mixers as <see cref="Mamba2Layer.Initialize"/>, norms 1, and
+    /// out_proj weights rescaled by 1/sqrt(n_layer) (prenorm residual rescale).
+    /// </summary>
+    public static Mamba2LM Initialize(GpuDevice device, Mamba2LMConfig config, Random rng)
+    {
+        config.Validate();
+        var d = config.Mixer.DModel;
+        double Normal() => Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble());
+        var made = new List<IDisposable>();
+        try
+        {
+            var emb = Tensor.FromArray(device, "backbone.embeddings.weight",
+                [.. Enumerable.Range(0, config.VocabSize * d).Select(_ => (float)(0.02 * Normal()))], config.VocabSize, d);
+            made.Add(emb);
+            var mixers = new List<Mamba2Layer>();
+            var norms = new List<Tensor>();
+            for (var i = 0; i < config.NLayer; i++)
+            {
+                var layer = Mamba2Layer.Initialize(device, config.Mixer, rng);
+                made.Add(layer);
+                var w = layer["out_proj.weight"].ToArray();
+                var scale = (float)(1 / Math.Sqrt(config.NLayer));
+                layer["out_proj.weight"].CopyFrom([.. w.Select(v => v * scale)]);
+                mixers.Add(layer);
+                var norm = Tensor.FromArray(device, $"backbone.layers.{i}.norm.weight", [.. Enumerable.Repeat(1f, d)], d);
+                made.Add(norm);
+                norms.Add(norm);
+            }
+
+            var normF = Tensor.FromArray(device, "backbone.norm_f.weight", [.. Enumerable.Repeat(1f, d)], d);
+            return new Mamba2LM(config, emb, mixers, norms, normF);
+        }
+        catch
+        {
+            made.ForEach(m => m.Dispose());
+            throw;
+        }
+    }
+
+    /// <summary>What the backward reads, kept from the forward; <see cref="Logits"/> is (b, L, vocab).</summary>
+    public sealed class Activations : IDisposable
+    {
+        internal readonly List<IDisposable> Owned = [];
+
+        internal Activations(IndexTensor ids) => Ids = ids;
+
+        internal IndexTensor Ids { get; }
+
+        internal List<Tensor> Hidden { get; } = [];          // h_0 .. h_n, (b, L, d)
+
+        internal List<RmsNormResult> Norms { get; } = [];    // per block
+
+        internal List<Mamba2Layer.Activations> Mixers { get; } = [];
+
+        internal RmsNormResult NormF { get; set; } = null!;
+
+        public Tensor Logits { get; internal set; } = null!;
+
+        internal T Keep<T>(T d)
+            where T : IDisposable
+        {
+            Owned.Add(d);
+            return d;
+        }
+
+        public void Dispose()
+        {
+            for (var i = Owned.Count - 1; i >= 0; i--)
+            {
+                Owned[i].Dispose();
+            }
+        }
+    }
+
+    /// <summary>Logits (b, L, vocab) for input_ids (b, L).</summary>
+    public Activations Forward(IndexTensor ids, CommandStream? stream = null)
+    {
+        if (ids.Shape.Count != 2)
+        {
+            throw new ArgumentException($"Mamba2LM: input_ids must be (b, L), got {ShapeOps.Format(ids.Shape)}.", nameof(ids));
+        }
+
+        int b = ids.Shape[0], l = ids.Shape[1], d = Config.Mixer.DModel, rows = b * l;
+        var device = Embeddings.Device;
+        var acts = new Activations(ids);
+        try
+        {
+            Shaders.RunIn(device, stream, st =>
+            {
+                var h = acts.Keep(Embedding.Forward(ids, Embeddings, st));
+                acts.Hidden.Add(h);
+                for (var i = 0; i < _mixers.Count; i++)
+                {
+                    var norm = acts.Keep(RmsNorm.Forward(h, _norms[i], eps: Config.NormEps, stream: st));
+                    acts.Norms.Add(norm);
+                    var mixer = acts.Keep(_mixers[i].Forward(norm.Y, st));
+                    acts.Mixers.Add(mixer);
+                    var next = acts.Keep(Tensor.Empty(device, $"h{i + 1}", b, l, d));
+                    Elementwise.Add(h, mixer.Output, next, st);
+                    acts.Hidden.Add(next);
+                    h = next;
+                }
+
+                acts.NormF = acts.Keep(RmsNorm.Forward(h, NormF, eps: Config.NormEps, stream: st));
+                acts.Logits = acts.Keep(Tensor.Empty(device, "logits", b, l, Config.VocabSize));
+                Gemm.Run(acts.NormF.Y.View(rows, d), Embeddings, acts.Logits.View(rows, Config.VocabSize), transposeB: true, stream: st);
+            });
+            return acts;
+        }
+        catch
+        {
+            acts.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The next-token targets of input_ids: ids[:, t + 1], ignore_index at the last position (HF's shift).</summary>
+    public static IndexTensor NextTokenTargets(IndexTensor ids)
+    {
+        int b = ids.Shape[0], l = ids.Shape[1];
+        var v = ids.Values;
+        var t = new int[b * l];
+        for (var i = 0; i < b; i++)
+        {
+            for (var j = 0; j < l; j++)
+            {
+                t[i * l + j] = j + 1 < l ? v[i * l + j + 1] : CrossEntropy.DefaultIgnoreIndex;
+            }
+        }
+
+        return IndexTensor.FromArray(ids.Device, "targets", t, b, l);
+    }
+
+    /// <summary>The gradient of every parameter (by HF name) from dlogits (b, L, vocab).</summary>
+    public Dictionary<string, Tensor> Backward(Tensor dlogits, Activations acts, CommandStream? stream = null)
+    {
+        int b = acts.Ids.Shape[0], l = acts.Ids.Shape[1], d = Config.Mixer.DModel, rows = b * l, v = Config.VocabSize;
+        ShapeOps.Expect(dlogits, "dlogits", "Mamba2LM backward", b, l, v);
+        var device = Embeddings.Device;
+        var grads = new Dictionary<string, Tensor>();
+        try
+        {
+            Shaders.RunIn(device, stream, st =>
+            {
+                var dl = dlogits.View(rows, v);
+                var headGrad = st.Own(Tensor.Empty(device, "dhead", v, d));
+                Gemm.Run(dl, acts.NormF.Y.View(rows, d), headGrad, transposeA: true, stream: st);
+                var dNormF = st.Own(Tensor.Empty(device, "dnorm_f", b, l, d));
+                Gemm.Run(dl, Embeddings, dNormF.View(rows, d), stream: st);
+                var nf = st.Own(RmsNorm.Backward(dNormF, acts.NormF, acts.Hidden[^1], NormF, stream: st));
+                grads["backbone.norm_f.weight"] = Copy(st, nf.DWeight, "grad.backbone.norm_f.weight");
+                var dh = nf.Dx;
+                for (var i = _mixers.Count - 1; i >= 0; i--)
+                {
+                    var (du, mg) = _mixers[i].Backward(dh, acts.Mixers[i], st);
+                    st.Own(du);
+                    foreach (var (name, g) in mg)
+                    {
+                        grads[$"backbone.layers.{i}.mixer.{name}"] = g;
+                    }
+
+                    var ng = st.Own(RmsNorm.Backward(du, acts.Norms[i], acts.Hidden[i], _norms[i], stream: st));
+                    grads[$"backbone.layers.{i}.norm.weight"] = Copy(st, ng.DWeight, $"grad.backbone.layers.{i}.norm.weight");
+                    var next = st.Own(Tensor.Empty(device, $"dh{i}", b, l, d));
+                    Elementwise.Add(dh, ng.Dx, next, st);   // the residual path plus the block's
+                    dh = next;
+                }
+
+                var embGrad = st.Own(Embedding.Backward(dh, acts.Ids, v, st));
+                grads["backbone.embeddings.weight"] = Tensor.Empty(device, "grad.backbone.embeddings.weight", v, d);
+                Elementwise.Add(embGrad, headGrad, grads["backbone.embeddings.weight"], st);   // tied head
+            });
+            return grads;
+        }
+        catch
+        {
+            foreach (var g in grads.Values)
+            {
+                g.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    private static Tensor Copy(CommandStream st, Tensor src, string name)
+    {
+        var t = Tensor.Empty(src.Device, name, [.. src.Shape]);
+        st.Copy(src.Buffer, 0, t.Buffer, 0, t.Buffer.SizeBytes);
+        return t;
+    }
+
+    public void Dispose()
+    {
+        Embeddings.Dispose();
+        _mixers.ForEach(m => m.Dispose());
+        _norms.ForEach(n => n.Dispose());
+        NormF.Dispose();
+    }
+}

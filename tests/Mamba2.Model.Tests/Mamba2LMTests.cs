@@ -1,0 +1,149 @@
+using Mamba2.Model.Modules;
+using Mamba2.Model.Ops;
+using Mamba2.Model.Tensors;
+using Mamba2.Model.Tests.Reference;
+using Mamba2.Tests;
+using Mamba2.Vulkan;
+using Xunit;
+
+namespace Mamba2.Model.Tests;
+
+public class Mamba2LMTests(GpuFixture gpu)
+{
+    private GpuDevice Device => gpu.Device;
+
+    /// <summary>Float64 LM composed from the layer, RMSNorm and matmul references; loss and every parameter gradient.</summary>
+    private static (double[] Logits, double Loss, Dictionary<string, double[]> Grads) Reference(Mamba2LMConfig c,
+        Dictionary<string, double[]> p, int[] ids, int b, int l)
+    {
+        int d = c.Mixer.DModel, v = c.VocabSize, rows = b * l;
+        var emb = p["backbone.embeddings.weight"];
+        var h = new List<double[]> { ids.SelectMany(t => emb.Skip(t * d).Take(d)).ToArray() };
+        var normed = new List<double[]>();
+        var layers = new List<Mamba2LayerReference>();
+        for (var i = 0; i < c.NLayer; i++)
+        {
+            var prefix = $"backbone.layers.{i}.mixer.";
+            var layer = new Mamba2LayerReference(c.Mixer, p.Where(kv => kv.Key.StartsWith(prefix)).ToDictionary(kv => kv.Key[prefix.Length..], kv => kv.Value), b, l);
+            layers.Add(layer);
+            var n = RmsNormReference.Forward(h[i], p[$"backbone.layers.{i}.norm.weight"], null, c.NormEps, d, d, false);
+            normed.Add(n);
+            h.Add(h[i].Zip(layer.Forward(n), (x, y) => x + y).ToArray());
+        }
+
+        var hf = RmsNormReference.Forward(h[^1], p["backbone.norm_f.weight"], null, c.NormEps, d, d, false);
+        var logits = new double[rows * v];
+        for (var r = 0; r < rows; r++)
+        {
+            for (var j = 0; j < v; j++)
+            {
+                for (var k = 0; k < d; k++)
+                {
+                    logits[r * v + j] += hf[r * d + k] * emb[j * d + k];
+                }
+            }
+        }
+
+        // Next-token cross-entropy, mean over b (L - 1) positions, and its gradient.
+        var dlogits = new double[rows * v];
+        double loss = 0;
+        var count = b * (l - 1);
+        for (var bi = 0; bi < b; bi++)
+        {
+            for (var t = 0; t + 1 < l; t++)
+            {
+                var r = bi * l + t;
+                var row = logits.AsSpan(r * v, v).ToArray();
+                var m = row.Max();
+                var lse = m + Math.Log(row.Sum(x => Math.Exp(x - m)));
+                var target = ids[r + 1];
+                loss += lse - row[target];
+                for (var j = 0; j < v; j++)
+                {
+                    dlogits[r * v + j] = (Math.Exp(row[j] - lse) - (j == target ? 1 : 0)) / count;
+                }
+            }
+        }
+
+        loss /= count;
+        var g = new Dictionary<string, double[]>();
+        var dEmb = new double[v * d];
+        var dhf = new double[rows * d];
+        for (var r = 0; r < rows; r++)
+        {
+            for (var j = 0; j < v; j++)
+            {
+                for (var k = 0; k < d; k++)
+                {
+                    dEmb[j * d + k] += dlogits[r * v + j] * hf[r * d + k];
+                    dhf[r * d + k] += dlogits[r * v + j] * emb[j * d + k];
+                }
+            }
+        }
+
+        var (dh, dwf, _) = RmsNormReference.Backward(dhf, h[^1], p["backbone.norm_f.weight"], null, c.NormEps, d, d, false);
+        g["backbone.norm_f.weight"] = dwf;
+        for (var i = c.NLayer - 1; i >= 0; i--)
+        {
+            var (du, lg) = layers[i].Backward(normed[i], dh);
+            foreach (var (name, grad) in lg)
+            {
+                g[$"backbone.layers.{i}.mixer.{name}"] = grad;
+            }
+
+            var (dn, dw, _) = RmsNormReference.Backward(du, h[i], p[$"backbone.layers.{i}.norm.weight"], null, c.NormEps, d, d, false);
+            g[$"backbone.layers.{i}.norm.weight"] = dw;
+            dh = dh.Zip(dn, (x, y) => x + y).ToArray();
+        }
+
+        for (var r = 0; r < rows; r++)
+        {
+            for (var k = 0; k < d; k++)
+            {
+                dEmb[ids[r] * d + k] += dh[r * d + k];
+            }
+        }
+
+        g["backbone.embeddings.weight"] = dEmb;
+        return (logits, loss, g);
+    }
+
+    [Fact]
+    public void LogitsLossAndEveryGradientMatchTheFloat64Model()
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var config = new Mamba2LMConfig(VocabSize: 11, NLayer: 2, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, NGroups = 2, ChunkSize = 16 });
+        const int b = 2, l = 21;
+        using var lm = Mamba2LM.Initialize(Device, config, rng);
+        var ids = Enumerable.Range(0, b * l).Select(_ => rng.Next(config.VocabSize)).ToArray();
+        using var input = IndexTensor.FromArray(Device, "input_ids", ids, b, l);
+        using var targets = Mamba2LM.NextTokenTargets(input);
+        using var acts = lm.Forward(input);
+        using var ce = CrossEntropy.Forward(acts.Logits, targets);
+        using var one = Tensor.FromArray(Device, "dloss", [1f], 1);
+        using var dlogits = CrossEntropy.Backward(one, ce, acts.Logits, targets);
+        var grads = lm.Backward(dlogits, acts);
+        try
+        {
+            var p = lm.Parameters.ToDictionary(q => q.Name, q => q.Value.ToArray().Select(x => (double)x).ToArray());
+            var (logits, loss, gRef) = Reference(config, p, ids, b, l);
+            var what = $"seed {seed}";
+            TestMath.AssertClose(acts.Logits.ToArray(), logits, 1e-5, $"{what}: logits");
+            TestMath.AssertClose(ce.Loss.ToArray(), [loss], 1e-6, $"{what}: loss");
+            Assert.Equal(gRef.Keys.Order(), grads.Keys.Order());
+            Assert.Equal(lm.Parameters.Select(q => q.Name).Order(), grads.Keys.Order());
+            foreach (var (name, expected) in gRef)
+            {
+                TestMath.AssertClose(grads[name].ToArray(), expected, 1e-5, $"{what}: grad {name}");
+            }
+        }
+        finally
+        {
+            foreach (var g in grads.Values)
+            {
+                g.Dispose();
+            }
+        }
+    }
+}
