@@ -13,7 +13,12 @@ public class Mamba2LayerTests(GpuFixture gpu)
 
     private static Mamba2Config Small(bool causal, bool dHasHdim) => new(DModel: 16)
     {
-        DState = 8, HeadDim = 8, NGroups = 2, ChunkSize = 16, Causal = causal, DHasHdim = dHasHdim,
+        DState = 8,
+        HeadDim = 8,
+        NGroups = 2,
+        ChunkSize = 16,
+        Causal = causal,
+        DHasHdim = dHasHdim,
     };
 
     [Theory]
