@@ -47,6 +47,57 @@ public sealed class Mamba2LM : IDisposable
         }
     }
 
+    /// <summary>The model from parameter values by HF name (every one of <see cref="ParameterShapes"/>).</summary>
+    public static Mamba2LM FromValues(GpuDevice device, Mamba2LMConfig config, IReadOnlyDictionary<string, float[]> values)
+    {
+        config.Validate();
+        var d = config.Mixer.DModel;
+        var made = new List<IDisposable>();
+        Tensor Load(string name, params int[] shape) =>
+            values.TryGetValue(name, out var data) ? Tensor.FromArray(device, name, data, shape)
+                : throw new KeyNotFoundException($"Mamba2LM: no value for {name} {ShapeOps.Format(shape)}.");
+        try
+        {
+            var emb = Load("backbone.embeddings.weight", config.VocabSize, d);
+            made.Add(emb);
+            var mixers = new List<Mamba2Layer>();
+            var norms = new List<Tensor>();
+            for (var i = 0; i < config.NLayer; i++)
+            {
+                var prefix = $"backbone.layers.{i}.mixer.";
+                var layer = Mamba2Layer.FromValues(device, config.Mixer,
+                    values.Where(kv => kv.Key.StartsWith(prefix, StringComparison.Ordinal)).ToDictionary(kv => kv.Key[prefix.Length..], kv => kv.Value));
+                made.Add(layer);
+                mixers.Add(layer);
+                var norm = Load($"backbone.layers.{i}.norm.weight", d);
+                made.Add(norm);
+                norms.Add(norm);
+            }
+
+            return new Mamba2LM(config, emb, mixers, norms, Load("backbone.norm_f.weight", d));
+        }
+        catch
+        {
+            made.ForEach(m => m.Dispose());
+            throw;
+        }
+    }
+
+    /// <summary>Every parameter's HF name and shape for <paramref name="config"/>.</summary>
+    public static IReadOnlyList<(string Name, int[] Shape)> ParameterShapes(Mamba2LMConfig config)
+    {
+        var d = config.Mixer.DModel;
+        var list = new List<(string, int[])> { ("backbone.embeddings.weight", [config.VocabSize, d]) };
+        for (var i = 0; i < config.NLayer; i++)
+        {
+            list.Add(($"backbone.layers.{i}.norm.weight", [d]));
+            list.AddRange(Mamba2Layer.Shapes(config.Mixer).Select(q => ($"backbone.layers.{i}.mixer.{q.Name}", q.Shape)));
+        }
+
+        list.Add(("backbone.norm_f.weight", [d]));
+        return list;
+    }
+
     /// <summary>
     /// mamba_ssm's initialization: embedding N(0, 0.02), mixers as <see cref="Mamba2Layer.Initialize"/>, norms 1, and
     /// out_proj weights rescaled by 1/sqrt(n_layer) (prenorm residual rescale).

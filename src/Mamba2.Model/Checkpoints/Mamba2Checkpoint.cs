@@ -1,0 +1,222 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Mamba2.Model.IO;
+using Mamba2.Model.Modules;
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Checkpoints;
+
+/// <summary>
+/// Loads a directory with <c>config.json</c> and <c>model.safetensors</c> in HF transformers' Mamba2 layout (keys
+/// hidden_size, state_size, num_heads, head_dim, expand, n_groups, conv_kernel, chunk_size, num_hidden_layers,
+/// vocab_size, layer_norm_epsilon, use_bias, use_conv_bias, tie_word_embeddings, time_step_limit, ...; JSON as
+/// transformers writes it, Infinity included) or mamba_ssm's (d_model, n_layer, vocab_size, ssm_cfg, ...; the
+/// embedding named backbone.embedding.weight). F32, F16 and BF16 weights. Saves in HF layout (F32).
+/// </summary>
+public static class Mamba2Checkpoint
+{
+    public const string ConfigFile = "config.json";
+    public const string WeightsFile = "model.safetensors";
+
+
+    /// <summary>The model config from config.json (either layout); unknown or inconsistent values throw naming the key.</summary>
+    public static Mamba2LMConfig ReadConfig(string directory)
+    {
+        var path = Path.Combine(directory, ConfigFile);
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"{directory} has no {ConfigFile} (a Mamba2 checkpoint is a directory with {ConfigFile} and {WeightsFile}).", path);
+        }
+
+        var text = File.ReadAllText(path);
+        // transformers writes Infinity / NaN bare, which strict JSON rejects: quote them for the parser.
+        text = System.Text.RegularExpressions.Regex.Replace(text, @"(?<=[:\[,]\s*)(-?Infinity|NaN)(?=\s*[,\]}])", "\"$1\"");
+        var root = JsonNode.Parse(text)?.AsObject() ?? throw new InvalidDataException($"{path}: not a JSON object.");
+        return root.ContainsKey("hidden_size") ? FromHf(root, path) : root.ContainsKey("d_model") ? FromMambaSsm(root, path)
+            : throw new InvalidDataException($"{path}: neither HF Mamba2 (hidden_size) nor mamba_ssm (d_model) keys found.");
+    }
+
+    private static Mamba2LMConfig FromHf(JsonObject o, string path)
+    {
+        int I(string key, int? dflt = null) => Get(o, key, path, dflt);
+        var hidden = I("hidden_size");
+        var expand = I("expand", 2);
+        var heads = I("num_heads", expand * hidden / 64);
+        var headDim = I("head_dim", 64);
+        if (heads * headDim != expand * hidden)
+        {
+            throw new InvalidDataException($"{path}: num_heads ({heads}) * head_dim ({headDim}) must equal expand ({expand}) * hidden_size ({hidden}).");
+        }
+
+        if (o["tie_word_embeddings"] is JsonValue tie && !tie.GetValue<bool>())
+        {
+            throw new NotSupportedException($"{path}: tie_word_embeddings = false (an untied lm_head) is not supported yet.");
+        }
+
+        var mixer = new Mamba2Config(hidden)
+        {
+            DState = I("state_size", 128),
+            DConv = I("conv_kernel", 4),
+            Expand = expand,
+            HeadDim = headDim,
+            NGroups = I("n_groups", 1),
+            ChunkSize = I("chunk_size", 256),
+            Bias = Bool(o, "use_bias", false),
+            ConvBias = Bool(o, "use_conv_bias", true),
+            NormEps = Float(o, "layer_norm_epsilon", 1e-5f, path),
+            DtMin = Float(o, "time_step_min", 0.001f, path),
+            DtMax = Float(o, "time_step_max", 0.1f, path),
+            DtInitFloor = Float(o, "time_step_floor", 1e-4f, path),
+            DtLimit = Limit(o, "time_step_limit", path),
+        };
+        return new Mamba2LMConfig(I("vocab_size"), I("num_hidden_layers"), mixer) { NormEps = mixer.NormEps };
+    }
+
+    private static Mamba2LMConfig FromMambaSsm(JsonObject o, string path)
+    {
+        var ssm = o["ssm_cfg"] as JsonObject ?? [];
+        if (ssm["layer"] is JsonValue layer && layer.GetValue<string>() != "Mamba2")
+        {
+            throw new NotSupportedException($"{path}: ssm_cfg.layer is {layer.GetValue<string>()}; only Mamba2 layers are supported.");
+        }
+
+        var d = Get(o, "d_model", path);
+        var mixer = new Mamba2Config(d)
+        {
+            DState = Get(ssm, "d_state", path, 128),
+            DConv = Get(ssm, "d_conv", path, 4),
+            Expand = Get(ssm, "expand", path, 2),
+            HeadDim = Get(ssm, "headdim", path, 64),
+            NGroups = Get(ssm, "ngroups", path, 1),
+            ChunkSize = Get(ssm, "chunk_size", path, 256),
+            Bias = Bool(ssm, "bias", false),
+            ConvBias = Bool(ssm, "conv_bias", true),
+            NormBeforeGate = Bool(ssm, "norm_before_gate", false),
+            DHasHdim = Bool(ssm, "D_has_hdim", false),
+            DtLimit = Limit(ssm, "dt_limit", path),
+        };
+        var vocab = Get(o, "vocab_size", path);
+        var multiple = Get(o, "pad_vocab_size_multiple", path, 1);
+        vocab = (vocab + multiple - 1) / multiple * multiple;   // mamba_ssm pads the vocabulary
+        return new Mamba2LMConfig(vocab, Get(o, "n_layer", path), mixer) { NormEps = Float(o, "norm_epsilon", 1e-5f, path) };
+    }
+
+    /// <summary>Loads the model; tensors named as HF or mamba_ssm write them, F32 / F16 / BF16.</summary>
+    public static Mamba2LM Load(GpuDevice device, string directory)
+    {
+        var config = ReadConfig(directory);
+        config.Validate();
+        var path = Path.Combine(directory, WeightsFile);
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"{directory} has no {WeightsFile}.", path);
+        }
+
+        using var file = SafetensorsFile.Open(path);
+        var values = new Dictionary<string, float[]>();
+        foreach (var (name, shape) in Mamba2LM.ParameterShapes(config))
+        {
+            var stored = name == "backbone.embeddings.weight" && !file.Contains(name) && file.Contains("backbone.embedding.weight") ? "backbone.embedding.weight" : name;
+            if (!file.Contains(stored))
+            {
+                throw new KeyNotFoundException($"{path}: missing tensor {name} {Tensors.ShapeOps.Format(shape)} (config: {config.NLayer} layers).");
+            }
+
+            var info = file.Info(stored);
+            if (info.DType is not (SafetensorsDType.F32 or SafetensorsDType.F16 or SafetensorsDType.BF16))
+            {
+                throw new InvalidDataException($"{path}: {stored} is {info.DType.HeaderName()}; weights must be F32, F16 or BF16.");
+            }
+
+            var t = file.Read(stored);
+            if (!t.Shape.SequenceEqual(shape))
+            {
+                throw new InvalidDataException($"{path}: {stored} has shape {Tensors.ShapeOps.Format(t.Shape)}, the config implies {Tensors.ShapeOps.Format(shape)}.");
+            }
+
+            values[name] = t.ToFloat32();
+        }
+
+        return Mamba2LM.FromValues(device, config, values);
+    }
+
+    /// <summary>Writes config.json and model.safetensors (F32, lm_head.weight tied) in HF layout, each file atomically.</summary>
+    public static void Save(Mamba2LM model, string directory)
+    {
+        Directory.CreateDirectory(directory);
+        var c = model.Config;
+        var m = c.Mixer;
+        var config = new JsonObject
+        {
+            ["architectures"] = new JsonArray("Mamba2ForCausalLM"),
+            ["model_type"] = "mamba2",
+            ["vocab_size"] = c.VocabSize,
+            ["hidden_size"] = m.DModel,
+            ["state_size"] = m.DState,
+            ["num_hidden_layers"] = c.NLayer,
+            ["num_heads"] = m.NHeads,
+            ["head_dim"] = m.HeadDim,
+            ["expand"] = m.Expand,
+            ["n_groups"] = m.NGroups,
+            ["conv_kernel"] = m.DConv,
+            ["chunk_size"] = m.ChunkSize,
+            ["layer_norm_epsilon"] = c.NormEps,
+            ["use_bias"] = m.Bias,
+            ["use_conv_bias"] = m.ConvBias,
+            ["rms_norm"] = true,
+            ["tie_word_embeddings"] = true,
+            ["time_step_min"] = m.DtMin,
+            ["time_step_max"] = m.DtMax,
+            ["time_step_floor"] = m.DtInitFloor,
+            ["time_step_limit"] = new JsonArray(m.DtLimit.Min, float.IsPositiveInfinity(m.DtLimit.Max) ? "Infinity" : m.DtLimit.Max),
+        };
+        // transformers writes the limit as a bare Infinity.
+        var json = config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }).Replace("\"Infinity\"", "Infinity", StringComparison.Ordinal);
+        var configPath = Path.Combine(directory, ConfigFile);
+        File.WriteAllText(configPath + ".tmp", json);
+        File.Move(configPath + ".tmp", configPath, overwrite: true);
+        var tensors = model.Parameters.Select(q => HostTensor.FromFloat32(q.Name, q.Value.ToArray(), [.. q.Value.Shape])).ToList();
+        tensors.Add(HostTensor.FromFloat32("lm_head.weight", model.Embeddings.ToArray(), [.. model.Embeddings.Shape]));
+        SafetensorsWriter.Write(Path.Combine(directory, WeightsFile), tensors);
+    }
+
+    private static int Get(JsonObject o, string key, string path, int? dflt = null)
+    {
+        if (o[key] is not JsonValue v)
+        {
+            return dflt ?? throw new InvalidDataException($"{path}: missing required key {key}.");
+        }
+
+        return v.TryGetValue<int>(out var i) ? i : throw new InvalidDataException($"{path}: {key} must be an integer, got {v.ToJsonString()}.");
+    }
+
+    private static bool Bool(JsonObject o, string key, bool dflt) => o[key] is JsonValue v ? v.GetValue<bool>() : dflt;
+
+    private static float Float(JsonObject o, string key, float dflt, string path)
+    {
+        if (o[key] is not JsonValue v)
+        {
+            return dflt;
+        }
+
+        if (v.TryGetValue<double>(out var d))
+        {
+            return (float)d;
+        }
+
+        return v.TryGetValue<string>(out var s) && float.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var f) ? f
+            : throw new InvalidDataException($"{path}: {key} must be a number, got {v.ToJsonString()}.");
+    }
+
+    private static (float, float) Limit(JsonObject o, string key, string path)
+    {
+        if (o[key] is not JsonArray a || a.Count != 2)
+        {
+            return o[key] is null ? (0f, float.PositiveInfinity) : throw new InvalidDataException($"{path}: {key} must be [min, max].");
+        }
+
+        var tmp = new JsonObject { ["min"] = a[0]?.DeepClone(), ["max"] = a[1]?.DeepClone() };
+        return (Float(tmp, "min", 0f, path), Float(tmp, "max", float.PositiveInfinity, path));
+    }
+}
