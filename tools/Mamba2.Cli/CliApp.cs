@@ -18,6 +18,7 @@ public static class CliApp
         var root = new RootCommand("mamba2: Mamba-2 on any Vulkan GPU (falls back to the CPU driver, lavapipe, where there is none).");
         root.Subcommands.Add(DevicesCommand.Create());
         root.Subcommands.Add(SsdCommand.Create());
+        root.Subcommands.Add(ForwardCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         return root;
     }

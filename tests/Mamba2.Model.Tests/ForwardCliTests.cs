@@ -1,0 +1,72 @@
+using Mamba2.Cli;
+using Mamba2.Model.Checkpoints;
+using Mamba2.Model.IO;
+using Mamba2.Model.Modules;
+using Mamba2.Model.Ops;
+using Mamba2.Model.Tensors;
+using Mamba2.Tests;
+using Mamba2.Vulkan;
+using Xunit;
+
+namespace Mamba2.Model.Tests;
+
+/// <summary>`mamba2 forward` end to end on a tiny HF-layout checkpoint the test writes.</summary>
+public sealed class ForwardCliTests(GpuFixture gpu) : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("mamba2-forward-cli-").FullName;
+
+    private GpuDevice Device => gpu.Device;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public void WritesLogitsLossAndEveryGradient()
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var config = new Mamba2LMConfig(VocabSize: 13, NLayer: 2, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, NGroups = 2, ChunkSize = 16 });
+        var model = Path.Combine(_dir, "model");
+        using var lm = Mamba2LM.Initialize(Device, config, rng);
+        Mamba2Checkpoint.Save(lm, model);
+        long[] ids = [.. Enumerable.Range(0, 2 * 9).Select(_ => (long)rng.Next(13))];
+        var input = Path.Combine(_dir, "in.safetensors");
+        var output = Path.Combine(_dir, "out.safetensors");
+        SafetensorsWriter.Write(input, [HostTensor.FromInt64("input_ids", ids, 2, 9)]);
+
+        Assert.Equal(0, CliApp.Run(["forward", "--model", model, "--input", input, "--output", output, "--backward"]));
+
+        var result = SafetensorsFile.ReadAll(output);
+        using var inputIds = IndexTensor.FromArray(Device, "input_ids", [.. ids.Select(v => (int)v)], 2, 9);
+        using var acts = lm.Forward(inputIds);
+        using var targets = Mamba2LM.NextTokenTargets(inputIds);
+        using var ce = CrossEntropy.Forward(acts.Logits, targets);
+        Assert.Equal([2, 9, 13], result["logits"].Shape);
+        Assert.True(result["logits"].ToFloat32().AsSpan().SequenceEqual(acts.Logits.ToArray()));
+        Assert.Equal(ce.Loss.ToArray()[0], result["loss"].ToFloat32()[0]);
+        foreach (var (name, value) in lm.Parameters)
+        {
+            Assert.Equal(value.Shape, result["grad." + name].Shape);
+        }
+
+        Assert.Equal(2 + lm.Parameters.Count, result.Count);
+    }
+
+    [Fact]
+    public void BadInputExitsWithTwo()
+    {
+        var input = Path.Combine(_dir, "in.safetensors");
+        SafetensorsWriter.Write(input, [HostTensor.FromFloat32("input_ids", [1f, 2f], 1, 2)]);
+        var stderr = new StringWriter();
+        var previous = Console.Error;
+        Console.SetError(stderr);
+        try
+        {
+            Assert.Equal(CliApp.BadInput, CliApp.Run(["forward", "--model", _dir, "--input", input, "--output", Path.Combine(_dir, "o.safetensors")]));
+            Assert.Contains("input_ids must be I64 or I32", stderr.ToString());
+        }
+        finally
+        {
+            Console.SetError(previous);
+        }
+    }
+}
