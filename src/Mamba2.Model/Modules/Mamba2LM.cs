@@ -284,6 +284,87 @@ public sealed class Mamba2LM : IDisposable
         }
     }
 
+    /// <summary>Every layer's recurrent state for b sequences being generated.</summary>
+    public sealed class GenerationState(IReadOnlyList<Mamba2Layer.State> layers) : IDisposable
+    {
+        public IReadOnlyList<Mamba2Layer.State> Layers { get; } = layers;
+
+        public void Dispose()
+        {
+            foreach (var l in Layers)
+            {
+                l.Dispose();
+            }
+        }
+    }
+
+    /// <summary>
+    /// The prompt through the chunked forward: the state after it and the logits of its last position (b, vocab),
+    /// from which the first new token is drawn.
+    /// </summary>
+    public (GenerationState State, Tensor LastLogits) Prefill(IndexTensor ids)
+    {
+        using var acts = Forward(ids);
+        int b = ids.Shape[0], l = ids.Shape[1], v = Config.VocabSize;
+        var states = new List<Mamba2Layer.State>();
+        try
+        {
+            for (var i = 0; i < _mixers.Count; i++)
+            {
+                states.Add(_mixers[i].StateAfter(acts.Mixers[i]));
+            }
+
+            var last = Tensor.Empty(Embeddings.Device, "logits", b, v);
+            Columns.Copy(acts.Logits.View(b, l * v), (l - 1) * v, last, 0, v);
+            return (new GenerationState(states), last);
+        }
+        catch
+        {
+            states.ForEach(st => st.Dispose());
+            throw;
+        }
+    }
+
+    /// <summary>An empty prefix for b sequences (generation from scratch).</summary>
+    public GenerationState NewState(int batch) => new([.. _mixers.Select(m => m.NewState(batch))]);
+
+    /// <summary>One token per sequence, ids (b): logits (b, vocab) for the next one, advancing the state (constant cost).</summary>
+    public Tensor Step(IndexTensor ids, GenerationState state)
+    {
+        if (ids.Shape.Count != 1)
+        {
+            throw new ArgumentException($"Mamba2LM step: ids must be (b), got {ShapeOps.Format(ids.Shape)}.", nameof(ids));
+        }
+
+        int b = ids.Shape[0], d = Config.Mixer.DModel;
+        var device = Embeddings.Device;
+        var logits = Tensor.Empty(device, "logits", b, Config.VocabSize);
+        try
+        {
+            Shaders.RunIn(device, null, st =>
+            {
+                var h = st.Own(Embedding.Forward(ids, Embeddings, st));
+                for (var i = 0; i < _mixers.Count; i++)
+                {
+                    var norm = st.Own(RmsNorm.Forward(h, _norms[i], eps: Config.NormEps, stream: st));
+                    var o = st.Own(_mixers[i].Step(norm.Y, state.Layers[i], st));
+                    var next = st.Own(Tensor.Empty(device, $"h{i + 1}", b, d));
+                    Elementwise.Add(h, o, next, st);
+                    h = next;
+                }
+
+                var nf = st.Own(RmsNorm.Forward(h, NormF, eps: Config.NormEps, stream: st));
+                Gemm.Run(nf.Y, Embeddings, logits, transposeB: true, stream: st);
+            });
+            return logits;
+        }
+        catch
+        {
+            logits.Dispose();
+            throw;
+        }
+    }
+
     private static Tensor Copy(CommandStream st, Tensor src, string name)
     {
         var t = Tensor.Empty(src.Device, name, [.. src.Shape]);

@@ -301,6 +301,120 @@ public sealed class Mamba2Layer : IDisposable
         }
     }
 
+    /// <summary>The recurrent state of one layer for generation: the conv's last K - 1 inputs and the SSM state.</summary>
+    public sealed class State(Tensor conv, Tensor ssm) : IDisposable
+    {
+        /// <summary>(b, conv_dim, K - 1), oldest input first.</summary>
+        public Tensor Conv { get; } = conv;
+
+        /// <summary>(b, h, p, n).</summary>
+        public Tensor Ssm { get; } = ssm;
+
+        public void Dispose()
+        {
+            Conv.Dispose();
+            Ssm.Dispose();
+        }
+    }
+
+    private void RequireCausal(string what)
+    {
+        if (!Config.Causal)
+        {
+            throw new NotSupportedException($"Mamba2Layer: {what} needs a causal layer (a bidirectional one sees the future).");
+        }
+    }
+
+    private int ConvStateWidth => Math.Max(1, Config.DConv - 1);
+
+    /// <summary>A zero state (an empty prefix) for <paramref name="batch"/> sequences.</summary>
+    public State NewState(int batch)
+    {
+        RequireCausal("generation");
+        var device = _params["A_log"].Device;
+        var c = Config;
+        return new State(Tensor.FromArray(device, "conv_state", new float[batch * c.ConvDim * ConvStateWidth], batch, c.ConvDim, ConvStateWidth),
+            Tensor.FromArray(device, "ssm_state", new float[batch * c.NHeads * c.HeadDim * c.DState], batch, c.NHeads, c.HeadDim, c.DState));
+    }
+
+    /// <summary>The state after a (chunked) forward over a prompt: its last conv inputs and the SSD's final state.</summary>
+    public State StateAfter(Activations acts)
+    {
+        RequireCausal("generation");
+        var c = Config;
+        int b = acts.XBC.Shape[0], l = acts.XBC.Shape[1], k1 = ConvStateWidth;
+        var xbc = acts.XBC.ToArray();
+        var conv = new float[b * c.ConvDim * k1];
+        for (var bi = 0; bi < b; bi++)
+        {
+            for (var j = 0; j < k1; j++)
+            {
+                var t = l - k1 + j;   // oldest first; positions before the prompt stay 0
+                if (t < 0 || c.DConv == 1)
+                {
+                    continue;
+                }
+
+                for (var ch = 0; ch < c.ConvDim; ch++)
+                {
+                    conv[(bi * c.ConvDim + ch) * k1 + j] = xbc[(bi * l + t) * c.ConvDim + ch];
+                }
+            }
+        }
+
+        var device = acts.XBC.Device;
+        return new State(Tensor.FromArray(device, "conv_state", conv, b, c.ConvDim, k1),
+            Tensor.FromArray(device, "ssm_state", acts.Ssd.FinalStates.ToArray(), b, c.NHeads, c.HeadDim, c.DState));
+    }
+
+    /// <summary>One token for each of b sequences: u (b, d_model) to (b, d_model), advancing <paramref name="state"/> (constant cost).</summary>
+    public Tensor Step(Tensor u, State state, CommandStream? stream = null)
+    {
+        RequireCausal("Step");
+        var c = Config;
+        ShapeOps.ExpectRank(u, "u", "Mamba2Layer step", 2);
+        ShapeOps.Expect(u, "u", "Mamba2Layer step", u.Shape[0], c.DModel);
+        var b = u.Shape[0];
+        var device = u.Device;
+        var output = Tensor.Empty(device, "out", b, c.DModel);
+        try
+        {
+            Shaders.RunIn(device, stream, st =>
+            {
+                Tensor Temp(string name, params int[] shape) => st.Own(Tensor.Empty(device, name, shape));
+                var zx = Temp("zxbcdt", b, c.DInProj);
+                Gemm.Run(u, _params["in_proj.weight"], zx, transposeB: true, stream: st);
+                AddBias(st, zx, "in_proj.bias");
+                var z = Temp("z", b, c.DInner);
+                var xbc = Temp("xBC", b, c.ConvDim);
+                var dt = Temp("dt", b, c.NHeads);
+                Columns.Copy(zx, 0, z, 0, c.DInner, st);
+                Columns.Copy(zx, c.DInner, xbc, 0, c.ConvDim, st);
+                Columns.Copy(zx, c.DInner + c.ConvDim, dt, 0, c.NHeads, st);
+                var act = st.Own(Conv1d.Step(xbc, _params["conv1d.weight"], _params.GetValueOrDefault("conv1d.bias"), state.Conv, st));
+                var gn = c.NGroups * c.DState;
+                var x = Temp("x", b, c.NHeads, c.HeadDim);
+                var bm = Temp("B", b, c.NGroups, c.DState);
+                var cm = Temp("C", b, c.NGroups, c.DState);
+                Columns.Copy(act, 0, x.View(b, c.DInner), 0, c.DInner, st);
+                Columns.Copy(act, c.DInner, bm.View(b, gn), 0, gn, st);
+                Columns.Copy(act, c.DInner + gn, cm.View(b, gn), 0, gn, st);
+                var a = Temp("A", c.NHeads);
+                Unary.NegExp(_params["A_log"], a, st);
+                var y = st.Own(SsdOp.Step(x, dt, a, bm, cm, state.Ssm, SsdOptionsFor(_params["D"]), st));
+                var norm = st.Own(RmsNorm.Forward(y.View(b, c.DInner), _params["norm.weight"], z, c.NormEps, c.DInner / c.NGroups, c.NormBeforeGate, st));
+                Gemm.Run(norm.Y, _params["out_proj.weight"], output, transposeB: true, stream: st);
+                AddBias(st, output, "out_proj.bias");
+            });
+            return output;
+        }
+        catch
+        {
+            output.Dispose();
+            throw;
+        }
+    }
+
     private void AddBias(CommandStream st, Tensor y2, string name)
     {
         if (_params.TryGetValue(name, out var bias))

@@ -128,6 +128,29 @@ public static class Conv1d
         }
     }
 
+    [StructLayout(LayoutKind.Sequential)]
+    private readonly record struct StepPush(uint Batch, uint Channels, uint HasBias);
+
+    /// <summary>
+    /// One generation step of the causal conv with SiLU: x (b, c) the new input, state (b, c, K - 1) the last K - 1
+    /// inputs (oldest first), updated in place; returns y (b, c).
+    /// </summary>
+    public static Tensor Step(Tensor x, Tensor weight, Tensor? bias, Tensor state, CommandStream? stream = null)
+    {
+        const string op = "Conv1d step";
+        ShapeOps.ExpectRank(x, "x", op, 2);
+        int b = x.Shape[0], c = x.Shape[1];
+        var (_, _, _, k) = Validate(op, x.View(b, 1, c), weight, bias);
+        ShapeOps.Expect(state, "state", op, b, c, k - 1 == 0 ? 1 : k - 1);
+        var device = x.Device;
+        var y = Tensor.Empty(device, "y", b, c);
+        var local = Shaders.Local1D(device);
+        Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.Conv1dStep, [local, (uint)k]),
+            (Shaders.Groups1D(device, (long)b * c, local), 1, 1), new StepPush((uint)b, (uint)c, bias is null ? 0u : 1u),
+            x.Buffer, weight.Buffer, (bias ?? weight).Buffer, state.Buffer, y.Buffer));
+        return y;
+    }
+
     private static uint Left(Conv1dPadding padding, int k) => (uint)(padding == Conv1dPadding.Causal ? k - 1 : (k - 1) / 2);
 
     private static (int B, int L, int C, int K) Validate(string op, Tensor x, Tensor weight, Tensor? bias)

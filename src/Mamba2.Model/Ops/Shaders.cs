@@ -86,6 +86,13 @@ internal static class Shaders
 
     public static readonly KernelSource BiasAdd = Source("nn/bias_add", 8, BufferAccess.ReadWrite, BufferAccess.Read);
 
+    public static readonly KernelSource Conv1dStep = Source("nn/conv1d_step", 12,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.Write);
+
+    public static readonly KernelSource SsdStep = Source("ssd/ssd_step", 32,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
+        BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.Write);
+
     public static readonly KernelSource ReduceSum = Source("nn/reduce_sum", 20,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
 
