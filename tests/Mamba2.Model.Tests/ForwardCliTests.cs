@@ -52,6 +52,32 @@ public sealed class ForwardCliTests(GpuFixture gpu) : IDisposable
     }
 
     [Fact]
+    public void GeneratePrintsTheGreedyContinuation()
+    {
+        var config = new Mamba2LMConfig(VocabSize: 256, NLayer: 1, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, ChunkSize = 16 });
+        var model = Path.Combine(_dir, "bytes");
+        using var lm = Mamba2LM.Initialize(Device, config, new Random(7));
+        Mamba2Checkpoint.Save(lm, model);
+        var expected = Mamba2.Model.Generation.Generator.Generate(lm, Mamba2.Model.Generation.ByteTokenizer.Encode("Hi"), 5);
+        var stdout = new StringWriter();
+        var previous = Console.Out;
+        Console.SetOut(stdout);
+        try
+        {
+            Assert.Equal(0, CliApp.Run(["generate", "--model", model, "--prompt", "Hi", "--max-new-tokens", "5"]));
+            Assert.Equal(0, CliApp.Run(["generate", "--model", model, "--prompt-ids", "72,105", "--max-new-tokens", "5"]));
+        }
+        finally
+        {
+            Console.SetOut(previous);
+        }
+
+        var lines = stdout.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(string.Join(",", expected), lines[0].Trim());
+        Assert.Equal(string.Join(",", expected), lines[^1].Trim());
+    }
+
+    [Fact]
     public void BadInputExitsWithTwo()
     {
         var input = Path.Combine(_dir, "in.safetensors");
@@ -63,6 +89,8 @@ public sealed class ForwardCliTests(GpuFixture gpu) : IDisposable
         {
             Assert.Equal(CliApp.BadInput, CliApp.Run(["forward", "--model", _dir, "--input", input, "--output", Path.Combine(_dir, "o.safetensors")]));
             Assert.Contains("input_ids must be I64 or I32", stderr.ToString());
+            Assert.Equal(CliApp.BadInput, CliApp.Run(["generate", "--model", _dir, "--prompt", "a", "--prompt-ids", "1"]));
+            Assert.Contains("exactly one of --prompt", stderr.ToString());
         }
         finally
         {
