@@ -135,7 +135,11 @@ public class Mamba2LMTests(GpuFixture gpu)
             Assert.Equal(lm.Parameters.Select(q => q.Name).Order(), grads.Keys.Order());
             foreach (var (name, expected) in gRef)
             {
-                TestMath.AssertClose(grads[name].ToArray(), expected, 1e-5, $"{what}: grad {name}");
+                // d A_log (h values) is a sum over every position of terms of both signs: through two layers, the tied
+                // head and the norms it inherits the fp32 error of its upstream gradient amplified by that cancellation
+                // (seen at 1.4e-5 once in 25 runs). The SSD and layer tests hold it to 1e-5 where its upstream is exact.
+                var tolerance = name.EndsWith(".A_log", StringComparison.Ordinal) ? 1e-4 : 1e-5;
+                TestMath.AssertClose(grads[name].ToArray(), expected, tolerance, $"{what}: grad {name}");
             }
         }
         finally
