@@ -72,23 +72,7 @@ public class Conv1dTests(GpuFixture gpu)
         {
             double Loss() => Conv1dReference.Forward(x, w, bias, b, l, c, k, left, silu).Select((v, i) => v * dy[i]).Sum();
             var (dx, dw, db) = Conv1dReference.Backward(dy, x, w, bias, b, l, c, k, left, silu);
-            foreach (var (name, input, grad) in new[] { ("x", x, dx), ("weight", w, dw), ("bias", bias, db!) })
-            {
-                var numeric = new double[input.Length];
-                for (var i = 0; i < input.Length; i++)
-                {
-                    var keep = input[i];
-                    input[i] = keep + 1e-6;
-                    var up = Loss();
-                    input[i] = keep - 1e-6;
-                    var down = Loss();
-                    input[i] = keep;
-                    numeric[i] = (up - down) / 2e-6;
-                }
-
-                var err = TestMath.RelativeError(Array.ConvertAll(grad, v => (float)v), numeric);
-                Assert.True(err <= 1e-5, $"reference d{name} (left {left}, silu {silu}) vs finite differences: {err:E3} (seed {seed})");
-            }
+            FiniteDifferences.Check([("x", x, dx), ("weight", w, dw), ("bias", bias, db!)], Loss, $"conv1d left {left} silu {silu} seed {seed}");
         }
     }
 

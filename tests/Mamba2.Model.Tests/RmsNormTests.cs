@@ -78,23 +78,7 @@ public class RmsNormTests(GpuFixture gpu)
         var dy = Widen(TestMath.Uniform(rng, rows * dim, -1, 1));
         double Loss() => RmsNormReference.Forward(x, w, z, 1e-5, dim, gs, after).Select((v, i) => v * dy[i]).Sum();
         var (dx, dw, dz) = RmsNormReference.Backward(dy, x, w, z, 1e-5, dim, gs, after);
-        foreach (var (name, input, grad) in new[] { ("x", x, dx), ("weight", w, dw), ("z", z, dz!) })
-        {
-            var numeric = new double[input.Length];
-            for (var i = 0; i < input.Length; i++)
-            {
-                var keep = input[i];
-                input[i] = keep + 1e-6;
-                var up = Loss();
-                input[i] = keep - 1e-6;
-                var down = Loss();
-                input[i] = keep;
-                numeric[i] = (up - down) / 2e-6;
-            }
-
-            var err = TestMath.RelativeError(Array.ConvertAll(grad, v => (float)v), numeric);
-            Assert.True(err <= 1e-5, $"reference d{name} (gate after {after}) vs finite differences: {err:E3} (seed {seed})");
-        }
+        FiniteDifferences.Check([("x", x, dx), ("weight", w, dw), ("z", z, dz!)], Loss, $"rmsnorm gate after {after} seed {seed}");
     }
 
     [Fact]

@@ -139,10 +139,8 @@ public sealed class Mamba2LM : IDisposable
     }
 
     /// <summary>What the backward reads, kept from the forward; <see cref="Logits"/> is (b, L, vocab).</summary>
-    public sealed class Activations : IDisposable
+    public sealed class Activations : ActivationStore
     {
-        internal readonly List<IDisposable> Owned = [];
-
         internal Activations(IndexTensor ids) => Ids = ids;
 
         internal IndexTensor Ids { get; }
@@ -157,20 +155,6 @@ public sealed class Mamba2LM : IDisposable
 
         public Tensor Logits { get; internal set; } = null!;
 
-        internal T Keep<T>(T d)
-            where T : IDisposable
-        {
-            Owned.Add(d);
-            return d;
-        }
-
-        public void Dispose()
-        {
-            for (var i = Owned.Count - 1; i >= 0; i--)
-            {
-                Owned[i].Dispose();
-            }
-        }
     }
 
     /// <summary>Logits (b, L, vocab) for input_ids (b, L).</summary>
@@ -249,7 +233,7 @@ public sealed class Mamba2LM : IDisposable
                 var dNormF = st.Own(Tensor.Empty(device, "dnorm_f", b, l, d));
                 Gemm.Run(dl, Embeddings, dNormF.View(rows, d), stream: st);
                 var nf = st.Own(RmsNorm.Backward(dNormF, acts.NormF, acts.Hidden[^1], NormF, stream: st));
-                grads["backbone.norm_f.weight"] = Copy(st, nf.DWeight, "grad.backbone.norm_f.weight");
+                grads["backbone.norm_f.weight"] = ActivationStore.CopyOf(st, nf.DWeight, "grad.backbone.norm_f.weight");
                 var dh = nf.Dx;
                 for (var i = _mixers.Count - 1; i >= 0; i--)
                 {
@@ -261,7 +245,7 @@ public sealed class Mamba2LM : IDisposable
                     }
 
                     var ng = st.Own(RmsNorm.Backward(du, acts.Norms[i], acts.Hidden[i], _norms[i], stream: st));
-                    grads[$"backbone.layers.{i}.norm.weight"] = Copy(st, ng.DWeight, $"grad.backbone.layers.{i}.norm.weight");
+                    grads[$"backbone.layers.{i}.norm.weight"] = ActivationStore.CopyOf(st, ng.DWeight, $"grad.backbone.layers.{i}.norm.weight");
                     var next = st.Own(Tensor.Empty(device, $"dh{i}", b, l, d));
                     Elementwise.Add(dh, ng.Dx, next, st);   // the residual path plus the block's
                     dh = next;
@@ -365,12 +349,6 @@ public sealed class Mamba2LM : IDisposable
         }
     }
 
-    private static Tensor Copy(CommandStream st, Tensor src, string name)
-    {
-        var t = Tensor.Empty(src.Device, name, [.. src.Shape]);
-        st.Copy(src.Buffer, 0, t.Buffer, 0, t.Buffer.SizeBytes);
-        return t;
-    }
 
     public void Dispose()
     {

@@ -120,10 +120,8 @@ public sealed class Mamba2Layer : IDisposable
     }
 
     /// <summary>Everything the backward reads, kept from the forward; <see cref="Output"/> is (b, L, d_model).</summary>
-    public sealed class Activations : IDisposable
+    public sealed class Activations : ActivationStore
     {
-        internal readonly List<IDisposable> Owned = [];
-
         internal Activations(Tensor input) => Input = input;
 
         public Tensor Output { get; internal set; } = null!;
@@ -154,20 +152,6 @@ public sealed class Mamba2Layer : IDisposable
 
         internal RmsNormResult Norm { get; set; } = null!;
 
-        internal T Keep<T>(T d)
-            where T : IDisposable
-        {
-            Owned.Add(d);
-            return d;
-        }
-
-        public void Dispose()
-        {
-            for (var i = Owned.Count - 1; i >= 0; i--)
-            {
-                Owned[i].Dispose();
-            }
-        }
     }
 
     private SsdOptions SsdOptionsFor(Tensor D) => new()
@@ -256,12 +240,12 @@ public sealed class Mamba2Layer : IDisposable
 
                 var ng = st.Own(RmsNorm.Backward(dNormY, acts.Norm, acts.Y2, _params["norm.weight"], acts.Z.View(rows, c.DInner),
                     c.DInner / c.NGroups, c.NormBeforeGate, st));
-                grads["norm.weight"] = Copy(st, ng.DWeight, "grad.norm.weight");
+                grads["norm.weight"] = ActivationStore.CopyOf(st, ng.DWeight, "grad.norm.weight");
 
                 var options = SsdOptionsFor(_params["D"]);
                 var sg = st.Own(SsdOp.Backward(ng.Dx.View(b, l, c.NHeads, c.HeadDim), acts.Ssd, acts.X, acts.Dt, acts.A, acts.B, acts.C, options, null, st));
-                grads["dt_bias"] = Copy(st, sg.DDtBias!, "grad.dt_bias");
-                grads["D"] = Copy(st, sg.DD!, "grad.D", [.. _params["D"].Shape]);
+                grads["dt_bias"] = ActivationStore.CopyOf(st, sg.DDtBias!, "grad.dt_bias");
+                grads["D"] = ActivationStore.CopyOf(st, sg.DD!, "grad.D", [.. _params["D"].Shape]);
                 grads["A_log"] = Tensor.Empty(device, "grad.A_log", c.NHeads);
                 Elementwise.Mul(sg.DA, acts.A, grads["A_log"], st);   // A = -exp(A_log): dA_log = dA * A
 
@@ -271,10 +255,10 @@ public sealed class Mamba2Layer : IDisposable
                 Columns.Copy(sg.DC.View(b, l, gn), 0, dXbcAct, c.DInner + gn, gn, st);
                 var padding = c.Causal ? Conv1dPadding.Causal : Conv1dPadding.Same;
                 var cg = st.Own(Conv1d.Backward(dXbcAct, acts.XBC, _params["conv1d.weight"], _params.GetValueOrDefault("conv1d.bias"), padding, silu: true, st));
-                grads["conv1d.weight"] = Copy(st, cg.DWeight, "grad.conv1d.weight");
+                grads["conv1d.weight"] = ActivationStore.CopyOf(st, cg.DWeight, "grad.conv1d.weight");
                 if (cg.DBias is not null)
                 {
-                    grads["conv1d.bias"] = Copy(st, cg.DBias, "grad.conv1d.bias");
+                    grads["conv1d.bias"] = ActivationStore.CopyOf(st, cg.DBias, "grad.conv1d.bias");
                 }
 
                 var dZxbcdt = st.Own(Tensor.Empty(device, "dzxbcdt", rows, c.DInProj));
@@ -433,12 +417,6 @@ public sealed class Mamba2Layer : IDisposable
         }
     }
 
-    private static Tensor Copy(CommandStream st, Tensor src, string name, int[]? shape = null)
-    {
-        var t = Tensor.Empty(src.Device, name, shape ?? [.. src.Shape]);
-        st.Copy(src.Buffer, 0, t.Buffer, 0, t.Buffer.SizeBytes);
-        return t;
-    }
 
     public void Dispose()
     {

@@ -13,7 +13,13 @@ public static class FiniteDifferences
     public static void Check(SsdTensors64 inputs, SsdTensors64 gradients, Func<double> loss, string what, double step = 1e-6)
     {
         Assert.Equal(inputs.Named().Select(n => n.Name), gradients.Named().Select(n => n.Name));
-        foreach (var ((name, input), (_, grad)) in inputs.Named().Zip(gradients.Named()))
+        Check(inputs.Named().Zip(gradients.Named(), (i, g) => (i.Name, i.Data, g.Data)), loss, what, step);
+    }
+
+    /// <summary>The same for any named (input, analytic gradient) pairs: relative error &lt;= 1e-5 each.</summary>
+    public static void Check(IEnumerable<(string Name, double[] Input, double[] Gradient)> pairs, Func<double> loss, string what, double step = 1e-6)
+    {
+        foreach (var (name, input, grad) in pairs)
         {
             var numeric = new double[input.Length];
             for (var i = 0; i < input.Length; i++)
