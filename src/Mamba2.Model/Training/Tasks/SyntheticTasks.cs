@@ -1,0 +1,130 @@
+namespace Mamba2.Model.Training.Tasks;
+
+/// <summary>
+/// Selective copy (the Mamba paper): <c>Tokens</c> data tokens scattered among noise (token 0) in the first
+/// L - Tokens - 1 positions, then a separator, then the data tokens again; each position from the separator on
+/// must predict the next data token (so the answer is read back in order, next-token style).
+/// </summary>
+public sealed class SelectiveCopyTask(int seqLen = 64, int tokens = 8, int vocab = 16) : TrainingTask
+{
+    public override string Name => "selective-copy";
+
+    public override int VocabSize => vocab;
+
+    public override int SeqLen => seqLen;
+
+    private int Separator => vocab - 1;
+
+    protected override void Fill(Random rng, Span<int> inputs, Span<int> targets)
+    {
+        var region = seqLen - tokens - 1;
+        var slots = Enumerable.Range(0, region).OrderBy(_ => rng.Next()).Take(tokens).Order().ToArray();
+        var data = new int[tokens];
+        for (var i = 0; i < tokens; i++)
+        {
+            data[i] = 1 + rng.Next(vocab - 2);   // 0 is noise, vocab - 1 the separator
+            inputs[slots[i]] = data[i];
+        }
+
+        inputs[region] = Separator;
+        for (var i = 0; i < tokens; i++)
+        {
+            inputs[region + 1 + i] = data[i];
+            targets[region + i] = data[i];   // at the separator: the first token; then each next one
+        }
+    }
+}
+
+/// <summary>
+/// Multi-query associative recall (MQAR, Zoology): <c>Pairs</c> key-value pairs, then the keys again in a random
+/// order; after each queried key the model must predict its value.
+/// </summary>
+public sealed class AssociativeRecallTask(int pairs = 8, int keys = 32, int values = 32) : TrainingTask
+{
+    public override string Name => "associative-recall";
+
+    public override int VocabSize => keys + values;
+
+    public override int SeqLen => 4 * pairs;
+
+    protected override void Fill(Random rng, Span<int> inputs, Span<int> targets)
+    {
+        var k = Enumerable.Range(0, keys).OrderBy(_ => rng.Next()).Take(pairs).ToArray();
+        var v = Enumerable.Range(0, pairs).Select(_ => keys + rng.Next(values)).ToArray();
+        for (var i = 0; i < pairs; i++)
+        {
+            inputs[2 * i] = k[i];
+            inputs[2 * i + 1] = v[i];
+        }
+
+        var order = Enumerable.Range(0, pairs).OrderBy(_ => rng.Next()).ToArray();
+        for (var j = 0; j < pairs; j++)
+        {
+            var at = 2 * pairs + 2 * j;
+            inputs[at] = k[order[j]];
+            inputs[at + 1] = v[order[j]];
+            targets[at] = v[order[j]];   // the key's position predicts its value
+        }
+    }
+}
+
+/// <summary>
+/// Sequence reversal, position by position: the logits at position t must give the token at L - 1 - t. A causal
+/// model has not seen it for the first half; a bidirectional one has.
+/// </summary>
+public sealed class ReverseTask(int seqLen = 32, int vocab = 16) : TrainingTask
+{
+    public override string Name => "reverse";
+
+    public override int VocabSize => vocab;
+
+    public override int SeqLen => seqLen;
+
+    public override bool NeedsBidirectional => true;
+
+    protected override void Fill(Random rng, Span<int> inputs, Span<int> targets)
+    {
+        for (var t = 0; t < seqLen; t++)
+        {
+            inputs[t] = rng.Next(vocab);
+        }
+
+        for (var t = 0; t < seqLen; t++)
+        {
+            targets[t] = inputs[seqLen - 1 - t];
+        }
+    }
+}
+
+/// <summary>Byte-level language modelling on a text file: random windows, next-token targets (vocabulary 256).</summary>
+public sealed class TextTask : TrainingTask
+{
+    private readonly byte[] _data;
+    private readonly int _seqLen;
+
+    public TextTask(string path, int seqLen = 128)
+    {
+        _data = File.ReadAllBytes(path);
+        _seqLen = seqLen;
+        if (_data.Length < seqLen + 1)
+        {
+            throw new ArgumentException($"{path} has {_data.Length} bytes; a sequence of {seqLen} needs at least {seqLen + 1}.", nameof(path));
+        }
+    }
+
+    public override string Name => "text";
+
+    public override int VocabSize => 256;
+
+    public override int SeqLen => _seqLen;
+
+    protected override void Fill(Random rng, Span<int> inputs, Span<int> targets)
+    {
+        var start = rng.Next(_data.Length - _seqLen);
+        for (var t = 0; t < _seqLen; t++)
+        {
+            inputs[t] = _data[start + t];
+            targets[t] = _data[start + t + 1];
+        }
+    }
+}

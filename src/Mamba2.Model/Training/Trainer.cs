@@ -1,0 +1,244 @@
+using System.Text.Json;
+using Mamba2.Model.Checkpoints;
+using Mamba2.Model.IO;
+using Mamba2.Model.Modules;
+using Mamba2.Model.Ops;
+using Mamba2.Model.Tensors;
+using Mamba2.Model.Training.Tasks;
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Training;
+
+/// <summary>How a run trains: batch size, steps, AdamW and its schedule, clipping, the data seed.</summary>
+public sealed record TrainerOptions
+{
+    public int Batch { get; init; } = 16;
+
+    public long Steps { get; init; } = 1000;
+
+    public float LearningRate { get; init; } = 3e-3f;
+
+    public int WarmupSteps { get; init; } = 50;
+
+    public float WeightDecay { get; init; } = 0.1f;
+
+    public float MaxGradNorm { get; init; } = 1f;
+
+    public int Seed { get; init; }
+
+    public int EvalBatches { get; init; } = 4;
+}
+
+/// <summary>Loss and, for synthetic tasks, the accuracy over scored positions (argmax).</summary>
+public sealed record StepMetrics(long Step, double Loss, double Accuracy, float LearningRate);
+
+/// <summary>
+/// The training loop: a batch of the task per step (generated from the seed and the step index, so a resumed run
+/// sees the same data), forward, cross-entropy, backward, AdamW with gradient clipping and a warm-up + cosine
+/// schedule. Every kernel is deterministic, so the same seed and device give the same losses, resumed or not.
+/// </summary>
+public sealed class Trainer : IDisposable
+{
+    public const string OptimizerFile = "optimizer.safetensors";
+    public const string StateFile = "trainer.json";
+
+    private readonly AdamW _optimizer;
+    private readonly LearningRateSchedule _schedule;
+    private readonly List<(string Name, Tensor Value)> _params;
+
+    public Trainer(Mamba2LM model, TrainingTask task, TrainerOptions options)
+    {
+        if (model.Config.VocabSize < task.VocabSize)
+        {
+            throw new ArgumentException($"Trainer: the task needs a vocabulary of {task.VocabSize}, the model has {model.Config.VocabSize}.", nameof(model));
+        }
+
+        Model = model;
+        Task = task;
+        Options = options;
+        _params = [.. model.Parameters];
+        _optimizer = new AdamW([.. _params.Select(p => new OptimizerParameter(p.Name, p.Value, Decays(p.Name)))], options.LearningRate,
+            weightDecay: options.WeightDecay);
+        _schedule = new LearningRateSchedule(options.LearningRate, options.WarmupSteps, (int)Math.Min(int.MaxValue, options.Steps), options.LearningRate / 10);
+    }
+
+    public Mamba2LM Model { get; }
+
+    public TrainingTask Task { get; }
+
+    public TrainerOptions Options { get; }
+
+    /// <summary>Steps taken (the next batch's index).</summary>
+    public long Step { get; private set; }
+
+    /// <summary>No weight decay on A_log, D, dt_bias, norms and biases (mamba_ssm).</summary>
+    public static bool Decays(string name) =>
+        !(name.EndsWith(".A_log", StringComparison.Ordinal) || name.EndsWith(".D", StringComparison.Ordinal) || name.EndsWith(".dt_bias", StringComparison.Ordinal)
+          || name.Contains("norm", StringComparison.Ordinal) || name.EndsWith(".bias", StringComparison.Ordinal));
+
+    /// <summary>One optimizer step on batch <see cref="Step"/>.</summary>
+    public StepMetrics TrainStep()
+    {
+        var lr = _schedule.At(Step);
+        _optimizer.LearningRate = lr;
+        var batch = Task.Batch(Options.Batch, Step, Options.Seed);
+        var device = Model.Embeddings.Device;
+        var (loss, accuracy) = Run(batch, device, train: true);
+        Step++;
+        return new StepMetrics(Step, loss, accuracy, lr);
+    }
+
+    /// <summary>Mean loss and accuracy over the fixed evaluation batches (their own seed stream).</summary>
+    public StepMetrics Evaluate()
+    {
+        var device = Model.Embeddings.Device;
+        double loss = 0, accuracy = 0;
+        for (var i = 0; i < Options.EvalBatches; i++)
+        {
+            var (l, a) = Run(Task.Batch(Options.Batch, i, Options.Seed ^ 0x5EED5EED), device, train: false);
+            loss += l;
+            accuracy += a;
+        }
+
+        return new StepMetrics(Step, loss / Options.EvalBatches, accuracy / Options.EvalBatches, _optimizer.LearningRate);
+    }
+
+    private (double Loss, double Accuracy) Run(TaskBatch batch, GpuDevice device, bool train)
+    {
+        using var ids = IndexTensor.FromArray(device, "input_ids", batch.Inputs, batch.Batch, batch.SeqLen);
+        using var targets = IndexTensor.FromArray(device, "targets", batch.Targets, batch.Batch, batch.SeqLen);
+        using var acts = Model.Forward(ids);
+        using var ce = CrossEntropy.Forward(acts.Logits, targets);
+        var loss = ce.Loss.ToArray()[0];
+        var accuracy = Accuracy(acts.Logits.ToArray(), batch.Targets, Model.Config.VocabSize);
+        if (train)
+        {
+            using var one = Tensor.FromArray(device, "dloss", [1f], 1);
+            using var dlogits = CrossEntropy.Backward(one, ce, acts.Logits, targets);
+            var grads = Model.Backward(dlogits, acts);
+            try
+            {
+                _optimizer.Step([.. _params.Select(p => grads[p.Name])], Options.MaxGradNorm);
+            }
+            finally
+            {
+                foreach (var g in grads.Values)
+                {
+                    g.Dispose();
+                }
+            }
+        }
+
+        return (loss, accuracy);
+    }
+
+    private static double Accuracy(float[] logits, int[] targets, int vocab)
+    {
+        int right = 0, scored = 0;
+        for (var r = 0; r < targets.Length; r++)
+        {
+            if (targets[r] == TrainingTask.Ignore)
+            {
+                continue;
+            }
+
+            var row = logits.AsSpan(r * vocab, vocab);
+            var best = 0;
+            for (var j = 1; j < vocab; j++)
+            {
+                if (row[j] > row[best])
+                {
+                    best = j;
+                }
+            }
+
+            scored++;
+            right += best == targets[r] ? 1 : 0;
+        }
+
+        return scored == 0 ? 0 : (double)right / scored;
+    }
+
+    /// <summary>
+    /// The model (HF layout), the optimizer's moments and the step into <paramref name="directory"/>, atomically: written
+    /// beside it, then renamed into place.
+    /// </summary>
+    public void Save(string directory)
+    {
+        var full = Path.GetFullPath(directory);
+        var temp = full + ".tmp-" + Guid.NewGuid().ToString("N");
+        Mamba2Checkpoint.Save(Model, temp);
+        var tensors = new List<HostTensor>();
+        for (var i = 0; i < _params.Count; i++)
+        {
+            var (m, v) = _optimizer.State(i);
+            tensors.Add(HostTensor.FromFloat32(_params[i].Name + ".exp_avg", m.ToArray(), [.. m.Shape]));
+            tensors.Add(HostTensor.FromFloat32(_params[i].Name + ".exp_avg_sq", v.ToArray(), [.. v.Shape]));
+        }
+
+        SafetensorsWriter.Write(Path.Combine(temp, OptimizerFile), tensors);
+        File.WriteAllText(Path.Combine(temp, StateFile), JsonSerializer.Serialize(new SavedState(Step, _optimizer.StepCount, Task.Name, Options)));
+        if (Directory.Exists(full))
+        {
+            var old = full + ".old-" + Guid.NewGuid().ToString("N");
+            Directory.Move(full, old);
+            Directory.Move(temp, full);
+            Directory.Delete(old, recursive: true);
+        }
+        else
+        {
+            Directory.Move(temp, full);
+        }
+    }
+
+    /// <summary>A trainer continuing from <paramref name="directory"/> (Save's layout): same model, moments and step.</summary>
+    public static Trainer Resume(GpuDevice device, string directory, TrainingTask task, TrainerOptions options)
+    {
+        var state = JsonSerializer.Deserialize<SavedState>(File.ReadAllText(Path.Combine(directory, StateFile)))
+            ?? throw new InvalidDataException($"{directory}: {StateFile} is empty.");
+        if (state.Task != task.Name)
+        {
+            throw new ArgumentException($"{directory} was trained on {state.Task}, not {task.Name}.", nameof(task));
+        }
+
+        var model = Mamba2Checkpoint.Load(device, directory);
+        Trainer? trainer = null;
+        try
+        {
+            trainer = new Trainer(model, task, options);
+            using var file = SafetensorsFile.Open(Path.Combine(directory, OptimizerFile));
+            for (var i = 0; i < trainer._params.Count; i++)
+            {
+                var (m, v) = trainer._optimizer.State(i);
+                m.CopyFrom(file.Read(trainer._params[i].Name + ".exp_avg").ToFloat32());
+                v.CopyFrom(file.Read(trainer._params[i].Name + ".exp_avg_sq").ToFloat32());
+            }
+
+            trainer._optimizer.Restore(state.OptimizerSteps);
+            trainer.Step = state.Step;
+            return trainer;
+        }
+        catch
+        {
+            if (trainer is not null)
+            {
+                trainer.Dispose();
+            }
+            else
+            {
+                model.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    private sealed record SavedState(long Step, long OptimizerSteps, string Task, TrainerOptions Options);
+
+    /// <summary>Frees the optimizer state and the model.</summary>
+    public void Dispose()
+    {
+        _optimizer.Dispose();
+        Model.Dispose();
+    }
+}

@@ -1,0 +1,102 @@
+using Mamba2.Model.Modules;
+using Mamba2.Model.Training;
+using Mamba2.Model.Training.Tasks;
+using Mamba2.Tests;
+using Mamba2.Vulkan;
+using Xunit;
+
+namespace Mamba2.Model.Tests;
+
+public sealed class TrainerTests(GpuFixture gpu) : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("mamba2-train-").FullName;
+
+    private GpuDevice Device => gpu.Device;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static Mamba2LMConfig Tiny(int vocab, bool causal = true) =>
+        new(vocab, NLayer: 2, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, ChunkSize = 16, Causal = causal });
+
+    private static readonly TrainerOptions Options = new() { Batch = 4, Steps = 40, LearningRate = 3e-3f, WarmupSteps = 3, Seed = 11, EvalBatches = 2 };
+
+    [Fact]
+    public void ResumingContinuesExactly()
+    {
+        var task = new SelectiveCopyTask(seqLen: 24, tokens: 4, vocab: 10);
+        var uninterrupted = new List<double>();
+        using (var trainer = new Trainer(Mamba2LM.Initialize(Device, Tiny(10), new Random(5)), task, Options))
+        {
+            for (var i = 0; i < 5; i++)
+            {
+                uninterrupted.Add(trainer.TrainStep().Loss);
+            }
+        }
+
+        var resumed = new List<double>();
+        var checkpoint = Path.Combine(_dir, "step-3");
+        using (var trainer = new Trainer(Mamba2LM.Initialize(Device, Tiny(10), new Random(5)), task, Options))
+        {
+            for (var i = 0; i < 3; i++)
+            {
+                resumed.Add(trainer.TrainStep().Loss);
+            }
+
+            trainer.Save(checkpoint);
+        }
+
+        using (var trainer = Trainer.Resume(Device, checkpoint, task, Options))
+        {
+            Assert.Equal(3, trainer.Step);
+            for (var i = 0; i < 2; i++)
+            {
+                resumed.Add(trainer.TrainStep().Loss);
+            }
+        }
+
+        Assert.Equal(uninterrupted, resumed);   // bit for bit
+    }
+
+    [Fact]
+    public void TrainingLowersTheLoss()
+    {
+        var task = new AssociativeRecallTask(pairs: 4, keys: 8, values: 8);
+        using var trainer = new Trainer(Mamba2LM.Initialize(Device, Tiny(task.VocabSize), new Random(2)), task, Options with { Batch = 8, LearningRate = 1e-2f });
+        var before = trainer.Evaluate().Loss;
+        for (var i = 0; i < 30; i++)
+        {
+            trainer.TrainStep();
+        }
+
+        var after = trainer.Evaluate().Loss;
+        Assert.True(after < 0.8 * before, $"eval loss {before:F3} -> {after:F3} after 30 steps");
+    }
+
+    [Fact]
+    public void TasksAreDeterministicAndWellFormed()
+    {
+        TrainingTask[] tasks = [new SelectiveCopyTask(), new AssociativeRecallTask(), new ReverseTask()];
+        foreach (var task in tasks)
+        {
+            var a = task.Batch(3, 7, 1);
+            Assert.Equal(a.Inputs, task.Batch(3, 7, 1).Inputs);
+            Assert.NotEqual(a.Inputs, task.Batch(3, 8, 1).Inputs);
+            Assert.All(a.Inputs, t => Assert.InRange(t, 0, task.VocabSize - 1));
+            Assert.All(a.Targets.Where(t => t != TrainingTask.Ignore), t => Assert.InRange(t, 0, task.VocabSize - 1));
+        }
+
+        var copy = new SelectiveCopyTask(seqLen: 20, tokens: 5, vocab: 12).Batch(1, 0, 3);
+        Assert.Equal(5, copy.Targets.Count(t => t != TrainingTask.Ignore));
+        Assert.Equal(11, copy.Inputs[14]);   // the separator before the answer
+        Assert.Equal(copy.Inputs[15..20], copy.Targets[14..19]);
+        var reverse = new ReverseTask(seqLen: 6).Batch(1, 0, 3);
+        Assert.Equal(reverse.Inputs.Reverse(), reverse.Targets);
+        Assert.True(new ReverseTask().NeedsBidirectional);
+
+        var text = Path.Combine(_dir, "corpus.txt");
+        File.WriteAllText(text, string.Concat(Enumerable.Repeat("the quick brown fox ", 20)));
+        var t = new TextTask(text, seqLen: 16).Batch(2, 0, 1);
+        Assert.Equal(t.Inputs[1..16], t.Targets[0..15]);
+        Assert.Throws<ArgumentException>(() => new TextTask(text, seqLen: 1000));
+    }
+}
