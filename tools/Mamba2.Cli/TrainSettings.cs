@@ -1,0 +1,89 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Mamba2.Cli;
+
+/// <summary>
+/// Everything a training run is configured with, from defaults per task, then a JSON config file, then flags. Saved
+/// into the run directory as train.json.
+/// </summary>
+internal sealed record TrainSettings
+{
+    public string Task { get; init; } = "selective-copy";
+
+    public string? Data { get; init; }
+
+    public int DModel { get; init; } = 64;
+
+    public int NLayer { get; init; } = 2;
+
+    public int DState { get; init; } = 16;
+
+    public int HeadDim { get; init; } = 16;
+
+    public int ChunkSize { get; init; } = 64;
+
+    public int SeqLen { get; init; } = 64;
+
+    public int Batch { get; init; } = 32;
+
+    public long Steps { get; init; } = 1500;
+
+    public float LearningRate { get; init; } = 3e-3f;
+
+    public int WarmupSteps { get; init; } = 50;
+
+    public float WeightDecay { get; init; } = 0.1f;
+
+    public float MaxGradNorm { get; init; } = 1f;
+
+    public bool Bidirectional { get; init; }
+
+    public int Seed { get; init; }
+
+    public int EvalEvery { get; init; } = 100;
+
+    public int EvalBatches { get; init; } = 4;
+
+    public int SaveEvery { get; init; } = 500;
+
+    public int Keep { get; init; } = 2;
+
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        WriteIndented = true,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+    };
+
+    /// <summary>The defaults that make a bare `train --task T` learn T in minutes on the CPU driver.</summary>
+    public static TrainSettings For(string task) => task switch
+    {
+        "selective-copy" => new() { Task = task },
+        "associative-recall" => new() { Task = task, SeqLen = 32, Steps = 1500, LearningRate = 3e-3f },
+        "reverse" => new() { Task = task, SeqLen = 32, Steps = 1000, Bidirectional = true },
+        "text" => new() { Task = task, SeqLen = 128, Batch = 16, Steps = 2000, DModel = 128, NLayer = 4, HeadDim = 32, ChunkSize = 128, LearningRate = 2e-3f },
+        _ => throw new ArgumentException($"--task must be selective-copy, associative-recall, reverse or text, got '{task}'."),
+    };
+
+    public static TrainSettings FromJson(string path, TrainSettings defaults)
+    {
+        // Keys missing from the file keep the task's defaults: merge the file over the serialized defaults.
+        var merged = System.Text.Json.Nodes.JsonNode.Parse(JsonSerializer.Serialize(defaults, Json))!.AsObject();
+        var file = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))?.AsObject()
+            ?? throw new InvalidDataException($"{path}: not a JSON object.");
+        foreach (var (key, value) in file)
+        {
+            if (!merged.ContainsKey(key))
+            {
+                throw new InvalidDataException($"{path}: unknown key '{key}' (known: {string.Join(", ", merged.Select(kv => kv.Key))}).");
+            }
+
+            merged[key] = value?.DeepClone();
+        }
+
+        return merged.Deserialize<TrainSettings>(Json)!;
+    }
+
+    public string ToJson() => JsonSerializer.Serialize(this, Json);
+}
