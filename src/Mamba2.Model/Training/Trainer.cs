@@ -46,20 +46,29 @@ public sealed class Trainer : IDisposable
     private readonly LearningRateSchedule _schedule;
     private readonly List<(string Name, Tensor Value)> _params;
 
+    /// <summary>A trainer owning <paramref name="model"/> (it disposes it, also when this constructor throws).</summary>
     public Trainer(Mamba2LM model, TrainingTask task, TrainerOptions options)
     {
-        if (model.Config.VocabSize < task.VocabSize)
+        try
         {
-            throw new ArgumentException($"Trainer: the task needs a vocabulary of {task.VocabSize}, the model has {model.Config.VocabSize}.", nameof(model));
-        }
+            if (model.Config.VocabSize < task.VocabSize)
+            {
+                throw new ArgumentException($"Trainer: the task needs a vocabulary of {task.VocabSize}, the model has {model.Config.VocabSize}.", nameof(model));
+            }
 
-        Model = model;
-        Task = task;
-        Options = options;
-        _params = [.. model.Parameters];
-        _optimizer = new AdamW([.. _params.Select(p => new OptimizerParameter(p.Name, p.Value, Decays(p.Name)))], options.LearningRate,
-            weightDecay: options.WeightDecay);
-        _schedule = new LearningRateSchedule(options.LearningRate, options.WarmupSteps, (int)Math.Min(int.MaxValue, options.Steps), options.LearningRate / 10);
+            Model = model;
+            Task = task;
+            Options = options;
+            _params = [.. model.Parameters];
+            _optimizer = new AdamW([.. _params.Select(p => new OptimizerParameter(p.Name, p.Value, Decays(p.Name)))], options.LearningRate,
+                weightDecay: options.WeightDecay);
+            _schedule = new LearningRateSchedule(options.LearningRate, options.WarmupSteps, (int)Math.Min(int.MaxValue, options.Steps), options.LearningRate / 10);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
     }
 
     public Mamba2LM Model { get; }
@@ -201,11 +210,9 @@ public sealed class Trainer : IDisposable
             throw new ArgumentException($"{directory} was trained on {state.Task}, not {task.Name}.", nameof(task));
         }
 
-        var model = Mamba2Checkpoint.Load(device, directory);
-        Trainer? trainer = null;
+        var trainer = new Trainer(Mamba2Checkpoint.Load(device, directory), task, options);
         try
         {
-            trainer = new Trainer(model, task, options);
             using var file = SafetensorsFile.Open(Path.Combine(directory, OptimizerFile));
             for (var i = 0; i < trainer._params.Count; i++)
             {
@@ -220,15 +227,7 @@ public sealed class Trainer : IDisposable
         }
         catch
         {
-            if (trainer is not null)
-            {
-                trainer.Dispose();
-            }
-            else
-            {
-                model.Dispose();
-            }
-
+            trainer.Dispose();
             throw;
         }
     }
