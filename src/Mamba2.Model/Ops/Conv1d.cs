@@ -56,13 +56,11 @@ public static class Conv1d
             var kernel = device.GetKernel(Shaders.Conv1d, [local, (uint)k, silu ? 1u : 0u]);
             Shaders.RunIn(device, stream, st =>
             {
-                foreach (var (first, count) in Shaders.BatchPieces(device, "Conv1d", b, [(long)l * c]))
+                foreach (var pc in Shaders.Pieces(device, "Conv1d", b, [(long)l * c]))
                 {
-                    var perBatch = (long)l * c;
-                    st.Dispatch(kernel, (Shaders.Groups1D(device, count * perBatch, local), 1, 1),
-                        new Push((uint)count, (uint)l, (uint)c, Left(padding, k), bias is null ? 0u : 1u),
-                        Shaders.Slice(x, first * perBatch, count * perBatch), weight.Buffer, (bias ?? weight).Buffer,
-                        Shaders.Slice(y, first * perBatch, count * perBatch));
+                    st.Dispatch(kernel, (Shaders.Groups1D(device, pc.Count * l * c, local), 1, 1),
+                        new Push((uint)pc.Count, (uint)l, (uint)c, Left(padding, k), bias is null ? 0u : 1u),
+                        pc.Of(x), weight.Buffer, (bias ?? weight).Buffer, pc.Of(y));
                 }
             });
             return y;
@@ -101,15 +99,14 @@ public static class Conv1d
                 }
 
                 var perBatch = (long)l * c;
-                foreach (var (first, count) in Shaders.BatchPieces(device, op, b, [perBatch, (long)blocks * c * k]))
+                foreach (var pc in Shaders.Pieces(device, op, b, [perBatch, (long)blocks * c * k]))
                 {
-                    BufferBinding Of(Tensor t) => Shaders.Slice(t, first * (t.Length / b), count * (t.Length / b));
                     var spec = new uint[] { local, (uint)k, silu ? 1u : 0u, 0u };
-                    st.Dispatch(device.GetKernel(Shaders.Conv1dBwd, spec), (Shaders.Groups1D(device, count * perBatch, local), 1, 1),
-                        push((uint)count), Of(dy), Of(x), weight.Buffer, (bias ?? weight).Buffer, Of(grads.Dx), Of(dwPart), Of(dbPart));
+                    st.Dispatch(device.GetKernel(Shaders.Conv1dBwd, spec), (Shaders.Groups1D(device, pc.Count * perBatch, local), 1, 1),
+                        push((uint)pc.Count), pc.Of(dy), pc.Of(x), weight.Buffer, (bias ?? weight).Buffer, pc.Of(grads.Dx), pc.Of(dwPart), pc.Of(dbPart));
                     spec[3] = 1;
-                    st.Dispatch(device.GetKernel(Shaders.Conv1dBwd, spec), (Shaders.Groups1D(device, count * blocks * c, local), 1, 1),
-                        push((uint)count), Of(dy), Of(x), weight.Buffer, (bias ?? weight).Buffer, Of(grads.Dx), Of(dwPart), Of(dbPart));
+                    st.Dispatch(device.GetKernel(Shaders.Conv1dBwd, spec), (Shaders.Groups1D(device, pc.Count * blocks * c, local), 1, 1),
+                        push((uint)pc.Count), pc.Of(dy), pc.Of(x), weight.Buffer, (bias ?? weight).Buffer, pc.Of(grads.Dx), pc.Of(dwPart), pc.Of(dbPart));
                 }
 
                 var rows = (uint)(b * blocks);

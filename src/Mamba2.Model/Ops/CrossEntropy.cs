@@ -71,7 +71,7 @@ public static class CrossEntropy
             status = device.CreateBuffer<uint>(1, "cross_entropy_status");
             var result = new CrossEntropyResult(loss, lse, sums, status);
             var push = new Push((uint)rows, (uint)vocab, ignoreIndex);
-            var wg = PowerOfTwoLocal(device);
+            var wg = Shaders.PowerOfTwoLocal(device);
             Shaders.RunIn(device, stream, st =>
             {
                 foreach (var t in scope.Since(mark))
@@ -114,8 +114,8 @@ public static class CrossEntropy
         var dlogits = Tensor.Empty(device, "dlogits", [.. logits.Shape]);
         try
         {
-            Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.CrossEntropy, [PowerOfTwoLocal(device), 2]),
-                (Shaders.Groups1D(device, logits.Length, PowerOfTwoLocal(device)), 1, 1), new Push((uint)rows, (uint)vocab, ignoreIndex),
+            Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.CrossEntropy, [Shaders.PowerOfTwoLocal(device), 2]),
+                (Shaders.Groups1D(device, logits.Length, Shaders.PowerOfTwoLocal(device)), 1, 1), new Push((uint)rows, (uint)vocab, ignoreIndex),
                 logits.Buffer, targets.Buffer, saved.Sums.Buffer, saved.Lse.Buffer, dloss.Buffer, dlogits.Buffer, saved.Lse.Buffer));
             return dlogits;
         }
@@ -125,8 +125,6 @@ public static class CrossEntropy
             throw;
         }
     }
-
-    private static uint PowerOfTwoLocal(GpuDevice device) => System.Numerics.BitOperations.RoundUpToPowerOf2(Shaders.Local1D(device) + 1) / 2;
 
     private static (long Rows, int Vocab) Validate(string op, Tensor logits, IndexTensor targets)
     {

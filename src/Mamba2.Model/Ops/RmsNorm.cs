@@ -60,7 +60,7 @@ public static class RmsNorm
         try
         {
             var result = new RmsNormResult(scope.New("y", [.. x.Shape]), scope.New("rstd", (int)rows, groups));
-            var kernel = device.GetKernel(Shaders.RmsNorm, [Local(device)]);
+            var kernel = device.GetKernel(Shaders.RmsNorm, [Shaders.PowerOfTwoLocal(device)]);
             var flags = Flags(z, normBeforeGate);
             Shaders.RunIn(device, stream, st =>
             {
@@ -112,7 +112,7 @@ public static class RmsNorm
                     var push = new BwdPush((uint)count, (uint)dim, (uint)gs, flags, BlockRows);
                     var rstd = Shaders.Slice(saved.Rstd, first * groups, count * groups);
                     var part = Shaders.Slice(dwPart, first / BlockRows * dim, (count + BlockRows - 1) / BlockRows * dim);
-                    st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, [Local(device), 0]), (Shaders.Groups(device, count * groups), 1, 1), push,
+                    st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, [Shaders.PowerOfTwoLocal(device), 0]), (Shaders.Groups(device, count * groups), 1, 1), push,
                         Rows(dy), Rows(x), Rows(z ?? x), weight.Buffer, rstd, Rows(grads.Dx), Rows(grads.Dz ?? grads.Dx), part);
                     var local = Shaders.Local1D(device);
                     st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, [local, 1]),
@@ -132,9 +132,6 @@ public static class RmsNorm
     }
 
     private static uint Flags(Tensor? z, bool normBeforeGate) => (z is null ? 0u : 1u) | (z is not null && normBeforeGate ? 2u : 0u);
-
-    /// <summary>The per-row workgroup: a power of two within the device's limits.</summary>
-    private static uint Local(GpuDevice device) => System.Numerics.BitOperations.RoundUpToPowerOf2(Shaders.Local1D(device) + 1) / 2;
 
     /// <summary>Row ranges bound together: whole blocks of BlockRows rows (the weight-gradient partials stay aligned).</summary>
     private static IEnumerable<(long First, long Count)> RowPieces(GpuDevice device, string op, long rows, int dim, int groups)

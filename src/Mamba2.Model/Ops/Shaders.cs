@@ -124,6 +124,9 @@ internal static class Shaders
     public static uint Groups1D(GpuDevice device, long n, uint local) =>
         (uint)Math.Clamp((n + local - 1) / local, 1, device.Capabilities.MaxWorkgroupCount.X);
 
+    /// <summary>The largest power of two within <see cref="Local1D"/>: workgroups that reduce with a tree.</summary>
+    public static uint PowerOfTwoLocal(GpuDevice device) => System.Numerics.BitOperations.RoundUpToPowerOf2(Local1D(device) + 1) / 2;
+
     /// <summary>A 1-D workgroup size: 256, or less where the device allows fewer invocations.</summary>
     public static uint Local1D(GpuDevice device) =>
         Math.Min(256u, Math.Min(device.Capabilities.MaxWorkgroupInvocations, device.Capabilities.MaxWorkgroupSize.X));
@@ -171,6 +174,10 @@ internal static class Shaders
         return pieces;
     }
 
+    /// <summary><see cref="BatchPieces"/> as <see cref="Piece"/>s.</summary>
+    public static IEnumerable<Piece> Pieces(GpuDevice device, string op, long batch, IReadOnlyList<long> perBatchFloats, ulong? maxRangeBytes = null) =>
+        BatchPieces(device, op, batch, perBatchFloats, maxRangeBytes).Select(p => new Piece(p.First, p.Count));
+
     /// <summary>The binding for <paramref name="count"/> floats of <paramref name="t"/> from element <paramref name="first"/>.</summary>
     public static BufferBinding Slice(Tensor t, long first, long count) =>
         new(t.Buffer, (ulong)first * sizeof(float), (ulong)count * sizeof(float));
@@ -188,4 +195,10 @@ internal static class Shaders
         record(own);
         own.Submit();
     }
+}
+
+/// <summary>Batch elements [First, First + Count): every batch-leading tensor is bound as that slice.</summary>
+internal readonly record struct Piece(long First, long Count)
+{
+    public BufferBinding Of(Tensor t) => Shaders.Slice(t, First * (t.Length / t.Shape[0]), Count * (t.Length / t.Shape[0]));
 }

@@ -65,15 +65,15 @@ public static partial class SsdOp
         var bt = SsdBackwardTiles.Choose(device.Capabilities, s);
         var splits = bt.Splits(h / g);
         var tilesP = (p + (int)tiles.ScanBN - 1) / (int)tiles.ScanBN;
-        var passLocal = System.Numerics.BitOperations.RoundUpToPowerOf2(Shaders.Local1D(device) + 1) / 2;   // a power of two
+        var passLocal = Shaders.PowerOfTwoLocal(device);
         var slices = (p * n + (int)passLocal - 1) / (int)passLocal;
         var dBlocks = (l + ReduceBlockRows - 1) / ReduceBlockRows;
         var tilesN = (n + (int)bt.BN - 1) / (int)bt.BN;
         var tilesT = (q + (int)bt.BM - 1) / (int)bt.BM;
         long tokens = (long)l * h;
-        var pieces = Shaders.BatchPieces(device, op, b,
+        var pieces = Shaders.Pieces(device, op, b,
             [tokens * p, tokens, (long)l * g * n * splits, (long)h * nc * q * tilesP, (long)h * nc * q * tilesT * tilesN,
-             (long)nc * h * p * n, (long)dBlocks * h * p, (long)h * slices * nc], MaxBindingBytesForTests);
+             (long)nc * h * p * n, (long)dBlocks * h * p, (long)h * slices * nc], MaxBindingBytesForTests).ToList();
 
         var scope = new TensorScope(device);
         var New = scope.New;
@@ -108,9 +108,9 @@ public static partial class SsdOp
                 }
 
                 var geometry = new BackwardGeometry(s, tiles, bt, splits, tilesP, tilesN, tilesT, passLocal, slices, dBlocks);
-                foreach (var (first, count) in pieces)
+                foreach (var pc in pieces)
                 {
-                    RecordBackward(st, geometry, new Piece(first, count), dy, saved, x, dt, A, B, C, o, dFinalStates, grads, scratch, profilePrefix);
+                    RecordBackward(st, geometry, pc, dy, saved, x, dt, A, B, C, o, dFinalStates, grads, scratch, profilePrefix);
                 }
 
                 RecordReductions(st, geometry, o, grads, scratch);

@@ -36,9 +36,9 @@ public static partial class SsdOp
         var bt = SsdBidirectionalTiles.Choose(device.Capabilities, s, shared);
         var nc = s.Chunks;
         long tokens = (long)s.SeqLen * s.Heads;
-        var pieces = Shaders.BatchPieces(device, "Ssd", s.Batch,
+        var pieces = Shaders.Pieces(device, "Ssd", s.Batch,
             [tokens * s.HeadDim, tokens, (long)s.SeqLen * s.Groups * s.DState, (long)s.Heads * s.HeadDim * s.DState,
-             (long)s.Heads * nc * s.Chunk, (long)nc * s.Heads * s.HeadDim * s.DState, tokens], MaxBindingBytesForTests);
+             (long)s.Heads * nc * s.Chunk, (long)nc * s.Heads * s.HeadDim * s.DState, tokens], MaxBindingBytesForTests).ToList();
 
         var scope = new TensorScope(device);
         var New = scope.New;
@@ -61,9 +61,8 @@ public static partial class SsdOp
             var dFlags = o.D switch { null => 0u, { Rank: 1 } => 1u, { Rank: 2 } => 2u, _ => 4u };
             Shaders.RunIn(device, stream, st =>
             {
-                foreach (var (first, count) in pieces)
+                foreach (var pc in pieces)
                 {
-                    var pc = new Piece(first, count);
                     RecordCumsum(st, s, pc, dt, A, causal, dtOut, dACs, dACsLo);
                     RecordCumsum(st, s, pc, o.DtRev ?? dt, A, mirrored, reverse.DtOut, reverse.DACumsum, reverse.DACumsumLo);
                     RecordChunkState(st, s, tiles, pc, x, B, dtOut, dACs, dACsLo, statesF, weights: 0, mirrored: false);
@@ -71,7 +70,7 @@ public static partial class SsdOp
                     RecordStatePassing(st, s, pc, statesF, dACs, null, final, mirrored: false);
                     RecordStatePassing(st, s, pc, reverse.ChunkStates, reverse.DACumsum, null, reverse.FinalStates, mirrored: true);
 
-                    var (cb, l, hh, g, p, n, cq) = ((uint)count, (uint)s.SeqLen, (uint)h, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)q);
+                    var (cb, l, hh, g, p, n, cq) = ((uint)pc.Count, (uint)s.SeqLen, (uint)h, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)q);
                     var kernel = device.GetKernel(Shaders.ChunkScanBidir, [bt.BM, bt.BN, bt.BK, bt.NK, bt.HB, (uint)Shift(o), bt.Shared]);
                     var items = (long)((cq + bt.BM - 1) / bt.BM) * ((p + bt.BN - 1) / bt.BN) * (uint)nc * cb * (hh / bt.HB);
                     st.Dispatch(kernel, (Shaders.Groups(device, items), 1, 1),
@@ -294,5 +293,5 @@ public static partial class SsdOp
 
     /// <summary>Batch slices within one binding, at bindable offsets, for tensors of these floats per batch element.</summary>
     private static IEnumerable<Piece> Pieces(GpuDevice device, int batch, params long[] perBatchFloats) =>
-        Shaders.BatchPieces(device, "Ssd", batch, perBatchFloats, MaxBindingBytesForTests).Select(p => new Piece(p.First, p.Count));
+        Shaders.Pieces(device, "Ssd", batch, perBatchFloats, MaxBindingBytesForTests);
 }

@@ -27,12 +27,6 @@ public static partial class SsdOp
     /// <summary>Tests shrink the binding range to exercise batch splitting on small inputs.</summary>
     internal static ulong? MaxBindingBytesForTests { get; set; }
 
-    /// <summary>Batch elements [First, First + Count): every batch-leading tensor is bound as that slice.</summary>
-    private readonly record struct Piece(long First, long Count)
-    {
-        public BufferBinding Of(Tensor t) => Shaders.Slice(t, First * (t.Length / t.Shape[0]), Count * (t.Length / t.Shape[0]));
-    }
-
     /// <summary>The stages in order; with a profiling prefix, a timestamp named prefix + stage follows each.</summary>
     public static readonly IReadOnlyList<string> Stages = ["chunk_cumsum", "chunk_state", "state_passing", "chunk_scan"];
 
@@ -64,9 +58,9 @@ public static partial class SsdOp
 
         var tiles = SsdTiles.Choose(device.Capabilities, s);
         long tokens = (long)s.SeqLen * s.Heads;
-        var pieces = Shaders.BatchPieces(device, op, s.Batch,
+        var pieces = Shaders.Pieces(device, op, s.Batch,
             [tokens * s.HeadDim, tokens, (long)s.SeqLen * s.Groups * s.DState, (long)s.Heads * s.HeadDim * s.DState,
-             (long)s.Heads * nc * s.Chunk, (long)nc * s.Heads * s.HeadDim * s.DState], MaxBindingBytesForTests);
+             (long)s.Heads * nc * s.Chunk, (long)nc * s.Heads * s.HeadDim * s.DState], MaxBindingBytesForTests).ToList();
 
         var y = Tensor.Empty(device, "y", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
         var final = Tensor.Empty(device, "final_states", s.Batch, s.Heads, s.HeadDim, s.DState);
@@ -80,9 +74,9 @@ public static partial class SsdOp
         {
             Shaders.RunIn(device, stream, st =>
             {
-                foreach (var (first, count) in pieces)
+                foreach (var pc in pieces)
                 {
-                    Record(st, s, tiles, new Piece(first, count), x, dt, A, B, C, o, result, profilePrefix);
+                    Record(st, s, tiles, pc, x, dt, A, B, C, o, result, profilePrefix);
                 }
             });
         }
