@@ -183,9 +183,7 @@ public sealed class Mamba2Layer : IDisposable
                 acts.Z = acts.Keep(Tensor.Empty(device, "z", b, l, c.DInner));
                 acts.XBC = acts.Keep(Tensor.Empty(device, "xBC", b, l, c.ConvDim));
                 acts.Dt = acts.Keep(Tensor.Empty(device, "dt", b, l, c.NHeads));
-                Columns.Copy(acts.ZxBCdt, 0, acts.Z, 0, c.DInner, st);
-                Columns.Copy(acts.ZxBCdt, c.DInner, acts.XBC, 0, c.ConvDim, st);
-                Columns.Copy(acts.ZxBCdt, c.DInner + c.ConvDim, acts.Dt, 0, c.NHeads, st);
+                Columns.Split(st, acts.ZxBCdt.View(b, l, c.DInProj), acts.Z, acts.XBC, acts.Dt);
 
                 var padding = c.Causal ? Conv1dPadding.Causal : Conv1dPadding.Same;
                 acts.XBCAct = acts.Keep(Conv1d.Forward(acts.XBC, _params["conv1d.weight"], _params.GetValueOrDefault("conv1d.bias"), padding, silu: true, st));
@@ -193,9 +191,7 @@ public sealed class Mamba2Layer : IDisposable
                 acts.X = acts.Keep(Tensor.Empty(device, "x", b, l, c.NHeads, c.HeadDim));
                 acts.B = acts.Keep(Tensor.Empty(device, "B", b, l, c.NGroups, c.DState));
                 acts.C = acts.Keep(Tensor.Empty(device, "C", b, l, c.NGroups, c.DState));
-                Columns.Copy(acts.XBCAct, 0, acts.X.View(b, l, c.DInner), 0, c.DInner, st);
-                Columns.Copy(acts.XBCAct, c.DInner, acts.B.View(b, l, gn), 0, gn, st);
-                Columns.Copy(acts.XBCAct, c.DInner + gn, acts.C.View(b, l, gn), 0, gn, st);
+                Columns.Split(st, acts.XBCAct, acts.X.View(b, l, c.DInner), acts.B.View(b, l, gn), acts.C.View(b, l, gn));
 
                 acts.A = acts.Keep(Tensor.Empty(device, "A", c.NHeads));
                 Unary.NegExp(_params["A_log"], acts.A, st);
@@ -250,9 +246,7 @@ public sealed class Mamba2Layer : IDisposable
                 Elementwise.Mul(sg.DA, acts.A, grads["A_log"], st);   // A = -exp(A_log): dA_log = dA * A
 
                 var dXbcAct = st.Own(Tensor.Empty(device, "dxBC_act", b, l, c.ConvDim));
-                Columns.Copy(sg.Dx.View(b, l, c.DInner), 0, dXbcAct, 0, c.DInner, st);
-                Columns.Copy(sg.DB.View(b, l, gn), 0, dXbcAct, c.DInner, gn, st);
-                Columns.Copy(sg.DC.View(b, l, gn), 0, dXbcAct, c.DInner + gn, gn, st);
+                Columns.Concat(st, dXbcAct, sg.Dx.View(b, l, c.DInner), sg.DB.View(b, l, gn), sg.DC.View(b, l, gn));
                 var padding = c.Causal ? Conv1dPadding.Causal : Conv1dPadding.Same;
                 var cg = st.Own(Conv1d.Backward(dXbcAct, acts.XBC, _params["conv1d.weight"], _params.GetValueOrDefault("conv1d.bias"), padding, silu: true, st));
                 grads["conv1d.weight"] = ActivationStore.CopyOf(st, cg.DWeight, "grad.conv1d.weight");
@@ -262,9 +256,7 @@ public sealed class Mamba2Layer : IDisposable
                 }
 
                 var dZxbcdt = st.Own(Tensor.Empty(device, "dzxbcdt", rows, c.DInProj));
-                Columns.Copy(ng.Dz!, 0, dZxbcdt, 0, c.DInner, st);
-                Columns.Copy(cg.Dx.View(rows, c.ConvDim), 0, dZxbcdt, c.DInner, c.ConvDim, st);
-                Columns.Copy(sg.Ddt.View(rows, c.NHeads), 0, dZxbcdt, c.DInner + c.ConvDim, c.NHeads, st);
+                Columns.Concat(st, dZxbcdt, ng.Dz!, cg.Dx.View(rows, c.ConvDim), sg.Ddt.View(rows, c.NHeads));
                 grads["in_proj.weight"] = Tensor.Empty(device, "grad.in_proj.weight", c.DInProj, c.DModel);
                 Gemm.Run(dZxbcdt, u.View(rows, c.DModel), grads["in_proj.weight"], transposeA: true, stream: st);
                 BiasGrad(st, dZxbcdt, grads, "in_proj.bias");
@@ -372,17 +364,13 @@ public sealed class Mamba2Layer : IDisposable
                 var z = Temp("z", b, c.DInner);
                 var xbc = Temp("xBC", b, c.ConvDim);
                 var dt = Temp("dt", b, c.NHeads);
-                Columns.Copy(zx, 0, z, 0, c.DInner, st);
-                Columns.Copy(zx, c.DInner, xbc, 0, c.ConvDim, st);
-                Columns.Copy(zx, c.DInner + c.ConvDim, dt, 0, c.NHeads, st);
+                Columns.Split(st, zx, z, xbc, dt);
                 var act = st.Own(Conv1d.Step(xbc, _params["conv1d.weight"], _params.GetValueOrDefault("conv1d.bias"), state.Conv, st));
                 var gn = c.NGroups * c.DState;
                 var x = Temp("x", b, c.NHeads, c.HeadDim);
                 var bm = Temp("B", b, c.NGroups, c.DState);
                 var cm = Temp("C", b, c.NGroups, c.DState);
-                Columns.Copy(act, 0, x.View(b, c.DInner), 0, c.DInner, st);
-                Columns.Copy(act, c.DInner, bm.View(b, gn), 0, gn, st);
-                Columns.Copy(act, c.DInner + gn, cm.View(b, gn), 0, gn, st);
+                Columns.Split(st, act, x.View(b, c.DInner), bm.View(b, gn), cm.View(b, gn));
                 var a = Temp("A", c.NHeads);
                 Unary.NegExp(_params["A_log"], a, st);
                 var y = st.Own(SsdOp.Step(x, dt, a, bm, cm, state.Ssm, SsdOptionsFor(_params["D"]), st));

@@ -34,4 +34,29 @@ public static class Columns
             (Shaders.Groups1D(device, rows * width, local), 1, 1), new Push((uint)rows, (uint)width, (uint)sc, (uint)srcCol, (uint)dc, (uint)dstCol),
             src.Buffer, dst.Buffer));
     }
+
+    /// <summary>
+    /// src's columns cut, in order, into <paramref name="parts"/> (each part's last dimension is its width; together
+    /// they cover src's): the fused projection split into z, xBC and dt.
+    /// </summary>
+    public static void Split(CommandStream st, Tensor src, params Tensor[] parts) => Walk(src, parts, (part, at) => Copy(src, at, part, 0, part.Shape[^1], st));
+
+    /// <summary>The reverse of <see cref="Split"/>: <paramref name="parts"/> side by side into dst's columns.</summary>
+    public static void Concat(CommandStream st, Tensor dst, params Tensor[] parts) => Walk(dst, parts, (part, at) => Copy(part, 0, dst, at, part.Shape[^1], st));
+
+    private static void Walk(Tensor whole, Tensor[] parts, Action<Tensor, int> copy)
+    {
+        var total = parts.Sum(p => p.Shape[^1]);
+        if (total != whole.Shape[^1])
+        {
+            throw new ArgumentException($"Columns: parts of widths {string.Join(" + ", parts.Select(p => p.Shape[^1]))} = {total} do not cover {whole.Name} {ShapeOps.Format(whole.Shape)}.", nameof(parts));
+        }
+
+        var at = 0;
+        foreach (var part in parts)
+        {
+            copy(part, at);
+            at += part.Shape[^1];
+        }
+    }
 }
