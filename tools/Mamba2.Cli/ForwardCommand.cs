@@ -63,9 +63,7 @@ internal static class ForwardCommand
         {
             using var targets = Mamba2LM.NextTokenTargets(inputIds);
             using var ce = CrossEntropy.Forward(acts.Logits, targets);
-            using var one = Tensor.FromArray(device, "dloss", [1f], 1);
-            using var dlogits = CrossEntropy.Backward(one, ce, acts.Logits, targets);
-            var grads = lm.Backward(dlogits, acts);
+            var grads = lm.BackwardFromLoss(ce, acts, targets);
             try
             {
                 written.Add(HostTensor.FromFloat32("loss", ce.Loss.ToArray(), []));

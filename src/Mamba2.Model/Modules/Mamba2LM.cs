@@ -216,6 +216,17 @@ public sealed class Mamba2LM : IDisposable
         return IndexTensor.FromArray(ids.Device, "targets", t, b, l);
     }
 
+    /// <summary>
+    /// The gradient of every parameter (by HF name) of the mean cross-entropy <paramref name="loss"/> that
+    /// <see cref="CrossEntropy.Forward"/> computed on these activations' logits against <paramref name="targets"/>.
+    /// </summary>
+    public Dictionary<string, Tensor> BackwardFromLoss(CrossEntropyResult loss, Activations acts, IndexTensor targets)
+    {
+        using var one = Tensor.FromArray(Embeddings.Device, "dloss", [1f], 1);
+        using var dlogits = CrossEntropy.Backward(one, loss, acts.Logits, targets);
+        return Backward(dlogits, acts);
+    }
+
     /// <summary>The gradient of every parameter (by HF name) from dlogits (b, L, vocab).</summary>
     public Dictionary<string, Tensor> Backward(Tensor dlogits, Activations acts, CommandStream? stream = null)
     {

@@ -122,9 +122,7 @@ public sealed class Trainer : IDisposable
         var accuracy = Accuracy(acts.Logits.ToArray(), batch.Targets, Model.Config.VocabSize);
         if (train)
         {
-            using var one = Tensor.FromArray(device, "dloss", [1f], 1);
-            using var dlogits = CrossEntropy.Backward(one, ce, acts.Logits, targets);
-            var grads = Model.Backward(dlogits, acts);
+            var grads = Model.BackwardFromLoss(ce, acts, targets);
             try
             {
                 _optimizer.Step([.. _params.Select(p => grads[p.Name])], Options.MaxGradNorm);
