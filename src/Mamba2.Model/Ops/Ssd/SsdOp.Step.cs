@@ -32,15 +32,8 @@ public static partial class SsdOp
             throw new ArgumentException($"{op}: heads ({h}) must be a multiple of groups ({g}).", nameof(B));
         }
 
-        if (o.D is { } d && !(d.Rank == 1 && d.Shape[0] == h) && !(d.Rank == 2 && d.Shape[0] == h && d.Shape[1] == p))
-        {
-            throw new ArgumentException($"{op}: D must have shape ({h}) or ({h}, {p}), got {ShapeOps.Format(d.Shape)}.", "D");
-        }
-
-        if (o.DtBias is { } bias)
-        {
-            ShapeOps.Expect(bias, "dt_bias", op, h);
-        }
+        // A step is causal whatever the options' direction: D per token is not accepted here.
+        SsdShape.CheckSkipAndBias(op, o with { Direction = SsdDirection.Causal }, b, 1, h, p);
 
         var device = x.Device;
         var y = Tensor.Empty(device, "y", b, h, p);

@@ -7,6 +7,22 @@ internal sealed record SsdShape(int Batch, int SeqLen, int Heads, int HeadDim, i
 {
     public int Chunks => (SeqLen + Chunk - 1) / Chunk;
 
+    /// <summary>D: (h) or (h, p), or (b, L, h) for the bidirectional forms; dt_bias: (h).</summary>
+    public static void CheckSkipAndBias(string op, SsdOptions o, int b, int l, int h, int p)
+    {
+        if (o.D is { } d && !(d.Rank == 1 && d.Shape[0] == h) && !(d.Rank == 2 && d.Shape[0] == h && d.Shape[1] == p) &&
+            !(o.IsBidirectional && d.Rank == 3 && d.Shape.SequenceEqual([b, l, h])))
+        {
+            var perToken = o.IsBidirectional ? $" or ({b}, {l}, {h})" : "";
+            throw new ArgumentException($"{op}: D must have shape ({h}) or ({h}, {p}){perToken}, got {ShapeOps.Format(d.Shape)}.", "D");
+        }
+
+        if (o.DtBias is { } bias)
+        {
+            ShapeOps.Expect(bias, "dt_bias", op, h);
+        }
+    }
+
     public static SsdShape Validate(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o)
     {
         const string op = "Ssd";
@@ -28,12 +44,7 @@ internal sealed record SsdShape(int Batch, int SeqLen, int Heads, int HeadDim, i
             throw new ArgumentOutOfRangeException(nameof(o.ChunkSize), o.ChunkSize, $"{op}: chunk_size must be in 16..256.");
         }
 
-        if (o.D is { } d && !(d.Rank == 1 && d.Shape[0] == h) && !(d.Rank == 2 && d.Shape[0] == h && d.Shape[1] == p) &&
-            !(o.IsBidirectional && d.Rank == 3 && d.Shape.SequenceEqual([b, l, h])))
-        {
-            var perToken = o.IsBidirectional ? $" or ({b}, {l}, {h})" : "";
-            throw new ArgumentException($"{op}: D must have shape ({h}) or ({h}, {p}){perToken}, got {ShapeOps.Format(d.Shape)}.", "D");
-        }
+        CheckSkipAndBias(op, o, b, l, h, p);
 
         if (!o.IsBidirectional)
         {
@@ -68,11 +79,6 @@ internal sealed record SsdShape(int Batch, int SeqLen, int Heads, int HeadDim, i
         if (o.Z is { } z)
         {
             ShapeOps.Expect(z, "z", op, b, l, h, p);
-        }
-
-        if (o.DtBias is { } bias)
-        {
-            ShapeOps.Expect(bias, "dt_bias", op, h);
         }
 
         if (o.InitialStates is { } init)
