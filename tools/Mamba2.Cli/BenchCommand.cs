@@ -27,13 +27,8 @@ internal static class BenchCommand
     public static Command Create()
     {
         var bench = new Command("bench", "Benchmark kernels with GPU timestamps (warm-up, median of many runs)");
-        var gemm = new Command("gemm", "fp32 GEMM C = A B: time, GFLOP/s and GB/s per size");
-        foreach (var o in new Option[] { CommonOptions.Device, CommonOptions.Validation, Sizes, Warmup, Repeats, TransA, TransB, Tile })
-        {
-            gemm.Options.Add(o);
-        }
-
-        gemm.SetAction(RunGemm);
+        var gemm = CommonOptions.GpuCommand("gemm", "fp32 GEMM C = A B: time, GFLOP/s and GB/s per size", RunGemm,
+            Sizes, Warmup, Repeats, TransA, TransB, Tile);
         bench.Subcommands.Add(gemm);
         bench.Subcommands.Add(SsdBenchCommand.Create());
         return bench;

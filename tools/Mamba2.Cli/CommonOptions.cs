@@ -16,6 +16,19 @@ internal static class CommonOptions
         Description = "Enable the Vulkan validation layers and print their messages (also MAMBA2_VK_VALIDATION=1)",
     };
 
+    /// <summary>A verb with its own options, then --device and --validation, running <paramref name="run"/>.</summary>
+    public static Command GpuCommand(string name, string description, Func<ParseResult, int> run, params Option[] options)
+    {
+        var cmd = new Command(name, description);
+        foreach (var o in options.Append(Device).Append(Validation))
+        {
+            cmd.Options.Add(o);
+        }
+
+        cmd.SetAction(run);
+        return cmd;
+    }
+
     public static VulkanOptions Read(ParseResult result)
     {
         var o = VulkanOptions.FromEnvironment();

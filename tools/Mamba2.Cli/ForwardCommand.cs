@@ -20,14 +20,8 @@ internal static class ForwardCommand
 
     public static Command Create()
     {
-        var cmd = new Command("forward", "Run a Mamba2 language model on input_ids (and optionally its backward)");
-        foreach (var o in new Option[] { Model, Input, Output, Backward, CommonOptions.Device, CommonOptions.Validation })
-        {
-            cmd.Options.Add(o);
-        }
-
-        cmd.SetAction(Run);
-        return cmd;
+        return CommonOptions.GpuCommand("forward", "Run a Mamba2 language model on input_ids (and optionally its backward)", Run,
+            Model, Input, Output, Backward);
     }
 
     private static int Run(ParseResult r)

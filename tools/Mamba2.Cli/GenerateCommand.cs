@@ -19,14 +19,8 @@ internal static class GenerateCommand
 
     public static Command Create()
     {
-        var cmd = new Command("generate", "Generate tokens from a Mamba2 checkpoint (greedy by default)");
-        foreach (var o in new Option[] { Model, Prompt, PromptIds, MaxNewTokens, Temperature, TopK, TopP, Seed, CommonOptions.Device, CommonOptions.Validation })
-        {
-            cmd.Options.Add(o);
-        }
-
-        cmd.SetAction(Run);
-        return cmd;
+        return CommonOptions.GpuCommand("generate", "Generate tokens from a Mamba2 checkpoint (greedy by default)", Run,
+            Model, Prompt, PromptIds, MaxNewTokens, Temperature, TopK, TopP, Seed);
     }
 
     private static int Run(ParseResult r)

@@ -30,15 +30,9 @@ internal static class SsdBenchCommand
 
     public static Command Create()
     {
-        var cmd = new Command("ssd", "Causal SSD forward or forward + backward (defaults: the 370m layer shape b8 L2048 h32 p64 g1 n128 chunk 256), with D, z, dt_bias and softplus");
         Direction.AcceptOnlyFromAmong("causal", "sum", "shift");
-        foreach (var o in new Option[] { CommonOptions.Device, CommonOptions.Validation, Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk, Warmup, Repeats, Backward, NoGate, Direction, Naive, Fused })
-        {
-            cmd.Options.Add(o);
-        }
-
-        cmd.SetAction(Run);
-        return cmd;
+        return CommonOptions.GpuCommand("ssd", "Causal SSD forward or forward + backward (defaults: the 370m layer shape b8 L2048 h32 p64 g1 n128 chunk 256), with D, z, dt_bias and softplus", Run,
+            Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk, Warmup, Repeats, Backward, NoGate, Direction, Naive, Fused);
     }
 
     private static int Run(ParseResult r)

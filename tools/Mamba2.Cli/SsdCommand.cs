@@ -32,15 +32,9 @@ internal static class SsdCommand
 
     public static Command Create()
     {
-        var cmd = new Command("ssd", "Run the chunked SSD (mamba_chunk_scan_combined) forward, and backward when the file has dy, on tensors from a safetensors file");
         BidirectionalMode.AcceptOnlyFromAmong("sum", "shift");
-        foreach (var o in new Option[] { Input, Output, ChunkSize, DtSoftplus, DtLimit, Bidirectional, BidirectionalMode, CommonOptions.Device, CommonOptions.Validation })
-        {
-            cmd.Options.Add(o);
-        }
-
-        cmd.SetAction(Run);
-        return cmd;
+        return CommonOptions.GpuCommand("ssd", "Run the chunked SSD (mamba_chunk_scan_combined) forward, and backward when the file has dy, on tensors from a safetensors file", Run,
+            Input, Output, ChunkSize, DtSoftplus, DtLimit, Bidirectional, BidirectionalMode);
     }
 
     private static int Run(ParseResult r)

@@ -37,14 +37,8 @@ internal static class TrainCommand
 
     public static Command Create()
     {
-        var cmd = new Command("train", "Train a Mamba2 language model (synthetic tasks or byte-level text) on the GPU, or the CPU driver without one");
-        foreach (var o in new Option[] { Task, Data, Config, Out, Resume, MetricsOut, Steps, Batch, SeqLen, DModel, Layers, Lr, Bidirectional, Seed, EvalEvery, SaveEvery, Keep, StopAt, CommonOptions.Device, CommonOptions.Validation })
-        {
-            cmd.Options.Add(o);
-        }
-
-        cmd.SetAction(Run);
-        return cmd;
+        return CommonOptions.GpuCommand("train", "Train a Mamba2 language model (synthetic tasks or byte-level text) on the GPU, or the CPU driver without one", Run,
+            Task, Data, Config, Out, Resume, MetricsOut, Steps, Batch, SeqLen, DModel, Layers, Lr, Bidirectional, Seed, EvalEvery, SaveEvery, Keep, StopAt);
     }
 
     private static TrainSettings Settings(ParseResult r)
