@@ -75,8 +75,8 @@ public class Mamba2LayerTests(GpuFixture gpu)
         Assert.All(layer["D"].ToArray(), v => Assert.Equal(1f, v));
         Assert.Equal([config.DInProj, 32], layer["in_proj.weight"].Shape);
         Assert.Equal([config.ConvDim, 1, 4], layer["conv1d.weight"].Shape);
-        Assert.True(Mamba2Layer.Decays("in_proj.weight"));
-        Assert.False(Mamba2Layer.Decays("A_log"));
+        Assert.True(Mamba2.Model.Training.Trainer.Decays("backbone.layers.0.mixer.in_proj.weight"));
+        Assert.False(Mamba2.Model.Training.Trainer.Decays("backbone.layers.0.mixer.A_log"));
         Assert.Throws<ArgumentException>(() => new Mamba2Config(DModel: 30) { HeadDim = 16 }.Validate());
     }
 }

@@ -117,11 +117,8 @@ public sealed class Mamba2LM : IDisposable
             var norms = new List<Tensor>();
             for (var i = 0; i < config.NLayer; i++)
             {
-                var layer = Mamba2Layer.Initialize(device, config.Mixer, rng);
+                var layer = Mamba2Layer.Initialize(device, config.Mixer, rng, outProjScale: (float)(1 / Math.Sqrt(config.NLayer)));
                 made.Add(layer);
-                var w = layer["out_proj.weight"].ToArray();
-                var scale = (float)(1 / Math.Sqrt(config.NLayer));
-                layer["out_proj.weight"].CopyFrom([.. w.Select(v => v * scale)]);
                 mixers.Add(layer);
                 var norm = Tensor.FromArray(device, $"backbone.layers.{i}.norm.weight", [.. Enumerable.Repeat(1f, d)], d);
                 made.Add(norm);

@@ -30,9 +30,6 @@ public sealed class Mamba2Layer : IDisposable
 
     public Tensor this[string name] => _params[name];
 
-    /// <summary>Weight decay applies to the projections and the conv weight; not to A_log, D, dt_bias, norms, biases (mamba_ssm).</summary>
-    public static bool Decays(string name) => name is "in_proj.weight" or "out_proj.weight" or "conv1d.weight";
-
     /// <summary>The shape of every parameter for <paramref name="c"/>.</summary>
     public static IReadOnlyList<(string Name, int[] Shape)> Shapes(Mamba2Config c)
     {
@@ -93,7 +90,8 @@ public sealed class Mamba2Layer : IDisposable
     /// inverse softplus of dt = exp(U(log dt_min, log dt_max)) floored at dt_init_floor, A_log = log(U(A_init_range)),
     /// D = 1, norm weight 1.
     /// </summary>
-    public static Mamba2Layer Initialize(GpuDevice device, Mamba2Config config, Random rng)
+    /// <param name="outProjScale">Multiplies the out_proj weights (the LM's 1/sqrt(n_layer) prenorm-residual rescale).</param>
+    public static Mamba2Layer Initialize(GpuDevice device, Mamba2Config config, Random rng, float outProjScale = 1f)
     {
         float Uniform(double lo, double hi) => (float)(lo + (hi - lo) * rng.NextDouble());
         float[] Fill(int n, Func<float> f) => [.. Enumerable.Range(0, n).Select(_ => f())];
@@ -104,7 +102,8 @@ public sealed class Mamba2Layer : IDisposable
             values[name] = name switch
             {
                 "in_proj.weight" or "in_proj.bias" => Fill(n, () => Uniform(-1 / Math.Sqrt(config.DModel), 1 / Math.Sqrt(config.DModel))),
-                "out_proj.weight" or "out_proj.bias" => Fill(n, () => Uniform(-1 / Math.Sqrt(config.DInner), 1 / Math.Sqrt(config.DInner))),
+                "out_proj.weight" => Fill(n, () => Uniform(-1 / Math.Sqrt(config.DInner), 1 / Math.Sqrt(config.DInner)) * outProjScale),
+                "out_proj.bias" => Fill(n, () => Uniform(-1 / Math.Sqrt(config.DInner), 1 / Math.Sqrt(config.DInner))),
                 "conv1d.weight" or "conv1d.bias" => Fill(n, () => Uniform(-1 / Math.Sqrt(config.DConv), 1 / Math.Sqrt(config.DConv))),
                 "dt_bias" => Fill(n, () =>
                 {
