@@ -31,7 +31,7 @@ public class ElementwiseTests(GpuFixture gpu)
         };
         foreach (var (name, run, reference) in cases)
         {
-            y.CopyFrom(Enumerable.Repeat(float.NaN, n).ToArray());
+            Poison.Fill(y);
             run();
             TestMath.AssertClose(y.ToArray(), Enumerable.Range(0, n).Select(reference).ToArray(), 1e-6, $"{name} {ShapeOps.Format(shape)} seed {seed}");
         }
@@ -63,7 +63,7 @@ public class ElementwiseTests(GpuFixture gpu)
         var av = TestMath.RandomArray(rng, n);
         using var a = Tensor.FromArray(device, "a", av, n);
         using var y = Tensor.Empty(device, "y", n);
-        y.CopyFrom(Enumerable.Repeat(float.NaN, n).ToArray());
+        Poison.Fill(y);
         Elementwise.Axpby(2f, a, 0f, a, y);
         var r = y.ToArray();
         for (var i = 0; i < n; i++)
