@@ -60,7 +60,7 @@ internal sealed record TrainSettings
     public static TrainSettings For(string task) => task switch
     {
         "selective-copy" => new() { Task = task },
-        "associative-recall" => new() { Task = task, SeqLen = 32, Steps = 1500, LearningRate = 3e-3f },
+        "associative-recall" => new() { Task = task, SeqLen = 32 },
         "reverse" => new() { Task = task, SeqLen = 32, Steps = 1000, Bidirectional = true },
         "text" => new() { Task = task, SeqLen = 128, Batch = 16, Steps = 2000, DModel = 128, NLayer = 4, HeadDim = 32, ChunkSize = 128, LearningRate = 2e-3f },
         _ => throw new ArgumentException($"--task must be selective-copy, associative-recall, reverse or text, got '{task}'."),

@@ -16,6 +16,21 @@ public sealed class Sampler(SamplingOptions options)
 
     public SamplingOptions Options { get; } = options;
 
+    /// <summary>The index of the largest logit, the first one on ties (greedy decoding and training accuracy).</summary>
+    public static int ArgMax(ReadOnlySpan<float> logits)
+    {
+        var best = 0;
+        for (var i = 1; i < logits.Length; i++)
+        {
+            if (logits[i] > logits[best])
+            {
+                best = i;
+            }
+        }
+
+        return best;
+    }
+
     /// <summary>The next token from one row of logits.</summary>
     public int Next(ReadOnlySpan<float> logits)
     {
@@ -26,16 +41,7 @@ public sealed class Sampler(SamplingOptions options)
 
         if (Options.Greedy)
         {
-            var best = 0;
-            for (var i = 1; i < logits.Length; i++)
-            {
-                if (logits[i] > logits[best])
-                {
-                    best = i;
-                }
-            }
-
-            return best;
+            return ArgMax(logits);
         }
 
         var order = Enumerable.Range(0, logits.Length).ToArray();

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Mamba2.Model.Checkpoints;
+using Mamba2.Model.Generation;
 using Mamba2.Model.IO;
 using Mamba2.Model.Modules;
 using Mamba2.Model.Ops;
@@ -149,18 +150,8 @@ public sealed class Trainer : IDisposable
                 continue;
             }
 
-            var row = logits.AsSpan(r * vocab, vocab);
-            var best = 0;
-            for (var j = 1; j < vocab; j++)
-            {
-                if (row[j] > row[best])
-                {
-                    best = j;
-                }
-            }
-
             scored++;
-            right += best == targets[r] ? 1 : 0;
+            right += Sampler.ArgMax(logits.AsSpan(r * vocab, vocab)) == targets[r] ? 1 : 0;
         }
 
         return scored == 0 ? 0 : (double)right / scored;
