@@ -50,7 +50,7 @@ public static class Conv1d
         var (b, l, c, k) = Validate("Conv1d", x, weight, bias);
         var device = x.Device;
         var y = Tensor.Empty(device, "y", b, l, c);
-        try
+        return TensorScope.Recorded(y, () =>
         {
             var local = Shaders.Local1D(device);
             var kernel = device.GetKernel(Shaders.Conv1d, [local, (uint)k, silu ? 1u : 0u]);
@@ -63,13 +63,7 @@ public static class Conv1d
                         pc.Of(x), weight.Buffer, (bias ?? weight).Buffer, pc.Of(y));
                 }
             });
-            return y;
-        }
-        catch
-        {
-            y.Dispose();
-            throw;
-        }
+        });
     }
 
     /// <summary>Gradients from dy (b, L, c), with the forward's inputs and settings (the activation is recomputed).</summary>

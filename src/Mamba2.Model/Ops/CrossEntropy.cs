@@ -112,18 +112,10 @@ public static class CrossEntropy
         ShapeOps.Expect(saved.Lse, "saved.Lse", $"{op}: saved must come from Forward on these logits", (int)rows);
         var device = logits.Device;
         var dlogits = Tensor.Empty(device, "dlogits", [.. logits.Shape]);
-        try
-        {
-            Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.CrossEntropy, [Shaders.PowerOfTwoLocal(device), 2]),
-                (Shaders.Groups1D(device, logits.Length, Shaders.PowerOfTwoLocal(device)), 1, 1), new Push((uint)rows, (uint)vocab, ignoreIndex),
-                logits.Buffer, targets.Buffer, saved.Sums.Buffer, saved.Lse.Buffer, dloss.Buffer, dlogits.Buffer, saved.Lse.Buffer));
-            return dlogits;
-        }
-        catch
-        {
-            dlogits.Dispose();
-            throw;
-        }
+        var local = Shaders.PowerOfTwoLocal(device);
+        return TensorScope.Recorded(dlogits, () => Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.CrossEntropy, [local, 2]),
+            (Shaders.Groups1D(device, logits.Length, local), 1, 1), new Push((uint)rows, (uint)vocab, ignoreIndex),
+            logits.Buffer, targets.Buffer, saved.Sums.Buffer, saved.Lse.Buffer, dloss.Buffer, dlogits.Buffer, saved.Lse.Buffer)));
     }
 
     private static (long Rows, int Vocab) Validate(string op, Tensor logits, IndexTensor targets)

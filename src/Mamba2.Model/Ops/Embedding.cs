@@ -16,20 +16,14 @@ public static class Embedding
         var (vocab, dim) = Validate("Embedding", ids, table);
         var device = table.Device;
         var y = Tensor.Empty(device, "embedded", [.. ids.Shape, dim]);
-        try
+        return TensorScope.Recorded(y, () =>
         {
             Shaders.EnsureBindable("Embedding", table, y);
             var local = Shaders.Local1D(device);
             Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.Embedding, [local, 0]),
                 (Shaders.Groups1D(device, y.Length, local), 1, 1), new Push((uint)ids.Length, (uint)dim),
                 ids.Buffer, ids.Buffer, table.Buffer, y.Buffer));
-            return y;
-        }
-        catch
-        {
-            y.Dispose();
-            throw;
-        }
+        });
     }
 
     /// <summary>
@@ -68,27 +62,17 @@ public static class Embedding
         }
 
         var dtable = Tensor.Empty(device, "dtable", vocab, dim);
-        try
+        return TensorScope.Recorded(dtable, () => Shaders.RunIn(device, stream, st =>
         {
-            var order = device.CreateBuffer<int>(Math.Max(positions.Length, 1), "embedding_positions");
-            var starts = device.CreateBuffer<uint>(offsets.Length, "embedding_offsets");
-            Shaders.RunIn(device, stream, st =>
-            {
-                st.Own(order);
-                st.Own(starts);
-                order.Upload(positions);
-                starts.Upload(offsets);
-                var local = Shaders.Local1D(device);
-                st.Dispatch(device.GetKernel(Shaders.Embedding, [local, 1]), (Shaders.Groups1D(device, dtable.Length, local), 1, 1),
-                    new Push((uint)vocab, (uint)dim), order, starts, dy.Buffer, dtable.Buffer);
-            });
-            return dtable;
-        }
-        catch
-        {
-            dtable.Dispose();
-            throw;
-        }
+            // Created inside the recording and owned at once, so a failure anywhere leaves nothing behind.
+            var order = st.Own(device.CreateBuffer<int>(Math.Max(positions.Length, 1), "embedding_positions"));
+            var starts = st.Own(device.CreateBuffer<uint>(offsets.Length, "embedding_offsets"));
+            order.Upload(positions);
+            starts.Upload(offsets);
+            var local = Shaders.Local1D(device);
+            st.Dispatch(device.GetKernel(Shaders.Embedding, [local, 1]), (Shaders.Groups1D(device, dtable.Length, local), 1, 1),
+                new Push((uint)vocab, (uint)dim), order, starts, dy.Buffer, dtable.Buffer);
+        }));
     }
 
     private static (int Vocab, int Dim) Validate(string op, IndexTensor ids, Tensor table)

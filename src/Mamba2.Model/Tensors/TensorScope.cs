@@ -23,6 +23,24 @@ internal sealed class TensorScope(GpuDevice device)
     /// <summary>The tensors created after <paramref name="mark"/>.</summary>
     public IReadOnlyList<Tensor> Since(int mark) => _created.Skip(mark).ToList();
 
+    /// <summary>
+    /// Runs <paramref name="record"/>, which records the op writing <paramref name="output"/>, and returns the output;
+    /// frees it if recording throws (the one-output form of a scope).
+    /// </summary>
+    public static Tensor Recorded(Tensor output, Action record)
+    {
+        try
+        {
+            record();
+            return output;
+        }
+        catch
+        {
+            output.Dispose();
+            throw;
+        }
+    }
+
     public void DisposeAll()
     {
         foreach (var t in _created)
