@@ -60,6 +60,23 @@ public class CrossEntropyTests(GpuFixture gpu)
     [InlineData(new[] { 3, 4 }, 3)]
     public void LossAndGradientMatchTheReference(int[] lead, int vocab)
     {
+        // The device's row workgroup, then the GPU-sized one (256) that the CPU driver would not choose.
+        foreach (var local in new uint?[] { null, 256 })
+        {
+            Shaders.RowLocalForTests.Value = local;
+            try
+            {
+                CheckLossAndGradient(lead, vocab);
+            }
+            finally
+            {
+                Shaders.RowLocalForTests.Value = null;
+            }
+        }
+    }
+
+    private void CheckLossAndGradient(int[] lead, int vocab)
+    {
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
         var rows = lead.Aggregate(1, (a, b) => a * b);

@@ -102,6 +102,36 @@ public class CommandStreamTests(GpuFixture gpu)
     }
 
     [Fact]
+    public void SectionsAreFreeUnlessProfilingAndSumByName()
+    {
+        using var x = Device.CreateBuffer<float>(1 << 16);
+        using var y = Device.CreateBuffer<float>(1 << 16);
+        var k = Kernels.Get(Device);
+        using (var quiet = Device.BeginStream())
+        {
+            quiet.Section("work");
+            Assert.Equal(0, quiet.BarrierCount);
+            Assert.Empty(quiet.Submit().Labels);
+        }
+
+        using var s = Device.BeginStream();
+        s.Profiling = true;
+        s.Timestamp("start");
+        foreach (var name in new[] { "a", "b", "a" })
+        {
+            Kernels.ScaleAddDispatch(s, k, x, y, 2f, 0f, groups: 16);
+            s.Section(name);
+        }
+
+        var t = s.Submit();
+        Assert.Equal(["start", "a", "b", "a"], t.Labels);
+        var sections = t.Sections();
+        Assert.Equal(["a", "b"], sections.Select(q => q.Name));
+        Assert.Equal((t.Nanoseconds[3] - t.Nanoseconds[0]) / 1e6, sections.Sum(q => q.Milliseconds), 9);
+        Assert.Equal((t.Nanoseconds[2] - t.Nanoseconds[1]) / 1e6, sections[1].Milliseconds, 12);
+    }
+
+    [Fact]
     public void MisuseIsRejectedBeforeRecording()
     {
         using var x = Device.CreateBuffer<float>(16);

@@ -31,6 +31,7 @@ internal static class BenchCommand
             Sizes, Warmup, Repeats, TransA, TransB, Tile);
         bench.Subcommands.Add(gemm);
         bench.Subcommands.Add(SsdBenchCommand.Create());
+        bench.Subcommands.Add(TrainStepBenchCommand.Create());
         return bench;
     }
 

@@ -170,22 +170,27 @@ public sealed class Mamba2LM : IDisposable
             Shaders.RunIn(device, stream, st =>
             {
                 var h = acts.Keep(Embedding.Forward(ids, Embeddings, st));
+                st.Section(ProfileSections.Embedding);
                 acts.Hidden.Add(h);
                 for (var i = 0; i < _mixers.Count; i++)
                 {
                     var norm = acts.Keep(RmsNorm.Forward(h, _norms[i], eps: Config.NormEps, stream: st));
+                    st.Section(ProfileSections.Norm);
                     acts.Norms.Add(norm);
                     var mixer = acts.Keep(_mixers[i].Forward(norm.Y, st));
                     acts.Mixers.Add(mixer);
                     var next = acts.Keep(Tensor.Empty(device, $"h{i + 1}", b, l, d));
                     Elementwise.Add(h, mixer.Output, next, st);
+                    st.Section(ProfileSections.Elementwise);
                     acts.Hidden.Add(next);
                     h = next;
                 }
 
                 acts.NormF = acts.Keep(RmsNorm.Forward(h, NormF, eps: Config.NormEps, stream: st));
+                st.Section(ProfileSections.Norm);
                 acts.Logits = acts.Keep(Tensor.Empty(device, "logits", b, l, Config.VocabSize));
                 Gemm.Run(acts.NormF.Y.View(rows, d), Embeddings, acts.Logits.View(rows, Config.VocabSize), transposeB: true, stream: st);
+                st.Section(ProfileSections.LmHead);
             });
             return acts;
         }
@@ -240,8 +245,10 @@ public sealed class Mamba2LM : IDisposable
                 Gemm.Run(dl, acts.NormF.Y.View(rows, d), headGrad, transposeA: true, stream: st);
                 var dNormF = st.Own(Tensor.Empty(device, "dnorm_f", b, l, d));
                 Gemm.Run(dl, Embeddings, dNormF.View(rows, d), stream: st);
+                st.Section(ProfileSections.LmHead);
                 var nf = st.Own(RmsNorm.Backward(dNormF, acts.NormF, acts.Hidden[^1], NormF, stream: st));
                 grads["backbone.norm_f.weight"] = ActivationStore.CopyOf(st, nf.DWeight, "grad.backbone.norm_f.weight");
+                st.Section(ProfileSections.Norm);
                 var dh = nf.Dx;
                 for (var i = _mixers.Count - 1; i >= 0; i--)
                 {
@@ -254,14 +261,18 @@ public sealed class Mamba2LM : IDisposable
 
                     var ng = st.Own(RmsNorm.Backward(du, acts.Norms[i], acts.Hidden[i], _norms[i], stream: st));
                     grads[$"backbone.layers.{i}.norm.weight"] = ActivationStore.CopyOf(st, ng.DWeight, $"grad.backbone.layers.{i}.norm.weight");
+                    st.Section(ProfileSections.Norm);
                     var next = st.Own(Tensor.Empty(device, $"dh{i}", b, l, d));
                     Elementwise.Add(dh, ng.Dx, next, st);   // the residual path plus the block's
+                    st.Section(ProfileSections.Elementwise);
                     dh = next;
                 }
 
                 var embGrad = st.Own(Embedding.Backward(dh, acts.Ids, v, st));
+                st.Section(ProfileSections.Embedding);
                 grads["backbone.embeddings.weight"] = Tensor.Empty(device, "grad.backbone.embeddings.weight", v, d);
                 Elementwise.Add(embGrad, headGrad, grads["backbone.embeddings.weight"], st);   // tied head
+                st.Section(ProfileSections.Elementwise);
             });
             return grads;
         }

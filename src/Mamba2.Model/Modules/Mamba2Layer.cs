@@ -179,13 +179,16 @@ public sealed class Mamba2Layer : IDisposable
                 acts.ZxBCdt = acts.Keep(Tensor.Empty(device, "zxbcdt", rows, c.DInProj));
                 Gemm.Run(u.View(rows, c.DModel), _params["in_proj.weight"], acts.ZxBCdt, transposeB: true, stream: st);
                 AddBias(st, acts.ZxBCdt, "in_proj.bias");
+                st.Section(ProfileSections.Projections);
                 acts.Z = acts.Keep(Tensor.Empty(device, "z", b, l, c.DInner));
                 acts.XBC = acts.Keep(Tensor.Empty(device, "xBC", b, l, c.ConvDim));
                 acts.Dt = acts.Keep(Tensor.Empty(device, "dt", b, l, c.NHeads));
                 Columns.Split(st, acts.ZxBCdt.View(b, l, c.DInProj), acts.Z, acts.XBC, acts.Dt);
+                st.Section(ProfileSections.Elementwise);
 
                 var padding = c.Causal ? Conv1dPadding.Causal : Conv1dPadding.Same;
                 acts.XBCAct = acts.Keep(Conv1d.Forward(acts.XBC, _params["conv1d.weight"], _params.GetValueOrDefault("conv1d.bias"), padding, silu: true, st));
+                st.Section(ProfileSections.Conv);
                 var gn = c.NGroups * c.DState;
                 acts.X = acts.Keep(Tensor.Empty(device, "x", b, l, c.NHeads, c.HeadDim));
                 acts.B = acts.Keep(Tensor.Empty(device, "B", b, l, c.NGroups, c.DState));
@@ -194,13 +197,17 @@ public sealed class Mamba2Layer : IDisposable
 
                 acts.A = acts.Keep(Tensor.Empty(device, "A", c.NHeads));
                 Unary.NegExp(_params["A_log"], acts.A, st);
+                st.Section(ProfileSections.Elementwise);
                 acts.Ssd = acts.Keep(SsdOp.Forward(acts.X, acts.Dt, acts.A, acts.B, acts.C, SsdOptionsFor(_params["D"]), st));
+                st.Section(ProfileSections.Ssd);
                 acts.Y2 = acts.Ssd.Y.View(rows, c.DInner);
                 acts.Norm = acts.Keep(RmsNorm.Forward(acts.Y2, _params["norm.weight"], acts.Z.View(rows, c.DInner), c.NormEps,
                     c.DInner / c.NGroups, c.NormBeforeGate, st));
+                st.Section(ProfileSections.Norm);
                 acts.Output = acts.Keep(Tensor.Empty(device, "out", b, l, c.DModel));
                 Gemm.Run(acts.Norm.Y, _params["out_proj.weight"], acts.Output.View(rows, c.DModel), transposeB: true, stream: st);
                 AddBias(st, acts.Output.View(rows, c.DModel), "out_proj.bias");
+                st.Section(ProfileSections.Projections);
             });
             return acts;
         }
@@ -232,10 +239,12 @@ public sealed class Mamba2Layer : IDisposable
                 BiasGrad(st, d2, grads, "out_proj.bias");
                 var dNormY = st.Own(Tensor.Empty(device, "dnorm_y", rows, c.DInner));
                 Gemm.Run(d2, _params["out_proj.weight"], dNormY, stream: st);
+                st.Section(ProfileSections.Projections);
 
                 var ng = st.Own(RmsNorm.Backward(dNormY, acts.Norm, acts.Y2, _params["norm.weight"], acts.Z.View(rows, c.DInner),
                     c.DInner / c.NGroups, c.NormBeforeGate, st));
                 grads["norm.weight"] = ActivationStore.CopyOf(st, ng.DWeight, "grad.norm.weight");
+                st.Section(ProfileSections.Norm);
 
                 var options = SsdOptionsFor(_params["D"]);
                 var sg = st.Own(SsdOp.Backward(ng.Dx.View(b, l, c.NHeads, c.HeadDim), acts.Ssd, acts.X, acts.Dt, acts.A, acts.B, acts.C, options, null, st));
@@ -243,9 +252,11 @@ public sealed class Mamba2Layer : IDisposable
                 grads["D"] = ActivationStore.CopyOf(st, sg.DD!, "grad.D", [.. _params["D"].Shape]);
                 grads["A_log"] = Tensor.Empty(device, "grad.A_log", c.NHeads);
                 Elementwise.Mul(sg.DA, acts.A, grads["A_log"], st);   // A = -exp(A_log): dA_log = dA * A
+                st.Section(ProfileSections.Ssd);
 
                 var dXbcAct = st.Own(Tensor.Empty(device, "dxBC_act", b, l, c.ConvDim));
                 Columns.Concat(st, dXbcAct, sg.Dx.View(b, l, c.DInner), sg.DB.View(b, l, gn), sg.DC.View(b, l, gn));
+                st.Section(ProfileSections.Elementwise);
                 var padding = c.Causal ? Conv1dPadding.Causal : Conv1dPadding.Same;
                 var cg = st.Own(Conv1d.Backward(dXbcAct, acts.XBC, _params["conv1d.weight"], _params.GetValueOrDefault("conv1d.bias"), padding, silu: true, st));
                 grads["conv1d.weight"] = ActivationStore.CopyOf(st, cg.DWeight, "grad.conv1d.weight");
@@ -254,13 +265,17 @@ public sealed class Mamba2Layer : IDisposable
                     grads["conv1d.bias"] = ActivationStore.CopyOf(st, cg.DBias, "grad.conv1d.bias");
                 }
 
+                st.Section(ProfileSections.Conv);
+
                 var dZxbcdt = st.Own(Tensor.Empty(device, "dzxbcdt", rows, c.DInProj));
                 Columns.Concat(st, dZxbcdt, ng.Dz!, cg.Dx.View(rows, c.ConvDim), sg.Ddt.View(rows, c.NHeads));
+                st.Section(ProfileSections.Elementwise);
                 grads["in_proj.weight"] = Tensor.Empty(device, "grad.in_proj.weight", c.DInProj, c.DModel);
                 Gemm.Run(dZxbcdt, u.View(rows, c.DModel), grads["in_proj.weight"], transposeA: true, stream: st);
                 BiasGrad(st, dZxbcdt, grads, "in_proj.bias");
                 du = Tensor.Empty(device, "du", b, l, c.DModel);
                 Gemm.Run(dZxbcdt, _params["in_proj.weight"], du.View(rows, c.DModel), stream: st);
+                st.Section(ProfileSections.Projections);
             });
             return (du!, grads);
         }

@@ -71,7 +71,7 @@ public static class CrossEntropy
             status = device.CreateBuffer<uint>(1, "cross_entropy_status");
             var result = new CrossEntropyResult(loss, lse, sums, status);
             var push = new Push((uint)rows, (uint)vocab, ignoreIndex);
-            var wg = Shaders.PowerOfTwoLocal(device);
+            var wg = Shaders.RowLocal(device, vocab);
             Shaders.RunIn(device, stream, st =>
             {
                 foreach (var t in scope.Since(mark))

@@ -127,6 +127,31 @@ internal static class Shaders
     /// <summary>The largest power of two within <see cref="Local1D"/>: workgroups that reduce with a tree.</summary>
     public static uint PowerOfTwoLocal(GpuDevice device) => System.Numerics.BitOperations.RoundUpToPowerOf2(Local1D(device) + 1) / 2;
 
+    /// <summary>
+    /// The workgroup of a kernel that reduces each row of <paramref name="width"/> elements with a tree (a power of
+    /// two). On a GPU one element per invocation, at least a warp: a 256-wide group over a 64-wide row idles three
+    /// quarters of it. On a CPU driver one SIMD vector (the subgroup): its invocations run as vector lanes and each
+    /// barrier switches between the group's vectors, so fewer, longer-looping invocations cost less.
+    /// </summary>
+    public static uint RowLocal(GpuDevice device, long width)
+    {
+        var max = PowerOfTwoLocal(device);
+        if (RowLocalForTests.Value is { } forced)
+        {
+            return Math.Min(max, forced);
+        }
+
+        if (device.Info.Type == Silk.NET.Vulkan.PhysicalDeviceType.Cpu)
+        {
+            return Math.Min(max, System.Numerics.BitOperations.RoundUpToPowerOf2(Math.Max(1u, device.Capabilities.SubgroupSize)));
+        }
+
+        return (uint)Math.Min(max, Math.Max(32, System.Numerics.BitOperations.RoundUpToPowerOf2((ulong)Math.Max(1, width))));
+    }
+
+    /// <summary>Tests force the GPU-sized row workgroup on the CPU driver (per async flow: parallel tests are unaffected).</summary>
+    internal static readonly AsyncLocal<uint?> RowLocalForTests = new();
+
     /// <summary>A 1-D workgroup size: 256, or less where the device allows fewer invocations.</summary>
     public static uint Local1D(GpuDevice device) =>
         Math.Min(256u, Math.Min(device.Capabilities.MaxWorkgroupInvocations, device.Capabilities.MaxWorkgroupSize.X));

@@ -1,0 +1,126 @@
+using System.CommandLine;
+using Mamba2.Model.Modules;
+using Mamba2.Model.Ops;
+using Mamba2.Model.Tensors;
+using Mamba2.Model.Training;
+using Mamba2.Vulkan;
+using Spectre.Console;
+
+namespace Mamba2.Cli;
+
+/// <summary>
+/// <c>mamba2 bench train</c>: one training step of a Mamba2 LM (forward, cross-entropy, backward, gradient clipping,
+/// AdamW) timed with GPU timestamps, tokens/s, and where the time goes (one more step with profiling marks).
+/// Defaults: the issue's 24-layer d_model 768 model (mamba2-130m's shape) at batch 8 x 2048.
+/// </summary>
+internal static class TrainStepBenchCommand
+{
+    private static readonly Option<int> Layers = new("--layers") { DefaultValueFactory = _ => 24, Description = "Mamba2 blocks" };
+    private static readonly Option<int> DModel = new("--d-model") { DefaultValueFactory = _ => 768, Description = "model width" };
+    private static readonly Option<int> Vocab = new("--vocab") { DefaultValueFactory = _ => 50280, Description = "vocabulary (tied head)" };
+    private static readonly Option<int> Batch = new("--batch") { DefaultValueFactory = _ => 8, Description = "b" };
+    private static readonly Option<int> SeqLen = new("--seqlen") { DefaultValueFactory = _ => 2048, Description = "L" };
+    private static readonly Option<int> DState = new("--dstate") { DefaultValueFactory = _ => 128, Description = "d_state" };
+    private static readonly Option<int> HeadDim = new("--headdim") { DefaultValueFactory = _ => 64, Description = "headdim" };
+    private static readonly Option<int> Chunk = new("--chunk") { DefaultValueFactory = _ => 256, Description = "chunk size" };
+    private static readonly Option<bool> Bidirectional = new("--bidirectional") { Description = "bidirectional layers (sum-form SSD, non-causal conv)" };
+    private static readonly Option<int> Warmup = new("--warmup") { DefaultValueFactory = _ => 2, Description = "untimed steps first" };
+    private static readonly Option<int> Repeats = new("--repeats") { DefaultValueFactory = _ => 5, Description = "timed steps (median reported)" };
+
+    public static Command Create() => CommonOptions.GpuCommand("train", "One LM training step (forward, loss, backward, AdamW): time, tokens/s, memory, and the split by section", Run,
+        Layers, DModel, Vocab, Batch, SeqLen, DState, HeadDim, Chunk, Bidirectional, Warmup, Repeats);
+
+    private static int Run(ParseResult r)
+    {
+        int b = r.GetValue(Batch), l = r.GetValue(SeqLen), vocab = r.GetValue(Vocab);
+        var mixer = new Mamba2Config(r.GetValue(DModel))
+        {
+            DState = r.GetValue(DState),
+            HeadDim = r.GetValue(HeadDim),
+            ChunkSize = r.GetValue(Chunk),
+            Causal = !r.GetValue(Bidirectional),
+        };
+        var config = new Mamba2LMConfig(vocab, r.GetValue(Layers), mixer);
+        using var device = CommonOptions.Open(r);
+        var rng = new Random();
+        using var model = Mamba2LM.Initialize(device, config, rng);
+        var parameters = model.Parameters;
+        using var optimizer = new AdamW([.. parameters.Select(p => new OptimizerParameter(p.Name, p.Value, Trainer.Decays(p.Name)))], 1e-4f, weightDecay: 0.1f);
+        using var ids = IndexTensor.FromArray(device, "input_ids", [.. Enumerable.Range(0, b * l).Select(_ => rng.Next(vocab))], b, l);
+        using var targets = Mamba2LM.NextTokenTargets(ids);
+        using var one = Tensor.FromArray(device, "dloss", [1f], 1);
+
+        // One step recorded into s; what it allocated is disposed once s has run.
+        List<IDisposable> Step(CommandStream s)
+        {
+            var made = new List<IDisposable>();
+            var acts = model.Forward(ids, s);
+            made.Add(acts);
+            var ce = CrossEntropy.Forward(acts.Logits, targets, stream: s);
+            made.Add(ce);
+            var dlogits = CrossEntropy.Backward(one, ce, acts.Logits, targets, stream: s);
+            made.Add(dlogits);
+            s.Section(ProfileSections.Loss);
+            var grads = model.Backward(dlogits, acts, s);
+            made.AddRange(grads.Values);
+            optimizer.Step([.. parameters.Select(p => grads[p.Name])], 1f, s);
+            s.Section(ProfileSections.Optimizer);
+            return made;
+        }
+
+        double RunStep(bool profile, out GpuTimings timings)
+        {
+            using var s = device.BeginStream();
+            s.Profiling = profile;
+            s.Timestamp("start");
+            var made = Step(s);
+            s.Timestamp("end");
+            try
+            {
+                timings = s.Submit();
+                return timings.Milliseconds("start", "end");
+            }
+            finally
+            {
+                made.ForEach(m => m.Dispose());
+            }
+        }
+
+        var before = device.Memory.AllocatedBytes;
+        device.Memory.ResetPeak();
+        for (var i = 0; i < r.GetValue(Warmup); i++)
+        {
+            RunStep(false, out _);
+        }
+
+        var stepMemory = device.Memory.PeakAllocatedBytes - before;
+        var ms = Enumerable.Range(0, r.GetValue(Repeats)).Select(i => RunStep(false, out _)).Order().ToArray();
+        var median = ms.Length % 2 == 1 ? ms[ms.Length / 2] : (ms[ms.Length / 2 - 1] + ms[ms.Length / 2]) / 2;
+        var profiledMs = RunStep(true, out var profiled);
+
+        var paramCount = parameters.Sum(p => (long)p.Value.Length);
+        var tokens = (double)b * l;
+        // Matmul flops of a step: forward 2 and backward 4 per weight and token, projections and the tied head.
+        var projFlops = 6 * tokens * config.NLayer * ((double)mixer.DInProj * mixer.DModel + (double)mixer.DModel * mixer.DInner);
+        var headFlops = 6 * tokens * vocab * (double)mixer.DModel;
+        Console.WriteLine($"device: {device.Name}; LM {config.NLayer} x d_model {mixer.DModel} ({(mixer.Causal ? "causal" : "bidirectional")}, d_state {mixer.DState}, headdim {mixer.HeadDim}, chunk {mixer.ChunkSize}), vocab {vocab}, {paramCount / 1e6:F1}M parameters; batch {b} x {l}; fp32");
+        var table = new Table().AddColumns("step median ms", "min ms", "max ms", "tokens/s", "memory per step");
+        table.AddRow($"{median:F2}", $"{ms[0]:F2}", $"{ms[^1]:F2}", $"{tokens / median * 1e3:F0}", $"{stepMemory / 1048576.0:F0} MiB");
+        AnsiConsole.Write(table);
+
+        var sections = profiled.Sections();
+        var split = new Table().AddColumns("section", "ms", "% of step", "GFLOP/s");
+        foreach (var (name, t) in sections.Where(q => q.Name != "end"))
+        {
+            var flops = name switch { ProfileSections.Projections => projFlops, ProfileSections.LmHead => headFlops, _ => 0 };
+            split.AddRow(name, $"{t:F2}", $"{100 * t / profiledMs:F1}", flops > 0 ? $"{flops / t / 1e6:F1}" : "");
+        }
+
+        double Sum(params string[] names) => sections.Where(q => names.Contains(q.Name)).Sum(q => q.Milliseconds);
+        var proj = Sum(ProfileSections.Projections, ProfileSections.LmHead);
+        var ssd = Sum(ProfileSections.Ssd);
+        Console.WriteLine($"split (one profiled step, {profiledMs:F2} ms with a barrier at each section mark): projections + head {proj:F2} ms ({100 * proj / profiledMs:F1}%), SSD {ssd:F2} ms ({100 * ssd / profiledMs:F1}%), rest {profiledMs - proj - ssd:F2} ms ({100 * (profiledMs - proj - ssd) / profiledMs:F1}%)");
+        AnsiConsole.Write(split);
+        return 0;
+    }
+}
