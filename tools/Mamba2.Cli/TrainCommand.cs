@@ -79,9 +79,9 @@ internal static class TrainCommand
 
     private static TrainingTask MakeTask(TrainSettings s) => s.Task switch
     {
-        "selective-copy" => new SelectiveCopyTask(s.SeqLen),
+        "selective-copy" => new SelectiveCopyTask(s.SeqLen, s.CopyTokens, s.TaskVocab),
         "associative-recall" => new AssociativeRecallTask(pairs: s.SeqLen / 4),
-        "reverse" => new ReverseTask(s.SeqLen),
+        "reverse" => new ReverseTask(s.SeqLen, s.TaskVocab),
         "text" => new TextTask(s.Data ?? throw new ArgumentException("--task text needs --data FILE."), s.SeqLen),
         _ => throw new ArgumentException($"--task must be selective-copy, associative-recall, reverse or text, got '{s.Task}'."),
     };

@@ -13,6 +13,12 @@ internal sealed record TrainSettings
 
     public string? Data { get; init; }
 
+    /// <summary>Selective copy: the data tokens to remember and copy back.</summary>
+    public int CopyTokens { get; init; } = 8;
+
+    /// <summary>Selective copy and reversal: the task's vocabulary (selective copy's includes noise and separator).</summary>
+    public int TaskVocab { get; init; } = 16;
+
     public int DModel { get; init; } = 64;
 
     public int NLayer { get; init; } = 2;

@@ -5,29 +5,43 @@ namespace Mamba2.Model.Training.Tasks;
 /// L - Tokens - 1 positions, then a separator, then the data tokens again; each position from the separator on
 /// must predict the next data token (so the answer is read back in order, next-token style).
 /// </summary>
-public sealed class SelectiveCopyTask(int seqLen = 64, int tokens = 8, int vocab = 16) : TrainingTask
+public sealed class SelectiveCopyTask : TrainingTask
 {
+    private readonly int _seqLen;
+    private readonly int _tokens;
+    private readonly int _vocab;
+
+    public SelectiveCopyTask(int seqLen = 64, int tokens = 8, int vocab = 16)
+    {
+        if (tokens < 1 || vocab < 3 || seqLen < 2 * tokens + 1)
+        {
+            throw new ArgumentException($"selective copy: needs tokens >= 1 (got {tokens}), vocab >= 3 (noise, separator and a data token; got {vocab}) and seqlen >= 2 tokens + 1 = {2 * tokens + 1} (got {seqLen}).");
+        }
+
+        (_seqLen, _tokens, _vocab) = (seqLen, tokens, vocab);
+    }
+
     public override string Name => "selective-copy";
 
-    public override int VocabSize => vocab;
+    public override int VocabSize => _vocab;
 
-    public override int SeqLen => seqLen;
+    public override int SeqLen => _seqLen;
 
-    private int Separator => vocab - 1;
+    private int Separator => _vocab - 1;
 
     protected override void Fill(Random rng, Span<int> inputs, Span<int> targets)
     {
-        var region = seqLen - tokens - 1;
-        var slots = Enumerable.Range(0, region).OrderBy(_ => rng.Next()).Take(tokens).Order().ToArray();
-        var data = new int[tokens];
-        for (var i = 0; i < tokens; i++)
+        var region = _seqLen - _tokens - 1;
+        var slots = Enumerable.Range(0, region).OrderBy(_ => rng.Next()).Take(_tokens).Order().ToArray();
+        var data = new int[_tokens];
+        for (var i = 0; i < _tokens; i++)
         {
-            data[i] = 1 + rng.Next(vocab - 2);   // 0 is noise, vocab - 1 the separator
+            data[i] = 1 + rng.Next(_vocab - 2);   // 0 is noise, the last id the separator
             inputs[slots[i]] = data[i];
         }
 
         inputs[region] = Separator;
-        for (var i = 0; i < tokens; i++)
+        for (var i = 0; i < _tokens; i++)
         {
             inputs[region + 1 + i] = data[i];
             targets[region + i] = data[i];   // at the separator: the first token; then each next one
@@ -72,26 +86,39 @@ public sealed class AssociativeRecallTask(int pairs = 8, int keys = 32, int valu
 /// Sequence reversal, position by position: the logits at position t must give the token at L - 1 - t. A causal
 /// model has not seen it for the first half; a bidirectional one has.
 /// </summary>
-public sealed class ReverseTask(int seqLen = 32, int vocab = 16) : TrainingTask
+public sealed class ReverseTask : TrainingTask
 {
+    private readonly int _seqLen;
+    private readonly int _vocab;
+
+    public ReverseTask(int seqLen = 32, int vocab = 16)
+    {
+        if (seqLen < 1 || vocab < 2)
+        {
+            throw new ArgumentException($"reversal: needs seqlen >= 1 (got {seqLen}) and vocab >= 2 (got {vocab}).");
+        }
+
+        (_seqLen, _vocab) = (seqLen, vocab);
+    }
+
     public override string Name => "reverse";
 
-    public override int VocabSize => vocab;
+    public override int VocabSize => _vocab;
 
-    public override int SeqLen => seqLen;
+    public override int SeqLen => _seqLen;
 
     public override bool NeedsBidirectional => true;
 
     protected override void Fill(Random rng, Span<int> inputs, Span<int> targets)
     {
-        for (var t = 0; t < seqLen; t++)
+        for (var t = 0; t < _seqLen; t++)
         {
-            inputs[t] = rng.Next(vocab);
+            inputs[t] = rng.Next(_vocab);
         }
 
-        for (var t = 0; t < seqLen; t++)
+        for (var t = 0; t < _seqLen; t++)
         {
-            targets[t] = inputs[seqLen - 1 - t];
+            targets[t] = inputs[_seqLen - 1 - t];
         }
     }
 }
