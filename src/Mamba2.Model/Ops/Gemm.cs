@@ -85,7 +85,7 @@ public static class Gemm
     /// <summary>
     /// The lanes kernel's tile: one subgroup's worth of rows, 4 or 3 columns per lane, whichever pads
     /// <paramref name="n"/> less (4 on a tie). On llvmpipe 4 (32 accumulators) measured best, 3 close behind,
-    /// 2 rows groups or 2 columns slower (docs/PERF.md).
+    /// 2 row groups or 2 columns per lane slower (docs/PERF.md).
     /// </summary>
     public static GemmTile LanesTile(GpuDevice device, int n)
     {
