@@ -8,32 +8,76 @@ namespace Mamba2.Model.Tests;
 
 public class GemmTests(GpuFixture gpu)
 {
-    public static TheoryData<int, int, int, bool, bool> Sizes => new()
-    {
-        { 1, 1, 1, false, false },
-        { 3, 5, 7, false, false },
-        { 17, 33, 65, true, false },
-        { 65, 17, 130, false, true },
-        { 129, 131, 37, true, true },
-        { 200, 257, 48, false, false },
-        { 64, 64, 16, false, false },
-    };
+    /// <summary>Every kernel variant: the shared-memory tiles (GPUs) and the lanes kernel (CPU drivers), in its 3- and 4-column forms.</summary>
+    private static readonly string[] AllVariants = ["small", "large", "lanes3", "lanes4"];
 
-    [Theory]
-    [MemberData(nameof(Sizes))]
-    public void MatchesFloat64ReferenceWithBothTiles(int m, int n, int k, bool ta, bool tb)
+    public static TheoryData<string> Variants => new(AllVariants);
+
+    public static TheoryData<string, int, int, int, bool, bool> Sizes
     {
-        foreach (var tile in new[] { Gemm.Small, Gemm.Large })
+        get
         {
-            Check(1, m, n, k, ta, tb, 1f, 0f, tile);
+            var data = new TheoryData<string, int, int, int, bool, bool>();
+            (int, int, int, bool, bool)[] sizes =
+            [
+                (1, 1, 1, false, false), (3, 5, 7, false, false), (17, 33, 65, true, false), (65, 17, 130, false, true),
+                (129, 131, 37, true, true), (200, 257, 48, false, false), (64, 64, 16, false, false), (7, 100, 1, true, true),
+                (257, 7, 33, false, true), (33, 1, 100, true, false),
+            ];
+            foreach (var variant in AllVariants)
+            {
+                foreach (var (m, n, k, ta, tb) in sizes)
+                {
+                    data.Add(variant, m, n, k, ta, tb);
+                }
+            }
+
+            return data;
         }
     }
 
-    [Fact]
-    public void AlphaBetaAccumulateIntoC() => Check(1, 45, 23, 31, false, true, -0.5f, 0.75f, null);
+    [Theory]
+    [MemberData(nameof(Sizes))]
+    public void MatchesFloat64Reference(string variant, int m, int n, int k, bool ta, bool tb) =>
+        Check(1, m, n, k, ta, tb, 1f, 0f, Tile(variant));
+
+    [Theory]
+    [MemberData(nameof(Variants))]
+    public void AlphaBetaAccumulateIntoC(string variant) => Check(1, 45, 23, 31, false, true, -0.5f, 0.75f, Tile(variant));
+
+    [Theory]
+    [MemberData(nameof(Variants))]
+    public void Batched(string variant) => Check(3, 19, 70, 29, true, false, 1.25f, 1f, Tile(variant));
+
+    [Theory]
+    [MemberData(nameof(Variants))]
+    public void SameInputsSameBits(string variant)
+    {
+        var device = gpu.Device;
+        var rng = new Random(TestMath.NewSeed());
+        using var a = Tensor.FromArray(device, "a", TestMath.RandomArray(rng, 70 * 90), 70, 90);
+        using var b = Tensor.FromArray(device, "b", TestMath.RandomArray(rng, 90 * 50), 90, 50);
+        using var c = Tensor.Empty(device, "c", 70, 50);
+        Poison.Fill(c);
+        Gemm.Run(a, b, c, tile: Tile(variant));
+        var first = c.ToArray();
+        Poison.Fill(c);
+        Gemm.Run(a, b, c, tile: Tile(variant));
+        Assert.Equal(first, c.ToArray());
+    }
 
     [Fact]
-    public void Batched() => Check(3, 19, 70, 29, true, false, 1.25f, 1f, null);
+    public void CpuDevicesChooseTheLanesKernel()
+    {
+        if (Environment.GetEnvironmentVariable(Gemm.KernelVariable) is { Length: > 0 })
+        {
+            return;
+        }
+
+        var expected = gpu.Device.Info.IsCpu ? GemmKernel.Lanes : GemmKernel.Shared;
+        Assert.Equal(expected, Gemm.ChooseTile(gpu.Device, 2048, 296).Kernel);
+        Assert.Equal(expected, Gemm.ChooseTile(gpu.Device, 7, 1).Kernel);
+    }
 
     [Fact]
     public void ShapeErrorsNameTheArgument()
@@ -52,6 +96,20 @@ public class GemmTests(GpuFixture gpu)
         using var v = Tensor.Empty(device, "v", 5);
         Assert.Equal("a", Assert.Throws<ArgumentException>(() => Gemm.Run(v, b2, c)).ParamName);
         Assert.Throws<ArgumentException>(() => Gemm.Run(a, b2, c, tile: new GemmTile(128, 128, 64, 2, 2)));
+        Assert.Throws<ArgumentException>(() => Gemm.Run(a, b2, c, tile: GemmTile.Lanes(gpu.Device.Capabilities.SubgroupSize + 1, 32)));
+    }
+
+    private GemmTile Tile(string variant)
+    {
+        var w = gpu.Device.Capabilities.SubgroupSize;
+        return variant switch
+        {
+            "small" => Gemm.Small,
+            "large" => Gemm.Large,
+            "lanes3" => GemmTile.Lanes(w, 3 * w),
+            "lanes4" => GemmTile.Lanes(w, 4 * w),
+            _ => throw new ArgumentOutOfRangeException(nameof(variant)),
+        };
     }
 
     private void Check(int batch, int m, int n, int k, bool ta, bool tb, float alpha, float beta, GemmTile? tile)

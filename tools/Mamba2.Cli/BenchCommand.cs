@@ -20,7 +20,7 @@ internal static class BenchCommand
     private static readonly Option<bool> TransB = new("--trans-b") { Description = "Use B transposed (B stored N x K)" };
     private static readonly Option<string> Tile = new("--tile")
     {
-        Description = "Tile: auto, large (128x128, 8x8 per thread), small (64x64, 4x4) or BMxBNxBK/TMxTN",
+        Description = "Tile: auto, large (128x128, 8x8 per thread), small (64x64, 4x4), BMxBNxBK/TMxTN (shared-memory kernel), lanes (the CPU kernel's default) or lanes:BMxBN",
         DefaultValueFactory = _ => "auto",
     };
 
@@ -46,16 +46,18 @@ internal static class BenchCommand
             return 2;
         }
 
-        GemmTile? tile = result.GetValue(Tile) switch
-        {
-            "auto" => null,
-            "large" => Gemm.Large,
-            "small" => Gemm.Small,
-            var t => ParseTile(t!),
-        };
         var ta = result.GetValue(TransA);
         var tb = result.GetValue(TransB);
         using var device = CommonOptions.Open(result);
+        var tileText = result.GetValue(Tile)!;
+        GemmTile? fixedTile = tileText switch
+        {
+            "auto" or "lanes" => null,
+            "large" => Gemm.Large,
+            "small" => Gemm.Small,
+            var t => ParseTile(t),
+        };
+        GemmTile Choose(int m, int n) => fixedTile ?? (tileText == "lanes" ? Gemm.LanesTile(device, n) : Gemm.ChooseTile(device, m, n));
         Console.WriteLine($"device: {device.Name} ({device.Info.DriverName}), fp32 GEMM, {warmup} warm-up + {repeats} timed runs");
         var table = new Table().AddColumns("M", "N", "K", "tile", "median ms", "min ms", "max ms", "GFLOP/s", "GB/s");
         var rng = new Random();
@@ -64,7 +66,7 @@ internal static class BenchCommand
             using var a = Tensor.FromArray(device, "A", BenchInputs.Uniform(rng, (long)m * k, -1, 1), ta ? [k, m] : [m, k]);
             using var b = Tensor.FromArray(device, "B", BenchInputs.Uniform(rng, (long)k * n, -1, 1), tb ? [n, k] : [k, n]);
             using var c = Tensor.Empty(device, "C", m, n);
-            var chosen = tile ?? Gemm.ChooseTile(device, m, n);
+            var chosen = Choose(m, n);
             var stats = GpuTiming.Measure(device, s => Gemm.Run(a, b, c, ta, tb, stream: s, tile: chosen), warmup, repeats);
             var flops = 2.0 * m * n * k;
             var bytes = 4.0 * ((double)m * k + (double)k * n + (double)m * n);
@@ -95,10 +97,21 @@ internal static class BenchCommand
 
     private static GemmTile ParseTile(string text)
     {
+        if (text.StartsWith("lanes:", StringComparison.Ordinal))
+        {
+            var d = text["lanes:".Length..].Split('x');
+            if (d.Length != 2 || !d.All(p => uint.TryParse(p, out _)))
+            {
+                throw new ArgumentException($"--tile lanes:BMxBN expected, got '{text}'");
+            }
+
+            return GemmTile.Lanes(uint.Parse(d[0]), uint.Parse(d[1]));
+        }
+
         var parts = text.Split('/', 'x');
         if (parts.Length != 5 || !parts.All(p => uint.TryParse(p, out _)))
         {
-            throw new ArgumentException($"--tile must be auto, large, small or BMxBNxBK/TMxTN, got '{text}'");
+            throw new ArgumentException($"--tile must be auto, large, small, lanes, lanes:BMxBN or BMxBNxBK/TMxTN, got '{text}'");
         }
 
         var v = parts.Select(uint.Parse).ToArray();

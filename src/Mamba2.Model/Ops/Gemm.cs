@@ -4,16 +4,6 @@ using Mamba2.Vulkan;
 
 namespace Mamba2.Model.Ops;
 
-/// <summary>Tile configuration of nn/gemm.comp; chosen per device and problem by <see cref="Gemm.ChooseTile"/>.</summary>
-public readonly record struct GemmTile(uint BM, uint BN, uint BK, uint TM, uint TN)
-{
-    public uint Threads => BM / TM * (BN / TN);
-
-    public uint SharedBytes => BK * (BM + 4 + BN + 4) * sizeof(float);
-
-    public override string ToString() => $"{BM}x{BN}x{BK}/{TM}x{TN}";
-}
-
 /// <summary>
 /// C = alpha * op(A) op(B) + beta * C in fp32, row-major, optionally batched (rank-3 tensors, batch first).
 /// op(X) is X or its transpose. Used for projections and their input and weight gradients.
@@ -22,6 +12,9 @@ public static class Gemm
 {
     public static readonly GemmTile Large = new(128, 128, 16, 8, 8);
     public static readonly GemmTile Small = new(64, 64, 16, 4, 4);
+
+    /// <summary>Environment variable that overrides the kernel chosen per device: <c>shared</c> or <c>lanes</c>.</summary>
+    public const string KernelVariable = "MAMBA2_GEMM_KERNEL";
 
     [StructLayout(LayoutKind.Sequential)]
     private readonly record struct Push(
@@ -53,7 +46,10 @@ public static class Gemm
         var device = a.Device;
         var t = tile ?? ChooseTile(device, m, n);
         ValidateTile(device, t);
-        var kernel = device.GetKernel(Shaders.Gemm, [t.Threads, t.BM, t.BN, t.BK, t.TM, t.TN, transposeA ? 1u : 0u, transposeB ? 1u : 0u]);
+        var w = device.Capabilities.SubgroupSize;
+        var kernel = t.Kernel == GemmKernel.Shared
+            ? device.GetKernel(Shaders.Gemm, [t.Threads, t.BM, t.BN, t.BK, t.TM, t.TN, transposeA ? 1u : 0u, transposeB ? 1u : 0u])
+            : device.GetKernel(Shaders.GemmLanes, [w, t.BM / w, t.BN / w, transposeA ? 1u : 0u, transposeB ? 1u : 0u]);
         var max = device.Capabilities.MaxWorkgroupCount;
         var tiles = (long)((m + t.BM - 1) / t.BM) * ((n + t.BN - 1) / t.BN);
         var groups = ((uint)Math.Min(tiles, max.X), (uint)Math.Min((tiles + max.X - 1) / max.X, max.Y), (uint)Math.Min(batch, max.Z));
@@ -63,17 +59,56 @@ public static class Gemm
         Shaders.RunIn(device, stream, s => s.Dispatch(kernel, groups, push, a.Buffer, b.Buffer, c.Buffer));
     }
 
-    /// <summary>The large tile where the problem fills it and the device's shared memory and invocation limits allow, else the small one.</summary>
+    /// <summary>
+    /// On CPU devices the lanes kernel; on others the large shared tile where the problem fills it and the device's
+    /// shared memory and invocation limits allow, else the small one. <see cref="KernelVariable"/> overrides the kernel.
+    /// </summary>
     public static GemmTile ChooseTile(GpuDevice device, int m, int n)
     {
+        var lanes = Environment.GetEnvironmentVariable(KernelVariable) switch
+        {
+            null or "" => device.Info.IsCpu,
+            "lanes" => true,
+            "shared" => false,
+            var v => throw new ArgumentException($"{KernelVariable}={v}: expected shared or lanes."),
+        };
+        if (lanes)
+        {
+            return LanesTile(device, n);
+        }
+
         var caps = device.Capabilities;
         var fits = Large.SharedBytes <= caps.MaxSharedMemoryBytes && Large.Threads <= caps.MaxWorkgroupInvocations;
         return fits && m >= Large.BM && n >= Large.BN ? Large : Small;
     }
 
+    /// <summary>
+    /// The lanes kernel's tile: one subgroup's worth of rows, 4 or 3 columns per lane, whichever pads
+    /// <paramref name="n"/> less (4 on a tie). On llvmpipe 4 (32 accumulators) measured best, 3 close behind,
+    /// 2 row groups or 2 columns per lane slower (docs/PERF.md).
+    /// </summary>
+    public static GemmTile LanesTile(GpuDevice device, int n)
+    {
+        var w = device.Capabilities.SubgroupSize;
+        long Padded(uint perLane) => (n + perLane * w - 1) / (perLane * w) * perLane * w;
+        var cols = Padded(3) < Padded(4) ? 3u : 4u;
+        return GemmTile.Lanes(w, cols * w);
+    }
+
     private static void ValidateTile(GpuDevice device, GemmTile t)
     {
         var caps = device.Capabilities;
+        if (t.Kernel == GemmKernel.Lanes)
+        {
+            var w = caps.SubgroupSize;
+            if (t.BM == 0 || t.BN == 0 || t.BM % w != 0 || t.BN % w != 0 || w > Math.Min(caps.MaxWorkgroupInvocations, caps.MaxWorkgroupSize.X))
+            {
+                throw new ArgumentException($"Gemm tile {t}: BM and BN must be nonzero multiples of {device.Name}'s subgroup size {w}.", "tile");
+            }
+
+            return;
+        }
+
         if (t.BM % t.TM != 0 || t.BN % t.TN != 0 || t.BM % 4 != 0)
         {
             throw new ArgumentException($"Gemm tile {t}: BM must divide by TM and 4, BN by TN.", "tile");

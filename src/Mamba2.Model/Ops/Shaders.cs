@@ -17,6 +17,9 @@ internal static class Shaders
     public static readonly KernelSource Gemm =
         Source("nn/gemm", 48, BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite);
 
+    public static readonly KernelSource GemmLanes =
+        Source("nn/gemm_lanes", 48, BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite);
+
     public static readonly KernelSource ChunkCumsum = Source("ssd/chunk_cumsum", 32,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write, BufferAccess.Write);
 
