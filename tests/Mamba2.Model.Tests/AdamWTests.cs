@@ -44,8 +44,8 @@ public class AdamWTests(GpuFixture gpu)
     {
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
-        int[][] shapes = [[7, 5], [13], [3, 2, 4]];
-        bool[] decay = [true, false, true];
+        int[][] shapes = [[7, 5], [13], [3, 2, 4], [1500, 3]];   // the last: several elements per partial of the norm
+        bool[] decay = [true, false, true, true];
         var init = shapes.Select(s => TestMath.Uniform(rng, s.Aggregate(1, (a, b) => a * b), -1, 1)).ToList();
         var tensors = shapes.Select((s, i) => Tensor.FromArray(Device, $"p{i}", init[i], s)).ToList();
         try

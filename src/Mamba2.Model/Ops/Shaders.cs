@@ -96,6 +96,8 @@ internal static class Shaders
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
         BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.Write);
 
+    public static readonly KernelSource SumSquares = Source("nn/sum_squares", 8, BufferAccess.Read, BufferAccess.Write);
+
     public static readonly KernelSource ReduceSum = Source("nn/reduce_sum", 20,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
 
@@ -144,7 +146,7 @@ internal static class Shaders
             return Math.Min(max, forced);
         }
 
-        if (device.Info.Type == Silk.NET.Vulkan.PhysicalDeviceType.Cpu)
+        if (device.Info.IsCpu)
         {
             return Math.Min(max, System.Numerics.BitOperations.RoundUpToPowerOf2(Math.Max(1u, device.Capabilities.SubgroupSize)));
         }

@@ -22,8 +22,8 @@ public sealed class AdamW : IDisposable
     [StructLayout(LayoutKind.Sequential)]
     private readonly record struct NormPush(uint Count, uint Stride, float MaxNorm);
 
-    /// <summary>Elements per first-level block of a gradient's sum of squares.</summary>
-    private const int NormBlock = 4096;
+    [StructLayout(LayoutKind.Sequential)]
+    private readonly record struct SumPush(uint N, uint Parts);
 
     private readonly GpuDevice _device;
     private readonly List<(OptimizerParameter Param, Tensor M, Tensor V)> _state = [];
@@ -147,14 +147,21 @@ public sealed class AdamW : IDisposable
     /// <summary>The total gradient norm of the last clipped step (before clipping). Reads the device.</summary>
     public float LastGradNorm() => _clip.ToArray()[0];
 
+    /// <summary>
+    /// Coalesced partial sums (neighbouring invocations read neighbouring floats), then one workgroup's tree: a
+    /// contiguous block per invocation, as before, made the norm 9% of an H100 training step (docs/PERF.md).
+    /// </summary>
     private void SumOfSquares(CommandStream st, Tensor g, BufferBinding destination)
     {
         Shaders.EnsureBindable("AdamW", g);
         var n = (uint)g.Length;
-        var blocks = (n + NormBlock - 1) / NormBlock;
-        var partial = st.Own(Tensor.Empty(_device, "grad_sq_part", (int)blocks));
-        Reductions.Blocks(st, g.Buffer, partial.Buffer, 1, n, 1, 1, NormBlock, g.Buffer);
-        Reductions.Sum(st, partial.Buffer, destination, blocks, 1);
+        var local = Shaders.PowerOfTwoLocal(_device);
+        // Enough partials to fill a GPU; on a CPU driver few, so that the final tree is short.
+        var parts = Math.Min(n, _device.Info.IsCpu ? 1024u : 65536u);
+        var partial = st.Own(Tensor.Empty(_device, "grad_sq_part", (int)parts));
+        st.Dispatch(_device.GetKernel(Shaders.SumSquares, [local, 0]), (Shaders.Groups1D(_device, parts, local), 1, 1), new SumPush(n, parts),
+            g.Buffer, partial.Buffer);
+        st.Dispatch(_device.GetKernel(Shaders.SumSquares, [local, 1]), (1, 1, 1), new SumPush(n, parts), partial.Buffer, destination);
     }
 
     public void Dispose()
