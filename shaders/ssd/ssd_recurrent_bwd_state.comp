@@ -97,6 +97,8 @@ void main() {
                     const uint s0 = sb * K;
                     // The sub-chunk's states, forward; V on the way.
                     float Hs[K * PB];
+                    // This pass's lane-shared x and g and each step's C, kept for the backward pass (registers: K is unrolled).
+                    float xs[K * SHARED_COUNT(PB)], gs[K * SHARED_COUNT(PB)], cs_n[K];
                     [[unroll]] for (uint i = 0; i < PB; ++i) {
                         S[i] = ck[sb * PB + i];
                     }
@@ -111,6 +113,11 @@ void main() {
                             float x_l[SHARED_COUNT(PB)], g_l[SHARED_COUNT(PB)];
                             SHARED_LOAD(x_l, x, xo, rows);
                             SHARED_LOAD(g_l, g, xo, rows);
+                            [[unroll]] for (uint s = 0; s < SHARED_COUNT(PB); ++s) {
+                                xs[kk * SHARED_COUNT(PB) + s] = x_l[s];
+                                gs[kk * SHARED_COUNT(PB) + s] = g_l[s];
+                            }
+                            cs_n[kk] = C[(tok * p.ngroups + grp) * p.dstate + n];
                             float v = 0.0;
                             [[unroll]] for (uint i = 0; i < PB; ++i) {
                                 const float xi = SG != 0u ? SHARED_GET(x_l, i) : i < rows ? x[xo + i] : 0.0;
@@ -132,11 +139,13 @@ void main() {
                         if (k < span.len) {
                             const uint tok = b * p.seqlen + span_pos(span, k);
                             const float decay = step_decay(dt_out[cs + k] * a);
-                            const float cn = C[(tok * p.ngroups + grp) * p.dstate + n];
+                            const float cn = cs_n[kk];
                             const uint xo = (tok * p.nheads + head) * p.headdim + p0;
                             float x_l[SHARED_COUNT(PB)], g_l[SHARED_COUNT(PB)];
-                            SHARED_LOAD(x_l, x, xo, rows);
-                            SHARED_LOAD(g_l, g, xo, rows);
+                            [[unroll]] for (uint s = 0; s < SHARED_COUNT(PB); ++s) {
+                                x_l[s] = xs[kk * SHARED_COUNT(PB) + s];
+                                g_l[s] = gs[kk * SHARED_COUNT(PB) + s];
+                            }
                             float uu = 0.0;
                             float rr = 0.0;
                             [[unroll]] for (uint i = 0; i < PB; ++i) {
