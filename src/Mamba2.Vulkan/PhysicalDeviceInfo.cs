@@ -28,7 +28,7 @@ public sealed unsafe record PhysicalDeviceInfo
     /// <summary>What the device supports (all of it is enabled when the device is opened).</summary>
     public required DeviceCapabilities Capabilities { get; init; }
 
-    /// <summary>A CPU implementation (lavapipe): some kernels have variants shaped for its SIMD lanes.</summary>
+    /// <summary>A CPU implementation (lavapipe, SwiftShader): kernels built for GPUs may want another form there.</summary>
     public bool IsCpu => Type == PhysicalDeviceType.Cpu;
 
     public string TypeName => Type switch

@@ -17,9 +17,9 @@ public class SsdBackwardTests(GpuFixture gpu)
          dFinal ? TestMath.Uniform(rng, (long)c.Batch * c.Heads * c.HeadDim * c.DState, -1, 1) : null);
 
     /// <summary>Runs forward and backward on the device (gradients poisoned first) and returns them by input name.</summary>
-    private Dictionary<string, float[]> RunBackward(SsdCase c, float[] dy, float[]? dFinal)
+    private Dictionary<string, float[]> RunBackward(SsdCase c, SsdPath path, float[] dy, float[]? dFinal)
     {
-        using var inputs = new SsdDeviceInputs(Device, c);
+        using var inputs = new SsdDeviceInputs(Device, c, path);
         using var dyT = Tensor.FromArray(Device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
         using var dFinalT = dFinal is null ? null : Tensor.FromArray(Device, "dfinal_states", dFinal, c.Batch, c.Heads, c.HeadDim, c.DState);
         using var saved = inputs.Forward();
@@ -31,10 +31,11 @@ public class SsdBackwardTests(GpuFixture gpu)
         return grads.Named().ToDictionary(g => g.Input, g => g.Gradient.ToArray());
     }
 
-    private void Check(SsdCase c, bool dFinal, int seed, string what)
+    private void Check(SsdCase c, SsdPath path, bool dFinal, int seed, string what)
     {
+        what = $"{what} ({path})";
         var (dy, df) = Upstream(new Random(seed + 1), c, dFinal);
-        var actual = RunBackward(c, dy, df);
+        var actual = RunBackward(c, path, dy, df);
         var expected = SsdReferenceBackward.Gradients(c, Widen(dy), df is null ? null : Widen(df));
         var names = expected.Named().Select(e => e.Name).ToList();
         Assert.Equal(names, actual.Keys);
@@ -46,14 +47,23 @@ public class SsdBackwardTests(GpuFixture gpu)
 
     private static double[] Widen(float[] a) => Array.ConvertAll(a, v => (double)v);
 
-    public static TheoryData<string> Cases => new()
+    public static TheoryData<string, SsdPath> Cases()
     {
-        "all-options", "plain", "odd-sizes", "one-past-chunk", "head-splits", "many-groups", "clamped-no-softplus", "wide", "strong-decay", "shorter-than-chunk",
-    };
+        var data = new TheoryData<string, SsdPath>();
+        foreach (var name in new[] { "all-options", "plain", "odd-sizes", "one-past-chunk", "head-splits", "many-groups", "clamped-no-softplus", "wide", "strong-decay", "shorter-than-chunk", "awkward", "state-blocks" })
+        {
+            foreach (var path in SsdForwardTests.Paths)
+            {
+                data.Add(name, path);
+            }
+        }
+
+        return data;
+    }
 
     [Theory]
     [MemberData(nameof(Cases))]
-    public void MatchesTheAdjointOfTheRecurrence(string name)
+    public void MatchesTheAdjointOfTheRecurrence(string name, SsdPath path)
     {
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
@@ -73,10 +83,14 @@ public class SsdBackwardTests(GpuFixture gpu)
             // Cumsums in the hundreds within a chunk: the differences the kernels exponentiate must stay exact.
             "strong-decay" => (SsdCases.Make(rng, 1, 700, 2, 8, 1, 8, 256, d: true, init: true, decay: 8), true),
             "shorter-than-chunk" => (SsdCases.Make(rng, 2, 5, 2, 8, 1, 8, 64, d: true, dPerP: true, z: true, init: true), true),
+            // Odd L not a multiple of the chunk, p and n neither powers of two nor multiples of 8, g > 1.
+            "awkward" => (SsdCases.Make(rng, 2, 45, 6, 7, 3, 13, 16, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true), true),
+            // p and n past one register block of the recurrent kernels (two of each, uneven), a chunk that is not a square.
+            "state-blocks" => (SsdCases.Make(rng, 1, 61, 2, 20, 1, 40, 48, d: true, z: true, init: true, softplus: true, bias: true), true),
             _ => throw new ArgumentException(name),
         };
 
-        Check(c, dFinal, seed, $"{name} seed {seed}");
+        Check(c, path, dFinal, seed, $"{name} seed {seed}");
     }
 
     [Theory]
@@ -87,7 +101,7 @@ public class SsdBackwardTests(GpuFixture gpu)
         var seed = TestMath.NewSeed();
         var c = SsdCases.Make(new Random(seed), 1, 90, 4, 40, 1, 24, 64, d: true, z: true, init: true, softplus: true, bias: true);
         using var tiles = new EnvironmentScope("MAMBA2_SSD_SCAN_TILE", tile);
-        Check(c, true, seed, $"tile {tile} seed {seed}");
+        Check(c, SsdPath.Tiled, true, seed, $"tile {tile} seed {seed}");
     }
 
     /// <summary>dB/dC tiles the default takes only on other devices: narrow row, d_state and source tiles, head splits.</summary>
@@ -100,18 +114,20 @@ public class SsdBackwardTests(GpuFixture gpu)
         var seed = TestMath.NewSeed();
         var c = SsdCases.Make(new Random(seed), 1, 90, 8, 20, 2, 40, 64, d: true, z: true, init: true, softplus: true, bias: true);
         using var tiles = new EnvironmentScope("MAMBA2_SSD_DBC_TILE", tile);
-        Check(c, true, seed, $"dbc tile {tile} seed {seed}");
+        Check(c, SsdPath.Tiled, true, seed, $"dbc tile {tile} seed {seed}");
     }
 
-    [Fact]
-    public void BatchesLargerThanOneBindingAreSplit()
+    [Theory]
+    [InlineData(SsdPath.Tiled)]
+    [InlineData(SsdPath.Recurrent)]
+    public void BatchesLargerThanOneBindingAreSplit(SsdPath path)
     {
         var seed = TestMath.NewSeed();
         var c = SsdCases.Make(new Random(seed), 9, 45, 3, 8, 1, 8, 16, d: true, z: true, init: true, softplus: true, bias: true);
         SsdOp.MaxBindingBytesForTests = 5 * 4320;
         try
         {
-            Check(c, true, seed, $"batch pieces seed {seed}");
+            Check(c, path, true, seed, $"batch pieces seed {seed}");
         }
         finally
         {
@@ -119,15 +135,17 @@ public class SsdBackwardTests(GpuFixture gpu)
         }
     }
 
-    [Fact]
-    public void GradientsAreDeterministic()
+    [Theory]
+    [InlineData(SsdPath.Tiled)]
+    [InlineData(SsdPath.Recurrent)]
+    public void GradientsAreDeterministic(SsdPath path)
     {
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
         var c = SsdCases.Make(rng, 2, 70, 8, 16, 2, 16, 32, d: true, z: true, bias: true, softplus: true, init: true);
         var (dy, df) = Upstream(rng, c, true);
-        var first = RunBackward(c, dy, df);
-        var second = RunBackward(c, dy, df);
+        var first = RunBackward(c, path, dy, df);
+        var second = RunBackward(c, path, dy, df);
         foreach (var (name, values) in first)
         {
             Assert.True(values.AsSpan().SequenceEqual(second[name]), $"grad_{name} differs between two identical runs (seed {seed})");

@@ -14,16 +14,22 @@ public class SsdBidirectionalTests(GpuFixture gpu)
 
     private static double[] Widen(float[] a) => Array.ConvertAll(a, v => (double)v);
 
-    /// <summary>Every case in both forms, through the fused pass and through the naive composition.</summary>
-    public static TheoryData<string, SsdDirection, bool> Cases()
+    /// <summary>
+    /// Every case in both forms, through the fused pass and through the naive composition, with the causal scans
+    /// (the composed forward, every backward) on each path.
+    /// </summary>
+    public static TheoryData<string, SsdDirection, bool, SsdPath> Cases()
     {
-        var data = new TheoryData<string, SsdDirection, bool>();
+        var data = new TheoryData<string, SsdDirection, bool, SsdPath>();
         foreach (var direction in new[] { SsdDirection.BidirectionalSum, SsdDirection.BidirectionalShift })
         {
             foreach (var name in new[] { "all-options", "plain", "per-token-D", "reverse-tensors", "one-chunk", "head-blocks" })
             {
-                data.Add(name, direction, true);
-                data.Add(name, direction, false);
+                foreach (var path in SsdForwardTests.Paths)
+                {
+                    data.Add(name, direction, true, path);
+                    data.Add(name, direction, false, path);
+                }
             }
         }
 
@@ -45,16 +51,16 @@ public class SsdBidirectionalTests(GpuFixture gpu)
 
     [Theory]
     [MemberData(nameof(Cases))]
-    public void ForwardAndGradientsMatchTheNaiveComposition(string name, SsdDirection direction, bool fused)
+    public void ForwardAndGradientsMatchTheNaiveComposition(string name, SsdDirection direction, bool fused, SsdPath path)
     {
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
         var c = MakeCase(name, direction, rng);
-        var what = $"{name} {direction} {(fused ? "fused" : "composed")} seed {seed}";
+        var what = $"{name} {direction} {(fused ? "fused" : "composed")} ({path}) seed {seed}";
         var dy = TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1);
         var dFinal = TestMath.Uniform(rng, (long)c.Batch * c.Heads * c.HeadDim * c.DState, -1, 1);
 
-        using var inputs = new SsdDeviceInputs(Device, c);
+        using var inputs = new SsdDeviceInputs(Device, c, path);
         using var dyT = Tensor.FromArray(Device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
         using var dFinalT = Tensor.FromArray(Device, "dfinal_states", dFinal, c.Batch, c.Heads, c.HeadDim, c.DState);
         using var s = Device.BeginStream();
@@ -97,9 +103,10 @@ public class SsdBidirectionalTests(GpuFixture gpu)
 
     /// <summary>Batches split into slices that fit a (shrunken) binding limit, in both implementations.</summary>
     [Theory]
-    [InlineData(true)]
-    [InlineData(false)]
-    public void BatchesLargerThanOneBindingAreSplit(bool fused)
+    [InlineData(true, SsdPath.Tiled)]
+    [InlineData(false, SsdPath.Tiled)]
+    [InlineData(false, SsdPath.Recurrent)]
+    public void BatchesLargerThanOneBindingAreSplit(bool fused, SsdPath path)
     {
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
@@ -107,7 +114,7 @@ public class SsdBidirectionalTests(GpuFixture gpu)
         var c = SsdCases.Bidirectional(rng, SsdDirection.BidirectionalShift, 9, 45, 3, 8, 1, 8, 16, d: true, dPerToken: true, z: true,
             softplus: true, bias: true, reverseTensors: true);
         var dy = TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1);
-        using var inputs = new SsdDeviceInputs(Device, c);
+        using var inputs = new SsdDeviceInputs(Device, c, path);
         using var dyT = Tensor.FromArray(Device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
         var options = inputs.Options with { BidirectionalPath = fused ? SsdBidirectionalPath.Fused : SsdBidirectionalPath.Composed };
         SsdOp.MaxBindingBytesForTests = 5 * 4320;

@@ -5,12 +5,12 @@ using Mamba2.Vulkan;
 
 namespace Mamba2.Model.Tests;
 
-/// <summary>An <see cref="SsdCase"/> uploaded to the device, with the matching options.</summary>
+/// <summary>An <see cref="SsdCase"/> uploaded to the device, with the matching options (on the given path).</summary>
 public sealed class SsdDeviceInputs : IDisposable
 {
     private readonly List<Tensor> _all = [];
 
-    public SsdDeviceInputs(GpuDevice device, SsdCase c)
+    public SsdDeviceInputs(GpuDevice device, SsdCase c, SsdPath path = SsdPath.Auto)
     {
         Tensor Up(string name, float[] data, params int[] shape)
         {
@@ -27,6 +27,7 @@ public sealed class SsdDeviceInputs : IDisposable
         Options = new SsdOptions
         {
             ChunkSize = c.Chunk,
+            Path = path,
             D = c.D is null ? null : Up("D", c.D, c.DPerToken ? [c.Batch, c.SeqLen, c.Heads] : c.DPerHeadDim ? [c.Heads, c.HeadDim] : [c.Heads]),
             Z = c.Z is null ? null : Up("z", c.Z, c.Batch, c.SeqLen, c.Heads, c.HeadDim),
             DtBias = c.DtBias is null ? null : Up("dt_bias", c.DtBias, c.Heads),

@@ -11,9 +11,10 @@ public class SsdForwardTests(GpuFixture gpu)
 {
     private GpuDevice Device => gpu.Device;
 
-    private void Check(SsdCase c, string what)
+    private void Check(SsdCase c, SsdPath path, string what)
     {
-        using var inputs = new SsdDeviceInputs(Device, c);
+        what = $"{what} ({path})";
+        using var inputs = new SsdDeviceInputs(Device, c, path);
         using var s = Device.BeginStream();
         using var result = inputs.Forward(s);
         // Poison every output and intermediate: anything a kernel fails to write shows up as NaN.
@@ -30,14 +31,26 @@ public class SsdForwardTests(GpuFixture gpu)
         }
     }
 
-    public static TheoryData<string> Cases => new()
+    /// <summary>Both paths: the tiled one (GPUs) and the recurrent one (CPU drivers).</summary>
+    public static readonly SsdPath[] Paths = [SsdPath.Tiled, SsdPath.Recurrent];
+
+    public static TheoryData<string, SsdPath> Cases()
     {
-        "all-options", "plain", "shorter-than-chunk", "odd-chunk", "one-past-chunk", "wide", "many-groups", "head-blocks", "clamped-no-softplus",
-    };
+        var data = new TheoryData<string, SsdPath>();
+        foreach (var name in new[] { "all-options", "plain", "shorter-than-chunk", "odd-chunk", "one-past-chunk", "wide", "many-groups", "head-blocks", "clamped-no-softplus", "awkward", "state-blocks" })
+        {
+            foreach (var path in Paths)
+            {
+                data.Add(name, path);
+            }
+        }
+
+        return data;
+    }
 
     [Theory]
     [MemberData(nameof(Cases))]
-    public void MatchesTheSequentialRecurrence(string name)
+    public void MatchesTheSequentialRecurrence(string name, SsdPath path)
     {
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
@@ -52,10 +65,14 @@ public class SsdForwardTests(GpuFixture gpu)
             "many-groups" => SsdCases.Make(rng, 3, 50, 6, 16, 3, 24, 16, d: true, dPerP: true, softplus: true, dtMax: 0.2f),
             "head-blocks" => SsdCases.Make(rng, 1, 130, 8, 32, 2, 32, 64, d: true, z: true, init: true, softplus: true, bias: true),
             "clamped-no-softplus" => SsdCases.Make(rng, 1, 64, 2, 16, 1, 16, 32, dtMin: 0.1f, dtMax: 0.2f, negativeDt: true),
+            // Odd L not a multiple of the chunk, p and n neither powers of two nor multiples of 8, g > 1.
+            "awkward" => SsdCases.Make(rng, 2, 45, 6, 7, 3, 13, 16, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true),
+            // p and n past one register block of the recurrent kernels (two of each, uneven).
+            "state-blocks" => SsdCases.Make(rng, 1, 37, 2, 20, 1, 40, 16, d: true, z: true, init: true, softplus: true),
             _ => throw new ArgumentException(name),
         };
 
-        Check(c, $"{name} seed {seed}");
+        Check(c, path, $"{name} seed {seed}");
     }
 
     /// <summary>Tiles the default choice only takes on some devices or shapes: several heads per workgroup, narrow tiles.</summary>
@@ -68,11 +85,13 @@ public class SsdForwardTests(GpuFixture gpu)
         var seed = TestMath.NewSeed();
         var c = SsdCases.Make(new Random(seed), 2, 130, 8, 32, 1, 40, 64, d: true, z: true, init: true, softplus: true, bias: true);
         using var tiles = new EnvironmentScope("MAMBA2_SSD_SCAN_TILE", tile);
-        Check(c, $"tile {tile} seed {seed}");
+        Check(c, SsdPath.Tiled, $"tile {tile} seed {seed}");
     }
 
-    [Fact]
-    public void BatchesLargerThanOneBindingAreSplitAtAlignedOffsets()
+    [Theory]
+    [InlineData(SsdPath.Tiled)]
+    [InlineData(SsdPath.Recurrent)]
+    public void BatchesLargerThanOneBindingAreSplitAtAlignedOffsets(SsdPath path)
     {
         var seed = TestMath.NewSeed();
         // x holds 4320 bytes per batch element, dt 540 (so aligned slices start every 4 elements on a 16-byte
@@ -81,7 +100,7 @@ public class SsdForwardTests(GpuFixture gpu)
         SsdOp.MaxBindingBytesForTests = 5 * 4320;
         try
         {
-            Check(c, $"batch pieces seed {seed}");
+            Check(c, path, $"batch pieces seed {seed}");
             SsdOp.MaxBindingBytesForTests = 4320;
             using var x = Tensor.FromArray(Device, "x", c.X, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
             using var dt = Tensor.FromArray(Device, "dt", c.Dt, c.Batch, c.SeqLen, c.Heads);
@@ -97,13 +116,15 @@ public class SsdForwardTests(GpuFixture gpu)
     }
 
     [Theory]
-    [InlineData(8.0)]
-    [InlineData(1e-4)]
-    public void LongSequencesNeitherOverflowNorUnderflow(double decay)
+    [InlineData(8.0, SsdPath.Tiled)]
+    [InlineData(1e-4, SsdPath.Tiled)]
+    [InlineData(8.0, SsdPath.Recurrent)]
+    [InlineData(1e-4, SsdPath.Recurrent)]
+    public void LongSequencesNeitherOverflowNorUnderflow(double decay, SsdPath path)
     {
         var seed = TestMath.NewSeed();
         var c = SsdCases.Make(new Random(seed), 1, 4096, 2, 8, 1, 8, 256, d: true, init: true, decay: decay);
-        Check(c, $"L=4096 decay scale {decay} seed {seed}");
+        Check(c, path, $"L=4096 decay scale {decay} seed {seed}");
     }
 
     [Fact]

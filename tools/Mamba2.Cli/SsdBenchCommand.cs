@@ -101,7 +101,7 @@ internal static class SsdBenchCommand
         var table = new Table().AddColumns("shape", "median ms", "min ms", "max ms", "GB/s", "TFLOP/s", "memory per call");
         table.AddRow($"b{b} L{l} h{h} p{p} g{g} n{n} Q{q}", $"{stats.MedianMs:F4}", $"{stats.MinMs:F4}", $"{stats.MaxMs:F4}",
             $"{bytes / stats.MedianMs / 1e6:F1}", $"{2 * macs / stats.MedianMs / 1e9:F2}", $"{perCall / 1048576.0:F1} MiB");
-        Console.WriteLine($"device: {device.Name}; SSD {direction}{(direction == SsdDirection.Causal ? "" : options.UsesFusedPass ? " (fused)" : " (composed)")} {(backward ? "forward + backward" : "forward")} fp32 with D, {(gated ? "z, " : "")}dt_bias, softplus; {bytes / 1e6:F1} MB moved at least, {2 * macs / 1e9:F2} GFLOP; memory per call = peak beyond the inputs");
+        Console.WriteLine($"device: {device.Name}; SSD {direction}{(direction == SsdDirection.Causal ? "" : SsdOp.UsesFusedPass(device, options) ? " (fused)" : " (composed)")} {(backward ? "forward + backward" : "forward")} ({SsdOp.PathOn(device, options).ToString().ToLowerInvariant()} path) fp32 with D, {(gated ? "z, " : "")}dt_bias, softplus; {bytes / 1e6:F1} MB moved at least, {2 * macs / 1e9:F2} GFLOP; memory per call = peak beyond the inputs");
         AnsiConsole.Write(table);
 
         // Per-stage breakdown of the causal op: one more run with a barrier and a timestamp after each stage.
@@ -111,10 +111,10 @@ internal static class SsdBenchCommand
             using var profiled = SsdOp.Forward(x, dt, a, bm, cm, options, s, profilePrefix: "fwd.");
             using var grads = backward ? SsdOp.Backward(dy, profiled, x, dt, a, bm, cm, options, stream: s, profilePrefix: "bwd.") : null;
             var t = s.Submit();
-            PrintStages(t, "fwd.", SsdOp.Stages);
+            PrintStages(t, "fwd.", SsdOp.StagesOf(SsdOp.PathOn(device, options)));
             if (backward)
             {
-                PrintStages(t, "bwd.", SsdOp.BackwardStages);
+                PrintStages(t, "bwd.", SsdOp.BackwardStagesOf(SsdOp.PathOn(device, options)));
             }
         }
 

@@ -48,6 +48,25 @@ internal static class Shaders
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
         BufferAccess.Write, BufferAccess.Write, BufferAccess.Write);
 
+    public static readonly KernelSource SsdRecurrent = Source("ssd/ssd_recurrent", 36,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
+        BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.ReadWrite, BufferAccess.Write, BufferAccess.Read, BufferAccess.Write);
+
+    public static readonly KernelSource SsdRecurrentBwdDx = Source("ssd/ssd_recurrent_bwd_dx", 36,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
+        BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.Write);
+
+    public static readonly KernelSource SsdRecurrentBwdState = Source("ssd/ssd_recurrent_bwd_state", 36,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.ReadWrite, BufferAccess.ReadWrite);
+
+    public static readonly KernelSource SsdRecurrentBwdDt = Source("ssd/ssd_recurrent_bwd_dt", 40,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
+        BufferAccess.Read, BufferAccess.Write, BufferAccess.Write, BufferAccess.Write);
+
+    public static readonly KernelSource SsdRecurrentBwdDbc = Source("ssd/ssd_recurrent_bwd_dbc", 32,
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
+
     public static readonly KernelSource SeqShift = Source("ssd/seq_shift", 16, BufferAccess.Read, BufferAccess.Write);
 
     public static readonly KernelSource BidirCombine = Source("ssd/bidir_combine", 24,

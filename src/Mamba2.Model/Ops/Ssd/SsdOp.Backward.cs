@@ -17,6 +17,9 @@ public static partial class SsdOp
     public static readonly IReadOnlyList<string> BackwardStages =
         ["chunk_scan_bwd_dz", "chunk_state_bwd", "state_passing_bwd", "chunk_scan_bwd_dx", "chunk_scan_bwd_dc", "chunk_scan_bwd_db", "chunk_cumsum_bwd", "reduce"];
 
+    /// <summary>The backward's profiled stages on a path (<see cref="BackwardStages"/> or <see cref="RecurrentBackwardStages"/>).</summary>
+    public static IReadOnlyList<string> BackwardStagesOf(SsdPath path) => path == SsdPath.Recurrent ? RecurrentBackwardStages : BackwardStages;
+
     /// <summary>
     /// The gradients of every input of <see cref="Forward"/> from <paramref name="dy"/> (b, L, h, p) and optionally
     /// the gradient of the final states (b, h, p, n), as mamba_ssm's <c>_mamba_chunk_scan_combined_bwd</c>. Pass the
@@ -61,6 +64,11 @@ public static partial class SsdOp
         Shaders.EnsureBindable(op, A, o.D is { Rank: 3 } ? null : o.D, o.DtBias);   // D (b, L, h) is bound a batch slice at a time
 
         var device = x.Device;
+        if (SsdPaths.Resolve(device, o.Path) == SsdPath.Recurrent)
+        {
+            return BackwardRecurrent(dy, saved, x, dt, A, B, C, o, s, dFinalStates, stream, profilePrefix);
+        }
+
         var tiles = SsdTiles.Choose(device.Capabilities, s);
         var bt = SsdBackwardTiles.Choose(device.Capabilities, s);
         var splits = bt.Splits(h / g);
@@ -80,12 +88,7 @@ public static partial class SsdOp
 
         try
         {
-            var grads = new SsdGradients(
-                New("dx", b, l, h, p), New("ddt", b, l, h), New("dA", h), New("dB", b, l, g, n), New("dC", b, l, g, n),
-                o.D is null ? null : New("dD", [.. o.D.Shape]),
-                o.Z is null ? null : New("dz", b, l, h, p),
-                o.DtBias is null ? null : New("ddt_bias", h),
-                o.InitialStates is null ? null : New("dinitial_states", b, h, p, n));
+            var grads = NewGradients(scope, o, s);
             var gradCount = scope.Count;
             var scratch = new BackwardScratch(
                 G: o.Z is null ? dy : New("g", b, l, h, p),
@@ -127,6 +130,19 @@ public static partial class SsdOp
             scope.DisposeAll();
             throw;
         }
+    }
+
+    /// <summary>The causal gradients, one per input the forward was given.</summary>
+    private static SsdGradients NewGradients(TensorScope scope, SsdOptions o, SsdShape s)
+    {
+        var New = scope.New;
+        int b = s.Batch, l = s.SeqLen, h = s.Heads, p = s.HeadDim, g = s.Groups, n = s.DState;
+        return new SsdGradients(
+            New("dx", [b, l, h, p]), New("ddt", [b, l, h]), New("dA", [h]), New("dB", [b, l, g, n]), New("dC", [b, l, g, n]),
+            o.D is null ? null : New("dD", [.. o.D.Shape]),
+            o.Z is null ? null : New("dz", [b, l, h, p]),
+            o.DtBias is null ? null : New("ddt_bias", [h]),
+            o.InitialStates is null ? null : New("dinitial_states", [b, h, p, n]));
     }
 
     /// <summary>Sizes and tiles shared by every stage of one backward call.</summary>

@@ -24,6 +24,15 @@ public static partial class SsdOp
     [StructLayout(LayoutKind.Sequential)]
     private readonly record struct ScanPush(uint Batch, uint SeqLen, uint Heads, uint Groups, uint HeadDim, uint DState, uint Chunk, uint Chunks, uint Flags);
 
+    /// <summary>The path <see cref="Forward"/> and <see cref="Backward"/> take on this device with these options.</summary>
+    public static SsdPath PathOn(GpuDevice device, SsdOptions? options = null) => SsdPaths.Resolve(device, (options ?? new SsdOptions()).Path);
+
+    /// <summary>Whether a bidirectional forward with these options takes the fused pass on this device.</summary>
+    public static bool UsesFusedPass(GpuDevice device, SsdOptions options) => options.UsesFusedPass(PathOn(device, options));
+
+    /// <summary>The forward's profiled stages on a path (<see cref="Stages"/> or <see cref="RecurrentStages"/>).</summary>
+    public static IReadOnlyList<string> StagesOf(SsdPath path) => path == SsdPath.Recurrent ? RecurrentStages : Stages;
+
     /// <summary>Tests shrink the binding range to exercise batch splitting on small inputs.</summary>
     internal static ulong? MaxBindingBytesForTests { get; set; }
 
@@ -51,12 +60,14 @@ public static partial class SsdOp
         }
 
         Shaders.EnsureBindable(op, A, o.D is { Rank: 3 } ? null : o.D, o.DtBias);   // D (b, L, h) is bound a batch slice at a time
+        var path = SsdPaths.Resolve(device, o.Path);
         if (o.IsBidirectional)
         {
-            return o.UsesFusedPass ? ForwardBidirectionalFused(x, dt, A, B, C, o, s, stream) : ForwardBidirectionalComposed(x, dt, A, B, C, o, s, stream);
+            return o.UsesFusedPass(path) ? ForwardBidirectionalFused(x, dt, A, B, C, o, s, stream) : ForwardBidirectionalComposed(x, dt, A, B, C, o, s, stream);
         }
 
-        var tiles = SsdTiles.Choose(device.Capabilities, s);
+        var tiles = path == SsdPath.Tiled ? SsdTiles.Choose(device.Capabilities, s) : default;
+        var recurrent = path == SsdPath.Recurrent ? SsdRecurrentTiles.Choose(device.Capabilities, s) : default;
         long tokens = (long)s.SeqLen * s.Heads;
         var pieces = Shaders.Pieces(device, op, s.Batch,
             [tokens * s.HeadDim, tokens, (long)s.SeqLen * s.Groups * s.DState, (long)s.Heads * s.HeadDim * s.DState,
@@ -76,7 +87,14 @@ public static partial class SsdOp
             {
                 foreach (var pc in pieces)
                 {
-                    Record(st, s, tiles, pc, x, dt, A, B, C, o, result, profilePrefix);
+                    if (path == SsdPath.Recurrent)
+                    {
+                        RecordRecurrent(st, s, recurrent, pc, x, dt, A, B, C, o, result, profilePrefix);
+                    }
+                    else
+                    {
+                        Record(st, s, tiles, pc, x, dt, A, B, C, o, result, profilePrefix);
+                    }
                 }
             });
         }

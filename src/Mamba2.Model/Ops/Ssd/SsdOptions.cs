@@ -77,9 +77,16 @@ public sealed record SsdOptions
     /// </summary>
     public SsdBidirectionalPath BidirectionalPath { get; init; } = SsdBidirectionalPath.Auto;
 
-    /// <summary>Whether a bidirectional forward with these options takes the fused pass.</summary>
-    public bool UsesFusedPass => BidirectionalPath == SsdBidirectionalPath.Fused ||
-        BidirectionalPath == SsdBidirectionalPath.Auto && Direction == SsdDirection.BidirectionalSum && BRev is null && CRev is null;
+    /// <summary>Tiled (GPUs) or recurrent (CPU drivers) scans; Auto picks by device (<see cref="SsdPaths.Resolve"/>).</summary>
+    public SsdPath Path { get; init; } = SsdPath.Auto;
+
+    /// <summary>
+    /// Whether a bidirectional forward with these options takes the fused pass on a device whose scans take
+    /// <paramref name="path"/>: Auto composes on the recurrent path (two recurrent scans beat the tiled fused pass on
+    /// lavapipe; docs/PERF.md).
+    /// </summary>
+    internal bool UsesFusedPass(SsdPath path) => BidirectionalPath == SsdBidirectionalPath.Fused ||
+        BidirectionalPath == SsdBidirectionalPath.Auto && path == SsdPath.Tiled && Direction == SsdDirection.BidirectionalSum && BRev is null && CRev is null;
 
     public bool IsBidirectional => Direction != SsdDirection.Causal;
 
