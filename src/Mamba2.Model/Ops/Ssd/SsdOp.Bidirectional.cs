@@ -263,7 +263,7 @@ public static partial class SsdOp
             var local = Shaders.Local1D(device);
             foreach (var pc in Pieces(device, t.Shape[0], perBatch))
             {
-                st.Dispatch(device.GetKernel(Shaders.SeqShift, [local]), (Shaders.Groups1D(device, pc.Count * perBatch, local), 1, 1),
+                st.Dispatch(device.GetKernel(Shaders.SeqShift, [local, 0]), (Shaders.Groups1D(device, pc.Count * perBatch, local), 1, 1),
                     new ShiftPush((uint)pc.Count, (uint)t.Shape[1], (uint)(perBatch / t.Shape[1]), offset), pc.Of(t), pc.Of(output));
             }
 

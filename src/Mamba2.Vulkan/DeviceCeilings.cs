@@ -1,0 +1,100 @@
+namespace Mamba2.Vulkan;
+
+/// <summary>
+/// What this device does at best, measured rather than taken from a data sheet: buffer-to-buffer copy bandwidth
+/// (bytes read plus written) and the fp32 FMA rate of a kernel that does nothing else. Benchmarks report their
+/// figures as a share of these.
+/// </summary>
+public sealed record DeviceCeilings(double CopyGBps, double Fp32Tflops, long CopyBytes, long FmaInvocations)
+{
+    private const int FmaIterations = 4096;
+    private const float FmaM = 0.999f;
+    private const float FmaC = 1e-3f;
+
+    internal static readonly KernelSource FmaPeak =
+        new(typeof(DeviceCeilings).Assembly, "shaders/runtime/fma_peak.spv", [BufferAccess.Write], 12);
+
+    /// <summary>
+    /// Medians of <paramref name="repeats"/> timed runs after one warm-up: a copy of 256 MiB on a GPU (32 MiB on a
+    /// CPU driver, or less where memory is small) and enough FMA invocations to fill the device.
+    /// </summary>
+    public static DeviceCeilings Measure(GpuDevice device, int repeats = 5)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        ArgumentOutOfRangeException.ThrowIfLessThan(repeats, 1);
+        var cpu = device.Info.IsCpu;
+        var copyBytes = (long)Math.Min(cpu ? 32UL << 20 : 256UL << 20, Math.Max(1UL << 20, device.Info.DeviceLocalBytes / 16)) / 4 * 4;
+        double copyMs;
+        using (var src = device.CreateBuffer<float>(copyBytes / 4, "ceiling_copy_src"))
+        using (var dst = device.CreateBuffer<float>(copyBytes / 4, "ceiling_copy_dst"))
+        {
+            copyMs = Median(device, repeats, s => s.Copy(src, 0, dst, 0, (ulong)copyBytes), s => s.Fill(src, 1f));
+        }
+
+        var local = Math.Min(256u, device.Capabilities.MaxWorkgroupInvocations);
+        var groups = cpu ? 64u : Math.Min(8192u, device.Capabilities.MaxWorkgroupCount.X);
+        var invocations = (long)groups * local;
+        double fmaMs;
+        using (var outv = device.CreateBuffer<float>(invocations, "ceiling_fma_out"))
+        {
+            var kernel = device.GetKernel(FmaPeak, [local]);
+            fmaMs = Median(device, repeats, s => s.Dispatch(kernel, (groups, 1, 1), new FmaPush(FmaIterations, FmaM, FmaC), outv), null);
+            Check(outv.Download(), local);
+        }
+
+        var flops = 2.0 * 8 * FmaIterations * invocations;
+        return new DeviceCeilings(2.0 * copyBytes / copyMs / 1e6, flops / fmaMs / 1e9, copyBytes, invocations);
+    }
+
+    private readonly record struct FmaPush(uint Iterations, float M, float C);
+
+    private static double Median(GpuDevice device, int repeats, Action<CommandStream> run, Action<CommandStream>? prepare)
+    {
+        using var s = device.BeginStream();
+        prepare?.Invoke(s);
+        run(s);   // warm-up
+        for (var i = 0; i < repeats; i++)
+        {
+            s.Barrier();
+            s.Timestamp($"{i}");
+            run(s);
+        }
+
+        s.Barrier();
+        s.Timestamp($"{repeats}");
+        var t = s.Submit();
+        var ms = Enumerable.Range(0, repeats).Select(i => t.Milliseconds($"{i}", $"{i + 1}")).Order().ToArray();
+        return repeats % 2 == 1 ? ms[repeats / 2] : (ms[repeats / 2 - 1] + ms[repeats / 2]) / 2;
+    }
+
+    /// <summary>The kernel's sums must be what the chains give: a device that skipped the work would not get them.</summary>
+    private static void Check(float[] sums, uint local)
+    {
+        foreach (var i in new long[] { 0, 1, local - 1, sums.Length - 1 })
+        {
+            var expected = Expected(i);
+            if (!(Math.Abs(sums[i] - expected) <= 1e-3 * Math.Abs(expected)))
+            {
+                throw new InvalidOperationException($"fma_peak: invocation {i} gave {sums[i]}, expected {expected}: the ceiling would be meaningless.");
+            }
+        }
+    }
+
+    /// <summary>Invocation <paramref name="i"/>'s sum, as the kernel computes it (float32 fused multiply-adds).</summary>
+    internal static float Expected(long i)
+    {
+        var total = 0f;
+        for (var k = 0; k < 8; k++)
+        {
+            var a = (i % 1024) * 1e-3f + k;
+            for (var it = 0; it < FmaIterations; it++)
+            {
+                a = MathF.FusedMultiplyAdd(a, FmaM, FmaC);
+            }
+
+            total += a;
+        }
+
+        return total;
+    }
+}
