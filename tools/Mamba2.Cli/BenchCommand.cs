@@ -26,7 +26,8 @@ internal static class BenchCommand
 
     public static Command Create()
     {
-        var bench = new Command("bench", "Benchmark kernels with GPU timestamps (warm-up, median of many runs)");
+        var bench = new Command("bench", "Benchmark with GPU timestamps (warm-up, median of many runs): with no verb, the suite of a preset (SSD causal and bidirectional, the naive composition, the layer, GEMM) against measured device ceilings");
+        SuiteCommand.AddTo(bench);
         var gemm = CommonOptions.GpuCommand("gemm", "fp32 GEMM C = A B: time, GFLOP/s and GB/s per size", RunGemm,
             Sizes, Warmup, Repeats, TransA, TransB, Tile);
         bench.Subcommands.Add(gemm);

@@ -91,13 +91,9 @@ internal static class SsdBenchCommand
             res.Dispose();
         }
 
-        var tokens = (double)b * l;
-        var perTokenFloats = (gated ? 3.0 : 2.0) * h * p + h + 2.0 * g * n;   // read x, (z,) dt, B, C; write y
-        // Backward: read dy and the inputs again, write a gradient of each: about twice the forward's traffic; its
-        // flops about 2.5 times the forward's (DESIGN.md).
-        var bytes = 4.0 * tokens * perTokenFloats * (backward ? 3.0 : 1.0);
-        // A bidirectional pass does the flops of two causal passes with the bytes of one (DESIGN.md).
-        var macs = tokens * h * (q * p / 2.0 + 2.0 * n * p + q * n / (2.0 * (h / g))) * (backward ? 3.5 : 1.0) * (direction == SsdDirection.Causal ? 1 : 2);
+        var shape = new BenchShape(b, l, h, p, g, n, q);
+        var bytes = BenchCost.SsdBytes(shape, backward, gated);
+        var macs = BenchCost.SsdFlops(shape, backward, direction != SsdDirection.Causal) / 2;
         var table = new Table().AddColumns("shape", "median ms", "min ms", "max ms", "GB/s", "TFLOP/s", "memory per call");
         table.AddRow($"b{b} L{l} h{h} p{p} g{g} n{n} Q{q}", $"{stats.MedianMs:F4}", $"{stats.MinMs:F4}", $"{stats.MaxMs:F4}",
             $"{bytes / stats.MedianMs / 1e6:F1}", $"{2 * macs / stats.MedianMs / 1e9:F2}", $"{perCall / 1048576.0:F1} MiB");

@@ -1,0 +1,89 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Mamba2.Cli;
+using Xunit;
+
+namespace Mamba2.Model.Tests;
+
+/// <summary>`mamba2 bench` (the suite) on the CPU driver: the report's rows, files and the regression check.</summary>
+public sealed class BenchCliTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("mamba2-bench-cli-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private string At(string name) => Path.Combine(_dir, name);
+
+    [Fact]
+    public void QuickPresetReportsEveryKindOfRowAgainstMeasuredCeilings()
+    {
+        Assert.Equal(0, CliApp.Run(["bench", "--preset", "quick", "--repeats", "1", "--warmup", "0",
+            "--json", At("q.json"), "--csv", At("q.csv"), "--plot", At("q.png")]));
+
+        var doc = JsonNode.Parse(File.ReadAllText(At("q.json")))!;
+        Assert.True(doc["ceilings"]!["copy_gb_per_s"]!.GetValue<double>() > 0);
+        Assert.True(doc["ceilings"]!["fp32_tflop_per_s"]!.GetValue<double>() > 0);
+        var rows = doc["rows"]!.AsArray().Select(r => r!).ToList();
+        string Id(JsonNode r) => $"{r["op"]} | {r["impl"]} | {r["pass"]}";
+        foreach (var expected in new[]
+                 {
+                     "ssd causal | ours | fwd", "ssd causal | ours | fwd+bwd",
+                     "ssd bidir sum | ours fused | fwd", "ssd bidir sum | ours fused | fwd+bwd",
+                     "ssd bidir shift | ours fused | fwd+bwd", "ssd bidir shift | ours composed | fwd+bwd",
+                     "ssd bidir sum | naive (flipped copies) | fwd", "ssd bidir sum | naive (flipped copies) | fwd+bwd",
+                     "mamba2 layer | ours | fwd+bwd", "mamba2 layer bidir | ours | fwd+bwd", "gemm in_proj | ours | fwd",
+                 })
+        {
+            Assert.Contains(expected, rows.Select(Id));
+        }
+
+        foreach (var r in rows)
+        {
+            foreach (var field in new[] { "median_ms", "min_ms", "max_ms", "gb_per_s", "tflop_per_s", "pct_bandwidth", "pct_fp32" })
+            {
+                var v = r[field]!.GetValue<double>();
+                Assert.True(v > 0 && double.IsFinite(v), $"{Id(r)}: {field} = {v}");
+            }
+
+            Assert.True(r["min_ms"]!.GetValue<double>() <= r["median_ms"]!.GetValue<double>());
+            Assert.Equal(256, r["seqlen"]!.GetValue<int>());
+        }
+
+        var csv = File.ReadAllLines(At("q.csv"));
+        Assert.StartsWith("op,impl,pass,shape,", csv[0]);
+        Assert.Equal(rows.Count + 1, csv.Length);
+        Assert.True(new FileInfo(At("q.png")).Length > 1000);
+    }
+
+    [Fact]
+    public void CompareFlagsRowsSlowerThanTheThreshold()
+    {
+        string[] run = ["bench", "--preset", "quick", "--ops", "gemm", "--repeats", "1", "--warmup", "0"];
+        Assert.Equal(0, CliApp.Run([.. run, "--json", At("base.json")]));
+
+        // An earlier run 100x faster than anything possible: every row is a regression (exit code 3) ...
+        Scale(At("base.json"), At("fast.json"), 0.01);
+        Assert.Equal(3, CliApp.Run([.. run, "--compare", At("fast.json")]));
+        // ... and against one 100x slower, none is.
+        Scale(At("base.json"), At("slow.json"), 100);
+        Assert.Equal(0, CliApp.Run([.. run, "--compare", At("slow.json")]));
+    }
+
+    [Fact]
+    public void UnknownOpsAndPresetsAreNamed()
+    {
+        Assert.Equal(2, CliApp.Run(["bench", "--preset", "quick", "--ops", "ssd,bogus"]));
+        Assert.Equal(2, CliApp.Run(["bench", "--preset", "huge"]));
+    }
+
+    private static void Scale(string from, string to, double factor)
+    {
+        var doc = JsonNode.Parse(File.ReadAllText(from))!;
+        foreach (var r in doc["rows"]!.AsArray())
+        {
+            r!["median_ms"] = r["median_ms"]!.GetValue<double>() * factor;
+        }
+
+        File.WriteAllText(to, doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+}

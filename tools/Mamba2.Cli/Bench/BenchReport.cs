@@ -1,0 +1,81 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Mamba2.Vulkan;
+
+namespace Mamba2.Cli;
+
+/// <summary>A `bench` run: the device, its measured ceilings and the rows; written as JSON, CSV or a plot, compared with an earlier run.</summary>
+internal sealed record BenchReport(string Device, string Driver, string Preset, DeviceCeilings Ceilings, IReadOnlyList<BenchRow> Rows)
+{
+    private static readonly string[] CsvColumns =
+        ["op", "impl", "pass", "shape", "batch", "seqlen", "heads", "headdim", "groups", "dstate", "chunk", "median_ms", "min_ms", "max_ms",
+         "gb_per_s", "tflop_per_s", "pct_bandwidth", "pct_fp32", "peak_memory_mib"];
+
+    public void WriteJson(string path)
+    {
+        var doc = new Dictionary<string, object>
+        {
+            ["device"] = Device,
+            ["driver"] = Driver,
+            ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", CultureInfo.InvariantCulture),
+            ["preset"] = Preset,
+            ["ceilings"] = new Dictionary<string, object> { ["copy_gb_per_s"] = Ceilings.CopyGBps, ["fp32_tflop_per_s"] = Ceilings.Fp32Tflops },
+            ["rows"] = Rows.Select(r => r.ToJson(Ceilings)).ToList(),
+        };
+        File.WriteAllText(path, JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    public void WriteCsv(string path)
+    {
+        var sb = new StringBuilder().AppendLine(string.Join(',', CsvColumns));
+        foreach (var r in Rows)
+        {
+            var j = r.ToJson(Ceilings);
+            sb.AppendLine(string.Join(',', CsvColumns.Select(c => j[c] switch
+            {
+                double d => d.ToString("G6", CultureInfo.InvariantCulture),
+                string s => s.Contains(',') ? $"\"{s}\"" : s,
+                var o => Convert.ToString(o, CultureInfo.InvariantCulture),
+            })));
+        }
+
+        File.WriteAllText(path, sb.ToString());
+    }
+
+    /// <summary>Median ms by row key (op | impl | pass | shape) of a JSON report written by <see cref="WriteJson"/>.</summary>
+    public static Dictionary<string, double> ReadMedians(string path)
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllText(path));
+        if (!doc.RootElement.TryGetProperty("rows", out var rows) || rows.ValueKind != JsonValueKind.Array)
+        {
+            throw new InvalidDataException($"{path}: not a bench report (no 'rows' list).");
+        }
+
+        return rows.EnumerateArray().ToDictionary(
+            r => $"{r.GetProperty("op").GetString()} | {r.GetProperty("impl").GetString()} | {r.GetProperty("pass").GetString()} | {r.GetProperty("shape").GetString()}",
+            r => r.GetProperty("median_ms").GetDouble());
+    }
+
+    /// <summary>Time against seqlen (log-log), one line per op, implementation and pass.</summary>
+    public void Plot(string path)
+    {
+        var plot = new ScottPlot.Plot();
+        foreach (var series in Rows.GroupBy(r => $"{r.Op}, {r.Impl}, {r.Pass}"))
+        {
+            var points = series.OrderBy(r => r.Shape.SeqLen).ToArray();
+            var line = plot.Add.Scatter(points.Select(r => Math.Log2(r.Shape.SeqLen)).ToArray(), points.Select(r => Math.Log10(r.MedianMs)).ToArray());
+            line.LegendText = series.Key;
+        }
+
+        var lengths = Rows.Select(r => r.Shape.SeqLen).Distinct().Order().ToArray();
+        plot.Axes.Bottom.SetTicks([.. lengths.Select(l => Math.Log2(l))], [.. lengths.Select(l => l.ToString(CultureInfo.InvariantCulture))]);
+        var decades = Enumerable.Range(-4, 9).Select(e => (double)e).ToArray();
+        plot.Axes.Left.SetTicks(decades, [.. decades.Select(e => Math.Pow(10, e).ToString("G", CultureInfo.InvariantCulture))]);
+        plot.Axes.Bottom.Label.Text = "sequence length";
+        plot.Axes.Left.Label.Text = "GPU time, ms (log)";
+        plot.Title($"{Device}: preset {Preset}");
+        plot.ShowLegend();
+        plot.SavePng(path, 1100, 650);
+    }
+}

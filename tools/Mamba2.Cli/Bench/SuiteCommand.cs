@@ -1,0 +1,155 @@
+using System.CommandLine;
+using System.Globalization;
+using Mamba2.Vulkan;
+using Spectre.Console;
+
+namespace Mamba2.Cli;
+
+/// <summary>
+/// <c>mamba2 bench</c> with no verb: the suite. Measures the device's ceilings, then every op of a preset (or of one
+/// shape from flags) with GPU timestamps, and prints a table; --json, --csv and --plot keep it, --compare checks it
+/// against an earlier --json (exit code 3 on a regression).
+/// </summary>
+internal static class SuiteCommand
+{
+    private static readonly Option<string?> Preset = new("--preset") { Description = "quick (CPU-driver sized), 370m (b8 L2048 h32 p64 g1 n128 Q256), long (b2 L16384), bimamba (b2 h4 p16 g4 n16 Q128, L = 2..8192); default: quick on a CPU device, else 370m" };
+    private static readonly Option<int?> Batch = new("--batch") { Description = "b (with any shape flag: one shape, the preset's first with these changes)" };
+    private static readonly Option<int?> SeqLen = new("--seqlen") { Description = "L" };
+    private static readonly Option<int?> Heads = new("--heads") { Description = "h" };
+    private static readonly Option<int?> HeadDim = new("--headdim") { Description = "p" };
+    private static readonly Option<int?> Groups = new("--groups") { Description = "g" };
+    private static readonly Option<int?> DState = new("--dstate") { Description = "n" };
+    private static readonly Option<int?> Chunk = new("--chunk") { Description = "chunk size Q" };
+    private static readonly Option<string?> Ops = new("--ops") { Description = $"comma-separated subset of {string.Join(",", BenchPreset.AllOps)} (default: the preset's)" };
+    private static readonly Option<int?> Warmup = new("--warmup") { Description = "untimed calls per row (default: the preset's)" };
+    private static readonly Option<int?> Repeats = new("--repeats") { Description = "timed calls per row, median reported (default: the preset's)" };
+    private static readonly Option<FileInfo?> Json = new("--json") { Description = "write the report as JSON (a 'rows' list)" };
+    private static readonly Option<FileInfo?> Csv = new("--csv") { Description = "write the rows as CSV" };
+    private static readonly Option<FileInfo?> PlotFile = new("--plot") { Description = "write time against seqlen per implementation as a PNG" };
+    private static readonly Option<FileInfo?> Compare = new("--compare") { Description = "an earlier --json: print new/old per row, flag regressions (exit code 3)" };
+    private static readonly Option<double> Threshold = new("--threshold") { DefaultValueFactory = _ => 0.10, Description = "a row is a regression when it is this much slower (0.10: 10%)" };
+
+    public static void AddTo(Command bench)
+    {
+        foreach (var o in new Option[] { Preset, Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk, Ops, Warmup, Repeats, Json, Csv, PlotFile, Compare, Threshold,
+                     CommonOptions.Device, CommonOptions.Validation })
+        {
+            bench.Options.Add(o);
+        }
+
+        bench.SetAction(Run);
+    }
+
+    private static int Run(ParseResult r)
+    {
+        using var device = CommonOptions.Open(r);
+        var preset = BenchPreset.Get(r.GetValue(Preset) ?? (device.Info.IsCpu ? "quick" : "370m"));
+        var shapes = preset.Shapes;
+        if (new[] { Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk }.Any(o => r.GetValue(o) is not null))
+        {
+            var f = shapes[0];
+            shapes = [new BenchShape(r.GetValue(Batch) ?? f.Batch, r.GetValue(SeqLen) ?? f.SeqLen, r.GetValue(Heads) ?? f.Heads, r.GetValue(HeadDim) ?? f.HeadDim,
+                r.GetValue(Groups) ?? f.Groups, r.GetValue(DState) ?? f.DState, r.GetValue(Chunk) ?? f.Chunk)];
+        }
+
+        var ops = r.GetValue(Ops) is { } list ? list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) : [.. preset.Ops];
+        if (ops.FirstOrDefault(o => !BenchPreset.AllOps.Contains(o)) is { } unknown)
+        {
+            throw new ArgumentException($"--ops: unknown op '{unknown}' (known: {string.Join(", ", BenchPreset.AllOps)}).");
+        }
+
+        var warmup = r.GetValue(Warmup) ?? preset.Warmup;
+        var repeats = r.GetValue(Repeats) ?? preset.Repeats;
+        if (warmup < 0 || repeats < 1)
+        {
+            throw new ArgumentException("--warmup must be >= 0 and --repeats >= 1.");
+        }
+
+        var ceilings = DeviceCeilings.Measure(device);
+        Console.WriteLine($"device: {device.Name} ({device.Info.DriverName}); measured ceilings: copy {ceilings.CopyGBps:F1} GB/s, fp32 FMA {ceilings.Fp32Tflops:F2} TFLOP/s");
+        Console.WriteLine($"preset {preset.Name}: {shapes.Count} shape(s), ops {string.Join(",", ops)}, {warmup} warm-up + {repeats} timed calls per row (fp32; SSD with D, dt_bias, softplus, no gate)");
+        var rng = new Random();
+        var rows = new List<BenchRow>();
+        foreach (var s in shapes)
+        {
+            using (var ssd = new SsdSuite(device, s, rng))
+            {
+                rows.AddRange(Report(ssd.Rows(ops, warmup, repeats)));
+            }
+
+            rows.AddRange(Report(LayerSuite.Rows(device, s, ops, rng, warmup, repeats)));
+        }
+
+        var report = new BenchReport(device.Name, device.Info.DriverName, preset.Name, ceilings, rows);
+        Print(report);
+        if (r.GetValue(Json) is { } json)
+        {
+            report.WriteJson(json.FullName);
+        }
+
+        if (r.GetValue(Csv) is { } csv)
+        {
+            report.WriteCsv(csv.FullName);
+        }
+
+        if (r.GetValue(PlotFile) is { } plot)
+        {
+            report.Plot(plot.FullName);
+        }
+
+        return r.GetValue(Compare) is { } old ? CompareWith(report, BenchReport.ReadMedians(old.FullName), r.GetValue(Threshold)) : 0;
+    }
+
+    /// <summary>Rows as they are measured, on stderr: a long preset shows progress.</summary>
+    private static IEnumerable<BenchRow> Report(IEnumerable<BenchRow> rows)
+    {
+        foreach (var row in rows)
+        {
+            Console.Error.WriteLine($"  {row.Key}: {row.MedianMs:F4} ms");
+            yield return row;
+        }
+    }
+
+    private static void Print(BenchReport report)
+    {
+        var c = report.Ceilings;
+        var table = new Table().AddColumns("op", "impl", "pass", "shape", "median ms", "min ms", "max ms", "GB/s", "TFLOP/s", "% copy BW", "% fp32 peak", "memory MiB");
+        foreach (var r in report.Rows)
+        {
+            table.AddRow(r.Op, r.Impl.EscapeMarkup(), r.Pass, r.Shape.ToString(), F(r.MedianMs, 4), F(r.MinMs, 4), F(r.MaxMs, 4), F(r.GBps, 1), F(r.Tflops, 3),
+                F(100 * r.GBps / c.CopyGBps, 1), F(100 * r.Tflops / c.Fp32Tflops, 1), F(r.PeakMemoryBytes / 1048576.0, 1));
+        }
+
+        AnsiConsole.Write(table);
+    }
+
+    private static string F(double v, int digits) => v.ToString("F" + digits, CultureInfo.InvariantCulture);
+
+    private static int CompareWith(BenchReport report, Dictionary<string, double> old, double threshold)
+    {
+        var table = new Table().AddColumns("row", "old ms", "new ms", "new / old", "");
+        var regressions = 0;
+        foreach (var r in report.Rows)
+        {
+            if (!old.TryGetValue(r.Key, out var before))
+            {
+                table.AddRow(r.Key, "-", F(r.MedianMs, 4), "-", "new row");
+                continue;
+            }
+
+            var ratio = r.MedianMs / before;
+            var slower = ratio > 1 + threshold;
+            regressions += slower ? 1 : 0;
+            table.AddRow(r.Key, F(before, 4), F(r.MedianMs, 4), F(ratio, 3), slower ? "[red]REGRESSION[/]" : ratio < 1 - threshold ? "[green]faster[/]" : "");
+        }
+
+        foreach (var gone in old.Keys.Except(report.Rows.Select(r => r.Key)))
+        {
+            table.AddRow(gone, F(old[gone], 4), "-", "-", "not measured");
+        }
+
+        AnsiConsole.Write(table);
+        Console.WriteLine(regressions == 0 ? $"no row slower than {threshold:P0}" : $"{regressions} row(s) slower by more than {threshold:P0}");
+        return regressions == 0 ? 0 : 3;
+    }
+}
