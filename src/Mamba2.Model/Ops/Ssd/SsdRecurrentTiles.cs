@@ -17,6 +17,9 @@ internal readonly record struct SsdRecurrentTiles(uint Rows, uint NB, uint Colum
     /// <summary>The most state rows the state-gradient kernel holds: it keeps 2 + KC + K blocks of them.</summary>
     private const int MaxRowBlock = 16;
 
+    /// <summary>The most checkpointed state floats (KC x PB) per invocation of the state-gradient kernel.</summary>
+    private const int MaxCheckpoints = 512;
+
     public static SsdRecurrentTiles Choose(DeviceCapabilities caps, SsdShape s)
     {
         // Workgroups of whole subgroups (8 lanes on llvmpipe: one SIMD register), no larger than the problem.
@@ -25,10 +28,14 @@ internal readonly record struct SsdRecurrentTiles(uint Rows, uint NB, uint Colum
         uint Local(int extent) => (uint)Math.Max(1, Math.Min(limit, (extent + sub - 1) / sub * sub));
         // Even blocks: n = 40 walks twice with 20 columns rather than 32 + 8.
         static uint Even(int extent, int max) => (uint)((extent + (extent + max - 1) / max - 1) / ((extent + max - 1) / max));
-        var k = (uint)Math.Ceiling(Math.Sqrt(s.Chunk));
+        // Sub-chunks as short as the checkpoints allow (KC x PB floats, MaxCheckpoints at most; at most sqrt(Q)):
+        // on llvmpipe the unrolled K-step walk costs more than the checkpoint pass it saves (state kernel at b32
+        // L16 h8 p32 n64 Q16: K 4 38 ms, K 2 26 ms, K 1 24 ms).
+        var pb = Even(s.HeadDim, MaxRowBlock);
+        var k = (uint)Math.Min(Math.Ceiling(Math.Sqrt(s.Chunk)), Math.Max(1, (s.Chunk * (int)pb + MaxCheckpoints - 1) / MaxCheckpoints));
         var (rows, columns) = (Local(s.HeadDim), Local(s.DState));
         var fixedSize = caps.MinSubgroupSize == caps.MaxSubgroupSize && caps.SubgroupSize > 1;
         var sg = fixedSize && rows % caps.SubgroupSize == 0 && columns % caps.SubgroupSize == 0 ? caps.SubgroupSize : 0u;
-        return new SsdRecurrentTiles(rows, Even(s.DState, MaxBlock), columns, Even(s.HeadDim, MaxRowBlock), k, (uint)((s.Chunk + k - 1) / k), sg);
+        return new SsdRecurrentTiles(rows, Even(s.DState, MaxBlock), columns, pb, k, (uint)((s.Chunk + k - 1) / k), sg);
     }
 }
