@@ -162,14 +162,7 @@ public static partial class SsdOp
         var device = x.Device;
         var s = geo.S;
         var t = geo.Tiles;
-        void Mark(int stage)
-        {
-            if (profile is not null)
-            {
-                st.Barrier();
-                st.Timestamp(profile + (stage < 0 ? "start" : BackwardStages[stage]));
-            }
-        }
+        void Mark(int stage) => ProfileMark(st, profile, stage < 0 ? "start" : BackwardStages[stage]);
 
         Mark(-1);
         var (b, l, h, p, g, n, q) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk);

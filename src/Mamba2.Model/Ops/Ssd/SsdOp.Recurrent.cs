@@ -21,14 +21,7 @@ public static partial class SsdOp
         Tensor C, SsdOptions o, SsdResult r, string? profile)
     {
         var device = x.Device;
-        void Mark(string stage)
-        {
-            if (profile is not null)
-            {
-                st.Barrier();
-                st.Timestamp(profile + stage);
-            }
-        }
+        void Mark(string stage) => ProfileMark(st, profile, stage);
 
         Mark("start");
         RecordCumsum(st, s, pc, dt, A, o, r.DtOut, r.DACumsum, r.DACumsumLo);

@@ -92,14 +92,7 @@ public static partial class SsdOp
         Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o, Tensor? dFinal, SsdGradients gr, RecurrentScratch sc, string? profile)
     {
         var device = x.Device;
-        void Mark(int stage)
-        {
-            if (profile is not null)
-            {
-                st.Barrier();
-                st.Timestamp(profile + (stage < 0 ? "start" : RecurrentBackwardStages[stage]));
-            }
-        }
+        void Mark(int stage) => ProfileMark(st, profile, stage < 0 ? "start" : RecurrentBackwardStages[stage]);
 
         Mark(-1);
         var (b, l, h, p, g, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);

@@ -107,18 +107,21 @@ public static partial class SsdOp
         return result;
     }
 
+    /// <summary>With a profile prefix, a barrier and a timestamp after a stage (bench ssd's per-stage split).</summary>
+    private static void ProfileMark(CommandStream st, string? profile, string stage)
+    {
+        if (profile is not null)
+        {
+            st.Barrier();
+            st.Timestamp(profile + stage);
+        }
+    }
+
     private static void Record(CommandStream st, SsdShape s, SsdTiles t, Piece pc, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C,
         SsdOptions o, SsdResult r, string? profile)
     {
         var device = x.Device;
-        void Mark(string stage)
-        {
-            if (profile is not null)
-            {
-                st.Barrier();
-                st.Timestamp(profile + stage);
-            }
-        }
+        void Mark(string stage) => ProfileMark(st, profile, stage);
 
         Mark("start");
         var (b, l, h, p, g, n, q) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk);
