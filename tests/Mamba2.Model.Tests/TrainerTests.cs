@@ -98,5 +98,12 @@ public sealed class TrainerTests(GpuFixture gpu) : IDisposable
         var t = new TextTask(text, seqLen: 16).Batch(2, 0, 1);
         Assert.Equal(t.Inputs[1..16], t.Targets[0..15]);
         Assert.Throws<ArgumentException>(() => new TextTask(text, seqLen: 1000));
+
+        // The smallest selective copy that fits: the tokens, as many noise slots, the separator.
+        Assert.Equal(9, new SelectiveCopyTask(seqLen: 9, tokens: 4, vocab: 3).Batch(1, 0, 0).Inputs.Length);
+        Assert.Contains("seqlen >= 2 tokens + 1 = 9 (got 8)", Assert.Throws<ArgumentException>(() => new SelectiveCopyTask(seqLen: 8, tokens: 4)).Message);
+        Assert.Contains("vocab >= 3", Assert.Throws<ArgumentException>(() => new SelectiveCopyTask(vocab: 2)).Message);
+        Assert.Contains("tokens >= 1", Assert.Throws<ArgumentException>(() => new SelectiveCopyTask(tokens: 0)).Message);
+        Assert.Contains("vocab >= 2", Assert.Throws<ArgumentException>(() => new ReverseTask(vocab: 1)).Message);
     }
 }
