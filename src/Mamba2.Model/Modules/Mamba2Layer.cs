@@ -127,11 +127,7 @@ public sealed class Mamba2Layer : IDisposable
 
         internal Tensor Input { get; }
 
-        internal Tensor ZxBCdt { get; set; } = null!;
-
         internal Tensor XBC { get; set; } = null!;
-
-        internal Tensor XBCAct { get; set; } = null!;
 
         internal Tensor X { get; set; } = null!;
 
@@ -176,24 +172,25 @@ public sealed class Mamba2Layer : IDisposable
         {
             Shaders.RunIn(device, stream, st =>
             {
-                acts.ZxBCdt = acts.Keep(Tensor.Empty(device, "zxbcdt", rows, c.DInProj));
-                Gemm.Run(u.View(rows, c.DModel), _params["in_proj.weight"], acts.ZxBCdt, transposeB: true, stream: st);
-                AddBias(st, acts.ZxBCdt, "in_proj.bias");
+                // in_proj's output and the conv's are only split into what the backward keeps: scratch of the stream.
+                var zxbcdt = st.Own(Tensor.Empty(device, "zxbcdt", rows, c.DInProj));
+                Gemm.Run(u.View(rows, c.DModel), _params["in_proj.weight"], zxbcdt, transposeB: true, stream: st);
+                AddBias(st, zxbcdt, "in_proj.bias");
                 st.Section(ProfileSections.Projections);
                 acts.Z = acts.Keep(Tensor.Empty(device, "z", b, l, c.DInner));
                 acts.XBC = acts.Keep(Tensor.Empty(device, "xBC", b, l, c.ConvDim));
                 acts.Dt = acts.Keep(Tensor.Empty(device, "dt", b, l, c.NHeads));
-                Columns.Split(st, acts.ZxBCdt.View(b, l, c.DInProj), acts.Z, acts.XBC, acts.Dt);
+                Columns.Split(st, zxbcdt.View(b, l, c.DInProj), acts.Z, acts.XBC, acts.Dt);
                 st.Section(ProfileSections.Elementwise);
 
                 var padding = c.Causal ? Conv1dPadding.Causal : Conv1dPadding.Same;
-                acts.XBCAct = acts.Keep(Conv1d.Forward(acts.XBC, _params["conv1d.weight"], _params.GetValueOrDefault("conv1d.bias"), padding, silu: true, st));
+                var xbcAct = st.Own(Conv1d.Forward(acts.XBC, _params["conv1d.weight"], _params.GetValueOrDefault("conv1d.bias"), padding, silu: true, st));
                 st.Section(ProfileSections.Conv);
                 var gn = c.NGroups * c.DState;
                 acts.X = acts.Keep(Tensor.Empty(device, "x", b, l, c.NHeads, c.HeadDim));
                 acts.B = acts.Keep(Tensor.Empty(device, "B", b, l, c.NGroups, c.DState));
                 acts.C = acts.Keep(Tensor.Empty(device, "C", b, l, c.NGroups, c.DState));
-                Columns.Split(st, acts.XBCAct, acts.X.View(b, l, c.DInner), acts.B.View(b, l, gn), acts.C.View(b, l, gn));
+                Columns.Split(st, xbcAct, acts.X.View(b, l, c.DInner), acts.B.View(b, l, gn), acts.C.View(b, l, gn));
 
                 acts.A = acts.Keep(Tensor.Empty(device, "A", c.NHeads));
                 Unary.NegExp(_params["A_log"], acts.A, st);
