@@ -150,4 +150,44 @@ public class Mamba2LMTests(GpuFixture gpu)
             }
         }
     }
+    [Fact]
+    public void WithoutAStreamEachLayerIsASubmissionThatFreesItsScratch()
+    {
+        // A private device: the shared one's peak counter sees the tests that run beside this one.
+        using var device = GpuDevice.Create(GpuFixture.Options);
+        var rng = new Random(TestMath.NewSeed());
+        var config = new Mamba2LMConfig(VocabSize: 13, NLayer: 4, new Mamba2Config(DModel: 32) { DState = 16, HeadDim = 16, ChunkSize = 16 });
+        using var lm = Mamba2LM.Initialize(device, config, rng);
+        using var ids = IndexTensor.FromArray(device, "input_ids", [.. Enumerable.Range(0, 3 * 40).Select(_ => rng.Next(13))], 3, 40);
+        using var dlogits = Tensor.FromArray(device, "dlogits", TestMath.Uniform(rng, 3 * 40 * 13, -1, 1), 3, 40, 13);
+
+        (Dictionary<string, float[]> Grads, ulong Peak) Run(bool oneStream)
+        {
+            var before = device.Memory.AllocatedBytes;
+            device.Memory.ResetPeak();
+            using var s = oneStream ? device.BeginStream() : null;
+            using var acts = lm.Forward(ids, s);
+            var grads = lm.Backward(dlogits, acts, s);
+            s?.Submit();
+            var peak = device.Memory.PeakAllocatedBytes - before;
+            var values = grads.ToDictionary(kv => kv.Key, kv => kv.Value.ToArray());
+            foreach (var g in grads.Values)
+            {
+                g.Dispose();
+            }
+
+            return (values, peak);
+        }
+
+        var (staged, stagedPeak) = Run(oneStream: false);
+        var (single, singlePeak) = Run(oneStream: true);
+        Assert.Equal(single.Keys.Order(), staged.Keys.Order());
+        foreach (var (name, g) in single)
+        {
+            Assert.Equal(g, staged[name]);   // the same kernels in the same order: the same bits
+        }
+
+        Assert.True(stagedPeak < 0.7 * singlePeak, $"peak {stagedPeak} bytes staged against {singlePeak} in one submission");
+        Assert.Empty(device.ValidationLog.Drain());
+    }
 }

@@ -167,25 +167,34 @@ public sealed class Mamba2LM : IDisposable
         var acts = new Activations(ids);
         try
         {
-            Shaders.RunIn(device, stream, st =>
+            using var staged = new StagedRecording(device, stream);
+            Tensor h = null!;
+            staged.Stage(st =>
             {
-                var h = acts.Keep(Embedding.Forward(ids, Embeddings, st));
+                h = acts.Keep(Embedding.Forward(ids, Embeddings, st));
                 st.Section(ProfileSections.Embedding);
                 acts.Hidden.Add(h);
-                for (var i = 0; i < _mixers.Count; i++)
+            });
+            for (var i = 0; i < _mixers.Count; i++)
+            {
+                var layer = i;
+                staged.Stage(st =>
                 {
-                    var norm = acts.Keep(RmsNorm.Forward(h, _norms[i], eps: Config.NormEps, stream: st));
+                    var norm = acts.Keep(RmsNorm.Forward(h, _norms[layer], eps: Config.NormEps, stream: st));
                     st.Section(ProfileSections.Norm);
                     acts.Norms.Add(norm);
-                    var mixer = acts.Keep(_mixers[i].Forward(norm.Y, st));
+                    var mixer = acts.Keep(_mixers[layer].Forward(norm.Y, st));
                     acts.Mixers.Add(mixer);
-                    var next = acts.Keep(Tensor.Empty(device, $"h{i + 1}", b, l, d));
+                    var next = acts.Keep(Tensor.Empty(device, $"h{layer + 1}", b, l, d));
                     Elementwise.Add(h, mixer.Output, next, st);
                     st.Section(ProfileSections.Elementwise);
                     acts.Hidden.Add(next);
                     h = next;
-                }
+                });
+            }
 
+            staged.Stage(st =>
+            {
                 acts.NormF = acts.Keep(RmsNorm.Forward(h, NormF, eps: Config.NormEps, stream: st));
                 st.Section(ProfileSections.Norm);
                 acts.Logits = acts.Keep(Tensor.Empty(device, "logits", b, l, Config.VocabSize));
@@ -238,36 +247,45 @@ public sealed class Mamba2LM : IDisposable
         var grads = new Dictionary<string, Tensor>();
         try
         {
-            Shaders.RunIn(device, stream, st =>
+            using var staged = new StagedRecording(device, stream);
+            Tensor headGrad = null!, dh = null!;
+            staged.Stage(st =>
             {
                 var dl = dlogits.View(rows, v);
-                var headGrad = st.Own(Tensor.Empty(device, "dhead", v, d));
+                headGrad = staged.KeepToEnd(Tensor.Empty(device, "dhead", v, d));
                 Gemm.Run(dl, acts.NormF.Y.View(rows, d), headGrad, transposeA: true, stream: st);
                 var dNormF = st.Own(Tensor.Empty(device, "dnorm_f", b, l, d));
                 Gemm.Run(dl, Embeddings, dNormF.View(rows, d), stream: st);
                 st.Section(ProfileSections.LmHead);
-                var nf = st.Own(RmsNorm.Backward(dNormF, acts.NormF, acts.Hidden[^1], NormF, stream: st));
+                var nf = staged.HandOn(RmsNorm.Backward(dNormF, acts.NormF, acts.Hidden[^1], NormF, stream: st));
                 grads["backbone.norm_f.weight"] = ActivationStore.CopyOf(st, nf.DWeight, "grad.backbone.norm_f.weight");
                 st.Section(ProfileSections.Norm);
-                var dh = nf.Dx;
-                for (var i = _mixers.Count - 1; i >= 0; i--)
+                dh = nf.Dx;
+            });
+            for (var i = _mixers.Count - 1; i >= 0; i--)
+            {
+                var layer = i;
+                staged.Stage(st =>
                 {
-                    var (du, mg) = _mixers[i].Backward(dh, acts.Mixers[i], st);
+                    var (du, mg) = _mixers[layer].Backward(dh, acts.Mixers[layer], st);
                     st.Own(du);
                     foreach (var (name, g) in mg)
                     {
-                        grads[$"backbone.layers.{i}.mixer.{name}"] = g;
+                        grads[$"backbone.layers.{layer}.mixer.{name}"] = g;
                     }
 
-                    var ng = st.Own(RmsNorm.Backward(du, acts.Norms[i], acts.Hidden[i], _norms[i], stream: st));
-                    grads[$"backbone.layers.{i}.norm.weight"] = ActivationStore.CopyOf(st, ng.DWeight, $"grad.backbone.layers.{i}.norm.weight");
+                    var ng = st.Own(RmsNorm.Backward(du, acts.Norms[layer], acts.Hidden[layer], _norms[layer], stream: st));
+                    grads[$"backbone.layers.{layer}.norm.weight"] = ActivationStore.CopyOf(st, ng.DWeight, $"grad.backbone.layers.{layer}.norm.weight");
                     st.Section(ProfileSections.Norm);
-                    var next = st.Own(Tensor.Empty(device, $"dh{i}", b, l, d));
+                    var next = staged.HandOn(Tensor.Empty(device, $"dh{layer}", b, l, d));
                     Elementwise.Add(dh, ng.Dx, next, st);   // the residual path plus the block's
                     st.Section(ProfileSections.Elementwise);
                     dh = next;
-                }
+                });
+            }
 
+            staged.Stage(st =>
+            {
                 var embGrad = st.Own(Embedding.Backward(dh, acts.Ids, v, st));
                 st.Section(ProfileSections.Embedding);
                 grads["backbone.embeddings.weight"] = Tensor.Empty(device, "grad.backbone.embeddings.weight", v, d);
