@@ -24,7 +24,7 @@ internal static class TrainStepBenchCommand
     private static readonly Option<int> HeadDim = new("--headdim") { DefaultValueFactory = _ => 64, Description = "headdim" };
     private static readonly Option<int> Chunk = new("--chunk") { DefaultValueFactory = _ => 256, Description = "chunk size" };
     private static readonly Option<bool> Bidirectional = new("--bidirectional") { Description = "bidirectional layers (sum-form SSD, non-causal conv)" };
-    private static readonly Option<int> Warmup = new("--warmup") { DefaultValueFactory = _ => 2, Description = "untimed steps first" };
+    private static readonly Option<int> Warmup = new("--warmup") { DefaultValueFactory = _ => 2, Description = "untimed steps first (at least 1)" };
     private static readonly Option<int> Repeats = new("--repeats") { DefaultValueFactory = _ => 5, Description = "timed steps (median reported)" };
 
     public static Command Create() => CommonOptions.GpuCommand("train", "One LM training step (forward, loss, backward, AdamW): time, tokens/s, memory, and the split by section", Run,
@@ -88,7 +88,8 @@ internal static class TrainStepBenchCommand
 
         var before = device.Memory.AllocatedBytes;
         device.Memory.ResetPeak();
-        for (var i = 0; i < r.GetValue(Warmup); i++)
+        // At least one untimed step: it is also the one whose memory is measured.
+        for (var i = 0; i < Math.Max(1, r.GetValue(Warmup)); i++)
         {
             RunStep(false, out _);
         }
