@@ -115,6 +115,8 @@ internal static class Shaders
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
         BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.Write);
 
+    public static readonly KernelSource ArgMaxRows = Source("nn/argmax_rows", 8, BufferAccess.Read, BufferAccess.Write);
+
     public static readonly KernelSource SumSquares = Source("nn/sum_squares", 8, BufferAccess.Read, BufferAccess.Write);
 
     public static readonly KernelSource ReduceSum = Source("nn/reduce_sum", 20,

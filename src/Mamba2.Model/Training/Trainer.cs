@@ -1,6 +1,5 @@
 using System.Text.Json;
 using Mamba2.Model.Checkpoints;
-using Mamba2.Model.Generation;
 using Mamba2.Model.IO;
 using Mamba2.Model.Modules;
 using Mamba2.Model.Ops;
@@ -120,7 +119,7 @@ public sealed class Trainer : IDisposable
         using var acts = Model.Forward(ids);
         using var ce = CrossEntropy.Forward(acts.Logits, targets);
         var loss = ce.Loss.ToArray()[0];
-        var accuracy = Accuracy(acts.Logits.ToArray(), batch.Targets, Model.Config.VocabSize);
+        var accuracy = Accuracy(ArgMax.Rows(acts.Logits), batch.Targets);
         if (train)
         {
             var grads = Model.BackwardFromLoss(ce, acts, targets);
@@ -140,7 +139,7 @@ public sealed class Trainer : IDisposable
         return (loss, accuracy);
     }
 
-    private static double Accuracy(float[] logits, int[] targets, int vocab)
+    private static double Accuracy(int[] predicted, int[] targets)
     {
         int right = 0, scored = 0;
         for (var r = 0; r < targets.Length; r++)
@@ -151,7 +150,7 @@ public sealed class Trainer : IDisposable
             }
 
             scored++;
-            right += Sampler.ArgMax(logits.AsSpan(r * vocab, vocab)) == targets[r] ? 1 : 0;
+            right += predicted[r] == targets[r] ? 1 : 0;
         }
 
         return scored == 0 ? 0 : (double)right / scored;

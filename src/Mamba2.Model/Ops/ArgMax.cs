@@ -1,0 +1,30 @@
+using System.Runtime.InteropServices;
+using Mamba2.Model.Tensors;
+
+namespace Mamba2.Model.Ops;
+
+/// <summary>The index of each row's largest value, computed where the values are.</summary>
+public static class ArgMax
+{
+    [StructLayout(LayoutKind.Sequential)]
+    private readonly record struct Push(uint Rows, uint N);
+
+    /// <summary>
+    /// For x (..., n): the first index of each row's largest value, NaN never counting (a row of NaN gives 0), as a
+    /// host array of the leading dimensions' size. Only these ints cross to the host, not the rows: a batch of
+    /// LM logits is rows x vocab floats.
+    /// </summary>
+    public static int[] Rows(Tensor x)
+    {
+        ArgumentNullException.ThrowIfNull(x);
+        var n = x.Shape[^1];
+        var rows = x.Length / n;
+        Shaders.EnsureBindable("ArgMax", x);
+        var device = x.Device;
+        using var output = device.CreateBuffer<int>(rows, "argmax");
+        var local = Shaders.RowLocal(device, n);
+        Shaders.RunIn(device, null, st => st.Dispatch(device.GetKernel(Shaders.ArgMaxRows, [local]), (Shaders.Groups(device, rows), 1, 1),
+            new Push((uint)rows, (uint)n), x.Buffer, output));
+        return output.Download();
+    }
+}
