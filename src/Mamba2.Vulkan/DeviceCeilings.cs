@@ -26,8 +26,7 @@ public sealed record DeviceCeilings(double CopyGBps, double Fp32Tflops, long Cop
         ArgumentNullException.ThrowIfNull(device);
         ArgumentOutOfRangeException.ThrowIfLessThan(repeats, 1);
         var cpu = device.Info.IsCpu;
-        var copyBytes = (long)Math.Min(cpu ? 32UL << 20 : 256UL << 20, Math.Max(1UL << 20, device.Info.DeviceLocalBytes / 16)) / 4 * 4;
-        copyBytes = copyBytes / 16 * 16;
+        var copyBytes = (long)Math.Min(cpu ? 32UL << 20 : 256UL << 20, Math.Max(1UL << 20, device.Info.DeviceLocalBytes / 16)) / 16 * 16;
         var local = Math.Min(256u, device.Capabilities.MaxWorkgroupInvocations);
         double copyMs;
         using (var src = device.CreateBuffer<float>(copyBytes / 4, "ceiling_copy_src"))
@@ -38,8 +37,9 @@ public sealed record DeviceCeilings(double CopyGBps, double Fp32Tflops, long Cop
             var vectors = (uint)(copyBytes / 16);
             var copy = device.GetKernel(CopyPeak, [local]);
             var copyGroups = Math.Clamp((vectors + local - 1) / local, 1u, Math.Min(65535u, device.Capabilities.MaxWorkgroupCount.X));
-            var transferMs = Median(device, repeats, s => s.Copy(src, 0, dst, 0, (ulong)copyBytes), s => s.Fill(src, 1f));
-            var shaderMs = Median(device, repeats, s => s.Dispatch(copy, (copyGroups, 1, 1), new CopyPush(vectors), src, dst), s => s.Fill(src, 2f));
+            var transferMs = GpuTiming.Measure(device, s => s.Copy(src, 0, dst, 0, (ulong)copyBytes), 1, repeats, s => s.Fill(src, 1f)).MedianMs;
+            var shaderMs = GpuTiming.Measure(device, s => s.Dispatch(copy, (copyGroups, 1, 1), new CopyPush(vectors), src, dst), 1, repeats,
+                s => s.Fill(src, 2f)).MedianMs;
             if (dst.Download().Any(v => v != 2f))
             {
                 throw new InvalidOperationException("copy_peak: the destination does not hold the source: the ceiling would be meaningless.");
@@ -54,7 +54,7 @@ public sealed record DeviceCeilings(double CopyGBps, double Fp32Tflops, long Cop
         using (var outv = device.CreateBuffer<float>(invocations, "ceiling_fma_out"))
         {
             var kernel = device.GetKernel(FmaPeak, [local]);
-            fmaMs = Median(device, repeats, s => s.Dispatch(kernel, (groups, 1, 1), new FmaPush(FmaIterations, FmaM, FmaC), outv), null);
+            fmaMs = GpuTiming.Measure(device, s => s.Dispatch(kernel, (groups, 1, 1), new FmaPush(FmaIterations, FmaM, FmaC), outv), 1, repeats).MedianMs;
             Check(outv.Download(), local);
         }
 
@@ -65,25 +65,6 @@ public sealed record DeviceCeilings(double CopyGBps, double Fp32Tflops, long Cop
     private readonly record struct FmaPush(uint Iterations, float M, float C);
 
     private readonly record struct CopyPush(uint Vectors);
-
-    private static double Median(GpuDevice device, int repeats, Action<CommandStream> run, Action<CommandStream>? prepare)
-    {
-        using var s = device.BeginStream();
-        prepare?.Invoke(s);
-        run(s);   // warm-up
-        for (var i = 0; i < repeats; i++)
-        {
-            s.Barrier();
-            s.Timestamp($"{i}");
-            run(s);
-        }
-
-        s.Barrier();
-        s.Timestamp($"{repeats}");
-        var t = s.Submit();
-        var ms = Enumerable.Range(0, repeats).Select(i => t.Milliseconds($"{i}", $"{i + 1}")).Order().ToArray();
-        return repeats % 2 == 1 ? ms[repeats / 2] : (ms[repeats / 2 - 1] + ms[repeats / 2]) / 2;
-    }
 
     /// <summary>The kernel's sums must be what the chains give: a device that skipped the work would not get them.</summary>
     private static void Check(float[] sums, uint local)

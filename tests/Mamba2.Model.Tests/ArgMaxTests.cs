@@ -26,18 +26,7 @@ public class ArgMaxTests(GpuFixture gpu)
         var x = Enumerable.Range(0, rows * n).Select(_ => (float)rng.Next(-3, 4)).ToArray();
         using var t = Tensor.FromArray(Device, "x", x, shape);
         var expected = Enumerable.Range(0, rows).Select(r => Sampler.ArgMax(x.AsSpan(r * n, n))).ToArray();
-        foreach (var local in new uint?[] { null, 256 })
-        {
-            Shaders.RowLocalForTests.Value = local;
-            try
-            {
-                Assert.Equal(expected, ArgMax.Rows(t));
-            }
-            finally
-            {
-                Shaders.RowLocalForTests.Value = null;
-            }
-        }
+        RowWorkgroups.Each(() => Assert.Equal(expected, ArgMax.Rows(t)));
     }
 
     [Fact]

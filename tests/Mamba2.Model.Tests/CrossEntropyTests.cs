@@ -60,19 +60,7 @@ public class CrossEntropyTests(GpuFixture gpu)
     [InlineData(new[] { 3, 4 }, 3)]
     public void LossAndGradientMatchTheReference(int[] lead, int vocab)
     {
-        // The device's row workgroup, then the GPU-sized one (256) that the CPU driver would not choose.
-        foreach (var local in new uint?[] { null, 256 })
-        {
-            Shaders.RowLocalForTests.Value = local;
-            try
-            {
-                CheckLossAndGradient(lead, vocab);
-            }
-            finally
-            {
-                Shaders.RowLocalForTests.Value = null;
-            }
-        }
+        RowWorkgroups.Each(() => CheckLossAndGradient(lead, vocab));
     }
 
     private void CheckLossAndGradient(int[] lead, int vocab)

@@ -27,19 +27,7 @@ public class RmsNormTests(GpuFixture gpu)
     [MemberData(nameof(Cases))]
     public void ForwardAndGradientsMatchTheReference(int[] shape, int groupSize, string gate)
     {
-        // The device's row workgroup, then the GPU-sized one (256) that the CPU driver would not choose.
-        foreach (var local in new uint?[] { null, 256 })
-        {
-            Shaders.RowLocalForTests.Value = local;
-            try
-            {
-                CheckForwardAndGradients(shape, groupSize, gate);
-            }
-            finally
-            {
-                Shaders.RowLocalForTests.Value = null;
-            }
-        }
+        RowWorkgroups.Each(() => CheckForwardAndGradients(shape, groupSize, gate));
     }
 
     private void CheckForwardAndGradients(int[] shape, int groupSize, string gate)

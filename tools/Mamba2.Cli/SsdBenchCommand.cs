@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Mamba2.Model.Ops.Ssd;
 using Mamba2.Model.Tensors;
+using Mamba2.Vulkan;
 using Spectre.Console;
 
 namespace Mamba2.Cli;

@@ -68,36 +68,12 @@ internal static class TrainStepBenchCommand
             return made;
         }
 
-        double RunStep(bool profile, out GpuTimings timings)
-        {
-            using var s = device.BeginStream();
-            s.Profiling = profile;
-            s.Timestamp("start");
-            var made = Step(s);
-            s.Timestamp("end");
-            try
-            {
-                timings = s.Submit();
-                return timings.Milliseconds("start", "end");
-            }
-            finally
-            {
-                made.ForEach(m => m.Dispose());
-            }
-        }
-
-        var before = device.Memory.AllocatedBytes;
-        device.Memory.ResetPeak();
-        // At least one untimed step: it is also the one whose memory is measured.
-        for (var i = 0; i < Math.Max(1, r.GetValue(Warmup)); i++)
-        {
-            RunStep(false, out _);
-        }
-
-        var stepMemory = device.Memory.PeakAllocatedBytes - before;
+        // At least one untimed step: the first, whose memory is measured.
+        var timing = RowTimer.Time(device, Step, Math.Max(1, r.GetValue(Warmup)), r.GetValue(Repeats));
+        var stepMemory = timing.PeakMemoryBytes;
 
         // The Trainer's way: no caller stream, so the model submits a layer at a time and frees each layer's scratch.
-        before = device.Memory.AllocatedBytes;
+        var before = device.Memory.AllocatedBytes;
         device.Memory.ResetPeak();
         using (var acts = model.Forward(ids))
         using (var ce = CrossEntropy.Forward(acts.Logits, targets))
@@ -112,9 +88,27 @@ internal static class TrainStepBenchCommand
         }
 
         var stagedMemory = device.Memory.PeakAllocatedBytes - before;
-        var ms = Enumerable.Range(0, r.GetValue(Repeats)).Select(i => RunStep(false, out _)).Order().ToArray();
-        var median = ms.Length % 2 == 1 ? ms[ms.Length / 2] : (ms[ms.Length / 2 - 1] + ms[ms.Length / 2]) / 2;
-        var profiledMs = RunStep(true, out var profiled);
+
+        // One more step with a barrier and a timestamp at each section mark, for the split.
+        GpuTimings profiled;
+        using (var s = device.BeginStream())
+        {
+            s.Profiling = true;
+            s.Timestamp("start");
+            var made = Step(s);
+            s.Timestamp("end");
+            try
+            {
+                profiled = s.Submit();
+            }
+            finally
+            {
+                made.ForEach(m => m.Dispose());
+            }
+        }
+
+        var profiledMs = profiled.Milliseconds("start", "end");
+        var median = timing.MedianMs;
 
         var paramCount = parameters.Sum(p => (long)p.Value.Length);
         var tokens = (double)b * l;
@@ -123,7 +117,7 @@ internal static class TrainStepBenchCommand
         var headFlops = 6 * tokens * vocab * (double)mixer.DModel;
         Console.WriteLine($"device: {device.Name}; LM {config.NLayer} x d_model {mixer.DModel} ({(mixer.Causal ? "causal" : "bidirectional")}, d_state {mixer.DState}, headdim {mixer.HeadDim}, chunk {mixer.ChunkSize}), vocab {vocab}, {paramCount / 1e6:F1}M parameters; batch {b} x {l}; fp32");
         var table = new Table().AddColumns("step median ms", "min ms", "max ms", "tokens/s", "memory: one submission", "memory: a layer a submission (Trainer)");
-        table.AddRow($"{median:F2}", $"{ms[0]:F2}", $"{ms[^1]:F2}", $"{tokens / median * 1e3:F0}", $"{stepMemory / 1048576.0:F0} MiB", $"{stagedMemory / 1048576.0:F0} MiB");
+        table.AddRow($"{median:F2}", $"{timing.MinMs:F2}", $"{timing.MaxMs:F2}", $"{tokens / median * 1e3:F0}", $"{stepMemory / 1048576.0:F0} MiB", $"{stagedMemory / 1048576.0:F0} MiB");
         AnsiConsole.Write(table);
 
         var sections = profiled.Sections();

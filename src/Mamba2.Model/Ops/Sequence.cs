@@ -26,16 +26,26 @@ public static class Sequence
             throw new ArgumentException($"Sequence.Flip: input must be (b, L, ...), got {ShapeOps.Format(input.Shape)}.", nameof(input));
         }
 
+        return Moved(input, input.Name + ".flip", flip: true, 0, stream, "Sequence.Flip", MaxBindingBytesForTests);
+    }
+
+    /// <summary>out[b, t, ...] = input[b, t + offset, ...], zeros shifted in (the Hydra form's per-scan gradients).</summary>
+    internal static Tensor Shifted(CommandStream st, Tensor input, string name, int offset, string op, ulong? maxRangeBytes) =>
+        Moved(input, name, flip: false, offset, st, op, maxRangeBytes);
+
+    /// <summary>seq_shift.comp into a new tensor, a batch slice at a time.</summary>
+    private static Tensor Moved(Tensor input, string name, bool flip, int offset, CommandStream? stream, string op, ulong? maxRangeBytes)
+    {
         var device = input.Device;
-        var output = Tensor.Empty(device, input.Name + ".flip", [.. input.Shape]);
+        var output = Tensor.Empty(device, name, [.. input.Shape]);
         return TensorScope.Recorded(output, () => Shaders.RunIn(device, stream, st =>
         {
             var perBatch = input.Length / input.Shape[0];
             var local = Shaders.Local1D(device);
-            foreach (var pc in Shaders.Pieces(device, "Sequence.Flip", input.Shape[0], [perBatch], MaxBindingBytesForTests))
+            foreach (var pc in Shaders.Pieces(device, op, input.Shape[0], [perBatch], maxRangeBytes))
             {
-                st.Dispatch(device.GetKernel(Shaders.SeqShift, [local, 1]), (Shaders.Groups1D(device, pc.Count * perBatch, local), 1, 1),
-                    new Push((uint)pc.Count, (uint)input.Shape[1], (uint)(perBatch / input.Shape[1]), 0), pc.Of(input), pc.Of(output));
+                st.Dispatch(device.GetKernel(Shaders.SeqShift, [local, flip ? 1u : 0u]), (Shaders.Groups1D(device, pc.Count * perBatch, local), 1, 1),
+                    new Push((uint)pc.Count, (uint)input.Shape[1], (uint)(perBatch / input.Shape[1]), offset), pc.Of(input), pc.Of(output));
             }
         }));
     }

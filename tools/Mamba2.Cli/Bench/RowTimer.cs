@@ -2,8 +2,15 @@ using Mamba2.Vulkan;
 
 namespace Mamba2.Cli;
 
-/// <summary>Time of one op call, GPU-timestamped.</summary>
-internal sealed record RowTiming(double MedianMs, double MinMs, double MaxMs, double PeakMemoryBytes);
+/// <summary>Time of one op call, GPU-timestamped, and its peak extra device memory.</summary>
+internal sealed record RowTiming(TimingStats Stats, double PeakMemoryBytes)
+{
+    public double MedianMs => Stats.MedianMs;
+
+    public double MinMs => Stats.MinMs;
+
+    public double MaxMs => Stats.MaxMs;
+}
 
 internal static class RowTimer
 {
@@ -46,8 +53,6 @@ internal static class RowTimer
             }
         }
 
-        ms.Sort();
-        var median = ms.Count % 2 == 1 ? ms[ms.Count / 2] : (ms[ms.Count / 2 - 1] + ms[ms.Count / 2]) / 2;
-        return new RowTiming(median, ms[0], ms[^1], peak);
+        return new RowTiming(TimingStats.Of(ms), peak);
     }
 }

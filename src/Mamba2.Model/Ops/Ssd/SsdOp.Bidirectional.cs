@@ -12,9 +12,6 @@ namespace Mamba2.Model.Ops.Ssd;
 public static partial class SsdOp
 {
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct ShiftPush(uint Batch, uint SeqLen, uint Row, int Offset);
-
-    [StructLayout(LayoutKind.Sequential)]
     private readonly record struct CombinePush(uint Batch, uint SeqLen, uint Heads, uint HeadDim, uint Shift, uint Flags);
 
     /// <summary>The options of each causal run inside a bidirectional one: no D, gate or reverse tensors.</summary>
@@ -164,8 +161,8 @@ public static partial class SsdOp
                 // Each scan's output moved by the shift; its upstream gradient moves back: g_fwd[t] = g[t + shift],
                 // g_rev[t] = g[t - shift].
                 var shift = Shift(o);
-                var gFwd = shift == 0 ? gate : st.Own(Shifted(st, gate, "g_fwd", shift));
-                var gRev = shift == 0 ? gate : st.Own(Shifted(st, gate, "g_rev", -shift));
+                var gFwd = shift == 0 ? gate : st.Own(Sequence.Shifted(st, gate, "g_fwd", shift, "Ssd", MaxBindingBytesForTests));
+                var gRev = shift == 0 ? gate : st.Own(Sequence.Shifted(st, gate, "g_rev", -shift, "Ssd", MaxBindingBytesForTests));
                 // The backward composes the causal backward: a fused forward's intermediates are exactly the forward
                 // scan's and the mirrored reverse run's.
                 var causal = CausalPart(o);
@@ -250,30 +247,6 @@ public static partial class SsdOp
 
         st.Copy(fromForward.Buffer, 0, shared.Buffer, 0, shared.Buffer.SizeBytes);
         st.Copy(fromReverse.Buffer, 0, reverseOwn.Buffer, 0, reverseOwn.Buffer.SizeBytes);
-    }
-
-    /// <summary>t moved along the sequence: out[b, t] = t[b, t + offset], zeros shifted in (seq_shift.comp), a batch slice at a time.</summary>
-    private static Tensor Shifted(CommandStream st, Tensor t, string name, int offset)
-    {
-        var device = t.Device;
-        var output = Tensor.Empty(device, name, [.. t.Shape]);
-        try
-        {
-            var perBatch = t.Length / t.Shape[0];
-            var local = Shaders.Local1D(device);
-            foreach (var pc in Pieces(device, t.Shape[0], perBatch))
-            {
-                st.Dispatch(device.GetKernel(Shaders.SeqShift, [local, 0]), (Shaders.Groups1D(device, pc.Count * perBatch, local), 1, 1),
-                    new ShiftPush((uint)pc.Count, (uint)t.Shape[1], (uint)(perBatch / t.Shape[1]), offset), pc.Of(t), pc.Of(output));
-            }
-
-            return output;
-        }
-        catch
-        {
-            output.Dispose();
-            throw;
-        }
     }
 
     /// <summary>y = (y_fwd[t - shift] + y_rev[L - 1 - t - shift] + D x) * silu(z) (bidir_combine.comp), a batch slice at a time.</summary>
