@@ -25,6 +25,7 @@ public sealed record DeviceCeilings(double CopyGBps, double Fp32Tflops, long Cop
     {
         ArgumentNullException.ThrowIfNull(device);
         ArgumentOutOfRangeException.ThrowIfLessThan(repeats, 1);
+        SpinUp(device);
         var cpu = device.Info.IsCpu;
         var copyBytes = (long)Math.Min(cpu ? 32UL << 20 : 256UL << 20, Math.Max(1UL << 20, device.Info.DeviceLocalBytes / 16)) / 16 * 16;
         var local = Math.Min(256u, device.Capabilities.MaxWorkgroupInvocations);
@@ -60,6 +61,35 @@ public sealed record DeviceCeilings(double CopyGBps, double Fp32Tflops, long Cop
 
         var flops = 2.0 * 8 * FmaIterations * invocations;
         return new DeviceCeilings(2.0 * copyBytes / copyMs / 1e6, flops / fmaMs / 1e9, copyBytes, invocations);
+    }
+
+    /// <summary>
+    /// Keeps the device busy with FMA work for <paramref name="duration"/> of wall time (default: 1 s on a GPU,
+    /// nothing on a CPU driver, whose clocks do not ramp), so that what is timed next
+    /// runs at working clocks: an idle H100 sits at 345 MHz, and on a cold start the first ~0.3 s of a
+    /// benchmark ran at about two thirds of its later speed.
+    /// </summary>
+    public static void SpinUp(GpuDevice device, TimeSpan? duration = null)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        var until = duration ?? TimeSpan.FromSeconds(device.Info.IsCpu ? 0 : 1);
+        var local = Math.Min(256u, device.Capabilities.MaxWorkgroupInvocations);
+        var groups = device.Info.IsCpu ? 64u : Math.Min(8192u, device.Capabilities.MaxWorkgroupCount.X);
+        using var outv = device.CreateBuffer<float>((long)groups * local, "spin_up");
+        var kernel = device.GetKernel(FmaPeak, [local]);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        do
+        {
+            using var s = device.BeginStream();
+            for (var i = 0; i < 8; i++)
+            {
+                s.Dispatch(kernel, (groups, 1, 1), new FmaPush(FmaIterations, FmaM, FmaC), outv);
+                s.Barrier();
+            }
+
+            s.Submit();
+        }
+        while (clock.Elapsed < until);
     }
 
     private readonly record struct FmaPush(uint Iterations, float M, float C);

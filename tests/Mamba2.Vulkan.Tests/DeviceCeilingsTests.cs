@@ -15,4 +15,14 @@ public class DeviceCeilingsTests(GpuFixture gpu)
         Assert.True(c.CopyBytes >= 1 << 20);
         Assert.Equal(DeviceCeilings.Expected(1024 + 5), DeviceCeilings.Expected(5));   // the kernel's inputs repeat every 1024
     }
+
+    [Fact]
+    public void SpinUpRunsForAtLeastItsDurationAndFreesItsBuffer()
+    {
+        var before = gpu.Device.Memory.AllocatedBytes;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        DeviceCeilings.SpinUp(gpu.Device, TimeSpan.FromMilliseconds(30));
+        Assert.True(clock.ElapsedMilliseconds >= 30, $"returned after {clock.ElapsedMilliseconds} ms");
+        Assert.Equal(before, gpu.Device.Memory.AllocatedBytes);
+    }
 }

@@ -51,6 +51,7 @@ internal static class BenchCommand
         var ta = result.GetValue(TransA);
         var tb = result.GetValue(TransB);
         using var device = CommonOptions.Open(result);
+        DeviceCeilings.SpinUp(device);
         var tileText = result.GetValue(Tile)!;
         GemmTile? fixedTile = tileText switch
         {

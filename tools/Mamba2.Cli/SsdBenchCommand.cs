@@ -41,6 +41,7 @@ internal static class SsdBenchCommand
         int b = r.GetValue(Batch), l = r.GetValue(SeqLen), h = r.GetValue(Heads), p = r.GetValue(HeadDim);
         int g = r.GetValue(Groups), n = r.GetValue(DState), q = r.GetValue(Chunk);
         using var device = CommonOptions.Open(r);
+        DeviceCeilings.SpinUp(device);
         var rng = new Random();
         float[] R(long count, double lo, double hi) => BenchInputs.Uniform(rng, count, lo, hi);
         using var x = Tensor.FromArray(device, "x", R((long)b * l * h * p, -1, 1), b, l, h, p);

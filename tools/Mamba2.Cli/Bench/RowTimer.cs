@@ -14,10 +14,14 @@ internal sealed record RowTiming(TimingStats Stats, double PeakMemoryBytes)
 
 internal static class RowTimer
 {
+    /// <summary>Warm-up also lasts at least this long (when any is asked for), so clocks settle after host work.</summary>
+    private static readonly TimeSpan MinWarmup = TimeSpan.FromMilliseconds(100);
+
     /// <summary>
-    /// <paramref name="warmup"/> then <paramref name="repeats"/> calls, each in its own submission between two
-    /// timestamps and its outputs freed after it (device memory stays that of one call, however large the shape);
-    /// the peak memory beyond what was allocated before is that of the first call.
+    /// At least <paramref name="warmup"/> calls (and <see cref="MinWarmup"/>), then <paramref name="repeats"/> calls,
+    /// each in its own submission between two timestamps and its outputs freed after it (device memory stays that
+    /// of one call, however large the shape); the peak memory beyond what was allocated before is that of the
+    /// first call.
     /// </summary>
     public static RowTiming Time(GpuDevice device, Func<CommandStream, IEnumerable<IDisposable>> record, int warmup, int repeats)
     {
@@ -25,8 +29,10 @@ internal static class RowTimer
         device.Memory.ResetPeak();
         var ms = new List<double>();
         double peak = 0;
-        for (var i = 0; i < warmup + repeats; i++)
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        for (var i = 0; ms.Count < repeats; i++)
         {
+            var warming = i < warmup || (warmup > 0 && clock.Elapsed < MinWarmup);
             var made = new List<IDisposable>();
             using (var s = device.BeginStream())
             {
@@ -36,7 +42,7 @@ internal static class RowTimer
                     made.AddRange(record(s));
                     s.Timestamp("end");
                     var t = s.Submit();
-                    if (i >= warmup)
+                    if (!warming)
                     {
                         ms.Add(t.Milliseconds("start", "end"));
                     }
