@@ -86,6 +86,7 @@ public static class SsdBidirectionalReference
             DtRev = v.DtRev is null ? null : dtRevGrad,
             BRev = v.BRev is null ? null : bRevGrad,
             CRev = v.CRev is null ? null : cRevGrad,
+            ATermScale = Add(f.ATermScale!, r.ATermScale!),
         };
     }
 

@@ -39,9 +39,19 @@ public sealed record SsdTensors64(double[] X, double[] Dt, double[] A, double[] 
 {
     public double[]? DtRev { get; init; }
 
+    /// <summary>
+    /// Gradients only: per head, the sum over every step of |dt a &lt;dS, S&gt;|, the terms that grad_A adds up. Those
+    /// terms have both signs, so grad_A can be a small remainder of large ones; an fp32 path's error is relative to
+    /// the terms (each ~3e-7 relative on the GPU), so grad_A is judged against this size, not its own.
+    /// </summary>
+    public double[]? ATermScale { get; init; }
+
     public double[]? BRev { get; init; }
 
     public double[]? CRev { get; init; }
+
+    /// <summary>The size an input's gradient error is judged against: <see cref="ATermScale"/> for A, else the gradient itself.</summary>
+    public double[] ErrorScale(string name, double[] gradient) => name == "A" && ATermScale is { } s ? s : gradient;
 
     /// <summary>Every tensor with the name of its input (mamba_ssm's, then dt_rev, B_rev, C_rev), absent ones skipped.</summary>
     public IEnumerable<(string Name, double[] Data)> Named()

@@ -19,6 +19,7 @@ public static class SsdReferenceBackward
         var gr = new SsdTensors64(Like(v.X), Like(v.Dt), Like(v.A), Like(v.B), Like(v.C), v.D is null ? null : Like(v.D),
             v.Z is null ? null : Like(v.Z), v.DtBias is null ? null : Like(v.DtBias), v.InitialStates is null ? null : Like(v.InitialStates));
 
+        var aScale = new double[H];
         var states = new double[(L + 1) * P * N];   // states[t + 1] = S_t, states[0] = S_{-1}
         var yPre = new double[L * P];
         var dts = new double[L];
@@ -108,6 +109,7 @@ public static class SsdReferenceBackward
 
                     ddt += da * a * v.A[h];
                     gr.A[h] += da * a * dt;
+                    aScale[h] += Math.Abs(da * a * dt);
                     var (raw, sp, _) = SsdReference.ProcessDt(c, v, b, t, h);
                     if (sp < c.DtMin || sp > c.DtMax)
                     {
@@ -133,6 +135,6 @@ public static class SsdReferenceBackward
             }
         }
 
-        return gr;
+        return gr with { ATermScale = aScale };
     }
 }
