@@ -2,16 +2,17 @@
 // Deterministic sums for gradients of broadcast parameters (no atomics: the same inputs give the same bits).
 // The input is viewed as (segments, rows, outs, inner); rows are cut into blocks of rows_per_block and
 //   out[seg, block, o] = sum_{r in block} sum_{k < inner} a[seg, r, o, k] (* b[seg, r, o, k] when PRODUCT)
-// in a fixed order. Two calls make a two-level tree: one block per (segment) gives the full sum.
+// in a fixed order (ACCUMULATE adds it to out). Two calls make a two-level tree: one block per (segment) gives the full sum.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint PRODUCT = 0;
+layout(constant_id = 2) const uint ACCUMULATE = 0;   // 1: out += the sum
 
 layout(std430, binding = 0) readonly buffer In { float a[]; };
 layout(std430, binding = 1) readonly buffer In2 { float bv[]; };
-layout(std430, binding = 2) writeonly buffer Out { float outv[]; };
+layout(std430, binding = 2) buffer Out { float outv[]; };
 
 layout(push_constant) uniform Push {
     uint segments, rows, outs, inner, rows_per_block;
@@ -33,6 +34,6 @@ void main() {
                 sum += PRODUCT != 0 ? a[base + k] * bv[base + k] : a[base + k];
             }
         }
-        outv[e] = sum;
+        outv[e] = ACCUMULATE != 0 ? outv[e] + sum : sum;
     }
 }

@@ -25,13 +25,14 @@ layout(std430, binding = 6) readonly buffer Gys { float gys[]; };            // 
 layout(std430, binding = 7) readonly buffer Ts { float ts[]; };              // (b, h, nc, Q, tiles_n)
 layout(std430, binding = 8) readonly buffer Straddle { float straddle[]; };  // (b, h, nc, Q, tiles_t, tiles_n)
 layout(std430, binding = 9) readonly buffer Inner { float inner[]; };        // (b, h, slices, nc)
-layout(std430, binding = 10) writeonly buffer Ddt { float ddt[]; };          // (b, L, h)
+layout(std430, binding = 10) buffer Ddt { float ddt[]; };                    // (b, L, h)
 layout(std430, binding = 11) writeonly buffer DaPart { float dA_part[]; };   // (b, nc, h)
 layout(std430, binding = 12) writeonly buffer DbPart { float ddt_bias_part[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, chunk, nchunks;
-    uint flags;            // bit 0: dt_bias given, bit 1: softplus, bit 2: mirrored walk (see ChunkSpan)
+    uint flags;            // bit 0: dt_bias given, bit 1: softplus, bit 2: mirrored walk (see ChunkSpan),
+                           // bit 3: add ddt to what the buffer holds (a bidirectional backward's second run)
     float dt_min, dt_max;
     uint tiles_p, tiles_n, tiles_t, tile_rows, slices;
 } p;
@@ -131,7 +132,8 @@ void main() {
             if ((p.flags & 2u) != 0u && v <= 20.0) {
                 g *= 1.0 / (1.0 + exp(-v));
             }
-            ddt[(b * p.seqlen + span_pos(span, t)) * p.nheads + head] = g;
+            const uint o = (b * p.seqlen + span_pos(span, t)) * p.nheads + head;
+            ddt[o] = (p.flags & 8u) != 0u ? ddt[o] + g : g;
         }
         const float dAsum = workgroup_sum(valid ? dto * ddA : 0.0);
         const float dbsum = workgroup_sum(g);

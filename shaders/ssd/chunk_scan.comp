@@ -36,14 +36,15 @@ layout(std430, binding = 4) readonly buffer DtOut { float dt_out[]; };
 layout(std430, binding = 5) readonly buffer DaCs { float dA_cs[]; };
 layout(std430, binding = 6) readonly buffer Dv { float D[]; };
 layout(std430, binding = 7) readonly buffer Z { float z[]; };
-layout(std430, binding = 8) writeonly buffer Y { float y[]; };
+layout(std430, binding = 8) buffer Y { float y[]; };   // REVERSE with bit 5: added to
 layout(std430, binding = 9) writeonly buffer Aux { float aux[]; };   // forward: y before the gate; REVERSE: ddt_part
 layout(std430, binding = 10) readonly buffer DaCsLo { float dA_cs_lo[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
     uint flags;   // bit 0: D given, bit 1: D has shape (h, p), bit 2: z given, bit 3: save y before the gate,
-                  // bit 4: mirrored walk (see ChunkSpan)
+                  // bit 4: mirrored walk (see ChunkSpan), bit 5 (REVERSE): add dx to what the buffer holds (a second
+                  // run of a bidirectional backward adding its share)
 } p;
 
 const uint TM = BM / 16;
@@ -291,7 +292,7 @@ void main() {
                                 if ((p.flags & 1u) != 0u) {
                                     v += D[(p.flags & 2u) != 0u ? head * p.headdim + pj : head] * x[o];
                                 }
-                                y[o] = v;
+                                y[o] = (p.flags & 32u) != 0u ? y[o] + v : v;
                             }
                         }
                     }

@@ -35,7 +35,7 @@ layout(std430, binding = 2) readonly buffer R { float rr[]; };      // (b, L, g,
 layout(std430, binding = 3) readonly buffer Sm { float sm[]; };     // (b, nchunks, h, p, n)
 layout(std430, binding = 4) readonly buffer DtOut { float dt_out[]; };
 layout(std430, binding = 5) readonly buffer DaCs { float dA_cs[]; };
-layout(std430, binding = 6) writeonly buffer Out { float outp[]; }; // (b, splits, L, g, n)
+layout(std430, binding = 6) buffer Out { float outp[]; };           // (b, splits, L, g, n)
 layout(std430, binding = 7) readonly buffer W { float wv[]; };      // (b, L, g, n): C (dC) or B (dB)
 layout(std430, binding = 8) writeonly buffer RowDot { float rowdot[]; };      // (b, h, nc, Q, tilesN)
 layout(std430, binding = 9) writeonly buffer Straddle { float straddle[]; };  // (b, h, nc, Q, tilesT, tilesN), dC only
@@ -43,7 +43,7 @@ layout(std430, binding = 10) readonly buffer DaCsLo { float dA_cs_lo[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
-    uint flags;   // bit 0: mirrored walk (see ChunkSpan)
+    uint flags;   // bit 0: mirrored walk (see ChunkSpan), bit 1: add to what Out holds (one split only)
 } p;
 
 const uint TM = BM / 16;
@@ -392,7 +392,8 @@ void main() {
             [[unroll]] for (uint j = 0; j < TN; ++j) {
                 const uint nj = n0 + tx + 16 * j;
                 if (t < len && nj < p.dstate) {
-                    outp[(((b * splits + sp) * p.seqlen + span_pos(span, t)) * p.ngroups + grp) * p.dstate + nj] = acc[i * TN + j];
+                    const uint o = (((b * splits + sp) * p.seqlen + span_pos(span, t)) * p.ngroups + grp) * p.dstate + nj;
+                    outp[o] = (p.flags & 2u) != 0u ? outp[o] + acc[i * TN + j] : acc[i * TN + j];
                 }
             }
         }

@@ -10,14 +10,15 @@ internal static class Reductions
     private readonly record struct Push(uint Segments, uint Rows, uint Outs, uint Inner, uint RowsPerBlock);
 
     /// <summary>
-    /// output[seg, block, o] = sum over a block of rows of a (times b when given), a viewed as (segments, rows, outs, inner).
+    /// output[seg, block, o] = sum over a block of rows of a (times b when given), a viewed as (segments, rows, outs, inner);
+    /// with <paramref name="accumulate"/>, output[seg, block, o] += that sum.
     /// </summary>
     public static void Blocks(CommandStream st, BufferBinding a, BufferBinding output, uint segments, uint rows, uint outs, uint inner,
-        uint rowsPerBlock, BufferBinding? product = null)
+        uint rowsPerBlock, BufferBinding? product = null, bool accumulate = false)
     {
         var device = st.Device;
         var local = Shaders.Local1D(device);
-        var kernel = device.GetKernel(Shaders.ReduceSum, [local, product is null ? 0u : 1u]);
+        var kernel = device.GetKernel(Shaders.ReduceSum, [local, product is null ? 0u : 1u, accumulate ? 1u : 0u]);
         var blocks = (rows + rowsPerBlock - 1) / rowsPerBlock;
         st.Dispatch(kernel, (Shaders.Groups1D(device, (long)segments * blocks * outs, local), 1, 1),
             new Push(segments, rows, outs, inner, rowsPerBlock), a, product ?? a, output);

@@ -31,7 +31,7 @@ internal static class Shaders
 
     public static readonly KernelSource ChunkScan = Source("ssd/chunk_scan", 36,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write, BufferAccess.Read);
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.Write, BufferAccess.Read);
 
     public static readonly KernelSource ChunkScanBwdDz = Source("ssd/chunk_scan_bwd_dz", 4,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
@@ -41,12 +41,12 @@ internal static class Shaders
 
     public static readonly KernelSource ChunkScanBwdDbc = Source("ssd/chunk_scan_bwd_dbc", 36,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.Read, BufferAccess.Write, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write, BufferAccess.Read);
+        BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write, BufferAccess.Read);
 
     public static readonly KernelSource ChunkCumsumBwd = Source("ssd/chunk_cumsum_bwd", 52,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.Write, BufferAccess.Write, BufferAccess.Write);
+        BufferAccess.ReadWrite, BufferAccess.Write, BufferAccess.Write);
 
     public static readonly KernelSource SsdRecurrent = Source("ssd/ssd_recurrent", 36,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
@@ -120,7 +120,7 @@ internal static class Shaders
     public static readonly KernelSource SumSquares = Source("nn/sum_squares", 8, BufferAccess.Read, BufferAccess.Write);
 
     public static readonly KernelSource ReduceSum = Source("nn/reduce_sum", 20,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite);
 
     /// <summary>Workgroups for a kernel that walks <paramref name="items"/> work items with a stride.</summary>
     public static uint Groups(GpuDevice device, long items) =>

@@ -69,6 +69,20 @@ public static partial class SsdOp
             return BackwardRecurrent(dy, saved, x, dt, A, B, C, o, s, dFinalStates, stream, profilePrefix);
         }
 
+        return BackwardTiled(dy, saved, x, dt, A, B, C, o, s, dFinalStates, stream, profilePrefix, null, null);
+    }
+
+    /// <summary>
+    /// The tiled backward of a causal run (inputs checked). Inside a bidirectional backward, <paramref name="addInto"/>
+    /// makes the run add its dx, ddt, dA, dB, dC and ddt_bias to the other run's (none allocated) and
+    /// <paramref name="pool"/> lends both runs the same scratch.
+    /// </summary>
+    private static SsdGradients BackwardTiled(Tensor dy, SsdResult saved, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C,
+        SsdOptions o, SsdShape s, Tensor? dFinalStates, CommandStream? stream, string? profilePrefix, SsdGradients? addInto, ScratchPool? pool)
+    {
+        const string op = "Ssd backward";
+        int b = s.Batch, l = s.SeqLen, h = s.Heads, p = s.HeadDim, g = s.Groups, n = s.DState, nc = s.Chunks, q = s.Chunk;
+        var device = x.Device;
         var tiles = SsdTiles.Choose(device.Capabilities, s);
         var bt = SsdBackwardTiles.Choose(device.Capabilities, s);
         var splits = bt.Splits(h / g);
@@ -88,19 +102,20 @@ public static partial class SsdOp
 
         try
         {
-            var grads = NewGradients(scope, o, s);
+            var grads = addInto ?? NewGradients(scope, o, s);
             var gradCount = scope.Count;
+            Tensor Scratch(string name, params int[] shape) => pool is null ? New(name, shape) : pool.Get(name, shape);
             var scratch = new BackwardScratch(
                 G: o.Z is null ? dy : New("g", b, l, h, p),
-                DStates: New("dstates", b, nc, h, p, n),
-                DdtPart: New("ddt_part", b, h, nc, q, tilesP),
-                Gys: New("gys_part", b, h, nc, q, tilesN),
-                Ts: New("ts_part", b, h, nc, q, tilesN),
-                Straddle: New("straddle_part", b, h, nc, q, tilesT, tilesN),
-                Inner: New("inner_part", b, h, slices, nc),
-                DaPart: New("dA_part", b, nc, h),
-                DbiasPart: New("ddt_bias_part", b, nc, h),
-                DbcPart: splits > 1 ? New("dbc_part", b, splits, l, g, n) : null,
+                DStates: Scratch("dstates", b, nc, h, p, n),
+                DdtPart: Scratch("ddt_part", b, h, nc, q, tilesP),
+                Gys: Scratch("gys_part", b, h, nc, q, tilesN),
+                Ts: Scratch("ts_part", b, h, nc, q, tilesN),
+                Straddle: Scratch("straddle_part", b, h, nc, q, tilesT, tilesN),
+                Inner: Scratch("inner_part", b, h, slices, nc),
+                DaPart: Scratch("dA_part", b, nc, h),
+                DbiasPart: Scratch("ddt_bias_part", b, nc, h),
+                DbcPart: splits > 1 ? Scratch("dbc_part", b, splits, l, g, n) : null,
                 DdPart: o.D is null ? null : New("dD_part", b, dBlocks, h * p));
             var temps = scope.Since(gradCount);
             Shaders.RunIn(device, stream, st =>
@@ -110,7 +125,7 @@ public static partial class SsdOp
                     st.Own(t);
                 }
 
-                var geometry = new BackwardGeometry(s, tiles, bt, splits, tilesP, tilesN, tilesT, passLocal, slices, dBlocks);
+                var geometry = new BackwardGeometry(s, tiles, bt, splits, tilesP, tilesN, tilesT, passLocal, slices, dBlocks, addInto is not null);
                 foreach (var pc in pieces)
                 {
                     RecordBackward(st, geometry, pc, dy, saved, x, dt, A, B, C, o, dFinalStates, grads, scratch, profilePrefix);
@@ -147,7 +162,7 @@ public static partial class SsdOp
 
     /// <summary>Sizes and tiles shared by every stage of one backward call.</summary>
     private sealed record BackwardGeometry(SsdShape S, SsdTiles Tiles, SsdBackwardTiles Dbc, int Splits, int TilesP,
-        int TilesN, int TilesT, uint PassLocal, int Slices, int DBlocks);
+        int TilesN, int TilesT, uint PassLocal, int Slices, int DBlocks, bool Accumulate);
 
     /// <summary>
     /// Intermediates of one backward call; G aliases dy when there is no gate. The *_part tensors are partial sums
@@ -197,7 +212,7 @@ public static partial class SsdOp
         // 4. dx and the direct part of ddt: chunk_scan run backwards in time (C and B swap, g in place of x).
         var scan = device.GetKernel(Shaders.ChunkScan, [t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK, t.ScanHeads, 1]);
         var scanItems = (long)((q + t.ScanBM - 1) / t.ScanBM) * geo.TilesP * nc * b * (h / t.ScanHeads);
-        st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, dFlags | (o.Mirrored ? 16u : 0u)),
+        st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, dFlags | (o.Mirrored ? 16u : 0u) | (geo.Accumulate ? 32u : 0u)),
             pc.Of(sc.G), pc.Of(B), pc.Of(C), pc.Of(sc.DStates), pc.Of(saved.DtOut), pc.Of(saved.DACumsum),
             (o.D ?? A).Buffer, pc.Of(x), pc.Of(gr.Dx), pc.Of(sc.DdtPart), pc.Of(saved.DACumsumLo));
         Mark(3);
@@ -210,12 +225,13 @@ public static partial class SsdOp
         {
             var kernel = device.GetKernel(Shaders.ChunkScanBwdDbc, [bt.BM, bt.BN, bt.BK, bt.PK, bt.HeadsPerWorkgroup, reverse]);
             var target = sc.DbcPart ?? output;
-            st.Dispatch(kernel, (Shaders.Groups(device, dbcItems), 1, 1), new StatePush(b, l, h, g, p, n, q, nc, o.Mirrored ? 1u : 0u),
+            var flags = (o.Mirrored ? 1u : 0u) | (geo.Accumulate && sc.DbcPart is null ? 2u : 0u);
+            st.Dispatch(kernel, (Shaders.Groups(device, dbcItems), 1, 1), new StatePush(b, l, h, g, p, n, q, nc, flags),
                 pc.Of(u), pc.Of(v), pc.Of(r), pc.Of(sm), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(target),
                 pc.Of(w), pc.Of(rowDot), pc.Of(sc.Straddle), pc.Of(saved.DACumsumLo));
             if (sc.DbcPart is not null)
             {
-                Reductions.Blocks(st, pc.Of(sc.DbcPart), pc.Of(output), b, (uint)geo.Splits, l * g * n, 1, (uint)geo.Splits);
+                Reductions.Blocks(st, pc.Of(sc.DbcPart), pc.Of(output), b, (uint)geo.Splits, l * g * n, 1, (uint)geo.Splits, accumulate: geo.Accumulate);
             }
         }
 
@@ -226,7 +242,7 @@ public static partial class SsdOp
 
         // 7. dt, A and dt_bias from the gradient of each step's dA and the direct ddt.
         var cumsum = device.GetKernel(Shaders.ChunkCumsumBwd, [System.Numerics.BitOperations.RoundUpToPowerOf2(q)]);
-        var cumsumFlags = (o.DtBias is null ? 0u : 1u) | (o.DtSoftplus ? 2u : 0u) | (o.Mirrored ? 4u : 0u);
+        var cumsumFlags = (o.DtBias is null ? 0u : 1u) | (o.DtSoftplus ? 2u : 0u) | (o.Mirrored ? 4u : 0u) | (geo.Accumulate ? 8u : 0u);
         st.Dispatch(cumsum, (Shaders.Groups(device, (long)nc * b * h), 1, 1),
             new CumsumBwdPush(b, l, h, q, nc, cumsumFlags, o.DtLimit.Min, o.DtLimit.Max,
                 (uint)geo.TilesP, (uint)geo.TilesN, (uint)geo.TilesT, bt.BM, (uint)geo.Slices),
@@ -248,12 +264,13 @@ public static partial class SsdOp
         var s = geo.S;
         var device = gr.Dx.Device;
         var rows = (uint)(s.Batch * s.Chunks);
-        Reductions.Blocks(st, sc.DaPart.Buffer, gr.DA.Buffer, 1, rows, (uint)s.Heads, 1, rows);
+        Reductions.Blocks(st, sc.DaPart.Buffer, gr.DA.Buffer, 1, rows, (uint)s.Heads, 1, rows, accumulate: geo.Accumulate);
         if (gr.DDtBias is not null)
         {
-            Reductions.Blocks(st, sc.DbiasPart.Buffer, gr.DDtBias.Buffer, 1, rows, (uint)s.Heads, 1, rows);
+            Reductions.Blocks(st, sc.DbiasPart.Buffer, gr.DDtBias.Buffer, 1, rows, (uint)s.Heads, 1, rows, accumulate: geo.Accumulate);
         }
 
+        // Never added to: in a bidirectional backward only the second run has D.
         if (gr.DD is not null && sc.DdPart is not null)
         {
             var dRows = (uint)(s.Batch * geo.DBlocks);

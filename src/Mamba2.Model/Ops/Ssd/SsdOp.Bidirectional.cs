@@ -134,14 +134,21 @@ public static partial class SsdOp
         var device = x.Device;
         var scope = new TensorScope(device);
         var New = scope.New;
+        SsdGradients? fwd = null;
 
         try
         {
             int b = s.Batch, l = s.SeqLen, h = s.Heads, p = s.HeadDim, g = s.Groups, n = s.DState;
-            var grads = new SsdGradients(
-                New("dx", b, l, h, p), New("ddt", b, l, h), New("dA", h), New("dB", b, l, g, n), New("dC", b, l, g, n),
-                o.D is null ? null : New("dD", [.. o.D.Shape]),
-                o.Z is null ? null : New("dz", b, l, h, p),
+            var causal = CausalPart(o);
+            var mirrored = causal with { Mirrored = true };
+            // The common case, both scans reading the same dt, B and C on the tiled path: the reverse run adds its
+            // gradients to the forward run's and both share one set of scratch, so the backward needs little more
+            // memory than a causal one. Otherwise each run has its own gradients, summed or kept apart after.
+            var inPlace = o.DtRev is null && o.BRev is null && o.CRev is null && SsdPaths.Resolve(device, o.Path) == SsdPath.Tiled;
+            var dD = o.D is null ? null : New("dD", [.. o.D.Shape]);
+            var dz = o.Z is null ? null : New("dz", b, l, h, p);
+            var grads = inPlace ? null : new SsdGradients(
+                New("dx", b, l, h, p), New("ddt", b, l, h), New("dA", h), New("dB", b, l, g, n), New("dC", b, l, g, n), dD, dz,
                 o.DtBias is null ? null : New("ddt_bias", h),
                 null,
                 o.DtRev is null ? null : New("ddt_rev", b, l, h),
@@ -151,11 +158,11 @@ public static partial class SsdOp
             {
                 // The gate, then the upstream gradient of each causal run: g moved to where that run wrote.
                 var gate = o.Z is null ? dy : st.Own(Tensor.Empty(device, "g", b, l, h, p));
-                if (o.Z is not null && saved.YBeforeGate is not null && grads.Dz is not null)
+                if (o.Z is not null && saved.YBeforeGate is not null && dz is not null)
                 {
                     var local = Shaders.Local1D(device);
                     st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDz, [local]), (Shaders.Groups1D(device, gate.Length, local), 1, 1),
-                        (uint)gate.Length, dy.Buffer, o.Z.Buffer, saved.YBeforeGate.Buffer, gate.Buffer, grads.Dz.Buffer);
+                        (uint)gate.Length, dy.Buffer, o.Z.Buffer, saved.YBeforeGate.Buffer, gate.Buffer, dz.Buffer);
                 }
 
                 // Each scan's output moved by the shift; its upstream gradient moves back: g_fwd[t] = g[t + shift],
@@ -165,33 +172,47 @@ public static partial class SsdOp
                 var gRev = shift == 0 ? gate : st.Own(Sequence.Shifted(st, gate, "g_rev", -shift, "Ssd", MaxBindingBytesForTests));
                 // The backward composes the causal backward: a fused forward's intermediates are exactly the forward
                 // scan's and the mirrored reverse run's.
-                var causal = CausalPart(o);
-                var mirrored = causal with { Mirrored = true };
-                var (dtRev, bRev, cRev) = (o.DtRev ?? dt, o.BRev ?? B, o.CRev ?? C);
                 var runs = saved.Bidirectional ?? new BidirectionalRuns(o.Direction, ForwardScanOf(saved), saved.ReverseRun!);
-                var fwd = st.Own(Backward(gFwd, runs.Forward, x, dt, A, B, C, causal, dFinalStates, st));
-                var rev = st.Own(Backward(gRev, runs.Reverse, x, dtRev, A, bRev, cRev, mirrored, null, st));
-
-                // Inputs both scans read get both gradients (the mirrored run's are at original positions already).
-                Elementwise.Add(fwd.Dx, rev.Dx, grads.Dx, st);
-                Sum(st, fwd.Ddt, rev.Ddt, grads.Ddt, grads.DDtRev);
-                Sum(st, fwd.DB, rev.DB, grads.DB, grads.DBRev);
-                Sum(st, fwd.DC, rev.DC, grads.DC, grads.DCRev);
-                Elementwise.Add(fwd.DA, rev.DA, grads.DA, st);
-                if (grads.DDtBias is not null)
+                // Sum form with D (h) or (h, p): the reverse run's g is the gate itself, so its dx epilogue also adds
+                // the skip term D g and its dD sum is the skip's: no separate pass or buffer for them.
+                var foldD = inPlace && shift == 0 && o.D is { Rank: <= 2 };
+                if (inPlace)
                 {
-                    Elementwise.Add(fwd.DDtBias!, rev.DDtBias!, grads.DDtBias, st);
+                    var cs = SsdShape.Validate(x, dt, A, B, C, causal);
+                    var pool = st.Own(new ScratchPool(device));
+                    fwd = BackwardTiled(gFwd, runs.Forward, x, dt, A, B, C, causal, cs, dFinalStates, st, null, null, pool);
+                    var into = new SsdGradients(fwd.Dx, fwd.Ddt, fwd.DA, fwd.DB, fwd.DC, foldD ? dD : null, null, fwd.DDtBias, null);
+                    BackwardTiled(gRev, runs.Reverse, x, dt, A, B, C, foldD ? mirrored with { D = o.D } : mirrored, cs, null, st, null, into, pool);
+                    grads = new SsdGradients(fwd.Dx, fwd.Ddt, fwd.DA, fwd.DB, fwd.DC, dD, dz, fwd.DDtBias, null);
+                }
+                else
+                {
+                    var (dtRev, bRev, cRev) = (o.DtRev ?? dt, o.BRev ?? B, o.CRev ?? C);
+                    var f = st.Own(Backward(gFwd, runs.Forward, x, dt, A, B, C, causal, dFinalStates, st));
+                    var rev = st.Own(Backward(gRev, runs.Reverse, x, dtRev, A, bRev, cRev, mirrored, null, st));
+
+                    // Inputs both scans read get both gradients (the mirrored run's are at original positions already).
+                    Elementwise.Add(f.Dx, rev.Dx, grads!.Dx, st);
+                    Sum(st, f.Ddt, rev.Ddt, grads.Ddt, grads.DDtRev);
+                    Sum(st, f.DB, rev.DB, grads.DB, grads.DBRev);
+                    Sum(st, f.DC, rev.DC, grads.DC, grads.DCRev);
+                    Elementwise.Add(f.DA, rev.DA, grads.DA, st);
+                    if (grads.DDtBias is not null)
+                    {
+                        Elementwise.Add(f.DDtBias!, rev.DDtBias!, grads.DDtBias, st);
+                    }
                 }
 
-                if (o.D is not null && grads.DD is not null)
+                if (o.D is not null && dD is not null && !foldD)
                 {
-                    AddSkipGradients(st, o.D, gate, x, grads.Dx, grads.DD, s);
+                    AddSkipGradients(st, o.D, gate, x, grads!.Dx, dD, s);
                 }
             });
-            return grads;
+            return grads!;
         }
         catch
         {
+            fwd?.Dispose();
             scope.DisposeAll();
             throw;
         }
