@@ -39,6 +39,9 @@ internal sealed unsafe class MemoryBlock
     public ulong Size { get; }
     public byte* Mapped { get; }
     public bool Dedicated { get; }
+
+    /// <summary>An empty dedicated block kept for reuse, counted in <see cref="MemoryAllocator.CachedBytes"/>.</summary>
+    public bool Cached { get; set; }
     public bool IsEmpty => _free.Count == 1 && _free[0].Size == Size;
 
     public bool TryTake(ulong size, ulong alignment, out ulong offset)
@@ -97,8 +100,10 @@ internal sealed unsafe class MemoryBlock
 
 /// <summary>
 /// Suballocates device and host memory in blocks no larger than the device's maxMemoryAllocationSize, so a
-/// training run makes few vkAllocateMemory calls. Large requests get a dedicated allocation. Reports current and
-/// peak use.
+/// training run makes few vkAllocateMemory calls. Large requests get a dedicated allocation, which is cached when
+/// freed (up to <see cref="CacheLimitBytes"/>) for the next request of about its size: a training step or a
+/// benchmark loop frees and asks for the same large buffers every iteration, and a fresh allocation costs a
+/// driver call and the driver's clearing of the memory. Reports current and peak use.
 /// </summary>
 public sealed unsafe class MemoryAllocator : IDisposable
 {
@@ -114,6 +119,9 @@ public sealed unsafe class MemoryAllocator : IDisposable
     {
         _device = device;
         _props = device.Api.GetPhysicalDeviceMemoryProperties(device.Info.Handle);
+        // A CPU driver's memory is the host's: a cached block would hold pages the rest of the machine needs.
+        var largestHeap = Enumerable.Range(0, (int)_props.MemoryHeapCount).Max(i => _props.MemoryHeaps[i].Size);
+        CacheLimitBytes = device.Info.IsCpu ? 0 : largestHeap / 4;
         UnifiedMemory = Enumerable.Range(0, (int)_props.MemoryTypeCount).Select(i => _props.MemoryTypes[i].PropertyFlags)
             .Where(f => f.HasFlag(MemoryPropertyFlags.DeviceLocalBit))
             .All(f => f.HasFlag(MemoryPropertyFlags.HostVisibleBit | MemoryPropertyFlags.HostCoherentBit));
@@ -127,6 +135,27 @@ public sealed unsafe class MemoryAllocator : IDisposable
 
     /// <summary>Bytes obtained from the driver (blocks, including their free space).</summary>
     public ulong ReservedBytes { get; private set; }
+
+    /// <summary>Bytes of freed dedicated blocks kept for reuse (part of <see cref="ReservedBytes"/>).</summary>
+    public ulong CachedBytes { get; private set; }
+
+    /// <summary>
+    /// At most this many bytes of freed dedicated blocks are kept (default: a quarter of the largest heap on a GPU,
+    /// none on a CPU driver). An allocation that finds the device out of memory releases them and tries again.
+    /// </summary>
+    public ulong CacheLimitBytes { get; set; }
+
+    /// <summary>Returns every cached block to the driver (as torch.cuda.empty_cache).</summary>
+    public void ReleaseCached()
+    {
+        lock (_lock)
+        {
+            foreach (var b in _blocks.Where(b => b.Cached).ToList())
+            {
+                Release(b);
+            }
+        }
+    }
 
     /// <summary>True where all device-local memory is also host-visible (CPU drivers, most integrated GPUs).</summary>
     public bool UnifiedMemory { get; }
@@ -158,7 +187,7 @@ public sealed unsafe class MemoryAllocator : IDisposable
             Allocation result;
             if (req.Size >= blockBytes / 2)
             {
-                var block = NewBlock(type, req.Size, dedicated: true, what);
+                var block = TakeCached(type, req.Size) ?? NewBlock(type, req.Size, dedicated: true, what);
                 block.TryTake(req.Size, alignment, out var offset);
                 result = new Allocation { Block = block, Offset = offset, Size = req.Size };
             }
@@ -179,8 +208,18 @@ public sealed unsafe class MemoryAllocator : IDisposable
         {
             AllocatedBytes -= a.Size;
             a.Block.Give(a.Offset, a.Size);
-            // Keep one empty shared block per type for reuse; return dedicated and surplus blocks to the driver.
-            if (a.Block.IsEmpty && (a.Block.Dedicated || _blocks.Count(b => b.TypeIndex == a.Block.TypeIndex && b.IsEmpty && !b.Dedicated) > 1))
+            if (!a.Block.IsEmpty)
+            {
+                return;
+            }
+
+            // Keep one empty shared block per type, and dedicated blocks up to the cache limit; return the rest.
+            if (a.Block.Dedicated && CachedBytes + a.Block.Size <= CacheLimitBytes)
+            {
+                a.Block.Cached = true;
+                CachedBytes += a.Block.Size;
+            }
+            else if (a.Block.Dedicated || _blocks.Count(b => b.TypeIndex == a.Block.TypeIndex && b.IsEmpty && !b.Dedicated) > 1)
             {
                 Release(a.Block);
             }
@@ -196,6 +235,20 @@ public sealed unsafe class MemoryAllocator : IDisposable
                 Release(b);
             }
         }
+    }
+
+    /// <summary>The smallest cached dedicated block of this type that holds <paramref name="size"/> without wasting over a fifth of itself.</summary>
+    private MemoryBlock? TakeCached(uint type, ulong size)
+    {
+        var block = _blocks.Where(b => b.Cached && b.TypeIndex == type && b.Size >= size && b.Size - size <= b.Size / 5)
+            .MinBy(b => b.Size);
+        if (block is not null)
+        {
+            block.Cached = false;
+            CachedBytes -= block.Size;
+        }
+
+        return block;
     }
 
     private Allocation? TakeFromBlocks(uint type, ulong size, ulong alignment)
@@ -223,6 +276,17 @@ public sealed unsafe class MemoryAllocator : IDisposable
         var vk = _device.Api;
         var info = new MemoryAllocateInfo { SType = StructureType.MemoryAllocateInfo, AllocationSize = size, MemoryTypeIndex = type };
         var r = vk.AllocateMemory(_device.Handle, in info, null, out var memory);
+        if ((r is Result.ErrorOutOfDeviceMemory or Result.ErrorOutOfHostMemory) && _blocks.Any(b => b.IsEmpty))
+        {
+            // What this process keeps but does not use goes back first.
+            foreach (var b in _blocks.Where(b => b.IsEmpty).ToList())
+            {
+                Release(b);
+            }
+
+            r = vk.AllocateMemory(_device.Handle, in info, null, out memory);
+        }
+
         if (r is Result.ErrorOutOfDeviceMemory or Result.ErrorOutOfHostMemory)
         {
             var heap = _props.MemoryTypes[(int)type].HeapIndex;
@@ -263,6 +327,10 @@ public sealed unsafe class MemoryAllocator : IDisposable
         _device.Api.FreeMemory(_device.Handle, b.Memory, null);
         _blocks.Remove(b);
         ReservedBytes -= b.Size;
+        if (b.Cached)
+        {
+            CachedBytes -= b.Size;
+        }
     }
 
     /// <summary>

@@ -86,6 +86,47 @@ public class MemoryTests(GpuFixture gpu)
     }
 
     [Fact]
+    public void FreedLargeBuffersAreCachedForTheNextOfAboutTheirSizeUpToTheLimit()
+    {
+        var mem = Device.Memory;
+        var limit = mem.CacheLimitBytes;
+        mem.CacheLimitBytes = 300UL << 20;
+        try
+        {
+            var reserved = mem.ReservedBytes;
+            Device.CreateBuffer<float>(200 << 20 >> 2).Dispose();
+            Assert.True(mem.ReservedBytes >= reserved + (200UL << 20));
+            Assert.True(mem.CachedBytes >= 200UL << 20);
+            var held = mem.ReservedBytes;
+
+            // 150 MiB would waste a quarter of the cached block: a new one, which past the limit goes back when freed.
+            using (var other = Device.CreateBuffer<float>(150 << 20 >> 2, "other"))
+            {
+                Assert.True(mem.ReservedBytes >= held + (150UL << 20));
+            }
+
+            Assert.Equal(held, mem.ReservedBytes);
+
+            // 190 MiB fits the cached 200 MiB block: no new driver allocation.
+            using (var again = Device.CreateBuffer<float>(190 << 20 >> 2, "again"))
+            {
+                Assert.Equal(held, mem.ReservedBytes);
+                Assert.Equal(0UL, mem.CachedBytes);
+            }
+
+            Assert.True(mem.CachedBytes >= 200UL << 20);
+            mem.ReleaseCached();
+            Assert.Equal(0UL, mem.CachedBytes);
+            Assert.Equal(reserved, mem.ReservedBytes);
+        }
+        finally
+        {
+            mem.CacheLimitBytes = limit;
+            mem.ReleaseCached();
+        }
+    }
+
+    [Fact]
     public void OverMaxAllocationIsATypedErrorNamingTheLimit()
     {
         var tooBig = Device.Capabilities.MaxAllocationBytes + 4096;
