@@ -114,14 +114,15 @@ public sealed unsafe class MemoryAllocator : IDisposable
     private readonly PhysicalDeviceMemoryProperties _props;
     private readonly List<MemoryBlock> _blocks = [];
     private readonly object _lock = new();
+    private readonly ulong _largestHeap;
 
     internal MemoryAllocator(GpuDevice device)
     {
         _device = device;
         _props = device.Api.GetPhysicalDeviceMemoryProperties(device.Info.Handle);
         // A CPU driver's memory is the host's: a cached block would hold pages the rest of the machine needs.
-        var largestHeap = Enumerable.Range(0, (int)_props.MemoryHeapCount).Max(i => _props.MemoryHeaps[i].Size);
-        CacheLimitBytes = device.Info.IsCpu ? 0 : largestHeap / 4;
+        _largestHeap = Enumerable.Range(0, (int)_props.MemoryHeapCount).Max(i => _props.MemoryHeaps[i].Size);
+        CacheLimitBytes = device.Info.IsCpu ? 0 : _largestHeap / 4;
         UnifiedMemory = Enumerable.Range(0, (int)_props.MemoryTypeCount).Select(i => _props.MemoryTypes[i].PropertyFlags)
             .Where(f => f.HasFlag(MemoryPropertyFlags.DeviceLocalBit))
             .All(f => f.HasFlag(MemoryPropertyFlags.HostVisibleBit | MemoryPropertyFlags.HostCoherentBit));
@@ -141,7 +142,8 @@ public sealed unsafe class MemoryAllocator : IDisposable
 
     /// <summary>
     /// At most this many bytes of freed dedicated blocks are kept (default: a quarter of the largest heap on a GPU,
-    /// none on a CPU driver). An allocation that finds the device out of memory releases them and tries again.
+    /// none on a CPU driver), and none while the process holds over three quarters of the heap: the driver needs
+    /// room of its own. An allocation that finds the device out of memory releases them and tries again.
     /// </summary>
     public ulong CacheLimitBytes { get; set; }
 
@@ -214,7 +216,7 @@ public sealed unsafe class MemoryAllocator : IDisposable
             }
 
             // Keep one empty shared block per type, and dedicated blocks up to the cache limit; return the rest.
-            if (a.Block.Dedicated && CachedBytes + a.Block.Size <= CacheLimitBytes)
+            if (a.Block.Dedicated && CachedBytes + a.Block.Size <= CacheLimitBytes && ReservedBytes <= _largestHeap / 4 * 3)
             {
                 a.Block.Cached = true;
                 CachedBytes += a.Block.Size;

@@ -10,7 +10,13 @@ namespace Mamba2.Model.Ops.Ssd;
 internal readonly record struct SsdBackwardTiles(uint BM, uint BN, uint BK, uint PK, uint HeadsPerWorkgroup)
 {
     /// <summary>At most this many partial dB / dC copies (memory: each is a (b, L, g, n) tensor).</summary>
-    private const int MaxSplits = 8;
+    public const int MaxSplits = 8;
+
+    /// <summary>
+    /// The cap inside a bidirectional backward, which also keeps the reverse scan's chunk states: half the copies
+    /// keep its memory within 10% of a causal backward's at the 370m shape (see docs/PERF.md for what it costs).
+    /// </summary>
+    public const int BidirectionalMaxSplits = 4;
 
     public static uint SharedBytes(uint bm, uint bn, uint bk, uint pk, uint hw) =>
         4 * (bm * pk + pk * (bk + 1) + bm * (bk + 1) + bk * (bn + 1) + 3 * bm + 3 * bk + hw * bm);
@@ -22,11 +28,11 @@ internal readonly record struct SsdBackwardTiles(uint BM, uint BN, uint BK, uint
     /// The tiles for this device and problem. MAMBA2_SSD_DBC_TILE=BM,BN,BK,PK,HW overrides them for tuning runs
     /// (checked: multiples of 16, PK &lt;= BK and BN, HW dividing the heads per group, within shared memory).
     /// </summary>
-    public static SsdBackwardTiles Choose(DeviceCapabilities caps, SsdShape s)
+    public static SsdBackwardTiles Choose(DeviceCapabilities caps, SsdShape s, int maxSplits = MaxSplits)
     {
         if (Environment.GetEnvironmentVariable("MAMBA2_SSD_DBC_TILE") is not { Length: > 0 } text)
         {
-            return ChooseDefault(caps, s);
+            return ChooseDefault(caps, s, maxSplits);
         }
 
         var v = text.Split(',').Select(uint.Parse).ToArray();
@@ -39,12 +45,12 @@ internal readonly record struct SsdBackwardTiles(uint BM, uint BN, uint BK, uint
         return new SsdBackwardTiles(v[0], v[1], v[2], v[3], v[4]);
     }
 
-    private static SsdBackwardTiles ChooseDefault(DeviceCapabilities caps, SsdShape s)
+    private static SsdBackwardTiles ChooseDefault(DeviceCapabilities caps, SsdShape s, int maxSplits)
     {
         var shared = caps.MaxSharedMemoryBytes;
         var hpg = s.Heads / s.Groups;
-        // Fewest heads per workgroup that keeps the split copies within MaxSplits: more workgroups in flight.
-        var hw = (uint)Enumerable.Range(1, hpg).First(d => hpg % d == 0 && hpg / d <= MaxSplits);
+        // Fewest heads per workgroup that keeps the split copies within maxSplits: more workgroups in flight.
+        var hw = (uint)Enumerable.Range(1, hpg).First(d => hpg % d == 0 && hpg / d <= maxSplits);
         var bm = (uint)Math.Clamp((s.Chunk + 15) / 16 * 16, 16, 64);
         var full = (uint)Math.Clamp((s.DState + 15) / 16 * 16, 16, 128);
         foreach (var bn in new[] { full, 128u, 64u, 32u, 16u }.Where(v => v <= full).Distinct())

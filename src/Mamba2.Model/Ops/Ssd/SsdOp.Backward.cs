@@ -75,7 +75,7 @@ public static partial class SsdOp
     /// <summary>
     /// The tiled backward of a causal run (inputs checked). Inside a bidirectional backward, <paramref name="addInto"/>
     /// makes the run add its dx, ddt, dA, dB, dC and ddt_bias to the other run's (none allocated) and
-    /// <paramref name="pool"/> lends both runs the same scratch.
+    /// <paramref name="pool"/> lends both runs the same scratch (with fewer dB/dC split copies).
     /// </summary>
     private static SsdGradients BackwardTiled(Tensor dy, SsdResult saved, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C,
         SsdOptions o, SsdShape s, Tensor? dFinalStates, CommandStream? stream, string? profilePrefix, SsdGradients? addInto, ScratchPool? pool)
@@ -84,7 +84,7 @@ public static partial class SsdOp
         int b = s.Batch, l = s.SeqLen, h = s.Heads, p = s.HeadDim, g = s.Groups, n = s.DState, nc = s.Chunks, q = s.Chunk;
         var device = x.Device;
         var tiles = SsdTiles.Choose(device.Capabilities, s);
-        var bt = SsdBackwardTiles.Choose(device.Capabilities, s);
+        var bt = SsdBackwardTiles.Choose(device.Capabilities, s, pool is null ? SsdBackwardTiles.MaxSplits : SsdBackwardTiles.BidirectionalMaxSplits);
         var splits = bt.Splits(h / g);
         var tilesP = (p + (int)tiles.ScanBN - 1) / (int)tiles.ScanBN;
         var passLocal = Shaders.PowerOfTwoLocal(device);
