@@ -14,12 +14,13 @@ layout(std430, binding = 1) readonly buffer Yr { float yr[]; };
 layout(std430, binding = 2) readonly buffer X { float x[]; };
 layout(std430, binding = 3) readonly buffer Dv { float D[]; };
 layout(std430, binding = 4) readonly buffer Z { float z[]; };
-layout(std430, binding = 5) writeonly buffer Y { float y[]; };
+layout(std430, binding = 5) buffer Y { float y[]; };
 layout(std430, binding = 6) writeonly buffer YPre { float y_pre[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, headdim, shift;
-    uint flags;   // bit 0: D (h), bit 1: D (h, p), bit 2: D (b, L, h), bit 3: z given
+    uint flags;   // bit 0: D (h), bit 1: D (h, p), bit 2: D (b, L, h), bit 3: z given, bit 4: y += the result
+                  // (the backward adds D g to dx this way, with shift L so that only the skip term is left)
 } p;
 
 void main() {
@@ -51,6 +52,6 @@ void main() {
             y_pre[e] = v;
             v *= silu(z[e]);
         }
-        y[e] = v;
+        y[e] = (p.flags & 16u) != 0u ? y[e] + v : v;
     }
 }

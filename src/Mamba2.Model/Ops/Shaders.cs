@@ -70,7 +70,7 @@ internal static class Shaders
     public static readonly KernelSource SeqShift = Source("ssd/seq_shift", 16, BufferAccess.Read, BufferAccess.Write);
 
     public static readonly KernelSource BidirCombine = Source("ssd/bidir_combine", 24,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
+        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.Write);
 
     public static readonly KernelSource ChunkScanBidir = Source("ssd/chunk_scan_bidir", 36,
         BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,

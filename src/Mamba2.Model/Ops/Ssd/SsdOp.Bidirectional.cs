@@ -168,8 +168,6 @@ public static partial class SsdOp
                 // Each scan's output moved by the shift; its upstream gradient moves back: g_fwd[t] = g[t + shift],
                 // g_rev[t] = g[t - shift].
                 var shift = Shift(o);
-                var gFwd = shift == 0 ? gate : st.Own(Sequence.Shifted(st, gate, "g_fwd", shift, "Ssd", MaxBindingBytesForTests));
-                var gRev = shift == 0 ? gate : st.Own(Sequence.Shifted(st, gate, "g_rev", -shift, "Ssd", MaxBindingBytesForTests));
                 // The backward composes the causal backward: a fused forward's intermediates are exactly the forward
                 // scan's and the mirrored reverse run's.
                 var runs = saved.Bidirectional ?? new BidirectionalRuns(o.Direction, ForwardScanOf(saved), saved.ReverseRun!);
@@ -180,14 +178,29 @@ public static partial class SsdOp
                 {
                     var cs = SsdShape.Validate(x, dt, A, B, C, causal);
                     var pool = st.Own(new ScratchPool(device));
-                    fwd = BackwardTiled(gFwd, runs.Forward, x, dt, A, B, C, causal, cs, dFinalStates, st, null, null, pool);
+                    // One buffer for both shifted copies of g: the reverse run's is written once the forward run's is read.
+                    Tensor ShiftedG(int by)
+                    {
+                        if (shift == 0)
+                        {
+                            return gate;
+                        }
+
+                        var moved = pool.Get("g_shifted", b, l, h, p);
+                        Sequence.ShiftInto(st, gate, moved, by, "Ssd", MaxBindingBytesForTests);
+                        return moved;
+                    }
+
+                    fwd = BackwardTiled(ShiftedG(shift), runs.Forward, x, dt, A, B, C, causal, cs, dFinalStates, st, null, null, pool);
                     var into = new SsdGradients(fwd.Dx, fwd.Ddt, fwd.DA, fwd.DB, fwd.DC, foldD ? dD : null, null, fwd.DDtBias, null);
-                    BackwardTiled(gRev, runs.Reverse, x, dt, A, B, C, foldD ? mirrored with { D = o.D } : mirrored, cs, null, st, null, into, pool);
+                    BackwardTiled(ShiftedG(-shift), runs.Reverse, x, dt, A, B, C, foldD ? mirrored with { D = o.D } : mirrored, cs, null, st, null, into, pool);
                     grads = new SsdGradients(fwd.Dx, fwd.Ddt, fwd.DA, fwd.DB, fwd.DC, dD, dz, fwd.DDtBias, null);
                 }
                 else
                 {
                     var (dtRev, bRev, cRev) = (o.DtRev ?? dt, o.BRev ?? B, o.CRev ?? C);
+                    var gFwd = shift == 0 ? gate : st.Own(Sequence.Shifted(st, gate, "g_fwd", shift, "Ssd", MaxBindingBytesForTests));
+                    var gRev = shift == 0 ? gate : st.Own(Sequence.Shifted(st, gate, "g_rev", -shift, "Ssd", MaxBindingBytesForTests));
                     var f = st.Own(Backward(gFwd, runs.Forward, x, dt, A, B, C, causal, dFinalStates, st));
                     var rev = st.Own(Backward(gRev, runs.Reverse, x, dtRev, A, bRev, cRev, mirrored, null, st));
 
@@ -230,10 +243,8 @@ public static partial class SsdOp
     {
         var device = x.Device;
         uint l = (uint)s.SeqLen, h = (uint)s.Heads, p = (uint)s.HeadDim;
-        // dx += D g: a combine of the skip term alone (a shift of L moves both scan terms out of range).
-        var skip = st.Own(Tensor.Empty(device, "d_skip", s.Batch, s.SeqLen, s.Heads, s.HeadDim));
-        Combine(st, s, gate, gate, gate, D, null, skip, null, l);
-        Elementwise.Add(dx, skip, dx, st);
+        // dx += D g: a combine of the skip term alone (a shift of L moves both scan terms out of range), added in place.
+        Combine(st, s, gate, gate, gate, D, null, dx, null, l, accumulate: true);
 
         var blocks = (l + ReduceBlockRows - 1) / ReduceBlockRows;
         var part = D.Rank == 3 ? null : st.Own(Tensor.Empty(device, "dD_part", s.Batch, (int)blocks, s.Heads * s.HeadDim));
@@ -270,8 +281,12 @@ public static partial class SsdOp
         st.Copy(fromReverse.Buffer, 0, reverseOwn.Buffer, 0, reverseOwn.Buffer.SizeBytes);
     }
 
-    /// <summary>y = (y_fwd[t - shift] + y_rev[L - 1 - t - shift] + D x) * silu(z) (bidir_combine.comp), a batch slice at a time.</summary>
-    private static void Combine(CommandStream st, SsdShape s, Tensor yFwd, Tensor yRev, Tensor x, Tensor? D, Tensor? z, Tensor y, Tensor? yPre, uint shift)
+    /// <summary>
+    /// y = (y_fwd[t - shift] + y_rev[t + shift] + D x) * silu(z) (bidir_combine.comp; y_rev at original positions),
+    /// or y += that with <paramref name="accumulate"/>, a batch slice at a time.
+    /// </summary>
+    private static void Combine(CommandStream st, SsdShape s, Tensor yFwd, Tensor yRev, Tensor x, Tensor? D, Tensor? z, Tensor y, Tensor? yPre, uint shift,
+        bool accumulate = false)
     {
         var device = x.Device;
         var dFlags = D switch { null => 0u, { Rank: 1 } => 1u, { Rank: 2 } => 2u, _ => 4u };
@@ -280,7 +295,7 @@ public static partial class SsdOp
         foreach (var pc in Pieces(device, s.Batch, perBatch, (long)s.SeqLen * s.Heads))
         {
             st.Dispatch(device.GetKernel(Shaders.BidirCombine, [local]), (Shaders.Groups1D(device, pc.Count * perBatch, local), 1, 1),
-                new CombinePush((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, shift, dFlags | (z is null ? 0u : 8u)),
+                new CombinePush((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, shift, dFlags | (z is null ? 0u : 8u) | (accumulate ? 16u : 0u)),
                 pc.Of(yFwd), pc.Of(yRev), pc.Of(x), D is { Rank: 3 } ? pc.Of(D) : (D ?? x).Buffer, pc.Of(z ?? x), pc.Of(y), pc.Of(yPre ?? y));
         }
     }
