@@ -136,6 +136,63 @@ public class SsdBidirectionalTests(GpuFixture gpu)
         }
     }
 
+    /// <summary>Peak extra device memory of one forward + backward of these options (tiled path), in bytes.</summary>
+    private long PeakOfForwardAndBackward(SsdCase c, float[] dy)
+    {
+        using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Tiled);
+        using var dyT = Tensor.FromArray(Device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
+        var before = Device.Memory.AllocatedBytes;
+        Device.Memory.ResetPeak();
+        using (var s = Device.BeginStream())
+        {
+            using var saved = SsdOp.Forward(inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, inputs.Options, s);
+            using var grads = SsdOp.Backward(dyT, saved, inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, inputs.Options, stream: s);
+            s.Submit();
+        }
+
+        return (long)(Device.Memory.PeakAllocatedBytes - before);
+    }
+
+    /// <summary>
+    /// The sum form's backward adds the reverse run's gradients into the forward run's and shares its scratch: one
+    /// forward + backward needs at most the causal op's plus what the reverse scan saves (its chunk states, final
+    /// state, dt and dA cumsum), not a second set of gradients and scratch.
+    /// </summary>
+    [Fact]
+    public void SumFormTrainingMemoryStaysNearTheCausalOps()
+    {
+        var seed = TestMath.NewSeed();
+        // 16 heads in a group: the causal backward keeps 8 dB/dC split copies, the bidirectional one 4.
+        var c = SsdCases.Bidirectional(new Random(seed), SsdDirection.BidirectionalSum, 1, 128, 16, 16, 1, 16, 64, d: true, bias: true, softplus: true);
+        var dy = TestMath.Uniform(new Random(seed + 1), (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1);
+        var causal = PeakOfForwardAndBackward(c with { Direction = SsdDirection.Causal }, dy);
+        var sum = PeakOfForwardAndBackward(c, dy);
+        int nc = (c.SeqLen + c.Chunk - 1) / c.Chunk, state = c.Heads * c.HeadDim * c.DState;
+        long reverseSaved = 4L * c.Batch * ((nc + 1) * state + 3 * c.Heads * nc * c.Chunk);
+        Assert.True(sum <= causal + reverseSaved, $"sum form {sum} bytes against causal {causal} + the reverse scan's {reverseSaved} (seed {seed})");
+    }
+
+    /// <summary>The in-place backward adds into its outputs: two calls on one forward must give the same bits.</summary>
+    [Theory]
+    [InlineData(SsdDirection.BidirectionalSum)]
+    [InlineData(SsdDirection.BidirectionalShift)]
+    public void InPlaceBackwardIsRepeatable(SsdDirection direction)
+    {
+        var seed = TestMath.NewSeed();
+        var c = SsdCases.Bidirectional(new Random(seed), direction, 2, 70, 4, 16, 1, 16, 32, d: true, z: true, bias: true, softplus: true);
+        var dy = TestMath.Uniform(new Random(seed + 1), (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1);
+        using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Tiled);
+        using var dyT = Tensor.FromArray(Device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
+        var options = inputs.Options with { BidirectionalPath = SsdBidirectionalPath.Fused };
+        using var saved = SsdOp.Forward(inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, options);
+        using var first = SsdOp.Backward(dyT, saved, inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, options);
+        using var second = SsdOp.Backward(dyT, saved, inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, options);
+        foreach (var ((name, a), (_, b)) in first.Named().Zip(second.Named()))
+        {
+            Assert.True(a.ToArray().AsSpan().SequenceEqual(b.ToArray()), $"grad_{name} differs between two backwards of one forward (seed {seed})");
+        }
+    }
+
     [Fact]
     public void SumModeEqualsTheCausalOpOnEachDirection()
     {
