@@ -11,6 +11,12 @@ public sealed class Mamba2LayerReference(Mamba2Config c, IReadOnlyDictionary<str
 {
     private int Rows => batch * seqLen;
 
+    /// <summary>
+    /// After <see cref="Backward"/>: for the gradients that sum terms of both signs over every position (A_log,
+    /// dt_bias), the size of those terms, which an fp32 result's error is judged against.
+    /// </summary>
+    public Dictionary<string, double[]> TermScales { get; } = [];
+
     private int Gn => c.NGroups * c.DState;
 
     private int Left => c.Causal ? c.DConv - 1 : (c.DConv - 1) / 2;
@@ -115,6 +121,8 @@ public sealed class Mamba2LayerReference(Mamba2Config c, IReadOnlyDictionary<str
         g["dt_bias"] = sg.DtBias!;
         g["D"] = sg.D!;
         g["A_log"] = sg.A.Select((d, i) => d * s.A[i]).ToArray();
+        TermScales["A_log"] = sg.ATermScale!.Select((d, i) => d * Math.Abs(s.A[i])).ToArray();
+        TermScales["dt_bias"] = sg.DtBiasTermScale!;
         var dAct = Concat(Rows, (sg.X, c.DInner), (sg.B, Gn), (sg.C, Gn));
         var (dxbc, dConvW, dConvB) = Conv1dReference.Backward(dAct, s.XBC, p["conv1d.weight"], p.GetValueOrDefault("conv1d.bias"), batch, seqLen, c.ConvDim, c.DConv, Left, silu: true);
         g["conv1d.weight"] = dConvW;

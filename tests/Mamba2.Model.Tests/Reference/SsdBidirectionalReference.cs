@@ -87,6 +87,7 @@ public static class SsdBidirectionalReference
             BRev = v.BRev is null ? null : bRevGrad,
             CRev = v.CRev is null ? null : cRevGrad,
             ATermScale = Add(f.ATermScale!, r.ATermScale!),
+            DtBiasTermScale = Add(f.DtBiasTermScale!, r.DtBiasTermScale!),
         };
     }
 

@@ -46,12 +46,23 @@ public sealed record SsdTensors64(double[] X, double[] Dt, double[] A, double[] 
     /// </summary>
     public double[]? ATermScale { get; init; }
 
+    /// <summary>Gradients only: per head, the sum over every step of |d dt_bias term|, the size grad_dt_bias is judged against.</summary>
+    public double[]? DtBiasTermScale { get; init; }
+
     public double[]? BRev { get; init; }
 
     public double[]? CRev { get; init; }
 
-    /// <summary>The size an input's gradient error is judged against: <see cref="ATermScale"/> for A, else the gradient itself.</summary>
-    public double[] ErrorScale(string name, double[] gradient) => name == "A" && ATermScale is { } s ? s : gradient;
+    /// <summary>
+    /// The size an input's gradient error is judged against: for the sums over every step (A, dt_bias), the size of
+    /// their terms; else the gradient itself.
+    /// </summary>
+    public double[] ErrorScale(string name, double[] gradient) => name switch
+    {
+        "A" when ATermScale is { } s => s,
+        "dt_bias" when DtBiasTermScale is { } s => s,
+        _ => gradient,
+    };
 
     /// <summary>Every tensor with the name of its input (mamba_ssm's, then dt_rev, B_rev, C_rev), absent ones skipped.</summary>
     public IEnumerable<(string Name, double[] Data)> Named()

@@ -20,6 +20,7 @@ public static class SsdReferenceBackward
             v.Z is null ? null : Like(v.Z), v.DtBias is null ? null : Like(v.DtBias), v.InitialStates is null ? null : Like(v.InitialStates));
 
         var aScale = new double[H];
+        var biasScale = new double[H];
         var states = new double[(L + 1) * P * N];   // states[t + 1] = S_t, states[0] = S_{-1}
         var yPre = new double[L * P];
         var dts = new double[L];
@@ -125,6 +126,7 @@ public static class SsdReferenceBackward
                     if (gr.DtBias is not null)
                     {
                         gr.DtBias[h] += ddt;
+                        biasScale[h] += Math.Abs(ddt);
                     }
                 }
 
@@ -135,6 +137,6 @@ public static class SsdReferenceBackward
             }
         }
 
-        return gr with { ATermScale = aScale };
+        return gr with { ATermScale = aScale, DtBiasTermScale = biasScale };
     }
 }
