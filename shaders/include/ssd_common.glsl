@@ -49,4 +49,17 @@ uint span_pos(ChunkSpan s, uint k) {
     return s.mirror ? s.start + s.len - 1u - k : s.start + k;
 }
 
+// The Hydra (shift) form's backward reads its upstream gradient one step from each run's own position,
+// g_run[t] = g[t + shift] (0 outside [0, L)), instead of from a shifted copy. The shift comes from bits 8 (+1) and
+// 9 (-1) of a kernel's flags; g_pos gives the sequence position to read and whether there is one.
+int g_shift(uint flags) {
+    return (flags & 256u) != 0u ? 1 : (flags & 512u) != 0u ? -1 : 0;
+}
+
+bool g_pos(uint pos, int shift, uint seqlen, out uint shifted) {
+    const int q = int(pos) + shift;
+    shifted = uint(max(q, 0));
+    return q >= 0 && q < int(seqlen);
+}
+
 #endif

@@ -44,7 +44,8 @@ layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
     uint flags;   // bit 0: D given, bit 1: D has shape (h, p), bit 2: z given, bit 3: save y before the gate,
                   // bit 4: mirrored walk (see ChunkSpan), bit 5 (REVERSE): add dx to what the buffer holds (a second
-                  // run of a bidirectional backward adding its share)
+                  // run of a bidirectional backward adding its share), bits 8-9 (REVERSE): g read one step away
+                  // (g_shift)
 } p;
 
 const uint TM = BM / 16;
@@ -223,8 +224,9 @@ void main() {
                     const uint s = e / BN;
                     const uint j = e % BN;
                     float v = 0.0;
-                    if (s0 + s < len && p0 + j < p.headdim) {
-                        v = x[((b * p.seqlen + span_pos(span, s0 + s)) * p.nheads + head0 + hb) * p.headdim + p0 + j];
+                    uint pos;
+                    if (s0 + s < len && p0 + j < p.headdim && g_pos(span_pos(span, s0 + s), REVERSE == 0 ? 0 : g_shift(p.flags), p.seqlen, pos)) {
+                        v = x[((b * p.seqlen + pos) * p.nheads + head0 + hb) * p.headdim + p0 + j];
                     }
                     Xs[e] = v;
                 }
@@ -289,8 +291,9 @@ void main() {
                                 const float r = acc[(hb * TM + i) * TN + j];
                                 dot = fma(z[o], r, dot);
                                 float v = dtt * r;
-                                if ((p.flags & 1u) != 0u) {
-                                    v += D[(p.flags & 2u) != 0u ? head * p.headdim + pj : head] * x[o];
+                                uint gp;
+                                if ((p.flags & 1u) != 0u && g_pos(span_pos(span, t), g_shift(p.flags), p.seqlen, gp)) {
+                                    v += D[(p.flags & 2u) != 0u ? head * p.headdim + pj : head] * x[((b * p.seqlen + gp) * p.nheads + head) * p.headdim + pj];
                                 }
                                 y[o] = (p.flags & 32u) != 0u ? y[o] + v : v;
                             }

@@ -43,7 +43,8 @@ layout(std430, binding = 10) readonly buffer DaCsLo { float dA_cs_lo[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
-    uint flags;   // bit 0: mirrored walk (see ChunkSpan), bit 1: add to what Out holds (one split only)
+    uint flags;   // bit 0: mirrored walk (see ChunkSpan), bit 1: add to what Out holds (one split only),
+                  // bits 8-9: g (U for dC, V for dB) read one step away (g_shift)
 } p;
 
 const uint TM = BM / 16;
@@ -89,6 +90,9 @@ void main() {
         const uint sp = r % splits; r /= splits;
         const uint grp = r % p.ngroups;
         const uint b = r / p.ngroups;
+        // g is U for dC and V for dB.
+        const int ushift = REVERSE == 0 ? g_shift(p.flags) : 0;
+        const int vshift = REVERSE == 0 ? 0 : g_shift(p.flags);
         const ChunkSpan span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, (p.flags & 1u) != 0u);
         const uint len = span.len;
         const uint t0 = tt * BM;
@@ -127,8 +131,9 @@ void main() {
                     const uint i = e / PK;
                     const uint k = e % PK;
                     float val = 0.0;
-                    if (t0 + i < len && k0 + k < p.headdim) {
-                        val = u[((b * p.seqlen + span_pos(span, t0 + i)) * p.nheads + head) * p.headdim + k0 + k] * dAi[i];
+                    uint pos;
+                    if (t0 + i < len && k0 + k < p.headdim && g_pos(span_pos(span, t0 + i), ushift, p.seqlen, pos)) {
+                        val = u[((b * p.seqlen + pos) * p.nheads + head) * p.headdim + k0 + k] * dAi[i];
                     }
                     Us[e] = val;
                 }
@@ -259,8 +264,9 @@ void main() {
                         const uint i = e / PK;
                         const uint k = e % PK;
                         float val = 0.0;
-                        if (t0 + i < len && k0 + k < p.headdim) {
-                            val = u[((b * p.seqlen + span_pos(span, t0 + i)) * p.nheads + head) * p.headdim + k0 + k];
+                        uint pos;
+                        if (t0 + i < len && k0 + k < p.headdim && g_pos(span_pos(span, t0 + i), ushift, p.seqlen, pos)) {
+                            val = u[((b * p.seqlen + pos) * p.nheads + head) * p.headdim + k0 + k];
                         }
                         Us[e] = val;
                     }
@@ -268,8 +274,9 @@ void main() {
                         const uint j = e / PK;
                         const uint k = e % PK;
                         float val = 0.0;
-                        if (s0 + j < len && k0 + k < p.headdim) {
-                            val = v[((b * p.seqlen + span_pos(span, s0 + j)) * p.nheads + head) * p.headdim + k0 + k];
+                        uint pos;
+                        if (s0 + j < len && k0 + k < p.headdim && g_pos(span_pos(span, s0 + j), vshift, p.seqlen, pos)) {
+                            val = v[((b * p.seqlen + pos) * p.nheads + head) * p.headdim + k0 + k];
                         }
                         Vs[k * (BK + 1) + j] = val;
                     }

@@ -25,7 +25,7 @@ layout(std430, binding = 5) readonly buffer DaCsLo { float dA_cs_lo[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
-    uint flags;   // bit 0: mirrored walk (see ChunkSpan)
+    uint flags;   // bit 0: mirrored walk (see ChunkSpan); GRAD: bits 8-9, g read one step away (g_shift)
 } p;
 
 const uint TM = BM / 16;
@@ -68,8 +68,8 @@ void main() {
                 const uint s = e / BM;
                 const uint j = e % BM;
                 float v = 0.0;
-                if (s0 + s < len && p0 + j < p.headdim) {
-                    const uint pos = span_pos(span, s0 + s);
+                uint pos;
+                if (s0 + s < len && p0 + j < p.headdim && g_pos(span_pos(span, s0 + s), GRAD == 0 ? 0 : g_shift(p.flags), p.seqlen, pos)) {
                     const uint k = cs + s0 + s;
                     const float weight = GRAD == 0 ? exp(min(cs_diff(last, last_lo, dA_cs[k], dA_cs_lo[k]), 0.0)) * dt_out[k]
                                                    : exp(min(dA_cs[k], 0.0));

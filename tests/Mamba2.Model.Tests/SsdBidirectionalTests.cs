@@ -103,16 +103,17 @@ public class SsdBidirectionalTests(GpuFixture gpu)
 
     /// <summary>Batches split into slices that fit a (shrunken) binding limit, in both implementations.</summary>
     [Theory]
-    [InlineData(true, SsdPath.Tiled)]
-    [InlineData(false, SsdPath.Tiled)]
-    [InlineData(false, SsdPath.Recurrent)]
-    public void BatchesLargerThanOneBindingAreSplit(bool fused, SsdPath path)
+    [InlineData(true, SsdPath.Tiled, true)]
+    [InlineData(false, SsdPath.Tiled, true)]
+    [InlineData(false, SsdPath.Recurrent, true)]
+    [InlineData(true, SsdPath.Tiled, false)]   // the in-place backward, g read one step away
+    public void BatchesLargerThanOneBindingAreSplit(bool fused, SsdPath path, bool reverseTensors)
     {
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
         // x holds 45 * 3 * 8 * 4 = 4320 bytes per batch element: a 5-element binding gives pieces of 4, 4 and 1.
         var c = SsdCases.Bidirectional(rng, SsdDirection.BidirectionalShift, 9, 45, 3, 8, 1, 8, 16, d: true, dPerToken: true, z: true,
-            softplus: true, bias: true, reverseTensors: true);
+            softplus: true, bias: true, reverseTensors: reverseTensors);
         var dy = TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1);
         using var inputs = new SsdDeviceInputs(Device, c, path);
         using var dyT = Tensor.FromArray(Device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
@@ -136,7 +137,7 @@ public class SsdBidirectionalTests(GpuFixture gpu)
         }
     }
 
-    /// <summary>Peak extra device memory of one forward + backward of these options (tiled path), in bytes.</summary>
+    /// <summary>Peak extra device memory of one forward + backward (tiled path, fused where bidirectional), in bytes.</summary>
     private long PeakOfForwardAndBackward(SsdCase c, float[] dy)
     {
         using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Tiled);
@@ -145,8 +146,9 @@ public class SsdBidirectionalTests(GpuFixture gpu)
         Device.Memory.ResetPeak();
         using (var s = Device.BeginStream())
         {
-            using var saved = SsdOp.Forward(inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, inputs.Options, s);
-            using var grads = SsdOp.Backward(dyT, saved, inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, inputs.Options, stream: s);
+            var options = inputs.Options with { BidirectionalPath = SsdBidirectionalPath.Fused };
+            using var saved = SsdOp.Forward(inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, options, s);
+            using var grads = SsdOp.Backward(dyT, saved, inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, options, stream: s);
             s.Submit();
         }
 
@@ -154,22 +156,24 @@ public class SsdBidirectionalTests(GpuFixture gpu)
     }
 
     /// <summary>
-    /// The sum form's backward adds the reverse run's gradients into the forward run's and shares its scratch: one
-    /// forward + backward needs at most the causal op's plus what the reverse scan saves (its chunk states, final
-    /// state, dt and dA cumsum), not a second set of gradients and scratch.
+    /// The backward adds the reverse run's gradients into the forward run's and shares its scratch (the shift form
+    /// reads g one step away in place): one forward + backward needs at most the causal op's plus what the reverse
+    /// scan saves (its chunk states, final state, dt and dA cumsum), not a second set of gradients and scratch.
     /// </summary>
-    [Fact]
-    public void SumFormTrainingMemoryStaysNearTheCausalOps()
+    [Theory]
+    [InlineData(SsdDirection.BidirectionalSum)]
+    [InlineData(SsdDirection.BidirectionalShift)]
+    public void TrainingMemoryStaysNearTheCausalOps(SsdDirection direction)
     {
         var seed = TestMath.NewSeed();
         // 16 heads in a group: the causal backward keeps 8 dB/dC split copies, the bidirectional one 4.
-        var c = SsdCases.Bidirectional(new Random(seed), SsdDirection.BidirectionalSum, 1, 128, 16, 16, 1, 16, 64, d: true, bias: true, softplus: true);
+        var c = SsdCases.Bidirectional(new Random(seed), direction, 1, 128, 16, 16, 1, 16, 64, d: true, bias: true, softplus: true);
         var dy = TestMath.Uniform(new Random(seed + 1), (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1);
         var causal = PeakOfForwardAndBackward(c with { Direction = SsdDirection.Causal }, dy);
         var sum = PeakOfForwardAndBackward(c, dy);
         int nc = (c.SeqLen + c.Chunk - 1) / c.Chunk, state = c.Heads * c.HeadDim * c.DState;
         long reverseSaved = 4L * c.Batch * ((nc + 1) * state + 3 * c.Heads * nc * c.Chunk);
-        Assert.True(sum <= causal + reverseSaved, $"sum form {sum} bytes against causal {causal} + the reverse scan's {reverseSaved} (seed {seed})");
+        Assert.True(sum <= causal + reverseSaved, $"{direction} {sum} bytes against causal {causal} + the reverse scan's {reverseSaved} (seed {seed})");
     }
 
     /// <summary>The in-place backward adds into its outputs: two calls on one forward must give the same bits.</summary>

@@ -33,10 +33,6 @@ public static class Sequence
     internal static Tensor Shifted(CommandStream st, Tensor input, string name, int offset, string op, ulong? maxRangeBytes) =>
         Moved(input, name, flip: false, offset, st, op, maxRangeBytes);
 
-    /// <summary>As <see cref="Shifted"/>, into <paramref name="output"/> (same shape, another buffer).</summary>
-    internal static void ShiftInto(CommandStream st, Tensor input, Tensor output, int offset, string op, ulong? maxRangeBytes) =>
-        MoveInto(input, output, flip: false, offset, st, op, maxRangeBytes);
-
     /// <summary>seq_shift.comp into a new tensor.</summary>
     private static Tensor Moved(Tensor input, string name, bool flip, int offset, CommandStream? stream, string op, ulong? maxRangeBytes)
     {

@@ -69,17 +69,25 @@ public static partial class SsdOp
             return BackwardRecurrent(dy, saved, x, dt, A, B, C, o, s, dFinalStates, stream, profilePrefix);
         }
 
-        return BackwardTiled(dy, saved, x, dt, A, B, C, o, s, dFinalStates, stream, profilePrefix, null, null);
+        return BackwardTiled(dy, saved, x, dt, A, B, C, o, s, dFinalStates, stream, profilePrefix, null, null, 0);
     }
 
     /// <summary>
     /// The tiled backward of a causal run (inputs checked). Inside a bidirectional backward, <paramref name="addInto"/>
     /// makes the run add its dx, ddt, dA, dB, dC and ddt_bias to the other run's (none allocated) and
-    /// <paramref name="pool"/> lends both runs the same scratch (with fewer dB/dC split copies).
+    /// <paramref name="pool"/> lends both runs the same scratch (with fewer dB/dC split copies). With
+    /// <paramref name="gShift"/> (+1 or -1, the Hydra form) the run's upstream gradient is dy one step away,
+    /// dy[t + gShift], read in place.
     /// </summary>
     private static SsdGradients BackwardTiled(Tensor dy, SsdResult saved, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C,
-        SsdOptions o, SsdShape s, Tensor? dFinalStates, CommandStream? stream, string? profilePrefix, SsdGradients? addInto, ScratchPool? pool)
+        SsdOptions o, SsdShape s, Tensor? dFinalStates, CommandStream? stream, string? profilePrefix, SsdGradients? addInto, ScratchPool? pool,
+        int gShift)
     {
+        if (gShift != 0 && o.Z is not null)
+        {
+            throw new ArgumentException("Ssd backward: a shifted upstream gradient is read as is, so it cannot be gated here.", nameof(gShift));
+        }
+
         const string op = "Ssd backward";
         int b = s.Batch, l = s.SeqLen, h = s.Heads, p = s.HeadDim, g = s.Groups, n = s.DState, nc = s.Chunks, q = s.Chunk;
         var device = x.Device;
@@ -125,7 +133,8 @@ public static partial class SsdOp
                     st.Own(t);
                 }
 
-                var geometry = new BackwardGeometry(s, tiles, bt, splits, tilesP, tilesN, tilesT, passLocal, slices, dBlocks, addInto is not null);
+                var geometry = new BackwardGeometry(s, tiles, bt, splits, tilesP, tilesN, tilesT, passLocal, slices, dBlocks, addInto is not null,
+                    gShift switch { 0 => 0u, 1 => 256u, -1 => 512u, _ => throw new ArgumentOutOfRangeException(nameof(gShift)) });
                 foreach (var pc in pieces)
                 {
                     RecordBackward(st, geometry, pc, dy, saved, x, dt, A, B, C, o, dFinalStates, grads, scratch, profilePrefix);
@@ -161,8 +170,9 @@ public static partial class SsdOp
     }
 
     /// <summary>Sizes and tiles shared by every stage of one backward call.</summary>
+    /// <summary>Accumulate: add into existing gradients; GShiftFlags: the kernels' flag bits for g read one step away.</summary>
     private sealed record BackwardGeometry(SsdShape S, SsdTiles Tiles, SsdBackwardTiles Dbc, int Splits, int TilesP,
-        int TilesN, int TilesT, uint PassLocal, int Slices, int DBlocks, bool Accumulate);
+        int TilesN, int TilesT, uint PassLocal, int Slices, int DBlocks, bool Accumulate, uint GShiftFlags);
 
     /// <summary>
     /// Intermediates of one backward call; G aliases dy when there is no gate. The *_part tensors are partial sums
@@ -197,7 +207,7 @@ public static partial class SsdOp
         Mark(0);
 
         // 2. Each chunk's local state gradient, sum_t exp(dA_cs[t]) g[t] C[t]^T: chunk_state with GRAD weights.
-        RecordChunkState(st, s, t, pc, sc.G, C, saved.DtOut, saved.DACumsum, saved.DACumsumLo, sc.DStates, weights: 1, o.Mirrored);
+        RecordChunkState(st, s, t, pc, sc.G, C, saved.DtOut, saved.DACumsum, saved.DACumsumLo, sc.DStates, weights: 1, o.Mirrored, geo.GShiftFlags);
         Mark(1);
 
         // 3. Reverse state passing: the gradient leaving each chunk, d initial_states, S_in . dS_next per chunk.
@@ -212,7 +222,7 @@ public static partial class SsdOp
         // 4. dx and the direct part of ddt: chunk_scan run backwards in time (C and B swap, g in place of x).
         var scan = device.GetKernel(Shaders.ChunkScan, [t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK, t.ScanHeads, 1]);
         var scanItems = (long)((q + t.ScanBM - 1) / t.ScanBM) * geo.TilesP * nc * b * (h / t.ScanHeads);
-        st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, dFlags | (o.Mirrored ? 16u : 0u) | (geo.Accumulate ? 32u : 0u)),
+        st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, dFlags | (o.Mirrored ? 16u : 0u) | (geo.Accumulate ? 32u : 0u) | geo.GShiftFlags),
             pc.Of(sc.G), pc.Of(B), pc.Of(C), pc.Of(sc.DStates), pc.Of(saved.DtOut), pc.Of(saved.DACumsum),
             (o.D ?? A).Buffer, pc.Of(x), pc.Of(gr.Dx), pc.Of(sc.DdtPart), pc.Of(saved.DACumsumLo));
         Mark(3);
@@ -225,7 +235,7 @@ public static partial class SsdOp
         {
             var kernel = device.GetKernel(Shaders.ChunkScanBwdDbc, [bt.BM, bt.BN, bt.BK, bt.PK, bt.HeadsPerWorkgroup, reverse]);
             var target = sc.DbcPart ?? output;
-            var flags = (o.Mirrored ? 1u : 0u) | (geo.Accumulate && sc.DbcPart is null ? 2u : 0u);
+            var flags = (o.Mirrored ? 1u : 0u) | (geo.Accumulate && sc.DbcPart is null ? 2u : 0u) | geo.GShiftFlags;
             st.Dispatch(kernel, (Shaders.Groups(device, dbcItems), 1, 1), new StatePush(b, l, h, g, p, n, q, nc, flags),
                 pc.Of(u), pc.Of(v), pc.Of(r), pc.Of(sm), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(target),
                 pc.Of(w), pc.Of(rowDot), pc.Of(sc.Straddle), pc.Of(saved.DACumsumLo));

@@ -178,22 +178,10 @@ public static partial class SsdOp
                 {
                     var cs = SsdShape.Validate(x, dt, A, B, C, causal);
                     var pool = st.Own(new ScratchPool(device));
-                    // One buffer for both shifted copies of g: the reverse run's is written once the forward run's is read.
-                    Tensor ShiftedG(int by)
-                    {
-                        if (shift == 0)
-                        {
-                            return gate;
-                        }
-
-                        var moved = pool.Get("g_shifted", b, l, h, p);
-                        Sequence.ShiftInto(st, gate, moved, by, "Ssd", MaxBindingBytesForTests);
-                        return moved;
-                    }
-
-                    fwd = BackwardTiled(ShiftedG(shift), runs.Forward, x, dt, A, B, C, causal, cs, dFinalStates, st, null, null, pool);
+                    // The shift form's runs read g one step away in place (g_fwd[t] = g[t + 1], g_rev[t] = g[t - 1]).
+                    fwd = BackwardTiled(gate, runs.Forward, x, dt, A, B, C, causal, cs, dFinalStates, st, null, null, pool, shift);
                     var into = new SsdGradients(fwd.Dx, fwd.Ddt, fwd.DA, fwd.DB, fwd.DC, foldD ? dD : null, null, fwd.DDtBias, null);
-                    BackwardTiled(ShiftedG(-shift), runs.Reverse, x, dt, A, B, C, foldD ? mirrored with { D = o.D } : mirrored, cs, null, st, null, into, pool);
+                    BackwardTiled(gate, runs.Reverse, x, dt, A, B, C, foldD ? mirrored with { D = o.D } : mirrored, cs, null, st, null, into, pool, -shift);
                     grads = new SsdGradients(fwd.Dx, fwd.Ddt, fwd.DA, fwd.DB, fwd.DC, dD, dz, fwd.DDtBias, null);
                 }
                 else

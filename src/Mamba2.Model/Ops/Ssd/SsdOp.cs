@@ -163,13 +163,13 @@ public static partial class SsdOp
 
     /// <summary>chunk_state with the given weights (0: forward states, 1: the backward's state gradient).</summary>
     private static void RecordChunkState(CommandStream st, SsdShape s, SsdTiles t, Piece pc, Tensor x, Tensor B, Tensor dtOut, Tensor dACs,
-        Tensor dACsLo, Tensor states, uint weights, bool mirrored)
+        Tensor dACsLo, Tensor states, uint weights, bool mirrored, uint extraFlags = 0)
     {
         var device = x.Device;
         var (b, l, h, g, p, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
         var state = device.GetKernel(Shaders.ChunkState, [t.StateBM, t.StateBN, t.StateBK, weights]);
         var items = (long)((p + t.StateBM - 1) / t.StateBM) * ((n + t.StateBN - 1) / t.StateBN) * nc * b * h;
-        st.Dispatch(state, (Shaders.Groups(device, items), 1, 1), new StatePush(b, l, h, g, p, n, q, nc, mirrored ? 1u : 0u),
+        st.Dispatch(state, (Shaders.Groups(device, items), 1, 1), new StatePush(b, l, h, g, p, n, q, nc, (mirrored ? 1u : 0u) | extraFlags),
             pc.Of(x), pc.Of(B), pc.Of(dtOut), pc.Of(dACs), pc.Of(states), pc.Of(dACsLo));
     }
 
