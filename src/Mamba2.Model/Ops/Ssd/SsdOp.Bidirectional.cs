@@ -7,7 +7,9 @@ namespace Mamba2.Model.Ops.Ssd;
 /// <summary>
 /// The bidirectional forms: the fused forward (one output pass over both scans), and the composition of two causal
 /// runs, the second a mirrored run (the reverse scan on the original tensors), shifted one step each in the Hydra
-/// form and combined with D x and the gate. The backward composes the causal backward the same way.
+/// form and combined with D x and the gate. The backward composes the causal backward the same way; where both
+/// scans share dt, B and C (tiled path) the reverse run adds into the forward run's gradients and borrows its
+/// scratch, so training needs little more memory than the causal op.
 /// </summary>
 public static partial class SsdOp
 {
