@@ -36,7 +36,7 @@ layout(std430, binding = 4) readonly buffer DtOut { float dt_out[]; };
 layout(std430, binding = 5) readonly buffer DaCs { float dA_cs[]; };
 layout(std430, binding = 6) readonly buffer Dv { float D[]; };
 layout(std430, binding = 7) readonly buffer Z { float z[]; };
-layout(std430, binding = 8) buffer Y { float y[]; };   // REVERSE with bit 5: added to
+layout(std430, binding = 8) buffer Y { float y[]; };   // REVERSE: dx (with bit 5, added to what it holds)
 layout(std430, binding = 9) writeonly buffer Aux { float aux[]; };   // forward: y before the gate; REVERSE: ddt_part
 layout(std430, binding = 10) readonly buffer DaCsLo { float dA_cs_lo[]; };
 
