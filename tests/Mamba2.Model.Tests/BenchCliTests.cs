@@ -49,8 +49,21 @@ public sealed class BenchCliTests : IDisposable
             Assert.Equal(256, r["seqlen"]!.GetValue<int>());
         }
 
+        // Bidirectional and naive rows carry their ratios to the causal row of the same pass (the goal's terms).
+        foreach (var r in rows.Where(r => r["op"]!.GetValue<string>() is "ssd bidir sum" or "ssd bidir shift"))
+        {
+            var causal = rows.Single(c => Id(c) == $"ssd causal | ours | {r["pass"]}");
+            Assert.Equal(r["median_ms"]!.GetValue<double>() / causal["median_ms"]!.GetValue<double>(), r["x_causal_time"]!.GetValue<double>(), 1e-12);
+            Assert.Equal(r["peak_memory_mib"]!.GetValue<double>() / causal["peak_memory_mib"]!.GetValue<double>(), r["x_causal_memory"]!.GetValue<double>(), 1e-12);
+        }
+
+        var layerBidir = rows.Single(r => Id(r) == "mamba2 layer bidir | ours | fwd+bwd");
+        Assert.True(layerBidir["x_causal_time"]!.GetValue<double>() > 0);
+        Assert.Null(rows.Single(r => Id(r) == "ssd causal | ours | fwd")["x_causal_time"]);
+
         var csv = File.ReadAllLines(At("q.csv"));
         Assert.StartsWith("op,impl,pass,shape,", csv[0]);
+        Assert.EndsWith(",x_causal_time,x_causal_memory", csv[0]);
         Assert.Equal(rows.Count + 1, csv.Length);
         Assert.True(new FileInfo(At("q.png")).Length > 1000);
     }

@@ -10,7 +10,41 @@ internal sealed record BenchReport(string Device, string Driver, string Preset, 
 {
     private static readonly string[] CsvColumns =
         ["op", "impl", "pass", "shape", "batch", "seqlen", "heads", "headdim", "groups", "dstate", "chunk", "median_ms", "min_ms", "max_ms",
-         "gb_per_s", "tflop_per_s", "pct_bandwidth", "pct_fp32", "peak_memory_mib"];
+         "gb_per_s", "tflop_per_s", "pct_bandwidth", "pct_fp32", "peak_memory_mib", "x_causal_time", "x_causal_memory"];
+
+    /// <summary>
+    /// A bidirectional or naive row's median time and peak memory over those of the causal row of its family (the
+    /// SSD or the layer), pass and shape: the ratios the bidirectional goal is stated in. Null for causal rows,
+    /// other ops, or when the preset's ops left the causal row out.
+    /// </summary>
+    public (double Time, double? Memory)? AgainstCausal(BenchRow r)
+    {
+        var causalOp = r.Op.StartsWith("ssd ", StringComparison.Ordinal) ? "ssd causal"
+            : r.Op.StartsWith("mamba2 layer", StringComparison.Ordinal) ? "mamba2 layer" : null;
+        if (causalOp is null || r.Op == causalOp)
+        {
+            return null;
+        }
+
+        var causal = Rows.FirstOrDefault(c => c.Op == causalOp && c.Pass == r.Pass && c.Shape == r.Shape);
+        return causal is null ? null : (r.MedianMs / causal.MedianMs, causal.PeakMemoryBytes > 0 ? r.PeakMemoryBytes / causal.PeakMemoryBytes : null);
+    }
+
+    /// <summary>A row as JSON, with its ratios to the causal row where it has them.</summary>
+    private Dictionary<string, object> RowJson(BenchRow r)
+    {
+        var j = r.ToJson(Ceilings);
+        if (AgainstCausal(r) is { } x)
+        {
+            j["x_causal_time"] = x.Time;
+            if (x.Memory is { } m)
+            {
+                j["x_causal_memory"] = m;
+            }
+        }
+
+        return j;
+    }
 
     public void WriteJson(string path)
     {
@@ -21,7 +55,7 @@ internal sealed record BenchReport(string Device, string Driver, string Preset, 
             ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", CultureInfo.InvariantCulture),
             ["preset"] = Preset,
             ["ceilings"] = new Dictionary<string, object> { ["copy_gb_per_s"] = Ceilings.CopyGBps, ["fp32_tflop_per_s"] = Ceilings.Fp32Tflops },
-            ["rows"] = Rows.Select(r => r.ToJson(Ceilings)).ToList(),
+            ["rows"] = Rows.Select(RowJson).ToList(),
         };
         File.WriteAllText(path, JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
     }
@@ -31,8 +65,8 @@ internal sealed record BenchReport(string Device, string Driver, string Preset, 
         var sb = new StringBuilder().AppendLine(string.Join(',', CsvColumns));
         foreach (var r in Rows)
         {
-            var j = r.ToJson(Ceilings);
-            sb.AppendLine(string.Join(',', CsvColumns.Select(c => j[c] switch
+            var j = RowJson(r);
+            sb.AppendLine(string.Join(',', CsvColumns.Select(c => j.GetValueOrDefault(c, "") switch
             {
                 double d => d.ToString("G6", CultureInfo.InvariantCulture),
                 string s => s.Contains(',') ? $"\"{s}\"" : s,

@@ -113,11 +113,13 @@ internal static class SuiteCommand
     private static void Print(BenchReport report)
     {
         var c = report.Ceilings;
-        var table = new Table().AddColumns("op", "impl", "pass", "shape", "median ms", "min ms", "max ms", "GB/s", "TFLOP/s", "% copy BW", "% fp32 peak", "memory MiB");
+        var table = new Table().AddColumns("op", "impl", "pass", "shape", "median ms", "min ms", "max ms", "GB/s", "TFLOP/s", "% copy BW", "% fp32 peak", "memory MiB",
+            "x causal time / memory");
         foreach (var r in report.Rows)
         {
+            var x = report.AgainstCausal(r) is { } v ? $"{F(v.Time, 2)} / {(v.Memory is { } m ? F(m, 2) : "-")}" : "";
             table.AddRow(r.Op, r.Impl.EscapeMarkup(), r.Pass, r.Shape.ToString(), F(r.MedianMs, 4), F(r.MinMs, 4), F(r.MaxMs, 4), F(r.GBps, 1), F(r.Tflops, 3),
-                F(100 * r.GBps / c.CopyGBps, 1), F(100 * r.Tflops / c.Fp32Tflops, 1), F(r.PeakMemoryBytes / 1048576.0, 1));
+                F(100 * r.GBps / c.CopyGBps, 1), F(100 * r.Tflops / c.Fp32Tflops, 1), F(r.PeakMemoryBytes / 1048576.0, 1), x);
         }
 
         AnsiConsole.Write(table);
