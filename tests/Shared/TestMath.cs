@@ -67,7 +67,7 @@ public static class TestMath
         var err = Math.Sqrt(num / den);
         if (!(err <= tolerance))
         {
-            Assert.Fail($"{what}: error {err:E3} of the terms' size > {tolerance:E1}");
+            Assert.Fail($"{what}: relative error {err:E3} (to the size of the summed terms where given) > {tolerance:E1}");
         }
     }
 

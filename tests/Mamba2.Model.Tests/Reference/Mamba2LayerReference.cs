@@ -123,6 +123,7 @@ public sealed class Mamba2LayerReference(Mamba2Config c, IReadOnlyDictionary<str
         g["A_log"] = sg.A.Select((d, i) => d * s.A[i]).ToArray();
         TermScales["A_log"] = sg.ATermScale!.Select((d, i) => d * Math.Abs(s.A[i])).ToArray();
         TermScales["dt_bias"] = sg.DtBiasTermScale!;
+        TermScales["D"] = sg.DTermScale!;
         var dAct = Concat(Rows, (sg.X, c.DInner), (sg.B, Gn), (sg.C, Gn));
         var (dxbc, dConvW, dConvB) = Conv1dReference.Backward(dAct, s.XBC, p["conv1d.weight"], p.GetValueOrDefault("conv1d.bias"), batch, seqLen, c.ConvDim, c.DConv, Left, silu: true);
         g["conv1d.weight"] = dConvW;

@@ -61,15 +61,17 @@ public static class SsdBidirectionalReference
         double[] Flip(double[] a, int rowLength) => Remap(a, b, l, rowLength, t => l - 1 - t);
         double[] Add(double[] a, double[] bb) => a.Zip(bb, (u, w) => u + w).ToArray();
         var dx = Add(f.X, Flip(r.X, row));
-        double[]? dD = null;
+        double[]? dD = null, dScale = null;
         if (v.D is not null)
         {
             dD = new double[v.D.Length];
+            dScale = new double[v.D.Length];
             for (var i = 0; i < g.Length; i++)
             {
                 var di = DIndex(c, i);
                 dx[i] += v.D[di] * g[i];
                 dD[di] += g[i] * v.X[i];
+                dScale[di] += Math.Abs(g[i] * v.X[i]);
             }
         }
 
@@ -88,6 +90,7 @@ public static class SsdBidirectionalReference
             CRev = v.CRev is null ? null : cRevGrad,
             ATermScale = Add(f.ATermScale!, r.ATermScale!),
             DtBiasTermScale = Add(f.DtBiasTermScale!, r.DtBiasTermScale!),
+            DTermScale = dScale,
         };
     }
 

@@ -49,18 +49,22 @@ public sealed record SsdTensors64(double[] X, double[] Dt, double[] A, double[] 
     /// <summary>Gradients only: per head, the sum over every step of |d dt_bias term|, the size grad_dt_bias is judged against.</summary>
     public double[]? DtBiasTermScale { get; init; }
 
+    /// <summary>Gradients only: per element of D, the sum of |g x| over the positions (and p) it scales.</summary>
+    public double[]? DTermScale { get; init; }
+
     public double[]? BRev { get; init; }
 
     public double[]? CRev { get; init; }
 
     /// <summary>
-    /// The size an input's gradient error is judged against: for the sums over every step (A, dt_bias), the size of
-    /// their terms; else the gradient itself.
+    /// The size an input's gradient error is judged against: for the sums over every step (A, dt_bias, D), the size
+    /// of their terms; else the gradient itself.
     /// </summary>
     public double[] ErrorScale(string name, double[] gradient) => name switch
     {
         "A" when ATermScale is { } s => s,
         "dt_bias" when DtBiasTermScale is { } s => s,
+        "D" when DTermScale is { } s && s.Length == gradient.Length => s,
         _ => gradient,
     };
 

@@ -21,6 +21,7 @@ public static class SsdReferenceBackward
 
         var aScale = new double[H];
         var biasScale = new double[H];
+        var dScale = v.D is null ? null : new double[v.D.Length];
         var states = new double[(L + 1) * P * N];   // states[t + 1] = S_t, states[0] = S_{-1}
         var yPre = new double[L * P];
         var dts = new double[L];
@@ -86,6 +87,7 @@ public static class SsdReferenceBackward
                             var di = c.DPerHeadDim ? h * P + pi : h;
                             gr.X[o] += v.D[di] * gv;
                             gr.D![di] += gv * v.X[o];
+                            dScale![di] += Math.Abs(gv * v.X[o]);
                         }
 
                         double dxs = 0;
@@ -137,6 +139,6 @@ public static class SsdReferenceBackward
             }
         }
 
-        return gr with { ATermScale = aScale, DtBiasTermScale = biasScale };
+        return gr with { ATermScale = aScale, DtBiasTermScale = biasScale, DTermScale = dScale };
     }
 }
