@@ -49,7 +49,7 @@ public sealed record DeviceCeilings(double CopyGBps, double Fp32Tflops, long Cop
             copyMs = Math.Min(transferMs, shaderMs);
         }
 
-        var groups = cpu ? 64u : Math.Min(8192u, device.Capabilities.MaxWorkgroupCount.X);
+        var groups = FmaGroups(device);
         var invocations = (long)groups * local;
         double fmaMs;
         using (var outv = device.CreateBuffer<float>(invocations, "ceiling_fma_out"))
@@ -65,20 +65,24 @@ public sealed record DeviceCeilings(double CopyGBps, double Fp32Tflops, long Cop
 
     /// <summary>
     /// Keeps the device busy with FMA work for <paramref name="duration"/> of wall time (default: 1 s on a GPU,
-    /// nothing on a CPU driver, whose clocks do not ramp), so that what is timed next
-    /// runs at working clocks: an idle H100 sits at 345 MHz, and on a cold start the first ~0.3 s of a
-    /// benchmark ran at about two thirds of its later speed.
+    /// nothing on a CPU driver, whose clocks do not ramp), so that what is timed next runs at working clocks: an
+    /// idle H100 sits at 345 MHz.
     /// </summary>
     public static void SpinUp(GpuDevice device, TimeSpan? duration = null)
     {
         ArgumentNullException.ThrowIfNull(device);
         var until = duration ?? TimeSpan.FromSeconds(device.Info.IsCpu ? 0 : 1);
+        if (until <= TimeSpan.Zero)
+        {
+            return;
+        }
+
         var local = Math.Min(256u, device.Capabilities.MaxWorkgroupInvocations);
-        var groups = device.Info.IsCpu ? 64u : Math.Min(8192u, device.Capabilities.MaxWorkgroupCount.X);
+        var groups = FmaGroups(device);
         using var outv = device.CreateBuffer<float>((long)groups * local, "spin_up");
         var kernel = device.GetKernel(FmaPeak, [local]);
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        do
+        while (clock.Elapsed < until)
         {
             using var s = device.BeginStream();
             for (var i = 0; i < 8; i++)
@@ -89,8 +93,10 @@ public sealed record DeviceCeilings(double CopyGBps, double Fp32Tflops, long Cop
 
             s.Submit();
         }
-        while (clock.Elapsed < until);
     }
+
+    /// <summary>Workgroups of the FMA kernel: enough to fill a GPU, a few per core on a CPU driver.</summary>
+    private static uint FmaGroups(GpuDevice device) => device.Info.IsCpu ? 64u : Math.Min(8192u, device.Capabilities.MaxWorkgroupCount.X);
 
     private readonly record struct FmaPush(uint Iterations, float M, float C);
 
