@@ -72,68 +72,68 @@ public class MemoryTests(GpuFixture gpu)
         Assert.True(peak >= before + 3 * (1 << 18));
     }
 
-    [Fact]
-    public void LargeBuffersGetTheirOwnAllocationAndReturnIt()
+    /// <summary>
+    /// Runs <paramref name="body"/> with the allocator's cache limit set to <paramref name="limit"/> and nothing cached
+    /// at the start (on a GPU, earlier tests leave blocks in the cache), then restores the limit and empties the cache.
+    /// </summary>
+    private void WithCacheLimit(ulong limit, Action<MemoryAllocator> body)
     {
         var mem = Device.Memory;
-        var limit = mem.CacheLimitBytes;
-        mem.CacheLimitBytes = 0;   // no cache (a GPU's default keeps the block)
+        var before = mem.CacheLimitBytes;
+        mem.ReleaseCached();
+        mem.CacheLimitBytes = limit;
         try
         {
-            var reserved = mem.ReservedBytes;
-            using (var big = Device.CreateBuffer<float>(200 << 20 >> 2))
-            {
-                Assert.True(mem.ReservedBytes >= reserved + (200UL << 20));
-            }
-
-            Assert.Equal(reserved, mem.ReservedBytes);
+            body(mem);
         }
         finally
         {
-            mem.CacheLimitBytes = limit;
+            mem.CacheLimitBytes = before;
+            mem.ReleaseCached();
         }
     }
 
     [Fact]
-    public void FreedLargeBuffersAreCachedForTheNextOfAboutTheirSizeUpToTheLimit()
+    public void LargeBuffersGetTheirOwnAllocationAndReturnIt() => WithCacheLimit(0, mem =>
     {
-        var mem = Device.Memory;
-        var limit = mem.CacheLimitBytes;
-        mem.CacheLimitBytes = 300UL << 20;
-        try
+        var reserved = mem.ReservedBytes;
+        using (var big = Device.CreateBuffer<float>(200 << 20 >> 2))
         {
-            var reserved = mem.ReservedBytes;
-            Device.CreateBuffer<float>(200 << 20 >> 2).Dispose();
             Assert.True(mem.ReservedBytes >= reserved + (200UL << 20));
-            Assert.True(mem.CachedBytes >= 200UL << 20);
-            var held = mem.ReservedBytes;
-
-            // 150 MiB would waste a quarter of the cached block: a new one, which past the limit goes back when freed.
-            using (var other = Device.CreateBuffer<float>(150 << 20 >> 2, "other"))
-            {
-                Assert.True(mem.ReservedBytes >= held + (150UL << 20));
-            }
-
-            Assert.Equal(held, mem.ReservedBytes);
-
-            // 190 MiB fits the cached 200 MiB block: no new driver allocation.
-            using (var again = Device.CreateBuffer<float>(190 << 20 >> 2, "again"))
-            {
-                Assert.Equal(held, mem.ReservedBytes);
-                Assert.Equal(0UL, mem.CachedBytes);
-            }
-
-            Assert.True(mem.CachedBytes >= 200UL << 20);
-            mem.ReleaseCached();
-            Assert.Equal(0UL, mem.CachedBytes);
-            Assert.Equal(reserved, mem.ReservedBytes);
         }
-        finally
+
+        Assert.Equal(reserved, mem.ReservedBytes);
+    });
+
+    [Fact]
+    public void FreedLargeBuffersAreCachedForTheNextOfAboutTheirSizeUpToTheLimit() => WithCacheLimit(300UL << 20, mem =>
+    {
+        var reserved = mem.ReservedBytes;
+        Device.CreateBuffer<float>(200 << 20 >> 2).Dispose();
+        Assert.True(mem.ReservedBytes >= reserved + (200UL << 20));
+        Assert.True(mem.CachedBytes >= 200UL << 20);
+        var held = mem.ReservedBytes;
+
+        // 150 MiB would waste a quarter of the cached block: a new one, which past the limit goes back when freed.
+        using (var other = Device.CreateBuffer<float>(150 << 20 >> 2, "other"))
         {
-            mem.CacheLimitBytes = limit;
-            mem.ReleaseCached();
+            Assert.True(mem.ReservedBytes >= held + (150UL << 20));
         }
-    }
+
+        Assert.Equal(held, mem.ReservedBytes);
+
+        // 190 MiB fits the cached 200 MiB block: no new driver allocation.
+        using (var again = Device.CreateBuffer<float>(190 << 20 >> 2, "again"))
+        {
+            Assert.Equal(held, mem.ReservedBytes);
+            Assert.Equal(0UL, mem.CachedBytes);
+        }
+
+        Assert.True(mem.CachedBytes >= 200UL << 20);
+        mem.ReleaseCached();
+        Assert.Equal(0UL, mem.CachedBytes);
+        Assert.Equal(reserved, mem.ReservedBytes);
+    });
 
     [Fact]
     public void OverMaxAllocationIsATypedErrorNamingTheLimit()

@@ -33,18 +33,12 @@ public static class Sequence
     internal static Tensor Shifted(CommandStream st, Tensor input, string name, int offset, string op, ulong? maxRangeBytes) =>
         Moved(input, name, flip: false, offset, st, op, maxRangeBytes);
 
-    /// <summary>seq_shift.comp into a new tensor.</summary>
+    /// <summary>seq_shift.comp into a new tensor, a batch slice at a time.</summary>
     private static Tensor Moved(Tensor input, string name, bool flip, int offset, CommandStream? stream, string op, ulong? maxRangeBytes)
     {
-        var output = Tensor.Empty(input.Device, name, [.. input.Shape]);
-        return TensorScope.Recorded(output, () => MoveInto(input, output, flip, offset, stream, op, maxRangeBytes));
-    }
-
-    /// <summary>seq_shift.comp, a batch slice at a time.</summary>
-    private static void MoveInto(Tensor input, Tensor output, bool flip, int offset, CommandStream? stream, string op, ulong? maxRangeBytes)
-    {
         var device = input.Device;
-        Shaders.RunIn(device, stream, st =>
+        var output = Tensor.Empty(device, name, [.. input.Shape]);
+        return TensorScope.Recorded(output, () => Shaders.RunIn(device, stream, st =>
         {
             var perBatch = input.Length / input.Shape[0];
             var local = Shaders.Local1D(device);
@@ -53,6 +47,6 @@ public static class Sequence
                 st.Dispatch(device.GetKernel(Shaders.SeqShift, [local, flip ? 1u : 0u]), (Shaders.Groups1D(device, pc.Count * perBatch, local), 1, 1),
                     new Push((uint)pc.Count, (uint)input.Shape[1], (uint)(perBatch / input.Shape[1]), offset), pc.Of(input), pc.Of(output));
             }
-        });
+        }));
     }
 }
