@@ -37,8 +37,7 @@ internal static class LayerSuite
                         return [acts, du, .. grads.Values];
                     }, warmup, repeats);
                     var (bytes, flops) = LayerCost(s, c, backward);
-                    rows.Add(new BenchRow(causal ? "mamba2 layer" : "mamba2 layer bidir", "ours", backward ? "fwd+bwd" : "fwd", s,
-                        t.MedianMs, t.MinMs, t.MaxMs, bytes, flops, t.PeakMemoryBytes));
+                    rows.Add(BenchRow.Of(causal ? "mamba2 layer" : "mamba2 layer bidir", "ours", backward, s, t, bytes, flops));
                 }
             }
         }
@@ -57,7 +56,7 @@ internal static class LayerSuite
                     return [y];
                 }, warmup, repeats);
                 var (bytes, flops) = BenchCost.Gemm(rowsA, n, k);
-                rows.Add(new BenchRow(name, "ours", "fwd", s, t.MedianMs, t.MinMs, t.MaxMs, bytes, flops, t.PeakMemoryBytes));
+                rows.Add(BenchRow.Of(name, "ours", backward: false, s, t, bytes, flops));
             }
         }
 

@@ -55,8 +55,7 @@ internal sealed class SsdSuite : IDisposable
             foreach (var backward in new[] { false, true })
             {
                 var t = RowTimer.Time(_device, st => call(st, backward), warmup, repeats);
-                rows.Add(new BenchRow(op, impl, backward ? "fwd+bwd" : "fwd", _s, t.MedianMs, t.MinMs, t.MaxMs,
-                    BenchCost.SsdBytes(_s, backward), BenchCost.SsdFlops(_s, backward, bidirectional), t.PeakMemoryBytes));
+                rows.Add(BenchRow.Of(op, impl, backward, _s, t, BenchCost.SsdBytes(_s, backward), BenchCost.SsdFlops(_s, backward, bidirectional)));
             }
         }
 
