@@ -27,6 +27,7 @@ layout(constant_id = 2) const uint BK = 32;   // source positions s per stage (m
 layout(constant_id = 3) const uint NK = 32;   // d_state slice per stage
 layout(constant_id = 4) const uint HB = 1;    // heads per workgroup (divides heads per group)
 layout(constant_id = 5) const uint REVERSE = 0;   // 1: the backward's dx (above)
+layout(constant_id = 6) const uint G_SHIFT = 0;   // REVERSE: g read one step away (g_at)
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer Cm { float C[]; };
@@ -44,8 +45,7 @@ layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
     uint flags;   // bit 0: D given, bit 1: D has shape (h, p), bit 2: z given, bit 3: save y before the gate,
                   // bit 4: mirrored walk (see ChunkSpan), bit 5 (REVERSE): add dx to what the buffer holds (a second
-                  // run of a bidirectional backward adding its share), bits 8-9 (REVERSE): g read one step away
-                  // (g_shift)
+                  // run of a bidirectional backward adding its share)
 } p;
 
 const uint TM = BM / 16;
@@ -225,7 +225,7 @@ void main() {
                     const uint j = e % BN;
                     float v = 0.0;
                     uint pos;
-                    if (s0 + s < len && p0 + j < p.headdim && g_pos(span_pos(span, s0 + s), REVERSE == 0 ? 0 : g_shift(p.flags), p.seqlen, pos)) {
+                    if (s0 + s < len && p0 + j < p.headdim && g_at(span_pos(span, s0 + s), REVERSE == 0 ? 0 : G_SHIFT, p.seqlen, pos)) {
                         v = x[((b * p.seqlen + pos) * p.nheads + head0 + hb) * p.headdim + p0 + j];
                     }
                     Xs[e] = v;
@@ -292,8 +292,9 @@ void main() {
                                 dot = fma(z[o], r, dot);
                                 float v = dtt * r;
                                 uint gp;
-                                if ((p.flags & 1u) != 0u && g_pos(span_pos(span, t), g_shift(p.flags), p.seqlen, gp)) {
-                                    v += D[(p.flags & 2u) != 0u ? head * p.headdim + pj : head] * x[((b * p.seqlen + gp) * p.nheads + head) * p.headdim + pj];
+                                if ((p.flags & 1u) != 0u && g_at(span_pos(span, t), G_SHIFT, p.seqlen, gp)) {
+                                    const float gv = G_SHIFT == 0 ? x[o] : x[((b * p.seqlen + gp) * p.nheads + head) * p.headdim + pj];
+                                    v += D[(p.flags & 2u) != 0u ? head * p.headdim + pj : head] * gv;
                                 }
                                 y[o] = (p.flags & 32u) != 0u ? y[o] + v : v;
                             }

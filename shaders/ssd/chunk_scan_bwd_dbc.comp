@@ -28,6 +28,7 @@ layout(constant_id = 2) const uint BK = 32;   // source positions per stage (mul
 layout(constant_id = 3) const uint PK = 32;   // headdim slice per stage (<= BK)
 layout(constant_id = 4) const uint HW = 1;    // heads per workgroup (divides heads per group)
 layout(constant_id = 5) const uint REVERSE = 0;
+layout(constant_id = 6) const uint G_SHIFT = 0;   // g (U for dC, V for dB) read one step away (g_at)
 
 layout(std430, binding = 0) readonly buffer U { float u[]; };       // (b, L, h, p)
 layout(std430, binding = 1) readonly buffer V { float v[]; };       // (b, L, h, p)
@@ -43,8 +44,7 @@ layout(std430, binding = 10) readonly buffer DaCsLo { float dA_cs_lo[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
-    uint flags;   // bit 0: mirrored walk (see ChunkSpan), bit 1: add to what Out holds (one split only),
-                  // bits 8-9: g (U for dC, V for dB) read one step away (g_shift)
+    uint flags;   // bit 0: mirrored walk (see ChunkSpan), bit 1: add to what Out holds (one split only)
 } p;
 
 const uint TM = BM / 16;
@@ -91,8 +91,8 @@ void main() {
         const uint grp = r % p.ngroups;
         const uint b = r / p.ngroups;
         // g is U for dC and V for dB.
-        const int ushift = REVERSE == 0 ? g_shift(p.flags) : 0;
-        const int vshift = REVERSE == 0 ? 0 : g_shift(p.flags);
+        const uint ushift = REVERSE == 0 ? G_SHIFT : 0u;
+        const uint vshift = REVERSE == 0 ? 0u : G_SHIFT;
         const ChunkSpan span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, (p.flags & 1u) != 0u);
         const uint len = span.len;
         const uint t0 = tt * BM;
@@ -132,7 +132,7 @@ void main() {
                     const uint k = e % PK;
                     float val = 0.0;
                     uint pos;
-                    if (t0 + i < len && k0 + k < p.headdim && g_pos(span_pos(span, t0 + i), ushift, p.seqlen, pos)) {
+                    if (t0 + i < len && k0 + k < p.headdim && g_at(span_pos(span, t0 + i), ushift, p.seqlen, pos)) {
                         val = u[((b * p.seqlen + pos) * p.nheads + head) * p.headdim + k0 + k] * dAi[i];
                     }
                     Us[e] = val;
@@ -265,7 +265,7 @@ void main() {
                         const uint k = e % PK;
                         float val = 0.0;
                         uint pos;
-                        if (t0 + i < len && k0 + k < p.headdim && g_pos(span_pos(span, t0 + i), ushift, p.seqlen, pos)) {
+                        if (t0 + i < len && k0 + k < p.headdim && g_at(span_pos(span, t0 + i), ushift, p.seqlen, pos)) {
                             val = u[((b * p.seqlen + pos) * p.nheads + head) * p.headdim + k0 + k];
                         }
                         Us[e] = val;
@@ -275,7 +275,7 @@ void main() {
                         const uint k = e % PK;
                         float val = 0.0;
                         uint pos;
-                        if (s0 + j < len && k0 + k < p.headdim && g_pos(span_pos(span, s0 + j), vshift, p.seqlen, pos)) {
+                        if (s0 + j < len && k0 + k < p.headdim && g_at(span_pos(span, s0 + j), vshift, p.seqlen, pos)) {
                             val = v[((b * p.seqlen + pos) * p.nheads + head) * p.headdim + k0 + k];
                         }
                         Vs[k * (BK + 1) + j] = val;

@@ -15,6 +15,7 @@ layout(constant_id = 0) const uint BM = 64;   // headdim tile (multiple of 16)
 layout(constant_id = 1) const uint BN = 64;   // d_state tile (multiple of 16)
 layout(constant_id = 2) const uint BK = 32;   // positions per stage
 layout(constant_id = 3) const uint GRAD = 0;   // 1: the backward's weights (above)
+layout(constant_id = 4) const uint G_SHIFT = 0;   // GRAD: g read one step away (g_at)
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer Bm { float B[]; };
@@ -25,7 +26,7 @@ layout(std430, binding = 5) readonly buffer DaCsLo { float dA_cs_lo[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
-    uint flags;   // bit 0: mirrored walk (see ChunkSpan); GRAD: bits 8-9, g read one step away (g_shift)
+    uint flags;   // bit 0: mirrored walk (see ChunkSpan)
 } p;
 
 const uint TM = BM / 16;
@@ -69,7 +70,7 @@ void main() {
                 const uint j = e % BM;
                 float v = 0.0;
                 uint pos;
-                if (s0 + s < len && p0 + j < p.headdim && g_pos(span_pos(span, s0 + s), GRAD == 0 ? 0 : g_shift(p.flags), p.seqlen, pos)) {
+                if (s0 + s < len && p0 + j < p.headdim && g_at(span_pos(span, s0 + s), GRAD == 0 ? 0 : G_SHIFT, p.seqlen, pos)) {
                     const uint k = cs + s0 + s;
                     const float weight = GRAD == 0 ? exp(min(cs_diff(last, last_lo, dA_cs[k], dA_cs_lo[k]), 0.0)) * dt_out[k]
                                                    : exp(min(dA_cs[k], 0.0));

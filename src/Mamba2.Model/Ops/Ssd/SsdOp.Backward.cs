@@ -134,7 +134,7 @@ public static partial class SsdOp
                 }
 
                 var geometry = new BackwardGeometry(s, tiles, bt, splits, tilesP, tilesN, tilesT, passLocal, slices, dBlocks, addInto is not null,
-                    gShift switch { 0 => 0u, 1 => 256u, -1 => 512u, _ => throw new ArgumentOutOfRangeException(nameof(gShift)) });
+                    gShift switch { 0 => 0u, 1 => 1u, -1 => 2u, _ => throw new ArgumentOutOfRangeException(nameof(gShift)) });
                 foreach (var pc in pieces)
                 {
                     RecordBackward(st, geometry, pc, dy, saved, x, dt, A, B, C, o, dFinalStates, grads, scratch, profilePrefix);
@@ -169,10 +169,12 @@ public static partial class SsdOp
             o.InitialStates is null ? null : New("dinitial_states", [b, h, p, n]));
     }
 
-    /// <summary>Sizes and tiles shared by every stage of one backward call.</summary>
-    /// <summary>Accumulate: add into existing gradients; GShiftFlags: the kernels' flag bits for g read one step away.</summary>
+    /// <summary>
+    /// Sizes and tiles shared by every stage of one backward call. Accumulate: add into existing gradients; GShift: the kernels' specialization code for g read one step away
+    /// (0: none, 1: +1, 2: -1; a constant, not a flag, so the unshifted kernels compile as without it).
+    /// </summary>
     private sealed record BackwardGeometry(SsdShape S, SsdTiles Tiles, SsdBackwardTiles Dbc, int Splits, int TilesP,
-        int TilesN, int TilesT, uint PassLocal, int Slices, int DBlocks, bool Accumulate, uint GShiftFlags);
+        int TilesN, int TilesT, uint PassLocal, int Slices, int DBlocks, bool Accumulate, uint GShift);
 
     /// <summary>
     /// Intermediates of one backward call; G aliases dy when there is no gate. The *_part tensors are partial sums
@@ -207,7 +209,7 @@ public static partial class SsdOp
         Mark(0);
 
         // 2. Each chunk's local state gradient, sum_t exp(dA_cs[t]) g[t] C[t]^T: chunk_state with GRAD weights.
-        RecordChunkState(st, s, t, pc, sc.G, C, saved.DtOut, saved.DACumsum, saved.DACumsumLo, sc.DStates, weights: 1, o.Mirrored, geo.GShiftFlags);
+        RecordChunkState(st, s, t, pc, sc.G, C, saved.DtOut, saved.DACumsum, saved.DACumsumLo, sc.DStates, weights: 1, o.Mirrored, geo.GShift);
         Mark(1);
 
         // 3. Reverse state passing: the gradient leaving each chunk, d initial_states, S_in . dS_next per chunk.
@@ -220,9 +222,9 @@ public static partial class SsdOp
         Mark(2);
 
         // 4. dx and the direct part of ddt: chunk_scan run backwards in time (C and B swap, g in place of x).
-        var scan = device.GetKernel(Shaders.ChunkScan, [t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK, t.ScanHeads, 1]);
+        var scan = device.GetKernel(Shaders.ChunkScan, [t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK, t.ScanHeads, 1, geo.GShift]);
         var scanItems = (long)((q + t.ScanBM - 1) / t.ScanBM) * geo.TilesP * nc * b * (h / t.ScanHeads);
-        st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, dFlags | (o.Mirrored ? 16u : 0u) | (geo.Accumulate ? 32u : 0u) | geo.GShiftFlags),
+        st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, dFlags | (o.Mirrored ? 16u : 0u) | (geo.Accumulate ? 32u : 0u)),
             pc.Of(sc.G), pc.Of(B), pc.Of(C), pc.Of(sc.DStates), pc.Of(saved.DtOut), pc.Of(saved.DACumsum),
             (o.D ?? A).Buffer, pc.Of(x), pc.Of(gr.Dx), pc.Of(sc.DdtPart), pc.Of(saved.DACumsumLo));
         Mark(3);
@@ -233,9 +235,9 @@ public static partial class SsdOp
         var dbcItems = (long)geo.TilesN * geo.TilesT * nc * geo.Splits * g * b;
         void Dbc(uint reverse, Tensor u, Tensor v, Tensor r, Tensor sm, Tensor w, Tensor rowDot, Tensor output)
         {
-            var kernel = device.GetKernel(Shaders.ChunkScanBwdDbc, [bt.BM, bt.BN, bt.BK, bt.PK, bt.HeadsPerWorkgroup, reverse]);
+            var kernel = device.GetKernel(Shaders.ChunkScanBwdDbc, [bt.BM, bt.BN, bt.BK, bt.PK, bt.HeadsPerWorkgroup, reverse, geo.GShift]);
             var target = sc.DbcPart ?? output;
-            var flags = (o.Mirrored ? 1u : 0u) | (geo.Accumulate && sc.DbcPart is null ? 2u : 0u) | geo.GShiftFlags;
+            var flags = (o.Mirrored ? 1u : 0u) | (geo.Accumulate && sc.DbcPart is null ? 2u : 0u);
             st.Dispatch(kernel, (Shaders.Groups(device, dbcItems), 1, 1), new StatePush(b, l, h, g, p, n, q, nc, flags),
                 pc.Of(u), pc.Of(v), pc.Of(r), pc.Of(sm), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(target),
                 pc.Of(w), pc.Of(rowDot), pc.Of(sc.Straddle), pc.Of(saved.DACumsumLo));

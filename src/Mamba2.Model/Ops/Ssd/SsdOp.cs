@@ -140,7 +140,7 @@ public static partial class SsdOp
         Mark(Stages[2]);
 
         // 4. chunk_scan: outputs.
-        var scan = device.GetKernel(Shaders.ChunkScan, [t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK, t.ScanHeads, 0]);
+        var scan = device.GetKernel(Shaders.ChunkScan, [t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK, t.ScanHeads, 0, 0]);
         var scanItems = (long)((q + t.ScanBM - 1) / t.ScanBM) * ((p + t.ScanBN - 1) / t.ScanBN) * nc * b * (h / t.ScanHeads);
         var flags = (o.D is null ? 0u : 1u) | (o.D is { Rank: 2 } ? 2u : 0u) | (o.Z is null ? 0u : 4u | 8u) | (o.Mirrored ? 16u : 0u);
         st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, flags),
@@ -161,15 +161,18 @@ public static partial class SsdOp
             pc.Of(dt), A.Buffer, (o.DtBias ?? A).Buffer, pc.Of(dtOut), pc.Of(dACs), pc.Of(dACsLo));
     }
 
-    /// <summary>chunk_state with the given weights (0: forward states, 1: the backward's state gradient).</summary>
+    /// <summary>
+    /// chunk_state with the given weights (0: forward states, 1: the backward's state gradient); with weights 1,
+    /// <paramref name="gShift"/> is the kernels' code for g read one step away (0: none, 1: +1, 2: -1).
+    /// </summary>
     private static void RecordChunkState(CommandStream st, SsdShape s, SsdTiles t, Piece pc, Tensor x, Tensor B, Tensor dtOut, Tensor dACs,
-        Tensor dACsLo, Tensor states, uint weights, bool mirrored, uint extraFlags = 0)
+        Tensor dACsLo, Tensor states, uint weights, bool mirrored, uint gShift = 0)
     {
         var device = x.Device;
         var (b, l, h, g, p, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
-        var state = device.GetKernel(Shaders.ChunkState, [t.StateBM, t.StateBN, t.StateBK, weights]);
+        var state = device.GetKernel(Shaders.ChunkState, [t.StateBM, t.StateBN, t.StateBK, weights, gShift]);
         var items = (long)((p + t.StateBM - 1) / t.StateBM) * ((n + t.StateBN - 1) / t.StateBN) * nc * b * h;
-        st.Dispatch(state, (Shaders.Groups(device, items), 1, 1), new StatePush(b, l, h, g, p, n, q, nc, (mirrored ? 1u : 0u) | extraFlags),
+        st.Dispatch(state, (Shaders.Groups(device, items), 1, 1), new StatePush(b, l, h, g, p, n, q, nc, mirrored ? 1u : 0u),
             pc.Of(x), pc.Of(B), pc.Of(dtOut), pc.Of(dACs), pc.Of(states), pc.Of(dACsLo));
     }
 
