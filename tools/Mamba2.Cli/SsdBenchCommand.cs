@@ -28,12 +28,18 @@ internal static class SsdBenchCommand
 
     private static readonly Option<bool> Naive = new("--naive") { Description = "Bidirectional as two complete causal runs combined (the naive composition)" };
     private static readonly Option<bool> Fused = new("--fused") { Description = "Bidirectional through the fused pass even where the default composes" };
+    private static readonly Option<string> PathOption = new("--path")
+    {
+        DefaultValueFactory = _ => "auto",
+        Description = "tiled (chunked, for GPUs), recurrent (CPU drivers) or auto (MAMBA2_SSD_PATH, else recurrent on a CPU device, tiled elsewhere)",
+    };
 
     public static Command Create()
     {
         Direction.AcceptOnlyFromAmong("causal", "sum", "shift");
-        return CommonOptions.GpuCommand("ssd", "Causal SSD forward or forward + backward (defaults: the 370m layer shape b8 L2048 h32 p64 g1 n128 chunk 256), with D, z, dt_bias and softplus", Run,
-            Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk, Warmup, Repeats, Backward, NoGate, Direction, Naive, Fused);
+        PathOption.AcceptOnlyFromAmong("auto", "tiled", "recurrent");
+        return CommonOptions.GpuCommand("ssd", "SSD forward or forward + backward, causal or bidirectional (defaults: the 370m layer shape b8 L2048 h32 p64 g1 n128 chunk 256), with D, z, dt_bias and softplus, and the time of each stage", Run,
+            Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk, Warmup, Repeats, Backward, NoGate, Direction, Naive, Fused, PathOption);
     }
 
     private static int Run(ParseResult r)
@@ -64,6 +70,7 @@ internal static class SsdBenchCommand
             DtBias = bias,
             DtSoftplus = true,
             Direction = direction,
+            Path = r.GetValue(PathOption) switch { "tiled" => SsdPath.Tiled, "recurrent" => SsdPath.Recurrent, _ => SsdPath.Auto },
             BidirectionalPath = r.GetValue(Naive) ? SsdBidirectionalPath.Composed : r.GetValue(Fused) ? SsdBidirectionalPath.Fused : SsdBidirectionalPath.Auto,
         };
 
@@ -85,7 +92,7 @@ internal static class SsdBenchCommand
         Console.WriteLine($"device: {device.Name}; SSD {direction}{(direction == SsdDirection.Causal ? "" : SsdOp.UsesFusedPass(device, options) ? " (fused)" : " (composed)")} {(backward ? "forward + backward" : "forward")} ({SsdOp.PathOn(device, options).ToString().ToLowerInvariant()} path) fp32 with D, {(gated ? "z, " : "")}dt_bias, softplus; {bytes / 1e6:F1} MB moved at least, {2 * macs / 1e9:F2} GFLOP; memory per call = peak beyond the inputs");
         AnsiConsole.Write(table);
 
-        // Per-stage breakdown of the causal op: one more run with a barrier and a timestamp after each stage.
+        // Per-stage breakdown: one more run with a barrier and a timestamp after each stage.
         if (direction == SsdDirection.Causal)
         {
             using var s = device.BeginStream();
@@ -96,6 +103,19 @@ internal static class SsdBenchCommand
             if (backward)
             {
                 PrintStages(t, "bwd.", SsdOp.BackwardStagesOf(SsdOp.PathOn(device, options)));
+            }
+        }
+        else if (backward)
+        {
+            // A bidirectional backward in place (tiled path, shared dt, B, C) times each causal run's stages.
+            using var s = device.BeginStream();
+            using var fwd = SsdOp.Forward(x, dt, a, bm, cm, options, s);
+            using var grads = SsdOp.Backward(dy, fwd, x, dt, a, bm, cm, options, stream: s, profilePrefix: "bwd.");
+            var t = s.Submit();
+            foreach (var run in SsdOp.BidirectionalRunPrefixes.Where(run => t.Labels.Contains("bwd." + run + "start")))
+            {
+                Console.Write($"{run.TrimEnd('.')} run: ");
+                PrintStages(t, "bwd." + run, SsdOp.BackwardStages);
             }
         }
 

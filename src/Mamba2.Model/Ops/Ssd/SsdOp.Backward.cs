@@ -44,7 +44,7 @@ public static partial class SsdOp
         ShapeOps.ExpectSameDevice(op, [.. new[] { dy, x, saved.Y, dFinalStates }.OfType<Tensor>()]);
         if (o.IsBidirectional)
         {
-            return BackwardBidirectional(dy, saved, x, dt, A, B, C, o, s, dFinalStates, stream);
+            return BackwardBidirectional(dy, saved, x, dt, A, B, C, o, s, dFinalStates, stream, profilePrefix);
         }
 
         if (saved.Bidirectional is not null)
@@ -83,9 +83,10 @@ public static partial class SsdOp
         SsdOptions o, SsdShape s, Tensor? dFinalStates, CommandStream? stream, string? profilePrefix, SsdGradients? addInto, ScratchPool? pool,
         int gShift)
     {
-        if (gShift != 0 && o.Z is not null)
+        if (gShift != 0 && (o.Z is not null || o.D is not null))
         {
-            throw new ArgumentException("Ssd backward: a shifted upstream gradient is read as is, so it cannot be gated here.", nameof(gShift));
+            // chunk_scan's dx epilogue adds D g only for an unshifted g (see G_SHIFT there).
+            throw new ArgumentException("Ssd backward: a shifted upstream gradient is read as is, so it cannot be gated or carry D here.", nameof(gShift));
         }
 
         const string op = "Ssd backward";

@@ -20,6 +20,12 @@ public static partial class SsdOp
     private static SsdOptions CausalPart(SsdOptions o) =>
         o with { Direction = SsdDirection.Causal, D = null, Z = null, InitialStates = null, DtRev = null, BRev = null, CRev = null };
 
+    /// <summary>
+    /// With a profile prefix, the in-place bidirectional backward (tiled path, dt, B and C shared) times each causal
+    /// run's <see cref="BackwardStages"/> under prefix + one of these: the forward scan's run, then the mirrored one's.
+    /// </summary>
+    public static readonly IReadOnlyList<string> BidirectionalRunPrefixes = ["fwd.", "rev."];
+
     private static int Shift(SsdOptions o) => o.Direction == SsdDirection.BidirectionalShift ? 1 : 0;
 
     /// <summary>
@@ -119,7 +125,7 @@ public static partial class SsdOp
     }
 
     private static SsdGradients BackwardBidirectional(Tensor dy, SsdResult saved, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C,
-        SsdOptions o, SsdShape s, Tensor? dFinalStates, CommandStream? stream)
+        SsdOptions o, SsdShape s, Tensor? dFinalStates, CommandStream? stream, string? profilePrefix)
     {
         const string op = "Ssd backward";
         if (saved.Direction != o.Direction)
@@ -181,9 +187,11 @@ public static partial class SsdOp
                     var cs = SsdShape.Validate(x, dt, A, B, C, causal);
                     var pool = st.Own(new ScratchPool(device));
                     // The shift form's runs read g one step away in place (g_fwd[t] = g[t + 1], g_rev[t] = g[t - 1]).
-                    fwd = BackwardTiled(gate, runs.Forward, x, dt, A, B, C, causal, cs, dFinalStates, st, null, null, pool, shift);
+                    // A profile prefix times each run's stages apart: prefix + "fwd." and prefix + "rev." (BidirectionalRunPrefixes).
+                    fwd = BackwardTiled(gate, runs.Forward, x, dt, A, B, C, causal, cs, dFinalStates, st, profilePrefix is null ? null : profilePrefix + BidirectionalRunPrefixes[0], null, pool, shift);
                     var into = new SsdGradients(fwd.Dx, fwd.Ddt, fwd.DA, fwd.DB, fwd.DC, foldD ? dD : null, null, fwd.DDtBias, null);
-                    BackwardTiled(gate, runs.Reverse, x, dt, A, B, C, foldD ? mirrored with { D = o.D } : mirrored, cs, null, st, null, into, pool, -shift);
+                    BackwardTiled(gate, runs.Reverse, x, dt, A, B, C, foldD ? mirrored with { D = o.D } : mirrored, cs, null, st,
+                        profilePrefix is null ? null : profilePrefix + BidirectionalRunPrefixes[1], into, pool, -shift);
                     grads = new SsdGradients(fwd.Dx, fwd.Ddt, fwd.DA, fwd.DB, fwd.DC, dD, dz, fwd.DDtBias, null);
                 }
                 else
