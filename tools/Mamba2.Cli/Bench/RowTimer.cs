@@ -18,13 +18,26 @@ internal static class RowTimer
     private static readonly TimeSpan MinWarmup = TimeSpan.FromMilliseconds(100);
 
     /// <summary>
-    /// At least <paramref name="warmup"/> calls (and <see cref="MinWarmup"/>), then <paramref name="repeats"/> calls,
+    /// FMA work on a GPU before each row (when any warm-up is asked for). A row's own warm-up calls are not enough
+    /// at small shapes: their GPU work is short next to the host's between them, and after a few such rows an H200
+    /// timed the same calls 4.5x slower than right after a spin-up (the bimamba preset at L 8192: shift form fwd+bwd
+    /// 3.77 against 0.87 ms), the clocks of a mostly idle GPU.
+    /// </summary>
+    private static readonly TimeSpan RowSpinUp = TimeSpan.FromMilliseconds(250);
+
+    /// <summary>
+    /// A spin-up (<see cref="RowSpinUp"/>), at least <paramref name="warmup"/> calls (and <see cref="MinWarmup"/>), then <paramref name="repeats"/> calls,
     /// each in its own submission between two timestamps and its outputs freed after it (device memory stays that
     /// of one call, however large the shape); the peak memory beyond what was allocated before is that of the
     /// first call.
     /// </summary>
     public static RowTiming Time(GpuDevice device, Func<CommandStream, IEnumerable<IDisposable>> record, int warmup, int repeats)
     {
+        if (warmup > 0 && !device.Info.IsCpu)
+        {
+            DeviceCeilings.SpinUp(device, RowSpinUp);
+        }
+
         var before = device.Memory.AllocatedBytes;
         device.Memory.ResetPeak();
         var ms = new List<double>();
