@@ -27,4 +27,23 @@ internal static class Reductions
     /// <summary>output[o] = sum over the rows of a (rows, outs).</summary>
     public static void Sum(CommandStream st, BufferBinding a, BufferBinding output, uint rows, uint outs) =>
         Blocks(st, a, output, 1, rows, outs, 1, rows);
+
+    /// <summary>
+    /// output[o] = sum over the rows and the inner index of a (rows, outs, inner): first over the rows for every
+    /// (o, k), then over k. One pass adding rows x inner terms per output ran chains that long on only outs
+    /// invocations: dD for D (h) at the 370m shape, 4,096 adds on each of 32 (most of the backward's 0.37 ms
+    /// reduce stage on an H200).
+    /// </summary>
+    public static void SumRowsThenInner(CommandStream st, BufferBinding a, BufferBinding output, uint rows, uint outs, uint inner)
+    {
+        if (inner == 1)
+        {
+            Sum(st, a, output, rows, outs);
+            return;
+        }
+
+        var overRows = st.Own(st.Device.CreateBuffer<float>((long)outs * inner, "sum_over_rows"));
+        Sum(st, a, overRows, rows, outs * inner);
+        Blocks(st, overRows, output, 1, 1, outs, inner, 1);
+    }
 }

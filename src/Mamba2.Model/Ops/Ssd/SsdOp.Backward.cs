@@ -288,8 +288,8 @@ public static partial class SsdOp
         {
             var dRows = (uint)(s.Batch * geo.DBlocks);
             var perHead = o.D is { Rank: 2 };
-            Reductions.Blocks(st, sc.DdPart.Buffer, gr.DD.Buffer, 1, dRows, perHead ? (uint)(s.Heads * s.HeadDim) : (uint)s.Heads,
-                perHead ? 1u : (uint)s.HeadDim, dRows);
+            Reductions.SumRowsThenInner(st, sc.DdPart.Buffer, gr.DD.Buffer, dRows, perHead ? (uint)(s.Heads * s.HeadDim) : (uint)s.Heads,
+                perHead ? 1u : (uint)s.HeadDim);
         }
     }
 }

@@ -262,7 +262,7 @@ public static partial class SsdOp
         if (part is not null)
         {
             var rows = (uint)s.Batch * blocks;
-            Reductions.Blocks(st, part.Buffer, dD.Buffer, 1, rows, D.Rank == 2 ? h * p : h, D.Rank == 2 ? 1u : p, rows);
+            Reductions.SumRowsThenInner(st, part.Buffer, dD.Buffer, rows, D.Rank == 2 ? h * p : h, D.Rank == 2 ? 1u : p);
         }
     }
 

@@ -70,7 +70,7 @@ public static partial class SsdOp
                 {
                     var dRows = (uint)(b * dBlocks);
                     var perHead = o.D is { Rank: 2 };
-                    Reductions.Blocks(st, scratch.DdPart.Buffer, grads.DD.Buffer, 1, dRows, perHead ? (uint)(h * p) : (uint)h, perHead ? 1u : (uint)p, dRows);
+                    Reductions.SumRowsThenInner(st, scratch.DdPart.Buffer, grads.DD.Buffer, dRows, perHead ? (uint)(h * p) : (uint)h, perHead ? 1u : (uint)p);
                 }
 
                 if (profile is not null)
