@@ -26,10 +26,10 @@ internal static class RowTimer
     private static readonly TimeSpan RowSpinUp = TimeSpan.FromMilliseconds(250);
 
     /// <summary>
-    /// A spin-up (<see cref="RowSpinUp"/>), at least <paramref name="warmup"/> calls (and <see cref="MinWarmup"/>), then <paramref name="repeats"/> calls,
-    /// each in its own submission between two timestamps and its outputs freed after it (device memory stays that
-    /// of one call, however large the shape); the peak memory beyond what was allocated before is that of the
-    /// first call.
+    /// A spin-up (<see cref="RowSpinUp"/>), at least <paramref name="warmup"/> calls (and <see cref="MinWarmup"/>),
+    /// then <paramref name="repeats"/> calls, each in its own submission between two timestamps and its outputs freed
+    /// after it (device memory stays that of one call, however large the shape); the peak memory beyond what was
+    /// allocated before is that of the first call.
     /// </summary>
     public static RowTiming Time(GpuDevice device, Func<CommandStream, IEnumerable<IDisposable>> record, int warmup, int repeats)
     {
