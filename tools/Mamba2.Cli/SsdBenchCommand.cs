@@ -28,16 +28,15 @@ internal static class SsdBenchCommand
 
     private static readonly Option<bool> Naive = new("--naive") { Description = "Bidirectional as two complete causal runs combined (the naive composition)" };
     private static readonly Option<bool> Fused = new("--fused") { Description = "Bidirectional through the fused pass even where the default composes" };
-    private static readonly Option<string> PathOption = new("--path")
+    private static readonly Option<SsdPath> PathOption = new("--path")
     {
-        DefaultValueFactory = _ => "auto",
+        DefaultValueFactory = _ => SsdPath.Auto,
         Description = "tiled (chunked, for GPUs), recurrent (CPU drivers) or auto (MAMBA2_SSD_PATH, else recurrent on a CPU device, tiled elsewhere)",
     };
 
     public static Command Create()
     {
         Direction.AcceptOnlyFromAmong("causal", "sum", "shift");
-        PathOption.AcceptOnlyFromAmong("auto", "tiled", "recurrent");
         return CommonOptions.GpuCommand("ssd", "SSD forward or forward + backward, causal or bidirectional (defaults: the 370m layer shape b8 L2048 h32 p64 g1 n128 chunk 256), with D, z, dt_bias and softplus, and the time of each stage", Run,
             Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk, Warmup, Repeats, Backward, NoGate, Direction, Naive, Fused, PathOption);
     }
@@ -70,7 +69,7 @@ internal static class SsdBenchCommand
             DtBias = bias,
             DtSoftplus = true,
             Direction = direction,
-            Path = r.GetValue(PathOption) switch { "tiled" => SsdPath.Tiled, "recurrent" => SsdPath.Recurrent, _ => SsdPath.Auto },
+            Path = r.GetValue(PathOption),
             BidirectionalPath = r.GetValue(Naive) ? SsdBidirectionalPath.Composed : r.GetValue(Fused) ? SsdBidirectionalPath.Fused : SsdBidirectionalPath.Auto,
         };
 

@@ -286,10 +286,17 @@ public static partial class SsdOp
         // Never added to: in a bidirectional backward only the second run has D.
         if (gr.DD is not null && sc.DdPart is not null)
         {
-            var dRows = (uint)(s.Batch * geo.DBlocks);
-            var perHead = o.D is { Rank: 2 };
-            Reductions.SumRowsThenInner(st, sc.DdPart.Buffer, gr.DD.Buffer, dRows, perHead ? (uint)(s.Heads * s.HeadDim) : (uint)s.Heads,
-                perHead ? 1u : (uint)s.HeadDim);
+            ReduceDParts(st, sc.DdPart.Buffer, gr.DD, (uint)(s.Batch * geo.DBlocks), (uint)s.Heads, (uint)s.HeadDim);
         }
+    }
+
+    /// <summary>
+    /// dD's second level: the sum of the per-block partials (rows, h * p) over the rows, and over the head dimension
+    /// too when D is (h) (<paramref name="dD"/>'s shape tells).
+    /// </summary>
+    private static void ReduceDParts(CommandStream st, BufferBinding parts, Tensor dD, uint rows, uint h, uint p)
+    {
+        var perHeadDim = dD.Rank == 2;
+        Reductions.SumRowsThenInner(st, parts, dD.Buffer, rows, perHeadDim ? h * p : h, perHeadDim ? 1u : p);
     }
 }

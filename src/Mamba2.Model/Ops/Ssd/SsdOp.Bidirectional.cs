@@ -187,11 +187,11 @@ public static partial class SsdOp
                     var cs = SsdShape.Validate(x, dt, A, B, C, causal);
                     var pool = st.Own(new ScratchPool(device));
                     // The shift form's runs read g one step away in place (g_fwd[t] = g[t + 1], g_rev[t] = g[t - 1]).
-                    // A profile prefix times each run's stages apart: prefix + "fwd." and prefix + "rev." (BidirectionalRunPrefixes).
-                    fwd = BackwardTiled(gate, runs.Forward, x, dt, A, B, C, causal, cs, dFinalStates, st, profilePrefix is null ? null : profilePrefix + BidirectionalRunPrefixes[0], null, pool, shift);
+                    // A profile prefix times each run's stages apart (BidirectionalRunPrefixes).
+                    string? RunProfile(int run) => profilePrefix is null ? null : profilePrefix + BidirectionalRunPrefixes[run];
+                    fwd = BackwardTiled(gate, runs.Forward, x, dt, A, B, C, causal, cs, dFinalStates, st, RunProfile(0), null, pool, shift);
                     var into = new SsdGradients(fwd.Dx, fwd.Ddt, fwd.DA, fwd.DB, fwd.DC, foldD ? dD : null, null, fwd.DDtBias, null);
-                    BackwardTiled(gate, runs.Reverse, x, dt, A, B, C, foldD ? mirrored with { D = o.D } : mirrored, cs, null, st,
-                        profilePrefix is null ? null : profilePrefix + BidirectionalRunPrefixes[1], into, pool, -shift);
+                    BackwardTiled(gate, runs.Reverse, x, dt, A, B, C, foldD ? mirrored with { D = o.D } : mirrored, cs, null, st, RunProfile(1), into, pool, -shift);
                     grads = new SsdGradients(fwd.Dx, fwd.Ddt, fwd.DA, fwd.DB, fwd.DC, dD, dz, fwd.DDtBias, null);
                 }
                 else
@@ -261,8 +261,7 @@ public static partial class SsdOp
 
         if (part is not null)
         {
-            var rows = (uint)s.Batch * blocks;
-            Reductions.SumRowsThenInner(st, part.Buffer, dD.Buffer, rows, D.Rank == 2 ? h * p : h, D.Rank == 2 ? 1u : p);
+            ReduceDParts(st, part.Buffer, dD, (uint)s.Batch * blocks, h, p);
         }
     }
 

@@ -68,9 +68,7 @@ public static partial class SsdOp
 
                 if (grads.DD is not null && scratch.DdPart is not null)
                 {
-                    var dRows = (uint)(b * dBlocks);
-                    var perHead = o.D is { Rank: 2 };
-                    Reductions.SumRowsThenInner(st, scratch.DdPart.Buffer, grads.DD.Buffer, dRows, perHead ? (uint)(h * p) : (uint)h, perHead ? 1u : (uint)p);
+                    ReduceDParts(st, scratch.DdPart.Buffer, grads.DD, (uint)(b * dBlocks), (uint)h, (uint)p);
                 }
 
                 if (profile is not null)
