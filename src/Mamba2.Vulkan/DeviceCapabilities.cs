@@ -23,6 +23,9 @@ public sealed record DeviceCapabilities
     public bool Storage16Bit { get; init; }
     public bool SubgroupSizeControl { get; init; }
     public bool ComputeFullSubgroups { get; init; }
+
+    /// <summary>Vulkan 1.3's maintenance4, needed by SPIR-V 1.6 shaders whose workgroup size is a specialization constant.</summary>
+    public bool Maintenance4 { get; init; }
     public bool CooperativeMatrixKhr { get; init; }
     public bool CooperativeMatrixNv { get; init; }
     public bool CooperativeMatrix2Nv { get; init; }
@@ -31,8 +34,41 @@ public sealed record DeviceCapabilities
     public bool ShaderFloat32AtomicAdd { get; init; }
     public bool Bfloat16 { get; init; }
 
+    /// <summary>bf16 cooperative matrices (VK_KHR_shader_bfloat16's shaderBFloat16CooperativeMatrix).</summary>
+    public bool Bfloat16CooperativeMatrix { get; init; }
+
+    /// <summary>The Vulkan memory model (and its device scope), which cooperative-matrix SPIR-V declares.</summary>
+    public bool VulkanMemoryModel { get; init; }
+
+    /// <summary>Workgroup-scope matrices of VK_NV_cooperative_matrix2, with flexible dimensions.</summary>
+    public CooperativeMatrix2Limits? CooperativeMatrix2 { get; init; }
+
+    /// <summary>The tensor-core features a kernel may use here (<see cref="ShaderFeatures"/>).</summary>
+    public ShaderFeatures ShaderFeatures =>
+        (CooperativeMatrixKhr && VulkanMemoryModel && Maintenance4 && CooperativeMatrixShapes.Count > 0 ? ShaderFeatures.KhrCooperativeMatrix : 0)
+        | (CooperativeMatrixKhr && CooperativeMatrix2Nv && CooperativeMatrix2 is { } l && l.FlexibleShapes.Count > 0 ? ShaderFeatures.NvCooperativeMatrix2 : 0)
+        | (Bfloat16 && Bfloat16CooperativeMatrix ? ShaderFeatures.Bfloat16 : 0);
+
+    public bool Supports(ShaderFeatures features) => (ShaderFeatures & features) == features;
+
     /// <summary>Shapes the device's cooperative-matrix unit supports (VK_KHR_cooperative_matrix).</summary>
     public IReadOnlyList<CooperativeMatrixShape> CooperativeMatrixShapes { get; init; } = [];
+}
+
+/// <summary>
+/// VK_NV_cooperative_matrix2's workgroup-scope limits: the largest workgroup, the largest dimension, the shared
+/// memory the driver reserves, and the flexible shapes (M, N, K are multiples of these granularities, for the
+/// workgroup size listed with each).
+/// </summary>
+public sealed record CooperativeMatrix2Limits(uint MaxWorkgroupSize, uint MaxDimension, uint ReservedSharedMemory,
+    IReadOnlyList<CooperativeMatrixFlexibleShape> FlexibleShapes);
+
+/// <summary>One flexible-dimensions entry: granularities, types, scope workgroup, and the invocations it needs.</summary>
+public sealed record CooperativeMatrixFlexibleShape(uint MGranularity, uint NGranularity, uint KGranularity,
+    string AType, string BType, string CType, string ResultType, uint WorkgroupInvocations)
+{
+    public override string ToString() =>
+        $"{MGranularity}x{NGranularity}x{KGranularity}*k {AType}*{BType}+{CType}->{ResultType} ({WorkgroupInvocations} invocations)";
 }
 
 /// <summary>One MxNxK shape with operand and accumulator types, e.g. 16x16x16 f16*f16+f32.</summary>

@@ -100,10 +100,20 @@ public sealed unsafe partial class GpuDevice : IDisposable
         return fn;
     }
 
+    /// <summary>True when <paramref name="source"/> was compiled and this device has every feature it requires.</summary>
+    public bool CanRun(KernelSource source) => source.IsCompiled && Capabilities.Supports(source.Requires);
+
     /// <summary>Gets (or builds and caches) the pipeline for a kernel with the given specialization constants.</summary>
     public Kernel GetKernel(KernelSource source, ReadOnlySpan<uint> specialization = default)
     {
         ThrowIfUnusable();
+        if (source.Requires != ShaderFeatures.None && !CanRun(source))
+        {
+            throw new MissingFeatureException(!source.IsCompiled
+                ? $"{source.Name} was not compiled: the shader compiler lacked {ShaderBuild.Describe(source.Requires & ~ShaderBuild.Of(source.Assembly).Features)} (run build/fetch-shader-compiler.sh and rebuild)."
+                : $"{source.Name} needs {ShaderBuild.Describe(source.Requires & ~Capabilities.ShaderFeatures)}, which {Name} does not offer.");
+        }
+
         return _kernels.Get(source, specialization);
     }
 
@@ -266,6 +276,8 @@ public sealed unsafe partial class GpuDevice : IDisposable
             SType = StructureType.PhysicalDeviceVulkan12Features,
             PNext = &f11,
             ShaderFloat16 = caps.Float16,
+            VulkanMemoryModel = caps.VulkanMemoryModel,
+            VulkanMemoryModelDeviceScope = caps.VulkanMemoryModel,
             TimelineSemaphore = caps.TimelineSemaphore,
             BufferDeviceAddress = caps.BufferDeviceAddress,
         };
@@ -275,6 +287,7 @@ public sealed unsafe partial class GpuDevice : IDisposable
             PNext = &f12,
             SubgroupSizeControl = caps.SubgroupSizeControl,
             ComputeFullSubgroups = caps.ComputeFullSubgroups,
+            Maintenance4 = caps.Maintenance4,
         };
         var coopKhr = new PhysicalDeviceCooperativeMatrixFeaturesKHR
         {
@@ -296,6 +309,7 @@ public sealed unsafe partial class GpuDevice : IDisposable
         {
             SType = StructureType.PhysicalDeviceShaderBfloat16FeaturesKhr,
             ShaderBFloat16Type = true,
+            ShaderBFloat16CooperativeMatrix = caps.Bfloat16CooperativeMatrix && caps.CooperativeMatrixKhr,
         };
         void* chain = Info.ApiVersion >= Vk.Version13 ? &f13 : &f12;
         if (caps.CooperativeMatrixKhr)

@@ -14,11 +14,18 @@ public enum BufferAccess
 /// <summary>
 /// A compute shader's SPIR-V (an embedded resource) and its interface: one storage buffer per binding in set 0,
 /// numbered 0..n-1, and a push-constant block of <paramref name="PushConstantBytes"/>. Checked against the SPIR-V
-/// when the pipeline is built.
+/// when the pipeline is built. A tensor-core variant names the <see cref="Requires"/> features: the build
+/// compiles it only when the compiler has them (<see cref="IsCompiled"/>), and it runs only on a device that has
+/// them (<see cref="GpuDevice.CanRun"/>).
 /// </summary>
 public sealed record KernelSource(Assembly Assembly, string ResourceName, IReadOnlyList<BufferAccess> Bindings, int PushConstantBytes)
 {
     public string Name => Path.GetFileNameWithoutExtension(ResourceName);
+
+    public ShaderFeatures Requires { get; init; }
+
+    /// <summary>False when the shader build left this variant out (its compiler lacked a feature).</summary>
+    public bool IsCompiled => Assembly.GetManifestResourceInfo(ResourceName) is not null;
 
     internal uint[] LoadSpirv()
     {

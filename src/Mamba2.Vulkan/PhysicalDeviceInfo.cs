@@ -93,10 +93,16 @@ public sealed unsafe record PhysicalDeviceInfo
         var driver = new PhysicalDeviceDriverProperties { SType = StructureType.PhysicalDeviceDriverProperties, PNext = &maint3 };
         var sizeControl = new PhysicalDeviceSubgroupSizeControlProperties { SType = StructureType.PhysicalDeviceSubgroupSizeControlProperties, PNext = &driver };
         var hasSizeControl = basic.ApiVersion >= Vk.Version13 || extensions.Contains("VK_EXT_subgroup_size_control");
+        var coop2Props = new PhysicalDeviceCooperativeMatrix2PropertiesNV
+        {
+            SType = StructureType.PhysicalDeviceCooperativeMatrix2PropertiesNV,
+            PNext = hasSizeControl ? &sizeControl : &driver,
+        };
+        var hasCoop2 = extensions.Contains("VK_NV_cooperative_matrix2");
         var props = new PhysicalDeviceProperties2
         {
             SType = StructureType.PhysicalDeviceProperties2,
-            PNext = hasSizeControl ? &sizeControl : &driver,
+            PNext = hasCoop2 ? &coop2Props : hasSizeControl ? &sizeControl : &driver,
         };
         vk.GetPhysicalDeviceProperties2(pd, &props);
         var limits = props.Properties.Limits;
@@ -152,6 +158,12 @@ public sealed unsafe record PhysicalDeviceInfo
         }
 
         var coopShapes = coopKhr.CooperativeMatrix == true ? CooperativeMatrixShapes(instance, pd) : [];
+        var coop2 = hasCoop2 && coop2Nv.CooperativeMatrixFlexibleDimensions
+            ? new CooperativeMatrix2Limits(coop2Props.CooperativeMatrixWorkgroupScopeMaxWorkgroupSize,
+                coop2Props.CooperativeMatrixFlexibleDimensionsMaxDimension,
+                coop2Props.CooperativeMatrixWorkgroupScopeReservedSharedMemory,
+                coop2Nv.CooperativeMatrixWorkgroupScope ? FlexibleShapes(instance, pd) : [])
+            : null;
         var caps = new DeviceCapabilities
         {
             SubgroupSize = subgroup.SubgroupSize,
@@ -171,6 +183,7 @@ public sealed unsafe record PhysicalDeviceInfo
             Storage16Bit = f11.StorageBuffer16BitAccess,
             SubgroupSizeControl = basic.ApiVersion >= Vk.Version13 && f13.SubgroupSizeControl,
             ComputeFullSubgroups = basic.ApiVersion >= Vk.Version13 && f13.ComputeFullSubgroups,
+            Maintenance4 = basic.ApiVersion >= Vk.Version13 && f13.Maintenance4,
             CooperativeMatrixKhr = coopKhr.CooperativeMatrix,
             CooperativeMatrixNv = coopNv.CooperativeMatrix,
             CooperativeMatrix2Nv = coop2Nv.CooperativeMatrixWorkgroupScope || coop2Nv.CooperativeMatrixFlexibleDimensions,
@@ -178,7 +191,10 @@ public sealed unsafe record PhysicalDeviceInfo
             BufferDeviceAddress = f12.BufferDeviceAddress,
             ShaderFloat32AtomicAdd = atomicF.ShaderBufferFloat32AtomicAdd,
             Bfloat16 = bf16.ShaderBFloat16Type,
+            Bfloat16CooperativeMatrix = bf16.ShaderBFloat16CooperativeMatrix,
+            VulkanMemoryModel = f12.VulkanMemoryModel && f12.VulkanMemoryModelDeviceScope,
             CooperativeMatrixShapes = coopShapes,
+            CooperativeMatrix2 = coop2,
         };
 
         return new PhysicalDeviceInfo
@@ -276,5 +292,31 @@ public sealed unsafe record PhysicalDeviceInfo
         return props.Take((int)count).Select(p => new CooperativeMatrixShape(p.MSize, p.NSize, p.KSize,
             CooperativeMatrixShape.ComponentName((int)p.AType), CooperativeMatrixShape.ComponentName((int)p.BType),
             CooperativeMatrixShape.ComponentName((int)p.CType), CooperativeMatrixShape.ComponentName((int)p.ResultType))).ToList();
+    }
+
+    /// <summary>VK_NV_cooperative_matrix2's flexible workgroup-scope shapes.</summary>
+    private static IReadOnlyList<CooperativeMatrixFlexibleShape> FlexibleShapes(VulkanInstance instance, PhysicalDevice pd)
+    {
+        var fn = (delegate* unmanaged<PhysicalDevice, uint*, CooperativeMatrixFlexibleDimensionsPropertiesNV*, Result>)
+            instance.GetProcAddress("vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV");
+        uint count = 0;
+        fn(pd, &count, null).Check("vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV");
+        var props = new CooperativeMatrixFlexibleDimensionsPropertiesNV[count];
+        for (var i = 0; i < count; i++)
+        {
+            props[i].SType = StructureType.CooperativeMatrixFlexibleDimensionsPropertiesNV;
+        }
+
+        fixed (CooperativeMatrixFlexibleDimensionsPropertiesNV* p = props)
+        {
+            fn(pd, &count, p).Check("vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV");
+        }
+
+        const int workgroupScope = 2;  // VK_SCOPE_WORKGROUP_KHR
+        return props.Take((int)count).Where(p => (int)p.Scope == workgroupScope && !p.SaturatingAccumulation)
+            .Select(p => new CooperativeMatrixFlexibleShape(p.MGranularity, p.NGranularity, p.KGranularity,
+                CooperativeMatrixShape.ComponentName((int)p.AType), CooperativeMatrixShape.ComponentName((int)p.BType),
+                CooperativeMatrixShape.ComponentName((int)p.CType), CooperativeMatrixShape.ComponentName((int)p.ResultType),
+                p.WorkgroupInvocations)).ToList();
     }
 }

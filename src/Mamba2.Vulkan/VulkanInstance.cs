@@ -281,15 +281,25 @@ public sealed unsafe class VulkanInstance : IDisposable
         PUserData = userData,
     };
 
+    // Silk.NET resolves entry points through vkGetDeviceProcAddr once a device exists, instance-level ones
+    // included; layers from 1.4.3xx warn about each such lookup. The runtime's own lookups use the right call.
+    private const string SilkLoaderProbe = "WARNING-vkGetDeviceProcAddr-device";
+
     [UnmanagedCallersOnly(CallConvs = new[] { typeof(CallConvCdecl) })]
     private static Bool32 OnMessage(DebugUtilsMessageSeverityFlagsEXT severity, DebugUtilsMessageTypeFlagsEXT type,
         DebugUtilsMessengerCallbackDataEXT* data, void* userData)
     {
         var log = (ValidationLog)GCHandle.FromIntPtr((nint)userData).Target!;
+        var id = SilkMarshal.PtrToString((nint)data->PMessageIdName);
+        if (id == SilkLoaderProbe)
+        {
+            return false;
+        }
+
         var sev = severity.HasFlag(DebugUtilsMessageSeverityFlagsEXT.ErrorBitExt) ? "error" : "warning";
         var kind = type.HasFlag(DebugUtilsMessageTypeFlagsEXT.ValidationBitExt) ? "validation"
             : type.HasFlag(DebugUtilsMessageTypeFlagsEXT.PerformanceBitExt) ? "performance" : "general";
-        log.Add(new ValidationMessage(sev, kind, SilkMarshal.PtrToString((nint)data->PMessageIdName),
+        log.Add(new ValidationMessage(sev, kind, id,
             SilkMarshal.PtrToString((nint)data->PMessage) ?? ""));
         return false;
     }

@@ -25,10 +25,26 @@ public class DeviceTests(GpuFixture gpu)
         Assert.True(caps.MaxStorageBufferRange >= 1 << 27);
         Assert.True(caps.MaxAllocationBytes >= 1UL << 30);
         Assert.True(gpu.Device.Info.ApiVersion >= Vk.Version12);
-        if (gpu.Device.Info.Type == PhysicalDeviceType.Cpu)
+        // Tensor-core features are enabled only with their extension, and the KHR flavour only with listed shapes.
+        Assert.True(!caps.CooperativeMatrixKhr || gpu.Device.Info.Extensions.Contains("VK_KHR_cooperative_matrix"));
+        Assert.True(!caps.CooperativeMatrix2Nv || gpu.Device.Info.Extensions.Contains("VK_NV_cooperative_matrix2"));
+        Assert.True(!caps.Bfloat16 || gpu.Device.Info.Extensions.Contains("VK_KHR_shader_bfloat16"));
+        Assert.True(!caps.Supports(ShaderFeatures.KhrCooperativeMatrix) || caps.CooperativeMatrixShapes.Count > 0);
+        Assert.True(!caps.Supports(ShaderFeatures.NvCooperativeMatrix2) || caps.CooperativeMatrix2!.FlexibleShapes.Count > 0);
+    }
+
+    [Fact]
+    public void TheShaderBuildRecordNamesItsCompilerAndItsOmissions()
+    {
+        var build = ShaderBuild.Of(typeof(GpuDevice).Assembly);
+        Assert.NotEqual("?", build.Compiler);
+        Assert.Contains("shaderc", build.Compiler);
+        foreach (var omitted in build.Omitted)
         {
-            Assert.False(caps.CooperativeMatrixKhr);
+            Assert.False(string.IsNullOrWhiteSpace(omitted.Needs), $"{omitted.Variant} left out without a reason");
         }
+
+        Assert.Equal("(no shaders)", ShaderBuild.Of(typeof(object).Assembly).Compiler);
     }
 
     [Fact]

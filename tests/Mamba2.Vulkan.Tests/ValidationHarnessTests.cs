@@ -7,7 +7,10 @@ namespace Mamba2.Vulkan.Tests;
 /// <summary>Tests of the test harness: a validation message must fail the test that caused it.</summary>
 public unsafe class ValidationHarnessTests(GpuFixture gpu)
 {
-    /// <summary>An invalid call made on purpose: a buffer with no usage flags (VUID-VkBufferCreateInfo-usage-requiredbitmask).</summary>
+    /// <summary>
+    /// An invalid call made on purpose: a buffer with no usage flags (VUID-VkBufferCreateInfo-usage-requiredbitmask;
+    /// VUID-VkBufferCreateInfo-None-09500 in layers that know VkBufferUsageFlags2).
+    /// </summary>
     private static void ProvokeValidationError(GpuDevice device)
     {
         var info = new BufferCreateInfo { SType = StructureType.BufferCreateInfo, Size = 16, Usage = 0, SharingMode = SharingMode.Exclusive };
@@ -26,7 +29,7 @@ public unsafe class ValidationHarnessTests(GpuFixture gpu)
         hook.Before(method, test);
         ProvokeValidationError(gpu.Device);
         var e = Assert.Throws<ValidationMessagesException>(() => hook.After(method, test));
-        Assert.Contains(e.Messages, m => m.MessageId?.Contains("VkBufferCreateInfo-usage") == true);
+        Assert.Contains(e.Messages, m => m.MessageId?.Contains("VkBufferCreateInfo-") == true);
         Assert.Equal(0, gpu.Device.ValidationLog.Count);
 
         hook.Before(method, test);

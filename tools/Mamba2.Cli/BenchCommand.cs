@@ -25,12 +25,29 @@ internal static class BenchCommand
         DefaultValueFactory = _ => "auto",
     };
 
+    private static readonly Option<GemmOperands> Operands = new("--operands")
+    {
+        Description = "Operand type of the products: fp32 (exact, shader cores), f16 or bf16 (tensor cores, fp32 accumulation)",
+        DefaultValueFactory = _ => GemmOperands.Fp32,
+    };
+
+    private static readonly Option<TensorCoreApi> Api = new("--api")
+    {
+        Description = "Tensor-core variant for f16/bf16: auto, khr (VK_KHR_cooperative_matrix) or nvcooperativematrix2",
+        DefaultValueFactory = _ => TensorCoreApi.Auto,
+    };
+
+    private static readonly Option<string?> TensorTile = new("--tc-tile")
+    {
+        Description = "Tensor-core tile: BMxBNxBK/WMxWN (KHR; fragments of the device's shape) or BMxBNxBK (coopmat2); default chosen per device",
+    };
+
     public static Command Create()
     {
         var bench = new Command("bench", "Benchmark with GPU timestamps (warm-up, median of many runs): with no verb, the suite of a preset (SSD causal and bidirectional, the naive composition, the layer, GEMM) against measured device ceilings");
         SuiteCommand.AddTo(bench);
-        var gemm = CommonOptions.GpuCommand("gemm", "fp32 GEMM C = A B: time, GFLOP/s and GB/s per size", RunGemm,
-            Sizes, Warmup, Repeats, TransA, TransB, Tile);
+        var gemm = CommonOptions.GpuCommand("gemm", "GEMM C = A B (fp32, or f16/bf16 operands on tensor cores): time, GFLOP/s and GB/s per size", RunGemm,
+            Sizes, Warmup, Repeats, TransA, TransB, Tile, Operands, Api, TensorTile);
         bench.Subcommands.Add(gemm);
         bench.Subcommands.Add(SsdBenchCommand.Create());
         bench.Subcommands.Add(TrainStepBenchCommand.Create());
@@ -61,7 +78,19 @@ internal static class BenchCommand
             var t => ParseTile(t),
         };
         GemmTile Choose(int m, int n) => fixedTile ?? (tileText == "lanes" ? Gemm.LanesTile(device, n) : Gemm.ChooseTile(device, m, n));
-        Console.WriteLine($"device: {device.Name} ({device.Info.DriverName}), fp32 GEMM, {warmup} warm-up + {repeats} timed runs");
+        var operands = result.GetValue(Operands);
+        var api = result.GetValue(Api);
+        if (operands != GemmOperands.Fp32 && !TensorCoreGemm.IsAvailable(device, operands, api))
+        {
+            Console.Error.WriteLine($"error: --operands {operands}: {string.Join("; ", TensorCoreGemm.Describe(device.Capabilities))}");
+            return 2;
+        }
+
+        var resolved = operands == GemmOperands.Fp32 ? api : TensorCoreGemm.Resolve(device.Capabilities, operands, api)!.Value;
+        TensorCoreTile? TensorTileFor(int m, int n) => result.GetValue(TensorTile) is { } text
+            ? ParseTensorTile(device, operands, resolved, text)
+            : TensorCoreGemm.ChooseTile(device.Capabilities, operands, resolved, m, n);
+        Console.WriteLine($"device: {device.Name} ({device.Info.DriverName}), {operands} GEMM, {warmup} warm-up + {repeats} timed runs");
         var table = new Table().AddColumns("M", "N", "K", "tile", "median ms", "min ms", "max ms", "GFLOP/s", "GB/s");
         var rng = new Random();
         foreach (var (m, n, k) in shapes)
@@ -69,11 +98,13 @@ internal static class BenchCommand
             using var a = Tensor.FromArray(device, "A", BenchInputs.Uniform(rng, (long)m * k, -1, 1), ta ? [k, m] : [m, k]);
             using var b = Tensor.FromArray(device, "B", BenchInputs.Uniform(rng, (long)k * n, -1, 1), tb ? [n, k] : [k, n]);
             using var c = Tensor.Empty(device, "C", m, n);
-            var chosen = Choose(m, n);
-            var stats = GpuTiming.Measure(device, s => Gemm.Run(a, b, c, ta, tb, stream: s, tile: chosen), warmup, repeats);
+            var chosen = operands == GemmOperands.Fp32 ? Choose(m, n) : (GemmTile?)null;
+            var tensorTile = operands == GemmOperands.Fp32 ? null : TensorTileFor(m, n);
+            var stats = GpuTiming.Measure(device,
+                s => Gemm.Run(a, b, c, ta, tb, stream: s, tile: chosen, operands: operands, api: resolved, tensorTile: tensorTile), warmup, repeats);
             var flops = 2.0 * m * n * k;
             var bytes = 4.0 * ((double)m * k + (double)k * n + (double)m * n);
-            table.AddRow($"{m}", $"{n}", $"{k}", $"{chosen}", $"{stats.MedianMs:F4}", $"{stats.MinMs:F4}", $"{stats.MaxMs:F4}",
+            table.AddRow($"{m}", $"{n}", $"{k}", $"{(object?)chosen ?? tensorTile}", $"{stats.MedianMs:F4}", $"{stats.MinMs:F4}", $"{stats.MaxMs:F4}",
                 $"{flops / stats.MedianMs / 1e6:F1}", $"{bytes / stats.MedianMs / 1e6:F1}");
         }
 
@@ -96,6 +127,22 @@ internal static class BenchCommand
         }
 
         return list;
+    }
+
+    private static TensorCoreTile ParseTensorTile(GpuDevice device, GemmOperands operands, TensorCoreApi api, string text)
+    {
+        var basis = TensorCoreGemm.ChooseTile(device.Capabilities, operands, api, 0, 0)!;
+        var parts = text.Split('/');
+        var v = parts[0].Split('x').Select(uint.Parse).ToArray();
+        var w = parts.Length > 1 ? parts[1].Split('x').Select(uint.Parse).ToArray() : [];
+        if (v.Length != 3 || (api == TensorCoreApi.Khr ? w.Length != 2 : parts.Length != 1))
+        {
+            throw new ArgumentException($"--tc-tile: expected {(api == TensorCoreApi.Khr ? "BMxBNxBK/WMxWN" : "BMxBNxBK")}, got '{text}'");
+        }
+
+        return api == TensorCoreApi.Khr
+            ? basis with { BM = v[0], BN = v[1], BK = v[2], WM = w[0], WN = w[1], Threads = v[0] / w[0] * (v[1] / w[1]) * device.Capabilities.SubgroupSize }
+            : basis with { BM = v[0], BN = v[1], BK = v[2] };
     }
 
     private static GemmTile ParseTile(string text)

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json;
+using Mamba2.Model.Ops;
 using Mamba2.Vulkan;
 using Spectre.Console;
 
@@ -18,11 +19,25 @@ internal static class DevicesCommand
         cmd.SetAction(result =>
         {
             var (devices, chosen) = GpuDevice.ListDevices(CommonOptions.Read(result));
+            var build = ShaderBuild.Of(typeof(Gemm).Assembly);
             if (result.GetValue(Json))
             {
-                Console.WriteLine(JsonSerializer.Serialize(new { chosen, devices = devices.Select(Describe) },
+                var shaders = new
+                {
+                    compiler = build.Compiler,
+                    features = ShaderBuild.Describe(build.Features),
+                    omitted = build.Omitted.Select(o => new { variant = o.Variant, needs = o.Needs }),
+                };
+                Console.WriteLine(JsonSerializer.Serialize(new { shaders, chosen, devices = devices.Select(Describe) },
                     new JsonSerializerOptions { WriteIndented = true }));
                 return 0;
+            }
+
+            Console.WriteLine($"shader build: {build.Compiler}; tensor-core features: {ShaderBuild.Describe(build.Features)}");
+            if (build.Omitted.Count > 0)
+            {
+                Console.WriteLine($"  left out: {string.Join(", ", build.Omitted.Select(o => $"{o.Variant} (needs {o.Needs})"))}");
+                Console.WriteLine("  (run build/fetch-shader-compiler.sh for a compiler that has them, then rebuild)");
             }
 
             foreach (var d in devices)
@@ -85,6 +100,15 @@ internal static class DevicesCommand
         {
             result["matrix shapes"] = string.Join(", ", c.CooperativeMatrixShapes.Select(s => s.ToString()).Distinct());
         }
+
+        if (c.CooperativeMatrix2 is { } cm2)
+        {
+            result["coopmat2 workgroup scope"] = $"up to {cm2.MaxWorkgroupSize} invocations, dimension {cm2.MaxDimension}, {cm2.ReservedSharedMemory} B reserved; "
+                + (cm2.FlexibleShapes.Count == 0 ? "no flexible shapes" : string.Join(", ", cm2.FlexibleShapes.Select(s => s.ToString()).Distinct()));
+        }
+
+        result["tensor-core features"] = ShaderBuild.Describe(c.ShaderFeatures);
+        result["tensor-core paths"] = string.Join("; ", TensorCoreGemm.Describe(c));
 
         return result;
     }

@@ -23,10 +23,14 @@ public static class Gemm
     /// <summary>
     /// Records (or runs, without <paramref name="stream"/>) c = alpha * op(a) op(b) + beta * c.
     /// Shapes: a (M, K) or (K, M) when <paramref name="transposeA"/>; b (K, N) or (N, K) when <paramref name="transposeB"/>;
-    /// c (M, N); with a leading batch dimension on all three for batched products.
+    /// c (M, N); with a leading batch dimension on all three for batched products. <paramref name="operands"/>
+    /// other than fp32 run on tensor cores (<see cref="TensorCoreGemm"/>; <paramref name="api"/> and
+    /// <paramref name="tensorTile"/> pick its variant and tile) and throw <see cref="MissingFeatureException"/>
+    /// where neither the build nor the device has them (<see cref="TensorCoreGemm.IsAvailable"/> asks first).
     /// </summary>
     public static void Run(Tensor a, Tensor b, Tensor c, bool transposeA = false, bool transposeB = false,
-        float alpha = 1f, float beta = 0f, CommandStream? stream = null, GemmTile? tile = null)
+        float alpha = 1f, float beta = 0f, CommandStream? stream = null, GemmTile? tile = null,
+        GemmOperands operands = GemmOperands.Fp32, TensorCoreApi api = TensorCoreApi.Auto, TensorCoreTile? tensorTile = null)
     {
         const string op = "Gemm";
         ShapeOps.ExpectSameDevice(op, a, b, c);
@@ -42,6 +46,12 @@ public static class Gemm
         int[] Batched(int r, int cols) => batched ? [batch, r, cols] : [r, cols];
         ShapeOps.Expect(b, nameof(b), $"{op} (op(a) is {m}x{k})", transposeB ? Batched(n, k) : Batched(k, n));
         ShapeOps.Expect(c, nameof(c), $"{op} (op(a) is {m}x{k}, op(b) is {k}x{n})", Batched(m, n));
+
+        if (operands != GemmOperands.Fp32)
+        {
+            TensorCoreGemm.Run(a, b, c, m, n, k, batch, batched, transposeA, transposeB, alpha, beta, operands, api, stream, tensorTile);
+            return;
+        }
 
         var device = a.Device;
         var t = tile ?? ChooseTile(device, m, n);

@@ -17,6 +17,20 @@ internal static class Shaders
     public static readonly KernelSource Gemm =
         Source("nn/gemm", 48, BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite);
 
+    /// <summary>Tensor-core GEMM variants (shaders/tc/gemm_coopmat.comp), by operand type and matrix scope.</summary>
+    public static KernelSource GemmCoopmat(GemmOperands operands, TensorCoreApi api)
+    {
+        var f16 = operands == GemmOperands.F16;
+        var cm2 = api == TensorCoreApi.NvCooperativeMatrix2;
+        var name = $"tc/gemm_{(cm2 ? "coopmat2" : "coopmat")}_{(f16 ? "f16" : "bf16")}";
+        return Source(name, 48, BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite) with
+        {
+            Requires = ShaderFeatures.KhrCooperativeMatrix
+                | (cm2 ? ShaderFeatures.NvCooperativeMatrix2 : 0)
+                | (f16 ? 0 : ShaderFeatures.Bfloat16),
+        };
+    }
+
     public static readonly KernelSource GemmLanes =
         Source("nn/gemm_lanes", 48, BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite);
 

@@ -1,0 +1,228 @@
+using System.Runtime.InteropServices;
+using Mamba2.Model.Tensors;
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Ops;
+
+/// <summary>The type a GEMM's operands are rounded to before they are multiplied (accumulation is always fp32).</summary>
+public enum GemmOperands
+{
+    /// <summary>Exact fp32 products on the shader cores (<c>nn/gemm.comp</c>, <c>nn/gemm_lanes.comp</c>).</summary>
+    Fp32,
+
+    /// <summary>
+    /// Operands rounded to f16 (11-bit significand) on tensor cores. Values beyond f16's range (65504) become
+    /// infinite and below 6e-8 zero: the caller keeps operands in range (or scales them).
+    /// </summary>
+    F16,
+
+    /// <summary>Operands rounded to bf16 (8-bit significand, fp32's range) on tensor cores.</summary>
+    Bf16,
+}
+
+/// <summary>Which cooperative-matrix extension a tensor-core kernel is built on.</summary>
+public enum TensorCoreApi
+{
+    /// <summary>The portable KHR variant where the device runs it, else NV coopmat2.</summary>
+    Auto,
+
+    /// <summary>VK_KHR_cooperative_matrix: subgroup-scope fragments (every vendor).</summary>
+    Khr,
+
+    /// <summary>VK_NV_cooperative_matrix2: workgroup-scope matrices (NVIDIA; also Mesa's lavapipe).</summary>
+    NvCooperativeMatrix2,
+}
+
+/// <summary>
+/// Tile of the tensor-core GEMM (<c>shaders/tc/gemm_coopmat.comp</c>): a BM x BN output tile per workgroup, K in
+/// BK slices. KHR: subgroups own WM x WN blocks of TM x TN x TK fragments (a shape the device lists).
+/// NV coopmat2: one workgroup-scope matrix of <see cref="Threads"/> invocations (WM, WN, TM, TN, TK unused).
+/// </summary>
+public sealed record TensorCoreTile(TensorCoreApi Api, uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, uint Threads)
+{
+    private const uint Pad = 8;  // the shader's PAD
+
+    /// <summary>Shared memory the shader declares for this tile and these transposes.</summary>
+    public uint SharedBytes(bool transposeA, bool transposeB)
+    {
+        var a = transposeA ? BK * (BM + Pad) : BM * (BK + Pad);
+        var b = transposeB ? BN * (BK + Pad) : BK * (BN + Pad);
+        var staging = Api == TensorCoreApi.Khr ? BM / WM * (BN / WN) * TM * TN * sizeof(float) : 0;  // one fragment per subgroup
+        return 2 * (a + b) * sizeof(ushort) + staging;  // two buffers of 16-bit operands
+    }
+
+    /// <summary>The shader's specialization constants, in constant_id order.</summary>
+    public uint[] Specialization(bool transposeA, bool transposeB) =>
+        [Threads, BM, BN, BK, WM, WN, TM, TN, TK, transposeA ? 1u : 0u, transposeB ? 1u : 0u];
+
+    public override string ToString() => Api == TensorCoreApi.Khr
+        ? $"khr {BM}x{BN}x{BK}/{WM}x{WN} frag {TM}x{TN}x{TK}"
+        : $"coopmat2 {BM}x{BN}x{BK} ({Threads} invocations)";
+}
+
+/// <summary>
+/// C = alpha * op(A) op(B) + beta * C with fp32 tensors and tensor-core products: operands rounded to f16 or bf16
+/// as they are staged, fp32 accumulation. Same shapes and conventions as <see cref="Gemm"/>, which calls it for
+/// <see cref="GemmOperands.F16"/> and <see cref="GemmOperands.Bf16"/>.
+/// </summary>
+public static class TensorCoreGemm
+{
+    [StructLayout(LayoutKind.Sequential)]
+    private readonly record struct Push(
+        uint M, uint N, uint K, uint Lda, uint Ldb, uint Ldc, uint Batch, uint StrideA, uint StrideB, uint StrideC, float Alpha, float Beta);
+
+    /// <summary>True when this build has the variant and <paramref name="device"/> can run it.</summary>
+    public static bool IsAvailable(GpuDevice device, GemmOperands operands, TensorCoreApi api = TensorCoreApi.Auto) =>
+        Resolve(device.Capabilities, operands, api) is not null;
+
+    /// <summary>
+    /// The variant <paramref name="api"/> stands for on a device with <paramref name="caps"/> (Auto: KHR, else NV
+    /// coopmat2), or null when it was not compiled, the device lacks its features, or no tile fits.
+    /// </summary>
+    public static TensorCoreApi? Resolve(DeviceCapabilities caps, GemmOperands operands, TensorCoreApi api)
+    {
+        if (operands == GemmOperands.Fp32)
+        {
+            return null;
+        }
+
+        bool Runs(TensorCoreApi a)
+        {
+            var source = Shaders.GemmCoopmat(operands, a);
+            return source.IsCompiled && caps.Supports(source.Requires) && ChooseTile(caps, operands, a, 0, 0) is not null;
+        }
+
+        return api switch
+        {
+            TensorCoreApi.Auto when Runs(TensorCoreApi.Khr) => TensorCoreApi.Khr,
+            TensorCoreApi.Auto when Runs(TensorCoreApi.NvCooperativeMatrix2) => TensorCoreApi.NvCooperativeMatrix2,
+            TensorCoreApi.Auto => null,
+            _ => Runs(api) ? api : null,
+        };
+    }
+
+    /// <summary>What a GEMM with each operand type would run on a device with <paramref name="caps"/>, one line each.</summary>
+    public static IEnumerable<string> Describe(DeviceCapabilities caps)
+    {
+        foreach (var operands in new[] { GemmOperands.F16, GemmOperands.Bf16 })
+        {
+            var api = Resolve(caps, operands, TensorCoreApi.Auto);
+            yield return api is { } a
+                ? $"GEMM {operands}: {ChooseTile(caps, operands, a, 4096, 4096)}" + (a == TensorCoreApi.Khr && Resolve(caps, operands, TensorCoreApi.NvCooperativeMatrix2) is not null ? " (coopmat2 also runs)" : "")
+                : $"GEMM {operands}: none ({Why(caps, operands, TensorCoreApi.Auto)})";
+        }
+    }
+
+    internal static void Run(Tensor a, Tensor b, Tensor c, int m, int n, int k, int batch, bool batched,
+        bool transposeA, bool transposeB, float alpha, float beta, GemmOperands operands, TensorCoreApi api,
+        CommandStream? stream, TensorCoreTile? tile)
+    {
+        const string op = "Gemm";
+        var device = a.Device;
+        var resolved = Resolve(device.Capabilities, operands, tile?.Api ?? api)
+            ?? throw new MissingFeatureException($"Gemm with {operands} operands needs tensor cores, which {device.Name} cannot use here: {Why(device.Capabilities, operands, api)}.");
+        var t = tile ?? ChooseTile(device.Capabilities, operands, resolved, m, n)!;
+        Validate(device.Capabilities, t, transposeA, transposeB);
+        var kernel = device.GetKernel(Shaders.GemmCoopmat(operands, resolved), t.Specialization(transposeA, transposeB));
+        var max = device.Capabilities.MaxWorkgroupCount;
+        var tiles = (long)((m + t.BM - 1) / t.BM) * ((n + t.BN - 1) / t.BN);
+        var groups = ((uint)Math.Min(tiles, max.X), (uint)Math.Min((tiles + max.X - 1) / max.X, max.Y), (uint)Math.Min(batch, max.Z));
+        int Dim(Tensor x, int i) => x.Shape[batched ? i + 1 : i];
+        var push = new Push((uint)m, (uint)n, (uint)k, (uint)Dim(a, 1), (uint)Dim(b, 1), (uint)n, (uint)batch,
+            (uint)(batched ? (long)m * k : 0), (uint)(batched ? (long)k * n : 0), (uint)(batched ? (long)m * n : 0), alpha, beta);
+        Shaders.EnsureBindable(op, a, b, c);
+        Shaders.RunIn(device, stream, s => s.Dispatch(kernel, groups, push, a.Buffer, b.Buffer, c.Buffer));
+    }
+
+    /// <summary>
+    /// A tile for this device: KHR fragments of a listed shape with these operand types (16x16x16 preferred), 128 x
+    /// 128 tiles of 8 subgroups where the problem fills them on a GPU, else 64 x 64 of 4; coopmat2 tiles from a
+    /// listed flexible shape. Null when the device lists no shape for these operands or no tile fits its limits.
+    /// </summary>
+    public static TensorCoreTile? ChooseTile(DeviceCapabilities caps, GemmOperands operands, TensorCoreApi api, int m, int n)
+    {
+        var type = operands == GemmOperands.F16 ? "f16" : "bf16";
+        var candidates = new List<TensorCoreTile>();
+        if (api == TensorCoreApi.Khr)
+        {
+            var shape = caps.CooperativeMatrixShapes
+                .Where(s => s.AType == type && s.BType == type && s.CType == "f32" && s.ResultType == "f32")
+                .OrderByDescending(s => s is { M: 16, N: 16, K: 16 }).ThenByDescending(s => s.M * s.N * s.K)
+                .FirstOrDefault();
+            if (shape is null)
+            {
+                return null;
+            }
+
+            var bk = shape.K * Math.Max(1, 32 / shape.K);
+            var w = caps.SubgroupSize;
+            if (m >= 128 && n >= 128)
+            {
+                candidates.Add(new(api, 128, 128, bk, 64, 32, shape.M, shape.N, shape.K, 8 * w));
+            }
+
+            candidates.Add(new(api, 64, 64, bk, 32, 32, shape.M, shape.N, shape.K, 4 * w));
+            candidates.Add(new(api, 2 * shape.M, 2 * shape.N, bk, shape.M, shape.N, shape.M, shape.N, shape.K, 4 * w));
+        }
+        else if (caps.CooperativeMatrix2 is { } limits)
+        {
+            // The entry with the most invocations first: a 128 x 128 matrix on one subgroup is a serial loop.
+            foreach (var f in limits.FlexibleShapes.Where(s => s.AType == type && s.BType == type && s.CType == "f32" && s.ResultType == "f32")
+                .OrderByDescending(s => s.WorkgroupInvocations))
+            {
+                uint Round(uint v, uint g) => (v + g - 1) / g * g;
+                var bk = Round(32, f.KGranularity);
+                if (m >= 128 && n >= 128)
+                {
+                    candidates.Add(new(api, Round(128, f.MGranularity), Round(128, f.NGranularity), bk, 0, 0, 0, 0, 0, f.WorkgroupInvocations));
+                }
+
+                candidates.Add(new(api, Round(64, f.MGranularity), Round(64, f.NGranularity), bk, 0, 0, 0, 0, 0, f.WorkgroupInvocations));
+            }
+        }
+
+        return candidates.FirstOrDefault(t => Fits(caps, t, true, true) && Fits(caps, t, false, false) && Fits(caps, t, true, false) && Fits(caps, t, false, true));
+    }
+
+    private static bool Fits(DeviceCapabilities caps, TensorCoreTile t, bool transposeA, bool transposeB)
+    {
+        var reserved = t.Api == TensorCoreApi.NvCooperativeMatrix2 ? caps.CooperativeMatrix2?.ReservedSharedMemory ?? 0 : 0;
+        var maxThreads = Math.Min(caps.MaxWorkgroupInvocations, caps.MaxWorkgroupSize.X);
+        if (t.Api == TensorCoreApi.NvCooperativeMatrix2)
+        {
+            maxThreads = Math.Min(maxThreads, caps.CooperativeMatrix2?.MaxWorkgroupSize ?? 0);
+            if (Math.Max(t.BM, Math.Max(t.BN, t.BK)) > (caps.CooperativeMatrix2?.MaxDimension ?? 0))
+            {
+                return false;
+            }
+        }
+        else if (t.WM == 0 || t.WN == 0 || t.BM % t.WM != 0 || t.BN % t.WN != 0 || t.WM % t.TM != 0 || t.WN % t.TN != 0
+            || t.BK % t.TK != 0 || t.Threads != t.BM / t.WM * (t.BN / t.WN) * caps.SubgroupSize)
+        {
+            return false;
+        }
+
+        return t.Threads > 0 && t.Threads <= maxThreads && t.SharedBytes(transposeA, transposeB) + reserved <= caps.MaxSharedMemoryBytes;
+    }
+
+    private static void Validate(DeviceCapabilities caps, TensorCoreTile t, bool transposeA, bool transposeB)
+    {
+        if (!Fits(caps, t, transposeA, transposeB))
+        {
+            throw new ArgumentException(
+                $"Gemm tile {t} does not fit this device (subgroup {caps.SubgroupSize}, {caps.MaxSharedMemoryBytes} bytes of shared memory, {caps.MaxWorkgroupInvocations} invocations) or breaks the tile rules (BM % WM, BN % WN, WM % TM, WN % TN, BK % TK all 0).",
+                "tile");
+        }
+    }
+
+    private static string Why(DeviceCapabilities caps, GemmOperands operands, TensorCoreApi api)
+    {
+        var variants = (api == TensorCoreApi.Auto ? [TensorCoreApi.Khr, TensorCoreApi.NvCooperativeMatrix2] : new[] { api })
+            .Select(x => Shaders.GemmCoopmat(operands, x));
+        return string.Join("; ", variants.Select(v => !v.IsCompiled
+            ? $"{v.Name} was not compiled (the shader compiler lacked {ShaderBuild.Describe(v.Requires & ~ShaderBuild.Of(v.Assembly).Features)}; run build/fetch-shader-compiler.sh and rebuild)"
+            : !caps.Supports(v.Requires)
+                ? $"the device lacks {ShaderBuild.Describe(v.Requires & ~caps.ShaderFeatures)} for {v.Name}"
+                : $"the device lists no {operands} shape with fp32 accumulation that fits a {v.Name} tile"));
+    }
+}

@@ -1,0 +1,141 @@
+using Mamba2.Model.Ops;
+using Mamba2.Model.Tensors;
+using Mamba2.Model.Tests.Reference;
+using Mamba2.Tests;
+using Mamba2.Vulkan;
+using Xunit;
+
+namespace Mamba2.Model.Tests;
+
+/// <summary>
+/// The tensor-core GEMM (shaders/tc/gemm_coopmat.comp) in each variant: f16 and bf16 operands, KHR subgroup-scope
+/// fragments and NV coopmat2 workgroup-scope matrices. Checked against float64 twice: on the operands rounded as
+/// the kernel rounds them (only fp32 accumulation differs), and on the exact inputs at the tolerance of the
+/// precision policy (fp32-fast 2e-3 for f16 operands, bf16 1e-2). A variant this build or device lacks must fail
+/// with a MissingFeatureException that says why; MAMBA2_TEST_REQUIRE (e.g. "khr_coopmat,nv_coopmat2,bf16", as CI
+/// sets it on a lavapipe with cooperative matrices) turns a missing variant into a failure.
+/// </summary>
+public class TensorCoreGemmTests(GpuFixture gpu)
+{
+    public const string RequireVariable = "MAMBA2_TEST_REQUIRE";
+
+    private static readonly (GemmOperands, TensorCoreApi)[] AllVariants =
+    [
+        (GemmOperands.F16, TensorCoreApi.Khr), (GemmOperands.Bf16, TensorCoreApi.Khr),
+        (GemmOperands.F16, TensorCoreApi.NvCooperativeMatrix2), (GemmOperands.Bf16, TensorCoreApi.NvCooperativeMatrix2),
+    ];
+
+    public static TheoryData<GemmOperands, TensorCoreApi> Variants => new(AllVariants);
+
+    public static TheoryData<GemmOperands, TensorCoreApi, int, int, int, bool, bool> Sizes
+    {
+        get
+        {
+            var data = new TheoryData<GemmOperands, TensorCoreApi, int, int, int, bool, bool>();
+            (int, int, int, bool, bool)[] sizes =
+            [
+                (1, 1, 1, false, false), (17, 33, 65, true, false), (65, 17, 130, false, true), (129, 131, 37, true, true),
+                (64, 64, 32, false, false), (200, 130, 96, false, false), (7, 100, 3, true, true),
+            ];
+            foreach (var (operands, api) in AllVariants)
+            {
+                foreach (var (m, n, k, ta, tb) in sizes)
+                {
+                    data.Add(operands, api, m, n, k, ta, tb);
+                }
+            }
+
+            return data;
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Sizes))]
+    public void MatchesFloat64Reference(GemmOperands operands, TensorCoreApi api, int m, int n, int k, bool ta, bool tb) =>
+        Check(operands, api, 1, m, n, k, ta, tb, 1f, 0f);
+
+    [Theory]
+    [MemberData(nameof(Variants))]
+    public void AlphaBetaAndBatches(GemmOperands operands, TensorCoreApi api)
+    {
+        Check(operands, api, 1, 45, 70, 31, false, true, -0.5f, 0.75f);
+        Check(operands, api, 3, 19, 70, 40, true, false, 1.25f, 1f);
+    }
+
+    [Theory]
+    [MemberData(nameof(Variants))]
+    public void LargeTilesWhereTheProblemFillsThem(GemmOperands operands, TensorCoreApi api) =>
+        Check(operands, api, 1, 300, 260, 100, false, false, 1f, 0f);
+
+    [Fact]
+    public void RequiredVariantsAreAvailable()
+    {
+        var required = (Environment.GetEnvironmentVariable(RequireVariable) ?? "")
+            .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var device = gpu.Device;
+        foreach (var name in required)
+        {
+            var feature = ShaderBuild.ProbeNames.FirstOrDefault(p => p.ProbeName == name).Feature;
+            Assert.True(feature != ShaderFeatures.None, $"{RequireVariable}: unknown feature '{name}'");
+            Assert.True(ShaderBuild.Of(typeof(Gemm).Assembly).Features.HasFlag(feature), $"{RequireVariable}: the shader build lacks {name}");
+            Assert.True(device.Capabilities.Supports(feature), $"{RequireVariable}: {device.Name} lacks {name}");
+        }
+
+        if (required.Contains("khr_coopmat"))
+        {
+            Assert.True(TensorCoreGemm.IsAvailable(device, GemmOperands.F16, TensorCoreApi.Khr));
+        }
+
+        if (required.Contains("nv_coopmat2"))
+        {
+            Assert.True(TensorCoreGemm.IsAvailable(device, GemmOperands.F16, TensorCoreApi.NvCooperativeMatrix2));
+        }
+    }
+
+    [Fact]
+    public void Fp32OperandsNeverUseTensorCores() =>
+        Assert.False(TensorCoreGemm.IsAvailable(gpu.Device, GemmOperands.Fp32));
+
+    /// <summary>Round to nearest even, as OpFConvert does (f16 through Half, bf16 by hand).</summary>
+    public static float Round(float v, GemmOperands operands)
+    {
+        if (operands == GemmOperands.F16)
+        {
+            return (float)(Half)v;
+        }
+
+        var bits = BitConverter.SingleToUInt32Bits(v);
+        bits += 0x7FFFu + ((bits >> 16) & 1);
+        return BitConverter.UInt32BitsToSingle(bits & 0xFFFF0000u);
+    }
+
+    private void Check(GemmOperands operands, TensorCoreApi api, int batch, int m, int n, int k, bool ta, bool tb, float alpha, float beta)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var device = gpu.Device;
+        var av = TestMath.RandomArray(rng, batch * m * k);
+        var bv = TestMath.RandomArray(rng, batch * k * n);
+        var cv = beta != 0 ? TestMath.RandomArray(rng, batch * m * n) : Enumerable.Repeat(float.NaN, batch * m * n).ToArray();
+        int[] Shape(int r, int c) => batch > 1 ? [batch, r, c] : [r, c];
+        using var a = Tensor.FromArray(device, "a", av, ta ? Shape(k, m) : Shape(m, k));
+        using var b = Tensor.FromArray(device, "b", bv, tb ? Shape(n, k) : Shape(k, n));
+        using var c = Tensor.FromArray(device, "c", cv, Shape(m, n));
+        if (!TensorCoreGemm.IsAvailable(device, operands, api))
+        {
+            var e = Assert.Throws<MissingFeatureException>(() => Gemm.Run(a, b, c, ta, tb, alpha, beta, operands: operands, api: api));
+            Assert.Contains($"{operands} operands", e.Message);
+            Assert.True(e.Message.Contains("not compiled") || e.Message.Contains("device lacks") || e.Message.Contains("lists no"), e.Message);
+            return;
+        }
+
+        Gemm.Run(a, b, c, ta, tb, alpha, beta, operands: operands, api: api);
+        var actual = c.ToArray();
+        var what = $"{operands} {api} gemm b{batch} {m}x{n}x{k} ta={ta} tb={tb} alpha={alpha} beta={beta} seed {seed}";
+        var rounded = GemmReference.Run(av.Select(v => Round(v, operands)).ToArray(), bv.Select(v => Round(v, operands)).ToArray(),
+            cv, batch, m, n, k, ta, tb, alpha, beta);
+        TestMath.AssertClose(actual, rounded, 1e-5, what + " (on rounded operands)");
+        var exact = GemmReference.Run(av, bv, cv, batch, m, n, k, ta, tb, alpha, beta);
+        TestMath.AssertClose(actual, exact, operands == GemmOperands.F16 ? 2e-3 : 1e-2, what + " (on exact operands)");
+    }
+}
