@@ -22,9 +22,20 @@
 #endif
 #ifdef OPERAND_BF16
 #extension GL_EXT_bfloat16 : require
+#extension GL_EXT_shader_explicit_arithmetic_types_int16 : require
 #define OPERAND bfloat16_t
+// Round to nearest even by hand: a plain conversion truncates on some drivers (NVIDIA 580), which biases every
+// product by up to 2^-8 and leaves no way to match a reference that rounds as PyTorch does.
+bfloat16_t to_operand(float v) {
+    uint u = floatBitsToUint(v);
+    if (!isnan(v)) {
+        u += 0x7FFFu + ((u >> 16) & 1u);
+    }
+    return uintBitsToBFloat16EXT(uint16_t(u >> 16));
+}
 #else
 #define OPERAND float16_t
+float16_t to_operand(float v) { return float16_t(v); }
 #endif
 
 layout(local_size_x_id = 0) in;             // KHR: (BM / WM) * (BN / WN) subgroups; coopmat2: the listed invocations
@@ -139,11 +150,11 @@ void main() {
             barrier();  // the previous tile's last reads of buffer 0 are done
             [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) {
                 const uint e = tid + i * THREADS;
-                if (e < BM * BK) { As[(e / A_COLS) * A_STRIDE + e % A_COLS] = OPERAND(ra[i]); }
+                if (e < BM * BK) { As[(e / A_COLS) * A_STRIDE + e % A_COLS] = to_operand(ra[i]); }
             }
             [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) {
                 const uint e = tid + i * THREADS;
-                if (e < BN * BK) { Bs[(e / B_COLS) * B_STRIDE + e % B_COLS] = OPERAND(rb[i]); }
+                if (e < BN * BK) { Bs[(e / B_COLS) * B_STRIDE + e % B_COLS] = to_operand(rb[i]); }
             }
             barrier();
 
@@ -186,11 +197,11 @@ void main() {
                     const uint nxt = cur ^ 1;
                     [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) {
                         const uint e = tid + i * THREADS;
-                        if (e < BM * BK) { As[nxt * A_TILE + (e / A_COLS) * A_STRIDE + e % A_COLS] = OPERAND(ra[i]); }
+                        if (e < BM * BK) { As[nxt * A_TILE + (e / A_COLS) * A_STRIDE + e % A_COLS] = to_operand(ra[i]); }
                     }
                     [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) {
                         const uint e = tid + i * THREADS;
-                        if (e < BN * BK) { Bs[nxt * B_TILE + (e / B_COLS) * B_STRIDE + e % B_COLS] = OPERAND(rb[i]); }
+                        if (e < BN * BK) { Bs[nxt * B_TILE + (e / B_COLS) * B_STRIDE + e % B_COLS] = to_operand(rb[i]); }
                     }
                 }
                 barrier();

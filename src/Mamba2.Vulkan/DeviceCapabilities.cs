@@ -20,6 +20,9 @@ public sealed record DeviceCapabilities
     public required float TimestampPeriodNs { get; init; }
     public required bool Timestamps { get; init; }
     public bool Float16 { get; init; }
+
+    /// <summary>16-bit integers in shaders (the bf16 kernels round by hand through them).</summary>
+    public bool Int16 { get; init; }
     public bool Storage16Bit { get; init; }
     public bool SubgroupSizeControl { get; init; }
     public bool ComputeFullSubgroups { get; init; }
@@ -47,7 +50,7 @@ public sealed record DeviceCapabilities
     public ShaderFeatures ShaderFeatures =>
         (CooperativeMatrixKhr && VulkanMemoryModel && Maintenance4 && CooperativeMatrixShapes.Count > 0 ? ShaderFeatures.KhrCooperativeMatrix : 0)
         | (CooperativeMatrixKhr && CooperativeMatrix2Nv && CooperativeMatrix2 is { } l && l.FlexibleShapes.Count > 0 ? ShaderFeatures.NvCooperativeMatrix2 : 0)
-        | (Bfloat16 && Bfloat16CooperativeMatrix ? ShaderFeatures.Bfloat16 : 0);
+        | (Bfloat16 && Bfloat16CooperativeMatrix && Int16 ? ShaderFeatures.Bfloat16 : 0);
 
     public bool Supports(ShaderFeatures features) => (ShaderFeatures & features) == features;
 

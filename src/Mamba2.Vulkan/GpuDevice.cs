@@ -346,6 +346,7 @@ public sealed unsafe partial class GpuDevice : IDisposable
         }
 
         var features = new PhysicalDeviceFeatures2 { SType = StructureType.PhysicalDeviceFeatures2, PNext = chain };
+        features.Features.ShaderInt16 = caps.Int16;
         var priority = 1.0f;
         var queueInfo = new DeviceQueueCreateInfo
         {

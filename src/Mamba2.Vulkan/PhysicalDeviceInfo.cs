@@ -180,6 +180,7 @@ public sealed unsafe record PhysicalDeviceInfo
             TimestampPeriodNs = limits.TimestampPeriod,
             Timestamps = timestampBits > 0,
             Float16 = f12.ShaderFloat16,
+            Int16 = features.Features.ShaderInt16,
             Storage16Bit = f11.StorageBuffer16BitAccess,
             SubgroupSizeControl = basic.ApiVersion >= Vk.Version13 && f13.SubgroupSizeControl,
             ComputeFullSubgroups = basic.ApiVersion >= Vk.Version13 && f13.ComputeFullSubgroups,
