@@ -41,7 +41,7 @@ state="$dest/apt"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 if ! release_apt "$release" "$state" ||
-   ! apt-get "${APT_RELEASE[@]}" -qq update >"$work/log" 2>&1 ||
+   ! apt-get "${APT_RELEASE[@]}" -qq --error-on=any update >"$work/log" 2>&1 ||
    ! (cd "$work" && apt-get "${APT_RELEASE[@]}" -qq download glslc libshaderc1 spirv-tools libc6 libstdc++6 libgcc-s1 >>"$work/log" 2>&1); then
   say "download failed (no network?); building with the system compiler: $(tail -n 1 "$work/log" 2>/dev/null)"
   exit 0
