@@ -1,4 +1,4 @@
-// Layouts and helpers shared by the SSD kernels (see DESIGN.md for the math).
+// Layouts and helpers shared by the SSD kernels (see docs/DESIGN.md for the math).
 //   x, z, y        (b, L, h, p)          dt            (b, L, h)
 //   B, C           (b, L, g, n)          head i reads group i / (h / g)
 //   dt_out, dA_cs  (b, h, nchunks, Q)    dt after bias/softplus/clamp, and its within-chunk cumulative sum times A

@@ -10,7 +10,7 @@
 // owns a TM x TN block of the BM x BN output tile (rows ty*TM + i, columns tx + 16 j, so shared reads are
 // broadcasts or consecutive).
 //
-// REVERSE = 1 is the same product run backwards in time, which is the backward pass's dx (see DESIGN.md and
+// REVERSE = 1 is the same product run backwards in time, which is the backward pass's dx (see docs/DESIGN.md and
 // SsdOp.Backward): with g = dy (gated), dS_next = the gradient of the state leaving the chunk,
 //   r[s, p] = sum_{t >= s in chunk} (B[s] . C[t]) exp(dA_cs[t] - dA_cs[s]) g[t, p] + exp(dA_cs[last] - dA_cs[s]) B[s] . dS_next[p]
 //   dx[s, p] = dt_out[s] r[s, p] + D g[s, p] ;  ddt_part[s, tile] = sum_{p in tile} x[s, p] r[s, p]

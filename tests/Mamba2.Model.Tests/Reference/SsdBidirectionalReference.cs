@@ -3,7 +3,7 @@ using Mamba2.Model.Ops.Ssd;
 namespace Mamba2.Model.Tests.Reference;
 
 /// <summary>
-/// Float64 reference of the bidirectional SSD as the naive composition DESIGN.md defines it: two causal runs of
+/// Float64 reference of the bidirectional SSD as the naive composition docs/DESIGN.md defines it: two causal runs of
 /// the plain recurrence, the second on flipped inputs, combined as
 ///   sum   (Bi-Mamba2): y = SS(x) + flip(SS(flip(x))) + D x
 ///   shift (Hydra):     y = shift(SS(x)) + flip(shift(SS_rev(flip(x)))) + D x,  shift(u)[t] = u[t - 1], shift(u)[0] = 0

@@ -1,7 +1,7 @@
 namespace Mamba2.Cli;
 
 /// <summary>
-/// What an op is charged (DESIGN.md): bytes = the tensors it must read and write once; flops = 2 x the chunked
+/// What an op is charged (docs/DESIGN.md): bytes = the tensors it must read and write once; flops = 2 x the chunked
 /// algorithm's multiply-adds. Every implementation of an op is charged the same, so GB/s and TFLOP/s compare them.
 /// </summary>
 internal static class BenchCost

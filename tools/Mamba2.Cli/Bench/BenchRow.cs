@@ -4,7 +4,7 @@ namespace Mamba2.Cli;
 
 /// <summary>
 /// One measured row: an op, whose implementation, forward or forward + backward, the shape, GPU time (median, min,
-/// max over the repeats), the bytes and flops it is charged (DESIGN.md's counting: the minimum traffic and the
+/// max over the repeats), the bytes and flops it is charged (docs/DESIGN.md's counting: the minimum traffic and the
 /// algorithm's multiply-adds, the same for every implementation of an op) and its peak extra device memory.
 /// </summary>
 internal sealed record BenchRow(string Op, string Impl, string Pass, BenchShape Shape, double MedianMs, double MinMs, double MaxMs,
