@@ -52,14 +52,15 @@ exec unshare --mount --propagation private bash -s -- "$root" "$repo" "$dotnet_d
 set -euo pipefail
 root="$1" repo="$2" dotnet_dir="$3" nuget="$4"
 shift 4
-for d in "$repo" "$dotnet_dir" "$nuget"; do
-  mkdir -p "$root$d"
-  mount --bind "$d" "$root$d"
-done
 mount -t proc proc "$root/proc"
 mount --rbind /dev "$root/dev"
 mount --bind /sys "$root/sys"
 mount -t tmpfs tmpfs "$root/tmp"
+# After /tmp: a checkout under /tmp must not be hidden by the root's fresh /tmp.
+for d in "$repo" "$dotnet_dir" "$nuget"; do
+  mkdir -p "$root$d"
+  mount --bind "$d" "$root$d"
+done
 env=(HOME="$HOME" PATH="$dotnet_dir:/usr/local/bin:/usr/bin:/bin" DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
   DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1 NUGET_PACKAGES="$nuget" TERM="${TERM:-dumb}")
 while IFS='=' read -r name value; do
