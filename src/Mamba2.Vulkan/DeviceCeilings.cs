@@ -11,11 +11,9 @@ public sealed record DeviceCeilings(double CopyGBps, double Fp32Tflops, long Cop
     private const float FmaM = 0.999f;
     private const float FmaC = 1e-3f;
 
-    internal static readonly KernelSource FmaPeak =
-        new(typeof(DeviceCeilings).Assembly, "shaders/runtime/fma_peak.spv", [BufferAccess.Write], 12);
+    internal static readonly KernelSource FmaPeak = new(typeof(DeviceCeilings).Assembly, "shaders/runtime/fma_peak.spv");
 
-    internal static readonly KernelSource CopyPeak =
-        new(typeof(DeviceCeilings).Assembly, "shaders/runtime/copy_peak.spv", [BufferAccess.Read, BufferAccess.Write], 4);
+    internal static readonly KernelSource CopyPeak = new(typeof(DeviceCeilings).Assembly, "shaders/runtime/copy_peak.spv");
 
     /// <summary>
     /// Medians of <paramref name="repeats"/> timed runs after one warm-up: a copy of 256 MiB on a GPU (32 MiB on a

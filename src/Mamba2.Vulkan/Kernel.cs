@@ -13,19 +13,53 @@ public enum BufferAccess
 
 /// <summary>
 /// A compute shader's SPIR-V (an embedded resource) and its interface: one storage buffer per binding in set 0,
-/// numbered 0..n-1, and a push-constant block of <paramref name="PushConstantBytes"/>. Checked against the SPIR-V
-/// when the pipeline is built. A tensor-core variant names the <see cref="Requires"/> features: the build
-/// compiles it only when the compiler has them (<see cref="IsCompiled"/>), and it runs only on a device that has
-/// them (<see cref="GpuDevice.CanRun"/>).
+/// numbered 0..n-1, and a push-constant block. The interface is read from the SPIR-V (<see cref="SpirvLayout"/>:
+/// readonly / writeonly qualifiers give each binding's access, the block's members its size), so registering a
+/// kernel is its resource name; a declared interface (the four-argument constructor) is checked against it when
+/// the pipeline is built. A tensor-core variant names the <see cref="Requires"/> features: the build compiles it
+/// only when the compiler has them (<see cref="IsCompiled"/>), and it runs only on a device that has them
+/// (<see cref="GpuDevice.CanRun"/>).
 /// </summary>
-public sealed record KernelSource(Assembly Assembly, string ResourceName, IReadOnlyList<BufferAccess> Bindings, int PushConstantBytes)
+public sealed class KernelSource
 {
+    private readonly IReadOnlyList<BufferAccess>? _declaredBindings;
+    private readonly int? _declaredPush;
+    private SpirvLayout? _layout;
+
+    public KernelSource(Assembly assembly, string resourceName, ShaderFeatures requires = ShaderFeatures.None)
+    {
+        Assembly = assembly;
+        ResourceName = resourceName;
+        Requires = requires;
+    }
+
+    /// <summary>A kernel whose interface is declared by hand (checked against its SPIR-V when built).</summary>
+    public KernelSource(Assembly assembly, string resourceName, IReadOnlyList<BufferAccess> bindings, int pushConstantBytes)
+        : this(assembly, resourceName)
+    {
+        _declaredBindings = bindings;
+        _declaredPush = pushConstantBytes;
+    }
+
+    public Assembly Assembly { get; }
+
+    public string ResourceName { get; }
+
     public string Name => Path.GetFileNameWithoutExtension(ResourceName);
 
-    public ShaderFeatures Requires { get; init; }
+    public ShaderFeatures Requires { get; }
 
     /// <summary>False when the shader build left this variant out (its compiler lacked a feature).</summary>
     public bool IsCompiled => Assembly.GetManifestResourceInfo(ResourceName) is not null;
+
+    /// <summary>The interface the SPIR-V states (read once).</summary>
+    public SpirvLayout Layout => _layout ??= SpirvLayout.Read(Name, LoadSpirv());
+
+    public IReadOnlyList<BufferAccess> Bindings => _declaredBindings ?? Layout.Bindings;
+
+    public int PushConstantBytes => _declaredPush ?? Layout.PushConstantBytes;
+
+    public override string ToString() => ResourceName;
 
     internal uint[] LoadSpirv()
     {
@@ -176,67 +210,39 @@ public sealed unsafe class Kernel : IDisposable
     }
 }
 
-/// <summary>Just enough SPIR-V reading to check a shader against its declared <see cref="KernelSource"/>.</summary>
+/// <summary>Checks a kernel's declared interface and specialization against what its SPIR-V states.</summary>
 internal static class SpirvInterface
 {
-    private const int OpDecorate = 71;
-    private const int OpVariable = 59;
-    private const int DecorationSpecId = 1;
-    private const int DecorationBinding = 33;
-    private const int DecorationDescriptorSet = 34;
-    private const int StorageClassPushConstant = 9;
-
     public static void Check(KernelSource source, uint[] words, int specializationCount)
     {
-        var bindings = new SortedSet<uint>();
-        var specIds = new HashSet<uint>();
-        var hasPush = false;
-        for (var i = 5; i < words.Length;)
-        {
-            var count = (int)(words[i] >> 16);
-            var op = (int)(words[i] & 0xffff);
-            if (count == 0)
-            {
-                throw new InvalidDataException($"{source.ResourceName}: malformed SPIR-V at word {i}.");
-            }
-
-            if (op == OpDecorate && count >= 4)
-            {
-                switch ((int)words[i + 2])
-                {
-                    case DecorationBinding: bindings.Add(words[i + 3]); break;
-                    case DecorationSpecId: specIds.Add(words[i + 3]); break;
-                    case DecorationDescriptorSet when words[i + 3] != 0:
-                        throw new InvalidDataException($"{source.Name}: only descriptor set 0 is supported (found set {words[i + 3]}).");
-                }
-            }
-            else if (op == OpVariable && count >= 4 && words[i + 3] == StorageClassPushConstant)
-            {
-                hasPush = true;
-            }
-
-            i += count;
-        }
-
-        var expected = Enumerable.Range(0, source.Bindings.Count).Select(b => (uint)b);
-        if (!bindings.SequenceEqual(expected))
+        var layout = SpirvLayout.Read(source.Name, words);
+        if (layout.Bindings.Count != source.Bindings.Count)
         {
             throw new InvalidOperationException(
-                $"{source.Name}: the shader binds [{string.Join(", ", bindings)}] but its KernelSource declares {source.Bindings.Count} bindings (0..{source.Bindings.Count - 1}).");
+                $"{source.Name}: the shader binds {layout.Bindings.Count} buffers (0..{layout.Bindings.Count - 1}) but its KernelSource declares {source.Bindings.Count} bindings.");
         }
 
-        if (hasPush != source.PushConstantBytes > 0)
+        for (var i = 0; i < layout.Bindings.Count; i++)
+        {
+            if (layout.Bindings[i] != source.Bindings[i])
+            {
+                throw new InvalidOperationException(
+                    $"{source.Name}: binding {i} is {layout.Bindings[i]} in the shader but declared {source.Bindings[i]}.");
+            }
+        }
+
+        if (layout.PushConstantBytes != source.PushConstantBytes)
         {
             throw new InvalidOperationException(
-                $"{source.Name}: push constants {(hasPush ? "used by the shader but not declared" : "declared but not used by the shader")}.");
+                $"{source.Name}: the shader's push constants take {layout.PushConstantBytes} bytes; its KernelSource declares {source.PushConstantBytes}.");
         }
 
         for (uint id = 0; id < specializationCount; id++)
         {
-            if (!specIds.Contains(id))
+            if (!layout.SpecializationIds.Contains(id))
             {
                 throw new ArgumentException(
-                    $"{source.Name}: specialization constant {id} was given but the shader declares only ids [{string.Join(", ", specIds.Order())}].",
+                    $"{source.Name}: specialization constant {id} was given but the shader declares only ids [{string.Join(", ", layout.SpecializationIds.Order())}].",
                     "specialization");
             }
         }

@@ -21,8 +21,24 @@ public class KernelTests(GpuFixture gpu)
         var noPush = new KernelSource(asm, "shaders/test/scale_add.spv", [BufferAccess.Read, BufferAccess.Write], 0);
         Assert.Throws<InvalidOperationException>(() => gpu.Device.GetKernel(noPush, [64]));
         Assert.Throws<ArgumentException>(() => gpu.Device.GetKernel(Kernels.ScaleAdd, [64, 1]));
+        var wrongAccess = new KernelSource(asm, "shaders/test/scale_add.spv", [BufferAccess.Read, BufferAccess.ReadWrite], 12);
+        Assert.Contains("binding 1 is Write in the shader but declared ReadWrite",
+            Assert.Throws<InvalidOperationException>(() => gpu.Device.GetKernel(wrongAccess, [64])).Message);
+        var wrongPush = new KernelSource(asm, "shaders/test/scale_add.spv", [BufferAccess.Read, BufferAccess.Write], 16);
+        Assert.Contains("take 12 bytes", Assert.Throws<InvalidOperationException>(() => gpu.Device.GetKernel(wrongPush, [64])).Message);
         var missing = new KernelSource(asm, "shaders/test/nope.spv", [BufferAccess.Read], 0);
         Assert.Contains("not embedded", Assert.Throws<InvalidOperationException>(() => gpu.Device.GetKernel(missing)).Message);
+    }
+
+    [Fact]
+    public void TheInterfaceIsReadFromTheSpirv()
+    {
+        // scale_add.comp: readonly x, writeonly y, push { uint n; float alpha; float beta; }, local size as constant 0.
+        var layout = Kernels.ScaleAdd.Layout;
+        Assert.Equal([BufferAccess.Read, BufferAccess.Write], layout.Bindings);
+        Assert.Equal(12, layout.PushConstantBytes);
+        Assert.Contains(0u, layout.SpecializationIds);
+        Assert.Equal(layout.Bindings, Kernels.ScaleAdd.Bindings);
     }
 
     [Fact]

@@ -6,8 +6,7 @@ namespace Mamba2.Vulkan.Tests;
 /// <summary>The runtime's own test kernel (shaders/test/scale_add.comp): y = alpha * x + beta.</summary>
 internal static class Kernels
 {
-    public static readonly KernelSource ScaleAdd =
-        new(typeof(Kernels).Assembly, "shaders/test/scale_add.spv", [BufferAccess.Read, BufferAccess.Write], 12);
+    public static readonly KernelSource ScaleAdd = new(typeof(Kernels).Assembly, "shaders/test/scale_add.spv");
 
     [StructLayout(LayoutKind.Sequential)]
     public readonly record struct ScaleAddPush(uint N, float Alpha, float Beta);

@@ -8,14 +8,12 @@ internal static class Shaders
 {
     private static readonly System.Reflection.Assembly Self = typeof(Shaders).Assembly;
 
-    private static KernelSource Source(string name, int pushBytes, params BufferAccess[] bindings) =>
-        new(Self, $"shaders/{name}.spv", bindings, pushBytes);
+    // The interface (bindings, their access, the push-constant size) is read from the SPIR-V: one line a kernel.
+    private static KernelSource Source(string name) => new(Self, $"shaders/{name}.spv");
 
-    public static readonly KernelSource Elementwise =
-        Source("nn/elementwise", 12, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
+    public static readonly KernelSource Elementwise = Source("nn/elementwise");
 
-    public static readonly KernelSource Gemm =
-        Source("nn/gemm", 48, BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite);
+    public static readonly KernelSource Gemm = Source("nn/gemm");
 
     /// <summary>Tensor-core GEMM variants (shaders/tc/gemm_coopmat.comp), by operand type and matrix scope.</summary>
     public static KernelSource GemmCoopmat(GemmOperands operands, TensorCoreApi api)
@@ -23,118 +21,75 @@ internal static class Shaders
         var f16 = operands == GemmOperands.F16;
         var cm2 = api == TensorCoreApi.NvCooperativeMatrix2;
         var name = $"tc/gemm_{(cm2 ? "coopmat2" : "coopmat")}_{(f16 ? "f16" : "bf16")}";
-        return Source(name, 48, BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite) with
-        {
-            Requires = ShaderFeatures.KhrCooperativeMatrix
-                | (cm2 ? ShaderFeatures.NvCooperativeMatrix2 : 0)
-                | (f16 ? 0 : ShaderFeatures.Bfloat16),
-        };
+        return new KernelSource(Self, $"shaders/{name}.spv",
+            ShaderFeatures.KhrCooperativeMatrix | (cm2 ? ShaderFeatures.NvCooperativeMatrix2 : 0) | (f16 ? 0 : ShaderFeatures.Bfloat16));
     }
 
-    public static readonly KernelSource GemmLanes =
-        Source("nn/gemm_lanes", 48, BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite);
+    public static readonly KernelSource GemmLanes = Source("nn/gemm_lanes");
 
-    public static readonly KernelSource ChunkCumsum = Source("ssd/chunk_cumsum", 32,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write, BufferAccess.Write);
+    public static readonly KernelSource ChunkCumsum = Source("ssd/chunk_cumsum");
 
-    public static readonly KernelSource ChunkState = Source("ssd/chunk_state", 36,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Read);
+    public static readonly KernelSource ChunkState = Source("ssd/chunk_state");
 
-    public static readonly KernelSource StatePassing = Source("ssd/state_passing", 32,
-        BufferAccess.ReadWrite, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
+    public static readonly KernelSource StatePassing = Source("ssd/state_passing");
 
-    public static readonly KernelSource ChunkScan = Source("ssd/chunk_scan", 36,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.Write, BufferAccess.Read);
+    public static readonly KernelSource ChunkScan = Source("ssd/chunk_scan");
 
-    public static readonly KernelSource ChunkScanBwdDz = Source("ssd/chunk_scan_bwd_dz", 4,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
+    public static readonly KernelSource ChunkScanBwdDz = Source("ssd/chunk_scan_bwd_dz");
 
-    public static readonly KernelSource StatePassingBwd = Source("ssd/state_passing_bwd", 32,
-        BufferAccess.ReadWrite, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
+    public static readonly KernelSource StatePassingBwd = Source("ssd/state_passing_bwd");
 
-    public static readonly KernelSource ChunkScanBwdDbc = Source("ssd/chunk_scan_bwd_dbc", 36,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write, BufferAccess.Read);
+    public static readonly KernelSource ChunkScanBwdDbc = Source("ssd/chunk_scan_bwd_dbc");
 
-    public static readonly KernelSource ChunkCumsumBwd = Source("ssd/chunk_cumsum_bwd", 52,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.ReadWrite, BufferAccess.Write, BufferAccess.Write);
+    public static readonly KernelSource ChunkCumsumBwd = Source("ssd/chunk_cumsum_bwd");
 
-    public static readonly KernelSource SsdRecurrent = Source("ssd/ssd_recurrent", 36,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.ReadWrite, BufferAccess.Write, BufferAccess.Read, BufferAccess.Write);
+    public static readonly KernelSource SsdRecurrent = Source("ssd/ssd_recurrent");
 
-    public static readonly KernelSource SsdRecurrentBwdDx = Source("ssd/ssd_recurrent_bwd_dx", 36,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.Write);
+    public static readonly KernelSource SsdRecurrentBwdDx = Source("ssd/ssd_recurrent_bwd_dx");
 
-    public static readonly KernelSource SsdRecurrentBwdState = Source("ssd/ssd_recurrent_bwd_state", 36,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.ReadWrite, BufferAccess.ReadWrite);
+    public static readonly KernelSource SsdRecurrentBwdState = Source("ssd/ssd_recurrent_bwd_state");
 
-    public static readonly KernelSource SsdRecurrentBwdDt = Source("ssd/ssd_recurrent_bwd_dt", 40,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.Read, BufferAccess.Write, BufferAccess.Write, BufferAccess.Write);
+    public static readonly KernelSource SsdRecurrentBwdDt = Source("ssd/ssd_recurrent_bwd_dt");
 
-    public static readonly KernelSource SsdRecurrentBwdDbc = Source("ssd/ssd_recurrent_bwd_dbc", 32,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
+    public static readonly KernelSource SsdRecurrentBwdDbc = Source("ssd/ssd_recurrent_bwd_dbc");
 
-    public static readonly KernelSource SeqShift = Source("ssd/seq_shift", 16, BufferAccess.Read, BufferAccess.Write);
+    public static readonly KernelSource SeqShift = Source("ssd/seq_shift");
 
-    public static readonly KernelSource BidirCombine = Source("ssd/bidir_combine", 24,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.Write);
+    public static readonly KernelSource BidirCombine = Source("ssd/bidir_combine");
 
-    public static readonly KernelSource ChunkScanBidir = Source("ssd/chunk_scan_bidir", 36,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
+    public static readonly KernelSource ChunkScanBidir = Source("ssd/chunk_scan_bidir");
 
-    public static readonly KernelSource Conv1d = Source("nn/conv1d", 20,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
+    public static readonly KernelSource Conv1d = Source("nn/conv1d");
 
-    public static readonly KernelSource Conv1dBwd = Source("nn/conv1d_bwd", 24,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write, BufferAccess.Write);
+    public static readonly KernelSource Conv1dBwd = Source("nn/conv1d_bwd");
 
-    public static readonly KernelSource RmsNorm = Source("nn/rmsnorm", 20,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write, BufferAccess.Write);
+    public static readonly KernelSource RmsNorm = Source("nn/rmsnorm");
 
-    public static readonly KernelSource RmsNormBwd = Source("nn/rmsnorm_bwd", 20,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.Write, BufferAccess.Write, BufferAccess.Write);
+    public static readonly KernelSource RmsNormBwd = Source("nn/rmsnorm_bwd");
 
-    public static readonly KernelSource CrossEntropy = Source("nn/cross_entropy", 12,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.ReadWrite, BufferAccess.ReadWrite,
-        BufferAccess.Write, BufferAccess.ReadWrite);
+    public static readonly KernelSource CrossEntropy = Source("nn/cross_entropy");
 
-    public static readonly KernelSource Embedding = Source("nn/embedding", 8,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Write);
+    public static readonly KernelSource Embedding = Source("nn/embedding");
 
-    public static readonly KernelSource AdamW = Source("nn/adamw", 44,
-        BufferAccess.ReadWrite, BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.ReadWrite, BufferAccess.Read);
+    public static readonly KernelSource AdamW = Source("nn/adamw");
 
-    public static readonly KernelSource GradNorm = Source("nn/grad_norm", 12, BufferAccess.Read, BufferAccess.Write);
+    public static readonly KernelSource GradNorm = Source("nn/grad_norm");
 
-    public static readonly KernelSource CopyColumns = Source("nn/copy_columns", 24, BufferAccess.Read, BufferAccess.Write);
+    public static readonly KernelSource CopyColumns = Source("nn/copy_columns");
 
-    public static readonly KernelSource NegExp = Source("nn/neg_exp", 4, BufferAccess.Read, BufferAccess.Write);
+    public static readonly KernelSource NegExp = Source("nn/neg_exp");
 
-    public static readonly KernelSource BiasAdd = Source("nn/bias_add", 8, BufferAccess.ReadWrite, BufferAccess.Read);
+    public static readonly KernelSource BiasAdd = Source("nn/bias_add");
 
-    public static readonly KernelSource Conv1dStep = Source("nn/conv1d_step", 12,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.Write);
+    public static readonly KernelSource Conv1dStep = Source("nn/conv1d_step");
 
-    public static readonly KernelSource SsdStep = Source("ssd/ssd_step", 32,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read, BufferAccess.Read,
-        BufferAccess.Read, BufferAccess.ReadWrite, BufferAccess.Write);
+    public static readonly KernelSource SsdStep = Source("ssd/ssd_step");
 
-    public static readonly KernelSource ArgMaxRows = Source("nn/argmax_rows", 8, BufferAccess.Read, BufferAccess.Write);
+    public static readonly KernelSource ArgMaxRows = Source("nn/argmax_rows");
 
-    public static readonly KernelSource SumSquares = Source("nn/sum_squares", 8, BufferAccess.Read, BufferAccess.Write);
+    public static readonly KernelSource SumSquares = Source("nn/sum_squares");
 
-    public static readonly KernelSource ReduceSum = Source("nn/reduce_sum", 20,
-        BufferAccess.Read, BufferAccess.Read, BufferAccess.ReadWrite);
+    public static readonly KernelSource ReduceSum = Source("nn/reduce_sum");
 
     /// <summary>Workgroups for a kernel that walks <paramref name="items"/> work items with a stride.</summary>
     public static uint Groups(GpuDevice device, long items) =>

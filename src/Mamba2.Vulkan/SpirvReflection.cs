@@ -1,0 +1,125 @@
+namespace Mamba2.Vulkan;
+
+/// <summary>
+/// A kernel's interface as its SPIR-V states it: one storage buffer per binding of set 0 with the access its
+/// qualifiers give (readonly: NonWritable, writeonly: NonReadable), the push-constant block's size, and the
+/// specialization ids it declares. Registering a kernel needs nothing more than its resource name.
+/// </summary>
+public sealed record SpirvLayout(IReadOnlyList<BufferAccess> Bindings, int PushConstantBytes, IReadOnlySet<uint> SpecializationIds)
+{
+    private const int OpTypeInt = 21;
+    private const int OpTypeFloat = 22;
+    private const int OpTypeVector = 23;
+    private const int OpTypeStruct = 30;
+    private const int OpTypePointer = 32;
+    private const int OpVariable = 59;
+    private const int OpDecorate = 71;
+    private const int OpMemberDecorate = 72;
+    private const int DecorationSpecId = 1;
+    private const int DecorationBinding = 33;
+    private const int DecorationDescriptorSet = 34;
+    private const int DecorationOffset = 35;
+    private const int DecorationNonWritable = 24;
+    private const int DecorationNonReadable = 25;
+    private const int StorageClassUniform = 2;
+    private const int StorageClassPushConstant = 9;
+    private const int StorageClassStorageBuffer = 12;
+
+    /// <summary>Reads the interface of <paramref name="words"/>; <paramref name="name"/> goes into error messages.</summary>
+    public static SpirvLayout Read(string name, ReadOnlySpan<uint> words)
+    {
+        var binding = new Dictionary<uint, uint>();            // variable -> binding
+        var specIds = new HashSet<uint>();
+        var varFlags = new Dictionary<uint, (bool NoWrite, bool NoRead)>();
+        var memberFlags = new Dictionary<uint, Dictionary<uint, (bool NoWrite, bool NoRead)>>();  // struct -> member
+        var memberOffset = new Dictionary<uint, Dictionary<uint, uint>>();
+        var pointee = new Dictionary<uint, uint>();            // pointer type -> pointee
+        var structMembers = new Dictionary<uint, uint[]>();    // struct -> member types
+        var scalarBytes = new Dictionary<uint, uint>();        // scalar or vector type -> bytes
+        var variables = new List<(uint Id, uint Type, uint Storage)>();
+        for (var i = 5; i < words.Length;)
+        {
+            var count = (int)(words[i] >> 16);
+            var op = (int)(words[i] & 0xffff);
+            if (count == 0 || i + count > words.Length)
+            {
+                throw new InvalidDataException($"{name}: malformed SPIR-V at word {i}.");
+            }
+
+            var w = words.Slice(i, count);
+            switch (op)
+            {
+                case OpDecorate when count >= 3:
+                    var target = w[1];
+                    switch ((int)w[2])
+                    {
+                        case DecorationBinding when count >= 4: binding[target] = w[3]; break;
+                        case DecorationSpecId when count >= 4: specIds.Add(w[3]); break;
+                        case DecorationDescriptorSet when count >= 4 && w[3] != 0:
+                            throw new InvalidDataException($"{name}: only descriptor set 0 is supported (found set {w[3]}).");
+                        case DecorationNonWritable: varFlags[target] = (true, varFlags.GetValueOrDefault(target).NoRead); break;
+                        case DecorationNonReadable: varFlags[target] = (varFlags.GetValueOrDefault(target).NoWrite, true); break;
+                    }
+
+                    break;
+                case OpMemberDecorate when count >= 4:
+                    var members = memberFlags.TryGetValue(w[1], out var m) ? m : memberFlags[w[1]] = [];
+                    var flags = members.GetValueOrDefault(w[2]);
+                    switch ((int)w[3])
+                    {
+                        case DecorationNonWritable: members[w[2]] = (true, flags.NoRead); break;
+                        case DecorationNonReadable: members[w[2]] = (flags.NoWrite, true); break;
+                        case DecorationOffset when count >= 5:
+                            (memberOffset.TryGetValue(w[1], out var o) ? o : memberOffset[w[1]] = [])[w[2]] = w[4];
+                            break;
+                    }
+
+                    break;
+                case OpTypeInt or OpTypeFloat when count >= 3: scalarBytes[w[1]] = w[2] / 8; break;
+                case OpTypeVector when count >= 4: scalarBytes[w[1]] = scalarBytes.GetValueOrDefault(w[2]) * w[3]; break;
+                case OpTypeStruct: structMembers[w[1]] = w[2..].ToArray(); break;
+                case OpTypePointer when count >= 4: pointee[w[1]] = w[3]; break;
+                case OpVariable when count >= 4: variables.Add((w[2], w[1], w[3])); break;
+            }
+
+            i += count;
+        }
+
+        var accesses = new SortedDictionary<uint, BufferAccess>();
+        var pushBytes = 0;
+        foreach (var (id, type, storage) in variables)
+        {
+            var block = pointee.GetValueOrDefault(type);
+            if (storage == StorageClassPushConstant)
+            {
+                var offsets = memberOffset.GetValueOrDefault(block) ?? [];
+                var types = structMembers.GetValueOrDefault(block) ?? [];
+                for (uint k = 0; k < types.Length; k++)
+                {
+                    var size = scalarBytes.TryGetValue(types[k], out var s)
+                        ? s
+                        : throw new InvalidDataException($"{name}: push-constant member {k} is not a scalar or vector.");
+                    pushBytes = Math.Max(pushBytes, (int)(offsets.GetValueOrDefault(k) + size));
+                }
+            }
+            else if ((storage == StorageClassStorageBuffer || storage == StorageClassUniform) && binding.TryGetValue(id, out var b))
+            {
+                var (noWrite, noRead) = varFlags.GetValueOrDefault(id);
+                if (memberFlags.TryGetValue(block, out var mf) && structMembers.TryGetValue(block, out var mt) && mt.Length > 0)
+                {
+                    noWrite |= Enumerable.Range(0, mt.Length).All(k => mf.GetValueOrDefault((uint)k).NoWrite);
+                    noRead |= Enumerable.Range(0, mt.Length).All(k => mf.GetValueOrDefault((uint)k).NoRead);
+                }
+
+                accesses[b] = noWrite ? BufferAccess.Read : noRead ? BufferAccess.Write : BufferAccess.ReadWrite;
+            }
+        }
+
+        if (!accesses.Keys.SequenceEqual(Enumerable.Range(0, accesses.Count).Select(k => (uint)k)))
+        {
+            throw new InvalidDataException($"{name}: bindings must be numbered 0..n-1; the shader binds [{string.Join(", ", accesses.Keys)}].");
+        }
+
+        return new SpirvLayout([.. accesses.Values], pushBytes, specIds);
+    }
+}
