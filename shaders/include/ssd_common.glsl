@@ -9,6 +9,8 @@
 #ifndef MAMBA2_SSD_COMMON_GLSL
 #define MAMBA2_SSD_COMMON_GLSL
 
+#include "ssd_flags.glsl"
+
 // softplus as mamba_ssm computes it (identity above 20), accurate for very negative x: log1p(e^x) by
 // Goldberg's trick, since log(1 + u) in fp32 loses u below about 1e-7.
 float softplus_precise(float x) {

@@ -19,8 +19,7 @@ layout(std430, binding = 6) writeonly buffer YPre { float y_pre[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, headdim, shift;
-    uint flags;   // bit 0: D (h), bit 1: D (h, p), bit 2: D (b, L, h), bit 3: z given, bit 4: y += the result
-                  // (the backward adds D g to dx this way, with shift L so that only the skip term is left)
+    uint flags;   // SsdFlags (ssd_flags.glsl); with SSD_ACCUMULATE and shift L the backward adds only D g to dx
 } p;
 
 void main() {
@@ -41,17 +40,17 @@ void main() {
         if (tr < L) {
             v += yr[(b * p.seqlen + uint(tr)) * row + k];
         }
-        if ((p.flags & 1u) != 0u) {
+        if (SSD_HAS(p.flags, SSD_D_HEAD)) {
             v += D[head] * x[e];
-        } else if ((p.flags & 2u) != 0u) {
+        } else if (SSD_HAS(p.flags, SSD_D_HEAD_DIM)) {
             v += D[k] * x[e];
-        } else if ((p.flags & 4u) != 0u) {
+        } else if (SSD_HAS(p.flags, SSD_D_TOKEN)) {
             v += D[bt * p.nheads + head] * x[e];
         }
-        if ((p.flags & 8u) != 0u) {
+        if (SSD_HAS(p.flags, SSD_Z)) {
             y_pre[e] = v;
             v *= silu(z[e]);
         }
-        y[e] = (p.flags & 16u) != 0u ? y[e] + v : v;
+        y[e] = SSD_HAS(p.flags, SSD_ACCUMULATE) ? y[e] + v : v;
     }
 }

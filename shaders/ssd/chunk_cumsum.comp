@@ -18,7 +18,7 @@ layout(std430, binding = 5) writeonly buffer DaCsLo { float dA_cs_lo[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, chunk, nchunks;
-    uint flags;            // bit 0: dt_bias given, bit 1: softplus, bit 2: mirrored walk (see ChunkSpan)
+    uint flags;            // SsdFlags (ssd_flags.glsl)
     float dt_min, dt_max;
 } p;
 
@@ -33,15 +33,15 @@ void main() {
         const uint bh = w / p.nchunks;          // batch * nheads + head
         const uint head = bh % p.nheads;
         const uint b = bh / p.nheads;
-        const ChunkSpan span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, (p.flags & 4u) != 0u);
+        const ChunkSpan span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED));
 
         float v = 0.0;
         if (t < span.len) {
             v = dt[(b * p.seqlen + span_pos(span, t)) * p.nheads + head];
-            if ((p.flags & 1u) != 0u) {
+            if (SSD_HAS(p.flags, SSD_DT_BIAS)) {
                 v += dt_bias[head];
             }
-            if ((p.flags & 2u) != 0u) {
+            if (SSD_HAS(p.flags, SSD_DT_SOFTPLUS)) {
                 v = softplus_precise(v);
             }
             v = min(max(v, p.dt_min), p.dt_max);

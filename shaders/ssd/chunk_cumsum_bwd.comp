@@ -31,8 +31,7 @@ layout(std430, binding = 12) writeonly buffer DbPart { float ddt_bias_part[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, chunk, nchunks;
-    uint flags;            // bit 0: dt_bias given, bit 1: softplus, bit 2: mirrored walk (see ChunkSpan),
-                           // bit 3: add ddt to what the buffer holds (a bidirectional backward's second run)
+    uint flags;            // SsdFlags (ssd_flags.glsl)
     float dt_min, dt_max;
     uint tiles_p, tiles_n, tiles_t, tile_rows, slices;
 } p;
@@ -80,7 +79,7 @@ void main() {
         const uint bh = w / p.nchunks;
         const uint head = bh % p.nheads;
         const uint b = bh / p.nheads;
-        const ChunkSpan span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, (p.flags & 4u) != 0u);
+        const ChunkSpan span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED));
         const uint len = span.len;
         const uint o = (bh * p.nchunks + c) * p.chunk + t;
         const bool valid = t < len;
@@ -122,18 +121,18 @@ void main() {
         if (valid) {
             g = direct + a * ddA;
             float v = dt[(b * p.seqlen + span_pos(span, t)) * p.nheads + head];
-            if ((p.flags & 1u) != 0u) {
+            if (SSD_HAS(p.flags, SSD_DT_BIAS)) {
                 v += dt_bias[head];
             }
-            const float sp = (p.flags & 2u) != 0u ? softplus_precise(v) : v;
+            const float sp = SSD_HAS(p.flags, SSD_DT_SOFTPLUS) ? softplus_precise(v) : v;
             if (sp < p.dt_min || sp > p.dt_max) {
                 g = 0.0;
             }
-            if ((p.flags & 2u) != 0u && v <= 20.0) {
+            if (SSD_HAS(p.flags, SSD_DT_SOFTPLUS) && v <= 20.0) {
                 g *= 1.0 / (1.0 + exp(-v));
             }
             const uint o = (b * p.seqlen + span_pos(span, t)) * p.nheads + head;
-            ddt[o] = (p.flags & 8u) != 0u ? ddt[o] + g : g;
+            ddt[o] = SSD_HAS(p.flags, SSD_ACCUMULATE) ? ddt[o] + g : g;
         }
         const float dAsum = workgroup_sum(valid ? dto * ddA : 0.0);
         const float dbsum = workgroup_sum(g);

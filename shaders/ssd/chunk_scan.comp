@@ -43,9 +43,7 @@ layout(std430, binding = 10) readonly buffer DaCsLo { float dA_cs_lo[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
-    uint flags;   // bit 0: D given, bit 1: D has shape (h, p), bit 2: z given, bit 3: save y before the gate,
-                  // bit 4: mirrored walk (see ChunkSpan), bit 5 (REVERSE): add dx to what the buffer holds (a second
-                  // run of a bidirectional backward adding its share)
+    uint flags;   // SsdFlags (ssd_flags.glsl)
 } p;
 
 const uint TM = BM / 16;
@@ -93,7 +91,7 @@ void main() {
         const uint head0 = (r % blocks) * HB;
         const uint b = r / blocks;
         const uint grp = head0 / hpg;
-        const ChunkSpan span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, (p.flags & 16u) != 0u);
+        const ChunkSpan span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED));
         const uint len = span.len;
         const uint t0 = tt * BM;
         if (t0 >= len) {
@@ -261,13 +259,13 @@ void main() {
                         if (t < len && pj < p.headdim) {
                             const uint o = ((b * p.seqlen + span_pos(span, t)) * p.nheads + head) * p.headdim + pj;
                             float v = acc[(hb * TM + i) * TN + j];
-                            if ((p.flags & 1u) != 0u) {
-                                v += D[(p.flags & 2u) != 0u ? head * p.headdim + pj : head] * x[o];
+                            if (SSD_HAS(p.flags, SSD_D_ANY)) {
+                                v += D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * x[o];
                             }
-                            if ((p.flags & 8u) != 0u) {
+                            if (SSD_HAS(p.flags, SSD_SAVE_UNGATED)) {
                                 aux[o] = v;
                             }
-                            if ((p.flags & 4u) != 0u) {
+                            if (SSD_HAS(p.flags, SSD_Z)) {
                                 v *= silu(z[o]);
                             }
                             y[o] = v;
@@ -293,10 +291,10 @@ void main() {
                                 float v = dtt * r;
                                 // D g rides here only for an unshifted g (the host never folds D into a shifted
                                 // run): a shifted g's second address cost registers the whole kernel pays for.
-                                if (G_SHIFT == 0 && (p.flags & 1u) != 0u) {
-                                    v += D[(p.flags & 2u) != 0u ? head * p.headdim + pj : head] * x[o];
+                                if (G_SHIFT == 0 && SSD_HAS(p.flags, SSD_D_ANY)) {
+                                    v += D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * x[o];
                                 }
-                                y[o] = (p.flags & 32u) != 0u ? y[o] + v : v;
+                                y[o] = SSD_HAS(p.flags, SSD_ACCUMULATE) ? y[o] + v : v;
                             }
                         }
                     }

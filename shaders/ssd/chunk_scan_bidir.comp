@@ -50,7 +50,7 @@ layout(std430, binding = 16) writeonly buffer YPre { float y_pre[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
-    uint flags;   // bit 0: D (h), bit 1: D (h, p), bit 2: D (b, L, h), bit 3: z given
+    uint flags;   // SsdFlags (ssd_flags.glsl)
 } p;
 
 const uint TM = BM / 16;
@@ -333,14 +333,14 @@ void main() {
                         const uint row = (b * p.seqlen + start + t) * p.nheads + head;
                         const uint o = row * p.headdim + pj;
                         float v = acc[(hb * TM + i) * TN + j];
-                        if ((p.flags & 1u) != 0u) {
+                        if (SSD_HAS(p.flags, SSD_D_HEAD)) {
                             v += D[head] * x[o];
-                        } else if ((p.flags & 2u) != 0u) {
+                        } else if (SSD_HAS(p.flags, SSD_D_HEAD_DIM)) {
                             v += D[head * p.headdim + pj] * x[o];
-                        } else if ((p.flags & 4u) != 0u) {
+                        } else if (SSD_HAS(p.flags, SSD_D_TOKEN)) {
                             v += D[row] * x[o];
                         }
-                        if ((p.flags & 8u) != 0u) {
+                        if (SSD_HAS(p.flags, SSD_Z)) {
                             y_pre[o] = v;
                             v *= silu(z[o]);
                         }

@@ -44,7 +44,7 @@ layout(std430, binding = 10) readonly buffer DaCsLo { float dA_cs_lo[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
-    uint flags;   // bit 0: mirrored walk (see ChunkSpan), bit 1: add to what Out holds (one split only)
+    uint flags;   // SsdFlags (ssd_flags.glsl)
 } p;
 
 const uint TM = BM / 16;
@@ -93,7 +93,7 @@ void main() {
         // g is U for dC and V for dB.
         const uint ushift = REVERSE == 0 ? G_SHIFT : 0u;
         const uint vshift = REVERSE == 0 ? 0u : G_SHIFT;
-        const ChunkSpan span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, (p.flags & 1u) != 0u);
+        const ChunkSpan span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED));
         const uint len = span.len;
         const uint t0 = tt * BM;
         if (t0 >= len) {
@@ -400,7 +400,7 @@ void main() {
                 const uint nj = n0 + tx + 16 * j;
                 if (t < len && nj < p.dstate) {
                     const uint o = (((b * splits + sp) * p.seqlen + span_pos(span, t)) * p.ngroups + grp) * p.dstate + nj;
-                    outp[o] = (p.flags & 2u) != 0u ? outp[o] + acc[i * TN + j] : acc[i * TN + j];
+                    outp[o] = SSD_HAS(p.flags, SSD_ACCUMULATE) ? outp[o] + acc[i * TN + j] : acc[i * TN + j];
                 }
             }
         }

@@ -26,7 +26,7 @@ layout(std430, binding = 5) readonly buffer DaCsLo { float dA_cs_lo[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
-    uint flags;   // bit 0: mirrored walk (see ChunkSpan)
+    uint flags;   // SsdFlags (ssd_flags.glsl)
 } p;
 
 const uint TM = BM / 16;
@@ -53,7 +53,7 @@ void main() {
         const uint grp = head / hpg;
         const uint p0 = tp * BM;
         const uint n0 = tn * BN;
-        const ChunkSpan span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, (p.flags & 1u) != 0u);
+        const ChunkSpan span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED));
         const uint len = span.len;
         const uint cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
         const float last = dA_cs[cs + len - 1];

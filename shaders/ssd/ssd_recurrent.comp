@@ -31,7 +31,7 @@ layout(std430, binding = 11) writeonly buffer Final { float final_states[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
-    uint flags;   // bit 0: D, bit 1: D is (h, p), bit 2: z, bit 3: initial state, bit 4: mirrored walk (see ChunkSpan)
+    uint flags;   // SsdFlags (ssd_flags.glsl)
 } p;
 
 void main() {
@@ -39,8 +39,8 @@ void main() {
     const uint rowBlocks = (p.headdim + W - 1) / W;
     const uint items = p.batch * p.nheads * rowBlocks;
     const uint colBlocks = (p.dstate + NB - 1) / NB;
-    const bool mirror = (p.flags & 16u) != 0u;
-    const bool gated = (p.flags & 4u) != 0u;
+    const bool mirror = SSD_HAS(p.flags, SSD_MIRRORED);
+    const bool gated = SSD_HAS(p.flags, SSD_Z);
     for (uint w = gl_WorkGroupID.x; w < items; w += gl_NumWorkGroups.x) {
         const uint bh = w / rowBlocks;
         const uint head = bh % p.nheads;
@@ -50,7 +50,7 @@ void main() {
         const bool live = row < p.headdim;
         const uint r = min(row, p.headdim - 1u);   // inactive lanes compute on a valid row and write nothing
         const float a = A[head];
-        const float skip = (p.flags & 1u) == 0u ? 0.0 : D[(p.flags & 2u) != 0u ? head * p.headdim + r : head];
+        const float skip = !SSD_HAS(p.flags, SSD_D_ANY) ? 0.0 : D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + r : head];
 
         for (uint cb = 0; cb < colBlocks; ++cb) {
             const uint n0 = cb * NB;
@@ -58,7 +58,7 @@ void main() {
             const bool last = cb + 1u == colBlocks;
             float S[NB];
             [[unroll]] for (uint j = 0; j < NB; ++j) {
-                S[j] = (p.flags & 8u) != 0u && n0 + j < p.dstate ? initial_states[(bh * p.headdim + r) * p.dstate + n0 + j] : 0.0;
+                S[j] = SSD_HAS(p.flags, SSD_INITIAL_STATES) && n0 + j < p.dstate ? initial_states[(bh * p.headdim + r) * p.dstate + n0 + j] : 0.0;
             }
             for (uint c = 0; c < p.nchunks; ++c) {
                 const ChunkSpan span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, mirror);

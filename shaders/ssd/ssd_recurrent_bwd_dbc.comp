@@ -15,7 +15,7 @@ layout(std430, binding = 4) writeonly buffer Dc { float dC[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, dstate, chunk, nchunks;
-    uint flags;   // bit 0: mirrored walk (see ChunkSpan)
+    uint flags;   // SsdFlags (ssd_flags.glsl)
 } p;
 
 void main() {
@@ -31,7 +31,7 @@ void main() {
         const uint oc = pos / p.chunk;
         const uint start = oc * p.chunk;
         const uint len = min(p.chunk, p.seqlen - start);
-        const bool mirror = (p.flags & 1u) != 0u;
+        const bool mirror = SSD_HAS(p.flags, SSD_MIRRORED);
         const uint c = mirror ? p.nchunks - 1u - oc : oc;
         const uint k = mirror ? start + len - 1u - pos : pos - start;
         float db = 0.0;

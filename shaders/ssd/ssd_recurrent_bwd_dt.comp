@@ -23,7 +23,7 @@ layout(std430, binding = 9) writeonly buffer DbPart { float ddt_bias_part[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, dstate, chunk, nchunks;
-    uint flags;   // bit 0: dt_bias given, bit 1: softplus, bit 2: mirrored walk (see ChunkSpan)
+    uint flags;   // SsdFlags (ssd_flags.glsl)
     float dt_min, dt_max;
 } p;
 
@@ -36,7 +36,7 @@ void main() {
         float dA_sum = 0.0;
         float bias_sum = 0.0;
         for (uint c = 0; c < p.nchunks; ++c) {
-            const ChunkSpan span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, (p.flags & 4u) != 0u);
+            const ChunkSpan span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED));
             for (uint k = 0; k < span.len; ++k) {
                 const uint tok = b * p.seqlen + span_pos(span, k);
                 const uint uo = (tok * p.nheads + head) * p.dstate;
@@ -49,14 +49,14 @@ void main() {
                 }
                 float gr = direct + a * ddA;
                 float v = dt[tok * p.nheads + head];
-                if ((p.flags & 1u) != 0u) {
+                if (SSD_HAS(p.flags, SSD_DT_BIAS)) {
                     v += dt_bias[head];
                 }
-                const float sp = (p.flags & 2u) != 0u ? softplus_precise(v) : v;
+                const float sp = SSD_HAS(p.flags, SSD_DT_SOFTPLUS) ? softplus_precise(v) : v;
                 if (sp < p.dt_min || sp > p.dt_max) {
                     gr = 0.0;
                 }
-                if ((p.flags & 2u) != 0u && v <= 20.0) {
+                if (SSD_HAS(p.flags, SSD_DT_SOFTPLUS) && v <= 20.0) {
                     gr *= 1.0 / (1.0 + exp(-v));
                 }
                 ddt[tok * p.nheads + head] = gr;

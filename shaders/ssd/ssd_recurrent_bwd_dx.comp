@@ -26,7 +26,7 @@ layout(std430, binding = 8) writeonly buffer DInitial { float dinitial[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
-    uint flags;   // bit 0: D, bit 1: D is (h, p), bit 3: d final_states, bit 4: mirrored walk, bit 5: d initial_states wanted
+    uint flags;   // SsdFlags (ssd_flags.glsl)
 } p;
 
 void main() {
@@ -34,7 +34,7 @@ void main() {
     const uint rowBlocks = (p.headdim + W - 1) / W;
     const uint items = p.batch * p.nheads * rowBlocks;
     const uint colBlocks = (p.dstate + NB - 1) / NB;
-    const bool mirror = (p.flags & 16u) != 0u;
+    const bool mirror = SSD_HAS(p.flags, SSD_MIRRORED);
     for (uint w = gl_WorkGroupID.x; w < items; w += gl_NumWorkGroups.x) {
         const uint bh = w / rowBlocks;
         const uint head = bh % p.nheads;
@@ -44,14 +44,14 @@ void main() {
         const bool live = row < p.headdim;
         const uint r = min(row, p.headdim - 1u);
         const float a = A[head];
-        const float skip = (p.flags & 1u) == 0u ? 0.0 : D[(p.flags & 2u) != 0u ? head * p.headdim + r : head];
+        const float skip = !SSD_HAS(p.flags, SSD_D_ANY) ? 0.0 : D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + r : head];
 
         for (uint cb = 0; cb < colBlocks; ++cb) {
             const uint n0 = cb * NB;
             const uint cols = min(NB, p.dstate - n0);
             float dS[NB];
             [[unroll]] for (uint j = 0; j < NB; ++j) {
-                dS[j] = (p.flags & 8u) != 0u && j < cols ? dfinal[(bh * p.headdim + r) * p.dstate + n0 + j] : 0.0;
+                dS[j] = SSD_HAS(p.flags, SSD_D_FINAL_STATES) && j < cols ? dfinal[(bh * p.headdim + r) * p.dstate + n0 + j] : 0.0;
             }
             float a_next = 1.0;   // exp(dt A) of the position walked before (later in the sequence)
             for (uint c = p.nchunks; c-- > 0;) {
@@ -97,7 +97,7 @@ void main() {
                     k1 = k0;
                 }
             }
-            if (live && (p.flags & 32u) != 0u) {
+            if (live && SSD_HAS(p.flags, SSD_D_INITIAL_STATES)) {
                 [[unroll]] for (uint j = 0; j < NB; ++j) {
                     if (j < cols) {
                         dinitial[(bh * p.headdim + r) * p.dstate + n0 + j] = a_next * dS[j];

@@ -34,7 +34,7 @@ layout(std430, binding = 10) buffer Rb { float R[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
-    uint flags;   // bit 3: d final_states, bit 4: mirrored walk
+    uint flags;   // SsdFlags (ssd_flags.glsl)
 } p;
 
 void main() {
@@ -42,7 +42,7 @@ void main() {
     const uint colBlocks = (p.dstate + W - 1) / W;
     const uint items = p.batch * p.nheads * colBlocks;
     const uint rowBlocks = (p.headdim + PB - 1) / PB;
-    const bool mirror = (p.flags & 16u) != 0u;
+    const bool mirror = SSD_HAS(p.flags, SSD_MIRRORED);
     for (uint w = gl_WorkGroupID.x; w < items; w += gl_NumWorkGroups.x) {
         const uint bh = w / colBlocks;
         const uint head = bh % p.nheads;
@@ -58,7 +58,7 @@ void main() {
             const uint rows = min(PB, p.headdim - p0);
             float dS[PB];
             [[unroll]] for (uint i = 0; i < PB; ++i) {
-                dS[i] = (p.flags & 8u) != 0u && i < rows ? dfinal[(bh * p.headdim + p0 + i) * p.dstate + n] : 0.0;
+                dS[i] = SSD_HAS(p.flags, SSD_D_FINAL_STATES) && i < rows ? dfinal[(bh * p.headdim + p0 + i) * p.dstate + n] : 0.0;
             }
             float a_next = 1.0;
             for (uint c = p.nchunks; c-- > 0;) {

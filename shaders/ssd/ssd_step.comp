@@ -20,7 +20,7 @@ layout(std430, binding = 8) writeonly buffer Y { float y[]; };
 
 layout(push_constant) uniform Push {
     uint batch, nheads, ngroups, headdim, dstate;
-    uint flags;   // bit 0: D (h), bit 1: D (h, p), bit 2: dt_bias, bit 3: softplus
+    uint flags;   // SsdFlags (ssd_flags.glsl)
     float dt_min, dt_max;
 } p;
 
@@ -32,10 +32,10 @@ void main() {
         const uint b = bh / p.nheads;
         const uint grp = head / (p.nheads / p.ngroups);
         float v = dt[bh];
-        if ((p.flags & 4u) != 0u) {
+        if (SSD_HAS(p.flags, SSD_DT_BIAS)) {
             v += dt_bias[head];
         }
-        if ((p.flags & 8u) != 0u) {
+        if (SSD_HAS(p.flags, SSD_DT_SOFTPLUS)) {
             v = softplus_precise(v);
         }
         v = min(max(v, p.dt_min), p.dt_max);
@@ -49,9 +49,9 @@ void main() {
             state[si] = s;
             acc = fma(s, C[bc + n], acc);
         }
-        if ((p.flags & 1u) != 0u) {
+        if (SSD_HAS(p.flags, SSD_D_HEAD)) {
             acc += D[head] * xv;
-        } else if ((p.flags & 2u) != 0u) {
+        } else if (SSD_HAS(p.flags, SSD_D_HEAD_DIM)) {
             acc += D[head * p.headdim + pi] * xv;
         }
         y[e] = acc;

@@ -15,7 +15,7 @@ layout(std430, binding = 3) writeonly buffer Final { float final_states[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, headdim, dstate, chunk, nchunks;
-    uint flags;   // bit 0: initial state given, bit 2: mirrored chunks (see ChunkSpan)
+    uint flags;   // SsdFlags (ssd_flags.glsl)
 } p;
 
 void main() {
@@ -25,12 +25,12 @@ void main() {
         const uint k = e % pn;
         const uint head = bh % p.nheads;
         const uint b = bh / p.nheads;
-        float s = (p.flags & 1u) != 0u ? initial_states[e] : 0.0;
+        float s = SSD_HAS(p.flags, SSD_INITIAL_STATES) ? initial_states[e] : 0.0;
         for (uint c = 0; c < p.nchunks; ++c) {
             const uint idx = ((b * p.nchunks + c) * p.nheads + head) * pn + k;
             const float own = states[idx];
             states[idx] = s;
-            const uint len = chunk_span(c, p.chunk, p.nchunks, p.seqlen, (p.flags & 4u) != 0u).len;
+            const uint len = chunk_span(c, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED)).len;
             const float decay = exp(dA_cs[(bh * p.nchunks + c) * p.chunk + len - 1]);
             s = decay * s + own;
         }

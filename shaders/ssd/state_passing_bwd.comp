@@ -22,7 +22,7 @@ layout(std430, binding = 5) writeonly buffer InnerPart { float inner_part[]; }; 
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, headdim, dstate, chunk, nchunks;
-    uint flags;   // bit 0: d final_state given, bit 1: write dinitial, bit 2: mirrored chunks (see ChunkSpan)
+    uint flags;   // SsdFlags (ssd_flags.glsl)
 } p;
 
 shared float red[gl_WorkGroupSize.x];
@@ -39,7 +39,7 @@ void main() {
         const uint b = bh / p.nheads;
         const uint k = slice * gl_WorkGroupSize.x + tid;
         const bool valid = k < pn;
-        float r = valid && (p.flags & 1u) != 0u ? dfinal[bh * pn + k] : 0.0;
+        float r = valid && SSD_HAS(p.flags, SSD_D_FINAL_STATES) ? dfinal[bh * pn + k] : 0.0;
         for (uint cc = p.nchunks; cc > 0; --cc) {
             const uint c = cc - 1;
             const uint idx = ((b * p.nchunks + c) * p.nheads + head) * pn + k;
@@ -62,10 +62,10 @@ void main() {
                 inner_part[(bh * slices + slice) * p.nchunks + c] = red[0];
             }
             barrier();
-            const uint len = chunk_span(c, p.chunk, p.nchunks, p.seqlen, (p.flags & 4u) != 0u).len;
+            const uint len = chunk_span(c, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED)).len;
             r = own + exp(dA_cs[(bh * p.nchunks + c) * p.chunk + len - 1]) * r;
         }
-        if (valid && (p.flags & 2u) != 0u) {
+        if (valid && SSD_HAS(p.flags, SSD_D_INITIAL_STATES)) {
             dinitial[bh * pn + k] = r;
         }
     }

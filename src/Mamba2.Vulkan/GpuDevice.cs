@@ -103,8 +103,15 @@ public sealed unsafe partial class GpuDevice : IDisposable
     /// <summary>True when <paramref name="source"/> was compiled and this device has every feature it requires.</summary>
     public bool CanRun(KernelSource source) => source.IsCompiled && Capabilities.Supports(source.Requires);
 
-    /// <summary>Gets (or builds and caches) the pipeline for a kernel with the given specialization constants.</summary>
-    public Kernel GetKernel(KernelSource source, ReadOnlySpan<uint> specialization = default)
+    /// <summary>Gets (or builds and caches) the pipeline for a kernel with its typed specialization.</summary>
+    public Kernel GetKernel<TSpec>(KernelSource<TSpec> source, TSpec specialization)
+        where TSpec : struct, ISpecialization => GetKernel(source, specialization.Constants());
+
+    /// <summary>Gets the pipeline of a kernel without specialization constants.</summary>
+    public Kernel GetKernel(KernelSource<NoSpecialization> source) => GetKernel(source, []);
+
+    /// <summary>The same with positional constants: for the runtime's own kernels and tests, not for ops.</summary>
+    internal Kernel GetKernel(KernelSource source, ReadOnlySpan<uint> specialization = default)
     {
         ThrowIfUnusable();
         if (source.Requires != ShaderFeatures.None && !CanRun(source))

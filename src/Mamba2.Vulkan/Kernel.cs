@@ -20,7 +20,7 @@ public enum BufferAccess
 /// only when the compiler has them (<see cref="IsCompiled"/>), and it runs only on a device that has them
 /// (<see cref="GpuDevice.CanRun"/>).
 /// </summary>
-public sealed class KernelSource
+public class KernelSource
 {
     private readonly IReadOnlyList<BufferAccess>? _declaredBindings;
     private readonly int? _declaredPush;
@@ -77,6 +77,40 @@ public sealed class KernelSource
         System.Buffer.BlockCopy(bytes, 0, words, 0, bytes.Length);
         return words;
     }
+}
+
+/// <summary>
+/// A kernel's specialization constants as one typed record: the parameters of its primary constructor, in order,
+/// are the shader's constant ids 0, 1, ... (the workgroup size's <c>local_size_x_id</c> is named Local). A test
+/// compares the names with the GLSL's.
+/// </summary>
+public interface ISpecialization
+{
+    uint[] Constants();
+}
+
+/// <summary>For kernels that declare no specialization constants.</summary>
+public readonly record struct NoSpecialization : ISpecialization
+{
+    public uint[] Constants() => [];
+}
+
+/// <summary>For kernels whose only specialization constant is the workgroup size.</summary>
+public readonly record struct LocalSize(uint Local) : ISpecialization
+{
+    public uint[] Constants() => [Local];
+}
+
+/// <summary>A <see cref="KernelSource"/> whose specialization is the record <typeparamref name="TSpec"/>.</summary>
+public sealed class KernelSource<TSpec> : KernelSource
+    where TSpec : struct, ISpecialization
+{
+    public KernelSource(Assembly assembly, string resourceName, ShaderFeatures requires = ShaderFeatures.None)
+        : base(assembly, resourceName, requires)
+    {
+    }
+
+    public Type SpecializationType => typeof(TSpec);
 }
 
 /// <summary>A built compute pipeline for one <see cref="KernelSource"/> and one set of specialization constants.</summary>

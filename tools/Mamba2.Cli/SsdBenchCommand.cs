@@ -78,7 +78,7 @@ internal static class SsdBenchCommand
         var timing = RowTimer.Time(device, s =>
         {
             var fwd = SsdOp.Forward(x, dt, a, bm, cm, options, s);
-            return backward ? [fwd, SsdOp.Backward(dy, fwd, x, dt, a, bm, cm, options, stream: s)] : [fwd];
+            return backward ? [fwd, SsdOp.Backward(dy, fwd, stream: s)] : [fwd];
         }, r.GetValue(Warmup), r.GetValue(Repeats));
         var (stats, perCall) = (timing.Stats, timing.PeakMemoryBytes);
 
@@ -96,7 +96,7 @@ internal static class SsdBenchCommand
         {
             using var s = device.BeginStream();
             using var profiled = SsdOp.Forward(x, dt, a, bm, cm, options, s, profilePrefix: "fwd.");
-            using var grads = backward ? SsdOp.Backward(dy, profiled, x, dt, a, bm, cm, options, stream: s, profilePrefix: "bwd.") : null;
+            using var grads = backward ? SsdOp.Backward(dy, profiled, stream: s, profilePrefix: "bwd.") : null;
             var t = s.Submit();
             PrintStages(t, "fwd.", SsdOp.StagesOf(SsdOp.PathOn(device, options)));
             if (backward)
@@ -109,7 +109,7 @@ internal static class SsdBenchCommand
             // A bidirectional backward in place (tiled path, shared dt, B, C) times each causal run's stages.
             using var s = device.BeginStream();
             using var fwd = SsdOp.Forward(x, dt, a, bm, cm, options, s);
-            using var grads = SsdOp.Backward(dy, fwd, x, dt, a, bm, cm, options, stream: s, profilePrefix: "bwd.");
+            using var grads = SsdOp.Backward(dy, fwd, stream: s, profilePrefix: "bwd.");
             var t = s.Submit();
             foreach (var run in SsdOp.BidirectionalRunPrefixes.Where(run => t.Labels.Contains("bwd." + run + "start")))
             {

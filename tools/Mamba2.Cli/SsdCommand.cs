@@ -89,7 +89,7 @@ internal static class SsdCommand
             };
             if (tensors.TryGetValue("dy", out var dy))
             {
-                using var grads = SsdOp.Backward(dy, result, x, dt, a, b, c, options, tensors.GetValueOrDefault("dfinal_states"));
+                using var grads = SsdOp.Backward(dy, result, tensors.GetValueOrDefault("dfinal_states"));
                 written.AddRange(grads.Named().Select(g => HostTensor.FromFloat32("grad_" + g.Input, g.Gradient.ToArray(), [.. g.Gradient.Shape])));
             }
 

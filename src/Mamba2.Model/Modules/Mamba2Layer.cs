@@ -244,7 +244,7 @@ public sealed class Mamba2Layer : IDisposable
                 st.Section(ProfileSections.Norm);
 
                 var options = SsdOptionsFor(_params["D"]);
-                var sg = st.Own(SsdOp.Backward(ng.Dx.View(b, l, c.NHeads, c.HeadDim), acts.Ssd, acts.X, acts.Dt, acts.A, acts.B, acts.C, options, null, st));
+                var sg = st.Own(SsdOp.Backward(ng.Dx.View(b, l, c.NHeads, c.HeadDim), acts.Ssd, null, st));
                 grads["dt_bias"] = ActivationStore.CopyOf(st, sg.DDtBias!, "grad.dt_bias");
                 grads["D"] = ActivationStore.CopyOf(st, sg.DD!, "grad.D", [.. _params["D"].Shape]);
                 grads["A_log"] = Tensor.Empty(device, "grad.A_log", c.NHeads);

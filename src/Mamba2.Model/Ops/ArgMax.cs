@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Mamba2.Model.Tensors;
+using Mamba2.Vulkan;
 
 namespace Mamba2.Model.Ops;
 
@@ -23,7 +24,7 @@ public static class ArgMax
         var device = x.Device;
         using var output = device.CreateBuffer<int>(rows, "argmax");
         var local = Shaders.RowLocal(device, n);
-        Shaders.RunIn(device, null, st => st.Dispatch(device.GetKernel(Shaders.ArgMaxRows, [local]), (Shaders.Groups(device, rows), 1, 1),
+        Shaders.RunIn(device, null, st => st.Dispatch(device.GetKernel(Shaders.ArgMaxRows, new LocalSize(local)), (Shaders.Groups(device, rows), 1, 1),
             new Push((uint)rows, (uint)n), x.Buffer, output));
         return output.Download();
     }

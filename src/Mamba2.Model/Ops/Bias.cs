@@ -20,7 +20,7 @@ public static class Bias
         Shaders.EnsureBindable("Bias", y, bias);
         var device = y.Device;
         var local = Shaders.Local1D(device);
-        st.Dispatch(device.GetKernel(Shaders.BiasAdd, [local]), (Shaders.Groups1D(device, y.Length, local), 1, 1),
+        st.Dispatch(device.GetKernel(Shaders.BiasAdd, new LocalSize(local)), (Shaders.Groups1D(device, y.Length, local), 1, 1),
             new Push((uint)(y.Length / cols), (uint)cols), y.Buffer, bias.Buffer);
     }
 

@@ -30,7 +30,7 @@ public static class Columns
         Shaders.EnsureBindable(op, src, dst);
         var device = src.Device;
         var local = Shaders.Local1D(device);
-        Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.CopyColumns, [local]),
+        Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.CopyColumns, new LocalSize(local)),
             (Shaders.Groups1D(device, rows * width, local), 1, 1), new Push((uint)rows, (uint)width, (uint)sc, (uint)srcCol, (uint)dc, (uint)dstCol),
             src.Buffer, dst.Buffer));
     }

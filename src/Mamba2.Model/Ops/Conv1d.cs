@@ -53,7 +53,7 @@ public static class Conv1d
         return TensorScope.Recorded(y, () =>
         {
             var local = Shaders.Local1D(device);
-            var kernel = device.GetKernel(Shaders.Conv1d, [local, (uint)k, silu ? 1u : 0u]);
+            var kernel = device.GetKernel(Shaders.Conv1d, new Conv1dSpec(local, (uint)k, silu));
             Shaders.RunIn(device, stream, st =>
             {
                 foreach (var pc in Shaders.Pieces(device, "Conv1d", b, [(long)l * c]))
@@ -95,11 +95,10 @@ public static class Conv1d
                 var perBatch = (long)l * c;
                 foreach (var pc in Shaders.Pieces(device, op, b, [perBatch, (long)blocks * c * k]))
                 {
-                    var spec = new uint[] { local, (uint)k, silu ? 1u : 0u, 0u };
+                    var spec = new Conv1dBwdSpec(local, (uint)k, silu, Mode: 0);
                     st.Dispatch(device.GetKernel(Shaders.Conv1dBwd, spec), (Shaders.Groups1D(device, pc.Count * perBatch, local), 1, 1),
                         push((uint)pc.Count), pc.Of(dy), pc.Of(x), weight.Buffer, (bias ?? weight).Buffer, pc.Of(grads.Dx), pc.Of(dwPart), pc.Of(dbPart));
-                    spec[3] = 1;
-                    st.Dispatch(device.GetKernel(Shaders.Conv1dBwd, spec), (Shaders.Groups1D(device, pc.Count * blocks * c, local), 1, 1),
+                    st.Dispatch(device.GetKernel(Shaders.Conv1dBwd, spec with { Mode = 1 }), (Shaders.Groups1D(device, pc.Count * blocks * c, local), 1, 1),
                         push((uint)pc.Count), pc.Of(dy), pc.Of(x), weight.Buffer, (bias ?? weight).Buffer, pc.Of(grads.Dx), pc.Of(dwPart), pc.Of(dbPart));
                 }
 
@@ -136,7 +135,7 @@ public static class Conv1d
         var device = x.Device;
         var y = Tensor.Empty(device, "y", b, c);
         var local = Shaders.Local1D(device);
-        Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.Conv1dStep, [local, (uint)k]),
+        Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.Conv1dStep, new Conv1dStepSpec(local, (uint)k)),
             (Shaders.Groups1D(device, (long)b * c, local), 1, 1), new StepPush((uint)b, (uint)c, bias is null ? 0u : 1u),
             x.Buffer, weight.Buffer, (bias ?? weight).Buffer, state.Buffer, y.Buffer));
         return y;

@@ -44,7 +44,7 @@ public static class Elementwise
 
         var device = a.Device;
         var local = Shaders.Local1D(device);
-        var kernel = device.GetKernel(Shaders.Elementwise, [local, (uint)op]);
+        var kernel = device.GetKernel(Shaders.Elementwise, new ElementwiseSpec(local, (uint)op));
         Shaders.RunIn(device, stream, s =>
         {
             // Tensors larger than maxStorageBufferRange are bound in pieces.

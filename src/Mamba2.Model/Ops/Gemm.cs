@@ -58,8 +58,8 @@ public static class Gemm
         ValidateTile(device, t);
         var w = device.Capabilities.SubgroupSize;
         var kernel = t.Kernel == GemmKernel.Shared
-            ? device.GetKernel(Shaders.Gemm, [t.Threads, t.BM, t.BN, t.BK, t.TM, t.TN, transposeA ? 1u : 0u, transposeB ? 1u : 0u])
-            : device.GetKernel(Shaders.GemmLanes, [w, t.BM / w, t.BN / w, transposeA ? 1u : 0u, transposeB ? 1u : 0u]);
+            ? device.GetKernel(Shaders.Gemm, new GemmSpec(t.Threads, t.BM, t.BN, t.BK, t.TM, t.TN, transposeA, transposeB))
+            : device.GetKernel(Shaders.GemmLanes, new GemmLanesSpec(w, t.BM / w, t.BN / w, transposeA, transposeB));
         var max = device.Capabilities.MaxWorkgroupCount;
         var tiles = (long)((m + t.BM - 1) / t.BM) * ((n + t.BN - 1) / t.BN);
         var groups = ((uint)Math.Min(tiles, max.X), (uint)Math.Min((tiles + max.X - 1) / max.X, max.Y), (uint)Math.Min(batch, max.Z));

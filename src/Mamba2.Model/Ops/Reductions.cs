@@ -18,7 +18,7 @@ internal static class Reductions
     {
         var device = st.Device;
         var local = Shaders.Local1D(device);
-        var kernel = device.GetKernel(Shaders.ReduceSum, [local, product is null ? 0u : 1u, accumulate ? 1u : 0u]);
+        var kernel = device.GetKernel(Shaders.ReduceSum, new ReduceSumSpec(local, product is not null, accumulate));
         var blocks = (rows + rowsPerBlock - 1) / rowsPerBlock;
         st.Dispatch(kernel, (Shaders.Groups1D(device, (long)segments * blocks * outs, local), 1, 1),
             new Push(segments, rows, outs, inner, rowsPerBlock), a, product ?? a, output);

@@ -60,7 +60,7 @@ public static class RmsNorm
         try
         {
             var result = new RmsNormResult(scope.New("y", [.. x.Shape]), scope.New("rstd", (int)rows, groups));
-            var kernel = device.GetKernel(Shaders.RmsNorm, [Shaders.RowLocal(device, gs)]);
+            var kernel = device.GetKernel(Shaders.RmsNorm, new LocalSize(Shaders.RowLocal(device, gs)));
             var flags = Flags(z, normBeforeGate);
             Shaders.RunIn(device, stream, st =>
             {
@@ -112,10 +112,10 @@ public static class RmsNorm
                     var push = new BwdPush((uint)count, (uint)dim, (uint)gs, flags, BlockRows);
                     var rstd = Shaders.Slice(saved.Rstd, first * groups, count * groups);
                     var part = Shaders.Slice(dwPart, first / BlockRows * dim, (count + BlockRows - 1) / BlockRows * dim);
-                    st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, [Shaders.RowLocal(device, gs), 0]), (Shaders.Groups(device, count * groups), 1, 1), push,
+                    st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, new ModeSpec(Shaders.RowLocal(device, gs), 0)), (Shaders.Groups(device, count * groups), 1, 1), push,
                         Rows(dy), Rows(x), Rows(z ?? x), weight.Buffer, rstd, Rows(grads.Dx), Rows(grads.Dz ?? grads.Dx), part);
                     var local = Shaders.Local1D(device);
-                    st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, [local, 1]),
+                    st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, new ModeSpec(local, 1)),
                         (Shaders.Groups1D(device, (count + BlockRows - 1) / BlockRows * dim, local), 1, 1), push,
                         Rows(dy), Rows(x), Rows(z ?? x), weight.Buffer, rstd, Rows(grads.Dx), Rows(grads.Dz ?? grads.Dx), part);
                 }

@@ -44,7 +44,7 @@ public static class Sequence
             var local = Shaders.Local1D(device);
             foreach (var pc in Shaders.Pieces(device, op, input.Shape[0], [perBatch], maxRangeBytes))
             {
-                st.Dispatch(device.GetKernel(Shaders.SeqShift, [local, flip ? 1u : 0u]), (Shaders.Groups1D(device, pc.Count * perBatch, local), 1, 1),
+                st.Dispatch(device.GetKernel(Shaders.SeqShift, new SeqShiftSpec(local, flip)), (Shaders.Groups1D(device, pc.Count * perBatch, local), 1, 1),
                     new Push((uint)pc.Count, (uint)input.Shape[1], (uint)(perBatch / input.Shape[1]), offset), pc.Of(input), pc.Of(output));
             }
         }));

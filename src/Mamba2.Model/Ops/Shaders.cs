@@ -9,87 +9,88 @@ internal static class Shaders
     private static readonly System.Reflection.Assembly Self = typeof(Shaders).Assembly;
 
     // The interface (bindings, their access, the push-constant size) is read from the SPIR-V: one line a kernel.
-    private static KernelSource Source(string name) => new(Self, $"shaders/{name}.spv");
+    private static KernelSource<TSpec> Source<TSpec>(string name)
+        where TSpec : struct, ISpecialization => new(Self, $"shaders/{name}.spv");
 
-    public static readonly KernelSource Elementwise = Source("nn/elementwise");
+    public static readonly KernelSource<ElementwiseSpec> Elementwise = Source<ElementwiseSpec>("nn/elementwise");
 
-    public static readonly KernelSource Gemm = Source("nn/gemm");
+    public static readonly KernelSource<GemmSpec> Gemm = Source<GemmSpec>("nn/gemm");
 
     /// <summary>Tensor-core GEMM variants (shaders/tc/gemm_coopmat.comp), by operand type and matrix scope.</summary>
-    public static KernelSource GemmCoopmat(GemmOperands operands, TensorCoreApi api)
+    public static KernelSource<GemmCoopmatSpec> GemmCoopmat(GemmOperands operands, TensorCoreApi api)
     {
         var f16 = operands == GemmOperands.F16;
         var cm2 = api == TensorCoreApi.NvCooperativeMatrix2;
         var name = $"tc/gemm_{(cm2 ? "coopmat2" : "coopmat")}_{(f16 ? "f16" : "bf16")}";
-        return new KernelSource(Self, $"shaders/{name}.spv",
+        return new KernelSource<GemmCoopmatSpec>(Self, $"shaders/{name}.spv",
             ShaderFeatures.KhrCooperativeMatrix | (cm2 ? ShaderFeatures.NvCooperativeMatrix2 : 0) | (f16 ? 0 : ShaderFeatures.Bfloat16));
     }
 
-    public static readonly KernelSource GemmLanes = Source("nn/gemm_lanes");
+    public static readonly KernelSource<GemmLanesSpec> GemmLanes = Source<GemmLanesSpec>("nn/gemm_lanes");
 
-    public static readonly KernelSource ChunkCumsum = Source("ssd/chunk_cumsum");
+    public static readonly KernelSource<LocalSize> ChunkCumsum = Source<LocalSize>("ssd/chunk_cumsum");
 
-    public static readonly KernelSource ChunkState = Source("ssd/chunk_state");
+    public static readonly KernelSource<ChunkStateSpec> ChunkState = Source<ChunkStateSpec>("ssd/chunk_state");
 
-    public static readonly KernelSource StatePassing = Source("ssd/state_passing");
+    public static readonly KernelSource<LocalSize> StatePassing = Source<LocalSize>("ssd/state_passing");
 
-    public static readonly KernelSource ChunkScan = Source("ssd/chunk_scan");
+    public static readonly KernelSource<ChunkScanSpec> ChunkScan = Source<ChunkScanSpec>("ssd/chunk_scan");
 
-    public static readonly KernelSource ChunkScanBwdDz = Source("ssd/chunk_scan_bwd_dz");
+    public static readonly KernelSource<LocalSize> ChunkScanBwdDz = Source<LocalSize>("ssd/chunk_scan_bwd_dz");
 
-    public static readonly KernelSource StatePassingBwd = Source("ssd/state_passing_bwd");
+    public static readonly KernelSource<LocalSize> StatePassingBwd = Source<LocalSize>("ssd/state_passing_bwd");
 
-    public static readonly KernelSource ChunkScanBwdDbc = Source("ssd/chunk_scan_bwd_dbc");
+    public static readonly KernelSource<ChunkScanBwdDbcSpec> ChunkScanBwdDbc = Source<ChunkScanBwdDbcSpec>("ssd/chunk_scan_bwd_dbc");
 
-    public static readonly KernelSource ChunkCumsumBwd = Source("ssd/chunk_cumsum_bwd");
+    public static readonly KernelSource<LocalSize> ChunkCumsumBwd = Source<LocalSize>("ssd/chunk_cumsum_bwd");
 
-    public static readonly KernelSource SsdRecurrent = Source("ssd/ssd_recurrent");
+    public static readonly KernelSource<SsdRecurrentSpec> SsdRecurrent = Source<SsdRecurrentSpec>("ssd/ssd_recurrent");
 
-    public static readonly KernelSource SsdRecurrentBwdDx = Source("ssd/ssd_recurrent_bwd_dx");
+    public static readonly KernelSource<SsdRecurrentSpec> SsdRecurrentBwdDx = Source<SsdRecurrentSpec>("ssd/ssd_recurrent_bwd_dx");
 
-    public static readonly KernelSource SsdRecurrentBwdState = Source("ssd/ssd_recurrent_bwd_state");
+    public static readonly KernelSource<SsdRecurrentBwdStateSpec> SsdRecurrentBwdState = Source<SsdRecurrentBwdStateSpec>("ssd/ssd_recurrent_bwd_state");
 
-    public static readonly KernelSource SsdRecurrentBwdDt = Source("ssd/ssd_recurrent_bwd_dt");
+    public static readonly KernelSource<LocalSize> SsdRecurrentBwdDt = Source<LocalSize>("ssd/ssd_recurrent_bwd_dt");
 
-    public static readonly KernelSource SsdRecurrentBwdDbc = Source("ssd/ssd_recurrent_bwd_dbc");
+    public static readonly KernelSource<LocalSize> SsdRecurrentBwdDbc = Source<LocalSize>("ssd/ssd_recurrent_bwd_dbc");
 
-    public static readonly KernelSource SeqShift = Source("ssd/seq_shift");
+    public static readonly KernelSource<SeqShiftSpec> SeqShift = Source<SeqShiftSpec>("ssd/seq_shift");
 
-    public static readonly KernelSource BidirCombine = Source("ssd/bidir_combine");
+    public static readonly KernelSource<LocalSize> BidirCombine = Source<LocalSize>("ssd/bidir_combine");
 
-    public static readonly KernelSource ChunkScanBidir = Source("ssd/chunk_scan_bidir");
+    public static readonly KernelSource<ChunkScanBidirSpec> ChunkScanBidir = Source<ChunkScanBidirSpec>("ssd/chunk_scan_bidir");
 
-    public static readonly KernelSource Conv1d = Source("nn/conv1d");
+    public static readonly KernelSource<Conv1dSpec> Conv1d = Source<Conv1dSpec>("nn/conv1d");
 
-    public static readonly KernelSource Conv1dBwd = Source("nn/conv1d_bwd");
+    public static readonly KernelSource<Conv1dBwdSpec> Conv1dBwd = Source<Conv1dBwdSpec>("nn/conv1d_bwd");
 
-    public static readonly KernelSource RmsNorm = Source("nn/rmsnorm");
+    public static readonly KernelSource<LocalSize> RmsNorm = Source<LocalSize>("nn/rmsnorm");
 
-    public static readonly KernelSource RmsNormBwd = Source("nn/rmsnorm_bwd");
+    public static readonly KernelSource<ModeSpec> RmsNormBwd = Source<ModeSpec>("nn/rmsnorm_bwd");
 
-    public static readonly KernelSource CrossEntropy = Source("nn/cross_entropy");
+    public static readonly KernelSource<ModeSpec> CrossEntropy = Source<ModeSpec>("nn/cross_entropy");
 
-    public static readonly KernelSource Embedding = Source("nn/embedding");
+    public static readonly KernelSource<ModeSpec> Embedding = Source<ModeSpec>("nn/embedding");
 
-    public static readonly KernelSource AdamW = Source("nn/adamw");
+    public static readonly KernelSource<LocalSize> AdamW = Source<LocalSize>("nn/adamw");
 
-    public static readonly KernelSource GradNorm = Source("nn/grad_norm");
+    public static readonly KernelSource<NoSpecialization> GradNorm = Source<NoSpecialization>("nn/grad_norm");
 
-    public static readonly KernelSource CopyColumns = Source("nn/copy_columns");
+    public static readonly KernelSource<LocalSize> CopyColumns = Source<LocalSize>("nn/copy_columns");
 
-    public static readonly KernelSource NegExp = Source("nn/neg_exp");
+    public static readonly KernelSource<LocalSize> NegExp = Source<LocalSize>("nn/neg_exp");
 
-    public static readonly KernelSource BiasAdd = Source("nn/bias_add");
+    public static readonly KernelSource<LocalSize> BiasAdd = Source<LocalSize>("nn/bias_add");
 
-    public static readonly KernelSource Conv1dStep = Source("nn/conv1d_step");
+    public static readonly KernelSource<Conv1dStepSpec> Conv1dStep = Source<Conv1dStepSpec>("nn/conv1d_step");
 
-    public static readonly KernelSource SsdStep = Source("ssd/ssd_step");
+    public static readonly KernelSource<LocalSize> SsdStep = Source<LocalSize>("ssd/ssd_step");
 
-    public static readonly KernelSource ArgMaxRows = Source("nn/argmax_rows");
+    public static readonly KernelSource<LocalSize> ArgMaxRows = Source<LocalSize>("nn/argmax_rows");
 
-    public static readonly KernelSource SumSquares = Source("nn/sum_squares");
+    public static readonly KernelSource<ModeSpec> SumSquares = Source<ModeSpec>("nn/sum_squares");
 
-    public static readonly KernelSource ReduceSum = Source("nn/reduce_sum");
+    public static readonly KernelSource<ReduceSumSpec> ReduceSum = Source<ReduceSumSpec>("nn/reduce_sum");
 
     /// <summary>Workgroups for a kernel that walks <paramref name="items"/> work items with a stride.</summary>
     public static uint Groups(GpuDevice device, long items) =>

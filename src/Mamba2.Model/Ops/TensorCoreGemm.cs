@@ -51,9 +51,8 @@ public sealed record TensorCoreTile(TensorCoreApi Api, uint BM, uint BN, uint BK
         return 2 * (a + b) * sizeof(ushort) + staging;  // two buffers of 16-bit operands
     }
 
-    /// <summary>The shader's specialization constants, in constant_id order.</summary>
-    public uint[] Specialization(bool transposeA, bool transposeB) =>
-        [Threads, BM, BN, BK, WM, WN, TM, TN, TK, transposeA ? 1u : 0u, transposeB ? 1u : 0u];
+    internal GemmCoopmatSpec Specialization(bool transposeA, bool transposeB) =>
+        new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, transposeA, transposeB);
 
     public override string ToString() => Api == TensorCoreApi.Khr
         ? $"khr {BM}x{BN}x{BK}/{WM}x{WN} frag {TM}x{TN}x{TK}"

@@ -17,7 +17,7 @@ public static class Unary
         var device = x.Device;
         var local = Shaders.Local1D(device);
         Shaders.EnsureBindable("NegExp", x, y);
-        Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.NegExp, [local]),
+        Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.NegExp, new LocalSize(local)),
             (Shaders.Groups1D(device, x.Length, local), 1, 1), new NegExpPush((uint)x.Length), x.Buffer, y.Buffer));
     }
 }

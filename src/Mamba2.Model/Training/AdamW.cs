@@ -136,7 +136,7 @@ public sealed class AdamW : IDisposable
             {
                 var (param, m, v) = _state[i];
                 var n = param.Value.Length;
-                st.Dispatch(_device.GetKernel(Shaders.AdamW, [local]), (Shaders.Groups1D(_device, n, local), 1, 1),
+                st.Dispatch(_device.GetKernel(Shaders.AdamW, new LocalSize(local)), (Shaders.Groups1D(_device, n, local), 1, 1),
                     new Push((uint)n, LearningRate, (float)Beta1, (float)(1 - Beta1), (float)Beta2, (float)(1 - Beta2), (float)Eps,
                         param.WeightDecay ? WeightDecay : 0f, (float)bc1, (float)bc2, maxGradNorm is null ? 0u : 1u),
                     param.Value.Buffer, grads[i].Buffer, m.Buffer, v.Buffer, _clip.Buffer);
@@ -159,9 +159,9 @@ public sealed class AdamW : IDisposable
         // Enough partials to fill a GPU; on a CPU driver few, so that the final tree is short.
         var parts = Math.Min(n, _device.Info.IsCpu ? 1024u : 65536u);
         var partial = st.Own(Tensor.Empty(_device, "grad_sq_part", (int)parts));
-        st.Dispatch(_device.GetKernel(Shaders.SumSquares, [local, 0]), (Shaders.Groups1D(_device, parts, local), 1, 1), new SumPush(n, parts),
+        st.Dispatch(_device.GetKernel(Shaders.SumSquares, new ModeSpec(local, 0)), (Shaders.Groups1D(_device, parts, local), 1, 1), new SumPush(n, parts),
             g.Buffer, partial.Buffer);
-        st.Dispatch(_device.GetKernel(Shaders.SumSquares, [local, 1]), (1, 1, 1), new SumPush(n, parts), partial.Buffer, destination);
+        st.Dispatch(_device.GetKernel(Shaders.SumSquares, new ModeSpec(local, 1)), (1, 1, 1), new SumPush(n, parts), partial.Buffer, destination);
     }
 
     public void Dispose()

@@ -82,7 +82,7 @@ internal sealed class SsdSuite : IDisposable
     private IEnumerable<IDisposable> Ours(CommandStream st, bool backward, SsdOptions options)
     {
         var fwd = SsdOp.Forward(_x, _dt, _a, _b, _c, options, st);
-        return backward ? [fwd, SsdOp.Backward(_dy, fwd, _x, _dt, _a, _b, _c, options, stream: st)] : [fwd];
+        return backward ? [fwd, SsdOp.Backward(_dy, fwd, stream: st)] : [fwd];
     }
 
     /// <summary>
@@ -110,8 +110,8 @@ internal sealed class SsdSuite : IDisposable
             return made;
         }
 
-        var gf = Keep(SsdOp.Backward(_dy, fwd, _x, _dt, _a, _b, _c, Options(), stream: st));
-        var gr = Keep(SsdOp.Backward(Keep(Sequence.Flip(_dy, st)), rev, flipped[0], flipped[1], _a, flipped[2], flipped[3], noD, stream: st));
+        var gf = Keep(SsdOp.Backward(_dy, fwd, stream: st));
+        var gr = Keep(SsdOp.Backward(Keep(Sequence.Flip(_dy, st)), rev, stream: st));
         foreach (var (f, r) in new[] { (gf.Dx, gr.Dx), (gf.Ddt, gr.Ddt), (gf.DB, gr.DB), (gf.DC, gr.DC) })
         {
             Elementwise.Add(f, Keep(Sequence.Flip(r, st)), Keep(Tensor.Empty(_device, f.Name, [.. f.Shape])), st);

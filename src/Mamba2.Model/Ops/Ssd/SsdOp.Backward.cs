@@ -7,7 +7,7 @@ namespace Mamba2.Model.Ops.Ssd;
 public static partial class SsdOp
 {
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct CumsumBwdPush(uint Batch, uint SeqLen, uint Heads, uint Chunk, uint Chunks, uint Flags,
+    private readonly record struct CumsumBwdPush(uint Batch, uint SeqLen, uint Heads, uint Chunk, uint Chunks, SsdFlags Flags,
         float DtMin, float DtMax, uint TilesP, uint TilesN, uint TilesT, uint TileRows, uint Slices);
 
     /// <summary>Rows per first-level block of the dD sum (over positions).</summary>
@@ -22,16 +22,23 @@ public static partial class SsdOp
 
     /// <summary>
     /// The gradients of every input of <see cref="Forward"/> from <paramref name="dy"/> (b, L, h, p) and optionally
-    /// the gradient of the final states (b, h, p, n), as mamba_ssm's <c>_mamba_chunk_scan_combined_bwd</c>. Pass the
-    /// same inputs and options as the forward and what it returned (<paramref name="saved"/>: the per-chunk states
-    /// and dt, and y before the gate when z was given); chunk-local products are recomputed, not stored. Temporary
-    /// buffers belong to <paramref name="stream"/> when one is given (freed with it).
+    /// the gradient of the final states (b, h, p, n), as mamba_ssm's <c>_mamba_chunk_scan_combined_bwd</c>.
+    /// <paramref name="saved"/> is what the forward returned: it keeps the forward's inputs and options (which must
+    /// still be alive) and its per-chunk states and dt, and y before the gate when z was given; chunk-local
+    /// products are recomputed, not stored. Temporary buffers belong to <paramref name="stream"/> when one is given
+    /// (freed with it).
     /// </summary>
-    public static SsdGradients Backward(Tensor dy, SsdResult saved, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C,
-        SsdOptions? options = null, Tensor? dFinalStates = null, CommandStream? stream = null, string? profilePrefix = null)
+    public static SsdGradients Backward(Tensor dy, SsdResult saved, Tensor? dFinalStates = null, CommandStream? stream = null,
+        string? profilePrefix = null)
+    {
+        var i = saved.Inputs ?? throw new ArgumentException("Ssd backward: saved must be a result of SsdOp.Forward.", nameof(saved));
+        return Backward(dy, saved, i.X, i.Dt, i.A, i.B, i.C, i.Options, dFinalStates, stream, profilePrefix);
+    }
+
+    private static SsdGradients Backward(Tensor dy, SsdResult saved, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C,
+        SsdOptions o, Tensor? dFinalStates, CommandStream? stream, string? profilePrefix)
     {
         const string op = "Ssd backward";
-        var o = options ?? new SsdOptions();
         var s = SsdShape.Validate(x, dt, A, B, C, o);
         int b = s.Batch, l = s.SeqLen, h = s.Heads, p = s.HeadDim, g = s.Groups, n = s.DState, nc = s.Chunks, q = s.Chunk;
         var xShape = $"x is (b={b}, L={l}, h={h}, p={p})";
@@ -196,12 +203,12 @@ public static partial class SsdOp
         var (b, l, h, p, g, n, q) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk);
         var nc = (uint)s.Chunks;
         var local = Shaders.Local1D(device);
-        var dFlags = (o.D is null ? 0u : 1u) | (o.D is { Rank: 2 } ? 2u : 0u);
+        var dFlags = SsdFlagsExtensions.ForD(o.D);
 
         // 1. The gate: g = dy silu(z) and dz (without z, g is dy).
         if (o.Z is not null && saved.YBeforeGate is not null && gr.Dz is not null)
         {
-            var dz = device.GetKernel(Shaders.ChunkScanBwdDz, [local]);
+            var dz = device.GetKernel(Shaders.ChunkScanBwdDz, new LocalSize(local));
             var count = (long)b * l * h * p;
             st.Dispatch(dz, (Shaders.Groups1D(device, count, local), 1, 1), (uint)count,
                 pc.Of(dy), pc.Of(o.Z), pc.Of(saved.YBeforeGate), pc.Of(sc.G), pc.Of(gr.Dz));
@@ -214,8 +221,9 @@ public static partial class SsdOp
         Mark(1);
 
         // 3. Reverse state passing: the gradient leaving each chunk, d initial_states, S_in . dS_next per chunk.
-        var passing = device.GetKernel(Shaders.StatePassingBwd, [geo.PassLocal]);
-        var passFlags = (dFinal is null ? 0u : 1u) | (gr.DInitialStates is null ? 0u : 2u) | (o.Mirrored ? 4u : 0u);
+        var passing = device.GetKernel(Shaders.StatePassingBwd, new LocalSize(geo.PassLocal));
+        var passFlags = SsdFlags.DFinalStates.If(dFinal is not null) | SsdFlags.DInitialStates.If(gr.DInitialStates is not null)
+            | SsdFlags.Mirrored.If(o.Mirrored);
         st.Dispatch(passing, (Shaders.Groups(device, (long)b * h * geo.Slices), 1, 1),
             new PassingPush(b, l, h, p, n, q, nc, passFlags),
             pc.Of(sc.DStates), pc.Of(saved.ChunkStates), pc.Of(saved.DACumsum),
@@ -223,9 +231,9 @@ public static partial class SsdOp
         Mark(2);
 
         // 4. dx and the direct part of ddt: chunk_scan run backwards in time (C and B swap, g in place of x).
-        var scan = device.GetKernel(Shaders.ChunkScan, [t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK, t.ScanHeads, 1, geo.GShift]);
+        var scan = device.GetKernel(Shaders.ChunkScan, new ChunkScanSpec(t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK, t.ScanHeads, Reverse: true, geo.GShift));
         var scanItems = (long)((q + t.ScanBM - 1) / t.ScanBM) * geo.TilesP * nc * b * (h / t.ScanHeads);
-        st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, dFlags | (o.Mirrored ? 16u : 0u) | (geo.Accumulate ? 32u : 0u)),
+        st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, dFlags | SsdFlags.Mirrored.If(o.Mirrored) | SsdFlags.Accumulate.If(geo.Accumulate)),
             pc.Of(sc.G), pc.Of(B), pc.Of(C), pc.Of(sc.DStates), pc.Of(saved.DtOut), pc.Of(saved.DACumsum),
             (o.D ?? A).Buffer, pc.Of(x), pc.Of(gr.Dx), pc.Of(sc.DdtPart), pc.Of(saved.DACumsumLo));
         Mark(3);
@@ -236,9 +244,9 @@ public static partial class SsdOp
         var dbcItems = (long)geo.TilesN * geo.TilesT * nc * geo.Splits * g * b;
         void Dbc(uint reverse, Tensor u, Tensor v, Tensor r, Tensor sm, Tensor w, Tensor rowDot, Tensor output)
         {
-            var kernel = device.GetKernel(Shaders.ChunkScanBwdDbc, [bt.BM, bt.BN, bt.BK, bt.PK, bt.HeadsPerWorkgroup, reverse, geo.GShift]);
+            var kernel = device.GetKernel(Shaders.ChunkScanBwdDbc, new ChunkScanBwdDbcSpec(bt.BM, bt.BN, bt.BK, bt.PK, bt.HeadsPerWorkgroup, reverse != 0, geo.GShift));
             var target = sc.DbcPart ?? output;
-            var flags = (o.Mirrored ? 1u : 0u) | (geo.Accumulate && sc.DbcPart is null ? 2u : 0u);
+            var flags = SsdFlags.Mirrored.If(o.Mirrored) | SsdFlags.Accumulate.If(geo.Accumulate && sc.DbcPart is null);
             st.Dispatch(kernel, (Shaders.Groups(device, dbcItems), 1, 1), new StatePush(b, l, h, g, p, n, q, nc, flags),
                 pc.Of(u), pc.Of(v), pc.Of(r), pc.Of(sm), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(target),
                 pc.Of(w), pc.Of(rowDot), pc.Of(sc.Straddle), pc.Of(saved.DACumsumLo));
@@ -254,8 +262,9 @@ public static partial class SsdOp
         Mark(5);
 
         // 7. dt, A and dt_bias from the gradient of each step's dA and the direct ddt.
-        var cumsum = device.GetKernel(Shaders.ChunkCumsumBwd, [System.Numerics.BitOperations.RoundUpToPowerOf2(q)]);
-        var cumsumFlags = (o.DtBias is null ? 0u : 1u) | (o.DtSoftplus ? 2u : 0u) | (o.Mirrored ? 4u : 0u) | (geo.Accumulate ? 8u : 0u);
+        var cumsum = device.GetKernel(Shaders.ChunkCumsumBwd, new LocalSize(System.Numerics.BitOperations.RoundUpToPowerOf2(q)));
+        var cumsumFlags = SsdFlags.DtBias.If(o.DtBias is not null) | SsdFlags.DtSoftplus.If(o.DtSoftplus) | SsdFlags.Mirrored.If(o.Mirrored)
+            | SsdFlags.Accumulate.If(geo.Accumulate);
         st.Dispatch(cumsum, (Shaders.Groups(device, (long)nc * b * h), 1, 1),
             new CumsumBwdPush(b, l, h, q, nc, cumsumFlags, o.DtLimit.Min, o.DtLimit.Max,
                 (uint)geo.TilesP, (uint)geo.TilesN, (uint)geo.TilesT, bt.BM, (uint)geo.Slices),

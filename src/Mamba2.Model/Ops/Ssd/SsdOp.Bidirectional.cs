@@ -14,7 +14,7 @@ namespace Mamba2.Model.Ops.Ssd;
 public static partial class SsdOp
 {
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct CombinePush(uint Batch, uint SeqLen, uint Heads, uint HeadDim, uint Shift, uint Flags);
+    private readonly record struct CombinePush(uint Batch, uint SeqLen, uint Heads, uint HeadDim, uint Shift, SsdFlags Flags);
 
     /// <summary>The options of each causal run inside a bidirectional one: no D, gate or reverse tensors.</summary>
     private static SsdOptions CausalPart(SsdOptions o) =>
@@ -63,7 +63,7 @@ public static partial class SsdOp
                 New("dA_cumsum_rev", b, h, nc, q), New("dA_cumsum_rev_lo", b, h, nc, q), New("chunk_states_rev", b, nc, h, s.HeadDim, s.DState), null);
             var causal = CausalPart(o);
             var mirrored = causal with { Mirrored = true };
-            var dFlags = o.D switch { null => 0u, { Rank: 1 } => 1u, { Rank: 2 } => 2u, _ => 4u };
+            var dFlags = SsdFlagsExtensions.ForD(o.D);
             Shaders.RunIn(device, stream, st =>
             {
                 foreach (var pc in pieces)
@@ -76,10 +76,10 @@ public static partial class SsdOp
                     RecordStatePassing(st, s, pc, reverse.ChunkStates, reverse.DACumsum, null, reverse.FinalStates, mirrored: true);
 
                     var (cb, l, hh, g, p, n, cq) = ((uint)pc.Count, (uint)s.SeqLen, (uint)h, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)q);
-                    var kernel = device.GetKernel(Shaders.ChunkScanBidir, [bt.BM, bt.BN, bt.BK, bt.NK, bt.HB, (uint)Shift(o), bt.Shared]);
+                    var kernel = device.GetKernel(Shaders.ChunkScanBidir, new ChunkScanBidirSpec(bt.BM, bt.BN, bt.BK, bt.NK, bt.HB, Shift(o) != 0, bt.Shared != 0));
                     var items = (long)((cq + bt.BM - 1) / bt.BM) * ((p + bt.BN - 1) / bt.BN) * (uint)nc * cb * (hh / bt.HB);
                     st.Dispatch(kernel, (Shaders.Groups(device, items), 1, 1),
-                        new ScanPush(cb, l, hh, g, p, n, cq, (uint)nc, dFlags | (o.Z is null ? 0u : 8u)),
+                        new ScanPush(cb, l, hh, g, p, n, cq, (uint)nc, dFlags | SsdFlags.Z.If(o.Z is not null)),
                         pc.Of(x), pc.Of(C), pc.Of(B), pc.Of(o.CRev ?? C), pc.Of(o.BRev ?? B), pc.Of(statesF), pc.Of(reverse.ChunkStates),
                         pc.Of(dtOut), pc.Of(dACs), pc.Of(dACsLo), pc.Of(reverse.DtOut), pc.Of(reverse.DACumsum), pc.Of(reverse.DACumsumLo),
                         o.D is { Rank: 3 } ? pc.Of(o.D) : (o.D ?? A).Buffer, pc.Of(o.Z ?? x), pc.Of(y), pc.Of(yPre ?? y));
@@ -169,7 +169,7 @@ public static partial class SsdOp
                 if (o.Z is not null && saved.YBeforeGate is not null && dz is not null)
                 {
                     var local = Shaders.Local1D(device);
-                    st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDz, [local]), (Shaders.Groups1D(device, gate.Length, local), 1, 1),
+                    st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDz, new LocalSize(local)), (Shaders.Groups1D(device, gate.Length, local), 1, 1),
                         (uint)gate.Length, dy.Buffer, o.Z.Buffer, saved.YBeforeGate.Buffer, gate.Buffer, dz.Buffer);
                 }
 
@@ -199,8 +199,8 @@ public static partial class SsdOp
                     var (dtRev, bRev, cRev) = (o.DtRev ?? dt, o.BRev ?? B, o.CRev ?? C);
                     var gFwd = shift == 0 ? gate : st.Own(Sequence.Shifted(st, gate, "g_fwd", shift, "Ssd", MaxBindingBytesForTests));
                     var gRev = shift == 0 ? gate : st.Own(Sequence.Shifted(st, gate, "g_rev", -shift, "Ssd", MaxBindingBytesForTests));
-                    var f = st.Own(Backward(gFwd, runs.Forward, x, dt, A, B, C, causal, dFinalStates, st));
-                    var rev = st.Own(Backward(gRev, runs.Reverse, x, dtRev, A, bRev, cRev, mirrored, null, st));
+                    var f = st.Own(Backward(gFwd, runs.Forward, x, dt, A, B, C, causal, dFinalStates, st, null));
+                    var rev = st.Own(Backward(gRev, runs.Reverse, x, dtRev, A, bRev, cRev, mirrored, null, st, null));
 
                     // Inputs both scans read get both gradients (the mirrored run's are at original positions already).
                     Elementwise.Add(f.Dx, rev.Dx, grads!.Dx, st);
@@ -286,13 +286,13 @@ public static partial class SsdOp
         bool accumulate = false)
     {
         var device = x.Device;
-        var dFlags = D switch { null => 0u, { Rank: 1 } => 1u, { Rank: 2 } => 2u, _ => 4u };
+        var dFlags = SsdFlagsExtensions.ForD(D);
         var local = Shaders.Local1D(device);
         var perBatch = (long)s.SeqLen * s.Heads * s.HeadDim;
         foreach (var pc in Pieces(device, s.Batch, perBatch, (long)s.SeqLen * s.Heads))
         {
-            st.Dispatch(device.GetKernel(Shaders.BidirCombine, [local]), (Shaders.Groups1D(device, pc.Count * perBatch, local), 1, 1),
-                new CombinePush((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, shift, dFlags | (z is null ? 0u : 8u) | (accumulate ? 16u : 0u)),
+            st.Dispatch(device.GetKernel(Shaders.BidirCombine, new LocalSize(local)), (Shaders.Groups1D(device, pc.Count * perBatch, local), 1, 1),
+                new CombinePush((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, shift, dFlags | SsdFlags.Z.If(z is not null) | SsdFlags.Accumulate.If(accumulate)),
                 pc.Of(yFwd), pc.Of(yRev), pc.Of(x), D is { Rank: 3 } ? pc.Of(D) : (D ?? x).Buffer, pc.Of(z ?? x), pc.Of(y), pc.Of(yPre ?? y));
         }
     }

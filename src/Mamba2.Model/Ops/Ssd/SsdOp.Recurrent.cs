@@ -28,9 +28,9 @@ public static partial class SsdOp
         Mark(RecurrentStages[0]);
 
         var (b, l, h, g, p, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
-        var flags = (o.D is null ? 0u : 1u) | (o.D is { Rank: 2 } ? 2u : 0u) | (o.Z is null ? 0u : 4u) | (o.InitialStates is null ? 0u : 8u) |
-            (o.Mirrored ? 16u : 0u);
-        var scan = device.GetKernel(Shaders.SsdRecurrent, [t.Rows, t.NB, t.SG]);
+        var flags = SsdFlagsExtensions.ForD(o.D) | SsdFlags.Z.If(o.Z is not null) | SsdFlags.InitialStates.If(o.InitialStates is not null)
+            | SsdFlags.Mirrored.If(o.Mirrored);
+        var scan = device.GetKernel(Shaders.SsdRecurrent, new SsdRecurrentSpec(t.Rows, t.NB, t.SG));
         var items = (long)b * h * ((p + t.Rows - 1) / t.Rows);
         st.Dispatch(scan, (Shaders.Groups(device, items), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, flags),
             pc.Of(x), pc.Of(B), pc.Of(C), pc.Of(r.DtOut), A.Buffer, (o.D ?? A).Buffer, pc.Of(o.Z ?? x), pc.Of(r.Y), pc.Of(r.YBeforeGate ?? r.Y),

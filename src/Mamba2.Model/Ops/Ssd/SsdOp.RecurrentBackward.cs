@@ -13,11 +13,11 @@ namespace Mamba2.Model.Ops.Ssd;
 public static partial class SsdOp
 {
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct RecurrentDtPush(uint Batch, uint SeqLen, uint Heads, uint Groups, uint DState, uint Chunk, uint Chunks, uint Flags,
+    private readonly record struct RecurrentDtPush(uint Batch, uint SeqLen, uint Heads, uint Groups, uint DState, uint Chunk, uint Chunks, SsdFlags Flags,
         float DtMin, float DtMax);
 
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct RecurrentDbcPush(uint Batch, uint SeqLen, uint Heads, uint Groups, uint DState, uint Chunk, uint Chunks, uint Flags);
+    private readonly record struct RecurrentDbcPush(uint Batch, uint SeqLen, uint Heads, uint Groups, uint DState, uint Chunk, uint Chunks, SsdFlags Flags);
 
     /// <summary>Intermediates of one recurrent backward call (G aliases dy without a gate); V, U, R are (b, L, h, n).</summary>
     private sealed record RecurrentScratch(Tensor G, Tensor V, Tensor U, Tensor R, Tensor DaPart, Tensor DbiasPart, Tensor? DdPart, int DBlocks);
@@ -100,40 +100,40 @@ public static partial class SsdOp
         if (o.Z is not null && saved.YBeforeGate is not null && gr.Dz is not null)
         {
             var count = (long)b * l * h * p;
-            st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDz, [local]), (Shaders.Groups1D(device, count, local), 1, 1), (uint)count,
+            st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDz, new LocalSize(local)), (Shaders.Groups1D(device, count, local), 1, 1), (uint)count,
                 pc.Of(dy), pc.Of(o.Z), pc.Of(saved.YBeforeGate), pc.Of(sc.G), pc.Of(gr.Dz));
         }
 
         Mark(0);
 
         // 2. dx (with D g) and d initial_states: a backward walk per state row.
-        var flags = (o.D is null ? 0u : 1u) | (o.D is { Rank: 2 } ? 2u : 0u) | (dFinal is null ? 0u : 8u) | (o.Mirrored ? 16u : 0u) |
-            (gr.DInitialStates is null ? 0u : 32u);
-        st.Dispatch(device.GetKernel(Shaders.SsdRecurrentBwdDx, [t.Rows, t.NB, t.SG]), (Shaders.Groups(device, (long)b * h * ((p + t.Rows - 1) / t.Rows)), 1, 1),
+        var flags = SsdFlagsExtensions.ForD(o.D) | SsdFlags.DFinalStates.If(dFinal is not null) | SsdFlags.Mirrored.If(o.Mirrored)
+            | SsdFlags.DInitialStates.If(gr.DInitialStates is not null);
+        st.Dispatch(device.GetKernel(Shaders.SsdRecurrentBwdDx, new SsdRecurrentSpec(t.Rows, t.NB, t.SG)), (Shaders.Groups(device, (long)b * h * ((p + t.Rows - 1) / t.Rows)), 1, 1),
             new ScanPush(b, l, h, g, p, n, q, nc, flags),
             pc.Of(sc.G), pc.Of(B), pc.Of(C), pc.Of(saved.DtOut), A.Buffer, (o.D ?? A).Buffer, pc.Of(dFinal ?? saved.FinalStates), pc.Of(gr.Dx),
             pc.Of(gr.DInitialStates ?? saved.FinalStates));
         Mark(1);
 
         // 3. The state-side products V, U, R: a backward walk per state column.
-        st.Dispatch(device.GetKernel(Shaders.SsdRecurrentBwdState, [t.Columns, t.PB, t.K, t.KC, t.SG]),
+        st.Dispatch(device.GetKernel(Shaders.SsdRecurrentBwdState, new SsdRecurrentBwdStateSpec(t.Columns, t.PB, t.K, t.KC, t.SG)),
             (Shaders.Groups(device, (long)b * h * ((n + t.Columns - 1) / t.Columns)), 1, 1),
-            new ScanPush(b, l, h, g, p, n, q, nc, (dFinal is null ? 0u : 8u) | (o.Mirrored ? 16u : 0u)),
+            new ScanPush(b, l, h, g, p, n, q, nc, SsdFlags.DFinalStates.If(dFinal is not null) | SsdFlags.Mirrored.If(o.Mirrored)),
             pc.Of(x), pc.Of(sc.G), pc.Of(B), pc.Of(C), pc.Of(saved.DtOut), A.Buffer, pc.Of(saved.ChunkStates), pc.Of(dFinal ?? saved.FinalStates),
             pc.Of(sc.V), pc.Of(sc.U), pc.Of(sc.R));
         Mark(2);
 
         // 4. dt (through clamp, softplus and bias) and the per-batch parts of dA and dt_bias.
-        var dtFlags = (o.DtBias is null ? 0u : 1u) | (o.DtSoftplus ? 2u : 0u) | (o.Mirrored ? 4u : 0u);
-        st.Dispatch(device.GetKernel(Shaders.SsdRecurrentBwdDt, [local]), (Shaders.Groups1D(device, (long)b * h, local), 1, 1),
+        var dtFlags = SsdFlags.DtBias.If(o.DtBias is not null) | SsdFlags.DtSoftplus.If(o.DtSoftplus) | SsdFlags.Mirrored.If(o.Mirrored);
+        st.Dispatch(device.GetKernel(Shaders.SsdRecurrentBwdDt, new LocalSize(local)), (Shaders.Groups1D(device, (long)b * h, local), 1, 1),
             new RecurrentDtPush(b, l, h, g, n, q, nc, dtFlags, o.DtLimit.Min, o.DtLimit.Max),
             pc.Of(dt), A.Buffer, (o.DtBias ?? A).Buffer, pc.Of(saved.DtOut), pc.Of(B), pc.Of(sc.U), pc.Of(sc.R), pc.Of(gr.Ddt),
             pc.Of(sc.DaPart), pc.Of(sc.DbiasPart));
         Mark(3);
 
         // 5. dB and dC: the heads of each group summed.
-        st.Dispatch(device.GetKernel(Shaders.SsdRecurrentBwdDbc, [local]), (Shaders.Groups1D(device, (long)b * l * g * n, local), 1, 1),
-            new RecurrentDbcPush(b, l, h, g, n, q, nc, o.Mirrored ? 1u : 0u), pc.Of(sc.V), pc.Of(sc.U), pc.Of(saved.DtOut), pc.Of(gr.DB), pc.Of(gr.DC));
+        st.Dispatch(device.GetKernel(Shaders.SsdRecurrentBwdDbc, new LocalSize(local)), (Shaders.Groups1D(device, (long)b * l * g * n, local), 1, 1),
+            new RecurrentDbcPush(b, l, h, g, n, q, nc, SsdFlags.Mirrored.If(o.Mirrored)), pc.Of(sc.V), pc.Of(sc.U), pc.Of(saved.DtOut), pc.Of(gr.DB), pc.Of(gr.DC));
         Mark(4);
 
         // 6. dD, first level: sum of g x over blocks of positions.

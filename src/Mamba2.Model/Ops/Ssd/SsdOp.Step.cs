@@ -7,7 +7,7 @@ namespace Mamba2.Model.Ops.Ssd;
 public static partial class SsdOp
 {
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct StepPush(uint Batch, uint Heads, uint Groups, uint HeadDim, uint DState, uint Flags, float DtMin, float DtMax);
+    private readonly record struct StepPush(uint Batch, uint Heads, uint Groups, uint HeadDim, uint DState, SsdFlags Flags, float DtMin, float DtMax);
 
     /// <summary>
     /// One token of the recurrence (mamba_ssm's selective_state_update), constant cost: x (b, h, p), dt (b, h), A (h),
@@ -37,9 +37,9 @@ public static partial class SsdOp
 
         var device = x.Device;
         var y = Tensor.Empty(device, "y", b, h, p);
-        var flags = (o.D is { Rank: 1 } ? 1u : 0u) | (o.D is { Rank: 2 } ? 2u : 0u) | (o.DtBias is null ? 0u : 4u) | (o.DtSoftplus ? 8u : 0u);
+        var flags = SsdFlagsExtensions.ForD(o.D) | SsdFlags.DtBias.If(o.DtBias is not null) | SsdFlags.DtSoftplus.If(o.DtSoftplus);
         var local = Shaders.Local1D(device);
-        Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.SsdStep, [local]), (Shaders.Groups1D(device, (long)b * h * p, local), 1, 1),
+        Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.SsdStep, new LocalSize(local)), (Shaders.Groups1D(device, (long)b * h * p, local), 1, 1),
             new StepPush((uint)b, (uint)h, (uint)g, (uint)p, (uint)n, flags, o.DtLimit.Min, o.DtLimit.Max),
             x.Buffer, dt.Buffer, A.Buffer, B.Buffer, C.Buffer, (o.D ?? A).Buffer, (o.DtBias ?? A).Buffer, state.Buffer, y.Buffer));
         return y;

@@ -13,16 +13,16 @@ namespace Mamba2.Model.Ops.Ssd;
 public static partial class SsdOp
 {
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct CumsumPush(uint Batch, uint SeqLen, uint Heads, uint Chunk, uint Chunks, uint Flags, float DtMin, float DtMax);
+    private readonly record struct CumsumPush(uint Batch, uint SeqLen, uint Heads, uint Chunk, uint Chunks, SsdFlags Flags, float DtMin, float DtMax);
 
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct StatePush(uint Batch, uint SeqLen, uint Heads, uint Groups, uint HeadDim, uint DState, uint Chunk, uint Chunks, uint Flags);
+    private readonly record struct StatePush(uint Batch, uint SeqLen, uint Heads, uint Groups, uint HeadDim, uint DState, uint Chunk, uint Chunks, SsdFlags Flags);
 
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct PassingPush(uint Batch, uint SeqLen, uint Heads, uint HeadDim, uint DState, uint Chunk, uint Chunks, uint Flags);
+    private readonly record struct PassingPush(uint Batch, uint SeqLen, uint Heads, uint HeadDim, uint DState, uint Chunk, uint Chunks, SsdFlags Flags);
 
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct ScanPush(uint Batch, uint SeqLen, uint Heads, uint Groups, uint HeadDim, uint DState, uint Chunk, uint Chunks, uint Flags);
+    private readonly record struct ScanPush(uint Batch, uint SeqLen, uint Heads, uint Groups, uint HeadDim, uint DState, uint Chunk, uint Chunks, SsdFlags Flags);
 
     /// <summary>The path <see cref="Forward"/> and <see cref="Backward"/> take on this device with these options.</summary>
     public static SsdPath PathOn(GpuDevice device, SsdOptions? options = null) => SsdPaths.Resolve(device, (options ?? new SsdOptions()).Path);
@@ -47,6 +47,14 @@ public static partial class SsdOp
     /// </summary>
     public static SsdResult Forward(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions? options = null,
         CommandStream? stream = null, string? profilePrefix = null)
+    {
+        var result = ForwardUnsaved(x, dt, A, B, C, options, stream, profilePrefix);
+        result.Inputs = new SsdInputs(x, dt, A, B, C, options ?? new SsdOptions());
+        return result;
+    }
+
+    private static SsdResult ForwardUnsaved(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions? options,
+        CommandStream? stream, string? profilePrefix)
     {
         const string op = "Ssd";
         var o = options ?? new SsdOptions();
@@ -140,9 +148,9 @@ public static partial class SsdOp
         Mark(Stages[2]);
 
         // 4. chunk_scan: outputs.
-        var scan = device.GetKernel(Shaders.ChunkScan, [t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK, t.ScanHeads, 0, 0]);
+        var scan = device.GetKernel(Shaders.ChunkScan, new ChunkScanSpec(t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK, t.ScanHeads, Reverse: false, GShift: 0));
         var scanItems = (long)((q + t.ScanBM - 1) / t.ScanBM) * ((p + t.ScanBN - 1) / t.ScanBN) * nc * b * (h / t.ScanHeads);
-        var flags = (o.D is null ? 0u : 1u) | (o.D is { Rank: 2 } ? 2u : 0u) | (o.Z is null ? 0u : 4u | 8u) | (o.Mirrored ? 16u : 0u);
+        var flags = SsdFlagsExtensions.ForD(o.D) | (o.Z is null ? SsdFlags.None : SsdFlags.Z | SsdFlags.SaveUngated) | SsdFlags.Mirrored.If(o.Mirrored);
         st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, flags),
             pc.Of(x), pc.Of(C), pc.Of(B), pc.Of(r.ChunkStates), pc.Of(r.DtOut), pc.Of(r.DACumsum),
             (o.D ?? A).Buffer, pc.Of(o.Z ?? x), pc.Of(r.Y), pc.Of(r.YBeforeGate ?? r.Y), pc.Of(r.DACumsumLo));
@@ -154,8 +162,8 @@ public static partial class SsdOp
     {
         var device = dt.Device;
         var (b, l, h, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.Chunk, (uint)s.Chunks);
-        var cumsum = device.GetKernel(Shaders.ChunkCumsum, [System.Numerics.BitOperations.RoundUpToPowerOf2(q)]);
-        var flags = (o.DtBias is null ? 0u : 1u) | (o.DtSoftplus ? 2u : 0u) | (o.Mirrored ? 4u : 0u);
+        var cumsum = device.GetKernel(Shaders.ChunkCumsum, new LocalSize(System.Numerics.BitOperations.RoundUpToPowerOf2(q)));
+        var flags = SsdFlags.DtBias.If(o.DtBias is not null) | SsdFlags.DtSoftplus.If(o.DtSoftplus) | SsdFlags.Mirrored.If(o.Mirrored);
         st.Dispatch(cumsum, (Shaders.Groups(device, (long)nc * b * h), 1, 1),
             new CumsumPush(b, l, h, q, nc, flags, o.DtLimit.Min, o.DtLimit.Max),
             pc.Of(dt), A.Buffer, (o.DtBias ?? A).Buffer, pc.Of(dtOut), pc.Of(dACs), pc.Of(dACsLo));
@@ -170,9 +178,9 @@ public static partial class SsdOp
     {
         var device = x.Device;
         var (b, l, h, g, p, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
-        var state = device.GetKernel(Shaders.ChunkState, [t.StateBM, t.StateBN, t.StateBK, weights, gShift]);
+        var state = device.GetKernel(Shaders.ChunkState, new ChunkStateSpec(t.StateBM, t.StateBN, t.StateBK, Grad: weights != 0, gShift));
         var items = (long)((p + t.StateBM - 1) / t.StateBM) * ((n + t.StateBN - 1) / t.StateBN) * nc * b * h;
-        st.Dispatch(state, (Shaders.Groups(device, items), 1, 1), new StatePush(b, l, h, g, p, n, q, nc, mirrored ? 1u : 0u),
+        st.Dispatch(state, (Shaders.Groups(device, items), 1, 1), new StatePush(b, l, h, g, p, n, q, nc, SsdFlags.Mirrored.If(mirrored)),
             pc.Of(x), pc.Of(B), pc.Of(dtOut), pc.Of(dACs), pc.Of(states), pc.Of(dACsLo));
     }
 
@@ -183,8 +191,8 @@ public static partial class SsdOp
         var device = states.Device;
         var (b, l, h, p, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
         var local = Shaders.Local1D(device);
-        var flags = (initial is null ? 0u : 1u) | (mirrored ? 4u : 0u);
-        st.Dispatch(device.GetKernel(Shaders.StatePassing, [local]), (Shaders.Groups1D(device, (long)b * h * p * n, local), 1, 1),
+        var flags = SsdFlags.InitialStates.If(initial is not null) | SsdFlags.Mirrored.If(mirrored);
+        st.Dispatch(device.GetKernel(Shaders.StatePassing, new LocalSize(local)), (Shaders.Groups1D(device, (long)b * h * p * n, local), 1, 1),
             new PassingPush(b, l, h, p, n, q, nc, flags), pc.Of(states), pc.Of(dACs), pc.Of(initial ?? final), pc.Of(final));
     }
 }

@@ -61,6 +61,12 @@ public sealed class SsdResult : IDisposable
     /// <summary>The state entering each chunk, (b, nchunks, h, p, n): the only intermediate that grows with p x n.</summary>
     public Tensor ChunkStates { get; }
 
+    /// <summary>
+    /// The inputs and options of the forward that produced this result, which its backward reads again. Not owned:
+    /// they must stay alive until <see cref="SsdOp.Backward"/> has been recorded.
+    /// </summary>
+    internal SsdInputs? Inputs { get; set; }
+
     /// <summary>The scans this result came from.</summary>
     public SsdDirection Direction { get; }
 
@@ -94,3 +100,6 @@ internal sealed record BidirectionalRuns(SsdDirection Direction, SsdResult Forwa
         Reverse.Dispose();
     }
 }
+
+/// <summary>What a forward was called with: the backward takes them from its result instead of from its caller.</summary>
+internal sealed record SsdInputs(Tensor X, Tensor Dt, Tensor A, Tensor B, Tensor C, SsdOptions Options);

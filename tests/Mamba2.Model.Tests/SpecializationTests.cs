@@ -1,0 +1,59 @@
+using System.Reflection;
+using System.Text.RegularExpressions;
+using Mamba2.Model.Ops;
+using Mamba2.Vulkan;
+using Xunit;
+
+namespace Mamba2.Model.Tests;
+
+/// <summary>
+/// Every kernel's typed specialization record names its constants as the GLSL does, in constant_id order
+/// (local_size_x_id is Local), and produces them in that order: a record and its shader cannot drift apart.
+/// </summary>
+public class SpecializationTests
+{
+    public static TheoryData<string, Type> Kernels()
+    {
+        var data = new TheoryData<string, Type>();
+        foreach (var field in typeof(Gemm).Assembly.GetType("Mamba2.Model.Ops.Shaders")!
+            .GetFields(BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic)
+            .Where(f => f.FieldType.IsGenericType && f.FieldType.GetGenericTypeDefinition() == typeof(KernelSource<>)))
+        {
+            var source = (KernelSource)field.GetValue(null)!;
+            data.Add(SourceFile(source.ResourceName), field.FieldType.GetGenericArguments()[0]);
+        }
+
+        data.Add("tc/gemm_coopmat", typeof(GemmCoopmatSpec));
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Kernels))]
+    public void RecordNamesAndOrderMatchTheShader(string shader, Type spec)
+    {
+        var glsl = File.ReadAllText(SsdFlagsTests.FindRepoFile($"shaders/{shader}.comp"));
+        var ids = new SortedDictionary<int, string>();
+        foreach (Match m in Regex.Matches(glsl, @"layout\(\s*constant_id\s*=\s*(\d+)\s*\)\s*const\s+\w+\s+(\w+)"))
+        {
+            ids.Add(int.Parse(m.Groups[1].Value), m.Groups[2].Value);
+        }
+
+        foreach (Match m in Regex.Matches(glsl, @"layout\(\s*local_size_x_id\s*=\s*(\d+)\s*\)"))
+        {
+            ids.Add(int.Parse(m.Groups[1].Value), "LOCAL");
+        }
+
+        Assert.Equal(Enumerable.Range(0, ids.Count), ids.Keys);
+        var parameters = spec.GetConstructors().Select(c => c.GetParameters()).MaxBy(p => p.Length) ?? [];
+        static string Norm(string name) => name.Replace("_", "").ToUpperInvariant();
+        Assert.Equal(ids.Values.Select(Norm), parameters.Select(p => Norm(p.Name!)));
+
+        // Constants() gives each parameter at its own id.
+        var args = parameters.Select((p, i) => p.ParameterType == typeof(bool) ? (object)true : (object)(uint)(100 + i)).ToArray();
+        var constants = ((ISpecialization)Activator.CreateInstance(spec, args)!).Constants();
+        Assert.Equal(args.Select(a => a is bool ? 1u : (uint)a), constants);
+    }
+
+    private static string SourceFile(string resourceName) =>
+        resourceName["shaders/".Length..^".spv".Length];
+}
