@@ -31,7 +31,7 @@ public class SpecializationTests
     [MemberData(nameof(Kernels))]
     public void RecordNamesAndOrderMatchTheShader(string shader, Type spec)
     {
-        var glsl = File.ReadAllText(SsdFlagsTests.FindRepoFile($"shaders/{shader}.comp"));
+        var glsl = SsdFlagsTests.ShaderSource($"{shader}.comp");
         var ids = new SortedDictionary<int, string>();
         foreach (Match m in Regex.Matches(glsl, @"layout\(\s*constant_id\s*=\s*(\d+)\s*\)\s*const\s+\w+\s+(\w+)"))
         {

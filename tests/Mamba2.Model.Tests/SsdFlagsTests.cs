@@ -10,7 +10,7 @@ public class SsdFlagsTests
     [Fact]
     public void EveryFlagHasTheSameBitInCSharpAndGlsl()
     {
-        var glsl = File.ReadAllText(FindRepoFile("shaders/include/ssd_flags.glsl"));
+        var glsl = ShaderSource("include/ssd_flags.glsl");
         var defines = Regex.Matches(glsl, @"^#define\s+SSD_(\w+)\s+(\d+)u\b", RegexOptions.Multiline)
             .ToDictionary(m => m.Groups[1].Value, m => uint.Parse(m.Groups[2].Value));
         var members = Enum.GetValues<SsdFlags>().Where(f => f != SsdFlags.None)
@@ -29,21 +29,13 @@ public class SsdFlagsTests
         Assert.Equal(SsdFlags.None, SsdFlags.Mirrored.If(false));
     }
 
-    /// <summary>A file of the checkout: found above the test binaries or the working directory.</summary>
-    internal static string FindRepoFile(string relative)
+    /// <summary>A shader source of this checkout, embedded in the test assembly (published tests run anywhere).</summary>
+    internal static string ShaderSource(string relative)
     {
-        foreach (var start in new[] { AppContext.BaseDirectory, Environment.CurrentDirectory })
-        {
-            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
-            {
-                var path = Path.Combine(dir.FullName, relative);
-                if (File.Exists(path))
-                {
-                    return path;
-                }
-            }
-        }
-
-        throw new FileNotFoundException($"{relative} not found above {AppContext.BaseDirectory} or {Environment.CurrentDirectory}; run the tests from the checkout.");
+        var name = $"glsl/{relative}";
+        using var stream = typeof(SsdFlagsTests).Assembly.GetManifestResourceStream(name)
+            ?? throw new FileNotFoundException($"{name} is not embedded in the test assembly.");
+        using var reader = new StreamReader(stream);
+        return reader.ReadToEnd();
     }
 }
