@@ -69,14 +69,12 @@ public class GemmTests(GpuFixture gpu)
     [Fact]
     public void CpuDevicesChooseTheLanesKernel()
     {
-        if (Environment.GetEnvironmentVariable(Gemm.KernelVariable) is { Length: > 0 })
-        {
-            return;
-        }
-
+        using var defaults = OpTuning.Override(gpu.Device, t => t with { GemmKernel = null });
         var expected = gpu.Device.Info.IsCpu ? GemmKernel.Lanes : GemmKernel.Shared;
         Assert.Equal(expected, Gemm.ChooseTile(gpu.Device, 2048, 296).Kernel);
         Assert.Equal(expected, Gemm.ChooseTile(gpu.Device, 7, 1).Kernel);
+        using var forced = OpTuning.Override(gpu.Device, t => t with { GemmKernel = GemmKernel.Shared });
+        Assert.Equal(GemmKernel.Shared, Gemm.ChooseTile(gpu.Device, 7, 1).Kernel);
     }
 
     [Fact]

@@ -97,7 +97,7 @@ public class RmsNormTests(GpuFixture gpu)
         using var w = Tensor.FromArray(Device, "weight", wv, dim);
         using var z = Tensor.FromArray(Device, "z", zv, rows, dim);
         using var dy = Tensor.FromArray(Device, "dy", dyv, rows, dim);
-        RmsNorm.MaxBindingBytesForTests = (ulong)(2 * 64 * dim * 4);   // two blocks of 64 rows per slice: 128, 128, 44
+        OpTuning.Set(Device, OpTuning.Of(Device) with { MaxBindingBytes = (ulong)(2 * 64 * dim * 4) });   // two blocks of 64 rows per slice: 128, 128, 44
         try
         {
             using var result = RmsNorm.Forward(x, w, z, 1e-5f, 4, normBeforeGate: false);
@@ -111,7 +111,7 @@ public class RmsNormTests(GpuFixture gpu)
         }
         finally
         {
-            RmsNorm.MaxBindingBytesForTests = null;
+            OpTuning.Set(Device, OpTuning.Of(Device) with { MaxBindingBytes = null });
         }
     }
 

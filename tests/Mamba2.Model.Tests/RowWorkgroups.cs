@@ -7,17 +7,11 @@ internal static class RowWorkgroups
 {
     public static void Each(Action check)
     {
+        var device = Mamba2.Tests.GpuFixture.Current!.Device;
         foreach (var local in new uint?[] { null, 256 })
         {
-            Shaders.RowLocalForTests.Value = local;
-            try
-            {
-                check();
-            }
-            finally
-            {
-                Shaders.RowLocalForTests.Value = null;
-            }
+            using var forced = OpTuning.Override(device, t => t with { RowLocal = local });
+            check();
         }
     }
 }

@@ -50,7 +50,7 @@ public class SequenceTests(GpuFixture gpu)
     {
         int[] shape = [5, 6, 4];
         var x = TestMath.Uniform(new Random(TestMath.NewSeed()), 5 * 6 * 4, -1, 1);
-        Sequence.MaxBindingBytesForTests = 2 * 6 * 4 * sizeof(float);   // two sequences per slice: 2, 2, 1
+        OpTuning.Set(Device, OpTuning.Of(Device) with { MaxBindingBytes = 2 * 6 * 4 * sizeof(float) });   // two sequences per slice: 2, 2, 1
         try
         {
             using var input = Tensor.FromArray(Device, "x", x, shape);
@@ -62,7 +62,7 @@ public class SequenceTests(GpuFixture gpu)
         }
         finally
         {
-            Sequence.MaxBindingBytesForTests = null;
+            OpTuning.Set(Device, OpTuning.Of(Device) with { MaxBindingBytes = null });
         }
     }
 

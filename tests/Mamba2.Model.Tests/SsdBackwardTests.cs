@@ -1,3 +1,4 @@
+using Mamba2.Model.Ops;
 using Mamba2.Model.Ops.Ssd;
 using Mamba2.Model.Tensors;
 using Mamba2.Model.Tests.Reference;
@@ -100,7 +101,7 @@ public class SsdBackwardTests(GpuFixture gpu)
     {
         var seed = TestMath.NewSeed();
         var c = SsdCases.Make(new Random(seed), 1, 90, 4, 40, 1, 24, 64, d: true, z: true, init: true, softplus: true, bias: true);
-        using var tiles = new EnvironmentScope("MAMBA2_SSD_SCAN_TILE", tile);
+        using var tiles = OpTuning.Override(Device, t => t with { ScanTile = tile });
         Check(c, SsdPath.Tiled, true, seed, $"tile {tile} seed {seed}");
     }
 
@@ -113,7 +114,7 @@ public class SsdBackwardTests(GpuFixture gpu)
     {
         var seed = TestMath.NewSeed();
         var c = SsdCases.Make(new Random(seed), 1, 90, 8, 20, 2, 40, 64, d: true, z: true, init: true, softplus: true, bias: true);
-        using var tiles = new EnvironmentScope("MAMBA2_SSD_DBC_TILE", tile);
+        using var tiles = OpTuning.Override(Device, t => t with { DbcTile = tile });
         Check(c, SsdPath.Tiled, true, seed, $"dbc tile {tile} seed {seed}");
     }
 
@@ -124,14 +125,14 @@ public class SsdBackwardTests(GpuFixture gpu)
     {
         var seed = TestMath.NewSeed();
         var c = SsdCases.Make(new Random(seed), 9, 45, 3, 8, 1, 8, 16, d: true, z: true, init: true, softplus: true, bias: true);
-        SsdOp.MaxBindingBytesForTests = 5 * 4320;
+        OpTuning.Set(Device, OpTuning.Of(Device) with { MaxBindingBytes = 5 * 4320 });
         try
         {
             Check(c, path, true, seed, $"batch pieces seed {seed}");
         }
         finally
         {
-            SsdOp.MaxBindingBytesForTests = null;
+            OpTuning.Set(Device, OpTuning.Of(Device) with { MaxBindingBytes = null });
         }
     }
 

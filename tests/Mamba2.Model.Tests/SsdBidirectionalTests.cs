@@ -1,3 +1,4 @@
+using Mamba2.Model.Ops;
 using Mamba2.Model.Ops.Ssd;
 using Mamba2.Model.Tensors;
 using Mamba2.Model.Tests.Reference;
@@ -118,7 +119,7 @@ public class SsdBidirectionalTests(GpuFixture gpu)
         using var inputs = new SsdDeviceInputs(Device, c, path);
         using var dyT = Tensor.FromArray(Device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
         var options = inputs.Options with { BidirectionalPath = fused ? SsdBidirectionalPath.Fused : SsdBidirectionalPath.Composed };
-        SsdOp.MaxBindingBytesForTests = 5 * 4320;
+        OpTuning.Set(Device, OpTuning.Of(Device) with { MaxBindingBytes = 5 * 4320 });
         try
         {
             using var saved = SsdOp.Forward(inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, options);
@@ -133,7 +134,7 @@ public class SsdBidirectionalTests(GpuFixture gpu)
         }
         finally
         {
-            SsdOp.MaxBindingBytesForTests = null;
+            OpTuning.Set(Device, OpTuning.Of(Device) with { MaxBindingBytes = null });
         }
     }
 

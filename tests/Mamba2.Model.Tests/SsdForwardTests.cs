@@ -1,3 +1,4 @@
+using Mamba2.Model.Ops;
 using Mamba2.Model.Ops.Ssd;
 using Mamba2.Model.Tensors;
 using Mamba2.Model.Tests.Reference;
@@ -84,7 +85,7 @@ public class SsdForwardTests(GpuFixture gpu)
     {
         var seed = TestMath.NewSeed();
         var c = SsdCases.Make(new Random(seed), 2, 130, 8, 32, 1, 40, 64, d: true, z: true, init: true, softplus: true, bias: true);
-        using var tiles = new EnvironmentScope("MAMBA2_SSD_SCAN_TILE", tile);
+        using var tiles = OpTuning.Override(Device, t => t with { ScanTile = tile });
         Check(c, SsdPath.Tiled, $"tile {tile} seed {seed}");
     }
 
@@ -97,11 +98,11 @@ public class SsdForwardTests(GpuFixture gpu)
         // x holds 4320 bytes per batch element, dt 540 (so aligned slices start every 4 elements on a 16-byte
         // alignment): a 21600-byte binding limit gives pieces of 4, 4 and 1.
         var c = SsdCases.Make(new Random(seed), 9, 45, 3, 8, 1, 8, 16, d: true, z: true, init: true, softplus: true);
-        SsdOp.MaxBindingBytesForTests = 5 * 4320;
+        OpTuning.Set(Device, OpTuning.Of(Device) with { MaxBindingBytes = 5 * 4320 });
         try
         {
             Check(c, path, $"batch pieces seed {seed}");
-            SsdOp.MaxBindingBytesForTests = 4320;
+            OpTuning.Set(Device, OpTuning.Of(Device) with { MaxBindingBytes = 4320 });
             using var x = Tensor.FromArray(Device, "x", c.X, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
             using var dt = Tensor.FromArray(Device, "dt", c.Dt, c.Batch, c.SeqLen, c.Heads);
             using var a = Tensor.FromArray(Device, "A", c.A, c.Heads);
@@ -111,7 +112,7 @@ public class SsdForwardTests(GpuFixture gpu)
         }
         finally
         {
-            SsdOp.MaxBindingBytesForTests = null;
+            OpTuning.Set(Device, OpTuning.Of(Device) with { MaxBindingBytes = null });
         }
     }
 

@@ -75,13 +75,7 @@ public static class Gemm
     /// </summary>
     public static GemmTile ChooseTile(GpuDevice device, int m, int n)
     {
-        var lanes = Environment.GetEnvironmentVariable(KernelVariable) switch
-        {
-            null or "" => device.Info.IsCpu,
-            "lanes" => true,
-            "shared" => false,
-            var v => throw new ArgumentException($"{KernelVariable}={v}: expected shared or lanes."),
-        };
+        var lanes = OpTuning.Of(device).GemmKernel is { } forced ? forced == GemmKernel.Lanes : device.Info.IsCpu;
         if (lanes)
         {
             return LanesTile(device, n);

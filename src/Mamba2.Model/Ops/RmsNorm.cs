@@ -42,9 +42,6 @@ public static class RmsNorm
     /// <summary>Rows per partial sum of the weight gradient, and the unit batches are split in.</summary>
     private const int BlockRows = 64;
 
-    /// <summary>Tests shrink the binding range to exercise row slicing on small inputs.</summary>
-    internal static ulong? MaxBindingBytesForTests { get; set; }
-
     public static RmsNormResult Forward(Tensor x, Tensor weight, Tensor? z = null, float eps = 1e-6f, int? groupSize = null,
         bool normBeforeGate = true, CommandStream? stream = null)
     {
@@ -137,7 +134,7 @@ public static class RmsNorm
     private static IEnumerable<(long First, long Count)> RowPieces(GpuDevice device, string op, long rows, int dim, int groups)
     {
         var units = (rows + BlockRows - 1) / BlockRows;
-        foreach (var (first, count) in Shaders.BatchPieces(device, op, units, [(long)BlockRows * dim, (long)BlockRows * groups], MaxBindingBytesForTests))
+        foreach (var (first, count) in Shaders.BatchPieces(device, op, units, [(long)BlockRows * dim, (long)BlockRows * groups], OpTuning.Of(device).MaxBindingBytes))
         {
             var firstRow = first * BlockRows;
             yield return (firstRow, Math.Min(count * BlockRows, rows - firstRow));

@@ -10,9 +10,6 @@ public static class Sequence
     [StructLayout(LayoutKind.Sequential)]
     private readonly record struct Push(uint Batch, uint SeqLen, uint Row, int Offset);
 
-    /// <summary>Tests shrink the binding range to exercise batch slicing on small inputs.</summary>
-    internal static ulong? MaxBindingBytesForTests { get; set; }
-
     /// <summary>
     /// torch.flip(input, dims=[1]): out[b, t, ...] = input[b, L - 1 - t, ...], into a new tensor, a batch slice at a
     /// time. The SSD never needs it (its kernels walk the sequence backwards); it serves the naive bidirectional
@@ -26,7 +23,7 @@ public static class Sequence
             throw new ArgumentException($"Sequence.Flip: input must be (b, L, ...), got {ShapeOps.Format(input.Shape)}.", nameof(input));
         }
 
-        return Moved(input, input.Name + ".flip", flip: true, 0, stream, "Sequence.Flip", MaxBindingBytesForTests);
+        return Moved(input, input.Name + ".flip", flip: true, 0, stream, "Sequence.Flip", OpTuning.Of(input.Device).MaxBindingBytes);
     }
 
     /// <summary>out[b, t, ...] = input[b, t + offset, ...], zeros shifted in (the Hydra form's per-scan gradients).</summary>

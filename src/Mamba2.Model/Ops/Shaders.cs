@@ -132,7 +132,7 @@ internal static class Shaders
     public static uint RowLocal(GpuDevice device, long width)
     {
         var max = PowerOfTwoLocal(device);
-        if (RowLocalForTests.Value is { } forced)
+        if (OpTuning.Of(device).RowLocal is { } forced)
         {
             return Math.Min(max, forced);
         }
@@ -145,8 +145,6 @@ internal static class Shaders
         return (uint)Math.Min(max, Math.Max(32, System.Numerics.BitOperations.RoundUpToPowerOf2((ulong)Math.Max(1, width))));
     }
 
-    /// <summary>Tests force the GPU-sized row workgroup on the CPU driver (per async flow: parallel tests are unaffected).</summary>
-    internal static readonly AsyncLocal<uint?> RowLocalForTests = new();
 
     /// <summary>A 1-D workgroup size: 256, or less where the device allows fewer invocations.</summary>
     public static uint Local1D(GpuDevice device) =>

@@ -28,9 +28,9 @@ internal readonly record struct SsdBackwardTiles(uint BM, uint BN, uint BK, uint
     /// The tiles for this device and problem. MAMBA2_SSD_DBC_TILE=BM,BN,BK,PK,HW overrides them for tuning runs
     /// (checked: multiples of 16, PK &lt;= BK and BN, HW dividing the heads per group, within shared memory).
     /// </summary>
-    public static SsdBackwardTiles Choose(DeviceCapabilities caps, SsdShape s, int maxSplits = MaxSplits)
+    public static SsdBackwardTiles Choose(DeviceCapabilities caps, SsdShape s, int maxSplits = MaxSplits, string? dbcTile = null)
     {
-        if (Environment.GetEnvironmentVariable("MAMBA2_SSD_DBC_TILE") is not { Length: > 0 } text)
+        if (dbcTile is not { Length: > 0 } text)
         {
             return ChooseDefault(caps, s, maxSplits);
         }

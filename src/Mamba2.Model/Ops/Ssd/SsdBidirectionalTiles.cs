@@ -18,12 +18,12 @@ internal readonly record struct SsdBidirectionalTiles(uint BM, uint BN, uint BK,
     }
 
     /// <summary>MAMBA2_SSD_BIDIR_TILE=BM,BN,BK,NK,HB overrides the choice for tuning runs (checked like the default).</summary>
-    public static SsdBidirectionalTiles Choose(DeviceCapabilities caps, SsdShape s, bool shared)
+    public static SsdBidirectionalTiles Choose(DeviceCapabilities caps, SsdShape s, bool shared, string? bidirTile = null)
     {
         var sh = shared ? 1u : 0u;
         var limit = caps.MaxSharedMemoryBytes;
         var headsPerGroup = (uint)(s.Heads / s.Groups);
-        if (Environment.GetEnvironmentVariable("MAMBA2_SSD_BIDIR_TILE") is { Length: > 0 } text)
+        if (bidirTile is { Length: > 0 } text)
         {
             var v = text.Split(',').Select(uint.Parse).ToArray();
             if (v.Length != 5 || v.Take(3).Any(d => d == 0 || d % 16 != 0) || v[3] == 0 || v[3] > v[2] || v[4] == 0 ||

@@ -99,8 +99,9 @@ public static partial class SsdOp
         const string op = "Ssd backward";
         int b = s.Batch, l = s.SeqLen, h = s.Heads, p = s.HeadDim, g = s.Groups, n = s.DState, nc = s.Chunks, q = s.Chunk;
         var device = x.Device;
-        var tiles = SsdTiles.Choose(device.Capabilities, s);
-        var bt = SsdBackwardTiles.Choose(device.Capabilities, s, pool is null ? SsdBackwardTiles.MaxSplits : SsdBackwardTiles.BidirectionalMaxSplits);
+        var tuning = OpTuning.Of(device);
+        var tiles = SsdTiles.Choose(device.Capabilities, s, tuning.ScanTile);
+        var bt = SsdBackwardTiles.Choose(device.Capabilities, s, pool is null ? SsdBackwardTiles.MaxSplits : SsdBackwardTiles.BidirectionalMaxSplits, tuning.DbcTile);
         var splits = bt.Splits(h / g);
         var tilesP = (p + (int)tiles.ScanBN - 1) / (int)tiles.ScanBN;
         var passLocal = Shaders.PowerOfTwoLocal(device);
@@ -111,7 +112,7 @@ public static partial class SsdOp
         long tokens = (long)l * h;
         var pieces = Shaders.Pieces(device, op, b,
             [tokens * p, tokens, (long)l * g * n * splits, (long)h * nc * q * tilesP, (long)h * nc * q * tilesT * tilesN,
-             (long)nc * h * p * n, (long)dBlocks * h * p, (long)h * slices * nc], MaxBindingBytesForTests).ToList();
+             (long)nc * h * p * n, (long)dBlocks * h * p, (long)h * slices * nc], OpTuning.Of(device).MaxBindingBytes).ToList();
 
         var scope = new TensorScope(device);
         var New = scope.New;

@@ -37,13 +37,14 @@ public static partial class SsdOp
     {
         var device = x.Device;
         var shared = o.Direction == SsdDirection.BidirectionalSum && o.BRev is null && o.CRev is null;
-        var tiles = SsdTiles.Choose(device.Capabilities, s);
-        var bt = SsdBidirectionalTiles.Choose(device.Capabilities, s, shared);
+        var tuning = OpTuning.Of(device);
+        var tiles = SsdTiles.Choose(device.Capabilities, s, tuning.ScanTile);
+        var bt = SsdBidirectionalTiles.Choose(device.Capabilities, s, shared, tuning.BidirTile);
         var nc = s.Chunks;
         long tokens = (long)s.SeqLen * s.Heads;
         var pieces = Shaders.Pieces(device, "Ssd", s.Batch,
             [tokens * s.HeadDim, tokens, (long)s.SeqLen * s.Groups * s.DState, (long)s.Heads * s.HeadDim * s.DState,
-             (long)s.Heads * nc * s.Chunk, (long)nc * s.Heads * s.HeadDim * s.DState, tokens], MaxBindingBytesForTests).ToList();
+             (long)s.Heads * nc * s.Chunk, (long)nc * s.Heads * s.HeadDim * s.DState, tokens], OpTuning.Of(device).MaxBindingBytes).ToList();
 
         var scope = new TensorScope(device);
         var New = scope.New;
@@ -197,8 +198,8 @@ public static partial class SsdOp
                 else
                 {
                     var (dtRev, bRev, cRev) = (o.DtRev ?? dt, o.BRev ?? B, o.CRev ?? C);
-                    var gFwd = shift == 0 ? gate : st.Own(Sequence.Shifted(st, gate, "g_fwd", shift, "Ssd", MaxBindingBytesForTests));
-                    var gRev = shift == 0 ? gate : st.Own(Sequence.Shifted(st, gate, "g_rev", -shift, "Ssd", MaxBindingBytesForTests));
+                    var gFwd = shift == 0 ? gate : st.Own(Sequence.Shifted(st, gate, "g_fwd", shift, "Ssd", OpTuning.Of(device).MaxBindingBytes));
+                    var gRev = shift == 0 ? gate : st.Own(Sequence.Shifted(st, gate, "g_rev", -shift, "Ssd", OpTuning.Of(device).MaxBindingBytes));
                     var f = st.Own(Backward(gFwd, runs.Forward, x, dt, A, B, C, causal, dFinalStates, st, null));
                     var rev = st.Own(Backward(gRev, runs.Reverse, x, dtRev, A, bRev, cRev, mirrored, null, st, null));
 
@@ -299,5 +300,5 @@ public static partial class SsdOp
 
     /// <summary>Batch slices within one binding, at bindable offsets, for tensors of these floats per batch element.</summary>
     private static IEnumerable<Piece> Pieces(GpuDevice device, int batch, params long[] perBatchFloats) =>
-        Shaders.Pieces(device, "Ssd", batch, perBatchFloats, MaxBindingBytesForTests);
+        Shaders.Pieces(device, "Ssd", batch, perBatchFloats, OpTuning.Of(device).MaxBindingBytes);
 }

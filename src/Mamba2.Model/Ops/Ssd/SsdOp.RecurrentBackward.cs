@@ -32,7 +32,7 @@ public static partial class SsdOp
         long tokens = (long)l * h;
         var pieces = Shaders.Pieces(device, "Ssd backward", b,
             [tokens * p, tokens, (long)l * g * n, (long)h * p * n, (long)h * nc * q, (long)nc * h * p * n, tokens * n, (long)dBlocks * h * p],
-            MaxBindingBytesForTests).ToList();
+            OpTuning.Of(device).MaxBindingBytes).ToList();
 
         var scope = new TensorScope(device);
         var New = scope.New;

@@ -33,9 +33,6 @@ public static partial class SsdOp
     /// <summary>The forward's profiled stages on a path (<see cref="Stages"/> or <see cref="RecurrentStages"/>).</summary>
     public static IReadOnlyList<string> StagesOf(SsdPath path) => path == SsdPath.Recurrent ? RecurrentStages : Stages;
 
-    /// <summary>Tests shrink the binding range to exercise batch splitting on small inputs.</summary>
-    internal static ulong? MaxBindingBytesForTests { get; set; }
-
     /// <summary>The stages in order; with a profiling prefix, a timestamp named prefix + stage follows each.</summary>
     public static readonly IReadOnlyList<string> Stages = ["chunk_cumsum", "chunk_state", "state_passing", "chunk_scan"];
 
@@ -74,12 +71,12 @@ public static partial class SsdOp
             return o.UsesFusedPass(path) ? ForwardBidirectionalFused(x, dt, A, B, C, o, s, stream) : ForwardBidirectionalComposed(x, dt, A, B, C, o, s, stream);
         }
 
-        var tiles = path == SsdPath.Tiled ? SsdTiles.Choose(device.Capabilities, s) : default;
+        var tiles = path == SsdPath.Tiled ? SsdTiles.Choose(device.Capabilities, s, OpTuning.Of(device).ScanTile) : default;
         var recurrent = path == SsdPath.Recurrent ? SsdRecurrentTiles.Choose(device.Capabilities, s) : default;
         long tokens = (long)s.SeqLen * s.Heads;
         var pieces = Shaders.Pieces(device, op, s.Batch,
             [tokens * s.HeadDim, tokens, (long)s.SeqLen * s.Groups * s.DState, (long)s.Heads * s.HeadDim * s.DState,
-             (long)s.Heads * nc * s.Chunk, (long)nc * s.Heads * s.HeadDim * s.DState], MaxBindingBytesForTests).ToList();
+             (long)s.Heads * nc * s.Chunk, (long)nc * s.Heads * s.HeadDim * s.DState], OpTuning.Of(device).MaxBindingBytes).ToList();
 
         var y = Tensor.Empty(device, "y", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
         var final = Tensor.Empty(device, "final_states", s.Batch, s.Heads, s.HeadDim, s.DState);

@@ -30,12 +30,10 @@ public static class SsdPaths
             return requested;
         }
 
-        return Environment.GetEnvironmentVariable(EnvironmentVariable)?.Trim().ToLowerInvariant() switch
+        return OpTuning.Of(device).SsdPath switch
         {
-            null or "" or "auto" => device.Info.IsCpu ? SsdPath.Recurrent : SsdPath.Tiled,
-            "tiled" => SsdPath.Tiled,
-            "recurrent" => SsdPath.Recurrent,
-            var other => throw new ArgumentException($"{EnvironmentVariable}={other}: expected tiled, recurrent or auto."),
+            SsdPath.Auto => device.Info.IsCpu ? SsdPath.Recurrent : SsdPath.Tiled,
+            var forced => forced,
         };
     }
 }

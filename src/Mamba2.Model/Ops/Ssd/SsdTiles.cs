@@ -21,10 +21,10 @@ internal readonly record struct SsdTiles(
     /// The tiles for this device and problem. MAMBA2_SSD_SCAN_TILE=BM,BN,BK,NK,HB overrides chunk_scan's tile for
     /// tuning runs (checked against the shared-memory limit; HB must divide the heads per group).
     /// </summary>
-    public static SsdTiles Choose(DeviceCapabilities caps, SsdShape s)
+    public static SsdTiles Choose(DeviceCapabilities caps, SsdShape s, string? scanTile = null)
     {
         var chosen = ChooseDefault(caps, s);
-        if (Environment.GetEnvironmentVariable("MAMBA2_SSD_SCAN_TILE") is not { Length: > 0 } text)
+        if (scanTile is not { Length: > 0 } text)
         {
             return chosen;
         }

@@ -1,0 +1,81 @@
+using System.Runtime.CompilerServices;
+using Mamba2.Model.Ops.Ssd;
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Ops;
+
+/// <summary>
+/// Overrides of the choices ops make per device (paths, tiles, kernels): one object per device, read from the
+/// environment once, the first time an op asks (<see cref="Of"/>). Ops never read the environment themselves; tests
+/// and tools change it with <see cref="Override"/>.
+/// </summary>
+public sealed record OpTuning
+{
+    private static readonly ConditionalWeakTable<GpuDevice, OpTuning> PerDevice = new();
+
+    /// <summary>MAMBA2_SSD_PATH: the SSD's scans (Auto: recurrent on CPU devices, tiled on GPUs).</summary>
+    public SsdPath SsdPath { get; init; } = SsdPath.Auto;
+
+    /// <summary>MAMBA2_SSD_SCAN_TILE: "BM,BN,BK,NK,HB" of chunk_scan, forward and backward dx (checked when used).</summary>
+    public string? ScanTile { get; init; }
+
+    /// <summary>MAMBA2_SSD_DBC_TILE: "BM,BN,BK,PK,HW" of the backward's dB/dC kernel.</summary>
+    public string? DbcTile { get; init; }
+
+    /// <summary>MAMBA2_SSD_BIDIR_TILE: "BM,BN,BK,NK,HB" of the fused bidirectional output pass.</summary>
+    public string? BidirTile { get; init; }
+
+    /// <summary>MAMBA2_GEMM_KERNEL: the fp32 GEMM kernel (null: lanes on CPU devices, shared elsewhere).</summary>
+    public GemmKernel? GemmKernel { get; init; }
+
+    /// <summary>Tests: a smaller storage-buffer binding than the device's, so that ops split their batches.</summary>
+    public ulong? MaxBindingBytes { get; init; }
+
+    /// <summary>Tests: the workgroup of row-reducing kernels (the GPU-sized one on a CPU driver).</summary>
+    public uint? RowLocal { get; init; }
+
+    /// <summary>The environment's overrides, each checked here so a typo fails at the first op, naming the variable.</summary>
+    public static OpTuning FromEnvironment()
+    {
+        static string? Read(string name) => Environment.GetEnvironmentVariable(name) is { Length: > 0 } v ? v.Trim() : null;
+        return new OpTuning
+        {
+            SsdPath = Read(SsdPaths.EnvironmentVariable)?.ToLowerInvariant() switch
+            {
+                null or "auto" => SsdPath.Auto,
+                "tiled" => SsdPath.Tiled,
+                "recurrent" => SsdPath.Recurrent,
+                var other => throw new ArgumentException($"{SsdPaths.EnvironmentVariable}={other}: expected tiled, recurrent or auto."),
+            },
+            ScanTile = Read("MAMBA2_SSD_SCAN_TILE"),
+            DbcTile = Read("MAMBA2_SSD_DBC_TILE"),
+            BidirTile = Read("MAMBA2_SSD_BIDIR_TILE"),
+            GemmKernel = Read(Gemm.KernelVariable) switch
+            {
+                null => null,
+                "lanes" => Ops.GemmKernel.Lanes,
+                "shared" => Ops.GemmKernel.Shared,
+                var v => throw new ArgumentException($"{Gemm.KernelVariable}={v}: expected shared or lanes."),
+            },
+        };
+    }
+
+    /// <summary>The tuning of <paramref name="device"/>: the environment's, unless changed with <see cref="Override"/>.</summary>
+    public static OpTuning Of(GpuDevice device) => PerDevice.GetValue(device, _ => FromEnvironment());
+
+    /// <summary>Sets the tuning of <paramref name="device"/> (for the rest of its life, or until set again).</summary>
+    public static void Set(GpuDevice device, OpTuning tuning) => PerDevice.AddOrUpdate(device, tuning);
+
+    /// <summary>Changes the tuning of <paramref name="device"/> until the returned scope is disposed.</summary>
+    public static IDisposable Override(GpuDevice device, Func<OpTuning, OpTuning> change)
+    {
+        var before = Of(device);
+        PerDevice.AddOrUpdate(device, change(before));
+        return new Restore(device, before);
+    }
+
+    private sealed class Restore(GpuDevice device, OpTuning before) : IDisposable
+    {
+        public void Dispose() => PerDevice.AddOrUpdate(device, before);
+    }
+}
