@@ -88,18 +88,6 @@ public sealed unsafe partial class GpuDevice : IDisposable
 
     internal CommandPool CommandPool => _commandPool;
 
-    /// <summary>Looks up a device-level function (extension entry points Silk.NET does not bind).</summary>
-    public nint GetProcAddress(string name)
-    {
-        var fn = (nint)Api.GetDeviceProcAddr(Handle, name).Handle;
-        if (fn == 0)
-        {
-            throw new MissingFeatureException($"{name} is not available on {Name}.");
-        }
-
-        return fn;
-    }
-
     /// <summary>True when <paramref name="source"/> was compiled and this device has every feature it requires.</summary>
     public bool CanRun(KernelSource source) => source.IsCompiled && Capabilities.Supports(source.Requires);
 
@@ -243,8 +231,9 @@ public sealed unsafe partial class GpuDevice : IDisposable
             }
         }
 
+        // Only what some shader uses: no kernel needs float atomics, buffer addresses, timeline semaphores or the
+        // pre-KHR NV cooperative matrices, so they stay off (Capabilities says false for them).
         Use("VK_KHR_portability_subset");
-        Use("VK_EXT_shader_atomic_float");
         Use("VK_KHR_shader_bfloat16");
         if (info.ApiVersion < Vk.Version13)
         {
@@ -256,16 +245,15 @@ public sealed unsafe partial class GpuDevice : IDisposable
             Use("VK_KHR_cooperative_matrix");
             Use("VK_NV_cooperative_matrix2");
         }
-        else if (caps.CooperativeMatrixNv)
-        {
-            Use("VK_NV_cooperative_matrix");
-        }
 
         // The NV flavour is only enabled where KHR is missing: shaders then target one or the other.
         var enabled = caps with
         {
-            CooperativeMatrixNv = caps.CooperativeMatrixNv && !caps.CooperativeMatrixKhr,
+            CooperativeMatrixNv = false,
             CooperativeMatrix2Nv = caps.CooperativeMatrix2Nv && caps.CooperativeMatrixKhr,
+            ShaderFloat32AtomicAdd = false,
+            BufferDeviceAddress = false,
+            TimelineSemaphore = false,
         };
         return (ext, enabled);
     }
@@ -285,8 +273,6 @@ public sealed unsafe partial class GpuDevice : IDisposable
             ShaderFloat16 = caps.Float16,
             VulkanMemoryModel = caps.VulkanMemoryModel,
             VulkanMemoryModelDeviceScope = caps.VulkanMemoryModel,
-            TimelineSemaphore = caps.TimelineSemaphore,
-            BufferDeviceAddress = caps.BufferDeviceAddress,
         };
         var f13 = new PhysicalDeviceVulkan13Features
         {
@@ -301,17 +287,7 @@ public sealed unsafe partial class GpuDevice : IDisposable
             SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesKhr,
             CooperativeMatrix = true,
         };
-        var coopNv = new PhysicalDeviceCooperativeMatrixFeaturesNV
-        {
-            SType = StructureType.PhysicalDeviceCooperativeMatrixFeaturesNV,
-            CooperativeMatrix = true,
-        };
         var coop2 = new PhysicalDeviceCooperativeMatrix2FeaturesNV { SType = StructureType.PhysicalDeviceCooperativeMatrix2FeaturesNV };
-        var atomic = new PhysicalDeviceShaderAtomicFloatFeaturesEXT
-        {
-            SType = StructureType.PhysicalDeviceShaderAtomicFloatFeaturesExt,
-            ShaderBufferFloat32AtomicAdd = true,
-        };
         var bf16 = new PhysicalDeviceShaderBfloat16FeaturesKHR
         {
             SType = StructureType.PhysicalDeviceShaderBfloat16FeaturesKhr,
@@ -325,12 +301,6 @@ public sealed unsafe partial class GpuDevice : IDisposable
             chain = &coopKhr;
         }
 
-        if (caps.CooperativeMatrixNv)
-        {
-            coopNv.PNext = chain;
-            chain = &coopNv;
-        }
-
         if (caps.CooperativeMatrix2Nv)
         {
             // Enable every coopmat2 capability the driver reports.
@@ -338,12 +308,6 @@ public sealed unsafe partial class GpuDevice : IDisposable
             Api.GetPhysicalDeviceFeatures2(Info.Handle, &query);
             coop2.PNext = chain;
             chain = &coop2;
-        }
-
-        if (caps.ShaderFloat32AtomicAdd && extensions.Contains("VK_EXT_shader_atomic_float"))
-        {
-            atomic.PNext = chain;
-            chain = &atomic;
         }
 
         if (caps.Bfloat16 && extensions.Contains("VK_KHR_shader_bfloat16"))
