@@ -63,6 +63,23 @@ public class Mamba2LayerTests(GpuFixture gpu)
     }
 
     [Fact]
+    public void TypedParametersAreTheNamedOnes()
+    {
+        var config = new Mamba2Config(DModel: 32) { DState = 16, HeadDim = 16 };
+        using var layer = Mamba2Layer.Initialize(Device, config, new Random(5));
+        Assert.Same(layer["in_proj.weight"], layer.InProjWeight);
+        Assert.Same(layer["conv1d.weight"], layer.Conv1dWeight);
+        Assert.Same(layer["dt_bias"], layer.DtBias);
+        Assert.Same(layer["A_log"], layer.ALog);
+        Assert.Same(layer["D"], layer.D);
+        Assert.Same(layer["norm.weight"], layer.NormWeight);
+        Assert.Same(layer["out_proj.weight"], layer.OutProjWeight);
+        Assert.Equal(config.ConvBias, layer.Conv1dBias is not null);
+        Assert.Equal(config.Bias, layer.InProjBias is not null);
+        Assert.Equal(config.Bias, layer.OutProjBias is not null);
+    }
+
+    [Fact]
     public void InitializationFollowsMambaSsm()
     {
         var config = new Mamba2Config(DModel: 32) { DState = 16, HeadDim = 16 };

@@ -28,7 +28,36 @@ public sealed class Mamba2Layer : IDisposable
     /// <summary>Parameters by name, in a stable order.</summary>
     public IReadOnlyList<(string Name, Tensor Value)> Parameters => [.. _params.Select(kv => (kv.Key, kv.Value))];
 
+    /// <summary>A parameter by its checkpoint name (HF / mamba_ssm: "in_proj.weight", "A_log", ...).</summary>
     public Tensor this[string name] => _params[name];
+
+    /// <summary>in_proj.weight, (2 d_inner + 2 g n + h, d_model).</summary>
+    public Tensor InProjWeight => _params["in_proj.weight"];
+
+    /// <summary>in_proj.bias when the config has bias (use_bias in HF).</summary>
+    public Tensor? InProjBias => _params.GetValueOrDefault("in_proj.bias");
+
+    /// <summary>conv1d.weight, (d_inner + 2 g n, 1, d_conv).</summary>
+    public Tensor Conv1dWeight => _params["conv1d.weight"];
+
+    /// <summary>conv1d.bias when the config has conv_bias.</summary>
+    public Tensor? Conv1dBias => _params.GetValueOrDefault("conv1d.bias");
+
+    public Tensor DtBias => _params["dt_bias"];
+
+    /// <summary>A_log (h): A = -exp(A_log).</summary>
+    public Tensor ALog => _params["A_log"];
+
+    /// <summary>D, (h) or (h, p) with D_has_hdim.</summary>
+    public Tensor D => _params["D"];
+
+    /// <summary>norm.weight, (d_inner): the gated RMSNorm's scale.</summary>
+    public Tensor NormWeight => _params["norm.weight"];
+
+    public Tensor OutProjWeight => _params["out_proj.weight"];
+
+    /// <summary>out_proj.bias when the config has bias (use_bias in HF).</summary>
+    public Tensor? OutProjBias => _params.GetValueOrDefault("out_proj.bias");
 
     /// <summary>The shape of every parameter for <paramref name="c"/>.</summary>
     public static IReadOnlyList<(string Name, int[] Shape)> Shapes(Mamba2Config c)
@@ -153,7 +182,7 @@ public sealed class Mamba2Layer : IDisposable
     {
         ChunkSize = Config.ChunkSize,
         D = Config.DHasHdim ? D.View(Config.NHeads, Config.HeadDim) : D,
-        DtBias = _params["dt_bias"],
+        DtBias = DtBias,
         DtSoftplus = true,
         DtLimit = Config.DtLimit,
         Direction = Config.Causal ? SsdDirection.Causal : SsdDirection.BidirectionalSum,
@@ -174,7 +203,7 @@ public sealed class Mamba2Layer : IDisposable
             {
                 // in_proj's output and the conv's are only split into what the backward keeps: scratch of the stream.
                 var zxbcdt = st.Own(Tensor.Empty(device, "zxbcdt", rows, c.DInProj));
-                Gemm.Run(u.View(rows, c.DModel), _params["in_proj.weight"], zxbcdt, transposeB: true, stream: st);
+                Gemm.Run(u.View(rows, c.DModel), InProjWeight, zxbcdt, transposeB: true, stream: st);
                 AddBias(st, zxbcdt, "in_proj.bias");
                 st.Section(ProfileSections.Projections);
                 acts.Z = acts.Keep(Tensor.Empty(device, "z", b, l, c.DInner));
@@ -184,7 +213,7 @@ public sealed class Mamba2Layer : IDisposable
                 st.Section(ProfileSections.Elementwise);
 
                 var padding = c.Causal ? Conv1dPadding.Causal : Conv1dPadding.Same;
-                var xbcAct = st.Own(Conv1d.Forward(acts.XBC, _params["conv1d.weight"], _params.GetValueOrDefault("conv1d.bias"), padding, silu: true, st));
+                var xbcAct = st.Own(Conv1d.Forward(acts.XBC, Conv1dWeight, Conv1dBias, padding, silu: true, st));
                 st.Section(ProfileSections.Conv);
                 var gn = c.NGroups * c.DState;
                 acts.X = acts.Keep(Tensor.Empty(device, "x", b, l, c.NHeads, c.HeadDim));
@@ -193,16 +222,16 @@ public sealed class Mamba2Layer : IDisposable
                 Columns.Split(st, xbcAct, acts.X.View(b, l, c.DInner), acts.B.View(b, l, gn), acts.C.View(b, l, gn));
 
                 acts.A = acts.Keep(Tensor.Empty(device, "A", c.NHeads));
-                Unary.NegExp(_params["A_log"], acts.A, st);
+                Unary.NegExp(ALog, acts.A, st);
                 st.Section(ProfileSections.Elementwise);
-                acts.Ssd = acts.Keep(SsdOp.Forward(acts.X, acts.Dt, acts.A, acts.B, acts.C, SsdOptionsFor(_params["D"]), st));
+                acts.Ssd = acts.Keep(SsdOp.Forward(acts.X, acts.Dt, acts.A, acts.B, acts.C, SsdOptionsFor(D), st));
                 st.Section(ProfileSections.Ssd);
                 acts.Y2 = acts.Ssd.Y.View(rows, c.DInner);
-                acts.Norm = acts.Keep(RmsNorm.Forward(acts.Y2, _params["norm.weight"], acts.Z.View(rows, c.DInner), c.NormEps,
+                acts.Norm = acts.Keep(RmsNorm.Forward(acts.Y2, NormWeight, acts.Z.View(rows, c.DInner), c.NormEps,
                     c.DInner / c.NGroups, c.NormBeforeGate, st));
                 st.Section(ProfileSections.Norm);
                 acts.Output = acts.Keep(Tensor.Empty(device, "out", b, l, c.DModel));
-                Gemm.Run(acts.Norm.Y, _params["out_proj.weight"], acts.Output.View(rows, c.DModel), transposeB: true, stream: st);
+                Gemm.Run(acts.Norm.Y, OutProjWeight, acts.Output.View(rows, c.DModel), transposeB: true, stream: st);
                 AddBias(st, acts.Output.View(rows, c.DModel), "out_proj.bias");
                 st.Section(ProfileSections.Projections);
             });
@@ -235,18 +264,18 @@ public sealed class Mamba2Layer : IDisposable
                 Gemm.Run(d2, acts.Norm.Y, grads["out_proj.weight"], transposeA: true, stream: st);
                 BiasGrad(st, d2, grads, "out_proj.bias");
                 var dNormY = st.Own(Tensor.Empty(device, "dnorm_y", rows, c.DInner));
-                Gemm.Run(d2, _params["out_proj.weight"], dNormY, stream: st);
+                Gemm.Run(d2, OutProjWeight, dNormY, stream: st);
                 st.Section(ProfileSections.Projections);
 
-                var ng = st.Own(RmsNorm.Backward(dNormY, acts.Norm, acts.Y2, _params["norm.weight"], acts.Z.View(rows, c.DInner),
+                var ng = st.Own(RmsNorm.Backward(dNormY, acts.Norm, acts.Y2, NormWeight, acts.Z.View(rows, c.DInner),
                     c.DInner / c.NGroups, c.NormBeforeGate, st));
                 grads["norm.weight"] = ActivationStore.CopyOf(st, ng.DWeight, "grad.norm.weight");
                 st.Section(ProfileSections.Norm);
 
-                var options = SsdOptionsFor(_params["D"]);
+                var options = SsdOptionsFor(D);
                 var sg = st.Own(SsdOp.Backward(ng.Dx.View(b, l, c.NHeads, c.HeadDim), acts.Ssd, null, st));
                 grads["dt_bias"] = ActivationStore.CopyOf(st, sg.DDtBias!, "grad.dt_bias");
-                grads["D"] = ActivationStore.CopyOf(st, sg.DD!, "grad.D", [.. _params["D"].Shape]);
+                grads["D"] = ActivationStore.CopyOf(st, sg.DD!, "grad.D", [.. D.Shape]);
                 grads["A_log"] = Tensor.Empty(device, "grad.A_log", c.NHeads);
                 Elementwise.Mul(sg.DA, acts.A, grads["A_log"], st);   // A = -exp(A_log): dA_log = dA * A
                 st.Section(ProfileSections.Ssd);
@@ -255,7 +284,7 @@ public sealed class Mamba2Layer : IDisposable
                 Columns.Concat(st, dXbcAct, sg.Dx.View(b, l, c.DInner), sg.DB.View(b, l, gn), sg.DC.View(b, l, gn));
                 st.Section(ProfileSections.Elementwise);
                 var padding = c.Causal ? Conv1dPadding.Causal : Conv1dPadding.Same;
-                var cg = st.Own(Conv1d.Backward(dXbcAct, acts.XBC, _params["conv1d.weight"], _params.GetValueOrDefault("conv1d.bias"), padding, silu: true, st));
+                var cg = st.Own(Conv1d.Backward(dXbcAct, acts.XBC, Conv1dWeight, Conv1dBias, padding, silu: true, st));
                 grads["conv1d.weight"] = ActivationStore.CopyOf(st, cg.DWeight, "grad.conv1d.weight");
                 if (cg.DBias is not null)
                 {
@@ -271,7 +300,7 @@ public sealed class Mamba2Layer : IDisposable
                 Gemm.Run(dZxbcdt, u.View(rows, c.DModel), grads["in_proj.weight"], transposeA: true, stream: st);
                 BiasGrad(st, dZxbcdt, grads, "in_proj.bias");
                 du = Tensor.Empty(device, "du", b, l, c.DModel);
-                Gemm.Run(dZxbcdt, _params["in_proj.weight"], du.View(rows, c.DModel), stream: st);
+                Gemm.Run(dZxbcdt, InProjWeight, du.View(rows, c.DModel), stream: st);
                 st.Section(ProfileSections.Projections);
             });
             return (du!, grads);
@@ -318,7 +347,7 @@ public sealed class Mamba2Layer : IDisposable
     public State NewState(int batch)
     {
         RequireCausal("generation");
-        var device = _params["A_log"].Device;
+        var device = ALog.Device;
         var c = Config;
         return new State(Tensor.FromArray(device, "conv_state", new float[batch * c.ConvDim * ConvStateWidth], batch, c.ConvDim, ConvStateWidth),
             Tensor.FromArray(device, "ssm_state", new float[batch * c.NHeads * c.HeadDim * c.DState], batch, c.NHeads, c.HeadDim, c.DState));
@@ -370,23 +399,23 @@ public sealed class Mamba2Layer : IDisposable
             {
                 Tensor Temp(string name, params int[] shape) => st.Own(Tensor.Empty(device, name, shape));
                 var zx = Temp("zxbcdt", b, c.DInProj);
-                Gemm.Run(u, _params["in_proj.weight"], zx, transposeB: true, stream: st);
+                Gemm.Run(u, InProjWeight, zx, transposeB: true, stream: st);
                 AddBias(st, zx, "in_proj.bias");
                 var z = Temp("z", b, c.DInner);
                 var xbc = Temp("xBC", b, c.ConvDim);
                 var dt = Temp("dt", b, c.NHeads);
                 Columns.Split(st, zx, z, xbc, dt);
-                var act = st.Own(Conv1d.Step(xbc, _params["conv1d.weight"], _params.GetValueOrDefault("conv1d.bias"), state.Conv, st));
+                var act = st.Own(Conv1d.Step(xbc, Conv1dWeight, Conv1dBias, state.Conv, st));
                 var gn = c.NGroups * c.DState;
                 var x = Temp("x", b, c.NHeads, c.HeadDim);
                 var bm = Temp("B", b, c.NGroups, c.DState);
                 var cm = Temp("C", b, c.NGroups, c.DState);
                 Columns.Split(st, act, x.View(b, c.DInner), bm.View(b, gn), cm.View(b, gn));
                 var a = Temp("A", c.NHeads);
-                Unary.NegExp(_params["A_log"], a, st);
-                var y = st.Own(SsdOp.Step(x, dt, a, bm, cm, state.Ssm, SsdOptionsFor(_params["D"]), st));
-                var norm = st.Own(RmsNorm.Forward(y.View(b, c.DInner), _params["norm.weight"], z, c.NormEps, c.DInner / c.NGroups, c.NormBeforeGate, st));
-                Gemm.Run(norm.Y, _params["out_proj.weight"], output, transposeB: true, stream: st);
+                Unary.NegExp(ALog, a, st);
+                var y = st.Own(SsdOp.Step(x, dt, a, bm, cm, state.Ssm, SsdOptionsFor(D), st));
+                var norm = st.Own(RmsNorm.Forward(y.View(b, c.DInner), NormWeight, z, c.NormEps, c.DInner / c.NGroups, c.NormBeforeGate, st));
+                Gemm.Run(norm.Y, OutProjWeight, output, transposeB: true, stream: st);
                 AddBias(st, output, "out_proj.bias");
             });
             return output;
