@@ -112,19 +112,10 @@ public class GemmTests(GpuFixture gpu)
 
     private void Check(int batch, int m, int n, int k, bool ta, bool tb, float alpha, float beta, GemmTile? tile)
     {
-        var seed = TestMath.NewSeed();
-        var rng = new Random(seed);
-        var device = gpu.Device;
-        var av = TestMath.RandomArray(rng, batch * m * k);
-        var bv = TestMath.RandomArray(rng, batch * k * n);
-        var cv = beta != 0 ? TestMath.RandomArray(rng, batch * m * n) : Enumerable.Repeat(float.NaN, batch * m * n).ToArray();
-        int[] Shape(int r, int c) => batch > 1 ? [batch, r, c] : [r, c];
-        using var a = Tensor.FromArray(device, "a", av, ta ? Shape(k, m) : Shape(m, k));
-        using var b = Tensor.FromArray(device, "b", bv, tb ? Shape(n, k) : Shape(k, n));
-        using var c = Tensor.FromArray(device, "c", cv, Shape(m, n));
-        Gemm.Run(a, b, c, ta, tb, alpha, beta, tile: tile);
-        var expected = GemmReference.Run(av, bv, cv, batch, m, n, k, ta, tb, alpha, beta);
-        TestMath.AssertClose(c.ToArray(), expected, 1e-5,
-            $"gemm b{batch} {m}x{n}x{k} ta={ta} tb={tb} tile={tile} seed {seed}");
+        using var g = new GemmCase(gpu.Device, batch, m, n, k, ta, tb, beta);
+        Gemm.Run(g.A, g.B, g.C, ta, tb, alpha, beta, tile: tile);
+        var expected = GemmReference.Run(g.AV, g.BV, g.CV, batch, m, n, k, ta, tb, alpha, beta);
+        TestMath.AssertClose(g.C.ToArray(), expected, 1e-5,
+            $"gemm b{batch} {m}x{n}x{k} ta={ta} tb={tb} tile={tile} seed {g.Seed}");
     }
 }

@@ -111,31 +111,23 @@ public class TensorCoreGemmTests(GpuFixture gpu)
 
     private void Check(GemmOperands operands, TensorCoreApi api, int batch, int m, int n, int k, bool ta, bool tb, float alpha, float beta)
     {
-        var seed = TestMath.NewSeed();
-        var rng = new Random(seed);
         var device = gpu.Device;
-        var av = TestMath.RandomArray(rng, batch * m * k);
-        var bv = TestMath.RandomArray(rng, batch * k * n);
-        var cv = beta != 0 ? TestMath.RandomArray(rng, batch * m * n) : Enumerable.Repeat(float.NaN, batch * m * n).ToArray();
-        int[] Shape(int r, int c) => batch > 1 ? [batch, r, c] : [r, c];
-        using var a = Tensor.FromArray(device, "a", av, ta ? Shape(k, m) : Shape(m, k));
-        using var b = Tensor.FromArray(device, "b", bv, tb ? Shape(n, k) : Shape(k, n));
-        using var c = Tensor.FromArray(device, "c", cv, Shape(m, n));
+        using var g = new GemmCase(device, batch, m, n, k, ta, tb, beta);
         if (!TensorCoreGemm.IsAvailable(device, operands, api))
         {
-            var e = Assert.Throws<MissingFeatureException>(() => Gemm.Run(a, b, c, ta, tb, alpha, beta, operands: operands, api: api));
+            var e = Assert.Throws<MissingFeatureException>(() => Gemm.Run(g.A, g.B, g.C, ta, tb, alpha, beta, operands: operands, api: api));
             Assert.Contains($"{operands} operands", e.Message);
             Assert.True(e.Message.Contains("not compiled") || e.Message.Contains("device lacks") || e.Message.Contains("lists no"), e.Message);
             return;
         }
 
-        Gemm.Run(a, b, c, ta, tb, alpha, beta, operands: operands, api: api);
-        var actual = c.ToArray();
-        var what = $"{operands} {api} gemm b{batch} {m}x{n}x{k} ta={ta} tb={tb} alpha={alpha} beta={beta} seed {seed}";
-        var rounded = GemmReference.Run(av.Select(v => Round(v, operands)).ToArray(), bv.Select(v => Round(v, operands)).ToArray(),
-            cv, batch, m, n, k, ta, tb, alpha, beta);
+        Gemm.Run(g.A, g.B, g.C, ta, tb, alpha, beta, operands: operands, api: api);
+        var actual = g.C.ToArray();
+        var what = $"{operands} {api} gemm b{batch} {m}x{n}x{k} ta={ta} tb={tb} alpha={alpha} beta={beta} seed {g.Seed}";
+        var rounded = GemmReference.Run(g.AV.Select(v => Round(v, operands)).ToArray(), g.BV.Select(v => Round(v, operands)).ToArray(),
+            g.CV, batch, m, n, k, ta, tb, alpha, beta);
         TestMath.AssertClose(actual, rounded, 1e-5, what + " (on rounded operands)");
-        var exact = GemmReference.Run(av, bv, cv, batch, m, n, k, ta, tb, alpha, beta);
+        var exact = GemmReference.Run(g.AV, g.BV, g.CV, batch, m, n, k, ta, tb, alpha, beta);
         TestMath.AssertClose(actual, exact, operands == GemmOperands.F16 ? 2e-3 : 1e-2, what + " (on exact operands)");
     }
 }
