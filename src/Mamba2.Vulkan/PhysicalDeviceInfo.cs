@@ -275,22 +275,10 @@ public sealed unsafe record PhysicalDeviceInfo
 
     private static IReadOnlyList<CooperativeMatrixShape> CooperativeMatrixShapes(VulkanInstance instance, PhysicalDevice pd)
     {
-        var fn = (delegate* unmanaged<PhysicalDevice, uint*, CooperativeMatrixPropertiesKHR*, Result>)
-            instance.GetProcAddress("vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR");
-        uint count = 0;
-        fn(pd, &count, null).Check("vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR");
-        var props = new CooperativeMatrixPropertiesKHR[count];
-        for (var i = 0; i < count; i++)
-        {
-            props[i].SType = StructureType.CooperativeMatrixPropertiesKhr;
-        }
-
-        fixed (CooperativeMatrixPropertiesKHR* p = props)
-        {
-            fn(pd, &count, p).Check("vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR");
-        }
-
-        return props.Take((int)count).Select(p => new CooperativeMatrixShape(p.MSize, p.NSize, p.KSize,
+        const string name = "vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR";
+        var props = QueryList(pd, (delegate* unmanaged<PhysicalDevice, uint*, CooperativeMatrixPropertiesKHR*, Result>)instance.GetProcAddress(name),
+            new CooperativeMatrixPropertiesKHR { SType = StructureType.CooperativeMatrixPropertiesKhr }, name);
+        return props.Select(p => new CooperativeMatrixShape(p.MSize, p.NSize, p.KSize,
             CooperativeMatrixShape.ComponentName((int)p.AType), CooperativeMatrixShape.ComponentName((int)p.BType),
             CooperativeMatrixShape.ComponentName((int)p.CType), CooperativeMatrixShape.ComponentName((int)p.ResultType))).ToList();
     }
@@ -298,26 +286,29 @@ public sealed unsafe record PhysicalDeviceInfo
     /// <summary>VK_NV_cooperative_matrix2's flexible workgroup-scope shapes.</summary>
     private static IReadOnlyList<CooperativeMatrixFlexibleShape> FlexibleShapes(VulkanInstance instance, PhysicalDevice pd)
     {
-        var fn = (delegate* unmanaged<PhysicalDevice, uint*, CooperativeMatrixFlexibleDimensionsPropertiesNV*, Result>)
-            instance.GetProcAddress("vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV");
-        uint count = 0;
-        fn(pd, &count, null).Check("vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV");
-        var props = new CooperativeMatrixFlexibleDimensionsPropertiesNV[count];
-        for (var i = 0; i < count; i++)
-        {
-            props[i].SType = StructureType.CooperativeMatrixFlexibleDimensionsPropertiesNV;
-        }
-
-        fixed (CooperativeMatrixFlexibleDimensionsPropertiesNV* p = props)
-        {
-            fn(pd, &count, p).Check("vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV");
-        }
-
+        const string name = "vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV";
+        var props = QueryList(pd, (delegate* unmanaged<PhysicalDevice, uint*, CooperativeMatrixFlexibleDimensionsPropertiesNV*, Result>)instance.GetProcAddress(name),
+            new CooperativeMatrixFlexibleDimensionsPropertiesNV { SType = StructureType.CooperativeMatrixFlexibleDimensionsPropertiesNV }, name);
         const int workgroupScope = 2;  // VK_SCOPE_WORKGROUP_KHR
-        return props.Take((int)count).Where(p => (int)p.Scope == workgroupScope && !p.SaturatingAccumulation)
+        return props.Where(p => (int)p.Scope == workgroupScope && !p.SaturatingAccumulation)
             .Select(p => new CooperativeMatrixFlexibleShape(p.MGranularity, p.NGranularity, p.KGranularity,
                 CooperativeMatrixShape.ComponentName((int)p.AType), CooperativeMatrixShape.ComponentName((int)p.BType),
                 CooperativeMatrixShape.ComponentName((int)p.CType), CooperativeMatrixShape.ComponentName((int)p.ResultType),
                 p.WorkgroupInvocations)).ToList();
+    }
+
+    /// <summary>The two-call enumeration of a properties list, each element initialized as <paramref name="blank"/> (its sType).</summary>
+    private static T[] QueryList<T>(PhysicalDevice pd, delegate* unmanaged<PhysicalDevice, uint*, T*, Result> fn, T blank, string name)
+        where T : unmanaged
+    {
+        uint count = 0;
+        fn(pd, &count, null).Check(name);
+        var props = Enumerable.Repeat(blank, (int)count).ToArray();
+        fixed (T* p = props)
+        {
+            fn(pd, &count, p).Check(name);
+        }
+
+        return props.Take((int)count).ToArray();
     }
 }
