@@ -17,8 +17,20 @@ public static class Gemm
     public const string KernelVariable = "MAMBA2_GEMM_KERNEL";
 
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct Push(
+    internal readonly record struct Push(
         uint M, uint N, uint K, uint Lda, uint Ldb, uint Ldc, uint Batch, uint StrideA, uint StrideB, uint StrideC, float Alpha, float Beta);
+
+    /// <summary>The grid (tiles walked with a stride within the device's limits) and push constants of every GEMM kernel.</summary>
+    internal static ((uint X, uint Y, uint Z) Groups, Push Push) Launch(GpuDevice device, uint bm, uint bn, int m, int n, int k, int batch,
+        bool batched, int lda, int ldb, float alpha, float beta)
+    {
+        var max = device.Capabilities.MaxWorkgroupCount;
+        var tiles = (long)((m + bm - 1) / bm) * ((n + bn - 1) / bn);
+        var groups = ((uint)Math.Min(tiles, max.X), (uint)Math.Min((tiles + max.X - 1) / max.X, max.Y), (uint)Math.Min(batch, max.Z));
+        var push = new Push((uint)m, (uint)n, (uint)k, (uint)lda, (uint)ldb, (uint)n, (uint)batch,
+            (uint)(batched ? (long)m * k : 0), (uint)(batched ? (long)k * n : 0), (uint)(batched ? (long)m * n : 0), alpha, beta);
+        return (groups, push);
+    }
 
     /// <summary>
     /// Records (or runs, without <paramref name="stream"/>) c = alpha * op(a) op(b) + beta * c.
@@ -60,11 +72,7 @@ public static class Gemm
         var kernel = t.Kernel == GemmKernel.Shared
             ? device.GetKernel(Shaders.Gemm, new GemmSpec(t.Threads, t.BM, t.BN, t.BK, t.TM, t.TN, transposeA, transposeB))
             : device.GetKernel(Shaders.GemmLanes, new GemmLanesSpec(w, t.BM / w, t.BN / w, transposeA, transposeB));
-        var max = device.Capabilities.MaxWorkgroupCount;
-        var tiles = (long)((m + t.BM - 1) / t.BM) * ((n + t.BN - 1) / t.BN);
-        var groups = ((uint)Math.Min(tiles, max.X), (uint)Math.Min((tiles + max.X - 1) / max.X, max.Y), (uint)Math.Min(batch, max.Z));
-        var push = new Push((uint)m, (uint)n, (uint)k, (uint)Dim(a, 1), (uint)Dim(b, 1), (uint)n, (uint)batch,
-            (uint)(batched ? (long)m * k : 0), (uint)(batched ? (long)k * n : 0), (uint)(batched ? (long)m * n : 0), alpha, beta);
+        var (groups, push) = Launch(device, t.BM, t.BN, m, n, k, batch, batched, Dim(a, 1), Dim(b, 1), alpha, beta);
         Shaders.EnsureBindable(op, a, b, c);
         Shaders.RunIn(device, stream, s => s.Dispatch(kernel, groups, push, a.Buffer, b.Buffer, c.Buffer));
     }

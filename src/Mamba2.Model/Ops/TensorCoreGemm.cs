@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using Mamba2.Model.Tensors;
 using Mamba2.Vulkan;
 
@@ -66,10 +65,6 @@ public sealed record TensorCoreTile(TensorCoreApi Api, uint BM, uint BN, uint BK
 /// </summary>
 public static class TensorCoreGemm
 {
-    [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct Push(
-        uint M, uint N, uint K, uint Lda, uint Ldb, uint Ldc, uint Batch, uint StrideA, uint StrideB, uint StrideC, float Alpha, float Beta);
-
     /// <summary>True when this build has the variant and <paramref name="device"/> can run it.</summary>
     public static bool IsAvailable(GpuDevice device, GemmOperands operands, TensorCoreApi api = TensorCoreApi.Auto) =>
         Resolve(device.Capabilities, operands, api) is not null;
@@ -123,12 +118,8 @@ public static class TensorCoreGemm
         var t = tile ?? ChooseTile(device.Capabilities, operands, resolved, m, n)!;
         Validate(device.Capabilities, t, transposeA, transposeB);
         var kernel = device.GetKernel(Shaders.GemmCoopmat(operands, resolved), t.Specialization(transposeA, transposeB));
-        var max = device.Capabilities.MaxWorkgroupCount;
-        var tiles = (long)((m + t.BM - 1) / t.BM) * ((n + t.BN - 1) / t.BN);
-        var groups = ((uint)Math.Min(tiles, max.X), (uint)Math.Min((tiles + max.X - 1) / max.X, max.Y), (uint)Math.Min(batch, max.Z));
         int Dim(Tensor x, int i) => x.Shape[batched ? i + 1 : i];
-        var push = new Push((uint)m, (uint)n, (uint)k, (uint)Dim(a, 1), (uint)Dim(b, 1), (uint)n, (uint)batch,
-            (uint)(batched ? (long)m * k : 0), (uint)(batched ? (long)k * n : 0), (uint)(batched ? (long)m * n : 0), alpha, beta);
+        var (groups, push) = Gemm.Launch(device, t.BM, t.BN, m, n, k, batch, batched, Dim(a, 1), Dim(b, 1), alpha, beta);
         Shaders.EnsureBindable(op, a, b, c);
         Shaders.RunIn(device, stream, s => s.Dispatch(kernel, groups, push, a.Buffer, b.Buffer, c.Buffer));
     }
