@@ -49,9 +49,11 @@ public class SpecializationTests
         Assert.Equal(ids.Values.Select(Norm), parameters.Select(p => Norm(p.Name!)));
 
         // Constants() gives each parameter at its own id.
-        var args = parameters.Select((p, i) => p.ParameterType == typeof(bool) ? (object)true : (object)(uint)(100 + i)).ToArray();
+        object Arg(Type type, int i) =>
+            type == typeof(bool) ? true : type.IsEnum ? Enum.ToObject(type, (uint)(100 + i)) : (uint)(100 + i);
+        var args = parameters.Select((p, i) => Arg(p.ParameterType, i)).ToArray();
         var constants = ((ISpecialization)Activator.CreateInstance(spec, args)!).Constants();
-        Assert.Equal(args.Select(a => a is bool ? 1u : (uint)a), constants);
+        Assert.Equal(args.Select(a => a is bool ? 1u : Convert.ToUInt32(a)), constants);
     }
 
     private static string SourceFile(string resourceName) =>

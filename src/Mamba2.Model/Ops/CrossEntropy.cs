@@ -80,10 +80,10 @@ public static class CrossEntropy
                 }
 
                 st.Fill(status, 0u);
-                st.Dispatch(device.GetKernel(Shaders.CrossEntropy, new ModeSpec(wg, 0)), (Shaders.Groups(device, rows), 1, 1), push,
+                st.Dispatch(device.GetKernel(Shaders.CrossEntropy, new CrossEntropySpec(wg, CrossEntropyMode.RowPairs)), (Shaders.Groups(device, rows), 1, 1), push,
                     logits.Buffer, targets.Buffer, pairs.Buffer, lse.Buffer, loss.Buffer, logits.Buffer, status);
                 Reductions.Sum(st, pairs.Buffer, sums.Buffer, (uint)rows, 2);
-                st.Dispatch(device.GetKernel(Shaders.CrossEntropy, new ModeSpec(wg, 1)), (1, 1, 1), push,
+                st.Dispatch(device.GetKernel(Shaders.CrossEntropy, new CrossEntropySpec(wg, CrossEntropyMode.Loss)), (1, 1, 1), push,
                     logits.Buffer, targets.Buffer, sums.Buffer, lse.Buffer, loss.Buffer, logits.Buffer, status);
             });
             if (stream is null && !result.TargetsInRange())
@@ -113,7 +113,7 @@ public static class CrossEntropy
         var device = logits.Device;
         var dlogits = Tensor.Empty(device, "dlogits", [.. logits.Shape]);
         var local = Shaders.PowerOfTwoLocal(device);
-        return TensorScope.Recorded(dlogits, () => Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.CrossEntropy, new ModeSpec(local, 2)),
+        return TensorScope.Recorded(dlogits, () => Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.CrossEntropy, new CrossEntropySpec(local, CrossEntropyMode.Gradient)),
             (Shaders.Groups1D(device, logits.Length, local), 1, 1), new Push((uint)rows, (uint)vocab, ignoreIndex),
             logits.Buffer, targets.Buffer, saved.Sums.Buffer, saved.Lse.Buffer, dloss.Buffer, dlogits.Buffer, saved.Lse.Buffer)));
     }

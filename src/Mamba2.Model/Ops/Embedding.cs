@@ -20,7 +20,7 @@ public static class Embedding
         {
             Shaders.EnsureBindable("Embedding", table, y);
             var local = Shaders.Local1D(device);
-            Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.Embedding, new ModeSpec(local, 0)),
+            Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.Embedding, new EmbeddingSpec(local, EmbeddingMode.Lookup)),
                 (Shaders.Groups1D(device, y.Length, local), 1, 1), new Push((uint)ids.Length, (uint)dim),
                 ids.Buffer, ids.Buffer, table.Buffer, y.Buffer));
         });
@@ -70,7 +70,7 @@ public static class Embedding
             order.Upload(positions);
             starts.Upload(offsets);
             var local = Shaders.Local1D(device);
-            st.Dispatch(device.GetKernel(Shaders.Embedding, new ModeSpec(local, 1)), (Shaders.Groups1D(device, dtable.Length, local), 1, 1),
+            st.Dispatch(device.GetKernel(Shaders.Embedding, new EmbeddingSpec(local, EmbeddingMode.TableGradient)), (Shaders.Groups1D(device, dtable.Length, local), 1, 1),
                 new Push((uint)vocab, (uint)dim), order, starts, dy.Buffer, dtable.Buffer);
         }));
     }

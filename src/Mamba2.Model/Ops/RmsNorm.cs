@@ -109,10 +109,10 @@ public static class RmsNorm
                     var push = new BwdPush((uint)count, (uint)dim, (uint)gs, flags, BlockRows);
                     var rstd = Shaders.Slice(saved.Rstd, first * groups, count * groups);
                     var part = Shaders.Slice(dwPart, first / BlockRows * dim, (count + BlockRows - 1) / BlockRows * dim);
-                    st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, new ModeSpec(Shaders.RowLocal(device, gs), 0)), (Shaders.Groups(device, count * groups), 1, 1), push,
+                    st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, new RmsNormBwdSpec(Shaders.RowLocal(device, gs), RmsNormBwdMode.InputGradients)), (Shaders.Groups(device, count * groups), 1, 1), push,
                         Rows(dy), Rows(x), Rows(z ?? x), weight.Buffer, rstd, Rows(grads.Dx), Rows(grads.Dz ?? grads.Dx), part);
                     var local = Shaders.Local1D(device);
-                    st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, new ModeSpec(local, 1)),
+                    st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, new RmsNormBwdSpec(local, RmsNormBwdMode.WeightPartials)),
                         (Shaders.Groups1D(device, (count + BlockRows - 1) / BlockRows * dim, local), 1, 1), push,
                         Rows(dy), Rows(x), Rows(z ?? x), weight.Buffer, rstd, Rows(grads.Dx), Rows(grads.Dz ?? grads.Dx), part);
                 }

@@ -66,11 +66,11 @@ internal static class Shaders
 
     public static readonly KernelSource<LocalSize> RmsNorm = Source<LocalSize>("nn/rmsnorm");
 
-    public static readonly KernelSource<ModeSpec> RmsNormBwd = Source<ModeSpec>("nn/rmsnorm_bwd");
+    public static readonly KernelSource<RmsNormBwdSpec> RmsNormBwd = Source<RmsNormBwdSpec>("nn/rmsnorm_bwd");
 
-    public static readonly KernelSource<ModeSpec> CrossEntropy = Source<ModeSpec>("nn/cross_entropy");
+    public static readonly KernelSource<CrossEntropySpec> CrossEntropy = Source<CrossEntropySpec>("nn/cross_entropy");
 
-    public static readonly KernelSource<ModeSpec> Embedding = Source<ModeSpec>("nn/embedding");
+    public static readonly KernelSource<EmbeddingSpec> Embedding = Source<EmbeddingSpec>("nn/embedding");
 
     public static readonly KernelSource<LocalSize> AdamW = Source<LocalSize>("nn/adamw");
 
@@ -88,7 +88,7 @@ internal static class Shaders
 
     public static readonly KernelSource<LocalSize> ArgMaxRows = Source<LocalSize>("nn/argmax_rows");
 
-    public static readonly KernelSource<ModeSpec> SumSquares = Source<ModeSpec>("nn/sum_squares");
+    public static readonly KernelSource<SumSquaresSpec> SumSquares = Source<SumSquaresSpec>("nn/sum_squares");
 
     public static readonly KernelSource<ReduceSumSpec> ReduceSum = Source<ReduceSumSpec>("nn/reduce_sum");
 

@@ -22,9 +22,60 @@ internal readonly record struct GemmCoopmatSpec(uint Local, uint BM, uint BN, ui
     public uint[] Constants() => [Local, BM, BN, BK, WM, WN, TM, TN, TK, TransA ? 1u : 0u, TransB ? 1u : 0u];
 }
 
-internal readonly record struct ModeSpec(uint Local, uint Mode) : ISpecialization
+/// <summary>cross_entropy's passes (the shader's MODE).</summary>
+internal enum CrossEntropyMode : uint
 {
-    public uint[] Constants() => [Local, Mode];
+    RowPairs = 0,   // per row: (loss, counted) and lse
+    Loss = 1,       // loss = sum / count from the pairs' sums
+    Gradient = 2,   // dlogits
+}
+
+internal readonly record struct CrossEntropySpec(uint Local, CrossEntropyMode Mode) : ISpecialization
+{
+    public uint[] Constants() => [Local, (uint)Mode];
+}
+
+/// <summary>embedding's directions (MODE).</summary>
+internal enum EmbeddingMode : uint
+{
+    Lookup = 0,
+    TableGradient = 1,
+}
+
+internal readonly record struct EmbeddingSpec(uint Local, EmbeddingMode Mode) : ISpecialization
+{
+    public uint[] Constants() => [Local, (uint)Mode];
+}
+
+/// <summary>rmsnorm_bwd's passes (MODE).</summary>
+internal enum RmsNormBwdMode : uint
+{
+    InputGradients = 0,   // dx and dz per (row, group)
+    WeightPartials = 1,   // partial sums of dw per block of rows
+}
+
+internal readonly record struct RmsNormBwdSpec(uint Local, RmsNormBwdMode Mode) : ISpecialization
+{
+    public uint[] Constants() => [Local, (uint)Mode];
+}
+
+/// <summary>sum_squares' passes (MODE).</summary>
+internal enum SumSquaresMode : uint
+{
+    Partials = 0,
+    Total = 1,
+}
+
+internal readonly record struct SumSquaresSpec(uint Local, SumSquaresMode Mode) : ISpecialization
+{
+    public uint[] Constants() => [Local, (uint)Mode];
+}
+
+/// <summary>conv1d_bwd's passes (MODE).</summary>
+internal enum Conv1dBwdMode : uint
+{
+    InputGradient = 0,    // dx
+    WeightPartials = 1,   // partial sums of dw and db per block of positions
 }
 
 internal readonly record struct ElementwiseSpec(uint Local, uint Op) : ISpecialization
@@ -37,9 +88,9 @@ internal readonly record struct Conv1dSpec(uint Local, uint K, bool Silu) : ISpe
     public uint[] Constants() => [Local, K, Silu ? 1u : 0u];
 }
 
-internal readonly record struct Conv1dBwdSpec(uint Local, uint K, bool Silu, uint Mode) : ISpecialization
+internal readonly record struct Conv1dBwdSpec(uint Local, uint K, bool Silu, Conv1dBwdMode Mode) : ISpecialization
 {
-    public uint[] Constants() => [Local, K, Silu ? 1u : 0u, Mode];
+    public uint[] Constants() => [Local, K, Silu ? 1u : 0u, (uint)Mode];
 }
 
 internal readonly record struct Conv1dStepSpec(uint Local, uint K) : ISpecialization

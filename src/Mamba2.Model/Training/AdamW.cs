@@ -159,9 +159,9 @@ public sealed class AdamW : IDisposable
         // Enough partials to fill a GPU; on a CPU driver few, so that the final tree is short.
         var parts = Math.Min(n, _device.Info.IsCpu ? 1024u : 65536u);
         var partial = st.Own(Tensor.Empty(_device, "grad_sq_part", (int)parts));
-        st.Dispatch(_device.GetKernel(Shaders.SumSquares, new ModeSpec(local, 0)), (Shaders.Groups1D(_device, parts, local), 1, 1), new SumPush(n, parts),
+        st.Dispatch(_device.GetKernel(Shaders.SumSquares, new SumSquaresSpec(local, SumSquaresMode.Partials)), (Shaders.Groups1D(_device, parts, local), 1, 1), new SumPush(n, parts),
             g.Buffer, partial.Buffer);
-        st.Dispatch(_device.GetKernel(Shaders.SumSquares, new ModeSpec(local, 1)), (1, 1, 1), new SumPush(n, parts), partial.Buffer, destination);
+        st.Dispatch(_device.GetKernel(Shaders.SumSquares, new SumSquaresSpec(local, SumSquaresMode.Total)), (1, 1, 1), new SumPush(n, parts), partial.Buffer, destination);
     }
 
     public void Dispose()
