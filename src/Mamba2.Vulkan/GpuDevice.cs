@@ -89,7 +89,7 @@ public sealed unsafe partial class GpuDevice : IDisposable
     internal CommandPool CommandPool => _commandPool;
 
     /// <summary>True when <paramref name="source"/> was compiled and this device has every feature it requires.</summary>
-    public bool CanRun(KernelSource source) => source.IsCompiled && Capabilities.Supports(source.Requires);
+    public bool CanRun(KernelSource source) => source.WhyNotRunnable(Capabilities) is null;
 
     /// <summary>Gets (or builds and caches) the pipeline for a kernel with its typed specialization.</summary>
     public Kernel GetKernel<TSpec>(KernelSource<TSpec> source, TSpec specialization)
@@ -102,11 +102,9 @@ public sealed unsafe partial class GpuDevice : IDisposable
     internal Kernel GetKernel(KernelSource source, ReadOnlySpan<uint> specialization = default)
     {
         ThrowIfUnusable();
-        if (source.Requires != ShaderFeatures.None && !CanRun(source))
+        if (source.Requires != ShaderFeatures.None && source.WhyNotRunnable(Capabilities) is { } why)
         {
-            throw new MissingFeatureException(!source.IsCompiled
-                ? $"{source.Name} was not compiled: the shader compiler lacked {ShaderBuild.Describe(source.Requires & ~ShaderBuild.Of(source.Assembly).Features)} (run build/fetch-shader-compiler.sh and rebuild)."
-                : $"{source.Name} needs {ShaderBuild.Describe(source.Requires & ~Capabilities.ShaderFeatures)}, which {Name} does not offer.");
+            throw new MissingFeatureException($"{why} ({Name}).");
         }
 
         return _kernels.Get(source, specialization);
@@ -246,7 +244,6 @@ public sealed unsafe partial class GpuDevice : IDisposable
             Use("VK_NV_cooperative_matrix2");
         }
 
-        // The NV flavour is only enabled where KHR is missing: shaders then target one or the other.
         var enabled = caps with
         {
             CooperativeMatrixNv = false,

@@ -52,6 +52,14 @@ public class KernelSource
     /// <summary>False when the shader build left this variant out (its compiler lacked a feature).</summary>
     public bool IsCompiled => Assembly.GetManifestResourceInfo(ResourceName) is not null;
 
+    /// <summary>Null when this kernel was compiled and <paramref name="caps"/> has every feature it requires; else why not.</summary>
+    public string? WhyNotRunnable(DeviceCapabilities caps) =>
+        !IsCompiled
+            ? $"{Name} was not compiled: the shader compiler lacked {ShaderBuild.Describe(Requires & ~ShaderBuild.Of(Assembly).Features)} (run build/fetch-shader-compiler.sh and rebuild)"
+            : !caps.Supports(Requires)
+                ? $"{Name} needs {ShaderBuild.Describe(Requires & ~caps.ShaderFeatures)}, which the device lacks"
+                : null;
+
     /// <summary>The interface the SPIR-V states (read once).</summary>
     public SpirvLayout Layout => _layout ??= SpirvLayout.Read(Name, LoadSpirv());
 
@@ -109,8 +117,6 @@ public sealed class KernelSource<TSpec> : KernelSource
         : base(assembly, resourceName, requires)
     {
     }
-
-    public Type SpecializationType => typeof(TSpec);
 }
 
 /// <summary>A built compute pipeline for one <see cref="KernelSource"/> and one set of specialization constants.</summary>
@@ -124,7 +130,7 @@ public sealed unsafe class Kernel : IDisposable
         Source = source;
         Specialization = specialization;
         var spirv = source.LoadSpirv();
-        SpirvInterface.Check(source, spirv, specialization.Length);
+        SpirvInterface.Check(source, specialization.Length);
         if (source.PushConstantBytes > device.Capabilities.MaxPushConstantsBytes)
         {
             throw new MissingFeatureException(
@@ -247,9 +253,9 @@ public sealed unsafe class Kernel : IDisposable
 /// <summary>Checks a kernel's declared interface and specialization against what its SPIR-V states.</summary>
 internal static class SpirvInterface
 {
-    public static void Check(KernelSource source, uint[] words, int specializationCount)
+    public static void Check(KernelSource source, int specializationCount)
     {
-        var layout = SpirvLayout.Read(source.Name, words);
+        var layout = source.Layout;
         if (layout.Bindings.Count != source.Bindings.Count)
         {
             throw new InvalidOperationException(

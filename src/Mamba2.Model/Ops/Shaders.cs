@@ -16,15 +16,23 @@ internal static class Shaders
 
     public static readonly KernelSource<GemmSpec> Gemm = Source<GemmSpec>("nn/gemm");
 
-    /// <summary>Tensor-core GEMM variants (shaders/tc/gemm_coopmat.comp), by operand type and matrix scope.</summary>
-    public static KernelSource<GemmCoopmatSpec> GemmCoopmat(GemmOperands operands, TensorCoreApi api)
-    {
-        var f16 = operands == GemmOperands.F16;
-        var cm2 = api == TensorCoreApi.NvCooperativeMatrix2;
-        var name = $"tc/gemm_{(cm2 ? "coopmat2" : "coopmat")}_{(f16 ? "f16" : "bf16")}";
-        return new KernelSource<GemmCoopmatSpec>(Self, $"shaders/{name}.spv",
-            ShaderFeatures.KhrCooperativeMatrix | (cm2 ? ShaderFeatures.NvCooperativeMatrix2 : 0) | (f16 ? 0 : ShaderFeatures.Bfloat16));
-    }
+    // One source per variant, made once: a source caches its SPIR-V interface, which every dispatch's pipeline
+    // lookup reads.
+    private static readonly Dictionary<(GemmOperands, TensorCoreApi), KernelSource<GemmCoopmatSpec>> CoopmatVariants =
+        (from operands in new[] { GemmOperands.F16, GemmOperands.Bf16 }
+         from api in new[] { TensorCoreApi.Khr, TensorCoreApi.NvCooperativeMatrix2 }
+         let f16 = operands == GemmOperands.F16
+         let cm2 = api == TensorCoreApi.NvCooperativeMatrix2
+         select (Key: (operands, api), Source: new KernelSource<GemmCoopmatSpec>(Self,
+             $"shaders/tc/gemm_{(cm2 ? "coopmat2" : "coopmat")}_{(f16 ? "f16" : "bf16")}.spv",
+             ShaderFeatures.KhrCooperativeMatrix | (cm2 ? ShaderFeatures.NvCooperativeMatrix2 : 0) | (f16 ? 0 : ShaderFeatures.Bfloat16))))
+        .ToDictionary(v => v.Key, v => v.Source);
+
+    /// <summary>Tensor-core GEMM variants (shaders/tc/gemm_coopmat.comp), by operand type (f16, bf16) and API (KHR, NV coopmat2).</summary>
+    public static KernelSource<GemmCoopmatSpec> GemmCoopmat(GemmOperands operands, TensorCoreApi api) =>
+        CoopmatVariants.TryGetValue((operands, api), out var source)
+            ? source
+            : throw new ArgumentOutOfRangeException(nameof(operands), $"no tensor-core GEMM variant for {operands} operands and {api}.");
 
     public static readonly KernelSource<GemmLanesSpec> GemmLanes = Source<GemmLanesSpec>("nn/gemm_lanes");
 

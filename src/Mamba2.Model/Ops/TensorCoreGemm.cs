@@ -82,8 +82,7 @@ public static class TensorCoreGemm
 
         bool Runs(TensorCoreApi a)
         {
-            var source = Shaders.GemmCoopmat(operands, a);
-            return source.IsCompiled && caps.Supports(source.Requires) && ChooseTile(caps, operands, a, 0, 0) is not null;
+            return Shaders.GemmCoopmat(operands, a).WhyNotRunnable(caps) is null && ChooseTile(caps, operands, a, 0, 0) is not null;
         }
 
         return api switch
@@ -209,10 +208,7 @@ public static class TensorCoreGemm
     {
         var variants = (api == TensorCoreApi.Auto ? [TensorCoreApi.Khr, TensorCoreApi.NvCooperativeMatrix2] : new[] { api })
             .Select(x => Shaders.GemmCoopmat(operands, x));
-        return string.Join("; ", variants.Select(v => !v.IsCompiled
-            ? $"{v.Name} was not compiled (the shader compiler lacked {ShaderBuild.Describe(v.Requires & ~ShaderBuild.Of(v.Assembly).Features)}; run build/fetch-shader-compiler.sh and rebuild)"
-            : !caps.Supports(v.Requires)
-                ? $"the device lacks {ShaderBuild.Describe(v.Requires & ~caps.ShaderFeatures)} for {v.Name}"
-                : $"the device lists no {operands} shape with fp32 accumulation that fits a {v.Name} tile"));
+        return string.Join("; ", variants.Select(v =>
+            v.WhyNotRunnable(caps) ?? $"the device lists no {operands} shape with fp32 accumulation that fits a {v.Name} tile"));
     }
 }
