@@ -25,6 +25,7 @@ public class KernelSource
     private readonly IReadOnlyList<BufferAccess>? _declaredBindings;
     private readonly int? _declaredPush;
     private SpirvLayout? _layout;
+    private bool? _compiled;
 
     public KernelSource(Assembly assembly, string resourceName, ShaderFeatures requires = ShaderFeatures.None)
     {
@@ -50,7 +51,7 @@ public class KernelSource
     public ShaderFeatures Requires { get; }
 
     /// <summary>False when the shader build left this variant out (its compiler lacked a feature).</summary>
-    public bool IsCompiled => Assembly.GetManifestResourceInfo(ResourceName) is not null;
+    public bool IsCompiled => _compiled ??= Assembly.GetManifestResourceInfo(ResourceName) is not null;
 
     /// <summary>Null when this kernel was compiled and <paramref name="caps"/> has every feature it requires; else why not.</summary>
     public string? WhyNotRunnable(DeviceCapabilities caps) =>
