@@ -14,7 +14,8 @@
 // SsdOp.Backward): with g = dy (gated), dS_next = the gradient of the state leaving the chunk,
 //   r[s, p] = sum_{t >= s in chunk} (B[s] . C[t]) exp(dA_cs[t] - dA_cs[s]) g[t, p] + exp(dA_cs[last] - dA_cs[s]) B[s] . dS_next[p]
 //   dx[s, p] = dt_out[s] r[s, p] + D g[s, p] ;  ddt_part[s, tile] = sum_{p in tile} x[s, p] r[s, p]
-// Bindings then read: X <- g, Cm <- B, Bm <- C, States <- dS_next, Z <- x, Y <- dx, Aux <- ddt_part.
+// The bindings then hold other tensors: ChunkScanBindings.Dx (C#) and the REVERSE names below (g_in, x_fwd, dx,
+// ddt_part) say which.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
@@ -40,6 +41,12 @@ layout(std430, binding = 7) readonly buffer Z { float z[]; };
 layout(std430, binding = 8) buffer Y { float y[]; };   // REVERSE: dx (with bit 5, added to what it holds)
 layout(std430, binding = 9) writeonly buffer Aux { float aux[]; };   // forward: y before the gate; REVERSE: ddt_part
 layout(std430, binding = 10) readonly buffer DaCsLo { float dA_cs_lo[]; };
+
+// REVERSE's names for the bindings whose role changes (B and C swap too: rows of the product read C, columns B).
+#define g_in x          // the gated output gradient, read where x is
+#define x_fwd z         // the forward's x (for ddt), read where z is
+#define dx y
+#define ddt_part aux
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
@@ -224,7 +231,7 @@ void main() {
                     float v = 0.0;
                     uint pos;
                     if (s0 + s < len && p0 + j < p.headdim && g_at(span_pos(span, s0 + s), REVERSE == 0 ? 0 : G_SHIFT, p.seqlen, pos)) {
-                        v = x[((b * p.seqlen + pos) * p.nheads + head0 + hb) * p.headdim + p0 + j];
+                        v = x[((b * p.seqlen + pos) * p.nheads + head0 + hb) * p.headdim + p0 + j];   // REVERSE: g_in
                     }
                     Xs[e] = v;
                 }
@@ -287,14 +294,14 @@ void main() {
                             if (pj < p.headdim) {
                                 const uint o = ((b * p.seqlen + span_pos(span, t)) * p.nheads + head) * p.headdim + pj;
                                 const float r = acc[(hb * TM + i) * TN + j];
-                                dot = fma(z[o], r, dot);
+                                dot = fma(x_fwd[o], r, dot);
                                 float v = dtt * r;
                                 // D g rides here only for an unshifted g (the host never folds D into a shifted
                                 // run): a shifted g's second address cost registers the whole kernel pays for.
                                 if (G_SHIFT == 0 && SSD_HAS(p.flags, SSD_D_ANY)) {
-                                    v += D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * x[o];
+                                    v += D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * g_in[o];
                                 }
-                                y[o] = SSD_HAS(p.flags, SSD_ACCUMULATE) ? y[o] + v : v;
+                                dx[o] = SSD_HAS(p.flags, SSD_ACCUMULATE) ? dx[o] + v : v;
                             }
                         }
                     }
@@ -307,7 +314,7 @@ void main() {
                     [[unroll]] for (uint k = 0; k < 16; ++k) {
                         sum += Ps[tid * 16 + k];
                     }
-                    aux[(cs + t0 + tid) * tilesP + tp] = sum;
+                    ddt_part[(cs + t0 + tid) * tilesP + tp] = sum;
                 }
                 barrier();
             }

@@ -26,6 +26,7 @@ public sealed unsafe class CommandStream : IDisposable
     private readonly Dictionary<ulong, (bool Read, bool Written)> _sinceBarrier = [];
     private readonly HashSet<GpuBuffer> _used = [];
     private readonly List<string> _labels = [];
+    private readonly List<string> _scopes = [];
     private readonly List<IDisposable> _owned = [];
     private QueryPool _queries;
     private bool _recording = true;
@@ -143,6 +144,7 @@ public sealed unsafe class CommandStream : IDisposable
     /// <summary>
     /// With <see cref="Profiling"/> on, a barrier then a timestamp labelled <paramref name="name"/>: the GPU time
     /// since the previous timestamp belongs to that section (<see cref="GpuTimings.Sections"/> sums it by name).
+    /// Inside <see cref="SectionScope"/>s the label is the scopes' names and <paramref name="name"/> joined by '/'.
     /// Without profiling, nothing: library code can mark its sections at no cost.
     /// </summary>
     public void Section(string name)
@@ -150,7 +152,40 @@ public sealed unsafe class CommandStream : IDisposable
         if (Profiling)
         {
             Barrier();
-            Timestamp(name);
+            Timestamp(_scopes.Count == 0 ? name : $"{string.Join('/', _scopes)}/{name}");
+        }
+    }
+
+    /// <summary>
+    /// Opens a named group of sections: marks inside it are labelled "<paramref name="name"/>/mark", and closing it marks
+    /// the work since its last inner mark as <paramref name="name"/> itself, so the group's whole time is accounted
+    /// for (<see cref="GpuTimings.Sections"/> with a depth sums a group into one row). Mark the work before a scope
+    /// first: its first inner section starts at the previous mark.
+    /// </summary>
+    public SectionGroup SectionScope(string name)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        if (name.Contains('/'))
+        {
+            throw new ArgumentException($"section scope '{name}' contains '/', the separator of nested names.", nameof(name));
+        }
+
+        _scopes.Add(name);
+        return new SectionGroup(this, _scopes.Count);
+    }
+
+    internal void CloseScope(int depth)
+    {
+        if (_scopes.Count != depth)
+        {
+            throw new InvalidOperationException($"section scope '{_scopes[depth - 1]}' closed while {_scopes.Count - depth} inner scope(s) are open.");
+        }
+
+        var name = _scopes[^1];
+        _scopes.RemoveAt(_scopes.Count - 1);
+        if (!_disposed && _recording)
+        {
+            Section(name);
         }
     }
 
@@ -451,21 +486,25 @@ public sealed record GpuTimings(IReadOnlyList<string> Labels, IReadOnlyList<doub
     /// <summary>
     /// Milliseconds by label, each interval between consecutive timestamps attributed to the label at its end (the
     /// attribution <see cref="CommandStream.Section"/> marks are made for), in order of first appearance.
+    /// With <paramref name="depth"/>, nested labels ("ssd/chunk_scan") are cut to their first depth names ("ssd").
     /// </summary>
-    public IReadOnlyList<(string Name, double Milliseconds)> Sections()
+    public IReadOnlyList<(string Name, double Milliseconds)> Sections(int depth = int.MaxValue)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(depth, 1);
         var totals = new List<(string Name, double Milliseconds)>();
         for (var i = 1; i < Labels.Count; i++)
         {
             var ms = (Nanoseconds[i] - Nanoseconds[i - 1]) / 1e6;
-            var at = totals.FindIndex(t => t.Name == Labels[i]);
+            var parts = Labels[i].Split('/');
+            var name = parts.Length <= depth ? Labels[i] : string.Join('/', parts[..depth]);
+            var at = totals.FindIndex(t => t.Name == name);
             if (at < 0)
             {
-                totals.Add((Labels[i], ms));
+                totals.Add((name, ms));
             }
             else
             {
-                totals[at] = (Labels[i], totals[at].Milliseconds + ms);
+                totals[at] = (name, totals[at].Milliseconds + ms);
             }
         }
 
@@ -477,4 +516,15 @@ public sealed record GpuTimings(IReadOnlyList<string> Labels, IReadOnlyList<doub
         var i = Labels.ToList().IndexOf(label);
         return i >= 0 ? Nanoseconds[i] : throw new KeyNotFoundException($"No timestamp labelled '{label}'.");
     }
+}
+
+/// <summary>An open <see cref="CommandStream.SectionScope"/>; disposing it closes the scope.</summary>
+public readonly struct SectionGroup : IDisposable
+{
+    private readonly CommandStream? _stream;
+    private readonly int _depth;
+
+    internal SectionGroup(CommandStream stream, int depth) => (_stream, _depth) = (stream, depth);
+
+    public void Dispose() => _stream?.CloseScope(_depth);
 }

@@ -158,6 +158,24 @@ public class Mamba2LMTests(GpuFixture gpu)
         }
     }
     [Fact]
+    public void TypedParametersAreTheOnesNamedForCheckpoints()
+    {
+        var config = new Mamba2LMConfig(VocabSize: 7, NLayer: 3, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, ChunkSize = 16 });
+        using var lm = Mamba2LM.Initialize(Device, config, new Random(5));
+        var named = lm.Parameters.ToDictionary(q => q.Name, q => q.Value);
+        Assert.Same(named["backbone.embeddings.weight"], lm.Embeddings);
+        Assert.Same(lm.Embeddings, lm.LmHeadWeight);
+        Assert.Same(named["backbone.norm_f.weight"], lm.NormF);
+        Assert.Equal(config.NLayer, lm.Layers.Count);
+        for (var i = 0; i < config.NLayer; i++)
+        {
+            Assert.Same(named[$"backbone.layers.{i}.norm.weight"], lm.Layers[i].NormWeight);
+            Assert.Same(named[$"backbone.layers.{i}.mixer.in_proj.weight"], lm.Layers[i].Mixer.InProjWeight);
+            Assert.Same(named[$"backbone.layers.{i}.mixer.A_log"], lm.Layers[i].Mixer.ALog);
+        }
+    }
+
+    [Fact]
     public void WithoutAStreamEachLayerIsASubmissionThatFreesItsScratch()
     {
         // A private device: the shared one's peak counter sees the tests that run beside this one.

@@ -132,6 +132,48 @@ public class CommandStreamTests(GpuFixture gpu)
     }
 
     [Fact]
+    public void SectionScopesNameTheirMarksAndAccountForTheirRemainder()
+    {
+        using var x = Device.CreateBuffer<float>(1 << 12);
+        using var y = Device.CreateBuffer<float>(1 << 12);
+        var k = Kernels.Get(Device);
+        using var s = Device.BeginStream();
+        s.Profiling = true;
+        s.Section("start");
+        using (s.SectionScope("ssd"))
+        {
+            Kernels.ScaleAddDispatch(s, k, x, y, 2f, 0f, groups: 4);
+            s.Section("stage");
+            using (s.SectionScope("rev"))
+            {
+                Kernels.ScaleAddDispatch(s, k, x, y, 2f, 0f, groups: 4);
+                s.Section("stage");
+            }
+
+            Kernels.ScaleAddDispatch(s, k, x, y, 2f, 0f, groups: 4);
+        }
+
+        s.Section("norm");
+        Assert.Throws<ArgumentException>(() => s.SectionScope("a/b"));
+        var t = s.Submit();
+        Assert.Equal(["start", "ssd/stage", "ssd/rev/stage", "ssd/rev", "ssd", "norm"], t.Labels);
+        Assert.Equal(["ssd/stage", "ssd/rev/stage", "ssd/rev", "ssd", "norm"], t.Sections().Select(q => q.Name));
+        var top = t.Sections(depth: 1);
+        Assert.Equal(["ssd", "norm"], top.Select(q => q.Name));
+        Assert.Equal((t.Nanoseconds[4] - t.Nanoseconds[0]) / 1e6, top[0].Milliseconds, 9);
+        Assert.Equal(["ssd/stage", "ssd/rev", "ssd", "norm"], t.Sections(depth: 2).Select(q => q.Name));
+    }
+
+    [Fact]
+    public void ScopesClosedOutOfOrderAreRejected()
+    {
+        using var s = Device.BeginStream();
+        var outer = s.SectionScope("outer");
+        using var inner = s.SectionScope("inner");
+        Assert.Throws<InvalidOperationException>(outer.Dispose);
+    }
+
+    [Fact]
     public void MisuseIsRejectedBeforeRecording()
     {
         using var x = Device.CreateBuffer<float>(16);

@@ -94,41 +94,63 @@ internal static class SsdBenchCommand
         // Per-stage breakdown: one more run with a barrier and a timestamp after each stage.
         if (direction == SsdDirection.Causal)
         {
-            using var s = device.BeginStream();
-            using var profiled = SsdOp.Forward(x, dt, a, bm, cm, options, s, profilePrefix: "fwd.");
-            using var grads = backward ? SsdOp.Backward(dy, profiled, stream: s, profilePrefix: "bwd.") : null;
-            var t = s.Submit();
-            PrintStages(t, "fwd.", SsdOp.StagesOf(SsdOp.PathOn(device, options)));
+            using var s = ProfilingStream(device);
+            SsdResult profiled;
+            using (s.SectionScope("fwd"))
+            {
+                profiled = s.Own(SsdOp.Forward(x, dt, a, bm, cm, options, s));
+            }
+
             if (backward)
             {
-                PrintStages(t, "bwd.", SsdOp.BackwardStagesOf(SsdOp.PathOn(device, options)));
+                using (s.SectionScope("bwd"))
+                {
+                    s.Own(SsdOp.Backward(dy, profiled, stream: s));
+                }
+            }
+
+            var t = s.Submit();
+            PrintStages(t, "fwd/", SsdOp.StagesOf(SsdOp.PathOn(device, options)));
+            if (backward)
+            {
+                PrintStages(t, "bwd/", SsdOp.BackwardStagesOf(SsdOp.PathOn(device, options)));
             }
         }
         else if (backward)
         {
             // A bidirectional backward in place (tiled path, shared dt, B, C) times each causal run's stages.
-            using var s = device.BeginStream();
-            using var fwd = SsdOp.Forward(x, dt, a, bm, cm, options, s);
-            using var grads = SsdOp.Backward(dy, fwd, stream: s, profilePrefix: "bwd.");
-            var t = s.Submit();
-            foreach (var run in SsdOp.BidirectionalRunPrefixes.Where(run => t.Labels.Contains("bwd." + run + "start")))
+            using var s = ProfilingStream(device);
+            var fwd = s.Own(SsdOp.Forward(x, dt, a, bm, cm, options, s));
+            s.Section("fwd");
+            using (s.SectionScope("bwd"))
             {
-                Console.Write($"{run.TrimEnd('.')} run: ");
-                PrintStages(t, "bwd." + run, SsdOp.BackwardStages);
+                s.Own(SsdOp.Backward(dy, fwd, stream: s));
+            }
+
+            var t = s.Submit();
+            foreach (var run in SsdOp.BidirectionalRuns.Where(run => t.Labels.Any(label => label.StartsWith($"bwd/{run}/", StringComparison.Ordinal))))
+            {
+                Console.Write($"{run} run: ");
+                PrintStages(t, $"bwd/{run}/", SsdOp.BackwardStages);
             }
         }
 
         return 0;
     }
 
-    private static void PrintStages(Mamba2.Vulkan.GpuTimings t, string prefix, IReadOnlyList<string> stages)
+    private static CommandStream ProfilingStream(GpuDevice device)
     {
-        var prev = prefix + "start";
+        var s = device.BeginStream();
+        s.Profiling = true;
+        s.Section("start");
+        return s;
+    }
+
+    /// <summary>Each stage's time under <paramref name="prefix"/> (summed over the batch pieces that repeat it).</summary>
+    private static void PrintStages(GpuTimings t, string prefix, IReadOnlyList<string> stages)
+    {
+        var sections = t.Sections();
         Console.WriteLine(string.Join("  ", stages.Select(stage =>
-        {
-            var ms = t.Milliseconds(prev, prefix + stage);
-            prev = prefix + stage;
-            return $"{stage} {ms:F4} ms";
-        })));
+            sections.FirstOrDefault(q => q.Name == prefix + stage) is { Name: not null } q ? $"{stage} {q.Milliseconds:F4} ms" : $"{stage} - (not marked)")));
     }
 }

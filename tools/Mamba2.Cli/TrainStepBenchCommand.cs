@@ -120,7 +120,7 @@ internal static class TrainStepBenchCommand
         table.AddRow($"{median:F2}", $"{timing.MinMs:F2}", $"{timing.MaxMs:F2}", $"{tokens / median * 1e3:F0}", $"{stepMemory / 1048576.0:F0} MiB", $"{stagedMemory / 1048576.0:F0} MiB");
         AnsiConsole.Write(table);
 
-        var sections = profiled.Sections();
+        var sections = profiled.Sections(depth: 1);   // one row per section: the SSD's stages sum into "ssd"
         var split = new Table().AddColumns("section", "ms", "% of step", "GFLOP/s");
         foreach (var (name, t) in sections.Where(q => q.Name != "end"))
         {

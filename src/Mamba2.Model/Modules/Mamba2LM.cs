@@ -22,13 +22,22 @@ public sealed class Mamba2LM : IDisposable
         _mixers = mixers;
         _norms = norms;
         NormF = normF;
+        Layers = [.. mixers.Select((m, i) => new Mamba2Block(norms[i], m))];
     }
 
     public Mamba2LMConfig Config { get; }
 
+    /// <summary>backbone.embeddings.weight (vocab, d_model); also the LM head's weight (tied).</summary>
     public Tensor Embeddings { get; }
 
+    /// <summary>The tied LM head's weight: the embedding matrix itself (lm_head.weight is not stored apart).</summary>
+    public Tensor LmHeadWeight => Embeddings;
+
+    /// <summary>backbone.norm_f.weight (d_model): the final RMSNorm before the head.</summary>
     public Tensor NormF { get; }
+
+    /// <summary>The residual blocks in order (backbone.layers.{i}).</summary>
+    public IReadOnlyList<Mamba2Block> Layers { get; }
 
     /// <summary>Every parameter with its HF name (the tied head is the embedding, listed once).</summary>
     public IReadOnlyList<(string Name, Tensor Value)> Parameters
@@ -136,6 +145,9 @@ public sealed class Mamba2LM : IDisposable
     }
 
     /// <summary>What the backward reads, kept from the forward; <see cref="Logits"/> is (b, L, vocab).</summary>
+    /// <summary>One residual block: h + mixer(rmsnorm(h)). <see cref="NormWeight"/> is backbone.layers.{i}.norm.weight.</summary>
+    public sealed record Mamba2Block(Tensor NormWeight, Mamba2Layer Mixer);
+
     public sealed class Activations : ActivationStore
     {
         internal Activations(IndexTensor ids) => Ids = ids;

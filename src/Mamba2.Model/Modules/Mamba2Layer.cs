@@ -224,8 +224,11 @@ public sealed class Mamba2Layer : IDisposable
                 acts.A = acts.Keep(Tensor.Empty(device, "A", c.NHeads));
                 Unary.NegExp(ALog, acts.A, st);
                 st.Section(ProfileSections.Elementwise);
-                acts.Ssd = acts.Keep(SsdOp.Forward(acts.X, acts.Dt, acts.A, acts.B, acts.C, SsdOptionsFor(D), st));
-                st.Section(ProfileSections.Ssd);
+                using (st.SectionScope(ProfileSections.Ssd))
+                {
+                    acts.Ssd = acts.Keep(SsdOp.Forward(acts.X, acts.Dt, acts.A, acts.B, acts.C, SsdOptionsFor(D), st));
+                }
+
                 acts.Y2 = acts.Ssd.Y.View(rows, c.DInner);
                 acts.Norm = acts.Keep(RmsNorm.Forward(acts.Y2, NormWeight, acts.Z.View(rows, c.DInner), c.NormEps,
                     c.DInner / c.NGroups, c.NormBeforeGate, st));
@@ -272,13 +275,16 @@ public sealed class Mamba2Layer : IDisposable
                 grads["norm.weight"] = ActivationStore.CopyOf(st, ng.DWeight, "grad.norm.weight");
                 st.Section(ProfileSections.Norm);
 
-                var options = SsdOptionsFor(D);
-                var sg = st.Own(SsdOp.Backward(ng.Dx.View(b, l, c.NHeads, c.HeadDim), acts.Ssd, null, st));
-                grads["dt_bias"] = ActivationStore.CopyOf(st, sg.DDtBias!, "grad.dt_bias");
-                grads["D"] = ActivationStore.CopyOf(st, sg.DD!, "grad.D", [.. D.Shape]);
-                grads["A_log"] = Tensor.Empty(device, "grad.A_log", c.NHeads);
-                Elementwise.Mul(sg.DA, acts.A, grads["A_log"], st);   // A = -exp(A_log): dA_log = dA * A
-                st.Section(ProfileSections.Ssd);
+                SsdGradients sg;
+                using (st.SectionScope(ProfileSections.Ssd))
+                {
+                    sg = st.Own(SsdOp.Backward(ng.Dx.View(b, l, c.NHeads, c.HeadDim), acts.Ssd, null, st));
+                    grads["dt_bias"] = ActivationStore.CopyOf(st, sg.DDtBias!, "grad.dt_bias");
+                    grads["D"] = ActivationStore.CopyOf(st, sg.DD!, "grad.D", [.. D.Shape]);
+                    grads["A_log"] = Tensor.Empty(device, "grad.A_log", c.NHeads);
+                    Elementwise.Mul(sg.DA, acts.A, grads["A_log"], st);   // A = -exp(A_log): dA_log = dA * A
+                }
+
 
                 var dXbcAct = st.Own(Tensor.Empty(device, "dxBC_act", b, l, c.ConvDim));
                 Columns.Concat(st, dXbcAct, sg.Dx.View(b, l, c.DInner), sg.DB.View(b, l, gn), sg.DC.View(b, l, gn));

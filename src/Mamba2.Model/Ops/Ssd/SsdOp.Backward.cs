@@ -13,7 +13,7 @@ public static partial class SsdOp
     /// <summary>Rows per first-level block of the dD sum (over positions).</summary>
     private const int ReduceBlockRows = 256;
 
-    /// <summary>The backward stages in order; with a profiling prefix, a timestamp named prefix + stage follows each.</summary>
+    /// <summary>The backward stages in order; on a profiling stream each ends with a section of its name.</summary>
     public static readonly IReadOnlyList<string> BackwardStages =
         ["chunk_scan_bwd_dz", "chunk_state_bwd", "state_passing_bwd", "chunk_scan_bwd_dx", "chunk_scan_bwd_dc", "chunk_scan_bwd_db", "chunk_cumsum_bwd", "reduce"];
 
@@ -28,15 +28,14 @@ public static partial class SsdOp
     /// products are recomputed, not stored. Temporary buffers belong to <paramref name="stream"/> when one is given
     /// (freed with it).
     /// </summary>
-    public static SsdGradients Backward(Tensor dy, SsdResult saved, Tensor? dFinalStates = null, CommandStream? stream = null,
-        string? profilePrefix = null)
+    public static SsdGradients Backward(Tensor dy, SsdResult saved, Tensor? dFinalStates = null, CommandStream? stream = null)
     {
         var i = saved.Inputs ?? throw new ArgumentException("Ssd backward: saved must be a result of SsdOp.Forward.", nameof(saved));
-        return Backward(dy, saved, i.X, i.Dt, i.A, i.B, i.C, i.Options, dFinalStates, stream, profilePrefix);
+        return Backward(dy, saved, i.X, i.Dt, i.A, i.B, i.C, i.Options, dFinalStates, stream);
     }
 
     private static SsdGradients Backward(Tensor dy, SsdResult saved, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C,
-        SsdOptions o, Tensor? dFinalStates, CommandStream? stream, string? profilePrefix)
+        SsdOptions o, Tensor? dFinalStates, CommandStream? stream)
     {
         const string op = "Ssd backward";
         var s = SsdShape.Validate(x, dt, A, B, C, o);
@@ -51,7 +50,7 @@ public static partial class SsdOp
         ShapeOps.ExpectSameDevice(op, [.. new[] { dy, x, saved.Y, dFinalStates }.OfType<Tensor>()]);
         if (o.IsBidirectional)
         {
-            return BackwardBidirectional(dy, saved, x, dt, A, B, C, o, s, dFinalStates, stream, profilePrefix);
+            return BackwardBidirectional(dy, saved, x, dt, A, B, C, o, s, dFinalStates, stream);
         }
 
         if (saved.Bidirectional is not null)
@@ -73,10 +72,10 @@ public static partial class SsdOp
         var device = x.Device;
         if (SsdPaths.Resolve(device, o.Path) == SsdPath.Recurrent)
         {
-            return BackwardRecurrent(dy, saved, x, dt, A, B, C, o, s, dFinalStates, stream, profilePrefix);
+            return BackwardRecurrent(dy, saved, x, dt, A, B, C, o, s, dFinalStates, stream);
         }
 
-        return BackwardTiled(dy, saved, x, dt, A, B, C, o, s, dFinalStates, stream, profilePrefix, null, null, 0);
+        return BackwardTiled(dy, saved, x, dt, A, B, C, o, s, dFinalStates, stream, null, null, 0);
     }
 
     /// <summary>
@@ -87,7 +86,7 @@ public static partial class SsdOp
     /// dy[t + gShift], read in place.
     /// </summary>
     private static SsdGradients BackwardTiled(Tensor dy, SsdResult saved, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C,
-        SsdOptions o, SsdShape s, Tensor? dFinalStates, CommandStream? stream, string? profilePrefix, SsdGradients? addInto, ScratchPool? pool,
+        SsdOptions o, SsdShape s, Tensor? dFinalStates, CommandStream? stream, SsdGradients? addInto, ScratchPool? pool,
         int gShift)
     {
         if (gShift != 0 && (o.Z is not null || o.D is not null))
@@ -146,15 +145,11 @@ public static partial class SsdOp
                     gShift switch { 0 => 0u, 1 => 1u, -1 => 2u, _ => throw new ArgumentOutOfRangeException(nameof(gShift)) });
                 foreach (var pc in pieces)
                 {
-                    RecordBackward(st, geometry, pc, dy, saved, x, dt, A, B, C, o, dFinalStates, grads, scratch, profilePrefix);
+                    RecordBackward(st, geometry, pc, dy, saved, x, dt, A, B, C, o, dFinalStates, grads, scratch);
                 }
 
                 RecordReductions(st, geometry, o, grads, scratch);
-                if (profilePrefix is not null)
-                {
-                    st.Barrier();
-                    st.Timestamp(profilePrefix + BackwardStages[^1]);
-                }
+                st.Section(BackwardStages[^1]);
             });
             return grads;
         }
@@ -193,14 +188,13 @@ public static partial class SsdOp
         Tensor Inner, Tensor DaPart, Tensor DbiasPart, Tensor? DbcPart, Tensor? DdPart);
 
     private static void RecordBackward(CommandStream st, BackwardGeometry geo, Piece pc, Tensor dy, SsdResult saved, Tensor x,
-        Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o, Tensor? dFinal, SsdGradients gr, BackwardScratch sc, string? profile)
+        Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o, Tensor? dFinal, SsdGradients gr, BackwardScratch sc)
     {
         var device = x.Device;
         var s = geo.S;
         var t = geo.Tiles;
-        void Mark(int stage) => ProfileMark(st, profile, stage < 0 ? "start" : BackwardStages[stage]);
+        void Mark(int stage) => st.Section(BackwardStages[stage]);
 
-        Mark(-1);
         var (b, l, h, p, g, n, q) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk);
         var nc = (uint)s.Chunks;
         var local = Shaders.Local1D(device);
@@ -231,12 +225,13 @@ public static partial class SsdOp
             pc.Of(dFinal ?? saved.FinalStates), pc.Of(gr.DInitialStates ?? sc.Inner), pc.Of(sc.Inner));
         Mark(2);
 
-        // 4. dx and the direct part of ddt: chunk_scan run backwards in time (C and B swap, g in place of x).
+        // 4. dx and the direct part of ddt: chunk_scan run backwards in time (ChunkScanBindings.Dx names the roles).
         var scan = device.GetKernel(Shaders.ChunkScan, new ChunkScanSpec(t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK, t.ScanHeads, Reverse: true, geo.GShift));
         var scanItems = (long)((q + t.ScanBM - 1) / t.ScanBM) * geo.TilesP * nc * b * (h / t.ScanHeads);
         st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, dFlags | SsdFlags.Mirrored.If(o.Mirrored) | SsdFlags.Accumulate.If(geo.Accumulate)),
-            pc.Of(sc.G), pc.Of(B), pc.Of(C), pc.Of(sc.DStates), pc.Of(saved.DtOut), pc.Of(saved.DACumsum),
-            (o.D ?? A).Buffer, pc.Of(x), pc.Of(gr.Dx), pc.Of(sc.DdtPart), pc.Of(saved.DACumsumLo));
+            ChunkScanBindings.Dx(g: pc.Of(sc.G), B: pc.Of(B), C: pc.Of(C), dStatesNext: pc.Of(sc.DStates), dtOut: pc.Of(saved.DtOut),
+                dACumsum: pc.Of(saved.DACumsum), D: (o.D ?? A).Buffer, x: pc.Of(x), dx: pc.Of(gr.Dx), ddtPart: pc.Of(sc.DdtPart),
+                dACumsumLo: pc.Of(saved.DACumsumLo)).ToArray());
         Mark(3);
 
         // 5, 6. dC (causal) and dB (anti-causal): per-head products summed over each group's heads, with the row

@@ -21,10 +21,11 @@ public static partial class SsdOp
         o with { Direction = SsdDirection.Causal, D = null, Z = null, InitialStates = null, DtRev = null, BRev = null, CRev = null };
 
     /// <summary>
-    /// With a profile prefix, the in-place bidirectional backward (tiled path, dt, B and C shared) times each causal
-    /// run's <see cref="BackwardStages"/> under prefix + one of these: the forward scan's run, then the mirrored one's.
+    /// On a profiling stream the in-place bidirectional backward (tiled path, dt, B and C shared) marks each causal
+    /// run's <see cref="BackwardStages"/> in a section scope of one of these names: the forward scan's run, then the
+    /// mirrored one's.
     /// </summary>
-    public static readonly IReadOnlyList<string> BidirectionalRunPrefixes = ["fwd.", "rev."];
+    public static readonly IReadOnlyList<string> BidirectionalRuns = ["fwd", "rev"];
 
     private static int Shift(SsdOptions o) => o.Direction == SsdDirection.BidirectionalShift ? 1 : 0;
 
@@ -107,8 +108,16 @@ public static partial class SsdOp
             SsdResult? result = null;
             Shaders.RunIn(device, stream, st =>
             {
-                fwd = Forward(x, dt, A, B, C, CausalPart(o), st);
-                rev = Forward(x, o.DtRev ?? dt, A, o.BRev ?? B, o.CRev ?? C, CausalPart(o) with { Mirrored = true }, st);
+                using (st.SectionScope(BidirectionalRuns[0]))
+                {
+                    fwd = Forward(x, dt, A, B, C, CausalPart(o), st);
+                }
+
+                using (st.SectionScope(BidirectionalRuns[1]))
+                {
+                    rev = Forward(x, o.DtRev ?? dt, A, o.BRev ?? B, o.CRev ?? C, CausalPart(o) with { Mirrored = true }, st);
+                }
+
                 var y = scope.New("y", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
                 var yPre = o.Z is null ? null : scope.New("y_before_gate", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
                 Combine(st, s, fwd.Y, rev.Y, x, o.D, o.Z, y, yPre, (uint)Shift(o));
@@ -126,7 +135,7 @@ public static partial class SsdOp
     }
 
     private static SsdGradients BackwardBidirectional(Tensor dy, SsdResult saved, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C,
-        SsdOptions o, SsdShape s, Tensor? dFinalStates, CommandStream? stream, string? profilePrefix)
+        SsdOptions o, SsdShape s, Tensor? dFinalStates, CommandStream? stream)
     {
         const string op = "Ssd backward";
         if (saved.Direction != o.Direction)
@@ -188,11 +197,17 @@ public static partial class SsdOp
                     var cs = SsdShape.Validate(x, dt, A, B, C, causal);
                     var pool = st.Own(new ScratchPool(device));
                     // The shift form's runs read g one step away in place (g_fwd[t] = g[t + 1], g_rev[t] = g[t - 1]).
-                    // A profile prefix times each run's stages apart (BidirectionalRunPrefixes).
-                    string? RunProfile(int run) => profilePrefix is null ? null : profilePrefix + BidirectionalRunPrefixes[run];
-                    fwd = BackwardTiled(gate, runs.Forward, x, dt, A, B, C, causal, cs, dFinalStates, st, RunProfile(0), null, pool, shift);
+                    using (st.SectionScope(BidirectionalRuns[0]))
+                    {
+                        fwd = BackwardTiled(gate, runs.Forward, x, dt, A, B, C, causal, cs, dFinalStates, st, null, pool, shift);
+                    }
+
                     var into = new SsdGradients(fwd.Dx, fwd.Ddt, fwd.DA, fwd.DB, fwd.DC, foldD ? dD : null, null, fwd.DDtBias, null);
-                    BackwardTiled(gate, runs.Reverse, x, dt, A, B, C, foldD ? mirrored with { D = o.D } : mirrored, cs, null, st, RunProfile(1), into, pool, -shift);
+                    using (st.SectionScope(BidirectionalRuns[1]))
+                    {
+                        BackwardTiled(gate, runs.Reverse, x, dt, A, B, C, foldD ? mirrored with { D = o.D } : mirrored, cs, null, st, into, pool, -shift);
+                    }
+
                     grads = new SsdGradients(fwd.Dx, fwd.Ddt, fwd.DA, fwd.DB, fwd.DC, dD, dz, fwd.DDtBias, null);
                 }
                 else
@@ -200,8 +215,16 @@ public static partial class SsdOp
                     var (dtRev, bRev, cRev) = (o.DtRev ?? dt, o.BRev ?? B, o.CRev ?? C);
                     var gFwd = shift == 0 ? gate : st.Own(Sequence.Shifted(st, gate, "g_fwd", shift, "Ssd", OpTuning.Of(device).MaxBindingBytes));
                     var gRev = shift == 0 ? gate : st.Own(Sequence.Shifted(st, gate, "g_rev", -shift, "Ssd", OpTuning.Of(device).MaxBindingBytes));
-                    var f = st.Own(Backward(gFwd, runs.Forward, x, dt, A, B, C, causal, dFinalStates, st, null));
-                    var rev = st.Own(Backward(gRev, runs.Reverse, x, dtRev, A, bRev, cRev, mirrored, null, st, null));
+                    SsdGradients f, rev;
+                    using (st.SectionScope(BidirectionalRuns[0]))
+                    {
+                        f = st.Own(Backward(gFwd, runs.Forward, x, dt, A, B, C, causal, dFinalStates, st));
+                    }
+
+                    using (st.SectionScope(BidirectionalRuns[1]))
+                    {
+                        rev = st.Own(Backward(gRev, runs.Reverse, x, dtRev, A, bRev, cRev, mirrored, null, st));
+                    }
 
                     // Inputs both scans read get both gradients (the mirrored run's are at original positions already).
                     Elementwise.Add(f.Dx, rev.Dx, grads!.Dx, st);

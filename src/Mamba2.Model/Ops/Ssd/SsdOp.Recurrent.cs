@@ -18,12 +18,11 @@ public static partial class SsdOp
         ["chunk_scan_bwd_dz", "recurrent_bwd_dx", "recurrent_bwd_state", "recurrent_bwd_dt", "recurrent_bwd_dbc", "reduce"];
 
     private static void RecordRecurrent(CommandStream st, SsdShape s, SsdRecurrentTiles t, Piece pc, Tensor x, Tensor dt, Tensor A, Tensor B,
-        Tensor C, SsdOptions o, SsdResult r, string? profile)
+        Tensor C, SsdOptions o, SsdResult r)
     {
         var device = x.Device;
-        void Mark(string stage) => ProfileMark(st, profile, stage);
+        void Mark(string stage) => st.Section(stage);
 
-        Mark("start");
         RecordCumsum(st, s, pc, dt, A, o, r.DtOut, r.DACumsum, r.DACumsumLo);
         Mark(RecurrentStages[0]);
 

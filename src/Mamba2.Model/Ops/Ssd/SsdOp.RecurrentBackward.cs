@@ -23,7 +23,7 @@ public static partial class SsdOp
     private sealed record RecurrentScratch(Tensor G, Tensor V, Tensor U, Tensor R, Tensor DaPart, Tensor DbiasPart, Tensor? DdPart, int DBlocks);
 
     private static SsdGradients BackwardRecurrent(Tensor dy, SsdResult saved, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o,
-        SsdShape s, Tensor? dFinal, CommandStream? stream, string? profile)
+        SsdShape s, Tensor? dFinal, CommandStream? stream)
     {
         var device = x.Device;
         int b = s.Batch, l = s.SeqLen, h = s.Heads, p = s.HeadDim, g = s.Groups, n = s.DState, nc = s.Chunks, q = s.Chunk;
@@ -55,7 +55,7 @@ public static partial class SsdOp
 
                 foreach (var pc in pieces)
                 {
-                    RecordBackwardRecurrent(st, s, tiles, pc, dy, saved, x, dt, A, B, C, o, dFinal, grads, scratch, profile);
+                    RecordBackwardRecurrent(st, s, tiles, pc, dy, saved, x, dt, A, B, C, o, dFinal, grads, scratch);
                 }
 
                 // Sums over the batch, in a fixed order.
@@ -71,11 +71,7 @@ public static partial class SsdOp
                     ReduceDParts(st, scratch.DdPart.Buffer, grads.DD, (uint)(b * dBlocks), (uint)h, (uint)p);
                 }
 
-                if (profile is not null)
-                {
-                    st.Barrier();
-                    st.Timestamp(profile + RecurrentBackwardStages[^1]);
-                }
+                st.Section(RecurrentBackwardStages[^1]);
             });
             return grads;
         }
@@ -87,12 +83,11 @@ public static partial class SsdOp
     }
 
     private static void RecordBackwardRecurrent(CommandStream st, SsdShape s, SsdRecurrentTiles t, Piece pc, Tensor dy, SsdResult saved,
-        Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o, Tensor? dFinal, SsdGradients gr, RecurrentScratch sc, string? profile)
+        Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o, Tensor? dFinal, SsdGradients gr, RecurrentScratch sc)
     {
         var device = x.Device;
-        void Mark(int stage) => ProfileMark(st, profile, stage < 0 ? "start" : RecurrentBackwardStages[stage]);
+        void Mark(int stage) => st.Section(RecurrentBackwardStages[stage]);
 
-        Mark(-1);
         var (b, l, h, p, g, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
         var local = Shaders.Local1D(device);
 

@@ -33,25 +33,25 @@ public static partial class SsdOp
     /// <summary>The forward's profiled stages on a path (<see cref="Stages"/> or <see cref="RecurrentStages"/>).</summary>
     public static IReadOnlyList<string> StagesOf(SsdPath path) => path == SsdPath.Recurrent ? RecurrentStages : Stages;
 
-    /// <summary>The stages in order; with a profiling prefix, a timestamp named prefix + stage follows each.</summary>
+    /// <summary>The stages in order; on a profiling stream each ends with a <see cref="CommandStream.Section"/> of its name.</summary>
     public static readonly IReadOnlyList<string> Stages = ["chunk_cumsum", "chunk_state", "state_passing", "chunk_scan"];
 
     /// <summary>
     /// Runs the forward pass (or records it into <paramref name="stream"/>). Shapes: x (b, L, h, p), dt (b, L, h),
     /// A (h), B and C (b, L, g, n); the options' tensors as documented on <see cref="SsdOptions"/>. Every shape is
-    /// checked before anything is recorded. With <paramref name="profilePrefix"/> (and a stream), a GPU timestamp
-    /// is recorded before the first stage (prefix + "start") and after each of <see cref="Stages"/>.
+    /// checked before anything is recorded. On a profiling stream (<see cref="CommandStream.Profiling"/>) each of
+    /// <see cref="Stages"/> is a section.
     /// </summary>
     public static SsdResult Forward(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions? options = null,
-        CommandStream? stream = null, string? profilePrefix = null)
+        CommandStream? stream = null)
     {
-        var result = ForwardUnsaved(x, dt, A, B, C, options, stream, profilePrefix);
+        var result = ForwardUnsaved(x, dt, A, B, C, options, stream);
         result.Inputs = new SsdInputs(x, dt, A, B, C, options ?? new SsdOptions());
         return result;
     }
 
     private static SsdResult ForwardUnsaved(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions? options,
-        CommandStream? stream, string? profilePrefix)
+        CommandStream? stream)
     {
         const string op = "Ssd";
         var o = options ?? new SsdOptions();
@@ -94,11 +94,11 @@ public static partial class SsdOp
                 {
                     if (path == SsdPath.Recurrent)
                     {
-                        RecordRecurrent(st, s, recurrent, pc, x, dt, A, B, C, o, result, profilePrefix);
+                        RecordRecurrent(st, s, recurrent, pc, x, dt, A, B, C, o, result);
                     }
                     else
                     {
-                        Record(st, s, tiles, pc, x, dt, A, B, C, o, result, profilePrefix);
+                        Record(st, s, tiles, pc, x, dt, A, B, C, o, result);
                     }
                 }
             });
@@ -112,23 +112,12 @@ public static partial class SsdOp
         return result;
     }
 
-    /// <summary>With a profile prefix, a barrier and a timestamp after a stage (bench ssd's per-stage split).</summary>
-    private static void ProfileMark(CommandStream st, string? profile, string stage)
-    {
-        if (profile is not null)
-        {
-            st.Barrier();
-            st.Timestamp(profile + stage);
-        }
-    }
-
     private static void Record(CommandStream st, SsdShape s, SsdTiles t, Piece pc, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C,
-        SsdOptions o, SsdResult r, string? profile)
+        SsdOptions o, SsdResult r)
     {
         var device = x.Device;
-        void Mark(string stage) => ProfileMark(st, profile, stage);
+        void Mark(string stage) => st.Section(stage);
 
-        Mark("start");
         var (b, l, h, p, g, n, q) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk);
         var nc = (uint)s.Chunks;
 
@@ -149,8 +138,9 @@ public static partial class SsdOp
         var scanItems = (long)((q + t.ScanBM - 1) / t.ScanBM) * ((p + t.ScanBN - 1) / t.ScanBN) * nc * b * (h / t.ScanHeads);
         var flags = SsdFlagsExtensions.ForD(o.D) | (o.Z is null ? SsdFlags.None : SsdFlags.Z | SsdFlags.SaveUngated) | SsdFlags.Mirrored.If(o.Mirrored);
         st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, flags),
-            pc.Of(x), pc.Of(C), pc.Of(B), pc.Of(r.ChunkStates), pc.Of(r.DtOut), pc.Of(r.DACumsum),
-            (o.D ?? A).Buffer, pc.Of(o.Z ?? x), pc.Of(r.Y), pc.Of(r.YBeforeGate ?? r.Y), pc.Of(r.DACumsumLo));
+            ChunkScanBindings.Forward(x: pc.Of(x), C: pc.Of(C), B: pc.Of(B), states: pc.Of(r.ChunkStates), dtOut: pc.Of(r.DtOut),
+                dACumsum: pc.Of(r.DACumsum), D: (o.D ?? A).Buffer, z: pc.Of(o.Z ?? x), y: pc.Of(r.Y), yBeforeGate: pc.Of(r.YBeforeGate ?? r.Y),
+                dACumsumLo: pc.Of(r.DACumsumLo)).ToArray());
         Mark(Stages[3]);
     }
 
