@@ -1,14 +1,16 @@
 #version 450
-// Tensor-core GEMM, batched, fp32 in and out:
+// Tensor-core GEMM, batched, fp32 out:
 //   C[z] = alpha * op(A[z]) * op(B[z]) + beta * C[z]        (row-major; op = transpose when TRANS_A / TRANS_B)
-// Same interface and layouts as nn/gemm.comp. Operands are rounded to OPERAND (f16, or bf16 with OPERAND_BF16)
-// as they are staged in shared memory; products accumulate in fp32 cooperative matrices.
+// Same interface and layouts as nn/gemm.comp. A and B are fp32, rounded to OPERAND (f16, or bf16 with
+// OPERAND_BF16) as they are staged in shared memory, or already OPERAND in memory (INPUT16: half the bytes to
+// read, nothing to convert); products accumulate in fp32 cooperative matrices.
 //
 // Variants (docs/DESIGN.md, "Tensor-core variants"):
 //   default      VK_KHR_cooperative_matrix, subgroup scope: the workgroup is a grid of subgroups, each owning a
 //                WM x WN block of TM x TN accumulators (TM x TN x TK: a shape the device lists).
 //   COOPMAT2     VK_NV_cooperative_matrix2, workgroup scope: one BM x BN accumulator per workgroup, the driver
-//                distributes it; the epilogue stores through a clamped tensor layout.
+//                distributes it; the epilogue stores through a clamped tensor layout. With INPUT16 the operands
+//                are loaded straight from memory through clamped tensor layouts (DIRECT): the driver stages them.
 // The K loop double-buffers the shared tiles: the next slice is read from global memory into registers while the
 // current one is multiplied, then written to the other buffer; one barrier per slice.
 #extension GL_GOOGLE_include_directive : require
@@ -20,10 +22,14 @@
 #ifdef COOPMAT2
 #extension GL_NV_cooperative_matrix2 : require
 #endif
+#if defined(COOPMAT2) && defined(INPUT16)
+#define DIRECT
+#endif
 #ifdef OPERAND_BF16
 #extension GL_EXT_bfloat16 : require
 #extension GL_EXT_shader_explicit_arithmetic_types_int16 : require
 #define OPERAND bfloat16_t
+#define OPERAND4 bf16vec4
 // Round to nearest even by hand: a plain conversion truncates on some drivers (NVIDIA 580), which biases every
 // product by up to 2^-8 and leaves no way to match a reference that rounds as PyTorch does.
 bfloat16_t to_operand(float v) {
@@ -33,9 +39,20 @@ bfloat16_t to_operand(float v) {
     }
     return uintBitsToBFloat16EXT(uint16_t(u >> 16));
 }
+bf16vec4 to_operand4(vec4 v) { return bf16vec4(to_operand(v.x), to_operand(v.y), to_operand(v.z), to_operand(v.w)); }
 #else
 #define OPERAND float16_t
-float16_t to_operand(float v) { return float16_t(v); }
+#define OPERAND4 f16vec4
+f16vec4 to_operand4(vec4 v) { return f16vec4(v); }
+#endif
+#ifdef INPUT16
+#include "operand_scale.glsl"
+#define ELEMENT OPERAND                  // what A and B hold
+#define WORD OPERAND4
+OPERAND4 to_operand4(OPERAND4 v) { return v; }
+#else
+#define ELEMENT float
+#define WORD vec4
 #endif
 
 layout(local_size_x_id = 0) in;             // KHR: (BM / WM) * (BN / WN) subgroups; coopmat2: the listed invocations
@@ -51,8 +68,16 @@ layout(constant_id = 9) const bool TRANS_A = false;
 layout(constant_id = 10) const bool TRANS_B = false;
 const uint THREADS = gl_WorkGroupSize.x;
 
-layout(std430, binding = 0) readonly buffer BufA { float A[]; };
-layout(std430, binding = 1) readonly buffer BufB { float B[]; };
+layout(std430, binding = 0) readonly buffer BufA { ELEMENT A[]; };
+layout(std430, binding = 1) readonly buffer BufB { ELEMENT B[]; };
+// The same buffers as words of 4: interior tiles of operands whose rows start word-aligned load 4 at once.
+layout(std430, binding = 0) readonly buffer BufA4 { WORD A4[]; };
+layout(std430, binding = 1) readonly buffer BufB4 { WORD B4[]; };
+#ifdef INPUT16
+// A and B were multiplied by these tensors' power-of-two scales when they were converted: the products are
+// divided by both (exactly) in the epilogue.
+layout(std430, binding = 3) readonly buffer Scales { uint absmax_bits[]; };
+#endif
 layout(std430, binding = 2) buffer BufC { float C[]; };
 
 layout(push_constant) uniform Push {
@@ -63,23 +88,27 @@ layout(push_constant) uniform Push {
     float alpha, beta;
 } p;
 
-// Shared tiles keep the stored layout of the operand (so consecutive invocations write consecutive addresses)
-// and the cooperative load reads them row- or column-major. The pad of 8 elements (16 bytes) breaks bank
-// conflicts between rows without losing 16-byte alignment.
-const uint PAD = 8;
-const uint A_ROWS = TRANS_A ? BK : BM;        // stored tile: A_ROWS x A_COLS
+// Shared tiles keep the stored layout of the operand (its contiguous dimension along the tile's rows), in words of
+// 4 operands: one 16-byte global load becomes one 8-byte shared store, and the cooperative loads read rows of
+// words. A pad of 2 words (8 operands, 16 bytes) per row breaks bank conflicts between rows.
+const uint PAD4 = 2;
+const uint A_ROWS = TRANS_A ? BK : BM;        // stored tile: A_ROWS x A_COLS operands
 const uint A_COLS = TRANS_A ? BM : BK;
-const uint A_STRIDE = A_COLS + PAD;
+const uint A_STRIDE4 = A_COLS / 4 + PAD4;
 const uint B_ROWS = TRANS_B ? BN : BK;
 const uint B_COLS = TRANS_B ? BK : BN;
-const uint B_STRIDE = B_COLS + PAD;
-const uint A_TILE = A_ROWS * A_STRIDE;
-const uint B_TILE = B_ROWS * B_STRIDE;
-shared OPERAND As[2 * A_TILE];
-shared OPERAND Bs[2 * B_TILE];
+const uint B_STRIDE4 = B_COLS / 4 + PAD4;
+const uint A_TILE4 = A_ROWS * A_STRIDE4;
+const uint B_TILE4 = B_ROWS * B_STRIDE4;
+#ifndef DIRECT
+shared OPERAND4 As[2 * A_TILE4];
+shared OPERAND4 Bs[2 * B_TILE4];
+#endif
 
-const uint A_PER_THREAD = (BM * BK + THREADS - 1) / THREADS;
-const uint B_PER_THREAD = (BN * BK + THREADS - 1) / THREADS;
+const uint A_WORDS = BM * BK / 4;
+const uint B_WORDS = BN * BK / 4;
+const uint A_PER_THREAD = (A_WORDS + THREADS - 1) / THREADS;
+const uint B_PER_THREAD = (B_WORDS + THREADS - 1) / THREADS;
 
 #ifndef COOPMAT2
 const uint WARPS_N = BN / WN;
@@ -89,28 +118,63 @@ const uint SUBGROUPS = (BM / WM) * (BN / WN);
 shared float Cs[SUBGROUPS * TM * TN];  // per-subgroup staging of one fragment for edge tiles and alpha / beta
 #endif
 
-float a_at(uint base, uint row0, uint k0, uint e) {
-    // Element e of the stored tile, in stored order.
-    const uint r = e / A_COLS;
-    const uint c = e % A_COLS;
-    const uint gm = row0 + (TRANS_A ? c : r);
-    const uint gk = k0 + (TRANS_A ? r : c);
-    if (e >= BM * BK || gm >= p.M || gk >= p.K) {
-        return 0.0;
+// Word w of a stored tile: 4 consecutive operands along the operand's contiguous dimension, zero outside the
+// matrix. whole: the operand's rows are 16-byte aligned, so an in-range word is one vec4 load.
+WORD a_word(uint base, uint row0, uint k0, uint w, bool whole) {
+    const uint r = w / (A_COLS / 4);
+    const uint c = (w % (A_COLS / 4)) * 4;
+    const uint gr = (TRANS_A ? k0 : row0) + r;           // stored row: k (transposed) or m
+    const uint gc = (TRANS_A ? row0 : k0) + c;           // stored column: m (transposed) or k
+    const uint rows = TRANS_A ? p.K : p.M;
+    const uint cols = TRANS_A ? p.M : p.K;
+    if (w >= A_WORDS || gr >= rows) {
+        return WORD(0.0);
     }
-    return TRANS_A ? A[base + gk * p.lda + gm] : A[base + gm * p.lda + gk];
+    const uint at = base + gr * p.lda + gc;
+    if (whole && gc + 4 <= cols) {
+        return A4[at / 4];
+    }
+    WORD v = WORD(0.0);
+    [[unroll]] for (uint i = 0; i < 4; ++i) {
+        v[i] = gc + i < cols ? A[at + i] : ELEMENT(0.0);
+    }
+    return v;
 }
 
-float b_at(uint base, uint col0, uint k0, uint e) {
-    const uint r = e / B_COLS;
-    const uint c = e % B_COLS;
-    const uint gn = col0 + (TRANS_B ? r : c);
-    const uint gk = k0 + (TRANS_B ? c : r);
-    if (e >= BN * BK || gn >= p.N || gk >= p.K) {
-        return 0.0;
+WORD b_word(uint base, uint col0, uint k0, uint w, bool whole) {
+    const uint r = w / (B_COLS / 4);
+    const uint c = (w % (B_COLS / 4)) * 4;
+    const uint gr = (TRANS_B ? col0 : k0) + r;           // stored row: n (transposed) or k
+    const uint gc = (TRANS_B ? k0 : col0) + c;
+    const uint rows = TRANS_B ? p.N : p.K;
+    const uint cols = TRANS_B ? p.K : p.N;
+    if (w >= B_WORDS || gr >= rows) {
+        return WORD(0.0);
     }
-    return TRANS_B ? B[base + gn * p.ldb + gk] : B[base + gk * p.ldb + gn];
+    const uint at = base + gr * p.ldb + gc;
+    if (whole && gc + 4 <= cols) {
+        return B4[at / 4];
+    }
+    WORD v = WORD(0.0);
+    [[unroll]] for (uint i = 0; i < 4; ++i) {
+        v[i] = gc + i < cols ? B[at + i] : ELEMENT(0.0);
+    }
+    return v;
 }
+
+#ifndef DIRECT
+void store_a(uint buf, uint w, WORD v) {
+    if (w < A_WORDS) {
+        As[buf * A_TILE4 + (w / (A_COLS / 4)) * A_STRIDE4 + w % (A_COLS / 4)] = to_operand4(v);
+    }
+}
+
+void store_b(uint buf, uint w, WORD v) {
+    if (w < B_WORDS) {
+        Bs[buf * B_TILE4 + (w / (B_COLS / 4)) * B_STRIDE4 + w % (B_COLS / 4)] = to_operand4(v);
+    }
+}
+#endif
 
 void main() {
     const uint tid = gl_LocalInvocationID.x;
@@ -121,6 +185,13 @@ void main() {
     const uint slices = (p.K + BK - 1) / BK;
     const int layoutA = TRANS_A ? gl_CooperativeMatrixLayoutColumnMajor : gl_CooperativeMatrixLayoutRowMajor;
     const int layoutB = TRANS_B ? gl_CooperativeMatrixLayoutColumnMajor : gl_CooperativeMatrixLayoutRowMajor;
+    const bool wholeA = p.lda % 4 == 0 && (p.batch == 1 || p.strideA % 4 == 0);
+    const bool wholeB = p.ldb % 4 == 0 && (p.batch == 1 || p.strideB % 4 == 0);
+#ifdef INPUT16
+    const float alpha = p.alpha / operand_scale(absmax_bits[0]) / operand_scale(absmax_bits[1]);   // each exact
+#else
+    const float alpha = p.alpha;
+#endif
 
     for (uint z = gl_WorkGroupID.z; z < p.batch; z += gl_NumWorkGroups.z) {
         const uint baseA = z * p.strideA;
@@ -143,19 +214,39 @@ void main() {
             }
 #endif
 
-            float ra[A_PER_THREAD];
-            float rb[B_PER_THREAD];
-            [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { ra[i] = a_at(baseA, row0, 0, tid + i * THREADS); }
-            [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { rb[i] = b_at(baseB, col0, 0, tid + i * THREADS); }
+#ifdef DIRECT
+            // Operands through clamped tensor layouts: zero outside the matrix, so edge tiles and a K that is no
+            // multiple of BK need no test; a transposed operand is read through a transposing view.
+            tensorLayoutNV<2, gl_CooperativeMatrixClampModeConstantNV> la = createTensorLayoutNV(2, gl_CooperativeMatrixClampModeConstantNV);
+            tensorLayoutNV<2, gl_CooperativeMatrixClampModeConstantNV> lb = createTensorLayoutNV(2, gl_CooperativeMatrixClampModeConstantNV);
+            la = setTensorLayoutDimensionNV(la, TRANS_A ? p.K : p.M, TRANS_A ? p.M : p.K);
+            la = setTensorLayoutStrideNV(la, p.lda, 1);
+            lb = setTensorLayoutDimensionNV(lb, TRANS_B ? p.N : p.K, TRANS_B ? p.K : p.N);
+            lb = setTensorLayoutStrideNV(lb, p.ldb, 1);
+            tensorViewNV<2, false, 1, 0> transposed = createTensorViewNV(2, false, 1, 0);
+            for (uint k0 = 0; k0 < p.K; k0 += BK) {
+                coopmat<OPERAND, gl_ScopeWorkgroup, BM, BK, gl_MatrixUseA> ma;
+                coopmat<OPERAND, gl_ScopeWorkgroup, BK, BN, gl_MatrixUseB> mb;
+                if (TRANS_A) {
+                    coopMatLoadTensorNV(ma, A, baseA, sliceTensorLayoutNV(la, k0, BK, row0, BM), transposed);
+                } else {
+                    coopMatLoadTensorNV(ma, A, baseA, sliceTensorLayoutNV(la, row0, BM, k0, BK));
+                }
+                if (TRANS_B) {
+                    coopMatLoadTensorNV(mb, B, baseB, sliceTensorLayoutNV(lb, col0, BN, k0, BK), transposed);
+                } else {
+                    coopMatLoadTensorNV(mb, B, baseB, sliceTensorLayoutNV(lb, k0, BK, col0, BN));
+                }
+                acc = coopMatMulAdd(ma, mb, acc);
+            }
+#else
+            WORD ra[A_PER_THREAD];
+            WORD rb[B_PER_THREAD];
+            [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { ra[i] = a_word(baseA, row0, 0, tid + i * THREADS, wholeA); }
+            [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { rb[i] = b_word(baseB, col0, 0, tid + i * THREADS, wholeB); }
             barrier();  // the previous tile's last reads of buffer 0 are done
-            [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) {
-                const uint e = tid + i * THREADS;
-                if (e < BM * BK) { As[(e / A_COLS) * A_STRIDE + e % A_COLS] = to_operand(ra[i]); }
-            }
-            [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) {
-                const uint e = tid + i * THREADS;
-                if (e < BN * BK) { Bs[(e / B_COLS) * B_STRIDE + e % B_COLS] = to_operand(rb[i]); }
-            }
+            [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { store_a(0, tid + i * THREADS, ra[i]); }
+            [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { store_b(0, tid + i * THREADS, rb[i]); }
             barrier();
 
             for (uint s = 0; s < slices; ++s) {
@@ -163,29 +254,29 @@ void main() {
                 const bool more = s + 1 < slices;
                 if (more) {
                     const uint k1 = (s + 1) * BK;
-                    [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { ra[i] = a_at(baseA, row0, k1, tid + i * THREADS); }
-                    [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { rb[i] = b_at(baseB, col0, k1, tid + i * THREADS); }
+                    [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { ra[i] = a_word(baseA, row0, k1, tid + i * THREADS, wholeA); }
+                    [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { rb[i] = b_word(baseB, col0, k1, tid + i * THREADS, wholeB); }
                 }
 
 #ifdef COOPMAT2
                 coopmat<OPERAND, gl_ScopeWorkgroup, BM, BK, gl_MatrixUseA> ma;
                 coopmat<OPERAND, gl_ScopeWorkgroup, BK, BN, gl_MatrixUseB> mb;
-                coopMatLoad(ma, As, cur * A_TILE, A_STRIDE, layoutA);
-                coopMatLoad(mb, Bs, cur * B_TILE, B_STRIDE, layoutB);
+                coopMatLoad(ma, As, cur * A_TILE4, A_STRIDE4, layoutA);
+                coopMatLoad(mb, Bs, cur * B_TILE4, B_STRIDE4, layoutB);
                 acc = coopMatMulAdd(ma, mb, acc);
 #else
                 [[unroll]] for (uint kk = 0; kk < BK; kk += TK) {
                     coopmat<OPERAND, gl_ScopeSubgroup, TM, TK, gl_MatrixUseA> ma[FRAGS_M];
                     [[unroll]] for (uint i = 0; i < FRAGS_M; ++i) {
                         const uint r = wm0 + i * TM;  // tile row of the fragment
-                        const uint off = TRANS_A ? kk * A_STRIDE + r : r * A_STRIDE + kk;
-                        coopMatLoad(ma[i], As, cur * A_TILE + off, A_STRIDE, layoutA);
+                        const uint off = TRANS_A ? kk * A_STRIDE4 + r / 4 : r * A_STRIDE4 + kk / 4;   // in words
+                        coopMatLoad(ma[i], As, cur * A_TILE4 + off, A_STRIDE4, layoutA);
                     }
                     [[unroll]] for (uint j = 0; j < FRAGS_N; ++j) {
                         const uint c = wn0 + j * TN;
-                        const uint off = TRANS_B ? c * B_STRIDE + kk : kk * B_STRIDE + c;
+                        const uint off = TRANS_B ? c * B_STRIDE4 + kk / 4 : kk * B_STRIDE4 + c / 4;
                         coopmat<OPERAND, gl_ScopeSubgroup, TK, TN, gl_MatrixUseB> mb;
-                        coopMatLoad(mb, Bs, cur * B_TILE + off, B_STRIDE, layoutB);
+                        coopMatLoad(mb, Bs, cur * B_TILE4 + off, B_STRIDE4, layoutB);
                         [[unroll]] for (uint i = 0; i < FRAGS_M; ++i) {
                             acc[i * FRAGS_N + j] = coopMatMulAdd(ma[i], mb, acc[i * FRAGS_N + j]);
                         }
@@ -194,25 +285,20 @@ void main() {
 #endif
 
                 if (more) {
-                    const uint nxt = cur ^ 1;
-                    [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) {
-                        const uint e = tid + i * THREADS;
-                        if (e < BM * BK) { As[nxt * A_TILE + (e / A_COLS) * A_STRIDE + e % A_COLS] = to_operand(ra[i]); }
-                    }
-                    [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) {
-                        const uint e = tid + i * THREADS;
-                        if (e < BN * BK) { Bs[nxt * B_TILE + (e / B_COLS) * B_STRIDE + e % B_COLS] = to_operand(rb[i]); }
-                    }
+                    [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { store_a(cur ^ 1, tid + i * THREADS, ra[i]); }
+                    [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { store_b(cur ^ 1, tid + i * THREADS, rb[i]); }
                 }
                 barrier();
             }
+
+#endif
 
 #ifdef COOPMAT2
             // Clamped layouts drop out-of-range stores and read C only inside the matrix.
             tensorLayoutNV<2, gl_CooperativeMatrixClampModeConstantNV> lc = createTensorLayoutNV(2, gl_CooperativeMatrixClampModeConstantNV);
             lc = setTensorLayoutDimensionNV(lc, p.M, p.N);
             lc = setTensorLayoutStrideNV(lc, p.ldc, 1);
-            acc = acc * p.alpha;
+            acc = acc * alpha;
             if (p.beta != 0.0) {
                 coopmat<float, gl_ScopeWorkgroup, BM, BN, gl_MatrixUseAccumulator> old;
                 coopMatLoadTensorNV(old, C, baseC, sliceTensorLayoutNV(lc, row0, BM, col0, BN));
@@ -220,7 +306,7 @@ void main() {
             }
             coopMatStoreTensorNV(acc, C, baseC, sliceTensorLayoutNV(lc, row0, BM, col0, BN));
 #else
-            const bool plain = p.alpha == 1.0 && p.beta == 0.0;
+            const bool plain = alpha == 1.0 && p.beta == 0.0;
             const uint lane = gl_SubgroupInvocationID;
             [[unroll]] for (uint i = 0; i < FRAGS_M; ++i) {
                 [[unroll]] for (uint j = 0; j < FRAGS_N; ++j) {
@@ -239,7 +325,7 @@ void main() {
                         const uint c = gc + e % TN;
                         if (r < p.M && c < p.N) {
                             const uint at = baseC + r * p.ldc + c;
-                            const float v = p.alpha * Cs[sg * TM * TN + e];
+                            const float v = alpha * Cs[sg * TM * TN + e];
                             C[at] = p.beta == 0.0 ? v : v + p.beta * C[at];
                         }
                     }

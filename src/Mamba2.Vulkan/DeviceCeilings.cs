@@ -2,10 +2,12 @@ namespace Mamba2.Vulkan;
 
 /// <summary>
 /// What this device does at best, measured rather than taken from a data sheet: buffer-to-buffer copy bandwidth
-/// (bytes read plus written) and the fp32 FMA rate of a kernel that does nothing else. Benchmarks report their
-/// figures as a share of these.
+/// (bytes read plus written), the fp32 FMA rate of a kernel that does nothing else, and the tensor-core rate with f16
+/// and bf16 operands (<see cref="TensorCoreCeiling"/>; null where the device or the build has none). Benchmarks
+/// report their figures as a share of these.
 /// </summary>
-public sealed record DeviceCeilings(double CopyGBps, double Fp32Tflops, long CopyBytes, long FmaInvocations)
+public sealed record DeviceCeilings(double CopyGBps, double Fp32Tflops, long CopyBytes, long FmaInvocations,
+    double? F16TensorTflops = null, double? Bf16TensorTflops = null)
 {
     private const int FmaIterations = 4096;
     private const float FmaM = 0.999f;
@@ -58,7 +60,8 @@ public sealed record DeviceCeilings(double CopyGBps, double Fp32Tflops, long Cop
         }
 
         var flops = 2.0 * 8 * FmaIterations * invocations;
-        return new DeviceCeilings(2.0 * copyBytes / copyMs / 1e6, flops / fmaMs / 1e9, copyBytes, invocations);
+        return new DeviceCeilings(2.0 * copyBytes / copyMs / 1e6, flops / fmaMs / 1e9, copyBytes, invocations,
+            TensorCoreCeiling.Measure(device, "f16", repeats), TensorCoreCeiling.Measure(device, "bf16", repeats));
     }
 
     /// <summary>

@@ -111,7 +111,9 @@ public sealed record SpirvLayout(IReadOnlyList<BufferAccess> Bindings, int PushC
                     noRead |= Enumerable.Range(0, mt.Length).All(k => mf.GetValueOrDefault((uint)k).NoRead);
                 }
 
-                accesses[b] = noWrite ? BufferAccess.Read : noRead ? BufferAccess.Write : BufferAccess.ReadWrite;
+                var access = noWrite ? BufferAccess.Read : noRead ? BufferAccess.Write : BufferAccess.ReadWrite;
+                // Two views of one binding (a float and a vec4 block) need what either does.
+                accesses[b] = accesses.TryGetValue(b, out var other) && other != access ? BufferAccess.ReadWrite : access;
             }
         }
 

@@ -19,29 +19,29 @@ public class TensorCoreGemmTests(GpuFixture gpu)
 {
     public const string RequireVariable = "MAMBA2_TEST_REQUIRE";
 
-    private static readonly (GemmOperands, TensorCoreApi)[] AllVariants =
-    [
-        (GemmOperands.F16, TensorCoreApi.Khr), (GemmOperands.Bf16, TensorCoreApi.Khr),
-        (GemmOperands.F16, TensorCoreApi.NvCooperativeMatrix2), (GemmOperands.Bf16, TensorCoreApi.NvCooperativeMatrix2),
-    ];
+    private static readonly (GemmOperands, TensorCoreApi, OperandStaging)[] AllVariants =
+        [.. from operands in new[] { GemmOperands.F16, GemmOperands.Bf16 }
+            from api in new[] { TensorCoreApi.Khr, TensorCoreApi.NvCooperativeMatrix2 }
+            from staging in new[] { OperandStaging.InKernel, OperandStaging.Converted }
+            select (operands, api, staging)];
 
-    public static TheoryData<GemmOperands, TensorCoreApi> Variants => new(AllVariants);
+    public static TheoryData<GemmOperands, TensorCoreApi, OperandStaging> Variants => new(AllVariants);
 
-    public static TheoryData<GemmOperands, TensorCoreApi, int, int, int, bool, bool> Sizes
+    public static TheoryData<GemmOperands, TensorCoreApi, OperandStaging, int, int, int, bool, bool> Sizes
     {
         get
         {
-            var data = new TheoryData<GemmOperands, TensorCoreApi, int, int, int, bool, bool>();
+            var data = new TheoryData<GemmOperands, TensorCoreApi, OperandStaging, int, int, int, bool, bool>();
             (int, int, int, bool, bool)[] sizes =
             [
                 (1, 1, 1, false, false), (17, 33, 65, true, false), (65, 17, 130, false, true), (129, 131, 37, true, true),
                 (64, 64, 32, false, false), (200, 130, 96, false, false), (7, 100, 3, true, true),
             ];
-            foreach (var (operands, api) in AllVariants)
+            foreach (var (operands, api, staging) in AllVariants)
             {
                 foreach (var (m, n, k, ta, tb) in sizes)
                 {
-                    data.Add(operands, api, m, n, k, ta, tb);
+                    data.Add(operands, api, staging, m, n, k, ta, tb);
                 }
             }
 
@@ -51,21 +51,22 @@ public class TensorCoreGemmTests(GpuFixture gpu)
 
     [Theory]
     [MemberData(nameof(Sizes))]
-    public void MatchesFloat64Reference(GemmOperands operands, TensorCoreApi api, int m, int n, int k, bool ta, bool tb) =>
-        Check(operands, api, 1, m, n, k, ta, tb, 1f, 0f);
+    public void MatchesFloat64Reference(GemmOperands operands, TensorCoreApi api, OperandStaging staging, int m, int n, int k, bool ta, bool tb) =>
+        Check(operands, api, staging, 1, m, n, k, ta, tb, 1f, 0f);
 
     [Theory]
     [MemberData(nameof(Variants))]
-    public void AlphaBetaAndBatches(GemmOperands operands, TensorCoreApi api)
+    public void AlphaBetaAndBatches(GemmOperands operands, TensorCoreApi api, OperandStaging staging)
     {
-        Check(operands, api, 1, 45, 70, 31, false, true, -0.5f, 0.75f);
-        Check(operands, api, 3, 19, 70, 40, true, false, 1.25f, 1f);
+        Check(operands, api, staging, 1, 45, 70, 31, false, true, -0.5f, 0.75f);
+        Check(operands, api, staging, 3, 19, 70, 40, true, false, 1.25f, 1f);
+        Check(operands, api, staging, 2, 33, 64, 48, false, false, 1f, 0f);   // word-aligned rows and batch strides
     }
 
     [Theory]
     [MemberData(nameof(Variants))]
-    public void LargeTilesWhereTheProblemFillsThem(GemmOperands operands, TensorCoreApi api) =>
-        Check(operands, api, 1, 300, 260, 100, false, false, 1f, 0f);
+    public void LargeTilesWhereTheProblemFillsThem(GemmOperands operands, TensorCoreApi api, OperandStaging staging) =>
+        Check(operands, api, staging, 1, 300, 260, 100, false, false, 1f, 0f);
 
     [Fact]
     public void RequiredVariantsAreAvailable()
@@ -109,23 +110,61 @@ public class TensorCoreGemmTests(GpuFixture gpu)
         return BitConverter.UInt32BitsToSingle(bits & 0xFFFF0000u);
     }
 
-    private void Check(GemmOperands operands, TensorCoreApi api, int batch, int m, int n, int k, bool ta, bool tb, float alpha, float beta)
+    /// <summary>The power of two that maps max |x| into [2^14, 2^15) (shaders/include/operand_scale.glsl).</summary>
+    public static float OperandScale(float absMax) =>
+        absMax == 0 || !float.IsFinite(absMax) ? 1f : MathF.ScaleB(1f, Math.Clamp(15 - (MathF.ILogB(absMax) + 1), -126, 126));
+
+    [Theory]
+    [InlineData(GemmOperands.F16)]
+    [InlineData(GemmOperands.Bf16)]
+    public void ConvertedOperandsKeepTinyAndHugeTensorsAccurate(GemmOperands operands)
+    {
+        // Gradients far below f16's normal range and activations beyond its largest value: scaled, they keep their
+        // precision where plain f16 operands would flush them to zero or overflow.
+        var device = gpu.Device;
+        foreach (var (sa, sb) in new[] { (1e-9f, 1f), (3e4f, 50f), (1e-6f, 1e-6f) })
+        {
+            using var g = new GemmCase(device, 1, 37, 70, 66, false, true, 0f);
+            using var a = Tensor.FromArray(device, "A", [.. g.AV.Select(v => v * sa)], [.. g.A.Shape]);
+            using var b = Tensor.FromArray(device, "B", [.. g.BV.Select(v => v * sb)], [.. g.B.Shape]);
+            var api = TensorCoreGemm.Resolve(device.Capabilities, operands, TensorCoreApi.Auto);
+            if (api is null || Shaders.GemmCoopmat(operands, api.Value, input16: true).WhyNotRunnable(device.Capabilities) is not null)
+            {
+                Assert.Throws<MissingFeatureException>(() => Gemm.Run(a, b, g.C, false, true, operands: operands, staging: OperandStaging.Converted));
+                return;
+            }
+
+            Gemm.Run(a, b, g.C, false, true, operands: operands, staging: OperandStaging.Converted);
+            var exact = GemmReference.Run(a.ToArray(), b.ToArray(), new float[37 * 70], 1, 37, 70, 66, false, true, 1f, 0f);
+            TestMath.AssertClose(g.C.ToArray(), exact, operands == GemmOperands.F16 ? 2e-3 : 1e-2, $"{operands} converted, A x{sa}, B x{sb}, seed {g.Seed}");
+        }
+    }
+
+    private void Check(GemmOperands operands, TensorCoreApi api, OperandStaging staging, int batch, int m, int n, int k, bool ta, bool tb, float alpha, float beta)
     {
         var device = gpu.Device;
         using var g = new GemmCase(device, batch, m, n, k, ta, tb, beta);
-        if (!TensorCoreGemm.IsAvailable(device, operands, api))
+        var runs = TensorCoreGemm.IsAvailable(device, operands, api)
+            && Shaders.GemmCoopmat(operands, api, staging == OperandStaging.Converted).WhyNotRunnable(device.Capabilities) is null;
+        if (!runs)
         {
-            var e = Assert.Throws<MissingFeatureException>(() => Gemm.Run(g.A, g.B, g.C, ta, tb, alpha, beta, operands: operands, api: api));
+            var e = Assert.Throws<MissingFeatureException>(() => Gemm.Run(g.A, g.B, g.C, ta, tb, alpha, beta, operands: operands, api: api, staging: staging));
             Assert.Contains($"{operands} operands", e.Message);
             Assert.True(e.Message.Contains("not compiled") || e.Message.Contains("device lacks") || e.Message.Contains("lists no"), e.Message);
             return;
         }
 
-        Gemm.Run(g.A, g.B, g.C, ta, tb, alpha, beta, operands: operands, api: api);
+        Gemm.Run(g.A, g.B, g.C, ta, tb, alpha, beta, operands: operands, api: api, staging: staging);
         var actual = g.C.ToArray();
-        var what = $"{operands} {api} gemm b{batch} {m}x{n}x{k} ta={ta} tb={tb} alpha={alpha} beta={beta} seed {g.Seed}";
-        var rounded = GemmReference.Run(g.AV.Select(v => Round(v, operands)).ToArray(), g.BV.Select(v => Round(v, operands)).ToArray(),
-            g.CV, batch, m, n, k, ta, tb, alpha, beta);
+        var what = $"{operands} {api} {staging} gemm b{batch} {m}x{n}x{k} ta={ta} tb={tb} alpha={alpha} beta={beta} seed {g.Seed}";
+        float[] Rounded(float[] x)
+        {
+            // Converted operands are rounded after their tensor's power-of-two scale (exact both ways).
+            var scale = staging == OperandStaging.Converted ? OperandScale(x.Max(MathF.Abs)) : 1f;
+            return [.. x.Select(v => Round(v * scale, operands) / scale)];
+        }
+
+        var rounded = GemmReference.Run(Rounded(g.AV), Rounded(g.BV), g.CV, batch, m, n, k, ta, tb, alpha, beta);
         TestMath.AssertClose(actual, rounded, 1e-5, what + " (on rounded operands)");
         var exact = GemmReference.Run(g.AV, g.BV, g.CV, batch, m, n, k, ta, tb, alpha, beta);
         TestMath.AssertClose(actual, exact, operands == GemmOperands.F16 ? 2e-3 : 1e-2, what + " (on exact operands)");

@@ -16,6 +16,22 @@ public class DeviceCeilingsTests(GpuFixture gpu)
         Assert.Equal(DeviceCeilings.Expected(1024 + 5), DeviceCeilings.Expected(5));   // the kernel's inputs repeat every 1024
     }
 
+    [Theory]
+    [InlineData("f16", ShaderFeatures.KhrCooperativeMatrix, "khr_coopmat")]
+    [InlineData("bf16", ShaderFeatures.KhrCooperativeMatrix | ShaderFeatures.Bfloat16, "bf16")]
+    public void TensorCoreCeilingIsMeasuredWhereTheDeviceHasTensorCores(string operands, ShaderFeatures needs, string probe)
+    {
+        // Measure checks every sum of the kernel's chains and throws when one differs.
+        var tflops = TensorCoreCeiling.Measure(gpu.Device, operands, repeats: 1);
+        var runs = gpu.Device.Capabilities.Supports(needs) && ShaderBuild.Of(typeof(TensorCoreCeiling).Assembly).Features.HasFlag(needs);
+        var required = (Environment.GetEnvironmentVariable("MAMBA2_TEST_REQUIRE") ?? "").Split(',').Contains(probe);
+        Assert.True(runs || !required, $"MAMBA2_TEST_REQUIRE names {probe}, which this build or device lacks");
+        Assert.Equal(runs, tflops is not null);
+        Assert.True(tflops is null || (tflops > 0 && double.IsFinite(tflops.Value)), $"{operands}: {tflops} TFLOP/s");
+        Assert.Equal(28f + 8 * 3 * 16 / 256f, TensorCoreCeiling.Expected(3, 16));   // chains start at 0..7, each gains K v^2 a step
+        Assert.Throws<ArgumentException>(() => TensorCoreCeiling.Measure(gpu.Device, "f8"));
+    }
+
     [Fact]
     public void SpinUpRunsForAtLeastItsDurationAndFreesItsBuffer()
     {

@@ -37,6 +37,12 @@ internal static class BenchCommand
         DefaultValueFactory = _ => TensorCoreApi.Auto,
     };
 
+    private static readonly Option<OperandStaging> Staging = new("--staging")
+    {
+        Description = "Where fp32 operands become f16/bf16: auto, inkernel (as the GEMM stages them) or converted (a pass writes 16-bit copies first; timed with the GEMM)",
+        DefaultValueFactory = _ => OperandStaging.Auto,
+    };
+
     private static readonly Option<string?> TensorTile = new("--tc-tile")
     {
         Description = "Tensor-core tile: BMxBNxBK/WMxWN (KHR; fragments of the device's shape) or BMxBNxBK (coopmat2); default chosen per device",
@@ -47,7 +53,7 @@ internal static class BenchCommand
         var bench = new Command("bench", "Benchmark with GPU timestamps (warm-up, median of many runs): with no verb, the suite of a preset (SSD causal and bidirectional, the naive composition, the layer, GEMM) against measured device ceilings");
         SuiteCommand.AddTo(bench);
         var gemm = CommonOptions.GpuCommand("gemm", "GEMM C = A B (fp32, or f16/bf16 operands on tensor cores): time, GFLOP/s and GB/s per size", RunGemm,
-            Sizes, Warmup, Repeats, TransA, TransB, Tile, Operands, Api, TensorTile);
+            Sizes, Warmup, Repeats, TransA, TransB, Tile, Operands, Api, Staging, TensorTile);
         bench.Subcommands.Add(gemm);
         bench.Subcommands.Add(SsdBenchCommand.Create());
         bench.Subcommands.Add(TrainStepBenchCommand.Create());
@@ -78,7 +84,27 @@ internal static class BenchCommand
             var t => ParseTile(t),
         };
         GemmTile Choose(int m, int n) => fixedTile ?? (tileText == "lanes" ? Gemm.LanesTile(device, n) : Gemm.ChooseTile(device, m, n));
+        // --operands (with --staging) is the low-level knob; otherwise the precision policy picks them.
         var operands = result.GetValue(Operands);
+        var staged = result.GetValue(Staging);
+        var explicitOperands = result.GetResult(Operands) is { Implicit: false };
+        if (explicitOperands && result.GetValue(CommonOptions.PrecisionOption) is not null)
+        {
+            Console.Error.WriteLine("error: give --precision or --operands, not both");
+            return 2;
+        }
+
+        if (!explicitOperands)
+        {
+            if (CommonOptions.ResolvePrecision(result, device, "bench gemm", CommonOptions.AllPrecisions) is not { } precision)
+            {
+                return 2;
+            }
+
+            (operands, var policyStaging) = PrecisionPolicy.GemmOf(precision);
+            staged = staged == OperandStaging.Auto ? policyStaging : staged;
+        }
+
         var api = result.GetValue(Api);
         if (operands != GemmOperands.Fp32 && !TensorCoreGemm.IsAvailable(device, operands, api))
         {
@@ -87,9 +113,10 @@ internal static class BenchCommand
         }
 
         var resolved = operands == GemmOperands.Fp32 ? api : TensorCoreGemm.Resolve(device.Capabilities, operands, api)!.Value;
+        var staging = operands == GemmOperands.Fp32 ? OperandStaging.InKernel : TensorCoreGemm.ResolveStaging(device, operands, resolved, staged);
         TensorCoreTile? TensorTileFor(int m, int n) => result.GetValue(TensorTile) is { } text
-            ? ParseTensorTile(device, operands, resolved, text)
-            : TensorCoreGemm.ChooseTile(device.Capabilities, operands, resolved, m, n);
+            ? ParseTensorTile(device, operands, resolved, text) with { Staging = staging }
+            : TensorCoreGemm.ChooseTile(device.Capabilities, operands, resolved, m, n, staging);
         Console.WriteLine($"device: {device.Name} ({device.Info.DriverName}), {operands} GEMM, {warmup} warm-up + {repeats} timed runs");
         var table = new Table().AddColumns("M", "N", "K", "tile", "median ms", "min ms", "max ms", "GFLOP/s", "GB/s");
         var rng = new Random();

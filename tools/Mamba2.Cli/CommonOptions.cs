@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Mamba2.Model.Ops;
 using Mamba2.Vulkan;
 
 namespace Mamba2.Cli;
@@ -16,11 +17,16 @@ internal static class CommonOptions
         Description = "Enable the Vulkan validation layers and print their messages (also MAMBA2_VK_VALIDATION=1)",
     };
 
-    /// <summary>A verb with its own options, then --device and --validation, running <paramref name="run"/>.</summary>
+    public static readonly Option<string?> PrecisionOption = new("--precision")
+    {
+        Description = "What products are computed in: fp32 (exact), fp32-fast (tensor cores, f16 operands, fp32 in and out) or bf16 (bf16 operands); default: fp32-fast on a GPU with cooperative matrices, else fp32",
+    };
+
+    /// <summary>A verb with its own options, then --precision, --device and --validation, running <paramref name="run"/>.</summary>
     public static Command GpuCommand(string name, string description, Func<ParseResult, int> run, params Option[] options)
     {
         var cmd = new Command(name, description);
-        foreach (var o in options.Append(Device).Append(Validation))
+        foreach (var o in options.Append(PrecisionOption).Append(Device).Append(Validation))
         {
             cmd.Options.Add(o);
         }
@@ -44,6 +50,49 @@ internal static class CommonOptions
 
         return o;
     }
+
+    /// <summary>
+    /// The precision of this run (--precision, else the device's default, or fp32 where <paramref name="supported"/>
+    /// has only that), printed as the run's first line on stderr (stdout stays the verb's output); null after a one-line error when the name is unknown, the
+    /// verb cannot run it (<paramref name="what"/> says what runs in fp32 only) or the device cannot.
+    /// </summary>
+    public static Precision? ResolvePrecision(ParseResult result, GpuDevice device, string what, params Precision[] supported)
+    {
+        var text = result.GetValue(PrecisionOption);
+        Precision precision;
+        if (text is null)
+        {
+            var preferred = PrecisionPolicy.DefaultFor(device);
+            precision = supported.Contains(preferred) ? preferred : Precision.Fp32;
+            var why = precision == preferred ? "the default on this device" : $"{what} runs in exact fp32 only";
+            Console.Error.WriteLine($"precision: {precision.Name()} ({why}; --precision fp32|fp32-fast|bf16)");
+            return precision;
+        }
+
+        if (!PrecisionPolicy.TryParse(text, out precision))
+        {
+            Console.Error.WriteLine($"error: --precision '{text}': expected fp32, fp32-fast or bf16");
+            return null;
+        }
+
+        if (!supported.Contains(precision))
+        {
+            Console.Error.WriteLine($"error: --precision {precision.Name()}: {what} runs in exact fp32 only");
+            return null;
+        }
+
+        if (PrecisionPolicy.WhyNot(device, precision) is { } reason)
+        {
+            Console.Error.WriteLine($"error: --precision {precision.Name()}: {reason}");
+            return null;
+        }
+
+        Console.Error.WriteLine($"precision: {precision.Name()}");
+        return precision;
+    }
+
+    /// <summary>Every mode: for verbs whose products all follow the policy.</summary>
+    public static readonly Precision[] AllPrecisions = Enum.GetValues<Precision>();
 
     /// <summary>Opens the device and, with validation on, echoes its messages to stderr.</summary>
     public static GpuDevice Open(ParseResult result)

@@ -49,7 +49,13 @@ internal static class ForwardCommand
         }
 
         using var device = CommonOptions.Open(r);
+        if (CommonOptions.ResolvePrecision(r, device, "forward", CommonOptions.AllPrecisions) is not { } precision)
+        {
+            return 2;
+        }
+
         using var lm = Mamba2Checkpoint.Load(device, r.GetValue(Model)!.FullName);
+        lm.Precision = precision;
         using var inputIds = IndexTensor.FromArray(device, "input_ids", ids, shape);
         using var acts = lm.Forward(inputIds);
         var written = new List<HostTensor> { HostTensor.FromFloat32("logits", acts.Logits.ToArray(), [.. acts.Logits.Shape]) };

@@ -42,7 +42,13 @@ internal static class GenerateCommand
         }
 
         using var device = CommonOptions.Open(r);
+        if (CommonOptions.ResolvePrecision(r, device, "generate", CommonOptions.AllPrecisions) is not { } precision)
+        {
+            return 2;
+        }
+
         using var lm = Mamba2Checkpoint.Load(device, r.GetValue(Model)!.FullName);
+        lm.Precision = precision;
         var sampling = new SamplingOptions(r.GetValue(Temperature), r.GetValue(TopK), r.GetValue(TopP), r.GetValue(Seed));
         var generated = Generator.Generate(lm, prompt, max, sampling);
         Console.WriteLine(string.Join(",", generated));

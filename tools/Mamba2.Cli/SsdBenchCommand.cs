@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Mamba2.Model.Ops;
 using Mamba2.Model.Ops.Ssd;
 using Mamba2.Model.Tensors;
 using Mamba2.Vulkan;
@@ -46,6 +47,10 @@ internal static class SsdBenchCommand
         int b = r.GetValue(Batch), l = r.GetValue(SeqLen), h = r.GetValue(Heads), p = r.GetValue(HeadDim);
         int g = r.GetValue(Groups), n = r.GetValue(DState), q = r.GetValue(Chunk);
         using var device = CommonOptions.Open(r);
+        if (CommonOptions.ResolvePrecision(r, device, "the SSD", Precision.Fp32) is null)
+        {
+            return 2;
+        }
         DeviceCeilings.SpinUp(device);
         var rng = new Random();
         float[] R(long count, double lo, double hi) => BenchInputs.Uniform(rng, count, lo, hi);

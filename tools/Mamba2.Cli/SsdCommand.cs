@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using Mamba2.Model.Ops;
 using Mamba2.Model.IO;
 using Mamba2.Model.Ops.Ssd;
 using Mamba2.Model.Tensors;
@@ -62,6 +63,10 @@ internal static class SsdCommand
 
         var host = Required.Concat(Optional).Concat(Upstream).Where(file.Contains).ToDictionary(n => n, n => ReadFloat(file, n));
         using var device = CommonOptions.Open(r);
+        if (CommonOptions.ResolvePrecision(r, device, "the SSD", Precision.Fp32) is null)
+        {
+            return 2;
+        }
         var tensors = host.ToDictionary(kv => kv.Key, kv => Tensor.FromArray(device, kv.Key, kv.Value.Data, kv.Value.Shape));
         try
         {

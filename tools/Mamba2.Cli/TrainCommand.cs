@@ -114,9 +114,15 @@ internal static class TrainCommand
         };
 
         using var device = CommonOptions.Open(r);
+        if (CommonOptions.ResolvePrecision(r, device, "train", CommonOptions.AllPrecisions) is not { } precision)
+        {
+            return 2;
+        }
+
         var mixer = new Mamba2Config(s.DModel) { DState = s.DState, HeadDim = s.HeadDim, ChunkSize = s.ChunkSize, Causal = !s.Bidirectional };
         using var trainer = resume is not null ? Trainer.Resume(device, resume.FullName, task, options)
             : new Trainer(Mamba2LM.Initialize(device, new Mamba2LMConfig(task.VocabSize, s.NLayer, mixer), new Random(s.Seed)), task, options);
+        trainer.Model.Precision = precision;
         if (task.NeedsBidirectional && !s.Bidirectional)
         {
             AnsiConsole.MarkupLine("[yellow]note:[/] reversal needs the future; a causal model cannot solve it (try --bidirectional).");

@@ -42,8 +42,14 @@ internal static class TrainStepBenchCommand
         };
         var config = new Mamba2LMConfig(vocab, r.GetValue(Layers), mixer);
         using var device = CommonOptions.Open(r);
+        if (CommonOptions.ResolvePrecision(r, device, "bench train", CommonOptions.AllPrecisions) is not { } precision)
+        {
+            return 2;
+        }
+
         var rng = new Random();
         using var model = Mamba2LM.Initialize(device, config, rng);
+        model.Precision = precision;
         var parameters = model.Parameters;
         using var optimizer = new AdamW([.. parameters.Select(p => new OptimizerParameter(p.Name, p.Value, Trainer.Decays(p.Name)))], 1e-4f, weightDecay: 0.1f);
         using var ids = IndexTensor.FromArray(device, "input_ids", [.. Enumerable.Range(0, b * l).Select(_ => rng.Next(vocab))], b, l);

@@ -27,6 +27,28 @@ public sealed class Mamba2LM : IDisposable
 
     public Mamba2LMConfig Config { get; }
 
+    /// <summary>
+    /// What every projection, the LM head and their gradients are computed in (<see cref="Ops.Precision"/>); fp32
+    /// (exact) unless set. Setting it sets every layer's; a mode the device cannot run throws
+    /// <see cref="MissingFeatureException"/>.
+    /// </summary>
+    public Precision Precision
+    {
+        get => _precision;
+        set
+        {
+            if (PrecisionPolicy.WhyNot(Embeddings.Device, value) is { } why)
+            {
+                throw new MissingFeatureException(why);
+            }
+
+            _mixers.ForEach(m => m.Precision = value);
+            _precision = value;
+        }
+    }
+
+    private Precision _precision = Precision.Fp32;
+
     /// <summary>backbone.embeddings.weight (vocab, d_model); also the LM head's weight (tied).</summary>
     public Tensor Embeddings { get; }
 
@@ -210,7 +232,7 @@ public sealed class Mamba2LM : IDisposable
                 acts.NormF = acts.Keep(RmsNorm.Forward(h, NormF, eps: Config.NormEps, stream: st));
                 st.Section(ProfileSections.Norm);
                 acts.Logits = acts.Keep(Tensor.Empty(device, "logits", b, l, Config.VocabSize));
-                Gemm.Run(acts.NormF.Y.View(rows, d), Embeddings, acts.Logits.View(rows, Config.VocabSize), transposeB: true, stream: st);
+                Gemm.Run(acts.NormF.Y.View(rows, d), Embeddings, acts.Logits.View(rows, Config.VocabSize), transposeB: true, stream: st, precision: Precision);
                 st.Section(ProfileSections.LmHead);
             });
             return acts;
@@ -265,9 +287,9 @@ public sealed class Mamba2LM : IDisposable
             {
                 var dl = dlogits.View(rows, v);
                 headGrad = staged.KeepToEnd(Tensor.Empty(device, "dhead", v, d));
-                Gemm.Run(dl, acts.NormF.Y.View(rows, d), headGrad, transposeA: true, stream: st);
+                Gemm.Run(dl, acts.NormF.Y.View(rows, d), headGrad, transposeA: true, stream: st, precision: Precision);
                 var dNormF = st.Own(Tensor.Empty(device, "dnorm_f", b, l, d));
-                Gemm.Run(dl, Embeddings, dNormF.View(rows, d), stream: st);
+                Gemm.Run(dl, Embeddings, dNormF.View(rows, d), stream: st, precision: Precision);
                 st.Section(ProfileSections.LmHead);
                 var nf = staged.HandOn(RmsNorm.Backward(dNormF, acts.NormF, acts.Hidden[^1], NormF, stream: st));
                 grads["backbone.norm_f.weight"] = ActivationStore.CopyOf(st, nf.DWeight, "grad.backbone.norm_f.weight");
@@ -387,7 +409,7 @@ public sealed class Mamba2LM : IDisposable
                 }
 
                 var nf = st.Own(RmsNorm.Forward(h, NormF, eps: Config.NormEps, stream: st));
-                Gemm.Run(nf.Y, Embeddings, logits, transposeB: true, stream: st);
+                Gemm.Run(nf.Y, Embeddings, logits, transposeB: true, stream: st, precision: Precision);
             });
             return logits;
         }

@@ -25,6 +25,27 @@ public sealed class Mamba2Layer : IDisposable
 
     public Mamba2Config Config { get; }
 
+    /// <summary>
+    /// What the projections (in_proj, out_proj) and their gradients are computed in (<see cref="Ops.Precision"/>);
+    /// fp32 (exact) unless set. Setting a mode the device cannot run throws <see cref="MissingFeatureException"/>.
+    /// The SSD, conv and norms run in fp32 in every mode.
+    /// </summary>
+    public Precision Precision
+    {
+        get => _precision;
+        set
+        {
+            if (PrecisionPolicy.WhyNot(InProjWeight.Device, value) is { } why)
+            {
+                throw new MissingFeatureException(why);
+            }
+
+            _precision = value;
+        }
+    }
+
+    private Precision _precision = Precision.Fp32;
+
     /// <summary>Parameters by name, in a stable order.</summary>
     public IReadOnlyList<(string Name, Tensor Value)> Parameters => [.. _params.Select(kv => (kv.Key, kv.Value))];
 
@@ -203,7 +224,7 @@ public sealed class Mamba2Layer : IDisposable
             {
                 // in_proj's output and the conv's are only split into what the backward keeps: scratch of the stream.
                 var zxbcdt = st.Own(Tensor.Empty(device, "zxbcdt", rows, c.DInProj));
-                Gemm.Run(u.View(rows, c.DModel), InProjWeight, zxbcdt, transposeB: true, stream: st);
+                Gemm.Run(u.View(rows, c.DModel), InProjWeight, zxbcdt, transposeB: true, stream: st, precision: Precision);
                 AddBias(st, zxbcdt, "in_proj.bias");
                 st.Section(ProfileSections.Projections);
                 acts.Z = acts.Keep(Tensor.Empty(device, "z", b, l, c.DInner));
@@ -234,7 +255,7 @@ public sealed class Mamba2Layer : IDisposable
                     c.DInner / c.NGroups, c.NormBeforeGate, st));
                 st.Section(ProfileSections.Norm);
                 acts.Output = acts.Keep(Tensor.Empty(device, "out", b, l, c.DModel));
-                Gemm.Run(acts.Norm.Y, OutProjWeight, acts.Output.View(rows, c.DModel), transposeB: true, stream: st);
+                Gemm.Run(acts.Norm.Y, OutProjWeight, acts.Output.View(rows, c.DModel), transposeB: true, stream: st, precision: Precision);
                 AddBias(st, acts.Output.View(rows, c.DModel), "out_proj.bias");
                 st.Section(ProfileSections.Projections);
             });
@@ -264,10 +285,10 @@ public sealed class Mamba2Layer : IDisposable
                 var d2 = dout.View(rows, c.DModel);
                 // out_proj: dW = dout^T norm_y; dnorm_y = dout W.
                 grads["out_proj.weight"] = Tensor.Empty(device, "grad.out_proj.weight", c.DModel, c.DInner);
-                Gemm.Run(d2, acts.Norm.Y, grads["out_proj.weight"], transposeA: true, stream: st);
+                Gemm.Run(d2, acts.Norm.Y, grads["out_proj.weight"], transposeA: true, stream: st, precision: Precision);
                 BiasGrad(st, d2, grads, "out_proj.bias");
                 var dNormY = st.Own(Tensor.Empty(device, "dnorm_y", rows, c.DInner));
-                Gemm.Run(d2, OutProjWeight, dNormY, stream: st);
+                Gemm.Run(d2, OutProjWeight, dNormY, stream: st, precision: Precision);
                 st.Section(ProfileSections.Projections);
 
                 var ng = st.Own(RmsNorm.Backward(dNormY, acts.Norm, acts.Y2, NormWeight, acts.Z.View(rows, c.DInner),
@@ -303,10 +324,10 @@ public sealed class Mamba2Layer : IDisposable
                 Columns.Concat(st, dZxbcdt, ng.Dz!, cg.Dx.View(rows, c.ConvDim), sg.Ddt.View(rows, c.NHeads));
                 st.Section(ProfileSections.Elementwise);
                 grads["in_proj.weight"] = Tensor.Empty(device, "grad.in_proj.weight", c.DInProj, c.DModel);
-                Gemm.Run(dZxbcdt, u.View(rows, c.DModel), grads["in_proj.weight"], transposeA: true, stream: st);
+                Gemm.Run(dZxbcdt, u.View(rows, c.DModel), grads["in_proj.weight"], transposeA: true, stream: st, precision: Precision);
                 BiasGrad(st, dZxbcdt, grads, "in_proj.bias");
                 du = Tensor.Empty(device, "du", b, l, c.DModel);
-                Gemm.Run(dZxbcdt, InProjWeight, du.View(rows, c.DModel), stream: st);
+                Gemm.Run(dZxbcdt, InProjWeight, du.View(rows, c.DModel), stream: st, precision: Precision);
                 st.Section(ProfileSections.Projections);
             });
             return (du!, grads);
@@ -405,7 +426,7 @@ public sealed class Mamba2Layer : IDisposable
             {
                 Tensor Temp(string name, params int[] shape) => st.Own(Tensor.Empty(device, name, shape));
                 var zx = Temp("zxbcdt", b, c.DInProj);
-                Gemm.Run(u, InProjWeight, zx, transposeB: true, stream: st);
+                Gemm.Run(u, InProjWeight, zx, transposeB: true, stream: st, precision: Precision);
                 AddBias(st, zx, "in_proj.bias");
                 var z = Temp("z", b, c.DInner);
                 var xbc = Temp("xBC", b, c.ConvDim);
@@ -421,7 +442,7 @@ public sealed class Mamba2Layer : IDisposable
                 Unary.NegExp(ALog, a, st);
                 var y = st.Own(SsdOp.Step(x, dt, a, bm, cm, state.Ssm, SsdOptionsFor(D), st));
                 var norm = st.Own(RmsNorm.Forward(y.View(b, c.DInner), NormWeight, z, c.NormEps, c.DInner / c.NGroups, c.NormBeforeGate, st));
-                Gemm.Run(norm.Y, OutProjWeight, output, transposeB: true, stream: st);
+                Gemm.Run(norm.Y, OutProjWeight, output, transposeB: true, stream: st, precision: Precision);
                 AddBias(st, output, "out_proj.bias");
             });
             return output;

@@ -39,12 +39,26 @@ public static class Gemm
     /// other than fp32 run on tensor cores (<see cref="TensorCoreGemm"/>; <paramref name="api"/> and
     /// <paramref name="tensorTile"/> pick its variant and tile) and throw <see cref="MissingFeatureException"/>
     /// where neither the build nor the device has them (<see cref="TensorCoreGemm.IsAvailable"/> asks first).
+    /// <paramref name="precision"/> is the policy's name for the same choice (fp32-fast: f16 operands converted
+    /// and scaled first; bf16: bf16 operands), what modules pass.
     /// </summary>
     public static void Run(Tensor a, Tensor b, Tensor c, bool transposeA = false, bool transposeB = false,
         float alpha = 1f, float beta = 0f, CommandStream? stream = null, GemmTile? tile = null,
-        GemmOperands operands = GemmOperands.Fp32, TensorCoreApi api = TensorCoreApi.Auto, TensorCoreTile? tensorTile = null)
+        GemmOperands operands = GemmOperands.Fp32, TensorCoreApi api = TensorCoreApi.Auto, TensorCoreTile? tensorTile = null,
+        OperandStaging staging = OperandStaging.Auto, Precision precision = Precision.Fp32)
     {
         const string op = "Gemm";
+        if (precision != Precision.Fp32)
+        {
+            if (operands != GemmOperands.Fp32)
+            {
+                throw new ArgumentException($"{op}: give precision ({precision.Name()}) or operands ({operands}), not both.", nameof(precision));
+            }
+
+            (operands, var s) = PrecisionPolicy.GemmOf(precision);
+            staging = staging == OperandStaging.Auto ? s : staging;
+        }
+
         ShapeOps.ExpectSameDevice(op, a, b, c);
         ShapeOps.ExpectRank(a, nameof(a), op, 2, 3);
         ShapeOps.ExpectRank(b, nameof(b), op, a.Rank);
@@ -61,7 +75,7 @@ public static class Gemm
 
         if (operands != GemmOperands.Fp32)
         {
-            TensorCoreGemm.Run(a, b, c, m, n, k, batch, batched, transposeA, transposeB, alpha, beta, operands, api, stream, tensorTile);
+            TensorCoreGemm.Run(a, b, c, m, n, k, batch, batched, transposeA, transposeB, alpha, beta, operands, api, stream, tensorTile, staging);
             return;
         }
 

@@ -18,21 +18,29 @@ internal static class Shaders
 
     // One source per variant, made once: a source caches its SPIR-V interface, which every dispatch's pipeline
     // lookup reads.
-    private static readonly Dictionary<(GemmOperands, TensorCoreApi), KernelSource<GemmCoopmatSpec>> CoopmatVariants =
+    private static readonly Dictionary<(GemmOperands, TensorCoreApi, bool), KernelSource<GemmCoopmatSpec>> CoopmatVariants =
         (from operands in new[] { GemmOperands.F16, GemmOperands.Bf16 }
          from api in new[] { TensorCoreApi.Khr, TensorCoreApi.NvCooperativeMatrix2 }
+         from input16 in new[] { false, true }
          let f16 = operands == GemmOperands.F16
          let cm2 = api == TensorCoreApi.NvCooperativeMatrix2
-         select (Key: (operands, api), Source: new KernelSource<GemmCoopmatSpec>(Self,
-             $"shaders/tc/gemm_{(cm2 ? "coopmat2" : "coopmat")}_{(f16 ? "f16" : "bf16")}.spv",
+         select (Key: (operands, api, input16), Source: new KernelSource<GemmCoopmatSpec>(Self,
+             $"shaders/tc/gemm_{(cm2 ? "coopmat2" : "coopmat")}_{(f16 ? "f16" : "bf16")}{(input16 ? "_in16" : "")}.spv",
              ShaderFeatures.KhrCooperativeMatrix | (cm2 ? ShaderFeatures.NvCooperativeMatrix2 : 0) | (f16 ? 0 : ShaderFeatures.Bfloat16))))
         .ToDictionary(v => v.Key, v => v.Source);
 
-    /// <summary>Tensor-core GEMM variants (shaders/tc/gemm_coopmat.comp), by operand type (f16, bf16) and API (KHR, NV coopmat2).</summary>
-    public static KernelSource<GemmCoopmatSpec> GemmCoopmat(GemmOperands operands, TensorCoreApi api) =>
-        CoopmatVariants.TryGetValue((operands, api), out var source)
-            ? source
-            : throw new ArgumentOutOfRangeException(nameof(operands), $"no tensor-core GEMM variant for {operands} operands and {api}.");
+    /// <summary>
+    /// Tensor-core GEMM variants (shaders/tc/gemm_coopmat.comp), by operand type (f16, bf16), API (KHR, NV coopmat2)
+    /// and whether A and B are fp32 (rounded as they are staged) or already 16-bit operands (INPUT16).
+    /// </summary>
+    public static KernelSource<GemmCoopmatSpec> GemmCoopmat(GemmOperands operands, TensorCoreApi api, bool input16 = false) =>
+        CoopmatVariants[(operands, api, input16)];
+
+    /// <summary>fp32 to packed f16 or bf16 operands, times their tensor's power-of-two scale, for the INPUT16 GEMM variants.</summary>
+    public static readonly KernelSource<ToOperand16Spec> ToOperand16 = Source<ToOperand16Spec>("nn/to_operand16");
+
+    /// <summary>max |x| of a tensor folded into one slot of a result (the operand scales of <see cref="ToOperand16"/>).</summary>
+    public static readonly KernelSource<LocalSize> AbsMax = Source<LocalSize>("nn/absmax");
 
     public static readonly KernelSource<GemmLanesSpec> GemmLanes = Source<GemmLanesSpec>("nn/gemm_lanes");
 

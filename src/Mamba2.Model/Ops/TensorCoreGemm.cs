@@ -32,13 +32,35 @@ public enum TensorCoreApi
     NvCooperativeMatrix2,
 }
 
+/// <summary>Where fp32 operands become the 16-bit operands the tensor cores take.</summary>
+public enum OperandStaging
+{
+    /// <summary>Per device: <see cref="Converted"/> on a GPU that runs it, else <see cref="InKernel"/>.</summary>
+    Auto,
+
+    /// <summary>The GEMM reads fp32 and rounds each element as it stages it in shared memory.</summary>
+    InKernel,
+
+    /// <summary>
+    /// Passes write 16-bit copies of A and B (scratch of the stream), which the GEMM reads: half the bytes in its K
+    /// loop and nothing to convert; NV coopmat2 then loads them straight from memory through tensor layouts. Each
+    /// copy is the tensor times a power of two that puts its largest |x| in [2^14, 2^15) (divided out exactly in
+    /// the epilogue), so f16 operands neither overflow nor lose small tensors (gradients) to subnormals.
+    /// </summary>
+    Converted,
+}
+
 /// <summary>
 /// Tile of the tensor-core GEMM (<c>shaders/tc/gemm_coopmat.comp</c>): a BM x BN output tile per workgroup, K in
 /// BK slices. KHR: subgroups own WM x WN blocks of TM x TN x TK fragments (a shape the device lists).
 /// NV coopmat2: one workgroup-scope matrix of <see cref="Threads"/> invocations (WM, WN, TM, TN, TK unused).
 /// </summary>
-public sealed record TensorCoreTile(TensorCoreApi Api, uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, uint Threads)
+public sealed record TensorCoreTile(TensorCoreApi Api, uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, uint Threads,
+    OperandStaging Staging = OperandStaging.InKernel)
 {
+    /// <summary>NV coopmat2 on converted operands loads them from memory itself: no shared tiles of ours.</summary>
+    public bool Direct => Api == TensorCoreApi.NvCooperativeMatrix2 && Staging == OperandStaging.Converted;
+
     private const uint Pad = 8;  // the shader's PAD
 
     /// <summary>Shared memory the shader declares for this tile and these transposes.</summary>
@@ -47,15 +69,15 @@ public sealed record TensorCoreTile(TensorCoreApi Api, uint BM, uint BN, uint BK
         var a = transposeA ? BK * (BM + Pad) : BM * (BK + Pad);
         var b = transposeB ? BN * (BK + Pad) : BK * (BN + Pad);
         var staging = Api == TensorCoreApi.Khr ? BM / WM * (BN / WN) * TM * TN * sizeof(float) : 0;  // one fragment per subgroup
-        return 2 * (a + b) * sizeof(ushort) + staging;  // two buffers of 16-bit operands
+        return Direct ? 0 : 2 * (a + b) * sizeof(ushort) + staging;  // two buffers of 16-bit operands
     }
 
     internal GemmCoopmatSpec Specialization(bool transposeA, bool transposeB) =>
         new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, transposeA, transposeB);
 
-    public override string ToString() => Api == TensorCoreApi.Khr
+    public override string ToString() => (Api == TensorCoreApi.Khr
         ? $"khr {BM}x{BN}x{BK}/{WM}x{WN} frag {TM}x{TN}x{TK}"
-        : $"coopmat2 {BM}x{BN}x{BK} ({Threads} invocations)";
+        : $"coopmat2 {BM}x{BN}x{BK} ({Threads} invocations)") + (Staging == OperandStaging.Converted ? ", converted" : "");
 }
 
 /// <summary>
@@ -70,8 +92,22 @@ public static class TensorCoreGemm
         Resolve(device.Capabilities, operands, api) is not null;
 
     /// <summary>
-    /// The variant <paramref name="api"/> stands for on a device with <paramref name="caps"/> (Auto: KHR, else NV
-    /// coopmat2), or null when it was not compiled, the device lacks its features, or no tile fits.
+    /// The staging <paramref name="staging"/> stands for with the variant <paramref name="api"/> (Auto, measured on
+    /// the H200: NV coopmat2 on converted operands, which it loads straight from memory; KHR rounds in the kernel).
+    /// </summary>
+    public static OperandStaging ResolveStaging(GpuDevice device, GemmOperands operands, TensorCoreApi api, OperandStaging staging) =>
+        staging switch
+        {
+            OperandStaging.Auto when api == TensorCoreApi.NvCooperativeMatrix2
+                && Shaders.GemmCoopmat(operands, api, input16: true).WhyNotRunnable(device.Capabilities) is null => OperandStaging.Converted,
+            OperandStaging.Auto => OperandStaging.InKernel,
+            _ => staging,
+        };
+
+    /// <summary>
+    /// The variant <paramref name="api"/> stands for on a device with <paramref name="caps"/> (Auto: NV coopmat2 where
+    /// it runs on converted operands, the fastest measured on NVIDIA; else KHR, else coopmat2), or null when it was
+    /// not compiled, the device lacks its features, or no tile fits.
     /// </summary>
     public static TensorCoreApi? Resolve(DeviceCapabilities caps, GemmOperands operands, TensorCoreApi api)
     {
@@ -85,8 +121,11 @@ public static class TensorCoreGemm
             return Shaders.GemmCoopmat(operands, a).WhyNotRunnable(caps) is null && ChooseTile(caps, operands, a, 0, 0) is not null;
         }
 
+        var direct = Runs(TensorCoreApi.NvCooperativeMatrix2)
+            && Shaders.GemmCoopmat(operands, TensorCoreApi.NvCooperativeMatrix2, input16: true).WhyNotRunnable(caps) is null;
         return api switch
         {
+            TensorCoreApi.Auto when direct => TensorCoreApi.NvCooperativeMatrix2,
             TensorCoreApi.Auto when Runs(TensorCoreApi.Khr) => TensorCoreApi.Khr,
             TensorCoreApi.Auto when Runs(TensorCoreApi.NvCooperativeMatrix2) => TensorCoreApi.NvCooperativeMatrix2,
             TensorCoreApi.Auto => null,
@@ -108,28 +147,81 @@ public static class TensorCoreGemm
 
     internal static void Run(Tensor a, Tensor b, Tensor c, int m, int n, int k, int batch, bool batched,
         bool transposeA, bool transposeB, float alpha, float beta, GemmOperands operands, TensorCoreApi api,
-        CommandStream? stream, TensorCoreTile? tile)
+        CommandStream? stream, TensorCoreTile? tile, OperandStaging staging = OperandStaging.Auto)
     {
         const string op = "Gemm";
         var device = a.Device;
         var resolved = Resolve(device.Capabilities, operands, tile?.Api ?? api)
             ?? throw new MissingFeatureException($"Gemm with {operands} operands needs tensor cores, which {device.Name} cannot use here: {Why(device.Capabilities, operands, api)}.");
-        var t = tile ?? ChooseTile(device.Capabilities, operands, resolved, m, n)!;
+        var staged = ResolveStaging(device, operands, resolved, tile?.Staging ?? staging);
+        var t = tile ?? ChooseTile(device.Capabilities, operands, resolved, m, n, staged)!;
         Validate(device.Capabilities, t, transposeA, transposeB);
-        var kernel = device.GetKernel(Shaders.GemmCoopmat(operands, resolved), t.Specialization(transposeA, transposeB));
+        var converted = t.Staging == OperandStaging.Converted;
+        var source = Shaders.GemmCoopmat(operands, resolved, converted);
+        if (source.WhyNotRunnable(device.Capabilities) is { } why)
+        {
+            throw new MissingFeatureException($"Gemm with {operands} operands converted first: {why}.");
+        }
+
+        var kernel = device.GetKernel(source, t.Specialization(transposeA, transposeB));
         int Dim(Tensor x, int i) => x.Shape[batched ? i + 1 : i];
         var (groups, push) = Gemm.Launch(device, t.BM, t.BN, m, n, k, batch, batched, Dim(a, 1), Dim(b, 1), alpha, beta);
         Shaders.EnsureBindable(op, a, b, c);
-        Shaders.RunIn(device, stream, s => s.Dispatch(kernel, groups, push, a.Buffer, b.Buffer, c.Buffer));
+        Shaders.RunIn(device, stream, s =>
+        {
+            if (!converted)
+            {
+                s.Dispatch(kernel, groups, push, a.Buffer, b.Buffer, c.Buffer);
+                return;
+            }
+
+            var scales = s.Own(device.CreateBuffer<uint>(2, "gemm.operand_scales"));
+            s.Fill(scales, 0u);
+            var local = Shaders.PowerOfTwoLocal(device);
+            var absMax = device.GetKernel(Shaders.AbsMax, new LocalSize(local));
+            // A few workgroups walk the tensor with a stride: one atomic each (one per 256 elements serialized).
+            uint Groups(long n) => Math.Min(Shaders.Groups1D(device, n, local), AbsMaxGroups);
+            s.Dispatch(absMax, (Groups(a.Length), 1, 1), new ScalePush((uint)a.Length, 0), a.Buffer, scales);
+            s.Dispatch(absMax, (Groups(b.Length), 1, 1), new ScalePush((uint)b.Length, 1), b.Buffer, scales);
+            var a16 = ToOperand16(s, a, operands, scales, 0);
+            var b16 = ToOperand16(s, b, operands, scales, 1);
+            s.Dispatch(kernel, groups, push, a16, b16, c.Buffer, scales);
+        });
     }
+
+    /// <summary>
+    /// A 16-bit copy of <paramref name="x"/> times its scale (f16 or bf16, rounded to nearest even), owned by the
+    /// stream; <paramref name="slot"/> is x's max |x| in <paramref name="scales"/>.
+    /// </summary>
+    private static GpuBuffer ToOperand16(CommandStream s, Tensor x, GemmOperands operands, GpuBuffer scales, uint slot)
+    {
+        var device = x.Device;
+        var words = (x.Length + 1) / 2;
+        var packed = s.Own(device.CreateBuffer<uint>(words, $"{x.Name}.{operands.ToString().ToLowerInvariant()}"));
+        var local = Shaders.Local1D(device);
+        s.Dispatch(device.GetKernel(Shaders.ToOperand16, new ToOperand16Spec(local, operands == GemmOperands.Bf16)),
+            (Shaders.Groups1D(device, words, local), 1, 1), new ScalePush((uint)x.Length, slot), x.Buffer, packed, scales);
+        return packed;
+    }
+
+    private const uint AbsMaxGroups = 1024;
+
+    [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
+    private readonly record struct ScalePush(uint Count, uint Slot);
 
     /// <summary>
     /// A tile for this device: KHR fragments of a listed shape with these operand types (16x16x16 preferred), 128 x
     /// 128 tiles of 8 subgroups where the problem fills them on a GPU, else 64 x 64 of 4; coopmat2 tiles from a
     /// listed flexible shape. Null when the device lists no shape for these operands or no tile fits its limits.
     /// </summary>
-    public static TensorCoreTile? ChooseTile(DeviceCapabilities caps, GemmOperands operands, TensorCoreApi api, int m, int n)
+    public static TensorCoreTile? ChooseTile(DeviceCapabilities caps, GemmOperands operands, TensorCoreApi api, int m, int n,
+        OperandStaging staging = OperandStaging.InKernel)
     {
+        if (staging == OperandStaging.Auto)
+        {
+            throw new ArgumentException("ChooseTile: resolve the staging first (ResolveStaging).", nameof(staging));
+        }
+
         var type = operands == GemmOperands.F16 ? "f16" : "bf16";
         var candidates = new List<TensorCoreTile>();
         if (api == TensorCoreApi.Khr)
@@ -147,11 +239,39 @@ public static class TensorCoreGemm
             var w = caps.SubgroupSize;
             if (m >= 128 && n >= 128)
             {
-                candidates.Add(new(api, 128, 128, bk, 64, 32, shape.M, shape.N, shape.K, 8 * w));
+                candidates.Add(new(api, 128, 128, bk, 64, 32, shape.M, shape.N, shape.K, 8 * w, staging));
             }
 
-            candidates.Add(new(api, 64, 64, bk, 32, 32, shape.M, shape.N, shape.K, 4 * w));
-            candidates.Add(new(api, 2 * shape.M, 2 * shape.N, bk, shape.M, shape.N, shape.M, shape.N, shape.K, 4 * w));
+            candidates.Add(new(api, 64, 64, bk, 32, 32, shape.M, shape.N, shape.K, 4 * w, staging));
+            candidates.Add(new(api, 2 * shape.M, 2 * shape.N, bk, shape.M, shape.N, shape.M, shape.N, shape.K, 4 * w, staging));
+        }
+        else if (caps.CooperativeMatrix2 is { } direct && staging == OperandStaging.Converted)
+        {
+            // Straight from memory (no shared tiles of ours): the widest tile the problem fills; 128 x 256 was the
+            // fastest measured on the H200 (docs/PERF.md).
+            foreach (var f in direct.FlexibleShapes.Where(s => s.AType == type && s.BType == type && s.CType == "f32" && s.ResultType == "f32")
+                .OrderByDescending(s => s.WorkgroupInvocations))
+            {
+                uint Round(uint v, uint g) => (v + g - 1) / g * g;
+                TensorCoreTile Tile(uint bm, uint bn, uint k) =>
+                    new(api, Round(bm, f.MGranularity), Round(bn, f.NGranularity), Round(k, f.KGranularity), 0, 0, 0, 0, 0, f.WorkgroupInvocations, staging);
+                if (m >= 128 && n >= 256)
+                {
+                    candidates.Add(Tile(128, 256, 32));
+                }
+
+                if (m >= 256 && n >= 128)
+                {
+                    candidates.Add(Tile(256, 128, 32));
+                }
+
+                if (m >= 128 && n >= 128)
+                {
+                    candidates.Add(Tile(128, 128, 64));
+                }
+
+                candidates.Add(Tile(64, 64, 32));
+            }
         }
         else if (caps.CooperativeMatrix2 is { } limits)
         {
@@ -163,10 +283,10 @@ public static class TensorCoreGemm
                 var bk = Round(32, f.KGranularity);
                 if (m >= 128 && n >= 128)
                 {
-                    candidates.Add(new(api, Round(128, f.MGranularity), Round(128, f.NGranularity), bk, 0, 0, 0, 0, 0, f.WorkgroupInvocations));
+                    candidates.Add(new(api, Round(128, f.MGranularity), Round(128, f.NGranularity), bk, 0, 0, 0, 0, 0, f.WorkgroupInvocations, staging));
                 }
 
-                candidates.Add(new(api, Round(64, f.MGranularity), Round(64, f.NGranularity), bk, 0, 0, 0, 0, 0, f.WorkgroupInvocations));
+                candidates.Add(new(api, Round(64, f.MGranularity), Round(64, f.NGranularity), bk, 0, 0, 0, 0, 0, f.WorkgroupInvocations, staging));
             }
         }
 

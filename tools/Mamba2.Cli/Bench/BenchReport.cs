@@ -54,7 +54,13 @@ internal sealed record BenchReport(string Device, string Driver, string Preset, 
             ["driver"] = Driver,
             ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", CultureInfo.InvariantCulture),
             ["preset"] = Preset,
-            ["ceilings"] = new Dictionary<string, object> { ["copy_gb_per_s"] = Ceilings.CopyGBps, ["fp32_tflop_per_s"] = Ceilings.Fp32Tflops },
+            ["ceilings"] = new Dictionary<string, object?>
+            {
+                ["copy_gb_per_s"] = Ceilings.CopyGBps,
+                ["fp32_tflop_per_s"] = Ceilings.Fp32Tflops,
+                ["f16_tensor_tflop_per_s"] = Ceilings.F16TensorTflops,
+                ["bf16_tensor_tflop_per_s"] = Ceilings.Bf16TensorTflops,
+            },
             ["rows"] = Rows.Select(RowJson).ToList(),
         };
         File.WriteAllText(path, JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));

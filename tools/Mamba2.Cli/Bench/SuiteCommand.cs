@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using Mamba2.Model.Ops;
 using Mamba2.Vulkan;
 using Spectre.Console;
 
@@ -32,7 +33,7 @@ internal static class SuiteCommand
     public static void AddTo(Command bench)
     {
         foreach (var o in new Option[] { Preset, Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk, Ops, Warmup, Repeats, Json, Csv, PlotFile, Compare, Threshold,
-                     CommonOptions.Device, CommonOptions.Validation })
+                     CommonOptions.PrecisionOption, CommonOptions.Device, CommonOptions.Validation })
         {
             bench.Options.Add(o);
         }
@@ -43,6 +44,10 @@ internal static class SuiteCommand
     private static int Run(ParseResult r)
     {
         using var device = CommonOptions.Open(r);
+        if (CommonOptions.ResolvePrecision(r, device, "the suite (its SSD, layer and GEMM rows)", Precision.Fp32) is null)
+        {
+            return 2;
+        }
         var preset = BenchPreset.Get(r.GetValue(Preset) ?? (device.Info.IsCpu ? "quick" : "370m"));
         var shapes = preset.Shapes;
         if (new[] { Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk }.Any(o => r.GetValue(o) is not null))
@@ -66,7 +71,7 @@ internal static class SuiteCommand
         }
 
         var ceilings = DeviceCeilings.Measure(device);
-        Console.WriteLine($"device: {device.Name} ({device.Info.DriverName}); measured ceilings: copy {ceilings.CopyGBps:F1} GB/s, fp32 FMA {ceilings.Fp32Tflops:F2} TFLOP/s");
+        Console.WriteLine($"device: {device.Name} ({device.Info.DriverName}); measured ceilings: copy {ceilings.CopyGBps:F1} GB/s, fp32 FMA {ceilings.Fp32Tflops:F2} TFLOP/s, tensor cores {CeilingText(ceilings)}");
         Console.WriteLine($"preset {preset.Name}: {shapes.Count} shape(s), ops {string.Join(",", ops)}, {warmup} warm-up + {repeats} timed calls per row (fp32; SSD with D, dt_bias, softplus, no gate)");
         var rng = new Random();
         var rows = new List<BenchRow>();
@@ -154,4 +159,10 @@ internal static class SuiteCommand
         Console.WriteLine(regressions == 0 ? $"no row slower than {threshold:P0}" : $"{regressions} row(s) slower by more than {threshold:P0}");
         return regressions == 0 ? 0 : 3;
     }
+
+    internal static string CeilingText(DeviceCeilings c) =>
+        c.F16TensorTflops is null && c.Bf16TensorTflops is null
+            ? "none"
+            : string.Join(", ", new[] { ("f16", c.F16TensorTflops), ("bf16", c.Bf16TensorTflops) }
+                .Where(t => t.Item2 is not null).Select(t => $"{t.Item1} {t.Item2:F1} TFLOP/s"));
 }

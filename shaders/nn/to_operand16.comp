@@ -1,0 +1,33 @@
+#version 450
+// fp32 to tensor-core operands: x times its tensor's power-of-two scale (operand_scale.glsl), as f16, or bf16
+// rounded to nearest even (BF16), two to a 32-bit word, so that a tensor-core GEMM reads half the bytes and
+// converts nothing (tc/gemm_coopmat.comp with INPUT16 divides the scales out). An odd count's last word holds a
+// zero in its high half.
+#extension GL_GOOGLE_include_directive : require
+#include "operand_scale.glsl"
+layout(local_size_x_id = 0) in;
+layout(constant_id = 1) const bool BF16 = false;
+
+layout(std430, binding = 0) readonly buffer Src { float src[]; };
+layout(std430, binding = 1) writeonly buffer Dst { uint dst[]; };
+layout(std430, binding = 2) readonly buffer Scales { uint absmax_bits[]; };
+
+layout(push_constant) uniform Push {
+    uint count;   // fp32 elements
+    uint slot;    // which of absmax_bits is this tensor's
+} p;
+
+// Round to nearest even by hand (a plain conversion truncates on some drivers); NaN stays NaN.
+uint bf16_bits(float v) {
+    const uint u = floatBitsToUint(v);
+    return isnan(v) ? (u >> 16) | 0x40u : (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+}
+
+void main() {
+    const uint words = (p.count + 1) / 2;
+    const float scale = operand_scale(absmax_bits[p.slot]);
+    for (uint w = gl_GlobalInvocationID.x; w < words; w += gl_NumWorkGroups.x * gl_WorkGroupSize.x) {
+        const vec2 v = scale * vec2(src[2 * w], 2 * w + 1 < p.count ? src[2 * w + 1] : 0.0);
+        dst[w] = BF16 ? bf16_bits(v.x) | (bf16_bits(v.y) << 16) : packHalf2x16(v);
+    }
+}

@@ -1,0 +1,101 @@
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Ops;
+
+/// <summary>
+/// The precision policy (docs/DESIGN.md, "Precision policy"): what a product is computed in. Tensors stay fp32 in
+/// every mode today; bf16 storage of activations and weights comes with mixed-precision training.
+/// </summary>
+public enum Precision
+{
+    /// <summary>Exact fp32 on the shader cores: relative error &lt;= 1e-5 against float64. The reference.</summary>
+    Fp32,
+
+    /// <summary>
+    /// fp32 in and out, products on tensor cores with f16 operands (each tensor scaled by a power of two into f16's
+    /// range), fp32 accumulation: relative error &lt;= 2e-3 against float64, as Triton's TF32 dots give.
+    /// </summary>
+    Fp32Fast,
+
+    /// <summary>Products with bf16 operands and fp32 accumulation: relative error &lt;= 1e-2 against float64 on bf16-rounded inputs.</summary>
+    Bf16,
+}
+
+/// <summary>Names, defaults, tolerances and the GEMM each <see cref="Precision"/> runs.</summary>
+public static class PrecisionPolicy
+{
+    /// <summary>The names the CLI and docs use: fp32, fp32-fast, bf16.</summary>
+    public static string Name(this Precision precision) => precision switch
+    {
+        Precision.Fp32 => "fp32",
+        Precision.Fp32Fast => "fp32-fast",
+        Precision.Bf16 => "bf16",
+        _ => throw new ArgumentOutOfRangeException(nameof(precision)),
+    };
+
+    /// <summary>Parses a <see cref="Name"/>; false for anything else.</summary>
+    public static bool TryParse(string? text, out Precision precision)
+    {
+        foreach (var p in Enum.GetValues<Precision>())
+        {
+            if (string.Equals(text, p.Name(), StringComparison.OrdinalIgnoreCase))
+            {
+                precision = p;
+                return true;
+            }
+        }
+
+        precision = Precision.Fp32;
+        return false;
+    }
+
+    /// <summary>The relative error against float64 the mode promises.</summary>
+    public static double Tolerance(this Precision precision) => precision switch
+    {
+        Precision.Fp32 => 1e-5,
+        Precision.Fp32Fast => 2e-3,
+        Precision.Bf16 => 1e-2,
+        _ => throw new ArgumentOutOfRangeException(nameof(precision)),
+    };
+
+    /// <summary>
+    /// The default on <paramref name="device"/>: fp32-fast on a GPU whose build and driver run the f16 tensor-core
+    /// GEMM; exact fp32 on a CPU driver (whose cooperative matrices are emulated, slower than its fp32 path) and
+    /// on devices without tensor cores.
+    /// </summary>
+    public static Precision DefaultFor(GpuDevice device) =>
+        !device.Info.IsCpu && WhyNot(device, Precision.Fp32Fast) is null ? Precision.Fp32Fast : Precision.Fp32;
+
+    /// <summary>Why <paramref name="device"/> cannot run products in <paramref name="precision"/>, or null when it can.</summary>
+    public static string? WhyNot(GpuDevice device, Precision precision)
+    {
+        if (precision == Precision.Fp32)
+        {
+            return null;
+        }
+
+        var (operands, staging) = GemmOf(precision);
+        var api = TensorCoreGemm.Resolve(device.Capabilities, operands, TensorCoreApi.Auto);
+        if (api is null)
+        {
+            return $"{precision.Name()} needs tensor cores with {operands} operands: {string.Join("; ", TensorCoreGemm.Describe(device.Capabilities))}";
+        }
+
+        var resolved = TensorCoreGemm.ResolveStaging(device, operands, api.Value, staging);
+        return Shaders.GemmCoopmat(operands, api.Value, resolved == OperandStaging.Converted).WhyNotRunnable(device.Capabilities) is { } why
+            ? $"{precision.Name()}: {why}"
+            : null;
+    }
+
+    /// <summary>
+    /// The GEMM of a mode: fp32-fast converts operands to scaled f16 copies first (range safety for gradients),
+    /// bf16 lets the variant pick where they are rounded (bf16 has fp32's range).
+    /// </summary>
+    public static (GemmOperands Operands, OperandStaging Staging) GemmOf(Precision precision) => precision switch
+    {
+        Precision.Fp32 => (GemmOperands.Fp32, OperandStaging.InKernel),
+        Precision.Fp32Fast => (GemmOperands.F16, OperandStaging.Converted),
+        Precision.Bf16 => (GemmOperands.Bf16, OperandStaging.Auto),
+        _ => throw new ArgumentOutOfRangeException(nameof(precision)),
+    };
+}

@@ -1,0 +1,53 @@
+using Mamba2.Cli;
+using Mamba2.Model.Ops;
+using Mamba2.Tests;
+using Xunit;
+
+namespace Mamba2.Model.Tests;
+
+/// <summary>Every GPU verb prints its precision first (stderr) and refuses one it cannot run, with exit code 2.</summary>
+public class PrecisionCliTests(GpuFixture gpu)
+{
+    private static (int Code, string Err) Run(params string[] args)
+    {
+        var err = new StringWriter();
+        var previous = Console.Error;
+        Console.SetError(err);
+        try
+        {
+            return (CliApp.Run(args), err.ToString());
+        }
+        finally
+        {
+            Console.SetError(previous);
+        }
+    }
+
+    [Fact]
+    public void TheRunsPrecisionComesFirstAndBadOnesExitWithTwo()
+    {
+        var (code, err) = Run("bench", "gemm", "--sizes", "8", "--warmup", "0", "--repeats", "1");
+        Assert.Equal(0, code);
+        var expected = PrecisionPolicy.DefaultFor(gpu.Device).Name();
+        Assert.StartsWith($"precision: {expected} (the default on this device", err.Split('\n').First(l => l.StartsWith("precision", StringComparison.Ordinal)));
+
+        (code, err) = Run("bench", "gemm", "--sizes", "8", "--precision", "fp64");
+        Assert.Equal(2, code);
+        Assert.Contains("--precision 'fp64': expected fp32, fp32-fast or bf16", err);
+
+        (code, err) = Run("bench", "ssd", "--batch", "1", "--seqlen", "8", "--heads", "1", "--headdim", "4", "--dstate", "4", "--chunk", "4", "--precision", "bf16");
+        Assert.Equal(2, code);
+        Assert.Contains("--precision bf16: the SSD runs in exact fp32 only", err);
+
+        (code, err) = Run("bench", "gemm", "--sizes", "8", "--precision", "fp32-fast", "--operands", "f16");
+        Assert.Equal(2, code);
+        Assert.Contains("not both", err);
+
+        if (PrecisionPolicy.WhyNot(gpu.Device, Precision.Bf16) is { } why)
+        {
+            (code, err) = Run("bench", "gemm", "--sizes", "8", "--precision", "bf16");
+            Assert.Equal(2, code);
+            Assert.Contains($"--precision bf16: {why}", err);
+        }
+    }
+}

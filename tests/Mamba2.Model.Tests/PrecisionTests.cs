@@ -1,0 +1,102 @@
+using Mamba2.Model.Modules;
+using Mamba2.Model.Ops;
+using Mamba2.Model.Tensors;
+using Mamba2.Model.Tests.Reference;
+using Mamba2.Tests;
+using Mamba2.Vulkan;
+using Xunit;
+
+namespace Mamba2.Model.Tests;
+
+/// <summary>
+/// The precision policy through the model: a layer whose projections run in fp32-fast or bf16 against the float64
+/// layer, at the mode's tolerance, forward and every gradient. Where the build or device cannot run a mode, setting
+/// it must fail with a reason (and MAMBA2_TEST_REQUIRE turns that into a failure, as for the GEMM tests).
+/// </summary>
+public class PrecisionTests(GpuFixture gpu)
+{
+    private GpuDevice Device => gpu.Device;
+
+    [Fact]
+    public void NamesToleranceAndDefault()
+    {
+        foreach (var p in Enum.GetValues<Precision>())
+        {
+            Assert.True(PrecisionPolicy.TryParse(p.Name().ToUpperInvariant(), out var parsed));
+            Assert.Equal(p, parsed);
+        }
+
+        Assert.False(PrecisionPolicy.TryParse("fp8", out _));
+        Assert.Equal([1e-5, 2e-3, 1e-2], Enum.GetValues<Precision>().Select(p => p.Tolerance()));
+        Assert.Null(PrecisionPolicy.WhyNot(Device, Precision.Fp32));
+        var expected = !Device.Info.IsCpu && PrecisionPolicy.WhyNot(Device, Precision.Fp32Fast) is null ? Precision.Fp32Fast : Precision.Fp32;
+        Assert.Equal(expected, PrecisionPolicy.DefaultFor(Device));
+    }
+
+    [Theory]
+    [InlineData(Precision.Fp32Fast, true)]
+    [InlineData(Precision.Fp32Fast, false)]
+    [InlineData(Precision.Bf16, true)]
+    public void LayerMatchesTheFloat64LayerAtTheModesTolerance(Precision precision, bool causal)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var config = new Mamba2Config(DModel: 32) { DState = 8, HeadDim = 8, NGroups = 2, ChunkSize = 16, Causal = causal };
+        const int b = 2, l = 29;
+        using var layer = Mamba2Layer.Initialize(Device, config, rng);
+        if (PrecisionPolicy.WhyNot(Device, precision) is { } why)
+        {
+            var required = (Environment.GetEnvironmentVariable(TensorCoreGemmTests.RequireVariable) ?? "").Split(',');
+            Assert.False(required.Contains("khr_coopmat") && (precision != Precision.Bf16 || required.Contains("bf16")), $"required, but: {why}");
+            var e = Assert.Throws<MissingFeatureException>(() => layer.Precision = precision);
+            Assert.Contains(precision.Name(), e.Message);
+            return;
+        }
+
+        layer.Precision = precision;
+        var values = layer.Parameters.ToDictionary(q => q.Name, q => q.Value.ToArray().Select(v => (double)v).ToArray());
+        var uv = TestMath.Uniform(rng, b * l * config.DModel, -1, 1);
+        var dv = TestMath.Uniform(rng, b * l * config.DModel, -1, 1);
+        using var u = Tensor.FromArray(Device, "u", uv, b, l, config.DModel);
+        using var dout = Tensor.FromArray(Device, "dout", dv, b, l, config.DModel);
+        using var acts = layer.Forward(u);
+        var (du, grads) = layer.Backward(dout, acts);
+        try
+        {
+            var reference = new Mamba2LayerReference(config, values, b, l);
+            var what = $"{precision.Name()} causal {causal} seed {seed}";
+            var tol = precision.Tolerance();
+            var ud = uv.Select(v => (double)v).ToArray();
+            var outRef = reference.Forward(ud);
+            TestMath.AssertClose(acts.Output.ToArray(), outRef, tol, $"{what}: out");
+            var (duRef, gRef) = reference.Backward(ud, dv.Select(v => (double)v).ToArray());
+            TestMath.AssertClose(du.ToArray(), duRef, tol, $"{what}: du");
+            foreach (var (name, expected) in gRef)
+            {
+                TestMath.AssertClose(grads[name].ToArray(), expected, reference.TermScales.GetValueOrDefault(name, expected), tol, $"{what}: grad {name}");
+            }
+
+            // Not an fp32 run by accident: the output is off the exact one by more than fp32 rounding.
+            Assert.True(TestMath.RelativeError(acts.Output.ToArray(), outRef) > 1e-5, $"{what}: as exact as fp32");
+        }
+        finally
+        {
+            du.Dispose();
+            foreach (var g in grads.Values)
+            {
+                g.Dispose();
+            }
+        }
+    }
+
+    [Fact]
+    public void TheModelsPrecisionIsEveryLayers()
+    {
+        var config = new Mamba2LMConfig(VocabSize: 7, NLayer: 2, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, ChunkSize = 16 });
+        using var lm = Mamba2LM.Initialize(Device, config, new Random(3));
+        Assert.Equal(Precision.Fp32, lm.Precision);
+        var target = PrecisionPolicy.WhyNot(Device, Precision.Fp32Fast) is null ? Precision.Fp32Fast : Precision.Fp32;
+        lm.Precision = target;
+        Assert.All(lm.Layers, block => Assert.Equal(target, block.Mixer.Precision));
+    }
+}
