@@ -65,6 +65,25 @@ public class TensorCoreGemmTests(GpuFixture gpu)
 
     [Theory]
     [MemberData(nameof(Variants))]
+    public void SplitKWhereTheOutputHasFewTiles(GemmOperands operands, TensorCoreApi api, OperandStaging staging)
+    {
+        Assert.Equal(2, TensorCoreGemm.SplitsFor(1, 4096, 32));   // parts of 2048 at least
+        Check(operands, api, staging, 1, 40, 72, 4096, true, false, 0.5f, 0f);   // the dW shape: A stored K x M
+        Check(operands, api, staging, 1, 24, 40, 4096, false, true, 1f, 0f);
+    }
+
+    [Fact]
+    public void SplitKOnlyForFewTilesAndLongK()
+    {
+        Assert.Equal(4, TensorCoreGemm.SplitsFor(140, 16384, 32));   // the 370m dW product on 128 x 256 tiles
+        Assert.Equal(1, TensorCoreGemm.SplitsFor(512, 16384, 32));   // tiles enough
+        Assert.Equal(1, TensorCoreGemm.SplitsFor(140, 4000, 32));    // too short to split
+        Assert.Equal(1, TensorCoreGemm.SplitsFor(140, 16384 + 16, 32));   // no multiple of the parts' BK
+        Assert.Equal(8, TensorCoreGemm.SplitsFor(100, 16384, 32));
+    }
+
+    [Theory]
+    [MemberData(nameof(Variants))]
     public void LargeTilesWhereTheProblemFillsThem(GemmOperands operands, TensorCoreApi api, OperandStaging staging) =>
         Check(operands, api, staging, 1, 300, 260, 100, false, false, 1f, 0f);
 

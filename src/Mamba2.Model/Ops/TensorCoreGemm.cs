@@ -166,27 +166,80 @@ public static class TensorCoreGemm
         var kernel = device.GetKernel(source, t.Specialization(transposeA, transposeB));
         int Dim(Tensor x, int i) => x.Shape[batched ? i + 1 : i];
         var (groups, push) = Gemm.Launch(device, t.BM, t.BN, m, n, k, batch, batched, Dim(a, 1), Dim(b, 1), alpha, beta);
+        var tiles = (long)((m + t.BM - 1) / t.BM) * ((n + t.BN - 1) / t.BN);
+        var splits = batched || beta != 0f ? 1 : SplitsFor(tiles, k, t.BK);
+        if ((ulong)splits * (ulong)m * (ulong)n * sizeof(float) > device.Capabilities.MaxStorageBufferRange)
+        {
+            splits = 1;   // the partials would not fit one binding
+        }
+
+        if (splits > 1)
+        {
+            // Split K: split s multiplies K columns [s K/S, (s + 1) K/S) as batch entry s (A and B strided along K)
+            // into its own partial C; a fixed-order sum adds the partials into C (same inputs, same bits).
+            var ks = k / splits;
+            push = push with
+            {
+                K = (uint)ks,
+                Batch = (uint)splits,
+                StrideC = (uint)((long)m * n),
+                StrideA = (uint)(transposeA ? (long)ks * push.Lda : ks),
+                StrideB = (uint)(transposeB ? ks : (long)ks * push.Ldb),
+            };
+            groups = (groups.X, groups.Y, (uint)Math.Min(splits, device.Capabilities.MaxWorkgroupCount.Z));
+        }
+
         Shaders.EnsureBindable(op, a, b, c);
         Shaders.RunIn(device, stream, s =>
         {
+            var output = splits > 1 ? s.Own(device.CreateBuffer<float>((long)splits * m * n, "gemm.split_k_partials")) : c.Buffer;
             if (!converted)
             {
-                s.Dispatch(kernel, groups, push, a.Buffer, b.Buffer, c.Buffer);
-                return;
+                s.Dispatch(kernel, groups, push, a.Buffer, b.Buffer, output);
+            }
+            else
+            {
+                var scales = s.Own(device.CreateBuffer<uint>(2, "gemm.operand_scales"));
+                s.Fill(scales, 0u);
+                var local = Shaders.PowerOfTwoLocal(device);
+                var absMax = device.GetKernel(Shaders.AbsMax, new LocalSize(local));
+                // A few workgroups walk the tensor with a stride: one atomic each (one per 256 elements serialized).
+                uint Groups(long n) => Math.Min(Shaders.Groups1D(device, n, local), AbsMaxGroups);
+                s.Dispatch(absMax, (Groups(a.Length), 1, 1), new ScalePush((uint)a.Length, 0), a.Buffer, scales);
+                s.Dispatch(absMax, (Groups(b.Length), 1, 1), new ScalePush((uint)b.Length, 1), b.Buffer, scales);
+                var a16 = ToOperand16(s, a, operands, scales, 0);
+                var b16 = ToOperand16(s, b, operands, scales, 1);
+                s.Dispatch(kernel, groups, push, a16, b16, output, scales);
             }
 
-            var scales = s.Own(device.CreateBuffer<uint>(2, "gemm.operand_scales"));
-            s.Fill(scales, 0u);
-            var local = Shaders.PowerOfTwoLocal(device);
-            var absMax = device.GetKernel(Shaders.AbsMax, new LocalSize(local));
-            // A few workgroups walk the tensor with a stride: one atomic each (one per 256 elements serialized).
-            uint Groups(long n) => Math.Min(Shaders.Groups1D(device, n, local), AbsMaxGroups);
-            s.Dispatch(absMax, (Groups(a.Length), 1, 1), new ScalePush((uint)a.Length, 0), a.Buffer, scales);
-            s.Dispatch(absMax, (Groups(b.Length), 1, 1), new ScalePush((uint)b.Length, 1), b.Buffer, scales);
-            var a16 = ToOperand16(s, a, operands, scales, 0);
-            var b16 = ToOperand16(s, b, operands, scales, 1);
-            s.Dispatch(kernel, groups, push, a16, b16, c.Buffer, scales);
+            if (splits > 1)
+            {
+                Reductions.Sum(s, output, c.Buffer, (uint)splits, (uint)((long)m * n));
+            }
         });
+    }
+
+    /// <summary>
+    /// How many parts to split K into: 1 unless the output has too few tiles to fill a large GPU (fewer than 256)
+    /// and K is long; then the most parts (8, 4 or 2) that keep each at least 2048 long, a multiple of the tile's
+    /// BK, and the tiles times parts within 1024 (the dW products of the projections: K = tokens).
+    /// </summary>
+    internal static int SplitsFor(long tiles, int k, uint bk)
+    {
+        if (tiles >= 256)
+        {
+            return 1;
+        }
+
+        foreach (var s in new[] { 8, 4, 2 })
+        {
+            if (k % (s * bk) == 0 && k / s >= 2048 && tiles * s <= 1024)
+            {
+                return s;
+            }
+        }
+
+        return 1;
     }
 
     /// <summary>
