@@ -7,11 +7,23 @@ namespace Mamba2.Cli;
 /// <summary>The `mamba2` command line: every verb, and the mapping of failures to exit codes.</summary>
 public static class CliApp
 {
-    /// <summary>Exit code for bad input (missing or mismatched tensors, invalid options).</summary>
+    /// <summary>Exit code for bad input: a missing or unreadable file, a malformed one, an invalid option or value.</summary>
     public const int BadInput = 2;
 
     /// <summary>Exit code when no usable Vulkan loader or device exists.</summary>
     public const int NoVulkan = 3;
+
+    /// <summary>Exit code when the GPU fails under the run: out of device memory, device lost.</summary>
+    public const int GpuFailure = 4;
+
+    /// <summary>Exit code for an internal error (a bug): sysexits' EX_SOFTWARE.</summary>
+    public const int InternalError = 70;
+
+    /// <summary>Exit code after Ctrl-C (128 + SIGINT), so that scripts can tell an interrupted run.</summary>
+    public const int Interrupted = 130;
+
+    /// <summary>Global flag: print the stack trace of an internal error.</summary>
+    public const string VerboseFlag = "--verbose";
 
     public static RootCommand Build()
     {
@@ -22,9 +34,15 @@ public static class CliApp
         root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(TrainCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
+        root.Options.Add(new Option<bool>(VerboseFlag) { Description = "On an internal error, print its stack trace", Recursive = true });
         return root;
     }
 
+    /// <summary>
+    /// Runs the command line. The one error boundary: what a user can cause (files, values, options, a device that
+    /// lacks a feature) ends in one line naming it and exit code 2; no usable Vulkan in 3; the GPU failing in 4; a
+    /// bug in a short report and 70 (the trace only with --verbose). No stack trace reaches a user otherwise.
+    /// </summary>
     public static int Run(string[] args)
     {
         if (Console.IsOutputRedirected)
@@ -42,10 +60,30 @@ public static class CliApp
             Console.Error.WriteLine($"error: {e.Message}");
             return NoVulkan;
         }
-        catch (Exception e) when (e is ArgumentException or InvalidDataException or KeyNotFoundException or FileNotFoundException or FormatException)
+        catch (Exception e) when (e is OutOfDeviceMemoryException or DeviceLostException)
         {
             Console.Error.WriteLine($"error: {e.Message}");
+            return GpuFailure;
+        }
+        catch (Exception e) when (IsUserError(e))
+        {
+            Console.Error.WriteLine($"error: {OneLine(e.Message)}");
             return BadInput;
         }
+        catch (Exception e)
+        {
+            Console.Error.WriteLine($"internal error: {e.GetType().Name}: {OneLine(e.Message)}");
+            Console.Error.WriteLine(args.Contains(VerboseFlag)
+                ? e.ToString()
+                : "This is a bug in mamba2: please report it with the command line (--verbose prints the stack trace).");
+            return InternalError;
+        }
     }
+
+    /// <summary>Exceptions a user's input causes (as opposed to a bug), which end in exit code 2.</summary>
+    public static bool IsUserError(Exception e) => e is ArgumentException or InvalidDataException or KeyNotFoundException
+        or IOException or UnauthorizedAccessException or System.Text.Json.JsonException or FormatException or NotSupportedException
+        or MissingFeatureException or OverflowException or System.Security.SecurityException;
+
+    private static string OneLine(string message) => string.Join(' ', message.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
 }

@@ -94,6 +94,42 @@ internal static class CommonOptions
     /// <summary>Every mode: for verbs whose products all follow the policy.</summary>
     public static readonly Precision[] AllPrecisions = Enum.GetValues<Precision>();
 
+    /// <summary>An input file must exist and be a file; the message names the option.</summary>
+    public static void CheckInputFile(string option, FileInfo input)
+    {
+        if (Directory.Exists(input.FullName))
+        {
+            throw new IOException($"{option} {input.FullName} is a directory, not a file.");
+        }
+
+        if (!input.Exists)
+        {
+            throw new FileNotFoundException($"{option} {input.FullName}: no such file.", input.FullName);
+        }
+    }
+
+    /// <summary>
+    /// Checked before any work: an output file's directory must exist, it must not be a directory, and it must not
+    /// be the input (which it would overwrite).
+    /// </summary>
+    public static void CheckOutputFile(string option, FileInfo output, FileInfo? input = null)
+    {
+        if (input is not null && string.Equals(Path.GetFullPath(output.FullName), Path.GetFullPath(input.FullName), StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"{option} {output.FullName} is the input file; write the results to another file.");
+        }
+
+        if (Directory.Exists(output.FullName))
+        {
+            throw new IOException($"{option} {output.FullName} is a directory; name a file in it.");
+        }
+
+        if (!Directory.Exists(Path.GetDirectoryName(output.FullName)))
+        {
+            throw new DirectoryNotFoundException($"{option} {output.FullName}: the directory does not exist.");
+        }
+    }
+
     /// <summary>Opens the device and, with validation on, echoes its messages to stderr.</summary>
     public static GpuDevice Open(ParseResult result)
     {

@@ -28,6 +28,8 @@ internal static class ForwardCommand
     {
         var input = r.GetValue(Input)!;
         var output = r.GetValue(Output)!;
+        CommonOptions.CheckInputFile("--input", input);
+        CommonOptions.CheckOutputFile("--output", output, input);
         int[] ids;
         int[] shape;
         using (var file = SafetensorsFile.Open(input.FullName))

@@ -42,6 +42,8 @@ internal static class SsdCommand
     {
         var input = r.GetValue(Input)!;
         var output = r.GetValue(Output)!;
+        CommonOptions.CheckInputFile("--input", input);
+        CommonOptions.CheckOutputFile("--output", output, input);
         var limit = ParseLimit(r.GetValue(DtLimit));
         if (!r.GetValue(Bidirectional) && r.GetResult(BidirectionalMode) is { Implicit: false })
         {

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
+using Mamba2.Model.IO;
 using Mamba2.Model.Modules;
 using Mamba2.Model.Training;
 using Mamba2.Model.Training.Tasks;
@@ -34,11 +35,15 @@ internal static class TrainCommand
     private static readonly Option<int?> SaveEvery = new("--save-every") { Description = "steps between checkpoints" };
     private static readonly Option<int?> Keep = new("--keep") { Description = "checkpoints kept" };
     private static readonly Option<long?> StopAt = new("--stop-at") { Description = "stop (and save) at this step; the schedule still spans --steps, so --resume continues the same run" };
+    private static readonly Option<bool> Overwrite = new("--overwrite") { Description = "start a new run in an --out that holds one (its checkpoints, metrics and settings are removed)" };
+
+    /// <summary>What a run writes into its directory (--overwrite removes exactly these).</summary>
+    private static readonly string[] RunFiles = ["train.json", "metrics.csv", "curves.png"];
 
     public static Command Create()
     {
         return CommonOptions.GpuCommand("train", "Train a Mamba2 language model (synthetic tasks or byte-level text) on the GPU, or the CPU driver without one", Run,
-            Task, Data, Config, Out, Resume, MetricsOut, Steps, Batch, SeqLen, DModel, Layers, Lr, Bidirectional, Seed, EvalEvery, SaveEvery, Keep, StopAt);
+            Task, Data, Config, Out, Resume, MetricsOut, Steps, Batch, SeqLen, DModel, Layers, Lr, Bidirectional, Seed, EvalEvery, SaveEvery, Keep, StopAt, Overwrite);
     }
 
     private static TrainSettings Settings(ParseResult r)
@@ -47,6 +52,7 @@ internal static class TrainCommand
         TrainSettings s;
         if (resume is not null)
         {
+            CheckResume(resume.FullName);
             var saved = Path.Combine(resume.FullName, "..", "train.json");
             s = File.Exists(saved) ? TrainSettings.FromJson(saved, new TrainSettings()) : throw new FileNotFoundException($"--resume: no train.json beside {resume.FullName}.");
         }
@@ -77,6 +83,28 @@ internal static class TrainCommand
         };
     }
 
+    /// <summary>--resume must name one checkpoint of a run: say which when it names the run, or a step that is not there.</summary>
+    private static void CheckResume(string path)
+    {
+        string Steps(string run) => Directory.Exists(run)
+            ? string.Join(", ", StepDirectories(run).OrderBy(x => x.Step).Select(x => Path.GetFileName(x.Dir))) is { Length: > 0 } list ? list : "none"
+            : "none";
+        if (File.Exists(Path.Combine(path, "train.json")))
+        {
+            throw new ArgumentException($"--resume {path} is a run directory; pick one of its checkpoints ({Steps(path)}), e.g. --resume {Path.Combine(path, "step-N")}.");
+        }
+
+        if (!Directory.Exists(path))
+        {
+            throw new ArgumentException($"--resume {path}: no such checkpoint (the run has: {Steps(Path.GetFullPath(Path.Combine(path, "..")))}).");
+        }
+    }
+
+    private static IEnumerable<(string Dir, long Step)> StepDirectories(string runDir) =>
+        Directory.GetDirectories(runDir, "step-*")
+            .Select(d => (Dir: d, Step: long.TryParse(Path.GetFileName(d)["step-".Length..], NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n : -1))
+            .Where(x => x.Step >= 0);
+
     private static TrainingTask MakeTask(TrainSettings s) => s.Task switch
     {
         "selective-copy" => new SelectiveCopyTask(s.SeqLen, s.CopyTokens, s.TaskVocab),
@@ -94,13 +122,28 @@ internal static class TrainCommand
             throw new ArgumentException("--steps, --batch, --eval-every, --save-every and --keep must be positive and --seqlen at least 2.");
         }
 
+        if (!float.IsFinite(s.LearningRate) || s.LearningRate <= 0)
+        {
+            throw new ArgumentException($"--lr must be a positive number, got {s.LearningRate.ToString(CultureInfo.InvariantCulture)}.");
+        }
+
+        if (r.GetValue(StopAt) is <= 0)
+        {
+            throw new ArgumentException($"--stop-at must be a positive step, got {r.GetValue(StopAt)}.");
+        }
+
         var stopAt = Math.Min(r.GetValue(StopAt) ?? s.Steps, s.Steps);
-        var task = MakeTask(s);
         var resume = r.GetValue(Resume);
         var runDir = resume is not null ? Path.GetFullPath(Path.Combine(resume.FullName, ".."))
             : r.GetValue(Out)?.FullName ?? Path.GetFullPath(Path.Combine("runs", $"{s.Task}-{DateTime.Now:yyyyMMdd-HHmmss}"));
-        Directory.CreateDirectory(runDir);
-        File.WriteAllText(Path.Combine(runDir, "train.json"), s.ToJson());
+        if (r.GetValue(MetricsOut) is { } metricsOutFile && !Directory.Exists(Path.GetDirectoryName(metricsOutFile.FullName)))
+        {
+            throw new DirectoryNotFoundException($"--metrics-out {metricsOutFile.FullName}: the directory does not exist.");
+        }
+
+        var task = MakeTask(s);
+        PrepareRunDirectory(runDir, resume is null ? null : Trainer.StepOf(resume.FullName), r.GetValue(Overwrite));
+        DurableFiles.WriteAllText(Path.Combine(runDir, "train.json"), s.ToJson());
         var options = new TrainerOptions
         {
             Batch = s.Batch,
@@ -128,7 +171,7 @@ internal static class TrainCommand
             AnsiConsole.MarkupLine("[yellow]note:[/] reversal needs the future; a causal model cannot solve it (try --bidirectional).");
         }
 
-        var metrics = new MetricsLog(Path.Combine(runDir, "metrics.csv"), append: resume is not null);
+        var metrics = new MetricsLog(Path.Combine(runDir, "metrics.csv"), resume is null ? null : trainer.Step);
         var interrupted = false;
         ConsoleCancelEventHandler onCancel = (_, e) =>
         {
@@ -187,10 +230,10 @@ internal static class TrainCommand
                     result["accuracy"] = eval.Accuracy;
                 }
 
-                File.WriteAllText(metricsOut.FullName, JsonSerializer.Serialize(result, new JsonSerializerOptions { WriteIndented = true }));
+                DurableFiles.WriteAllText(metricsOut.FullName, JsonSerializer.Serialize(result, new JsonSerializerOptions { WriteIndented = true }));
             }
 
-            return 0;
+            return interrupted ? CliApp.Interrupted : 0;
         }
         finally
         {
@@ -199,16 +242,76 @@ internal static class TrainCommand
         }
     }
 
-    /// <summary>runDir/step-N (atomic, via the trainer), then all but the newest <paramref name="keep"/> step directories removed.</summary>
+    /// <summary>runDir/step-N (atomic and durable, via the trainer), then all but the newest <paramref name="keep"/> step directories removed.</summary>
     private static void SaveCheckpoint(Trainer trainer, string runDir, int keep)
     {
         trainer.Save(Path.Combine(runDir, $"step-{trainer.Step}"));
-        var old = Directory.GetDirectories(runDir, "step-*")
-            .Select(d => (Dir: d, Step: long.TryParse(Path.GetFileName(d)["step-".Length..], NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) ? n : -1))
-            .Where(x => x.Step >= 0).OrderByDescending(x => x.Step).Skip(keep);
-        foreach (var (dir, _) in old)
+        foreach (var (dir, _) in StepDirectories(runDir).OrderByDescending(x => x.Step).Skip(keep))
         {
             Directory.Delete(dir, recursive: true);
         }
+    }
+
+    /// <summary>
+    /// The run directory before a run writes to it: interrupted saves' leftovers removed; a new run refuses a
+    /// directory that holds one unless <paramref name="overwrite"/> (which removes the run's own files only); a run
+    /// resumed at <paramref name="resumeStep"/> moves the later checkpoints of the run it abandons (and a copy of
+    /// its metrics) into abandoned-TIME/, so that pruning keeps the continued run's newest checkpoints.
+    /// </summary>
+    private static void PrepareRunDirectory(string runDir, long? resumeStep, bool overwrite)
+    {
+        if (File.Exists(runDir))
+        {
+            throw new IOException($"--out {runDir} is a file, not a directory.");
+        }
+
+        Directory.CreateDirectory(runDir);
+        if (Trainer.CleanInterruptedSaves(runDir) is > 0 and var cleaned)
+        {
+            AnsiConsole.MarkupLine($"[grey]removed {cleaned} folder(s) left by interrupted checkpoint saves[/]");
+        }
+
+        var steps = StepDirectories(runDir).ToList();
+        if (resumeStep is not { } k)
+        {
+            if (steps.Count > 0 || RunFiles.Any(f => File.Exists(Path.Combine(runDir, f))))
+            {
+                if (!overwrite)
+                {
+                    throw new ArgumentException($"--out {runDir} already holds a run ({steps.Count} checkpoint(s)); continue it with --resume {Path.Combine(runDir, "step-N")}, or start over with --overwrite.");
+                }
+
+                steps.ForEach(x => Directory.Delete(x.Dir, recursive: true));
+                foreach (var f in RunFiles.Select(f => Path.Combine(runDir, f)).Where(File.Exists))
+                {
+                    File.Delete(f);
+                }
+            }
+
+            return;
+        }
+
+        var later = steps.Where(x => x.Step > k).ToList();
+        if (later.Count == 0)
+        {
+            return;
+        }
+
+        var aside = Path.Combine(runDir, $"abandoned-{DateTime.Now:yyyyMMdd-HHmmss}");
+        Directory.CreateDirectory(aside);
+        foreach (var (dir, _) in later)
+        {
+            Directory.Move(dir, Path.Combine(aside, Path.GetFileName(dir)));
+        }
+
+        var metricsFile = Path.Combine(runDir, "metrics.csv");
+        if (File.Exists(metricsFile))
+        {
+            File.Copy(metricsFile, Path.Combine(aside, "metrics.csv"));
+        }
+
+        DurableFiles.SyncDirectory(aside);
+        DurableFiles.SyncDirectory(runDir);
+        AnsiConsole.MarkupLine($"[yellow]resuming at step {k}: the abandoned run's later checkpoints ({string.Join(", ", later.Select(x => x.Step))}) moved to {aside.EscapeMarkup()}[/]");
     }
 }

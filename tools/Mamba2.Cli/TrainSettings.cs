@@ -82,19 +82,27 @@ internal sealed record TrainSettings
     {
         // Keys missing from the file keep the task's defaults: merge the file over the serialized defaults.
         var merged = System.Text.Json.Nodes.JsonNode.Parse(JsonSerializer.Serialize(defaults, Json))!.AsObject();
-        var file = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))?.AsObject()
-            ?? throw new InvalidDataException($"{path}: not a JSON object.");
-        foreach (var (key, value) in file)
+        try
         {
-            if (!merged.ContainsKey(key))
+            var file = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path)) as System.Text.Json.Nodes.JsonObject
+                ?? throw new InvalidDataException($"{path}: not a JSON object.");
+            foreach (var (key, value) in file)
             {
-                throw new InvalidDataException($"{path}: unknown key '{key}' (known: {string.Join(", ", merged.Select(kv => kv.Key))}).");
+                if (!merged.ContainsKey(key))
+                {
+                    throw new InvalidDataException($"{path}: unknown key '{key}' (known: {string.Join(", ", merged.Select(kv => kv.Key))}).");
+                }
+
+                merged[key] = value?.DeepClone();
             }
 
-            merged[key] = value?.DeepClone();
+            return merged.Deserialize<TrainSettings>(Json) ?? throw new InvalidDataException($"{path}: null.");
         }
-
-        return merged.Deserialize<TrainSettings>(Json)!;
+        catch (JsonException e)
+        {
+            // "The JSON value could not be converted to System.Int32. Path: $.steps": the key and the file say it.
+            throw new InvalidDataException($"{path}: {(e.Path is { } at ? $"{at.TrimStart('$', '.')} has the wrong type or value" : "not valid JSON")} ({e.Message})", e);
+        }
     }
 
     public string ToJson() => JsonSerializer.Serialize(this, Json);

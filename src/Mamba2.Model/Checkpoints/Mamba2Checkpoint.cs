@@ -32,7 +32,16 @@ public static class Mamba2Checkpoint
         var text = File.ReadAllText(path);
         // transformers writes Infinity / NaN bare, which strict JSON rejects: quote them for the parser.
         text = System.Text.RegularExpressions.Regex.Replace(text, @"(?<=[:\[,]\s*)(-?Infinity|NaN)(?=\s*[,\]}])", "\"$1\"");
-        var root = JsonNode.Parse(text)?.AsObject() ?? throw new InvalidDataException($"{path}: not a JSON object.");
+        JsonObject root;
+        try
+        {
+            root = JsonNode.Parse(text) as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object.");
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{path}: not valid JSON ({e.Message})", e);
+        }
+
         return root.ContainsKey("hidden_size") ? FromHf(root, path) : root.ContainsKey("d_model") ? FromMambaSsm(root, path)
             : throw new InvalidDataException($"{path}: neither HF Mamba2 (hidden_size) nor mamba_ssm (d_model) keys found.");
     }
@@ -49,7 +58,7 @@ public static class Mamba2Checkpoint
             throw new InvalidDataException($"{path}: num_heads ({heads}) * head_dim ({headDim}) must equal expand ({expand}) * hidden_size ({hidden}).");
         }
 
-        if (o["tie_word_embeddings"] is JsonValue tie && !tie.GetValue<bool>())
+        if (o.ContainsKey("tie_word_embeddings") && !Bool(o, "tie_word_embeddings", true, path))
         {
             throw new NotSupportedException($"{path}: tie_word_embeddings = false (an untied lm_head) is not supported yet.");
         }
@@ -62,8 +71,8 @@ public static class Mamba2Checkpoint
             HeadDim = headDim,
             NGroups = I("n_groups", 1),
             ChunkSize = I("chunk_size", 256),
-            Bias = Bool(o, "use_bias", false),
-            ConvBias = Bool(o, "use_conv_bias", true),
+            Bias = Bool(o, "use_bias", false, path),
+            ConvBias = Bool(o, "use_conv_bias", true, path),
             NormEps = Float(o, "layer_norm_epsilon", 1e-5f, path),
             DtMin = Float(o, "time_step_min", 0.001f, path),
             DtMax = Float(o, "time_step_max", 0.1f, path),
@@ -75,10 +84,15 @@ public static class Mamba2Checkpoint
 
     private static Mamba2LMConfig FromMambaSsm(JsonObject o, string path)
     {
-        var ssm = o["ssm_cfg"] as JsonObject ?? [];
-        if (ssm["layer"] is JsonValue layer && layer.GetValue<string>() != "Mamba2")
+        var ssm = o["ssm_cfg"] switch
         {
-            throw new NotSupportedException($"{path}: ssm_cfg.layer is {layer.GetValue<string>()}; only Mamba2 layers are supported.");
+            null => [],
+            JsonObject obj => obj,
+            var other => throw new InvalidDataException($"{path}: ssm_cfg must be an object, got {other.ToJsonString()}."),
+        };
+        if (ssm["layer"] is JsonNode layer && (layer is not JsonValue v || !v.TryGetValue<string>(out var name) || name != "Mamba2"))
+        {
+            throw new NotSupportedException($"{path}: ssm_cfg.layer is {layer.ToJsonString()}; only Mamba2 layers are supported.");
         }
 
         var d = Get(o, "d_model", path);
@@ -90,10 +104,10 @@ public static class Mamba2Checkpoint
             HeadDim = Get(ssm, "headdim", path, 64),
             NGroups = Get(ssm, "ngroups", path, 1),
             ChunkSize = Get(ssm, "chunk_size", path, 256),
-            Bias = Bool(ssm, "bias", false),
-            ConvBias = Bool(ssm, "conv_bias", true),
-            NormBeforeGate = Bool(ssm, "norm_before_gate", false),
-            DHasHdim = Bool(ssm, "D_has_hdim", false),
+            Bias = Bool(ssm, "bias", false, path),
+            ConvBias = Bool(ssm, "conv_bias", true, path),
+            NormBeforeGate = Bool(ssm, "norm_before_gate", false, path),
+            DHasHdim = Bool(ssm, "D_has_hdim", false, path),
             DtLimit = Limit(ssm, "dt_limit", path),
         };
         var vocab = Get(o, "vocab_size", path);
@@ -174,8 +188,7 @@ public static class Mamba2Checkpoint
         // transformers writes the limit as a bare Infinity.
         var json = config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }).Replace("\"Infinity\"", "Infinity", StringComparison.Ordinal);
         var configPath = Path.Combine(directory, ConfigFile);
-        File.WriteAllText(configPath + ".tmp", json);
-        File.Move(configPath + ".tmp", configPath, overwrite: true);
+        DurableFiles.WriteAllText(configPath, json);
         var tensors = model.Parameters.Select(q => HostTensor.FromFloat32(q.Name, q.Value.ToArray(), [.. q.Value.Shape])).ToList();
         tensors.Add(HostTensor.FromFloat32("lm_head.weight", model.Embeddings.ToArray(), [.. model.Embeddings.Shape]));
         SafetensorsWriter.Write(Path.Combine(directory, WeightsFile), tensors);
@@ -185,19 +198,25 @@ public static class Mamba2Checkpoint
     {
         if (o[key] is not JsonValue v)
         {
-            return dflt ?? throw new InvalidDataException($"{path}: missing required key {key}.");
+            return o[key] is { } other ? throw new InvalidDataException($"{path}: {key} must be an integer, got {other.ToJsonString()}.")
+                : dflt ?? throw new InvalidDataException($"{path}: missing required key {key}.");
         }
 
         return v.TryGetValue<int>(out var i) ? i : throw new InvalidDataException($"{path}: {key} must be an integer, got {v.ToJsonString()}.");
     }
 
-    private static bool Bool(JsonObject o, string key, bool dflt) => o[key] is JsonValue v ? v.GetValue<bool>() : dflt;
+    private static bool Bool(JsonObject o, string key, bool dflt, string path) => o[key] switch
+    {
+        null => dflt,
+        JsonValue v when v.TryGetValue<bool>(out var b) => b,
+        var other => throw new InvalidDataException($"{path}: {key} must be true or false, got {other.ToJsonString()}."),
+    };
 
     private static float Float(JsonObject o, string key, float dflt, string path)
     {
         if (o[key] is not JsonValue v)
         {
-            return dflt;
+            return o[key] is { } other ? throw new InvalidDataException($"{path}: {key} must be a number, got {other.ToJsonString()}.") : dflt;
         }
 
         if (v.TryGetValue<double>(out var d))

@@ -39,6 +39,7 @@ public static class SafetensorsWriter
             }
 
             File.Move(temp, path, overwrite: true);
+            DurableFiles.SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         }
         catch
         {

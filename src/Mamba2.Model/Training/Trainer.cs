@@ -174,25 +174,66 @@ public sealed class Trainer : IDisposable
         }
 
         SafetensorsWriter.Write(Path.Combine(temp, OptimizerFile), tensors);
-        File.WriteAllText(Path.Combine(temp, StateFile), JsonSerializer.Serialize(new SavedState(Step, _optimizer.StepCount, Task.Name, Options)));
+        DurableFiles.WriteAllText(Path.Combine(temp, StateFile), JsonSerializer.Serialize(new SavedState(Step, _optimizer.StepCount, Task.Name, Options)));
+        var parent = Path.GetDirectoryName(full)!;
         if (Directory.Exists(full))
         {
             var old = full + ".old-" + Guid.NewGuid().ToString("N");
             Directory.Move(full, old);
             Directory.Move(temp, full);
+            DurableFiles.SyncDirectory(parent);
             Directory.Delete(old, recursive: true);
         }
         else
         {
             Directory.Move(temp, full);
+            DurableFiles.SyncDirectory(parent);
+        }
+    }
+
+    /// <summary>
+    /// Removes what interrupted <see cref="Save"/>s into <paramref name="runDirectory"/> left behind: half-written
+    /// "step-N.tmp-*" folders and "step-N.old-*" ones a crash kept beside their replacement. Returns how many.
+    /// </summary>
+    public static int CleanInterruptedSaves(string runDirectory)
+    {
+        var stale = Directory.Exists(runDirectory)
+            ? Directory.GetDirectories(runDirectory, "step-*.tmp-*").Concat(Directory.GetDirectories(runDirectory, "step-*.old-*")).ToList()
+            : [];
+        foreach (var dir in stale)
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+
+        return stale.Count;
+    }
+
+    /// <summary>The step a checkpoint directory (Save's layout) was saved at, from its trainer state.</summary>
+    public static long StepOf(string directory) => ReadState(directory).Step;
+
+    private static SavedState ReadState(string directory)
+    {
+        var statePath = Path.Combine(directory, StateFile);
+        if (!File.Exists(statePath))
+        {
+            throw new FileNotFoundException($"{directory} is not a checkpoint of a run: it has no {StateFile}.", statePath);
+        }
+
+        try
+        {
+            return JsonSerializer.Deserialize<SavedState>(File.ReadAllText(statePath))
+                ?? throw new InvalidDataException($"{statePath}: empty.");
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{statePath}: corrupt ({e.Message})", e);
         }
     }
 
     /// <summary>A trainer continuing from <paramref name="directory"/> (Save's layout): same model, moments and step.</summary>
     public static Trainer Resume(GpuDevice device, string directory, TrainingTask task, TrainerOptions options)
     {
-        var state = JsonSerializer.Deserialize<SavedState>(File.ReadAllText(Path.Combine(directory, StateFile)))
-            ?? throw new InvalidDataException($"{directory}: {StateFile} is empty.");
+        var state = ReadState(directory);
         if (state.Task != task.Name)
         {
             throw new ArgumentException($"{directory} was trained on {state.Task}, not {task.Name}.", nameof(task));

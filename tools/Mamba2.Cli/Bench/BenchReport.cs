@@ -86,15 +86,22 @@ internal sealed record BenchReport(string Device, string Driver, string Preset, 
     /// <summary>Median ms by row key (op | impl | pass | shape) of a JSON report written by <see cref="WriteJson"/>.</summary>
     public static Dictionary<string, double> ReadMedians(string path)
     {
-        using var doc = JsonDocument.Parse(File.ReadAllText(path));
-        if (!doc.RootElement.TryGetProperty("rows", out var rows) || rows.ValueKind != JsonValueKind.Array)
+        try
         {
-            throw new InvalidDataException($"{path}: not a bench report (no 'rows' list).");
-        }
+            using var doc = JsonDocument.Parse(File.ReadAllText(path));
+            if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("rows", out var rows) || rows.ValueKind != JsonValueKind.Array)
+            {
+                throw new InvalidDataException($"{path}: not a bench report (no 'rows' list).");
+            }
 
-        return rows.EnumerateArray().ToDictionary(
-            r => $"{r.GetProperty("op").GetString()} | {r.GetProperty("impl").GetString()} | {r.GetProperty("pass").GetString()} | {r.GetProperty("shape").GetString()}",
-            r => r.GetProperty("median_ms").GetDouble());
+            return rows.EnumerateArray().ToDictionary(
+                r => $"{r.GetProperty("op").GetString()} | {r.GetProperty("impl").GetString()} | {r.GetProperty("pass").GetString()} | {r.GetProperty("shape").GetString()}",
+                r => r.GetProperty("median_ms").GetDouble());
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException or ArgumentException)
+        {
+            throw new InvalidDataException($"{path}: not a bench report written by --json ({e.Message})", e);
+        }
     }
 
     /// <summary>Time against seqlen (log-log), one line per op, implementation and pass.</summary>

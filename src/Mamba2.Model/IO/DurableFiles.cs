@@ -1,0 +1,76 @@
+using System.Runtime.InteropServices;
+using System.Text;
+
+namespace Mamba2.Model.IO;
+
+/// <summary>
+/// Writes that survive a power loss, not only a killed process: a file is written beside its name, flushed to
+/// disk, renamed into place, and the directory that holds the name is flushed too (a rename lives in the
+/// directory's own data). On Windows, where a directory cannot be flushed this way, the directory step is skipped.
+/// </summary>
+public static partial class DurableFiles
+{
+    /// <summary>Replaces <paramref name="path"/> with <paramref name="text"/> (UTF-8), atomically and durably.</summary>
+    public static void WriteAllText(string path, string text)
+    {
+        var temp = $"{path}.tmp-{Environment.ProcessId}";
+        try
+        {
+            using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
+            {
+                stream.Write(Encoding.UTF8.GetBytes(text));
+                stream.Flush(flushToDisk: true);
+            }
+
+            File.Move(temp, path, overwrite: true);
+            SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        }
+        catch
+        {
+            if (File.Exists(temp))
+            {
+                File.Delete(temp);
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>Flushes a directory's entries (names created, renamed or removed in it) to disk.</summary>
+    public static void SyncDirectory(string directory)
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            return;
+        }
+
+        const int ReadOnly = 0;
+        var directoryFlag = OperatingSystem.IsMacOS() ? 0x100000 : 0x10000;   // O_DIRECTORY
+        var fd = Open(directory, ReadOnly | directoryFlag);
+        if (fd < 0)
+        {
+            throw new IOException($"{directory}: cannot open the directory to flush it (errno {Marshal.GetLastPInvokeError()}).");
+        }
+
+        try
+        {
+            if (Fsync(fd) != 0)
+            {
+                throw new IOException($"{directory}: flushing the directory failed (errno {Marshal.GetLastPInvokeError()}).");
+            }
+        }
+        finally
+        {
+            _ = Close(fd);
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Open(string path, int flags);
+
+    [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
+    private static partial int Fsync(int fd);
+
+    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
+    private static partial int Close(int fd);
+}

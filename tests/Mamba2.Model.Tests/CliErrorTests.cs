@@ -1,0 +1,166 @@
+using Mamba2.Cli;
+using Mamba2.Model.IO;
+using Xunit;
+
+namespace Mamba2.Model.Tests;
+
+/// <summary>
+/// The CLI's error boundary, driven through the real command line with what a user gets wrong: every probe ends in
+/// exit code 2 and one "error:" line that names the file or option, never a stack trace. Also the run directory's
+/// rules: an existing run is not mixed into, resuming earlier sets the later checkpoints and metrics aside.
+/// </summary>
+public sealed class CliErrorTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("mamba2-cli-errors-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static (int Code, string Err) Run(params string[] args)
+    {
+        var err = new StringWriter();
+        var (previous, previousOut) = (Console.Error, Console.Out);
+        Console.SetError(err);
+        Console.SetOut(new StringWriter());
+        try
+        {
+            return (CliApp.Run(args), err.ToString());
+        }
+        finally
+        {
+            Console.SetError(previous);
+            Console.SetOut(previousOut);
+        }
+    }
+
+    private static void AssertBadInput((int Code, string Err) r, string mentions)
+    {
+        Assert.True(r.Code == CliApp.BadInput, $"exit {r.Code}: {r.Err}");
+        Assert.DoesNotContain("   at ", r.Err, StringComparison.Ordinal);
+        var error = Assert.Single(r.Err.Split('\n'), l => l.StartsWith("error:", StringComparison.Ordinal));
+        Assert.True(error.Contains(mentions, StringComparison.Ordinal), $"'{mentions}' not in: {error}");
+    }
+
+    private string Write(string name, string text)
+    {
+        var path = Path.Combine(_dir, name);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        File.WriteAllText(path, text);
+        return path;
+    }
+
+    private string TinyConfig() => Write("tiny.json", """
+        {"d_model": 16, "n_layer": 1, "d_state": 8, "head_dim": 8, "chunk_size": 16, "seq_len": 24, "batch": 4,
+         "warmup_steps": 2, "eval_batches": 1, "seed": 3}
+        """);
+
+    [Fact]
+    public void FileProbesOfSsdAndForward()
+    {
+        var garbage = Write("garbage.safetensors", "not a safetensors file");
+        AssertBadInput(Run("ssd", "--input", "/nodir/x.safetensors", "--output", Path.Combine(_dir, "o.safetensors")), "/nodir/x.safetensors");
+        AssertBadInput(Run("ssd", "--input", _dir, "--output", Path.Combine(_dir, "o.safetensors")), "is a directory");
+        AssertBadInput(Run("ssd", "--input", garbage, "--output", "/nodir/o.safetensors"), "/nodir/o.safetensors");
+        AssertBadInput(Run("ssd", "--input", garbage, "--output", garbage), "is the input file");
+        AssertBadInput(Run("ssd", "--input", garbage, "--output", Path.Combine(_dir, "o.safetensors")), "garbage.safetensors");
+
+        // forward: a valid input_ids file, then every broken config.json.
+        var ids = Path.Combine(_dir, "ids.safetensors");
+        SafetensorsWriter.Write(ids, [HostTensor.FromInt32("input_ids", [1, 2, 3], [1, 3])]);
+        var model = Path.Combine(_dir, "model");
+        foreach (var (config, mentions) in new[]
+        {
+            ("""{"hidden_size": 64, "vocab_size": 8, "num_hidden_layers": 1, "use_bias": "no"}""", "use_bias must be true or false"),
+            ("""{"hidden_size": 64, "vocab_size": 8, "num_hidden_layers": 1, "tie_word_embeddings": false}""", "tie_word_embeddings"),
+            ("", "not valid JSON"),
+            ("""{"hidden_size": 16, "vocab_""", "not valid JSON"),
+            ("[]", "not a JSON object"),
+            ("""{"d_model": 16, "ssm_cfg": [1], "vocab_size": 8, "n_layer": 1}""", "ssm_cfg must be an object"),
+            ("""{"hidden_size": {"a": 1}, "vocab_size": 8, "num_hidden_layers": 1}""", "hidden_size must be an integer"),
+        })
+        {
+            Write(Path.Combine("model", "config.json"), config);
+            AssertBadInput(Run("forward", "--model", model, "--input", ids, "--output", Path.Combine(_dir, "logits.safetensors")), mentions);
+        }
+    }
+
+    [Fact]
+    public void TrainSettingsProbes()
+    {
+        foreach (var (json, mentions) in new[] { ("""{"steps": "ten"}""", "steps"), ("{steps", "not valid JSON"), ("[1,2]", "not a JSON object") })
+        {
+            AssertBadInput(Run("train", "--config", Write("bad.json", json), "--out", Path.Combine(_dir, "r")), mentions);
+        }
+
+        AssertBadInput(Run("train", "--task", "text", "--data", "/nodir/x.txt", "--out", Path.Combine(_dir, "t")), "/nodir/x.txt");
+        AssertBadInput(Run("train", "--config", TinyConfig(), "--stop-at", "-5", "--out", Path.Combine(_dir, "s")), "--stop-at");
+        AssertBadInput(Run("train", "--config", TinyConfig(), "--lr", "NaN", "--out", Path.Combine(_dir, "l")), "--lr");
+        var file = Write("a-file", "x");
+        AssertBadInput(Run("train", "--config", TinyConfig(), "--out", Path.Combine(file, "run")), "a-file");
+        AssertBadInput(Run("train", "--config", TinyConfig(), "--out", Path.Combine(_dir, "m"), "--metrics-out", "/nodir/m.json"), "/nodir/m.json");
+        AssertBadInput(Run("train", "--config", TinyConfig(), "--precision", "fp64", "--out", Path.Combine(_dir, "p")), "--precision");
+    }
+
+    [Fact]
+    public void RunDirectoryRulesAndResumeProbes()
+    {
+        var config = TinyConfig();
+        var run = Path.Combine(_dir, "run");
+        string[] Train(params string[] more) => ["train", "--config", config, "--eval-every", "2", "--save-every", "2", "--keep", "3", .. more];
+        Assert.Equal(0, Run(Train("--out", run, "--steps", "8")).Code);
+        Assert.Equal(["step-4", "step-6", "step-8"], Directory.GetDirectories(run, "step-*").Select(Path.GetFileName).Order());
+
+        // A new run into a directory holding one refuses; --overwrite starts over.
+        AssertBadInput(Run(Train("--out", run, "--steps", "8")), "already holds a run");
+
+        // Resume probes: a step that is not there, the run directory itself, a corrupt trainer state.
+        AssertBadInput(Run("train", "--resume", Path.Combine(run, "step-999")), "step-999");
+        AssertBadInput(Run("train", "--resume", run), "is a run directory");
+        var copy = Path.Combine(_dir, "copy");
+        CopyDirectory(run, copy);
+        File.WriteAllText(Path.Combine(copy, "step-8", "trainer.json"), "{\"step\": ");
+        AssertBadInput(Run("train", "--resume", Path.Combine(copy, "step-8")), "trainer.json");
+
+        // Resuming at step 4 of a run that reached 8: the later checkpoints are set aside, metrics cut back to 4 (a
+        // row cut by a kill dropped), and the continued run's checkpoints are the ones kept.
+        File.AppendAllText(Path.Combine(run, "metrics.csv"), "train,9,0.1");
+        var resumed = Run("train", "--resume", Path.Combine(run, "step-4"), "--stop-at", "6");
+        Assert.True(resumed.Code == 0, resumed.Err);
+        var aside = Assert.Single(Directory.GetDirectories(run, "abandoned-*"));
+        Assert.Equal(["step-6", "step-8"], Directory.GetDirectories(aside, "step-*").Select(Path.GetFileName).Order());
+        Assert.Equal(["step-4", "step-6"], Directory.GetDirectories(run, "step-*").Select(Path.GetFileName).Order());
+        var steps = File.ReadLines(Path.Combine(run, "metrics.csv")).Skip(1).Where(l => l.StartsWith("train,", StringComparison.Ordinal))
+            .Select(l => int.Parse(l.Split(',')[1], System.Globalization.CultureInfo.InvariantCulture)).ToList();
+        Assert.Equal([1, 2, 3, 4, 5, 6], steps);
+
+        // Interrupted saves' leftovers are removed when a run starts; --overwrite clears the run's own files.
+        Directory.CreateDirectory(Path.Combine(run, "step-10.tmp-0123"));
+        Assert.Equal(0, Run(Train("--out", run, "--overwrite", "--steps", "2")).Code);
+        Assert.Empty(Directory.GetDirectories(run, "step-*.tmp-*"));
+        Assert.Equal(["step-2"], Directory.GetDirectories(run, "step-*").Select(Path.GetFileName));
+    }
+
+    [Fact]
+    public void OnlyBugsAreInternalErrors()
+    {
+        Assert.True(CliApp.IsUserError(new DirectoryNotFoundException()));
+        Assert.True(CliApp.IsUserError(new System.Text.Json.JsonException()));
+        Assert.True(CliApp.IsUserError(new NotSupportedException()));
+        Assert.False(CliApp.IsUserError(new InvalidOperationException()));
+        Assert.False(CliApp.IsUserError(new NullReferenceException()));
+        Assert.False(CliApp.IsUserError(new IndexOutOfRangeException()));
+    }
+
+    private static void CopyDirectory(string from, string to)
+    {
+        foreach (var dir in Directory.GetDirectories(from, "*", SearchOption.AllDirectories))
+        {
+            Directory.CreateDirectory(dir.Replace(from, to, StringComparison.Ordinal));
+        }
+
+        Directory.CreateDirectory(to);
+        foreach (var f in Directory.GetFiles(from, "*", SearchOption.AllDirectories))
+        {
+            File.Copy(f, f.Replace(from, to, StringComparison.Ordinal));
+        }
+    }
+}
