@@ -98,6 +98,10 @@ internal sealed record TrainSettings
 
             return merged.Deserialize<TrainSettings>(Json) ?? throw new InvalidDataException($"{path}: null.");
         }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"{path}: {e.Message}", e);   // a key given twice
+        }
         catch (JsonException e)
         {
             // "The JSON value could not be converted to System.Int32. Path: $.steps": the key and the file say it.

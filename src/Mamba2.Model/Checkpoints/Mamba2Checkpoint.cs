@@ -42,8 +42,15 @@ public static class Mamba2Checkpoint
             throw new InvalidDataException($"{path}: not valid JSON ({e.Message})", e);
         }
 
-        return root.ContainsKey("hidden_size") ? FromHf(root, path) : root.ContainsKey("d_model") ? FromMambaSsm(root, path)
-            : throw new InvalidDataException($"{path}: neither HF Mamba2 (hidden_size) nor mamba_ssm (d_model) keys found.");
+        try
+        {
+            return root.ContainsKey("hidden_size") ? FromHf(root, path) : root.ContainsKey("d_model") ? FromMambaSsm(root, path)
+                : throw new InvalidDataException($"{path}: neither HF Mamba2 (hidden_size) nor mamba_ssm (d_model) keys found.");
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"{path}: {e.Message}", e);   // a key given twice (JsonObject finds it on first use)
+        }
     }
 
     private static Mamba2LMConfig FromHf(JsonObject o, string path)
@@ -112,6 +119,11 @@ public static class Mamba2Checkpoint
         };
         var vocab = Get(o, "vocab_size", path);
         var multiple = Get(o, "pad_vocab_size_multiple", path, 1);
+        if (multiple < 1)
+        {
+            throw new InvalidDataException($"{path}: pad_vocab_size_multiple must be at least 1, got {multiple}.");
+        }
+
         vocab = (vocab + multiple - 1) / multiple * multiple;   // mamba_ssm pads the vocabulary
         return new Mamba2LMConfig(vocab, Get(o, "n_layer", path), mixer) { NormEps = Float(o, "norm_epsilon", 1e-5f, path) };
     }
