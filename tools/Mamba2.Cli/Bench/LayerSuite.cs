@@ -13,7 +13,6 @@ internal static class LayerSuite
 {
     public static IEnumerable<BenchRow> Rows(GpuDevice device, BenchShape s, IReadOnlyCollection<string> ops, Random rng, int warmup, int repeats)
     {
-        var rows = new List<BenchRow>();
         var config = new Mamba2Config(s.DModel) { DState = s.DState, HeadDim = s.HeadDim, NGroups = s.Groups, ChunkSize = s.Chunk };
         using var u = Tensor.FromArray(device, "u", BenchInputs.Uniform(rng, s.Tokens * s.DModel, -1, 1), s.Batch, s.SeqLen, s.DModel);
         if (ops.Contains("layer"))
@@ -37,7 +36,7 @@ internal static class LayerSuite
                         return [acts, du, .. grads.Values];
                     }, warmup, repeats);
                     var (bytes, flops) = LayerCost(s, c, backward);
-                    rows.Add(BenchRow.Of(causal ? "mamba2 layer" : "mamba2 layer bidir", "ours", backward, s, t, bytes, flops));
+                    yield return BenchRow.Of(causal ? "mamba2 layer" : "mamba2 layer bidir", "ours", backward, s, t, bytes, flops);
                 }
             }
         }
@@ -56,11 +55,9 @@ internal static class LayerSuite
                     return [y];
                 }, warmup, repeats);
                 var (bytes, flops) = BenchCost.Gemm(rowsA, n, k);
-                rows.Add(BenchRow.Of(name, "ours", backward: false, s, t, bytes, flops));
+                yield return BenchRow.Of(name, "ours", backward: false, s, t, bytes, flops);
             }
         }
-
-        return rows;
     }
 
     /// <summary>

@@ -47,36 +47,35 @@ internal sealed class SsdSuite : IDisposable
         BidirectionalPath = path,
     };
 
+    /// <summary>The rows of <paramref name="ops"/>, each yielded as soon as it is measured (the suite prints it then).</summary>
     public IEnumerable<BenchRow> Rows(IReadOnlyCollection<string> ops, int warmup, int repeats)
     {
-        var rows = new List<BenchRow>();
-        void Add(string op, string impl, bool bidirectional, Func<CommandStream, bool, IEnumerable<IDisposable>> call)
-        {
-            foreach (var backward in new[] { false, true })
-            {
-                var t = RowTimer.Time(_device, st => call(st, backward), warmup, repeats);
-                rows.Add(BenchRow.Of(op, impl, backward, _s, t, BenchCost.SsdBytes(_s, backward), BenchCost.SsdFlops(_s, backward, bidirectional)));
-            }
-        }
-
+        var calls = new List<(string Op, string Impl, bool Bidirectional, Func<CommandStream, bool, IEnumerable<IDisposable>> Call)>();
         if (ops.Contains("ssd"))
         {
-            Add("ssd causal", "ours", false, (st, bwd) => Ours(st, bwd, Options()));
+            calls.Add(("ssd causal", "ours", false, (st, bwd) => Ours(st, bwd, Options())));
         }
 
         if (ops.Contains("bidir"))
         {
-            Add("ssd bidir sum", "ours fused", true, (st, bwd) => Ours(st, bwd, Options(SsdDirection.BidirectionalSum, SsdBidirectionalPath.Fused)));
-            Add("ssd bidir shift", "ours fused", true, (st, bwd) => Ours(st, bwd, Options(SsdDirection.BidirectionalShift, SsdBidirectionalPath.Fused)));
-            Add("ssd bidir shift", "ours composed", true, (st, bwd) => Ours(st, bwd, Options(SsdDirection.BidirectionalShift, SsdBidirectionalPath.Composed)));
+            calls.Add(("ssd bidir sum", "ours fused", true, (st, bwd) => Ours(st, bwd, Options(SsdDirection.BidirectionalSum, SsdBidirectionalPath.Fused))));
+            calls.Add(("ssd bidir shift", "ours fused", true, (st, bwd) => Ours(st, bwd, Options(SsdDirection.BidirectionalShift, SsdBidirectionalPath.Fused))));
+            calls.Add(("ssd bidir shift", "ours composed", true, (st, bwd) => Ours(st, bwd, Options(SsdDirection.BidirectionalShift, SsdBidirectionalPath.Composed))));
         }
 
         if (ops.Contains("naive"))
         {
-            Add("ssd bidir sum", "naive (flipped copies)", true, Naive);
+            calls.Add(("ssd bidir sum", "naive (flipped copies)", true, Naive));
         }
 
-        return rows;
+        foreach (var (op, impl, bidirectional, call) in calls)
+        {
+            foreach (var backward in new[] { false, true })
+            {
+                var t = RowTimer.Time(_device, st => call(st, backward), warmup, repeats);
+                yield return BenchRow.Of(op, impl, backward, _s, t, BenchCost.SsdBytes(_s, backward), BenchCost.SsdFlops(_s, backward, bidirectional));
+            }
+        }
     }
 
     private IEnumerable<IDisposable> Ours(CommandStream st, bool backward, SsdOptions options)

@@ -1,0 +1,116 @@
+using System.Diagnostics;
+using Mamba2.Tests;
+using Xunit;
+
+namespace Mamba2.Model.Tests;
+
+/// <summary>
+/// `mamba2 train` killed (SIGKILL, at random moments: mid-step, mid-save) and resumed from its newest checkpoint
+/// until it finishes 1,000 steps, against the same run uninterrupted: the same training loss at every step (each
+/// step's row exactly once), the same final evaluation. Real processes, so a kill is a kill.
+/// </summary>
+public sealed class TrainSoakTests : IDisposable
+{
+    private const int Steps = 1000;
+    private readonly string _dir = Directory.CreateTempSubdirectory("mamba2-soak-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public void KilledAndResumedRunEndsAsTheUninterruptedOne()
+    {
+        var config = Path.Combine(_dir, "tiny.json");
+        File.WriteAllText(config, """
+            {"d_model": 16, "n_layer": 1, "d_state": 8, "head_dim": 8, "chunk_size": 16, "seq_len": 24, "batch": 4,
+             "warmup_steps": 2, "eval_batches": 1, "seed": 3}
+            """);
+        string[] Fresh(string outDir) =>
+            ["train", "--config", config, "--steps", $"{Steps}", "--eval-every", "100", "--save-every", "25", "--keep", "2", "--out", outDir];
+
+        var reference = Path.Combine(_dir, "reference");
+        Assert.Equal(0, RunCli(Fresh(reference), killAfter: null));
+
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var killed = Path.Combine(_dir, "killed");
+        int kills = 0, code = -1;
+        for (var attempt = 0; attempt < 40 && code != 0; attempt++)
+        {
+            var newest = Directory.Exists(killed)
+                ? Directory.GetDirectories(killed, "step-*").Where(d => !Path.GetFileName(d).Contains('.', StringComparison.Ordinal))
+                    .OrderByDescending(d => long.Parse(Path.GetFileName(d)["step-".Length..], System.Globalization.CultureInfo.InvariantCulture)).FirstOrDefault()
+                : null;
+            string[] args = newest is not null ? ["train", "--resume", newest]
+                : Directory.Exists(killed) ? [.. Fresh(killed), "--overwrite"] : Fresh(killed);
+            // Later attempts run longer, so that the run gets through however slow this machine is.
+            var after = attempt < 8 ? TimeSpan.FromMilliseconds(400 + rng.Next(2500)) : (TimeSpan?)null;
+            code = RunCli(args, after);
+            kills += code == -9 ? 1 : 0;
+            Assert.True(code is 0 or -9, $"seed {seed}, attempt {attempt}: exit {code} for {string.Join(' ', args)}");
+        }
+
+        Assert.Equal(0, code);
+        Assert.True(kills >= 3, $"seed {seed}: only {kills} kills landed: the soak did not interrupt the run");
+        var expected = Rows(Path.Combine(reference, "metrics.csv"));
+        var actual = Rows(Path.Combine(killed, "metrics.csv"));
+        Assert.Equal(Enumerable.Range(1, Steps), actual.Train.Select(r => r.Step));
+        Assert.Equal(expected.Train, actual.Train);
+        Assert.Equal(expected.Eval, actual.Eval);
+        Assert.Empty(Directory.GetDirectories(killed, "step-*.tmp-*"));
+    }
+
+    private static (List<(int Step, string Loss)> Train, List<(int Step, string Loss)> Eval) Rows(string csv)
+    {
+        var rows = File.ReadLines(csv).Skip(1).Select(l => l.Split(','))
+            .Select(f => (Split: f[0], Step: int.Parse(f[1], System.Globalization.CultureInfo.InvariantCulture), Loss: f[2])).ToList();
+        return ([.. rows.Where(r => r.Split == "train").Select(r => (r.Step, r.Loss))], [.. rows.Where(r => r.Split == "eval").Select(r => (r.Step, r.Loss))]);
+    }
+
+    /// <summary>Runs the CLI in its own process; with <paramref name="killAfter"/>, SIGKILLs it then (exit -9).</summary>
+    private static int RunCli(string[] args, TimeSpan? killAfter)
+    {
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(CliAssembly());
+        foreach (var a in args)
+        {
+            start.ArgumentList.Add(a);
+        }
+
+        using var p = Process.Start(start)!;
+        p.OutputDataReceived += (_, _) => { };
+        p.ErrorDataReceived += (_, _) => { };
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        if (killAfter is { } t && !p.WaitForExit(t))
+        {
+            p.Kill(entireProcessTree: true);
+            p.WaitForExit();
+            return -9;
+        }
+
+        if (!p.WaitForExit(TimeSpan.FromMinutes(5)))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"mamba2 {string.Join(' ', args)} ran over 5 minutes.");
+        }
+
+        return p.ExitCode;
+    }
+
+    /// <summary>The CLI the solution built beside this test assembly's configuration (tools/Mamba2.Cli/bin/CONFIG/TFM/mamba2.dll).</summary>
+    private static string CliAssembly()
+    {
+        var here = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
+        var (tfm, configuration) = (here.Name, here.Parent!.Name);
+        for (var d = here; d is not null; d = d.Parent)
+        {
+            var cli = Path.Combine(d.FullName, "tools", "Mamba2.Cli", "bin", configuration, tfm, "mamba2.dll");
+            if (File.Exists(cli))
+            {
+                return cli;
+            }
+        }
+
+        throw new FileNotFoundException($"mamba2.dll ({configuration}/{tfm}) not found above {AppContext.BaseDirectory}: build the solution first.");
+    }
+}
