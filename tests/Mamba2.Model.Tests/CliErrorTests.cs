@@ -63,6 +63,18 @@ public sealed class CliErrorTests : IDisposable
         AssertBadInput(Run("ssd", "--input", garbage, "--output", garbage), "is the input file");
         AssertBadInput(Run("ssd", "--input", garbage, "--output", Path.Combine(_dir, "o.safetensors")), "garbage.safetensors");
 
+        // A NaN in an input is named, not passed on into NaN outputs.
+        var nan = Path.Combine(_dir, "nan.safetensors");
+        SafetensorsWriter.Write(nan, [
+            HostTensor.FromFloat32("x", [0.1f, float.NaN, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f], 1, 4, 1, 2),
+            HostTensor.FromFloat32("dt", [0.1f, 0.2f, 0.3f, 0.4f], 1, 4, 1),
+            HostTensor.FromFloat32("A", [-1f], 1),
+            HostTensor.FromFloat32("B", [.. Enumerable.Repeat(0.5f, 8)], 1, 4, 1, 2),
+            HostTensor.FromFloat32("C", [.. Enumerable.Repeat(0.5f, 8)], 1, 4, 1, 2),
+        ]);
+        AssertBadInput(Run("ssd", "--input", nan, "--output", Path.Combine(_dir, "y.safetensors")), "x[1] (flat index) is NaN");
+        Assert.Equal(0, Run("ssd", "--input", nan, "--output", Path.Combine(_dir, "y.safetensors"), "--allow-nonfinite", "--chunk-size", "16").Code);
+
         // forward: a valid input_ids file, then every broken config.json.
         var ids = Path.Combine(_dir, "ids.safetensors");
         SafetensorsWriter.Write(ids, [HostTensor.FromInt32("input_ids", [1, 2, 3], [1, 3])]);

@@ -20,6 +20,7 @@ internal static class SsdCommand
     private static readonly string[] Upstream = ["dy", "dfinal_states"];
 
     private static readonly Option<FileInfo> Input = new("--input") { Required = true, Description = "safetensors with x, dt, A, B, C and optionally D, z, dt_bias, initial_states; with dy (and optionally dfinal_states) the gradients are computed too (F32 or F64)" };
+    private static readonly Option<bool> AllowNonFinite = new("--allow-nonfinite") { Description = "run on inputs holding NaN or infinity (refused by default, naming the first)" };
     private static readonly Option<FileInfo> Output = new("--output") { Required = true, Description = "safetensors to write y, final_states and, given dy, grad_<input> to (F32)" };
     private static readonly Option<int> ChunkSize = new("--chunk-size") { DefaultValueFactory = _ => 256, Description = "chunk length (16..256)" };
     private static readonly Option<bool> DtSoftplus = new("--dt-softplus") { Description = "dt = softplus(dt + dt_bias)" };
@@ -35,7 +36,7 @@ internal static class SsdCommand
     {
         BidirectionalMode.AcceptOnlyFromAmong("sum", "shift");
         return CommonOptions.GpuCommand("ssd", "Run the chunked SSD (mamba_chunk_scan_combined) forward, and backward when the file has dy, on tensors from a safetensors file", Run,
-            Input, Output, ChunkSize, DtSoftplus, DtLimit, Bidirectional, BidirectionalMode);
+            Input, Output, AllowNonFinite, ChunkSize, DtSoftplus, DtLimit, Bidirectional, BidirectionalMode);
     }
 
     private static int Run(ParseResult r)
@@ -64,11 +65,25 @@ internal static class SsdCommand
         }
 
         var host = Required.Concat(Optional).Concat(Upstream).Where(file.Contains).ToDictionary(n => n, n => ReadFloat(file, n));
+        if (!r.GetValue(AllowNonFinite))
+        {
+            // A NaN or infinity in an input would only come back as NaN outputs, with nothing saying where from.
+            foreach (var (name, t) in host)
+            {
+                var at = Array.FindIndex(t.Data, v => !float.IsFinite(v));
+                if (at >= 0)
+                {
+                    throw new InvalidDataException($"{input.Name}: {name}[{at}] (flat index) is {t.Data[at]}; the SSD's outputs would be NaN (--allow-nonfinite runs it anyway).");
+                }
+            }
+        }
+
         using var device = CommonOptions.Open(r);
         if (CommonOptions.ResolvePrecision(r, device, "the SSD", Precision.Fp32) is null)
         {
             return 2;
         }
+
         var tensors = host.ToDictionary(kv => kv.Key, kv => Tensor.FromArray(device, kv.Key, kv.Value.Data, kv.Value.Shape));
         try
         {
