@@ -27,18 +27,21 @@ internal static class BenchCommand
 
     private static readonly Option<GemmOperands> Operands = new("--operands")
     {
+        HelpName = "fp32|f16|bf16",
         Description = "Operand type of the products: fp32 (exact, shader cores), f16 or bf16 (tensor cores, fp32 accumulation)",
         DefaultValueFactory = _ => GemmOperands.Fp32,
     };
 
     private static readonly Option<TensorCoreApi> Api = new("--api")
     {
+        HelpName = "auto|khr|nvcooperativematrix2",
         Description = "Tensor-core variant for f16/bf16: auto, khr (VK_KHR_cooperative_matrix) or nvcooperativematrix2",
         DefaultValueFactory = _ => TensorCoreApi.Auto,
     };
 
     private static readonly Option<OperandStaging> Staging = new("--staging")
     {
+        HelpName = "auto|inkernel|converted",
         Description = "Where fp32 operands become f16/bf16: auto, inkernel (as the GEMM stages them) or converted (a pass writes 16-bit copies first; timed with the GEMM)",
         DefaultValueFactory = _ => OperandStaging.Auto,
     };

@@ -19,6 +19,7 @@ internal static class CommonOptions
 
     public static readonly Option<string?> PrecisionOption = new("--precision")
     {
+        HelpName = "fp32|fp32-fast|bf16",
         Description = "What products are computed in: fp32 (exact), fp32-fast (tensor cores, f16 operands, fp32 in and out) or bf16 (bf16 operands); default: fp32-fast on a GPU with cooperative matrices, else fp32",
     };
 

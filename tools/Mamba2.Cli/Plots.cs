@@ -29,7 +29,7 @@ internal static class Plots
 
         plot.Axes.Bottom.Label.Text = "step";
         plot.Axes.Left.Label.Text = "loss";
-        plot.ShowLegend();
+        plot.ShowLegend(ScottPlot.Edge.Bottom);   // outside the data area: inside, it covered the ends of the curves
         plot.SavePng(path, 900, 500);
     }
 }

@@ -31,6 +31,7 @@ internal static class SsdBenchCommand
     private static readonly Option<bool> Fused = new("--fused") { Description = "Bidirectional through the fused pass even where the default composes" };
     private static readonly Option<SsdPath> PathOption = new("--path")
     {
+        HelpName = "auto|tiled|recurrent",
         DefaultValueFactory = _ => SsdPath.Auto,
         Description = "tiled (chunked, for GPUs), recurrent (CPU drivers) or auto (MAMBA2_SSD_PATH, else recurrent on a CPU device, tiled elsewhere)",
     };
