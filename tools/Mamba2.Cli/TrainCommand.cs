@@ -23,19 +23,24 @@ internal static class TrainCommand
     private static readonly Option<DirectoryInfo?> Out = new("--out") { Description = "run directory (default runs/<task>-<time>)" };
     private static readonly Option<DirectoryInfo?> Resume = new("--resume") { Description = "a checkpoint directory of a run (step-N) to continue exactly" };
     private static readonly Option<FileInfo?> MetricsOut = new("--metrics-out") { Description = "write the final evaluation as JSON (loss, accuracy)" };
-    private static readonly Option<long?> Steps = new("--steps") { Description = "optimizer steps" };
-    private static readonly Option<int?> Batch = new("--batch") { Description = "sequences per step" };
-    private static readonly Option<int?> SeqLen = new("--seqlen") { Description = "sequence length" };
-    private static readonly Option<int?> DModel = new("--d-model") { Description = "model width" };
-    private static readonly Option<int?> Layers = new("--layers") { Description = "Mamba2 blocks" };
-    private static readonly Option<float?> Lr = new("--lr") { Description = "peak learning rate (warm-up then cosine)" };
+    private static readonly Option<long?> Steps = new("--steps") { Description = $"optimizer steps; default {PerTask(s => s.Steps)}" };
+    private static readonly Option<int?> Batch = new("--batch") { Description = $"sequences per step; default {PerTask(s => s.Batch)}" };
+    private static readonly Option<int?> SeqLen = new("--seqlen") { Description = $"sequence length; default {PerTask(s => s.SeqLen)}" };
+    private static readonly Option<int?> DModel = new("--d-model") { Description = $"model width; default {PerTask(s => s.DModel)}" };
+    private static readonly Option<int?> Layers = new("--layers") { Description = $"Mamba2 blocks; default {PerTask(s => s.NLayer)}" };
+    private static readonly Option<float?> Lr = new("--lr") { Description = $"peak learning rate (warm-up then cosine); default {PerTask(s => s.LearningRate)}" };
     private static readonly Option<bool?> Bidirectional = new("--bidirectional") { Description = "bidirectional layers (the sum-form SSD, non-causal conv)" };
-    private static readonly Option<int?> Seed = new("--seed") { Description = "initialization and data seed" };
-    private static readonly Option<int?> EvalEvery = new("--eval-every") { Description = "steps between evaluations" };
-    private static readonly Option<int?> SaveEvery = new("--save-every") { Description = "steps between checkpoints" };
-    private static readonly Option<int?> Keep = new("--keep") { Description = "checkpoints kept" };
+    private static readonly Option<int?> Seed = new("--seed") { Description = $"initialization and data seed; default {PerTask(s => s.Seed)}" };
+    private static readonly Option<int?> EvalEvery = new("--eval-every") { Description = $"steps between evaluations; default {PerTask(s => s.EvalEvery)}" };
+    private static readonly Option<int?> SaveEvery = new("--save-every") { Description = $"steps between checkpoints; default {PerTask(s => s.SaveEvery)}" };
+    private static readonly Option<int?> Keep = new("--keep") { Description = $"checkpoints kept; default {PerTask(s => s.Keep)}" };
     private static readonly Option<long?> StopAt = new("--stop-at") { Description = "stop (and save) at this step; the schedule still spans --steps, so --resume continues the same run" };
     private static readonly Option<bool> Overwrite = new("--overwrite") { Description = "start a new run in an --out that holds one (its checkpoints, metrics and settings are removed)" };
+
+    /// <summary>Each task's default of a setting, for --help ("selective-copy 4000, ..."), from the same table the run uses.</summary>
+    private static string PerTask(Func<TrainSettings, object> setting) =>
+        string.Join(", ", new[] { "selective-copy", "associative-recall", "reverse", "text" }
+            .Select(t => $"{t} {Convert.ToString(setting(TrainSettings.For(t)), CultureInfo.InvariantCulture)}"));
 
     /// <summary>What a run writes into its directory (--overwrite removes exactly these).</summary>
     private static readonly string[] RunFiles = ["train.json", "metrics.csv", "curves.png"];
