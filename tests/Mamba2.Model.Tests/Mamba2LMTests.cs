@@ -157,6 +157,7 @@ public class Mamba2LMTests(GpuFixture gpu)
             }
         }
     }
+
     [Fact]
     public void TypedParametersAreTheOnesNamedForCheckpoints()
     {

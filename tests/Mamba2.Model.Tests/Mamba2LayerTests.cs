@@ -1,6 +1,4 @@
 using Mamba2.Model.Modules;
-using Mamba2.Model.Tensors;
-using Mamba2.Model.Tests.Reference;
 using Mamba2.Tests;
 using Mamba2.Vulkan;
 using Xunit;
@@ -31,35 +29,7 @@ public class Mamba2LayerTests(GpuFixture gpu)
         var config = Small(causal, dHasHdim);
         const int b = 2, l = 37;
         using var layer = Mamba2Layer.Initialize(Device, config, rng);
-        var values = layer.Parameters.ToDictionary(q => q.Name, q => q.Value.ToArray().Select(v => (double)v).ToArray());
-        var uv = TestMath.Uniform(rng, b * l * config.DModel, -1, 1);
-        var dv = TestMath.Uniform(rng, b * l * config.DModel, -1, 1);
-        using var u = Tensor.FromArray(Device, "u", uv, b, l, config.DModel);
-        using var dout = Tensor.FromArray(Device, "dout", dv, b, l, config.DModel);
-        using var acts = layer.Forward(u);
-        var (du, grads) = layer.Backward(dout, acts);
-        try
-        {
-            var reference = new Mamba2LayerReference(config, values, b, l);
-            var what = $"causal {causal} D_has_hdim {dHasHdim} seed {seed}";
-            var ud = uv.Select(v => (double)v).ToArray();
-            TestMath.AssertClose(acts.Output.ToArray(), reference.Forward(ud), 1e-5, $"{what}: out");
-            var (duRef, gRef) = reference.Backward(ud, dv.Select(v => (double)v).ToArray());
-            TestMath.AssertClose(du.ToArray(), duRef, 1e-5, $"{what}: du");
-            Assert.Equal(gRef.Keys.Order(), grads.Keys.Order());
-            foreach (var (name, expected) in gRef)
-            {
-                TestMath.AssertClose(grads[name].ToArray(), expected, reference.TermScales.GetValueOrDefault(name, expected), 1e-5, $"{what}: grad {name}");
-            }
-        }
-        finally
-        {
-            du.Dispose();
-            foreach (var g in grads.Values)
-            {
-                g.Dispose();
-            }
-        }
+        LayerCheck.AgainstFloat64(Device, layer, b, l, rng, 1e-5, $"causal {causal} D_has_hdim {dHasHdim} seed {seed}");
     }
 
     [Fact]

@@ -1,7 +1,5 @@
 using Mamba2.Model.Modules;
 using Mamba2.Model.Ops;
-using Mamba2.Model.Tensors;
-using Mamba2.Model.Tests.Reference;
 using Mamba2.Tests;
 using Mamba2.Vulkan;
 using Xunit;
@@ -54,39 +52,11 @@ public class PrecisionTests(GpuFixture gpu)
         }
 
         layer.Precision = precision;
-        var values = layer.Parameters.ToDictionary(q => q.Name, q => q.Value.ToArray().Select(v => (double)v).ToArray());
-        var uv = TestMath.Uniform(rng, b * l * config.DModel, -1, 1);
-        var dv = TestMath.Uniform(rng, b * l * config.DModel, -1, 1);
-        using var u = Tensor.FromArray(Device, "u", uv, b, l, config.DModel);
-        using var dout = Tensor.FromArray(Device, "dout", dv, b, l, config.DModel);
-        using var acts = layer.Forward(u);
-        var (du, grads) = layer.Backward(dout, acts);
-        try
-        {
-            var reference = new Mamba2LayerReference(config, values, b, l);
-            var what = $"{precision.Name()} causal {causal} seed {seed}";
-            var tol = precision.Tolerance();
-            var ud = uv.Select(v => (double)v).ToArray();
-            var outRef = reference.Forward(ud);
-            TestMath.AssertClose(acts.Output.ToArray(), outRef, tol, $"{what}: out");
-            var (duRef, gRef) = reference.Backward(ud, dv.Select(v => (double)v).ToArray());
-            TestMath.AssertClose(du.ToArray(), duRef, tol, $"{what}: du");
-            foreach (var (name, expected) in gRef)
-            {
-                TestMath.AssertClose(grads[name].ToArray(), expected, reference.TermScales.GetValueOrDefault(name, expected), tol, $"{what}: grad {name}");
-            }
+        var what = $"{precision.Name()} causal {causal} seed {seed}";
+        var error = LayerCheck.AgainstFloat64(Device, layer, b, l, rng, precision.Tolerance(), what);
 
-            // Not an fp32 run by accident: the output is off the exact one by more than fp32 rounding.
-            Assert.True(TestMath.RelativeError(acts.Output.ToArray(), outRef) > 1e-5, $"{what}: as exact as fp32");
-        }
-        finally
-        {
-            du.Dispose();
-            foreach (var g in grads.Values)
-            {
-                g.Dispose();
-            }
-        }
+        // Not an fp32 run by accident: the output is off the exact one by more than fp32 rounding.
+        Assert.True(error > 1e-5, $"{what}: as exact as fp32 ({error})");
     }
 
     [Fact]
