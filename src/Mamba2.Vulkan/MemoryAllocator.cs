@@ -137,6 +137,9 @@ public sealed unsafe class MemoryAllocator : IDisposable
     /// <summary>Bytes obtained from the driver (blocks, including their free space).</summary>
     public ulong ReservedBytes { get; private set; }
 
+    /// <summary>vkAllocateMemory calls so far: a loop that frees and asks for the same buffers should stop adding to it.</summary>
+    public long DriverAllocations { get; private set; }
+
     /// <summary>Bytes of freed dedicated blocks kept for reuse (part of <see cref="ReservedBytes"/>).</summary>
     public ulong CachedBytes { get; private set; }
 
@@ -314,6 +317,7 @@ public sealed unsafe class MemoryAllocator : IDisposable
         }
 
         var block = new MemoryBlock(memory, type, size, mapped, dedicated);
+        DriverAllocations++;
         _blocks.Add(block);
         ReservedBytes += size;
         return block;
