@@ -350,6 +350,11 @@ public static class TensorCoreGemm
     {
         var reserved = t.Api == TensorCoreApi.NvCooperativeMatrix2 ? caps.CooperativeMatrix2?.ReservedSharedMemory ?? 0 : 0;
         var maxThreads = Math.Min(caps.MaxWorkgroupInvocations, caps.MaxWorkgroupSize.X);
+        if (t.BM % 4 != 0 || t.BN % 4 != 0 || t.BK % 4 != 0 || (t.Api == TensorCoreApi.Khr && (t.TM % 4 != 0 || t.TN % 4 != 0 || t.TK % 4 != 0)))
+        {
+            return false;   // the shader stages operands in words of 4
+        }
+
         if (t.Api == TensorCoreApi.NvCooperativeMatrix2)
         {
             maxThreads = Math.Min(maxThreads, caps.CooperativeMatrix2?.MaxWorkgroupSize ?? 0);
@@ -372,7 +377,7 @@ public static class TensorCoreGemm
         if (!Fits(caps, t, transposeA, transposeB))
         {
             throw new ArgumentException(
-                $"Gemm tile {t} does not fit this device (subgroup {caps.SubgroupSize}, {caps.MaxSharedMemoryBytes} bytes of shared memory, {caps.MaxWorkgroupInvocations} invocations) or breaks the tile rules (BM % WM, BN % WN, WM % TM, WN % TN, BK % TK all 0).",
+                $"Gemm tile {t} does not fit this device (subgroup {caps.SubgroupSize}, {caps.MaxSharedMemoryBytes} bytes of shared memory, {caps.MaxWorkgroupInvocations} invocations) or breaks the tile rules (BM % WM, BN % WN, WM % TM, WN % TN, BK % TK all 0; BM, BN, BK and the fragment shape multiples of 4).",
                 "tile");
         }
     }
