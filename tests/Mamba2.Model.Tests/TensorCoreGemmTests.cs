@@ -146,8 +146,7 @@ public class TensorCoreGemmTests(GpuFixture gpu)
             using var g = new GemmCase(device, 1, 37, 70, 66, false, true, 0f);
             using var a = Tensor.FromArray(device, "A", [.. g.AV.Select(v => v * sa)], [.. g.A.Shape]);
             using var b = Tensor.FromArray(device, "B", [.. g.BV.Select(v => v * sb)], [.. g.B.Shape]);
-            var api = TensorCoreGemm.Resolve(device.Capabilities, operands, TensorCoreApi.Auto);
-            if (api is null || Shaders.GemmCoopmat(operands, api.Value, input16: true).WhyNotRunnable(device.Capabilities) is not null)
+            if (TensorCoreGemm.WhyNot(device, operands, staging: OperandStaging.Converted) is not null)
             {
                 Assert.Throws<MissingFeatureException>(() => Gemm.Run(a, b, g.C, false, true, operands: operands, staging: OperandStaging.Converted));
                 return;
@@ -163,9 +162,7 @@ public class TensorCoreGemmTests(GpuFixture gpu)
     {
         var device = gpu.Device;
         using var g = new GemmCase(device, batch, m, n, k, ta, tb, beta);
-        var runs = TensorCoreGemm.IsAvailable(device, operands, api)
-            && Shaders.GemmCoopmat(operands, api, staging == OperandStaging.Converted).WhyNotRunnable(device.Capabilities) is null;
-        if (!runs)
+        if (TensorCoreGemm.WhyNot(device, operands, api, staging) is not null)
         {
             var e = Assert.Throws<MissingFeatureException>(() => Gemm.Run(g.A, g.B, g.C, ta, tb, alpha, beta, operands: operands, api: api, staging: staging));
             Assert.Contains($"{operands} operands", e.Message);

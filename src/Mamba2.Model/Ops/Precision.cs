@@ -75,16 +75,7 @@ public static class PrecisionPolicy
         }
 
         var (operands, staging) = GemmOf(precision);
-        var api = TensorCoreGemm.Resolve(device.Capabilities, operands, TensorCoreApi.Auto);
-        if (api is null)
-        {
-            return $"{precision.Name()} needs tensor cores with {operands} operands: {string.Join("; ", TensorCoreGemm.Describe(device.Capabilities))}";
-        }
-
-        var resolved = TensorCoreGemm.ResolveStaging(device, operands, api.Value, staging);
-        return Shaders.GemmCoopmat(operands, api.Value, resolved == OperandStaging.Converted).WhyNotRunnable(device.Capabilities) is { } why
-            ? $"{precision.Name()}: {why}"
-            : null;
+        return TensorCoreGemm.WhyNot(device, operands, TensorCoreApi.Auto, staging) is { } why ? $"{precision.Name()}: {why}" : null;
     }
 
     /// <summary>

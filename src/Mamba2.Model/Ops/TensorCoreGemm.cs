@@ -145,25 +145,40 @@ public static class TensorCoreGemm
         }
     }
 
+    /// <summary>
+    /// Why a GEMM with these operands, variant and staging cannot run on <paramref name="device"/> (the build or
+    /// the device lacks it, or no tile fits), or null when it can: the checks <see cref="Gemm.Run"/> makes first.
+    /// </summary>
+    public static string? WhyNot(GpuDevice device, GemmOperands operands, TensorCoreApi api = TensorCoreApi.Auto,
+        OperandStaging staging = OperandStaging.Auto)
+    {
+        if (Resolve(device.Capabilities, operands, api) is not { } resolved)
+        {
+            return $"Gemm with {operands} operands needs tensor cores, which {device.Name} cannot use here: {Why(device.Capabilities, operands, api)}";
+        }
+
+        var converted = ResolveStaging(device, operands, resolved, staging) == OperandStaging.Converted;
+        return Shaders.GemmCoopmat(operands, resolved, converted).WhyNotRunnable(device.Capabilities) is { } why
+            ? $"Gemm with {operands} operands{(converted ? " converted first" : "")}: {why}"
+            : null;
+    }
+
     internal static void Run(Tensor a, Tensor b, Tensor c, int m, int n, int k, int batch, bool batched,
         bool transposeA, bool transposeB, float alpha, float beta, GemmOperands operands, TensorCoreApi api,
         CommandStream? stream, TensorCoreTile? tile, OperandStaging staging = OperandStaging.Auto)
     {
         const string op = "Gemm";
         var device = a.Device;
-        var resolved = Resolve(device.Capabilities, operands, tile?.Api ?? api)
-            ?? throw new MissingFeatureException($"Gemm with {operands} operands needs tensor cores, which {device.Name} cannot use here: {Why(device.Capabilities, operands, api)}.");
-        var staged = ResolveStaging(device, operands, resolved, tile?.Staging ?? staging);
-        var t = tile ?? ChooseTile(device.Capabilities, operands, resolved, m, n, staged)!;
-        Validate(device.Capabilities, t, transposeA, transposeB);
-        var converted = t.Staging == OperandStaging.Converted;
-        var source = Shaders.GemmCoopmat(operands, resolved, converted);
-        if (source.WhyNotRunnable(device.Capabilities) is { } why)
+        if (WhyNot(device, operands, tile?.Api ?? api, tile?.Staging ?? staging) is { } why)
         {
-            throw new MissingFeatureException($"Gemm with {operands} operands converted first: {why}.");
+            throw new MissingFeatureException(why + ".");
         }
 
-        var kernel = device.GetKernel(source, t.Specialization(transposeA, transposeB));
+        var resolved = Resolve(device.Capabilities, operands, tile?.Api ?? api)!.Value;
+        var t = tile ?? ChooseTile(device.Capabilities, operands, resolved, m, n, ResolveStaging(device, operands, resolved, staging))!;
+        Validate(device.Capabilities, t, transposeA, transposeB);
+        var converted = t.Staging == OperandStaging.Converted;
+        var kernel = device.GetKernel(Shaders.GemmCoopmat(operands, resolved, converted), t.Specialization(transposeA, transposeB));
         int Dim(Tensor x, int i) => x.Shape[batched ? i + 1 : i];
         var (groups, push) = Gemm.Launch(device, t.BM, t.BN, m, n, k, batch, batched, Dim(a, 1), Dim(b, 1), alpha, beta);
         var tiles = (long)((m + t.BM - 1) / t.BM) * ((n + t.BN - 1) / t.BN);
