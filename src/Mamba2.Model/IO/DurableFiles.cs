@@ -11,14 +11,20 @@ namespace Mamba2.Model.IO;
 public static partial class DurableFiles
 {
     /// <summary>Replaces <paramref name="path"/> with <paramref name="text"/> (UTF-8), atomically and durably.</summary>
-    public static void WriteAllText(string path, string text)
+    public static void WriteAllText(string path, string text) => Write(path, stream => stream.Write(Encoding.UTF8.GetBytes(text)));
+
+    /// <summary>
+    /// Replaces <paramref name="path"/> with what <paramref name="write"/> writes, atomically and durably: a crash
+    /// or a power loss leaves the old file or the complete new one, and a failed write leaves no temporary file.
+    /// </summary>
+    public static void Write(string path, Action<Stream> write)
     {
         var temp = $"{path}.tmp-{Environment.ProcessId}";
         try
         {
             using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
             {
-                stream.Write(Encoding.UTF8.GetBytes(text));
+                write(stream);
                 stream.Flush(flushToDisk: true);
             }
 
@@ -27,6 +33,7 @@ public static partial class DurableFiles
         }
         catch
         {
+            // Exists first: Delete throws when the directory is missing, which would hide the real error.
             if (File.Exists(temp))
             {
                 File.Delete(temp);

@@ -10,7 +10,7 @@ public static class SafetensorsWriter
 {
     /// <summary>
     /// Writes <paramref name="tensors"/> contiguously in the order given, with "__metadata__" first in the header.
-    /// The file appears atomically: it is written beside <paramref name="path"/> and moved over it.
+    /// The file appears atomically and durably (<see cref="DurableFiles.Write"/>).
     /// </summary>
     public static void Write(string path, IEnumerable<HostTensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
@@ -20,37 +20,17 @@ public static class SafetensorsWriter
         CheckNames(list);
         var header = BuildHeader(list, metadata);
 
-        var temp = $"{path}.tmp-{Environment.ProcessId}";
-        try
+        DurableFiles.Write(path, stream =>
         {
-            using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
+            Span<byte> prefix = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
+            stream.Write(prefix);
+            stream.Write(header);
+            foreach (var t in list)
             {
-                Span<byte> prefix = stackalloc byte[8];
-                BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
-                stream.Write(prefix);
-                stream.Write(header);
-                foreach (var t in list)
-                {
-                    stream.Write(t.Data.Span);
-                }
-
-                // On disk before the rename, so a crash leaves either the old file or the complete new one.
-                stream.Flush(flushToDisk: true);
+                stream.Write(t.Data.Span);
             }
-
-            File.Move(temp, path, overwrite: true);
-            DurableFiles.SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        }
-        catch
-        {
-            // Exists first: Delete throws when the directory is missing, which would hide the real error.
-            if (File.Exists(temp))
-            {
-                File.Delete(temp);
-            }
-
-            throw;
-        }
+        });
     }
 
     private static void CheckNames(List<HostTensor> tensors)
