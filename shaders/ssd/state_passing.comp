@@ -3,6 +3,7 @@
 //   S_in(0) = initial state (or 0),  S_in(c) = exp(dA_cs[c-1][last]) S_in(c-1) + states[c-1],
 // replacing states[c] in place by S_in(c) (what chunk_scan reads) and writing the final state.
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 #include "ssd_common.glsl"
 
@@ -26,13 +27,29 @@ void main() {
         const uint head = bh % p.nheads;
         const uint b = bh / p.nheads;
         float s = SSD_HAS(p.flags, SSD_INITIAL_STATES) ? initial_states[e] : 0.0;
-        for (uint c = 0; c < p.nchunks; ++c) {
-            const uint idx = ((b * p.nchunks + c) * p.nheads + head) * pn + k;
-            const float own = states[idx];
-            states[idx] = s;
-            const uint len = chunk_span(c, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED)).len;
-            const float decay = exp(dA_cs[(bh * p.nchunks + c) * p.chunk + len - 1]);
-            s = decay * s + own;
+        // Chunks in groups of CG: every load of a group is issued before the chain of updates that needs them (a
+        // store to states may alias a later load as far as the compiler knows, which serialized them).
+        const uint CG = 8;
+        for (uint c0 = 0; c0 < p.nchunks; c0 += CG) {
+            float own[CG];
+            float decay[CG];
+            [[unroll]] for (uint i = 0; i < CG; ++i) {
+                const uint c = c0 + i;
+                own[i] = 0.0;
+                decay[i] = 0.0;
+                if (c < p.nchunks) {
+                    own[i] = states[((b * p.nchunks + c) * p.nheads + head) * pn + k];
+                    const uint len = chunk_span(c, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED)).len;
+                    decay[i] = dA_cs[(bh * p.nchunks + c) * p.chunk + len - 1];
+                }
+            }
+            [[unroll]] for (uint i = 0; i < CG; ++i) {
+                const uint c = c0 + i;
+                if (c < p.nchunks) {
+                    states[((b * p.nchunks + c) * p.nheads + head) * pn + k] = s;
+                    s = exp(decay[i]) * s + own[i];
+                }
+            }
         }
         final_states[e] = s;
     }

@@ -1,3 +1,4 @@
+using Mamba2.Model.Ops;
 using Mamba2.Model.Ops.Ssd;
 using Mamba2.Model.Tensors;
 using Mamba2.Model.Tests.Reference;
@@ -10,7 +11,7 @@ public sealed class SsdDeviceInputs : IDisposable
 {
     private readonly List<Tensor> _all = [];
 
-    public SsdDeviceInputs(GpuDevice device, SsdCase c, SsdPath path = SsdPath.Auto)
+    public SsdDeviceInputs(GpuDevice device, SsdCase c, SsdPath path = SsdPath.Auto, Precision precision = Precision.Fp32)
     {
         Tensor Up(string name, float[] data, params int[] shape)
         {
@@ -28,6 +29,7 @@ public sealed class SsdDeviceInputs : IDisposable
         {
             ChunkSize = c.Chunk,
             Path = path,
+            Precision = precision,
             D = c.D is null ? null : Up("D", c.D, c.DPerToken ? [c.Batch, c.SeqLen, c.Heads] : c.DPerHeadDim ? [c.Heads, c.HeadDim] : [c.Heads]),
             Z = c.Z is null ? null : Up("z", c.Z, c.Batch, c.SeqLen, c.Heads, c.HeadDim),
             DtBias = c.DtBias is null ? null : Up("dt_bias", c.DtBias, c.Heads),

@@ -48,7 +48,7 @@ internal static class SsdBenchCommand
         int b = r.GetValue(Batch), l = r.GetValue(SeqLen), h = r.GetValue(Heads), p = r.GetValue(HeadDim);
         int g = r.GetValue(Groups), n = r.GetValue(DState), q = r.GetValue(Chunk);
         using var device = CommonOptions.Open(r);
-        if (CommonOptions.ResolvePrecision(r, device, "the SSD", Precision.Fp32) is null)
+        if (CommonOptions.ResolvePrecision(r, device, "the SSD", CommonOptions.AllPrecisions) is not { } precision)
         {
             return 2;
         }
@@ -76,6 +76,7 @@ internal static class SsdBenchCommand
             DtSoftplus = true,
             Direction = direction,
             Path = r.GetValue(PathOption),
+            Precision = precision,
             BidirectionalPath = r.GetValue(Naive) ? SsdBidirectionalPath.Composed : r.GetValue(Fused) ? SsdBidirectionalPath.Fused : SsdBidirectionalPath.Auto,
         };
 
@@ -94,7 +95,7 @@ internal static class SsdBenchCommand
         var table = new Table().AddColumns("shape", "median ms", "min ms", "max ms", "GB/s", "TFLOP/s", "memory per call");
         table.AddRow($"b{b} L{l} h{h} p{p} g{g} n{n} Q{q}", $"{stats.MedianMs:F4}", $"{stats.MinMs:F4}", $"{stats.MaxMs:F4}",
             $"{bytes / stats.MedianMs / 1e6:F1}", $"{2 * macs / stats.MedianMs / 1e9:F2}", $"{perCall / 1048576.0:F1} MiB");
-        Console.WriteLine($"device: {device.Name}; SSD {direction}{(direction == SsdDirection.Causal ? "" : SsdOp.UsesFusedPass(device, options) ? " (fused)" : " (composed)")} {(backward ? "forward + backward" : "forward")} ({SsdOp.PathOn(device, options).ToString().ToLowerInvariant()} path) fp32 with D, {(gated ? "z, " : "")}dt_bias, softplus; {bytes / 1e6:F1} MB moved at least, {2 * macs / 1e9:F2} GFLOP; memory per call = peak beyond the inputs");
+        Console.WriteLine($"device: {device.Name}; SSD {direction}{(direction == SsdDirection.Causal ? "" : SsdOp.UsesFusedPass(device, options) ? " (fused)" : " (composed)")} {(backward ? "forward + backward" : "forward")} ({SsdOp.PathOn(device, options).ToString().ToLowerInvariant()} path) {precision.Name()} with D, {(gated ? "z, " : "")}dt_bias, softplus; {bytes / 1e6:F1} MB moved at least, {2 * macs / 1e9:F2} GFLOP; memory per call = peak beyond the inputs");
         AnsiConsole.Write(table);
 
         // Per-stage breakdown: one more run with a barrier and a timestamp after each stage.

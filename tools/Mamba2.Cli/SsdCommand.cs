@@ -79,7 +79,7 @@ internal static class SsdCommand
         }
 
         using var device = CommonOptions.Open(r);
-        if (CommonOptions.ResolvePrecision(r, device, "the SSD", Precision.Fp32) is null)
+        if (CommonOptions.ResolvePrecision(r, device, "the SSD", CommonOptions.AllPrecisions) is not { } precision)
         {
             return 2;
         }
@@ -96,6 +96,7 @@ internal static class SsdCommand
                 InitialStates = tensors.GetValueOrDefault("initial_states"),
                 DtSoftplus = r.GetValue(DtSoftplus),
                 DtLimit = limit,
+                Precision = precision,
                 Direction = !r.GetValue(Bidirectional) ? SsdDirection.Causal
                     : r.GetValue(BidirectionalMode) == "shift" ? SsdDirection.BidirectionalShift : SsdDirection.BidirectionalSum,
                 DtRev = tensors.GetValueOrDefault("dt_rev"),

@@ -66,7 +66,7 @@ public static class PrecisionPolicy
     public static Precision DefaultFor(GpuDevice device) =>
         !device.Info.IsCpu && WhyNot(device, Precision.Fp32Fast) is null ? Precision.Fp32Fast : Precision.Fp32;
 
-    /// <summary>Why <paramref name="device"/> cannot run products in <paramref name="precision"/>, or null when it can.</summary>
+    /// <summary>Why <paramref name="device"/> cannot run products in <paramref name="precision"/> (the GEMM's or the SSD's), or null when it can.</summary>
     public static string? WhyNot(GpuDevice device, Precision precision)
     {
         if (precision == Precision.Fp32)
@@ -75,7 +75,8 @@ public static class PrecisionPolicy
         }
 
         var (operands, staging) = GemmOf(precision);
-        return TensorCoreGemm.WhyNot(device, operands, TensorCoreApi.Auto, staging) is { } why ? $"{precision.Name()}: {why}" : null;
+        return TensorCoreGemm.WhyNot(device, operands, TensorCoreApi.Auto, staging) is { } why ? $"{precision.Name()}: {why}"
+            : Ssd.SsdOp.WhyNot(device, precision);
     }
 
     /// <summary>

@@ -70,7 +70,7 @@ public static partial class SsdOp
         Shaders.EnsureBindable(op, A, o.D is { Rank: 3 } ? null : o.D, o.DtBias);   // D (b, L, h) is bound a batch slice at a time
 
         var device = x.Device;
-        if (SsdPaths.Resolve(device, o.Path) == SsdPath.Recurrent)
+        if (PathOn(device, o) == SsdPath.Recurrent)
         {
             return BackwardRecurrent(dy, saved, x, dt, A, B, C, o, s, dFinalStates, stream);
         }

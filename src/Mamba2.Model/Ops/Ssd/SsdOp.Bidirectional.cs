@@ -162,7 +162,7 @@ public static partial class SsdOp
             // The common case, both scans reading the same dt, B and C on the tiled path: the reverse run adds its
             // gradients to the forward run's and both share one set of scratch, so the backward needs little more
             // memory than a causal one. Otherwise each run has its own gradients, summed or kept apart after.
-            var inPlace = o.DtRev is null && o.BRev is null && o.CRev is null && SsdPaths.Resolve(device, o.Path) == SsdPath.Tiled;
+            var inPlace = o.DtRev is null && o.BRev is null && o.CRev is null && PathOn(device, o) == SsdPath.Tiled;
             var dD = o.D is null ? null : New("dD", [.. o.D.Shape]);
             var dz = o.Z is null ? null : New("dz", b, l, h, p);
             var grads = inPlace ? null : new SsdGradients(

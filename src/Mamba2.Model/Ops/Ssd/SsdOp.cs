@@ -25,7 +25,7 @@ public static partial class SsdOp
     private readonly record struct ScanPush(uint Batch, uint SeqLen, uint Heads, uint Groups, uint HeadDim, uint DState, uint Chunk, uint Chunks, SsdFlags Flags);
 
     /// <summary>The path <see cref="Forward"/> and <see cref="Backward"/> take on this device with these options.</summary>
-    public static SsdPath PathOn(GpuDevice device, SsdOptions? options = null) => SsdPaths.Resolve(device, (options ?? new SsdOptions()).Path);
+    public static SsdPath PathOn(GpuDevice device, SsdOptions? options = null) => SsdPaths.Resolve(device, (options ?? new SsdOptions()).Path, (options ?? new SsdOptions()).Precision);
 
     /// <summary>Whether a bidirectional forward with these options takes the fused pass on this device.</summary>
     public static bool UsesFusedPass(GpuDevice device, SsdOptions options) => options.UsesFusedPass(PathOn(device, options));
@@ -65,18 +65,20 @@ public static partial class SsdOp
         }
 
         Shaders.EnsureBindable(op, A, o.D is { Rank: 3 } ? null : o.D, o.DtBias);   // D (b, L, h) is bound a batch slice at a time
-        var path = SsdPaths.Resolve(device, o.Path);
+        var path = PathOn(device, o);
         if (o.IsBidirectional)
         {
             return o.UsesFusedPass(path) ? ForwardBidirectionalFused(x, dt, A, B, C, o, s, stream) : ForwardBidirectionalComposed(x, dt, A, B, C, o, s, stream);
         }
 
-        var tiles = path == SsdPath.Tiled ? SsdTiles.Choose(device.Capabilities, s, OpTuning.Of(device).ScanTile) : default;
+        var tensorCores = o.Precision == Precision.Fp32 ? null : TensorCoreTileFor(device, o.Precision);
+        var tiles = path == SsdPath.Tiled && tensorCores is null ? SsdTiles.Choose(device.Capabilities, s, OpTuning.Of(device).ScanTile) : default;
         var recurrent = path == SsdPath.Recurrent ? SsdRecurrentTiles.Choose(device.Capabilities, s) : default;
         long tokens = (long)s.SeqLen * s.Heads;
         var pieces = Shaders.Pieces(device, op, s.Batch,
             [tokens * s.HeadDim, tokens, (long)s.SeqLen * s.Groups * s.DState, (long)s.Heads * s.HeadDim * s.DState,
-             (long)s.Heads * nc * s.Chunk, (long)nc * s.Heads * s.HeadDim * s.DState], OpTuning.Of(device).MaxBindingBytes).ToList();
+             (long)s.Heads * nc * s.Chunk, (long)nc * s.Heads * s.HeadDim * s.DState, tensorCores is null ? 0 : (long)nc * s.Groups * s.Chunk * s.Chunk],
+            OpTuning.Of(device).MaxBindingBytes).ToList();
 
         var y = Tensor.Empty(device, "y", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
         var final = Tensor.Empty(device, "final_states", s.Batch, s.Heads, s.HeadDim, s.DState);
@@ -92,7 +94,11 @@ public static partial class SsdOp
             {
                 foreach (var pc in pieces)
                 {
-                    if (path == SsdPath.Recurrent)
+                    if (tensorCores is not null)
+                    {
+                        RecordTensorCores(st, s, tensorCores, pc, x, dt, A, B, C, o, result);
+                    }
+                    else if (path == SsdPath.Recurrent)
                     {
                         RecordRecurrent(st, s, recurrent, pc, x, dt, A, B, C, o, result);
                     }

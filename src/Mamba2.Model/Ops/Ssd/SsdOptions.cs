@@ -81,12 +81,21 @@ public sealed record SsdOptions
     public SsdPath Path { get; init; } = SsdPath.Auto;
 
     /// <summary>
+    /// What the scan's matrix products are computed in (docs/DESIGN.md, "Precision policy"). <see cref="Precision.Fp32"/>
+    /// (default) is the exact path; <see cref="Precision.Fp32Fast"/> and <see cref="Precision.Bf16"/> run chunk_state,
+    /// C.B^T and chunk_scan on tensor cores (the tiled path, fp32 tensors in and out; cumsum, decays and states stay
+    /// fp32). The backward runs its exact fp32 kernels on what such a forward saved, so its gradients carry the
+    /// forward's error. Bidirectional forms are composed of two causal runs in these modes.
+    /// </summary>
+    public Precision Precision { get; init; } = Precision.Fp32;
+
+    /// <summary>
     /// Whether a bidirectional forward with these options takes the fused pass on a device whose scans take
     /// <paramref name="path"/>: Auto composes on the recurrent path (two recurrent scans beat the tiled fused pass on
     /// lavapipe; docs/PERF.md).
     /// </summary>
     internal bool UsesFusedPass(SsdPath path) => BidirectionalPath == SsdBidirectionalPath.Fused ||
-        BidirectionalPath == SsdBidirectionalPath.Auto && path == SsdPath.Tiled && Direction == SsdDirection.BidirectionalSum && BRev is null && CRev is null;
+        BidirectionalPath == SsdBidirectionalPath.Auto && path == SsdPath.Tiled && Precision == Precision.Fp32 && Direction == SsdDirection.BidirectionalSum && BRev is null && CRev is null;
 
     public bool IsBidirectional => Direction != SsdDirection.Causal;
 

@@ -23,8 +23,14 @@ public static class SsdPaths
 {
     public const string EnvironmentVariable = "MAMBA2_SSD_PATH";
 
-    public static SsdPath Resolve(GpuDevice device, SsdPath requested)
+    /// <summary>The path a scan takes; products in a tensor-core precision always take the tiled path.</summary>
+    public static SsdPath Resolve(GpuDevice device, SsdPath requested, Precision precision = Precision.Fp32)
     {
+        if (requested != SsdPath.Auto || precision != Precision.Fp32)
+        {
+            return requested == SsdPath.Auto ? SsdPath.Tiled : requested;
+        }
+
         if (requested != SsdPath.Auto)
         {
             return requested;

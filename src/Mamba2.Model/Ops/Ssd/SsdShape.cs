@@ -45,6 +45,15 @@ internal sealed record SsdShape(int Batch, int SeqLen, int Heads, int HeadDim, i
         }
 
         CheckSkipAndBias(op, o, b, l, h, p);
+        if (o.Precision != Precision.Fp32 && o.Path == SsdPath.Recurrent)
+        {
+            throw new ArgumentException($"{op}: the recurrent path computes in fp32 only; precision {o.Precision.Name()} runs on the tiled path.", "precision");
+        }
+
+        if (o.Precision != Precision.Fp32 && o.BidirectionalPath == SsdBidirectionalPath.Fused)
+        {
+            throw new ArgumentException($"{op}: the fused bidirectional pass computes in fp32 only; precision {o.Precision.Name()} composes two causal runs.", "precision");
+        }
 
         if (!o.IsBidirectional)
         {

@@ -1,0 +1,224 @@
+// The tensor-core product step the SSD's tensor-core kernels share (shaders/tc/chunk_*.comp): a BM x BN tile of
+// fp32 accumulators per workgroup, grown by acc += A B for one BM x BK slice A and one BK x BN slice B at a time.
+// The including kernel defines, before including this file:
+//   spec constants BM, BN, BK, WM, WN (a subgroup's block), TM, TN, TK (a cooperative-matrix shape the device
+//   lists), the workgroup size (local_size_x_id = 0: (BM / WM) (BN / WN) subgroups), a push block `p`;
+//   vec4 word_a(uint r, uint c) and vec4 word_b(uint r, uint c): 4 consecutive elements of the slice as stored in
+//   memory (row r of the stored tile, columns c..c+3), zero outside the problem, with masks and decay weights
+//   applied in fp32. A slice is stored row-major (A: BM x BK, B: BK x BN) or, when its memory is contiguous along
+//   the other dimension, column-major (A: BK rows of BM, B: BN rows of BK); tc_product says which.
+// Operands are rounded as they are staged in shared memory: with OPERAND_BF16 to bf16 (fp32's range, nothing to
+// scale); otherwise to f16 after multiplying each slice by the power of two that maps its largest |x| into
+// [2^14, 2^15) (operand_scale.glsl), divided out exactly when the slice's product joins the accumulators. Per
+// slice, because the SSD's operands (decayed C.B^T, decay-weighted x) span more than f16's range across a chunk.
+// Staging works in words of 4 elements (one 16-byte load, one 8-byte shared store), as tc/gemm_coopmat.comp.
+#ifndef MAMBA2_TC_PRODUCT_GLSL
+#define MAMBA2_TC_PRODUCT_GLSL
+
+#extension GL_KHR_cooperative_matrix : require
+#extension GL_KHR_memory_scope_semantics : require
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#include "operand_scale.glsl"
+
+#ifdef OPERAND_BF16
+#extension GL_EXT_bfloat16 : require
+#extension GL_EXT_shader_explicit_arithmetic_types_int16 : require
+#define OPERAND bfloat16_t
+#define OPERAND4 bf16vec4
+// Round to nearest even by hand: NVIDIA 580's conversion truncates (see tc/gemm_coopmat.comp).
+bfloat16_t to_operand(float v) {
+    uint u = floatBitsToUint(v);
+    if (!isnan(v)) {
+        u += 0x7FFFu + ((u >> 16) & 1u);
+    }
+    return uintBitsToBFloat16EXT(uint16_t(u >> 16));
+}
+bf16vec4 to_operand4(vec4 v) { return bf16vec4(to_operand(v.x), to_operand(v.y), to_operand(v.z), to_operand(v.w)); }
+#else
+#define OPERAND float16_t
+#define OPERAND4 f16vec4
+f16vec4 to_operand4(vec4 v) { return f16vec4(v); }
+#endif
+
+#define TC_ACC coopmat<float, gl_ScopeSubgroup, TM, TN, gl_MatrixUseAccumulator>
+
+const uint TC_THREADS = gl_WorkGroupSize.x;
+const uint TC_WARPS_N = BN / WN;
+const uint TC_SUBGROUPS = (BM / WM) * (BN / WN);
+const uint TC_FRAGS_M = WM / TM;
+const uint TC_FRAGS_N = WN / TN;
+const uint TC_FRAGS = TC_FRAGS_M * TC_FRAGS_N;
+const uint TC_PAD4 = 2;   // words of pad per stored row: breaks bank conflicts between rows
+// A slice's words: BM x BK elements either way; the stored row length (in words) depends on the layout.
+const uint TC_A_WORDS = BM * BK / 4;
+const uint TC_B_WORDS = BK * BN / 4;
+const uint TC_A_PER = (TC_A_WORDS + TC_THREADS - 1) / TC_THREADS;
+const uint TC_B_PER = (TC_B_WORDS + TC_THREADS - 1) / TC_THREADS;
+// Room for either layout.
+const uint TC_A_TILE4 = BM * (BK / 4 + TC_PAD4) > BK * (BM / 4 + TC_PAD4) ? BM * (BK / 4 + TC_PAD4) : BK * (BM / 4 + TC_PAD4);
+const uint TC_B_TILE4 = BN * (BK / 4 + TC_PAD4) > BK * (BN / 4 + TC_PAD4) ? BN * (BK / 4 + TC_PAD4) : BK * (BN / 4 + TC_PAD4);
+
+shared OPERAND4 tc_a[TC_A_TILE4];
+shared OPERAND4 tc_b[TC_B_TILE4];
+shared float tc_max[2 * TC_SUBGROUPS];
+
+vec4 word_a(uint r, uint c);
+vec4 word_b(uint r, uint c);
+
+void tc_zero(out TC_ACC acc[TC_FRAGS]) {
+    [[unroll]] for (uint f = 0; f < TC_FRAGS; ++f) {
+        acc[f] = TC_ACC(0.0);
+    }
+}
+
+float max4(vec4 v) {
+    const vec4 a = abs(v);
+    return max(max(a.x, a.y), max(a.z, a.w));
+}
+
+// acc += A B for the current slice (word_a, word_b). Every invocation of the workgroup calls it together, with the
+// same layouts: a_cols (A stored column-major: BK rows of BM) and b_cols (B stored column-major: BN rows of BK).
+void tc_product(inout TC_ACC acc[TC_FRAGS], bool a_cols, bool b_cols) {
+    const uint tid = gl_LocalInvocationID.x;
+    const uint a_row4 = (a_cols ? BM : BK) / 4;   // words per stored row
+    const uint b_row4 = (b_cols ? BK : BN) / 4;
+    const uint a_stride4 = a_row4 + TC_PAD4;
+    const uint b_stride4 = b_row4 + TC_PAD4;
+    vec4 va[TC_A_PER];
+    vec4 vb[TC_B_PER];
+    float ma = 0.0;
+    float mb = 0.0;
+    [[unroll]] for (uint q = 0; q < TC_A_PER; ++q) {
+        const uint w = tid + q * TC_THREADS;
+        va[q] = w < TC_A_WORDS ? word_a(w / a_row4, (w % a_row4) * 4) : vec4(0.0);
+        ma = max(ma, max4(va[q]));
+    }
+    [[unroll]] for (uint q = 0; q < TC_B_PER; ++q) {
+        const uint w = tid + q * TC_THREADS;
+        vb[q] = w < TC_B_WORDS ? word_b(w / b_row4, (w % b_row4) * 4) : vec4(0.0);
+        mb = max(mb, max4(vb[q]));
+    }
+#ifdef OPERAND_BF16
+    barrier();   // the previous slice's fragments are loaded: the tiles can be overwritten
+    const float sa = 1.0;
+    const float sb = 1.0;
+#else
+    ma = subgroupMax(ma);
+    mb = subgroupMax(mb);
+    if (subgroupElect()) {
+        tc_max[gl_SubgroupID] = ma;
+        tc_max[TC_SUBGROUPS + gl_SubgroupID] = mb;
+    }
+    barrier();   // also: the previous slice's fragments are loaded
+    [[unroll]] for (uint s = 0; s < TC_SUBGROUPS; ++s) {
+        ma = max(ma, tc_max[s]);
+        mb = max(mb, tc_max[TC_SUBGROUPS + s]);
+    }
+    const float sa = operand_scale(floatBitsToUint(ma));
+    const float sb = operand_scale(floatBitsToUint(mb));
+#endif
+    [[unroll]] for (uint q = 0; q < TC_A_PER; ++q) {
+        const uint w = tid + q * TC_THREADS;
+        if (w < TC_A_WORDS) {
+            tc_a[(w / a_row4) * a_stride4 + w % a_row4] = to_operand4(va[q] * sa);
+        }
+    }
+    [[unroll]] for (uint q = 0; q < TC_B_PER; ++q) {
+        const uint w = tid + q * TC_THREADS;
+        if (w < TC_B_WORDS) {
+            tc_b[(w / b_row4) * b_stride4 + w % b_row4] = to_operand4(vb[q] * sb);
+        }
+    }
+    barrier();
+
+    const uint wm0 = (gl_SubgroupID / TC_WARPS_N) * WM;
+    const uint wn0 = (gl_SubgroupID % TC_WARPS_N) * WN;
+#ifdef OPERAND_BF16
+#define TC_INTO acc
+#else
+    TC_ACC part[TC_FRAGS];
+    tc_zero(part);
+#define TC_INTO part
+#endif
+    [[unroll]] for (uint kk = 0; kk < BK; kk += TK) {
+        coopmat<OPERAND, gl_ScopeSubgroup, TM, TK, gl_MatrixUseA> fa[TC_FRAGS_M];
+        [[unroll]] for (uint i = 0; i < TC_FRAGS_M; ++i) {
+            const uint r = wm0 + i * TM;
+            if (a_cols) {
+                coopMatLoad(fa[i], tc_a, kk * a_stride4 + r / 4, a_stride4, gl_CooperativeMatrixLayoutColumnMajor);
+            } else {
+                coopMatLoad(fa[i], tc_a, r * a_stride4 + kk / 4, a_stride4, gl_CooperativeMatrixLayoutRowMajor);
+            }
+        }
+        [[unroll]] for (uint j = 0; j < TC_FRAGS_N; ++j) {
+            const uint c = wn0 + j * TN;
+            coopmat<OPERAND, gl_ScopeSubgroup, TK, TN, gl_MatrixUseB> fb;
+            if (b_cols) {
+                coopMatLoad(fb, tc_b, c * b_stride4 + kk / 4, b_stride4, gl_CooperativeMatrixLayoutColumnMajor);
+            } else {
+                coopMatLoad(fb, tc_b, kk * b_stride4 + c / 4, b_stride4, gl_CooperativeMatrixLayoutRowMajor);
+            }
+            [[unroll]] for (uint i = 0; i < TC_FRAGS_M; ++i) {
+                TC_INTO[i * TC_FRAGS_N + j] = coopMatMulAdd(fa[i], fb, TC_INTO[i * TC_FRAGS_N + j]);
+            }
+        }
+    }
+#ifndef OPERAND_BF16
+    // Powers of two, divided out one at a time (their product may leave fp32's range): exact.
+    const float ia = 1.0 / sa;
+    const float ib = 1.0 / sb;
+    [[unroll]] for (uint f = 0; f < TC_FRAGS; ++f) {
+        acc[f] = acc[f] + (part[f] * ia) * ib;
+    }
+#endif
+#undef TC_INTO
+}
+
+// The epilogue, fragment by fragment through a small staging area per subgroup (KHR fragments do not expose their
+// elements' coordinates): calls the kernel's tc_element(i, j, v) for every element (i, j) of the BM x BN tile.
+// Shared memory is kept this small on purpose: on the H200 a 17 KiB output tile cut the workgroups an SM holds
+// (docs/PERF.md). Each subgroup works alone; no workgroup barrier.
+shared float tc_frag[TC_SUBGROUPS * TM * TN];
+
+void tc_element(uint i, uint j, float v);
+
+void tc_epilogue(TC_ACC acc[TC_FRAGS]) {
+    const uint wm0 = (gl_SubgroupID / TC_WARPS_N) * WM;
+    const uint wn0 = (gl_SubgroupID % TC_WARPS_N) * WN;
+    const uint at = gl_SubgroupID * TM * TN;
+    [[unroll]] for (uint i = 0; i < TC_FRAGS_M; ++i) {
+        [[unroll]] for (uint j = 0; j < TC_FRAGS_N; ++j) {
+            coopMatStore(acc[i * TC_FRAGS_N + j], tc_frag, at, TN, gl_CooperativeMatrixLayoutRowMajor);
+            subgroupMemoryBarrierShared();
+            subgroupBarrier();
+            for (uint e = gl_SubgroupInvocationID; e < TM * TN; e += gl_SubgroupSize) {
+                tc_element(wm0 + i * TM + e / TN, wn0 + j * TN + e % TN, tc_frag[at + e]);
+            }
+            subgroupMemoryBarrierShared();
+            subgroupBarrier();
+        }
+    }
+}
+
+// The accumulators straight to a row-major fp32 matrix in memory (row stride `ld`) at the tile's origin `at`:
+// for tiles wholly inside it.
+#define TC_STORE_DIRECT(acc, buf, at, ld) { \
+    const uint wm0_ = (gl_SubgroupID / TC_WARPS_N) * WM; \
+    const uint wn0_ = (gl_SubgroupID % TC_WARPS_N) * WN; \
+    [[unroll]] for (uint i_ = 0; i_ < TC_FRAGS_M; ++i_) { \
+        [[unroll]] for (uint j_ = 0; j_ < TC_FRAGS_N; ++j_) { \
+            coopMatStore(acc[i_ * TC_FRAGS_N + j_], buf, (at) + (wm0_ + i_ * TM) * (ld) + wn0_ + j_ * TN, ld, gl_CooperativeMatrixLayoutRowMajor); \
+        } \
+    } \
+}
+
+// Four elements of a row of `len` elements starting at `at` (the row's element c), zero past the row's end: one
+// 16-byte load when the whole word is inside and aligned (whole: the row starts on a 16-byte boundary).
+#define TC_LOAD4(buf, buf4, at, c, len, whole) \
+    ((whole) && (c) + 4 <= (len) ? buf4[(at) / 4] \
+     : vec4((c) < (len) ? buf[(at)] : 0.0, (c) + 1 < (len) ? buf[(at) + 1] : 0.0, \
+            (c) + 2 < (len) ? buf[(at) + 2] : 0.0, (c) + 3 < (len) ? buf[(at) + 3] : 0.0))
+
+#endif

@@ -1,0 +1,153 @@
+#version 450
+// chunk_scan on tensor cores (the math of ssd/chunk_scan.comp's forward): per (batch, chunk, head) and BM x BN
+// tile of (t, p),
+//   y[t, p] = sum_n (exp(dA_cs[t]) C[t, n]) S_in[p, n]                               (state entering the chunk)
+//           + sum_{s <= t} (cb[t, s] exp(dA_cs[t] - dA_cs[s]) dt_out[s]) x[s, p]    (intra-chunk)
+//           + D x[t, p] ;   y *= silu(z[t, p]) when z is given,
+// with cb = C.B^T from tc/chunk_cb (once per group, not per head). Decay, mask and dt are applied in fp32 as the
+// operands are staged (tc_product.glsl); the epilogue reads the accumulators back from shared memory.
+#extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
+#include "common.glsl"
+#include "ssd_common.glsl"
+
+layout(local_size_x_id = 0) in;
+layout(constant_id = 1) const uint BM = 64;   // positions t per tile
+layout(constant_id = 2) const uint BN = 64;   // headdim per tile
+layout(constant_id = 3) const uint BK = 32;   // d_state, then source positions s, per slice
+layout(constant_id = 4) const uint WM = 32;
+layout(constant_id = 5) const uint WN = 32;
+layout(constant_id = 6) const uint TM = 16;
+layout(constant_id = 7) const uint TN = 16;
+layout(constant_id = 8) const uint TK = 16;
+
+layout(std430, binding = 0) readonly buffer X { float x[]; };
+layout(std430, binding = 1) readonly buffer Cm { float C[]; };
+layout(std430, binding = 2) readonly buffer Cb { float cb[]; };
+layout(std430, binding = 3) readonly buffer States { float states[]; };
+layout(std430, binding = 4) readonly buffer DtOut { float dt_out[]; };
+layout(std430, binding = 5) readonly buffer DaCs { float dA_cs[]; };
+layout(std430, binding = 6) readonly buffer Dv { float D[]; };
+layout(std430, binding = 7) readonly buffer Z { float z[]; };
+layout(std430, binding = 8) writeonly buffer Y { float y[]; };
+layout(std430, binding = 9) writeonly buffer Aux { float aux[]; };   // y before the gate
+layout(std430, binding = 10) readonly buffer DaCsLo { float dA_cs_lo[]; };
+layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
+layout(std430, binding = 1) readonly buffer Cm4 { vec4 C4[]; };
+layout(std430, binding = 2) readonly buffer Cb4 { vec4 cb4[]; };
+layout(std430, binding = 3) readonly buffer States4 { vec4 states4[]; };
+
+layout(push_constant) uniform Push {
+    uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
+    uint flags;   // SsdFlags (ssd_flags.glsl)
+} p;
+
+#include "tc_product.glsl"
+
+const uint MAX_CHUNK = 256;
+shared float dAq[MAX_CHUNK];     // this (batch, head, chunk)'s dA_cs, hi and lo, and dt_out
+shared float dAqLo[MAX_CHUNK];
+shared float dtq[MAX_CHUNK];
+
+ChunkSpan span;
+uint b, head, grp, t0, p0, k0, cbase, sbase;
+bool intra;   // which slices: the state term's (k0 over d_state) or the intra-chunk term's (k0 over s)
+bool wholeP, wholeN, wholeQ;   // rows of x, of C and states, of cb start on 16-byte boundaries
+
+vec4 word_a(uint r, uint c) {   // row-major (t, n) or (t, s)
+    const uint t = t0 + r;
+    if (t >= span.len) {
+        return vec4(0.0);
+    }
+    if (!intra) {
+        return TC_LOAD4(C, C4, ((b * p.seqlen + span_pos(span, t)) * p.ngroups + grp) * p.dstate + k0 + c, k0 + c, p.dstate, wholeN) * exp(dAq[t]);
+    }
+    // cb[t, s] exp(dA_cs[t] - dA_cs[s]) dt_out[s] for s <= t (the row read up to t: zero past it).
+    const uint s = k0 + c;
+    vec4 v = TC_LOAD4(cb, cb4, cbase + t * p.chunk + s, s, t + 1, wholeQ);
+    [[unroll]] for (uint e = 0; e < 4; ++e) {
+        if (s + e <= t) {
+            v[e] *= exp(min(cs_diff(dAq[t], dAqLo[t], dAq[s + e], dAqLo[s + e]), 0.0)) * dtq[s + e];
+        }
+    }
+    return v;
+}
+
+vec4 word_b(uint r, uint c) {
+    if (!intra) {   // S_in[p, n] as the (n, p) operand: stored column-major, a row per p
+        return p0 + r < p.headdim ? TC_LOAD4(states, states4, (sbase + p0 + r) * p.dstate + k0 + c, k0 + c, p.dstate, wholeN) : vec4(0.0);
+    }
+    const uint s = k0 + r;   // x[s, p], row-major
+    return s < span.len
+        ? TC_LOAD4(x, x4, ((b * p.seqlen + span_pos(span, s)) * p.nheads + head) * p.headdim + p0 + c, p0 + c, p.headdim, wholeP) : vec4(0.0);
+}
+
+// Skip connection and gate: y = (acc + D x) silu(z), and y before the gate when the backward needs it.
+void tc_element(uint i, uint j, float v) {
+    const uint t = t0 + i;
+    const uint pj = p0 + j;
+    if (t < span.len && pj < p.headdim) {
+        const uint o = ((b * p.seqlen + span_pos(span, t)) * p.nheads + head) * p.headdim + pj;
+        if (SSD_HAS(p.flags, SSD_D_ANY)) {
+            v += D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * x[o];
+        }
+        if (SSD_HAS(p.flags, SSD_SAVE_UNGATED)) {
+            aux[o] = v;
+        }
+        if (SSD_HAS(p.flags, SSD_Z)) {
+            v *= silu(z[o]);
+        }
+        y[o] = v;
+    }
+}
+
+void main() {
+    const uint tid = gl_LocalInvocationID.x;
+    const uint tilesT = (p.chunk + BM - 1) / BM;
+    const uint tilesP = (p.headdim + BN - 1) / BN;
+    const uint items = tilesT * tilesP * p.nchunks * p.batch * p.nheads;
+    const uint hpg = p.nheads / p.ngroups;
+
+    for (uint w = gl_WorkGroupID.x; w < items; w += gl_NumWorkGroups.x) {
+        uint r = w;
+        const uint tp = r % tilesP; r /= tilesP;
+        const uint tt = r % tilesT; r /= tilesT;
+        const uint c = r % p.nchunks; r /= p.nchunks;
+        head = r % p.nheads;
+        b = r / p.nheads;
+        grp = head / hpg;
+        wholeP = p.headdim % 4 == 0;
+        wholeN = p.dstate % 4 == 0;
+        wholeQ = p.chunk % 4 == 0;
+        span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED));
+        t0 = tt * BM;
+        p0 = tp * BN;
+        if (t0 >= span.len) {
+            continue;   // uniform: a tile wholly past the sequence end
+        }
+        cbase = ((b * p.nchunks + c) * p.ngroups + grp) * p.chunk * p.chunk;
+        sbase = ((b * p.nchunks + c) * p.nheads + head) * p.headdim;
+
+        const uint cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
+        const uint rows = min(t0 + BM, span.len);   // positions this tile reads: s <= t < rows
+        barrier();   // the previous item's slices have read dAq
+        for (uint s = tid; s < rows; s += TC_THREADS) {
+            dAq[s] = dA_cs[cs + s];
+            dAqLo[s] = dA_cs_lo[cs + s];
+            dtq[s] = dt_out[cs + s];
+        }
+        barrier();
+
+        TC_ACC acc[TC_FRAGS];
+        tc_zero(acc);
+        intra = false;
+        for (k0 = 0; k0 < p.dstate; k0 += BK) {
+            tc_product(acc, false, true);
+        }
+        intra = true;
+        for (k0 = 0; k0 < rows; k0 += BK) {
+            tc_product(acc, false, false);
+        }
+        tc_epilogue(acc);
+    }
+}

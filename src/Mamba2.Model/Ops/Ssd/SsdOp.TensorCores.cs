@@ -1,0 +1,75 @@
+using Mamba2.Model.Tensors;
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Ops.Ssd;
+
+// The forward's products on tensor cores (SsdOptions.Precision fp32-fast or bf16): chunk_state, C.B^T once per
+// group, and chunk_scan; chunk_cumsum and state_passing are the fp32 kernels (decays and states stay fp32).
+public static partial class SsdOp
+{
+    /// <summary>Why the SSD cannot compute in <paramref name="precision"/> on <paramref name="device"/>, or null when it can.</summary>
+    public static string? WhyNot(GpuDevice device, Precision precision)
+    {
+        if (precision == Precision.Fp32)
+        {
+            return null;
+        }
+
+        var bf16 = precision == Precision.Bf16;
+        foreach (var kernel in new KernelSource[] { Shaders.ChunkCbTc(bf16), Shaders.ChunkStateTc(bf16), Shaders.ChunkScanTc(bf16) })
+        {
+            if (kernel.WhyNotRunnable(device.Capabilities) is { } why)
+            {
+                return $"Ssd in {precision.Name()}: {why}";
+            }
+        }
+
+        return SsdTensorCoreTile.Choose(device.Capabilities, bf16) is null
+            ? $"Ssd in {precision.Name()}: {device.Name} lists no {(bf16 ? "bf16" : "f16")} cooperative-matrix shape with fp32 accumulation that fits a tile"
+            : null;
+    }
+
+    private static SsdTensorCoreTile TensorCoreTileFor(GpuDevice device, Precision precision)
+    {
+        if (WhyNot(device, precision) is { } why)
+        {
+            throw new MissingFeatureException(why + ".");
+        }
+
+        return SsdTensorCoreTile.Choose(device.Capabilities, precision == Precision.Bf16, OpTuning.Of(device).TensorCoreTile)!;
+    }
+
+    private static void RecordTensorCores(CommandStream st, SsdShape s, SsdTensorCoreTile t, Piece pc, Tensor x, Tensor dt, Tensor A, Tensor B,
+        Tensor C, SsdOptions o, SsdResult r)
+    {
+        var device = x.Device;
+        var bf16 = o.Precision == Precision.Bf16;
+        var (b, l, h, p, g, n, q) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk);
+        var nc = (uint)s.Chunks;
+        static uint Tiles(uint extent, uint tile) => (extent + tile - 1) / tile;
+
+        RecordCumsum(st, s, pc, dt, A, o, r.DtOut, r.DACumsum, r.DACumsumLo);
+        st.Section(Stages[0]);
+
+        var state = device.GetKernel(Shaders.ChunkStateTc(bf16), t.StateSpec(grad: false, gShift: 0));
+        st.Dispatch(state, (Shaders.Groups(device, (long)Tiles(p, t.BM) * Tiles(n, t.BN) * nc * b * h), 1, 1),
+            new StatePush(b, l, h, g, p, n, q, nc, SsdFlags.Mirrored.If(o.Mirrored)),
+            pc.Of(x), pc.Of(B), pc.Of(r.DtOut), pc.Of(r.DACumsum), pc.Of(r.ChunkStates), pc.Of(r.DACumsumLo));
+        st.Section(Stages[1]);
+
+        RecordStatePassing(st, s, pc, r.ChunkStates, r.DACumsum, o.InitialStates, r.FinalStates, o.Mirrored);
+        st.Section(Stages[2]);
+
+        // C.B^T once per (batch, chunk, group), scratch of the stream (b nc g Q^2 floats), then the outputs.
+        var cb = st.Own(device.CreateBuffer<float>((long)b * nc * g * q * q, "ssd.cb"));
+        var mirrored = SsdFlags.Mirrored.If(o.Mirrored);
+        st.Dispatch(device.GetKernel(Shaders.ChunkCbTc(bf16), t.Spec), (Shaders.Groups(device, (long)Tiles(q, t.BM) * Tiles(q, t.BN) * nc * b * g), 1, 1),
+            new ScanPush(b, l, h, g, p, n, q, nc, mirrored), pc.Of(C), pc.Of(B), cb);
+        var flags = SsdFlagsExtensions.ForD(o.D) | (o.Z is null ? SsdFlags.None : SsdFlags.Z | SsdFlags.SaveUngated) | mirrored;
+        st.Dispatch(device.GetKernel(Shaders.ChunkScanTc(bf16), t.Spec), (Shaders.Groups(device, (long)Tiles(q, t.BM) * Tiles(p, t.BN) * nc * b * h), 1, 1),
+            new ScanPush(b, l, h, g, p, n, q, nc, flags),
+            pc.Of(x), pc.Of(C), cb, pc.Of(r.ChunkStates), pc.Of(r.DtOut), pc.Of(r.DACumsum), (o.D ?? A).Buffer, pc.Of(o.Z ?? x), pc.Of(r.Y),
+            pc.Of(r.YBeforeGate ?? r.Y), pc.Of(r.DACumsumLo));
+        st.Section(Stages[3]);
+    }
+}

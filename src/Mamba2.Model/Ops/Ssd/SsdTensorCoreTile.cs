@@ -1,0 +1,78 @@
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Ops.Ssd;
+
+/// <summary>
+/// The tile of the SSD's tensor-core kernels (tc/chunk_cb, tc/chunk_state, tc/chunk_scan; shaders/include/tc_product.glsl):
+/// a BM x BN tile per workgroup of 2 x 2 subgroups, each owning a WM x WN block of TM x TN x TK fragments (a shape the
+/// device lists for the operand type with fp32 accumulation), the product's inner dimension in BK slices.
+/// </summary>
+internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, uint Threads)
+{
+    private const uint MaxChunk = 256;   // the kernels' per-chunk shared arrays
+
+    public SsdTcSpec Spec => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK);
+
+    public ChunkStateTcSpec StateSpec(bool grad, uint gShift) => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, grad, gShift);
+
+    /// <summary>Shared memory of the largest of the three kernels (chunk_scan: operand tiles, per-chunk arrays, fragment staging).</summary>
+    public uint SharedBytes
+    {
+        get
+        {
+            static uint Tile(uint rows, uint k) => Math.Max(rows * ((k / 4) + 2), k * ((rows / 4) + 2)) * 8;   // words of 4 operands, padded
+            var subgroups = BM / WM * (BN / WN);
+            return Tile(BM, BK) + Tile(BN, BK) + (subgroups * TM * TN * 4) + (3 * MaxChunk * 4) + (2 * subgroups * 4);
+        }
+    }
+
+    public override string ToString() => $"{BM}x{BN}x{BK}/{WM}x{WN} frag {TM}x{TN}x{TK}";
+
+    public const string EnvironmentVariable = "MAMBA2_SSD_TC_TILE";
+
+    /// <summary>
+    /// The tile for operands of this type on a device: <paramref name="forced"/> ("BM,BN,BK,WM,WN", checked) or 2 x 2
+    /// subgroups of 2 x 2 fragments (16x16x16 where listed); null when the device lists no shape for these operands
+    /// or the default tile breaks its limits.
+    /// </summary>
+    public static SsdTensorCoreTile? Choose(DeviceCapabilities caps, bool bf16, string? forced = null)
+    {
+        var type = bf16 ? "bf16" : "f16";
+        var shape = caps.CooperativeMatrixShapes
+            .Where(s => s.AType == type && s.BType == type && s.CType == "f32" && s.ResultType == "f32")
+            .OrderByDescending(s => s is { M: 16, N: 16, K: 16 }).ThenByDescending(s => s.M * s.N * s.K)
+            .FirstOrDefault();
+        if (shape is null)
+        {
+            return null;
+        }
+
+        SsdTensorCoreTile tile;
+        if (forced is not null)
+        {
+            var v = forced.Split(',').Select(x => uint.TryParse(x, out var u) ? u : 0).ToArray();
+            if (v.Length != 5 || v.Any(x => x == 0))
+            {
+                throw new ArgumentException($"{EnvironmentVariable}={forced}: expected BM,BN,BK,WM,WN (positive integers).");
+            }
+
+            tile = new SsdTensorCoreTile(v[0], v[1], v[2], v[3], v[4], shape.M, shape.N, shape.K, v[0] / v[3] * (v[1] / v[4]) * caps.SubgroupSize);
+            if (!tile.Fits(caps))
+            {
+                throw new ArgumentException(
+                    $"{EnvironmentVariable}={forced}: tile {tile} breaks the rules (BM % WM, BN % WN, WM % TM, WN % TN, BK % TK all 0; BM, BN, BK multiples of 4) or this device's limits ({caps.MaxSharedMemoryBytes} bytes of shared memory, {caps.MaxWorkgroupInvocations} invocations).");
+            }
+
+            return tile;
+        }
+
+        var (wm, wn) = (2 * shape.M, 2 * shape.N);
+        var bk = shape.K * Math.Max(1, 32 / shape.K);
+        tile = new SsdTensorCoreTile(2 * wm, 2 * wn, bk, wm, wn, shape.M, shape.N, shape.K, 4 * caps.SubgroupSize);
+        return tile.Fits(caps) ? tile : null;
+    }
+
+    private bool Fits(DeviceCapabilities caps) =>
+        BM % WM == 0 && BN % WN == 0 && WM % TM == 0 && WN % TN == 0 && BK % TK == 0 && BM % 4 == 0 && BN % 4 == 0 && BK % 4 == 0
+        && Threads > 0 && Threads <= Math.Min(caps.MaxWorkgroupInvocations, caps.MaxWorkgroupSize.X) && SharedBytes <= caps.MaxSharedMemoryBytes;
+}

@@ -1,0 +1,199 @@
+using Mamba2.Model.Ops;
+using Mamba2.Model.Ops.Ssd;
+using Mamba2.Model.Tensors;
+using Mamba2.Model.Tests.Reference;
+using Mamba2.Tests;
+using Mamba2.Vulkan;
+using Xunit;
+
+namespace Mamba2.Model.Tests;
+
+/// <summary>
+/// The SSD with its products on tensor cores (<see cref="SsdOptions.Precision"/> fp32-fast and bf16: tc/chunk_cb,
+/// tc/chunk_state, tc/chunk_scan) against the float64 recurrence, each mode at its own tolerance. Where the build
+/// or the device lacks the kernels the forward must fail saying why (MAMBA2_TEST_REQUIRE turns that into a failure).
+/// </summary>
+public class SsdTensorCoreTests(GpuFixture gpu)
+{
+    private GpuDevice Device => gpu.Device;
+
+    public static readonly Precision[] Modes = [Precision.Fp32Fast, Precision.Bf16];
+
+    public static TheoryData<string, Precision> Cases()
+    {
+        var data = new TheoryData<string, Precision>();
+        foreach (var name in new[] { "all-options", "plain", "shorter-than-chunk", "odd-chunk", "one-past-chunk", "wide", "many-groups", "awkward", "long-strong-decay", "long-weak-decay", "tiny-and-huge" })
+        {
+            foreach (var mode in Modes)
+            {
+                data.Add(name, mode);
+            }
+        }
+
+        return data;
+    }
+
+    private static SsdCase MakeCase(string name, Random rng) => name switch
+    {
+        "all-options" => SsdCases.Make(rng, 2, 77, 4, 24, 2, 40, 32, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true, dtMin: 0.05f, dtMax: 0.6f),
+        "plain" => SsdCases.Make(rng, 1, 300, 3, 17, 1, 16, 64, d: true),
+        "shorter-than-chunk" => SsdCases.Make(rng, 2, 5, 2, 8, 1, 8, 64, z: true, init: true),
+        "odd-chunk" => SsdCases.Make(rng, 1, 100, 2, 33, 1, 20, 48, d: true, softplus: true, bias: true),
+        "one-past-chunk" => SsdCases.Make(rng, 1, 257, 2, 16, 2, 16, 256, init: true),
+        "wide" => SsdCases.Make(rng, 1, 40, 2, 128, 1, 256, 32, d: true, z: true),
+        "many-groups" => SsdCases.Make(rng, 3, 50, 6, 16, 3, 24, 16, d: true, dPerP: true, softplus: true, dtMax: 0.2f),
+        "awkward" => SsdCases.Make(rng, 2, 45, 6, 7, 3, 13, 16, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true),
+        "long-strong-decay" => SsdCases.Make(rng, 1, 2048, 2, 8, 1, 8, 256, d: true, init: true, decay: 8.0),
+        "long-weak-decay" => SsdCases.Make(rng, 1, 2048, 2, 8, 1, 8, 256, d: true, init: true, decay: 1e-4),
+        // Inputs far from 1: x tiny, B and C large; per-slice scaling keeps f16 operands in range.
+        "tiny-and-huge" => Scaled(SsdCases.Make(rng, 1, 90, 2, 16, 1, 16, 32, d: true, init: true), 1e-6f, 300f),
+        _ => throw new ArgumentException(name),
+    };
+
+    private static SsdCase Scaled(SsdCase c, float x, float bc) => c with
+    {
+        X = [.. c.X.Select(v => v * x)],
+        B = [.. c.B.Select(v => v * bc)],
+        C = [.. c.C.Select(v => v * bc)],
+        InitialStates = c.InitialStates is null ? null : [.. c.InitialStates.Select(v => v * x * bc)],
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void ForwardMatchesTheRecurrenceAtTheModesTolerance(string name, Precision precision)
+    {
+        var seed = TestMath.NewSeed();
+        var c = MakeCase(name, new Random(seed));
+        var what = $"{name} {precision.Name()} seed {seed}";
+        using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Auto, precision);
+        if (SsdOp.WhyNot(Device, precision) is { } why)
+        {
+            var required = Environment.GetEnvironmentVariable(TensorCoreGemmTests.RequireVariable) ?? "";
+            Assert.False(required.Contains("khr_coopmat") && (precision == Precision.Fp32Fast || required.Contains("bf16")), $"{TensorCoreGemmTests.RequireVariable}={required}: {why}");
+            var e = Assert.Throws<MissingFeatureException>(() => inputs.Forward());
+            Assert.Contains(precision.Name(), e.Message);
+            Assert.Equal(why + ".", e.Message);
+            return;
+        }
+
+        using var s = Device.BeginStream();
+        using var result = inputs.Forward(s);
+        Poison.Fill(result.Y, result.FinalStates, result.DtOut, result.DACumsum, result.DACumsumLo, result.ChunkStates, result.YBeforeGate);
+        s.Submit();
+
+        var tolerance = precision.Tolerance();
+        var (yRef, finalRef) = SsdReference.Forward(c);
+        TestMath.AssertClose(result.Y.ToArray(), yRef, tolerance, $"{what}: y");
+        TestMath.AssertClose(result.FinalStates.ToArray(), finalRef, tolerance, $"{what}: final_states");
+        if (result.YBeforeGate is not null)
+        {
+            TestMath.AssertClose(result.YBeforeGate.ToArray(), SsdReference.Forward(c with { Z = null }).Y, tolerance, $"{what}: y before the gate");
+        }
+    }
+
+    /// <summary>Tiles the default does not take: a K slice of 64, narrow subgroup blocks, 8 subgroups; a bad one is refused.</summary>
+    [Theory]
+    [InlineData("64,64,64,32,32")]
+    [InlineData("32,64,32,16,32")]
+    [InlineData("64,64,32,32,16")]
+    public void ForcedTilesMatch(string tile)
+    {
+        var seed = TestMath.NewSeed();
+        var c = SsdCases.Make(new Random(seed), 2, 130, 4, 24, 2, 40, 64, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true);
+        if (SsdOp.WhyNot(Device, Precision.Fp32Fast) is not null)
+        {
+            return;
+        }
+
+        using var tuning = OpTuning.Override(Device, t => t with { TensorCoreTile = tile });
+        using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Auto, Precision.Fp32Fast);
+        using var s = Device.BeginStream();
+        using var result = inputs.Forward(s);
+        Poison.Fill(result.Y, result.FinalStates, result.ChunkStates, result.YBeforeGate);
+        s.Submit();
+        var (yRef, finalRef) = SsdReference.Forward(c);
+        TestMath.AssertClose(result.Y.ToArray(), yRef, 2e-3, $"tile {tile} seed {seed}: y");
+        TestMath.AssertClose(result.FinalStates.ToArray(), finalRef, 2e-3, $"tile {tile} seed {seed}: final_states");
+
+        using var bad = OpTuning.Override(Device, t => t with { TensorCoreTile = "65,64,32,32,32" });
+        var e = Assert.Throws<ArgumentException>(() => inputs.Forward());
+        Assert.Contains(SsdTensorCoreTile.EnvironmentVariable, e.Message);
+    }
+
+    /// <summary>A tensor-core forward's saved tensors feed the (fp32) backward: gradients within the mode's tolerance.</summary>
+    [Theory]
+    [InlineData(Precision.Fp32Fast)]
+    [InlineData(Precision.Bf16)]
+    public void BackwardOfATensorCoreForwardMatchesTheAdjoint(Precision precision)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var c = SsdCases.Make(rng, 2, 77, 4, 24, 2, 40, 32, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true, dtMin: 0.05f, dtMax: 0.6f);
+        if (SsdOp.WhyNot(Device, precision) is not null)
+        {
+            return;   // the forward test above holds the refusal to its reason
+        }
+
+        var dy = TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1);
+        var dFinal = TestMath.Uniform(rng, (long)c.Batch * c.Heads * c.HeadDim * c.DState, -1, 1);
+        using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Auto, precision);
+        using var dyT = Tensor.FromArray(Device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
+        using var dFinalT = Tensor.FromArray(Device, "dfinal_states", dFinal, c.Batch, c.Heads, c.HeadDim, c.DState);
+        using var s = Device.BeginStream();
+        using var saved = inputs.Forward(s);
+        using var grads = SsdOp.Backward(dyT, saved, dFinalT, s);
+        Poison.Fill(grads.Named().Select(g => g.Gradient));
+        s.Submit();
+
+        var expected = SsdReferenceBackward.Gradients(c, Widen(dy), Widen(dFinal));
+        var actual = grads.Named().ToDictionary(g => g.Input, g => g.Gradient.ToArray());
+        foreach (var (name, reference) in expected.Named())
+        {
+            TestMath.AssertClose(actual[name], reference, expected.ErrorScale(name, reference), precision.Tolerance(),
+                $"{precision.Name()} seed {seed}: grad_{name}");
+        }
+    }
+
+    /// <summary>Both bidirectional forms compose two tensor-core causal runs.</summary>
+    [Theory]
+    [InlineData(SsdDirection.BidirectionalSum, Precision.Fp32Fast)]
+    [InlineData(SsdDirection.BidirectionalShift, Precision.Fp32Fast)]
+    [InlineData(SsdDirection.BidirectionalSum, Precision.Bf16)]
+    public void BidirectionalFormsCompose(SsdDirection direction, Precision precision)
+    {
+        var seed = TestMath.NewSeed();
+        var c = SsdCases.Bidirectional(new Random(seed), direction, 2, 77, 4, 12, 2, 16, 32, d: true, z: true, bias: true, softplus: true, reverseTensors: true);
+        if (SsdOp.WhyNot(Device, precision) is not null)
+        {
+            return;
+        }
+
+        using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Auto, precision);
+        Assert.False(SsdOp.UsesFusedPass(Device, inputs.Options));
+        using var s = Device.BeginStream();
+        using var result = inputs.Forward(s);
+        Poison.Fill(result.Y);
+        s.Submit();
+        var (y, _) = SsdBidirectionalReference.Forward(c, c.ToFloat64());
+        TestMath.AssertClose(result.Y.ToArray(), y, precision.Tolerance(), $"{direction} {precision.Name()} seed {seed}: y");
+    }
+
+    [Fact]
+    public void PathsThatComputeInFp32OnlyRefuseOtherPrecisions()
+    {
+        var c = SsdCases.Make(new Random(1), 1, 20, 2, 8, 1, 8, 16);
+        using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Recurrent, Precision.Fp32Fast);
+        var e = Assert.Throws<ArgumentException>(() => inputs.Forward());
+        Assert.Equal("precision", e.ParamName);
+        Assert.Contains("recurrent path", e.Message);
+
+        var bi = SsdCases.Bidirectional(new Random(2), SsdDirection.BidirectionalSum, 1, 20, 2, 8, 1, 8, 16);
+        using var biInputs = new SsdDeviceInputs(Device, bi, SsdPath.Auto, Precision.Bf16);
+        e = Assert.Throws<ArgumentException>(() => SsdOp.Forward(biInputs.X, biInputs.Dt, biInputs.A, biInputs.B, biInputs.C,
+            biInputs.Options with { BidirectionalPath = SsdBidirectionalPath.Fused }));
+        Assert.Equal("precision", e.ParamName);
+        Assert.Contains("fused bidirectional", e.Message);
+    }
+
+    private static double[] Widen(float[] a) => Array.ConvertAll(a, v => (double)v);
+}
