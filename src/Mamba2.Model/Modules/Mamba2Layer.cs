@@ -26,9 +26,9 @@ public sealed class Mamba2Layer : IDisposable
     public Mamba2Config Config { get; }
 
     /// <summary>
-    /// What the projections (in_proj, out_proj) and their gradients are computed in (<see cref="Ops.Precision"/>);
-    /// fp32 (exact) unless set. Setting a mode the device cannot run throws <see cref="MissingFeatureException"/>.
-    /// The SSD, conv and norms run in fp32 in every mode.
+    /// What the projections (in_proj, out_proj), their gradients and the SSD's forward products are computed in
+    /// (<see cref="Ops.Precision"/>); fp32 (exact) unless set. Setting a mode the device cannot run throws
+    /// <see cref="MissingFeatureException"/>. The SSD's backward, the conv and the norms run in fp32 in every mode.
     /// </summary>
     public Precision Precision
     {
@@ -247,7 +247,7 @@ public sealed class Mamba2Layer : IDisposable
                 st.Section(ProfileSections.Elementwise);
                 using (st.SectionScope(ProfileSections.Ssd))
                 {
-                    acts.Ssd = acts.Keep(SsdOp.Forward(acts.X, acts.Dt, acts.A, acts.B, acts.C, SsdOptionsFor(D), st));
+                    acts.Ssd = acts.Keep(SsdOp.Forward(acts.X, acts.Dt, acts.A, acts.B, acts.C, SsdOptionsFor(D) with { Precision = Precision }, st));
                 }
 
                 acts.Y2 = acts.Ssd.Y.View(rows, c.DInner);

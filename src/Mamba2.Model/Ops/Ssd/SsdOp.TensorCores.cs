@@ -51,10 +51,7 @@ public static partial class SsdOp
         RecordCumsum(st, s, pc, dt, A, o, r.DtOut, r.DACumsum, r.DACumsumLo);
         st.Section(Stages[0]);
 
-        var state = device.GetKernel(Shaders.ChunkStateTc(bf16), t.StateSpec(grad: false, gShift: 0));
-        st.Dispatch(state, (Shaders.Groups(device, (long)Tiles(p, t.BM) * Tiles(n, t.BN) * nc * b * h), 1, 1),
-            new StatePush(b, l, h, g, p, n, q, nc, SsdFlags.Mirrored.If(o.Mirrored)),
-            pc.Of(x), pc.Of(B), pc.Of(r.DtOut), pc.Of(r.DACumsum), pc.Of(r.ChunkStates), pc.Of(r.DACumsumLo));
+        RecordChunkState(st, s, default, pc, x, B, r.DtOut, r.DACumsum, r.DACumsumLo, r.ChunkStates, weights: 0, o.Mirrored, precision: o.Precision);
         st.Section(Stages[1]);
 
         RecordStatePassing(st, s, pc, r.ChunkStates, r.DACumsum, o.InitialStates, r.FinalStates, o.Mirrored);
