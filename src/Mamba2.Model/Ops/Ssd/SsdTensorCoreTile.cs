@@ -4,7 +4,7 @@ namespace Mamba2.Model.Ops.Ssd;
 
 /// <summary>
 /// The tile of the SSD's tensor-core kernels (tc/chunk_cb, tc/chunk_state, tc/chunk_scan; shaders/include/tc_product.glsl):
-/// a BM x BN tile per workgroup of 2 x 2 subgroups, each owning a WM x WN block of TM x TN x TK fragments (a shape the
+/// a BM x BN tile per workgroup of subgroups, each owning a WM x WN block of TM x TN x TK fragments (a shape the
 /// device lists for the operand type with fp32 accumulation), the product's inner dimension in BK slices.
 /// </summary>
 internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, uint Threads)
@@ -31,8 +31,8 @@ internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uin
     public const string EnvironmentVariable = "MAMBA2_SSD_TC_TILE";
 
     /// <summary>
-    /// The tile for operands of this type on a device: <paramref name="forced"/> ("BM,BN,BK,WM,WN", checked) or 2 x 2
-    /// subgroups of 2 x 2 fragments (16x16x16 where listed); null when the device lists no shape for these operands
+    /// The tile for operands of this type on a device: <paramref name="forced"/> ("BM,BN,BK,WM,WN", checked) or 2 x 4
+    /// subgroups of 2 x 1 fragments (16x16x16 where listed: 64 x 64 x 32); null when the device lists no shape for these operands
     /// or the default tile breaks its limits.
     /// </summary>
     public static SsdTensorCoreTile? Choose(DeviceCapabilities caps, bool bf16, string? forced = null)
@@ -66,9 +66,11 @@ internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uin
             return tile;
         }
 
-        var (wm, wn) = (2 * shape.M, 2 * shape.N);
+        // 2 x 4 subgroups of 2 x 1 fragments: the fastest of a sweep on the H200 (docs/PERF.md); more invocations
+        // per workgroup hide more of each slice's load latency than larger blocks per subgroup.
+        var (wm, wn) = (2 * shape.M, shape.N);
         var bk = shape.K * Math.Max(1, 32 / shape.K);
-        tile = new SsdTensorCoreTile(2 * wm, 2 * wn, bk, wm, wn, shape.M, shape.N, shape.K, 4 * caps.SubgroupSize);
+        tile = new SsdTensorCoreTile(2 * wm, 4 * wn, bk, wm, wn, shape.M, shape.N, shape.K, 8 * caps.SubgroupSize);
         return tile.Fits(caps) ? tile : null;
     }
 
