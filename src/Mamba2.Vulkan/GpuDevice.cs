@@ -88,6 +88,12 @@ public sealed unsafe partial class GpuDevice : IDisposable
 
     internal CommandPool CommandPool => _commandPool;
 
+    /// <summary>Pipelines built so far on this device and the host time they took (first use of each kernel specialization).</summary>
+    public PipelineBuilds PipelineBuilds => _kernels.Builds;
+
+    /// <summary>Where built pipelines are kept between runs (null: not kept).</summary>
+    public string? PipelineCacheDirectory => _instance.Options.PipelineCacheDirectory;
+
     /// <summary>True when <paramref name="source"/> was compiled and this device has every feature it requires.</summary>
     public bool CanRun(KernelSource source) => source.WhyNotRunnable(Capabilities) is null;
 

@@ -33,6 +33,9 @@ internal sealed unsafe class KernelCache : IDisposable
         }
     }
 
+    /// <summary>Pipelines built so far and the host time it took (the driver compiles each on first use).</summary>
+    public PipelineBuilds Builds { get; private set; }
+
     public Kernel Get(KernelSource source, ReadOnlySpan<uint> specialization)
     {
         // The declared interface is part of the key: the same SPIR-V declared differently must be checked again.
@@ -41,8 +44,10 @@ internal sealed unsafe class KernelCache : IDisposable
         {
             if (!_kernels.TryGetValue(key, out var kernel))
             {
+                var started = System.Diagnostics.Stopwatch.GetTimestamp();
                 kernel = new Kernel(_device, source, specialization.ToArray(), _cache);
                 _kernels[key] = kernel;
+                Builds = new PipelineBuilds(Builds.Count + 1, Builds.Time + System.Diagnostics.Stopwatch.GetElapsedTime(started));
             }
 
             return kernel;
@@ -101,3 +106,11 @@ internal sealed unsafe class KernelCache : IDisposable
         }
     }
 }
+
+/// <summary>
+/// How many compute pipelines a device has built and the host time they took. The driver compiles a kernel's
+/// SPIR-V for each specialization on first use: seconds for the largest (the SSD backward's dB/dC kernel about 30 s
+/// on an H200), which the persisted pipeline cache (<see cref="VulkanOptions.PipelineCacheDirectory"/>) saves later
+/// runs.
+/// </summary>
+public readonly record struct PipelineBuilds(int Count, TimeSpan Time);

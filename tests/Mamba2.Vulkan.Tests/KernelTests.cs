@@ -13,6 +13,19 @@ public class KernelTests(GpuFixture gpu)
     }
 
     [Fact]
+    public void PipelineBuildsAreCountedOncePerSpecialization()
+    {
+        const uint local = 37;   // a specialization no other test builds
+        var before = gpu.Device.PipelineBuilds;
+        Kernels.Get(gpu.Device, local);
+        var after = gpu.Device.PipelineBuilds;
+        Kernels.Get(gpu.Device, local);
+        Assert.Equal(before.Count + 1, after.Count);
+        Assert.True(after.Time > before.Time);
+        Assert.Equal(after, gpu.Device.PipelineBuilds);   // the second use built nothing
+    }
+
+    [Fact]
     public void InterfaceMismatchesAreReported()
     {
         var asm = typeof(Kernels).Assembly;

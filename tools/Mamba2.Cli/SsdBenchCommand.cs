@@ -82,12 +82,18 @@ internal static class SsdBenchCommand
 
         // Each call in its own submission with its outputs freed after it, as the suite (RowTimer): a loop that kept
         // every call's outputs timed the first touch of fresh memory (18 against 6.9 ms at b2 L16384 on the H100).
+        var builds = device.PipelineBuilds;
         var timing = RowTimer.Time(device, s =>
         {
             var fwd = SsdOp.Forward(x, dt, a, bm, cm, options, s);
             return backward ? [fwd, SsdOp.Backward(dy, fwd, stream: s)] : [fwd];
         }, r.GetValue(Warmup), r.GetValue(Repeats));
         var (stats, perCall) = (timing.Stats, timing.PeakMemoryBytes);
+        if (PipelineNote.Since(device, builds) is { Length: > 0 } note)
+        {
+            Console.Error.WriteLine($"warm-up{note}");
+        }
+
 
         var shape = new BenchShape(b, l, h, p, g, n, q);
         var bytes = BenchCost.SsdBytes(shape, backward, gated);

@@ -79,10 +79,10 @@ internal static class SuiteCommand
         {
             using (var ssd = new SsdSuite(device, s, rng))
             {
-                rows.AddRange(Report(ssd.Rows(ops, warmup, repeats)));
+                rows.AddRange(Report(device, ssd.Rows(ops, warmup, repeats)));
             }
 
-            rows.AddRange(Report(LayerSuite.Rows(device, s, ops, rng, warmup, repeats)));
+            rows.AddRange(Report(device, LayerSuite.Rows(device, s, ops, rng, warmup, repeats)));
         }
 
         var report = new BenchReport(device.Name, device.Info.DriverName, preset.Name, ceilings, rows);
@@ -105,12 +105,17 @@ internal static class SuiteCommand
         return r.GetValue(Compare) is { } old ? CompareWith(report, BenchReport.ReadMedians(old.FullName), r.GetValue(Threshold)) : 0;
     }
 
-    /// <summary>Rows as they are measured, on stderr: a long preset shows progress.</summary>
-    private static IEnumerable<BenchRow> Report(IEnumerable<BenchRow> rows)
+    /// <summary>
+    /// Rows as they are measured, on stderr: a long preset shows progress, and the wall time the driver spent building
+    /// a row's new pipelines (the first run on a machine: the SSD backward's kernels take about a minute on an H200).
+    /// </summary>
+    private static IEnumerable<BenchRow> Report(GpuDevice device, IEnumerable<BenchRow> rows)
     {
+        var before = device.PipelineBuilds;
         foreach (var row in rows)
         {
-            Console.Error.WriteLine($"  {row.Key}: {row.MedianMs:F4} ms");
+            Console.Error.WriteLine($"  {row.Key}: {row.MedianMs:F4} ms{PipelineNote.Since(device, before)}");
+            before = device.PipelineBuilds;
             yield return row;
         }
     }
