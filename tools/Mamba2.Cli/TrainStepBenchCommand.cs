@@ -121,7 +121,7 @@ internal static class TrainStepBenchCommand
         // Matmul flops of a step: forward 2 and backward 4 per weight and token, projections and the tied head.
         var projFlops = 6 * tokens * config.NLayer * ((double)mixer.DInProj * mixer.DModel + (double)mixer.DModel * mixer.DInner);
         var headFlops = 6 * tokens * vocab * (double)mixer.DModel;
-        Console.WriteLine($"device: {device.Name}; LM {config.NLayer} x d_model {mixer.DModel} ({(mixer.Causal ? "causal" : "bidirectional")}, d_state {mixer.DState}, headdim {mixer.HeadDim}, chunk {mixer.ChunkSize}), vocab {vocab}, {paramCount / 1e6:F1}M parameters; batch {b} x {l}; fp32");
+        Console.WriteLine($"device: {device.Name}; LM {config.NLayer} x d_model {mixer.DModel} ({(mixer.Causal ? "causal" : "bidirectional")}, d_state {mixer.DState}, headdim {mixer.HeadDim}, chunk {mixer.ChunkSize}), vocab {vocab}, {paramCount / 1e6:F1}M parameters; batch {b} x {l}; {precision.Name()} (tensors fp32)");
         var table = new Table().AddColumns("step median ms", "min ms", "max ms", "tokens/s", "memory: one submission", "memory: a layer a submission (Trainer)");
         table.AddRow($"{median:F2}", $"{timing.MinMs:F2}", $"{timing.MaxMs:F2}", $"{tokens / median * 1e3:F0}", $"{stepMemory / 1048576.0:F0} MiB", $"{stagedMemory / 1048576.0:F0} MiB");
         AnsiConsole.Write(table);
