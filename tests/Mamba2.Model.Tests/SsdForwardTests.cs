@@ -49,30 +49,32 @@ public class SsdForwardTests(GpuFixture gpu)
         return data;
     }
 
+    /// <summary>The forward cases by name (the tensor-core tests reuse them).</summary>
+    public static SsdCase MakeCase(string name, Random rng) => name switch
+    {
+        "all-options" => SsdCases.Make(rng, 2, 77, 4, 24, 2, 40, 32, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true, dtMin: 0.05f, dtMax: 0.6f),
+        "plain" => SsdCases.Make(rng, 1, 300, 3, 17, 1, 16, 64, d: true),
+        "shorter-than-chunk" => SsdCases.Make(rng, 2, 5, 2, 8, 1, 8, 64, z: true, init: true),
+        "odd-chunk" => SsdCases.Make(rng, 1, 100, 2, 33, 1, 20, 48, d: true, softplus: true, bias: true),
+        "one-past-chunk" => SsdCases.Make(rng, 1, 257, 2, 16, 2, 16, 256, init: true),
+        "wide" => SsdCases.Make(rng, 1, 40, 2, 128, 1, 256, 32, d: true, z: true),
+        "many-groups" => SsdCases.Make(rng, 3, 50, 6, 16, 3, 24, 16, d: true, dPerP: true, softplus: true, dtMax: 0.2f),
+        "head-blocks" => SsdCases.Make(rng, 1, 130, 8, 32, 2, 32, 64, d: true, z: true, init: true, softplus: true, bias: true),
+        "clamped-no-softplus" => SsdCases.Make(rng, 1, 64, 2, 16, 1, 16, 32, dtMin: 0.1f, dtMax: 0.2f, negativeDt: true),
+        // Odd L not a multiple of the chunk, p and n neither powers of two nor multiples of 8, g > 1.
+        "awkward" => SsdCases.Make(rng, 2, 45, 6, 7, 3, 13, 16, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true),
+        // p and n past one register block of the recurrent kernels (two of each, uneven).
+        "state-blocks" => SsdCases.Make(rng, 1, 37, 2, 20, 1, 40, 16, d: true, z: true, init: true, softplus: true),
+        _ => throw new ArgumentException(name),
+    };
+
     [Theory]
     [MemberData(nameof(Cases))]
     public void MatchesTheSequentialRecurrence(string name, SsdPath path)
     {
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
-        var c = name switch
-        {
-            "all-options" => SsdCases.Make(rng, 2, 77, 4, 24, 2, 40, 32, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true, dtMin: 0.05f, dtMax: 0.6f),
-            "plain" => SsdCases.Make(rng, 1, 300, 3, 17, 1, 16, 64, d: true),
-            "shorter-than-chunk" => SsdCases.Make(rng, 2, 5, 2, 8, 1, 8, 64, z: true, init: true),
-            "odd-chunk" => SsdCases.Make(rng, 1, 100, 2, 33, 1, 20, 48, d: true, softplus: true, bias: true),
-            "one-past-chunk" => SsdCases.Make(rng, 1, 257, 2, 16, 2, 16, 256, init: true),
-            "wide" => SsdCases.Make(rng, 1, 40, 2, 128, 1, 256, 32, d: true, z: true),
-            "many-groups" => SsdCases.Make(rng, 3, 50, 6, 16, 3, 24, 16, d: true, dPerP: true, softplus: true, dtMax: 0.2f),
-            "head-blocks" => SsdCases.Make(rng, 1, 130, 8, 32, 2, 32, 64, d: true, z: true, init: true, softplus: true, bias: true),
-            "clamped-no-softplus" => SsdCases.Make(rng, 1, 64, 2, 16, 1, 16, 32, dtMin: 0.1f, dtMax: 0.2f, negativeDt: true),
-            // Odd L not a multiple of the chunk, p and n neither powers of two nor multiples of 8, g > 1.
-            "awkward" => SsdCases.Make(rng, 2, 45, 6, 7, 3, 13, 16, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true),
-            // p and n past one register block of the recurrent kernels (two of each, uneven).
-            "state-blocks" => SsdCases.Make(rng, 1, 37, 2, 20, 1, 40, 16, d: true, z: true, init: true, softplus: true),
-            _ => throw new ArgumentException(name),
-        };
-
+        var c = MakeCase(name, rng);
         Check(c, path, $"{name} seed {seed}");
     }
 

@@ -22,7 +22,7 @@ public class SsdTensorCoreTests(GpuFixture gpu)
     public static TheoryData<string, Precision> Cases()
     {
         var data = new TheoryData<string, Precision>();
-        foreach (var name in new[] { "all-options", "plain", "shorter-than-chunk", "odd-chunk", "one-past-chunk", "wide", "many-groups", "awkward", "long-strong-decay", "long-weak-decay", "tiny-and-huge" })
+        foreach (var name in new[] { "all-options", "plain", "shorter-than-chunk", "odd-chunk", "one-past-chunk", "wide", "many-groups", "head-blocks", "clamped-no-softplus", "awkward", "state-blocks", "long-strong-decay", "long-weak-decay", "tiny-and-huge" })
         {
             foreach (var mode in Modes)
             {
@@ -35,19 +35,11 @@ public class SsdTensorCoreTests(GpuFixture gpu)
 
     private static SsdCase MakeCase(string name, Random rng) => name switch
     {
-        "all-options" => SsdCases.Make(rng, 2, 77, 4, 24, 2, 40, 32, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true, dtMin: 0.05f, dtMax: 0.6f),
-        "plain" => SsdCases.Make(rng, 1, 300, 3, 17, 1, 16, 64, d: true),
-        "shorter-than-chunk" => SsdCases.Make(rng, 2, 5, 2, 8, 1, 8, 64, z: true, init: true),
-        "odd-chunk" => SsdCases.Make(rng, 1, 100, 2, 33, 1, 20, 48, d: true, softplus: true, bias: true),
-        "one-past-chunk" => SsdCases.Make(rng, 1, 257, 2, 16, 2, 16, 256, init: true),
-        "wide" => SsdCases.Make(rng, 1, 40, 2, 128, 1, 256, 32, d: true, z: true),
-        "many-groups" => SsdCases.Make(rng, 3, 50, 6, 16, 3, 24, 16, d: true, dPerP: true, softplus: true, dtMax: 0.2f),
-        "awkward" => SsdCases.Make(rng, 2, 45, 6, 7, 3, 13, 16, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true),
         "long-strong-decay" => SsdCases.Make(rng, 1, 2048, 2, 8, 1, 8, 256, d: true, init: true, decay: 8.0),
         "long-weak-decay" => SsdCases.Make(rng, 1, 2048, 2, 8, 1, 8, 256, d: true, init: true, decay: 1e-4),
         // Inputs far from 1: x tiny, B and C large; per-slice scaling keeps f16 operands in range.
         "tiny-and-huge" => Scaled(SsdCases.Make(rng, 1, 90, 2, 16, 1, 16, 32, d: true, init: true), 1e-6f, 300f),
-        _ => throw new ArgumentException(name),
+        _ => SsdForwardTests.MakeCase(name, rng),
     };
 
     private static SsdCase Scaled(SsdCase c, float x, float bc) => c with

@@ -294,10 +294,7 @@ public static class TensorCoreGemm
         var candidates = new List<TensorCoreTile>();
         if (api == TensorCoreApi.Khr)
         {
-            var shape = caps.CooperativeMatrixShapes
-                .Where(s => s.AType == type && s.BType == type && s.CType == "f32" && s.ResultType == "f32")
-                .OrderByDescending(s => s is { M: 16, N: 16, K: 16 }).ThenByDescending(s => s.M * s.N * s.K)
-                .FirstOrDefault();
+            var shape = KhrShape(caps, operands);
             if (shape is null)
             {
                 return null;
@@ -359,6 +356,19 @@ public static class TensorCoreGemm
         }
 
         return candidates.FirstOrDefault(t => Fits(caps, t, true, true) && Fits(caps, t, false, false) && Fits(caps, t, true, false) && Fits(caps, t, false, true));
+    }
+
+    /// <summary>
+    /// The KHR cooperative-matrix shape tensor-core kernels build their tiles from: one the device lists for these
+    /// operands with fp32 accumulation, 16x16x16 where listed, else the largest; null when none is listed.
+    /// </summary>
+    internal static CooperativeMatrixShape? KhrShape(DeviceCapabilities caps, GemmOperands operands)
+    {
+        var type = operands == GemmOperands.Bf16 ? "bf16" : "f16";
+        return caps.CooperativeMatrixShapes
+            .Where(s => s.AType == type && s.BType == type && s.CType == "f32" && s.ResultType == "f32")
+            .OrderByDescending(s => s is { M: 16, N: 16, K: 16 }).ThenByDescending(s => s.M * s.N * s.K)
+            .FirstOrDefault();
     }
 
     private static bool Fits(DeviceCapabilities caps, TensorCoreTile t, bool transposeA, bool transposeB)

@@ -37,11 +37,7 @@ internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uin
     /// </summary>
     public static SsdTensorCoreTile? Choose(DeviceCapabilities caps, bool bf16, string? forced = null)
     {
-        var type = bf16 ? "bf16" : "f16";
-        var shape = caps.CooperativeMatrixShapes
-            .Where(s => s.AType == type && s.BType == type && s.CType == "f32" && s.ResultType == "f32")
-            .OrderByDescending(s => s is { M: 16, N: 16, K: 16 }).ThenByDescending(s => s.M * s.N * s.K)
-            .FirstOrDefault();
+        var shape = TensorCoreGemm.KhrShape(caps, bf16 ? GemmOperands.Bf16 : GemmOperands.F16);
         if (shape is null)
         {
             return null;
