@@ -1,25 +1,33 @@
 #version 450
-// chunk_scan on tensor cores (the math of ssd/chunk_scan.comp's forward): per (batch, chunk, head) and BM x BN
-// tile of (t, p),
+// chunk_scan on tensor cores (the math of ssd/chunk_scan.comp): per (batch, chunk, head) and BM x BN tile of (t, p),
 //   y[t, p] = sum_n (exp(dA_cs[t]) C[t, n]) S_in[p, n]                               (state entering the chunk)
 //           + sum_{s <= t} (cb[t, s] exp(dA_cs[t] - dA_cs[s]) dt_out[s]) x[s, p]    (intra-chunk)
 //           + D x[t, p] ;   y *= silu(z[t, p]) when z is given,
 // with cb = C.B^T from tc/chunk_cb (once per group, not per head). Decay, mask and dt are applied in fp32 as the
-// operands are staged (tc_product.glsl); the epilogue reads the accumulators back from shared memory.
+// operands are staged (tc_product.glsl); the epilogue reads the accumulators back through shared memory.
+//
+// REVERSE = 1 is the same product run backwards in time, the backward's dx (ssd/chunk_scan.comp, ChunkScanBindings):
+// with g the gated output gradient and dS_next the gradient of the state leaving the chunk, for rows s of the tile
+//   r[s, p] = sum_n (exp(dA_cs[last] - dA_cs[s]) B[s, n]) dS_next[p, n] + sum_{t >= s} (cb[t, s] exp(dA_cs[t] - dA_cs[s])) g[t, p]
+//   dx[s, p] = dt_out[s] r[s, p] + D g[s, p] ;  ddt_part[s, tile] = sum_{p in tile} x[s, p] r[s, p]
+// The bindings then hold other tensors (the REVERSE names below): g where x is, B where C is, dS_next where the
+// states are, the forward's x where z is, dx where y is, the ddt parts where y before the gate is.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 #include "ssd_common.glsl"
 
 layout(local_size_x_id = 0) in;
-layout(constant_id = 1) const uint BM = 64;   // positions t per tile
+layout(constant_id = 1) const uint BM = 64;   // positions t per tile (REVERSE: s)
 layout(constant_id = 2) const uint BN = 64;   // headdim per tile
-layout(constant_id = 3) const uint BK = 32;   // d_state, then source positions s, per slice
+layout(constant_id = 3) const uint BK = 32;   // d_state, then positions of the other side, per slice
 layout(constant_id = 4) const uint WM = 32;
 layout(constant_id = 5) const uint WN = 32;
 layout(constant_id = 6) const uint TM = 16;
 layout(constant_id = 7) const uint TN = 16;
 layout(constant_id = 8) const uint TK = 16;
+layout(constant_id = 9) const uint REVERSE = 0;   // 1: the backward's dx (above)
+layout(constant_id = 10) const uint G_SHIFT = 0;  // REVERSE: g read one step away (g_at)
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer Cm { float C[]; };
@@ -29,13 +37,21 @@ layout(std430, binding = 4) readonly buffer DtOut { float dt_out[]; };
 layout(std430, binding = 5) readonly buffer DaCs { float dA_cs[]; };
 layout(std430, binding = 6) readonly buffer Dv { float D[]; };
 layout(std430, binding = 7) readonly buffer Z { float z[]; };
-layout(std430, binding = 8) writeonly buffer Y { float y[]; };
-layout(std430, binding = 9) writeonly buffer Aux { float aux[]; };   // y before the gate
+layout(std430, binding = 8) buffer Y { float y[]; };   // REVERSE: dx (with SSD_ACCUMULATE, added to what it holds)
+layout(std430, binding = 9) writeonly buffer Aux { float aux[]; };   // y before the gate; REVERSE: ddt parts
 layout(std430, binding = 10) readonly buffer DaCsLo { float dA_cs_lo[]; };
 layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
 layout(std430, binding = 1) readonly buffer Cm4 { vec4 C4[]; };
 layout(std430, binding = 2) readonly buffer Cb4 { vec4 cb4[]; };
 layout(std430, binding = 3) readonly buffer States4 { vec4 states4[]; };
+
+#define g_in x          // REVERSE's names
+#define g_in4 x4
+#define B_rows C        // the rows of the state product read B, backwards
+#define B_rows4 C4
+#define x_fwd z
+#define dx y
+#define ddt_part aux
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
@@ -48,57 +64,140 @@ const uint MAX_CHUNK = 256;
 shared float dAq[MAX_CHUNK];     // this (batch, head, chunk)'s dA_cs, hi and lo, and dt_out
 shared float dAqLo[MAX_CHUNK];
 shared float dtq[MAX_CHUNK];
+shared float rowDots[BM * (BN / TN)];   // REVERSE: x . r per row and fragment column, summed in a fixed order
 
 ChunkSpan span;
 uint b, head, grp, t0, p0, k0, cbase, sbase;
-bool intra;   // which slices: the state term's (k0 over d_state) or the intra-chunk term's (k0 over s)
-bool wholeP, wholeN, wholeQ;   // rows of x, of C and states, of cb start on 16-byte boundaries
+bool intra;   // which slices: the state term's (k0 over d_state) or the intra-chunk term's (k0 over positions)
+bool wholeP, wholeN, wholeQ;   // rows of x and g, of B, C and states, of cb start on 16-byte boundaries
 
-vec4 word_a(uint r, uint c) {   // row-major (t, n) or (t, s)
-    const uint t = t0 + r;
+// Forward: row-major (t, n) or (t, s). REVERSE: row-major (s, n), or (s, t) stored column-major: a row of cb per t.
+vec4 word_a(uint r, uint c) {
+    if (REVERSE == 0) {
+        const uint t = t0 + r;
+        if (t >= span.len) {
+            return vec4(0.0);
+        }
+        if (!intra) {
+            return TC_LOAD4(C, C4, ((b * p.seqlen + span_pos(span, t)) * p.ngroups + grp) * p.dstate + k0 + c, k0 + c, p.dstate, wholeN) * exp(dAq[t]);
+        }
+        // cb[t, s] exp(dA_cs[t] - dA_cs[s]) dt_out[s] for s <= t (the row read up to t: zero past it).
+        const uint s = k0 + c;
+        vec4 v = TC_LOAD4(cb, cb4, cbase + t * p.chunk + s, s, t + 1, wholeQ);
+        [[unroll]] for (uint e = 0; e < 4; ++e) {
+            if (s + e <= t) {
+                v[e] *= exp(min(cs_diff(dAq[t], dAqLo[t], dAq[s + e], dAqLo[s + e]), 0.0)) * dtq[s + e];
+            }
+        }
+        return v;
+    }
+    if (!intra) {   // exp(dA_cs[last] - dA_cs[s]) B[s, n]
+        const uint s = t0 + r;
+        if (s >= span.len) {
+            return vec4(0.0);
+        }
+        const uint last = span.len - 1;
+        return TC_LOAD4(B_rows, B_rows4, ((b * p.seqlen + span_pos(span, s)) * p.ngroups + grp) * p.dstate + k0 + c, k0 + c, p.dstate, wholeN)
+            * exp(min(cs_diff(dAq[last], dAqLo[last], dAq[s], dAqLo[s]), 0.0));
+    }
+    // cb[t, s] exp(dA_cs[t] - dA_cs[s]) for t >= s: row t of cb from s = t0 + c, zero past t.
+    const uint t = k0 + r;
+    const uint s = t0 + c;
     if (t >= span.len) {
         return vec4(0.0);
     }
-    if (!intra) {
-        return TC_LOAD4(C, C4, ((b * p.seqlen + span_pos(span, t)) * p.ngroups + grp) * p.dstate + k0 + c, k0 + c, p.dstate, wholeN) * exp(dAq[t]);
-    }
-    // cb[t, s] exp(dA_cs[t] - dA_cs[s]) dt_out[s] for s <= t (the row read up to t: zero past it).
-    const uint s = k0 + c;
     vec4 v = TC_LOAD4(cb, cb4, cbase + t * p.chunk + s, s, t + 1, wholeQ);
     [[unroll]] for (uint e = 0; e < 4; ++e) {
         if (s + e <= t) {
-            v[e] *= exp(min(cs_diff(dAq[t], dAqLo[t], dAq[s + e], dAqLo[s + e]), 0.0)) * dtq[s + e];
+            v[e] *= exp(min(cs_diff(dAq[t], dAqLo[t], dAq[s + e], dAqLo[s + e]), 0.0));
         }
     }
     return v;
 }
 
 vec4 word_b(uint r, uint c) {
-    if (!intra) {   // S_in[p, n] as the (n, p) operand: stored column-major, a row per p
+    if (!intra) {   // S_in[p, n] (REVERSE: dS_next) as the (n, p) operand: stored column-major, a row per p
         return p0 + r < p.headdim ? TC_LOAD4(states, states4, (sbase + p0 + r) * p.dstate + k0 + c, k0 + c, p.dstate, wholeN) : vec4(0.0);
     }
-    const uint s = k0 + r;   // x[s, p], row-major
-    return s < span.len
-        ? TC_LOAD4(x, x4, ((b * p.seqlen + span_pos(span, s)) * p.nheads + head) * p.headdim + p0 + c, p0 + c, p.headdim, wholeP) : vec4(0.0);
+    const uint k = k0 + r;   // x[s, p] (REVERSE: g[t, p]), row-major
+    uint pos;
+    if (k < span.len && g_at(span_pos(span, k), REVERSE == 0 ? 0 : G_SHIFT, p.seqlen, pos)) {
+        return TC_LOAD4(x, x4, ((b * p.seqlen + pos) * p.nheads + head) * p.headdim + p0 + c, p0 + c, p.headdim, wholeP);
+    }
+    return vec4(0.0);
 }
 
-// Skip connection and gate: y = (acc + D x) silu(z), and y before the gate when the backward needs it.
+// Forward: skip connection and gate, y = (acc + D x) silu(z), and y before the gate when the backward needs it.
+// REVERSE: dx = dt_out r + D g (D only for an unshifted g: the host never folds D into a shifted run).
 void tc_element(uint i, uint j, float v) {
     const uint t = t0 + i;
     const uint pj = p0 + j;
     if (t < span.len && pj < p.headdim) {
         const uint o = ((b * p.seqlen + span_pos(span, t)) * p.nheads + head) * p.headdim + pj;
-        if (SSD_HAS(p.flags, SSD_D_ANY)) {
-            v += D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * x[o];
+        if (REVERSE == 0) {
+            if (SSD_HAS(p.flags, SSD_D_ANY)) {
+                v += D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * x[o];
+            }
+            if (SSD_HAS(p.flags, SSD_SAVE_UNGATED)) {
+                aux[o] = v;
+            }
+            if (SSD_HAS(p.flags, SSD_Z)) {
+                v *= silu(z[o]);
+            }
+            y[o] = v;
+        } else {
+            float w = dtq[t] * v;
+            if (G_SHIFT == 0 && SSD_HAS(p.flags, SSD_D_ANY)) {
+                w += D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * g_in[o];
+            }
+            dx[o] = SSD_HAS(p.flags, SSD_ACCUMULATE) ? dx[o] + w : w;
         }
-        if (SSD_HAS(p.flags, SSD_SAVE_UNGATED)) {
-            aux[o] = v;
-        }
-        if (SSD_HAS(p.flags, SSD_Z)) {
-            v *= silu(z[o]);
-        }
-        y[o] = v;
     }
+}
+
+// REVERSE's epilogue: dx element by element, and per row of each fragment the dot x . r over its columns (in
+// order), then per row the fragments' dots (in order): the tile's share of ddt, deterministic.
+void reverse_epilogue(TC_ACC acc[TC_FRAGS], uint tileP, uint tilesP, uint cs) {
+    const uint wm0 = (gl_SubgroupID / TC_WARPS_N) * WM;
+    const uint wn0 = (gl_SubgroupID % TC_WARPS_N) * WN;
+    const uint at = gl_SubgroupID * TM * TN;
+    [[unroll]] for (uint i = 0; i < TC_FRAGS_M; ++i) {
+        [[unroll]] for (uint j = 0; j < TC_FRAGS_N; ++j) {
+            coopMatStore(acc[i * TC_FRAGS_N + j], tc_frag, at, TN, gl_CooperativeMatrixLayoutRowMajor);
+            subgroupMemoryBarrierShared();
+            subgroupBarrier();
+            for (uint e = gl_SubgroupInvocationID; e < TM * TN; e += gl_SubgroupSize) {
+                tc_element(wm0 + i * TM + e / TN, wn0 + j * TN + e % TN, tc_frag[at + e]);
+            }
+            for (uint rr = gl_SubgroupInvocationID; rr < TM; rr += gl_SubgroupSize) {
+                const uint row = wm0 + i * TM + rr;
+                float dot = 0.0;
+                if (t0 + row < span.len) {
+                    const uint base = ((b * p.seqlen + span_pos(span, t0 + row)) * p.nheads + head) * p.headdim;
+                    for (uint cc = 0; cc < TN; ++cc) {
+                        const uint pj = p0 + wn0 + j * TN + cc;
+                        if (pj < p.headdim) {
+                            dot = fma(x_fwd[base + pj], tc_frag[at + rr * TN + cc], dot);
+                        }
+                    }
+                }
+                rowDots[row * (BN / TN) + (wn0 + j * TN) / TN] = dot;
+            }
+            subgroupMemoryBarrierShared();
+            subgroupBarrier();
+        }
+    }
+    barrier();
+    for (uint row = gl_LocalInvocationID.x; row < BM; row += TC_THREADS) {
+        if (t0 + row < span.len) {
+            float sum = 0.0;
+            for (uint k = 0; k < BN / TN; ++k) {
+                sum += rowDots[row * (BN / TN) + k];
+            }
+            ddt_part[(cs + t0 + row) * tilesP + tileP] = sum;
+        }
+    }
+    barrier();   // rowDots is read before the next item writes it
 }
 
 void main() {
@@ -129,9 +228,11 @@ void main() {
         sbase = ((b * p.nchunks + c) * p.nheads + head) * p.headdim;
 
         const uint cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
-        const uint rows = min(t0 + BM, span.len);   // positions this tile reads: s <= t < rows
+        // The other side's positions this tile reads: forward s <= t < min(t0 + BM, len); REVERSE t >= s, up to len.
+        const uint kBegin = REVERSE == 0 ? 0 : t0 / BK * BK;
+        const uint kEnd = REVERSE == 0 ? min(t0 + BM, span.len) : span.len;
         barrier();   // the previous item's slices have read dAq
-        for (uint s = tid; s < rows; s += TC_THREADS) {
+        for (uint s = tid; s < kEnd; s += TC_THREADS) {
             dAq[s] = dA_cs[cs + s];
             dAqLo[s] = dA_cs_lo[cs + s];
             dtq[s] = dt_out[cs + s];
@@ -145,9 +246,13 @@ void main() {
             tc_product(acc, false, true);
         }
         intra = true;
-        for (k0 = 0; k0 < rows; k0 += BK) {
-            tc_product(acc, false, false);
+        for (k0 = kBegin; k0 < kEnd; k0 += BK) {
+            tc_product(acc, REVERSE != 0, false);
         }
-        tc_epilogue(acc);
+        if (REVERSE == 0) {
+            tc_epilogue(acc);
+        } else {
+            reverse_epilogue(acc, tp, tilesP, cs);
+        }
     }
 }

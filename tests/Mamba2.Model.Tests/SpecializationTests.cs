@@ -26,7 +26,7 @@ public class SpecializationTests
         data.Add("tc/gemm_coopmat", typeof(GemmCoopmatSpec));
         data.Add("tc/chunk_cb", typeof(SsdTcSpec));
         data.Add("tc/chunk_state", typeof(ChunkStateTcSpec));
-        data.Add("tc/chunk_scan", typeof(SsdTcSpec));
+        data.Add("tc/chunk_scan", typeof(ChunkScanTcSpec));
         return data;
     }
 

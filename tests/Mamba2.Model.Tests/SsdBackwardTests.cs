@@ -62,35 +62,37 @@ public class SsdBackwardTests(GpuFixture gpu)
         return data;
     }
 
+    /// <summary>The backward cases by name, and whether each has a final-state gradient (the tensor-core tests reuse them).</summary>
+    public static (SsdCase Case, bool DFinal) MakeCase(string name, Random rng) => name switch
+    {
+        // Odd L over several chunks, g > 1, D per (h, p), z, bias, softplus, initial and final state gradients,
+        // dt_limit clipping some steps at both ends.
+        "all-options" => (SsdCases.Make(rng, 2, 77, 4, 24, 2, 40, 32, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true, dtMin: 0.05f, dtMax: 0.6f), true),
+        "plain" => (SsdCases.Make(rng, 1, 100, 2, 16, 1, 16, 64), false),
+        "odd-sizes" => (SsdCases.Make(rng, 2, 61, 3, 17, 1, 13, 48, d: true, z: true, softplus: true, bias: true), true),
+        "one-past-chunk" => (SsdCases.Make(rng, 1, 129, 2, 16, 2, 16, 128, d: true, init: true), false),
+        // 16 heads per group: the dB / dC kernel sums 2 heads per workgroup over 8 split copies.
+        "head-splits" => (SsdCases.Make(rng, 1, 70, 16, 8, 1, 16, 32, d: true, z: true, softplus: true, bias: true), true),
+        "many-groups" => (SsdCases.Make(rng, 3, 50, 6, 16, 3, 24, 16, d: true, dPerP: true, softplus: true, dtMax: 0.2f), false),
+        "clamped-no-softplus" => (SsdCases.Make(rng, 1, 64, 2, 16, 1, 16, 32, dtMin: 0.1f, dtMax: 0.2f, negativeDt: true), true),
+        "wide" => (SsdCases.Make(rng, 1, 40, 2, 128, 1, 160, 32, d: true, z: true, init: true), true),
+        // Cumsums in the hundreds within a chunk: the differences the kernels exponentiate must stay exact.
+        "strong-decay" => (SsdCases.Make(rng, 1, 700, 2, 8, 1, 8, 256, d: true, init: true, decay: 8), true),
+        "shorter-than-chunk" => (SsdCases.Make(rng, 2, 5, 2, 8, 1, 8, 64, d: true, dPerP: true, z: true, init: true), true),
+        // Odd L not a multiple of the chunk, p and n neither powers of two nor multiples of 8, g > 1.
+        "awkward" => (SsdCases.Make(rng, 2, 45, 6, 7, 3, 13, 16, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true), true),
+        // p and n past one register block of the recurrent kernels (two of each, uneven), a chunk that is not a square.
+        "state-blocks" => (SsdCases.Make(rng, 1, 61, 2, 20, 1, 40, 48, d: true, z: true, init: true, softplus: true, bias: true), true),
+        _ => throw new ArgumentException(name),
+    };
+
     [Theory]
     [MemberData(nameof(Cases))]
     public void MatchesTheAdjointOfTheRecurrence(string name, SsdPath path)
     {
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
-        var (c, dFinal) = name switch
-        {
-            // Odd L over several chunks, g > 1, D per (h, p), z, bias, softplus, initial and final state gradients,
-            // dt_limit clipping some steps at both ends.
-            "all-options" => (SsdCases.Make(rng, 2, 77, 4, 24, 2, 40, 32, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true, dtMin: 0.05f, dtMax: 0.6f), true),
-            "plain" => (SsdCases.Make(rng, 1, 100, 2, 16, 1, 16, 64), false),
-            "odd-sizes" => (SsdCases.Make(rng, 2, 61, 3, 17, 1, 13, 48, d: true, z: true, softplus: true, bias: true), true),
-            "one-past-chunk" => (SsdCases.Make(rng, 1, 129, 2, 16, 2, 16, 128, d: true, init: true), false),
-            // 16 heads per group: the dB / dC kernel sums 2 heads per workgroup over 8 split copies.
-            "head-splits" => (SsdCases.Make(rng, 1, 70, 16, 8, 1, 16, 32, d: true, z: true, softplus: true, bias: true), true),
-            "many-groups" => (SsdCases.Make(rng, 3, 50, 6, 16, 3, 24, 16, d: true, dPerP: true, softplus: true, dtMax: 0.2f), false),
-            "clamped-no-softplus" => (SsdCases.Make(rng, 1, 64, 2, 16, 1, 16, 32, dtMin: 0.1f, dtMax: 0.2f, negativeDt: true), true),
-            "wide" => (SsdCases.Make(rng, 1, 40, 2, 128, 1, 160, 32, d: true, z: true, init: true), true),
-            // Cumsums in the hundreds within a chunk: the differences the kernels exponentiate must stay exact.
-            "strong-decay" => (SsdCases.Make(rng, 1, 700, 2, 8, 1, 8, 256, d: true, init: true, decay: 8), true),
-            "shorter-than-chunk" => (SsdCases.Make(rng, 2, 5, 2, 8, 1, 8, 64, d: true, dPerP: true, z: true, init: true), true),
-            // Odd L not a multiple of the chunk, p and n neither powers of two nor multiples of 8, g > 1.
-            "awkward" => (SsdCases.Make(rng, 2, 45, 6, 7, 3, 13, 16, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true), true),
-            // p and n past one register block of the recurrent kernels (two of each, uneven), a chunk that is not a square.
-            "state-blocks" => (SsdCases.Make(rng, 1, 61, 2, 20, 1, 40, 48, d: true, z: true, init: true, softplus: true, bias: true), true),
-            _ => throw new ArgumentException(name),
-        };
-
+        var (c, dFinal) = MakeCase(name, rng);
         Check(c, path, dFinal, seed, $"{name} seed {seed}");
     }
 

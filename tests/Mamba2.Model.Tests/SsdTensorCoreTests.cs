@@ -112,41 +112,57 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         Assert.Contains(SsdTensorCoreTile.EnvironmentVariable, e.Message);
     }
 
-    /// <summary>A tensor-core forward's saved tensors feed the (fp32) backward: gradients within the mode's tolerance.</summary>
+    public static TheoryData<string, Precision> BackwardCases()
+    {
+        var data = new TheoryData<string, Precision>();
+        foreach (var name in new[] { "all-options", "plain", "odd-sizes", "one-past-chunk", "head-splits", "many-groups", "clamped-no-softplus", "wide", "strong-decay", "shorter-than-chunk", "awkward", "state-blocks" })
+        {
+            foreach (var mode in Modes)
+            {
+                data.Add(name, mode);
+            }
+        }
+
+        return data;
+    }
+
+    /// <summary>
+    /// The backward of a tensor-core forward (its chunk_state and dx on tensor cores, the rest fp32 on what the
+    /// forward saved) against the adjoint of the recurrence, at the mode's tolerance.
+    /// </summary>
     [Theory]
-    [InlineData(Precision.Fp32Fast)]
-    [InlineData(Precision.Bf16)]
-    public void BackwardOfATensorCoreForwardMatchesTheAdjoint(Precision precision)
+    [MemberData(nameof(BackwardCases))]
+    public void BackwardMatchesTheAdjointAtTheModesTolerance(string name, Precision precision)
     {
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
-        var c = SsdCases.Make(rng, 2, 77, 4, 24, 2, 40, 32, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true, dtMin: 0.05f, dtMax: 0.6f);
+        var (c, hasDFinal) = SsdBackwardTests.MakeCase(name, rng);
         if (SsdOp.WhyNot(Device, precision) is not null)
         {
-            return;   // the forward test above holds the refusal to its reason
+            return;   // the forward test holds the refusal to its reason
         }
 
         var dy = TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1);
-        var dFinal = TestMath.Uniform(rng, (long)c.Batch * c.Heads * c.HeadDim * c.DState, -1, 1);
+        var dFinal = hasDFinal ? TestMath.Uniform(rng, (long)c.Batch * c.Heads * c.HeadDim * c.DState, -1, 1) : null;
         using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Auto, precision);
         using var dyT = Tensor.FromArray(Device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
-        using var dFinalT = Tensor.FromArray(Device, "dfinal_states", dFinal, c.Batch, c.Heads, c.HeadDim, c.DState);
+        using var dFinalT = dFinal is null ? null : Tensor.FromArray(Device, "dfinal_states", dFinal, c.Batch, c.Heads, c.HeadDim, c.DState);
         using var s = Device.BeginStream();
         using var saved = inputs.Forward(s);
         using var grads = SsdOp.Backward(dyT, saved, dFinalT, s);
         Poison.Fill(grads.Named().Select(g => g.Gradient));
         s.Submit();
 
-        var expected = SsdReferenceBackward.Gradients(c, Widen(dy), Widen(dFinal));
+        var expected = SsdReferenceBackward.Gradients(c, Widen(dy), dFinal is null ? null : Widen(dFinal));
         var actual = grads.Named().ToDictionary(g => g.Input, g => g.Gradient.ToArray());
-        foreach (var (name, reference) in expected.Named())
+        foreach (var (input, reference) in expected.Named())
         {
-            TestMath.AssertClose(actual[name], reference, expected.ErrorScale(name, reference), precision.Tolerance(),
-                $"{precision.Name()} seed {seed}: grad_{name}");
+            TestMath.AssertClose(actual[input], reference, expected.ErrorScale(input, reference), precision.Tolerance(),
+                $"{name} {precision.Name()} seed {seed}: grad_{input}");
         }
     }
 
-    /// <summary>Both bidirectional forms compose two tensor-core causal runs.</summary>
+    /// <summary>Both bidirectional forms compose two tensor-core causal runs, forward and backward (shifted g, mirrored runs).</summary>
     [Theory]
     [InlineData(SsdDirection.BidirectionalSum, Precision.Fp32Fast)]
     [InlineData(SsdDirection.BidirectionalShift, Precision.Fp32Fast)]
@@ -160,14 +176,26 @@ public class SsdTensorCoreTests(GpuFixture gpu)
             return;
         }
 
+        var rng = new Random(seed + 1);
+        var dy = TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1);
         using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Auto, precision);
         Assert.False(SsdOp.UsesFusedPass(Device, inputs.Options));
+        using var dyT = Tensor.FromArray(Device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
         using var s = Device.BeginStream();
         using var result = inputs.Forward(s);
-        Poison.Fill(result.Y);
+        using var grads = SsdOp.Backward(dyT, result, stream: s);
+        Poison.Fill(grads.Named().Select(g => g.Gradient).Append(result.Y));
         s.Submit();
-        var (y, _) = SsdBidirectionalReference.Forward(c, c.ToFloat64());
-        TestMath.AssertClose(result.Y.ToArray(), y, precision.Tolerance(), $"{direction} {precision.Name()} seed {seed}: y");
+        var v = c.ToFloat64();
+        var what = $"{direction} {precision.Name()} seed {seed}";
+        var (y, _) = SsdBidirectionalReference.Forward(c, v);
+        TestMath.AssertClose(result.Y.ToArray(), y, precision.Tolerance(), $"{what}: y");
+        var expected = SsdBidirectionalReference.Gradients(c, v, Widen(dy), null);
+        var actual = grads.Named().ToDictionary(g => g.Input, g => g.Gradient.ToArray());
+        foreach (var (input, reference) in expected.Named())
+        {
+            TestMath.AssertClose(actual[input], reference, expected.ErrorScale(input, reference), precision.Tolerance(), $"{what}: grad_{input}");
+        }
     }
 
     [Fact]

@@ -26,9 +26,9 @@ public sealed class Mamba2Layer : IDisposable
     public Mamba2Config Config { get; }
 
     /// <summary>
-    /// What the projections (in_proj, out_proj), their gradients and the SSD's forward products are computed in
-    /// (<see cref="Ops.Precision"/>); fp32 (exact) unless set. Setting a mode the device cannot run throws
-    /// <see cref="MissingFeatureException"/>. The SSD's backward, the conv and the norms run in fp32 in every mode.
+    /// What the projections (in_proj, out_proj), their gradients and the SSD's products are computed in
+    /// (<see cref="Ops.Precision"/>, <see cref="Ops.Ssd.SsdOptions.Precision"/>); fp32 (exact) unless set. Setting a
+    /// mode the device cannot run throws <see cref="MissingFeatureException"/>. The conv and the norms run in fp32.
     /// </summary>
     public Precision Precision
     {

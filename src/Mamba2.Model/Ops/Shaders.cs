@@ -42,7 +42,7 @@ internal static class Shaders
 
     private static readonly KernelSource<SsdTcSpec>[] ChunkCbVariants = [SsdVariant<SsdTcSpec>("chunk_cb", false), SsdVariant<SsdTcSpec>("chunk_cb", true)];
     private static readonly KernelSource<ChunkStateTcSpec>[] ChunkStateVariants = [SsdVariant<ChunkStateTcSpec>("chunk_state", false), SsdVariant<ChunkStateTcSpec>("chunk_state", true)];
-    private static readonly KernelSource<SsdTcSpec>[] ChunkScanVariants = [SsdVariant<SsdTcSpec>("chunk_scan", false), SsdVariant<SsdTcSpec>("chunk_scan", true)];
+    private static readonly KernelSource<ChunkScanTcSpec>[] ChunkScanVariants = [SsdVariant<ChunkScanTcSpec>("chunk_scan", false), SsdVariant<ChunkScanTcSpec>("chunk_scan", true)];
 
     /// <summary>The SSD's C.B^T per (batch, chunk, group) on tensor cores (tc/chunk_cb.comp), f16 (scaled) or bf16 operands.</summary>
     public static KernelSource<SsdTcSpec> ChunkCbTc(bool bf16) => ChunkCbVariants[bf16 ? 1 : 0];
@@ -50,8 +50,8 @@ internal static class Shaders
     /// <summary>chunk_state on tensor cores (tc/chunk_state.comp).</summary>
     public static KernelSource<ChunkStateTcSpec> ChunkStateTc(bool bf16) => ChunkStateVariants[bf16 ? 1 : 0];
 
-    /// <summary>chunk_scan's forward on tensor cores (tc/chunk_scan.comp).</summary>
-    public static KernelSource<SsdTcSpec> ChunkScanTc(bool bf16) => ChunkScanVariants[bf16 ? 1 : 0];
+    /// <summary>chunk_scan on tensor cores (tc/chunk_scan.comp), forward or run backwards (the backward's dx).</summary>
+    public static KernelSource<ChunkScanTcSpec> ChunkScanTc(bool bf16) => ChunkScanVariants[bf16 ? 1 : 0];
 
     /// <summary>fp32 to packed f16 or bf16 operands, times their tensor's power-of-two scale, for the INPUT16 GEMM variants.</summary>
     public static readonly KernelSource<ToOperand16Spec> ToOperand16 = Source<ToOperand16Spec>("nn/to_operand16");

@@ -143,7 +143,7 @@ internal readonly record struct SsdRecurrentBwdStateSpec(uint Local, uint PB, ui
     public uint[] Constants() => [Local, PB, K, KC, SG];
 }
 
-/// <summary>tc/chunk_cb and tc/chunk_scan: a tile of cooperative-matrix fragments (shaders/include/tc_product.glsl).</summary>
+/// <summary>tc/chunk_cb: a tile of cooperative-matrix fragments (shaders/include/tc_product.glsl).</summary>
 internal readonly record struct SsdTcSpec(uint Local, uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK) : ISpecialization
 {
     public uint[] Constants() => [Local, BM, BN, BK, WM, WN, TM, TN, TK];
@@ -153,4 +153,10 @@ internal readonly record struct ChunkStateTcSpec(uint Local, uint BM, uint BN, u
     : ISpecialization
 {
     public uint[] Constants() => [Local, BM, BN, BK, WM, WN, TM, TN, TK, Grad ? 1u : 0u, GShift];
+}
+
+internal readonly record struct ChunkScanTcSpec(uint Local, uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, bool Reverse, uint GShift)
+    : ISpecialization
+{
+    public uint[] Constants() => [Local, BM, BN, BK, WM, WN, TM, TN, TK, Reverse ? 1u : 0u, GShift];
 }

@@ -102,7 +102,7 @@ public static partial class SsdOp
         var tiles = SsdTiles.Choose(device.Capabilities, s, tuning.ScanTile);
         var bt = SsdBackwardTiles.Choose(device.Capabilities, s, pool is null ? SsdBackwardTiles.MaxSplits : SsdBackwardTiles.BidirectionalMaxSplits, tuning.DbcTile);
         var splits = bt.Splits(h / g);
-        var tilesP = (p + (int)tiles.ScanBN - 1) / (int)tiles.ScanBN;
+        var tilesP = DxTilesP(device, s, tiles, o.Precision);
         var passLocal = Shaders.PowerOfTwoLocal(device);
         var slices = (p * n + (int)passLocal - 1) / (int)passLocal;
         var dBlocks = (l + ReduceBlockRows - 1) / ReduceBlockRows;
@@ -111,7 +111,8 @@ public static partial class SsdOp
         long tokens = (long)l * h;
         var pieces = Shaders.Pieces(device, op, b,
             [tokens * p, tokens, (long)l * g * n * splits, (long)h * nc * q * tilesP, (long)h * nc * q * tilesT * tilesN,
-             (long)nc * h * p * n, (long)dBlocks * h * p, (long)h * slices * nc], OpTuning.Of(device).MaxBindingBytes).ToList();
+             (long)nc * h * p * n, (long)dBlocks * h * p, (long)h * slices * nc, o.Precision == Precision.Fp32 ? 0 : (long)nc * g * q * q],
+            OpTuning.Of(device).MaxBindingBytes).ToList();
 
         var scope = new TensorScope(device);
         var New = scope.New;
@@ -226,12 +227,21 @@ public static partial class SsdOp
         Mark(2);
 
         // 4. dx and the direct part of ddt: chunk_scan run backwards in time (ChunkScanBindings.Dx names the roles).
-        var scan = device.GetKernel(Shaders.ChunkScan, new ChunkScanSpec(t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK, t.ScanHeads, Reverse: true, geo.GShift));
-        var scanItems = (long)((q + t.ScanBM - 1) / t.ScanBM) * geo.TilesP * nc * b * (h / t.ScanHeads);
-        st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, dFlags | SsdFlags.Mirrored.If(o.Mirrored) | SsdFlags.Accumulate.If(geo.Accumulate)),
-            ChunkScanBindings.Dx(g: pc.Of(sc.G), B: pc.Of(B), C: pc.Of(C), dStatesNext: pc.Of(sc.DStates), dtOut: pc.Of(saved.DtOut),
-                dACumsum: pc.Of(saved.DACumsum), D: (o.D ?? A).Buffer, x: pc.Of(x), dx: pc.Of(gr.Dx), ddtPart: pc.Of(sc.DdtPart),
-                dACumsumLo: pc.Of(saved.DACumsumLo)).ToArray());
+        var dxFlags = dFlags | SsdFlags.Mirrored.If(o.Mirrored) | SsdFlags.Accumulate.If(geo.Accumulate);
+        if (o.Precision != Precision.Fp32)
+        {
+            RecordDxTensorCores(st, s, pc, o, dxFlags, geo.GShift, sc.G, B, C, sc.DStates, saved, A, x, gr.Dx, sc.DdtPart);
+        }
+        else
+        {
+            var scan = device.GetKernel(Shaders.ChunkScan, new ChunkScanSpec(t.ScanBM, t.ScanBN, t.ScanBK, t.ScanNK, t.ScanHeads, Reverse: true, geo.GShift));
+            var scanItems = (long)((q + t.ScanBM - 1) / t.ScanBM) * geo.TilesP * nc * b * (h / t.ScanHeads);
+            st.Dispatch(scan, (Shaders.Groups(device, scanItems), 1, 1), new ScanPush(b, l, h, g, p, n, q, nc, dxFlags),
+                ChunkScanBindings.Dx(g: pc.Of(sc.G), B: pc.Of(B), C: pc.Of(C), dStatesNext: pc.Of(sc.DStates), dtOut: pc.Of(saved.DtOut),
+                    dACumsum: pc.Of(saved.DACumsum), D: (o.D ?? A).Buffer, x: pc.Of(x), dx: pc.Of(gr.Dx), ddtPart: pc.Of(sc.DdtPart),
+                    dACumsumLo: pc.Of(saved.DACumsumLo)).ToArray());
+        }
+
         Mark(3);
 
         // 5, 6. dC (causal) and dB (anti-causal): per-head products summed over each group's heads, with the row

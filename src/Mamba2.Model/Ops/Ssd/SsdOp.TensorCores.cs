@@ -57,16 +57,54 @@ public static partial class SsdOp
         RecordStatePassing(st, s, pc, r.ChunkStates, r.DACumsum, o.InitialStates, r.FinalStates, o.Mirrored);
         st.Section(Stages[2]);
 
-        // C.B^T once per (batch, chunk, group), scratch of the stream (b nc g Q^2 floats), then the outputs.
-        var cb = st.Own(device.CreateBuffer<float>((long)b * nc * g * q * q, "ssd.cb"));
+        // C.B^T once per (batch, chunk, group), then the outputs.
+        var cb = RecordChunkCb(st, s, t, pc, B, C, o);
         var mirrored = SsdFlags.Mirrored.If(o.Mirrored);
-        st.Dispatch(device.GetKernel(Shaders.ChunkCbTc(bf16), t.Spec), (Shaders.Groups(device, (long)Tiles(q, t.BM) * Tiles(q, t.BN) * nc * b * g), 1, 1),
-            new ScanPush(b, l, h, g, p, n, q, nc, mirrored), pc.Of(C), pc.Of(B), cb);
         var flags = SsdFlagsExtensions.ForD(o.D) | (o.Z is null ? SsdFlags.None : SsdFlags.Z | SsdFlags.SaveUngated) | mirrored;
-        st.Dispatch(device.GetKernel(Shaders.ChunkScanTc(bf16), t.Spec), (Shaders.Groups(device, (long)Tiles(q, t.BM) * Tiles(p, t.BN) * nc * b * h), 1, 1),
+        st.Dispatch(device.GetKernel(Shaders.ChunkScanTc(bf16), t.ScanSpec(reverse: false, gShift: 0)), (Shaders.Groups(device, (long)Tiles(q, t.BM) * Tiles(p, t.BN) * nc * b * h), 1, 1),
             new ScanPush(b, l, h, g, p, n, q, nc, flags),
             pc.Of(x), pc.Of(C), cb, pc.Of(r.ChunkStates), pc.Of(r.DtOut), pc.Of(r.DACumsum), (o.D ?? A).Buffer, pc.Of(o.Z ?? x), pc.Of(r.Y),
             pc.Of(r.YBeforeGate ?? r.Y), pc.Of(r.DACumsumLo));
         st.Section(Stages[3]);
+    }
+
+    /// <summary>
+    /// C.B^T of every (batch, chunk, group) of the piece into scratch of the stream (b nc g Q^2 floats; the lower
+    /// triangle of tiles), on tensor cores: what tc/chunk_scan reads forward and backwards.
+    /// </summary>
+    private static GpuBuffer RecordChunkCb(CommandStream st, SsdShape s, SsdTensorCoreTile t, Piece pc, Tensor B, Tensor C, SsdOptions o)
+    {
+        var device = B.Device;
+        var (b, l, h, p, g, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
+        var tiles = (long)((q + t.BM - 1) / t.BM) * ((q + t.BN - 1) / t.BN);
+        var cb = st.Own(device.CreateBuffer<float>((long)b * nc * g * q * q, "ssd.cb"));
+        st.Dispatch(device.GetKernel(Shaders.ChunkCbTc(o.Precision == Precision.Bf16), t.Spec), (Shaders.Groups(device, tiles * nc * b * g), 1, 1),
+            new ScanPush(b, l, h, g, p, n, q, nc, SsdFlags.Mirrored.If(o.Mirrored)), pc.Of(C), pc.Of(B), cb);
+        return cb;
+    }
+
+    /// <summary>
+    /// The backward's dx and the direct part of ddt on tensor cores: tc/chunk_scan run backwards in time over C.B^T
+    /// (recomputed here), the same roles as the fp32 kernel's <see cref="ChunkScanBindings.Dx"/>.
+    /// </summary>
+    private static void RecordDxTensorCores(CommandStream st, SsdShape s, Piece pc, SsdOptions o, SsdFlags flags, uint gShift,
+        Tensor g, Tensor B, Tensor C, Tensor dStatesNext, SsdResult saved, Tensor A, Tensor x, Tensor dx, Tensor ddtPart)
+    {
+        var device = g.Device;
+        var t = TensorCoreTileFor(device, o.Precision);
+        var (b, l, h, p, gr, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
+        var cb = RecordChunkCb(st, s, t, pc, B, C, o);
+        var items = (long)((q + t.BM - 1) / t.BM) * ((p + t.BN - 1) / t.BN) * nc * b * h;
+        st.Dispatch(device.GetKernel(Shaders.ChunkScanTc(o.Precision == Precision.Bf16), t.ScanSpec(reverse: true, gShift)), (Shaders.Groups(device, items), 1, 1),
+            new ScanPush(b, l, h, gr, p, n, q, nc, flags),
+            pc.Of(g), pc.Of(B), cb, pc.Of(dStatesNext), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), (o.D ?? A).Buffer, pc.Of(x), pc.Of(dx),
+            pc.Of(ddtPart), pc.Of(saved.DACumsumLo));
+    }
+
+    /// <summary>The headdim tiles of the backward's dx (its ddt parts are per tile): the tensor-core tile's in those modes.</summary>
+    private static int DxTilesP(GpuDevice device, SsdShape s, SsdTiles fp32Tiles, Precision precision)
+    {
+        var bn = precision == Precision.Fp32 ? fp32Tiles.ScanBN : TensorCoreTileFor(device, precision).BN;
+        return (s.HeadDim + (int)bn - 1) / (int)bn;
     }
 }

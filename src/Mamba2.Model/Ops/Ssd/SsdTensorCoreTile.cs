@@ -13,16 +13,18 @@ internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uin
 
     public SsdTcSpec Spec => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK);
 
+    public ChunkScanTcSpec ScanSpec(bool reverse, uint gShift) => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, reverse, gShift);
+
     public ChunkStateTcSpec StateSpec(bool grad, uint gShift) => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, grad, gShift);
 
-    /// <summary>Shared memory of the largest of the three kernels (chunk_scan: operand tiles, per-chunk arrays, fragment staging).</summary>
+    /// <summary>Shared memory of the largest of the three kernels (chunk_scan: operand tiles, per-chunk arrays, fragment staging, row dots).</summary>
     public uint SharedBytes
     {
         get
         {
             static uint Tile(uint rows, uint k) => Math.Max(rows * ((k / 4) + 2), k * ((rows / 4) + 2)) * 8;   // words of 4 operands, padded
             var subgroups = BM / WM * (BN / WN);
-            return Tile(BM, BK) + Tile(BN, BK) + (subgroups * TM * TN * 4) + (3 * MaxChunk * 4) + (2 * subgroups * 4);
+            return Tile(BM, BK) + Tile(BN, BK) + (subgroups * TM * TN * 4) + (3 * MaxChunk * 4) + (2 * subgroups * 4) + (BM * (BN / TN) * 4);
         }
     }
 
