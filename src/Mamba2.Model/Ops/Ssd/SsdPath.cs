@@ -26,14 +26,14 @@ public static class SsdPaths
     /// <summary>The path a scan takes; products in a tensor-core precision always take the tiled path.</summary>
     public static SsdPath Resolve(GpuDevice device, SsdPath requested, Precision precision = Precision.Fp32)
     {
-        if (requested != SsdPath.Auto || precision != Precision.Fp32)
-        {
-            return requested == SsdPath.Auto ? SsdPath.Tiled : requested;
-        }
-
         if (requested != SsdPath.Auto)
         {
             return requested;
+        }
+
+        if (precision != Precision.Fp32)
+        {
+            return SsdPath.Tiled;
         }
 
         return OpTuning.Of(device).SsdPath switch
