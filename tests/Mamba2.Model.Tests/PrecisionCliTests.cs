@@ -44,6 +44,31 @@ public class PrecisionCliTests(GpuFixture gpu)
         Assert.Equal(2, code);
         Assert.Contains("not both", err);
 
+        // The suite in a tensor-core mode: every row labelled with it (the fused bidirectional pass is fp32 only).
+        var json = Path.Combine(Path.GetTempPath(), $"suite-{Guid.NewGuid():N}.json");
+        try
+        {
+            (code, err) = Run("bench", "--preset", "quick", "--ops", "ssd,bidir,gemm", "--warmup", "0", "--repeats", "1", "--precision", "fp32-fast", "--json", json);
+            if (PrecisionPolicy.WhyNot(gpu.Device, Precision.Fp32Fast) is { } fastWhy)
+            {
+                Assert.Equal(2, code);
+                Assert.Contains(fastWhy, err);
+            }
+            else
+            {
+                Assert.Equal(0, code);
+                var report = File.ReadAllText(json);
+                Assert.Contains("\"precision\": \"fp32-fast\"", report);
+                Assert.Contains("ours fp32-fast", report);
+                Assert.Contains("ours composed fp32-fast", report);
+                Assert.DoesNotContain("ours fused", report);
+            }
+        }
+        finally
+        {
+            File.Delete(json);
+        }
+
         if (PrecisionPolicy.WhyNot(gpu.Device, Precision.Bf16) is { } why)
         {
             (code, err) = Run("bench", "gemm", "--sizes", "8", "--precision", "bf16");

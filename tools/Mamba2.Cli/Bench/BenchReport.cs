@@ -1,12 +1,14 @@
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using Mamba2.Model.Ops;
 using Mamba2.Vulkan;
 
 namespace Mamba2.Cli;
 
 /// <summary>A `bench` run: the device, its measured ceilings and the rows; written as JSON, CSV or a plot, compared with an earlier run.</summary>
-internal sealed record BenchReport(string Device, string Driver, string Preset, DeviceCeilings Ceilings, IReadOnlyList<BenchRow> Rows)
+internal sealed record BenchReport(string Device, string Driver, string Preset, DeviceCeilings Ceilings, IReadOnlyList<BenchRow> Rows,
+    Precision Precision = Precision.Fp32)
 {
     private static readonly string[] CsvColumns =
         ["op", "impl", "pass", "shape", "batch", "seqlen", "heads", "headdim", "groups", "dstate", "chunk", "median_ms", "min_ms", "max_ms",
@@ -54,6 +56,7 @@ internal sealed record BenchReport(string Device, string Driver, string Preset, 
             ["driver"] = Driver,
             ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", CultureInfo.InvariantCulture),
             ["preset"] = Preset,
+            ["precision"] = Precision.Name(),
             ["ceilings"] = new Dictionary<string, object?>
             {
                 ["copy_gb_per_s"] = Ceilings.CopyGBps,

@@ -1,3 +1,4 @@
+using Mamba2.Model.Ops;
 using Mamba2.Vulkan;
 
 namespace Mamba2.Cli;
@@ -11,6 +12,9 @@ internal sealed record BenchRow(string Op, string Impl, string Pass, BenchShape 
     double Bytes, double Flops, double PeakMemoryBytes)
 {
     /// <summary>A row from a <see cref="RowTimer"/> timing; pass "fwd+bwd" when <paramref name="backward"/>, else "fwd".</summary>
+    /// <summary>An implementation's name with the precision appended when it is not exact fp32 ("ours fp32-fast").</summary>
+    public static string WithPrecision(string impl, Precision precision) => precision == Precision.Fp32 ? impl : $"{impl} {precision.Name()}";
+
     public static BenchRow Of(string op, string impl, bool backward, BenchShape shape, RowTiming t, double bytes, double flops) =>
         new(op, impl, backward ? "fwd+bwd" : "fwd", shape, t.MedianMs, t.MinMs, t.MaxMs, bytes, flops, t.PeakMemoryBytes);
 

@@ -11,8 +11,10 @@ namespace Mamba2.Cli;
 /// </summary>
 internal static class LayerSuite
 {
-    public static IEnumerable<BenchRow> Rows(GpuDevice device, BenchShape s, IReadOnlyCollection<string> ops, Random rng, int warmup, int repeats)
+    public static IEnumerable<BenchRow> Rows(GpuDevice device, BenchShape s, IReadOnlyCollection<string> ops, Random rng, int warmup, int repeats,
+        Precision precision)
     {
+        var impl = BenchRow.WithPrecision("ours", precision);
         var config = new Mamba2Config(s.DModel) { DState = s.DState, HeadDim = s.HeadDim, NGroups = s.Groups, ChunkSize = s.Chunk };
         using var u = Tensor.FromArray(device, "u", BenchInputs.Uniform(rng, s.Tokens * s.DModel, -1, 1), s.Batch, s.SeqLen, s.DModel);
         if (ops.Contains("layer"))
@@ -22,6 +24,7 @@ internal static class LayerSuite
             {
                 var c = config with { Causal = causal };
                 using var layer = Mamba2Layer.Initialize(device, c, rng);
+                layer.Precision = precision;
                 foreach (var backward in new[] { false, true })
                 {
                     var t = RowTimer.Time(device, st =>
@@ -36,7 +39,7 @@ internal static class LayerSuite
                         return [acts, du, .. grads.Values];
                     }, warmup, repeats);
                     var (bytes, flops) = LayerCost(s, c, backward);
-                    yield return BenchRow.Of(causal ? "mamba2 layer" : "mamba2 layer bidir", "ours", backward, s, t, bytes, flops);
+                    yield return BenchRow.Of(causal ? "mamba2 layer" : "mamba2 layer bidir", impl, backward, s, t, bytes, flops);
                 }
             }
         }
@@ -51,11 +54,11 @@ internal static class LayerSuite
                 var t = RowTimer.Time(device, st =>
                 {
                     var y = Tensor.Empty(device, "y", rowsA, n);
-                    Gemm.Run(a, w, y, transposeB: true, stream: st);
+                    Gemm.Run(a, w, y, transposeB: true, stream: st, precision: precision);
                     return [y];
                 }, warmup, repeats);
                 var (bytes, flops) = BenchCost.Gemm(rowsA, n, k);
-                yield return BenchRow.Of(name, "ours", backward: false, s, t, bytes, flops);
+                yield return BenchRow.Of(name, impl, backward: false, s, t, bytes, flops);
             }
         }
     }

@@ -44,10 +44,11 @@ internal static class SuiteCommand
     private static int Run(ParseResult r)
     {
         using var device = CommonOptions.Open(r);
-        if (CommonOptions.ResolvePrecision(r, device, "the suite (its SSD, layer and GEMM rows)", Precision.Fp32) is null)
+        if (CommonOptions.ResolvePrecision(r, device, "the suite", CommonOptions.AllPrecisions) is not { } precision)
         {
             return 2;
         }
+
         var preset = BenchPreset.Get(r.GetValue(Preset) ?? (device.Info.IsCpu ? "quick" : "370m"));
         var shapes = preset.Shapes;
         if (new[] { Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk }.Any(o => r.GetValue(o) is not null))
@@ -72,20 +73,20 @@ internal static class SuiteCommand
 
         var ceilings = DeviceCeilings.Measure(device);
         Console.WriteLine($"device: {device.Name} ({device.Info.DriverName}); measured ceilings: copy {ceilings.CopyGBps:F1} GB/s, fp32 FMA {ceilings.Fp32Tflops:F2} TFLOP/s, tensor cores {CeilingText(ceilings)}");
-        Console.WriteLine($"preset {preset.Name}: {shapes.Count} shape(s), ops {string.Join(",", ops)}, {warmup} warm-up + {repeats} timed calls per row (fp32; SSD with D, dt_bias, softplus, no gate)");
+        Console.WriteLine($"preset {preset.Name}: {shapes.Count} shape(s), ops {string.Join(",", ops)}, {warmup} warm-up + {repeats} timed calls per row ({precision.Name()}, tensors fp32; SSD with D, dt_bias, softplus, no gate)");
         var rng = new Random();
         var rows = new List<BenchRow>();
         foreach (var s in shapes)
         {
-            using (var ssd = new SsdSuite(device, s, rng))
+            using (var ssd = new SsdSuite(device, s, rng, precision))
             {
                 rows.AddRange(Report(device, ssd.Rows(ops, warmup, repeats)));
             }
 
-            rows.AddRange(Report(device, LayerSuite.Rows(device, s, ops, rng, warmup, repeats)));
+            rows.AddRange(Report(device, LayerSuite.Rows(device, s, ops, rng, warmup, repeats, precision)));
         }
 
-        var report = new BenchReport(device.Name, device.Info.DriverName, preset.Name, ceilings, rows);
+        var report = new BenchReport(device.Name, device.Info.DriverName, preset.Name, ceilings, rows, precision);
         Print(report);
         if (r.GetValue(Json) is { } json)
         {
