@@ -3,8 +3,9 @@ using Mamba2.Vulkan;
 
 namespace Mamba2.Model.Ops.Ssd;
 
-// The forward's products on tensor cores (SsdOptions.Precision fp32-fast or bf16): chunk_state, C.B^T once per
-// group, and chunk_scan; chunk_cumsum and state_passing are the fp32 kernels (decays and states stay fp32).
+// The SSD's products on tensor cores (SsdOptions.Precision fp32-fast or bf16): forward chunk_state, C.B^T once per
+// group and chunk_scan; backward chunk_state (SsdOp.cs picks it) and dx. chunk_cumsum, state_passing and the rest of
+// the backward are the fp32 kernels (decays and states stay fp32).
 public static partial class SsdOp
 {
     /// <summary>Why the SSD cannot compute in <paramref name="precision"/> on <paramref name="device"/>, or null when it can.</summary>

@@ -8,7 +8,8 @@ namespace Mamba2.Model.Ops.Ssd;
 /// The chunked SSD (state space duality) scan of Mamba-2, computing exactly what mamba_ssm's
 /// <c>mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_softplus, dt_limit,
 /// return_final_states=True)</c> computes, in fp32, in four kernels: chunk_cumsum, chunk_state, state_passing,
-/// chunk_scan; and its bidirectional forms (<see cref="SsdOptions.Direction"/>).
+/// chunk_scan; and its bidirectional forms (<see cref="SsdOptions.Direction"/>). <see cref="SsdOptions.Precision"/>
+/// moves the products onto tensor cores (SsdOp.TensorCores.cs).
 /// </summary>
 public static partial class SsdOp
 {
