@@ -18,13 +18,13 @@ public class SsdBackwardTests(GpuFixture gpu)
          dFinal ? TestMath.Uniform(rng, (long)c.Batch * c.Heads * c.HeadDim * c.DState, -1, 1) : null);
 
     /// <summary>Runs forward and backward on the device (gradients poisoned first) and returns them by input name.</summary>
-    private Dictionary<string, float[]> RunBackward(SsdCase c, SsdPath path, float[] dy, float[]? dFinal)
+    private static Dictionary<string, float[]> RunBackward(GpuDevice device, SsdCase c, SsdPath path, Precision precision, float[] dy, float[]? dFinal)
     {
-        using var inputs = new SsdDeviceInputs(Device, c, path);
-        using var dyT = Tensor.FromArray(Device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
-        using var dFinalT = dFinal is null ? null : Tensor.FromArray(Device, "dfinal_states", dFinal, c.Batch, c.Heads, c.HeadDim, c.DState);
+        using var inputs = new SsdDeviceInputs(device, c, path, precision);
+        using var dyT = Tensor.FromArray(device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
+        using var dFinalT = dFinal is null ? null : Tensor.FromArray(device, "dfinal_states", dFinal, c.Batch, c.Heads, c.HeadDim, c.DState);
         using var saved = inputs.Forward();
-        using var s = Device.BeginStream();
+        using var s = device.BeginStream();
         using var grads = SsdOp.Backward(dyT, saved, dFinalT, s);
         Poison.Fill(grads.Named().Select(g => g.Gradient));
 
@@ -32,17 +32,23 @@ public class SsdBackwardTests(GpuFixture gpu)
         return grads.Named().ToDictionary(g => g.Input, g => g.Gradient.ToArray());
     }
 
-    private void Check(SsdCase c, SsdPath path, bool dFinal, int seed, string what)
+    private void Check(SsdCase c, SsdPath path, bool dFinal, int seed, string what) => Verify(Device, c, path, Precision.Fp32, dFinal, seed, what);
+
+    /// <summary>
+    /// Forward and backward on the device against the adjoint of the float64 recurrence, every gradient, at
+    /// <paramref name="precision"/>'s tolerance (the tensor-core tests share it).
+    /// </summary>
+    internal static void Verify(GpuDevice device, SsdCase c, SsdPath path, Precision precision, bool dFinal, int seed, string what)
     {
         what = $"{what} ({path})";
         var (dy, df) = Upstream(new Random(seed + 1), c, dFinal);
-        var actual = RunBackward(c, path, dy, df);
+        var actual = RunBackward(device, c, path, precision, dy, df);
         var expected = SsdReferenceBackward.Gradients(c, Widen(dy), df is null ? null : Widen(df));
         var names = expected.Named().Select(e => e.Name).ToList();
         Assert.Equal(names, actual.Keys);
         foreach (var (name, reference) in expected.Named())
         {
-            TestMath.AssertClose(actual[name], reference, expected.ErrorScale(name, reference), 1e-5, $"{what}: grad_{name}");
+            TestMath.AssertClose(actual[name], reference, expected.ErrorScale(name, reference), precision.Tolerance(), $"{what}: grad_{name}");
         }
     }
 
@@ -147,8 +153,8 @@ public class SsdBackwardTests(GpuFixture gpu)
         var rng = new Random(seed);
         var c = SsdCases.Make(rng, 2, 70, 8, 16, 2, 16, 32, d: true, z: true, bias: true, softplus: true, init: true);
         var (dy, df) = Upstream(rng, c, true);
-        var first = RunBackward(c, path, dy, df);
-        var second = RunBackward(c, path, dy, df);
+        var first = RunBackward(Device, c, path, Precision.Fp32, dy, df);
+        var second = RunBackward(Device, c, path, Precision.Fp32, dy, df);
         foreach (var (name, values) in first)
         {
             Assert.True(values.AsSpan().SequenceEqual(second[name]), $"grad_{name} differs between two identical runs (seed {seed})");

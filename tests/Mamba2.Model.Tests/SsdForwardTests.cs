@@ -12,23 +12,30 @@ public class SsdForwardTests(GpuFixture gpu)
 {
     private GpuDevice Device => gpu.Device;
 
-    private void Check(SsdCase c, SsdPath path, string what)
+    private void Check(SsdCase c, SsdPath path, string what) => Verify(Device, c, path, what, Precision.Fp32);
+
+    /// <summary>
+    /// The forward on the device (every output and intermediate poisoned first) against the float64 recurrence, at
+    /// <paramref name="precision"/>'s tolerance (the tensor-core tests share it).
+    /// </summary>
+    internal static void Verify(GpuDevice device, SsdCase c, SsdPath path, string what, Precision precision)
     {
         what = $"{what} ({path})";
-        using var inputs = new SsdDeviceInputs(Device, c, path);
-        using var s = Device.BeginStream();
+        var tolerance = precision.Tolerance();
+        using var inputs = new SsdDeviceInputs(device, c, path, precision);
+        using var s = device.BeginStream();
         using var result = inputs.Forward(s);
         // Poison every output and intermediate: anything a kernel fails to write shows up as NaN.
         Poison.Fill(result.Y, result.FinalStates, result.DtOut, result.DACumsum, result.DACumsumLo, result.ChunkStates, result.YBeforeGate);
 
         s.Submit();
         var (yRef, finalRef) = SsdReference.Forward(c);
-        TestMath.AssertClose(result.Y.ToArray(), yRef, 1e-5, $"{what}: y");
-        TestMath.AssertClose(result.FinalStates.ToArray(), finalRef, 1e-5, $"{what}: final_states");
+        TestMath.AssertClose(result.Y.ToArray(), yRef, tolerance, $"{what}: y");
+        TestMath.AssertClose(result.FinalStates.ToArray(), finalRef, tolerance, $"{what}: final_states");
         Assert.Equal(c.Z is null, result.YBeforeGate is null);
         if (result.YBeforeGate is not null)
         {
-            TestMath.AssertClose(result.YBeforeGate.ToArray(), SsdReference.Forward(c with { Z = null }).Y, 1e-5, $"{what}: y before the gate");
+            TestMath.AssertClose(result.YBeforeGate.ToArray(), SsdReference.Forward(c with { Z = null }).Y, tolerance, $"{what}: y before the gate");
         }
     }
 

@@ -68,19 +68,7 @@ public class SsdTensorCoreTests(GpuFixture gpu)
             return;
         }
 
-        using var s = Device.BeginStream();
-        using var result = inputs.Forward(s);
-        Poison.Fill(result.Y, result.FinalStates, result.DtOut, result.DACumsum, result.DACumsumLo, result.ChunkStates, result.YBeforeGate);
-        s.Submit();
-
-        var tolerance = precision.Tolerance();
-        var (yRef, finalRef) = SsdReference.Forward(c);
-        TestMath.AssertClose(result.Y.ToArray(), yRef, tolerance, $"{what}: y");
-        TestMath.AssertClose(result.FinalStates.ToArray(), finalRef, tolerance, $"{what}: final_states");
-        if (result.YBeforeGate is not null)
-        {
-            TestMath.AssertClose(result.YBeforeGate.ToArray(), SsdReference.Forward(c with { Z = null }).Y, tolerance, $"{what}: y before the gate");
-        }
+        SsdForwardTests.Verify(Device, c, SsdPath.Auto, what, precision);
     }
 
     /// <summary>Tiles the default does not take: a K slice of 64, narrow subgroup blocks, 4 subgroups; a bad one is refused.</summary>
@@ -98,15 +86,9 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         }
 
         using var tuning = OpTuning.Override(Device, t => t with { TensorCoreTile = tile });
-        using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Auto, Precision.Fp32Fast);
-        using var s = Device.BeginStream();
-        using var result = inputs.Forward(s);
-        Poison.Fill(result.Y, result.FinalStates, result.ChunkStates, result.YBeforeGate);
-        s.Submit();
-        var (yRef, finalRef) = SsdReference.Forward(c);
-        TestMath.AssertClose(result.Y.ToArray(), yRef, 2e-3, $"tile {tile} seed {seed}: y");
-        TestMath.AssertClose(result.FinalStates.ToArray(), finalRef, 2e-3, $"tile {tile} seed {seed}: final_states");
+        SsdForwardTests.Verify(Device, c, SsdPath.Auto, $"tile {tile} seed {seed}", Precision.Fp32Fast);
 
+        using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Auto, Precision.Fp32Fast);
         using var bad = OpTuning.Override(Device, t => t with { TensorCoreTile = "65,64,32,32,32" });
         var e = Assert.Throws<ArgumentException>(() => inputs.Forward());
         Assert.Contains(SsdTensorCoreTile.EnvironmentVariable, e.Message);
@@ -142,24 +124,7 @@ public class SsdTensorCoreTests(GpuFixture gpu)
             return;   // the forward test holds the refusal to its reason
         }
 
-        var dy = TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1);
-        var dFinal = hasDFinal ? TestMath.Uniform(rng, (long)c.Batch * c.Heads * c.HeadDim * c.DState, -1, 1) : null;
-        using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Auto, precision);
-        using var dyT = Tensor.FromArray(Device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
-        using var dFinalT = dFinal is null ? null : Tensor.FromArray(Device, "dfinal_states", dFinal, c.Batch, c.Heads, c.HeadDim, c.DState);
-        using var s = Device.BeginStream();
-        using var saved = inputs.Forward(s);
-        using var grads = SsdOp.Backward(dyT, saved, dFinalT, s);
-        Poison.Fill(grads.Named().Select(g => g.Gradient));
-        s.Submit();
-
-        var expected = SsdReferenceBackward.Gradients(c, Widen(dy), dFinal is null ? null : Widen(dFinal));
-        var actual = grads.Named().ToDictionary(g => g.Input, g => g.Gradient.ToArray());
-        foreach (var (input, reference) in expected.Named())
-        {
-            TestMath.AssertClose(actual[input], reference, expected.ErrorScale(input, reference), precision.Tolerance(),
-                $"{name} {precision.Name()} seed {seed}: grad_{input}");
-        }
+        SsdBackwardTests.Verify(Device, c, SsdPath.Auto, precision, hasDFinal, seed, $"{name} {precision.Name()} seed {seed}");
     }
 
     /// <summary>Both bidirectional forms compose two tensor-core causal runs, forward and backward (shifted g, mirrored runs).</summary>
