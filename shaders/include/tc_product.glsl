@@ -177,7 +177,8 @@ void tc_product(inout TC_ACC acc[TC_FRAGS], bool a_cols, bool b_cols) {
 }
 
 // The epilogue, fragment by fragment through a small staging area per subgroup (KHR fragments do not expose their
-// elements' coordinates): calls the kernel's tc_element(i, j, v) for every element (i, j) of the BM x BN tile.
+// elements' coordinates): calls the kernel's tc_element(i, j, v) for every element (i, j) of the BM x BN tile and,
+// when the kernel defines TC_FRAGMENT_DONE(row0, col0, at), that macro once per fragment staged at tc_frag[at].
 // Shared memory is kept this small on purpose: on the H200 a 17 KiB output tile cut the workgroups an SM holds
 // (docs/PERF.md). Each subgroup works alone; no workgroup barrier.
 shared float tc_frag[TC_SUBGROUPS * TM * TN];
@@ -196,6 +197,9 @@ void tc_epilogue(TC_ACC acc[TC_FRAGS]) {
             for (uint e = gl_SubgroupInvocationID; e < TM * TN; e += gl_SubgroupSize) {
                 tc_element(wm0 + i * TM + e / TN, wn0 + j * TN + e % TN, tc_frag[at + e]);
             }
+#ifdef TC_FRAGMENT_DONE
+            TC_FRAGMENT_DONE(wm0 + i * TM, wn0 + j * TN, at);   // the kernel's own pass over the staged fragment
+#endif
             subgroupMemoryBarrierShared();
             subgroupBarrier();
         }

@@ -58,6 +58,9 @@ layout(push_constant) uniform Push {
     uint flags;   // SsdFlags (ssd_flags.glsl)
 } p;
 
+// REVERSE: each staged fragment's row dots for ddt (reverse_row_dots, below).
+void reverse_row_dots(uint row0, uint col0, uint at);
+#define TC_FRAGMENT_DONE(row0, col0, at) if (REVERSE != 0) { reverse_row_dots(row0, col0, at); }
 #include "tc_product.glsl"
 
 const uint MAX_CHUNK = 256;
@@ -155,38 +158,26 @@ void tc_element(uint i, uint j, float v) {
     }
 }
 
-// REVERSE's epilogue: dx element by element, and per row of each fragment the dot x . r over its columns (in
-// order), then per row the fragments' dots (in order): the tile's share of ddt, deterministic.
-void reverse_epilogue(TC_ACC acc[TC_FRAGS], uint tileP, uint tilesP, uint cs) {
-    const uint wm0 = (gl_SubgroupID / TC_WARPS_N) * WM;
-    const uint wn0 = (gl_SubgroupID % TC_WARPS_N) * WN;
-    const uint at = gl_SubgroupID * TM * TN;
-    [[unroll]] for (uint i = 0; i < TC_FRAGS_M; ++i) {
-        [[unroll]] for (uint j = 0; j < TC_FRAGS_N; ++j) {
-            coopMatStore(acc[i * TC_FRAGS_N + j], tc_frag, at, TN, gl_CooperativeMatrixLayoutRowMajor);
-            subgroupMemoryBarrierShared();
-            subgroupBarrier();
-            for (uint e = gl_SubgroupInvocationID; e < TM * TN; e += gl_SubgroupSize) {
-                tc_element(wm0 + i * TM + e / TN, wn0 + j * TN + e % TN, tc_frag[at + e]);
-            }
-            for (uint rr = gl_SubgroupInvocationID; rr < TM; rr += gl_SubgroupSize) {
-                const uint row = wm0 + i * TM + rr;
-                float dot = 0.0;
-                if (t0 + row < span.len) {
-                    const uint base = ((b * p.seqlen + span_pos(span, t0 + row)) * p.nheads + head) * p.headdim;
-                    for (uint cc = 0; cc < TN; ++cc) {
-                        const uint pj = p0 + wn0 + j * TN + cc;
-                        if (pj < p.headdim) {
-                            dot = fma(x_fwd[base + pj], tc_frag[at + rr * TN + cc], dot);
-                        }
-                    }
+// REVERSE's share of ddt: per row of each staged fragment the dot x . r over its columns (in order), then per row
+// the fragments' dots (in order): deterministic.
+void reverse_row_dots(uint row0, uint col0, uint at) {
+    for (uint rr = gl_SubgroupInvocationID; rr < TM; rr += gl_SubgroupSize) {
+        const uint row = row0 + rr;
+        float dot = 0.0;
+        if (t0 + row < span.len) {
+            const uint base = ((b * p.seqlen + span_pos(span, t0 + row)) * p.nheads + head) * p.headdim;
+            for (uint cc = 0; cc < TN; ++cc) {
+                const uint pj = p0 + col0 + cc;
+                if (pj < p.headdim) {
+                    dot = fma(x_fwd[base + pj], tc_frag[at + rr * TN + cc], dot);
                 }
-                rowDots[row * (BN / TN) + (wn0 + j * TN) / TN] = dot;
             }
-            subgroupMemoryBarrierShared();
-            subgroupBarrier();
         }
+        rowDots[row * (BN / TN) + col0 / TN] = dot;
     }
+}
+
+void reverse_ddt(uint tileP, uint tilesP, uint cs) {
     barrier();
     for (uint row = gl_LocalInvocationID.x; row < BM; row += TC_THREADS) {
         if (t0 + row < span.len) {
@@ -249,10 +240,9 @@ void main() {
         for (k0 = kBegin; k0 < kEnd; k0 += BK) {
             tc_product(acc, REVERSE != 0, false);
         }
-        if (REVERSE == 0) {
-            tc_epilogue(acc);
-        } else {
-            reverse_epilogue(acc, tp, tilesP, cs);
+        tc_epilogue(acc);   // REVERSE: dx, and each fragment's row dots
+        if (REVERSE != 0) {
+            reverse_ddt(tp, tilesP, cs);
         }
     }
 }
