@@ -5,6 +5,8 @@
 //          + sum_{s < k} T[s]             T[s] = dt x[s] . (dS_next B[s]) e(..)      chunk_state -> state leaving
 //          + exp(dA_cs[last]) inner       inner = S_in . dS_next                     decay of the entering state
 // (every term a direct sum: no difference of large sums), then as mamba_ssm's _chunk_cumsum_bwd:
+// (TELESCOPED: straddle[k] = sum_{m < k} (below[m] - left[m]) from tc/chunk_scan_bwd_dcb's parts, whose pairs inside
+// [0, k) cancel exactly; see there)
 //   ddt_out = ddt_direct + A ddA ;  dA_part = sum_k dt_out[k] ddA[k]
 //   ddt     = ddt_out through the clamp (zero where it clipped), softplus (sigmoid, identity above 20) and bias;
 // ddt_bias_part = sum_k ddt[k]. Each input is a set of partial sums from the earlier kernels, added here in a
@@ -14,6 +16,7 @@
 #include "ssd_common.glsl"
 
 layout(local_size_x_id = 0) in;   // >= Q, a power of two
+layout(constant_id = 1) const uint TELESCOPED = 0;   // 1: the straddle parts of tc/chunk_scan_bwd_dcb
 
 layout(std430, binding = 0) readonly buffer Dt { float dt[]; };
 layout(std430, binding = 1) readonly buffer AVec { float A[]; };
@@ -24,6 +27,7 @@ layout(std430, binding = 5) readonly buffer DdtPart { float ddt_part[]; };   // 
 layout(std430, binding = 6) readonly buffer Gys { float gys[]; };            // (b, h, nc, Q, tiles_n)
 layout(std430, binding = 7) readonly buffer Ts { float ts[]; };              // (b, h, nc, Q, tiles_n)
 layout(std430, binding = 8) readonly buffer Straddle { float straddle[]; };  // (b, h, nc, Q, tiles_t, tiles_n)
+                                                                             // TELESCOPED: (b, h, nc, Q, tiles_t + tiles_s)
 layout(std430, binding = 9) readonly buffer Inner { float inner[]; };        // (b, h, slices, nc)
 layout(std430, binding = 10) buffer Ddt { float ddt[]; };                    // (b, L, h)
 layout(std430, binding = 11) writeonly buffer DaPart { float dA_part[]; };   // (b, nc, h)
@@ -34,6 +38,7 @@ layout(push_constant) uniform Push {
     uint flags;            // SsdFlags (ssd_flags.glsl)
     float dt_min, dt_max;
     uint tiles_p, tiles_n, tiles_t, tile_rows, slices;
+    uint tiles_s, tile_cols;   // TELESCOPED: dcb's column tiles
 } p;
 
 shared float scan[gl_WorkGroupSize.x];
@@ -97,8 +102,25 @@ void main() {
                 gy += gys[o * p.tiles_n + k];
                 tv += ts[o * p.tiles_n + k];
             }
-            // Row tiles that hold a row >= t (and lie within the chunk) wrote straddle[t]; none for t = 0.
-            if (t > 0) {
+            if (TELESCOPED != 0) {
+                // below[t] from the row tiles that met column t, left[t] from the column tiles that met row t: the
+                // tiles dcb computed (on or below the diagonal, within the chunk).
+                const uint nparts = p.tiles_t + p.tiles_s;
+                const uint ts = t / p.tile_cols;
+                const uint tt = t / p.tile_rows;
+                float below = 0.0;
+                float left = 0.0;
+                for (uint k = 0; k < p.tiles_t && k * p.tile_rows < len; ++k) {
+                    if (ts * p.tile_cols <= k * p.tile_rows + p.tile_rows - 1) {
+                        below += straddle[o * nparts + k];
+                    }
+                }
+                for (uint k = 0; k < p.tiles_s && k * p.tile_cols < len && k * p.tile_cols <= tt * p.tile_rows + p.tile_rows - 1; ++k) {
+                    left += straddle[o * nparts + p.tiles_t + k];
+                }
+                intra = below - left;
+            } else if (t > 0) {
+                // Row tiles that hold a row >= t (and lie within the chunk) wrote straddle[t]; none for t = 0.
                 for (uint tt = t / p.tile_rows; tt < p.tiles_t && tt * p.tile_rows < len; ++tt) {
                     for (uint k = 0; k < p.tiles_n; ++k) {
                         intra += straddle[(o * p.tiles_t + tt) * p.tiles_n + k];
@@ -106,6 +128,9 @@ void main() {
                 }
             }
             dto = dt_out[o];
+        }
+        if (TELESCOPED != 0) {
+            intra = workgroup_scan(intra, false) - intra;   // exclusive: m < t
         }
         const float gySuffix = workgroup_scan(gy, true);
         const float tPrefix = workgroup_scan(tv, false) - tv;   // exclusive: s < t

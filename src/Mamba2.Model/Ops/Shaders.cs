@@ -43,6 +43,10 @@ internal static class Shaders
     private static readonly KernelSource<SsdTcSpec>[] ChunkCbVariants = [SsdVariant<SsdTcSpec>("chunk_cb", false), SsdVariant<SsdTcSpec>("chunk_cb", true)];
     private static readonly KernelSource<ChunkStateTcSpec>[] ChunkStateVariants = [SsdVariant<ChunkStateTcSpec>("chunk_state", false), SsdVariant<ChunkStateTcSpec>("chunk_state", true)];
     private static readonly KernelSource<ChunkScanTcSpec>[] ChunkScanVariants = [SsdVariant<ChunkScanTcSpec>("chunk_scan", false), SsdVariant<ChunkScanTcSpec>("chunk_scan", true)];
+    private static readonly KernelSource<ChunkScanBwdDcbTcSpec>[] ChunkScanBwdDcbVariants =
+        [SsdVariant<ChunkScanBwdDcbTcSpec>("chunk_scan_bwd_dcb", false), SsdVariant<ChunkScanBwdDcbTcSpec>("chunk_scan_bwd_dcb", true)];
+    private static readonly KernelSource<ChunkScanTcSpec>[] ChunkScanBwdDbcVariants =
+        [SsdVariant<ChunkScanTcSpec>("chunk_scan_bwd_dbc", false), SsdVariant<ChunkScanTcSpec>("chunk_scan_bwd_dbc", true)];
 
     /// <summary>The SSD's C.B^T per (batch, chunk, group) on tensor cores (tc/chunk_cb.comp), f16 (scaled) or bf16 operands.</summary>
     public static KernelSource<SsdTcSpec> ChunkCbTc(bool bf16) => ChunkCbVariants[bf16 ? 1 : 0];
@@ -52,6 +56,12 @@ internal static class Shaders
 
     /// <summary>chunk_scan on tensor cores (tc/chunk_scan.comp), forward or run backwards (the backward's dx).</summary>
     public static KernelSource<ChunkScanTcSpec> ChunkScanTc(bool bf16) => ChunkScanVariants[bf16 ? 1 : 0];
+
+    /// <summary>The backward's dcb (the heads' weighted g.x^T per group) and straddle parts on tensor cores (tc/chunk_scan_bwd_dcb.comp).</summary>
+    public static KernelSource<ChunkScanBwdDcbTcSpec> ChunkScanBwdDcbTc(bool bf16) => ChunkScanBwdDcbVariants[bf16 ? 1 : 0];
+
+    /// <summary>The backward's dC (forward in time) or dB (Reverse) from dcb on tensor cores (tc/chunk_scan_bwd_dbc.comp).</summary>
+    public static KernelSource<ChunkScanTcSpec> ChunkScanBwdDbcTc(bool bf16) => ChunkScanBwdDbcVariants[bf16 ? 1 : 0];
 
     /// <summary>fp32 to packed f16 or bf16 operands, times their tensor's power-of-two scale, for the INPUT16 GEMM variants.</summary>
     public static readonly KernelSource<ToOperand16Spec> ToOperand16 = Source<ToOperand16Spec>("nn/to_operand16");
@@ -75,7 +85,7 @@ internal static class Shaders
 
     public static readonly KernelSource<ChunkScanBwdDbcSpec> ChunkScanBwdDbc = Source<ChunkScanBwdDbcSpec>("ssd/chunk_scan_bwd_dbc");
 
-    public static readonly KernelSource<LocalSize> ChunkCumsumBwd = Source<LocalSize>("ssd/chunk_cumsum_bwd");
+    public static readonly KernelSource<ChunkCumsumBwdSpec> ChunkCumsumBwd = Source<ChunkCumsumBwdSpec>("ssd/chunk_cumsum_bwd");
 
     public static readonly KernelSource<SsdRecurrentSpec> SsdRecurrent = Source<SsdRecurrentSpec>("ssd/ssd_recurrent");
 

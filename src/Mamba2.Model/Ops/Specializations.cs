@@ -160,3 +160,16 @@ internal readonly record struct ChunkScanTcSpec(uint Local, uint BM, uint BN, ui
 {
     public uint[] Constants() => [Local, BM, BN, BK, WM, WN, TM, TN, TK, Reverse ? 1u : 0u, GShift];
 }
+
+/// <summary>tc/chunk_scan_bwd_dcb: the tile (<see cref="SsdTcSpec"/>) and g read one step away (0 none, 1: +1, 2: -1).</summary>
+internal readonly record struct ChunkScanBwdDcbTcSpec(uint Local, uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, uint GShift)
+    : ISpecialization
+{
+    public uint[] Constants() => [Local, BM, BN, BK, WM, WN, TM, TN, TK, GShift];
+}
+
+/// <summary>ssd/chunk_cumsum_bwd: its workgroup size and where the straddle sums come from (Telescoped: tc/chunk_scan_bwd_dcb's parts).</summary>
+internal readonly record struct ChunkCumsumBwdSpec(uint Local, bool Telescoped) : ISpecialization
+{
+    public uint[] Constants() => [Local, Telescoped ? 1u : 0u];
+}

@@ -8,7 +8,7 @@ public static partial class SsdOp
 {
     [StructLayout(LayoutKind.Sequential)]
     private readonly record struct CumsumBwdPush(uint Batch, uint SeqLen, uint Heads, uint Chunk, uint Chunks, SsdFlags Flags,
-        float DtMin, float DtMax, uint TilesP, uint TilesN, uint TilesT, uint TileRows, uint Slices);
+        float DtMin, float DtMax, uint TilesP, uint TilesN, uint TilesT, uint TileRows, uint Slices, uint TilesS, uint TileCols);
 
     /// <summary>Rows per first-level block of the dD sum (over positions).</summary>
     private const int ReduceBlockRows = 256;
@@ -101,17 +101,22 @@ public static partial class SsdOp
         var tuning = OpTuning.Of(device);
         var tiles = SsdTiles.Choose(device.Capabilities, s, tuning.ScanTile);
         var bt = SsdBackwardTiles.Choose(device.Capabilities, s, pool is null ? SsdBackwardTiles.MaxSplits : SsdBackwardTiles.BidirectionalMaxSplits, tuning.DbcTile);
-        var splits = bt.Splits(h / g);
+        // On tensor cores dC and dB come from dcb, a product per group (tc/chunk_scan_bwd_dbc): no split copies.
+        var tc = o.Precision == Precision.Fp32 ? null : TensorCoreTileFor(device, o.Precision);
+        var splits = tc is null ? bt.Splits(h / g) : 1;
         var tilesP = DxTilesP(device, s, tiles, o.Precision);
         var passLocal = Shaders.PowerOfTwoLocal(device);
         var slices = (p * n + (int)passLocal - 1) / (int)passLocal;
         var dBlocks = (l + ReduceBlockRows - 1) / ReduceBlockRows;
-        var tilesN = (n + (int)bt.BN - 1) / (int)bt.BN;
-        var tilesT = (q + (int)bt.BM - 1) / (int)bt.BM;
+        static int Tiles(int extent, uint tile) => (extent + (int)tile - 1) / (int)tile;
+        var tilesN = Tiles(n, tc?.BN ?? bt.BN);
+        var tilesT = Tiles(q, tc?.BM ?? bt.BM);
+        var tilesS = tc is null ? 0 : Tiles(q, tc.BN);
+        var straddleParts = tc is null ? tilesT * tilesN : tilesT + tilesS;
         long tokens = (long)l * h;
         var pieces = Shaders.Pieces(device, op, b,
-            [tokens * p, tokens, (long)l * g * n * splits, (long)h * nc * q * tilesP, (long)h * nc * q * tilesT * tilesN,
-             (long)nc * h * p * n, (long)dBlocks * h * p, (long)h * slices * nc, o.Precision == Precision.Fp32 ? 0 : (long)nc * g * q * q],
+            [tokens * p, tokens, (long)l * g * n * splits, (long)h * nc * q * tilesP, (long)h * nc * q * straddleParts,
+             (long)nc * h * p * n, (long)dBlocks * h * p, (long)h * slices * nc, tc is null ? 0 : 2L * nc * g * q * q],
             OpTuning.Of(device).MaxBindingBytes).ToList();
 
         var scope = new TensorScope(device);
@@ -128,7 +133,7 @@ public static partial class SsdOp
                 DdtPart: Scratch("ddt_part", b, h, nc, q, tilesP),
                 Gys: Scratch("gys_part", b, h, nc, q, tilesN),
                 Ts: Scratch("ts_part", b, h, nc, q, tilesN),
-                Straddle: Scratch("straddle_part", b, h, nc, q, tilesT, tilesN),
+                Straddle: Scratch("straddle_part", b, h, nc, q, straddleParts),
                 Inner: Scratch("inner_part", b, h, slices, nc),
                 DaPart: Scratch("dA_part", b, nc, h),
                 DbiasPart: Scratch("ddt_bias_part", b, nc, h),
@@ -142,7 +147,7 @@ public static partial class SsdOp
                     st.Own(t);
                 }
 
-                var geometry = new BackwardGeometry(s, tiles, bt, splits, tilesP, tilesN, tilesT, passLocal, slices, dBlocks, addInto is not null,
+                var geometry = new BackwardGeometry(s, tiles, bt, tc, splits, tilesP, tilesN, tilesT, tilesS, passLocal, slices, dBlocks, addInto is not null,
                     gShift switch { 0 => 0u, 1 => 1u, -1 => 2u, _ => throw new ArgumentOutOfRangeException(nameof(gShift)) });
                 foreach (var pc in pieces)
                 {
@@ -175,11 +180,13 @@ public static partial class SsdOp
     }
 
     /// <summary>
-    /// Sizes and tiles shared by every stage of one backward call. Accumulate: add into existing gradients; GShift: the kernels' specialization code for g read one step away
-    /// (0: none, 1: +1, 2: -1; a constant, not a flag, so the unshifted kernels compile as without it).
+    /// Sizes and tiles shared by every stage of one backward call. Tc: the tensor-core tile (null in fp32), whose
+    /// dC / dB tiles TilesN and TilesT then count, and TilesS dcb's column tiles. Accumulate: add into existing
+    /// gradients; GShift: the kernels' specialization code for g read one step away (0: none, 1: +1, 2: -1; a
+    /// constant, not a flag, so the unshifted kernels compile as without it).
     /// </summary>
-    private sealed record BackwardGeometry(SsdShape S, SsdTiles Tiles, SsdBackwardTiles Dbc, int Splits, int TilesP,
-        int TilesN, int TilesT, uint PassLocal, int Slices, int DBlocks, bool Accumulate, uint GShift);
+    private sealed record BackwardGeometry(SsdShape S, SsdTiles Tiles, SsdBackwardTiles Dbc, SsdTensorCoreTile? Tc, int Splits, int TilesP,
+        int TilesN, int TilesT, int TilesS, uint PassLocal, int Slices, int DBlocks, bool Accumulate, uint GShift);
 
     /// <summary>
     /// Intermediates of one backward call; G aliases dy when there is no gate. The *_part tensors are partial sums
@@ -226,11 +233,15 @@ public static partial class SsdOp
             pc.Of(dFinal ?? saved.FinalStates), pc.Of(gr.DInitialStates ?? sc.Inner), pc.Of(sc.Inner));
         Mark(2);
 
-        // 4. dx and the direct part of ddt: chunk_scan run backwards in time (ChunkScanBindings.Dx names the roles).
+        // 4. dx and the direct part of ddt: chunk_scan run backwards in time (ChunkScanBindings.Dx names the roles);
+        // 5, 6. dC and dB with the row dots and straddle sums of the dA_cs gradient.
         var dxFlags = dFlags | SsdFlags.Mirrored.If(o.Mirrored) | SsdFlags.Accumulate.If(geo.Accumulate);
-        if (o.Precision != Precision.Fp32)
+        if (geo.Tc is { } tc)
         {
-            RecordDxTensorCores(st, s, pc, o, dxFlags, geo.GShift, sc.G, B, C, sc.DStates, saved, A, x, gr.Dx, sc.DdtPart);
+            var cb = RecordChunkCb(st, s, tc, pc, B, C, o);
+            RecordDxTensorCores(st, s, tc, pc, o, dxFlags, geo.GShift, cb, sc.G, B, C, sc.DStates, saved, A, x, gr.Dx, sc.DdtPart);
+            Mark(3);
+            RecordDbcTensorCores(st, geo, pc, o, cb, sc.G, x, B, C, sc.DStates, saved, gr.DB, gr.DC, sc.Gys, sc.Ts, sc.Straddle, Mark);
         }
         else
         {
@@ -240,40 +251,17 @@ public static partial class SsdOp
                 ChunkScanBindings.Dx(g: pc.Of(sc.G), B: pc.Of(B), C: pc.Of(C), dStatesNext: pc.Of(sc.DStates), dtOut: pc.Of(saved.DtOut),
                     dACumsum: pc.Of(saved.DACumsum), D: (o.D ?? A).Buffer, x: pc.Of(x), dx: pc.Of(gr.Dx), ddtPart: pc.Of(sc.DdtPart),
                     dACumsumLo: pc.Of(saved.DACumsumLo)).ToArray());
+            Mark(3);
+            RecordDbc(st, geo, pc, o, sc.G, x, B, C, saved, gr.DB, gr.DC, sc, Mark);
         }
-
-        Mark(3);
-
-        // 5, 6. dC (causal) and dB (anti-causal): per-head products summed over each group's heads, with the row
-        // dots and (dC) straddle sums of the dA_cs gradient.
-        var bt = geo.Dbc;
-        var dbcItems = (long)geo.TilesN * geo.TilesT * nc * geo.Splits * g * b;
-        void Dbc(uint reverse, Tensor u, Tensor v, Tensor r, Tensor sm, Tensor w, Tensor rowDot, Tensor output)
-        {
-            var kernel = device.GetKernel(Shaders.ChunkScanBwdDbc, new ChunkScanBwdDbcSpec(bt.BM, bt.BN, bt.BK, bt.PK, bt.HeadsPerWorkgroup, reverse != 0, geo.GShift));
-            var target = sc.DbcPart ?? output;
-            var flags = SsdFlags.Mirrored.If(o.Mirrored) | SsdFlags.Accumulate.If(geo.Accumulate && sc.DbcPart is null);
-            st.Dispatch(kernel, (Shaders.Groups(device, dbcItems), 1, 1), new StatePush(b, l, h, g, p, n, q, nc, flags),
-                pc.Of(u), pc.Of(v), pc.Of(r), pc.Of(sm), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(target),
-                pc.Of(w), pc.Of(rowDot), pc.Of(sc.Straddle), pc.Of(saved.DACumsumLo));
-            if (sc.DbcPart is not null)
-            {
-                Reductions.Blocks(st, pc.Of(sc.DbcPart), pc.Of(output), b, (uint)geo.Splits, l * g * n, 1, (uint)geo.Splits, accumulate: geo.Accumulate);
-            }
-        }
-
-        Dbc(0, sc.G, x, B, saved.ChunkStates, C, sc.Gys, gr.DC);
-        Mark(4);
-        Dbc(1, x, sc.G, C, sc.DStates, B, sc.Ts, gr.DB);
-        Mark(5);
 
         // 7. dt, A and dt_bias from the gradient of each step's dA and the direct ddt.
-        var cumsum = device.GetKernel(Shaders.ChunkCumsumBwd, new LocalSize(System.Numerics.BitOperations.RoundUpToPowerOf2(q)));
+        var cumsum = device.GetKernel(Shaders.ChunkCumsumBwd, new ChunkCumsumBwdSpec(System.Numerics.BitOperations.RoundUpToPowerOf2(q), Telescoped: geo.Tc is not null));
         var cumsumFlags = SsdFlags.DtBias.If(o.DtBias is not null) | SsdFlags.DtSoftplus.If(o.DtSoftplus) | SsdFlags.Mirrored.If(o.Mirrored)
             | SsdFlags.Accumulate.If(geo.Accumulate);
         st.Dispatch(cumsum, (Shaders.Groups(device, (long)nc * b * h), 1, 1),
             new CumsumBwdPush(b, l, h, q, nc, cumsumFlags, o.DtLimit.Min, o.DtLimit.Max,
-                (uint)geo.TilesP, (uint)geo.TilesN, (uint)geo.TilesT, bt.BM, (uint)geo.Slices),
+                (uint)geo.TilesP, (uint)geo.TilesN, (uint)geo.TilesT, geo.Tc?.BM ?? geo.Dbc.BM, (uint)geo.Slices, (uint)geo.TilesS, geo.Tc?.BN ?? 0),
             pc.Of(dt), A.Buffer, (o.DtBias ?? A).Buffer, pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(sc.DdtPart),
             pc.Of(sc.Gys), pc.Of(sc.Ts), pc.Of(sc.Straddle), pc.Of(sc.Inner),
             pc.Of(gr.Ddt), pc.Of(sc.DaPart), pc.Of(sc.DbiasPart));
@@ -284,6 +272,38 @@ public static partial class SsdOp
         {
             Reductions.Blocks(st, pc.Of(sc.G), pc.Of(sc.DdPart), b, l, h * p, 1, ReduceBlockRows, pc.Of(x));
         }
+    }
+
+    /// <summary>
+    /// 5, 6. dC (causal) and dB (anti-causal) in fp32: per-head products summed over each group's heads, with the
+    /// row dots and (dC) straddle sums of the dA_cs gradient.
+    /// </summary>
+    private static void RecordDbc(CommandStream st, BackwardGeometry geo, Piece pc, SsdOptions o, Tensor g, Tensor x, Tensor B, Tensor C,
+        SsdResult saved, Tensor dB, Tensor dC, BackwardScratch sc, Action<int> mark)
+    {
+        var device = x.Device;
+        var s = geo.S;
+        var (b, l, h, p, gr, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
+        var bt = geo.Dbc;
+        var dbcItems = (long)geo.TilesN * geo.TilesT * nc * geo.Splits * gr * b;
+        void Dbc(uint reverse, Tensor u, Tensor v, Tensor r, Tensor sm, Tensor w, Tensor rowDot, Tensor output)
+        {
+            var kernel = device.GetKernel(Shaders.ChunkScanBwdDbc, new ChunkScanBwdDbcSpec(bt.BM, bt.BN, bt.BK, bt.PK, bt.HeadsPerWorkgroup, reverse != 0, geo.GShift));
+            var target = sc.DbcPart ?? output;
+            var flags = SsdFlags.Mirrored.If(o.Mirrored) | SsdFlags.Accumulate.If(geo.Accumulate && sc.DbcPart is null);
+            st.Dispatch(kernel, (Shaders.Groups(device, dbcItems), 1, 1), new StatePush(b, l, h, gr, p, n, q, nc, flags),
+                pc.Of(u), pc.Of(v), pc.Of(r), pc.Of(sm), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(target),
+                pc.Of(w), pc.Of(rowDot), pc.Of(sc.Straddle), pc.Of(saved.DACumsumLo));
+            if (sc.DbcPart is not null)
+            {
+                Reductions.Blocks(st, pc.Of(sc.DbcPart), pc.Of(output), b, (uint)geo.Splits, l * gr * n, 1, (uint)geo.Splits, accumulate: geo.Accumulate);
+            }
+        }
+
+        Dbc(0, g, x, B, saved.ChunkStates, C, sc.Gys, dC);
+        mark(4);
+        Dbc(1, x, g, C, sc.DStates, B, sc.Ts, dB);
+        mark(5);
     }
 
     /// <summary>Sums over the batch (and chunks) once every piece is recorded: dA, ddt_bias, dD.</summary>

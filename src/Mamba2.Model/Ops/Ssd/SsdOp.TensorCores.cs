@@ -4,8 +4,8 @@ using Mamba2.Vulkan;
 namespace Mamba2.Model.Ops.Ssd;
 
 // The SSD's products on tensor cores (SsdOptions.Precision fp32-fast or bf16): forward chunk_state, C.B^T once per
-// group and chunk_scan; backward chunk_state (SsdOp.cs picks it) and dx. chunk_cumsum, state_passing and the rest of
-// the backward are the fp32 kernels (decays and states stay fp32).
+// group and chunk_scan; backward chunk_state (SsdOp.cs picks it), dx, dcb and from it dC and dB. chunk_cumsum,
+// state_passing and the backward's reductions are the fp32 kernels (decays and states stay fp32).
 public static partial class SsdOp
 {
     /// <summary>Why the SSD cannot compute in <paramref name="precision"/> on <paramref name="device"/>, or null when it can.</summary>
@@ -17,7 +17,8 @@ public static partial class SsdOp
         }
 
         var bf16 = precision == Precision.Bf16;
-        foreach (var kernel in new KernelSource[] { Shaders.ChunkCbTc(bf16), Shaders.ChunkStateTc(bf16), Shaders.ChunkScanTc(bf16) })
+        foreach (var kernel in new KernelSource[]
+                 { Shaders.ChunkCbTc(bf16), Shaders.ChunkStateTc(bf16), Shaders.ChunkScanTc(bf16), Shaders.ChunkScanBwdDcbTc(bf16), Shaders.ChunkScanBwdDbcTc(bf16) })
         {
             if (kernel.WhyNotRunnable(device.Capabilities) is { } why)
             {
@@ -86,20 +87,50 @@ public static partial class SsdOp
 
     /// <summary>
     /// The backward's dx and the direct part of ddt on tensor cores: tc/chunk_scan run backwards in time over C.B^T
-    /// (recomputed here), the same roles as the fp32 kernel's <see cref="ChunkScanBindings.Dx"/>.
+    /// (<paramref name="cb"/>, recomputed for the backward), the same roles as the fp32 kernel's <see cref="ChunkScanBindings.Dx"/>.
     /// </summary>
-    private static void RecordDxTensorCores(CommandStream st, SsdShape s, Piece pc, SsdOptions o, SsdFlags flags, uint gShift,
-        Tensor g, Tensor B, Tensor C, Tensor dStatesNext, SsdResult saved, Tensor A, Tensor x, Tensor dx, Tensor ddtPart)
+    private static void RecordDxTensorCores(CommandStream st, SsdShape s, SsdTensorCoreTile t, Piece pc, SsdOptions o, SsdFlags flags, uint gShift,
+        GpuBuffer cb, Tensor g, Tensor B, Tensor C, Tensor dStatesNext, SsdResult saved, Tensor A, Tensor x, Tensor dx, Tensor ddtPart)
     {
         var device = g.Device;
-        var t = TensorCoreTileFor(device, o.Precision);
         var (b, l, h, p, gr, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
-        var cb = RecordChunkCb(st, s, t, pc, B, C, o);
         var items = (long)((q + t.BM - 1) / t.BM) * ((p + t.BN - 1) / t.BN) * nc * b * h;
         st.Dispatch(device.GetKernel(Shaders.ChunkScanTc(o.Precision == Precision.Bf16), t.ScanSpec(reverse: true, gShift)), (Shaders.Groups(device, items), 1, 1),
             new ScanPush(b, l, h, gr, p, n, q, nc, flags),
             pc.Of(g), pc.Of(B), cb, pc.Of(dStatesNext), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), (o.D ?? A).Buffer, pc.Of(x), pc.Of(dx),
             pc.Of(ddtPart), pc.Of(saved.DACumsumLo));
+    }
+
+    /// <summary>
+    /// The backward's dC and dB on tensor cores, as mamba_ssm: dcb (the heads' weighted g.x^T summed per group, with
+    /// each head's straddle parts of the dA_cs gradient) into scratch of the stream, then dC = dcb B and dB = dcb^T C
+    /// for the whole group plus each head's state term (with its row dots, <paramref name="gys"/> and <paramref name="ts"/>).
+    /// </summary>
+    private static void RecordDbcTensorCores(CommandStream st, BackwardGeometry geo, Piece pc, SsdOptions o, GpuBuffer cb, Tensor g, Tensor x,
+        Tensor B, Tensor C, Tensor dStates, SsdResult saved, Tensor dB, Tensor dC, Tensor gys, Tensor ts, Tensor straddle, Action<int> mark)
+    {
+        var device = x.Device;
+        var s = geo.S;
+        var t = geo.Tc!;
+        var bf16 = o.Precision == Precision.Bf16;
+        var (b, l, h, p, gr, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
+        var mirrored = SsdFlags.Mirrored.If(o.Mirrored);
+        var dcb = st.Own(device.CreateBuffer<float>((long)b * nc * gr * q * q, "ssd.dcb"));
+        st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDcbTc(bf16), t.DcbSpec(geo.GShift)), (Shaders.Groups(device, (long)geo.TilesT * geo.TilesS * nc * b * gr), 1, 1),
+            new ScanPush(b, l, h, gr, p, n, q, nc, mirrored),
+            pc.Of(g), pc.Of(x), cb, pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(saved.DACumsumLo), dcb, pc.Of(straddle));
+
+        var items = (long)geo.TilesT * geo.TilesN * nc * b * gr;
+        var flags = mirrored | SsdFlags.Accumulate.If(geo.Accumulate);
+        void Dbc(bool reverse, Tensor u, Tensor sm, Tensor r, Tensor w, Tensor output, Tensor rowDot) =>
+            st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDbcTc(bf16), t.ScanSpec(reverse, reverse ? 0 : geo.GShift)), (Shaders.Groups(device, items), 1, 1),
+                new ScanPush(b, l, h, gr, p, n, q, nc, flags),
+                pc.Of(u), pc.Of(sm), dcb, pc.Of(r), pc.Of(w), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(saved.DACumsumLo), pc.Of(output), pc.Of(rowDot));
+
+        Dbc(reverse: false, g, saved.ChunkStates, B, C, dC, gys);
+        mark(4);
+        Dbc(reverse: true, x, dStates, C, B, dB, ts);
+        mark(5);
     }
 
     /// <summary>The headdim tiles of the backward's dx (its ddt parts are per tile): the tensor-core tile's in those modes.</summary>

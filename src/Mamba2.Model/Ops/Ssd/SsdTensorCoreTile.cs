@@ -15,6 +15,8 @@ internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uin
 
     public ChunkScanTcSpec ScanSpec(bool reverse, uint gShift) => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, reverse, gShift);
 
+    public ChunkScanBwdDcbTcSpec DcbSpec(uint gShift) => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, gShift);
+
     public ChunkStateTcSpec StateSpec(bool grad, uint gShift) => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, grad, gShift);
 
     /// <summary>Shared memory of the largest of the three kernels (chunk_scan: operand tiles, per-chunk arrays, fragment staging, row dots).</summary>

@@ -1,0 +1,220 @@
+#version 450
+// The backward's gradient of C.B^T on tensor cores (mamba_ssm's _chunk_scan_bwd_dcb), once per (batch, chunk, group):
+//   dcb[t, s] = sum_{heads of the group} (g[t] . x[s]) exp(dA_cs[t] - dA_cs[s]) dt_out[s]     for s <= t, else 0
+// with g the gated output gradient. tc/chunk_scan_bwd_dbc then forms dC = dcb B and dB = dcb^T C for the whole
+// group at once, where the fp32 kernel (ssd/chunk_scan_bwd_dbc.comp) multiplies per head. Each head's g . x^T is a
+// tensor-core product over the head dimension; its decay weight is applied per element in fp32 after the product
+// (it is not separable into row and column factors that f16 could hold), and the heads' sum stays in registers.
+//
+// It also writes, per head, the intra-chunk part of the dA_cs gradient. With X[t, s] = M[t, s] (C[t] . B[s]) and
+// M the weighted product of one head, the pairs s < k <= t that span step k sum to
+//   straddle[k] = sum_{m < k} (below[m] - left[m]),  below[m] = sum_{t > m} X[t, m],  left[m] = sum_{s < m} X[m, s],
+// and each X[t, s] enters below[s] and left[t] as the same fp32 value, so the pairs inside [0, k) cancel exactly
+// (their rounding included). This workgroup's shares: below over its rows, left over its columns, into
+// parts (b, h, nc, Q, tilesT + tilesS): entries [0, tilesT) are below's per row tile, [tilesT, +tilesS) left's per
+// column tile. chunk_cumsum_bwd (TELESCOPED) sums them in a fixed order.
+// One workgroup per BM x BN tile of (t, s) on or below the diagonal.
+#extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
+#include "common.glsl"
+#include "ssd_common.glsl"
+
+layout(local_size_x_id = 0) in;
+layout(constant_id = 1) const uint BM = 64;   // positions t per tile
+layout(constant_id = 2) const uint BN = 64;   // positions s per tile
+layout(constant_id = 3) const uint BK = 32;   // head dimension per slice
+layout(constant_id = 4) const uint WM = 32;
+layout(constant_id = 5) const uint WN = 32;
+layout(constant_id = 6) const uint TM = 16;
+layout(constant_id = 7) const uint TN = 16;
+layout(constant_id = 8) const uint TK = 16;
+layout(constant_id = 9) const uint G_SHIFT = 0;   // g read one step away (g_at)
+
+layout(std430, binding = 0) readonly buffer G { float g[]; };        // (b, L, h, p)
+layout(std430, binding = 1) readonly buffer X { float x[]; };        // (b, L, h, p)
+layout(std430, binding = 2) readonly buffer Cb { float cb[]; };      // (b, nc, g, Q, Q): C.B^T from tc/chunk_cb
+layout(std430, binding = 3) readonly buffer DtOut { float dt_out[]; };
+layout(std430, binding = 4) readonly buffer DaCs { float dA_cs[]; };
+layout(std430, binding = 5) readonly buffer DaCsLo { float dA_cs_lo[]; };
+layout(std430, binding = 6) writeonly buffer Dcb { float dcb[]; };   // (b, nc, g, Q, Q), tiles on or below the diagonal
+layout(std430, binding = 7) writeonly buffer Parts { float parts[]; };   // (b, h, nc, Q, tilesT + tilesS)
+layout(std430, binding = 0) readonly buffer G4 { vec4 g4[]; };
+layout(std430, binding = 1) readonly buffer X4 { vec4 x4[]; };
+
+layout(push_constant) uniform Push {
+    uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
+    uint flags;   // SsdFlags (ssd_flags.glsl)
+} p;
+
+#include "tc_product.glsl"
+
+// The epilogue's element ownership: lane e of a subgroup holds elements e, e + SG, ... of each staged fragment
+// (the subgroup size is the one the host sized the workgroup with).
+const uint SG = TC_THREADS / TC_SUBGROUPS;
+const uint PER = TM * TN / SG;
+
+shared float dAt[BM];     // this head's dA_cs (hi, lo) at the tile's rows t
+shared float dAtLo[BM];
+shared float dAs[BN];     // ... and at its columns s, with dt_out[s]
+shared float dAsLo[BN];
+shared float dts[BN];
+shared float leftPart[BM * (BN / TN)];    // per row and fragment column: sum of X over the fragment's columns
+shared float belowPart[BN * (BM / TM)];   // per column and fragment row: sum of X over the fragment's rows
+
+ChunkSpan span;
+uint b, head, grp, t0, s0, k0;
+bool wholeP;   // rows of g and x start on 16-byte boundaries
+
+vec4 word_a(uint r, uint c) {   // g[t, p], row-major
+    uint pos;
+    if (t0 + r < span.len && g_at(span_pos(span, t0 + r), G_SHIFT, p.seqlen, pos)) {
+        return TC_LOAD4(g, g4, ((b * p.seqlen + pos) * p.nheads + head) * p.headdim + k0 + c, k0 + c, p.headdim, wholeP);
+    }
+    return vec4(0.0);
+}
+
+vec4 word_b(uint r, uint c) {   // x[s, p] as the (p, s) operand: stored column-major, a row per s
+    return s0 + r < span.len
+        ? TC_LOAD4(x, x4, ((b * p.seqlen + span_pos(span, s0 + r)) * p.nheads + head) * p.headdim + k0 + c, k0 + c, p.headdim, wholeP)
+        : vec4(0.0);
+}
+
+void tc_element(uint i, uint j, float v) {}   // unused: this kernel walks its staged fragments itself
+
+void main() {
+    const uint tid = gl_LocalInvocationID.x;
+    const uint lane = gl_SubgroupInvocationID;
+    const uint tilesT = (p.chunk + BM - 1) / BM;
+    const uint tilesS = (p.chunk + BN - 1) / BN;
+    const uint nparts = tilesT + tilesS;
+    const uint items = tilesT * tilesS * p.nchunks * p.batch * p.ngroups;
+    const uint hpg = p.nheads / p.ngroups;
+    const uint wm0 = (gl_SubgroupID / TC_WARPS_N) * WM;
+    const uint wn0 = (gl_SubgroupID % TC_WARPS_N) * WN;
+    const uint at = gl_SubgroupID * TM * TN;
+
+    for (uint w = gl_WorkGroupID.x; w < items; w += gl_NumWorkGroups.x) {
+        uint r = w;
+        const uint ts = r % tilesS; r /= tilesS;
+        const uint tt = r % tilesT; r /= tilesT;
+        const uint c = r % p.nchunks; r /= p.nchunks;
+        grp = r % p.ngroups;
+        b = r / p.ngroups;
+        wholeP = p.headdim % 4 == 0;
+        span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED));
+        t0 = tt * BM;
+        s0 = ts * BN;
+        if (t0 >= span.len || s0 >= span.len || s0 > t0 + BM - 1) {
+            continue;   // uniform: past the sequence end, or wholly above the diagonal
+        }
+        const uint cbase = ((b * p.nchunks + c) * p.ngroups + grp) * p.chunk * p.chunk;
+
+        // C.B^T at this invocation's elements, where X needs it (s < t).
+        float cbr[TC_FRAGS * PER];
+        float sum[TC_FRAGS * PER];
+        [[unroll]] for (uint f = 0; f < TC_FRAGS; ++f) {
+            [[unroll]] for (uint q = 0; q < PER; ++q) {
+                const uint e = lane + q * SG;
+                const uint t = t0 + wm0 + (f / TC_FRAGS_N) * TM + e / TN;
+                const uint s = s0 + wn0 + (f % TC_FRAGS_N) * TN + e % TN;
+                cbr[f * PER + q] = s < t && t < span.len ? cb[cbase + t * p.chunk + s] : 0.0;
+                sum[f * PER + q] = 0.0;
+            }
+        }
+
+        for (uint hh = 0; hh < hpg; ++hh) {
+            head = grp * hpg + hh;
+            const uint cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
+            // Safe to overwrite: the previous head's readers passed the barrier that ends its loop body.
+            for (uint e = tid; e < BM + BN; e += TC_THREADS) {
+                if (e < BM) {
+                    const bool ok = t0 + e < span.len;
+                    dAt[e] = ok ? dA_cs[cs + t0 + e] : 0.0;
+                    dAtLo[e] = ok ? dA_cs_lo[cs + t0 + e] : 0.0;
+                } else {
+                    const uint j = e - BM;
+                    const bool ok = s0 + j < span.len;
+                    dAs[j] = ok ? dA_cs[cs + s0 + j] : 0.0;
+                    dAsLo[j] = ok ? dA_cs_lo[cs + s0 + j] : 0.0;
+                    dts[j] = ok ? dt_out[cs + s0 + j] : 0.0;
+                }
+            }
+
+            TC_ACC acc[TC_FRAGS];
+            tc_zero(acc);
+            for (k0 = 0; k0 < p.headdim; k0 += BK) {
+                tc_product(acc, false, true);   // its barriers also publish the decay arrays above
+            }
+
+            // Per fragment: weight, add to the heads' sum, X into the staging area, then its row and column sums.
+            [[unroll]] for (uint f = 0; f < TC_FRAGS; ++f) {
+                const uint row0 = wm0 + (f / TC_FRAGS_N) * TM;
+                const uint col0 = wn0 + (f % TC_FRAGS_N) * TN;
+                coopMatStore(acc[f], tc_frag, at, TN, gl_CooperativeMatrixLayoutRowMajor);
+                subgroupMemoryBarrierShared();
+                subgroupBarrier();
+                [[unroll]] for (uint q = 0; q < PER; ++q) {
+                    const uint e = lane + q * SG;
+                    const uint i = row0 + e / TN;
+                    const uint j = col0 + e % TN;
+                    float m = 0.0;
+                    if (s0 + j <= t0 + i && t0 + i < span.len) {
+                        m = tc_frag[at + e] * exp(min(cs_diff(dAt[i], dAtLo[i], dAs[j], dAsLo[j]), 0.0)) * dts[j];
+                    }
+                    sum[f * PER + q] += m;
+                    tc_frag[at + e] = m * cbr[f * PER + q];   // zero unless s < t
+                }
+                subgroupMemoryBarrierShared();
+                subgroupBarrier();
+                for (uint u = lane; u < TM + TN; u += SG) {
+                    float v = 0.0;
+                    if (u < TM) {
+                        [[unroll]] for (uint k = 0; k < TN; ++k) {
+                            v += tc_frag[at + u * TN + k];
+                        }
+                        leftPart[(row0 + u) * (BN / TN) + col0 / TN] = v;
+                    } else {
+                        [[unroll]] for (uint k = 0; k < TM; ++k) {
+                            v += tc_frag[at + k * TN + u - TM];
+                        }
+                        belowPart[(col0 + u - TM) * (BM / TM) + row0 / TM] = v;
+                    }
+                }
+                subgroupMemoryBarrierShared();
+                subgroupBarrier();
+            }
+            barrier();
+            for (uint e = tid; e < BM + BN; e += TC_THREADS) {
+                float v = 0.0;
+                if (e < BM) {
+                    if (t0 + e < span.len) {
+                        for (uint k = 0; k < BN / TN; ++k) {
+                            v += leftPart[e * (BN / TN) + k];
+                        }
+                        parts[(cs + t0 + e) * nparts + tilesT + ts] = v;
+                    }
+                } else {
+                    const uint j = e - BM;
+                    if (s0 + j < span.len) {
+                        for (uint k = 0; k < BM / TM; ++k) {
+                            v += belowPart[j * (BM / TM) + k];
+                        }
+                        parts[(cs + s0 + j) * nparts + tt] = v;
+                    }
+                }
+            }
+            barrier();   // the sums above are read before the next head writes them
+        }
+
+        [[unroll]] for (uint f = 0; f < TC_FRAGS; ++f) {
+            [[unroll]] for (uint q = 0; q < PER; ++q) {
+                const uint e = lane + q * SG;
+                const uint t = t0 + wm0 + (f / TC_FRAGS_N) * TM + e / TN;
+                const uint s = s0 + wn0 + (f % TC_FRAGS_N) * TN + e % TN;
+                if (t < span.len && s < span.len) {
+                    dcb[cbase + t * p.chunk + s] = sum[f * PER + q];
+                }
+            }
+        }
+    }
+}
