@@ -24,6 +24,12 @@ public sealed unsafe partial class GpuDevice : IDisposable
         Info = info;
         Api = instance.Api;
         var (extensions, capabilities) = ChooseExtensions(info);
+        if (instance.Options.PipelineStatistics && info.Extensions.Contains(PipelineStatisticsReader.Extension))
+        {
+            extensions.Add(PipelineStatisticsReader.Extension);
+            CapturesPipelineStatistics = true;
+        }
+
         Capabilities = capabilities;
         Handle = CreateLogicalDevice(extensions);
         Api.GetDeviceQueue(Handle, (uint)info.ComputeQueueFamily, 0, out var queue);
@@ -90,6 +96,12 @@ public sealed unsafe partial class GpuDevice : IDisposable
 
     /// <summary>Pipelines built so far on this device and the host time they took (first use of each kernel specialization).</summary>
     public PipelineBuilds PipelineBuilds => _kernels.Builds;
+
+    /// <summary>Whether pipelines are built with their statistics captured (<see cref="VulkanOptions.PipelineStatistics"/> and a driver that offers them).</summary>
+    public bool CapturesPipelineStatistics { get; }
+
+    /// <summary>The driver's statistics of every kernel built so far, in build order (empty unless <see cref="CapturesPipelineStatistics"/>).</summary>
+    public IReadOnlyList<KernelStatistics> KernelStatistics => _kernels.Statistics;
 
     /// <summary>Where built pipelines are kept between runs (null: not kept).</summary>
     public string? PipelineCacheDirectory => _instance.Options.PipelineCacheDirectory;
@@ -317,6 +329,17 @@ public sealed unsafe partial class GpuDevice : IDisposable
         {
             bf16.PNext = chain;
             chain = &bf16;
+        }
+
+        var executables = new PhysicalDevicePipelineExecutablePropertiesFeaturesKHR
+        {
+            SType = StructureType.PhysicalDevicePipelineExecutablePropertiesFeaturesKhr,
+            PipelineExecutableInfo = true,
+        };
+        if (CapturesPipelineStatistics)
+        {
+            executables.PNext = chain;
+            chain = &executables;
         }
 
         var features = new PhysicalDeviceFeatures2 { SType = StructureType.PhysicalDeviceFeatures2, PNext = chain };

@@ -214,6 +214,7 @@ public sealed unsafe class Kernel : IDisposable
                         PSpecializationInfo = specialization.Length > 0 ? &spec : null,
                     },
                     Layout = layout,
+                    Flags = device.CapturesPipelineStatistics ? PipelineCreateFlags.CreateCaptureStatisticsBitKhr : 0,
                 };
                 Pipeline pipeline;
                 device.Guard(vk.CreateComputePipelines(device.Handle, cache, 1, &pipelineInfo, null, &pipeline),

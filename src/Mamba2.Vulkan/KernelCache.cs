@@ -7,6 +7,7 @@ internal sealed unsafe class KernelCache : IDisposable
 {
     private readonly GpuDevice _device;
     private readonly Dictionary<string, Kernel> _kernels = [];
+    private readonly List<KernelStatistics> _statistics = [];
     private readonly string? _cacheFile;
     private readonly PipelineCache _cache;
 
@@ -36,6 +37,17 @@ internal sealed unsafe class KernelCache : IDisposable
     /// <summary>Pipelines built so far and the host time it took (the driver compiles each on first use).</summary>
     public PipelineBuilds Builds { get; private set; }
 
+    public IReadOnlyList<KernelStatistics> Statistics
+    {
+        get
+        {
+            lock (_kernels)
+            {
+                return [.. _statistics];
+            }
+        }
+    }
+
     public Kernel Get(KernelSource source, ReadOnlySpan<uint> specialization)
     {
         // The declared interface is part of the key: the same SPIR-V declared differently must be checked again.
@@ -47,6 +59,11 @@ internal sealed unsafe class KernelCache : IDisposable
                 var started = System.Diagnostics.Stopwatch.GetTimestamp();
                 kernel = new Kernel(_device, source, specialization.ToArray(), _cache);
                 _kernels[key] = kernel;
+                if (_device.CapturesPipelineStatistics)
+                {
+                    _statistics.Add(new KernelStatistics(source.Name, kernel.Specialization, PipelineStatisticsReader.Read(_device, kernel.Pipeline)));
+                }
+
                 Builds = new PipelineBuilds(Builds.Count + 1, Builds.Time + System.Diagnostics.Stopwatch.GetElapsedTime(started));
             }
 

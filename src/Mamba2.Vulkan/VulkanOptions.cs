@@ -15,6 +15,13 @@ public sealed record VulkanOptions
     /// <summary>Folder for the on-disk pipeline cache, one file per device and driver; null disables it (env MAMBA2_VK_PIPELINE_CACHE, "off" to disable).</summary>
     public string? PipelineCacheDirectory { get; init; }
 
+    /// <summary>
+    /// Ask the driver for each pipeline's statistics (registers, shared memory, ...; VK_KHR_pipeline_executable_properties)
+    /// as it is built: <see cref="GpuDevice.KernelStatistics"/> (env MAMBA2_VK_PIPELINE_STATS=1). Off by default: the
+    /// driver may compile differently while capturing them.
+    /// </summary>
+    public bool PipelineStatistics { get; init; }
+
     /// <summary>How long to wait for one submission before declaring the device hung.</summary>
     public TimeSpan SubmitTimeout { get; init; } = TimeSpan.FromMinutes(10);
 
@@ -30,6 +37,11 @@ public sealed record VulkanOptions
         if (validation is "sync")
         {
             o = o with { Validation = true, SynchronizationValidation = true };
+        }
+
+        if (Environment.GetEnvironmentVariable("MAMBA2_VK_PIPELINE_STATS") is "1" or "true" or "on")
+        {
+            o = o with { PipelineStatistics = true };
         }
 
         var device = Environment.GetEnvironmentVariable("MAMBA2_VK_DEVICE");

@@ -26,6 +26,35 @@ public class KernelTests(GpuFixture gpu)
     }
 
     [Fact]
+    public void PipelineStatisticsAreCapturedOnlyWhenAsked()
+    {
+        using (var off = GpuDevice.Create(GpuFixture.Options with { PipelineStatistics = false, PipelineCacheDirectory = null }))
+        {
+            Kernels.Get(off, 64);
+            Assert.False(off.CapturesPipelineStatistics);
+            Assert.Empty(off.KernelStatistics);
+        }
+
+        using var d = GpuDevice.Create(GpuFixture.Options with { PipelineStatistics = true, PipelineCacheDirectory = null });
+        var offered = d.Info.Extensions.Contains("VK_KHR_pipeline_executable_properties");
+        Assert.Equal(offered, d.CapturesPipelineStatistics);
+        Kernels.Get(d, 64);
+        Kernels.Get(d, 64);
+        if (offered)
+        {
+            var k = Assert.Single(d.KernelStatistics);
+            Assert.Equal(Kernels.ScaleAdd.Name, k.Kernel);
+            Assert.Equal([64u], k.Specialization);
+            Assert.NotEmpty(k.Statistics);
+            Assert.All(k.Statistics, s => Assert.False(string.IsNullOrWhiteSpace(s.Name)));
+        }
+        else
+        {
+            Assert.Empty(d.KernelStatistics);
+        }
+    }
+
+    [Fact]
     public void InterfaceMismatchesAreReported()
     {
         var asm = typeof(Kernels).Assembly;

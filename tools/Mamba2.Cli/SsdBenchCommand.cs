@@ -126,7 +126,7 @@ internal static class SsdBenchCommand
             PrintStages(t, "fwd/", SsdOp.StagesOf(SsdOp.PathOn(device, options)));
             if (backward)
             {
-                PrintStages(t, "bwd/", SsdOp.BackwardStagesOf(SsdOp.PathOn(device, options)));
+                PrintStages(t, "bwd/", SsdOp.BackwardStagesOf(SsdOp.PathOn(device, options), precision));
             }
         }
         else if (backward)
@@ -144,8 +144,14 @@ internal static class SsdBenchCommand
             foreach (var run in SsdOp.BidirectionalRuns.Where(run => t.Labels.Any(label => label.StartsWith($"bwd/{run}/", StringComparison.Ordinal))))
             {
                 Console.Write($"{run} run: ");
-                PrintStages(t, $"bwd/{run}/", SsdOp.BackwardStages);
+                PrintStages(t, $"bwd/{run}/", SsdOp.BackwardStagesOf(SsdPath.Tiled, precision));
             }
+        }
+
+        // MAMBA2_VK_PIPELINE_STATS=1: what the driver made of each kernel (registers decide how many workgroups an SM holds).
+        foreach (var k in device.KernelStatistics)
+        {
+            Console.Error.WriteLine($"pipeline: {k}");
         }
 
         return 0;

@@ -17,8 +17,17 @@ public static partial class SsdOp
     public static readonly IReadOnlyList<string> BackwardStages =
         ["chunk_scan_bwd_dz", "chunk_state_bwd", "state_passing_bwd", "chunk_scan_bwd_dx", "chunk_scan_bwd_dc", "chunk_scan_bwd_db", "chunk_cumsum_bwd", "reduce"];
 
-    /// <summary>The backward's profiled stages on a path (<see cref="BackwardStages"/> or <see cref="RecurrentBackwardStages"/>).</summary>
-    public static IReadOnlyList<string> BackwardStagesOf(SsdPath path) => path == SsdPath.Recurrent ? RecurrentBackwardStages : BackwardStages;
+    /// <summary>The tensor-core backward's own stage: dcb, between dx and dC (<see cref="BackwardStagesOf"/>).</summary>
+    private const string DcbStage = "chunk_scan_bwd_dcb";
+
+    private static readonly IReadOnlyList<string> TensorCoreBackwardStages = [.. BackwardStages.Take(4), DcbStage, .. BackwardStages.Skip(4)];
+
+    /// <summary>
+    /// The backward's profiled stages on a path and in a precision (<see cref="BackwardStages"/>, with dcb in the
+    /// tensor-core modes, or <see cref="RecurrentBackwardStages"/>).
+    /// </summary>
+    public static IReadOnlyList<string> BackwardStagesOf(SsdPath path, Precision precision = Precision.Fp32) =>
+        path == SsdPath.Recurrent ? RecurrentBackwardStages : precision == Precision.Fp32 ? BackwardStages : TensorCoreBackwardStages;
 
     /// <summary>
     /// The gradients of every input of <see cref="Forward"/> from <paramref name="dy"/> (b, L, h, p) and optionally

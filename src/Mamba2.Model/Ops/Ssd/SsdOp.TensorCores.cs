@@ -119,6 +119,7 @@ public static partial class SsdOp
         st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDcbTc(bf16), t.DcbSpec(geo.GShift)), (Shaders.Groups(device, (long)geo.TilesT * geo.TilesS * nc * b * gr), 1, 1),
             new ScanPush(b, l, h, gr, p, n, q, nc, mirrored),
             pc.Of(g), pc.Of(x), cb, pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(saved.DACumsumLo), dcb, pc.Of(straddle));
+        st.Section(DcbStage);
 
         var items = (long)geo.TilesT * geo.TilesN * nc * b * gr;
         var flags = mirrored | SsdFlags.Accumulate.If(geo.Accumulate);
