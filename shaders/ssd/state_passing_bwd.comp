@@ -8,6 +8,7 @@
 // and dinitial_states = r at the end. exp(dA_cs[c][last]) inner is the decay's share of the dA_cs gradient
 // (chunk_cumsum_bwd); inner_part is summed over this workgroup's slice of the p x n elements (fixed-order tree).
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 #include "ssd_common.glsl"
 
@@ -25,45 +26,67 @@ layout(push_constant) uniform Push {
     uint flags;   // SsdFlags (ssd_flags.glsl)
 } p;
 
-shared float red[gl_WorkGroupSize.x];
+// Chunks in groups of CG, as state_passing: a group's loads are issued before the chain of updates (a store to
+// dstates may alias a later load as far as the compiler knows), and its CG inner products share one tree.
+const uint CG = gl_WorkGroupSize.x <= 512 ? 8 : 4;   // red stays within 16 KiB, every device's minimum
+shared float red[CG * gl_WorkGroupSize.x];
 
 void main() {
+    const uint W = gl_WorkGroupSize.x;
     const uint tid = gl_LocalInvocationID.x;
     const uint pn = p.headdim * p.dstate;
-    const uint slices = (pn + gl_WorkGroupSize.x - 1) / gl_WorkGroupSize.x;
+    const uint slices = (pn + W - 1) / W;
     const uint items = p.batch * p.nheads * slices;
     for (uint w = gl_WorkGroupID.x; w < items; w += gl_NumWorkGroups.x) {
         const uint slice = w % slices;
         const uint bh = w / slices;
         const uint head = bh % p.nheads;
         const uint b = bh / p.nheads;
-        const uint k = slice * gl_WorkGroupSize.x + tid;
+        const uint k = slice * W + tid;
         const bool valid = k < pn;
         float r = valid && SSD_HAS(p.flags, SSD_D_FINAL_STATES) ? dfinal[bh * pn + k] : 0.0;
-        for (uint cc = p.nchunks; cc > 0; --cc) {
-            const uint c = cc - 1;
-            const uint idx = ((b * p.nchunks + c) * p.nheads + head) * pn + k;
-            float prod = 0.0;
-            float own = 0.0;
-            if (valid) {
-                own = dstates[idx];
-                dstates[idx] = r;
-                prod = states[idx] * r;
+        for (uint top = p.nchunks; top > 0; top -= min(CG, top)) {
+            const uint count = min(CG, top);   // chunks top-1 down to top-count
+            float own[CG];
+            float st[CG];
+            float decay[CG];
+            [[unroll]] for (uint i = 0; i < CG; ++i) {
+                own[i] = 0.0;
+                st[i] = 0.0;
+                decay[i] = 0.0;
+                if (i < count) {
+                    const uint c = top - 1 - i;
+                    const uint idx = ((b * p.nchunks + c) * p.nheads + head) * pn + k;
+                    if (valid) {
+                        own[i] = dstates[idx];
+                        st[i] = states[idx];
+                    }
+                    const uint len = chunk_span(c, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED)).len;
+                    decay[i] = dA_cs[(bh * p.nchunks + c) * p.chunk + len - 1];
+                }
             }
-            red[tid] = prod;
+            [[unroll]] for (uint i = 0; i < CG; ++i) {
+                if (i < count) {
+                    if (valid) {
+                        dstates[((b * p.nchunks + top - 1 - i) * p.nheads + head) * pn + k] = r;
+                    }
+                    red[i * W + tid] = st[i] * r;
+                    r = own[i] + exp(decay[i]) * r;
+                }
+            }
             barrier();
-            for (uint half_ = gl_WorkGroupSize.x / 2; half_ > 0; half_ >>= 1) {
+            for (uint half_ = W / 2; half_ > 0; half_ >>= 1) {
                 if (tid < half_) {
-                    red[tid] += red[tid + half_];
+                    for (uint i = 0; i < count; ++i) {
+                        red[i * W + tid] += red[i * W + tid + half_];
+                    }
                 }
                 barrier();
             }
-            if (tid == 0) {
-                inner_part[(bh * slices + slice) * p.nchunks + c] = red[0];
+            if (tid < count) {
+                inner_part[(bh * slices + slice) * p.nchunks + top - 1 - tid] = red[tid * W];
             }
             barrier();
-            const uint len = chunk_span(c, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED)).len;
-            r = own + exp(dA_cs[(bh * p.nchunks + c) * p.chunk + len - 1]) * r;
         }
         if (valid && SSD_HAS(p.flags, SSD_D_INITIAL_STATES)) {
             dinitial[bh * pn + k] = r;

@@ -57,7 +57,7 @@ public class SsdBackwardTests(GpuFixture gpu)
     public static TheoryData<string, SsdPath> Cases()
     {
         var data = new TheoryData<string, SsdPath>();
-        foreach (var name in new[] { "all-options", "plain", "odd-sizes", "one-past-chunk", "head-splits", "many-groups", "clamped-no-softplus", "wide", "strong-decay", "shorter-than-chunk", "awkward", "state-blocks" })
+        foreach (var name in new[] { "all-options", "plain", "odd-sizes", "one-past-chunk", "head-splits", "many-groups", "clamped-no-softplus", "wide", "strong-decay", "shorter-than-chunk", "awkward", "state-blocks", "many-chunks" })
         {
             foreach (var path in SsdForwardTests.Paths)
             {
@@ -84,6 +84,8 @@ public class SsdBackwardTests(GpuFixture gpu)
         "wide" => (SsdCases.Make(rng, 1, 40, 2, 128, 1, 160, 32, d: true, z: true, init: true), true),
         // Cumsums in the hundreds within a chunk: the differences the kernels exponentiate must stay exact.
         "strong-decay" => (SsdCases.Make(rng, 1, 700, 2, 8, 1, 8, 256, d: true, init: true, decay: 8), true),
+        // 19 chunks, the last one short: the reverse state passing walks them in groups of 8.
+        "many-chunks" => (SsdCases.Make(rng, 1, 300, 2, 8, 1, 8, 16, d: true, init: true), true),
         "shorter-than-chunk" => (SsdCases.Make(rng, 2, 5, 2, 8, 1, 8, 64, d: true, dPerP: true, z: true, init: true), true),
         // Odd L not a multiple of the chunk, p and n neither powers of two nor multiples of 8, g > 1.
         "awkward" => (SsdCases.Make(rng, 2, 45, 6, 7, 3, 13, 16, d: true, dPerP: true, z: true, bias: true, init: true, softplus: true), true),

@@ -97,7 +97,7 @@ public class SsdTensorCoreTests(GpuFixture gpu)
     public static TheoryData<string, Precision> BackwardCases()
     {
         var data = new TheoryData<string, Precision>();
-        foreach (var name in new[] { "all-options", "plain", "odd-sizes", "one-past-chunk", "head-splits", "many-groups", "clamped-no-softplus", "wide", "strong-decay", "shorter-than-chunk", "awkward", "state-blocks" })
+        foreach (var name in new[] { "all-options", "plain", "odd-sizes", "one-past-chunk", "head-splits", "many-groups", "clamped-no-softplus", "wide", "strong-decay", "shorter-than-chunk", "awkward", "state-blocks", "many-chunks" })
         {
             foreach (var mode in Modes)
             {
