@@ -27,7 +27,7 @@ layout(std430, binding = 5) readonly buffer DdtPart { float ddt_part[]; };   // 
 layout(std430, binding = 6) readonly buffer Gys { float gys[]; };            // (b, h, nc, Q, tiles_n)
 layout(std430, binding = 7) readonly buffer Ts { float ts[]; };              // (b, h, nc, Q, tiles_n)
 layout(std430, binding = 8) readonly buffer Straddle { float straddle[]; };  // (b, h, nc, Q, tiles_t, tiles_n)
-                                                                             // TELESCOPED: (b, h, nc, Q, tiles_t frags_t + tiles_s frags_s)
+                                                                             // TELESCOPED: (b, h, nc, Q, tiles_t + tiles_s)
 layout(std430, binding = 9) readonly buffer Inner { float inner[]; };        // (b, h, slices, nc)
 layout(std430, binding = 10) buffer Ddt { float ddt[]; };                    // (b, L, h)
 layout(std430, binding = 11) writeonly buffer DaPart { float dA_part[]; };   // (b, nc, h)
@@ -39,7 +39,6 @@ layout(push_constant) uniform Push {
     float dt_min, dt_max;
     uint tiles_p, tiles_n, tiles_t, tile_rows, slices;
     uint tiles_s, tile_cols;   // TELESCOPED: dcb's column tiles
-    uint frags_t, frags_s;     // TELESCOPED: parts per row tile and per column tile
 } p;
 
 shared float scan[gl_WorkGroupSize.x];
@@ -106,22 +105,18 @@ void main() {
             if (TELESCOPED != 0) {
                 // below[t] from the row tiles that met column t, left[t] from the column tiles that met row t: the
                 // tiles dcb computed (on or below the diagonal, within the chunk).
-                const uint nparts = p.tiles_t * p.frags_t + p.tiles_s * p.frags_s;
+                const uint nparts = p.tiles_t + p.tiles_s;
                 const uint ts = t / p.tile_cols;
                 const uint tt = t / p.tile_rows;
                 float below = 0.0;
                 float left = 0.0;
                 for (uint k = 0; k < p.tiles_t && k * p.tile_rows < len; ++k) {
                     if (ts * p.tile_cols <= k * p.tile_rows + p.tile_rows - 1) {
-                        for (uint f = 0; f < p.frags_t; ++f) {
-                            below += straddle[o * nparts + k * p.frags_t + f];
-                        }
+                        below += straddle[o * nparts + k];
                     }
                 }
                 for (uint k = 0; k < p.tiles_s && k * p.tile_cols < len && k * p.tile_cols <= tt * p.tile_rows + p.tile_rows - 1; ++k) {
-                    for (uint f = 0; f < p.frags_s; ++f) {
-                        left += straddle[o * nparts + p.tiles_t * p.frags_t + k * p.frags_s + f];
-                    }
+                    left += straddle[o * nparts + p.tiles_t + k];
                 }
                 intra = below - left;
             } else if (t > 0) {

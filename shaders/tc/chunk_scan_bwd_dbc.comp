@@ -5,9 +5,8 @@
 //   dB[s] = sum_heads (dt_out[s] exp(dA_cs[last] - dA_cs[s]) x[s]) dS_next + sum_{t >= s} dcb[t, s] C[t]
 // (S_in the state entering the chunk, dS_next the gradient of the state leaving it; both per head). The state
 // terms are one product per head over the head dimension, each also giving that head's row dots for the dA_cs
-// gradient, W[i] . term[i] with W = C (dC) or B (dB), partial over each fragment's columns (gys and ts as
-// ssd/chunk_scan_bwd_dbc.comp has them, in (BN / TN) parts per d_state tile, which chunk_cumsum_bwd sums); the
-// intra-chunk term is one product for the whole group. A head costs no workgroup barrier beyond its products'.
+// gradient, W[i] . term[i] with W = C (dC) or B (dB), partial over this d_state tile (as ssd/chunk_scan_bwd_dbc.comp:
+// gys and ts, which chunk_cumsum_bwd sums); the intra-chunk term is one product for the whole group.
 // Generically, rows i of the tile, sources j on the other side:
 //   out[i] = sum_heads (e(i) U[i]) Sm + sum_j dcb(i, j) R[j]     dC: U = g, Sm = S_in, R = B, W = C;  dB: U = x, Sm = dS_next, R = C, W = B
 #extension GL_GOOGLE_include_directive : require
@@ -36,7 +35,7 @@ layout(std430, binding = 5) readonly buffer DtOut { float dt_out[]; };
 layout(std430, binding = 6) readonly buffer DaCs { float dA_cs[]; };
 layout(std430, binding = 7) readonly buffer DaCsLo { float dA_cs_lo[]; };
 layout(std430, binding = 8) buffer Out { float outp[]; };            // (b, L, g, n); SSD_ACCUMULATE adds to it
-layout(std430, binding = 9) writeonly buffer RowDot { float rowdot[]; };   // (b, h, nc, Q, tilesN * BN / TN)
+layout(std430, binding = 9) writeonly buffer RowDot { float rowdot[]; };   // (b, h, nc, Q, tilesN)
 layout(std430, binding = 0) readonly buffer U4 { vec4 u4[]; };
 layout(std430, binding = 1) readonly buffer Sm4 { vec4 sm4[]; };
 layout(std430, binding = 2) readonly buffer Dcb4 { vec4 dcb4[]; };
@@ -52,8 +51,12 @@ void state_row_dots(uint row0, uint col0, uint at);
 bool intra;   // which slices: a head's state term (k0 over the head dimension) or the intra-chunk term (k0 over positions)
 #include "tc_product.glsl"
 
+const uint MAX_CHUNK = 256;
+shared float e_row[MAX_CHUNK];   // this head's e(i) at the tile's rows
+shared float rowDots[BM * (BN / TN)];
+
 ChunkSpan span;
-uint b, head, grp, t0, n0, k0, cbase, sbase, cs, tileN, rowParts;
+uint b, head, grp, t0, n0, k0, cbase, sbase;
 bool wholeP, wholeN, wholeQ;   // rows of u, of B, C and the states, of dcb start on 16-byte boundaries
 
 uint gn_at(uint pos) {   // a row of (b, L, g, n) at the sequence position of chunk position pos
@@ -62,13 +65,9 @@ uint gn_at(uint pos) {   // a row of (b, L, g, n) at the sequence position of ch
 
 vec4 word_a(uint r, uint c) {
     if (!intra) {   // e(i) U[i, k], row-major
-        const uint t = t0 + r;
         uint pos;
-        if (t < span.len && g_at(span_pos(span, t), REVERSE == 0 ? G_SHIFT : 0, p.seqlen, pos)) {
-            const uint last = cs + span.len - 1;
-            const float e = REVERSE == 0 ? exp(min(dA_cs[cs + t], 0.0))
-                : dt_out[cs + t] * exp(min(cs_diff(dA_cs[last], dA_cs_lo[last], dA_cs[cs + t], dA_cs_lo[cs + t]), 0.0));
-            return TC_LOAD4(u, u4, ((b * p.seqlen + pos) * p.nheads + head) * p.headdim + k0 + c, k0 + c, p.headdim, wholeP) * e;
+        if (t0 + r < span.len && g_at(span_pos(span, t0 + r), REVERSE == 0 ? G_SHIFT : 0, p.seqlen, pos)) {
+            return TC_LOAD4(u, u4, ((b * p.seqlen + pos) * p.nheads + head) * p.headdim + k0 + c, k0 + c, p.headdim, wholeP) * e_row[r];
         }
         return vec4(0.0);
     }
@@ -98,34 +97,48 @@ void tc_element(uint i, uint j, float v) {
     outp[o] = SSD_HAS(p.flags, SSD_ACCUMULATE) ? outp[o] + v : v;
 }
 
-// A head's row dots W[i] . term[i] per row of a staged fragment over its columns (in order), one part per
-// fragment column of the tile: chunk_cumsum_bwd sums the parts in order (deterministic).
+// A head's row dots W[i] . term[i] per row of each staged fragment over its columns (in order); reduce_row_dots
+// then sums each row's fragments in order: deterministic.
 void state_row_dots(uint row0, uint col0, uint at) {
     for (uint q = gl_SubgroupInvocationID; q < TM; q += gl_SubgroupSize) {
-        const uint t = t0 + row0 + q;
-        if (t < span.len) {
-            const uint base = gn_at(t);
-            float dot = 0.0;
+        const uint row = row0 + q;
+        float dot = 0.0;
+        if (t0 + row < span.len) {
+            const uint base = gn_at(t0 + row);
             for (uint cc = 0; cc < TN; ++cc) {
                 if (n0 + col0 + cc < p.dstate) {
                     dot = fma(wv[base + n0 + col0 + cc], tc_frag[at + q * TN + cc], dot);
                 }
             }
-            rowdot[(cs + t) * rowParts + tileN * (BN / TN) + col0 / TN] = dot;
         }
+        rowDots[row * (BN / TN) + col0 / TN] = dot;
     }
 }
 
+void reduce_row_dots(uint tileN, uint tilesN, uint cs) {
+    barrier();
+    for (uint row = gl_LocalInvocationID.x; row < BM; row += TC_THREADS) {
+        if (t0 + row < span.len) {
+            float sum = 0.0;
+            for (uint k = 0; k < BN / TN; ++k) {
+                sum += rowDots[row * (BN / TN) + k];
+            }
+            rowdot[(cs + t0 + row) * tilesN + tileN] = sum;
+        }
+    }
+    barrier();   // rowDots and e_row are read before the next head writes them
+}
+
 void main() {
+    const uint tid = gl_LocalInvocationID.x;
     const uint tilesT = (p.chunk + BM - 1) / BM;
     const uint tilesN = (p.dstate + BN - 1) / BN;
-    rowParts = tilesN * (BN / TN);
     const uint items = tilesT * tilesN * p.nchunks * p.batch * p.ngroups;
     const uint hpg = p.nheads / p.ngroups;
 
     for (uint w = gl_WorkGroupID.x; w < items; w += gl_NumWorkGroups.x) {
         uint r = w;
-        tileN = r % tilesN; r /= tilesN;
+        const uint tn = r % tilesN; r /= tilesN;
         const uint tt = r % tilesT; r /= tilesT;
         const uint c = r % p.nchunks; r /= p.nchunks;
         grp = r % p.ngroups;
@@ -135,7 +148,7 @@ void main() {
         wholeQ = p.chunk % 4 == 0;
         span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED));
         t0 = tt * BM;
-        n0 = tileN * BN;
+        n0 = tn * BN;
         if (t0 >= span.len) {
             continue;   // uniform: a tile wholly past the sequence end
         }
@@ -146,14 +159,23 @@ void main() {
         intra = false;
         for (uint hh = 0; hh < hpg; ++hh) {
             head = grp * hpg + hh;
-            cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
+            const uint cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
             sbase = ((b * p.nchunks + c) * p.nheads + head) * p.headdim;
+            const uint last = span.len - 1;
+            for (uint i = tid; i < BM; i += TC_THREADS) {
+                const uint t = t0 + i;
+                e_row[i] = t >= span.len ? 0.0
+                    : REVERSE == 0 ? exp(min(dA_cs[cs + t], 0.0))
+                                   : dt_out[cs + t] * exp(min(cs_diff(dA_cs[cs + last], dA_cs_lo[cs + last], dA_cs[cs + t], dA_cs_lo[cs + t]), 0.0));
+            }
+            barrier();   // word_a reads e_row
             TC_ACC term[TC_FRAGS];
             tc_zero(term);
             for (k0 = 0; k0 < p.headdim; k0 += BK) {
                 tc_product(term, false, false);
             }
             tc_epilogue(term);   // the row dots only
+            reduce_row_dots(tn, tilesN, cs);
             [[unroll]] for (uint f = 0; f < TC_FRAGS; ++f) {
                 acc[f] = acc[f] + term[f];
             }

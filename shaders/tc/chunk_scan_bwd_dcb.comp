@@ -10,10 +10,9 @@
 // M the weighted product of one head, the pairs s < k <= t that span step k sum to
 //   straddle[k] = sum_{m < k} (below[m] - left[m]),  below[m] = sum_{t > m} X[t, m],  left[m] = sum_{s < m} X[m, s],
 // and each X[t, s] enters below[s] and left[t] as the same fp32 value, so the pairs inside [0, k) cancel exactly
-// (their rounding included). Each fragment's shares, below over its rows and left over its columns, go to
-// parts (b, h, nc, Q, tilesT FM + tilesS FN) with FM = BM / TM, FN = BN / TN: entries [0, tilesT FM) are below's
-// per fragment row of the tiles, the rest left's per fragment column. chunk_cumsum_bwd (TELESCOPED) sums them in
-// a fixed order. A head costs no workgroup barrier beyond its product's.
+// (their rounding included). This workgroup's shares: below over its rows, left over its columns, into
+// parts (b, h, nc, Q, tilesT + tilesS): entries [0, tilesT) are below's per row tile, [tilesT, +tilesS) left's per
+// column tile. chunk_cumsum_bwd (TELESCOPED) sums them in a fixed order.
 // One workgroup per BM x BN tile of (t, s) on or below the diagonal.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
@@ -38,7 +37,7 @@ layout(std430, binding = 3) readonly buffer DtOut { float dt_out[]; };
 layout(std430, binding = 4) readonly buffer DaCs { float dA_cs[]; };
 layout(std430, binding = 5) readonly buffer DaCsLo { float dA_cs_lo[]; };
 layout(std430, binding = 6) writeonly buffer Dcb { float dcb[]; };   // (b, nc, g, Q, Q), tiles on or below the diagonal
-layout(std430, binding = 7) writeonly buffer Parts { float parts[]; };   // (b, h, nc, Q, tilesT FM + tilesS FN)
+layout(std430, binding = 7) writeonly buffer Parts { float parts[]; };   // (b, h, nc, Q, tilesT + tilesS)
 layout(std430, binding = 0) readonly buffer G4 { vec4 g4[]; };
 layout(std430, binding = 1) readonly buffer X4 { vec4 x4[]; };
 
@@ -54,15 +53,13 @@ layout(push_constant) uniform Push {
 const uint SG = TC_THREADS / TC_SUBGROUPS;
 const uint PER = TM * TN / SG;
 
-const uint FM = BM / TM;
-const uint FN = BN / TN;
-// A head's dA_cs (hi, lo) at the tile's rows t, and at its columns s with dt_out[s]; two sets by the head's parity,
-// so a head's loads never meet the previous head's epilogue (the products' barriers lie between a set's uses).
-shared float dAt[2 * BM];
-shared float dAtLo[2 * BM];
-shared float dAs[2 * BN];
-shared float dAsLo[2 * BN];
-shared float dts[2 * BN];
+shared float dAt[BM];     // this head's dA_cs (hi, lo) at the tile's rows t
+shared float dAtLo[BM];
+shared float dAs[BN];     // ... and at its columns s, with dt_out[s]
+shared float dAsLo[BN];
+shared float dts[BN];
+shared float leftPart[BM * (BN / TN)];    // per row and fragment column: sum of X over the fragment's columns
+shared float belowPart[BN * (BM / TM)];   // per column and fragment row: sum of X over the fragment's rows
 
 ChunkSpan span;
 uint b, head, grp, t0, s0, k0;
@@ -89,7 +86,7 @@ void main() {
     const uint lane = gl_SubgroupInvocationID;
     const uint tilesT = (p.chunk + BM - 1) / BM;
     const uint tilesS = (p.chunk + BN - 1) / BN;
-    const uint nparts = tilesT * FM + tilesS * FN;
+    const uint nparts = tilesT + tilesS;
     const uint items = tilesT * tilesS * p.nchunks * p.batch * p.ngroups;
     const uint hpg = p.nheads / p.ngroups;
     const uint wm0 = (gl_SubgroupID / TC_WARPS_N) * WM;
@@ -125,23 +122,21 @@ void main() {
             }
         }
 
-        barrier();   // the previous item's epilogue has read the decay arrays
         for (uint hh = 0; hh < hpg; ++hh) {
             head = grp * hpg + hh;
             const uint cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
-            const uint ot = (hh & 1) * BM;
-            const uint os = (hh & 1) * BN;
+            // Safe to overwrite: the previous head's readers passed the barrier that ends its loop body.
             for (uint e = tid; e < BM + BN; e += TC_THREADS) {
                 if (e < BM) {
                     const bool ok = t0 + e < span.len;
-                    dAt[ot + e] = ok ? dA_cs[cs + t0 + e] : 0.0;
-                    dAtLo[ot + e] = ok ? dA_cs_lo[cs + t0 + e] : 0.0;
+                    dAt[e] = ok ? dA_cs[cs + t0 + e] : 0.0;
+                    dAtLo[e] = ok ? dA_cs_lo[cs + t0 + e] : 0.0;
                 } else {
                     const uint j = e - BM;
                     const bool ok = s0 + j < span.len;
-                    dAs[os + j] = ok ? dA_cs[cs + s0 + j] : 0.0;
-                    dAsLo[os + j] = ok ? dA_cs_lo[cs + s0 + j] : 0.0;
-                    dts[os + j] = ok ? dt_out[cs + s0 + j] : 0.0;
+                    dAs[j] = ok ? dA_cs[cs + s0 + j] : 0.0;
+                    dAsLo[j] = ok ? dA_cs_lo[cs + s0 + j] : 0.0;
+                    dts[j] = ok ? dt_out[cs + s0 + j] : 0.0;
                 }
             }
 
@@ -164,36 +159,51 @@ void main() {
                     const uint j = col0 + e % TN;
                     float m = 0.0;
                     if (s0 + j <= t0 + i && t0 + i < span.len) {
-                        m = tc_frag[at + e] * exp(min(cs_diff(dAt[ot + i], dAtLo[ot + i], dAs[os + j], dAsLo[os + j]), 0.0)) * dts[os + j];
+                        m = tc_frag[at + e] * exp(min(cs_diff(dAt[i], dAtLo[i], dAs[j], dAsLo[j]), 0.0)) * dts[j];
                     }
                     sum[f * PER + q] += m;
                     tc_frag[at + e] = m * cbr[f * PER + q];   // zero unless s < t
                 }
                 subgroupMemoryBarrierShared();
                 subgroupBarrier();
-                // left over this fragment's columns per row, below over its rows per column (every row and
-                // column inside the chunk gets its part, zero or not: the reader sums them all).
                 for (uint u = lane; u < TM + TN; u += SG) {
                     float v = 0.0;
                     if (u < TM) {
                         [[unroll]] for (uint k = 0; k < TN; ++k) {
                             v += tc_frag[at + u * TN + k];
                         }
-                        if (t0 + row0 + u < span.len) {
-                            parts[(cs + t0 + row0 + u) * nparts + tilesT * FM + ts * FN + col0 / TN] = v;
-                        }
+                        leftPart[(row0 + u) * (BN / TN) + col0 / TN] = v;
                     } else {
                         [[unroll]] for (uint k = 0; k < TM; ++k) {
                             v += tc_frag[at + k * TN + u - TM];
                         }
-                        if (s0 + col0 + u - TM < span.len) {
-                            parts[(cs + s0 + col0 + u - TM) * nparts + tt * FM + row0 / TM] = v;
-                        }
+                        belowPart[(col0 + u - TM) * (BM / TM) + row0 / TM] = v;
                     }
                 }
                 subgroupMemoryBarrierShared();
                 subgroupBarrier();
             }
+            barrier();
+            for (uint e = tid; e < BM + BN; e += TC_THREADS) {
+                float v = 0.0;
+                if (e < BM) {
+                    if (t0 + e < span.len) {
+                        for (uint k = 0; k < BN / TN; ++k) {
+                            v += leftPart[e * (BN / TN) + k];
+                        }
+                        parts[(cs + t0 + e) * nparts + tilesT + ts] = v;
+                    }
+                } else {
+                    const uint j = e - BM;
+                    if (s0 + j < span.len) {
+                        for (uint k = 0; k < BM / TM; ++k) {
+                            v += belowPart[j * (BM / TM) + k];
+                        }
+                        parts[(cs + s0 + j) * nparts + tt] = v;
+                    }
+                }
+            }
+            barrier();   // the sums above are read before the next head writes them
         }
 
         [[unroll]] for (uint f = 0; f < TC_FRAGS; ++f) {

@@ -8,7 +8,7 @@ public static partial class SsdOp
 {
     [StructLayout(LayoutKind.Sequential)]
     private readonly record struct CumsumBwdPush(uint Batch, uint SeqLen, uint Heads, uint Chunk, uint Chunks, SsdFlags Flags,
-        float DtMin, float DtMax, uint TilesP, uint TilesN, uint TilesT, uint TileRows, uint Slices, uint TilesS, uint TileCols, uint FragsT, uint FragsS);
+        float DtMin, float DtMax, uint TilesP, uint TilesN, uint TilesT, uint TileRows, uint Slices, uint TilesS, uint TileCols);
 
     /// <summary>Rows per first-level block of the dD sum (over positions).</summary>
     private const int ReduceBlockRows = 256;
@@ -118,11 +118,10 @@ public static partial class SsdOp
         var slices = (p * n + (int)passLocal - 1) / (int)passLocal;
         var dBlocks = (l + ReduceBlockRows - 1) / ReduceBlockRows;
         static int Tiles(int extent, uint tile) => (extent + (int)tile - 1) / (int)tile;
-        // Partial sums per row: fp32 one per dB/dC tile; tensor cores one per fragment of a tile.
-        var tilesN = tc is null ? Tiles(n, bt.BN) : Tiles(n, tc.BN) * (int)(tc.BN / tc.TN);
+        var tilesN = Tiles(n, tc?.BN ?? bt.BN);
         var tilesT = Tiles(q, tc?.BM ?? bt.BM);
         var tilesS = tc is null ? 0 : Tiles(q, tc.BN);
-        var straddleParts = tc is null ? tilesT * tilesN : (tilesT * (int)(tc.BM / tc.TM)) + (tilesS * (int)(tc.BN / tc.TN));
+        var straddleParts = tc is null ? tilesT * tilesN : tilesT + tilesS;
         long tokens = (long)l * h;
         var pieces = Shaders.Pieces(device, op, b,
             [tokens * p, tokens, (long)l * g * n * splits, (long)h * nc * q * tilesP, (long)h * nc * q * straddleParts,
@@ -190,9 +189,8 @@ public static partial class SsdOp
     }
 
     /// <summary>
-    /// Sizes and tiles shared by every stage of one backward call. Tc: the tensor-core tile (null in fp32); TilesN
-    /// then counts the row dots' parts per row (one per fragment column of each d_state tile), TilesT and TilesS
-    /// dcb's row and column tiles. Accumulate: add into existing
+    /// Sizes and tiles shared by every stage of one backward call. Tc: the tensor-core tile (null in fp32), whose
+    /// dC / dB tiles TilesN and TilesT then count, and TilesS dcb's column tiles. Accumulate: add into existing
     /// gradients; GShift: the kernels' specialization code for g read one step away (0: none, 1: +1, 2: -1; a
     /// constant, not a flag, so the unshifted kernels compile as without it).
     /// </summary>
@@ -272,8 +270,7 @@ public static partial class SsdOp
             | SsdFlags.Accumulate.If(geo.Accumulate);
         st.Dispatch(cumsum, (Shaders.Groups(device, (long)nc * b * h), 1, 1),
             new CumsumBwdPush(b, l, h, q, nc, cumsumFlags, o.DtLimit.Min, o.DtLimit.Max,
-                (uint)geo.TilesP, (uint)geo.TilesN, (uint)geo.TilesT, geo.Tc?.BM ?? geo.Dbc.BM, (uint)geo.Slices, (uint)geo.TilesS, geo.Tc?.BN ?? 0,
-                geo.Tc is null ? 0 : geo.Tc.BM / geo.Tc.TM, geo.Tc is null ? 0 : geo.Tc.BN / geo.Tc.TN),
+                (uint)geo.TilesP, (uint)geo.TilesN, (uint)geo.TilesT, geo.Tc?.BM ?? geo.Dbc.BM, (uint)geo.Slices, (uint)geo.TilesS, geo.Tc?.BN ?? 0),
             pc.Of(dt), A.Buffer, (o.DtBias ?? A).Buffer, pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(sc.DdtPart),
             pc.Of(sc.Gys), pc.Of(sc.Ts), pc.Of(sc.Straddle), pc.Of(sc.Inner),
             pc.Of(gr.Ddt), pc.Of(sc.DaPart), pc.Of(sc.DbiasPart));

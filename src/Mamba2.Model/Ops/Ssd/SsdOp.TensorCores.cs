@@ -121,7 +121,7 @@ public static partial class SsdOp
             pc.Of(g), pc.Of(x), cb, pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(saved.DACumsumLo), dcb, pc.Of(straddle));
         st.Section(DcbStage);
 
-        var items = (long)geo.TilesT * ((n + t.BN - 1) / t.BN) * nc * b * gr;
+        var items = (long)geo.TilesT * geo.TilesN * nc * b * gr;
         var flags = mirrored | SsdFlags.Accumulate.If(geo.Accumulate);
         void Dbc(bool reverse, Tensor u, Tensor sm, Tensor r, Tensor w, Tensor output, Tensor rowDot) =>
             st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDbcTc(bf16), t.ScanSpec(reverse, reverse ? 0 : geo.GShift)), (Shaders.Groups(device, items), 1, 1),
