@@ -19,14 +19,22 @@ internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uin
 
     public ChunkStateTcSpec StateSpec(bool grad, uint gShift) => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, grad, gShift);
 
-    /// <summary>Shared memory of the largest of the three kernels (chunk_scan: operand tiles, per-chunk arrays, fragment staging, row dots).</summary>
+    /// <summary>
+    /// Shared memory of the largest of the tensor-core SSD kernels: what they all hold (operand tiles, fragment
+    /// staging, the slice maxima) plus the largest of their own arrays (chunk_scan's per-chunk arrays and row dots,
+    /// chunk_scan_bwd_dcb's decay arrays and row and column parts, chunk_scan_bwd_dbc's decay factors and row dots).
+    /// </summary>
     public uint SharedBytes
     {
         get
         {
             static uint Tile(uint rows, uint k) => Math.Max(rows * ((k / 4) + 2), k * ((rows / 4) + 2)) * 8;   // words of 4 operands, padded
             var subgroups = BM / WM * (BN / WN);
-            return Tile(BM, BK) + Tile(BN, BK) + (subgroups * TM * TN * 4) + (3 * MaxChunk * 4) + (2 * subgroups * 4) + (BM * (BN / TN) * 4);
+            var common = Tile(BM, BK) + Tile(BN, BK) + (subgroups * TM * TN * 4) + (2 * subgroups * 4);
+            var scan = (3 * MaxChunk) + (BM * (BN / TN));
+            var dcb = (2 * BM) + (3 * BN) + (BM * (BN / TN)) + (BN * (BM / TM));
+            var dbc = MaxChunk + (BM * (BN / TN));
+            return common + (Math.Max(scan, Math.Max(dcb, dbc)) * 4);
         }
     }
 
