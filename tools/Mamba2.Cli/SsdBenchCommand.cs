@@ -123,7 +123,7 @@ internal static class SsdBenchCommand
             }
 
             var t = s.Submit();
-            PrintStages(t, "fwd/", SsdOp.StagesOf(SsdOp.PathOn(device, options)));
+            PrintStages(t, "fwd/", SsdOp.StagesOf(SsdOp.PathOn(device, options), precision));
             if (backward)
             {
                 PrintStages(t, "bwd/", SsdOp.BackwardStagesOf(SsdOp.PathOn(device, options), precision));

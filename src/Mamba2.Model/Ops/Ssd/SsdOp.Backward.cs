@@ -20,11 +20,11 @@ public static partial class SsdOp
     /// <summary>The tensor-core backward's own stage: dcb, between dx and dC (<see cref="BackwardStagesOf"/>).</summary>
     private const string DcbStage = "chunk_scan_bwd_dcb";
 
-    private static readonly IReadOnlyList<string> TensorCoreBackwardStages = [.. BackwardStages.Take(4), DcbStage, .. BackwardStages.Skip(4)];
+    private static readonly IReadOnlyList<string> TensorCoreBackwardStages = [.. BackwardStages.Take(3), ChunkCbStage, BackwardStages[3], DcbStage, .. BackwardStages.Skip(4)];
 
     /// <summary>
-    /// The backward's profiled stages on a path and in a precision (<see cref="BackwardStages"/>, with dcb in the
-    /// tensor-core modes, or <see cref="RecurrentBackwardStages"/>).
+    /// The backward's profiled stages on a path and in a precision (<see cref="BackwardStages"/>, with C.B^T and dcb
+    /// in the tensor-core modes, or <see cref="RecurrentBackwardStages"/>).
     /// </summary>
     public static IReadOnlyList<string> BackwardStagesOf(SsdPath path, Precision precision = Precision.Fp32) =>
         path == SsdPath.Recurrent ? RecurrentBackwardStages : precision == Precision.Fp32 ? BackwardStages : TensorCoreBackwardStages;

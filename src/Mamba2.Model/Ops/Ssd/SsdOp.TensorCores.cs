@@ -82,6 +82,7 @@ public static partial class SsdOp
         var cb = st.Own(device.CreateBuffer<float>((long)b * nc * g * q * q, "ssd.cb"));
         st.Dispatch(device.GetKernel(Shaders.ChunkCbTc(o.Precision == Precision.Bf16), t.Spec), (Shaders.Groups(device, tiles * nc * b * g), 1, 1),
             new ScanPush(b, l, h, g, p, n, q, nc, SsdFlags.Mirrored.If(o.Mirrored)), pc.Of(C), pc.Of(B), cb);
+        st.Section(ChunkCbStage);
         return cb;
     }
 

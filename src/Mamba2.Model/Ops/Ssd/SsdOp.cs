@@ -31,11 +31,21 @@ public static partial class SsdOp
     /// <summary>Whether a bidirectional forward with these options takes the fused pass on this device.</summary>
     public static bool UsesFusedPass(GpuDevice device, SsdOptions options) => options.UsesFusedPass(PathOn(device, options));
 
-    /// <summary>The forward's profiled stages on a path (<see cref="Stages"/> or <see cref="RecurrentStages"/>).</summary>
-    public static IReadOnlyList<string> StagesOf(SsdPath path) => path == SsdPath.Recurrent ? RecurrentStages : Stages;
+    /// <summary>
+    /// The forward's profiled stages on a path and in a precision (<see cref="Stages"/>, with C.B^T apart from
+    /// chunk_scan in the tensor-core modes, or <see cref="RecurrentStages"/>).
+    /// </summary>
+    public static IReadOnlyList<string> StagesOf(SsdPath path, Precision precision = Precision.Fp32) =>
+        path == SsdPath.Recurrent ? RecurrentStages : precision == Precision.Fp32 ? Stages : TensorCoreStages;
+
+    /// <summary>The tensor-core modes' own stage, C.B^T once per group (tc/chunk_cb), before chunk_scan and dx.</summary>
+    private const string ChunkCbStage = "chunk_cb";
 
     /// <summary>The stages in order; on a profiling stream each ends with a <see cref="CommandStream.Section"/> of its name.</summary>
     public static readonly IReadOnlyList<string> Stages = ["chunk_cumsum", "chunk_state", "state_passing", "chunk_scan"];
+
+    // After Stages: static fields initialize in order.
+    private static readonly IReadOnlyList<string> TensorCoreStages = [.. Stages.Take(3), ChunkCbStage, Stages[3]];
 
     /// <summary>
     /// Runs the forward pass (or records it into <paramref name="stream"/>). Shapes: x (b, L, h, p), dt (b, L, h),
