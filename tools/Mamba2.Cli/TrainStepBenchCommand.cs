@@ -125,6 +125,7 @@ internal static class TrainStepBenchCommand
         var table = new Table().AddColumns("step median ms", "min ms", "max ms", "tokens/s", "memory: one submission", "memory: a layer a submission (Trainer)");
         table.AddRow($"{median:F2}", $"{timing.MinMs:F2}", $"{timing.MaxMs:F2}", $"{tokens / median * 1e3:F0}", $"{stepMemory / 1048576.0:F0} MiB", $"{stagedMemory / 1048576.0:F0} MiB");
         AnsiConsole.Write(table);
+        Console.WriteLine($"timed steps, GPU ms in order: {string.Join(", ", timing.SamplesMs.Select(v => v.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))}; host time to record a step: {timing.HostRecordMs:F1} ms (the GPU idles meanwhile)");
 
         var sections = profiled.Sections(depth: 1);   // one row per section: the SSD's stages sum into "ssd"
         var split = new Table().AddColumns("section", "ms", "% of step", "GFLOP/s");

@@ -2,8 +2,11 @@ using Mamba2.Vulkan;
 
 namespace Mamba2.Cli;
 
-/// <summary>Time of one op call, GPU-timestamped, and its peak extra device memory.</summary>
-internal sealed record RowTiming(TimingStats Stats, double PeakMemoryBytes)
+/// <summary>
+/// Time of one op call, GPU-timestamped, and its peak extra device memory; the timed calls' GPU times in order and
+/// the median host time to record one (the GPU idles meanwhile: between calls its clocks may drop).
+/// </summary>
+internal sealed record RowTiming(TimingStats Stats, double PeakMemoryBytes, IReadOnlyList<double> SamplesMs, double HostRecordMs)
 {
     public double MedianMs => Stats.MedianMs;
 
@@ -44,6 +47,7 @@ internal static class RowTimer
         var before = device.Memory.AllocatedBytes;
         device.Memory.ResetPeak();
         var ms = new List<double>();
+        var host = new List<double>();
         double peak = 0;
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var spunUpAfterWarmup = false;
@@ -63,13 +67,16 @@ internal static class RowTimer
             {
                 try
                 {
+                    var recording = System.Diagnostics.Stopwatch.StartNew();
                     s.Timestamp("start");
                     made.AddRange(record(s));
                     s.Timestamp("end");
+                    var recorded = recording.Elapsed.TotalMilliseconds;
                     var t = s.Submit();
                     if (!warming)
                     {
                         ms.Add(t.Milliseconds("start", "end"));
+                        host.Add(recorded);
                     }
                 }
                 finally
@@ -84,6 +91,6 @@ internal static class RowTimer
             }
         }
 
-        return new RowTiming(TimingStats.Of(ms), peak);
+        return new RowTiming(TimingStats.Of(ms), peak, ms, TimingStats.Of(host).MedianMs);
     }
 }
