@@ -178,12 +178,58 @@ void tc_product(inout TC_ACC acc[TC_FRAGS], bool a_cols, bool b_cols) {
 
 // The epilogue, fragment by fragment through a small staging area per subgroup (KHR fragments do not expose their
 // elements' coordinates): calls the kernel's tc_element(i, j, v) for every element (i, j) of the BM x BN tile and,
-// when the kernel defines TC_FRAGMENT_DONE(row0, col0, at), that macro once per fragment staged at tc_frag[at].
-// Shared memory is kept this small on purpose: on the H200 a 17 KiB output tile cut the workgroups an SM holds
-// (docs/PERF.md). Each subgroup works alone; no workgroup barrier.
+// with TC_ROW_DOTS, takes each staged fragment's row dots (below). Shared memory is kept this small on purpose: on
+// the H200 a 17 KiB output tile cut the workgroups an SM holds (docs/PERF.md). Each subgroup works alone; no
+// workgroup barrier.
 shared float tc_frag[TC_SUBGROUPS * TM * TN];
 
 void tc_element(uint i, uint j, float v);
+
+#ifdef TC_ROW_DOTS
+// Row dots, for a kernel that defines TC_ROW_DOTS as the condition under which tc_epilogue takes them: for each row
+// i of the tile, the dot of its accumulators with a row of another tensor, one part per fragment column (each over
+// its columns in order), then tc_row_dots_done sums each row's parts in order (deterministic). The kernel defines
+//   bool tc_row_partner(uint i, out uint base): whether row i lies inside the problem, and where its partner starts;
+//   bool tc_partner(uint base, uint j, out float v): the partner of the tile's column j, false past the tensor;
+//   void tc_row_dot(uint i, float dot): row i's dot (for the rows inside the problem).
+shared float tc_row_parts[BM * (BN / TN)];
+
+bool tc_row_partner(uint i, out uint base);
+bool tc_partner(uint base, uint j, out float v);
+void tc_row_dot(uint i, float dot);
+
+void tc_fragment_row_dots(uint row0, uint col0, uint at) {
+    for (uint q = gl_SubgroupInvocationID; q < TM; q += gl_SubgroupSize) {
+        float dot = 0.0;
+        uint base;
+        if (tc_row_partner(row0 + q, base)) {
+            for (uint c = 0; c < TN; ++c) {
+                float v;
+                if (tc_partner(base, col0 + c, v)) {
+                    dot = fma(v, tc_frag[at + q * TN + c], dot);
+                }
+            }
+        }
+        tc_row_parts[(row0 + q) * (BN / TN) + col0 / TN] = dot;
+    }
+}
+
+// After a tc_epilogue that took row dots; every invocation of the workgroup calls it.
+void tc_row_dots_done() {
+    barrier();
+    for (uint i = gl_LocalInvocationID.x; i < BM; i += TC_THREADS) {
+        uint base;
+        if (tc_row_partner(i, base)) {
+            float sum = 0.0;
+            for (uint k = 0; k < BN / TN; ++k) {
+                sum += tc_row_parts[i * (BN / TN) + k];
+            }
+            tc_row_dot(i, sum);
+        }
+    }
+    barrier();   // the parts are read before the next epilogue writes them
+}
+#endif
 
 void tc_epilogue(TC_ACC acc[TC_FRAGS]) {
     const uint wm0 = (gl_SubgroupID / TC_WARPS_N) * WM;
@@ -197,8 +243,10 @@ void tc_epilogue(TC_ACC acc[TC_FRAGS]) {
             for (uint e = gl_SubgroupInvocationID; e < TM * TN; e += gl_SubgroupSize) {
                 tc_element(wm0 + i * TM + e / TN, wn0 + j * TN + e % TN, tc_frag[at + e]);
             }
-#ifdef TC_FRAGMENT_DONE
-            TC_FRAGMENT_DONE(wm0 + i * TM, wn0 + j * TN, at);   // the kernel's own pass over the staged fragment
+#ifdef TC_ROW_DOTS
+            if (TC_ROW_DOTS) {
+                tc_fragment_row_dots(wm0 + i * TM, wn0 + j * TN, at);
+            }
 #endif
             subgroupMemoryBarrierShared();
             subgroupBarrier();

@@ -58,19 +58,16 @@ layout(push_constant) uniform Push {
     uint flags;   // SsdFlags (ssd_flags.glsl)
 } p;
 
-// REVERSE: each staged fragment's row dots for ddt (reverse_row_dots, below).
-void reverse_row_dots(uint row0, uint col0, uint at);
-#define TC_FRAGMENT_DONE(row0, col0, at) if (REVERSE != 0) { reverse_row_dots(row0, col0, at); }
+#define TC_ROW_DOTS (REVERSE != 0)   // REVERSE: x . r per row, the ddt parts (tc_row_partner, below)
 #include "tc_product.glsl"
 
 const uint MAX_CHUNK = 256;
 shared float dAq[MAX_CHUNK];     // this (batch, head, chunk)'s dA_cs, hi and lo, and dt_out
 shared float dAqLo[MAX_CHUNK];
 shared float dtq[MAX_CHUNK];
-shared float rowDots[BM * (BN / TN)];   // REVERSE: x . r per row and fragment column, summed in a fixed order
 
 ChunkSpan span;
-uint b, head, grp, t0, p0, k0, cbase, sbase;
+uint b, head, grp, t0, p0, k0, cbase, sbase, cs, tileP, tilesP;
 bool intra;   // which slices: the state term's (k0 over d_state) or the intra-chunk term's (k0 over positions)
 bool wholeP, wholeN, wholeQ;   // rows of x and g, of B, C and states, of cb start on 16-byte boundaries
 
@@ -158,49 +155,39 @@ void tc_element(uint i, uint j, float v) {
     }
 }
 
-// REVERSE's share of ddt: per row of each staged fragment the dot x . r over its columns (in order), then per row
-// the fragments' dots (in order): deterministic.
-void reverse_row_dots(uint row0, uint col0, uint at) {
-    for (uint rr = gl_SubgroupInvocationID; rr < TM; rr += gl_SubgroupSize) {
-        const uint row = row0 + rr;
-        float dot = 0.0;
-        if (t0 + row < span.len) {
-            const uint base = ((b * p.seqlen + span_pos(span, t0 + row)) * p.nheads + head) * p.headdim;
-            for (uint cc = 0; cc < TN; ++cc) {
-                const uint pj = p0 + col0 + cc;
-                if (pj < p.headdim) {
-                    dot = fma(x_fwd[base + pj], tc_frag[at + rr * TN + cc], dot);
-                }
-            }
-        }
-        rowDots[row * (BN / TN) + col0 / TN] = dot;
+// REVERSE's share of ddt, per row of the tile: x . r over the tile's columns (tc_product.glsl's row dots).
+bool tc_row_partner(uint i, out uint base) {
+    base = 0;
+    if (t0 + i >= span.len) {
+        return false;
     }
+    base = ((b * p.seqlen + span_pos(span, t0 + i)) * p.nheads + head) * p.headdim + p0;
+    return true;
 }
 
-void reverse_ddt(uint tileP, uint tilesP, uint cs) {
-    barrier();
-    for (uint row = gl_LocalInvocationID.x; row < BM; row += TC_THREADS) {
-        if (t0 + row < span.len) {
-            float sum = 0.0;
-            for (uint k = 0; k < BN / TN; ++k) {
-                sum += rowDots[row * (BN / TN) + k];
-            }
-            ddt_part[(cs + t0 + row) * tilesP + tileP] = sum;
-        }
+bool tc_partner(uint base, uint j, out float v) {
+    v = 0.0;
+    if (p0 + j >= p.headdim) {
+        return false;
     }
-    barrier();   // rowDots is read before the next item writes it
+    v = x_fwd[base + j];
+    return true;
+}
+
+void tc_row_dot(uint i, float dot) {
+    ddt_part[(cs + t0 + i) * tilesP + tileP] = dot;
 }
 
 void main() {
     const uint tid = gl_LocalInvocationID.x;
     const uint tilesT = (p.chunk + BM - 1) / BM;
-    const uint tilesP = (p.headdim + BN - 1) / BN;
+    tilesP = (p.headdim + BN - 1) / BN;
     const uint items = tilesT * tilesP * p.nchunks * p.batch * p.nheads;
     const uint hpg = p.nheads / p.ngroups;
 
     for (uint w = gl_WorkGroupID.x; w < items; w += gl_NumWorkGroups.x) {
         uint r = w;
-        const uint tp = r % tilesP; r /= tilesP;
+        tileP = r % tilesP; r /= tilesP;
         const uint tt = r % tilesT; r /= tilesT;
         const uint c = r % p.nchunks; r /= p.nchunks;
         head = r % p.nheads;
@@ -211,14 +198,14 @@ void main() {
         wholeQ = p.chunk % 4 == 0;
         span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED));
         t0 = tt * BM;
-        p0 = tp * BN;
+        p0 = tileP * BN;
         if (t0 >= span.len) {
             continue;   // uniform: a tile wholly past the sequence end
         }
         cbase = ((b * p.nchunks + c) * p.ngroups + grp) * p.chunk * p.chunk;
         sbase = ((b * p.nchunks + c) * p.nheads + head) * p.headdim;
 
-        const uint cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
+        cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
         // The other side's positions this tile reads: forward s <= t < min(t0 + BM, len); REVERSE t >= s, up to len.
         const uint kBegin = REVERSE == 0 ? 0 : t0 / BK * BK;
         const uint kEnd = REVERSE == 0 ? min(t0 + BM, span.len) : span.len;
@@ -242,7 +229,7 @@ void main() {
         }
         tc_epilogue(acc);   // REVERSE: dx, and each fragment's row dots
         if (REVERSE != 0) {
-            reverse_ddt(tp, tilesP, cs);
+            tc_row_dots_done();
         }
     }
 }

@@ -46,17 +46,15 @@ layout(push_constant) uniform Push {
     uint flags;   // SsdFlags (ssd_flags.glsl)
 } p;
 
-void state_row_dots(uint row0, uint col0, uint at);
-#define TC_FRAGMENT_DONE(row0, col0, at) if (!intra) { state_row_dots(row0, col0, at); }
+#define TC_ROW_DOTS (!intra)   // a head's state term: W[i] . term[i] per row (tc_row_partner, below)
 bool intra;   // which slices: a head's state term (k0 over the head dimension) or the intra-chunk term (k0 over positions)
 #include "tc_product.glsl"
 
 const uint MAX_CHUNK = 256;
 shared float e_row[MAX_CHUNK];   // this head's e(i) at the tile's rows
-shared float rowDots[BM * (BN / TN)];
 
 ChunkSpan span;
-uint b, head, grp, t0, n0, k0, cbase, sbase;
+uint b, head, grp, t0, n0, k0, cbase, sbase, cs, tileN, tilesN;
 bool wholeP, wholeN, wholeQ;   // rows of u, of B, C and the states, of dcb start on 16-byte boundaries
 
 uint gn_at(uint pos) {   // a row of (b, L, g, n) at the sequence position of chunk position pos
@@ -91,54 +89,45 @@ vec4 word_b(uint r, uint c) {
 
 void tc_element(uint i, uint j, float v) {
     if (!intra || t0 + i >= span.len || n0 + j >= p.dstate) {
-        return;   // a head's state term: only its row dots (state_row_dots)
+        return;   // a head's state term: only its row dots (tc_row_partner)
     }
     const uint o = gn_at(t0 + i) + n0 + j;
     outp[o] = SSD_HAS(p.flags, SSD_ACCUMULATE) ? outp[o] + v : v;
 }
 
-// A head's row dots W[i] . term[i] per row of each staged fragment over its columns (in order); reduce_row_dots
-// then sums each row's fragments in order: deterministic.
-void state_row_dots(uint row0, uint col0, uint at) {
-    for (uint q = gl_SubgroupInvocationID; q < TM; q += gl_SubgroupSize) {
-        const uint row = row0 + q;
-        float dot = 0.0;
-        if (t0 + row < span.len) {
-            const uint base = gn_at(t0 + row);
-            for (uint cc = 0; cc < TN; ++cc) {
-                if (n0 + col0 + cc < p.dstate) {
-                    dot = fma(wv[base + n0 + col0 + cc], tc_frag[at + q * TN + cc], dot);
-                }
-            }
-        }
-        rowDots[row * (BN / TN) + col0 / TN] = dot;
+// A head's row dots W[i] . term[i] over this d_state tile (tc_product.glsl's row dots).
+bool tc_row_partner(uint i, out uint base) {
+    base = 0;
+    if (t0 + i >= span.len) {
+        return false;
     }
+    base = gn_at(t0 + i) + n0;
+    return true;
 }
 
-void reduce_row_dots(uint tileN, uint tilesN, uint cs) {
-    barrier();
-    for (uint row = gl_LocalInvocationID.x; row < BM; row += TC_THREADS) {
-        if (t0 + row < span.len) {
-            float sum = 0.0;
-            for (uint k = 0; k < BN / TN; ++k) {
-                sum += rowDots[row * (BN / TN) + k];
-            }
-            rowdot[(cs + t0 + row) * tilesN + tileN] = sum;
-        }
+bool tc_partner(uint base, uint j, out float v) {
+    v = 0.0;
+    if (n0 + j >= p.dstate) {
+        return false;
     }
-    barrier();   // rowDots and e_row are read before the next head writes them
+    v = wv[base + j];
+    return true;
+}
+
+void tc_row_dot(uint i, float dot) {
+    rowdot[(cs + t0 + i) * tilesN + tileN] = dot;
 }
 
 void main() {
     const uint tid = gl_LocalInvocationID.x;
     const uint tilesT = (p.chunk + BM - 1) / BM;
-    const uint tilesN = (p.dstate + BN - 1) / BN;
+    tilesN = (p.dstate + BN - 1) / BN;
     const uint items = tilesT * tilesN * p.nchunks * p.batch * p.ngroups;
     const uint hpg = p.nheads / p.ngroups;
 
     for (uint w = gl_WorkGroupID.x; w < items; w += gl_NumWorkGroups.x) {
         uint r = w;
-        const uint tn = r % tilesN; r /= tilesN;
+        tileN = r % tilesN; r /= tilesN;
         const uint tt = r % tilesT; r /= tilesT;
         const uint c = r % p.nchunks; r /= p.nchunks;
         grp = r % p.ngroups;
@@ -148,7 +137,7 @@ void main() {
         wholeQ = p.chunk % 4 == 0;
         span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED));
         t0 = tt * BM;
-        n0 = tn * BN;
+        n0 = tileN * BN;
         if (t0 >= span.len) {
             continue;   // uniform: a tile wholly past the sequence end
         }
@@ -159,7 +148,7 @@ void main() {
         intra = false;
         for (uint hh = 0; hh < hpg; ++hh) {
             head = grp * hpg + hh;
-            const uint cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
+            cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
             sbase = ((b * p.nchunks + c) * p.nheads + head) * p.headdim;
             const uint last = span.len - 1;
             for (uint i = tid; i < BM; i += TC_THREADS) {
@@ -175,7 +164,7 @@ void main() {
                 tc_product(term, false, false);
             }
             tc_epilogue(term);   // the row dots only
-            reduce_row_dots(tn, tilesN, cs);
+            tc_row_dots_done();   // also: e_row is read before the next head writes it
             [[unroll]] for (uint f = 0; f < TC_FRAGS; ++f) {
                 acc[f] = acc[f] + term[f];
             }
