@@ -59,12 +59,12 @@ internal sealed unsafe class KernelCache : IDisposable
                 var started = System.Diagnostics.Stopwatch.GetTimestamp();
                 kernel = new Kernel(_device, source, specialization.ToArray(), _cache);
                 _kernels[key] = kernel;
+                Builds = new PipelineBuilds(Builds.Count + 1, Builds.Time + System.Diagnostics.Stopwatch.GetElapsedTime(started));
                 if (_device.CapturesPipelineStatistics)
                 {
+                    // After the build's time: the queries are this option's cost, not the driver's compile.
                     _statistics.Add(new KernelStatistics(source.Name, kernel.Specialization, PipelineStatisticsReader.Read(_device, kernel.Pipeline)));
                 }
-
-                Builds = new PipelineBuilds(Builds.Count + 1, Builds.Time + System.Diagnostics.Stopwatch.GetElapsedTime(started));
             }
 
             return kernel;

@@ -11,10 +11,10 @@ namespace Mamba2.Cli;
 internal sealed record BenchRow(string Op, string Impl, string Pass, BenchShape Shape, double MedianMs, double MinMs, double MaxMs,
     double Bytes, double Flops, double PeakMemoryBytes)
 {
-    /// <summary>A row from a <see cref="RowTimer"/> timing; pass "fwd+bwd" when <paramref name="backward"/>, else "fwd".</summary>
     /// <summary>An implementation's name with the precision appended when it is not exact fp32 ("ours fp32-fast").</summary>
     public static string WithPrecision(string impl, Precision precision) => precision == Precision.Fp32 ? impl : $"{impl} {precision.Name()}";
 
+    /// <summary>A row from a <see cref="RowTimer"/> timing; pass "fwd+bwd" when <paramref name="backward"/>, else "fwd".</summary>
     public static BenchRow Of(string op, string impl, bool backward, BenchShape shape, RowTiming t, double bytes, double flops) =>
         new(op, impl, backward ? "fwd+bwd" : "fwd", shape, t.MedianMs, t.MinMs, t.MaxMs, bytes, flops, t.PeakMemoryBytes);
 

@@ -84,9 +84,9 @@ public sealed record SsdOptions
     /// What the scan's matrix products are computed in (docs/DESIGN.md, "Precision policy"). <see cref="Precision.Fp32"/>
     /// (default) is the exact path; <see cref="Precision.Fp32Fast"/> and <see cref="Precision.Bf16"/> run chunk_state,
     /// C.B^T and chunk_scan on tensor cores (the tiled path, fp32 tensors in and out; cumsum, decays and states stay
-    /// fp32). In the backward, the per-chunk state gradient (chunk_state) and dx (chunk_scan run backwards) run on
-    /// tensor cores; dB, dC and the rest are the fp32 kernels, run on what the forward saved. Bidirectional forms
-    /// compose two causal runs.
+    /// fp32). In the backward, the per-chunk state gradient (chunk_state), dx (chunk_scan run backwards) and dB, dC
+    /// (through dcb, the heads' weighted g.x^T per group) run on tensor cores; the cumsum, state passing and the
+    /// reductions stay fp32. Bidirectional forms compose two causal runs.
     /// </summary>
     public Precision Precision { get; init; } = Precision.Fp32;
 
