@@ -48,7 +48,6 @@ public static partial class SsdOp
         var bf16 = o.Precision == Precision.Bf16;
         var (b, l, h, p, g, n, q) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk);
         var nc = (uint)s.Chunks;
-        static uint Tiles(uint extent, uint tile) => (extent + tile - 1) / tile;
 
         RecordCumsum(st, s, pc, dt, A, o, r.DtOut, r.DACumsum, r.DACumsumLo);
         st.Section(Stages[0]);
@@ -63,7 +62,7 @@ public static partial class SsdOp
         var cb = RecordChunkCb(st, s, t, pc, B, C, o);
         var mirrored = SsdFlags.Mirrored.If(o.Mirrored);
         var flags = SsdFlagsExtensions.ForD(o.D) | (o.Z is null ? SsdFlags.None : SsdFlags.Z | SsdFlags.SaveUngated) | mirrored;
-        st.Dispatch(device.GetKernel(Shaders.ChunkScanTc(bf16), t.ScanSpec(reverse: false, gShift: 0)), (Shaders.Groups(device, (long)Tiles(q, t.BM) * Tiles(p, t.BN) * nc * b * h), 1, 1),
+        st.Dispatch(device.GetKernel(Shaders.ChunkScanTc(bf16), t.ScanSpec(reverse: false, gShift: 0)), (Shaders.Groups(device, t.Tiles(q, p) * nc * b * h), 1, 1),
             new ScanPush(b, l, h, g, p, n, q, nc, flags),
             pc.Of(x), pc.Of(C), cb, pc.Of(r.ChunkStates), pc.Of(r.DtOut), pc.Of(r.DACumsum), (o.D ?? A).Buffer, pc.Of(o.Z ?? x), pc.Of(r.Y),
             pc.Of(r.YBeforeGate ?? r.Y), pc.Of(r.DACumsumLo));
@@ -78,7 +77,7 @@ public static partial class SsdOp
     {
         var device = B.Device;
         var (b, l, h, p, g, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
-        var tiles = (long)((q + t.BM - 1) / t.BM) * ((q + t.BN - 1) / t.BN);
+        var tiles = t.Tiles(q, q);
         var cb = st.Own(device.CreateBuffer<float>((long)b * nc * g * q * q, "ssd.cb"));
         st.Dispatch(device.GetKernel(Shaders.ChunkCbTc(o.Precision == Precision.Bf16), t.Spec), (Shaders.Groups(device, tiles * nc * b * g), 1, 1),
             new ScanPush(b, l, h, g, p, n, q, nc, SsdFlags.Mirrored.If(o.Mirrored)), pc.Of(C), pc.Of(B), cb);
@@ -95,7 +94,7 @@ public static partial class SsdOp
     {
         var device = g.Device;
         var (b, l, h, p, gr, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
-        var items = (long)((q + t.BM - 1) / t.BM) * ((p + t.BN - 1) / t.BN) * nc * b * h;
+        var items = t.Tiles(q, p) * nc * b * h;
         st.Dispatch(device.GetKernel(Shaders.ChunkScanTc(o.Precision == Precision.Bf16), t.ScanSpec(reverse: true, gShift)), (Shaders.Groups(device, items), 1, 1),
             new ScanPush(b, l, h, gr, p, n, q, nc, flags),
             pc.Of(g), pc.Of(B), cb, pc.Of(dStatesNext), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), (o.D ?? A).Buffer, pc.Of(x), pc.Of(dx),

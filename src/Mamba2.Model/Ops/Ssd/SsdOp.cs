@@ -194,7 +194,7 @@ public static partial class SsdOp
         {
             var tc = TensorCoreTileFor(device, precision);
             state = device.GetKernel(Shaders.ChunkStateTc(precision == Precision.Bf16), tc.StateSpec(grad: weights != 0, gShift));
-            items = (long)((p + tc.BM - 1) / tc.BM) * ((n + tc.BN - 1) / tc.BN) * nc * b * h;
+            items = tc.Tiles(p, n) * nc * b * h;
         }
 
         st.Dispatch(state, (Shaders.Groups(device, items), 1, 1), new StatePush(b, l, h, g, p, n, q, nc, SsdFlags.Mirrored.If(mirrored)),
