@@ -40,7 +40,7 @@ internal sealed unsafe class MemoryBlock
     public byte* Mapped { get; }
     public bool Dedicated { get; }
 
-    /// <summary>An empty dedicated block kept for reuse, counted in <see cref="MemoryAllocator.CachedBytes"/>.</summary>
+    /// <summary>An empty block kept for reuse, counted in <see cref="MemoryAllocator.CachedBytes"/>.</summary>
     public bool Cached { get; set; }
     public bool IsEmpty => _free.Count == 1 && _free[0].Size == Size;
 
@@ -100,10 +100,10 @@ internal sealed unsafe class MemoryBlock
 
 /// <summary>
 /// Suballocates device and host memory in blocks no larger than the device's maxMemoryAllocationSize, so a
-/// training run makes few vkAllocateMemory calls. Large requests get a dedicated allocation, which is cached when
-/// freed (up to <see cref="CacheLimitBytes"/>) for the next request of about its size: a training step or a
-/// benchmark loop frees and asks for the same large buffers every iteration, and a fresh allocation costs a
-/// driver call and the driver's clearing of the memory. Reports current and peak use.
+/// training run makes few vkAllocateMemory calls. Large requests get a dedicated allocation. Blocks that become
+/// empty are cached (up to <see cref="CacheLimitBytes"/>): a dedicated one for the next request of about its size,
+/// a shared one for any. A training step or a benchmark loop frees and asks for the same buffers every iteration,
+/// and a fresh allocation costs a driver call and the driver's clearing of the memory. Reports current and peak use.
 /// </summary>
 public sealed unsafe class MemoryAllocator : IDisposable
 {
@@ -122,7 +122,7 @@ public sealed unsafe class MemoryAllocator : IDisposable
         _props = device.Api.GetPhysicalDeviceMemoryProperties(device.Info.Handle);
         // A CPU driver's memory is the host's: a cached block would hold pages the rest of the machine needs.
         _largestHeap = Enumerable.Range(0, (int)_props.MemoryHeapCount).Max(i => _props.MemoryHeaps[i].Size);
-        CacheLimitBytes = device.Info.IsCpu ? 0 : _largestHeap / 4;
+        CacheLimitBytes = device.Info.IsCpu ? 0 : _largestHeap / 2;
         UnifiedMemory = Enumerable.Range(0, (int)_props.MemoryTypeCount).Select(i => _props.MemoryTypes[i].PropertyFlags)
             .Where(f => f.HasFlag(MemoryPropertyFlags.DeviceLocalBit))
             .All(f => f.HasFlag(MemoryPropertyFlags.HostVisibleBit | MemoryPropertyFlags.HostCoherentBit));
@@ -140,13 +140,14 @@ public sealed unsafe class MemoryAllocator : IDisposable
     /// <summary>vkAllocateMemory calls so far: a loop that frees and asks for the same buffers should stop adding to it.</summary>
     public long DriverAllocations { get; private set; }
 
-    /// <summary>Bytes of freed dedicated blocks kept for reuse (part of <see cref="ReservedBytes"/>).</summary>
+    /// <summary>Bytes of empty blocks kept for reuse (part of <see cref="ReservedBytes"/>).</summary>
     public ulong CachedBytes { get; private set; }
 
     /// <summary>
-    /// At most this many bytes of freed dedicated blocks are kept (default: a quarter of the largest heap on a GPU,
-    /// none on a CPU driver), and none while the process holds over three quarters of the heap: the driver needs
-    /// room of its own. An allocation that finds the device out of memory releases them and tries again.
+    /// At most this many bytes of empty blocks are kept (default: half the largest heap on a GPU, none on a CPU
+    /// driver; past the limit one empty shared block per memory type stays), and none while the process holds over
+    /// three quarters of the heap: the driver needs room of its own. An allocation that finds the device out of
+    /// memory releases them and tries again.
     /// </summary>
     public ulong CacheLimitBytes { get; set; }
 
@@ -218,8 +219,10 @@ public sealed unsafe class MemoryAllocator : IDisposable
                 return;
             }
 
-            // Keep one empty shared block per type, and dedicated blocks up to the cache limit; return the rest.
-            if (a.Block.Dedicated && CachedBytes + a.Block.Size <= CacheLimitBytes && ReservedBytes <= _largestHeap / 4 * 3)
+            // Empty blocks, dedicated or shared, are kept up to the cache limit; past it one empty shared block per
+            // type stays, the rest go back. A layer-a-submission training step empties a few shared blocks after
+            // every stage: returning them made each stage ask the driver again (2 s a step on the H200, docs/PERF.md).
+            if (CachedBytes + a.Block.Size <= CacheLimitBytes && ReservedBytes <= _largestHeap / 4 * 3)
             {
                 a.Block.Cached = true;
                 CachedBytes += a.Block.Size;
@@ -258,10 +261,17 @@ public sealed unsafe class MemoryAllocator : IDisposable
 
     private Allocation? TakeFromBlocks(uint type, ulong size, ulong alignment)
     {
-        foreach (var b in _blocks)
+        // Blocks in use first, so that cached empty ones stay whole for as long as possible.
+        foreach (var b in _blocks.Where(b => !b.Dedicated && b.TypeIndex == type).OrderBy(b => b.Cached))
         {
-            if (!b.Dedicated && b.TypeIndex == type && b.TryTake(size, alignment, out var offset))
+            if (b.TryTake(size, alignment, out var offset))
             {
+                if (b.Cached)
+                {
+                    b.Cached = false;
+                    CachedBytes -= b.Size;
+                }
+
                 return new Allocation { Block = b, Offset = offset, Size = size };
             }
         }

@@ -106,6 +106,35 @@ public class MemoryTests(GpuFixture gpu)
     });
 
     [Fact]
+    public void EmptiedSharedBlocksAreCachedSoARepeatedStageStopsAllocating() => WithCacheLimit(1UL << 30, mem =>
+    {
+        // A stage's scratch spans several shared blocks and is all freed after it, as a layer-a-submission training
+        // step frees each layer's: the blocks it emptied serve the next stage without the driver.
+        var added = new List<long>();
+        for (var stage = 0; stage < 3; stage++)
+        {
+            var before = mem.DriverAllocations;
+            var scratch = Enumerable.Range(0, 16).Select(i => Device.CreateBuffer<float>(40 << 20 >> 2, $"scratch{i}")).ToList();
+            scratch.ForEach(b => b.Dispose());
+            added.Add(mem.DriverAllocations - before);
+        }
+
+        Assert.True(added[0] >= 2, $"the first stage should need new shared blocks; driver allocations per stage: {string.Join(", ", added)}");
+        Assert.True(added.Skip(1).All(k => k == 0), $"driver allocations per stage: {string.Join(", ", added)}");
+        Assert.True(mem.CachedBytes > 0);
+    });
+
+    [Fact]
+    public void WithoutACacheOneEmptySharedBlockStaysAndTheRestGoBack() => WithCacheLimit(0, mem =>
+    {
+        var reserved = mem.ReservedBytes;
+        var scratch = Enumerable.Range(0, 16).Select(i => Device.CreateBuffer<float>(40 << 20 >> 2, $"scratch{i}")).ToList();
+        scratch.ForEach(b => b.Dispose());
+        Assert.True(mem.ReservedBytes <= reserved + (256UL << 20), $"{mem.ReservedBytes - reserved} bytes still held");
+        Assert.Equal(0UL, mem.CachedBytes);
+    });
+
+    [Fact]
     public void FreedLargeBuffersAreCachedForTheNextOfAboutTheirSizeUpToTheLimit() => WithCacheLimit(300UL << 20, mem =>
     {
         var reserved = mem.ReservedBytes;
