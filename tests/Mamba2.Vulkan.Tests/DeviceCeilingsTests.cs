@@ -32,6 +32,33 @@ public class DeviceCeilingsTests(GpuFixture gpu)
         Assert.Throws<ArgumentException>(() => TensorCoreCeiling.Measure(gpu.Device, "f8"));
     }
 
+    [Theory]
+    [InlineData("f16", ShaderFeatures.KhrCooperativeMatrix)]
+    [InlineData("bf16", ShaderFeatures.KhrCooperativeMatrix | ShaderFeatures.Bfloat16)]
+    public void SharedFedCeilingChecksItsSumsAndRefusesBlocksThatDoNotFit(string operands, ShaderFeatures needs)
+    {
+        // MeasureShared checks the accumulators' sum against the host's and throws when it differs.
+        var caps = gpu.Device.Capabilities;
+        var runs = caps.Supports(needs) && ShaderBuild.Of(typeof(TensorCoreCeiling).Assembly).Features.HasFlag(needs)
+            && TensorCoreCeiling.Shape(caps, operands) is not null;
+        var block = new SharedFedBlock(2, 2, 2, 2);
+        var tflops = TensorCoreCeiling.MeasureShared(gpu.Device, operands, block, repeats: 1);
+        Assert.Equal(runs, tflops is not null);
+        Assert.True(tflops is null || (tflops > 0 && double.IsFinite(tflops.Value)), $"{operands}: {tflops} TFLOP/s");
+        var huge = new SharedFedBlock(8, 8, 4, 4);   // tiles far beyond any device's shared memory
+        Assert.True(runs == false || huge.SharedBytes(TensorCoreCeiling.Shape(caps, operands)!) > caps.MaxSharedMemoryBytes);
+        Assert.Null(TensorCoreCeiling.MeasureShared(gpu.Device, operands, huge, repeats: 1));
+        Assert.Throws<ArgumentException>(() => TensorCoreCeiling.MeasureShared(gpu.Device, "f8", block));
+    }
+
+    [Fact]
+    public void SharedFedBlockCountsItsTilesInSixteenBitOperands()
+    {
+        var shape = new CooperativeMatrixShape(16, 16, 16, "f16", "f16", "f32", "f32");
+        // A: 2 x 4 x 16 rows of 32 + 8; B: 32 rows of 4 x 4 x 16 + 8; two buffers of 2-byte operands.
+        Assert.Equal(2u * (128 * 40 + 32 * 264) * 2, new SharedFedBlock(4, 4, 2, 4).SharedBytes(shape));
+    }
+
     [Fact]
     public void SpinUpRunsForAtLeastItsDurationAndFreesItsBuffer()
     {

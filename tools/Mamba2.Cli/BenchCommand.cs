@@ -60,6 +60,7 @@ internal static class BenchCommand
         bench.Subcommands.Add(gemm);
         bench.Subcommands.Add(SsdBenchCommand.Create());
         bench.Subcommands.Add(TrainStepBenchCommand.Create());
+        bench.Subcommands.Add(TensorCoreBenchCommand.Create());
         return bench;
     }
 
