@@ -11,8 +11,9 @@
 //   COOPMAT2     VK_NV_cooperative_matrix2, workgroup scope: one BM x BN accumulator per workgroup, the driver
 //                distributes it; the epilogue stores through a clamped tensor layout. With INPUT16 the operands
 //                are loaded straight from memory through clamped tensor layouts (DIRECT): the driver stages them.
-// The K loop double-buffers the shared tiles: the next slice is read from global memory into registers while the
-// current one is multiplied, then written to the other buffer; one barrier per slice.
+// The K loop reads the next slice from global memory into registers while the current one is multiplied, then
+// writes it to the other shared buffer (one barrier per slice) or, with BUFFERS = 1 (wider tiles in the same
+// shared memory), to the same buffer once every subgroup has read it (two barriers per slice).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_KHR_cooperative_matrix : require
@@ -66,6 +67,7 @@ layout(constant_id = 7) const uint TN = 16;
 layout(constant_id = 8) const uint TK = 16;
 layout(constant_id = 9) const bool TRANS_A = false;
 layout(constant_id = 10) const bool TRANS_B = false;
+layout(constant_id = 11) const uint BUFFERS = 2;   // shared tiles the K slices alternate between (1 or 2)
 const uint THREADS = gl_WorkGroupSize.x;
 
 layout(std430, binding = 0) readonly buffer BufA { ELEMENT A[]; };
@@ -101,8 +103,8 @@ const uint B_STRIDE4 = B_COLS / 4 + PAD4;
 const uint A_TILE4 = A_ROWS * A_STRIDE4;
 const uint B_TILE4 = B_ROWS * B_STRIDE4;
 #ifndef DIRECT
-shared OPERAND4 As[2 * A_TILE4];
-shared OPERAND4 Bs[2 * B_TILE4];
+shared OPERAND4 As[BUFFERS * A_TILE4];
+shared OPERAND4 Bs[BUFFERS * B_TILE4];
 #endif
 
 const uint A_WORDS = BM * BK / 4;
@@ -250,7 +252,7 @@ void main() {
             barrier();
 
             for (uint s = 0; s < slices; ++s) {
-                const uint cur = s & 1;
+                const uint cur = s % BUFFERS;
                 const bool more = s + 1 < slices;
                 if (more) {
                     const uint k1 = (s + 1) * BK;
@@ -285,8 +287,12 @@ void main() {
 #endif
 
                 if (more) {
-                    [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { store_a(cur ^ 1, tid + i * THREADS, ra[i]); }
-                    [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { store_b(cur ^ 1, tid + i * THREADS, rb[i]); }
+                    if (BUFFERS == 1) {
+                        barrier();   // one buffer: every subgroup is done reading this slice before it is overwritten
+                    }
+                    const uint next = (s + 1) % BUFFERS;
+                    [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { store_a(next, tid + i * THREADS, ra[i]); }
+                    [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { store_b(next, tid + i * THREADS, rb[i]); }
                 }
                 barrier();
             }

@@ -75,7 +75,8 @@ public class TensorCoreGemmTests(GpuFixture gpu)
     [Fact]
     public void SplitKOnlyForFewTilesAndLongK()
     {
-        Assert.Equal(4, TensorCoreGemm.SplitsFor(140, 16384, 32));   // the 370m dW product on 128 x 256 tiles
+        Assert.Equal(8, TensorCoreGemm.SplitsFor(140, 16384, 32));   // the 370m dW product on 128 x 256 tiles
+        Assert.Equal(4, TensorCoreGemm.SplitsFor(140, 8192, 32));   // parts of 2048 at least
         Assert.Equal(1, TensorCoreGemm.SplitsFor(512, 16384, 32));   // tiles enough
         Assert.Equal(1, TensorCoreGemm.SplitsFor(140, 4000, 32));    // too short to split
         Assert.Equal(1, TensorCoreGemm.SplitsFor(140, 16384 + 16, 32));   // no multiple of the parts' BK
@@ -86,6 +87,25 @@ public class TensorCoreGemmTests(GpuFixture gpu)
     [MemberData(nameof(Variants))]
     public void LargeTilesWhereTheProblemFillsThem(GemmOperands operands, TensorCoreApi api, OperandStaging staging) =>
         Check(operands, api, staging, 1, 300, 260, 100, false, false, 1f, 0f);
+
+    [Theory]
+    [MemberData(nameof(Variants))]
+    public void OneSharedBufferGivesTheSameProducts(GemmOperands operands, TensorCoreApi api, OperandStaging staging)
+    {
+        // One buffer: the next slice is written over the current one after a barrier instead of into the other.
+        var device = gpu.Device;
+        if (TensorCoreGemm.WhyNot(device, operands, api, staging) is not null)
+        {
+            return;   // Check covers the refusal
+        }
+
+        var resolved = TensorCoreGemm.Resolve(device.Capabilities, operands, api)!.Value;
+        var chosen = TensorCoreGemm.ChooseTile(device.Capabilities, operands, resolved, 0, 0,
+            TensorCoreGemm.ResolveStaging(device, operands, resolved, staging))!;
+        var tile = chosen with { Buffers = 1 };
+        Check(operands, api, staging, 1, 129, 131, 100, true, false, 1f, 0f, tile);   // 4 slices, edge tiles
+        Check(operands, api, staging, 2, 33, 64, 97, false, true, -0.5f, 0.75f, tile);
+    }
 
     [Fact]
     public void RequiredVariantsAreAvailable()
@@ -158,7 +178,8 @@ public class TensorCoreGemmTests(GpuFixture gpu)
         }
     }
 
-    private void Check(GemmOperands operands, TensorCoreApi api, OperandStaging staging, int batch, int m, int n, int k, bool ta, bool tb, float alpha, float beta)
+    private void Check(GemmOperands operands, TensorCoreApi api, OperandStaging staging, int batch, int m, int n, int k, bool ta, bool tb, float alpha, float beta,
+        TensorCoreTile? tile = null)
     {
         var device = gpu.Device;
         using var g = new GemmCase(device, batch, m, n, k, ta, tb, beta);
@@ -170,9 +191,9 @@ public class TensorCoreGemmTests(GpuFixture gpu)
             return;
         }
 
-        Gemm.Run(g.A, g.B, g.C, ta, tb, alpha, beta, operands: operands, api: api, staging: staging);
+        Gemm.Run(g.A, g.B, g.C, ta, tb, alpha, beta, operands: operands, api: api, staging: staging, tensorTile: tile);
         var actual = g.C.ToArray();
-        var what = $"{operands} {api} {staging} gemm b{batch} {m}x{n}x{k} ta={ta} tb={tb} alpha={alpha} beta={beta} seed {g.Seed}";
+        var what = $"{operands} {api} {staging} {tile} gemm b{batch} {m}x{n}x{k} ta={ta} tb={tb} alpha={alpha} beta={beta} seed {g.Seed}";
         float[] Rounded(float[] x)
         {
             // Converted operands are rounded after their tensor's power-of-two scale (exact both ways).

@@ -48,7 +48,7 @@ internal static class BenchCommand
 
     private static readonly Option<string?> TensorTile = new("--tc-tile")
     {
-        Description = "Tensor-core tile: BMxBNxBK/WMxWN (KHR; fragments of the device's shape) or BMxBNxBK (coopmat2); default chosen per device",
+        Description = "Tensor-core tile: BMxBNxBK/WMxWN (KHR; fragments of the device's shape) or BMxBNxBK (coopmat2), then /1 for one shared buffer instead of two; default chosen per device",
     };
 
     public static Command Create()
@@ -164,16 +164,18 @@ internal static class BenchCommand
     {
         var basis = TensorCoreGemm.ChooseTile(device.Capabilities, operands, api, 0, 0)!;
         var parts = text.Split('/');
+        var khr = api == TensorCoreApi.Khr;
         var v = parts[0].Split('x').Select(uint.Parse).ToArray();
-        var w = parts.Length > 1 ? parts[1].Split('x').Select(uint.Parse).ToArray() : [];
-        if (v.Length != 3 || (api == TensorCoreApi.Khr ? w.Length != 2 : parts.Length != 1))
+        var w = khr && parts.Length > 1 ? parts[1].Split('x').Select(uint.Parse).ToArray() : [];
+        var buffers = parts.Length == (khr ? 3 : 2) ? uint.Parse(parts[^1]) : 2;
+        if (v.Length != 3 || (khr ? w.Length != 2 || parts.Length > 3 : parts.Length > 2))
         {
-            throw new ArgumentException($"--tc-tile: expected {(api == TensorCoreApi.Khr ? "BMxBNxBK/WMxWN" : "BMxBNxBK")}, got '{text}'");
+            throw new ArgumentException($"--tc-tile: expected {(khr ? "BMxBNxBK/WMxWN" : "BMxBNxBK")}[/BUFFERS], got '{text}'");
         }
 
-        return api == TensorCoreApi.Khr
-            ? basis with { BM = v[0], BN = v[1], BK = v[2], WM = w[0], WN = w[1], Threads = v[0] / w[0] * (v[1] / w[1]) * device.Capabilities.SubgroupSize }
-            : basis with { BM = v[0], BN = v[1], BK = v[2] };
+        return khr
+            ? basis with { BM = v[0], BN = v[1], BK = v[2], WM = w[0], WN = w[1], Threads = v[0] / w[0] * (v[1] / w[1]) * device.Capabilities.SubgroupSize, Buffers = buffers }
+            : basis with { BM = v[0], BN = v[1], BK = v[2], Buffers = buffers };
     }
 
     private static GemmTile ParseTile(string text)

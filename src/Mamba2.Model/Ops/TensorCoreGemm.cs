@@ -54,9 +54,11 @@ public enum OperandStaging
 /// Tile of the tensor-core GEMM (<c>shaders/tc/gemm_coopmat.comp</c>): a BM x BN output tile per workgroup, K in
 /// BK slices. KHR: subgroups own WM x WN blocks of TM x TN x TK fragments (a shape the device lists).
 /// NV coopmat2: one workgroup-scope matrix of <see cref="Threads"/> invocations (WM, WN, TM, TN, TK unused).
+/// <see cref="Buffers"/>: shared tiles the K slices alternate between; 1 fits wider tiles in the same shared memory
+/// at the cost of a second barrier per slice.
 /// </summary>
 public sealed record TensorCoreTile(TensorCoreApi Api, uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, uint Threads,
-    OperandStaging Staging = OperandStaging.InKernel)
+    OperandStaging Staging = OperandStaging.InKernel, uint Buffers = 2)
 {
     /// <summary>NV coopmat2 on converted operands loads them from memory itself: no shared tiles of ours.</summary>
     public bool Direct => Api == TensorCoreApi.NvCooperativeMatrix2 && Staging == OperandStaging.Converted;
@@ -69,15 +71,16 @@ public sealed record TensorCoreTile(TensorCoreApi Api, uint BM, uint BN, uint BK
         var a = transposeA ? BK * (BM + Pad) : BM * (BK + Pad);
         var b = transposeB ? BN * (BK + Pad) : BK * (BN + Pad);
         var staging = Api == TensorCoreApi.Khr ? BM / WM * (BN / WN) * TM * TN * sizeof(float) : 0;  // one fragment per subgroup
-        return Direct ? 0 : 2 * (a + b) * sizeof(ushort) + staging;  // two buffers of 16-bit operands
+        return Direct ? 0 : Buffers * (a + b) * sizeof(ushort) + staging;  // buffers of 16-bit operands
     }
 
     internal GemmCoopmatSpec Specialization(bool transposeA, bool transposeB) =>
-        new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, transposeA, transposeB);
+        new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, transposeA, transposeB, Buffers);
 
     public override string ToString() => (Api == TensorCoreApi.Khr
         ? $"khr {BM}x{BN}x{BK}/{WM}x{WN} frag {TM}x{TN}x{TK}"
-        : $"coopmat2 {BM}x{BN}x{BK} ({Threads} invocations)") + (Staging == OperandStaging.Converted ? ", converted" : "");
+        : $"coopmat2 {BM}x{BN}x{BK} ({Threads} invocations)") + (Buffers == 1 ? ", one buffer" : "")
+        + (Staging == OperandStaging.Converted ? ", converted" : "");
 }
 
 /// <summary>
@@ -237,7 +240,8 @@ public static class TensorCoreGemm
     /// <summary>
     /// How many parts to split K into: 1 unless the output has too few tiles to fill a large GPU (fewer than 256)
     /// and K is long; then the most parts (8, 4 or 2) that keep each at least 2048 long, a multiple of the tile's
-    /// BK, and the tiles times parts within 1024 (the dW products of the projections: K = tokens).
+    /// BK, and the tiles times parts within 2048 (the dW products of the projections: K = tokens; 8 parts beat 4 at
+    /// the 370m in_proj's, 140 tiles of 128 x 256 on the H200's 132 SMs).
     /// </summary>
     internal static int SplitsFor(long tiles, int k, uint bk)
     {
@@ -248,7 +252,7 @@ public static class TensorCoreGemm
 
         foreach (var s in new[] { 8, 4, 2 })
         {
-            if (k % (s * bk) == 0 && k / s >= 2048 && tiles * s <= 1024)
+            if (k % (s * bk) == 0 && k / s >= 2048 && tiles * s <= 2048)
             {
                 return s;
             }
@@ -302,6 +306,13 @@ public static class TensorCoreGemm
 
             var bk = shape.K * Math.Max(1, 32 / shape.K);
             var w = caps.SubgroupSize;
+            if (m >= 128 && n >= 256)
+            {
+                // 8 subgroups of 64 x 64 in one shared buffer: the fastest measured on the H200 at every projection
+                // shape (docs/PERF.md); two buffers of it do not fit 48 KiB.
+                candidates.Add(new(api, 128, 256, bk, 64, 64, shape.M, shape.N, shape.K, 8 * w, staging, Buffers: 1));
+            }
+
             if (m >= 128 && n >= 128)
             {
                 candidates.Add(new(api, 128, 128, bk, 64, 32, shape.M, shape.N, shape.K, 8 * w, staging));
@@ -375,7 +386,7 @@ public static class TensorCoreGemm
     {
         var reserved = t.Api == TensorCoreApi.NvCooperativeMatrix2 ? caps.CooperativeMatrix2?.ReservedSharedMemory ?? 0 : 0;
         var maxThreads = Math.Min(caps.MaxWorkgroupInvocations, caps.MaxWorkgroupSize.X);
-        if (t.BM % 4 != 0 || t.BN % 4 != 0 || t.BK % 4 != 0 || (t.Api == TensorCoreApi.Khr && (t.TM % 4 != 0 || t.TN % 4 != 0 || t.TK % 4 != 0)))
+        if (t.Buffers is not (1 or 2) || t.BM % 4 != 0 || t.BN % 4 != 0 || t.BK % 4 != 0 || (t.Api == TensorCoreApi.Khr && (t.TM % 4 != 0 || t.TN % 4 != 0 || t.TK % 4 != 0)))
         {
             return false;   // the shader stages operands in words of 4
         }
@@ -402,7 +413,7 @@ public static class TensorCoreGemm
         if (!Fits(caps, t, transposeA, transposeB))
         {
             throw new ArgumentException(
-                $"Gemm tile {t} does not fit this device (subgroup {caps.SubgroupSize}, {caps.MaxSharedMemoryBytes} bytes of shared memory, {caps.MaxWorkgroupInvocations} invocations) or breaks the tile rules (BM % WM, BN % WN, WM % TM, WN % TN, BK % TK all 0; BM, BN, BK and the fragment shape multiples of 4).",
+                $"Gemm tile {t} does not fit this device (subgroup {caps.SubgroupSize}, {caps.MaxSharedMemoryBytes} bytes of shared memory, {caps.MaxWorkgroupInvocations} invocations) or breaks the tile rules (BM % WM, BN % WN, WM % TM, WN % TN, BK % TK all 0; BM, BN, BK and the fragment shape multiples of 4; 1 or 2 buffers).",
                 "tile");
         }
     }
