@@ -29,6 +29,7 @@ public sealed unsafe class CommandStream : IDisposable
     private readonly List<string> _scopes = [];
     private readonly List<IDisposable> _owned = [];
     private QueryPool _queries;
+    private Fence _fence;   // while launched and not waited for
     private bool _recording = true;
     private bool _disposed;
 
@@ -49,6 +50,10 @@ public sealed unsafe class CommandStream : IDisposable
         device.Adopt(this);
         var begin = new CommandBufferBeginInfo { SType = StructureType.CommandBufferBeginInfo };
         device.Guard(_vk.BeginCommandBuffer(_cmd, in begin), "vkBeginCommandBuffer");
+        // Streams may be launched without waiting for the one before (Launch): this barrier's first scope is every
+        // command submitted earlier to the queue, so what they wrote is visible here and what they read is not
+        // overwritten before they are done.
+        RecordMemoryBarrier();
     }
 
     /// <summary>
@@ -217,7 +222,28 @@ public sealed unsafe class CommandStream : IDisposable
     /// <summary>Submits the batch and waits for it. Returns the timestamps recorded in it.</summary>
     public GpuTimings Submit()
     {
+        Launch();
+        return Wait();
+    }
+
+    /// <summary>True between <see cref="Launch"/> and the end of <see cref="Wait"/>.</summary>
+    public bool IsLaunched => _fence.Handle != 0;
+
+    /// <summary>
+    /// Submits the batch and returns at once, so that the host can record the next while the device runs this one.
+    /// Streams run in the order they are launched, each seeing what the ones before wrote. <see cref="Wait"/>
+    /// (or <see cref="Dispose"/>, which waits) must follow before what the stream owns is freed; the host reading
+    /// or writing mapped memory (<see cref="GpuBuffer.Upload{T}"/>, <see cref="GpuBuffer.Download{T}"/>) first
+    /// waits for every launched stream.
+    /// </summary>
+    public void Launch()
+    {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (IsLaunched)
+        {
+            throw new InvalidOperationException("This stream is already launched: Wait for it first.");
+        }
+
         foreach (var b in _used)
         {
             // A buffer freed after recording would be a GPU use-after-free.
@@ -238,7 +264,21 @@ public sealed unsafe class CommandStream : IDisposable
             _recording = false;
         }
 
-        _device.SubmitAndWait(_cmd);
+        _fence = _device.Launch(_cmd, this);
+    }
+
+    /// <summary>Waits for a launched stream to finish and returns the timestamps recorded in it.</summary>
+    public GpuTimings Wait()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (!IsLaunched)
+        {
+            throw new InvalidOperationException("This stream was not launched: Launch or Submit it first.");
+        }
+
+        var fence = _fence;
+        _fence = default;
+        _device.WaitFor(fence, this);
         return ReadTimestamps();
     }
 
@@ -247,6 +287,20 @@ public sealed unsafe class CommandStream : IDisposable
         if (_disposed)
         {
             return;
+        }
+
+        if (IsLaunched)
+        {
+            // What the stream owns may still be in use on the device. A lost device has stopped using it.
+            var fence = _fence;
+            _fence = default;
+            try
+            {
+                _device.WaitFor(fence, this);
+            }
+            catch (DeviceLostException)
+            {
+            }
         }
 
         _disposed = true;
@@ -379,6 +433,13 @@ public sealed unsafe class CommandStream : IDisposable
 
     private void RecordBarrier()
     {
+        RecordMemoryBarrier();
+        BarrierCount++;
+        _sinceBarrier.Clear();
+    }
+
+    private void RecordMemoryBarrier()
+    {
         var barrier = new MemoryBarrier
         {
             SType = StructureType.MemoryBarrier,
@@ -387,8 +448,6 @@ public sealed unsafe class CommandStream : IDisposable
         };
         var stages = PipelineStageFlags.ComputeShaderBit | PipelineStageFlags.TransferBit;
         _vk.CmdPipelineBarrier(_cmd, stages, stages, 0, 1, &barrier, 0, null, 0, null);
-        BarrierCount++;
-        _sinceBarrier.Clear();
     }
 
     private DescriptorSet AllocateSet(DescriptorSetLayout layout, int bindingCount)

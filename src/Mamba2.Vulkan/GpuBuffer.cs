@@ -73,6 +73,7 @@ public unsafe class GpuBuffer : IDisposable
         CheckRange(offsetBytes, (ulong)bytes.Length, nameof(data));
         if (Mapped != null)
         {
+            _device.WaitForLaunched();
             bytes.CopyTo(new Span<byte>(Mapped + offsetBytes, bytes.Length));
             return;
         }
@@ -87,6 +88,7 @@ public unsafe class GpuBuffer : IDisposable
         CheckRange(offsetBytes, (ulong)bytes.Length, nameof(destination));
         if (Mapped != null)
         {
+            _device.WaitForLaunched();
             new ReadOnlySpan<byte>(Mapped + offsetBytes, bytes.Length).CopyTo(bytes);
             return;
         }

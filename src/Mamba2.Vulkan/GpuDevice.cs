@@ -11,6 +11,7 @@ public sealed unsafe partial class GpuDevice : IDisposable
 {
     private readonly VulkanInstance _instance;
     private readonly object _queueLock = new();
+    private readonly List<CommandStream> _launched = [];   // submitted, not yet waited for (guarded by _queueLock)
     private readonly KernelCache _kernels;
     private readonly StagingPool _staging;
     private readonly HashSet<IDisposable> _children = [];
@@ -135,8 +136,11 @@ public sealed unsafe partial class GpuDevice : IDisposable
         return new CommandStream(this);
     }
 
-    /// <summary>Submits one recorded command buffer and waits for it to finish.</summary>
-    internal void SubmitAndWait(CommandBuffer cmd)
+    /// <summary>
+    /// Submits one recorded command buffer with a fence of its own and returns without waiting: the caller waits
+    /// with <see cref="WaitFor"/>, which also destroys the fence.
+    /// </summary>
+    internal Fence Launch(CommandBuffer cmd, CommandStream stream)
     {
         ThrowIfUnusable();
         var fenceInfo = new FenceCreateInfo { SType = StructureType.FenceCreateInfo };
@@ -147,21 +151,64 @@ public sealed unsafe partial class GpuDevice : IDisposable
             lock (_queueLock)
             {
                 Guard(Api.QueueSubmit(Queue, 1, in submit, fence), "vkQueueSubmit");
-                var timeout = (ulong)_instance.Options.SubmitTimeout.Ticks * 100;
-                var r = Api.WaitForFences(Handle, 1, in fence, true, timeout);
-                if (r == Result.Timeout)
-                {
-                    _lost = true;
-                    throw new DeviceLostException(
-                        $"A submission did not finish within {_instance.Options.SubmitTimeout}; the device is treated as hung.");
-                }
-
-                Guard(r, "vkWaitForFences");
+                _launched.Add(stream);
             }
+        }
+        catch
+        {
+            Api.DestroyFence(Handle, fence, null);
+            throw;
+        }
+
+        return fence;
+    }
+
+    /// <summary>Waits for a fence from <see cref="Launch"/> (a hang becomes <see cref="DeviceLostException"/>) and destroys it.</summary>
+    internal void WaitFor(Fence fence, CommandStream stream)
+    {
+        try
+        {
+            var timeout = (ulong)_instance.Options.SubmitTimeout.Ticks * 100;
+            var r = Api.WaitForFences(Handle, 1, in fence, true, timeout);
+            if (r == Result.Timeout)
+            {
+                _lost = true;
+                throw new DeviceLostException(
+                    $"A submission did not finish within {_instance.Options.SubmitTimeout}; the device is treated as hung.");
+            }
+
+            Guard(r, "vkWaitForFences");
         }
         finally
         {
             Api.DestroyFence(Handle, fence, null);
+            lock (_queueLock)
+            {
+                _launched.Remove(stream);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Waits for every stream launched and not yet waited for: the host is about to touch mapped memory that one
+    /// of them may still read or write.
+    /// </summary>
+    internal void WaitForLaunched()
+    {
+        while (true)
+        {
+            CommandStream? next;
+            lock (_queueLock)
+            {
+                next = _launched.Count > 0 ? _launched[0] : null;
+            }
+
+            if (next is null)
+            {
+                return;
+            }
+
+            next.Wait();
         }
     }
 

@@ -56,6 +56,66 @@ public class CommandStreamTests(GpuFixture gpu)
     }
 
     [Fact]
+    public void LaunchedStreamsRunInOrderAndSeeWhatTheOnesBeforeWrote()
+    {
+        // A chain of streams, each launched without waiting for the one before, each reading what the one before
+        // wrote and overwriting what it read: the order of launch is the order of their effects.
+        var rng = new Random(TestMath.NewSeed());
+        var x = TestMath.RandomArray(rng, 4097);
+        using var a = Device.CreateBuffer<float>(x);
+        using var b = Device.CreateBuffer<float>(x.Length);
+        var k = Kernels.Get(Device);
+        var streams = new List<CommandStream>();
+        try
+        {
+            for (var i = 0; i < 6; i++)
+            {
+                var s = Device.BeginStream();
+                streams.Add(s);
+                var (from, to) = i % 2 == 0 ? (a, b) : (b, a);
+                Kernels.ScaleAddDispatch(s, k, from, to, 2f, 1f);   // to = 2 from + 1
+                s.Launch();
+                Assert.True(s.IsLaunched);
+            }
+
+            var result = a.Download();   // mapped: the host waits for every launched stream; staged: queued after them
+            for (var j = 0; j < x.Length; j++)
+            {
+                var expected = x[j];
+                for (var i = 0; i < 6; i++)
+                {
+                    expected = 2f * expected + 1f;
+                }
+
+                Assert.Equal(expected, result[j], Math.Abs(expected) * 1e-6f);
+            }
+
+        }
+        finally
+        {
+            streams.ForEach(s => s.Dispose());   // waits for any still launched
+        }
+    }
+
+    [Fact]
+    public void WaitNeedsALaunchAndDisposeWaitsForOne()
+    {
+        using var buffer = Device.CreateBuffer<float>(1 << 16);
+        using (var s = Device.BeginStream())
+        {
+            Assert.Throws<InvalidOperationException>(() => s.Wait());
+            s.Fill(buffer, 3f);
+            s.Launch();
+            Assert.Throws<InvalidOperationException>(() => s.Launch());
+            s.Wait();
+            Assert.False(s.IsLaunched);
+            s.Launch();   // a replay
+        }   // disposed while launched: waits before freeing
+
+        Assert.All(buffer.Download(), v => Assert.Equal(3f, v));
+    }
+
+    [Fact]
     public void GridStrideCoversMoreElementsThanInvocations()
     {
         var x = Enumerable.Range(0, 100_000).Select(i => (float)i).ToArray();

@@ -1,30 +1,49 @@
-using Mamba2.Model.Ops;
 using Mamba2.Vulkan;
 
 namespace Mamba2.Model.Modules;
 
 /// <summary>
 /// Records a model's work stage by stage (a layer a stage). Into the caller's stream when there is one: one
-/// submission, and what a stage hands on lives as long as that stream. Without one, each stage is its own submission,
-/// so its scratch is freed before the next stage is recorded and what it hands on is freed once the stage after it
-/// has run: the peak is the activations plus one layer's scratch instead of every layer's (a 24-layer backward kept
-/// about 0.9 GB of scratch a layer alive until its end; docs/PERF.md).
+/// submission, and what a stage hands on lives as long as that stream. Without one, each stage is its own
+/// submission, launched without waiting: the host records stage n + 1 while the device runs stage n, then waits for
+/// stage n and frees its scratch and what stage n - 1 handed on to it. So at most two stages' scratch is alive, not
+/// every layer's (a 24-layer backward kept about 0.9 GB of scratch a layer alive until its end; docs/PERF.md), and the
+/// device does not idle while the host records. Disposing waits for the last stage.
 /// </summary>
 internal sealed class StagedRecording(GpuDevice device, CommandStream? stream) : IDisposable
 {
     private readonly List<IDisposable> _untilEnd = [];
-    private List<IDisposable> _previous = [];
-    private List<IDisposable> _current = [];
+    private List<IDisposable> _older = [];      // handed on by the stage before the running one, read by it
+    private List<IDisposable> _previous = [];   // handed on by the running stage
+    private List<IDisposable> _current = [];    // handed on by the stage being recorded
+    private CommandStream? _running;
 
     public void Stage(Action<CommandStream> record)
     {
-        Shaders.RunIn(device, stream, record);
-        if (stream is null)
+        if (stream is not null)
         {
-            // Submitted and waited for: what the stage before handed on has been read for the last time.
-            Release(_previous);
-            (_previous, _current) = (_current, []);
+            record(stream);
+            return;
         }
+
+        var s = device.BeginStream();
+        try
+        {
+            record(s);
+            s.Launch();
+        }
+        catch
+        {
+            s.Dispose();
+            throw;
+        }
+
+        // The stage before has run: its scratch, and what was handed on to it, have been read for the last time.
+        var before = _running;
+        _running = s;
+        Finish(before);
+        Release(_older);
+        (_older, _previous, _current) = (_previous, _current, _older);
     }
 
     /// <summary>Something the next stage reads.</summary>
@@ -47,6 +66,21 @@ internal sealed class StagedRecording(GpuDevice device, CommandStream? stream) :
         return resource;
     }
 
+    /// <summary>Waits for a stage's stream (unless the host already has) and frees what it owns.</summary>
+    private static void Finish(CommandStream? stage)
+    {
+        if (stage is not null)
+        {
+            using (stage)
+            {
+                if (stage.IsLaunched)
+                {
+                    stage.Wait();
+                }
+            }
+        }
+    }
+
     private static void Release(List<IDisposable> list)
     {
         list.ForEach(d => d.Dispose());
@@ -55,8 +89,18 @@ internal sealed class StagedRecording(GpuDevice device, CommandStream? stream) :
 
     public void Dispose()
     {
-        Release(_previous);
-        Release(_current);
-        Release(_untilEnd);
+        try
+        {
+            var last = _running;
+            _running = null;
+            Finish(last);
+        }
+        finally
+        {
+            Release(_older);
+            Release(_previous);
+            Release(_current);
+            Release(_untilEnd);
+        }
     }
 }
