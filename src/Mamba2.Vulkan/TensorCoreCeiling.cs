@@ -29,14 +29,8 @@ public static class TensorCoreCeiling
     {
         ArgumentNullException.ThrowIfNull(device);
         ArgumentOutOfRangeException.ThrowIfLessThan(repeats, 1);
-        var source = operandType switch
-        {
-            "f16" => F16,
-            "bf16" => Bf16,
-            _ => throw new ArgumentException($"operand type '{operandType}': expected f16 or bf16.", nameof(operandType)),
-        };
         var caps = device.Capabilities;
-        if (Shape(caps, operandType) is not { } shape || source.WhyNotRunnable(caps) is not null)
+        if (Runnable(caps, operandType, F16, Bf16) is not (var source, var shape))
         {
             return null;
         }
@@ -73,14 +67,8 @@ public static class TensorCoreCeiling
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(block);
         ArgumentOutOfRangeException.ThrowIfLessThan(repeats, 1);
-        var source = operandType switch
-        {
-            "f16" => SharedF16,
-            "bf16" => SharedBf16,
-            _ => throw new ArgumentException($"operand type '{operandType}': expected f16 or bf16.", nameof(operandType)),
-        };
         var caps = device.Capabilities;
-        if (Shape(caps, operandType) is not { } shape || source.WhyNotRunnable(caps) is not null)
+        if (Runnable(caps, operandType, SharedF16, SharedBf16) is not (var source, var shape))
         {
             return null;
         }
@@ -110,6 +98,18 @@ public static class TensorCoreCeiling
         }
 
         return 2.0 * shape.M * shape.N * shape.K * block.FragmentsM * block.FragmentsN * (block.BK / shape.K) * iterations * subgroups / ms / 1e9;
+    }
+
+    /// <summary>The kernel for <paramref name="operandType"/> and its shape, or null where the build or device lacks either.</summary>
+    private static (KernelSource Source, CooperativeMatrixShape Shape)? Runnable(DeviceCapabilities caps, string operandType, KernelSource f16, KernelSource bf16)
+    {
+        var source = operandType switch
+        {
+            "f16" => f16,
+            "bf16" => bf16,
+            _ => throw new ArgumentException($"operand type '{operandType}': expected f16 or bf16.", nameof(operandType)),
+        };
+        return Shape(caps, operandType) is { } shape && source.WhyNotRunnable(caps) is null ? (source, shape) : null;
     }
 
     /// <summary>The listed shape with these operands and fp32 accumulation that the ceilings use: the largest.</summary>
