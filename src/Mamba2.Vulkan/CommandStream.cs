@@ -29,7 +29,9 @@ public sealed unsafe class CommandStream : IDisposable
     private readonly List<string> _scopes = [];
     private readonly List<IDisposable> _owned = [];
     private QueryPool _queries;
-    private Fence _fence;   // while launched and not waited for
+    private readonly object _fenceLock = new();   // Wait, Dispose and a mapped transfer's WaitForLaunched may each complete it: once
+    private Fence _fence;   // submitted and not yet known finished (guarded by _fenceLock)
+    private bool _launched;   // between Launch and Wait
     private bool _recording = true;
     private bool _disposed;
 
@@ -227,7 +229,7 @@ public sealed unsafe class CommandStream : IDisposable
     }
 
     /// <summary>True between <see cref="Launch"/> and the end of <see cref="Wait"/>.</summary>
-    public bool IsLaunched => _fence.Handle != 0;
+    public bool IsLaunched => _launched;
 
     /// <summary>
     /// Submits the batch and returns at once, so that the host can record the next while the device runs this one.
@@ -264,7 +266,12 @@ public sealed unsafe class CommandStream : IDisposable
             _recording = false;
         }
 
-        _fence = _device.Launch(_cmd, this);
+        lock (_fenceLock)
+        {
+            _fence = _device.Launch(_cmd, this);
+        }
+
+        _launched = true;
     }
 
     /// <summary>Waits for a launched stream to finish and returns the timestamps recorded in it.</summary>
@@ -276,10 +283,28 @@ public sealed unsafe class CommandStream : IDisposable
             throw new InvalidOperationException("This stream was not launched: Launch or Submit it first.");
         }
 
-        var fence = _fence;
-        _fence = default;
-        _device.WaitFor(fence, this);
+        _launched = false;
+        Complete();
         return ReadTimestamps();
+    }
+
+    /// <summary>
+    /// Waits until the device has finished this stream's submission, unless it is known finished (another wait
+    /// already completed it, or it was never launched); <see cref="GpuDevice.WaitForLaunched"/> calls it too.
+    /// </summary>
+    internal void Complete()
+    {
+        lock (_fenceLock)
+        {
+            if (_fence.Handle == 0)
+            {
+                return;
+            }
+
+            var fence = _fence;
+            _fence = default;
+            _device.WaitFor(fence, this);
+        }
     }
 
     public void Dispose()
@@ -289,18 +314,14 @@ public sealed unsafe class CommandStream : IDisposable
             return;
         }
 
-        if (IsLaunched)
+        try
         {
             // What the stream owns may still be in use on the device. A lost device has stopped using it.
-            var fence = _fence;
-            _fence = default;
-            try
-            {
-                _device.WaitFor(fence, this);
-            }
-            catch (DeviceLostException)
-            {
-            }
+            _launched = false;
+            Complete();
+        }
+        catch (DeviceLostException)
+        {
         }
 
         _disposed = true;

@@ -208,7 +208,7 @@ public sealed unsafe partial class GpuDevice : IDisposable
                 return;
             }
 
-            next.Wait();
+            next.Complete();
         }
     }
 
