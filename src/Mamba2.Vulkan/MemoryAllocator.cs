@@ -221,7 +221,7 @@ public sealed unsafe class MemoryAllocator : IDisposable
 
             // Empty blocks, dedicated or shared, are kept up to the cache limit; past it one empty shared block per
             // type stays, the rest go back. A layer-a-submission training step empties a few shared blocks after
-            // every stage: returning them made each stage ask the driver again (2 s a step on the H200, docs/PERF.md).
+            // every stage: returning them made each stage ask the driver again, which dominated the step (docs/PERF.md).
             if (CachedBytes + a.Block.Size <= CacheLimitBytes && ReservedBytes <= _largestHeap / 4 * 3)
             {
                 a.Block.Cached = true;

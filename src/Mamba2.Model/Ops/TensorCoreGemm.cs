@@ -240,8 +240,8 @@ public static class TensorCoreGemm
     /// <summary>
     /// How many parts to split K into: 1 unless the output has too few tiles to fill a large GPU (fewer than 256)
     /// and K is long; then the most parts (8, 4 or 2) that keep each at least 2048 long, a multiple of the tile's
-    /// BK, and the tiles times parts within 2048 (the dW products of the projections: K = tokens; 8 parts beat 4 at
-    /// the 370m in_proj's, 140 tiles of 128 x 256 on the H200's 132 SMs).
+    /// BK, and the tiles times parts within 2048 (the dW products of the projections: K = tokens; the cap lets the
+    /// 370m in_proj's take 8 parts, measured faster than 4 in docs/PERF.md).
     /// </summary>
     internal static int SplitsFor(long tiles, int k, uint bk)
     {
@@ -308,8 +308,8 @@ public static class TensorCoreGemm
             var w = caps.SubgroupSize;
             if (m >= 128 && n >= 256)
             {
-                // 8 subgroups of 64 x 64 in one shared buffer: the fastest measured on the H200 at every projection
-                // shape (docs/PERF.md); two buffers of it do not fit 48 KiB.
+                // 8 subgroups of 64 x 64 in one shared buffer: the fastest KHR tile measured at every projection
+                // shape (docs/PERF.md); two buffers of it exceed NVIDIA's shared memory per workgroup.
                 candidates.Add(new(api, 128, 256, bk, 64, 64, shape.M, shape.N, shape.K, 8 * w, staging, Buffers: 1));
             }
 
