@@ -43,15 +43,7 @@ public static class TensorCoreCeiling
         var kernel = device.GetKernel(source, [subgroupsPerGroup * caps.SubgroupSize, shape.M, shape.N, shape.K]);
         using var outv = device.CreateBuffer<float>(subgroups * shape.M * shape.N, "ceiling_coopmat_out");
         var ms = GpuTiming.Measure(device, s => s.Dispatch(kernel, (groups, 1, 1), new Push(iterations, Value), outv), 1, repeats).MedianMs;
-        var expected = Expected(iterations, shape.K);
-        var sums = outv.Download();
-        foreach (var i in new long[] { 0, shape.M * shape.N - 1, sums.Length - 1 })
-        {
-            if (sums[i] != expected)
-            {
-                throw new InvalidOperationException($"coopmat_peak ({operandType}): element {i} is {sums[i]}, expected {expected}: the ceiling would be meaningless.");
-            }
-        }
+        CheckSums(outv.Download(), shape, Expected(iterations, shape.K), $"coopmat_peak ({operandType})");
 
         return 2.0 * shape.M * shape.N * shape.K * Chains * iterations * subgroups / ms / 1e9;
     }
@@ -88,16 +80,24 @@ public static class TensorCoreCeiling
         using var outv = device.CreateBuffer<float>(subgroups * shape.M * shape.N, "ceiling_coopmat_shared_out");
         var ms = GpuTiming.Measure(device, s => s.Dispatch(kernel, (groups, 1, 1), new Push(iterations, Value), outv), 1, repeats).MedianMs;
         var expected = (float)(block.FragmentsM * block.FragmentsN * (double)iterations * block.BK * Value * Value);
-        var sums = outv.Download();
+        CheckSums(outv.Download(), shape, expected, $"coopmat_shared_peak ({operandType}, {block})");
+
+        return 2.0 * shape.M * shape.N * shape.K * block.FragmentsM * block.FragmentsN * (block.BK / shape.K) * iterations * subgroups / ms / 1e9;
+    }
+
+    /// <summary>
+    /// A ceiling kernel's stored sums must be what its products give (the first subgroup's first and last element,
+    /// the last subgroup's last): a device that skipped work would not get them.
+    /// </summary>
+    private static void CheckSums(float[] sums, CooperativeMatrixShape shape, float expected, string kernel)
+    {
         foreach (var i in new long[] { 0, shape.M * shape.N - 1, sums.Length - 1 })
         {
             if (sums[i] != expected)
             {
-                throw new InvalidOperationException($"coopmat_shared_peak ({operandType}, {block}): element {i} is {sums[i]}, expected {expected}: the ceiling would be meaningless.");
+                throw new InvalidOperationException($"{kernel}: element {i} is {sums[i]}, expected {expected}: the ceiling would be meaningless.");
             }
         }
-
-        return 2.0 * shape.M * shape.N * shape.K * block.FragmentsM * block.FragmentsN * (block.BK / shape.K) * iterations * subgroups / ms / 1e9;
     }
 
     /// <summary>The kernel for <paramref name="operandType"/> and its shape, or null where the build or device lacks either.</summary>

@@ -105,6 +105,13 @@ public class MemoryTests(GpuFixture gpu)
         Assert.Equal(reserved, mem.ReservedBytes);
     });
 
+    /// <summary>16 buffers of 40 MiB (suballocated: shared blocks of 256 MiB take 6 each), then all of them freed.</summary>
+    private void AllocateAndFreeAStagesScratch()
+    {
+        var scratch = Enumerable.Range(0, 16).Select(i => Device.CreateBuffer<float>(40 << 20 >> 2, $"scratch{i}")).ToList();
+        scratch.ForEach(b => b.Dispose());
+    }
+
     [Fact]
     public void EmptiedSharedBlocksAreCachedSoARepeatedStageStopsAllocating() => WithCacheLimit(1UL << 30, mem =>
     {
@@ -114,8 +121,7 @@ public class MemoryTests(GpuFixture gpu)
         for (var stage = 0; stage < 3; stage++)
         {
             var before = mem.DriverAllocations;
-            var scratch = Enumerable.Range(0, 16).Select(i => Device.CreateBuffer<float>(40 << 20 >> 2, $"scratch{i}")).ToList();
-            scratch.ForEach(b => b.Dispose());
+            AllocateAndFreeAStagesScratch();
             added.Add(mem.DriverAllocations - before);
         }
 
@@ -128,8 +134,7 @@ public class MemoryTests(GpuFixture gpu)
     public void WithoutACacheOneEmptySharedBlockStaysAndTheRestGoBack() => WithCacheLimit(0, mem =>
     {
         var reserved = mem.ReservedBytes;
-        var scratch = Enumerable.Range(0, 16).Select(i => Device.CreateBuffer<float>(40 << 20 >> 2, $"scratch{i}")).ToList();
-        scratch.ForEach(b => b.Dispose());
+        AllocateAndFreeAStagesScratch();
         Assert.True(mem.ReservedBytes <= reserved + (256UL << 20), $"{mem.ReservedBytes - reserved} bytes still held");
         Assert.Equal(0UL, mem.CachedBytes);
     });

@@ -16,10 +16,10 @@ internal static class TensorCoreBenchCommand
     /// <summary>Blocks of the GEMM and SSD kernels' shapes: (fragments M x N per subgroup, subgroups M x N, BK, buffers).</summary>
     internal static readonly SharedFedBlock[] Blocks =
     [
-        new(4, 4, 2, 4, 32, 1),   // 128 x 256 tiles: one buffer of BK 32 fits 48 KiB, two do not
+        new(4, 4, 2, 4, 32, 1),   // 128 x 256 tiles (the KHR GEMM's default): one buffer of BK 32 fits 48 KiB, two do not
         new(4, 4, 2, 4, 16, 2),
         new(4, 4, 2, 2, 32, 2),   // 128 x 128 on 4 subgroups of 64 x 64
-        new(4, 2, 2, 4, 32, 2),   // 128 x 128 on 8 subgroups of 64 x 32 (the KHR GEMM's default)
+        new(4, 2, 2, 4, 32, 2),   // 128 x 128 on 8 subgroups of 64 x 32 (the KHR GEMM's tile where N < 256)
         new(2, 4, 4, 2, 32, 2),
         new(2, 2, 4, 4, 32, 2),   // 128 x 128 on 16 subgroups of 32 x 32
         new(2, 2, 2, 2, 32, 2),   // 64 x 64 on 4 subgroups

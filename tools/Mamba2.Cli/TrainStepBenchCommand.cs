@@ -105,7 +105,7 @@ internal static class TrainStepBenchCommand
             wallMs.Add(clock.Elapsed.TotalMilliseconds);
         }
 
-        var stagedWall = wallMs.Order().ElementAt(wallMs.Count / 2);
+        var stagedWall = TimingStats.Of(wallMs).MedianMs;
 
         // One more step with a barrier and a timestamp at each section mark, for the split.
         GpuTimings profiled;
