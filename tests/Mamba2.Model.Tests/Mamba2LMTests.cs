@@ -159,6 +159,54 @@ public class Mamba2LMTests(GpuFixture gpu)
     }
 
     [Fact]
+    public void TheTrainingForwardsLossGradientsAndPredictionsMatchTheFloat64Model()
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var config = new Mamba2LMConfig(VocabSize: 13, NLayer: 2, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, NGroups = 2, ChunkSize = 16 });
+        const int b = 2, l = 75;   // 150 rows: head blocks of 64, 64 and 22
+        using var lm = Mamba2LM.Initialize(Device, config, rng);
+        var ids = Enumerable.Range(0, b * l).Select(_ => rng.Next(config.VocabSize)).ToArray();
+        using var input = IndexTensor.FromArray(Device, "input_ids", ids, b, l);
+        using var targets = Mamba2LM.NextTokenTargets(input);
+        using var acts = lm.ForwardLoss(input, targets, predictions: true, blockBytes: 1);
+        Assert.Null(acts.Logits);
+        var grads = lm.Backward(acts);
+        try
+        {
+            var p = lm.Parameters.ToDictionary(q => q.Name, q => q.Value.ToArray().Select(x => (double)x).ToArray());
+            var (logits, loss, gRef, termScales) = Reference(config, p, ids, b, l);
+            var what = $"seed {seed}";
+            TestMath.AssertClose(acts.Loss!.Loss.ToArray(), [loss], 1e-5, $"{what}: loss");
+            Assert.Equal(lm.Parameters.Select(q => q.Name).Order(), grads.Keys.Order());
+            foreach (var (name, expected) in gRef)
+            {
+                TestMath.AssertClose(grads[name].ToArray(), expected, termScales.GetValueOrDefault(name, expected), 1e-5, $"{what}: grad {name}");
+            }
+
+            var predicted = acts.Loss.Predictions();
+            for (var r = 0; r < b * l; r++)
+            {
+                var row = logits.AsSpan(r * config.VocabSize, config.VocabSize).ToArray();
+                Assert.True(row[predicted[r]] >= row.Max() - 1e-5 * row.Max(Math.Abs), $"{what}: row {r} predicts {predicted[r]}");
+            }
+        }
+        finally
+        {
+            foreach (var g in grads.Values)
+            {
+                g.Dispose();
+            }
+        }
+
+        // The gradient-free forward (evaluation) has no head gradients to start a backward from.
+        using var eval = lm.ForwardLoss(input, targets, gradients: false);
+        Assert.Equal("acts", Assert.Throws<ArgumentException>(() => lm.Backward(eval)).ParamName);
+        using var wrong = IndexTensor.FromArray(Device, "targets", new int[b * (l - 1)], b, l - 1);
+        Assert.Equal("targets", Assert.Throws<ArgumentException>(() => lm.ForwardLoss(input, wrong)).ParamName);
+    }
+
+    [Fact]
     public void TypedParametersAreTheOnesNamedForCheckpoints()
     {
         var config = new Mamba2LMConfig(VocabSize: 7, NLayer: 3, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, ChunkSize = 16 });

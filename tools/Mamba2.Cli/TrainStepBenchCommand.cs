@@ -26,9 +26,14 @@ internal static class TrainStepBenchCommand
     private static readonly Option<bool> Bidirectional = new("--bidirectional") { Description = "bidirectional layers (sum-form SSD, non-causal conv)" };
     private static readonly Option<int> Warmup = new("--warmup") { DefaultValueFactory = _ => 2, Description = "untimed steps first (at least 1)" };
     private static readonly Option<int> Repeats = new("--repeats") { DefaultValueFactory = _ => 5, Description = "timed steps (median reported)" };
+    private static readonly Option<int> HeadBlockMib = new("--head-block-mib")
+    {
+        DefaultValueFactory = _ => (int)(LinearCrossEntropy.DefaultBlockBytes >> 20),
+        Description = "the most MiB of logits the LM head and loss form at a time (a block of rows)",
+    };
 
     public static Command Create() => CommonOptions.GpuCommand("train", "One LM training step (forward, loss, backward, AdamW): time, tokens/s, memory, and the split by section", Run,
-        Layers, DModel, Vocab, Batch, SeqLen, DState, HeadDim, Chunk, Bidirectional, Warmup, Repeats);
+        Layers, DModel, Vocab, Batch, SeqLen, DState, HeadDim, Chunk, Bidirectional, Warmup, Repeats, HeadBlockMib);
 
     private static int Run(ParseResult r)
     {
@@ -47,6 +52,13 @@ internal static class TrainStepBenchCommand
             return 2;
         }
 
+        if (r.GetValue(HeadBlockMib) < 1)
+        {
+            Console.Error.WriteLine("error: --head-block-mib must be at least 1.");
+            return 2;
+        }
+
+        var headBlock = (long)r.GetValue(HeadBlockMib) << 20;
         var rng = new Random();
         using var model = Mamba2LM.Initialize(device, config, rng);
         model.Precision = precision;
@@ -54,20 +66,14 @@ internal static class TrainStepBenchCommand
         using var optimizer = new AdamW([.. parameters.Select(p => new OptimizerParameter(p.Name, p.Value, Trainer.Decays(p.Name)))], 1e-4f, weightDecay: 0.1f);
         using var ids = IndexTensor.FromArray(device, "input_ids", [.. Enumerable.Range(0, b * l).Select(_ => rng.Next(vocab))], b, l);
         using var targets = Mamba2LM.NextTokenTargets(ids);
-        using var one = Tensor.FromArray(device, "dloss", [1f], 1);
 
         // One step recorded into s; what it allocated is disposed once s has run.
         List<IDisposable> Step(CommandStream s)
         {
             var made = new List<IDisposable>();
-            var acts = model.Forward(ids, s);
+            var acts = model.ForwardLoss(ids, targets, stream: s, blockBytes: headBlock);
             made.Add(acts);
-            var ce = CrossEntropy.Forward(acts.Logits, targets, stream: s);
-            made.Add(ce);
-            var dlogits = CrossEntropy.Backward(one, ce, acts.Logits, targets, stream: s);
-            made.Add(dlogits);
-            s.Section(ProfileSections.Loss);
-            var grads = model.Backward(dlogits, acts, s);
+            var grads = model.Backward(acts, s);
             made.AddRange(grads.Values);
             optimizer.Step([.. parameters.Select(p => grads[p.Name])], 1f, s);
             s.Section(ProfileSections.Optimizer);
@@ -82,10 +88,8 @@ internal static class TrainStepBenchCommand
         // device runs one) and frees each layer's scratch. Its peak memory, then its wall time over the repeats.
         void StagedStep()
         {
-            using var acts = model.Forward(ids);
-            using var ce = CrossEntropy.Forward(acts.Logits, targets);
-            using var dlogits = CrossEntropy.Backward(one, ce, acts.Logits, targets);
-            var grads = model.Backward(dlogits, acts);
+            using var acts = model.ForwardLoss(ids, targets, blockBytes: headBlock);
+            var grads = model.Backward(acts);
             optimizer.Step([.. parameters.Select(p => grads[p.Name])], 1f);
             foreach (var g in grads.Values)
             {

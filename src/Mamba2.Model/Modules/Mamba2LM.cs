@@ -184,12 +184,43 @@ public sealed class Mamba2LM : IDisposable
 
         internal RmsNormResult NormF { get; set; } = null!;
 
+        /// <summary>(b, L, vocab), from <see cref="Forward(IndexTensor, CommandStream?)"/>; null after <see cref="ForwardLoss"/>.</summary>
         public Tensor Logits { get; internal set; } = null!;
+
+        /// <summary>The loss (and the head's gradients) from <see cref="ForwardLoss"/>; null after Forward.</summary>
+        public LinearCrossEntropyResult? Loss { get; internal set; }
 
     }
 
     /// <summary>Logits (b, L, vocab) for input_ids (b, L).</summary>
-    public Activations Forward(IndexTensor ids, CommandStream? stream = null)
+    public Activations Forward(IndexTensor ids, CommandStream? stream = null) =>
+        Forward(ids, stream, (acts, st, rows, d) =>
+        {
+            acts.Logits = acts.Keep(Tensor.Empty(Embeddings.Device, "logits", ids.Shape[0], ids.Shape[1], Config.VocabSize));
+            Gemm.Run(acts.NormF.Y.View(rows, d), Embeddings, acts.Logits.View(rows, Config.VocabSize), transposeB: true, stream: st, precision: Precision);
+        });
+
+    /// <summary>
+    /// The training forward: the mean next-token cross-entropy of input_ids (b, L) against <paramref name="targets"/>
+    /// (b, L; ignore_index skips a position) without the (b, L, vocab) logits, through
+    /// <see cref="LinearCrossEntropy"/> (the head a block of rows at a time). With <paramref name="gradients"/> the
+    /// head's gradients are formed on the way, for <see cref="Backward(Activations, CommandStream?)"/>; with
+    /// <paramref name="predictions"/> each position's argmax. The result is <see cref="Activations.Loss"/>.
+    /// </summary>
+    public Activations ForwardLoss(IndexTensor ids, IndexTensor targets, bool gradients = true, bool predictions = false, CommandStream? stream = null,
+        long blockBytes = LinearCrossEntropy.DefaultBlockBytes)
+    {
+        if (!targets.Shape.SequenceEqual(ids.Shape))
+        {
+            throw new ArgumentException($"Mamba2LM: targets must have the shape of input_ids {ShapeOps.Format(ids.Shape)}, got {ShapeOps.Format(targets.Shape)}.", nameof(targets));
+        }
+
+        return Forward(ids, stream, (acts, st, _, _) =>
+            acts.Loss = acts.Keep(LinearCrossEntropy.Run(acts.NormF.Y, Embeddings, targets, gradients, predictions, Precision,
+                blockBytes: blockBytes, stream: st)));
+    }
+
+    private Activations Forward(IndexTensor ids, CommandStream? stream, Action<Activations, CommandStream, int, int> head)
     {
         if (ids.Shape.Count != 2)
         {
@@ -231,8 +262,7 @@ public sealed class Mamba2LM : IDisposable
             {
                 acts.NormF = acts.Keep(RmsNorm.Forward(h, NormF, eps: Config.NormEps, stream: st));
                 st.Section(ProfileSections.Norm);
-                acts.Logits = acts.Keep(Tensor.Empty(device, "logits", b, l, Config.VocabSize));
-                Gemm.Run(acts.NormF.Y.View(rows, d), Embeddings, acts.Logits.View(rows, Config.VocabSize), transposeB: true, stream: st, precision: Precision);
+                head(acts, st, rows, d);
                 st.Section(ProfileSections.LmHead);
             });
             return acts;
@@ -278,6 +308,37 @@ public sealed class Mamba2LM : IDisposable
         int b = acts.Ids.Shape[0], l = acts.Ids.Shape[1], d = Config.Mixer.DModel, rows = b * l, v = Config.VocabSize;
         ShapeOps.Expect(dlogits, "dlogits", "Mamba2LM backward", b, l, v);
         var device = Embeddings.Device;
+        return Backward(acts, stream, (staged, st) =>
+        {
+            var dl = dlogits.View(rows, v);
+            var headGrad = staged.KeepToEnd(Tensor.Empty(device, "dhead", v, d));
+            Gemm.Run(dl, acts.NormF.Y.View(rows, d), headGrad, transposeA: true, stream: st, precision: Precision);
+            var dNormF = st.Own(Tensor.Empty(device, "dnorm_f", b, l, d));
+            Gemm.Run(dl, Embeddings, dNormF.View(rows, d), stream: st, precision: Precision);
+            st.Section(ProfileSections.LmHead);
+            return (headGrad, dNormF);
+        });
+    }
+
+    /// <summary>
+    /// The gradient of every parameter (by HF name) of the mean loss that <see cref="ForwardLoss"/> computed with
+    /// gradients: the head's were formed there, so this starts at norm_f.
+    /// </summary>
+    public Dictionary<string, Tensor> Backward(Activations acts, CommandStream? stream = null)
+    {
+        if (acts.Loss?.DHidden is not { } dNormF || acts.Loss.DWeight is not { } headGrad)
+        {
+            throw new ArgumentException("Mamba2LM backward: these activations hold no head gradients; run ForwardLoss with gradients: true (or Backward(dlogits, acts) after Forward).", nameof(acts));
+        }
+
+        return Backward(acts, stream, (_, _) => (headGrad, dNormF));
+    }
+
+    /// <summary>The backward from norm_f down, given the head's stage: it returns the head's weight gradient and d norm_f's output.</summary>
+    private Dictionary<string, Tensor> Backward(Activations acts, CommandStream? stream, Func<StagedRecording, CommandStream, (Tensor HeadGrad, Tensor DNormF)> head)
+    {
+        int b = acts.Ids.Shape[0], l = acts.Ids.Shape[1], d = Config.Mixer.DModel, v = Config.VocabSize;
+        var device = Embeddings.Device;
         var grads = new Dictionary<string, Tensor>();
         try
         {
@@ -285,12 +346,7 @@ public sealed class Mamba2LM : IDisposable
             Tensor headGrad = null!, dh = null!;
             staged.Stage(st =>
             {
-                var dl = dlogits.View(rows, v);
-                headGrad = staged.KeepToEnd(Tensor.Empty(device, "dhead", v, d));
-                Gemm.Run(dl, acts.NormF.Y.View(rows, d), headGrad, transposeA: true, stream: st, precision: Precision);
-                var dNormF = st.Own(Tensor.Empty(device, "dnorm_f", b, l, d));
-                Gemm.Run(dl, Embeddings, dNormF.View(rows, d), stream: st, precision: Precision);
-                st.Section(ProfileSections.LmHead);
+                (headGrad, var dNormF) = head(staged, st);
                 var nf = staged.HandOn(RmsNorm.Backward(dNormF, acts.NormF, acts.Hidden[^1], NormF, stream: st));
                 grads["backbone.norm_f.weight"] = ActivationStore.CopyOf(st, nf.DWeight, "grad.backbone.norm_f.weight");
                 st.Section(ProfileSections.Norm);

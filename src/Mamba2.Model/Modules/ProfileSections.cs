@@ -9,7 +9,7 @@ public static class ProfileSections
     /// <summary>in_proj and out_proj GEMMs (forward, and input and weight gradients), their biases.</summary>
     public const string Projections = "projections";
 
-    /// <summary>The tied LM head's GEMMs.</summary>
+    /// <summary>The tied LM head's GEMMs; in a training step also its cross-entropy (<see cref="Ops.LinearCrossEntropy"/>).</summary>
     public const string LmHead = "lm_head";
 
     /// <summary>The SSD op, forward or backward, and its parameter-gradient copies.</summary>
@@ -23,8 +23,6 @@ public static class ProfileSections
     public const string Elementwise = "elementwise";
 
     public const string Embedding = "embedding";
-
-    public const string Loss = "cross_entropy";
 
     public const string Optimizer = "optimizer";
 }

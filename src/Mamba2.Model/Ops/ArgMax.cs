@@ -23,9 +23,16 @@ public static class ArgMax
         Shaders.EnsureBindable("ArgMax", x);
         var device = x.Device;
         using var output = device.CreateBuffer<int>(rows, "argmax");
-        var local = Shaders.RowLocal(device, n);
-        Shaders.RunIn(device, null, st => st.Dispatch(device.GetKernel(Shaders.ArgMaxRows, new LocalSize(local)), (Shaders.Groups(device, rows), 1, 1),
-            new Push((uint)rows, (uint)n), x.Buffer, output));
+        Shaders.RunIn(device, null, st => Record(st, x.Buffer, output, rows, n));
         return output.Download();
+    }
+
+    /// <summary>Records output[r] = argmax of row r of x (rows, n), both bound as given.</summary>
+    internal static void Record(CommandStream st, BufferBinding x, BufferBinding output, long rows, int n)
+    {
+        var device = st.Device;
+        var local = Shaders.RowLocal(device, n);
+        st.Dispatch(device.GetKernel(Shaders.ArgMaxRows, new LocalSize(local)), (Shaders.Groups(device, rows), 1, 1),
+            new Push((uint)rows, (uint)n), x, output);
     }
 }

@@ -116,13 +116,13 @@ public sealed class Trainer : IDisposable
     {
         using var ids = IndexTensor.FromArray(device, "input_ids", batch.Inputs, batch.Batch, batch.SeqLen);
         using var targets = IndexTensor.FromArray(device, "targets", batch.Targets, batch.Batch, batch.SeqLen);
-        using var acts = Model.Forward(ids);
-        using var ce = CrossEntropy.Forward(acts.Logits, targets);
-        var loss = ce.Loss.ToArray()[0];
-        var accuracy = Accuracy(ArgMax.Rows(acts.Logits), batch.Targets);
+        // The head and the loss in row blocks (no whole logits); a training step forms the head's gradients there too.
+        using var acts = Model.ForwardLoss(ids, targets, gradients: train, predictions: true);
+        var loss = acts.Loss!.Loss.ToArray()[0];
+        var accuracy = Accuracy(acts.Loss.Predictions(), batch.Targets);
         if (train)
         {
-            var grads = Model.BackwardFromLoss(ce, acts, targets);
+            var grads = Model.Backward(acts);
             try
             {
                 _optimizer.Step([.. _params.Select(p => grads[p.Name])], Options.MaxGradNorm);

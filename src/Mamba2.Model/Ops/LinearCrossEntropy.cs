@@ -1,0 +1,252 @@
+using System.Runtime.InteropServices;
+using Mamba2.Model.Tensors;
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Ops;
+
+/// <summary>
+/// What <see cref="LinearCrossEntropy.Run"/> returns: the mean loss, and when asked the gradients of that loss
+/// (dloss = 1) with respect to the hidden states and the head's weight, and each row's argmax.
+/// </summary>
+public sealed class LinearCrossEntropyResult : IDisposable
+{
+    private readonly GpuBuffer<int>? _predictions;
+    private readonly bool _ownsGradients;
+
+    internal LinearCrossEntropyResult(Tensor loss, Tensor? dHidden, Tensor? dWeight, bool ownsGradients, GpuBuffer<int>? predictions)
+    {
+        Loss = loss;
+        DHidden = dHidden;
+        DWeight = dWeight;
+        _ownsGradients = ownsGradients;
+        _predictions = predictions;
+    }
+
+    /// <summary>The mean over rows whose target is not ignore_index, shape (1); NaN when every target is ignored (as PyTorch).</summary>
+    public Tensor Loss { get; }
+
+    /// <summary>d loss / d hidden, hidden's shape; null unless gradients were asked for.</summary>
+    public Tensor? DHidden { get; }
+
+    /// <summary>d loss / d weight (vocab, d); null unless gradients were asked for.</summary>
+    public Tensor? DWeight { get; }
+
+    /// <summary>Each row's first largest logit index (NaN never counts), read back to the host; throws unless asked for.</summary>
+    public int[] Predictions() =>
+        (_predictions ?? throw new InvalidOperationException("LinearCrossEntropy: predictions were not asked for (predictions: true).")).Download();
+
+    public void Dispose()
+    {
+        Loss.Dispose();
+        if (_ownsGradients)
+        {
+            DHidden?.Dispose();
+            DWeight?.Dispose();
+        }
+
+        _predictions?.Dispose();
+    }
+}
+
+/// <summary>
+/// A linear head and cross-entropy in one op, PyTorch's <c>F.cross_entropy(hidden @ weight.T, targets,
+/// ignore_index=-100)</c> (mean), computed a block of rows at a time: each block's logits are formed, scored, turned
+/// into their gradient in place and multiplied into the hidden and weight gradients before the next block, so the
+/// (rows, vocab) logits and their gradient never exist whole (a language model's largest tensors).
+/// </summary>
+public static class LinearCrossEntropy
+{
+    /// <summary>The default bound on one block's logits.</summary>
+    public const long DefaultBlockBytes = 512L << 20;
+
+    /// <summary>Blocks start at multiples of this many rows, which keeps every bound slice on any device's offset alignment.</summary>
+    private const int RowQuantum = 64;
+
+    [StructLayout(LayoutKind.Sequential)]
+    private readonly record struct Push(uint Rows, uint Vocab, int IgnoreIndex);
+
+    /// <summary>
+    /// The mean cross-entropy of logits = <paramref name="hidden"/> (..., d) times <paramref name="weight"/> (vocab, d)
+    /// transposed against <paramref name="targets"/> (...). With <paramref name="gradients"/>, also the gradients of
+    /// that mean (written into <paramref name="dHidden"/> and <paramref name="dWeight"/> when given, else allocated);
+    /// with <paramref name="predictions"/>, each row's argmax. The products run in <paramref name="precision"/>;
+    /// a block's logits take at most <paramref name="blockBytes"/> (a multiple of 64 rows, at least 64).
+    /// Targets other than ignore_index outside [0, vocab) are refused before anything runs.
+    /// </summary>
+    public static LinearCrossEntropyResult Run(Tensor hidden, Tensor weight, IndexTensor targets, bool gradients = true, bool predictions = false,
+        Precision precision = Precision.Fp32, int ignoreIndex = CrossEntropy.DefaultIgnoreIndex, long blockBytes = DefaultBlockBytes,
+        Tensor? dHidden = null, Tensor? dWeight = null, CommandStream? stream = null)
+    {
+        const string op = "LinearCrossEntropy";
+        var (rows, d, vocab, count) = Validate(op, hidden, weight, targets, ignoreIndex);
+        if ((dHidden is not null || dWeight is not null) && !gradients)
+        {
+            throw new ArgumentException($"{op}: dHidden and dWeight are outputs of the gradients (gradients: true).", nameof(gradients));
+        }
+
+        if (dHidden is not null)
+        {
+            ShapeOps.Expect(dHidden, nameof(dHidden), op, [.. hidden.Shape]);
+        }
+
+        if (dWeight is not null)
+        {
+            ShapeOps.Expect(dWeight, nameof(dWeight), op, vocab, d);
+        }
+
+        ArgumentOutOfRangeException.ThrowIfLessThan(blockBytes, 1, nameof(blockBytes));
+        var device = hidden.Device;
+        var blockRows = BlockRows(rows, vocab, Math.Min(blockBytes, (long)Math.Min(device.Capabilities.MaxStorageBufferRange, (ulong)long.MaxValue)));
+        var scope = new TensorScope(device);
+        GpuBuffer<int>? argmax = null;
+        var ownsGradients = gradients && dHidden is null && dWeight is null;
+        if (gradients && (dHidden is null) != (dWeight is null))
+        {
+            throw new ArgumentException($"{op}: give both dHidden and dWeight, or neither.", nameof(dHidden));
+        }
+
+        try
+        {
+            var loss = scope.New("loss", 1);
+            dHidden ??= gradients ? scope.New("d_hidden", [.. hidden.Shape]) : null;
+            dWeight ??= gradients ? scope.New("d_weight", vocab, d) : null;
+            argmax = predictions ? device.CreateBuffer<int>(rows, "predictions") : null;
+            var result = new LinearCrossEntropyResult(loss, dHidden, dWeight, ownsGradients, argmax);
+            Shaders.RunIn(device, stream, st => Record(st, hidden, weight, targets, result, rows, d, vocab, count, blockRows, precision, ignoreIndex, argmax));
+            return result;
+        }
+        catch
+        {
+            scope.DisposeAll();
+            argmax?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Rows a block holds: the most whose logits fit <paramref name="blockBytes"/>, spread evenly, in multiples of 64.</summary>
+    internal static int BlockRows(long rows, int vocab, long blockBytes)
+    {
+        var fit = Math.Max(RowQuantum, blockBytes / ((long)vocab * sizeof(float)) / RowQuantum * RowQuantum);
+        var blocks = (rows + fit - 1) / fit;
+        var even = (rows + blocks - 1) / blocks;
+        return (int)Math.Min(rows, (even + RowQuantum - 1) / RowQuantum * RowQuantum);
+    }
+
+    private static void Record(CommandStream st, Tensor hidden, Tensor weight, IndexTensor targets, LinearCrossEntropyResult result,
+        long rows, int d, int vocab, long count, int blockRows, Precision precision, int ignoreIndex, GpuBuffer<int>? argmax)
+    {
+        var device = st.Device;
+        var pairs = st.Own(device.CreateBuffer<float>(rows * 2, "row_loss"));
+        var sums = st.Own(device.CreateBuffer<float>(2, "loss_count"));
+        var status = st.Own(device.CreateBuffer<uint>(1, "cross_entropy_status"));   // targets were checked on the host
+        st.Fill(status, 0u);
+        GpuBuffer<float>? unit = null;
+        if (result.DHidden is not null)
+        {
+            // The gradient kernel scales by dloss / count, read as unit[0] / unit[1]; the head's products apply
+            // 1 / count instead (alpha), so the block's gradient stays softmax - onehot, within [-1, 1], for 16-bit operands.
+            unit = st.Own(device.CreateBuffer<float>([1f, 1f], "unit_scale"));
+        }
+
+        // Mean over counted rows; PyTorch's gradient of an all-ignored batch is zero (its loss is NaN).
+        var alpha = count == 0 ? 0f : (float)(1.0 / count);
+        var rowLocal = Shaders.RowLocal(device, vocab);
+        var gradLocal = Shaders.PowerOfTwoLocal(device);
+        var blockSets = new Dictionary<int, (Tensor H, Tensor Logits, Tensor Lse, Tensor? DH)>();
+        (Tensor H, Tensor Logits, Tensor Lse, Tensor? DH) Scratch(int n)
+        {
+            if (!blockSets.TryGetValue(n, out var set))
+            {
+                set = (st.Own(Tensor.Empty(device, "head_block.hidden", n, d)), st.Own(Tensor.Empty(device, "head_block.logits", n, vocab)),
+                    st.Own(Tensor.Empty(device, "head_block.lse", n)), result.DHidden is null ? null : st.Own(Tensor.Empty(device, "head_block.d_hidden", n, d)));
+                blockSets[n] = set;
+            }
+
+            return set;
+        }
+
+        for (long r0 = 0; r0 < rows; r0 += blockRows)
+        {
+            var n = (int)Math.Min(blockRows, rows - r0);
+            var (h, logits, lse, dh) = Scratch(n);
+            var rowBytes = (ulong)d * sizeof(float);
+            st.Copy(hidden.Buffer, (ulong)r0 * rowBytes, h.Buffer, 0, (ulong)n * rowBytes);
+            Gemm.Run(h, weight, logits, transposeB: true, stream: st, precision: precision);
+            var targetSlice = new BufferBinding(targets.Buffer, (ulong)r0 * sizeof(int), (ulong)n * sizeof(int));
+            if (argmax is not null)
+            {
+                ArgMax.Record(st, logits.Buffer, new BufferBinding(argmax, (ulong)r0 * sizeof(int), (ulong)n * sizeof(int)), n, vocab);
+            }
+
+            var push = new Push((uint)n, (uint)vocab, ignoreIndex);
+            st.Dispatch(device.GetKernel(Shaders.CrossEntropy, new CrossEntropySpec(rowLocal, CrossEntropyMode.RowPairs)), (Shaders.Groups(device, n), 1, 1), push,
+                logits.Buffer, targetSlice, new BufferBinding(pairs, (ulong)r0 * 2 * sizeof(float), (ulong)n * 2 * sizeof(float)), lse.Buffer, result.Loss.Buffer, logits.Buffer, status);
+            if (dh is null)
+            {
+                continue;
+            }
+
+            // In place: each element's gradient overwrites its logit, read by the same invocation just before.
+            st.Dispatch(device.GetKernel(Shaders.CrossEntropy, new CrossEntropySpec(gradLocal, CrossEntropyMode.Gradient)),
+                (Shaders.Groups1D(device, logits.Length, gradLocal), 1, 1), push,
+                logits.Buffer, targetSlice, unit!, lse.Buffer, unit!, logits.Buffer, status);
+            Gemm.Run(logits, weight, dh, alpha: alpha, stream: st, precision: precision);
+            st.Copy(dh.Buffer, 0, result.DHidden!.Buffer, (ulong)r0 * rowBytes, (ulong)n * rowBytes);
+            Gemm.Run(logits, h, result.DWeight!, transposeA: true, alpha: alpha, beta: r0 == 0 ? 0f : 1f, stream: st, precision: precision);
+        }
+
+        // The rows' pairs are summed in one fixed order, as CrossEntropy sums them.
+        Reductions.Sum(st, pairs, sums, (uint)rows, 2);
+        st.Dispatch(device.GetKernel(Shaders.CrossEntropy, new CrossEntropySpec(rowLocal, CrossEntropyMode.Loss)), (1, 1, 1), new Push((uint)rows, (uint)vocab, ignoreIndex),
+            pairs, targets.Buffer, sums, result.Loss.Buffer, result.Loss.Buffer, pairs, status);
+    }
+
+    private static (long Rows, int D, int Vocab, long Count) Validate(string op, Tensor hidden, Tensor weight, IndexTensor targets, int ignoreIndex)
+    {
+        ShapeOps.ExpectSameDevice(op, hidden, weight);
+        if (hidden.Rank < 2)
+        {
+            throw new ArgumentException($"{op}: hidden must be (..., d), got {ShapeOps.Format(hidden.Shape)}.", nameof(hidden));
+        }
+
+        var d = hidden.Shape[^1];
+        ShapeOps.ExpectRank(weight, nameof(weight), op, 2);
+        if (weight.Shape[1] != d)
+        {
+            throw new ArgumentException($"{op}: weight must be (vocab, {d}) for hidden {ShapeOps.Format(hidden.Shape)}, got {ShapeOps.Format(weight.Shape)}.", nameof(weight));
+        }
+
+        var lead = hidden.Shape.Take(hidden.Rank - 1).ToArray();
+        if (!targets.Shape.SequenceEqual(lead))
+        {
+            throw new ArgumentException($"{op}: targets must have shape {ShapeOps.Format(lead)} for hidden {ShapeOps.Format(hidden.Shape)}, got {ShapeOps.Format(targets.Shape)}.", nameof(targets));
+        }
+
+        if (!ReferenceEquals(hidden.Device, targets.Device))
+        {
+            throw new ArgumentException($"{op}: targets live on another device than hidden.", nameof(targets));
+        }
+
+        var vocab = weight.Shape[0];
+        long count = 0;
+        var values = targets.Values;
+        for (var i = 0; i < values.Length; i++)
+        {
+            var t = values[i];
+            if (t == ignoreIndex)
+            {
+                continue;
+            }
+
+            if (t < 0 || t >= vocab)
+            {
+                throw new ArgumentOutOfRangeException(nameof(targets), $"{op}: target {t} at index {i} is outside [0, {vocab}) and is not ignore_index ({ignoreIndex}).");
+            }
+
+            count++;
+        }
+
+        Shaders.EnsureBindable(op, hidden, weight);
+        return (targets.Length, d, vocab, count);
+    }
+}
