@@ -28,6 +28,7 @@ layout(push_constant) uniform Push {
     uint batch;
     uint strideA, strideB, strideC;
     float alpha, beta;
+    uint kLast;   // the last batch entry's K: the tensor-core kernel's split K; here always K
 } p;
 
 // k-major tiles; the +4 pad spreads the transposing stores over banks while keeping 16-byte alignment.

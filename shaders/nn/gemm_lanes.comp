@@ -33,6 +33,7 @@ layout(push_constant) uniform Push {
     uint batch;
     uint strideA, strideB, strideC;
     float alpha, beta;
+    uint kLast;   // the last batch entry's K: the tensor-core kernel's split K; here always K
 } p;
 
 const uint W = gl_WorkGroupSize.x;

@@ -88,7 +88,10 @@ layout(push_constant) uniform Push {
     uint batch;
     uint strideA, strideB, strideC;
     float alpha, beta;
+    uint kLast;   // the last batch entry's K (a split K whose last part is shorter), else K
 } p;
+
+uint kz;   // K of the batch entry being computed: p.K, or p.kLast for the last
 
 // Shared tiles keep the stored layout of the operand (its contiguous dimension along the tile's rows), in words of
 // 4 operands: one 16-byte global load becomes one 8-byte shared store, and the cooperative loads read rows of
@@ -127,8 +130,8 @@ WORD a_word(uint base, uint row0, uint k0, uint w, bool whole) {
     const uint c = (w % (A_COLS / 4)) * 4;
     const uint gr = (TRANS_A ? k0 : row0) + r;           // stored row: k (transposed) or m
     const uint gc = (TRANS_A ? row0 : k0) + c;           // stored column: m (transposed) or k
-    const uint rows = TRANS_A ? p.K : p.M;
-    const uint cols = TRANS_A ? p.M : p.K;
+    const uint rows = TRANS_A ? kz : p.M;
+    const uint cols = TRANS_A ? p.M : kz;
     if (w >= A_WORDS || gr >= rows) {
         return WORD(0.0);
     }
@@ -148,8 +151,8 @@ WORD b_word(uint base, uint col0, uint k0, uint w, bool whole) {
     const uint c = (w % (B_COLS / 4)) * 4;
     const uint gr = (TRANS_B ? col0 : k0) + r;           // stored row: n (transposed) or k
     const uint gc = (TRANS_B ? k0 : col0) + c;
-    const uint rows = TRANS_B ? p.N : p.K;
-    const uint cols = TRANS_B ? p.K : p.N;
+    const uint rows = TRANS_B ? p.N : kz;
+    const uint cols = TRANS_B ? kz : p.N;
     if (w >= B_WORDS || gr >= rows) {
         return WORD(0.0);
     }
@@ -184,7 +187,6 @@ void main() {
     const uint tilesM = (p.M + BM - 1) / BM;
     const uint tiles = tilesN * tilesM;
     const uint groups = gl_NumWorkGroups.x * gl_NumWorkGroups.y;
-    const uint slices = (p.K + BK - 1) / BK;
     const int layoutA = TRANS_A ? gl_CooperativeMatrixLayoutColumnMajor : gl_CooperativeMatrixLayoutRowMajor;
     const int layoutB = TRANS_B ? gl_CooperativeMatrixLayoutColumnMajor : gl_CooperativeMatrixLayoutRowMajor;
     const bool wholeA = p.lda % 4 == 0 && (p.batch == 1 || p.strideA % 4 == 0);
@@ -196,6 +198,8 @@ void main() {
 #endif
 
     for (uint z = gl_WorkGroupID.z; z < p.batch; z += gl_NumWorkGroups.z) {
+        kz = z + 1 == p.batch ? p.kLast : p.K;
+        const uint slices = (kz + BK - 1) / BK;
         const uint baseA = z * p.strideA;
         const uint baseB = z * p.strideB;
         const uint baseC = z * p.strideC;
@@ -221,12 +225,12 @@ void main() {
             // multiple of BK need no test; a transposed operand is read through a transposing view.
             tensorLayoutNV<2, gl_CooperativeMatrixClampModeConstantNV> la = createTensorLayoutNV(2, gl_CooperativeMatrixClampModeConstantNV);
             tensorLayoutNV<2, gl_CooperativeMatrixClampModeConstantNV> lb = createTensorLayoutNV(2, gl_CooperativeMatrixClampModeConstantNV);
-            la = setTensorLayoutDimensionNV(la, TRANS_A ? p.K : p.M, TRANS_A ? p.M : p.K);
+            la = setTensorLayoutDimensionNV(la, TRANS_A ? kz : p.M, TRANS_A ? p.M : kz);
             la = setTensorLayoutStrideNV(la, p.lda, 1);
-            lb = setTensorLayoutDimensionNV(lb, TRANS_B ? p.N : p.K, TRANS_B ? p.K : p.N);
+            lb = setTensorLayoutDimensionNV(lb, TRANS_B ? p.N : kz, TRANS_B ? kz : p.N);
             lb = setTensorLayoutStrideNV(lb, p.ldb, 1);
             tensorViewNV<2, false, 1, 0> transposed = createTensorViewNV(2, false, 1, 0);
-            for (uint k0 = 0; k0 < p.K; k0 += BK) {
+            for (uint k0 = 0; k0 < kz; k0 += BK) {
                 coopmat<OPERAND, gl_ScopeWorkgroup, BM, BK, gl_MatrixUseA> ma;
                 coopmat<OPERAND, gl_ScopeWorkgroup, BK, BN, gl_MatrixUseB> mb;
                 if (TRANS_A) {

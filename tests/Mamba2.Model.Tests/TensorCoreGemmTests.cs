@@ -70,6 +70,9 @@ public class TensorCoreGemmTests(GpuFixture gpu)
         Assert.Equal(2, TensorCoreGemm.SplitsFor(1, 4096, 32));   // parts of 2048 at least
         Check(operands, api, staging, 1, 40, 72, 4096, true, false, 0.5f, 0f);   // the dW shape: A stored K x M
         Check(operands, api, staging, 1, 24, 40, 4096, false, true, 1f, 0f);
+        Assert.Equal(2, TensorCoreGemm.SplitsFor(1, 4133, 32));   // a last part shorter than the first (2053 of 2080)
+        Check(operands, api, staging, 1, 24, 40, 4133, false, false, 1f, 0f);   // the LM head's d hidden: K = vocabulary
+        Check(operands, api, staging, 1, 40, 24, 4133, true, true, 0.5f, 0f);
     }
 
     [Fact]
@@ -79,7 +82,8 @@ public class TensorCoreGemmTests(GpuFixture gpu)
         Assert.Equal(4, TensorCoreGemm.SplitsFor(140, 8192, 32));   // parts of 2048 at least
         Assert.Equal(1, TensorCoreGemm.SplitsFor(512, 16384, 32));   // tiles enough
         Assert.Equal(1, TensorCoreGemm.SplitsFor(140, 4000, 32));    // too short to split
-        Assert.Equal(1, TensorCoreGemm.SplitsFor(140, 16384 + 16, 32));   // no multiple of the parts' BK
+        Assert.Equal(8, TensorCoreGemm.SplitsFor(140, 50280, 32));   // parts of 6304, the last 6152
+        Assert.Equal(6304, TensorCoreGemm.SplitLength(50280, 8, 32));
         Assert.Equal(8, TensorCoreGemm.SplitsFor(100, 16384, 32));
     }
 

@@ -18,7 +18,7 @@ public static class Gemm
 
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct Push(
-        uint M, uint N, uint K, uint Lda, uint Ldb, uint Ldc, uint Batch, uint StrideA, uint StrideB, uint StrideC, float Alpha, float Beta);
+        uint M, uint N, uint K, uint Lda, uint Ldb, uint Ldc, uint Batch, uint StrideA, uint StrideB, uint StrideC, float Alpha, float Beta, uint KLast);
 
     /// <summary>The grid (tiles walked with a stride within the device's limits) and push constants of every GEMM kernel.</summary>
     internal static ((uint X, uint Y, uint Z) Groups, Push Push) Launch(GpuDevice device, uint bm, uint bn, int m, int n, int k, int batch,
@@ -28,7 +28,7 @@ public static class Gemm
         var tiles = (long)((m + bm - 1) / bm) * ((n + bn - 1) / bn);
         var groups = ((uint)Math.Min(tiles, max.X), (uint)Math.Min((tiles + max.X - 1) / max.X, max.Y), (uint)Math.Min(batch, max.Z));
         var push = new Push((uint)m, (uint)n, (uint)k, (uint)lda, (uint)ldb, (uint)n, (uint)batch,
-            (uint)(batched ? (long)m * k : 0), (uint)(batched ? (long)k * n : 0), (uint)(batched ? (long)m * n : 0), alpha, beta);
+            (uint)(batched ? (long)m * k : 0), (uint)(batched ? (long)k * n : 0), (uint)(batched ? (long)m * n : 0), alpha, beta, (uint)k);
         return (groups, push);
     }
 

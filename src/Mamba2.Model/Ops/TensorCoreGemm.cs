@@ -193,12 +193,14 @@ public static class TensorCoreGemm
 
         if (splits > 1)
         {
-            // Split K: split s multiplies K columns [s K/S, (s + 1) K/S) as batch entry s (A and B strided along K)
-            // into its own partial C; a fixed-order sum adds the partials into C (same inputs, same bits).
-            var ks = k / splits;
+            // Split K: split s multiplies K columns [s ks, (s + 1) ks) as batch entry s (A and B strided along K)
+            // into its own partial C, the last the columns that remain; a fixed-order sum adds the partials into C
+            // (same inputs, same bits).
+            var ks = SplitLength(k, splits, t.BK);
             push = push with
             {
                 K = (uint)ks,
+                KLast = (uint)(k - (splits - 1) * ks),
                 Batch = (uint)splits,
                 StrideC = (uint)((long)m * n),
                 StrideA = (uint)(transposeA ? (long)ks * push.Lda : ks),
@@ -239,9 +241,10 @@ public static class TensorCoreGemm
 
     /// <summary>
     /// How many parts to split K into: 1 unless the output has too few tiles to fill a large GPU (fewer than 256)
-    /// and K is long; then the most parts (8, 4 or 2) that keep each at least 2048 long, a multiple of the tile's
-    /// BK, and the tiles times parts within 2048 (the dW products of the projections: K = tokens; the cap lets the
-    /// 370m in_proj's take 8 parts, measured faster than 4 in docs/PERF.md).
+    /// and K is long; then the most parts (8, 4 or 2) that keep each at least 2048 long and the tiles times parts
+    /// within 2048 (the dW products of the projections: K = tokens; the cap lets the 370m in_proj's take 8 parts,
+    /// measured faster than 4 in docs/PERF.md). Parts are multiples of the tile's BK but the last, which takes what
+    /// remains (the LM head's d hidden: K = a vocabulary such as 50,280).
     /// </summary>
     internal static int SplitsFor(long tiles, int k, uint bk)
     {
@@ -252,7 +255,7 @@ public static class TensorCoreGemm
 
         foreach (var s in new[] { 8, 4, 2 })
         {
-            if (k % (s * bk) == 0 && k / s >= 2048 && tiles * s <= 2048)
+            if (k / s >= 2048 && tiles * s <= 2048 && k - (s - 1) * SplitLength(k, s, bk) > 0)
             {
                 return s;
             }
@@ -260,6 +263,9 @@ public static class TensorCoreGemm
 
         return 1;
     }
+
+    /// <summary>The K of every part but the last when K is split into <paramref name="splits"/>: K / splits rounded up to BK.</summary>
+    internal static int SplitLength(int k, int splits, uint bk) => (int)(((k + splits - 1) / splits + bk - 1) / bk * bk);
 
     /// <summary>
     /// A 16-bit copy of <paramref name="x"/> times its scale (f16 or bf16, rounded to nearest even), owned by the
