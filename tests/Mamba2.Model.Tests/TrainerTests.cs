@@ -1,4 +1,5 @@
 using Mamba2.Model.Modules;
+using Mamba2.Model.Ops;
 using Mamba2.Model.Training;
 using Mamba2.Model.Training.Tasks;
 using Mamba2.Tests;
@@ -20,12 +21,27 @@ public sealed class TrainerTests(GpuFixture gpu) : IDisposable
 
     private static readonly TrainerOptions Options = new() { Batch = 4, Steps = 40, LearningRate = 3e-3f, WarmupSteps = 3, Seed = 11, EvalBatches = 2 };
 
-    [Fact]
-    public void ResumingContinuesExactly()
+    [Theory]
+    [InlineData(Precision.Fp32)]
+    [InlineData(Precision.Fp32Fast)]
+    [InlineData(Precision.Bf16)]
+    public void ResumingContinuesExactly(Precision precision)
     {
+        if (!PrecisionAvailability.Runs(Device, precision))
+        {
+            return;
+        }
+
         var task = new SelectiveCopyTask(seqLen: 24, tokens: 4, vocab: 10);
         var uninterrupted = new List<double>();
-        using (var trainer = new Trainer(Mamba2LM.Initialize(Device, Tiny(10), new Random(5)), task, Options))
+        Trainer New()
+        {
+            var model = Mamba2LM.Initialize(Device, Tiny(10), new Random(5));
+            model.Precision = precision;
+            return new Trainer(model, task, Options);
+        }
+
+        using (var trainer = New())
         {
             for (var i = 0; i < 5; i++)
             {
@@ -35,7 +51,7 @@ public sealed class TrainerTests(GpuFixture gpu) : IDisposable
 
         var resumed = new List<double>();
         var checkpoint = Path.Combine(_dir, "step-3");
-        using (var trainer = new Trainer(Mamba2LM.Initialize(Device, Tiny(10), new Random(5)), task, Options))
+        using (var trainer = New())
         {
             for (var i = 0; i < 3; i++)
             {
@@ -47,6 +63,7 @@ public sealed class TrainerTests(GpuFixture gpu) : IDisposable
 
         using (var trainer = Trainer.Resume(Device, checkpoint, task, Options))
         {
+            trainer.Model.Precision = precision;
             Assert.Equal(3, trainer.Step);
             for (var i = 0; i < 2; i++)
             {

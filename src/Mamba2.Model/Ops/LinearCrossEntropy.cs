@@ -57,7 +57,7 @@ public sealed class LinearCrossEntropyResult : IDisposable
 public static class LinearCrossEntropy
 {
     /// <summary>The default bound on one block's logits.</summary>
-    public const long DefaultBlockBytes = 512L << 20;
+    public const long DefaultBlockBytes = 1L << 30;
 
     /// <summary>Blocks start at multiples of this many rows, which keeps every bound slice on any device's offset alignment.</summary>
     private const int RowQuantum = 64;
