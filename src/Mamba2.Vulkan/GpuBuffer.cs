@@ -66,8 +66,25 @@ public unsafe class GpuBuffer : IDisposable
     /// <summary>Host pointer when the memory is host-visible and coherent (unified memory, staging), else null.</summary>
     internal byte* Mapped => _allocation.Mapped;
 
+    /// <summary>
+    /// The most bytes one host transfer views at a time: a byte span cannot pass 2 GiB, so larger tensors move in
+    /// pieces (internal so tests can shrink it).
+    /// </summary>
+    internal static int PieceBytes { get; set; } = 1 << 30;
+
     /// <summary>Copies host data into the buffer at <paramref name="offsetBytes"/> (directly where mapped, else through staging).</summary>
     public void Upload<T>(ReadOnlySpan<T> data, ulong offsetBytes = 0) where T : unmanaged
+    {
+        var size = Unsafe.SizeOf<T>();
+        CheckRange(offsetBytes, (ulong)data.Length * (ulong)size, nameof(data));
+        var per = Math.Max(1, PieceBytes / size);
+        for (var at = 0; at < data.Length; at += per)
+        {
+            UploadPiece(data.Slice(at, Math.Min(per, data.Length - at)), offsetBytes + (ulong)at * (ulong)size);
+        }
+    }
+
+    private void UploadPiece<T>(ReadOnlySpan<T> data, ulong offsetBytes) where T : unmanaged
     {
         var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(data);
         CheckRange(offsetBytes, (ulong)bytes.Length, nameof(data));
@@ -83,6 +100,17 @@ public unsafe class GpuBuffer : IDisposable
 
     /// <summary>Copies buffer contents at <paramref name="offsetBytes"/> into <paramref name="destination"/>.</summary>
     public void Download<T>(Span<T> destination, ulong offsetBytes = 0) where T : unmanaged
+    {
+        var size = Unsafe.SizeOf<T>();
+        CheckRange(offsetBytes, (ulong)destination.Length * (ulong)size, nameof(destination));
+        var per = Math.Max(1, PieceBytes / size);
+        for (var at = 0; at < destination.Length; at += per)
+        {
+            DownloadPiece(destination.Slice(at, Math.Min(per, destination.Length - at)), offsetBytes + (ulong)at * (ulong)size);
+        }
+    }
+
+    private void DownloadPiece<T>(Span<T> destination, ulong offsetBytes) where T : unmanaged
     {
         var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(destination);
         CheckRange(offsetBytes, (ulong)bytes.Length, nameof(destination));

@@ -32,6 +32,32 @@ public class MemoryTests(GpuFixture gpu)
         Assert.Equal(data, b.Download());
     }
 
+    [Theory]
+    [InlineData(MemoryKind.Device)]
+    [InlineData(MemoryKind.Upload)]
+    public void TransfersLargerThanOneHostPieceArriveWhole(MemoryKind kind)
+    {
+        // A byte span cannot pass 2 GiB, so a 3.3 GB tensor (the LM head's input at 16384 x 50280) moves in pieces;
+        // the pieces are shrunk here to 12 bytes so a small transfer takes that path, at an offset.
+        var rng = new Random(TestMath.NewSeed());
+        var data = TestMath.RandomArray(rng, 1001);
+        using var b = Device.CreateBuffer(4 * 1004, "pieces", kind);
+        var saved = GpuBuffer.PieceBytes;
+        try
+        {
+            GpuBuffer.PieceBytes = 12;
+            b.Upload<float>(data, 8);
+            var back = new float[1001];
+            b.Download<float>(back, 8);
+            Assert.Equal(data, back);
+            Assert.Throws<ArgumentOutOfRangeException>(() => b.Upload<float>(data, 16));
+        }
+        finally
+        {
+            GpuBuffer.PieceBytes = saved;
+        }
+    }
+
     [Fact]
     public void PartialUploadAndDownloadAtOffsets()
     {

@@ -148,7 +148,8 @@ internal static class BenchCommand
         var list = new List<(int, int, int)>();
         foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
-            var dims = part.Split('x').Select(int.Parse).ToArray();
+            var dims = part.Split('x').Select(d => int.TryParse(d, out var v) && v > 0 ? v
+                : throw new ArgumentException($"--sizes: '{part}' needs positive whole numbers, N or MxNxK")).ToArray();
             list.Add(dims.Length switch
             {
                 1 => (dims[0], dims[0], dims[0]),
@@ -165,9 +166,10 @@ internal static class BenchCommand
         var basis = TensorCoreGemm.ChooseTile(device.Capabilities, operands, api, 0, 0)!;
         var parts = text.Split('/');
         var khr = api == TensorCoreApi.Khr;
-        var v = parts[0].Split('x').Select(uint.Parse).ToArray();
-        var w = khr && parts.Length > 1 ? parts[1].Split('x').Select(uint.Parse).ToArray() : [];
-        var buffers = parts.Length == (khr ? 3 : 2) ? uint.Parse(parts[^1]) : 2;
+        uint Number(string p) => uint.TryParse(p, out var n) ? n : throw new ArgumentException($"--tc-tile: '{p}' in '{text}' is not a whole number");
+        var v = parts[0].Split('x').Select(Number).ToArray();
+        var w = khr && parts.Length > 1 ? parts[1].Split('x').Select(Number).ToArray() : [];
+        var buffers = parts.Length == (khr ? 3 : 2) ? Number(parts[^1]) : 2;
         if (v.Length != 3 || (khr ? w.Length != 2 || parts.Length > 3 : parts.Length > 2))
         {
             throw new ArgumentException($"--tc-tile: expected {(khr ? "BMxBNxBK/WMxWN" : "BMxBNxBK")}[/BUFFERS], got '{text}'");

@@ -83,7 +83,7 @@ public static class CliApp
     /// <summary>Exceptions a user's input causes (as opposed to a bug), which end in exit code 2.</summary>
     public static bool IsUserError(Exception e) => e is ArgumentException or InvalidDataException or KeyNotFoundException
         or IOException or UnauthorizedAccessException or System.Text.Json.JsonException or FormatException or NotSupportedException
-        or MissingFeatureException or OverflowException or System.Security.SecurityException;
+        or MissingFeatureException or System.Security.SecurityException;
 
     private static string OneLine(string message) => string.Join(' ', message.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
 }
