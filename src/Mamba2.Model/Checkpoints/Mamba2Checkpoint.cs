@@ -131,6 +131,16 @@ public static class Mamba2Checkpoint
     /// <summary>Loads the model; tensors named as HF or mamba_ssm write them, F32 / F16 / BF16.</summary>
     public static Mamba2LM Load(GpuDevice device, string directory)
     {
+        var (config, values) = ReadValues(directory);
+        return Mamba2LM.FromValues(device, config, values);
+    }
+
+    /// <summary>
+    /// The config and every parameter (by HF name, as float32) of a checkpoint directory in HF or mamba_ssm layout,
+    /// F32 / F16 / BF16, read on the host: what <see cref="Load"/> puts on a device.
+    /// </summary>
+    public static (Mamba2LMConfig Config, Dictionary<string, float[]> Values) ReadValues(string directory)
+    {
         var config = ReadConfig(directory);
         config.Validate();
         var path = Path.Combine(directory, WeightsFile);
@@ -164,14 +174,34 @@ public static class Mamba2Checkpoint
             values[name] = t.ToFloat32();
         }
 
-        return Mamba2LM.FromValues(device, config, values);
+        return (config, values);
     }
 
-    /// <summary>Writes config.json and model.safetensors (F32, lm_head.weight tied) in HF layout, each file atomically.</summary>
-    public static void Save(Mamba2LM model, string directory)
+    /// <summary>
+    /// Writes config.json and model.safetensors (lm_head.weight tied) in HF layout, each file atomically. The
+    /// weights are stored as <paramref name="dtype"/>: F32 (training's masters, the default), or BF16 or F16 rounded
+    /// to nearest even for inference; config.json's torch_dtype says which, as transformers writes it.
+    /// </summary>
+    public static void Save(Mamba2LM model, string directory, SafetensorsDType dtype = SafetensorsDType.F32) =>
+        Write(model.Config, model.Parameters.Select(q => (q.Name, q.Value.ToArray())).ToDictionary(), directory, dtype);
+
+    /// <summary>
+    /// <see cref="Save"/> from host values (every parameter of <see cref="Mamba2LM.ParameterShapes"/>, by HF name):
+    /// what <see cref="ReadValues"/> returns, so a checkpoint converts between layouts and dtypes without a device.
+    /// </summary>
+    public static void Write(Mamba2LMConfig c, IReadOnlyDictionary<string, float[]> values, string directory, SafetensorsDType dtype = SafetensorsDType.F32)
     {
+        var torchDtype = TorchDtype(dtype);
+        var shapes = Mamba2LM.ParameterShapes(c);
+        foreach (var (name, shape) in shapes)
+        {
+            if (!values.TryGetValue(name, out var v) || v.Length != Tensors.ShapeOps.Elements(shape, name))
+            {
+                throw new ArgumentException($"Checkpoint: {name} {Tensors.ShapeOps.Format(shape)} is missing or has another size.", nameof(values));
+            }
+        }
+
         Directory.CreateDirectory(directory);
-        var c = model.Config;
         var m = c.Mixer;
         var config = new JsonObject
         {
@@ -196,15 +226,26 @@ public static class Mamba2Checkpoint
             ["time_step_max"] = m.DtMax,
             ["time_step_floor"] = m.DtInitFloor,
             ["time_step_limit"] = new JsonArray(m.DtLimit.Min, float.IsPositiveInfinity(m.DtLimit.Max) ? "Infinity" : m.DtLimit.Max),
+            ["torch_dtype"] = torchDtype,
         };
         // transformers writes the limit as a bare Infinity.
         var json = config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }).Replace("\"Infinity\"", "Infinity", StringComparison.Ordinal);
         var configPath = Path.Combine(directory, ConfigFile);
         DurableFiles.WriteAllText(configPath, json);
-        var tensors = model.Parameters.Select(q => HostTensor.FromFloat32(q.Name, q.Value.ToArray(), [.. q.Value.Shape])).ToList();
-        tensors.Add(HostTensor.FromFloat32("lm_head.weight", model.Embeddings.ToArray(), [.. model.Embeddings.Shape]));
+        var tensors = shapes.Append(("lm_head.weight", shapes[0].Shape))   // tied: the embedding's values
+            .Select(q => HostTensor.FromFloat32(q.Item1, values[q.Item1 == "lm_head.weight" ? shapes[0].Name : q.Item1], q.Item2))
+            .Select(t => dtype == SafetensorsDType.F32 ? t : t.Convert(dtype)).ToList();
         SafetensorsWriter.Write(Path.Combine(directory, WeightsFile), tensors);
     }
+
+    /// <summary>The torch_dtype transformers writes for weights stored as <paramref name="dtype"/> (F32, F16, BF16).</summary>
+    public static string TorchDtype(SafetensorsDType dtype) => dtype switch
+    {
+        SafetensorsDType.F32 => "float32",
+        SafetensorsDType.F16 => "float16",
+        SafetensorsDType.BF16 => "bfloat16",
+        _ => throw new ArgumentException($"Checkpoints store F32, F16 or BF16 weights, not {dtype.HeaderName()}.", nameof(dtype)),
+    };
 
     private static int Get(JsonObject o, string key, string path, int? dflt = null)
     {

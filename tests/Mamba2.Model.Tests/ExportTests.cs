@@ -1,0 +1,91 @@
+using System.Text.RegularExpressions;
+using Mamba2.Cli;
+using Mamba2.Model.Checkpoints;
+using Mamba2.Model.IO;
+using Mamba2.Model.Modules;
+using Mamba2.Model.Ops;
+using Mamba2.Model.Tensors;
+using Mamba2.Tests;
+using Mamba2.Vulkan;
+using Xunit;
+
+namespace Mamba2.Model.Tests;
+
+/// <summary>Checkpoints saved with bf16 or f16 weights for inference, through the API and `mamba2 export`.</summary>
+public sealed class ExportTests(GpuFixture gpu) : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("mamba2-export-").FullName;
+
+    private GpuDevice Device => gpu.Device;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static Mamba2LMConfig Tiny => new(VocabSize: 13, NLayer: 2, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, NGroups = 2, ChunkSize = 16 });
+
+    /// <summary>config.json's torch_dtype (read as text: the file holds a bare Infinity, as transformers writes it).</summary>
+    private static string TorchDtype(string dir) =>
+        Regex.Match(File.ReadAllText(Path.Combine(dir, Mamba2Checkpoint.ConfigFile)), "\"torch_dtype\": \"(\\w+)\"").Groups[1].Value;
+
+    [Theory]
+    [InlineData(SafetensorsDType.BF16, "bfloat16", 1e-2)]
+    [InlineData(SafetensorsDType.F16, "float16", 2e-3)]
+    [InlineData(SafetensorsDType.F32, "float32", 0)]
+    public void SavedWeightsAreTheRoundedMastersAndGiveTheSameLogitsWithinTheirPrecision(SafetensorsDType dtype, string torchDtype, double tolerance)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        using var lm = Mamba2LM.Initialize(Device, Tiny, rng);
+        var dir = Path.Combine(_dir, torchDtype);
+        Mamba2Checkpoint.Save(lm, dir, dtype);
+        Assert.Equal(torchDtype, TorchDtype(dir));
+        var stored = SafetensorsFile.ReadAll(Path.Combine(dir, Mamba2Checkpoint.WeightsFile));
+        Assert.All(stored.Values, t => Assert.Equal(dtype, t.DType));
+        Assert.Equal(lm.Parameters.Count + 1, stored.Count);   // and the tied lm_head.weight
+
+        // Every stored value is its fp32 master rounded once (to nearest even).
+        foreach (var (name, value) in lm.Parameters)
+        {
+            var master = value.ToArray();
+            var expected = HostTensor.FromFloat32(name, master, [.. value.Shape]).Convert(dtype).ToFloat32();
+            Assert.Equal(expected, stored[name].ToFloat32());
+        }
+
+        Assert.Equal(stored["backbone.embeddings.weight"].ToFloat32(), stored["lm_head.weight"].ToFloat32());
+        int[] ids = [1, 5, 12, 0, 7, 7, 3, 9, 2];
+        using var input = IndexTensor.FromArray(Device, "input_ids", ids, 1, ids.Length);
+        using var loaded = Mamba2Checkpoint.Load(Device, dir);
+        using var a = lm.Forward(input);
+        using var b = loaded.Forward(input);
+        var exact = a.Logits.ToArray().Select(v => (double)v).ToArray();
+        var error = TestMath.RelativeError(b.Logits.ToArray(), exact);
+        Assert.True(error <= tolerance, $"{torchDtype} seed {seed}: logits off by {error:E2}");
+        Assert.True(dtype == SafetensorsDType.F32 ? error == 0 : error > 0, $"{torchDtype}: the weights were not rounded ({error})");
+    }
+
+    [Fact]
+    public void ExportRewritesATrainingCheckpointAsBf16AndRefusesBadArguments()
+    {
+        var rng = new Random(TestMath.NewSeed());
+        var source = Path.Combine(_dir, "run", "step-3");
+        using (var lm = Mamba2LM.Initialize(Device, Tiny, rng))
+        {
+            Mamba2Checkpoint.Save(lm, source);
+        }
+
+        File.WriteAllText(Path.Combine(source, "trainer.json"), "{}");   // a run's extra files are left behind
+        var target = Path.Combine(_dir, "bf16");
+        Assert.Equal(0, CliApp.Run(["export", "--model", source, "--out", target]));
+        Assert.Equal("bfloat16", TorchDtype(target));
+        Assert.Equal([Mamba2Checkpoint.ConfigFile, Mamba2Checkpoint.WeightsFile], Directory.GetFiles(target).Select(Path.GetFileName).Order());
+        Assert.Empty(Directory.GetDirectories(_dir, "bf16.tmp-*"));   // no temporary left
+
+        Assert.Equal(2, CliApp.Run(["export", "--model", source, "--out", target]));   // exists
+        Assert.Equal(0, CliApp.Run(["export", "--model", source, "--out", target, "--overwrite", "--dtype", "f32"]));
+        Assert.Equal("float32", TorchDtype(target));
+        Assert.Equal(2, CliApp.Run(["export", "--model", source, "--out", Path.Combine(_dir, "x"), "--dtype", "int8"]));
+        Assert.Equal(2, CliApp.Run(["export", "--model", Path.Combine(_dir, "missing"), "--out", Path.Combine(_dir, "y")]));
+        Assert.Equal(2, CliApp.Run(["export", "--model", source, "--out", source, "--overwrite"]));
+        Assert.Equal(2, CliApp.Run(["export", "--model", source, "--out", Path.Combine(_dir, "no", "such", "parent")]));
+        Assert.False(Directory.Exists(Path.Combine(_dir, "x")));
+    }
+}

@@ -1,0 +1,100 @@
+using System.CommandLine;
+using Mamba2.Model.Checkpoints;
+using Mamba2.Model.IO;
+
+namespace Mamba2.Cli;
+
+/// <summary>
+/// <c>mamba2 export</c>: a checkpoint (HF or mamba_ssm layout, any weight dtype, a training run's step directory
+/// included) rewritten as an HF-layout model directory in F32, BF16 or F16, for inference or for transformers. On
+/// the host: no device needed.
+/// </summary>
+internal static class ExportCommand
+{
+    private static readonly Option<DirectoryInfo> Model = new("--model") { Required = true, Description = "checkpoint directory (config.json + model.safetensors, HF or mamba_ssm layout)" };
+    private static readonly Option<DirectoryInfo> Out = new("--out") { Required = true, Description = "directory to write config.json and model.safetensors to (must not exist unless --overwrite)" };
+    private static readonly Option<string> DType = new("--dtype")
+    {
+        DefaultValueFactory = _ => "bf16",
+        HelpName = "bf16|f16|f32",
+        Description = "the stored weights' type (rounded to nearest even); config.json's torch_dtype says it",
+    };
+
+    private static readonly Option<bool> Overwrite = new("--overwrite") { Description = "replace --out if it exists" };
+
+    public static Command Create()
+    {
+        var cmd = new Command("export", "Write a checkpoint as an HF-layout model directory with bf16, f16 or f32 weights");
+        cmd.Options.Add(Model);
+        cmd.Options.Add(Out);
+        cmd.Options.Add(DType);
+        cmd.Options.Add(Overwrite);
+        cmd.SetAction(Run);
+        return cmd;
+    }
+
+    private static int Run(ParseResult r)
+    {
+        var dtype = r.GetValue(DType)!.ToLowerInvariant() switch
+        {
+            "bf16" or "bfloat16" => SafetensorsDType.BF16,
+            "f16" or "fp16" or "float16" => SafetensorsDType.F16,
+            "f32" or "fp32" or "float32" => SafetensorsDType.F32,
+            var other => throw new ArgumentException($"--dtype '{other}': expected bf16, f16 or f32."),
+        };
+        var source = r.GetValue(Model)!.FullName;
+        var target = Path.GetFullPath(r.GetValue(Out)!.FullName);
+        if (!Directory.Exists(source))
+        {
+            throw new DirectoryNotFoundException($"--model {source}: no such directory.");
+        }
+
+        if (string.Equals(Path.GetFullPath(source).TrimEnd('/'), target.TrimEnd('/'), StringComparison.Ordinal))
+        {
+            throw new ArgumentException("--out must not be the --model directory.");
+        }
+
+        if (Directory.Exists(target) && !r.GetValue(Overwrite))
+        {
+            throw new IOException($"--out {target} exists; pass --overwrite to replace it.");
+        }
+
+        var parent = Path.GetDirectoryName(target)!;
+        if (!Directory.Exists(parent))
+        {
+            throw new DirectoryNotFoundException($"--out {target}: the directory {parent} does not exist.");
+        }
+
+        var (config, values) = Mamba2Checkpoint.ReadValues(source);
+        // Complete or absent: written beside, then renamed into place (and the old one removed after).
+        var temp = target + ".tmp-" + Guid.NewGuid().ToString("N");
+        try
+        {
+            Mamba2Checkpoint.Write(config, values, temp, dtype);
+            var old = Directory.Exists(target) ? target + ".old-" + Guid.NewGuid().ToString("N") : null;
+            if (old is not null)
+            {
+                Directory.Move(target, old);
+            }
+
+            Directory.Move(temp, target);
+            DurableFiles.SyncDirectory(parent);
+            if (old is not null)
+            {
+                Directory.Delete(old, recursive: true);
+            }
+        }
+        finally
+        {
+            if (Directory.Exists(temp))
+            {
+                Directory.Delete(temp, recursive: true);
+            }
+        }
+
+        var bytes = new FileInfo(Path.Combine(target, Mamba2Checkpoint.WeightsFile)).Length;
+        Console.WriteLine($"{target}: {config.NLayer} layers x d_model {config.Mixer.DModel}, vocabulary {config.VocabSize}, "
+            + $"{values.Values.Sum(v => (long)v.Length) / 1e6:F1}M parameters as {Mamba2Checkpoint.TorchDtype(dtype)} ({bytes / 1048576.0:F1} MiB)");
+        return 0;
+    }
+}
