@@ -32,7 +32,11 @@ public sealed class CheckpointTests(GpuFixture gpu) : IDisposable
         using var lm = Mamba2LM.Initialize(Device, Tiny, rng);
         int[] ids = [1, 5, 12, 0, 7, 7, 3];
         Mamba2Checkpoint.Save(lm, _dir);
-        Assert.Contains("Infinity", File.ReadAllText(Path.Combine(_dir, Mamba2Checkpoint.ConfigFile)));
+        var json = File.ReadAllText(Path.Combine(_dir, Mamba2Checkpoint.ConfigFile));
+        // Floats as transformers' config classes take them: 0.0, never 0 (an int is refused), and a bare Infinity.
+        Assert.Matches("\"time_step_limit\": \\[\\s*0\\.0,\\s*Infinity\\s*\\]", json);
+        Assert.Matches("\"time_step_floor\": 0\\.0001,", json);
+        Assert.Matches("\"layer_norm_epsilon\": 1E-05,", json);
         using var loaded = Mamba2Checkpoint.Load(Device, _dir);
         Assert.Equal(Tiny.Mixer with { }, loaded.Config.Mixer);
         Assert.True(Logits(lm, ids).AsSpan().SequenceEqual(Logits(loaded, ids)));

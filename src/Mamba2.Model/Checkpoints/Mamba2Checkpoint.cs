@@ -217,15 +217,15 @@ public static class Mamba2Checkpoint
             ["n_groups"] = m.NGroups,
             ["conv_kernel"] = m.DConv,
             ["chunk_size"] = m.ChunkSize,
-            ["layer_norm_epsilon"] = c.NormEps,
+            ["layer_norm_epsilon"] = Real(c.NormEps),
             ["use_bias"] = m.Bias,
             ["use_conv_bias"] = m.ConvBias,
             ["rms_norm"] = true,
             ["tie_word_embeddings"] = true,
-            ["time_step_min"] = m.DtMin,
-            ["time_step_max"] = m.DtMax,
-            ["time_step_floor"] = m.DtInitFloor,
-            ["time_step_limit"] = new JsonArray(m.DtLimit.Min, float.IsPositiveInfinity(m.DtLimit.Max) ? "Infinity" : m.DtLimit.Max),
+            ["time_step_min"] = Real(m.DtMin),
+            ["time_step_max"] = Real(m.DtMax),
+            ["time_step_floor"] = Real(m.DtInitFloor),
+            ["time_step_limit"] = new JsonArray(Real(m.DtLimit.Min), float.IsPositiveInfinity(m.DtLimit.Max) ? "Infinity" : Real(m.DtLimit.Max)),
             ["torch_dtype"] = torchDtype,
         };
         // transformers writes the limit as a bare Infinity.
@@ -236,6 +236,16 @@ public static class Mamba2Checkpoint
             .Select(q => HostTensor.FromFloat32(q.Item1, values[q.Item1 == "lm_head.weight" ? shapes[0].Name : q.Item1], q.Item2))
             .Select(t => dtype == SafetensorsDType.F32 ? t : t.Convert(dtype)).ToList();
         SafetensorsWriter.Write(Path.Combine(directory, WeightsFile), tensors);
+    }
+
+    /// <summary>
+    /// A float as JSON that Python reads back as a float: the shortest round-trip digits, with ".0" where they are
+    /// integral (transformers' config classes refuse an int such as the 0 of time_step_limit = [0, inf]).
+    /// </summary>
+    private static JsonNode Real(float value)
+    {
+        var text = value.ToString("R", CultureInfo.InvariantCulture);
+        return JsonNode.Parse(text.Contains('.') || text.Contains('E') ? text : text + ".0")!;
     }
 
     /// <summary>The torch_dtype transformers writes for weights stored as <paramref name="dtype"/> (F32, F16, BF16).</summary>
