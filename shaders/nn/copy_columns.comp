@@ -1,22 +1,36 @@
 #version 450
 // Copies a range of columns between row-major matrices with the same rows (splitting the fused projection into z,
 // xBC and dt, and merging their gradients back): dst[r, dst_col + j] = src[r, src_col + j], j < width.
+// WORDS: every column count and offset is a multiple of 4, so each invocation moves 16 bytes (one vec4 load and
+// store, a quarter of the index arithmetic); the host picks it when the layout allows.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;
+layout(constant_id = 1) const bool WORDS = false;
 
 layout(std430, binding = 0) readonly buffer Src { float src[]; };
+layout(std430, binding = 0) readonly buffer Src4 { vec4 src4[]; };
 layout(std430, binding = 1) writeonly buffer Dst { float dst[]; };
+layout(std430, binding = 1) writeonly buffer Dst4 { vec4 dst4[]; };
 
 layout(push_constant) uniform Push {
     uint rows, width, src_cols, src_col, dst_cols, dst_col;
 } p;
 
 void main() {
-    GRID_STRIDE_LOOP(e, p.rows * p.width) {
-        const uint r = e / p.width;
-        const uint j = e % p.width;
-        dst[r * p.dst_cols + p.dst_col + j] = src[r * p.src_cols + p.src_col + j];
+    if (WORDS) {
+        const uint w = p.width / 4;
+        GRID_STRIDE_LOOP(e, p.rows * w) {
+            const uint r = e / w;
+            const uint j = e % w;
+            dst4[(r * p.dst_cols + p.dst_col) / 4 + j] = src4[(r * p.src_cols + p.src_col) / 4 + j];
+        }
+    } else {
+        GRID_STRIDE_LOOP(e, p.rows * p.width) {
+            const uint r = e / p.width;
+            const uint j = e % p.width;
+            dst[r * p.dst_cols + p.dst_col + j] = src[r * p.src_cols + p.src_col + j];
+        }
     }
 }

@@ -30,8 +30,9 @@ public static class Columns
         Shaders.EnsureBindable(op, src, dst);
         var device = src.Device;
         var local = Shaders.Local1D(device);
-        Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.CopyColumns, new LocalSize(local)),
-            (Shaders.Groups1D(device, rows * width, local), 1, 1), new Push((uint)rows, (uint)width, (uint)sc, (uint)srcCol, (uint)dc, (uint)dstCol),
+        var words = (width | sc | srcCol | dc | dstCol) % 4 == 0;   // 16-byte moves where every row stays aligned
+        Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.CopyColumns, new CopyColumnsSpec(local, words)),
+            (Shaders.Groups1D(device, rows * width / (words ? 4 : 1), local), 1, 1), new Push((uint)rows, (uint)width, (uint)sc, (uint)srcCol, (uint)dc, (uint)dstCol),
             src.Buffer, dst.Buffer));
     }
 

@@ -119,7 +119,7 @@ internal static class Shaders
 
     public static readonly KernelSource<NoSpecialization> GradNorm = Source<NoSpecialization>("nn/grad_norm");
 
-    public static readonly KernelSource<LocalSize> CopyColumns = Source<LocalSize>("nn/copy_columns");
+    public static readonly KernelSource<CopyColumnsSpec> CopyColumns = Source<CopyColumnsSpec>("nn/copy_columns");
 
     public static readonly KernelSource<LocalSize> NegExp = Source<LocalSize>("nn/neg_exp");
 

@@ -16,6 +16,11 @@ internal readonly record struct GemmLanesSpec(uint Local, uint RG, uint TN, bool
     public uint[] Constants() => [Local, RG, TN, TransA ? 1u : 0u, TransB ? 1u : 0u];
 }
 
+internal readonly record struct CopyColumnsSpec(uint Local, bool Words) : ISpecialization
+{
+    public uint[] Constants() => [Local, Words ? 1u : 0u];
+}
+
 internal readonly record struct ToOperand16Spec(uint Local, bool Bf16) : ISpecialization
 {
     public uint[] Constants() => [Local, Bf16 ? 1u : 0u];
