@@ -415,23 +415,30 @@ public sealed class Mamba2LM : IDisposable
     /// </summary>
     public (GenerationState State, Tensor LastLogits) Prefill(IndexTensor ids)
     {
-        using var acts = Forward(ids);
         int b = ids.Shape[0], l = ids.Shape[1], v = Config.VocabSize;
+        var device = Embeddings.Device;
+        var last = Tensor.Empty(device, "logits", b, v);
         var states = new List<Mamba2Layer.State>();
         try
         {
+            // Only the last position's logits: the head on b rows, not b L (a long prompt's logits are its largest tensor).
+            using var acts = Forward(ids, null, (acts, st, _, d) =>
+            {
+                var lastHidden = st.Own(Tensor.Empty(device, "last_hidden", b, d));
+                Columns.Copy(acts.NormF.Y.View(b, l * d), (l - 1) * d, lastHidden, 0, d, st);
+                Gemm.Run(lastHidden, Embeddings, last, transposeB: true, stream: st, precision: Precision);
+            });
             for (var i = 0; i < _mixers.Count; i++)
             {
                 states.Add(_mixers[i].StateAfter(acts.Mixers[i]));
             }
 
-            var last = Tensor.Empty(Embeddings.Device, "logits", b, v);
-            Columns.Copy(acts.Logits.View(b, l * v), (l - 1) * v, last, 0, v);
             return (new GenerationState(states), last);
         }
         catch
         {
             states.ForEach(st => st.Dispose());
+            last.Dispose();
             throw;
         }
     }
