@@ -75,12 +75,21 @@ public unsafe class GpuBuffer : IDisposable
     /// <summary>Copies host data into the buffer at <paramref name="offsetBytes"/> (directly where mapped, else through staging).</summary>
     public void Upload<T>(ReadOnlySpan<T> data, ulong offsetBytes = 0) where T : unmanaged
     {
-        var size = Unsafe.SizeOf<T>();
-        CheckRange(offsetBytes, (ulong)data.Length * (ulong)size, nameof(data));
-        var per = Math.Max(1, PieceBytes / size);
-        for (var at = 0; at < data.Length; at += per)
+        CheckRange(offsetBytes, (ulong)data.Length * (ulong)Unsafe.SizeOf<T>(), nameof(data));
+        foreach (var (at, count, offset) in Pieces<T>(data.Length, offsetBytes))
         {
-            UploadPiece(data.Slice(at, Math.Min(per, data.Length - at)), offsetBytes + (ulong)at * (ulong)size);
+            UploadPiece(data.Slice(at, count), offset);
+        }
+    }
+
+    /// <summary>Elements [at, at + count) of a host span, at byte <c>offset</c> of the buffer: pieces of at most <see cref="PieceBytes"/>.</summary>
+    private static IEnumerable<(int At, int Count, ulong Offset)> Pieces<T>(int length, ulong offsetBytes) where T : unmanaged
+    {
+        var size = Unsafe.SizeOf<T>();
+        var per = Math.Max(1, PieceBytes / size);
+        for (var at = 0; at < length; at += per)
+        {
+            yield return (at, Math.Min(per, length - at), offsetBytes + (ulong)at * (ulong)size);
         }
     }
 
@@ -101,12 +110,10 @@ public unsafe class GpuBuffer : IDisposable
     /// <summary>Copies buffer contents at <paramref name="offsetBytes"/> into <paramref name="destination"/>.</summary>
     public void Download<T>(Span<T> destination, ulong offsetBytes = 0) where T : unmanaged
     {
-        var size = Unsafe.SizeOf<T>();
-        CheckRange(offsetBytes, (ulong)destination.Length * (ulong)size, nameof(destination));
-        var per = Math.Max(1, PieceBytes / size);
-        for (var at = 0; at < destination.Length; at += per)
+        CheckRange(offsetBytes, (ulong)destination.Length * (ulong)Unsafe.SizeOf<T>(), nameof(destination));
+        foreach (var (at, count, offset) in Pieces<T>(destination.Length, offsetBytes))
         {
-            DownloadPiece(destination.Slice(at, Math.Min(per, destination.Length - at)), offsetBytes + (ulong)at * (ulong)size);
+            DownloadPiece(destination.Slice(at, count), offset);
         }
     }
 

@@ -66,32 +66,7 @@ internal static class ExportCommand
         }
 
         var (config, values) = Mamba2Checkpoint.ReadValues(source);
-        // Complete or absent: written beside, then renamed into place (and the old one removed after).
-        var temp = target + ".tmp-" + Guid.NewGuid().ToString("N");
-        try
-        {
-            Mamba2Checkpoint.Write(config, values, temp, dtype);
-            var old = Directory.Exists(target) ? target + ".old-" + Guid.NewGuid().ToString("N") : null;
-            if (old is not null)
-            {
-                Directory.Move(target, old);
-            }
-
-            Directory.Move(temp, target);
-            DurableFiles.SyncDirectory(parent);
-            if (old is not null)
-            {
-                Directory.Delete(old, recursive: true);
-            }
-        }
-        finally
-        {
-            if (Directory.Exists(temp))
-            {
-                Directory.Delete(temp, recursive: true);
-            }
-        }
-
+        DurableFiles.WriteDirectory(target, temp => Mamba2Checkpoint.Write(config, values, temp, dtype));   // complete or absent
         var bytes = new FileInfo(Path.Combine(target, Mamba2Checkpoint.WeightsFile)).Length;
         Console.WriteLine($"{target}: {config.NLayer} layers x d_model {config.Mixer.DModel}, vocabulary {config.VocabSize}, "
             + $"{values.Values.Sum(v => (long)v.Length) / 1e6:F1}M parameters as {Mamba2Checkpoint.TorchDtype(dtype)} ({bytes / 1048576.0:F1} MiB)");

@@ -43,6 +43,45 @@ public static partial class DurableFiles
         }
     }
 
+    /// <summary>
+    /// Replaces the directory <paramref name="directory"/> with what <paramref name="write"/> puts into the (new, empty)
+    /// directory it is given: written beside as "NAME.tmp-ID", the old one (if any) renamed "NAME.old-ID", the new one
+    /// renamed into place, the parent flushed, the old one removed. A crash leaves the old directory or the complete
+    /// new one (and a .tmp- or .old- sibling to clean up); a failed write leaves no temporary directory.
+    /// </summary>
+    public static void WriteDirectory(string directory, Action<string> write)
+    {
+        var full = Path.GetFullPath(directory).TrimEnd(Path.DirectorySeparatorChar);
+        var parent = Path.GetDirectoryName(full)!;
+        var id = Guid.NewGuid().ToString("N");
+        var temp = $"{full}.tmp-{id}";
+        try
+        {
+            Directory.CreateDirectory(temp);
+            write(temp);
+            string? old = null;
+            if (Directory.Exists(full))
+            {
+                old = $"{full}.old-{id}";
+                Directory.Move(full, old);
+            }
+
+            Directory.Move(temp, full);
+            SyncDirectory(parent);
+            if (old is not null)
+            {
+                Directory.Delete(old, recursive: true);
+            }
+        }
+        finally
+        {
+            if (Directory.Exists(temp))
+            {
+                Directory.Delete(temp, recursive: true);
+            }
+        }
+    }
+
     /// <summary>Flushes a directory's entries (names created, renamed or removed in it) to disk.</summary>
     public static void SyncDirectory(string directory)
     {

@@ -118,6 +118,21 @@ public static class CrossEntropy
             logits.Buffer, targets.Buffer, saved.Sums.Buffer, saved.Lse.Buffer, dloss.Buffer, dlogits.Buffer, saved.Lse.Buffer)));
     }
 
+    /// <summary>Throws unless <paramref name="targets"/> has the leading dimensions of <paramref name="x"/> (..., n) and lives on its device.</summary>
+    internal static void ExpectTargets(string op, Tensor x, string name, IndexTensor targets)
+    {
+        var lead = x.Shape.Take(x.Rank - 1).ToArray();
+        if (!targets.Shape.SequenceEqual(lead))
+        {
+            throw new ArgumentException($"{op}: targets must have shape {ShapeOps.Format(lead)} for {name} {ShapeOps.Format(x.Shape)}, got {ShapeOps.Format(targets.Shape)}.", nameof(targets));
+        }
+
+        if (!ReferenceEquals(x.Device, targets.Device))
+        {
+            throw new ArgumentException($"{op}: targets live on another device than {name}.", nameof(targets));
+        }
+    }
+
     private static (long Rows, int Vocab) Validate(string op, Tensor logits, IndexTensor targets)
     {
         if (logits.Rank < 2)
@@ -125,17 +140,7 @@ public static class CrossEntropy
             throw new ArgumentException($"{op}: logits must be (..., V), got {ShapeOps.Format(logits.Shape)}.", nameof(logits));
         }
 
-        var lead = logits.Shape.Take(logits.Rank - 1).ToArray();
-        if (!targets.Shape.SequenceEqual(lead))
-        {
-            throw new ArgumentException($"{op}: targets must have shape {ShapeOps.Format(lead)} for logits {ShapeOps.Format(logits.Shape)}, got {ShapeOps.Format(targets.Shape)}.", nameof(targets));
-        }
-
-        if (!ReferenceEquals(logits.Device, targets.Device))
-        {
-            throw new ArgumentException($"{op}: targets live on another device than logits.", nameof(targets));
-        }
-
+        ExpectTargets(op, logits, nameof(logits), targets);
         Shaders.EnsureBindable(op, logits);
         return (targets.Length, logits.Shape[^1]);
     }

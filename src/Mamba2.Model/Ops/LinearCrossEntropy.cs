@@ -216,16 +216,7 @@ public static class LinearCrossEntropy
             throw new ArgumentException($"{op}: weight must be (vocab, {d}) for hidden {ShapeOps.Format(hidden.Shape)}, got {ShapeOps.Format(weight.Shape)}.", nameof(weight));
         }
 
-        var lead = hidden.Shape.Take(hidden.Rank - 1).ToArray();
-        if (!targets.Shape.SequenceEqual(lead))
-        {
-            throw new ArgumentException($"{op}: targets must have shape {ShapeOps.Format(lead)} for hidden {ShapeOps.Format(hidden.Shape)}, got {ShapeOps.Format(targets.Shape)}.", nameof(targets));
-        }
-
-        if (!ReferenceEquals(hidden.Device, targets.Device))
-        {
-            throw new ArgumentException($"{op}: targets live on another device than hidden.", nameof(targets));
-        }
+        CrossEntropy.ExpectTargets(op, hidden, nameof(hidden), targets);
 
         var vocab = weight.Shape[0];
         long count = 0;

@@ -160,10 +160,8 @@ public sealed class Trainer : IDisposable
     /// The model (HF layout), the optimizer's moments and the step into <paramref name="directory"/>, atomically: written
     /// beside it, then renamed into place.
     /// </summary>
-    public void Save(string directory)
+    public void Save(string directory) => DurableFiles.WriteDirectory(directory, temp =>
     {
-        var full = Path.GetFullPath(directory);
-        var temp = full + ".tmp-" + Guid.NewGuid().ToString("N");
         Mamba2Checkpoint.Save(Model, temp);
         var tensors = new List<HostTensor>();
         for (var i = 0; i < _params.Count; i++)
@@ -175,21 +173,7 @@ public sealed class Trainer : IDisposable
 
         SafetensorsWriter.Write(Path.Combine(temp, OptimizerFile), tensors);
         DurableFiles.WriteAllText(Path.Combine(temp, StateFile), JsonSerializer.Serialize(new SavedState(Step, _optimizer.StepCount, Task.Name, Options)));
-        var parent = Path.GetDirectoryName(full)!;
-        if (Directory.Exists(full))
-        {
-            var old = full + ".old-" + Guid.NewGuid().ToString("N");
-            Directory.Move(full, old);
-            Directory.Move(temp, full);
-            DurableFiles.SyncDirectory(parent);
-            Directory.Delete(old, recursive: true);
-        }
-        else
-        {
-            Directory.Move(temp, full);
-            DurableFiles.SyncDirectory(parent);
-        }
-    }
+    });
 
     /// <summary>
     /// Removes what interrupted <see cref="Save"/>s into <paramref name="runDirectory"/> left behind: half-written
