@@ -46,6 +46,55 @@ public sealed class CheckpointTests(GpuFixture gpu) : IDisposable
     }
 
     [Fact]
+    public void LoadsPytorchModelBinAndShardedSafetensorsToTheSameLogits()
+    {
+        var rng = new Random(TestMath.NewSeed());
+        using var lm = Mamba2LM.Initialize(Device, Tiny, rng);
+        int[] ids = [1, 5, 12, 0, 7, 7, 3];
+        var expected = Logits(lm, ids);
+        Mamba2Checkpoint.Save(lm, _dir);
+        var weights = Path.Combine(_dir, Mamba2Checkpoint.WeightsFile);
+        var tensors = SafetensorsFile.ReadAll(weights);
+
+        // pytorch_model.bin as torch.save lays out a state dict: a storage per tensor, the tied head sharing the embedding's.
+        var p = new TorchPickle().Global("collections", "OrderedDict").Op(')').Op('R').Op('(');
+        var storages = new List<(string, byte[])>();
+        foreach (var (name, t) in tensors)
+        {
+            var key = name == "lm_head.weight" ? storages.FindIndex(q => q.Item1 == "emb").ToString() : storages.Count.ToString();
+            int[] stride = [.. t.Shape.Select((_, i) => t.Shape.Skip(i + 1).Aggregate(1, (a, b) => a * b))];
+            p.Str(name).Tensor("FloatStorage", name == "backbone.embeddings.weight" ? "emb" : key, (int)t.ElementCount, 0, t.Shape, stride);
+            if (name != "lm_head.weight")
+            {
+                storages.Add((name == "backbone.embeddings.weight" ? "emb" : key, t.Data.ToArray()));
+            }
+        }
+
+        File.Delete(weights);
+        TorchPickle.WriteZip(Path.Combine(_dir, "pytorch_model.bin"), p.Op('u').Bytes, [.. storages]);
+        using (var fromBin = Mamba2Checkpoint.Load(Device, _dir))
+        {
+            Assert.True(Logits(fromBin, ids).AsSpan().SequenceEqual(expected));
+        }
+
+        // model.safetensors.index.json over two shards (safetensors is read before a .bin beside it).
+        var names = tensors.Keys.ToList();
+        var half = names.Count / 2;
+        SafetensorsWriter.Write(Path.Combine(_dir, "model-00001-of-00002.safetensors"), [.. names.Take(half).Select(n => tensors[n])]);
+        SafetensorsWriter.Write(Path.Combine(_dir, "model-00002-of-00002.safetensors"), [.. names.Skip(half).Select(n => tensors[n])]);
+        var map = string.Join(",", names.Select((n, i) => $"\"{n}\": \"model-0000{(i < half ? 1 : 2)}-of-00002.safetensors\""));
+        File.WriteAllText(Path.Combine(_dir, "model.safetensors.index.json"), $"{{\"metadata\": {{}}, \"weight_map\": {{{map}}}}}");
+        File.WriteAllBytes(Path.Combine(_dir, "pytorch_model.bin"), [1, 2, 3]);   // would fail if it were read
+        using (var fromShards = Mamba2Checkpoint.Load(Device, _dir))
+        {
+            Assert.True(Logits(fromShards, ids).AsSpan().SequenceEqual(expected));
+        }
+
+        File.Delete(Path.Combine(_dir, "model-00002-of-00002.safetensors"));
+        Assert.Contains("shard model-00002-of-00002.safetensors", Assert.Throws<FileNotFoundException>(() => Mamba2Checkpoint.Load(Device, _dir)).Message);
+    }
+
+    [Fact]
     public void LoadsHfConfigAsTransformersWritesItWithBf16Weights()
     {
         var rng = new Random(TestMath.NewSeed());

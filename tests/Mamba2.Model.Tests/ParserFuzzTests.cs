@@ -10,7 +10,7 @@ namespace Mamba2.Model.Tests;
 
 /// <summary>
 /// Thousands of mutated inputs for every parser a user feeds files to (safetensors header and data ranges,
-/// config.json, the train settings, trainer.json, metrics.csv): each either loads or raises the parser's typed
+/// config.json, the train settings, trainer.json, metrics.csv, torch.save's pickle): each either loads or raises the parser's typed
 /// error (InvalidDataException; NotSupportedException for a valid config of an unsupported model), never another
 /// exception, and each finishes at once (a lying length must not make it allocate or read that much).
 /// </summary>
@@ -91,6 +91,28 @@ public sealed class ParserFuzzTests : IDisposable
         Fuzz(seed, path, () =>
         {
             using var f = SafetensorsFile.Open(path);
+            foreach (var name in f.Names)
+            {
+                _ = f.Read(name);
+            }
+        }, typeof(InvalidDataException));
+    }
+
+    [Fact]
+    public void TorchPicklesInTheirZip()
+    {
+        // Mutations of data.pkl (the zip's own checksums would refuse most mutations of the archive before the pickle).
+        var p = new TorchPickle().Global("collections", "OrderedDict").Op(')').Op('R').Op('(');
+        p.Str("a").Tensor("FloatStorage", "0", 12, 0, [3, 4], [4, 1]);
+        p.Str("b").Tensor("FloatStorage", "0", 12, 4, [4, 2], [1, 4]);
+        p.Str("c").Tensor("HalfStorage", "1", 2, 0, [2], [1]);
+        var pickle = Path.Combine(_dir, "data.pkl");
+        var zip = Path.Combine(_dir, "pytorch_model.bin");
+        byte[] floats = [.. Enumerable.Range(0, 12).SelectMany(i => BitConverter.GetBytes((float)i))];
+        Fuzz(p.Op('u').Bytes, pickle, () =>
+        {
+            TorchPickle.WriteZip(zip, File.ReadAllBytes(pickle), ("0", floats), ("1", [0, 0x3C, 0, 0x40]));
+            var f = PyTorchCheckpoint.Open(zip);
             foreach (var name in f.Names)
             {
                 _ = f.Read(name);

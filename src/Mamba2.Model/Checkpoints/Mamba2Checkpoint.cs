@@ -12,7 +12,9 @@ namespace Mamba2.Model.Checkpoints;
 /// hidden_size, state_size, num_heads, head_dim, expand, n_groups, conv_kernel, chunk_size, num_hidden_layers,
 /// vocab_size, layer_norm_epsilon, use_bias, use_conv_bias, tie_word_embeddings, time_step_limit, ...; JSON as
 /// transformers writes it, Infinity included) or mamba_ssm's (d_model, n_layer, vocab_size, ssm_cfg, ...; the
-/// embedding named backbone.embedding.weight). F32, F16 and BF16 weights. Saves in HF layout (F32).
+/// embedding named backbone.embedding.weight). F32, F16 and BF16 weights, in model.safetensors or pytorch_model.bin
+/// (torch.save's zip, read without running its pickle), either possibly sharded (CheckpointWeights). Saves in HF
+/// layout.
 /// </summary>
 public static class Mamba2Checkpoint
 {
@@ -143,13 +145,8 @@ public static class Mamba2Checkpoint
     {
         var config = ReadConfig(directory);
         config.Validate();
-        var path = Path.Combine(directory, WeightsFile);
-        if (!File.Exists(path))
-        {
-            throw new FileNotFoundException($"{directory} has no {WeightsFile}.", path);
-        }
-
-        using var file = SafetensorsFile.Open(path);
+        using var file = CheckpointWeights.Open(directory);
+        var path = file.Describe;
         var values = new Dictionary<string, float[]>();
         foreach (var (name, shape) in Mamba2LM.ParameterShapes(config))
         {
@@ -159,13 +156,12 @@ public static class Mamba2Checkpoint
                 throw new KeyNotFoundException($"{path}: missing tensor {name} {Tensors.ShapeOps.Format(shape)} (config: {config.NLayer} layers).");
             }
 
-            var info = file.Info(stored);
-            if (info.DType is not (SafetensorsDType.F32 or SafetensorsDType.F16 or SafetensorsDType.BF16))
+            var t = file.Read(stored);
+            if (t.DType is not (SafetensorsDType.F32 or SafetensorsDType.F16 or SafetensorsDType.BF16))
             {
-                throw new InvalidDataException($"{path}: {stored} is {info.DType.HeaderName()}; weights must be F32, F16 or BF16.");
+                throw new InvalidDataException($"{path}: {stored} is {t.DType.HeaderName()}; weights must be F32, F16 or BF16.");
             }
 
-            var t = file.Read(stored);
             if (!t.Shape.SequenceEqual(shape))
             {
                 throw new InvalidDataException($"{path}: {stored} has shape {Tensors.ShapeOps.Format(t.Shape)}, the config implies {Tensors.ShapeOps.Format(shape)}.");
