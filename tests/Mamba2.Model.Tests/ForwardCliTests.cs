@@ -58,7 +58,7 @@ public sealed class ForwardCliTests(GpuFixture gpu) : IDisposable
         var model = Path.Combine(_dir, "bytes");
         using var lm = Mamba2LM.Initialize(Device, config, new Random(7));
         Mamba2Checkpoint.Save(lm, model);
-        var expected = Mamba2.Model.Generation.Generator.Generate(lm, Mamba2.Model.Generation.ByteTokenizer.Encode("Hi"), 5);
+        var expected = Mamba2.Model.Generation.Generator.Generate(lm, Mamba2.Model.Generation.ByteTokenizer.Instance.Encode("Hi"), 5);
         var stdout = new StringWriter();
         var previous = Console.Out;
         Console.SetOut(stdout);
@@ -75,6 +75,33 @@ public sealed class ForwardCliTests(GpuFixture gpu) : IDisposable
         var lines = stdout.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Equal(string.Join(",", expected), lines[0].Trim());
         Assert.Equal(string.Join(",", expected), lines[^1].Trim());
+    }
+
+    [Fact]
+    public void GenerateUsesTheModelsTokenizerJson()
+    {
+        // The byte-level BPE fixture (266 tokens) beside a model of that vocabulary: the prompt is its two tokens.
+        var config = new Mamba2LMConfig(VocabSize: 266, NLayer: 1, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, ChunkSize = 16 });
+        var model = Path.Combine(_dir, "bpe");
+        using var lm = Mamba2LM.Initialize(Device, config, new Random(3));
+        Mamba2Checkpoint.Save(lm, model);
+        File.Copy(Path.Combine(AppContext.BaseDirectory, "fixtures", "tokenizer", "byte-bpe.json"), Path.Combine(model, "tokenizer.json"));
+        var expected = Mamba2.Model.Generation.Generator.Generate(lm, [259, 264], 6);   // "hello", "Ġworld"
+        using var tokenizer = Mamba2.Model.Generation.HfTokenizer.Load(Path.Combine(model, "tokenizer.json"));
+        var stdout = new StringWriter();
+        var previous = Console.Out;
+        Console.SetOut(stdout);
+        try
+        {
+            Assert.Equal(0, CliApp.Run(["generate", "--model", model, "--prompt", "hello world", "--max-new-tokens", "6", "--precision", "fp32"]));
+            Assert.Equal(2, CliApp.Run(["generate", "--model", model, "--prompt-ids", "259,266"]));   // outside the vocabulary
+        }
+        finally
+        {
+            Console.SetOut(previous);
+        }
+
+        Assert.Equal($"{string.Join(",", expected)}\n{tokenizer.Decode(expected)}\n", stdout.ToString().Replace("\r\n", "\n", StringComparison.Ordinal));
     }
 
     [Fact]

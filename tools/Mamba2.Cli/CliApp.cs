@@ -33,6 +33,7 @@ public static class CliApp
         root.Subcommands.Add(ForwardCommand.Create());
         root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(ExportCommand.Create());
+        root.Subcommands.Add(TokenizeCommand.Create());
         root.Subcommands.Add(TrainCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         root.Options.Add(new Option<bool>(VerboseFlag) { Description = "On an internal error, print its stack trace", Recursive = true });

@@ -5,11 +5,11 @@ using Mamba2.Model.Generation;
 
 namespace Mamba2.Cli;
 
-/// <summary><c>mamba2 generate</c>: new tokens from a checkpoint after a prompt (text through the byte tokenizer, or ids).</summary>
+/// <summary><c>mamba2 generate</c>: new tokens from a checkpoint after a prompt (text through the model's tokenizer.json or the byte tokenizer, or ids).</summary>
 internal static class GenerateCommand
 {
     private static readonly Option<DirectoryInfo> Model = new("--model") { Required = true, Description = "checkpoint directory (config.json + model.safetensors)" };
-    private static readonly Option<string?> Prompt = new("--prompt") { Description = "prompt text, tokenized by the built-in byte tokenizer (UTF-8 bytes)" };
+    private static readonly Option<string?> Prompt = new("--prompt") { Description = "prompt text, tokenized by the model directory's tokenizer.json (else the byte tokenizer: UTF-8 bytes)" };
     private static readonly Option<string?> PromptIds = new("--prompt-ids") { Description = "prompt token ids, comma separated" };
     private static readonly Option<int> MaxNewTokens = new("--max-new-tokens") { DefaultValueFactory = _ => 32, Description = "tokens to generate" };
     private static readonly Option<float> Temperature = new("--temperature") { DefaultValueFactory = _ => 0f, Description = "0: greedy (default); otherwise softmax temperature" };
@@ -32,7 +32,14 @@ internal static class GenerateCommand
             throw new ArgumentException("give exactly one of --prompt TEXT and --prompt-ids 1,2,3.");
         }
 
-        int[] prompt = text is not null ? ByteTokenizer.Encode(text)
+        var modelDir = r.GetValue(Model)!.FullName;
+        using var tokenizer = HfTokenizer.ForModel(modelDir, out var byteFallback);
+        if (text is not null && byteFallback)
+        {
+            Console.Error.WriteLine($"note: {modelDir} has no {HfTokenizer.FileName}; the prompt goes through the byte tokenizer (a token per UTF-8 byte).");
+        }
+
+        int[] prompt = text is not null ? tokenizer.Encode(text)
             : [.. idsText!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
                 .Select(s => int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) ? v : throw new FormatException($"--prompt-ids: '{s}' is not an integer."))];
         var max = r.GetValue(MaxNewTokens);
@@ -47,14 +54,20 @@ internal static class GenerateCommand
             return 2;
         }
 
-        using var lm = Mamba2Checkpoint.Load(device, r.GetValue(Model)!.FullName);
+        using var lm = Mamba2Checkpoint.Load(device, modelDir);
+        var outside = prompt.Where(id => id < 0 || id >= lm.Config.VocabSize).ToList();
+        if (outside.Count > 0)
+        {
+            throw new ArgumentException($"prompt token {outside[0]} is outside the model's vocabulary [0, {lm.Config.VocabSize}).");
+        }
+
         lm.Precision = precision;
         var sampling = new SamplingOptions(r.GetValue(Temperature), r.GetValue(TopK), r.GetValue(TopP), r.GetValue(Seed));
         var generated = Generator.Generate(lm, prompt, max, sampling);
         Console.WriteLine(string.Join(",", generated));
         if (text is not null)
         {
-            Console.WriteLine(ByteTokenizer.Decode(generated));
+            Console.WriteLine(tokenizer.Decode(generated));
         }
 
         return 0;
