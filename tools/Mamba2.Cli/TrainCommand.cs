@@ -2,6 +2,8 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
+using Mamba2.Model.Checkpoints;
+using Mamba2.Model.Generation;
 using Mamba2.Model.IO;
 using Mamba2.Model.Modules;
 using Mamba2.Model.Training;
@@ -18,7 +20,11 @@ namespace Mamba2.Cli;
 internal static class TrainCommand
 {
     private static readonly Option<string> Task = new("--task") { DefaultValueFactory = _ => "selective-copy", Description = "selective-copy, associative-recall, reverse or text" };
-    private static readonly Option<FileInfo?> Data = new("--data") { Description = "text file for --task text (byte-level)" };
+    private static readonly Option<FileInfo?> Data = new("--data") { Description = "text file for --task text (byte-level, or --init-from's tokenizer)" };
+    private static readonly Option<DirectoryInfo?> InitFrom = new("--init-from")
+    {
+        Description = "fine-tune: start --task text from this model directory (HF or mamba_ssm layout; its config, and its tokenizer.json for --data)",
+    };
     private static readonly Option<FileInfo?> Config = new("--config") { Description = "JSON file of settings (snake_case keys as train.json); flags override it" };
     private static readonly Option<DirectoryInfo?> Out = new("--out") { Description = "run directory (default runs/<task>-<time>)" };
     private static readonly Option<DirectoryInfo?> Resume = new("--resume") { Description = "a checkpoint directory of a run (step-N) to continue exactly" };
@@ -48,7 +54,7 @@ internal static class TrainCommand
     public static Command Create()
     {
         return CommonOptions.GpuCommand("train", "Train a Mamba2 language model (synthetic tasks or byte-level text) on the GPU, or the CPU driver without one", Run,
-            Task, Data, Config, Out, Resume, MetricsOut, Steps, Batch, SeqLen, DModel, Layers, Lr, Bidirectional, Seed, EvalEvery, SaveEvery, Keep, StopAt, Overwrite);
+            Task, Data, InitFrom, Config, Out, Resume, MetricsOut, Steps, Batch, SeqLen, DModel, Layers, Lr, Bidirectional, Seed, EvalEvery, SaveEvery, Keep, StopAt, Overwrite);
     }
 
     private static TrainSettings Settings(ParseResult r)
@@ -74,6 +80,7 @@ internal static class TrainCommand
         return s with
         {
             Data = r.GetValue(Data)?.FullName ?? s.Data,
+            InitFrom = r.GetValue(InitFrom)?.FullName ?? s.InitFrom,
             Steps = r.GetValue(Steps) ?? s.Steps,
             Batch = r.GetValue(Batch) ?? s.Batch,
             SeqLen = r.GetValue(SeqLen) ?? s.SeqLen,
@@ -110,8 +117,12 @@ internal static class TrainCommand
             .Select(d => (Dir: d, Step: long.TryParse(Path.GetFileName(d)["step-".Length..], NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n : -1))
             .Where(x => x.Step >= 0);
 
-    private static TrainingTask MakeTask(TrainSettings s) => s.Task switch
+    /// <summary>A tokenizer's files that a fine-tuned checkpoint carries, so it is a whole model for transformers too.</summary>
+    private static readonly string[] TokenizerFiles = [HfTokenizer.FileName, "tokenizer_config.json", "special_tokens_map.json"];
+
+    private static TrainingTask MakeTask(TrainSettings s, string? tokenizerDir) => s.Task switch
     {
+        "text" when s.InitFrom is not null => FineTuningText(s, tokenizerDir!),
         "selective-copy" => new SelectiveCopyTask(s.SeqLen, s.CopyTokens, s.TaskVocab),
         "associative-recall" => new AssociativeRecallTask(pairs: s.SeqLen / 4),
         "reverse" => new ReverseTask(s.SeqLen, s.TaskVocab),
@@ -146,7 +157,28 @@ internal static class TrainCommand
             throw new DirectoryNotFoundException($"--metrics-out {metricsOutFile.FullName}: the directory does not exist.");
         }
 
-        var task = MakeTask(s);
+        if (s.InitFrom is not null)
+        {
+            if (s.Task != "text")
+            {
+                throw new ArgumentException($"--init-from fine-tunes on text: use --task text --data FILE (not --task {s.Task}).");
+            }
+
+            if (r.GetValue(DModel) is not null || r.GetValue(Layers) is not null || r.GetValue(Bidirectional) is not null)
+            {
+                throw new ArgumentException("--d-model, --layers and --bidirectional come from --init-from's config.json; leave them out.");
+            }
+
+            if (resume is null && !Directory.Exists(s.InitFrom))
+            {
+                throw new DirectoryNotFoundException($"--init-from {s.InitFrom}: no such directory.");
+            }
+        }
+
+        // A fine-tuning run's tokenizer: the resumed checkpoint's copy, else --init-from's; saved into every checkpoint.
+        var tokenizerDir = resume is not null && File.Exists(Path.Combine(resume.FullName, HfTokenizer.FileName)) ? resume.FullName : s.InitFrom;
+        var tokenizerFiles = tokenizerDir is null ? [] : TokenizerFiles.Select(f => Path.Combine(tokenizerDir, f)).Where(File.Exists).ToList();
+        var task = MakeTask(s, tokenizerDir);
         PrepareRunDirectory(runDir, resume is null ? null : Trainer.StepOf(resume.FullName), r.GetValue(Overwrite));
         DurableFiles.WriteAllText(Path.Combine(runDir, "train.json"), s.ToJson());
         var options = new TrainerOptions
@@ -169,6 +201,7 @@ internal static class TrainCommand
 
         var mixer = new Mamba2Config(s.DModel) { DState = s.DState, HeadDim = s.HeadDim, ChunkSize = s.ChunkSize, Causal = !s.Bidirectional };
         using var trainer = resume is not null ? Trainer.Resume(device, resume.FullName, task, options)
+            : s.InitFrom is not null ? new Trainer(Mamba2Checkpoint.Load(device, s.InitFrom), task, options)
             : new Trainer(Mamba2LM.Initialize(device, new Mamba2LMConfig(task.VocabSize, s.NLayer, mixer), new Random(s.Seed)), task, options);
         trainer.Model.Precision = precision;
         if (task.NeedsBidirectional && !s.Bidirectional)
@@ -209,7 +242,7 @@ internal static class TrainCommand
 
                         if (m.Step % s.SaveEvery == 0 || m.Step == stopAt)
                         {
-                            SaveCheckpoint(trainer, runDir, s.Keep);
+                            SaveCheckpoint(trainer, runDir, s.Keep, tokenizerFiles);
                         }
 
                         var score = s.Task == "text" ? $"ppl {Math.Exp(m.Loss):F2}" : $"acc {m.Accuracy:P1}";
@@ -220,7 +253,7 @@ internal static class TrainCommand
                 });
             if (interrupted && trainer.Step % s.SaveEvery != 0)
             {
-                SaveCheckpoint(trainer, runDir, s.Keep);
+                SaveCheckpoint(trainer, runDir, s.Keep, tokenizerFiles);
                 AnsiConsole.MarkupLine($"[yellow]interrupted at step {trainer.Step}: saved; continue with --resume {Path.Combine(runDir, $"step-{trainer.Step}").EscapeMarkup()}[/]");
             }
 
@@ -247,10 +280,23 @@ internal static class TrainCommand
         }
     }
 
-    /// <summary>runDir/step-N (atomic and durable, via the trainer), then all but the newest <paramref name="keep"/> step directories removed.</summary>
-    private static void SaveCheckpoint(Trainer trainer, string runDir, int keep)
+    /// <summary>--data through the model's tokenizer.json (the byte tokenizer, said, where it has none), for its vocabulary.</summary>
+    private static TextTask FineTuningText(TrainSettings s, string tokenizerDir)
     {
-        trainer.Save(Path.Combine(runDir, $"step-{trainer.Step}"));
+        var data = s.Data ?? throw new ArgumentException("--task text needs --data FILE.");
+        using var tokenizer = HfTokenizer.ForModel(tokenizerDir, out var fallback);
+        if (fallback)
+        {
+            AnsiConsole.MarkupLine($"[yellow]note:[/] {tokenizerDir.EscapeMarkup()} has no {HfTokenizer.FileName}; --data goes through the byte tokenizer.");
+        }
+
+        return TextTask.Tokenized(data, tokenizer, Mamba2Checkpoint.ReadConfig(tokenizerDir).VocabSize, s.SeqLen);   // the resumed step's or --init-from's
+    }
+
+    /// <summary>runDir/step-N (atomic and durable, via the trainer), then all but the newest <paramref name="keep"/> step directories removed.</summary>
+    private static void SaveCheckpoint(Trainer trainer, string runDir, int keep, IEnumerable<string> alongside)
+    {
+        trainer.Save(Path.Combine(runDir, $"step-{trainer.Step}"), alongside);
         foreach (var (dir, _) in StepDirectories(runDir).OrderByDescending(x => x.Step).Skip(keep))
         {
             Directory.Delete(dir, recursive: true);

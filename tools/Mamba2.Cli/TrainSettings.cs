@@ -13,6 +13,9 @@ internal sealed record TrainSettings
 
     public string? Data { get; init; }
 
+    /// <summary>Text fine-tuning: the model directory the run starts from (its weights, config and tokenizer).</summary>
+    public string? InitFrom { get; init; }
+
     /// <summary>Selective copy: the data tokens to remember and copy back.</summary>
     public int CopyTokens { get; init; } = 8;
 

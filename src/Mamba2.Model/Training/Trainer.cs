@@ -157,12 +157,17 @@ public sealed class Trainer : IDisposable
     }
 
     /// <summary>
-    /// The model (HF layout), the optimizer's moments and the step into <paramref name="directory"/>, atomically: written
-    /// beside it, then renamed into place.
+    /// The model (HF layout), the optimizer's moments and the step into <paramref name="directory"/>, with copies of
+    /// the files <paramref name="alongside"/> (a tokenizer's), atomically: written beside it, then renamed into place.
     /// </summary>
-    public void Save(string directory) => DurableFiles.WriteDirectory(directory, temp =>
+    public void Save(string directory, IEnumerable<string>? alongside = null) => DurableFiles.WriteDirectory(directory, temp =>
     {
         Mamba2Checkpoint.Save(Model, temp);
+        foreach (var file in alongside ?? [])
+        {
+            File.Copy(file, Path.Combine(temp, Path.GetFileName(file)));   // a tokenizer's files: the checkpoint is a whole model
+        }
+
         var tensors = new List<HostTensor>();
         for (var i = 0; i < _params.Count; i++)
         {

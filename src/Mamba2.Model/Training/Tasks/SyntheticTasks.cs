@@ -126,32 +126,55 @@ public sealed class ReverseTask : TrainingTask
 /// <summary>Byte-level language modelling on a text file: random windows, next-token targets (vocabulary 256).</summary>
 public sealed class TextTask : TrainingTask
 {
-    private readonly byte[] _data;
+    private readonly int[] _tokens;
     private readonly int _seqLen;
 
+    /// <summary>Byte-level: a token per byte of the file (vocabulary 256).</summary>
     public TextTask(string path, int seqLen = 128)
+        : this(path, [.. File.ReadAllBytes(path).Select(b => (int)b)], 256, seqLen)
     {
-        _data = File.ReadAllBytes(path);
+    }
+
+    private TextTask(string path, int[] tokens, int vocabSize, int seqLen)
+    {
+        _tokens = tokens;
         _seqLen = seqLen;
-        if (_data.Length < seqLen + 1)
+        VocabSize = vocabSize;
+        if (_tokens.Length < seqLen + 1)
         {
-            throw new ArgumentException($"{path} has {_data.Length} bytes; a sequence of {seqLen} needs at least {seqLen + 1}.", nameof(path));
+            throw new ArgumentException($"{path} has {_tokens.Length} tokens; a sequence of {seqLen} needs at least {seqLen + 1}.", nameof(path));
         }
+    }
+
+    /// <summary>
+    /// The file's text through <paramref name="tokenizer"/> (a model's tokenizer.json when fine-tuning), for a model
+    /// of <paramref name="vocabSize"/> tokens; a token id at or past it is refused, naming the file.
+    /// </summary>
+    public static TextTask Tokenized(string path, Generation.ITokenizer tokenizer, int vocabSize, int seqLen = 128)
+    {
+        var tokens = tokenizer.Encode(File.ReadAllText(path));
+        var outside = tokens.Where(t => t < 0 || t >= vocabSize).Take(1).ToList();
+        if (outside.Count > 0)
+        {
+            throw new InvalidDataException($"{path}: {tokenizer.Description} gives token {outside[0]}, outside the model's vocabulary [0, {vocabSize}).");
+        }
+
+        return new TextTask(path, tokens, vocabSize, seqLen);
     }
 
     public override string Name => "text";
 
-    public override int VocabSize => 256;
+    public override int VocabSize { get; }
 
     public override int SeqLen => _seqLen;
 
     protected override void Fill(Random rng, Span<int> inputs, Span<int> targets)
     {
-        var start = rng.Next(_data.Length - _seqLen);
+        var start = rng.Next(_tokens.Length - _seqLen);
         for (var t = 0; t < _seqLen; t++)
         {
-            inputs[t] = _data[start + t];
-            targets[t] = _data[start + t + 1];
+            inputs[t] = _tokens[start + t];
+            targets[t] = _tokens[start + t + 1];
         }
     }
 }
