@@ -1,5 +1,4 @@
 using System.Text;
-using Mamba2.Cli;
 using Mamba2.Model.Generation;
 using Mamba2.Tests;
 using Xunit;
@@ -80,16 +79,7 @@ public sealed class TokenizerTests : IDisposable
 
     private static (int Code, string Output) Run(string[] args)
     {
-        var saved = Console.Out;
-        using var writer = new StringWriter();
-        Console.SetOut(writer);
-        try
-        {
-            return (CliApp.Run(args), writer.ToString());
-        }
-        finally
-        {
-            Console.SetOut(saved);
-        }
+        var (code, output, _) = CliCapture.Run(args);
+        return (code, output);
     }
 }
