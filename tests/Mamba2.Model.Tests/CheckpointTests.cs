@@ -118,6 +118,9 @@ public sealed class CheckpointTests(GpuFixture gpu) : IDisposable
             }
             """);
         using var loaded = Mamba2Checkpoint.Load(Device, _dir);
+        Assert.Equal(2, loaded.Config.EosTokenId);   // where generation stops; written back by Save
+        Mamba2Checkpoint.Save(loaded, Path.Combine(_dir, "again"));
+        Assert.Equal(2, Mamba2Checkpoint.ReadConfig(Path.Combine(_dir, "again")).EosTokenId);
         var expected = bf16.ToDictionary(t => t.Name, t => t.ToFloat32());
         foreach (var (name, value) in loaded.Parameters)
         {

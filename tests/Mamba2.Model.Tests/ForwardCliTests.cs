@@ -61,7 +61,7 @@ public sealed class ForwardCliTests(GpuFixture gpu) : IDisposable
         var expected = string.Join(",", Mamba2.Model.Generation.Generator.Generate(lm, Mamba2.Model.Generation.ByteTokenizer.Instance.Encode("Hi"), 5));
         var (code, text, err) = CliCapture.Run("generate", "--model", model, "--prompt", "Hi", "--max-new-tokens", "5");
         Assert.Equal(0, code);
-        Assert.Equal(expected, text.Split('\n')[0].Trim());
+        Assert.Equal(expected, text.Split('\n')[^2].Trim());   // the streamed text, then the ids
         Assert.Contains("byte tokenizer", err);   // the model has no tokenizer.json, and the run says so
         (code, text, _) = CliCapture.Run("generate", "--model", model, "--prompt-ids", "72,105", "--max-new-tokens", "5");
         Assert.Equal(0, code);
@@ -79,10 +79,29 @@ public sealed class ForwardCliTests(GpuFixture gpu) : IDisposable
         File.Copy(Path.Combine(AppContext.BaseDirectory, "fixtures", "tokenizer", "byte-bpe.json"), Path.Combine(model, "tokenizer.json"));
         var expected = Mamba2.Model.Generation.Generator.Generate(lm, [259, 264], 6);   // "hello", "Ġworld"
         using var tokenizer = Mamba2.Model.Generation.HfTokenizer.Load(Path.Combine(model, "tokenizer.json"));
-        var (code, text, _) = CliCapture.Run("generate", "--model", model, "--prompt", "hello world", "--max-new-tokens", "6", "--precision", "fp32");
+        var (code, text, err) = CliCapture.Run("generate", "--model", model, "--prompt", "hello world", "--max-new-tokens", "6", "--precision", "fp32");
         Assert.Equal(0, code);
-        Assert.Equal($"{string.Join(",", expected)}\n{tokenizer.Decode(expected)}\n", text);
+        Assert.Equal($"{tokenizer.Decode(expected)}\n{string.Join(",", expected)}\n", text);   // streamed text, then the ids
+        Assert.Contains("6 tokens after a prompt of 2", err);
         Assert.Equal(CliApp.BadInput, CliCapture.Run("generate", "--model", model, "--prompt-ids", "259,266").Code);   // outside the vocabulary
+
+        // End of text: with the first drawn token as the EOS id, generation stops right after it.
+        (code, text, err) = CliCapture.Run("generate", "--model", model, "--prompt", "hello world", "--max-new-tokens", "6", "--precision", "fp32",
+            "--eos-id", expected[0].ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(0, code);
+        Assert.EndsWith($"\n{expected[0]}\n", text);
+        Assert.Contains("stopped at end of text", err);
+
+        // A prompts file: each line in turn, the same continuation as alone. And the repetition penalty as the library applies it.
+        var prompts = Path.Combine(_dir, "prompts.txt");
+        File.WriteAllText(prompts, "hello world\n\nhello world\n");
+        (code, text, _) = CliCapture.Run("generate", "--model", model, "--prompts", prompts, "--max-new-tokens", "6", "--precision", "fp32");
+        Assert.Equal(0, code);
+        Assert.Equal(string.Concat(Enumerable.Repeat($"{tokenizer.Decode(expected)}\n{string.Join(",", expected)}\n", 2)), text);
+        var penalized = Mamba2.Model.Generation.Generator.Generate(lm, [259, 264], 6, new Mamba2.Model.Generation.SamplingOptions(RepetitionPenalty: 1.5f));
+        (code, text, _) = CliCapture.Run("generate", "--model", model, "--prompt", "hello world", "--max-new-tokens", "6", "--precision", "fp32", "--repetition-penalty", "1.5");
+        Assert.Equal(0, code);
+        Assert.EndsWith($"\n{string.Join(",", penalized)}\n", text);
     }
 
     [Fact]

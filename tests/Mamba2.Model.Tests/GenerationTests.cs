@@ -90,6 +90,25 @@ public class GenerationTests(GpuFixture gpu)
     }
 
     [Fact]
+    public void RepetitionPenaltyIsHfsAndEndOfTextStops()
+    {
+        // HF's RepetitionPenaltyLogitsProcessor: seen ids' logits divided by the penalty where positive, multiplied where not.
+        float[] logits = [2f, -1f, 0.5f, 1.9f];
+        Assert.Equal(0, new Sampler(new SamplingOptions(RepetitionPenalty: 2f)).Next(logits, [1]));      // 2 still leads
+        Assert.Equal(3, new Sampler(new SamplingOptions(RepetitionPenalty: 2f)).Next(logits, [0, 0]));   // 1 < 1.9
+        Assert.Equal(2, new Sampler(new SamplingOptions(RepetitionPenalty: 5f)).Next(logits, [0, 3, 1]));   // 0.4, -5, 0.5, 0.38
+        Assert.Equal(0, new Sampler(new SamplingOptions()).Next(logits, [0]));                           // 1: off
+
+        using var lm = Mamba2LM.Initialize(Device, Tiny, new Random(TestMath.NewSeed()));
+        var free = Generator.Generate(lm, [1, 2, 3], 8);
+        var seen = new List<int>();
+        var stopped = Generator.Generate(lm, [1, 2, 3], 8, eosId: free[2], onToken: seen.Add);
+        var first = free.ToList().IndexOf(free[2]);
+        Assert.Equal(free.Take(first + 1), stopped);   // up to and including the first end-of-text token
+        Assert.Equal(stopped, seen);                   // streamed as drawn
+    }
+
+    [Fact]
     public void ByteTokenizerRoundTripsUtf8()
     {
         const string text = "Mamba-2 on any GPU: ü, 漢字";

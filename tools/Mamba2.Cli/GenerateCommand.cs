@@ -16,38 +16,59 @@ internal static class GenerateCommand
     private static readonly Option<int> TopK = new("--top-k") { DefaultValueFactory = _ => 0, Description = "keep the k most likely tokens (0: all)" };
     private static readonly Option<float> TopP = new("--top-p") { DefaultValueFactory = _ => 1f, Description = "keep the smallest set with this probability mass" };
     private static readonly Option<int> Seed = new("--seed") { DefaultValueFactory = _ => 0, Description = "sampling seed" };
+    private static readonly Option<FileInfo?> Prompts = new("--prompts") { Description = "a file of prompts, one a line (blank lines skipped), each generated in turn" };
+    private static readonly Option<float> RepetitionPenalty = new("--repetition-penalty")
+    {
+        DefaultValueFactory = _ => 1f,
+        Description = "HF's: logits of ids already in the sequence divided by it where positive, multiplied where negative (1: off)",
+    };
+
+    private static readonly Option<int?> EosId = new("--eos-id") { Description = "stop after this token (default: config.json's eos_token_id)" };
+    private static readonly Option<bool> IgnoreEos = new("--ignore-eos") { Description = "generate --max-new-tokens whatever is drawn" };
 
     public static Command Create()
     {
-        return CommonOptions.GpuCommand("generate", "Generate tokens from a Mamba2 checkpoint (greedy by default)", Run,
-            Model, Prompt, PromptIds, MaxNewTokens, Temperature, TopK, TopP, Seed);
+        return CommonOptions.GpuCommand("generate", "Generate tokens from a Mamba2 checkpoint (greedy by default), streaming text as it comes", Run,
+            Model, Prompt, PromptIds, Prompts, MaxNewTokens, Temperature, TopK, TopP, RepetitionPenalty, Seed, EosId, IgnoreEos);
     }
 
     private static int Run(ParseResult r)
     {
         var text = r.GetValue(Prompt);
         var idsText = r.GetValue(PromptIds);
-        if ((text is null) == (idsText is null))
+        var file = r.GetValue(Prompts);
+        if (new object?[] { text, idsText, file }.Count(x => x is not null) != 1)
         {
-            throw new ArgumentException("give exactly one of --prompt TEXT and --prompt-ids 1,2,3.");
+            throw new ArgumentException("give exactly one of --prompt TEXT, --prompt-ids 1,2,3 and --prompts FILE.");
+        }
+
+        var max = r.GetValue(MaxNewTokens);
+        if (max < 0 || r.GetValue(TopK) < 0 || !(r.GetValue(TopP) is > 0 and <= 1) || r.GetValue(Temperature) < 0 || !(r.GetValue(RepetitionPenalty) > 0))
+        {
+            throw new ArgumentException("--max-new-tokens, --top-k and --temperature must be >= 0, --top-p in (0, 1] and --repetition-penalty > 0.");
+        }
+
+        if (file is not null)
+        {
+            CommonOptions.CheckInputFile("--prompts", file);
+        }
+
+        var texts = file is not null ? [.. File.ReadAllLines(file.FullName).Where(l => !string.IsNullOrWhiteSpace(l))] : text is not null ? new List<string> { text } : null;
+        if (texts is { Count: 0 })
+        {
+            throw new InvalidDataException($"--prompts {file!.FullName}: no prompts (every line is blank).");
         }
 
         var modelDir = r.GetValue(Model)!.FullName;
         using var tokenizer = HfTokenizer.ForModel(modelDir, out var byteFallback);
-        if (text is not null && byteFallback)
+        if (texts is not null && byteFallback)
         {
             Console.Error.WriteLine($"note: {modelDir} has no {HfTokenizer.FileName}; the prompt goes through the byte tokenizer (a token per UTF-8 byte).");
         }
 
-        int[] prompt = text is not null ? tokenizer.Encode(text)
-            : [.. idsText!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
-                .Select(s => int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) ? v : throw new FormatException($"--prompt-ids: '{s}' is not an integer."))];
-        var max = r.GetValue(MaxNewTokens);
-        if (max < 0 || r.GetValue(TopK) < 0 || !(r.GetValue(TopP) is > 0 and <= 1) || r.GetValue(Temperature) < 0)
-        {
-            throw new ArgumentException("--max-new-tokens, --top-k and --temperature must be >= 0 and --top-p in (0, 1].");
-        }
-
+        List<int[]> prompts = texts is not null ? [.. texts.Select(tokenizer.Encode)]
+            : [[.. idsText!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+                .Select(s => int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) ? v : throw new FormatException($"--prompt-ids: '{s}' is not an integer."))]];
         using var device = CommonOptions.Open(r);
         if (CommonOptions.ResolvePrecision(r, device, "generate", CommonOptions.AllPrecisions) is not { } precision)
         {
@@ -55,21 +76,56 @@ internal static class GenerateCommand
         }
 
         using var lm = Mamba2Checkpoint.Load(device, modelDir);
-        var outside = prompt.Where(id => id < 0 || id >= lm.Config.VocabSize).ToList();
-        if (outside.Count > 0)
+        var outside = prompts.SelectMany(p => p).Where(id => id < 0 || id >= lm.Config.VocabSize).ToList();
+        if (prompts.Any(p => p.Length == 0) || outside.Count > 0)
         {
-            throw new ArgumentException($"prompt token {outside[0]} is outside the model's vocabulary [0, {lm.Config.VocabSize}).");
+            throw new ArgumentException(outside.Count > 0 ? $"prompt token {outside[0]} is outside the model's vocabulary [0, {lm.Config.VocabSize})." : "a prompt encodes to no tokens.");
         }
 
         lm.Precision = precision;
-        var sampling = new SamplingOptions(r.GetValue(Temperature), r.GetValue(TopK), r.GetValue(TopP), r.GetValue(Seed));
-        var generated = Generator.Generate(lm, prompt, max, sampling);
-        Console.WriteLine(string.Join(",", generated));
-        if (text is not null)
+        var sampling = new SamplingOptions(r.GetValue(Temperature), r.GetValue(TopK), r.GetValue(TopP), r.GetValue(Seed), r.GetValue(RepetitionPenalty));
+        var eos = r.GetValue(IgnoreEos) ? null : r.GetValue(EosId) ?? lm.Config.EosTokenId;
+        foreach (var prompt in prompts)
         {
-            Console.WriteLine(tokenizer.Decode(generated));
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var stream = texts is null ? null : new TextStream(tokenizer);
+            var generated = Generator.Generate(lm, prompt, max, sampling, eos, stream is null ? null : stream.Add);
+            stream?.Finish();
+            var seconds = clock.Elapsed.TotalSeconds;
+            Console.WriteLine(string.Join(",", generated));
+            Console.Error.WriteLine($"{generated.Count} tokens after a prompt of {prompt.Length} in {seconds:F2} s ({generated.Count / Math.Max(seconds, 1e-9):F1} tokens/s)"
+                + (eos is { } e && generated.Count > 0 && generated[^1] == e ? "; stopped at end of text" : ""));
         }
 
         return 0;
+    }
+
+    /// <summary>
+    /// Prints generated text as tokens arrive: the decoding of all ids so far, less what is already printed, holding
+    /// back a trailing U+FFFD (a character whose bytes are not all drawn yet).
+    /// </summary>
+    private sealed class TextStream(ITokenizer tokenizer)
+    {
+        private readonly List<int> _ids = [];
+        private int _printed;
+
+        public void Add(int id)
+        {
+            _ids.Add(id);
+            var text = tokenizer.Decode(_ids);
+            var ready = text.EndsWith('\uFFFD') ? text.TrimEnd('\uFFFD').Length : text.Length;
+            if (ready > _printed)
+            {
+                Console.Write(text[_printed..ready]);
+                Console.Out.Flush();
+                _printed = ready;
+            }
+        }
+
+        public void Finish()
+        {
+            var text = tokenizer.Decode(_ids);
+            Console.WriteLine(text.Length > _printed ? text[_printed..] : "");
+        }
     }
 }

@@ -88,7 +88,7 @@ public static class Mamba2Checkpoint
             DtInitFloor = Float(o, "time_step_floor", 1e-4f, path),
             DtLimit = Limit(o, "time_step_limit", path),
         };
-        return new Mamba2LMConfig(I("vocab_size"), I("num_hidden_layers"), mixer) { NormEps = mixer.NormEps };
+        return new Mamba2LMConfig(I("vocab_size"), I("num_hidden_layers"), mixer) { NormEps = mixer.NormEps, EosTokenId = Eos(o, path) };
     }
 
     private static Mamba2LMConfig FromMambaSsm(JsonObject o, string path)
@@ -224,6 +224,11 @@ public static class Mamba2Checkpoint
             ["time_step_limit"] = new JsonArray(Real(m.DtLimit.Min), float.IsPositiveInfinity(m.DtLimit.Max) ? "Infinity" : Real(m.DtLimit.Max)),
             ["torch_dtype"] = torchDtype,
         };
+        if (c.EosTokenId is { } eos)
+        {
+            config["eos_token_id"] = eos;
+        }
+
         // transformers writes the limit as a bare Infinity.
         var json = config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }).Replace("\"Infinity\"", "Infinity", StringComparison.Ordinal);
         var configPath = Path.Combine(directory, ConfigFile);
@@ -263,6 +268,15 @@ public static class Mamba2Checkpoint
 
         return v.TryGetValue<int>(out var i) ? i : throw new InvalidDataException($"{path}: {key} must be an integer, got {v.ToJsonString()}.");
     }
+
+    /// <summary>eos_token_id: an integer, null or absent (none), or a list whose first id generation stops at.</summary>
+    private static int? Eos(JsonObject o, string path) => o["eos_token_id"] switch
+    {
+        null => null,
+        JsonValue v when v.TryGetValue<int>(out var id) => id,
+        JsonArray { Count: > 0 } a when a[0] is JsonValue v && v.TryGetValue<int>(out var id) => id,
+        var other => throw new InvalidDataException($"{path}: eos_token_id must be an integer, got {other.ToJsonString()}."),
+    };
 
     private static bool Bool(JsonObject o, string key, bool dflt, string path) => o[key] switch
     {

@@ -6,8 +6,13 @@ namespace Mamba2.Model.Generation;
 /// <summary>Autoregressive generation: the prompt through the chunked forward, then one recurrent step per token.</summary>
 public static class Generator
 {
-    /// <summary>The new ids (not the prompt) for one sequence.</summary>
-    public static IReadOnlyList<int> Generate(Mamba2LM lm, IReadOnlyList<int> prompt, int maxNewTokens, SamplingOptions? sampling = null)
+    /// <summary>
+    /// The new ids (not the prompt) for one sequence: at most <paramref name="maxNewTokens"/>, ending with
+    /// <paramref name="eosId"/> where it is drawn (as transformers' generate stops); <paramref name="onToken"/> sees each
+    /// as it is drawn (streaming).
+    /// </summary>
+    public static IReadOnlyList<int> Generate(Mamba2LM lm, IReadOnlyList<int> prompt, int maxNewTokens, SamplingOptions? sampling = null,
+        int? eosId = null, Action<int>? onToken = null)
     {
         if (prompt.Count == 0)
         {
@@ -24,10 +29,11 @@ public static class Generator
         {
             for (var i = 0; i < maxNewTokens; i++)
             {
-                var next = sampler.Next(logits.ToArray());
+                var next = sampler.Next(logits.ToArray(), prompt.Concat(generated));
                 logits.Dispose();
                 generated.Add(next);
-                if (i + 1 == maxNewTokens)
+                onToken?.Invoke(next);
+                if (i + 1 == maxNewTokens || next == eosId)
                 {
                     break;
                 }

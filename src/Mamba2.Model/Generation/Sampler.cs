@@ -3,9 +3,10 @@ namespace Mamba2.Model.Generation;
 /// <summary>
 /// How the next token is drawn from logits: greedy by default; otherwise softmax at <see cref="Temperature"/>, kept to
 /// the <see cref="TopK"/> most likely and the smallest set whose mass reaches <see cref="TopP"/> (HF's order: top-k,
-/// then top-p), with a seeded generator so runs repeat.
+/// then top-p), with a seeded generator so runs repeat. <see cref="RepetitionPenalty"/> is HF's (CTRL's): every id
+/// already in the sequence has its logit divided by it where positive, multiplied where negative, before any of that.
 /// </summary>
-public sealed record SamplingOptions(float Temperature = 0f, int TopK = 0, float TopP = 1f, int Seed = 0)
+public sealed record SamplingOptions(float Temperature = 0f, int TopK = 0, float TopP = 1f, int Seed = 0, float RepetitionPenalty = 1f)
 {
     public bool Greedy => Temperature <= 0f;
 }
@@ -31,12 +32,23 @@ public sealed class Sampler(SamplingOptions options)
         return best;
     }
 
-    /// <summary>The next token from one row of logits.</summary>
-    public int Next(ReadOnlySpan<float> logits)
+    /// <summary>The next token from one row of logits, after <paramref name="history"/> (the ids so far, for the repetition penalty).</summary>
+    public int Next(ReadOnlySpan<float> logits, IEnumerable<int>? history = null)
     {
         if (logits.Length == 0)
         {
             throw new ArgumentException("Sampler: empty logits.", nameof(logits));
+        }
+
+        if (Options.RepetitionPenalty != 1f && history is not null)
+        {
+            var penalized = logits.ToArray();
+            foreach (var id in history.Distinct().Where(i => i >= 0 && i < penalized.Length))
+            {
+                penalized[id] = penalized[id] > 0 ? penalized[id] / Options.RepetitionPenalty : penalized[id] * Options.RepetitionPenalty;
+            }
+
+            return Next(penalized);
         }
 
         if (Options.Greedy)

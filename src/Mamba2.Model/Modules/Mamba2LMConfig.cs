@@ -9,6 +9,9 @@ public sealed record Mamba2LMConfig(int VocabSize, int NLayer, Mamba2Config Mixe
     /// <summary>RMSNorm epsilon of the blocks and norm_f (HF layer_norm_epsilon).</summary>
     public float NormEps { get; init; } = 1e-5f;
 
+    /// <summary>The end-of-text token generation stops at (HF eos_token_id), where the checkpoint names one.</summary>
+    public int? EosTokenId { get; init; }
+
     public void Validate()
     {
         if (VocabSize <= 0 || NLayer <= 0)
