@@ -220,7 +220,8 @@ internal static class TrainCommand
         StepMetrics? eval = null;
         try
         {
-            AnsiConsole.MarkupLine($"[grey]{device.Name}; {s.Task}, {(s.Bidirectional ? "bidirectional" : "causal")} d_model {s.DModel} x {s.NLayer} layers, batch {s.Batch} x {s.SeqLen}; run directory {runDir.EscapeMarkup()}[/]");
+            var shape = trainer.Model.Config;   // the checkpoint's when resuming or fine-tuning
+            AnsiConsole.MarkupLine($"[grey]{device.Name}; {s.Task}, {(shape.Mixer.Causal ? "causal" : "bidirectional")} d_model {shape.Mixer.DModel} x {shape.NLayer} layers, vocabulary {shape.VocabSize}, batch {s.Batch} x {s.SeqLen}; run directory {runDir.EscapeMarkup()}[/]");
             var clock = Stopwatch.StartNew();
             var startStep = trainer.Step;
             AnsiConsole.Progress()
