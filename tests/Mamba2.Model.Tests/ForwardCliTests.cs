@@ -59,11 +59,11 @@ public sealed class ForwardCliTests(GpuFixture gpu) : IDisposable
         using var lm = Mamba2LM.Initialize(Device, config, new Random(7));
         Mamba2Checkpoint.Save(lm, model);
         var expected = string.Join(",", Mamba2.Model.Generation.Generator.Generate(lm, Mamba2.Model.Generation.ByteTokenizer.Instance.Encode("Hi"), 5));
-        var (code, text, err) = CliCapture.Run("generate", "--model", model, "--prompt", "Hi", "--max-new-tokens", "5");
+        var (code, text, err) = CliCapture.Run("generate", "--model", model, "--prompt", "Hi", "--max-new-tokens", "5", "--precision", "fp32");
         Assert.Equal(0, code);
         Assert.Equal(expected, text.Split('\n')[^2].Trim());   // the streamed text, then the ids
         Assert.Contains("byte tokenizer", err);   // the model has no tokenizer.json, and the run says so
-        (code, text, _) = CliCapture.Run("generate", "--model", model, "--prompt-ids", "72,105", "--max-new-tokens", "5");
+        (code, text, _) = CliCapture.Run("generate", "--model", model, "--prompt-ids", "72,105", "--max-new-tokens", "5", "--precision", "fp32");
         Assert.Equal(0, code);
         Assert.Equal(expected, text.Trim());
     }
