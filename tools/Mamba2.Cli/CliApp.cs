@@ -47,6 +47,9 @@ public static class CliApp
     /// </summary>
     public static int Run(string[] args)
     {
+        // Spectre keeps the writer it first saw: a host (or a test) that replaces Console.Out between runs would
+        // have this run's tables and progress written to the old, perhaps closed, one.
+        AnsiConsole.Console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Out) });
         if (Console.IsOutputRedirected)
         {
             // Logs and pipes: keep table rows on one line instead of wrapping at 80 columns.

@@ -102,21 +102,30 @@ internal static class GenerateCommand
 
     /// <summary>
     /// Prints generated text as tokens arrive: the decoding of all ids so far, less what is already printed, holding
-    /// back a trailing U+FFFD (a character whose bytes are not all drawn yet).
+    /// back a trailing U+FFFD (a character whose bytes are not all drawn yet). Where a decoder rewrites earlier text
+    /// (the decoding of more ids no longer starts with what was printed), streaming stops and the whole text follows
+    /// on its own line at the end, so the last text line is always the complete decoding.
     /// </summary>
     private sealed class TextStream(ITokenizer tokenizer)
     {
         private readonly List<int> _ids = [];
-        private int _printed;
+        private string _printed = "";
+        private bool _broken;
 
         public void Add(int id)
         {
             _ids.Add(id);
             var text = tokenizer.Decode(_ids);
-            var ready = text.EndsWith('\uFFFD') ? text.TrimEnd('\uFFFD').Length : text.Length;
-            if (ready > _printed)
+            if (_broken || !text.StartsWith(_printed, StringComparison.Ordinal))
             {
-                Console.Write(text[_printed..ready]);
+                _broken = true;
+                return;
+            }
+
+            var ready = text.TrimEnd('\uFFFD');
+            if (ready.Length > _printed.Length)
+            {
+                Console.Write(ready[_printed.Length..]);
                 Console.Out.Flush();
                 _printed = ready;
             }
@@ -125,7 +134,7 @@ internal static class GenerateCommand
         public void Finish()
         {
             var text = tokenizer.Decode(_ids);
-            Console.WriteLine(text.Length > _printed ? text[_printed..] : "");
+            Console.WriteLine(_broken ? "\n" + text : text[_printed.Length..]);
         }
     }
 }
