@@ -112,7 +112,7 @@ public sealed class ParserFuzzTests : IDisposable
         Fuzz(p.Op('u').Bytes, pickle, () =>
         {
             TorchPickle.WriteZip(zip, File.ReadAllBytes(pickle), ("0", floats), ("1", [0, 0x3C, 0, 0x40]));
-            var f = PyTorchCheckpoint.Open(zip);
+            using var f = PyTorchCheckpoint.Open(zip);
             foreach (var name in f.Names)
             {
                 _ = f.Read(name);

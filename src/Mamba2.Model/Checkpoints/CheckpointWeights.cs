@@ -58,8 +58,7 @@ internal sealed class CheckpointWeights : IDisposable
     public HostTensor Read(string name)
     {
         var file = _fileOf.TryGetValue(name, out var f) ? f : throw new KeyNotFoundException($"{Describe}: no tensor {name}.");
-        var t = file.EndsWith(".safetensors", StringComparison.Ordinal) ? Safetensors(file).Read(name) : Torch(file).Read(name);
-        return t;
+        return file.EndsWith(".safetensors", StringComparison.Ordinal) ? Safetensors(file).Read(name) : Torch(file).Read(name);
     }
 
     private IEnumerable<string> NamesIn(string path) =>
@@ -122,6 +121,11 @@ internal sealed class CheckpointWeights : IDisposable
     public void Dispose()
     {
         foreach (var f in _safetensors.Values)
+        {
+            f.Dispose();
+        }
+
+        foreach (var f in _torch.Values)
         {
             f.Dispose();
         }

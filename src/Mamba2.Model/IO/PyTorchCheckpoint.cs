@@ -10,7 +10,7 @@ namespace Mamba2.Model.IO;
 /// <c>os.system</c>) is refused with an error naming it. Tensors that share a storage, start at an offset or are
 /// strided views (tied weights, slices) are read as torch would give them, each into its own contiguous copy.
 /// </summary>
-public sealed class PyTorchCheckpoint
+public sealed class PyTorchCheckpoint : IDisposable
 {
     private readonly string _path;
     private readonly ZipArchive _zip;
@@ -37,7 +37,7 @@ public sealed class PyTorchCheckpoint
     /// <summary>Every tensor of the file at <paramref name="path"/> (a state dict), by name.</summary>
     public static Dictionary<string, HostTensor> ReadAll(string path)
     {
-        var file = Open(path);
+        using var file = Open(path);
         return file.Names.ToDictionary(n => n, file.Read);
     }
 
@@ -49,15 +49,37 @@ public sealed class PyTorchCheckpoint
             throw new FileNotFoundException($"{path}: no such file.", path);
         }
 
+        // Read in place (a shard of a large model passes 2 GiB): entries are read as tensors are asked for.
+        var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
         ZipArchive zip;
         try
         {
-            zip = new ZipArchive(new MemoryStream(File.ReadAllBytes(path)), ZipArchiveMode.Read);
+            zip = new ZipArchive(stream, ZipArchiveMode.Read, leaveOpen: false);
         }
-        catch (InvalidDataException)
+        catch (Exception e)
         {
-            throw new InvalidDataException($"{path}: not the zip format torch.save writes (a torch older than 1.6 wrote another; load and save it again with a current torch).");
+            stream.Dispose();
+            if (e is InvalidDataException)
+            {
+                throw new InvalidDataException($"{path}: not the zip format torch.save writes (a torch older than 1.6 wrote another; load and save it again with a current torch).", e);
+            }
+
+            throw;
         }
+
+        try
+        {
+            return Open(path, zip);
+        }
+        catch
+        {
+            zip.Dispose();
+            throw;
+        }
+    }
+
+    private static PyTorchCheckpoint Open(string path, ZipArchive zip)
+    {
 
         var pickles = zip.Entries.Where(e => e.FullName == "data.pkl" || e.FullName.EndsWith("/data.pkl", StringComparison.Ordinal)).ToList();
         if (pickles.Count != 1)
@@ -252,4 +274,6 @@ public sealed class PyTorchCheckpoint
     }
 
     private static string Text(ZipArchiveEntry entry) => System.Text.Encoding.ASCII.GetString(Bytes(entry)).Trim();
+
+    public void Dispose() => _zip.Dispose();
 }
