@@ -1,4 +1,6 @@
 using System.CommandLine;
+using System.Globalization;
+using Mamba2.Model.Generation;
 using Mamba2.Model.Ops;
 using Mamba2.Vulkan;
 
@@ -94,6 +96,23 @@ internal static class CommonOptions
 
     /// <summary>Every mode: for verbs whose products all follow the policy.</summary>
     public static readonly Precision[] AllPrecisions = Enum.GetValues<Precision>();
+
+    /// <summary>Comma-separated token ids (spaces allowed) given with <paramref name="option"/>; a non-integer names itself.</summary>
+    public static int[] ParseIds(string option, string text) =>
+        [.. text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+            .Select(s => int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) ? v : throw new FormatException($"{option}: '{s}' is not an integer."))];
+
+    /// <summary>A model directory's tokenizer (<see cref="HfTokenizer.ForModel"/>), saying on stderr when it is the byte tokenizer for want of a tokenizer.json.</summary>
+    public static ITokenizer ModelTokenizer(string directory)
+    {
+        var tokenizer = HfTokenizer.ForModel(directory, out var fallback);
+        if (fallback)
+        {
+            Console.Error.WriteLine($"note: {directory} has no {HfTokenizer.FileName}; text goes through the byte tokenizer (a token per UTF-8 byte).");
+        }
+
+        return tokenizer;
+    }
 
     /// <summary>An input file must exist and be a file; the message names the option.</summary>
     public static void CheckInputFile(string option, FileInfo input)

@@ -60,15 +60,8 @@ internal static class GenerateCommand
         }
 
         var modelDir = r.GetValue(Model)!.FullName;
-        using var tokenizer = HfTokenizer.ForModel(modelDir, out var byteFallback);
-        if (texts is not null && byteFallback)
-        {
-            Console.Error.WriteLine($"note: {modelDir} has no {HfTokenizer.FileName}; the prompt goes through the byte tokenizer (a token per UTF-8 byte).");
-        }
-
-        List<int[]> prompts = texts is not null ? [.. texts.Select(tokenizer.Encode)]
-            : [[.. idsText!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
-                .Select(s => int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) ? v : throw new FormatException($"--prompt-ids: '{s}' is not an integer."))]];
+        using var tokenizer = texts is null ? null : CommonOptions.ModelTokenizer(modelDir);   // ids prompts print ids only
+        List<int[]> prompts = tokenizer is not null ? [.. texts!.Select(tokenizer.Encode)] : [CommonOptions.ParseIds("--prompt-ids", idsText!)];
         using var device = CommonOptions.Open(r);
         if (CommonOptions.ResolvePrecision(r, device, "generate", CommonOptions.AllPrecisions) is not { } precision)
         {
@@ -88,7 +81,7 @@ internal static class GenerateCommand
         foreach (var prompt in prompts)
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            var stream = texts is null ? null : new TextStream(tokenizer);
+            var stream = tokenizer is null ? null : new TextStream(tokenizer);
             var generated = Generator.Generate(lm, prompt, max, sampling, eos, stream is null ? null : stream.Add);
             stream?.Finish();
             var seconds = clock.Elapsed.TotalSeconds;

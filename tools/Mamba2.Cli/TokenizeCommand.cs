@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Globalization;
 using Mamba2.Model.Generation;
 
 namespace Mamba2.Cli;
@@ -45,12 +44,7 @@ internal static class TokenizeCommand
             throw new DirectoryNotFoundException($"--model {model.FullName}: no such directory.");
         }
 
-        var fallback = false;
-        using var tokenizer = file is not null ? HfTokenizer.Load(file.FullName) : HfTokenizer.ForModel(model!.FullName, out fallback);
-        if (fallback)
-        {
-            Console.Error.WriteLine($"note: {model!.FullName} has no {HfTokenizer.FileName}; using the byte tokenizer (a token per UTF-8 byte).");
-        }
+        using var tokenizer = file is not null ? HfTokenizer.Load(file.FullName) : CommonOptions.ModelTokenizer(model!.FullName);
 
         if (text is not null)
         {
@@ -58,8 +52,12 @@ internal static class TokenizeCommand
             return 0;
         }
 
-        var parsed = ids!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
-            .Select(s => int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v >= 0 ? v : throw new FormatException($"--ids: '{s}' is not a token id (a whole number >= 0)."));
+        var parsed = CommonOptions.ParseIds("--ids", ids!);
+        if (parsed.Any(v => v < 0))
+        {
+            throw new FormatException($"--ids: '{parsed.First(v => v < 0)}' is not a token id (a whole number >= 0).");
+        }
+
         Console.WriteLine(tokenizer.Decode(parsed));
         return 0;
     }

@@ -281,15 +281,11 @@ internal static class TrainCommand
         }
     }
 
-    /// <summary>--data through the model's tokenizer.json (the byte tokenizer, said, where it has none), for its vocabulary.</summary>
+    /// <summary>--data through the model's tokenizer (<see cref="CommonOptions.ModelTokenizer"/>), for its vocabulary.</summary>
     private static TextTask FineTuningText(TrainSettings s, string tokenizerDir)
     {
         var data = s.Data ?? throw new ArgumentException("--task text needs --data FILE.");
-        using var tokenizer = HfTokenizer.ForModel(tokenizerDir, out var fallback);
-        if (fallback)
-        {
-            AnsiConsole.MarkupLine($"[yellow]note:[/] {tokenizerDir.EscapeMarkup()} has no {HfTokenizer.FileName}; --data goes through the byte tokenizer.");
-        }
+        using var tokenizer = CommonOptions.ModelTokenizer(tokenizerDir);
 
         return TextTask.Tokenized(data, tokenizer, Mamba2Checkpoint.ReadConfig(tokenizerDir).VocabSize, s.SeqLen);   // the resumed step's or --init-from's
     }

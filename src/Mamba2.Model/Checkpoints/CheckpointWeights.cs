@@ -58,29 +58,21 @@ internal sealed class CheckpointWeights : IDisposable
     public HostTensor Read(string name)
     {
         var file = _fileOf.TryGetValue(name, out var f) ? f : throw new KeyNotFoundException($"{Describe}: no tensor {name}.");
-        return file.EndsWith(".safetensors", StringComparison.Ordinal) ? Safetensors(file).Read(name) : Torch(file).Read(name);
+        return IsSafetensors(file) ? Opened(_safetensors, file, IO.SafetensorsFile.Open).Read(name) : Opened(_torch, file, PyTorchCheckpoint.Open).Read(name);
     }
 
     private IEnumerable<string> NamesIn(string path) =>
-        path.EndsWith(".safetensors", StringComparison.Ordinal) ? Safetensors(path).Names : Torch(path).Names;
+        IsSafetensors(path) ? Opened(_safetensors, path, IO.SafetensorsFile.Open).Names : Opened(_torch, path, PyTorchCheckpoint.Open).Names;
 
-    private SafetensorsFile Safetensors(string path)
+    private static bool IsSafetensors(string path) => path.EndsWith(".safetensors", StringComparison.Ordinal);
+
+    /// <summary>Each file opened once, on first use, and closed with these weights.</summary>
+    private static T Opened<T>(Dictionary<string, T> files, string path, Func<string, T> open)
     {
-        if (!_safetensors.TryGetValue(path, out var f))
+        if (!files.TryGetValue(path, out var f))
         {
-            f = IO.SafetensorsFile.Open(path);
-            _safetensors[path] = f;
-        }
-
-        return f;
-    }
-
-    private PyTorchCheckpoint Torch(string path)
-    {
-        if (!_torch.TryGetValue(path, out var f))
-        {
-            f = PyTorchCheckpoint.Open(path);
-            _torch[path] = f;
+            f = open(path);
+            files[path] = f;
         }
 
         return f;

@@ -233,9 +233,9 @@ public static class Mamba2Checkpoint
         var json = config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }).Replace("\"Infinity\"", "Infinity", StringComparison.Ordinal);
         var configPath = Path.Combine(directory, ConfigFile);
         DurableFiles.WriteAllText(configPath, json);
-        var tensors = shapes.Append(("lm_head.weight", shapes[0].Shape))   // tied: the embedding's values
-            .Select(q => HostTensor.FromFloat32(q.Item1, values[q.Item1 == "lm_head.weight" ? shapes[0].Name : q.Item1], q.Item2))
-            .Select(t => dtype == SafetensorsDType.F32 ? t : t.Convert(dtype)).ToList();
+        var tensors = shapes.Select(q => HostTensor.FromFloat32(q.Name, values[q.Name], q.Shape)).ToList();
+        tensors.Add(HostTensor.FromFloat32("lm_head.weight", values["backbone.embeddings.weight"], [c.VocabSize, m.DModel]));   // tied
+        tensors = [.. tensors.Select(t => dtype == SafetensorsDType.F32 ? t : t.Convert(dtype))];
         SafetensorsWriter.Write(Path.Combine(directory, WeightsFile), tensors);
     }
 
