@@ -16,7 +16,8 @@ public sealed class CheckpointTests(GpuFixture gpu) : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private static Mamba2LMConfig Tiny => new(VocabSize: 13, NLayer: 2, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, NGroups = 2, ChunkSize = 16 });
+    /// <summary>Two groups and transformers' gated norm over all of d_inner: what HF's layout describes.</summary>
+    private static Mamba2LMConfig Tiny => new(VocabSize: 13, NLayer: 2, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, NGroups = 2, ChunkSize = 16, NormPerGroup = false });
 
     private float[] Logits(Mamba2LM lm, int[] ids)
     {
@@ -134,7 +135,7 @@ public sealed class CheckpointTests(GpuFixture gpu) : IDisposable
     public void LoadsMambaSsmLayout()
     {
         var rng = new Random(TestMath.NewSeed());
-        using var lm = Mamba2LM.Initialize(Device, Tiny, rng);
+        using var lm = Mamba2LM.Initialize(Device, Tiny with { Mixer = Tiny.Mixer with { NormPerGroup = true } }, rng);   // mamba_ssm's norm
         var tensors = lm.Parameters.Select(q => HostTensor.FromFloat32(q.Name == "backbone.embeddings.weight" ? "backbone.embedding.weight" : q.Name,
             q.Value.ToArray(), [.. q.Value.Shape])).ToList();
         SafetensorsWriter.Write(Path.Combine(_dir, Mamba2Checkpoint.WeightsFile), tensors);

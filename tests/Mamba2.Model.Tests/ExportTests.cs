@@ -20,7 +20,11 @@ public sealed class ExportTests(GpuFixture gpu) : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private static Mamba2LMConfig Tiny => new(VocabSize: 13, NLayer: 2, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, NGroups = 2, ChunkSize = 16 });
+    /// <summary>Two groups, the gated norm over all of d_inner as transformers has it: a model HF's layout describes.</summary>
+    private static Mamba2LMConfig Tiny => new(VocabSize: 13, NLayer: 2, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, NGroups = 2, ChunkSize = 16, NormPerGroup = false });
+
+    /// <summary>The same with mamba_ssm's per-group norm: only its layout describes it.</summary>
+    private static Mamba2LMConfig TinyMambaSsm => Tiny with { Mixer = Tiny.Mixer with { NormPerGroup = true } };
 
     /// <summary>config.json's torch_dtype (read as text: the file holds a bare Infinity, as transformers writes it).</summary>
     private static string TorchDtype(string dir) =>
@@ -87,5 +91,70 @@ public sealed class ExportTests(GpuFixture gpu) : IDisposable
         Assert.Equal(2, CliApp.Run(["export", "--model", source, "--out", source, "--overwrite"]));
         Assert.Equal(2, CliApp.Run(["export", "--model", source, "--out", Path.Combine(_dir, "no", "such", "parent")]));
         Assert.False(Directory.Exists(Path.Combine(_dir, "x")));
+    }
+
+    [Fact]
+    public void MambaSsmLayoutIsTorchSaveOfItsNamesAndReadsBackTheSame()
+    {
+        var rng = new Random(TestMath.NewSeed());
+        var dir = Path.Combine(_dir, "mamba-ssm");
+        using var lm = Mamba2LM.Initialize(Device, TinyMambaSsm, rng);
+        Mamba2Checkpoint.Save(lm, dir);   // the default for this model
+        Assert.Equal([Mamba2Checkpoint.ConfigFile, "pytorch_model.bin"], Directory.GetFiles(dir).Select(Path.GetFileName).Order());
+
+        // config.json holds MambaConfig's fields and no other (its from_pretrained passes them all as arguments).
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, Mamba2Checkpoint.ConfigFile)).Replace("Infinity", "1e999"))!.AsObject();
+        Assert.Equal(["attn_cfg", "attn_layer_idx", "d_intermediate", "d_model", "fused_add_norm", "n_layer", "pad_vocab_size_multiple",
+            "residual_in_fp32", "rms_norm", "ssm_cfg", "tie_embeddings", "vocab_size"], config.Select(p => p.Key).Order());
+        Assert.Equal(2, (int)config["ssm_cfg"]!["ngroups"]!);
+
+        using var torch = PyTorchCheckpoint.Open(Path.Combine(dir, "pytorch_model.bin"));
+        Assert.Contains("backbone.embedding.weight", torch.Names);
+        Assert.Contains("lm_head.weight", torch.Names);
+        Assert.DoesNotContain("backbone.embeddings.weight", torch.Names);
+        Assert.Equal(torch.Read("backbone.embedding.weight").ToFloat32(), torch.Read("lm_head.weight").ToFloat32());
+
+        var (readConfig, values) = Mamba2Checkpoint.ReadValues(dir);
+        Assert.Equal(lm.Config.Mixer, readConfig.Mixer);
+        Assert.Equal(lm.Config.VocabSize, readConfig.VocabSize);
+        foreach (var (name, value) in lm.Parameters)
+        {
+            Assert.Equal(value.ToArray(), values[name]);
+        }
+
+        // In bf16 through the CLI; HF's layout is refused for this model, before anything is written.
+        var bf16 = Path.Combine(_dir, "mamba-ssm-bf16");
+        Assert.Equal(0, CliApp.Run(["export", "--model", dir, "--out", bf16, "--layout", "mamba-ssm"]));
+        using (var half = PyTorchCheckpoint.Open(Path.Combine(bf16, "pytorch_model.bin")))
+        {
+            Assert.Equal(SafetensorsDType.BF16, half.Read("backbone.layers.0.mixer.in_proj.weight").DType);
+        }
+
+        var (code, _, err) = CliCapture.Run("export", "--model", dir, "--out", Path.Combine(_dir, "hf"), "--layout", "hf");
+        Assert.Equal(2, code);
+        Assert.Contains("mamba_ssm layout", err);
+        Assert.False(Directory.Exists(Path.Combine(_dir, "hf")));
+        Assert.Equal(2, CliApp.Run(["export", "--model", dir, "--out", Path.Combine(_dir, "z"), "--layout", "onnx"]));
+    }
+
+    [Fact]
+    public void LayoutsKeepWhatTheyCannotSayOrRefuse()
+    {
+        // A bidirectional model: HF layout with our "causal": false, read back bidirectional; mamba_ssm's has no such key.
+        var bidirectional = Tiny with { Mixer = Tiny.Mixer with { Causal = false } };
+        var values = Mamba2LM.ParameterShapes(bidirectional).ToDictionary(q => q.Name, q => new float[Tensors.ShapeOps.Elements(q.Shape, q.Name)]);
+        var dir = Path.Combine(_dir, "bidirectional");
+        Mamba2Checkpoint.Write(bidirectional, values, dir);
+        Assert.False(Mamba2Checkpoint.ReadConfig(dir).Mixer.Causal);
+        Assert.Contains("mamba_ssm", Assert.Throws<ArgumentException>(() => Mamba2Checkpoint.Write(bidirectional, values, dir, layout: CheckpointLayout.MambaSsm)).Message);
+
+        // HF's layout means transformers' norm, mamba_ssm's its own: each reads back as written.
+        Mamba2Checkpoint.Write(Tiny, values, dir);
+        Assert.False(Mamba2Checkpoint.ReadConfig(dir).Mixer.NormPerGroup);
+        Assert.Throws<ArgumentException>(() => Mamba2Checkpoint.Write(Tiny, values, dir, layout: CheckpointLayout.MambaSsm));
+        Mamba2Checkpoint.Write(TinyMambaSsm, values, dir);
+        Assert.True(Mamba2Checkpoint.ReadConfig(dir).Mixer.NormPerGroup);
+        Assert.False(File.Exists(Path.Combine(dir, Mamba2Checkpoint.WeightsFile)));   // the earlier save's weights are gone
+        Assert.Throws<ArgumentException>(() => Mamba2Checkpoint.Write(TinyMambaSsm, values, dir, layout: CheckpointLayout.Hf));
     }
 }

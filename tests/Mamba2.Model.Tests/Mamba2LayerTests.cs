@@ -9,8 +9,9 @@ public class Mamba2LayerTests(GpuFixture gpu)
 {
     private GpuDevice Device => gpu.Device;
 
-    private static Mamba2Config Small(bool causal, bool dHasHdim) => new(DModel: 16)
+    private static Mamba2Config Small(bool causal, bool dHasHdim, bool normPerGroup) => new(DModel: 16)
     {
+        NormPerGroup = normPerGroup,
         DState = 8,
         HeadDim = 8,
         NGroups = 2,
@@ -20,16 +21,17 @@ public class Mamba2LayerTests(GpuFixture gpu)
     };
 
     [Theory]
-    [InlineData(true, false)]
-    [InlineData(false, true)]   // bidirectional layer, D per (h, p)
-    public void OutputAndEveryGradientMatchTheFloat64Layer(bool causal, bool dHasHdim)
+    [InlineData(true, false, true)]
+    [InlineData(false, true, true)]   // bidirectional layer, D per (h, p)
+    [InlineData(true, false, false)]  // the gated norm over all of d_inner, as transformers has it
+    public void OutputAndEveryGradientMatchTheFloat64Layer(bool causal, bool dHasHdim, bool normPerGroup)
     {
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
-        var config = Small(causal, dHasHdim);
+        var config = Small(causal, dHasHdim, normPerGroup);
         const int b = 2, l = 37;
         using var layer = Mamba2Layer.Initialize(Device, config, rng);
-        LayerCheck.AgainstFloat64(Device, layer, b, l, rng, 1e-5, $"causal {causal} D_has_hdim {dHasHdim} seed {seed}");
+        LayerCheck.AgainstFloat64(Device, layer, b, l, rng, 1e-5, $"causal {causal} D_has_hdim {dHasHdim} norm per group {normPerGroup} seed {seed}");
     }
 
     [Fact]

@@ -22,10 +22,11 @@ public sealed class TrainerTests(GpuFixture gpu) : IDisposable
     private static readonly TrainerOptions Options = new() { Batch = 4, Steps = 40, LearningRate = 3e-3f, WarmupSteps = 3, Seed = 11, EvalBatches = 2 };
 
     [Theory]
-    [InlineData(Precision.Fp32)]
-    [InlineData(Precision.Fp32Fast)]
-    [InlineData(Precision.Bf16)]
-    public void ResumingContinuesExactly(Precision precision)
+    [InlineData(Precision.Fp32, true)]
+    [InlineData(Precision.Fp32Fast, true)]
+    [InlineData(Precision.Bf16, true)]
+    [InlineData(Precision.Fp32, false)]   // a bidirectional model resumes bidirectional (config.json's "causal": false)
+    public void ResumingContinuesExactly(Precision precision, bool causal)
     {
         if (!PrecisionAvailability.Runs(Device, precision))
         {
@@ -36,7 +37,7 @@ public sealed class TrainerTests(GpuFixture gpu) : IDisposable
         var uninterrupted = new List<double>();
         Trainer New()
         {
-            var model = Mamba2LM.Initialize(Device, Tiny(10), new Random(5));
+            var model = Mamba2LM.Initialize(Device, Tiny(10, causal), new Random(5));
             model.Precision = precision;
             return new Trainer(model, task, Options);
         }
@@ -65,6 +66,7 @@ public sealed class TrainerTests(GpuFixture gpu) : IDisposable
         {
             trainer.Model.Precision = precision;
             Assert.Equal(3, trainer.Step);
+            Assert.Equal(causal, trainer.Model.Config.Mixer.Causal);
             for (var i = 0; i < 2; i++)
             {
                 resumed.Add(trainer.TrainStep().Loss);

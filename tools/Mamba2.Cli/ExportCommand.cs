@@ -1,18 +1,24 @@
 using System.CommandLine;
 using Mamba2.Model.Checkpoints;
+using Mamba2.Model.Generation;
 using Mamba2.Model.IO;
 
 namespace Mamba2.Cli;
 
 /// <summary>
 /// <c>mamba2 export</c>: a checkpoint (HF or mamba_ssm layout, any weight dtype, a training run's step directory
-/// included) rewritten as an HF-layout model directory in F32, BF16 or F16, for inference or for transformers. On
-/// the host: no device needed.
+/// included) rewritten in either layout with F32, BF16 or F16 weights, for inference, transformers or mamba_ssm,
+/// its tokenizer files beside it. On the host: no device needed.
 /// </summary>
 internal static class ExportCommand
 {
     private static readonly Option<DirectoryInfo> Model = new("--model") { Required = true, Description = "checkpoint directory (config.json + model.safetensors, HF or mamba_ssm layout)" };
-    private static readonly Option<DirectoryInfo> Out = new("--out") { Required = true, Description = "directory to write config.json and model.safetensors to (must not exist unless --overwrite)" };
+    private static readonly Option<DirectoryInfo> Out = new("--out") { Required = true, Description = "directory to write the checkpoint to (must not exist unless --overwrite)" };
+    private static readonly Option<string?> Layout = new("--layout")
+    {
+        HelpName = "hf|mamba-ssm",
+        Description = "hf: transformers' config.json and model.safetensors; mamba-ssm: mamba_ssm's config.json and pytorch_model.bin (default: hf, unless only mamba_ssm's describes the model)",
+    };
     private static readonly Option<string> DType = new("--dtype")
     {
         DefaultValueFactory = _ => "bf16",
@@ -24,10 +30,11 @@ internal static class ExportCommand
 
     public static Command Create()
     {
-        var cmd = new Command("export", "Write a checkpoint as an HF-layout model directory with bf16, f16 or f32 weights");
+        var cmd = new Command("export", "Write a checkpoint in HF or mamba_ssm layout with bf16, f16 or f32 weights");
         cmd.Options.Add(Model);
         cmd.Options.Add(Out);
         cmd.Options.Add(DType);
+        cmd.Options.Add(Layout);
         cmd.Options.Add(Overwrite);
         cmd.SetAction(Run);
         return cmd;
@@ -66,10 +73,21 @@ internal static class ExportCommand
         }
 
         var (config, values) = Mamba2Checkpoint.ReadValues(source);
-        DurableFiles.WriteDirectory(target, temp => Mamba2Checkpoint.Write(config, values, temp, dtype));   // complete or absent
-        var bytes = new FileInfo(Path.Combine(target, Mamba2Checkpoint.WeightsFile)).Length;
-        Console.WriteLine($"{target}: {config.NLayer} layers x d_model {config.Mixer.DModel}, vocabulary {config.VocabSize}, "
-            + $"{values.Values.Sum(v => (long)v.Length) / 1e6:F1}M parameters as {Mamba2Checkpoint.TorchDtype(dtype)} ({bytes / 1048576.0:F1} MiB)");
+        var layout = r.GetValue(Layout) is { } text ? CheckpointLayouts.Parse(text, "--layout") : CheckpointLayouts.For(config);
+        CheckpointLayouts.Check(config, layout);   // before anything is written
+        var tokenizer = HfTokenizer.Files.Select(f => Path.Combine(source, f)).Where(File.Exists).ToList();
+        DurableFiles.WriteDirectory(target, temp =>   // complete or absent
+        {
+            Mamba2Checkpoint.Write(config, values, temp, dtype, layout);
+            foreach (var file in tokenizer)
+            {
+                File.Copy(file, Path.Combine(temp, Path.GetFileName(file)));
+            }
+        });
+        var bytes = Directory.GetFiles(target).Where(f => f.EndsWith(".safetensors", StringComparison.Ordinal) || f.EndsWith(".bin", StringComparison.Ordinal)).Sum(f => new FileInfo(f).Length);
+        Console.WriteLine($"{target}: {layout.Name()} layout, {config.NLayer} layers x d_model {config.Mixer.DModel}, vocabulary {config.VocabSize}, "
+            + $"{values.Values.Sum(v => (long)v.Length) / 1e6:F1}M parameters as {Mamba2Checkpoint.TorchDtype(dtype)} ({bytes / 1048576.0:F1} MiB)"
+            + (tokenizer.Count > 0 ? $", with {string.Join(", ", tokenizer.Select(Path.GetFileName))}" : ""));
         return 0;
     }
 }

@@ -118,7 +118,6 @@ internal static class TrainCommand
             .Where(x => x.Step >= 0);
 
     /// <summary>A tokenizer's files that a fine-tuned checkpoint carries, so it is a whole model for transformers too.</summary>
-    private static readonly string[] TokenizerFiles = [HfTokenizer.FileName, "tokenizer_config.json", "special_tokens_map.json"];
 
     private static TrainingTask MakeTask(TrainSettings s, string? tokenizerDir) => s.Task switch
     {
@@ -177,7 +176,7 @@ internal static class TrainCommand
 
         // A fine-tuning run's tokenizer: the resumed checkpoint's copy, else --init-from's; saved into every checkpoint.
         var tokenizerDir = resume is not null && File.Exists(Path.Combine(resume.FullName, HfTokenizer.FileName)) ? resume.FullName : s.InitFrom;
-        var tokenizerFiles = tokenizerDir is null ? [] : TokenizerFiles.Select(f => Path.Combine(tokenizerDir, f)).Where(File.Exists).ToList();
+        var tokenizerFiles = tokenizerDir is null ? [] : HfTokenizer.Files.Select(f => Path.Combine(tokenizerDir, f)).Where(File.Exists).ToList();
         var task = MakeTask(s, tokenizerDir);
         PrepareRunDirectory(runDir, resume is null ? null : Trainer.StepOf(resume.FullName), r.GetValue(Overwrite));
         DurableFiles.WriteAllText(Path.Combine(runDir, "train.json"), s.ToJson());

@@ -21,6 +21,12 @@ public static class Mamba2Checkpoint
     public const string ConfigFile = "config.json";
     public const string WeightsFile = "model.safetensors";
 
+    private const string EmbeddingName = "backbone.embeddings.weight";
+    private const string MambaSsmEmbeddingName = "backbone.embedding.weight";
+
+    /// <summary>Our config key for a bidirectional model (neither library has one), written only when false.</summary>
+    internal const string CausalKey = "causal";
+
 
     /// <summary>The model config from config.json (either layout); unknown or inconsistent values throw naming the key.</summary>
     public static Mamba2LMConfig ReadConfig(string directory)
@@ -87,6 +93,8 @@ public static class Mamba2Checkpoint
             DtMax = Float(o, "time_step_max", 0.1f, path),
             DtInitFloor = Float(o, "time_step_floor", 1e-4f, path),
             DtLimit = Limit(o, "time_step_limit", path),
+            NormPerGroup = false,   // transformers' MambaRMSNormGated normalizes all of d_inner at once
+            Causal = Bool(o, CausalKey, true, path),
         };
         return new Mamba2LMConfig(I("vocab_size"), I("num_hidden_layers"), mixer) { NormEps = mixer.NormEps, EosTokenId = Eos(o, path) };
     }
@@ -118,6 +126,9 @@ public static class Mamba2Checkpoint
             NormBeforeGate = Bool(ssm, "norm_before_gate", false, path),
             DHasHdim = Bool(ssm, "D_has_hdim", false, path),
             DtLimit = Limit(ssm, "dt_limit", path),
+            DtMin = Float(ssm, "dt_min", 0.001f, path),
+            DtMax = Float(ssm, "dt_max", 0.1f, path),
+            DtInitFloor = Float(ssm, "dt_init_floor", 1e-4f, path),
         };
         var vocab = Get(o, "vocab_size", path);
         var multiple = Get(o, "pad_vocab_size_multiple", path, 1);
@@ -127,7 +138,10 @@ public static class Mamba2Checkpoint
         }
 
         vocab = (vocab + multiple - 1) / multiple * multiple;   // mamba_ssm pads the vocabulary
-        return new Mamba2LMConfig(vocab, Get(o, "n_layer", path), mixer) { NormEps = Float(o, "norm_epsilon", 1e-5f, path) };
+        return new Mamba2LMConfig(vocab, Get(o, "n_layer", path), mixer with { Causal = Bool(o, CausalKey, true, path) })
+        {
+            NormEps = Float(o, "norm_epsilon", 1e-5f, path),
+        };
     }
 
     /// <summary>Loads the model; tensors named as HF or mamba_ssm write them, F32 / F16 / BF16.</summary>
@@ -150,7 +164,7 @@ public static class Mamba2Checkpoint
         var values = new Dictionary<string, float[]>();
         foreach (var (name, shape) in Mamba2LM.ParameterShapes(config))
         {
-            var stored = name == "backbone.embeddings.weight" && !file.Contains(name) && file.Contains("backbone.embedding.weight") ? "backbone.embedding.weight" : name;
+            var stored = name == EmbeddingName && !file.Contains(name) && file.Contains(MambaSsmEmbeddingName) ? MambaSsmEmbeddingName : name;
             if (!file.Contains(stored))
             {
                 throw new KeyNotFoundException($"{path}: missing tensor {name} {Tensors.ShapeOps.Format(shape)} (config: {config.NLayer} layers).");
@@ -174,20 +188,25 @@ public static class Mamba2Checkpoint
     }
 
     /// <summary>
-    /// Writes config.json and model.safetensors (lm_head.weight tied) in HF layout, each file atomically. The
+    /// Writes the checkpoint in <paramref name="layout"/> (default <see cref="CheckpointLayouts.For"/>: HF unless the
+    /// model is one only mamba_ssm's layout describes), each file atomically: HF's config.json and model.safetensors,
+    /// or mamba_ssm's config.json and pytorch_model.bin (torch.save's format), lm_head.weight tied in both. The
     /// weights are stored as <paramref name="dtype"/>: F32 (training's masters, the default), or BF16 or F16 rounded
-    /// to nearest even for inference; config.json's torch_dtype says which, as transformers writes it.
+    /// to nearest even for inference (HF's config.json says which in torch_dtype).
     /// </summary>
-    public static void Save(Mamba2LM model, string directory, SafetensorsDType dtype = SafetensorsDType.F32) =>
-        Write(model.Config, model.Parameters.Select(q => (q.Name, q.Value.ToArray())).ToDictionary(), directory, dtype);
+    public static void Save(Mamba2LM model, string directory, SafetensorsDType dtype = SafetensorsDType.F32, CheckpointLayout? layout = null) =>
+        Write(model.Config, model.Parameters.Select(q => (q.Name, q.Value.ToArray())).ToDictionary(), directory, dtype, layout);
 
     /// <summary>
     /// <see cref="Save"/> from host values (every parameter of <see cref="Mamba2LM.ParameterShapes"/>, by HF name):
     /// what <see cref="ReadValues"/> returns, so a checkpoint converts between layouts and dtypes without a device.
     /// </summary>
-    public static void Write(Mamba2LMConfig c, IReadOnlyDictionary<string, float[]> values, string directory, SafetensorsDType dtype = SafetensorsDType.F32)
+    public static void Write(Mamba2LMConfig c, IReadOnlyDictionary<string, float[]> values, string directory,
+        SafetensorsDType dtype = SafetensorsDType.F32, CheckpointLayout? layout = null)
     {
-        var torchDtype = TorchDtype(dtype);
+        var chosen = layout ?? CheckpointLayouts.For(c);
+        CheckpointLayouts.Check(c, chosen);
+        var config = chosen == CheckpointLayout.Hf ? CheckpointConfigJson.Hf(c, TorchDtype(dtype)) : CheckpointConfigJson.MambaSsm(c);
         var shapes = Mamba2LM.ParameterShapes(c);
         foreach (var (name, shape) in shapes)
         {
@@ -198,55 +217,27 @@ public static class Mamba2Checkpoint
         }
 
         Directory.CreateDirectory(directory);
-        var m = c.Mixer;
-        var config = new JsonObject
+        DurableFiles.WriteAllText(Path.Combine(directory, ConfigFile), config);
+        var tensors = shapes.Select(q => HostTensor.FromFloat32(q.Name, values[q.Name], q.Shape))
+            .Select(t => dtype == SafetensorsDType.F32 ? t : t.Convert(dtype)).ToList();
+        var embedding = tensors.FindIndex(t => t.Name == EmbeddingName);
+        if (chosen == CheckpointLayout.Hf)
         {
-            ["architectures"] = new JsonArray("Mamba2ForCausalLM"),
-            ["model_type"] = "mamba2",
-            ["vocab_size"] = c.VocabSize,
-            ["hidden_size"] = m.DModel,
-            ["state_size"] = m.DState,
-            ["num_hidden_layers"] = c.NLayer,
-            ["num_heads"] = m.NHeads,
-            ["head_dim"] = m.HeadDim,
-            ["expand"] = m.Expand,
-            ["n_groups"] = m.NGroups,
-            ["conv_kernel"] = m.DConv,
-            ["chunk_size"] = m.ChunkSize,
-            ["layer_norm_epsilon"] = Real(c.NormEps),
-            ["use_bias"] = m.Bias,
-            ["use_conv_bias"] = m.ConvBias,
-            ["rms_norm"] = true,
-            ["tie_word_embeddings"] = true,
-            ["time_step_min"] = Real(m.DtMin),
-            ["time_step_max"] = Real(m.DtMax),
-            ["time_step_floor"] = Real(m.DtInitFloor),
-            ["time_step_limit"] = new JsonArray(Real(m.DtLimit.Min), float.IsPositiveInfinity(m.DtLimit.Max) ? "Infinity" : Real(m.DtLimit.Max)),
-            ["torch_dtype"] = torchDtype,
-        };
-        if (c.EosTokenId is { } eos)
+            tensors.Add(tensors[embedding].Renamed("lm_head.weight"));   // tied: transformers writes both
+            SafetensorsWriter.Write(Path.Combine(directory, WeightsFile), tensors);
+        }
+        else
         {
-            config["eos_token_id"] = eos;
+            tensors[embedding] = tensors[embedding].Renamed(MambaSsmEmbeddingName);
+            PyTorchCheckpointWriter.Write(Path.Combine(directory, CheckpointWeights.TorchFile), tensors, [("lm_head.weight", MambaSsmEmbeddingName)]);
         }
 
-        // transformers writes the limit as a bare Infinity.
-        var json = config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }).Replace("\"Infinity\"", "Infinity", StringComparison.Ordinal);
-        var configPath = Path.Combine(directory, ConfigFile);
-        DurableFiles.WriteAllText(configPath, json);
-        var tensors = shapes.Select(q => HostTensor.FromFloat32(q.Name, values[q.Name], q.Shape)).ToList();
-        tensors.Add(HostTensor.FromFloat32("lm_head.weight", values["backbone.embeddings.weight"], [c.VocabSize, m.DModel]));   // tied
-        tensors = [.. tensors.Select(t => dtype == SafetensorsDType.F32 ? t : t.Convert(dtype))];
-        SafetensorsWriter.Write(Path.Combine(directory, WeightsFile), tensors);
-    }
-
-    /// <summary>
-    /// A float as JSON that Python reads back as a float: the shortest round-trip digits, with ".0" where they are
-    /// integral (transformers' config classes refuse an int such as the 0 of time_step_limit = [0, inf]).
-    /// </summary>
-    private static JsonNode Real(float value)
-    {
-        var text = value.ToString("R", CultureInfo.InvariantCulture);
-        return JsonNode.Parse(text.Contains('.') || text.Contains('E') ? text : text + ".0")!;
+        // One checkpoint per directory: the other layout's weights, if an earlier save left them, would be read first.
+        var other = Path.Combine(directory, chosen == CheckpointLayout.Hf ? CheckpointWeights.TorchFile : WeightsFile);
+        if (File.Exists(other))
+        {
+            File.Delete(other);
+        }
     }
 
     /// <summary>The torch_dtype transformers writes for weights stored as <paramref name="dtype"/> (F32, F16, BF16).</summary>
@@ -287,9 +278,11 @@ public static class Mamba2Checkpoint
 
     private static float Float(JsonObject o, string key, float dflt, string path)
     {
-        if (o[key] is not JsonValue v)
+        // transformers 5 writes a non-finite float as {"__float__": "Infinity"}; older versions as a bare Infinity.
+        var node = o[key] is JsonObject { Count: 1 } tagged && tagged["__float__"] is JsonValue inner ? inner : o[key];
+        if (node is not JsonValue v)
         {
-            return o[key] is { } other ? throw new InvalidDataException($"{path}: {key} must be a number, got {other.ToJsonString()}.") : dflt;
+            return node is { } other ? throw new InvalidDataException($"{path}: {key} must be a number, got {other.ToJsonString()}.") : dflt;
         }
 
         if (v.TryGetValue<double>(out var d))

@@ -9,6 +9,9 @@ public sealed class HfTokenizer : ITokenizer
 {
     public const string FileName = "tokenizer.json";
 
+    /// <summary>The files a model directory's tokenizer is made of (transformers reads the last two beside the first).</summary>
+    public static readonly IReadOnlyList<string> Files = [FileName, "tokenizer_config.json", "special_tokens_map.json"];
+
     private readonly Tokenizers.DotNet.Tokenizer _tokenizer;
 
     private HfTokenizer(Tokenizers.DotNet.Tokenizer tokenizer, string path)

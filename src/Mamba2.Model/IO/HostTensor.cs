@@ -165,6 +165,9 @@ public sealed class HostTensor
         return result;
     }
 
+    /// <summary>The same values under another name (the bytes are shared: neither is ever written to).</summary>
+    public HostTensor Renamed(string name) => new(name, DType, _shape, _data, ElementCount);
+
     /// <summary>A copy in a floating-point dtype, rounded to nearest even (NaN stays NaN).</summary>
     public HostTensor Convert(SafetensorsDType target)
     {

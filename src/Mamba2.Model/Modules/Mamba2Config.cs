@@ -40,6 +40,12 @@ public sealed record Mamba2Config(int DModel)
 
     public bool DHasHdim { get; init; }
 
+    /// <summary>
+    /// The gated RMSNorm over groups of d_inner / ngroups features, as mamba_ssm's RMSNormGated(group_size) does (the
+    /// default); false: over all of d_inner, as transformers' MambaRMSNormGated does. The same when ngroups is 1.
+    /// </summary>
+    public bool NormPerGroup { get; init; } = true;
+
     public bool Causal { get; init; } = true;
 
     public int DInner => Expand * DModel;
@@ -47,6 +53,9 @@ public sealed record Mamba2Config(int DModel)
     public int NHeads => DInner / HeadDim;
 
     public int ConvDim => DInner + 2 * NGroups * DState;
+
+    /// <summary>Features per gated-RMSNorm group (<see cref="NormPerGroup"/>).</summary>
+    public int NormGroupSize => NormPerGroup ? DInner / NGroups : DInner;
 
     public int DInProj => 2 * DInner + 2 * NGroups * DState + NHeads;
 

@@ -252,7 +252,7 @@ public sealed class Mamba2Layer : IDisposable
 
                 acts.Y2 = acts.Ssd.Y.View(rows, c.DInner);
                 acts.Norm = acts.Keep(RmsNorm.Forward(acts.Y2, NormWeight, acts.Z.View(rows, c.DInner), c.NormEps,
-                    c.DInner / c.NGroups, c.NormBeforeGate, st));
+                    c.NormGroupSize, c.NormBeforeGate, st));
                 st.Section(ProfileSections.Norm);
                 acts.Output = acts.Keep(Tensor.Empty(device, "out", b, l, c.DModel));
                 Gemm.Run(acts.Norm.Y, OutProjWeight, acts.Output.View(rows, c.DModel), transposeB: true, stream: st, precision: Precision);
@@ -292,7 +292,7 @@ public sealed class Mamba2Layer : IDisposable
                 st.Section(ProfileSections.Projections);
 
                 var ng = st.Own(RmsNorm.Backward(dNormY, acts.Norm, acts.Y2, NormWeight, acts.Z.View(rows, c.DInner),
-                    c.DInner / c.NGroups, c.NormBeforeGate, st));
+                    c.NormGroupSize, c.NormBeforeGate, st));
                 grads["norm.weight"] = ActivationStore.CopyOf(st, ng.DWeight, "grad.norm.weight");
                 st.Section(ProfileSections.Norm);
 
@@ -441,7 +441,7 @@ public sealed class Mamba2Layer : IDisposable
                 var a = Temp("A", c.NHeads);
                 Unary.NegExp(ALog, a, st);
                 var y = st.Own(SsdOp.Step(x, dt, a, bm, cm, state.Ssm, SsdOptionsFor(D), st));
-                var norm = st.Own(RmsNorm.Forward(y.View(b, c.DInner), NormWeight, z, c.NormEps, c.DInner / c.NGroups, c.NormBeforeGate, st));
+                var norm = st.Own(RmsNorm.Forward(y.View(b, c.DInner), NormWeight, z, c.NormEps, c.NormGroupSize, c.NormBeforeGate, st));
                 Gemm.Run(norm.Y, OutProjWeight, output, transposeB: true, stream: st, precision: Precision);
                 AddBias(st, output, "out_proj.bias");
             });

@@ -90,7 +90,7 @@ public sealed class Mamba2LayerReference(Mamba2Config c, IReadOnlyDictionary<str
         var a = p["A_log"].Select(v => -Math.Exp(v)).ToArray();
         var v = new SsdTensors64(x, dt, a, bm, cm, p["D"], null, p["dt_bias"], null);
         var y = c.Causal ? SsdReference.Forward(Case, v).Y : SsdBidirectionalReference.Forward(Case, v).Y;
-        var n = RmsNormReference.Forward(y, p["norm.weight"], z, c.NormEps, c.DInner, c.DInner / c.NGroups, c.NormBeforeGate);
+        var n = RmsNormReference.Forward(y, p["norm.weight"], z, c.NormEps, c.DInner, c.NormGroupSize, c.NormBeforeGate);
         return new Saved(zx, z, xbc, dt, x, bm, cm, a, v, y, n);
     }
 
@@ -115,7 +115,7 @@ public sealed class Mamba2LayerReference(Mamba2Config c, IReadOnlyDictionary<str
         }
 
         g["out_proj.weight"] = dwOut;
-        var (dy, dNormW, dz) = RmsNormReference.Backward(dn, s.Y, p["norm.weight"], s.Z, c.NormEps, c.DInner, c.DInner / c.NGroups, c.NormBeforeGate);
+        var (dy, dNormW, dz) = RmsNormReference.Backward(dn, s.Y, p["norm.weight"], s.Z, c.NormEps, c.DInner, c.NormGroupSize, c.NormBeforeGate);
         g["norm.weight"] = dNormW;
         var sg = c.Causal ? SsdReferenceBackward.Gradients(Case, s.Ssd, dy, null) : SsdBidirectionalReference.Gradients(Case, s.Ssd, dy, null);
         g["dt_bias"] = sg.DtBias!;
