@@ -2,10 +2,13 @@ using Silk.NET.Vulkan;
 
 namespace Mamba2.Vulkan;
 
-/// <summary>Picks a device: the override (index or name substring) if given, else discrete, integrated, virtual, CPU.</summary>
+/// <summary>
+/// Picks a device: the override (index or name substring) if given, else discrete, integrated, virtual, CPU; with a
+/// <c>slot</c> (several processes of one host, one per device), the slot-th of the devices of the best kind, round robin.
+/// </summary>
 public static class DeviceSelector
 {
-    public static PhysicalDeviceInfo Choose(IReadOnlyList<PhysicalDeviceInfo> devices, string? requested)
+    public static PhysicalDeviceInfo Choose(IReadOnlyList<PhysicalDeviceInfo> devices, string? requested, int slot = 0)
     {
         if (devices.Count == 0)
         {
@@ -15,7 +18,9 @@ public static class DeviceSelector
 
         if (string.IsNullOrWhiteSpace(requested))
         {
-            return devices.OrderBy(d => Rank(d.Type)).ThenByDescending(d => d.DeviceLocalBytes).ThenBy(d => d.Index).First();
+            var best = devices.Min(d => Rank(d.Type));
+            var kind = devices.Where(d => Rank(d.Type) == best).OrderByDescending(d => d.DeviceLocalBytes).ThenBy(d => d.Index).ToList();
+            return kind[slot % kind.Count];   // slot 0: the largest; more slots than devices share them round robin
         }
 
         var available = string.Join(", ", devices.Select(d => $"{d.Index}: {d.Name}"));

@@ -54,7 +54,7 @@ public sealed unsafe partial class GpuDevice : IDisposable
         var instance = new VulkanInstance(options);
         try
         {
-            var info = DeviceSelector.Choose(PhysicalDeviceInfo.Enumerate(instance), options.Device);
+            var info = DeviceSelector.Choose(PhysicalDeviceInfo.Enumerate(instance), options.Device, options.DeviceSlot);
             return new GpuDevice(instance, info);
         }
         catch
@@ -70,7 +70,7 @@ public sealed unsafe partial class GpuDevice : IDisposable
         options ??= VulkanOptions.FromEnvironment();
         using var instance = new VulkanInstance(options with { Validation = false, SynchronizationValidation = false });
         var devices = PhysicalDeviceInfo.Enumerate(instance);
-        return (devices, DeviceSelector.Choose(devices, options.Device).Index);
+        return (devices, DeviceSelector.Choose(devices, options.Device, options.DeviceSlot).Index);
     }
 
     public Vk Api { get; }

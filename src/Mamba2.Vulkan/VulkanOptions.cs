@@ -12,6 +12,12 @@ public sealed record VulkanOptions
     /// <summary>Device index (as listed by <c>mamba2 devices</c>) or a case-insensitive name substring (env MAMBA2_VK_DEVICE).</summary>
     public string? Device { get; init; }
 
+    /// <summary>
+    /// Without <see cref="Device"/>: take the n-th device of the preferred kind (round robin) instead of the largest,
+    /// so the processes of a multi-process job on one host spread over its GPUs (their local rank).
+    /// </summary>
+    public int DeviceSlot { get; init; }
+
     /// <summary>Folder for the on-disk pipeline cache, one file per device and driver; null disables it (env MAMBA2_VK_PIPELINE_CACHE, "off" to disable).</summary>
     public string? PipelineCacheDirectory { get; init; }
 

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Mamba2.Tests;
 using Xunit;
 
@@ -28,7 +27,7 @@ public sealed class TrainSoakTests : IDisposable
             ["train", "--config", config, "--steps", $"{Steps}", "--eval-every", "100", "--save-every", "25", "--keep", "2", "--out", outDir];
 
         var reference = Path.Combine(_dir, "reference");
-        Assert.Equal(0, RunCli(Fresh(reference), killAfter: null));
+        Assert.Equal(0, CliProcess.Run([], Fresh(reference)).Code);
 
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
@@ -44,7 +43,7 @@ public sealed class TrainSoakTests : IDisposable
                 : Directory.Exists(killed) ? [.. Fresh(killed), "--overwrite"] : Fresh(killed);
             // Later attempts run longer, so that the run gets through however slow this machine is.
             var after = attempt < 8 ? TimeSpan.FromMilliseconds(400 + rng.Next(2500)) : (TimeSpan?)null;
-            code = RunCli(args, after);
+            code = CliProcess.Run([], args, after).Code;
             kills += code == -9 ? 1 : 0;
             Assert.True(code is 0 or -9, $"seed {seed}, attempt {attempt}: exit {code} for {string.Join(' ', args)}");
         }
@@ -64,53 +63,5 @@ public sealed class TrainSoakTests : IDisposable
         var rows = File.ReadLines(csv).Skip(1).Select(l => l.Split(','))
             .Select(f => (Split: f[0], Step: int.Parse(f[1], System.Globalization.CultureInfo.InvariantCulture), Loss: f[2])).ToList();
         return ([.. rows.Where(r => r.Split == "train").Select(r => (r.Step, r.Loss))], [.. rows.Where(r => r.Split == "eval").Select(r => (r.Step, r.Loss))]);
-    }
-
-    /// <summary>Runs the CLI in its own process; with <paramref name="killAfter"/>, SIGKILLs it then (exit -9).</summary>
-    private static int RunCli(string[] args, TimeSpan? killAfter)
-    {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(CliAssembly());
-        foreach (var a in args)
-        {
-            start.ArgumentList.Add(a);
-        }
-
-        using var p = Process.Start(start)!;
-        p.OutputDataReceived += (_, _) => { };
-        p.ErrorDataReceived += (_, _) => { };
-        p.BeginOutputReadLine();
-        p.BeginErrorReadLine();
-        if (killAfter is { } t && !p.WaitForExit(t))
-        {
-            p.Kill(entireProcessTree: true);
-            p.WaitForExit();
-            return -9;
-        }
-
-        if (!p.WaitForExit(TimeSpan.FromMinutes(5)))
-        {
-            p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"mamba2 {string.Join(' ', args)} ran over 5 minutes.");
-        }
-
-        return p.ExitCode;
-    }
-
-    /// <summary>The CLI the solution built beside this test assembly's configuration (tools/Mamba2.Cli/bin/CONFIG/TFM/mamba2.dll).</summary>
-    private static string CliAssembly()
-    {
-        var here = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
-        var (tfm, configuration) = (here.Name, here.Parent!.Name);
-        for (var d = here; d is not null; d = d.Parent)
-        {
-            var cli = Path.Combine(d.FullName, "tools", "Mamba2.Cli", "bin", configuration, tfm, "mamba2.dll");
-            if (File.Exists(cli))
-            {
-                return cli;
-            }
-        }
-
-        throw new FileNotFoundException($"mamba2.dll ({configuration}/{tfm}) not found above {AppContext.BaseDirectory}: build the solution first.");
     }
 }

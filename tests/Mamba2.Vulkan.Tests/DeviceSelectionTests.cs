@@ -61,6 +61,16 @@ public class DeviceSelectionTests
     }
 
     [Fact]
+    public void SlotsSpreadOverTheDevicesOfTheBestKindRoundRobin()
+    {
+        // Data-parallel ranks of one host: rank i takes the i-th GPU; more ranks than GPUs share them; the CPU is left out.
+        var host = new[] { Fake(0, "cpu", PhysicalDeviceType.Cpu), Fake(1, "gpu a", PhysicalDeviceType.DiscreteGpu), Fake(2, "gpu b", PhysicalDeviceType.DiscreteGpu) };
+        Assert.Equal([1, 2, 1, 2], Enumerable.Range(0, 4).Select(slot => DeviceSelector.Choose(host, null, slot).Index));
+        Assert.Equal([0, 0], Enumerable.Range(0, 2).Select(slot => DeviceSelector.Choose(host[..1], null, slot).Index));
+        Assert.Equal(0, DeviceSelector.Choose(host, "cpu", 1).Index);   // a named device wins
+    }
+
+    [Fact]
     public void OverrideByIndexOrNameSubstring()
     {
         Assert.Equal(0, DeviceSelector.Choose(Devices, "0").Index);

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Mamba2.Model.Distributed;
 using Mamba2.Vulkan;
 using Spectre.Console;
 
@@ -47,6 +48,20 @@ public static class CliApp
     /// </summary>
     public static int Run(string[] args)
     {
+        var code = RunCommand(args);
+        if (code != 0 && Communicator.Joined is { Size: > 1 } job)
+        {
+            job.Abort(code);   // one rank failing ends every rank of the job (mpirun says which)
+        }
+
+        return code;
+    }
+
+    /// <summary>Under mpirun, which rank an error line is from.</summary>
+    private static string Rank => Communicator.Joined is { Size: > 1 } job ? $"rank {job.Rank} of {job.Size}: " : "";
+
+    private static int RunCommand(string[] args)
+    {
         // Spectre keeps the writer it first saw: a host (or a test) that replaces Console.Out between runs would
         // have this run's tables and progress written to the old, perhaps closed, one.
         AnsiConsole.Console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Out) });
@@ -62,22 +77,22 @@ public static class CliApp
         }
         catch (VulkanUnavailableException e)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
+            Console.Error.WriteLine($"{Rank}error: {e.Message}");
             return NoVulkan;
         }
         catch (Exception e) when (e is OutOfDeviceMemoryException or DeviceLostException)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
+            Console.Error.WriteLine($"{Rank}error: {e.Message}");
             return GpuFailure;
         }
         catch (Exception e) when (IsUserError(e))
         {
-            Console.Error.WriteLine($"error: {OneLine(e.Message)}");
+            Console.Error.WriteLine($"{Rank}error: {OneLine(e.Message)}");
             return BadInput;
         }
         catch (Exception e)
         {
-            Console.Error.WriteLine($"internal error: {e.GetType().Name}: {OneLine(e.Message)}");
+            Console.Error.WriteLine($"{Rank}internal error: {e.GetType().Name}: {OneLine(e.Message)}");
             Console.Error.WriteLine(args.Contains(VerboseFlag)
                 ? e.ToString()
                 : "This is a bug in mamba2: please report it with the command line (--verbose prints the stack trace).");

@@ -150,10 +150,13 @@ internal static class CommonOptions
         }
     }
 
-    /// <summary>Opens the device and, with validation on, echoes its messages to stderr.</summary>
-    public static GpuDevice Open(ParseResult result)
+    /// <summary>
+    /// Opens the device and, with validation on, echoes its messages to stderr. <paramref name="slot"/>: a rank's
+    /// index on its host, which device it takes when none is named (<see cref="VulkanOptions.DeviceSlot"/>).
+    /// </summary>
+    public static GpuDevice Open(ParseResult result, int slot = 0)
     {
-        var device = GpuDevice.Create(Read(result));
+        var device = GpuDevice.Create(Read(result) with { DeviceSlot = slot });
         device.ValidationLog.MessageReceived += m => Console.Error.WriteLine($"vulkan: {m}");
         return device;
     }

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using Mamba2.Model.Checkpoints;
+using Mamba2.Model.Distributed;
 using Mamba2.Model.Generation;
 using Mamba2.Model.IO;
 using Mamba2.Model.Modules;
@@ -178,8 +179,38 @@ internal static class TrainCommand
         var tokenizerDir = resume is not null && File.Exists(Path.Combine(resume.FullName, HfTokenizer.FileName)) ? resume.FullName : s.InitFrom;
         var tokenizerFiles = tokenizerDir is null ? [] : HfTokenizer.Files.Select(f => Path.Combine(tokenizerDir, f)).Where(File.Exists).ToList();
         var task = MakeTask(s, tokenizerDir);
-        PrepareRunDirectory(runDir, resume is null ? null : Trainer.StepOf(resume.FullName), r.GetValue(Overwrite));
-        DurableFiles.WriteAllText(Path.Combine(runDir, "train.json"), s.ToJson());
+
+        // Under mpirun every rank runs this with the same arguments; rank 0 alone writes and prints.
+        var comm = Communicator.Launched();
+        if (!comm.IsRoot)
+        {
+            AnsiConsole.Console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(TextWriter.Null) });
+        }
+
+        if (resume is not null && s.WorldSize != comm.Size)
+        {
+            AnsiConsole.MarkupLine($"[yellow]note:[/] the run was trained on {s.WorldSize} rank(s), this is {comm.Size}: the global batch is the same, the sums' order is not, so the losses continue equal only to about 1e-6.");
+        }
+
+        s = s with { WorldSize = comm.Size };
+        if (comm.IsRoot)
+        {
+            PrepareRunDirectory(runDir, resume is null ? null : Trainer.StepOf(resume.FullName), r.GetValue(Overwrite));
+            DurableFiles.WriteAllText(Path.Combine(runDir, "train.json"), s.ToJson());
+        }
+
+        var code = Train(r, s, comm, task, runDir, resume, stopAt, tokenizerFiles);
+        if (code == 0)
+        {
+            comm.Dispose();   // MPI_Finalize once this rank is done; on failure CliApp ends the whole job instead
+        }
+
+        return code;
+    }
+
+    private static int Train(ParseResult r, TrainSettings s, Communicator comm, TrainingTask task, string runDir, DirectoryInfo? resume, long stopAt,
+        List<string> tokenizerFiles)
+    {
         var options = new TrainerOptions
         {
             Batch = s.Batch,
@@ -192,23 +223,23 @@ internal static class TrainCommand
             EvalBatches = s.EvalBatches,
         };
 
-        using var device = CommonOptions.Open(r);
+        using var device = CommonOptions.Open(r, comm.LocalRank);
         if (CommonOptions.ResolvePrecision(r, device, "train", CommonOptions.AllPrecisions) is not { } precision)
         {
             return 2;
         }
 
         var mixer = new Mamba2Config(s.DModel) { DState = s.DState, HeadDim = s.HeadDim, ChunkSize = s.ChunkSize, Causal = !s.Bidirectional };
-        using var trainer = resume is not null ? Trainer.Resume(device, resume.FullName, task, options)
-            : s.InitFrom is not null ? new Trainer(Mamba2Checkpoint.Load(device, s.InitFrom), task, options)
-            : new Trainer(Mamba2LM.Initialize(device, new Mamba2LMConfig(task.VocabSize, s.NLayer, mixer), new Random(s.Seed)), task, options);
+        using var trainer = resume is not null ? Trainer.Resume(device, resume.FullName, task, options, comm)
+            : s.InitFrom is not null ? new Trainer(Mamba2Checkpoint.Load(device, s.InitFrom), task, options, comm)
+            : new Trainer(Mamba2LM.Initialize(device, new Mamba2LMConfig(task.VocabSize, s.NLayer, mixer), new Random(s.Seed)), task, options, comm);
         trainer.Model.Precision = precision;
         if (task.NeedsBidirectional && !s.Bidirectional)
         {
             AnsiConsole.MarkupLine("[yellow]note:[/] reversal needs the future; a causal model cannot solve it (try --bidirectional).");
         }
 
-        var metrics = new MetricsLog(Path.Combine(runDir, "metrics.csv"), resume is null ? null : trainer.Step);
+        using var metrics = comm.IsRoot ? new MetricsLog(Path.Combine(runDir, "metrics.csv"), resume is null ? null : trainer.Step) : null;
         var interrupted = false;
         ConsoleCancelEventHandler onCancel = (_, e) =>
         {
@@ -220,7 +251,8 @@ internal static class TrainCommand
         try
         {
             var shape = trainer.Model.Config;   // the checkpoint's when resuming or fine-tuning
-            AnsiConsole.MarkupLine($"[grey]{device.Name}; {s.Task}, {(shape.Mixer.Causal ? "causal" : "bidirectional")} d_model {shape.Mixer.DModel} x {shape.NLayer} layers, vocabulary {shape.VocabSize}, batch {s.Batch} x {s.SeqLen}; run directory {runDir.EscapeMarkup()}[/]");
+            var ranks = comm.Size > 1 ? $" x {comm.Size} ranks (data parallel, {s.Batch / comm.Size}-{(s.Batch + comm.Size - 1) / comm.Size} rows each)" : "";
+            AnsiConsole.MarkupLine($"[grey]{device.Name}{ranks}; {s.Task}, {(shape.Mixer.Causal ? "causal" : "bidirectional")} d_model {shape.Mixer.DModel} x {shape.NLayer} layers, vocabulary {shape.VocabSize}, batch {s.Batch} x {s.SeqLen}; run directory {runDir.EscapeMarkup()}[/]");
             var clock = Stopwatch.StartNew();
             var startStep = trainer.Step;
             AnsiConsole.Progress()
@@ -229,18 +261,18 @@ internal static class TrainCommand
                 {
                     var bar = ctx.AddTask("training", maxValue: stopAt);
                     bar.Value = trainer.Step;
-                    while (trainer.Step < stopAt && !interrupted)
+                    while (trainer.Step < stopAt && !AnyRank(comm, interrupted))
                     {
                         var m = trainer.TrainStep();
                         var tokensPerSecond = (m.Step - startStep) * (double)s.Batch * s.SeqLen / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
-                        metrics.Add("train", m, tokensPerSecond, clock.Elapsed.TotalSeconds);
+                        metrics?.Add("train", m, tokensPerSecond, clock.Elapsed.TotalSeconds);
                         if (m.Step % s.EvalEvery == 0 || m.Step == stopAt)
                         {
                             eval = trainer.Evaluate();
-                            metrics.Add("eval", eval, tokensPerSecond, clock.Elapsed.TotalSeconds);
+                            metrics?.Add("eval", eval, tokensPerSecond, clock.Elapsed.TotalSeconds);
                         }
 
-                        if (m.Step % s.SaveEvery == 0 || m.Step == stopAt)
+                        if ((m.Step % s.SaveEvery == 0 || m.Step == stopAt) && comm.IsRoot)
                         {
                             SaveCheckpoint(trainer, runDir, s.Keep, tokenizerFiles);
                         }
@@ -251,14 +283,30 @@ internal static class TrainCommand
                         bar.Value = m.Step;
                     }
                 });
+            interrupted = AnyRank(comm, interrupted);
             if (interrupted && trainer.Step % s.SaveEvery != 0)
             {
-                SaveCheckpoint(trainer, runDir, s.Keep, tokenizerFiles);
+                if (comm.IsRoot)
+                {
+                    SaveCheckpoint(trainer, runDir, s.Keep, tokenizerFiles);
+                }
+
                 AnsiConsole.MarkupLine($"[yellow]interrupted at step {trainer.Step}: saved; continue with --resume {Path.Combine(runDir, $"step-{trainer.Step}").EscapeMarkup()}[/]");
             }
 
             eval ??= trainer.Evaluate();
+            if (metrics is null)
+            {
+                return interrupted ? CliApp.Interrupted : 0;   // not rank 0: nothing to write
+            }
+
             Plots.Curves(metrics.Rows, Path.Combine(runDir, "curves.png"), s.Task == "text");
+            if (comm.Size > 1 && trainer.Step > startStep)
+            {
+                var steps = trainer.Step - startStep;
+                AnsiConsole.MarkupLine($"[grey]{comm.Size} ranks: the gradient sum took {trainer.GradientSumSeconds * 1e3 / steps:F1} ms a step on rank 0, {trainer.GradientSumSeconds / clock.Elapsed.TotalSeconds:P1} of the run's time[/]");
+            }
+
             AnsiConsole.MarkupLine($"final evaluation after {trainer.Step} steps: loss {eval.Loss:F4}{(s.Task == "text" ? $", perplexity {Math.Exp(eval.Loss):F2}" : $", accuracy {eval.Accuracy:P2}")}; {clock.Elapsed.TotalSeconds:F0} s");
             if (r.GetValue(MetricsOut) is { } metricsOut)
             {
@@ -276,8 +324,20 @@ internal static class TrainCommand
         finally
         {
             Console.CancelKeyPress -= onCancel;
-            metrics.Dispose();
         }
+    }
+
+    /// <summary>Whether any rank was interrupted (mpirun passes Ctrl-C to each, which may see it at another step): all stop at the same one.</summary>
+    private static bool AnyRank(Communicator comm, bool interrupted)
+    {
+        if (comm.Size == 1)
+        {
+            return interrupted;
+        }
+
+        double[] flag = [interrupted ? 1 : 0];
+        comm.SumInPlace(flag);
+        return flag[0] > 0;
     }
 
     /// <summary>--data through the model's tokenizer (<see cref="CommonOptions.ModelTokenizer"/>), for its vocabulary.</summary>

@@ -58,6 +58,9 @@ internal sealed record TrainSettings
 
     public int Keep { get; init; } = 2;
 
+    /// <summary>The ranks (mpirun -np) of the run that wrote these settings: recorded, not an input.</summary>
+    public int WorldSize { get; init; } = 1;
+
     private static readonly JsonSerializerOptions Json = new()
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Mamba2.Model.Checkpoints;
+using Mamba2.Model.Distributed;
 using Mamba2.Model.IO;
 using Mamba2.Model.Modules;
 using Mamba2.Model.Ops;
@@ -36,6 +37,9 @@ public sealed record StepMetrics(long Step, double Loss, double Accuracy, float 
 /// The training loop: a batch of the task per step (generated from the seed and the step index, so a resumed run
 /// sees the same data), forward, cross-entropy, backward, AdamW with gradient clipping and a warm-up + cosine
 /// schedule. Every kernel is deterministic, so the same seed and device give the same losses, resumed or not.
+/// With a <see cref="Communicator"/> of several ranks it trains data parallel: every rank draws the same global
+/// batch of <see cref="TrainerOptions.Batch"/> rows, runs its share of the rows (<see cref="DataParallel"/>), and
+/// the gradients are summed over the ranks before the (identical) optimizer step, so all ranks keep equal weights.
 /// </summary>
 public sealed class Trainer : IDisposable
 {
@@ -46,14 +50,23 @@ public sealed class Trainer : IDisposable
     private readonly LearningRateSchedule _schedule;
     private readonly List<(string Name, Tensor Value)> _params;
 
-    /// <summary>A trainer owning <paramref name="model"/> (it disposes it, also when this constructor throws).</summary>
-    public Trainer(Mamba2LM model, TrainingTask task, TrainerOptions options)
+    /// <summary>
+    /// A trainer owning <paramref name="model"/> (it disposes it, also when this constructor throws), alone or as one
+    /// rank of <paramref name="communicator"/>'s job.
+    /// </summary>
+    public Trainer(Mamba2LM model, TrainingTask task, TrainerOptions options, Communicator? communicator = null)
     {
         try
         {
             if (model.Config.VocabSize < task.VocabSize)
             {
                 throw new ArgumentException($"Trainer: the task needs a vocabulary of {task.VocabSize}, the model has {model.Config.VocabSize}.", nameof(model));
+            }
+
+            Communicator = communicator ?? Communicator.Alone;
+            if (options.Batch < Communicator.Size)
+            {
+                throw new ArgumentException($"Trainer: a global batch of {options.Batch} cannot give each of {Communicator.Size} ranks a row.", nameof(options));
             }
 
             Model = model;
@@ -76,6 +89,12 @@ public sealed class Trainer : IDisposable
     public TrainingTask Task { get; }
 
     public TrainerOptions Options { get; }
+
+    /// <summary>The job this trainer is a rank of (<see cref="Communicator.Alone"/> when it trains alone).</summary>
+    public Communicator Communicator { get; }
+
+    /// <summary>Wall time this trainer's steps spent summing gradients over the ranks (host transfers included).</summary>
+    public double GradientSumSeconds { get; private set; }
 
     /// <summary>Steps taken (the next batch's index).</summary>
     public long Step { get; private set; }
@@ -112,20 +131,43 @@ public sealed class Trainer : IDisposable
         return new StepMetrics(Step, loss / Options.EvalBatches, accuracy / Options.EvalBatches, _optimizer.LearningRate);
     }
 
-    private (double Loss, double Accuracy) Run(TaskBatch batch, GpuDevice device, bool train)
+    /// <summary>The global batch's loss and accuracy; with <paramref name="train"/>, an optimizer step on its gradient.</summary>
+    private (double Loss, double Accuracy) Run(TaskBatch global, GpuDevice device, bool train)
     {
+        var comm = Communicator;
+        var (start, rows) = DataParallel.Rows(global.Batch, comm.Rank, comm.Size);
+        var batch = comm.Size == 1 ? global : DataParallel.Slice(global, start, rows);
         using var ids = IndexTensor.FromArray(device, "input_ids", batch.Inputs, batch.Batch, batch.SeqLen);
         using var targets = IndexTensor.FromArray(device, "targets", batch.Targets, batch.Batch, batch.SeqLen);
         // The head and the loss in row blocks (no whole logits); a training step forms the head's gradients there too.
         using var acts = Model.ForwardLoss(ids, targets, gradients: train, predictions: true);
-        var loss = acts.Loss!.Loss.ToArray()[0];
-        var accuracy = Accuracy(acts.Loss.Predictions(), batch.Targets);
+        double loss = acts.Loss!.Loss.ToArray()[0];
+        var (right, scored) = Accuracy(acts.Loss.Predictions(), batch.Targets);
+        var share = 1.0;   // this rank's part of the global batch's scored targets
+        if (comm.Size > 1)
+        {
+            var globalScored = DataParallel.Scored(global.Targets);
+            share = globalScored == 0 ? 0 : (double)scored / globalScored;
+            double[] sums = [scored == 0 ? 0 : loss * share, right, scored];   // a rank with nothing scored adds nothing
+            comm.SumInPlace(sums);
+            loss = globalScored == 0 ? double.NaN : sums[0];
+            (right, scored) = ((int)sums[1], (int)sums[2]);
+        }
+
         if (train)
         {
             var grads = Model.Backward(acts);
             try
             {
-                _optimizer.Step([.. _params.Select(p => grads[p.Name])], Options.MaxGradNorm);
+                var ordered = _params.Select(p => grads[p.Name]).ToList();
+                if (comm.Size > 1)
+                {
+                    var clock = System.Diagnostics.Stopwatch.StartNew();
+                    DataParallel.SumGradients(comm, ordered, (float)share);
+                    GradientSumSeconds += clock.Elapsed.TotalSeconds;
+                }
+
+                _optimizer.Step([.. ordered], Options.MaxGradNorm);
             }
             finally
             {
@@ -136,10 +178,10 @@ public sealed class Trainer : IDisposable
             }
         }
 
-        return (loss, accuracy);
+        return (loss, scored == 0 ? 0 : (double)right / scored);
     }
 
-    private static double Accuracy(int[] predicted, int[] targets)
+    private static (int Right, int Scored) Accuracy(int[] predicted, int[] targets)
     {
         int right = 0, scored = 0;
         for (var r = 0; r < targets.Length; r++)
@@ -153,7 +195,7 @@ public sealed class Trainer : IDisposable
             right += predicted[r] == targets[r] ? 1 : 0;
         }
 
-        return scored == 0 ? 0 : (double)right / scored;
+        return (right, scored);
     }
 
     /// <summary>
@@ -220,7 +262,7 @@ public sealed class Trainer : IDisposable
     }
 
     /// <summary>A trainer continuing from <paramref name="directory"/> (Save's layout): same model, moments and step.</summary>
-    public static Trainer Resume(GpuDevice device, string directory, TrainingTask task, TrainerOptions options)
+    public static Trainer Resume(GpuDevice device, string directory, TrainingTask task, TrainerOptions options, Communicator? communicator = null)
     {
         var state = ReadState(directory);
         if (state.Task != task.Name)
@@ -228,7 +270,7 @@ public sealed class Trainer : IDisposable
             throw new ArgumentException($"{directory} was trained on {state.Task}, not {task.Name}.", nameof(task));
         }
 
-        var trainer = new Trainer(Mamba2Checkpoint.Load(device, directory), task, options);
+        var trainer = new Trainer(Mamba2Checkpoint.Load(device, directory), task, options, communicator);
         try
         {
             using var file = SafetensorsFile.Open(Path.Combine(directory, OptimizerFile));

@@ -1,0 +1,61 @@
+using System.Diagnostics;
+
+namespace Mamba2.Model.Tests;
+
+/// <summary>The CLI in processes of its own (a kill, mpirun), for the tests that need more than CliApp.Run in-process.</summary>
+internal static class CliProcess
+{
+    /// <summary>
+    /// Runs <paramref name="launcher"/> (e.g. mpirun and its arguments; empty: none) then dotnet mamba2.dll
+    /// <paramref name="args"/>; with <paramref name="killAfter"/>, kills it then (exit -9). Output is collected.
+    /// </summary>
+    public static (int Code, string Out, string Err) Run(string[] launcher, string[] args, TimeSpan? killAfter = null, TimeSpan? limit = null)
+    {
+        var start = new ProcessStartInfo(launcher.Length > 0 ? launcher[0] : "dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in launcher.Skip(1).Concat(launcher.Length > 0 ? ["dotnet"] : []).Append(Assembly()).Concat(args))
+        {
+            start.ArgumentList.Add(a);
+        }
+
+        using var p = Process.Start(start)!;
+        var stdout = new System.Text.StringBuilder();
+        var stderr = new System.Text.StringBuilder();
+        p.OutputDataReceived += (_, e) => { lock (stdout) { stdout.AppendLine(e.Data); } };
+        p.ErrorDataReceived += (_, e) => { lock (stderr) { stderr.AppendLine(e.Data); } };
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        if (killAfter is { } t && !p.WaitForExit(t))
+        {
+            p.Kill(entireProcessTree: true);
+            p.WaitForExit();
+            return (-9, stdout.ToString(), stderr.ToString());
+        }
+
+        var max = limit ?? TimeSpan.FromMinutes(5);
+        if (!p.WaitForExit(max))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{string.Join(' ', start.ArgumentList)} ran over {max.TotalMinutes} minutes.");
+        }
+
+        p.WaitForExit();   // the output's end
+        return (p.ExitCode, stdout.ToString(), stderr.ToString());
+    }
+
+    /// <summary>The CLI the solution built beside this test assembly's configuration (tools/Mamba2.Cli/bin/CONFIG/TFM/mamba2.dll).</summary>
+    public static string Assembly()
+    {
+        var here = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
+        var (tfm, configuration) = (here.Name, here.Parent!.Name);
+        for (var d = here; d is not null; d = d.Parent)
+        {
+            var cli = Path.Combine(d.FullName, "tools", "Mamba2.Cli", "bin", configuration, tfm, "mamba2.dll");
+            if (File.Exists(cli))
+            {
+                return cli;
+            }
+        }
+
+        throw new FileNotFoundException($"mamba2.dll ({configuration}/{tfm}) not found above {AppContext.BaseDirectory}: build the solution first.");
+    }
+}
