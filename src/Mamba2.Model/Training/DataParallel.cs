@@ -1,6 +1,7 @@
 using Mamba2.Model.Distributed;
 using Mamba2.Model.Tensors;
 using Mamba2.Model.Training.Tasks;
+using Mamba2.Vulkan;
 
 namespace Mamba2.Model.Training;
 
@@ -33,14 +34,70 @@ internal static class DataParallel
 
     /// <summary>
     /// Every rank's <paramref name="gradients"/> times its <paramref name="weight"/>, summed over the ranks into each
-    /// rank's tensors, in buckets through the host (our tensors live in Vulkan memory, MPI's buffers in host memory).
+    /// rank's tensors, in buckets through the host (our tensors live in Vulkan memory, MPI's buffers in host memory):
+    /// per bucket one submission gathers its tensors into a host-readable buffer, MPI sums it, and one submission
+    /// scatters the sum back (a transfer per tensor cost a submission and a wait each).
     /// </summary>
     public static void SumGradients(Communicator comm, IReadOnlyList<Tensor> gradients, float weight)
     {
+        if (gradients.Count == 0)
+        {
+            return;
+        }
+
+        var buckets = Buckets(gradients);
+        var largest = buckets.Max(b => b.Floats);
+        var device = gradients[0].Device;
+        using var readback = device.CreateBuffer<float>(largest, "gradient bucket (readback)", MemoryKind.Readback);
+        using var upload = device.CreateBuffer<float>(largest, "gradient bucket (upload)", MemoryKind.Upload);
+        var host = new float[largest];
+        foreach (var (first, end, floats) in buckets)
+        {
+            using (var gather = device.BeginStream())
+            {
+                long at = 0;
+                for (var k = first; k < end; k++)
+                {
+                    gather.Copy(gradients[k].Buffer, 0, readback, (ulong)at * 4, (ulong)gradients[k].Length * 4);
+                    at += gradients[k].Length;
+                }
+
+                gather.Submit();
+            }
+
+            var span = host.AsSpan(0, floats);
+            readback.Download(span);
+            if (weight != 1f)
+            {
+                for (var e = 0; e < span.Length; e++)
+                {
+                    span[e] *= weight;
+                }
+            }
+
+            comm.SumInPlace(span);
+            upload.Upload<float>(span);
+            using (var scatter = device.BeginStream())
+            {
+                long at = 0;
+                for (var k = first; k < end; k++)
+                {
+                    scatter.Copy(upload, (ulong)at * 4, gradients[k].Buffer, 0, (ulong)gradients[k].Length * 4);
+                    at += gradients[k].Length;
+                }
+
+                scatter.Submit();
+            }
+        }
+    }
+
+    /// <summary>Runs of whole tensors of at most <see cref="BucketFloats"/> floats (a larger tensor alone).</summary>
+    private static List<(int First, int End, int Floats)> Buckets(IReadOnlyList<Tensor> gradients)
+    {
+        var buckets = new List<(int, int, int)>();
         var i = 0;
         while (i < gradients.Count)
         {
-            // A bucket: whole tensors up to BucketFloats (at least one).
             var end = i;
             long floats = 0;
             do
@@ -50,29 +107,10 @@ internal static class DataParallel
             }
             while (end < gradients.Count && floats + gradients[end].Length <= BucketFloats);
 
-            var host = new float[checked((int)floats)];
-            var at = 0;
-            for (var k = i; k < end; k++)
-            {
-                var g = gradients[k].ToArray();
-                for (var e = 0; e < g.Length; e++)
-                {
-                    host[at + e] = g[e] * weight;
-                }
-
-                at += g.Length;
-            }
-
-            comm.SumInPlace(host);
-            at = 0;
-            for (var k = i; k < end; k++)
-            {
-                var n = checked((int)gradients[k].Length);
-                gradients[k].CopyFrom(host.AsSpan(at, n));
-                at += n;
-            }
-
+            buckets.Add((i, end, checked((int)floats)));
             i = end;
         }
+
+        return buckets;
     }
 }
