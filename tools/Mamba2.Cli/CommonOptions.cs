@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using Mamba2.Model.Distributed;
 using Mamba2.Model.Generation;
 using Mamba2.Model.Ops;
 using Mamba2.Vulkan;
@@ -62,13 +63,18 @@ internal static class CommonOptions
     public static Precision? ResolvePrecision(ParseResult result, GpuDevice device, string what, params Precision[] supported)
     {
         var text = result.GetValue(PrecisionOption);
+        var note = Communicator.Joined is not { IsRoot: false };   // under mpirun, rank 0 says it for all
         Precision precision;
         if (text is null)
         {
             var preferred = PrecisionPolicy.DefaultFor(device);
             precision = supported.Contains(preferred) ? preferred : Precision.Fp32;
             var why = precision == preferred ? "the default on this device" : $"{what} runs in exact fp32 only";
-            Console.Error.WriteLine($"precision: {precision.Name()} ({why}; --precision fp32|fp32-fast|bf16)");
+            if (note)
+            {
+                Console.Error.WriteLine($"precision: {precision.Name()} ({why}; --precision fp32|fp32-fast|bf16)");
+            }
+
             return precision;
         }
 
@@ -90,7 +96,11 @@ internal static class CommonOptions
             return null;
         }
 
-        Console.Error.WriteLine($"precision: {precision.Name()}");
+        if (note)
+        {
+            Console.Error.WriteLine($"precision: {precision.Name()}");
+        }
+
         return precision;
     }
 
