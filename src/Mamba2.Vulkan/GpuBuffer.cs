@@ -131,6 +131,23 @@ public unsafe class GpuBuffer : IDisposable
         _device.Staging.Download(this, offsetBytes, bytes);
     }
 
+    /// <summary>
+    /// The host's view of <paramref name="length"/> elements at <paramref name="offsetBytes"/> of a host-visible
+    /// buffer (<see cref="MemoryKind.Upload"/>, <see cref="MemoryKind.Readback"/>), without waiting for the device
+    /// as <see cref="Upload{T}"/> and <see cref="Download{T}"/> do: for a caller that knows the submissions touching
+    /// those bytes have completed. It makes no device call, so any thread may use it.
+    /// </summary>
+    public Span<T> HostView<T>(ulong offsetBytes, int length) where T : unmanaged
+    {
+        CheckRange(offsetBytes, (ulong)length * (ulong)Unsafe.SizeOf<T>(), nameof(length));
+        if (Mapped == null)
+        {
+            throw new InvalidOperationException($"{Name} is not host-visible ({Kind} memory); create it as Upload or Readback for a host view.");
+        }
+
+        return new Span<T>(Mapped + offsetBytes, length);
+    }
+
     internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 
     private void CheckRange(ulong offset, ulong length, string argument)

@@ -206,6 +206,58 @@ public class Mamba2LMTests(GpuFixture gpu)
         Assert.Equal("targets", Assert.Throws<ArgumentException>(() => lm.ForwardLoss(input, wrong)).ParamName);
     }
 
+    /// <summary>Records every call, and copies each stage's gradients in its stream as data parallelism does.</summary>
+    private sealed class RecordingListener(GpuDevice device) : IGradientListener, IDisposable
+    {
+        public List<string> Calls { get; } = [];
+
+        public Dictionary<string, Tensor> Copies { get; } = [];
+
+        public void Recorded(int stage, IReadOnlyList<(string Name, Tensor Gradient)> gradients, CommandStream stream)
+        {
+            Calls.Add($"recorded {stage}");
+            foreach (var (name, g) in gradients)
+            {
+                var copy = Tensor.Empty(device, name, [.. g.Shape]);
+                stream.Copy(g.Buffer, 0, copy.Buffer, 0, (ulong)g.Length * 4);
+                Copies.Add(name, copy);
+            }
+        }
+
+        public void Completed(int stage) => Calls.Add($"completed {stage}");
+
+        public void Dispose() => Copies.Values.ToList().ForEach(t => t.Dispose());
+    }
+
+    [Fact]
+    public void AListenedBackwardNamesEachGradientOnceAndCompletesEachStageInOrder()
+    {
+        var config = new Mamba2LMConfig(VocabSize: 13, NLayer: 3, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, ChunkSize = 16 });
+        using var lm = Mamba2LM.Initialize(Device, config, new Random(TestMath.NewSeed()));
+        using var input = IndexTensor.FromArray(Device, "input_ids", [.. Enumerable.Range(0, 2 * 21).Select(i => i * 5 % 13)], 2, 21);
+        using var targets = Mamba2LM.NextTokenTargets(input);
+        using var acts = lm.ForwardLoss(input, targets);
+        using var listener = new RecordingListener(Device);
+        var grads = lm.Backward(acts, listener);
+        try
+        {
+            // norm_f, the three layers from the last, the embedding: each stage recorded before it completes, in order.
+            var order = listener.Calls.Select(c => (Kind: c.Split(' ')[0], Stage: int.Parse(c.Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture))).ToList();
+            Assert.Equal(Enumerable.Range(0, 5), order.Where(c => c.Kind == "recorded").Select(c => c.Stage));
+            Assert.Equal(Enumerable.Range(0, 5), order.Where(c => c.Kind == "completed").Select(c => c.Stage));
+            Assert.All(Enumerable.Range(0, 5), s => Assert.True(order.IndexOf(("recorded", s)) < order.IndexOf(("completed", s))));
+            Assert.Equal(grads.Keys.Order(), listener.Copies.Keys.Order());
+            foreach (var (name, g) in grads)
+            {
+                Assert.Equal(g.ToArray(), listener.Copies[name].ToArray());   // copied after the gradient was formed
+            }
+        }
+        finally
+        {
+            grads.Values.ToList().ForEach(g => g.Dispose());
+        }
+    }
+
     [Fact]
     public void TypedParametersAreTheOnesNamedForCheckpoints()
     {

@@ -304,7 +304,7 @@ internal static class TrainCommand
             if (comm.Size > 1 && trainer.Step > startStep)
             {
                 var steps = trainer.Step - startStep;
-                AnsiConsole.MarkupLine($"[grey]{comm.Size} ranks: the gradient sum took {trainer.GradientSumSeconds * 1e3 / steps:F1} ms a step on rank 0, {trainer.GradientSumSeconds / clock.Elapsed.TotalSeconds:P1} of the run's time[/]");
+                AnsiConsole.MarkupLine($"[grey]{comm.Size} ranks: the gradient sums took {trainer.GradientSumSeconds * 1e3 / steps:F1} ms a step on rank 0, overlapped with the backward; the steps waited {trainer.GradientWaitSeconds * 1e3 / steps:F1} ms for them ({trainer.GradientWaitSeconds / clock.Elapsed.TotalSeconds:P1} of the run's time)[/]");
             }
 
             AnsiConsole.MarkupLine($"final evaluation after {trainer.Step} steps: loss {eval.Loss:F4}{(s.Task == "text" ? $", perplexity {Math.Exp(eval.Loss):F2}" : $", accuracy {eval.Accuracy:P2}")}; {clock.Elapsed.TotalSeconds:F0} s");

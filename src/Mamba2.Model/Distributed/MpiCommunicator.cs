@@ -38,14 +38,19 @@ internal sealed unsafe class MpiCommunicator : Communicator
         _abort = (delegate* unmanaged<IntPtr, int, int>)Export("MPI_Abort");
         _finalize = (delegate* unmanaged<int>)Export("MPI_Finalize");
         var initialized = (delegate* unmanaged<int*, int>)Export("MPI_Initialized");
-        var init = (delegate* unmanaged<int*, byte***, int>)Export("MPI_Init");
+        var init = (delegate* unmanaged<int*, byte***, int, int*, int>)Export("MPI_Init_thread");
         var commRank = (delegate* unmanaged<IntPtr, int*, int>)Export("MPI_Comm_rank");
         var commSize = (delegate* unmanaged<IntPtr, int*, int>)Export("MPI_Comm_size");
-        int flag = 0, rank = 0, size = 0;
+        int flag = 0, rank = 0, size = 0, provided = 0;
         Check(initialized(&flag), "MPI_Initialized");
         if (flag == 0)
         {
-            Check(init(null, null), "MPI_Init");
+            // Serialized: the gradient sums run on a worker thread while the main one records, never both in MPI.
+            Check(init(null, null, ThreadSerialized, &provided), "MPI_Init_thread");
+            if (provided < ThreadSerialized)
+            {
+                throw new PlatformNotSupportedException($"{Library} gives thread level {provided}; the gradient sums need MPI_THREAD_SERIALIZED ({ThreadSerialized}).");
+            }
         }
 
         Check(commRank(_comm, &rank), "MPI_Comm_rank");
@@ -175,6 +180,7 @@ internal sealed unsafe class MpiCommunicator : Communicator
     // The process ends at once: a rank blocked in MPI cannot run .NET's shutdown, and mpirun ends the others.
     private static void Exit(int code) => _exit(code);
 
+    private const int ThreadSerialized = 2;   // MPI_THREAD_SERIALIZED in Open MPI's mpi.h
     private const int RtldNow = 2;
     private const int RtldGlobal = 0x100;
 

@@ -334,15 +334,33 @@ public sealed class Mamba2LM : IDisposable
         return Backward(acts, stream, (_, _) => (headGrad, dNormF));
     }
 
+    /// <summary>
+    /// <see cref="Backward(Activations, CommandStream?)"/> a layer a submission, telling <paramref name="listener"/>
+    /// of each stage's gradients as they are recorded and again when the device has finished them.
+    /// </summary>
+    public Dictionary<string, Tensor> Backward(Activations acts, IGradientListener listener)
+    {
+        ArgumentNullException.ThrowIfNull(listener);
+        if (acts.Loss?.DHidden is not { } dNormF || acts.Loss.DWeight is not { } headGrad)
+        {
+            throw new ArgumentException("Mamba2LM backward: these activations hold no head gradients; run ForwardLoss with gradients: true.", nameof(acts));
+        }
+
+        return Backward(acts, null, (_, _) => (headGrad, dNormF), listener);
+    }
+
     /// <summary>The backward from norm_f down, given the head's stage: it returns the head's weight gradient and d norm_f's output.</summary>
-    private Dictionary<string, Tensor> Backward(Activations acts, CommandStream? stream, Func<StagedRecording, CommandStream, (Tensor HeadGrad, Tensor DNormF)> head)
+    private Dictionary<string, Tensor> Backward(Activations acts, CommandStream? stream, Func<StagedRecording, CommandStream, (Tensor HeadGrad, Tensor DNormF)> head,
+        IGradientListener? listener = null)
     {
         int b = acts.Ids.Shape[0], l = acts.Ids.Shape[1], d = Config.Mixer.DModel, v = Config.VocabSize;
         var device = Embeddings.Device;
         var grads = new Dictionary<string, Tensor>();
+        var stage = 0;
+        void Formed(CommandStream st, params string[] names) => listener?.Recorded(stage++, [.. names.Select(n => (n, grads[n]))], st);
         try
         {
-            using var staged = new StagedRecording(device, stream);
+            using var staged = new StagedRecording(device, stream, listener is null ? null : listener.Completed);
             Tensor headGrad = null!, dh = null!;
             staged.Stage(st =>
             {
@@ -351,6 +369,7 @@ public sealed class Mamba2LM : IDisposable
                 grads["backbone.norm_f.weight"] = ActivationStore.CopyOf(st, nf.DWeight, "grad.backbone.norm_f.weight");
                 st.Section(ProfileSections.Norm);
                 dh = nf.Dx;
+                Formed(st, "backbone.norm_f.weight");
             });
             for (var i = _mixers.Count - 1; i >= 0; i--)
             {
@@ -371,6 +390,7 @@ public sealed class Mamba2LM : IDisposable
                     Elementwise.Add(dh, ng.Dx, next, st);   // the residual path plus the block's
                     st.Section(ProfileSections.Elementwise);
                     dh = next;
+                    Formed(st, [.. mg.Select(q => $"backbone.layers.{layer}.mixer.{q.Key}"), $"backbone.layers.{layer}.norm.weight"]);
                 });
             }
 
@@ -381,6 +401,7 @@ public sealed class Mamba2LM : IDisposable
                 grads["backbone.embeddings.weight"] = Tensor.Empty(device, "grad.backbone.embeddings.weight", v, d);
                 Elementwise.Add(embGrad, headGrad, grads["backbone.embeddings.weight"], st);   // tied head
                 st.Section(ProfileSections.Elementwise);
+                Formed(st, "backbone.embeddings.weight");
             });
             return grads;
         }

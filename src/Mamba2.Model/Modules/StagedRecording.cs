@@ -8,10 +8,13 @@ namespace Mamba2.Model.Modules;
 /// submission, launched without waiting: the host records stage n + 1 while the device runs stage n, then waits for
 /// stage n and frees its scratch and what stage n - 1 handed on to it. So at most two stages' scratch is alive, not
 /// every layer's (a 24-layer backward kept about 0.9 GB of scratch a layer alive until its end; docs/PERF.md), and the
-/// device does not idle while the host records. Disposing waits for the last stage.
+/// device does not idle while the host records. Disposing waits for the last stage. <c>completed</c> is told the
+/// index of each launched stage (0, 1, ...) once the device has finished it.
 /// </summary>
-internal sealed class StagedRecording(GpuDevice device, CommandStream? stream) : IDisposable
+internal sealed class StagedRecording(GpuDevice device, CommandStream? stream, Action<int>? completed = null) : IDisposable
 {
+    private int _stages;   // launched so far; the running one is _stages - 1
+
     private readonly List<IDisposable> _untilEnd = [];
     private List<IDisposable> _older = [];      // handed on by the stage before the running one, read by it
     private List<IDisposable> _previous = [];   // handed on by the running stage
@@ -41,7 +44,13 @@ internal sealed class StagedRecording(GpuDevice device, CommandStream? stream) :
         // The stage before has run: its scratch, and what was handed on to it, have been read for the last time.
         var before = _running;
         _running = s;
+        _stages++;
         Finish(before);
+        if (before is not null)
+        {
+            completed?.Invoke(_stages - 2);
+        }
+
         Release(_older);
         (_older, _previous, _current) = (_previous, _current, _older);
     }
@@ -94,6 +103,10 @@ internal sealed class StagedRecording(GpuDevice device, CommandStream? stream) :
             var last = _running;
             _running = null;
             Finish(last);
+            if (last is not null)
+            {
+                completed?.Invoke(_stages - 1);
+            }
         }
         finally
         {

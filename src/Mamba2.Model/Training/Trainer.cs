@@ -93,8 +93,13 @@ public sealed class Trainer : IDisposable
     /// <summary>The job this trainer is a rank of (<see cref="Communicator.Alone"/> when it trains alone).</summary>
     public Communicator Communicator { get; }
 
-    /// <summary>Wall time this trainer's steps spent summing gradients over the ranks (host transfers included).</summary>
+    /// <summary>Time the gradient sums over the ranks took (host copies and MPI), overlapped with the backward or not.</summary>
     public double GradientSumSeconds { get; private set; }
+
+    /// <summary>Of that, the time the steps waited for it after their backward (the part not hidden), with the copy back.</summary>
+    public double GradientWaitSeconds { get; private set; }
+
+    private GradientExchange? _exchange;
 
     /// <summary>Steps taken (the next batch's index).</summary>
     public long Step { get; private set; }
@@ -156,18 +161,35 @@ public sealed class Trainer : IDisposable
 
         if (train)
         {
-            var grads = Model.Backward(acts);
-            try
+            Dictionary<string, Tensor> grads;
+            if (comm.Size > 1)
             {
-                var ordered = _params.Select(p => grads[p.Name]).ToList();
-                if (comm.Size > 1)
+                // Summed over the ranks stage by stage as the backward runs; what is left waits here.
+                _exchange ??= new GradientExchange(comm, _params);
+                _exchange.Begin((float)share);
+                grads = Model.Backward(acts, _exchange);
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                try
                 {
-                    var clock = System.Diagnostics.Stopwatch.StartNew();
-                    DataParallel.SumGradients(comm, ordered, (float)share);
-                    GradientSumSeconds += clock.Elapsed.TotalSeconds;
+                    _exchange.Finish(grads);
+                }
+                catch
+                {
+                    grads.Values.ToList().ForEach(g => g.Dispose());
+                    throw;
                 }
 
-                _optimizer.Step([.. ordered], Options.MaxGradNorm);
+                GradientWaitSeconds += clock.Elapsed.TotalSeconds;
+                GradientSumSeconds += _exchange.SumSeconds;
+            }
+            else
+            {
+                grads = Model.Backward(acts);
+            }
+
+            try
+            {
+                _optimizer.Step([.. _params.Select(p => grads[p.Name])], Options.MaxGradNorm);
             }
             finally
             {
@@ -297,6 +319,7 @@ public sealed class Trainer : IDisposable
     /// <summary>Frees the optimizer state and the model.</summary>
     public void Dispose()
     {
+        _exchange?.Dispose();
         _optimizer.Dispose();
         Model.Dispose();
     }
