@@ -91,6 +91,17 @@ public sealed class DataParallelTests : IDisposable
         Assert.Contains("rank 0 of 2: an all-reduce waited 5 s for the other ranks", err);
     }
 
+    [Fact]
+    public void BenchTrainOnTwoRanksReportsEachRankTheAggregateAndTheEfficiency()
+    {
+        var (code, stdout, err) = CliProcess.Run(MpiRun(2), ["bench", "train", "--layers", "2", "--d-model", "32", "--vocab", "64", "--batch", "2", "--seqlen", "64",
+            "--dstate", "16", "--headdim", "16", "--chunk", "32", "--warmup", "1", "--repeats", "2"]);
+        Assert.True(code == 0, err);
+        Assert.Contains("x 2 ranks", stdout);
+        Assert.Matches(@"2 ranks, 128 tokens each a step: aggregate \d+ tokens/s; rank 0 alone \d+ tokens/s \([\d.]+ ms a step\); scaling efficiency [\d.]+ %", stdout);
+        Assert.Matches(@"│ 1 +│ [\d.]+ +│ \d+ +│ [\d.]+ +│", stdout);   // rank 1's row, printed by rank 0
+    }
+
     [Theory]
     [InlineData(7, 2)]
     [InlineData(8, 3)]

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Mamba2.Model.Distributed;
 using Mamba2.Model.Modules;
 using Mamba2.Model.Ops;
 using Mamba2.Model.Tensors;
@@ -11,7 +12,8 @@ namespace Mamba2.Cli;
 /// <summary>
 /// <c>mamba2 bench train</c>: one training step of a Mamba2 LM (forward, cross-entropy, backward, gradient clipping,
 /// AdamW) timed with GPU timestamps, tokens/s, and where the time goes (one more step with profiling marks).
-/// Defaults: the 24-layer d_model 768 model (mamba2-130m's shape) at batch 8 x 2048.
+/// Defaults: the 24-layer d_model 768 model (mamba2-130m's shape) at batch 8 x 2048. Under mpirun, the
+/// data-parallel step instead: per rank and aggregate tokens/s and the scaling efficiency (<see cref="TrainScalingBench"/>).
 /// </summary>
 internal static class TrainStepBenchCommand
 {
@@ -46,7 +48,14 @@ internal static class TrainStepBenchCommand
             Causal = !r.GetValue(Bidirectional),
         };
         var config = new Mamba2LMConfig(vocab, r.GetValue(Layers), mixer);
-        using var device = CommonOptions.Open(r);
+        var comm = Communicator.Launched();   // under mpirun: the data-parallel step (TrainScalingBench)
+        if (!comm.IsRoot)
+        {
+            AnsiConsole.Console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(TextWriter.Null) });
+            Console.SetOut(TextWriter.Null);
+        }
+
+        using var device = CommonOptions.Open(r, comm.LocalRank);
         if (CommonOptions.ResolvePrecision(r, device, "bench train", CommonOptions.AllPrecisions) is not { } precision)
         {
             return 2;
@@ -59,13 +68,20 @@ internal static class TrainStepBenchCommand
         }
 
         var headBlock = (long)r.GetValue(HeadBlockMib) << 20;
-        var rng = new Random();
+        var rng = comm.Size > 1 ? new Random(0) : new Random();   // ranks start from equal weights
         using var model = Mamba2LM.Initialize(device, config, rng);
         model.Precision = precision;
         var parameters = model.Parameters;
         using var optimizer = new AdamW([.. parameters.Select(p => new OptimizerParameter(p.Name, p.Value, Trainer.Decays(p.Name)))], 1e-4f, weightDecay: 0.1f);
         using var ids = IndexTensor.FromArray(device, "input_ids", [.. Enumerable.Range(0, b * l).Select(_ => rng.Next(vocab))], b, l);
         using var targets = Mamba2LM.NextTokenTargets(ids);
+        if (comm.Size > 1)
+        {
+            Console.WriteLine($"device: {device.Name} x {comm.Size} ranks; LM {config.NLayer} x d_model {mixer.DModel}, vocab {vocab}; batch {b} x {l} a rank; {precision.Name()}");
+            TrainScalingBench.Run(comm, model, optimizer, ids, targets, headBlock, r.GetValue(Warmup), r.GetValue(Repeats));
+            comm.Dispose();
+            return 0;
+        }
 
         // One step recorded into s; what it allocated is disposed once s has run.
         List<IDisposable> Step(CommandStream s)

@@ -11,9 +11,10 @@ namespace Mamba2.Model.Training;
 /// worker weights that stage's part (<see cref="DataParallel"/>), sums it over the ranks with MPI and writes it into
 /// a host-writable buffer, while the device works on the layers below and the host records them. After the
 /// backward, one submission copies the sums back into the gradients. Stages are summed one at a time in stage
-/// order, so the calls are the same on every rank and the result does not depend on timing.
+/// order, so the calls are the same on every rank and the result does not depend on timing. Per step: <see cref="Begin"/>,
+/// <c>Mamba2LM.Backward(acts, exchange)</c>, <see cref="Finish"/>.
 /// </summary>
-internal sealed class GradientExchange : IGradientListener, IDisposable
+public sealed class GradientExchange : IGradientListener, IDisposable
 {
     private readonly Communicator _comm;
     private readonly GpuDevice _device;
@@ -25,6 +26,7 @@ internal sealed class GradientExchange : IGradientListener, IDisposable
     private float _weight = 1f;
     private float[] _host = [];   // the worker's (one at a time)
 
+    /// <summary>An exchange for <paramref name="parameters"/> (a model's, in its order) over <paramref name="comm"/>'s ranks.</summary>
     public GradientExchange(Communicator comm, IReadOnlyList<(string Name, Tensor Value)> parameters)
     {
         _comm = comm;
