@@ -78,6 +78,24 @@ public sealed class DataParallelTests : IDisposable
     }
 
     [Fact]
+    public void SigusrOneToMpirunStopsEveryRankAfterTheSameStepAndSaves()
+    {
+        // mpirun forwards SIGUSR1 to the ranks (Ctrl-C would make it end them at once): sent once a step is logged.
+        var run = Path.Combine(_dir, "stopped");
+        var launcher = Script("usr1.sh", $$"""
+            "$@" & pid=$!
+            while [ ! -f {{run}}/metrics.csv ] || [ $(wc -l < {{run}}/metrics.csv) -lt 3 ]; do sleep 0.2; done
+            kill -USR1 $pid; wait $pid
+            """);
+        string[] args = ["train", "--task", "selective-copy", "--steps", "100000", "--batch", "4", "--eval-every", "1000000", "--save-every", "1000000", "--out", run];
+        var (code, stdout, err) = CliProcess.Run(["sh", launcher, .. MpiRun(2)], args, limit: TimeSpan.FromMinutes(2));
+        Assert.True(code == CliApp.Interrupted, $"exit {code}: {err}");
+        var saved = Assert.Single(Directory.GetDirectories(run, "step-*"));
+        Assert.Contains($"interrupted at step {Path.GetFileName(saved)["step-".Length..]}: saved", stdout);
+        Assert.DoesNotContain("stopped by mpirun", err);   // no rank was ended before it was done
+    }
+
+    [Fact]
     public void AHungRankEndsTheJobAfterTheTimeoutInsteadOfHangingIt()
     {
         // Rank 1 stops (SIGSTOP) mid-training; rank 0's next all-reduce waits out MAMBA2_MPI_TIMEOUT_S and ends the job.

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using Mamba2.Model.Checkpoints;
 using Mamba2.Model.Distributed;
@@ -200,9 +201,11 @@ internal static class TrainCommand
         }
 
         var code = Train(r, s, comm, task, runDir, resume, stopAt, tokenizerFiles);
-        if (code == 0)
+        if (code is 0 or CliApp.Interrupted)
         {
-            comm.Dispose();   // MPI_Finalize once this rank is done; on failure CliApp ends the whole job instead
+            // MPI_Finalize once this rank is done (it waits for the others: rank 0 may still be saving); on a failure
+            // CliApp ends the whole job instead.
+            comm.Dispose();
         }
 
         return code;
@@ -247,6 +250,12 @@ internal static class TrainCommand
             interrupted = true;
         };
         Console.CancelKeyPress += onCancel;
+        // Under mpirun, Ctrl-C makes mpirun end the ranks at once; SIGUSR1 (which it forwards) is the way to stop and save.
+        using var onUsr1 = comm.Size > 1 ? PosixSignalRegistration.Create(SigUsr1, c =>
+        {
+            c.Cancel = true;
+            interrupted = true;
+        }) : null;
         StepMetrics? eval = null;
         try
         {
@@ -326,6 +335,8 @@ internal static class TrainCommand
             Console.CancelKeyPress -= onCancel;
         }
     }
+
+    private const PosixSignal SigUsr1 = (PosixSignal)10;   // Linux's number; .NET takes raw numbers on Unix
 
     /// <summary>Whether any rank was interrupted (mpirun passes Ctrl-C to each, which may see it at another step): all stop at the same one.</summary>
     private static bool AnyRank(Communicator comm, bool interrupted)

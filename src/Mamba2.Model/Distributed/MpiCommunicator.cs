@@ -105,7 +105,7 @@ internal sealed unsafe class MpiCommunicator : Communicator
         // mpirun ends the other ranks with SIGTERM when one fails: each says why it stops (the failing rank said what).
         var (rank, size) = (_world.Rank, _world.Size);
         _terminated = PosixSignalRegistration.Create(PosixSignal.SIGTERM, _ =>
-            Console.Error.WriteLine($"rank {rank} of {size}: stopped by mpirun, because another rank of the job ended (its message is above)."));
+            Console.Error.WriteLine($"rank {rank} of {size}: stopped by mpirun (another rank ended, its message is above, or the job was interrupted)."));
         return _world;
     }
 
@@ -155,6 +155,7 @@ internal sealed unsafe class MpiCommunicator : Communicator
     {
         if (!_disposed)
         {
+            Barrier();   // every rank is done (MPI_Finalize need not wait, and mpirun ends a job at its first non-zero exit)
             _disposed = true;
             _finalize();
         }
