@@ -59,6 +59,10 @@ public sealed class FineTuneCliTests(GpuFixture gpu) : IDisposable
         var step = Path.Combine(run, "step-4");
         Assert.True(File.Exists(Path.Combine(step, HfTokenizer.FileName)));
         Assert.Equal(266, Mamba2Checkpoint.ReadConfig(step).VocabSize);
+        var settings = File.ReadAllText(Path.Combine(run, "train.json"));   // the checkpoint's shape, not the task's defaults
+        Assert.Contains("\"d_model\": 16", settings);
+        Assert.Contains("\"n_layer\": 1", settings);
+        Assert.Contains("\"d_state\": 8", settings);
 
         // Resumed from step 2 (its own tokenizer copy; --init-from's directory gone): the same losses.
         var part = Path.Combine(_dir, "part");

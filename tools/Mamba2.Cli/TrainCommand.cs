@@ -194,6 +194,20 @@ internal static class TrainCommand
         }
 
         s = s with { WorldSize = comm.Size };
+        if (s.InitFrom is not null && resume is null)
+        {
+            // train.json says what is trained: the checkpoint's shape, not the text task's defaults.
+            var c = Mamba2Checkpoint.ReadConfig(s.InitFrom);
+            s = s with
+            {
+                DModel = c.Mixer.DModel,
+                NLayer = c.NLayer,
+                DState = c.Mixer.DState,
+                HeadDim = c.Mixer.HeadDim,
+                ChunkSize = c.Mixer.ChunkSize,
+                Bidirectional = !c.Mixer.Causal,
+            };
+        }
         if (comm.IsRoot)
         {
             PrepareRunDirectory(runDir, resume is null ? null : Trainer.StepOf(resume.FullName), r.GetValue(Overwrite));
