@@ -7,10 +7,10 @@ namespace Mamba2.Model.Training;
 
 /// <summary>
 /// Sums the gradients over the ranks while the backward runs. Each backward stage (a layer) records copies of its
-/// gradients into one host-readable buffer laid out like the parameters; once the device has finished a stage, a
-/// worker weights that stage's part (<see cref="DataParallel"/>), sums it over the ranks with MPI and writes it into
-/// a host-writable buffer, while the device works on the layers below and the host records them. After the
-/// backward, one submission copies the sums back into the gradients. Stages are summed one at a time in stage
+/// gradients into one host-visible buffer laid out like the parameters; once the device has finished a stage, a
+/// worker weights that stage's part (<see cref="DataParallel"/>) and sums it over the ranks with MPI, in place,
+/// while the device works on the layers below and the host records them. After the backward, one submission copies
+/// the sums back into the gradients. Stages are summed one at a time in stage
 /// order, so the calls are the same on every rank and the result does not depend on timing. Per step: <see cref="Begin"/>,
 /// <c>Mamba2LM.Backward(acts, exchange)</c>, <see cref="Finish"/>.
 /// </summary>
@@ -20,11 +20,9 @@ public sealed class GradientExchange : IGradientListener, IDisposable
     private readonly GpuDevice _device;
     private readonly Dictionary<string, (long Offset, long Length)> _at = [];
     private readonly GpuBuffer<float> _readback;
-    private readonly GpuBuffer<float> _upload;
     private readonly Dictionary<int, List<(long Offset, long Length)>> _recorded = [];
     private Task _work = Task.CompletedTask;
     private float _weight = 1f;
-    private float[] _host = [];   // the worker's (one at a time)
 
     /// <summary>An exchange for <paramref name="parameters"/> (a model's, in its order) over <paramref name="comm"/>'s ranks.</summary>
     public GradientExchange(Communicator comm, IReadOnlyList<(string Name, Tensor Value)> parameters)
@@ -38,16 +36,7 @@ public sealed class GradientExchange : IGradientListener, IDisposable
             total += value.Length;
         }
 
-        _readback = _device.CreateBuffer<float>(total, "gradients (readback)", MemoryKind.Readback);
-        try
-        {
-            _upload = _device.CreateBuffer<float>(total, "gradient sums (upload)", MemoryKind.Upload);
-        }
-        catch
-        {
-            _readback.Dispose();
-            throw;
-        }
+        _readback = _device.CreateBuffer<float>(total, "gradients and their sums (host)", MemoryKind.Readback);
     }
 
     /// <summary>Wall time the worker spent summing (host copies and MPI), this step.</summary>
@@ -91,22 +80,10 @@ public sealed class GradientExchange : IGradientListener, IDisposable
             {
                 for (long at = 0; at < length; at += int.MaxValue / 4)
                 {
-                    var n = (int)Math.Min(int.MaxValue / 4, length - at);
-                    var source = _readback.HostView<float>((ulong)(offset + at) * 4, n);
-                    var sum = _upload.HostView<float>((ulong)(offset + at) * 4, n);
-                    if (_host.Length < n)
-                    {
-                        _host = new float[n];
-                    }
-
-                    var host = _host.AsSpan(0, n);
-                    for (var e = 0; e < n; e++)
-                    {
-                        host[e] = source[e] * weight;
-                    }
-
-                    _comm.SumInPlace(host);
-                    host.CopyTo(sum);
+                    // In place in the host-readable buffer: weighted, summed by MPI, then read back by the scatter.
+                    var part = _readback.HostView<float>((ulong)(offset + at) * 4, (int)Math.Min(int.MaxValue / 4, length - at));
+                    Scale(part, weight);
+                    _comm.SumInPlace(part);
                 }
             }
 
@@ -127,7 +104,7 @@ public sealed class GradientExchange : IGradientListener, IDisposable
         foreach (var (name, g) in gradients)
         {
             var (offset, length) = _at[name];
-            scatter.Copy(_upload, (ulong)offset * 4, g.Buffer, 0, (ulong)length * 4);
+            scatter.Copy(_readback, (ulong)offset * 4, g.Buffer, 0, (ulong)length * 4);
         }
 
         scatter.Submit();
@@ -164,6 +141,25 @@ public sealed class GradientExchange : IGradientListener, IDisposable
         }
 
         _readback.Dispose();
-        _upload.Dispose();
+    }
+
+    private static void Scale(Span<float> values, float weight)
+    {
+        if (weight == 1f)
+        {
+            return;
+        }
+
+        var w = new System.Numerics.Vector<float>(weight);
+        var vectors = System.Runtime.InteropServices.MemoryMarshal.Cast<float, System.Numerics.Vector<float>>(values);
+        for (var i = 0; i < vectors.Length; i++)
+        {
+            vectors[i] *= w;
+        }
+
+        for (var e = vectors.Length * System.Numerics.Vector<float>.Count; e < values.Length; e++)
+        {
+            values[e] *= weight;
+        }
     }
 }
