@@ -4,6 +4,7 @@ using Mamba2.Model.Distributed;
 using Mamba2.Model.Generation;
 using Mamba2.Model.Ops;
 using Mamba2.Vulkan;
+using Spectre.Console;
 
 namespace Mamba2.Cli;
 
@@ -157,6 +158,16 @@ internal static class CommonOptions
         if (!Directory.Exists(Path.GetDirectoryName(output.FullName)))
         {
             throw new DirectoryNotFoundException($"{option} {output.FullName}: the directory does not exist.");
+        }
+    }
+
+    /// <summary>Under mpirun, ranks other than 0 print nothing on stdout (errors still go to stderr, with their rank).</summary>
+    public static void QuietUnlessRoot(Communicator comm)
+    {
+        if (!comm.IsRoot)
+        {
+            AnsiConsole.Console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(TextWriter.Null) });
+            Console.SetOut(TextWriter.Null);
         }
     }
 

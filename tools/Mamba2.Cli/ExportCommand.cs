@@ -75,7 +75,7 @@ internal static class ExportCommand
         var (config, values) = Mamba2Checkpoint.ReadValues(source);
         var layout = r.GetValue(Layout) is { } text ? CheckpointLayouts.Parse(text, "--layout") : CheckpointLayouts.For(config);
         CheckpointLayouts.Check(config, layout);   // before anything is written
-        var tokenizer = HfTokenizer.Files.Select(f => Path.Combine(source, f)).Where(File.Exists).ToList();
+        var tokenizer = HfTokenizer.FilesIn(source);
         DurableFiles.WriteDirectory(target, temp =>   // complete or absent
         {
             Mamba2Checkpoint.Write(config, values, temp, dtype, layout);

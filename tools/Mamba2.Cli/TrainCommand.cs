@@ -178,15 +178,12 @@ internal static class TrainCommand
 
         // A fine-tuning run's tokenizer: the resumed checkpoint's copy, else --init-from's; saved into every checkpoint.
         var tokenizerDir = resume is not null && File.Exists(Path.Combine(resume.FullName, HfTokenizer.FileName)) ? resume.FullName : s.InitFrom;
-        var tokenizerFiles = tokenizerDir is null ? [] : HfTokenizer.Files.Select(f => Path.Combine(tokenizerDir, f)).Where(File.Exists).ToList();
+        var tokenizerFiles = tokenizerDir is null ? [] : HfTokenizer.FilesIn(tokenizerDir);
         var task = MakeTask(s, tokenizerDir);
 
         // Under mpirun every rank runs this with the same arguments; rank 0 alone writes and prints.
         var comm = Communicator.Launched();
-        if (!comm.IsRoot)
-        {
-            AnsiConsole.Console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(TextWriter.Null) });
-        }
+        CommonOptions.QuietUnlessRoot(comm);
 
         if (resume is not null && s.WorldSize != comm.Size)
         {
@@ -352,7 +349,7 @@ internal static class TrainCommand
 
     private const PosixSignal SigUsr1 = (PosixSignal)10;   // Linux's number; .NET takes raw numbers on Unix
 
-    /// <summary>Whether any rank was interrupted (mpirun passes Ctrl-C to each, which may see it at another step): all stop at the same one.</summary>
+    /// <summary>Whether any rank was interrupted (each sees mpirun's forwarded SIGUSR1 at its own step): all stop after the same one.</summary>
     private static bool AnyRank(Communicator comm, bool interrupted)
     {
         if (comm.Size == 1)

@@ -49,11 +49,7 @@ internal static class TrainStepBenchCommand
         };
         var config = new Mamba2LMConfig(vocab, r.GetValue(Layers), mixer);
         var comm = Communicator.Launched();   // under mpirun: the data-parallel step (TrainScalingBench)
-        if (!comm.IsRoot)
-        {
-            AnsiConsole.Console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(TextWriter.Null) });
-            Console.SetOut(TextWriter.Null);
-        }
+        CommonOptions.QuietUnlessRoot(comm);
 
         using var device = CommonOptions.Open(r, comm.LocalRank);
         if (CommonOptions.ResolvePrecision(r, device, "bench train", CommonOptions.AllPrecisions) is not { } precision)

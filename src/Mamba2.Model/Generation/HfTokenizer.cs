@@ -12,6 +12,9 @@ public sealed class HfTokenizer : ITokenizer
     /// <summary>The files a model directory's tokenizer is made of (transformers reads the last two beside the first).</summary>
     public static readonly IReadOnlyList<string> Files = [FileName, "tokenizer_config.json", "special_tokens_map.json"];
 
+    /// <summary>The paths of those <see cref="Files"/> that <paramref name="directory"/> has (to copy beside a checkpoint).</summary>
+    public static List<string> FilesIn(string directory) => [.. Files.Select(f => Path.Combine(directory, f)).Where(File.Exists)];
+
     private readonly Tokenizers.DotNet.Tokenizer _tokenizer;
 
     private HfTokenizer(Tokenizers.DotNet.Tokenizer tokenizer, string path)

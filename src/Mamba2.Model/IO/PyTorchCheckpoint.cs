@@ -228,16 +228,18 @@ public sealed class PyTorchCheckpoint : IDisposable
 
     private readonly Dictionary<string, StorageRef> _storageRefs = [];
 
-    private static SafetensorsDType? StorageDType(string typeName) => typeName switch
+    /// <summary>torch's storage classes for the element types this project reads and writes (PyTorchCheckpointWriter too).</summary>
+    internal static readonly IReadOnlyDictionary<string, SafetensorsDType> StorageClasses = new Dictionary<string, SafetensorsDType>
     {
-        "DoubleStorage" => SafetensorsDType.F64,
-        "FloatStorage" => SafetensorsDType.F32,
-        "HalfStorage" => SafetensorsDType.F16,
-        "BFloat16Storage" => SafetensorsDType.BF16,
-        "LongStorage" => SafetensorsDType.I64,
-        "IntStorage" => SafetensorsDType.I32,
-        _ => null,
+        ["DoubleStorage"] = SafetensorsDType.F64,
+        ["FloatStorage"] = SafetensorsDType.F32,
+        ["HalfStorage"] = SafetensorsDType.F16,
+        ["BFloat16Storage"] = SafetensorsDType.BF16,
+        ["LongStorage"] = SafetensorsDType.I64,
+        ["IntStorage"] = SafetensorsDType.I32,
     };
+
+    private static SafetensorsDType? StorageDType(string typeName) => StorageClasses.TryGetValue(typeName, out var d) ? d : null;
 
     private byte[] StorageBytes(StorageRef s)
     {

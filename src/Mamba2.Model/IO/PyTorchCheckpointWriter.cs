@@ -72,16 +72,8 @@ public static class PyTorchCheckpointWriter
         });
     }
 
-    private static string StorageClass(SafetensorsDType dtype) => dtype switch
-    {
-        SafetensorsDType.F64 => "DoubleStorage",
-        SafetensorsDType.F32 => "FloatStorage",
-        SafetensorsDType.F16 => "HalfStorage",
-        SafetensorsDType.BF16 => "BFloat16Storage",
-        SafetensorsDType.I64 => "LongStorage",
-        SafetensorsDType.I32 => "IntStorage",
-        _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "no torch storage class"),
-    };
+    private static string StorageClass(SafetensorsDType dtype) =>
+        PyTorchCheckpoint.StorageClasses.Single(c => c.Value == dtype).Key;
 
     private static int[] Strides(int[] shape)
     {
