@@ -158,6 +158,57 @@ public class Mamba2LMTests(GpuFixture gpu)
         }
     }
 
+    [Theory]
+    [InlineData(Precision.Fp32Fast)]
+    [InlineData(Precision.Bf16)]
+    public void TheTrainingForwardAndEveryGradientMatchTheFloat64ModelAtTheModesTolerance(Precision precision)
+    {
+        // Tensor-core products throughout (packed operands kept from the forward, the head in blocks); the
+        // parameters rounded to bf16 first, so that the float64 model multiplies the same values.
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var config = new Mamba2LMConfig(VocabSize: 13, NLayer: 2, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, NGroups = 2, ChunkSize = 16 });
+        const int b = 2, l = 75;
+        using var lm = Mamba2LM.Initialize(Device, config, rng);
+        if (!PrecisionAvailability.Runs(Device, precision))
+        {
+            Assert.Throws<MissingFeatureException>(() => lm.Precision = precision);
+            return;
+        }
+
+        foreach (var (_, value) in lm.Parameters)
+        {
+            value.CopyFrom([.. value.ToArray().Select(x => TensorCoreGemmTests.Round(x, GemmOperands.Bf16))]);
+        }
+
+        lm.Precision = precision;
+        var ids = Enumerable.Range(0, b * l).Select(_ => rng.Next(config.VocabSize)).ToArray();
+        using var input = IndexTensor.FromArray(Device, "input_ids", ids, b, l);
+        using var targets = Mamba2LM.NextTokenTargets(input);
+        using var acts = lm.ForwardLoss(input, targets, blockBytes: 1);
+        var grads = lm.Backward(acts);
+        try
+        {
+            var p = lm.Parameters.ToDictionary(q => q.Name, q => q.Value.ToArray().Select(x => (double)x).ToArray());
+            var (_, loss, gRef, termScales) = Reference(config, p, ids, b, l);
+            var what = $"{precision.Name()} seed {seed}";
+            var tolerance = precision.Tolerance();
+            TestMath.AssertClose(acts.Loss!.Loss.ToArray(), [loss], tolerance, $"{what}: loss");
+            Assert.Equal(lm.Parameters.Select(q => q.Name).Order(), grads.Keys.Order());
+            foreach (var (name, expected) in gRef)
+            {
+                TestMath.AssertClose(grads[name].ToArray(), expected, termScales.GetValueOrDefault(name, expected), tolerance, $"{what}: grad {name}");
+            }
+        }
+        finally
+        {
+            foreach (var g in grads.Values)
+            {
+                g.Dispose();
+            }
+        }
+    }
+
     [Fact]
     public void TheTrainingForwardsLossGradientsAndPredictionsMatchTheFloat64Model()
     {

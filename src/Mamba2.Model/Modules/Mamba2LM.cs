@@ -178,7 +178,7 @@ public sealed class Mamba2LM : IDisposable
 
         internal List<Tensor> Hidden { get; } = [];          // h_0 .. h_n, (b, L, d)
 
-        internal List<RmsNormResult> Norms { get; } = [];    // per block
+        internal List<Tensor> NormRstds { get; } = [];       // per block: its norm's saved 1/rms
 
         internal List<Mamba2Layer.Activations> Mixers { get; } = [];
 
@@ -245,9 +245,12 @@ public sealed class Mamba2LM : IDisposable
                 var layer = i;
                 staged.Stage(st =>
                 {
-                    var norm = acts.Keep(RmsNorm.Forward(h, _norms[layer], eps: Config.NormEps, stream: st));
+                    var norm = RmsNorm.Forward(h, _norms[layer], eps: Config.NormEps, stream: st);
+                    acts.NormRstds.Add(acts.Keep(norm.Rstd));
+                    // The mixer's input: kept for its backward's fp32 products; with tensor-core products the mixer keeps
+                    // the packed copy it multiplies, and this one is scratch.
+                    _ = _mixers[layer].Precision == Precision.Fp32 ? acts.Keep(norm.Y) : st.Own(norm.Y);
                     st.Section(ProfileSections.Norm);
-                    acts.Norms.Add(norm);
                     var mixer = acts.Keep(_mixers[layer].Forward(norm.Y, st));
                     acts.Mixers.Add(mixer);
                     var next = acts.Keep(Tensor.Empty(device, $"h{layer + 1}", b, l, d));
@@ -383,7 +386,7 @@ public sealed class Mamba2LM : IDisposable
                         grads[$"backbone.layers.{layer}.mixer.{name}"] = g;
                     }
 
-                    var ng = st.Own(RmsNorm.Backward(du, acts.Norms[layer], acts.Hidden[layer], _norms[layer], stream: st));
+                    var ng = st.Own(RmsNorm.Backward(du, acts.NormRstds[layer], acts.Hidden[layer], _norms[layer], null, null, true, st));
                     grads[$"backbone.layers.{layer}.norm.weight"] = ActivationStore.CopyOf(st, ng.DWeight, $"grad.backbone.layers.{layer}.norm.weight");
                     st.Section(ProfileSections.Norm);
                     var next = staged.HandOn(Tensor.Empty(device, $"dh{layer}", b, l, d));

@@ -171,11 +171,25 @@ public sealed class Mamba2Layer : IDisposable
     /// <summary>Everything the backward reads, kept from the forward; <see cref="Output"/> is (b, L, d_model).</summary>
     public sealed class Activations : ActivationStore
     {
-        internal Activations(Tensor input) => Input = input;
+        internal Activations(Tensor input, Precision precision)
+        {
+            Input = input;
+            Precision = precision;
+        }
 
         public Tensor Output { get; internal set; } = null!;
 
+        /// <summary>u as given; with a tensor-core precision the backward reads only its shape (and <see cref="InProjInput"/>).</summary>
         internal Tensor Input { get; }
+
+        /// <summary>The precision the forward ran in, which its backward keeps.</summary>
+        internal Precision Precision { get; }
+
+        /// <summary>u as in_proj multiplied it: u itself in fp32, else its packed copy (read again by the weight gradient).</summary>
+        internal GemmInput InProjInput { get; set; }
+
+        /// <summary>The gated norm's output as out_proj multiplied it: fp32, or packed (the fp32 tensor is then scratch).</summary>
+        internal GemmInput OutProjInput { get; set; }
 
         internal Tensor XBC { get; set; } = null!;
 
@@ -195,7 +209,7 @@ public sealed class Mamba2Layer : IDisposable
 
         internal Tensor Y2 { get; set; } = null!;
 
-        internal RmsNormResult Norm { get; set; } = null!;
+        internal Tensor NormRstd { get; set; } = null!;
 
     }
 
@@ -217,14 +231,15 @@ public sealed class Mamba2Layer : IDisposable
         ShapeOps.Expect(u, "u", "Mamba2Layer", u.Shape[0], u.Shape[1], c.DModel);
         int b = u.Shape[0], l = u.Shape[1], rows = b * l;
         var device = u.Device;
-        var acts = new Activations(u);
+        var acts = new Activations(u, Precision);
         try
         {
             Shaders.RunIn(device, stream, st =>
             {
                 // in_proj's output and the conv's are only split into what the backward keeps: scratch of the stream.
                 var zxbcdt = st.Own(Tensor.Empty(device, "zxbcdt", rows, c.DInProj));
-                Gemm.Run(u.View(rows, c.DModel), InProjWeight, zxbcdt, transposeB: true, stream: st, precision: Precision);
+                acts.InProjInput = KeepForProducts(acts, st, u.View(rows, c.DModel));
+                Gemm.Run(acts.InProjInput, InProjWeight, zxbcdt, transposeB: true, stream: st, precision: Precision);
                 AddBias(st, zxbcdt, "in_proj.bias");
                 st.Section(ProfileSections.Projections);
                 acts.Z = acts.Keep(Tensor.Empty(device, "z", b, l, c.DInner));
@@ -251,11 +266,21 @@ public sealed class Mamba2Layer : IDisposable
                 }
 
                 acts.Y2 = acts.Ssd.Y.View(rows, c.DInner);
-                acts.Norm = acts.Keep(RmsNorm.Forward(acts.Y2, NormWeight, acts.Z.View(rows, c.DInner), c.NormEps,
-                    c.NormGroupSize, c.NormBeforeGate, st));
+                var norm = RmsNorm.Forward(acts.Y2, NormWeight, acts.Z.View(rows, c.DInner), c.NormEps, c.NormGroupSize, c.NormBeforeGate, st);
+                acts.NormRstd = acts.Keep(norm.Rstd);
+                if (Precision == Precision.Fp32)
+                {
+                    acts.OutProjInput = acts.Keep(norm.Y);
+                }
+                else
+                {
+                    // Only the products read it: the packed copy is kept, at half the bytes, and the fp32 one is scratch.
+                    acts.OutProjInput = acts.Keep(Gemm.Pack(st.Own(norm.Y), Precision, st));
+                }
+
                 st.Section(ProfileSections.Norm);
                 acts.Output = acts.Keep(Tensor.Empty(device, "out", b, l, c.DModel));
-                Gemm.Run(acts.Norm.Y, OutProjWeight, acts.Output.View(rows, c.DModel), transposeB: true, stream: st, precision: Precision);
+                Gemm.Run(acts.OutProjInput, OutProjWeight, acts.Output.View(rows, c.DModel), transposeB: true, stream: st, precision: Precision);
                 AddBias(st, acts.Output.View(rows, c.DModel), "out_proj.bias");
                 st.Section(ProfileSections.Projections);
             });
@@ -282,16 +307,18 @@ public sealed class Mamba2Layer : IDisposable
         {
             Shaders.RunIn(device, stream, st =>
             {
+                var precision = acts.Precision;
                 var d2 = dout.View(rows, c.DModel);
                 // out_proj: dW = dout^T norm_y; dnorm_y = dout W.
+                var dOut = Operand(st, d2, precision);
                 grads["out_proj.weight"] = Tensor.Empty(device, "grad.out_proj.weight", c.DModel, c.DInner);
-                Gemm.Run(d2, acts.Norm.Y, grads["out_proj.weight"], transposeA: true, stream: st, precision: Precision);
+                Gemm.Run(dOut, acts.OutProjInput, grads["out_proj.weight"], transposeA: true, stream: st, precision: precision);
                 BiasGrad(st, d2, grads, "out_proj.bias");
                 var dNormY = st.Own(Tensor.Empty(device, "dnorm_y", rows, c.DInner));
-                Gemm.Run(d2, OutProjWeight, dNormY, stream: st, precision: Precision);
+                Gemm.Run(dOut, OutProjWeight, dNormY, stream: st, precision: precision);
                 st.Section(ProfileSections.Projections);
 
-                var ng = st.Own(RmsNorm.Backward(dNormY, acts.Norm, acts.Y2, NormWeight, acts.Z.View(rows, c.DInner),
+                var ng = st.Own(RmsNorm.Backward(dNormY, acts.NormRstd, acts.Y2, NormWeight, acts.Z.View(rows, c.DInner),
                     c.NormGroupSize, c.NormBeforeGate, st));
                 grads["norm.weight"] = ActivationStore.CopyOf(st, ng.DWeight, "grad.norm.weight");
                 st.Section(ProfileSections.Norm);
@@ -323,11 +350,12 @@ public sealed class Mamba2Layer : IDisposable
                 var dZxbcdt = st.Own(Tensor.Empty(device, "dzxbcdt", rows, c.DInProj));
                 Columns.Concat(st, dZxbcdt, ng.Dz!, cg.Dx.View(rows, c.ConvDim), sg.Ddt.View(rows, c.NHeads));
                 st.Section(ProfileSections.Elementwise);
+                var dIn = Operand(st, dZxbcdt, precision);
                 grads["in_proj.weight"] = Tensor.Empty(device, "grad.in_proj.weight", c.DInProj, c.DModel);
-                Gemm.Run(dZxbcdt, u.View(rows, c.DModel), grads["in_proj.weight"], transposeA: true, stream: st, precision: Precision);
+                Gemm.Run(dIn, acts.InProjInput, grads["in_proj.weight"], transposeA: true, stream: st, precision: precision);
                 BiasGrad(st, dZxbcdt, grads, "in_proj.bias");
                 du = Tensor.Empty(device, "du", b, l, c.DModel);
-                Gemm.Run(dZxbcdt, InProjWeight, du.View(rows, c.DModel), stream: st, precision: Precision);
+                Gemm.Run(dIn, InProjWeight, du.View(rows, c.DModel), stream: st, precision: precision);
                 st.Section(ProfileSections.Projections);
             });
             return (du!, grads);
@@ -453,6 +481,17 @@ public sealed class Mamba2Layer : IDisposable
             throw;
         }
     }
+
+    /// <summary>
+    /// What products read for <paramref name="x"/>, which two of them multiply: x itself in fp32, else one packed
+    /// copy (scratch of the stream) that both read, so x is converted once.
+    /// </summary>
+    private static GemmInput Operand(CommandStream st, Tensor x, Precision precision) =>
+        precision == Precision.Fp32 ? x : st.Own(Gemm.Pack(x, precision, st));
+
+    /// <summary>The same for a forward input the backward multiplies again: the packed copy is kept in <paramref name="acts"/>.</summary>
+    private GemmInput KeepForProducts(Activations acts, CommandStream st, Tensor x) =>
+        Precision == Precision.Fp32 ? x : acts.Keep(Gemm.Pack(x, Precision, st));
 
     private void AddBias(CommandStream st, Tensor y2, string name)
     {

@@ -40,9 +40,11 @@ public static class Gemm
     /// <paramref name="tensorTile"/> pick its variant and tile) and throw <see cref="MissingFeatureException"/>
     /// where neither the build nor the device has them (<see cref="TensorCoreGemm.IsAvailable"/> asks first).
     /// <paramref name="precision"/> is the policy's name for the same choice (fp32-fast: f16 operands converted
-    /// and scaled first; bf16: bf16 operands), what modules pass.
+    /// and scaled first; bf16: bf16 operands), what modules pass. <paramref name="a"/> and <paramref name="b"/> may
+    /// be <see cref="PackedOperand"/>s of the same operand type (<see cref="Pack"/>): the product then reads them as
+    /// they are, and converts only an fp32 tensor given beside one.
     /// </summary>
-    public static void Run(Tensor a, Tensor b, Tensor c, bool transposeA = false, bool transposeB = false,
+    public static void Run(GemmInput a, GemmInput b, Tensor c, bool transposeA = false, bool transposeB = false,
         float alpha = 1f, float beta = 0f, CommandStream? stream = null, GemmTile? tile = null,
         GemmOperands operands = GemmOperands.Fp32, TensorCoreApi api = TensorCoreApi.Auto, TensorCoreTile? tensorTile = null,
         OperandStaging staging = OperandStaging.Auto, Precision precision = Precision.Fp32)
@@ -59,36 +61,85 @@ public static class Gemm
             staging = staging == OperandStaging.Auto ? s : staging;
         }
 
-        ShapeOps.ExpectSameDevice(op, a, b, c);
-        ShapeOps.ExpectRank(a, nameof(a), op, 2, 3);
-        ShapeOps.ExpectRank(b, nameof(b), op, a.Rank);
-        ShapeOps.ExpectRank(c, nameof(c), op, a.Rank);
-        var batched = a.Rank == 3;
-        var batch = batched ? a.Shape[0] : 1;
-        int Dim(Tensor t, int i) => t.Shape[batched ? i + 1 : i];
-        var m = transposeA ? Dim(a, 1) : Dim(a, 0);
-        var k = transposeA ? Dim(a, 0) : Dim(a, 1);
-        var n = transposeB ? Dim(b, 0) : Dim(b, 1);
+        var (sa, sb) = (a.Shaped, b.Shaped);
+        ShapeOps.ExpectSameDevice(op, sa, sb, c);
+        ShapeOps.ExpectRank(sa, nameof(a), op, 2, 3);
+        ShapeOps.ExpectRank(sb, nameof(b), op, sa.Rank);
+        ShapeOps.ExpectRank(c, nameof(c), op, sa.Rank);
+        var batched = sa.Rank == 3;
+        var batch = batched ? sa.Shape[0] : 1;
+        int Dim(IShapedArray t, int i) => t.Shape[batched ? i + 1 : i];
+        var m = transposeA ? Dim(sa, 1) : Dim(sa, 0);
+        var k = transposeA ? Dim(sa, 0) : Dim(sa, 1);
+        var n = transposeB ? Dim(sb, 0) : Dim(sb, 1);
         int[] Batched(int r, int cols) => batched ? [batch, r, cols] : [r, cols];
-        ShapeOps.Expect(b, nameof(b), $"{op} (op(a) is {m}x{k})", transposeB ? Batched(n, k) : Batched(k, n));
+        ShapeOps.Expect(sb, nameof(b), $"{op} (op(a) is {m}x{k})", transposeB ? Batched(n, k) : Batched(k, n));
         ShapeOps.Expect(c, nameof(c), $"{op} (op(a) is {m}x{k}, op(b) is {k}x{n})", Batched(m, n));
+        foreach (var (packed, name) in new[] { (a.Packed, nameof(a)), (b.Packed, nameof(b)) })
+        {
+            if (packed is not null && packed.Operands != operands)
+            {
+                throw new ArgumentException(operands == GemmOperands.Fp32
+                    ? $"{op}: {name} ({packed}) is packed for tensor cores; an fp32 product takes the fp32 tensor."
+                    : $"{op}: {name} ({packed}) is packed as {packed.Operands}; this product takes {operands} operands.", name);
+            }
+        }
 
         if (operands != GemmOperands.Fp32)
         {
+            if (a.Packed is not null || b.Packed is not null)
+            {
+                staging = OperandStaging.Converted;   // a packed operand is what the converted variant reads
+            }
+
             TensorCoreGemm.Run(a, b, c, m, n, k, batch, batched, transposeA, transposeB, alpha, beta, operands, api, stream, tensorTile, staging);
             return;
         }
 
-        var device = a.Device;
+        (var ta, var tb) = (a.Tensor!, b.Tensor!);
+        var device = ta.Device;
         var t = tile ?? ChooseTile(device, m, n);
         ValidateTile(device, t);
         var w = device.Capabilities.SubgroupSize;
         var kernel = t.Kernel == GemmKernel.Shared
             ? device.GetKernel(Shaders.Gemm, new GemmSpec(t.Threads, t.BM, t.BN, t.BK, t.TM, t.TN, transposeA, transposeB))
             : device.GetKernel(Shaders.GemmLanes, new GemmLanesSpec(w, t.BM / w, t.BN / w, transposeA, transposeB));
-        var (groups, push) = Launch(device, t.BM, t.BN, m, n, k, batch, batched, Dim(a, 1), Dim(b, 1), alpha, beta);
-        Shaders.EnsureBindable(op, a, b, c);
-        Shaders.RunIn(device, stream, s => s.Dispatch(kernel, groups, push, a.Buffer, b.Buffer, c.Buffer));
+        var (groups, push) = Launch(device, t.BM, t.BN, m, n, k, batch, batched, Dim(ta, 1), Dim(tb, 1), alpha, beta);
+        Shaders.EnsureBindable(op, ta, tb, c);
+        Shaders.RunIn(device, stream, s => s.Dispatch(kernel, groups, push, ta.Buffer, tb.Buffer, c.Buffer));
+    }
+
+    /// <summary>
+    /// <paramref name="x"/> rounded to the 16-bit operands <paramref name="precision"/>'s products take (f16 scaled
+    /// by its power of two, or bf16), for <see cref="Run"/> to read in place of x in any number of products: the
+    /// caller owns the copy (<see cref="CommandStream.Own"/> for scratch of a stream). Recorded into
+    /// <paramref name="stream"/> (or run now without one); x must not change while the copy is in use.
+    /// </summary>
+    public static PackedOperand Pack(Tensor x, Precision precision, CommandStream? stream = null)
+    {
+        if (precision == Precision.Fp32)
+        {
+            throw new ArgumentException($"Gemm.Pack: {x.Name} would be packed for fp32 products, which take the fp32 tensor itself.", nameof(precision));
+        }
+
+        var (operands, _) = PrecisionPolicy.GemmOf(precision);
+        if (TensorCoreGemm.WhyNot(x.Device, operands, TensorCoreApi.Auto, OperandStaging.Converted) is { } why)
+        {
+            throw new MissingFeatureException(why + ".");
+        }
+
+        return TensorCoreGemm.Pack(x, operands, stream);
+    }
+
+    /// <summary>
+    /// <paramref name="x"/> packed again into <paramref name="into"/> (same shape, its operand type): a block loop's
+    /// packed scratch reused for the next block. Products recorded before read the old values (the stream orders them).
+    /// </summary>
+    public static void PackInto(Tensor x, PackedOperand into, CommandStream? stream = null)
+    {
+        ShapeOps.ExpectSameDevice("Gemm.PackInto", x, into);
+        ShapeOps.Expect(into, nameof(into), $"Gemm.PackInto ({x} given)", [.. x.Shape]);
+        TensorCoreGemm.PackInto(x, into, stream);
     }
 
     /// <summary>

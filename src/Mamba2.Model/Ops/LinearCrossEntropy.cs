@@ -152,6 +152,26 @@ public static class LinearCrossEntropy
         var alpha = count == 0 ? 0f : (float)(1.0 / count);
         var rowLocal = Shaders.RowLocal(device, vocab);
         var gradLocal = Shaders.PowerOfTwoLocal(device);
+        // With tensor-core products the weight is packed once for every block's two products, and each block's
+        // hidden rows and logits gradient once for their two (into packed scratch reused block after block).
+        GemmInput weightIn = precision == Precision.Fp32 ? weight : st.Own(Gemm.Pack(weight, precision, st));
+        var packedSets = new Dictionary<Tensor, PackedOperand>();
+        GemmInput Packed(Tensor x)
+        {
+            if (precision == Precision.Fp32)
+            {
+                return x;
+            }
+
+            if (packedSets.TryGetValue(x, out var p))
+            {
+                Gemm.PackInto(x, p, st);
+                return p;
+            }
+
+            return packedSets[x] = st.Own(Gemm.Pack(x, precision, st));
+        }
+
         var blockSets = new Dictionary<int, (Tensor H, Tensor Logits, Tensor Lse, Tensor? DH)>();
         (Tensor H, Tensor Logits, Tensor Lse, Tensor? DH) Scratch(int n)
         {
@@ -171,7 +191,8 @@ public static class LinearCrossEntropy
             var (h, logits, lse, dh) = Scratch(n);
             var rowBytes = (ulong)d * sizeof(float);
             st.Copy(hidden.Buffer, (ulong)r0 * rowBytes, h.Buffer, 0, (ulong)n * rowBytes);
-            Gemm.Run(h, weight, logits, transposeB: true, stream: st, precision: precision);
+            var hIn = dh is null ? h : Packed(h);   // without gradients h is multiplied once
+            Gemm.Run(hIn, weightIn, logits, transposeB: true, stream: st, precision: precision);
             var targetSlice = new BufferBinding(targets.Buffer, (ulong)r0 * sizeof(int), (ulong)n * sizeof(int));
             if (argmax is not null)
             {
@@ -190,9 +211,10 @@ public static class LinearCrossEntropy
             st.Dispatch(device.GetKernel(Shaders.CrossEntropy, new CrossEntropySpec(gradLocal, CrossEntropyMode.Gradient)),
                 (Shaders.Groups1D(device, logits.Length, gradLocal), 1, 1), push,
                 logits.Buffer, targetSlice, unit!, lse.Buffer, unit!, logits.Buffer, status);
-            Gemm.Run(logits, weight, dh, alpha: alpha, stream: st, precision: precision);
+            var gradIn = Packed(logits);
+            Gemm.Run(gradIn, weightIn, dh, alpha: alpha, stream: st, precision: precision);
             st.Copy(dh.Buffer, 0, result.DHidden!.Buffer, (ulong)r0 * rowBytes, (ulong)n * rowBytes);
-            Gemm.Run(logits, h, result.DWeight!, transposeA: true, alpha: alpha, beta: r0 == 0 ? 0f : 1f, stream: st, precision: precision);
+            Gemm.Run(gradIn, hIn, result.DWeight!, transposeA: true, alpha: alpha, beta: r0 == 0 ? 0f : 1f, stream: st, precision: precision);
         }
 
         // The rows' pairs are summed in one fixed order, as CrossEntropy sums them.

@@ -79,14 +79,19 @@ public static class RmsNorm
 
     /// <summary>Gradients from dy with the forward's inputs, settings and result (its saved 1/rms).</summary>
     public static RmsNormGradients Backward(Tensor dy, RmsNormResult saved, Tensor x, Tensor weight, Tensor? z = null, int? groupSize = null,
-        bool normBeforeGate = true, CommandStream? stream = null)
+        bool normBeforeGate = true, CommandStream? stream = null) =>
+        Backward(dy, saved.Rstd, x, weight, z, groupSize, normBeforeGate, stream);
+
+    /// <summary>The same from the forward's saved 1/rms alone (all the backward reads of its result).</summary>
+    internal static RmsNormGradients Backward(Tensor dy, Tensor rstd, Tensor x, Tensor weight, Tensor? z, int? groupSize,
+        bool normBeforeGate, CommandStream? stream)
     {
         const string op = "RmsNorm backward";
         var (rows, dim, gs) = Validate(op, x, weight, z, groupSize);
         var groups = dim / gs;
         ShapeOps.Expect(dy, "dy", op, [.. x.Shape]);
-        ShapeOps.Expect(saved.Rstd, "saved.Rstd", $"{op}: saved must come from Forward with this group size", (int)rows, groups);
-        ShapeOps.ExpectSameDevice(op, dy, x, saved.Rstd);
+        ShapeOps.Expect(rstd, "saved.Rstd", $"{op}: saved must come from Forward with this group size", (int)rows, groups);
+        ShapeOps.ExpectSameDevice(op, dy, x, rstd);
         var device = x.Device;
         var scope = new TensorScope(device);
         try
@@ -107,14 +112,14 @@ public static class RmsNorm
                 {
                     BufferBinding Rows(Tensor t) => Shaders.Slice(t, first * dim, count * dim);
                     var push = new BwdPush((uint)count, (uint)dim, (uint)gs, flags, BlockRows);
-                    var rstd = Shaders.Slice(saved.Rstd, first * groups, count * groups);
+                    var rstdRows = Shaders.Slice(rstd, first * groups, count * groups);
                     var part = Shaders.Slice(dwPart, first / BlockRows * dim, (count + BlockRows - 1) / BlockRows * dim);
                     st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, new RmsNormBwdSpec(Shaders.RowLocal(device, gs), RmsNormBwdMode.InputGradients)), (Shaders.Groups(device, count * groups), 1, 1), push,
-                        Rows(dy), Rows(x), Rows(z ?? x), weight.Buffer, rstd, Rows(grads.Dx), Rows(grads.Dz ?? grads.Dx), part);
+                        Rows(dy), Rows(x), Rows(z ?? x), weight.Buffer, rstdRows, Rows(grads.Dx), Rows(grads.Dz ?? grads.Dx), part);
                     var local = Shaders.Local1D(device);
                     st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, new RmsNormBwdSpec(local, RmsNormBwdMode.WeightPartials)),
                         (Shaders.Groups1D(device, (count + BlockRows - 1) / BlockRows * dim, local), 1, 1), push,
-                        Rows(dy), Rows(x), Rows(z ?? x), weight.Buffer, rstd, Rows(grads.Dx), Rows(grads.Dz ?? grads.Dx), part);
+                        Rows(dy), Rows(x), Rows(z ?? x), weight.Buffer, rstdRows, Rows(grads.Dx), Rows(grads.Dz ?? grads.Dx), part);
                 }
 
                 Reductions.Sum(st, dwPart.Buffer, grads.DWeight.Buffer, (uint)units, (uint)dim);

@@ -166,12 +166,12 @@ public static class TensorCoreGemm
             : null;
     }
 
-    internal static void Run(Tensor a, Tensor b, Tensor c, int m, int n, int k, int batch, bool batched,
+    internal static void Run(GemmInput a, GemmInput b, Tensor c, int m, int n, int k, int batch, bool batched,
         bool transposeA, bool transposeB, float alpha, float beta, GemmOperands operands, TensorCoreApi api,
         CommandStream? stream, TensorCoreTile? tile, OperandStaging staging = OperandStaging.Auto)
     {
         const string op = "Gemm";
-        var device = a.Device;
+        var device = c.Device;
         if (WhyNot(device, operands, tile?.Api ?? api, tile?.Staging ?? staging) is { } why)
         {
             throw new MissingFeatureException(why + ".");
@@ -182,7 +182,7 @@ public static class TensorCoreGemm
         Validate(device.Capabilities, t, transposeA, transposeB);
         var converted = t.Staging == OperandStaging.Converted;
         var kernel = device.GetKernel(Shaders.GemmCoopmat(operands, resolved, converted), t.Specialization(transposeA, transposeB));
-        int Dim(Tensor x, int i) => x.Shape[batched ? i + 1 : i];
+        int Dim(GemmInput x, int i) => x.Shaped.Shape[batched ? i + 1 : i];
         var (groups, push) = Gemm.Launch(device, t.BM, t.BN, m, n, k, batch, batched, Dim(a, 1), Dim(b, 1), alpha, beta);
         var tiles = (long)((m + t.BM - 1) / t.BM) * ((n + t.BN - 1) / t.BN);
         var splits = batched || beta != 0f ? 1 : SplitsFor(tiles, k, t.BK);
@@ -209,26 +209,20 @@ public static class TensorCoreGemm
             groups = (groups.X, groups.Y, (uint)Math.Min(splits, device.Capabilities.MaxWorkgroupCount.Z));
         }
 
-        Shaders.EnsureBindable(op, a, b, c);
+        Shaders.EnsureBindable(op, a.Tensor, b.Tensor, c);
         Shaders.RunIn(device, stream, s =>
         {
             var output = splits > 1 ? s.Own(device.CreateBuffer<float>((long)splits * m * n, "gemm.split_k_partials")) : c.Buffer;
             if (!converted)
             {
-                s.Dispatch(kernel, groups, push, a.Buffer, b.Buffer, output);
+                s.Dispatch(kernel, groups, push, a.Tensor!.Buffer, b.Tensor!.Buffer, output);
             }
             else
             {
                 var scales = s.Own(device.CreateBuffer<uint>(2, "gemm.operand_scales"));
                 s.Fill(scales, 0u);
-                var local = Shaders.PowerOfTwoLocal(device);
-                var absMax = device.GetKernel(Shaders.AbsMax, new LocalSize(local));
-                // A few workgroups walk the tensor with a stride: one atomic each (one per 256 elements serialized).
-                uint Groups(long n) => Math.Min(Shaders.Groups1D(device, n, local), AbsMaxGroups);
-                s.Dispatch(absMax, (Groups(a.Length), 1, 1), new ScalePush((uint)a.Length, 0), a.Buffer, scales);
-                s.Dispatch(absMax, (Groups(b.Length), 1, 1), new ScalePush((uint)b.Length, 1), b.Buffer, scales);
-                var a16 = ToOperand16(s, a, operands, scales, 0);
-                var b16 = ToOperand16(s, b, operands, scales, 1);
+                var a16 = Operand16(s, a, operands, scales, 0);
+                var b16 = Operand16(s, b, operands, scales, 1);
                 s.Dispatch(kernel, groups, push, a16, b16, output, scales);
             }
 
@@ -268,18 +262,75 @@ public static class TensorCoreGemm
     internal static int SplitLength(int k, int splits, uint bk) => (int)(((k + splits - 1) / splits + bk - 1) / bk * bk);
 
     /// <summary>
-    /// A 16-bit copy of <paramref name="x"/> times its scale (f16 or bf16, rounded to nearest even), owned by the
-    /// stream; <paramref name="slot"/> is x's max |x| in <paramref name="scales"/>.
+    /// What the converted variant reads for operand <paramref name="x"/>, with its scale's bits in
+    /// <paramref name="slot"/> of <paramref name="scales"/>: a packed operand as it is, an fp32 tensor converted
+    /// into a copy the stream owns.
     /// </summary>
-    private static GpuBuffer ToOperand16(CommandStream s, Tensor x, GemmOperands operands, GpuBuffer scales, uint slot)
+    private static GpuBuffer Operand16(CommandStream s, GemmInput x, GemmOperands operands, GpuBuffer scales, uint slot)
+    {
+        if (x.Packed is { } packed)
+        {
+            s.Copy(packed.ScaleBits, 0, scales, slot * sizeof(uint), sizeof(uint));
+            return packed.Words;
+        }
+
+        return ToOperand16(s, x.Tensor!, operands, scales, slot, s.Own(NewWords(x.Tensor!, operands)));
+    }
+
+    private static GpuBuffer<uint> NewWords(Tensor x, GemmOperands operands) =>
+        x.Device.CreateBuffer<uint>((x.Length + 1) / 2, $"{x.Name}.{operands.ToString().ToLowerInvariant()}");
+
+    /// <summary>
+    /// <paramref name="x"/> times its scale as 16-bit operands (f16, or bf16 rounded to nearest even) into
+    /// <paramref name="words"/>; slot <paramref name="slot"/> of <paramref name="scales"/> (zeroed by the caller) gets
+    /// x's max |x| first, for f16 only: bf16 has fp32's range, so its scale stays 1 and no pass reads x for it.
+    /// </summary>
+    private static GpuBuffer ToOperand16(CommandStream s, Tensor x, GemmOperands operands, GpuBuffer scales, uint slot, GpuBuffer<uint> words)
     {
         var device = x.Device;
-        var words = (x.Length + 1) / 2;
-        var packed = s.Own(device.CreateBuffer<uint>(words, $"{x.Name}.{operands.ToString().ToLowerInvariant()}"));
-        var local = Shaders.Local1D(device);
-        s.Dispatch(device.GetKernel(Shaders.ToOperand16, new ToOperand16Spec(local, operands == GemmOperands.Bf16)),
-            (Shaders.Groups1D(device, words, local), 1, 1), new ScalePush((uint)x.Length, slot), x.Buffer, packed, scales);
-        return packed;
+        if (operands == GemmOperands.F16)
+        {
+            // A few workgroups walk the tensor with a stride: one atomic each (one per 256 elements serialized).
+            var local = Shaders.PowerOfTwoLocal(device);
+            var groups = Math.Min(Shaders.Groups1D(device, x.Length, local), AbsMaxGroups);
+            s.Dispatch(device.GetKernel(Shaders.AbsMax, new LocalSize(local)), (groups, 1, 1), new ScalePush((uint)x.Length, slot), x.Buffer, scales);
+        }
+
+        var local1 = Shaders.Local1D(device);
+        s.Dispatch(device.GetKernel(Shaders.ToOperand16, new ToOperand16Spec(local1, operands == GemmOperands.Bf16)),
+            (Shaders.Groups1D(device, words.Length, local1), 1, 1), new ScalePush((uint)x.Length, slot), x.Buffer, words, scales);
+        return words;
+    }
+
+    /// <summary>The work of <see cref="Gemm.PackInto"/> once its checks have passed.</summary>
+    internal static void PackInto(Tensor x, PackedOperand into, CommandStream? stream) =>
+        Shaders.RunIn(x.Device, stream, s =>
+        {
+            s.Fill(into.ScaleBits, 0u);
+            ToOperand16(s, x, into.Operands, into.ScaleBits, 0, into.Words);
+        });
+
+    /// <summary>The work of <see cref="Gemm.Pack"/> once its checks have passed.</summary>
+    internal static PackedOperand Pack(Tensor x, GemmOperands operands, CommandStream? stream)
+    {
+        var device = x.Device;
+        Shaders.EnsureBindable("Gemm.Pack", x);
+        GpuBuffer<uint>? words = null;
+        GpuBuffer<uint>? scale = null;
+        try
+        {
+            words = NewWords(x, operands);
+            scale = device.CreateBuffer<uint>(1, $"{x.Name}.scale");
+            var packed = new PackedOperand(device, x.Name, [.. x.Shape], operands, words, scale);
+            PackInto(x, packed, stream);
+            return packed;
+        }
+        catch
+        {
+            words?.Dispose();
+            scale?.Dispose();
+            throw;
+        }
     }
 
     private const uint AbsMaxGroups = 1024;

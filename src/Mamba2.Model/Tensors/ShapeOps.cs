@@ -27,7 +27,7 @@ public static class ShapeOps
     }
 
     /// <summary>Throws unless <paramref name="t"/> has exactly <paramref name="expected"/>.</summary>
-    public static void Expect(Tensor t, string argument, string op, params int[] expected)
+    public static void Expect(IShapedArray t, string argument, string op, params int[] expected)
     {
         if (!t.Shape.SequenceEqual(expected))
         {
@@ -35,7 +35,7 @@ public static class ShapeOps
         }
     }
 
-    public static void ExpectRank(Tensor t, string argument, string op, params int[] ranks)
+    public static void ExpectRank(IShapedArray t, string argument, string op, params int[] ranks)
     {
         if (!ranks.Contains(t.Rank))
         {
@@ -44,7 +44,7 @@ public static class ShapeOps
         }
     }
 
-    public static void ExpectSameDevice(string op, params Tensor[] tensors)
+    public static void ExpectSameDevice(string op, params IShapedArray[] tensors)
     {
         foreach (var t in tensors.Skip(1))
         {

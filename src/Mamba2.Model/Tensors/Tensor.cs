@@ -3,7 +3,7 @@ using Mamba2.Vulkan;
 namespace Mamba2.Model.Tensors;
 
 /// <summary>A dense row-major fp32 tensor in device memory.</summary>
-public sealed class Tensor : IDisposable
+public sealed class Tensor : IShapedArray, IDisposable
 {
     private readonly bool _ownsBuffer;
 

@@ -1,0 +1,78 @@
+using Mamba2.Model.Tensors;
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Ops;
+
+/// <summary>
+/// A matrix rounded once to a tensor-core GEMM's 16-bit operands (<see cref="Gemm.Pack"/>), for a tensor that
+/// several products read (an activation in the forward and again in the weight gradient, a gradient that feeds both
+/// the input and the weight gradient): each product then reads half the bytes and converts nothing. f16 copies
+/// carry the power of two they were scaled by (<see cref="OperandStaging.Converted"/>); bf16 ones are unscaled.
+/// The values are exactly those a product with the fp32 tensor would have multiplied.
+/// </summary>
+public sealed class PackedOperand : IShapedArray, IDisposable
+{
+    internal PackedOperand(GpuDevice device, string name, int[] shape, GemmOperands operands, GpuBuffer<uint> words, GpuBuffer<uint> scaleBits)
+    {
+        Device = device;
+        Name = name;
+        Shape = shape;
+        Operands = operands;
+        Words = words;
+        ScaleBits = scaleBits;
+    }
+
+    public GpuDevice Device { get; }
+
+    public string Name { get; }
+
+    public IReadOnlyList<int> Shape { get; }
+
+    public int Rank => Shape.Count;
+
+    /// <summary>f16 or bf16.</summary>
+    public GemmOperands Operands { get; }
+
+    /// <summary>Elements (the packed tensor's), two to a 32-bit word.</summary>
+    public long Length => ShapeOps.Elements(Shape, Name);
+
+    /// <summary>The elements as 16-bit operands, row-major as the tensor they came from.</summary>
+    internal GpuBuffer<uint> Words { get; }
+
+    /// <summary>One word: the float bits of the largest |x| the scale was taken from (0: scale 1).</summary>
+    internal GpuBuffer<uint> ScaleBits { get; }
+
+    /// <summary>Bytes of device memory this copy holds.</summary>
+    public ulong SizeBytes => Words.SizeBytes + ScaleBits.SizeBytes;
+
+    public override string ToString() => $"{Name}{ShapeOps.Format(Shape)} as {Operands}";
+
+    public void Dispose()
+    {
+        Words.Dispose();
+        ScaleBits.Dispose();
+    }
+}
+
+/// <summary>An operand of <see cref="Gemm.Run"/>: an fp32 tensor, or one already packed to 16-bit operands.</summary>
+public readonly struct GemmInput
+{
+    private GemmInput(Tensor? tensor, PackedOperand? packed)
+    {
+        Tensor = tensor;
+        Packed = packed;
+    }
+
+    /// <summary>The fp32 tensor, when that is what was given.</summary>
+    public Tensor? Tensor { get; }
+
+    /// <summary>The packed copy, when that is what was given.</summary>
+    public PackedOperand? Packed { get; }
+
+    /// <summary>Either, for the shape checks.</summary>
+    public IShapedArray Shaped => (IShapedArray?)Tensor ?? Packed ?? throw new InvalidOperationException("GemmInput: empty (default) operand.");
+
+    public static implicit operator GemmInput(Tensor tensor) => new(tensor ?? throw new ArgumentNullException(nameof(tensor)), null);
+
+    public static implicit operator GemmInput(PackedOperand packed) => new(null, packed ?? throw new ArgumentNullException(nameof(packed)));
+}
