@@ -21,6 +21,8 @@ public class Conv1dTests(GpuFixture gpu)
     [InlineData(3, 50, 16, 7, Conv1dPadding.Same, true, true)]       // Hydra: odd width, centred
     [InlineData(2, 21, 9, 4, Conv1dPadding.Same, false, true)]       // even width "same": one more on the right
     [InlineData(1, 130, 33, 1, Conv1dPadding.Causal, false, false)]  // width 1, no bias, no activation
+    [InlineData(2, 200, 40, 4, Conv1dPadding.Causal, true, true)]    // blocks of 64 positions: halos across their edges
+    [InlineData(1, 150, 12, 6, Conv1dPadding.Same, true, true)]      // the same, centred, reading both sides
     public void ForwardAndGradientsMatchTheReference(int b, int l, int c, int k, Conv1dPadding padding, bool bias, bool silu)
     {
         var seed = TestMath.NewSeed();

@@ -95,10 +95,7 @@ public static class Conv1d
                 var perBatch = (long)l * c;
                 foreach (var pc in Shaders.Pieces(device, op, b, [perBatch, (long)blocks * c * k]))
                 {
-                    var spec = new Conv1dBwdSpec(local, (uint)k, silu, Conv1dBwdMode.InputGradient);
-                    st.Dispatch(device.GetKernel(Shaders.Conv1dBwd, spec), (Shaders.Groups1D(device, pc.Count * perBatch, local), 1, 1),
-                        push((uint)pc.Count), pc.Of(dy), pc.Of(x), weight.Buffer, (bias ?? weight).Buffer, pc.Of(grads.Dx), pc.Of(dwPart), pc.Of(dbPart));
-                    st.Dispatch(device.GetKernel(Shaders.Conv1dBwd, spec with { Mode = Conv1dBwdMode.WeightPartials }), (Shaders.Groups1D(device, pc.Count * blocks * c, local), 1, 1),
+                    st.Dispatch(device.GetKernel(Shaders.Conv1dBwd, new Conv1dBwdSpec(local, (uint)k, silu)), (Shaders.Groups1D(device, pc.Count * blocks * c, local), 1, 1),
                         push((uint)pc.Count), pc.Of(dy), pc.Of(x), weight.Buffer, (bias ?? weight).Buffer, pc.Of(grads.Dx), pc.Of(dwPart), pc.Of(dbPart));
                 }
 

@@ -83,12 +83,6 @@ internal readonly record struct SumSquaresSpec(uint Local, SumSquaresMode Mode) 
 }
 
 /// <summary>conv1d_bwd's passes (MODE).</summary>
-internal enum Conv1dBwdMode : uint
-{
-    InputGradient = 0,    // dx
-    WeightPartials = 1,   // partial sums of dw and db per block of positions
-}
-
 internal readonly record struct ElementwiseSpec(uint Local, uint Op) : ISpecialization
 {
     public uint[] Constants() => [Local, Op];
@@ -99,9 +93,9 @@ internal readonly record struct Conv1dSpec(uint Local, uint K, bool Silu) : ISpe
     public uint[] Constants() => [Local, K, Silu ? 1u : 0u];
 }
 
-internal readonly record struct Conv1dBwdSpec(uint Local, uint K, bool Silu, Conv1dBwdMode Mode) : ISpecialization
+internal readonly record struct Conv1dBwdSpec(uint Local, uint K, bool Silu) : ISpecialization
 {
-    public uint[] Constants() => [Local, K, Silu ? 1u : 0u, (uint)Mode];
+    public uint[] Constants() => [Local, K, Silu ? 1u : 0u];
 }
 
 internal readonly record struct Conv1dStepSpec(uint Local, uint K) : ISpecialization
