@@ -268,15 +268,9 @@ public sealed class Mamba2Layer : IDisposable
                 acts.Y2 = acts.Ssd.Y.View(rows, c.DInner);
                 var norm = RmsNorm.Forward(acts.Y2, NormWeight, acts.Z.View(rows, c.DInner), c.NormEps, c.NormGroupSize, c.NormBeforeGate, st);
                 acts.NormRstd = acts.Keep(norm.Rstd);
-                if (Precision == Precision.Fp32)
-                {
-                    acts.OutProjInput = acts.Keep(norm.Y);
-                }
-                else
-                {
-                    // Only the products read it: the packed copy is kept, at half the bytes, and the fp32 one is scratch.
-                    acts.OutProjInput = acts.Keep(Gemm.Pack(st.Own(norm.Y), Precision, st));
-                }
+                // Only the products read it: with tensor-core products their packed copy is kept and this one is scratch.
+                _ = Precision == Precision.Fp32 ? acts.Keep(norm.Y) : st.Own(norm.Y);
+                acts.OutProjInput = KeepForProducts(acts, st, norm.Y);
 
                 st.Section(ProfileSections.Norm);
                 acts.Output = acts.Keep(Tensor.Empty(device, "out", b, l, c.DModel));
