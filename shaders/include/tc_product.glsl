@@ -188,7 +188,7 @@ void tc_element(uint i, uint j, float v);
 #ifdef TC_ROW_DOTS
 // Row dots, for a kernel that defines TC_ROW_DOTS as the condition under which tc_epilogue takes them: for each row
 // i of the tile, the dot of its accumulators with a row of another tensor, one part per fragment column (each over
-// its columns in order), then tc_row_dots_done sums each row's parts in order (deterministic). The kernel defines
+// its columns in a fixed order), then tc_row_dots_done sums each row's parts in order (deterministic). The kernel defines
 //   bool tc_row_partner(uint i, out uint base): whether row i lies inside the problem, and where its partner starts;
 //   bool tc_partner(uint base, uint j, out float v): the partner of the tile's column j, false past the tensor;
 //   void tc_row_dot(uint i, float dot): row i's dot (for the rows inside the problem).
@@ -203,7 +203,9 @@ void tc_fragment_row_dots(uint row0, uint col0, uint at) {
         float dot = 0.0;
         uint base;
         if (tc_row_partner(row0 + q, base)) {
-            for (uint c = 0; c < TN; ++c) {
+            // Each lane starts at its own column: lanes read rows TN apart, on one bank when they start together.
+            for (uint c0 = 0; c0 < TN; ++c0) {
+                const uint c = (c0 + q) % TN;
                 float v;
                 if (tc_partner(base, col0 + c, v)) {
                     dot = fma(v, tc_frag[at + q * TN + c], dot);

@@ -25,6 +25,7 @@ layout(constant_id = 7) const uint TN = 16;
 layout(constant_id = 8) const uint TK = 16;
 layout(constant_id = 9) const uint REVERSE = 0;   // 1: dB
 layout(constant_id = 10) const uint G_SHIFT = 0;  // dC: g read one step away (g_at); dB reads no g
+layout(constant_id = 11) const uint STAGE_W = 1;  // 1: W held in shared memory (w_tile); 0: read from memory (no room)
 
 layout(std430, binding = 0) readonly buffer U { float u[]; };        // (b, L, h, p): g (dC) or x (dB)
 layout(std430, binding = 1) readonly buffer Sm { float sm[]; };      // (b, nc, h, p, n): S_in (dC) or dS_next (dB)
@@ -40,6 +41,7 @@ layout(std430, binding = 0) readonly buffer U4 { vec4 u4[]; };
 layout(std430, binding = 1) readonly buffer Sm4 { vec4 sm4[]; };
 layout(std430, binding = 2) readonly buffer Dcb4 { vec4 dcb4[]; };
 layout(std430, binding = 3) readonly buffer R4 { vec4 rr4[]; };
+layout(std430, binding = 4) readonly buffer W4 { vec4 wv4[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
@@ -50,11 +52,14 @@ layout(push_constant) uniform Push {
 bool intra;   // which slices: a head's state term (k0 over the head dimension) or the intra-chunk term (k0 over positions)
 #include "tc_product.glsl"
 
-const uint MAX_CHUNK = 256;
-shared float e_row[MAX_CHUNK];   // this head's e(i) at the tile's rows
+// Per item, loaded once for every head: each head's state term otherwise waits on global loads three times beyond
+// its operand slices (its factors, and the row dots' W twice), and a workgroup walks the group's heads in sequence.
+const uint E_HEADS = 16;
+shared float e_rows[E_HEADS * BM];   // e(i) at the tile's rows for a batch of E_HEADS heads
+shared float w_tile[STAGE_W * BM * BN + 1 - STAGE_W];   // W at the tile's rows and d_state columns, zero outside
 
 ChunkSpan span;
-uint b, head, grp, t0, n0, k0, cbase, sbase, cs, tileN, tilesN;
+uint b, head, grp, t0, n0, k0, cbase, sbase, cs, tileN, tilesN, eh;
 bool wholeP, wholeN, wholeQ;   // rows of u, of B, C and the states, of dcb start on 16-byte boundaries
 
 uint gn_at(uint pos) {   // a row of (b, L, g, n) at the sequence position of chunk position pos
@@ -65,7 +70,7 @@ vec4 word_a(uint r, uint c) {
     if (!intra) {   // e(i) U[i, k], row-major
         uint pos;
         if (t0 + r < span.len && g_at(span_pos(span, t0 + r), REVERSE == 0 ? G_SHIFT : 0, p.seqlen, pos)) {
-            return TC_LOAD4(u, u4, ((b * p.seqlen + pos) * p.nheads + head) * p.headdim + k0 + c, k0 + c, p.headdim, wholeP) * e_row[r];
+            return TC_LOAD4(u, u4, ((b * p.seqlen + pos) * p.nheads + head) * p.headdim + k0 + c, k0 + c, p.headdim, wholeP) * e_rows[eh * BM + r];
         }
         return vec4(0.0);
     }
@@ -95,23 +100,17 @@ void tc_element(uint i, uint j, float v) {
     outp[o] = SSD_HAS(p.flags, SSD_ACCUMULATE) ? outp[o] + v : v;
 }
 
-// A head's row dots W[i] . term[i] over this d_state tile (tc_product.glsl's row dots).
+// A head's row dots W[i] . term[i] over this d_state tile (tc_product.glsl's row dots), W from w_tile or memory.
 bool tc_row_partner(uint i, out uint base) {
-    base = 0;
-    if (t0 + i >= span.len) {
-        return false;
-    }
-    base = gn_at(t0 + i) + n0;
-    return true;
+    const bool inside = t0 + i < span.len;
+    base = STAGE_W != 0 ? i * BN : inside ? gn_at(t0 + i) + n0 : 0;
+    return inside;
 }
 
 bool tc_partner(uint base, uint j, out float v) {
-    v = 0.0;
-    if (n0 + j >= p.dstate) {
-        return false;
-    }
-    v = wv[base + j];
-    return true;
+    const bool inside = n0 + j < p.dstate;
+    v = STAGE_W != 0 ? w_tile[base + j] : inside ? wv[base + j] : 0.0;
+    return inside;
 }
 
 void tc_row_dot(uint i, float dot) {
@@ -143,28 +142,45 @@ void main() {
         }
         cbase = ((b * p.nchunks + c) * p.ngroups + grp) * p.chunk * p.chunk;
 
+        for (uint e = tid; STAGE_W != 0 && e < BM * BN / 4; e += TC_THREADS) {
+            const uint i = e / (BN / 4);
+            const uint j = (e % (BN / 4)) * 4;
+            const vec4 v = t0 + i < span.len ? TC_LOAD4(wv, wv4, gn_at(t0 + i) + n0 + j, n0 + j, p.dstate, wholeN) : vec4(0.0);
+            [[unroll]] for (uint k = 0; k < 4; ++k) {
+                w_tile[i * BN + j + k] = v[k];
+            }
+        }
+
         TC_ACC acc[TC_FRAGS];
         tc_zero(acc);
         intra = false;
+        const uint last = span.len - 1;
         for (uint hh = 0; hh < hpg; ++hh) {
+            eh = hh % E_HEADS;
+            if (eh == 0) {   // the next batch of heads' factors; the previous batch's readers passed tc_row_dots_done
+                for (uint e = tid; e < E_HEADS * BM; e += TC_THREADS) {
+                    const uint hk = hh + e / BM;
+                    const uint t = t0 + e % BM;
+                    float f = 0.0;
+                    if (hk < hpg && t < span.len) {
+                        const uint csk = ((b * p.nheads + grp * hpg + hk) * p.nchunks + c) * p.chunk;
+                        f = REVERSE == 0 ? exp(min(dA_cs[csk + t], 0.0))
+                                         : dt_out[csk + t] * exp(min(cs_diff(dA_cs[csk + last], dA_cs_lo[csk + last], dA_cs[csk + t], dA_cs_lo[csk + t]), 0.0));
+                    }
+                    e_rows[e] = f;
+                }
+                barrier();   // word_a reads e_rows; the row dots read w_tile
+            }
             head = grp * hpg + hh;
             cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
             sbase = ((b * p.nchunks + c) * p.nheads + head) * p.headdim;
-            const uint last = span.len - 1;
-            for (uint i = tid; i < BM; i += TC_THREADS) {
-                const uint t = t0 + i;
-                e_row[i] = t >= span.len ? 0.0
-                    : REVERSE == 0 ? exp(min(dA_cs[cs + t], 0.0))
-                                   : dt_out[cs + t] * exp(min(cs_diff(dA_cs[cs + last], dA_cs_lo[cs + last], dA_cs[cs + t], dA_cs_lo[cs + t]), 0.0));
-            }
-            barrier();   // word_a reads e_row
             TC_ACC term[TC_FRAGS];
             tc_zero(term);
             for (k0 = 0; k0 < p.headdim; k0 += BK) {
                 tc_product(term, false, false);
             }
             tc_epilogue(term);   // the row dots only
-            tc_row_dots_done();   // also: e_row is read before the next head writes it
+            tc_row_dots_done();   // also: e_rows is read before the next batch writes it
             [[unroll]] for (uint f = 0; f < TC_FRAGS; ++f) {
                 acc[f] = acc[f] + term[f];
             }

@@ -169,8 +169,9 @@ void main() {
                 for (uint u = lane; u < TM + TN; u += SG) {
                     float v = 0.0;
                     if (u < TM) {
+                        // Each lane from its own column: rows TN apart share a bank when read together.
                         [[unroll]] for (uint k = 0; k < TN; ++k) {
-                            v += tc_frag[at + u * TN + k];
+                            v += tc_frag[at + u * TN + (k + u) % TN];
                         }
                         leftPart[(row0 + u) * (BN / TN) + col0 / TN] = v;
                     } else {

@@ -94,10 +94,36 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         Assert.Contains(SsdTensorCoreTile.EnvironmentVariable, e.Message);
     }
 
+    /// <summary>
+    /// dB and dC where shared memory has no room for their W tile (a 64 x 64 tile on a device with 32 KiB, as
+    /// lavapipe): W is read from memory for the row dots. Elsewhere the device holds it and this is that tile's backward.
+    /// </summary>
+    [Fact]
+    public void BackwardWithoutRoomForTheWTileMatches()
+    {
+        const string tile = "64,64,32,32,32";
+        var seed = TestMath.NewSeed();
+        var (c, hasDFinal) = SsdBackwardTests.MakeCase("many-heads", new Random(seed));
+        if (SsdOp.WhyNot(Device, Precision.Fp32Fast) is not null)
+        {
+            return;
+        }
+
+        var caps = Device.Capabilities;
+        var forced = SsdTensorCoreTile.Choose(caps, bf16: false, tile)!;
+        if (caps.MaxSharedMemoryBytes <= 32 * 1024)
+        {
+            Assert.False(forced.StagesW(caps));
+        }
+
+        using var tuning = OpTuning.Override(Device, t => t with { TensorCoreTile = tile });
+        SsdBackwardTests.Verify(Device, c, SsdPath.Auto, Precision.Fp32Fast, hasDFinal, seed, $"tile {tile} seed {seed}");
+    }
+
     public static TheoryData<string, Precision> BackwardCases()
     {
         var data = new TheoryData<string, Precision>();
-        foreach (var name in new[] { "all-options", "plain", "odd-sizes", "one-past-chunk", "head-splits", "many-groups", "clamped-no-softplus", "wide", "strong-decay", "shorter-than-chunk", "awkward", "state-blocks", "many-chunks" })
+        foreach (var name in new[] { "all-options", "plain", "odd-sizes", "one-past-chunk", "head-splits", "many-heads", "many-groups", "clamped-no-softplus", "wide", "strong-decay", "shorter-than-chunk", "awkward", "state-blocks", "many-chunks" })
         {
             foreach (var mode in Modes)
             {

@@ -123,8 +123,9 @@ public static partial class SsdOp
 
         var items = (long)geo.TilesT * geo.TilesN * nc * b * gr;
         var flags = mirrored | SsdFlags.Accumulate.If(geo.Accumulate);
+        var stageW = t.StagesW(device.Capabilities);
         void Dbc(bool reverse, Tensor u, Tensor sm, Tensor r, Tensor w, Tensor output, Tensor rowDot) =>
-            st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDbcTc(bf16), t.ScanSpec(reverse, reverse ? 0 : geo.GShift)), (Shaders.Groups(device, items), 1, 1),
+            st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDbcTc(bf16), t.DbcSpec(reverse, reverse ? 0 : geo.GShift, stageW)), (Shaders.Groups(device, items), 1, 1),
                 new ScanPush(b, l, h, gr, p, n, q, nc, flags),
                 pc.Of(u), pc.Of(sm), dcb, pc.Of(r), pc.Of(w), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(saved.DACumsumLo), pc.Of(output), pc.Of(rowDot));
 

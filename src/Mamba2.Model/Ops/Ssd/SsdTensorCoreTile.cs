@@ -10,6 +10,7 @@ namespace Mamba2.Model.Ops.Ssd;
 internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, uint Threads)
 {
     private const uint MaxChunk = 256;   // the kernels' per-chunk shared arrays
+    private const uint DbcHeads = 16;    // chunk_scan_bwd_dbc's E_HEADS: heads whose factors it holds at once
 
     public SsdTcSpec Spec => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK);
 
@@ -22,23 +23,29 @@ internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uin
 
     public ChunkStateTcSpec StateSpec(bool grad, uint gShift) => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, grad, gShift);
 
+    public ChunkScanBwdDbcTcSpec DbcSpec(bool reverse, uint gShift, bool stageW) =>
+        new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, reverse, gShift, stageW);
+
     /// <summary>
     /// Shared memory of the largest of the tensor-core SSD kernels: what they all hold (operand tiles, fragment
     /// staging, the slice maxima) plus the largest of their own arrays (chunk_scan's per-chunk arrays and row dots,
     /// chunk_scan_bwd_dcb's decay arrays and row and column parts, chunk_scan_bwd_dbc's decay factors and row dots).
+    /// chunk_scan_bwd_dbc's W tile is left out: it holds one only where <see cref="StagesW"/>.
     /// </summary>
-    public uint SharedBytes
+    public uint SharedBytes => SharedBytesWith(stageW: false);
+
+    /// <summary>Whether chunk_scan_bwd_dbc holds its BM x BN W tile in shared memory on this device (else it reads W from memory).</summary>
+    public bool StagesW(DeviceCapabilities caps) => SharedBytesWith(stageW: true) <= caps.MaxSharedMemoryBytes;
+
+    private uint SharedBytesWith(bool stageW)
     {
-        get
-        {
-            static uint Tile(uint rows, uint k) => Math.Max(rows * ((k / 4) + 2), k * ((rows / 4) + 2)) * 8;   // words of 4 operands, padded
-            var subgroups = BM / WM * (BN / WN);
-            var common = Tile(BM, BK) + Tile(BN, BK) + (subgroups * TM * TN * 4) + (2 * subgroups * 4);
-            var scan = (3 * MaxChunk) + (BM * (BN / TN));
-            var dcb = (2 * BM) + (3 * BN) + (BM * (BN / TN)) + (BN * (BM / TM));
-            var dbc = MaxChunk + (BM * (BN / TN));
-            return common + (Math.Max(scan, Math.Max(dcb, dbc)) * 4);
-        }
+        static uint Tile(uint rows, uint k) => Math.Max(rows * ((k / 4) + 2), k * ((rows / 4) + 2)) * 8;   // words of 4 operands, padded
+        var subgroups = BM / WM * (BN / WN);
+        var common = Tile(BM, BK) + Tile(BN, BK) + (subgroups * TM * TN * 4) + (2 * subgroups * 4);
+        var scan = (3 * MaxChunk) + (BM * (BN / TN));
+        var dcb = (2 * BM) + (3 * BN) + (BM * (BN / TN)) + (BN * (BM / TM));
+        var dbc = (DbcHeads * BM) + (stageW ? BM * BN : 1) + (BM * (BN / TN));
+        return common + (Math.Max(scan, Math.Max(dcb, dbc)) * 4);
     }
 
     public override string ToString() => $"{BM}x{BN}x{BK}/{WM}x{WN} frag {TM}x{TN}x{TK}";
