@@ -103,13 +103,23 @@ void tc_element(uint i, uint j, float v) {
 // A head's row dots W[i] . term[i] over this d_state tile (tc_product.glsl's row dots), W from w_tile or memory.
 bool tc_row_partner(uint i, out uint base) {
     const bool inside = t0 + i < span.len;
-    base = STAGE_W != 0 ? i * BN : inside ? gn_at(t0 + i) + n0 : 0;
+    base = 0;
+    if (STAGE_W != 0) {
+        base = i * BN;
+    } else if (inside) {
+        base = gn_at(t0 + i) + n0;
+    }
     return inside;
 }
 
 bool tc_partner(uint base, uint j, out float v) {
     const bool inside = n0 + j < p.dstate;
-    v = STAGE_W != 0 ? w_tile[base + j] : inside ? wv[base + j] : 0.0;
+    v = 0.0;
+    if (STAGE_W != 0) {   // never indexes the one-element w_tile of STAGE_W = 0
+        v = w_tile[base + j];
+    } else if (inside) {
+        v = wv[base + j];
+    }
     return inside;
 }
 

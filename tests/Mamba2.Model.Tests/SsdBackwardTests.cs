@@ -80,6 +80,7 @@ public class SsdBackwardTests(GpuFixture gpu)
         // 16 heads per group: the dB / dC kernel sums 2 heads per workgroup over 8 split copies.
         "head-splits" => (SsdCases.Make(rng, 1, 70, 16, 8, 1, 16, 32, d: true, z: true, softplus: true, bias: true), true),
         "many-heads" => (SsdCases.Make(rng, 1, 90, 20, 8, 1, 16, 32, d: true, z: true, init: true, softplus: true), true),
+        "state-128" => (SsdCases.Make(rng, 1, 200, 3, 32, 1, 128, 64, d: true, z: true, init: true, softplus: true), true),
         "many-groups" => (SsdCases.Make(rng, 3, 50, 6, 16, 3, 24, 16, d: true, dPerP: true, softplus: true, dtMax: 0.2f), false),
         "clamped-no-softplus" => (SsdCases.Make(rng, 1, 64, 2, 16, 1, 16, 32, dtMin: 0.1f, dtMax: 0.2f, negativeDt: true), true),
         "wide" => (SsdCases.Make(rng, 1, 40, 2, 128, 1, 160, 32, d: true, z: true, init: true), true),

@@ -89,9 +89,12 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         SsdForwardTests.Verify(Device, c, SsdPath.Auto, $"tile {tile} seed {seed}", Precision.Fp32Fast);
 
         using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Auto, Precision.Fp32Fast);
-        using var bad = OpTuning.Override(Device, t => t with { TensorCoreTile = "65,64,32,32,32" });
-        var e = Assert.Throws<ArgumentException>(() => inputs.Forward());
-        Assert.Contains(SsdTensorCoreTile.EnvironmentVariable, e.Message);
+        foreach (var refused in new[] { "65,64,32,32,32", "64,128,32,32,16" })
+        {
+            using var bad = OpTuning.Override(Device, t => t with { TensorCoreTile = refused });
+            var e = Assert.Throws<ArgumentException>(() => inputs.Forward());
+            Assert.Contains(SsdTensorCoreTile.EnvironmentVariable, e.Message);
+        }
     }
 
     /// <summary>
@@ -123,7 +126,7 @@ public class SsdTensorCoreTests(GpuFixture gpu)
     public static TheoryData<string, Precision> BackwardCases()
     {
         var data = new TheoryData<string, Precision>();
-        foreach (var name in new[] { "all-options", "plain", "odd-sizes", "one-past-chunk", "head-splits", "many-heads", "many-groups", "clamped-no-softplus", "wide", "strong-decay", "shorter-than-chunk", "awkward", "state-blocks", "many-chunks" })
+        foreach (var name in new[] { "all-options", "plain", "odd-sizes", "one-past-chunk", "head-splits", "many-heads", "state-128", "many-groups", "clamped-no-softplus", "wide", "strong-decay", "shorter-than-chunk", "awkward", "state-blocks", "many-chunks" })
         {
             foreach (var mode in Modes)
             {

@@ -52,6 +52,8 @@ internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uin
 
     public const string EnvironmentVariable = "MAMBA2_SSD_TC_TILE";
 
+    private const uint MaxBN = 64;   // see Choose
+
     /// <summary>
     /// The tile for operands of this type on a device: <paramref name="forced"/> ("BM,BN,BK,WM,WN", checked) or 2 x 4
     /// subgroups of 2 x 1 fragments (16x16x16 where listed: 64 x 64 x 32); null when the device lists no shape for these operands
@@ -72,6 +74,12 @@ internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uin
             if (v.Length != 5 || v.Any(x => x == 0))
             {
                 throw new ArgumentException($"{EnvironmentVariable}={forced}: expected BM,BN,BK,WM,WN (positive integers).");
+            }
+
+            if (v[1] > MaxBN)
+            {
+                throw new ArgumentException(
+                    $"{EnvironmentVariable}={forced}: BN {v[1]} is above {MaxBN}; wider tiles gave wrong dt gradients (the backward's row dots) on an NVIDIA H200 (docs/PERF.md), so they are refused until that is understood.");
             }
 
             tile = new SsdTensorCoreTile(v[0], v[1], v[2], v[3], v[4], shape.M, shape.N, shape.K, v[0] / v[3] * (v[1] / v[4]) * caps.SubgroupSize);
