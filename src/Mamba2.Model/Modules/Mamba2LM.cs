@@ -247,9 +247,7 @@ public sealed class Mamba2LM : IDisposable
                 {
                     var norm = RmsNorm.Forward(h, _norms[layer], eps: Config.NormEps, stream: st);
                     acts.NormRstds.Add(acts.Keep(norm.Rstd));
-                    // The mixer's input: kept for its backward's fp32 products; with tensor-core products the mixer keeps
-                    // the packed copy it multiplies, and this one is scratch.
-                    _ = _mixers[layer].Precision == Precision.Fp32 ? acts.Keep(norm.Y) : st.Own(norm.Y);
+                    _mixers[layer].HoldProductInput(acts, st, norm.Y);   // the mixer's input: only its in_proj products read it
                     st.Section(ProfileSections.Norm);
                     var mixer = acts.Keep(_mixers[layer].Forward(norm.Y, st));
                     acts.Mixers.Add(mixer);

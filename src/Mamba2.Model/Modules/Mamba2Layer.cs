@@ -268,8 +268,7 @@ public sealed class Mamba2Layer : IDisposable
                 acts.Y2 = acts.Ssd.Y.View(rows, c.DInner);
                 var norm = RmsNorm.Forward(acts.Y2, NormWeight, acts.Z.View(rows, c.DInner), c.NormEps, c.NormGroupSize, c.NormBeforeGate, st);
                 acts.NormRstd = acts.Keep(norm.Rstd);
-                // Only the products read it: with tensor-core products their packed copy is kept and this one is scratch.
-                _ = Precision == Precision.Fp32 ? acts.Keep(norm.Y) : st.Own(norm.Y);
+                HoldProductInput(acts, st, norm.Y);   // only the products read it
                 acts.OutProjInput = KeepForProducts(acts, st, norm.Y);
 
                 st.Section(ProfileSections.Norm);
@@ -486,6 +485,23 @@ public sealed class Mamba2Layer : IDisposable
     /// <summary>The same for a forward input the backward multiplies again: the packed copy is kept in <paramref name="acts"/>.</summary>
     private GemmInput KeepForProducts(Activations acts, CommandStream st, Tensor x) =>
         Precision == Precision.Fp32 ? x : acts.Keep(Gemm.Pack(x, Precision, st));
+
+    /// <summary>
+    /// Where <paramref name="x"/>, a tensor only this layer's products read, goes once the forward has recorded them:
+    /// kept in <paramref name="acts"/> for the backward's fp32 products, else scratch of the stream (the backward
+    /// reads the packed copy <see cref="KeepForProducts"/> kept).
+    /// </summary>
+    internal void HoldProductInput(ActivationStore acts, CommandStream st, Tensor x)
+    {
+        if (Precision == Precision.Fp32)
+        {
+            acts.Keep(x);
+        }
+        else
+        {
+            st.Own(x);
+        }
+    }
 
     private void AddBias(CommandStream st, Tensor y2, string name)
     {
