@@ -25,7 +25,6 @@ layout(constant_id = 7) const uint TN = 16;
 layout(constant_id = 8) const uint TK = 16;
 layout(constant_id = 9) const uint REVERSE = 0;   // 1: dB
 layout(constant_id = 10) const uint G_SHIFT = 0;  // dC: g read one step away (g_at); dB reads no g
-layout(constant_id = 11) const uint STAGE_W = 1;  // 1: W held in shared memory (w_tile); 0: read from memory (no room)
 
 layout(std430, binding = 0) readonly buffer U { float u[]; };        // (b, L, h, p): g (dC) or x (dB)
 layout(std430, binding = 1) readonly buffer Sm { float sm[]; };      // (b, nc, h, p, n): S_in (dC) or dS_next (dB)
@@ -56,7 +55,12 @@ bool intra;   // which slices: a head's state term (k0 over the head dimension) 
 // its operand slices (its factors, and the row dots' W twice), and a workgroup walks the group's heads in sequence.
 const uint E_HEADS = 16;
 shared float e_rows[E_HEADS * BM];   // e(i) at the tile's rows for a batch of E_HEADS heads
-shared float w_tile[STAGE_W * BM * BN + 1 - STAGE_W];   // W at the tile's rows and d_state columns, zero outside
+#ifdef STAGE_W
+// W at the tile's rows and d_state columns, zero outside: the STAGE_W variant, for devices with room for it (the host
+// picks it). A define, not a specialization constant: an array sized by one (to one element without room) gave wrong
+// dB and dC on an NVIDIA H200 (docs/PERF.md).
+shared float w_tile[BM * BN];
+#endif
 
 ChunkSpan span;
 uint b, head, grp, t0, n0, k0, cbase, sbase, cs, tileN, tilesN, eh;
@@ -103,23 +107,24 @@ void tc_element(uint i, uint j, float v) {
 // A head's row dots W[i] . term[i] over this d_state tile (tc_product.glsl's row dots), W from w_tile or memory.
 bool tc_row_partner(uint i, out uint base) {
     const bool inside = t0 + i < span.len;
-    base = 0;
-    if (STAGE_W != 0) {
-        base = i * BN;
-    } else if (inside) {
-        base = gn_at(t0 + i) + n0;
-    }
+#ifdef STAGE_W
+    base = i * BN;
+#else
+    base = inside ? gn_at(t0 + i) + n0 : 0;
+#endif
     return inside;
 }
 
 bool tc_partner(uint base, uint j, out float v) {
     const bool inside = n0 + j < p.dstate;
+#ifdef STAGE_W
+    v = w_tile[base + j];
+#else
     v = 0.0;
-    if (STAGE_W != 0) {   // never indexes the one-element w_tile of STAGE_W = 0
-        v = w_tile[base + j];
-    } else if (inside) {
+    if (inside) {
         v = wv[base + j];
     }
+#endif
     return inside;
 }
 
@@ -152,7 +157,8 @@ void main() {
         }
         cbase = ((b * p.nchunks + c) * p.ngroups + grp) * p.chunk * p.chunk;
 
-        for (uint e = tid; STAGE_W != 0 && e < BM * BN / 4; e += TC_THREADS) {
+#ifdef STAGE_W
+        for (uint e = tid; e < BM * BN / 4; e += TC_THREADS) {
             const uint i = e / (BN / 4);
             const uint j = (e % (BN / 4)) * 4;
             const vec4 v = t0 + i < span.len ? TC_LOAD4(wv, wv4, gn_at(t0 + i) + n0 + j, n0 + j, p.dstate, wholeN) : vec4(0.0);
@@ -160,6 +166,7 @@ void main() {
                 w_tile[i * BN + j + k] = v[k];
             }
         }
+#endif
 
         TC_ACC acc[TC_FRAGS];
         tc_zero(acc);

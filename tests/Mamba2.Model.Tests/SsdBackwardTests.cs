@@ -46,10 +46,12 @@ public class SsdBackwardTests(GpuFixture gpu)
         var expected = SsdReferenceBackward.Gradients(c, Widen(dy), df is null ? null : Widen(df));
         var names = expected.Named().Select(e => e.Name).ToList();
         Assert.Equal(names, actual.Keys);
-        foreach (var (name, reference) in expected.Named())
-        {
-            TestMath.AssertClose(actual[name], reference, expected.ErrorScale(name, reference), precision.Tolerance(), $"{what}: grad_{name}");
-        }
+        // Every gradient's verdict, not only the first failure's: which gradients break together locates a fault.
+        var failures = expected.Named()
+            .Select(e => Record.Exception(() => TestMath.AssertClose(actual[e.Name], e.Data, expected.ErrorScale(e.Name, e.Data),
+                precision.Tolerance(), $"{what}: grad_{e.Name}"))?.Message)
+            .OfType<string>().ToList();
+        Assert.True(failures.Count == 0, string.Join(Environment.NewLine, failures));
     }
 
     private static double[] Widen(float[] a) => Array.ConvertAll(a, v => (double)v);

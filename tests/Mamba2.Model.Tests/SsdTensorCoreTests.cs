@@ -89,12 +89,64 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         SsdForwardTests.Verify(Device, c, SsdPath.Auto, $"tile {tile} seed {seed}", Precision.Fp32Fast);
 
         using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Auto, Precision.Fp32Fast);
-        foreach (var refused in new[] { "65,64,32,32,32", "64,128,32,32,16" })
+        foreach (var refused in new[] { "65,64,32,32,32", "64,64,32", "scan=64,64,32,32,32;dstate=64,64,32,32,32", "state:64,64,32,32,32" })
         {
             using var bad = OpTuning.Override(Device, t => t with { TensorCoreTile = refused });
             var e = Assert.Throws<ArgumentException>(() => inputs.Forward());
-            Assert.Contains(SsdTensorCoreTile.EnvironmentVariable, e.Message);
+            Assert.Contains($"{SsdTensorCoreTiles.EnvironmentVariable}={refused}", e.Message);
         }
+    }
+
+    /// <summary>
+    /// The families' default tiles: dC/dB (and in bf16 chunk_state) twice as wide as the rest where d_state fills
+    /// the wider tile, the default's elsewhere; a family forced alone leaves the others at their defaults.
+    /// </summary>
+    [Fact]
+    public void FamiliesWidenOnlyWhereDStateFillsTheTile()
+    {
+        var caps = Device.Capabilities;
+        if (SsdTensorCoreTile.Default(caps, bf16: false) is not { } scan)
+        {
+            Assert.Null(SsdTensorCoreTiles.Choose(caps, bf16: false, 64));
+            return;
+        }
+
+        var narrow = SsdTensorCoreTiles.Choose(caps, bf16: false, (int)scan.BN)!;
+        Assert.Equal(new SsdTensorCoreTiles(scan, scan, scan), narrow);
+        var wide = SsdTensorCoreTiles.Choose(caps, bf16: false, (int)scan.BN + 1)!;
+        Assert.Equal(scan, wide.Scan);
+        Assert.Equal(scan, wide.State);   // fp32-fast's chunk_state stays narrow
+        if (wide.Dbc != scan)
+        {
+            Assert.Equal(scan with { BN = 2 * scan.BN, Threads = 2 * scan.Threads }, wide.Dbc);
+        }
+
+        var forced = SsdTensorCoreTiles.Choose(caps, bf16: false, (int)scan.BN + 1, "dbc=" + Text(scan))!;
+        Assert.Equal(new SsdTensorCoreTiles(scan, scan, scan), forced);
+        static string Text(SsdTensorCoreTile t) => $"{t.BM},{t.BN},{t.BK},{t.WM},{t.WN}";
+    }
+
+    /// <summary>
+    /// Each family at its own tile (d_state-wide dC/dB and chunk_state, a narrow scan): the gradients of a forward and
+    /// backward that both take them.
+    /// </summary>
+    [Theory]
+    [InlineData("state-128")]
+    [InlineData("wide")]
+    [InlineData("all-options")]
+    public void FamiliesAtTheirOwnTilesMatch(string name)
+    {
+        var seed = TestMath.NewSeed();
+        var (c, hasDFinal) = SsdBackwardTests.MakeCase(name, new Random(seed));
+        if (SsdTensorCoreTile.Default(Device.Capabilities, bf16: false) is not { } scan || SsdOp.WhyNot(Device, Precision.Fp32Fast) is not null)
+        {
+            return;
+        }
+
+        var (m, n, k) = (scan.TM, scan.TN, scan.TK);
+        var tile = $"scan={2 * m},{4 * n},{2 * k},{m},{n};state={4 * m},{4 * n},{2 * k},{2 * m},{2 * n};dbc={4 * m},{8 * n},{2 * k},{2 * m},{2 * n}";
+        using var tuning = OpTuning.Override(Device, t => t with { TensorCoreTile = tile });
+        SsdBackwardTests.Verify(Device, c, SsdPath.Auto, Precision.Fp32Fast, hasDFinal, seed, $"tiles {tile} seed {seed}");
     }
 
     /// <summary>
@@ -113,7 +165,7 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         }
 
         var caps = Device.Capabilities;
-        var forced = SsdTensorCoreTile.Choose(caps, bf16: false, tile)!;
+        var forced = SsdTensorCoreTile.Parse(caps, bf16: false, tile, "the test's tile")!;
         if (caps.MaxSharedMemoryBytes <= 32 * 1024)
         {
             Assert.False(forced.StagesW(caps));

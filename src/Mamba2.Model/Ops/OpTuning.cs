@@ -25,7 +25,10 @@ public sealed record OpTuning
     /// <summary>MAMBA2_SSD_BIDIR_TILE: "BM,BN,BK,NK,HB" of the fused bidirectional output pass.</summary>
     public string? BidirTile { get; init; }
 
-    /// <summary>MAMBA2_SSD_TC_TILE: "BM,BN,BK,WM,WN" of the SSD's tensor-core kernels (fp32-fast, bf16; checked when used).</summary>
+    /// <summary>
+    /// MAMBA2_SSD_TC_TILE: "BM,BN,BK,WM,WN" of every SSD tensor-core kernel, or "family=BM,BN,BK,WM,WN;..." for some of
+    /// their families (scan, state, dbc: <see cref="SsdTensorCoreTiles"/>); fp32-fast and bf16, checked when used.
+    /// </summary>
     public string? TensorCoreTile { get; init; }
 
     /// <summary>MAMBA2_GEMM_KERNEL: the fp32 GEMM kernel (null: lanes on CPU devices, shared elsewhere).</summary>
@@ -53,7 +56,7 @@ public sealed record OpTuning
             ScanTile = Read("MAMBA2_SSD_SCAN_TILE"),
             DbcTile = Read("MAMBA2_SSD_DBC_TILE"),
             BidirTile = Read("MAMBA2_SSD_BIDIR_TILE"),
-            TensorCoreTile = Read(SsdTensorCoreTile.EnvironmentVariable),
+            TensorCoreTile = Read(SsdTensorCoreTiles.EnvironmentVariable),
             GemmKernel = Read(Gemm.KernelVariable) switch
             {
                 null => null,

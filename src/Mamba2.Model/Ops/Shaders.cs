@@ -46,7 +46,8 @@ internal static class Shaders
     private static readonly KernelSource<ChunkScanBwdDcbTcSpec>[] ChunkScanBwdDcbVariants =
         [SsdVariant<ChunkScanBwdDcbTcSpec>("chunk_scan_bwd_dcb", false), SsdVariant<ChunkScanBwdDcbTcSpec>("chunk_scan_bwd_dcb", true)];
     private static readonly KernelSource<ChunkScanBwdDbcTcSpec>[] ChunkScanBwdDbcVariants =
-        [SsdVariant<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc", false), SsdVariant<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc", true)];
+        [SsdVariant<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc", false), SsdVariant<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc", true),
+         SsdVariant<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc_w", false), SsdVariant<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc_w", true)];
 
     /// <summary>The SSD's C.B^T per (batch, chunk, group) on tensor cores (tc/chunk_cb.comp), f16 (scaled) or bf16 operands.</summary>
     public static KernelSource<SsdTcSpec> ChunkCbTc(bool bf16) => ChunkCbVariants[bf16 ? 1 : 0];
@@ -60,8 +61,11 @@ internal static class Shaders
     /// <summary>The backward's dcb (the heads' weighted g.x^T per group) and straddle parts on tensor cores (tc/chunk_scan_bwd_dcb.comp).</summary>
     public static KernelSource<ChunkScanBwdDcbTcSpec> ChunkScanBwdDcbTc(bool bf16) => ChunkScanBwdDcbVariants[bf16 ? 1 : 0];
 
-    /// <summary>The backward's dC (forward in time) or dB (Reverse) from dcb on tensor cores (tc/chunk_scan_bwd_dbc.comp).</summary>
-    public static KernelSource<ChunkScanBwdDbcTcSpec> ChunkScanBwdDbcTc(bool bf16) => ChunkScanBwdDbcVariants[bf16 ? 1 : 0];
+    /// <summary>
+    /// The backward's dC (forward in time) or dB (Reverse) from dcb on tensor cores (tc/chunk_scan_bwd_dbc.comp); stageW:
+    /// the variant that holds its row dots' W tile in shared memory (where the device has room, SsdTensorCoreTile.StagesW).
+    /// </summary>
+    public static KernelSource<ChunkScanBwdDbcTcSpec> ChunkScanBwdDbcTc(bool bf16, bool stageW) => ChunkScanBwdDbcVariants[(bf16 ? 1 : 0) + (stageW ? 2 : 0)];
 
     /// <summary>fp32 to packed f16 or bf16 operands, times their tensor's power-of-two scale, for the INPUT16 GEMM variants.</summary>
     public static readonly KernelSource<ToOperand16Spec> ToOperand16 = Source<ToOperand16Spec>("nn/to_operand16");

@@ -169,13 +169,12 @@ internal readonly record struct ChunkScanBwdDcbTcSpec(uint Local, uint BM, uint 
 }
 
 /// <summary>
-/// tc/chunk_scan_bwd_dbc: the tile (<see cref="SsdTcSpec"/>), dB instead of dC (Reverse), g read one step away, and
-/// whether the row dots' W tile is held in shared memory (StageW: where the device has room for it).
+/// tc/chunk_scan_bwd_dbc: the tile (<see cref="SsdTcSpec"/>), dB instead of dC (Reverse) and g read one step away.
 /// </summary>
 internal readonly record struct ChunkScanBwdDbcTcSpec(uint Local, uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, bool Reverse,
-    uint GShift, bool StageW) : ISpecialization
+    uint GShift) : ISpecialization
 {
-    public uint[] Constants() => [Local, BM, BN, BK, WM, WN, TM, TN, TK, Reverse ? 1u : 0u, GShift, StageW ? 1u : 0u];
+    public uint[] Constants() => [Local, BM, BN, BK, WM, WN, TM, TN, TK, Reverse ? 1u : 0u, GShift];
 }
 
 /// <summary>ssd/chunk_cumsum_bwd: its workgroup size and where the straddle sums come from (Telescoped: tc/chunk_scan_bwd_dcb's parts).</summary>

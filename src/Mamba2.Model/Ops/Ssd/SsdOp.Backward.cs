@@ -111,16 +111,16 @@ public static partial class SsdOp
         var tiles = SsdTiles.Choose(device.Capabilities, s, tuning.ScanTile);
         var bt = SsdBackwardTiles.Choose(device.Capabilities, s, pool is null ? SsdBackwardTiles.MaxSplits : SsdBackwardTiles.BidirectionalMaxSplits, tuning.DbcTile);
         // On tensor cores dC and dB come from dcb, a product per group (tc/chunk_scan_bwd_dbc): no split copies.
-        var tc = o.Precision == Precision.Fp32 ? null : TensorCoreTileFor(device, o.Precision);
+        var tc = o.Precision == Precision.Fp32 ? null : TensorCoreTilesFor(device, o.Precision, s);
         var splits = tc is null ? bt.Splits(h / g) : 1;
         var tilesP = DxTilesP(device, s, tiles, o.Precision);
         var passLocal = Shaders.PowerOfTwoLocal(device);
         var slices = (p * n + (int)passLocal - 1) / (int)passLocal;
         var dBlocks = (l + ReduceBlockRows - 1) / ReduceBlockRows;
         static int Tiles(int extent, uint tile) => (extent + (int)tile - 1) / (int)tile;
-        var tilesN = Tiles(n, tc?.BN ?? bt.BN);
-        var tilesT = Tiles(q, tc?.BM ?? bt.BM);
-        var tilesS = tc is null ? 0 : Tiles(q, tc.BN);
+        var tilesN = Tiles(n, tc?.Dbc.BN ?? bt.BN);
+        var tilesT = Tiles(q, tc?.Scan.BM ?? bt.BM);
+        var tilesS = tc is null ? 0 : Tiles(q, tc.Scan.BN);
         var straddleParts = tc is null ? tilesT * tilesN : tilesT + tilesS;
         long tokens = (long)l * h;
         var pieces = Shaders.Pieces(device, op, b,
@@ -189,12 +189,13 @@ public static partial class SsdOp
     }
 
     /// <summary>
-    /// Sizes and tiles shared by every stage of one backward call. Tc: the tensor-core tile (null in fp32), whose
-    /// dC / dB tiles TilesN and TilesT then count, and TilesS dcb's column tiles. Accumulate: add into existing
+    /// Sizes and tiles shared by every stage of one backward call. Tc: the tensor-core tiles (null in fp32); TilesN
+    /// counts the d_state tiles of dC / dB (their row dots' parts), TilesT and TilesS the row and column tiles of dcb
+    /// (tensor cores: its straddle parts) or of the fp32 dC / dB. Accumulate: add into existing
     /// gradients; GShift: the kernels' specialization code for g read one step away (0: none, 1: +1, 2: -1; a
     /// constant, not a flag, so the unshifted kernels compile as without it).
     /// </summary>
-    private sealed record BackwardGeometry(SsdShape S, SsdTiles Tiles, SsdBackwardTiles Dbc, SsdTensorCoreTile? Tc, int Splits, int TilesP,
+    private sealed record BackwardGeometry(SsdShape S, SsdTiles Tiles, SsdBackwardTiles Dbc, SsdTensorCoreTiles? Tc, int Splits, int TilesP,
         int TilesN, int TilesT, int TilesS, uint PassLocal, int Slices, int DBlocks, bool Accumulate, uint GShift);
 
     /// <summary>
@@ -247,8 +248,8 @@ public static partial class SsdOp
         var dxFlags = dFlags | SsdFlags.Mirrored.If(o.Mirrored) | SsdFlags.Accumulate.If(geo.Accumulate);
         if (geo.Tc is { } tc)
         {
-            var cb = RecordChunkCb(st, s, tc, pc, B, C, o);
-            RecordDxTensorCores(st, s, tc, pc, o, dxFlags, geo.GShift, cb, sc.G, B, C, sc.DStates, saved, A, x, gr.Dx, sc.DdtPart);
+            var cb = RecordChunkCb(st, s, tc.Scan, pc, B, C, o);
+            RecordDxTensorCores(st, s, tc.Scan, pc, o, dxFlags, geo.GShift, cb, sc.G, B, C, sc.DStates, saved, A, x, gr.Dx, sc.DdtPart);
             Mark(3);
             RecordDbcTensorCores(st, geo, pc, o, cb, sc.G, x, B, C, sc.DStates, saved, gr.DB, gr.DC, sc.Gys, sc.Ts, sc.Straddle, Mark);
         }
@@ -270,7 +271,7 @@ public static partial class SsdOp
             | SsdFlags.Accumulate.If(geo.Accumulate);
         st.Dispatch(cumsum, (Shaders.Groups(device, (long)nc * b * h), 1, 1),
             new CumsumBwdPush(b, l, h, q, nc, cumsumFlags, o.DtLimit.Min, o.DtLimit.Max,
-                (uint)geo.TilesP, (uint)geo.TilesN, (uint)geo.TilesT, geo.Tc?.BM ?? geo.Dbc.BM, (uint)geo.Slices, (uint)geo.TilesS, geo.Tc?.BN ?? 0),
+                (uint)geo.TilesP, (uint)geo.TilesN, (uint)geo.TilesT, geo.Tc?.Scan.BM ?? geo.Dbc.BM, (uint)geo.Slices, (uint)geo.TilesS, geo.Tc?.Scan.BN ?? 0),
             pc.Of(dt), A.Buffer, (o.DtBias ?? A).Buffer, pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(sc.DdtPart),
             pc.Of(sc.Gys), pc.Of(sc.Ts), pc.Of(sc.Straddle), pc.Of(sc.Inner),
             pc.Of(gr.Ddt), pc.Of(sc.DaPart), pc.Of(sc.DbiasPart));

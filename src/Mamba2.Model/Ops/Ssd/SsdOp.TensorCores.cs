@@ -18,7 +18,10 @@ public static partial class SsdOp
 
         var bf16 = precision == Precision.Bf16;
         foreach (var kernel in new KernelSource[]
-                 { Shaders.ChunkCbTc(bf16), Shaders.ChunkStateTc(bf16), Shaders.ChunkScanTc(bf16), Shaders.ChunkScanBwdDcbTc(bf16), Shaders.ChunkScanBwdDbcTc(bf16) })
+                 {
+                     Shaders.ChunkCbTc(bf16), Shaders.ChunkStateTc(bf16), Shaders.ChunkScanTc(bf16), Shaders.ChunkScanBwdDcbTc(bf16),
+                     Shaders.ChunkScanBwdDbcTc(bf16, stageW: false), Shaders.ChunkScanBwdDbcTc(bf16, stageW: true),
+                 })
         {
             if (kernel.WhyNotRunnable(device.Capabilities) is { } why)
             {
@@ -26,26 +29,27 @@ public static partial class SsdOp
             }
         }
 
-        return SsdTensorCoreTile.Choose(device.Capabilities, bf16) is null
+        return SsdTensorCoreTile.Default(device.Capabilities, bf16) is null
             ? $"Ssd in {precision.Name()}: {device.Name} lists no {(bf16 ? "bf16" : "f16")} cooperative-matrix shape with fp32 accumulation that fits a tile"
             : null;
     }
 
-    private static SsdTensorCoreTile TensorCoreTileFor(GpuDevice device, Precision precision)
+    private static SsdTensorCoreTiles TensorCoreTilesFor(GpuDevice device, Precision precision, SsdShape s)
     {
         if (WhyNot(device, precision) is { } why)
         {
             throw new MissingFeatureException(why + ".");
         }
 
-        return SsdTensorCoreTile.Choose(device.Capabilities, precision == Precision.Bf16, OpTuning.Of(device).TensorCoreTile)!;
+        return SsdTensorCoreTiles.Choose(device.Capabilities, precision == Precision.Bf16, s.DState, OpTuning.Of(device).TensorCoreTile)!;
     }
 
-    private static void RecordTensorCores(CommandStream st, SsdShape s, SsdTensorCoreTile t, Piece pc, Tensor x, Tensor dt, Tensor A, Tensor B,
+    private static void RecordTensorCores(CommandStream st, SsdShape s, SsdTensorCoreTiles tiles, Piece pc, Tensor x, Tensor dt, Tensor A, Tensor B,
         Tensor C, SsdOptions o, SsdResult r)
     {
         var device = x.Device;
         var bf16 = o.Precision == Precision.Bf16;
+        var t = tiles.Scan;
         var (b, l, h, p, g, n, q) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk);
         var nc = (uint)s.Chunks;
 
@@ -111,7 +115,7 @@ public static partial class SsdOp
     {
         var device = x.Device;
         var s = geo.S;
-        var t = geo.Tc!;
+        var t = geo.Tc!.Scan;
         var bf16 = o.Precision == Precision.Bf16;
         var (b, l, h, p, gr, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
         var mirrored = SsdFlags.Mirrored.If(o.Mirrored);
@@ -121,11 +125,12 @@ public static partial class SsdOp
             pc.Of(g), pc.Of(x), cb, pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(saved.DACumsumLo), dcb, pc.Of(straddle));
         st.Section(DcbStage);
 
-        var items = (long)geo.TilesT * geo.TilesN * nc * b * gr;
+        var d = geo.Tc.Dbc;
+        var items = d.Tiles(q, n) * nc * b * gr;
         var flags = mirrored | SsdFlags.Accumulate.If(geo.Accumulate);
-        var stageW = t.StagesW(device.Capabilities);
+        var stageW = d.StagesW(device.Capabilities);
         void Dbc(bool reverse, Tensor u, Tensor sm, Tensor r, Tensor w, Tensor output, Tensor rowDot) =>
-            st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDbcTc(bf16), t.DbcSpec(reverse, reverse ? 0 : geo.GShift, stageW)), (Shaders.Groups(device, items), 1, 1),
+            st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDbcTc(bf16, stageW), d.DbcSpec(reverse, reverse ? 0 : geo.GShift)), (Shaders.Groups(device, items), 1, 1),
                 new ScanPush(b, l, h, gr, p, n, q, nc, flags),
                 pc.Of(u), pc.Of(sm), dcb, pc.Of(r), pc.Of(w), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(saved.DACumsumLo), pc.Of(output), pc.Of(rowDot));
 
@@ -138,7 +143,7 @@ public static partial class SsdOp
     /// <summary>The headdim tiles of the backward's dx (its ddt parts are per tile): the tensor-core tile's in those modes.</summary>
     private static int DxTilesP(GpuDevice device, SsdShape s, SsdTiles fp32Tiles, Precision precision)
     {
-        var bn = precision == Precision.Fp32 ? fp32Tiles.ScanBN : TensorCoreTileFor(device, precision).BN;
+        var bn = precision == Precision.Fp32 ? fp32Tiles.ScanBN : TensorCoreTilesFor(device, precision, s).Scan.BN;
         return (s.HeadDim + (int)bn - 1) / (int)bn;
     }
 }

@@ -82,7 +82,7 @@ public static partial class SsdOp
             return o.UsesFusedPass(path) ? ForwardBidirectionalFused(x, dt, A, B, C, o, s, stream) : ForwardBidirectionalComposed(x, dt, A, B, C, o, s, stream);
         }
 
-        var tensorCores = o.Precision == Precision.Fp32 ? null : TensorCoreTileFor(device, o.Precision);
+        var tensorCores = o.Precision == Precision.Fp32 ? null : TensorCoreTilesFor(device, o.Precision, s);
         var tiles = path == SsdPath.Tiled && tensorCores is null ? SsdTiles.Choose(device.Capabilities, s, OpTuning.Of(device).ScanTile) : default;
         var recurrent = path == SsdPath.Recurrent ? SsdRecurrentTiles.Choose(device.Capabilities, s) : default;
         long tokens = (long)s.SeqLen * s.Heads;
@@ -192,7 +192,7 @@ public static partial class SsdOp
         }
         else
         {
-            var tc = TensorCoreTileFor(device, precision);
+            var tc = TensorCoreTilesFor(device, precision, s).State;
             state = device.GetKernel(Shaders.ChunkStateTc(precision == Precision.Bf16), tc.StateSpec(grad: weights != 0, gShift));
             items = tc.Tiles(p, n) * nc * b * h;
         }

@@ -23,8 +23,7 @@ internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uin
 
     public ChunkStateTcSpec StateSpec(bool grad, uint gShift) => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, grad, gShift);
 
-    public ChunkScanBwdDbcTcSpec DbcSpec(bool reverse, uint gShift, bool stageW) =>
-        new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, reverse, gShift, stageW);
+    public ChunkScanBwdDbcTcSpec DbcSpec(bool reverse, uint gShift) => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, reverse, gShift);
 
     /// <summary>
     /// Shared memory of the largest of the tensor-core SSD kernels: what they all hold (operand tiles, fragment
@@ -50,57 +49,59 @@ internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uin
 
     public override string ToString() => $"{BM}x{BN}x{BK}/{WM}x{WN} frag {TM}x{TN}x{TK}";
 
-    public const string EnvironmentVariable = "MAMBA2_SSD_TC_TILE";
-
-    private const uint MaxBN = 64;   // see Choose
+    /// <summary>The same tile <paramref name="bn"/> wide on subgroups <paramref name="wn"/> wide (more of them, or wider blocks).</summary>
+    public SsdTensorCoreTile Widened(uint bn, uint wn, uint subgroupSize) => this with { BN = bn, WN = wn, Threads = BM / WM * (bn / wn) * subgroupSize };
 
     /// <summary>
-    /// The tile for operands of this type on a device: <paramref name="forced"/> ("BM,BN,BK,WM,WN", checked) or 2 x 4
-    /// subgroups of 2 x 1 fragments (16x16x16 where listed: 64 x 64 x 32); null when the device lists no shape for these operands
-    /// or the default tile breaks its limits.
+    /// The default tile for operands of this type on a device: 2 x 4 subgroups of 2 x 1 fragments (16x16x16 where
+    /// listed: 64 x 64 x 32); null when the device lists no shape for these operands or the tile breaks its limits.
     /// </summary>
-    public static SsdTensorCoreTile? Choose(DeviceCapabilities caps, bool bf16, string? forced = null)
+    public static SsdTensorCoreTile? Default(DeviceCapabilities caps, bool bf16)
     {
-        var shape = TensorCoreGemm.KhrShape(caps, bf16 ? GemmOperands.Bf16 : GemmOperands.F16);
-        if (shape is null)
+        if (FragmentShape(caps, bf16) is not { } shape)
         {
             return null;
         }
 
-        SsdTensorCoreTile tile;
-        if (forced is not null)
-        {
-            var v = forced.Split(',').Select(x => uint.TryParse(x, out var u) ? u : 0).ToArray();
-            if (v.Length != 5 || v.Any(x => x == 0))
-            {
-                throw new ArgumentException($"{EnvironmentVariable}={forced}: expected BM,BN,BK,WM,WN (positive integers).");
-            }
-
-            if (v[1] > MaxBN)
-            {
-                throw new ArgumentException(
-                    $"{EnvironmentVariable}={forced}: BN {v[1]} is above {MaxBN}; wider tiles gave wrong dt gradients (the backward's row dots) on an NVIDIA H200 (docs/PERF.md), so they are refused until that is understood.");
-            }
-
-            tile = new SsdTensorCoreTile(v[0], v[1], v[2], v[3], v[4], shape.M, shape.N, shape.K, v[0] / v[3] * (v[1] / v[4]) * caps.SubgroupSize);
-            if (!tile.Fits(caps))
-            {
-                throw new ArgumentException(
-                    $"{EnvironmentVariable}={forced}: tile {tile} breaks the rules (BM % WM, BN % WN, WM % TM, WN % TN, BK % TK all 0; BM, BN, BK multiples of 4) or this device's limits ({caps.MaxSharedMemoryBytes} bytes of shared memory, {caps.MaxWorkgroupInvocations} invocations).");
-            }
-
-            return tile;
-        }
-
-        // 2 x 4 subgroups of 2 x 1 fragments: the fastest of a sweep on the H200 (docs/PERF.md); more invocations
-        // per workgroup hide more of each slice's load latency than larger blocks per subgroup.
+        // The fastest of a sweep on the H200 (docs/PERF.md); more invocations per workgroup hide more of each
+        // slice's load latency than larger blocks per subgroup.
         var (wm, wn) = (2 * shape.M, shape.N);
         var bk = shape.K * Math.Max(1, 32 / shape.K);
-        tile = new SsdTensorCoreTile(2 * wm, 4 * wn, bk, wm, wn, shape.M, shape.N, shape.K, 8 * caps.SubgroupSize);
+        var tile = new SsdTensorCoreTile(2 * wm, 4 * wn, bk, wm, wn, shape.M, shape.N, shape.K, 8 * caps.SubgroupSize);
         return tile.Fits(caps) ? tile : null;
     }
 
-    private bool Fits(DeviceCapabilities caps) =>
+    /// <summary>
+    /// A tile written "BM,BN,BK,WM,WN" (<paramref name="what"/> names where it came from in messages), checked against the
+    /// kernels' rules and this device's limits; null when the device lists no shape for these operands.
+    /// </summary>
+    public static SsdTensorCoreTile? Parse(DeviceCapabilities caps, bool bf16, string text, string what)
+    {
+        if (FragmentShape(caps, bf16) is not { } shape)
+        {
+            return null;
+        }
+
+        var v = text.Split(',').Select(x => uint.TryParse(x.Trim(), out var u) ? u : 0).ToArray();
+        if (v.Length != 5 || v.Any(x => x == 0) || v[0] % v[3] != 0 || v[1] % v[4] != 0)
+        {
+            throw new ArgumentException($"{what}: expected BM,BN,BK,WM,WN (positive integers, BM a multiple of WM and BN of WN).");
+        }
+
+        var tile = new SsdTensorCoreTile(v[0], v[1], v[2], v[3], v[4], shape.M, shape.N, shape.K, v[0] / v[3] * (v[1] / v[4]) * caps.SubgroupSize);
+        if (!tile.Fits(caps))
+        {
+            throw new ArgumentException(
+                $"{what}: tile {tile} breaks the rules (WM % TM, WN % TN, BK % TK all 0; BM, BN, BK multiples of 4) or this device's limits ({caps.MaxSharedMemoryBytes} bytes of shared memory, {caps.MaxWorkgroupInvocations} invocations).");
+        }
+
+        return tile;
+    }
+
+    private static CooperativeMatrixShape? FragmentShape(DeviceCapabilities caps, bool bf16) =>
+        TensorCoreGemm.KhrShape(caps, bf16 ? GemmOperands.Bf16 : GemmOperands.F16);
+
+    internal bool Fits(DeviceCapabilities caps) =>
         BM % WM == 0 && BN % WN == 0 && WM % TM == 0 && WN % TN == 0 && BK % TK == 0 && BM % 4 == 0 && BN % 4 == 0 && BK % 4 == 0
         && Threads > 0 && Threads <= Math.Min(caps.MaxWorkgroupInvocations, caps.MaxWorkgroupSize.X) && SharedBytes <= caps.MaxSharedMemoryBytes;
 }

@@ -1,0 +1,74 @@
+using Mamba2.Vulkan;
+
+namespace Mamba2.Model.Ops.Ssd;
+
+/// <summary>
+/// The tiles of the SSD's tensor-core kernels, one per family: Scan (chunk_cb, chunk_scan forward and the backward's
+/// dx, dcb), State (chunk_state forward and backward) and Dbc (the backward's dC and dB from dcb). A family whose
+/// products run over d_state as an output dimension takes a d_state-wide tile where d_state fills it: each of its
+/// workgroups then walks the heads (Dbc) or reads x (State) once instead of once per d_state tile.
+/// </summary>
+internal sealed record SsdTensorCoreTiles(SsdTensorCoreTile Scan, SsdTensorCoreTile State, SsdTensorCoreTile Dbc)
+{
+    public const string EnvironmentVariable = "MAMBA2_SSD_TC_TILE";
+
+    private static readonly string[] Families = ["scan", "state", "dbc"];
+
+    /// <summary>
+    /// The tiles for operands of this type and <paramref name="dstate"/> on a device; null when the device lists no
+    /// shape for these operands or the default tile breaks its limits. <paramref name="forced"/> (the environment's
+    /// <see cref="EnvironmentVariable"/>, checked): "BM,BN,BK,WM,WN" for every family, or "family=BM,BN,BK,WM,WN"
+    /// entries separated by ';' (families scan, state, dbc) for some of them.
+    /// </summary>
+    public static SsdTensorCoreTiles? Choose(DeviceCapabilities caps, bool bf16, int dstate, string? forced = null)
+    {
+        if (SsdTensorCoreTile.Default(caps, bf16) is not { } scan)
+        {
+            return null;
+        }
+
+        var wide = (uint)dstate > scan.BN;
+        // Measured per family on the H200 (docs/PERF.md): dC/dB fastest at twice the default's width on twice its
+        // subgroups; chunk_state at twice its width on wider subgroup blocks, in bf16 (fp32-fast's per-slice operand
+        // scaling costs more there than it gains).
+        var dbc = Fitting(caps, wide ? scan.Widened(2 * scan.BN, scan.WN, caps.SubgroupSize) : null) ?? scan;
+        var state = Fitting(caps, wide && bf16 ? scan.Widened(2 * scan.BN, 2 * scan.WN, caps.SubgroupSize) : null) ?? scan;
+        var tiles = new SsdTensorCoreTiles(scan, state, dbc);
+        return forced is null ? tiles : tiles.Forced(caps, bf16, forced);
+    }
+
+    private static SsdTensorCoreTile? Fitting(DeviceCapabilities caps, SsdTensorCoreTile? tile) => tile is not null && tile.Fits(caps) ? tile : null;
+
+    private SsdTensorCoreTiles Forced(DeviceCapabilities caps, bool bf16, string forced)
+    {
+        var what = $"{EnvironmentVariable}={forced}";
+        if (!forced.Contains('='))
+        {
+            var all = SsdTensorCoreTile.Parse(caps, bf16, forced, what)!;
+            return new SsdTensorCoreTiles(all, all, all);
+        }
+
+        var tiles = this;
+        foreach (var entry in forced.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var parts = entry.Split('=', 2, StringSplitOptions.TrimEntries);
+            var family = parts[0].ToLowerInvariant();
+            if (parts.Length != 2 || !Families.Contains(family))
+            {
+                throw new ArgumentException($"{what}: expected BM,BN,BK,WM,WN or entries family=BM,BN,BK,WM,WN separated by ';' (families {string.Join(", ", Families)}); got \"{entry}\".");
+            }
+
+            var tile = SsdTensorCoreTile.Parse(caps, bf16, parts[1], what)!;
+            tiles = family switch
+            {
+                "scan" => tiles with { Scan = tile },
+                "state" => tiles with { State = tile },
+                _ => tiles with { Dbc = tile },
+            };
+        }
+
+        return tiles;
+    }
+
+    public override string ToString() => $"scan {Scan}, state {State}, dbc {Dbc}";
+}
