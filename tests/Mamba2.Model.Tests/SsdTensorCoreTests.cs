@@ -98,11 +98,11 @@ public class SsdTensorCoreTests(GpuFixture gpu)
     }
 
     /// <summary>
-    /// The families' default tiles: dC/dB (and in bf16 chunk_state) twice as wide as the rest where d_state fills
-    /// the wider tile, the default's elsewhere; a family forced alone leaves the others at their defaults.
+    /// The families' default tiles: dC/dB (and in bf16 chunk_state) twice as wide as the rest where d_state is wider
+    /// than the default tile, the default elsewhere; a family forced alone leaves the others at their defaults.
     /// </summary>
     [Fact]
-    public void FamiliesWidenOnlyWhereDStateFillsTheTile()
+    public void FamiliesWidenOnlyWhereDStateExceedsTheDefaultTile()
     {
         var caps = Device.Capabilities;
         if (SsdTensorCoreTile.Default(caps, bf16: false) is not { } scan)

@@ -17,6 +17,15 @@ public sealed class Mamba2LayerReference(Mamba2Config c, IReadOnlyDictionary<str
     /// </summary>
     public Dictionary<string, double[]> TermScales { get; } = [];
 
+    /// <summary>
+    /// The rounding the GPU's products give the activations they multiply (in bf16: each operand rounded to bf16
+    /// once, as Gemm.Pack does; the identity otherwise), applied where this layer's products read u, the gated norm's
+    /// output, dout and the gradient of in_proj's output. The parameters come already rounded.
+    /// </summary>
+    public Func<double, double> Operand { get; init; } = v => v;
+
+    private double[] Operands(double[] a) => a.Select(Operand).ToArray();
+
     private int Gn => c.NGroups * c.DState;
 
     private int Left => c.Causal ? c.DConv - 1 : (c.DConv - 1) / 2;
@@ -79,7 +88,7 @@ public sealed class Mamba2LayerReference(Mamba2Config c, IReadOnlyDictionary<str
 
     private Saved Run(double[] u)
     {
-        var zx = MatMulT(u, p["in_proj.weight"], Rows, c.DModel, c.DInProj);
+        var zx = MatMulT(Operands(u), p["in_proj.weight"], Rows, c.DModel, c.DInProj);
         var z = Cols(zx, Rows, c.DInProj, 0, c.DInner);
         var xbc = Cols(zx, Rows, c.DInProj, c.DInner, c.ConvDim);
         var dt = Cols(zx, Rows, c.DInProj, c.DInner + c.ConvDim, c.NHeads);
@@ -94,7 +103,7 @@ public sealed class Mamba2LayerReference(Mamba2Config c, IReadOnlyDictionary<str
         return new Saved(zx, z, xbc, dt, x, bm, cm, a, v, y, n);
     }
 
-    public double[] Forward(double[] u) => MatMulT(Run(u).N, p["out_proj.weight"], Rows, c.DInner, c.DModel);
+    public double[] Forward(double[] u) => MatMulT(Operands(Run(u).N), p["out_proj.weight"], Rows, c.DInner, c.DModel);
 
     public (double[] Du, Dictionary<string, double[]> Grads) Backward(double[] u, double[] dout)
     {
@@ -102,14 +111,15 @@ public sealed class Mamba2LayerReference(Mamba2Config c, IReadOnlyDictionary<str
         var g = new Dictionary<string, double[]>();
         var dwOut = new double[c.DModel * c.DInner];
         var dn = new double[Rows * c.DInner];
+        var (dOut, nOut) = (Operands(dout), Operands(s.N));
         for (var r = 0; r < Rows; r++)
         {
             for (var j = 0; j < c.DModel; j++)
             {
                 for (var i = 0; i < c.DInner; i++)
                 {
-                    dwOut[j * c.DInner + i] += dout[r * c.DModel + j] * s.N[r * c.DInner + i];
-                    dn[r * c.DInner + i] += dout[r * c.DModel + j] * p["out_proj.weight"][j * c.DInner + i];
+                    dwOut[j * c.DInner + i] += dOut[r * c.DModel + j] * nOut[r * c.DInner + i];
+                    dn[r * c.DInner + i] += dOut[r * c.DModel + j] * p["out_proj.weight"][j * c.DInner + i];
                 }
             }
         }
@@ -132,7 +142,8 @@ public sealed class Mamba2LayerReference(Mamba2Config c, IReadOnlyDictionary<str
             g["conv1d.bias"] = dConvB;
         }
 
-        var dzx = Concat(Rows, (dz!, c.DInner), (dxbc, c.ConvDim), (sg.Dt, c.NHeads));
+        var dzx = Operands(Concat(Rows, (dz!, c.DInner), (dxbc, c.ConvDim), (sg.Dt, c.NHeads)));
+        var uIn = Operands(u);
         var dwIn = new double[c.DInProj * c.DModel];
         var du = new double[Rows * c.DModel];
         for (var r = 0; r < Rows; r++)
@@ -142,7 +153,7 @@ public sealed class Mamba2LayerReference(Mamba2Config c, IReadOnlyDictionary<str
                 var d = dzx[r * c.DInProj + j];
                 for (var i = 0; i < c.DModel; i++)
                 {
-                    dwIn[j * c.DModel + i] += d * u[r * c.DModel + i];
+                    dwIn[j * c.DModel + i] += d * uIn[r * c.DModel + i];
                     du[r * c.DModel + i] += d * p["in_proj.weight"][j * c.DModel + i];
                 }
             }
