@@ -126,6 +126,29 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         static string Text(SsdTensorCoreTile t) => $"{t.BM},{t.BN},{t.BK},{t.WM},{t.WN}";
     }
 
+    /// <summary>What `./mamba2 devices` prints of the SSD's tensor cores: each family's tile per operand type, or why there are none.</summary>
+    [Fact]
+    public void TheDeviceListingNamesEveryFamilysTile()
+    {
+        var caps = Device.Capabilities;
+        var lines = SsdOp.DescribeTensorCores(caps, Device.Name).ToList();
+        Assert.Equal(2, lines.Count);
+        foreach (var (line, precision) in lines.Zip([Precision.Fp32Fast, Precision.Bf16]))
+        {
+            var name = precision == Precision.Bf16 ? "Bf16" : "F16";
+            if (SsdOp.WhyNot(Device, precision) is { } why)
+            {
+                Assert.Equal($"SSD {name}: none ({why[$"Ssd in {precision.Name()}: ".Length..]})", line);
+                continue;
+            }
+
+            var narrow = SsdTensorCoreTiles.Choose(caps, precision == Precision.Bf16, 1)!;
+            Assert.StartsWith($"SSD {name}: scan {narrow.Scan}, state {narrow.State}, dbc {narrow.Dbc}", line);
+            var wide = SsdTensorCoreTiles.Choose(caps, precision == Precision.Bf16, (int)narrow.Scan.BN + 1)!;
+            Assert.Equal(wide != narrow, line.Contains($"; d_state above {narrow.Scan.BN}: scan {wide.Scan}, state {wide.State}, dbc {wide.Dbc}"));
+        }
+    }
+
     /// <summary>
     /// Each family at its own tile (d_state-wide dC/dB and chunk_state, a narrow scan): the gradients of a forward and
     /// backward that both take them.

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using Mamba2.Model.Ops;
+using Mamba2.Model.Ops.Ssd;
 using Mamba2.Vulkan;
 using Spectre.Console;
 
@@ -108,7 +109,7 @@ internal static class DevicesCommand
         }
 
         result["tensor-core features"] = ShaderBuild.Describe(c.ShaderFeatures);
-        result["tensor-core paths"] = string.Join("; ", TensorCoreGemm.Describe(c));
+        result["tensor-core paths"] = string.Join("; ", TensorCoreGemm.Describe(c).Concat(SsdOp.DescribeTensorCores(c, d.Name)));
 
         return result;
     }

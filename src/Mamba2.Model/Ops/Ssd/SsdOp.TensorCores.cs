@@ -9,13 +9,33 @@ namespace Mamba2.Model.Ops.Ssd;
 public static partial class SsdOp
 {
     /// <summary>Why the SSD cannot compute in <paramref name="precision"/> on <paramref name="device"/>, or null when it can.</summary>
-    public static string? WhyNot(GpuDevice device, Precision precision)
-    {
-        if (precision == Precision.Fp32)
-        {
-            return null;
-        }
+    public static string? WhyNot(GpuDevice device, Precision precision) =>
+        precision == Precision.Fp32 ? null : WhyNotTensorCores(device.Capabilities, device.Name, precision) is { } why ? $"Ssd in {precision.Name()}: {why}" : null;
 
+    /// <summary>
+    /// The tensor-core SSD's tiles on a device per operand type, for d_state within the default tile and above it
+    /// (what <c>./mamba2 devices</c> prints), or why it has none.
+    /// </summary>
+    public static IEnumerable<string> DescribeTensorCores(DeviceCapabilities caps, string deviceName)
+    {
+        foreach (var precision in new[] { Precision.Fp32Fast, Precision.Bf16 })
+        {
+            var bf16 = precision == Precision.Bf16;
+            var name = bf16 ? "Bf16" : "F16";
+            if (WhyNotTensorCores(caps, deviceName, precision) is { } why)
+            {
+                yield return $"SSD {name}: none ({why})";
+                continue;
+            }
+
+            var narrow = SsdTensorCoreTiles.Choose(caps, bf16, 1)!;
+            var wide = SsdTensorCoreTiles.Choose(caps, bf16, int.MaxValue)!;
+            yield return $"SSD {name}: {narrow}" + (wide == narrow ? "" : $"; d_state above {narrow.Scan.BN}: {wide}");
+        }
+    }
+
+    private static string? WhyNotTensorCores(DeviceCapabilities caps, string deviceName, Precision precision)
+    {
         var bf16 = precision == Precision.Bf16;
         foreach (var kernel in new KernelSource[]
                  {
@@ -23,14 +43,14 @@ public static partial class SsdOp
                      Shaders.ChunkScanBwdDbcTc(bf16, stageW: false), Shaders.ChunkScanBwdDbcTc(bf16, stageW: true),
                  })
         {
-            if (kernel.WhyNotRunnable(device.Capabilities) is { } why)
+            if (kernel.WhyNotRunnable(caps) is { } why)
             {
-                return $"Ssd in {precision.Name()}: {why}";
+                return why;
             }
         }
 
-        return SsdTensorCoreTile.Default(device.Capabilities, bf16) is null
-            ? $"Ssd in {precision.Name()}: {device.Name} lists no {(bf16 ? "bf16" : "f16")} cooperative-matrix shape with fp32 accumulation that fits a tile"
+        return SsdTensorCoreTile.Default(caps, bf16) is null
+            ? $"{deviceName} lists no {(bf16 ? "bf16" : "f16")} cooperative-matrix shape with fp32 accumulation that fits a tile"
             : null;
     }
 
