@@ -5,7 +5,8 @@ namespace Mamba2.Model.Ops.Ssd;
 /// <summary>
 /// The tile of the SSD's tensor-core kernels (tc/chunk_cb, tc/chunk_state, tc/chunk_scan; shaders/include/tc_product.glsl):
 /// a BM x BN tile per workgroup of subgroups, each owning a WM x WN block of TM x TN x TK fragments (a shape the
-/// device lists for the operand type with fp32 accumulation), the product's inner dimension in BK slices.
+/// device lists for the operand type with fp32 accumulation), the product's inner dimension in BK slices. Each
+/// family of kernels has its own (<see cref="SsdTensorCoreTiles"/>).
 /// </summary>
 internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, uint Threads)
 {
