@@ -113,7 +113,7 @@ public static partial class SsdOp
         // On tensor cores dC and dB come from dcb, a product per group (tc/chunk_scan_bwd_dbc): no split copies.
         var tc = o.Precision == Precision.Fp32 ? null : TensorCoreTilesFor(device, o.Precision, s);
         var splits = tc is null ? bt.Splits(h / g) : 1;
-        var tilesP = DxTilesP(device, s, tiles, o.Precision);
+        var tilesP = Tiles(p, tc?.Scan.BN ?? tiles.ScanBN);   // dx's ddt parts are per headdim tile
         var passLocal = Shaders.PowerOfTwoLocal(device);
         var slices = (p * n + (int)passLocal - 1) / (int)passLocal;
         var dBlocks = (l + ReduceBlockRows - 1) / ReduceBlockRows;
@@ -230,7 +230,8 @@ public static partial class SsdOp
         Mark(0);
 
         // 2. Each chunk's local state gradient, sum_t exp(dA_cs[t]) g[t] C[t]^T: chunk_state with GRAD weights.
-        RecordChunkState(st, s, t, pc, sc.G, C, saved.DtOut, saved.DACumsum, saved.DACumsumLo, sc.DStates, weights: 1, o.Mirrored, geo.GShift, o.Precision);
+        RecordChunkState(st, s, t, pc, sc.G, C, saved.DtOut, saved.DACumsum, saved.DACumsumLo, sc.DStates, weights: 1, o.Mirrored, geo.GShift, geo.Tc?.State,
+            o.Precision == Precision.Bf16);
         Mark(1);
 
         // 3. Reverse state passing: the gradient leaving each chunk, d initial_states, S_in . dS_next per chunk.

@@ -76,7 +76,7 @@ public static partial class SsdOp
         RecordCumsum(st, s, pc, dt, A, o, r.DtOut, r.DACumsum, r.DACumsumLo);
         st.Section(Stages[0]);
 
-        RecordChunkState(st, s, default, pc, x, B, r.DtOut, r.DACumsum, r.DACumsumLo, r.ChunkStates, weights: 0, o.Mirrored, precision: o.Precision);
+        RecordChunkState(st, s, default, pc, x, B, r.DtOut, r.DACumsum, r.DACumsumLo, r.ChunkStates, weights: 0, o.Mirrored, tc: tiles.State, bf16: bf16);
         st.Section(Stages[1]);
 
         RecordStatePassing(st, s, pc, r.ChunkStates, r.DACumsum, o.InitialStates, r.FinalStates, o.Mirrored);
@@ -158,12 +158,5 @@ public static partial class SsdOp
         mark(4);
         Dbc(reverse: true, x, dStates, C, B, dB, ts);
         mark(5);
-    }
-
-    /// <summary>The headdim tiles of the backward's dx (its ddt parts are per tile): the tensor-core tile's in those modes.</summary>
-    private static int DxTilesP(GpuDevice device, SsdShape s, SsdTiles fp32Tiles, Precision precision)
-    {
-        var bn = precision == Precision.Fp32 ? fp32Tiles.ScanBN : TensorCoreTilesFor(device, precision, s).Scan.BN;
-        return (s.HeadDim + (int)bn - 1) / (int)bn;
     }
 }

@@ -176,24 +176,23 @@ public static partial class SsdOp
     /// <summary>
     /// chunk_state with the given weights (0: forward states, 1: the backward's state gradient); with weights 1,
     /// <paramref name="gShift"/> is the kernels' code for g read one step away (0: none, 1: +1, 2: -1). On tensor
-    /// cores (tc/chunk_state) when <paramref name="precision"/> is not fp32.
+    /// cores (tc/chunk_state) at the state family's tile <paramref name="tc"/> when given, with bf16 or f16 operands.
     /// </summary>
     private static void RecordChunkState(CommandStream st, SsdShape s, SsdTiles t, Piece pc, Tensor x, Tensor B, Tensor dtOut, Tensor dACs,
-        Tensor dACsLo, Tensor states, uint weights, bool mirrored, uint gShift = 0, Precision precision = Precision.Fp32)
+        Tensor dACsLo, Tensor states, uint weights, bool mirrored, uint gShift = 0, SsdTensorCoreTile? tc = null, bool bf16 = false)
     {
         var device = x.Device;
         var (b, l, h, g, p, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
         Kernel state;
         long items;
-        if (precision == Precision.Fp32)
+        if (tc is null)
         {
             state = device.GetKernel(Shaders.ChunkState, new ChunkStateSpec(t.StateBM, t.StateBN, t.StateBK, Grad: weights != 0, gShift));
             items = (long)((p + t.StateBM - 1) / t.StateBM) * ((n + t.StateBN - 1) / t.StateBN) * nc * b * h;
         }
         else
         {
-            var tc = TensorCoreTilesFor(device, precision, s).State;
-            state = device.GetKernel(Shaders.ChunkStateTc(precision == Precision.Bf16), tc.StateSpec(grad: weights != 0, gShift));
+            state = device.GetKernel(Shaders.ChunkStateTc(bf16), tc.StateSpec(grad: weights != 0, gShift));
             items = tc.Tiles(p, n) * nc * b * h;
         }
 

@@ -44,7 +44,7 @@ internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uin
         var common = Tile(BM, BK) + Tile(BN, BK) + (subgroups * TM * TN * 4) + (2 * subgroups * 4);
         var scan = (3 * MaxChunk) + (BM * (BN / TN));
         var dcb = (2 * BM) + (3 * BN) + (BM * (BN / TN)) + (BN * (BM / TM));
-        var dbc = (DbcHeads * BM) + (stageW ? BM * BN : 1) + (BM * (BN / TN));
+        var dbc = (DbcHeads * BM) + (stageW ? BM * BN : 0) + (BM * (BN / TN));
         return common + (Math.Max(scan, Math.Max(dcb, dbc)) * 4);
     }
 
