@@ -6,7 +6,9 @@
 //   dbias[c] = sum_t du[t]; the host adds the blocks in a fixed order (deterministic).
 // One invocation per (batch element, block, channel), consecutive channels in consecutive invocations, walks its
 // block in order with the last K inputs and the last K du in registers: each x and dy is read once (plus K - 1 of
-// halo), where one invocation per dx and another pass for the partials read every x K (K + 1) times.
+// halo), where one invocation per dx and another pass for the partials read every x K (K + 1) times. As in the forward,
+// x is read and dx written in place in columns of wider rows (x_stride / x_col, dx_stride / dx_col), and dy comes cut
+// by channel from up to three tensors (the SSD's dx, dB and dC): [0, split1), [split1, split2), [split2, C).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
@@ -15,17 +17,31 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint K = 4;
 layout(constant_id = 2) const uint SILU = 0;
 
-layout(std430, binding = 0) readonly buffer Dy { float dy[]; };
+layout(std430, binding = 0) readonly buffer Dy0 { float dy0[]; };
 layout(std430, binding = 1) readonly buffer X { float x[]; };
 layout(std430, binding = 2) readonly buffer W { float w[]; };
 layout(std430, binding = 3) readonly buffer Bias { float bias[]; };
 layout(std430, binding = 4) writeonly buffer Dx { float dx[]; };
 layout(std430, binding = 5) writeonly buffer DwPart { float dw_part[]; };   // (b, blocks, channels, K)
 layout(std430, binding = 6) writeonly buffer DbPart { float db_part[]; };   // (b, blocks, channels)
+layout(std430, binding = 7) readonly buffer Dy1 { float dy1[]; };
+layout(std430, binding = 8) readonly buffer Dy2 { float dy2[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, channels, left, has_bias, block_rows;
+    uint x_stride, x_col, dx_stride, dx_col, split1, split2;
 } p;
+
+// dy[row, c] from the part that holds channel c.
+float dy_at(uint row, uint c) {
+    if (c < p.split1) {
+        return dy0[row * p.split1 + c];
+    }
+    if (c < p.split2) {
+        return dy1[row * (p.split2 - p.split1) + c - p.split1];
+    }
+    return dy2[row * (p.channels - p.split2) + c - p.split2];
+}
 
 void main() {
     const uint blocks = (p.seqlen + p.block_rows - 1) / p.block_rows;
@@ -38,7 +54,8 @@ void main() {
         const int s1 = int(min(blk * p.block_rows + p.block_rows, p.seqlen));
         const int L = int(p.seqlen);
         const int left = int(p.left);
-        const uint base = b * p.seqlen * p.channels + c;   // (b, 0, c)
+        const uint xbase = b * p.seqlen * p.x_stride + p.x_col + c;     // (b, 0, c) of x
+        const uint dxbase = b * p.seqlen * p.dx_stride + p.dx_col + c;  // and of dx
         float wk[K];
         float win[K];   // win[k] = x[t + k - left] for the current t
         float ring[K];  // ring[k] = du[t - k]
@@ -51,7 +68,7 @@ void main() {
         const int t0 = s0 - int(K) + 1 + left;
         [[unroll]] for (uint k = 0; k + 1 < K; ++k) {
             const int s = t0 + int(k) - left;
-            win[k + 1] = s >= 0 && s < L ? x[base + uint(s) * p.channels] : 0.0;
+            win[k + 1] = s >= 0 && s < L ? x[xbase + uint(s) * p.x_stride] : 0.0;
         }
         float dwk[K];
         [[unroll]] for (uint k = 0; k < K; ++k) {
@@ -63,10 +80,10 @@ void main() {
                 win[k] = win[k + 1];
             }
             const int sNew = t + int(K) - 1 - left;
-            win[K - 1] = sNew >= 0 && sNew < L ? x[base + uint(sNew) * p.channels] : 0.0;
+            win[K - 1] = sNew >= 0 && sNew < L ? x[xbase + uint(sNew) * p.x_stride] : 0.0;
             float d = 0.0;
             if (t >= 0 && t < L) {
-                d = dy[base + uint(t) * p.channels];
+                d = dy_at(b * p.seqlen + uint(t), c);
                 if (SILU != 0) {
                     float u = b0;
                     [[unroll]] for (uint k = 0; k < K; ++k) {
@@ -92,7 +109,7 @@ void main() {
                 [[unroll]] for (uint k = 0; k < K; ++k) {
                     v = fma(wk[k], ring[k], v);
                 }
-                dx[base + uint(s) * p.channels] = v;
+                dx[dxbase + uint(s) * p.dx_stride] = v;
             }
         }
         [[unroll]] for (uint k = 0; k < K; ++k) {

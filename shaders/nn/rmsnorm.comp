@@ -3,7 +3,8 @@
 //   h = x * silu(z) when the gate comes first (norm_before_gate = false), else h = x
 //   r = 1 / sqrt(mean_{group}(h^2) + eps) ;  n = h r
 //   y = n * w  (* silu(z) when the gate comes after the norm)
-// One workgroup per (row, group), a fixed-order tree for the sum of squares; r is saved for the backward.
+// One workgroup per (row, group), a fixed-order tree for the sum of squares; r is saved for the backward. z is read in
+// place from columns [z_col, z_col + dim) of rows z_stride apart (the fused projection's output, not a split copy).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -19,6 +20,7 @@ layout(push_constant) uniform Push {
     uint rows, dim, group_size;
     uint flags;   // bit 0: z given, bit 1: gate after the norm
     float eps;
+    uint z_stride, z_col;
 } p;
 
 shared float red[gl_WorkGroupSize.x];
@@ -30,11 +32,12 @@ void main() {
     const bool after = (p.flags & 2u) != 0u;
     for (uint item = gl_WorkGroupID.x; item < p.rows * groups; item += gl_NumWorkGroups.x) {
         const uint base = (item / groups) * p.dim + (item % groups) * p.group_size;
+        const uint zbase = (item / groups) * p.z_stride + p.z_col + (item % groups) * p.group_size;
         float ss = 0.0;
         for (uint j = tid; j < p.group_size; j += gl_WorkGroupSize.x) {
             float h = x[base + j];
             if (gated && !after) {
-                h *= silu(z[base + j]);
+                h *= silu(z[zbase + j]);
             }
             ss = fma(h, h, ss);
         }
@@ -52,11 +55,11 @@ void main() {
             const uint o = base + j;
             float h = x[o];
             if (gated && !after) {
-                h *= silu(z[o]);
+                h *= silu(z[zbase + j]);
             }
             float v = h * r * w[o % p.dim];
             if (gated && after) {
-                v *= silu(z[o]);
+                v *= silu(z[zbase + j]);
             }
             y[o] = v;
         }

@@ -4,7 +4,8 @@
 //   gate after:  dn = dy w s          dx = r (dn - n mean(dn n))                dz = dy n w silu'(z)
 //   dw[c] = sum over rows of dy n (times s when the gate comes after)
 // MODE 0: one workgroup per (row, group) for dx and dz; MODE 1: per block of rows and channel, partial sums of dw
-// that the host adds in a fixed order.
+// that the host adds in a fixed order. z and dz are in place in columns [z_col, z_col + dim) and [dz_col, dz_col + dim)
+// of rows z_stride and dz_stride apart (the fused projection's output and its gradient, not split copies).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -24,6 +25,7 @@ layout(push_constant) uniform Push {
     uint rows, dim, group_size;
     uint flags;   // bit 0: z given, bit 1: gate after the norm
     uint block_rows;
+    uint z_stride, z_col, dz_stride, dz_col;
 } p;
 
 shared float red[gl_WorkGroupSize.x];
@@ -46,13 +48,14 @@ void main() {
             float acc = 0.0;
             for (uint row = blk * p.block_rows; row < r1; ++row) {
                 const uint o = row * p.dim + c;
+                const uint zo = row * p.z_stride + p.z_col + c;
                 float h = x[o];
                 if (gated && !after) {
-                    h *= silu(z[o]);
+                    h *= silu(z[zo]);
                 }
                 float v = dy[o] * h * rstd[row * groups + c / p.group_size];
                 if (gated && after) {
-                    v *= silu(z[o]);
+                    v *= silu(z[zo]);
                 }
                 acc += v;
             }
@@ -62,11 +65,13 @@ void main() {
     }
     for (uint item = gl_WorkGroupID.x; item < p.rows * groups; item += gl_NumWorkGroups.x) {
         const uint base = (item / groups) * p.dim + (item % groups) * p.group_size;
+        const uint zbase = (item / groups) * p.z_stride + p.z_col + (item % groups) * p.group_size;
+        const uint dzbase = (item / groups) * p.dz_stride + p.dz_col + (item % groups) * p.group_size;
         const float r = rstd[item];
         float dot = 0.0;
         for (uint j = tid; j < p.group_size; j += gl_WorkGroupSize.x) {
             const uint o = base + j;
-            const float s = gated ? silu(z[o]) : 1.0;
+            const float s = gated ? silu(z[zbase + j]) : 1.0;
             const float h = gated && !after ? x[o] * s : x[o];
             const float dn = dy[o] * w[o % p.dim] * (gated && after ? s : 1.0);
             dot = fma(dn, h * r, dot);
@@ -83,7 +88,7 @@ void main() {
         barrier();
         for (uint j = tid; j < p.group_size; j += gl_WorkGroupSize.x) {
             const uint o = base + j;
-            const float zv = gated ? z[o] : 0.0;
+            const float zv = gated ? z[zbase + j] : 0.0;
             const float sg = sigmoid(zv);
             const float s = gated ? zv * sg : 1.0;
             const float ds = sg * (1.0 + zv * (1.0 - sg));   // silu'(z)
@@ -93,11 +98,11 @@ void main() {
             const float dh = r * (dn - n * mean);
             if (gated && !after) {
                 dx[o] = dh * s;
-                dz[o] = dh * x[o] * ds;
+                dz[dzbase + j] = dh * x[o] * ds;
             } else {
                 dx[o] = dh;
                 if (gated) {
-                    dz[o] = dy[o] * n * w[o % p.dim] * ds;
+                    dz[dzbase + j] = dy[o] * n * w[o % p.dim] * ds;
                 }
             }
         }

@@ -47,7 +47,7 @@ public class Conv1dTests(GpuFixture gpu)
         var (xd, wd, bd) = (Widen(xv), Widen(wv), bv is null ? null : Widen(bv));
         TestMath.AssertClose(y.ToArray(), Conv1dReference.Forward(xd, wd, bd, b, l, c, k, left, silu), 1e-6, $"{what}: y");
         var (dx, dw, db) = Conv1dReference.Backward(Widen(dyv), xd, wd, bd, b, l, c, k, left, silu);
-        TestMath.AssertClose(grads.Dx.ToArray(), dx, 1e-6, $"{what}: dx");
+        TestMath.AssertClose(grads.Dx!.ToArray(), dx, 1e-6, $"{what}: dx");
         TestMath.AssertClose(grads.DWeight.ToArray(), dw, 1e-5, $"{what}: dweight");
         Assert.Equal([c, 1, k], grads.DWeight.Shape);
         Assert.Equal(bias, grads.DBias is not null);
@@ -55,6 +55,93 @@ public class Conv1dTests(GpuFixture gpu)
         {
             TestMath.AssertClose(grads.DBias!.ToArray(), db, 1e-5, $"{what}: dbias");
         }
+    }
+
+    /// <summary>
+    /// The layer's way: x read in place from columns of a wider tensor, y cut into parts, dy from parts and dx written
+    /// into columns of another wide tensor, whose other columns stay as they were.
+    /// </summary>
+    [Theory]
+    [InlineData(2, 37, new[] { 20, 8, 8 }, 4, Conv1dPadding.Causal, 5, 3)]    // x, B, C of a small layer
+    [InlineData(1, 70, new[] { 9, 4 }, 3, Conv1dPadding.Same, 0, 1)]          // two parts, view at column 0
+    [InlineData(2, 130, new[] { 13 }, 4, Conv1dPadding.Causal, 7, 0)]         // one part, view at the right edge
+    public void ColumnViewsAndPartsMatchTheReference(int b, int l, int[] widths, int k, Conv1dPadding padding, int before, int after)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var c = widths.Sum();
+        var what = $"b{b} L{l} parts {string.Join("+", widths)} K{k} {padding} view at {before} of {before + c + after} seed {seed}";
+        int wideIn = before + c + after, wideOut = c + 2 * before + 1;
+        var inv = TestMath.Uniform(rng, (long)b * l * wideIn, -2, 2);
+        var wv = TestMath.Uniform(rng, (long)c * k, -1, 1);
+        var bv = TestMath.Uniform(rng, c, -1, 1);
+        var dyv = TestMath.Uniform(rng, (long)b * l * c, -1, 1);
+        var xv = new float[b * l * c];
+        for (var r = 0; r < b * l; r++)
+        {
+            Array.Copy(inv, (long)r * wideIn + before, xv, (long)r * c, c);
+        }
+
+        using var input = Tensor.FromArray(Device, "zxbcdt", inv, b, l, wideIn);
+        using var w = Tensor.FromArray(Device, "weight", wv, c, k);
+        using var bias = Tensor.FromArray(Device, "bias", bv, c);
+        var outs = widths.Select((wd, i) => Tensor.Empty(Device, $"y{i}", b, l, wd)).ToArray();
+        var dys = widths.Select((wd, i) => Tensor.FromArray(Device, $"dy{i}", Columns(dyv, b * l, c, widths.Take(i).Sum(), wd), b, l, wd)).ToArray();
+        const float untouched = 7.5f;
+        using var dWide = Tensor.FromArray(Device, "dzxbcdt", Enumerable.Repeat(untouched, b * l * wideOut).ToArray(), b, l, wideOut);
+        try
+        {
+            using var s = Device.BeginStream();
+            var view = new ColumnView(input, before, c);
+            Conv1d.Forward(view, w, bias, outs, padding, silu: true, s);
+            using var grads = Conv1d.Backward(dys, view, w, bias, padding, silu: true, new ColumnView(dWide, before, c), s);
+            Assert.Null(grads.Dx);
+            Poison.Fill([.. outs, grads.DWeight, grads.DBias]);
+            s.Submit();
+
+            var left = Left(padding, k);
+            var (xd, wd2, bd) = (Widen(xv), Widen(wv), Widen(bv));
+            var y = Conv1dReference.Forward(xd, wd2, bd, b, l, c, k, left, silu: true);
+            for (var i = 0; i < widths.Length; i++)
+            {
+                TestMath.AssertClose(outs[i].ToArray(), Columns(y, b * l, c, widths.Take(i).Sum(), widths[i]), 1e-6, $"{what}: y part {i}");
+            }
+
+            var (dx, dw, db) = Conv1dReference.Backward(Widen(dyv), xd, wd2, bd, b, l, c, k, left, silu: true);
+            var wide = dWide.ToArray();
+            TestMath.AssertClose(Columns(wide, b * l, wideOut, before, c), dx, 1e-6, $"{what}: dx in its columns");
+            for (var r = 0; r < b * l; r++)
+            {
+                for (var j = 0; j < wideOut; j++)
+                {
+                    if (j < before || j >= before + c)
+                    {
+                        Assert.True(wide[(long)r * wideOut + j] == untouched, $"{what}: dx wrote column {j} of row {r}, outside its view");
+                    }
+                }
+            }
+
+            TestMath.AssertClose(grads.DWeight.ToArray(), dw, 1e-5, $"{what}: dweight");
+            TestMath.AssertClose(grads.DBias!.ToArray(), db!, 1e-5, $"{what}: dbias");
+        }
+        finally
+        {
+            foreach (var t in outs.Concat(dys))
+            {
+                t.Dispose();
+            }
+        }
+    }
+
+    private static T[] Columns<T>(T[] rowsMajor, int rows, int cols, int start, int width)
+    {
+        var part = new T[rows * width];
+        for (var r = 0; r < rows; r++)
+        {
+            Array.Copy(rowsMajor, (long)r * cols + start, part, (long)r * width, width);
+        }
+
+        return part;
     }
 
     [Fact]
@@ -110,5 +197,19 @@ public class Conv1dTests(GpuFixture gpu)
 
         using var wide = Tensor.Empty(Device, "weight", 8, Conv1d.MaxWidth + 1);
         Assert.Throws<ArgumentOutOfRangeException>(() => Conv1d.Forward(x, wide, null));
+
+        using var part = Tensor.Empty(Device, "x_part", 2, 10, 5);
+        e = Assert.Throws<ArgumentException>(() => Conv1d.Forward(x, w2, null, [part, part]));
+        Assert.Equal("outputs", e.ParamName);
+        Assert.Contains("5 + 5 must add up to the 8 channels", e.Message);
+        e = Assert.Throws<ArgumentException>(() => Conv1d.Forward(x, w2, null, []));
+        Assert.Equal("outputs", e.ParamName);
+        using var full = Tensor.Empty(Device, "dzxbcdt", 2, 10, 12);
+        e = Assert.Throws<ArgumentException>(() => Conv1d.Backward([dy], x, w2, null, Conv1dPadding.Causal, false, new ColumnView(full, 0, 8)));
+        Assert.Equal("dy", e.ParamName);
+        using var dyOk = Tensor.Empty(Device, "dy", 2, 10, 8);
+        e = Assert.Throws<ArgumentException>(() => Conv1d.Backward([dyOk], x, w2, null, Conv1dPadding.Causal, false, new ColumnView(full, 0, 7)));
+        Assert.Equal("dx", e.ParamName);
+        Assert.Throws<ArgumentOutOfRangeException>(() => new ColumnView(full, 5, 8));
     }
 }

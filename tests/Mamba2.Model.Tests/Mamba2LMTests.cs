@@ -378,7 +378,8 @@ public class Mamba2LMTests(GpuFixture gpu)
             Assert.Equal(g, staged[name]);   // the same kernels in the same order: the same bits
         }
 
-        Assert.True(stagedPeak < 0.7 * singlePeak, $"peak {stagedPeak} bytes staged against {singlePeak} in one submission");
+        // One submission holds every layer's scratch to its end; staged, one layer's at a time.
+        Assert.True(stagedPeak < 0.8 * singlePeak, $"peak {stagedPeak} bytes staged against {singlePeak} in one submission");
         Assert.Empty(device.ValidationLog.Drain());
     }
 }

@@ -115,6 +115,77 @@ public class RmsNormTests(GpuFixture gpu)
         }
     }
 
+    /// <summary>
+    /// The layer's way: z read in place from columns of a wider tensor and dz written into columns of another, whose
+    /// other columns stay as they were; also with bindings of a few blocks (the wide rows set the slice size).
+    /// </summary>
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    public void GateAndItsGradientInColumnViewsMatchTheReference(bool after, bool sliced)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        int rows = 300, dim = 24, gs = 8, zStart = 5, zWide = 5 + 24 + 9, dzStart = 11, dzWide = 11 + 24 + 2;
+        var what = $"gate after {after} sliced {sliced} seed {seed}";
+        var xv = TestMath.Uniform(rng, rows * dim, -2, 2);
+        var wv = TestMath.Uniform(rng, dim, 0.5, 1.5);
+        var wideZ = TestMath.Uniform(rng, rows * zWide, -3, 3);
+        var dyv = TestMath.Uniform(rng, rows * dim, -1, 1);
+        var zv = new float[rows * dim];
+        for (var r = 0; r < rows; r++)
+        {
+            Array.Copy(wideZ, r * zWide + zStart, zv, r * dim, dim);
+        }
+
+        const float untouched = -3.25f;
+        using var x = Tensor.FromArray(Device, "x", xv, rows, dim);
+        using var w = Tensor.FromArray(Device, "weight", wv, dim);
+        using var z = Tensor.FromArray(Device, "zxbcdt", wideZ, rows, zWide);
+        using var dy = Tensor.FromArray(Device, "dy", dyv, rows, dim);
+        using var dWide = Tensor.FromArray(Device, "dzxbcdt", Enumerable.Repeat(untouched, rows * dzWide).ToArray(), rows, dzWide);
+        if (sliced)
+        {
+            OpTuning.Set(Device, OpTuning.Of(Device) with { MaxBindingBytes = (ulong)(2 * 64 * dzWide * 4) });
+        }
+
+        try
+        {
+            using var s = Device.BeginStream();
+            var zView = new ColumnView(z, zStart, dim);
+            using var result = RmsNorm.Forward(x, w, zView, 1e-5f, gs, normBeforeGate: after, s);
+            using var grads = RmsNorm.Backward(dy, result, x, w, zView, gs, normBeforeGate: after, new ColumnView(dWide, dzStart, dim), s);
+            Assert.Null(grads.Dz);
+            Poison.Fill(result.Y, grads.Dx, grads.DWeight);
+            s.Submit();
+            var (xd, wd, zd) = (Widen(xv), Widen(wv), Widen(zv));
+            TestMath.AssertClose(result.Y.ToArray(), RmsNormReference.Forward(xd, wd, zd, 1e-5, dim, gs, after), 1e-6, $"{what}: y");
+            var (dx, dw, dz) = RmsNormReference.Backward(Widen(dyv), xd, wd, zd, 1e-5, dim, gs, after);
+            TestMath.AssertClose(grads.Dx.ToArray(), dx, 1e-5, $"{what}: dx");
+            TestMath.AssertClose(grads.DWeight.ToArray(), dw, 1e-5, $"{what}: dweight");
+            var wide = dWide.ToArray();
+            var dzGot = new float[rows * dim];
+            for (var r = 0; r < rows; r++)
+            {
+                Array.Copy(wide, r * dzWide + dzStart, dzGot, r * dim, dim);
+                for (var j = 0; j < dzWide; j++)
+                {
+                    if (j < dzStart || j >= dzStart + dim)
+                    {
+                        Assert.True(wide[r * dzWide + j] == untouched, $"{what}: dz wrote column {j} of row {r}, outside its view");
+                    }
+                }
+            }
+
+            TestMath.AssertClose(dzGot, dz!, 1e-5, $"{what}: dz in its columns");
+        }
+        finally
+        {
+            OpTuning.Set(Device, OpTuning.Of(Device) with { MaxBindingBytes = null });
+        }
+    }
+
     [Fact]
     public void BadArgumentsAreNamed()
     {
@@ -130,5 +201,13 @@ public class RmsNormTests(GpuFixture gpu)
         e = Assert.Throws<ArgumentException>(() => RmsNorm.Forward(x, w2, z));
         Assert.Equal("z", e.ParamName);
         Assert.Throws<ArgumentOutOfRangeException>(() => RmsNorm.Forward(x, w2, eps: float.NaN));
+
+        using var wide = Tensor.Empty(Device, "zxbcdt", 4, 30);
+        e = Assert.Throws<ArgumentException>(() => RmsNorm.Forward(x, w2, new ColumnView(wide, 3, 11)));
+        Assert.Equal("z", e.ParamName);
+        Assert.Contains("4 rows of 12 columns", e.Message);
+        using var y = RmsNorm.Forward(x, w2, new ColumnView(wide, 3, 12));
+        e = Assert.Throws<ArgumentException>(() => RmsNorm.Backward(x, y, x, w2, new ColumnView(wide, 3, 12), dzInto: new ColumnView(wide, 0, 13)));
+        Assert.Equal("dz", e.ParamName);
     }
 }

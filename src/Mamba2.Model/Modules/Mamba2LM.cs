@@ -384,7 +384,7 @@ public sealed class Mamba2LM : IDisposable
                         grads[$"backbone.layers.{layer}.mixer.{name}"] = g;
                     }
 
-                    var ng = st.Own(RmsNorm.Backward(du, acts.NormRstds[layer], acts.Hidden[layer], _norms[layer], z: null, groupSize: null, normBeforeGate: true, stream: st));
+                    var ng = st.Own(RmsNorm.Backward(du, acts.NormRstds[layer], acts.Hidden[layer], _norms[layer], z: null, groupSize: null, normBeforeGate: true, dzInto: null, stream: st));
                     grads[$"backbone.layers.{layer}.norm.weight"] = ActivationStore.CopyOf(st, ng.DWeight, $"grad.backbone.layers.{layer}.norm.weight");
                     st.Section(ProfileSections.Norm);
                     var next = staged.HandOn(Tensor.Empty(device, $"dh{layer}", b, l, d));

@@ -191,7 +191,8 @@ public sealed class Mamba2Layer : IDisposable
         /// <summary>The gated norm's output as out_proj multiplied it: fp32, or packed (the fp32 tensor is then scratch).</summary>
         internal GemmInput OutProjInput { get; set; }
 
-        internal Tensor XBC { get; set; } = null!;
+        /// <summary>The conv's input: columns of in_proj's output (b, L, d_in_proj), kept whole.</summary>
+        internal ColumnView XBC { get; set; }
 
         internal Tensor X { get; set; } = null!;
 
@@ -201,7 +202,8 @@ public sealed class Mamba2Layer : IDisposable
 
         internal Tensor Dt { get; set; } = null!;
 
-        internal Tensor Z { get; set; } = null!;
+        /// <summary>The norm's gate: columns of the same output as (b L, d_in_proj) rows.</summary>
+        internal ColumnView Z { get; set; }
 
         internal Tensor A { get; set; } = null!;
 
@@ -236,26 +238,27 @@ public sealed class Mamba2Layer : IDisposable
         {
             Shaders.RunIn(device, stream, st =>
             {
-                // in_proj's output and the conv's are only split into what the backward keeps: scratch of the stream.
-                var zxbcdt = st.Own(Tensor.Empty(device, "zxbcdt", rows, c.DInProj));
+                // in_proj's output is kept whole: the conv reads xBC and the norm z in place from it, forward and
+                // backward; only dt (a few columns) is copied out for the SSD.
+                var zxbcdt = acts.Keep(Tensor.Empty(device, "zxbcdt", b, l, c.DInProj));
                 acts.InProjInput = KeepForProducts(acts, st, u.View(rows, c.DModel));
-                Gemm.Run(acts.InProjInput, InProjWeight, zxbcdt, transposeB: true, stream: st, precision: Precision);
-                AddBias(st, zxbcdt, "in_proj.bias");
+                Gemm.Run(acts.InProjInput, InProjWeight, zxbcdt.View(rows, c.DInProj), transposeB: true, stream: st, precision: Precision);
+                AddBias(st, zxbcdt.View(rows, c.DInProj), "in_proj.bias");
                 st.Section(ProfileSections.Projections);
-                acts.Z = acts.Keep(Tensor.Empty(device, "z", b, l, c.DInner));
-                acts.XBC = acts.Keep(Tensor.Empty(device, "xBC", b, l, c.ConvDim));
+                acts.Z = new ColumnView(zxbcdt.View(rows, c.DInProj), 0, c.DInner);
+                acts.XBC = new ColumnView(zxbcdt, c.DInner, c.ConvDim);
                 acts.Dt = acts.Keep(Tensor.Empty(device, "dt", b, l, c.NHeads));
-                Columns.Split(st, zxbcdt.View(b, l, c.DInProj), acts.Z, acts.XBC, acts.Dt);
+                Columns.Copy(zxbcdt, c.DInner + c.ConvDim, acts.Dt, 0, c.NHeads, st);
                 st.Section(ProfileSections.Elementwise);
 
                 var padding = c.Causal ? Conv1dPadding.Causal : Conv1dPadding.Same;
-                var xbcAct = st.Own(Conv1d.Forward(acts.XBC, Conv1dWeight, Conv1dBias, padding, silu: true, st));
-                st.Section(ProfileSections.Conv);
                 var gn = c.NGroups * c.DState;
                 acts.X = acts.Keep(Tensor.Empty(device, "x", b, l, c.NHeads, c.HeadDim));
                 acts.B = acts.Keep(Tensor.Empty(device, "B", b, l, c.NGroups, c.DState));
                 acts.C = acts.Keep(Tensor.Empty(device, "C", b, l, c.NGroups, c.DState));
-                Columns.Split(st, xbcAct, acts.X.View(b, l, c.DInner), acts.B.View(b, l, gn), acts.C.View(b, l, gn));
+                Conv1d.Forward(acts.XBC, Conv1dWeight, Conv1dBias, [acts.X.View(b, l, c.DInner), acts.B.View(b, l, gn), acts.C.View(b, l, gn)],
+                    padding, silu: true, st);
+                st.Section(ProfileSections.Conv);
 
                 acts.A = acts.Keep(Tensor.Empty(device, "A", c.NHeads));
                 Unary.NegExp(ALog, acts.A, st);
@@ -266,7 +269,7 @@ public sealed class Mamba2Layer : IDisposable
                 }
 
                 acts.Y2 = acts.Ssd.Y.View(rows, c.DInner);
-                var norm = RmsNorm.Forward(acts.Y2, NormWeight, acts.Z.View(rows, c.DInner), c.NormEps, c.NormGroupSize, c.NormBeforeGate, st);
+                var norm = RmsNorm.Forward(acts.Y2, NormWeight, acts.Z, c.NormEps, c.NormGroupSize, c.NormBeforeGate, st);
                 acts.NormRstd = acts.Keep(norm.Rstd);
                 HoldProductInput(acts, st, norm.Y);   // only the products read it
                 acts.OutProjInput = KeepForProducts(acts, st, norm.Y);
@@ -311,8 +314,10 @@ public sealed class Mamba2Layer : IDisposable
                 Gemm.Run(dOut, OutProjWeight, dNormY, stream: st, precision: precision);
                 st.Section(ProfileSections.Projections);
 
-                var ng = st.Own(RmsNorm.Backward(dNormY, acts.NormRstd, acts.Y2, NormWeight, acts.Z.View(rows, c.DInner),
-                    c.NormGroupSize, c.NormBeforeGate, st));
+                // The fused projection's gradient is written in place: dz by the norm, dxBC by the conv, ddt copied.
+                var dZxbcdt = st.Own(Tensor.Empty(device, "dzxbcdt", rows, c.DInProj));
+                var ng = st.Own(RmsNorm.Backward(dNormY, acts.NormRstd, acts.Y2, NormWeight, acts.Z, c.NormGroupSize, c.NormBeforeGate,
+                    new ColumnView(dZxbcdt, 0, c.DInner), st));
                 grads["norm.weight"] = ActivationStore.CopyOf(st, ng.DWeight, "grad.norm.weight");
                 st.Section(ProfileSections.Norm);
 
@@ -326,12 +331,9 @@ public sealed class Mamba2Layer : IDisposable
                     Elementwise.Mul(sg.DA, acts.A, grads["A_log"], st);   // A = -exp(A_log): dA_log = dA * A
                 }
 
-
-                var dXbcAct = st.Own(Tensor.Empty(device, "dxBC_act", b, l, c.ConvDim));
-                Columns.Concat(st, dXbcAct, sg.Dx.View(b, l, c.DInner), sg.DB.View(b, l, gn), sg.DC.View(b, l, gn));
-                st.Section(ProfileSections.Elementwise);
                 var padding = c.Causal ? Conv1dPadding.Causal : Conv1dPadding.Same;
-                var cg = st.Own(Conv1d.Backward(dXbcAct, acts.XBC, Conv1dWeight, Conv1dBias, padding, silu: true, st));
+                var cg = st.Own(Conv1d.Backward([sg.Dx.View(b, l, c.DInner), sg.DB.View(b, l, gn), sg.DC.View(b, l, gn)], acts.XBC, Conv1dWeight,
+                    Conv1dBias, padding, silu: true, new ColumnView(dZxbcdt.View(b, l, c.DInProj), c.DInner, c.ConvDim), st));
                 grads["conv1d.weight"] = ActivationStore.CopyOf(st, cg.DWeight, "grad.conv1d.weight");
                 if (cg.DBias is not null)
                 {
@@ -340,8 +342,7 @@ public sealed class Mamba2Layer : IDisposable
 
                 st.Section(ProfileSections.Conv);
 
-                var dZxbcdt = st.Own(Tensor.Empty(device, "dzxbcdt", rows, c.DInProj));
-                Columns.Concat(st, dZxbcdt, ng.Dz!, cg.Dx.View(rows, c.ConvDim), sg.Ddt.View(rows, c.NHeads));
+                Columns.Copy(sg.Ddt.View(rows, c.NHeads), 0, dZxbcdt, c.DInner + c.ConvDim, c.NHeads, st);
                 st.Section(ProfileSections.Elementwise);
                 var dIn = Operand(st, dZxbcdt, precision);
                 grads["in_proj.weight"] = Tensor.Empty(device, "grad.in_proj.weight", c.DInProj, c.DModel);
@@ -406,8 +407,9 @@ public sealed class Mamba2Layer : IDisposable
     {
         RequireCausal("generation");
         var c = Config;
-        int b = acts.XBC.Shape[0], l = acts.XBC.Shape[1], k1 = ConvStateWidth;
-        var xbc = acts.XBC.ToArray();
+        var xbcView = acts.XBC;
+        int b = xbcView.Tensor.Shape[0], l = xbcView.Tensor.Shape[1], k1 = ConvStateWidth;
+        var whole = xbcView.Tensor.ToArray();   // in_proj's output: xBC are its columns [Start, Start + ConvDim)
         var conv = new float[b * c.ConvDim * k1];
         for (var bi = 0; bi < b; bi++)
         {
@@ -421,12 +423,12 @@ public sealed class Mamba2Layer : IDisposable
 
                 for (var ch = 0; ch < c.ConvDim; ch++)
                 {
-                    conv[(bi * c.ConvDim + ch) * k1 + j] = xbc[(bi * l + t) * c.ConvDim + ch];
+                    conv[(bi * c.ConvDim + ch) * k1 + j] = whole[(long)(bi * l + t) * xbcView.Stride + xbcView.Start + ch];
                 }
             }
         }
 
-        var device = acts.XBC.Device;
+        var device = xbcView.Tensor.Device;
         return new State(Tensor.FromArray(device, "conv_state", conv, b, c.ConvDim, k1),
             Tensor.FromArray(device, "ssm_state", acts.Ssd.FinalStates.ToArray(), b, c.NHeads, c.HeadDim, c.DState));
     }

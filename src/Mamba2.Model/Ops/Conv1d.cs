@@ -14,12 +14,15 @@ public enum Conv1dPadding
     Same,
 }
 
-/// <summary>Gradients of <see cref="Conv1d.Backward"/>: dx (b, L, c), dweight shaped as the weight, dbias (c) when a bias was given.</summary>
-public sealed record Conv1dGradients(Tensor Dx, Tensor DWeight, Tensor? DBias) : IDisposable
+/// <summary>
+/// Gradients of <see cref="Conv1d.Backward(Tensor, ColumnView, Tensor, Tensor?, Conv1dPadding, bool, CommandStream?)"/>: dx (b, L, c),
+/// or null where it was written into the caller's columns; dweight shaped as the weight; dbias (c) when a bias was given.
+/// </summary>
+public sealed record Conv1dGradients(Tensor? Dx, Tensor DWeight, Tensor? DBias) : IDisposable
 {
     public void Dispose()
     {
-        Dx.Dispose();
+        Dx?.Dispose();
         DWeight.Dispose();
         DBias?.Dispose();
     }
@@ -27,15 +30,22 @@ public sealed record Conv1dGradients(Tensor Dx, Tensor DWeight, Tensor? DBias) :
 
 /// <summary>
 /// Depthwise 1-D convolution over the sequence with an optional bias and SiLU, channels last: x (b, L, c), weight
-/// (c, K) or (c, 1, K) as HF/mamba_ssm store conv1d.weight, bias (c). The Mamba2 layer's conv over [x, B, C].
+/// (c, K) or (c, 1, K) as HF/mamba_ssm store conv1d.weight, bias (c). The Mamba2 layer's conv over [x, B, C], which
+/// it reads in place from the fused projection's output (a <see cref="ColumnView"/>) and writes straight into x, B
+/// and C; its backward reads their gradients and writes dxBC into the projection's gradient, so no copies split or
+/// join them.
 /// </summary>
 public static class Conv1d
 {
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct Push(uint Batch, uint SeqLen, uint Channels, uint Left, uint HasBias);
+    private readonly record struct Push(uint Batch, uint SeqLen, uint Channels, uint Left, uint HasBias, uint XStride, uint XCol, uint Split1, uint Split2);
 
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct BwdPush(uint Batch, uint SeqLen, uint Channels, uint Left, uint HasBias, uint BlockRows);
+    private readonly record struct BwdPush(uint Batch, uint SeqLen, uint Channels, uint Left, uint HasBias, uint BlockRows,
+        uint XStride, uint XCol, uint DxStride, uint DxCol, uint Split1, uint Split2);
+
+    /// <summary>Most tensors a channel-cut operand (the forward's outputs, the backward's dy) may come in.</summary>
+    public const int MaxParts = 3;
 
     /// <summary>Positions per partial sum of the weight gradient (then summed over blocks in a fixed order).</summary>
     private const int BlockRows = 64;
@@ -43,48 +53,76 @@ public static class Conv1d
     /// <summary>Widest kernel supported (a specialization constant sizes per-invocation arrays).</summary>
     public const int MaxWidth = 32;
 
-    /// <summary>y = silu?(bias + depthwise conv(x)), shape (b, L, c).</summary>
-    public static Tensor Forward(Tensor x, Tensor weight, Tensor? bias, Conv1dPadding padding = Conv1dPadding.Causal, bool silu = false,
+    /// <summary>y = silu?(bias + depthwise conv(x)), shape (b, L, c); x may be columns of a wider (b, L, *) tensor.</summary>
+    public static Tensor Forward(ColumnView x, Tensor weight, Tensor? bias, Conv1dPadding padding = Conv1dPadding.Causal, bool silu = false,
         CommandStream? stream = null)
     {
-        var (b, l, c, k) = Validate("Conv1d", x, weight, bias);
-        var device = x.Device;
-        var y = Tensor.Empty(device, "y", b, l, c);
-        return TensorScope.Recorded(y, () =>
+        var (b, l, c, _) = Validate("Conv1d", x, weight, bias);
+        var y = Tensor.Empty(x.Tensor.Device, "y", b, l, c);
+        return TensorScope.Recorded(y, () => Forward(x, weight, bias, [y], padding, silu, stream));
+    }
+
+    /// <summary>
+    /// The same with y cut by channel, in order, into <paramref name="outputs"/> (1 to <see cref="MaxParts"/> tensors
+    /// (b, L, width) whose widths add up to x's): the layer's x, B and C straight from the conv.
+    /// </summary>
+    public static void Forward(ColumnView x, Tensor weight, Tensor? bias, IReadOnlyList<Tensor> outputs, Conv1dPadding padding = Conv1dPadding.Causal,
+        bool silu = false, CommandStream? stream = null)
+    {
+        const string op = "Conv1d";
+        var (b, l, c, k) = Validate(op, x, weight, bias);
+        var (split1, split2) = Parts(op, "outputs", outputs, x.Tensor, b, l, c);
+        var device = x.Tensor.Device;
+        var local = Shaders.Local1D(device);
+        var kernel = device.GetKernel(Shaders.Conv1d, new Conv1dSpec(local, (uint)k, silu));
+        Shaders.RunIn(device, stream, st =>
         {
-            var local = Shaders.Local1D(device);
-            var kernel = device.GetKernel(Shaders.Conv1d, new Conv1dSpec(local, (uint)k, silu));
-            Shaders.RunIn(device, stream, st =>
+            foreach (var pc in Shaders.Pieces(device, op, b, [(long)l * x.Stride, .. outputs.Select(o => (long)l * o.Shape[2])]))
             {
-                foreach (var pc in Shaders.Pieces(device, "Conv1d", b, [(long)l * c]))
-                {
-                    st.Dispatch(kernel, (Shaders.Groups1D(device, pc.Count * l * c, local), 1, 1),
-                        new Push((uint)pc.Count, (uint)l, (uint)c, Left(padding, k), bias is null ? 0u : 1u),
-                        pc.Of(x), weight.Buffer, (bias ?? weight).Buffer, pc.Of(y));
-                }
-            });
+                st.Dispatch(kernel, (Shaders.Groups1D(device, pc.Count * l * c, local), 1, 1),
+                    new Push((uint)pc.Count, (uint)l, (uint)c, Left(padding, k), bias is null ? 0u : 1u, (uint)x.Stride, (uint)x.Start, split1, split2),
+                    pc.Of(x.Tensor), weight.Buffer, (bias ?? weight).Buffer, pc.Of(outputs[0]), pc.Of(outputs[Math.Min(1, outputs.Count - 1)]),
+                    pc.Of(outputs[^1]));
+            }
         });
     }
 
     /// <summary>Gradients from dy (b, L, c), with the forward's inputs and settings (the activation is recomputed).</summary>
-    public static Conv1dGradients Backward(Tensor dy, Tensor x, Tensor weight, Tensor? bias, Conv1dPadding padding = Conv1dPadding.Causal,
-        bool silu = false, CommandStream? stream = null)
+    public static Conv1dGradients Backward(Tensor dy, ColumnView x, Tensor weight, Tensor? bias, Conv1dPadding padding = Conv1dPadding.Causal,
+        bool silu = false, CommandStream? stream = null) =>
+        Backward([dy], x, weight, bias, padding, silu, null, stream);
+
+    /// <summary>
+    /// The same with dy cut by channel into parts (1 to <see cref="MaxParts"/> tensors (b, L, width), in order: the SSD's
+    /// dx, dB and dC) and, when <paramref name="dxInto"/> is given, dx written into those columns of a wider (b, L, *)
+    /// tensor (the fused projection's gradient) instead of a tensor of its own (the result's Dx is then null).
+    /// </summary>
+    public static Conv1dGradients Backward(IReadOnlyList<Tensor> dy, ColumnView x, Tensor weight, Tensor? bias, Conv1dPadding padding, bool silu,
+        ColumnView? dxInto, CommandStream? stream = null)
     {
         const string op = "Conv1d backward";
         var (b, l, c, k) = Validate(op, x, weight, bias);
-        ShapeOps.Expect(dy, "dy", $"{op} (x is (b={b}, L={l}, c={c}))", b, l, c);
-        ShapeOps.ExpectSameDevice(op, dy, x);
-        var device = x.Device;
+        var (split1, split2) = Parts(op, "dy", dy, x.Tensor, b, l, c);
+        if (dxInto is { } into)
+        {
+            ExpectColumns(op, "dx", into, b, l, c);
+            ShapeOps.ExpectSameDevice(op, x.Tensor, into.Tensor);
+        }
+
+        var device = x.Tensor.Device;
         var scope = new TensorScope(device);
         try
         {
-            var grads = new Conv1dGradients(scope.New("dx", b, l, c), scope.New("dweight", [.. weight.Shape]), bias is null ? null : scope.New("dbias", c));
+            var grads = new Conv1dGradients(dxInto is null ? scope.New("dx", b, l, c) : null, scope.New("dweight", [.. weight.Shape]),
+                bias is null ? null : scope.New("dbias", c));
+            var dx = dxInto ?? grads.Dx!;
             var blocks = (l + BlockRows - 1) / BlockRows;
             var mark = scope.Count;
             var dwPart = scope.New("dweight_part", b, blocks, c, k);
             var dbPart = scope.New("dbias_part", b, blocks, c);
             var local = Shaders.Local1D(device);
-            var push = (uint count) => new BwdPush(count, (uint)l, (uint)c, Left(padding, k), bias is null ? 0u : 1u, BlockRows);
+            var push = (uint count) => new BwdPush(count, (uint)l, (uint)c, Left(padding, k), bias is null ? 0u : 1u, BlockRows,
+                (uint)x.Stride, (uint)x.Start, (uint)dx.Stride, (uint)dx.Start, split1, split2);
             Shaders.RunIn(device, stream, st =>
             {
                 foreach (var t in scope.Since(mark))
@@ -92,11 +130,11 @@ public static class Conv1d
                     st.Own(t);
                 }
 
-                var perBatch = (long)l * c;
-                foreach (var pc in Shaders.Pieces(device, op, b, [perBatch, (long)blocks * c * k]))
+                foreach (var pc in Shaders.Pieces(device, op, b, [(long)l * x.Stride, (long)l * dx.Stride, (long)blocks * c * k, .. dy.Select(d => (long)l * d.Shape[2])]))
                 {
                     st.Dispatch(device.GetKernel(Shaders.Conv1dBwd, new Conv1dBwdSpec(local, (uint)k, silu)), (Shaders.Groups1D(device, pc.Count * blocks * c, local), 1, 1),
-                        push((uint)pc.Count), pc.Of(dy), pc.Of(x), weight.Buffer, (bias ?? weight).Buffer, pc.Of(grads.Dx), pc.Of(dwPart), pc.Of(dbPart));
+                        push((uint)pc.Count), pc.Of(dy[0]), pc.Of(x.Tensor), weight.Buffer, (bias ?? weight).Buffer, pc.Of(dx.Tensor), pc.Of(dwPart), pc.Of(dbPart),
+                        pc.Of(dy[Math.Min(1, dy.Count - 1)]), pc.Of(dy[^1]));
                 }
 
                 var rows = (uint)(b * blocks);
@@ -140,15 +178,16 @@ public static class Conv1d
 
     private static uint Left(Conv1dPadding padding, int k) => (uint)(padding == Conv1dPadding.Causal ? k - 1 : (k - 1) / 2);
 
-    private static (int B, int L, int C, int K) Validate(string op, Tensor x, Tensor weight, Tensor? bias)
+    private static (int B, int L, int C, int K) Validate(string op, ColumnView xv, Tensor weight, Tensor? bias)
     {
+        var x = xv.Tensor;
         ShapeOps.ExpectRank(x, "x", op, 3);
-        int b = x.Shape[0], l = x.Shape[1], c = x.Shape[2];
+        int b = x.Shape[0], l = x.Shape[1], c = xv.Width;
         ShapeOps.ExpectRank(weight, "weight", op, 2, 3);
         var k = weight.Shape[^1];
         if (weight.Shape[0] != c || (weight.Rank == 3 && weight.Shape[1] != 1))
         {
-            throw new ArgumentException($"{op}: weight must have shape ({c}, K) or ({c}, 1, K) for x {ShapeOps.Format(x.Shape)}, got {ShapeOps.Format(weight.Shape)}.", nameof(weight));
+            throw new ArgumentException($"{op}: weight must have shape ({c}, K) or ({c}, 1, K) for x {xv}, got {ShapeOps.Format(weight.Shape)}.", nameof(weight));
         }
 
         if (k is < 1 or > MaxWidth)
@@ -164,5 +203,46 @@ public static class Conv1d
         ShapeOps.ExpectSameDevice(op, [.. new[] { x, weight, bias }.OfType<Tensor>()]);
         Shaders.EnsureBindable(op, weight, bias);
         return (b, l, c, k);
+    }
+
+    /// <summary>The channel cut of a parted operand: 1 to <see cref="MaxParts"/> tensors (b, L, width) that cover c in order.</summary>
+    private static (uint Split1, uint Split2) Parts(string op, string name, IReadOnlyList<Tensor> parts, Tensor x, int b, int l, int c)
+    {
+        if (parts.Count is < 1 or > MaxParts)
+        {
+            throw new ArgumentException($"{op}: {name} must be 1 to {MaxParts} tensors, got {parts.Count}.", name);
+        }
+
+        var widths = new int[parts.Count];
+        for (var i = 0; i < parts.Count; i++)
+        {
+            var part = parts[i];
+            ShapeOps.ExpectRank(part, $"{name}[{i}]", op, 3);
+            if (part.Shape[0] != b || part.Shape[1] != l)
+            {
+                throw new ArgumentException($"{op}: {name}[{i}] must be (b={b}, L={l}, width), got {ShapeOps.Format(part.Shape)}.", name);
+            }
+
+            ShapeOps.ExpectSameDevice(op, x, part);
+            widths[i] = part.Shape[2];
+        }
+
+        if (widths.Sum() != c)
+        {
+            throw new ArgumentException($"{op}: {name} widths {string.Join(" + ", widths)} must add up to the {c} channels.", name);
+        }
+
+        var split1 = widths.Length > 1 ? widths[0] : c;
+        var split2 = widths.Length > 2 ? widths[0] + widths[1] : c;
+        return ((uint)split1, (uint)split2);
+    }
+
+    /// <summary>A view the kernel writes b x L rows of c channels into: columns of a (b, L, *) tensor.</summary>
+    private static void ExpectColumns(string op, string name, ColumnView v, int b, int l, int c)
+    {
+        if (v.Tensor.Rank != 3 || v.Tensor.Shape[0] != b || v.Tensor.Shape[1] != l || v.Width != c)
+        {
+            throw new ArgumentException($"{op}: {name} must be {c} columns of a (b={b}, L={l}, *) tensor, got {v}.", name);
+        }
     }
 }

@@ -34,16 +34,24 @@ public sealed record RmsNormGradients(Tensor Dx, Tensor DWeight, Tensor? Dz) : I
 public static class RmsNorm
 {
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct Push(uint Rows, uint Dim, uint GroupSize, uint Flags, float Eps);
+    private readonly record struct Push(uint Rows, uint Dim, uint GroupSize, uint Flags, float Eps, uint ZStride, uint ZCol);
 
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct BwdPush(uint Rows, uint Dim, uint GroupSize, uint Flags, uint BlockRows);
+    private readonly record struct BwdPush(uint Rows, uint Dim, uint GroupSize, uint Flags, uint BlockRows, uint ZStride, uint ZCol, uint DzStride, uint DzCol);
 
     /// <summary>Rows per partial sum of the weight gradient, and the unit batches are split in.</summary>
     private const int BlockRows = 64;
 
     public static RmsNormResult Forward(Tensor x, Tensor weight, Tensor? z = null, float eps = 1e-6f, int? groupSize = null,
-        bool normBeforeGate = true, CommandStream? stream = null)
+        bool normBeforeGate = true, CommandStream? stream = null) =>
+        Forward(x, weight, z is null ? null : (ColumnView?)z, eps, groupSize, normBeforeGate, stream);
+
+    /// <summary>The gated norm with z read in place: columns of a wider tensor with x's rows (the fused projection's z).</summary>
+    public static RmsNormResult Forward(Tensor x, Tensor weight, ColumnView z, float eps = 1e-6f, int? groupSize = null,
+        bool normBeforeGate = true, CommandStream? stream = null) =>
+        Forward(x, weight, (ColumnView?)z, eps, groupSize, normBeforeGate, stream);
+
+    private static RmsNormResult Forward(Tensor x, Tensor weight, ColumnView? z, float eps, int? groupSize, bool normBeforeGate, CommandStream? stream)
     {
         var (rows, dim, gs) = Validate("RmsNorm", x, weight, z, groupSize);
         if (!(eps >= 0) || float.IsInfinity(eps))
@@ -61,10 +69,11 @@ public static class RmsNorm
             var flags = Flags(z, normBeforeGate);
             Shaders.RunIn(device, stream, st =>
             {
-                foreach (var (first, count) in RowPieces(device, "RmsNorm", rows, dim, groups))
+                foreach (var (first, count) in RowPieces(device, "RmsNorm", rows, dim, groups, z?.Stride ?? dim))
                 {
-                    st.Dispatch(kernel, (Shaders.Groups(device, count * groups), 1, 1), new Push((uint)count, (uint)dim, (uint)gs, flags, eps),
-                        Shaders.Slice(x, first * dim, count * dim), Shaders.Slice(z ?? x, first * dim, count * dim), weight.Buffer,
+                    st.Dispatch(kernel, (Shaders.Groups(device, count * groups), 1, 1),
+                        new Push((uint)count, (uint)dim, (uint)gs, flags, eps, (uint)(z?.Stride ?? dim), (uint)(z?.Start ?? 0)),
+                        Shaders.Slice(x, first * dim, count * dim), RowsOf(z ?? x, first, count), weight.Buffer,
                         Shaders.Slice(result.Y, first * dim, count * dim), Shaders.Slice(result.Rstd, first * groups, count * groups));
                 }
             });
@@ -80,14 +89,34 @@ public static class RmsNorm
     /// <summary>Gradients from dy with the forward's inputs, settings and result (its saved 1/rms).</summary>
     public static RmsNormGradients Backward(Tensor dy, RmsNormResult saved, Tensor x, Tensor weight, Tensor? z = null, int? groupSize = null,
         bool normBeforeGate = true, CommandStream? stream = null) =>
-        Backward(dy, saved.Rstd, x, weight, z, groupSize, normBeforeGate, stream);
+        Backward(dy, saved.Rstd, x, weight, z is null ? null : (ColumnView?)z, groupSize, normBeforeGate, null, stream);
+
+    /// <summary>
+    /// The gated norm's gradients with z read in place (as <see cref="Forward(Tensor, Tensor, ColumnView, float, int?, bool, CommandStream?)"/>)
+    /// and, when <paramref name="dzInto"/> is given, dz written into those columns of a wider tensor (the fused
+    /// projection's gradient) instead of a tensor of its own (the result's Dz is then null).
+    /// </summary>
+    public static RmsNormGradients Backward(Tensor dy, RmsNormResult saved, Tensor x, Tensor weight, ColumnView z, int? groupSize = null,
+        bool normBeforeGate = true, ColumnView? dzInto = null, CommandStream? stream = null) =>
+        Backward(dy, saved.Rstd, x, weight, z, groupSize, normBeforeGate, dzInto, stream);
 
     /// <summary>The same from the forward's saved 1/rms alone (all the backward reads of its result).</summary>
-    internal static RmsNormGradients Backward(Tensor dy, Tensor rstd, Tensor x, Tensor weight, Tensor? z, int? groupSize,
-        bool normBeforeGate, CommandStream? stream)
+    internal static RmsNormGradients Backward(Tensor dy, Tensor rstd, Tensor x, Tensor weight, ColumnView? z, int? groupSize,
+        bool normBeforeGate, ColumnView? dzInto, CommandStream? stream)
     {
         const string op = "RmsNorm backward";
         var (rows, dim, gs) = Validate(op, x, weight, z, groupSize);
+        if (dzInto is { } into)
+        {
+            if (z is null)
+            {
+                throw new ArgumentException($"{op}: dz has somewhere to go ({into}) but there is no z.", nameof(dzInto));
+            }
+
+            ExpectRowsOf(op, "dz", into, x, dim);
+            ShapeOps.ExpectSameDevice(op, x, into.Tensor);
+        }
+
         var groups = dim / gs;
         ShapeOps.Expect(dy, "dy", op, [.. x.Shape]);
         ShapeOps.Expect(rstd, "saved.Rstd", $"{op}: saved must come from Forward with this group size", (int)rows, groups);
@@ -96,7 +125,8 @@ public static class RmsNorm
         var scope = new TensorScope(device);
         try
         {
-            var grads = new RmsNormGradients(scope.New("dx", [.. x.Shape]), scope.New("dweight", dim), z is null ? null : scope.New("dz", [.. x.Shape]));
+            var grads = new RmsNormGradients(scope.New("dx", [.. x.Shape]), scope.New("dweight", dim), z is null || dzInto is not null ? null : scope.New("dz", [.. x.Shape]));
+            var dz = dzInto ?? (grads.Dz is null ? null : (ColumnView?)grads.Dz);
             var mark = scope.Count;
             var units = (rows + BlockRows - 1) / BlockRows;
             var dwPart = scope.New("dweight_part", (int)units, dim);
@@ -108,18 +138,19 @@ public static class RmsNorm
                     st.Own(t);
                 }
 
-                foreach (var (first, count) in RowPieces(device, op, rows, dim, groups))
+                foreach (var (first, count) in RowPieces(device, op, rows, dim, groups, z?.Stride ?? dim, dzInto?.Stride ?? dim))
                 {
                     BufferBinding Rows(Tensor t) => Shaders.Slice(t, first * dim, count * dim);
-                    var push = new BwdPush((uint)count, (uint)dim, (uint)gs, flags, BlockRows);
+                    var push = new BwdPush((uint)count, (uint)dim, (uint)gs, flags, BlockRows, (uint)(z?.Stride ?? dim), (uint)(z?.Start ?? 0),
+                        (uint)(dz?.Stride ?? dim), (uint)(dz?.Start ?? 0));
                     var rstdRows = Shaders.Slice(rstd, first * groups, count * groups);
                     var part = Shaders.Slice(dwPart, first / BlockRows * dim, (count + BlockRows - 1) / BlockRows * dim);
                     st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, new RmsNormBwdSpec(Shaders.RowLocal(device, gs), RmsNormBwdMode.InputGradients)), (Shaders.Groups(device, count * groups), 1, 1), push,
-                        Rows(dy), Rows(x), Rows(z ?? x), weight.Buffer, rstdRows, Rows(grads.Dx), Rows(grads.Dz ?? grads.Dx), part);
+                        Rows(dy), Rows(x), RowsOf(z ?? x, first, count), weight.Buffer, rstdRows, Rows(grads.Dx), RowsOf(dz ?? grads.Dx, first, count), part);
                     var local = Shaders.Local1D(device);
                     st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, new RmsNormBwdSpec(local, RmsNormBwdMode.WeightPartials)),
                         (Shaders.Groups1D(device, (count + BlockRows - 1) / BlockRows * dim, local), 1, 1), push,
-                        Rows(dy), Rows(x), Rows(z ?? x), weight.Buffer, rstdRows, Rows(grads.Dx), Rows(grads.Dz ?? grads.Dx), part);
+                        Rows(dy), Rows(x), RowsOf(z ?? x, first, count), weight.Buffer, rstdRows, Rows(grads.Dx), RowsOf(dz ?? grads.Dx, first, count), part);
                 }
 
                 Reductions.Sum(st, dwPart.Buffer, grads.DWeight.Buffer, (uint)units, (uint)dim);
@@ -133,26 +164,46 @@ public static class RmsNorm
         }
     }
 
-    private static uint Flags(Tensor? z, bool normBeforeGate) => (z is null ? 0u : 1u) | (z is not null && normBeforeGate ? 2u : 0u);
+    private static uint Flags(ColumnView? z, bool normBeforeGate) => (z is null ? 0u : 1u) | (z is not null && normBeforeGate ? 2u : 0u);
 
-    /// <summary>Row ranges bound together: whole blocks of BlockRows rows (the weight-gradient partials stay aligned).</summary>
-    private static IEnumerable<(long First, long Count)> RowPieces(GpuDevice device, string op, long rows, int dim, int groups)
+    /// <summary>Rows [first, first + count) of a column view: its tensor's whole rows (the kernel adds the start column).</summary>
+    private static BufferBinding RowsOf(ColumnView v, long first, long count) => Shaders.Slice(v.Tensor, first * v.Stride, count * v.Stride);
+
+    /// <summary>A view with x's rows, <paramref name="dim"/> columns wide.</summary>
+    private static void ExpectRowsOf(string op, string name, ColumnView v, Tensor x, int dim)
+    {
+        if (v.Width != dim || v.Rows != x.Length / dim)
+        {
+            throw new ArgumentException($"{op}: {name} must be {x.Length / dim} rows of {dim} columns (x is {ShapeOps.Format(x.Shape)}), got {v}.", name);
+        }
+    }
+
+    /// <summary>
+    /// Row ranges bound together: whole blocks of BlockRows rows (the weight-gradient partials stay aligned), sized and
+    /// aligned for x's rows and for the rows of the column views' tensors (<paramref name="viewStrides"/>).
+    /// </summary>
+    private static IEnumerable<(long First, long Count)> RowPieces(GpuDevice device, string op, long rows, int dim, int groups, params int[] viewStrides)
     {
         var units = (rows + BlockRows - 1) / BlockRows;
-        foreach (var (first, count) in Shaders.BatchPieces(device, op, units, [(long)BlockRows * dim, (long)BlockRows * groups], OpTuning.Of(device).MaxBindingBytes))
+        long[] perUnit = [(long)BlockRows * dim, (long)BlockRows * groups, .. viewStrides.Select(v => (long)BlockRows * v)];
+        foreach (var (first, count) in Shaders.BatchPieces(device, op, units, perUnit, OpTuning.Of(device).MaxBindingBytes))
         {
             var firstRow = first * BlockRows;
             yield return (firstRow, Math.Min(count * BlockRows, rows - firstRow));
         }
     }
 
-    private static (long Rows, int Dim, int GroupSize) Validate(string op, Tensor x, Tensor weight, Tensor? z, int? groupSize)
+    private static (long Rows, int Dim, int GroupSize) Validate(string op, Tensor x, Tensor weight, ColumnView? z, int? groupSize)
     {
         var dim = x.Shape[^1];
         ShapeOps.Expect(weight, "weight", $"{op} (x is {ShapeOps.Format(x.Shape)})", dim);
-        if (z is not null)
+        if (z is { IsWhole: true } whole)
         {
-            ShapeOps.Expect(z, "z", op, [.. x.Shape]);
+            ShapeOps.Expect(whole.Tensor, "z", op, [.. x.Shape]);
+        }
+        else if (z is { } view)
+        {
+            ExpectRowsOf(op, "z", view, x, dim);
         }
 
         var gs = groupSize ?? dim;
@@ -161,7 +212,7 @@ public static class RmsNorm
             throw new ArgumentException($"{op}: group_size must divide the last dimension {dim}, got {gs}.", nameof(groupSize));
         }
 
-        ShapeOps.ExpectSameDevice(op, [.. new[] { x, weight, z }.OfType<Tensor>()]);
+        ShapeOps.ExpectSameDevice(op, [.. new[] { x, weight, z?.Tensor }.OfType<Tensor>()]);
         Shaders.EnsureBindable(op, weight);
         return (x.Length / dim, dim, gs);
     }
