@@ -3,12 +3,15 @@
 //   h = x * silu(z) when the gate comes first (norm_before_gate = false), else h = x
 //   r = 1 / sqrt(mean_{group}(h^2) + eps) ;  n = h r
 //   y = n * w  (* silu(z) when the gate comes after the norm)
-// One workgroup per (row, group), a fixed-order tree for the sum of squares; r is saved for the backward. z is read in
-// place from columns [z_col, z_col + dim) of rows z_stride apart (the fused projection's output, not a split copy).
+// One workgroup per (row, group). Each invocation holds PER elements of the group in registers, so x and z are read
+// once; the sum of squares is row_sum's fixed order; r is saved for the backward. z is read in place from columns
+// [z_col, z_col + dim) of rows z_stride apart (the fused projection's output, not a split copy).
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;   // a power of two
+layout(constant_id = 1) const uint PER = 1;   // elements per invocation: ceil(group_size / workgroup size)
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer Z { float z[]; };
@@ -23,7 +26,7 @@ layout(push_constant) uniform Push {
     uint z_stride, z_col;
 } p;
 
-shared float red[gl_WorkGroupSize.x];
+#include "row_sum.glsl"
 
 void main() {
     const uint tid = gl_LocalInvocationID.x;
@@ -31,37 +34,37 @@ void main() {
     const bool gated = (p.flags & 1u) != 0u;
     const bool after = (p.flags & 2u) != 0u;
     for (uint item = gl_WorkGroupID.x; item < p.rows * groups; item += gl_NumWorkGroups.x) {
-        const uint base = (item / groups) * p.dim + (item % groups) * p.group_size;
-        const uint zbase = (item / groups) * p.z_stride + p.z_col + (item % groups) * p.group_size;
+        const uint col = (item % groups) * p.group_size;
+        const uint base = (item / groups) * p.dim + col;
+        const uint zbase = (item / groups) * p.z_stride + p.z_col + col;
+        float hv[PER];
+        float zv[PER];
         float ss = 0.0;
-        for (uint j = tid; j < p.group_size; j += gl_WorkGroupSize.x) {
-            float h = x[base + j];
-            if (gated && !after) {
-                h *= silu(z[zbase + j]);
+        [[unroll]] for (uint e = 0; e < PER; ++e) {
+            const uint j = tid + e * gl_WorkGroupSize.x;
+            hv[e] = 0.0;
+            zv[e] = 0.0;
+            if (j < p.group_size) {
+                hv[e] = x[base + j];
+                if (gated) {
+                    zv[e] = z[zbase + j];
+                }
+                if (gated && !after) {
+                    hv[e] *= silu(zv[e]);
+                }
+                ss = fma(hv[e], hv[e], ss);
             }
-            ss = fma(h, h, ss);
         }
-        red[tid] = ss;
-        barrier();
-        for (uint half_ = gl_WorkGroupSize.x / 2; half_ > 0; half_ >>= 1) {
-            if (tid < half_) {
-                red[tid] += red[tid + half_];
+        const float r = inversesqrt(row_sum(ss) / float(p.group_size) + p.eps);
+        [[unroll]] for (uint e = 0; e < PER; ++e) {
+            const uint j = tid + e * gl_WorkGroupSize.x;
+            if (j < p.group_size) {
+                float v = hv[e] * r * w[col + j];
+                if (gated && after) {
+                    v *= silu(zv[e]);
+                }
+                y[base + j] = v;
             }
-            barrier();
-        }
-        const float r = inversesqrt(red[0] / float(p.group_size) + p.eps);
-        barrier();
-        for (uint j = tid; j < p.group_size; j += gl_WorkGroupSize.x) {
-            const uint o = base + j;
-            float h = x[o];
-            if (gated && !after) {
-                h *= silu(z[zbase + j]);
-            }
-            float v = h * r * w[o % p.dim];
-            if (gated && after) {
-                v *= silu(z[zbase + j]);
-            }
-            y[o] = v;
         }
         if (tid == 0) {
             rstd[item] = r;

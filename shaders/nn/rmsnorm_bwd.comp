@@ -3,14 +3,18 @@
 //   gate first:  dn = dy w            dh = r (dn - n mean(dn n))    dx = dh s    dz = dh x silu'(z)
 //   gate after:  dn = dy w s          dx = r (dn - n mean(dn n))                dz = dy n w silu'(z)
 //   dw[c] = sum over rows of dy n (times s when the gate comes after)
-// MODE 0: one workgroup per (row, group) for dx and dz; MODE 1: per block of rows and channel, partial sums of dw
-// that the host adds in a fixed order. z and dz are in place in columns [z_col, z_col + dim) and [dz_col, dz_col + dim)
-// of rows z_stride and dz_stride apart (the fused projection's output and its gradient, not split copies).
+// MODE 0: one workgroup per (row, group) for dx and dz. MODE 1: per block of rows and channel, partial sums of dw.
+// MODE 2: both at once, one workgroup per (block of rows, group), walking the block's rows in order with its columns'
+// dw sums in registers. The host adds the partials in a fixed order. As in the forward, each invocation holds PER
+// elements of a group, so dy, x and z are read once per pass. z and dz are in place in columns [z_col, z_col + dim)
+// and [dz_col, dz_col + dim) of rows z_stride and dz_stride apart (the fused projection's output and its gradient).
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint MODE = 0;
+layout(constant_id = 2) const uint PER = 1;   // MODE 0 and 2: elements per invocation, ceil(group_size / workgroup size)
 
 layout(std430, binding = 0) readonly buffer Dy { float dy[]; };
 layout(std430, binding = 1) readonly buffer X { float x[]; };
@@ -28,7 +32,7 @@ layout(push_constant) uniform Push {
     uint z_stride, z_col, dz_stride, dz_col;
 } p;
 
-shared float red[gl_WorkGroupSize.x];
+#include "row_sum.glsl"
 
 float sigmoid(float v) {
     return 1.0 / (1.0 + exp(-v));
@@ -39,8 +43,8 @@ void main() {
     const uint groups = p.dim / p.group_size;
     const bool gated = (p.flags & 1u) != 0u;
     const bool after = (p.flags & 2u) != 0u;
+    const uint blocks = (p.rows + p.block_rows - 1) / p.block_rows;
     if (MODE == 1) {
-        const uint blocks = (p.rows + p.block_rows - 1) / p.block_rows;
         GRID_STRIDE_LOOP(e, blocks * p.dim) {
             const uint c = e % p.dim;
             const uint blk = e / p.dim;
@@ -63,46 +67,80 @@ void main() {
         }
         return;
     }
-    for (uint item = gl_WorkGroupID.x; item < p.rows * groups; item += gl_NumWorkGroups.x) {
-        const uint base = (item / groups) * p.dim + (item % groups) * p.group_size;
-        const uint zbase = (item / groups) * p.z_stride + p.z_col + (item % groups) * p.group_size;
-        const uint dzbase = (item / groups) * p.dz_stride + p.dz_col + (item % groups) * p.group_size;
-        const float r = rstd[item];
-        float dot = 0.0;
-        for (uint j = tid; j < p.group_size; j += gl_WorkGroupSize.x) {
-            const uint o = base + j;
-            const float s = gated ? silu(z[zbase + j]) : 1.0;
-            const float h = gated && !after ? x[o] * s : x[o];
-            const float dn = dy[o] * w[o % p.dim] * (gated && after ? s : 1.0);
-            dot = fma(dn, h * r, dot);
+    const bool sums = MODE == 2;
+    const uint items = (sums ? blocks : p.rows) * groups;
+    for (uint item = gl_WorkGroupID.x; item < items; item += gl_NumWorkGroups.x) {
+        const uint col = (item % groups) * p.group_size;
+        const uint r0 = sums ? (item / groups) * p.block_rows : item / groups;
+        const uint r1 = sums ? min(r0 + p.block_rows, p.rows) : r0 + 1;
+        float wv[PER];
+        float dw[PER];
+        [[unroll]] for (uint e = 0; e < PER; ++e) {
+            const uint j = tid + e * gl_WorkGroupSize.x;
+            wv[e] = j < p.group_size ? w[col + j] : 0.0;
+            dw[e] = 0.0;
         }
-        red[tid] = dot;
-        barrier();
-        for (uint half_ = gl_WorkGroupSize.x / 2; half_ > 0; half_ >>= 1) {
-            if (tid < half_) {
-                red[tid] += red[tid + half_];
+        for (uint row = r0; row < r1; ++row) {
+            const uint base = row * p.dim + col;
+            const uint zbase = row * p.z_stride + p.z_col + col;
+            const uint dzbase = row * p.dz_stride + p.dz_col + col;
+            const float r = rstd[row * groups + col / p.group_size];
+            float dyv[PER];
+            float xv[PER];
+            float zv[PER];
+            float dot = 0.0;
+            [[unroll]] for (uint e = 0; e < PER; ++e) {
+                const uint j = tid + e * gl_WorkGroupSize.x;
+                dyv[e] = 0.0;
+                xv[e] = 0.0;
+                zv[e] = 0.0;
+                if (j < p.group_size) {
+                    dyv[e] = dy[base + j];
+                    xv[e] = x[base + j];
+                    if (gated) {
+                        zv[e] = z[zbase + j];
+                    }
+                    const float s = gated ? silu(zv[e]) : 1.0;
+                    const float h = gated && !after ? xv[e] * s : xv[e];
+                    const float dn = dyv[e] * wv[e] * (gated && after ? s : 1.0);
+                    dot = fma(dn, h * r, dot);
+                }
             }
-            barrier();
+            const float mean = row_sum(dot) / float(p.group_size);
+            [[unroll]] for (uint e = 0; e < PER; ++e) {
+                const uint j = tid + e * gl_WorkGroupSize.x;
+                if (j < p.group_size) {
+                    const float sg = sigmoid(zv[e]);
+                    const float s = gated ? zv[e] * sg : 1.0;
+                    const float ds = sg * (1.0 + zv[e] * (1.0 - sg));   // silu'(z)
+                    const float h = gated && !after ? xv[e] * s : xv[e];
+                    const float n = h * r;
+                    const float dn = dyv[e] * wv[e] * (gated && after ? s : 1.0);
+                    const float dh = r * (dn - n * mean);
+                    if (gated && !after) {
+                        dx[base + j] = dh * s;
+                        dz[dzbase + j] = dh * xv[e] * ds;
+                    } else {
+                        dx[base + j] = dh;
+                        if (gated) {
+                            dz[dzbase + j] = dyv[e] * n * wv[e] * ds;
+                        }
+                    }
+                    if (sums) {
+                        float v = dyv[e] * h * r;
+                        if (gated && after) {
+                            v *= s;
+                        }
+                        dw[e] += v;
+                    }
+                }
+            }
         }
-        const float mean = red[0] / float(p.group_size);
-        barrier();
-        for (uint j = tid; j < p.group_size; j += gl_WorkGroupSize.x) {
-            const uint o = base + j;
-            const float zv = gated ? z[zbase + j] : 0.0;
-            const float sg = sigmoid(zv);
-            const float s = gated ? zv * sg : 1.0;
-            const float ds = sg * (1.0 + zv * (1.0 - sg));   // silu'(z)
-            const float h = gated && !after ? x[o] * s : x[o];
-            const float n = h * r;
-            const float dn = dy[o] * w[o % p.dim] * (gated && after ? s : 1.0);
-            const float dh = r * (dn - n * mean);
-            if (gated && !after) {
-                dx[o] = dh * s;
-                dz[dzbase + j] = dh * x[o] * ds;
-            } else {
-                dx[o] = dh;
-                if (gated) {
-                    dz[dzbase + j] = dy[o] * n * w[o % p.dim] * ds;
+        if (sums) {
+            [[unroll]] for (uint e = 0; e < PER; ++e) {
+                const uint j = tid + e * gl_WorkGroupSize.x;
+                if (j < p.group_size) {
+                    dw_part[(r0 / p.block_rows) * p.dim + col + j] = dw[e];
                 }
             }
         }

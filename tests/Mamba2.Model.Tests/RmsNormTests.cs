@@ -27,7 +27,38 @@ public class RmsNormTests(GpuFixture gpu)
     [MemberData(nameof(Cases))]
     public void ForwardAndGradientsMatchTheReference(int[] shape, int groupSize, string gate)
     {
-        RowWorkgroups.Each(() => CheckForwardAndGradients(shape, groupSize, gate));
+        RowWorkgroups.Each(() => EachBackwardForm(() => CheckForwardAndGradients(shape, groupSize, gate)));
+    }
+
+    /// <summary>The backward's forms: fused (the default, and blocks of 5 rows that end mid-batch) and split.</summary>
+    private void EachBackwardForm(Action check)
+    {
+        foreach (var form in new[] { NormBackwardForm.Default, NormBackwardForm.Default with { BlockRows = 5 }, NormBackwardForm.Split })
+        {
+            using var forced = OpTuning.Override(Device, t => t with { NormBackward = form });
+            check();
+        }
+    }
+
+    [Theory]
+    [InlineData("fused", true, 16)]
+    [InlineData(" Split ", false, 64)]
+    [InlineData("fused,3", true, 3)]
+    [InlineData("split, 128", false, 128)]
+    public void BackwardFormsParse(string text, bool fused, int rows)
+    {
+        Assert.Equal(new NormBackwardForm(fused, rows), NormBackwardForm.Parse(text.Trim()));
+    }
+
+    [Theory]
+    [InlineData("both")]
+    [InlineData("fused,0")]
+    [InlineData("split,x")]
+    [InlineData("fused,4,4")]
+    public void BadBackwardFormsNameTheVariable(string text)
+    {
+        var e = Assert.Throws<ArgumentException>(() => NormBackwardForm.Parse(text));
+        Assert.StartsWith($"{NormBackwardForm.EnvironmentVariable}={text}:", e.Message);
     }
 
     private void CheckForwardAndGradients(int[] shape, int groupSize, string gate)
@@ -97,22 +128,27 @@ public class RmsNormTests(GpuFixture gpu)
         using var w = Tensor.FromArray(Device, "weight", wv, dim);
         using var z = Tensor.FromArray(Device, "z", zv, rows, dim);
         using var dy = Tensor.FromArray(Device, "dy", dyv, rows, dim);
-        OpTuning.Set(Device, OpTuning.Of(Device) with { MaxBindingBytes = (ulong)(2 * 64 * dim * 4) });   // two blocks of 64 rows per slice: 128, 128, 44
+        OpTuning.Set(Device, OpTuning.Of(Device) with { MaxBindingBytes = (ulong)(2 * 64 * dim * 4) });   // 128 rows per slice: 128, 128, 44
         try
         {
-            using var result = RmsNorm.Forward(x, w, z, 1e-5f, 4, normBeforeGate: false);
-            using var grads = RmsNorm.Backward(dy, result, x, w, z, 4, normBeforeGate: false);
-            var (xd, wd, zd) = (Widen(xv), Widen(wv), Widen(zv));
-            TestMath.AssertClose(result.Y.ToArray(), RmsNormReference.Forward(xd, wd, zd, 1e-5, dim, 4, false), 1e-6, $"sliced y seed {seed}");
-            var (dx, dw, dz) = RmsNormReference.Backward(Widen(dyv), xd, wd, zd, 1e-5, dim, 4, false);
-            TestMath.AssertClose(grads.Dx.ToArray(), dx, 1e-5, $"sliced dx seed {seed}");
-            TestMath.AssertClose(grads.DWeight.ToArray(), dw, 1e-5, $"sliced dweight seed {seed}");
-            TestMath.AssertClose(grads.Dz!.ToArray(), dz!, 1e-5, $"sliced dz seed {seed}");
+            EachBackwardForm(() => CheckSliced(seed, rows, dim, xv, wv, zv, dyv, x, w, z, dy));
         }
         finally
         {
             OpTuning.Set(Device, OpTuning.Of(Device) with { MaxBindingBytes = null });
         }
+    }
+
+    private static void CheckSliced(int seed, int rows, int dim, float[] xv, float[] wv, float[] zv, float[] dyv, Tensor x, Tensor w, Tensor z, Tensor dy)
+    {
+        using var result = RmsNorm.Forward(x, w, z, 1e-5f, 4, normBeforeGate: false);
+        using var grads = RmsNorm.Backward(dy, result, x, w, z, 4, normBeforeGate: false);
+        var (xd, wd, zd) = (Widen(xv), Widen(wv), Widen(zv));
+        TestMath.AssertClose(result.Y.ToArray(), RmsNormReference.Forward(xd, wd, zd, 1e-5, dim, 4, false), 1e-6, $"sliced y seed {seed}");
+        var (dx, dw, dz) = RmsNormReference.Backward(Widen(dyv), xd, wd, zd, 1e-5, dim, 4, false);
+        TestMath.AssertClose(grads.Dx.ToArray(), dx, 1e-5, $"sliced dx seed {seed}");
+        TestMath.AssertClose(grads.DWeight.ToArray(), dw, 1e-5, $"sliced dweight seed {seed}");
+        TestMath.AssertClose(grads.Dz!.ToArray(), dz!, 1e-5, $"sliced dz seed {seed}");
     }
 
     /// <summary>
@@ -144,7 +180,6 @@ public class RmsNormTests(GpuFixture gpu)
         using var w = Tensor.FromArray(Device, "weight", wv, dim);
         using var z = Tensor.FromArray(Device, "zxbcdt", wideZ, rows, zWide);
         using var dy = Tensor.FromArray(Device, "dy", dyv, rows, dim);
-        using var dWide = Tensor.FromArray(Device, "dzxbcdt", Enumerable.Repeat(untouched, rows * dzWide).ToArray(), rows, dzWide);
         if (sliced)
         {
             OpTuning.Set(Device, OpTuning.Of(Device) with { MaxBindingBytes = (ulong)(2 * 64 * dzWide * 4) });
@@ -152,6 +187,16 @@ public class RmsNormTests(GpuFixture gpu)
 
         try
         {
+            EachBackwardForm(() => CheckColumnViews());
+        }
+        finally
+        {
+            OpTuning.Set(Device, OpTuning.Of(Device) with { MaxBindingBytes = null });
+        }
+
+        void CheckColumnViews()
+        {
+            using var dWide = Tensor.FromArray(Device, "dzxbcdt", Enumerable.Repeat(untouched, rows * dzWide).ToArray(), rows, dzWide);
             using var s = Device.BeginStream();
             var zView = new ColumnView(z, zStart, dim);
             using var result = RmsNorm.Forward(x, w, zView, 1e-5f, gs, normBeforeGate: after, s);
@@ -179,10 +224,6 @@ public class RmsNormTests(GpuFixture gpu)
             }
 
             TestMath.AssertClose(dzGot, dz!, 1e-5, $"{what}: dz in its columns");
-        }
-        finally
-        {
-            OpTuning.Set(Device, OpTuning.Of(Device) with { MaxBindingBytes = null });
         }
     }
 

@@ -40,6 +40,9 @@ public sealed record OpTuning
     /// <summary>Tests: the workgroup of row-reducing kernels (the GPU-sized one on a CPU driver).</summary>
     public uint? RowLocal { get; init; }
 
+    /// <summary>MAMBA2_RMSNORM_BWD: the RMSNorm backward's form (null: <see cref="NormBackwardForm.Default"/>).</summary>
+    public NormBackwardForm? NormBackward { get; init; }
+
     /// <summary>The environment's overrides, each checked here so a typo fails at the first op, naming the variable.</summary>
     public static OpTuning FromEnvironment()
     {
@@ -57,6 +60,7 @@ public sealed record OpTuning
             DbcTile = Read("MAMBA2_SSD_DBC_TILE"),
             BidirTile = Read("MAMBA2_SSD_BIDIR_TILE"),
             TensorCoreTile = Read(SsdTensorCoreTiles.EnvironmentVariable),
+            NormBackward = Read(NormBackwardForm.EnvironmentVariable) is { } form ? NormBackwardForm.Parse(form) : null,
             GemmKernel = Read(Gemm.KernelVariable) switch
             {
                 null => null,

@@ -39,8 +39,14 @@ public static class RmsNorm
     [StructLayout(LayoutKind.Sequential)]
     private readonly record struct BwdPush(uint Rows, uint Dim, uint GroupSize, uint Flags, uint BlockRows, uint ZStride, uint ZCol, uint DzStride, uint DzCol);
 
-    /// <summary>Rows per partial sum of the weight gradient, and the unit batches are split in.</summary>
-    private const int BlockRows = 64;
+    /// <summary>
+    /// The elements of a group each invocation aims to hold (the workgroup is sized from it): enough per invocation to
+    /// keep loads in flight, few enough that a row's elements stay in registers. More on a CPU driver, where each
+    /// barrier switches between the group's SIMD vectors.
+    /// </summary>
+    private const int PerInvocationGpu = 8;
+
+    private const int PerInvocationCpu = 16;
 
     public static RmsNormResult Forward(Tensor x, Tensor weight, Tensor? z = null, float eps = 1e-6f, int? groupSize = null,
         bool normBeforeGate = true, CommandStream? stream = null) =>
@@ -65,11 +71,12 @@ public static class RmsNorm
         try
         {
             var result = new RmsNormResult(scope.New("y", [.. x.Shape]), scope.New("rstd", (int)rows, groups));
-            var kernel = device.GetKernel(Shaders.RmsNorm, new LocalSize(Shaders.RowLocal(device, gs)));
+            var (local, per) = Team(device, gs);
+            var kernel = device.GetKernel(Shaders.RmsNorm, new RmsNormSpec(local, per));
             var flags = Flags(z, normBeforeGate);
             Shaders.RunIn(device, stream, st =>
             {
-                foreach (var (first, count) in RowPieces(device, "RmsNorm", rows, dim, groups, z?.Stride ?? dim))
+                foreach (var (first, count) in RowPieces(device, "RmsNorm", rows, dim, groups, 1, z?.Stride ?? dim))
                 {
                     st.Dispatch(kernel, (Shaders.Groups(device, count * groups), 1, 1),
                         new Push((uint)count, (uint)dim, (uint)gs, flags, eps, (uint)(z?.Stride ?? dim), (uint)(z?.Start ?? 0)),
@@ -128,9 +135,12 @@ public static class RmsNorm
             var grads = new RmsNormGradients(scope.New("dx", [.. x.Shape]), scope.New("dweight", dim), z is null || dzInto is not null ? null : scope.New("dz", [.. x.Shape]));
             var dz = dzInto ?? (grads.Dz is null ? null : (ColumnView?)grads.Dz);
             var mark = scope.Count;
-            var units = (rows + BlockRows - 1) / BlockRows;
+            var form = OpTuning.Of(device).NormBackward ?? NormBackwardForm.Default;
+            var blockRows = form.BlockRows;
+            var units = (rows + blockRows - 1) / blockRows;
             var dwPart = scope.New("dweight_part", (int)units, dim);
             var flags = Flags(z, normBeforeGate);
+            var (local, per) = Team(device, gs);
             Shaders.RunIn(device, stream, st =>
             {
                 foreach (var t in scope.Since(mark))
@@ -138,19 +148,26 @@ public static class RmsNorm
                     st.Own(t);
                 }
 
-                foreach (var (first, count) in RowPieces(device, op, rows, dim, groups, z?.Stride ?? dim, dzInto?.Stride ?? dim))
+                foreach (var (first, count) in RowPieces(device, op, rows, dim, groups, blockRows, z?.Stride ?? dim, dzInto?.Stride ?? dim))
                 {
                     BufferBinding Rows(Tensor t) => Shaders.Slice(t, first * dim, count * dim);
-                    var push = new BwdPush((uint)count, (uint)dim, (uint)gs, flags, BlockRows, (uint)(z?.Stride ?? dim), (uint)(z?.Start ?? 0),
+                    var push = new BwdPush((uint)count, (uint)dim, (uint)gs, flags, (uint)blockRows, (uint)(z?.Stride ?? dim), (uint)(z?.Start ?? 0),
                         (uint)(dz?.Stride ?? dim), (uint)(dz?.Start ?? 0));
-                    var rstdRows = Shaders.Slice(rstd, first * groups, count * groups);
-                    var part = Shaders.Slice(dwPart, first / BlockRows * dim, (count + BlockRows - 1) / BlockRows * dim);
-                    st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, new RmsNormBwdSpec(Shaders.RowLocal(device, gs), RmsNormBwdMode.InputGradients)), (Shaders.Groups(device, count * groups), 1, 1), push,
-                        Rows(dy), Rows(x), RowsOf(z ?? x, first, count), weight.Buffer, rstdRows, Rows(grads.Dx), RowsOf(dz ?? grads.Dx, first, count), part);
-                    var local = Shaders.Local1D(device);
-                    st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, new RmsNormBwdSpec(local, RmsNormBwdMode.WeightPartials)),
-                        (Shaders.Groups1D(device, (count + BlockRows - 1) / BlockRows * dim, local), 1, 1), push,
-                        Rows(dy), Rows(x), RowsOf(z ?? x, first, count), weight.Buffer, rstdRows, Rows(grads.Dx), RowsOf(dz ?? grads.Dx, first, count), part);
+                    var pieceUnits = (count + blockRows - 1) / blockRows;
+                    BufferBinding[] bindings = [Rows(dy), Rows(x), RowsOf(z ?? x, first, count), weight.Buffer, Shaders.Slice(rstd, first * groups, count * groups),
+                        Rows(grads.Dx), RowsOf(dz ?? grads.Dx, first, count), Shaders.Slice(dwPart, first / blockRows * dim, pieceUnits * dim)];
+                    if (form.Fused)
+                    {
+                        st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, new RmsNormBwdSpec(local, RmsNormBwdMode.Fused, per)),
+                            (Shaders.Groups(device, pieceUnits * groups), 1, 1), push, bindings);
+                        continue;
+                    }
+
+                    st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, new RmsNormBwdSpec(local, RmsNormBwdMode.InputGradients, per)),
+                        (Shaders.Groups(device, count * groups), 1, 1), push, bindings);
+                    var local1D = Shaders.Local1D(device);
+                    st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, new RmsNormBwdSpec(local1D, RmsNormBwdMode.WeightPartials, 1)),
+                        (Shaders.Groups1D(device, pieceUnits * dim, local1D), 1, 1), push, bindings);
                 }
 
                 Reductions.Sum(st, dwPart.Buffer, grads.DWeight.Buffer, (uint)units, (uint)dim);
@@ -179,17 +196,34 @@ public static class RmsNorm
     }
 
     /// <summary>
-    /// Row ranges bound together: whole blocks of BlockRows rows (the weight-gradient partials stay aligned), sized and
-    /// aligned for x's rows and for the rows of the column views' tensors (<paramref name="viewStrides"/>).
+    /// The workgroup of one (row, group) item and the elements of the group each invocation holds: a power of two
+    /// sized so that each holds about <see cref="PerInvocationGpu"/> (at least a warp on a GPU, a SIMD vector on a CPU
+    /// driver), or the tests' forced size.
     /// </summary>
-    private static IEnumerable<(long First, long Count)> RowPieces(GpuDevice device, string op, long rows, int dim, int groups, params int[] viewStrides)
+    private static (uint Local, uint Per) Team(GpuDevice device, int groupSize)
     {
-        var units = (rows + BlockRows - 1) / BlockRows;
-        long[] perUnit = [(long)BlockRows * dim, (long)BlockRows * groups, .. viewStrides.Select(v => (long)BlockRows * v)];
+        var max = Shaders.PowerOfTwoLocal(device);
+        var cpu = device.Info.IsCpu;
+        var local = OpTuning.Of(device).RowLocal is { } forced
+            ? Math.Min(max, forced)
+            : Math.Clamp(System.Numerics.BitOperations.RoundUpToPowerOf2((uint)((groupSize + (cpu ? PerInvocationCpu : PerInvocationGpu) - 1) / (cpu ? PerInvocationCpu : PerInvocationGpu))),
+                Math.Min(max, cpu ? System.Numerics.BitOperations.RoundUpToPowerOf2(Math.Max(1u, device.Capabilities.SubgroupSize)) : 32u), max);
+        return (local, (uint)((groupSize + local - 1) / local));
+    }
+
+    /// <summary>
+    /// Row ranges bound together: whole blocks of <paramref name="blockRows"/> rows (the weight-gradient partials stay
+    /// aligned), sized and aligned for x's rows and for the rows of the column views' tensors (<paramref name="viewStrides"/>).
+    /// </summary>
+    private static IEnumerable<(long First, long Count)> RowPieces(GpuDevice device, string op, long rows, int dim, int groups, int blockRows,
+        params int[] viewStrides)
+    {
+        var units = (rows + blockRows - 1) / blockRows;
+        long[] perUnit = [(long)blockRows * dim, (long)blockRows * groups, .. viewStrides.Select(v => (long)blockRows * v)];
         foreach (var (first, count) in Shaders.BatchPieces(device, op, units, perUnit, OpTuning.Of(device).MaxBindingBytes))
         {
-            var firstRow = first * BlockRows;
-            yield return (firstRow, Math.Min(count * BlockRows, rows - firstRow));
+            var firstRow = first * blockRows;
+            yield return (firstRow, Math.Min(count * blockRows, rows - firstRow));
         }
     }
 

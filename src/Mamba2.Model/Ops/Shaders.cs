@@ -111,7 +111,7 @@ internal static class Shaders
 
     public static readonly KernelSource<Conv1dBwdSpec> Conv1dBwd = Source<Conv1dBwdSpec>("nn/conv1d_bwd");
 
-    public static readonly KernelSource<LocalSize> RmsNorm = Source<LocalSize>("nn/rmsnorm");
+    public static readonly KernelSource<RmsNormSpec> RmsNorm = Source<RmsNormSpec>("nn/rmsnorm");
 
     public static readonly KernelSource<RmsNormBwdSpec> RmsNormBwd = Source<RmsNormBwdSpec>("nn/rmsnorm_bwd");
 

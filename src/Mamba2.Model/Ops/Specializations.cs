@@ -63,11 +63,17 @@ internal enum RmsNormBwdMode : uint
 {
     InputGradients = 0,   // dx and dz per (row, group)
     WeightPartials = 1,   // partial sums of dw per block of rows
+    Fused = 2,            // both, per (block of rows, group)
 }
 
-internal readonly record struct RmsNormBwdSpec(uint Local, RmsNormBwdMode Mode) : ISpecialization
+internal readonly record struct RmsNormBwdSpec(uint Local, RmsNormBwdMode Mode, uint Per) : ISpecialization
 {
-    public uint[] Constants() => [Local, (uint)Mode];
+    public uint[] Constants() => [Local, (uint)Mode, Per];
+}
+
+internal readonly record struct RmsNormSpec(uint Local, uint Per) : ISpecialization
+{
+    public uint[] Constants() => [Local, Per];
 }
 
 /// <summary>sum_squares' passes (MODE).</summary>

@@ -44,6 +44,14 @@ internal static class LayerSuite
             }
         }
 
+        if (ops.Contains("norm"))
+        {
+            foreach (var row in NormRows(device, s, config, rng, warmup, repeats, impl))
+            {
+                yield return row;
+            }
+        }
+
         if (ops.Contains("gemm"))
         {
             foreach (var (name, n, k) in new[] { ("gemm in_proj", config.DInProj, config.DModel), ("gemm out_proj", config.DModel, config.DInner) })
@@ -59,6 +67,44 @@ internal static class LayerSuite
                 }, warmup, repeats);
                 var (bytes, flops) = BenchCost.Gemm(rowsA, n, k);
                 yield return BenchRow.Of(name, impl, backward: false, s, t, bytes, flops);
+            }
+        }
+    }
+
+    /// <summary>
+    /// The layer's gated norm (x = the SSD's output, z read in place from in_proj's output, the gate first as the layer
+    /// runs it) and the plain norm of a block's input, forward and forward + backward with the weight's gradient.
+    /// Bytes: each tensor read or written once per pass that needs it (forward x, z, y; backward dy, x, z, dx, dz);
+    /// flops: per element the sum of squares and the scaling (4), the gate's product and silu (5 more), the backward
+    /// about twice the forward's again.
+    /// </summary>
+    private static IEnumerable<BenchRow> NormRows(GpuDevice device, BenchShape s, Mamba2Config c, Random rng, int warmup, int repeats, string impl)
+    {
+        var rows = (int)s.Tokens;
+        using var zxbcdt = Tensor.FromArray(device, "zxbcdt", BenchInputs.Uniform(rng, (long)rows * c.DInProj, -1, 1), rows, c.DInProj);
+        foreach (var (name, dim, gated) in new[] { ("rmsnorm gated", c.DInner, true), ("rmsnorm", c.DModel, false) })
+        {
+            using var x = Tensor.FromArray(device, "x", BenchInputs.Uniform(rng, (long)rows * dim, -1, 1), rows, dim);
+            using var dy = Tensor.FromArray(device, "dy", BenchInputs.Uniform(rng, (long)rows * dim, -1, 1), rows, dim);
+            using var w = Tensor.FromArray(device, "w", BenchInputs.Uniform(rng, dim, 0.5, 1.5), dim);
+            var z = gated ? new ColumnView(zxbcdt, 0, dim) : (ColumnView?)null;
+            var groupSize = gated ? c.NormGroupSize : dim;
+            foreach (var backward in new[] { false, true })
+            {
+                var t = RowTimer.Time(device, st =>
+                {
+                    var y = z is { } zv ? RmsNorm.Forward(x, w, zv, c.NormEps, groupSize, c.NormBeforeGate, st) : RmsNorm.Forward(x, w, eps: c.NormEps, stream: st);
+                    if (!backward)
+                    {
+                        return [y];
+                    }
+
+                    var g = z is { } gz ? RmsNorm.Backward(dy, y, x, w, gz, groupSize, c.NormBeforeGate, null, st) : RmsNorm.Backward(dy, y, x, w, stream: st);
+                    return [y, g];
+                }, warmup, repeats);
+                var tensors = gated ? (backward ? 3 + 8 : 3) : (backward ? 2 + 5 : 2);
+                var perElement = (gated ? 9.0 : 4.0) * (backward ? 3 : 1);
+                yield return BenchRow.Of(name, impl, backward, s, t, 4.0 * rows * dim * tensors, perElement * rows * dim);
             }
         }
     }
