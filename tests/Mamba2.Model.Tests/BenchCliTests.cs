@@ -32,7 +32,7 @@ public sealed class BenchCliTests : IDisposable
                      "ssd bidir shift | ours fused | fwd+bwd", "ssd bidir shift | ours composed | fwd+bwd",
                      "ssd bidir sum | naive (flipped copies) | fwd", "ssd bidir sum | naive (flipped copies) | fwd+bwd",
                      "mamba2 layer | ours | fwd+bwd", "mamba2 layer bidir | ours | fwd+bwd", "gemm in_proj | ours | fwd",
-                     "rmsnorm gated | ours | fwd+bwd", "rmsnorm | ours | fwd",
+                     "rmsnorm gated | ours | fwd+bwd", "rmsnorm | ours | fwd", "conv1d | ours | fwd+bwd",
                  })
         {
             Assert.Contains(expected, rows.Select(Id));

@@ -13,7 +13,7 @@ internal sealed record BenchShape(int Batch, int SeqLen, int Heads, int HeadDim,
 /// <summary>Named shape sets: what `bench --preset` runs, with the ops and repetitions that suit it.</summary>
 internal sealed record BenchPreset(string Name, IReadOnlyList<BenchShape> Shapes, IReadOnlyList<string> Ops, int Warmup, int Repeats)
 {
-    public static readonly IReadOnlyList<string> AllOps = ["ssd", "bidir", "naive", "layer", "norm", "gemm"];
+    public static readonly IReadOnlyList<string> AllOps = ["ssd", "bidir", "naive", "layer", "norm", "conv", "gemm"];
 
     public static BenchPreset Get(string name) => name switch
     {

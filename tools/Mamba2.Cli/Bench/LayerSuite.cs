@@ -52,6 +52,14 @@ internal static class LayerSuite
             }
         }
 
+        if (ops.Contains("conv"))
+        {
+            foreach (var row in ConvRows(device, s, config, rng, warmup, repeats, impl))
+            {
+                yield return row;
+            }
+        }
+
         if (ops.Contains("gemm"))
         {
             foreach (var (name, n, k) in new[] { ("gemm in_proj", config.DInProj, config.DModel), ("gemm out_proj", config.DModel, config.DInner) })
@@ -106,6 +114,44 @@ internal static class LayerSuite
                 var perElement = (gated ? 9.0 : 4.0) * (backward ? 3 : 1);
                 yield return BenchRow.Of(name, impl, backward, s, t, 4.0 * rows * dim * tensors, perElement * rows * dim);
             }
+        }
+    }
+
+    /// <summary>
+    /// The layer's depthwise causal conv with its SiLU as the layer runs it: xBC read in place from in_proj's output,
+    /// x, B and C written as three tensors; the backward takes their gradients as parts and writes dxBC into the
+    /// columns of in_proj's output gradient. Bytes: xBC and the outputs once (forward); the gradients, xBC and dxBC
+    /// (backward). Flops: K multiply-adds and the SiLU per output, about twice that again backward.
+    /// </summary>
+    private static IEnumerable<BenchRow> ConvRows(GpuDevice device, BenchShape s, Mamba2Config c, Random rng, int warmup, int repeats, string impl)
+    {
+        int b = s.Batch, l = s.SeqLen, gn = c.NGroups * c.DState;
+        using var zxbcdt = Tensor.FromArray(device, "zxbcdt", BenchInputs.Uniform(rng, s.Tokens * c.DInProj, -1, 1), b, l, c.DInProj);
+        using var w = Tensor.FromArray(device, "conv1d.weight", BenchInputs.Uniform(rng, (long)c.ConvDim * c.DConv, -0.5, 0.5), c.ConvDim, 1, c.DConv);
+        using var bias = Tensor.FromArray(device, "conv1d.bias", BenchInputs.Uniform(rng, c.ConvDim, -0.5, 0.5), c.ConvDim);
+        Tensor Grad(string name, int width) => Tensor.FromArray(device, name, BenchInputs.Uniform(rng, s.Tokens * width, -1, 1), b, l, width);
+        using var dx = Grad("dx", c.DInner);
+        using var dB = Grad("dB", gn);
+        using var dC = Grad("dC", gn);
+        var xbc = new ColumnView(zxbcdt, c.DInner, c.ConvDim);
+        foreach (var backward in new[] { false, true })
+        {
+            var t = RowTimer.Time(device, st =>
+            {
+                var outputs = new[] { Tensor.Empty(device, "x", b, l, c.DInner), Tensor.Empty(device, "B", b, l, gn), Tensor.Empty(device, "C", b, l, gn) };
+                Conv1d.Forward(xbc, w, bias, outputs, Conv1dPadding.Causal, silu: true, st);
+                if (!backward)
+                {
+                    return outputs;
+                }
+
+                var dIn = Tensor.Empty(device, "dzxbcdt", b, l, c.DInProj);
+                var g = Conv1d.Backward([dx, dB, dC], xbc, w, bias, Conv1dPadding.Causal, silu: true, new ColumnView(dIn, c.DInner, c.ConvDim), st);
+                return [.. outputs, dIn, g];
+            }, warmup, repeats);
+            var elements = (double)s.Tokens * c.ConvDim;
+            yield return BenchRow.Of("conv1d", impl, backward, s, t, 4.0 * elements * (backward ? 2 + 3 : 2),
+                (2.0 * c.DConv + 5) * elements * (backward ? 3 : 1));
         }
     }
 
