@@ -6,7 +6,8 @@
 //   dbias[c] = sum_t du[t]; the host adds the blocks in a fixed order (deterministic).
 // One invocation per (batch element, block, channel), consecutive channels in consecutive invocations, walks its
 // block in order with the last K inputs and the last K du in registers: each x and dy is read once (plus K - 1 of
-// halo), where one invocation per dx and another pass for the partials read every x K (K + 1) times. As in the forward,
+// halo), where one invocation per dx and another pass for the partials read every x K (K + 1) times; its loads are
+// issued STEP positions at a time, so that one walk keeps several in flight. As in the forward,
 // x is read and dx written in place in columns of wider rows (x_stride / x_col, dx_stride / dx_col), and dy comes cut
 // by channel from up to three tensors (the SSD's dx, dB and dC): [0, split1), [split1, split2), [split2, C).
 #extension GL_GOOGLE_include_directive : require
@@ -16,6 +17,7 @@
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint K = 4;
 layout(constant_id = 2) const uint SILU = 0;
+const uint STEP = 8;   // positions whose loads are issued together
 
 layout(std430, binding = 0) readonly buffer Dy0 { float dy0[]; };
 layout(std430, binding = 1) readonly buffer X { float x[]; };
@@ -75,41 +77,56 @@ void main() {
             dwk[k] = 0.0;
         }
         float db = 0.0;
-        for (int t = t0; t < s1 + left; ++t) {
-            [[unroll]] for (uint k = 0; k + 1 < K; ++k) {
-                win[k] = win[k + 1];
+        const int tEnd = s1 + left;
+        for (int tb = t0; tb < tEnd; tb += int(STEP)) {
+            // The step's loads first, all independent: STEP of them in flight instead of one per position.
+            float xs[STEP];
+            float dys[STEP];
+            [[unroll]] for (uint i = 0; i < STEP; ++i) {
+                const int t = tb + int(i);
+                const int sNew = t + int(K) - 1 - left;
+                xs[i] = t < tEnd && sNew >= 0 && sNew < L ? x[xbase + uint(sNew) * p.x_stride] : 0.0;
+                dys[i] = t < tEnd && t >= 0 && t < L ? dy_at(b * p.seqlen + uint(t), c) : 0.0;
             }
-            const int sNew = t + int(K) - 1 - left;
-            win[K - 1] = sNew >= 0 && sNew < L ? x[xbase + uint(sNew) * p.x_stride] : 0.0;
-            float d = 0.0;
-            if (t >= 0 && t < L) {
-                d = dy_at(b * p.seqlen + uint(t), c);
-                if (SILU != 0) {
-                    float u = b0;
-                    [[unroll]] for (uint k = 0; k < K; ++k) {
-                        u = fma(wk[k], win[k], u);
+            [[unroll]] for (uint i = 0; i < STEP; ++i) {
+                const int t = tb + int(i);
+                if (t >= tEnd) {
+                    break;
+                }
+                [[unroll]] for (uint k = 0; k + 1 < K; ++k) {
+                    win[k] = win[k + 1];
+                }
+                win[K - 1] = xs[i];
+                float d = 0.0;
+                if (t >= 0 && t < L) {
+                    d = dys[i];
+                    if (SILU != 0) {
+                        float u = b0;
+                        [[unroll]] for (uint k = 0; k < K; ++k) {
+                            u = fma(wk[k], win[k], u);
+                        }
+                        const float sg = 1.0 / (1.0 + exp(-u));
+                        d *= sg * (1.0 + u * (1.0 - sg));
                     }
-                    const float sg = 1.0 / (1.0 + exp(-u));
-                    d *= sg * (1.0 + u * (1.0 - sg));
                 }
-            }
-            if (t >= s0 && t < s1) {
-                db += d;
-                [[unroll]] for (uint k = 0; k < K; ++k) {
-                    dwk[k] = fma(d, win[k], dwk[k]);
+                if (t >= s0 && t < s1) {
+                    db += d;
+                    [[unroll]] for (uint k = 0; k < K; ++k) {
+                        dwk[k] = fma(d, win[k], dwk[k]);
+                    }
                 }
-            }
-            [[unroll]] for (uint k = K - 1; k > 0; --k) {
-                ring[k] = ring[k - 1];
-            }
-            ring[0] = d;
-            const int s = t - left;   // its dx reads du[s - k + left] = du[t - k]: all in the ring now
-            if (s >= s0) {
-                float v = 0.0;
-                [[unroll]] for (uint k = 0; k < K; ++k) {
-                    v = fma(wk[k], ring[k], v);
+                [[unroll]] for (uint k = K - 1; k > 0; --k) {
+                    ring[k] = ring[k - 1];
                 }
-                dx[dxbase + uint(s) * p.dx_stride] = v;
+                ring[0] = d;
+                const int s = t - left;   // its dx reads du[s - k + left] = du[t - k]: all in the ring now
+                if (s >= s0) {
+                    float v = 0.0;
+                    [[unroll]] for (uint k = 0; k < K; ++k) {
+                        v = fma(wk[k], ring[k], v);
+                    }
+                    dx[dxbase + uint(s) * p.dx_stride] = v;
+                }
             }
         }
         [[unroll]] for (uint k = 0; k < K; ++k) {

@@ -38,7 +38,7 @@ public sealed record Conv1dGradients(Tensor? Dx, Tensor DWeight, Tensor? DBias) 
 public static class Conv1d
 {
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct Push(uint Batch, uint SeqLen, uint Channels, uint Left, uint HasBias, uint XStride, uint XCol, uint Split1, uint Split2);
+    private readonly record struct Push(uint Batch, uint SeqLen, uint Channels, uint Left, uint HasBias, uint BlockRows, uint XStride, uint XCol, uint Split1, uint Split2);
 
     [StructLayout(LayoutKind.Sequential)]
     private readonly record struct BwdPush(uint Batch, uint SeqLen, uint Channels, uint Left, uint HasBias, uint BlockRows,
@@ -49,6 +49,9 @@ public static class Conv1d
 
     /// <summary>Positions per partial sum of the weight gradient (then summed over blocks in a fixed order).</summary>
     private const int BlockRows = 64;
+
+    /// <summary>Positions one forward invocation walks (K - 1 of halo read again per block).</summary>
+    private const uint ForwardBlockRows = 16;
 
     /// <summary>Widest kernel supported (a specialization constant sizes per-invocation arrays).</summary>
     public const int MaxWidth = 32;
@@ -79,8 +82,8 @@ public static class Conv1d
         {
             foreach (var pc in Shaders.Pieces(device, op, b, [(long)l * x.Stride, .. outputs.Select(o => (long)l * o.Shape[2])]))
             {
-                st.Dispatch(kernel, (Shaders.Groups1D(device, pc.Count * l * c, local), 1, 1),
-                    new Push((uint)pc.Count, (uint)l, (uint)c, Left(padding, k), bias is null ? 0u : 1u, (uint)x.Stride, (uint)x.Start, split1, split2),
+                st.Dispatch(kernel, (Shaders.Groups1D(device, pc.Count * ((l + ForwardBlockRows - 1) / ForwardBlockRows) * c, local), 1, 1),
+                    new Push((uint)pc.Count, (uint)l, (uint)c, Left(padding, k), bias is null ? 0u : 1u, ForwardBlockRows, (uint)x.Stride, (uint)x.Start, split1, split2),
                     pc.Of(x.Tensor), weight.Buffer, (bias ?? weight).Buffer, pc.Of(outputs[0]), pc.Of(outputs[Math.Min(1, outputs.Count - 1)]),
                     pc.Of(outputs[^1]));
             }
