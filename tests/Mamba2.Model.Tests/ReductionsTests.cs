@@ -13,6 +13,8 @@ public class ReductionsTests(GpuFixture gpu)
     [InlineData(37, 5, 1)]
     [InlineData(64, 3, 17)]
     [InlineData(129, 4, 64)]
+    [InlineData(33, 7, 1)]        // two levels of Sum, the last block one row
+    [InlineData(1500, 9, 1)]      // three levels
     public void SumRowsThenInnerMatchesFloat64(int rows, int outs, int inner)
     {
         var seed = TestMath.NewSeed();

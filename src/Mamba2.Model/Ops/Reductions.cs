@@ -24,9 +24,27 @@ internal static class Reductions
             new Push(segments, rows, outs, inner, rowsPerBlock), a, product ?? a, output);
     }
 
-    /// <summary>output[o] = sum over the rows of a (rows, outs).</summary>
-    public static void Sum(CommandStream st, BufferBinding a, BufferBinding output, uint rows, uint outs) =>
-        Blocks(st, a, output, 1, rows, outs, 1, rows);
+    /// <summary>Rows one invocation adds in a level of <see cref="Sum"/>.</summary>
+    private const uint SumBlockRows = 32;
+
+    /// <summary>
+    /// output[o] = sum over the rows of a (rows, outs): in levels of <see cref="SumBlockRows"/> rows, each a fixed order.
+    /// One level over every row ran a chain of `rows` dependent loads on only `outs` invocations: 1,024 rows of weight-
+    /// gradient partials took longer than the pass that made them (docs/PERF.md).
+    /// </summary>
+    public static void Sum(CommandStream st, BufferBinding a, BufferBinding output, uint rows, uint outs)
+    {
+        if (rows <= SumBlockRows)
+        {
+            Blocks(st, a, output, 1, rows, outs, 1, rows);
+            return;
+        }
+
+        var blocks = (rows + SumBlockRows - 1) / SumBlockRows;
+        var partial = st.Own(st.Device.CreateBuffer<float>((long)blocks * outs, "sum_blocks"));
+        Blocks(st, a, partial, 1, rows, outs, 1, SumBlockRows);
+        Sum(st, partial, output, blocks, outs);
+    }
 
     /// <summary>
     /// output[o] = sum over the rows and the inner index of a (rows, outs, inner): first over the rows for every
