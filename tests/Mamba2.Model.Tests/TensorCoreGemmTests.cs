@@ -75,6 +75,27 @@ public class TensorCoreGemmTests(GpuFixture gpu)
         Check(operands, api, staging, 1, 40, 24, 4133, true, true, 0.5f, 0f);
     }
 
+    [Theory]
+    [MemberData(nameof(Variants))]
+    public void ForcedSplitKGivesTheSameProducts(GemmOperands operands, TensorCoreApi api, OperandStaging staging)
+    {
+        // MAMBA2_GEMM_SPLIT_K: any count of parts, cut down to those that leave the last part some of K.
+        using var forced = OpTuning.Override(gpu.Device, t => t with { GemmSplitK = 5 });
+        Check(operands, api, staging, 1, 40, 72, 300, true, false, 0.5f, 0f);    // parts of 64 (BK 32), the last 44
+        Check(operands, api, staging, 1, 24, 40, 1000, false, true, 1f, 0f);
+        Check(operands, api, staging, 1, 24, 40, 90, false, false, 1f, 0f);     // cut to the parts that fit: 32, 32, 26
+    }
+
+    [Fact]
+    public void ForcedSplitsKeepTheLastPartNonEmpty()
+    {
+        Assert.Equal(5, TensorCoreGemm.UsableSplits(5, 300, 32));
+        Assert.Equal(3, TensorCoreGemm.UsableSplits(5, 90, 32));   // parts of 32, 32 and 26
+        Assert.Equal(1, TensorCoreGemm.UsableSplits(3, 32, 32));
+        Assert.Equal(1, TensorCoreGemm.UsableSplits(0, 4096, 32));
+        Assert.Equal(16, TensorCoreGemm.UsableSplits(16, 16384, 32));
+    }
+
     [Fact]
     public void SplitKOnlyForFewTilesAndLongK()
     {

@@ -40,6 +40,9 @@ public sealed record OpTuning
     /// <summary>Tests: the workgroup of row-reducing kernels (the GPU-sized one on a CPU driver).</summary>
     public uint? RowLocal { get; init; }
 
+    /// <summary>MAMBA2_GEMM_SPLIT_K: the parts a tensor-core GEMM splits K into where it may split (null: chosen per shape).</summary>
+    public int? GemmSplitK { get; init; }
+
     /// <summary>MAMBA2_RMSNORM_BWD: the RMSNorm backward's form (null: <see cref="NormBackwardForm.Default"/>).</summary>
     public NormBackwardForm? NormBackward { get; init; }
 
@@ -60,6 +63,12 @@ public sealed record OpTuning
             DbcTile = Read("MAMBA2_SSD_DBC_TILE"),
             BidirTile = Read("MAMBA2_SSD_BIDIR_TILE"),
             TensorCoreTile = Read(SsdTensorCoreTiles.EnvironmentVariable),
+            GemmSplitK = Read(TensorCoreGemm.SplitKVariable) switch
+            {
+                null => null,
+                var v when int.TryParse(v, out var parts) && parts is >= 1 and <= 64 => parts,
+                var v => throw new ArgumentException($"{TensorCoreGemm.SplitKVariable}={v}: expected a whole number of parts from 1 to 64."),
+            },
             NormBackward = Read(NormBackwardForm.EnvironmentVariable) is { } form ? NormBackwardForm.Parse(form) : null,
             GemmKernel = Read(Gemm.KernelVariable) switch
             {

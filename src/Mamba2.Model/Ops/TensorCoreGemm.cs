@@ -185,7 +185,7 @@ public static class TensorCoreGemm
         int Dim(GemmInput x, int i) => x.Shaped.Shape[batched ? i + 1 : i];
         var (groups, push) = Gemm.Launch(device, t.BM, t.BN, m, n, k, batch, batched, Dim(a, 1), Dim(b, 1), alpha, beta);
         var tiles = (long)((m + t.BM - 1) / t.BM) * ((n + t.BN - 1) / t.BN);
-        var splits = batched || beta != 0f ? 1 : SplitsFor(tiles, k, t.BK);
+        var splits = batched || beta != 0f ? 1 : OpTuning.Of(device).GemmSplitK is { } forced ? UsableSplits(forced, k, t.BK) : SplitsFor(tiles, k, t.BK);
         if ((ulong)splits * (ulong)m * (ulong)n * sizeof(float) > device.Capabilities.MaxStorageBufferRange)
         {
             splits = 1;   // the partials would not fit one binding
@@ -256,6 +256,21 @@ public static class TensorCoreGemm
         }
 
         return 1;
+    }
+
+    /// <summary>The environment variable of <see cref="OpTuning.GemmSplitK"/>.</summary>
+    public const string SplitKVariable = "MAMBA2_GEMM_SPLIT_K";
+
+    /// <summary>At most <paramref name="parts"/> parts, as many as leave the last part some of K.</summary>
+    internal static int UsableSplits(int parts, int k, uint bk)
+    {
+        var s = Math.Max(1, parts);
+        while (s > 1 && k - (s - 1) * SplitLength(k, s, bk) <= 0)
+        {
+            s--;
+        }
+
+        return s;
     }
 
     /// <summary>The K of every part but the last when K is split into <paramref name="splits"/>: K / splits rounded up to BK.</summary>
