@@ -4,11 +4,13 @@
 //   out[seg, block, o] = sum_{r in block} sum_{k < inner} a[seg, r, o, k] (* b[seg, r, o, k] when PRODUCT)
 // in a fixed order (ACCUMULATE adds it to out). Two calls make a two-level tree: one block per (segment) gives the full sum.
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint PRODUCT = 0;
 layout(constant_id = 2) const uint ACCUMULATE = 0;   // 1: out += the sum
+const uint UNROLL = 8;
 
 layout(std430, binding = 0) readonly buffer In { float a[]; };
 layout(std430, binding = 1) readonly buffer In2 { float bv[]; };
@@ -28,7 +30,21 @@ void main() {
         const uint r0 = blk * p.rows_per_block;
         const uint r1 = min(r0 + p.rows_per_block, p.rows);
         float sum = 0.0;
-        for (uint r = r0; r < r1; ++r) {
+        uint r = r0;
+        if (p.inner == 1) {
+            // Rows UNROLL at a time, their loads issued before the adds (which keep their order).
+            for (; r + UNROLL <= r1; r += UNROLL) {
+                float t[UNROLL];
+                [[unroll]] for (uint i = 0; i < UNROLL; ++i) {
+                    const uint at = (seg * p.rows + r + i) * p.outs + o;
+                    t[i] = PRODUCT != 0 ? a[at] * bv[at] : a[at];
+                }
+                [[unroll]] for (uint i = 0; i < UNROLL; ++i) {
+                    sum += t[i];
+                }
+            }
+        }
+        for (; r < r1; ++r) {
             const uint base = ((seg * p.rows + r) * p.outs + o) * p.inner;
             for (uint k = 0; k < p.inner; ++k) {
                 sum += PRODUCT != 0 ? a[base + k] * bv[base + k] : a[base + k];

@@ -11,7 +11,7 @@ public static partial class SsdOp
         float DtMin, float DtMax, uint TilesP, uint TilesN, uint TilesT, uint TileRows, uint Slices, uint TilesS, uint TileCols);
 
     /// <summary>Rows per first-level block of the dD sum (over positions).</summary>
-    private const int ReduceBlockRows = 256;
+    private const int ReduceBlockRows = 32;
 
     /// <summary>The backward stages in order; on a profiling stream each ends with a section of its name.</summary>
     public static readonly IReadOnlyList<string> BackwardStages =
