@@ -23,7 +23,7 @@ public sealed unsafe class CommandStream : IDisposable
     private readonly Vk _vk;
     private readonly CommandBuffer _cmd;
     private readonly List<DescriptorPool> _pools = [];
-    private readonly Dictionary<ulong, (bool Read, bool Written)> _sinceBarrier = [];
+    private readonly Dictionary<ulong, List<Access>> _sinceBarrier = [];
     private readonly HashSet<GpuBuffer> _used = [];
     private readonly List<string> _labels = [];
     private readonly List<string> _scopes = [];
@@ -116,7 +116,7 @@ public sealed unsafe class CommandStream : IDisposable
             throw new ArgumentException($"Fill needs 4-byte aligned offset and size (got {offset}, {n}).");
         }
 
-        Track((buffer, false, true));
+        Track((buffer, offset, n, false, true));
         _vk.CmdFillBuffer(_cmd, buffer.Handle, offset, n, pattern);
     }
 
@@ -127,7 +127,7 @@ public sealed unsafe class CommandStream : IDisposable
     {
         CheckRange(source, sourceOffset, size, nameof(source));
         CheckRange(destination, destinationOffset, size, nameof(destination));
-        Track((source, true, false), (destination, false, true));
+        Track((source, sourceOffset, size, true, false), (destination, destinationOffset, size, false, true));
         var region = new BufferCopy(sourceOffset, destinationOffset, size);
         _vk.CmdCopyBuffer(_cmd, source.Handle, destination.Handle, 1, &region);
     }
@@ -387,16 +387,16 @@ public sealed unsafe class CommandStream : IDisposable
             return;
         }
 
-        // One buffer may back several bindings (in-place ops): merge its accesses before tracking.
-        var accesses = new Dictionary<GpuBuffer, (bool Read, bool Write)>();
+        // One buffer may back several bindings (in-place ops): each binding's range is tracked with its access; two
+        // of one dispatch never conflict with each other.
+        var accesses = new (GpuBuffer, ulong, ulong, bool, bool)[bindings.Length];
         for (var i = 0; i < bindings.Length; i++)
         {
             var access = source.Bindings[i];
-            accesses.TryGetValue(bindings[i].Buffer, out var a);
-            accesses[bindings[i].Buffer] = (a.Read || access != BufferAccess.Write, a.Write || access != BufferAccess.Read);
+            accesses[i] = (bindings[i].Buffer, bindings[i].Offset, bindings[i].Size, access != BufferAccess.Write, access != BufferAccess.Read);
         }
 
-        Track(accesses.Select(kv => (kv.Key, kv.Value.Read, kv.Value.Write)).ToArray());
+        Track(accesses);
 
         var set = AllocateSet(kernel.SetLayout, bindings.Length);
         var writes = stackalloc WriteDescriptorSet[bindings.Length];
@@ -426,18 +426,30 @@ public sealed unsafe class CommandStream : IDisposable
     }
 
     /// <summary>
-    /// Adds one barrier before a command if any of its accesses conflicts with an access since the last barrier
-    /// (read after write, write after write, write after read), then records its accesses.
+    /// Adds one barrier before a command if any of its accesses conflicts with an access since the last barrier to an
+    /// overlapping byte range of the same buffer (read after write, write after write, write after read), then
+    /// records its accesses. Disjoint slices of one buffer (a batch cut in pieces, one tensor's slot of a shared
+    /// scratch) need none between them.
     /// </summary>
-    private void Track(params ReadOnlySpan<(GpuBuffer Buffer, bool Read, bool Write)> accesses)
+    private void Track(params ReadOnlySpan<(GpuBuffer Buffer, ulong Offset, ulong Size, bool Read, bool Write)> accesses)
     {
         EnsureRecording();
         var hazard = false;
-        foreach (var (buffer, read, write) in accesses)
+        foreach (var (buffer, offset, size, read, write) in accesses)
         {
             _used.Add(buffer);
-            _sinceBarrier.TryGetValue(buffer.Handle.Handle, out var prior);
-            hazard |= (read && prior.Written) || (write && (prior.Written || prior.Read));
+            var end = End(buffer, offset, size);
+            if (!hazard && _sinceBarrier.TryGetValue(buffer.Handle.Handle, out var prior))
+            {
+                foreach (var p in prior)
+                {
+                    if (offset < p.End && p.Start < end && ((read && p.Written) || (write && (p.Written || p.Read))))
+                    {
+                        hazard = true;
+                        break;
+                    }
+                }
+            }
         }
 
         if (hazard)
@@ -445,12 +457,24 @@ public sealed unsafe class CommandStream : IDisposable
             RecordBarrier();
         }
 
-        foreach (var (buffer, read, write) in accesses)
+        foreach (var (buffer, offset, size, read, write) in accesses)
         {
-            _sinceBarrier.TryGetValue(buffer.Handle.Handle, out var prior);
-            _sinceBarrier[buffer.Handle.Handle] = (prior.Read || read, prior.Written || write);
+            if (!_sinceBarrier.TryGetValue(buffer.Handle.Handle, out var list))
+            {
+                list = [];
+                _sinceBarrier[buffer.Handle.Handle] = list;
+            }
+
+            list.Add(new Access(offset, End(buffer, offset, size), read, write));
         }
     }
+
+    /// <summary>The end of a range, at most the buffer's (a size of Vulkan's WHOLE_SIZE means "to the end").</summary>
+    private static ulong End(GpuBuffer buffer, ulong offset, ulong size) =>
+        offset >= buffer.SizeBytes || size >= buffer.SizeBytes - offset ? buffer.SizeBytes : offset + size;
+
+    /// <summary>A command's access to bytes [Start, End) of a buffer.</summary>
+    private readonly record struct Access(ulong Start, ulong End, bool Read, bool Written);
 
     private void RecordBarrier()
     {

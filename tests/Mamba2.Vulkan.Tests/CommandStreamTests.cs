@@ -39,6 +39,39 @@ public class CommandStreamTests(GpuFixture gpu)
     }
 
     [Fact]
+    public void SlicesOfOneBufferConflictOnlyWhereTheyOverlap()
+    {
+        // Halves of 1,024 floats (4 KiB offsets: aligned on any device) written and read by separate dispatches.
+        const int half = 1024;
+        var rng = new Random(TestMath.NewSeed());
+        var x = TestMath.RandomArray(rng, 2 * half);
+        using var bx = Device.CreateBuffer<float>(x);
+        using var y = Device.CreateBuffer<float>(2 * half);
+        using var z = Device.CreateBuffer<float>(2 * half);
+        var k = Kernels.Get(Device);
+        using var s = Device.BeginStream();
+        BufferBinding Half(GpuBuffer<float> b, int i) => new(b, (ulong)(i * half * 4), half * 4);
+        void Run(BufferBinding from, BufferBinding to, float alpha, float beta) =>
+            s.Dispatch(k, (4, 1, 1), new Kernels.ScaleAddPush(half, alpha, beta), from, to);
+        Run(Half(bx, 0), Half(y, 0), 2f, 1f);
+        Run(Half(bx, 1), Half(y, 1), -1f, 0f);   // the other half of y: no conflict
+        Assert.Equal(0, s.BarrierCount);
+        Run(Half(y, 1), Half(z, 0), 3f, 0f);     // reads the half just written: barrier
+        Assert.Equal(1, s.BarrierCount);
+        Run(Half(bx, 0), Half(y, 0), 4f, 0f);    // rewrites y's first half; only its second was read since: none
+        Assert.Equal(1, s.BarrierCount);
+        Run(Half(y, 0), Half(z, 1), 1f, 1f);     // reads the rewritten half: barrier
+        Assert.Equal(2, s.BarrierCount);
+        s.Submit();
+        var rz = z.Download();
+        for (var i = 0; i < half; i++)
+        {
+            Assert.Equal(3f * -x[half + i], rz[i], 1e-5f);
+            Assert.Equal(4f * x[i] + 1f, rz[half + i], 1e-5f);
+        }
+    }
+
+    [Fact]
     public void AnExplicitBarrierOrdersEverythingAndSatisfiesLaterDependencies()
     {
         using var x = Device.CreateBuffer<float>([1, 2, 3, 4]);

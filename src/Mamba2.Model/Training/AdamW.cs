@@ -124,9 +124,11 @@ public sealed class AdamW : IDisposable
         {
             if (maxGradNorm is { } max)
             {
+                // Every tensor's partials, then every total: two dependent rounds, not a barrier between each pair.
+                var partials = grads.Select(g => SumOfSquaresPartials(st, g)).ToList();
                 for (var i = 0; i < grads.Count; i++)
                 {
-                    SumOfSquares(st, grads[i], Shaders.Slice(_sums, (long)i * _stride, 1));
+                    SumOfSquaresTotal(st, grads[i], partials[i], Shaders.Slice(_sums, (long)i * _stride, 1));
                 }
 
                 st.Dispatch(_device.GetKernel(Shaders.GradNorm), (1, 1, 1), new NormPush((uint)grads.Count, (uint)_stride, max), _sums.Buffer, _clip.Buffer);
@@ -148,21 +150,31 @@ public sealed class AdamW : IDisposable
     public float LastGradNorm() => _clip.ToArray()[0];
 
     /// <summary>
-    /// Coalesced partial sums (neighbouring invocations read neighbouring floats), then one workgroup's tree: a
-    /// contiguous block per invocation, as before, made the norm 9% of an H100 training step (docs/PERF.md).
+    /// Coalesced partial sums (neighbouring invocations read neighbouring floats), then one workgroup's tree
+    /// (<see cref="SumOfSquaresTotal"/>): a contiguous block per invocation, as before, made the norm 9% of an H100
+    /// training step (docs/PERF.md).
     /// </summary>
-    private void SumOfSquares(CommandStream st, Tensor g, BufferBinding destination)
+    private Tensor SumOfSquaresPartials(CommandStream st, Tensor g)
     {
         Shaders.EnsureBindable("AdamW", g);
         var n = (uint)g.Length;
-        var local = Shaders.PowerOfTwoLocal(_device);
-        // Enough partials to fill a GPU; on a CPU driver few, so that the final tree is short.
-        var parts = Math.Min(n, _device.Info.IsCpu ? 1024u : 65536u);
+        var parts = Parts(n);
         var partial = st.Own(Tensor.Empty(_device, "grad_sq_part", (int)parts));
+        var local = Shaders.PowerOfTwoLocal(_device);
         st.Dispatch(_device.GetKernel(Shaders.SumSquares, new SumSquaresSpec(local, SumSquaresMode.Partials)), (Shaders.Groups1D(_device, parts, local), 1, 1), new SumPush(n, parts),
             g.Buffer, partial.Buffer);
-        st.Dispatch(_device.GetKernel(Shaders.SumSquares, new SumSquaresSpec(local, SumSquaresMode.Total)), (1, 1, 1), new SumPush(n, parts), partial.Buffer, destination);
+        return partial;
     }
+
+    private void SumOfSquaresTotal(CommandStream st, Tensor g, Tensor partial, BufferBinding destination)
+    {
+        var n = (uint)g.Length;
+        st.Dispatch(_device.GetKernel(Shaders.SumSquares, new SumSquaresSpec(Shaders.PowerOfTwoLocal(_device), SumSquaresMode.Total)), (1, 1, 1),
+            new SumPush(n, Parts(n)), partial.Buffer, destination);
+    }
+
+    /// <summary>Enough partials to fill a GPU; on a CPU driver few, so that the final tree is short.</summary>
+    private uint Parts(uint n) => Math.Min(n, _device.Info.IsCpu ? 1024u : 65536u);
 
     public void Dispose()
     {
