@@ -203,11 +203,20 @@ public static class RmsNorm
     private static (uint Local, uint Per) Team(GpuDevice device, int groupSize)
     {
         var max = Shaders.PowerOfTwoLocal(device);
-        var cpu = device.Info.IsCpu;
-        var local = OpTuning.Of(device).RowLocal is { } forced
-            ? Math.Min(max, forced)
-            : Math.Clamp(System.Numerics.BitOperations.RoundUpToPowerOf2((uint)((groupSize + (cpu ? PerInvocationCpu : PerInvocationGpu) - 1) / (cpu ? PerInvocationCpu : PerInvocationGpu))),
-                Math.Min(max, cpu ? System.Numerics.BitOperations.RoundUpToPowerOf2(Math.Max(1u, device.Capabilities.SubgroupSize)) : 32u), max);
+        uint local;
+        if (OpTuning.Of(device).RowLocal is { } forced)
+        {
+            local = Math.Min(max, forced);
+        }
+        else
+        {
+            var cpu = device.Info.IsCpu;
+            var perInvocation = cpu ? PerInvocationCpu : PerInvocationGpu;
+            var least = cpu ? System.Numerics.BitOperations.RoundUpToPowerOf2(Math.Max(1u, device.Capabilities.SubgroupSize)) : 32u;
+            var wanted = System.Numerics.BitOperations.RoundUpToPowerOf2((uint)((groupSize + perInvocation - 1) / perInvocation));
+            local = Math.Clamp(wanted, Math.Min(max, least), max);
+        }
+
         return (local, (uint)((groupSize + local - 1) / local));
     }
 
