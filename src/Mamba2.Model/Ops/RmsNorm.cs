@@ -202,21 +202,14 @@ public static class RmsNorm
     /// </summary>
     private static (uint Local, uint Per) Team(GpuDevice device, int groupSize)
     {
-        var max = Shaders.PowerOfTwoLocal(device);
-        uint local;
-        if (OpTuning.Of(device).RowLocal is { } forced)
-        {
-            local = Math.Min(max, forced);
-        }
-        else
-        {
-            var cpu = device.Info.IsCpu;
-            var perInvocation = cpu ? PerInvocationCpu : PerInvocationGpu;
-            var least = cpu ? System.Numerics.BitOperations.RoundUpToPowerOf2(Math.Max(1u, device.Capabilities.SubgroupSize)) : 32u;
-            var wanted = System.Numerics.BitOperations.RoundUpToPowerOf2((uint)((groupSize + perInvocation - 1) / perInvocation));
-            local = Math.Clamp(wanted, Math.Min(max, least), max);
-        }
-
+        var cpu = device.Info.IsCpu;
+        var perInvocation = cpu ? PerInvocationCpu : PerInvocationGpu;
+        var width = (groupSize + perInvocation - 1) / perInvocation;
+        // Shaders.RowLocal sizes a GPU's group by the width, as wanted here, but gives a CPU driver one SIMD vector
+        // whatever the row: too many elements per invocation for registers on a wide row.
+        var local = cpu && OpTuning.Of(device).RowLocal is null
+            ? Math.Max(Shaders.RowLocal(device, width), Math.Min(Shaders.PowerOfTwoLocal(device), System.Numerics.BitOperations.RoundUpToPowerOf2((uint)width)))
+            : Shaders.RowLocal(device, width);
         return (local, (uint)((groupSize + local - 1) / local));
     }
 
