@@ -40,13 +40,14 @@ public sealed record SsdTensors64(double[] X, double[] Dt, double[] A, double[] 
     public double[]? DtRev { get; init; }
 
     /// <summary>
-    /// Gradients only: per head, the sum over every step of |dt a &lt;dS, S&gt;|, the terms that grad_A adds up. Those
-    /// terms have both signs, so grad_A can be a small remainder of large ones; an fp32 path's error is relative to
-    /// the terms (each ~3e-7 relative on the GPU), so grad_A is judged against this size, not its own.
+    /// Gradients only: per head, the sum over every step of dt a sum |dS S| (each product of &lt;dS, S&gt; taken by its
+    /// size), the terms that grad_A adds up. Those terms have both signs, so grad_A, and each step's dot, can be a
+    /// small remainder of large ones; an fp32 path's error is relative to the terms (each ~3e-7 relative on the GPU),
+    /// so grad_A is judged against this size, not its own.
     /// </summary>
     public double[]? ATermScale { get; init; }
 
-    /// <summary>Gradients only: per head, the sum over every step of |d dt_bias term|, the size grad_dt_bias is judged against.</summary>
+    /// <summary>Gradients only: per head, the sum over every step of the sizes of the terms of d dt_bias, the size grad_dt_bias is judged against.</summary>
     public double[]? DtBiasTermScale { get; init; }
 
     /// <summary>Gradients only: per element of D, the sum of |g x| over the positions (and p) it scales.</summary>

@@ -69,7 +69,8 @@ public static class SsdReferenceBackward
                     var a = Math.Exp(dt * v.A[h]);
                     var bc = ((b * L + t) * G + g) * N;
                     var xo = ((b * L + t) * H + h) * P;
-                    double ddt = 0, da = 0;
+                    // daTerms, ddtTerms: the sizes of the terms da and ddt sum, which the fp32 sums' error follows.
+                    double ddt = 0, da = 0, daTerms = 0, ddtTerms = 0;
                     for (var pi = 0; pi < P; pi++)
                     {
                         var o = xo + pi;
@@ -97,7 +98,9 @@ public static class SsdReferenceBackward
                             dS[k] += gv * v.C[bc + ni];
                             gr.C[bc + ni] += gv * states[(t + 1) * P * N + k];
                             da += dS[k] * states[t * P * N + k];
+                            daTerms += Math.Abs(dS[k] * states[t * P * N + k]);
                             ddt += dS[k] * v.X[o] * v.B[bc + ni];
+                            ddtTerms += Math.Abs(dS[k] * v.X[o] * v.B[bc + ni]);
                             dxs += dS[k] * v.B[bc + ni];
                             gr.B[bc + ni] += dt * dS[k] * v.X[o];
                         }
@@ -111,24 +114,27 @@ public static class SsdReferenceBackward
                     }
 
                     ddt += da * a * v.A[h];
+                    ddtTerms += daTerms * a * Math.Abs(v.A[h]);
                     gr.A[h] += da * a * dt;
-                    aScale[h] += Math.Abs(da * a * dt);
+                    aScale[h] += daTerms * a * dt;
                     var (raw, sp, _) = SsdReference.ProcessDt(c, v, b, t, h);
                     if (sp < c.DtMin || sp > c.DtMax)
                     {
                         ddt = 0;
+                        ddtTerms = 0;
                     }
 
                     if (c.DtSoftplus && raw <= 20)
                     {
                         ddt *= 1 / (1 + Math.Exp(-raw));
+                        ddtTerms *= 1 / (1 + Math.Exp(-raw));
                     }
 
                     gr.Dt[(b * L + t) * H + h] = ddt;
                     if (gr.DtBias is not null)
                     {
                         gr.DtBias[h] += ddt;
-                        biasScale[h] += Math.Abs(ddt);
+                        biasScale[h] += ddtTerms;
                     }
                 }
 
