@@ -11,7 +11,7 @@
 // scale); otherwise to f16 after multiplying each slice by the power of two that maps its largest |x| into
 // [2^14, 2^15) (operand_scale.glsl), divided out exactly when the slice's product joins the accumulators. Per
 // slice, because the SSD's operands (decayed C.B^T, decay-weighted x) span more than f16's range across a chunk.
-// Staging works in words of 4 elements (one 16-byte load, one 8-byte shared store), as tc/gemm_coopmat.comp.
+// Staging works in words of 4 elements (one 16-byte load, one 8-byte shared store of their bits), as tc/gemm_coopmat.comp.
 #ifndef MAMBA2_TC_PRODUCT_GLSL
 #define MAMBA2_TC_PRODUCT_GLSL
 
@@ -22,25 +22,7 @@
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #include "operand_scale.glsl"
 
-#ifdef OPERAND_BF16
-#extension GL_EXT_bfloat16 : require
-#extension GL_EXT_shader_explicit_arithmetic_types_int16 : require
-#define OPERAND bfloat16_t
-#define OPERAND4 bf16vec4
-// Round to nearest even by hand: NVIDIA 580's conversion truncates (see tc/gemm_coopmat.comp).
-bfloat16_t to_operand(float v) {
-    uint u = floatBitsToUint(v);
-    if (!isnan(v)) {
-        u += 0x7FFFu + ((u >> 16) & 1u);
-    }
-    return uintBitsToBFloat16EXT(uint16_t(u >> 16));
-}
-bf16vec4 to_operand4(vec4 v) { return bf16vec4(to_operand(v.x), to_operand(v.y), to_operand(v.z), to_operand(v.w)); }
-#else
-#define OPERAND float16_t
-#define OPERAND4 f16vec4
-f16vec4 to_operand4(vec4 v) { return f16vec4(v); }
-#endif
+#include "operand_pack.glsl"
 
 #define TC_ACC coopmat<float, gl_ScopeSubgroup, TM, TN, gl_MatrixUseAccumulator>
 
@@ -60,8 +42,8 @@ const uint TC_B_PER = (TC_B_WORDS + TC_THREADS - 1) / TC_THREADS;
 const uint TC_A_TILE4 = BM * (BK / 4 + TC_PAD4) > BK * (BM / 4 + TC_PAD4) ? BM * (BK / 4 + TC_PAD4) : BK * (BM / 4 + TC_PAD4);
 const uint TC_B_TILE4 = BN * (BK / 4 + TC_PAD4) > BK * (BN / 4 + TC_PAD4) ? BN * (BK / 4 + TC_PAD4) : BK * (BN / 4 + TC_PAD4);
 
-shared OPERAND4 tc_a[TC_A_TILE4];
-shared OPERAND4 tc_b[TC_B_TILE4];
+shared uvec2 tc_a[TC_A_TILE4];   // operand_pack.glsl
+shared uvec2 tc_b[TC_B_TILE4];
 shared float tc_max[2 * TC_SUBGROUPS];
 
 vec4 word_a(uint r, uint c);
@@ -122,13 +104,13 @@ void tc_product(inout TC_ACC acc[TC_FRAGS], bool a_cols, bool b_cols) {
     [[unroll]] for (uint q = 0; q < TC_A_PER; ++q) {
         const uint w = tid + q * TC_THREADS;
         if (w < TC_A_WORDS) {
-            tc_a[(w / a_row4) * a_stride4 + w % a_row4] = to_operand4(va[q] * sa);
+            tc_a[(w / a_row4) * a_stride4 + w % a_row4] = pack4(va[q] * sa);
         }
     }
     [[unroll]] for (uint q = 0; q < TC_B_PER; ++q) {
         const uint w = tid + q * TC_THREADS;
         if (w < TC_B_WORDS) {
-            tc_b[(w / b_row4) * b_stride4 + w % b_row4] = to_operand4(vb[q] * sb);
+            tc_b[(w / b_row4) * b_stride4 + w % b_row4] = pack4(vb[q] * sb);
         }
     }
     barrier();

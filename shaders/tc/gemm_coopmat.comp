@@ -26,34 +26,18 @@
 #if defined(COOPMAT2) && defined(INPUT16)
 #define DIRECT
 #endif
-#ifdef OPERAND_BF16
-#extension GL_EXT_bfloat16 : require
-#extension GL_EXT_shader_explicit_arithmetic_types_int16 : require
-#define OPERAND bfloat16_t
-#define OPERAND4 bf16vec4
-// Round to nearest even by hand: a plain conversion truncates on some drivers (NVIDIA 580), which biases every
-// product by up to 2^-8 and leaves no way to match a reference that rounds as PyTorch does.
-bfloat16_t to_operand(float v) {
-    uint u = floatBitsToUint(v);
-    if (!isnan(v)) {
-        u += 0x7FFFu + ((u >> 16) & 1u);
-    }
-    return uintBitsToBFloat16EXT(uint16_t(u >> 16));
-}
-bf16vec4 to_operand4(vec4 v) { return bf16vec4(to_operand(v.x), to_operand(v.y), to_operand(v.z), to_operand(v.w)); }
-#else
-#define OPERAND float16_t
-#define OPERAND4 f16vec4
-f16vec4 to_operand4(vec4 v) { return f16vec4(v); }
-#endif
+#extension GL_EXT_shader_16bit_storage : require
+#include "operand_pack.glsl"
+// Operands already 16-bit in memory are loaded as their bits, 4 to a uvec2, for the reason operand_pack.glsl gives.
 #ifdef INPUT16
 #include "operand_scale.glsl"
-#define ELEMENT OPERAND                  // what A and B hold
-#define WORD OPERAND4
-OPERAND4 to_operand4(OPERAND4 v) { return v; }
+#define ELEMENT uint16_t                 // what A and B hold: the operands' bits
+#define WORD uvec2
+uvec2 to_shared(uvec2 v) { return v; }
 #else
 #define ELEMENT float
 #define WORD vec4
+uvec2 to_shared(vec4 v) { return pack4(v); }
 #endif
 
 layout(local_size_x_id = 0) in;             // KHR: (BM / WM) * (BN / WN) subgroups; coopmat2: the listed invocations
@@ -79,6 +63,11 @@ layout(std430, binding = 1) readonly buffer BufB4 { WORD B4[]; };
 // A and B were multiplied by these tensors' power-of-two scales when they were converted: the products are
 // divided by both (exactly) in the epilogue.
 layout(std430, binding = 3) readonly buffer Scales { uint absmax_bits[]; };
+#endif
+#ifdef DIRECT
+// The driver's tensor loads read the operands as what they are.
+layout(std430, binding = 0) readonly buffer BufAT { OPERAND AT[]; };
+layout(std430, binding = 1) readonly buffer BufBT { OPERAND BT[]; };
 #endif
 layout(std430, binding = 2) buffer BufC { float C[]; };
 
@@ -106,8 +95,8 @@ const uint B_STRIDE4 = B_COLS / 4 + PAD4;
 const uint A_TILE4 = A_ROWS * A_STRIDE4;
 const uint B_TILE4 = B_ROWS * B_STRIDE4;
 #ifndef DIRECT
-shared OPERAND4 As[BUFFERS * A_TILE4];
-shared OPERAND4 Bs[BUFFERS * B_TILE4];
+shared uvec2 As[BUFFERS * A_TILE4];   // operand_pack.glsl
+shared uvec2 Bs[BUFFERS * B_TILE4];
 #endif
 
 const uint A_WORDS = BM * BK / 4;
@@ -133,17 +122,25 @@ WORD a_word(uint base, uint row0, uint k0, uint w, bool whole) {
     const uint rows = TRANS_A ? kz : p.M;
     const uint cols = TRANS_A ? p.M : kz;
     if (w >= A_WORDS || gr >= rows) {
-        return WORD(0.0);
+        return WORD(0);
     }
     const uint at = base + gr * p.lda + gc;
     if (whole && gc + 4 <= cols) {
         return A4[at / 4];
     }
-    WORD v = WORD(0.0);
+#ifdef INPUT16
+    uint e[4];
     [[unroll]] for (uint i = 0; i < 4; ++i) {
-        v[i] = gc + i < cols ? A[at + i] : ELEMENT(0.0);
+        e[i] = gc + i < cols ? uint(A[at + i]) : 0u;
+    }
+    return uvec2(e[0] | e[1] << 16, e[2] | e[3] << 16);
+#else
+    vec4 v = vec4(0.0);
+    [[unroll]] for (uint i = 0; i < 4; ++i) {
+        v[i] = gc + i < cols ? A[at + i] : 0.0;
     }
     return v;
+#endif
 }
 
 WORD b_word(uint base, uint col0, uint k0, uint w, bool whole) {
@@ -154,29 +151,37 @@ WORD b_word(uint base, uint col0, uint k0, uint w, bool whole) {
     const uint rows = TRANS_B ? p.N : kz;
     const uint cols = TRANS_B ? kz : p.N;
     if (w >= B_WORDS || gr >= rows) {
-        return WORD(0.0);
+        return WORD(0);
     }
     const uint at = base + gr * p.ldb + gc;
     if (whole && gc + 4 <= cols) {
         return B4[at / 4];
     }
-    WORD v = WORD(0.0);
+#ifdef INPUT16
+    uint e[4];
     [[unroll]] for (uint i = 0; i < 4; ++i) {
-        v[i] = gc + i < cols ? B[at + i] : ELEMENT(0.0);
+        e[i] = gc + i < cols ? uint(B[at + i]) : 0u;
+    }
+    return uvec2(e[0] | e[1] << 16, e[2] | e[3] << 16);
+#else
+    vec4 v = vec4(0.0);
+    [[unroll]] for (uint i = 0; i < 4; ++i) {
+        v[i] = gc + i < cols ? B[at + i] : 0.0;
     }
     return v;
+#endif
 }
 
 #ifndef DIRECT
 void store_a(uint buf, uint w, WORD v) {
     if (w < A_WORDS) {
-        As[buf * A_TILE4 + (w / (A_COLS / 4)) * A_STRIDE4 + w % (A_COLS / 4)] = to_operand4(v);
+        As[buf * A_TILE4 + (w / (A_COLS / 4)) * A_STRIDE4 + w % (A_COLS / 4)] = to_shared(v);
     }
 }
 
 void store_b(uint buf, uint w, WORD v) {
     if (w < B_WORDS) {
-        Bs[buf * B_TILE4 + (w / (B_COLS / 4)) * B_STRIDE4 + w % (B_COLS / 4)] = to_operand4(v);
+        Bs[buf * B_TILE4 + (w / (B_COLS / 4)) * B_STRIDE4 + w % (B_COLS / 4)] = to_shared(v);
     }
 }
 #endif
@@ -234,14 +239,14 @@ void main() {
                 coopmat<OPERAND, gl_ScopeWorkgroup, BM, BK, gl_MatrixUseA> ma;
                 coopmat<OPERAND, gl_ScopeWorkgroup, BK, BN, gl_MatrixUseB> mb;
                 if (TRANS_A) {
-                    coopMatLoadTensorNV(ma, A, baseA, sliceTensorLayoutNV(la, k0, BK, row0, BM), transposed);
+                    coopMatLoadTensorNV(ma, AT, baseA, sliceTensorLayoutNV(la, k0, BK, row0, BM), transposed);
                 } else {
-                    coopMatLoadTensorNV(ma, A, baseA, sliceTensorLayoutNV(la, row0, BM, k0, BK));
+                    coopMatLoadTensorNV(ma, AT, baseA, sliceTensorLayoutNV(la, row0, BM, k0, BK));
                 }
                 if (TRANS_B) {
-                    coopMatLoadTensorNV(mb, B, baseB, sliceTensorLayoutNV(lb, col0, BN, k0, BK), transposed);
+                    coopMatLoadTensorNV(mb, BT, baseB, sliceTensorLayoutNV(lb, col0, BN, k0, BK), transposed);
                 } else {
-                    coopMatLoadTensorNV(mb, B, baseB, sliceTensorLayoutNV(lb, k0, BK, col0, BN));
+                    coopMatLoadTensorNV(mb, BT, baseB, sliceTensorLayoutNV(lb, k0, BK, col0, BN));
                 }
                 acc = coopMatMulAdd(ma, mb, acc);
             }
