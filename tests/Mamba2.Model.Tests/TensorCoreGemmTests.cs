@@ -86,6 +86,31 @@ public class TensorCoreGemmTests(GpuFixture gpu)
         Check(operands, api, staging, 1, 24, 40, 90, false, false, 1f, 0f);     // cut to the parts that fit: 32, 32, 26
     }
 
+    [Theory]
+    [MemberData(nameof(Variants))]
+    public void TunedVariantStandsInForAuto(GemmOperands operands, TensorCoreApi api, OperandStaging staging)
+    {
+        // MAMBA2_GEMM_API: a product that leaves the variant to the device runs the one named (or says why it cannot).
+        using var tuned = OpTuning.Override(gpu.Device, t => t with { GemmApi = api });
+        Assert.Equal(TensorCoreGemm.WhyNot(gpu.Device, operands, api, staging), TensorCoreGemm.WhyNot(gpu.Device, operands, TensorCoreApi.Auto, staging));
+        Check(operands, TensorCoreApi.Auto, staging, 1, 45, 70, 31, false, true, 1f, 0f);
+    }
+
+    [Theory]
+    [InlineData("khr", TensorCoreApi.Khr)]
+    [InlineData(" Coopmat2 ", TensorCoreApi.NvCooperativeMatrix2)]
+    [InlineData("auto", null)]
+    [InlineData(null, null)]
+    public void ApiVariableNamesAVariant(string? text, TensorCoreApi? expected) =>
+        Assert.Equal(expected, TensorCoreGemm.ParseApi(text));
+
+    [Fact]
+    public void UnknownApiNamesTheVariable()
+    {
+        var e = Assert.Throws<ArgumentException>(() => TensorCoreGemm.ParseApi("cuda"));
+        Assert.Contains("MAMBA2_GEMM_API=cuda", e.Message);
+    }
+
     [Fact]
     public void ForcedSplitsKeepTheLastPartNonEmpty()
     {

@@ -43,6 +43,9 @@ public sealed record OpTuning
     /// <summary>MAMBA2_GEMM_SPLIT_K: the parts a tensor-core GEMM splits K into where it may split (null: chosen per shape).</summary>
     public int? GemmSplitK { get; init; }
 
+    /// <summary>MAMBA2_GEMM_API: the tensor-core GEMM's variant where a caller leaves it to the device (null: per device).</summary>
+    public TensorCoreApi? GemmApi { get; init; }
+
     /// <summary>MAMBA2_RMSNORM_BWD: the RMSNorm backward's form (null: <see cref="NormBackwardForm.Default"/>).</summary>
     public NormBackwardForm? NormBackward { get; init; }
 
@@ -69,6 +72,7 @@ public sealed record OpTuning
                 var v when int.TryParse(v, out var parts) && parts is >= 1 and <= 64 => parts,
                 var v => throw new ArgumentException($"{TensorCoreGemm.SplitKVariable}={v}: expected a whole number of parts from 1 to 64."),
             },
+            GemmApi = TensorCoreGemm.ParseApi(Read(TensorCoreGemm.ApiVariable)),
             NormBackward = Read(NormBackwardForm.EnvironmentVariable) is { } form ? NormBackwardForm.Parse(form) : null,
             GemmKernel = Read(Gemm.KernelVariable) switch
             {

@@ -35,7 +35,7 @@ public enum TensorCoreApi
 /// <summary>Where fp32 operands become the 16-bit operands the tensor cores take.</summary>
 public enum OperandStaging
 {
-    /// <summary>Per device: <see cref="Converted"/> on a GPU that runs it, else <see cref="InKernel"/>.</summary>
+    /// <summary>Per variant and operand type (<see cref="TensorCoreGemm.ResolveStaging"/>).</summary>
     Auto,
 
     /// <summary>The GEMM reads fp32 and rounds each element as it stages it in shared memory.</summary>
@@ -92,25 +92,39 @@ public static class TensorCoreGemm
 {
     /// <summary>True when this build has the variant and <paramref name="device"/> can run it.</summary>
     public static bool IsAvailable(GpuDevice device, GemmOperands operands, TensorCoreApi api = TensorCoreApi.Auto) =>
-        Resolve(device.Capabilities, operands, api) is not null;
+        Resolve(device.Capabilities, operands, Requested(device, api)) is not null;
+
+    /// <summary><paramref name="api"/>, or the variant <see cref="OpTuning.GemmApi"/> names where it is Auto.</summary>
+    private static TensorCoreApi Requested(GpuDevice device, TensorCoreApi api) =>
+        api == TensorCoreApi.Auto && OpTuning.Of(device).GemmApi is { } tuned ? tuned : api;
+
+    /// <summary>The variant <paramref name="text"/> names (MAMBA2_GEMM_API: khr, coopmat2; auto or nothing: null).</summary>
+    public static TensorCoreApi? ParseApi(string? text) => text?.Trim().ToLowerInvariant() switch
+    {
+        null or "" or "auto" => null,
+        "khr" => TensorCoreApi.Khr,
+        "coopmat2" => TensorCoreApi.NvCooperativeMatrix2,
+        var other => throw new ArgumentException($"{ApiVariable}={other}: expected khr, coopmat2 or auto."),
+    };
 
     /// <summary>
     /// The staging <paramref name="staging"/> stands for with the variant <paramref name="api"/> (Auto, measured on
-    /// the H200: NV coopmat2 on converted operands, which it loads straight from memory; KHR rounds in the kernel).
+    /// the H200: Converted for NV coopmat2, which then loads the copies straight from memory, and for KHR with bf16
+    /// operands, whose rounding by hand costs more in the K loop than a pass; InKernel for KHR with f16 operands).
     /// </summary>
     public static OperandStaging ResolveStaging(GpuDevice device, GemmOperands operands, TensorCoreApi api, OperandStaging staging) =>
         staging switch
         {
-            OperandStaging.Auto when api == TensorCoreApi.NvCooperativeMatrix2
+            OperandStaging.Auto when (api == TensorCoreApi.NvCooperativeMatrix2 || operands == GemmOperands.Bf16)
                 && Shaders.GemmCoopmat(operands, api, input16: true).WhyNotRunnable(device.Capabilities) is null => OperandStaging.Converted,
             OperandStaging.Auto => OperandStaging.InKernel,
             _ => staging,
         };
 
     /// <summary>
-    /// The variant <paramref name="api"/> stands for on a device with <paramref name="caps"/> (Auto: NV coopmat2 where
-    /// it runs on converted operands, the fastest measured on NVIDIA; else KHR, else coopmat2), or null when it was
-    /// not compiled, the device lacks its features, or no tile fits.
+    /// The variant <paramref name="api"/> stands for on a device with <paramref name="caps"/> (Auto: KHR where it
+    /// runs, the fastest measured in the H200's training step and the one every vendor has; else NV coopmat2), or
+    /// null when it was not compiled, the device lacks its features, or no tile fits.
     /// </summary>
     public static TensorCoreApi? Resolve(DeviceCapabilities caps, GemmOperands operands, TensorCoreApi api)
     {
@@ -124,11 +138,8 @@ public static class TensorCoreGemm
             return Shaders.GemmCoopmat(operands, a).WhyNotRunnable(caps) is null && ChooseTile(caps, operands, a, 0, 0) is not null;
         }
 
-        var direct = Runs(TensorCoreApi.NvCooperativeMatrix2)
-            && Shaders.GemmCoopmat(operands, TensorCoreApi.NvCooperativeMatrix2, input16: true).WhyNotRunnable(caps) is null;
         return api switch
         {
-            TensorCoreApi.Auto when direct => TensorCoreApi.NvCooperativeMatrix2,
             TensorCoreApi.Auto when Runs(TensorCoreApi.Khr) => TensorCoreApi.Khr,
             TensorCoreApi.Auto when Runs(TensorCoreApi.NvCooperativeMatrix2) => TensorCoreApi.NvCooperativeMatrix2,
             TensorCoreApi.Auto => null,
@@ -155,6 +166,7 @@ public static class TensorCoreGemm
     public static string? WhyNot(GpuDevice device, GemmOperands operands, TensorCoreApi api = TensorCoreApi.Auto,
         OperandStaging staging = OperandStaging.Auto)
     {
+        api = Requested(device, api);
         if (Resolve(device.Capabilities, operands, api) is not { } resolved)
         {
             return $"Gemm with {operands} operands needs tensor cores, which {device.Name} cannot use here: {Why(device.Capabilities, operands, api)}";
@@ -172,6 +184,7 @@ public static class TensorCoreGemm
     {
         const string op = "Gemm";
         var device = c.Device;
+        api = Requested(device, api);
         if (WhyNot(device, operands, tile?.Api ?? api, tile?.Staging ?? staging) is { } why)
         {
             throw new MissingFeatureException(why + ".");
@@ -257,6 +270,9 @@ public static class TensorCoreGemm
 
         return 1;
     }
+
+    /// <summary>The environment variable of <see cref="OpTuning.GemmApi"/>.</summary>
+    public const string ApiVariable = "MAMBA2_GEMM_API";
 
     /// <summary>The environment variable of <see cref="OpTuning.GemmSplitK"/>.</summary>
     public const string SplitKVariable = "MAMBA2_GEMM_SPLIT_K";
