@@ -1,3 +1,4 @@
+using Mamba2.Model.Modules;
 using Mamba2.Model.Tensors;
 using Mamba2.Model.Training;
 using Mamba2.Tests;
@@ -83,6 +84,48 @@ public class AdamWTests(GpuFixture gpu)
         finally
         {
             tensors.ForEach(t => t.Dispose());
+        }
+    }
+
+    [Fact]
+    public void AStepRecordedIntoTheBackwardIsTheStepAfterIt()
+    {
+        // StepWhenFormed records the same dispatches into the backward's last stage: the same bits, step after step.
+        var seed = TestMath.NewSeed();
+        var config = new Mamba2LMConfig(VocabSize: 11, NLayer: 2, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, ChunkSize = 16 });
+        using var after = Mamba2LM.Initialize(Device, config, new Random(seed));
+        using var within = Mamba2LM.Initialize(Device, config, new Random(seed));
+        var rng = new Random(seed + 1);
+        var ids = Enumerable.Range(0, 2 * 19).Select(_ => rng.Next(config.VocabSize)).ToArray();
+        using var input = IndexTensor.FromArray(Device, "input_ids", ids, 2, 19);
+        using var targets = Mamba2LM.NextTokenTargets(input);
+        AdamW Optimizer(Mamba2LM lm) => new([.. lm.Parameters.Select(p => new OptimizerParameter(p.Name, p.Value, !p.Name.EndsWith("D", StringComparison.Ordinal)))], lr: 1e-2f);
+        using var optAfter = Optimizer(after);
+        using var optWithin = Optimizer(within);
+        for (var step = 0; step < 2; step++)
+        {
+            using (var acts = after.ForwardLoss(input, targets))
+            {
+                var g = after.Backward(acts);
+                optAfter.Step([.. after.Parameters.Select(p => g[p.Name])], 0.5f);
+                g.Values.ToList().ForEach(t => t.Dispose());
+            }
+
+            using (var acts = within.ForwardLoss(input, targets))
+            {
+                var listener = optWithin.StepWhenFormed(0.5f);
+                var g = within.Backward(acts, listener);
+                g.Values.ToList().ForEach(t => t.Dispose());
+                Assert.True(listener.Stepped);
+                using var unused = Device.BeginStream();
+                Assert.Throws<InvalidOperationException>(() => listener.Recorded(0, [], unused));
+            }
+
+            Assert.Equal(optAfter.LastGradNorm(), optWithin.LastGradNorm());
+            foreach (var ((name, a), (_, w)) in after.Parameters.Zip(within.Parameters))
+            {
+                Assert.True(a.ToArray().SequenceEqual(w.ToArray()), $"seed {seed} step {step}: {name} differs");
+            }
         }
     }
 

@@ -97,12 +97,13 @@ internal static class TrainStepBenchCommand
         var stepMemory = timing.PeakMemoryBytes;
 
         // The Trainer's way: no caller stream, so the model submits a layer at a time (recording the next while the
-        // device runs one) and frees each layer's scratch. Its peak memory, then its wall time over the repeats.
+        // device runs one) and frees each layer's scratch, and the optimizer step is recorded into the backward's
+        // last stage. Its peak memory, then its wall time over the repeats.
         void StagedStep()
         {
             using var acts = model.ForwardLoss(ids, targets, blockBytes: headBlock);
-            var grads = model.Backward(acts);
-            optimizer.Step([.. parameters.Select(p => grads[p.Name])], 1f);
+            var step = optimizer.StepWhenFormed(1f);   // recorded into the backward's last stage, as the Trainer does
+            var grads = model.Backward(acts, step);
             foreach (var g in grads.Values)
             {
                 g.Dispose();

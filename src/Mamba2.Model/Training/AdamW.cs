@@ -95,6 +95,12 @@ public sealed class AdamW : IDisposable
     public void Restore(long stepCount) => StepCount = stepCount >= 0 ? stepCount : throw new ArgumentOutOfRangeException(nameof(stepCount));
 
     /// <summary>
+    /// A listener for a staged backward (<see cref="Modules.Mamba2LM.Backward(Modules.Mamba2LM.Activations, Modules.IGradientListener)"/>)
+    /// that records this step, with the gradients by parameter name, into the stage that forms the last of them.
+    /// </summary>
+    public OptimizerStepListener StepWhenFormed(float? maxGradNorm = null) => new(this, maxGradNorm);
+
+    /// <summary>
     /// One step from <paramref name="grads"/> (in parameter order, each shaped as its parameter). With
     /// <paramref name="maxGradNorm"/>, gradients are scaled by min(1, max / (norm + 1e-6)) first;
     /// <see cref="LastGradNorm"/> then reads the pre-clip norm.

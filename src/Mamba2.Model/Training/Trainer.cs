@@ -162,6 +162,7 @@ public sealed class Trainer : IDisposable
         if (train)
         {
             Dictionary<string, Tensor> grads;
+            var stepped = false;
             if (comm.Size > 1)
             {
                 // Summed over the ranks stage by stage as the backward runs; what is left waits here.
@@ -184,12 +185,18 @@ public sealed class Trainer : IDisposable
             }
             else
             {
-                grads = Model.Backward(acts);
+                // The step is recorded into the backward's last stage, while the device runs the one before.
+                var step = _optimizer.StepWhenFormed(Options.MaxGradNorm);
+                grads = Model.Backward(acts, step);
+                stepped = step.Stepped;
             }
 
             try
             {
-                _optimizer.Step([.. _params.Select(p => grads[p.Name])], Options.MaxGradNorm);
+                if (!stepped)
+                {
+                    _optimizer.Step([.. _params.Select(p => grads[p.Name])], Options.MaxGradNorm);
+                }
             }
             finally
             {
