@@ -111,6 +111,29 @@ public class TensorCoreGemmTests(GpuFixture gpu)
         Assert.Contains("MAMBA2_GEMM_API=cuda", e.Message);
     }
 
+    [Theory]
+    [MemberData(nameof(Variants))]
+    public void TwoSlicesAheadGiveTheSameProducts(GemmOperands operands, TensorCoreApi api, OperandStaging staging)
+    {
+        // Prefetch 2: slice s + 2 is loaded while slice s is multiplied, in two register sets taken in turn.
+        if (ChosenTile(operands, api, staging) is not { } chosen)
+        {
+            return;   // Check covers the refusal
+        }
+
+        foreach (var buffers in new uint[] { 1, 2 })
+        {
+            var tile = chosen with { Buffers = buffers, Prefetch = 2 };
+            Check(operands, api, staging, 1, 129, 131, 100, true, false, 1f, 0f, tile);     // 4 slices (BK 32), edge tiles
+            Check(operands, api, staging, 2, 33, 64, 65, false, true, -0.5f, 0.75f, tile);   // 3 slices: the last pair half
+            Check(operands, api, staging, 1, 20, 24, 7, false, false, 1f, 0f, tile);        // one slice: nothing ahead
+        }
+
+        using var g = new GemmCase(gpu.Device, 1, 20, 24, 7, false, false, 0f);
+        var e = Assert.Throws<ArgumentException>(() => Gemm.Run(g.A, g.B, g.C, operands: operands, api: api, staging: staging, tensorTile: chosen with { Prefetch = 3 }));
+        Assert.Contains("slices ahead", e.Message);
+    }
+
     [Fact]
     public void ForcedSplitsKeepTheLastPartNonEmpty()
     {
@@ -143,15 +166,11 @@ public class TensorCoreGemmTests(GpuFixture gpu)
     public void OneSharedBufferGivesTheSameProducts(GemmOperands operands, TensorCoreApi api, OperandStaging staging)
     {
         // One buffer: the next slice is written over the current one after a barrier instead of into the other.
-        var device = gpu.Device;
-        if (TensorCoreGemm.WhyNot(device, operands, api, staging) is not null)
+        if (ChosenTile(operands, api, staging) is not { } chosen)
         {
             return;   // Check covers the refusal
         }
 
-        var resolved = TensorCoreGemm.Resolve(device.Capabilities, operands, api)!.Value;
-        var chosen = TensorCoreGemm.ChooseTile(device.Capabilities, operands, resolved, 0, 0,
-            TensorCoreGemm.ResolveStaging(device, operands, resolved, staging))!;
         var tile = chosen with { Buffers = 1 };
         Check(operands, api, staging, 1, 129, 131, 100, true, false, 1f, 0f, tile);   // 4 slices, edge tiles
         Check(operands, api, staging, 2, 33, 64, 97, false, true, -0.5f, 0.75f, tile);
@@ -226,6 +245,19 @@ public class TensorCoreGemmTests(GpuFixture gpu)
             var exact = GemmReference.Run(a.ToArray(), b.ToArray(), new float[37 * 70], 1, 37, 70, 66, false, true, 1f, 0f);
             TestMath.AssertClose(g.C.ToArray(), exact, operands == GemmOperands.F16 ? 2e-3 : 1e-2, $"{operands} converted, A x{sa}, B x{sb}, seed {g.Seed}");
         }
+    }
+
+    /// <summary>The tile the device chooses for this variant, or null where the variant cannot run here.</summary>
+    private TensorCoreTile? ChosenTile(GemmOperands operands, TensorCoreApi api, OperandStaging staging)
+    {
+        var device = gpu.Device;
+        if (TensorCoreGemm.WhyNot(device, operands, api, staging) is not null)
+        {
+            return null;
+        }
+
+        var resolved = TensorCoreGemm.Resolve(device.Capabilities, operands, api)!.Value;
+        return TensorCoreGemm.ChooseTile(device.Capabilities, operands, resolved, 0, 0, TensorCoreGemm.ResolveStaging(device, operands, resolved, staging));
     }
 
     private void Check(GemmOperands operands, TensorCoreApi api, OperandStaging staging, int batch, int m, int n, int k, bool ta, bool tb, float alpha, float beta,
