@@ -108,6 +108,11 @@ internal static class TrainStepBenchCommand
             {
                 g.Dispose();
             }
+
+            if (!step.Stepped)
+            {
+                throw new InvalidOperationException("bench train: the backward formed not every parameter's gradient, so no optimizer step was taken.");
+            }
         }
 
         var before = device.Memory.AllocatedBytes;
