@@ -29,15 +29,19 @@ public sealed unsafe class CommandStream : IDisposable
     private readonly List<string> _scopes = [];
     private readonly List<IDisposable> _owned = [];
     private QueryPool _queries;
+    private readonly string _label;
+    private QueryPool _spanQueries;   // this stream's begin and end, for _timeline
+    private StreamTimeline? _timeline;
     private readonly object _fenceLock = new();   // Wait, Dispose and a mapped transfer's WaitForLaunched may each complete it: once
     private Fence _fence;   // submitted and not yet known finished (guarded by _fenceLock)
     private bool _launched;   // between Launch and Wait
     private bool _recording = true;
     private bool _disposed;
 
-    internal CommandStream(GpuDevice device)
+    internal CommandStream(GpuDevice device, string label)
     {
         _device = device;
+        _label = label;
         _vk = device.Api;
         var alloc = new CommandBufferAllocateInfo
         {
@@ -56,6 +60,14 @@ public sealed unsafe class CommandStream : IDisposable
         // command submitted earlier to the queue, so what they wrote is visible here and what they read is not
         // overwritten before they are done.
         RecordMemoryBarrier();
+        if (device.Timeline is { } timeline)
+        {
+            var info = new QueryPoolCreateInfo { SType = StructureType.QueryPoolCreateInfo, QueryType = QueryType.Timestamp, QueryCount = 2 };
+            device.Guard(_vk.CreateQueryPool(device.Handle, in info, null, out _spanQueries), "vkCreateQueryPool");
+            _vk.CmdResetQueryPool(_cmd, _spanQueries, 0, 2);
+            _vk.CmdWriteTimestamp(_cmd, PipelineStageFlags.BottomOfPipeBit, _spanQueries, 0);
+            _timeline = timeline;
+        }
     }
 
     /// <summary>
@@ -254,6 +266,11 @@ public sealed unsafe class CommandStream : IDisposable
 
         if (_recording)
         {
+            if (_spanQueries.Handle != 0)
+            {
+                _vk.CmdWriteTimestamp(_cmd, PipelineStageFlags.BottomOfPipeBit, _spanQueries, 1);
+            }
+
             var toHost = new MemoryBarrier
             {
                 SType = StructureType.MemoryBarrier,
@@ -285,6 +302,12 @@ public sealed unsafe class CommandStream : IDisposable
 
         _launched = false;
         Complete();
+        if (_timeline is not null)
+        {
+            var span = ReadQueries(_spanQueries, 2);
+            _timeline.Add(new StreamSpan(_label, span[0], span[1]));
+        }
+
         return ReadTimestamps();
     }
 
@@ -336,6 +359,11 @@ public sealed unsafe class CommandStream : IDisposable
         if (_queries.Handle != 0)
         {
             _vk.DestroyQueryPool(_device.Handle, _queries, null);
+        }
+
+        if (_spanQueries.Handle != 0)
+        {
+            _vk.DestroyQueryPool(_device.Handle, _spanQueries, null);
         }
 
         for (var i = _owned.Count - 1; i >= 0; i--)
@@ -549,18 +577,23 @@ public sealed unsafe class CommandStream : IDisposable
             return new GpuTimings([], []);
         }
 
-        var raw = new ulong[_labels.Count];
+        return new GpuTimings(_labels.ToArray(), ReadQueries(_queries, _labels.Count));
+    }
+
+    /// <summary>The first <paramref name="count"/> timestamps of <paramref name="pool"/>, in nanoseconds.</summary>
+    private double[] ReadQueries(QueryPool pool, int count)
+    {
+        var raw = new ulong[count];
         fixed (ulong* p = raw)
         {
-            _device.Guard(_vk.GetQueryPoolResults(_device.Handle, _queries, 0, (uint)_labels.Count, (nuint)(raw.Length * 8), p, 8,
+            _device.Guard(_vk.GetQueryPoolResults(_device.Handle, pool, 0, (uint)count, (nuint)(raw.Length * 8), p, 8,
                 QueryResultFlags.Result64Bit | QueryResultFlags.ResultWaitBit), "vkGetQueryPoolResults");
         }
 
         var bits = _device.Info.TimestampValidBits;
         var mask = bits >= 64 ? ulong.MaxValue : (1UL << (int)bits) - 1;
         var period = _device.Capabilities.TimestampPeriodNs;
-        var ns = raw.Select(t => (t & mask) * (double)period).ToArray();
-        return new GpuTimings(_labels.ToArray(), ns);
+        return [.. raw.Select(t => (t & mask) * (double)period)];
     }
 
     private void EnsureRecording()

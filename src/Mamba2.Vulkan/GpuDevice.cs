@@ -129,12 +129,35 @@ public sealed unsafe partial class GpuDevice : IDisposable
         return _kernels.Get(source, specialization);
     }
 
-    /// <summary>Starts recording a batch of transfers and dispatches that are submitted together.</summary>
-    public CommandStream BeginStream()
+    /// <summary>
+    /// Starts recording a batch of transfers and dispatches that are submitted together; <paramref name="label"/>
+    /// names it in a <see cref="Timeline"/>.
+    /// </summary>
+    public CommandStream BeginStream(string? label = null)
     {
         ThrowIfUnusable();
-        return new CommandStream(this);
+        return new CommandStream(this, label ?? "stream");
     }
+
+    /// <summary>
+    /// While set, every stream begun records its span on the device's clock into this timeline when it completes
+    /// (two timestamps a stream). Null (the default) records nothing. Needs timestamps on the compute queue.
+    /// </summary>
+    public StreamTimeline? Timeline
+    {
+        get => _timeline;
+        set
+        {
+            if (value is not null && !Capabilities.Timestamps)
+            {
+                throw new MissingFeatureException($"{Name} has no timestamp support on its compute queue: no stream timeline.");
+            }
+
+            _timeline = value;
+        }
+    }
+
+    private StreamTimeline? _timeline;
 
     /// <summary>
     /// Submits one recorded command buffer with a fence of its own and returns without waiting: the caller waits

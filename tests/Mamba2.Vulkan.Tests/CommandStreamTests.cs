@@ -195,6 +195,51 @@ public class CommandStreamTests(GpuFixture gpu)
     }
 
     [Fact]
+    public void TimelineHoldsEachCompletedStreamInTheOrderTheyRan()
+    {
+        using var x = Device.CreateBuffer<float>(1 << 18);
+        using var y = Device.CreateBuffer<float>(1 << 18);
+        var k = Kernels.Get(Device);
+        using (var before = Device.BeginStream("before"))
+        {
+            before.Fill(x, 1f);
+            before.Submit();   // not on the timeline: none was set when it began
+        }
+
+        var timeline = new StreamTimeline();
+        Device.Timeline = timeline;
+        try
+        {
+            using var first = Device.BeginStream("first");
+            Kernels.ScaleAddDispatch(first, k, x, y, 2f, 0f, groups: 64);
+            first.Launch();
+            using var second = Device.BeginStream("second");
+            Kernels.ScaleAddDispatch(second, k, y, x, 2f, 0f, groups: 64);
+            second.Launch();
+            Assert.Empty(second.Wait().Labels);   // the span's timestamps are not the stream's own
+            first.Wait();
+        }
+        finally
+        {
+            Device.Timeline = null;
+        }
+
+        var spans = timeline.Spans;
+        Assert.Equal(["first", "second"], spans.Select(s => s.Label));
+        Assert.All(spans, s => Assert.True(s.EndNs > s.BeginNs, $"{s.Label}: {s.BeginNs} .. {s.EndNs}"));
+        Assert.True(spans[1].BeginNs >= spans[0].EndNs, "the second stream began before the first ended");
+        Assert.Equal(spans.Sum(s => s.Milliseconds), timeline.BusyMs, 9);
+        Assert.True(timeline.SpanMs >= timeline.BusyMs);
+        var gap = Assert.Single(timeline.Gaps());
+        Assert.Equal(("first", "second"), (gap.After, gap.Before));
+        Assert.Equal((spans[1].BeginNs - spans[0].EndNs) / 1e6, gap.Milliseconds, 9);
+        using var after = Device.BeginStream("after");
+        after.Fill(x, 0f);
+        after.Submit();
+        Assert.Equal(2, timeline.Spans.Count);   // unset: nothing more recorded
+    }
+
+    [Fact]
     public void SectionsAreFreeUnlessProfilingAndSumByName()
     {
         using var x = Device.CreateBuffer<float>(1 << 16);

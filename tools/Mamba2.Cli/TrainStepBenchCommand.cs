@@ -129,6 +129,21 @@ internal static class TrainStepBenchCommand
 
         var stagedWall = TimingStats.Of(wallMs).MedianMs;
 
+        // The same step once more with every submission's span on the GPU clock: where the Trainer's way idles the GPU.
+        var timeline = new StreamTimeline();
+        device.Timeline = timeline;
+        var timelineClock = System.Diagnostics.Stopwatch.StartNew();
+        try
+        {
+            StagedStep();
+        }
+        finally
+        {
+            device.Timeline = null;
+        }
+
+        var timelineWall = timelineClock.Elapsed.TotalMilliseconds;
+
         // One more step with a barrier and a timestamp at each section mark, for the split.
         GpuTimings profiled;
         using (var s = device.BeginStream())
@@ -161,6 +176,10 @@ internal static class TrainStepBenchCommand
         AnsiConsole.Write(table);
         Console.WriteLine($"timed steps, GPU ms in order: {string.Join(", ", timing.SamplesMs.Select(v => v.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))}; host time to record a step: {timing.HostRecordMs:F1} ms (the GPU idles meanwhile)");
         Console.WriteLine($"as the Trainer runs a step (a layer a submission, the next recorded while one runs): {stagedWall:F1} ms of wall time (median of {wallMs.Count}), {tokens / stagedWall * 1e3:F0} tokens/s");
+        var gaps = timeline.Gaps();
+        Console.WriteLine($"its GPU timeline (one more step, {timeline.Spans.Count} submissions): busy {timeline.BusyMs:F1} ms over {timeline.SpanMs:F1} ms, "
+            + $"{timeline.SpanMs - timeline.BusyMs:F1} ms idle between submissions; wall {timelineWall:F1} ms, {timelineWall - timeline.SpanMs:F1} ms of it before the first and after the last; "
+            + $"longest idle: {string.Join(", ", gaps.Take(5).Select(g => $"{g.After} -> {g.Before} {g.Milliseconds:F2} ms"))}");
 
         var sections = profiled.Sections(depth: 1);   // one row per section: the SSD's stages sum into "ssd"
         var split = new Table().AddColumns("section", "ms", "% of step", "GFLOP/s");

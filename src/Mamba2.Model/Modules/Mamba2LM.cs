@@ -232,7 +232,7 @@ public sealed class Mamba2LM : IDisposable
         var acts = new Activations(ids);
         try
         {
-            using var staged = new StagedRecording(device, stream);
+            using var staged = new StagedRecording(device, stream, name: "forward");
             Tensor h = null!;
             staged.Stage(st =>
             {
@@ -361,7 +361,7 @@ public sealed class Mamba2LM : IDisposable
         void Formed(CommandStream st, params string[] names) => listener?.Recorded(stage++, [.. names.Select(n => (n, grads[n]))], st);
         try
         {
-            using var staged = new StagedRecording(device, stream, listener is null ? null : listener.Completed);
+            using var staged = new StagedRecording(device, stream, listener is null ? null : listener.Completed, "backward");
             Tensor headGrad = null!, dh = null!;
             staged.Stage(st =>
             {

@@ -9,9 +9,10 @@ namespace Mamba2.Model.Modules;
 /// stage n and frees its scratch and what stage n - 1 handed on to it. So at most two stages' scratch is alive, not
 /// every layer's (a 24-layer backward kept about 0.9 GB of scratch a layer alive until its end; docs/PERF.md), and the
 /// device does not idle while the host records. Disposing waits for the last stage. <c>completed</c> is told the
-/// index of each launched stage (0, 1, ...) once the device has finished it.
+/// index of each launched stage (0, 1, ...) once the device has finished it. Stages are named "<c>name</c> index" in a
+/// device's stream timeline.
 /// </summary>
-internal sealed class StagedRecording(GpuDevice device, CommandStream? stream, Action<int>? completed = null) : IDisposable
+internal sealed class StagedRecording(GpuDevice device, CommandStream? stream, Action<int>? completed = null, string name = "stage") : IDisposable
 {
     private int _stages;   // launched so far; the running one is _stages - 1
 
@@ -29,7 +30,7 @@ internal sealed class StagedRecording(GpuDevice device, CommandStream? stream, A
             return;
         }
 
-        var s = device.BeginStream();
+        var s = device.BeginStream($"{name} {_stages}");
         try
         {
             record(s);
