@@ -31,7 +31,7 @@ public sealed unsafe class CommandStream : IDisposable
     private QueryPool _queries;
     private readonly string _label;
     private QueryPool _spanQueries;   // this stream's begin and end, for _timeline
-    private StreamTimeline? _timeline;
+    private readonly StreamTimeline? _timeline;
     private readonly object _fenceLock = new();   // Wait, Dispose and a mapped transfer's WaitForLaunched may each complete it: once
     private Fence _fence;   // submitted and not yet known finished (guarded by _fenceLock)
     private bool _launched;   // between Launch and Wait

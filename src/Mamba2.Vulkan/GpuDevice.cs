@@ -140,8 +140,9 @@ public sealed unsafe partial class GpuDevice : IDisposable
     }
 
     /// <summary>
-    /// While set, every stream begun records its span on the device's clock into this timeline when it completes
-    /// (two timestamps a stream). Null (the default) records nothing. Needs timestamps on the compute queue.
+    /// While set, every stream begun records its span on the device's clock (two timestamps a stream) into this
+    /// timeline when the host waits for it (<see cref="CommandStream.Wait"/>, <see cref="CommandStream.Submit"/>); a
+    /// stream only disposed adds nothing. Null (the default) records nothing. Needs timestamps on the compute queue.
     /// </summary>
     public StreamTimeline? Timeline
     {
