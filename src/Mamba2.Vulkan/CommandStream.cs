@@ -32,6 +32,7 @@ public sealed unsafe class CommandStream : IDisposable
     private readonly string _label;
     private QueryPool _spanQueries;   // this stream's begin and end, for _timeline
     private readonly StreamTimeline? _timeline;
+    private double _hostBeginMs, _hostLaunchMs;   // on _timeline's host clock
     private readonly object _fenceLock = new();   // Wait, Dispose and a mapped transfer's WaitForLaunched may each complete it: once
     private Fence _fence;   // submitted and not yet known finished (guarded by _fenceLock)
     private bool _launched;   // between Launch and Wait
@@ -67,6 +68,7 @@ public sealed unsafe class CommandStream : IDisposable
             _vk.CmdResetQueryPool(_cmd, _spanQueries, 0, 2);
             _vk.CmdWriteTimestamp(_cmd, PipelineStageFlags.BottomOfPipeBit, _spanQueries, 0);
             _timeline = timeline;
+            _hostBeginMs = timeline.HostNowMs;
         }
     }
 
@@ -283,6 +285,11 @@ public sealed unsafe class CommandStream : IDisposable
             _recording = false;
         }
 
+        if (_timeline is not null)
+        {
+            _hostLaunchMs = _timeline.HostNowMs;
+        }
+
         lock (_fenceLock)
         {
             _fence = _device.Launch(_cmd, this);
@@ -305,7 +312,7 @@ public sealed unsafe class CommandStream : IDisposable
         if (_timeline is not null)
         {
             var span = ReadQueries(_spanQueries, 2);
-            _timeline.Add(new StreamSpan(_label, span[0], span[1]));
+            _timeline.Add(new StreamSpan(_label, span[0], span[1], _hostBeginMs, _hostLaunchMs));
         }
 
         return ReadTimestamps();

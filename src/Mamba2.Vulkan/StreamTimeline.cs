@@ -1,10 +1,16 @@
 namespace Mamba2.Vulkan;
 
-/// <summary>One stream's work on the device's clock: from the end of its opening barrier (the work launched before
-/// it done) to the end of its last command.</summary>
-public readonly record struct StreamSpan(string Label, double BeginNs, double EndNs)
+/// <summary>
+/// One stream's work on the device's clock: from the end of its opening barrier (the work launched before it done) to
+/// the end of its last command. On the host's clock (ms since the timeline was made): when the stream was begun and
+/// when it was launched, so that a gap on the device can be matched with the recording the host was doing.
+/// </summary>
+public readonly record struct StreamSpan(string Label, double BeginNs, double EndNs, double HostBeginMs, double HostLaunchMs)
 {
     public double Milliseconds => (EndNs - BeginNs) / 1e6;
+
+    /// <summary>Host time from the stream's creation to its launch: its recording, and whatever the host did meanwhile.</summary>
+    public double RecordingMs => HostLaunchMs - HostBeginMs;
 }
 
 /// <summary>
@@ -17,6 +23,10 @@ public sealed class StreamTimeline
 {
     private readonly List<StreamSpan> _spans = [];
     private readonly object _lock = new();
+    private readonly System.Diagnostics.Stopwatch _host = System.Diagnostics.Stopwatch.StartNew();
+
+    /// <summary>Now on the host's clock of the spans: ms since this timeline was made.</summary>
+    public double HostNowMs => _host.Elapsed.TotalMilliseconds;
 
     /// <summary>Every span recorded, in the order the device ran them.</summary>
     public IReadOnlyList<StreamSpan> Spans
@@ -43,6 +53,21 @@ public sealed class StreamTimeline
         return [.. Enumerable.Range(1, Math.Max(0, s.Count - 1))
             .Select(i => (s[i - 1].Label, s[i].Label, Math.Max(0, s[i].BeginNs - s[i - 1].EndNs) / 1e6))
             .OrderByDescending(g => g.Item3)];
+    }
+
+    /// <summary>The spans as CSV: label, device begin and end (ms from the first span's begin), host begin and launch (ms).</summary>
+    public string ToCsv()
+    {
+        var s = Spans;
+        var origin = s.Count > 0 ? s[0].BeginNs : 0;
+        var ic = System.Globalization.CultureInfo.InvariantCulture;
+        var csv = new System.Text.StringBuilder("label,device_begin_ms,device_end_ms,host_begin_ms,host_launch_ms\n");
+        foreach (var x in s)
+        {
+            csv.Append(ic, $"{x.Label},{(x.BeginNs - origin) / 1e6:F3},{(x.EndNs - origin) / 1e6:F3},{x.HostBeginMs:F3},{x.HostLaunchMs:F3}\n");
+        }
+
+        return csv.ToString();
     }
 
     internal void Add(StreamSpan span)

@@ -115,6 +115,22 @@ public sealed class BenchCliTests : IDisposable
     }
 
     [Fact]
+    public void TrainBenchWritesTheTrainerStepsTimeline()
+    {
+        var csv = At("timeline.csv");
+        string[] tiny = ["bench", "train", "--layers", "2", "--d-model", "32", "--vocab", "64", "--batch", "2", "--seqlen", "64", "--dstate", "8",
+            "--headdim", "8", "--chunk", "32", "--warmup", "1", "--repeats", "1"];
+        Assert.Equal(0, CliApp.Run([.. tiny, "--timeline", csv]));
+        var lines = File.ReadAllLines(csv);
+        Assert.Equal("label,device_begin_ms,device_end_ms,host_begin_ms,host_launch_ms", lines[0]);
+        // The embedding, two layers and the head forward; norm_f with the last layer, the layer below and the
+        // embedding with the optimizer backward: one submission each, nothing uploaded between them.
+        Assert.Equal(["forward 0", "forward 1", "forward 2", "forward 3", "backward 0", "backward 1", "backward 2"], lines.Skip(1).Select(l => l.Split(',')[0]));
+        Assert.All(lines.Skip(1), l => Assert.True(l.Split(',').Skip(1).All(v => double.Parse(v, System.Globalization.CultureInfo.InvariantCulture) >= 0), l));
+        Assert.Equal(2, CliApp.Run([.. tiny, "--timeline", At(Path.Combine("missing", "t.csv"))]));
+    }
+
+    [Fact]
     public void UnknownOpsAndPresetsAreNamed()
     {
         Assert.Equal(2, CliApp.Run(["bench", "--preset", "quick", "--ops", "ssd,bogus"]));

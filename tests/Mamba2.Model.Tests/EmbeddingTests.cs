@@ -63,4 +63,30 @@ public class EmbeddingTests(GpuFixture gpu)
         using var dyBad = Tensor.Empty(Device, "dy", 499, 8);
         Assert.Throws<ArgumentException>(() => Embedding.Backward(dyBad, ids, 7));
     }
+
+    [Fact]
+    public void GroupingPreparedAheadGivesTheSameGradientForEachVocabulary()
+    {
+        // PrepareBackward uploads the grouping before a recording; the backward then reads it as made, for the
+        // vocabulary it was made for, and groups again for another.
+        var rng = new Random(TestMath.NewSeed());
+        var idv = Enumerable.Range(0, 300).Select(_ => rng.Next(5)).ToArray();
+        using var dy = Tensor.FromArray(Device, "dy", TestMath.Uniform(rng, 300 * 4, -1, 1), 300, 4);
+        using var plainIds = IndexTensor.FromArray(Device, "ids", idv, 300);
+        using var plain = Embedding.Backward(dy, plainIds, 5);
+        using var wider = Embedding.Backward(dy, plainIds, 9);
+
+        using var ids = IndexTensor.FromArray(Device, "ids", idv, 300);
+        Embedding.PrepareBackward(ids, 5);
+        using var s = Device.BeginStream();
+        using var prepared = Embedding.Backward(dy, ids, 5, s);
+        Poison.Fill(prepared);
+        s.Submit();
+        Assert.True(plain.ToArray().AsSpan().SequenceEqual(prepared.ToArray()));
+        using var preparedWider = Embedding.Backward(dy, ids, 9);
+        Assert.True(wider.ToArray().AsSpan().SequenceEqual(preparedWider.ToArray()));
+        Assert.All(wider.ToArray()[(5 * 4)..], v => Assert.Equal(0f, v));   // ids 5..8 never occur
+
+        Assert.Throws<ArgumentOutOfRangeException>(() => Embedding.PrepareBackward(ids, 4));
+    }
 }

@@ -233,6 +233,13 @@ public class CommandStreamTests(GpuFixture gpu)
         var gap = Assert.Single(timeline.Gaps());
         Assert.Equal(("first", "second"), (gap.After, gap.Before));
         Assert.Equal((spans[1].BeginNs - spans[0].EndNs) / 1e6, gap.Milliseconds, 9);
+        // The host's clock: each stream begun before it was launched, the second begun after the first was launched.
+        Assert.All(spans, s => Assert.True(s.HostBeginMs >= 0 && s.RecordingMs >= 0, $"{s.Label}: host {s.HostBeginMs} .. {s.HostLaunchMs}"));
+        Assert.True(spans[1].HostBeginMs >= spans[0].HostLaunchMs);
+        var csv = timeline.ToCsv().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("label,device_begin_ms,device_end_ms,host_begin_ms,host_launch_ms", csv[0]);
+        Assert.Equal(["first", "second"], csv.Skip(1).Select(line => line.Split(',')[0]));
+        Assert.StartsWith("first,0.000,", csv[1], StringComparison.Ordinal);
         using var after = Device.BeginStream("after");
         after.Fill(x, 0f);
         after.Submit();

@@ -140,6 +140,7 @@ internal static class BenchCommand
         }
 
         AnsiConsole.Write(table);
+        KernelStatisticsReport.Print(device);
         return 0;
     }
 

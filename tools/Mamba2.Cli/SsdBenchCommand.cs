@@ -148,11 +148,7 @@ internal static class SsdBenchCommand
             }
         }
 
-        // MAMBA2_VK_PIPELINE_STATS=1: what the driver made of each kernel (registers decide how many workgroups an SM holds).
-        foreach (var k in device.KernelStatistics)
-        {
-            Console.Error.WriteLine($"pipeline: {k}");
-        }
+        KernelStatisticsReport.Print(device);
 
         return 0;
     }

@@ -34,8 +34,13 @@ internal static class TrainStepBenchCommand
         Description = "the most MiB of logits the LM head and loss form at a time (a block of rows)",
     };
 
+    private static readonly Option<FileInfo?> TimelineFile = new("--timeline")
+    {
+        Description = "write the Trainer-way step's submissions as CSV: label, device begin and end, host begin and launch (ms)",
+    };
+
     public static Command Create() => CommonOptions.GpuCommand("train", "One LM training step (forward, loss, backward, AdamW): time, tokens/s, memory, and the split by section", Run,
-        Layers, DModel, Vocab, Batch, SeqLen, DState, HeadDim, Chunk, Bidirectional, Warmup, Repeats, HeadBlockMib);
+        Layers, DModel, Vocab, Batch, SeqLen, DState, HeadDim, Chunk, Bidirectional, Warmup, Repeats, HeadBlockMib, TimelineFile);
 
     private static int Run(ParseResult r)
     {
@@ -64,6 +69,13 @@ internal static class TrainStepBenchCommand
         }
 
         var headBlock = (long)r.GetValue(HeadBlockMib) << 20;
+        var timelineFile = r.GetValue(TimelineFile);
+        if (timelineFile is { Directory: { Exists: false } dir })
+        {
+            Console.Error.WriteLine($"error: --timeline: folder {dir.FullName} does not exist.");
+            return 2;
+        }
+
         var rng = comm.Size > 1 ? new Random(0) : new Random();   // ranks start from equal weights
         using var model = Mamba2LM.Initialize(device, config, rng);
         model.Precision = precision;
@@ -179,7 +191,13 @@ internal static class TrainStepBenchCommand
         var gaps = timeline.Gaps();
         Console.WriteLine($"its GPU timeline (one more step, {timeline.Spans.Count} submissions): busy {timeline.BusyMs:F1} ms over {timeline.SpanMs:F1} ms, "
             + $"{timeline.SpanMs - timeline.BusyMs:F1} ms idle between submissions; wall {timelineWall:F1} ms, {timelineWall - timeline.SpanMs:F1} ms of it before the first and after the last; "
-            + $"longest idle: {string.Join(", ", gaps.Take(5).Select(g => $"{g.After} -> {g.Before} {g.Milliseconds:F2} ms"))}");
+            + $"longest idle: {string.Join(", ", gaps.Take(5).Select(g => $"{g.After} -> {g.Before} {g.Milliseconds:F2} ms"))}; "
+            + $"longest host recordings: {string.Join(", ", timeline.Spans.OrderByDescending(x => x.RecordingMs).Take(3).Select(x => $"{x.Label} {x.RecordingMs:F2} ms"))}");
+        if (timelineFile is not null)
+        {
+            File.WriteAllText(timelineFile.FullName, timeline.ToCsv());
+            Console.WriteLine($"timeline written to {timelineFile.FullName}");
+        }
 
         var sections = profiled.Sections(depth: 1);   // one row per section: the SSD's stages sum into "ssd"
         var split = new Table().AddColumns("section", "ms", "% of step", "GFLOP/s");

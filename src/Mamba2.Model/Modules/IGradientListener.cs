@@ -10,7 +10,7 @@ namespace Mamba2.Model.Modules;
 public interface IGradientListener
 {
     /// <summary>
-    /// Stage <paramref name="stage"/> (0: norm_f, then the layers from the last down, then the embedding) formed
+    /// Stage <paramref name="stage"/> (0: norm_f with the last layer, then the layers down, then the embedding) formed
     /// <paramref name="gradients"/> in <paramref name="stream"/>; work recorded into it runs after them.
     /// </summary>
     void Recorded(int stage, IReadOnlyList<(string Name, Tensor Gradient)> gradients, CommandStream stream);

@@ -190,6 +190,12 @@ public sealed class Mamba2LM : IDisposable
         /// <summary>The loss (and the head's gradients) from <see cref="ForwardLoss"/>; null after Forward.</summary>
         public LinearCrossEntropyResult? Loss { get; internal set; }
 
+        /// <summary>
+        /// A training forward's staged recording with its last stage still running, for the backward to go on
+        /// from (kept last, so disposing these activations waits for it before freeing anything).
+        /// </summary>
+        internal StagedRecording? Pending { get; set; }
+
     }
 
     /// <summary>Logits (b, L, vocab) for input_ids (b, L).</summary>
@@ -215,12 +221,18 @@ public sealed class Mamba2LM : IDisposable
             throw new ArgumentException($"Mamba2LM: targets must have the shape of input_ids {ShapeOps.Format(ids.Shape)}, got {ShapeOps.Format(targets.Shape)}.", nameof(targets));
         }
 
+        if (gradients)
+        {
+            Embedding.PrepareBackward(ids, Config.VocabSize);   // before any stage runs: no upload inside the backward's last
+        }
+
+        // With gradients the last stage is left running: the backward's first stages are recorded meanwhile.
         return Forward(ids, stream, (acts, st, _, _) =>
             acts.Loss = acts.Keep(LinearCrossEntropy.Run(acts.NormF.Y, Embeddings, targets, gradients, predictions, Precision,
-                blockBytes: blockBytes, stream: st)));
+                blockBytes: blockBytes, stream: st)), leaveRunning: gradients);
     }
 
-    private Activations Forward(IndexTensor ids, CommandStream? stream, Action<Activations, CommandStream, int, int> head)
+    private Activations Forward(IndexTensor ids, CommandStream? stream, Action<Activations, CommandStream, int, int> head, bool leaveRunning = false)
     {
         if (ids.Shape.Count != 2)
         {
@@ -230,9 +242,10 @@ public sealed class Mamba2LM : IDisposable
         int b = ids.Shape[0], l = ids.Shape[1], d = Config.Mixer.DModel, rows = b * l;
         var device = Embeddings.Device;
         var acts = new Activations(ids);
+        StagedRecording? staged = null;
         try
         {
-            using var staged = new StagedRecording(device, stream, name: "forward");
+            staged = new StagedRecording(device, stream, name: "forward");
             Tensor h = null!;
             staged.Stage(st =>
             {
@@ -266,12 +279,33 @@ public sealed class Mamba2LM : IDisposable
                 head(acts, st, rows, d);
                 st.Section(ProfileSections.LmHead);
             });
+            if (leaveRunning && stream is null)
+            {
+                acts.Pending = acts.Keep(staged);
+                staged = null;
+            }
+
             return acts;
         }
         catch
         {
-            acts.Dispose();
+            // The stages still running read what the activations hold: wait for them before freeing it.
+            var running = staged;
+            staged = null;
+            try
+            {
+                running?.Dispose();
+            }
+            finally
+            {
+                acts.Dispose();
+            }
+
             throw;
+        }
+        finally
+        {
+            staged?.Dispose();
         }
     }
 
@@ -358,25 +392,34 @@ public sealed class Mamba2LM : IDisposable
         var device = Embeddings.Device;
         var grads = new Dictionary<string, Tensor>();
         var stage = 0;
-        void Formed(CommandStream st, params string[] names) => listener?.Recorded(stage++, [.. names.Select(n => (n, grads[n]))], st);
+        void Formed(CommandStream st, IEnumerable<string> names) => listener?.Recorded(stage++, [.. names.Select(n => (n, grads[n]))], st);
         try
         {
-            using var staged = new StagedRecording(device, stream, listener is null ? null : listener.Completed, "backward");
+            // Going on from the forward's recording when its last stage still runs: this backward's first stage is
+            // recorded meanwhile.
+            var continued = stream is null ? acts.Pending : null;
+            acts.Pending = null;
+            continued?.Continue("backward", listener is null ? null : listener.Completed);
+            using var staged = continued ?? new StagedRecording(device, stream, listener is null ? null : listener.Completed, "backward");
             Tensor headGrad = null!, dh = null!;
-            staged.Stage(st =>
-            {
-                (headGrad, var dNormF) = head(staged, st);
-                var nf = staged.HandOn(RmsNorm.Backward(dNormF, acts.NormF, acts.Hidden[^1], NormF, stream: st));
-                grads["backbone.norm_f.weight"] = ActivationStore.CopyOf(st, nf.DWeight, "grad.backbone.norm_f.weight");
-                st.Section(ProfileSections.Norm);
-                dh = nf.Dx;
-                Formed(st, "backbone.norm_f.weight");
-            });
             for (var i = _mixers.Count - 1; i >= 0; i--)
             {
                 var layer = i;
                 staged.Stage(st =>
                 {
+                    var names = new List<string>();
+                    if (layer == _mixers.Count - 1)
+                    {
+                        // norm_f's backward opens the last layer's stage (a stage of its own would be too short to
+                        // hide the recording of the next).
+                        (headGrad, var dNormF) = head(staged, st);
+                        var nf = st.Own(RmsNorm.Backward(dNormF, acts.NormF, acts.Hidden[^1], NormF, stream: st));
+                        grads["backbone.norm_f.weight"] = ActivationStore.CopyOf(st, nf.DWeight, "grad.backbone.norm_f.weight");
+                        st.Section(ProfileSections.Norm);
+                        dh = nf.Dx;
+                        names.Add("backbone.norm_f.weight");
+                    }
+
                     var (du, mg) = _mixers[layer].Backward(dh, acts.Mixers[layer], st);
                     st.Own(du);
                     foreach (var (name, g) in mg)
@@ -391,7 +434,7 @@ public sealed class Mamba2LM : IDisposable
                     Elementwise.Add(dh, ng.Dx, next, st);   // the residual path plus the block's
                     st.Section(ProfileSections.Elementwise);
                     dh = next;
-                    Formed(st, [.. mg.Select(q => $"backbone.layers.{layer}.mixer.{q.Key}"), $"backbone.layers.{layer}.norm.weight"]);
+                    Formed(st, [.. names, .. mg.Select(q => $"backbone.layers.{layer}.mixer.{q.Key}"), $"backbone.layers.{layer}.norm.weight"]);
                 });
             }
 
@@ -402,7 +445,7 @@ public sealed class Mamba2LM : IDisposable
                 grads["backbone.embeddings.weight"] = Tensor.Empty(device, "grad.backbone.embeddings.weight", v, d);
                 Elementwise.Add(embGrad, headGrad, grads["backbone.embeddings.weight"], st);   // tied head
                 st.Section(ProfileSections.Elementwise);
-                Formed(st, "backbone.embeddings.weight");
+                Formed(st, ["backbone.embeddings.weight"]);
             });
             return grads;
         }

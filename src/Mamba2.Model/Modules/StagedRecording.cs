@@ -10,10 +10,14 @@ namespace Mamba2.Model.Modules;
 /// every layer's (a 24-layer backward kept about 0.9 GB of scratch a layer alive until its end; docs/PERF.md), and the
 /// device does not idle while the host records. Disposing waits for the last stage. <c>completed</c> is told the
 /// index of each launched stage (0, 1, ...) once the device has finished it. Stages are named "<c>name</c> index" in a
-/// device's stream timeline.
+/// device's stream timeline. A recording can go on as another phase (<see cref="Continue"/>: a forward's last stage
+/// still running while the backward's first are recorded).
 /// </summary>
-internal sealed class StagedRecording(GpuDevice device, CommandStream? stream, Action<int>? completed = null, string name = "stage") : IDisposable
+internal sealed class StagedRecording : IDisposable
 {
+    private readonly GpuDevice _device;
+    private readonly CommandStream? _stream;
+    private readonly List<(int First, string Name, Action<int>? Completed)> _phases = [];
     private int _stages;   // launched so far; the running one is _stages - 1
 
     private readonly List<IDisposable> _untilEnd = [];
@@ -21,16 +25,35 @@ internal sealed class StagedRecording(GpuDevice device, CommandStream? stream, A
     private List<IDisposable> _previous = [];   // handed on by the running stage
     private List<IDisposable> _current = [];    // handed on by the stage being recorded
     private CommandStream? _running;
+    private bool _disposed;
+
+    public StagedRecording(GpuDevice device, CommandStream? stream, Action<int>? completed = null, string name = "stage")
+    {
+        (_device, _stream) = (device, stream);
+        _phases.Add((0, name, completed));
+    }
+
+    /// <summary>
+    /// Later stages form a new phase: named "<paramref name="name"/> 0", "... 1", and told to
+    /// <paramref name="completed"/> by their index within it. The stage still running belongs to the phase before.
+    /// </summary>
+    public void Continue(string name, Action<int>? completed)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _phases.Add((_stages, name, completed));
+    }
 
     public void Stage(Action<CommandStream> record)
     {
-        if (stream is not null)
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_stream is not null)
         {
-            record(stream);
+            record(_stream);
             return;
         }
 
-        var s = device.BeginStream($"{name} {_stages}");
+        var phase = _phases[^1];
+        var s = _device.BeginStream($"{phase.Name} {_stages - phase.First}");
         try
         {
             record(s);
@@ -49,11 +72,18 @@ internal sealed class StagedRecording(GpuDevice device, CommandStream? stream, A
         Finish(before);
         if (before is not null)
         {
-            completed?.Invoke(_stages - 2);
+            Report(_stages - 2);
         }
 
         Release(_older);
         (_older, _previous, _current) = (_previous, _current, _older);
+    }
+
+    /// <summary>Tells stage <paramref name="index"/>'s phase that it has completed, by its index within the phase.</summary>
+    private void Report(int index)
+    {
+        var phase = _phases.Last(p => p.First <= index);
+        phase.Completed?.Invoke(index - phase.First);
     }
 
     /// <summary>Something the next stage reads.</summary>
@@ -67,9 +97,9 @@ internal sealed class StagedRecording(GpuDevice device, CommandStream? stream, A
     private T Hold<T>(T resource, List<IDisposable> list)
         where T : IDisposable
     {
-        if (stream is not null)
+        if (_stream is not null)
         {
-            return stream.Own(resource);
+            return _stream.Own(resource);
         }
 
         list.Add(resource);
@@ -97,8 +127,15 @@ internal sealed class StagedRecording(GpuDevice device, CommandStream? stream, A
         list.Clear();
     }
 
+    /// <summary>Waits for the last stage and frees what the stages handed on; a second call does nothing.</summary>
     public void Dispose()
     {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
         try
         {
             var last = _running;
@@ -106,7 +143,7 @@ internal sealed class StagedRecording(GpuDevice device, CommandStream? stream, A
             Finish(last);
             if (last is not null)
             {
-                completed?.Invoke(_stages - 1);
+                Report(_stages - 1);
             }
         }
         finally

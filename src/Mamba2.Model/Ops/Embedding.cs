@@ -27,6 +27,17 @@ public static class Embedding
     }
 
     /// <summary>
+    /// Groups <paramref name="ids"/>' positions by id and uploads them now, for a later <see cref="Backward"/> of these
+    /// ids: that backward then records no upload, which in a staged recording would make the host wait for the stages
+    /// launched before it.
+    /// </summary>
+    public static void PrepareBackward(IndexTensor ids, int vocab)
+    {
+        CheckRange("Embedding backward", ids, vocab);
+        ids.GroupedBy(vocab);
+    }
+
+    /// <summary>
     /// dtable (V, d): each row the sum of dy over the positions holding that id, in position order (deterministic,
     /// no atomics); rows no id picked are 0.
     /// </summary>
@@ -41,37 +52,13 @@ public static class Embedding
         var dim = dy.Shape[^1];
         CheckRange(op, ids, vocab);
         var device = dy.Device;
-        // Positions grouped by id, increasing within each id: a counting sort on the host copy of the ids.
-        var values = ids.Values;
-        var offsets = new uint[vocab + 1];
-        foreach (var v in values)
-        {
-            offsets[v + 1]++;
-        }
-
-        for (var v = 0; v < vocab; v++)
-        {
-            offsets[v + 1] += offsets[v];
-        }
-
-        var positions = new int[values.Length];
-        var next = (uint[])offsets.Clone();
-        for (var n = 0; n < values.Length; n++)
-        {
-            positions[next[values[n]]++] = n;
-        }
-
+        var grouping = ids.GroupedBy(vocab);   // made and uploaded already where the caller asked ahead (PrepareBackward)
         var dtable = Tensor.Empty(device, "dtable", vocab, dim);
         return TensorScope.Recorded(dtable, () => Shaders.RunIn(device, stream, st =>
         {
-            // Created inside the recording and owned at once, so a failure anywhere leaves nothing behind.
-            var order = st.Own(device.CreateBuffer<int>(Math.Max(positions.Length, 1), "embedding_positions"));
-            var starts = st.Own(device.CreateBuffer<uint>(offsets.Length, "embedding_offsets"));
-            order.Upload(positions);
-            starts.Upload(offsets);
             var local = Shaders.Local1D(device);
             st.Dispatch(device.GetKernel(Shaders.Embedding, new EmbeddingSpec(local, EmbeddingMode.TableGradient)), (Shaders.Groups1D(device, dtable.Length, local), 1, 1),
-                new Push((uint)vocab, (uint)dim), order, starts, dy.Buffer, dtable.Buffer);
+                new Push((uint)vocab, (uint)dim), grouping.Positions, grouping.Starts, dy.Buffer, dtable.Buffer);
         }));
     }
 

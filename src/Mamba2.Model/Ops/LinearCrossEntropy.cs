@@ -145,7 +145,9 @@ public static class LinearCrossEntropy
         {
             // The gradient kernel scales by dloss / count, read as unit[0] / unit[1]; the head's products apply
             // 1 / count instead (alpha), so the block's gradient stays softmax - onehot, within [-1, 1], for 16-bit operands.
-            unit = st.Own(device.CreateBuffer<float>([1f, 1f], "unit_scale"));
+            // Filled on the device: an upload here would make the host wait for the work launched before this stream.
+            unit = st.Own(device.CreateBuffer<float>(2, "unit_scale"));
+            st.Fill(unit, 1f);
         }
 
         // Mean over counted rows; PyTorch's gradient of an all-ignored batch is zero (its loss is NaN).

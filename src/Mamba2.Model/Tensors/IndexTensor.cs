@@ -9,6 +9,7 @@ namespace Mamba2.Model.Tensors;
 public sealed class IndexTensor : IDisposable
 {
     private readonly int[] _host;
+    private IndexGrouping? _grouping;
 
     private IndexTensor(GpuDevice device, GpuBuffer<int> buffer, int[] shape, string name, int[] host)
     {
@@ -49,7 +50,75 @@ public sealed class IndexTensor : IDisposable
 
     public int[] ToArray() => Buffer.Download();
 
+    /// <summary>
+    /// The positions grouped by value, for scatters that sum per id (the embedding's gradient): made on the host and
+    /// uploaded on the first call for a vocabulary, then kept with this tensor. Call it before a staged recording starts
+    /// so that no upload lands in the middle of one (an upload waits for the work launched before it).
+    /// </summary>
+    internal IndexGrouping GroupedBy(int vocab)
+    {
+        if (_grouping is { } g && g.Vocab == vocab)
+        {
+            return g;
+        }
+
+        // Positions grouped by id, increasing within each id: a counting sort of the host copy.
+        var offsets = new uint[vocab + 1];
+        foreach (var v in _host)
+        {
+            offsets[v + 1]++;
+        }
+
+        for (var v = 0; v < vocab; v++)
+        {
+            offsets[v + 1] += offsets[v];
+        }
+
+        var positions = new int[_host.Length];
+        var next = (uint[])offsets.Clone();
+        for (var n = 0; n < _host.Length; n++)
+        {
+            positions[next[_host[n]]++] = n;
+        }
+
+        var order = Device.CreateBuffer<int>(Math.Max(positions.Length, 1), Name + ".grouped_positions");
+        GpuBuffer<uint>? starts = null;
+        try
+        {
+            starts = Device.CreateBuffer<uint>(offsets.Length, Name + ".group_starts");
+            order.Upload(positions);
+            starts.Upload(offsets);
+        }
+        catch
+        {
+            order.Dispose();
+            starts?.Dispose();
+            throw;
+        }
+
+        _grouping?.Dispose();
+        _grouping = new IndexGrouping(vocab, order, starts);
+        return _grouping;
+    }
+
     public override string ToString() => $"{Name}{ShapeOps.Format(Shape)} (int32)";
 
-    public void Dispose() => Buffer.Dispose();
+    public void Dispose()
+    {
+        _grouping?.Dispose();
+        Buffer.Dispose();
+    }
+}
+
+/// <summary>
+/// An index tensor's positions grouped by value (<see cref="IndexTensor.GroupedBy"/>): <see cref="Positions"/> lists
+/// the positions of value 0, then of value 1, ..., and value v's run is [Starts[v], Starts[v + 1]).
+/// </summary>
+internal sealed record IndexGrouping(int Vocab, GpuBuffer<int> Positions, GpuBuffer<uint> Starts) : IDisposable
+{
+    public void Dispose()
+    {
+        Positions.Dispose();
+        Starts.Dispose();
+    }
 }

@@ -112,44 +112,85 @@ public sealed class AdamW : IDisposable
             throw new ArgumentException($"AdamW: {_state.Count} parameters but {grads.Count} gradients.", nameof(grads));
         }
 
-        for (var i = 0; i < grads.Count; i++)
+        CheckMaxNorm(maxGradNorm);
+        Shaders.RunIn(_device, stream, st =>   // both check every gradient before they record anything
         {
-            ShapeOps.Expect(grads[i], $"grads[{i}] ({_state[i].Param.Name})", "AdamW", [.. _state[i].Param.Value.Shape]);
+            if (maxGradNorm is not null)
+            {
+                RecordSquares(st, [.. grads.Select((g, i) => (i, g))]);
+            }
+
+            RecordUpdate(st, grads, maxGradNorm);
+        });
+    }
+
+    /// <summary>
+    /// The sums of squares that clipping reads, of some parameters' gradients (by parameter index), into
+    /// <paramref name="st"/>: a staged backward records them in the stage that forms the gradients, so the step in
+    /// the last stage has less to record (<see cref="OptimizerStepListener"/>).
+    /// </summary>
+    internal void RecordSquares(CommandStream st, IReadOnlyList<(int Index, Tensor Gradient)> grads)
+    {
+        foreach (var (i, g) in grads)
+        {
+            CheckGradient(i, g);
         }
 
-        if (maxGradNorm is { } mx && !(mx > 0))
+        // Every tensor's partials, then every total: two dependent rounds, not a barrier between each pair.
+        var partials = grads.Select(g => SumOfSquaresPartials(st, g.Gradient)).ToList();
+        for (var k = 0; k < grads.Count; k++)
         {
-            throw new ArgumentOutOfRangeException(nameof(maxGradNorm), mx, "AdamW: max_grad_norm must be > 0.");
+            var (i, g) = grads[k];
+            SumOfSquaresTotal(st, g, partials[k], Shaders.Slice(_sums, (long)i * _stride, 1));
+        }
+    }
+
+    /// <summary>
+    /// The step's updates into <paramref name="st"/>; with <paramref name="maxGradNorm"/>, after the clip coefficient
+    /// from the sums of squares of every gradient, which must have been recorded before (<see cref="RecordSquares"/>).
+    /// </summary>
+    internal void RecordUpdate(CommandStream st, IReadOnlyList<Tensor> grads, float? maxGradNorm)
+    {
+        CheckMaxNorm(maxGradNorm);
+        if (grads.Count != _state.Count)
+        {
+            throw new ArgumentException($"AdamW: {_state.Count} parameters but {grads.Count} gradients.", nameof(grads));
+        }
+
+        for (var i = 0; i < grads.Count; i++)
+        {
+            CheckGradient(i, grads[i]);
         }
 
         StepCount++;
         var bc1 = 1 - Math.Pow(Beta1, StepCount);
         var bc2 = 1 - Math.Pow(Beta2, StepCount);
         var local = Shaders.Local1D(_device);
-        Shaders.RunIn(_device, stream, st =>
+        if (maxGradNorm is { } max)
         {
-            if (maxGradNorm is { } max)
-            {
-                // Every tensor's partials, then every total: two dependent rounds, not a barrier between each pair.
-                var partials = grads.Select(g => SumOfSquaresPartials(st, g)).ToList();
-                for (var i = 0; i < grads.Count; i++)
-                {
-                    SumOfSquaresTotal(st, grads[i], partials[i], Shaders.Slice(_sums, (long)i * _stride, 1));
-                }
+            st.Dispatch(_device.GetKernel(Shaders.GradNorm), (1, 1, 1), new NormPush((uint)grads.Count, (uint)_stride, max), _sums.Buffer, _clip.Buffer);
+        }
 
-                st.Dispatch(_device.GetKernel(Shaders.GradNorm), (1, 1, 1), new NormPush((uint)grads.Count, (uint)_stride, max), _sums.Buffer, _clip.Buffer);
-            }
+        for (var i = 0; i < grads.Count; i++)
+        {
+            var (param, m, v) = _state[i];
+            var n = param.Value.Length;
+            st.Dispatch(_device.GetKernel(Shaders.AdamW, new LocalSize(local)), (Shaders.Groups1D(_device, n, local), 1, 1),
+                new Push((uint)n, LearningRate, (float)Beta1, (float)(1 - Beta1), (float)Beta2, (float)(1 - Beta2), (float)Eps,
+                    param.WeightDecay ? WeightDecay : 0f, (float)bc1, (float)bc2, maxGradNorm is null ? 0u : 1u),
+                param.Value.Buffer, grads[i].Buffer, m.Buffer, v.Buffer, _clip.Buffer);
+        }
+    }
 
-            for (var i = 0; i < grads.Count; i++)
-            {
-                var (param, m, v) = _state[i];
-                var n = param.Value.Length;
-                st.Dispatch(_device.GetKernel(Shaders.AdamW, new LocalSize(local)), (Shaders.Groups1D(_device, n, local), 1, 1),
-                    new Push((uint)n, LearningRate, (float)Beta1, (float)(1 - Beta1), (float)Beta2, (float)(1 - Beta2), (float)Eps,
-                        param.WeightDecay ? WeightDecay : 0f, (float)bc1, (float)bc2, maxGradNorm is null ? 0u : 1u),
-                    param.Value.Buffer, grads[i].Buffer, m.Buffer, v.Buffer, _clip.Buffer);
-            }
-        });
+    private void CheckGradient(int index, Tensor grad) =>
+        ShapeOps.Expect(grad, $"grads[{index}] ({_state[index].Param.Name})", "AdamW", [.. _state[index].Param.Value.Shape]);
+
+    private static void CheckMaxNorm(float? maxGradNorm)
+    {
+        if (maxGradNorm is { } mx && !(mx > 0))
+        {
+            throw new ArgumentOutOfRangeException(nameof(maxGradNorm), mx, "AdamW: max_grad_norm must be > 0.");
+        }
     }
 
     /// <summary>The total gradient norm of the last clipped step (before clipping). Reads the device.</summary>

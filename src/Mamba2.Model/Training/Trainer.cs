@@ -146,19 +146,17 @@ public sealed class Trainer : IDisposable
         using var targets = IndexTensor.FromArray(device, "targets", batch.Targets, batch.Batch, batch.SeqLen);
         // The head and the loss in row blocks (no whole logits); a training step forms the head's gradients there too.
         using var acts = Model.ForwardLoss(ids, targets, gradients: train, predictions: true);
-        double loss = acts.Loss!.Loss.ToArray()[0];
-        var (right, scored) = Accuracy(acts.Loss.Predictions(), batch.Targets);
+        var scored = DataParallel.Scored(batch.Targets);
         var share = 1.0;   // this rank's part of the global batch's scored targets
+        var globalScored = scored;
         if (comm.Size > 1)
         {
-            var globalScored = DataParallel.Scored(global.Targets);
+            globalScored = DataParallel.Scored(global.Targets);
             share = globalScored == 0 ? 0 : (double)scored / globalScored;
-            double[] sums = [scored == 0 ? 0 : loss * share, right, scored];   // a rank with nothing scored adds nothing
-            comm.SumInPlace(sums);
-            loss = globalScored == 0 ? double.NaN : sums[0];
-            (right, scored) = ((int)sums[1], (int)sums[2]);
         }
 
+        // The loss and predictions are read after the backward is recorded: reading them first would wait for the
+        // forward's last stage, which the backward's first stage is recorded beside.
         if (train)
         {
             Dictionary<string, Tensor> grads;
@@ -207,24 +205,29 @@ public sealed class Trainer : IDisposable
             }
         }
 
+        double loss = acts.Loss!.Loss.ToArray()[0];
+        var right = Right(acts.Loss.Predictions(), batch.Targets);
+        if (comm.Size > 1)
+        {
+            double[] sums = [scored == 0 ? 0 : loss * share, right, scored];   // a rank with nothing scored adds nothing
+            comm.SumInPlace(sums);
+            loss = globalScored == 0 ? double.NaN : sums[0];
+            (right, scored) = ((int)sums[1], (int)sums[2]);
+        }
+
         return (loss, scored == 0 ? 0 : (double)right / scored);
     }
 
-    private static (int Right, int Scored) Accuracy(int[] predicted, int[] targets)
+    /// <summary>Scored targets predicted right.</summary>
+    private static int Right(int[] predicted, int[] targets)
     {
-        int right = 0, scored = 0;
+        var right = 0;
         for (var r = 0; r < targets.Length; r++)
         {
-            if (targets[r] == TrainingTask.Ignore)
-            {
-                continue;
-            }
-
-            scored++;
-            right += predicted[r] == targets[r] ? 1 : 0;
+            right += targets[r] != TrainingTask.Ignore && predicted[r] == targets[r] ? 1 : 0;
         }
 
-        return (right, scored);
+        return right;
     }
 
     /// <summary>
