@@ -96,6 +96,7 @@ public class Mamba2LMTests(GpuFixture gpu)
 
         var (dh, dwf, _) = RmsNormReference.Backward(dhf, h[^1], p["backbone.norm_f.weight"], null, c.NormEps, d, d, false);
         g["backbone.norm_f.weight"] = dwf;
+        scales["backbone.norm_f.weight"] = RmsNormReference.WeightTermScale(dhf, h[^1], null, c.NormEps, d, d, false);
         for (var i = c.NLayer - 1; i >= 0; i--)
         {
             var (du, lg) = layers[i].Backward(normed[i], dh);
@@ -111,6 +112,7 @@ public class Mamba2LMTests(GpuFixture gpu)
 
             var (dn, dw, _) = RmsNormReference.Backward(du, h[i], p[$"backbone.layers.{i}.norm.weight"], null, c.NormEps, d, d, false);
             g[$"backbone.layers.{i}.norm.weight"] = dw;
+            scales[$"backbone.layers.{i}.norm.weight"] = RmsNormReference.WeightTermScale(du, h[i], null, c.NormEps, d, d, false);
             dh = dh.Zip(dn, (x, y) => x + y).ToArray();
         }
 

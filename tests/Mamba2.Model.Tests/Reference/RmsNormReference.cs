@@ -32,6 +32,33 @@ public static class RmsNormReference
         return y;
     }
 
+    /// <summary>
+    /// The size of the terms each weight gradient sums, sum over rows of |dy h r gate|: a sum over rows cancels, and
+    /// its error follows the terms (the rounding they carry from upstream), not what is left of them.
+    /// </summary>
+    public static double[] WeightTermScale(double[] dy, double[] x, double[]? z, double eps, int dim, int gs, bool after)
+    {
+        var scale = new double[dim];
+        for (var g0 = 0; g0 < x.Length; g0 += gs)
+        {
+            double ss = 0;
+            for (var j = g0; j < g0 + gs; j++)
+            {
+                var h = z is not null && !after ? x[j] * Silu(z[j]) : x[j];
+                ss += h * h;
+            }
+
+            var r = 1 / Math.Sqrt(ss / gs + eps);
+            for (var j = g0; j < g0 + gs; j++)
+            {
+                var h = z is not null && !after ? x[j] * Silu(z[j]) : x[j];
+                scale[j % dim] += Math.Abs(dy[j] * h * r * (z is not null && after ? Silu(z[j]) : 1));
+            }
+        }
+
+        return scale;
+    }
+
     public static (double[] Dx, double[] Dw, double[]? Dz) Backward(double[] dy, double[] x, double[] w, double[]? z, double eps, int dim, int gs, bool after)
     {
         var dx = new double[x.Length];
