@@ -13,8 +13,7 @@
 //                are loaded straight from memory through clamped tensor layouts (DIRECT): the driver stages them.
 // The K loop reads the next slice from global memory into registers while the current one is multiplied, then
 // writes it to the other shared buffer (one barrier per slice) or, with BUFFERS = 1 (wider tiles in the same
-// shared memory), to the same buffer once every subgroup has read it (two barriers per slice). With PREFETCH = 2
-// two slices are in flight in registers: slice s + 2 is loaded while slice s is multiplied.
+// shared memory), to the same buffer once every subgroup has read it (two barriers per slice).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_KHR_cooperative_matrix : require
@@ -53,7 +52,6 @@ layout(constant_id = 8) const uint TK = 16;
 layout(constant_id = 9) const bool TRANS_A = false;
 layout(constant_id = 10) const bool TRANS_B = false;
 layout(constant_id = 11) const uint BUFFERS = 2;   // shared tiles the K slices alternate between (1 or 2)
-layout(constant_id = 12) const uint PREFETCH = 1;  // K slices loaded ahead into registers (1 or 2; not coopmat2's DIRECT)
 const uint THREADS = gl_WorkGroupSize.x;
 
 layout(std430, binding = 0) readonly buffer BufA { ELEMENT A[]; };
@@ -283,82 +281,36 @@ void main() {
                 acc = coopMatMulAdd(ma, mb, acc);
             }
 #else
-            if (PREFETCH == 1) {
-                WORD ra[A_PER_THREAD];
-                WORD rb[B_PER_THREAD];
-                [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { ra[i] = a_word(baseA, row0, 0, tid + i * THREADS, wholeA); }
-                [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { rb[i] = b_word(baseB, col0, 0, tid + i * THREADS, wholeB); }
-                barrier();  // the previous tile's last reads of buffer 0 are done
-                [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { store_a(0, tid + i * THREADS, ra[i]); }
-                [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { store_b(0, tid + i * THREADS, rb[i]); }
-                barrier();
+            WORD ra[A_PER_THREAD];
+            WORD rb[B_PER_THREAD];
+            [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { ra[i] = a_word(baseA, row0, 0, tid + i * THREADS, wholeA); }
+            [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { rb[i] = b_word(baseB, col0, 0, tid + i * THREADS, wholeB); }
+            barrier();  // the previous tile's last reads of buffer 0 are done
+            [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { store_a(0, tid + i * THREADS, ra[i]); }
+            [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { store_b(0, tid + i * THREADS, rb[i]); }
+            barrier();
 
-                for (uint s = 0; s < slices; ++s) {
-                    const uint cur = s % BUFFERS;
-                    const bool more = s + 1 < slices;
-                    if (more) {
-                        const uint k1 = (s + 1) * BK;
-                        [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { ra[i] = a_word(baseA, row0, k1, tid + i * THREADS, wholeA); }
-                        [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { rb[i] = b_word(baseB, col0, k1, tid + i * THREADS, wholeB); }
-                    }
-
-                    MULTIPLY_SLICE(cur);
-
-                    if (more) {
-                        if (BUFFERS == 1) {
-                            barrier();   // one buffer: every subgroup is done reading this slice before it is overwritten
-                        }
-                        const uint next = (s + 1) % BUFFERS;
-                        [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { store_a(next, tid + i * THREADS, ra[i]); }
-                        [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { store_b(next, tid + i * THREADS, rb[i]); }
-                    }
-                    barrier();
+            for (uint s = 0; s < slices; ++s) {
+                const uint cur = s % BUFFERS;
+                const bool more = s + 1 < slices;
+                if (more) {
+                    const uint k1 = (s + 1) * BK;
+                    [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { ra[i] = a_word(baseA, row0, k1, tid + i * THREADS, wholeA); }
+                    [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { rb[i] = b_word(baseB, col0, k1, tid + i * THREADS, wholeB); }
                 }
-            } else {
-                // Two slices in flight in two register sets, slice j in set j % 2: slice s + 2 is loaded while slice
-                // s is multiplied, into the set slice s was stored from.
-                WORD ra[2 * A_PER_THREAD];
-                WORD rb[2 * B_PER_THREAD];
-                [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { ra[i] = a_word(baseA, row0, 0, tid + i * THREADS, wholeA); }
-                [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { rb[i] = b_word(baseB, col0, 0, tid + i * THREADS, wholeB); }
-                barrier();  // the previous tile's last reads of buffer 0 are done
-                [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { store_a(0, tid + i * THREADS, ra[i]); }
-                [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { store_b(0, tid + i * THREADS, rb[i]); }
-                if (1 < slices) {
-                    [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { ra[A_PER_THREAD + i] = a_word(baseA, row0, BK, tid + i * THREADS, wholeA); }
-                    [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { rb[B_PER_THREAD + i] = b_word(baseB, col0, BK, tid + i * THREADS, wholeB); }
+
+                MULTIPLY_SLICE(cur);
+
+                if (more) {
+                    if (BUFFERS == 1) {
+                        barrier();   // one buffer: every subgroup is done reading this slice before it is overwritten
+                    }
+                    const uint next = (s + 1) % BUFFERS;
+                    [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { store_a(next, tid + i * THREADS, ra[i]); }
+                    [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { store_b(next, tid + i * THREADS, rb[i]); }
                 }
                 barrier();
-
-                for (uint s0 = 0; s0 < slices; s0 += 2) {
-                    [[unroll]] for (uint h = 0; h < 2; ++h) {
-                        const uint s = s0 + h;
-                        if (s >= slices) {
-                            break;
-                        }
-                        const uint cur = s % BUFFERS;
-                        if (s + 2 < slices) {
-                            const uint k2 = (s + 2) * BK;
-                            [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { ra[h * A_PER_THREAD + i] = a_word(baseA, row0, k2, tid + i * THREADS, wholeA); }
-                            [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { rb[h * B_PER_THREAD + i] = b_word(baseB, col0, k2, tid + i * THREADS, wholeB); }
-                        }
-
-                        MULTIPLY_SLICE(cur);
-
-                        if (s + 1 < slices) {
-                            if (BUFFERS == 1) {
-                                barrier();
-                            }
-                            const uint next = (s + 1) % BUFFERS;
-                            const uint set = 1 - h;   // slice s + 1's
-                            [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { store_a(next, tid + i * THREADS, ra[set * A_PER_THREAD + i]); }
-                            [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { store_b(next, tid + i * THREADS, rb[set * B_PER_THREAD + i]); }
-                        }
-                        barrier();
-                    }
-                }
             }
-
 #endif
 
 #ifdef COOPMAT2

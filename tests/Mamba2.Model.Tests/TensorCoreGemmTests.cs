@@ -111,29 +111,6 @@ public class TensorCoreGemmTests(GpuFixture gpu)
         Assert.Contains("MAMBA2_GEMM_API=cuda", e.Message);
     }
 
-    [Theory]
-    [MemberData(nameof(Variants))]
-    public void TwoSlicesAheadGiveTheSameProducts(GemmOperands operands, TensorCoreApi api, OperandStaging staging)
-    {
-        // Prefetch 2: slice s + 2 is loaded while slice s is multiplied, in two register sets taken in turn.
-        if (ChosenTile(operands, api, staging) is not { } chosen)
-        {
-            return;   // Check covers the refusal
-        }
-
-        foreach (var buffers in new uint[] { 1, 2 })
-        {
-            var tile = chosen with { Buffers = buffers, Prefetch = 2 };
-            Check(operands, api, staging, 1, 129, 131, 100, true, false, 1f, 0f, tile);     // 4 slices (BK 32), edge tiles
-            Check(operands, api, staging, 2, 33, 64, 65, false, true, -0.5f, 0.75f, tile);   // 3 slices: the last pair half
-            Check(operands, api, staging, 1, 20, 24, 7, false, false, 1f, 0f, tile);        // one slice: nothing ahead
-        }
-
-        using var g = new GemmCase(gpu.Device, 1, 20, 24, 7, false, false, 0f);
-        var e = Assert.Throws<ArgumentException>(() => Gemm.Run(g.A, g.B, g.C, operands: operands, api: api, staging: staging, tensorTile: chosen with { Prefetch = 3 }));
-        Assert.Contains("slices ahead", e.Message);
-    }
-
     [Fact]
     public void ForcedSplitsKeepTheLastPartNonEmpty()
     {

@@ -48,7 +48,7 @@ internal static class BenchCommand
 
     private static readonly Option<string?> TensorTile = new("--tc-tile")
     {
-        Description = "Tensor-core tile: BMxBNxBK/WMxWN (KHR; fragments of the device's shape) or BMxBNxBK (coopmat2), then /BUFFERS (1: one shared buffer instead of two), then /PREFETCH (2: two K slices loaded ahead into registers); default chosen per device",
+        Description = "Tensor-core tile: BMxBNxBK/WMxWN (KHR; fragments of the device's shape) or BMxBNxBK (coopmat2), then /BUFFERS (1: one shared buffer instead of two); default chosen per device",
     };
 
     public static Command Create()
@@ -170,17 +170,16 @@ internal static class BenchCommand
         uint Number(string p) => uint.TryParse(p, out var n) ? n : throw new ArgumentException($"--tc-tile: '{p}' in '{text}' is not a whole number");
         var v = parts[0].Split('x').Select(Number).ToArray();
         var w = khr && parts.Length > 1 ? parts[1].Split('x').Select(Number).ToArray() : [];
-        var first = khr ? 2 : 1;   // the parts after the tile's shape: buffers, then slices ahead
+        var first = khr ? 2 : 1;   // the part after the tile's shape: buffers
         var buffers = parts.Length > first ? Number(parts[first]) : 2;
-        var prefetch = parts.Length > first + 1 ? Number(parts[first + 1]) : 1;
-        if (v.Length != 3 || (khr && w.Length != 2) || parts.Length > first + 2)
+        if (v.Length != 3 || (khr && w.Length != 2) || parts.Length > first + 1)
         {
-            throw new ArgumentException($"--tc-tile: expected {(khr ? "BMxBNxBK/WMxWN" : "BMxBNxBK")}[/BUFFERS[/PREFETCH]], got '{text}'");
+            throw new ArgumentException($"--tc-tile: expected {(khr ? "BMxBNxBK/WMxWN" : "BMxBNxBK")}[/BUFFERS], got '{text}'");
         }
 
         return khr
-            ? basis with { BM = v[0], BN = v[1], BK = v[2], WM = w[0], WN = w[1], Threads = v[0] / w[0] * (v[1] / w[1]) * device.Capabilities.SubgroupSize, Buffers = buffers, Prefetch = prefetch }
-            : basis with { BM = v[0], BN = v[1], BK = v[2], Buffers = buffers, Prefetch = prefetch };
+            ? basis with { BM = v[0], BN = v[1], BK = v[2], WM = w[0], WN = w[1], Threads = v[0] / w[0] * (v[1] / w[1]) * device.Capabilities.SubgroupSize, Buffers = buffers }
+            : basis with { BM = v[0], BN = v[1], BK = v[2], Buffers = buffers };
     }
 
     private static GemmTile ParseTile(string text)

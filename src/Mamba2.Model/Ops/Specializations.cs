@@ -27,10 +27,10 @@ internal readonly record struct ToOperand16Spec(uint Local, bool Bf16) : ISpecia
 }
 
 internal readonly record struct GemmCoopmatSpec(uint Local, uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, bool TransA, bool TransB,
-    uint Buffers, uint Prefetch)
+    uint Buffers)
     : ISpecialization
 {
-    public uint[] Constants() => [Local, BM, BN, BK, WM, WN, TM, TN, TK, TransA ? 1u : 0u, TransB ? 1u : 0u, Buffers, Prefetch];
+    public uint[] Constants() => [Local, BM, BN, BK, WM, WN, TM, TN, TK, TransA ? 1u : 0u, TransB ? 1u : 0u, Buffers];
 }
 
 /// <summary>cross_entropy's passes (the shader's MODE).</summary>

@@ -55,11 +55,10 @@ public enum OperandStaging
 /// BK slices. KHR: subgroups own WM x WN blocks of TM x TN x TK fragments (a shape the device lists).
 /// NV coopmat2: one workgroup-scope matrix of <see cref="Threads"/> invocations (WM, WN, TM, TN, TK unused).
 /// <see cref="Buffers"/>: shared tiles the K slices alternate between; 1 fits wider tiles in the same shared memory
-/// at the cost of a second barrier per slice. <see cref="Prefetch"/>: K slices loaded ahead into registers (1, or 2
-/// to give the loads a whole slice's products more to arrive, at the cost of a second set of registers).
+/// at the cost of a second barrier per slice.
 /// </summary>
 public sealed record TensorCoreTile(TensorCoreApi Api, uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, uint Threads,
-    OperandStaging Staging = OperandStaging.InKernel, uint Buffers = 2, uint Prefetch = 1)
+    OperandStaging Staging = OperandStaging.InKernel, uint Buffers = 2)
 {
     /// <summary>NV coopmat2 on converted operands loads them from memory itself: no shared tiles of ours.</summary>
     public bool Direct => Api == TensorCoreApi.NvCooperativeMatrix2 && Staging == OperandStaging.Converted;
@@ -76,11 +75,11 @@ public sealed record TensorCoreTile(TensorCoreApi Api, uint BM, uint BN, uint BK
     }
 
     internal GemmCoopmatSpec Specialization(bool transposeA, bool transposeB) =>
-        new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, transposeA, transposeB, Buffers, Prefetch);
+        new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, transposeA, transposeB, Buffers);
 
     public override string ToString() => (Api == TensorCoreApi.Khr
         ? $"khr {BM}x{BN}x{BK}/{WM}x{WN} frag {TM}x{TN}x{TK}"
-        : $"coopmat2 {BM}x{BN}x{BK} ({Threads} invocations)") + (Buffers == 1 ? ", one buffer" : "") + (Prefetch == 2 ? ", two slices ahead" : "")
+        : $"coopmat2 {BM}x{BN}x{BK} ({Threads} invocations)") + (Buffers == 1 ? ", one buffer" : "")
         + (Staging == OperandStaging.Converted ? ", converted" : "");
 }
 
@@ -475,7 +474,7 @@ public static class TensorCoreGemm
     {
         var reserved = t.Api == TensorCoreApi.NvCooperativeMatrix2 ? caps.CooperativeMatrix2?.ReservedSharedMemory ?? 0 : 0;
         var maxThreads = Math.Min(caps.MaxWorkgroupInvocations, caps.MaxWorkgroupSize.X);
-        if (t.Buffers is not (1 or 2) || t.Prefetch is not (1 or 2) || t.BM % 4 != 0 || t.BN % 4 != 0 || t.BK % 4 != 0 || (t.Api == TensorCoreApi.Khr && (t.TM % 4 != 0 || t.TN % 4 != 0 || t.TK % 4 != 0)))
+        if (t.Buffers is not (1 or 2) || t.BM % 4 != 0 || t.BN % 4 != 0 || t.BK % 4 != 0 || (t.Api == TensorCoreApi.Khr && (t.TM % 4 != 0 || t.TN % 4 != 0 || t.TK % 4 != 0)))
         {
             return false;   // the shader stages operands in words of 4
         }
