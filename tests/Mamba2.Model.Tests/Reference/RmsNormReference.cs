@@ -9,23 +9,31 @@ public static class RmsNormReference
 {
     private static double Silu(double v) => v / (1 + Math.Exp(-v));
 
+    /// <summary>h at element j: x gated first, or x.</summary>
+    private static double H(double[] x, double[]? z, int j, bool after) => z is not null && !after ? x[j] * Silu(z[j]) : x[j];
+
+    /// <summary>1 / rms of h over the group starting at g0.</summary>
+    private static double Rstd(double[] x, double[]? z, int g0, int gs, double eps, bool after)
+    {
+        double ss = 0;
+        for (var j = g0; j < g0 + gs; j++)
+        {
+            var h = H(x, z, j, after);
+            ss += h * h;
+        }
+
+        return 1 / Math.Sqrt(ss / gs + eps);
+    }
+
     public static double[] Forward(double[] x, double[] w, double[]? z, double eps, int dim, int gs, bool after)
     {
         var y = new double[x.Length];
         for (var g0 = 0; g0 < x.Length; g0 += gs)
         {
-            double ss = 0;
+            var r = Rstd(x, z, g0, gs, eps, after);
             for (var j = g0; j < g0 + gs; j++)
             {
-                var h = z is not null && !after ? x[j] * Silu(z[j]) : x[j];
-                ss += h * h;
-            }
-
-            var r = 1 / Math.Sqrt(ss / gs + eps);
-            for (var j = g0; j < g0 + gs; j++)
-            {
-                var h = z is not null && !after ? x[j] * Silu(z[j]) : x[j];
-                y[j] = h * r * w[j % dim] * (z is not null && after ? Silu(z[j]) : 1);
+                y[j] = H(x, z, j, after) * r * w[j % dim] * (z is not null && after ? Silu(z[j]) : 1);
             }
         }
 
@@ -41,18 +49,10 @@ public static class RmsNormReference
         var scale = new double[dim];
         for (var g0 = 0; g0 < x.Length; g0 += gs)
         {
-            double ss = 0;
+            var r = Rstd(x, z, g0, gs, eps, after);
             for (var j = g0; j < g0 + gs; j++)
             {
-                var h = z is not null && !after ? x[j] * Silu(z[j]) : x[j];
-                ss += h * h;
-            }
-
-            var r = 1 / Math.Sqrt(ss / gs + eps);
-            for (var j = g0; j < g0 + gs; j++)
-            {
-                var h = z is not null && !after ? x[j] * Silu(z[j]) : x[j];
-                scale[j % dim] += Math.Abs(dy[j] * h * r * (z is not null && after ? Silu(z[j]) : 1));
+                scale[j % dim] += Math.Abs(dy[j] * H(x, z, j, after) * r * (z is not null && after ? Silu(z[j]) : 1));
             }
         }
 
