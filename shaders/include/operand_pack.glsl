@@ -7,17 +7,9 @@
 #ifdef OPERAND_BF16
 #extension GL_EXT_bfloat16 : require
 #define OPERAND bfloat16_t
-// Round to nearest even by hand: a plain conversion truncates on some drivers (NVIDIA 580), which biases every
-// product by up to 2^-8 and leaves no way to match a reference that rounds as PyTorch does.
-uint operand_bits(float v) {
-    uint u = floatBitsToUint(v);
-    if (!isnan(v)) {
-        u += 0x7FFFu + ((u >> 16) & 1u);
-    }
-    return u >> 16;
-}
+#include "bf16_bits.glsl"
 uvec2 pack4(vec4 v) {
-    return uvec2(operand_bits(v.x) | operand_bits(v.y) << 16, operand_bits(v.z) | operand_bits(v.w) << 16);
+    return uvec2(bf16_bits(v.x) | bf16_bits(v.y) << 16, bf16_bits(v.z) | bf16_bits(v.w) << 16);
 }
 #else
 #define OPERAND float16_t

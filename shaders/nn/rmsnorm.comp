@@ -6,17 +6,22 @@
 // One workgroup per (row, group). Each invocation holds PER elements of the group in registers, so x and z are read
 // once; the sum of squares is row_sum's fixed order; r is saved for the backward. z is read in place from columns
 // [z_col, z_col + dim) of rows z_stride apart (the fused projection's output, not a split copy).
+// PACK_BF16: y is written as the bf16 operands a tensor-core product reads (Gemm's packed operand: two to a word,
+// rounded to nearest even), not as fp32, so that no pass reads y to convert it. Each invocation then holds pairs of
+// neighbouring elements (PER even), so that a word's two halves are its own.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;   // a power of two
 layout(constant_id = 1) const uint PER = 1;   // elements per invocation: ceil(group_size / workgroup size)
+layout(constant_id = 2) const bool PACK_BF16 = false;   // (PER even, dim and group_size even)
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer Z { float z[]; };
 layout(std430, binding = 2) readonly buffer W { float w[]; };
 layout(std430, binding = 3) writeonly buffer Y { float y[]; };
+layout(std430, binding = 3) writeonly buffer YWords { uint y_words[]; };   // PACK_BF16
 layout(std430, binding = 4) writeonly buffer Rstd { float rstd[]; };   // (rows, groups)
 
 layout(push_constant) uniform Push {
@@ -27,6 +32,12 @@ layout(push_constant) uniform Push {
 } p;
 
 #include "row_sum.glsl"
+#include "bf16_bits.glsl"
+
+// The group's element an invocation holds e-th: strided by the workgroup, or in neighbouring pairs when packing.
+uint element(uint tid, uint e) {
+    return PACK_BF16 ? 2 * (tid + (e / 2) * gl_WorkGroupSize.x) + e % 2 : tid + e * gl_WorkGroupSize.x;
+}
 
 void main() {
     const uint tid = gl_LocalInvocationID.x;
@@ -41,7 +52,7 @@ void main() {
         float zv[PER];
         float ss = 0.0;
         [[unroll]] for (uint e = 0; e < PER; ++e) {
-            const uint j = tid + e * gl_WorkGroupSize.x;
+            const uint j = element(tid, e);
             hv[e] = 0.0;
             zv[e] = 0.0;
             if (j < p.group_size) {
@@ -56,14 +67,26 @@ void main() {
             }
         }
         const float r = inversesqrt(row_sum(ss) / float(p.group_size) + p.eps);
+        float yv[PER];
         [[unroll]] for (uint e = 0; e < PER; ++e) {
-            const uint j = tid + e * gl_WorkGroupSize.x;
+            const uint j = element(tid, e);
+            yv[e] = 0.0;
             if (j < p.group_size) {
-                float v = hv[e] * r * w[col + j];
+                yv[e] = hv[e] * r * w[col + j];
                 if (gated && after) {
-                    v *= silu(zv[e]);
+                    yv[e] *= silu(zv[e]);
                 }
-                y[base + j] = v;
+                if (!PACK_BF16) {
+                    y[base + j] = yv[e];
+                }
+            }
+        }
+        if (PACK_BF16) {
+            [[unroll]] for (uint e = 0; e < PER; e += 2) {
+                const uint j = element(tid, e);   // even: j + 1 is inside the group whenever j is
+                if (j < p.group_size) {
+                    y_words[(base + j) / 2] = bf16_bits(yv[e]) | (bf16_bits(yv[e + 1]) << 16);
+                }
             }
         }
         if (tid == 0) {

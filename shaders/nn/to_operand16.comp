@@ -5,6 +5,7 @@
 // zero in its high half.
 #extension GL_GOOGLE_include_directive : require
 #include "operand_scale.glsl"
+#include "bf16_bits.glsl"
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const bool BF16 = false;
 
@@ -16,12 +17,6 @@ layout(push_constant) uniform Push {
     uint count;   // fp32 elements
     uint slot;    // which of absmax_bits is this tensor's
 } p;
-
-// Round to nearest even by hand (a plain conversion truncates on some drivers); NaN stays NaN.
-uint bf16_bits(float v) {
-    const uint u = floatBitsToUint(v);
-    return isnan(v) ? (u >> 16) | 0x40u : (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-}
 
 void main() {
     const uint words = (p.count + 1) / 2;

@@ -61,19 +61,24 @@ public class RmsNormTests(GpuFixture gpu)
         Assert.StartsWith($"{NormBackwardForm.EnvironmentVariable}={text}:", e.Message);
     }
 
+    /// <summary>Fresh inputs for a case: x, the weight, z unless the gate is "none", and a row gradient dy.</summary>
+    private sealed record NormCase(string What, int Dim, int GroupSize, int N, float[] Xv, float[] Wv, float[]? Zv, float[] Dyv, bool After)
+    {
+        public static NormCase Make(int[] shape, int groupSize, string gate)
+        {
+            var seed = TestMath.NewSeed();
+            var rng = new Random(seed);
+            var dim = shape[^1];
+            var n = (int)ShapeOps.Elements(shape, "x");
+            return new($"{ShapeOps.Format(shape)} group {groupSize} gate {gate} seed {seed}", dim, groupSize == 0 ? dim : groupSize, n,
+                TestMath.Uniform(rng, n, -2, 2), TestMath.Uniform(rng, dim, 0.5, 1.5), gate == "none" ? null : TestMath.Uniform(rng, n, -3, 3),
+                TestMath.Uniform(rng, n, -1, 1), gate == "after");
+        }
+    }
+
     private void CheckForwardAndGradients(int[] shape, int groupSize, string gate)
     {
-        var seed = TestMath.NewSeed();
-        var rng = new Random(seed);
-        var what = $"{ShapeOps.Format(shape)} group {groupSize} gate {gate} seed {seed}";
-        var dim = shape[^1];
-        var gs = groupSize == 0 ? dim : groupSize;
-        var n = (int)ShapeOps.Elements(shape, "x");
-        var xv = TestMath.Uniform(rng, n, -2, 2);
-        var wv = TestMath.Uniform(rng, dim, 0.5, 1.5);
-        var zv = gate == "none" ? null : TestMath.Uniform(rng, n, -3, 3);
-        var dyv = TestMath.Uniform(rng, n, -1, 1);
-        var after = gate == "after";
+        var (what, dim, gs, n, xv, wv, zv, dyv, after) = NormCase.Make(shape, groupSize, gate);
         const float eps = 1e-5f;
         using var x = Tensor.FromArray(Device, "x", xv, shape);
         using var w = Tensor.FromArray(Device, "weight", wv, dim);
@@ -225,6 +230,74 @@ public class RmsNormTests(GpuFixture gpu)
 
             TestMath.AssertClose(dzGot, dz!, 1e-5, $"{what}: dz in its columns");
         }
+    }
+
+    /// <summary>Shapes and groups with even rows and groups (what the packed output takes).</summary>
+    public static TheoryData<int[], int, string> PackedCases => new()
+    {
+        { [37, 48], 0, "none" },
+        { [2, 33, 96], 24, "first" },
+        { [5, 300], 0, "after" },
+        { [3, 7, 20], 10, "after" },
+        { [200, 1000], 1000, "first" },   // a row longer than the workgroup: several pairs an invocation
+        { [9, 2], 2, "first" },
+    };
+
+    [Theory]
+    [MemberData(nameof(PackedCases))]
+    public void PackedOutputIsTheOutputRoundedToBf16(int[] shape, int groupSize, string gate) =>
+        RowWorkgroups.Each(() => CheckPacked(shape, groupSize, gate));
+
+    private void CheckPacked(int[] shape, int groupSize, string gate)
+    {
+        var (what, dim, gs, n, xv, wv, zv, _, after) = NormCase.Make(shape, groupSize, gate);
+        what = "packed " + what;
+        using var x = Tensor.FromArray(Device, "x", xv, shape);
+        using var w = Tensor.FromArray(Device, "weight", wv, dim);
+        using var z = zv is null ? null : Tensor.FromArray(Device, "z", zv, shape);
+        using var packed = TensorCoreGemm.EmptyPacked(Device, "y", shape, GemmOperands.Bf16);
+        using var s = Device.BeginStream();
+        s.Fill(packed.Words, 0xFFFFFFFFu);   // bf16 NaN in both halves: an unwritten element shows
+        s.Fill(packed.ScaleBits, 0x12345678u);
+        using var rstd = RmsNorm.ForwardPacked(x, w, z is null ? (ColumnView?)null : z, packed, 1e-5f, groupSize == 0 ? null : groupSize, normBeforeGate: after, s);
+        using var fp32 = RmsNorm.Forward(x, w, z, 1e-5f, groupSize == 0 ? null : groupSize, normBeforeGate: after, s);
+        s.Submit();
+
+        var words = packed.Words.Download();
+        var y = Enumerable.Range(0, n).Select(i => BitConverter.UInt32BitsToSingle((words[i / 2] >> (16 * (i % 2))) << 16)).ToArray();
+        var expected = RmsNormReference.Forward(Widen(xv), Widen(wv), zv is null ? null : Widen(zv), 1e-5, dim, gs, after);
+        // bf16 inputs' tolerance against float64; and each element the fp32 output rounded to nearest even, or its
+        // neighbour where the pairs' sum order left the fp32 value on the other side of a tie.
+        TestMath.AssertClose(y, expected, 1e-2, $"{what}: y");
+        var rounded = fp32.Y.ToArray().Select(v => TensorCoreGemmTests.Round(v, GemmOperands.Bf16)).ToArray();
+        for (var i = 0; i < n; i++)
+        {
+            Assert.True(Math.Abs(y[i] - rounded[i]) <= Math.Abs(rounded[i]) * Math.Pow(2, -7), $"{what}: element {i} {y[i]} against {rounded[i]}");
+        }
+
+        TestMath.AssertClose(rstd.ToArray(), Widen(fp32.Rstd.ToArray()), 1e-6, $"{what}: rstd");
+        Assert.Equal(0u, packed.ScaleBits.Download()[0]);   // bf16: scale 1
+    }
+
+    [Fact]
+    public void PackedOutputIsRefusedWhereAWordWouldSplitAPair()
+    {
+        using var x = Tensor.Empty(Device, "x", 4, 12);
+        using var w = Tensor.Empty(Device, "weight", 12);
+        using var odd = Tensor.Empty(Device, "x", 4, 9);
+        using var w9 = Tensor.Empty(Device, "weight", 9);
+        using var packedOdd = TensorCoreGemm.EmptyPacked(Device, "y", [4, 9], GemmOperands.Bf16);
+        var e = Assert.Throws<ArgumentException>(() => RmsNorm.ForwardPacked(odd, w9, null, packedOdd));
+        Assert.Contains("must be even", e.Message);
+        using var packed = TensorCoreGemm.EmptyPacked(Device, "y", [4, 12], GemmOperands.Bf16);
+        e = Assert.Throws<ArgumentException>(() => RmsNorm.ForwardPacked(x, w, null, packed, groupSize: 3));
+        Assert.Contains("group_size (3)", e.Message);
+        using var f16 = TensorCoreGemm.EmptyPacked(Device, "y", [4, 12], GemmOperands.F16);
+        e = Assert.Throws<ArgumentException>(() => RmsNorm.ForwardPacked(x, w, null, f16));
+        Assert.Contains("bf16", e.Message);
+        using var wrong = TensorCoreGemm.EmptyPacked(Device, "y", [4, 10], GemmOperands.Bf16);
+        e = Assert.Throws<ArgumentException>(() => RmsNorm.ForwardPacked(x, w, null, wrong));
+        Assert.Equal("into", e.ParamName);
     }
 
     [Fact]

@@ -269,10 +269,20 @@ public sealed class Mamba2Layer : IDisposable
                 }
 
                 acts.Y2 = acts.Ssd.Y.View(rows, c.DInner);
-                var norm = RmsNorm.Forward(acts.Y2, NormWeight, acts.Z, c.NormEps, c.NormGroupSize, c.NormBeforeGate, st);
-                acts.NormRstd = acts.Keep(norm.Rstd);
-                HoldProductInput(acts, st, norm.Y);   // only the products read it
-                acts.OutProjInput = KeepForProducts(acts, st, norm.Y);
+                if (Precision == Precision.Bf16 && RmsNorm.CanPack(c.DInner, c.NormGroupSize))
+                {
+                    // The gated norm writes out_proj's bf16 operands itself: no fp32 y, no pass converting it.
+                    var packed = acts.Keep(TensorCoreGemm.EmptyPacked(device, "norm_y", [rows, c.DInner], GemmOperands.Bf16));
+                    acts.NormRstd = acts.Keep(RmsNorm.ForwardPacked(acts.Y2, NormWeight, acts.Z, packed, c.NormEps, c.NormGroupSize, c.NormBeforeGate, st));
+                    acts.OutProjInput = packed;
+                }
+                else
+                {
+                    var norm = RmsNorm.Forward(acts.Y2, NormWeight, acts.Z, c.NormEps, c.NormGroupSize, c.NormBeforeGate, st);
+                    acts.NormRstd = acts.Keep(norm.Rstd);
+                    HoldProductInput(acts, st, norm.Y);   // only the products read it
+                    acts.OutProjInput = KeepForProducts(acts, st, norm.Y);
+                }
 
                 st.Section(ProfileSections.Norm);
                 acts.Output = acts.Keep(Tensor.Empty(device, "out", b, l, c.DModel));

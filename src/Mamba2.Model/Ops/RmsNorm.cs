@@ -60,30 +60,11 @@ public static class RmsNorm
     private static RmsNormResult Forward(Tensor x, Tensor weight, ColumnView? z, float eps, int? groupSize, bool normBeforeGate, CommandStream? stream)
     {
         var (rows, dim, gs) = Validate("RmsNorm", x, weight, z, groupSize);
-        if (!(eps >= 0) || float.IsInfinity(eps))
-        {
-            throw new ArgumentOutOfRangeException(nameof(eps), eps, "RmsNorm: eps must be finite and >= 0.");
-        }
-
-        var device = x.Device;
-        var groups = dim / gs;
-        var scope = new TensorScope(device);
+        var scope = new TensorScope(x.Device);
         try
         {
-            var result = new RmsNormResult(scope.New("y", [.. x.Shape]), scope.New("rstd", (int)rows, groups));
-            var (local, per) = Team(device, gs);
-            var kernel = device.GetKernel(Shaders.RmsNorm, new RmsNormSpec(local, per));
-            var flags = Flags(z, normBeforeGate);
-            Shaders.RunIn(device, stream, st =>
-            {
-                foreach (var (first, count) in RowPieces(device, "RmsNorm", rows, dim, groups, 1, z?.Stride ?? dim))
-                {
-                    st.Dispatch(kernel, (Shaders.Groups(device, count * groups), 1, 1),
-                        new Push((uint)count, (uint)dim, (uint)gs, flags, eps, (uint)(z?.Stride ?? dim), (uint)(z?.Start ?? 0)),
-                        Shaders.Slice(x, first * dim, count * dim), RowsOf(z ?? x, first, count), weight.Buffer,
-                        Shaders.Slice(result.Y, first * dim, count * dim), Shaders.Slice(result.Rstd, first * groups, count * groups));
-                }
-            });
+            var result = new RmsNormResult(scope.New("y", [.. x.Shape]), scope.New("rstd", (int)rows, dim / gs));
+            Record(x, weight, z, eps, normBeforeGate, rows, dim, gs, result.Y.Buffer, result.Rstd, stream);
             return result;
         }
         catch
@@ -91,6 +72,83 @@ public static class RmsNorm
             scope.DisposeAll();
             throw;
         }
+    }
+
+    /// <summary>
+    /// The norm with y written straight into <paramref name="into"/> as the bf16 operands a tensor-core product reads
+    /// (<see cref="Gemm.Run"/> takes it in place of y), not as fp32: no pass reads y back to convert it. Returns
+    /// the saved 1/rms (rows, groups) for <see cref="Backward(Tensor, RmsNormResult, Tensor, Tensor, ColumnView, int?, bool, ColumnView?, CommandStream?)"/>'s
+    /// inputs. The last dimension and the group size must be even (a word holds two neighbours of one row).
+    /// </summary>
+    public static Tensor ForwardPacked(Tensor x, Tensor weight, ColumnView? z, PackedOperand into, float eps = 1e-6f, int? groupSize = null,
+        bool normBeforeGate = true, CommandStream? stream = null)
+    {
+        const string op = "RmsNorm (packed)";
+        var (rows, dim, gs) = Validate(op, x, weight, z, groupSize);
+        if (!CanPack(dim, gs))
+        {
+            throw new ArgumentException($"{op}: the last dimension ({dim}) and group_size ({gs}) must be even: a word holds two neighbours of one row.", nameof(x));
+        }
+
+        ShapeOps.ExpectSameDevice(op, x, into);
+        ShapeOps.Expect(into, nameof(into), $"{op} (x is {ShapeOps.Format(x.Shape)})", [.. x.Shape]);
+        if (into.Operands != GemmOperands.Bf16)
+        {
+            throw new ArgumentException($"{op}: {into} must hold bf16 operands (f16 ones carry a scale from the whole tensor's max, known only after the norm).", nameof(into));
+        }
+
+        var rstd = Tensor.Empty(x.Device, "rstd", (int)rows, dim / gs);
+        try
+        {
+            Shaders.RunIn(x.Device, stream, st =>
+            {
+                st.Fill(into.ScaleBits, 0u);   // bf16: scale 1
+                Record(x, weight, z, eps, normBeforeGate, rows, dim, gs, into.Words, rstd, st, pack: true);
+            });
+            return rstd;
+        }
+        catch
+        {
+            rstd.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Whether <see cref="ForwardPacked"/> takes rows of <paramref name="dim"/> in groups of <paramref name="groupSize"/>.</summary>
+    public static bool CanPack(int dim, int groupSize) => dim % 2 == 0 && groupSize % 2 == 0;
+
+    /// <summary>
+    /// The forward's dispatches into y (fp32, or bf16 words with <paramref name="pack"/>), a piece of rows at a time.
+    /// </summary>
+    private static void Record(Tensor x, Tensor weight, ColumnView? z, float eps, bool normBeforeGate, long rows, int dim, int gs,
+        GpuBuffer y, Tensor rstd, CommandStream? stream, bool pack = false)
+    {
+        if (!(eps >= 0) || float.IsInfinity(eps))
+        {
+            throw new ArgumentOutOfRangeException(nameof(eps), eps, "RmsNorm: eps must be finite and >= 0.");
+        }
+
+        var device = x.Device;
+        var groups = dim / gs;
+        var (local, per) = Team(device, gs);
+        if (pack)
+        {
+            per = (uint)((gs / 2 + local - 1) / local * 2);   // pairs of neighbours
+        }
+
+        var kernel = device.GetKernel(Shaders.RmsNorm, new RmsNormSpec(local, per, pack));
+        var flags = Flags(z, normBeforeGate);
+        var yPerRow = pack ? dim / 2 : dim;   // y's 4-byte elements a row: floats, or words of two bf16
+        Shaders.RunIn(device, stream, st =>
+        {
+            foreach (var (first, count) in RowPieces(device, "RmsNorm", rows, dim, groups, 1, z?.Stride ?? dim, yPerRow))
+            {
+                st.Dispatch(kernel, (Shaders.Groups(device, count * groups), 1, 1),
+                    new Push((uint)count, (uint)dim, (uint)gs, flags, eps, (uint)(z?.Stride ?? dim), (uint)(z?.Start ?? 0)),
+                    Shaders.Slice(x, first * dim, count * dim), RowsOf(z ?? x, first, count), weight.Buffer,
+                    new BufferBinding(y, (ulong)(first * yPerRow * 4), (ulong)(count * yPerRow * 4)), Shaders.Slice(rstd, first * groups, count * groups));
+            }
+        });
     }
 
     /// <summary>Gradients from dy with the forward's inputs, settings and result (its saved 1/rms).</summary>

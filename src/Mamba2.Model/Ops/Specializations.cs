@@ -71,9 +71,9 @@ internal readonly record struct RmsNormBwdSpec(uint Local, RmsNormBwdMode Mode, 
     public uint[] Constants() => [Local, (uint)Mode, Per];
 }
 
-internal readonly record struct RmsNormSpec(uint Local, uint Per) : ISpecialization
+internal readonly record struct RmsNormSpec(uint Local, uint Per, bool PackBf16 = false) : ISpecialization
 {
-    public uint[] Constants() => [Local, Per];
+    public uint[] Constants() => [Local, Per, PackBf16 ? 1u : 0u];
 }
 
 /// <summary>sum_squares' passes (MODE).</summary>

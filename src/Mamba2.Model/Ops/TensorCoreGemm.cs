@@ -341,6 +341,25 @@ public static class TensorCoreGemm
             ToOperand16(s, x, into.Operands, into.ScaleBits, 0, into.Words);
         });
 
+    /// <summary>
+    /// Room for a packed copy of a <paramref name="shape"/> tensor, for a kernel that writes the operands itself
+    /// (<see cref="RmsNorm.ForwardPacked"/>); its scale is set by that writer.
+    /// </summary>
+    internal static PackedOperand EmptyPacked(GpuDevice device, string name, int[] shape, GemmOperands operands)
+    {
+        var length = ShapeOps.Elements(shape, name);
+        var words = device.CreateBuffer<uint>(Math.Max(1, (length + 1) / 2), $"{name}.{operands.ToString().ToLowerInvariant()}");
+        try
+        {
+            return new PackedOperand(device, name, [.. shape], operands, words, device.CreateBuffer<uint>(1, $"{name}.scale"));
+        }
+        catch
+        {
+            words.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>The work of <see cref="Gemm.Pack"/> once its checks have passed.</summary>
     internal static PackedOperand Pack(Tensor x, GemmOperands operands, CommandStream? stream)
     {
