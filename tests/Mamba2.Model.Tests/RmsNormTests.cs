@@ -292,6 +292,7 @@ public class RmsNormTests(GpuFixture gpu)
         using var packed = TensorCoreGemm.EmptyPacked(Device, "y", [4, 12], GemmOperands.Bf16);
         e = Assert.Throws<ArgumentException>(() => RmsNorm.ForwardPacked(x, w, null, packed, groupSize: 3));
         Assert.Contains("group_size (3)", e.Message);
+        Assert.Throws<ArgumentOutOfRangeException>(() => RmsNorm.ForwardPacked(x, w, null, packed, eps: float.NaN));
         using var f16 = TensorCoreGemm.EmptyPacked(Device, "y", [4, 12], GemmOperands.F16);
         e = Assert.Throws<ArgumentException>(() => RmsNorm.ForwardPacked(x, w, null, f16));
         Assert.Contains("bf16", e.Message);

@@ -60,6 +60,7 @@ public static class RmsNorm
     private static RmsNormResult Forward(Tensor x, Tensor weight, ColumnView? z, float eps, int? groupSize, bool normBeforeGate, CommandStream? stream)
     {
         var (rows, dim, gs) = Validate("RmsNorm", x, weight, z, groupSize);
+        CheckEps(eps);
         var scope = new TensorScope(x.Device);
         try
         {
@@ -85,6 +86,7 @@ public static class RmsNorm
     {
         const string op = "RmsNorm (packed)";
         var (rows, dim, gs) = Validate(op, x, weight, z, groupSize);
+        CheckEps(eps);
         if (!CanPack(dim, gs))
         {
             throw new ArgumentException($"{op}: the last dimension ({dim}) and group_size ({gs}) must be even: a word holds two neighbours of one row.", nameof(x));
@@ -114,6 +116,14 @@ public static class RmsNorm
         }
     }
 
+    private static void CheckEps(float eps)
+    {
+        if (!(eps >= 0) || float.IsInfinity(eps))
+        {
+            throw new ArgumentOutOfRangeException(nameof(eps), eps, "RmsNorm: eps must be finite and >= 0.");
+        }
+    }
+
     /// <summary>Whether <see cref="ForwardPacked"/> takes rows of <paramref name="dim"/> in groups of <paramref name="groupSize"/>.</summary>
     public static bool CanPack(int dim, int groupSize) => dim % 2 == 0 && groupSize % 2 == 0;
 
@@ -123,11 +133,6 @@ public static class RmsNorm
     private static void Record(Tensor x, Tensor weight, ColumnView? z, float eps, bool normBeforeGate, long rows, int dim, int gs,
         GpuBuffer y, Tensor rstd, CommandStream? stream, bool pack = false)
     {
-        if (!(eps >= 0) || float.IsInfinity(eps))
-        {
-            throw new ArgumentOutOfRangeException(nameof(eps), eps, "RmsNorm: eps must be finite and >= 0.");
-        }
-
         var device = x.Device;
         var groups = dim / gs;
         var (local, per) = Team(device, gs);
