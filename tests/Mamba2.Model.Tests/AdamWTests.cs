@@ -141,6 +141,13 @@ public class AdamWTests(GpuFixture gpu)
         Assert.Contains("(2)", e.Message);
         Assert.Throws<ArgumentException>(() => opt.Step([]));
         Assert.Throws<ArgumentOutOfRangeException>(() => opt.Step([p], maxGradNorm: 0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => opt.StepWhenFormed(-1f));   // refused before any backward
+        Assert.Equal(0, opt.StepCount);   // nothing above stepped
+        var wrongShape = opt.StepWhenFormed(1f);
+        using var s = Device.BeginStream();
+        e = Assert.Throws<ArgumentException>(() => wrongShape.Recorded(0, [("p", g)], s));
+        Assert.Contains("(2)", e.Message);
+        Assert.False(wrongShape.Stepped);
         Assert.Throws<ArgumentOutOfRangeException>(() => new AdamW([new OptimizerParameter("p", p, true)], betas: (1.0, 0.9)));
     }
 

@@ -185,7 +185,7 @@ public sealed class AdamW : IDisposable
     private void CheckGradient(int index, Tensor grad) =>
         ShapeOps.Expect(grad, $"grads[{index}] ({_state[index].Param.Name})", "AdamW", [.. _state[index].Param.Value.Shape]);
 
-    private static void CheckMaxNorm(float? maxGradNorm)
+    internal static void CheckMaxNorm(float? maxGradNorm)
     {
         if (maxGradNorm is { } mx && !(mx > 0))
         {

@@ -21,11 +21,7 @@ public sealed class OptimizerStepListener : IGradientListener
 
     internal OptimizerStepListener(AdamW optimizer, float? maxGradNorm)
     {
-        if (maxGradNorm is { } mx && !(mx > 0))
-        {
-            throw new ArgumentOutOfRangeException(nameof(maxGradNorm), mx, "AdamW: max_grad_norm must be > 0.");
-        }
-
+        AdamW.CheckMaxNorm(maxGradNorm);
         (_optimizer, _maxGradNorm) = (optimizer, maxGradNorm);
         var parameters = optimizer.Parameters;
         _index = parameters.Select((p, i) => (p.Name, i)).ToDictionary(q => q.Name, q => q.i);
