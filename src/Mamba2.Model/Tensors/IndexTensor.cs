@@ -9,7 +9,7 @@ namespace Mamba2.Model.Tensors;
 public sealed class IndexTensor : IDisposable
 {
     private readonly int[] _host;
-    private IndexGrouping? _grouping;
+    private readonly Dictionary<int, IndexGrouping> _groupings = [];   // by vocabulary; a recorded stream may read any
 
     private IndexTensor(GpuDevice device, GpuBuffer<int> buffer, int[] shape, string name, int[] host)
     {
@@ -52,12 +52,13 @@ public sealed class IndexTensor : IDisposable
 
     /// <summary>
     /// The positions grouped by value, for scatters that sum per id (the embedding's gradient): made on the host and
-    /// uploaded on the first call for a vocabulary, then kept with this tensor. Call it before a staged recording starts
+    /// uploaded on the first call for a vocabulary, then kept with this tensor (freed with it: streams recorded with a
+    /// grouping may still read it). Call it before a staged recording starts
     /// so that no upload lands in the middle of one (an upload waits for the work launched before it).
     /// </summary>
     internal IndexGrouping GroupedBy(int vocab)
     {
-        if (_grouping is { } g && g.Vocab == vocab)
+        if (_groupings.TryGetValue(vocab, out var g))
         {
             return g;
         }
@@ -96,16 +97,19 @@ public sealed class IndexTensor : IDisposable
             throw;
         }
 
-        _grouping?.Dispose();
-        _grouping = new IndexGrouping(vocab, order, starts);
-        return _grouping;
+        return _groupings[vocab] = new IndexGrouping(vocab, order, starts);
     }
 
     public override string ToString() => $"{Name}{ShapeOps.Format(Shape)} (int32)";
 
     public void Dispose()
     {
-        _grouping?.Dispose();
+        foreach (var g in _groupings.Values)
+        {
+            g.Dispose();
+        }
+
+        _groupings.Clear();
         Buffer.Dispose();
     }
 }
