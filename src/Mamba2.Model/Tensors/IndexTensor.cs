@@ -97,7 +97,7 @@ public sealed class IndexTensor : IDisposable
             throw;
         }
 
-        return _groupings[vocab] = new IndexGrouping(vocab, order, starts);
+        return _groupings[vocab] = new IndexGrouping(order, starts);
     }
 
     public override string ToString() => $"{Name}{ShapeOps.Format(Shape)} (int32)";
@@ -118,7 +118,7 @@ public sealed class IndexTensor : IDisposable
 /// An index tensor's positions grouped by value (<see cref="IndexTensor.GroupedBy"/>): <see cref="Positions"/> lists
 /// the positions of value 0, then of value 1, ..., and value v's run is [Starts[v], Starts[v + 1]).
 /// </summary>
-internal sealed record IndexGrouping(int Vocab, GpuBuffer<int> Positions, GpuBuffer<uint> Starts) : IDisposable
+internal sealed record IndexGrouping(GpuBuffer<int> Positions, GpuBuffer<uint> Starts) : IDisposable
 {
     public void Dispose()
     {

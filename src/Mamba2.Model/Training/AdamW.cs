@@ -107,20 +107,16 @@ public sealed class AdamW : IDisposable
     /// </summary>
     public void Step(IReadOnlyList<Tensor> grads, float? maxGradNorm = null, CommandStream? stream = null)
     {
-        if (grads.Count != _state.Count)
-        {
-            throw new ArgumentException($"AdamW: {_state.Count} parameters but {grads.Count} gradients.", nameof(grads));
-        }
-
+        CheckGradients(grads);
         CheckMaxNorm(maxGradNorm);
-        Shaders.RunIn(_device, stream, st =>   // both check every gradient before they record anything
+        Shaders.RunIn(_device, stream, st =>
         {
             if (maxGradNorm is not null)
             {
-                RecordSquares(st, [.. grads.Select((g, i) => (i, g))]);
+                Squares(st, [.. grads.Select((g, i) => (i, g))]);
             }
 
-            RecordUpdate(st, grads, maxGradNorm);
+            Update(st, grads, maxGradNorm);
         });
     }
 
@@ -136,13 +132,7 @@ public sealed class AdamW : IDisposable
             CheckGradient(i, g);
         }
 
-        // Every tensor's partials, then every total: two dependent rounds, not a barrier between each pair.
-        var partials = grads.Select(g => SumOfSquaresPartials(st, g.Gradient)).ToList();
-        for (var k = 0; k < grads.Count; k++)
-        {
-            var (i, g) = grads[k];
-            SumOfSquaresTotal(st, g, partials[k], Shaders.Slice(_sums, (long)i * _stride, 1));
-        }
+        Squares(st, grads);
     }
 
     /// <summary>
@@ -151,17 +141,24 @@ public sealed class AdamW : IDisposable
     /// </summary>
     internal void RecordUpdate(CommandStream st, IReadOnlyList<Tensor> grads, float? maxGradNorm)
     {
+        CheckGradients(grads);
         CheckMaxNorm(maxGradNorm);
-        if (grads.Count != _state.Count)
-        {
-            throw new ArgumentException($"AdamW: {_state.Count} parameters but {grads.Count} gradients.", nameof(grads));
-        }
+        Update(st, grads, maxGradNorm);
+    }
 
-        for (var i = 0; i < grads.Count; i++)
+    /// <summary>Every tensor's partials, then every total: two dependent rounds, not a barrier between each pair.</summary>
+    private void Squares(CommandStream st, IReadOnlyList<(int Index, Tensor Gradient)> grads)
+    {
+        var partials = grads.Select(g => SumOfSquaresPartials(st, g.Gradient)).ToList();
+        for (var k = 0; k < grads.Count; k++)
         {
-            CheckGradient(i, grads[i]);
+            var (i, g) = grads[k];
+            SumOfSquaresTotal(st, g, partials[k], Shaders.Slice(_sums, (long)i * _stride, 1));
         }
+    }
 
+    private void Update(CommandStream st, IReadOnlyList<Tensor> grads, float? maxGradNorm)
+    {
         StepCount++;
         var bc1 = 1 - Math.Pow(Beta1, StepCount);
         var bc2 = 1 - Math.Pow(Beta2, StepCount);
@@ -179,6 +176,20 @@ public sealed class AdamW : IDisposable
                 new Push((uint)n, LearningRate, (float)Beta1, (float)(1 - Beta1), (float)Beta2, (float)(1 - Beta2), (float)Eps,
                     param.WeightDecay ? WeightDecay : 0f, (float)bc1, (float)bc2, maxGradNorm is null ? 0u : 1u),
                 param.Value.Buffer, grads[i].Buffer, m.Buffer, v.Buffer, _clip.Buffer);
+        }
+    }
+
+    /// <summary>One gradient per parameter, in order, each shaped as its parameter.</summary>
+    private void CheckGradients(IReadOnlyList<Tensor> grads)
+    {
+        if (grads.Count != _state.Count)
+        {
+            throw new ArgumentException($"AdamW: {_state.Count} parameters but {grads.Count} gradients.", nameof(grads));
+        }
+
+        for (var i = 0; i < grads.Count; i++)
+        {
+            CheckGradient(i, grads[i]);
         }
     }
 
