@@ -20,8 +20,25 @@ public static class Conv1dReference
     }
 
     public static (double[] Dx, double[] Dw, double[]? Dbias) Backward(double[] dy, double[] x, double[] w, double[]? bias,
+        int b, int l, int c, int k, int left, bool silu) =>
+        Accumulate(dy, x, w, bias, l, c, k, left, silu, magnitudes: false);
+
+    /// <summary>
+    /// The size of the terms the weight and bias gradients sum, |du x| and |du| over every row: sums over rows
+    /// cancel, and their error follows the terms (the rounding they carry from upstream), not what is left of them.
+    /// </summary>
+    public static (double[] Dw, double[]? Dbias) ParameterTermScales(double[] dy, double[] x, double[] w, double[]? bias,
         int b, int l, int c, int k, int left, bool silu)
     {
+        var (_, dw, db) = Accumulate(dy, x, w, bias, l, c, k, left, silu, magnitudes: true);
+        return (dw, db);
+    }
+
+    /// <summary>The backward's sums, or with <paramref name="magnitudes"/> the sums of the parameter terms' magnitudes.</summary>
+    private static (double[] Dx, double[] Dw, double[]? Dbias) Accumulate(double[] dy, double[] x, double[] w, double[]? bias,
+        int l, int c, int k, int left, bool silu, bool magnitudes)
+    {
+        double Term(double v) => magnitudes ? Math.Abs(v) : v;
         var dx = new double[x.Length];
         var dw = new double[w.Length];
         var db = bias is null ? null : new double[c];
@@ -40,7 +57,7 @@ public static class Conv1dReference
 
             if (db is not null)
             {
-                db[ch] += du;
+                db[ch] += Term(du);
             }
 
             for (var kk = 0; kk < k; kk++)
@@ -49,7 +66,7 @@ public static class Conv1dReference
                 if (s >= 0 && s < l)
                 {
                     var xi = ((bi * l) + s) * c + ch;
-                    dw[ch * k + kk] += du * x[xi];
+                    dw[ch * k + kk] += Term(du * x[xi]);
                     dx[xi] += du * w[ch * k + kk];
                 }
             }

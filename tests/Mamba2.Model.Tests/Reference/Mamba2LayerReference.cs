@@ -137,9 +137,12 @@ public sealed class Mamba2LayerReference(Mamba2Config c, IReadOnlyDictionary<str
         var dAct = Concat(Rows, (sg.X, c.DInner), (sg.B, Gn), (sg.C, Gn));
         var (dxbc, dConvW, dConvB) = Conv1dReference.Backward(dAct, s.XBC, p["conv1d.weight"], p.GetValueOrDefault("conv1d.bias"), batch, seqLen, c.ConvDim, c.DConv, Left, silu: true);
         g["conv1d.weight"] = dConvW;
+        var (wScale, bScale) = Conv1dReference.ParameterTermScales(dAct, s.XBC, p["conv1d.weight"], p.GetValueOrDefault("conv1d.bias"), batch, seqLen, c.ConvDim, c.DConv, Left, silu: true);
+        TermScales["conv1d.weight"] = wScale;
         if (dConvB is not null)
         {
             g["conv1d.bias"] = dConvB;
+            TermScales["conv1d.bias"] = bScale!;
         }
 
         var dzx = Operands(Concat(Rows, (dz!, c.DInner), (dxbc, c.ConvDim), (sg.Dt, c.NHeads)));
