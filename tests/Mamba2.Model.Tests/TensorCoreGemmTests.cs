@@ -97,6 +97,33 @@ public class TensorCoreGemmTests(GpuFixture gpu)
     }
 
     [Theory]
+    [MemberData(nameof(Variants))]
+    public void TunedTileStandsInForTheChosenOne(GemmOperands operands, TensorCoreApi api, OperandStaging staging)
+    {
+        // MAMBA2_GEMM_TC_TILE: products that leave the tile to the device take the one named, or refuse it by name.
+        if (TensorCoreGemm.WhyNot(gpu.Device, operands, api, staging) is not null)
+        {
+            Check(operands, api, staging, 1, 45, 70, 31, false, true, 1f, 0f);   // says why, as untuned
+            return;
+        }
+
+        var khr = TensorCoreGemm.Resolve(gpu.Device.Capabilities, operands, api) == TensorCoreApi.Khr;
+        using (OpTuning.Override(gpu.Device, t => t with { GemmTile = khr ? "64x32x32/32x16/1" : "64x64x32" }))
+        {
+            Check(operands, api, staging, 1, 45, 70, 100, false, true, 1f, 0f);
+            Check(operands, api, staging, 2, 70, 33, 64, true, false, 0.5f, 1f);
+        }
+
+        foreach (var bad in new[] { khr ? "4096x4096x32/64x64" : "4096x4096x32", "128x128", "64x64x32/x16" })
+        {
+            using var tuned = OpTuning.Override(gpu.Device, t => t with { GemmTile = bad });
+            using var g = new GemmCase(gpu.Device, 1, 40, 40, 40, false, false, 0f);
+            var e = Assert.Throws<ArgumentException>(() => Gemm.Run(g.A, g.B, g.C, operands: operands, api: api, staging: staging));
+            Assert.Contains($"{TensorCoreGemm.TileVariable}={bad}", e.Message);
+        }
+    }
+
+    [Theory]
     [InlineData("khr", TensorCoreApi.Khr)]
     [InlineData(" Coopmat2 ", TensorCoreApi.NvCooperativeMatrix2)]
     [InlineData("auto", null)]

@@ -119,8 +119,20 @@ internal static class BenchCommand
         var resolved = operands == GemmOperands.Fp32 ? api : TensorCoreGemm.Resolve(device.Capabilities, operands, api)!.Value;
         var staging = operands == GemmOperands.Fp32 ? OperandStaging.InKernel : TensorCoreGemm.ResolveStaging(device, operands, resolved, staged);
         TensorCoreTile? TensorTileFor(int m, int n) => result.GetValue(TensorTile) is { } text
-            ? ParseTensorTile(device, operands, resolved, text) with { Staging = staging }
+            ? ParsedTile(text) with { Staging = staging }
             : TensorCoreGemm.ChooseTile(device.Capabilities, operands, resolved, m, n, staging);
+        TensorCoreTile ParsedTile(string text)
+        {
+            try
+            {
+                return TensorCoreGemm.ParseTile(device.Capabilities, operands, resolved, text);
+            }
+            catch (ArgumentException e)
+            {
+                throw new ArgumentException($"--tc-tile: {e.Message}");
+            }
+        }
+
         Console.WriteLine($"device: {device.Name} ({device.Info.DriverName}), {operands} GEMM, {warmup} warm-up + {repeats} timed runs");
         var table = new Table().AddColumns("M", "N", "K", "tile", "median ms", "min ms", "max ms", "GFLOP/s", "GB/s");
         var rng = new Random();
@@ -160,26 +172,6 @@ internal static class BenchCommand
         }
 
         return list;
-    }
-
-    private static TensorCoreTile ParseTensorTile(GpuDevice device, GemmOperands operands, TensorCoreApi api, string text)
-    {
-        var basis = TensorCoreGemm.ChooseTile(device.Capabilities, operands, api, 0, 0)!;
-        var parts = text.Split('/');
-        var khr = api == TensorCoreApi.Khr;
-        uint Number(string p) => uint.TryParse(p, out var n) ? n : throw new ArgumentException($"--tc-tile: '{p}' in '{text}' is not a whole number");
-        var v = parts[0].Split('x').Select(Number).ToArray();
-        var w = khr && parts.Length > 1 ? parts[1].Split('x').Select(Number).ToArray() : [];
-        var first = khr ? 2 : 1;   // the part after the tile's shape: buffers
-        var buffers = parts.Length > first ? Number(parts[first]) : 2;
-        if (v.Length != 3 || (khr && w.Length != 2) || parts.Length > first + 1)
-        {
-            throw new ArgumentException($"--tc-tile: expected {(khr ? "BMxBNxBK/WMxWN" : "BMxBNxBK")}[/BUFFERS], got '{text}'");
-        }
-
-        return khr
-            ? basis with { BM = v[0], BN = v[1], BK = v[2], WM = w[0], WN = w[1], Threads = v[0] / w[0] * (v[1] / w[1]) * device.Capabilities.SubgroupSize, Buffers = buffers }
-            : basis with { BM = v[0], BN = v[1], BK = v[2], Buffers = buffers };
     }
 
     private static GemmTile ParseTile(string text)

@@ -43,6 +43,12 @@ public sealed record OpTuning
     /// <summary>MAMBA2_GEMM_SPLIT_K: the parts a tensor-core GEMM splits K into where it may split (null: chosen per shape).</summary>
     public int? GemmSplitK { get; init; }
 
+    /// <summary>
+    /// MAMBA2_GEMM_TC_TILE: the tile of every tensor-core GEMM where the caller leaves it to the device, in the bench
+    /// tool's --tc-tile form (<see cref="TensorCoreGemm.ParseTile"/>); checked when a GEMM first uses it.
+    /// </summary>
+    public string? GemmTile { get; init; }
+
     /// <summary>MAMBA2_GEMM_API: the tensor-core GEMM's variant where a caller leaves it to the device (null: per device).</summary>
     public TensorCoreApi? GemmApi { get; init; }
 
@@ -73,6 +79,7 @@ public sealed record OpTuning
                 var v => throw new ArgumentException($"{TensorCoreGemm.SplitKVariable}={v}: expected a whole number of parts from 1 to 64."),
             },
             GemmApi = TensorCoreGemm.ParseApi(Read(TensorCoreGemm.ApiVariable)),
+            GemmTile = Read(TensorCoreGemm.TileVariable),
             NormBackward = Read(NormBackwardForm.EnvironmentVariable) is { } form ? NormBackwardForm.Parse(form) : null,
             GemmKernel = Read(Gemm.KernelVariable) switch
             {

@@ -191,7 +191,8 @@ public static class TensorCoreGemm
         }
 
         var resolved = Resolve(device.Capabilities, operands, tile?.Api ?? api)!.Value;
-        var t = tile ?? ChooseTile(device.Capabilities, operands, resolved, m, n, ResolveStaging(device, operands, resolved, staging))!;
+        var resolvedStaging = ResolveStaging(device, operands, resolved, staging);
+        var t = tile ?? Tuned(device, operands, resolved, resolvedStaging) ?? ChooseTile(device.Capabilities, operands, resolved, m, n, resolvedStaging)!;
         Validate(device.Capabilities, t, transposeA, transposeB);
         var converted = t.Staging == OperandStaging.Converted;
         var kernel = device.GetKernel(Shaders.GemmCoopmat(operands, resolved, converted), t.Specialization(transposeA, transposeB));
@@ -244,6 +245,28 @@ public static class TensorCoreGemm
                 Reductions.Sum(s, output, c.Buffer, (uint)splits, (uint)((long)m * n));
             }
         });
+    }
+
+    /// <summary>The tile <see cref="OpTuning.GemmTile"/> names, for this variant and staging; null when it names none.</summary>
+    private static TensorCoreTile? Tuned(GpuDevice device, GemmOperands operands, TensorCoreApi api, OperandStaging staging)
+    {
+        if (OpTuning.Of(device).GemmTile is not { } text)
+        {
+            return null;
+        }
+
+        try
+        {
+            var t = ParseTile(device.Capabilities, operands, api, text) with { Staging = staging };
+            return Fits(device.Capabilities, t, true, true) && Fits(device.Capabilities, t, false, false)
+                && Fits(device.Capabilities, t, true, false) && Fits(device.Capabilities, t, false, true)
+                ? t
+                : throw new ArgumentException($"{t} does not fit this device or breaks the tile rules");
+        }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"{TileVariable}={text}: {e.Message}");
+        }
     }
 
     /// <summary>
@@ -475,6 +498,35 @@ public static class TensorCoreGemm
 
         return candidates.FirstOrDefault(t => Fits(caps, t, true, true) && Fits(caps, t, false, false) && Fits(caps, t, true, false) && Fits(caps, t, false, true));
     }
+
+    /// <summary>
+    /// The tile <paramref name="text"/> names for the variant <paramref name="api"/> (not Auto) with these operands:
+    /// "BMxBNxBK/WMxWN" for KHR (fragments of the device's shape), "BMxBNxBK" for NV coopmat2, then optionally
+    /// "/BUFFERS". The syntax is checked here; whether the tile fits the device, when it is used.
+    /// </summary>
+    public static TensorCoreTile ParseTile(DeviceCapabilities caps, GemmOperands operands, TensorCoreApi api, string text)
+    {
+        var basis = ChooseTile(caps, operands, api, 0, 0)
+            ?? throw new ArgumentException($"tile '{text}': the device has no {api} tile for {operands} operands");
+        var parts = text.Split('/');
+        var khr = api == TensorCoreApi.Khr;
+        uint Number(string p) => uint.TryParse(p, out var n) ? n : throw new ArgumentException($"tile '{text}': '{p}' is not a whole number");
+        var v = parts[0].Split('x').Select(Number).ToArray();
+        var w = khr && parts.Length > 1 ? parts[1].Split('x').Select(Number).ToArray() : [];
+        var first = khr ? 2 : 1;   // the part after the tile's shape: buffers
+        var buffers = parts.Length > first ? Number(parts[first]) : 2;
+        if (v.Length != 3 || (khr && w.Length != 2) || parts.Length > first + 1 || (khr && (w[0] == 0 || w[1] == 0)))
+        {
+            throw new ArgumentException($"tile: expected {(khr ? "BMxBNxBK/WMxWN" : "BMxBNxBK")}[/BUFFERS], got '{text}'");
+        }
+
+        return khr
+            ? basis with { BM = v[0], BN = v[1], BK = v[2], WM = w[0], WN = w[1], Threads = v[0] / w[0] * (v[1] / w[1]) * caps.SubgroupSize, Buffers = buffers }
+            : basis with { BM = v[0], BN = v[1], BK = v[2], Buffers = buffers };
+    }
+
+    /// <summary>The environment variable of <see cref="OpTuning.GemmTile"/>.</summary>
+    public const string TileVariable = "MAMBA2_GEMM_TC_TILE";
 
     /// <summary>
     /// The KHR cooperative-matrix shape tensor-core kernels build their tiles from: one the device lists for these
