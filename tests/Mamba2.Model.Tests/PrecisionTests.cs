@@ -1,5 +1,6 @@
 using Mamba2.Model.Modules;
 using Mamba2.Model.Ops;
+using Mamba2.Model.Tensors;
 using Mamba2.Tests;
 using Mamba2.Vulkan;
 using Xunit;
@@ -55,6 +56,58 @@ public class PrecisionTests(GpuFixture gpu)
 
         // Not an fp32 run by accident: the output is off the exact one by more than fp32 rounding.
         Assert.True(error > 1e-5, $"{what}: as exact as fp32 ({error})");
+    }
+
+    [Theory]
+    [InlineData(Precision.Fp32Fast)]
+    [InlineData(Precision.Bf16)]
+    public void ALayerOnPackedInputIsTheLayerOnItsTensor(Precision precision)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var config = new Mamba2Config(DModel: 32) { DState = 8, HeadDim = 8, NGroups = 2, ChunkSize = 16 };
+        const int b = 2, l = 23;
+        using var layer = Mamba2Layer.Initialize(Device, config, rng);
+        using var u = Tensor.FromArray(Device, "u", TestMath.Uniform(rng, b * l * config.DModel, -1, 1), b, l, config.DModel);
+        using var dout = Tensor.FromArray(Device, "dout", TestMath.Uniform(rng, b * l * config.DModel, -1, 1), b, l, config.DModel);
+        if (!PrecisionAvailability.Runs(Device, precision))
+        {
+            return;
+        }
+
+        using (var fp32Packed = Gemm.Pack(u, precision))
+        {
+            // A packed input is only for the products of its precision.
+            var refused = Assert.Throws<ArgumentException>(() => layer.Forward(fp32Packed));
+            Assert.Contains("u", refused.ParamName);
+        }
+
+        layer.Precision = precision;
+        using var packed = Gemm.Pack(u, precision);
+        using var fromTensor = layer.Forward(u);
+        using var fromPacked = layer.Forward(packed);
+        var what = $"{precision.Name()} seed {seed}";
+        Assert.True(fromTensor.Output.ToArray().SequenceEqual(fromPacked.Output.ToArray()), $"{what}: outputs differ");
+        var (duTensor, gradsTensor) = layer.Backward(dout, fromTensor);
+        var (duPacked, gradsPacked) = layer.Backward(dout, fromPacked);
+        using (duTensor)
+        using (duPacked)
+        {
+            Assert.True(duTensor.ToArray().SequenceEqual(duPacked.ToArray()), $"{what}: du differs");
+        }
+
+        foreach (var (name, g) in gradsTensor)
+        {
+            using (g)
+            using (var other = gradsPacked[name])
+            {
+                Assert.True(g.ToArray().SequenceEqual(other.ToArray()), $"{what}: grad {name} differs");
+            }
+        }
+
+        using var narrow = Tensor.FromArray(Device, "v", TestMath.Uniform(rng, b * l * 16, -1, 1), b, l, 16);
+        using var narrowPacked = Gemm.Pack(narrow, precision);
+        Assert.Throws<ArgumentException>(() => layer.Forward(narrowPacked));
     }
 
     [Fact]

@@ -258,11 +258,24 @@ public sealed class Mamba2LM : IDisposable
                 var layer = i;
                 staged.Stage(st =>
                 {
-                    var norm = RmsNorm.Forward(h, _norms[layer], eps: Config.NormEps, stream: st);
-                    acts.NormRstds.Add(acts.Keep(norm.Rstd));
-                    _mixers[layer].HoldProductInput(acts, st, norm.Y);   // the mixer's input: only its in_proj products read it
-                    st.Section(ProfileSections.Norm);
-                    var mixer = acts.Keep(_mixers[layer].Forward(norm.Y, st));
+                    Mamba2Layer.Activations mixer;
+                    if (Precision == Precision.Bf16 && RmsNorm.CanPack(d, d))
+                    {
+                        // The norm writes in_proj's bf16 operands itself: no fp32 mixer input, no pass converting it.
+                        var packed = acts.Keep(TensorCoreGemm.EmptyPacked(device, $"norm{layer}", [b, l, d], GemmOperands.Bf16));
+                        acts.NormRstds.Add(acts.Keep(RmsNorm.ForwardPacked(h, _norms[layer], z: null, packed, Config.NormEps, stream: st)));
+                        st.Section(ProfileSections.Norm);
+                        mixer = acts.Keep(_mixers[layer].Forward(packed, st));
+                    }
+                    else
+                    {
+                        var norm = RmsNorm.Forward(h, _norms[layer], eps: Config.NormEps, stream: st);
+                        acts.NormRstds.Add(acts.Keep(norm.Rstd));
+                        _mixers[layer].HoldProductInput(acts, st, norm.Y);   // the mixer's input: only its in_proj products read it
+                        st.Section(ProfileSections.Norm);
+                        mixer = acts.Keep(_mixers[layer].Forward(norm.Y, st));
+                    }
+
                     acts.Mixers.Add(mixer);
                     var next = acts.Keep(Tensor.Empty(device, $"h{layer + 1}", b, l, d));
                     Elementwise.Add(h, mixer.Output, next, st);

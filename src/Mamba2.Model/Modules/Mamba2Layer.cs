@@ -171,16 +171,16 @@ public sealed class Mamba2Layer : IDisposable
     /// <summary>Everything the backward reads, kept from the forward; <see cref="Output"/> is (b, L, d_model).</summary>
     public sealed class Activations : ActivationStore
     {
-        internal Activations(Tensor input, Precision precision)
+        internal Activations(int[] inputShape, Precision precision)
         {
-            Input = input;
+            InputShape = inputShape;
             Precision = precision;
         }
 
         public Tensor Output { get; internal set; } = null!;
 
-        /// <summary>u as given; with a tensor-core precision the backward reads only its shape (and <see cref="InProjInput"/>).</summary>
-        internal Tensor Input { get; }
+        /// <summary>u's shape (b, L, d_model); the backward's products read u as <see cref="InProjInput"/>.</summary>
+        internal int[] InputShape { get; }
 
         /// <summary>The precision the forward ran in, which its backward keeps.</summary>
         internal Precision Precision { get; }
@@ -228,12 +228,35 @@ public sealed class Mamba2Layer : IDisposable
     /// <summary>The layer on u (b, L, d_model).</summary>
     public Activations Forward(Tensor u, CommandStream? stream = null)
     {
-        var c = Config;
         ShapeOps.ExpectRank(u, "u", "Mamba2Layer", 3);
-        ShapeOps.Expect(u, "u", "Mamba2Layer", u.Shape[0], u.Shape[1], c.DModel);
-        int b = u.Shape[0], l = u.Shape[1], rows = b * l;
-        var device = u.Device;
-        var acts = new Activations(u, Precision);
+        ShapeOps.Expect(u, "u", "Mamba2Layer", u.Shape[0], u.Shape[1], Config.DModel);
+        return Forward([.. u.Shape], u.Device, (acts, st) => KeepForProducts(acts, st, u.View(u.Shape[0] * u.Shape[1], Config.DModel)), stream);
+    }
+
+    /// <summary>
+    /// The layer on u (b, L, d_model) already packed as in_proj's operands (a norm that wrote them itself:
+    /// <see cref="RmsNorm.ForwardPacked"/>), in a tensor-core precision of the same operand type. u must stay alive
+    /// until the backward has run: its products read it again.
+    /// </summary>
+    public Activations Forward(PackedOperand u, CommandStream? stream = null)
+    {
+        const string op = "Mamba2Layer (packed u)";
+        ShapeOps.ExpectRank(u, "u", op, 3);
+        ShapeOps.Expect(u, "u", op, u.Shape[0], u.Shape[1], Config.DModel);
+        ShapeOps.ExpectSameDevice(op, InProjWeight, u);
+        if (Precision == Precision.Fp32 || PrecisionPolicy.GemmOf(Precision).Operands != u.Operands)
+        {
+            throw new ArgumentException($"{op}: {u} does not hold this layer's operands (precision {Precision}).", nameof(u));
+        }
+
+        return Forward([.. u.Shape], u.Device, (_, _) => u.View(u.Shape[0] * u.Shape[1], Config.DModel), stream);
+    }
+
+    private Activations Forward(int[] shape, GpuDevice device, Func<Activations, CommandStream, GemmInput> input, CommandStream? stream)
+    {
+        var c = Config;
+        int b = shape[0], l = shape[1], rows = b * l;
+        var acts = new Activations(shape, Precision);
         try
         {
             Shaders.RunIn(device, stream, st =>
@@ -241,7 +264,7 @@ public sealed class Mamba2Layer : IDisposable
                 // in_proj's output is kept whole: the conv reads xBC and the norm z in place from it, forward and
                 // backward; only dt (a few columns) is copied out for the SSD.
                 var zxbcdt = acts.Keep(Tensor.Empty(device, "zxbcdt", b, l, c.DInProj));
-                acts.InProjInput = KeepForProducts(acts, st, u.View(rows, c.DModel));
+                acts.InProjInput = input(acts, st);
                 Gemm.Run(acts.InProjInput, InProjWeight, zxbcdt.View(rows, c.DInProj), transposeB: true, stream: st, precision: Precision);
                 AddBias(st, zxbcdt.View(rows, c.DInProj), "in_proj.bias");
                 st.Section(ProfileSections.Projections);
@@ -303,10 +326,11 @@ public sealed class Mamba2Layer : IDisposable
     public (Tensor Du, Dictionary<string, Tensor> Grads) Backward(Tensor dout, Activations acts, CommandStream? stream = null)
     {
         var c = Config;
-        var u = acts.Input;
-        ShapeOps.Expect(dout, "dout", "Mamba2Layer backward", u.Shape[0], u.Shape[1], c.DModel);
-        int b = u.Shape[0], l = u.Shape[1], rows = b * l, gn = c.NGroups * c.DState;
-        var device = u.Device;
+        var shape = acts.InputShape;
+        ShapeOps.Expect(dout, "dout", "Mamba2Layer backward", shape[0], shape[1], c.DModel);
+        ShapeOps.ExpectSameDevice("Mamba2Layer backward", InProjWeight, dout);
+        int b = shape[0], l = shape[1], rows = b * l, gn = c.NGroups * c.DState;
+        var device = dout.Device;
         var grads = new Dictionary<string, Tensor>();
         Tensor? du = null;
         try

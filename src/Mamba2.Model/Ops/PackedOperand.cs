@@ -12,6 +12,8 @@ namespace Mamba2.Model.Ops;
 /// </summary>
 public sealed class PackedOperand : IShapedArray, IDisposable
 {
+    private readonly bool _owns = true;
+
     internal PackedOperand(GpuDevice device, string name, int[] shape, GemmOperands operands, GpuBuffer<uint> words, GpuBuffer<uint> scaleBits)
     {
         Device = device;
@@ -47,10 +49,30 @@ public sealed class PackedOperand : IShapedArray, IDisposable
 
     public override string ToString() => $"{Name}{ShapeOps.Format(Shape)} as {Operands}";
 
+    /// <summary>The same words under another shape of as many elements; it frees nothing (this copy owns them).</summary>
+    internal PackedOperand View(params int[] shape)
+    {
+        if (ShapeOps.Elements(shape, Name) != Length)
+        {
+            throw new ArgumentException($"{this} has {Length} elements, not the {ShapeOps.Elements(shape, Name)} of {ShapeOps.Format(shape)}.", nameof(shape));
+        }
+
+        return new PackedOperand(Device, Name, shape, Operands, Words, ScaleBits, owns: false);
+    }
+
+    private PackedOperand(GpuDevice device, string name, int[] shape, GemmOperands operands, GpuBuffer<uint> words, GpuBuffer<uint> scaleBits, bool owns)
+        : this(device, name, shape, operands, words, scaleBits)
+    {
+        _owns = owns;
+    }
+
     public void Dispose()
     {
-        Words.Dispose();
-        ScaleBits.Dispose();
+        if (_owns)
+        {
+            Words.Dispose();
+            ScaleBits.Dispose();
+        }
     }
 }
 
