@@ -172,7 +172,29 @@ WORD b_word(uint base, uint col0, uint k0, uint w, bool whole) {
 #endif
 }
 
+// Interior slices: where the operand's rows start word-aligned and the slice lies inside the matrix, invocation
+// tid's words sit at a fixed stride from a base fixed for the tile, one vector load each with no bounds test and no
+// division (the general a_word/b_word cost about as much as the products at the projections' shapes). Used when every
+// invocation loads whole rows' words in step: THREADS a multiple of the words per stored row, the tile a multiple
+// of THREADS words.
 #ifndef DIRECT
+const uint A_WPR = A_COLS / 4;                 // words per stored row
+const uint B_WPR = B_COLS / 4;
+const bool A_STRIDED = A_WORDS % THREADS == 0 && THREADS % A_WPR == 0;
+const bool B_STRIDED = B_WORDS % THREADS == 0 && THREADS % B_WPR == 0;
+
+#define LOAD_SLICE(k0, slice) \
+    if (A_STRIDED && interiorA && (k0) + BK <= kz) { \
+        [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { ra[i] = A4[atA + (slice) * sliceA + i * stepA]; } \
+    } else { \
+        [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { ra[i] = a_word(baseA, row0, (k0), tid + i * THREADS, wholeA); } \
+    } \
+    if (B_STRIDED && interiorB && (k0) + BK <= kz) { \
+        [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { rb[i] = B4[atB + (slice) * sliceB + i * stepB]; } \
+    } else { \
+        [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { rb[i] = b_word(baseB, col0, (k0), tid + i * THREADS, wholeB); } \
+    }
+
 void store_a(uint buf, uint w, WORD v) {
     if (w < A_WORDS) {
         As[buf * A_TILE4 + (w / (A_COLS / 4)) * A_STRIDE4 + w % (A_COLS / 4)] = to_shared(v);
@@ -281,10 +303,19 @@ void main() {
                 acc = coopMatMulAdd(ma, mb, acc);
             }
 #else
+            // The strided loads' words (units of 4 operands): this invocation's first word of slice 0, the step
+            // between its words and the step between slices.
+            const bool interiorA = wholeA && row0 + BM <= p.M;
+            const bool interiorB = wholeB && col0 + BN <= p.N;
+            const uint atA = (baseA + (TRANS_A ? (tid / A_WPR) * p.lda + row0 : (row0 + tid / A_WPR) * p.lda)) / 4 + tid % A_WPR;
+            const uint stepA = THREADS / A_WPR * p.lda / 4;
+            const uint sliceA = TRANS_A ? BK * p.lda / 4 : BK / 4;
+            const uint atB = (baseB + (TRANS_B ? (col0 + tid / B_WPR) * p.ldb : (tid / B_WPR) * p.ldb + col0)) / 4 + tid % B_WPR;
+            const uint stepB = THREADS / B_WPR * p.ldb / 4;
+            const uint sliceB = TRANS_B ? BK / 4 : BK * p.ldb / 4;
             WORD ra[A_PER_THREAD];
             WORD rb[B_PER_THREAD];
-            [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { ra[i] = a_word(baseA, row0, 0, tid + i * THREADS, wholeA); }
-            [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { rb[i] = b_word(baseB, col0, 0, tid + i * THREADS, wholeB); }
+            LOAD_SLICE(0, 0);
             barrier();  // the previous tile's last reads of buffer 0 are done
             [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { store_a(0, tid + i * THREADS, ra[i]); }
             [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { store_b(0, tid + i * THREADS, rb[i]); }
@@ -294,9 +325,7 @@ void main() {
                 const uint cur = s % BUFFERS;
                 const bool more = s + 1 < slices;
                 if (more) {
-                    const uint k1 = (s + 1) * BK;
-                    [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { ra[i] = a_word(baseA, row0, k1, tid + i * THREADS, wholeA); }
-                    [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { rb[i] = b_word(baseB, col0, k1, tid + i * THREADS, wholeB); }
+                    LOAD_SLICE((s + 1) * BK, s + 1);
                 }
 
                 MULTIPLY_SLICE(cur);
