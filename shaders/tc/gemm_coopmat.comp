@@ -206,6 +206,19 @@ void store_b(uint buf, uint w, WORD v) {
         Bs[buf * B_TILE4 + (w / (B_COLS / 4)) * B_STRIDE4 + w % (B_COLS / 4)] = to_shared(v);
     }
 }
+
+// A slice's words into shared buffer buf, at the same fixed strides where the loads take them (every word in range).
+#define STORE_SLICE(buf) \
+    if (A_STRIDED) { \
+        [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { As[(buf) * A_TILE4 + shA + i * (THREADS / A_WPR * A_STRIDE4)] = to_shared(ra[i]); } \
+    } else { \
+        [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { store_a((buf), tid + i * THREADS, ra[i]); } \
+    } \
+    if (B_STRIDED) { \
+        [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { Bs[(buf) * B_TILE4 + shB + i * (THREADS / B_WPR * B_STRIDE4)] = to_shared(rb[i]); } \
+    } else { \
+        [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { store_b((buf), tid + i * THREADS, rb[i]); } \
+    }
 #endif
 
 // One K slice's products from shared buffer cur into acc (a macro: acc and the block's names are main's). KHR: each
@@ -313,12 +326,13 @@ void main() {
             const uint atB = (baseB + (TRANS_B ? (col0 + tid / B_WPR) * p.ldb : (tid / B_WPR) * p.ldb + col0)) / 4 + tid % B_WPR;
             const uint stepB = THREADS / B_WPR * p.ldb / 4;
             const uint sliceB = TRANS_B ? BK / 4 : BK * p.ldb / 4;
+            const uint shA = (tid / A_WPR) * A_STRIDE4 + tid % A_WPR;   // this invocation's first word in a shared tile
+            const uint shB = (tid / B_WPR) * B_STRIDE4 + tid % B_WPR;
             WORD ra[A_PER_THREAD];
             WORD rb[B_PER_THREAD];
             LOAD_SLICE(0, 0);
             barrier();  // the previous tile's last reads of buffer 0 are done
-            [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { store_a(0, tid + i * THREADS, ra[i]); }
-            [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { store_b(0, tid + i * THREADS, rb[i]); }
+            STORE_SLICE(0);
             barrier();
 
             for (uint s = 0; s < slices; ++s) {
@@ -334,9 +348,7 @@ void main() {
                     if (BUFFERS == 1) {
                         barrier();   // one buffer: every subgroup is done reading this slice before it is overwritten
                     }
-                    const uint next = (s + 1) % BUFFERS;
-                    [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { store_a(next, tid + i * THREADS, ra[i]); }
-                    [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { store_b(next, tid + i * THREADS, rb[i]); }
+                    STORE_SLICE((s + 1) % BUFFERS);
                 }
                 barrier();
             }
