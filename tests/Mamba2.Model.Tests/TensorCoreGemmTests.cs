@@ -167,6 +167,30 @@ public class TensorCoreGemmTests(GpuFixture gpu)
 
     [Theory]
     [MemberData(nameof(Variants))]
+    public void TilesOfLargeOutputsGiveTheSameProducts(GemmOperands operands, TensorCoreApi api, OperandStaging staging)
+    {
+        // The tiles a large output and a wide one get (KHR: 128 x 128 of 4 subgroups, 128 x 256 of 8), on small
+        // problems: edge tiles, transposes, a batch, split K.
+        if (ChosenTile(operands, api, staging) is null)
+        {
+            return;   // Check covers the refusal
+        }
+
+        var device = gpu.Device;
+        var resolved = TensorCoreGemm.Resolve(device.Capabilities, operands, api)!.Value;
+        var resolvedStaging = TensorCoreGemm.ResolveStaging(device, operands, resolved, staging);
+        foreach (var (m, n) in new[] { (16384, 4384), (4384, 1024) })
+        {
+            var tile = TensorCoreGemm.ChooseTile(device.Capabilities, operands, resolved, m, n, resolvedStaging)!;
+            Check(operands, api, staging, 1, 200, 300, 100, false, true, 1f, 0f, tile);
+            Check(operands, api, staging, 2, 129, 131, 96, true, false, -0.5f, 0.75f, tile);
+            Check(operands, api, staging, 1, 130, 257, 64, false, false, 1f, 0f, tile);
+            Check(operands, api, staging, 1, 40, 300, 4100, true, false, 1f, 0f, tile);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Variants))]
     public void OneSharedBufferGivesTheSameProducts(GemmOperands operands, TensorCoreApi api, OperandStaging staging)
     {
         // One buffer: the next slice is written over the current one after a barrier instead of into the other.

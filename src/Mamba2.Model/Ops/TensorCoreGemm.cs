@@ -408,12 +408,16 @@ public static class TensorCoreGemm
 
     private const uint AbsMaxGroups = 1024;
 
+    /// <summary>128 x 128 output tiles from which a product takes them rather than 128 x 256 (KHR).</summary>
+    private const long ManyTiles = 512;
+
     [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
     private readonly record struct ScalePush(uint Count, uint Slot);
 
     /// <summary>
-    /// A tile for this device: KHR fragments of a listed shape with these operand types (16x16x16 preferred), 128 x
-    /// 128 tiles of 8 subgroups where the problem fills them on a GPU, else 64 x 64 of 4; coopmat2 tiles from a
+    /// A tile for this device: KHR fragments of a listed shape with these operand types (16x16x16 preferred): 128 x
+    /// 128 tiles of 4 subgroups where the output has at least 512 of them, else 128 x 256 of 8 where it fills
+    /// them, 128 x 128 of 8, or 64 x 64 of 4; coopmat2 tiles from a
     /// listed flexible shape. Null when the device lists no shape for these operands or no tile fits its limits.
     /// </summary>
     public static TensorCoreTile? ChooseTile(DeviceCapabilities caps, GemmOperands operands, TensorCoreApi api, int m, int n,
@@ -436,6 +440,15 @@ public static class TensorCoreGemm
 
             var bk = shape.K * Math.Max(1, 32 / shape.K);
             var w = caps.SubgroupSize;
+            if (m >= 128 && n >= 128 && (long)((m + 127) / 128) * ((n + 127) / 128) >= ManyTiles && shape.M >= 16 && shape.N >= 16)
+            {
+                // 4 subgroups of 64 x 64 in one shared buffer: two workgroups an SM, one's barriers and loads
+                // covered by the other's products; the fastest measured where the output has tiles enough to fill
+                // the GPU many times over (docs/PERF.md). Fewer tiles (weight gradients: K long, splits) take 128 x 256.
+                // Fragments of at least 16 x 16: with lavapipe's 8 x 8 (64 a subgroup) some edge tiles came out unwritten.
+                candidates.Add(new(api, 128, 128, bk, 64, 64, shape.M, shape.N, shape.K, 4 * w, staging, Buffers: 1));
+            }
+
             if (m >= 128 && n >= 256)
             {
                 // 8 subgroups of 64 x 64 in one shared buffer: the fastest KHR tile measured at every projection
