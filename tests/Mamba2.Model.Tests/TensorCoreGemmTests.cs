@@ -176,12 +176,9 @@ public class TensorCoreGemmTests(GpuFixture gpu)
             return;   // Check covers the refusal
         }
 
-        var device = gpu.Device;
-        var resolved = TensorCoreGemm.Resolve(device.Capabilities, operands, api)!.Value;
-        var resolvedStaging = TensorCoreGemm.ResolveStaging(device, operands, resolved, staging);
         foreach (var (m, n) in new[] { (16384, 4384), (4384, 1024) })
         {
-            var tile = TensorCoreGemm.ChooseTile(device.Capabilities, operands, resolved, m, n, resolvedStaging)!;
+            var tile = ChosenTile(operands, api, staging, m, n)!;
             Check(operands, api, staging, 1, 200, 300, 100, false, true, 1f, 0f, tile);
             Check(operands, api, staging, 2, 129, 131, 96, true, false, -0.5f, 0.75f, tile);
             Check(operands, api, staging, 1, 130, 257, 64, false, false, 1f, 0f, tile);
@@ -275,8 +272,8 @@ public class TensorCoreGemmTests(GpuFixture gpu)
         }
     }
 
-    /// <summary>The tile the device chooses for this variant, or null where the variant cannot run here.</summary>
-    private TensorCoreTile? ChosenTile(GemmOperands operands, TensorCoreApi api, OperandStaging staging)
+    /// <summary>The tile the device chooses for this variant (for an m x n output), or null where the variant cannot run here.</summary>
+    private TensorCoreTile? ChosenTile(GemmOperands operands, TensorCoreApi api, OperandStaging staging, int m = 0, int n = 0)
     {
         var device = gpu.Device;
         if (TensorCoreGemm.WhyNot(device, operands, api, staging) is not null)
@@ -285,7 +282,7 @@ public class TensorCoreGemmTests(GpuFixture gpu)
         }
 
         var resolved = TensorCoreGemm.Resolve(device.Capabilities, operands, api)!.Value;
-        return TensorCoreGemm.ChooseTile(device.Capabilities, operands, resolved, 0, 0, TensorCoreGemm.ResolveStaging(device, operands, resolved, staging));
+        return TensorCoreGemm.ChooseTile(device.Capabilities, operands, resolved, m, n, TensorCoreGemm.ResolveStaging(device, operands, resolved, staging));
     }
 
     private void Check(GemmOperands operands, TensorCoreApi api, OperandStaging staging, int batch, int m, int n, int k, bool ta, bool tb, float alpha, float beta,

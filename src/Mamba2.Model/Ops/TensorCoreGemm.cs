@@ -258,8 +258,7 @@ public static class TensorCoreGemm
         try
         {
             var t = ParseTile(device.Capabilities, operands, api, text) with { Staging = staging };
-            return Fits(device.Capabilities, t, true, true) && Fits(device.Capabilities, t, false, false)
-                && Fits(device.Capabilities, t, true, false) && Fits(device.Capabilities, t, false, true)
+            return FitsEveryTranspose(device.Capabilities, t)
                 ? t
                 : throw new ArgumentException($"{t} does not fit this device or breaks the tile rules");
         }
@@ -445,7 +444,8 @@ public static class TensorCoreGemm
                 // 4 subgroups of 64 x 64 in one shared buffer: two workgroups an SM, one's barriers and loads
                 // covered by the other's products; the fastest measured where the output has tiles enough to fill
                 // the GPU many times over (docs/PERF.md). Fewer tiles (weight gradients: K long, splits) take 128 x 256.
-                // Fragments of at least 16 x 16: with lavapipe's 8 x 8 (64 a subgroup) some edge tiles came out unwritten.
+                // Fragments of at least 16 x 16 only: lavapipe (8 x 8) loses some edge fragments of C with 64 x 64
+                // blocks, as it does at some shapes with the tiles below (docs/PERF.md, eighth session).
                 candidates.Add(new(api, 128, 128, bk, 64, 64, shape.M, shape.N, shape.K, 4 * w, staging, Buffers: 1));
             }
 
@@ -509,8 +509,12 @@ public static class TensorCoreGemm
             }
         }
 
-        return candidates.FirstOrDefault(t => Fits(caps, t, true, true) && Fits(caps, t, false, false) && Fits(caps, t, true, false) && Fits(caps, t, false, true));
+        return candidates.FirstOrDefault(t => FitsEveryTranspose(caps, t));
     }
+
+    /// <summary>Whether <paramref name="t"/> fits the device whichever operands are transposed.</summary>
+    private static bool FitsEveryTranspose(DeviceCapabilities caps, TensorCoreTile t) =>
+        Fits(caps, t, true, true) && Fits(caps, t, false, false) && Fits(caps, t, true, false) && Fits(caps, t, false, true);
 
     /// <summary>
     /// The tile <paramref name="text"/> names for the variant <paramref name="api"/> (not Auto) with these operands:
