@@ -61,4 +61,27 @@ bool g_at(uint pos, uint code, uint seqlen, out uint shifted) {
     return code == 0u || shifted < seqlen;
 }
 
+// Rows k0 .. k0 + count - 1 of a chunk (walk order, each read `code` steps away as g_at) of a per-position tensor
+// (batch, seqlen, H, W), at head index hidx and columns col .. col + cols - 1, as a tensor-core slice reads them
+// (TC_WORD4): true when every row lies inside the chunk and the sequence, the columns inside the row, and rows start
+// on 16-byte boundaries. Then row k0 + r starts at vec4 index at + r * step (step < 0 in a mirrored chunk).
+bool span_rows4(ChunkSpan s, uint k0, uint count, uint code, uint b, uint seqlen, uint H, uint hidx, uint W,
+                uint col, uint cols, out int at, out int step) {
+    at = 0;
+    step = 0;
+    if (W % 4u != 0u || col % 4u != 0u || col + cols > W || k0 + count > s.len) {
+        return false;
+    }
+    const int dir = s.mirror ? -1 : 1;
+    const int first = int(span_pos(s, k0)) + (code == 0u ? 0 : code == 1u ? 1 : -1);
+    const int last = first + dir * int(count - 1u);
+    if (min(first, last) < 0 || max(first, last) >= int(seqlen)) {
+        return false;
+    }
+    const int row4 = int(H * W / 4u);
+    at = (int(b * seqlen) + first) * row4 + int((hidx * W + col) / 4u);
+    step = dir * row4;
+    return true;
+}
+
 #endif

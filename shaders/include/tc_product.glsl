@@ -60,6 +60,22 @@ float max4(vec4 v) {
     return max(max(a.x, a.y), max(a.z, a.w));
 }
 
+// Word q of this invocation's share of a slice of `words` words stored in rows of row4 words: whether it exists, its
+// row and its first column. Where the workgroup covers whole rows (the tiles' usual case) an invocation's words are
+// a fixed number of rows apart, so a kernel's strided reads (TC_WORD4) cost one multiply-add each.
+bool tc_word(uint q, uint row4, uint words, out uint r, out uint c) {
+    const uint tid = gl_LocalInvocationID.x;
+    if (TC_THREADS % row4 == 0) {
+        r = tid / row4 + q * (TC_THREADS / row4);
+        c = (tid % row4) * 4;
+    } else {
+        const uint w = tid + q * TC_THREADS;
+        r = w / row4;
+        c = (w % row4) * 4;
+    }
+    return words % TC_THREADS == 0 || tid + q * TC_THREADS < words;
+}
+
 // acc += A B for the current slice (word_a, word_b). Every invocation of the workgroup calls it together, with the
 // same layouts: a_cols (A stored column-major: BK rows of BM) and b_cols (B stored column-major: BN rows of BK).
 void tc_product(inout TC_ACC acc[TC_FRAGS], bool a_cols, bool b_cols) {
@@ -73,13 +89,13 @@ void tc_product(inout TC_ACC acc[TC_FRAGS], bool a_cols, bool b_cols) {
     float ma = 0.0;
     float mb = 0.0;
     [[unroll]] for (uint q = 0; q < TC_A_PER; ++q) {
-        const uint w = tid + q * TC_THREADS;
-        va[q] = w < TC_A_WORDS ? word_a(w / a_row4, (w % a_row4) * 4) : vec4(0.0);
+        uint r, c;
+        va[q] = tc_word(q, a_row4, TC_A_WORDS, r, c) ? word_a(r, c) : vec4(0.0);
         ma = max(ma, max4(va[q]));
     }
     [[unroll]] for (uint q = 0; q < TC_B_PER; ++q) {
-        const uint w = tid + q * TC_THREADS;
-        vb[q] = w < TC_B_WORDS ? word_b(w / b_row4, (w % b_row4) * 4) : vec4(0.0);
+        uint r, c;
+        vb[q] = tc_word(q, b_row4, TC_B_WORDS, r, c) ? word_b(r, c) : vec4(0.0);
         mb = max(mb, max4(vb[q]));
     }
 #ifdef OPERAND_BF16
@@ -249,6 +265,12 @@ void tc_epilogue(TC_ACC acc[TC_FRAGS]) {
         } \
     } \
 }
+
+// The word (4 elements) at row r, column c of a slice whose rows lie at a fixed stride in memory: `at` is the vec4
+// index of the slice's first word and `step` the vec4 words from one row to the next (negative where a mirrored
+// chunk walks the sequence backwards). For slices wholly inside their tensor with rows on 16-byte boundaries: no
+// bounds test, and the address is one multiply-add (tc_word).
+#define TC_WORD4(buf4, at, step, r, c) buf4[(at) + int(r) * (step) + int((c) / 4u)]
 
 // Four elements of a row of `len` elements starting at `at` (the row's element c), zero past the row's end: one
 // 16-byte load when the whole word is inside and aligned (whole: the row starts on a 16-byte boundary).

@@ -34,13 +34,21 @@ layout(push_constant) uniform Push {
 ChunkSpan span;
 uint b, grp, t0, s0, n0, base;
 bool wholeN;   // rows of B and C start on 16-byte boundaries
+bool fastA, fastB;   // this slice's rows of C, of B, wholly inside (span_rows4): TC_WORD4 at atA, atB
+int atA, stepA, atB, stepB;
 
 vec4 word_a(uint r, uint c) {   // C[t, n], row-major (t, n)
+    if (fastA) {
+        return TC_WORD4(C4, atA, stepA, r, c);
+    }
     return t0 + r < span.len
         ? TC_LOAD4(C, C4, ((b * p.seqlen + span_pos(span, t0 + r)) * p.ngroups + grp) * p.dstate + n0 + c, n0 + c, p.dstate, wholeN) : vec4(0.0);
 }
 
 vec4 word_b(uint r, uint c) {   // B[s, n] as the (n, s) operand: stored column-major, a row per s
+    if (fastB) {
+        return TC_WORD4(B4, atB, stepB, r, c);
+    }
     return s0 + r < span.len
         ? TC_LOAD4(B, B4, ((b * p.seqlen + span_pos(span, s0 + r)) * p.ngroups + grp) * p.dstate + n0 + c, n0 + c, p.dstate, wholeN) : vec4(0.0);
 }
@@ -73,6 +81,8 @@ void main() {
         TC_ACC acc[TC_FRAGS];
         tc_zero(acc);
         for (n0 = 0; n0 < p.dstate; n0 += BK) {
+            fastA = span_rows4(span, t0, BM, 0, b, p.seqlen, p.ngroups, grp, p.dstate, n0, BK, atA, stepA);
+            fastB = span_rows4(span, s0, BN, 0, b, p.seqlen, p.ngroups, grp, p.dstate, n0, BK, atB, stepB);
             tc_product(acc, false, true);
         }
         base = ((b * p.nchunks + c) * p.ngroups + grp) * p.chunk * p.chunk;

@@ -30,7 +30,7 @@ layout(constant_id = 9) const uint REVERSE = 0;   // 1: the backward's dx (above
 layout(constant_id = 10) const uint G_SHIFT = 0;  // REVERSE: g read one step away (g_at)
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };
-layout(std430, binding = 1) readonly buffer Cm { float C[]; };
+layout(std430, binding = 1) readonly buffer Cm { float C[]; };     // REVERSE: B
 layout(std430, binding = 2) readonly buffer Cb { float cb[]; };
 layout(std430, binding = 3) readonly buffer States { float states[]; };
 layout(std430, binding = 4) readonly buffer DtOut { float dt_out[]; };
@@ -47,8 +47,6 @@ layout(std430, binding = 3) readonly buffer States4 { vec4 states4[]; };
 
 #define g_in x          // REVERSE's names
 #define g_in4 x4
-#define B_rows C        // the rows of the state product read B, backwards
-#define B_rows4 C4
 #define x_fwd z
 #define dx y
 #define ddt_part aux
@@ -70,52 +68,68 @@ ChunkSpan span;
 uint b, head, grp, t0, p0, k0, cbase, sbase, cs, tileP, tilesP;
 bool intra;   // which slices: the state term's (k0 over d_state) or the intra-chunk term's (k0 over positions)
 bool wholeP, wholeN, wholeQ;   // rows of x and g, of B, C and states, of cb start on 16-byte boundaries
+bool fastA, fastB;   // this slice's rows of A, of B, wholly inside memory: TC_WORD4 at atA, atB (set_slices)
+int atA, stepA, atB, stepB;
 
-// Forward: row-major (t, n) or (t, s). REVERSE: row-major (s, n), or (s, t) stored column-major: a row of cb per t.
-vec4 word_a(uint r, uint c) {
-    if (REVERSE == 0) {
-        const uint t = t0 + r;
-        if (t >= span.len) {
-            return vec4(0.0);
-        }
-        if (!intra) {
-            return TC_LOAD4(C, C4, ((b * p.seqlen + span_pos(span, t)) * p.ngroups + grp) * p.dstate + k0 + c, k0 + c, p.dstate, wholeN) * exp(dAq[t]);
-        }
-        // cb[t, s] exp(dA_cs[t] - dA_cs[s]) dt_out[s] for s <= t (the row read up to t: zero past it).
-        const uint s = k0 + c;
-        vec4 v = TC_LOAD4(cb, cb4, cbase + t * p.chunk + s, s, t + 1, wholeQ);
-        [[unroll]] for (uint e = 0; e < 4; ++e) {
-            if (s + e <= t) {
-                v[e] *= exp(min(cs_diff(dAq[t], dAqLo[t], dAq[s + e], dAqLo[s + e]), 0.0)) * dtq[s + e];
-            }
-        }
-        return v;
-    }
-    if (!intra) {   // exp(dA_cs[last] - dA_cs[s]) B[s, n]
-        const uint s = t0 + r;
-        if (s >= span.len) {
-            return vec4(0.0);
-        }
-        const uint last = span.len - 1;
-        return TC_LOAD4(B_rows, B_rows4, ((b * p.seqlen + span_pos(span, s)) * p.ngroups + grp) * p.dstate + k0 + c, k0 + c, p.dstate, wholeN)
-            * exp(min(cs_diff(dAq[last], dAqLo[last], dAq[s], dAqLo[s]), 0.0));
-    }
-    // cb[t, s] exp(dA_cs[t] - dA_cs[s]) for t >= s: row t of cb from s = t0 + c, zero past t.
-    const uint t = k0 + r;
-    const uint s = t0 + c;
-    if (t >= span.len) {
-        return vec4(0.0);
-    }
-    vec4 v = TC_LOAD4(cb, cb4, cbase + t * p.chunk + s, s, t + 1, wholeQ);
+// Causal rows of cb: element e of the word at column s of row t is cb[t, s + e] exp(dA_cs[t] - dA_cs[s + e]),
+// times dt_out[s + e] in the forward, and zero past t (where cb may be unwritten).
+vec4 decayed_cb(vec4 v, uint t, uint s) {
     [[unroll]] for (uint e = 0; e < 4; ++e) {
         if (s + e <= t) {
-            v[e] *= exp(min(cs_diff(dAq[t], dAqLo[t], dAq[s + e], dAqLo[s + e]), 0.0));
+            v[e] *= exp(min(cs_diff(dAq[t], dAqLo[t], dAq[s + e], dAqLo[s + e]), 0.0)) * (REVERSE == 0 ? dtq[s + e] : 1.0);
+        } else {
+            v[e] = 0.0;
         }
     }
     return v;
 }
 
+// The slices' strided reads where they lie wholly inside memory; word_a and word_b fall back to bounded reads.
+void set_slices() {
+    if (!intra) {
+        // C (REVERSE: B) at rows t0.., columns k0..; the states at rows p0.. of (p, n), columns k0..
+        fastA = span_rows4(span, t0, BM, 0, b, p.seqlen, p.ngroups, grp, p.dstate, k0, BK, atA, stepA);
+        fastB = wholeN && p0 + BN <= p.headdim && k0 + BK <= p.dstate;
+        atB = int(((sbase + p0) * p.dstate + k0) / 4);
+        stepB = int(p.dstate / 4);
+        return;
+    }
+    // cb rows t0.. from column k0 (REVERSE: rows k0.. from column t0), inside the Q x Q block
+    const uint rows = REVERSE == 0 ? t0 : k0;
+    const uint cols = REVERSE == 0 ? k0 : t0;
+    fastA = wholeQ && rows + (REVERSE == 0 ? BM : BK) <= span.len && cols + (REVERSE == 0 ? BK : BM) <= p.chunk;
+    atA = int((cbase + rows * p.chunk + cols) / 4);
+    stepA = int(p.chunk / 4);
+    // x (REVERSE: g) at rows k0.., columns p0..
+    fastB = span_rows4(span, k0, BK, REVERSE == 0 ? 0 : G_SHIFT, b, p.seqlen, p.nheads, head, p.headdim, p0, BN, atB, stepB);
+}
+
+// The state term: C (REVERSE: B) rows t0 + r, row-major (t, n), each times its decay, exp(dA_cs[t]) (REVERSE:
+// exp(dA_cs[last] - dA_cs[s])). The intra-chunk term: rows of cb, forward row-major (t, s); REVERSE (s, t) stored
+// column-major, a row of cb per t.
+vec4 word_a(uint r, uint c) {
+    if (!intra) {
+        const uint s = t0 + r;
+        if (!fastA && s >= span.len) {
+            return vec4(0.0);
+        }
+        const vec4 v = fastA ? TC_WORD4(C4, atA, stepA, r, c)
+            : TC_LOAD4(C, C4, ((b * p.seqlen + span_pos(span, s)) * p.ngroups + grp) * p.dstate + k0 + c, k0 + c, p.dstate, wholeN);
+        const uint last = span.len - 1;
+        return v * (REVERSE == 0 ? exp(dAq[s]) : exp(min(cs_diff(dAq[last], dAqLo[last], dAq[s], dAqLo[s]), 0.0)));
+    }
+    const uint t = REVERSE == 0 ? t0 + r : k0 + r;
+    const uint s = REVERSE == 0 ? k0 + c : t0 + c;
+    if (fastA) {
+        return decayed_cb(TC_WORD4(cb4, atA, stepA, r, c), t, s);
+    }
+    return t < span.len ? decayed_cb(TC_LOAD4(cb, cb4, cbase + t * p.chunk + s, s, t + 1, wholeQ), t, s) : vec4(0.0);
+}
+
 vec4 word_b(uint r, uint c) {
+    if (fastB) {
+        return intra ? TC_WORD4(x4, atB, stepB, r, c) : TC_WORD4(states4, atB, stepB, r, c);
+    }
     if (!intra) {   // S_in[p, n] (REVERSE: dS_next) as the (n, p) operand: stored column-major, a row per p
         return p0 + r < p.headdim ? TC_LOAD4(states, states4, (sbase + p0 + r) * p.dstate + k0 + c, k0 + c, p.dstate, wholeN) : vec4(0.0);
     }
@@ -221,10 +235,12 @@ void main() {
         tc_zero(acc);
         intra = false;
         for (k0 = 0; k0 < p.dstate; k0 += BK) {
+            set_slices();
             tc_product(acc, false, true);
         }
         intra = true;
         for (k0 = kBegin; k0 < kEnd; k0 += BK) {
+            set_slices();
             tc_product(acc, REVERSE != 0, false);
         }
         tc_epilogue(acc);   // REVERSE: dx, and each fragment's row dots

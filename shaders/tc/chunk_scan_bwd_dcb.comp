@@ -64,8 +64,13 @@ shared float belowPart[BN * (BM / TM)];   // per column and fragment row: sum of
 ChunkSpan span;
 uint b, head, grp, t0, s0, k0;
 bool wholeP;   // rows of g and x start on 16-byte boundaries
+bool fastA, fastB;   // this slice's rows of g, of x, wholly inside (span_rows4): TC_WORD4 at atA, atB
+int atA, stepA, atB, stepB;
 
 vec4 word_a(uint r, uint c) {   // g[t, p], row-major
+    if (fastA) {
+        return TC_WORD4(g4, atA, stepA, r, c);
+    }
     uint pos;
     if (t0 + r < span.len && g_at(span_pos(span, t0 + r), G_SHIFT, p.seqlen, pos)) {
         return TC_LOAD4(g, g4, ((b * p.seqlen + pos) * p.nheads + head) * p.headdim + k0 + c, k0 + c, p.headdim, wholeP);
@@ -74,6 +79,9 @@ vec4 word_a(uint r, uint c) {   // g[t, p], row-major
 }
 
 vec4 word_b(uint r, uint c) {   // x[s, p] as the (p, s) operand: stored column-major, a row per s
+    if (fastB) {
+        return TC_WORD4(x4, atB, stepB, r, c);
+    }
     return s0 + r < span.len
         ? TC_LOAD4(x, x4, ((b * p.seqlen + span_pos(span, s0 + r)) * p.nheads + head) * p.headdim + k0 + c, k0 + c, p.headdim, wholeP)
         : vec4(0.0);
@@ -143,6 +151,8 @@ void main() {
             TC_ACC acc[TC_FRAGS];
             tc_zero(acc);
             for (k0 = 0; k0 < p.headdim; k0 += BK) {
+                fastA = span_rows4(span, t0, BM, G_SHIFT, b, p.seqlen, p.nheads, head, p.headdim, k0, BK, atA, stepA);
+                fastB = span_rows4(span, s0, BN, 0, b, p.seqlen, p.nheads, head, p.headdim, k0, BK, atB, stepB);
                 tc_product(acc, false, true);   // its barriers also publish the decay arrays above
             }
 

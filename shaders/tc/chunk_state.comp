@@ -42,8 +42,13 @@ shared float weight[MAX_CHUNK];
 ChunkSpan span;
 uint b, head, grp, p0, n0, s0, base;
 bool wholeP, wholeN;   // rows of x and of B start on 16-byte boundaries
+bool fastA, fastB;   // this slice's rows of x, of B, wholly inside (span_rows4): TC_WORD4 at atA, atB
+int atA, stepA, atB, stepB;
 
 vec4 word_a(uint r, uint c) {   // x[s, p] w[s] as the (p, s) operand: stored column-major, a row per s
+    if (fastA) {
+        return TC_WORD4(x4, atA, stepA, r, c) * weight[s0 + r];
+    }
     uint pos;
     if (s0 + r < span.len && g_at(span_pos(span, s0 + r), GRAD == 0 ? 0 : G_SHIFT, p.seqlen, pos)) {
         return TC_LOAD4(x, x4, ((b * p.seqlen + pos) * p.nheads + head) * p.headdim + p0 + c, p0 + c, p.headdim, wholeP) * weight[s0 + r];
@@ -52,6 +57,9 @@ vec4 word_a(uint r, uint c) {   // x[s, p] w[s] as the (p, s) operand: stored co
 }
 
 vec4 word_b(uint r, uint c) {   // B[s, n], row-major
+    if (fastB) {
+        return TC_WORD4(B4, atB, stepB, r, c);
+    }
     return s0 + r < span.len
         ? TC_LOAD4(B, B4, ((b * p.seqlen + span_pos(span, s0 + r)) * p.ngroups + grp) * p.dstate + n0 + c, n0 + c, p.dstate, wholeN) : vec4(0.0);
 }
@@ -96,6 +104,8 @@ void main() {
         TC_ACC acc[TC_FRAGS];
         tc_zero(acc);
         for (s0 = 0; s0 < span.len; s0 += BK) {
+            fastA = span_rows4(span, s0, BK, GRAD == 0 ? 0 : G_SHIFT, b, p.seqlen, p.nheads, head, p.headdim, p0, BM, atA, stepA);
+            fastB = span_rows4(span, s0, BK, 0, b, p.seqlen, p.ngroups, grp, p.dstate, n0, BN, atB, stepB);
             tc_product(acc, true, false);
         }
         base = ((b * p.nchunks + c) * p.nheads + head) * p.headdim;

@@ -22,7 +22,7 @@ public class SsdTensorCoreTests(GpuFixture gpu)
     public static TheoryData<string, Precision> Cases()
     {
         var data = new TheoryData<string, Precision>();
-        foreach (var name in new[] { "all-options", "plain", "shorter-than-chunk", "odd-chunk", "one-past-chunk", "wide", "many-groups", "head-blocks", "clamped-no-softplus", "awkward", "state-blocks", "long-strong-decay", "long-weak-decay", "tiny-and-huge" })
+        foreach (var name in new[] { "all-options", "plain", "shorter-than-chunk", "odd-chunk", "one-past-chunk", "wide", "many-groups", "head-blocks", "clamped-no-softplus", "awkward", "state-blocks", "long-strong-decay", "long-weak-decay", "tiny-and-huge", "strided" })
         {
             foreach (var mode in Modes)
             {
@@ -39,8 +39,18 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         "long-weak-decay" => SsdCases.Make(rng, 1, 2048, 2, 8, 1, 8, 256, d: true, init: true, decay: 1e-4),
         // Inputs far from 1: x tiny, B and C large; per-slice scaling keeps f16 operands in range.
         "tiny-and-huge" => Scaled(SsdCases.Make(rng, 1, 90, 2, 16, 1, 16, 32, d: true, init: true), 1e-6f, 300f),
+        "strided" => Strided(rng),
         _ => SsdForwardTests.MakeCase(name, rng),
     };
+
+    /// <summary>
+    /// Widths and chunks that the device's tiles divide, and a last chunk they do not: most slices take the kernels'
+    /// strided reads (inside memory, rows on 16-byte boundaries), the last chunk's the bounded ones.
+    /// </summary>
+    private static SsdCase Strided(Random rng) => SsdCases.Make(rng, 2, 300, 3, 64, 1, 64, 128, d: true, z: true, bias: true, init: true, softplus: true);
+
+    private static (SsdCase Case, bool HasDFinal) MakeBackwardCase(string name, Random rng) =>
+        name == "strided" ? (Strided(rng), true) : SsdBackwardTests.MakeCase(name, rng);
 
     private static SsdCase Scaled(SsdCase c, float x, float bc) => c with
     {
@@ -201,7 +211,7 @@ public class SsdTensorCoreTests(GpuFixture gpu)
     public static TheoryData<string, Precision> BackwardCases()
     {
         var data = new TheoryData<string, Precision>();
-        foreach (var name in new[] { "all-options", "plain", "odd-sizes", "one-past-chunk", "head-splits", "many-heads", "state-128", "many-groups", "clamped-no-softplus", "wide", "strong-decay", "shorter-than-chunk", "awkward", "state-blocks", "many-chunks" })
+        foreach (var name in new[] { "all-options", "plain", "odd-sizes", "one-past-chunk", "head-splits", "many-heads", "state-128", "many-groups", "clamped-no-softplus", "wide", "strong-decay", "shorter-than-chunk", "awkward", "state-blocks", "many-chunks", "strided" })
         {
             foreach (var mode in Modes)
             {
@@ -222,7 +232,7 @@ public class SsdTensorCoreTests(GpuFixture gpu)
     {
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
-        var (c, hasDFinal) = SsdBackwardTests.MakeCase(name, rng);
+        var (c, hasDFinal) = MakeBackwardCase(name, rng);
         if (SsdOp.WhyNot(Device, precision) is not null)
         {
             return;   // the forward test holds the refusal to its reason
@@ -233,13 +243,20 @@ public class SsdTensorCoreTests(GpuFixture gpu)
 
     /// <summary>Both bidirectional forms compose two tensor-core causal runs, forward and backward (shifted g, mirrored runs).</summary>
     [Theory]
-    [InlineData(SsdDirection.BidirectionalSum, Precision.Fp32Fast)]
-    [InlineData(SsdDirection.BidirectionalShift, Precision.Fp32Fast)]
-    [InlineData(SsdDirection.BidirectionalSum, Precision.Bf16)]
-    public void BidirectionalFormsCompose(SsdDirection direction, Precision precision)
+    [InlineData(SsdDirection.BidirectionalSum, Precision.Fp32Fast, false)]
+    [InlineData(SsdDirection.BidirectionalShift, Precision.Fp32Fast, false)]
+    [InlineData(SsdDirection.BidirectionalSum, Precision.Bf16, false)]
+    [InlineData(SsdDirection.BidirectionalSum, Precision.Fp32Fast, true)]
+    [InlineData(SsdDirection.BidirectionalShift, Precision.Fp32Fast, true)]
+    [InlineData(SsdDirection.BidirectionalShift, Precision.Bf16, true)]
+    public void BidirectionalFormsCompose(SsdDirection direction, Precision precision, bool strided)
     {
         var seed = TestMath.NewSeed();
-        var c = SsdCases.Bidirectional(new Random(seed), direction, 2, 77, 4, 12, 2, 16, 32, d: true, z: true, bias: true, softplus: true, reverseTensors: true);
+        var rng0 = new Random(seed);
+        // strided: mirrored and shifted runs through the kernels' strided reads (see Strided).
+        var c = strided
+            ? SsdCases.Bidirectional(rng0, direction, 1, 300, 2, 64, 1, 64, 128, d: true, z: true, bias: true, softplus: true, reverseTensors: true)
+            : SsdCases.Bidirectional(rng0, direction, 2, 77, 4, 12, 2, 16, 32, d: true, z: true, bias: true, softplus: true, reverseTensors: true);
         if (SsdOp.WhyNot(Device, precision) is not null)
         {
             return;
@@ -256,7 +273,7 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         Poison.Fill(grads.Named().Select(g => g.Gradient).Append(result.Y));
         s.Submit();
         var v = c.ToFloat64();
-        var what = $"{direction} {precision.Name()} seed {seed}";
+        var what = $"{direction}{(strided ? " strided" : "")} {precision.Name()} seed {seed}";
         var (y, _) = SsdBidirectionalReference.Forward(c, v);
         TestMath.AssertClose(result.Y.ToArray(), y, precision.Tolerance(), $"{what}: y");
         var expected = SsdBidirectionalReference.Gradients(c, v, Widen(dy), null);
