@@ -373,21 +373,27 @@ void main() {
                 [[unroll]] for (uint j = 0; j < FRAGS_N; ++j) {
                     const uint gr = row0 + wm0 + i * TM;
                     const uint gc = col0 + wn0 + j * TN;
-                    if (plain && gr + TM <= p.M && gc + TN <= p.N) {
+                    // Whole fragments go straight to C; edge fragments, or alpha / beta, through this subgroup's
+                    // staging area, element by element. Every subgroup passes the same subgroup barriers whichever
+                    // way its fragments go: lavapipe lost later fragments' stores when subgroups of one workgroup
+                    // passed different numbers of them (docs/PERF.md).
+                    const bool direct = plain && gr + TM <= p.M && gc + TN <= p.N;
+                    if (direct) {
                         coopMatStore(acc[i * FRAGS_N + j], C, baseC + gr * p.ldc + gc, p.ldc, gl_CooperativeMatrixLayoutRowMajor);
-                        continue;
+                    } else {
+                        coopMatStore(acc[i * FRAGS_N + j], Cs, sg * TM * TN, TN, gl_CooperativeMatrixLayoutRowMajor);
                     }
-                    // Edge fragment or alpha / beta: through this subgroup's staging area, element by element.
-                    coopMatStore(acc[i * FRAGS_N + j], Cs, sg * TM * TN, TN, gl_CooperativeMatrixLayoutRowMajor);
                     subgroupMemoryBarrierShared();
                     subgroupBarrier();
-                    for (uint e = lane; e < TM * TN; e += gl_SubgroupSize) {
-                        const uint r = gr + e / TN;
-                        const uint c = gc + e % TN;
-                        if (r < p.M && c < p.N) {
-                            const uint at = baseC + r * p.ldc + c;
-                            const float v = alpha * Cs[sg * TM * TN + e];
-                            C[at] = p.beta == 0.0 ? v : v + p.beta * C[at];
+                    if (!direct) {
+                        for (uint e = lane; e < TM * TN; e += gl_SubgroupSize) {
+                            const uint r = gr + e / TN;
+                            const uint c = gc + e % TN;
+                            if (r < p.M && c < p.N) {
+                                const uint at = baseC + r * p.ldc + c;
+                                const float v = alpha * Cs[sg * TM * TN + e];
+                                C[at] = p.beta == 0.0 ? v : v + p.beta * C[at];
+                            }
                         }
                     }
                     subgroupMemoryBarrierShared();

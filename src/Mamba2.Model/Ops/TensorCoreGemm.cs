@@ -444,8 +444,8 @@ public static class TensorCoreGemm
                 // 4 subgroups of 64 x 64 in one shared buffer: two workgroups an SM, one's barriers and loads
                 // covered by the other's products; the fastest measured where the output has tiles enough to fill
                 // the GPU many times over (docs/PERF.md). Fewer tiles (weight gradients: K long, splits) take 128 x 256.
-                // Fragments of at least 16 x 16 only: lavapipe (8 x 8) loses some edge fragments of C with 64 x 64
-                // blocks, as it does at some shapes with the tiles below (docs/PERF.md, eighth session).
+                // Fragments of at least 16 x 16 only, where it was measured: with 8 x 8 ones a 64 x 64 block is 64
+                // accumulators a subgroup.
                 candidates.Add(new(api, 128, 128, bk, 64, 64, shape.M, shape.N, shape.K, 4 * w, staging, Buffers: 1));
             }
 
