@@ -88,10 +88,12 @@ uint kz;   // K of the batch entry being computed: p.K, or p.kLast for the last
 const uint PAD4 = 2;
 const uint A_ROWS = TRANS_A ? BK : BM;        // stored tile: A_ROWS x A_COLS operands
 const uint A_COLS = TRANS_A ? BM : BK;
-const uint A_STRIDE4 = A_COLS / 4 + PAD4;
+const uint A_WPR = A_COLS / 4;                // words per stored row
+const uint A_STRIDE4 = A_WPR + PAD4;
 const uint B_ROWS = TRANS_B ? BN : BK;
 const uint B_COLS = TRANS_B ? BK : BN;
-const uint B_STRIDE4 = B_COLS / 4 + PAD4;
+const uint B_WPR = B_COLS / 4;
+const uint B_STRIDE4 = B_WPR + PAD4;
 const uint A_TILE4 = A_ROWS * A_STRIDE4;
 const uint B_TILE4 = B_ROWS * B_STRIDE4;
 #ifndef DIRECT
@@ -115,8 +117,8 @@ shared float Cs[SUBGROUPS * TM * TN];  // per-subgroup staging of one fragment f
 // Word w of a stored tile: 4 consecutive operands along the operand's contiguous dimension, zero outside the
 // matrix. whole: the operand's rows are 16-byte aligned, so an in-range word is one vec4 load.
 WORD a_word(uint base, uint row0, uint k0, uint w, bool whole) {
-    const uint r = w / (A_COLS / 4);
-    const uint c = (w % (A_COLS / 4)) * 4;
+    const uint r = w / A_WPR;
+    const uint c = (w % A_WPR) * 4;
     const uint gr = (TRANS_A ? k0 : row0) + r;           // stored row: k (transposed) or m
     const uint gc = (TRANS_A ? row0 : k0) + c;           // stored column: m (transposed) or k
     const uint rows = TRANS_A ? kz : p.M;
@@ -144,8 +146,8 @@ WORD a_word(uint base, uint row0, uint k0, uint w, bool whole) {
 }
 
 WORD b_word(uint base, uint col0, uint k0, uint w, bool whole) {
-    const uint r = w / (B_COLS / 4);
-    const uint c = (w % (B_COLS / 4)) * 4;
+    const uint r = w / B_WPR;
+    const uint c = (w % B_WPR) * 4;
     const uint gr = (TRANS_B ? col0 : k0) + r;           // stored row: n (transposed) or k
     const uint gc = (TRANS_B ? k0 : col0) + c;
     const uint rows = TRANS_B ? p.N : kz;
@@ -178,8 +180,6 @@ WORD b_word(uint base, uint col0, uint k0, uint w, bool whole) {
 // invocation loads whole rows' words in step: THREADS a multiple of the words per stored row, the tile a multiple
 // of THREADS words.
 #ifndef DIRECT
-const uint A_WPR = A_COLS / 4;                 // words per stored row
-const uint B_WPR = B_COLS / 4;
 const bool A_STRIDED = A_WORDS % THREADS == 0 && THREADS % A_WPR == 0;
 const bool B_STRIDED = B_WORDS % THREADS == 0 && THREADS % B_WPR == 0;
 
@@ -197,13 +197,13 @@ const bool B_STRIDED = B_WORDS % THREADS == 0 && THREADS % B_WPR == 0;
 
 void store_a(uint buf, uint w, WORD v) {
     if (w < A_WORDS) {
-        As[buf * A_TILE4 + (w / (A_COLS / 4)) * A_STRIDE4 + w % (A_COLS / 4)] = to_shared(v);
+        As[buf * A_TILE4 + (w / A_WPR) * A_STRIDE4 + w % A_WPR] = to_shared(v);
     }
 }
 
 void store_b(uint buf, uint w, WORD v) {
     if (w < B_WORDS) {
-        Bs[buf * B_TILE4 + (w / (B_COLS / 4)) * B_STRIDE4 + w % (B_COLS / 4)] = to_shared(v);
+        Bs[buf * B_TILE4 + (w / B_WPR) * B_STRIDE4 + w % B_WPR] = to_shared(v);
     }
 }
 
