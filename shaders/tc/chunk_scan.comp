@@ -234,7 +234,11 @@ void main() {
         TC_ACC acc[TC_FRAGS];
         tc_zero(acc);
         intra = false;
-        for (k0 = 0; k0 < p.dstate; k0 += BK) {
+        // No state term where it is zero: the state entering the walk's first chunk without initial states;
+        // REVERSE, the gradient leaving its last chunk without a final-state gradient.
+        const bool noState = REVERSE == 0 ? c == 0 && !SSD_HAS(p.flags, SSD_INITIAL_STATES)
+                                          : c + 1 == p.nchunks && !SSD_HAS(p.flags, SSD_D_FINAL_STATES);
+        for (k0 = 0; k0 < (noState ? 0 : p.dstate); k0 += BK) {
             set_slices();
             tc_product(acc, false, true);
         }

@@ -250,7 +250,9 @@ public static partial class SsdOp
         if (geo.Tc is { } tc)
         {
             var cb = RecordChunkCb(st, s, tc.Scan, pc, B, C, o);
-            RecordDxTensorCores(st, s, tc.Scan, pc, o, dxFlags, geo.GShift, cb, sc.G, B, C, sc.DStates, saved, A, x, gr.Dx, sc.DdtPart);
+            // Without a final-state gradient the last chunk has no state term.
+            RecordDxTensorCores(st, s, tc.Scan, pc, o, dxFlags | SsdFlags.DFinalStates.If(dFinal is not null), geo.GShift, cb, sc.G, B, C,
+                sc.DStates, saved, A, x, gr.Dx, sc.DdtPart);
             Mark(3);
             RecordDbcTensorCores(st, geo, pc, o, cb, sc.G, x, B, C, sc.DStates, saved, gr.DB, gr.DC, sc.Gys, sc.Ts, sc.Straddle, Mark);
         }
