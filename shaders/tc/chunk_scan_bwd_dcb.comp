@@ -4,7 +4,9 @@
 // with g the gated output gradient. tc/chunk_scan_bwd_dbc then forms dC = dcb B and dB = dcb^T C for the whole
 // group at once, where the fp32 kernel (ssd/chunk_scan_bwd_dbc.comp) multiplies per head. Each head's g . x^T is a
 // tensor-core product over the head dimension; its decay weight is applied per element in fp32 after the product
-// (it is not separable into row and column factors that f16 could hold), and the heads' sum stays in registers.
+// (it is not separable into row and column factors that f16 could hold), and the heads' sum stays in registers:
+// SPLITS workgroups share a tile, each summing every SPLITS-th head into a partial dcb of its own, which one pass
+// then adds (more workgroups than tiles fill the GPU's last wave).
 //
 // It also writes, per head, the intra-chunk part of the dA_cs gradient. With X[t, s] = M[t, s] (C[t] . B[s]) and
 // M the weighted product of one head, the pairs s < k <= t that span step k sum to
@@ -29,6 +31,7 @@ layout(constant_id = 6) const uint TM = 16;
 layout(constant_id = 7) const uint TN = 16;
 layout(constant_id = 8) const uint TK = 16;
 layout(constant_id = 9) const uint G_SHIFT = 0;   // g read one step away (g_at)
+layout(constant_id = 10) const uint SPLITS = 1;   // workgroups per tile, each over every SPLITS-th head of the group
 
 layout(std430, binding = 0) readonly buffer G { float g[]; };        // (b, L, h, p)
 layout(std430, binding = 1) readonly buffer X { float x[]; };        // (b, L, h, p)
@@ -36,7 +39,7 @@ layout(std430, binding = 2) readonly buffer Cb { float cb[]; };      // (b, nc, 
 layout(std430, binding = 3) readonly buffer DtOut { float dt_out[]; };
 layout(std430, binding = 4) readonly buffer DaCs { float dA_cs[]; };
 layout(std430, binding = 5) readonly buffer DaCsLo { float dA_cs_lo[]; };
-layout(std430, binding = 6) writeonly buffer Dcb { float dcb[]; };   // (b, nc, g, Q, Q), tiles on or below the diagonal
+layout(std430, binding = 6) writeonly buffer Dcb { float dcb[]; };   // (SPLITS, b, nc, g, Q, Q): partial sums, tiles on or below the diagonal
 layout(std430, binding = 7) writeonly buffer Parts { float parts[]; };   // (b, h, nc, Q, tilesT + tilesS)
 layout(std430, binding = 0) readonly buffer G4 { vec4 g4[]; };
 layout(std430, binding = 1) readonly buffer X4 { vec4 x4[]; };
@@ -95,7 +98,8 @@ void main() {
     const uint tilesT = (p.chunk + BM - 1) / BM;
     const uint tilesS = (p.chunk + BN - 1) / BN;
     const uint nparts = tilesT + tilesS;
-    const uint items = tilesT * tilesS * p.nchunks * p.batch * p.ngroups;
+    const uint items = tilesT * tilesS * p.nchunks * p.batch * p.ngroups * SPLITS;
+    const uint plane = p.batch * p.nchunks * p.ngroups * p.chunk * p.chunk;   // one split's partial dcb
     const uint hpg = p.nheads / p.ngroups;
     const uint wm0 = (gl_SubgroupID / TC_WARPS_N) * WM;
     const uint wn0 = (gl_SubgroupID % TC_WARPS_N) * WN;
@@ -103,6 +107,7 @@ void main() {
 
     for (uint w = gl_WorkGroupID.x; w < items; w += gl_NumWorkGroups.x) {
         uint r = w;
+        const uint split = r % SPLITS; r /= SPLITS;
         const uint ts = r % tilesS; r /= tilesS;
         const uint tt = r % tilesT; r /= tilesT;
         const uint c = r % p.nchunks; r /= p.nchunks;
@@ -130,7 +135,7 @@ void main() {
             }
         }
 
-        for (uint hh = 0; hh < hpg; ++hh) {
+        for (uint hh = split; hh < hpg; hh += SPLITS) {
             head = grp * hpg + hh;
             const uint cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
             // Safe to overwrite: the previous head's readers passed the barrier that ends its loop body.
@@ -223,7 +228,7 @@ void main() {
                 const uint t = t0 + wm0 + (f / TC_FRAGS_N) * TM + e / TN;
                 const uint s = s0 + wn0 + (f % TC_FRAGS_N) * TN + e % TN;
                 if (t < span.len && s < span.len) {
-                    dcb[cbase + t * p.chunk + s] = sum[f * PER + q];
+                    dcb[split * plane + cbase + t * p.chunk + s] = sum[f * PER + q];
                 }
             }
         }

@@ -167,11 +167,14 @@ internal readonly record struct ChunkScanTcSpec(uint Local, uint BM, uint BN, ui
     public uint[] Constants() => [Local, BM, BN, BK, WM, WN, TM, TN, TK, Reverse ? 1u : 0u, GShift];
 }
 
-/// <summary>tc/chunk_scan_bwd_dcb: the tile (<see cref="SsdTcSpec"/>) and g read one step away (0 none, 1: +1, 2: -1).</summary>
-internal readonly record struct ChunkScanBwdDcbTcSpec(uint Local, uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, uint GShift)
-    : ISpecialization
+/// <summary>
+/// tc/chunk_scan_bwd_dcb: the tile (<see cref="SsdTcSpec"/>), g read one step away (0 none, 1: +1, 2: -1), and the
+/// workgroups that share each tile's heads (each writes a partial dcb of its own).
+/// </summary>
+internal readonly record struct ChunkScanBwdDcbTcSpec(uint Local, uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, uint GShift,
+    uint Splits) : ISpecialization
 {
-    public uint[] Constants() => [Local, BM, BN, BK, WM, WN, TM, TN, TK, GShift];
+    public uint[] Constants() => [Local, BM, BN, BK, WM, WN, TM, TN, TK, GShift, Splits];
 }
 
 /// <summary>

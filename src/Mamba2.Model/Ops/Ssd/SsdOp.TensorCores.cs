@@ -8,6 +8,9 @@ namespace Mamba2.Model.Ops.Ssd;
 // state_passing and the backward's reductions are the fp32 kernels (decays and states stay fp32).
 public static partial class SsdOp
 {
+    /// <summary>Workgroups that share each dcb tile's heads, at most (one per head where there are fewer).</summary>
+    private const int DcbSplits = 2;
+
     /// <summary>Why the SSD cannot compute in <paramref name="precision"/> on <paramref name="device"/>, or null when it can.</summary>
     public static string? WhyNot(GpuDevice device, Precision precision) =>
         precision == Precision.Fp32 ? null : WhyNotTensorCores(device.Capabilities, device.Name, precision) is { } why ? $"Ssd in {precision.Name()}: {why}" : null;
@@ -140,10 +143,23 @@ public static partial class SsdOp
         var bf16 = o.Precision == Precision.Bf16;
         var (b, l, h, p, gr, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
         var mirrored = SsdFlags.Mirrored.If(o.Mirrored);
-        var dcb = st.Own(device.CreateBuffer<float>((long)b * nc * gr * q * q, "ssd.dcb"));
-        st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDcbTc(bf16), t.DcbSpec(geo.GShift)), (Shaders.Groups(device, (long)geo.TilesT * geo.TilesS * nc * b * gr), 1, 1),
+        // Two workgroups per tile, each summing half the group's heads into a partial dcb, then one pass adds the
+        // partials: twice the workgroups fill the GPU's last wave (docs/PERF.md).
+        var splits = (uint)Math.Min(DcbSplits, h / gr);
+        var plane = (long)b * nc * gr * q * q;
+        var partials = st.Own(device.CreateBuffer<float>(splits * plane, "ssd.dcb_partials"));
+        st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDcbTc(bf16), t.DcbSpec(geo.GShift, splits)),
+            (Shaders.Groups(device, (long)geo.TilesT * geo.TilesS * nc * b * gr * splits), 1, 1),
             new ScanPush(b, l, h, gr, p, n, q, nc, mirrored),
-            pc.Of(g), pc.Of(x), cb, pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(saved.DACumsumLo), dcb, pc.Of(straddle));
+            pc.Of(g), pc.Of(x), cb, pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(saved.DACumsumLo), partials, pc.Of(straddle));
+        var dcb = partials;
+        if (splits > 1)
+        {
+            // Tiles above the diagonal are summed too, unwritten: no reader touches them.
+            dcb = st.Own(device.CreateBuffer<float>(plane, "ssd.dcb"));
+            Reductions.Blocks(st, partials, dcb, 1, splits, (uint)plane, 1, splits);
+        }
+
         st.Section(DcbStage);
 
         var d = geo.Tc.Dbc;

@@ -20,7 +20,7 @@ internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uin
 
     public ChunkScanTcSpec ScanSpec(bool reverse, uint gShift) => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, reverse, gShift);
 
-    public ChunkScanBwdDcbTcSpec DcbSpec(uint gShift) => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, gShift);
+    public ChunkScanBwdDcbTcSpec DcbSpec(uint gShift, uint splits) => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, gShift, splits);
 
     public ChunkStateTcSpec StateSpec(bool grad, uint gShift) => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, grad, gShift);
 
