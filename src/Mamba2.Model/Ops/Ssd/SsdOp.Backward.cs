@@ -125,7 +125,8 @@ public static partial class SsdOp
         long tokens = (long)l * h;
         var pieces = Shaders.Pieces(device, op, b,
             [tokens * p, tokens, (long)l * g * n * splits, (long)h * nc * q * tilesP, (long)h * nc * q * straddleParts,
-             (long)nc * h * p * n, (long)dBlocks * h * p, (long)h * slices * nc, tc is null ? 0 : 2L * nc * g * q * q],
+             (long)nc * h * p * n, (long)dBlocks * h * p, (long)h * slices * nc,
+             tc is null ? 0 : (long)DcbSplits * nc * g * q * q],   // dcb's partials: the largest tensor-core scratch binding
             OpTuning.Of(device).MaxBindingBytes).ToList();
 
         var scope = new TensorScope(device);
