@@ -5,7 +5,7 @@
 //   dstates[c] <- r                     the gradient of the state leaving chunk c (what dx and dB read)
 //   inner_part[c]   = S_in(c) . r         S_in(c) = the state entering chunk c (saved by the forward)
 //   r <- dstates_local[c] + exp(dA_cs[c][last]) r
-// and dinitial_states = r at the end. exp(dA_cs[c][last]) inner is the decay's share of the dA_cs gradient
+// and dinitial_states = r at the end (the only use of chunk 0's local gradient, which chunk_state computes only then). exp(dA_cs[c][last]) inner is the decay's share of the dA_cs gradient
 // (chunk_cumsum_bwd); inner_part is summed over this workgroup's slice of the p x n elements (fixed-order tree).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
@@ -58,7 +58,8 @@ void main() {
                     const uint c = top - 1 - i;
                     const uint idx = ((b * p.nchunks + c) * p.nheads + head) * pn + k;
                     if (valid) {
-                        own[i] = dstates[idx];
+                        // Without d initial_states chunk_state left the first chunk's local gradient unwritten.
+                        own[i] = c > 0 || SSD_HAS(p.flags, SSD_D_INITIAL_STATES) ? dstates[idx] : 0.0;
                         st[i] = states[idx];
                     }
                     const uint len = chunk_span(c, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED)).len;

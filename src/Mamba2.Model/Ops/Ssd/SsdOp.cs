@@ -175,11 +175,14 @@ public static partial class SsdOp
 
     /// <summary>
     /// chunk_state with the given weights (0: forward states, 1: the backward's state gradient); with weights 1,
-    /// <paramref name="gShift"/> is the kernels' code for g read one step away (0: none, 1: +1, 2: -1). On tensor
-    /// cores (tc/chunk_state) at the state family's tile <paramref name="tc"/> when given, with bf16 or f16 operands.
+    /// <paramref name="gShift"/> is the kernels' code for g read one step away (0: none, 1: +1, 2: -1), and the first
+    /// chunk's gradient is computed only with <paramref name="dInitial"/> (state_passing_bwd needs it for nothing else).
+    /// On tensor cores (tc/chunk_state) at the state family's tile <paramref name="tc"/> when given, with bf16 or f16
+    /// operands.
     /// </summary>
     private static void RecordChunkState(CommandStream st, SsdShape s, SsdTiles t, Piece pc, Tensor x, Tensor B, Tensor dtOut, Tensor dACs,
-        Tensor dACsLo, Tensor states, uint weights, bool mirrored, uint gShift = 0, SsdTensorCoreTile? tc = null, bool bf16 = false)
+        Tensor dACsLo, Tensor states, uint weights, bool mirrored, uint gShift = 0, SsdTensorCoreTile? tc = null, bool bf16 = false,
+        bool dInitial = false)
     {
         var device = x.Device;
         var (b, l, h, g, p, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
@@ -196,7 +199,8 @@ public static partial class SsdOp
             items = tc.Tiles(p, n) * nc * b * h;
         }
 
-        st.Dispatch(state, (Shaders.Groups(device, items), 1, 1), new StatePush(b, l, h, g, p, n, q, nc, SsdFlags.Mirrored.If(mirrored)),
+        st.Dispatch(state, (Shaders.Groups(device, items), 1, 1), new StatePush(b, l, h, g, p, n, q, nc,
+                SsdFlags.Mirrored.If(mirrored) | SsdFlags.DInitialStates.If(dInitial)),
             pc.Of(x), pc.Of(B), pc.Of(dtOut), pc.Of(dACs), pc.Of(states), pc.Of(dACsLo));
     }
 
