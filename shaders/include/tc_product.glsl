@@ -183,18 +183,23 @@ shared float tc_frag[TC_SUBGROUPS * TM * TN];
 
 void tc_element(uint i, uint j, float v);
 
-#ifdef TC_ROW_DOTS
+#if defined(TC_ROW_DOTS) || defined(TC_ROW_PARTS)
 // Row dots, for a kernel that defines TC_ROW_DOTS as the condition under which tc_epilogue takes them: for each row
 // i of the tile, the dot of its accumulators with a row of another tensor, one part per fragment column (each over
 // its columns in a fixed order), then tc_row_dots_done sums each row's parts in order (deterministic). The kernel defines
 //   bool tc_row_partner(uint i, out uint base): whether row i lies inside the problem, and where its partner starts;
 //   bool tc_partner(uint base, uint j, out float v): the partner of the tile's column j, false past the tensor;
 //   void tc_row_dot(uint i, float dot): row i's dot (for the rows inside the problem).
+// A kernel with an epilogue of its own defines TC_ROW_PARTS instead, writes tc_row_parts itself and needs no
+// tc_partner.
 shared float tc_row_parts[BM * (BN / TN)];
 
 bool tc_row_partner(uint i, out uint base);
-bool tc_partner(uint base, uint j, out float v);
 void tc_row_dot(uint i, float dot);
+#endif
+
+#ifdef TC_ROW_DOTS
+bool tc_partner(uint base, uint j, out float v);
 
 void tc_fragment_row_dots(uint row0, uint col0, uint at) {
     for (uint q = gl_SubgroupInvocationID; q < TM; q += gl_SubgroupSize) {
@@ -213,7 +218,9 @@ void tc_fragment_row_dots(uint row0, uint col0, uint at) {
         tc_row_parts[(row0 + q) * (BN / TN) + col0 / TN] = dot;
     }
 }
+#endif
 
+#if defined(TC_ROW_DOTS) || defined(TC_ROW_PARTS)
 // After a tc_epilogue that took row dots; every invocation of the workgroup calls it.
 void tc_row_dots_done() {
     barrier();

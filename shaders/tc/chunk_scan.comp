@@ -4,7 +4,7 @@
 //           + sum_{s <= t} (cb[t, s] exp(dA_cs[t] - dA_cs[s]) dt_out[s]) x[s, p]    (intra-chunk)
 //           + D x[t, p] ;   y *= silu(z[t, p]) when z is given,
 // with cb = C.B^T from tc/chunk_cb (once per group, not per head). Decay, mask and dt are applied in fp32 as the
-// operands are staged (tc_product.glsl); the epilogue reads the accumulators back through shared memory.
+// operands are staged (tc_product.glsl); the epilogues read the accumulators back through shared memory.
 //
 // REVERSE = 1 is the same product run backwards in time, the backward's dx (ssd/chunk_scan.comp, ChunkScanBindings):
 // with g the gated output gradient and dS_next the gradient of the state leaving the chunk, for rows s of the tile
@@ -46,7 +46,6 @@ layout(std430, binding = 2) readonly buffer Cb4 { vec4 cb4[]; };
 layout(std430, binding = 3) readonly buffer States4 { vec4 states4[]; };
 
 #define g_in x          // REVERSE's names
-#define g_in4 x4
 #define x_fwd z
 #define dx y
 #define ddt_part aux
@@ -56,7 +55,7 @@ layout(push_constant) uniform Push {
     uint flags;   // SsdFlags (ssd_flags.glsl)
 } p;
 
-#define TC_ROW_DOTS (REVERSE != 0)   // REVERSE: x . r per row, the ddt parts (tc_row_partner, below)
+#define TC_ROW_PARTS   // REVERSE: x . r per row, the ddt parts (dx_epilogue, tc_row_partner below)
 #include "tc_product.glsl"
 
 const uint MAX_CHUNK = 256;
@@ -142,54 +141,99 @@ vec4 word_b(uint r, uint c) {
 }
 
 // Forward: skip connection and gate, y = (acc + D x) silu(z), and y before the gate when the backward needs it.
-// REVERSE: dx = dt_out r + D g (D only for an unshifted g: the host never folds D into a shifted run).
 void tc_element(uint i, uint j, float v) {
     const uint t = t0 + i;
     const uint pj = p0 + j;
-    if (t < span.len && pj < p.headdim) {
+    if (REVERSE == 0 && t < span.len && pj < p.headdim) {
         const uint o = ((b * p.seqlen + span_pos(span, t)) * p.nheads + head) * p.headdim + pj;
-        if (REVERSE == 0) {
-            if (SSD_HAS(p.flags, SSD_D_ANY)) {
-                v += D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * x[o];
-            }
-            if (SSD_HAS(p.flags, SSD_SAVE_UNGATED)) {
-                aux[o] = v;
-            }
-            if (SSD_HAS(p.flags, SSD_Z)) {
-                v *= silu(z[o]);
-            }
-            y[o] = v;
-        } else {
-            float w = dtq[t] * v;
-            if (G_SHIFT == 0 && SSD_HAS(p.flags, SSD_D_ANY)) {
-                w += D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * g_in[o];
-            }
-            dx[o] = SSD_HAS(p.flags, SSD_ACCUMULATE) ? dx[o] + w : w;
+        if (SSD_HAS(p.flags, SSD_D_ANY)) {
+            v += D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * x[o];
         }
+        if (SSD_HAS(p.flags, SSD_SAVE_UNGATED)) {
+            aux[o] = v;
+        }
+        if (SSD_HAS(p.flags, SSD_Z)) {
+            v *= silu(z[o]);
+        }
+        y[o] = v;
     }
 }
 
-// REVERSE's share of ddt, per row of the tile: x . r over the tile's columns (tc_product.glsl's row dots).
+// Rows of the tile inside the chunk, for the ddt parts (tc_row_dots_done).
 bool tc_row_partner(uint i, out uint base) {
     base = 0;
-    if (t0 + i >= span.len) {
-        return false;
-    }
-    base = ((b * p.seqlen + span_pos(span, t0 + i)) * p.nheads + head) * p.headdim + p0;
-    return true;
-}
-
-bool tc_partner(uint base, uint j, out float v) {
-    v = 0.0;
-    if (p0 + j >= p.headdim) {
-        return false;
-    }
-    v = x_fwd[base + j];
-    return true;
+    return t0 + i < span.len;
 }
 
 void tc_row_dot(uint i, float dot) {
     ddt_part[(cs + t0 + i) * tilesP + tileP] = dot;
+}
+
+// REVERSE's epilogue, a fragment at a time through each subgroup's staging area (tc_frag): dx = dt_out r + D g (D
+// only for an unshifted g: the host never folds D into a shifted run), and the ddt parts, x . r per row. Lane l owns
+// elements l, l + SG, ... of every fragment, and its reads of memory for all of them (g for D, the forward's x) are
+// issued before the first fragment is staged: the item waits on memory once here, not twice per fragment as
+// tc_epilogue with row dots would. (The forward keeps tc_epilogue: there the values held across cost it
+// workgroups an SM, docs/PERF.md.)
+const uint EP_SG = TC_THREADS / TC_SUBGROUPS;   // the subgroup size the host sized the workgroup with
+const uint EP_PER = TM * TN / EP_SG;
+
+void dx_epilogue(TC_ACC acc[TC_FRAGS]) {
+    const uint lane = gl_SubgroupInvocationID;
+    const uint wm0 = (gl_SubgroupID / TC_WARPS_N) * WM;
+    const uint wn0 = (gl_SubgroupID % TC_WARPS_N) * WN;
+    const uint at = gl_SubgroupID * TM * TN;
+    const bool hasD = G_SHIFT == 0 && SSD_HAS(p.flags, SSD_D_ANY);
+    float dg[TC_FRAGS * EP_PER];   // D g, 0 outside the problem
+    float xf[TC_FRAGS * EP_PER];   // the forward's x, 0 outside the problem
+    [[unroll]] for (uint f = 0; f < TC_FRAGS; ++f) {
+        [[unroll]] for (uint q = 0; q < EP_PER; ++q) {
+            const uint e = lane + q * EP_SG;
+            const uint t = t0 + wm0 + (f / TC_FRAGS_N) * TM + e / TN;
+            const uint pj = p0 + wn0 + (f % TC_FRAGS_N) * TN + e % TN;
+            dg[f * EP_PER + q] = 0.0;
+            xf[f * EP_PER + q] = 0.0;
+            if (t < span.len && pj < p.headdim) {
+                const uint o = ((b * p.seqlen + span_pos(span, t)) * p.nheads + head) * p.headdim + pj;
+                if (hasD) {
+                    dg[f * EP_PER + q] = D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * g_in[o];
+                }
+                xf[f * EP_PER + q] = x_fwd[o];
+            }
+        }
+    }
+    [[unroll]] for (uint f = 0; f < TC_FRAGS; ++f) {
+        const uint row0 = wm0 + (f / TC_FRAGS_N) * TM;
+        const uint col0 = wn0 + (f % TC_FRAGS_N) * TN;
+        coopMatStore(acc[f], tc_frag, at, TN, gl_CooperativeMatrixLayoutRowMajor);
+        subgroupMemoryBarrierShared();
+        subgroupBarrier();
+        [[unroll]] for (uint q = 0; q < EP_PER; ++q) {
+            const uint e = lane + q * EP_SG;
+            const uint t = t0 + row0 + e / TN;
+            const uint pj = p0 + col0 + e % TN;
+            const float v = tc_frag[at + e];
+            if (t < span.len && pj < p.headdim) {
+                const uint o = ((b * p.seqlen + span_pos(span, t)) * p.nheads + head) * p.headdim + pj;
+                const float w = dtq[t] * v + dg[f * EP_PER + q];
+                dx[o] = SSD_HAS(p.flags, SSD_ACCUMULATE) ? dx[o] + w : w;
+            }
+            tc_frag[at + e] = v * xf[f * EP_PER + q];   // this element's share of x . r (0 outside)
+        }
+        subgroupMemoryBarrierShared();
+        subgroupBarrier();
+        // Each row's products summed over the fragment's columns in a fixed order, each lane from its own column
+        // (rows TN apart share a bank when read together).
+        for (uint r = lane; r < TM; r += EP_SG) {
+            float dot = 0.0;
+            [[unroll]] for (uint c0 = 0; c0 < TN; ++c0) {
+                dot += tc_frag[at + r * TN + (c0 + r) % TN];
+            }
+            tc_row_parts[(row0 + r) * (BN / TN) + col0 / TN] = dot;
+        }
+        subgroupMemoryBarrierShared();
+        subgroupBarrier();
+    }
 }
 
 void main() {
@@ -247,8 +291,10 @@ void main() {
             set_slices();
             tc_product(acc, REVERSE != 0, false);
         }
-        tc_epilogue(acc);   // REVERSE: dx, and each fragment's row dots
-        if (REVERSE != 0) {
+        if (REVERSE == 0) {
+            tc_epilogue(acc);
+        } else {
+            dx_epilogue(acc);   // and each fragment's row dots
             tc_row_dots_done();
         }
     }
