@@ -265,6 +265,18 @@ public class TensorCoreGemmTests(GpuFixture gpu)
         return BitConverter.UInt32BitsToSingle(bits & 0xFFFF0000u);
     }
 
+    /// <summary>
+    /// v as fp32-fast's scaled f16 operands hold it: multiplied by a power of two, rounded to f16 and divided back, which
+    /// is v rounded to nearest even at f16's 11 significant bits wherever the scaled value is a normal f16 (every
+    /// element within 2^29 of its tensor's largest).
+    /// </summary>
+    public static float RoundScaledF16(float v)
+    {
+        var bits = BitConverter.SingleToUInt32Bits(v);
+        bits += 0xFFFu + ((bits >> 13) & 1);
+        return BitConverter.UInt32BitsToSingle(bits & 0xFFFFE000u);
+    }
+
     /// <summary>The power of two that maps max |x| into [2^14, 2^15) (shaders/include/operand_scale.glsl).</summary>
     public static float OperandScale(float absMax) =>
         absMax == 0 || !float.IsFinite(absMax) ? 1f : MathF.ScaleB(1f, Math.Clamp(15 - (MathF.ILogB(absMax) + 1), -126, 126));
