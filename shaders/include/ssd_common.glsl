@@ -32,6 +32,12 @@ float cs_diff(float hi_a, float lo_a, float hi_b, float lo_b) {
     return r;
 }
 
+// The backward's local state gradient of the walk's first chunk is used only to form d initial_states
+// (state_passing_bwd): chunk_state (GRAD) computes it, and state_passing_bwd reads it, only when that is asked for.
+bool first_chunk_state_grad_unused(uint c, uint flags) {
+    return c == 0u && !SSD_HAS(flags, SSD_D_INITIAL_STATES);
+}
+
 // A chunk as a kernel walks it. Mirrored, the walk runs the sequence backwards, so that a causal pass computes the
 // bidirectional reverse scan on the original tensors (no flipped copies): chunk c is the sequence's chunk
 // nchunks-1-c and its position k is the sequence position start + len - 1 - k. Per-position tensors are addressed

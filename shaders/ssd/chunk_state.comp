@@ -48,8 +48,8 @@ void main() {
         const uint tn = r % tilesN; r /= tilesN;
         const uint tp = r % tilesP; r /= tilesP;
         const uint c = r % p.nchunks; r /= p.nchunks;
-        if (GRAD != 0 && c == 0 && !SSD_HAS(p.flags, SSD_D_INITIAL_STATES)) {
-            continue;   // uniform: state_passing_bwd reads the first chunk's local gradient only for d initial_states
+        if (GRAD != 0 && first_chunk_state_grad_unused(c, p.flags)) {
+            continue;   // uniform
         }
         const uint head = r % p.nheads;
         const uint b = r / p.nheads;

@@ -5,8 +5,9 @@
 //   dstates[c] <- r                     the gradient of the state leaving chunk c (what dx and dB read)
 //   inner_part[c]   = S_in(c) . r         S_in(c) = the state entering chunk c (saved by the forward)
 //   r <- dstates_local[c] + exp(dA_cs[c][last]) r
-// and dinitial_states = r at the end (the only use of chunk 0's local gradient, which chunk_state computes only then). exp(dA_cs[c][last]) inner is the decay's share of the dA_cs gradient
-// (chunk_cumsum_bwd); inner_part is summed over this workgroup's slice of the p x n elements (fixed-order tree).
+// and dinitial_states = r at the end (the only use of chunk 0's local gradient: first_chunk_state_grad_unused).
+// exp(dA_cs[c][last]) inner is the decay's share of the dA_cs gradient (chunk_cumsum_bwd); inner_part is summed
+// over this workgroup's slice of the p x n elements (fixed-order tree).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
@@ -58,8 +59,7 @@ void main() {
                     const uint c = top - 1 - i;
                     const uint idx = ((b * p.nchunks + c) * p.nheads + head) * pn + k;
                     if (valid) {
-                        // Without d initial_states chunk_state left the first chunk's local gradient unwritten.
-                        own[i] = c > 0 || SSD_HAS(p.flags, SSD_D_INITIAL_STATES) ? dstates[idx] : 0.0;
+                        own[i] = first_chunk_state_grad_unused(c, p.flags) ? 0.0 : dstates[idx];   // unwritten then
                         st[i] = states[idx];
                     }
                     const uint len = chunk_span(c, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED)).len;

@@ -140,12 +140,17 @@ vec4 word_b(uint r, uint c) {
     return vec4(0.0);
 }
 
+// The index of (position t of the walk, column pj) in this head's per-position tensors (x, z, y; REVERSE's g, dx).
+uint at_tp(uint t, uint pj) {
+    return ((b * p.seqlen + span_pos(span, t)) * p.nheads + head) * p.headdim + pj;
+}
+
 // Forward: skip connection and gate, y = (acc + D x) silu(z), and y before the gate when the backward needs it.
 void tc_element(uint i, uint j, float v) {
     const uint t = t0 + i;
     const uint pj = p0 + j;
     if (REVERSE == 0 && t < span.len && pj < p.headdim) {
-        const uint o = ((b * p.seqlen + span_pos(span, t)) * p.nheads + head) * p.headdim + pj;
+        const uint o = at_tp(t, pj);
         if (SSD_HAS(p.flags, SSD_D_ANY)) {
             v += D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * x[o];
         }
@@ -194,7 +199,7 @@ void dx_epilogue(TC_ACC acc[TC_FRAGS]) {
             dg[f * EP_PER + q] = 0.0;
             xf[f * EP_PER + q] = 0.0;
             if (t < span.len && pj < p.headdim) {
-                const uint o = ((b * p.seqlen + span_pos(span, t)) * p.nheads + head) * p.headdim + pj;
+                const uint o = at_tp(t, pj);
                 if (hasD) {
                     dg[f * EP_PER + q] = D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * g_in[o];
                 }
@@ -214,7 +219,7 @@ void dx_epilogue(TC_ACC acc[TC_FRAGS]) {
             const uint pj = p0 + col0 + e % TN;
             const float v = tc_frag[at + e];
             if (t < span.len && pj < p.headdim) {
-                const uint o = ((b * p.seqlen + span_pos(span, t)) * p.nheads + head) * p.headdim + pj;
+                const uint o = at_tp(t, pj);
                 const float w = dtq[t] * v + dg[f * EP_PER + q];
                 dx[o] = SSD_HAS(p.flags, SSD_ACCUMULATE) ? dx[o] + w : w;
             }
