@@ -12,6 +12,8 @@
 // [2^14, 2^15) (operand_scale.glsl), divided out exactly when the slice's product joins the accumulators. Per
 // slice, because the SSD's operands (decayed C.B^T, decay-weighted x) span more than f16's range across a chunk.
 // Staging works in words of 4 elements (one 16-byte load, one 8-byte shared store of their bits), as tc/gemm_coopmat.comp.
+// A kernel may define TC_STAGED as a function of its own that tc_product calls after staging a slice, before the
+// barrier that publishes it: shared stores of its own that the barrier then publishes too.
 #ifndef MAMBA2_TC_PRODUCT_GLSL
 #define MAMBA2_TC_PRODUCT_GLSL
 
@@ -129,6 +131,9 @@ void tc_product(inout TC_ACC acc[TC_FRAGS], bool a_cols, bool b_cols) {
             tc_b[(w / b_row4) * b_stride4 + w % b_row4] = pack4(vb[q] * sb);
         }
     }
+#ifdef TC_STAGED
+    TC_STAGED();   // the kernel's own shared stores, published by the barrier below
+#endif
     barrier();
 
     const uint wm0 = (gl_SubgroupID / TC_WARPS_N) * WM;

@@ -56,6 +56,8 @@ layout(push_constant) uniform Push {
 } p;
 
 #define TC_ROW_PARTS   // REVERSE: x . r per row, the ddt parts (dx_epilogue, tc_row_partner below)
+void store_prologue();
+#define TC_STAGED store_prologue   // the item's first slice publishes the per-chunk arrays (main)
 #include "tc_product.glsl"
 
 const uint MAX_CHUNK = 256;
@@ -69,6 +71,44 @@ bool intra;   // which slices: the state term's (k0 over d_state) or the intra-c
 bool wholeP, wholeN, wholeQ;   // rows of x and g, of B, C and states, of cb start on 16-byte boundaries
 bool fastA, fastB;   // this slice's rows of A, of B, wholly inside memory: TC_WORD4 at atA, atB (set_slices)
 int atA, stepA, atB, stepB;
+
+// The item's per-chunk arrays, read into registers before its first slice and stored into shared memory by that
+// slice (store_prologue, before its barrier): the item waits on memory once for both, not twice. The state term's
+// slices, which may come first, read their decay factors from memory instead.
+const uint PRO = (MAX_CHUNK + TC_THREADS - 1) / TC_THREADS;
+float proA[PRO], proLo[PRO], proDt[PRO];
+uint proEnd;      // positions the arrays hold this item
+bool proPending;  // read, not yet stored
+
+void load_prologue(uint end) {
+    [[unroll]] for (uint q = 0; q < PRO; ++q) {
+        const uint s = gl_LocalInvocationID.x + q * TC_THREADS;
+        if (s < end) {
+            proA[q] = dA_cs[cs + s];
+            proLo[q] = dA_cs_lo[cs + s];
+            proDt[q] = dt_out[cs + s];
+        }
+    }
+    proEnd = end;
+    proPending = true;
+}
+
+// Safe without a barrier before it: every read of the arrays by the item before came before one of its barriers
+// (its slices' own, or tc_row_dots_done after dx_epilogue).
+void store_prologue() {
+    if (!proPending) {
+        return;
+    }
+    [[unroll]] for (uint q = 0; q < PRO; ++q) {
+        const uint s = gl_LocalInvocationID.x + q * TC_THREADS;
+        if (s < proEnd) {
+            dAq[s] = proA[q];
+            dAqLo[s] = proLo[q];
+            dtq[s] = proDt[q];
+        }
+    }
+    proPending = false;
+}
 
 // Causal rows of cb: element e of the word at column s of row t is cb[t, s + e] exp(dA_cs[t] - dA_cs[s + e]),
 // times dt_out[s + e] in the forward, and zero past t (where cb may be unwritten).
@@ -114,8 +154,8 @@ vec4 word_a(uint r, uint c) {
         }
         const vec4 v = fastA ? TC_WORD4(C4, atA, stepA, r, c)
             : TC_LOAD4(C, C4, ((b * p.seqlen + span_pos(span, s)) * p.ngroups + grp) * p.dstate + k0 + c, k0 + c, p.dstate, wholeN);
-        const uint last = span.len - 1;
-        return v * (REVERSE == 0 ? exp(dAq[s]) : exp(min(cs_diff(dAq[last], dAqLo[last], dAq[s], dAqLo[s]), 0.0)));
+        const uint last = cs + span.len - 1;   // from memory (load_prologue)
+        return v * (REVERSE == 0 ? exp(dA_cs[cs + s]) : exp(min(cs_diff(dA_cs[last], dA_cs_lo[last], dA_cs[cs + s], dA_cs_lo[cs + s]), 0.0)));
     }
     const uint t = REVERSE == 0 ? t0 + r : k0 + r;
     const uint s = REVERSE == 0 ? k0 + c : t0 + c;
@@ -242,7 +282,6 @@ void dx_epilogue(TC_ACC acc[TC_FRAGS]) {
 }
 
 void main() {
-    const uint tid = gl_LocalInvocationID.x;
     const uint tilesT = (p.chunk + BM - 1) / BM;
     tilesP = (p.headdim + BN - 1) / BN;
     const uint items = tilesT * tilesP * p.nchunks * p.batch * p.nheads;
@@ -272,13 +311,7 @@ void main() {
         // The other side's positions this tile reads: forward s <= t < min(t0 + BM, len); REVERSE t >= s, up to len.
         const uint kBegin = REVERSE == 0 ? 0 : t0 / BK * BK;
         const uint kEnd = REVERSE == 0 ? min(t0 + BM, span.len) : span.len;
-        barrier();   // the previous item's slices have read dAq
-        for (uint s = tid; s < kEnd; s += TC_THREADS) {
-            dAq[s] = dA_cs[cs + s];
-            dAqLo[s] = dA_cs_lo[cs + s];
-            dtq[s] = dt_out[cs + s];
-        }
-        barrier();
+        load_prologue(kEnd);
 
         TC_ACC acc[TC_FRAGS];
         tc_zero(acc);
@@ -287,6 +320,10 @@ void main() {
         // REVERSE, the gradient leaving its last chunk without a final-state gradient.
         const bool noState = REVERSE == 0 ? c == 0 && !SSD_HAS(p.flags, SSD_INITIAL_STATES)
                                           : c + 1 == p.nchunks && !SSD_HAS(p.flags, SSD_D_FINAL_STATES);
+        if (noState) {
+            store_prologue();
+            barrier();
+        }
         for (k0 = 0; k0 < (noState ? 0 : p.dstate); k0 += BK) {
             set_slices();
             tc_product(acc, false, true);
