@@ -44,8 +44,12 @@ const uint TC_B_PER = (TC_B_WORDS + TC_THREADS - 1) / TC_THREADS;
 const uint TC_A_TILE4 = BM * (BK / 4 + TC_PAD4) > BK * (BM / 4 + TC_PAD4) ? BM * (BK / 4 + TC_PAD4) : BK * (BM / 4 + TC_PAD4);
 const uint TC_B_TILE4 = BN * (BK / 4 + TC_PAD4) > BK * (BN / 4 + TC_PAD4) ? BN * (BK / 4 + TC_PAD4) : BK * (BN / 4 + TC_PAD4);
 
-shared uvec2 tc_a[TC_A_TILE4];   // operand_pack.glsl
-shared uvec2 tc_b[TC_B_TILE4];
+// The operand tiles (A at 0, B at TC_A_TILE4; operand_pack.glsl) and, once a tile's products are done, the
+// epilogue's per-subgroup fragment staging (tc_frag_*) share one array: on the H200 the SSD kernels' workgroups per
+// SM were bounded by shared memory, and the 8 KiB of a separate staging area cost them 15-25% (docs/PERF.md).
+const uint TC_AB_WORDS = TC_A_TILE4 + TC_B_TILE4;
+const uint TC_FRAG_WORDS = TC_SUBGROUPS * TM * TN / 2;   // fp32 elements, two to a word
+shared uvec2 tc_ab[TC_AB_WORDS > TC_FRAG_WORDS ? TC_AB_WORDS : TC_FRAG_WORDS];
 shared float tc_max[2 * TC_SUBGROUPS];
 
 vec4 word_a(uint r, uint c);
@@ -122,13 +126,13 @@ void tc_product(inout TC_ACC acc[TC_FRAGS], bool a_cols, bool b_cols) {
     [[unroll]] for (uint q = 0; q < TC_A_PER; ++q) {
         const uint w = tid + q * TC_THREADS;
         if (w < TC_A_WORDS) {
-            tc_a[(w / a_row4) * a_stride4 + w % a_row4] = pack4(va[q] * sa);
+            tc_ab[(w / a_row4) * a_stride4 + w % a_row4] = pack4(va[q] * sa);
         }
     }
     [[unroll]] for (uint q = 0; q < TC_B_PER; ++q) {
         const uint w = tid + q * TC_THREADS;
         if (w < TC_B_WORDS) {
-            tc_b[(w / b_row4) * b_stride4 + w % b_row4] = pack4(vb[q] * sb);
+            tc_ab[TC_A_TILE4 + (w / b_row4) * b_stride4 + w % b_row4] = pack4(vb[q] * sb);
         }
     }
 #ifdef TC_STAGED
@@ -150,18 +154,18 @@ void tc_product(inout TC_ACC acc[TC_FRAGS], bool a_cols, bool b_cols) {
         [[unroll]] for (uint i = 0; i < TC_FRAGS_M; ++i) {
             const uint r = wm0 + i * TM;
             if (a_cols) {
-                coopMatLoad(fa[i], tc_a, kk * a_stride4 + r / 4, a_stride4, gl_CooperativeMatrixLayoutColumnMajor);
+                coopMatLoad(fa[i], tc_ab, kk * a_stride4 + r / 4, a_stride4, gl_CooperativeMatrixLayoutColumnMajor);
             } else {
-                coopMatLoad(fa[i], tc_a, r * a_stride4 + kk / 4, a_stride4, gl_CooperativeMatrixLayoutRowMajor);
+                coopMatLoad(fa[i], tc_ab, r * a_stride4 + kk / 4, a_stride4, gl_CooperativeMatrixLayoutRowMajor);
             }
         }
         [[unroll]] for (uint j = 0; j < TC_FRAGS_N; ++j) {
             const uint c = wn0 + j * TN;
             coopmat<OPERAND, gl_ScopeSubgroup, TK, TN, gl_MatrixUseB> fb;
             if (b_cols) {
-                coopMatLoad(fb, tc_b, c * b_stride4 + kk / 4, b_stride4, gl_CooperativeMatrixLayoutColumnMajor);
+                coopMatLoad(fb, tc_ab, TC_A_TILE4 + c * b_stride4 + kk / 4, b_stride4, gl_CooperativeMatrixLayoutColumnMajor);
             } else {
-                coopMatLoad(fb, tc_b, kk * b_stride4 + c / 4, b_stride4, gl_CooperativeMatrixLayoutRowMajor);
+                coopMatLoad(fb, tc_ab, TC_A_TILE4 + kk * b_stride4 + c / 4, b_stride4, gl_CooperativeMatrixLayoutRowMajor);
             }
             [[unroll]] for (uint i = 0; i < TC_FRAGS_M; ++i) {
                 TC_INTO[i * TC_FRAGS_N + j] = coopMatMulAdd(fa[i], fb, TC_INTO[i * TC_FRAGS_N + j]);
@@ -184,7 +188,24 @@ void tc_product(inout TC_ACC acc[TC_FRAGS], bool a_cols, bool b_cols) {
 // with TC_ROW_DOTS, takes each staged fragment's row dots (below). Shared memory is kept this small on purpose: on
 // the H200 a 17 KiB output tile cut the workgroups an SM holds (docs/PERF.md). Each subgroup works alone; no
 // workgroup barrier.
-shared float tc_frag[TC_SUBGROUPS * TM * TN];
+// Element e of the staging area (each subgroup's at gl_SubgroupID * TM * TN, a fragment row-major), in tc_ab.
+float tc_frag_get(uint e) {
+    return uintBitsToFloat(tc_ab[e / 2][e % 2]);
+}
+
+void tc_frag_set(uint e, float v) {
+    tc_ab[e / 2][e % 2] = floatBitsToUint(v);
+}
+
+void tc_frag_store(TC_ACC acc, uint at) {
+    coopMatStore(acc, tc_ab, at / 2, TN / 2, gl_CooperativeMatrixLayoutRowMajor);
+}
+
+// Before an epilogue's first staging: every subgroup's last products have read the operand tiles it overwrites.
+// (The next slice's staging waits, in tc_product, for every subgroup's epilogue in turn.)
+void tc_frags_begin() {
+    barrier();
+}
 
 void tc_element(uint i, uint j, float v);
 
@@ -216,7 +237,7 @@ void tc_fragment_row_dots(uint row0, uint col0, uint at) {
                 const uint c = (c0 + q) % TN;
                 float v;
                 if (tc_partner(base, col0 + c, v)) {
-                    dot = fma(v, tc_frag[at + q * TN + c], dot);
+                    dot = fma(v, tc_frag_get(at + q * TN + c), dot);
                 }
             }
         }
@@ -247,13 +268,14 @@ void tc_epilogue(TC_ACC acc[TC_FRAGS]) {
     const uint wm0 = (gl_SubgroupID / TC_WARPS_N) * WM;
     const uint wn0 = (gl_SubgroupID % TC_WARPS_N) * WN;
     const uint at = gl_SubgroupID * TM * TN;
+    tc_frags_begin();
     [[unroll]] for (uint i = 0; i < TC_FRAGS_M; ++i) {
         [[unroll]] for (uint j = 0; j < TC_FRAGS_N; ++j) {
-            coopMatStore(acc[i * TC_FRAGS_N + j], tc_frag, at, TN, gl_CooperativeMatrixLayoutRowMajor);
+            tc_frag_store(acc[i * TC_FRAGS_N + j], at);
             subgroupMemoryBarrierShared();
             subgroupBarrier();
             for (uint e = gl_SubgroupInvocationID; e < TM * TN; e += gl_SubgroupSize) {
-                tc_element(wm0 + i * TM + e / TN, wn0 + j * TN + e % TN, tc_frag[at + e]);
+                tc_element(wm0 + i * TM + e / TN, wn0 + j * TN + e % TN, tc_frag_get(at + e));
             }
 #ifdef TC_ROW_DOTS
             if (TC_ROW_DOTS) {

@@ -214,7 +214,7 @@ void tc_row_dot(uint i, float dot) {
     ddt_part[(cs + t0 + i) * tilesP + tileP] = dot;
 }
 
-// REVERSE's epilogue, a fragment at a time through each subgroup's staging area (tc_frag): dx = dt_out r + D g (D
+// REVERSE's epilogue, a fragment at a time through each subgroup's staging area (tc_frag_*): dx = dt_out r + D g (D
 // only for an unshifted g: the host never folds D into a shifted run), and the ddt parts, x . r per row. Lane l owns
 // elements l, l + SG, ... of every fragment, and its reads of memory for all of them (g for D, the forward's x) are
 // issued before the first fragment is staged: the item waits on memory once here, not twice per fragment as
@@ -247,23 +247,24 @@ void dx_epilogue(TC_ACC acc[TC_FRAGS]) {
             }
         }
     }
+    tc_frags_begin();
     [[unroll]] for (uint f = 0; f < TC_FRAGS; ++f) {
         const uint row0 = wm0 + (f / TC_FRAGS_N) * TM;
         const uint col0 = wn0 + (f % TC_FRAGS_N) * TN;
-        coopMatStore(acc[f], tc_frag, at, TN, gl_CooperativeMatrixLayoutRowMajor);
+        tc_frag_store(acc[f], at);
         subgroupMemoryBarrierShared();
         subgroupBarrier();
         [[unroll]] for (uint q = 0; q < EP_PER; ++q) {
             const uint e = lane + q * EP_SG;
             const uint t = t0 + row0 + e / TN;
             const uint pj = p0 + col0 + e % TN;
-            const float v = tc_frag[at + e];
+            const float v = tc_frag_get(at + e);
             if (t < span.len && pj < p.headdim) {
                 const uint o = at_tp(t, pj);
                 const float w = dtq[t] * v + dg[f * EP_PER + q];
                 dx[o] = SSD_HAS(p.flags, SSD_ACCUMULATE) ? dx[o] + w : w;
             }
-            tc_frag[at + e] = v * xf[f * EP_PER + q];   // this element's share of x . r (0 outside)
+            tc_frag_set(at + e, v * xf[f * EP_PER + q]);   // this element's share of x . r (0 outside)
         }
         subgroupMemoryBarrierShared();
         subgroupBarrier();
@@ -272,7 +273,7 @@ void dx_epilogue(TC_ACC acc[TC_FRAGS]) {
         for (uint r = lane; r < TM; r += EP_SG) {
             float dot = 0.0;
             [[unroll]] for (uint c0 = 0; c0 < TN; ++c0) {
-                dot += tc_frag[at + r * TN + (c0 + r) % TN];
+                dot += tc_frag_get(at + r * TN + (c0 + r) % TN);
             }
             tc_row_parts[(row0 + r) * (BN / TN) + col0 / TN] = dot;
         }

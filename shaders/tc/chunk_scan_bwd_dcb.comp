@@ -162,10 +162,11 @@ void main() {
             }
 
             // Per fragment: weight, add to the heads' sum, X into the staging area, then its row and column sums.
+            tc_frags_begin();
             [[unroll]] for (uint f = 0; f < TC_FRAGS; ++f) {
                 const uint row0 = wm0 + (f / TC_FRAGS_N) * TM;
                 const uint col0 = wn0 + (f % TC_FRAGS_N) * TN;
-                coopMatStore(acc[f], tc_frag, at, TN, gl_CooperativeMatrixLayoutRowMajor);
+                tc_frag_store(acc[f], at);
                 subgroupMemoryBarrierShared();
                 subgroupBarrier();
                 [[unroll]] for (uint q = 0; q < PER; ++q) {
@@ -174,10 +175,10 @@ void main() {
                     const uint j = col0 + e % TN;
                     float m = 0.0;
                     if (s0 + j <= t0 + i && t0 + i < span.len) {
-                        m = tc_frag[at + e] * exp(min(cs_diff(dAt[i], dAtLo[i], dAs[j], dAsLo[j]), 0.0)) * dts[j];
+                        m = tc_frag_get(at + e) * exp(min(cs_diff(dAt[i], dAtLo[i], dAs[j], dAsLo[j]), 0.0)) * dts[j];
                     }
                     sum[f * PER + q] += m;
-                    tc_frag[at + e] = m * cbr[f * PER + q];   // zero unless s < t
+                    tc_frag_set(at + e, m * cbr[f * PER + q]);   // zero unless s < t
                 }
                 subgroupMemoryBarrierShared();
                 subgroupBarrier();
@@ -186,12 +187,12 @@ void main() {
                     if (u < TM) {
                         // Each lane from its own column: rows TN apart share a bank when read together.
                         [[unroll]] for (uint k = 0; k < TN; ++k) {
-                            v += tc_frag[at + u * TN + (k + u) % TN];
+                            v += tc_frag_get(at + u * TN + (k + u) % TN);
                         }
                         leftPart[(row0 + u) * (BN / TN) + col0 / TN] = v;
                     } else {
                         [[unroll]] for (uint k = 0; k < TM; ++k) {
-                            v += tc_frag[at + k * TN + u - TM];
+                            v += tc_frag_get(at + k * TN + u - TM);
                         }
                         belowPart[(col0 + u - TM) * (BM / TM) + row0 / TM] = v;
                     }

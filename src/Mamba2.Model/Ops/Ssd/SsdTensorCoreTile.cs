@@ -41,7 +41,7 @@ internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uin
     {
         static uint Tile(uint rows, uint k) => Math.Max(rows * ((k / 4) + 2), k * ((rows / 4) + 2)) * 8;   // words of 4 operands, padded
         var subgroups = BM / WM * (BN / WN);
-        var common = Tile(BM, BK) + Tile(BN, BK) + (subgroups * TM * TN * 4) + (2 * subgroups * 4);
+        var common = Math.Max(Tile(BM, BK) + Tile(BN, BK), subgroups * TM * TN * 4) + (2 * subgroups * 4);   // tiles and staging share
         var scan = (3 * MaxChunk) + (BM * (BN / TN));
         var dcb = (2 * BM) + (3 * BN) + (BM * (BN / TN)) + (BN * (BM / TM));
         var dbc = (DbcHeads * BM) + (stageW ? BM * BN : 0) + (BM * (BN / TN));
