@@ -11,7 +11,7 @@
 // scale); otherwise to f16 after multiplying each slice by the power of two that maps its largest |x| into
 // [2^14, 2^15) (operand_scale.glsl), divided out exactly when the slice's product joins the accumulators. Per
 // slice, because the SSD's operands (decayed C.B^T, decay-weighted x) span more than f16's range across a chunk.
-// Staging works in words of 4 elements (one 16-byte load, one 8-byte shared store of their bits), as tc/gemm_coopmat.comp.
+// Staging works in words of 4 elements (one 16-byte load, the bits in two 32-bit shared cells), as the GEMM does.
 // A kernel may define TC_STAGED as a function of its own that tc_product calls after staging a slice, before the
 // barrier that publishes it: shared stores of its own that the barrier then publishes too.
 #ifndef MAMBA2_TC_PRODUCT_GLSL
@@ -48,8 +48,15 @@ const uint TC_B_TILE4 = BN * (BK / 4 + TC_PAD4) > BK * (BN / 4 + TC_PAD4) ? BN *
 // epilogue's per-subgroup fragment staging (tc_frag_*) share one array: on the H200 the SSD kernels' workgroups per
 // SM were bounded by shared memory, and the 8 KiB of a separate staging area cost them 15-25% (docs/PERF.md).
 const uint TC_AB_WORDS = TC_A_TILE4 + TC_B_TILE4;
-const uint TC_FRAG_WORDS = TC_SUBGROUPS * TM * TN / 2;   // fp32 elements, two to a word
-shared uvec2 tc_ab[TC_AB_WORDS > TC_FRAG_WORDS ? TC_AB_WORDS : TC_FRAG_WORDS];
+const uint TC_FRAG_WORDS = TC_SUBGROUPS * TM * TN / 2;   // in words of 8 bytes, as the tiles
+shared uint tc_ab[2 * (TC_AB_WORDS > TC_FRAG_WORDS ? TC_AB_WORDS : TC_FRAG_WORDS)];   // 32-bit cells (docs/PERF.md)
+
+// Word w of the operand tiles (4 operands' bits, operand_pack.glsl).
+void tc_store_word(uint w, uvec2 v) {
+    tc_ab[2 * w] = v.x;
+    tc_ab[2 * w + 1] = v.y;
+}
+
 shared float tc_max[2 * TC_SUBGROUPS];
 
 vec4 word_a(uint r, uint c);
@@ -126,13 +133,13 @@ void tc_product(inout TC_ACC acc[TC_FRAGS], bool a_cols, bool b_cols) {
     [[unroll]] for (uint q = 0; q < TC_A_PER; ++q) {
         const uint w = tid + q * TC_THREADS;
         if (w < TC_A_WORDS) {
-            tc_ab[(w / a_row4) * a_stride4 + w % a_row4] = pack4(va[q] * sa);
+            tc_store_word((w / a_row4) * a_stride4 + w % a_row4, pack4(va[q] * sa));
         }
     }
     [[unroll]] for (uint q = 0; q < TC_B_PER; ++q) {
         const uint w = tid + q * TC_THREADS;
         if (w < TC_B_WORDS) {
-            tc_ab[TC_A_TILE4 + (w / b_row4) * b_stride4 + w % b_row4] = pack4(vb[q] * sb);
+            tc_store_word(TC_A_TILE4 + (w / b_row4) * b_stride4 + w % b_row4, pack4(vb[q] * sb));
         }
     }
 #ifdef TC_STAGED
@@ -154,18 +161,18 @@ void tc_product(inout TC_ACC acc[TC_FRAGS], bool a_cols, bool b_cols) {
         [[unroll]] for (uint i = 0; i < TC_FRAGS_M; ++i) {
             const uint r = wm0 + i * TM;
             if (a_cols) {
-                coopMatLoad(fa[i], tc_ab, kk * a_stride4 + r / 4, a_stride4, gl_CooperativeMatrixLayoutColumnMajor);
+                coopMatLoad(fa[i], tc_ab, 2 * (kk * a_stride4 + r / 4), 2 * a_stride4, gl_CooperativeMatrixLayoutColumnMajor);
             } else {
-                coopMatLoad(fa[i], tc_ab, r * a_stride4 + kk / 4, a_stride4, gl_CooperativeMatrixLayoutRowMajor);
+                coopMatLoad(fa[i], tc_ab, 2 * (r * a_stride4 + kk / 4), 2 * a_stride4, gl_CooperativeMatrixLayoutRowMajor);
             }
         }
         [[unroll]] for (uint j = 0; j < TC_FRAGS_N; ++j) {
             const uint c = wn0 + j * TN;
             coopmat<OPERAND, gl_ScopeSubgroup, TK, TN, gl_MatrixUseB> fb;
             if (b_cols) {
-                coopMatLoad(fb, tc_ab, TC_A_TILE4 + c * b_stride4 + kk / 4, b_stride4, gl_CooperativeMatrixLayoutColumnMajor);
+                coopMatLoad(fb, tc_ab, 2 * (TC_A_TILE4 + c * b_stride4 + kk / 4), 2 * b_stride4, gl_CooperativeMatrixLayoutColumnMajor);
             } else {
-                coopMatLoad(fb, tc_ab, TC_A_TILE4 + kk * b_stride4 + c / 4, b_stride4, gl_CooperativeMatrixLayoutRowMajor);
+                coopMatLoad(fb, tc_ab, 2 * (TC_A_TILE4 + kk * b_stride4 + c / 4), 2 * b_stride4, gl_CooperativeMatrixLayoutRowMajor);
             }
             [[unroll]] for (uint i = 0; i < TC_FRAGS_M; ++i) {
                 TC_INTO[i * TC_FRAGS_N + j] = coopMatMulAdd(fa[i], fb, TC_INTO[i * TC_FRAGS_N + j]);
@@ -190,15 +197,15 @@ void tc_product(inout TC_ACC acc[TC_FRAGS], bool a_cols, bool b_cols) {
 // workgroup barrier.
 // Element e of the staging area (each subgroup's at gl_SubgroupID * TM * TN, a fragment row-major), in tc_ab.
 float tc_frag_get(uint e) {
-    return uintBitsToFloat(tc_ab[e / 2][e % 2]);
+    return uintBitsToFloat(tc_ab[e]);
 }
 
 void tc_frag_set(uint e, float v) {
-    tc_ab[e / 2][e % 2] = floatBitsToUint(v);
+    tc_ab[e] = floatBitsToUint(v);
 }
 
 void tc_frag_store(TC_ACC acc, uint at) {
-    coopMatStore(acc, tc_ab, at / 2, TN / 2, gl_CooperativeMatrixLayoutRowMajor);
+    coopMatStore(acc, tc_ab, at, TN, gl_CooperativeMatrixLayoutRowMajor);
 }
 
 // Before an epilogue's first staging: every subgroup's last products have read the operand tiles it overwrites.
