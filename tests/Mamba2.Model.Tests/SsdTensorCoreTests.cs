@@ -122,7 +122,7 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         }
 
         var narrow = SsdTensorCoreTiles.Choose(caps, bf16: false, (int)scan.BN)!;
-        Assert.Equal(new SsdTensorCoreTiles(scan, scan, scan), narrow);
+        Assert.Equal(new SsdTensorCoreTiles(scan, scan, scan, scan), narrow);   // fp32-fast's forward chunk_scan too
         var wide = SsdTensorCoreTiles.Choose(caps, bf16: false, (int)scan.BN + 1)!;
         Assert.Equal(scan, wide.Scan);
         Assert.Equal(scan, wide.State);   // fp32-fast's chunk_state stays narrow
@@ -132,7 +132,16 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         }
 
         var forced = SsdTensorCoreTiles.Choose(caps, bf16: false, (int)scan.BN + 1, "dbc=" + Text(scan))!;
-        Assert.Equal(new SsdTensorCoreTiles(scan, scan, scan), forced);
+        Assert.Equal(new SsdTensorCoreTiles(scan, scan, scan, scan), forced);
+        var y = SsdTensorCoreTiles.Choose(caps, bf16: false, (int)scan.BN, "scan=" + Text(scan with { BK = 2 * scan.BK }) + ";y=" + Text(scan))!;
+        Assert.Equal(new SsdTensorCoreTiles(scan with { BK = 2 * scan.BK }, scan, scan, scan), y);
+        if (SsdTensorCoreTile.Default(caps, bf16: true) is { } b16)
+        {
+            // bf16's forward chunk_scan: twice as tall, on twice the subgroups, where that fits
+            var tall = b16 with { BM = 2 * b16.BM, Threads = 2 * b16.Threads };
+            Assert.Equal(tall.Fits(caps) ? tall : b16, SsdTensorCoreTiles.Choose(caps, bf16: true, (int)b16.BN)!.Y);
+        }
+
         static string Text(SsdTensorCoreTile t) => $"{t.BM},{t.BN},{t.BK},{t.WM},{t.WN}";
     }
 
@@ -153,15 +162,15 @@ public class SsdTensorCoreTests(GpuFixture gpu)
             }
 
             var narrow = SsdTensorCoreTiles.Choose(caps, precision == Precision.Bf16, 1)!;
-            Assert.StartsWith($"SSD {name}: scan {narrow.Scan}, state {narrow.State}, dbc {narrow.Dbc}", line);
+            Assert.StartsWith($"SSD {name}: scan {narrow.Scan}, state {narrow.State}, dbc {narrow.Dbc}, y {narrow.Y}", line);
             var wide = SsdTensorCoreTiles.Choose(caps, precision == Precision.Bf16, (int)narrow.Scan.BN + 1)!;
-            Assert.Equal(wide != narrow, line.Contains($"; d_state above {narrow.Scan.BN}: scan {wide.Scan}, state {wide.State}, dbc {wide.Dbc}"));
+            Assert.Equal(wide != narrow, line.Contains($"; d_state above {narrow.Scan.BN}: scan {wide.Scan}, state {wide.State}, dbc {wide.Dbc}, y {wide.Y}"));
         }
     }
 
     /// <summary>
-    /// Each family at its own tile (d_state-wide dC/dB and chunk_state, a narrow scan): the gradients of a forward and
-    /// backward that both take them.
+    /// Each family at its own tile (d_state-wide dC/dB and chunk_state, a narrow scan, a taller forward chunk_scan): the
+    /// gradients of a forward and backward that both take them.
     /// </summary>
     [Theory]
     [InlineData("state-128")]
@@ -177,7 +186,7 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         }
 
         var (m, n, k) = (scan.TM, scan.TN, scan.TK);
-        var tile = $"scan={2 * m},{4 * n},{2 * k},{m},{n};state={4 * m},{4 * n},{2 * k},{2 * m},{2 * n};dbc={4 * m},{8 * n},{2 * k},{2 * m},{2 * n}";
+        var tile = $"scan={2 * m},{4 * n},{2 * k},{m},{n};state={4 * m},{4 * n},{2 * k},{2 * m},{2 * n};dbc={4 * m},{8 * n},{2 * k},{2 * m},{2 * n};y={8 * m},{4 * n},{4 * k},{2 * m},{n}";
         using var tuning = OpTuning.Override(Device, t => t with { TensorCoreTile = tile });
         SsdBackwardTests.Verify(Device, c, SsdPath.Auto, Precision.Fp32Fast, hasDFinal, seed, $"tiles {tile} seed {seed}");
     }

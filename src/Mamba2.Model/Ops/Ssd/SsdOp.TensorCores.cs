@@ -90,7 +90,8 @@ public static partial class SsdOp
         var mirrored = SsdFlags.Mirrored.If(o.Mirrored);
         var flags = SsdFlagsExtensions.ForD(o.D) | (o.Z is null ? SsdFlags.None : SsdFlags.Z | SsdFlags.SaveUngated) | mirrored
             | SsdFlags.InitialStates.If(o.InitialStates is not null);   // without, chunk 0 has no state term
-        st.Dispatch(device.GetKernel(Shaders.ChunkScanTc(bf16), t.ScanSpec(reverse: false, gShift: 0)), (Shaders.Groups(device, t.Tiles(q, p) * nc * b * h), 1, 1),
+        var y = tiles.Y;
+        st.Dispatch(device.GetKernel(Shaders.ChunkScanTc(bf16), y.ScanSpec(reverse: false, gShift: 0)), (Shaders.Groups(device, y.Tiles(q, p) * nc * b * h), 1, 1),
             new ScanPush(b, l, h, g, p, n, q, nc, flags),
             pc.Of(x), pc.Of(C), cb, pc.Of(r.ChunkStates), pc.Of(r.DtOut), pc.Of(r.DACumsum), (o.D ?? A).Buffer, pc.Of(o.Z ?? x), pc.Of(r.Y),
             pc.Of(r.YBeforeGate ?? r.Y), pc.Of(r.DACumsumLo));
