@@ -46,7 +46,7 @@ const uint TC_B_TILE4 = BN * (BK / 4 + TC_PAD4) > BK * (BN / 4 + TC_PAD4) ? BN *
 
 // The operand tiles (A at 0, B at TC_A_TILE4; operand_pack.glsl) and, once a tile's products are done, the
 // epilogue's per-subgroup fragment staging (tc_frag_*) share one array: on the H200 the SSD kernels' workgroups per
-// SM were bounded by shared memory, and the 8 KiB of a separate staging area cost them 15-25% (docs/PERF.md).
+// SM were bounded by shared memory, and the 8 KiB of a separate staging area cost them 15-27% (docs/PERF.md).
 const uint TC_AB_WORDS = TC_A_TILE4 + TC_B_TILE4;
 const uint TC_FRAG_WORDS = TC_SUBGROUPS * TM * TN / 2;   // in words of 8 bytes, as the tiles
 shared uint tc_ab[2 * (TC_AB_WORDS > TC_FRAG_WORDS ? TC_AB_WORDS : TC_FRAG_WORDS)];   // 32-bit cells (docs/PERF.md)
@@ -193,8 +193,9 @@ void tc_product(inout TC_ACC acc[TC_FRAGS], bool a_cols, bool b_cols) {
 // The epilogue, fragment by fragment through a small staging area per subgroup (KHR fragments do not expose their
 // elements' coordinates): calls the kernel's tc_element(i, j, v) for every element (i, j) of the BM x BN tile and,
 // with TC_ROW_DOTS, takes each staged fragment's row dots (below). Shared memory is kept this small on purpose: on
-// the H200 a 17 KiB output tile cut the workgroups an SM holds (docs/PERF.md). Each subgroup works alone; no
-// workgroup barrier.
+// the H200 a 17 KiB output tile cut the workgroups an SM holds (docs/PERF.md). After one workgroup barrier
+// (tc_frags_begin: the staging area is the operand tiles' memory) each subgroup works alone.
+
 // Element e of the staging area (each subgroup's at gl_SubgroupID * TM * TN, a fragment row-major), in tc_ab.
 float tc_frag_get(uint e) {
     return uintBitsToFloat(tc_ab[e]);
