@@ -192,6 +192,30 @@ public class SsdTensorCoreTests(GpuFixture gpu)
     }
 
     /// <summary>
+    /// A tile whose epilogue staging (a fragment per subgroup, 16 subgroups) is larger than its operand tiles (a K
+    /// slice of one fragment): the shared array they share is sized by the staging. Forward and backward, every family.
+    /// </summary>
+    [Fact]
+    public void StagingLargerThanTheOperandTilesMatches()
+    {
+        var seed = TestMath.NewSeed();
+        var (c, hasDFinal) = SsdBackwardTests.MakeCase("all-options", new Random(seed));
+        if (SsdTensorCoreTile.Default(Device.Capabilities, bf16: false) is not { } scan || SsdOp.WhyNot(Device, Precision.Fp32Fast) is not null)
+        {
+            return;
+        }
+
+        var (m, n, k) = (scan.TM, scan.TN, scan.TK);
+        var tile = $"{4 * m},{4 * n},{k},{m},{n}";
+        var forced = SsdTensorCoreTile.Parse(Device.Capabilities, bf16: false, tile, "the test's tile")!;
+        var tiles = (Math.Max(4 * m * ((k / 4) + 2), k * ((4 * m / 4) + 2)) + Math.Max(4 * n * ((k / 4) + 2), k * ((4 * n / 4) + 2))) * 8;
+        Assert.True(16 * m * n * 4 > tiles, $"staging {16 * m * n * 4} bytes, tiles {tiles}");
+        Assert.Equal(16u, forced.Threads / Device.Capabilities.SubgroupSize);
+        using var tuning = OpTuning.Override(Device, t => t with { TensorCoreTile = tile });
+        SsdBackwardTests.Verify(Device, c, SsdPath.Auto, Precision.Fp32Fast, hasDFinal, seed, $"tile {tile} seed {seed}");
+    }
+
+    /// <summary>
     /// dB and dC where shared memory has no room for their W tile (a 64 x 64 tile on a device with 32 KiB, as
     /// lavapipe): W is read from memory for the row dots. Elsewhere the device holds it and this is that tile's backward.
     /// </summary>
