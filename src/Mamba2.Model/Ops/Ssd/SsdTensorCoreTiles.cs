@@ -4,9 +4,10 @@ namespace Mamba2.Model.Ops.Ssd;
 
 /// <summary>
 /// The tiles of the SSD's tensor-core kernels, one per family: Scan (chunk_cb and the backward's dx, dcb), Y (the
-/// forward's chunk_scan), State (chunk_state forward and backward) and Dbc (the backward's dC and dB from dcb). A family whose
-/// products run over d_state as an output dimension takes a tile twice the default's width where d_state is wider
-/// than the default tile: each of its workgroups then walks the heads (Dbc) or reads x (State) half as often.
+/// forward's chunk_scan), State (chunk_state forward and backward) and Dbc (the backward's dC and dB from dcb). A
+/// family whose products run over d_state as an output dimension takes a tile twice the default's width where
+/// d_state is wider than the default tile: each of its workgroups then walks the heads (Dbc) or reads x (State) half
+/// as often.
 /// </summary>
 internal sealed record SsdTensorCoreTiles(SsdTensorCoreTile Scan, SsdTensorCoreTile State, SsdTensorCoreTile Dbc, SsdTensorCoreTile Y)
 {
