@@ -52,6 +52,28 @@ public class DeviceCeilingsTests(GpuFixture gpu)
     }
 
     [Fact]
+    public void SharedMemoryOccupancyTimesEachSizeAndChecksItsChains()
+    {
+        // Measure checks where each size's invocations end against the host's walk of the chain and throws when
+        // one differs.
+        var max = gpu.Device.Capabilities.MaxSharedMemoryBytes;
+        var points = SharedMemoryOccupancy.Measure(gpu.Device, [0, 4096, max], repeats: 1);
+        Assert.Equal([0u, 4096u, max], points.Select(p => p.Bytes));
+        Assert.All(points, p => Assert.True(p.Ms > 0 && double.IsFinite(p.Ms) && p.Relative > 0, $"{p}"));
+        Assert.Equal(1.0, points[0].Relative);
+        Assert.Throws<ArgumentOutOfRangeException>(() => SharedMemoryOccupancy.Measure(gpu.Device, [max + 4]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => SharedMemoryOccupancy.Measure(gpu.Device, []));
+
+        // The chain is one cycle through every entry.
+        var next = SharedMemoryOccupancy.Chain(64);
+        var seen = new HashSet<uint>();
+        for (uint i = 0, k = 0; k < 64; k++, i = next[i])
+        {
+            Assert.True(seen.Add(i), $"entry {i} twice");
+        }
+    }
+
+    [Fact]
     public void SharedFedBlockCountsItsTilesInSixteenBitOperands()
     {
         var shape = new CooperativeMatrixShape(16, 16, 16, "f16", "f16", "f32", "f32");

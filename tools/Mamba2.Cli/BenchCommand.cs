@@ -61,6 +61,7 @@ internal static class BenchCommand
         bench.Subcommands.Add(SsdBenchCommand.Create());
         bench.Subcommands.Add(TrainStepBenchCommand.Create());
         bench.Subcommands.Add(TensorCoreBenchCommand.Create());
+        bench.Subcommands.Add(SharedMemoryBenchCommand.Create());
         return bench;
     }
 
