@@ -260,9 +260,7 @@ public class TensorCoreGemmTests(GpuFixture gpu)
             return (float)(Half)v;
         }
 
-        var bits = BitConverter.SingleToUInt32Bits(v);
-        bits += 0x7FFFu + ((bits >> 16) & 1);
-        return BitConverter.UInt32BitsToSingle(bits & 0xFFFF0000u);
+        return KeepSignificantBits(v, 8);
     }
 
     /// <summary>
@@ -270,11 +268,15 @@ public class TensorCoreGemmTests(GpuFixture gpu)
     /// is v rounded to nearest even at f16's 11 significant bits wherever the scaled value is a normal f16 (every
     /// element within 2^29 of its tensor's largest).
     /// </summary>
-    public static float RoundScaledF16(float v)
+    public static float RoundScaledF16(float v) => KeepSignificantBits(v, 11);
+
+    /// <summary>v rounded to nearest even at <paramref name="bits"/> significant bits (fp32's exponent kept).</summary>
+    private static float KeepSignificantBits(float v, int bits)
     {
-        var bits = BitConverter.SingleToUInt32Bits(v);
-        bits += 0xFFFu + ((bits >> 13) & 1);
-        return BitConverter.UInt32BitsToSingle(bits & 0xFFFFE000u);
+        var dropped = 24 - bits;
+        var u = BitConverter.SingleToUInt32Bits(v);
+        u += (1u << (dropped - 1)) - 1 + ((u >> dropped) & 1);
+        return BitConverter.UInt32BitsToSingle(u & ~((1u << dropped) - 1));
     }
 
     /// <summary>The power of two that maps max |x| into [2^14, 2^15) (shaders/include/operand_scale.glsl).</summary>
