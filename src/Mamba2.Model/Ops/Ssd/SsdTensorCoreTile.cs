@@ -37,11 +37,18 @@ internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uin
     /// <summary>Whether chunk_scan_bwd_dbc holds its BM x BN W tile in shared memory on this device (else it reads W from memory).</summary>
     public bool StagesW(DeviceCapabilities caps) => SharedBytesWith(stageW: true) <= caps.MaxSharedMemoryBytes;
 
+    /// <summary>Bytes of the shared A and B slices (words of 4 operands, padded rows, room for either layout).</summary>
+    internal uint OperandTileBytes => Tile(BM, BK) + Tile(BN, BK);
+
+    /// <summary>Bytes of the epilogue's fragment staging, one fp32 fragment a subgroup (in the operand tiles' memory).</summary>
+    internal uint StagingBytes => BM / WM * (BN / WN) * TM * TN * 4;
+
+    private static uint Tile(uint rows, uint k) => Math.Max(rows * ((k / 4) + 2), k * ((rows / 4) + 2)) * 8;
+
     private uint SharedBytesWith(bool stageW)
     {
-        static uint Tile(uint rows, uint k) => Math.Max(rows * ((k / 4) + 2), k * ((rows / 4) + 2)) * 8;   // words of 4 operands, padded
         var subgroups = BM / WM * (BN / WN);
-        var common = Math.Max(Tile(BM, BK) + Tile(BN, BK), subgroups * TM * TN * 4) + (2 * subgroups * 4);   // tiles and staging share
+        var common = Math.Max(OperandTileBytes, StagingBytes) + (2 * subgroups * 4);   // tiles and staging share
         var scan = (3 * MaxChunk) + (BM * (BN / TN));
         var dcb = (2 * BM) + (3 * BN) + (BM * (BN / TN)) + (BN * (BM / TM));
         var dbc = (DbcHeads * BM) + (stageW ? BM * BN : 0) + (BM * (BN / TN));
