@@ -60,22 +60,25 @@ public class LinearCrossEntropyTests(GpuFixture gpu)
         return (logits, loss / count, dh, dw);
     }
 
-    public static TheoryData<Precision, long> Cases => new()
+    // An even vocabulary lets the row pass write the 16-bit products' operands itself; an odd one is packed after it.
+    public static TheoryData<Precision, long, int> Cases => new()
     {
-        { Precision.Fp32, 40_000 },                          // blocks of 64 rows and a 9-row tail
-        { Precision.Fp32, LinearCrossEntropy.DefaultBlockBytes },   // one block
-        { Precision.Fp32Fast, 40_000 },
-        { Precision.Bf16, 40_000 },
+        { Precision.Fp32, 40_000, 131 },                          // blocks of 64 rows and a 9-row tail
+        { Precision.Fp32, LinearCrossEntropy.DefaultBlockBytes, 132 },   // one block
+        { Precision.Fp32Fast, 40_000, 131 },
+        { Precision.Fp32Fast, 40_000, 132 },
+        { Precision.Bf16, 40_000, 131 },
+        { Precision.Bf16, 40_000, 132 },
     };
 
     [Theory]
     [MemberData(nameof(Cases))]
-    public void LossGradientsAndPredictionsMatchTheReference(Precision precision, long blockBytes)
+    public void LossGradientsAndPredictionsMatchTheReference(Precision precision, long blockBytes, int vocab)
     {
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
-        const int b = 3, l = 67, d = 24, vocab = 131;
-        var what = $"{precision.Name()} block {blockBytes} seed {seed}";
+        const int b = 3, l = 67, d = 24;
+        var what = $"{precision.Name()} block {blockBytes} vocab {vocab} seed {seed}";
         var hv = TestMath.Uniform(rng, b * l * d, -1, 1);
         var wv = TestMath.Uniform(rng, vocab * d, -1, 1);
         if (precision == Precision.Bf16)
@@ -166,6 +169,21 @@ public class LinearCrossEntropyTests(GpuFixture gpu)
         Assert.True(float.IsNaN(result.Loss.ToArray()[0]));
         Assert.All(result.DHidden!.ToArray(), v => Assert.Equal(0f, v));
         Assert.All(result.DWeight!.ToArray(), v => Assert.Equal(0f, v));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void ARowOfNaNMakesTheLossNaNAndPredictsZeroAsArgmaxRows(bool gradients)
+    {
+        // Row 1's hidden state is NaN, so are its logits: PyTorch's mean loss is NaN; argmax_rows's answer for an
+        // all-NaN row is 0, and a NaN never wins elsewhere.
+        using var hidden = Tensor.FromArray(Device, "hidden", [1f, 2f, float.NaN, 0f, -3f, 1f], 3, 2);
+        using var weight = Tensor.FromArray(Device, "weight", [1f, 0f, 0f, 1f, 1f, 1f, -1f, 0f], 4, 2);
+        using var targets = IndexTensor.FromArray(Device, "targets", [0, 1, 3], 3);
+        using var result = LinearCrossEntropy.Run(hidden, weight, targets, gradients: gradients, predictions: true);
+        Assert.True(float.IsNaN(result.Loss.ToArray()[0]));
+        Assert.Equal([2, 0, 3], result.Predictions());   // logits (1, 2, 3, -1), NaN, (-3, 1, -2, 3)
     }
 
     [Fact]

@@ -140,22 +140,16 @@ public static class LinearCrossEntropy
         var sums = st.Own(device.CreateBuffer<float>(2, "loss_count"));
         var status = st.Own(device.CreateBuffer<uint>(1, "cross_entropy_status"));   // targets were checked on the host
         st.Fill(status, 0u);
-        GpuBuffer<float>? unit = null;
-        if (result.DHidden is not null)
-        {
-            // The gradient kernel scales by dloss / count, read as unit[0] / unit[1]; the head's products apply
-            // 1 / count instead (alpha), so the block's gradient stays softmax - onehot, within [-1, 1], for 16-bit operands.
-            // Filled on the device: an upload here would make the host wait for the work launched before this stream.
-            unit = st.Own(device.CreateBuffer<float>(2, "unit_scale"));
-            st.Fill(unit, 1f);
-        }
 
-        // Mean over counted rows; PyTorch's gradient of an all-ignored batch is zero (its loss is NaN).
+        // Mean over counted rows; PyTorch's gradient of an all-ignored batch is zero (its loss is NaN). The row pass
+        // writes softmax - onehot, within [-1, 1] (16-bit operands need no scale of their own); the products apply 1 / count.
         var alpha = count == 0 ? 0f : (float)(1.0 / count);
         var rowLocal = Shaders.RowLocal(device, vocab);
-        var gradLocal = Shaders.PowerOfTwoLocal(device);
+        var gradient = GradientForm(result.DHidden is not null, precision, vocab);
+        var rowsKernel = device.GetKernel(Shaders.CrossEntropyRows, new CrossEntropyRowsSpec(rowLocal, gradient, argmax is not null));
         // With tensor-core products the weight is packed once for every block's two products, and each block's
-        // hidden rows and logits gradient once for their two (into packed scratch reused block after block).
+        // hidden rows once for their two (into packed scratch reused block after block); the row pass writes the
+        // logits' gradient as packed operands itself where it can (even vocab), else it is packed after it.
         GemmInput weightIn = precision == Precision.Fp32 ? weight : st.Own(Gemm.Pack(weight, precision, st));
         var packedSets = new Dictionary<Tensor, PackedOperand>();
         GemmInput Packed(Tensor x)
@@ -174,13 +168,22 @@ public static class LinearCrossEntropy
             return packedSets[x] = st.Own(Gemm.Pack(x, precision, st));
         }
 
-        var blockSets = new Dictionary<int, (Tensor H, Tensor Logits, Tensor Lse, Tensor? DH)>();
-        (Tensor H, Tensor Logits, Tensor Lse, Tensor? DH) Scratch(int n)
+        var blockSets = new Dictionary<int, (Tensor H, Tensor Logits, Tensor? DH, PackedOperand? DLogits)>();
+        (Tensor H, Tensor Logits, Tensor? DH, PackedOperand? DLogits) Scratch(int n)
         {
             if (!blockSets.TryGetValue(n, out var set))
             {
+                PackedOperand? packed = null;
+                if (gradient is CrossEntropyRowsGradient.F16 or CrossEntropyRowsGradient.Bf16)
+                {
+                    var operands = gradient == CrossEntropyRowsGradient.Bf16 ? GemmOperands.Bf16 : GemmOperands.F16;
+                    packed = st.Own(TensorCoreGemm.EmptyPacked(device, "head_block.d_logits", [n, vocab], operands));
+                    // The scale word the row pass's f16 operands were scaled for: a largest |x| of 1 (bf16: unscaled).
+                    st.Fill(packed.ScaleBits, operands == GemmOperands.F16 ? BitConverter.SingleToUInt32Bits(1f) : 0u);
+                }
+
                 set = (st.Own(Tensor.Empty(device, "head_block.hidden", n, d)), st.Own(Tensor.Empty(device, "head_block.logits", n, vocab)),
-                    st.Own(Tensor.Empty(device, "head_block.lse", n)), result.DHidden is null ? null : st.Own(Tensor.Empty(device, "head_block.d_hidden", n, d)));
+                    result.DHidden is null ? null : st.Own(Tensor.Empty(device, "head_block.d_hidden", n, d)), packed);
                 blockSets[n] = set;
             }
 
@@ -190,30 +193,23 @@ public static class LinearCrossEntropy
         for (long r0 = 0; r0 < rows; r0 += blockRows)
         {
             var n = (int)Math.Min(blockRows, rows - r0);
-            var (h, logits, lse, dh) = Scratch(n);
+            var (h, logits, dh, dLogits) = Scratch(n);
             var rowBytes = (ulong)d * sizeof(float);
             st.Copy(hidden.Buffer, (ulong)r0 * rowBytes, h.Buffer, 0, (ulong)n * rowBytes);
             var hIn = dh is null ? h : Packed(h);   // without gradients h is multiplied once
             Gemm.Run(hIn, weightIn, logits, transposeB: true, stream: st, precision: precision);
             var targetSlice = new BufferBinding(targets.Buffer, (ulong)r0 * sizeof(int), (ulong)n * sizeof(int));
-            if (argmax is not null)
-            {
-                ArgMax.Record(st, logits.Buffer, new BufferBinding(argmax, (ulong)r0 * sizeof(int), (ulong)n * sizeof(int)), n, vocab);
-            }
-
-            var push = new Push((uint)n, (uint)vocab, ignoreIndex);
-            st.Dispatch(device.GetKernel(Shaders.CrossEntropy, new CrossEntropySpec(rowLocal, CrossEntropyMode.RowPairs)), (Shaders.Groups(device, n), 1, 1), push,
-                logits.Buffer, targetSlice, new BufferBinding(pairs, (ulong)r0 * 2 * sizeof(float), (ulong)n * 2 * sizeof(float)), lse.Buffer, result.Loss.Buffer, logits.Buffer, status);
+            // Unused bindings take a buffer the kernel never touches in that form (the status word).
+            var argmaxSlice = argmax is null ? status : new BufferBinding(argmax, (ulong)r0 * sizeof(int), (ulong)n * sizeof(int));
+            BufferBinding words = dLogits is null ? status : dLogits.Words;
+            st.Dispatch(rowsKernel, (Shaders.Groups(device, n), 1, 1), new Push((uint)n, (uint)vocab, ignoreIndex),
+                logits.Buffer, targetSlice, new BufferBinding(pairs, (ulong)r0 * 2 * sizeof(float), (ulong)n * 2 * sizeof(float)), argmaxSlice, words, status);
             if (dh is null)
             {
                 continue;
             }
 
-            // In place: each element's gradient overwrites its logit, read by the same invocation just before.
-            st.Dispatch(device.GetKernel(Shaders.CrossEntropy, new CrossEntropySpec(gradLocal, CrossEntropyMode.Gradient)),
-                (Shaders.Groups1D(device, logits.Length, gradLocal), 1, 1), push,
-                logits.Buffer, targetSlice, unit!, lse.Buffer, unit!, logits.Buffer, status);
-            var gradIn = Packed(logits);
+            var gradIn = dLogits is not null ? dLogits : Packed(logits);
             Gemm.Run(gradIn, weightIn, dh, alpha: alpha, stream: st, precision: precision);
             st.Copy(dh.Buffer, 0, result.DHidden!.Buffer, (ulong)r0 * rowBytes, (ulong)n * rowBytes);
             Gemm.Run(gradIn, hIn, result.DWeight!, transposeA: true, alpha: alpha, beta: r0 == 0 ? 0f : 1f, stream: st, precision: precision);
@@ -221,8 +217,28 @@ public static class LinearCrossEntropy
 
         // The rows' pairs are summed in one fixed order, as CrossEntropy sums them.
         Reductions.Sum(st, pairs, sums, (uint)rows, 2);
-        st.Dispatch(device.GetKernel(Shaders.CrossEntropy, new CrossEntropySpec(rowLocal, CrossEntropyMode.Loss)), (1, 1, 1), new Push((uint)rows, (uint)vocab, ignoreIndex),
-            pairs, targets.Buffer, sums, result.Loss.Buffer, result.Loss.Buffer, pairs, status);
+        st.Dispatch(device.GetKernel(Shaders.CrossEntropy, new CrossEntropySpec(Shaders.RowLocal(device, vocab), CrossEntropyMode.Loss)), (1, 1, 1),
+            new Push((uint)rows, (uint)vocab, ignoreIndex), pairs, targets.Buffer, sums, result.Loss.Buffer, result.Loss.Buffer, pairs, status);
+    }
+
+    /// <summary>
+    /// How the row pass leaves the logits' gradient: none without gradients; in place in fp32 for fp32 products and
+    /// where a row's 16-bit operands would not start on a word (odd vocab: packed after the pass); else as the
+    /// precision's packed operands.
+    /// </summary>
+    private static CrossEntropyRowsGradient GradientForm(bool gradients, Precision precision, int vocab)
+    {
+        if (!gradients)
+        {
+            return CrossEntropyRowsGradient.None;
+        }
+
+        if (precision == Precision.Fp32 || vocab % 2 != 0)
+        {
+            return CrossEntropyRowsGradient.Fp32InPlace;
+        }
+
+        return PrecisionPolicy.GemmOf(precision).Operands == GemmOperands.Bf16 ? CrossEntropyRowsGradient.Bf16 : CrossEntropyRowsGradient.F16;
     }
 
     private static (long Rows, int D, int Vocab, long Count) Validate(string op, Tensor hidden, Tensor weight, IndexTensor targets, int ignoreIndex)

@@ -117,6 +117,8 @@ internal static class Shaders
 
     public static readonly KernelSource<CrossEntropySpec> CrossEntropy = Source<CrossEntropySpec>("nn/cross_entropy");
 
+    public static readonly KernelSource<CrossEntropyRowsSpec> CrossEntropyRows = Source<CrossEntropyRowsSpec>("nn/cross_entropy_rows");
+
     public static readonly KernelSource<EmbeddingSpec> Embedding = Source<EmbeddingSpec>("nn/embedding");
 
     public static readonly KernelSource<LocalSize> AdamW = Source<LocalSize>("nn/adamw");

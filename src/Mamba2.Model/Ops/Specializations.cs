@@ -46,6 +46,20 @@ internal readonly record struct CrossEntropySpec(uint Local, CrossEntropyMode Mo
     public uint[] Constants() => [Local, (uint)Mode];
 }
 
+/// <summary>What cross_entropy_rows writes of the logits' gradient (the shader's GRADIENT).</summary>
+internal enum CrossEntropyRowsGradient : uint
+{
+    None = 0,
+    Fp32InPlace = 1,
+    F16 = 2,   // scaled by 2^14: |softmax - onehot| <= 1
+    Bf16 = 3,
+}
+
+internal readonly record struct CrossEntropyRowsSpec(uint Local, CrossEntropyRowsGradient Gradient, bool ArgMax) : ISpecialization
+{
+    public uint[] Constants() => [Local, (uint)Gradient, ArgMax ? 1u : 0u];
+}
+
 /// <summary>embedding's directions (MODE).</summary>
 internal enum EmbeddingMode : uint
 {

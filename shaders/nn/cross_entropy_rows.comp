@@ -1,0 +1,134 @@
+#version 450
+// A linear head's cross-entropy rows in one read of the logits (N, V), one workgroup per row: the row's loss pair
+// (lse - l[target], counted) as cross_entropy.comp's MODE 0 gives it, optionally its argmax (argmax_rows.comp's
+// answer), and optionally the gradient softmax(l) - onehot(target) (0 on ignored rows; the caller scales by dloss /
+// count in its products): in place as fp32, or as the 16-bit operands a tensor-core GEMM reads (two to a word; V
+// even, so no word straddles two rows). The second read of a row hits the cache the first one filled.
+// Each invocation keeps a running max and a sum rescaled to it (online softmax); the workgroup combines them in a
+// fixed order, so the result is deterministic on every device.
+#extension GL_GOOGLE_include_directive : require
+#include "bf16_bits.glsl"
+
+layout(local_size_x_id = 0) in;   // a power of two
+#include "row_sum.glsl"
+layout(constant_id = 1) const uint GRADIENT = 0;   // 0 none, 1 fp32 in place, 2 f16 scaled by 2^14, 3 bf16
+layout(constant_id = 2) const bool ARGMAX = false;
+
+layout(std430, binding = 0) buffer Logits { float logits[]; };
+layout(std430, binding = 1) readonly buffer Targets { int targets[]; };
+layout(std430, binding = 2) writeonly buffer Pairs { float pairs[]; };   // (N, 2): loss, counted
+layout(std430, binding = 3) writeonly buffer ArgMax { int argmax_out[]; };
+layout(std430, binding = 4) writeonly buffer Words { uint dwords[]; };  // GRADIENT 2, 3: (N, V / 2)
+layout(std430, binding = 5) buffer Status { uint status[]; };           // [0]: a target was out of range
+
+layout(push_constant) uniform Push {
+    uint rows, vocab;
+    int ignore_index;
+} p;
+
+const uint NONE = 0xFFFFFFFFu;
+const float LOWEST = -3.402823466e38;
+// |softmax - onehot| <= 1, so f16 operands take the scale operand_scale.glsl gives a largest |x| of 1 (the host
+// sets the packed copy's scale word to 1.0 to match).
+const float F16_SCALE = 16384.0;
+
+shared float red_max[gl_WorkGroupSize.x];
+shared float best_v[gl_WorkGroupSize.x];
+shared uint best_i[gl_WorkGroupSize.x];
+
+// Whether (v, i) beats (bv, bi): larger, or as large and earlier; NaN never beats, anything beats none.
+bool beats(float v, uint i, float bv, uint bi) {
+    if (i == NONE || isnan(v)) {
+        return false;
+    }
+    return bi == NONE || v > bv || (v == bv && i < bi);
+}
+
+float row_max(float v) {
+    const uint tid = gl_LocalInvocationID.x;
+    red_max[tid] = v;
+    barrier();
+    for (uint h = gl_WorkGroupSize.x / 2; h > 0; h >>= 1) {
+        if (tid < h) {
+            red_max[tid] = max(red_max[tid], red_max[tid + h]);
+        }
+        barrier();
+    }
+    const float r = red_max[0];
+    barrier();
+    return r;
+}
+
+uint row_argmax(float bv, uint bi) {
+    const uint tid = gl_LocalInvocationID.x;
+    best_v[tid] = bv;
+    best_i[tid] = bi;
+    barrier();
+    for (uint h = gl_WorkGroupSize.x / 2; h > 0; h >>= 1) {
+        if (tid < h && beats(best_v[tid + h], best_i[tid + h], best_v[tid], best_i[tid])) {
+            best_v[tid] = best_v[tid + h];
+            best_i[tid] = best_i[tid + h];
+        }
+        barrier();
+    }
+    const uint r = best_i[0];
+    barrier();
+    return r;
+}
+
+float grad(float l, uint j, float lse, int t, bool valid) {
+    return valid ? exp(l - lse) - (int(j) == t ? 1.0 : 0.0) : 0.0;
+}
+
+void main() {
+    const uint tid = gl_LocalInvocationID.x;
+    for (uint row = gl_WorkGroupID.x; row < p.rows; row += gl_NumWorkGroups.x) {
+        const uint base = row * p.vocab;
+        float m = LOWEST;
+        float s = 0.0;
+        float bv = 0.0;
+        uint bi = NONE;
+        for (uint j = tid; j < p.vocab; j += gl_WorkGroupSize.x) {
+            const float v = logits[base + j];
+            if (v > m) {
+                s = s * exp(m - v) + 1.0;
+                m = v;
+            } else {
+                s += exp(v - m);   // NaN makes the sum, the loss and the gradient NaN, as PyTorch's
+            }
+            if (ARGMAX && beats(v, j, bv, bi)) {
+                bv = v;
+                bi = j;
+            }
+        }
+        const float big = row_max(m);
+        const float lse = big + log(row_sum(s * exp(m - big)));
+        const int t = targets[row];
+        const bool valid = t != p.ignore_index && t >= 0 && t < int(p.vocab);
+        if (ARGMAX) {
+            const uint best = row_argmax(bv, bi);
+            if (tid == 0) {
+                argmax_out[row] = best == NONE ? 0 : int(best);   // a row of NaN only: 0
+            }
+        }
+        if (tid == 0) {
+            if (t != p.ignore_index && !valid) {
+                status[0] = 1u;
+            }
+            pairs[2 * row] = valid ? lse - logits[base + uint(t)] : 0.0;
+            pairs[2 * row + 1] = valid ? 1.0 : 0.0;
+        }
+        if (GRADIENT == 1) {
+            barrier();   // the target's logit is read above before it is overwritten
+            for (uint j = tid; j < p.vocab; j += gl_WorkGroupSize.x) {
+                logits[base + j] = grad(logits[base + j], j, lse, t, valid);
+            }
+        } else if (GRADIENT >= 2) {
+            const uint half_ = p.vocab / 2;
+            for (uint w = tid; w < half_; w += gl_WorkGroupSize.x) {
+                const vec2 g = vec2(grad(logits[base + 2 * w], 2 * w, lse, t, valid), grad(logits[base + 2 * w + 1], 2 * w + 1, lse, t, valid));
+                dwords[row * half_ + w] = GRADIENT == 3 ? bf16_bits(g.x) | (bf16_bits(g.y) << 16) : packHalf2x16(F16_SCALE * g);
+            }
+        }
+    }
+}
