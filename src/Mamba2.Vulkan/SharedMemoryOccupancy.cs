@@ -3,13 +3,16 @@ namespace Mamba2.Vulkan;
 /// <summary>
 /// How many workgroups a device keeps resident as each takes more shared memory, measured: the time of a
 /// latency-bound kernel (<c>shaders/runtime/shared_occupancy.comp</c>, every invocation waiting on a chain of
-/// dependent loads) at each shared-memory size, against its time at the smallest. Where the relative throughput steps
+/// dependent loads, 32 invocations a chain so that the loads' latency and not the cache's throughput bounds it) at each shared-memory size, against its time at the smallest. Where the relative throughput steps
 /// down, fewer workgroups fit an SM (compute unit) at once. On the H200 the SSD's tensor-core kernels were bound by
 /// shared memory well below the 48 KiB a workgroup may have (docs/PERF.md); this shows where the steps are.
 /// </summary>
 public static class SharedMemoryOccupancy
 {
     private const uint Local = 256;
+
+    /// <summary>Invocations that follow one chain (the shader's RUN).</summary>
+    private const long ChainRun = 32;
 
     internal static readonly KernelSource Kernel = new(typeof(SharedMemoryOccupancy).Assembly, "shaders/runtime/shared_occupancy.spv");
 
@@ -75,7 +78,7 @@ public static class SharedMemoryOccupancy
     {
         foreach (var g in new long[] { 0, 1, local - 1, outv.Length - 1 })
         {
-            var i = (uint)(g & (next.Length - 1));
+            var i = (uint)((g / ChainRun) & (next.Length - 1));
             for (var s = 0; s < steps; s++)
             {
                 i = next[i];
