@@ -28,10 +28,9 @@ internal static class TrainStepBenchCommand
     private static readonly Option<bool> Bidirectional = new("--bidirectional") { Description = "bidirectional layers (sum-form SSD, non-causal conv)" };
     private static readonly Option<int> Warmup = new("--warmup") { DefaultValueFactory = _ => 2, Description = "untimed steps first (at least 1)" };
     private static readonly Option<int> Repeats = new("--repeats") { DefaultValueFactory = _ => 5, Description = "timed steps (median reported)" };
-    private static readonly Option<int> HeadBlockMib = new("--head-block-mib")
+    private static readonly Option<int?> HeadBlockMib = new("--head-block-mib")
     {
-        DefaultValueFactory = _ => (int)(LinearCrossEntropy.DefaultBlockBytes >> 20),
-        Description = "the most MiB of logits the LM head and loss form at a time (a block of rows)",
+        Description = "the most MiB of logits the LM head and loss form at a time (a block of rows); default 1/64 of the device's memory, within 64-2048",
     };
 
     private static readonly Option<FileInfo?> TimelineFile = new("--timeline")
@@ -62,13 +61,13 @@ internal static class TrainStepBenchCommand
             return 2;
         }
 
-        if (r.GetValue(HeadBlockMib) < 1)
+        if (r.GetValue(HeadBlockMib) is < 1)
         {
             Console.Error.WriteLine("error: --head-block-mib must be at least 1.");
             return 2;
         }
 
-        var headBlock = (long)r.GetValue(HeadBlockMib) << 20;
+        var headBlock = r.GetValue(HeadBlockMib) is { } mib ? (long)mib << 20 : LinearCrossEntropy.DefaultBlockBytes(device);
         var timelineFile = r.GetValue(TimelineFile);
         if (timelineFile is { Directory: { Exists: false } dir })
         {

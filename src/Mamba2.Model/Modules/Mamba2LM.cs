@@ -214,7 +214,7 @@ public sealed class Mamba2LM : IDisposable
     /// <paramref name="predictions"/> each position's argmax. The result is <see cref="Activations.Loss"/>.
     /// </summary>
     public Activations ForwardLoss(IndexTensor ids, IndexTensor targets, bool gradients = true, bool predictions = false, CommandStream? stream = null,
-        long blockBytes = LinearCrossEntropy.DefaultBlockBytes)
+        long? blockBytes = null)
     {
         if (!targets.Shape.SequenceEqual(ids.Shape))
         {

@@ -56,8 +56,22 @@ public sealed class LinearCrossEntropyResult : IDisposable
 /// </summary>
 public static class LinearCrossEntropy
 {
-    /// <summary>The default bound on one block's logits.</summary>
-    public const long DefaultBlockBytes = 1L << 30;
+    /// <summary>The most a block's logits take by default, on a device of 128 GiB or more.</summary>
+    public const long MaxDefaultBlockBytes = 2L << 30;
+
+    /// <summary>The least they take by default, on a small device.</summary>
+    public const long MinDefaultBlockBytes = 64L << 20;
+
+    /// <summary>
+    /// The default bound on one block's logits on <paramref name="device"/>: 1/64 of its device-local memory, within
+    /// [64 MiB, 2 GiB]. Larger blocks make the head's products larger (fewer passes over the weight gradient) at the
+    /// price of memory: a block also holds its gradient's 16-bit copy.
+    /// </summary>
+    public static long DefaultBlockBytes(GpuDevice device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        return Math.Clamp((long)Math.Min(device.Info.DeviceLocalBytes / 64, long.MaxValue), MinDefaultBlockBytes, MaxDefaultBlockBytes);
+    }
 
     /// <summary>Blocks start at multiples of this many rows, which keeps every bound slice on any device's offset alignment.</summary>
     private const int RowQuantum = 64;
@@ -70,11 +84,12 @@ public static class LinearCrossEntropy
     /// transposed against <paramref name="targets"/> (...). With <paramref name="gradients"/>, also the gradients of
     /// that mean (written into <paramref name="dHidden"/> and <paramref name="dWeight"/> when given, else allocated);
     /// with <paramref name="predictions"/>, each row's argmax. The products run in <paramref name="precision"/>;
-    /// a block's logits take at most <paramref name="blockBytes"/> (a multiple of 64 rows, at least 64).
+    /// a block's logits take at most <paramref name="blockBytes"/> (a multiple of 64 rows, at least 64; by default
+    /// <see cref="DefaultBlockBytes"/> of the device).
     /// Targets other than ignore_index outside [0, vocab) are refused before anything runs.
     /// </summary>
     public static LinearCrossEntropyResult Run(Tensor hidden, Tensor weight, IndexTensor targets, bool gradients = true, bool predictions = false,
-        Precision precision = Precision.Fp32, int ignoreIndex = CrossEntropy.DefaultIgnoreIndex, long blockBytes = DefaultBlockBytes,
+        Precision precision = Precision.Fp32, int ignoreIndex = CrossEntropy.DefaultIgnoreIndex, long? blockBytes = null,
         Tensor? dHidden = null, Tensor? dWeight = null, CommandStream? stream = null)
     {
         const string op = "LinearCrossEntropy";
@@ -94,9 +109,10 @@ public static class LinearCrossEntropy
             ShapeOps.Expect(dWeight, nameof(dWeight), op, vocab, d);
         }
 
-        ArgumentOutOfRangeException.ThrowIfLessThan(blockBytes, 1, nameof(blockBytes));
         var device = hidden.Device;
-        var blockRows = BlockRows(rows, vocab, Math.Min(blockBytes, (long)Math.Min(device.Capabilities.MaxStorageBufferRange, (ulong)long.MaxValue)));
+        var bound = blockBytes ?? DefaultBlockBytes(device);
+        ArgumentOutOfRangeException.ThrowIfLessThan(bound, 1, nameof(blockBytes));
+        var blockRows = BlockRows(rows, vocab, Math.Min(bound, (long)Math.Min(device.Capabilities.MaxStorageBufferRange, (ulong)long.MaxValue)));
         var scope = new TensorScope(device);
         GpuBuffer<int>? argmax = null;
         var ownsGradients = gradients && dHidden is null && dWeight is null;
