@@ -23,7 +23,14 @@ layout(std430, binding = 0) readonly buffer Dy0 { float dy0[]; };
 layout(std430, binding = 1) readonly buffer X { float x[]; };
 layout(std430, binding = 2) readonly buffer W { float w[]; };
 layout(std430, binding = 3) readonly buffer Bias { float bias[]; };
+#ifdef OUT_BF16
+#include "bf16_store.glsl"
+layout(std430, binding = 4) writeonly buffer Dx { uint16_t dx16[]; };   // dx as bf16 bits (a variant)
+#define STORE_DX(i, v) BF16_STORE(dx16, i, v)
+#else
 layout(std430, binding = 4) writeonly buffer Dx { float dx[]; };
+#define STORE_DX(i, v) dx[i] = (v)
+#endif
 layout(std430, binding = 5) writeonly buffer DwPart { float dw_part[]; };   // (b, blocks, channels, K)
 layout(std430, binding = 6) writeonly buffer DbPart { float db_part[]; };   // (b, blocks, channels)
 layout(std430, binding = 7) readonly buffer Dy1 { float dy1[]; };
@@ -125,7 +132,7 @@ void main() {
                     [[unroll]] for (uint k = 0; k < K; ++k) {
                         v = fma(wk[k], ring[k], v);
                     }
-                    dx[dxbase + uint(s) * p.dx_stride] = v;
+                    STORE_DX(dxbase + uint(s) * p.dx_stride, v);
                 }
             }
         }

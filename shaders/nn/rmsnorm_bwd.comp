@@ -8,6 +8,7 @@
 // dw sums in registers. The host adds the partials in a fixed order. As in the forward, each invocation holds PER
 // elements of a group, so dy, x and z are read once per pass. z and dz are in place in columns [z_col, z_col + dim)
 // and [dz_col, dz_col + dim) of rows z_stride and dz_stride apart (the fused projection's output and its gradient).
+// OUT_BF16 (a variant): dz is stored as bf16 bits (bf16_store.glsl), as the products that read it take it.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
@@ -22,7 +23,14 @@ layout(std430, binding = 2) readonly buffer Z { float z[]; };
 layout(std430, binding = 3) readonly buffer W { float w[]; };
 layout(std430, binding = 4) readonly buffer Rstd { float rstd[]; };
 layout(std430, binding = 5) writeonly buffer Dx { float dx[]; };
+#ifdef OUT_BF16
+#include "bf16_store.glsl"
+layout(std430, binding = 6) writeonly buffer Dz { uint16_t dz16[]; };
+#define STORE_DZ(i, v) BF16_STORE(dz16, i, v)
+#else
 layout(std430, binding = 6) writeonly buffer Dz { float dz[]; };
+#define STORE_DZ(i, v) dz[i] = (v)
+#endif
 layout(std430, binding = 7) writeonly buffer DwPart { float dw_part[]; };   // (blocks, dim)
 
 layout(push_constant) uniform Push {
@@ -119,11 +127,11 @@ void main() {
                     const float dh = r * (dn - n * mean);
                     if (gated && !after) {
                         dx[base + j] = dh * s;
-                        dz[dzbase + j] = dh * xv[e] * ds;
+                        STORE_DZ(dzbase + j, dh * xv[e] * ds);
                     } else {
                         dx[base + j] = dh;
                         if (gated) {
-                            dz[dzbase + j] = dyv[e] * n * wv[e] * ds;
+                            STORE_DZ(dzbase + j, dyv[e] * n * wv[e] * ds);
                         }
                     }
                     if (sums) {

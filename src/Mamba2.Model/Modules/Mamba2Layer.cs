@@ -348,10 +348,25 @@ public sealed class Mamba2Layer : IDisposable
                 Gemm.Run(dOut, OutProjWeight, dNormY, stream: st, precision: precision);
                 st.Section(ProfileSections.Projections);
 
-                // The fused projection's gradient is written in place: dz by the norm, dxBC by the conv, ddt copied.
-                var dZxbcdt = st.Own(Tensor.Empty(device, "dzxbcdt", rows, c.DInProj));
+                // The fused projection's gradient is written in place: dz by the norm, dxBC by the conv, ddt copied. In
+                // bf16, where no bias reads it, straight as the bf16 operands its two products take (no fp32 copy, no
+                // packing pass); else in fp32, then packed.
+                PackedOperand? dInPacked = null;
+                Tensor? dZxbcdt = null;
+                if (precision == Precision.Bf16 && InProjBias is null && PackedColumns.Supported(device, (long)rows * c.DInProj))
+                {
+                    dInPacked = st.Own(TensorCoreGemm.EmptyPacked(device, "dzxbcdt", [rows, c.DInProj], GemmOperands.Bf16));
+                    st.Fill(dInPacked.ScaleBits, 0u);   // bf16: scale 1
+                }
+                else
+                {
+                    dZxbcdt = st.Own(Tensor.Empty(device, "dzxbcdt", rows, c.DInProj));
+                }
+
+                PackedColumns? Packed(int start, int width) => dInPacked is null ? null : new PackedColumns(dInPacked, start, width);
+                ColumnView? InPlace(int start, int width) => dZxbcdt is null ? (ColumnView?)null : new ColumnView(dZxbcdt, start, width);
                 var ng = st.Own(RmsNorm.Backward(dNormY, acts.NormRstd, acts.Y2, NormWeight, acts.Z, c.NormGroupSize, c.NormBeforeGate,
-                    new ColumnView(dZxbcdt, 0, c.DInner), st));
+                    InPlace(0, c.DInner), st, Packed(0, c.DInner)));
                 grads["norm.weight"] = ActivationStore.CopyOf(st, ng.DWeight, "grad.norm.weight");
                 st.Section(ProfileSections.Norm);
 
@@ -367,7 +382,8 @@ public sealed class Mamba2Layer : IDisposable
 
                 var padding = c.Causal ? Conv1dPadding.Causal : Conv1dPadding.Same;
                 var cg = st.Own(Conv1d.Backward([sg.Dx.View(b, l, c.DInner), sg.DB.View(b, l, gn), sg.DC.View(b, l, gn)], acts.XBC, Conv1dWeight,
-                    Conv1dBias, padding, silu: true, new ColumnView(dZxbcdt.View(b, l, c.DInProj), c.DInner, c.ConvDim), st));
+                    Conv1dBias, padding, silu: true, dZxbcdt is null ? (ColumnView?)null : new ColumnView(dZxbcdt.View(b, l, c.DInProj), c.DInner, c.ConvDim),
+                    Packed(c.DInner, c.ConvDim), st));
                 grads["conv1d.weight"] = ActivationStore.CopyOf(st, cg.DWeight, "grad.conv1d.weight");
                 if (cg.DBias is not null)
                 {
@@ -376,12 +392,24 @@ public sealed class Mamba2Layer : IDisposable
 
                 st.Section(ProfileSections.Conv);
 
-                Columns.Copy(sg.Ddt.View(rows, c.NHeads), 0, dZxbcdt, c.DInner + c.ConvDim, c.NHeads, st);
+                var ddt = sg.Ddt.View(rows, c.NHeads);
+                if (Packed(c.DInner + c.ConvDim, c.NHeads) is { } ddtInto)
+                {
+                    Columns.Copy(ddt, 0, ddtInto, st);
+                }
+                else
+                {
+                    Columns.Copy(ddt, 0, dZxbcdt!, c.DInner + c.ConvDim, c.NHeads, st);
+                }
+
                 st.Section(ProfileSections.Elementwise);
-                var dIn = Operand(st, dZxbcdt, precision);
+                GemmInput dIn = dInPacked is not null ? dInPacked : Operand(st, dZxbcdt!, precision);
                 grads["in_proj.weight"] = Tensor.Empty(device, "grad.in_proj.weight", c.DInProj, c.DModel);
                 Gemm.Run(dIn, acts.InProjInput, grads["in_proj.weight"], transposeA: true, stream: st, precision: precision);
-                BiasGrad(st, dZxbcdt, grads, "in_proj.bias");
+                if (dZxbcdt is not null)
+                {
+                    BiasGrad(st, dZxbcdt, grads, "in_proj.bias");   // never packed where there is a bias
+                }
                 du = Tensor.Empty(device, "du", b, l, c.DModel);
                 Gemm.Run(dIn, InProjWeight, du.View(rows, c.DModel), stream: st, precision: precision);
                 st.Section(ProfileSections.Projections);

@@ -15,25 +15,57 @@ public static class Columns
     {
         const string op = "Columns.Copy";
         var (sc, dc) = (src.Shape[^1], dst.Shape[^1]);
-        var rows = src.Length / sc;
-        if (dst.Length / dc != rows)
+        Check(op, src, srcCol, dst.Length / dc, dc, dstCol, width, nameof(dst));
+        ShapeOps.ExpectSameDevice(op, src, dst);
+        Shaders.EnsureBindable(op, src, dst);
+        var device = src.Device;
+        var words = (width | sc | srcCol | dc | dstCol) % 4 == 0;   // 16-byte moves where every row stays aligned
+        Record(device, stream, Shaders.CopyColumns, words, src, srcCol, dc, dstCol, width, dst.Buffer);
+    }
+
+    /// <summary>
+    /// The same into columns of a bf16 packed operand (<paramref name="dst"/>'s own columns, all of them), each value
+    /// rounded to nearest even: a gradient that only tensor-core products read.
+    /// </summary>
+    internal static void Copy(Tensor src, int srcCol, PackedColumns dst, CommandStream? stream = null)
+    {
+        const string op = "Columns.Copy (bf16)";
+        Check(op, src, srcCol, dst.Rows, dst.Stride, dst.Start, dst.Width, nameof(dst));
+        ShapeOps.ExpectSameDevice(op, src, dst.Packed);
+        Shaders.EnsureBindable(op, src);
+        var device = src.Device;
+        if (!PackedColumns.Supported(device, dst.Packed.Length))
         {
-            throw new ArgumentException($"{op}: src {ShapeOps.Format(src.Shape)} and dst {ShapeOps.Format(dst.Shape)} must have the same rows.", nameof(dst));
+            throw new MissingFeatureException($"{op}: {device.Name} cannot write {dst} (16-bit storage, Vulkan 1.3, one binding).");
+        }
+
+        var words = (dst.Width | src.Shape[^1] | srcCol) % 4 == 0;
+        Record(device, stream, Shaders.CopyColumnsOutBf16, words, src, srcCol, dst.Stride, dst.Start, dst.Width, dst.Words);
+    }
+
+    private static void Check(string op, Tensor src, int srcCol, long dstRows, int dc, int dstCol, int width, string dstName)
+    {
+        var sc = src.Shape[^1];
+        if (dstRows != src.Length / sc)
+        {
+            throw new ArgumentException($"{op}: src {ShapeOps.Format(src.Shape)} has {src.Length / sc} rows, {dstName} {dstRows}.", dstName);
         }
 
         if (width <= 0 || srcCol < 0 || dstCol < 0 || srcCol + width > sc || dstCol + width > dc)
         {
             throw new ArgumentOutOfRangeException(nameof(width), $"{op}: columns [{srcCol}, {srcCol + width}) of {sc} into [{dstCol}, {dstCol + width}) of {dc}.");
         }
+    }
 
-        ShapeOps.ExpectSameDevice(op, src, dst);
-        Shaders.EnsureBindable(op, src, dst);
-        var device = src.Device;
+    private static void Record(GpuDevice device, CommandStream? stream, KernelSource<CopyColumnsSpec> kernel, bool words, Tensor src, int srcCol, int dc, int dstCol,
+        int width, BufferBinding dst)
+    {
+        var sc = src.Shape[^1];
+        var rows = src.Length / sc;
         var local = Shaders.Local1D(device);
-        var words = (width | sc | srcCol | dc | dstCol) % 4 == 0;   // 16-byte moves where every row stays aligned
-        Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.CopyColumns, new CopyColumnsSpec(local, words)),
+        Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(kernel, new CopyColumnsSpec(local, words)),
             (Shaders.Groups1D(device, rows * width / (words ? 4 : 1), local), 1, 1), new Push((uint)rows, (uint)width, (uint)sc, (uint)srcCol, (uint)dc, (uint)dstCol),
-            src.Buffer, dst.Buffer));
+            src.Buffer, dst));
     }
 
     /// <summary>

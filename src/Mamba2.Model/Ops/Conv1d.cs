@@ -101,7 +101,12 @@ public static class Conv1d
     /// tensor (the fused projection's gradient) instead of a tensor of its own (the result's Dx is then null).
     /// </summary>
     public static Conv1dGradients Backward(IReadOnlyList<Tensor> dy, ColumnView x, Tensor weight, Tensor? bias, Conv1dPadding padding, bool silu,
-        ColumnView? dxInto, CommandStream? stream = null)
+        ColumnView? dxInto, CommandStream? stream = null) =>
+        Backward(dy, x, weight, bias, padding, silu, dxInto, null, stream);
+
+    /// <summary>The same with dx stored as bf16 into <paramref name="dxPacked"/>'s columns when given (the products' operands).</summary>
+    internal static Conv1dGradients Backward(IReadOnlyList<Tensor> dy, ColumnView x, Tensor weight, Tensor? bias, Conv1dPadding padding, bool silu,
+        ColumnView? dxInto, PackedColumns? dxPacked, CommandStream? stream)
     {
         const string op = "Conv1d backward";
         var (b, l, c, k) = Validate(op, x, weight, bias);
@@ -112,20 +117,36 @@ public static class Conv1d
             ShapeOps.ExpectSameDevice(op, x.Tensor, into.Tensor);
         }
 
+        if (dxPacked is { } packed)
+        {
+            if (dxInto is not null || packed.Width != c || packed.Rows != (long)b * l)
+            {
+                throw new ArgumentException($"{op}: dx as bf16 must be {(long)b * l} rows of {c} columns and its only place, got {packed}.", nameof(dxPacked));
+            }
+
+            ShapeOps.ExpectSameDevice(op, x.Tensor, packed.Packed);
+            if (!PackedColumns.Supported(x.Tensor.Device, packed.Packed.Length))
+            {
+                throw new MissingFeatureException($"{op}: {x.Tensor.Device.Name} cannot write {packed} (16-bit storage, Vulkan 1.3, one binding).");
+            }
+        }
+
         var device = x.Tensor.Device;
         var scope = new TensorScope(device);
         try
         {
-            var grads = new Conv1dGradients(dxInto is null ? scope.New("dx", b, l, c) : null, scope.New("dweight", [.. weight.Shape]),
+            var grads = new Conv1dGradients(dxInto is null && dxPacked is null ? scope.New("dx", b, l, c) : null, scope.New("dweight", [.. weight.Shape]),
                 bias is null ? null : scope.New("dbias", c));
-            var dx = dxInto ?? grads.Dx!;
+            var dx = dxInto ?? grads.Dx ?? x;   // with dxPacked, x stands in for the unused fp32 binding
             var blocks = (l + BlockRows - 1) / BlockRows;
             var mark = scope.Count;
             var dwPart = scope.New("dweight_part", b, blocks, c, k);
             var dbPart = scope.New("dbias_part", b, blocks, c);
             var local = Shaders.Local1D(device);
-            var push = (uint count) => new BwdPush(count, (uint)l, (uint)c, Left(padding, k), bias is null ? 0u : 1u, BlockRows,
-                (uint)x.Stride, (uint)x.Start, (uint)dx.Stride, (uint)dx.Start, split1, split2);
+            // A packed dx is bound whole: its piece's first batch is in the start column (16-bit offsets need not align).
+            var push = (Piece pc) => new BwdPush((uint)pc.Count, (uint)l, (uint)c, Left(padding, k), bias is null ? 0u : 1u, BlockRows,
+                (uint)x.Stride, (uint)x.Start, (uint)(dxPacked?.Stride ?? dx.Stride), (uint)(dxPacked is { } pk ? pk.Start + (pc.First * l * pk.Stride) : dx.Start), split1, split2);
+            var kernel = dxPacked is null ? Shaders.Conv1dBwd : Shaders.Conv1dBwdOutBf16;
             Shaders.RunIn(device, stream, st =>
             {
                 foreach (var t in scope.Since(mark))
@@ -135,8 +156,8 @@ public static class Conv1d
 
                 foreach (var pc in Shaders.Pieces(device, op, b, [(long)l * x.Stride, (long)l * dx.Stride, (long)blocks * c * k, .. dy.Select(d => (long)l * d.Shape[2])]))
                 {
-                    st.Dispatch(device.GetKernel(Shaders.Conv1dBwd, new Conv1dBwdSpec(local, (uint)k, silu)), (Shaders.Groups1D(device, pc.Count * blocks * c, local), 1, 1),
-                        push((uint)pc.Count), pc.Of(dy[0]), pc.Of(x.Tensor), weight.Buffer, (bias ?? weight).Buffer, pc.Of(dx.Tensor), pc.Of(dwPart), pc.Of(dbPart),
+                    st.Dispatch(device.GetKernel(kernel, new Conv1dBwdSpec(local, (uint)k, silu)), (Shaders.Groups1D(device, pc.Count * blocks * c, local), 1, 1),
+                        push(pc), pc.Of(dy[0]), pc.Of(x.Tensor), weight.Buffer, (bias ?? weight).Buffer, dxPacked?.Words ?? pc.Of(dx.Tensor), pc.Of(dwPart), pc.Of(dbPart),
                         pc.Of(dy[Math.Min(1, dy.Count - 1)]), pc.Of(dy[^1]));
                 }
 

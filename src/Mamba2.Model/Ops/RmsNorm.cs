@@ -170,9 +170,12 @@ public static class RmsNorm
         bool normBeforeGate = true, ColumnView? dzInto = null, CommandStream? stream = null) =>
         Backward(dy, saved.Rstd, x, weight, z, groupSize, normBeforeGate, dzInto, stream);
 
-    /// <summary>The same from the forward's saved 1/rms alone (all the backward reads of its result).</summary>
+    /// <summary>
+    /// The same from the forward's saved 1/rms alone (all the backward reads of its result); dz goes into
+    /// <paramref name="dzInto"/>'s columns, or stored as bf16 into <paramref name="dzPacked"/>'s (the products' operands).
+    /// </summary>
     internal static RmsNormGradients Backward(Tensor dy, Tensor rstd, Tensor x, Tensor weight, ColumnView? z, int? groupSize,
-        bool normBeforeGate, ColumnView? dzInto, CommandStream? stream)
+        bool normBeforeGate, ColumnView? dzInto, CommandStream? stream, PackedColumns? dzPacked = null)
     {
         const string op = "RmsNorm backward";
         var (rows, dim, gs) = Validate(op, x, weight, z, groupSize);
@@ -187,6 +190,25 @@ public static class RmsNorm
             ShapeOps.ExpectSameDevice(op, x, into.Tensor);
         }
 
+        if (dzPacked is { } packed)
+        {
+            if (z is null || dzInto is not null)
+            {
+                throw new ArgumentException($"{op}: dz as bf16 ({packed}) needs z and no other place for dz.", nameof(dzPacked));
+            }
+
+            if (packed.Width != dim || packed.Rows != rows)
+            {
+                throw new ArgumentException($"{op}: dz must be {rows} rows of {dim} columns (x is {ShapeOps.Format(x.Shape)}), got {packed}.", nameof(dzPacked));
+            }
+
+            ShapeOps.ExpectSameDevice(op, x, packed.Packed);
+            if (!PackedColumns.Supported(x.Device, packed.Packed.Length))
+            {
+                throw new MissingFeatureException($"{op}: {x.Device.Name} cannot write {packed} (16-bit storage, Vulkan 1.3, one binding).");
+            }
+        }
+
         var groups = dim / gs;
         ShapeOps.Expect(dy, "dy", op, [.. x.Shape]);
         ShapeOps.Expect(rstd, "saved.Rstd", $"{op}: saved must come from Forward with this group size", (int)rows, groups);
@@ -195,7 +217,8 @@ public static class RmsNorm
         var scope = new TensorScope(device);
         try
         {
-            var grads = new RmsNormGradients(scope.New("dx", [.. x.Shape]), scope.New("dweight", dim), z is null || dzInto is not null ? null : scope.New("dz", [.. x.Shape]));
+            var grads = new RmsNormGradients(scope.New("dx", [.. x.Shape]), scope.New("dweight", dim),
+                z is null || dzInto is not null || dzPacked is not null ? null : scope.New("dz", [.. x.Shape]));
             var dz = dzInto ?? (grads.Dz is null ? null : (ColumnView?)grads.Dz);
             var mark = scope.Count;
             var form = OpTuning.Of(device).NormBackward ?? NormBackwardForm.Default;
@@ -214,22 +237,25 @@ public static class RmsNorm
                 foreach (var (first, count) in RowPieces(device, op, rows, dim, groups, blockRows, z?.Stride ?? dim, dzInto?.Stride ?? dim))
                 {
                     BufferBinding Rows(Tensor t) => Shaders.Slice(t, first * dim, count * dim);
+                    // A packed dz is bound whole: its piece's first row is in the start column (16-bit offsets need not align).
+                    var (dzStride, dzStart) = dzPacked is { } pk ? (pk.Stride, pk.Start + (first * pk.Stride)) : (dz?.Stride ?? dim, dz?.Start ?? 0);
                     var push = new BwdPush((uint)count, (uint)dim, (uint)gs, flags, (uint)blockRows, (uint)(z?.Stride ?? dim), (uint)(z?.Start ?? 0),
-                        (uint)(dz?.Stride ?? dim), (uint)(dz?.Start ?? 0));
+                        (uint)dzStride, (uint)dzStart);
                     var pieceUnits = (count + blockRows - 1) / blockRows;
                     BufferBinding[] bindings = [Rows(dy), Rows(x), RowsOf(z ?? x, first, count), weight.Buffer, Shaders.Slice(rstd, first * groups, count * groups),
-                        Rows(grads.Dx), RowsOf(dz ?? grads.Dx, first, count), Shaders.Slice(dwPart, first / blockRows * dim, pieceUnits * dim)];
+                        Rows(grads.Dx), dzPacked?.Words ?? RowsOf(dz ?? grads.Dx, first, count), Shaders.Slice(dwPart, first / blockRows * dim, pieceUnits * dim)];
+                    var kernel = dzPacked is null ? Shaders.RmsNormBwd : Shaders.RmsNormBwdOutBf16;
                     if (form.Fused)
                     {
-                        st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, new RmsNormBwdSpec(local, RmsNormBwdMode.Fused, per)),
+                        st.Dispatch(device.GetKernel(kernel, new RmsNormBwdSpec(local, RmsNormBwdMode.Fused, per)),
                             (Shaders.Groups(device, pieceUnits * groups), 1, 1), push, bindings);
                         continue;
                     }
 
-                    st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, new RmsNormBwdSpec(local, RmsNormBwdMode.InputGradients, per)),
+                    st.Dispatch(device.GetKernel(kernel, new RmsNormBwdSpec(local, RmsNormBwdMode.InputGradients, per)),
                         (Shaders.Groups(device, count * groups), 1, 1), push, bindings);
                     var local1D = Shaders.Local1D(device);
-                    st.Dispatch(device.GetKernel(Shaders.RmsNormBwd, new RmsNormBwdSpec(local1D, RmsNormBwdMode.WeightPartials, 1)),
+                    st.Dispatch(device.GetKernel(kernel, new RmsNormBwdSpec(local1D, RmsNormBwdMode.WeightPartials, 1)),
                         (Shaders.Groups1D(device, pieceUnits * dim, local1D), 1, 1), push, bindings);
                 }
 

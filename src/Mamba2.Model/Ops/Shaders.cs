@@ -111,9 +111,15 @@ internal static class Shaders
 
     public static readonly KernelSource<Conv1dBwdSpec> Conv1dBwd = Source<Conv1dBwdSpec>("nn/conv1d_bwd");
 
+    /// <summary>conv1d_bwd with dx stored as bf16 bits (<see cref="PackedColumns"/>).</summary>
+    public static readonly KernelSource<Conv1dBwdSpec> Conv1dBwdOutBf16 = Source<Conv1dBwdSpec>("nn/conv1d_bwd_out_bf16");
+
     public static readonly KernelSource<RmsNormSpec> RmsNorm = Source<RmsNormSpec>("nn/rmsnorm");
 
     public static readonly KernelSource<RmsNormBwdSpec> RmsNormBwd = Source<RmsNormBwdSpec>("nn/rmsnorm_bwd");
+
+    /// <summary>rmsnorm_bwd with dz stored as bf16 bits (<see cref="PackedColumns"/>).</summary>
+    public static readonly KernelSource<RmsNormBwdSpec> RmsNormBwdOutBf16 = Source<RmsNormBwdSpec>("nn/rmsnorm_bwd_out_bf16");
 
     public static readonly KernelSource<CrossEntropySpec> CrossEntropy = Source<CrossEntropySpec>("nn/cross_entropy");
 
@@ -126,6 +132,9 @@ internal static class Shaders
     public static readonly KernelSource<NoSpecialization> GradNorm = Source<NoSpecialization>("nn/grad_norm");
 
     public static readonly KernelSource<CopyColumnsSpec> CopyColumns = Source<CopyColumnsSpec>("nn/copy_columns");
+
+    /// <summary>copy_columns into bf16 bits (<see cref="PackedColumns"/>).</summary>
+    public static readonly KernelSource<CopyColumnsSpec> CopyColumnsOutBf16 = Source<CopyColumnsSpec>("nn/copy_columns_out_bf16");
 
     public static readonly KernelSource<LocalSize> NegExp = Source<LocalSize>("nn/neg_exp");
 
