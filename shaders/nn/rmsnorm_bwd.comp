@@ -9,6 +9,7 @@
 // elements of a group, so dy, x and z are read once per pass. z and dz are in place in columns [z_col, z_col + dim)
 // and [dz_col, dz_col + dim) of rows z_stride and dz_stride apart (the fused projection's output and its gradient).
 // OUT_BF16 (a variant): dz is stored as bf16 bits (bf16_store.glsl), as the products that read it take it.
+// flags bit 2: dx += res (a block's norm in the residual stream: the stream's gradient added in the same pass).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
@@ -32,10 +33,11 @@ layout(std430, binding = 6) writeonly buffer Dz { float dz[]; };
 #define STORE_DZ(i, v) dz[i] = (v)
 #endif
 layout(std430, binding = 7) writeonly buffer DwPart { float dw_part[]; };   // (blocks, dim)
+layout(std430, binding = 8) readonly buffer Res { float res[]; };           // flags bit 2: x's shape
 
 layout(push_constant) uniform Push {
     uint rows, dim, group_size;
-    uint flags;   // bit 0: z given, bit 1: gate after the norm
+    uint flags;   // bit 0: z given, bit 1: gate after the norm, bit 2: dx += res
     uint block_rows;
     uint z_stride, z_col, dz_stride, dz_col;
 } p;
@@ -51,6 +53,7 @@ void main() {
     const uint groups = p.dim / p.group_size;
     const bool gated = (p.flags & 1u) != 0u;
     const bool after = (p.flags & 2u) != 0u;
+    const bool residual = (p.flags & 4u) != 0u;
     const uint blocks = (p.rows + p.block_rows - 1) / p.block_rows;
     if (MODE == 1) {
         GRID_STRIDE_LOOP(e, blocks * p.dim) {
@@ -125,11 +128,12 @@ void main() {
                     const float n = h * r;
                     const float dn = dyv[e] * wv[e] * (gated && after ? s : 1.0);
                     const float dh = r * (dn - n * mean);
+                    const float add = residual ? res[base + j] : 0.0;
                     if (gated && !after) {
-                        dx[base + j] = dh * s;
+                        dx[base + j] = dh * s + add;
                         STORE_DZ(dzbase + j, dh * xv[e] * ds);
                     } else {
-                        dx[base + j] = dh;
+                        dx[base + j] = dh + add;
                         if (gated) {
                             STORE_DZ(dzbase + j, dyv[e] * n * wv[e] * ds);
                         }

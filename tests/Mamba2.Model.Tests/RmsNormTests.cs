@@ -301,6 +301,33 @@ public class RmsNormTests(GpuFixture gpu)
         Assert.Equal("into", e.ParamName);
     }
 
+    [Theory]
+    [InlineData("none")]
+    [InlineData("gated")]
+    public void AResidualIsAddedIntoDxAgainstTheReference(string gate)
+    {
+        // A block's norm in the residual stream: dx comes back as the norm's input gradient plus the stream's.
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        const int b = 3, l = 29, dim = 40;
+        var gated = gate != "none";
+        var (xv, wv, dyv, resv) = (TestMath.Uniform(rng, b * l * dim, -2, 2), TestMath.Uniform(rng, dim, 0.5f, 1.5f),
+            TestMath.Uniform(rng, b * l * dim, -1, 1), TestMath.Uniform(rng, b * l * dim, -1, 1));
+        var zv = TestMath.Uniform(rng, b * l * dim, -2, 2);
+        using var x = Tensor.FromArray(Device, "x", xv, b, l, dim);
+        using var w = Tensor.FromArray(Device, "w", wv, dim);
+        using var z = Tensor.FromArray(Device, "z", zv, b, l, dim);
+        using var dy = Tensor.FromArray(Device, "dy", dyv, b, l, dim);
+        using var res = Tensor.FromArray(Device, "res", resv, b, l, dim);
+        using var saved = gated ? RmsNorm.Forward(x, w, z, 1e-5f, normBeforeGate: false) : RmsNorm.Forward(x, w, eps: 1e-5f);
+        using var grads = RmsNorm.Backward(dy, saved.Rstd, x, w, gated ? z : (ColumnView?)null, null, false, null, null, residual: res);
+        var (dx, dw, _) = RmsNormReference.Backward(Widen(dyv), Widen(xv), Widen(wv), gated ? Widen(zv) : null, 1e-5, dim, dim, false);
+        TestMath.AssertClose(grads.Dx.ToArray(), [.. dx.Select((v, i) => v + resv[i])], 1e-5, $"dx + residual, gate {gate}, seed {seed}");
+        TestMath.AssertClose(grads.DWeight.ToArray(), dw, 1e-5, $"dweight beside a residual, gate {gate}, seed {seed}");
+        using var wrong = Tensor.Empty(Device, "res", b, l, dim + 1);
+        Assert.Equal("residual", Assert.Throws<ArgumentException>(() => RmsNorm.Backward(dy, saved.Rstd, x, w, null, null, false, null, null, residual: wrong)).ParamName);
+    }
+
     [Fact]
     public void BadArgumentsAreNamed()
     {

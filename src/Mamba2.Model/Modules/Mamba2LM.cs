@@ -440,12 +440,13 @@ public sealed class Mamba2LM : IDisposable
                         grads[$"backbone.layers.{layer}.mixer.{name}"] = g;
                     }
 
-                    var ng = st.Own(RmsNorm.Backward(du, acts.NormRstds[layer], acts.Hidden[layer], _norms[layer], z: null, groupSize: null, normBeforeGate: true, dzInto: null, stream: st));
+                    // The residual path's gradient plus the block's, added by the norm's backward as it writes its own.
+                    var ng = RmsNorm.Backward(du, acts.NormRstds[layer], acts.Hidden[layer], _norms[layer], z: null, groupSize: null, normBeforeGate: true,
+                        dzInto: null, stream: st, residual: dh);
+                    var next = staged.HandOn(ng.Dx);
+                    st.Own(ng.DWeight);
                     grads[$"backbone.layers.{layer}.norm.weight"] = ActivationStore.CopyOf(st, ng.DWeight, $"grad.backbone.layers.{layer}.norm.weight");
                     st.Section(ProfileSections.Norm);
-                    var next = staged.HandOn(Tensor.Empty(device, $"dh{layer}", b, l, d));
-                    Elementwise.Add(dh, ng.Dx, next, st);   // the residual path plus the block's
-                    st.Section(ProfileSections.Elementwise);
                     dh = next;
                     Formed(st, [.. names, .. mg.Select(q => $"backbone.layers.{layer}.mixer.{q.Key}"), $"backbone.layers.{layer}.norm.weight"]);
                 });

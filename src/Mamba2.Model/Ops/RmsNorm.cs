@@ -173,12 +173,20 @@ public static class RmsNorm
     /// <summary>
     /// The same from the forward's saved 1/rms alone (all the backward reads of its result); dz goes into
     /// <paramref name="dzInto"/>'s columns, or stored as bf16 into <paramref name="dzPacked"/>'s (the products' operands).
+    /// With <paramref name="residual"/> (x's shape) the result's Dx is the norm's input gradient plus it: a block's
+    /// norm in the residual stream adds the stream's gradient in the same pass.
     /// </summary>
     internal static RmsNormGradients Backward(Tensor dy, Tensor rstd, Tensor x, Tensor weight, ColumnView? z, int? groupSize,
-        bool normBeforeGate, ColumnView? dzInto, CommandStream? stream, PackedColumns? dzPacked = null)
+        bool normBeforeGate, ColumnView? dzInto, CommandStream? stream, PackedColumns? dzPacked = null, Tensor? residual = null)
     {
         const string op = "RmsNorm backward";
         var (rows, dim, gs) = Validate(op, x, weight, z, groupSize);
+        if (residual is not null)
+        {
+            ShapeOps.Expect(residual, nameof(residual), op, [.. x.Shape]);
+            ShapeOps.ExpectSameDevice(op, x, residual);
+        }
+
         if (dzInto is { } into)
         {
             if (z is null)
@@ -225,7 +233,7 @@ public static class RmsNorm
             var blockRows = form.BlockRows;
             var units = (rows + blockRows - 1) / blockRows;
             var dwPart = scope.New("dweight_part", (int)units, dim);
-            var flags = Flags(z, normBeforeGate);
+            var flags = Flags(z, normBeforeGate) | (residual is null ? 0u : 4u);
             var (local, per) = Team(device, gs);
             Shaders.RunIn(device, stream, st =>
             {
@@ -243,7 +251,8 @@ public static class RmsNorm
                         (uint)dzStride, (uint)dzStart);
                     var pieceUnits = (count + blockRows - 1) / blockRows;
                     BufferBinding[] bindings = [Rows(dy), Rows(x), RowsOf(z ?? x, first, count), weight.Buffer, Shaders.Slice(rstd, first * groups, count * groups),
-                        Rows(grads.Dx), dzPacked?.Words ?? RowsOf(dz ?? grads.Dx, first, count), Shaders.Slice(dwPart, first / blockRows * dim, pieceUnits * dim)];
+                        Rows(grads.Dx), dzPacked?.Words ?? RowsOf(dz ?? grads.Dx, first, count), Shaders.Slice(dwPart, first / blockRows * dim, pieceUnits * dim),
+                        Rows(residual ?? dy)];
                     var kernel = dzPacked is null ? Shaders.RmsNormBwd : Shaders.RmsNormBwdOutBf16;
                     if (form.Fused)
                     {
