@@ -99,15 +99,20 @@ void main() {
             float dyv[PER];
             float xv[PER];
             float zv[PER];
+            float rv[PER];   // the residual's gradient, loaded with the rest so its latency overlaps theirs
             float dot = 0.0;
             [[unroll]] for (uint e = 0; e < PER; ++e) {
                 const uint j = tid + e * gl_WorkGroupSize.x;
                 dyv[e] = 0.0;
                 xv[e] = 0.0;
                 zv[e] = 0.0;
+                rv[e] = 0.0;
                 if (j < p.group_size) {
                     dyv[e] = dy[base + j];
                     xv[e] = x[base + j];
+                    if (residual) {
+                        rv[e] = res[base + j];
+                    }
                     if (gated) {
                         zv[e] = z[zbase + j];
                     }
@@ -128,7 +133,7 @@ void main() {
                     const float n = h * r;
                     const float dn = dyv[e] * wv[e] * (gated && after ? s : 1.0);
                     const float dh = r * (dn - n * mean);
-                    const float add = residual ? res[base + j] : 0.0;
+                    const float add = rv[e];
                     if (gated && !after) {
                         dx[base + j] = dh * s + add;
                         STORE_DZ(dzbase + j, dh * xv[e] * ds);
