@@ -9,6 +9,8 @@
 // PACK_BF16: y is written as the bf16 operands a tensor-core product reads (Gemm's packed operand: two to a word,
 // rounded to nearest even), not as fp32, so that no pass reads y to convert it. Each invocation then holds pairs of
 // neighbouring elements (PER even), so that a word's two halves are its own.
+// flags bit 2: the norm's input is x + res, written to sum (a block's norm in the residual stream forms the stream's
+// next value as it reads its two terms: no pass adds them first).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
@@ -23,10 +25,12 @@ layout(std430, binding = 2) readonly buffer W { float w[]; };
 layout(std430, binding = 3) writeonly buffer Y { float y[]; };
 layout(std430, binding = 3) writeonly buffer YWords { uint y_words[]; };   // PACK_BF16
 layout(std430, binding = 4) writeonly buffer Rstd { float rstd[]; };   // (rows, groups)
+layout(std430, binding = 5) readonly buffer Res { float res[]; };      // flags bit 2: x's shape
+layout(std430, binding = 6) writeonly buffer Sum { float sum_out[]; }; // flags bit 2: x + res
 
 layout(push_constant) uniform Push {
     uint rows, dim, group_size;
-    uint flags;   // bit 0: z given, bit 1: gate after the norm
+    uint flags;   // bit 0: z given, bit 1: gate after the norm, bit 2: the input is x + res (written to sum)
     float eps;
     uint z_stride, z_col;
 } p;
@@ -44,6 +48,7 @@ void main() {
     const uint groups = p.dim / p.group_size;
     const bool gated = (p.flags & 1u) != 0u;
     const bool after = (p.flags & 2u) != 0u;
+    const bool residual = (p.flags & 4u) != 0u;
     for (uint item = gl_WorkGroupID.x; item < p.rows * groups; item += gl_NumWorkGroups.x) {
         const uint col = (item % groups) * p.group_size;
         const uint base = (item / groups) * p.dim + col;
@@ -57,6 +62,10 @@ void main() {
             zv[e] = 0.0;
             if (j < p.group_size) {
                 hv[e] = x[base + j];
+                if (residual) {
+                    hv[e] += res[base + j];
+                    sum_out[base + j] = hv[e];
+                }
                 if (gated) {
                     zv[e] = z[zbase + j];
                 }

@@ -279,6 +279,42 @@ public class RmsNormTests(GpuFixture gpu)
         Assert.Equal(0u, packed.ScaleBits.Download()[0]);   // bf16: scale 1
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void AResidualTermIsAddedAndTheSumWrittenAsTheNormReadsIt(bool packed)
+    {
+        // A block's norm in the residual stream: it normalizes x + term and writes that sum (the stream's next value).
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        const int b = 2, l = 45, dim = 48;
+        var what = $"residual, {(packed ? "packed" : "fp32")}, seed {seed}";
+        var (xv, tv, wv) = (TestMath.Uniform(rng, b * l * dim, -2, 2), TestMath.Uniform(rng, b * l * dim, -2, 2), TestMath.Uniform(rng, dim, 0.5f, 1.5f));
+        using var x = Tensor.FromArray(Device, "x", xv, b, l, dim);
+        using var term = Tensor.FromArray(Device, "term", tv, b, l, dim);
+        using var w = Tensor.FromArray(Device, "weight", wv, dim);
+        using var sum = Tensor.Empty(Device, "sum", b, l, dim);
+        Poison.Fill(sum);
+        var sumv = xv.Select((v, i) => v + tv[i]).ToArray();
+        var expected = RmsNormReference.Forward(Widen(sumv), Widen(wv), null, 1e-5, dim, dim, true);
+        if (packed)
+        {
+            using var into = TensorCoreGemm.EmptyPacked(Device, "y", [b, l, dim], GemmOperands.Bf16);
+            using var rstd = RmsNorm.ForwardPacked(x, w, into, new ResidualSum(term, sum), 1e-5f, null);
+            var words = into.Words.Download();
+            var y = Enumerable.Range(0, b * l * dim).Select(i => BitConverter.UInt32BitsToSingle((words[i / 2] >> (16 * (i % 2))) << 16)).ToArray();
+            TestMath.AssertClose(y, expected, 1e-2, $"{what}: y");
+        }
+        else
+        {
+            using var result = RmsNorm.Forward(x, w, new ResidualSum(term, sum), 1e-5f, null);
+            TestMath.AssertClose(result.Y.ToArray(), expected, 1e-5, $"{what}: y");
+        }
+
+        Assert.Equal(sumv, sum.ToArray());   // one fp32 add, as the host's
+        Assert.Equal("sum", Assert.Throws<ArgumentException>(() => RmsNorm.Forward(x, w, new ResidualSum(term, x), 1e-5f, null)).ParamName);
+    }
+
     [Fact]
     public void PackedOutputIsRefusedWhereAWordWouldSplitAPair()
     {

@@ -253,41 +253,71 @@ public sealed class Mamba2LM : IDisposable
                 st.Section(ProfileSections.Embedding);
                 acts.Hidden.Add(h);
             });
+            // Each block's norm reads the stream's last value and the block before's output and writes their sum (the
+            // stream's next value, kept for the backward) as it normalizes it: the residual add takes no pass of its own.
+            Tensor? added = null;
+            ResidualSum? Residual(CommandStream st)
+            {
+                if (added is null)
+                {
+                    return null;
+                }
+
+                var next = acts.Keep(Tensor.Empty(device, $"h{acts.Hidden.Count}", b, l, d));
+                acts.Hidden.Add(next);
+                return new ResidualSum(added, next);
+            }
+
             for (var i = 0; i < _mixers.Count; i++)
             {
                 var layer = i;
                 staged.Stage(st =>
                 {
                     Mamba2Layer.Activations mixer;
+                    var residual = Residual(st);
                     if (Precision == Precision.Bf16 && RmsNorm.CanPack(d, d))
                     {
                         // The norm writes in_proj's bf16 operands itself: no fp32 mixer input, no pass converting it.
                         var packed = acts.Keep(TensorCoreGemm.EmptyPacked(device, $"norm{layer}", [b, l, d], GemmOperands.Bf16));
-                        acts.NormRstds.Add(acts.Keep(RmsNorm.ForwardPacked(h, _norms[layer], z: null, packed, Config.NormEps, stream: st)));
+                        acts.NormRstds.Add(acts.Keep(residual is { } r
+                            ? RmsNorm.ForwardPacked(h, _norms[layer], packed, r, Config.NormEps, st)
+                            : RmsNorm.ForwardPacked(h, _norms[layer], z: null, packed, Config.NormEps, stream: st)));
                         st.Section(ProfileSections.Norm);
                         mixer = acts.Keep(_mixers[layer].Forward(packed, st));
                     }
                     else
                     {
-                        var norm = RmsNorm.Forward(h, _norms[layer], eps: Config.NormEps, stream: st);
+                        var norm = residual is { } r
+                            ? RmsNorm.Forward(h, _norms[layer], r, Config.NormEps, st)
+                            : RmsNorm.Forward(h, _norms[layer], eps: Config.NormEps, stream: st);
                         acts.NormRstds.Add(acts.Keep(norm.Rstd));
                         _mixers[layer].HoldProductInput(acts, st, norm.Y);   // the mixer's input: only its in_proj products read it
                         st.Section(ProfileSections.Norm);
                         mixer = acts.Keep(_mixers[layer].Forward(norm.Y, st));
                     }
 
+                    if (residual is { } sum)
+                    {
+                        h = sum.Sum;
+                    }
+
                     acts.Mixers.Add(mixer);
-                    var next = acts.Keep(Tensor.Empty(device, $"h{layer + 1}", b, l, d));
-                    Elementwise.Add(h, mixer.Output, next, st);
-                    st.Section(ProfileSections.Elementwise);
-                    acts.Hidden.Add(next);
-                    h = next;
+                    added = mixer.Output;
                 });
             }
 
             staged.Stage(st =>
             {
-                acts.NormF = acts.Keep(RmsNorm.Forward(h, NormF, eps: Config.NormEps, stream: st));
+                if (Residual(st) is { } residual)
+                {
+                    acts.NormF = acts.Keep(RmsNorm.Forward(h, NormF, residual, Config.NormEps, st));
+                    h = residual.Sum;
+                }
+                else
+                {
+                    acts.NormF = acts.Keep(RmsNorm.Forward(h, NormF, eps: Config.NormEps, stream: st));
+                }
+
                 st.Section(ProfileSections.Norm);
                 head(acts, st, rows, d);
                 st.Section(ProfileSections.LmHead);

@@ -57,15 +57,24 @@ public static class RmsNorm
         bool normBeforeGate = true, CommandStream? stream = null) =>
         Forward(x, weight, (ColumnView?)z, eps, groupSize, normBeforeGate, stream);
 
-    private static RmsNormResult Forward(Tensor x, Tensor weight, ColumnView? z, float eps, int? groupSize, bool normBeforeGate, CommandStream? stream)
+    /// <summary>
+    /// The plain norm of x + <paramref name="residual"/>'s term, that sum written into its Sum as the pass reads the two
+    /// (a block's norm in the residual stream: the stream's next value formed without a pass of its own).
+    /// </summary>
+    internal static RmsNormResult Forward(Tensor x, Tensor weight, ResidualSum residual, float eps, CommandStream? stream) =>
+        Forward(x, weight, null, eps, null, true, stream, residual);
+
+    private static RmsNormResult Forward(Tensor x, Tensor weight, ColumnView? z, float eps, int? groupSize, bool normBeforeGate, CommandStream? stream,
+        ResidualSum? residual = null)
     {
         var (rows, dim, gs) = Validate("RmsNorm", x, weight, z, groupSize);
         CheckEps(eps);
+        residual?.Check("RmsNorm", x);
         var scope = new TensorScope(x.Device);
         try
         {
             var result = new RmsNormResult(scope.New("y", [.. x.Shape]), scope.New("rstd", (int)rows, dim / gs));
-            Record(x, weight, z, eps, normBeforeGate, rows, dim, gs, result.Y.Buffer, result.Rstd, stream);
+            Record(x, weight, z, eps, normBeforeGate, rows, dim, gs, result.Y.Buffer, result.Rstd, stream, residual: residual);
             return result;
         }
         catch
@@ -82,11 +91,20 @@ public static class RmsNorm
     /// inputs. The last dimension and the group size must be even (a word holds two neighbours of one row).
     /// </summary>
     public static Tensor ForwardPacked(Tensor x, Tensor weight, ColumnView? z, PackedOperand into, float eps = 1e-6f, int? groupSize = null,
-        bool normBeforeGate = true, CommandStream? stream = null)
+        bool normBeforeGate = true, CommandStream? stream = null) =>
+        ForwardPacked(x, weight, z, into, eps, groupSize, normBeforeGate, stream, null);
+
+    /// <summary>The plain norm of x + <paramref name="residual"/>'s term into packed operands, the sum written as it is read.</summary>
+    internal static Tensor ForwardPacked(Tensor x, Tensor weight, PackedOperand into, ResidualSum residual, float eps, CommandStream? stream) =>
+        ForwardPacked(x, weight, null, into, eps, null, true, stream, residual);
+
+    private static Tensor ForwardPacked(Tensor x, Tensor weight, ColumnView? z, PackedOperand into, float eps, int? groupSize, bool normBeforeGate,
+        CommandStream? stream, ResidualSum? residual)
     {
         const string op = "RmsNorm (packed)";
         var (rows, dim, gs) = Validate(op, x, weight, z, groupSize);
         CheckEps(eps);
+        residual?.Check(op, x);
         if (!CanPack(dim, gs))
         {
             throw new ArgumentException($"{op}: the last dimension ({dim}) and group_size ({gs}) must be even: a word holds two neighbours of one row.", nameof(x));
@@ -105,7 +123,7 @@ public static class RmsNorm
             Shaders.RunIn(x.Device, stream, st =>
             {
                 st.Fill(into.ScaleBits, 0u);   // bf16: scale 1
-                Record(x, weight, z, eps, normBeforeGate, rows, dim, gs, into.Words, rstd, st, pack: true);
+                Record(x, weight, z, eps, normBeforeGate, rows, dim, gs, into.Words, rstd, st, pack: true, residual: residual);
             });
             return rstd;
         }
@@ -131,7 +149,7 @@ public static class RmsNorm
     /// The forward's dispatches into y (fp32, or bf16 words with <paramref name="pack"/>), a piece of rows at a time.
     /// </summary>
     private static void Record(Tensor x, Tensor weight, ColumnView? z, float eps, bool normBeforeGate, long rows, int dim, int gs,
-        GpuBuffer y, Tensor rstd, CommandStream? stream, bool pack = false)
+        GpuBuffer y, Tensor rstd, CommandStream? stream, bool pack = false, ResidualSum? residual = null)
     {
         var device = x.Device;
         var groups = dim / gs;
@@ -142,16 +160,20 @@ public static class RmsNorm
         }
 
         var kernel = device.GetKernel(Shaders.RmsNorm, new RmsNormSpec(local, per, pack));
-        var flags = Flags(z, normBeforeGate);
+        var flags = Flags(z, normBeforeGate) | (residual is null ? 0u : 4u);
         var yPerRow = pack ? dim / 2 : dim;   // y's 4-byte elements a row: floats, or words of two bf16
         Shaders.RunIn(device, stream, st =>
         {
             foreach (var (first, count) in RowPieces(device, "RmsNorm", rows, dim, groups, 1, z?.Stride ?? dim, yPerRow))
             {
+                var xRows = Shaders.Slice(x, first * dim, count * dim);
+                var yRows = new BufferBinding(y, (ulong)(first * yPerRow * 4), (ulong)(count * yPerRow * 4));
+                // Without a residual its bindings take ranges the pass already reads (x) and writes (y).
                 st.Dispatch(kernel, (Shaders.Groups(device, count * groups), 1, 1),
                     new Push((uint)count, (uint)dim, (uint)gs, flags, eps, (uint)(z?.Stride ?? dim), (uint)(z?.Start ?? 0)),
-                    Shaders.Slice(x, first * dim, count * dim), RowsOf(z ?? x, first, count), weight.Buffer,
-                    new BufferBinding(y, (ulong)(first * yPerRow * 4), (ulong)(count * yPerRow * 4)), Shaders.Slice(rstd, first * groups, count * groups));
+                    xRows, RowsOf(z ?? x, first, count), weight.Buffer, yRows, Shaders.Slice(rstd, first * groups, count * groups),
+                    residual is { } term ? Shaders.Slice(term.Term, first * dim, count * dim) : xRows,
+                    residual is { } sum ? Shaders.Slice(sum.Sum, first * dim, count * dim) : yRows);
             }
         });
     }
@@ -349,5 +371,23 @@ public static class RmsNorm
         ShapeOps.ExpectSameDevice(op, [.. new[] { x, weight, z?.Tensor }.OfType<Tensor>()]);
         Shaders.EnsureBindable(op, weight);
         return (x.Length / dim, dim, gs);
+    }
+}
+
+/// <summary>
+/// A block norm's residual input: the norm reads x + <see cref="Term"/> and writes that sum into <see cref="Sum"/> (both
+/// x's shape; Sum is the residual stream's next value, distinct from both terms).
+/// </summary>
+internal readonly record struct ResidualSum(Tensor Term, Tensor Sum)
+{
+    public void Check(string op, Tensor x)
+    {
+        ShapeOps.Expect(Term, "residual", op, [.. x.Shape]);
+        ShapeOps.Expect(Sum, "sum", op, [.. x.Shape]);
+        ShapeOps.ExpectSameDevice(op, x, Term, Sum);
+        if (ReferenceEquals(Sum, x) || ReferenceEquals(Sum, Term))
+        {
+            throw new ArgumentException($"{op}: the sum must go to a tensor of its own, not {Sum.Name}.", "sum");
+        }
     }
 }
