@@ -19,11 +19,7 @@ internal readonly record struct PackedColumns
             throw new ArgumentException($"{packed} holds {packed.Operands} operands; outputs are written in place only as bf16.", nameof(packed));
         }
 
-        var cols = packed.Shape[^1];
-        if (start < 0 || width <= 0 || start + (long)width > cols)
-        {
-            throw new ArgumentOutOfRangeException(nameof(width), $"columns [{start}, {start + (long)width}) are not inside {packed.Name}'s {cols}.");
-        }
+        ShapeOps.ExpectColumns(packed.Name, packed.Shape[^1], start, width);
 
         Packed = packed;
         Start = start;

@@ -10,11 +10,7 @@ public readonly record struct ColumnView
     public ColumnView(Tensor tensor, int start, int width)
     {
         ArgumentNullException.ThrowIfNull(tensor);
-        var cols = tensor.Shape[^1];
-        if (start < 0 || width <= 0 || start + (long)width > cols)
-        {
-            throw new ArgumentOutOfRangeException(nameof(width), $"columns [{start}, {start + (long)width}) are not inside {tensor.Name}'s {cols}.");
-        }
+        ShapeOps.ExpectColumns(tensor.Name, tensor.Shape[^1], start, width);
 
         Tensor = tensor;
         Start = start;

@@ -27,6 +27,15 @@ public static class ShapeOps
     }
 
     /// <summary>Throws unless <paramref name="t"/> has exactly <paramref name="expected"/>.</summary>
+    /// <summary>Columns [start, start + width) must lie inside a last dimension of <paramref name="cols"/> (a column view's range).</summary>
+    internal static void ExpectColumns(string name, int cols, int start, int width)
+    {
+        if (start < 0 || width <= 0 || start + (long)width > cols)
+        {
+            throw new ArgumentOutOfRangeException(nameof(width), $"columns [{start}, {start + (long)width}) are not inside {name}'s {cols}.");
+        }
+    }
+
     public static void Expect(IShapedArray t, string argument, string op, params int[] expected)
     {
         if (!t.Shape.SequenceEqual(expected))
