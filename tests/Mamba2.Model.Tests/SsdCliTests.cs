@@ -41,7 +41,8 @@ public sealed class SsdCliTests : IDisposable
         ];
     }
 
-    private static readonly string[] Flags = ["--chunk-size", "32", "--dt-softplus", "--dt-limit", "0.01,0.5"];
+    // The exact mode, whatever the device's default (fp32-fast on a GPU with tensor cores): compared at 1e-5.
+    private static readonly string[] Flags = ["--chunk-size", "32", "--dt-softplus", "--dt-limit", "0.01,0.5", "--precision", "fp32"];
 
     [Fact]
     public void WritesYAndFinalStatesMatchingTheReference()
@@ -116,7 +117,8 @@ public sealed class SsdCliTests : IDisposable
             HostTensor.FromFloat32("dy", dy, b, l, h, p),
         ]);
 
-        Assert.Equal(0, CliApp.Run(["ssd", "--input", input, "--output", output, "--chunk-size", "16", "--dt-softplus", "--bidirectional", "--bidirectional-mode", "shift"]));
+        Assert.Equal(0, CliApp.Run(["ssd", "--input", input, "--output", output, "--chunk-size", "16", "--dt-softplus", "--bidirectional", "--bidirectional-mode", "shift",
+            "--precision", "fp32"]));
 
         var result = SafetensorsFile.ReadAll(output);
         var v = c.ToFloat64();
