@@ -15,12 +15,14 @@ public class SpecializationTests
     public static TheoryData<string, Type> Kernels()
     {
         var data = new TheoryData<string, Type>();
-        foreach (var field in typeof(Gemm).Assembly.GetType("Mamba2.Model.Ops.Shaders")!
+        var pairs = typeof(Gemm).Assembly.GetType("Mamba2.Model.Ops.Shaders")!
             .GetFields(BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic)
-            .Where(f => f.FieldType.IsGenericType && f.FieldType.GetGenericTypeDefinition() == typeof(KernelSource<>)))
+            .Where(f => f.FieldType.IsGenericType && f.FieldType.GetGenericTypeDefinition() == typeof(KernelSource<>))
+            .Select(f => (Shader: SourceFile(((KernelSource)f.GetValue(null)!).ResourceName), Spec: f.FieldType.GetGenericArguments()[0]))
+            .Distinct();   // a shader's variants share its constants: one case each
+        foreach (var (shader, spec) in pairs)
         {
-            var source = (KernelSource)field.GetValue(null)!;
-            data.Add(SourceFile(source.ResourceName), field.FieldType.GetGenericArguments()[0]);
+            data.Add(shader, spec);
         }
 
         data.Add("tc/gemm_coopmat", typeof(GemmCoopmatSpec));
