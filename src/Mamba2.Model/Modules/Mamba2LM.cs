@@ -256,7 +256,7 @@ public sealed class Mamba2LM : IDisposable
             // Each block's norm reads the stream's last value and the block before's output and writes their sum (the
             // stream's next value, kept for the backward) as it normalizes it: the residual add takes no pass of its own.
             Tensor? added = null;
-            ResidualSum? Residual(CommandStream st)
+            ResidualSum? Residual()
             {
                 if (added is null)
                 {
@@ -274,7 +274,7 @@ public sealed class Mamba2LM : IDisposable
                 staged.Stage(st =>
                 {
                     Mamba2Layer.Activations mixer;
-                    var residual = Residual(st);
+                    var residual = Residual();
                     if (Precision == Precision.Bf16 && RmsNorm.CanPack(d, d))
                     {
                         // The norm writes in_proj's bf16 operands itself: no fp32 mixer input, no pass converting it.
@@ -308,7 +308,7 @@ public sealed class Mamba2LM : IDisposable
 
             staged.Stage(st =>
             {
-                if (Residual(st) is { } residual)
+                if (Residual() is { } residual)
                 {
                     acts.NormF = acts.Keep(RmsNorm.Forward(h, NormF, residual, Config.NormEps, st));
                     h = residual.Sum;
