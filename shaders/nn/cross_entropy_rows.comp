@@ -11,7 +11,9 @@
 
 layout(local_size_x_id = 0) in;   // a power of two
 #include "row_sum.glsl"
-layout(constant_id = 1) const uint GRADIENT = 0;   // 0 none, 1 fp32 in place, 2 f16 scaled by 2^14, 3 bf16
+#include "row_argmax.glsl"
+#include "operand_scale.glsl"
+layout(constant_id = 1) const uint GRADIENT = 0;   // 0 none, 1 fp32 in place, 2 f16 (scaled as a largest |x| of 1), 3 bf16
 layout(constant_id = 2) const bool ARGMAX = false;
 
 layout(std430, binding = 0) buffer Logits { float logits[]; };
@@ -26,23 +28,9 @@ layout(push_constant) uniform Push {
     int ignore_index;
 } p;
 
-const uint NONE = 0xFFFFFFFFu;
 const float LOWEST = -3.402823466e38;
-// |softmax - onehot| <= 1, so f16 operands take the scale operand_scale.glsl gives a largest |x| of 1 (the host
-// sets the packed copy's scale word to 1.0 to match).
-const float F16_SCALE = 16384.0;
 
 shared float red_max[gl_WorkGroupSize.x];
-shared float best_v[gl_WorkGroupSize.x];
-shared uint best_i[gl_WorkGroupSize.x];
-
-// Whether (v, i) beats (bv, bi): larger, or as large and earlier; NaN never beats, anything beats none.
-bool beats(float v, uint i, float bv, uint bi) {
-    if (i == NONE || isnan(v)) {
-        return false;
-    }
-    return bi == NONE || v > bv || (v == bv && i < bi);
-}
 
 float row_max(float v) {
     const uint tid = gl_LocalInvocationID.x;
@@ -55,23 +43,6 @@ float row_max(float v) {
         barrier();
     }
     const float r = red_max[0];
-    barrier();
-    return r;
-}
-
-uint row_argmax(float bv, uint bi) {
-    const uint tid = gl_LocalInvocationID.x;
-    best_v[tid] = bv;
-    best_i[tid] = bi;
-    barrier();
-    for (uint h = gl_WorkGroupSize.x / 2; h > 0; h >>= 1) {
-        if (tid < h && beats(best_v[tid + h], best_i[tid + h], best_v[tid], best_i[tid])) {
-            best_v[tid] = best_v[tid + h];
-            best_i[tid] = best_i[tid + h];
-        }
-        barrier();
-    }
-    const uint r = best_i[0];
     barrier();
     return r;
 }
@@ -124,10 +95,13 @@ void main() {
                 logits[base + j] = grad(logits[base + j], j, lse, t, valid);
             }
         } else if (GRADIENT >= 2) {
+            // |softmax - onehot| <= 1: f16 operands take the scale of a largest |x| of 1 (the host sets the packed
+            // copy's scale word to 1.0 to match).
+            const float f16_scale = operand_scale(floatBitsToUint(1.0));
             const uint half_ = p.vocab / 2;
             for (uint w = tid; w < half_; w += gl_WorkGroupSize.x) {
                 const vec2 g = vec2(grad(logits[base + 2 * w], 2 * w, lse, t, valid), grad(logits[base + 2 * w + 1], 2 * w + 1, lse, t, valid));
-                dwords[row * half_ + w] = GRADIENT == 3 ? bf16_bits(g.x) | (bf16_bits(g.y) << 16) : packHalf2x16(F16_SCALE * g);
+                dwords[row * half_ + w] = GRADIENT == 3 ? bf16_bits(g.x) | (bf16_bits(g.y) << 16) : packHalf2x16(f16_scale * g);
             }
         }
     }
