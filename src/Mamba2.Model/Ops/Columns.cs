@@ -33,11 +33,8 @@ public static class Columns
         Check(op, src, srcCol, dst.Rows, dst.Stride, dst.Start, dst.Width, nameof(dst));
         ShapeOps.ExpectSameDevice(op, src, dst.Packed);
         Shaders.EnsureBindable(op, src);
+        dst.ExpectWritable(op);
         var device = src.Device;
-        if (!PackedColumns.Supported(device, dst.Packed.Length))
-        {
-            throw new MissingFeatureException($"{op}: {device.Name} cannot write {dst} (16-bit storage, Vulkan 1.3, one binding).");
-        }
 
         var words = (dst.Width | src.Shape[^1] | srcCol) % 4 == 0;
         Record(device, stream, Shaders.CopyColumnsOutBf16, words, src, srcCol, dst.Stride, dst.Start, dst.Width, dst.Words);

@@ -125,10 +125,7 @@ public static class Conv1d
             }
 
             ShapeOps.ExpectSameDevice(op, x.Tensor, packed.Packed);
-            if (!PackedColumns.Supported(x.Tensor.Device, packed.Packed.Length))
-            {
-                throw new MissingFeatureException($"{op}: {x.Tensor.Device.Name} cannot write {packed} (16-bit storage, Vulkan 1.3, one binding).");
-            }
+            packed.ExpectWritable(op);
         }
 
         var device = x.Tensor.Device;

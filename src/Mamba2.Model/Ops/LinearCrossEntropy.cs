@@ -233,7 +233,7 @@ public static class LinearCrossEntropy
 
         // The rows' pairs are summed in one fixed order, as CrossEntropy sums them.
         Reductions.Sum(st, pairs, sums, (uint)rows, 2);
-        st.Dispatch(device.GetKernel(Shaders.CrossEntropy, new CrossEntropySpec(Shaders.RowLocal(device, vocab), CrossEntropyMode.Loss)), (1, 1, 1),
+        st.Dispatch(device.GetKernel(Shaders.CrossEntropy, new CrossEntropySpec(rowLocal, CrossEntropyMode.Loss)), (1, 1, 1),
             new Push((uint)rows, (uint)vocab, ignoreIndex), pairs, targets.Buffer, sums, result.Loss.Buffer, result.Loss.Buffer, pairs, status);
     }
 

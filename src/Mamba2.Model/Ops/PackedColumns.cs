@@ -48,5 +48,14 @@ internal readonly record struct PackedColumns
         device.Capabilities.Storage16Bit && device.Info.ApiVersion >= Silk.NET.Vulkan.Vk.Version13
         && (ulong)elements * 2 <= device.Capabilities.MaxStorageBufferRange && elements <= uint.MaxValue;
 
+    /// <summary>Throws <see cref="MissingFeatureException"/> where the copy's device cannot run the kernels that write it.</summary>
+    public void ExpectWritable(string op)
+    {
+        if (!Supported(Packed.Device, Packed.Length))
+        {
+            throw new MissingFeatureException($"{op}: {Packed.Device.Name} cannot write {this} (16-bit storage, Vulkan 1.3, one binding).");
+        }
+    }
+
     public override string ToString() => $"{Packed.Name}[..., {Start}:{Start + Width}] as bf16";
 }

@@ -233,10 +233,7 @@ public static class RmsNorm
             }
 
             ShapeOps.ExpectSameDevice(op, x, packed.Packed);
-            if (!PackedColumns.Supported(x.Device, packed.Packed.Length))
-            {
-                throw new MissingFeatureException($"{op}: {x.Device.Name} cannot write {packed} (16-bit storage, Vulkan 1.3, one binding).");
-            }
+            packed.ExpectWritable(op);
         }
 
         var groups = dim / gs;
