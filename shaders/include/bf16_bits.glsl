@@ -9,4 +9,18 @@ uint bf16_bits(float v) {
     return isnan(v) ? (u >> 16) | 0x40u : (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
 }
 
+// The bf16 value nearest v, as an fp32: what bf16 products multiply, for kernels that multiply it as f16 (a bf16
+// value times a power of two within f16's range is an f16 value).
+float bf16_round(float v) {
+    return uintBitsToFloat(bf16_bits(v) << 16);
+}
+
+vec2 bf16_round(vec2 v) {
+    return vec2(bf16_round(v.x), bf16_round(v.y));
+}
+
+vec4 bf16_round(vec4 v) {
+    return vec4(bf16_round(v.x), bf16_round(v.y), bf16_round(v.z), bf16_round(v.w));
+}
+
 #endif

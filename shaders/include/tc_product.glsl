@@ -11,6 +11,8 @@
 // scale); otherwise to f16 after multiplying each slice by the power of two that maps its largest |x| into
 // [2^14, 2^15) (operand_scale.glsl), divided out exactly when the slice's product joins the accumulators. Per
 // slice, because the SSD's operands (decayed C.B^T, decay-weighted x) span more than f16's range across a chunk.
+// OPERAND_BF16_VALUES (f16 operands) rounds each element to bf16 before it is scaled: bf16's products on devices
+// whose cooperative matrices take f16 only (f16 holds a scaled bf16 value exactly).
 // Staging works in words of 4 elements (one 16-byte load, the bits in two 32-bit shared cells), as the GEMM does.
 // A kernel may define TC_STAGED as a function of its own that tc_product calls after staging a slice, before the
 // barrier that publishes it: shared stores of its own that the barrier then publishes too.
@@ -25,6 +27,12 @@
 #include "operand_scale.glsl"
 
 #include "operand_pack.glsl"
+#ifdef OPERAND_BF16_VALUES
+#include "bf16_bits.glsl"
+#define TC_ROUND(v) bf16_round(v)
+#else
+#define TC_ROUND(v) (v)
+#endif
 
 #define TC_ACC coopmat<float, gl_ScopeSubgroup, TM, TN, gl_MatrixUseAccumulator>
 
@@ -133,13 +141,13 @@ void tc_product(inout TC_ACC acc[TC_FRAGS], bool a_cols, bool b_cols) {
     [[unroll]] for (uint q = 0; q < TC_A_PER; ++q) {
         const uint w = tid + q * TC_THREADS;
         if (w < TC_A_WORDS) {
-            tc_store_word((w / a_row4) * a_stride4 + w % a_row4, pack4(va[q] * sa));
+            tc_store_word((w / a_row4) * a_stride4 + w % a_row4, pack4(TC_ROUND(va[q]) * sa));
         }
     }
     [[unroll]] for (uint q = 0; q < TC_B_PER; ++q) {
         const uint w = tid + q * TC_THREADS;
         if (w < TC_B_WORDS) {
-            tc_store_word(TC_A_TILE4 + (w / b_row4) * b_stride4 + w % b_row4, pack4(vb[q] * sb));
+            tc_store_word(TC_A_TILE4 + (w / b_row4) * b_stride4 + w % b_row4, pack4(TC_ROUND(vb[q]) * sb));
         }
     }
 #ifdef TC_STAGED

@@ -13,14 +13,14 @@ layout(local_size_x_id = 0) in;   // a power of two
 #include "row_sum.glsl"
 #include "row_argmax.glsl"
 #include "operand_scale.glsl"
-layout(constant_id = 1) const uint GRADIENT = 0;   // 0 none, 1 fp32 in place, 2 f16 (scaled as a largest |x| of 1), 3 bf16
+layout(constant_id = 1) const uint GRADIENT = 0;   // 0 none, 1 fp32 in place, 2 f16 (scaled as a largest |x| of 1), 3 bf16, 4 bf16 values as 2
 layout(constant_id = 2) const bool ARGMAX = false;
 
 layout(std430, binding = 0) buffer Logits { float logits[]; };
 layout(std430, binding = 1) readonly buffer Targets { int targets[]; };
 layout(std430, binding = 2) writeonly buffer Pairs { float pairs[]; };   // (N, 2): loss, counted
 layout(std430, binding = 3) writeonly buffer ArgMax { int argmax_out[]; };
-layout(std430, binding = 4) writeonly buffer Words { uint dwords[]; };  // GRADIENT 2, 3: (N, V / 2)
+layout(std430, binding = 4) writeonly buffer Words { uint dwords[]; };  // GRADIENT 2-4: (N, V / 2)
 layout(std430, binding = 5) buffer Status { uint status[]; };           // [0]: a target was out of range
 
 layout(push_constant) uniform Push {
@@ -101,7 +101,8 @@ void main() {
             const uint half_ = p.vocab / 2;
             for (uint w = tid; w < half_; w += gl_WorkGroupSize.x) {
                 const vec2 g = vec2(grad(logits[base + 2 * w], 2 * w, lse, t, valid), grad(logits[base + 2 * w + 1], 2 * w + 1, lse, t, valid));
-                dwords[row * half_ + w] = GRADIENT == 3 ? bf16_bits(g.x) | (bf16_bits(g.y) << 16) : packHalf2x16(f16_scale * g);
+                dwords[row * half_ + w] = GRADIENT == 3 ? bf16_bits(g.x) | (bf16_bits(g.y) << 16)
+                                        : packHalf2x16(f16_scale * (GRADIENT == 4 ? bf16_round(g) : g));
             }
         }
     }

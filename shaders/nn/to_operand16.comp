@@ -1,13 +1,14 @@
 #version 450
-// fp32 to tensor-core operands: x times its tensor's power-of-two scale (operand_scale.glsl), as f16, or bf16
-// rounded to nearest even (BF16), two to a 32-bit word, so that a tensor-core GEMM reads half the bytes and
-// converts nothing (tc/gemm_coopmat.comp with INPUT16 divides the scales out). An odd count's last word holds a
-// zero in its high half.
+// fp32 to tensor-core operands: x times its tensor's power-of-two scale (operand_scale.glsl), as f16, as bf16
+// rounded to nearest even, or (bf16 values as f16) rounded to bf16 and then scaled into f16, which holds them
+// exactly: bf16's products on f16 tensor cores. Two to a 32-bit word, so that a tensor-core GEMM reads half the
+// bytes and converts nothing (tc/gemm_coopmat.comp with INPUT16 divides the scales out). An odd count's last word
+// holds a zero in its high half.
 #extension GL_GOOGLE_include_directive : require
 #include "operand_scale.glsl"
 #include "bf16_bits.glsl"
 layout(local_size_x_id = 0) in;
-layout(constant_id = 1) const bool BF16 = false;
+layout(constant_id = 1) const uint FORM = 0;   // 0 f16, 1 bf16, 2 bf16 values as f16
 
 layout(std430, binding = 0) readonly buffer Src { float src[]; };
 layout(std430, binding = 1) writeonly buffer Dst { uint dst[]; };
@@ -22,7 +23,8 @@ void main() {
     const uint words = (p.count + 1) / 2;
     const float scale = operand_scale(absmax_bits[p.slot]);
     for (uint w = gl_GlobalInvocationID.x; w < words; w += gl_NumWorkGroups.x * gl_WorkGroupSize.x) {
-        const vec2 v = scale * vec2(src[2 * w], 2 * w + 1 < p.count ? src[2 * w + 1] : 0.0);
-        dst[w] = BF16 ? bf16_bits(v.x) | (bf16_bits(v.y) << 16) : packHalf2x16(v);
+        const vec2 x = vec2(src[2 * w], 2 * w + 1 < p.count ? src[2 * w + 1] : 0.0);
+        const vec2 v = scale * (FORM == 2 ? bf16_round(x) : x);
+        dst[w] = FORM == 1 ? bf16_bits(v.x) | (bf16_bits(v.y) << 16) : packHalf2x16(v);
     }
 }

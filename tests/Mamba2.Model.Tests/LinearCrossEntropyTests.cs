@@ -61,24 +61,28 @@ public class LinearCrossEntropyTests(GpuFixture gpu)
     }
 
     // An even vocabulary lets the row pass write the 16-bit products' operands itself; an odd one is packed after it.
-    public static TheoryData<Precision, long, int> Cases => new()
+    // bf16ViaF16: bf16's products as scaled f16 (MAMBA2_BF16_PRODUCTS=f16), what devices without bf16 cooperative
+    // matrices run (and bf16 itself there).
+    public static TheoryData<Precision, long, int, bool> Cases => new()
     {
-        { Precision.Fp32, 40_000, 131 },                          // blocks of 64 rows and a 9-row tail
-        { Precision.Fp32, LinearCrossEntropy.MinDefaultBlockBytes, 132 },   // one block
-        { Precision.Fp32Fast, 40_000, 131 },
-        { Precision.Fp32Fast, 40_000, 132 },
-        { Precision.Bf16, 40_000, 131 },
-        { Precision.Bf16, 40_000, 132 },
+        { Precision.Fp32, 40_000, 131, false },                          // blocks of 64 rows and a 9-row tail
+        { Precision.Fp32, LinearCrossEntropy.MinDefaultBlockBytes, 132, false },   // one block
+        { Precision.Fp32Fast, 40_000, 131, false },
+        { Precision.Fp32Fast, 40_000, 132, false },
+        { Precision.Bf16, 40_000, 131, false },
+        { Precision.Bf16, 40_000, 132, false },
+        { Precision.Bf16, 40_000, 132, true },
     };
 
     [Theory]
     [MemberData(nameof(Cases))]
-    public void LossGradientsAndPredictionsMatchTheReference(Precision precision, long blockBytes, int vocab)
+    public void LossGradientsAndPredictionsMatchTheReference(Precision precision, long blockBytes, int vocab, bool bf16ViaF16)
     {
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
         const int b = 3, l = 67, d = 24;
-        var what = $"{precision.Name()} block {blockBytes} vocab {vocab} seed {seed}";
+        using var tuning = OpTuning.Override(Device, t => t with { Bf16Products = bf16ViaF16 ? GemmOperands.Bf16ViaF16 : null });
+        var what = $"{precision.Name()}{(bf16ViaF16 ? " via f16" : "")} block {blockBytes} vocab {vocab} seed {seed}";
         var hv = TestMath.Uniform(rng, b * l * d, -1, 1);
         var wv = TestMath.Uniform(rng, vocab * d, -1, 1);
         if (precision == Precision.Bf16)

@@ -169,11 +169,14 @@ public class Mamba2LMTests(GpuFixture gpu)
         }
     }
 
+    /// <summary>bf16ViaF16: bf16's products as scaled f16 (MAMBA2_BF16_PRODUCTS=f16), what devices without bf16 cooperative matrices run.</summary>
     [Theory]
-    [InlineData(Precision.Fp32Fast)]
-    [InlineData(Precision.Bf16)]
-    public void TheTrainingForwardAndEveryGradientMatchTheFloat64ModelAtTheModesTolerance(Precision precision)
+    [InlineData(Precision.Fp32Fast, false)]
+    [InlineData(Precision.Bf16, false)]
+    [InlineData(Precision.Bf16, true)]
+    public void TheTrainingForwardAndEveryGradientMatchTheFloat64ModelAtTheModesTolerance(Precision precision, bool bf16ViaF16)
     {
+        using var tuning = OpTuning.Override(Device, t => t with { Bf16Products = bf16ViaF16 ? GemmOperands.Bf16ViaF16 : null });
         // Tensor-core products throughout (packed operands kept from the forward, the head in blocks); the
         // parameters rounded to bf16 first, so that the float64 model multiplies the same values.
         var seed = TestMath.NewSeed();
@@ -205,7 +208,7 @@ public class Mamba2LMTests(GpuFixture gpu)
             // is left is the products' own error, not that of rounded activations carried through two layers.
             var (_, loss, gRef, termScales) = Reference(config, p, ids, b, l,
                 precision == Precision.Bf16 ? x => TensorCoreGemmTests.Round((float)x, GemmOperands.Bf16) : x => TensorCoreGemmTests.RoundScaledF16((float)x));
-            var what = $"{precision.Name()} seed {seed}";
+            var what = $"{precision.Name()}{(bf16ViaF16 ? " via f16" : "")} seed {seed}";
             var tolerance = precision.Tolerance();
             TestMath.AssertClose(acts.Loss!.Loss.ToArray(), [loss], tolerance, $"{what}: loss");
             Assert.Equal(lm.Parameters.Select(q => q.Name).Order(), grads.Keys.Order());

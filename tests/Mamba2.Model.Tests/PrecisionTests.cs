@@ -32,14 +32,17 @@ public class PrecisionTests(GpuFixture gpu)
         Assert.Equal(expected, PrecisionPolicy.DefaultFor(Device));
     }
 
+    /// <summary>bf16ViaF16: bf16's products as scaled f16 (MAMBA2_BF16_PRODUCTS=f16), what devices without bf16 cooperative matrices run.</summary>
     [Theory]
-    [InlineData(Precision.Fp32Fast, true)]
-    [InlineData(Precision.Fp32Fast, false)]
-    [InlineData(Precision.Bf16, true)]
-    public void LayerMatchesTheFloat64LayerAtTheModesTolerance(Precision precision, bool causal)
+    [InlineData(Precision.Fp32Fast, true, false)]
+    [InlineData(Precision.Fp32Fast, false, false)]
+    [InlineData(Precision.Bf16, true, false)]
+    [InlineData(Precision.Bf16, false, true)]
+    public void LayerMatchesTheFloat64LayerAtTheModesTolerance(Precision precision, bool causal, bool bf16ViaF16)
     {
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
+        using var tuning = OpTuning.Override(Device, t => t with { Bf16Products = bf16ViaF16 ? GemmOperands.Bf16ViaF16 : null });
         var config = new Mamba2Config(DModel: 32) { DState = 8, HeadDim = 8, NGroups = 2, ChunkSize = 16, Causal = causal };
         const int b = 2, l = 29;
         using var layer = Mamba2Layer.Initialize(Device, config, rng);
@@ -51,7 +54,7 @@ public class PrecisionTests(GpuFixture gpu)
         }
 
         layer.Precision = precision;
-        var what = $"{precision.Name()} causal {causal} seed {seed}";
+        var what = $"{precision.Name()}{(bf16ViaF16 ? " via f16" : "")} causal {causal} seed {seed}";
         var error = LayerCheck.AgainstFloat64(Device, layer, b, l, rng, precision.Tolerance(), what);
 
         // Not an fp32 run by accident: the output is off the exact one by more than fp32 rounding.

@@ -71,7 +71,8 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         if (SsdOp.WhyNot(Device, precision) is { } why)
         {
             var required = Environment.GetEnvironmentVariable(TensorCoreGemmTests.RequireVariable) ?? "";
-            Assert.False(required.Contains("khr_coopmat") && (precision == Precision.Fp32Fast || required.Contains("bf16")), $"{TensorCoreGemmTests.RequireVariable}={required}: {why}");
+            // bf16 runs on f16 cooperative matrices where a device has no bf16 ones.
+            Assert.False(required.Contains("khr_coopmat"), $"{TensorCoreGemmTests.RequireVariable}={required}: {why}");
             var e = Assert.Throws<MissingFeatureException>(() => inputs.Forward());
             Assert.Contains(precision.Name(), e.Message);
             Assert.Equal(why + ".", e.Message);
@@ -79,6 +80,33 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         }
 
         SsdForwardTests.Verify(Device, c, SsdPath.Auto, what, precision);
+    }
+
+    /// <summary>
+    /// bf16's products as scaled f16 (MAMBA2_BF16_PRODUCTS=f16, what devices without bf16 cooperative matrices run):
+    /// forward and backward at bf16's tolerance, through the f16 kernels' per-slice scaling.
+    /// </summary>
+    [Theory]
+    [InlineData("all-options")]
+    [InlineData("strided")]
+    [InlineData("tiny-and-huge")]
+    [InlineData("long-strong-decay")]
+    public void Bf16ValuesAsF16MatchAtBf16sTolerance(string name)
+    {
+        var seed = TestMath.NewSeed();
+        using var tuning = OpTuning.Override(Device, t => t with { Bf16Products = GemmOperands.Bf16ViaF16 });
+        if (SsdOp.WhyNot(Device, Precision.Bf16) is not null)
+        {
+            return;   // ForwardMatchesTheRecurrenceAtTheModesTolerance holds the refusal to its reason
+        }
+
+        var what = $"{name} bf16 via f16 seed {seed}";
+        SsdForwardTests.Verify(Device, MakeCase(name, new Random(seed)), SsdPath.Auto, what, Precision.Bf16);
+        if (name is "all-options" or "strided")
+        {
+            var (c, hasDFinal) = MakeBackwardCase(name, new Random(seed));
+            SsdBackwardTests.Verify(Device, c, SsdPath.Auto, Precision.Bf16, hasDFinal, seed, what);
+        }
     }
 
     /// <summary>Tiles the default does not take: a K slice of 64, narrow subgroup blocks, 4 subgroups; a bad one is refused.</summary>
@@ -151,19 +179,21 @@ public class SsdTensorCoreTests(GpuFixture gpu)
     {
         var caps = Device.Capabilities;
         var lines = SsdOp.DescribeTensorCores(caps, Device.Name).ToList();
-        Assert.Equal(2, lines.Count);
-        foreach (var (line, precision) in lines.Zip([Precision.Fp32Fast, Precision.Bf16]))
+        GemmOperands[] operands = [GemmOperands.F16, GemmOperands.Bf16, GemmOperands.Bf16ViaF16];
+        Assert.Equal(operands.Length, lines.Count);
+        foreach (var (line, o) in lines.Zip(operands))
         {
-            var name = precision == Precision.Bf16 ? "Bf16" : "F16";
-            if (SsdOp.WhyNot(Device, precision) is { } why)
+            if (SsdOp.WhyNotTensorCores(caps, Device.Name, o) is { } why)
             {
-                Assert.Equal($"SSD {name}: none ({why[$"Ssd in {precision.Name()}: ".Length..]})", line);
+                Assert.Equal($"SSD {o}: none ({why})", line);
                 continue;
             }
 
-            var narrow = SsdTensorCoreTiles.Choose(caps, precision == Precision.Bf16, 1)!;
-            Assert.StartsWith($"SSD {name}: scan {narrow.Scan}, state {narrow.State}, dbc {narrow.Dbc}, y {narrow.Y}", line);
-            var wide = SsdTensorCoreTiles.Choose(caps, precision == Precision.Bf16, (int)narrow.Scan.BN + 1)!;
+            // bf16 values as f16 run the f16 kernels' tiles.
+            var bf16 = o == GemmOperands.Bf16;
+            var narrow = SsdTensorCoreTiles.Choose(caps, bf16, 1)!;
+            Assert.StartsWith($"SSD {o}: scan {narrow.Scan}, state {narrow.State}, dbc {narrow.Dbc}, y {narrow.Y}", line);
+            var wide = SsdTensorCoreTiles.Choose(caps, bf16, (int)narrow.Scan.BN + 1)!;
             Assert.Equal(wide != narrow, line.Contains($"; d_state above {narrow.Scan.BN}: scan {wide.Scan}, state {wide.State}, dbc {wide.Dbc}, y {wide.Y}"));
         }
     }

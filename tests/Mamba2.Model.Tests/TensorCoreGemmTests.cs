@@ -20,9 +20,10 @@ public class TensorCoreGemmTests(GpuFixture gpu)
     public const string RequireVariable = "MAMBA2_TEST_REQUIRE";
 
     private static readonly (GemmOperands, TensorCoreApi, OperandStaging)[] AllVariants =
-        [.. from operands in new[] { GemmOperands.F16, GemmOperands.Bf16 }
+        [.. from operands in new[] { GemmOperands.F16, GemmOperands.Bf16, GemmOperands.Bf16ViaF16 }
             from api in new[] { TensorCoreApi.Khr, TensorCoreApi.NvCooperativeMatrix2 }
             from staging in new[] { OperandStaging.InKernel, OperandStaging.Converted }
+            where operands != GemmOperands.Bf16ViaF16 || staging == OperandStaging.Converted   // scaled: converted only
             select (operands, api, staging)];
 
     public static TheoryData<GemmOperands, TensorCoreApi, OperandStaging> Variants => new(AllVariants);
@@ -240,12 +241,31 @@ public class TensorCoreGemmTests(GpuFixture gpu)
         if (required.Contains("khr_coopmat"))
         {
             Assert.True(TensorCoreGemm.IsAvailable(device, GemmOperands.F16, TensorCoreApi.Khr));
+            Assert.True(TensorCoreGemm.IsAvailable(device, GemmOperands.Bf16ViaF16, TensorCoreApi.Khr));   // bf16 mode without bf16 matrices
         }
 
         if (required.Contains("nv_coopmat2"))
         {
             Assert.True(TensorCoreGemm.IsAvailable(device, GemmOperands.F16, TensorCoreApi.NvCooperativeMatrix2));
         }
+    }
+
+    [Fact]
+    public void Bf16ValuesAsF16AreConvertedFirst()
+    {
+        var device = gpu.Device;
+        if (!TensorCoreGemm.IsAvailable(device, GemmOperands.Bf16ViaF16))
+        {
+            return;
+        }
+
+        // Their scale needs the tensor's max before any product: a GEMM that rounds as it stages cannot have it.
+        var why = TensorCoreGemm.WhyNot(device, GemmOperands.Bf16ViaF16, staging: OperandStaging.InKernel);
+        Assert.NotNull(why);
+        Assert.Contains("Converted", why);
+        Assert.Null(TensorCoreGemm.WhyNot(device, GemmOperands.Bf16ViaF16));
+        using var g = new GemmCase(device, 1, 5, 6, 7, false, false, 0f);
+        Assert.Throws<MissingFeatureException>(() => Gemm.Run(g.A, g.B, g.C, operands: GemmOperands.Bf16ViaF16, staging: OperandStaging.InKernel));
     }
 
     [Fact]
@@ -286,6 +306,7 @@ public class TensorCoreGemmTests(GpuFixture gpu)
     [Theory]
     [InlineData(GemmOperands.F16)]
     [InlineData(GemmOperands.Bf16)]
+    [InlineData(GemmOperands.Bf16ViaF16)]
     public void ConvertedOperandsKeepTinyAndHugeTensorsAccurate(GemmOperands operands)
     {
         // Gradients far below f16's normal range and activations beyond its largest value: scaled, they keep their

@@ -106,7 +106,7 @@ internal static class BenchCommand
                 return 2;
             }
 
-            (operands, var policyStaging) = PrecisionPolicy.GemmOf(precision);
+            (operands, var policyStaging) = PrecisionPolicy.GemmOf(precision, device);
             staged = staged == OperandStaging.Auto ? policyStaging : staged;
         }
 

@@ -275,7 +275,7 @@ public sealed class Mamba2LM : IDisposable
                 {
                     Mamba2Layer.Activations mixer;
                     var residual = Residual();
-                    if (Precision == Precision.Bf16 && RmsNorm.CanPack(d, d))
+                    if (Precision.Operands(device) == GemmOperands.Bf16 && RmsNorm.CanPack(d, d))
                     {
                         // The norm writes in_proj's bf16 operands itself: no fp32 mixer input, no pass converting it.
                         var packed = acts.Keep(TensorCoreGemm.EmptyPacked(device, $"norm{layer}", [b, l, d], GemmOperands.Bf16));

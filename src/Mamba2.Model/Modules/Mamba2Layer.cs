@@ -244,7 +244,7 @@ public sealed class Mamba2Layer : IDisposable
         ShapeOps.ExpectRank(u, "u", op, 3);
         ShapeOps.Expect(u, "u", op, u.Shape[0], u.Shape[1], Config.DModel);
         ShapeOps.ExpectSameDevice(op, InProjWeight, u);
-        if (Precision == Precision.Fp32 || PrecisionPolicy.GemmOf(Precision).Operands != u.Operands)
+        if (Precision == Precision.Fp32 || Precision.Operands(u.Device) != u.Operands)
         {
             throw new ArgumentException($"{op}: {u} does not hold this layer's operands (precision {Precision}).", nameof(u));
         }
@@ -292,7 +292,7 @@ public sealed class Mamba2Layer : IDisposable
                 }
 
                 acts.Y2 = acts.Ssd.Y.View(rows, c.DInner);
-                if (Precision == Precision.Bf16 && RmsNorm.CanPack(c.DInner, c.NormGroupSize))
+                if (Precision.Operands(device) == GemmOperands.Bf16 && RmsNorm.CanPack(c.DInner, c.NormGroupSize))
                 {
                     // The gated norm writes out_proj's bf16 operands itself: no fp32 y, no pass converting it.
                     var packed = acts.Keep(TensorCoreGemm.EmptyPacked(device, "norm_y", [rows, c.DInner], GemmOperands.Bf16));
@@ -353,7 +353,7 @@ public sealed class Mamba2Layer : IDisposable
                 // packing pass); else in fp32, then packed.
                 PackedOperand? dInPacked = null;
                 Tensor? dZxbcdt = null;
-                if (precision == Precision.Bf16 && InProjBias is null && PackedColumns.Supported(device, (long)rows * c.DInProj))
+                if (precision.Operands(device) == GemmOperands.Bf16 && InProjBias is null && PackedColumns.Supported(device, (long)rows * c.DInProj))
                 {
                     dInPacked = st.Own(TensorCoreGemm.EmptyPacked(device, "dzxbcdt", [rows, c.DInProj], GemmOperands.Bf16));
                     st.Fill(dInPacked.ScaleBits, 0u);   // bf16: scale 1

@@ -57,7 +57,7 @@ public static class Gemm
                 throw new ArgumentException($"{op}: give precision ({precision.Name()}) or operands ({operands}), not both.", nameof(precision));
             }
 
-            (operands, var s) = PrecisionPolicy.GemmOf(precision);
+            (operands, var s) = PrecisionPolicy.GemmOf(precision, c.Device);
             staging = staging == OperandStaging.Auto ? s : staging;
         }
 
@@ -122,7 +122,7 @@ public static class Gemm
             throw new ArgumentException($"Gemm.Pack: {x.Name} would be packed for fp32 products, which take the fp32 tensor itself.", nameof(precision));
         }
 
-        var (operands, _) = PrecisionPolicy.GemmOf(precision);
+        var (operands, _) = PrecisionPolicy.GemmOf(precision, x.Device);
         if (TensorCoreGemm.WhyNot(x.Device, operands, TensorCoreApi.Auto, OperandStaging.Converted) is { } why)
         {
             throw new MissingFeatureException(why + ".");

@@ -161,7 +161,7 @@ public static class LinearCrossEntropy
         // writes softmax - onehot, within [-1, 1] (16-bit operands need no scale of their own); the products apply 1 / count.
         var alpha = count == 0 ? 0f : (float)(1.0 / count);
         var rowLocal = Shaders.RowLocal(device, vocab);
-        var gradient = GradientForm(result.DHidden is not null, precision, vocab);
+        var gradient = GradientForm(device, result.DHidden is not null, precision, vocab);
         var rowsKernel = device.GetKernel(Shaders.CrossEntropyRows, new CrossEntropyRowsSpec(rowLocal, gradient, argmax is not null));
         // With tensor-core products the weight is packed once for every block's two products, and each block's
         // hidden rows once for their two (into packed scratch reused block after block); the row pass writes the
@@ -190,12 +190,12 @@ public static class LinearCrossEntropy
             if (!blockSets.TryGetValue(n, out var set))
             {
                 PackedOperand? packed = null;
-                if (gradient is CrossEntropyRowsGradient.F16 or CrossEntropyRowsGradient.Bf16)
+                if (gradient is not (CrossEntropyRowsGradient.None or CrossEntropyRowsGradient.Fp32InPlace))
                 {
-                    var operands = gradient == CrossEntropyRowsGradient.Bf16 ? GemmOperands.Bf16 : GemmOperands.F16;
+                    var operands = precision.Operands(device);
                     packed = st.Own(TensorCoreGemm.EmptyPacked(device, "head_block.d_logits", [n, vocab], operands));
                     // The scale word the row pass's f16 operands were scaled for: a largest |x| of 1 (bf16: unscaled).
-                    st.Fill(packed.ScaleBits, operands == GemmOperands.F16 ? BitConverter.SingleToUInt32Bits(1f) : 0u);
+                    st.Fill(packed.ScaleBits, operands.Scaled() ? BitConverter.SingleToUInt32Bits(1f) : 0u);
                 }
 
                 set = (st.Own(Tensor.Empty(device, "head_block.hidden", n, d)), st.Own(Tensor.Empty(device, "head_block.logits", n, vocab)),
@@ -242,7 +242,7 @@ public static class LinearCrossEntropy
     /// where a row's 16-bit operands would not start on a word (odd vocab: packed after the pass); else as the
     /// precision's packed operands.
     /// </summary>
-    private static CrossEntropyRowsGradient GradientForm(bool gradients, Precision precision, int vocab)
+    private static CrossEntropyRowsGradient GradientForm(GpuDevice device, bool gradients, Precision precision, int vocab)
     {
         if (!gradients)
         {
@@ -254,7 +254,12 @@ public static class LinearCrossEntropy
             return CrossEntropyRowsGradient.Fp32InPlace;
         }
 
-        return PrecisionPolicy.GemmOf(precision).Operands == GemmOperands.Bf16 ? CrossEntropyRowsGradient.Bf16 : CrossEntropyRowsGradient.F16;
+        return precision.Operands(device) switch
+        {
+            GemmOperands.Bf16 => CrossEntropyRowsGradient.Bf16,
+            GemmOperands.Bf16ViaF16 => CrossEntropyRowsGradient.Bf16ViaF16,
+            _ => CrossEntropyRowsGradient.F16,
+        };
     }
 
     private static (long Rows, int D, int Vocab, long Count) Validate(string op, Tensor hidden, Tensor weight, IndexTensor targets, int ignoreIndex)

@@ -52,6 +52,15 @@ public sealed record OpTuning
     /// <summary>MAMBA2_GEMM_API: the tensor-core GEMM's variant where a caller leaves it to the device (null: per device).</summary>
     public TensorCoreApi? GemmApi { get; init; }
 
+    /// <summary>
+    /// MAMBA2_BF16_PRODUCTS: what bf16 mode multiplies on (bf16: bf16 cooperative matrices; f16: bf16 values as
+    /// scaled f16, <see cref="GemmOperands.Bf16ViaF16"/>; null or auto: bf16 where the device has it).
+    /// </summary>
+    public GemmOperands? Bf16Products { get; init; }
+
+    /// <summary>The environment variable of <see cref="Bf16Products"/>.</summary>
+    public const string Bf16ProductsVariable = "MAMBA2_BF16_PRODUCTS";
+
     /// <summary>MAMBA2_RMSNORM_BWD: the RMSNorm backward's form (null: <see cref="NormBackwardForm.Default"/>).</summary>
     public NormBackwardForm? NormBackward { get; init; }
 
@@ -80,6 +89,13 @@ public sealed record OpTuning
             },
             GemmApi = TensorCoreGemm.ParseApi(Read(TensorCoreGemm.ApiVariable)),
             GemmTile = Read(TensorCoreGemm.TileVariable),
+            Bf16Products = Read(Bf16ProductsVariable)?.ToLowerInvariant() switch
+            {
+                null or "auto" => null,
+                "bf16" => GemmOperands.Bf16,
+                "f16" => GemmOperands.Bf16ViaF16,
+                var other => throw new ArgumentException($"{Bf16ProductsVariable}={other}: expected bf16, f16 or auto."),
+            },
             NormBackward = Read(NormBackwardForm.EnvironmentVariable) is { } form ? NormBackwardForm.Parse(form) : null,
             GemmKernel = Read(Gemm.KernelVariable) switch
             {

@@ -3,8 +3,7 @@ using Mamba2.Vulkan;
 namespace Mamba2.Model.Ops;
 
 /// <summary>
-/// The precision policy (docs/DESIGN.md, "Precision policy"): what a product is computed in. Tensors stay fp32 in
-/// every mode today; bf16 storage of activations and weights comes with mixed-precision training.
+/// The precision policy (docs/DESIGN.md, "Precision policy"): what a product is computed in.
 /// </summary>
 public enum Precision
 {
@@ -17,7 +16,11 @@ public enum Precision
     /// </summary>
     Fp32Fast,
 
-    /// <summary>Products with bf16 operands and fp32 accumulation: relative error &lt;= 1e-2 against float64 on bf16-rounded inputs.</summary>
+    /// <summary>
+    /// Products with bf16 operands and fp32 accumulation: relative error &lt;= 1e-2 against float64 on bf16-rounded
+    /// inputs. On devices whose cooperative matrices take f16 only, the same bf16 values multiplied as scaled f16
+    /// (<see cref="GemmOperands.Bf16ViaF16"/>).
+    /// </summary>
     Bf16,
 }
 
@@ -74,20 +77,45 @@ public static class PrecisionPolicy
             return null;
         }
 
-        var (operands, staging) = GemmOf(precision);
+        var (operands, staging) = GemmOf(precision, device);
         return TensorCoreGemm.WhyNot(device, operands, TensorCoreApi.Auto, staging) is { } why ? $"{precision.Name()}: {why}"
             : Ssd.SsdOp.WhyNot(device, precision);
     }
 
     /// <summary>
-    /// The GEMM of a mode: fp32-fast converts operands to scaled f16 copies first (range safety for gradients),
-    /// bf16 lets the variant pick where they are rounded (bf16 has fp32's range).
+    /// The operands a mode's products take on <paramref name="device"/> (the GEMM's and the SSD's alike): fp32,
+    /// f16 for fp32-fast, and for bf16 bf16 where the build and device multiply bf16 cooperative matrices in both
+    /// (else bf16 values as scaled f16, <see cref="GemmOperands.Bf16ViaF16"/>), unless
+    /// <see cref="OpTuning.Bf16Products"/> names one.
     /// </summary>
-    public static (GemmOperands Operands, OperandStaging Staging) GemmOf(Precision precision) => precision switch
+    public static GemmOperands Operands(this Precision precision, GpuDevice device) => precision switch
     {
-        Precision.Fp32 => (GemmOperands.Fp32, OperandStaging.InKernel),
-        Precision.Fp32Fast => (GemmOperands.F16, OperandStaging.Converted),
-        Precision.Bf16 => (GemmOperands.Bf16, OperandStaging.Auto),
+        Precision.Fp32 => GemmOperands.Fp32,
+        Precision.Fp32Fast => GemmOperands.F16,
+        Precision.Bf16 => OpTuning.Of(device).Bf16Products
+            ?? (Multiplies(device, GemmOperands.Bf16) || !Multiplies(device, GemmOperands.Bf16ViaF16) ? GemmOperands.Bf16 : GemmOperands.Bf16ViaF16),
         _ => throw new ArgumentOutOfRangeException(nameof(precision)),
     };
+
+    // Whether the build and device run both the GEMM and the SSD with these operands (where neither bf16 form runs,
+    // bf16 is refused naming bf16's own kernels).
+    private static bool Multiplies(GpuDevice device, GemmOperands operands) =>
+        TensorCoreGemm.Resolve(device.Capabilities, operands, TensorCoreApi.Auto) is not null
+        && Ssd.SsdOp.WhyNotTensorCores(device.Capabilities, device.Name, operands) is null;
+
+    /// <summary>
+    /// The GEMM of a mode on <paramref name="device"/>: fp32-fast converts operands to scaled f16 copies first (range
+    /// safety for gradients), bf16 lets the variant pick where they are rounded (bf16 has fp32's range), bf16 values
+    /// as f16 are converted and scaled first.
+    /// </summary>
+    public static (GemmOperands Operands, OperandStaging Staging) GemmOf(Precision precision, GpuDevice device)
+    {
+        var operands = precision.Operands(device);
+        return (operands, operands switch
+        {
+            GemmOperands.Fp32 => OperandStaging.InKernel,
+            GemmOperands.Bf16 => OperandStaging.Auto,
+            _ => OperandStaging.Converted,
+        });
+    }
 }

@@ -34,38 +34,45 @@ internal static class Shaders
     /// and whether A and B are fp32 (rounded as they are staged) or already 16-bit operands (INPUT16).
     /// </summary>
     public static KernelSource<GemmCoopmatSpec> GemmCoopmat(GemmOperands operands, TensorCoreApi api, bool input16 = false) =>
-        CoopmatVariants[(operands, api, input16)];
+        CoopmatVariants[(operands.Kernel(), api, input16)];
 
-    private static KernelSource<TSpec> SsdVariant<TSpec>(string name, bool bf16)
+    private static readonly GemmOperands[] SsdOperands = [GemmOperands.F16, GemmOperands.Bf16, GemmOperands.Bf16ViaF16];
+
+    // One source per operand type (f16, bf16, bf16 values as f16: tc_product's OPERAND_BF16_VALUES), made once.
+    private static KernelSource<TSpec>[] SsdVariants<TSpec>(string name)
         where TSpec : struct, ISpecialization =>
-        new(Self, $"shaders/tc/{name}_{(bf16 ? "bf16" : "f16")}.spv", ShaderFeatures.KhrCooperativeMatrix | (bf16 ? ShaderFeatures.Bfloat16 : 0));
+        [.. SsdOperands.Select(o => new KernelSource<TSpec>(Self, $"shaders/tc/{name}_{o switch { GemmOperands.F16 => "f16", GemmOperands.Bf16 => "bf16", _ => "bf16f16" }}.spv",
+            ShaderFeatures.KhrCooperativeMatrix | (o == GemmOperands.Bf16 ? ShaderFeatures.Bfloat16 : 0)))];
 
-    private static readonly KernelSource<SsdTcSpec>[] ChunkCbVariants = [SsdVariant<SsdTcSpec>("chunk_cb", false), SsdVariant<SsdTcSpec>("chunk_cb", true)];
-    private static readonly KernelSource<ChunkStateTcSpec>[] ChunkStateVariants = [SsdVariant<ChunkStateTcSpec>("chunk_state", false), SsdVariant<ChunkStateTcSpec>("chunk_state", true)];
-    private static readonly KernelSource<ChunkScanTcSpec>[] ChunkScanVariants = [SsdVariant<ChunkScanTcSpec>("chunk_scan", false), SsdVariant<ChunkScanTcSpec>("chunk_scan", true)];
-    private static readonly KernelSource<ChunkScanBwdDcbTcSpec>[] ChunkScanBwdDcbVariants =
-        [SsdVariant<ChunkScanBwdDcbTcSpec>("chunk_scan_bwd_dcb", false), SsdVariant<ChunkScanBwdDcbTcSpec>("chunk_scan_bwd_dcb", true)];
-    private static readonly KernelSource<ChunkScanBwdDbcTcSpec>[] ChunkScanBwdDbcVariants =
-        [SsdVariant<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc", false), SsdVariant<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc", true),
-         SsdVariant<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc_w", false), SsdVariant<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc_w", true)];
+    private static KernelSource<TSpec> Of<TSpec>(KernelSource<TSpec>[] variants, GemmOperands operands)
+        where TSpec : struct, ISpecialization =>
+        variants[Array.IndexOf(SsdOperands, operands) is >= 0 and var i ? i : throw new ArgumentOutOfRangeException(nameof(operands), $"the SSD has no {operands} tensor-core kernels")];
 
-    /// <summary>The SSD's C.B^T per (batch, chunk, group) on tensor cores (tc/chunk_cb.comp), f16 (scaled) or bf16 operands.</summary>
-    public static KernelSource<SsdTcSpec> ChunkCbTc(bool bf16) => ChunkCbVariants[bf16 ? 1 : 0];
+    private static readonly KernelSource<SsdTcSpec>[] ChunkCbVariants = SsdVariants<SsdTcSpec>("chunk_cb");
+    private static readonly KernelSource<ChunkStateTcSpec>[] ChunkStateVariants = SsdVariants<ChunkStateTcSpec>("chunk_state");
+    private static readonly KernelSource<ChunkScanTcSpec>[] ChunkScanVariants = SsdVariants<ChunkScanTcSpec>("chunk_scan");
+    private static readonly KernelSource<ChunkScanBwdDcbTcSpec>[] ChunkScanBwdDcbVariants = SsdVariants<ChunkScanBwdDcbTcSpec>("chunk_scan_bwd_dcb");
+    private static readonly KernelSource<ChunkScanBwdDbcTcSpec>[] ChunkScanBwdDbcVariants = SsdVariants<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc");
+    private static readonly KernelSource<ChunkScanBwdDbcTcSpec>[] ChunkScanBwdDbcWVariants = SsdVariants<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc_w");
+
+    /// <summary>The SSD's C.B^T per (batch, chunk, group) on tensor cores (tc/chunk_cb.comp), with these operands (f16 scaled per slice, bf16, or bf16 values as f16).</summary>
+    public static KernelSource<SsdTcSpec> ChunkCbTc(GemmOperands operands) => Of(ChunkCbVariants, operands);
 
     /// <summary>chunk_state on tensor cores (tc/chunk_state.comp).</summary>
-    public static KernelSource<ChunkStateTcSpec> ChunkStateTc(bool bf16) => ChunkStateVariants[bf16 ? 1 : 0];
+    public static KernelSource<ChunkStateTcSpec> ChunkStateTc(GemmOperands operands) => Of(ChunkStateVariants, operands);
 
     /// <summary>chunk_scan on tensor cores (tc/chunk_scan.comp), forward or run backwards (the backward's dx).</summary>
-    public static KernelSource<ChunkScanTcSpec> ChunkScanTc(bool bf16) => ChunkScanVariants[bf16 ? 1 : 0];
+    public static KernelSource<ChunkScanTcSpec> ChunkScanTc(GemmOperands operands) => Of(ChunkScanVariants, operands);
 
     /// <summary>The backward's dcb (the heads' weighted g.x^T per group) and straddle parts on tensor cores (tc/chunk_scan_bwd_dcb.comp).</summary>
-    public static KernelSource<ChunkScanBwdDcbTcSpec> ChunkScanBwdDcbTc(bool bf16) => ChunkScanBwdDcbVariants[bf16 ? 1 : 0];
+    public static KernelSource<ChunkScanBwdDcbTcSpec> ChunkScanBwdDcbTc(GemmOperands operands) => Of(ChunkScanBwdDcbVariants, operands);
 
     /// <summary>
     /// The backward's dC (forward in time) or dB (Reverse) from dcb on tensor cores (tc/chunk_scan_bwd_dbc.comp); stageW:
     /// the variant that holds its row dots' W tile in shared memory (where the device has room, SsdTensorCoreTile.StagesW).
     /// </summary>
-    public static KernelSource<ChunkScanBwdDbcTcSpec> ChunkScanBwdDbcTc(bool bf16, bool stageW) => ChunkScanBwdDbcVariants[(bf16 ? 1 : 0) + (stageW ? 2 : 0)];
+    public static KernelSource<ChunkScanBwdDbcTcSpec> ChunkScanBwdDbcTc(GemmOperands operands, bool stageW) =>
+        Of(stageW ? ChunkScanBwdDbcWVariants : ChunkScanBwdDbcVariants, operands);
 
     /// <summary>fp32 to packed f16 or bf16 operands, times their tensor's power-of-two scale, for the INPUT16 GEMM variants.</summary>
     public static readonly KernelSource<ToOperand16Spec> ToOperand16 = Source<ToOperand16Spec>("nn/to_operand16");

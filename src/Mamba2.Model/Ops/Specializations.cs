@@ -21,9 +21,17 @@ internal readonly record struct CopyColumnsSpec(uint Local, bool Words) : ISpeci
     public uint[] Constants() => [Local, Words ? 1u : 0u];
 }
 
-internal readonly record struct ToOperand16Spec(uint Local, bool Bf16) : ISpecialization
+/// <summary>to_operand16's FORM: the 16-bit operands it writes.</summary>
+internal enum Operand16Form : uint
 {
-    public uint[] Constants() => [Local, Bf16 ? 1u : 0u];
+    F16 = 0,
+    Bf16 = 1,
+    Bf16ViaF16 = 2,   // rounded to bf16, then scaled into f16
+}
+
+internal readonly record struct ToOperand16Spec(uint Local, Operand16Form Form) : ISpecialization
+{
+    public uint[] Constants() => [Local, (uint)Form];
 }
 
 internal readonly record struct GemmCoopmatSpec(uint Local, uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, bool TransA, bool TransB,
@@ -53,6 +61,7 @@ internal enum CrossEntropyRowsGradient : uint
     Fp32InPlace = 1,
     F16 = 2,   // scaled by 2^14: |softmax - onehot| <= 1
     Bf16 = 3,
+    Bf16ViaF16 = 4,   // rounded to bf16, then as F16
 }
 
 internal readonly record struct CrossEntropyRowsSpec(uint Local, CrossEntropyRowsGradient Gradient, bool ArgMax) : ISpecialization

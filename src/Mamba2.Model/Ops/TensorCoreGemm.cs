@@ -17,6 +17,33 @@ public enum GemmOperands
 
     /// <summary>Operands rounded to bf16 (8-bit significand, fp32's range) on tensor cores.</summary>
     Bf16,
+
+    /// <summary>
+    /// Operands rounded to bf16 as <see cref="Bf16"/>, multiplied on f16 tensor cores: each tensor (each SSD slice)
+    /// times the power of two that puts its largest |x| in [2^14, 2^15), where f16 holds every bf16 value down to
+    /// 2^-32 of the largest exactly. bf16's products on devices whose cooperative matrices take f16 only; always
+    /// <see cref="OperandStaging.Converted"/> (the scale needs the tensor's max first).
+    /// </summary>
+    Bf16ViaF16,
+}
+
+/// <summary>What each <see cref="GemmOperands"/> is on the tensor cores.</summary>
+public static class GemmOperandsInfo
+{
+    /// <summary>The cooperative matrices' element type: "f16" or "bf16" (fp32: none).</summary>
+    public static string MatrixType(this GemmOperands operands) => operands switch
+    {
+        GemmOperands.F16 or GemmOperands.Bf16ViaF16 => "f16",
+        GemmOperands.Bf16 => "bf16",
+        _ => throw new ArgumentOutOfRangeException(nameof(operands), $"{operands} operands are not multiplied on tensor cores."),
+    };
+
+    /// <summary>The kernels' operand type (the variant that multiplies these operands): F16 or Bf16.</summary>
+    internal static GemmOperands Kernel(this GemmOperands operands) =>
+        operands.MatrixType() == "f16" ? GemmOperands.F16 : GemmOperands.Bf16;
+
+    /// <summary>Whether each tensor is scaled by a power of two into f16's range (a max pass first).</summary>
+    internal static bool Scaled(this GemmOperands operands) => operands.Kernel() == GemmOperands.F16;
 }
 
 /// <summary>Which cooperative-matrix extension a tensor-core kernel is built on.</summary>
@@ -110,11 +137,13 @@ public static class TensorCoreGemm
     /// <summary>
     /// The staging <paramref name="staging"/> stands for with the variant <paramref name="api"/> (Auto, measured on
     /// the H200: Converted for NV coopmat2, which then loads the copies straight from memory, and for KHR with bf16
-    /// operands, whose rounding by hand costs more in the K loop than a pass; InKernel for KHR with f16 operands).
+    /// operands, whose rounding by hand costs more in the K loop than a pass; InKernel for KHR with f16 operands;
+    /// Converted for bf16 values as f16, which need their tensor's scale).
     /// </summary>
     public static OperandStaging ResolveStaging(GpuDevice device, GemmOperands operands, TensorCoreApi api, OperandStaging staging) =>
         staging switch
         {
+            OperandStaging.Auto when operands == GemmOperands.Bf16ViaF16 => OperandStaging.Converted,
             OperandStaging.Auto when (api == TensorCoreApi.NvCooperativeMatrix2 || operands == GemmOperands.Bf16)
                 && Shaders.GemmCoopmat(operands, api, input16: true).WhyNotRunnable(device.Capabilities) is null => OperandStaging.Converted,
             OperandStaging.Auto => OperandStaging.InKernel,
@@ -150,7 +179,7 @@ public static class TensorCoreGemm
     /// <summary>What a GEMM with each operand type would run on a device with <paramref name="caps"/>, one line each.</summary>
     public static IEnumerable<string> Describe(DeviceCapabilities caps)
     {
-        foreach (var operands in new[] { GemmOperands.F16, GemmOperands.Bf16 })
+        foreach (var operands in new[] { GemmOperands.F16, GemmOperands.Bf16, GemmOperands.Bf16ViaF16 })
         {
             var api = Resolve(caps, operands, TensorCoreApi.Auto);
             yield return api is { } a
@@ -173,6 +202,11 @@ public static class TensorCoreGemm
         }
 
         var converted = ResolveStaging(device, operands, resolved, staging) == OperandStaging.Converted;
+        if (operands == GemmOperands.Bf16ViaF16 && !converted)
+        {
+            return $"Gemm with {operands} operands rounds and scales them in a pass first: staging {OperandStaging.Converted} (or Auto), not {staging}";
+        }
+
         return Shaders.GemmCoopmat(operands, resolved, converted).WhyNotRunnable(device.Capabilities) is { } why
             ? $"Gemm with {operands} operands{(converted ? " converted first" : "")}: {why}"
             : null;
@@ -334,14 +368,15 @@ public static class TensorCoreGemm
         x.Device.CreateBuffer<uint>((x.Length + 1) / 2, $"{x.Name}.{operands.ToString().ToLowerInvariant()}");
 
     /// <summary>
-    /// <paramref name="x"/> times its scale as 16-bit operands (f16, or bf16 rounded to nearest even) into
-    /// <paramref name="words"/>; slot <paramref name="slot"/> of <paramref name="scales"/> (zeroed by the caller) gets
-    /// x's max |x| first, for f16 only: bf16 has fp32's range, so its scale stays 1 and no pass reads x for it.
+    /// <paramref name="x"/> times its scale as 16-bit operands (f16, bf16 rounded to nearest even, or bf16 values as
+    /// f16) into <paramref name="words"/>; slot <paramref name="slot"/> of <paramref name="scales"/> (zeroed by the
+    /// caller) gets x's max |x| first, for f16 words only: bf16 has fp32's range, so its scale stays 1 and no pass
+    /// reads x for it.
     /// </summary>
     private static GpuBuffer ToOperand16(CommandStream s, Tensor x, GemmOperands operands, GpuBuffer scales, uint slot, GpuBuffer<uint> words)
     {
         var device = x.Device;
-        if (operands == GemmOperands.F16)
+        if (operands.Scaled())
         {
             // A few workgroups walk the tensor with a stride: one atomic each (one per 256 elements serialized).
             var local = Shaders.PowerOfTwoLocal(device);
@@ -350,7 +385,14 @@ public static class TensorCoreGemm
         }
 
         var local1 = Shaders.Local1D(device);
-        s.Dispatch(device.GetKernel(Shaders.ToOperand16, new ToOperand16Spec(local1, operands == GemmOperands.Bf16)),
+        var form = operands switch
+        {
+            GemmOperands.F16 => Operand16Form.F16,
+            GemmOperands.Bf16 => Operand16Form.Bf16,
+            GemmOperands.Bf16ViaF16 => Operand16Form.Bf16ViaF16,
+            _ => throw new ArgumentOutOfRangeException(nameof(operands)),
+        };
+        s.Dispatch(device.GetKernel(Shaders.ToOperand16, new ToOperand16Spec(local1, form)),
             (Shaders.Groups1D(device, words.Length, local1), 1, 1), new ScalePush((uint)x.Length, slot), x.Buffer, words, scales);
         return words;
     }
@@ -427,7 +469,7 @@ public static class TensorCoreGemm
             throw new ArgumentException("ChooseTile: resolve the staging first (ResolveStaging).", nameof(staging));
         }
 
-        var type = operands == GemmOperands.F16 ? "f16" : "bf16";
+        var type = operands.MatrixType();
         var candidates = new List<TensorCoreTile>();
         if (api == TensorCoreApi.Khr)
         {
@@ -551,7 +593,7 @@ public static class TensorCoreGemm
     /// </summary>
     internal static CooperativeMatrixShape? KhrShape(DeviceCapabilities caps, GemmOperands operands)
     {
-        var type = operands == GemmOperands.Bf16 ? "bf16" : "f16";
+        var type = operands.MatrixType();
         return caps.CooperativeMatrixShapes
             .Where(s => s.AType == type && s.BType == type && s.CType == "f32" && s.ResultType == "f32")
             .OrderByDescending(s => s is { M: 16, N: 16, K: 16 }).ThenByDescending(s => s.M * s.N * s.K)

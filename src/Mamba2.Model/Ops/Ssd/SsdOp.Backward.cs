@@ -232,7 +232,7 @@ public static partial class SsdOp
 
         // 2. Each chunk's local state gradient, sum_t exp(dA_cs[t]) g[t] C[t]^T: chunk_state with GRAD weights.
         RecordChunkState(st, s, t, pc, sc.G, C, saved.DtOut, saved.DACumsum, saved.DACumsumLo, sc.DStates, weights: 1, o.Mirrored, geo.GShift, geo.Tc?.State,
-            o.Precision == Precision.Bf16, dInitial: gr.DInitialStates is not null);
+            o.Precision.Operands(device), dInitial: gr.DInitialStates is not null);
         Mark(1);
 
         // 3. Reverse state passing: the gradient leaving each chunk, d initial_states, S_in . dS_next per chunk.

@@ -13,7 +13,8 @@ public static partial class SsdOp
 
     /// <summary>Why the SSD cannot compute in <paramref name="precision"/> on <paramref name="device"/>, or null when it can.</summary>
     public static string? WhyNot(GpuDevice device, Precision precision) =>
-        precision == Precision.Fp32 ? null : WhyNotTensorCores(device.Capabilities, device.Name, precision) is { } why ? $"Ssd in {precision.Name()}: {why}" : null;
+        precision == Precision.Fp32 ? null
+        : WhyNotTensorCores(device.Capabilities, device.Name, precision.Operands(device)) is { } why ? $"Ssd in {precision.Name()}: {why}" : null;
 
     /// <summary>
     /// The tensor-core SSD's tiles on a device per operand type, for d_state within the default tile and above it
@@ -21,11 +22,11 @@ public static partial class SsdOp
     /// </summary>
     public static IEnumerable<string> DescribeTensorCores(DeviceCapabilities caps, string deviceName)
     {
-        foreach (var precision in new[] { Precision.Fp32Fast, Precision.Bf16 })
+        foreach (var operands in new[] { GemmOperands.F16, GemmOperands.Bf16, GemmOperands.Bf16ViaF16 })
         {
-            var bf16 = precision == Precision.Bf16;
-            var name = bf16 ? "Bf16" : "F16";
-            if (WhyNotTensorCores(caps, deviceName, precision) is { } why)
+            var bf16 = operands == GemmOperands.Bf16;
+            var name = operands.ToString();
+            if (WhyNotTensorCores(caps, deviceName, operands) is { } why)
             {
                 yield return $"SSD {name}: none ({why})";
                 continue;
@@ -37,13 +38,14 @@ public static partial class SsdOp
         }
     }
 
-    private static string? WhyNotTensorCores(DeviceCapabilities caps, string deviceName, Precision precision)
+    /// <summary>Why the SSD's tensor-core kernels cannot multiply <paramref name="operands"/> on a device, or null.</summary>
+    internal static string? WhyNotTensorCores(DeviceCapabilities caps, string deviceName, GemmOperands operands)
     {
-        var bf16 = precision == Precision.Bf16;
+        var bf16 = operands == GemmOperands.Bf16;
         foreach (var kernel in new KernelSource[]
                  {
-                     Shaders.ChunkCbTc(bf16), Shaders.ChunkStateTc(bf16), Shaders.ChunkScanTc(bf16), Shaders.ChunkScanBwdDcbTc(bf16),
-                     Shaders.ChunkScanBwdDbcTc(bf16, stageW: false), Shaders.ChunkScanBwdDbcTc(bf16, stageW: true),
+                     Shaders.ChunkCbTc(operands), Shaders.ChunkStateTc(operands), Shaders.ChunkScanTc(operands), Shaders.ChunkScanBwdDcbTc(operands),
+                     Shaders.ChunkScanBwdDbcTc(operands, stageW: false), Shaders.ChunkScanBwdDbcTc(operands, stageW: true),
                  })
         {
             if (kernel.WhyNotRunnable(caps) is { } why)
@@ -64,14 +66,15 @@ public static partial class SsdOp
             throw new MissingFeatureException(why + ".");
         }
 
-        return SsdTensorCoreTiles.Choose(device.Capabilities, precision == Precision.Bf16, s.DState, OpTuning.Of(device).TensorCoreTile)!;
+        // bf16 values as f16 run the f16 kernels' tile families.
+        return SsdTensorCoreTiles.Choose(device.Capabilities, precision.Operands(device) == GemmOperands.Bf16, s.DState, OpTuning.Of(device).TensorCoreTile)!;
     }
 
     private static void RecordTensorCores(CommandStream st, SsdShape s, SsdTensorCoreTiles tiles, Piece pc, Tensor x, Tensor dt, Tensor A, Tensor B,
         Tensor C, SsdOptions o, SsdResult r)
     {
         var device = x.Device;
-        var bf16 = o.Precision == Precision.Bf16;
+        var operands = o.Precision.Operands(device);
         var t = tiles.Scan;
         var (b, l, h, p, g, n, q) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk);
         var nc = (uint)s.Chunks;
@@ -79,7 +82,7 @@ public static partial class SsdOp
         RecordCumsum(st, s, pc, dt, A, o, r.DtOut, r.DACumsum, r.DACumsumLo);
         st.Section(Stages[0]);
 
-        RecordChunkState(st, s, default, pc, x, B, r.DtOut, r.DACumsum, r.DACumsumLo, r.ChunkStates, weights: 0, o.Mirrored, tc: tiles.State, bf16: bf16);
+        RecordChunkState(st, s, default, pc, x, B, r.DtOut, r.DACumsum, r.DACumsumLo, r.ChunkStates, weights: 0, o.Mirrored, tc: tiles.State, operands: operands);
         st.Section(Stages[1]);
 
         RecordStatePassing(st, s, pc, r.ChunkStates, r.DACumsum, o.InitialStates, r.FinalStates, o.Mirrored);
@@ -91,7 +94,7 @@ public static partial class SsdOp
         var flags = SsdFlagsExtensions.ForD(o.D) | (o.Z is null ? SsdFlags.None : SsdFlags.Z | SsdFlags.SaveUngated) | mirrored
             | SsdFlags.InitialStates.If(o.InitialStates is not null);   // without, chunk 0 has no state term
         var y = tiles.Y;
-        st.Dispatch(device.GetKernel(Shaders.ChunkScanTc(bf16), y.ScanSpec(reverse: false, gShift: 0)), (Shaders.Groups(device, y.Tiles(q, p) * nc * b * h), 1, 1),
+        st.Dispatch(device.GetKernel(Shaders.ChunkScanTc(operands), y.ScanSpec(reverse: false, gShift: 0)), (Shaders.Groups(device, y.Tiles(q, p) * nc * b * h), 1, 1),
             new ScanPush(b, l, h, g, p, n, q, nc, flags),
             pc.Of(x), pc.Of(C), cb, pc.Of(r.ChunkStates), pc.Of(r.DtOut), pc.Of(r.DACumsum), (o.D ?? A).Buffer, pc.Of(o.Z ?? x), pc.Of(r.Y),
             pc.Of(r.YBeforeGate ?? r.Y), pc.Of(r.DACumsumLo));
@@ -108,7 +111,7 @@ public static partial class SsdOp
         var (b, l, h, p, g, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
         var tiles = t.Tiles(q, q);
         var cb = st.Own(device.CreateBuffer<float>((long)b * nc * g * q * q, "ssd.cb"));
-        st.Dispatch(device.GetKernel(Shaders.ChunkCbTc(o.Precision == Precision.Bf16), t.Spec), (Shaders.Groups(device, tiles * nc * b * g), 1, 1),
+        st.Dispatch(device.GetKernel(Shaders.ChunkCbTc(o.Precision.Operands(device)), t.Spec), (Shaders.Groups(device, tiles * nc * b * g), 1, 1),
             new ScanPush(b, l, h, g, p, n, q, nc, SsdFlags.Mirrored.If(o.Mirrored)), pc.Of(C), pc.Of(B), cb);
         st.Section(ChunkCbStage);
         return cb;
@@ -124,7 +127,7 @@ public static partial class SsdOp
         var device = g.Device;
         var (b, l, h, p, gr, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
         var items = t.Tiles(q, p) * nc * b * h;
-        st.Dispatch(device.GetKernel(Shaders.ChunkScanTc(o.Precision == Precision.Bf16), t.ScanSpec(reverse: true, gShift)), (Shaders.Groups(device, items), 1, 1),
+        st.Dispatch(device.GetKernel(Shaders.ChunkScanTc(o.Precision.Operands(device)), t.ScanSpec(reverse: true, gShift)), (Shaders.Groups(device, items), 1, 1),
             new ScanPush(b, l, h, gr, p, n, q, nc, flags),
             pc.Of(g), pc.Of(B), cb, pc.Of(dStatesNext), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), (o.D ?? A).Buffer, pc.Of(x), pc.Of(dx),
             pc.Of(ddtPart), pc.Of(saved.DACumsumLo));
@@ -141,7 +144,7 @@ public static partial class SsdOp
         var device = x.Device;
         var s = geo.S;
         var t = geo.Tc!.Scan;
-        var bf16 = o.Precision == Precision.Bf16;
+        var operands = o.Precision.Operands(device);
         var (b, l, h, p, gr, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
         var mirrored = SsdFlags.Mirrored.If(o.Mirrored);
         // Two workgroups per tile, each summing half the group's heads into a partial dcb, then one pass adds the
@@ -149,7 +152,7 @@ public static partial class SsdOp
         var splits = (uint)Math.Min(DcbSplits, h / gr);
         var plane = (long)b * nc * gr * q * q;
         var partials = st.Own(device.CreateBuffer<float>(splits * plane, "ssd.dcb_partials"));
-        st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDcbTc(bf16), t.DcbSpec(geo.GShift, splits)),
+        st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDcbTc(operands), t.DcbSpec(geo.GShift, splits)),
             (Shaders.Groups(device, (long)geo.TilesT * geo.TilesS * nc * b * gr * splits), 1, 1),
             new ScanPush(b, l, h, gr, p, n, q, nc, mirrored),
             pc.Of(g), pc.Of(x), cb, pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(saved.DACumsumLo), partials, pc.Of(straddle));
@@ -168,7 +171,7 @@ public static partial class SsdOp
         var flags = mirrored | SsdFlags.Accumulate.If(geo.Accumulate);
         var stageW = d.StagesW(device.Capabilities);
         void Dbc(bool reverse, Tensor u, Tensor sm, Tensor r, Tensor w, Tensor output, Tensor rowDot) =>
-            st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDbcTc(bf16, stageW), d.DbcSpec(reverse, reverse ? 0 : geo.GShift)), (Shaders.Groups(device, items), 1, 1),
+            st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDbcTc(operands, stageW), d.DbcSpec(reverse, reverse ? 0 : geo.GShift)), (Shaders.Groups(device, items), 1, 1),
                 new ScanPush(b, l, h, gr, p, n, q, nc, flags),
                 pc.Of(u), pc.Of(sm), dcb, pc.Of(r), pc.Of(w), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(saved.DACumsumLo), pc.Of(output), pc.Of(rowDot));
 

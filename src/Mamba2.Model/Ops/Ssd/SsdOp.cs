@@ -177,11 +177,11 @@ public static partial class SsdOp
     /// chunk_state with the given weights (0: forward states, 1: the backward's state gradient); with weights 1,
     /// <paramref name="gShift"/> is the kernels' code for g read one step away (0: none, 1: +1, 2: -1), and the first
     /// chunk's gradient is computed only with <paramref name="dInitial"/> (state_passing_bwd needs it for nothing else).
-    /// On tensor cores (tc/chunk_state) at the state family's tile <paramref name="tc"/> when given, with bf16 or f16
-    /// operands.
+    /// On tensor cores (tc/chunk_state) at the state family's tile <paramref name="tc"/> when given, multiplying
+    /// <paramref name="operands"/>.
     /// </summary>
     private static void RecordChunkState(CommandStream st, SsdShape s, SsdTiles t, Piece pc, Tensor x, Tensor B, Tensor dtOut, Tensor dACs,
-        Tensor dACsLo, Tensor states, uint weights, bool mirrored, uint gShift = 0, SsdTensorCoreTile? tc = null, bool bf16 = false,
+        Tensor dACsLo, Tensor states, uint weights, bool mirrored, uint gShift = 0, SsdTensorCoreTile? tc = null, GemmOperands operands = GemmOperands.F16,
         bool dInitial = false)
     {
         var device = x.Device;
@@ -195,7 +195,7 @@ public static partial class SsdOp
         }
         else
         {
-            state = device.GetKernel(Shaders.ChunkStateTc(bf16), tc.StateSpec(grad: weights != 0, gShift));
+            state = device.GetKernel(Shaders.ChunkStateTc(operands), tc.StateSpec(grad: weights != 0, gShift));
             items = tc.Tiles(p, n) * nc * b * h;
         }
 
