@@ -75,5 +75,15 @@ public class PrecisionCliTests(GpuFixture gpu)
             Assert.Equal(2, code);
             Assert.Contains($"--precision bf16: {why}", err);
         }
+        else
+        {
+            // Where bf16's products run on f16 tensor cores, the run line says so.
+            (code, err) = Run("bench", "gemm", "--sizes", "8", "--warmup", "0", "--repeats", "1", "--precision", "bf16");
+            Assert.Equal(0, code);
+            var line = err.Split('\n').First(l => l.StartsWith("precision", StringComparison.Ordinal));
+            Assert.Equal(Precision.Bf16.Operands(gpu.Device) == GemmOperands.Bf16ViaF16
+                ? "precision: bf16 (bf16 values multiplied as scaled f16: this device has no bf16 cooperative matrices)"
+                : "precision: bf16", line);
+        }
     }
 }

@@ -24,7 +24,7 @@ internal static class CommonOptions
     public static readonly Option<string?> PrecisionOption = new("--precision")
     {
         HelpName = "fp32|fp32-fast|bf16",
-        Description = "What products are computed in: fp32 (exact), fp32-fast (tensor cores, f16 operands, fp32 in and out) or bf16 (bf16 operands); default: fp32-fast on a GPU with cooperative matrices, else fp32",
+        Description = "What products are computed in: fp32 (exact), fp32-fast (tensor cores, f16 operands, fp32 in and out) or bf16 (bf16 operands; the same values as scaled f16 where the device has no bf16 cooperative matrices); default: fp32-fast on a GPU with cooperative matrices, else fp32",
     };
 
     /// <summary>A verb with its own options, then --precision, --device and --validation, running <paramref name="run"/>.</summary>
@@ -99,11 +99,17 @@ internal static class CommonOptions
 
         if (note)
         {
-            Console.Error.WriteLine($"precision: {precision.Name()}");
+            Console.Error.WriteLine($"precision: {precision.Name()}{Products(precision, device)}");
         }
 
         return precision;
     }
+
+    /// <summary>What the run line adds where bf16's products run on f16 tensor cores.</summary>
+    public static string Products(Precision precision, GpuDevice device) =>
+        precision == Precision.Bf16 && precision.Operands(device) == GemmOperands.Bf16ViaF16
+            ? $" (bf16 values multiplied as scaled f16: {(OpTuning.Of(device).Bf16Products is null ? "this device has no bf16 cooperative matrices" : OpTuning.Bf16ProductsVariable + "=f16")})"
+            : "";
 
     /// <summary>Every mode: for verbs whose products all follow the policy.</summary>
     public static readonly Precision[] AllPrecisions = Enum.GetValues<Precision>();

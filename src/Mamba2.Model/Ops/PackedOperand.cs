@@ -6,8 +6,9 @@ namespace Mamba2.Model.Ops;
 /// <summary>
 /// A matrix rounded once to a tensor-core GEMM's 16-bit operands (<see cref="Gemm.Pack"/>), for a tensor that
 /// several products read (an activation in the forward and again in the weight gradient, a gradient that feeds both
-/// the input and the weight gradient): each product then reads half the bytes and converts nothing. f16 copies
-/// carry the power of two they were scaled by (<see cref="OperandStaging.Converted"/>); bf16 ones are unscaled.
+/// the input and the weight gradient): each product then reads half the bytes and converts nothing. f16 copies (bf16
+/// values as f16 too) carry the power of two they were scaled by (<see cref="OperandStaging.Converted"/>); bf16 ones
+/// are unscaled.
 /// The values are exactly those a product with the fp32 tensor would have multiplied.
 /// </summary>
 public sealed class PackedOperand : IShapedArray, IDisposable
@@ -32,7 +33,7 @@ public sealed class PackedOperand : IShapedArray, IDisposable
 
     public int Rank => Shape.Count;
 
-    /// <summary>f16 or bf16.</summary>
+    /// <summary>F16, Bf16 or Bf16ViaF16.</summary>
     public GemmOperands Operands { get; }
 
     /// <summary>Elements (the packed tensor's), two to a 32-bit word.</summary>
