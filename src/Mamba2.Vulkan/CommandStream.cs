@@ -400,7 +400,12 @@ public sealed unsafe class CommandStream : IDisposable
         for (var i = 0; i < bindings.Length; i++)
         {
             var b = bindings[i];
-            CheckRange(b.Buffer, b.Offset, b.Size, $"bindings[{i}]");
+            b.Buffer.ThrowIfDisposed();
+            if (b.Size == 0 || b.Offset + b.Size > b.Buffer.SizeBytes)
+            {
+                CheckRange(b.Buffer, b.Offset, b.Size, $"bindings[{i}]");   // throws; the name only formed then
+            }
+
             if (b.Size > caps.MaxStorageBufferRange)
             {
                 throw new ArgumentOutOfRangeException(nameof(bindings),

@@ -32,6 +32,7 @@ internal sealed unsafe class MemoryBlock
         Mapped = mapped;
         Dedicated = dedicated;
         _free = [(0, size)];
+        LargestFree = size;
     }
 
     public DeviceMemory Memory { get; }
@@ -43,6 +44,9 @@ internal sealed unsafe class MemoryBlock
     /// <summary>An empty block kept for reuse, counted in <see cref="MemoryAllocator.CachedBytes"/>.</summary>
     public bool Cached { get; set; }
     public bool IsEmpty => _free.Count == 1 && _free[0].Size == Size;
+
+    /// <summary>The longest free range: a request longer than it is not tried here (a step asks for ~1,000 buffers).</summary>
+    public ulong LargestFree { get; private set; }
 
     public bool TryTake(ulong size, ulong alignment, out ulong offset)
     {
@@ -68,11 +72,27 @@ internal sealed unsafe class MemoryBlock
             }
 
             offset = aligned;
+            if (length == LargestFree)
+            {
+                UpdateLargestFree();
+            }
+
             return true;
         }
 
         offset = 0;
         return false;
+    }
+
+    private void UpdateLargestFree()
+    {
+        ulong largest = 0;
+        foreach (var (_, length) in _free)
+        {
+            largest = Math.Max(largest, length);
+        }
+
+        LargestFree = largest;
     }
 
     public void Give(ulong offset, ulong size)
@@ -94,7 +114,10 @@ internal sealed unsafe class MemoryBlock
         {
             _free[i - 1] = (_free[i - 1].Offset, _free[i - 1].Size + _free[i].Size);
             _free.RemoveAt(i);
+            i--;
         }
+
+        LargestFree = Math.Max(LargestFree, _free[i].Size);
     }
 }
 
@@ -248,8 +271,15 @@ public sealed unsafe class MemoryAllocator : IDisposable
     /// <summary>The smallest cached dedicated block of this type that holds <paramref name="size"/> without wasting over a fifth of itself.</summary>
     private MemoryBlock? TakeCached(uint type, ulong size)
     {
-        var block = _blocks.Where(b => b.Cached && b.TypeIndex == type && b.Size >= size && b.Size - size <= b.Size / 5)
-            .MinBy(b => b.Size);
+        MemoryBlock? block = null;
+        foreach (var b in _blocks)
+        {
+            if (b.Cached && b.TypeIndex == type && b.Size >= size && b.Size - size <= b.Size / 5 && (block is null || b.Size < block.Size))
+            {
+                block = b;
+            }
+        }
+
         if (block is not null)
         {
             block.Cached = false;
@@ -261,11 +291,17 @@ public sealed unsafe class MemoryAllocator : IDisposable
 
     private Allocation? TakeFromBlocks(uint type, ulong size, ulong alignment)
     {
-        // Blocks in use first, so that cached empty ones stay whole for as long as possible.
-        foreach (var b in _blocks.Where(b => !b.Dedicated && b.TypeIndex == type).OrderBy(b => b.Cached))
+        // Blocks in use first, so that cached empty ones stay whole for as long as possible. Plain loops: this runs
+        // for every buffer a training step makes.
+        foreach (var cached in (ReadOnlySpan<bool>)[false, true])
         {
-            if (b.TryTake(size, alignment, out var offset))
+            foreach (var b in _blocks)
             {
+                if (b.Dedicated || b.TypeIndex != type || b.Cached != cached || b.LargestFree < size || !b.TryTake(size, alignment, out var offset))
+                {
+                    continue;
+                }
+
                 if (b.Cached)
                 {
                     b.Cached = false;

@@ -92,10 +92,13 @@ public static class PrecisionPolicy
     {
         Precision.Fp32 => GemmOperands.Fp32,
         Precision.Fp32Fast => GemmOperands.F16,
-        Precision.Bf16 => OpTuning.Of(device).Bf16Products
-            ?? (Multiplies(device, GemmOperands.Bf16) || !Multiplies(device, GemmOperands.Bf16ViaF16) ? GemmOperands.Bf16 : GemmOperands.Bf16ViaF16),
+        Precision.Bf16 => OpTuning.Of(device).Bf16Products ?? Bf16Products.GetValue(device, d => new(
+            Multiplies(d, GemmOperands.Bf16) || !Multiplies(d, GemmOperands.Bf16ViaF16) ? GemmOperands.Bf16 : GemmOperands.Bf16ViaF16)).Value,
         _ => throw new ArgumentOutOfRangeException(nameof(precision)),
     };
+
+    // Per device, found once: every op asks.
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<GpuDevice, System.Runtime.CompilerServices.StrongBox<GemmOperands>> Bf16Products = new();
 
     // Whether the build and device run both the GEMM and the SSD with these operands (where neither bf16 form runs,
     // bf16 is refused naming bf16's own kernels).
