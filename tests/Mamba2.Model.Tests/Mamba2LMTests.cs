@@ -394,4 +394,45 @@ public class Mamba2LMTests(GpuFixture gpu)
         Assert.True(stagedPeak < 0.8 * singlePeak, $"peak {stagedPeak} bytes staged against {singlePeak} in one submission");
         Assert.Empty(device.ValidationLog.Drain());
     }
+
+    [Fact]
+    public void ALayersOutputLivesUntilTheNextStageOnly()
+    {
+        // The backward never reads a layer's output; the next block's norm does, so staged it is freed once that
+        // stage has run (the last one's with the recording), and the gradients are those of one submission.
+        var rng = new Random(TestMath.NewSeed());
+        var config = new Mamba2LMConfig(VocabSize: 11, NLayer: 4, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, ChunkSize = 16 });
+        using var lm = Mamba2LM.Initialize(Device, config, rng);
+        using var ids = IndexTensor.FromArray(Device, "input_ids", [.. Enumerable.Range(0, 2 * 20).Select(_ => rng.Next(11))], 2, 20);
+        using var targets = Mamba2LM.NextTokenTargets(ids);
+        using (var acts = lm.ForwardLoss(ids, targets))
+        {
+            var outputs = acts.Mixers.Select(m => m.Output.Buffer).ToList();
+            Assert.All(outputs.Take(2), o => Assert.True(o.IsDisposed));   // read by stages that have run
+            var grads = lm.Backward(acts);
+            Assert.All(outputs, o => Assert.True(o.IsDisposed));
+            grads.Values.ToList().ForEach(g => g.Dispose());
+        }
+
+        var s = Device.BeginStream();
+        Mamba2LM.Activations one;
+        Dictionary<string, Tensor> oneGrads;
+        try
+        {
+            one = lm.ForwardLoss(ids, targets, stream: s);
+            oneGrads = lm.Backward(one, s);
+            s.Submit();
+            Assert.All(one.Mixers, m => Assert.False(m.Output.Buffer.IsDisposed));
+        }
+        finally
+        {
+            s.Dispose();
+        }
+
+        using (one)
+        {
+            Assert.All(one.Mixers, m => Assert.True(m.Output.Buffer.IsDisposed));   // the stream owned them
+            oneGrads.Values.ToList().ForEach(g => g.Dispose());
+        }
+    }
 }

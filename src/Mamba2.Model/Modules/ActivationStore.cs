@@ -15,6 +15,18 @@ public abstract class ActivationStore : IDisposable
         return d;
     }
 
+    /// <summary>Hands <paramref name="d"/> (kept here) to the caller, who frees it: for what no backward reads.</summary>
+    internal T Release<T>(T d)
+        where T : IDisposable
+    {
+        if (!_owned.Remove(d))
+        {
+            throw new InvalidOperationException("ActivationStore.Release: not kept here.");
+        }
+
+        return d;
+    }
+
     /// <summary>A copy of <paramref name="src"/> recorded into <paramref name="st"/> (optionally under another shape of the same size).</summary>
     internal static Tensor CopyOf(CommandStream st, Tensor src, string name, int[]? shape = null)
     {

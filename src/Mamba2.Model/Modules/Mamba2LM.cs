@@ -302,7 +302,7 @@ public sealed class Mamba2LM : IDisposable
                     }
 
                     acts.Mixers.Add(mixer);
-                    added = mixer.Output;
+                    added = staged.HandOn(mixer.ReleaseOutput());   // read by the next stage only
                 });
             }
 
