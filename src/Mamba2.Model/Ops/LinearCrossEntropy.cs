@@ -123,10 +123,12 @@ public static class LinearCrossEntropy
 
         try
         {
-            var loss = scope.New("loss", 1);
+            // The loss and predictions, read by the host after every step, are written straight into host memory: no
+            // copy and no submission to read them.
+            var loss = scope.NewIn(MemoryKind.Readback, "loss", 1);
             dHidden ??= gradients ? scope.New("d_hidden", [.. hidden.Shape]) : null;
             dWeight ??= gradients ? scope.New("d_weight", vocab, d) : null;
-            argmax = predictions ? device.CreateBuffer<int>(rows, "predictions") : null;
+            argmax = predictions ? device.CreateBuffer<int>(rows, "predictions", MemoryKind.Readback) : null;
             var result = new LinearCrossEntropyResult(loss, dHidden, dWeight, ownsGradients, argmax);
             Shaders.RunIn(device, stream, st => Record(st, hidden, weight, targets, result, rows, d, vocab, count, blockRows, precision, ignoreIndex, argmax));
             return result;

@@ -3,8 +3,10 @@ using Mamba2.Vulkan;
 namespace Mamba2.Model.Tensors;
 
 /// <summary>
-/// A dense row-major int32 tensor in device memory: token ids and targets. It keeps the host copy it was made from,
-/// so ops can check ranges and plan scatters without reading the device back.
+/// A dense row-major int32 tensor: token ids and targets. It keeps the host copy it was made from, so ops can check
+/// ranges and plan scatters without reading the device back. Its values (and their grouping) live in host-visible
+/// memory that kernels read over the bus: written once and read once or twice a step, they cost a copy there instead
+/// of a staging submission and its wait each (four a training step).
 /// </summary>
 public sealed class IndexTensor : IDisposable
 {
@@ -43,7 +45,7 @@ public sealed class IndexTensor : IDisposable
                 $"{name}: shape {ShapeOps.Format(shape)} holds {length} elements but {data.Length} values were given.", nameof(data));
         }
 
-        var t = new IndexTensor(device, device.CreateBuffer<int>(length, name), (int[])shape.Clone(), name, data.ToArray());
+        var t = new IndexTensor(device, device.CreateBuffer<int>(length, name, MemoryKind.Upload), (int[])shape.Clone(), name, data.ToArray());
         t.Buffer.Upload(data);
         return t;
     }
@@ -82,11 +84,11 @@ public sealed class IndexTensor : IDisposable
             positions[next[_host[n]]++] = n;
         }
 
-        var order = Device.CreateBuffer<int>(Math.Max(positions.Length, 1), Name + ".grouped_positions");
+        var order = Device.CreateBuffer<int>(Math.Max(positions.Length, 1), Name + ".grouped_positions", MemoryKind.Upload);
         GpuBuffer<uint>? starts = null;
         try
         {
-            starts = Device.CreateBuffer<uint>(offsets.Length, Name + ".group_starts");
+            starts = Device.CreateBuffer<uint>(offsets.Length, Name + ".group_starts", MemoryKind.Upload);
             order.Upload(positions);
             starts.Upload(offsets);
         }

@@ -29,10 +29,16 @@ public sealed class Tensor : IShapedArray, IDisposable
     internal GpuBuffer<float> Buffer { get; }
 
     /// <summary>An uninitialized tensor of the given shape.</summary>
-    public static Tensor Empty(GpuDevice device, string name, params int[] shape)
+    public static Tensor Empty(GpuDevice device, string name, params int[] shape) => Empty(device, name, MemoryKind.Device, shape);
+
+    /// <summary>
+    /// An uninitialized tensor in memory of <paramref name="kind"/>: <see cref="MemoryKind.Readback"/> for a small
+    /// result the host reads after every call (a loss), which kernels then write straight into host memory.
+    /// </summary>
+    internal static Tensor Empty(GpuDevice device, string name, MemoryKind kind, params int[] shape)
     {
         var length = ShapeOps.Elements(shape, name);
-        return new Tensor(device, device.CreateBuffer<float>(length, name), (int[])shape.Clone(), name);
+        return new Tensor(device, device.CreateBuffer<float>(length, name, kind), (int[])shape.Clone(), name);
     }
 
     /// <summary>A tensor holding <paramref name="data"/> (row-major, length = product of <paramref name="shape"/>).</summary>

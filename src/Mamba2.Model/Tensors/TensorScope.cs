@@ -13,9 +13,12 @@ internal sealed class TensorScope(GpuDevice device)
     /// <summary>How many tensors the scope holds so far (a mark to split outputs from scratch).</summary>
     public int Count => _created.Count;
 
-    public Tensor New(string name, params int[] shape)
+    public Tensor New(string name, params int[] shape) => NewIn(MemoryKind.Device, name, shape);
+
+    /// <summary>A tensor in memory of <paramref name="kind"/> (<see cref="Tensor.Empty(GpuDevice, string, MemoryKind, int[])"/>).</summary>
+    public Tensor NewIn(MemoryKind kind, string name, params int[] shape)
     {
-        var t = Tensor.Empty(device, name, shape);
+        var t = Tensor.Empty(device, name, kind, shape);
         _created.Add(t);
         return t;
     }
