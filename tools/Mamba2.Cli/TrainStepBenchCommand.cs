@@ -109,10 +109,14 @@ internal static class TrainStepBenchCommand
 
         // The Trainer's way: no caller stream, so the model submits a layer at a time (recording the next while the
         // device runs one) and frees each layer's scratch, and the optimizer step is recorded into the backward's
-        // last stage. Its peak memory, then its wall time over the repeats.
+        // last stage; as the Trainer, each step's batch is a new upload and its loss and predictions are read back.
+        // Its peak memory, then its wall time over the repeats.
+        var hostIds = ids.Values.ToArray();
         void StagedStep()
         {
-            using var acts = model.ForwardLoss(ids, targets, blockBytes: headBlock);
+            using var stepIds = IndexTensor.FromArray(device, "input_ids", hostIds, b, l);
+            using var stepTargets = Mamba2LM.NextTokenTargets(stepIds);
+            using var acts = model.ForwardLoss(stepIds, stepTargets, predictions: true, blockBytes: headBlock);
             var step = optimizer.StepWhenFormed(1f);   // recorded into the backward's last stage, as the Trainer does
             var grads = model.Backward(acts, step);
             foreach (var g in grads.Values)
@@ -123,6 +127,11 @@ internal static class TrainStepBenchCommand
             if (!step.Stepped)
             {
                 throw new InvalidOperationException("bench train: the backward formed not every parameter's gradient, so no optimizer step was taken.");
+            }
+
+            if (!float.IsFinite(acts.Loss!.Loss.ToArray()[0]) || acts.Loss.Predictions().Length != b * l)
+            {
+                throw new InvalidOperationException("bench train: the step's loss is not finite or its predictions are missing.");
             }
         }
 
@@ -186,7 +195,7 @@ internal static class TrainStepBenchCommand
         table.AddRow($"{median:F2}", $"{timing.MinMs:F2}", $"{timing.MaxMs:F2}", $"{tokens / median * 1e3:F0}", $"{stepMemory / 1048576.0:F0} MiB", $"{stagedMemory / 1048576.0:F0} MiB");
         AnsiConsole.Write(table);
         Console.WriteLine($"timed steps, GPU ms in order: {string.Join(", ", timing.SamplesMs.Select(v => v.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))}; host time to record a step: {timing.HostRecordMs:F1} ms (the GPU idles meanwhile)");
-        Console.WriteLine($"as the Trainer runs a step (a layer a submission, the next recorded while one runs): {stagedWall:F1} ms of wall time (median of {wallMs.Count}), {tokens / stagedWall * 1e3:F0} tokens/s");
+        Console.WriteLine($"as the Trainer runs a step (a layer a submission, the next recorded while one runs; the batch uploaded, the loss and predictions read): {stagedWall:F1} ms of wall time (median of {wallMs.Count}), {tokens / stagedWall * 1e3:F0} tokens/s");
         var gaps = timeline.Gaps();
         Console.WriteLine($"its GPU timeline (one more step, {timeline.Spans.Count} submissions): busy {timeline.BusyMs:F1} ms over {timeline.SpanMs:F1} ms, "
             + $"{timeline.SpanMs - timeline.BusyMs:F1} ms idle between submissions; wall {timelineWall:F1} ms, {timelineWall - timeline.SpanMs:F1} ms of it before the first and after the last; "

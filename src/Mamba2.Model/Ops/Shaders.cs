@@ -74,7 +74,7 @@ internal static class Shaders
     public static KernelSource<ChunkScanBwdDbcTcSpec> ChunkScanBwdDbcTc(GemmOperands operands, bool stageW) =>
         Of(stageW ? ChunkScanBwdDbcWVariants : ChunkScanBwdDbcVariants, operands);
 
-    /// <summary>fp32 to packed f16 or bf16 operands, times their tensor's power-of-two scale, for the INPUT16 GEMM variants.</summary>
+    /// <summary>fp32 to packed f16, bf16 or bf16-valued f16 operands, times their tensor's power-of-two scale, for the INPUT16 GEMM variants.</summary>
     public static readonly KernelSource<ToOperand16Spec> ToOperand16 = Source<ToOperand16Spec>("nn/to_operand16");
 
     /// <summary>max |x| of a tensor folded into one slot of a result (the operand scales of <see cref="ToOperand16"/>).</summary>
