@@ -132,6 +132,18 @@ public sealed class BenchCliTests : IDisposable
     }
 
     [Fact]
+    public void DeviceProbesTakeNoPrecision()
+    {
+        // They measure the device (both operand types, or shared memory), not a mode: --precision would mean nothing.
+        foreach (var verb in new[] { "tensor-cores", "shared-memory" })
+        {
+            var (code, _, err) = CliCapture.Run("bench", verb, "--precision", "fp32");
+            Assert.NotEqual(0, code);
+            Assert.Contains("Unrecognized command or argument '--precision'", err);
+        }
+    }
+
+    [Fact]
     public void UnknownOpsAndPresetsAreNamed()
     {
         Assert.Equal(2, CliApp.Run(["bench", "--preset", "quick", "--ops", "ssd,bogus"]));

@@ -28,10 +28,14 @@ internal static class CommonOptions
     };
 
     /// <summary>A verb with its own options, then --precision, --device and --validation, running <paramref name="run"/>.</summary>
-    public static Command GpuCommand(string name, string description, Func<ParseResult, int> run, params Option[] options)
+    public static Command GpuCommand(string name, string description, Func<ParseResult, int> run, params Option[] options) =>
+        DeviceCommand(name, description, run, [.. options, PrecisionOption]);
+
+    /// <summary>A verb that computes in no precision mode (a device probe): its own options, then --device and --validation.</summary>
+    public static Command DeviceCommand(string name, string description, Func<ParseResult, int> run, params Option[] options)
     {
         var cmd = new Command(name, description);
-        foreach (var o in options.Append(PrecisionOption).Append(Device).Append(Validation))
+        foreach (var o in options.Append(Device).Append(Validation))
         {
             cmd.Options.Add(o);
         }

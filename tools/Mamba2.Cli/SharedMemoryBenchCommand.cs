@@ -15,7 +15,7 @@ internal static class SharedMemoryBenchCommand
 
     private static readonly Option<int> StepKib = new("--step-kib") { DefaultValueFactory = _ => 2, Description = "KiB between the sizes measured, from none to the device's shared memory a workgroup" };
 
-    public static Command Create() => CommonOptions.GpuCommand("shared-memory",
+    public static Command Create() => CommonOptions.DeviceCommand("shared-memory",
         "Workgroups resident against shared memory a workgroup: a latency-bound kernel's throughput per size, against the smallest", Run, Repeats, StepKib);
 
     private static int Run(ParseResult r)

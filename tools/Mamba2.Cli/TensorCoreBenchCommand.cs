@@ -25,7 +25,7 @@ internal static class TensorCoreBenchCommand
         new(2, 2, 2, 2, 32, 2),   // 64 x 64 on 4 subgroups
     ];
 
-    public static Command Create() => CommonOptions.GpuCommand("tensor-cores",
+    public static Command Create() => CommonOptions.DeviceCommand("tensor-cores",
         "Tensor-core ceilings: multiply-adds alone, and fed from shared memory as a GEMM's inner loop feeds them, per subgroup block", Run, Repeats);
 
     private static int Run(ParseResult r)
