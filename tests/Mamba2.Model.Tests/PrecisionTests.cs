@@ -113,6 +113,37 @@ public class PrecisionTests(GpuFixture gpu)
         Assert.Throws<ArgumentException>(() => layer.Forward(narrowPacked));
     }
 
+    [Theory]
+    [InlineData("bf16", GemmOperands.Bf16)]
+    [InlineData(" F16 ", GemmOperands.Bf16ViaF16)]
+    [InlineData("auto", null)]
+    [InlineData(null, null)]
+    public void Bf16ProductsVariableNamesAForm(string? text, GemmOperands? expected) =>
+        Assert.Equal(expected, OpTuning.ParseBf16Products(text));
+
+    [Fact]
+    public void UnknownBf16ProductsNameTheVariable()
+    {
+        var e = Assert.Throws<ArgumentException>(() => OpTuning.ParseBf16Products("fp8"));
+        Assert.Contains($"{OpTuning.Bf16ProductsVariable}=fp8", e.Message);
+    }
+
+    [Fact]
+    public void ForcedBf16ProductsAreWhatBf16Multiplies()
+    {
+        using (OpTuning.Override(Device, t => t with { Bf16Products = GemmOperands.Bf16ViaF16 }))
+        {
+            Assert.Equal(GemmOperands.Bf16ViaF16, Precision.Bf16.Operands(Device));
+            Assert.Equal((GemmOperands.Bf16ViaF16, OperandStaging.Converted), PrecisionPolicy.GemmOf(Precision.Bf16, Device));
+        }
+
+        // Unforced: bf16 where the device multiplies it, else the f16 form where that runs (lavapipe), else bf16's refusal.
+        var auto = Precision.Bf16.Operands(Device);
+        Assert.Equal(TensorCoreGemm.IsAvailable(Device, GemmOperands.Bf16) || !TensorCoreGemm.IsAvailable(Device, GemmOperands.Bf16ViaF16)
+            ? GemmOperands.Bf16 : GemmOperands.Bf16ViaF16, auto);
+        Assert.Equal(GemmOperands.F16, Precision.Fp32Fast.Operands(Device));
+    }
+
     [Fact]
     public void TheModelsPrecisionIsEveryLayers()
     {

@@ -61,6 +61,15 @@ public sealed record OpTuning
     /// <summary>The environment variable of <see cref="Bf16Products"/>.</summary>
     public const string Bf16ProductsVariable = "MAMBA2_BF16_PRODUCTS";
 
+    /// <summary>What <paramref name="text"/> (MAMBA2_BF16_PRODUCTS) names: bf16, f16, or null for auto or nothing.</summary>
+    public static GemmOperands? ParseBf16Products(string? text) => text?.Trim().ToLowerInvariant() switch
+    {
+        null or "" or "auto" => null,
+        "bf16" => GemmOperands.Bf16,
+        "f16" => GemmOperands.Bf16ViaF16,
+        var other => throw new ArgumentException($"{Bf16ProductsVariable}={other}: expected bf16, f16 or auto."),
+    };
+
     /// <summary>MAMBA2_RMSNORM_BWD: the RMSNorm backward's form (null: <see cref="NormBackwardForm.Default"/>).</summary>
     public NormBackwardForm? NormBackward { get; init; }
 
@@ -89,13 +98,7 @@ public sealed record OpTuning
             },
             GemmApi = TensorCoreGemm.ParseApi(Read(TensorCoreGemm.ApiVariable)),
             GemmTile = Read(TensorCoreGemm.TileVariable),
-            Bf16Products = Read(Bf16ProductsVariable)?.ToLowerInvariant() switch
-            {
-                null or "auto" => null,
-                "bf16" => GemmOperands.Bf16,
-                "f16" => GemmOperands.Bf16ViaF16,
-                var other => throw new ArgumentException($"{Bf16ProductsVariable}={other}: expected bf16, f16 or auto."),
-            },
+            Bf16Products = ParseBf16Products(Read(Bf16ProductsVariable)),
             NormBackward = Read(NormBackwardForm.EnvironmentVariable) is { } form ? NormBackwardForm.Parse(form) : null,
             GemmKernel = Read(Gemm.KernelVariable) switch
             {
