@@ -228,6 +228,64 @@ public class Mamba2LMTests(GpuFixture gpu)
         }
     }
 
+    /// <summary>
+    /// Generation in a tensor-core mode: a prefill, then the recurrent step (its products in the mode, the SSD step in
+    /// fp32), against the float64 model whose products round their operands as the mode does, at every position, at
+    /// the mode's tolerance (weights rounded to bf16 first, so that bf16 multiplies the model's own values).
+    /// </summary>
+    [Theory]
+    [InlineData(Precision.Fp32Fast, false)]
+    [InlineData(Precision.Bf16, false)]
+    [InlineData(Precision.Bf16, true)]
+    public void GenerationInTheModesFollowsTheFloat64Model(Precision precision, bool bf16ViaF16)
+    {
+        using var tuning = OpTuning.Override(Device, t => t with { Bf16Products = bf16ViaF16 ? GemmOperands.Bf16ViaF16 : null });
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var config = new Mamba2LMConfig(VocabSize: 19, NLayer: 2, new Mamba2Config(DModel: 32) { DState = 8, HeadDim = 8, NGroups = 2, ChunkSize = 16 });
+        const int b = 2, l = 14, prompt = 6;
+        using var lm = Mamba2LM.Initialize(Device, config, rng);
+        if (!PrecisionAvailability.Runs(Device, precision))
+        {
+            return;
+        }
+
+        foreach (var (_, value) in lm.Parameters)
+        {
+            value.CopyFrom([.. value.ToArray().Select(x => TensorCoreGemmTests.Round(x, GemmOperands.Bf16))]);
+        }
+
+        lm.Precision = precision;
+        var v = config.VocabSize;
+        var ids = Enumerable.Range(0, b * l).Select(_ => rng.Next(v)).ToArray();
+        var p = lm.Parameters.ToDictionary(q => q.Name, q => q.Value.ToArray().Select(x => (double)x).ToArray());
+        var (full, _, _, _) = Reference(config, p, ids, b, l,
+            precision == Precision.Bf16 ? x => TensorCoreGemmTests.Round((float)x, GemmOperands.Bf16) : x => TensorCoreGemmTests.RoundScaledF16((float)x));
+        var (exact, _, _, _) = Reference(config, p, ids, b, l);
+        double[] At(int t, double[]? of = null) => [.. Enumerable.Range(0, b).SelectMany(bi => (of ?? full).Skip((bi * l + t) * v).Take(v))];
+        var head = Enumerable.Range(0, b).SelectMany(bi => ids.Skip(bi * l).Take(prompt)).ToArray();
+        using var promptIds = IndexTensor.FromArray(Device, "prompt", head, b, prompt);
+        var (state, last) = lm.Prefill(promptIds);
+        var what = $"{precision.Name()}{(bf16ViaF16 ? " via f16" : "")} seed {seed}";
+        using (state)
+        using (last)
+        {
+            TestMath.AssertClose(last.ToArray(), At(prompt - 1), precision.Tolerance(), $"{what}: prefill's last logits");
+            var offExact = 0.0;
+            for (var t = prompt; t < l; t++)
+            {
+                using var token = IndexTensor.FromArray(Device, "token", [ids[t], ids[l + t]], b);
+                using var logits = lm.Step(token, state);
+                var got = logits.ToArray();
+                TestMath.AssertClose(got, At(t), precision.Tolerance(), $"{what}: step {t}");
+                offExact = Math.Max(offExact, TestMath.RelativeError(got, At(t, exact)));
+            }
+
+            // The steps' products ran in the mode: off the unrounded model by more than fp32 rounding.
+            Assert.True(offExact > 1e-5, $"{what}: the steps are as exact as fp32 ({offExact})");
+        }
+    }
+
     [Fact]
     public void TheTrainingForwardsLossGradientsAndPredictionsMatchTheFloat64Model()
     {
