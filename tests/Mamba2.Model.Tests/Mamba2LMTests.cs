@@ -169,6 +169,19 @@ public class Mamba2LMTests(GpuFixture gpu)
         }
     }
 
+    /// <summary>Every parameter rounded to bf16, so that bf16 products multiply the model's own values.</summary>
+    private static void RoundParametersToBf16(Mamba2LM lm)
+    {
+        foreach (var (_, value) in lm.Parameters)
+        {
+            value.CopyFrom([.. value.ToArray().Select(x => TensorCoreGemmTests.Round(x, GemmOperands.Bf16))]);
+        }
+    }
+
+    /// <summary>What a mode's products do to an operand: round it to bf16, or to f16 at its scale (fp32-fast).</summary>
+    private static Func<double, double> ModeOperand(Precision precision) =>
+        precision == Precision.Bf16 ? x => TensorCoreGemmTests.Round((float)x, GemmOperands.Bf16) : x => TensorCoreGemmTests.RoundScaledF16((float)x);
+
     /// <summary>bf16ViaF16: bf16's products as scaled f16 (MAMBA2_BF16_PRODUCTS=f16), what devices without bf16 cooperative matrices run.</summary>
     [Theory]
     [InlineData(Precision.Fp32Fast, false)]
@@ -190,10 +203,7 @@ public class Mamba2LMTests(GpuFixture gpu)
             return;
         }
 
-        foreach (var (_, value) in lm.Parameters)
-        {
-            value.CopyFrom([.. value.ToArray().Select(x => TensorCoreGemmTests.Round(x, GemmOperands.Bf16))]);
-        }
+        RoundParametersToBf16(lm);
 
         lm.Precision = precision;
         var ids = Enumerable.Range(0, b * l).Select(_ => rng.Next(config.VocabSize)).ToArray();
@@ -206,8 +216,7 @@ public class Mamba2LMTests(GpuFixture gpu)
             var p = lm.Parameters.ToDictionary(q => q.Name, q => q.Value.ToArray().Select(x => (double)x).ToArray());
             // The float64 model rounds what the products round (their operands, once, to bf16 or to scaled f16): what
             // is left is the products' own error, not that of rounded activations carried through two layers.
-            var (_, loss, gRef, termScales) = Reference(config, p, ids, b, l,
-                precision == Precision.Bf16 ? x => TensorCoreGemmTests.Round((float)x, GemmOperands.Bf16) : x => TensorCoreGemmTests.RoundScaledF16((float)x));
+            var (_, loss, gRef, termScales) = Reference(config, p, ids, b, l, ModeOperand(precision));
             var what = $"{precision.Name()}{(bf16ViaF16 ? " via f16" : "")} seed {seed}";
             var tolerance = precision.Tolerance();
             TestMath.AssertClose(acts.Loss!.Loss.ToArray(), [loss], tolerance, $"{what}: loss");
@@ -250,17 +259,13 @@ public class Mamba2LMTests(GpuFixture gpu)
             return;
         }
 
-        foreach (var (_, value) in lm.Parameters)
-        {
-            value.CopyFrom([.. value.ToArray().Select(x => TensorCoreGemmTests.Round(x, GemmOperands.Bf16))]);
-        }
+        RoundParametersToBf16(lm);
 
         lm.Precision = precision;
         var v = config.VocabSize;
         var ids = Enumerable.Range(0, b * l).Select(_ => rng.Next(v)).ToArray();
         var p = lm.Parameters.ToDictionary(q => q.Name, q => q.Value.ToArray().Select(x => (double)x).ToArray());
-        var (full, _, _, _) = Reference(config, p, ids, b, l,
-            precision == Precision.Bf16 ? x => TensorCoreGemmTests.Round((float)x, GemmOperands.Bf16) : x => TensorCoreGemmTests.RoundScaledF16((float)x));
+        var (full, _, _, _) = Reference(config, p, ids, b, l, ModeOperand(precision));
         var (exact, _, _, _) = Reference(config, p, ids, b, l);
         double[] At(int t, double[]? of = null) => [.. Enumerable.Range(0, b).SelectMany(bi => (of ?? full).Skip((bi * l + t) * v).Take(v))];
         var head = Enumerable.Range(0, b).SelectMany(bi => ids.Skip(bi * l).Take(prompt)).ToArray();
