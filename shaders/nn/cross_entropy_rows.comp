@@ -13,7 +13,7 @@ layout(local_size_x_id = 0) in;   // a power of two
 #include "row_sum.glsl"
 #include "row_argmax.glsl"
 #include "operand_scale.glsl"
-layout(constant_id = 1) const uint GRADIENT = 0;   // 0 none, 1 fp32 in place, 2 f16 (scaled as a largest |x| of 1), 3 bf16, 4 bf16 values as 2
+layout(constant_id = 1) const uint GRADIENT = 0;   // 0 none, 1 fp32 in place, 2 f16 (scaled as a largest |x| of 1), 3 bf16, 4 bf16-rounded values as 2's f16
 layout(constant_id = 2) const bool ARGMAX = false;
 
 layout(std430, binding = 0) buffer Logits { float logits[]; };

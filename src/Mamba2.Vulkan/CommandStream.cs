@@ -400,11 +400,7 @@ public sealed unsafe class CommandStream : IDisposable
         for (var i = 0; i < bindings.Length; i++)
         {
             var b = bindings[i];
-            b.Buffer.ThrowIfDisposed();
-            if (b.Size == 0 || b.Offset + b.Size > b.Buffer.SizeBytes)
-            {
-                CheckRange(b.Buffer, b.Offset, b.Size, $"bindings[{i}]");   // throws; the name only formed then
-            }
+            CheckRange(b.Buffer, b.Offset, b.Size, nameof(bindings), i);
 
             if (b.Size > caps.MaxStorageBufferRange)
             {
@@ -617,12 +613,13 @@ public sealed unsafe class CommandStream : IDisposable
         }
     }
 
-    private static void CheckRange(GpuBuffer buffer, ulong offset, ulong size, string argument)
+    // index: the argument's element (a binding), named only when the error is thrown: this runs for every binding.
+    private static void CheckRange(GpuBuffer buffer, ulong offset, ulong size, string argument, int? index = null)
     {
         buffer.ThrowIfDisposed();
         if (size == 0 || offset + size > buffer.SizeBytes)
         {
-            throw new ArgumentOutOfRangeException(argument, $"range [{offset}, {offset + size}) is empty or outside {buffer.Name} ({buffer.SizeBytes} bytes).");
+            throw new ArgumentOutOfRangeException(index is { } i ? $"{argument}[{i}]" : argument, $"range [{offset}, {offset + size}) is empty or outside {buffer.Name} ({buffer.SizeBytes} bytes).");
         }
     }
 }

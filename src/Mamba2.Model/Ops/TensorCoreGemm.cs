@@ -31,16 +31,15 @@ public enum GemmOperands
 public static class GemmOperandsInfo
 {
     /// <summary>The cooperative matrices' element type: "f16" or "bf16" (fp32: none).</summary>
-    public static string MatrixType(this GemmOperands operands) => operands switch
-    {
-        GemmOperands.F16 or GemmOperands.Bf16ViaF16 => "f16",
-        GemmOperands.Bf16 => "bf16",
-        _ => throw new ArgumentOutOfRangeException(nameof(operands), $"{operands} operands are not multiplied on tensor cores."),
-    };
+    public static string MatrixType(this GemmOperands operands) => operands.Kernel() == GemmOperands.F16 ? "f16" : "bf16";
 
     /// <summary>The kernels' operand type (the variant that multiplies these operands): F16 or Bf16.</summary>
-    internal static GemmOperands Kernel(this GemmOperands operands) =>
-        operands.MatrixType() == "f16" ? GemmOperands.F16 : GemmOperands.Bf16;
+    internal static GemmOperands Kernel(this GemmOperands operands) => operands switch
+    {
+        GemmOperands.F16 or GemmOperands.Bf16ViaF16 => GemmOperands.F16,
+        GemmOperands.Bf16 => GemmOperands.Bf16,
+        _ => throw new ArgumentOutOfRangeException(nameof(operands), $"{operands} operands are not multiplied on tensor cores."),
+    };
 
     /// <summary>Whether each tensor is scaled by a power of two into f16's range (a max pass first).</summary>
     internal static bool Scaled(this GemmOperands operands) => operands.Kernel() == GemmOperands.F16;
