@@ -15,6 +15,7 @@
 #define SSD_INITIAL_STATES  512u     // initial_states given
 #define SSD_D_FINAL_STATES 1024u     // d final_states given (backward)
 #define SSD_D_INITIAL_STATES 2048u   // write d initial_states (backward)
+#define SSD_WHOLE_CB       4096u     // tc/chunk_cb: every tile of C.B^T, not only the causal ones
 
 #define SSD_HAS(flags, bit) (((flags) & (bit)) != 0u)
 #define SSD_D_ANY (SSD_D_HEAD | SSD_D_HEAD_DIM)

@@ -2,7 +2,8 @@
 // The SSD's C.B^T on tensor cores, once per (batch, chunk, group): cb[b, c, g, t, s] = C[t] . B[s] over d_state,
 // for t, s in the chunk (Q x Q, fp32). tc/chunk_scan reads it for every head of the group (h / g of them), where
 // the fp32 chunk_scan recomputes it per block of heads. Causal: tiles wholly above the diagonal (every s > t) are
-// neither computed nor written, and no reader touches them. One workgroup per BM x BN tile of (t, s).
+// neither computed nor written, and no reader touches them; SSD_WHOLE_CB computes every tile (the bidirectional
+// sum form reads both triangles). One workgroup per BM x BN tile of (t, s).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
@@ -74,8 +75,8 @@ void main() {
         span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED));
         t0 = tt * BM;
         s0 = ts * BN;
-        if (t0 >= span.len || s0 >= span.len || s0 > t0 + BM - 1) {
-            continue;   // uniform: past the sequence end, or wholly above the diagonal
+        if (t0 >= span.len || s0 >= span.len || s0 > t0 + BM - 1 && !SSD_HAS(p.flags, SSD_WHOLE_CB)) {
+            continue;   // uniform: past the sequence end, or wholly above the diagonal where only those are read
         }
 
         TC_ACC acc[TC_FRAGS];

@@ -12,6 +12,15 @@
 //   dx[s, p] = dt_out[s] r[s, p] + D g[s, p] ;  ddt_part[s, tile] = sum_{p in tile} x[s, p] r[s, p]
 // The bindings then hold other tensors (the REVERSE names below): g where x is, B where C is, dS_next where the
 // states are, the forward's x where z is, dx where y is, the ddt parts where y before the gate is.
+//
+// BIDIR (a variant of its own, forward only) is the bidirectional sum form in one pass, both scans sharing C, B and
+// so C.B^T (tc/chunk_cb with every tile): with the reverse scan's dt, cumsum and states from a mirrored causal run
+// (ChunkSpan; its per-chunk arrays at chunk nchunks-1-c, position m(t) = len-1-t, cumsum M[m(t)] = A'_last - E'_t)
+//   y[t, p] = sum_n (exp(dA_cs[t]) C[t, n]) S_in[p, n] + sum_n (exp(M[m(t)]) C[t, n]) R_next[p, n]
+//           + sum_s (cb[t, s] w[t, s]) x[s, p] + D x[t, p],
+//   w[t, s] = [s <= t] exp(dA_cs[t] - dA_cs[s]) dt_out[s] + [s >= t] exp(M[m(t)] - M[m(s)]) dt_rev[s]
+// (ssd/chunk_scan_bidir.comp's sum form): the two state terms are two runs of state slices, the intra-chunk term
+// one run over the whole chunk, one output pass and no combine.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
@@ -44,6 +53,13 @@ layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
 layout(std430, binding = 1) readonly buffer Cm4 { vec4 C4[]; };
 layout(std430, binding = 2) readonly buffer Cb4 { vec4 cb4[]; };
 layout(std430, binding = 3) readonly buffer States4 { vec4 states4[]; };
+#ifdef BIDIR
+layout(std430, binding = 11) readonly buffer StatesRev { float states_rev[]; };   // the mirrored run's S_in: R_next
+layout(std430, binding = 12) readonly buffer DtRev { float dt_rev[]; };           // the mirrored run's dt_out
+layout(std430, binding = 13) readonly buffer DaRev { float dA_rev[]; };           // ... its cumsum M, hi and lo
+layout(std430, binding = 14) readonly buffer DaRevLo { float dA_rev_lo[]; };
+layout(std430, binding = 11) readonly buffer StatesRev4 { vec4 states_rev4[]; };
+#endif
 
 #define g_in x          // REVERSE's names
 #define x_fwd z
@@ -61,13 +77,25 @@ void store_prologue();
 #include "tc_product.glsl"
 
 const uint MAX_CHUNK = 256;
+#ifdef BIDIR
+const bool BIDIR_ON = true;
+#else
+const bool BIDIR_ON = false;
+#endif
 shared float dAq[MAX_CHUNK];     // this (batch, head, chunk)'s dA_cs, hi and lo, and dt_out
 shared float dAqLo[MAX_CHUNK];
 shared float dtq[MAX_CHUNK];
+#ifdef BIDIR
+shared float dArq[MAX_CHUNK];    // the reverse scan's M[m(s)] (hi, lo) and dt at forward positions s
+shared float dArqLo[MAX_CHUNK];
+shared float dtrq[MAX_CHUNK];
+#endif
 
 ChunkSpan span;
 uint b, head, grp, t0, p0, k0, cbase, sbase, cs, tileP, tilesP;
 bool intra;   // which slices: the state term's (k0 over d_state) or the intra-chunk term's (k0 over positions)
+bool revState;   // BIDIR: the state slices of the reverse scan (R_next)
+uint csr, sbaseR;   // BIDIR: the mirrored run's per-chunk and state bases for this chunk
 bool wholeP, wholeN, wholeQ;   // rows of x and g, of B, C and states, of cb start on 16-byte boundaries
 bool fastA, fastB;   // this slice's rows of A, of B, wholly inside memory: TC_WORD4 at atA, atB (set_slices)
 int atA, stepA, atB, stepB;
@@ -77,6 +105,9 @@ int atA, stepA, atB, stepB;
 // slices, which may come first, read their decay factors from memory instead.
 const uint PRO = (MAX_CHUNK + TC_THREADS - 1) / TC_THREADS;
 float proA[PRO], proLo[PRO], proDt[PRO];
+#ifdef BIDIR
+float proRA[PRO], proRLo[PRO], proRDt[PRO];
+#endif
 uint proEnd;      // positions the arrays hold this item
 bool proPending;  // read, not yet stored
 
@@ -87,6 +118,12 @@ void load_prologue(uint end) {
             proA[q] = dA_cs[cs + s];
             proLo[q] = dA_cs_lo[cs + s];
             proDt[q] = dt_out[cs + s];
+#ifdef BIDIR
+            const uint m = csr + span.len - 1 - s;
+            proRA[q] = dA_rev[m];
+            proRLo[q] = dA_rev_lo[m];
+            proRDt[q] = dt_rev[m];
+#endif
         }
     }
     proEnd = end;
@@ -105,6 +142,11 @@ void store_prologue() {
             dAq[s] = proA[q];
             dAqLo[s] = proLo[q];
             dtq[s] = proDt[q];
+#ifdef BIDIR
+            dArq[s] = proRA[q];
+            dArqLo[s] = proRLo[q];
+            dtrq[s] = proRDt[q];
+#endif
         }
     }
     proPending = false;
@@ -113,6 +155,21 @@ void store_prologue() {
 // Causal rows of cb: element e of the word at column s of row t is cb[t, s + e] exp(dA_cs[t] - dA_cs[s + e]),
 // times dt_out[s + e] in the forward, and zero past t (where cb may be unwritten).
 vec4 decayed_cb(vec4 v, uint t, uint s) {
+#ifdef BIDIR
+    // Both scans' weights (the diagonal gets both); zero past the chunk, where cb is unwritten and the loads gave 0.
+    [[unroll]] for (uint e = 0; e < 4; ++e) {
+        const uint k = s + e;
+        float w = 0.0;
+        if (k <= t) {
+            w = exp(min(cs_diff(dAq[t], dAqLo[t], dAq[k], dAqLo[k]), 0.0)) * dtq[k];
+        }
+        if (k >= t && k < span.len) {
+            w += exp(min(cs_diff(dArq[t], dArqLo[t], dArq[k], dArqLo[k]), 0.0)) * dtrq[k];
+        }
+        v[e] *= w;
+    }
+    return v;
+#endif
     [[unroll]] for (uint e = 0; e < 4; ++e) {
         if (s + e <= t) {
             v[e] *= exp(min(cs_diff(dAq[t], dAqLo[t], dAq[s + e], dAqLo[s + e]), 0.0)) * (REVERSE == 0 ? dtq[s + e] : 1.0);
@@ -129,14 +186,15 @@ void set_slices() {
         // C (REVERSE: B) at rows t0.., columns k0..; the states at rows p0.. of (p, n), columns k0..
         fastA = span_rows4(span, t0, BM, 0, b, p.seqlen, p.ngroups, grp, p.dstate, k0, BK, atA, stepA);
         fastB = wholeN && p0 + BN <= p.headdim && k0 + BK <= p.dstate;
-        atB = int(((sbase + p0) * p.dstate + k0) / 4);
+        atB = int((((revState ? sbaseR : sbase) + p0) * p.dstate + k0) / 4);
         stepB = int(p.dstate / 4);
         return;
     }
     // cb rows t0.. from column k0 (REVERSE: rows k0.. from column t0), inside the Q x Q block
     const uint rows = REVERSE == 0 ? t0 : k0;
     const uint cols = REVERSE == 0 ? k0 : t0;
-    fastA = wholeQ && rows + (REVERSE == 0 ? BM : BK) <= span.len && cols + (REVERSE == 0 ? BK : BM) <= p.chunk;
+    // (BIDIR: cb's columns past the chunk's end are unwritten, so they are read only through the bounded path.)
+    fastA = wholeQ && rows + (REVERSE == 0 ? BM : BK) <= span.len && cols + (REVERSE == 0 ? BK : BM) <= (BIDIR_ON ? span.len : p.chunk);
     atA = int((cbase + rows * p.chunk + cols) / 4);
     stepA = int(p.chunk / 4);
     // x (REVERSE: g) at rows k0.., columns p0..
@@ -155,6 +213,11 @@ vec4 word_a(uint r, uint c) {
         const vec4 v = fastA ? TC_WORD4(C4, atA, stepA, r, c)
             : TC_LOAD4(C, C4, ((b * p.seqlen + span_pos(span, s)) * p.ngroups + grp) * p.dstate + k0 + c, k0 + c, p.dstate, wholeN);
         const uint last = cs + span.len - 1;   // from memory (load_prologue)
+#ifdef BIDIR
+        if (revState) {
+            return v * exp(dA_rev[csr + span.len - 1 - s]);
+        }
+#endif
         return v * (REVERSE == 0 ? exp(dA_cs[cs + s]) : exp(min(cs_diff(dA_cs[last], dA_cs_lo[last], dA_cs[cs + s], dA_cs_lo[cs + s]), 0.0)));
     }
     const uint t = REVERSE == 0 ? t0 + r : k0 + r;
@@ -162,10 +225,16 @@ vec4 word_a(uint r, uint c) {
     if (fastA) {
         return decayed_cb(TC_WORD4(cb4, atA, stepA, r, c), t, s);
     }
-    return t < span.len ? decayed_cb(TC_LOAD4(cb, cb4, cbase + t * p.chunk + s, s, t + 1, wholeQ), t, s) : vec4(0.0);
+    return t < span.len ? decayed_cb(TC_LOAD4(cb, cb4, cbase + t * p.chunk + s, s, BIDIR_ON ? span.len : t + 1, wholeQ), t, s) : vec4(0.0);
 }
 
 vec4 word_b(uint r, uint c) {
+#ifdef BIDIR
+    if (!intra && revState) {   // R_next[p, n], as S_in below
+        return fastB ? TC_WORD4(states_rev4, atB, stepB, r, c)
+            : p0 + r < p.headdim ? TC_LOAD4(states_rev, states_rev4, (sbaseR + p0 + r) * p.dstate + k0 + c, k0 + c, p.dstate, wholeN) : vec4(0.0);
+    }
+#endif
     if (fastB) {
         return intra ? TC_WORD4(x4, atB, stepB, r, c) : TC_WORD4(states4, atB, stepB, r, c);
     }
@@ -309,19 +378,25 @@ void main() {
         sbase = ((b * p.nchunks + c) * p.nheads + head) * p.headdim;
 
         cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
-        // The other side's positions this tile reads: forward s <= t < min(t0 + BM, len); REVERSE t >= s, up to len.
+        csr = ((b * p.nheads + head) * p.nchunks + p.nchunks - 1 - c) * p.chunk;
+        sbaseR = ((b * p.nchunks + p.nchunks - 1 - c) * p.nheads + head) * p.headdim;
+        // The other side's positions this tile reads: forward s <= t < min(t0 + BM, len) (BIDIR: the whole chunk);
+        // REVERSE t >= s, up to len.
         const uint kBegin = REVERSE == 0 ? 0 : t0 / BK * BK;
-        const uint kEnd = REVERSE == 0 ? min(t0 + BM, span.len) : span.len;
+        const uint kEnd = REVERSE == 0 && !BIDIR_ON ? min(t0 + BM, span.len) : span.len;
         load_prologue(kEnd);
 
         TC_ACC acc[TC_FRAGS];
         tc_zero(acc);
         intra = false;
+        revState = false;
         // No state term where it is zero: the state entering the walk's first chunk without initial states;
-        // REVERSE, the gradient leaving its last chunk without a final-state gradient.
+        // REVERSE, the gradient leaving its last chunk without a final-state gradient. BIDIR: the reverse state
+        // entering the last chunk from the right.
         const bool noState = REVERSE == 0 ? c == 0 && !SSD_HAS(p.flags, SSD_INITIAL_STATES)
                                           : c + 1 == p.nchunks && !SSD_HAS(p.flags, SSD_D_FINAL_STATES);
-        if (noState) {
+        const bool noRevState = !BIDIR_ON || c + 1 == p.nchunks;
+        if (noState && noRevState) {
             store_prologue();
             barrier();
         }
@@ -329,6 +404,12 @@ void main() {
             set_slices();
             tc_product(acc, false, true);
         }
+        revState = true;
+        for (k0 = 0; k0 < (noRevState ? 0 : p.dstate); k0 += BK) {
+            set_slices();
+            tc_product(acc, false, true);
+        }
+        revState = false;
         intra = true;
         for (k0 = kBegin; k0 < kEnd; k0 += BK) {
             set_slices();

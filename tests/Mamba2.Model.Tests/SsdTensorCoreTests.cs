@@ -319,6 +319,32 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         var c = strided
             ? SsdCases.Bidirectional(rng0, direction, 1, 300, 2, 64, 1, 64, 128, d: true, z: true, bias: true, softplus: true, reverseTensors: true)
             : SsdCases.Bidirectional(rng0, direction, 2, 77, 4, 12, 2, 16, 32, d: true, z: true, bias: true, softplus: true, reverseTensors: true);
+        VerifyBidirectional(c, precision, fused: false, $"{direction}{(strided ? " strided" : "")} {precision.Name()} seed {seed}", seed);
+    }
+
+    /// <summary>
+    /// The sum form whose scans share B and C fuses on tensor cores (one output pass over both scans, C.B^T once),
+    /// forward and backward, with the reverse scan's own dt or without, D of both shapes, z, and a partial last chunk.
+    /// </summary>
+    [Theory]
+    [InlineData(Precision.Fp32Fast, false, false)]
+    [InlineData(Precision.Fp32Fast, true, true)]
+    [InlineData(Precision.Bf16, false, true)]
+    [InlineData(Precision.Bf16, true, false)]
+    public void BidirectionalSumFusesOnTensorCores(Precision precision, bool strided, bool ownDt)
+    {
+        var seed = TestMath.NewSeed();
+        var rng0 = new Random(seed);
+        var c = strided
+            ? SsdCases.Bidirectional(rng0, SsdDirection.BidirectionalSum, 1, 300, 2, 64, 1, 64, 128, d: true, z: true, bias: true, softplus: true, reverseTensors: ownDt)
+            : SsdCases.Bidirectional(rng0, SsdDirection.BidirectionalSum, 2, 77, 4, 12, 2, 16, 32, d: true, dPerP: true, z: true, bias: true, softplus: true,
+                reverseTensors: ownDt);
+        c = c with { BRev = null, CRev = null };   // shared B and C; dt_rev with ownDt
+        VerifyBidirectional(c, precision, fused: true, $"fused sum{(strided ? " strided" : "")}{(ownDt ? " dt_rev" : "")} {precision.Name()} seed {seed}", seed);
+    }
+
+    private void VerifyBidirectional(SsdCase c, Precision precision, bool fused, string what, int seed)
+    {
         if (SsdOp.WhyNot(Device, precision) is not null)
         {
             return;
@@ -327,7 +353,7 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         var rng = new Random(seed + 1);
         var dy = TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1);
         using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Auto, precision);
-        Assert.False(SsdOp.UsesFusedPass(Device, inputs.Options));
+        Assert.Equal(fused, SsdOp.UsesFusedPass(Device, inputs.Options));
         using var dyT = Tensor.FromArray(Device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
         using var s = Device.BeginStream();
         using var result = inputs.Forward(s);
@@ -335,7 +361,6 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         Poison.Fill(grads.Named().Select(g => g.Gradient).Append(result.Y));
         s.Submit();
         var v = c.ToFloat64();
-        var what = $"{direction}{(strided ? " strided" : "")} {precision.Name()} seed {seed}";
         var (y, _) = SsdBidirectionalReference.Forward(c, v);
         TestMath.AssertClose(result.Y.ToArray(), y, precision.Tolerance(), $"{what}: y");
         var expected = SsdBidirectionalReference.Gradients(c, v, Widen(dy), null);
@@ -355,12 +380,22 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         Assert.Equal("precision", e.ParamName);
         Assert.Contains("recurrent path", e.Message);
 
-        var bi = SsdCases.Bidirectional(new Random(2), SsdDirection.BidirectionalSum, 1, 20, 2, 8, 1, 8, 16);
-        using var biInputs = new SsdDeviceInputs(Device, bi, SsdPath.Auto, Precision.Bf16);
-        e = Assert.Throws<ArgumentException>(() => SsdOp.Forward(biInputs.X, biInputs.Dt, biInputs.A, biInputs.B, biInputs.C,
-            biInputs.Options with { BidirectionalPath = SsdBidirectionalPath.Fused }));
-        Assert.Equal("precision", e.ParamName);
-        Assert.Contains("fused bidirectional", e.Message);
+        // The fused pass takes the other bidirectional forms in fp32 only.
+        foreach (var (direction, reverseTensors, dPerToken, reason) in new[]
+                 {
+                     (SsdDirection.BidirectionalShift, false, false, "sum form only"), (SsdDirection.BidirectionalSum, true, false, "share B and C"),
+                     (SsdDirection.BidirectionalSum, false, true, "D of shape (h) or (h, p)"),
+                 })
+        {
+            var bi = SsdCases.Bidirectional(new Random(2), direction, 1, 20, 2, 8, 1, 8, 16, d: dPerToken, dPerToken: dPerToken, reverseTensors: reverseTensors);
+            using var biInputs = new SsdDeviceInputs(Device, bi, SsdPath.Auto, Precision.Bf16);
+            Assert.False(SsdOp.UsesFusedPass(Device, biInputs.Options));
+            e = Assert.Throws<ArgumentException>(() => SsdOp.Forward(biInputs.X, biInputs.Dt, biInputs.A, biInputs.B, biInputs.C,
+                biInputs.Options with { BidirectionalPath = SsdBidirectionalPath.Fused }));
+            Assert.Equal("precision", e.ParamName);
+            Assert.Contains("fused bidirectional", e.Message);
+            Assert.Contains(reason, e.Message);
+        }
     }
 
     private static double[] Widen(float[] a) => Array.ConvertAll(a, v => (double)v);

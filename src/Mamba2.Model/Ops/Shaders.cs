@@ -51,6 +51,7 @@ internal static class Shaders
     private static readonly KernelSource<SsdTcSpec>[] ChunkCbVariants = SsdVariants<SsdTcSpec>("chunk_cb");
     private static readonly KernelSource<ChunkStateTcSpec>[] ChunkStateVariants = SsdVariants<ChunkStateTcSpec>("chunk_state");
     private static readonly KernelSource<ChunkScanTcSpec>[] ChunkScanVariants = SsdVariants<ChunkScanTcSpec>("chunk_scan");
+    private static readonly KernelSource<ChunkScanTcSpec>[] ChunkScanBidirVariants = SsdVariants<ChunkScanTcSpec>("chunk_scan_bidir");
     private static readonly KernelSource<ChunkScanBwdDcbTcSpec>[] ChunkScanBwdDcbVariants = SsdVariants<ChunkScanBwdDcbTcSpec>("chunk_scan_bwd_dcb");
     private static readonly KernelSource<ChunkScanBwdDbcTcSpec>[] ChunkScanBwdDbcVariants = SsdVariants<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc");
     private static readonly KernelSource<ChunkScanBwdDbcTcSpec>[] ChunkScanBwdDbcWVariants = SsdVariants<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc_w");
@@ -63,6 +64,9 @@ internal static class Shaders
 
     /// <summary>chunk_scan on tensor cores (tc/chunk_scan.comp), forward or run backwards (the backward's dx).</summary>
     public static KernelSource<ChunkScanTcSpec> ChunkScanTc(GemmOperands operands) => Of(ChunkScanVariants, operands);
+
+    /// <summary>The bidirectional sum form's output pass on tensor cores, both scans at once (tc/chunk_scan.comp's BIDIR variant).</summary>
+    public static KernelSource<ChunkScanTcSpec> ChunkScanBidirTc(GemmOperands operands) => Of(ChunkScanBidirVariants, operands);
 
     /// <summary>The backward's dcb (the heads' weighted g.x^T per group) and straddle parts on tensor cores (tc/chunk_scan_bwd_dcb.comp).</summary>
     public static KernelSource<ChunkScanBwdDcbTcSpec> ChunkScanBwdDcbTc(GemmOperands operands) => Of(ChunkScanBwdDcbVariants, operands);

@@ -61,16 +61,15 @@ internal sealed class SsdSuite : IDisposable
             calls.Add(("ssd causal", Impl("ours"), false, (st, bwd) => Ours(st, bwd, Options())));
         }
 
-        if (ops.Contains("bidir") && _precision == Precision.Fp32)
-        {
-            calls.Add(("ssd bidir sum", "ours fused", true, (st, bwd) => Ours(st, bwd, Options(SsdDirection.BidirectionalSum, SsdBidirectionalPath.Fused))));
-            calls.Add(("ssd bidir shift", "ours fused", true, (st, bwd) => Ours(st, bwd, Options(SsdDirection.BidirectionalShift, SsdBidirectionalPath.Fused))));
-        }
-
         if (ops.Contains("bidir"))
         {
-            // The fused pass computes in fp32 only: in the tensor-core modes both forms compose two causal runs.
-            if (_precision != Precision.Fp32)
+            // The sum form fuses in every mode; the shift form fuses in fp32 only (on tensor cores it composes).
+            calls.Add(("ssd bidir sum", Impl("ours fused"), true, (st, bwd) => Ours(st, bwd, Options(SsdDirection.BidirectionalSum, SsdBidirectionalPath.Fused))));
+            if (_precision == Precision.Fp32)
+            {
+                calls.Add(("ssd bidir shift", "ours fused", true, (st, bwd) => Ours(st, bwd, Options(SsdDirection.BidirectionalShift, SsdBidirectionalPath.Fused))));
+            }
+            else
             {
                 calls.Add(("ssd bidir sum", Impl("ours composed"), true, (st, bwd) => Ours(st, bwd, Options(SsdDirection.BidirectionalSum, SsdBidirectionalPath.Composed))));
             }

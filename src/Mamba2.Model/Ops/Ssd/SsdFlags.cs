@@ -22,6 +22,7 @@ internal enum SsdFlags : uint
     InitialStates = 512,
     DFinalStates = 1024,
     DInitialStates = 2048,
+    WholeCb = 4096,
 }
 
 internal static class SsdFlagsExtensions

@@ -31,11 +31,17 @@ public static partial class SsdOp
 
     /// <summary>
     /// The fused forward: chunk_cumsum, chunk_state and state_passing for each direction (the reverse ones as a
-    /// mirrored causal run on the same tensors), then one chunk_scan_bidir pass over both scans.
+    /// mirrored causal run on the same tensors), then one chunk_scan_bidir pass over both scans (in the tensor-core
+    /// modes SsdOp.BidirectionalTensorCores.cs).
     /// </summary>
     private static SsdResult ForwardBidirectionalFused(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o, SsdShape s,
         CommandStream? stream)
     {
+        if (o.Precision != Precision.Fp32)
+        {
+            return ForwardBidirectionalFusedTensorCores(x, dt, A, B, C, o, s, stream);
+        }
+
         var device = x.Device;
         var shared = o.Direction == SsdDirection.BidirectionalSum && o.BRev is null && o.CRev is null;
         var tuning = OpTuning.Of(device);

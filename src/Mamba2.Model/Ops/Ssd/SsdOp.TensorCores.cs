@@ -44,7 +44,8 @@ public static partial class SsdOp
         var bf16 = operands == GemmOperands.Bf16;
         foreach (var kernel in new KernelSource[]
                  {
-                     Shaders.ChunkCbTc(operands), Shaders.ChunkStateTc(operands), Shaders.ChunkScanTc(operands), Shaders.ChunkScanBwdDcbTc(operands),
+                     Shaders.ChunkCbTc(operands), Shaders.ChunkStateTc(operands), Shaders.ChunkScanTc(operands), Shaders.ChunkScanBidirTc(operands),
+                     Shaders.ChunkScanBwdDcbTc(operands),
                      Shaders.ChunkScanBwdDbcTc(operands, stageW: false), Shaders.ChunkScanBwdDbcTc(operands, stageW: true),
                  })
         {
@@ -103,16 +104,17 @@ public static partial class SsdOp
 
     /// <summary>
     /// C.B^T of every (batch, chunk, group) of the piece into scratch of the stream (b nc g Q^2 floats; the lower
-    /// triangle of tiles), on tensor cores: what tc/chunk_scan reads forward and backwards.
+    /// triangle of tiles, or with <paramref name="whole"/> every tile), on tensor cores: what tc/chunk_scan reads
+    /// forward and backwards.
     /// </summary>
-    private static GpuBuffer RecordChunkCb(CommandStream st, SsdShape s, SsdTensorCoreTile t, Piece pc, Tensor B, Tensor C, SsdOptions o)
+    private static GpuBuffer RecordChunkCb(CommandStream st, SsdShape s, SsdTensorCoreTile t, Piece pc, Tensor B, Tensor C, SsdOptions o, bool whole = false)
     {
         var device = B.Device;
         var (b, l, h, p, g, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
         var tiles = t.Tiles(q, q);
         var cb = st.Own(device.CreateBuffer<float>((long)b * nc * g * q * q, "ssd.cb"));
         st.Dispatch(device.GetKernel(Shaders.ChunkCbTc(o.Precision.Operands(device)), t.Spec), (Shaders.Groups(device, tiles * nc * b * g), 1, 1),
-            new ScanPush(b, l, h, g, p, n, q, nc, SsdFlags.Mirrored.If(o.Mirrored)), pc.Of(C), pc.Of(B), cb);
+            new ScanPush(b, l, h, g, p, n, q, nc, SsdFlags.Mirrored.If(o.Mirrored) | SsdFlags.WholeCb.If(whole)), pc.Of(C), pc.Of(B), cb);
         st.Section(ChunkCbStage);
         return cb;
     }

@@ -50,9 +50,9 @@ internal sealed record SsdShape(int Batch, int SeqLen, int Heads, int HeadDim, i
             throw new ArgumentException($"{op}: the recurrent path computes in fp32 only; precision {o.Precision.Name()} runs on the tiled path.", "precision");
         }
 
-        if (o.Precision != Precision.Fp32 && o.BidirectionalPath == SsdBidirectionalPath.Fused)
+        if (o.Precision != Precision.Fp32 && o.BidirectionalPath == SsdBidirectionalPath.Fused && o.IsBidirectional && SsdOp.WhyNotFusedTensorCores(o) is { } why)
         {
-            throw new ArgumentException($"{op}: the fused bidirectional pass computes in fp32 only; precision {o.Precision.Name()} composes two causal runs.", "precision");
+            throw new ArgumentException($"{op}: the fused bidirectional pass in precision {o.Precision.Name()} {why}; use the composed path.", "precision");
         }
 
         if (!o.IsBidirectional)
