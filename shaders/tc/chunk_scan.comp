@@ -37,6 +37,9 @@ layout(constant_id = 7) const uint TN = 16;
 layout(constant_id = 8) const uint TK = 16;
 layout(constant_id = 9) const uint REVERSE = 0;   // 1: the backward's dx (above)
 layout(constant_id = 10) const uint G_SHIFT = 0;  // REVERSE: g read one step away (g_at)
+// REVERSE: dx added to what it holds (SSD_ACCUMULATE, the in-place bidirectional backward's reverse run). A constant:
+// as a flag, the plain dx's epilogue held more registers and ran 9% slower on the H200 (docs/PERF.md).
+layout(constant_id = 11) const bool ACCUMULATE = false;
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer Cm { float C[]; };     // REVERSE: B
@@ -46,7 +49,7 @@ layout(std430, binding = 4) readonly buffer DtOut { float dt_out[]; };
 layout(std430, binding = 5) readonly buffer DaCs { float dA_cs[]; };
 layout(std430, binding = 6) readonly buffer Dv { float D[]; };
 layout(std430, binding = 7) readonly buffer Z { float z[]; };
-layout(std430, binding = 8) buffer Y { float y[]; };   // REVERSE: dx (with SSD_ACCUMULATE, added to what it holds)
+layout(std430, binding = 8) buffer Y { float y[]; };   // REVERSE: dx (with ACCUMULATE, added to what it holds)
 layout(std430, binding = 9) writeonly buffer Aux { float aux[]; };   // y before the gate; REVERSE: ddt parts
 layout(std430, binding = 10) readonly buffer DaCsLo { float dA_cs_lo[]; };
 layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
@@ -284,10 +287,10 @@ void tc_row_dot(uint i, float dot) {
 }
 
 // REVERSE's epilogue, a fragment at a time through each subgroup's staging area (tc_frag_*): dx = dt_out r + D g (D
-// only for an unshifted g: the host never folds D into a shifted run), and the ddt parts, x . r per row. Lane l owns
-// elements l, l + SG, ... of every fragment, and its reads of memory for all of them (g for D, the forward's x) are
-// issued before the first fragment is staged: the item waits on memory once here, not twice per fragment as
-// tc_epilogue with row dots would. (The forward keeps tc_epilogue: there the values held across cost it
+// only for an unshifted g: the host never folds D into a shifted run; with ACCUMULATE plus what dx holds), and the
+// ddt parts, x . r per row. Lane l owns elements l, l + SG, ... of every fragment, and its reads of memory for all of
+// them (g for D, dx's old value, the forward's x) are issued before the first fragment is staged: the item waits on
+// memory once here, not once or twice per fragment as tc_epilogue with row dots would. (The forward keeps tc_epilogue: there the values held across cost it
 // workgroups an SM, docs/PERF.md.)
 const uint EP_SG = TC_THREADS / TC_SUBGROUPS;   // the subgroup size the host sized the workgroup with
 const uint EP_PER = TM * TN / EP_SG;
@@ -298,7 +301,7 @@ void dx_epilogue(TC_ACC acc[TC_FRAGS]) {
     const uint wn0 = (gl_SubgroupID % TC_WARPS_N) * WN;
     const uint at = gl_SubgroupID * TM * TN;
     const bool hasD = G_SHIFT == 0 && SSD_HAS(p.flags, SSD_D_ANY);
-    float dg[TC_FRAGS * EP_PER];   // D g, 0 outside the problem
+    float dg[TC_FRAGS * EP_PER];   // D g plus dx's old value (SSD_ACCUMULATE), 0 outside the problem
     float xf[TC_FRAGS * EP_PER];   // the forward's x, 0 outside the problem
     [[unroll]] for (uint f = 0; f < TC_FRAGS; ++f) {
         [[unroll]] for (uint q = 0; q < EP_PER; ++q) {
@@ -311,6 +314,9 @@ void dx_epilogue(TC_ACC acc[TC_FRAGS]) {
                 const uint o = at_tp(t, pj);
                 if (hasD) {
                     dg[f * EP_PER + q] = D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * g_in[o];
+                }
+                if (ACCUMULATE) {
+                    dg[f * EP_PER + q] += dx[o];
                 }
                 xf[f * EP_PER + q] = x_fwd[o];
             }
@@ -330,8 +336,7 @@ void dx_epilogue(TC_ACC acc[TC_FRAGS]) {
             const float v = tc_frag_get(at + e);
             if (t < span.len && pj < p.headdim) {
                 const uint o = at_tp(t, pj);
-                const float w = dtq[t] * v + dg[f * EP_PER + q];
-                dx[o] = SSD_HAS(p.flags, SSD_ACCUMULATE) ? dx[o] + w : w;
+                dx[o] = dtq[t] * v + dg[f * EP_PER + q];
             }
             tc_frag_set(at + e, v * xf[f * EP_PER + q]);   // this element's share of x . r (0 outside)
         }

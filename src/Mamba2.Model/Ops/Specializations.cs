@@ -184,10 +184,15 @@ internal readonly record struct ChunkStateTcSpec(uint Local, uint BM, uint BN, u
     public uint[] Constants() => [Local, BM, BN, BK, WM, WN, TM, TN, TK, Grad ? 1u : 0u, GShift];
 }
 
-internal readonly record struct ChunkScanTcSpec(uint Local, uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, bool Reverse, uint GShift)
+/// <summary>
+/// tc/chunk_scan: the tile (<see cref="SsdTcSpec"/>), run backwards (the backward's dx), g read one step away (0 none,
+/// 1: +1, 2: -1), and dx added to what it holds (a constant, so that the plain dx compiles without that read).
+/// </summary>
+internal readonly record struct ChunkScanTcSpec(uint Local, uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, bool Reverse, uint GShift,
+    bool Accumulate = false)
     : ISpecialization
 {
-    public uint[] Constants() => [Local, BM, BN, BK, WM, WN, TM, TN, TK, Reverse ? 1u : 0u, GShift];
+    public uint[] Constants() => [Local, BM, BN, BK, WM, WN, TM, TN, TK, Reverse ? 1u : 0u, GShift, Accumulate ? 1u : 0u];
 }
 
 /// <summary>

@@ -129,7 +129,8 @@ public static partial class SsdOp
         var device = g.Device;
         var (b, l, h, p, gr, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
         var items = t.Tiles(q, p) * nc * b * h;
-        st.Dispatch(device.GetKernel(Shaders.ChunkScanTc(o.Precision.Operands(device)), t.ScanSpec(reverse: true, gShift)), (Shaders.Groups(device, items), 1, 1),
+        var kernel = device.GetKernel(Shaders.ChunkScanTc(o.Precision.Operands(device)), t.ScanSpec(reverse: true, gShift, accumulate: flags.HasFlag(SsdFlags.Accumulate)));
+        st.Dispatch(kernel, (Shaders.Groups(device, items), 1, 1),
             new ScanPush(b, l, h, gr, p, n, q, nc, flags),
             pc.Of(g), pc.Of(B), cb, pc.Of(dStatesNext), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), (o.D ?? A).Buffer, pc.Of(x), pc.Of(dx),
             pc.Of(ddtPart), pc.Of(saved.DACumsumLo));
