@@ -324,23 +324,32 @@ public class SsdTensorCoreTests(GpuFixture gpu)
 
     /// <summary>
     /// The sum form whose scans share B and C fuses on tensor cores (one output pass over both scans, C.B^T once),
-    /// forward and backward, with the reverse scan's own dt or without, D of both shapes, z, and a partial last chunk.
+    /// forward and backward: with the reverse scan's own dt or without, D of both shapes, z, a partial last chunk,
+    /// strided reads, and long sequences with strong and weak decay.
     /// </summary>
     [Theory]
-    [InlineData(Precision.Fp32Fast, false, false)]
-    [InlineData(Precision.Fp32Fast, true, true)]
-    [InlineData(Precision.Bf16, false, true)]
-    [InlineData(Precision.Bf16, true, false)]
-    public void BidirectionalSumFusesOnTensorCores(Precision precision, bool strided, bool ownDt)
+    [InlineData("small", Precision.Fp32Fast)]
+    [InlineData("small-dt-rev", Precision.Bf16)]
+    [InlineData("strided", Precision.Bf16)]
+    [InlineData("strided-dt-rev", Precision.Fp32Fast)]
+    [InlineData("long-strong-decay", Precision.Bf16)]
+    [InlineData("long-weak-decay", Precision.Fp32Fast)]
+    public void BidirectionalSumFusesOnTensorCores(string name, Precision precision)
     {
         var seed = TestMath.NewSeed();
-        var rng0 = new Random(seed);
-        var c = strided
-            ? SsdCases.Bidirectional(rng0, SsdDirection.BidirectionalSum, 1, 300, 2, 64, 1, 64, 128, d: true, z: true, bias: true, softplus: true, reverseTensors: ownDt)
-            : SsdCases.Bidirectional(rng0, SsdDirection.BidirectionalSum, 2, 77, 4, 12, 2, 16, 32, d: true, dPerP: true, z: true, bias: true, softplus: true,
-                reverseTensors: ownDt);
-        c = c with { BRev = null, CRev = null };   // shared B and C; dt_rev with ownDt
-        VerifyBidirectional(c, precision, fused: true, $"fused sum{(strided ? " strided" : "")}{(ownDt ? " dt_rev" : "")} {precision.Name()} seed {seed}", seed);
+        var rng = new Random(seed);
+        var ownDt = name.EndsWith("-dt-rev", StringComparison.Ordinal);
+        var c = name switch
+        {
+            "long-strong-decay" => SsdCases.Make(rng, 1, 2048, 2, 8, 1, 8, 256, d: true, decay: 8.0) with { Direction = SsdDirection.BidirectionalSum },
+            "long-weak-decay" => SsdCases.Make(rng, 1, 2048, 2, 8, 1, 8, 256, d: true, decay: 1e-4) with { Direction = SsdDirection.BidirectionalSum },
+            _ when name.StartsWith("strided", StringComparison.Ordinal) =>
+                SsdCases.Bidirectional(rng, SsdDirection.BidirectionalSum, 1, 300, 2, 64, 1, 64, 128, d: true, z: true, bias: true, softplus: true, reverseTensors: ownDt),
+            _ => SsdCases.Bidirectional(rng, SsdDirection.BidirectionalSum, 2, 77, 4, 12, 2, 16, 32, d: true, dPerP: true, z: true, bias: true, softplus: true,
+                reverseTensors: ownDt),
+        };
+        c = c with { BRev = null, CRev = null };   // shared B and C; dt_rev where named
+        VerifyBidirectional(c, precision, fused: true, $"fused sum {name} {precision.Name()} seed {seed}", seed);
     }
 
     private void VerifyBidirectional(SsdCase c, Precision precision, bool fused, string what, int seed)
