@@ -20,7 +20,12 @@
 //           + sum_s (cb[t, s] w[t, s]) x[s, p] + D x[t, p],
 //   w[t, s] = [s <= t] exp(dA_cs[t] - dA_cs[s]) dt_out[s] + [s >= t] exp(M[m(t)] - M[m(s)]) dt_rev[s]
 // (ssd/chunk_scan_bidir.comp's sum form): the two state terms are two runs of state slices, the intra-chunk term
-// one run over the whole chunk, one output pass and no combine.
+// one run over the whole chunk, one output pass and no combine. With SHIFT, Hydra's form: row t takes the forward
+// scan's output at t - 1 and the reverse scan's at t + 1 (its rows of C and cb one position before and after, their
+// decays those rows', terms outside the sequence 0), so
+//   w[t, s] = [s < t] cb[t-1, s] exp(dA_cs[t-1] - dA_cs[s]) dt_out[s] + [s > t] cb[t+1, s] exp(M[m(t+1)] - M[m(s)]) dt_rev[s]
+// and the states' rows are C[t-1] exp(dA_cs[t-1]) (C[t-1] alone at the chunk's start) and C[t+1] exp(M[m(t+1)])
+// (C[t+1] alone at its end).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
@@ -40,6 +45,7 @@ layout(constant_id = 10) const uint G_SHIFT = 0;  // REVERSE: g read one step aw
 // REVERSE: dx added to what it holds (SSD_ACCUMULATE, the in-place bidirectional backward's reverse run). A constant:
 // as a flag, the plain dx's epilogue held more registers and ran 9% slower on the H200 (docs/PERF.md).
 layout(constant_id = 11) const bool ACCUMULATE = false;
+layout(constant_id = 12) const bool SHIFT = false;   // BIDIR: Hydra's shift form (above)
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer Cm { float C[]; };     // REVERSE: B
@@ -183,11 +189,36 @@ vec4 decayed_cb(vec4 v, uint t, uint s) {
     return v;
 }
 
+#ifdef BIDIR
+// The shift form's intra-chunk weights, from row t - 1 of cb (before) and row t + 1 (after).
+vec4 shifted_cb(vec4 before, vec4 after, uint t, uint s) {
+    vec4 v;
+    [[unroll]] for (uint e = 0; e < 4; ++e) {
+        const uint k = s + e;
+        float w = 0.0;
+        if (k + 1 <= t) {
+            w = before[e] * exp(min(cs_diff(dAq[t - 1], dAqLo[t - 1], dAq[k], dAqLo[k]), 0.0)) * dtq[k];
+        }
+        if (k >= t + 1 && k < span.len) {
+            w += after[e] * exp(min(cs_diff(dArq[t + 1], dArqLo[t + 1], dArq[k], dArqLo[k]), 0.0)) * dtrq[k];
+        }
+        v[e] = w;
+    }
+    return v;
+}
+#endif
+
+// The shift form's offset of a state slice's rows of C, as g_at's code: the forward scan's row t - 1 (2), the
+// reverse scan's t + 1 (1); 0 otherwise.
+uint state_row_code() {
+    return BIDIR_ON && SHIFT ? (revState ? 1u : 2u) : 0u;
+}
+
 // The slices' strided reads where they lie wholly inside memory; word_a and word_b fall back to bounded reads.
 void set_slices() {
     if (!intra) {
         // C (REVERSE: B) at rows t0.., columns k0..; the states at rows p0.. of (p, n), columns k0..
-        fastA = span_rows4(span, t0, BM, 0, b, p.seqlen, p.ngroups, grp, p.dstate, k0, BK, atA, stepA);
+        fastA = span_rows4(span, t0, BM, state_row_code(), b, p.seqlen, p.ngroups, grp, p.dstate, k0, BK, atA, stepA);
         fastB = wholeN && p0 + BN <= p.headdim && k0 + BK <= p.dstate;
         atB = int((((revState ? sbaseR : sbase) + p0) * p.dstate + k0) / 4);
         stepB = int(p.dstate / 4);
@@ -196,8 +227,11 @@ void set_slices() {
     // cb rows t0.. from column k0 (REVERSE: rows k0.. from column t0), inside the Q x Q block
     const uint rows = REVERSE == 0 ? t0 : k0;
     const uint cols = REVERSE == 0 ? k0 : t0;
-    // (BIDIR: cb's columns past the chunk's end are unwritten, so they are read only through the bounded path.)
-    fastA = wholeQ && rows + (REVERSE == 0 ? BM : BK) <= span.len && cols + (REVERSE == 0 ? BK : BM) <= (BIDIR_ON ? span.len : p.chunk);
+    // (BIDIR: cb's columns past the chunk's end are unwritten, so they are read only through the bounded path; with
+    // SHIFT the rows before and after the tile's are read too.)
+    const uint edge = BIDIR_ON && SHIFT ? 1u : 0u;
+    fastA = wholeQ && rows >= edge && rows + (REVERSE == 0 ? BM : BK) + edge <= span.len
+        && cols + (REVERSE == 0 ? BK : BM) <= (BIDIR_ON ? span.len : p.chunk);
     atA = int((cbase + rows * p.chunk + cols) / 4);
     stepA = int(p.chunk / 4);
     // x (REVERSE: g) at rows k0.., columns p0..
@@ -213,18 +247,36 @@ vec4 word_a(uint r, uint c) {
         if (!fastA && s >= span.len) {
             return vec4(0.0);
         }
+        uint pos;
+        const bool row = g_at(span_pos(span, s), state_row_code(), p.seqlen, pos);   // C's row, if inside the sequence
         const vec4 v = fastA ? TC_WORD4(C4, atA, stepA, r, c)
-            : TC_LOAD4(C, C4, ((b * p.seqlen + span_pos(span, s)) * p.ngroups + grp) * p.dstate + k0 + c, k0 + c, p.dstate, wholeN);
+            : row ? TC_LOAD4(C, C4, ((b * p.seqlen + pos) * p.ngroups + grp) * p.dstate + k0 + c, k0 + c, p.dstate, wholeN) : vec4(0.0);
         const uint last = cs + span.len - 1;   // from memory (load_prologue)
 #ifdef BIDIR
         if (revState) {
-            return v * exp(dA_rev[csr + span.len - 1 - s]);
+            return v * (!SHIFT ? exp(dA_rev[csr + span.len - 1 - s]) : s + 1 < span.len ? exp(dA_rev[csr + span.len - 2 - s]) : 1.0);
+        }
+        if (SHIFT) {
+            return v * (s > 0 ? exp(dA_cs[cs + s - 1]) : 1.0);
         }
 #endif
         return v * (REVERSE == 0 ? exp(dA_cs[cs + s]) : exp(min(cs_diff(dA_cs[last], dA_cs_lo[last], dA_cs[cs + s], dA_cs_lo[cs + s]), 0.0)));
     }
     const uint t = REVERSE == 0 ? t0 + r : k0 + r;
     const uint s = REVERSE == 0 ? k0 + c : t0 + c;
+#ifdef BIDIR
+    if (SHIFT) {
+        if (fastA) {
+            return shifted_cb(TC_WORD4(cb4, atA - stepA, stepA, r, c), TC_WORD4(cb4, atA + stepA, stepA, r, c), t, s);
+        }
+        if (t >= span.len) {
+            return vec4(0.0);
+        }
+        const vec4 before = t >= 1 ? TC_LOAD4(cb, cb4, cbase + (t - 1) * p.chunk + s, s, span.len, wholeQ) : vec4(0.0);
+        const vec4 after = t + 1 < span.len ? TC_LOAD4(cb, cb4, cbase + (t + 1) * p.chunk + s, s, span.len, wholeQ) : vec4(0.0);
+        return shifted_cb(before, after, t, s);
+    }
+#endif
     if (fastA) {
         return decayed_cb(TC_WORD4(cb4, atA, stepA, r, c), t, s);
     }

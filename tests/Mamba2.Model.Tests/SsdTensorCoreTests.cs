@@ -323,33 +323,39 @@ public class SsdTensorCoreTests(GpuFixture gpu)
     }
 
     /// <summary>
-    /// The sum form whose scans share B and C fuses on tensor cores (one output pass over both scans, C.B^T once),
-    /// forward and backward: with the reverse scan's own dt or without, D of both shapes, z, a partial last chunk,
-    /// strided reads, and long sequences with strong and weak decay.
+    /// Both bidirectional forms fuse on tensor cores where their scans share B and C (one output pass over both scans,
+    /// C.B^T once), forward and backward: with the reverse scan's own dt or without, D of both shapes, z, a partial
+    /// last chunk, strided reads, and long sequences with strong and weak decay.
     /// </summary>
     [Theory]
-    [InlineData("small", Precision.Fp32Fast)]
-    [InlineData("small-dt-rev", Precision.Bf16)]
-    [InlineData("strided", Precision.Bf16)]
-    [InlineData("strided-dt-rev", Precision.Fp32Fast)]
-    [InlineData("long-strong-decay", Precision.Bf16)]
-    [InlineData("long-weak-decay", Precision.Fp32Fast)]
-    public void BidirectionalSumFusesOnTensorCores(string name, Precision precision)
+    [InlineData(SsdDirection.BidirectionalSum, "small", Precision.Fp32Fast)]
+    [InlineData(SsdDirection.BidirectionalSum, "small-dt-rev", Precision.Bf16)]
+    [InlineData(SsdDirection.BidirectionalSum, "strided", Precision.Bf16)]
+    [InlineData(SsdDirection.BidirectionalSum, "strided-dt-rev", Precision.Fp32Fast)]
+    [InlineData(SsdDirection.BidirectionalSum, "long-strong-decay", Precision.Bf16)]
+    [InlineData(SsdDirection.BidirectionalSum, "long-weak-decay", Precision.Fp32Fast)]
+    [InlineData(SsdDirection.BidirectionalShift, "small", Precision.Bf16)]
+    [InlineData(SsdDirection.BidirectionalShift, "small-dt-rev", Precision.Fp32Fast)]
+    [InlineData(SsdDirection.BidirectionalShift, "strided", Precision.Fp32Fast)]
+    [InlineData(SsdDirection.BidirectionalShift, "strided-dt-rev", Precision.Bf16)]
+    [InlineData(SsdDirection.BidirectionalShift, "long-strong-decay", Precision.Fp32Fast)]
+    [InlineData(SsdDirection.BidirectionalShift, "long-weak-decay", Precision.Bf16)]
+    public void BidirectionalFormsFuseOnTensorCores(SsdDirection direction, string name, Precision precision)
     {
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
         var ownDt = name.EndsWith("-dt-rev", StringComparison.Ordinal);
         var c = name switch
         {
-            "long-strong-decay" => SsdCases.Make(rng, 1, 2048, 2, 8, 1, 8, 256, d: true, decay: 8.0) with { Direction = SsdDirection.BidirectionalSum },
-            "long-weak-decay" => SsdCases.Make(rng, 1, 2048, 2, 8, 1, 8, 256, d: true, decay: 1e-4) with { Direction = SsdDirection.BidirectionalSum },
+            "long-strong-decay" => SsdCases.Make(rng, 1, 2048, 2, 8, 1, 8, 256, d: true, decay: 8.0) with { Direction = direction },
+            "long-weak-decay" => SsdCases.Make(rng, 1, 2048, 2, 8, 1, 8, 256, d: true, decay: 1e-4) with { Direction = direction },
             _ when name.StartsWith("strided", StringComparison.Ordinal) =>
-                SsdCases.Bidirectional(rng, SsdDirection.BidirectionalSum, 1, 300, 2, 64, 1, 64, 128, d: true, z: true, bias: true, softplus: true, reverseTensors: ownDt),
-            _ => SsdCases.Bidirectional(rng, SsdDirection.BidirectionalSum, 2, 77, 4, 12, 2, 16, 32, d: true, dPerP: true, z: true, bias: true, softplus: true,
+                SsdCases.Bidirectional(rng, direction, 1, 300, 2, 64, 1, 64, 128, d: true, z: true, bias: true, softplus: true, reverseTensors: ownDt),
+            _ => SsdCases.Bidirectional(rng, direction, 2, 77, 4, 12, 2, 16, 32, d: true, dPerP: true, z: true, bias: true, softplus: true,
                 reverseTensors: ownDt),
         };
         c = c with { BRev = null, CRev = null };   // shared B and C; dt_rev where named
-        VerifyBidirectional(c, precision, fused: true, $"fused sum {name} {precision.Name()} seed {seed}", seed);
+        VerifyBidirectional(c, precision, fused: true, $"fused {direction} {name} {precision.Name()} seed {seed}", seed);
     }
 
     private void VerifyBidirectional(SsdCase c, Precision precision, bool fused, string what, int seed)
@@ -389,11 +395,11 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         Assert.Equal("precision", e.ParamName);
         Assert.Contains("recurrent path", e.Message);
 
-        // The fused pass takes the other bidirectional forms in fp32 only.
+        // On tensor cores the fused pass takes scans that share B and C, with D of shape (h) or (h, p).
         foreach (var (direction, reverseTensors, dPerToken, reason) in new[]
                  {
-                     (SsdDirection.BidirectionalShift, false, false, "sum form only"), (SsdDirection.BidirectionalSum, true, false, "share B and C"),
-                     (SsdDirection.BidirectionalSum, false, true, "D of shape (h) or (h, p)"),
+                     (SsdDirection.BidirectionalShift, true, false, "share B and C"), (SsdDirection.BidirectionalSum, true, false, "share B and C"),
+                     (SsdDirection.BidirectionalShift, false, true, "D of shape (h) or (h, p)"),
                  })
         {
             var bi = SsdCases.Bidirectional(new Random(2), direction, 1, 20, 2, 8, 1, 8, 16, d: dPerToken, dPerToken: dPerToken, reverseTensors: reverseTensors);

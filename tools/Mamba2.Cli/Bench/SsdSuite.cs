@@ -63,13 +63,10 @@ internal sealed class SsdSuite : IDisposable
 
         if (ops.Contains("bidir"))
         {
-            // The sum form fuses in every mode; the shift form fuses in fp32 only (on tensor cores it composes).
+            // Both forms fused, in every mode; composed too (the sum form in the tensor-core modes only).
             calls.Add(("ssd bidir sum", Impl("ours fused"), true, (st, bwd) => Ours(st, bwd, Options(SsdDirection.BidirectionalSum, SsdBidirectionalPath.Fused))));
-            if (_precision == Precision.Fp32)
-            {
-                calls.Add(("ssd bidir shift", "ours fused", true, (st, bwd) => Ours(st, bwd, Options(SsdDirection.BidirectionalShift, SsdBidirectionalPath.Fused))));
-            }
-            else
+            calls.Add(("ssd bidir shift", Impl("ours fused"), true, (st, bwd) => Ours(st, bwd, Options(SsdDirection.BidirectionalShift, SsdBidirectionalPath.Fused))));
+            if (_precision != Precision.Fp32)
             {
                 calls.Add(("ssd bidir sum", Impl("ours composed"), true, (st, bwd) => Ours(st, bwd, Options(SsdDirection.BidirectionalSum, SsdBidirectionalPath.Composed))));
             }

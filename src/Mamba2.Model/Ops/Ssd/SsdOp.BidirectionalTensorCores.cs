@@ -4,18 +4,18 @@ using Mamba2.Vulkan;
 namespace Mamba2.Model.Ops.Ssd;
 
 /// <summary>
-/// The fused bidirectional forward on tensor cores: the sum form whose scans share B and C (the reverse scan may have
+/// The fused bidirectional forward on tensor cores, both forms where the scans share B and C (the reverse scan may have
 /// its own dt). Each scan's chunk_cumsum, chunk_state and state_passing as in a causal run (the reverse one
-/// mirrored), C.B^T once with every tile, then one tc/chunk_scan pass (its BIDIR variant) that adds both state terms
-/// and both triangles of the intra-chunk term: one output tensor, no second causal output and no combine pass.
+/// mirrored), C.B^T once with every tile, then one tc/chunk_scan pass (its BIDIR variant; SHIFT for Hydra's form)
+/// that adds both state terms and both triangles of the intra-chunk term: one output tensor, no second causal output
+/// and no combine pass.
 /// </summary>
 public static partial class SsdOp
 {
     /// <summary>Why the tensor-core fused pass cannot take these options (the composition can), or null when it can.</summary>
     internal static string? WhyNotFusedTensorCores(SsdOptions o) =>
-        o.Direction != SsdDirection.BidirectionalSum ? "it takes the sum form only (the shift form composes two causal runs)"
-        : o.BRev is not null || o.CRev is not null ? "it takes the sum form whose scans share B and C (B_rev and C_rev compose two causal runs)"
-        : o.D is { Rank: 3 } ? "it takes D of shape (h) or (h, p) (D of shape (b, L, h) composes two causal runs)"
+        o.BRev is not null || o.CRev is not null ? "takes scans that share B and C (B_rev and C_rev compose two causal runs)"
+        : o.D is { Rank: 3 } ? "takes D of shape (h) or (h, p) (D of shape (b, L, h) composes two causal runs)"
         : null;
 
     private static SsdResult ForwardBidirectionalFusedTensorCores(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o, SsdShape s,
@@ -72,7 +72,8 @@ public static partial class SsdOp
                     var cb = RecordChunkCb(st, s, tiles.Scan, pc, B, C, causal, whole: true);
                     var (pb, l, hh, g, p, n, cq) = ((uint)pc.Count, (uint)s.SeqLen, (uint)h, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)q);
                     var flags = SsdFlagsExtensions.ForD(o.D) | (o.Z is null ? SsdFlags.None : SsdFlags.Z | SsdFlags.SaveUngated);
-                    st.Dispatch(device.GetKernel(Shaders.ChunkScanBidirTc(operands), t.ScanSpec(reverse: false, gShift: 0)),
+                    var spec = t.ScanSpec(reverse: false, gShift: 0, shift: o.Direction == SsdDirection.BidirectionalShift);
+                    st.Dispatch(device.GetKernel(Shaders.ChunkScanBidirTc(operands), spec),
                         (Shaders.Groups(device, t.Tiles(cq, p) * (uint)nc * pb * hh), 1, 1),
                         new ScanPush(pb, l, hh, g, p, n, cq, (uint)nc, flags),
                         pc.Of(x), pc.Of(C), cb, pc.Of(forward.ChunkStates), pc.Of(forward.DtOut), pc.Of(forward.DACumsum), (o.D ?? A).Buffer,

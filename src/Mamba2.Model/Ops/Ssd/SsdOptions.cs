@@ -93,12 +93,13 @@ public sealed record SsdOptions
     /// <summary>
     /// Whether a bidirectional forward with these options takes the fused pass on a device whose scans take
     /// <paramref name="path"/>: Auto composes on the recurrent path (two recurrent scans beat the tiled fused pass on
-    /// lavapipe; docs/PERF.md), and fuses the sum form whose scans share B and C (in the tensor-core modes also with
-    /// D of shape (h) or (h, p): <see cref="SsdOp.WhyNotFusedTensorCores"/>).
+    /// lavapipe; docs/PERF.md). On the tiled path it fuses the scans that share B and C: in exact fp32 the sum form
+    /// (the shift form composes faster there), in the tensor-core modes both forms, with D of shape (h) or (h, p)
+    /// (<see cref="SsdOp.WhyNotFusedTensorCores"/>).
     /// </summary>
     internal bool UsesFusedPass(SsdPath path) => BidirectionalPath == SsdBidirectionalPath.Fused ||
-        BidirectionalPath == SsdBidirectionalPath.Auto && path == SsdPath.Tiled && Direction == SsdDirection.BidirectionalSum && BRev is null && CRev is null
-        && (Precision == Precision.Fp32 || SsdOp.WhyNotFusedTensorCores(this) is null);
+        BidirectionalPath == SsdBidirectionalPath.Auto && path == SsdPath.Tiled && BRev is null && CRev is null
+        && (Precision == Precision.Fp32 ? Direction == SsdDirection.BidirectionalSum : SsdOp.WhyNotFusedTensorCores(this) is null);
 
     public bool IsBidirectional => Direction != SsdDirection.Causal;
 
