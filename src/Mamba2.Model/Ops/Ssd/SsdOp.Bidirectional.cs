@@ -48,10 +48,7 @@ public static partial class SsdOp
         var tiles = SsdTiles.Choose(device.Capabilities, s, tuning.ScanTile);
         var bt = SsdBidirectionalTiles.Choose(device.Capabilities, s, shared, tuning.BidirTile);
         var nc = s.Chunks;
-        long tokens = (long)s.SeqLen * s.Heads;
-        var pieces = Shaders.Pieces(device, "Ssd", s.Batch,
-            [tokens * s.HeadDim, tokens, (long)s.SeqLen * s.Groups * s.DState, (long)s.Heads * s.HeadDim * s.DState,
-             (long)s.Heads * nc * s.Chunk, (long)nc * s.Heads * s.HeadDim * s.DState, tokens], OpTuning.Of(device).MaxBindingBytes).ToList();
+        var pieces = ForwardPieces(device, s, (long)s.SeqLen * s.Heads);   // D (b, L, h)
 
         var scope = new TensorScope(device);
         var New = scope.New;

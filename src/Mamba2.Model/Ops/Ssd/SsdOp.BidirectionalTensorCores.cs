@@ -25,11 +25,7 @@ public static partial class SsdOp
         var tiles = TensorCoreTilesFor(device, o.Precision, s);
         var operands = o.Precision.Operands(device);
         var nc = s.Chunks;
-        long tokens = (long)s.SeqLen * s.Heads;
-        var pieces = Shaders.Pieces(device, "Ssd", s.Batch,
-            [tokens * s.HeadDim, tokens, (long)s.SeqLen * s.Groups * s.DState, (long)s.Heads * s.HeadDim * s.DState,
-             (long)s.Heads * nc * s.Chunk, (long)nc * s.Heads * s.HeadDim * s.DState, (long)nc * s.Groups * s.Chunk * s.Chunk],
-            OpTuning.Of(device).MaxBindingBytes).ToList();
+        var pieces = ForwardPieces(device, s, (long)nc * s.Groups * s.Chunk * s.Chunk);   // C.B^T, whole
 
         var scope = new TensorScope(device);
         var New = scope.New;

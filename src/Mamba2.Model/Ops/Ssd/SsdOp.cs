@@ -85,11 +85,7 @@ public static partial class SsdOp
         var tensorCores = o.Precision == Precision.Fp32 ? null : TensorCoreTilesFor(device, o.Precision, s);
         var tiles = path == SsdPath.Tiled && tensorCores is null ? SsdTiles.Choose(device.Capabilities, s, OpTuning.Of(device).ScanTile) : default;
         var recurrent = path == SsdPath.Recurrent ? SsdRecurrentTiles.Choose(device.Capabilities, s) : default;
-        long tokens = (long)s.SeqLen * s.Heads;
-        var pieces = Shaders.Pieces(device, op, s.Batch,
-            [tokens * s.HeadDim, tokens, (long)s.SeqLen * s.Groups * s.DState, (long)s.Heads * s.HeadDim * s.DState,
-             (long)s.Heads * nc * s.Chunk, (long)nc * s.Heads * s.HeadDim * s.DState, tensorCores is null ? 0 : (long)nc * s.Groups * s.Chunk * s.Chunk],
-            OpTuning.Of(device).MaxBindingBytes).ToList();
+        var pieces = ForwardPieces(device, s, tensorCores is null ? 0 : (long)nc * s.Groups * s.Chunk * s.Chunk);   // C.B^T
 
         var y = Tensor.Empty(device, "y", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
         var final = Tensor.Empty(device, "final_states", s.Batch, s.Heads, s.HeadDim, s.DState);
@@ -159,6 +155,19 @@ public static partial class SsdOp
                 dACumsum: pc.Of(r.DACumsum), D: (o.D ?? A).Buffer, z: pc.Of(o.Z ?? x), y: pc.Of(r.Y), yBeforeGate: pc.Of(r.YBeforeGate ?? r.Y),
                 dACumsumLo: pc.Of(r.DACumsumLo)).ToArray());
         Mark(Stages[3]);
+    }
+
+    /// <summary>
+    /// The batch slices a forward records one at a time: each of its per-batch tensors (x, dt, B and C, the states,
+    /// the per-chunk arrays, and <paramref name="extra"/> floats a batch element of the path's own) within one binding.
+    /// </summary>
+    private static List<Piece> ForwardPieces(GpuDevice device, SsdShape s, long extra)
+    {
+        long tokens = (long)s.SeqLen * s.Heads;
+        var nc = s.Chunks;
+        return Shaders.Pieces(device, "Ssd", s.Batch,
+            [tokens * s.HeadDim, tokens, (long)s.SeqLen * s.Groups * s.DState, (long)s.Heads * s.HeadDim * s.DState,
+             (long)s.Heads * nc * s.Chunk, (long)nc * s.Heads * s.HeadDim * s.DState, extra], OpTuning.Of(device).MaxBindingBytes).ToList();
     }
 
     /// <summary>chunk_cumsum: dt after bias, softplus and clamp, and its within-chunk cumsum times A (hi + lo).</summary>
