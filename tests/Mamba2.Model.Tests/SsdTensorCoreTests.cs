@@ -149,8 +149,11 @@ public class SsdTensorCoreTests(GpuFixture gpu)
             return;
         }
 
+        // fp32-fast's fused bidirectional pass: twice as tall on as many subgroups, where that fits
+        var tallBlocks = scan with { BM = 2 * scan.BM, WM = 2 * scan.WM };
+        var bidir = tallBlocks.Fits(caps) ? tallBlocks : scan;
         var narrow = SsdTensorCoreTiles.Choose(caps, bf16: false, (int)scan.BN)!;
-        Assert.Equal(new SsdTensorCoreTiles(scan, scan, scan, scan), narrow);   // fp32-fast's forward chunk_scan too
+        Assert.Equal(new SsdTensorCoreTiles(scan, scan, scan, scan, bidir), narrow);   // fp32-fast's forward chunk_scan too
         var wide = SsdTensorCoreTiles.Choose(caps, bf16: false, (int)scan.BN + 1)!;
         Assert.Equal(scan, wide.Scan);
         Assert.Equal(scan, wide.State);   // fp32-fast's chunk_state stays narrow
@@ -160,14 +163,18 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         }
 
         var forced = SsdTensorCoreTiles.Choose(caps, bf16: false, (int)scan.BN + 1, "dbc=" + Text(scan))!;
-        Assert.Equal(new SsdTensorCoreTiles(scan, scan, scan, scan), forced);
+        Assert.Equal(new SsdTensorCoreTiles(scan, scan, scan, scan, bidir), forced);
         var y = SsdTensorCoreTiles.Choose(caps, bf16: false, (int)scan.BN, "scan=" + Text(scan with { BK = 2 * scan.BK }) + ";y=" + Text(scan))!;
-        Assert.Equal(new SsdTensorCoreTiles(scan with { BK = 2 * scan.BK }, scan, scan, scan), y);
+        Assert.Equal(new SsdTensorCoreTiles(scan with { BK = 2 * scan.BK }, scan, scan, scan, scan with { BK = 2 * scan.BK }), y);
+        var b = SsdTensorCoreTiles.Choose(caps, bf16: false, (int)scan.BN, "bidir=" + Text(scan))!;
+        Assert.Equal(new SsdTensorCoreTiles(scan, scan, scan, scan, scan), b);
         if (SsdTensorCoreTile.Default(caps, bf16: true) is { } b16)
         {
-            // bf16's forward chunk_scan: twice as tall, on twice the subgroups, where that fits
+            // bf16's forward chunk_scan and fused bidirectional pass: twice as tall, on twice the subgroups, where that fits
             var tall = b16 with { BM = 2 * b16.BM, Threads = 2 * b16.Threads };
-            Assert.Equal(tall.Fits(caps) ? tall : b16, SsdTensorCoreTiles.Choose(caps, bf16: true, (int)b16.BN)!.Y);
+            var chosen = SsdTensorCoreTiles.Choose(caps, bf16: true, (int)b16.BN)!;
+            Assert.Equal(tall.Fits(caps) ? tall : b16, chosen.Y);
+            Assert.Equal(chosen.Y, chosen.Bidir);
         }
 
         static string Text(SsdTensorCoreTile t) => $"{t.BM},{t.BN},{t.BK},{t.WM},{t.WN}";
@@ -192,9 +199,10 @@ public class SsdTensorCoreTests(GpuFixture gpu)
             // bf16 values as f16 run the f16 kernels' tiles.
             var bf16 = o == GemmOperands.Bf16;
             var narrow = SsdTensorCoreTiles.Choose(caps, bf16, 1)!;
-            Assert.StartsWith($"SSD {o}: scan {narrow.Scan}, state {narrow.State}, dbc {narrow.Dbc}, y {narrow.Y}", line);
+            Assert.StartsWith($"SSD {o}: scan {narrow.Scan}, state {narrow.State}, dbc {narrow.Dbc}, y {narrow.Y}, bidir {narrow.Bidir}", line);
             var wide = SsdTensorCoreTiles.Choose(caps, bf16, (int)narrow.Scan.BN + 1)!;
-            Assert.Equal(wide != narrow, line.Contains($"; d_state above {narrow.Scan.BN}: scan {wide.Scan}, state {wide.State}, dbc {wide.Dbc}, y {wide.Y}"));
+            Assert.Equal(wide != narrow,
+                line.Contains($"; d_state above {narrow.Scan.BN}: scan {wide.Scan}, state {wide.State}, dbc {wide.Dbc}, y {wide.Y}, bidir {wide.Bidir}"));
         }
     }
 

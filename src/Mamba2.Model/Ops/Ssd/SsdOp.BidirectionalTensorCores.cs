@@ -40,7 +40,7 @@ public static partial class SsdOp
                 New("dA_cumsum_rev", b, h, nc, q), New("dA_cumsum_rev_lo", b, h, nc, q), New("chunk_states_rev", b, nc, h, s.HeadDim, s.DState), null);
             var causal = CausalPart(o);
             var mirrored = causal with { Mirrored = true };
-            var t = tiles.Y;
+            var t = tiles.Bidir;
             Shaders.RunIn(device, stream, st =>
             {
                 foreach (var pc in pieces)

@@ -4,22 +4,24 @@ namespace Mamba2.Model.Ops.Ssd;
 
 /// <summary>
 /// The tiles of the SSD's tensor-core kernels, one per family: Scan (chunk_cb and the backward's dx, dcb), Y (the
-/// forward's chunk_scan), State (chunk_state forward and backward) and Dbc (the backward's dC and dB from dcb). A
+/// forward's chunk_scan), State (chunk_state forward and backward), Dbc (the backward's dC and dB from dcb) and Bidir
+/// (the fused bidirectional forward's output pass). A
 /// family whose products run over d_state as an output dimension takes a tile twice the default's width where
 /// d_state is wider than the default tile: each of its workgroups then walks the heads (Dbc) or reads x (State) half
 /// as often.
 /// </summary>
-internal sealed record SsdTensorCoreTiles(SsdTensorCoreTile Scan, SsdTensorCoreTile State, SsdTensorCoreTile Dbc, SsdTensorCoreTile Y)
+internal sealed record SsdTensorCoreTiles(SsdTensorCoreTile Scan, SsdTensorCoreTile State, SsdTensorCoreTile Dbc, SsdTensorCoreTile Y, SsdTensorCoreTile Bidir)
 {
     public const string EnvironmentVariable = "MAMBA2_SSD_TC_TILE";
 
-    private static readonly string[] Families = ["scan", "state", "dbc", "y"];
+    private static readonly string[] Families = ["scan", "state", "dbc", "y", "bidir"];
 
     /// <summary>
     /// The tiles for operands of this type and <paramref name="dstate"/> on a device; null when the device lists no
     /// shape for these operands or the default tile breaks its limits. <paramref name="forced"/> (the environment's
     /// <see cref="EnvironmentVariable"/>, checked): "BM,BN,BK,WM,WN" for every family, or "family=BM,BN,BK,WM,WN"
-    /// entries separated by ';' (families scan, state, dbc, y; scan sets y too unless y follows it) for some of them.
+    /// entries separated by ';' (families scan, state, dbc, y, bidir; scan sets y and bidir too unless they follow it)
+    /// for some of them.
     /// </summary>
     public static SsdTensorCoreTiles? Choose(DeviceCapabilities caps, bool bf16, int dstate, string? forced = null)
     {
@@ -37,7 +39,10 @@ internal sealed record SsdTensorCoreTiles(SsdTensorCoreTile Scan, SsdTensorCoreT
         // The forward's chunk_scan in bf16 at twice the default's height on twice its subgroups: each workgroup reads
         // a slice of x for twice the rows (in fp32-fast, and for dx and dcb, slower: docs/PERF.md).
         var y = Fitting(caps, bf16 ? scan with { BM = 2 * scan.BM, Threads = 2 * scan.Threads } : null) ?? scan;
-        var tiles = new SsdTensorCoreTiles(scan, state, dbc, y);
+        // The fused bidirectional pass: bf16 on y's tile; f16 operands twice as tall on the same subgroups, each twice
+        // as tall (at y's tile its f16 variant holds registers for two workgroups an SM, not three: docs/PERF.md).
+        var bidir = bf16 ? y : Fitting(caps, scan with { BM = 2 * scan.BM, WM = 2 * scan.WM }) ?? scan;
+        var tiles = new SsdTensorCoreTiles(scan, state, dbc, y, bidir);
         return forced is null ? tiles : tiles.Forced(caps, bf16, forced);
     }
 
@@ -49,7 +54,7 @@ internal sealed record SsdTensorCoreTiles(SsdTensorCoreTile Scan, SsdTensorCoreT
         if (!forced.Contains('='))
         {
             var all = SsdTensorCoreTile.Parse(caps, bf16, forced, what)!;
-            return new SsdTensorCoreTiles(all, all, all, all);
+            return new SsdTensorCoreTiles(all, all, all, all, all);
         }
 
         var tiles = this;
@@ -65,9 +70,10 @@ internal sealed record SsdTensorCoreTiles(SsdTensorCoreTile Scan, SsdTensorCoreT
             var tile = SsdTensorCoreTile.Parse(caps, bf16, parts[1], what)!;
             tiles = family switch
             {
-                "scan" => tiles with { Scan = tile, Y = tile },
+                "scan" => tiles with { Scan = tile, Y = tile, Bidir = tile },
                 "state" => tiles with { State = tile },
                 "y" => tiles with { Y = tile },
+                "bidir" => tiles with { Bidir = tile },
                 _ => tiles with { Dbc = tile },
             };
         }
@@ -75,5 +81,5 @@ internal sealed record SsdTensorCoreTiles(SsdTensorCoreTile Scan, SsdTensorCoreT
         return tiles;
     }
 
-    public override string ToString() => $"scan {Scan}, state {State}, dbc {Dbc}, y {Y}";
+    public override string ToString() => $"scan {Scan}, state {State}, dbc {Dbc}, y {Y}, bidir {Bidir}";
 }
