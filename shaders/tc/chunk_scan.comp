@@ -13,9 +13,10 @@
 // The bindings then hold other tensors (the REVERSE names below): g where x is, B where C is, dS_next where the
 // states are, the forward's x where z is, dx where y is, the ddt parts where y before the gate is.
 //
-// BIDIR (a variant of its own, forward only) is the bidirectional sum form in one pass, both scans sharing C, B and
-// so C.B^T (tc/chunk_cb with every tile): with the reverse scan's dt, cumsum and states from a mirrored causal run
-// (ChunkSpan; its per-chunk arrays at chunk nchunks-1-c, position m(t) = len-1-t, cumsum M[m(t)] = A'_last - E'_t)
+// BIDIR (a variant of its own, forward only) is a bidirectional form in one pass, both scans sharing C, B and so
+// C.B^T (tc/chunk_cb with every tile). The sum form, with the reverse scan's dt, cumsum and states from a mirrored
+// causal run (ChunkSpan; its per-chunk arrays at chunk nchunks-1-c, position m(t) = len-1-t, cumsum
+// M[m(t)] = A'_last - E'_t):
 //   y[t, p] = sum_n (exp(dA_cs[t]) C[t, n]) S_in[p, n] + sum_n (exp(M[m(t)]) C[t, n]) R_next[p, n]
 //           + sum_s (cb[t, s] w[t, s]) x[s, p] + D x[t, p],
 //   w[t, s] = [s <= t] exp(dA_cs[t] - dA_cs[s]) dt_out[s] + [s >= t] exp(M[m(t)] - M[m(s)]) dt_rev[s]
@@ -342,8 +343,8 @@ void tc_row_dot(uint i, float dot) {
 // only for an unshifted g: the host never folds D into a shifted run; with ACCUMULATE plus what dx holds), and the
 // ddt parts, x . r per row. Lane l owns elements l, l + SG, ... of every fragment, and its reads of memory for all of
 // them (g for D, dx's old value, the forward's x) are issued before the first fragment is staged: the item waits on
-// memory once here, not once or twice per fragment as tc_epilogue with row dots would. (The forward keeps tc_epilogue: there the values held across cost it
-// workgroups an SM, docs/PERF.md.)
+// memory once here, not once or twice per fragment as tc_epilogue with row dots would. (The forward keeps
+// tc_epilogue: there the values held across cost it workgroups an SM, docs/PERF.md.)
 const uint EP_SG = TC_THREADS / TC_SUBGROUPS;   // the subgroup size the host sized the workgroup with
 const uint EP_PER = TM * TN / EP_SG;
 
@@ -353,7 +354,7 @@ void dx_epilogue(TC_ACC acc[TC_FRAGS]) {
     const uint wn0 = (gl_SubgroupID % TC_WARPS_N) * WN;
     const uint at = gl_SubgroupID * TM * TN;
     const bool hasD = G_SHIFT == 0 && SSD_HAS(p.flags, SSD_D_ANY);
-    float dg[TC_FRAGS * EP_PER];   // D g plus dx's old value (SSD_ACCUMULATE), 0 outside the problem
+    float dg[TC_FRAGS * EP_PER];   // D g plus dx's old value (ACCUMULATE), 0 outside the problem
     float xf[TC_FRAGS * EP_PER];   // the forward's x, 0 outside the problem
     [[unroll]] for (uint f = 0; f < TC_FRAGS; ++f) {
         [[unroll]] for (uint q = 0; q < EP_PER; ++q) {
