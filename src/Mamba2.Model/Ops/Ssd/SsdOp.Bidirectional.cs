@@ -51,52 +51,94 @@ public static partial class SsdOp
         var pieces = ForwardPieces(device, s, (long)s.SeqLen * s.Heads);   // D (b, L, h)
 
         var scope = new TensorScope(device);
-        var New = scope.New;
-
         try
         {
-            int b = s.Batch, h = s.Heads, q = s.Chunk;
-            var y = New("y", b, s.SeqLen, h, s.HeadDim);
-            var yPre = o.Z is null ? null : New("y_before_gate", b, s.SeqLen, h, s.HeadDim);
-            var final = New("final_states", b, h, s.HeadDim, s.DState);
-            var dtOut = New("dt_out", b, h, nc, q);
-            var dACs = New("dA_cumsum", b, h, nc, q);
-            var dACsLo = New("dA_cumsum_lo", b, h, nc, q);
-            var statesF = New("chunk_states", b, nc, h, s.HeadDim, s.DState);
-            // The reverse scan as a mirrored causal run's first three stages: what chunk_scan_bidir and the backward read.
-            var reverse = new SsdResult(y, New("final_states_rev", b, h, s.HeadDim, s.DState), New("dt_out_rev", b, h, nc, q),
-                New("dA_cumsum_rev", b, h, nc, q), New("dA_cumsum_rev_lo", b, h, nc, q), New("chunk_states_rev", b, nc, h, s.HeadDim, s.DState), null);
-            var causal = CausalPart(o);
-            var mirrored = causal with { Mirrored = true };
+            var f = NewFusedScans(scope, s, o);
+            var (y, yPre, forward, reverse) = (f.Y, f.YBeforeGate, f.Forward, f.Reverse);
             var dFlags = SsdFlagsExtensions.ForD(o.D);
             Shaders.RunIn(device, stream, st =>
             {
                 foreach (var pc in pieces)
                 {
-                    RecordCumsum(st, s, pc, dt, A, causal, dtOut, dACs, dACsLo);
-                    RecordCumsum(st, s, pc, o.DtRev ?? dt, A, mirrored, reverse.DtOut, reverse.DACumsum, reverse.DACumsumLo);
-                    RecordChunkState(st, s, tiles, pc, x, B, dtOut, dACs, dACsLo, statesF, weights: 0, mirrored: false);
-                    RecordChunkState(st, s, tiles, pc, x, o.BRev ?? B, reverse.DtOut, reverse.DACumsum, reverse.DACumsumLo, reverse.ChunkStates, weights: 0, mirrored: true);
-                    RecordStatePassing(st, s, pc, statesF, dACs, null, final, mirrored: false);
-                    RecordStatePassing(st, s, pc, reverse.ChunkStates, reverse.DACumsum, null, reverse.FinalStates, mirrored: true);
+                    RecordFusedScans(st, s, pc, x, dt, A, B, o, f, tiles, tc: null, GemmOperands.F16, sections: false);
 
-                    var (cb, l, hh, g, p, n, cq) = ((uint)pc.Count, (uint)s.SeqLen, (uint)h, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)q);
+                    var (cb, l, hh, g, p, n, cq) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)s.Chunk);
                     var kernel = device.GetKernel(Shaders.ChunkScanBidir, new ChunkScanBidirSpec(bt.BM, bt.BN, bt.BK, bt.NK, bt.HB, Shift(o) != 0, bt.Shared != 0));
                     var items = (long)((cq + bt.BM - 1) / bt.BM) * ((p + bt.BN - 1) / bt.BN) * (uint)nc * cb * (hh / bt.HB);
                     st.Dispatch(kernel, (Shaders.Groups(device, items), 1, 1),
                         new ScanPush(cb, l, hh, g, p, n, cq, (uint)nc, dFlags | SsdFlags.Z.If(o.Z is not null)),
-                        pc.Of(x), pc.Of(C), pc.Of(B), pc.Of(o.CRev ?? C), pc.Of(o.BRev ?? B), pc.Of(statesF), pc.Of(reverse.ChunkStates),
-                        pc.Of(dtOut), pc.Of(dACs), pc.Of(dACsLo), pc.Of(reverse.DtOut), pc.Of(reverse.DACumsum), pc.Of(reverse.DACumsumLo),
-                        o.D is { Rank: 3 } ? pc.Of(o.D) : (o.D ?? A).Buffer, pc.Of(o.Z ?? x), pc.Of(y), pc.Of(yPre ?? y));
+                        pc.Of(x), pc.Of(C), pc.Of(B), pc.Of(o.CRev ?? C), pc.Of(o.BRev ?? B), pc.Of(forward.ChunkStates), pc.Of(reverse.ChunkStates),
+                        pc.Of(forward.DtOut), pc.Of(forward.DACumsum), pc.Of(forward.DACumsumLo), pc.Of(reverse.DtOut), pc.Of(reverse.DACumsum),
+                        pc.Of(reverse.DACumsumLo), o.D is { Rank: 3 } ? pc.Of(o.D) : (o.D ?? A).Buffer, pc.Of(o.Z ?? x), pc.Of(y), pc.Of(yPre ?? y));
                 }
             });
-            return new SsdResult(y, final, dtOut, dACs, dACsLo, statesF, yPre, o.Direction, reverse);
+            return f.Result(o.Direction);
         }
         catch
         {
             scope.DisposeAll();
             throw;
         }
+    }
+
+    /// <summary>
+    /// What a fused forward writes: its output (and y before the gate), and each scan's intermediates, the reverse
+    /// scan's as a mirrored causal run's first three stages (what the output pass and the backward read). Both runs'
+    /// Y is the output.
+    /// </summary>
+    private sealed record FusedScans(Tensor Y, Tensor? YBeforeGate, SsdResult Forward, SsdResult Reverse)
+    {
+        public SsdResult Result(SsdDirection direction) =>
+            new(Y, Forward.FinalStates, Forward.DtOut, Forward.DACumsum, Forward.DACumsumLo, Forward.ChunkStates, YBeforeGate, direction, Reverse);
+    }
+
+    private static FusedScans NewFusedScans(TensorScope scope, SsdShape s, SsdOptions o)
+    {
+        var New = scope.New;
+        int b = s.Batch, h = s.Heads, p = s.HeadDim, n = s.DState, q = s.Chunk, nc = s.Chunks;
+        var y = New("y", b, s.SeqLen, h, p);
+        var yPre = o.Z is null ? null : New("y_before_gate", b, s.SeqLen, h, p);
+        SsdResult Run(string suffix) => new(y, New("final_states" + suffix, b, h, p, n), New("dt_out" + suffix, b, h, nc, q),
+            New("dA_cumsum" + suffix, b, h, nc, q), New("dA_cumsum" + suffix + "_lo", b, h, nc, q), New("chunk_states" + suffix, b, nc, h, p, n), null);
+        return new FusedScans(y, yPre, Run(""), Run("_rev"));
+    }
+
+    /// <summary>
+    /// A fused forward's first three stages for one piece, each for both scans (the reverse one a mirrored causal run
+    /// with its own dt and B where given): chunk_cumsum, chunk_state (on tensor cores at <paramref name="tc"/> when
+    /// given), state_passing; with <paramref name="sections"/> each marked as its stage.
+    /// </summary>
+    private static void RecordFusedScans(CommandStream st, SsdShape s, Piece pc, Tensor x, Tensor dt, Tensor A, Tensor B, SsdOptions o, FusedScans f,
+        SsdTiles tiles, SsdTensorCoreTile? tc, GemmOperands operands, bool sections)
+    {
+        var causal = CausalPart(o);
+        (Tensor Dt, Tensor B, bool Mirrored, SsdResult Run)[] runs = [(dt, B, false, f.Forward), (o.DtRev ?? dt, o.BRev ?? B, true, f.Reverse)];
+        void Mark(int stage)
+        {
+            if (sections)
+            {
+                st.Section(Stages[stage]);
+            }
+        }
+
+        foreach (var (runDt, _, mirrored, r) in runs)
+        {
+            RecordCumsum(st, s, pc, runDt, A, causal with { Mirrored = mirrored }, r.DtOut, r.DACumsum, r.DACumsumLo);
+        }
+
+        Mark(0);
+        foreach (var (_, runB, mirrored, r) in runs)
+        {
+            RecordChunkState(st, s, tiles, pc, x, runB, r.DtOut, r.DACumsum, r.DACumsumLo, r.ChunkStates, weights: 0, mirrored, tc: tc, operands: operands);
+        }
+
+        Mark(1);
+        foreach (var (_, _, mirrored, r) in runs)
+        {
+            RecordStatePassing(st, s, pc, r.ChunkStates, r.DACumsum, null, r.FinalStates, mirrored);
+        }
+
+        Mark(2);
     }
 
     /// <summary>The naive composition: the forward scan and a mirrored causal run, combined with D x and the gate.</summary>

@@ -28,45 +28,18 @@ public static partial class SsdOp
         var pieces = ForwardPieces(device, s, (long)nc * s.Groups * s.Chunk * s.Chunk);   // C.B^T, whole
 
         var scope = new TensorScope(device);
-        var New = scope.New;
         try
         {
-            int b = s.Batch, h = s.Heads, q = s.Chunk;
-            var y = New("y", b, s.SeqLen, h, s.HeadDim);
-            var yPre = o.Z is null ? null : New("y_before_gate", b, s.SeqLen, h, s.HeadDim);
-            var forward = new SsdResult(y, New("final_states", b, h, s.HeadDim, s.DState), New("dt_out", b, h, nc, q), New("dA_cumsum", b, h, nc, q),
-                New("dA_cumsum_lo", b, h, nc, q), New("chunk_states", b, nc, h, s.HeadDim, s.DState), null);
-            var reverse = new SsdResult(y, New("final_states_rev", b, h, s.HeadDim, s.DState), New("dt_out_rev", b, h, nc, q),
-                New("dA_cumsum_rev", b, h, nc, q), New("dA_cumsum_rev_lo", b, h, nc, q), New("chunk_states_rev", b, nc, h, s.HeadDim, s.DState), null);
-            var causal = CausalPart(o);
-            var mirrored = causal with { Mirrored = true };
+            var f = NewFusedScans(scope, s, o);
+            var (y, yPre, forward, reverse) = (f.Y, f.YBeforeGate, f.Forward, f.Reverse);
             var t = tiles.Bidir;
             Shaders.RunIn(device, stream, st =>
             {
                 foreach (var pc in pieces)
                 {
-                    var runs = new[] { (Dt: dt, Options: causal, Run: forward), (Dt: o.DtRev ?? dt, Options: mirrored, Run: reverse) };
-                    foreach (var (runDt, ro, r) in runs)
-                    {
-                        RecordCumsum(st, s, pc, runDt, A, ro, r.DtOut, r.DACumsum, r.DACumsumLo);
-                    }
-
-                    st.Section(Stages[0]);
-                    foreach (var (_, ro, r) in runs)
-                    {
-                        RecordChunkState(st, s, default, pc, x, B, r.DtOut, r.DACumsum, r.DACumsumLo, r.ChunkStates, weights: 0, ro.Mirrored,
-                            tc: tiles.State, operands: operands);
-                    }
-
-                    st.Section(Stages[1]);
-                    foreach (var (_, ro, r) in runs)
-                    {
-                        RecordStatePassing(st, s, pc, r.ChunkStates, r.DACumsum, null, r.FinalStates, ro.Mirrored);
-                    }
-
-                    st.Section(Stages[2]);
-                    var cb = RecordChunkCb(st, s, tiles.Scan, pc, B, C, causal, whole: true);
-                    var (pb, l, hh, g, p, n, cq) = ((uint)pc.Count, (uint)s.SeqLen, (uint)h, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)q);
+                    RecordFusedScans(st, s, pc, x, dt, A, B, o, f, default, tiles.State, operands, sections: true);
+                    var cb = RecordChunkCb(st, s, tiles.Scan, pc, B, C, CausalPart(o), whole: true);
+                    var (pb, l, hh, g, p, n, cq) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)s.Chunk);
                     var flags = SsdFlagsExtensions.ForD(o.D) | (o.Z is null ? SsdFlags.None : SsdFlags.Z | SsdFlags.SaveUngated);
                     var spec = t.ScanSpec(reverse: false, gShift: 0, shift: o.Direction == SsdDirection.BidirectionalShift);
                     st.Dispatch(device.GetKernel(Shaders.ChunkScanBidirTc(operands), spec),
@@ -78,7 +51,7 @@ public static partial class SsdOp
                     st.Section(Stages[3]);
                 }
             });
-            return new SsdResult(y, forward.FinalStates, forward.DtOut, forward.DACumsum, forward.DACumsumLo, forward.ChunkStates, yPre, o.Direction, reverse);
+            return f.Result(o.Direction);
         }
         catch
         {
