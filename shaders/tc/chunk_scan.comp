@@ -341,40 +341,47 @@ void tc_row_dot(uint i, float dot) {
 
 // REVERSE's epilogue, a fragment at a time through each subgroup's staging area (tc_frag_*): dx = dt_out r + D g (D
 // only for an unshifted g: the host never folds D into a shifted run; with ACCUMULATE plus what dx holds), and the
-// ddt parts, x . r per row. Lane l owns elements l, l + SG, ... of every fragment, and its reads of memory for all of
-// them (g for D, dx's old value, the forward's x) are issued before the first fragment is staged: the item waits on
-// memory once here, not once or twice per fragment as tc_epilogue with row dots would. (The forward keeps
-// tc_epilogue: there the values held across cost it workgroups an SM, docs/PERF.md.)
+// ddt parts, x . r per row. Lane l owns elements l, l + SG, ... of every fragment; its reads of memory for a
+// fragment (g for D, dx's old value, the forward's x) are issued before the previous fragment's row dots (the first
+// fragment's before the barrier that starts the epilogue), one fragment at a time: holding every fragment's values
+// at once cost dx registers (docs/PERF.md). (The forward keeps tc_epilogue: there the values held across cost it
+// workgroups an SM.)
 const uint EP_SG = TC_THREADS / TC_SUBGROUPS;   // the subgroup size the host sized the workgroup with
 const uint EP_PER = TM * TN / EP_SG;
+
+// Lane `lane`'s reads for fragment f of subgroup block (wm0, wn0): D g plus dx's old value (ACCUMULATE), and the
+// forward's x; 0 outside the problem.
+void dx_epilogue_load(uint f, uint lane, uint wm0, uint wn0, out float dg[EP_PER], out float xf[EP_PER]) {
+    const bool hasD = G_SHIFT == 0 && SSD_HAS(p.flags, SSD_D_ANY);
+    const uint row0 = wm0 + (f / TC_FRAGS_N) * TM;
+    const uint col0 = wn0 + (f % TC_FRAGS_N) * TN;
+    [[unroll]] for (uint q = 0; q < EP_PER; ++q) {
+        const uint e = lane + q * EP_SG;
+        const uint t = t0 + row0 + e / TN;
+        const uint pj = p0 + col0 + e % TN;
+        dg[q] = 0.0;
+        xf[q] = 0.0;
+        if (t < span.len && pj < p.headdim) {
+            const uint o = at_tp(t, pj);
+            if (hasD) {
+                dg[q] = D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * g_in[o];
+            }
+            if (ACCUMULATE) {
+                dg[q] += dx[o];
+            }
+            xf[q] = x_fwd[o];
+        }
+    }
+}
 
 void dx_epilogue(TC_ACC acc[TC_FRAGS]) {
     const uint lane = gl_SubgroupInvocationID;
     const uint wm0 = (gl_SubgroupID / TC_WARPS_N) * WM;
     const uint wn0 = (gl_SubgroupID % TC_WARPS_N) * WN;
     const uint at = gl_SubgroupID * TM * TN;
-    const bool hasD = G_SHIFT == 0 && SSD_HAS(p.flags, SSD_D_ANY);
-    float dg[TC_FRAGS * EP_PER];   // D g plus dx's old value (ACCUMULATE), 0 outside the problem
-    float xf[TC_FRAGS * EP_PER];   // the forward's x, 0 outside the problem
-    [[unroll]] for (uint f = 0; f < TC_FRAGS; ++f) {
-        [[unroll]] for (uint q = 0; q < EP_PER; ++q) {
-            const uint e = lane + q * EP_SG;
-            const uint t = t0 + wm0 + (f / TC_FRAGS_N) * TM + e / TN;
-            const uint pj = p0 + wn0 + (f % TC_FRAGS_N) * TN + e % TN;
-            dg[f * EP_PER + q] = 0.0;
-            xf[f * EP_PER + q] = 0.0;
-            if (t < span.len && pj < p.headdim) {
-                const uint o = at_tp(t, pj);
-                if (hasD) {
-                    dg[f * EP_PER + q] = D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * g_in[o];
-                }
-                if (ACCUMULATE) {
-                    dg[f * EP_PER + q] += dx[o];
-                }
-                xf[f * EP_PER + q] = x_fwd[o];
-            }
-        }
-    }
+    float dg[EP_PER];
+    float xf[EP_PER];
+    dx_epilogue_load(0, lane, wm0, wn0, dg, xf);
     tc_frags_begin();
     [[unroll]] for (uint f = 0; f < TC_FRAGS; ++f) {
         const uint row0 = wm0 + (f / TC_FRAGS_N) * TM;
@@ -389,9 +396,12 @@ void dx_epilogue(TC_ACC acc[TC_FRAGS]) {
             const float v = tc_frag_get(at + e);
             if (t < span.len && pj < p.headdim) {
                 const uint o = at_tp(t, pj);
-                dx[o] = dtq[t] * v + dg[f * EP_PER + q];
+                dx[o] = dtq[t] * v + dg[q];
             }
-            tc_frag_set(at + e, v * xf[f * EP_PER + q]);   // this element's share of x . r (0 outside)
+            tc_frag_set(at + e, v * xf[q]);   // this element's share of x . r (0 outside)
+        }
+        if (f + 1 < TC_FRAGS) {
+            dx_epilogue_load(f + 1, lane, wm0, wn0, dg, xf);
         }
         subgroupMemoryBarrierShared();
         subgroupBarrier();
