@@ -311,6 +311,27 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         SsdBackwardTests.Verify(Device, c, SsdPath.Auto, precision, hasDFinal, seed, $"{name} {precision.Name()} seed {seed}");
     }
 
+    /// <summary>
+    /// A batch larger than one binding runs in pieces on tensor cores too, the pieces taking C.B^T's and dcb's scratch
+    /// in turn (two pieces of four: pieces are whole multiples of four elements, for aligned offsets).
+    /// </summary>
+    [Theory]
+    [InlineData(Precision.Bf16)]
+    [InlineData(Precision.Fp32Fast)]
+    public void BatchPiecesShareTheProductsScratch(Precision precision)
+    {
+        var seed = TestMath.NewSeed();
+        var c = SsdCases.Make(new Random(seed), 8, 45, 3, 8, 1, 8, 16, d: true, z: true, init: true, softplus: true, bias: true);
+        if (SsdOp.WhyNot(Device, precision) is not null)
+        {
+            return;   // the forward test holds the refusal to its reason
+        }
+
+        // dcb's partials, the widest binding: 2 x 3 chunks x 16 x 16 floats, 6,144 bytes a batch element.
+        using var tuning = OpTuning.Override(Device, t => t with { MaxBindingBytes = 4 * 6144 });
+        SsdBackwardTests.Verify(Device, c, SsdPath.Auto, precision, true, seed, $"batch pieces {precision.Name()} seed {seed}");
+    }
+
     /// <summary>Both bidirectional forms compose two tensor-core causal runs, forward and backward (shifted g, mirrored runs).</summary>
     [Theory]
     [InlineData(SsdDirection.BidirectionalSum, Precision.Fp32Fast, false)]

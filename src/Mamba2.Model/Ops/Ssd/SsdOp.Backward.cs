@@ -148,13 +148,19 @@ public static partial class SsdOp
                 DaPart: Scratch("dA_part", b, nc, h),
                 DbiasPart: Scratch("ddt_bias_part", b, nc, h),
                 DbcPart: splits > 1 ? Scratch("dbc_part", b, splits, l, g, n) : null,
-                DdPart: o.D is null ? null : New("dD_part", b, dBlocks, h * p));
+                DdPart: o.D is null ? null : New("dD_part", b, dBlocks, h * p),
+                Products: pool ?? new ScratchPool(device));
             var temps = scope.Since(gradCount);
             Shaders.RunIn(device, stream, st =>
             {
                 foreach (var t in temps)
                 {
                     st.Own(t);
+                }
+
+                if (pool is null)
+                {
+                    st.Own(scratch.Products);
                 }
 
                 var geometry = new BackwardGeometry(s, tiles, bt, tc, splits, tilesP, tilesN, tilesT, tilesS, passLocal, slices, dBlocks, addInto is not null,
@@ -201,10 +207,12 @@ public static partial class SsdOp
 
     /// <summary>
     /// Intermediates of one backward call; G aliases dy when there is no gate. The *_part tensors are partial sums
-    /// (over p tiles, d_state tiles, row tiles, state slices, chunks, batch) added in a fixed order later.
+    /// (over p tiles, d_state tiles, row tiles, state slices, chunks, batch) added in a fixed order later. Products:
+    /// where the tensor-core products' intermediates (C.B^T, dcb) live, shared by both runs of a bidirectional
+    /// backward and by the batch pieces of one run.
     /// </summary>
     private sealed record BackwardScratch(Tensor G, Tensor DStates, Tensor DdtPart, Tensor Gys, Tensor Ts, Tensor Straddle,
-        Tensor Inner, Tensor DaPart, Tensor DbiasPart, Tensor? DbcPart, Tensor? DdPart);
+        Tensor Inner, Tensor DaPart, Tensor DbiasPart, Tensor? DbcPart, Tensor? DdPart, ScratchPool Products);
 
     private static void RecordBackward(CommandStream st, BackwardGeometry geo, Piece pc, Tensor dy, SsdResult saved, Tensor x,
         Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o, Tensor? dFinal, SsdGradients gr, BackwardScratch sc)
@@ -250,12 +258,12 @@ public static partial class SsdOp
         var dxFlags = dFlags | SsdFlags.Mirrored.If(o.Mirrored) | SsdFlags.Accumulate.If(geo.Accumulate);
         if (geo.Tc is { } tc)
         {
-            var cb = RecordChunkCb(st, s, tc.Scan, pc, B, C, o);
+            var cb = RecordChunkCb(st, s, tc.Scan, pc, B, C, o, pool: sc.Products);
             // Without a final-state gradient the last chunk has no state term.
             RecordDxTensorCores(st, s, tc.Scan, pc, o, dxFlags | SsdFlags.DFinalStates.If(dFinal is not null), geo.GShift, cb, sc.G, B, C,
                 sc.DStates, saved, A, x, gr.Dx, sc.DdtPart);
             Mark(3);
-            RecordDbcTensorCores(st, geo, pc, o, cb, sc.G, x, B, C, sc.DStates, saved, gr.DB, gr.DC, sc.Gys, sc.Ts, sc.Straddle, Mark);
+            RecordDbcTensorCores(st, geo, pc, o, cb, sc.G, x, B, C, sc.DStates, saved, gr.DB, gr.DC, sc.Gys, sc.Ts, sc.Straddle, sc.Products, Mark);
         }
         else
         {

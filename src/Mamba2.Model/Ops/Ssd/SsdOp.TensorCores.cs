@@ -105,14 +105,15 @@ public static partial class SsdOp
     /// <summary>
     /// C.B^T of every (batch, chunk, group) of the piece into scratch of the stream (b nc g Q^2 floats; the lower
     /// triangle of tiles, or with <paramref name="whole"/> every tile), on tensor cores: what tc/chunk_scan reads
-    /// forward and backwards.
+    /// forward and backwards. With <paramref name="pool"/> the scratch is the pool's (<see cref="ProductScratch"/>).
     /// </summary>
-    private static GpuBuffer RecordChunkCb(CommandStream st, SsdShape s, SsdTensorCoreTile t, Piece pc, Tensor B, Tensor C, SsdOptions o, bool whole = false)
+    private static GpuBuffer RecordChunkCb(CommandStream st, SsdShape s, SsdTensorCoreTile t, Piece pc, Tensor B, Tensor C, SsdOptions o, bool whole = false,
+        ScratchPool? pool = null)
     {
         var device = B.Device;
         var (b, l, h, p, g, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
         var tiles = t.Tiles(q, q);
-        var cb = st.Own(device.CreateBuffer<float>((long)b * nc * g * q * q, "ssd.cb"));
+        var cb = ProductScratch(st, pool, "ssd.cb", (long)b * nc * g * q * q);
         st.Dispatch(device.GetKernel(Shaders.ChunkCbTc(o.Precision.Operands(device)), t.Spec), (Shaders.Groups(device, tiles * nc * b * g), 1, 1),
             new ScanPush(b, l, h, g, p, n, q, nc, SsdFlags.Mirrored.If(o.Mirrored) | SsdFlags.WholeCb.If(whole)), pc.Of(C), pc.Of(B), cb);
         st.Section(ChunkCbStage);
@@ -137,12 +138,20 @@ public static partial class SsdOp
     }
 
     /// <summary>
+    /// Scratch for the tensor-core products' intermediates (C.B^T, dcb): the stream's own buffer, or with
+    /// <paramref name="pool"/> the pool's of this name and size, which the next run recorded on the stream reuses (the
+    /// two runs of a bidirectional backward; the stream's hazard tracking orders them).
+    /// </summary>
+    private static GpuBuffer ProductScratch(CommandStream st, ScratchPool? pool, string name, long floats) =>
+        pool is null ? st.Own(st.Device.CreateBuffer<float>(floats, name)) : pool.Get(name, checked((int)floats)).Buffer;
+
+    /// <summary>
     /// The backward's dC and dB on tensor cores, as mamba_ssm: dcb (the heads' weighted g.x^T summed per group, with
     /// each head's straddle parts of the dA_cs gradient) into scratch of the stream, then dC = dcb B and dB = dcb^T C
     /// for the whole group plus each head's state term (with its row dots, <paramref name="gys"/> and <paramref name="ts"/>).
     /// </summary>
     private static void RecordDbcTensorCores(CommandStream st, BackwardGeometry geo, Piece pc, SsdOptions o, GpuBuffer cb, Tensor g, Tensor x,
-        Tensor B, Tensor C, Tensor dStates, SsdResult saved, Tensor dB, Tensor dC, Tensor gys, Tensor ts, Tensor straddle, Action<int> mark)
+        Tensor B, Tensor C, Tensor dStates, SsdResult saved, Tensor dB, Tensor dC, Tensor gys, Tensor ts, Tensor straddle, ScratchPool pool, Action<int> mark)
     {
         var device = x.Device;
         var s = geo.S;
@@ -154,7 +163,7 @@ public static partial class SsdOp
         // partials: twice the workgroups fill the GPU's last wave (docs/PERF.md).
         var splits = (uint)Math.Min(DcbSplits, h / gr);
         var plane = (long)b * nc * gr * q * q;
-        var partials = st.Own(device.CreateBuffer<float>(splits * plane, "ssd.dcb_partials"));
+        var partials = ProductScratch(st, pool, "ssd.dcb_partials", splits * plane);
         st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDcbTc(operands), t.DcbSpec(geo.GShift, splits)),
             (Shaders.Groups(device, (long)geo.TilesT * geo.TilesS * nc * b * gr * splits), 1, 1),
             new ScanPush(b, l, h, gr, p, n, q, nc, mirrored),
@@ -163,7 +172,7 @@ public static partial class SsdOp
         if (splits > 1)
         {
             // Tiles above the diagonal are summed too, unwritten: no reader touches them.
-            dcb = st.Own(device.CreateBuffer<float>(plane, "ssd.dcb"));
+            dcb = ProductScratch(st, pool, "ssd.dcb", plane);
             Reductions.Blocks(st, partials, dcb, 1, splits, (uint)plane, 1, splits);
         }
 
