@@ -168,12 +168,23 @@ public static partial class SsdOp
             (Shaders.Groups(device, (long)geo.TilesT * geo.TilesS * nc * b * gr * splits), 1, 1),
             new ScanPush(b, l, h, gr, p, n, q, nc, mirrored),
             pc.Of(g), pc.Of(x), cb, pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(saved.DACumsumLo), partials, pc.Of(straddle));
-        var dcb = partials;
+        BufferBinding dcb = partials;
         if (splits > 1)
         {
-            // Tiles above the diagonal are summed too, unwritten: no reader touches them.
-            dcb = ProductScratch(st, pool, "ssd.dcb", plane);
-            Reductions.Blocks(st, partials, dcb, 1, splits, (uint)plane, 1, splits);
+            // Tiles above the diagonal are summed too, unwritten: no reader touches them. Into the first partial where
+            // the second starts at a bindable offset (p0 + p1 either way, the same bits), else into a plane of its own.
+            var planeBytes = (ulong)plane * sizeof(float);
+            if (planeBytes % device.Capabilities.MinStorageBufferOffsetAlignment == 0)
+            {
+                dcb = new BufferBinding(partials, 0, planeBytes);
+                Reductions.Blocks(st, new BufferBinding(partials, planeBytes, (splits - 1) * planeBytes), dcb, 1, splits - 1, (uint)plane, 1, splits - 1,
+                    accumulate: true);
+            }
+            else
+            {
+                dcb = ProductScratch(st, pool, "ssd.dcb", plane);
+                Reductions.Blocks(st, partials, dcb, 1, splits, (uint)plane, 1, splits);
+            }
         }
 
         st.Section(DcbStage);
