@@ -359,8 +359,8 @@ public class SsdTensorCoreTests(GpuFixture gpu)
 
     /// <summary>
     /// Both bidirectional forms fuse on tensor cores where their scans share B and C (one output pass over both scans,
-    /// C.B^T once), forward and backward: with the reverse scan's own dt or without, D of both shapes, z, a partial
-    /// last chunk, strided reads, and long sequences with strong and weak decay.
+    /// C.B^T once), forward and backward (with a final-state gradient): with the reverse scan's own dt or without, D
+    /// of both shapes, z, a partial last chunk, strided reads, and long sequences with strong and weak decay.
     /// </summary>
     [Theory]
     [InlineData(SsdDirection.BidirectionalSum, "small", Precision.Fp32Fast)]
@@ -390,10 +390,10 @@ public class SsdTensorCoreTests(GpuFixture gpu)
                 reverseTensors: ownDt),
         };
         c = c with { BRev = null, CRev = null };   // shared B and C; dt_rev where named
-        VerifyBidirectional(c, precision, fused: true, $"fused {direction} {name} {precision.Name()} seed {seed}", seed);
+        VerifyBidirectional(c, precision, fused: true, $"fused {direction} {name} {precision.Name()} seed {seed}", seed, dFinal: true);
     }
 
-    private void VerifyBidirectional(SsdCase c, Precision precision, bool fused, string what, int seed)
+    private void VerifyBidirectional(SsdCase c, Precision precision, bool fused, string what, int seed, bool dFinal = false)
     {
         if (SsdOp.WhyNot(Device, precision) is not null)
         {
@@ -402,18 +402,21 @@ public class SsdTensorCoreTests(GpuFixture gpu)
 
         var rng = new Random(seed + 1);
         var dy = TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1);
+        var dFin = dFinal ? TestMath.Uniform(rng, (long)c.Batch * c.Heads * c.HeadDim * c.DState, -1, 1) : null;
         using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Auto, precision);
         Assert.Equal(fused, SsdOp.UsesFusedPass(Device, inputs.Options));
         using var dyT = Tensor.FromArray(Device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
+        using var dFinT = dFin is null ? null : Tensor.FromArray(Device, "dfinal_states", dFin, c.Batch, c.Heads, c.HeadDim, c.DState);
         using var s = Device.BeginStream();
         using var result = inputs.Forward(s);
-        using var grads = SsdOp.Backward(dyT, result, stream: s);
-        Poison.Fill(grads.Named().Select(g => g.Gradient).Append(result.Y));
+        using var grads = SsdOp.Backward(dyT, result, dFinT, s);
+        Poison.Fill(grads.Named().Select(g => g.Gradient).Append(result.Y).Append(result.FinalStates));
         s.Submit();
         var v = c.ToFloat64();
-        var (y, _) = SsdBidirectionalReference.Forward(c, v);
+        var (y, final) = SsdBidirectionalReference.Forward(c, v);
         TestMath.AssertClose(result.Y.ToArray(), y, precision.Tolerance(), $"{what}: y");
-        var expected = SsdBidirectionalReference.Gradients(c, v, Widen(dy), null);
+        TestMath.AssertClose(result.FinalStates.ToArray(), final, precision.Tolerance(), $"{what}: final_states (forward scan)");
+        var expected = SsdBidirectionalReference.Gradients(c, v, Widen(dy), dFin is null ? null : Widen(dFin));
         var actual = grads.Named().ToDictionary(g => g.Input, g => g.Gradient.ToArray());
         foreach (var (input, reference) in expected.Named())
         {
