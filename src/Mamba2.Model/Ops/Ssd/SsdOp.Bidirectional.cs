@@ -9,7 +9,8 @@ namespace Mamba2.Model.Ops.Ssd;
 /// runs, the second a mirrored run (the reverse scan on the original tensors), shifted one step each in the Hydra
 /// form and combined with D x and the gate. The backward composes the causal backward the same way; where both
 /// scans share dt, B and C (tiled path) the reverse run adds into the forward run's gradients and borrows its
-/// scratch, so training needs little more memory than the causal op.
+/// scratch, so training needs little more memory than the causal op; otherwise the runs keep gradients of their own,
+/// but on the tiled path still take their intermediates from one scratch pool in turn.
 /// </summary>
 public static partial class SsdOp
 {
@@ -260,15 +261,21 @@ public static partial class SsdOp
                     var (dtRev, bRev, cRev) = (o.DtRev ?? dt, o.BRev ?? B, o.CRev ?? C);
                     var gFwd = shift == 0 ? gate : st.Own(Sequence.Shifted(st, gate, "g_fwd", shift, "Ssd", OpTuning.Of(device).MaxBindingBytes));
                     var gRev = shift == 0 ? gate : st.Own(Sequence.Shifted(st, gate, "g_rev", -shift, "Ssd", OpTuning.Of(device).MaxBindingBytes));
+                    // On the tiled path the two runs take their intermediates from one pool in turn.
+                    var pool = PathOn(device, o) == SsdPath.Tiled ? st.Own(new ScratchPool(device)) : null;
+                    SsdGradients Run(Tensor g, SsdResult run, Tensor runDt, Tensor runB, Tensor runC, SsdOptions ro, Tensor? dFinal) =>
+                        st.Own(pool is null
+                            ? Backward(g, run, x, runDt, A, runB, runC, ro, dFinal, st)
+                            : BackwardTiled(g, run, x, runDt, A, runB, runC, ro, SsdShape.Validate(x, runDt, A, runB, runC, ro), dFinal, st, null, pool, 0));
                     SsdGradients f, rev;
                     using (st.SectionScope(BidirectionalRuns[0]))
                     {
-                        f = st.Own(Backward(gFwd, runs.Forward, x, dt, A, B, C, causal, dFinalStates, st));
+                        f = Run(gFwd, runs.Forward, dt, B, C, causal, dFinalStates);
                     }
 
                     using (st.SectionScope(BidirectionalRuns[1]))
                     {
-                        rev = st.Own(Backward(gRev, runs.Reverse, x, dtRev, A, bRev, cRev, mirrored, null, st));
+                        rev = Run(gRev, runs.Reverse, dtRev, bRev, cRev, mirrored, null);
                     }
 
                     // Inputs both scans read get both gradients (the mirrored run's are at original positions already).
