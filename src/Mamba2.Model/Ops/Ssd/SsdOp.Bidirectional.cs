@@ -154,14 +154,15 @@ public static partial class SsdOp
             SsdResult? result = null;
             Shaders.RunIn(device, stream, st =>
             {
+                var products = st.Own(new ScratchPool(device));   // C.B^T, each run's in turn
                 using (st.SectionScope(BidirectionalRuns[0]))
                 {
-                    fwd = Forward(x, dt, A, B, C, CausalPart(o), st);
+                    fwd = ForwardUnsaved(x, dt, A, B, C, CausalPart(o), st, products);
                 }
 
                 using (st.SectionScope(BidirectionalRuns[1]))
                 {
-                    rev = Forward(x, o.DtRev ?? dt, A, o.BRev ?? B, o.CRev ?? C, CausalPart(o) with { Mirrored = true }, st);
+                    rev = ForwardUnsaved(x, o.DtRev ?? dt, A, o.BRev ?? B, o.CRev ?? C, CausalPart(o) with { Mirrored = true }, st, products);
                 }
 
                 var y = scope.New("y", s.Batch, s.SeqLen, s.Heads, s.HeadDim);

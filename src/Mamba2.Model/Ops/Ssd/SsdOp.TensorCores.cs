@@ -72,7 +72,7 @@ public static partial class SsdOp
     }
 
     private static void RecordTensorCores(CommandStream st, SsdShape s, SsdTensorCoreTiles tiles, Piece pc, Tensor x, Tensor dt, Tensor A, Tensor B,
-        Tensor C, SsdOptions o, SsdResult r)
+        Tensor C, SsdOptions o, SsdResult r, ScratchPool products)
     {
         var device = x.Device;
         var operands = o.Precision.Operands(device);
@@ -90,7 +90,7 @@ public static partial class SsdOp
         st.Section(Stages[2]);
 
         // C.B^T once per (batch, chunk, group), then the outputs.
-        var cb = RecordChunkCb(st, s, t, pc, B, C, o);
+        var cb = RecordChunkCb(st, s, t, pc, B, C, o, pool: products);
         var mirrored = SsdFlags.Mirrored.If(o.Mirrored);
         var flags = SsdFlagsExtensions.ForD(o.D) | (o.Z is null ? SsdFlags.None : SsdFlags.Z | SsdFlags.SaveUngated) | mirrored
             | SsdFlags.InitialStates.If(o.InitialStates is not null);   // without, chunk 0 has no state term

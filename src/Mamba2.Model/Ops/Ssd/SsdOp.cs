@@ -61,8 +61,13 @@ public static partial class SsdOp
         return result;
     }
 
+    /// <summary>
+    /// The forward without its inputs recorded for the backward. <paramref name="products"/>: where the tensor-core
+    /// products' intermediates (C.B^T) live, shared with other runs on the stream (the composed bidirectional forward's
+    /// two); else a pool of the stream's own, which the batch pieces take in turn.
+    /// </summary>
     private static SsdResult ForwardUnsaved(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions? options,
-        CommandStream? stream)
+        CommandStream? stream, ScratchPool? products = null)
     {
         const string op = "Ssd";
         var o = options ?? new SsdOptions();
@@ -99,11 +104,12 @@ public static partial class SsdOp
         {
             Shaders.RunIn(device, stream, st =>
             {
+                var pool = products ?? (tensorCores is null ? null : st.Own(new ScratchPool(device)));
                 foreach (var pc in pieces)
                 {
                     if (tensorCores is not null)
                     {
-                        RecordTensorCores(st, s, tensorCores, pc, x, dt, A, B, C, o, result);
+                        RecordTensorCores(st, s, tensorCores, pc, x, dt, A, B, C, o, result, pool!);
                     }
                     else if (path == SsdPath.Recurrent)
                     {
