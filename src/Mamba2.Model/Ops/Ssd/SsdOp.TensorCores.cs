@@ -72,7 +72,7 @@ public static partial class SsdOp
     }
 
     private static void RecordTensorCores(CommandStream st, SsdShape s, SsdTensorCoreTiles tiles, Piece pc, Tensor x, Tensor dt, Tensor A, Tensor B,
-        Tensor C, SsdOptions o, SsdResult r, ScratchPool products)
+        Tensor C, SsdOptions o, SsdResult r, ScratchPool? products)
     {
         var device = x.Device;
         var operands = o.Precision.Operands(device);

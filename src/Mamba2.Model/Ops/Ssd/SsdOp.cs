@@ -109,7 +109,7 @@ public static partial class SsdOp
                 {
                     if (tensorCores is not null)
                     {
-                        RecordTensorCores(st, s, tensorCores, pc, x, dt, A, B, C, o, result, pool!);
+                        RecordTensorCores(st, s, tensorCores, pc, x, dt, A, B, C, o, result, pool);
                     }
                     else if (path == SsdPath.Recurrent)
                     {
