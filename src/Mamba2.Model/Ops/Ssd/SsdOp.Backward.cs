@@ -258,7 +258,7 @@ public static partial class SsdOp
         var dxFlags = dFlags | SsdFlags.Mirrored.If(o.Mirrored) | SsdFlags.Accumulate.If(geo.Accumulate);
         if (geo.Tc is { } tc)
         {
-            var cb = RecordChunkCb(st, s, tc.Scan, pc, B, C, o, pool: sc.Products);
+            var cb = RecordChunkCb(st, s, tc.Scan, pc, B, C, o, sc.Products);
             // Without a final-state gradient the last chunk has no state term.
             RecordDxTensorCores(st, s, tc.Scan, pc, o, dxFlags | SsdFlags.DFinalStates.If(dFinal is not null), geo.GShift, cb, sc.G, B, C,
                 sc.DStates, saved, A, x, gr.Dx, sc.DdtPart);

@@ -72,7 +72,7 @@ public static partial class SsdOp
     }
 
     private static void RecordTensorCores(CommandStream st, SsdShape s, SsdTensorCoreTiles tiles, Piece pc, Tensor x, Tensor dt, Tensor A, Tensor B,
-        Tensor C, SsdOptions o, SsdResult r, ScratchPool? products)
+        Tensor C, SsdOptions o, SsdResult r, ScratchPool products)
     {
         var device = x.Device;
         var operands = o.Precision.Operands(device);
@@ -90,7 +90,7 @@ public static partial class SsdOp
         st.Section(Stages[2]);
 
         // C.B^T once per (batch, chunk, group), then the outputs.
-        var cb = RecordChunkCb(st, s, t, pc, B, C, o, pool: products);
+        var cb = RecordChunkCb(st, s, t, pc, B, C, o, products);
         var mirrored = SsdFlags.Mirrored.If(o.Mirrored);
         var flags = SsdFlagsExtensions.ForD(o.D) | (o.Z is null ? SsdFlags.None : SsdFlags.Z | SsdFlags.SaveUngated) | mirrored
             | SsdFlags.InitialStates.If(o.InitialStates is not null);   // without, chunk 0 has no state term
@@ -103,17 +103,17 @@ public static partial class SsdOp
     }
 
     /// <summary>
-    /// C.B^T of every (batch, chunk, group) of the piece into scratch of the stream (b nc g Q^2 floats; the lower
-    /// triangle of tiles, or with <paramref name="whole"/> every tile), on tensor cores: what tc/chunk_scan reads
-    /// forward and backwards. With <paramref name="pool"/> the scratch is the pool's (<see cref="ProductScratch"/>).
+    /// C.B^T of every (batch, chunk, group) of the piece into scratch from <paramref name="pool"/> (b nc g Q^2 floats;
+    /// the lower triangle of tiles, or with <paramref name="whole"/> every tile), on tensor cores: what tc/chunk_scan
+    /// reads forward and backwards.
     /// </summary>
-    private static GpuBuffer RecordChunkCb(CommandStream st, SsdShape s, SsdTensorCoreTile t, Piece pc, Tensor B, Tensor C, SsdOptions o, bool whole = false,
-        ScratchPool? pool = null)
+    private static GpuBuffer RecordChunkCb(CommandStream st, SsdShape s, SsdTensorCoreTile t, Piece pc, Tensor B, Tensor C, SsdOptions o, ScratchPool pool,
+        bool whole = false)
     {
         var device = B.Device;
         var (b, l, h, p, g, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
         var tiles = t.Tiles(q, q);
-        var cb = ProductScratch(st, pool, "ssd.cb", (long)b * nc * g * q * q);
+        var cb = ProductScratch(pool, "ssd.cb", (long)b * nc * g * q * q);
         st.Dispatch(device.GetKernel(Shaders.ChunkCbTc(o.Precision.Operands(device)), t.Spec), (Shaders.Groups(device, tiles * nc * b * g), 1, 1),
             new ScanPush(b, l, h, g, p, n, q, nc, SsdFlags.Mirrored.If(o.Mirrored) | SsdFlags.WholeCb.If(whole)), pc.Of(C), pc.Of(B), cb);
         st.Section(ChunkCbStage);
@@ -138,12 +138,10 @@ public static partial class SsdOp
     }
 
     /// <summary>
-    /// Scratch for the tensor-core products' intermediates (C.B^T, dcb): the stream's own buffer, or with
-    /// <paramref name="pool"/> the pool's of this name and size, which the next run recorded on the stream reuses (the
-    /// two runs of a bidirectional backward; the stream's hazard tracking orders them).
+    /// Scratch for the tensor-core products' intermediates (C.B^T, dcb): the pool's buffer of this name and size, which
+    /// the next piece or run recorded on the stream reuses (the stream's hazard tracking orders them).
     /// </summary>
-    private static GpuBuffer ProductScratch(CommandStream st, ScratchPool? pool, string name, long floats) =>
-        pool is null ? st.Own(st.Device.CreateBuffer<float>(floats, name)) : pool.Get(name, checked((int)floats)).Buffer;
+    private static GpuBuffer ProductScratch(ScratchPool pool, string name, long floats) => pool.Get(name, checked((int)floats)).Buffer;
 
     /// <summary>
     /// The backward's dC and dB on tensor cores, as mamba_ssm: dcb (the heads' weighted g.x^T summed per group, with
@@ -163,7 +161,7 @@ public static partial class SsdOp
         // partials: twice the workgroups fill the GPU's last wave (docs/PERF.md).
         var splits = (uint)Math.Min(DcbSplits, h / gr);
         var plane = (long)b * nc * gr * q * q;
-        var partials = ProductScratch(st, pool, "ssd.dcb_partials", splits * plane);
+        var partials = ProductScratch(pool, "ssd.dcb_partials", splits * plane);
         st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDcbTc(operands), t.DcbSpec(geo.GShift, splits)),
             (Shaders.Groups(device, (long)geo.TilesT * geo.TilesS * nc * b * gr * splits), 1, 1),
             new ScanPush(b, l, h, gr, p, n, q, nc, mirrored),
@@ -182,7 +180,7 @@ public static partial class SsdOp
             }
             else
             {
-                dcb = ProductScratch(st, pool, "ssd.dcb", plane);
+                dcb = ProductScratch(pool, "ssd.dcb", plane);
                 Reductions.Blocks(st, partials, dcb, 1, splits, (uint)plane, 1, splits);
             }
         }

@@ -104,7 +104,7 @@ public static partial class SsdOp
         {
             Shaders.RunIn(device, stream, st =>
             {
-                var pool = products ?? (tensorCores is null ? null : st.Own(new ScratchPool(device)));
+                var pool = products ?? st.Own(new ScratchPool(device));
                 foreach (var pc in pieces)
                 {
                     if (tensorCores is not null)
