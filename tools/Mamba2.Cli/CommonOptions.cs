@@ -182,6 +182,18 @@ internal static class CommonOptions
     }
 
     /// <summary>
+    /// Under mpirun, rank 0 notes on stderr when it may use one CPU core only (Open MPI binds each of 2 ranks to a
+    /// core by default): the recording, the gradient sums' passes and MPI then share it.
+    /// </summary>
+    public static void NoteRankCores(Communicator comm)
+    {
+        if (comm is { Size: > 1, IsRoot: true } && Environment.ProcessorCount == 1)
+        {
+            Console.Error.WriteLine("note: each rank may use 1 CPU core (mpirun binds ranks to cores by default); the gradient sums and the recording share it: `mpirun --bind-to none` (or --map-by slot:PE=N) gives them more.");
+        }
+    }
+
+    /// <summary>
     /// Opens the device and, with validation on, echoes its messages to stderr. <paramref name="slot"/>: a rank's
     /// index on its host, which device it takes when none is named (<see cref="VulkanOptions.DeviceSlot"/>).
     /// </summary>

@@ -184,6 +184,7 @@ internal static class TrainCommand
         // Under mpirun every rank runs this with the same arguments; rank 0 alone writes and prints.
         var comm = Communicator.Launched();
         CommonOptions.QuietUnlessRoot(comm);
+        CommonOptions.NoteRankCores(comm);
 
         if (resume is not null && s.WorldSize != comm.Size)
         {
@@ -324,7 +325,7 @@ internal static class TrainCommand
             if (comm.Size > 1 && trainer.Step > startStep)
             {
                 var steps = trainer.Step - startStep;
-                AnsiConsole.MarkupLine($"[grey]{comm.Size} ranks: the gradient sums took {trainer.GradientSumSeconds * 1e3 / steps:F1} ms a step on rank 0, overlapped with the backward; the steps waited {trainer.GradientWaitSeconds * 1e3 / steps:F1} ms for them ({trainer.GradientWaitSeconds / clock.Elapsed.TotalSeconds:P1} of the run's time)[/]");
+                AnsiConsole.MarkupLine($"[grey]{comm.Size} ranks: the gradient sums took {trainer.GradientSumSeconds * 1e3 / steps:F1} ms a step on rank 0, overlapped with the backward; the steps waited {trainer.GradientWaitSeconds * 1e3 / steps:F1} ms for them ({trainer.GradientWaitSeconds / clock.Elapsed.TotalSeconds:P1} of the run's time); sums through {(trainer.GradientSumPath ?? "nothing yet").EscapeMarkup()}[/]");
             }
 
             AnsiConsole.MarkupLine($"final evaluation after {trainer.Step} steps: loss {eval.Loss:F4}{(s.Task == "text" ? $", perplexity {Math.Exp(eval.Loss):F2}" : $", accuracy {eval.Accuracy:P2}")}; {clock.Elapsed.TotalSeconds:F0} s");

@@ -18,6 +18,7 @@ internal static class TrainScalingBench
     public static void Run(Communicator comm, Mamba2LM model, AdamW optimizer, IndexTensor ids, IndexTensor targets, long headBlock, int warmup, int repeats)
     {
         var parameters = model.Parameters;
+        double waited = 0;   // after the backward, for the sums left
         void Step(GradientExchange? exchange)
         {
             using var acts = model.ForwardLoss(ids, targets, blockBytes: headBlock);
@@ -30,7 +31,9 @@ internal static class TrainScalingBench
             {
                 exchange.Begin(1f / comm.Size);   // the mean over the ranks' equal batches
                 grads = model.Backward(acts, exchange);
+                var clock = System.Diagnostics.Stopwatch.StartNew();
                 exchange.Finish(grads);
+                waited += clock.Elapsed.TotalSeconds;
             }
 
             optimizer.Step([.. parameters.Select(p => grads[p.Name])], 1f);
@@ -62,6 +65,7 @@ internal static class TrainScalingBench
         using var exchange = new GradientExchange(comm, parameters);
         Time(Math.Max(1, warmup), () => Step(exchange));
         double sum = 0;
+        waited = 0;
         var wall = TimingStats.Of(Time(repeats, () =>
         {
             Step(exchange);
@@ -69,19 +73,21 @@ internal static class TrainScalingBench
         })).MedianMs;
 
         // Every rank's median step, its sums' time; rank 0 prints.
-        var perRank = new double[2 * comm.Size];
+        var perRank = new double[3 * comm.Size];
         perRank[comm.Rank] = wall;
         perRank[comm.Size + comm.Rank] = sum * 1e3 / repeats;
+        perRank[(2 * comm.Size) + comm.Rank] = waited * 1e3 / repeats;
         comm.SumInPlace(perRank);
         var slowest = perRank.Take(comm.Size).Max();
         var aggregate = comm.Size * tokens / slowest * 1e3;   // a step ends when the slowest rank's does
-        var table = new Table().AddColumns("rank", "step ms (median)", "tokens/s", "gradient sums ms a step");
+        var table = new Table().AddColumns("rank", "step ms (median)", "tokens/s", "gradient sums ms a step", "waited for them ms a step");
         for (var r = 0; r < comm.Size; r++)
         {
-            table.AddRow($"{r}", $"{perRank[r]:F1}", $"{tokens / perRank[r] * 1e3:F0}", $"{perRank[comm.Size + r]:F1}");
+            table.AddRow($"{r}", $"{perRank[r]:F1}", $"{tokens / perRank[r] * 1e3:F0}", $"{perRank[comm.Size + r]:F1}", $"{perRank[(2 * comm.Size) + r]:F1}");
         }
 
         AnsiConsole.Write(table);
+        Console.WriteLine($"gradient sums: {exchange.SumPath}");
         Console.WriteLine($"{comm.Size} ranks, {tokens:F0} tokens each a step: aggregate {aggregate:F0} tokens/s; rank 0 alone {tokens / alone * 1e3:F0} tokens/s ({alone:F1} ms a step); scaling efficiency {aggregate / (comm.Size * tokens / alone * 1e3):P1}");
     }
 }

@@ -54,6 +54,7 @@ internal static class TrainStepBenchCommand
         var config = new Mamba2LMConfig(vocab, r.GetValue(Layers), mixer);
         var comm = Communicator.Launched();   // under mpirun: the data-parallel step (TrainScalingBench)
         CommonOptions.QuietUnlessRoot(comm);
+        CommonOptions.NoteRankCores(comm);
 
         using var device = CommonOptions.Open(r, comm.LocalRank);
         if (CommonOptions.ResolvePrecision(r, device, "bench train", CommonOptions.AllPrecisions) is not { } precision)

@@ -15,6 +15,9 @@ public abstract class Communicator : IDisposable
     /// <summary>This rank's index among the ranks on its host (which device it takes by default).</summary>
     public abstract int LocalRank { get; }
 
+    /// <summary>The number of ranks on this rank's host (1 where the launcher does not say).</summary>
+    public abstract int LocalSize { get; }
+
     /// <summary>Whether this rank writes checkpoints, metrics and progress: rank 0.</summary>
     public bool IsRoot => Rank == 0;
 
@@ -49,6 +52,8 @@ public abstract class Communicator : IDisposable
         public override int Size => 1;
 
         public override int LocalRank => 0;
+
+        public override int LocalSize => 1;
 
         public override void SumInPlace(Span<float> values)
         {

@@ -58,6 +58,7 @@ internal sealed unsafe class MpiCommunicator : Communicator
         Rank = rank;
         Size = size;
         LocalRank = int.TryParse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_LOCAL_RANK"), out var local) ? local : rank;
+        LocalSize = int.TryParse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_LOCAL_SIZE"), out var localSize) ? localSize : 1;
         Timeout = TimeSpan.FromSeconds(double.TryParse(Environment.GetEnvironmentVariable("MAMBA2_MPI_TIMEOUT_S"), System.Globalization.CultureInfo.InvariantCulture, out var s) && s > 0 ? s : 600);
     }
 
@@ -66,6 +67,8 @@ internal sealed unsafe class MpiCommunicator : Communicator
     public override int Size { get; }
 
     public override int LocalRank { get; }
+
+    public override int LocalSize { get; }
 
     /// <summary>How long one collective may wait for the other ranks.</summary>
     public TimeSpan Timeout { get; }

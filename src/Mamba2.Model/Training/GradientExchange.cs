@@ -8,8 +8,9 @@ namespace Mamba2.Model.Training;
 /// <summary>
 /// Sums the gradients over the ranks while the backward runs. Each backward stage (a layer) records copies of its
 /// gradients into one host-visible buffer laid out like the parameters; once the device has finished a stage, a
-/// worker weights that stage's part (<see cref="DataParallel"/>) and sums it over the ranks with MPI, in place,
-/// while the device works on the layers below and the host records them. After the backward, one submission copies
+/// worker weights that stage's part (<see cref="DataParallel"/>) and sums it over the ranks, in place, while the
+/// device works on the layers below and the host records them: through shared memory where all ranks share a host
+/// (<see cref="SharedSums"/>), else with MPI's all-reduce. After the backward, one submission copies
 /// the sums back into the gradients. Stages are summed one at a time in stage
 /// order, so the calls are the same on every rank and the result does not depend on timing. Per step: <see cref="Begin"/>,
 /// <c>Mamba2LM.Backward(acts, exchange)</c>, <see cref="Finish"/>.
@@ -20,6 +21,7 @@ public sealed class GradientExchange : IGradientListener, IDisposable
     private readonly GpuDevice _device;
     private readonly Dictionary<string, (long Offset, long Length)> _at = [];
     private readonly GpuBuffer<float> _readback;
+    private readonly SharedSums? _shared;
     private readonly Dictionary<int, List<(long Offset, long Length)>> _recorded = [];
     private Task _work = Task.CompletedTask;
     private float _weight = 1f;
@@ -37,7 +39,20 @@ public sealed class GradientExchange : IGradientListener, IDisposable
         }
 
         _readback = _device.CreateBuffer<float>(total, "gradients and their sums (host)", MemoryKind.Readback);
+        try
+        {
+            _shared = SharedSums.Open(comm, total, out var why);
+            SumPath = _shared is null ? $"MPI all-reduce ({why})" : $"shared memory, {SharedSums.Threads} thread(s) a rank";
+        }
+        catch
+        {
+            _readback.Dispose();
+            throw;
+        }
     }
+
+    /// <summary>How the sums are taken, for reports: shared memory and its threads, or MPI's all-reduce and why.</summary>
+    public string SumPath { get; }
 
     /// <summary>Wall time the worker spent summing (host copies and MPI), this step.</summary>
     public double SumSeconds { get; private set; }
@@ -82,8 +97,15 @@ public sealed class GradientExchange : IGradientListener, IDisposable
                 {
                     // In place in the host-readable buffer: weighted, summed by MPI, then read back by the scatter.
                     var part = _readback.HostView<float>((ulong)(offset + at) * 4, (int)Math.Min(int.MaxValue / 4, length - at));
-                    Scale(part, weight);
-                    _comm.SumInPlace(part);
+                    if (_shared is not null)
+                    {
+                        _shared.SumInPlace(part, offset + at, weight);
+                    }
+                    else
+                    {
+                        Scale(part, weight);
+                        _comm.SumInPlace(part);
+                    }
                 }
             }
 
@@ -140,6 +162,7 @@ public sealed class GradientExchange : IGradientListener, IDisposable
             // already reported by Finish
         }
 
+        _shared?.Dispose();
         _readback.Dispose();
     }
 

@@ -99,6 +99,9 @@ public sealed class Trainer : IDisposable
     /// <summary>Of that, the time the steps waited for it after their backward (the part not hidden), with the copy back.</summary>
     public double GradientWaitSeconds { get; private set; }
 
+    /// <summary>How the gradients are summed over the ranks (<see cref="GradientExchange.SumPath"/>), once a step has run on several.</summary>
+    public string? GradientSumPath => _exchange?.SumPath;
+
     private GradientExchange? _exchange;
 
     /// <summary>Steps taken (the next batch's index).</summary>
