@@ -64,12 +64,13 @@ internal static class TrainScalingBench
         comm.Barrier();
         using var exchange = new GradientExchange(comm, parameters);
         Time(Math.Max(1, warmup), () => Step(exchange));
-        double sum = 0;
+        double sum = 0, early = 0;
         waited = 0;
         var wall = TimingStats.Of(Time(repeats, () =>
         {
             Step(exchange);
             sum += exchange.SumSeconds;
+            early += exchange.StagesCopiedBackEarly;
         })).MedianMs;
 
         // Every rank's median step, its sums' time; rank 0 prints.
@@ -87,7 +88,7 @@ internal static class TrainScalingBench
         }
 
         AnsiConsole.Write(table);
-        Console.WriteLine($"gradient sums: {exchange.SumPath}");
+        Console.WriteLine($"gradient sums: {exchange.SumPath}; on rank 0 {early / repeats:F1} stages a step copied back during the backward, the rest after it");
         Console.WriteLine($"{comm.Size} ranks, {tokens:F0} tokens each a step: aggregate {aggregate:F0} tokens/s; rank 0 alone {tokens / alone * 1e3:F0} tokens/s ({alone:F1} ms a step); scaling efficiency {aggregate / (comm.Size * tokens / alone * 1e3):P1}");
     }
 }

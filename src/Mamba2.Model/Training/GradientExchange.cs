@@ -10,8 +10,9 @@ namespace Mamba2.Model.Training;
 /// gradients into one host-visible buffer laid out like the parameters; once the device has finished a stage, a
 /// worker weights that stage's part (<see cref="DataParallel"/>) and sums it over the ranks, in place, while the
 /// device works on the layers below and the host records them: through shared memory where all ranks share a host
-/// (<see cref="SharedSums"/>), else with MPI's all-reduce. After the backward, one submission copies
-/// the sums back into the gradients. Stages are summed one at a time in stage
+/// (<see cref="SharedSums"/>), else with MPI's all-reduce. A stage whose sums are done by the time a later stage is
+/// recorded has them copied back into its gradients there; after the backward, one submission copies the rest.
+/// Stages are summed one at a time in stage
 /// order, so the calls are the same on every rank and the result does not depend on timing. Per step: <see cref="Begin"/>,
 /// <c>Mamba2LM.Backward(acts, exchange)</c>, <see cref="Finish"/>.
 /// </summary>
@@ -23,6 +24,9 @@ public sealed class GradientExchange : IGradientListener, IDisposable
     private readonly GpuBuffer<float> _readback;
     private readonly SharedSums? _shared;
     private readonly Dictionary<int, List<(long Offset, long Length)>> _recorded = [];
+    private readonly Dictionary<int, IReadOnlyList<(string Name, Tensor Gradient)>> _unsummed = [];   // stage -> its gradients, until copied back
+    private readonly System.Collections.Concurrent.ConcurrentQueue<int> _summed = new();   // stages the worker is done with
+    private readonly HashSet<string> _formed = [];   // gradients the stages of this step recorded
     private Task _work = Task.CompletedTask;
     private float _weight = 1f;
 
@@ -54,6 +58,9 @@ public sealed class GradientExchange : IGradientListener, IDisposable
     /// <summary>How the sums are taken, for reports: shared memory and its threads, or MPI's all-reduce and why.</summary>
     public string SumPath { get; }
 
+    /// <summary>Stages whose sums went back into their gradients during this step's backward (the rest after it).</summary>
+    public int StagesCopiedBackEarly { get; private set; }
+
     /// <summary>Wall time the worker spent summing (host copies and MPI), this step.</summary>
     public double SumSeconds { get; private set; }
 
@@ -62,12 +69,28 @@ public sealed class GradientExchange : IGradientListener, IDisposable
     {
         _weight = weight;
         _recorded.Clear();
+        _unsummed.Clear();
+        _summed.Clear();
+        _formed.Clear();
+        StagesCopiedBackEarly = 0;
         _work = Task.CompletedTask;
         SumSeconds = 0;
     }
 
     public void Recorded(int stage, IReadOnlyList<(string Name, Tensor Gradient)> gradients, CommandStream stream)
     {
+        // Sums that are done go back into their gradients in this stage's submission, beside the backward.
+        while (_summed.TryDequeue(out var done))
+        {
+            if (_unsummed.Remove(done, out var summed))
+            {
+                CopyBack(stream, summed);
+                StagesCopiedBackEarly++;
+            }
+        }
+
+        _unsummed[stage] = gradients;
+        _formed.UnionWith(gradients.Select(g => g.Name));
         var parts = new List<(long Offset, long Length)>();
         foreach (var (name, g) in gradients)
         {
@@ -110,10 +133,14 @@ public sealed class GradientExchange : IGradientListener, IDisposable
             }
 
             SumSeconds += clock.Elapsed.TotalSeconds;
+            _summed.Enqueue(stage);
         }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
     }
 
-    /// <summary>After the backward: waits for the sums, then copies them into <paramref name="gradients"/> (one submission).</summary>
+    /// <summary>
+    /// After the backward: waits for the sums, then copies those not yet copied back into their gradients (one
+    /// submission). <paramref name="gradients"/> holds every gradient the backward formed.
+    /// </summary>
     public void Finish(IReadOnlyDictionary<string, Tensor> gradients)
     {
         _work.GetAwaiter().GetResult();
@@ -122,14 +149,29 @@ public sealed class GradientExchange : IGradientListener, IDisposable
             throw new InvalidOperationException($"GradientExchange: stage(s) {string.Join(", ", _recorded.Keys)} were recorded but never completed.");
         }
 
+        if (gradients.Keys.FirstOrDefault(n => !_formed.Contains(n)) is { } missing)
+        {
+            throw new InvalidOperationException($"GradientExchange: gradient {missing} was never recorded by a stage, so it was not summed.");
+        }
+
         using var scatter = _device.BeginStream();
+        foreach (var stage in _unsummed.Keys.Order())
+        {
+            CopyBack(scatter, _unsummed[stage]);
+        }
+
+        _unsummed.Clear();
+        _summed.Clear();
+        scatter.Submit();
+    }
+
+    private void CopyBack(CommandStream stream, IReadOnlyList<(string Name, Tensor Gradient)> gradients)
+    {
         foreach (var (name, g) in gradients)
         {
             var (offset, length) = _at[name];
-            scatter.Copy(_readback, (ulong)offset * 4, g.Buffer, 0, (ulong)length * 4);
+            stream.Copy(_readback, (ulong)offset * 4, g.Buffer, 0, (ulong)length * 4);
         }
-
-        scatter.Submit();
     }
 
     /// <summary>Adjacent parts as one (fewer, larger all-reduces).</summary>
