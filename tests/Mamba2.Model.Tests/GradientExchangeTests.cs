@@ -16,14 +16,17 @@ public sealed class GradientExchangeTests(GpuFixture gpu)
 {
     private GpuDevice Device => gpu.Device;
 
-    [Fact]
-    public void AloneEveryGradientComesBackTimesItsWeight()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void AloneEveryGradientComesBackTimesItsWeight(bool lookupApart)
     {
         var config = new Mamba2LMConfig(VocabSize: 11, NLayer: 2, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, ChunkSize = 16 });
         using var lm = Mamba2LM.Initialize(Device, config, new Random(TestMath.NewSeed()));
         using var input = IndexTensor.FromArray(Device, "input_ids", [.. Enumerable.Range(0, 2 * 19).Select(i => i * 3 % 11)], 2, 19);
         using var targets = Mamba2LM.NextTokenTargets(input);
-        using var exchange = new GradientExchange(Communicator.Alone, lm.Parameters);
+        // Apart: the tied embedding's head part summed with the first stage, the lookup's touched rows with the last.
+        using var exchange = new GradientExchange(Communicator.Alone, lm.Parameters, lookupApart ? Mamba2LM.EmbeddingsName : null);
         for (var step = 0; step < 2; step++)   // the buffer reused
         {
             var weight = step == 0 ? 0.375f : 1f;
@@ -36,14 +39,27 @@ public sealed class GradientExchangeTests(GpuFixture gpu)
             }
 
             using var again = lm.ForwardLoss(input, targets);
-            exchange.Begin(weight);
+            exchange.Begin(weight, lookupApart ? input.Values : default);
+            Assert.Equal(lookupApart, exchange.TakesLookupApart);
             var grads = lm.Backward(again, exchange);
             try
             {
                 exchange.Finish(grads);
+                Assert.Equal(plain.Keys.Order(), grads.Keys.Order());
                 foreach (var (name, g) in grads)
                 {
-                    Assert.Equal(plain[name].Select(v => v * weight), g.ToArray());
+                    var expected = plain[name].Select(v => v * weight).ToArray();
+                    if (lookupApart && name == Mamba2LM.EmbeddingsName)
+                    {
+                        // head w + lookup w against (head + lookup) w: one rounding apart
+                        var got = g.ToArray();
+                        Assert.All(expected.Zip(got), e => Assert.True(Math.Abs(e.First - e.Second) <= 1e-6f * Math.Max(1f, Math.Abs(e.First)), $"{name}: {e.Second} against {e.First}"));
+                        Assert.Contains(got, v => v != 0f);
+                    }
+                    else
+                    {
+                        Assert.Equal(expected, g.ToArray());
+                    }
                 }
             }
             finally

@@ -29,7 +29,7 @@ internal static class TrainScalingBench
             }
             else
             {
-                exchange.Begin(1f / comm.Size);   // the mean over the ranks' equal batches
+                exchange.Begin(1f / comm.Size, ids.Values);   // the mean over the ranks' equal batches
                 grads = model.Backward(acts, exchange);
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 exchange.Finish(grads);
@@ -62,7 +62,7 @@ internal static class TrainScalingBench
         }
 
         comm.Barrier();
-        using var exchange = new GradientExchange(comm, parameters);
+        using var exchange = new GradientExchange(comm, parameters, lookupOf: Mamba2LM.EmbeddingsName);
         Time(Math.Max(1, warmup), () => Step(exchange));
         double sum = 0, early = 0;
         waited = 0;

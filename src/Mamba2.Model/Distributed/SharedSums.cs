@@ -115,7 +115,7 @@ public sealed unsafe class SharedSums : IDisposable
         comm.SumInPlace(mapped);   // every rank has mapped it (or given up) before the name goes
         if (comm.IsRoot && created[0] == 0)
         {
-            File.Delete(path);   // the mappings stay; nothing is left behind when a rank dies
+            File.Delete(path);   // the mappings stay; from here on nothing is left behind when a rank dies
         }
 
         if (mapped[0] > 0)

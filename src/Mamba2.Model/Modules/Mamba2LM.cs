@@ -12,6 +12,9 @@ namespace Mamba2.Model.Modules;
 /// </summary>
 public sealed class Mamba2LM : IDisposable
 {
+    /// <summary>The tied embedding and LM head table (V, d), by its HF name.</summary>
+    public const string EmbeddingsName = "backbone.embeddings.weight";
+
     private readonly List<Mamba2Layer> _mixers;
     private readonly List<Tensor> _norms;
 
@@ -66,7 +69,7 @@ public sealed class Mamba2LM : IDisposable
     {
         get
         {
-            var list = new List<(string, Tensor)> { ("backbone.embeddings.weight", Embeddings) };
+            var list = new List<(string, Tensor)> { (EmbeddingsName, Embeddings) };
             for (var i = 0; i < _mixers.Count; i++)
             {
                 list.Add(($"backbone.layers.{i}.norm.weight", _norms[i]));
@@ -89,7 +92,7 @@ public sealed class Mamba2LM : IDisposable
                 : throw new KeyNotFoundException($"Mamba2LM: no value for {name} {ShapeOps.Format(shape)}.");
         try
         {
-            var emb = Load("backbone.embeddings.weight", config.VocabSize, d);
+            var emb = Load(EmbeddingsName, config.VocabSize, d);
             made.Add(emb);
             var mixers = new List<Mamba2Layer>();
             var norms = new List<Tensor>();
@@ -118,7 +121,7 @@ public sealed class Mamba2LM : IDisposable
     public static IReadOnlyList<(string Name, int[] Shape)> ParameterShapes(Mamba2LMConfig config)
     {
         var d = config.Mixer.DModel;
-        var list = new List<(string, int[])> { ("backbone.embeddings.weight", [config.VocabSize, d]) };
+        var list = new List<(string, int[])> { (EmbeddingsName, [config.VocabSize, d]) };
         for (var i = 0; i < config.NLayer; i++)
         {
             list.Add(($"backbone.layers.{i}.norm.weight", [d]));
@@ -141,7 +144,7 @@ public sealed class Mamba2LM : IDisposable
         var made = new List<IDisposable>();
         try
         {
-            var emb = Tensor.FromArray(device, "backbone.embeddings.weight",
+            var emb = Tensor.FromArray(device, EmbeddingsName,
                 [.. Enumerable.Range(0, config.VocabSize * d).Select(_ => (float)(0.02 * Normal()))], config.VocabSize, d);
             made.Add(emb);
             var mixers = new List<Mamba2Layer>();
@@ -414,7 +417,9 @@ public sealed class Mamba2LM : IDisposable
 
     /// <summary>
     /// <see cref="Backward(Activations, CommandStream?)"/> a layer a submission, telling <paramref name="listener"/>
-    /// of each stage's gradients as they are recorded and again when the device has finished them.
+    /// of each stage's gradients as they are recorded and again when the device has finished them. Where the
+    /// listener <see cref="IGradientListener.TakesLookupApart"/>, the embedding's gradient returned holds the head's
+    /// part only until the listener has added the lookup's.
     /// </summary>
     public Dictionary<string, Tensor> Backward(Activations acts, IGradientListener listener)
     {
@@ -436,6 +441,8 @@ public sealed class Mamba2LM : IDisposable
         var grads = new Dictionary<string, Tensor>();
         var stage = 0;
         void Formed(CommandStream st, IEnumerable<string> names) => listener?.Recorded(stage++, [.. names.Select(n => (n, grads[n]))], st);
+        const string embeddings = EmbeddingsName;
+        var apart = listener?.TakesLookupApart == true;   // the tied head's part with the first stage, the lookup's to the listener
         try
         {
             // Going on from the forward's recording when its last stage still runs: this backward's first stage is
@@ -461,6 +468,11 @@ public sealed class Mamba2LM : IDisposable
                         st.Section(ProfileSections.Norm);
                         dh = nf.Dx;
                         names.Add("backbone.norm_f.weight");
+                        if (apart)
+                        {
+                            grads[embeddings] = ActivationStore.CopyOf(st, headGrad, "grad." + embeddings);
+                            names.Add(embeddings);
+                        }
                     }
 
                     var (du, mg) = _mixers[layer].Backward(dh, acts.Mixers[layer], st);
@@ -486,10 +498,16 @@ public sealed class Mamba2LM : IDisposable
             {
                 var embGrad = st.Own(Embedding.Backward(dh, acts.Ids, v, st));
                 st.Section(ProfileSections.Embedding);
-                grads["backbone.embeddings.weight"] = Tensor.Empty(device, "grad.backbone.embeddings.weight", v, d);
-                Elementwise.Add(embGrad, headGrad, grads["backbone.embeddings.weight"], st);   // tied head
+                if (apart)
+                {
+                    listener!.RecordedLookup(stage++, embeddings, embGrad, st);
+                    return;
+                }
+
+                grads[embeddings] = Tensor.Empty(device, "grad." + embeddings, v, d);
+                Elementwise.Add(embGrad, headGrad, grads[embeddings], st);   // tied head
                 st.Section(ProfileSections.Elementwise);
-                Formed(st, ["backbone.embeddings.weight"]);
+                Formed(st, [embeddings]);
             });
             return grads;
         }

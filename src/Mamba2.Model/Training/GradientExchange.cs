@@ -1,5 +1,6 @@
 using Mamba2.Model.Distributed;
 using Mamba2.Model.Modules;
+using Mamba2.Model.Ops;
 using Mamba2.Model.Tensors;
 using Mamba2.Vulkan;
 
@@ -12,9 +13,11 @@ namespace Mamba2.Model.Training;
 /// device works on the layers below and the host records them: through shared memory where all ranks share a host
 /// (<see cref="SharedSums"/>), else with MPI's all-reduce. A stage whose sums are done by the time a later stage is
 /// recorded has them copied back into its gradients there; after the backward, one submission copies the rest.
-/// Stages are summed one at a time in stage
-/// order, so the calls are the same on every rank and the result does not depend on timing. Per step: <see cref="Begin"/>,
-/// <c>Mamba2LM.Backward(acts, exchange)</c>, <see cref="Finish"/>.
+/// Stages are summed one at a time in stage order, so the calls are the same on every rank and the result does not
+/// depend on timing. Given the parameter whose gradient the LM forms in two parts (the tied embedding's) and each
+/// step's tokens, it sums the head's part with the first stage and, of the lookup's, only the rows some rank's tokens
+/// touch (<see cref="IGradientListener.TakesLookupApart"/>), then adds those into the gradient. Per step:
+/// <see cref="Begin"/>, <c>Mamba2LM.Backward(acts, exchange)</c>, <see cref="Finish"/>.
 /// </summary>
 public sealed class GradientExchange : IGradientListener, IDisposable
 {
@@ -24,14 +27,23 @@ public sealed class GradientExchange : IGradientListener, IDisposable
     private readonly GpuBuffer<float> _readback;
     private readonly SharedSums? _shared;
     private readonly Dictionary<int, List<(long Offset, long Length)>> _recorded = [];
-    private readonly Dictionary<int, IReadOnlyList<(string Name, Tensor Gradient)>> _unsummed = [];   // stage -> its gradients, until copied back
+    private readonly Dictionary<int, Action<CommandStream>> _unsummed = [];   // stage -> the copy of its sums back, until recorded
+    private readonly Dictionary<string, Tensor> _gradients = [];   // this step's, by name
+    private readonly string? _lookupOf;   // the parameter whose lookup part may come apart
+    private readonly long _lookupAt;      // its rows' place in the readback buffer, after the parameters
+    private readonly (int Vocab, int Dim) _lookupShape;
+    private IndexTensor? _lookupRows;     // this step's: the rows any rank's tokens touch, ascending
     private readonly System.Collections.Concurrent.ConcurrentQueue<int> _summed = new();   // stages the worker is done with
     private readonly HashSet<string> _formed = [];   // gradients the stages of this step recorded
     private Task _work = Task.CompletedTask;
     private float _weight = 1f;
 
-    /// <summary>An exchange for <paramref name="parameters"/> (a model's, in its order) over <paramref name="comm"/>'s ranks.</summary>
-    public GradientExchange(Communicator comm, IReadOnlyList<(string Name, Tensor Value)> parameters)
+    /// <summary>
+    /// An exchange for <paramref name="parameters"/> (a model's, in its order) over <paramref name="comm"/>'s ranks.
+    /// <paramref name="lookupOf"/>: the (V, d) parameter whose gradient may come as a head's and a lookup's part
+    /// (an LM's tied embedding); room for its rows is kept beside the parameters'.
+    /// </summary>
+    public GradientExchange(Communicator comm, IReadOnlyList<(string Name, Tensor Value)> parameters, string? lookupOf = null)
     {
         _comm = comm;
         _device = parameters[0].Value.Device;
@@ -40,6 +52,19 @@ public sealed class GradientExchange : IGradientListener, IDisposable
         {
             _at[name] = (total, value.Length);
             total += value.Length;
+        }
+
+        if (lookupOf is not null)
+        {
+            var table = parameters.FirstOrDefault(q => q.Name == lookupOf).Value
+                ?? throw new ArgumentException($"GradientExchange: no parameter {lookupOf} for the lookup's rows.", nameof(lookupOf));
+            if (table.Rank != 2)
+            {
+                throw new ArgumentException($"GradientExchange: {lookupOf} is {ShapeOps.Format(table.Shape)}, not a (V, d) table.", nameof(lookupOf));
+            }
+
+            (_lookupOf, _lookupAt, _lookupShape) = (lookupOf, total, (table.Shape[0], table.Shape[1]));
+            total += table.Length;
         }
 
         _readback = _device.CreateBuffer<float>(total, "gradients and their sums (host)", MemoryKind.Readback);
@@ -64,12 +89,36 @@ public sealed class GradientExchange : IGradientListener, IDisposable
     /// <summary>Wall time the worker spent summing (host copies and MPI), this step.</summary>
     public double SumSeconds { get; private set; }
 
-    /// <summary>Before a backward: this rank's weight (its share of the global batch's scored targets).</summary>
-    public void Begin(float weight)
+    /// <summary>Whether this step's lookup part comes apart (<see cref="Begin"/> was given the tokens).</summary>
+    public bool TakesLookupApart => _lookupRows is not null;
+
+    /// <summary>
+    /// Before a backward: this rank's weight (its share of the global batch's scored targets) and, for an exchange
+    /// made with <c>lookupOf</c>, the token ids of this rank's batch (every rank gives them or none does: the rows
+    /// they touch are agreed on with one sum over the ranks, here, before the backward).
+    /// </summary>
+    public void Begin(float weight, ReadOnlySpan<int> tokens = default)
     {
         _weight = weight;
         _recorded.Clear();
         _unsummed.Clear();
+        _gradients.Clear();
+        _lookupRows?.Dispose();
+        _lookupRows = null;
+        if (_lookupOf is not null && !tokens.IsEmpty)
+        {
+            var vocab = _lookupShape.Vocab;
+            var touched = new double[vocab];
+            foreach (var t in tokens)
+            {
+                touched[t] = 1;   // ids were checked against the table by the forward
+            }
+
+            _comm.SumInPlace(touched);
+            int[] rows = [.. Enumerable.Range(0, vocab).Where(r => touched[r] > 0)];
+            _lookupRows = IndexTensor.FromArray(_device, "gradient exchange: the lookup's rows", rows, 1, rows.Length);
+        }
+
         _summed.Clear();
         _formed.Clear();
         StagesCopiedBackEarly = 0;
@@ -79,18 +128,14 @@ public sealed class GradientExchange : IGradientListener, IDisposable
 
     public void Recorded(int stage, IReadOnlyList<(string Name, Tensor Gradient)> gradients, CommandStream stream)
     {
-        // Sums that are done go back into their gradients in this stage's submission, beside the backward.
-        while (_summed.TryDequeue(out var done))
+        CopyBackSummed(stream);
+        _unsummed[stage] = s => CopyBack(s, gradients);
+        _formed.UnionWith(gradients.Select(g => g.Name));
+        foreach (var (name, g) in gradients)
         {
-            if (_unsummed.Remove(done, out var summed))
-            {
-                CopyBack(stream, summed);
-                StagesCopiedBackEarly++;
-            }
+            _gradients[name] = g;
         }
 
-        _unsummed[stage] = gradients;
-        _formed.UnionWith(gradients.Select(g => g.Name));
         var parts = new List<(long Offset, long Length)>();
         foreach (var (name, g) in gradients)
         {
@@ -100,6 +145,46 @@ public sealed class GradientExchange : IGradientListener, IDisposable
         }
 
         _recorded[stage] = Merge(parts);
+    }
+
+    public void RecordedLookup(int stage, string name, Tensor lookup, CommandStream stream)
+    {
+        if (_lookupRows is not { } rows || name != _lookupOf)
+        {
+            throw new InvalidOperationException($"GradientExchange: a lookup part of {name} came, but this step takes none apart (Begin without tokens, or another parameter).");
+        }
+
+        if (!_gradients.ContainsKey(name))
+        {
+            throw new InvalidOperationException($"GradientExchange: the lookup part of {name} came before its head part.");
+        }
+
+        CopyBackSummed(stream);
+        var dim = _lookupShape.Dim;
+        var touched = stream.Own(Embedding.Forward(rows, lookup, stream));   // (1, rows, d): the only rows not zero
+        stream.Copy(touched.Buffer, 0, _readback, (ulong)_lookupAt * 4, touched.Buffer.SizeBytes);
+        _recorded[stage] = [(_lookupAt, touched.Length)];
+        _unsummed[stage] = s =>
+        {
+            // The rows' sums back, spread over a table of zeros and added into the gradient (its head part's sum by now).
+            var sums = s.Own(Tensor.Empty(_device, "gradient exchange: the lookup's summed rows", 1, (int)rows.Length, dim));
+            s.Copy(_readback, (ulong)_lookupAt * 4, sums.Buffer, 0, sums.Buffer.SizeBytes);
+            var table = s.Own(Embedding.Backward(sums, rows, _lookupShape.Vocab, s));
+            Elementwise.Add(table, _gradients[name], _gradients[name], s);
+        };
+    }
+
+    /// <summary>Sums that are done go back into their gradients in this stage's submission, beside the backward.</summary>
+    private void CopyBackSummed(CommandStream stream)
+    {
+        while (_summed.TryDequeue(out var done))
+        {
+            if (_unsummed.Remove(done, out var copyBack))
+            {
+                copyBack(stream);
+                StagesCopiedBackEarly++;
+            }
+        }
     }
 
     public void Completed(int stage)
@@ -157,7 +242,7 @@ public sealed class GradientExchange : IGradientListener, IDisposable
         using var scatter = _device.BeginStream();
         foreach (var stage in _unsummed.Keys.Order())
         {
-            CopyBack(scatter, _unsummed[stage]);
+            _unsummed[stage](scatter);
         }
 
         _unsummed.Clear();
@@ -205,6 +290,7 @@ public sealed class GradientExchange : IGradientListener, IDisposable
         }
 
         _shared?.Dispose();
+        _lookupRows?.Dispose();
         _readback.Dispose();
     }
 

@@ -167,8 +167,8 @@ public sealed class Trainer : IDisposable
             if (comm.Size > 1)
             {
                 // Summed over the ranks stage by stage as the backward runs; what is left waits here.
-                _exchange ??= new GradientExchange(comm, _params);
-                _exchange.Begin((float)share);
+                _exchange ??= new GradientExchange(comm, _params, lookupOf: Mamba2LM.EmbeddingsName);
+                _exchange.Begin((float)share, batch.Inputs);
                 grads = Model.Backward(acts, _exchange);
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 try
