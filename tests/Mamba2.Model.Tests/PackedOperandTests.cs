@@ -55,6 +55,55 @@ public class PackedOperandTests(GpuFixture gpu)
 
     [Theory]
     [MemberData(nameof(Modes))]
+    public void ProductsComeOutAsOperandsOfTheirPrecision(Precision precision)
+    {
+        var device = gpu.Device;
+        if (!PrecisionAvailability.Runs(device, precision))
+        {
+            using var x = Tensor.FromArray(device, "x", [1f, 2f], 1, 2);
+            Assert.Throws<MissingFeatureException>(() => Gemm.RunPacked(x, x, precision, transposeB: true));
+            return;
+        }
+
+        // (batch, m, n, k, ta, tb): edges, an odd element count, batches, split K (few tiles, long K).
+        foreach (var (batch, m, n, k, ta, tb) in new[] { (1, 37, 71, 66, false, true), (3, 19, 45, 33, true, false), (1, 40, 24, 4133, true, true) })
+        {
+            using var g = new GemmCase(device, batch, m, n, k, ta, tb, 0f);
+            var what = $"{precision.Name()} {batch}x{m}x{n}x{k} ta={ta} tb={tb} seed {g.Seed}";
+            using var c = Gemm.RunPacked(g.A, g.B, precision, ta, tb, alpha: 0.5f);
+            Assert.Equal(batch > 1 ? [batch, m, n] : new[] { m, n }, c.Shape);
+            Assert.Equal(precision.Operands(device), c.Operands);
+            var exact = GemmReference.Run(g.AV, g.BV, g.CV, batch, m, n, k, ta, tb, 0.5f, 0f);
+            TestMath.AssertClose(c.ToArray(), exact, precision.Tolerance(), what);
+
+            // Read as an operand: the same product as its values packed from fp32.
+            using var y = Tensor.Empty(device, "y", batch > 1 ? [batch, n, 5] : [n, 5]);
+            using var w = Tensor.FromArray(device, "w", TestMath.RandomArray(new Random(g.Seed), batch * n * 5), batch > 1 ? [batch, n, 5] : [n, 5]);
+            using var out1 = Tensor.Empty(device, "out1", batch > 1 ? [batch, m, 5] : [m, 5]);
+            using var out2 = Tensor.Empty(device, "out2", batch > 1 ? [batch, m, 5] : [m, 5]);
+            Gemm.Run(c, w, out1, precision: precision);
+            using var values = Tensor.FromArray(device, "c values", c.ToArray(), [.. c.Shape]);
+            Gemm.Run(values, w, out2, precision: precision, staging: OperandStaging.Converted);
+            Assert.Equal(out2.ToArray(), out1.ToArray());
+        }
+    }
+
+    [Fact]
+    public void PackedValuesReadBackExactly()
+    {
+        // Small integers and their halves: exact in bf16 and in f16 at any power-of-two scale.
+        var device = gpu.Device;
+        float[] values = [.. Enumerable.Range(-40, 81).Select(i => i * 0.5f)];
+        using var x = Tensor.FromArray(device, "x", values, 9, 9);
+        foreach (var precision in new[] { Precision.Fp32Fast, Precision.Bf16 }.Where(p => PrecisionAvailability.Runs(device, p)))
+        {
+            using var packed = Gemm.Pack(x, precision);
+            Assert.Equal(values, packed.ToArray());
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Modes))]
     public void OnePackedTensorServesBothOfItsProducts(Precision precision)
     {
         // As a layer's gradient dZ feeds dW = dZ^T u and du = dZ W: the same copy read as A and as A transposed.

@@ -110,6 +110,50 @@ public static class Gemm
     }
 
     /// <summary>
+    /// alpha op(a) op(b) in <paramref name="precision"/> (fp32-fast or bf16), returned as 16-bit operands of that
+    /// precision (<see cref="PackedOperand"/>: bf16, or f16 scaled by a power of two where the precision takes f16) for
+    /// later products to read, or <see cref="PackedOperand.ToArray"/> to read back: the bf16 (or f16) output of the
+    /// tensor-core GEMM. Shapes as <see cref="Run"/>'s, batched too; the product is accumulated in fp32 and rounded once,
+    /// in a pass after it. The caller owns the result (<see cref="CommandStream.Own"/> for a stream's scratch).
+    /// </summary>
+    public static PackedOperand RunPacked(GemmInput a, GemmInput b, Precision precision, bool transposeA = false, bool transposeB = false,
+        float alpha = 1f, CommandStream? stream = null)
+    {
+        if (precision == Precision.Fp32)
+        {
+            throw new ArgumentException("Gemm.RunPacked: fp32 products write fp32 tensors; use Run.", nameof(precision));
+        }
+
+        var (sa, sb) = (a.Shaped, b.Shaped);
+        var batched = sa.Rank == 3;
+        int Dim(IShapedArray t, int i) => t.Shape[batched ? i + 1 : i];
+        var (m, n) = (transposeA ? Dim(sa, 1) : Dim(sa, 0), transposeB ? Dim(sb, 0) : Dim(sb, 1));
+        int[] shape = batched ? [sa.Shape[0], m, n] : [m, n];
+        var device = sa.Device;
+        var product = Tensor.Empty(device, "gemm.product", shape);
+        try
+        {
+            Run(a, b, product, transposeA, transposeB, alpha, stream: stream, precision: precision);
+            var packed = Pack(product, precision, stream);
+            if (stream is not null)
+            {
+                stream.Own(product);
+            }
+            else
+            {
+                product.Dispose();
+            }
+
+            return packed;
+        }
+        catch
+        {
+            product.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
     /// <paramref name="x"/> rounded to the 16-bit operands <paramref name="precision"/>'s products take (f16 scaled
     /// by its power of two, or bf16), for <see cref="Run"/> to read in place of x in any number of products: the
     /// caller owns the copy (<see cref="CommandStream.Own"/> for scratch of a stream). Recorded into

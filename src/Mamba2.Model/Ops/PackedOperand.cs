@@ -50,6 +50,26 @@ public sealed class PackedOperand : IShapedArray, IDisposable
 
     public override string ToString() => $"{Name}{ShapeOps.Format(Shape)} as {Operands}";
 
+    /// <summary>The values as fp32 on the host (bf16 widened; f16 divided by its scale, exactly): reads the device.</summary>
+    public float[] ToArray()
+    {
+        var words = Words.Download();
+        var absmax = BitConverter.UInt32BitsToSingle(ScaleBits.Download()[0]);
+        var scale = Operands == GemmOperands.Bf16 ? 1f : OperandScale(absmax);
+        var values = new float[Length];
+        for (long e = 0; e < values.Length; e++)
+        {
+            var bits = (ushort)(words[e / 2] >> (int)(16 * (e % 2)));
+            values[e] = Operands == GemmOperands.Bf16 ? BitConverter.UInt32BitsToSingle((uint)bits << 16) : (float)BitConverter.UInt16BitsToHalf(bits) / scale;
+        }
+
+        return values;
+    }
+
+    /// <summary>shaders/include/operand_scale.glsl's power of two for a tensor whose largest |x| is <paramref name="absmax"/>.</summary>
+    private static float OperandScale(float absmax) =>
+        absmax == 0f || !float.IsFinite(absmax) ? 1f : MathF.ScaleB(1f, Math.Clamp(14 - MathF.ILogB(absmax), -126, 126));
+
     /// <summary>The same words under another shape of as many elements; it frees nothing (this copy owns them).</summary>
     internal PackedOperand View(params int[] shape)
     {
