@@ -92,6 +92,12 @@ public sealed unsafe class SharedSums : IDisposable
         catch (IOException e)
         {
             failed = e.Message;
+            if (stream is not null)
+            {
+                stream.Dispose();
+                stream = null;
+                File.Delete(path);   // created, but without its room
+            }
         }
 
         double[] created = [failed is null ? 0 : 1];

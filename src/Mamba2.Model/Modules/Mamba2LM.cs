@@ -441,7 +441,6 @@ public sealed class Mamba2LM : IDisposable
         var grads = new Dictionary<string, Tensor>();
         var stage = 0;
         void Formed(CommandStream st, IEnumerable<string> names) => listener?.Recorded(stage++, [.. names.Select(n => (n, grads[n]))], st);
-        const string embeddings = EmbeddingsName;
         var apart = listener?.TakesLookupApart == true;   // the tied head's part with the first stage, the lookup's to the listener
         try
         {
@@ -470,8 +469,8 @@ public sealed class Mamba2LM : IDisposable
                         names.Add("backbone.norm_f.weight");
                         if (apart)
                         {
-                            grads[embeddings] = ActivationStore.CopyOf(st, headGrad, "grad." + embeddings);
-                            names.Add(embeddings);
+                            grads[EmbeddingsName] = ActivationStore.CopyOf(st, headGrad, "grad." + EmbeddingsName);
+                            names.Add(EmbeddingsName);
                         }
                     }
 
@@ -500,14 +499,14 @@ public sealed class Mamba2LM : IDisposable
                 st.Section(ProfileSections.Embedding);
                 if (apart)
                 {
-                    listener!.RecordedLookup(stage++, embeddings, embGrad, st);
+                    listener!.RecordedLookup(stage++, EmbeddingsName, embGrad, st);
                     return;
                 }
 
-                grads[embeddings] = Tensor.Empty(device, "grad." + embeddings, v, d);
-                Elementwise.Add(embGrad, headGrad, grads[embeddings], st);   // tied head
+                grads[EmbeddingsName] = Tensor.Empty(device, "grad." + EmbeddingsName, v, d);
+                Elementwise.Add(embGrad, headGrad, grads[EmbeddingsName], st);   // tied head
                 st.Section(ProfileSections.Elementwise);
-                Formed(st, [embeddings]);
+                Formed(st, [EmbeddingsName]);
             });
             return grads;
         }

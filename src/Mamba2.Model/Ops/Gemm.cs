@@ -130,26 +130,18 @@ public static class Gemm
         var (m, n) = (transposeA ? Dim(sa, 1) : Dim(sa, 0), transposeB ? Dim(sb, 0) : Dim(sb, 1));
         int[] shape = batched ? [sa.Shape[0], m, n] : [m, n];
         var device = sa.Device;
-        var product = Tensor.Empty(device, "gemm.product", shape);
-        try
+        if (stream is not null)
         {
+            // Scratch of the stream: freed once what it recorded has run, whatever happens after this.
+            var product = stream.Own(Tensor.Empty(device, "gemm.product", shape));
             Run(a, b, product, transposeA, transposeB, alpha, stream: stream, precision: precision);
-            var packed = Pack(product, precision, stream);
-            if (stream is not null)
-            {
-                stream.Own(product);
-            }
-            else
-            {
-                product.Dispose();
-            }
-
-            return packed;
+            return Pack(product, precision, stream);
         }
-        catch
+
+        using (var product = Tensor.Empty(device, "gemm.product", shape))
         {
-            product.Dispose();
-            throw;
+            Run(a, b, product, transposeA, transposeB, alpha, precision: precision);
+            return Pack(product, precision);
         }
     }
 

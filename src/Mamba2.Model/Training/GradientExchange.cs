@@ -111,7 +111,12 @@ public sealed class GradientExchange : IGradientListener, IDisposable
             var touched = new double[vocab];
             foreach (var t in tokens)
             {
-                touched[t] = 1;   // ids were checked against the table by the forward
+                if ((uint)t >= (uint)vocab)
+                {
+                    throw new ArgumentOutOfRangeException(nameof(tokens), $"GradientExchange: token id {t} is outside {_lookupOf}'s {vocab} rows.");
+                }
+
+                touched[t] = 1;
             }
 
             _comm.SumInPlace(touched);
