@@ -152,6 +152,14 @@ public sealed class DataParallelTests : IDisposable
         }
     }
 
+    [Fact]
+    public void AnUnknownSumsSettingIsRefusedWithItsName()
+    {
+        var (code, _, err) = CliProcess.Run(MpiRun(2, $"{SharedSums.Variable}=nccl"), Train(Path.Combine(_dir, "refused")), limit: TimeSpan.FromMinutes(2));
+        Assert.Equal(CliApp.BadInput, code);
+        Assert.Contains($"{SharedSums.Variable}=nccl: expected auto", err);
+    }
+
     [Theory]
     [InlineData(7, 2)]
     [InlineData(8, 3)]

@@ -12,7 +12,7 @@ namespace Mamba2.Model.Distributed;
 /// </summary>
 public sealed unsafe class SharedSums : IDisposable
 {
-    /// <summary>Environment variable: <c>mpi</c> sums with MPI's all-reduce even where the ranks share a host.</summary>
+    /// <summary>Environment variable: <c>mpi</c> sums with MPI's all-reduce even where the ranks share a host (default <c>auto</c>).</summary>
     public const string Variable = "MAMBA2_MPI_SUMS";
 
     private const string Directory = "/dev/shm";
@@ -57,6 +57,11 @@ public sealed unsafe class SharedSums : IDisposable
 
         var bytes = length * sizeof(float) * comm.Size;
         var setting = Environment.GetEnvironmentVariable(Variable)?.Trim().ToLowerInvariant();
+        if (setting is not (null or "" or "auto" or "mpi"))
+        {
+            throw new ArgumentException($"{Variable}={setting}: expected auto (shared memory where the ranks share a host) or mpi.");
+        }
+
         var wanted = setting != "mpi" && comm.LocalSize == comm.Size;
         var room = comm.IsRoot && System.IO.Directory.Exists(Directory) && new DriveInfo(Directory).AvailableFreeSpace >= bytes + (bytes / 8);
         // One agreement for all: whether every rank wants it, rank 0's verdict on the room, and a name rank 0 draws.
