@@ -1,3 +1,4 @@
+using Mamba2.Model.IO;
 using Mamba2.Model.Tensors;
 using Mamba2.Vulkan;
 
@@ -54,13 +55,13 @@ public sealed class PackedOperand : IShapedArray, IDisposable
     public float[] ToArray()
     {
         var words = Words.Download();
-        var absmax = BitConverter.UInt32BitsToSingle(ScaleBits.Download()[0]);
-        var scale = Operands == GemmOperands.Bf16 ? 1f : OperandScale(absmax);
+        var scaled = Operands.Scaled();
+        var scale = scaled ? OperandScale(BitConverter.UInt32BitsToSingle(ScaleBits.Download()[0])) : 1f;
         var values = new float[Length];
         for (long e = 0; e < values.Length; e++)
         {
             var bits = (ushort)(words[e / 2] >> (int)(16 * (e % 2)));
-            values[e] = Operands == GemmOperands.Bf16 ? BitConverter.UInt32BitsToSingle((uint)bits << 16) : (float)BitConverter.UInt16BitsToHalf(bits) / scale;
+            values[e] = scaled ? (float)BitConverter.UInt16BitsToHalf(bits) / scale : BFloat16Bits.ToSingle(bits);
         }
 
         return values;
