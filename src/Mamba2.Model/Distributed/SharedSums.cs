@@ -1,6 +1,6 @@
 using System.IO.MemoryMappedFiles;
 using System.Numerics;
-using System.Runtime.InteropServices;
+using System.Numerics.Tensors;
 
 namespace Mamba2.Model.Distributed;
 
@@ -162,7 +162,7 @@ public sealed unsafe class SharedSums : IDisposable
             var own = _copies + (rank * Length) + offset;
             var first = _copies + offset;   // rank 0's copy: where the sums go
             var from = mine;
-            Chunks(0, n, (at, count) => Scale(from + at, own + at, count, weight));
+            Chunks(0, n, (at, count) => TensorPrimitives.Multiply(new ReadOnlySpan<float>(from + at, count), weight, new Span<float>(own + at, count)));
             _comm.Barrier();
 
             // This rank's slice, in whole vectors, summed over the copies in rank order.
@@ -176,7 +176,7 @@ public sealed unsafe class SharedSums : IDisposable
                 var sum = new Span<float>(first + at, count);
                 for (var r = 1; r < size; r++)
                 {
-                    Add(sum, new ReadOnlySpan<float>(copies + (r * length) + offset + at, count));
+                    TensorPrimitives.Add(sum, new ReadOnlySpan<float>(copies + (r * length) + offset + at, count), sum);
                 }
             });
             _comm.Barrier();
@@ -194,46 +194,6 @@ public sealed unsafe class SharedSums : IDisposable
             var at = start + (c * Chunk);
             body(at, (int)Math.Min(Chunk, start + count - at));
         });
-    }
-
-    private static void Scale(float* source, float* destination, int count, float weight)
-    {
-        var from = new ReadOnlySpan<float>(source, count);
-        var to = new Span<float>(destination, count);
-        if (weight == 1f)
-        {
-            from.CopyTo(to);
-            return;
-        }
-
-        var w = new Vector<float>(weight);
-        var vectors = count / Vector<float>.Count;
-        var fromV = MemoryMarshal.Cast<float, Vector<float>>(from);
-        var toV = MemoryMarshal.Cast<float, Vector<float>>(to);
-        for (var i = 0; i < vectors; i++)
-        {
-            toV[i] = fromV[i] * w;
-        }
-
-        for (var e = vectors * Vector<float>.Count; e < count; e++)
-        {
-            to[e] = from[e] * weight;
-        }
-    }
-
-    private static void Add(Span<float> sum, ReadOnlySpan<float> term)
-    {
-        var sumV = MemoryMarshal.Cast<float, Vector<float>>(sum);
-        var termV = MemoryMarshal.Cast<float, Vector<float>>(term);
-        for (var i = 0; i < sumV.Length; i++)
-        {
-            sumV[i] += termV[i];
-        }
-
-        for (var e = sumV.Length * Vector<float>.Count; e < sum.Length; e++)
-        {
-            sum[e] += term[e];
-        }
     }
 
     public void Dispose()

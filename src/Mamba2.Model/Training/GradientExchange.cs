@@ -3,6 +3,7 @@ using Mamba2.Model.Modules;
 using Mamba2.Model.Ops;
 using Mamba2.Model.Tensors;
 using Mamba2.Vulkan;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 
 namespace Mamba2.Model.Training;
 
@@ -216,7 +217,7 @@ public sealed class GradientExchange : IGradientListener, IDisposable
                     }
                     else
                     {
-                        Scale(part, weight);
+                        TensorPrimitives.Multiply(part, weight, part);
                         _comm.SumInPlace(part);
                     }
                 }
@@ -297,25 +298,5 @@ public sealed class GradientExchange : IGradientListener, IDisposable
         _shared?.Dispose();
         _lookupRows?.Dispose();
         _readback.Dispose();
-    }
-
-    private static void Scale(Span<float> values, float weight)
-    {
-        if (weight == 1f)
-        {
-            return;
-        }
-
-        var w = new System.Numerics.Vector<float>(weight);
-        var vectors = System.Runtime.InteropServices.MemoryMarshal.Cast<float, System.Numerics.Vector<float>>(values);
-        for (var i = 0; i < vectors.Length; i++)
-        {
-            vectors[i] *= w;
-        }
-
-        for (var e = vectors.Length * System.Numerics.Vector<float>.Count; e < values.Length; e++)
-        {
-            values[e] *= weight;
-        }
     }
 }
