@@ -89,6 +89,17 @@ public class PackedOperandTests(GpuFixture gpu)
     }
 
     [Fact]
+    public void PackedProductsRefuseMismatchedOperandsByName()
+    {
+        var device = gpu.Device;
+        using var v = Tensor.FromArray(device, "v", [1f, 2f, 3f], 3);
+        using var x = Tensor.FromArray(device, "x", new float[6], 2, 3);
+        Assert.Equal("a", Assert.Throws<ArgumentException>(() => Gemm.RunPacked(v, x, Precision.Bf16)).ParamName);
+        Assert.Equal("b", Assert.Throws<ArgumentException>(() => Gemm.RunPacked(x, x, Precision.Bf16)).ParamName);   // 2x3 times 2x3
+        Assert.Equal("precision", Assert.Throws<ArgumentException>(() => Gemm.RunPacked(x, x, Precision.Fp32, transposeB: true)).ParamName);
+    }
+
+    [Fact]
     public void PackedValuesReadBackExactly()
     {
         // Small integers and their halves: exact in bf16 and in f16 at any power-of-two scale.

@@ -63,18 +63,9 @@ public static class Gemm
 
         var (sa, sb) = (a.Shaped, b.Shaped);
         ShapeOps.ExpectSameDevice(op, sa, sb, c);
-        ShapeOps.ExpectRank(sa, nameof(a), op, 2, 3);
-        ShapeOps.ExpectRank(sb, nameof(b), op, sa.Rank);
+        var (m, n, k, batch, batched) = Dims(op, sa, sb, transposeA, transposeB);
         ShapeOps.ExpectRank(c, nameof(c), op, sa.Rank);
-        var batched = sa.Rank == 3;
-        var batch = batched ? sa.Shape[0] : 1;
-        int Dim(IShapedArray t, int i) => t.Shape[batched ? i + 1 : i];
-        var m = transposeA ? Dim(sa, 1) : Dim(sa, 0);
-        var k = transposeA ? Dim(sa, 0) : Dim(sa, 1);
-        var n = transposeB ? Dim(sb, 0) : Dim(sb, 1);
-        int[] Batched(int r, int cols) => batched ? [batch, r, cols] : [r, cols];
-        ShapeOps.Expect(sb, nameof(b), $"{op} (op(a) is {m}x{k})", transposeB ? Batched(n, k) : Batched(k, n));
-        ShapeOps.Expect(c, nameof(c), $"{op} (op(a) is {m}x{k}, op(b) is {k}x{n})", Batched(m, n));
+        ShapeOps.Expect(c, nameof(c), $"{op} (op(a) is {m}x{k}, op(b) is {k}x{n})", OutputShape(m, n, batch, batched));
         foreach (var (packed, name) in new[] { (a.Packed, nameof(a)), (b.Packed, nameof(b)) })
         {
             if (packed is not null && packed.Operands != operands)
@@ -104,10 +95,31 @@ public static class Gemm
         var kernel = t.Kernel == GemmKernel.Shared
             ? device.GetKernel(Shaders.Gemm, new GemmSpec(t.Threads, t.BM, t.BN, t.BK, t.TM, t.TN, transposeA, transposeB))
             : device.GetKernel(Shaders.GemmLanes, new GemmLanesSpec(w, t.BM / w, t.BN / w, transposeA, transposeB));
-        var (groups, push) = Launch(device, t.BM, t.BN, m, n, k, batch, batched, Dim(ta, 1), Dim(tb, 1), alpha, beta);
+        var (groups, push) = Launch(device, t.BM, t.BN, m, n, k, batch, batched, ta.Shape[^1], tb.Shape[^1], alpha, beta);
         Shaders.EnsureBindable(op, ta, tb, c);
         Shaders.RunIn(device, stream, s => s.Dispatch(kernel, groups, push, ta.Buffer, tb.Buffer, c.Buffer));
     }
+
+    /// <summary>
+    /// The product's sizes from its operands, checked: a (M, K) or (K, M), b (K, N) or (N, K), both with a leading
+    /// batch dimension or neither.
+    /// </summary>
+    private static (int M, int N, int K, int Batch, bool Batched) Dims(string op, IShapedArray a, IShapedArray b, bool transposeA, bool transposeB)
+    {
+        ShapeOps.ExpectRank(a, nameof(a), op, 2, 3);
+        ShapeOps.ExpectRank(b, nameof(b), op, a.Rank);
+        var batched = a.Rank == 3;
+        var batch = batched ? a.Shape[0] : 1;
+        int Dim(IShapedArray t, int i) => t.Shape[batched ? i + 1 : i];
+        var m = transposeA ? Dim(a, 1) : Dim(a, 0);
+        var k = transposeA ? Dim(a, 0) : Dim(a, 1);
+        var n = transposeB ? Dim(b, 0) : Dim(b, 1);
+        ShapeOps.Expect(b, nameof(b), $"{op} (op(a) is {m}x{k})", transposeB ? OutputShape(n, k, batch, batched) : OutputShape(k, n, batch, batched));
+        return (m, n, k, batch, batched);
+    }
+
+    /// <summary>(rows, cols), with the batch first where there is one.</summary>
+    private static int[] OutputShape(int rows, int cols, int batch, bool batched) => batched ? [batch, rows, cols] : [rows, cols];
 
     /// <summary>
     /// alpha op(a) op(b) in <paramref name="precision"/> (fp32-fast or bf16), returned as 16-bit operands of that
@@ -125,10 +137,9 @@ public static class Gemm
         }
 
         var (sa, sb) = (a.Shaped, b.Shaped);
-        var batched = sa.Rank == 3;
-        int Dim(IShapedArray t, int i) => t.Shape[batched ? i + 1 : i];
-        var (m, n) = (transposeA ? Dim(sa, 1) : Dim(sa, 0), transposeB ? Dim(sb, 0) : Dim(sb, 1));
-        int[] shape = batched ? [sa.Shape[0], m, n] : [m, n];
+        ShapeOps.ExpectSameDevice("Gemm.RunPacked", sa, sb);
+        var (m, n, _, batch, batched) = Dims("Gemm.RunPacked", sa, sb, transposeA, transposeB);
+        var shape = OutputShape(m, n, batch, batched);
         var device = sa.Device;
         if (stream is not null)
         {
