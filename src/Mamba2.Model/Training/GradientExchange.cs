@@ -29,13 +29,12 @@ public sealed class GradientExchange : IGradientListener, IDisposable
     private readonly SharedSums? _shared;
     private readonly Dictionary<int, List<(long Offset, long Length)>> _recorded = [];
     private readonly Dictionary<int, Action<CommandStream>> _unsummed = [];   // stage -> the copy of its sums back, until recorded
-    private readonly Dictionary<string, Tensor> _gradients = [];   // this step's, by name
+    private readonly Dictionary<string, Tensor> _gradients = [];   // the gradients this step's stages recorded, by name
     private readonly string? _lookupOf;   // the parameter whose lookup part may come apart
     private readonly long _lookupAt;      // its rows' place in the readback buffer, after the parameters
     private readonly (int Vocab, int Dim) _lookupShape;
     private IndexTensor? _lookupRows;     // this step's: the rows any rank's tokens touch, ascending
     private readonly System.Collections.Concurrent.ConcurrentQueue<int> _summed = new();   // stages the worker is done with
-    private readonly HashSet<string> _formed = [];   // gradients the stages of this step recorded
     private Task _work = Task.CompletedTask;
     private float _weight = 1f;
 
@@ -126,7 +125,6 @@ public sealed class GradientExchange : IGradientListener, IDisposable
         }
 
         _summed.Clear();
-        _formed.Clear();
         StagesCopiedBackEarly = 0;
         _work = Task.CompletedTask;
         SumSeconds = 0;
@@ -136,7 +134,6 @@ public sealed class GradientExchange : IGradientListener, IDisposable
     {
         CopyBackSummed(stream);
         _unsummed[stage] = s => CopyBack(s, gradients);
-        _formed.UnionWith(gradients.Select(g => g.Name));
         foreach (var (name, g) in gradients)
         {
             _gradients[name] = g;
@@ -240,7 +237,7 @@ public sealed class GradientExchange : IGradientListener, IDisposable
             throw new InvalidOperationException($"GradientExchange: stage(s) {string.Join(", ", _recorded.Keys)} were recorded but never completed.");
         }
 
-        if (gradients.Keys.FirstOrDefault(n => !_formed.Contains(n)) is { } missing)
+        if (gradients.Keys.FirstOrDefault(n => !_gradients.ContainsKey(n)) is { } missing)
         {
             throw new InvalidOperationException($"GradientExchange: gradient {missing} was never recorded by a stage, so it was not summed.");
         }
