@@ -242,6 +242,21 @@ public sealed unsafe class CommandStream : IDisposable
         return Wait();
     }
 
+    /// <summary>Whether the host has seen this launched stream finish (a wait, or a mapped transfer that waited for it).</summary>
+    internal bool Completed
+    {
+        get
+        {
+            lock (_fenceLock)
+            {
+                return _launched && _fence.Handle == 0;
+            }
+        }
+    }
+
+    /// <summary>Whether a command recorded into this stream reads or writes <paramref name="buffer"/>.</summary>
+    internal bool Uses(GpuBuffer buffer) => _used.Contains(buffer);
+
     /// <summary>True between <see cref="Launch"/> and the end of <see cref="Wait"/>.</summary>
     public bool IsLaunched => _launched;
 
@@ -249,8 +264,8 @@ public sealed unsafe class CommandStream : IDisposable
     /// Submits the batch and returns at once, so that the host can record the next while the device runs this one.
     /// Streams run in the order they are launched, each seeing what the ones before wrote. <see cref="Wait"/>
     /// (or <see cref="Dispose"/>, which waits) must follow before what the stream owns is freed; the host reading
-    /// or writing mapped memory (<see cref="GpuBuffer.Upload{T}"/>, <see cref="GpuBuffer.Download{T}"/>) first
-    /// waits for every launched stream.
+    /// or writing a buffer's mapped memory (<see cref="GpuBuffer.Upload{T}"/>, <see cref="GpuBuffer.Download{T}"/>)
+    /// first waits for the launched streams that use that buffer.
     /// </summary>
     public void Launch()
     {

@@ -99,7 +99,7 @@ public unsafe class GpuBuffer : IDisposable
         CheckRange(offsetBytes, (ulong)bytes.Length, nameof(data));
         if (Mapped != null)
         {
-            _device.WaitForLaunched();
+            _device.WaitForLaunched(this);
             bytes.CopyTo(new Span<byte>(Mapped + offsetBytes, bytes.Length));
             return;
         }
@@ -123,7 +123,7 @@ public unsafe class GpuBuffer : IDisposable
         CheckRange(offsetBytes, (ulong)bytes.Length, nameof(destination));
         if (Mapped != null)
         {
-            _device.WaitForLaunched();
+            _device.WaitForLaunched(this);
             new ReadOnlySpan<byte>(Mapped + offsetBytes, bytes.Length).CopyTo(bytes);
             return;
         }

@@ -214,17 +214,18 @@ public sealed unsafe partial class GpuDevice : IDisposable
     }
 
     /// <summary>
-    /// Waits for every stream launched and not yet waited for: the host is about to touch mapped memory that one
-    /// of them may still read or write.
+    /// Waits for the streams launched and not yet waited for that use <paramref name="buffer"/>: the host is about to
+    /// touch its mapped memory, which they may still read or write. Streams that do not touch it run on, so a host
+    /// can fill the next step's inputs, or read this step's loss, while a later stage of the step still runs.
     /// </summary>
-    internal void WaitForLaunched()
+    internal void WaitForLaunched(GpuBuffer buffer)
     {
         while (true)
         {
             CommandStream? next;
             lock (_queueLock)
             {
-                next = _launched.Count > 0 ? _launched[0] : null;
+                next = _launched.Find(s => s.Uses(buffer));
             }
 
             if (next is null)

@@ -124,10 +124,14 @@ public sealed class BenchCliTests : IDisposable
         Assert.Equal(0, CliApp.Run([.. tiny, "--timeline", csv]));
         var lines = File.ReadAllLines(csv);
         Assert.Equal("label,device_begin_ms,device_end_ms,host_begin_ms,host_launch_ms", lines[0]);
-        // The embedding, two layers and the head forward; norm_f with the last layer, the layer below and the
-        // embedding with the optimizer backward: one submission each, nothing uploaded between them.
-        Assert.Equal(["forward 0", "forward 1", "forward 2", "forward 3", "backward 0", "backward 1", "backward 2"], lines.Skip(1).Select(l => l.Split(',')[0]));
-        Assert.All(lines.Skip(1), l => Assert.True(l.Split(',').Skip(1).All(v => double.Parse(v, System.Globalization.CultureInfo.InvariantCulture) >= 0), l));
+        // Two steps, each: the embedding, two layers and the head forward; norm_f with the last layer, the layer below
+        // and the embedding with the optimizer backward: one submission each, nothing uploaded between them.
+        string[] step = ["forward 0", "forward 1", "forward 2", "forward 3", "backward 0", "backward 1", "backward 2"];
+        Assert.Equal([.. step, .. step], lines.Skip(1).Select(l => l.Split(',')[0]));
+        var times = lines.Skip(1).Select(l => l.Split(',').Skip(1).Select(v => double.Parse(v, System.Globalization.CultureInfo.InvariantCulture)).ToArray()).ToList();
+        Assert.All(times, t => Assert.True(t.All(v => v >= 0)));
+        // The second step's first stage runs after the first step's last (its optimizer update) on the device.
+        Assert.True(times[step.Length][0] >= times[step.Length - 1][1], $"{times[step.Length][0]} < {times[step.Length - 1][1]}");
         Assert.Equal(2, CliApp.Run([.. tiny, "--timeline", At(Path.Combine("missing", "t.csv"))]));
     }
 

@@ -111,7 +111,7 @@ public class CommandStreamTests(GpuFixture gpu)
                 Assert.True(s.IsLaunched);
             }
 
-            var result = a.Download();   // mapped: the host waits for every launched stream; staged: queued after them
+            var result = a.Download();   // mapped: the host waits for the launched streams using a; staged: queued after them
             for (var j = 0; j < x.Length; j++)
             {
                 var expected = x[j];
@@ -127,6 +127,31 @@ public class CommandStreamTests(GpuFixture gpu)
         finally
         {
             streams.ForEach(s => s.Dispose());   // waits for any still launched
+        }
+    }
+
+    [Fact]
+    public void AMappedTransferWaitsOnlyForTheStreamsUsingItsBuffer()
+    {
+        // The host reads or writes host-visible memory while a launched stream that does not touch it runs on (a
+        // training step's next batch, uploaded while its last stage runs); a stream that uses it is waited for first.
+        var rng = new Random(TestMath.NewSeed());
+        var x = TestMath.RandomArray(rng, 1031);
+        using var a = Device.CreateBuffer<float>(x);
+        using var b = Device.CreateBuffer<float>(x.Length, "b", MemoryKind.Readback);
+        using var other = Device.CreateBuffer<float>(x.Length, "other", MemoryKind.Upload);
+        var k = Kernels.Get(Device);
+        using var s = Device.BeginStream();
+        Kernels.ScaleAddDispatch(s, k, a, b, 3f, -1f);
+        s.Launch();
+        other.Upload(x);
+        Assert.Equal(x, other.Download());
+        Assert.False(s.Completed);   // neither transfer waited for s
+        var result = b.Download();
+        Assert.True(s.Completed);
+        for (var j = 0; j < x.Length; j++)
+        {
+            Assert.Equal(3f * x[j] - 1f, result[j], Math.Abs(3f * x[j]) * 1e-6f + 1e-6f);
         }
     }
 

@@ -108,29 +108,17 @@ internal static class TrainStepBenchCommand
         var timing = RowTimer.Time(device, Step, Math.Max(1, r.GetValue(Warmup)), r.GetValue(Repeats));
         var stepMemory = timing.PeakMemoryBytes;
 
-        // The Trainer's way: no caller stream, so the model submits a layer at a time (recording the next while the
-        // device runs one) and frees each layer's scratch, and the optimizer step is recorded into the backward's
-        // last stage; as the Trainer, each step's batch is a new upload and its loss and predictions are read back.
-        // Its peak memory, then its wall time over the repeats.
+        // The Trainer's way (TrainingSteps): no caller stream, so the model submits a layer at a time (recording the
+        // next while the device runs one) and frees each layer's scratch, the optimizer step is recorded into the
+        // backward's last stage, and that stage runs on into the next step's first; as the Trainer, each step's batch
+        // is a new upload and its loss and predictions are read back. Its peak memory and wall time over the repeats.
         var hostIds = ids.Values.ToArray();
+        using var steps = new TrainingSteps(model, optimizer, 1f, headBlock);
         void StagedStep()
         {
-            using var stepIds = IndexTensor.FromArray(device, "input_ids", hostIds, b, l);
-            using var stepTargets = Mamba2LM.NextTokenTargets(stepIds);
-            using var acts = model.ForwardLoss(stepIds, stepTargets, predictions: true, blockBytes: headBlock);
-            var step = optimizer.StepWhenFormed(1f);   // recorded into the backward's last stage, as the Trainer does
-            var grads = model.Backward(acts, step);
-            foreach (var g in grads.Values)
-            {
-                g.Dispose();
-            }
-
-            if (!step.Stepped)
-            {
-                throw new InvalidOperationException("bench train: the backward formed not every parameter's gradient, so no optimizer step was taken.");
-            }
-
-            if (!float.IsFinite(acts.Loss!.Loss.ToArray()[0]) || acts.Loss.Predictions().Length != b * l)
+            var stepIds = IndexTensor.FromArray(device, "input_ids", hostIds, b, l);
+            var (loss, predictions) = steps.Step(stepIds, Mamba2LM.NextTokenTargets(stepIds));
+            if (!float.IsFinite(loss) || predictions.Length != b * l)
             {
                 throw new InvalidOperationException("bench train: the step's loss is not finite or its predictions are missing.");
             }
@@ -139,7 +127,6 @@ internal static class TrainStepBenchCommand
         var before = device.Memory.AllocatedBytes;
         device.Memory.ResetPeak();
         StagedStep();
-        var stagedMemory = device.Memory.PeakAllocatedBytes - before;
         var wallMs = new List<double>();
         for (var i = 0; i < r.GetValue(Repeats); i++)
         {
@@ -148,15 +135,20 @@ internal static class TrainStepBenchCommand
             wallMs.Add(clock.Elapsed.TotalMilliseconds);
         }
 
+        steps.Finish();
+        var stagedMemory = device.Memory.PeakAllocatedBytes - before;
         var stagedWall = TimingStats.Of(wallMs).MedianMs;
 
-        // The same step once more with every submission's span on the GPU clock: where the Trainer's way idles the GPU.
+        // Two more steps with every submission's span on the GPU clock: where the Trainer's way idles the GPU, in a
+        // step and across the edge into the next.
         var timeline = new StreamTimeline();
         device.Timeline = timeline;
         var timelineClock = System.Diagnostics.Stopwatch.StartNew();
         try
         {
             StagedStep();
+            StagedStep();
+            steps.Finish();
         }
         finally
         {
@@ -198,8 +190,8 @@ internal static class TrainStepBenchCommand
         Console.WriteLine($"timed steps, GPU ms in order: {string.Join(", ", timing.SamplesMs.Select(v => v.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))}; host time to record a step: {timing.HostRecordMs:F1} ms (the GPU idles meanwhile)");
         Console.WriteLine($"as the Trainer runs a step (a layer a submission, the next recorded while one runs; the batch uploaded, the loss and predictions read): {stagedWall:F1} ms of wall time (median of {wallMs.Count}), {tokens / stagedWall * 1e3:F0} tokens/s");
         var gaps = timeline.Gaps();
-        Console.WriteLine($"its GPU timeline (one more step, {timeline.Spans.Count} submissions): busy {timeline.BusyMs:F1} ms over {timeline.SpanMs:F1} ms, "
-            + $"{timeline.SpanMs - timeline.BusyMs:F1} ms idle between submissions; wall {timelineWall:F1} ms, {timelineWall - timeline.SpanMs:F1} ms of it before the first and after the last; "
+        Console.WriteLine($"its GPU timeline (two more steps, {timeline.Spans.Count} submissions), a step: busy {timeline.BusyMs / 2:F1} ms over {timeline.SpanMs / 2:F1} ms, "
+            + $"{(timeline.SpanMs - timeline.BusyMs) / 2:F1} ms idle between submissions (the step edge included); wall {timelineWall / 2:F1} ms, {(timelineWall - timeline.SpanMs) / 2:F1} ms of it before the first and after the last; "
             + $"longest idle: {string.Join(", ", gaps.Take(5).Select(g => $"{g.After} -> {g.Before} {g.Milliseconds:F2} ms"))}; "
             + $"longest host recordings: {string.Join(", ", timeline.Spans.OrderByDescending(x => x.RecordingMs).Take(3).Select(x => $"{x.Label} {x.RecordingMs:F2} ms"))}");
         if (timelineFile is not null)

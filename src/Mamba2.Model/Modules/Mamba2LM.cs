@@ -173,6 +173,8 @@ public sealed class Mamba2LM : IDisposable
     /// <summary>One residual block: h + mixer(rmsnorm(h)). <see cref="NormWeight"/> is backbone.layers.{i}.norm.weight.</summary>
     public sealed record Mamba2Block(Tensor NormWeight, Mamba2Layer Mixer);
 
+    internal sealed class BlockActivations : ActivationStore;
+
     public sealed class Activations : ActivationStore
     {
         internal Activations(IndexTensor ids) => Ids = ids;
@@ -184,6 +186,12 @@ public sealed class Mamba2LM : IDisposable
         internal List<Tensor> NormRstds { get; } = [];       // per block: its norm's saved 1/rms
 
         internal List<Mamba2Layer.Activations> Mixers { get; } = [];
+
+        /// <summary>
+        /// Per block, what only its backward stage reads (the stream's value entering its norm, the norm's 1/rms and
+        /// output, the mixer's activations): the backward frees each once its stage has run.
+        /// </summary>
+        internal List<BlockActivations> Blocks { get; } = [];
 
         internal RmsNormResult NormF { get; set; } = null!;
 
@@ -217,7 +225,19 @@ public sealed class Mamba2LM : IDisposable
     /// <paramref name="predictions"/> each position's argmax. The result is <see cref="Activations.Loss"/>.
     /// </summary>
     public Activations ForwardLoss(IndexTensor ids, IndexTensor targets, bool gradients = true, bool predictions = false, CommandStream? stream = null,
-        long? blockBytes = null)
+        long? blockBytes = null) => ForwardLoss(ids, targets, gradients, predictions, stream, blockBytes, null);
+
+    /// <summary>
+    /// The training forward with gradients, a layer a submission, telling <paramref name="stageDone"/> the index of
+    /// each stage the device has finished (0, 1, ...). Once stage 0 has run, so has everything launched before it (an
+    /// earlier step's last stage, left running): the caller can free that step's tensors from then on, a share at a
+    /// time while the device runs the later stages.
+    /// </summary>
+    internal Activations ForwardLoss(IndexTensor ids, IndexTensor targets, bool predictions, long? blockBytes, Action<int> stageDone) =>
+        ForwardLoss(ids, targets, gradients: true, predictions, stream: null, blockBytes, stageDone);
+
+    private Activations ForwardLoss(IndexTensor ids, IndexTensor targets, bool gradients, bool predictions, CommandStream? stream, long? blockBytes,
+        Action<int>? stageDone)
     {
         if (!targets.Shape.SequenceEqual(ids.Shape))
         {
@@ -232,10 +252,11 @@ public sealed class Mamba2LM : IDisposable
         // With gradients the last stage is left running: the backward's first stages are recorded meanwhile.
         return Forward(ids, stream, (acts, st, _, _) =>
             acts.Loss = acts.Keep(LinearCrossEntropy.Run(acts.NormF.Y, Embeddings, targets, gradients, predictions, Precision,
-                blockBytes: blockBytes, stream: st)), leaveRunning: gradients);
+                blockBytes: blockBytes, stream: st)), leaveRunning: gradients, stageDone);
     }
 
-    private Activations Forward(IndexTensor ids, CommandStream? stream, Action<Activations, CommandStream, int, int> head, bool leaveRunning = false)
+    private Activations Forward(IndexTensor ids, CommandStream? stream, Action<Activations, CommandStream, int, int> head, bool leaveRunning = false,
+        Action<int>? stageDone = null)
     {
         if (ids.Shape.Count != 2)
         {
@@ -248,7 +269,7 @@ public sealed class Mamba2LM : IDisposable
         StagedRecording? staged = null;
         try
         {
-            staged = new StagedRecording(device, stream, name: "forward");
+            staged = new StagedRecording(device, stream, stageDone, "forward");
             Tensor h = null!;
             staged.Stage(st =>
             {
@@ -259,14 +280,14 @@ public sealed class Mamba2LM : IDisposable
             // Each block's norm reads the stream's last value and the block before's output and writes their sum (the
             // stream's next value, kept for the backward) as it normalizes it: the residual add takes no pass of its own.
             Tensor? added = null;
-            ResidualSum? Residual()
+            ResidualSum? Residual(ActivationStore store)
             {
                 if (added is null)
                 {
                     return null;
                 }
 
-                var next = acts.Keep(Tensor.Empty(device, $"h{acts.Hidden.Count}", b, l, d));
+                var next = store.Keep(Tensor.Empty(device, $"h{acts.Hidden.Count}", b, l, d));
                 acts.Hidden.Add(next);
                 return new ResidualSum(added, next);
             }
@@ -277,26 +298,28 @@ public sealed class Mamba2LM : IDisposable
                 staged.Stage(st =>
                 {
                     Mamba2Layer.Activations mixer;
-                    var residual = Residual();
+                    var block = acts.Keep(new BlockActivations());
+                    acts.Blocks.Add(block);
+                    var residual = Residual(block);
                     if (Precision.Operands(device) == GemmOperands.Bf16 && RmsNorm.CanPack(d, d))
                     {
                         // The norm writes in_proj's bf16 operands itself: no fp32 mixer input, no pass converting it.
-                        var packed = acts.Keep(TensorCoreGemm.EmptyPacked(device, $"norm{layer}", [b, l, d], GemmOperands.Bf16));
-                        acts.NormRstds.Add(acts.Keep(residual is { } r
+                        var packed = block.Keep(TensorCoreGemm.EmptyPacked(device, $"norm{layer}", [b, l, d], GemmOperands.Bf16));
+                        acts.NormRstds.Add(block.Keep(residual is { } r
                             ? RmsNorm.ForwardPacked(h, _norms[layer], packed, r, Config.NormEps, st)
                             : RmsNorm.ForwardPacked(h, _norms[layer], z: null, packed, Config.NormEps, stream: st)));
                         st.Section(ProfileSections.Norm);
-                        mixer = acts.Keep(_mixers[layer].Forward(packed, st));
+                        mixer = block.Keep(_mixers[layer].Forward(packed, st));
                     }
                     else
                     {
                         var norm = residual is { } r
                             ? RmsNorm.Forward(h, _norms[layer], r, Config.NormEps, st)
                             : RmsNorm.Forward(h, _norms[layer], eps: Config.NormEps, stream: st);
-                        acts.NormRstds.Add(acts.Keep(norm.Rstd));
-                        _mixers[layer].HoldProductInput(acts, st, norm.Y);   // the mixer's input: only its in_proj products read it
+                        acts.NormRstds.Add(block.Keep(norm.Rstd));
+                        _mixers[layer].HoldProductInput(block, st, norm.Y);   // the mixer's input: only its in_proj products read it
                         st.Section(ProfileSections.Norm);
-                        mixer = acts.Keep(_mixers[layer].Forward(norm.Y, st));
+                        mixer = block.Keep(_mixers[layer].Forward(norm.Y, st));
                     }
 
                     if (residual is { } sum)
@@ -311,7 +334,7 @@ public sealed class Mamba2LM : IDisposable
 
             staged.Stage(st =>
             {
-                if (Residual() is { } residual)
+                if (Residual(acts) is { } residual)
                 {
                     acts.NormF = acts.Keep(RmsNorm.Forward(h, NormF, residual, Config.NormEps, st));
                     h = residual.Sum;
@@ -429,19 +452,46 @@ public sealed class Mamba2LM : IDisposable
             throw new ArgumentException("Mamba2LM backward: these activations hold no head gradients; run ForwardLoss with gradients: true.", nameof(acts));
         }
 
-        return Backward(acts, null, (_, _) => (headGrad, dNormF), listener);
+        return Backward(acts, null, (_, _) => (headGrad, dNormF), listener, leaveLastRunning: false, out _);
     }
 
-    /// <summary>The backward from norm_f down, given the head's stage: it returns the head's weight gradient and d norm_f's output.</summary>
-    private Dictionary<string, Tensor> Backward(Activations acts, CommandStream? stream, Func<StagedRecording, CommandStream, (Tensor HeadGrad, Tensor DNormF)> head,
-        IGradientListener? listener = null)
+    /// <summary>
+    /// <see cref="Backward(Activations, IGradientListener)"/> returning with its last stage still running:
+    /// <paramref name="lastStage"/>'s disposal waits for it and frees what the stages handed on. Until then the
+    /// gradients, <paramref name="acts"/> and its input ids may still be read by the device.
+    /// </summary>
+    internal Dictionary<string, Tensor> Backward(Activations acts, IGradientListener listener, out IDisposable lastStage)
     {
+        if (acts.Loss?.DHidden is not { } dNormF || acts.Loss.DWeight is not { } headGrad)
+        {
+            throw new ArgumentException("Mamba2LM backward: these activations hold no head gradients; run ForwardLoss with gradients: true.", nameof(acts));
+        }
+
+        var grads = Backward(acts, null, (_, _) => (headGrad, dNormF), listener, leaveLastRunning: true, out var running);
+        lastStage = running!;
+        return grads;
+    }
+
+    /// <summary>
+    /// The backward from norm_f down, given the head's stage: it returns the head's weight gradient and d norm_f's
+    /// output. With <paramref name="leaveLastRunning"/> (and no caller stream) the recording is handed back in
+    /// <paramref name="running"/> with its last stage still running, instead of waited for.
+    /// </summary>
+    private Dictionary<string, Tensor> Backward(Activations acts, CommandStream? stream, Func<StagedRecording, CommandStream, (Tensor HeadGrad, Tensor DNormF)> head,
+        IGradientListener? listener = null, bool leaveLastRunning = false)
+        => Backward(acts, stream, head, listener, leaveLastRunning, out _);
+
+    private Dictionary<string, Tensor> Backward(Activations acts, CommandStream? stream, Func<StagedRecording, CommandStream, (Tensor HeadGrad, Tensor DNormF)> head,
+        IGradientListener? listener, bool leaveLastRunning, out StagedRecording? running)
+    {
+        running = null;
         int b = acts.Ids.Shape[0], l = acts.Ids.Shape[1], d = Config.Mixer.DModel, v = Config.VocabSize;
         var device = Embeddings.Device;
         var grads = new Dictionary<string, Tensor>();
         var stage = 0;
         void Formed(CommandStream st, IEnumerable<string> names) => listener?.Recorded(stage++, [.. names.Select(n => (n, grads[n]))], st);
         var apart = listener?.TakesLookupApart == true;   // the tied head's part with the first stage, the lookup's to the listener
+        StagedRecording? owned = null;   // waited for and freed on return, unless left running
         try
         {
             // Going on from the forward's recording when its last stage still runs: this backward's first stage is
@@ -449,7 +499,8 @@ public sealed class Mamba2LM : IDisposable
             var continued = stream is null ? acts.Pending : null;
             acts.Pending = null;
             continued?.Continue("backward", listener is null ? null : listener.Completed);
-            using var staged = continued ?? new StagedRecording(device, stream, listener is null ? null : listener.Completed, "backward");
+            var staged = continued ?? new StagedRecording(device, stream, listener is null ? null : listener.Completed, "backward");
+            owned = staged;
             Tensor headGrad = null!, dh = null!;
             for (var i = _mixers.Count - 1; i >= 0; i--)
             {
@@ -489,6 +540,7 @@ public sealed class Mamba2LM : IDisposable
                     grads[$"backbone.layers.{layer}.norm.weight"] = ActivationStore.CopyOf(st, ng.DWeight, $"grad.backbone.layers.{layer}.norm.weight");
                     st.Section(ProfileSections.Norm);
                     dh = next;
+                    staged.HandOn(acts.Release(acts.Blocks[layer]));   // nothing later reads the block's activations
                     Formed(st, [.. names, .. mg.Select(q => $"backbone.layers.{layer}.mixer.{q.Key}"), $"backbone.layers.{layer}.norm.weight"]);
                 });
             }
@@ -508,16 +560,36 @@ public sealed class Mamba2LM : IDisposable
                 st.Section(ProfileSections.Elementwise);
                 Formed(st, [EmbeddingsName]);
             });
+            if (leaveLastRunning && stream is null)
+            {
+                running = staged;
+                owned = null;
+            }
+
             return grads;
         }
         catch
         {
-            foreach (var g in grads.Values)
+            // The stages still running read the gradients: wait for them first.
+            var recording = owned;
+            owned = null;
+            try
             {
-                g.Dispose();
+                recording?.Dispose();
+            }
+            finally
+            {
+                foreach (var g in grads.Values)
+                {
+                    g.Dispose();
+                }
             }
 
             throw;
+        }
+        finally
+        {
+            owned?.Dispose();
         }
     }
 

@@ -56,7 +56,7 @@ public sealed class IndexTensor : IDisposable
     /// The positions grouped by value, for scatters that sum per id (the embedding's gradient): made on the host and
     /// uploaded on the first call for a vocabulary, then kept with this tensor (freed with it: streams recorded with a
     /// grouping may still read it). Call it before a staged recording starts
-    /// so that no upload lands in the middle of one (an upload waits for the work launched before it).
+    /// so that no upload lands in the middle of one (an upload through staging waits for the work launched before it).
     /// </summary>
     internal IndexGrouping GroupedBy(int vocab)
     {

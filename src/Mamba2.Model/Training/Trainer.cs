@@ -104,6 +104,8 @@ public sealed class Trainer : IDisposable
 
     private GradientExchange? _exchange;
 
+    private TrainingSteps? _steps;   // one rank's steps, each left running into the next
+
     /// <summary>Steps taken (the next batch's index).</summary>
     public long Step { get; private set; }
 
@@ -145,6 +147,28 @@ public sealed class Trainer : IDisposable
         var comm = Communicator;
         var (start, rows) = DataParallel.Rows(global.Batch, comm.Rank, comm.Size);
         var batch = comm.Size == 1 ? global : DataParallel.Slice(global, start, rows);
+        if (train && comm.Size == 1)
+        {
+            // The step's last stage (the optimizer's) runs on while the host reads the loss and makes the next batch.
+            _steps ??= new TrainingSteps(Model, _optimizer, Options.MaxGradNorm);
+            var stepIds = IndexTensor.FromArray(device, "input_ids", batch.Inputs, batch.Batch, batch.SeqLen);
+            IndexTensor stepTargets;
+            try
+            {
+                stepTargets = IndexTensor.FromArray(device, "targets", batch.Targets, batch.Batch, batch.SeqLen);
+            }
+            catch
+            {
+                stepIds.Dispose();
+                throw;
+            }
+
+            var (stepLoss, predicted) = _steps.Step(stepIds, stepTargets);
+            var scoredHere = DataParallel.Scored(batch.Targets);
+            return (stepLoss, scoredHere == 0 ? 0 : (double)Right(predicted, batch.Targets) / scoredHere);
+        }
+
+        _steps?.Finish();
         using var ids = IndexTensor.FromArray(device, "input_ids", batch.Inputs, batch.Batch, batch.SeqLen);
         using var targets = IndexTensor.FromArray(device, "targets", batch.Targets, batch.Batch, batch.SeqLen);
         // The head and the loss in row blocks (no whole logits); a training step forms the head's gradients there too.
@@ -162,42 +186,18 @@ public sealed class Trainer : IDisposable
         // forward's last stage, which the backward's first stage is recorded beside.
         if (train)
         {
-            Dictionary<string, Tensor> grads;
-            var stepped = false;
-            if (comm.Size > 1)
-            {
-                // Summed over the ranks stage by stage as the backward runs; what is left waits here.
-                _exchange ??= new GradientExchange(comm, _params, lookupOf: Mamba2LM.EmbeddingsName);
-                _exchange.Begin((float)share, batch.Inputs);
-                grads = Model.Backward(acts, _exchange);
-                var clock = System.Diagnostics.Stopwatch.StartNew();
-                try
-                {
-                    _exchange.Finish(grads);
-                }
-                catch
-                {
-                    grads.Values.ToList().ForEach(g => g.Dispose());
-                    throw;
-                }
-
-                GradientWaitSeconds += clock.Elapsed.TotalSeconds;
-                GradientSumSeconds += _exchange.SumSeconds;
-            }
-            else
-            {
-                // The step is recorded into the backward's last stage, while the device runs the one before.
-                var step = _optimizer.StepWhenFormed(Options.MaxGradNorm);
-                grads = Model.Backward(acts, step);
-                stepped = step.Stepped;
-            }
-
+            // Several ranks (one trains through TrainingSteps above): the gradients are summed over them stage by
+            // stage as the backward runs; what is left waits here.
+            _exchange ??= new GradientExchange(comm, _params, lookupOf: Mamba2LM.EmbeddingsName);
+            _exchange.Begin((float)share, batch.Inputs);
+            var grads = Model.Backward(acts, _exchange);
             try
             {
-                if (!stepped)
-                {
-                    _optimizer.Step([.. _params.Select(p => grads[p.Name])], Options.MaxGradNorm);
-                }
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                _exchange.Finish(grads);
+                GradientWaitSeconds += clock.Elapsed.TotalSeconds;
+                GradientSumSeconds += _exchange.SumSeconds;
+                _optimizer.Step([.. _params.Select(p => grads[p.Name])], Options.MaxGradNorm);
             }
             finally
             {
@@ -239,6 +239,7 @@ public sealed class Trainer : IDisposable
     /// </summary>
     public void Save(string directory, IEnumerable<string>? alongside = null) => DurableFiles.WriteDirectory(directory, temp =>
     {
+        _steps?.Finish();   // the last step's update is in the weights and moments read below
         Mamba2Checkpoint.Save(Model, temp);
         foreach (var file in alongside ?? [])
         {
@@ -332,6 +333,7 @@ public sealed class Trainer : IDisposable
     /// <summary>Frees the optimizer state and the model.</summary>
     public void Dispose()
     {
+        _steps?.Dispose();   // waits for the last step before its tensors and the model are freed
         _exchange?.Dispose();
         _optimizer.Dispose();
         Model.Dispose();
