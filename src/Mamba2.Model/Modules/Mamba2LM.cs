@@ -271,12 +271,14 @@ public sealed class Mamba2LM : IDisposable
         {
             staged = new StagedRecording(device, stream, stageDone, "forward");
             Tensor h = null!;
-            staged.Stage(st =>
+            // The embedding opens the first layer's stage: a stage of its own would be too short to hide the recording
+            // of the next (and the device would idle at every step's start).
+            void Embed(CommandStream st)
             {
                 h = acts.Keep(Embedding.Forward(ids, Embeddings, st));
                 st.Section(ProfileSections.Embedding);
                 acts.Hidden.Add(h);
-            });
+            }
             // Each block's norm reads the stream's last value and the block before's output and writes their sum (the
             // stream's next value, kept for the backward) as it normalizes it: the residual add takes no pass of its own.
             Tensor? added = null;
@@ -297,6 +299,11 @@ public sealed class Mamba2LM : IDisposable
                 var layer = i;
                 staged.Stage(st =>
                 {
+                    if (layer == 0)
+                    {
+                        Embed(st);
+                    }
+
                     Mamba2Layer.Activations mixer;
                     var block = acts.Keep(new BlockActivations());
                     acts.Blocks.Add(block);
@@ -334,6 +341,11 @@ public sealed class Mamba2LM : IDisposable
 
             staged.Stage(st =>
             {
+                if (_mixers.Count == 0)
+                {
+                    Embed(st);
+                }
+
                 if (Residual(acts) is { } residual)
                 {
                     acts.NormF = acts.Keep(RmsNorm.Forward(h, NormF, residual, Config.NormEps, st));

@@ -7,7 +7,7 @@ namespace Mamba2.Model.Training;
 /// Training steps on one device, one after another, as the <see cref="Trainer"/> takes them: each a layer a
 /// submission (the host records the next while the device runs one), the AdamW step recorded into the backward's
 /// last stage, and that stage left running when <see cref="Step"/> returns. The next step's first two stages are
-/// launched behind it, and the step before is freed only once the first has run, so the device goes from one step
+/// launched behind it, and the step before is freed only once the first has run (a share after each stage), so the device goes from one step
 /// to the next without waiting for the host's work between them (reading the loss, drawing and uploading the next
 /// batch, recording the first stages, freeing the step before). The backward frees each block's activations once
 /// its stage has run, so little more than the gradients is left of a step at that edge. The losses and weights are
@@ -76,7 +76,7 @@ public sealed class TrainingSteps : IDisposable
         }
     }
 
-    private const int FreedAStage = 32;
+    private const int FreedAStage = 8;
 
     /// <summary>Frees the step before's first <paramref name="count"/> tensors (its last stage's recording first, which waits for it).</summary>
     private void FreeSome(int count)
