@@ -37,6 +37,14 @@ public unsafe class GpuBuffer : IDisposable
             device.Api.GetBufferMemoryRequirements(device.Handle, handle, out var req);
             _allocation = device.Memory.Allocate(req, kind, $"{Name} ({sizeBytes} bytes)");
             device.Guard(device.Api.BindBufferMemory(device.Handle, handle, _allocation.Block.Memory, _allocation.Offset), "vkBindBufferMemory");
+            if (device.PoisonNewBuffers && _allocation.Mapped != null)
+            {
+                for (ulong at = 0; at < sizeBytes; at += int.MaxValue)
+                {
+                    new Span<byte>(_allocation.Mapped + at, (int)Math.Min(int.MaxValue, sizeBytes - at)).Fill(0xFF);
+                }
+            }
+
             device.Adopt(this);
         }
         catch

@@ -107,6 +107,8 @@ public sealed unsafe partial class GpuDevice : IDisposable
     /// <summary>Where built pipelines are kept between runs (null: not kept).</summary>
     public string? PipelineCacheDirectory => _instance.Options.PipelineCacheDirectory;
 
+    internal bool PoisonNewBuffers => _instance.Options.PoisonNewBuffers;
+
     /// <summary>True when <paramref name="source"/> was compiled and this device has every feature it requires.</summary>
     public bool CanRun(KernelSource source) => source.WhyNotRunnable(Capabilities) is null;
 

@@ -28,6 +28,13 @@ public sealed record VulkanOptions
     /// </summary>
     public bool PipelineStatistics { get; init; }
 
+    /// <summary>
+    /// Fill every new host-visible buffer (every buffer on a CPU driver or integrated GPU) with 0xFF bytes, NaN as
+    /// floats, before anything uses it, so a kernel that reads what nothing wrote shows it at once (the tests; env
+    /// MAMBA2_VK_POISON_BUFFERS=1). Memory is otherwise whatever its last user left, often zeros, which hides such reads.
+    /// </summary>
+    public bool PoisonNewBuffers { get; init; }
+
     /// <summary>How long to wait for one submission before declaring the device hung.</summary>
     public TimeSpan SubmitTimeout { get; init; } = TimeSpan.FromMinutes(10);
 
@@ -48,6 +55,11 @@ public sealed record VulkanOptions
         if (Environment.GetEnvironmentVariable("MAMBA2_VK_PIPELINE_STATS") is "1" or "true" or "on")
         {
             o = o with { PipelineStatistics = true };
+        }
+
+        if (Environment.GetEnvironmentVariable("MAMBA2_VK_POISON_BUFFERS") is "1" or "true" or "on")
+        {
+            o = o with { PoisonNewBuffers = true };
         }
 
         var device = Environment.GetEnvironmentVariable("MAMBA2_VK_DEVICE");

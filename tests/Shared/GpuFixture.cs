@@ -26,6 +26,7 @@ public sealed class GpuFixture : IDisposable
     {
         Validation = true,
         SynchronizationValidation = true,
+        PoisonNewBuffers = true,
         PipelineCacheDirectory = null,
     });
 
