@@ -233,9 +233,9 @@ public static class Gemm
             return;
         }
 
-        if (t.BM % t.TM != 0 || t.BN % t.TN != 0 || t.BM % 4 != 0)
+        if (t.TM == 0 || t.TN == 0 || t.TM % 4 != 0 || t.TN % 4 != 0 || t.BM % t.TM != 0 || t.BN % t.TN != 0 || t.BK == 0)
         {
-            throw new ArgumentException($"Gemm tile {t}: BM must divide by TM and 4, BN by TN.", "tile");
+            throw new ArgumentException($"Gemm tile {t}: TM and TN must be multiples of 4 dividing BM and BN, BK nonzero.", "tile");
         }
 
         if (t.SharedBytes > caps.MaxSharedMemoryBytes || t.Threads > Math.Min(caps.MaxWorkgroupInvocations, caps.MaxWorkgroupSize.X))
