@@ -332,6 +332,11 @@ public class Mamba2LMTests(GpuFixture gpu)
             }
         }
 
+        // The backward freed the blocks' activations as it went: a second one from them is refused, not run on freed memory.
+        var again = Assert.Throws<ArgumentException>(() => lm.Backward(acts));
+        Assert.Equal("acts", again.ParamName);
+        Assert.Contains("already ran", again.Message);
+
         // The gradient-free forward (evaluation) has no head gradients to start a backward from.
         using var eval = lm.ForwardLoss(input, targets, gradients: false);
         Assert.Equal("acts", Assert.Throws<ArgumentException>(() => lm.Backward(eval)).ParamName);

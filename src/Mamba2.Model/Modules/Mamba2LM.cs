@@ -169,12 +169,16 @@ public sealed class Mamba2LM : IDisposable
         }
     }
 
-    /// <summary>What the backward reads, kept from the forward; <see cref="Logits"/> is (b, L, vocab).</summary>
     /// <summary>One residual block: h + mixer(rmsnorm(h)). <see cref="NormWeight"/> is backbone.layers.{i}.norm.weight.</summary>
     public sealed record Mamba2Block(Tensor NormWeight, Mamba2Layer Mixer);
 
+    /// <summary>One block's part of <see cref="Activations"/>.</summary>
     internal sealed class BlockActivations : ActivationStore;
 
+    /// <summary>
+    /// What the backward reads, kept from the forward; <see cref="Logits"/> is (b, L, vocab). One backward runs from
+    /// them: it frees each block's part once that block's gradients are formed.
+    /// </summary>
     public sealed class Activations : ActivationStore
     {
         internal Activations(IndexTensor ids) => Ids = ids;
@@ -192,6 +196,9 @@ public sealed class Mamba2LM : IDisposable
         /// output, the mixer's activations): the backward frees each once its stage has run.
         /// </summary>
         internal List<BlockActivations> Blocks { get; } = [];
+
+        /// <summary>A backward has run from these activations (and freed the blocks' as it went).</summary>
+        internal bool Consumed { get; set; }
 
         internal RmsNormResult NormF { get; set; } = null!;
 
@@ -497,6 +504,12 @@ public sealed class Mamba2LM : IDisposable
         IGradientListener? listener, bool leaveLastRunning, out StagedRecording? running)
     {
         running = null;
+        if (acts.Consumed)
+        {
+            throw new ArgumentException("Mamba2LM backward: a backward already ran from these activations and freed them as it went; run the forward again.", nameof(acts));
+        }
+
+        acts.Consumed = true;
         int b = acts.Ids.Shape[0], l = acts.Ids.Shape[1], d = Config.Mixer.DModel, v = Config.VocabSize;
         var device = Embeddings.Device;
         var grads = new Dictionary<string, Tensor>();
