@@ -92,12 +92,13 @@ const bool BIDIR_ON = true;
 #else
 const bool BIDIR_ON = false;
 #endif
-shared float dAq[MAX_CHUNK];     // this (batch, head, chunk)'s dA_cs, hi and lo, and dt_out
-shared float dAqLo[MAX_CHUNK];
+// This (batch, head, chunk)'s dA_cs, its two parts summed into one fp32 value, and dt_out. The staged elements' decays
+// take plain fp32 differences of it, as mamba_ssm's kernels do: the two-part difference (cs_diff) is for the exact
+// mode's 1e-5, and per element its second pair of shared reads cost these kernels 2-3% (docs/PERF.md).
+shared float dAq[MAX_CHUNK];
 shared float dtq[MAX_CHUNK];
 #ifdef BIDIR
-shared float dArq[MAX_CHUNK];    // the reverse scan's M[m(s)] (hi, lo) and dt at forward positions s
-shared float dArqLo[MAX_CHUNK];
+shared float dArq[MAX_CHUNK];    // the reverse scan's M[m(s)] and dt at forward positions s, likewise
 shared float dtrq[MAX_CHUNK];
 #endif
 
@@ -149,12 +150,10 @@ void store_prologue() {
     [[unroll]] for (uint q = 0; q < PRO; ++q) {
         const uint s = gl_LocalInvocationID.x + q * TC_THREADS;
         if (s < proEnd) {
-            dAq[s] = proA[q];
-            dAqLo[s] = proLo[q];
+            dAq[s] = proA[q] + proLo[q];
             dtq[s] = proDt[q];
 #ifdef BIDIR
-            dArq[s] = proRA[q];
-            dArqLo[s] = proRLo[q];
+            dArq[s] = proRA[q] + proRLo[q];
             dtrq[s] = proRDt[q];
 #endif
         }
@@ -171,10 +170,10 @@ vec4 decayed_cb(vec4 v, uint t, uint s) {
         const uint k = s + e;
         float w = 0.0;
         if (k <= t) {
-            w = exp(min(cs_diff(dAq[t], dAqLo[t], dAq[k], dAqLo[k]), 0.0)) * dtq[k];
+            w = exp(min(dAq[t] - dAq[k], 0.0)) * dtq[k];
         }
         if (k >= t && k < span.len) {
-            w += exp(min(cs_diff(dArq[t], dArqLo[t], dArq[k], dArqLo[k]), 0.0)) * dtrq[k];
+            w += exp(min(dArq[t] - dArq[k], 0.0)) * dtrq[k];
         }
         v[e] *= w;
     }
@@ -182,7 +181,7 @@ vec4 decayed_cb(vec4 v, uint t, uint s) {
 #endif
     [[unroll]] for (uint e = 0; e < 4; ++e) {
         if (s + e <= t) {
-            v[e] *= exp(min(cs_diff(dAq[t], dAqLo[t], dAq[s + e], dAqLo[s + e]), 0.0)) * (REVERSE == 0 ? dtq[s + e] : 1.0);
+            v[e] *= exp(min(dAq[t] - dAq[s + e], 0.0)) * (REVERSE == 0 ? dtq[s + e] : 1.0);
         } else {
             v[e] = 0.0;
         }
@@ -198,10 +197,10 @@ vec4 shifted_cb(vec4 before, vec4 after, uint t, uint s) {
         const uint k = s + e;
         float w = 0.0;
         if (k + 1 <= t) {
-            w = before[e] * exp(min(cs_diff(dAq[t - 1], dAqLo[t - 1], dAq[k], dAqLo[k]), 0.0)) * dtq[k];
+            w = before[e] * exp(min(dAq[t - 1] - dAq[k], 0.0)) * dtq[k];
         }
         if (k >= t + 1 && k < span.len) {
-            w += after[e] * exp(min(cs_diff(dArq[t + 1], dArqLo[t + 1], dArq[k], dArqLo[k]), 0.0)) * dtrq[k];
+            w += after[e] * exp(min(dArq[t + 1] - dArq[k], 0.0)) * dtrq[k];
         }
         v[e] = w;
     }

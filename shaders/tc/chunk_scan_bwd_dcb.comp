@@ -56,10 +56,10 @@ layout(push_constant) uniform Push {
 const uint SG = TC_THREADS / TC_SUBGROUPS;
 const uint PER = TM * TN / SG;
 
-shared float dAt[BM];     // this head's dA_cs (hi, lo) at the tile's rows t
-shared float dAtLo[BM];
-shared float dAs[BN];     // ... and at its columns s, with dt_out[s]
-shared float dAsLo[BN];
+// This head's dA_cs at the tile's rows t and columns s, its two parts summed into one fp32 value (plain fp32
+// differences per element, as tc/chunk_scan's), with dt_out[s].
+shared float dAt[BM];
+shared float dAs[BN];
 shared float dts[BN];
 shared float leftPart[BM * (BN / TN)];    // per row and fragment column: sum of X over the fragment's columns
 shared float belowPart[BN * (BM / TM)];   // per column and fragment row: sum of X over the fragment's rows
@@ -142,13 +142,11 @@ void main() {
             for (uint e = tid; e < BM + BN; e += TC_THREADS) {
                 if (e < BM) {
                     const bool ok = t0 + e < span.len;
-                    dAt[e] = ok ? dA_cs[cs + t0 + e] : 0.0;
-                    dAtLo[e] = ok ? dA_cs_lo[cs + t0 + e] : 0.0;
+                    dAt[e] = ok ? dA_cs[cs + t0 + e] + dA_cs_lo[cs + t0 + e] : 0.0;
                 } else {
                     const uint j = e - BM;
                     const bool ok = s0 + j < span.len;
-                    dAs[j] = ok ? dA_cs[cs + s0 + j] : 0.0;
-                    dAsLo[j] = ok ? dA_cs_lo[cs + s0 + j] : 0.0;
+                    dAs[j] = ok ? dA_cs[cs + s0 + j] + dA_cs_lo[cs + s0 + j] : 0.0;
                     dts[j] = ok ? dt_out[cs + s0 + j] : 0.0;
                 }
             }
@@ -175,7 +173,7 @@ void main() {
                     const uint j = col0 + e % TN;
                     float m = 0.0;
                     if (s0 + j <= t0 + i && t0 + i < span.len) {
-                        m = tc_frag_get(at + e) * exp(min(cs_diff(dAt[i], dAtLo[i], dAs[j], dAsLo[j]), 0.0)) * dts[j];
+                        m = tc_frag_get(at + e) * exp(min(dAt[i] - dAs[j], 0.0)) * dts[j];
                     }
                     sum[f * PER + q] += m;
                     tc_frag_set(at + e, m * cbr[f * PER + q]);   // zero unless s < t
