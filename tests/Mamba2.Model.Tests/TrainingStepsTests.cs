@@ -80,5 +80,15 @@ public class TrainingStepsTests(GpuFixture gpu)
 
         // Disposing waited for the last step and freed everything it held.
         Assert.Equal(before, (long)Device.Memory.AllocatedBytes);
+
+        // Tensors given to a disposed one, or beside a null, are freed all the same.
+        var late = Ids(batches[2]);
+        var lateTargets = Mamba2LM.NextTokenTargets(late);
+        var disposed = new TrainingSteps(overlapped, optOverlapped, maxGradNorm: null);
+        disposed.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => disposed.Step(late, lateTargets));
+        var lone = Ids(batches[2]);
+        Assert.Equal("targets", Assert.Throws<ArgumentNullException>(() => disposed.Step(lone, null!)).ParamName);
+        Assert.Equal(before, (long)Device.Memory.AllocatedBytes);
     }
 }

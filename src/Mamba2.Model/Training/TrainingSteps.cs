@@ -44,10 +44,17 @@ public sealed class TrainingSteps : IDisposable
     /// </summary>
     public (float Loss, int[] Predictions) Step(IndexTensor ids, IndexTensor targets)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (ids is null || targets is null)
+        {
+            ids?.Dispose();   // taken over either way
+            targets?.Dispose();
+            throw new ArgumentNullException(ids is null ? nameof(ids) : nameof(targets));
+        }
+
         var held = new List<IDisposable> { ids, targets };
         try
         {
+            ObjectDisposedException.ThrowIf(_disposed, this);
             // Stage 0 done on the device means the step before is too (streams run in launch order): its tensors are
             // freed from then on, a share after each stage, while the device runs the next (freeing hundreds of
             // tensors at once cost the host more than a stage of the device's time).
