@@ -39,8 +39,9 @@ public sealed class TrainingSteps : IDisposable
     /// <summary>
     /// One step on <paramref name="ids"/> against <paramref name="targets"/> (both (b, L), both taken over: freed once
     /// the step has run): its mean loss and each position's argmax, read once the forward has run. The optimizer's
-    /// update may still be running on return: <see cref="Finish"/> before reading the weights or the optimizer's
-    /// state on the host (the device's own later work is ordered after it).
+    /// update may still be running on return; the device's later work is ordered after it, and a host read of a
+    /// weight or moment waits for it (<see cref="Mamba2.Vulkan.GpuBuffer.Download{T}"/>). <see cref="Finish"/> waits
+    /// and frees the step's tensors.
     /// </summary>
     public (float Loss, int[] Predictions) Step(IndexTensor ids, IndexTensor targets)
     {
