@@ -463,16 +463,7 @@ public sealed class Mamba2LM : IDisposable
     /// listener <see cref="IGradientListener.TakesLookupApart"/>, the embedding's gradient returned holds the head's
     /// part only until the listener has added the lookup's.
     /// </summary>
-    public Dictionary<string, Tensor> Backward(Activations acts, IGradientListener listener)
-    {
-        ArgumentNullException.ThrowIfNull(listener);
-        if (acts.Loss?.DHidden is not { } dNormF || acts.Loss.DWeight is not { } headGrad)
-        {
-            throw new ArgumentException("Mamba2LM backward: these activations hold no head gradients; run ForwardLoss with gradients: true.", nameof(acts));
-        }
-
-        return Backward(acts, null, (_, _) => (headGrad, dNormF), listener, leaveLastRunning: false, out _);
-    }
+    public Dictionary<string, Tensor> Backward(Activations acts, IGradientListener listener) => Backward(acts, listener, leaveLastRunning: false, out _);
 
     /// <summary>
     /// <see cref="Backward(Activations, IGradientListener)"/> returning with its last stage still running:
@@ -481,25 +472,30 @@ public sealed class Mamba2LM : IDisposable
     /// </summary>
     internal Dictionary<string, Tensor> Backward(Activations acts, IGradientListener listener, out IDisposable lastStage)
     {
+        var grads = Backward(acts, listener, leaveLastRunning: true, out var running);
+        lastStage = running!;
+        return grads;
+    }
+
+    private Dictionary<string, Tensor> Backward(Activations acts, IGradientListener listener, bool leaveLastRunning, out StagedRecording? running)
+    {
+        ArgumentNullException.ThrowIfNull(listener);
         if (acts.Loss?.DHidden is not { } dNormF || acts.Loss.DWeight is not { } headGrad)
         {
             throw new ArgumentException("Mamba2LM backward: these activations hold no head gradients; run ForwardLoss with gradients: true.", nameof(acts));
         }
 
-        var grads = Backward(acts, null, (_, _) => (headGrad, dNormF), listener, leaveLastRunning: true, out var running);
-        lastStage = running!;
-        return grads;
+        return Backward(acts, null, (_, _) => (headGrad, dNormF), listener, leaveLastRunning, out running);
     }
+
+    private Dictionary<string, Tensor> Backward(Activations acts, CommandStream? stream, Func<StagedRecording, CommandStream, (Tensor HeadGrad, Tensor DNormF)> head)
+        => Backward(acts, stream, head, listener: null, leaveLastRunning: false, out _);
 
     /// <summary>
     /// The backward from norm_f down, given the head's stage: it returns the head's weight gradient and d norm_f's
     /// output. With <paramref name="leaveLastRunning"/> (and no caller stream) the recording is handed back in
     /// <paramref name="running"/> with its last stage still running, instead of waited for.
     /// </summary>
-    private Dictionary<string, Tensor> Backward(Activations acts, CommandStream? stream, Func<StagedRecording, CommandStream, (Tensor HeadGrad, Tensor DNormF)> head,
-        IGradientListener? listener = null, bool leaveLastRunning = false)
-        => Backward(acts, stream, head, listener, leaveLastRunning, out _);
-
     private Dictionary<string, Tensor> Backward(Activations acts, CommandStream? stream, Func<StagedRecording, CommandStream, (Tensor HeadGrad, Tensor DNormF)> head,
         IGradientListener? listener, bool leaveLastRunning, out StagedRecording? running)
     {

@@ -7,9 +7,9 @@ namespace Mamba2.Model.Training;
 /// Training steps on one device, one after another, as the <see cref="Trainer"/> takes them: each a layer a
 /// submission (the host records the next while the device runs one), the AdamW step recorded into the backward's
 /// last stage, and that stage left running when <see cref="Step"/> returns. The next step's first two stages are
-/// launched behind it, and the step before is freed only once the first has run (a share after each stage), so the device goes from one step
-/// to the next without waiting for the host's work between them (reading the loss, drawing and uploading the next
-/// batch, recording the first stages, freeing the step before). The backward frees each block's activations once
+/// launched behind it, and the step before is freed only once the first has run (a share after each stage), so the
+/// device goes from one step to the next without waiting for the host's work between them (reading the loss,
+/// drawing and uploading the next batch, recording the first stages, freeing the step before). The backward frees each block's activations once
 /// its stage has run, so little more than the gradients is left of a step at that edge. The losses and weights are
 /// the same, bit for bit, as with each step waited for.
 /// </summary>
@@ -95,17 +95,7 @@ public sealed class TrainingSteps : IDisposable
     }
 
     /// <summary>Waits for the step still running, if any, and frees what it held.</summary>
-    public void Finish()
-    {
-        if (_running.Count == 0)
-        {
-            return;
-        }
-
-        var running = _running.ToList();
-        _running.Clear();
-        Free(running);
-    }
+    public void Finish() => FreeSome(_running.Count);
 
     private static void Free(List<IDisposable> items)
     {
