@@ -27,6 +27,7 @@
 #include "operand_scale.glsl"
 
 #include "operand_pack.glsl"
+#include "tensor_elems.glsl"
 #ifdef OPERAND_BF16_VALUES
 #include "bf16_bits.glsl"
 #define TC_ROUND(v) bf16_round(v)
@@ -328,5 +329,12 @@ void tc_epilogue(TC_ACC acc[TC_FRAGS]) {
     ((whole) && (c) + 4 <= (len) ? buf4[(at) / 4] \
      : vec4((c) < (len) ? buf[(at)] : 0.0, (c) + 1 < (len) ? buf[(at) + 1] : 0.0, \
             (c) + 2 < (len) ? buf[(at) + 2] : 0.0, (c) + 3 < (len) ? buf[(at) + 3] : 0.0))
+
+// TC_WORD4 and TC_LOAD4 for the tensors declared with tensor_elems.glsl's types (fp32 or, with TENSORS_BF16, bf16).
+#define TC_TWORD4(buf4, at, step, r, c) TENSOR_LOAD4(buf4, (at) + int(r) * (step) + int((c) / 4u))
+#define TC_TLOAD4(buf, buf4, at, c, len, whole) \
+    ((whole) && (c) + 4 <= (len) ? TENSOR_LOAD4(buf4, (at) / 4) \
+     : vec4((c) < (len) ? TENSOR_LOAD(buf, (at)) : 0.0, (c) + 1 < (len) ? TENSOR_LOAD(buf, (at) + 1) : 0.0, \
+            (c) + 2 < (len) ? TENSOR_LOAD(buf, (at) + 2) : 0.0, (c) + 3 < (len) ? TENSOR_LOAD(buf, (at) + 3) : 0.0))
 
 #endif

@@ -3,6 +3,7 @@
 // The input is viewed as (segments, rows, outs, inner); rows are cut into blocks of rows_per_block and
 //   out[seg, block, o] = sum_{r in block} sum_{k < inner} a[seg, r, o, k] (* b[seg, r, o, k] when PRODUCT)
 // in a fixed order (ACCUMULATE adds it to out). Two calls make a two-level tree: one block per (segment) gives the full sum.
+// Built with TENSORS_BF16, a and b are bf16 tensors (the sums stay fp32).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
@@ -12,8 +13,9 @@ layout(constant_id = 1) const uint PRODUCT = 0;
 layout(constant_id = 2) const uint ACCUMULATE = 0;   // 1: out += the sum
 const uint UNROLL = 8;
 
-layout(std430, binding = 0) readonly buffer In { float a[]; };
-layout(std430, binding = 1) readonly buffer In2 { float bv[]; };
+#include "tensor_elems.glsl"
+layout(std430, binding = 0) readonly buffer In { TENSOR_ELEM a[]; };
+layout(std430, binding = 1) readonly buffer In2 { TENSOR_ELEM bv[]; };
 layout(std430, binding = 2) buffer Out { float outv[]; };
 
 layout(push_constant) uniform Push {
@@ -37,7 +39,7 @@ void main() {
                 float t[UNROLL];
                 [[unroll]] for (uint i = 0; i < UNROLL; ++i) {
                     const uint at = (seg * p.rows + r + i) * p.outs + o;
-                    t[i] = PRODUCT != 0 ? a[at] * bv[at] : a[at];
+                    t[i] = PRODUCT != 0 ? TENSOR_LOAD(a, at) * TENSOR_LOAD(bv, at) : TENSOR_LOAD(a, at);
                 }
                 [[unroll]] for (uint i = 0; i < UNROLL; ++i) {
                     sum += t[i];
@@ -47,7 +49,7 @@ void main() {
         for (; r < r1; ++r) {
             const uint base = ((seg * p.rows + r) * p.outs + o) * p.inner;
             for (uint k = 0; k < p.inner; ++k) {
-                sum += PRODUCT != 0 ? a[base + k] * bv[base + k] : a[base + k];
+                sum += PRODUCT != 0 ? TENSOR_LOAD(a, base + k) * TENSOR_LOAD(bv, base + k) : TENSOR_LOAD(a, base + k);
             }
         }
         outv[e] = ACCUMULATE != 0 ? outv[e] + sum : sum;

@@ -19,10 +19,11 @@ layout(constant_id = 6) const uint TM = 16;
 layout(constant_id = 7) const uint TN = 16;
 layout(constant_id = 8) const uint TK = 16;
 
-layout(std430, binding = 0) readonly buffer Cm { float C[]; };
-layout(std430, binding = 1) readonly buffer Bm { float B[]; };
-layout(std430, binding = 0) readonly buffer Cm4 { vec4 C4[]; };
-layout(std430, binding = 1) readonly buffer Bm4 { vec4 B4[]; };
+#include "tensor_elems.glsl"
+layout(std430, binding = 0) readonly buffer Cm { TENSOR_ELEM C[]; };
+layout(std430, binding = 1) readonly buffer Bm { TENSOR_ELEM B[]; };
+layout(std430, binding = 0) readonly buffer Cm4 { TENSOR_WORD4 C4[]; };
+layout(std430, binding = 1) readonly buffer Bm4 { TENSOR_WORD4 B4[]; };
 layout(std430, binding = 2) writeonly buffer Cb { float cb[]; };
 
 layout(push_constant) uniform Push {
@@ -40,18 +41,18 @@ int atA, stepA, atB, stepB;
 
 vec4 word_a(uint r, uint c) {   // C[t, n], row-major (t, n)
     if (fastA) {
-        return TC_WORD4(C4, atA, stepA, r, c);
+        return TC_TWORD4(C4, atA, stepA, r, c);
     }
     return t0 + r < span.len
-        ? TC_LOAD4(C, C4, ((b * p.seqlen + span_pos(span, t0 + r)) * p.ngroups + grp) * p.dstate + n0 + c, n0 + c, p.dstate, wholeN) : vec4(0.0);
+        ? TC_TLOAD4(C, C4, ((b * p.seqlen + span_pos(span, t0 + r)) * p.ngroups + grp) * p.dstate + n0 + c, n0 + c, p.dstate, wholeN) : vec4(0.0);
 }
 
 vec4 word_b(uint r, uint c) {   // B[s, n] as the (n, s) operand: stored column-major, a row per s
     if (fastB) {
-        return TC_WORD4(B4, atB, stepB, r, c);
+        return TC_TWORD4(B4, atB, stepB, r, c);
     }
     return s0 + r < span.len
-        ? TC_LOAD4(B, B4, ((b * p.seqlen + span_pos(span, s0 + r)) * p.ngroups + grp) * p.dstate + n0 + c, n0 + c, p.dstate, wholeN) : vec4(0.0);
+        ? TC_TLOAD4(B, B4, ((b * p.seqlen + span_pos(span, s0 + r)) * p.ngroups + grp) * p.dstate + n0 + c, n0 + c, p.dstate, wholeN) : vec4(0.0);
 }
 
 void tc_element(uint i, uint j, float v) {

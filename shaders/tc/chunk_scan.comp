@@ -48,19 +48,21 @@ layout(constant_id = 10) const uint G_SHIFT = 0;  // REVERSE: g read one step aw
 layout(constant_id = 11) const bool ACCUMULATE = false;
 layout(constant_id = 12) const bool SHIFT = false;   // BIDIR: Hydra's shift form (above)
 
-layout(std430, binding = 0) readonly buffer X { float x[]; };
-layout(std430, binding = 1) readonly buffer Cm { float C[]; };     // REVERSE: B
+#include "tensor_elems.glsl"   // x, C, z, y and y before the gate (REVERSE: g, B, x, dx)
+layout(std430, binding = 0) readonly buffer X { TENSOR_ELEM x[]; };
+layout(std430, binding = 1) readonly buffer Cm { TENSOR_ELEM C[]; };     // REVERSE: B
 layout(std430, binding = 2) readonly buffer Cb { float cb[]; };
 layout(std430, binding = 3) readonly buffer States { float states[]; };
 layout(std430, binding = 4) readonly buffer DtOut { float dt_out[]; };
 layout(std430, binding = 5) readonly buffer DaCs { float dA_cs[]; };
 layout(std430, binding = 6) readonly buffer Dv { float D[]; };
-layout(std430, binding = 7) readonly buffer Z { float z[]; };
-layout(std430, binding = 8) buffer Y { float y[]; };   // REVERSE: dx (with ACCUMULATE, added to what it holds)
-layout(std430, binding = 9) writeonly buffer Aux { float aux[]; };   // y before the gate; REVERSE: ddt parts
+layout(std430, binding = 7) readonly buffer Z { TENSOR_ELEM z[]; };
+layout(std430, binding = 8) buffer Y { TENSOR_ELEM y[]; };   // REVERSE: dx (with ACCUMULATE, added to what it holds)
+layout(std430, binding = 9) writeonly buffer Aux { TENSOR_ELEM aux[]; };   // y before the gate
+layout(std430, binding = 9) writeonly buffer DdtPart { float ddt_part[]; };   // REVERSE: the ddt parts (fp32 always)
 layout(std430, binding = 10) readonly buffer DaCsLo { float dA_cs_lo[]; };
-layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
-layout(std430, binding = 1) readonly buffer Cm4 { vec4 C4[]; };
+layout(std430, binding = 0) readonly buffer X4 { TENSOR_WORD4 x4[]; };
+layout(std430, binding = 1) readonly buffer Cm4 { TENSOR_WORD4 C4[]; };
 layout(std430, binding = 2) readonly buffer Cb4 { vec4 cb4[]; };
 layout(std430, binding = 3) readonly buffer States4 { vec4 states4[]; };
 #ifdef BIDIR
@@ -74,7 +76,6 @@ layout(std430, binding = 11) readonly buffer StatesRev4 { vec4 states_rev4[]; };
 #define g_in x          // REVERSE's names
 #define x_fwd z
 #define dx y
-#define ddt_part aux
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
@@ -249,8 +250,8 @@ vec4 word_a(uint r, uint c) {
         }
         uint pos;
         const bool row = g_at(span_pos(span, s), state_row_code(), p.seqlen, pos);   // C's row, if inside the sequence
-        const vec4 v = fastA ? TC_WORD4(C4, atA, stepA, r, c)
-            : row ? TC_LOAD4(C, C4, ((b * p.seqlen + pos) * p.ngroups + grp) * p.dstate + k0 + c, k0 + c, p.dstate, wholeN) : vec4(0.0);
+        const vec4 v = fastA ? TC_TWORD4(C4, atA, stepA, r, c)
+            : row ? TC_TLOAD4(C, C4, ((b * p.seqlen + pos) * p.ngroups + grp) * p.dstate + k0 + c, k0 + c, p.dstate, wholeN) : vec4(0.0);
         const uint last = cs + span.len - 1;   // from memory (load_prologue)
 #ifdef BIDIR
         if (revState) {
@@ -291,7 +292,7 @@ vec4 word_b(uint r, uint c) {
     }
 #endif
     if (fastB) {
-        return intra ? TC_WORD4(x4, atB, stepB, r, c) : TC_WORD4(states4, atB, stepB, r, c);
+        return intra ? TC_TWORD4(x4, atB, stepB, r, c) : TC_WORD4(states4, atB, stepB, r, c);
     }
     if (!intra) {   // S_in[p, n] (REVERSE: dS_next) as the (n, p) operand: stored column-major, a row per p
         return p0 + r < p.headdim ? TC_LOAD4(states, states4, (sbase + p0 + r) * p.dstate + k0 + c, k0 + c, p.dstate, wholeN) : vec4(0.0);
@@ -299,7 +300,7 @@ vec4 word_b(uint r, uint c) {
     const uint k = k0 + r;   // x[s, p] (REVERSE: g[t, p]), row-major
     uint pos;
     if (k < span.len && g_at(span_pos(span, k), REVERSE == 0 ? 0 : G_SHIFT, p.seqlen, pos)) {
-        return TC_LOAD4(x, x4, ((b * p.seqlen + pos) * p.nheads + head) * p.headdim + p0 + c, p0 + c, p.headdim, wholeP);
+        return TC_TLOAD4(x, x4, ((b * p.seqlen + pos) * p.nheads + head) * p.headdim + p0 + c, p0 + c, p.headdim, wholeP);
     }
     return vec4(0.0);
 }
@@ -316,15 +317,15 @@ void tc_element(uint i, uint j, float v) {
     if (REVERSE == 0 && t < span.len && pj < p.headdim) {
         const uint o = at_tp(t, pj);
         if (SSD_HAS(p.flags, SSD_D_ANY)) {
-            v += D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * x[o];
+            v += D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * TENSOR_LOAD(x, o);
         }
         if (SSD_HAS(p.flags, SSD_SAVE_UNGATED)) {
-            aux[o] = v;
+            TENSOR_STORE(aux, o, v);
         }
         if (SSD_HAS(p.flags, SSD_Z)) {
-            v *= silu(z[o]);
+            v *= silu(TENSOR_LOAD(z, o));
         }
-        y[o] = v;
+        TENSOR_STORE(y, o, v);
     }
 }
 
@@ -363,12 +364,12 @@ void dx_epilogue_load(uint f, uint lane, uint wm0, uint wn0, out float dg[EP_PER
         if (t < span.len && pj < p.headdim) {
             const uint o = at_tp(t, pj);
             if (hasD) {
-                dg[q] = D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * g_in[o];
+                dg[q] = D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * TENSOR_LOAD(g_in, o);
             }
             if (ACCUMULATE) {
-                dg[q] += dx[o];
+                dg[q] += TENSOR_LOAD(dx, o);
             }
-            xf[q] = x_fwd[o];
+            xf[q] = TENSOR_LOAD(x_fwd, o);
         }
     }
 }
@@ -395,7 +396,7 @@ void dx_epilogue(TC_ACC acc[TC_FRAGS]) {
             const float v = tc_frag_get(at + e);
             if (t < span.len && pj < p.headdim) {
                 const uint o = at_tp(t, pj);
-                dx[o] = dtq[t] * v + dg[q];
+                TENSOR_STORE(dx, o, dtq[t] * v + dg[q]);
             }
             tc_frag_set(at + e, v * xf[q]);   // this element's share of x . r (0 outside)
         }

@@ -26,21 +26,22 @@ layout(constant_id = 8) const uint TK = 16;
 layout(constant_id = 9) const uint REVERSE = 0;   // 1: dB
 layout(constant_id = 10) const uint G_SHIFT = 0;  // dC: g read one step away (g_at); dB reads no g
 
-layout(std430, binding = 0) readonly buffer U { float u[]; };        // (b, L, h, p): g (dC) or x (dB)
+#include "tensor_elems.glsl"   // u, R, W and the output
+layout(std430, binding = 0) readonly buffer U { TENSOR_ELEM u[]; };        // (b, L, h, p): g (dC) or x (dB)
 layout(std430, binding = 1) readonly buffer Sm { float sm[]; };      // (b, nc, h, p, n): S_in (dC) or dS_next (dB)
 layout(std430, binding = 2) readonly buffer Dcb { float dcb[]; };    // (b, nc, g, Q, Q)
-layout(std430, binding = 3) readonly buffer R { float rr[]; };       // (b, L, g, n): B (dC) or C (dB)
-layout(std430, binding = 4) readonly buffer W { float wv[]; };       // (b, L, g, n): C (dC) or B (dB)
+layout(std430, binding = 3) readonly buffer R { TENSOR_ELEM rr[]; };       // (b, L, g, n): B (dC) or C (dB)
+layout(std430, binding = 4) readonly buffer W { TENSOR_ELEM wv[]; };       // (b, L, g, n): C (dC) or B (dB)
 layout(std430, binding = 5) readonly buffer DtOut { float dt_out[]; };
 layout(std430, binding = 6) readonly buffer DaCs { float dA_cs[]; };
 layout(std430, binding = 7) readonly buffer DaCsLo { float dA_cs_lo[]; };
-layout(std430, binding = 8) buffer Out { float outp[]; };            // (b, L, g, n); SSD_ACCUMULATE adds to it
+layout(std430, binding = 8) buffer Out { TENSOR_ELEM outp[]; };            // (b, L, g, n); SSD_ACCUMULATE adds to it
 layout(std430, binding = 9) writeonly buffer RowDot { float rowdot[]; };   // (b, h, nc, Q, tilesN)
-layout(std430, binding = 0) readonly buffer U4 { vec4 u4[]; };
+layout(std430, binding = 0) readonly buffer U4 { TENSOR_WORD4 u4[]; };
 layout(std430, binding = 1) readonly buffer Sm4 { vec4 sm4[]; };
 layout(std430, binding = 2) readonly buffer Dcb4 { vec4 dcb4[]; };
-layout(std430, binding = 3) readonly buffer R4 { vec4 rr4[]; };
-layout(std430, binding = 4) readonly buffer W4 { vec4 wv4[]; };
+layout(std430, binding = 3) readonly buffer R4 { TENSOR_WORD4 rr4[]; };
+layout(std430, binding = 4) readonly buffer W4 { TENSOR_WORD4 wv4[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
@@ -74,7 +75,7 @@ vec4 word_a(uint r, uint c) {
     if (!intra) {   // e(i) U[i, k], row-major
         uint pos;
         if (t0 + r < span.len && g_at(span_pos(span, t0 + r), REVERSE == 0 ? G_SHIFT : 0, p.seqlen, pos)) {
-            return TC_LOAD4(u, u4, ((b * p.seqlen + pos) * p.nheads + head) * p.headdim + k0 + c, k0 + c, p.headdim, wholeP) * e_rows[eh * BM + r];
+            return TC_TLOAD4(u, u4, ((b * p.seqlen + pos) * p.nheads + head) * p.headdim + k0 + c, k0 + c, p.headdim, wholeP) * e_rows[eh * BM + r];
         }
         return vec4(0.0);
     }
@@ -93,7 +94,7 @@ vec4 word_b(uint r, uint c) {
     if (!intra) {   // Sm[k, n], row-major (p, n)
         return k0 + r < p.headdim ? TC_LOAD4(sm, sm4, (sbase + k0 + r) * p.dstate + n0 + c, n0 + c, p.dstate, wholeN) : vec4(0.0);
     }
-    return k0 + r < span.len ? TC_LOAD4(rr, rr4, gn_at(k0 + r) + n0 + c, n0 + c, p.dstate, wholeN) : vec4(0.0);   // R[j, n]
+    return k0 + r < span.len ? TC_TLOAD4(rr, rr4, gn_at(k0 + r) + n0 + c, n0 + c, p.dstate, wholeN) : vec4(0.0);   // R[j, n]
 }
 
 void tc_element(uint i, uint j, float v) {
@@ -101,7 +102,7 @@ void tc_element(uint i, uint j, float v) {
         return;   // a head's state term: only its row dots (tc_row_partner)
     }
     const uint o = gn_at(t0 + i) + n0 + j;
-    outp[o] = SSD_HAS(p.flags, SSD_ACCUMULATE) ? outp[o] + v : v;
+    TENSOR_STORE(outp, o, SSD_HAS(p.flags, SSD_ACCUMULATE) ? TENSOR_LOAD(outp, o) + v : v);
 }
 
 // A head's row dots W[i] . term[i] over this d_state tile (tc_product.glsl's row dots), W from w_tile or memory.
@@ -122,7 +123,7 @@ bool tc_partner(uint base, uint j, out float v) {
 #else
     v = 0.0;
     if (inside) {
-        v = wv[base + j];
+        v = TENSOR_LOAD(wv, base + j);
     }
 #endif
     return inside;
@@ -161,7 +162,7 @@ void main() {
         for (uint e = tid; e < BM * BN / 4; e += TC_THREADS) {
             const uint i = e / (BN / 4);
             const uint j = (e % (BN / 4)) * 4;
-            const vec4 v = t0 + i < span.len ? TC_LOAD4(wv, wv4, gn_at(t0 + i) + n0 + j, n0 + j, p.dstate, wholeN) : vec4(0.0);
+            const vec4 v = t0 + i < span.len ? TC_TLOAD4(wv, wv4, gn_at(t0 + i) + n0 + j, n0 + j, p.dstate, wholeN) : vec4(0.0);
             [[unroll]] for (uint k = 0; k < 4; ++k) {
                 w_tile[i * BN + j + k] = v[k];
             }

@@ -33,16 +33,17 @@ layout(constant_id = 8) const uint TK = 16;
 layout(constant_id = 9) const uint G_SHIFT = 0;   // g read one step away (g_at)
 layout(constant_id = 10) const uint SPLITS = 1;   // workgroups per tile, each over every SPLITS-th head of the group
 
-layout(std430, binding = 0) readonly buffer G { float g[]; };        // (b, L, h, p)
-layout(std430, binding = 1) readonly buffer X { float x[]; };        // (b, L, h, p)
+#include "tensor_elems.glsl"   // g and x
+layout(std430, binding = 0) readonly buffer G { TENSOR_ELEM g[]; };        // (b, L, h, p)
+layout(std430, binding = 1) readonly buffer X { TENSOR_ELEM x[]; };        // (b, L, h, p)
 layout(std430, binding = 2) readonly buffer Cb { float cb[]; };      // (b, nc, g, Q, Q): C.B^T from tc/chunk_cb
 layout(std430, binding = 3) readonly buffer DtOut { float dt_out[]; };
 layout(std430, binding = 4) readonly buffer DaCs { float dA_cs[]; };
 layout(std430, binding = 5) readonly buffer DaCsLo { float dA_cs_lo[]; };
 layout(std430, binding = 6) writeonly buffer Dcb { float dcb[]; };   // (SPLITS, b, nc, g, Q, Q): partial sums, tiles on or below the diagonal
 layout(std430, binding = 7) writeonly buffer Parts { float parts[]; };   // (b, h, nc, Q, tilesT + tilesS)
-layout(std430, binding = 0) readonly buffer G4 { vec4 g4[]; };
-layout(std430, binding = 1) readonly buffer X4 { vec4 x4[]; };
+layout(std430, binding = 0) readonly buffer G4 { TENSOR_WORD4 g4[]; };
+layout(std430, binding = 1) readonly buffer X4 { TENSOR_WORD4 x4[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
@@ -72,21 +73,21 @@ int atA, stepA, atB, stepB;
 
 vec4 word_a(uint r, uint c) {   // g[t, p], row-major
     if (fastA) {
-        return TC_WORD4(g4, atA, stepA, r, c);
+        return TC_TWORD4(g4, atA, stepA, r, c);
     }
     uint pos;
     if (t0 + r < span.len && g_at(span_pos(span, t0 + r), G_SHIFT, p.seqlen, pos)) {
-        return TC_LOAD4(g, g4, ((b * p.seqlen + pos) * p.nheads + head) * p.headdim + k0 + c, k0 + c, p.headdim, wholeP);
+        return TC_TLOAD4(g, g4, ((b * p.seqlen + pos) * p.nheads + head) * p.headdim + k0 + c, k0 + c, p.headdim, wholeP);
     }
     return vec4(0.0);
 }
 
 vec4 word_b(uint r, uint c) {   // x[s, p] as the (p, s) operand: stored column-major, a row per s
     if (fastB) {
-        return TC_WORD4(x4, atB, stepB, r, c);
+        return TC_TWORD4(x4, atB, stepB, r, c);
     }
     return s0 + r < span.len
-        ? TC_LOAD4(x, x4, ((b * p.seqlen + span_pos(span, s0 + r)) * p.nheads + head) * p.headdim + k0 + c, k0 + c, p.headdim, wholeP)
+        ? TC_TLOAD4(x, x4, ((b * p.seqlen + span_pos(span, s0 + r)) * p.nheads + head) * p.headdim + k0 + c, k0 + c, p.headdim, wholeP)
         : vec4(0.0);
 }
 

@@ -20,14 +20,15 @@ layout(constant_id = 8) const uint TK = 16;
 layout(constant_id = 9) const uint GRAD = 0;      // 1: the backward's weights (above)
 layout(constant_id = 10) const uint G_SHIFT = 0;  // GRAD: g read one step away (g_at)
 
-layout(std430, binding = 0) readonly buffer X { float x[]; };
-layout(std430, binding = 1) readonly buffer Bm { float B[]; };
+#include "tensor_elems.glsl"
+layout(std430, binding = 0) readonly buffer X { TENSOR_ELEM x[]; };
+layout(std430, binding = 1) readonly buffer Bm { TENSOR_ELEM B[]; };
 layout(std430, binding = 2) readonly buffer DtOut { float dt_out[]; };
 layout(std430, binding = 3) readonly buffer DaCs { float dA_cs[]; };
 layout(std430, binding = 4) writeonly buffer States { float states[]; };
 layout(std430, binding = 5) readonly buffer DaCsLo { float dA_cs_lo[]; };
-layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
-layout(std430, binding = 1) readonly buffer Bm4 { vec4 B4[]; };
+layout(std430, binding = 0) readonly buffer X4 { TENSOR_WORD4 x4[]; };
+layout(std430, binding = 1) readonly buffer Bm4 { TENSOR_WORD4 B4[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
@@ -47,21 +48,21 @@ int atA, stepA, atB, stepB;
 
 vec4 word_a(uint r, uint c) {   // x[s, p] w[s] as the (p, s) operand: stored column-major, a row per s
     if (fastA) {
-        return TC_WORD4(x4, atA, stepA, r, c) * weight[s0 + r];
+        return TC_TWORD4(x4, atA, stepA, r, c) * weight[s0 + r];
     }
     uint pos;
     if (s0 + r < span.len && g_at(span_pos(span, s0 + r), GRAD == 0 ? 0 : G_SHIFT, p.seqlen, pos)) {
-        return TC_LOAD4(x, x4, ((b * p.seqlen + pos) * p.nheads + head) * p.headdim + p0 + c, p0 + c, p.headdim, wholeP) * weight[s0 + r];
+        return TC_TLOAD4(x, x4, ((b * p.seqlen + pos) * p.nheads + head) * p.headdim + p0 + c, p0 + c, p.headdim, wholeP) * weight[s0 + r];
     }
     return vec4(0.0);
 }
 
 vec4 word_b(uint r, uint c) {   // B[s, n], row-major
     if (fastB) {
-        return TC_WORD4(B4, atB, stepB, r, c);
+        return TC_TWORD4(B4, atB, stepB, r, c);
     }
     return s0 + r < span.len
-        ? TC_LOAD4(B, B4, ((b * p.seqlen + span_pos(span, s0 + r)) * p.ngroups + grp) * p.dstate + n0 + c, n0 + c, p.dstate, wholeN) : vec4(0.0);
+        ? TC_TLOAD4(B, B4, ((b * p.seqlen + span_pos(span, s0 + r)) * p.ngroups + grp) * p.dstate + n0 + c, n0 + c, p.dstate, wholeN) : vec4(0.0);
 }
 
 void tc_element(uint i, uint j, float v) {

@@ -61,7 +61,10 @@ public class SpecializationTests
         Assert.Equal(args.Select(a => a is bool ? 1u : Convert.ToUInt32(a)), constants);
     }
 
-    // A variant built with OUT_BF16 ("_out_bf16") shares its shader's constants.
-    private static string SourceFile(string resourceName) =>
-        resourceName["shaders/".Length..^".spv".Length].Replace("_out_bf16", "");
+    // A variant built with OUT_BF16 ("_out_bf16") or TENSORS_BF16 ("_bf16") shares its shader's constants.
+    private static string SourceFile(string resourceName)
+    {
+        var name = resourceName["shaders/".Length..^".spv".Length].Replace("_out_bf16", "");
+        return name.EndsWith("_bf16", StringComparison.Ordinal) ? name[..^"_bf16".Length] : name;
+    }
 }

@@ -1,5 +1,7 @@
 using Mamba2.Cli;
 using Mamba2.Model.IO;
+using Mamba2.Model.Ops;
+using Mamba2.Model.Ops.Ssd;
 using Mamba2.Model.Tests.Reference;
 using Mamba2.Tests;
 using Xunit;
@@ -7,7 +9,7 @@ using Xunit;
 namespace Mamba2.Model.Tests;
 
 /// <summary>`mamba2 ssd` end to end: a safetensors file in, y and final_states out, checked against the reference.</summary>
-public sealed class SsdCliTests : IDisposable
+public sealed class SsdCliTests(GpuFixture gpu) : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("mamba2-ssd-cli-").FullName;
 
@@ -130,6 +132,51 @@ public sealed class SsdCliTests : IDisposable
         }
 
         Assert.Equal(2 + 11, result.Count);
+    }
+
+    /// <summary>
+    /// BF16 x, B, C, z and dy with --precision bf16: run as bf16 tensors, so y and the gradients of those inputs come
+    /// back BF16 (the rest F32), matching the reference on the same values at bf16's tolerance.
+    /// </summary>
+    [Fact]
+    public void Bf16InputsGiveBf16OutputsAtBf16sTolerance()
+    {
+        if (SsdOp.WhyNot(gpu.Device, Precision.Bf16) is not null || !gpu.Device.Capabilities.Storage16Bit)
+        {
+            return;   // PrecisionCliTests holds a refused --precision to its reason
+        }
+
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var c = MakeCase(rng);
+        static float[] Round(float[] a) => Array.ConvertAll(a, v => BFloat16Bits.ToSingle(BFloat16Bits.FromSingle(v)));
+        c = c with { X = Round(c.X), B = Round(c.B), C = Round(c.C), Z = Round(c.Z!) };
+        var dy = Round(TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1));
+        var input = Path.Combine(_dir, "in16.safetensors");
+        var output = Path.Combine(_dir, "out16.safetensors");
+        var bf16 = new HashSet<string> { "x", "B", "C", "z" };
+        SafetensorsWriter.Write(input,
+        [
+            .. Inputs(c).Select(t => bf16.Contains(t.Name) ? t.Convert(SafetensorsDType.BF16) : t),
+            HostTensor.FromFloat32("dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim).Convert(SafetensorsDType.BF16),
+        ]);
+
+        Assert.Equal(0, CliApp.Run(["ssd", "--input", input, "--output", output, "--chunk-size", "32", "--dt-softplus", "--dt-limit", "0.01,0.5", "--precision", "bf16"]));
+
+        var result = SafetensorsFile.ReadAll(output);
+        var tolerance = Precision.Bf16.Tolerance();
+        Assert.Equal(SafetensorsDType.BF16, result["y"].DType);
+        Assert.Equal(SafetensorsDType.F32, result["final_states"].DType);
+        var (yRef, finalRef) = SsdReference.Forward(c);
+        TestMath.AssertClose(result["y"].ToFloat32(), yRef, tolerance, $"cli bf16 y seed {seed}");
+        TestMath.AssertClose(result["final_states"].ToFloat32(), finalRef, tolerance, $"cli bf16 final_states seed {seed}");
+        var expected = SsdReferenceBackward.Gradients(c, Array.ConvertAll(dy, v => (double)v), null);
+        foreach (var (name, reference) in expected.Named())
+        {
+            var grad = result["grad_" + name];
+            Assert.Equal(bf16.Contains(name) ? SafetensorsDType.BF16 : SafetensorsDType.F32, grad.DType);
+            TestMath.AssertClose(grad.ToFloat32(), reference, expected.ErrorScale(name, reference), tolerance, $"cli bf16 grad_{name} seed {seed}");
+        }
     }
 
     [Fact]

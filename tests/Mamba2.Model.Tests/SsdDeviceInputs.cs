@@ -6,32 +6,37 @@ using Mamba2.Vulkan;
 
 namespace Mamba2.Model.Tests;
 
-/// <summary>An <see cref="SsdCase"/> uploaded to the device, with the matching options (on the given path).</summary>
+/// <summary>
+/// An <see cref="SsdCase"/> uploaded to the device, with the matching options (on the given path); x, B, C and z as
+/// <paramref name="tensors"/> (bf16: rounded to nearest even as they are uploaded).
+/// </summary>
 public sealed class SsdDeviceInputs : IDisposable
 {
     private readonly List<Tensor> _all = [];
 
-    public SsdDeviceInputs(GpuDevice device, SsdCase c, SsdPath path = SsdPath.Auto, Precision precision = Precision.Fp32)
+    public SsdDeviceInputs(GpuDevice device, SsdCase c, SsdPath path = SsdPath.Auto, Precision precision = Precision.Fp32,
+        TensorDType tensors = TensorDType.F32)
     {
-        Tensor Up(string name, float[] data, params int[] shape)
+        Tensor Up(string name, float[] data, params int[] shape) => UpAs(TensorDType.F32, name, data, shape);
+        Tensor UpAs(TensorDType dtype, string name, float[] data, params int[] shape)
         {
-            var t = Tensor.FromArray(device, name, data, shape);
+            var t = Tensor.FromArray(device, name, data, dtype, shape);
             _all.Add(t);
             return t;
         }
 
-        X = Up("x", c.X, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
+        X = UpAs(tensors, "x", c.X, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
         Dt = Up("dt", c.Dt, c.Batch, c.SeqLen, c.Heads);
         A = Up("A", c.A, c.Heads);
-        B = Up("B", c.B, c.Batch, c.SeqLen, c.Groups, c.DState);
-        C = Up("C", c.C, c.Batch, c.SeqLen, c.Groups, c.DState);
+        B = UpAs(tensors, "B", c.B, c.Batch, c.SeqLen, c.Groups, c.DState);
+        C = UpAs(tensors, "C", c.C, c.Batch, c.SeqLen, c.Groups, c.DState);
         Options = new SsdOptions
         {
             ChunkSize = c.Chunk,
             Path = path,
             Precision = precision,
             D = c.D is null ? null : Up("D", c.D, c.DPerToken ? [c.Batch, c.SeqLen, c.Heads] : c.DPerHeadDim ? [c.Heads, c.HeadDim] : [c.Heads]),
-            Z = c.Z is null ? null : Up("z", c.Z, c.Batch, c.SeqLen, c.Heads, c.HeadDim),
+            Z = c.Z is null ? null : UpAs(tensors, "z", c.Z, c.Batch, c.SeqLen, c.Heads, c.HeadDim),
             DtBias = c.DtBias is null ? null : Up("dt_bias", c.DtBias, c.Heads),
             InitialStates = c.InitialStates is null ? null : Up("initial_states", c.InitialStates, c.Batch, c.Heads, c.HeadDim, c.DState),
             DtSoftplus = c.DtSoftplus,

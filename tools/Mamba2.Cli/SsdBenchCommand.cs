@@ -27,6 +27,12 @@ internal static class SsdBenchCommand
         Description = "causal, or bidirectional sum (Bi-Mamba2) or shift (Hydra)",
     };
 
+    private static readonly Option<string> DType = new("--dtype")
+    {
+        DefaultValueFactory = _ => "f32",
+        Description = "f32, or bf16: x, B, C, z and dy in bf16 (precision bf16, causal), y and their gradients too, as mamba_ssm's kernels on bf16 inputs",
+    };
+
     private static readonly Option<bool> Naive = new("--naive") { Description = "Bidirectional as two complete causal runs combined (the naive composition)" };
     private static readonly Option<bool> Fused = new("--fused") { Description = "Bidirectional through the fused pass even where the default composes" };
     private static readonly Option<SsdPath> PathOption = new("--path")
@@ -39,8 +45,9 @@ internal static class SsdBenchCommand
     public static Command Create()
     {
         Direction.AcceptOnlyFromAmong("causal", "sum", "shift");
+        DType.AcceptOnlyFromAmong("f32", "bf16");
         return CommonOptions.GpuCommand("ssd", "SSD forward or forward + backward, causal or bidirectional (defaults: the 370m layer shape b8 L2048 h32 p64 g1 n128 chunk 256), with D, z, dt_bias and softplus, and the time of each stage", Run,
-            Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk, Warmup, Repeats, Backward, NoGate, Direction, Naive, Fused, PathOption);
+            Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk, Warmup, Repeats, Backward, NoGate, Direction, DType, Naive, Fused, PathOption);
     }
 
     private static int Run(ParseResult r)
@@ -52,21 +59,28 @@ internal static class SsdBenchCommand
         {
             return 2;
         }
+        var direction = r.GetValue(Direction) switch { "sum" => SsdDirection.BidirectionalSum, "shift" => SsdDirection.BidirectionalShift, _ => SsdDirection.Causal };
+        var dtype = r.GetValue(DType) == "bf16" ? TensorDType.BF16 : TensorDType.F32;
+        if (dtype == TensorDType.BF16 && (precision != Precision.Bf16 || direction != SsdDirection.Causal))
+        {
+            Console.Error.WriteLine("error: --dtype bf16: bf16 tensors run in --precision bf16 and the causal direction only");
+            return 2;
+        }
+
         DeviceCeilings.SpinUp(device);
         var rng = new Random();
         float[] R(long count, double lo, double hi) => BenchInputs.Uniform(rng, count, lo, hi);
-        using var x = Tensor.FromArray(device, "x", R((long)b * l * h * p, -1, 1), b, l, h, p);
-        using var z = Tensor.FromArray(device, "z", R((long)b * l * h * p, -1, 1), b, l, h, p);
+        using var x = Tensor.FromArray(device, "x", R((long)b * l * h * p, -1, 1), dtype, b, l, h, p);
+        using var z = Tensor.FromArray(device, "z", R((long)b * l * h * p, -1, 1), dtype, b, l, h, p);
         using var dt = Tensor.FromArray(device, "dt", R((long)b * l * h, -3, 0), b, l, h);
         using var a = Tensor.FromArray(device, "A", R(h, -8, -1), h);
-        using var bm = Tensor.FromArray(device, "B", R((long)b * l * g * n, -1, 1), b, l, g, n);
-        using var cm = Tensor.FromArray(device, "C", R((long)b * l * g * n, -1, 1), b, l, g, n);
+        using var bm = Tensor.FromArray(device, "B", R((long)b * l * g * n, -1, 1), dtype, b, l, g, n);
+        using var cm = Tensor.FromArray(device, "C", R((long)b * l * g * n, -1, 1), dtype, b, l, g, n);
         using var d = Tensor.FromArray(device, "D", R(h, 0, 1), h);
         using var bias = Tensor.FromArray(device, "dt_bias", R(h, -2, 0), h);
-        using var dy = Tensor.FromArray(device, "dy", R((long)b * l * h * p, -1, 1), b, l, h, p);
+        using var dy = Tensor.FromArray(device, "dy", R((long)b * l * h * p, -1, 1), dtype, b, l, h, p);
         var gated = !r.GetValue(NoGate);
         var backward = r.GetValue(Backward);
-        var direction = r.GetValue(Direction) switch { "sum" => SsdDirection.BidirectionalSum, "shift" => SsdDirection.BidirectionalShift, _ => SsdDirection.Causal };
         var options = new SsdOptions
         {
             ChunkSize = q,
@@ -96,12 +110,12 @@ internal static class SsdBenchCommand
 
 
         var shape = new BenchShape(b, l, h, p, g, n, q);
-        var bytes = BenchCost.SsdBytes(shape, backward, gated);
+        var bytes = BenchCost.SsdBytes(shape, backward, gated, dtype.Bytes());
         var macs = BenchCost.SsdFlops(shape, backward, direction != SsdDirection.Causal) / 2;
         var table = new Table().AddColumns("shape", "median ms", "min ms", "max ms", "GB/s", "TFLOP/s", "memory per call");
         table.AddRow($"b{b} L{l} h{h} p{p} g{g} n{n} Q{q}", $"{stats.MedianMs:F4}", $"{stats.MinMs:F4}", $"{stats.MaxMs:F4}",
             $"{bytes / stats.MedianMs / 1e6:F1}", $"{2 * macs / stats.MedianMs / 1e9:F2}", $"{perCall / 1048576.0:F1} MiB");
-        Console.WriteLine($"device: {device.Name}; SSD {direction}{(direction == SsdDirection.Causal ? "" : SsdOp.UsesFusedPass(device, options) ? " (fused)" : " (composed)")} {(backward ? "forward + backward" : "forward")} ({SsdOp.PathOn(device, options).ToString().ToLowerInvariant()} path) {precision.Name()} with D, {(gated ? "z, " : "")}dt_bias, softplus; {bytes / 1e6:F1} MB moved at least, {2 * macs / 1e9:F2} GFLOP; memory per call = peak beyond the inputs");
+        Console.WriteLine($"device: {device.Name}; SSD {direction}{(direction == SsdDirection.Causal ? "" : SsdOp.UsesFusedPass(device, options) ? " (fused)" : " (composed)")} {(backward ? "forward + backward" : "forward")} ({SsdOp.PathOn(device, options).ToString().ToLowerInvariant()} path) {precision.Name()}{(dtype == TensorDType.BF16 ? " on bf16 tensors" : "")} with D, {(gated ? "z, " : "")}dt_bias, softplus; {bytes / 1e6:F1} MB moved at least, {2 * macs / 1e9:F2} GFLOP; memory per call = peak beyond the inputs");
         AnsiConsole.Write(table);
 
         // Per-stage breakdown: one more run with a barrier and a timestamp after each stage.

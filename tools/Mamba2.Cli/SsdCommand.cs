@@ -19,9 +19,12 @@ internal static class SsdCommand
     private static readonly string[] Optional = ["D", "z", "dt_bias", "initial_states", "dt_rev", "B_rev", "C_rev"];
     private static readonly string[] Upstream = ["dy", "dfinal_states"];
 
-    private static readonly Option<FileInfo> Input = new("--input") { Required = true, Description = "safetensors with x, dt, A, B, C and optionally D, z, dt_bias, initial_states; with dy (and optionally dfinal_states) the gradients are computed too (F32 or F64)" };
+    private static readonly Option<FileInfo> Input = new("--input") { Required = true, Description = "safetensors with x, dt, A, B, C and optionally D, z, dt_bias, initial_states; with dy (and optionally dfinal_states) the gradients are computed too (F32, F64, BF16 or F16)" };
     private static readonly Option<bool> AllowNonFinite = new("--allow-nonfinite") { Description = "run on inputs holding NaN or infinity (refused by default, naming the first)" };
-    private static readonly Option<FileInfo> Output = new("--output") { Required = true, Description = "safetensors to write y, final_states and, given dy, grad_<input> to (F32)" };
+    private static readonly Option<FileInfo> Output = new("--output") { Required = true, Description = "safetensors to write y, final_states and, given dy, grad_<input> to (F32; y and the gradients of x, B, C and z BF16 when those inputs are BF16 and --precision bf16 runs them as bf16 tensors)" };
+
+    /// <summary>The inputs the SSD takes as bf16 tensors (with dy) when the file has them all as BF16.</summary>
+    private static readonly string[] Bf16Capable = ["x", "B", "C", "z"];
     private static readonly Option<int> ChunkSize = new("--chunk-size") { DefaultValueFactory = _ => 256, Description = "chunk length (16..256)" };
     private static readonly Option<bool> DtSoftplus = new("--dt-softplus") { Description = "dt = softplus(dt + dt_bias)" };
     private static readonly Option<string?> DtLimit = new("--dt-limit") { Description = "MIN,MAX clamp of dt (default 0,inf as mamba_ssm)" };
@@ -84,7 +87,13 @@ internal static class SsdCommand
             return 2;
         }
 
-        var tensors = host.ToDictionary(kv => kv.Key, kv => Tensor.FromArray(device, kv.Key, kv.Value.Data, kv.Value.Shape));
+        // BF16 x, B, C (and z) stay bf16 where the SSD takes them so (precision bf16, causal), as mamba_ssm keeps a bf16
+        // call's activations; anything else is widened to fp32, exactly.
+        var bidirectional = r.GetValue(Bidirectional);
+        var bf16Tensors = precision == Precision.Bf16 && !bidirectional && Bf16Capable.Where(host.ContainsKey).All(n => host[n].DType == SafetensorsDType.BF16);
+        TensorDType TypeOf(string name) =>
+            bf16Tensors && (Bf16Capable.Contains(name) || name == "dy" && host[name].DType == SafetensorsDType.BF16) ? TensorDType.BF16 : TensorDType.F32;
+        var tensors = host.ToDictionary(kv => kv.Key, kv => Tensor.FromArray(device, kv.Key, kv.Value.Data, TypeOf(kv.Key), kv.Value.Shape));
         try
         {
             var options = new SsdOptions
@@ -97,7 +106,7 @@ internal static class SsdCommand
                 DtSoftplus = r.GetValue(DtSoftplus),
                 DtLimit = limit,
                 Precision = precision,
-                Direction = !r.GetValue(Bidirectional) ? SsdDirection.Causal
+                Direction = !bidirectional ? SsdDirection.Causal
                     : r.GetValue(BidirectionalMode) == "shift" ? SsdDirection.BidirectionalShift : SsdDirection.BidirectionalSum,
                 DtRev = tensors.GetValueOrDefault("dt_rev"),
                 BRev = tensors.GetValueOrDefault("B_rev"),
@@ -105,15 +114,11 @@ internal static class SsdCommand
             };
             var (x, dt, a, b, c) = (tensors["x"], tensors["dt"], tensors["A"], tensors["B"], tensors["C"]);
             using var result = SsdOp.Forward(x, dt, a, b, c, options);
-            var written = new List<HostTensor>
-            {
-                HostTensor.FromFloat32("y", result.Y.ToArray(), [.. result.Y.Shape]),
-                HostTensor.FromFloat32("final_states", result.FinalStates.ToArray(), [.. result.FinalStates.Shape]),
-            };
+            var written = new List<HostTensor> { Written("y", result.Y), Written("final_states", result.FinalStates) };
             if (tensors.TryGetValue("dy", out var dy))
             {
                 using var grads = SsdOp.Backward(dy, result, tensors.GetValueOrDefault("dfinal_states"));
-                written.AddRange(grads.Named().Select(g => HostTensor.FromFloat32("grad_" + g.Input, g.Gradient.ToArray(), [.. g.Gradient.Shape])));
+                written.AddRange(grads.Named().Select(g => Written("grad_" + g.Input, g.Gradient)));
             }
 
             SafetensorsWriter.Write(output.FullName, written);
@@ -129,12 +134,19 @@ internal static class SsdCommand
         }
     }
 
-    private static (float[] Data, int[] Shape) ReadFloat(SafetensorsFile file, string name)
+    /// <summary>A device tensor as written: F32, or BF16 for a bf16 tensor (its values are bf16 already: exact).</summary>
+    private static HostTensor Written(string name, Tensor t)
+    {
+        var wide = HostTensor.FromFloat32(name, t.ToArray(), [.. t.Shape]);
+        return t.DType == TensorDType.BF16 ? wide.Convert(SafetensorsDType.BF16) : wide;
+    }
+
+    private static (float[] Data, int[] Shape, SafetensorsDType DType) ReadFloat(SafetensorsFile file, string name)
     {
         var info = file.Info(name);
-        if (info.DType is not (SafetensorsDType.F32 or SafetensorsDType.F64))
+        if (info.DType is not (SafetensorsDType.F32 or SafetensorsDType.F64 or SafetensorsDType.BF16 or SafetensorsDType.F16))
         {
-            throw new InvalidDataException($"{name} is {info.DType.HeaderName()}; SSD inputs must be F32 or F64.");
+            throw new InvalidDataException($"{name} is {info.DType.HeaderName()}; SSD inputs must be F32, F64, BF16 or F16.");
         }
 
         var t = file.Read(name);
@@ -144,7 +156,7 @@ internal static class SsdCommand
             throw new ArgumentException($"{name} is a scalar; expected a tensor (see mamba_chunk_scan_combined's shapes).");
         }
 
-        return (t.ToFloat32(), shape);
+        return (t.ToFloat32(), shape, info.DType);
     }
 
     private static (float, float) ParseLimit(string? text)

@@ -11,14 +11,14 @@ internal static class Reductions
 
     /// <summary>
     /// output[seg, block, o] = sum over a block of rows of a (times b when given), a viewed as (segments, rows, outs, inner);
-    /// with <paramref name="accumulate"/>, output[seg, block, o] += that sum.
+    /// with <paramref name="accumulate"/>, output[seg, block, o] += that sum; <paramref name="bf16Inputs"/>: a and b are bf16 tensors.
     /// </summary>
     public static void Blocks(CommandStream st, BufferBinding a, BufferBinding output, uint segments, uint rows, uint outs, uint inner,
-        uint rowsPerBlock, BufferBinding? product = null, bool accumulate = false)
+        uint rowsPerBlock, BufferBinding? product = null, bool accumulate = false, bool bf16Inputs = false)
     {
         var device = st.Device;
         var local = Shaders.Local1D(device);
-        var kernel = device.GetKernel(Shaders.ReduceSum, new ReduceSumSpec(local, product is not null, accumulate));
+        var kernel = device.GetKernel(bf16Inputs ? Shaders.ReduceSumBf16 : Shaders.ReduceSum, new ReduceSumSpec(local, product is not null, accumulate));
         var blocks = (rows + rowsPerBlock - 1) / rowsPerBlock;
         st.Dispatch(kernel, (Shaders.Groups1D(device, (long)segments * blocks * outs, local), 1, 1),
             new Push(segments, rows, outs, inner, rowsPerBlock), a, product ?? a, output);

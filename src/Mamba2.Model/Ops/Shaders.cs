@@ -38,45 +38,71 @@ internal static class Shaders
 
     private static readonly GemmOperands[] SsdOperands = [GemmOperands.F16, GemmOperands.Bf16, GemmOperands.Bf16ViaF16];
 
-    // One source per operand type (f16, bf16, bf16 values as f16: tc_product's OPERAND_BF16_VALUES), made once.
-    private static KernelSource<TSpec>[] SsdVariants<TSpec>(string name)
+    // One source per operand type (f16, bf16, bf16 values as f16: tc_product's OPERAND_BF16_VALUES), made once; with
+    // bf16Tensors, the variants that read and write the SSD's per-position tensors as bf16 (tensor_elems.glsl), for
+    // the bf16 operands only (the f16 entry is null).
+    private static KernelSource<TSpec>?[] SsdVariants<TSpec>(string name, bool bf16Tensors = false)
         where TSpec : struct, ISpecialization =>
-        [.. SsdOperands.Select(o => new KernelSource<TSpec>(Self, $"shaders/tc/{name}_{o switch { GemmOperands.F16 => "f16", GemmOperands.Bf16 => "bf16", _ => "bf16f16" }}.spv",
+        [.. SsdOperands.Select(o => bf16Tensors && o == GemmOperands.F16 ? null : new KernelSource<TSpec>(Self,
+            $"shaders/tc/{name}_{o switch { GemmOperands.F16 => "f16", GemmOperands.Bf16 => "bf16", _ => "bf16f16" }}{(bf16Tensors ? "_tbf16" : "")}.spv",
             ShaderFeatures.KhrCooperativeMatrix | (o == GemmOperands.Bf16 ? ShaderFeatures.Bfloat16 : 0)))];
 
-    private static KernelSource<TSpec> Of<TSpec>(KernelSource<TSpec>[] variants, GemmOperands operands)
+    private static KernelSource<TSpec> Of<TSpec>(KernelSource<TSpec>?[] variants, GemmOperands operands)
         where TSpec : struct, ISpecialization =>
-        variants[Array.IndexOf(SsdOperands, operands) is >= 0 and var i ? i : throw new ArgumentOutOfRangeException(nameof(operands), $"the SSD has no {operands} tensor-core kernels")];
+        (Array.IndexOf(SsdOperands, operands) is >= 0 and var i ? variants[i] : null)
+        ?? throw new ArgumentOutOfRangeException(nameof(operands), $"the SSD has no {operands} tensor-core kernels for these tensors");
 
-    private static readonly KernelSource<SsdTcSpec>[] ChunkCbVariants = SsdVariants<SsdTcSpec>("chunk_cb");
-    private static readonly KernelSource<ChunkStateTcSpec>[] ChunkStateVariants = SsdVariants<ChunkStateTcSpec>("chunk_state");
-    private static readonly KernelSource<ChunkScanTcSpec>[] ChunkScanVariants = SsdVariants<ChunkScanTcSpec>("chunk_scan");
-    private static readonly KernelSource<ChunkScanTcSpec>[] ChunkScanBidirVariants = SsdVariants<ChunkScanTcSpec>("chunk_scan_bidir");
-    private static readonly KernelSource<ChunkScanBwdDcbTcSpec>[] ChunkScanBwdDcbVariants = SsdVariants<ChunkScanBwdDcbTcSpec>("chunk_scan_bwd_dcb");
-    private static readonly KernelSource<ChunkScanBwdDbcTcSpec>[] ChunkScanBwdDbcVariants = SsdVariants<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc");
-    private static readonly KernelSource<ChunkScanBwdDbcTcSpec>[] ChunkScanBwdDbcWVariants = SsdVariants<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc_w");
+    private static readonly KernelSource<SsdTcSpec>?[] ChunkCbVariants = SsdVariants<SsdTcSpec>("chunk_cb");
+    private static readonly KernelSource<ChunkStateTcSpec>?[] ChunkStateVariants = SsdVariants<ChunkStateTcSpec>("chunk_state");
+    private static readonly KernelSource<ChunkScanTcSpec>?[] ChunkScanVariants = SsdVariants<ChunkScanTcSpec>("chunk_scan");
+    private static readonly KernelSource<SsdTcSpec>?[] ChunkCbBf16Variants = SsdVariants<SsdTcSpec>("chunk_cb", bf16Tensors: true);
+    private static readonly KernelSource<ChunkStateTcSpec>?[] ChunkStateBf16Variants = SsdVariants<ChunkStateTcSpec>("chunk_state", bf16Tensors: true);
+    private static readonly KernelSource<ChunkScanTcSpec>?[] ChunkScanBf16Variants = SsdVariants<ChunkScanTcSpec>("chunk_scan", bf16Tensors: true);
+    private static readonly KernelSource<ChunkScanBwdDcbTcSpec>?[] ChunkScanBwdDcbBf16Variants = SsdVariants<ChunkScanBwdDcbTcSpec>("chunk_scan_bwd_dcb", bf16Tensors: true);
+    private static readonly KernelSource<ChunkScanBwdDbcTcSpec>?[] ChunkScanBwdDbcBf16Variants = SsdVariants<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc", bf16Tensors: true);
+    private static readonly KernelSource<ChunkScanBwdDbcTcSpec>?[] ChunkScanBwdDbcWBf16Variants = SsdVariants<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc_w", bf16Tensors: true);
+    private static readonly KernelSource<ChunkScanTcSpec>?[] ChunkScanBidirVariants = SsdVariants<ChunkScanTcSpec>("chunk_scan_bidir");
+    private static readonly KernelSource<ChunkScanBwdDcbTcSpec>?[] ChunkScanBwdDcbVariants = SsdVariants<ChunkScanBwdDcbTcSpec>("chunk_scan_bwd_dcb");
+    private static readonly KernelSource<ChunkScanBwdDbcTcSpec>?[] ChunkScanBwdDbcVariants = SsdVariants<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc");
+    private static readonly KernelSource<ChunkScanBwdDbcTcSpec>?[] ChunkScanBwdDbcWVariants = SsdVariants<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc_w");
 
     /// <summary>The SSD's C.B^T per (batch, chunk, group) on tensor cores (tc/chunk_cb.comp), with these operands (f16 scaled per slice, bf16, or bf16 values as f16).</summary>
-    public static KernelSource<SsdTcSpec> ChunkCbTc(GemmOperands operands) => Of(ChunkCbVariants, operands);
+    /// <remarks>With <paramref name="bf16Tensors"/>, B and C are bf16 (bf16 operands only).</remarks>
+    public static KernelSource<SsdTcSpec> ChunkCbTc(GemmOperands operands, bool bf16Tensors = false) =>
+        Of(bf16Tensors ? ChunkCbBf16Variants : ChunkCbVariants, operands);
 
-    /// <summary>chunk_state on tensor cores (tc/chunk_state.comp).</summary>
-    public static KernelSource<ChunkStateTcSpec> ChunkStateTc(GemmOperands operands) => Of(ChunkStateVariants, operands);
+    /// <summary>chunk_state on tensor cores (tc/chunk_state.comp); with <paramref name="bf16Tensors"/> x and B (GRAD: g and C) bf16.</summary>
+    public static KernelSource<ChunkStateTcSpec> ChunkStateTc(GemmOperands operands, bool bf16Tensors = false) =>
+        Of(bf16Tensors ? ChunkStateBf16Variants : ChunkStateVariants, operands);
 
-    /// <summary>chunk_scan on tensor cores (tc/chunk_scan.comp), forward or run backwards (the backward's dx).</summary>
-    public static KernelSource<ChunkScanTcSpec> ChunkScanTc(GemmOperands operands) => Of(ChunkScanVariants, operands);
+    /// <summary>
+    /// chunk_scan on tensor cores (tc/chunk_scan.comp), forward or run backwards (the backward's dx); with
+    /// <paramref name="bf16Tensors"/> x, C, z, y and y before the gate bf16 (REVERSE: g, B, x and dx).
+    /// </summary>
+    public static KernelSource<ChunkScanTcSpec> ChunkScanTc(GemmOperands operands, bool bf16Tensors = false) =>
+        Of(bf16Tensors ? ChunkScanBf16Variants : ChunkScanVariants, operands);
 
     /// <summary>The bidirectional sum form's output pass on tensor cores, both scans at once (tc/chunk_scan.comp's BIDIR variant).</summary>
     public static KernelSource<ChunkScanTcSpec> ChunkScanBidirTc(GemmOperands operands) => Of(ChunkScanBidirVariants, operands);
 
     /// <summary>The backward's dcb (the heads' weighted g.x^T per group) and straddle parts on tensor cores (tc/chunk_scan_bwd_dcb.comp).</summary>
-    public static KernelSource<ChunkScanBwdDcbTcSpec> ChunkScanBwdDcbTc(GemmOperands operands) => Of(ChunkScanBwdDcbVariants, operands);
+    /// <remarks>With <paramref name="bf16Tensors"/>, g and x are bf16.</remarks>
+    public static KernelSource<ChunkScanBwdDcbTcSpec> ChunkScanBwdDcbTc(GemmOperands operands, bool bf16Tensors = false) =>
+        Of(bf16Tensors ? ChunkScanBwdDcbBf16Variants : ChunkScanBwdDcbVariants, operands);
 
     /// <summary>
     /// The backward's dC (forward in time) or dB (Reverse) from dcb on tensor cores (tc/chunk_scan_bwd_dbc.comp); stageW:
     /// the variant that holds its row dots' W tile in shared memory (where the device has room, SsdTensorCoreTile.StagesW).
     /// </summary>
-    public static KernelSource<ChunkScanBwdDbcTcSpec> ChunkScanBwdDbcTc(GemmOperands operands, bool stageW) =>
-        Of(stageW ? ChunkScanBwdDbcWVariants : ChunkScanBwdDbcVariants, operands);
+    /// <remarks>With <paramref name="bf16Tensors"/>, g or x, B, C and the output (dC or dB) are bf16.</remarks>
+    public static KernelSource<ChunkScanBwdDbcTcSpec> ChunkScanBwdDbcTc(GemmOperands operands, bool stageW, bool bf16Tensors = false) =>
+        Of((stageW, bf16Tensors) switch
+        {
+            (false, false) => ChunkScanBwdDbcVariants,
+            (true, false) => ChunkScanBwdDbcWVariants,
+            (false, true) => ChunkScanBwdDbcBf16Variants,
+            (true, true) => ChunkScanBwdDbcWBf16Variants,
+        }, operands);
 
     /// <summary>fp32 to packed f16, bf16 or bf16-valued f16 operands, times their tensor's power-of-two scale, for the INPUT16 GEMM variants.</summary>
     public static readonly KernelSource<ToOperand16Spec> ToOperand16 = Source<ToOperand16Spec>("nn/to_operand16");
@@ -95,6 +121,9 @@ internal static class Shaders
     public static readonly KernelSource<ChunkScanSpec> ChunkScan = Source<ChunkScanSpec>("ssd/chunk_scan");
 
     public static readonly KernelSource<LocalSize> ChunkScanBwdDz = Source<LocalSize>("ssd/chunk_scan_bwd_dz");
+
+    /// <summary>The gate's backward on bf16 dy, z, y before the gate, g and dz.</summary>
+    public static readonly KernelSource<LocalSize> ChunkScanBwdDzBf16 = Source<LocalSize>("ssd/chunk_scan_bwd_dz_bf16");
 
     public static readonly KernelSource<LocalSize> StatePassingBwd = Source<LocalSize>("ssd/state_passing_bwd");
 
@@ -132,6 +161,9 @@ internal static class Shaders
     /// <summary>rmsnorm_bwd with dz stored as bf16 bits (<see cref="PackedColumns"/>).</summary>
     public static readonly KernelSource<RmsNormBwdSpec> RmsNormBwdOutBf16 = Source<RmsNormBwdSpec>("nn/rmsnorm_bwd_out_bf16");
 
+    /// <summary>fp32 to bf16 tensors and back (Tensor.DType; 16-bit storage).</summary>
+    public static readonly KernelSource<ConvertSpec> Convert = Source<ConvertSpec>("nn/convert");
+
     public static readonly KernelSource<CrossEntropySpec> CrossEntropy = Source<CrossEntropySpec>("nn/cross_entropy");
 
     public static readonly KernelSource<CrossEntropyRowsSpec> CrossEntropyRows = Source<CrossEntropyRowsSpec>("nn/cross_entropy_rows");
@@ -161,6 +193,9 @@ internal static class Shaders
 
     public static readonly KernelSource<ReduceSumSpec> ReduceSum = Source<ReduceSumSpec>("nn/reduce_sum");
 
+    /// <summary>reduce_sum over bf16 inputs (fp32 sums).</summary>
+    public static readonly KernelSource<ReduceSumSpec> ReduceSumBf16 = Source<ReduceSumSpec>("nn/reduce_sum_bf16");
+
     /// <summary>Workgroups for a kernel that walks <paramref name="items"/> work items with a stride.</summary>
     public static uint Groups(GpuDevice device, long items) =>
         (uint)Math.Clamp(items, 1, device.Capabilities.MaxWorkgroupCount.X);
@@ -176,10 +211,10 @@ internal static class Shaders
             }
 
             var range = t.Device.Capabilities.MaxStorageBufferRange;
-            if ((ulong)t.Length * sizeof(float) > range)
+            if (t.SizeBytes > range)
             {
                 throw new ArgumentException(
-                    $"{op}: {t.Name} {ShapeOps.Format(t.Shape)} is {t.Length * 4} bytes, more than one binding can cover on {t.Device.Name} (maxStorageBufferRange {range}); split the batch.",
+                    $"{op}: {t.Name} {ShapeOps.Format(t.Shape)} is {t.SizeBytes} bytes, more than one binding can cover on {t.Device.Name} (maxStorageBufferRange {range}); split the batch.",
                     t.Name);
             }
         }
@@ -221,11 +256,12 @@ internal static class Shaders
 
     /// <summary>
     /// Splits a batch so that the slice of every batch-leading tensor fits one binding and starts at a bindable
-    /// offset. <paramref name="perBatchFloats"/> lists each tensor's floats per batch element. A single piece when
-    /// everything fits.
+    /// offset. <paramref name="perBatchFloats"/> lists each tensor's floats per batch element (a bf16 tensor's elements
+    /// too, which overstates its range), <paramref name="perBatchHalves"/> the elements of those bound as 16-bit
+    /// elements, whose slices must start on bindable offsets too. A single piece when everything fits.
     /// </summary>
     public static IReadOnlyList<(long First, long Count)> BatchPieces(GpuDevice device, string op, long batch,
-        IReadOnlyList<long> perBatchFloats, ulong? maxRangeBytes = null)
+        IReadOnlyList<long> perBatchFloats, ulong? maxRangeBytes = null, IReadOnlyList<long>? perBatchHalves = null)
     {
         var caps = device.Capabilities;
         var range = (long)Math.Min(maxRangeBytes ?? caps.MaxStorageBufferRange, caps.MaxStorageBufferRange);
@@ -239,9 +275,8 @@ internal static class Shaders
         // Piece starts are multiples of `step` batch elements so every slice offset is bindable.
         var align = (long)caps.MinStorageBufferOffsetAlignment;
         long step = 1;
-        foreach (var floats in perBatchFloats)
+        foreach (var bytes in perBatchFloats.Select(f => f * sizeof(float)).Concat((perBatchHalves ?? []).Select(e => e * 2)))
         {
-            var bytes = floats * sizeof(float);
             var need = align / (long)System.Numerics.BigInteger.GreatestCommonDivisor(align, bytes);
             step = step / (long)System.Numerics.BigInteger.GreatestCommonDivisor(step, need) * need;
         }
@@ -263,12 +298,25 @@ internal static class Shaders
     }
 
     /// <summary><see cref="BatchPieces"/> as <see cref="Piece"/>s.</summary>
-    public static IEnumerable<Piece> Pieces(GpuDevice device, string op, long batch, IReadOnlyList<long> perBatchFloats, ulong? maxRangeBytes = null) =>
-        BatchPieces(device, op, batch, perBatchFloats, maxRangeBytes).Select(p => new Piece(p.First, p.Count));
+    public static IEnumerable<Piece> Pieces(GpuDevice device, string op, long batch, IReadOnlyList<long> perBatchFloats, ulong? maxRangeBytes = null,
+        IReadOnlyList<long>? perBatchHalves = null) =>
+        BatchPieces(device, op, batch, perBatchFloats, maxRangeBytes, perBatchHalves).Select(p => new Piece(p.First, p.Count));
 
-    /// <summary>The binding for <paramref name="count"/> floats of <paramref name="t"/> from element <paramref name="first"/>.</summary>
-    public static BufferBinding Slice(Tensor t, long first, long count) =>
-        new(t.Buffer, (ulong)first * sizeof(float), (ulong)count * sizeof(float));
+    /// <summary>
+    /// The binding for <paramref name="count"/> elements of <paramref name="t"/> from element <paramref name="first"/>:
+    /// fp32 unless <paramref name="bf16"/> says the kernel binds this tensor as 16-bit elements (then either dtype
+    /// would be refused at the other's binding).
+    /// </summary>
+    public static BufferBinding Slice(Tensor t, long first, long count, bool bf16 = false)
+    {
+        if (bf16 != (t.DType == TensorDType.BF16))
+        {
+            throw new ArgumentException($"{t.Name} is a {t.DType.Name()} tensor; here it must be {(bf16 ? "bfloat16" : "float32")}.", t.Name);
+        }
+
+        var bytes = (ulong)t.DType.Bytes();
+        return new(t.Storage, (ulong)first * bytes, (ulong)count * bytes);
+    }
 
     /// <summary>Runs <paramref name="record"/> in <paramref name="stream"/>, or in a stream of its own that is submitted at once.</summary>
     public static void RunIn(GpuDevice device, CommandStream? stream, Action<CommandStream> record)
@@ -289,4 +337,7 @@ internal static class Shaders
 internal readonly record struct Piece(long First, long Count)
 {
     public BufferBinding Of(Tensor t) => Shaders.Slice(t, First * (t.Length / t.Shape[0]), Count * (t.Length / t.Shape[0]));
+
+    /// <summary>The slice of <paramref name="t"/>, bound as 16-bit elements where <paramref name="bf16"/> (a kernel variant that reads or writes bf16 there).</summary>
+    public BufferBinding Of(Tensor t, bool bf16) => Shaders.Slice(t, First * (t.Length / t.Shape[0]), Count * (t.Length / t.Shape[0]), bf16);
 }

@@ -94,6 +94,12 @@ internal readonly record struct RmsNormBwdSpec(uint Local, RmsNormBwdMode Mode, 
     public uint[] Constants() => [Local, (uint)Mode, Per];
 }
 
+/// <summary>nn/convert: the workgroup size and the direction (fp32 to bf16, or back).</summary>
+internal readonly record struct ConvertSpec(uint Local, bool ToBf16) : ISpecialization
+{
+    public uint[] Constants() => [Local, ToBf16 ? 1u : 0u];
+}
+
 internal readonly record struct RmsNormSpec(uint Local, uint Per, bool PackBf16 = false) : ISpecialization
 {
     public uint[] Constants() => [Local, Per, PackBf16 ? 1u : 0u];

@@ -15,6 +15,14 @@ internal sealed class TensorScope(GpuDevice device)
 
     public Tensor New(string name, params int[] shape) => NewIn(MemoryKind.Device, name, shape);
 
+    /// <summary>A device tensor of <paramref name="dtype"/>.</summary>
+    public Tensor NewOf(TensorDType dtype, string name, params int[] shape)
+    {
+        var t = Tensor.Empty(device, name, dtype, shape);
+        _created.Add(t);
+        return t;
+    }
+
     /// <summary>A tensor in memory of <paramref name="kind"/> (<see cref="Tensor.Empty(GpuDevice, string, MemoryKind, int[])"/>).</summary>
     public Tensor NewIn(MemoryKind kind, string name, params int[] shape)
     {

@@ -6,11 +6,14 @@ namespace Mamba2.Cli;
 /// </summary>
 internal static class BenchCost
 {
-    /// <summary>SSD: read x, dt, B, C (and z when gated), write y; the backward reads dy and the inputs again and writes a gradient of each.</summary>
-    public static double SsdBytes(BenchShape s, bool backward, bool gated = false)
+    /// <summary>
+    /// SSD: read x, dt, B, C (and z when gated), write y; the backward reads dy and the inputs again and writes a
+    /// gradient of each. x, B, C, z and y take <paramref name="elementBytes"/> each (2 for bf16 tensors), dt 4.
+    /// </summary>
+    public static double SsdBytes(BenchShape s, bool backward, bool gated = false, int elementBytes = 4)
     {
-        var perToken = (gated ? 3.0 : 2.0) * s.Heads * s.HeadDim + s.Heads + 2.0 * s.Groups * s.DState;
-        return 4.0 * s.Tokens * perToken * (backward ? 3.0 : 1.0);
+        var perToken = elementBytes * ((gated ? 3.0 : 2.0) * s.Heads * s.HeadDim + 2.0 * s.Groups * s.DState) + 4.0 * s.Heads;
+        return s.Tokens * perToken * (backward ? 3.0 : 1.0);
     }
 
     /// <summary>

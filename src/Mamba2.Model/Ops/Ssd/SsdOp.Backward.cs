@@ -57,6 +57,16 @@ public static partial class SsdOp
         }
 
         ShapeOps.ExpectSameDevice(op, [.. new[] { dy, x, saved.Y, dFinalStates }.OfType<Tensor>()]);
+        if (dFinalStates is { DType: not TensorDType.F32 })
+        {
+            throw new ArgumentException($"{op}: dfinal_states must be float32 (the states are), got {dFinalStates.DType.Name()}.", "dfinal_states");
+        }
+
+        if (dy.DType != TensorDType.F32 && !s.Bf16Tensors)
+        {
+            throw new ArgumentException($"{op}: dy is {dy.DType.Name()} but the forward's x is float32; pass dy as float32.", nameof(dy));
+        }
+
         if (o.IsBidirectional)
         {
             return BackwardBidirectional(dy, saved, x, dt, A, B, C, o, s, dFinalStates, stream);
@@ -127,18 +137,21 @@ public static partial class SsdOp
             [tokens * p, tokens, (long)l * g * n * splits, (long)h * nc * q * tilesP, (long)h * nc * q * straddleParts,
              (long)nc * h * p * n, (long)dBlocks * h * p, (long)h * slices * nc,
              tc is null ? 0 : (long)DcbSplits * nc * g * q * q],   // dcb's partials: the largest tensor-core scratch binding
-            OpTuning.Of(device).MaxBindingBytes).ToList();
+            OpTuning.Of(device).MaxBindingBytes, s.Bf16Tensors ? [tokens * p, (long)l * g * n] : null).ToList();
 
         var scope = new TensorScope(device);
         var New = scope.New;
+        var dtype = s.Bf16Tensors ? TensorDType.BF16 : TensorDType.F32;
 
         try
         {
             var grads = addInto ?? NewGradients(scope, o, s);
             var gradCount = scope.Count;
             Tensor Scratch(string name, params int[] shape) => pool is null ? New(name, shape) : pool.Get(name, shape);
+            // On bf16 tensors the kernels read dy as bf16: rounded once, as autograd hands a bf16 output its gradient.
+            var dyIn = dy.DType == dtype ? dy : scope.NewOf(dtype, "dy", [.. dy.Shape]);
             var scratch = new BackwardScratch(
-                G: o.Z is null ? dy : New("g", b, l, h, p),
+                G: o.Z is null ? dyIn : scope.NewOf(dtype, "g", b, l, h, p),
                 DStates: Scratch("dstates", b, nc, h, p, n),
                 DdtPart: Scratch("ddt_part", b, h, nc, q, tilesP),
                 Gys: Scratch("gys_part", b, h, nc, q, tilesN),
@@ -163,11 +176,16 @@ public static partial class SsdOp
                     st.Own(scratch.Products);
                 }
 
+                if (dyIn != dy)
+                {
+                    Cast.Into(dy, dyIn, st);
+                }
+
                 var geometry = new BackwardGeometry(s, tiles, bt, tc, splits, tilesP, tilesN, tilesT, tilesS, passLocal, slices, dBlocks, addInto is not null,
                     gShift switch { 0 => 0u, 1 => 1u, -1 => 2u, _ => throw new ArgumentOutOfRangeException(nameof(gShift)) });
                 foreach (var pc in pieces)
                 {
-                    RecordBackward(st, geometry, pc, dy, saved, x, dt, A, B, C, o, dFinalStates, grads, scratch);
+                    RecordBackward(st, geometry, pc, dyIn, saved, x, dt, A, B, C, o, dFinalStates, grads, scratch);
                 }
 
                 RecordReductions(st, geometry, o, grads, scratch);
@@ -186,11 +204,13 @@ public static partial class SsdOp
     private static SsdGradients NewGradients(TensorScope scope, SsdOptions o, SsdShape s)
     {
         var New = scope.New;
+        // The gradients of x, B, C and z in their inputs' type.
+        Tensor Like(string name, params int[] shape) => scope.NewOf(s.Bf16Tensors ? TensorDType.BF16 : TensorDType.F32, name, shape);
         int b = s.Batch, l = s.SeqLen, h = s.Heads, p = s.HeadDim, g = s.Groups, n = s.DState;
         return new SsdGradients(
-            New("dx", [b, l, h, p]), New("ddt", [b, l, h]), New("dA", [h]), New("dB", [b, l, g, n]), New("dC", [b, l, g, n]),
+            Like("dx", [b, l, h, p]), New("ddt", [b, l, h]), New("dA", [h]), Like("dB", [b, l, g, n]), Like("dC", [b, l, g, n]),
             o.D is null ? null : New("dD", [.. o.D.Shape]),
-            o.Z is null ? null : New("dz", [b, l, h, p]),
+            o.Z is null ? null : Like("dz", [b, l, h, p]),
             o.DtBias is null ? null : New("ddt_bias", [h]),
             o.InitialStates is null ? null : New("dinitial_states", [b, h, p, n]));
     }
@@ -228,12 +248,13 @@ public static partial class SsdOp
         var dFlags = SsdFlagsExtensions.ForD(o.D);
 
         // 1. The gate: g = dy silu(z) and dz (without z, g is dy).
+        var bf16 = s.Bf16Tensors;
         if (o.Z is not null && saved.YBeforeGate is not null && gr.Dz is not null)
         {
-            var dz = device.GetKernel(Shaders.ChunkScanBwdDz, new LocalSize(local));
+            var dz = device.GetKernel(bf16 ? Shaders.ChunkScanBwdDzBf16 : Shaders.ChunkScanBwdDz, new LocalSize(local));
             var count = (long)b * l * h * p;
             st.Dispatch(dz, (Shaders.Groups1D(device, count, local), 1, 1), (uint)count,
-                pc.Of(dy), pc.Of(o.Z), pc.Of(saved.YBeforeGate), pc.Of(sc.G), pc.Of(gr.Dz));
+                pc.Of(dy, bf16), pc.Of(o.Z, bf16), pc.Of(saved.YBeforeGate, bf16), pc.Of(sc.G, bf16), pc.Of(gr.Dz, bf16));
         }
 
         Mark(0);
@@ -292,7 +313,7 @@ public static partial class SsdOp
         // 8. dD, first level: sum of g x over blocks of positions.
         if (sc.DdPart is not null)
         {
-            Reductions.Blocks(st, pc.Of(sc.G), pc.Of(sc.DdPart), b, l, h * p, 1, ReduceBlockRows, pc.Of(x));
+            Reductions.Blocks(st, pc.Of(sc.G, bf16), pc.Of(sc.DdPart), b, l, h * p, 1, ReduceBlockRows, pc.Of(x, bf16), bf16Inputs: bf16);
         }
     }
 

@@ -95,10 +95,11 @@ public static partial class SsdOp
         var flags = SsdFlagsExtensions.ForD(o.D) | (o.Z is null ? SsdFlags.None : SsdFlags.Z | SsdFlags.SaveUngated) | mirrored
             | SsdFlags.InitialStates.If(o.InitialStates is not null);   // without, chunk 0 has no state term
         var y = tiles.Y;
-        st.Dispatch(device.GetKernel(Shaders.ChunkScanTc(operands), y.ScanSpec(reverse: false, gShift: 0)), (Shaders.Groups(device, y.Tiles(q, p) * nc * b * h), 1, 1),
+        var bf16 = s.Bf16Tensors;   // x, C, z, y and y before the gate
+        st.Dispatch(device.GetKernel(Shaders.ChunkScanTc(operands, bf16), y.ScanSpec(reverse: false, gShift: 0)), (Shaders.Groups(device, y.Tiles(q, p) * nc * b * h), 1, 1),
             new ScanPush(b, l, h, g, p, n, q, nc, flags),
-            pc.Of(x), pc.Of(C), cb, pc.Of(r.ChunkStates), pc.Of(r.DtOut), pc.Of(r.DACumsum), (o.D ?? A).Buffer, pc.Of(o.Z ?? x), pc.Of(r.Y),
-            pc.Of(r.YBeforeGate ?? r.Y), pc.Of(r.DACumsumLo));
+            pc.Of(x, bf16), pc.Of(C, bf16), cb, pc.Of(r.ChunkStates), pc.Of(r.DtOut), pc.Of(r.DACumsum), (o.D ?? A).Buffer, pc.Of(o.Z ?? x, bf16), pc.Of(r.Y, bf16),
+            pc.Of(r.YBeforeGate ?? r.Y, bf16), pc.Of(r.DACumsumLo));
         st.Section(Stages[3]);
     }
 
@@ -114,8 +115,9 @@ public static partial class SsdOp
         var (b, l, h, p, g, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
         var tiles = t.Tiles(q, q);
         var cb = ProductScratch(pool, "ssd.cb", (long)b * nc * g * q * q);
-        st.Dispatch(device.GetKernel(Shaders.ChunkCbTc(o.Precision.Operands(device)), t.Spec), (Shaders.Groups(device, tiles * nc * b * g), 1, 1),
-            new ScanPush(b, l, h, g, p, n, q, nc, SsdFlags.Mirrored.If(o.Mirrored) | SsdFlags.WholeCb.If(whole)), pc.Of(C), pc.Of(B), cb);
+        var bf16 = B.DType == TensorDType.BF16;
+        st.Dispatch(device.GetKernel(Shaders.ChunkCbTc(o.Precision.Operands(device), bf16), t.Spec), (Shaders.Groups(device, tiles * nc * b * g), 1, 1),
+            new ScanPush(b, l, h, g, p, n, q, nc, SsdFlags.Mirrored.If(o.Mirrored) | SsdFlags.WholeCb.If(whole)), pc.Of(C, bf16), pc.Of(B, bf16), cb);
         st.Section(ChunkCbStage);
         return cb;
     }
@@ -130,10 +132,11 @@ public static partial class SsdOp
         var device = g.Device;
         var (b, l, h, p, gr, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
         var items = t.Tiles(q, p) * nc * b * h;
-        var kernel = device.GetKernel(Shaders.ChunkScanTc(o.Precision.Operands(device)), t.ScanSpec(reverse: true, gShift, accumulate: flags.HasFlag(SsdFlags.Accumulate)));
+        var bf16 = x.DType == TensorDType.BF16;   // g, B, x and dx (the ddt parts stay fp32)
+        var kernel = device.GetKernel(Shaders.ChunkScanTc(o.Precision.Operands(device), bf16), t.ScanSpec(reverse: true, gShift, accumulate: flags.HasFlag(SsdFlags.Accumulate)));
         st.Dispatch(kernel, (Shaders.Groups(device, items), 1, 1),
             new ScanPush(b, l, h, gr, p, n, q, nc, flags),
-            pc.Of(g), pc.Of(B), cb, pc.Of(dStatesNext), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), (o.D ?? A).Buffer, pc.Of(x), pc.Of(dx),
+            pc.Of(g, bf16), pc.Of(B, bf16), cb, pc.Of(dStatesNext), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), (o.D ?? A).Buffer, pc.Of(x, bf16), pc.Of(dx, bf16),
             pc.Of(ddtPart), pc.Of(saved.DACumsumLo));
     }
 
@@ -155,6 +158,7 @@ public static partial class SsdOp
         var s = geo.S;
         var t = geo.Tc!.Scan;
         var operands = o.Precision.Operands(device);
+        var bf16 = s.Bf16Tensors;   // g, x, B, C, dB and dC
         var (b, l, h, p, gr, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
         var mirrored = SsdFlags.Mirrored.If(o.Mirrored);
         // Two workgroups per tile, each summing half the group's heads into a partial dcb, then one pass adds the
@@ -162,10 +166,10 @@ public static partial class SsdOp
         var splits = (uint)Math.Min(DcbSplits, h / gr);
         var plane = (long)b * nc * gr * q * q;
         var partials = ProductScratch(pool, "ssd.dcb_partials", splits * plane);
-        st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDcbTc(operands), t.DcbSpec(geo.GShift, splits)),
+        st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDcbTc(operands, bf16), t.DcbSpec(geo.GShift, splits)),
             (Shaders.Groups(device, (long)geo.TilesT * geo.TilesS * nc * b * gr * splits), 1, 1),
             new ScanPush(b, l, h, gr, p, n, q, nc, mirrored),
-            pc.Of(g), pc.Of(x), cb, pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(saved.DACumsumLo), partials, pc.Of(straddle));
+            pc.Of(g, bf16), pc.Of(x, bf16), cb, pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(saved.DACumsumLo), partials, pc.Of(straddle));
         BufferBinding dcb = partials;
         if (splits > 1)
         {
@@ -192,9 +196,10 @@ public static partial class SsdOp
         var flags = mirrored | SsdFlags.Accumulate.If(geo.Accumulate);
         var stageW = d.StagesW(device.Capabilities);
         void Dbc(bool reverse, Tensor u, Tensor sm, Tensor r, Tensor w, Tensor output, Tensor rowDot) =>
-            st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDbcTc(operands, stageW), d.DbcSpec(reverse, reverse ? 0 : geo.GShift)), (Shaders.Groups(device, items), 1, 1),
+            st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDbcTc(operands, stageW, bf16), d.DbcSpec(reverse, reverse ? 0 : geo.GShift)), (Shaders.Groups(device, items), 1, 1),
                 new ScanPush(b, l, h, gr, p, n, q, nc, flags),
-                pc.Of(u), pc.Of(sm), dcb, pc.Of(r), pc.Of(w), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(saved.DACumsumLo), pc.Of(output), pc.Of(rowDot));
+                pc.Of(u, bf16), pc.Of(sm), dcb, pc.Of(r, bf16), pc.Of(w, bf16), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(saved.DACumsumLo),
+                pc.Of(output, bf16), pc.Of(rowDot));
 
         Dbc(reverse: false, g, saved.ChunkStates, B, C, dC, gys);
         mark(4);

@@ -92,13 +92,13 @@ public static partial class SsdOp
         var recurrent = path == SsdPath.Recurrent ? SsdRecurrentTiles.Choose(device.Capabilities, s) : default;
         var pieces = ForwardPieces(device, s, tensorCores is null ? 0 : (long)nc * s.Groups * s.Chunk * s.Chunk);   // C.B^T
 
-        var y = Tensor.Empty(device, "y", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
+        var y = Tensor.Empty(device, "y", x.DType, s.Batch, s.SeqLen, s.Heads, s.HeadDim);
         var final = Tensor.Empty(device, "final_states", s.Batch, s.Heads, s.HeadDim, s.DState);
         var dtOut = Tensor.Empty(device, "dt_out", s.Batch, s.Heads, nc, s.Chunk);
         var dACs = Tensor.Empty(device, "dA_cumsum", s.Batch, s.Heads, nc, s.Chunk);
         var dACsLo = Tensor.Empty(device, "dA_cumsum_lo", s.Batch, s.Heads, nc, s.Chunk);
         var chunkStates = Tensor.Empty(device, "chunk_states", s.Batch, nc, s.Heads, s.HeadDim, s.DState);
-        var yBeforeGate = o.Z is null ? null : Tensor.Empty(device, "y_before_gate", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
+        var yBeforeGate = o.Z is null ? null : Tensor.Empty(device, "y_before_gate", x.DType, s.Batch, s.SeqLen, s.Heads, s.HeadDim);
         var result = new SsdResult(y, final, dtOut, dACs, dACsLo, chunkStates, yBeforeGate);
         try
         {
@@ -165,7 +165,8 @@ public static partial class SsdOp
 
     /// <summary>
     /// The batch slices a forward records one at a time: each of its per-batch tensors (x, dt, B and C, the states,
-    /// the per-chunk arrays, and <paramref name="extra"/> floats a batch element of the path's own) within one binding.
+    /// the per-chunk arrays, and <paramref name="extra"/> floats a batch element of the path's own) within one binding;
+    /// bf16 x, B, C, z and y (<see cref="SsdShape.Bf16Tensors"/>) start on bindable offsets too.
     /// </summary>
     private static List<Piece> ForwardPieces(GpuDevice device, SsdShape s, long extra)
     {
@@ -173,7 +174,8 @@ public static partial class SsdOp
         var nc = s.Chunks;
         return Shaders.Pieces(device, "Ssd", s.Batch,
             [tokens * s.HeadDim, tokens, (long)s.SeqLen * s.Groups * s.DState, (long)s.Heads * s.HeadDim * s.DState,
-             (long)s.Heads * nc * s.Chunk, (long)nc * s.Heads * s.HeadDim * s.DState, extra], OpTuning.Of(device).MaxBindingBytes).ToList();
+             (long)s.Heads * nc * s.Chunk, (long)nc * s.Heads * s.HeadDim * s.DState, extra], OpTuning.Of(device).MaxBindingBytes,
+            s.Bf16Tensors ? [tokens * s.HeadDim, (long)s.SeqLen * s.Groups * s.DState] : null).ToList();
     }
 
     /// <summary>chunk_cumsum: dt after bias, softplus and clamp, and its within-chunk cumsum times A (hi + lo).</summary>
@@ -201,6 +203,7 @@ public static partial class SsdOp
     {
         var device = x.Device;
         var (b, l, h, g, p, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
+        var bf16 = x.DType == TensorDType.BF16;   // x and B (the bf16 tensors' variant; the fp32 kernel refuses them at binding)
         Kernel state;
         long items;
         if (tc is null)
@@ -210,13 +213,13 @@ public static partial class SsdOp
         }
         else
         {
-            state = device.GetKernel(Shaders.ChunkStateTc(operands), tc.StateSpec(grad: weights != 0, gShift));
+            state = device.GetKernel(Shaders.ChunkStateTc(operands, bf16), tc.StateSpec(grad: weights != 0, gShift));
             items = tc.Tiles(p, n) * nc * b * h;
         }
 
         st.Dispatch(state, (Shaders.Groups(device, items), 1, 1), new StatePush(b, l, h, g, p, n, q, nc,
                 SsdFlags.Mirrored.If(mirrored) | SsdFlags.DInitialStates.If(dInitial)),
-            pc.Of(x), pc.Of(B), pc.Of(dtOut), pc.Of(dACs), pc.Of(states), pc.Of(dACsLo));
+            pc.Of(x, bf16), pc.Of(B, bf16), pc.Of(dtOut), pc.Of(dACs), pc.Of(states), pc.Of(dACsLo));
     }
 
     /// <summary>state_passing: in place, the state entering each chunk, and the final state.</summary>

@@ -7,6 +7,54 @@ internal sealed record SsdShape(int Batch, int SeqLen, int Heads, int HeadDim, i
 {
     public int Chunks => (SeqLen + Chunk - 1) / Chunk;
 
+    /// <summary>x, B, C and z are bf16 (so are y and the gradients of those): <see cref="CheckDTypes"/>.</summary>
+    public bool Bf16Tensors { get; init; }
+
+    /// <summary>
+    /// The tensors' types: x, B, C and z share one, fp32 or bf16 (bf16 in precision bf16 only, causal, on a device with
+    /// 16-bit storage); the decay inputs, D and the states are fp32, as mamba_ssm keeps them. Returns whether bf16.
+    /// </summary>
+    private static bool CheckDTypes(string op, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o)
+    {
+        foreach (var (t, name) in new[] { (B, "B"), (C, "C"), (o.Z, "z") })
+        {
+            if (t is not null && t.DType != x.DType)
+            {
+                throw new ArgumentException($"{op}: {name} is {t.DType.Name()} but x is {x.DType.Name()}; x, B, C and z share one dtype.", name);
+            }
+        }
+
+        foreach (var (t, name) in new[] { (dt, "dt"), (A, "A"), (o.D, "D"), (o.DtBias, "dt_bias"), (o.InitialStates, "initial_states"), (o.DtRev, "dt_rev"), (o.BRev, "B_rev"), (o.CRev, "C_rev") })
+        {
+            if (t is not null && t.DType != TensorDType.F32)
+            {
+                throw new ArgumentException($"{op}: {name} must be float32 (the decay math and the states stay fp32), got {t.DType.Name()}.", name);
+            }
+        }
+
+        if (x.DType == TensorDType.F32)
+        {
+            return false;
+        }
+
+        if (o.Precision != Precision.Bf16)
+        {
+            throw new ArgumentException($"{op}: bfloat16 x, B, C and z are taken in precision bf16 only, not {o.Precision.Name()}.", "precision");
+        }
+
+        if (o.IsBidirectional)
+        {
+            throw new ArgumentException($"{op}: bfloat16 tensors are taken by the causal scan only; convert them to float32 for a bidirectional one.", "x");
+        }
+
+        if (!x.Device.Capabilities.Storage16Bit)
+        {
+            throw new ArgumentException($"{op}: {x.Device.Name} has no 16-bit storage (storageBuffer16BitAccess), which bfloat16 tensors need.", "x");
+        }
+
+        return true;
+    }
+
     /// <summary>D: (h) or (h, p), or (b, L, h) for the bidirectional forms; dt_bias: (h).</summary>
     public static void CheckSkipAndBias(string op, SsdOptions o, int b, int l, int h, int p)
     {
@@ -103,6 +151,6 @@ internal sealed record SsdShape(int Batch, int SeqLen, int Heads, int HeadDim, i
 
         var all = new[] { x, dt, A, B, C, o.D, o.Z, o.DtBias, o.InitialStates, o.DtRev, o.BRev, o.CRev }.OfType<Tensor>().ToArray();
         ShapeOps.ExpectSameDevice(op, all);
-        return new SsdShape(b, l, h, p, g, n, o.ChunkSize);
+        return new SsdShape(b, l, h, p, g, n, o.ChunkSize) { Bf16Tensors = CheckDTypes(op, x, dt, A, B, C, o) };
     }
 }

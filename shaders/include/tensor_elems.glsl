@@ -1,0 +1,34 @@
+// The SSD tensors a kernel variant reads and writes as fp32 or, built with TENSORS_BF16, as bf16 (the bf16 mode's
+// activations): declare them with TENSOR_ELEM (one element) and TENSOR_WORD4 (four consecutive elements, for 16-byte
+// and 8-byte loads), read them with TENSOR_LOAD / TENSOR_LOAD4 and write them with TENSOR_STORE; the arithmetic stays
+// fp32 either way. bf16 is widened exactly and rounded to nearest even (bf16_bits.glsl). Needs
+// storageBuffer16BitAccess with TENSORS_BF16 (single 16-bit stores: a tile's columns need not be even).
+#ifndef MAMBA2_TENSOR_ELEMS_GLSL
+#define MAMBA2_TENSOR_ELEMS_GLSL
+
+#ifdef TENSORS_BF16
+#extension GL_EXT_shader_16bit_storage : require
+#include "bf16_bits.glsl"
+#define TENSOR_ELEM uint16_t
+#define TENSOR_WORD4 uvec2
+
+float bf16_widen(uint bits) {
+    return uintBitsToFloat(bits << 16);
+}
+
+vec4 bf16_widen4(uvec2 w) {
+    return vec4(uintBitsToFloat(w.x << 16), uintBitsToFloat(w.x & 0xFFFF0000u), uintBitsToFloat(w.y << 16), uintBitsToFloat(w.y & 0xFFFF0000u));
+}
+
+#define TENSOR_LOAD(arr, i) bf16_widen(uint(arr[i]))
+#define TENSOR_LOAD4(arr4, i) bf16_widen4(arr4[i])
+#define TENSOR_STORE(arr, i, v) arr[i] = uint16_t(bf16_bits(v))
+#else
+#define TENSOR_ELEM float
+#define TENSOR_WORD4 vec4
+#define TENSOR_LOAD(arr, i) (arr[i])
+#define TENSOR_LOAD4(arr4, i) (arr4[i])
+#define TENSOR_STORE(arr, i, v) arr[i] = (v)
+#endif
+
+#endif

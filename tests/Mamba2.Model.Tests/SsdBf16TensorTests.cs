@@ -1,0 +1,233 @@
+using Mamba2.Model.IO;
+using Mamba2.Model.Ops;
+using Mamba2.Model.Ops.Ssd;
+using Mamba2.Model.Tensors;
+using Mamba2.Model.Tests.Reference;
+using Mamba2.Tests;
+using Mamba2.Vulkan;
+using Xunit;
+
+namespace Mamba2.Model.Tests;
+
+/// <summary>
+/// The SSD on bf16 x, B, C and z (<see cref="TensorDType.BF16"/>, precision bf16): y and y before the gate come back
+/// as bf16, the gradients of the bf16 inputs too; everything is compared with the float64 recurrence on the same
+/// bf16-rounded inputs (and upstream gradient) at bf16's tolerance. Where the device lacks the tensor-core kernels,
+/// SsdTensorCoreTests holds the refusal to its reason; these return.
+/// </summary>
+public class SsdBf16TensorTests(GpuFixture gpu)
+{
+    private GpuDevice Device => gpu.Device;
+
+    private bool Unavailable => SsdOp.WhyNot(Device, Precision.Bf16) is not null || !Device.Capabilities.Storage16Bit;
+
+    /// <summary>The case with x, B, C and z rounded to bf16 (what the device tensors hold, so what the reference takes).</summary>
+    private static SsdCase Rounded(SsdCase c) => c with { X = Round(c.X), B = Round(c.B), C = Round(c.C), Z = c.Z is null ? null : Round(c.Z) };
+
+    private static float[] Round(float[] a) => Array.ConvertAll(a, v => BFloat16Bits.ToSingle(BFloat16Bits.FromSingle(v)));
+
+    private static SsdCase MakeCase(string name, Random rng) => name switch
+    {
+        // Rows of x, B and C on 8-byte boundaries and tiles inside memory: the kernels' strided 4-element reads.
+        "strided" => SsdCases.Make(rng, 2, 300, 3, 64, 1, 64, 128, d: true, z: true, bias: true, init: true, softplus: true),
+        "long-strong-decay" => SsdCases.Make(rng, 1, 2048, 2, 8, 1, 8, 256, d: true, init: true, decay: 8.0),
+        _ => SsdForwardTests.MakeCase(name, rng),
+    };
+
+    [Theory]
+    [InlineData("all-options")]
+    [InlineData("awkward")]
+    [InlineData("odd-chunk")]
+    [InlineData("shorter-than-chunk")]
+    [InlineData("many-groups")]
+    [InlineData("strided")]
+    [InlineData("long-strong-decay")]
+    public void ForwardOnBf16TensorsMatchesTheRecurrence(string name)
+    {
+        if (Unavailable)
+        {
+            return;
+        }
+
+        var seed = TestMath.NewSeed();
+        var c = Rounded(MakeCase(name, new Random(seed)));
+        var what = $"{name} bf16 tensors seed {seed}";
+        using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Auto, Precision.Bf16, TensorDType.BF16);
+        using var s = Device.BeginStream();
+        using var result = inputs.Forward(s);
+        Assert.Equal(TensorDType.BF16, result.Y.DType);
+        Assert.Equal(TensorDType.F32, result.FinalStates.DType);
+        Poison.Fill(result.Y, result.FinalStates, result.DtOut, result.DACumsum, result.DACumsumLo, result.ChunkStates, result.YBeforeGate);
+        s.Submit();
+
+        var tolerance = Precision.Bf16.Tolerance();
+        var (yRef, finalRef) = SsdReference.Forward(c);
+        TestMath.AssertClose(result.Y.ToArray(), yRef, tolerance, $"{what}: y");
+        TestMath.AssertClose(result.FinalStates.ToArray(), finalRef, tolerance, $"{what}: final_states");
+        Assert.Equal(c.Z is null, result.YBeforeGate is null);
+        if (result.YBeforeGate is not null)
+        {
+            Assert.Equal(TensorDType.BF16, result.YBeforeGate.DType);
+            TestMath.AssertClose(result.YBeforeGate.ToArray(), SsdReference.Forward(c with { Z = null }).Y, tolerance, $"{what}: y before the gate");
+        }
+    }
+
+    [Theory]
+    [InlineData("all-options", true)]
+    [InlineData("awkward", true)]
+    [InlineData("awkward", false)]
+    [InlineData("strided", true)]
+    public void BackwardOnBf16TensorsMatchesTheAdjoint(string name, bool dyBf16)
+    {
+        if (Unavailable)
+        {
+            return;
+        }
+
+        var seed = TestMath.NewSeed();
+        var c = Rounded(name == "strided" ? MakeCase(name, new Random(seed)) : SsdBackwardTests.MakeCase(name, new Random(seed)).Case);
+        var what = $"{name} bf16 tensors, dy {(dyBf16 ? "bf16" : "fp32")}, seed {seed}";
+        var rng = new Random(seed + 1);
+        var dy = TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1);
+        if (dyBf16)
+        {
+            dy = Round(dy);
+        }
+
+        var dFinal = TestMath.Uniform(rng, (long)c.Batch * c.Heads * c.HeadDim * c.DState, -1, 1);
+        using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Auto, Precision.Bf16, TensorDType.BF16);
+        using var dyT = Tensor.FromArray(Device, "dy", dy, dyBf16 ? TensorDType.BF16 : TensorDType.F32, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
+        using var dFinalT = Tensor.FromArray(Device, "dfinal_states", dFinal, c.Batch, c.Heads, c.HeadDim, c.DState);
+        using var saved = inputs.Forward();
+        using var s = Device.BeginStream();
+        using var grads = SsdOp.Backward(dyT, saved, dFinalT, s);
+        Poison.Fill(grads.Named().Select(g => g.Gradient));
+        s.Submit();
+
+        // Gradients in their inputs' types, as PyTorch returns them.
+        var bf16Inputs = new HashSet<string> { "x", "B", "C", "z" };
+        foreach (var (input, gradient) in grads.Named())
+        {
+            Assert.True((bf16Inputs.Contains(input) ? TensorDType.BF16 : TensorDType.F32) == gradient.DType, $"{what}: grad_{input} is {gradient.DType}");
+        }
+
+        var expected = SsdReferenceBackward.Gradients(c, Array.ConvertAll(dy, v => (double)v), Array.ConvertAll(dFinal, v => (double)v));
+        var actual = grads.Named().ToDictionary(g => g.Input, g => g.Gradient.ToArray());
+        Assert.Equal(expected.Named().Select(e => e.Name), actual.Keys);
+        var failures = expected.Named()
+            .Select(e => Record.Exception(() => TestMath.AssertClose(actual[e.Name], e.Data, expected.ErrorScale(e.Name, e.Data),
+                Precision.Bf16.Tolerance(), $"{what}: grad_{e.Name}"))?.Message)
+            .OfType<string>().ToList();
+        Assert.True(failures.Count == 0, string.Join(Environment.NewLine, failures));
+    }
+
+    /// <summary>
+    /// A batch split into several bindings (forced small): each piece's bf16 slices start on a bindable offset, and the
+    /// output is the same as in one piece, bit for bit. x's 20 elements a batch element are 40 bytes in bf16: only
+    /// pieces of an even count of batch elements start on 16 bytes, which no fp32 tensor here asks for (C.B^T's
+    /// 256 floats a batch element, the largest binding, would allow pieces of 3).
+    /// </summary>
+    [Fact]
+    public void BatchPiecesOfBf16TensorsGiveTheSameBits()
+    {
+        if (Unavailable)
+        {
+            return;
+        }
+
+        var seed = TestMath.NewSeed();
+        var c = Rounded(SsdCases.Make(new Random(seed), 6, 4, 1, 5, 1, 8, 16, d: true, z: true, init: true, softplus: true));
+        using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Auto, Precision.Bf16, TensorDType.BF16);
+        using var whole = inputs.Forward();
+        using (OpTuning.Override(Device, t => t with { MaxBindingBytes = 3 * 16 * 16 * sizeof(float) }))
+        {
+            using var split = inputs.Forward();
+            Assert.Equal(whole.Y.ToArray(), split.Y.ToArray());
+            Assert.Equal(whole.YBeforeGate!.ToArray(), split.YBeforeGate!.ToArray());
+            Assert.Equal(whole.FinalStates.ToArray(), split.FinalStates.ToArray());
+        }
+
+        TestMath.AssertClose(whole.Y.ToArray(), SsdReference.Forward(c).Y, Precision.Bf16.Tolerance(), $"seed {seed}: y");
+    }
+
+    [Fact]
+    public void MixedOrMisplacedTypesAreRefusedNamingTheTensor()
+    {
+        if (!Device.Capabilities.Storage16Bit)
+        {
+            return;
+        }
+
+        var c = SsdForwardTests.MakeCase("all-options", new Random(1));
+        using var f32 = new SsdDeviceInputs(Device, c, SsdPath.Auto, Precision.Bf16);
+        using var b16 = new SsdDeviceInputs(Device, c, SsdPath.Auto, Precision.Bf16, TensorDType.BF16);
+        using var dtBf16 = Cast.To(f32.Dt, TensorDType.BF16);
+
+        void Refused(string argument, string words, Action run)
+        {
+            var e = Assert.Throws<ArgumentException>(run);
+            Assert.Equal(argument, e.ParamName);
+            Assert.Contains(words, e.Message);
+        }
+
+        Refused("B", "B is float32 but x is bfloat16", () => SsdOp.Forward(b16.X, b16.Dt, b16.A, f32.B, b16.C, b16.Options).Dispose());
+        Refused("z", "z is float32 but x is bfloat16", () => SsdOp.Forward(b16.X, b16.Dt, b16.A, b16.B, b16.C, b16.Options with { Z = f32.Options.Z }).Dispose());
+        Refused("dt", "dt must be float32", () => SsdOp.Forward(f32.X, dtBf16, f32.A, f32.B, f32.C, f32.Options).Dispose());
+        Refused("precision", "in precision bf16 only, not fp32-fast", () => SsdOp.Forward(b16.X, b16.Dt, b16.A, b16.B, b16.C, b16.Options with { Precision = Precision.Fp32Fast }).Dispose());
+        Refused("precision", "in precision bf16 only, not fp32", () => SsdOp.Forward(b16.X, b16.Dt, b16.A, b16.B, b16.C, b16.Options with { Precision = Precision.Fp32 }).Dispose());
+        Refused("x", "causal scan only", () => SsdOp.Forward(b16.X, b16.Dt, b16.A, b16.B, b16.C,
+            b16.Options with { Direction = SsdDirection.BidirectionalSum, InitialStates = null }).Dispose());
+        // An fp32-only op given a bf16 tensor stops before recording anything.
+        using var aBf16 = Cast.To(f32.A, TensorDType.BF16, name: "A_log");
+        using var a = Tensor.Empty(Device, "A", c.Heads);
+        Refused("A_log", "takes float32 tensors only", () => Unary.NegExp(aBf16, a));
+    }
+
+    /// <summary>fp32 to bf16 rounds to nearest even (ties, NaN, infinities, the largest values), and bf16 to fp32 is exact.</summary>
+    [Fact]
+    public void CastRoundsToNearestEvenAndWidensExactly()
+    {
+        if (!Device.Capabilities.Storage16Bit)
+        {
+            var e = Assert.Throws<MissingFeatureException>(() => Cast.To(Tensor.Empty(Device, "x", 3), TensorDType.BF16).Dispose());
+            Assert.Contains("16-bit storage", e.Message);
+            return;
+        }
+
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var values = new List<float>
+        {
+            0f, -0f, 1f, -1f, float.PositiveInfinity, float.NegativeInfinity, float.NaN, float.MaxValue, float.Epsilon,
+            BitConverter.UInt32BitsToSingle(0x3F808000),   // a tie, to the even (lower) neighbour
+            BitConverter.UInt32BitsToSingle(0x3F818000),   // a tie, to the even (upper) neighbour
+            BitConverter.UInt32BitsToSingle(0x3F808001),   // just past a tie
+            BitConverter.UInt32BitsToSingle(0x7F7FFFFF),   // rounds to infinity
+            BitConverter.UInt32BitsToSingle(0x7F800001),   // a NaN whose payload is in the low half only
+        };
+        while (values.Count < 1001)   // an odd count: the last element shares its word with nothing
+        {
+            values.Add(BitConverter.Int32BitsToSingle(rng.Next()) * (rng.Next(2) == 0 ? 1 : -1));
+        }
+
+        var data = values.ToArray();
+        using var x = Tensor.FromArray(Device, "x", data, data.Length);
+        using var narrow = Cast.To(x, TensorDType.BF16);
+        using var back = Cast.To(narrow, TensorDType.F32);
+        Assert.Equal(TensorDType.BF16, narrow.DType);
+        Assert.Equal((ulong)data.Length * 2, narrow.SizeBytes);
+        var got = back.ToArray();
+        for (var i = 0; i < data.Length; i++)
+        {
+            var want = BFloat16Bits.ToSingle(BFloat16Bits.FromSingle(data[i]));
+            Assert.True(float.IsNaN(want) ? float.IsNaN(got[i]) : BitConverter.SingleToUInt32Bits(want) == BitConverter.SingleToUInt32Bits(got[i]),
+                $"seed {seed}: element {i} ({data[i]:R}, bits {BitConverter.SingleToUInt32Bits(data[i]):X8}) gave {got[i]:R}, not {want:R}");
+        }
+
+        // The host's own conversion agrees with the device's (FromArray rounds, ToArray widens).
+        using var up = Tensor.FromArray(Device, "up", data, TensorDType.BF16, data.Length);
+        Assert.Equal(narrow.ToArray().Select(Bits), up.ToArray().Select(Bits));
+
+        static uint Bits(float v) => float.IsNaN(v) ? 0x7FC00000u : BitConverter.SingleToUInt32Bits(v);
+    }
+}
