@@ -25,7 +25,7 @@ layout(local_size_x = 256) in;
 layout(constant_id = 0) const uint BM = 64;   // output positions per tile (multiple of 16)
 layout(constant_id = 1) const uint BN = 64;   // d_state columns per tile (multiple of 16)
 layout(constant_id = 2) const uint BK = 32;   // source positions per stage (multiple of 16)
-layout(constant_id = 3) const uint PK = 32;   // headdim slice per stage (<= BK)
+layout(constant_id = 3) const uint PK = 32;   // headdim slice per stage (<= BK; divides BN: C . B walks BN in PK slices)
 layout(constant_id = 4) const uint HW = 1;    // heads per workgroup (divides heads per group)
 layout(constant_id = 5) const uint REVERSE = 0;
 layout(constant_id = 6) const uint G_SHIFT = 0;   // g (U for dC, V for dB) read one step away (g_at)

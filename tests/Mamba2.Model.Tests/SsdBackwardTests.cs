@@ -132,6 +132,27 @@ public class SsdBackwardTests(GpuFixture gpu)
         Check(c, SsdPath.Tiled, true, seed, $"dbc tile {tile} seed {seed}");
     }
 
+    /// <summary>
+    /// The dB/dC kernel walks its d_state tile in PK slices for C . B: a PK that does not divide BN read shared memory
+    /// past the tile that nothing wrote (stale, NaN now and then on lavapipe, where the chosen 48-wide tile for
+    /// d_state 40 took slices of 32). Every default tile takes whole slices, and a forced one that does not is refused.
+    /// </summary>
+    [Fact]
+    public void DbcTilesWalkTheirDStateTileInWholeSlices()
+    {
+        foreach (var n in new[] { 8, 13, 16, 24, 40, 48, 64, 80, 96, 112, 128, 160, 256 })
+        {
+            foreach (var q in new[] { 16, 48, 64, 256 })
+            {
+                var t = SsdBackwardTiles.Choose(Device.Capabilities, new SsdShape(1, 64, 4, 16, 1, n, q));
+                Assert.True(t.BN % t.PK == 0 && t.PK <= t.BK, $"d_state {n} chunk {q}: {t}");
+            }
+        }
+
+        var e = Assert.Throws<ArgumentException>(() => SsdBackwardTiles.Choose(Device.Capabilities, new SsdShape(1, 64, 4, 16, 1, 40, 64), dbcTile: "32,48,32,32,1"));
+        Assert.Contains("PK <= BK and dividing BN", e.Message);
+    }
+
     [Theory]
     [InlineData(SsdPath.Tiled)]
     [InlineData(SsdPath.Recurrent)]

@@ -26,7 +26,7 @@ internal readonly record struct SsdBackwardTiles(uint BM, uint BN, uint BK, uint
 
     /// <summary>
     /// The tiles for this device and problem. MAMBA2_SSD_DBC_TILE=BM,BN,BK,PK,HW overrides them for tuning runs
-    /// (checked: multiples of 16, PK &lt;= BK and BN, HW dividing the heads per group, within shared memory).
+    /// (checked: multiples of 16, PK &lt;= BK and dividing BN, HW dividing the heads per group, within shared memory).
     /// </summary>
     public static SsdBackwardTiles Choose(DeviceCapabilities caps, SsdShape s, int maxSplits = MaxSplits, string? dbcTile = null)
     {
@@ -36,10 +36,10 @@ internal readonly record struct SsdBackwardTiles(uint BM, uint BN, uint BK, uint
         }
 
         var v = text.Split(',').Select(uint.Parse).ToArray();
-        if (v.Length != 5 || v.Take(4).Any(d => d == 0 || d % 16 != 0) || v[3] > v[2] || v[3] > v[1] || v[4] == 0 ||
+        if (v.Length != 5 || v.Take(4).Any(d => d == 0 || d % 16 != 0) || v[3] > v[2] || v[1] % v[3] != 0 || v[4] == 0 ||
             (uint)(s.Heads / s.Groups) % v[4] != 0 || SharedBytes(v[0], v[1], v[2], v[3], v[4]) > caps.MaxSharedMemoryBytes)
         {
-            throw new ArgumentException($"MAMBA2_SSD_DBC_TILE={text}: expected BM,BN,BK,PK,HW with multiples of 16, PK <= BK and BN, HW dividing the heads per group, within shared memory.");
+            throw new ArgumentException($"MAMBA2_SSD_DBC_TILE={text}: expected BM,BN,BK,PK,HW with multiples of 16, PK <= BK and dividing BN, HW dividing the heads per group, within shared memory.");
         }
 
         return new SsdBackwardTiles(v[0], v[1], v[2], v[3], v[4]);
@@ -55,8 +55,9 @@ internal readonly record struct SsdBackwardTiles(uint BM, uint BN, uint BK, uint
         var full = (uint)Math.Clamp((s.DState + 15) / 16 * 16, 16, 128);
         foreach (var bn in new[] { full, 128u, 64u, 32u, 16u }.Where(v => v <= full).Distinct())
         {
-            // PK <= BN: the C . B^T product walks the d_state tile in PK slices.
-            foreach (var (bk, pk) in new (uint, uint)[] { (32, 32), (32, 16), (16, 16) }.Where(t => t.Item2 <= bn))
+            // PK divides BN: the C . B^T product walks the d_state tile in PK slices, and a slice past the tile would
+            // read shared memory nothing wrote (a 48-wide tile in slices of 32 read stale values: NaN on lavapipe).
+            foreach (var (bk, pk) in new (uint, uint)[] { (32, 32), (32, 16), (16, 16) }.Where(t => bn % t.Item2 == 0))
             {
                 if (SharedBytes(bm, bn, bk, pk, hw) <= shared)
                 {
