@@ -87,4 +87,37 @@ public class PrecisionCliTests(GpuFixture gpu)
                 : "precision: bf16", line);
         }
     }
+
+    /// <summary>`bench ssd --dtype bf16`: bf16 tensors in precision bf16, refused in any other with exit code 2.</summary>
+    [Fact]
+    public void BenchSsdTakesBf16TensorsInBf16Only()
+    {
+        string[] shape = ["bench", "ssd", "--batch", "1", "--seqlen", "40", "--heads", "2", "--headdim", "8", "--dstate", "8", "--chunk", "16",
+            "--backward", "--warmup", "0", "--repeats", "1", "--dtype", "bf16"];
+        var (code, err) = Run([.. shape, "--precision", "fp32"]);
+        Assert.Equal(2, code);
+        Assert.Contains("--dtype bf16: bf16 tensors run in --precision bf16, not fp32", err);
+        if (PrecisionPolicy.WhyNot(gpu.Device, Precision.Bf16) is not null || !gpu.Device.Capabilities.Storage16Bit)
+        {
+            return;   // TheRunsPrecisionComesFirstAndBadOnesExitWithTwo holds a refused bf16 to its reason
+        }
+
+        var output = new StringWriter();
+        var previous = Console.Out;
+        Console.SetOut(output);
+        try
+        {
+            foreach (var direction in new[] { "causal", "sum" })
+            {
+                (code, err) = Run([.. shape, "--precision", "bf16", "--direction", direction]);
+                Assert.True(code == 0, err);
+            }
+        }
+        finally
+        {
+            Console.SetOut(previous);
+        }
+
+        Assert.Contains("bf16 on bf16 tensors", output.ToString());
+    }
 }

@@ -122,6 +122,66 @@ public class SsdBf16TensorTests(GpuFixture gpu)
     }
 
     /// <summary>
+    /// Both bidirectional forms on bf16 tensors, through the fused pass and through two causal runs combined, forward
+    /// and backward, against the float64 composition on the same bf16-rounded inputs and upstream gradient.
+    /// </summary>
+    [Theory]
+    [InlineData("sum-gated", SsdDirection.BidirectionalSum, true)]
+    [InlineData("sum-gated", SsdDirection.BidirectionalSum, false)]
+    [InlineData("shift-D-per-p", SsdDirection.BidirectionalShift, true)]
+    [InlineData("shift-D-per-p", SsdDirection.BidirectionalShift, false)]
+    [InlineData("per-token-D", SsdDirection.BidirectionalSum, false)]
+    public void BidirectionalOnBf16TensorsMatchesTheComposition(string name, SsdDirection direction, bool fused)
+    {
+        if (Unavailable)
+        {
+            return;
+        }
+
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var c = Rounded(name switch
+        {
+            "sum-gated" => SsdCases.Bidirectional(rng, direction, 2, 77, 4, 12, 2, 16, 32, d: true, z: true, bias: true, softplus: true, dtMin: 0.05f, dtMax: 0.6f),
+            "shift-D-per-p" => SsdCases.Bidirectional(rng, direction, 1, 100, 2, 16, 1, 16, 64, d: true, dPerP: true, z: true),
+            _ => SsdCases.Bidirectional(rng, direction, 2, 45, 3, 8, 1, 12, 16, d: true, dPerToken: true, z: true),
+        });
+        var what = $"{name} {direction} {(fused ? "fused" : "composed")} bf16 tensors seed {seed}";
+        var dy = Round(TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1));
+        var dFinal = TestMath.Uniform(rng, (long)c.Batch * c.Heads * c.HeadDim * c.DState, -1, 1);
+        using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Auto, Precision.Bf16, TensorDType.BF16);
+        using var dyT = Tensor.FromArray(Device, "dy", dy, TensorDType.BF16, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
+        using var dFinalT = Tensor.FromArray(Device, "dfinal_states", dFinal, c.Batch, c.Heads, c.HeadDim, c.DState);
+        using var s = Device.BeginStream();
+        var options = inputs.Options with { BidirectionalPath = fused ? SsdBidirectionalPath.Fused : SsdBidirectionalPath.Composed };
+        using var saved = SsdOp.Forward(inputs.X, inputs.Dt, inputs.A, inputs.B, inputs.C, options, s);
+        using var grads = SsdOp.Backward(dyT, saved, dFinalT, s);
+        Assert.Equal(TensorDType.BF16, saved.Y.DType);
+        Poison.Fill(grads.Named().Select(n => n.Gradient).Append(saved.Y).Append(saved.FinalStates));
+        s.Submit();
+
+        var tolerance = Precision.Bf16.Tolerance();
+        var v = c.ToFloat64();
+        var (y, final) = SsdBidirectionalReference.Forward(c, v);
+        TestMath.AssertClose(saved.Y.ToArray(), y, tolerance, $"{what}: y");
+        TestMath.AssertClose(saved.FinalStates.ToArray(), final, tolerance, $"{what}: final_states (forward scan)");
+        var expected = SsdBidirectionalReference.Gradients(c, v, Array.ConvertAll(dy, e => (double)e), Array.ConvertAll(dFinal, e => (double)e));
+        var bf16Inputs = new HashSet<string> { "x", "B", "C", "z" };
+        var failures = new List<string>();
+        foreach (var (input, reference) in expected.Named())
+        {
+            var gradient = grads.Named().Single(g => g.Input == input).Gradient;
+            Assert.True((bf16Inputs.Contains(input) ? TensorDType.BF16 : TensorDType.F32) == gradient.DType, $"{what}: grad_{input} is {gradient.DType}");
+            if (Record.Exception(() => TestMath.AssertClose(gradient.ToArray(), reference, expected.ErrorScale(input, reference), tolerance, $"{what}: grad_{input}")) is { } e)
+            {
+                failures.Add(e.Message);
+            }
+        }
+
+        Assert.True(failures.Count == 0, string.Join(Environment.NewLine, failures));
+    }
+
+    /// <summary>
     /// A batch split into several bindings (forced small): each piece's bf16 slices start on a bindable offset, and the
     /// output is the same as in one piece, bit for bit. x's 20 elements a batch element are 40 bytes in bf16: only
     /// pieces of an even count of batch elements start on 16 bytes, which no fp32 tensor here asks for (C.B^T's
@@ -175,8 +235,8 @@ public class SsdBf16TensorTests(GpuFixture gpu)
         Refused("dt", "dt must be float32", () => SsdOp.Forward(f32.X, dtBf16, f32.A, f32.B, f32.C, f32.Options).Dispose());
         Refused("precision", "in precision bf16 only, not fp32-fast", () => SsdOp.Forward(b16.X, b16.Dt, b16.A, b16.B, b16.C, b16.Options with { Precision = Precision.Fp32Fast }).Dispose());
         Refused("precision", "in precision bf16 only, not fp32", () => SsdOp.Forward(b16.X, b16.Dt, b16.A, b16.B, b16.C, b16.Options with { Precision = Precision.Fp32 }).Dispose());
-        Refused("x", "causal scan only", () => SsdOp.Forward(b16.X, b16.Dt, b16.A, b16.B, b16.C,
-            b16.Options with { Direction = SsdDirection.BidirectionalSum, InitialStates = null }).Dispose());
+        Refused("x", "own dt_rev, B_rev or C_rev", () => SsdOp.Forward(b16.X, b16.Dt, b16.A, b16.B, b16.C,
+            b16.Options with { Direction = SsdDirection.BidirectionalSum, InitialStates = null, DtRev = f32.Dt }).Dispose());
         // An fp32-only op given a bf16 tensor stops before recording anything.
         using var aBf16 = Cast.To(f32.A, TensorDType.BF16, name: "A_log");
         using var a = Tensor.Empty(Device, "A", c.Heads);

@@ -90,7 +90,8 @@ internal static class SsdCommand
         // BF16 x, B, C (and z) stay bf16 where the SSD takes them so (precision bf16, causal), as mamba_ssm keeps a bf16
         // call's activations; anything else is widened to fp32, exactly.
         var bidirectional = r.GetValue(Bidirectional);
-        var bf16Tensors = precision == Precision.Bf16 && !bidirectional && Bf16Capable.Where(host.ContainsKey).All(n => host[n].DType == SafetensorsDType.BF16);
+        var ownReverse = new[] { "dt_rev", "B_rev", "C_rev" }.Any(host.ContainsKey);   // with these the bidirectional forms take fp32
+        var bf16Tensors = precision == Precision.Bf16 && !ownReverse && Bf16Capable.Where(host.ContainsKey).All(n => host[n].DType == SafetensorsDType.BF16);
         TensorDType TypeOf(string name) =>
             bf16Tensors && (Bf16Capable.Contains(name) || name == "dy" && host[name].DType == SafetensorsDType.BF16) ? TensorDType.BF16 : TensorDType.F32;
         var tensors = host.ToDictionary(kv => kv.Key, kv => Tensor.FromArray(device, kv.Key, kv.Value.Data, TypeOf(kv.Key), kv.Value.Shape));

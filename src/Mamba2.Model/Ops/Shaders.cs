@@ -58,6 +58,7 @@ internal static class Shaders
     private static readonly KernelSource<SsdTcSpec>?[] ChunkCbBf16Variants = SsdVariants<SsdTcSpec>("chunk_cb", bf16Tensors: true);
     private static readonly KernelSource<ChunkStateTcSpec>?[] ChunkStateBf16Variants = SsdVariants<ChunkStateTcSpec>("chunk_state", bf16Tensors: true);
     private static readonly KernelSource<ChunkScanTcSpec>?[] ChunkScanBf16Variants = SsdVariants<ChunkScanTcSpec>("chunk_scan", bf16Tensors: true);
+    private static readonly KernelSource<ChunkScanTcSpec>?[] ChunkScanBidirBf16Variants = SsdVariants<ChunkScanTcSpec>("chunk_scan_bidir", bf16Tensors: true);
     private static readonly KernelSource<ChunkScanBwdDcbTcSpec>?[] ChunkScanBwdDcbBf16Variants = SsdVariants<ChunkScanBwdDcbTcSpec>("chunk_scan_bwd_dcb", bf16Tensors: true);
     private static readonly KernelSource<ChunkScanBwdDbcTcSpec>?[] ChunkScanBwdDbcBf16Variants = SsdVariants<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc", bf16Tensors: true);
     private static readonly KernelSource<ChunkScanBwdDbcTcSpec>?[] ChunkScanBwdDbcWBf16Variants = SsdVariants<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc_w", bf16Tensors: true);
@@ -83,7 +84,9 @@ internal static class Shaders
         Of(bf16Tensors ? ChunkScanBf16Variants : ChunkScanVariants, operands);
 
     /// <summary>The bidirectional sum form's output pass on tensor cores, both scans at once (tc/chunk_scan.comp's BIDIR variant).</summary>
-    public static KernelSource<ChunkScanTcSpec> ChunkScanBidirTc(GemmOperands operands) => Of(ChunkScanBidirVariants, operands);
+    /// <remarks>With <paramref name="bf16Tensors"/>, x, C, z, y and y before the gate are bf16.</remarks>
+    public static KernelSource<ChunkScanTcSpec> ChunkScanBidirTc(GemmOperands operands, bool bf16Tensors = false) =>
+        Of(bf16Tensors ? ChunkScanBidirBf16Variants : ChunkScanBidirVariants, operands);
 
     /// <summary>The backward's dcb (the heads' weighted g.x^T per group) and straddle parts on tensor cores (tc/chunk_scan_bwd_dcb.comp).</summary>
     /// <remarks>With <paramref name="bf16Tensors"/>, g and x are bf16.</remarks>
@@ -144,6 +147,9 @@ internal static class Shaders
     public static readonly KernelSource<SeqShiftSpec> SeqShift = Source<SeqShiftSpec>("ssd/seq_shift");
 
     public static readonly KernelSource<LocalSize> BidirCombine = Source<LocalSize>("ssd/bidir_combine");
+
+    /// <summary>bidir_combine on bf16 scan outputs, x, z and y (D fp32).</summary>
+    public static readonly KernelSource<LocalSize> BidirCombineBf16 = Source<LocalSize>("ssd/bidir_combine_bf16");
 
     public static readonly KernelSource<ChunkScanBidirSpec> ChunkScanBidir = Source<ChunkScanBidirSpec>("ssd/chunk_scan_bidir");
 

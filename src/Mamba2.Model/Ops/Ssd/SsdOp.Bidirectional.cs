@@ -30,6 +30,9 @@ public static partial class SsdOp
 
     private static int Shift(SsdOptions o) => o.Direction == SsdDirection.BidirectionalShift ? 1 : 0;
 
+    /// <summary>The type of x, B, C and z, and so of y, the gate's g and those inputs' gradients.</summary>
+    private static TensorDType TypeOfX(SsdShape s) => s.Bf16Tensors ? TensorDType.BF16 : TensorDType.F32;
+
     /// <summary>
     /// The fused forward: chunk_cumsum, chunk_state and state_passing for each direction (the reverse ones as a
     /// mirrored causal run on the same tensors), then one chunk_scan_bidir pass over both scans (in the tensor-core
@@ -97,8 +100,8 @@ public static partial class SsdOp
     {
         var New = scope.New;
         int b = s.Batch, h = s.Heads, p = s.HeadDim, n = s.DState, q = s.Chunk, nc = s.Chunks;
-        var y = New("y", b, s.SeqLen, h, p);
-        var yPre = o.Z is null ? null : New("y_before_gate", b, s.SeqLen, h, p);
+        var y = scope.NewOf(TypeOfX(s), "y", b, s.SeqLen, h, p);
+        var yPre = o.Z is null ? null : scope.NewOf(TypeOfX(s), "y_before_gate", b, s.SeqLen, h, p);
         SsdResult Run(string suffix) => new(y, New("final_states" + suffix, b, h, p, n), New("dt_out" + suffix, b, h, nc, q),
             New("dA_cumsum" + suffix, b, h, nc, q), New("dA_cumsum" + suffix + "_lo", b, h, nc, q), New("chunk_states" + suffix, b, nc, h, p, n), null);
         return new FusedScans(y, yPre, Run(""), Run("_rev"));
@@ -165,8 +168,8 @@ public static partial class SsdOp
                     rev = ForwardUnsaved(x, o.DtRev ?? dt, A, o.BRev ?? B, o.CRev ?? C, CausalPart(o) with { Mirrored = true }, st, products);
                 }
 
-                var y = scope.New("y", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
-                var yPre = o.Z is null ? null : scope.New("y_before_gate", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
+                var y = scope.NewOf(TypeOfX(s), "y", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
+                var yPre = o.Z is null ? null : scope.NewOf(TypeOfX(s), "y_before_gate", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
                 Combine(st, s, fwd.Y, rev.Y, x, o.D, o.Z, y, yPre, (uint)Shift(o));
                 result = new SsdResult(y, yPre, new BidirectionalRuns(o.Direction, fwd, rev));
             });
@@ -211,7 +214,8 @@ public static partial class SsdOp
             // memory than a causal one. Otherwise each run has its own gradients, summed or kept apart after.
             var inPlace = o.DtRev is null && o.BRev is null && o.CRev is null && PathOn(device, o) == SsdPath.Tiled;
             var dD = o.D is null ? null : New("dD", [.. o.D.Shape]);
-            var dz = o.Z is null ? null : New("dz", b, l, h, p);
+            var dz = o.Z is null ? null : scope.NewOf(TypeOfX(s), "dz", b, l, h, p);
+            var bf16 = s.Bf16Tensors;
             var grads = inPlace ? null : new SsdGradients(
                 New("dx", b, l, h, p), New("ddt", b, l, h), New("dA", h), New("dB", b, l, g, n), New("dC", b, l, g, n), dD, dz,
                 o.DtBias is null ? null : New("ddt_bias", h),
@@ -221,13 +225,17 @@ public static partial class SsdOp
                 o.CRev is null ? null : New("dC_rev", b, l, g, n));
             Shaders.RunIn(device, stream, st =>
             {
-                // The gate, then the upstream gradient of each causal run: g moved to where that run wrote.
-                var gate = o.Z is null ? dy : st.Own(Tensor.Empty(device, "g", b, l, h, p));
+                // The gate, then the upstream gradient of each causal run: g moved to where that run wrote. On bf16
+                // tensors dy is read as bf16 (rounded once where it came as fp32).
+                var dyIn = dy.DType == TypeOfX(s) ? dy : st.Own(Cast.To(dy, TypeOfX(s), st));
+                var gate = o.Z is null ? dyIn : st.Own(Tensor.Empty(device, "g", TypeOfX(s), b, l, h, p));
                 if (o.Z is not null && saved.YBeforeGate is not null && dz is not null)
                 {
                     var local = Shaders.Local1D(device);
-                    st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDz, new LocalSize(local)), (Shaders.Groups1D(device, gate.Length, local), 1, 1),
-                        (uint)gate.Length, dy.Buffer, o.Z.Buffer, saved.YBeforeGate.Buffer, gate.Buffer, dz.Buffer);
+                    BufferBinding All(Tensor t) => Shaders.Slice(t, 0, t.Length, bf16);
+                    st.Dispatch(device.GetKernel(bf16 ? Shaders.ChunkScanBwdDzBf16 : Shaders.ChunkScanBwdDz, new LocalSize(local)),
+                        (Shaders.Groups1D(device, gate.Length, local), 1, 1),
+                        (uint)gate.Length, All(dyIn), All(o.Z), All(saved.YBeforeGate), All(gate), All(dz));
                 }
 
                 // Each scan's output moved by the shift; its upstream gradient moves back: g_fwd[t] = g[t + shift],
@@ -326,13 +334,14 @@ public static partial class SsdOp
         foreach (var pc in Pieces(device, s.Batch, (long)s.SeqLen * s.Heads * s.HeadDim, (long)s.SeqLen * s.Heads, (long)blocks * s.Heads * s.HeadDim))
         {
             var n = (uint)pc.Count;
+            var bf16 = x.DType == TensorDType.BF16;   // gate and x
             if (part is null)
             {
-                Reductions.Blocks(st, pc.Of(gate), pc.Of(dD), 1, 1, n * l * h, p, 1, pc.Of(x));   // D (b, L, h): per row
+                Reductions.Blocks(st, pc.Of(gate, bf16), pc.Of(dD), 1, 1, n * l * h, p, 1, pc.Of(x, bf16), bf16Inputs: bf16);   // D (b, L, h): per row
             }
             else
             {
-                Reductions.Blocks(st, pc.Of(gate), pc.Of(part), n, l, h * p, 1, ReduceBlockRows, pc.Of(x));
+                Reductions.Blocks(st, pc.Of(gate, bf16), pc.Of(part), n, l, h * p, 1, ReduceBlockRows, pc.Of(x, bf16), bf16Inputs: bf16);
             }
         }
 
@@ -366,11 +375,14 @@ public static partial class SsdOp
         var dFlags = SsdFlagsExtensions.ForD(D);
         var local = Shaders.Local1D(device);
         var perBatch = (long)s.SeqLen * s.Heads * s.HeadDim;
-        foreach (var pc in Pieces(device, s.Batch, perBatch, (long)s.SeqLen * s.Heads))
+        var bf16 = x.DType == TensorDType.BF16;   // every tensor but D
+        var pieces = bf16 ? Shaders.Pieces(device, "Ssd", s.Batch, [perBatch, (long)s.SeqLen * s.Heads], OpTuning.Of(device).MaxBindingBytes, [perBatch])
+            : Pieces(device, s.Batch, perBatch, (long)s.SeqLen * s.Heads);
+        foreach (var pc in pieces)
         {
-            st.Dispatch(device.GetKernel(Shaders.BidirCombine, new LocalSize(local)), (Shaders.Groups1D(device, pc.Count * perBatch, local), 1, 1),
+            st.Dispatch(device.GetKernel(bf16 ? Shaders.BidirCombineBf16 : Shaders.BidirCombine, new LocalSize(local)), (Shaders.Groups1D(device, pc.Count * perBatch, local), 1, 1),
                 new CombinePush((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, shift, dFlags | SsdFlags.Z.If(z is not null) | SsdFlags.Accumulate.If(accumulate)),
-                pc.Of(yFwd), pc.Of(yRev), pc.Of(x), D is { Rank: 3 } ? pc.Of(D) : (D ?? x).Buffer, pc.Of(z ?? x), pc.Of(y), pc.Of(yPre ?? y));
+                pc.Of(yFwd, bf16), pc.Of(yRev, bf16), pc.Of(x, bf16), D is { Rank: 3 } ? pc.Of(D) : D?.Buffer ?? new BufferBinding(x.Storage, 0, x.SizeBytes), pc.Of(z ?? x, bf16), pc.Of(y, bf16), pc.Of(yPre ?? y, bf16));
         }
     }
 

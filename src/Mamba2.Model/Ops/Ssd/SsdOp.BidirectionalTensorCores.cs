@@ -43,11 +43,12 @@ public static partial class SsdOp
                     var (pb, l, hh, g, p, n, cq) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)s.Chunk);
                     var flags = SsdFlagsExtensions.ForD(o.D) | (o.Z is null ? SsdFlags.None : SsdFlags.Z | SsdFlags.SaveUngated);
                     var spec = t.ScanSpec(reverse: false, gShift: 0, shift: o.Direction == SsdDirection.BidirectionalShift);
-                    st.Dispatch(device.GetKernel(Shaders.ChunkScanBidirTc(operands), spec),
+                    var bf16 = s.Bf16Tensors;   // x, C, z, y and y before the gate
+                    st.Dispatch(device.GetKernel(Shaders.ChunkScanBidirTc(operands, bf16), spec),
                         (Shaders.Groups(device, t.Tiles(cq, p) * (uint)nc * pb * hh), 1, 1),
                         new ScanPush(pb, l, hh, g, p, n, cq, (uint)nc, flags),
-                        pc.Of(x), pc.Of(C), cb, pc.Of(forward.ChunkStates), pc.Of(forward.DtOut), pc.Of(forward.DACumsum), (o.D ?? A).Buffer,
-                        pc.Of(o.Z ?? x), pc.Of(y), pc.Of(yPre ?? y), pc.Of(forward.DACumsumLo),
+                        pc.Of(x, bf16), pc.Of(C, bf16), cb, pc.Of(forward.ChunkStates), pc.Of(forward.DtOut), pc.Of(forward.DACumsum), (o.D ?? A).Buffer,
+                        pc.Of(o.Z ?? x, bf16), pc.Of(y, bf16), pc.Of(yPre ?? y, bf16), pc.Of(forward.DACumsumLo),
                         pc.Of(reverse.ChunkStates), pc.Of(reverse.DtOut), pc.Of(reverse.DACumsum), pc.Of(reverse.DACumsumLo));
                     st.Section(Stages[3]);
                 }

@@ -11,8 +11,9 @@ internal sealed record SsdShape(int Batch, int SeqLen, int Heads, int HeadDim, i
     public bool Bf16Tensors { get; init; }
 
     /// <summary>
-    /// The tensors' types: x, B, C and z share one, fp32 or bf16 (bf16 in precision bf16 only, causal, on a device with
-    /// 16-bit storage); the decay inputs, D and the states are fp32, as mamba_ssm keeps them. Returns whether bf16.
+    /// The tensors' types: x, B, C and z share one, fp32 or bf16 (bf16 in precision bf16 only, without the reverse
+    /// scan's own tensors, on a device with 16-bit storage); the decay inputs, D and the states are fp32, as mamba_ssm
+    /// keeps them. Returns whether bf16.
     /// </summary>
     private static bool CheckDTypes(string op, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o)
     {
@@ -42,9 +43,9 @@ internal sealed record SsdShape(int Batch, int SeqLen, int Heads, int HeadDim, i
             throw new ArgumentException($"{op}: bfloat16 x, B, C and z are taken in precision bf16 only, not {o.Precision.Name()}.", "precision");
         }
 
-        if (o.IsBidirectional)
+        if (o.DtRev is not null || o.BRev is not null || o.CRev is not null)
         {
-            throw new ArgumentException($"{op}: bfloat16 tensors are taken by the causal scan only; convert them to float32 for a bidirectional one.", "x");
+            throw new ArgumentException($"{op}: with the reverse scan's own dt_rev, B_rev or C_rev the bidirectional forms take float32 x, B, C and z only.", "x");
         }
 
         if (!x.Device.Capabilities.Storage16Bit)
