@@ -22,9 +22,10 @@ public class SsdBf16TensorTests(GpuFixture gpu)
     private bool Unavailable => SsdOp.WhyNot(Device, Precision.Bf16) is not null || !Device.Capabilities.Storage16Bit;
 
     /// <summary>The case with x, B, C and z rounded to bf16 (what the device tensors hold, so what the reference takes).</summary>
-    private static SsdCase Rounded(SsdCase c) => c with { X = Round(c.X), B = Round(c.B), C = Round(c.C), Z = c.Z is null ? null : Round(c.Z) };
+    internal static SsdCase Rounded(SsdCase c) => c with { X = Round(c.X), B = Round(c.B), C = Round(c.C), Z = c.Z is null ? null : Round(c.Z) };
 
-    private static float[] Round(float[] a) => Array.ConvertAll(a, v => BFloat16Bits.ToSingle(BFloat16Bits.FromSingle(v)));
+    /// <summary>Each value rounded to the nearest bf16 (ties to even), as an fp32.</summary>
+    internal static float[] Round(float[] a) => Array.ConvertAll(a, v => BFloat16Bits.ToSingle(BFloat16Bits.FromSingle(v)));
 
     private static SsdCase MakeCase(string name, Random rng) => name switch
     {

@@ -149,9 +149,8 @@ public sealed class SsdCliTests(GpuFixture gpu) : IDisposable
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
         var c = MakeCase(rng);
-        static float[] Round(float[] a) => Array.ConvertAll(a, v => BFloat16Bits.ToSingle(BFloat16Bits.FromSingle(v)));
-        c = c with { X = Round(c.X), B = Round(c.B), C = Round(c.C), Z = Round(c.Z!) };
-        var dy = Round(TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1));
+        c = SsdBf16TensorTests.Rounded(c);
+        var dy = SsdBf16TensorTests.Round(TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1));
         var input = Path.Combine(_dir, "in16.safetensors");
         var output = Path.Combine(_dir, "out16.safetensors");
         var bf16 = new HashSet<string> { "x", "B", "C", "z" };
