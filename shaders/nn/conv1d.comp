@@ -19,9 +19,10 @@ layout(constant_id = 2) const uint SILU = 0;
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer W { float w[]; };      // (channels, K)
 layout(std430, binding = 2) readonly buffer Bias { float bias[]; };
-layout(std430, binding = 3) writeonly buffer Y0 { float y0[]; };
-layout(std430, binding = 4) writeonly buffer Y1 { float y1[]; };
-layout(std430, binding = 5) writeonly buffer Y2 { float y2[]; };
+#include "tensor_elems.glsl"   // the outputs: bf16 in the TENSORS_BF16 variant (the SSD's x, B and C on bf16 tensors)
+layout(std430, binding = 3) writeonly buffer Y0 { TENSOR_ELEM y0[]; };
+layout(std430, binding = 4) writeonly buffer Y1 { TENSOR_ELEM y1[]; };
+layout(std430, binding = 5) writeonly buffer Y2 { TENSOR_ELEM y2[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, channels, left, has_bias, block_rows;
@@ -32,11 +33,11 @@ const uint STEP = 8;   // positions whose loads are issued together
 
 void store(uint row, uint c, float v) {
     if (c < p.split1) {
-        y0[row * p.split1 + c] = v;
+        TENSOR_STORE(y0, row * p.split1 + c, v);
     } else if (c < p.split2) {
-        y1[row * (p.split2 - p.split1) + c - p.split1] = v;
+        TENSOR_STORE(y1, row * (p.split2 - p.split1) + c - p.split1, v);
     } else {
-        y2[row * (p.channels - p.split2) + c - p.split2] = v;
+        TENSOR_STORE(y2, row * (p.channels - p.split2) + c - p.split2, v);
     }
 }
 

@@ -19,7 +19,8 @@ layout(constant_id = 1) const uint K = 4;
 layout(constant_id = 2) const uint SILU = 0;
 const uint STEP = 8;   // positions whose loads are issued together
 
-layout(std430, binding = 0) readonly buffer Dy0 { float dy0[]; };
+#include "tensor_elems.glsl"   // dy's parts: bf16 in the TENSORS_BF16 variants (the SSD's dx, dB and dC on bf16 tensors)
+layout(std430, binding = 0) readonly buffer Dy0 { TENSOR_ELEM dy0[]; };
 layout(std430, binding = 1) readonly buffer X { float x[]; };
 layout(std430, binding = 2) readonly buffer W { float w[]; };
 layout(std430, binding = 3) readonly buffer Bias { float bias[]; };
@@ -33,8 +34,8 @@ layout(std430, binding = 4) writeonly buffer Dx { float dx[]; };
 #endif
 layout(std430, binding = 5) writeonly buffer DwPart { float dw_part[]; };   // (b, blocks, channels, K)
 layout(std430, binding = 6) writeonly buffer DbPart { float db_part[]; };   // (b, blocks, channels)
-layout(std430, binding = 7) readonly buffer Dy1 { float dy1[]; };
-layout(std430, binding = 8) readonly buffer Dy2 { float dy2[]; };
+layout(std430, binding = 7) readonly buffer Dy1 { TENSOR_ELEM dy1[]; };
+layout(std430, binding = 8) readonly buffer Dy2 { TENSOR_ELEM dy2[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, channels, left, has_bias, block_rows;
@@ -44,12 +45,12 @@ layout(push_constant) uniform Push {
 // dy[row, c] from the part that holds channel c.
 float dy_at(uint row, uint c) {
     if (c < p.split1) {
-        return dy0[row * p.split1 + c];
+        return TENSOR_LOAD(dy0, row * p.split1 + c);
     }
     if (c < p.split2) {
-        return dy1[row * (p.split2 - p.split1) + c - p.split1];
+        return TENSOR_LOAD(dy1, row * (p.split2 - p.split1) + c - p.split1);
     }
-    return dy2[row * (p.channels - p.split2) + c - p.split2];
+    return TENSOR_LOAD(dy2, row * (p.channels - p.split2) + c - p.split2);
 }
 
 void main() {

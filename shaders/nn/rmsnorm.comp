@@ -19,7 +19,8 @@ layout(local_size_x_id = 0) in;   // a power of two
 layout(constant_id = 1) const uint PER = 1;   // elements per invocation: ceil(group_size / workgroup size)
 layout(constant_id = 2) const bool PACK_BF16 = false;   // (PER even, dim and group_size even)
 
-layout(std430, binding = 0) readonly buffer X { float x[]; };
+#include "tensor_elems.glsl"   // x: bf16 in the TENSORS_BF16 variant (the SSD's y on bf16 tensors)
+layout(std430, binding = 0) readonly buffer X { TENSOR_ELEM x[]; };
 layout(std430, binding = 1) readonly buffer Z { float z[]; };
 layout(std430, binding = 2) readonly buffer W { float w[]; };
 layout(std430, binding = 3) writeonly buffer Y { float y[]; };
@@ -61,7 +62,7 @@ void main() {
             hv[e] = 0.0;
             zv[e] = 0.0;
             if (j < p.group_size) {
-                hv[e] = x[base + j];
+                hv[e] = TENSOR_LOAD(x, base + j);
                 if (residual) {
                     hv[e] += res[base + j];
                     sum_out[base + j] = hv[e];

@@ -19,11 +19,12 @@ layout(constant_id = 1) const uint MODE = 0;
 layout(constant_id = 2) const uint PER = 1;   // MODE 0 and 2: elements per invocation, ceil(group_size / workgroup size)
 
 layout(std430, binding = 0) readonly buffer Dy { float dy[]; };
-layout(std430, binding = 1) readonly buffer X { float x[]; };
+#include "tensor_elems.glsl"   // x and dx: bf16 in the TENSORS_BF16 variants (the SSD's y and its gradient)
+layout(std430, binding = 1) readonly buffer X { TENSOR_ELEM x[]; };
 layout(std430, binding = 2) readonly buffer Z { float z[]; };
 layout(std430, binding = 3) readonly buffer W { float w[]; };
 layout(std430, binding = 4) readonly buffer Rstd { float rstd[]; };
-layout(std430, binding = 5) writeonly buffer Dx { float dx[]; };
+layout(std430, binding = 5) writeonly buffer Dx { TENSOR_ELEM dx[]; };
 #ifdef OUT_BF16
 #include "bf16_store.glsl"
 layout(std430, binding = 6) writeonly buffer Dz { uint16_t dz16[]; };
@@ -64,7 +65,7 @@ void main() {
             for (uint row = blk * p.block_rows; row < r1; ++row) {
                 const uint o = row * p.dim + c;
                 const uint zo = row * p.z_stride + p.z_col + c;
-                float h = x[o];
+                float h = TENSOR_LOAD(x, o);
                 if (gated && !after) {
                     h *= silu(z[zo]);
                 }
@@ -109,7 +110,7 @@ void main() {
                 rv[e] = 0.0;
                 if (j < p.group_size) {
                     dyv[e] = dy[base + j];
-                    xv[e] = x[base + j];
+                    xv[e] = TENSOR_LOAD(x, base + j);
                     if (residual) {
                         rv[e] = res[base + j];
                     }
@@ -135,10 +136,10 @@ void main() {
                     const float dh = r * (dn - n * mean);
                     const float add = rv[e];
                     if (gated && !after) {
-                        dx[base + j] = dh * s + add;
+                        TENSOR_STORE(dx, base + j, dh * s + add);
                         STORE_DZ(dzbase + j, dh * xv[e] * ds);
                     } else {
-                        dx[base + j] = dh + add;
+                        TENSOR_STORE(dx, base + j, dh + add);
                         if (gated) {
                             STORE_DZ(dzbase + j, dyv[e] * n * wv[e] * ds);
                         }

@@ -75,17 +75,19 @@ public static class Conv1d
         const string op = "Conv1d";
         var (b, l, c, k) = Validate(op, x, weight, bias);
         var (split1, split2) = Parts(op, "outputs", outputs, x.Tensor, b, l, c);
+        var bf16 = outputs[0].DType == TensorDType.BF16;   // the outputs written as bf16 (the SSD's x, B and C as bf16 tensors)
         var device = x.Tensor.Device;
         var local = Shaders.Local1D(device);
-        var kernel = device.GetKernel(Shaders.Conv1d, new Conv1dSpec(local, (uint)k, silu));
+        var kernel = device.GetKernel(bf16 ? Shaders.Conv1dBf16 : Shaders.Conv1d, new Conv1dSpec(local, (uint)k, silu));
+        long[] outputElements = [.. outputs.Select(o => (long)l * o.Shape[2])];
         Shaders.RunIn(device, stream, st =>
         {
-            foreach (var pc in Shaders.Pieces(device, op, b, [(long)l * x.Stride, .. outputs.Select(o => (long)l * o.Shape[2])]))
+            foreach (var pc in Shaders.Pieces(device, op, b, [(long)l * x.Stride, .. outputElements], perBatchHalves: bf16 ? outputElements : null))
             {
                 st.Dispatch(kernel, (Shaders.Groups1D(device, pc.Count * ((l + ForwardBlockRows - 1) / ForwardBlockRows) * c, local), 1, 1),
                     new Push((uint)pc.Count, (uint)l, (uint)c, Left(padding, k), bias is null ? 0u : 1u, ForwardBlockRows, (uint)x.Stride, (uint)x.Start, split1, split2),
-                    pc.Of(x.Tensor), weight.Buffer, (bias ?? weight).Buffer, pc.Of(outputs[0]), pc.Of(outputs[Math.Min(1, outputs.Count - 1)]),
-                    pc.Of(outputs[^1]));
+                    pc.Of(x.Tensor), weight.Buffer, (bias ?? weight).Buffer, pc.Of(outputs[0], bf16), pc.Of(outputs[Math.Min(1, outputs.Count - 1)], bf16),
+                    pc.Of(outputs[^1], bf16));
             }
         });
     }
@@ -143,7 +145,9 @@ public static class Conv1d
             // A packed dx is bound whole: its piece's first batch is in the start column (16-bit offsets need not align).
             var push = (Piece pc) => new BwdPush((uint)pc.Count, (uint)l, (uint)c, Left(padding, k), bias is null ? 0u : 1u, BlockRows,
                 (uint)x.Stride, (uint)x.Start, (uint)(dxPacked?.Stride ?? dx.Stride), (uint)(dxPacked is { } pk ? pk.Start + (pc.First * l * pk.Stride) : dx.Start), split1, split2);
-            var kernel = dxPacked is null ? Shaders.Conv1dBwd : Shaders.Conv1dBwdOutBf16;
+            var bf16 = dy[0].DType == TensorDType.BF16;   // dy's parts read as bf16 (the SSD's dx, dB and dC on bf16 tensors)
+            var kernel = Shaders.Conv1dBwdOf(bf16, dxPacked is not null);
+            long[] dyElements = [.. dy.Select(d => (long)l * d.Shape[2])];
             Shaders.RunIn(device, stream, st =>
             {
                 foreach (var t in scope.Since(mark))
@@ -151,11 +155,12 @@ public static class Conv1d
                     st.Own(t);
                 }
 
-                foreach (var pc in Shaders.Pieces(device, op, b, [(long)l * x.Stride, (long)l * dx.Stride, (long)blocks * c * k, .. dy.Select(d => (long)l * d.Shape[2])]))
+                foreach (var pc in Shaders.Pieces(device, op, b, [(long)l * x.Stride, (long)l * dx.Stride, (long)blocks * c * k, .. dyElements],
+                             perBatchHalves: bf16 ? dyElements : null))
                 {
                     st.Dispatch(device.GetKernel(kernel, new Conv1dBwdSpec(local, (uint)k, silu)), (Shaders.Groups1D(device, pc.Count * blocks * c, local), 1, 1),
-                        push(pc), pc.Of(dy[0]), pc.Of(x.Tensor), weight.Buffer, (bias ?? weight).Buffer, dxPacked?.Words ?? pc.Of(dx.Tensor), pc.Of(dwPart), pc.Of(dbPart),
-                        pc.Of(dy[Math.Min(1, dy.Count - 1)]), pc.Of(dy[^1]));
+                        push(pc), pc.Of(dy[0], bf16), pc.Of(x.Tensor), weight.Buffer, (bias ?? weight).Buffer, dxPacked?.Words ?? pc.Of(dx.Tensor), pc.Of(dwPart), pc.Of(dbPart),
+                        pc.Of(dy[Math.Min(1, dy.Count - 1)], bf16), pc.Of(dy[^1], bf16));
                 }
 
                 var rows = (uint)(b * blocks);
@@ -245,6 +250,11 @@ public static class Conv1d
             }
 
             ShapeOps.ExpectSameDevice(op, x, part);
+            if (part.DType != parts[0].DType)
+            {
+                throw new ArgumentException($"{op}: {name}[{i}] is {part.DType.Name()} but {name}[0] is {parts[0].DType.Name()}; the parts share one dtype.", name);
+            }
+
             widths[i] = part.Shape[2];
         }
 

@@ -70,6 +70,7 @@ public static class RmsNorm
         var (rows, dim, gs) = Validate("RmsNorm", x, weight, z, groupSize);
         CheckEps(eps);
         residual?.Check("RmsNorm", x);
+        CheckNoResidualOnBf16("RmsNorm", x, residual);
         var scope = new TensorScope(x.Device);
         try
         {
@@ -105,6 +106,7 @@ public static class RmsNorm
         var (rows, dim, gs) = Validate(op, x, weight, z, groupSize);
         CheckEps(eps);
         residual?.Check(op, x);
+        CheckNoResidualOnBf16(op, x, residual);
         if (!CanPack(dim, gs))
         {
             throw new ArgumentException($"{op}: the last dimension ({dim}) and group_size ({gs}) must be even: a word holds two neighbours of one row.", nameof(x));
@@ -134,6 +136,15 @@ public static class RmsNorm
         }
     }
 
+    /// <summary>A bf16 x (the SSD's y on bf16 tensors) is the gated norm's; the residual stream's norms take float32.</summary>
+    private static void CheckNoResidualOnBf16(string op, Tensor x, ResidualSum? residual)
+    {
+        if (residual is not null && x.DType != TensorDType.F32)
+        {
+            throw new ArgumentException($"{op}: a bfloat16 x takes no residual (the residual stream is float32).", nameof(residual));
+        }
+    }
+
     private static void CheckEps(float eps)
     {
         if (!(eps >= 0) || float.IsInfinity(eps))
@@ -159,19 +170,20 @@ public static class RmsNorm
             per = (uint)((gs / 2 + local - 1) / local * 2);   // pairs of neighbours
         }
 
-        var kernel = device.GetKernel(Shaders.RmsNorm, new RmsNormSpec(local, per, pack));
+        var bf16 = x.DType == TensorDType.BF16;   // x read as bf16 (the SSD's y on bf16 tensors)
+        var kernel = device.GetKernel(bf16 ? Shaders.RmsNormBf16 : Shaders.RmsNorm, new RmsNormSpec(local, per, pack));
         var flags = Flags(z, normBeforeGate) | (residual is null ? 0u : 4u);
         var yPerRow = pack ? dim / 2 : dim;   // y's 4-byte elements a row: floats, or words of two bf16
         Shaders.RunIn(device, stream, st =>
         {
-            foreach (var (first, count) in RowPieces(device, "RmsNorm", rows, dim, groups, 1, z?.Stride ?? dim, yPerRow))
+            foreach (var (first, count) in RowPieces(device, "RmsNorm", rows, dim, groups, 1, bf16, z?.Stride ?? dim, yPerRow))
             {
-                var xRows = Shaders.Slice(x, first * dim, count * dim);
+                var xRows = Shaders.Slice(x, first * dim, count * dim, bf16);
                 var yRows = new BufferBinding(y, (ulong)(first * yPerRow * 4), (ulong)(count * yPerRow * 4));
-                // Without a residual its bindings take ranges the pass already reads (x) and writes (y).
+                // Without a residual (or z) their bindings take ranges the pass already reads (x) and writes (y).
                 st.Dispatch(kernel, (Shaders.Groups(device, count * groups), 1, 1),
                     new Push((uint)count, (uint)dim, (uint)gs, flags, eps, (uint)(z?.Stride ?? dim), (uint)(z?.Start ?? 0)),
-                    xRows, RowsOf(z ?? x, first, count), weight.Buffer, yRows, Shaders.Slice(rstd, first * groups, count * groups),
+                    xRows, z is { } zv ? RowsOf(zv, first, count) : xRows, weight.Buffer, yRows, Shaders.Slice(rstd, first * groups, count * groups),
                     residual is { } term ? Shaders.Slice(term.Term, first * dim, count * dim) : xRows,
                     residual is { } sum ? Shaders.Slice(sum.Sum, first * dim, count * dim) : yRows);
             }
@@ -241,10 +253,21 @@ public static class RmsNorm
         ShapeOps.Expect(rstd, "saved.Rstd", $"{op}: saved must come from Forward with this group size", (int)rows, groups);
         ShapeOps.ExpectSameDevice(op, dy, x, rstd);
         var device = x.Device;
+        var bf16 = x.DType == TensorDType.BF16;   // x read and dx written as bf16 (the SSD's y and its gradient)
+        if (bf16 && residual is not null)
+        {
+            throw new ArgumentException($"{op}: a bfloat16 x takes no residual (the residual stream is float32).", nameof(residual));
+        }
+
+        if (dy.DType != TensorDType.F32)
+        {
+            throw new ArgumentException($"{op}: dy must be float32, got {dy.DType.Name()}.", nameof(dy));
+        }
+
         var scope = new TensorScope(device);
         try
         {
-            var grads = new RmsNormGradients(scope.New("dx", [.. x.Shape]), scope.New("dweight", dim),
+            var grads = new RmsNormGradients(scope.NewOf(x.DType, "dx", [.. x.Shape]), scope.New("dweight", dim),
                 z is null || dzInto is not null || dzPacked is not null ? null : scope.New("dz", [.. x.Shape]));
             var dz = dzInto ?? (grads.Dz is null ? null : (ColumnView?)grads.Dz);
             var mark = scope.Count;
@@ -261,18 +284,19 @@ public static class RmsNorm
                     st.Own(t);
                 }
 
-                foreach (var (first, count) in RowPieces(device, op, rows, dim, groups, blockRows, z?.Stride ?? dim, dzInto?.Stride ?? dim))
+                foreach (var (first, count) in RowPieces(device, op, rows, dim, groups, blockRows, bf16, z?.Stride ?? dim, dzInto?.Stride ?? dim))
                 {
-                    BufferBinding Rows(Tensor t) => Shaders.Slice(t, first * dim, count * dim);
+                    BufferBinding Rows(Tensor t) => Shaders.Slice(t, first * dim, count * dim, t.DType == TensorDType.BF16);
                     // A packed dz is bound whole: its piece's first row is in the start column (16-bit offsets need not align).
                     var (dzStride, dzStart) = dzPacked is { } pk ? (pk.Stride, pk.Start + (first * pk.Stride)) : (dz?.Stride ?? dim, dz?.Start ?? 0);
                     var push = new BwdPush((uint)count, (uint)dim, (uint)gs, flags, (uint)blockRows, (uint)(z?.Stride ?? dim), (uint)(z?.Start ?? 0),
                         (uint)dzStride, (uint)dzStart);
                     var pieceUnits = (count + blockRows - 1) / blockRows;
-                    BufferBinding[] bindings = [Rows(dy), Rows(x), RowsOf(z ?? x, first, count), weight.Buffer, Shaders.Slice(rstd, first * groups, count * groups),
-                        Rows(grads.Dx), dzPacked?.Words ?? RowsOf(dz ?? grads.Dx, first, count), Shaders.Slice(dwPart, first / blockRows * dim, pieceUnits * dim),
+                    BufferBinding[] bindings = [Rows(dy), Rows(x), z is { } zv ? RowsOf(zv, first, count) : Rows(dy), weight.Buffer,
+                        Shaders.Slice(rstd, first * groups, count * groups), Rows(grads.Dx),
+                        dzPacked?.Words ?? (dz is { } dzv ? RowsOf(dzv, first, count) : Rows(dy)), Shaders.Slice(dwPart, first / blockRows * dim, pieceUnits * dim),
                         Rows(residual ?? dy)];
-                    var kernel = dzPacked is null ? Shaders.RmsNormBwd : Shaders.RmsNormBwdOutBf16;
+                    var kernel = Shaders.RmsNormBwdOf(bf16, dzPacked is not null);
                     if (form.Fused)
                     {
                         st.Dispatch(device.GetKernel(kernel, new RmsNormBwdSpec(local, RmsNormBwdMode.Fused, per)),
@@ -335,11 +359,12 @@ public static class RmsNorm
     /// aligned), sized and aligned for x's rows and for the rows of the column views' tensors (<paramref name="viewStrides"/>).
     /// </summary>
     private static IEnumerable<(long First, long Count)> RowPieces(GpuDevice device, string op, long rows, int dim, int groups, int blockRows,
-        params int[] viewStrides)
+        bool bf16Rows, params int[] viewStrides)
     {
         var units = (rows + blockRows - 1) / blockRows;
         long[] perUnit = [(long)blockRows * dim, (long)blockRows * groups, .. viewStrides.Select(v => (long)blockRows * v)];
-        foreach (var (first, count) in Shaders.BatchPieces(device, op, units, perUnit, OpTuning.Of(device).MaxBindingBytes))
+        foreach (var (first, count) in Shaders.BatchPieces(device, op, units, perUnit, OpTuning.Of(device).MaxBindingBytes,
+                     bf16Rows ? [(long)blockRows * dim] : null))
         {
             var firstRow = first * blockRows;
             yield return (firstRow, Math.Min(count * blockRows, rows - firstRow));

@@ -155,17 +155,47 @@ internal static class Shaders
 
     public static readonly KernelSource<Conv1dSpec> Conv1d = Source<Conv1dSpec>("nn/conv1d");
 
+    /// <summary>conv1d writing bf16 outputs (the SSD's x, B and C as bf16 tensors).</summary>
+    public static readonly KernelSource<Conv1dSpec> Conv1dBf16 = Source<Conv1dSpec>("nn/conv1d_bf16");
+
     public static readonly KernelSource<Conv1dBwdSpec> Conv1dBwd = Source<Conv1dBwdSpec>("nn/conv1d_bwd");
 
     /// <summary>conv1d_bwd with dx stored as bf16 bits (<see cref="PackedColumns"/>).</summary>
     public static readonly KernelSource<Conv1dBwdSpec> Conv1dBwdOutBf16 = Source<Conv1dBwdSpec>("nn/conv1d_bwd_out_bf16");
 
+    /// <summary>conv1d_bwd reading bf16 dy parts, dx fp32 or (<paramref name="packedDx"/>) as bf16 bits.</summary>
+    public static KernelSource<Conv1dBwdSpec> Conv1dBwdOf(bool bf16Dy, bool packedDx) => (bf16Dy, packedDx) switch
+    {
+        (false, false) => Conv1dBwd,
+        (false, true) => Conv1dBwdOutBf16,
+        (true, false) => Conv1dBwdBf16,
+        (true, true) => Conv1dBwdOutBf16Bf16,
+    };
+
+    private static readonly KernelSource<Conv1dBwdSpec> Conv1dBwdBf16 = Source<Conv1dBwdSpec>("nn/conv1d_bwd_bf16");
+    private static readonly KernelSource<Conv1dBwdSpec> Conv1dBwdOutBf16Bf16 = Source<Conv1dBwdSpec>("nn/conv1d_bwd_out_bf16_bf16");
+
     public static readonly KernelSource<RmsNormSpec> RmsNorm = Source<RmsNormSpec>("nn/rmsnorm");
+
+    /// <summary>rmsnorm on a bf16 x (the SSD's y on bf16 tensors).</summary>
+    public static readonly KernelSource<RmsNormSpec> RmsNormBf16 = Source<RmsNormSpec>("nn/rmsnorm_bf16");
 
     public static readonly KernelSource<RmsNormBwdSpec> RmsNormBwd = Source<RmsNormBwdSpec>("nn/rmsnorm_bwd");
 
     /// <summary>rmsnorm_bwd with dz stored as bf16 bits (<see cref="PackedColumns"/>).</summary>
     public static readonly KernelSource<RmsNormBwdSpec> RmsNormBwdOutBf16 = Source<RmsNormBwdSpec>("nn/rmsnorm_bwd_out_bf16");
+
+    /// <summary>rmsnorm_bwd on a bf16 x writing a bf16 dx, dz fp32 or (<paramref name="packedDz"/>) as bf16 bits.</summary>
+    public static KernelSource<RmsNormBwdSpec> RmsNormBwdOf(bool bf16X, bool packedDz) => (bf16X, packedDz) switch
+    {
+        (false, false) => RmsNormBwd,
+        (false, true) => RmsNormBwdOutBf16,
+        (true, false) => RmsNormBwdBf16,
+        (true, true) => RmsNormBwdOutBf16Bf16,
+    };
+
+    private static readonly KernelSource<RmsNormBwdSpec> RmsNormBwdBf16 = Source<RmsNormBwdSpec>("nn/rmsnorm_bwd_bf16");
+    private static readonly KernelSource<RmsNormBwdSpec> RmsNormBwdOutBf16Bf16 = Source<RmsNormBwdSpec>("nn/rmsnorm_bwd_out_bf16_bf16");
 
     /// <summary>fp32 to bf16 tensors and back (Tensor.DType; 16-bit storage).</summary>
     public static readonly KernelSource<ConvertSpec> Convert = Source<ConvertSpec>("nn/convert");

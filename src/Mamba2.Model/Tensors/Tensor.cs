@@ -48,12 +48,17 @@ public sealed class Tensor : IShapedArray, IDisposable
     /// <summary>An uninitialized fp32 tensor of the given shape.</summary>
     public static Tensor Empty(GpuDevice device, string name, params int[] shape) => Empty(device, name, MemoryKind.Device, shape);
 
-    /// <summary>An uninitialized tensor of the given element type and shape.</summary>
+    /// <summary>An uninitialized tensor of the given element type and shape (bf16 needs a device with 16-bit storage).</summary>
     public static Tensor Empty(GpuDevice device, string name, TensorDType dtype, params int[] shape)
     {
         if (dtype == TensorDType.F32)
         {
             return Empty(device, name, shape);
+        }
+
+        if (!device.Capabilities.Storage16Bit)
+        {
+            throw new MissingFeatureException($"{name}: {device.Name} has no 16-bit storage (storageBuffer16BitAccess), which bf16 tensors need.");
         }
 
         var length = ShapeOps.Elements(shape, name);
