@@ -59,6 +59,13 @@ public class PrecisionTests(GpuFixture gpu)
 
         // Not an fp32 run by accident: the output is off the exact one by more than fp32 rounding.
         Assert.True(error > 1e-5, $"{what}: as exact as fp32 ({error})");
+
+        // In bf16 the SSD's activations are bf16 tensors (where the device has 16-bit storage), fp32 otherwise.
+        var expected = precision == Precision.Bf16 && Device.Capabilities.Storage16Bit ? TensorDType.BF16 : TensorDType.F32;
+        Assert.Equal(expected, layer.ActivationType(Device));
+        using var u = Tensor.FromArray(Device, "u", TestMath.Uniform(rng, b * l * config.DModel, -1, 1), b, l, config.DModel);
+        using var acts = layer.Forward(u);
+        Assert.All(new[] { acts.X, acts.B, acts.C, acts.Ssd.Y }, t => Assert.Equal(expected, t.DType));
     }
 
     [Theory]

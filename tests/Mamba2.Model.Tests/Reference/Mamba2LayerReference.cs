@@ -24,6 +24,14 @@ public sealed class Mamba2LayerReference(Mamba2Config c, IReadOnlyDictionary<str
     /// </summary>
     public Func<double, double> Operand { get; init; } = v => v;
 
+    /// <summary>
+    /// The rounding of the activations the GPU stores at 16 bits (in bf16: the SSD's x, B, C and y, its dy and its
+    /// gradients dx, dB and dC, each rounded to bf16 where it is written; the identity otherwise).
+    /// </summary>
+    public Func<double, double> Activation { get; init; } = v => v;
+
+    private double[] Stored(double[] a) => a.Select(Activation).ToArray();
+
     private double[] Operands(double[] a) => a.Select(Operand).ToArray();
 
     private int Gn => c.NGroups * c.DState;
@@ -93,12 +101,12 @@ public sealed class Mamba2LayerReference(Mamba2Config c, IReadOnlyDictionary<str
         var xbc = Cols(zx, Rows, c.DInProj, c.DInner, c.ConvDim);
         var dt = Cols(zx, Rows, c.DInProj, c.DInner + c.ConvDim, c.NHeads);
         var act = Conv1dReference.Forward(xbc, p["conv1d.weight"], p.GetValueOrDefault("conv1d.bias"), batch, seqLen, c.ConvDim, c.DConv, Left, silu: true);
-        var x = Cols(act, Rows, c.ConvDim, 0, c.DInner);
-        var bm = Cols(act, Rows, c.ConvDim, c.DInner, Gn);
-        var cm = Cols(act, Rows, c.ConvDim, c.DInner + Gn, Gn);
+        var x = Stored(Cols(act, Rows, c.ConvDim, 0, c.DInner));
+        var bm = Stored(Cols(act, Rows, c.ConvDim, c.DInner, Gn));
+        var cm = Stored(Cols(act, Rows, c.ConvDim, c.DInner + Gn, Gn));
         var a = p["A_log"].Select(v => -Math.Exp(v)).ToArray();
         var v = new SsdTensors64(x, dt, a, bm, cm, p["D"], null, p["dt_bias"], null);
-        var y = c.Causal ? SsdReference.Forward(Case, v).Y : SsdBidirectionalReference.Forward(Case, v).Y;
+        var y = Stored(c.Causal ? SsdReference.Forward(Case, v).Y : SsdBidirectionalReference.Forward(Case, v).Y);
         var n = RmsNormReference.Forward(y, p["norm.weight"], z, c.NormEps, c.DInner, c.NormGroupSize, c.NormBeforeGate);
         return new Saved(zx, z, xbc, dt, x, bm, cm, a, v, y, n);
     }
@@ -127,6 +135,7 @@ public sealed class Mamba2LayerReference(Mamba2Config c, IReadOnlyDictionary<str
         g["out_proj.weight"] = dwOut;
         var (dy, dNormW, dz) = RmsNormReference.Backward(dn, s.Y, p["norm.weight"], s.Z, c.NormEps, c.DInner, c.NormGroupSize, c.NormBeforeGate);
         g["norm.weight"] = dNormW;
+        dy = Stored(dy);
         var sg = c.Causal ? SsdReferenceBackward.Gradients(Case, s.Ssd, dy, null) : SsdBidirectionalReference.Gradients(Case, s.Ssd, dy, null);
         g["dt_bias"] = sg.DtBias!;
         g["D"] = sg.D!;
@@ -134,7 +143,7 @@ public sealed class Mamba2LayerReference(Mamba2Config c, IReadOnlyDictionary<str
         TermScales["A_log"] = sg.ATermScale!.Select((d, i) => d * Math.Abs(s.A[i])).ToArray();
         TermScales["dt_bias"] = sg.DtBiasTermScale!;
         TermScales["D"] = sg.DTermScale!;
-        var dAct = Concat(Rows, (sg.X, c.DInner), (sg.B, Gn), (sg.C, Gn));
+        var dAct = Concat(Rows, (Stored(sg.X), c.DInner), (Stored(sg.B), Gn), (Stored(sg.C), Gn));
         var (dxbc, dConvW, dConvB) = Conv1dReference.Backward(dAct, s.XBC, p["conv1d.weight"], p.GetValueOrDefault("conv1d.bias"), batch, seqLen, c.ConvDim, c.DConv, Left, silu: true);
         g["conv1d.weight"] = dConvW;
         var (wScale, bScale) = Conv1dReference.ParameterTermScales(dAct, s.XBC, p["conv1d.weight"], p.GetValueOrDefault("conv1d.bias"), batch, seqLen, c.ConvDim, c.DConv, Left, silu: true);
