@@ -184,9 +184,9 @@ public class SsdBf16TensorTests(GpuFixture gpu)
 
     /// <summary>
     /// A batch split into several bindings (forced small): each piece's bf16 slices start on a bindable offset, and the
-    /// output is the same as in one piece, bit for bit. x's 20 elements a batch element are 40 bytes in bf16: only
-    /// pieces of an even count of batch elements start on 16 bytes, which no fp32 tensor here asks for (C.B^T's
-    /// 256 floats a batch element, the largest binding, would allow pieces of 3).
+    /// output is the same as in one piece, bit for bit, forward and backward. x's 20 elements a batch element are 40
+    /// bytes in bf16: where offsets align to 16 bytes only pieces of an even count start on one, which no fp32 tensor
+    /// here asks for (C.B^T's 256 floats a batch element, the largest binding, would allow pieces of 3).
     /// </summary>
     [Fact]
     public void BatchPiecesOfBf16TensorsGiveTheSameBits()
@@ -209,6 +209,35 @@ public class SsdBf16TensorTests(GpuFixture gpu)
         }
 
         TestMath.AssertClose(whole.Y.ToArray(), SsdReference.Forward(c).Y, Precision.Bf16.Tolerance(), $"seed {seed}: y");
+
+        // The backward's largest binding is dcb's two partials, 512 floats a batch element: a limit of 5 of them allows
+        // pieces of 5, which the bf16 slices cut to 4 where offsets align to 16 bytes (5 x 40 would not; lavapipe's
+        // smaller alignment takes 5: BatchPiecesAlignBf16SlicesToo checks that arithmetic).
+        using var dy = Tensor.FromArray(Device, "dy", Round(TestMath.Uniform(new Random(seed + 1), (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1)),
+            TensorDType.BF16, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
+        using var wholeGrads = SsdOp.Backward(dy, whole);
+        using (OpTuning.Override(Device, t => t with { MaxBindingBytes = 5 * 2 * 16 * 16 * sizeof(float) }))
+        {
+            using var splitGrads = SsdOp.Backward(dy, whole);
+            foreach (var ((name, a), (_, g)) in wholeGrads.Named().Zip(splitGrads.Named()))
+            {
+                Assert.True(a.ToArray().SequenceEqual(g.ToArray()), $"seed {seed}: grad_{name} differs between one piece and several");
+            }
+        }
+    }
+
+    /// <summary>
+    /// Batch pieces start every slice on the device's offset alignment, bf16 slices included: 20 elements a batch
+    /// element are 80 bytes in fp32 (any piece start is 16-byte aligned) but 40 in bf16 (only even ones are).
+    /// </summary>
+    [Fact]
+    public void BatchPiecesAlignBf16SlicesToo()
+    {
+        var caps = Device.Capabilities with { MinStorageBufferOffsetAlignment = 16, MaxStorageBufferRange = 1UL << 30 };
+        Assert.Equal([(0L, 5L), (5L, 1L)], Shaders.BatchPieces(caps, Device.Name, "test", 6, [20], maxRangeBytes: 400));
+        Assert.Equal([(0L, 4L), (4L, 2L)], Shaders.BatchPieces(caps, Device.Name, "test", 6, [20], maxRangeBytes: 400, perBatchHalves: [20]));
+        var e = Assert.Throws<ArgumentException>(() => Shaders.BatchPieces(caps, Device.Name, "test", 6, [20], maxRangeBytes: 100, perBatchHalves: [20]));
+        Assert.Contains("2 elements for aligned slices", e.Message);
     }
 
     [Fact]

@@ -297,9 +297,13 @@ internal static class Shaders
     /// elements, whose slices must start on bindable offsets too. A single piece when everything fits.
     /// </summary>
     public static IReadOnlyList<(long First, long Count)> BatchPieces(GpuDevice device, string op, long batch,
+        IReadOnlyList<long> perBatchFloats, ulong? maxRangeBytes = null, IReadOnlyList<long>? perBatchHalves = null) =>
+        BatchPieces(device.Capabilities, device.Name, op, batch, perBatchFloats, maxRangeBytes, perBatchHalves);
+
+    /// <summary><see cref="BatchPieces(GpuDevice, string, long, IReadOnlyList{long}, ulong?, IReadOnlyList{long}?)"/> for a device's limits.</summary>
+    internal static IReadOnlyList<(long First, long Count)> BatchPieces(DeviceCapabilities caps, string deviceName, string op, long batch,
         IReadOnlyList<long> perBatchFloats, ulong? maxRangeBytes = null, IReadOnlyList<long>? perBatchHalves = null)
     {
-        var caps = device.Capabilities;
         var range = (long)Math.Min(maxRangeBytes ?? caps.MaxStorageBufferRange, caps.MaxStorageBufferRange);
         var largest = perBatchFloats.Max() * sizeof(float);
         if (largest * batch <= range)
@@ -321,7 +325,7 @@ internal static class Shaders
         if (perPiece < 1)
         {
             throw new ArgumentException(
-                $"{op}: one batch element needs {largest} bytes in one binding ({step} elements for aligned slices), more than {device.Name}'s maxStorageBufferRange ({range}); shorten the sequence.");
+                $"{op}: one batch element needs {largest} bytes in one binding ({step} elements for aligned slices), more than {deviceName}'s maxStorageBufferRange ({range}); shorten the sequence.");
         }
 
         var pieces = new List<(long, long)>();

@@ -331,10 +331,11 @@ public static partial class SsdOp
 
         var blocks = (l + ReduceBlockRows - 1) / ReduceBlockRows;
         var part = D.Rank == 3 ? null : st.Own(Tensor.Empty(device, "dD_part", s.Batch, (int)blocks, s.Heads * s.HeadDim));
-        foreach (var pc in Pieces(device, s.Batch, (long)s.SeqLen * s.Heads * s.HeadDim, (long)s.SeqLen * s.Heads, (long)blocks * s.Heads * s.HeadDim))
+        var bf16 = x.DType == TensorDType.BF16;   // gate and x
+        var perBatch = (long)s.SeqLen * s.Heads * s.HeadDim;
+        foreach (var pc in Pieces(device, s.Batch, [perBatch, (long)s.SeqLen * s.Heads, (long)blocks * s.Heads * s.HeadDim], bf16 ? perBatch : null))
         {
             var n = (uint)pc.Count;
-            var bf16 = x.DType == TensorDType.BF16;   // gate and x
             if (part is null)
             {
                 Reductions.Blocks(st, pc.Of(gate, bf16), pc.Of(dD), 1, 1, n * l * h, p, 1, pc.Of(x, bf16), bf16Inputs: bf16);   // D (b, L, h): per row
@@ -376,9 +377,7 @@ public static partial class SsdOp
         var local = Shaders.Local1D(device);
         var perBatch = (long)s.SeqLen * s.Heads * s.HeadDim;
         var bf16 = x.DType == TensorDType.BF16;   // every tensor but D
-        var pieces = bf16 ? Shaders.Pieces(device, "Ssd", s.Batch, [perBatch, (long)s.SeqLen * s.Heads], OpTuning.Of(device).MaxBindingBytes, [perBatch])
-            : Pieces(device, s.Batch, perBatch, (long)s.SeqLen * s.Heads);
-        foreach (var pc in pieces)
+        foreach (var pc in Pieces(device, s.Batch, [perBatch, (long)s.SeqLen * s.Heads], bf16 ? perBatch : null))
         {
             st.Dispatch(device.GetKernel(bf16 ? Shaders.BidirCombineBf16 : Shaders.BidirCombine, new LocalSize(local)), (Shaders.Groups1D(device, pc.Count * perBatch, local), 1, 1),
                 new CombinePush((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, shift, dFlags | SsdFlags.Z.If(z is not null) | SsdFlags.Accumulate.If(accumulate)),
@@ -386,7 +385,10 @@ public static partial class SsdOp
         }
     }
 
-    /// <summary>Batch slices within one binding, at bindable offsets, for tensors of these floats per batch element.</summary>
-    private static IEnumerable<Piece> Pieces(GpuDevice device, int batch, params long[] perBatchFloats) =>
-        Shaders.Pieces(device, "Ssd", batch, perBatchFloats, OpTuning.Of(device).MaxBindingBytes);
+    /// <summary>
+    /// Batch slices within one binding, at bindable offsets, for tensors of these floats per batch element; with
+    /// <paramref name="bf16Elements"/>, tensors of that many elements bound as bf16 start on bindable offsets too.
+    /// </summary>
+    private static IEnumerable<Piece> Pieces(GpuDevice device, int batch, long[] perBatchFloats, long? bf16Elements = null) =>
+        Shaders.Pieces(device, "Ssd", batch, perBatchFloats, OpTuning.Of(device).MaxBindingBytes, bf16Elements is { } e ? [e] : null);
 }
