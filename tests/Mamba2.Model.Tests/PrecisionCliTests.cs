@@ -97,6 +97,10 @@ public class PrecisionCliTests(GpuFixture gpu)
         var (code, err) = Run([.. shape, "--precision", "fp32"]);
         Assert.Equal(2, code);
         Assert.Contains("--dtype bf16: bf16 tensors run in --precision bf16, not fp32", err);
+        string[] suite = ["bench", "--preset", "quick", "--ops", "ssd,bidir,naive", "--warmup", "0", "--repeats", "1", "--dtype", "bf16"];
+        (code, err) = Run([.. suite, "--precision", "fp32"]);
+        Assert.Equal(2, code);
+        Assert.Contains("--dtype bf16: bf16 tensors run in --precision bf16, not fp32", err);
         if (PrecisionPolicy.WhyNot(gpu.Device, Precision.Bf16) is not null || !gpu.Device.Capabilities.Storage16Bit)
         {
             return;   // TheRunsPrecisionComesFirstAndBadOnesExitWithTwo holds a refused bf16 to its reason
@@ -119,5 +123,22 @@ public class PrecisionCliTests(GpuFixture gpu)
         }
 
         Assert.Contains("bf16 on bf16 tensors", output.ToString());
+
+        // The suite's SSD rows on bf16 tensors, labelled so; the naive composition (fp32 flips) left out.
+        var json = Path.Combine(Path.GetTempPath(), $"suite-bf16-{Guid.NewGuid():N}.json");
+        try
+        {
+            (code, err) = Run([.. suite, "--precision", "bf16", "--json", json]);
+            Assert.True(code == 0, err);
+            using var report = System.Text.Json.JsonDocument.Parse(File.ReadAllText(json));
+            var impls = report.RootElement.GetProperty("rows").EnumerateArray().Select(row => row.GetProperty("impl").GetString()!).ToList();
+            Assert.NotEmpty(impls);
+            Assert.All(impls, impl => Assert.EndsWith("bf16 on bf16 tensors", impl));
+            Assert.DoesNotContain(impls, impl => impl.StartsWith("naive", StringComparison.Ordinal));
+        }
+        finally
+        {
+            File.Delete(json);
+        }
     }
 }

@@ -15,27 +15,29 @@ internal sealed class SsdSuite : IDisposable
     private readonly GpuDevice _device;
     private readonly BenchShape _s;
     private readonly Precision _precision;
+    private readonly TensorDType _dtype;
     private readonly List<Tensor> _inputs = [];
     private readonly Tensor _x, _dt, _a, _b, _c, _d, _dtBias, _dy;
 
-    public SsdSuite(GpuDevice device, BenchShape s, Random rng, Precision precision)
+    /// <param name="dtype">x, B, C and dy (and so y and their gradients): fp32, or bf16 in precision bf16.</param>
+    public SsdSuite(GpuDevice device, BenchShape s, Random rng, Precision precision, TensorDType dtype = TensorDType.F32)
     {
-        (_device, _s, _precision) = (device, s, precision);
-        Tensor R(string name, double lo, double hi, params int[] shape)
+        (_device, _s, _precision, _dtype) = (device, s, precision, dtype);
+        Tensor R(string name, double lo, double hi, int[] shape, TensorDType type = TensorDType.F32)
         {
-            var t = Tensor.FromArray(device, name, BenchInputs.Uniform(rng, shape.Aggregate(1L, (a, v) => a * v), lo, hi), shape);
+            var t = Tensor.FromArray(device, name, BenchInputs.Uniform(rng, shape.Aggregate(1L, (a, v) => a * v), lo, hi), type, shape);
             _inputs.Add(t);
             return t;
         }
 
-        _x = R("x", -1, 1, s.Batch, s.SeqLen, s.Heads, s.HeadDim);
-        _dt = R("dt", -3, 0, s.Batch, s.SeqLen, s.Heads);
-        _a = R("A", -8, -1, s.Heads);
-        _b = R("B", -1, 1, s.Batch, s.SeqLen, s.Groups, s.DState);
-        _c = R("C", -1, 1, s.Batch, s.SeqLen, s.Groups, s.DState);
-        _d = R("D", 0, 1, s.Heads);
-        _dtBias = R("dt_bias", -2, 0, s.Heads);
-        _dy = R("dy", -1, 1, s.Batch, s.SeqLen, s.Heads, s.HeadDim);
+        _x = R("x", -1, 1, [s.Batch, s.SeqLen, s.Heads, s.HeadDim], dtype);
+        _dt = R("dt", -3, 0, [s.Batch, s.SeqLen, s.Heads]);
+        _a = R("A", -8, -1, [s.Heads]);
+        _b = R("B", -1, 1, [s.Batch, s.SeqLen, s.Groups, s.DState], dtype);
+        _c = R("C", -1, 1, [s.Batch, s.SeqLen, s.Groups, s.DState], dtype);
+        _d = R("D", 0, 1, [s.Heads]);
+        _dtBias = R("dt_bias", -2, 0, [s.Heads]);
+        _dy = R("dy", -1, 1, [s.Batch, s.SeqLen, s.Heads, s.HeadDim], dtype);
     }
 
     private SsdOptions Options(SsdDirection direction = SsdDirection.Causal, SsdBidirectionalPath path = SsdBidirectionalPath.Auto, bool withD = true) => new()
@@ -49,8 +51,11 @@ internal sealed class SsdSuite : IDisposable
         Precision = _precision,
     };
 
-    /// <summary>A row's implementation, with the precision when not exact fp32 (so a comparison never pairs modes).</summary>
-    private string Impl(string impl) => BenchRow.WithPrecision(impl, _precision);
+    /// <summary>
+    /// A row's implementation, with the precision when not exact fp32 and the tensors' type when bf16 (so a comparison
+    /// never pairs modes or types).
+    /// </summary>
+    private string Impl(string impl) => BenchRow.WithPrecision(impl, _precision) + (_dtype == TensorDType.BF16 ? " on bf16 tensors" : "");
 
     /// <summary>The rows of <paramref name="ops"/>, each yielded as soon as it is measured (the suite prints it then).</summary>
     public IEnumerable<BenchRow> Rows(IReadOnlyCollection<string> ops, int warmup, int repeats)
@@ -74,7 +79,7 @@ internal sealed class SsdSuite : IDisposable
             calls.Add(("ssd bidir shift", Impl("ours composed"), true, (st, bwd) => Ours(st, bwd, Options(SsdDirection.BidirectionalShift, SsdBidirectionalPath.Composed))));
         }
 
-        if (ops.Contains("naive"))
+        if (ops.Contains("naive") && _dtype == TensorDType.F32)   // its flips and adds take fp32 tensors
         {
             calls.Add(("ssd bidir sum", Impl("naive (flipped copies)"), true, Naive));
         }
@@ -84,7 +89,8 @@ internal sealed class SsdSuite : IDisposable
             foreach (var backward in new[] { false, true })
             {
                 var t = RowTimer.Time(_device, st => call(st, backward), warmup, repeats);
-                yield return BenchRow.Of(op, impl, backward, _s, t, BenchCost.SsdBytes(_s, backward), BenchCost.SsdFlops(_s, backward, bidirectional));
+                yield return BenchRow.Of(op, impl, backward, _s, t, BenchCost.SsdBytes(_s, backward, elementBytes: _dtype.Bytes()),
+                    BenchCost.SsdFlops(_s, backward, bidirectional));
             }
         }
     }

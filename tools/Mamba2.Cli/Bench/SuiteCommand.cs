@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using Mamba2.Model.Ops;
+using Mamba2.Model.Tensors;
 using Mamba2.Vulkan;
 using Spectre.Console;
 
@@ -28,11 +29,18 @@ internal static class SuiteCommand
     private static readonly Option<FileInfo?> Csv = new("--csv") { Description = "write the rows as CSV" };
     private static readonly Option<FileInfo?> PlotFile = new("--plot") { Description = "write time against seqlen per implementation as a PNG" };
     private static readonly Option<FileInfo?> Compare = new("--compare") { Description = "an earlier --json: print new/old per row, flag regressions (exit code 3)" };
+    private static readonly Option<string> DType = new("--dtype")
+    {
+        DefaultValueFactory = _ => "f32",
+        Description = "the SSD rows' x, B, C and dy: f32, or bf16 (with --precision bf16; the naive rows, which flip fp32 tensors, are left out)",
+    };
+
     private static readonly Option<double> Threshold = new("--threshold") { DefaultValueFactory = _ => 0.10, Description = "a row is a regression when it is this much slower (0.10: 10%)" };
 
     public static void AddTo(Command bench)
     {
-        foreach (var o in new Option[] { Preset, Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk, Ops, Warmup, Repeats, Json, Csv, PlotFile, Compare, Threshold,
+        DType.AcceptOnlyFromAmong("f32", "bf16");
+        foreach (var o in new Option[] { Preset, Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk, Ops, Warmup, Repeats, DType, Json, Csv, PlotFile, Compare, Threshold,
                      CommonOptions.PrecisionOption, CommonOptions.Device, CommonOptions.Validation })
         {
             bench.Options.Add(o);
@@ -46,6 +54,13 @@ internal static class SuiteCommand
         using var device = CommonOptions.Open(r);
         if (CommonOptions.ResolvePrecision(r, device, "the suite", CommonOptions.AllPrecisions) is not { } precision)
         {
+            return 2;
+        }
+
+        var dtype = r.GetValue(DType) == "bf16" ? TensorDType.BF16 : TensorDType.F32;
+        if (dtype == TensorDType.BF16 && precision != Precision.Bf16)
+        {
+            Console.Error.WriteLine($"error: --dtype bf16: bf16 tensors run in --precision bf16, not {precision.Name()}");
             return 2;
         }
 
@@ -73,12 +88,12 @@ internal static class SuiteCommand
 
         var ceilings = DeviceCeilings.Measure(device);
         Console.WriteLine($"device: {device.Name} ({device.Info.DriverName}); measured ceilings: copy {ceilings.CopyGBps:F1} GB/s, fp32 FMA {ceilings.Fp32Tflops:F2} TFLOP/s, tensor cores {CeilingText(ceilings)}");
-        Console.WriteLine($"preset {preset.Name}: {shapes.Count} shape(s), ops {string.Join(",", ops)}, {warmup} warm-up + {repeats} timed calls per row ({precision.Name()}, tensors fp32; SSD with D, dt_bias, softplus, no gate)");
+        Console.WriteLine($"preset {preset.Name}: {shapes.Count} shape(s), ops {string.Join(",", ops)}, {warmup} warm-up + {repeats} timed calls per row ({precision.Name()}; SSD on {dtype.Name()} tensors with D, dt_bias, softplus, no gate)");
         var rng = new Random();
         var rows = new List<BenchRow>();
         foreach (var s in shapes)
         {
-            using (var ssd = new SsdSuite(device, s, rng, precision))
+            using (var ssd = new SsdSuite(device, s, rng, precision, dtype))
             {
                 rows.AddRange(Report(device, ssd.Rows(ops, warmup, repeats)));
             }
