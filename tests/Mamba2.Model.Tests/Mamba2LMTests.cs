@@ -181,8 +181,8 @@ public class Mamba2LMTests(GpuFixture gpu)
     }
 
     /// <summary>What the model's 16-bit activations do to a value (Mamba2Layer.ActivationType): bf16 rounding, or nothing.</summary>
-    private Func<double, double> ModeActivation(Mamba2LM lm) =>
-        lm.Layers[0].Mixer.ActivationType(Device) == TensorDType.BF16 ? x => TensorCoreGemmTests.Round((float)x, GemmOperands.Bf16) : x => x;
+    private static Func<double, double> ModeActivation(Mamba2LM lm) =>
+        lm.Layers[0].Mixer.ActivationType == TensorDType.BF16 ? x => TensorCoreGemmTests.Round((float)x, GemmOperands.Bf16) : x => x;
 
     /// <summary>What a mode's products do to an operand: round it to bf16, or to f16 at its scale (fp32-fast).</summary>
     private static Func<double, double> ModeOperand(Precision precision) =>

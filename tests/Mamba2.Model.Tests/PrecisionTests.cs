@@ -62,7 +62,7 @@ public class PrecisionTests(GpuFixture gpu)
 
         // In bf16 the SSD's activations are bf16 tensors (where the device has 16-bit storage), fp32 otherwise.
         var expected = precision == Precision.Bf16 && Device.Capabilities.Storage16Bit ? TensorDType.BF16 : TensorDType.F32;
-        Assert.Equal(expected, layer.ActivationType(Device));
+        Assert.Equal(expected, layer.ActivationType);
         using var u = Tensor.FromArray(Device, "u", TestMath.Uniform(rng, b * l * config.DModel, -1, 1), b, l, config.DModel);
         using var acts = layer.Forward(u);
         Assert.All(new[] { acts.X, acts.B, acts.C, acts.Ssd.Y }, t => Assert.Equal(expected, t.DType));

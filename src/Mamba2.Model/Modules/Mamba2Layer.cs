@@ -225,8 +225,8 @@ public sealed class Mamba2Layer : IDisposable
     /// What the SSD's x, B, C and y (and their gradients) are stored as: bf16 in precision bf16 (mamba_ssm's kernels take
     /// bf16 activations under autocast), where the device has 16-bit storage; fp32 otherwise.
     /// </summary>
-    public TensorDType ActivationType(GpuDevice device) =>
-        Precision == Precision.Bf16 && device.Capabilities.Storage16Bit ? TensorDType.BF16 : TensorDType.F32;
+    public TensorDType ActivationType =>
+        Precision == Precision.Bf16 && InProjWeight.Device.Capabilities.Storage16Bit ? TensorDType.BF16 : TensorDType.F32;
 
     private SsdOptions SsdOptionsFor(Tensor D) => new()
     {
@@ -290,7 +290,7 @@ public sealed class Mamba2Layer : IDisposable
                 var padding = c.Causal ? Conv1dPadding.Causal : Conv1dPadding.Same;
                 var gn = c.NGroups * c.DState;
                 // In bf16 the conv writes x, B and C as bf16 and the SSD keeps them, and y, so: half their memory and bytes.
-                var activations = ActivationType(device);
+                var activations = ActivationType;
                 acts.X = acts.Keep(Tensor.Empty(device, "x", activations, b, l, c.NHeads, c.HeadDim));
                 acts.B = acts.Keep(Tensor.Empty(device, "B", activations, b, l, c.NGroups, c.DState));
                 acts.C = acts.Keep(Tensor.Empty(device, "C", activations, b, l, c.NGroups, c.DState));
