@@ -178,6 +178,55 @@ public sealed class SsdCliTests(GpuFixture gpu) : IDisposable
         }
     }
 
+    /// <summary>
+    /// The bidirectional sum form on BF16 inputs with --precision bf16: bf16 tensors too (no reverse-scan tensors), so y
+    /// and the gradients of x, B, C and z come back BF16; with B_rev in the file the run stays fp32 and writes F32.
+    /// </summary>
+    [Fact]
+    public void Bf16InputsOfTheBidirectionalFormsGiveBf16OutputsWithoutReverseTensors()
+    {
+        if (SsdOp.WhyNot(gpu.Device, Precision.Bf16) is not null || !gpu.Device.Capabilities.Storage16Bit)
+        {
+            return;
+        }
+
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var c = SsdBf16TensorTests.Rounded(SsdCases.Bidirectional(rng, SsdDirection.BidirectionalSum, 2, 33, 2, 8, 1, 8, 16, d: true, z: true, bias: true, softplus: true));
+        var dy = SsdBf16TensorTests.Round(TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1));
+        int b = c.Batch, l = c.SeqLen, h = c.Heads, p = c.HeadDim, g = c.Groups, n = c.DState;
+        HostTensor Bf16(string name, float[] data, params int[] shape) => HostTensor.FromFloat32(name, data, shape).Convert(SafetensorsDType.BF16);
+        List<HostTensor> inputs =
+        [
+            Bf16("x", c.X, b, l, h, p), HostTensor.FromFloat32("dt", c.Dt, b, l, h), HostTensor.FromFloat32("A", c.A, h),
+            Bf16("B", c.B, b, l, g, n), Bf16("C", c.C, b, l, g, n), HostTensor.FromFloat32("D", c.D!, h),
+            Bf16("z", c.Z!, b, l, h, p), HostTensor.FromFloat32("dt_bias", c.DtBias!, h), Bf16("dy", dy, b, l, h, p),
+        ];
+        var input = Path.Combine(_dir, "bi16.safetensors");
+        var output = Path.Combine(_dir, "bi16-out.safetensors");
+        string[] run = ["ssd", "--input", input, "--output", output, "--chunk-size", "16", "--dt-softplus", "--bidirectional", "--precision", "bf16"];
+        SafetensorsWriter.Write(input, inputs);
+        Assert.Equal(0, CliApp.Run(run));
+
+        var result = SafetensorsFile.ReadAll(output);
+        var v = c.ToFloat64();
+        var tolerance = Precision.Bf16.Tolerance();
+        Assert.Equal(SafetensorsDType.BF16, result["y"].DType);
+        TestMath.AssertClose(result["y"].ToFloat32(), SsdBidirectionalReference.Forward(c, v).Y, tolerance, $"cli bf16 bidirectional y seed {seed}");
+        var expected = SsdBidirectionalReference.Gradients(c, v, Array.ConvertAll(dy, x => (double)x), null);
+        foreach (var (name, reference) in expected.Named())
+        {
+            var grad = result["grad_" + name];
+            Assert.Equal(name is "x" or "B" or "C" or "z" ? SafetensorsDType.BF16 : SafetensorsDType.F32, grad.DType);
+            TestMath.AssertClose(grad.ToFloat32(), reference, expected.ErrorScale(name, reference), tolerance, $"cli bf16 bidirectional grad_{name} seed {seed}");
+        }
+
+        // The reverse scan's own B: fp32 tensors (widened exactly), fp32 outputs.
+        SafetensorsWriter.Write(input, [.. inputs, Bf16("B_rev", c.B, b, l, g, n)]);
+        Assert.Equal(0, CliApp.Run(run));
+        Assert.Equal(SafetensorsDType.F32, SafetensorsFile.ReadAll(output)["y"].DType);
+    }
+
     [Fact]
     public void MissingOrMismatchedTensorsExitWithTwo()
     {
