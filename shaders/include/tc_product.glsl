@@ -321,20 +321,21 @@ void tc_epilogue(TC_ACC acc[TC_FRAGS]) {
 // index of the slice's first word and `step` the vec4 words from one row to the next (negative where a mirrored
 // chunk walks the sequence backwards). For slices wholly inside their tensor with rows on 16-byte boundaries: no
 // bounds test, and the address is one multiply-add (tc_word).
-#define TC_WORD4(buf4, at, step, r, c) buf4[(at) + int(r) * (step) + int((c) / 4u)]
+// LD4(buf4, i) reads word i of buf4 (TC_PLAIN: as declared; TC_TWORD4 below: through tensor_elems.glsl).
+#define TC_PLAIN(arr, i) arr[i]
+#define TC_WORD4_BY(LD4, buf4, at, step, r, c) LD4(buf4, (at) + int(r) * (step) + int((c) / 4u))
+#define TC_WORD4(buf4, at, step, r, c) TC_WORD4_BY(TC_PLAIN, buf4, at, step, r, c)
 
 // Four elements of a row of `len` elements starting at `at` (the row's element c), zero past the row's end: one
 // 16-byte load when the whole word is inside and aligned (whole: the row starts on a 16-byte boundary).
-#define TC_LOAD4(buf, buf4, at, c, len, whole) \
-    ((whole) && (c) + 4 <= (len) ? buf4[(at) / 4] \
-     : vec4((c) < (len) ? buf[(at)] : 0.0, (c) + 1 < (len) ? buf[(at) + 1] : 0.0, \
-            (c) + 2 < (len) ? buf[(at) + 2] : 0.0, (c) + 3 < (len) ? buf[(at) + 3] : 0.0))
+#define TC_LOAD4_BY(LD, LD4, buf, buf4, at, c, len, whole) \
+    ((whole) && (c) + 4 <= (len) ? LD4(buf4, (at) / 4) \
+     : vec4((c) < (len) ? LD(buf, (at)) : 0.0, (c) + 1 < (len) ? LD(buf, (at) + 1) : 0.0, \
+            (c) + 2 < (len) ? LD(buf, (at) + 2) : 0.0, (c) + 3 < (len) ? LD(buf, (at) + 3) : 0.0))
+#define TC_LOAD4(buf, buf4, at, c, len, whole) TC_LOAD4_BY(TC_PLAIN, TC_PLAIN, buf, buf4, at, c, len, whole)
 
-// TC_WORD4 and TC_LOAD4 for the tensors declared with tensor_elems.glsl's types (fp32 or, with TENSORS_BF16, bf16).
-#define TC_TWORD4(buf4, at, step, r, c) TENSOR_LOAD4(buf4, (at) + int(r) * (step) + int((c) / 4u))
-#define TC_TLOAD4(buf, buf4, at, c, len, whole) \
-    ((whole) && (c) + 4 <= (len) ? TENSOR_LOAD4(buf4, (at) / 4) \
-     : vec4((c) < (len) ? TENSOR_LOAD(buf, (at)) : 0.0, (c) + 1 < (len) ? TENSOR_LOAD(buf, (at) + 1) : 0.0, \
-            (c) + 2 < (len) ? TENSOR_LOAD(buf, (at) + 2) : 0.0, (c) + 3 < (len) ? TENSOR_LOAD(buf, (at) + 3) : 0.0))
+// The same for the tensors declared with tensor_elems.glsl's types (fp32 or, with TENSORS_BF16, bf16).
+#define TC_TWORD4(buf4, at, step, r, c) TC_WORD4_BY(TENSOR_LOAD4, buf4, at, step, r, c)
+#define TC_TLOAD4(buf, buf4, at, c, len, whole) TC_LOAD4_BY(TENSOR_LOAD, TENSOR_LOAD4, buf, buf4, at, c, len, whole)
 
 #endif

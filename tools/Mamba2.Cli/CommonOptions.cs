@@ -3,6 +3,7 @@ using System.Globalization;
 using Mamba2.Model.Distributed;
 using Mamba2.Model.Generation;
 using Mamba2.Model.Ops;
+using Mamba2.Model.Tensors;
 using Mamba2.Vulkan;
 using Spectre.Console;
 
@@ -65,6 +66,31 @@ internal static class CommonOptions
     /// has only that), printed as the run's first line on stderr (stdout stays the verb's output); null after a one-line error when the name is unknown, the
     /// verb cannot run it (<paramref name="what"/> says what runs in fp32 only) or the device cannot.
     /// </summary>
+    /// <summary>A <c>--dtype f32|bf16</c> option: what a bench's SSD tensors are, described for its command.</summary>
+    public static Option<string> DTypeOption(string description)
+    {
+        var option = new Option<string>("--dtype") { DefaultValueFactory = _ => "f32", Description = description };
+        option.AcceptOnlyFromAmong("f32", "bf16");
+        return option;
+    }
+
+    /// <summary>The tensors' type <paramref name="option"/> asks for, or null (said on stderr) where bf16 is asked outside precision bf16.</summary>
+    public static TensorDType? ResolveDType(ParseResult result, Option<string> option, Precision precision)
+    {
+        if (result.GetValue(option) != "bf16")
+        {
+            return TensorDType.F32;
+        }
+
+        if (precision != Precision.Bf16)
+        {
+            Console.Error.WriteLine($"error: --dtype bf16: bf16 tensors run in --precision bf16, not {precision.Name()}");
+            return null;
+        }
+
+        return TensorDType.BF16;
+    }
+
     public static Precision? ResolvePrecision(ParseResult result, GpuDevice device, string what, params Precision[] supported)
     {
         var text = result.GetValue(PrecisionOption);

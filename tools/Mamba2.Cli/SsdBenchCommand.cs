@@ -27,11 +27,8 @@ internal static class SsdBenchCommand
         Description = "causal, or bidirectional sum (Bi-Mamba2) or shift (Hydra)",
     };
 
-    private static readonly Option<string> DType = new("--dtype")
-    {
-        DefaultValueFactory = _ => "f32",
-        Description = "f32, or bf16: x, B, C, z and dy in bf16 (precision bf16), y and their gradients too, as mamba_ssm's kernels on bf16 inputs",
-    };
+    private static readonly Option<string> DType =
+        CommonOptions.DTypeOption("f32, or bf16: x, B, C, z and dy in bf16 (precision bf16), y and their gradients too, as mamba_ssm's kernels on bf16 inputs");
 
     private static readonly Option<bool> Naive = new("--naive") { Description = "Bidirectional as two complete causal runs combined (the naive composition)" };
     private static readonly Option<bool> Fused = new("--fused") { Description = "Bidirectional through the fused pass even where the default composes" };
@@ -45,7 +42,6 @@ internal static class SsdBenchCommand
     public static Command Create()
     {
         Direction.AcceptOnlyFromAmong("causal", "sum", "shift");
-        DType.AcceptOnlyFromAmong("f32", "bf16");
         return CommonOptions.GpuCommand("ssd", "SSD forward or forward + backward, causal or bidirectional (defaults: the 370m layer shape b8 L2048 h32 p64 g1 n128 chunk 256), with D, z, dt_bias and softplus, and the time of each stage", Run,
             Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk, Warmup, Repeats, Backward, NoGate, Direction, DType, Naive, Fused, PathOption);
     }
@@ -60,10 +56,8 @@ internal static class SsdBenchCommand
             return 2;
         }
         var direction = r.GetValue(Direction) switch { "sum" => SsdDirection.BidirectionalSum, "shift" => SsdDirection.BidirectionalShift, _ => SsdDirection.Causal };
-        var dtype = r.GetValue(DType) == "bf16" ? TensorDType.BF16 : TensorDType.F32;
-        if (dtype == TensorDType.BF16 && precision != Precision.Bf16)
+        if (CommonOptions.ResolveDType(r, DType, precision) is not { } dtype)
         {
-            Console.Error.WriteLine($"error: --dtype bf16: bf16 tensors run in --precision bf16, not {precision.Name()}");
             return 2;
         }
 

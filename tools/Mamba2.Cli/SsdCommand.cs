@@ -87,8 +87,8 @@ internal static class SsdCommand
             return 2;
         }
 
-        // BF16 x, B, C (and z) stay bf16 where the SSD takes them so (precision bf16, causal), as mamba_ssm keeps a bf16
-        // call's activations; anything else is widened to fp32, exactly.
+        // BF16 x, B, C (and z) stay bf16 where the SSD takes them so (precision bf16, no reverse-scan tensors), as
+        // mamba_ssm keeps a bf16 call's activations; anything else is widened to fp32, exactly.
         var bidirectional = r.GetValue(Bidirectional);
         var ownReverse = new[] { "dt_rev", "B_rev", "C_rev" }.Any(host.ContainsKey);   // with these the bidirectional forms take fp32
         var bf16Tensors = precision == Precision.Bf16 && !ownReverse && Bf16Capable.Where(host.ContainsKey).All(n => host[n].DType == SafetensorsDType.BF16);

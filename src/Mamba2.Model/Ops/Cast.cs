@@ -13,7 +13,7 @@ public static class Cast
     /// <summary>
     /// A new tensor of <paramref name="dtype"/> with <paramref name="x"/>'s shape and values: fp32 rounded to the nearest
     /// bf16 (ties to even, as PyTorch's <c>.to(torch.bfloat16)</c>), bf16 widened to fp32 exactly, or a copy when the
-    /// types agree. Needs 16-bit storage on the device for bf16.
+    /// types agree. A bf16 tensor needs 16-bit storage on the device (<see cref="Tensor.Empty(GpuDevice, string, TensorDType, int[])"/>).
     /// </summary>
     public static Tensor To(Tensor x, TensorDType dtype, CommandStream? stream = null, string? name = null)
     {
@@ -42,11 +42,6 @@ public static class Cast
         {
             Shaders.RunIn(device, stream, st => st.Copy(x.Storage, 0, y.Storage, 0, x.SizeBytes));
             return;
-        }
-
-        if (!device.Capabilities.Storage16Bit)
-        {
-            throw new MissingFeatureException($"{op}: {device.Name} has no 16-bit storage (storageBuffer16BitAccess), which bf16 tensors need.");
         }
 
         Shaders.EnsureBindable(op, x, y);

@@ -70,7 +70,7 @@ public static class RmsNorm
         var (rows, dim, gs) = Validate("RmsNorm", x, weight, z, groupSize);
         CheckEps(eps);
         residual?.Check("RmsNorm", x);
-        CheckNoResidualOnBf16("RmsNorm", x, residual);
+        CheckNoResidualOnBf16("RmsNorm", x, residual is not null);
         var scope = new TensorScope(x.Device);
         try
         {
@@ -106,7 +106,7 @@ public static class RmsNorm
         var (rows, dim, gs) = Validate(op, x, weight, z, groupSize);
         CheckEps(eps);
         residual?.Check(op, x);
-        CheckNoResidualOnBf16(op, x, residual);
+        CheckNoResidualOnBf16(op, x, residual is not null);
         if (!CanPack(dim, gs))
         {
             throw new ArgumentException($"{op}: the last dimension ({dim}) and group_size ({gs}) must be even: a word holds two neighbours of one row.", nameof(x));
@@ -137,9 +137,9 @@ public static class RmsNorm
     }
 
     /// <summary>A bf16 x (the SSD's y on bf16 tensors) is the gated norm's; the residual stream's norms take float32.</summary>
-    private static void CheckNoResidualOnBf16(string op, Tensor x, ResidualSum? residual)
+    private static void CheckNoResidualOnBf16(string op, Tensor x, bool residual)
     {
-        if (residual is not null && x.DType != TensorDType.F32)
+        if (residual && x.DType != TensorDType.F32)
         {
             throw new ArgumentException($"{op}: a bfloat16 x takes no residual (the residual stream is float32).", nameof(residual));
         }
@@ -254,10 +254,7 @@ public static class RmsNorm
         ShapeOps.ExpectSameDevice(op, dy, x, rstd);
         var device = x.Device;
         var bf16 = x.DType == TensorDType.BF16;   // x read and dx written as bf16 (the SSD's y and its gradient)
-        if (bf16 && residual is not null)
-        {
-            throw new ArgumentException($"{op}: a bfloat16 x takes no residual (the residual stream is float32).", nameof(residual));
-        }
+        CheckNoResidualOnBf16(op, x, residual is not null);
 
         if (dy.DType != TensorDType.F32)
         {

@@ -376,7 +376,7 @@ internal static class Shaders
 /// <summary>Batch elements [First, First + Count): every batch-leading tensor is bound as that slice.</summary>
 internal readonly record struct Piece(long First, long Count)
 {
-    public BufferBinding Of(Tensor t) => Shaders.Slice(t, First * (t.Length / t.Shape[0]), Count * (t.Length / t.Shape[0]));
+    public BufferBinding Of(Tensor t) => Of(t, bf16: false);
 
     /// <summary>The slice of <paramref name="t"/>, bound as 16-bit elements where <paramref name="bf16"/> (a kernel variant that reads or writes bf16 there).</summary>
     public BufferBinding Of(Tensor t, bool bf16) => Shaders.Slice(t, First * (t.Length / t.Shape[0]), Count * (t.Length / t.Shape[0]), bf16);

@@ -29,17 +29,13 @@ internal static class SuiteCommand
     private static readonly Option<FileInfo?> Csv = new("--csv") { Description = "write the rows as CSV" };
     private static readonly Option<FileInfo?> PlotFile = new("--plot") { Description = "write time against seqlen per implementation as a PNG" };
     private static readonly Option<FileInfo?> Compare = new("--compare") { Description = "an earlier --json: print new/old per row, flag regressions (exit code 3)" };
-    private static readonly Option<string> DType = new("--dtype")
-    {
-        DefaultValueFactory = _ => "f32",
-        Description = "the SSD rows' x, B, C and dy: f32, or bf16 (with --precision bf16; the naive rows, which flip fp32 tensors, are left out)",
-    };
+    private static readonly Option<string> DType =
+        CommonOptions.DTypeOption("the SSD rows' x, B, C and dy: f32, or bf16 (with --precision bf16; the naive rows, which flip fp32 tensors, are left out)");
 
     private static readonly Option<double> Threshold = new("--threshold") { DefaultValueFactory = _ => 0.10, Description = "a row is a regression when it is this much slower (0.10: 10%)" };
 
     public static void AddTo(Command bench)
     {
-        DType.AcceptOnlyFromAmong("f32", "bf16");
         foreach (var o in new Option[] { Preset, Batch, SeqLen, Heads, HeadDim, Groups, DState, Chunk, Ops, Warmup, Repeats, DType, Json, Csv, PlotFile, Compare, Threshold,
                      CommonOptions.PrecisionOption, CommonOptions.Device, CommonOptions.Validation })
         {
@@ -57,10 +53,8 @@ internal static class SuiteCommand
             return 2;
         }
 
-        var dtype = r.GetValue(DType) == "bf16" ? TensorDType.BF16 : TensorDType.F32;
-        if (dtype == TensorDType.BF16 && precision != Precision.Bf16)
+        if (CommonOptions.ResolveDType(r, DType, precision) is not { } dtype)
         {
-            Console.Error.WriteLine($"error: --dtype bf16: bf16 tensors run in --precision bf16, not {precision.Name()}");
             return 2;
         }
 

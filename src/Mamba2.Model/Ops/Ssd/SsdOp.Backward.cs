@@ -141,7 +141,6 @@ public static partial class SsdOp
 
         var scope = new TensorScope(device);
         var New = scope.New;
-        var dtype = s.Bf16Tensors ? TensorDType.BF16 : TensorDType.F32;
 
         try
         {
@@ -149,9 +148,9 @@ public static partial class SsdOp
             var gradCount = scope.Count;
             Tensor Scratch(string name, params int[] shape) => pool is null ? New(name, shape) : pool.Get(name, shape);
             // On bf16 tensors the kernels read dy as bf16: rounded once, as autograd hands a bf16 output its gradient.
-            var dyIn = dy.DType == dtype ? dy : scope.NewOf(dtype, "dy", [.. dy.Shape]);
+            var dyIn = dy.DType == s.TensorType ? dy : scope.NewOf(s.TensorType, "dy", [.. dy.Shape]);
             var scratch = new BackwardScratch(
-                G: o.Z is null ? dyIn : scope.NewOf(dtype, "g", b, l, h, p),
+                G: o.Z is null ? dyIn : scope.NewOf(s.TensorType, "g", b, l, h, p),
                 DStates: Scratch("dstates", b, nc, h, p, n),
                 DdtPart: Scratch("ddt_part", b, h, nc, q, tilesP),
                 Gys: Scratch("gys_part", b, h, nc, q, tilesN),
@@ -205,7 +204,7 @@ public static partial class SsdOp
     {
         var New = scope.New;
         // The gradients of x, B, C and z in their inputs' type.
-        Tensor Like(string name, params int[] shape) => scope.NewOf(s.Bf16Tensors ? TensorDType.BF16 : TensorDType.F32, name, shape);
+        Tensor Like(string name, params int[] shape) => scope.NewOf(s.TensorType, name, shape);
         int b = s.Batch, l = s.SeqLen, h = s.Heads, p = s.HeadDim, g = s.Groups, n = s.DState;
         return new SsdGradients(
             Like("dx", [b, l, h, p]), New("ddt", [b, l, h]), New("dA", [h]), Like("dB", [b, l, g, n]), Like("dC", [b, l, g, n]),

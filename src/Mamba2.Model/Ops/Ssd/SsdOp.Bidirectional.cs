@@ -30,9 +30,6 @@ public static partial class SsdOp
 
     private static int Shift(SsdOptions o) => o.Direction == SsdDirection.BidirectionalShift ? 1 : 0;
 
-    /// <summary>The type of x, B, C and z, and so of y, the gate's g and those inputs' gradients.</summary>
-    private static TensorDType TypeOfX(SsdShape s) => s.Bf16Tensors ? TensorDType.BF16 : TensorDType.F32;
-
     /// <summary>
     /// The fused forward: chunk_cumsum, chunk_state and state_passing for each direction (the reverse ones as a
     /// mirrored causal run on the same tensors), then one chunk_scan_bidir pass over both scans (in the tensor-core
@@ -100,8 +97,8 @@ public static partial class SsdOp
     {
         var New = scope.New;
         int b = s.Batch, h = s.Heads, p = s.HeadDim, n = s.DState, q = s.Chunk, nc = s.Chunks;
-        var y = scope.NewOf(TypeOfX(s), "y", b, s.SeqLen, h, p);
-        var yPre = o.Z is null ? null : scope.NewOf(TypeOfX(s), "y_before_gate", b, s.SeqLen, h, p);
+        var y = scope.NewOf(s.TensorType, "y", b, s.SeqLen, h, p);
+        var yPre = o.Z is null ? null : scope.NewOf(s.TensorType, "y_before_gate", b, s.SeqLen, h, p);
         SsdResult Run(string suffix) => new(y, New("final_states" + suffix, b, h, p, n), New("dt_out" + suffix, b, h, nc, q),
             New("dA_cumsum" + suffix, b, h, nc, q), New("dA_cumsum" + suffix + "_lo", b, h, nc, q), New("chunk_states" + suffix, b, nc, h, p, n), null);
         return new FusedScans(y, yPre, Run(""), Run("_rev"));
@@ -168,8 +165,8 @@ public static partial class SsdOp
                     rev = ForwardUnsaved(x, o.DtRev ?? dt, A, o.BRev ?? B, o.CRev ?? C, CausalPart(o) with { Mirrored = true }, st, products);
                 }
 
-                var y = scope.NewOf(TypeOfX(s), "y", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
-                var yPre = o.Z is null ? null : scope.NewOf(TypeOfX(s), "y_before_gate", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
+                var y = scope.NewOf(s.TensorType, "y", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
+                var yPre = o.Z is null ? null : scope.NewOf(s.TensorType, "y_before_gate", s.Batch, s.SeqLen, s.Heads, s.HeadDim);
                 Combine(st, s, fwd.Y, rev.Y, x, o.D, o.Z, y, yPre, (uint)Shift(o));
                 result = new SsdResult(y, yPre, new BidirectionalRuns(o.Direction, fwd, rev));
             });
@@ -214,7 +211,7 @@ public static partial class SsdOp
             // memory than a causal one. Otherwise each run has its own gradients, summed or kept apart after.
             var inPlace = o.DtRev is null && o.BRev is null && o.CRev is null && PathOn(device, o) == SsdPath.Tiled;
             var dD = o.D is null ? null : New("dD", [.. o.D.Shape]);
-            var dz = o.Z is null ? null : scope.NewOf(TypeOfX(s), "dz", b, l, h, p);
+            var dz = o.Z is null ? null : scope.NewOf(s.TensorType, "dz", b, l, h, p);
             var bf16 = s.Bf16Tensors;
             var grads = inPlace ? null : new SsdGradients(
                 New("dx", b, l, h, p), New("ddt", b, l, h), New("dA", h), New("dB", b, l, g, n), New("dC", b, l, g, n), dD, dz,
@@ -227,8 +224,8 @@ public static partial class SsdOp
             {
                 // The gate, then the upstream gradient of each causal run: g moved to where that run wrote. On bf16
                 // tensors dy is read as bf16 (rounded once where it came as fp32).
-                var dyIn = dy.DType == TypeOfX(s) ? dy : st.Own(Cast.To(dy, TypeOfX(s), st));
-                var gate = o.Z is null ? dyIn : st.Own(Tensor.Empty(device, "g", TypeOfX(s), b, l, h, p));
+                var dyIn = dy.DType == s.TensorType ? dy : st.Own(Cast.To(dy, s.TensorType, st));
+                var gate = o.Z is null ? dyIn : st.Own(Tensor.Empty(device, "g", s.TensorType, b, l, h, p));
                 if (o.Z is not null && saved.YBeforeGate is not null && dz is not null)
                 {
                     var local = Shaders.Local1D(device);
