@@ -6,11 +6,9 @@
 #ifndef MAMBA2_TENSOR_ELEMS_GLSL
 #define MAMBA2_TENSOR_ELEMS_GLSL
 
-#ifdef TENSORS_BF16
+#if defined(TENSORS_BF16) || defined(IN_BF16)
 #extension GL_EXT_shader_16bit_storage : require
 #include "bf16_bits.glsl"
-#define TENSOR_ELEM uint16_t
-#define TENSOR_WORD4 uvec2
 
 float bf16_widen(uint bits) {
     return uintBitsToFloat(bits << 16);
@@ -19,7 +17,25 @@ float bf16_widen(uint bits) {
 vec4 bf16_widen4(uvec2 w) {
     return vec4(uintBitsToFloat(w.x << 16), uintBitsToFloat(w.x & 0xFFFF0000u), uintBitsToFloat(w.y << 16), uintBitsToFloat(w.y & 0xFFFF0000u));
 }
+#endif
 
+// IN_BF16, independent of TENSORS_BF16: the columns a kernel reads in place from the fused projection's output
+// (in_proj's z, xBC and dt; bf16 in the bf16 mode) are declared IN_ELEM / IN_WORD4 and read with IN_LOAD / IN_LOAD4.
+#ifdef IN_BF16
+#define IN_ELEM uint16_t
+#define IN_WORD4 uvec2
+#define IN_LOAD(arr, i) bf16_widen(uint(arr[i]))
+#define IN_LOAD4(arr4, i) bf16_widen4(arr4[i])
+#else
+#define IN_ELEM float
+#define IN_WORD4 vec4
+#define IN_LOAD(arr, i) (arr[i])
+#define IN_LOAD4(arr4, i) (arr4[i])
+#endif
+
+#ifdef TENSORS_BF16
+#define TENSOR_ELEM uint16_t
+#define TENSOR_WORD4 uvec2
 #define TENSOR_LOAD(arr, i) bf16_widen(uint(arr[i]))
 #define TENSOR_LOAD4(arr4, i) bf16_widen4(arr4[i])
 #define TENSOR_STORE(arr, i, v) arr[i] = uint16_t(bf16_bits(v))

@@ -16,10 +16,12 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint K = 4;      // kernel width
 layout(constant_id = 2) const uint SILU = 0;
 
-layout(std430, binding = 0) readonly buffer X { float x[]; };
+// The outputs are bf16 in the TENSORS_BF16 variants (the SSD's x, B and C on bf16 tensors), x in the IN_BF16 ones
+// (the fused projection's output in bf16).
+#include "tensor_elems.glsl"
+layout(std430, binding = 0) readonly buffer X { IN_ELEM x[]; };
 layout(std430, binding = 1) readonly buffer W { float w[]; };      // (channels, K)
 layout(std430, binding = 2) readonly buffer Bias { float bias[]; };
-#include "tensor_elems.glsl"   // the outputs: bf16 in the TENSORS_BF16 variant (the SSD's x, B and C on bf16 tensors)
 layout(std430, binding = 3) writeonly buffer Y0 { TENSOR_ELEM y0[]; };
 layout(std430, binding = 4) writeonly buffer Y1 { TENSOR_ELEM y1[]; };
 layout(std430, binding = 5) writeonly buffer Y2 { TENSOR_ELEM y2[]; };
@@ -61,14 +63,14 @@ void main() {
         const float b0 = p.has_bias != 0u ? bias[c] : 0.0;
         [[unroll]] for (uint k = 0; k + 1 < K; ++k) {
             const int s = t0 + int(k) - left;
-            win[k + 1] = s >= 0 && s < L ? x[xbase + uint(s) * p.x_stride] : 0.0;
+            win[k + 1] = s >= 0 && s < L ? IN_LOAD(x, xbase + uint(s) * p.x_stride) : 0.0;
         }
         for (int tb = t0; tb < t1; tb += int(STEP)) {
             float xs[STEP];
             [[unroll]] for (uint i = 0; i < STEP; ++i) {
                 const int t = tb + int(i);
                 const int sNew = t + int(K) - 1 - left;
-                xs[i] = t < t1 && sNew >= 0 && sNew < L ? x[xbase + uint(sNew) * p.x_stride] : 0.0;
+                xs[i] = t < t1 && sNew >= 0 && sNew < L ? IN_LOAD(x, xbase + uint(sNew) * p.x_stride) : 0.0;
             }
             [[unroll]] for (uint i = 0; i < STEP; ++i) {
                 const int t = tb + int(i);

@@ -19,9 +19,11 @@ layout(constant_id = 1) const uint K = 4;
 layout(constant_id = 2) const uint SILU = 0;
 const uint STEP = 8;   // positions whose loads are issued together
 
-#include "tensor_elems.glsl"   // dy's parts: bf16 in the TENSORS_BF16 variants (the SSD's dx, dB and dC on bf16 tensors)
+// dy's parts are bf16 in the TENSORS_BF16 variants (the SSD's dx, dB and dC on bf16 tensors), x in the IN_BF16 ones
+// (the fused projection's output in bf16).
+#include "tensor_elems.glsl"
 layout(std430, binding = 0) readonly buffer Dy0 { TENSOR_ELEM dy0[]; };
-layout(std430, binding = 1) readonly buffer X { float x[]; };
+layout(std430, binding = 1) readonly buffer X { IN_ELEM x[]; };
 layout(std430, binding = 2) readonly buffer W { float w[]; };
 layout(std430, binding = 3) readonly buffer Bias { float bias[]; };
 #ifdef OUT_BF16
@@ -78,7 +80,7 @@ void main() {
         const int t0 = s0 - int(K) + 1 + left;
         [[unroll]] for (uint k = 0; k + 1 < K; ++k) {
             const int s = t0 + int(k) - left;
-            win[k + 1] = s >= 0 && s < L ? x[xbase + uint(s) * p.x_stride] : 0.0;
+            win[k + 1] = s >= 0 && s < L ? IN_LOAD(x, xbase + uint(s) * p.x_stride) : 0.0;
         }
         float dwk[K];
         [[unroll]] for (uint k = 0; k < K; ++k) {
@@ -93,7 +95,7 @@ void main() {
             [[unroll]] for (uint i = 0; i < STEP; ++i) {
                 const int t = tb + int(i);
                 const int sNew = t + int(K) - 1 - left;
-                xs[i] = t < tEnd && sNew >= 0 && sNew < L ? x[xbase + uint(sNew) * p.x_stride] : 0.0;
+                xs[i] = t < tEnd && sNew >= 0 && sNew < L ? IN_LOAD(x, xbase + uint(sNew) * p.x_stride) : 0.0;
                 dys[i] = t < tEnd && t >= 0 && t < L ? dy_at(b * p.seqlen + uint(t), c) : 0.0;
             }
             [[unroll]] for (uint i = 0; i < STEP; ++i) {

@@ -19,9 +19,11 @@ layout(local_size_x_id = 0) in;   // a power of two
 layout(constant_id = 1) const uint PER = 1;   // elements per invocation: ceil(group_size / workgroup size)
 layout(constant_id = 2) const bool PACK_BF16 = false;   // (PER even, dim and group_size even)
 
-#include "tensor_elems.glsl"   // x: bf16 in the TENSORS_BF16 variant (the SSD's y on bf16 tensors)
+// x is bf16 in the TENSORS_BF16 variants (the SSD's y on bf16 tensors), z in the IN_BF16 ones (the fused
+// projection's output in bf16).
+#include "tensor_elems.glsl"
 layout(std430, binding = 0) readonly buffer X { TENSOR_ELEM x[]; };
-layout(std430, binding = 1) readonly buffer Z { float z[]; };
+layout(std430, binding = 1) readonly buffer Z { IN_ELEM z[]; };
 layout(std430, binding = 2) readonly buffer W { float w[]; };
 layout(std430, binding = 3) writeonly buffer Y { float y[]; };
 layout(std430, binding = 3) writeonly buffer YWords { uint y_words[]; };   // PACK_BF16
@@ -68,7 +70,7 @@ void main() {
                     sum_out[base + j] = hv[e];
                 }
                 if (gated) {
-                    zv[e] = z[zbase + j];
+                    zv[e] = IN_LOAD(z, zbase + j);
                 }
                 if (gated && !after) {
                     hv[e] *= silu(zv[e]);

@@ -19,9 +19,11 @@ layout(constant_id = 1) const uint MODE = 0;
 layout(constant_id = 2) const uint PER = 1;   // MODE 0 and 2: elements per invocation, ceil(group_size / workgroup size)
 
 layout(std430, binding = 0) readonly buffer Dy { float dy[]; };
-#include "tensor_elems.glsl"   // x and dx: bf16 in the TENSORS_BF16 variants (the SSD's y and its gradient)
+// x and dx are bf16 in the TENSORS_BF16 variants (the SSD's y and its gradient), z in the IN_BF16 ones (the fused
+// projection's output in bf16).
+#include "tensor_elems.glsl"
 layout(std430, binding = 1) readonly buffer X { TENSOR_ELEM x[]; };
-layout(std430, binding = 2) readonly buffer Z { float z[]; };
+layout(std430, binding = 2) readonly buffer Z { IN_ELEM z[]; };
 layout(std430, binding = 3) readonly buffer W { float w[]; };
 layout(std430, binding = 4) readonly buffer Rstd { float rstd[]; };
 layout(std430, binding = 5) writeonly buffer Dx { TENSOR_ELEM dx[]; };
@@ -67,11 +69,11 @@ void main() {
                 const uint zo = row * p.z_stride + p.z_col + c;
                 float h = TENSOR_LOAD(x, o);
                 if (gated && !after) {
-                    h *= silu(z[zo]);
+                    h *= silu(IN_LOAD(z, zo));
                 }
                 float v = dy[o] * h * rstd[row * groups + c / p.group_size];
                 if (gated && after) {
-                    v *= silu(z[zo]);
+                    v *= silu(IN_LOAD(z, zo));
                 }
                 acc += v;
             }
@@ -115,7 +117,7 @@ void main() {
                         rv[e] = res[base + j];
                     }
                     if (gated) {
-                        zv[e] = z[zbase + j];
+                        zv[e] = IN_LOAD(z, zbase + j);
                     }
                     const float s = gated ? silu(zv[e]) : 1.0;
                     const float h = gated && !after ? xv[e] * s : xv[e];

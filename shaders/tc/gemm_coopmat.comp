@@ -1,5 +1,5 @@
 #version 450
-// Tensor-core GEMM, batched, fp32 out:
+// Tensor-core GEMM, batched, fp32 out (bf16 with OUT_BF16):
 //   C[z] = alpha * op(A[z]) * op(B[z]) + beta * C[z]        (row-major; op = transpose when TRANS_A / TRANS_B)
 // Same interface and layouts as nn/gemm.comp. A and B are fp32, rounded to OPERAND (f16, or bf16 with
 // OPERAND_BF16) as they are staged in shared memory, or already OPERAND in memory (INPUT16: half the bytes to
@@ -69,7 +69,21 @@ layout(std430, binding = 3) readonly buffer Scales { uint absmax_bits[]; };
 layout(std430, binding = 0) readonly buffer BufAT { OPERAND AT[]; };
 layout(std430, binding = 1) readonly buffer BufBT { OPERAND BT[]; };
 #endif
+#ifdef OUT_BF16
+// C as bf16 (a KHR variant): the product rounded once to nearest even as it is stored, so that a tensor its next
+// kernels read at 2 bytes an element costs no fp32 copy and no conversion pass. Every fragment goes through the
+// staging area, in pairs of neighbours (one 32-bit store where the rows start even).
+#ifdef COOPMAT2
+#error "OUT_BF16 is built for the KHR variant only"
+#endif
+#include "bf16_bits.glsl"
+layout(std430, binding = 2) buffer BufC { uint16_t C16[]; };
+layout(std430, binding = 2) buffer BufCW { uint CW[]; };
+#define C_LOAD(i) uintBitsToFloat(uint(C16[i]) << 16)
+#define C_STORE(i, v) C16[i] = uint16_t(bf16_bits(v))
+#else
 layout(std430, binding = 2) buffer BufC { float C[]; };
+#endif
 
 layout(push_constant) uniform Push {
     uint M, N, K;
@@ -377,14 +391,44 @@ void main() {
                     // staging area, element by element. Every subgroup passes the same subgroup barriers whichever
                     // way its fragments go: lavapipe lost later fragments' stores when subgroups of one workgroup
                     // passed different numbers of them (docs/PERF.md).
+#ifdef OUT_BF16
+                    coopMatStore(acc[i * FRAGS_N + j], Cs, sg * TM * TN, TN, gl_CooperativeMatrixLayoutRowMajor);
+#else
                     const bool direct = plain && gr + TM <= p.M && gc + TN <= p.N;
                     if (direct) {
                         coopMatStore(acc[i * FRAGS_N + j], C, baseC + gr * p.ldc + gc, p.ldc, gl_CooperativeMatrixLayoutRowMajor);
                     } else {
                         coopMatStore(acc[i * FRAGS_N + j], Cs, sg * TM * TN, TN, gl_CooperativeMatrixLayoutRowMajor);
                     }
+#endif
                     subgroupMemoryBarrierShared();
                     subgroupBarrier();
+#ifdef OUT_BF16
+                    // Neighbours in pairs (TN is even), one loop kept rolled: unrolled for every fragment, the CPU
+                    // driver's compiler took minutes over it.
+                    const bool words = (p.ldc | baseC | gc) % 2 == 0;
+                    [[dont_unroll]] for (uint e = 2 * lane; e < TM * TN; e += 2 * gl_SubgroupSize) {
+                        const uint r = gr + e / TN;
+                        const uint c = gc + e % TN;
+                        if (r >= p.M || c >= p.N) {
+                            continue;
+                        }
+                        const uint at = baseC + r * p.ldc + c;
+                        vec2 v = alpha * vec2(Cs[sg * TM * TN + e], Cs[sg * TM * TN + e + 1]);
+                        if (words && c + 1 < p.N) {
+                            if (p.beta != 0.0) {
+                                const uint old = CW[at / 2];
+                                v += p.beta * vec2(uintBitsToFloat(old << 16), uintBitsToFloat(old & 0xFFFF0000u));
+                            }
+                            CW[at / 2] = bf16_bits(v.x) | bf16_bits(v.y) << 16;
+                        } else {
+                            C_STORE(at, p.beta == 0.0 ? v.x : v.x + p.beta * C_LOAD(at));
+                            if (c + 1 < p.N) {
+                                C_STORE(at + 1, p.beta == 0.0 ? v.y : v.y + p.beta * C_LOAD(at + 1));
+                            }
+                        }
+                    }
+#else
                     if (!direct) {
                         for (uint e = lane; e < TM * TN; e += gl_SubgroupSize) {
                             const uint r = gr + e / TN;
@@ -396,6 +440,7 @@ void main() {
                             }
                         }
                     }
+#endif
                     subgroupMemoryBarrierShared();
                     subgroupBarrier();
                 }

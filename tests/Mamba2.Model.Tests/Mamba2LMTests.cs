@@ -18,7 +18,7 @@ public class Mamba2LMTests(GpuFixture gpu)
     /// </summary>
     private static (double[] Logits, double Loss, Dictionary<string, double[]> Grads, Dictionary<string, double[]> TermScales) Reference(
         Mamba2LMConfig c, Dictionary<string, double[]> p, int[] ids, int b, int l, Func<double, double>? operand = null,
-        Func<double, double>? activation = null)
+        Func<double, double>? activation = null, Func<double, double>? inProjOutput = null)
     {
         // The rounding the products give the activations they multiply (Mamba2LayerReference.Operand): here the head's
         // rows and its logits gradient.
@@ -36,6 +36,7 @@ public class Mamba2LMTests(GpuFixture gpu)
             {
                 Operand = operand,
                 Activation = activation ?? (x => x),
+                InProjOutput = inProjOutput ?? (x => x),
             };
             layers.Add(layer);
             var n = RmsNormReference.Forward(h[i], p[$"backbone.layers.{i}.norm.weight"], null, c.NormEps, d, d, false);
@@ -181,8 +182,13 @@ public class Mamba2LMTests(GpuFixture gpu)
     }
 
     /// <summary>What the model's 16-bit activations do to a value (Mamba2Layer.ActivationType): bf16 rounding, or nothing.</summary>
-    private static Func<double, double> ModeActivation(Mamba2LM lm) =>
-        lm.Layers[0].Mixer.ActivationType == TensorDType.BF16 ? x => TensorCoreGemmTests.Round((float)x, GemmOperands.Bf16) : x => x;
+    private static Func<double, double> ModeActivation(Mamba2LM lm) => Bf16Where(lm.Layers[0].Mixer.ActivationType);
+
+    /// <summary>What storing in_proj's output does to a value (Mamba2Layer.InProjOutputType).</summary>
+    private static Func<double, double> ModeInProjOutput(Mamba2LM lm) => Bf16Where(lm.Layers[0].Mixer.InProjOutputType);
+
+    private static Func<double, double> Bf16Where(TensorDType dtype) =>
+        dtype == TensorDType.BF16 ? x => TensorCoreGemmTests.Round((float)x, GemmOperands.Bf16) : x => x;
 
     /// <summary>What a mode's products do to an operand: round it to bf16, or to f16 at its scale (fp32-fast).</summary>
     private static Func<double, double> ModeOperand(Precision precision) =>
@@ -222,7 +228,7 @@ public class Mamba2LMTests(GpuFixture gpu)
             var p = lm.Parameters.ToDictionary(q => q.Name, q => q.Value.ToArray().Select(x => (double)x).ToArray());
             // The float64 model rounds what the products round (their operands, once, to bf16 or to scaled f16): what
             // is left is the products' own error, not that of rounded activations carried through two layers.
-            var (_, loss, gRef, termScales) = Reference(config, p, ids, b, l, ModeOperand(precision), ModeActivation(lm));
+            var (_, loss, gRef, termScales) = Reference(config, p, ids, b, l, ModeOperand(precision), ModeActivation(lm), ModeInProjOutput(lm));
             var what = $"{precision.Name()}{(bf16ViaF16 ? " via f16" : "")} seed {seed}";
             var tolerance = precision.Tolerance();
             TestMath.AssertClose(acts.Loss!.Loss.ToArray(), [loss], tolerance, $"{what}: loss");
@@ -273,7 +279,7 @@ public class Mamba2LMTests(GpuFixture gpu)
         var p = lm.Parameters.ToDictionary(q => q.Name, q => q.Value.ToArray().Select(x => (double)x).ToArray());
         var (full, _, _, _) = Reference(config, p, ids, b, l, ModeOperand(precision));
         // The prefill is the chunked forward, whose SSD activations are bf16 in bf16 (the steps keep fp32 ones).
-        var (chunked, _, _, _) = Reference(config, p, ids, b, l, ModeOperand(precision), ModeActivation(lm));
+        var (chunked, _, _, _) = Reference(config, p, ids, b, l, ModeOperand(precision), ModeActivation(lm), ModeInProjOutput(lm));
         var (exact, _, _, _) = Reference(config, p, ids, b, l);
         double[] At(int t, double[]? of = null) => [.. Enumerable.Range(0, b).SelectMany(bi => (of ?? full).Skip((bi * l + t) * v).Take(v))];
         var head = Enumerable.Range(0, b).SelectMany(bi => ids.Skip(bi * l).Take(prompt)).ToArray();

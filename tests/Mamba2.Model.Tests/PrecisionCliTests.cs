@@ -88,6 +88,38 @@ public class PrecisionCliTests(GpuFixture gpu)
         }
     }
 
+    /// <summary>`bench gemm --out bf16`: a bf16 C from tensor-core KHR products, refused by reason with exit code 2 elsewhere.</summary>
+    [Fact]
+    public void BenchGemmWritesBf16OnTensorCoresOnly()
+    {
+        var (code, err) = Run("bench", "gemm", "--sizes", "8", "--precision", "fp32", "--out", "bf16");
+        Assert.Equal(2, code);
+        Assert.Contains("--out bf16: only tensor-core KHR products write a bf16 C; fp32 products write fp32", err);
+        (code, err) = Run("bench", "gemm", "--sizes", "8", "--operands", "f16", "--api", "nvcooperativematrix2", "--out", "bf16");
+        Assert.Equal(2, code);
+        Assert.Contains("the coopmat2 variant writes fp32", err);
+        if (PrecisionPolicy.WhyNot(gpu.Device, Precision.Bf16) is not null)
+        {
+            return;   // TheRunsPrecisionComesFirstAndBadOnesExitWithTwo holds a refused bf16 to its reason
+        }
+
+        var output = new StringWriter();
+        var previous = Console.Out;
+        Console.SetOut(output);
+        try
+        {
+            (code, err) = Run("bench", "gemm", "--sizes", "40x24x16", "--warmup", "0", "--repeats", "1", "--precision", "bf16", "--trans-b", "--out", "bf16");
+        }
+        finally
+        {
+            Console.SetOut(previous);
+        }
+
+        var writes = TensorCoreGemm.WritesBf16(gpu.Device, Precision.Bf16.Operands(gpu.Device));
+        Assert.True(code == (writes ? 0 : 2), err);
+        Assert.Contains(writes ? "GEMM, bf16 C" : "--out bf16", writes ? output.ToString() : err);
+    }
+
     /// <summary>`bench ssd --dtype bf16`: bf16 tensors in precision bf16, refused in any other with exit code 2.</summary>
     [Fact]
     public void BenchSsdTakesBf16TensorsInBf16Only()

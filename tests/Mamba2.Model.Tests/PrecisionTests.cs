@@ -66,6 +66,14 @@ public class PrecisionTests(GpuFixture gpu)
         using var u = Tensor.FromArray(Device, "u", TestMath.Uniform(rng, b * l * config.DModel, -1, 1), b, l, config.DModel);
         using var acts = layer.Forward(u);
         Assert.All(new[] { acts.X, acts.B, acts.C, acts.Ssd.Y }, t => Assert.Equal(expected, t.DType));
+
+        // in_proj's output (z, xBC, dt) too, written bf16 by the KHR product where it runs (this layer has no bias).
+        var projected = expected == TensorDType.BF16 && TensorCoreGemm.IsAvailable(Device, precision.Operands(Device), TensorCoreApi.Khr)
+            ? TensorDType.BF16
+            : TensorDType.F32;
+        Assert.Equal(projected, layer.InProjOutputType);
+        Assert.Equal(projected, acts.XBC.Tensor.DType);
+        Assert.Equal(TensorDType.F32, acts.Dt.DType);
     }
 
     [Theory]

@@ -46,6 +46,19 @@ internal static class BenchCommand
         DefaultValueFactory = _ => OperandStaging.Auto,
     };
 
+    private static readonly Option<string> Out = OutOption();
+
+    private static Option<string> OutOption()
+    {
+        var option = new Option<string>("--out")
+        {
+            DefaultValueFactory = _ => "f32",
+            Description = "C's type: f32, or bf16 (each element rounded once as it is stored; tensor-core KHR products, as a bf16 model's in_proj writes)",
+        };
+        option.AcceptOnlyFromAmong("f32", "bf16");
+        return option;
+    }
+
     private static readonly Option<string?> TensorTile = new("--tc-tile")
     {
         Description = "Tensor-core tile: BMxBNxBK/WMxWN (KHR; fragments of the device's shape) or BMxBNxBK (coopmat2), then /BUFFERS (1: one shared buffer instead of two); default chosen per device",
@@ -56,7 +69,7 @@ internal static class BenchCommand
         var bench = new Command("bench", "Benchmark with GPU timestamps (warm-up, median of many runs): with no verb, the suite of a preset (SSD causal and bidirectional, the naive composition, the layer, GEMM) against measured device ceilings");
         SuiteCommand.AddTo(bench);
         var gemm = CommonOptions.GpuCommand("gemm", "GEMM C = A B (fp32, or f16/bf16 operands on tensor cores): time, GFLOP/s and GB/s per size", RunGemm,
-            Sizes, Warmup, Repeats, TransA, TransB, Tile, Operands, Api, Staging, TensorTile);
+            Sizes, Warmup, Repeats, TransA, TransB, Tile, Operands, Api, Staging, TensorTile, Out);
         bench.Subcommands.Add(gemm);
         bench.Subcommands.Add(SsdBenchCommand.Create());
         bench.Subcommands.Add(TrainStepBenchCommand.Create());
@@ -111,13 +124,25 @@ internal static class BenchCommand
         }
 
         var api = result.GetValue(Api);
+        var outBf16 = result.GetValue(Out) == "bf16";
+        var whyNotBf16 = !outBf16 ? null
+            : operands == GemmOperands.Fp32 ? "fp32 products write fp32 (take --precision bf16 or fp32-fast)"
+            : api == TensorCoreApi.NvCooperativeMatrix2 ? "the coopmat2 variant writes fp32 (take --api khr or auto)"
+            : !TensorCoreGemm.WritesBf16(device, operands) ? $"{device.Name} or this build has no KHR {operands} product that writes one"
+            : null;
+        if (whyNotBf16 is not null)
+        {
+            Console.Error.WriteLine($"error: --out bf16: only tensor-core KHR products write a bf16 C; {whyNotBf16}");
+            return 2;
+        }
+
         if (operands != GemmOperands.Fp32 && !TensorCoreGemm.IsAvailable(device, operands, api))
         {
             Console.Error.WriteLine($"error: --operands {operands}: {string.Join("; ", TensorCoreGemm.Describe(device.Capabilities))}");
             return 2;
         }
 
-        var resolved = operands == GemmOperands.Fp32 ? api : TensorCoreGemm.Resolve(device.Capabilities, operands, api)!.Value;
+        var resolved = operands == GemmOperands.Fp32 ? api : outBf16 ? TensorCoreApi.Khr : TensorCoreGemm.Resolve(device.Capabilities, operands, api)!.Value;
         var staging = operands == GemmOperands.Fp32 ? OperandStaging.InKernel : TensorCoreGemm.ResolveStaging(device, operands, resolved, staged);
         TensorCoreTile? TensorTileFor(int m, int n) => result.GetValue(TensorTile) is { } text
             ? ParsedTile(text) with { Staging = staging }
@@ -134,20 +159,20 @@ internal static class BenchCommand
             }
         }
 
-        Console.WriteLine($"device: {device.Name} ({device.Info.DriverName}), {operands} GEMM, {warmup} warm-up + {repeats} timed runs");
+        Console.WriteLine($"device: {device.Name} ({device.Info.DriverName}), {operands} GEMM{(outBf16 ? ", bf16 C" : "")}, {warmup} warm-up + {repeats} timed runs");
         var table = new Table().AddColumns("M", "N", "K", "tile", "median ms", "min ms", "max ms", "GFLOP/s", "GB/s");
         var rng = new Random();
         foreach (var (m, n, k) in shapes)
         {
             using var a = Tensor.FromArray(device, "A", BenchInputs.Uniform(rng, (long)m * k, -1, 1), ta ? [k, m] : [m, k]);
             using var b = Tensor.FromArray(device, "B", BenchInputs.Uniform(rng, (long)k * n, -1, 1), tb ? [n, k] : [k, n]);
-            using var c = Tensor.Empty(device, "C", m, n);
+            using var c = Tensor.Empty(device, "C", outBf16 ? TensorDType.BF16 : TensorDType.F32, m, n);
             var chosen = operands == GemmOperands.Fp32 ? Choose(m, n) : (GemmTile?)null;
             var tensorTile = operands == GemmOperands.Fp32 ? null : TensorTileFor(m, n);
             var stats = GpuTiming.Measure(device,
                 s => Gemm.Run(a, b, c, ta, tb, stream: s, tile: chosen, operands: operands, api: resolved, tensorTile: tensorTile), warmup, repeats);
             var flops = 2.0 * m * n * k;
-            var bytes = 4.0 * ((double)m * k + (double)k * n + (double)m * n);
+            var bytes = 4.0 * ((double)m * k + (double)k * n) + (outBf16 ? 2.0 : 4.0) * m * n;
             table.AddRow($"{m}", $"{n}", $"{k}", $"{(object?)chosen ?? tensorTile}", $"{stats.MedianMs:F4}", $"{stats.MinMs:F4}", $"{stats.MaxMs:F4}",
                 $"{flops / stats.MedianMs / 1e6:F1}", $"{bytes / stats.MedianMs / 1e6:F1}");
         }

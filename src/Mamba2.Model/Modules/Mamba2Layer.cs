@@ -228,6 +228,16 @@ public sealed class Mamba2Layer : IDisposable
     public TensorDType ActivationType =>
         Precision == Precision.Bf16 && InProjWeight.Device.Capabilities.Storage16Bit ? TensorDType.BF16 : TensorDType.F32;
 
+    /// <summary>
+    /// What in_proj's output (z, xBC, dt; kept whole for the backward) is stored as: bf16 where the activations are
+    /// (mamba_ssm's in_proj returns bf16 under autocast), in_proj has no bias and the device's products write bf16
+    /// (<see cref="TensorCoreGemm.WritesBf16"/>); fp32 otherwise. Rounded once as the product is stored.
+    /// </summary>
+    public TensorDType InProjOutputType =>
+        ActivationType == TensorDType.BF16 && InProjBias is null && TensorCoreGemm.WritesBf16(InProjWeight.Device, Precision.Operands(InProjWeight.Device))
+            ? TensorDType.BF16
+            : TensorDType.F32;
+
     private SsdOptions SsdOptionsFor(Tensor D) => new()
     {
         ChunkSize = Config.ChunkSize,
@@ -275,8 +285,8 @@ public sealed class Mamba2Layer : IDisposable
             Shaders.RunIn(device, stream, st =>
             {
                 // in_proj's output is kept whole: the conv reads xBC and the norm z in place from it, forward and
-                // backward; only dt (a few columns) is copied out for the SSD.
-                var zxbcdt = acts.Keep(Tensor.Empty(device, "zxbcdt", b, l, c.DInProj));
+                // backward; only dt (a few columns) is copied out for the SSD (fp32, as mamba_ssm's kernels take it).
+                var zxbcdt = acts.Keep(Tensor.Empty(device, "zxbcdt", InProjOutputType, b, l, c.DInProj));
                 acts.InProjInput = input(acts, st);
                 Gemm.Run(acts.InProjInput, InProjWeight, zxbcdt.View(rows, c.DInProj), transposeB: true, stream: st, precision: Precision);
                 AddBias(st, zxbcdt.View(rows, c.DInProj), "in_proj.bias");

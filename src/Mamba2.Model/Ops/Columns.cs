@@ -10,7 +10,10 @@ public static class Columns
     [StructLayout(LayoutKind.Sequential)]
     private readonly record struct Push(uint Rows, uint Width, uint SrcCols, uint SrcCol, uint DstCols, uint DstCol);
 
-    /// <summary>dst[..., dstCol + j] = src[..., srcCol + j] for j &lt; width; leading dimensions flattened, equal in both.</summary>
+    /// <summary>
+    /// dst[..., dstCol + j] = src[..., srcCol + j] for j &lt; width; leading dimensions flattened, equal in both. src
+    /// may be bf16 (in_proj's output in bf16; widened exactly), dst is float32.
+    /// </summary>
     public static void Copy(Tensor src, int srcCol, Tensor dst, int dstCol, int width, CommandStream? stream = null)
     {
         const string op = "Columns.Copy";
@@ -20,7 +23,7 @@ public static class Columns
         Shaders.EnsureBindable(op, src, dst);
         var device = src.Device;
         var words = (width | sc | srcCol | dc | dstCol) % 4 == 0;   // 16-byte moves where every row stays aligned
-        Record(device, stream, Shaders.CopyColumns, words, src, srcCol, dc, dstCol, width, dst.Buffer);
+        Record(device, stream, Shaders.CopyColumnsOf(src.DType == TensorDType.BF16, bf16Dst: false), words, src, srcCol, dc, dstCol, width, dst.Buffer);
     }
 
     /// <summary>
@@ -37,7 +40,7 @@ public static class Columns
         var device = src.Device;
 
         var words = (dst.Width | src.Shape[^1] | srcCol) % 4 == 0;
-        Record(device, stream, Shaders.CopyColumnsOutBf16, words, src, srcCol, dst.Stride, dst.Start, dst.Width, dst.Words);
+        Record(device, stream, Shaders.CopyColumnsOf(src.DType == TensorDType.BF16, bf16Dst: true), words, src, srcCol, dst.Stride, dst.Start, dst.Width, dst.Words);
     }
 
     private static void Check(string op, Tensor src, int srcCol, long dstRows, int dc, int dstCol, int width, string dstName)
@@ -62,7 +65,7 @@ public static class Columns
         var local = Shaders.Local1D(device);
         Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(kernel, new CopyColumnsSpec(local, words)),
             (Shaders.Groups1D(device, rows * width / (words ? 4 : 1), local), 1, 1), new Push((uint)rows, (uint)width, (uint)sc, (uint)srcCol, (uint)dc, (uint)dstCol),
-            src.Buffer, dst));
+            Shaders.Slice(src, 0, src.Length, src.DType == TensorDType.BF16), dst));
     }
 
     /// <summary>

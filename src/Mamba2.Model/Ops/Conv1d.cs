@@ -76,17 +76,19 @@ public static class Conv1d
         var (b, l, c, k) = Validate(op, x, weight, bias);
         var (split1, split2) = Parts(op, "outputs", outputs, x.Tensor, b, l, c);
         var bf16 = outputs[0].DType == TensorDType.BF16;   // the outputs written as bf16 (the SSD's x, B and C as bf16 tensors)
+        var bf16X = x.Tensor.DType == TensorDType.BF16;    // x read as bf16 (in_proj's output in bf16)
         var device = x.Tensor.Device;
         var local = Shaders.Local1D(device);
-        var kernel = device.GetKernel(bf16 ? Shaders.Conv1dBf16 : Shaders.Conv1d, new Conv1dSpec(local, (uint)k, silu));
+        var kernel = device.GetKernel(Shaders.Conv1dOf(bf16, bf16X), new Conv1dSpec(local, (uint)k, silu));
         long[] outputElements = [.. outputs.Select(o => (long)l * o.Shape[2])];
         Shaders.RunIn(device, stream, st =>
         {
-            foreach (var pc in Shaders.Pieces(device, op, b, [(long)l * x.Stride, .. outputElements], perBatchHalves: bf16 ? outputElements : null))
+            foreach (var pc in Shaders.Pieces(device, op, b, [(long)l * x.Stride, .. outputElements],
+                         perBatchHalves: [.. bf16X ? [(long)l * x.Stride] : Array.Empty<long>(), .. bf16 ? outputElements : []]))
             {
                 st.Dispatch(kernel, (Shaders.Groups1D(device, pc.Count * ((l + ForwardBlockRows - 1) / ForwardBlockRows) * c, local), 1, 1),
                     new Push((uint)pc.Count, (uint)l, (uint)c, Left(padding, k), bias is null ? 0u : 1u, ForwardBlockRows, (uint)x.Stride, (uint)x.Start, split1, split2),
-                    pc.Of(x.Tensor), weight.Buffer, (bias ?? weight).Buffer, pc.Of(outputs[0], bf16), pc.Of(outputs[Math.Min(1, outputs.Count - 1)], bf16),
+                    pc.Of(x.Tensor, bf16X), weight.Buffer, (bias ?? weight).Buffer, pc.Of(outputs[0], bf16), pc.Of(outputs[Math.Min(1, outputs.Count - 1)], bf16),
                     pc.Of(outputs[^1], bf16));
             }
         });
@@ -117,6 +119,10 @@ public static class Conv1d
         {
             ExpectColumns(op, "dx", into, b, l, c);
             ShapeOps.ExpectSameDevice(op, x.Tensor, into.Tensor);
+            if (into.Tensor.DType != TensorDType.F32)
+            {
+                throw new ArgumentException($"{op}: dx goes into columns of a float32 tensor, not {into.Tensor} (bf16 gradients go to packed operands).", nameof(dxInto));
+            }
         }
 
         if (dxPacked is { } packed)
@@ -146,7 +152,8 @@ public static class Conv1d
             var push = (Piece pc) => new BwdPush((uint)pc.Count, (uint)l, (uint)c, Left(padding, k), bias is null ? 0u : 1u, BlockRows,
                 (uint)x.Stride, (uint)x.Start, (uint)(dxPacked?.Stride ?? dx.Stride), (uint)(dxPacked is { } pk ? pk.Start + (pc.First * l * pk.Stride) : dx.Start), split1, split2);
             var bf16 = dy[0].DType == TensorDType.BF16;   // dy's parts read as bf16 (the SSD's dx, dB and dC on bf16 tensors)
-            var kernel = Shaders.Conv1dBwdOf(bf16, dxPacked is not null);
+            var bf16X = x.Tensor.DType == TensorDType.BF16;   // x read as bf16 (in_proj's output in bf16)
+            var kernel = Shaders.Conv1dBwdOf(bf16, dxPacked is not null, bf16X);
             long[] dyElements = [.. dy.Select(d => (long)l * d.Shape[2])];
             Shaders.RunIn(device, stream, st =>
             {
@@ -156,10 +163,10 @@ public static class Conv1d
                 }
 
                 foreach (var pc in Shaders.Pieces(device, op, b, [(long)l * x.Stride, (long)l * dx.Stride, (long)blocks * c * k, .. dyElements],
-                             perBatchHalves: bf16 ? dyElements : null))
+                             perBatchHalves: [.. bf16X ? [(long)l * x.Stride] : Array.Empty<long>(), .. bf16 ? dyElements : []]))
                 {
                     st.Dispatch(device.GetKernel(kernel, new Conv1dBwdSpec(local, (uint)k, silu)), (Shaders.Groups1D(device, pc.Count * blocks * c, local), 1, 1),
-                        push(pc), pc.Of(dy[0], bf16), pc.Of(x.Tensor), weight.Buffer, (bias ?? weight).Buffer, dxPacked?.Words ?? pc.Of(dx.Tensor), pc.Of(dwPart), pc.Of(dbPart),
+                        push(pc), pc.Of(dy[0], bf16), pc.Of(x.Tensor, bf16X), weight.Buffer, (bias ?? weight).Buffer, dxPacked?.Words ?? pc.Of(dx.Tensor), pc.Of(dwPart), pc.Of(dbPart),
                         pc.Of(dy[Math.Min(1, dy.Count - 1)], bf16), pc.Of(dy[^1], bf16));
                 }
 

@@ -42,7 +42,8 @@ public static class Gemm
     /// <paramref name="precision"/> is the policy's name for the same choice (fp32-fast: f16 operands converted
     /// and scaled first; bf16: bf16 operands), what modules pass. <paramref name="a"/> and <paramref name="b"/> may
     /// be <see cref="PackedOperand"/>s of the same operand type (<see cref="Pack"/>): the product then reads them as
-    /// they are, and converts only an fp32 tensor given beside one.
+    /// they are, and converts only an fp32 tensor given beside one. <paramref name="c"/> may be a bf16 tensor for a
+    /// tensor-core product (KHR; <see cref="TensorCoreGemm.WritesBf16"/>): each element is the fp32 sum rounded once.
     /// </summary>
     public static void Run(GemmInput a, GemmInput b, Tensor c, bool transposeA = false, bool transposeB = false,
         float alpha = 1f, float beta = 0f, CommandStream? stream = null, GemmTile? tile = null,
@@ -74,6 +75,11 @@ public static class Gemm
                     ? $"{op}: {name} ({packed}) is packed for tensor cores; an fp32 product takes the fp32 tensor."
                     : $"{op}: {name} ({packed}) is packed as {packed.Operands}; this product takes {operands} operands.", name);
             }
+        }
+
+        if (c.DType != TensorDType.F32 && operands == GemmOperands.Fp32)
+        {
+            throw new ArgumentException($"{op}: {c} is {c.DType.Name()}; only tensor-core products (precision fp32-fast or bf16) write bf16.", nameof(c));
         }
 
         if (operands != GemmOperands.Fp32)

@@ -171,12 +171,13 @@ public static class RmsNorm
         }
 
         var bf16 = x.DType == TensorDType.BF16;   // x read as bf16 (the SSD's y on bf16 tensors)
-        var kernel = device.GetKernel(bf16 ? Shaders.RmsNormBf16 : Shaders.RmsNorm, new RmsNormSpec(local, per, pack));
+        var bf16Z = z?.Tensor.DType == TensorDType.BF16;   // z read as bf16 (in_proj's output in bf16)
+        var kernel = device.GetKernel(Shaders.RmsNormOf(bf16, bf16Z), new RmsNormSpec(local, per, pack));
         var flags = Flags(z, normBeforeGate) | (residual is null ? 0u : 4u);
         var yPerRow = pack ? dim / 2 : dim;   // y's 4-byte elements a row: floats, or words of two bf16
         Shaders.RunIn(device, stream, st =>
         {
-            foreach (var (first, count) in RowPieces(device, "RmsNorm", rows, dim, groups, 1, bf16, z?.Stride ?? dim, yPerRow))
+            foreach (var (first, count) in RowPieces(device, "RmsNorm", rows, dim, groups, 1, bf16, bf16Z ? z!.Value.Stride : null, z?.Stride ?? dim, yPerRow))
             {
                 var xRows = Shaders.Slice(x, first * dim, count * dim, bf16);
                 var yRows = new BufferBinding(y, (ulong)(first * yPerRow * 4), (ulong)(count * yPerRow * 4));
@@ -254,6 +255,7 @@ public static class RmsNorm
         ShapeOps.ExpectSameDevice(op, dy, x, rstd);
         var device = x.Device;
         var bf16 = x.DType == TensorDType.BF16;   // x read and dx written as bf16 (the SSD's y and its gradient)
+        var bf16Z = z?.Tensor.DType == TensorDType.BF16;   // z read as bf16 (in_proj's output in bf16)
         CheckNoResidualOnBf16(op, x, residual is not null);
 
         if (dy.DType != TensorDType.F32)
@@ -281,7 +283,8 @@ public static class RmsNorm
                     st.Own(t);
                 }
 
-                foreach (var (first, count) in RowPieces(device, op, rows, dim, groups, blockRows, bf16, z?.Stride ?? dim, dzInto?.Stride ?? dim))
+                foreach (var (first, count) in RowPieces(device, op, rows, dim, groups, blockRows, bf16, bf16Z ? z!.Value.Stride : null, z?.Stride ?? dim,
+                             dzInto?.Stride ?? dim))
                 {
                     BufferBinding Rows(Tensor t) => Shaders.Slice(t, first * dim, count * dim, t.DType == TensorDType.BF16);
                     // A packed dz is bound whole: its piece's first row is in the start column (16-bit offsets need not align).
@@ -293,7 +296,7 @@ public static class RmsNorm
                         Shaders.Slice(rstd, first * groups, count * groups), Rows(grads.Dx),
                         dzPacked?.Words ?? (dz is { } dzv ? RowsOf(dzv, first, count) : Rows(dy)), Shaders.Slice(dwPart, first / blockRows * dim, pieceUnits * dim),
                         Rows(residual ?? dy)];
-                    var kernel = Shaders.RmsNormBwdOf(bf16, dzPacked is not null);
+                    var kernel = Shaders.RmsNormBwdOf(bf16, dzPacked is not null, bf16Z);
                     if (form.Fused)
                     {
                         st.Dispatch(device.GetKernel(kernel, new RmsNormBwdSpec(local, RmsNormBwdMode.Fused, per)),
@@ -322,7 +325,8 @@ public static class RmsNorm
     private static uint Flags(ColumnView? z, bool normBeforeGate) => (z is null ? 0u : 1u) | (z is not null && normBeforeGate ? 2u : 0u);
 
     /// <summary>Rows [first, first + count) of a column view: its tensor's whole rows (the kernel adds the start column).</summary>
-    private static BufferBinding RowsOf(ColumnView v, long first, long count) => Shaders.Slice(v.Tensor, first * v.Stride, count * v.Stride);
+    private static BufferBinding RowsOf(ColumnView v, long first, long count) =>
+        Shaders.Slice(v.Tensor, first * v.Stride, count * v.Stride, v.Tensor.DType == TensorDType.BF16);
 
     /// <summary>A view with x's rows, <paramref name="dim"/> columns wide.</summary>
     private static void ExpectRowsOf(string op, string name, ColumnView v, Tensor x, int dim)
@@ -353,15 +357,17 @@ public static class RmsNorm
 
     /// <summary>
     /// Row ranges bound together: whole blocks of <paramref name="blockRows"/> rows (the weight-gradient partials stay
-    /// aligned), sized and aligned for x's rows and for the rows of the column views' tensors (<paramref name="viewStrides"/>).
+    /// aligned), sized and aligned for x's rows and for the rows of the column views' tensors (<paramref name="viewStrides"/>);
+    /// <paramref name="bf16Rows"/>: x's rows are bound as 16-bit elements, <paramref name="bf16ViewStride"/>: so are a
+    /// view's rows of that stride (a bf16 z).
     /// </summary>
     private static IEnumerable<(long First, long Count)> RowPieces(GpuDevice device, string op, long rows, int dim, int groups, int blockRows,
-        bool bf16Rows, params int[] viewStrides)
+        bool bf16Rows, int? bf16ViewStride, params int[] viewStrides)
     {
         var units = (rows + blockRows - 1) / blockRows;
         long[] perUnit = [(long)blockRows * dim, (long)blockRows * groups, .. viewStrides.Select(v => (long)blockRows * v)];
-        foreach (var (first, count) in Shaders.BatchPieces(device, op, units, perUnit, OpTuning.Of(device).MaxBindingBytes,
-                     bf16Rows ? [(long)blockRows * dim] : null))
+        long[] halves = [.. bf16Rows ? [(long)blockRows * dim] : Array.Empty<long>(), .. bf16ViewStride is { } vs ? [(long)blockRows * vs] : Array.Empty<long>()];
+        foreach (var (first, count) in Shaders.BatchPieces(device, op, units, perUnit, OpTuning.Of(device).MaxBindingBytes, halves))
         {
             var firstRow = first * blockRows;
             yield return (firstRow, Math.Min(count * blockRows, rows - firstRow));

@@ -18,23 +18,28 @@ internal static class Shaders
 
     // One source per variant, made once: a source caches its SPIR-V interface, which every dispatch's pipeline
     // lookup reads.
-    private static readonly Dictionary<(GemmOperands, TensorCoreApi, bool), KernelSource<GemmCoopmatSpec>> CoopmatVariants =
+    private static readonly Dictionary<(GemmOperands, TensorCoreApi, bool, bool), KernelSource<GemmCoopmatSpec>> CoopmatVariants =
         (from operands in new[] { GemmOperands.F16, GemmOperands.Bf16 }
          from api in new[] { TensorCoreApi.Khr, TensorCoreApi.NvCooperativeMatrix2 }
          from input16 in new[] { false, true }
+         from outBf16 in new[] { false, true }
          let f16 = operands == GemmOperands.F16
          let cm2 = api == TensorCoreApi.NvCooperativeMatrix2
-         select (Key: (operands, api, input16), Source: new KernelSource<GemmCoopmatSpec>(Self,
-             $"shaders/tc/gemm_{(cm2 ? "coopmat2" : "coopmat")}_{(f16 ? "f16" : "bf16")}{(input16 ? "_in16" : "")}.spv",
+         where !(cm2 && outBf16)
+         select (Key: (operands, api, input16, outBf16), Source: new KernelSource<GemmCoopmatSpec>(Self,
+             $"shaders/tc/gemm_{(cm2 ? "coopmat2" : "coopmat")}_{(f16 ? "f16" : "bf16")}{(input16 ? "_in16" : "")}{(outBf16 ? "_obf16" : "")}.spv",
              ShaderFeatures.KhrCooperativeMatrix | (cm2 ? ShaderFeatures.NvCooperativeMatrix2 : 0) | (f16 ? 0 : ShaderFeatures.Bfloat16))))
         .ToDictionary(v => v.Key, v => v.Source);
 
     /// <summary>
-    /// Tensor-core GEMM variants (shaders/tc/gemm_coopmat.comp), by operand type (f16, bf16), API (KHR, NV coopmat2)
-    /// and whether A and B are fp32 (rounded as they are staged) or already 16-bit operands (INPUT16).
+    /// Tensor-core GEMM variants (shaders/tc/gemm_coopmat.comp), by operand type (f16, bf16), API (KHR, NV coopmat2),
+    /// whether A and B are fp32 (rounded as they are staged) or already 16-bit operands (INPUT16), and whether C is
+    /// bf16 (OUT_BF16: KHR only).
     /// </summary>
-    public static KernelSource<GemmCoopmatSpec> GemmCoopmat(GemmOperands operands, TensorCoreApi api, bool input16 = false) =>
-        CoopmatVariants[(operands.Kernel(), api, input16)];
+    public static KernelSource<GemmCoopmatSpec> GemmCoopmat(GemmOperands operands, TensorCoreApi api, bool input16 = false, bool outBf16 = false) =>
+        CoopmatVariants.TryGetValue((operands.Kernel(), api, input16, outBf16), out var source)
+            ? source
+            : throw new ArgumentException($"the {api} tensor-core GEMM writes float32 C only", nameof(outBf16));
 
     private static readonly GemmOperands[] SsdOperands = [GemmOperands.F16, GemmOperands.Bf16, GemmOperands.Bf16ViaF16];
 
@@ -153,49 +158,32 @@ internal static class Shaders
 
     public static readonly KernelSource<ChunkScanBidirSpec> ChunkScanBidir = Source<ChunkScanBidirSpec>("ssd/chunk_scan_bidir");
 
-    public static readonly KernelSource<Conv1dSpec> Conv1d = Source<Conv1dSpec>("nn/conv1d");
+    // Kernels built a second time for 16-bit tensors, by the defines their names carry: OUT_BF16 ("_out_bf16": an
+    // output stored as the products' bf16 operands), TENSORS_BF16 ("_bf16": the SSD's activations and their
+    // gradients), IN_BF16 ("_in_bf16": columns read in place from the fused projection's output). One source per
+    // variant, made the first time it is asked for.
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, object> Variants = new();
 
-    /// <summary>conv1d writing bf16 outputs (the SSD's x, B and C as bf16 tensors).</summary>
-    public static readonly KernelSource<Conv1dSpec> Conv1dBf16 = Source<Conv1dSpec>("nn/conv1d_bf16");
+    private static KernelSource<TSpec> Variant<TSpec>(string name, bool outBf16 = false, bool tensorsBf16 = false, bool inBf16 = false)
+        where TSpec : struct, ISpecialization =>
+        (KernelSource<TSpec>)Variants.GetOrAdd(
+            $"{name}{(outBf16 ? "_out_bf16" : "")}{(tensorsBf16 ? "_bf16" : "")}{(inBf16 ? "_in_bf16" : "")}", n => Source<TSpec>(n));
 
-    public static readonly KernelSource<Conv1dBwdSpec> Conv1dBwd = Source<Conv1dBwdSpec>("nn/conv1d_bwd");
+    /// <summary>conv1d (nn/conv1d.comp): its outputs bf16 (the SSD's x, B and C as bf16 tensors) and x bf16 (in_proj's output) where asked.</summary>
+    public static KernelSource<Conv1dSpec> Conv1dOf(bool bf16Outputs, bool bf16X) =>
+        Variant<Conv1dSpec>("nn/conv1d", tensorsBf16: bf16Outputs, inBf16: bf16X);
 
-    /// <summary>conv1d_bwd with dx stored as bf16 bits (<see cref="PackedColumns"/>).</summary>
-    public static readonly KernelSource<Conv1dBwdSpec> Conv1dBwdOutBf16 = Source<Conv1dBwdSpec>("nn/conv1d_bwd_out_bf16");
+    /// <summary>conv1d_bwd: bf16 dy parts, dx stored as bf16 bits (<see cref="PackedColumns"/>), a bf16 x, where asked.</summary>
+    public static KernelSource<Conv1dBwdSpec> Conv1dBwdOf(bool bf16Dy, bool packedDx, bool bf16X) =>
+        Variant<Conv1dBwdSpec>("nn/conv1d_bwd", outBf16: packedDx, tensorsBf16: bf16Dy, inBf16: bf16X);
 
-    /// <summary>conv1d_bwd reading bf16 dy parts, dx fp32 or (<paramref name="packedDx"/>) as bf16 bits.</summary>
-    public static KernelSource<Conv1dBwdSpec> Conv1dBwdOf(bool bf16Dy, bool packedDx) => (bf16Dy, packedDx) switch
-    {
-        (false, false) => Conv1dBwd,
-        (false, true) => Conv1dBwdOutBf16,
-        (true, false) => Conv1dBwdBf16,
-        (true, true) => Conv1dBwdOutBf16Bf16,
-    };
+    /// <summary>rmsnorm on a bf16 x (the SSD's y on bf16 tensors) and a bf16 z (in_proj's output) where asked.</summary>
+    public static KernelSource<RmsNormSpec> RmsNormOf(bool bf16X, bool bf16Z) =>
+        Variant<RmsNormSpec>("nn/rmsnorm", tensorsBf16: bf16X, inBf16: bf16Z);
 
-    private static readonly KernelSource<Conv1dBwdSpec> Conv1dBwdBf16 = Source<Conv1dBwdSpec>("nn/conv1d_bwd_bf16");
-    private static readonly KernelSource<Conv1dBwdSpec> Conv1dBwdOutBf16Bf16 = Source<Conv1dBwdSpec>("nn/conv1d_bwd_out_bf16_bf16");
-
-    public static readonly KernelSource<RmsNormSpec> RmsNorm = Source<RmsNormSpec>("nn/rmsnorm");
-
-    /// <summary>rmsnorm on a bf16 x (the SSD's y on bf16 tensors).</summary>
-    public static readonly KernelSource<RmsNormSpec> RmsNormBf16 = Source<RmsNormSpec>("nn/rmsnorm_bf16");
-
-    public static readonly KernelSource<RmsNormBwdSpec> RmsNormBwd = Source<RmsNormBwdSpec>("nn/rmsnorm_bwd");
-
-    /// <summary>rmsnorm_bwd with dz stored as bf16 bits (<see cref="PackedColumns"/>).</summary>
-    public static readonly KernelSource<RmsNormBwdSpec> RmsNormBwdOutBf16 = Source<RmsNormBwdSpec>("nn/rmsnorm_bwd_out_bf16");
-
-    /// <summary>rmsnorm_bwd on a bf16 x writing a bf16 dx, dz fp32 or (<paramref name="packedDz"/>) as bf16 bits.</summary>
-    public static KernelSource<RmsNormBwdSpec> RmsNormBwdOf(bool bf16X, bool packedDz) => (bf16X, packedDz) switch
-    {
-        (false, false) => RmsNormBwd,
-        (false, true) => RmsNormBwdOutBf16,
-        (true, false) => RmsNormBwdBf16,
-        (true, true) => RmsNormBwdOutBf16Bf16,
-    };
-
-    private static readonly KernelSource<RmsNormBwdSpec> RmsNormBwdBf16 = Source<RmsNormBwdSpec>("nn/rmsnorm_bwd_bf16");
-    private static readonly KernelSource<RmsNormBwdSpec> RmsNormBwdOutBf16Bf16 = Source<RmsNormBwdSpec>("nn/rmsnorm_bwd_out_bf16_bf16");
+    /// <summary>rmsnorm_bwd: a bf16 x (dx written bf16), dz stored as bf16 bits (<see cref="PackedColumns"/>), a bf16 z, where asked.</summary>
+    public static KernelSource<RmsNormBwdSpec> RmsNormBwdOf(bool bf16X, bool packedDz, bool bf16Z) =>
+        Variant<RmsNormBwdSpec>("nn/rmsnorm_bwd", outBf16: packedDz, tensorsBf16: bf16X, inBf16: bf16Z);
 
     /// <summary>fp32 to bf16 tensors and back (Tensor.DType; 16-bit storage).</summary>
     public static readonly KernelSource<ConvertSpec> Convert = Source<ConvertSpec>("nn/convert");
@@ -210,10 +198,9 @@ internal static class Shaders
 
     public static readonly KernelSource<NoSpecialization> GradNorm = Source<NoSpecialization>("nn/grad_norm");
 
-    public static readonly KernelSource<CopyColumnsSpec> CopyColumns = Source<CopyColumnsSpec>("nn/copy_columns");
-
-    /// <summary>copy_columns into bf16 bits (<see cref="PackedColumns"/>).</summary>
-    public static readonly KernelSource<CopyColumnsSpec> CopyColumnsOutBf16 = Source<CopyColumnsSpec>("nn/copy_columns_out_bf16");
+    /// <summary>copy_columns from bf16 columns (in_proj's output) and into bf16 bits (<see cref="PackedColumns"/>) where asked.</summary>
+    public static KernelSource<CopyColumnsSpec> CopyColumnsOf(bool bf16Src, bool bf16Dst) =>
+        Variant<CopyColumnsSpec>("nn/copy_columns", outBf16: bf16Dst, inBf16: bf16Src);
 
     public static readonly KernelSource<LocalSize> NegExp = Source<LocalSize>("nn/neg_exp");
 

@@ -211,13 +211,35 @@ public static class TensorCoreGemm
             : null;
     }
 
+    /// <summary>
+    /// Whether a product with these operands can write a bf16 C on <paramref name="device"/> (the KHR variant's
+    /// OUT_BF16 build, chosen or tuned; 16-bit storage): what a module asks before it makes a bf16 output.
+    /// </summary>
+    public static bool WritesBf16(GpuDevice device, GemmOperands operands) =>
+        device.Capabilities.Storage16Bit && Requested(device, TensorCoreApi.Auto) != TensorCoreApi.NvCooperativeMatrix2
+        && Resolve(device.Capabilities, operands, TensorCoreApi.Khr) is not null
+        && Shaders.GemmCoopmat(operands, TensorCoreApi.Khr, ResolveStaging(device, operands, TensorCoreApi.Khr, OperandStaging.Auto) == OperandStaging.Converted,
+            outBf16: true).WhyNotRunnable(device.Capabilities) is null;
+
     internal static void Run(GemmInput a, GemmInput b, Tensor c, int m, int n, int k, int batch, bool batched,
         bool transposeA, bool transposeB, float alpha, float beta, GemmOperands operands, TensorCoreApi api,
         CommandStream? stream, TensorCoreTile? tile, OperandStaging staging = OperandStaging.Auto)
     {
         const string op = "Gemm";
         var device = c.Device;
+        var outBf16 = c.DType == TensorDType.BF16;
         api = Requested(device, api);
+        if (outBf16)
+        {
+            // The bf16 epilogue is the KHR variant's: an Auto choice takes KHR, an explicit coopmat2 one is refused.
+            if ((tile?.Api ?? api) == TensorCoreApi.NvCooperativeMatrix2)
+            {
+                throw new ArgumentException($"{op}: {c} is bf16, which only the KHR tensor-core variant writes; {TensorCoreApi.NvCooperativeMatrix2} was asked for.", nameof(c));
+            }
+
+            api = TensorCoreApi.Khr;
+        }
+
         if (WhyNot(device, operands, tile?.Api ?? api, tile?.Staging ?? staging) is { } why)
         {
             throw new MissingFeatureException(why + ".");
@@ -228,11 +250,18 @@ public static class TensorCoreGemm
         var t = tile ?? Tuned(device, operands, resolved, resolvedStaging) ?? ChooseTile(device.Capabilities, operands, resolved, m, n, resolvedStaging)!;
         Validate(device.Capabilities, t, transposeA, transposeB);
         var converted = t.Staging == OperandStaging.Converted;
-        var kernel = device.GetKernel(Shaders.GemmCoopmat(operands, resolved, converted), t.Specialization(transposeA, transposeB));
+        var source = Shaders.GemmCoopmat(operands, resolved, converted, outBf16);
+        if (outBf16 && source.WhyNotRunnable(device.Capabilities) is { } whyNot)
+        {
+            throw new MissingFeatureException($"{op} writing bf16 {c.Name}: {whyNot}.");
+        }
+
+        var kernel = device.GetKernel(source, t.Specialization(transposeA, transposeB));
         int Dim(GemmInput x, int i) => x.Shaped.Shape[batched ? i + 1 : i];
         var (groups, push) = Gemm.Launch(device, t.BM, t.BN, m, n, k, batch, batched, Dim(a, 1), Dim(b, 1), alpha, beta);
         var tiles = (long)((m + t.BM - 1) / t.BM) * ((n + t.BN - 1) / t.BN);
-        var splits = batched || beta != 0f ? 1 : OpTuning.Of(device).GemmSplitK is { } forced ? UsableSplits(forced, k, t.BK) : SplitsFor(tiles, k, t.BK);
+        // A bf16 C is written once, rounded from the whole sum: no split K (its partials would be summed in fp32 first).
+        var splits = batched || beta != 0f || outBf16 ? 1 : OpTuning.Of(device).GemmSplitK is { } forced ? UsableSplits(forced, k, t.BK) : SplitsFor(tiles, k, t.BK);
         if ((ulong)splits * (ulong)m * (ulong)n * sizeof(float) > device.Capabilities.MaxStorageBufferRange)
         {
             splits = 1;   // the partials would not fit one binding
@@ -259,7 +288,8 @@ public static class TensorCoreGemm
         Shaders.EnsureBindable(op, a.Tensor, b.Tensor, c);
         Shaders.RunIn(device, stream, s =>
         {
-            var output = splits > 1 ? s.Own(device.CreateBuffer<float>((long)splits * m * n, "gemm.split_k_partials")) : c.Buffer;
+            var partials = splits > 1 ? s.Own(device.CreateBuffer<float>((long)splits * m * n, "gemm.split_k_partials")) : null;
+            BufferBinding output = partials ?? Shaders.Slice(c, 0, c.Length, outBf16);
             if (!converted)
             {
                 s.Dispatch(kernel, groups, push, a.Tensor!.Buffer, b.Tensor!.Buffer, output);
@@ -273,9 +303,9 @@ public static class TensorCoreGemm
                 s.Dispatch(kernel, groups, push, a16, b16, output, scales);
             }
 
-            if (splits > 1)
+            if (partials is not null)
             {
-                Reductions.Sum(s, output, c.Buffer, (uint)splits, (uint)((long)m * n));
+                Reductions.Sum(s, partials, c.Buffer, (uint)splits, (uint)((long)m * n));
             }
         });
     }

@@ -30,6 +30,12 @@ public sealed class Mamba2LayerReference(Mamba2Config c, IReadOnlyDictionary<str
     /// </summary>
     public Func<double, double> Activation { get; init; } = v => v;
 
+    /// <summary>
+    /// The rounding of in_proj's output (z, xBC and dt) as the GPU stores it (Mamba2Layer.InProjOutputType: in bf16,
+    /// rounded once to bf16 from the fp32 sum; the identity otherwise).
+    /// </summary>
+    public Func<double, double> InProjOutput { get; init; } = v => v;
+
     private double[] Stored(double[] a) => a.Select(Activation).ToArray();
 
     private double[] Operands(double[] a) => a.Select(Operand).ToArray();
@@ -96,7 +102,7 @@ public sealed class Mamba2LayerReference(Mamba2Config c, IReadOnlyDictionary<str
 
     private Saved Run(double[] u)
     {
-        var zx = MatMulT(Operands(u), p["in_proj.weight"], Rows, c.DModel, c.DInProj);
+        var zx = MatMulT(Operands(u), p["in_proj.weight"], Rows, c.DModel, c.DInProj).Select(InProjOutput).ToArray();
         var z = Cols(zx, Rows, c.DInProj, 0, c.DInner);
         var xbc = Cols(zx, Rows, c.DInProj, c.DInner, c.ConvDim);
         var dt = Cols(zx, Rows, c.DInProj, c.DInner + c.ConvDim, c.NHeads);
