@@ -16,7 +16,7 @@ public class Bf16ActivationOpsTests(GpuFixture gpu)
 {
     private GpuDevice Device => gpu.Device;
 
-    private static double[] Widen(float[] a) => Array.ConvertAll(a, v => (double)v);
+    internal static double[] Widen(float[] a) => Array.ConvertAll(a, v => (double)v);
 
     [Theory]
     [InlineData(2, 37, new[] { 24, 8, 8 }, 4, Conv1dPadding.Causal)]
@@ -141,7 +141,8 @@ public class Bf16ActivationOpsTests(GpuFixture gpu)
         }
     }
 
-    private static T[] Columns<T>(T[] rowMajor, int rows, int cols, int start, int width)
+    /// <summary>Columns [start, start + width) of a row-major (rows, cols) array.</summary>
+    internal static T[] Columns<T>(T[] rowMajor, int rows, int cols, int start, int width)
     {
         var result = new T[rows * width];
         for (var r = 0; r < rows; r++)

@@ -16,8 +16,6 @@ public class InProjBf16OpsTests(GpuFixture gpu)
 {
     private GpuDevice Device => gpu.Device;
 
-    private static double[] Widen(float[] a) => Array.ConvertAll(a, v => (double)v);
-
     /// <summary>Whether bf16 tensors and packed columns can be made here; where not, asserts the refusal.</summary>
     private bool Bf16Runs()
     {
@@ -66,7 +64,7 @@ public class InProjBf16OpsTests(GpuFixture gpu)
             ? [Tensor.Empty(Device, "y", b, l, c)]
             : widths.Select((wd, i) => Tensor.Empty(Device, $"y{i}", TensorDType.BF16, b, l, wd)).ToList();
         var dyType = dy == "bf16" ? TensorDType.BF16 : TensorDType.F32;
-        var dyParts = widths.Select((wd, i) => Tensor.FromArray(Device, $"dy{i}", Cols(dyv, b * l, c, widths.Take(i).Sum(), wd), dyType, b, l, wd)).ToList();
+        var dyParts = widths.Select((wd, i) => Tensor.FromArray(Device, $"dy{i}", Bf16ActivationOpsTests.Columns(dyv, b * l, c, widths.Take(i).Sum(), wd), dyType, b, l, wd)).ToList();
         using var into = dx == "into" ? Tensor.FromArray(Device, "dzxbcdt", new float[b * l * stride], b, l, stride) : null;
         using var packed = dx == "packed" ? TensorCoreGemm.EmptyPacked(Device, "dzxbcdt", [b * l, stride], GemmOperands.Bf16) : null;
         if (packed is not null && !PackedColumns.Supported(Device, packed.Length))
@@ -86,8 +84,8 @@ public class InProjBf16OpsTests(GpuFixture gpu)
             s.Submit();
 
             var left = padding == Conv1dPadding.Causal ? k - 1 : (k - 1) / 2;
-            var xd = Widen(Cols(whole, b * l, stride, start, c));
-            var y = Conv1dReference.Forward(xd, Widen(wv), Widen(bv), b, l, c, k, left, silu: true);
+            var xd = Bf16ActivationOpsTests.Widen(Bf16ActivationOpsTests.Columns(whole, b * l, stride, start, c));
+            var y = Conv1dReference.Forward(xd, Bf16ActivationOpsTests.Widen(wv), Bf16ActivationOpsTests.Widen(bv), b, l, c, k, left, silu: true);
             if (outputs == "f32")
             {
                 TestMath.AssertClose(outputParts[0].ToArray(), y, 1e-5, $"{what}: y");
@@ -96,11 +94,11 @@ public class InProjBf16OpsTests(GpuFixture gpu)
             {
                 for (var i = 0; i < widths.Length; i++)
                 {
-                    TestMath.AssertClose(outputParts[i].ToArray(), Cols(y, b * l, c, widths.Take(i).Sum(), widths[i]), Precision.Bf16.Tolerance(), $"{what}: y part {i}");
+                    TestMath.AssertClose(outputParts[i].ToArray(), Bf16ActivationOpsTests.Columns(y, b * l, c, widths.Take(i).Sum(), widths[i]), Precision.Bf16.Tolerance(), $"{what}: y part {i}");
                 }
             }
 
-            var (dxRef, dw, db) = Conv1dReference.Backward(Widen(dyv), xd, Widen(wv), Widen(bv), b, l, c, k, left, silu: true);
+            var (dxRef, dw, db) = Conv1dReference.Backward(Bf16ActivationOpsTests.Widen(dyv), xd, Bf16ActivationOpsTests.Widen(wv), Bf16ActivationOpsTests.Widen(bv), b, l, c, k, left, silu: true);
             TestMath.AssertClose(grads.DWeight.ToArray(), dw, 1e-5, $"{what}: dweight");
             TestMath.AssertClose(grads.DBias!.ToArray(), db!, 1e-5, $"{what}: dbias");
             switch (dx)
@@ -110,11 +108,11 @@ public class InProjBf16OpsTests(GpuFixture gpu)
                     break;
                 case "into":
                     Assert.Null(grads.Dx);
-                    TestMath.AssertClose(Cols(into!.ToArray(), b * l, stride, start, c), dxRef, 1e-5, $"{what}: dx in place");
+                    TestMath.AssertClose(Bf16ActivationOpsTests.Columns(into!.ToArray(), b * l, stride, start, c), dxRef, 1e-5, $"{what}: dx in place");
                     break;
                 default:
                     Assert.Null(grads.Dx);
-                    TestMath.AssertClose(Cols(packed!.ToArray(), b * l, stride, start, c), dxRef, Precision.Bf16.Tolerance(), $"{what}: dx as bf16");
+                    TestMath.AssertClose(Bf16ActivationOpsTests.Columns(packed!.ToArray(), b * l, stride, start, c), dxRef, Precision.Bf16.Tolerance(), $"{what}: dx as bf16");
                     break;
             }
         }
@@ -192,9 +190,9 @@ public class InProjBf16OpsTests(GpuFixture gpu)
         Poison.Fill(result.Y, grads.Dx, grads.DWeight, grads.Dz);
         s.Submit();
 
-        var (xd, wd, zd) = (Widen(xv), Widen(wv), Widen(Cols(whole, rows, stride, start, dim)));
+        var (xd, wd, zd) = (Bf16ActivationOpsTests.Widen(xv), Bf16ActivationOpsTests.Widen(wv), Bf16ActivationOpsTests.Widen(Bf16ActivationOpsTests.Columns(whole, rows, stride, start, dim)));
         TestMath.AssertClose(result.Y.ToArray(), RmsNormReference.Forward(xd, wd, zd, 1e-5, dim, gs, after), 1e-5, $"{what}: y");
-        var (dxRef, dw, dzRef) = RmsNormReference.Backward(Widen(dyv), xd, wd, zd, 1e-5, dim, gs, after);
+        var (dxRef, dw, dzRef) = RmsNormReference.Backward(Bf16ActivationOpsTests.Widen(dyv), xd, wd, zd, 1e-5, dim, gs, after);
         TestMath.AssertClose(grads.Dx.ToArray(), dxRef, xType16 ? Precision.Bf16.Tolerance() : 1e-5, $"{what}: dx");
         TestMath.AssertClose(grads.DWeight.ToArray(), dw, 1e-5, $"{what}: dweight");
         switch (dz)
@@ -203,10 +201,10 @@ public class InProjBf16OpsTests(GpuFixture gpu)
                 TestMath.AssertClose(grads.Dz!.ToArray(), dzRef!, 1e-5, $"{what}: dz");
                 break;
             case "into":
-                TestMath.AssertClose(Cols(into!.ToArray(), rows, stride, start, dim), dzRef!, 1e-5, $"{what}: dz in place");
+                TestMath.AssertClose(Bf16ActivationOpsTests.Columns(into!.ToArray(), rows, stride, start, dim), dzRef!, 1e-5, $"{what}: dz in place");
                 break;
             default:
-                TestMath.AssertClose(Cols(packed!.ToArray(), rows, stride, start, dim), dzRef!, Precision.Bf16.Tolerance(), $"{what}: dz as bf16");
+                TestMath.AssertClose(Bf16ActivationOpsTests.Columns(packed!.ToArray(), rows, stride, start, dim), dzRef!, Precision.Bf16.Tolerance(), $"{what}: dz as bf16");
                 break;
         }
 
@@ -236,19 +234,8 @@ public class InProjBf16OpsTests(GpuFixture gpu)
         Poison.Fill(dst);
         Columns.Copy(src, from, dst, 4, width);
         var got = dst.ToArray();
-        var expected = Cols(whole, rows, cols, from, width);
-        Assert.Equal(expected, Cols(got, rows, width + 4, 4, width));
-        Assert.All(Cols(got, rows, width + 4, 0, 4), v => Assert.True(float.IsNaN(v), $"seed {seed}: a column outside the copy was written"));
-    }
-
-    private static T[] Cols<T>(T[] rowMajor, int rows, int cols, int start, int width)
-    {
-        var result = new T[rows * width];
-        for (var r = 0; r < rows; r++)
-        {
-            Array.Copy(rowMajor, r * cols + start, result, r * width, width);
-        }
-
-        return result;
+        var expected = Bf16ActivationOpsTests.Columns(whole, rows, cols, from, width);
+        Assert.Equal(expected, Bf16ActivationOpsTests.Columns(got, rows, width + 4, 4, width));
+        Assert.All(Bf16ActivationOpsTests.Columns(got, rows, width + 4, 0, 4), v => Assert.True(float.IsNaN(v), $"seed {seed}: a column outside the copy was written"));
     }
 }
