@@ -218,6 +218,11 @@ public class Mamba2LMTests(GpuFixture gpu)
         RoundParametersToBf16(lm);
 
         lm.Precision = precision;
+        foreach (var block in lm.Layers)
+        {
+            block.Mixer.StoreActivationsAsBf16 = true;   // the bf16 tensors' path (the prefill test keeps the default)
+        }
+
         var ids = Enumerable.Range(0, b * l).Select(_ => rng.Next(config.VocabSize)).ToArray();
         using var input = IndexTensor.FromArray(Device, "input_ids", ids, b, l);
         using var targets = Mamba2LM.NextTokenTargets(input);
@@ -278,7 +283,7 @@ public class Mamba2LMTests(GpuFixture gpu)
         var ids = Enumerable.Range(0, b * l).Select(_ => rng.Next(v)).ToArray();
         var p = lm.Parameters.ToDictionary(q => q.Name, q => q.Value.ToArray().Select(x => (double)x).ToArray());
         var (full, _, _, _) = Reference(config, p, ids, b, l, ModeOperand(precision));
-        // The prefill is the chunked forward, whose SSD activations are bf16 in bf16 (the steps keep fp32 ones).
+        // The prefill is the chunked forward, whose activations are rounded as the layers store them (fp32 by default).
         var (chunked, _, _, _) = Reference(config, p, ids, b, l, ModeOperand(precision), ModeActivation(lm), ModeInProjOutput(lm));
         var (exact, _, _, _) = Reference(config, p, ids, b, l);
         double[] At(int t, double[]? of = null) => [.. Enumerable.Range(0, b).SelectMany(bi => (of ?? full).Skip((bi * l + t) * v).Take(v))];

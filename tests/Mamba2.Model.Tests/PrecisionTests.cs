@@ -54,6 +54,8 @@ public class PrecisionTests(GpuFixture gpu)
         }
 
         layer.Precision = precision;
+        Assert.Equal(TensorDType.F32, layer.ActivationType);   // fp32 activations unless asked for
+        layer.StoreActivationsAsBf16 = true;
         var what = $"{precision.Name()}{(bf16ViaF16 ? " via f16" : "")} causal {causal} seed {seed}";
         var error = LayerCheck.AgainstFloat64(Device, layer, b, l, rng, precision.Tolerance(), what);
 

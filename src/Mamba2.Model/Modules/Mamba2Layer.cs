@@ -222,11 +222,19 @@ public sealed class Mamba2Layer : IDisposable
     }
 
     /// <summary>
-    /// What the SSD's x, B, C and y (and their gradients) are stored as: bf16 in precision bf16 (mamba_ssm's kernels take
-    /// bf16 activations under autocast), where the device has 16-bit storage; fp32 otherwise.
+    /// In precision bf16, keep the activations as bf16 tensors (<see cref="ActivationType"/>, <see cref="InProjOutputType"/>):
+    /// about half the layer's activation memory, for a slower step with today's kernels (docs/PERF.md, twentieth
+    /// session: 5.1 GiB less and 8% slower at the 24 x d768 LM's step on an H200). Off by default.
+    /// </summary>
+    public bool StoreActivationsAsBf16 { get; set; }
+
+    /// <summary>
+    /// What the SSD's x, B, C and y (and their gradients) are stored as: bf16 in precision bf16 with
+    /// <see cref="StoreActivationsAsBf16"/> (as mamba_ssm's kernels take bf16 activations under autocast), where the
+    /// device has 16-bit storage; fp32 otherwise.
     /// </summary>
     public TensorDType ActivationType =>
-        Precision == Precision.Bf16 && InProjWeight.Device.Capabilities.Storage16Bit ? TensorDType.BF16 : TensorDType.F32;
+        StoreActivationsAsBf16 && Precision == Precision.Bf16 && InProjWeight.Device.Capabilities.Storage16Bit ? TensorDType.BF16 : TensorDType.F32;
 
     /// <summary>
     /// What in_proj's output (z, xBC, dt; kept whole for the backward) is stored as: bf16 where the activations are
