@@ -46,18 +46,8 @@ internal static class BenchCommand
         DefaultValueFactory = _ => OperandStaging.Auto,
     };
 
-    private static readonly Option<string> Out = OutOption();
-
-    private static Option<string> OutOption()
-    {
-        var option = new Option<string>("--out")
-        {
-            DefaultValueFactory = _ => "f32",
-            Description = "C's type: f32, or bf16 (each element rounded once as it is stored; tensor-core KHR products, as a bf16 model's in_proj writes)",
-        };
-        option.AcceptOnlyFromAmong("f32", "bf16");
-        return option;
-    }
+    private static readonly Option<string> Out = CommonOptions.DTypeOption(
+        "C's type: f32, or bf16 (each element rounded once as it is stored; tensor-core KHR products, as a bf16 model's in_proj writes)", "--out");
 
     private static readonly Option<string?> TensorTile = new("--tc-tile")
     {

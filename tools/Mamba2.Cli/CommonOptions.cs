@@ -62,14 +62,12 @@ internal static class CommonOptions
     }
 
     /// <summary>
-    /// The precision of this run (--precision, else the device's default, or fp32 where <paramref name="supported"/>
-    /// has only that), printed as the run's first line on stderr (stdout stays the verb's output); null after a one-line error when the name is unknown, the
-    /// verb cannot run it (<paramref name="what"/> says what runs in fp32 only) or the device cannot.
+    /// A <c>--dtype f32|bf16</c> option (or another <paramref name="name"/>: bench gemm's <c>--out</c>): what a bench's
+    /// tensors are, f32 by default, described for its command.
     /// </summary>
-    /// <summary>A <c>--dtype f32|bf16</c> option: what a bench's SSD tensors are, described for its command.</summary>
-    public static Option<string> DTypeOption(string description)
+    public static Option<string> DTypeOption(string description, string name = "--dtype")
     {
-        var option = new Option<string>("--dtype") { DefaultValueFactory = _ => "f32", Description = description };
+        var option = new Option<string>(name) { DefaultValueFactory = _ => "f32", Description = description };
         option.AcceptOnlyFromAmong("f32", "bf16");
         return option;
     }
@@ -91,6 +89,11 @@ internal static class CommonOptions
         return TensorDType.BF16;
     }
 
+    /// <summary>
+    /// The precision of this run (--precision, else the device's default, or fp32 where <paramref name="supported"/>
+    /// has only that), printed as the run's first line on stderr (stdout stays the verb's output); null after a one-line error when the name is unknown, the
+    /// verb cannot run it (<paramref name="what"/> says what runs in fp32 only) or the device cannot.
+    /// </summary>
     public static Precision? ResolvePrecision(ParseResult result, GpuDevice device, string what, params Precision[] supported)
     {
         var text = result.GetValue(PrecisionOption);
