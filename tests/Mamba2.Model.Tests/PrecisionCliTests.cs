@@ -120,6 +120,40 @@ public class PrecisionCliTests(GpuFixture gpu)
         Assert.Contains(writes ? "GEMM, bf16 C" : "--out bf16", writes ? output.ToString() : err);
     }
 
+    /// <summary>`bench train --bf16-activations` (and train's): a bf16 model's memory saver, refused outside bf16 with exit code 2.</summary>
+    [Fact]
+    public void Bf16ActivationsAreKeptInBf16Only()
+    {
+        string[] tiny = ["--layers", "1", "--d-model", "32", "--vocab", "40", "--batch", "1", "--seqlen", "24", "--dstate", "8", "--headdim", "16", "--chunk", "16",
+            "--bf16-activations"];
+        var (code, err) = Run(["bench", "train", .. tiny, "--warmup", "1", "--repeats", "1", "--precision", "fp32"]);
+        Assert.Equal(2, code);
+        Assert.Contains("--bf16-activations: bf16 activations are kept in --precision bf16, not fp32", err);
+        var runDir = Path.Combine(Path.GetTempPath(), $"bf16-acts-{Guid.NewGuid():N}");
+        (code, err) = Run(["train", "--task", "selective-copy", "--steps", "1", "--out", runDir, "--precision", "fp32", "--bf16-activations"]);
+        Assert.Equal(2, code);
+        Assert.Contains("--bf16-activations: bf16 activations are kept in --precision bf16, not fp32", err);
+        if (PrecisionPolicy.WhyNot(gpu.Device, Precision.Bf16) is not null || !gpu.Device.Capabilities.Storage16Bit)
+        {
+            return;   // TheRunsPrecisionComesFirstAndBadOnesExitWithTwo holds a refused bf16 to its reason
+        }
+
+        var output = new StringWriter();
+        var previous = Console.Out;
+        Console.SetOut(output);
+        try
+        {
+            (code, err) = Run(["bench", "train", .. tiny, "--warmup", "1", "--repeats", "1", "--precision", "bf16"]);
+        }
+        finally
+        {
+            Console.SetOut(previous);
+        }
+
+        Assert.True(code == 0, err);
+        Assert.Contains("bf16 (activations bf16)", output.ToString());
+    }
+
     /// <summary>`bench ssd --dtype bf16`: bf16 tensors in precision bf16, refused in any other with exit code 2.</summary>
     [Fact]
     public void BenchSsdTakesBf16TensorsInBf16Only()

@@ -72,6 +72,32 @@ internal static class CommonOptions
         return option;
     }
 
+    /// <summary>--bf16-activations: a bf16 model keeps its layers' activations as bf16 tensors (Mamba2Layer.StoreActivationsAsBf16).</summary>
+    public static readonly Option<bool> Bf16Activations = new("--bf16-activations")
+    {
+        Description = "with --precision bf16: keep the layers' activations (the SSD's x, B, C, y, in_proj's output) as bf16 tensors: less memory a step",
+    };
+
+    /// <summary>
+    /// Whether <see cref="Bf16Activations"/> is asked for and may be: false, true, or null (said on stderr) where it
+    /// is asked outside precision bf16.
+    /// </summary>
+    public static bool? ResolveBf16Activations(ParseResult result, Precision precision)
+    {
+        if (!result.GetValue(Bf16Activations))
+        {
+            return false;
+        }
+
+        if (precision != Precision.Bf16)
+        {
+            Console.Error.WriteLine($"error: --bf16-activations: bf16 activations are kept in --precision bf16, not {precision.Name()}");
+            return null;
+        }
+
+        return true;
+    }
+
     /// <summary>The tensors' type <paramref name="option"/> asks for, or null (said on stderr) where bf16 is asked outside precision bf16.</summary>
     public static TensorDType? ResolveDType(ParseResult result, Option<string> option, Precision precision)
     {

@@ -56,7 +56,7 @@ internal static class TrainCommand
     public static Command Create()
     {
         return CommonOptions.GpuCommand("train", "Train a Mamba2 language model (synthetic tasks or byte-level text) on the GPU, or the CPU driver without one", Run,
-            Task, Data, InitFrom, Config, Out, Resume, MetricsOut, Steps, Batch, SeqLen, DModel, Layers, Lr, Bidirectional, Seed, EvalEvery, SaveEvery, Keep, StopAt, Overwrite);
+            Task, Data, InitFrom, Config, Out, Resume, MetricsOut, Steps, Batch, SeqLen, DModel, Layers, Lr, Bidirectional, Seed, EvalEvery, SaveEvery, Keep, StopAt, Overwrite, CommonOptions.Bf16Activations);
     }
 
     private static TrainSettings Settings(ParseResult r)
@@ -239,7 +239,8 @@ internal static class TrainCommand
         };
 
         using var device = CommonOptions.Open(r, comm.LocalRank);
-        if (CommonOptions.ResolvePrecision(r, device, "train", CommonOptions.AllPrecisions) is not { } precision)
+        if (CommonOptions.ResolvePrecision(r, device, "train", CommonOptions.AllPrecisions) is not { } precision
+            || CommonOptions.ResolveBf16Activations(r, precision) is not { } bf16Activations)
         {
             return 2;
         }
@@ -249,6 +250,7 @@ internal static class TrainCommand
             : s.InitFrom is not null ? new Trainer(Mamba2Checkpoint.Load(device, s.InitFrom), task, options, comm)
             : new Trainer(Mamba2LM.Initialize(device, new Mamba2LMConfig(task.VocabSize, s.NLayer, mixer), new Random(s.Seed)), task, options, comm);
         trainer.Model.Precision = precision;
+        trainer.Model.StoreActivationsAsBf16 = bf16Activations;
         if (task.NeedsBidirectional && !s.Bidirectional)
         {
             AnsiConsole.MarkupLine("[yellow]note:[/] reversal needs the future; a causal model cannot solve it (try --bidirectional).");

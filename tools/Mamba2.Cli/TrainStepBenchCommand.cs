@@ -39,7 +39,7 @@ internal static class TrainStepBenchCommand
     };
 
     public static Command Create() => CommonOptions.GpuCommand("train", "One LM training step (forward, loss, backward, AdamW): time, tokens/s, memory, and the split by section", Run,
-        Layers, DModel, Vocab, Batch, SeqLen, DState, HeadDim, Chunk, Bidirectional, Warmup, Repeats, HeadBlockMib, TimelineFile);
+        Layers, DModel, Vocab, Batch, SeqLen, DState, HeadDim, Chunk, Bidirectional, Warmup, Repeats, HeadBlockMib, TimelineFile, CommonOptions.Bf16Activations);
 
     private static int Run(ParseResult r)
     {
@@ -62,6 +62,11 @@ internal static class TrainStepBenchCommand
             return 2;
         }
 
+        if (CommonOptions.ResolveBf16Activations(r, precision) is not { } bf16Activations)
+        {
+            return 2;
+        }
+
         if (r.GetValue(HeadBlockMib) is < 1)
         {
             Console.Error.WriteLine("error: --head-block-mib must be at least 1.");
@@ -79,6 +84,7 @@ internal static class TrainStepBenchCommand
         var rng = comm.Size > 1 ? new Random(0) : new Random();   // ranks start from equal weights
         using var model = Mamba2LM.Initialize(device, config, rng);
         model.Precision = precision;
+        model.StoreActivationsAsBf16 = bf16Activations;
         var parameters = model.Parameters;
         using var optimizer = new AdamW([.. parameters.Select(p => new OptimizerParameter(p.Name, p.Value, Trainer.Decays(p.Name)))], 1e-4f, weightDecay: 0.1f);
         using var ids = IndexTensor.FromArray(device, "input_ids", [.. Enumerable.Range(0, b * l).Select(_ => rng.Next(vocab))], b, l);
@@ -183,7 +189,7 @@ internal static class TrainStepBenchCommand
         // Matmul flops of a step: forward 2 and backward 4 per weight and token, projections and the tied head.
         var projFlops = 6 * tokens * config.NLayer * ((double)mixer.DInProj * mixer.DModel + (double)mixer.DModel * mixer.DInner);
         var headFlops = 6 * tokens * vocab * (double)mixer.DModel;
-        Console.WriteLine($"device: {device.Name}; LM {config.NLayer} x d_model {mixer.DModel} ({(mixer.Causal ? "causal" : "bidirectional")}, d_state {mixer.DState}, headdim {mixer.HeadDim}, chunk {mixer.ChunkSize}), vocab {vocab}, {paramCount / 1e6:F1}M parameters; batch {b} x {l}; {precision.Name()} (tensors fp32)");
+        Console.WriteLine($"device: {device.Name}; LM {config.NLayer} x d_model {mixer.DModel} ({(mixer.Causal ? "causal" : "bidirectional")}, d_state {mixer.DState}, headdim {mixer.HeadDim}, chunk {mixer.ChunkSize}), vocab {vocab}, {paramCount / 1e6:F1}M parameters; batch {b} x {l}; {precision.Name()} (activations {(model.Layers.Count > 0 && model.Layers[0].Mixer.ActivationType == TensorDType.BF16 ? "bf16" : "fp32")})");
         var table = new Table().AddColumns("step median ms", "min ms", "max ms", "tokens/s", "memory: one submission", "memory: a layer a submission (Trainer)");
         table.AddRow($"{median:F2}", $"{timing.MinMs:F2}", $"{timing.MaxMs:F2}", $"{tokens / median * 1e3:F0}", $"{stepMemory / 1048576.0:F0} MiB", $"{stagedMemory / 1048576.0:F0} MiB");
         AnsiConsole.Write(table);

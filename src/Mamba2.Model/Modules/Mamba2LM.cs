@@ -52,6 +52,16 @@ public sealed class Mamba2LM : IDisposable
 
     private Precision _precision = Precision.Fp32;
 
+    /// <summary>
+    /// In precision bf16, every layer keeps its activations as bf16 tensors (<see cref="Mamba2Layer.StoreActivationsAsBf16"/>):
+    /// less memory a step. Off by default; setting it sets every layer's.
+    /// </summary>
+    public bool StoreActivationsAsBf16
+    {
+        get => _mixers.Count > 0 && _mixers.TrueForAll(m => m.StoreActivationsAsBf16);
+        set => _mixers.ForEach(m => m.StoreActivationsAsBf16 = value);
+    }
+
     /// <summary>backbone.embeddings.weight (vocab, d_model); also the LM head's weight (tied).</summary>
     public Tensor Embeddings { get; }
 
