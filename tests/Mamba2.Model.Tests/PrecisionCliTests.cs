@@ -23,6 +23,26 @@ public class PrecisionCliTests(GpuFixture gpu)
         }
     }
 
+    /// <summary><see cref="Run"/> with stdout captured too.</summary>
+    private static (int Code, string Err, string Out) RunWithOutput(params string[] args)
+    {
+        var output = new StringWriter();
+        var previous = Console.Out;
+        Console.SetOut(output);
+        try
+        {
+            var (code, err) = Run(args);
+            return (code, err, output.ToString());
+        }
+        finally
+        {
+            Console.SetOut(previous);
+        }
+    }
+
+    /// <summary>Whether this device refuses bf16 tensors (TheRunsPrecisionComesFirstAndBadOnesExitWithTwo holds a refused bf16 to its reason).</summary>
+    private bool Bf16TensorsRefused() => PrecisionPolicy.WhyNot(gpu.Device, Precision.Bf16) is not null || !gpu.Device.Capabilities.Storage16Bit;
+
     [Fact]
     public void TheRunsPrecisionComesFirstAndBadOnesExitWithTwo()
     {
@@ -103,21 +123,10 @@ public class PrecisionCliTests(GpuFixture gpu)
             return;   // TheRunsPrecisionComesFirstAndBadOnesExitWithTwo holds a refused bf16 to its reason
         }
 
-        var output = new StringWriter();
-        var previous = Console.Out;
-        Console.SetOut(output);
-        try
-        {
-            (code, err) = Run("bench", "gemm", "--sizes", "40x24x16", "--warmup", "0", "--repeats", "1", "--precision", "bf16", "--trans-b", "--out", "bf16");
-        }
-        finally
-        {
-            Console.SetOut(previous);
-        }
-
+        (code, err, var output) = RunWithOutput("bench", "gemm", "--sizes", "40x24x16", "--warmup", "0", "--repeats", "1", "--precision", "bf16", "--trans-b", "--out", "bf16");
         var writes = TensorCoreGemm.WritesBf16(gpu.Device, Precision.Bf16.Operands(gpu.Device));
         Assert.True(code == (writes ? 0 : 2), err);
-        Assert.Contains(writes ? "GEMM, bf16 C" : "--out bf16", writes ? output.ToString() : err);
+        Assert.Contains(writes ? "GEMM, bf16 C" : "--out bf16", writes ? output : err);
     }
 
     /// <summary>`bench train --bf16-activations` (and train's): a bf16 model's memory saver, refused outside bf16 with exit code 2.</summary>
@@ -133,25 +142,14 @@ public class PrecisionCliTests(GpuFixture gpu)
         (code, err) = Run(["train", "--task", "selective-copy", "--steps", "1", "--out", runDir, "--precision", "fp32", "--bf16-activations"]);
         Assert.Equal(2, code);
         Assert.Contains("--bf16-activations: bf16 activations are kept in --precision bf16, not fp32", err);
-        if (PrecisionPolicy.WhyNot(gpu.Device, Precision.Bf16) is not null || !gpu.Device.Capabilities.Storage16Bit)
+        if (Bf16TensorsRefused())
         {
-            return;   // TheRunsPrecisionComesFirstAndBadOnesExitWithTwo holds a refused bf16 to its reason
+            return;
         }
 
-        var output = new StringWriter();
-        var previous = Console.Out;
-        Console.SetOut(output);
-        try
-        {
-            (code, err) = Run(["bench", "train", .. tiny, "--warmup", "1", "--repeats", "1", "--precision", "bf16"]);
-        }
-        finally
-        {
-            Console.SetOut(previous);
-        }
-
+        (code, err, var output) = RunWithOutput(["bench", "train", .. tiny, "--warmup", "1", "--repeats", "1", "--precision", "bf16"]);
         Assert.True(code == 0, err);
-        Assert.Contains("bf16 (activations bf16)", output.ToString());
+        Assert.Contains("bf16 (activations bf16)", output);
     }
 
     /// <summary>`bench ssd --dtype bf16`: bf16 tensors in precision bf16, refused in any other with exit code 2.</summary>
@@ -167,28 +165,17 @@ public class PrecisionCliTests(GpuFixture gpu)
         (code, err) = Run([.. suite, "--precision", "fp32"]);
         Assert.Equal(2, code);
         Assert.Contains("--dtype bf16: bf16 tensors run in --precision bf16, not fp32", err);
-        if (PrecisionPolicy.WhyNot(gpu.Device, Precision.Bf16) is not null || !gpu.Device.Capabilities.Storage16Bit)
+        if (Bf16TensorsRefused())
         {
-            return;   // TheRunsPrecisionComesFirstAndBadOnesExitWithTwo holds a refused bf16 to its reason
+            return;
         }
 
-        var output = new StringWriter();
-        var previous = Console.Out;
-        Console.SetOut(output);
-        try
+        foreach (var direction in new[] { "causal", "sum" })
         {
-            foreach (var direction in new[] { "causal", "sum" })
-            {
-                (code, err) = Run([.. shape, "--precision", "bf16", "--direction", direction]);
-                Assert.True(code == 0, err);
-            }
+            (code, err, var output) = RunWithOutput([.. shape, "--precision", "bf16", "--direction", direction]);
+            Assert.True(code == 0, err);
+            Assert.Contains("bf16 on bf16 tensors", output);
         }
-        finally
-        {
-            Console.SetOut(previous);
-        }
-
-        Assert.Contains("bf16 on bf16 tensors", output.ToString());
 
         // The suite's SSD rows on bf16 tensors, labelled so; the naive composition (fp32 flips) left out.
         var json = Path.Combine(Path.GetTempPath(), $"suite-bf16-{Guid.NewGuid():N}.json");
