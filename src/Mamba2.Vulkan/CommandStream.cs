@@ -23,7 +23,11 @@ public sealed unsafe class CommandStream : IDisposable
     private readonly Vk _vk;
     private readonly CommandBuffer _cmd;
     private readonly List<DescriptorPool> _pools = [];
+    // Hazard tracking, on every dispatch: its lists are reused across barriers and its per-dispatch scratch across
+    // dispatches (a training step records thousands; their garbage made the host pause for collections).
     private readonly Dictionary<ulong, List<Access>> _sinceBarrier = [];
+    private readonly Stack<List<Access>> _spareAccessLists = new();
+    private (GpuBuffer, ulong, ulong, bool, bool)[] _dispatchAccesses = new (GpuBuffer, ulong, ulong, bool, bool)[16];
     private readonly HashSet<GpuBuffer> _used = [];
     private readonly List<string> _labels = [];
     private readonly List<string> _scopes = [];
@@ -440,7 +444,12 @@ public sealed unsafe class CommandStream : IDisposable
 
         // One buffer may back several bindings (in-place ops): each binding's range is tracked with its access; two
         // of one dispatch never conflict with each other.
-        var accesses = new (GpuBuffer, ulong, ulong, bool, bool)[bindings.Length];
+        if (_dispatchAccesses.Length < bindings.Length)
+        {
+            _dispatchAccesses = new (GpuBuffer, ulong, ulong, bool, bool)[bindings.Length];
+        }
+
+        var accesses = _dispatchAccesses.AsSpan(0, bindings.Length);
         for (var i = 0; i < bindings.Length; i++)
         {
             var access = source.Bindings[i];
@@ -448,6 +457,7 @@ public sealed unsafe class CommandStream : IDisposable
         }
 
         Track(accesses);
+        accesses.Clear();   // holds no buffer past its dispatch
 
         var set = AllocateSet(kernel.SetLayout, bindings.Length);
         var writes = stackalloc WriteDescriptorSet[bindings.Length];
@@ -512,7 +522,7 @@ public sealed unsafe class CommandStream : IDisposable
         {
             if (!_sinceBarrier.TryGetValue(buffer.Handle.Handle, out var list))
             {
-                list = [];
+                list = _spareAccessLists.TryPop(out var spare) ? spare : [];
                 _sinceBarrier[buffer.Handle.Handle] = list;
             }
 
@@ -531,6 +541,12 @@ public sealed unsafe class CommandStream : IDisposable
     {
         RecordMemoryBarrier();
         BarrierCount++;
+        foreach (var list in _sinceBarrier.Values)
+        {
+            list.Clear();
+            _spareAccessLists.Push(list);
+        }
+
         _sinceBarrier.Clear();
     }
 

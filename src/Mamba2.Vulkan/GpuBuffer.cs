@@ -35,7 +35,7 @@ public unsafe class GpuBuffer : IDisposable
         try
         {
             device.Api.GetBufferMemoryRequirements(device.Handle, handle, out var req);
-            _allocation = device.Memory.Allocate(req, kind, $"{Name} ({sizeBytes} bytes)");
+            _allocation = device.Memory.Allocate(req, kind, new AllocationPurpose(Name, sizeBytes));
             device.Guard(device.Api.BindBufferMemory(device.Handle, handle, _allocation.Block.Memory, _allocation.Offset), "vkBindBufferMemory");
             if (device.PoisonNewBuffers && _allocation.Mapped != null)
             {

@@ -26,6 +26,7 @@ public class KernelSource
     private readonly int? _declaredPush;
     private SpirvLayout? _layout;
     private bool? _compiled;
+    private string? _cacheKey;
 
     public KernelSource(Assembly assembly, string resourceName, ShaderFeatures requires = ShaderFeatures.None)
     {
@@ -67,6 +68,12 @@ public class KernelSource
     public IReadOnlyList<BufferAccess> Bindings => _declaredBindings ?? Layout.Bindings;
 
     public int PushConstantBytes => _declaredPush ?? Layout.PushConstantBytes;
+
+    /// <summary>
+    /// What tells this kernel's pipelines apart from another source's (made once): the declared interface is part of
+    /// it, since the same SPIR-V declared differently must be checked again.
+    /// </summary>
+    internal string CacheKey => _cacheKey ??= $"{Assembly.FullName}|{ResourceName}|{string.Join(',', Bindings)}|{PushConstantBytes}";
 
     public override string ToString() => ResourceName;
 
@@ -124,12 +131,14 @@ public sealed class KernelSource<TSpec> : KernelSource
 public sealed unsafe class Kernel : IDisposable
 {
     private readonly GpuDevice _device;
+    private readonly uint[] _specialization;
 
     internal Kernel(GpuDevice device, KernelSource source, uint[] specialization, PipelineCache cache)
     {
         _device = device;
         Source = source;
         Specialization = specialization;
+        _specialization = specialization;
         var spirv = source.LoadSpirv();
         SpirvInterface.Check(source, specialization.Length);
         if (source.PushConstantBytes > device.Capabilities.MaxPushConstantsBytes)
@@ -237,6 +246,9 @@ public sealed unsafe class Kernel : IDisposable
     public KernelSource Source { get; }
 
     public IReadOnlyList<uint> Specialization { get; }
+
+    /// <summary><see cref="Specialization"/> as a span (the kernel cache compares it on every lookup).</summary>
+    internal ReadOnlySpan<uint> SpecializationSpan => _specialization;
 
     public Pipeline Pipeline { get; }
 

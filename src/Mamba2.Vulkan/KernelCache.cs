@@ -6,7 +6,9 @@ namespace Mamba2.Vulkan;
 internal sealed unsafe class KernelCache : IDisposable
 {
     private readonly GpuDevice _device;
-    private readonly Dictionary<string, Kernel> _kernels = [];
+    // Per source interface (KernelSource.CacheKey), the pipelines built for each specialization: looked up on every
+    // dispatch, so without allocating (a key string per lookup was most of a training step's host allocations).
+    private readonly Dictionary<string, List<Kernel>> _kernels = [];
     private readonly List<KernelStatistics> _statistics = [];
     private readonly string? _cacheFile;
     private readonly PipelineCache _cache;
@@ -50,15 +52,20 @@ internal sealed unsafe class KernelCache : IDisposable
 
     public Kernel Get(KernelSource source, ReadOnlySpan<uint> specialization)
     {
-        // The declared interface is part of the key: the same SPIR-V declared differently must be checked again.
-        var key = $"{source.Assembly.FullName}|{source.ResourceName}|{string.Join(',', source.Bindings)}|{source.PushConstantBytes}|{string.Join(',', specialization.ToArray())}";
+        var key = source.CacheKey;
         lock (_kernels)
         {
-            if (!_kernels.TryGetValue(key, out var kernel))
+            if (!_kernels.TryGetValue(key, out var built))
+            {
+                _kernels[key] = built = [];
+            }
+
+            var kernel = built.Find(specialization);
+            if (kernel is null)
             {
                 var started = System.Diagnostics.Stopwatch.GetTimestamp();
                 kernel = new Kernel(_device, source, specialization.ToArray(), _cache);
-                _kernels[key] = kernel;
+                built.Add(kernel);
                 Builds = new PipelineBuilds(Builds.Count + 1, Builds.Time + System.Diagnostics.Stopwatch.GetElapsedTime(started));
                 if (_device.CapturesPipelineStatistics)
                 {
@@ -73,7 +80,7 @@ internal sealed unsafe class KernelCache : IDisposable
 
     public void Dispose()
     {
-        foreach (var k in _kernels.Values)
+        foreach (var k in _kernels.Values.SelectMany(b => b))
         {
             k.Dispose();
         }
@@ -131,3 +138,20 @@ internal sealed unsafe class KernelCache : IDisposable
 /// runs.
 /// </summary>
 public readonly record struct PipelineBuilds(int Count, TimeSpan Time);
+
+internal static class BuiltKernels
+{
+    /// <summary>The kernel of <paramref name="built"/> with exactly these specialization constants, or null.</summary>
+    public static Kernel? Find(this List<Kernel> built, ReadOnlySpan<uint> specialization)
+    {
+        foreach (var k in built)
+        {
+            if (specialization.SequenceEqual(k.SpecializationSpan))
+            {
+                return k;
+            }
+        }
+
+        return null;
+    }
+}

@@ -19,6 +19,12 @@ internal sealed unsafe class Allocation
     public byte* Mapped => Block.Mapped == null ? null : Block.Mapped + Offset;
 }
 
+/// <summary>What an allocation is for, named in its errors only (so a buffer's creation formats no string).</summary>
+internal readonly record struct AllocationPurpose(string Name, ulong Bytes)
+{
+    public override string ToString() => $"{Name} ({Bytes} bytes)";
+}
+
 /// <summary>One vkAllocateMemory; suballocated first-fit with coalescing frees.</summary>
 internal sealed unsafe class MemoryBlock
 {
@@ -197,7 +203,7 @@ public sealed unsafe class MemoryAllocator : IDisposable
         }
     }
 
-    internal Allocation Allocate(MemoryRequirements req, MemoryKind kind, string what)
+    internal Allocation Allocate(MemoryRequirements req, MemoryKind kind, AllocationPurpose what)
     {
         lock (_lock)
         {
@@ -315,14 +321,14 @@ public sealed unsafe class MemoryAllocator : IDisposable
         return null;
     }
 
-    private Allocation TakeFromNewBlock(uint type, ulong size, ulong alignment, ulong blockBytes, string what)
+    private Allocation TakeFromNewBlock(uint type, ulong size, ulong alignment, ulong blockBytes, AllocationPurpose what)
     {
         var block = NewBlock(type, blockBytes, dedicated: false, what);
         block.TryTake(size, alignment, out var offset);
         return new Allocation { Block = block, Offset = offset, Size = size };
     }
 
-    private MemoryBlock NewBlock(uint type, ulong size, bool dedicated, string what)
+    private MemoryBlock NewBlock(uint type, ulong size, bool dedicated, AllocationPurpose what)
     {
         var vk = _device.Api;
         var info = new MemoryAllocateInfo { SType = StructureType.MemoryAllocateInfo, AllocationSize = size, MemoryTypeIndex = type };
@@ -406,9 +412,9 @@ public sealed unsafe class MemoryAllocator : IDisposable
 
             var score = kind switch
             {
-                MemoryKind.Device => System.Numerics.BitOperations.PopCount((uint)flags) - (UnifiedMemory && flags.HasFlag(MemoryPropertyFlags.HostCoherentBit) ? 10 : 0),
-                MemoryKind.Readback => flags.HasFlag(MemoryPropertyFlags.HostCachedBit) ? 0 : 1,
-                _ => flags.HasFlag(MemoryPropertyFlags.DeviceLocalBit) ? 1 : 0,
+                MemoryKind.Device => System.Numerics.BitOperations.PopCount((uint)flags) - (UnifiedMemory && (flags & MemoryPropertyFlags.HostCoherentBit) != 0 ? 10 : 0),
+                MemoryKind.Readback => (flags & MemoryPropertyFlags.HostCachedBit) != 0 ? 0 : 1,
+                _ => (flags & MemoryPropertyFlags.DeviceLocalBit) != 0 ? 1 : 0,
             };
             if (score < bestScore)
             {

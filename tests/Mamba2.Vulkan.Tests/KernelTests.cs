@@ -25,6 +25,39 @@ public class KernelTests(GpuFixture gpu)
         Assert.Equal(after, gpu.Device.PipelineBuilds);   // the second use built nothing
     }
 
+    /// <summary>
+    /// Ops look their pipeline up on every dispatch and a training step records thousands of dispatches: a lookup of a
+    /// built pipeline, and the recording of a dispatch once a stream has warmed up, allocate nothing (their garbage
+    /// made the host pause for .NET collections between a step's submissions).
+    /// </summary>
+    [Fact]
+    public void LookupsAndDispatchesAllocateNothingOnceWarm()
+    {
+        var k = Kernels.Get(gpu.Device, 64);
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        for (var i = 0; i < 100; i++)
+        {
+            Assert.Same(k, Kernels.Get(gpu.Device, 64));
+        }
+
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+
+        using var x = gpu.Device.CreateBuffer<float>(256, "x");
+        using var y = gpu.Device.CreateBuffer<float>(256, "y");
+        using var s = gpu.Device.BeginStream();
+        Kernels.ScaleAddDispatch(s, k, x, y, 2f, 1f);
+        Kernels.ScaleAddDispatch(s, k, y, x, 2f, 1f);   // reads what the first wrote: a barrier, whose lists are then reused
+        before = GC.GetAllocatedBytesForCurrentThread();
+        for (var i = 0; i < 50; i++)
+        {
+            Kernels.ScaleAddDispatch(s, k, x, y, 2f, 1f);
+            Kernels.ScaleAddDispatch(s, k, y, x, 2f, 1f);
+        }
+
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        Assert.Equal(101, s.BarrierCount);
+    }
+
     [Fact]
     public void PipelineStatisticsAreCapturedOnlyWhenAsked()
     {
