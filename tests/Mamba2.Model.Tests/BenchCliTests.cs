@@ -121,7 +121,10 @@ public sealed class BenchCliTests : IDisposable
         var csv = At("timeline.csv");
         string[] tiny = ["bench", "train", "--layers", "2", "--d-model", "32", "--vocab", "64", "--batch", "2", "--seqlen", "64", "--dstate", "8",
             "--headdim", "8", "--chunk", "32", "--warmup", "1", "--repeats", "1"];
-        Assert.Equal(0, CliApp.Run([.. tiny, "--timeline", csv]));
+        var (code, output, err) = CliCapture.Run([.. tiny, "--timeline", csv]);
+        Assert.True(code == 0, err);
+        // What the host did meanwhile: its allocations and collections a step, beside the Trainer's wall time.
+        Assert.Matches(@"a step's host: [0-9.]+ MiB allocated, \.NET collections \(gen0 / 1 / 2\) [0-9.]+ / [0-9.]+ / [0-9.]+, [0-9.]+ ms paused, [0-9.]+ driver allocations", output);
         var lines = File.ReadAllLines(csv);
         Assert.Equal("label,device_begin_ms,device_end_ms,host_begin_ms,host_launch_ms", lines[0]);
         // Two steps, each: the embedding with the first layer, the second layer and the head forward; norm_f with the
