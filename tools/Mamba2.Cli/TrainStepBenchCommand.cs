@@ -41,15 +41,6 @@ internal static class TrainStepBenchCommand
     public static Command Create() => CommonOptions.GpuCommand("train", "One LM training step (forward, loss, backward, AdamW): time, tokens/s, memory, and the split by section", Run,
         Layers, DModel, Vocab, Batch, SeqLen, DState, HeadDim, Chunk, Bidirectional, Warmup, Repeats, HeadBlockMib, TimelineFile, CommonOptions.Bf16Activations);
 
-    /// <summary>The last .NET collection: its generation, kind, pause and what it promoted.</summary>
-    private static string LastCollection()
-    {
-        var info = GC.GetGCMemoryInfo(GCKind.Any);
-        return info.Index == 0 ? "no collection yet"
-            : $"the last collection: gen{info.Generation}{(info.Concurrent ? " background" : "")}{(info.Compacted ? " compacting" : "")}, "
-              + $"{string.Join(" + ", info.PauseDurations.ToArray().Where(d => d > TimeSpan.Zero).Select(d => $"{d.TotalMilliseconds:F2} ms"))} paused, {info.PromotedBytes / 1048576.0:F1} MiB promoted, heap {info.HeapSizeBytes / 1048576.0:F0} MiB";
-    }
-
     private static int Run(ParseResult r)
     {
         int b = r.GetValue(Batch), l = r.GetValue(SeqLen), vocab = r.GetValue(Vocab);
@@ -143,9 +134,7 @@ internal static class TrainStepBenchCommand
         device.Memory.ResetPeak();
         StagedStep();
         var wallMs = new List<double>();
-        // What the host does between steps that the GPU may wait for: .NET collections and driver allocations.
-        var gcBefore = (Gen0: GC.CollectionCount(0), Gen1: GC.CollectionCount(1), Gen2: GC.CollectionCount(2), Pause: GC.GetTotalPauseDuration(), Bytes: GC.GetTotalAllocatedBytes());
-        var driverBefore = device.Memory.DriverAllocations;
+        var host = HostActivity.Start(device);   // what the host does meanwhile that the device may wait for
         for (var i = 0; i < r.GetValue(Repeats); i++)
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -154,11 +143,7 @@ internal static class TrainStepBenchCommand
         }
 
         steps.Finish();
-        var hostSteps = Math.Max(1, wallMs.Count);
-        var gcPauseMs = (GC.GetTotalPauseDuration() - gcBefore.Pause).TotalMilliseconds / hostSteps;
-        var collections = $"{(GC.CollectionCount(0) - gcBefore.Gen0) / (double)hostSteps:F1} / {(GC.CollectionCount(1) - gcBefore.Gen1) / (double)hostSteps:F1} / {(GC.CollectionCount(2) - gcBefore.Gen2) / (double)hostSteps:F1}";
-        var driverAllocations = (device.Memory.DriverAllocations - driverBefore) / (double)hostSteps;
-        var allocatedMib = (GC.GetTotalAllocatedBytes() - gcBefore.Bytes) / 1048576.0 / hostSteps;
+        var hostPerStep = host.PerStep(device, wallMs.Count);
         var stagedMemory = device.Memory.PeakAllocatedBytes - before;
         var stagedWall = TimingStats.Of(wallMs).MedianMs;
 
@@ -211,7 +196,7 @@ internal static class TrainStepBenchCommand
         table.AddRow($"{median:F2}", $"{timing.MinMs:F2}", $"{timing.MaxMs:F2}", $"{tokens / median * 1e3:F0}", $"{stepMemory / 1048576.0:F0} MiB", $"{stagedMemory / 1048576.0:F0} MiB");
         AnsiConsole.Write(table);
         Console.WriteLine($"timed steps, GPU ms in order: {string.Join(", ", timing.SamplesMs.Select(v => v.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))}; host time to record a step: {timing.HostRecordMs:F1} ms (the GPU idles meanwhile)");
-        Console.WriteLine($"as the Trainer runs a step (a layer a submission, the next recorded while one runs; the batch uploaded, the loss and predictions read): {stagedWall:F1} ms of wall time (median of {wallMs.Count}), {tokens / stagedWall * 1e3:F0} tokens/s; a step's host: {allocatedMib:F1} MiB allocated, .NET collections (gen0 / 1 / 2) {collections}, {gcPauseMs:F2} ms paused, {driverAllocations:F1} driver allocations; {LastCollection()}");
+        Console.WriteLine($"as the Trainer runs a step (a layer a submission, the next recorded while one runs; the batch uploaded, the loss and predictions read): {stagedWall:F1} ms of wall time (median of {wallMs.Count}), {tokens / stagedWall * 1e3:F0} tokens/s; a step's host: {hostPerStep}");
         var gaps = timeline.Gaps();
         Console.WriteLine($"its GPU timeline (two more steps, {timeline.Spans.Count} submissions), a step: busy {timeline.BusyMs / 2:F1} ms over {timeline.SpanMs / 2:F1} ms, "
             + $"{(timeline.SpanMs - timeline.BusyMs) / 2:F1} ms idle between submissions (the step edge included); wall {timelineWall / 2:F1} ms, {(timelineWall - timeline.SpanMs) / 2:F1} ms of it before the first and after the last; "
