@@ -137,7 +137,6 @@ public sealed unsafe class Kernel : IDisposable
     {
         _device = device;
         Source = source;
-        Specialization = specialization;
         _specialization = specialization;
         var spirv = source.LoadSpirv();
         SpirvInterface.Check(source, specialization.Length);
@@ -245,7 +244,7 @@ public sealed unsafe class Kernel : IDisposable
 
     public KernelSource Source { get; }
 
-    public IReadOnlyList<uint> Specialization { get; }
+    public IReadOnlyList<uint> Specialization => _specialization;
 
     /// <summary><see cref="Specialization"/> as a span (the kernel cache compares it on every lookup).</summary>
     internal ReadOnlySpan<uint> SpecializationSpan => _specialization;

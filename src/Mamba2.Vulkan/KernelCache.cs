@@ -60,7 +60,7 @@ internal sealed unsafe class KernelCache : IDisposable
                 _kernels[key] = built = [];
             }
 
-            var kernel = built.Find(specialization);
+            var kernel = Find(built, specialization);
             if (kernel is null)
             {
                 var started = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -76,6 +76,20 @@ internal sealed unsafe class KernelCache : IDisposable
 
             return kernel;
         }
+    }
+
+    /// <summary>The kernel of <paramref name="built"/> with exactly these specialization constants, or null.</summary>
+    private static Kernel? Find(List<Kernel> built, ReadOnlySpan<uint> specialization)
+    {
+        foreach (var k in built)
+        {
+            if (specialization.SequenceEqual(k.SpecializationSpan))
+            {
+                return k;
+            }
+        }
+
+        return null;
     }
 
     public void Dispose()
@@ -138,20 +152,3 @@ internal sealed unsafe class KernelCache : IDisposable
 /// runs.
 /// </summary>
 public readonly record struct PipelineBuilds(int Count, TimeSpan Time);
-
-internal static class BuiltKernels
-{
-    /// <summary>The kernel of <paramref name="built"/> with exactly these specialization constants, or null.</summary>
-    public static Kernel? Find(this List<Kernel> built, ReadOnlySpan<uint> specialization)
-    {
-        foreach (var k in built)
-        {
-            if (specialization.SequenceEqual(k.SpecializationSpan))
-            {
-                return k;
-            }
-        }
-
-        return null;
-    }
-}
