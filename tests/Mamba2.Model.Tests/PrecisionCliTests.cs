@@ -139,20 +139,23 @@ public class PrecisionCliTests(GpuFixture gpu)
         Assert.Equal(2, code);
         Assert.Contains("--bf16-activations: bf16 activations are kept in --precision bf16, not fp32", err);
         var runDir = Path.Combine(Path.GetTempPath(), $"bf16-acts-{Guid.NewGuid():N}");
+        var leftBehind = false;
         try
         {
             (code, err) = Run(["train", "--task", "selective-copy", "--steps", "1", "--out", runDir, "--precision", "fp32", "--bf16-activations"]);
         }
         finally
         {
-            if (Directory.Exists(runDir))
+            leftBehind = Directory.Exists(runDir);
+            if (leftBehind)
             {
-                Directory.Delete(runDir, recursive: true);   // the run's settings are written before the device is opened
+                Directory.Delete(runDir, recursive: true);
             }
         }
 
         Assert.Equal(2, code);
         Assert.Contains("--bf16-activations: bf16 activations are kept in --precision bf16, not fp32", err);
+        Assert.False(leftBehind, "a refused train created its --out directory");
         if (Bf16TensorsRefused())
         {
             return;

@@ -208,8 +208,7 @@ internal static class TrainCommand
         }
         if (comm.IsRoot)
         {
-            PrepareRunDirectory(runDir, resume is null ? null : Trainer.StepOf(resume.FullName), r.GetValue(Overwrite));
-            DurableFiles.WriteAllText(Path.Combine(runDir, "train.json"), s.ToJson());
+            CheckRunDirectory(runDir, resume is null, r.GetValue(Overwrite));
         }
 
         var code = Train(r, s, comm, task, runDir, resume, stopAt, tokenizerFiles);
@@ -251,6 +250,13 @@ internal static class TrainCommand
             : new Trainer(Mamba2LM.Initialize(device, new Mamba2LMConfig(task.VocabSize, s.NLayer, mixer), new Random(s.Seed)), task, options, comm);
         trainer.Model.Precision = precision;
         trainer.Model.StoreActivationsAsBf16 = bf16Activations;
+        if (comm.IsRoot)
+        {
+            // Only now, with the device, precision and model accepted: a refused run leaves the directory as it was.
+            PrepareRunDirectory(runDir, resume is null ? null : Trainer.StepOf(resume.FullName), r.GetValue(Overwrite));
+            DurableFiles.WriteAllText(Path.Combine(runDir, "train.json"), s.ToJson());
+        }
+
         if (task.NeedsBidirectional && !s.Bidirectional)
         {
             AnsiConsole.MarkupLine("[yellow]note:[/] reversal needs the future; a causal model cannot solve it (try --bidirectional).");
@@ -385,6 +391,29 @@ internal static class TrainCommand
     }
 
     /// <summary>
+    /// Whether a run may write to <paramref name="runDir"/>, changing nothing: not a file, and for a new run without
+    /// <paramref name="overwrite"/>, holding no run. Checked before the device is opened, so a mistaken --out fails at once.
+    /// </summary>
+    private static void CheckRunDirectory(string runDir, bool newRun, bool overwrite)
+    {
+        if (File.Exists(runDir))
+        {
+            throw new IOException($"--out {runDir} is a file, not a directory.");
+        }
+
+        if (!newRun || overwrite || !Directory.Exists(runDir))
+        {
+            return;
+        }
+
+        var steps = StepDirectories(runDir).Count();
+        if (steps > 0 || RunFiles.Any(f => File.Exists(Path.Combine(runDir, f))))
+        {
+            throw new ArgumentException($"--out {runDir} already holds a run ({steps} checkpoint(s)); continue it with --resume {Path.Combine(runDir, "step-N")}, or start over with --overwrite.");
+        }
+    }
+
+    /// <summary>
     /// The run directory before a run writes to it: interrupted saves' leftovers removed; a new run refuses a
     /// directory that holds one unless <paramref name="overwrite"/> (which removes the run's own files only); a run
     /// resumed at <paramref name="resumeStep"/> moves the later checkpoints of the run it abandons (and a copy of
@@ -392,11 +421,7 @@ internal static class TrainCommand
     /// </summary>
     private static void PrepareRunDirectory(string runDir, long? resumeStep, bool overwrite)
     {
-        if (File.Exists(runDir))
-        {
-            throw new IOException($"--out {runDir} is a file, not a directory.");
-        }
-
+        CheckRunDirectory(runDir, resumeStep is null, overwrite);
         Directory.CreateDirectory(runDir);
         if (Trainer.CleanInterruptedSaves(runDir) is > 0 and var cleaned)
         {
@@ -406,13 +431,8 @@ internal static class TrainCommand
         var steps = StepDirectories(runDir).ToList();
         if (resumeStep is not { } k)
         {
-            if (steps.Count > 0 || RunFiles.Any(f => File.Exists(Path.Combine(runDir, f))))
+            if (overwrite)
             {
-                if (!overwrite)
-                {
-                    throw new ArgumentException($"--out {runDir} already holds a run ({steps.Count} checkpoint(s)); continue it with --resume {Path.Combine(runDir, "step-N")}, or start over with --overwrite.");
-                }
-
                 steps.ForEach(x => Directory.Delete(x.Dir, recursive: true));
                 foreach (var f in RunFiles.Select(f => Path.Combine(runDir, f)).Where(File.Exists))
                 {
