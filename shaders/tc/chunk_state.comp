@@ -3,6 +3,13 @@
 // product states[b, c, h, p, n] = sum_s w[s] x[s, p] B[s, n], with w[s] = exp(dA_cs[last] - dA_cs[s]) dt_out[s]
 // (GRAD = 1: the backward's dstates = sum_t exp(dA_cs[t]) g[t, p] C[t, n], x <- g, B <- C). The weights are
 // computed once per chunk in fp32 and folded into x as it is staged. One workgroup per BM x BN tile of (p, n).
+//
+// PASSING (forward only) does state_passing's walk too, as a decoupled look-back: items are taken in ticket order
+// (an atomic counter), chunk-major, so the item of chunk c - 1 for the same tile was taken before chunk c's and is
+// running or done. Chunk c's item computes its own state S_c, waits for chunk c - 1's item to publish
+//   S_in(c) = exp(dA_cs[c-1][last]) S_in(c-1) + S_{c-1}   (in states[c]; S_in(0) = the initial state or 0),
+// then writes S_in(c + 1) = exp(dA_cs[c][last]) S_in(c) + S_c into states[c + 1] (the last chunk: final_states)
+// and publishes it. The states make one trip: no local states in memory, no separate walk over them.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
@@ -19,6 +26,7 @@ layout(constant_id = 7) const uint TN = 16;
 layout(constant_id = 8) const uint TK = 16;
 layout(constant_id = 9) const uint GRAD = 0;      // 1: the backward's weights (above)
 layout(constant_id = 10) const uint G_SHIFT = 0;  // GRAD: g read one step away (g_at)
+layout(constant_id = 11) const bool PASSING = false;   // the forward with state_passing's walk (above)
 
 #include "tensor_elems.glsl"
 layout(std430, binding = 0) readonly buffer X { TENSOR_ELEM x[]; };
@@ -29,6 +37,12 @@ layout(std430, binding = 4) writeonly buffer States { float states[]; };
 layout(std430, binding = 5) readonly buffer DaCsLo { float dA_cs_lo[]; };
 layout(std430, binding = 0) readonly buffer X4 { TENSOR_WORD4 x4[]; };
 layout(std430, binding = 1) readonly buffer Bm4 { TENSOR_WORD4 B4[]; };
+// PASSING: the states entering each chunk, read by the next chunk's item (coherent: written by another workgroup),
+// the initial and final states, and the ticket counter then one flag per item (zero before the dispatch).
+layout(std430, binding = 4) coherent buffer StatesIn { float states_in[]; };
+layout(std430, binding = 6) readonly buffer Initial { float initial_states[]; };
+layout(std430, binding = 7) writeonly buffer Final { float final_states[]; };
+layout(std430, binding = 8) coherent buffer Sync { uint sync[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
@@ -65,9 +79,63 @@ vec4 word_b(uint r, uint c) {   // B[s, n], row-major
         ? TC_TLOAD4(B, B4, ((b * p.seqlen + span_pos(span, s0 + r)) * p.ngroups + grp) * p.dstate + n0 + c, n0 + c, p.dstate, wholeN) : vec4(0.0);
 }
 
+uint c, nextBase;   // PASSING: this item's chunk; where S_in(c + 1) goes (states, or final_states past the last chunk)
+float decay;        // PASSING: exp(dA_cs[c][last])
+
+// PASSING: element (pi, nj) of S_in(c) (chunk 0: the initial state or 0, stored as states[0] too), and S_in(c + 1).
+void pass_element(uint pi, uint nj, float v) {
+    const uint at = (base + pi) * p.dstate + nj;
+    float entering;
+    if (c == 0) {
+        entering = SSD_HAS(p.flags, SSD_INITIAL_STATES) ? initial_states[((b * p.nheads + head) * p.headdim + pi) * p.dstate + nj] : 0.0;
+        states_in[at] = entering;
+    } else {
+        entering = states_in[at];
+    }
+    const float leaving = decay * entering + v;
+    if (c + 1 < p.nchunks) {
+        states_in[(nextBase + pi) * p.dstate + nj] = leaving;
+    } else {
+        final_states[((b * p.nheads + head) * p.headdim + pi) * p.dstate + nj] = leaving;
+    }
+}
+
 void tc_element(uint i, uint j, float v) {
     if (p0 + i < p.headdim && n0 + j < p.dstate) {
-        states[(base + p0 + i) * p.dstate + n0 + j] = v;
+        if (PASSING) {
+            pass_element(p0 + i, n0 + j, v);
+        } else {
+            states[(base + p0 + i) * p.dstate + n0 + j] = v;
+        }
+    }
+}
+
+shared uint ticket;
+
+// PASSING: the next item in ticket order (every invocation calls it).
+uint next_ticket() {
+    barrier();   // every invocation has read the last ticket
+    if (gl_LocalInvocationID.x == 0) {
+        ticket = atomicAdd(sync[0], 1u);
+    }
+    barrier();
+    return ticket;
+}
+
+// PASSING: wait until item `item` has published (one invocation spins), then see what it wrote.
+void wait_for(uint item) {
+    if (gl_LocalInvocationID.x == 0) {
+        while (atomicLoad(sync[1 + item], gl_ScopeQueueFamily, gl_StorageSemanticsBuffer, gl_SemanticsAcquire | gl_SemanticsMakeVisible) == 0u) {
+        }
+    }
+    controlBarrier(gl_ScopeWorkgroup, gl_ScopeQueueFamily, gl_StorageSemanticsBuffer, gl_SemanticsAcquireRelease | gl_SemanticsMakeAvailable | gl_SemanticsMakeVisible);
+}
+
+// PASSING: make the workgroup's stores of S_in(c + 1) visible, then mark item `item` published.
+void publish(uint item) {
+    controlBarrier(gl_ScopeWorkgroup, gl_ScopeQueueFamily, gl_StorageSemanticsBuffer, gl_SemanticsAcquireRelease | gl_SemanticsMakeAvailable | gl_SemanticsMakeVisible);
+    if (gl_LocalInvocationID.x == 0) {
+        atomicStore(sync[1 + item], 1u, gl_ScopeQueueFamily, gl_StorageSemanticsBuffer, gl_SemanticsRelease | gl_SemanticsMakeAvailable);
     }
 }
 
@@ -78,11 +146,16 @@ void main() {
     const uint items = tilesP * tilesN * p.nchunks * p.batch * p.nheads;
     const uint hpg = p.nheads / p.ngroups;
 
-    for (uint w = gl_WorkGroupID.x; w < items; w += gl_NumWorkGroups.x) {
+    const uint perChunk = tilesP * tilesN * p.batch * p.nheads;   // PASSING: items a chunk, chunk-major
+    for (uint w = PASSING ? next_ticket() : gl_WorkGroupID.x; w < items; w = PASSING ? next_ticket() : w + gl_NumWorkGroups.x) {
         uint r = w;
         const uint tn = r % tilesN; r /= tilesN;
         const uint tp = r % tilesP; r /= tilesP;
-        const uint c = r % p.nchunks; r /= p.nchunks;
+        if (PASSING) {
+            c = r / (p.batch * p.nheads); r %= p.batch * p.nheads;
+        } else {
+            c = r % p.nchunks; r /= p.nchunks;
+        }
         if (GRAD != 0 && first_chunk_state_grad_unused(c, p.flags)) {
             continue;   // uniform
         }
@@ -113,10 +186,36 @@ void main() {
             tc_product(acc, true, false);
         }
         base = ((b * p.nchunks + c) * p.nheads + head) * p.headdim;
-        if (p0 + BM <= p.headdim && n0 + BN <= p.dstate) {
-            TC_STORE_DIRECT(acc, states, (base + p0) * p.dstate + n0, p.dstate);
-        } else {
-            tc_epilogue(acc);
+        if (!PASSING) {
+            if (p0 + BM <= p.headdim && n0 + BN <= p.dstate) {
+                TC_STORE_DIRECT(acc, states, (base + p0) * p.dstate + n0, p.dstate);
+            } else {
+                tc_epilogue(acc);
+            }
+            continue;
         }
+
+        nextBase = ((b * p.nchunks + c + 1) * p.nheads + head) * p.headdim;
+        decay = exp(last);   // state_passing's factor: the cumsum's fp32 part
+        if (c > 0) {
+            wait_for(w - perChunk);
+        }
+        if (c > 0 && c + 1 < p.nchunks && p0 + BM <= p.headdim && n0 + BN <= p.dstate) {
+            // S_in(c + 1) = decay S_in(c) + S_c, fragment by fragment straight between memory and the accumulators
+            const uint wm0 = (gl_SubgroupID / TC_WARPS_N) * WM;
+            const uint wn0 = (gl_SubgroupID % TC_WARPS_N) * WN;
+            [[unroll]] for (uint i = 0; i < TC_FRAGS_M; ++i) {
+                [[unroll]] for (uint j = 0; j < TC_FRAGS_N; ++j) {
+                    const uint at = (p0 + wm0 + i * TM) * p.dstate + n0 + wn0 + j * TN;
+                    TC_ACC entering;
+                    coopMatLoad(entering, states_in, base * p.dstate + at, p.dstate, gl_CooperativeMatrixLayoutRowMajor);
+                    acc[i * TC_FRAGS_N + j] += entering * decay;
+                    coopMatStore(acc[i * TC_FRAGS_N + j], states_in, nextBase * p.dstate + at, p.dstate, gl_CooperativeMatrixLayoutRowMajor);
+                }
+            }
+        } else {
+            tc_epilogue(acc);   // the first and last chunks, edge tiles: element by element (pass_element)
+        }
+        publish(w);
     }
 }

@@ -142,6 +142,42 @@ public class SsdTensorCoreTests(GpuFixture gpu)
     }
 
     /// <summary>
+    /// state_passing's walk inside tc/chunk_state as a look-back (the default) and as a kernel of its own: each
+    /// matches the recurrence, and both give the same state entering every chunk (what the backward reads) and final
+    /// state. Five chunks, the last one short, headdim 80 (an edge tile beside a whole one): the middle chunks' whole
+    /// tiles take the fragments' direct path, the first and last chunks and the edge tile the element path; weak decay, so
+    /// that each chunk's entering state counts.
+    /// </summary>
+    [Theory]
+    [InlineData(Precision.Bf16, true)]
+    [InlineData(Precision.Fp32Fast, false)]
+    public void StatePassingLooksBackAsItRunsApart(Precision precision, bool init)
+    {
+        var seed = TestMath.NewSeed();
+        var c = SsdCases.Make(new Random(seed), 2, 600, 3, 80, 1, 128, 128, d: true, init: init, softplus: true, bias: true, decay: 1e-3);   // states that last
+        if (SsdOp.WhyNot(Device, precision) is not null)
+        {
+            return;   // ForwardMatchesTheRecurrenceAtTheModesTolerance says why
+        }
+
+        var what = $"{precision.Name()}{(init ? ", initial states" : "")}, seed {seed}";
+        double[] States(bool lookBack)
+        {
+            using var tuning = OpTuning.Override(Device, t => t with { SsdLookBack = lookBack });
+            SsdForwardTests.Verify(Device, c, SsdPath.Auto, $"{what}, look-back {(lookBack ? "on" : "off")}", precision);
+            using var inputs = new SsdDeviceInputs(Device, c, SsdPath.Auto, precision);
+            using var s = Device.BeginStream();
+            using var r = inputs.Forward(s);
+            Poison.Fill(r.ChunkStates, r.FinalStates);
+            s.Submit();
+            return [.. r.ChunkStates.ToArray().Select(v => (double)v), .. r.FinalStates.ToArray().Select(v => (double)v)];
+        }
+
+        var apart = States(false);
+        TestMath.AssertClose([.. States(true).Select(v => (float)v)], apart, 1e-5, $"{what}: the states entering each chunk, then the final state");
+    }
+
+    /// <summary>
     /// The families' default tiles: dC/dB (and in bf16 chunk_state) twice as wide as the rest where d_state is wider
     /// than the default tile, the default elsewhere; a family forced alone leaves the others at their defaults.
     /// </summary>

@@ -83,11 +83,7 @@ public static partial class SsdOp
         RecordCumsum(st, s, pc, dt, A, o, r.DtOut, r.DACumsum, r.DACumsumLo);
         st.Section(Stages[0]);
 
-        RecordChunkState(st, s, default, pc, x, B, r.DtOut, r.DACumsum, r.DACumsumLo, r.ChunkStates, weights: 0, o.Mirrored, tc: tiles.State, operands: operands);
-        st.Section(Stages[1]);
-
-        RecordStatePassing(st, s, pc, r.ChunkStates, r.DACumsum, o.InitialStates, r.FinalStates, o.Mirrored);
-        st.Section(Stages[2]);
+        RecordStatesTensorCores(st, s, pc, x, B, r, o.InitialStates, o.Mirrored, tiles.State, operands, products, stage => st.Section(Stages[stage]));
 
         // C.B^T once per (batch, chunk, group), then the outputs.
         var cb = RecordChunkCb(st, s, t, pc, B, C, o, products);
@@ -101,6 +97,39 @@ public static partial class SsdOp
             pc.Of(x, bf16), pc.Of(C, bf16), cb, pc.Of(r.ChunkStates), pc.Of(r.DtOut), pc.Of(r.DACumsum), (o.D ?? A).Buffer, pc.Of(o.Z ?? x, bf16), pc.Of(r.Y, bf16),
             pc.Of(r.YBeforeGate ?? r.Y, bf16), pc.Of(r.DACumsumLo));
         st.Section(Stages[3]);
+    }
+
+    /// <summary>
+    /// The states entering each chunk and the final state (chunk_state's products on tensor cores at <paramref name="tc"/>,
+    /// then state_passing's walk), marking stages 1 and 2 with <paramref name="mark"/>: in one kernel, tc/chunk_state's
+    /// look-back (<see cref="OpTuning.SsdLookBack"/>; its tickets and flags from <paramref name="pool"/>, zeroed first),
+    /// where stage 2 is then empty; else chunk_state and state_passing.
+    /// </summary>
+    private static void RecordStatesTensorCores(CommandStream st, SsdShape s, Piece pc, Tensor x, Tensor B, SsdResult r, Tensor? initial, bool mirrored,
+        SsdTensorCoreTile tc, GemmOperands operands, ScratchPool pool, Action<int> mark)
+    {
+        var device = x.Device;
+        if (!OpTuning.Of(device).SsdLookBack)
+        {
+            RecordChunkState(st, s, default, pc, x, B, r.DtOut, r.DACumsum, r.DACumsumLo, r.ChunkStates, weights: 0, mirrored, tc: tc, operands: operands);
+            mark(1);
+            RecordStatePassing(st, s, pc, r.ChunkStates, r.DACumsum, initial, r.FinalStates, mirrored);
+            mark(2);
+            return;
+        }
+
+        var (b, l, h, g, p, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
+        var bf16 = x.DType == TensorDType.BF16;
+        var items = tc.Tiles(p, n) * nc * b * h;
+        var sync = pool.Get("ssd.look_back", checked((int)items + 1)).Buffer;   // the ticket counter, then a flag per item
+        st.Fill(sync, 0u);
+        st.Dispatch(device.GetKernel(Shaders.ChunkStateTc(operands, bf16), tc.StateSpec(grad: false, gShift: 0, passing: true)),
+            (Shaders.Groups(device, items), 1, 1),
+            new StatePush(b, l, h, g, p, n, q, nc, SsdFlags.Mirrored.If(mirrored) | SsdFlags.InitialStates.If(initial is not null)),
+            pc.Of(x, bf16), pc.Of(B, bf16), pc.Of(r.DtOut), pc.Of(r.DACumsum), pc.Of(r.ChunkStates), pc.Of(r.DACumsumLo), pc.Of(initial ?? r.FinalStates),
+            pc.Of(r.FinalStates), sync);
+        mark(1);
+        mark(2);
     }
 
     /// <summary>
