@@ -13,12 +13,12 @@ public class SsdBackwardTests(GpuFixture gpu)
     private GpuDevice Device => gpu.Device;
 
     /// <summary>Upstream gradients: dy everywhere, and d final_states when asked.</summary>
-    private static (float[] Dy, float[]? DFinal) Upstream(Random rng, SsdCase c, bool dFinal) =>
+    internal static (float[] Dy, float[]? DFinal) Upstream(Random rng, SsdCase c, bool dFinal) =>
         (TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1),
          dFinal ? TestMath.Uniform(rng, (long)c.Batch * c.Heads * c.HeadDim * c.DState, -1, 1) : null);
 
     /// <summary>Runs forward and backward on the device (gradients poisoned first) and returns them by input name.</summary>
-    private static Dictionary<string, float[]> RunBackward(GpuDevice device, SsdCase c, SsdPath path, Precision precision, float[] dy, float[]? dFinal)
+    internal static Dictionary<string, float[]> RunBackward(GpuDevice device, SsdCase c, SsdPath path, Precision precision, float[] dy, float[]? dFinal)
     {
         using var inputs = new SsdDeviceInputs(device, c, path, precision);
         using var dyT = Tensor.FromArray(device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);

@@ -178,6 +178,40 @@ public class SsdTensorCoreTests(GpuFixture gpu)
     }
 
     /// <summary>
+    /// The backward's reverse walk inside tc/chunk_state (state_passing_bwd's, with the inner parts that carry the
+    /// decay's gradient) and as a kernel of its own: every gradient matches the adjoint of the recurrence either way,
+    /// on the forward test's chunks and tiles, with initial and final state gradients; and the two ways agree with
+    /// each other to fp32's rounding (the inner parts' share of dt's and A's gradients is too small for the modes'
+    /// tolerances to see alone).
+    /// </summary>
+    [Theory]
+    [InlineData(Precision.Bf16)]
+    [InlineData(Precision.Fp32Fast)]
+    public void StatePassingBackwardLooksBackAsItRunsApart(Precision precision)
+    {
+        var seed = TestMath.NewSeed();
+        var c = SsdCases.Make(new Random(seed), 2, 600, 3, 80, 1, 128, 128, d: true, init: true, softplus: true, bias: true, decay: 1e-3);
+        if (SsdOp.WhyNot(Device, precision) is not null)
+        {
+            return;   // ForwardMatchesTheRecurrenceAtTheModesTolerance says why
+        }
+
+        var (dy, dFinal) = SsdBackwardTests.Upstream(new Random(seed + 1), c, dFinal: true);
+        Dictionary<string, float[]> Gradients(bool lookBack)
+        {
+            using var tuning = OpTuning.Override(Device, t => t with { SsdLookBack = lookBack });
+            SsdBackwardTests.Verify(Device, c, SsdPath.Auto, precision, dFinal: true, seed, $"look-back {(lookBack ? "on" : "off")}, {precision.Name()}, seed {seed}");
+            return SsdBackwardTests.RunBackward(Device, c, SsdPath.Auto, precision, dy, dFinal);
+        }
+
+        var apart = Gradients(false);
+        foreach (var (name, value) in Gradients(true))
+        {
+            TestMath.AssertClose(value, [.. apart[name].Select(v => (double)v)], 1e-5, $"{precision.Name()}, seed {seed}: grad_{name}, look-back against apart");
+        }
+    }
+
+    /// <summary>
     /// The families' default tiles: dC/dB (and in bf16 chunk_state) twice as wide as the rest where d_state is wider
     /// than the default tile, the default elsewhere; a family forced alone leaves the others at their defaults.
     /// </summary>

@@ -125,7 +125,9 @@ public static partial class SsdOp
         var splits = tc is null ? bt.Splits(h / g) : 1;
         var tilesP = Tiles(p, tc?.Scan.BN ?? tiles.ScanBN);   // dx's ddt parts are per headdim tile
         var passLocal = Shaders.PowerOfTwoLocal(device);
-        var slices = (p * n + (int)passLocal - 1) / (int)passLocal;
+        // The inner parts (S_in . dS_next per chunk) come per slice of the state from state_passing_bwd, per state tile
+        // from tc/chunk_state's look-back.
+        var slices = tc is not null && tuning.SsdLookBack ? (int)tc.State.Tiles(p, n) : (p * n + (int)passLocal - 1) / (int)passLocal;
         var dBlocks = (l + ReduceBlockRows - 1) / ReduceBlockRows;
         static int Tiles(int extent, uint tile) => (extent + (int)tile - 1) / (int)tile;
         var tilesN = Tiles(n, tc?.Dbc.BN ?? bt.BN);
@@ -258,20 +260,36 @@ public static partial class SsdOp
 
         Mark(0);
 
-        // 2. Each chunk's local state gradient, sum_t exp(dA_cs[t]) g[t] C[t]^T: chunk_state with GRAD weights.
-        RecordChunkState(st, s, t, pc, sc.G, C, saved.DtOut, saved.DACumsum, saved.DACumsumLo, sc.DStates, weights: 1, o.Mirrored, geo.GShift, geo.Tc?.State,
-            o.Precision.Operands(device), dInitial: gr.DInitialStates is not null);
-        Mark(1);
-
-        // 3. Reverse state passing: the gradient leaving each chunk, d initial_states, S_in . dS_next per chunk.
-        var passing = device.GetKernel(Shaders.StatePassingBwd, new LocalSize(geo.PassLocal));
+        // 2. Each chunk's local state gradient, sum_t exp(dA_cs[t]) g[t] C[t]^T: chunk_state with GRAD weights;
+        // 3. reverse state passing: the gradient leaving each chunk, d initial_states, S_in . dS_next per chunk (on
+        // tensor cores with the look-back, inside chunk_state).
         var passFlags = SsdFlags.DFinalStates.If(dFinal is not null) | SsdFlags.DInitialStates.If(gr.DInitialStates is not null)
             | SsdFlags.Mirrored.If(o.Mirrored);
-        st.Dispatch(passing, (Shaders.Groups(device, (long)b * h * geo.Slices), 1, 1),
-            new PassingPush(b, l, h, p, n, q, nc, passFlags),
-            pc.Of(sc.DStates), pc.Of(saved.ChunkStates), pc.Of(saved.DACumsum),
-            pc.Of(dFinal ?? saved.FinalStates), pc.Of(gr.DInitialStates ?? sc.Inner), pc.Of(sc.Inner));
-        Mark(2);
+        if (geo.Tc is { } stateTc && OpTuning.Of(device).SsdLookBack)
+        {
+            var bf16G = sc.G.DType == TensorDType.BF16;
+            var items = stateTc.State.Tiles(p, n) * nc * b * h;
+            var sync = sc.Products.Get("ssd.look_back", checked((int)items + 1)).Buffer;
+            st.Fill(sync, 0u);
+            st.Dispatch(device.GetKernel(Shaders.ChunkStateTc(o.Precision.Operands(device), bf16G), stateTc.State.StateSpec(grad: true, geo.GShift, passing: true)),
+                (Shaders.Groups(device, items), 1, 1), new StatePush(b, l, h, g, p, n, q, nc, passFlags),
+                pc.Of(sc.G, bf16G), pc.Of(C, bf16G), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(sc.DStates), pc.Of(saved.DACumsumLo),
+                pc.Of(dFinal ?? saved.FinalStates), pc.Of(gr.DInitialStates ?? sc.Inner), sync, pc.Of(saved.ChunkStates), pc.Of(sc.Inner));
+            Mark(1);
+            Mark(2);
+        }
+        else
+        {
+            RecordChunkState(st, s, t, pc, sc.G, C, saved.DtOut, saved.DACumsum, saved.DACumsumLo, sc.DStates, weights: 1, o.Mirrored, geo.GShift, geo.Tc?.State,
+                o.Precision.Operands(device), dInitial: gr.DInitialStates is not null);
+            Mark(1);
+            var passing = device.GetKernel(Shaders.StatePassingBwd, new LocalSize(geo.PassLocal));
+            st.Dispatch(passing, (Shaders.Groups(device, (long)b * h * geo.Slices), 1, 1),
+                new PassingPush(b, l, h, p, n, q, nc, passFlags),
+                pc.Of(sc.DStates), pc.Of(saved.ChunkStates), pc.Of(saved.DACumsum),
+                pc.Of(dFinal ?? saved.FinalStates), pc.Of(gr.DInitialStates ?? sc.Inner), pc.Of(sc.Inner));
+            Mark(2);
+        }
 
         // 4. dx and the direct part of ddt: chunk_scan run backwards in time (ChunkScanBindings.Dx names the roles);
         // 5, 6. dC and dB with the row dots and straddle sums of the dA_cs gradient.

@@ -127,7 +127,7 @@ public static partial class SsdOp
             (Shaders.Groups(device, items), 1, 1),
             new StatePush(b, l, h, g, p, n, q, nc, SsdFlags.Mirrored.If(mirrored) | SsdFlags.InitialStates.If(initial is not null)),
             pc.Of(x, bf16), pc.Of(B, bf16), pc.Of(r.DtOut), pc.Of(r.DACumsum), pc.Of(r.ChunkStates), pc.Of(r.DACumsumLo), pc.Of(initial ?? r.FinalStates),
-            pc.Of(r.FinalStates), sync);
+            pc.Of(r.FinalStates), sync, pc.Of(r.ChunkStates), pc.Of(r.FinalStates));   // the backward's two: unused
         mark(1);
         mark(2);
     }

@@ -225,9 +225,10 @@ public static partial class SsdOp
             return;
         }
 
-        // tc/chunk_state's look-back bindings (initial and final states, the tickets) are the states here: unused.
+        // tc/chunk_state's look-back bindings (the walk's ends, the tickets, the backward's two) are the states here: unused.
         st.Dispatch(state, (Shaders.Groups(device, items), 1, 1), new StatePush(b, l, h, g, p, n, q, nc, flags),
-            pc.Of(x, bf16), pc.Of(B, bf16), pc.Of(dtOut), pc.Of(dACs), pc.Of(states), pc.Of(dACsLo), pc.Of(states), pc.Of(states), pc.Of(states));
+            pc.Of(x, bf16), pc.Of(B, bf16), pc.Of(dtOut), pc.Of(dACs), pc.Of(states), pc.Of(dACsLo), pc.Of(states), pc.Of(states), pc.Of(states),
+            pc.Of(states), pc.Of(states));
     }
 
     /// <summary>state_passing: in place, the state entering each chunk, and the final state.</summary>
