@@ -127,7 +127,8 @@ public static partial class SsdOp
         var passLocal = Shaders.PowerOfTwoLocal(device);
         // The inner parts (S_in . dS_next per chunk) come per slice of the state from state_passing_bwd, per state tile
         // from tc/chunk_state's look-back.
-        var slices = tc is not null && tuning.SsdLookBack ? (int)tc.State.Tiles(p, n) : (p * n + (int)passLocal - 1) / (int)passLocal;
+        var lookBack = tc is not null && tuning.SsdLookBack;
+        var slices = lookBack ? (int)tc!.State.Tiles(p, n) : (p * n + (int)passLocal - 1) / (int)passLocal;
         var dBlocks = (l + ReduceBlockRows - 1) / ReduceBlockRows;
         static int Tiles(int extent, uint tile) => (extent + (int)tile - 1) / (int)tile;
         var tilesN = Tiles(n, tc?.Dbc.BN ?? bt.BN);
@@ -183,7 +184,7 @@ public static partial class SsdOp
                 }
 
                 var geometry = new BackwardGeometry(s, tiles, bt, tc, splits, tilesP, tilesN, tilesT, tilesS, passLocal, slices, dBlocks, addInto is not null,
-                    gShift switch { 0 => 0u, 1 => 1u, -1 => 2u, _ => throw new ArgumentOutOfRangeException(nameof(gShift)) });
+                    gShift switch { 0 => 0u, 1 => 1u, -1 => 2u, _ => throw new ArgumentOutOfRangeException(nameof(gShift)) }, lookBack);
                 foreach (var pc in pieces)
                 {
                     RecordBackward(st, geometry, pc, dyIn, saved, x, dt, A, B, C, o, dFinalStates, grads, scratch);
@@ -221,10 +222,11 @@ public static partial class SsdOp
     /// counts the d_state tiles of dC / dB (their row dots' parts), TilesT and TilesS the row and column tiles of dcb
     /// (tensor cores: its straddle parts) or of the fp32 dC / dB. Accumulate: add into existing
     /// gradients; GShift: the kernels' specialization code for g read one step away (0: none, 1: +1, 2: -1; a
-    /// constant, not a flag, so the unshifted kernels compile as without it).
+    /// constant, not a flag, so the unshifted kernels compile as without it); LookBack: the reverse state passing inside
+    /// tc/chunk_state (<see cref="OpTuning.SsdLookBack"/>; Slices then counts its state tiles).
     /// </summary>
     private sealed record BackwardGeometry(SsdShape S, SsdTiles Tiles, SsdBackwardTiles Dbc, SsdTensorCoreTiles? Tc, int Splits, int TilesP,
-        int TilesN, int TilesT, int TilesS, uint PassLocal, int Slices, int DBlocks, bool Accumulate, uint GShift);
+        int TilesN, int TilesT, int TilesS, uint PassLocal, int Slices, int DBlocks, bool Accumulate, uint GShift, bool LookBack);
 
     /// <summary>
     /// Intermediates of one backward call; G aliases dy when there is no gate. The *_part tensors are partial sums
@@ -265,7 +267,7 @@ public static partial class SsdOp
         // tensor cores with the look-back, inside chunk_state).
         var passFlags = SsdFlags.DFinalStates.If(dFinal is not null) | SsdFlags.DInitialStates.If(gr.DInitialStates is not null)
             | SsdFlags.Mirrored.If(o.Mirrored);
-        if (geo.Tc is { } stateTc && OpTuning.Of(device).SsdLookBack)
+        if (geo.LookBack && geo.Tc is { } stateTc)
         {
             var bf16G = sc.G.DType == TensorDType.BF16;
             var items = stateTc.State.Tiles(p, n) * nc * b * h;
