@@ -95,6 +95,29 @@ public sealed class CliErrorTests : IDisposable
         }
     }
 
+    /// <summary>What the parser refuses (an unknown option, a missing or malformed value) is bad input too: exit code 2 and a line naming it, not the help page.</summary>
+    [Fact]
+    public void ParseErrorsAreBadInput()
+    {
+        AssertBadInput(Run("train", "--bogus"), "'--bogus'");
+        AssertBadInput(Run("bench", "ssd", "--chunk", "x"), "'--chunk'");
+        AssertBadInput(Run("forward", "--model", _dir, "--input", Path.Combine(_dir, "in.safetensors")), "'--output' is required");
+        var (_, err) = Run("bench", "ssd", "--bogus");
+        Assert.Contains("'mamba2 bench ssd --help' lists the options", err);
+    }
+
+    /// <summary>The bench verbs' run counts and bench train's shape are checked before the device opens, naming the flag.</summary>
+    [Fact]
+    public void BenchRunsAndStepShapeAreChecked()
+    {
+        string[] tiny = ["--layers", "1", "--d-model", "32", "--vocab", "40", "--dstate", "8", "--headdim", "16", "--chunk", "16"];
+        AssertBadInput(Run(["bench", "train", .. tiny, "--batch", "1", "--seqlen", "1"]), "--seqlen at least 2");
+        AssertBadInput(Run(["bench", "train", .. tiny, "--batch", "0", "--seqlen", "24"]), "--batch must be positive");
+        AssertBadInput(Run(["bench", "train", .. tiny, "--batch", "1", "--seqlen", "24", "--repeats", "0"]), "--repeats >= 1");
+        AssertBadInput(Run("bench", "ssd", "--batch", "1", "--seqlen", "32", "--heads", "2", "--headdim", "8", "--dstate", "8", "--chunk", "16", "--warmup", "-1"), "--warmup must be >= 0");
+        AssertBadInput(Run("bench", "gemm", "--sizes", "32", "--repeats", "0"), "--repeats >= 1");
+    }
+
     [Fact]
     public void TrainSettingsProbes()
     {

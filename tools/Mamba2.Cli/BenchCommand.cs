@@ -73,11 +73,7 @@ internal static class BenchCommand
         var shapes = ParseSizes(result.GetValue(Sizes)!);
         var warmup = result.GetValue(Warmup);
         var repeats = result.GetValue(Repeats);
-        if (repeats < 1 || warmup < 0)
-        {
-            Console.Error.WriteLine("error: --repeats must be >= 1 and --warmup >= 0");
-            return 2;
-        }
+        CommonOptions.CheckRuns(warmup, repeats);
 
         var ta = result.GetValue(TransA);
         var tb = result.GetValue(TransB);

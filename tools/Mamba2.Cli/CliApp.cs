@@ -73,7 +73,21 @@ public static class CliApp
 
         try
         {
-            return Build().Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+            var parsed = Build().Parse(args);
+            if (parsed.Errors.Count > 0 && args.Length > 0)
+            {
+                // An unknown option, a missing or malformed value: bad input like any other, one line each and exit
+                // code 2, not System.CommandLine's help page and 1. (No arguments at all still shows the help.)
+                foreach (var error in parsed.Errors)
+                {
+                    Console.Error.WriteLine($"{Rank}error: {OneLine(error.Message)}");
+                }
+
+                Console.Error.WriteLine($"('{string.Join(' ', ["mamba2", .. CommandPath(parsed.CommandResult), "--help"])}' lists the options)");
+                return BadInput;
+            }
+
+            return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
         }
         catch (VulkanUnavailableException e)
         {
@@ -104,6 +118,18 @@ public static class CliApp
     public static bool IsUserError(Exception e) => e is ArgumentException or InvalidDataException or KeyNotFoundException
         or IOException or UnauthorizedAccessException or System.Text.Json.JsonException or FormatException or NotSupportedException
         or MissingFeatureException or System.Security.SecurityException;
+
+    /// <summary>The verbs from the root to <paramref name="result"/>'s command, e.g. "bench ssd".</summary>
+    private static IEnumerable<string> CommandPath(System.CommandLine.Parsing.CommandResult result)
+    {
+        var names = new Stack<string>();
+        for (var r = result; r is not null && r.Parent is not null; r = r.Parent as System.CommandLine.Parsing.CommandResult)
+        {
+            names.Push(r.Command.Name);
+        }
+
+        return names;
+    }
 
     private static string OneLine(string message) => string.Join(' ', message.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
 }

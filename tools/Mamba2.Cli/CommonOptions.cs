@@ -78,6 +78,15 @@ internal static class CommonOptions
         Description = "with --precision bf16: keep the layers' activations (the SSD's x, B, C, y, in_proj's output) as bf16 tensors: less memory a step",
     };
 
+    /// <summary>A bench verb's untimed and timed runs, checked before the device opens: --warmup >= 0, --repeats >= 1.</summary>
+    public static void CheckRuns(int warmup, int repeats)
+    {
+        if (warmup < 0 || repeats < 1)
+        {
+            throw new ArgumentException($"--warmup must be >= 0 and --repeats >= 1, got {warmup} and {repeats}.");
+        }
+    }
+
     /// <summary>
     /// Whether <see cref="Bf16Activations"/> is asked for and may be: false, true, or null (said on stderr) where it
     /// is asked outside precision bf16.

@@ -26,7 +26,7 @@ internal static class TrainStepBenchCommand
     private static readonly Option<int> HeadDim = new("--headdim") { DefaultValueFactory = _ => 64, Description = "headdim" };
     private static readonly Option<int> Chunk = new("--chunk") { DefaultValueFactory = _ => 256, Description = "chunk size" };
     private static readonly Option<bool> Bidirectional = new("--bidirectional") { Description = "bidirectional layers (sum-form SSD, non-causal conv)" };
-    private static readonly Option<int> Warmup = new("--warmup") { DefaultValueFactory = _ => 2, Description = "untimed steps first (at least 1)" };
+    private static readonly Option<int> Warmup = new("--warmup") { DefaultValueFactory = _ => 2, Description = "untimed steps first (at least one is run)" };
     private static readonly Option<int> Repeats = new("--repeats") { DefaultValueFactory = _ => 5, Description = "timed steps (median reported)" };
     private static readonly Option<int?> HeadBlockMib = new("--head-block-mib")
     {
@@ -44,6 +44,12 @@ internal static class TrainStepBenchCommand
     private static int Run(ParseResult r)
     {
         int b = r.GetValue(Batch), l = r.GetValue(SeqLen), vocab = r.GetValue(Vocab);
+        if (b < 1 || l < 2)
+        {
+            throw new ArgumentException($"--batch must be positive and --seqlen at least 2 (a next token to predict), got {b} and {l}.");
+        }
+
+        CommonOptions.CheckRuns(r.GetValue(Warmup), r.GetValue(Repeats));
         var mixer = new Mamba2Config(r.GetValue(DModel))
         {
             DState = r.GetValue(DState),

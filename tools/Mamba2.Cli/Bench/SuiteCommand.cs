@@ -75,10 +75,7 @@ internal static class SuiteCommand
 
         var warmup = r.GetValue(Warmup) ?? preset.Warmup;
         var repeats = r.GetValue(Repeats) ?? preset.Repeats;
-        if (warmup < 0 || repeats < 1)
-        {
-            throw new ArgumentException("--warmup must be >= 0 and --repeats >= 1.");
-        }
+        CommonOptions.CheckRuns(warmup, repeats);
 
         var ceilings = DeviceCeilings.Measure(device);
         Console.WriteLine($"device: {device.Name} ({device.Info.DriverName}); measured ceilings: copy {ceilings.CopyGBps:F1} GB/s, fp32 FMA {ceilings.Fp32Tflops:F2} TFLOP/s, tensor cores {CeilingText(ceilings)}");
