@@ -129,6 +129,8 @@ public sealed class CliErrorTests : IDisposable
         AssertBadInput(Run("train", "--task", "text", "--data", "/nodir/x.txt", "--out", Path.Combine(_dir, "t")), "/nodir/x.txt");
         AssertBadInput(Run("train", "--config", TinyConfig(), "--stop-at", "-5", "--out", Path.Combine(_dir, "s")), "--stop-at");
         AssertBadInput(Run("train", "--config", TinyConfig(), "--lr", "NaN", "--out", Path.Combine(_dir, "l")), "--lr");
+        AssertBadInput(Run("train", "--config", TinyConfig(), "--batch", "64", "--seqlen", "100000000", "--out", Path.Combine(_dir, "big")), "--seqlen 100000000");
+        Assert.False(Directory.Exists(Path.Combine(_dir, "big")));
         var file = Write("a-file", "x");
         AssertBadInput(Run("train", "--config", TinyConfig(), "--out", Path.Combine(file, "run")), "a-file");
         AssertBadInput(Run("train", "--config", TinyConfig(), "--out", Path.Combine(_dir, "m"), "--metrics-out", "/nodir/m.json"), "/nodir/m.json");
@@ -150,6 +152,7 @@ public sealed class CliErrorTests : IDisposable
         // Resume probes: a step that is not there, the run directory itself, a corrupt trainer state.
         AssertBadInput(Run("train", "--resume", Path.Combine(run, "step-999")), "step-999");
         AssertBadInput(Run("train", "--resume", run), "is a run directory");
+        AssertBadInput(Run("train", "--resume", Path.Combine(run, "step-8"), "--steps", "6"), "--steps 6 is before --resume's step 8");
         var copy = Path.Combine(_dir, "copy");
         CopyDirectory(run, copy);
         File.WriteAllText(Path.Combine(copy, "step-8", "trainer.json"), "{\"step\": ");

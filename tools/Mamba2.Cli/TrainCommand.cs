@@ -139,6 +139,11 @@ internal static class TrainCommand
             throw new ArgumentException("--steps, --batch, --eval-every, --save-every and --keep must be positive and --seqlen at least 2.");
         }
 
+        if ((long)s.Batch * s.SeqLen > int.MaxValue)
+        {
+            throw new ArgumentException($"--batch {s.Batch} x --seqlen {s.SeqLen} is more tokens a step than a tensor can index (at most {int.MaxValue}).");
+        }
+
         if (!float.IsFinite(s.LearningRate) || s.LearningRate <= 0)
         {
             throw new ArgumentException($"--lr must be a positive number, got {s.LearningRate.ToString(CultureInfo.InvariantCulture)}.");
@@ -151,6 +156,11 @@ internal static class TrainCommand
 
         var stopAt = Math.Min(r.GetValue(StopAt) ?? s.Steps, s.Steps);
         var resume = r.GetValue(Resume);
+        if (resume is not null && r.GetValue(Steps) is { } steps && Trainer.StepOf(resume.FullName) is var done && steps < done)
+        {
+            throw new ArgumentException($"--steps {steps} is before --resume's step {done}: a run continues from its checkpoint, it does not go back.");
+        }
+
         var runDir = resume is not null ? Path.GetFullPath(Path.Combine(resume.FullName, ".."))
             : r.GetValue(Out)?.FullName ?? Path.GetFullPath(Path.Combine("runs", $"{s.Task}-{DateTime.Now:yyyyMMdd-HHmmss}"));
         if (r.GetValue(MetricsOut) is { } metricsOutFile && !Directory.Exists(Path.GetDirectoryName(metricsOutFile.FullName)))
