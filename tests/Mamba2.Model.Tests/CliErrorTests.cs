@@ -114,8 +114,13 @@ public sealed class CliErrorTests : IDisposable
         AssertBadInput(Run(["bench", "train", .. tiny, "--batch", "1", "--seqlen", "1"]), "--seqlen at least 2");
         AssertBadInput(Run(["bench", "train", .. tiny, "--batch", "0", "--seqlen", "24"]), "--batch must be positive");
         AssertBadInput(Run(["bench", "train", .. tiny, "--batch", "1", "--seqlen", "24", "--repeats", "0"]), "--repeats >= 1");
+        AssertBadInput(Run(["bench", "train", .. tiny, "--batch", "64", "--seqlen", "100000000"]), "--seqlen 100000000");
+        string[] wide = ["--layers", "1", "--d-model", "32", "--vocab", "100000000", "--dstate", "8", "--headdim", "16", "--chunk", "16", "--batch", "1", "--seqlen", "24"];
+        AssertBadInput(Run(["bench", "train", .. wide]), "vocab_size (100000000) x d_model (32)");
+        AssertBadInput(Run("bench", "ssd", "--batch", "64", "--seqlen", "1000000"), "pick a smaller shape");
         AssertBadInput(Run("bench", "ssd", "--batch", "1", "--seqlen", "32", "--heads", "2", "--headdim", "8", "--dstate", "8", "--chunk", "16", "--warmup", "-1"), "--warmup must be >= 0");
         AssertBadInput(Run("bench", "gemm", "--sizes", "32", "--repeats", "0"), "--repeats >= 1");
+        AssertBadInput(Run("bench", "gemm", "--sizes", "100000x100000x100000"), "--sizes: '100000x100000x100000' has a matrix of more than");
     }
 
     [Fact]

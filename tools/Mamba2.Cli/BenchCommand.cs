@@ -175,12 +175,18 @@ internal static class BenchCommand
         {
             var dims = part.Split('x').Select(d => int.TryParse(d, out var v) && v > 0 ? v
                 : throw new ArgumentException($"--sizes: '{part}' needs positive whole numbers, N or MxNxK")).ToArray();
-            list.Add(dims.Length switch
+            var (m, n, k) = dims.Length switch
             {
                 1 => (dims[0], dims[0], dims[0]),
                 3 => (dims[0], dims[1], dims[2]),
                 _ => throw new ArgumentException($"--sizes: '{part}' is neither N nor MxNxK"),
-            });
+            };
+            if (Math.Max((long)m * k, Math.Max((long)k * n, (long)m * n)) > int.MaxValue)
+            {
+                throw new ArgumentException($"--sizes: '{part}' has a matrix of more than {int.MaxValue} elements");
+            }
+
+            list.Add((m, n, k));
         }
 
         return list;

@@ -20,5 +20,9 @@ public sealed record Mamba2LMConfig(int VocabSize, int NLayer, Mamba2Config Mixe
         }
 
         Mixer.Validate();
+        if ((long)VocabSize * Mixer.DModel > int.MaxValue)
+        {
+            throw new ArgumentException($"Mamba2LMConfig: the embedding, vocab_size ({VocabSize}) x d_model ({Mixer.DModel}), is more than a tensor holds ({int.MaxValue} elements).");
+        }
     }
 }
