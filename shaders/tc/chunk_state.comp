@@ -32,7 +32,7 @@ layout(constant_id = 7) const uint TN = 16;
 layout(constant_id = 8) const uint TK = 16;
 layout(constant_id = 9) const uint GRAD = 0;      // 1: the backward's weights (above)
 layout(constant_id = 10) const uint G_SHIFT = 0;  // GRAD: g read one step away (g_at)
-layout(constant_id = 11) const bool PASSING = false;   // the forward with state_passing's walk (above)
+layout(constant_id = 11) const bool PASSING = false;   // state_passing's walk too (GRAD: state_passing_bwd's), above
 
 #include "tensor_elems.glsl"
 layout(std430, binding = 0) readonly buffer X { TENSOR_ELEM x[]; };

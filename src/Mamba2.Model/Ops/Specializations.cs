@@ -186,7 +186,7 @@ internal readonly record struct SsdTcSpec(uint Local, uint BM, uint BN, uint BK,
 
 /// <summary>
 /// tc/chunk_state: the tile (<see cref="SsdTcSpec"/>), the backward's weights, g read one step away (0 none, 1: +1,
-/// 2: -1), and the forward with state_passing's walk as a look-back (<c>PASSING</c>).
+/// 2: -1), and state_passing's walk (the backward's with Grad) done inside it as a look-back (<c>PASSING</c>).
 /// </summary>
 internal readonly record struct ChunkStateTcSpec(uint Local, uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, bool Grad, uint GShift,
     bool Passing = false) : ISpecialization

@@ -5,7 +5,8 @@ namespace Mamba2.Model.Ops.Ssd;
 
 // The SSD's products on tensor cores (SsdOptions.Precision fp32-fast or bf16): forward chunk_state, C.B^T once per
 // group and chunk_scan; backward chunk_state (SsdOp.cs picks it), dx, dcb and from it dC and dB. chunk_cumsum,
-// state_passing and the backward's reductions are the fp32 kernels (decays and states stay fp32).
+// state_passing (unless tc/chunk_state does its walk: the look-back) and the backward's reductions are the fp32 kernels
+// (decays and states stay fp32).
 public static partial class SsdOp
 {
     /// <summary>Workgroups that share each dcb tile's heads, at most (one per head where there are fewer).</summary>
