@@ -13,12 +13,12 @@ public class SsdBackwardTests(GpuFixture gpu)
     private GpuDevice Device => gpu.Device;
 
     /// <summary>Upstream gradients: dy everywhere, and d final_states when asked.</summary>
-    internal static (float[] Dy, float[]? DFinal) Upstream(Random rng, SsdCase c, bool dFinal) =>
+    private static (float[] Dy, float[]? DFinal) Upstream(Random rng, SsdCase c, bool dFinal) =>
         (TestMath.Uniform(rng, (long)c.Batch * c.SeqLen * c.Heads * c.HeadDim, -1, 1),
          dFinal ? TestMath.Uniform(rng, (long)c.Batch * c.Heads * c.HeadDim * c.DState, -1, 1) : null);
 
     /// <summary>Runs forward and backward on the device (gradients poisoned first) and returns them by input name.</summary>
-    internal static Dictionary<string, float[]> RunBackward(GpuDevice device, SsdCase c, SsdPath path, Precision precision, float[] dy, float[]? dFinal)
+    private static Dictionary<string, float[]> RunBackward(GpuDevice device, SsdCase c, SsdPath path, Precision precision, float[] dy, float[]? dFinal)
     {
         using var inputs = new SsdDeviceInputs(device, c, path, precision);
         using var dyT = Tensor.FromArray(device, "dy", dy, c.Batch, c.SeqLen, c.Heads, c.HeadDim);
@@ -38,7 +38,7 @@ public class SsdBackwardTests(GpuFixture gpu)
     /// Forward and backward on the device against the adjoint of the float64 recurrence, every gradient, at
     /// <paramref name="precision"/>'s tolerance (the tensor-core tests share it).
     /// </summary>
-    internal static void Verify(GpuDevice device, SsdCase c, SsdPath path, Precision precision, bool dFinal, int seed, string what)
+    internal static Dictionary<string, float[]> Verify(GpuDevice device, SsdCase c, SsdPath path, Precision precision, bool dFinal, int seed, string what)
     {
         what = $"{what} ({path})";
         var (dy, df) = Upstream(new Random(seed + 1), c, dFinal);
@@ -52,6 +52,7 @@ public class SsdBackwardTests(GpuFixture gpu)
                 precision.Tolerance(), $"{what}: grad_{e.Name}"))?.Message)
             .OfType<string>().ToList();
         Assert.True(failures.Count == 0, string.Join(Environment.NewLine, failures));
+        return actual;
     }
 
     private static double[] Widen(float[] a) => Array.ConvertAll(a, v => (double)v);

@@ -78,6 +78,15 @@ internal static class CommonOptions
         Description = "with --precision bf16: keep the layers' activations (the SSD's x, B, C, y, in_proj's output) as bf16 tensors: less memory a step",
     };
 
+    /// <summary>A training step's tokens, --batch x --seqlen, as one tensor indexes them (at most 2^31 - 1).</summary>
+    public static void CheckTokensAStep(int batch, int seqlen)
+    {
+        if ((long)batch * seqlen > int.MaxValue)
+        {
+            throw new ArgumentException($"--batch {batch} x --seqlen {seqlen} is more tokens a step than a tensor can index (at most {int.MaxValue}).");
+        }
+    }
+
     /// <summary>A bench verb's untimed and timed runs, checked before the device opens: --warmup >= 0, --repeats >= 1.</summary>
     public static void CheckRuns(int warmup, int repeats)
     {

@@ -139,10 +139,7 @@ internal static class TrainCommand
             throw new ArgumentException("--steps, --batch, --eval-every, --save-every and --keep must be positive and --seqlen at least 2.");
         }
 
-        if ((long)s.Batch * s.SeqLen > int.MaxValue)
-        {
-            throw new ArgumentException($"--batch {s.Batch} x --seqlen {s.SeqLen} is more tokens a step than a tensor can index (at most {int.MaxValue}).");
-        }
+        CommonOptions.CheckTokensAStep(s.Batch, s.SeqLen);
 
         if (!float.IsFinite(s.LearningRate) || s.LearningRate <= 0)
         {

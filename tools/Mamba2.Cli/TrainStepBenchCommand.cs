@@ -49,11 +49,7 @@ internal static class TrainStepBenchCommand
             throw new ArgumentException($"--batch must be positive and --seqlen at least 2 (a next token to predict), got {b} and {l}.");
         }
 
-        if ((long)b * l > int.MaxValue)
-        {
-            throw new ArgumentException($"--batch {b} x --seqlen {l} is more tokens a step than a tensor can index (at most {int.MaxValue}).");
-        }
-
+        CommonOptions.CheckTokensAStep(b, l);
         CommonOptions.CheckRuns(r.GetValue(Warmup), r.GetValue(Repeats));
         var mixer = new Mamba2Config(r.GetValue(DModel))
         {

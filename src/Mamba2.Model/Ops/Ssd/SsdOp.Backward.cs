@@ -269,14 +269,8 @@ public static partial class SsdOp
             | SsdFlags.Mirrored.If(o.Mirrored);
         if (geo.LookBack && geo.Tc is { } stateTc)
         {
-            var bf16G = sc.G.DType == TensorDType.BF16;
-            var items = stateTc.State.Tiles(p, n) * nc * b * h;
-            var sync = sc.Products.Get("ssd.look_back", checked((int)items + 1)).Buffer;
-            st.Fill(sync, 0u);
-            st.Dispatch(device.GetKernel(Shaders.ChunkStateTc(o.Precision.Operands(device), bf16G), stateTc.State.StateSpec(grad: true, geo.GShift, passing: true)),
-                (Shaders.Groups(device, items), 1, 1), new StatePush(b, l, h, g, p, n, q, nc, passFlags),
-                pc.Of(sc.G, bf16G), pc.Of(C, bf16G), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(sc.DStates), pc.Of(saved.DACumsumLo),
-                pc.Of(dFinal ?? saved.FinalStates), pc.Of(gr.DInitialStates ?? sc.Inner), sync, pc.Of(saved.ChunkStates), pc.Of(sc.Inner));
+            RecordLookBack(st, s, pc, stateTc.State, o.Precision.Operands(device), grad: true, geo.GShift, passFlags, sc.Products, sc.G, C, saved, sc.DStates,
+                walkIn: dFinal ?? saved.FinalStates, walkOut: gr.DInitialStates ?? sc.Inner, entering: saved.ChunkStates, inner: sc.Inner);
             Mark(1);
             Mark(2);
         }

@@ -119,18 +119,34 @@ public static partial class SsdOp
             return;
         }
 
+        // The backward's two bindings (the forward's states, the inner parts) are unused here.
+        RecordLookBack(st, s, pc, tc, operands, grad: false, gShift: 0, SsdFlags.Mirrored.If(mirrored) | SsdFlags.InitialStates.If(initial is not null),
+            pool, x, B, r, r.ChunkStates, walkIn: initial ?? r.FinalStates, walkOut: r.FinalStates, entering: r.ChunkStates, inner: r.FinalStates);
+        mark(1);
+        mark(2);
+    }
+
+    /// <summary>
+    /// tc/chunk_state's look-back over a piece (its PASSING variant; with <paramref name="grad"/> the backward's reverse
+    /// walk): its ticket counter and flags from <paramref name="pool"/>, zeroed first. <paramref name="states"/> is
+    /// what enters each chunk (forward: the states; backward: their gradients), <paramref name="walkIn"/> and
+    /// <paramref name="walkOut"/> what enters the walk's first chunk and leaves its last; the backward reads the
+    /// forward's <paramref name="entering"/> states and writes <paramref name="inner"/>. dt and the cumsums come from
+    /// <paramref name="saved"/>.
+    /// </summary>
+    private static void RecordLookBack(CommandStream st, SsdShape s, Piece pc, SsdTensorCoreTile tc, GemmOperands operands, bool grad, uint gShift,
+        SsdFlags flags, ScratchPool pool, Tensor x, Tensor B, SsdResult saved, Tensor states, Tensor walkIn, Tensor walkOut, Tensor entering, Tensor inner)
+    {
+        var device = x.Device;
         var (b, l, h, g, p, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
         var bf16 = x.DType == TensorDType.BF16;
         var items = tc.Tiles(p, n) * nc * b * h;
         var sync = pool.Get("ssd.look_back", checked((int)items + 1)).Buffer;   // the ticket counter, then a flag per item
         st.Fill(sync, 0u);
-        st.Dispatch(device.GetKernel(Shaders.ChunkStateTc(operands, bf16), tc.StateSpec(grad: false, gShift: 0, passing: true)),
-            (Shaders.Groups(device, items), 1, 1),
-            new StatePush(b, l, h, g, p, n, q, nc, SsdFlags.Mirrored.If(mirrored) | SsdFlags.InitialStates.If(initial is not null)),
-            pc.Of(x, bf16), pc.Of(B, bf16), pc.Of(r.DtOut), pc.Of(r.DACumsum), pc.Of(r.ChunkStates), pc.Of(r.DACumsumLo), pc.Of(initial ?? r.FinalStates),
-            pc.Of(r.FinalStates), sync, pc.Of(r.ChunkStates), pc.Of(r.FinalStates));   // the backward's two: unused
-        mark(1);
-        mark(2);
+        st.Dispatch(device.GetKernel(Shaders.ChunkStateTc(operands, bf16), tc.StateSpec(grad, gShift, passing: true)), (Shaders.Groups(device, items), 1, 1),
+            new StatePush(b, l, h, g, p, n, q, nc, flags),
+            pc.Of(x, bf16), pc.Of(B, bf16), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(states), pc.Of(saved.DACumsumLo), pc.Of(walkIn), pc.Of(walkOut),
+            sync, pc.Of(entering), pc.Of(inner));
     }
 
     /// <summary>
