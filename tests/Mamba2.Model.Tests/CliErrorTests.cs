@@ -106,6 +106,27 @@ public sealed class CliErrorTests : IDisposable
         Assert.Contains("'mamba2 bench ssd --help' lists the options", err);
     }
 
+    /// <summary>
+    /// .NET's " (Parameter 'ChunkSize')" and "Actual value was 0." are not what a user reads: the op's own text, which
+    /// names the argument, and the value where the text lacks it. A message that does not name its argument keeps it.
+    /// </summary>
+    [Fact]
+    public void ArgumentMessagesReadAsOneCleanLine()
+    {
+        var r = Run("bench", "ssd", "--batch", "1", "--seqlen", "32", "--heads", "2", "--headdim", "8", "--dstate", "8", "--chunk", "0");
+        AssertBadInput(r, "chunk_size must be in 16..256. (got 0)");
+        Assert.DoesNotContain("Parameter", r.Err, StringComparison.Ordinal);
+        Assert.DoesNotContain("Actual value", r.Err, StringComparison.Ordinal);
+
+        Assert.Equal("RmsNorm: eps must be finite and >= 0. (got -1)",
+            CliApp.UserMessage(new ArgumentOutOfRangeException("eps", -1.0, "RmsNorm: eps must be finite and >= 0.")));
+        Assert.Equal("step must be >= 0, not -3.",
+            CliApp.UserMessage(new ArgumentOutOfRangeException("step", -3, "step must be >= 0, not -3.")));
+        Assert.Equal("Value cannot be null. (Parameter 'weights')", CliApp.UserMessage(new ArgumentNullException("weights")));
+        Assert.Equal("tokens: a b", CliApp.UserMessage(new ArgumentException("tokens: a\nb", "tokens")));
+        Assert.Equal("no such file", CliApp.UserMessage(new FileNotFoundException("no such file")));
+    }
+
     /// <summary>The bench verbs' run counts and bench train's shape are checked before the device opens, naming the flag.</summary>
     [Fact]
     public void BenchRunsAndStepShapeAreChecked()

@@ -101,7 +101,7 @@ public static class CliApp
         }
         catch (Exception e) when (IsUserError(e))
         {
-            Console.Error.WriteLine($"{Rank}error: {OneLine(e.Message)}");
+            Console.Error.WriteLine($"{Rank}error: {UserMessage(e)}");
             return BadInput;
         }
         catch (Exception e)
@@ -129,6 +129,46 @@ public static class CliApp
         }
 
         return names;
+    }
+
+    /// <summary>
+    /// A bad-input exception's message as one line for a user. .NET appends " (Parameter 'name')" and, when out of
+    /// range, a line "Actual value was v." to an ArgumentException's text: the C# parameter's name is dropped where
+    /// the text already names it (chunk_size for ChunkSize), and the value is kept, as "(got v)", where it does not
+    /// already appear.
+    /// </summary>
+    public static string UserMessage(Exception e)
+    {
+        if (e is not ArgumentException a)
+        {
+            return OneLine(e.Message);
+        }
+
+        var text = e.Message;
+        string? actual = null;
+        if (a is ArgumentOutOfRangeException { ActualValue: { } value })
+        {
+            actual = Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture);
+            var line = text.LastIndexOf('\n');
+            if (line >= 0)
+            {
+                text = text[..line];
+            }
+        }
+
+        if (a.ParamName is { Length: > 0 } name)
+        {
+            var suffix = $" (Parameter '{name}')";
+            if (text.EndsWith(suffix, StringComparison.Ordinal) && Folded(text[..^suffix.Length]).Contains(Folded(name), StringComparison.Ordinal))
+            {
+                text = text[..^suffix.Length];
+            }
+        }
+
+        text = OneLine(text);
+        return actual is null || text.Contains(actual, StringComparison.Ordinal) ? text : $"{text} (got {actual})";
+
+        static string Folded(string s) => s.Replace("_", "", StringComparison.Ordinal).Replace("-", "", StringComparison.Ordinal).ToLowerInvariant();
     }
 
     private static string OneLine(string message) => string.Join(' ', message.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
