@@ -27,6 +27,12 @@ public sealed record DeviceCapabilities
     public bool SubgroupSizeControl { get; init; }
     public bool ComputeFullSubgroups { get; init; }
 
+    /// <summary>A compute pipeline may require a subgroup size (requiredSubgroupSizeStages has the compute stage).</summary>
+    public bool RequiredSubgroupSizeCompute { get; init; }
+
+    /// <summary>At most this many subgroups a workgroup when a pipeline requires a subgroup size.</summary>
+    public uint MaxComputeWorkgroupSubgroups { get; init; }
+
     /// <summary>Vulkan 1.3's maintenance4, needed by SPIR-V 1.6 shaders whose workgroup size is a specialization constant.</summary>
     public bool Maintenance4 { get; init; }
     public bool CooperativeMatrixKhr { get; init; }
@@ -46,8 +52,16 @@ public sealed record DeviceCapabilities
     /// <summary>Workgroup-scope matrices of VK_NV_cooperative_matrix2, with flexible dimensions.</summary>
     public CooperativeMatrix2Limits? CooperativeMatrix2 { get; init; }
 
+    /// <summary>
+    /// The tensor-core kernels (SPIR-V 1.6) run in the subgroups the host sized them for: the device has one subgroup
+    /// size, or a pipeline can require it and full subgroups (<see cref="SubgroupPinning"/>). Without that the driver
+    /// may pick another size, and those kernels are not offered.
+    /// </summary>
+    public bool SubgroupLayoutHolds => MinSubgroupSize == MaxSubgroupSize
+        || (SubgroupSizeControl && RequiredSubgroupSizeCompute && ComputeFullSubgroups && SubgroupSize >= MinSubgroupSize && SubgroupSize <= MaxSubgroupSize);
+
     /// <summary>The tensor-core features a kernel may use here (<see cref="ShaderFeatures"/>).</summary>
-    public ShaderFeatures ShaderFeatures =>
+    public ShaderFeatures ShaderFeatures => !SubgroupLayoutHolds ? 0 :
         (CooperativeMatrixKhr && VulkanMemoryModel && Maintenance4 && CooperativeMatrixShapes.Count > 0 ? ShaderFeatures.KhrCooperativeMatrix : 0)
         | (CooperativeMatrixKhr && CooperativeMatrix2Nv && CooperativeMatrix2 is { } l && l.FlexibleShapes.Count > 0 ? ShaderFeatures.NvCooperativeMatrix2 : 0)
         | (Bfloat16 && Bfloat16CooperativeMatrix && Int16 ? ShaderFeatures.Bfloat16 : 0);

@@ -210,6 +210,12 @@ public sealed unsafe class Kernel : IDisposable
                     PData = data,
                 };
                 var main = stackalloc byte[] { (byte)'m', (byte)'a', (byte)'i', (byte)'n', 0 };
+                Pinning = SubgroupPinning.For(device.Capabilities, source.Layout, source.Layout.WorkgroupSize(specialization));
+                var required = new PipelineShaderStageRequiredSubgroupSizeCreateInfo
+                {
+                    SType = StructureType.PipelineShaderStageRequiredSubgroupSizeCreateInfo,
+                    RequiredSubgroupSize = Pinning.RequiredSize,
+                };
                 var pipelineInfo = new ComputePipelineCreateInfo
                 {
                     SType = StructureType.ComputePipelineCreateInfo,
@@ -217,6 +223,8 @@ public sealed unsafe class Kernel : IDisposable
                     {
                         SType = StructureType.PipelineShaderStageCreateInfo,
                         Stage = ShaderStageFlags.ComputeBit,
+                        PNext = Pinning.RequiredSize != 0 ? &required : null,
+                        Flags = Pinning.FullSubgroups ? PipelineShaderStageCreateFlags.RequireFullSubgroupsBit : 0,
                         Module = module,
                         PName = main,
                         PSpecializationInfo = specialization.Length > 0 ? &spec : null,
@@ -245,6 +253,9 @@ public sealed unsafe class Kernel : IDisposable
     public KernelSource Source { get; }
 
     public IReadOnlyList<uint> Specialization => _specialization;
+
+    /// <summary>The subgroup size this pipeline requires, if any, and whether its subgroups are full (<see cref="SubgroupPinning"/>).</summary>
+    public SubgroupPinning Pinning { get; }
 
     /// <summary><see cref="Specialization"/> as a span (the kernel cache compares it on every lookup).</summary>
     internal ReadOnlySpan<uint> SpecializationSpan => _specialization;

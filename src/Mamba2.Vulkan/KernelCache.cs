@@ -122,6 +122,7 @@ internal sealed unsafe class KernelCache : IDisposable
             }
 
             Directory.CreateDirectory(Path.GetDirectoryName(_cacheFile)!);
+            RemoveAbandonedTemporaries(_cacheFile);
             var temp = $"{_cacheFile}.{Environment.ProcessId}.tmp";
             File.WriteAllBytes(temp, data.AsSpan(0, (int)size).ToArray());
             File.Move(temp, _cacheFile, overwrite: true);
@@ -129,6 +130,36 @@ internal sealed unsafe class KernelCache : IDisposable
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or VulkanException)
         {
             // The cache only saves start-up time; an unwritable cache folder must not fail the program.
+        }
+    }
+
+    /// <summary>
+    /// A process killed while saving leaves its "FILE.PID.tmp" behind (as large as the cache): removed once no
+    /// process of that id runs. A reused id keeps its file until a later save finds it gone.
+    /// </summary>
+    private static void RemoveAbandonedTemporaries(string cacheFile)
+    {
+        var name = Path.GetFileName(cacheFile);
+        foreach (var temp in Directory.EnumerateFiles(Path.GetDirectoryName(cacheFile)!, $"{name}.*.tmp"))
+        {
+            var id = Path.GetFileName(temp)[(name.Length + 1)..^".tmp".Length];
+            if (int.TryParse(id, out var pid) && pid != Environment.ProcessId && !IsRunning(pid))
+            {
+                File.Delete(temp);
+            }
+        }
+
+        static bool IsRunning(int pid)
+        {
+            try
+            {
+                using var p = System.Diagnostics.Process.GetProcessById(pid);
+                return !p.HasExited;
+            }
+            catch (Exception e) when (e is ArgumentException or InvalidOperationException)
+            {
+                return false;
+            }
         }
     }
 

@@ -184,6 +184,8 @@ public sealed unsafe record PhysicalDeviceInfo
             Storage16Bit = f11.StorageBuffer16BitAccess,
             SubgroupSizeControl = basic.ApiVersion >= Vk.Version13 && f13.SubgroupSizeControl,
             ComputeFullSubgroups = basic.ApiVersion >= Vk.Version13 && f13.ComputeFullSubgroups,
+            RequiredSubgroupSizeCompute = hasSizeControl && (sizeControl.RequiredSubgroupSizeStages & ShaderStageFlags.ComputeBit) != 0,
+            MaxComputeWorkgroupSubgroups = hasSizeControl ? sizeControl.MaxComputeWorkgroupSubgroups : 0,
             Maintenance4 = basic.ApiVersion >= Vk.Version13 && f13.Maintenance4,
             CooperativeMatrixKhr = coopKhr.CooperativeMatrix,
             CooperativeMatrixNv = coopNv.CooperativeMatrix,

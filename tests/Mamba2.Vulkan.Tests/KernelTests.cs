@@ -147,6 +147,10 @@ public class KernelTests(GpuFixture gpu)
 
             var file = Assert.Single(Directory.GetFiles(dir));
             Assert.Contains("pipelines-", file);
+            var abandoned = $"{file}.{int.MaxValue}.tmp";   // a save killed midway, by a process no longer running
+            var running = $"{file}.1.tmp";                   // process 1 always runs: perhaps still saving
+            File.WriteAllBytes(abandoned, [1, 2, 3]);
+            File.WriteAllBytes(running, [1, 2, 3]);
             Assert.True(new FileInfo(file).Length > 0);
             using (var d = GpuDevice.Create(options))
             {
@@ -154,6 +158,9 @@ public class KernelTests(GpuFixture gpu)
                 d.Dispose();
                 FailOnValidationMessagesAttribute.ThrowIfAny(d.ValidationLog, "second device");
             }
+
+            Assert.False(File.Exists(abandoned));
+            Assert.True(File.Exists(running));
         }
         finally
         {

@@ -86,7 +86,9 @@ internal static class DevicesCommand
             ["vendor"] = $"{d.VendorName} (0x{d.VendorId:X4}), device 0x{d.DeviceId:X4}",
             ["driver"] = $"{d.DriverName} {d.DriverInfo}".Trim(),
             ["Vulkan API"] = VulkanInstance.VersionString(d.ApiVersion),
-            ["subgroup size"] = c.MinSubgroupSize == c.MaxSubgroupSize ? $"{c.SubgroupSize}" : $"{c.SubgroupSize} (control: {c.MinSubgroupSize}..{c.MaxSubgroupSize})",
+            ["subgroup size"] = c.MinSubgroupSize == c.MaxSubgroupSize ? $"{c.SubgroupSize}"
+                : $"{c.SubgroupSize} (the driver may pick {c.MinSubgroupSize}..{c.MaxSubgroupSize}; "
+                    + (c.SubgroupLayoutHolds ? $"tensor-core kernels require {c.SubgroupSize})" : "tensor-core kernels cannot require a size, so none run)"),
             ["shared memory"] = $"{c.MaxSharedMemoryBytes / 1024} KiB per workgroup",
             ["workgroup"] = $"{c.MaxWorkgroupInvocations} invocations, grid up to {c.MaxWorkgroupCount.X}x{c.MaxWorkgroupCount.Y}x{c.MaxWorkgroupCount.Z}",
             ["storage buffer range"] = Bytes(c.MaxStorageBufferRange),
