@@ -142,6 +142,13 @@ public sealed class CliErrorTests : IDisposable
         AssertBadInput(Run("bench", "ssd", "--batch", "1", "--seqlen", "32", "--heads", "2", "--headdim", "8", "--dstate", "8", "--chunk", "16", "--warmup", "-1"), "--warmup must be >= 0");
         AssertBadInput(Run("bench", "gemm", "--sizes", "32", "--repeats", "0"), "--repeats >= 1");
         AssertBadInput(Run("bench", "gemm", "--sizes", "100000x100000x100000"), "--sizes: '100000x100000x100000' has a matrix of more than");
+        string[] ssd = ["bench", "ssd", "--batch", "1", "--seqlen", "32", "--heads", "2", "--headdim", "8", "--dstate", "8", "--chunk", "16"];
+        AssertBadInput(Run([.. ssd, "--direction", "sum", "--naive", "--fused"]), "--naive and --fused: give one");
+        string[] suite = ["bench", "--batch", "1", "--seqlen", "32", "--heads", "2", "--headdim", "8", "--dstate", "8", "--chunk", "16", "--ops", "ssd"];
+        AssertBadInput(Run([.. suite, "--threshold", "-1"]), "--threshold -1: expected a fraction >= 0");
+        AssertBadInput(Run([.. suite, "--threshold", "NaN"]), "--threshold NaN");
+        AssertBadInput(Run("bench", "gemm", "--sizes", "16", "--precision", "fp32", "--tc-tile", "64x64x32/32x32"), "--tc-tile applies to tensor-core products");
+        AssertBadInput(Run("bench", "gemm", "--sizes", "16", "--operands", "fp32", "--staging", "converted"), "--staging applies to tensor-core products");
     }
 
     [Fact]

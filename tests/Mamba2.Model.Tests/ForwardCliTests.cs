@@ -84,6 +84,12 @@ public sealed class ForwardCliTests(GpuFixture gpu) : IDisposable
         Assert.Equal($"{tokenizer.Decode(expected)}\n{string.Join(",", expected)}\n", text);   // streamed text, then the ids
         Assert.Contains("6 tokens after a prompt of 2", err);
         Assert.Equal(CliApp.BadInput, CliCapture.Run("generate", "--model", model, "--prompt-ids", "259,266").Code);   // outside the vocabulary
+        foreach (var bad in new[] { new[] { "--eos-id", "-5" }, ["--eos-id", "266"], ["--temperature", "NaN"], ["--temperature", "Infinity"], ["--repetition-penalty", "Infinity"] })
+        {
+            var (badCode, _, badErr) = CliCapture.Run(["generate", "--model", model, "--prompt-ids", "259", .. bad]);
+            Assert.True(badCode == CliApp.BadInput, $"{string.Join(' ', bad)}: exit {badCode}: {badErr}");
+            Assert.Contains(bad[0], badErr);
+        }
 
         // End of text: with the first drawn token as the EOS id, generation stops right after it.
         (code, text, err) = CliCapture.Run("generate", "--model", model, "--prompt", "hello world", "--max-new-tokens", "6", "--precision", "fp32",

@@ -128,6 +128,13 @@ internal static class BenchCommand
             return 2;
         }
 
+        if (operands == GemmOperands.Fp32
+            && new Option[] { Api, Staging, TensorTile }.FirstOrDefault(o => result.GetResult(o) is { Implicit: false }) is { } tensorOnly)
+        {
+            throw new ArgumentException(
+                $"{tensorOnly.Name} applies to tensor-core products; these run in fp32 (take --operands f16|bf16, or --precision fp32-fast|bf16).");
+        }
+
         var resolved = operands == GemmOperands.Fp32 ? api : outBf16 ? TensorCoreApi.Khr : TensorCoreGemm.Resolve(device.Capabilities, operands, api)!.Value;
         var staging = operands == GemmOperands.Fp32 ? OperandStaging.InKernel : TensorCoreGemm.ResolveStaging(device, operands, resolved, staged);
         TensorCoreTile? TensorTileFor(int m, int n) => result.GetValue(TensorTile) is { } text

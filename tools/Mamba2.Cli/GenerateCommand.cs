@@ -43,9 +43,11 @@ internal static class GenerateCommand
         }
 
         var max = r.GetValue(MaxNewTokens);
-        if (max < 0 || r.GetValue(TopK) < 0 || !(r.GetValue(TopP) is > 0 and <= 1) || r.GetValue(Temperature) < 0 || !(r.GetValue(RepetitionPenalty) > 0))
+        var (temperature, penalty) = (r.GetValue(Temperature), r.GetValue(RepetitionPenalty));
+        if (max < 0 || r.GetValue(TopK) < 0 || !(r.GetValue(TopP) is > 0 and <= 1) || !(temperature >= 0 && float.IsFinite(temperature))
+            || !(penalty > 0 && float.IsFinite(penalty)))
         {
-            throw new ArgumentException("--max-new-tokens, --top-k and --temperature must be >= 0, --top-p in (0, 1] and --repetition-penalty > 0.");
+            throw new ArgumentException("--max-new-tokens, --top-k and --temperature must be >= 0 (and finite), --top-p in (0, 1] and --repetition-penalty finite and > 0.");
         }
 
         if (file is not null)
@@ -75,8 +77,13 @@ internal static class GenerateCommand
             throw new ArgumentException(outside.Count > 0 ? $"prompt token {outside[0]} is outside the model's vocabulary [0, {lm.Config.VocabSize})." : "a prompt encodes to no tokens.");
         }
 
+        if (r.GetValue(EosId) is { } eosId && (eosId < 0 || eosId >= lm.Config.VocabSize))
+        {
+            throw new ArgumentException($"--eos-id {eosId} is outside the model's vocabulary [0, {lm.Config.VocabSize}).");
+        }
+
         lm.Precision = precision;
-        var sampling = new SamplingOptions(r.GetValue(Temperature), r.GetValue(TopK), r.GetValue(TopP), r.GetValue(Seed), r.GetValue(RepetitionPenalty));
+        var sampling = new SamplingOptions(temperature, r.GetValue(TopK), r.GetValue(TopP), r.GetValue(Seed), penalty);
         var eos = r.GetValue(IgnoreEos) ? null : r.GetValue(EosId) ?? lm.Config.EosTokenId;
         foreach (var prompt in prompts)
         {

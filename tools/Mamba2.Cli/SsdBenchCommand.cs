@@ -51,6 +51,11 @@ internal static class SsdBenchCommand
         int b = r.GetValue(Batch), l = r.GetValue(SeqLen), h = r.GetValue(Heads), p = r.GetValue(HeadDim);
         int g = r.GetValue(Groups), n = r.GetValue(DState), q = r.GetValue(Chunk);
         CommonOptions.CheckRuns(r.GetValue(Warmup), r.GetValue(Repeats));
+        if (r.GetValue(Naive) && r.GetValue(Fused))
+        {
+            throw new ArgumentException("--naive and --fused: give one (the bidirectional composition or the fused pass).");
+        }
+
         using var device = CommonOptions.Open(r);
         if (CommonOptions.ResolvePrecision(r, device, "the SSD", CommonOptions.AllPrecisions) is not { } precision)
         {

@@ -76,6 +76,10 @@ internal static class SuiteCommand
         var warmup = r.GetValue(Warmup) ?? preset.Warmup;
         var repeats = r.GetValue(Repeats) ?? preset.Repeats;
         CommonOptions.CheckRuns(warmup, repeats);
+        if (r.GetValue(Threshold) is var threshold && !(threshold >= 0 && double.IsFinite(threshold)))
+        {
+            throw new ArgumentException($"--threshold {threshold}: expected a fraction >= 0 (0.10: a row 10% slower than --compare's is a regression).");
+        }
 
         var ceilings = DeviceCeilings.Measure(device);
         Console.WriteLine($"device: {device.Name} ({device.Info.DriverName}); measured ceilings: copy {ceilings.CopyGBps:F1} GB/s, fp32 FMA {ceilings.Fp32Tflops:F2} TFLOP/s, tensor cores {CeilingText(ceilings)}");
