@@ -125,6 +125,27 @@ public sealed class CliErrorTests : IDisposable
         Assert.Equal("Value cannot be null. (Parameter 'weights')", CliApp.UserMessage(new ArgumentNullException("weights")));
         Assert.Equal("tokens: a b", CliApp.UserMessage(new ArgumentException("tokens: a\nb", "tokens")));
         Assert.Equal("no such file", CliApp.UserMessage(new FileNotFoundException("no such file")));
+
+        // Thrown by the project's code, which names the file itself: no C# parameter name after it.
+        var tiny = Write("tiny.txt", "hello\n");
+        var text = Run("train", "--task", "text", "--data", tiny, "--seqlen", "100", "--steps", "1", "--out", Path.Combine(_dir, "t"));
+        AssertBadInput(text, "has 6 tokens; a sequence of 100 needs at least 101.");
+        Assert.DoesNotContain("Parameter", text.Err, StringComparison.Ordinal);
+    }
+
+    /// <summary>Associative recall's sequence is 4 positions a pair, each pair a distinct key: other lengths are refused before a run starts.</summary>
+    [Fact]
+    public void AssociativeRecallLengthsAreChecked()
+    {
+        foreach (var seqlen in new[] { "2", "30", "200" })
+        {
+            var run = Path.Combine(_dir, $"recall-{seqlen}");
+            AssertBadInput(Run("train", "--task", "associative-recall", "--seqlen", seqlen, "--steps", "1", "--out", run), $"--seqlen {seqlen}: associative recall");
+            Assert.False(Directory.Exists(run));
+        }
+
+        Assert.Throws<ArgumentException>(() => new Mamba2.Model.Training.Tasks.AssociativeRecallTask(pairs: 0));
+        Assert.Throws<ArgumentException>(() => new Mamba2.Model.Training.Tasks.AssociativeRecallTask(pairs: 9, keys: 8));
     }
 
     /// <summary>The bench verbs' run counts and bench train's shape are checked before the device opens, naming the flag.</summary>

@@ -134,8 +134,8 @@ public static class CliApp
     /// <summary>
     /// A bad-input exception's message as one line for a user. .NET appends " (Parameter 'name')" and, when out of
     /// range, a line "Actual value was v." to an ArgumentException's text: the C# parameter's name is dropped where
-    /// the text already names it (chunk_size for ChunkSize), and the value is kept, as "(got v)", where it does not
-    /// already appear.
+    /// the text already names it (chunk_size for ChunkSize) or comes from this project's code (whose messages name the
+    /// file, flag or field themselves), and the value is kept, as "(got v)", where it does not already appear.
     /// </summary>
     public static string UserMessage(Exception e)
     {
@@ -159,7 +159,8 @@ public static class CliApp
         if (a.ParamName is { Length: > 0 } name)
         {
             var suffix = $" (Parameter '{name}')";
-            if (text.EndsWith(suffix, StringComparison.Ordinal) && Folded(text[..^suffix.Length]).Contains(Folded(name), StringComparison.Ordinal))
+            var ours = e.TargetSite?.DeclaringType?.Assembly.GetName().Name?.StartsWith("Mamba2", StringComparison.OrdinalIgnoreCase) == true;
+            if (text.EndsWith(suffix, StringComparison.Ordinal) && (ours || Folded(text[..^suffix.Length]).Contains(Folded(name), StringComparison.Ordinal)))
             {
                 text = text[..^suffix.Length];
             }

@@ -125,11 +125,18 @@ internal static class TrainCommand
     {
         "text" when s.InitFrom is not null => FineTuningText(s, tokenizerDir!),
         "selective-copy" => new SelectiveCopyTask(s.SeqLen, s.CopyTokens, s.TaskVocab),
-        "associative-recall" => new AssociativeRecallTask(pairs: s.SeqLen / 4),
+        "associative-recall" => new AssociativeRecallTask(pairs: RecallPairs(s.SeqLen)),
         "reverse" => new ReverseTask(s.SeqLen, s.TaskVocab),
         "text" => new TextTask(s.Data ?? throw new ArgumentException("--task text needs --data FILE."), s.SeqLen),
         _ => throw new ArgumentException($"--task must be selective-copy, associative-recall, reverse or text, got '{s.Task}'."),
     };
+
+    /// <summary>Associative recall's pairs for a sequence: 4 positions a pair (the pairs, then each key queried again).</summary>
+    private static int RecallPairs(int seqLen) =>
+        seqLen % 4 == 0 && seqLen / 4 is >= 1 and <= AssociativeRecallTask.DefaultKeys
+            ? seqLen / 4
+            : throw new ArgumentException(
+                $"--seqlen {seqLen}: associative recall takes 4 positions a key-value pair (the pairs, then each key queried again), each pair a distinct one of {AssociativeRecallTask.DefaultKeys} keys: a multiple of 4 in 4..{4 * AssociativeRecallTask.DefaultKeys}.");
 
     private static int Run(ParseResult r)
     {

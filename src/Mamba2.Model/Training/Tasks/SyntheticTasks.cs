@@ -53,28 +53,43 @@ public sealed class SelectiveCopyTask : TrainingTask
 /// Multi-query associative recall (MQAR, Zoology): <c>Pairs</c> key-value pairs, then the keys again in a random
 /// order; after each queried key the model must predict its value.
 /// </summary>
-public sealed class AssociativeRecallTask(int pairs = 8, int keys = 32, int values = 32) : TrainingTask
+public sealed class AssociativeRecallTask : TrainingTask
 {
+    /// <summary>The keys the CLI's task draws from (and its values as many).</summary>
+    public const int DefaultKeys = 32;
+
+    private readonly int _pairs, _keys, _values;
+
+    public AssociativeRecallTask(int pairs = 8, int keys = DefaultKeys, int values = DefaultKeys)
+    {
+        if (pairs < 1 || keys < pairs || values < 1)
+        {
+            throw new ArgumentException($"associative recall: needs pairs >= 1 (got {pairs}), keys >= pairs (each pair a distinct key; got {keys}) and values >= 1 (got {values}).");
+        }
+
+        (_pairs, _keys, _values) = (pairs, keys, values);
+    }
+
     public override string Name => "associative-recall";
 
-    public override int VocabSize => keys + values;
+    public override int VocabSize => _keys + _values;
 
-    public override int SeqLen => 4 * pairs;
+    public override int SeqLen => 4 * _pairs;
 
     protected override void Fill(Random rng, Span<int> inputs, Span<int> targets)
     {
-        var k = Enumerable.Range(0, keys).OrderBy(_ => rng.Next()).Take(pairs).ToArray();
-        var v = Enumerable.Range(0, pairs).Select(_ => keys + rng.Next(values)).ToArray();
-        for (var i = 0; i < pairs; i++)
+        var k = Enumerable.Range(0, _keys).OrderBy(_ => rng.Next()).Take(_pairs).ToArray();
+        var v = Enumerable.Range(0, _pairs).Select(_ => _keys + rng.Next(_values)).ToArray();
+        for (var i = 0; i < _pairs; i++)
         {
             inputs[2 * i] = k[i];
             inputs[2 * i + 1] = v[i];
         }
 
-        var order = Enumerable.Range(0, pairs).OrderBy(_ => rng.Next()).ToArray();
-        for (var j = 0; j < pairs; j++)
+        var order = Enumerable.Range(0, _pairs).OrderBy(_ => rng.Next()).ToArray();
+        for (var j = 0; j < _pairs; j++)
         {
-            var at = 2 * pairs + 2 * j;
+            var at = 2 * _pairs + 2 * j;
             inputs[at] = k[order[j]];
             inputs[at + 1] = v[order[j]];
             targets[at] = v[order[j]];   // the key's position predicts its value
