@@ -180,6 +180,19 @@ public sealed class CliErrorTests : IDisposable
             AssertBadInput(Run("train", "--config", Write("bad.json", json), "--out", Path.Combine(_dir, "r")), mentions);
         }
 
+        // Numbers the run would refuse (or misuse) only later: refused first, with no run directory written.
+        foreach (var (json, mentions) in new[]
+        {
+            ("""{"warmup_steps": -5}""", "warmup_steps must be >= 0, got -5"), ("""{"eval_batches": 0}""", "eval_batches must be >= 1"),
+            ("""{"chunk_size": 1000}""", "chunk_size must be in 16..256"), ("""{"max_grad_norm": -1}""", "max_grad_norm must be finite and > 0"),
+            ("""{"weight_decay": -0.5}""", "weight_decay must be finite and >= 0"),
+        })
+        {
+            var run = Path.Combine(_dir, "refused");
+            AssertBadInput(Run("train", "--task", "selective-copy", "--config", Write("numbers.json", json), "--out", run), mentions);
+            Assert.False(Directory.Exists(run), json);
+        }
+
         AssertBadInput(Run("train", "--task", "text", "--data", "/nodir/x.txt", "--out", Path.Combine(_dir, "t")), "/nodir/x.txt");
         AssertBadInput(Run("train", "--config", TinyConfig(), "--stop-at", "-5", "--out", Path.Combine(_dir, "s")), "--stop-at");
         AssertBadInput(Run("train", "--config", TinyConfig(), "--lr", "NaN", "--out", Path.Combine(_dir, "l")), "--lr");

@@ -153,6 +153,21 @@ internal static class TrainCommand
             throw new ArgumentException($"--lr must be a positive number, got {s.LearningRate.ToString(CultureInfo.InvariantCulture)}.");
         }
 
+        // The config file's other numbers, before anything is written: each refused later would leave a run directory.
+        string? badSetting = s switch
+        {
+            { WarmupSteps: < 0 } => $"warmup_steps must be >= 0, got {s.WarmupSteps}",
+            { EvalBatches: < 1 } => $"eval_batches must be >= 1, got {s.EvalBatches}",
+            { ChunkSize: < 16 or > 256 } => $"chunk_size must be in 16..256 (the SSD's chunks), got {s.ChunkSize}",
+            _ when !(s.WeightDecay >= 0 && float.IsFinite(s.WeightDecay)) => $"weight_decay must be finite and >= 0, got {s.WeightDecay.ToString(CultureInfo.InvariantCulture)}",
+            _ when !(s.MaxGradNorm > 0 && float.IsFinite(s.MaxGradNorm)) => $"max_grad_norm must be finite and > 0, got {s.MaxGradNorm.ToString(CultureInfo.InvariantCulture)}",
+            _ => null,
+        };
+        if (badSetting is not null)
+        {
+            throw new ArgumentException($"{(r.GetValue(Config) is { } config ? config.FullName : "train settings")}: {badSetting}.");
+        }
+
         if (r.GetValue(StopAt) is <= 0)
         {
             throw new ArgumentException($"--stop-at must be a positive step, got {r.GetValue(StopAt)}.");
