@@ -59,7 +59,9 @@ public class KernelSource
         !IsCompiled
             ? $"{Name} was not compiled: the shader compiler lacked {ShaderBuild.Describe(Requires & ~ShaderBuild.Of(Assembly).Features)} (run build/fetch-shader-compiler.sh and rebuild)"
             : !caps.Supports(Requires)
-                ? $"{Name} needs {ShaderBuild.Describe(Requires & ~caps.ShaderFeatures)}, which the device lacks"
+                ? Requires != ShaderFeatures.None && !caps.SubgroupLayoutHolds
+                    ? $"{Name} runs in subgroups of the size it was sized for; the device picks {caps.MinSubgroupSize}..{caps.MaxSubgroupSize} per pipeline and cannot be asked for one"
+                    : $"{Name} needs {ShaderBuild.Describe(Requires & ~caps.ShaderFeatures)}, which the device lacks"
                 : null;
 
     /// <summary>The interface the SPIR-V states (read once).</summary>

@@ -80,6 +80,10 @@ public class SubgroupPinningTests(GpuFixture gpu)
         };
         Assert.True(coopmat.Supports(ShaderFeatures.KhrCooperativeMatrix));
         Assert.Equal(ShaderFeatures.None, (coopmat with { SubgroupSizeControl = false }).ShaderFeatures);
+        var tensorCoreKernel = new KernelSource(typeof(SubgroupPinningTests).Assembly, "shaders/test/subgroup_layout.spv", ShaderFeatures.KhrCooperativeMatrix);
+        Assert.Contains("picks 32..64 per pipeline and cannot be asked for one",
+            tensorCoreKernel.WhyNotRunnable(coopmat with { SubgroupSizeControl = false }));
+        Assert.Null(tensorCoreKernel.WhyNotRunnable(coopmat));
         Assert.Equal(gpu.Device.Capabilities.SubgroupLayoutHolds, gpu.Device.Capabilities.MinSubgroupSize == gpu.Device.Capabilities.MaxSubgroupSize
             || SubgroupPinning.For(gpu.Device.Capabilities, Layout.Layout, (gpu.Device.Capabilities.SubgroupSize, 1, 1)) is { RequiredSize: > 0, FullSubgroups: true });
     }
