@@ -22,20 +22,7 @@ public class DeviceSelectionTests
         ComputeQueueFamily = 0,
         TimestampValidBits = 64,
         PipelineCacheUuid = "00",
-        Capabilities = new DeviceCapabilities
-        {
-            SubgroupSize = 32,
-            MaxSharedMemoryBytes = 49152,
-            MaxWorkgroupInvocations = 1024,
-            MaxWorkgroupSize = (1024, 1024, 64),
-            MaxWorkgroupCount = (65535, 65535, 65535),
-            MaxStorageBufferRange = uint.MaxValue,
-            MaxAllocationBytes = 1UL << 32,
-            MinStorageBufferOffsetAlignment = 16,
-            MaxPushConstantsBytes = 128,
-            TimestampPeriodNs = 1,
-            Timestamps = true,
-        },
+        Capabilities = FakeCapabilities.Gpu,
     };
 
     private static readonly PhysicalDeviceInfo[] Devices =

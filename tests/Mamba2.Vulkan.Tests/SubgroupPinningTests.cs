@@ -12,7 +12,7 @@ public class SubgroupPinningTests(GpuFixture gpu)
     private static readonly KernelSource Layout = new(typeof(SubgroupPinningTests).Assembly, "shaders/test/subgroup_layout.spv");
 
     /// <summary>An AMD-like device: wave32 or wave64, 64 reported.</summary>
-    private static readonly DeviceCapabilities TwoWidths = new()
+    private static readonly DeviceCapabilities TwoWidths = FakeCapabilities.Gpu with
     {
         SubgroupSize = 64,
         MinSubgroupSize = 32,
@@ -21,16 +21,6 @@ public class SubgroupPinningTests(GpuFixture gpu)
         ComputeFullSubgroups = true,
         RequiredSubgroupSizeCompute = true,
         MaxComputeWorkgroupSubgroups = 16,
-        MaxSharedMemoryBytes = 65536,
-        MaxWorkgroupInvocations = 1024,
-        MaxWorkgroupSize = (1024, 1024, 1024),
-        MaxWorkgroupCount = (65535, 65535, 65535),
-        MaxStorageBufferRange = uint.MaxValue,
-        MaxAllocationBytes = 1UL << 32,
-        MinStorageBufferOffsetAlignment = 16,
-        MaxPushConstantsBytes = 128,
-        TimestampPeriodNs = 1,
-        Timestamps = true,
     };
 
     [Fact]
