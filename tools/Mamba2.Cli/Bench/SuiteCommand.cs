@@ -47,6 +47,12 @@ internal static class SuiteCommand
 
     private static int Run(ParseResult r)
     {
+        var threshold = r.GetValue(Threshold);
+        if (!(threshold >= 0 && double.IsFinite(threshold)))
+        {
+            throw new ArgumentException($"--threshold {threshold}: expected a fraction >= 0 (0.10: a row 10% slower than --compare's is a regression).");
+        }
+
         using var device = CommonOptions.Open(r);
         if (CommonOptions.ResolvePrecision(r, device, "the suite", CommonOptions.AllPrecisions) is not { } precision)
         {
@@ -76,10 +82,6 @@ internal static class SuiteCommand
         var warmup = r.GetValue(Warmup) ?? preset.Warmup;
         var repeats = r.GetValue(Repeats) ?? preset.Repeats;
         CommonOptions.CheckRuns(warmup, repeats);
-        if (r.GetValue(Threshold) is var threshold && !(threshold >= 0 && double.IsFinite(threshold)))
-        {
-            throw new ArgumentException($"--threshold {threshold}: expected a fraction >= 0 (0.10: a row 10% slower than --compare's is a regression).");
-        }
 
         var ceilings = DeviceCeilings.Measure(device);
         Console.WriteLine($"device: {device.Name} ({device.Info.DriverName}); measured ceilings: copy {ceilings.CopyGBps:F1} GB/s, fp32 FMA {ceilings.Fp32Tflops:F2} TFLOP/s, tensor cores {CeilingText(ceilings)}");
