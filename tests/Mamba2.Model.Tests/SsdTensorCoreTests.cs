@@ -142,7 +142,7 @@ public class SsdTensorCoreTests(GpuFixture gpu)
     }
 
     /// <summary>
-    /// state_passing's walk inside tc/chunk_state as a look-back (the default) and as a kernel of its own: each
+    /// state_passing's walk inside tc/chunk_state as a look-back (opt-in, OpTuning.SsdLookBack) and as a kernel of its own: each
     /// matches the recurrence, and both give the same state entering every chunk (what the backward reads) and final
     /// state. Five chunks, the last one short, headdim 80 (an edge tile beside a whole one): the middle chunks' whole
     /// tiles take the fragments' direct path, the first and last chunks and the edge tile the element path; weak decay, so
