@@ -195,6 +195,8 @@ public sealed class CliErrorTests : IDisposable
 
         AssertBadInput(Run("train", "--task", "text", "--data", "/nodir/x.txt", "--out", Path.Combine(_dir, "t")), "/nodir/x.txt");
         AssertBadInput(Run("train", "--config", TinyConfig(), "--stop-at", "-5", "--out", Path.Combine(_dir, "s")), "--stop-at");
+        AssertBadInput(Run("train", "--config", TinyConfig(), "--steps", "4", "--stop-at", "9", "--out", Path.Combine(_dir, "s")), "--stop-at 9 is past the run's last step (4");
+        Assert.False(Directory.Exists(Path.Combine(_dir, "s")));
         AssertBadInput(Run("train", "--config", TinyConfig(), "--lr", "NaN", "--out", Path.Combine(_dir, "l")), "--lr");
         AssertBadInput(Run("train", "--config", TinyConfig(), "--batch", "64", "--seqlen", "100000000", "--out", Path.Combine(_dir, "big")), "--seqlen 100000000");
         Assert.False(Directory.Exists(Path.Combine(_dir, "big")));
@@ -220,6 +222,7 @@ public sealed class CliErrorTests : IDisposable
         AssertBadInput(Run("train", "--resume", Path.Combine(run, "step-999")), "step-999");
         AssertBadInput(Run("train", "--resume", run), "is a run directory");
         AssertBadInput(Run("train", "--resume", Path.Combine(run, "step-8"), "--steps", "6"), "--steps 6 is before --resume's step 8");
+        AssertBadInput(Run("train", "--resume", Path.Combine(run, "step-8"), "--stop-at", "8"), "--stop-at 8 is not after --resume's step 8");
         var copy = Path.Combine(_dir, "copy");
         CopyDirectory(run, copy);
         File.WriteAllText(Path.Combine(copy, "step-8", "trainer.json"), "{\"step\": ");

@@ -173,11 +173,21 @@ internal static class TrainCommand
             throw new ArgumentException($"--stop-at must be a positive step, got {r.GetValue(StopAt)}.");
         }
 
-        var stopAt = Math.Min(r.GetValue(StopAt) ?? s.Steps, s.Steps);
+        if (r.GetValue(StopAt) is { } stopAtStep && stopAtStep > s.Steps)
+        {
+            throw new ArgumentException($"--stop-at {stopAtStep} is past the run's last step ({s.Steps}, from --steps or the config): raise --steps to train longer.");
+        }
+
+        var stopAt = r.GetValue(StopAt) ?? s.Steps;
         var resume = r.GetValue(Resume);
         if (resume is not null && r.GetValue(Steps) is { } steps && Trainer.StepOf(resume.FullName) is var done && steps < done)
         {
             throw new ArgumentException($"--steps {steps} is before --resume's step {done}: a run continues from its checkpoint, it does not go back.");
+        }
+
+        if (resume is not null && r.GetValue(StopAt) is not null && Trainer.StepOf(resume.FullName) is var resumed && stopAt <= resumed)
+        {
+            throw new ArgumentException($"--stop-at {stopAt} is not after --resume's step {resumed}: nothing would be trained.");
         }
 
         var runDir = resume is not null ? Path.GetFullPath(Path.Combine(resume.FullName, ".."))
