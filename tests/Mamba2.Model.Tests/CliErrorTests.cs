@@ -207,6 +207,26 @@ public sealed class CliErrorTests : IDisposable
     }
 
     [Fact]
+    public void ADivergedRunStopsWithoutSavingIt()
+    {
+        // A learning rate that blows the weights up: the run stops at the first non-finite loss with exit code 5 and
+        // one line naming the step; the checkpoint taken before stays, the diverged steps are never saved over it.
+        var run = Path.Combine(_dir, "diverged");
+        var good = Run("train", "--config", TinyConfig(), "--steps", "2", "--out", run);
+        Assert.True(good.Code == 0, good.Err);
+        // Caught by the evaluation a checkpoint comes with (before it is written), or by the next step's loss.
+        foreach (var (every, name) in new[] { ("1", "evaluation loss after its update"), ("10", "training loss") })
+        {
+            var r = Run("train", "--lr", "1e30", "--steps", "20", "--save-every", every, "--eval-every", every, "--resume", Path.Combine(run, "step-2"));
+            Assert.True(r.Code == CliApp.TrainingDiverged, $"exit {r.Code}: {r.Err}");
+            var error = Assert.Single(r.Err.Split('\n'), l => l.StartsWith("error:", StringComparison.Ordinal));
+            Assert.Matches($"^error: step [0-9]+: the {name} is NaN: the run diverged", error);
+            Assert.Contains("The newest checkpoint is", error, StringComparison.Ordinal);
+            Assert.Equal(["step-2"], Directory.GetDirectories(run, "step-*").Select(Path.GetFileName));
+        }
+    }
+
+    [Fact]
     public void RunDirectoryRulesAndResumeProbes()
     {
         var config = TinyConfig();
@@ -223,6 +243,8 @@ public sealed class CliErrorTests : IDisposable
         AssertBadInput(Run("train", "--resume", run), "is a run directory");
         AssertBadInput(Run("train", "--resume", Path.Combine(run, "step-8"), "--steps", "6"), "--steps 6 is before --resume's step 8");
         AssertBadInput(Run("train", "--resume", Path.Combine(run, "step-8"), "--stop-at", "8"), "--stop-at 8 is not after --resume's step 8");
+        AssertBadInput(Run("train", "--resume", Path.Combine(run, "step-8"), "--task", "reverse", "--config", config), "--task, --config: a resumed run keeps");
+        AssertBadInput(Run("train", "--resume", Path.Combine(run, "step-8"), "--d-model", "32"), "--d-model: a resumed run keeps");
         var copy = Path.Combine(_dir, "copy");
         CopyDirectory(run, copy);
         File.WriteAllText(Path.Combine(copy, "step-8", "trainer.json"), "{\"step\": ");

@@ -92,6 +92,30 @@ public sealed class TrainerTests(GpuFixture gpu) : IDisposable
     }
 
     [Fact]
+    public void ANonFiniteWeightIsNotSaved()
+    {
+        var task = new SelectiveCopyTask(seqLen: 24, tokens: 4, vocab: 10);
+        using var trainer = new Trainer(Mamba2LM.Initialize(Device, Tiny(10), new Random(3)), task, Options);
+        trainer.TrainStep();
+        var good = Path.Combine(_dir, "step-1");
+        trainer.Save(good);
+
+        // One weight poisoned as a diverged update leaves it: Save refuses, naming it, and writes nothing.
+        trainer.TrainStep();
+        var (name, tensor) = trainer.Model.Parameters.First(q => q.Name.EndsWith("out_proj.weight", StringComparison.Ordinal));
+        var values = tensor.ToArray();
+        values[5] = float.PositiveInfinity;
+        tensor.CopyFrom(values);
+        var bad = Path.Combine(_dir, "step-2");
+        var e = Assert.Throws<TrainingDivergedException>(() => trainer.Save(bad));
+        Assert.Equal(2, e.Step);
+        Assert.Contains($"{name}[5] is Infinity", e.Message, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(bad));
+        Assert.Empty(Directory.GetDirectories(_dir, "step-2*"));
+        Assert.True(File.Exists(Path.Combine(good, Trainer.OptimizerFile)));
+    }
+
+    [Fact]
     public void TasksAreDeterministicAndWellFormed()
     {
         TrainingTask[] tasks = [new SelectiveCopyTask(), new AssociativeRecallTask(), new ReverseTask()];

@@ -17,6 +17,9 @@ public static class CliApp
     /// <summary>Exit code when the GPU fails under the run: out of device memory, device lost.</summary>
     public const int GpuFailure = 4;
 
+    /// <summary>Exit code when a training run's loss or weights stopped being finite (it stops without saving that step).</summary>
+    public const int TrainingDiverged = 5;
+
     /// <summary>Exit code for an internal error (a bug): sysexits' EX_SOFTWARE.</summary>
     public const int InternalError = 70;
 

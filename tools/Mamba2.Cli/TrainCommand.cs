@@ -65,6 +65,14 @@ internal static class TrainCommand
         TrainSettings s;
         if (resume is not null)
         {
+            // What the run fixed when it started: given again, it would be ignored, so it is refused.
+            var fixedByRun = new Option[] { Task, Config, Out, InitFrom, DModel, Layers, Bidirectional, Overwrite }
+                .Where(o => r.GetResult(o) is { Implicit: false }).Select(o => o.Name).ToList();
+            if (fixedByRun.Count > 0)
+            {
+                throw new ArgumentException($"{string.Join(", ", fixedByRun)}: a resumed run keeps its task, model and directory (train.json beside --resume's checkpoint); leave {(fixedByRun.Count == 1 ? "it" : "them")} out.");
+            }
+
             CheckResume(resume.FullName);
             var saved = Path.Combine(resume.FullName, "..", "train.json");
             s = File.Exists(saved) ? TrainSettings.FromJson(saved, new TrainSettings()) : throw new FileNotFoundException($"--resume: no train.json beside {resume.FullName}.");
@@ -316,6 +324,7 @@ internal static class TrainCommand
             interrupted = true;
         }) : null;
         StepMetrics? eval = null;
+        string? diverged = null;   // why the run stopped early with non-finite numbers
         try
         {
             var shape = trainer.Model.Config;   // the checkpoint's when resuming or fine-tuning
@@ -332,17 +341,36 @@ internal static class TrainCommand
                     while (trainer.Step < stopAt && !AnyRank(comm, interrupted))
                     {
                         var m = trainer.TrainStep();
+                        if (!double.IsFinite(m.Loss))
+                        {
+                            // The same on every rank (the loss is summed over them): all stop here, nothing saved.
+                            diverged = $"step {m.Step}: the training loss is {m.Loss.ToString(CultureInfo.InvariantCulture)}: the run diverged (a lower learning rate may help)";
+                            break;
+                        }
+
                         var tokensPerSecond = (m.Step - startStep) * (double)s.Batch * s.SeqLen / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
                         metrics?.Add("train", m, tokensPerSecond, clock.Elapsed.TotalSeconds);
-                        if (m.Step % s.EvalEvery == 0 || m.Step == stopAt)
+                        // A checkpoint comes with its evaluation, which also shows the weights it would hold still work.
+                        var save = m.Step % s.SaveEvery == 0 || m.Step == stopAt;
+                        if (m.Step % s.EvalEvery == 0 || save)
                         {
                             eval = trainer.Evaluate();
                             metrics?.Add("eval", eval, tokensPerSecond, clock.Elapsed.TotalSeconds);
+                            if (!double.IsFinite(eval.Loss))
+                            {
+                                // The weights this step's update left, before they would be saved.
+                                diverged = $"step {m.Step}: the evaluation loss after its update is {eval.Loss.ToString(CultureInfo.InvariantCulture)}: the run diverged (a lower learning rate may help)";
+                                break;
+                            }
                         }
 
-                        if ((m.Step % s.SaveEvery == 0 || m.Step == stopAt) && comm.IsRoot)
+                        if (save)
                         {
-                            SaveCheckpoint(trainer, runDir, s.Keep, tokenizerFiles);
+                            diverged = SaveUnlessDiverged(trainer, comm, runDir, s.Keep, tokenizerFiles);
+                            if (diverged is not null)
+                            {
+                                break;
+                            }
                         }
 
                         var score = s.Task == "text" ? $"ppl {Math.Exp(m.Loss):F2}" : $"acc {m.Accuracy:P1}";
@@ -351,15 +379,26 @@ internal static class TrainCommand
                         bar.Value = m.Step;
                     }
                 });
-            interrupted = AnyRank(comm, interrupted);
+            interrupted = diverged is null && AnyRank(comm, interrupted);
             if (interrupted && trainer.Step % s.SaveEvery != 0)
             {
-                if (comm.IsRoot)
+                diverged = SaveUnlessDiverged(trainer, comm, runDir, s.Keep, tokenizerFiles);
+                if (diverged is null)
                 {
-                    SaveCheckpoint(trainer, runDir, s.Keep, tokenizerFiles);
+                    AnsiConsole.MarkupLine($"[yellow]interrupted at step {trainer.Step}: saved; continue with --resume {Path.Combine(runDir, $"step-{trainer.Step}").EscapeMarkup()}[/]");
+                }
+            }
+
+            if (diverged is not null)
+            {
+                if (metrics is not null)
+                {
+                    Plots.Curves(metrics.Rows, Path.Combine(runDir, "curves.png"), s.Task == "text");
+                    var last = StepDirectories(runDir).OrderByDescending(x => x.Step).Select(x => x.Dir).FirstOrDefault();
+                    Console.Error.WriteLine($"error: {diverged}; stopped. {(last is null ? "No checkpoint was saved." : $"The newest checkpoint is {last}.")}");
                 }
 
-                AnsiConsole.MarkupLine($"[yellow]interrupted at step {trainer.Step}: saved; continue with --resume {Path.Combine(runDir, $"step-{trainer.Step}").EscapeMarkup()}[/]");
+                return CliApp.TrainingDiverged;
             }
 
             eval ??= trainer.Evaluate();
@@ -420,6 +459,28 @@ internal static class TrainCommand
     }
 
     /// <summary>runDir/step-N (atomic and durable, via the trainer), then all but the newest <paramref name="keep"/> step directories removed.</summary>
+    /// <summary>
+    /// Saves (rank 0) unless the weights or moments are no longer finite; then returns why, on every rank, and the
+    /// checkpoints on disk stay as they were.
+    /// </summary>
+    private static string? SaveUnlessDiverged(Trainer trainer, Communicator comm, string runDir, int keep, IEnumerable<string> alongside)
+    {
+        string? why = null;
+        if (comm.IsRoot)
+        {
+            try
+            {
+                SaveCheckpoint(trainer, runDir, keep, alongside);
+            }
+            catch (TrainingDivergedException e)
+            {
+                why = e.Message.TrimEnd('.');
+            }
+        }
+
+        return AnyRank(comm, why is not null) ? why ?? $"step {trainer.Step}: rank 0 found non-finite weights" : null;
+    }
+
     private static void SaveCheckpoint(Trainer trainer, string runDir, int keep, IEnumerable<string> alongside)
     {
         trainer.Save(Path.Combine(runDir, $"step-{trainer.Step}"), alongside);

@@ -236,27 +236,56 @@ public sealed class Trainer : IDisposable
     /// <summary>
     /// The model (HF layout), the optimizer's moments and the step into <paramref name="directory"/>, with copies of
     /// the files <paramref name="alongside"/> (a tokenizer's), atomically: written beside it, then renamed into place.
+    /// A weight or moment that is NaN or infinite throws <see cref="TrainingDivergedException"/> and nothing is written.
     /// </summary>
-    public void Save(string directory, IEnumerable<string>? alongside = null) => DurableFiles.WriteDirectory(directory, temp =>
+    public void Save(string directory, IEnumerable<string>? alongside = null)
     {
         _steps?.Finish();   // the last step's update is in the weights and moments read below
-        Mamba2Checkpoint.Save(Model, temp);
-        foreach (var file in alongside ?? [])
-        {
-            File.Copy(file, Path.Combine(temp, Path.GetFileName(file)));   // a tokenizer's files: the checkpoint is a whole model
-        }
-
-        var tensors = new List<HostTensor>();
+        var weights = Model.Parameters.Select(q => (q.Name, Values: q.Value.ToArray())).ToList();
+        var moments = new List<(string Name, float[] Values, int[] Shape)>();
         for (var i = 0; i < _params.Count; i++)
         {
             var (m, v) = _optimizer.State(i);
-            tensors.Add(HostTensor.FromFloat32(_params[i].Name + ".exp_avg", m.ToArray(), [.. m.Shape]));
-            tensors.Add(HostTensor.FromFloat32(_params[i].Name + ".exp_avg_sq", v.ToArray(), [.. v.Shape]));
+            moments.Add((_params[i].Name + ".exp_avg", m.ToArray(), [.. m.Shape]));
+            moments.Add((_params[i].Name + ".exp_avg_sq", v.ToArray(), [.. v.Shape]));
         }
 
-        SafetensorsWriter.Write(Path.Combine(temp, OptimizerFile), tensors);
-        DurableFiles.WriteAllText(Path.Combine(temp, StateFile), JsonSerializer.Serialize(new SavedState(Step, _optimizer.StepCount, Task.Name, Options)));
-    });
+        // Checked before anything is written: a diverged run's checkpoint would replace good ones as the run rotates them.
+        foreach (var (name, values) in weights.Concat(moments.Select(m => (m.Name, m.Values))))
+        {
+            if (FirstNonFinite(values) is { } at)
+            {
+                throw new TrainingDivergedException(Step,
+                    $"step {Step}: {name}[{at}] is {values[at].ToString(System.Globalization.CultureInfo.InvariantCulture)}: the run diverged, so its checkpoint was not saved (a lower learning rate may help).");
+            }
+        }
+
+        DurableFiles.WriteDirectory(directory, temp =>
+        {
+            Mamba2Checkpoint.Write(Model.Config, weights.ToDictionary(w => w.Name, w => w.Values), temp);
+            foreach (var file in alongside ?? [])
+            {
+                File.Copy(file, Path.Combine(temp, Path.GetFileName(file)));   // a tokenizer's files: the checkpoint is a whole model
+            }
+
+            SafetensorsWriter.Write(Path.Combine(temp, OptimizerFile), [.. moments.Select(m => HostTensor.FromFloat32(m.Name, m.Values, m.Shape))]);
+            DurableFiles.WriteAllText(Path.Combine(temp, StateFile), JsonSerializer.Serialize(new SavedState(Step, _optimizer.StepCount, Task.Name, Options)));
+        });
+    }
+
+    /// <summary>The index of the first NaN or infinity in <paramref name="values"/>, or null.</summary>
+    internal static int? FirstNonFinite(ReadOnlySpan<float> values)
+    {
+        for (var i = 0; i < values.Length; i++)
+        {
+            if (!float.IsFinite(values[i]))
+            {
+                return i;
+            }
+        }
+
+        return null;
+    }
 
     /// <summary>
     /// Removes what interrupted <see cref="Save"/>s into <paramref name="runDirectory"/> left behind: half-written
