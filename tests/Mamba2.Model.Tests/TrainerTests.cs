@@ -116,6 +116,28 @@ public sealed class TrainerTests(GpuFixture gpu) : IDisposable
     }
 
     [Fact]
+    public void FirstNonFiniteFindsEveryKindAnywhere()
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        foreach (var length in new[] { 0, 1, 7, 8, 9, 31, 257, 1000 })
+        {
+            var values = TestMath.Uniform(rng, length, -3e38, 3e38);   // finite, however large
+            Assert.True(Trainer.FirstNonFinite(values) is null, $"seed {seed}, length {length}");
+            foreach (var bad in new[] { float.NaN, float.PositiveInfinity, float.NegativeInfinity })
+            {
+                foreach (var at in new[] { 0, length / 2, length - 1 }.Where(a => a >= 0 && a < length).Distinct())
+                {
+                    var copy = (float[])values.Clone();
+                    copy[at] = bad;
+                    copy[Math.Min(length - 1, at + 1)] = bad;   // a second one after it: the first is named
+                    Assert.True(Trainer.FirstNonFinite(copy) == at, $"seed {seed}, length {length}, {bad} at {at}");
+                }
+            }
+        }
+    }
+
+    [Fact]
     public void TasksAreDeterministicAndWellFormed()
     {
         TrainingTask[] tasks = [new SelectiveCopyTask(), new AssociativeRecallTask(), new ReverseTask()];
