@@ -180,6 +180,13 @@ public sealed unsafe class MemoryAllocator : IDisposable
     /// </summary>
     public ulong CacheLimitBytes { get; set; }
 
+    /// <summary>
+    /// When set, live buffers may hold at most this many bytes: an allocation past it throws
+    /// <see cref="OutOfDeviceMemoryException"/> as the driver's out-of-memory does (as PyTorch's
+    /// set_per_process_memory_fraction), so a process can leave room on a shared GPU, or meet a smaller one's limit.
+    /// </summary>
+    public ulong? LimitBytes { get; set; }
+
     /// <summary>Returns every cached block to the driver (as torch.cuda.empty_cache).</summary>
     public void ReleaseCached()
     {
@@ -213,6 +220,12 @@ public sealed unsafe class MemoryAllocator : IDisposable
             {
                 throw new OutOfDeviceMemoryException(
                     $"{what} needs {Mib(req.Size)} in one piece but {_device.Name} allows at most {Mib(caps.MaxAllocationBytes)} per allocation (maxMemoryAllocationSize); split the tensor.");
+            }
+
+            if (LimitBytes is { } limit && AllocatedBytes + req.Size > limit)
+            {
+                throw new OutOfDeviceMemoryException(
+                    $"Out of memory allocating {Mib(req.Size)} for {what} on {_device.Name}: live buffers hold {Mib(AllocatedBytes)} of the {Mib(limit)} this process is limited to (MemoryAllocator.LimitBytes).");
             }
 
             var blockBytes = Math.Min(kind == MemoryKind.Device ? DeviceBlockBytes : HostBlockBytes, caps.MaxAllocationBytes);

@@ -1,5 +1,6 @@
 using Mamba2.Model.Modules;
 using Mamba2.Model.Ops;
+using Mamba2.Model.Ops.Ssd;
 using Mamba2.Model.Tensors;
 using Mamba2.Model.Tests.Reference;
 using Mamba2.Tests;
@@ -479,6 +480,78 @@ public class Mamba2LMTests(GpuFixture gpu)
 
         // One submission holds every layer's scratch to its end; staged, one layer's at a time.
         Assert.True(stagedPeak < 0.8 * singlePeak, $"peak {stagedPeak} bytes staged against {singlePeak} in one submission");
+        Assert.Empty(device.ValidationLog.Drain());
+    }
+
+    [Theory]
+    [InlineData(false, true, SsdPath.Auto, Precision.Fp32)]
+    [InlineData(true, true, SsdPath.Auto, Precision.Fp32)]
+    [InlineData(false, true, SsdPath.Tiled, Precision.Fp32)]
+    [InlineData(false, false, SsdPath.Auto, Precision.Fp32)]
+    [InlineData(true, false, SsdPath.Tiled, Precision.Fp32)]
+    [InlineData(false, true, SsdPath.Tiled, Precision.Bf16)]
+    [InlineData(true, true, SsdPath.Tiled, Precision.Fp32Fast)]
+    [InlineData(false, false, SsdPath.Tiled, Precision.Bf16)]
+    public void OutOfMemoryAnywhereInAStepLeaksNothing(bool oneStream, bool causal, SsdPath path, Precision precision)
+    {
+        // A private device: the shared one's counters see the tests that run beside this one.
+        using var device = GpuDevice.Create(GpuFixture.Options);
+        if (!PrecisionAvailability.Runs(device, precision))
+        {
+            return;
+        }
+
+        OpTuning.Set(device, OpTuning.Of(device) with { SsdPath = path });
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var config = new Mamba2LMConfig(VocabSize: 13, NLayer: 3, new Mamba2Config(DModel: 32) { DState = 16, HeadDim = 16, ChunkSize = 16, Causal = causal });
+        using var lm = Mamba2LM.Initialize(device, config, rng);
+        lm.Precision = precision;
+        using var ids = IndexTensor.FromArray(device, "input_ids", [.. Enumerable.Range(0, 2 * 37).Select(_ => rng.Next(13))], 2, 37);
+        using var dlogits = Tensor.FromArray(device, "dlogits", TestMath.Uniform(rng, 2 * 37 * 13, -1, 1), 2, 37, 13);
+
+        Dictionary<string, float[]> Step()
+        {
+            using var s = oneStream ? device.BeginStream() : null;
+            using var acts = lm.Forward(ids, s);
+            var grads = lm.Backward(dlogits, acts, s);
+            try
+            {
+                s?.Submit();
+                return grads.ToDictionary(kv => kv.Key, kv => kv.Value.ToArray());
+            }
+            finally
+            {
+                foreach (var g in grads.Values)
+                {
+                    g.Dispose();
+                }
+            }
+        }
+
+        Step();   // the first step makes what the model keeps for the next ones (small constants)
+        var before = device.Memory.AllocatedBytes;
+        device.Memory.ResetPeak();
+        var reference = Step();
+        var peak = device.Memory.PeakAllocatedBytes - before;
+        Assert.Equal(before, device.Memory.AllocatedBytes);
+
+        // The limit met at places spread over the step, from the forward's first buffers to the backward's last.
+        foreach (var share in Enumerable.Range(0, 40).Select(i => (i + rng.NextDouble()) / 40))
+        {
+            device.Memory.LimitBytes = before + (ulong)(share * peak);
+            Assert.Throws<OutOfDeviceMemoryException>(Step);
+            device.Memory.LimitBytes = null;
+            Assert.True(device.Memory.AllocatedBytes == before, $"seed {seed}, {share:P1} of the peak: {device.Memory.AllocatedBytes - before} bytes left live");
+        }
+
+        // The model is unharmed: the next step's gradients are the same bits.
+        var again = Step();
+        foreach (var (name, g) in reference)
+        {
+            Assert.Equal(g, again[name]);
+        }
+
         Assert.Empty(device.ValidationLog.Drain());
     }
 

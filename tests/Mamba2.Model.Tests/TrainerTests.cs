@@ -115,6 +115,65 @@ public sealed class TrainerTests(GpuFixture gpu) : IDisposable
         Assert.True(File.Exists(Path.Combine(good, Trainer.OptimizerFile)));
     }
 
+    [Theory]
+    [InlineData(Precision.Fp32)]
+    [InlineData(Precision.Bf16)]
+    public void OutOfMemoryInATrainingStepLeaksNothingAndTheRunGoesOn(Precision precision)
+    {
+        // A private device: the shared one's counters see the tests that run beside this one.
+        using var device = GpuDevice.Create(GpuFixture.Options);
+        if (!PrecisionAvailability.Runs(device, precision))
+        {
+            return;
+        }
+
+        Mamba2LM Model()
+        {
+            var model = Mamba2LM.Initialize(device, Tiny(10), new Random(5));
+            model.Precision = precision;
+            return model;
+        }
+
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var task = new SelectiveCopyTask(seqLen: 24, tokens: 4, vocab: 10);
+        var empty = device.Memory.AllocatedBytes;
+        var losses = new List<double>();
+        using (var reference = new Trainer(Model(), task, Options))
+        {
+            for (var i = 0; i < 4; i++)
+            {
+                losses.Add(reference.TrainStep().Loss);
+            }
+        }
+
+        Assert.Equal(empty, device.Memory.AllocatedBytes);
+        using (var trainer = new Trainer(Model(), task, Options))
+        {
+            Assert.Equal(losses[0], trainer.TrainStep().Loss);
+            trainer.TrainStep();
+            var held = device.Memory.AllocatedBytes;   // the model, the moments, and the step still running on
+            device.Memory.ResetPeak();
+            Assert.Equal(losses[2], trainer.TrainStep().Loss);
+            var peak = device.Memory.PeakAllocatedBytes - held;
+
+            // Out of memory at places spread over a step: the step fails, holds nothing more, and changes nothing.
+            foreach (var share in Enumerable.Range(0, 16).Select(i => (i + rng.NextDouble()) / 16))
+            {
+                device.Memory.LimitBytes = held + (ulong)(share * peak);
+                Assert.Throws<OutOfDeviceMemoryException>(() => trainer.TrainStep());
+                device.Memory.LimitBytes = null;
+                Assert.True(device.Memory.AllocatedBytes <= held, $"seed {seed}, {share:P1} of the peak: {device.Memory.AllocatedBytes - held} bytes more live");
+                Assert.Equal(3, trainer.Step);
+            }
+
+            Assert.Equal(losses[3], trainer.TrainStep().Loss);
+        }
+
+        Assert.Equal(empty, device.Memory.AllocatedBytes);
+        Assert.Empty(device.ValidationLog.Drain());
+    }
+
     [Fact]
     public void FirstNonFiniteFindsEveryKindAnywhere()
     {

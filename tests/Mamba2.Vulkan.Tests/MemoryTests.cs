@@ -205,6 +205,28 @@ public class MemoryTests(GpuFixture gpu)
     }
 
     [Fact]
+    public void PastTheLimitIsTheTypedOutOfMemoryAndTakesNothing()
+    {
+        // A private device: the shared one's live bytes change as the tests beside this one run.
+        using var device = GpuDevice.Create(GpuFixture.Options);
+        var mem = device.Memory;
+        using var first = device.CreateBuffer<float>(1000, "first");
+        var live = mem.AllocatedBytes;
+        mem.LimitBytes = live + 8192;
+        using (device.CreateBuffer(4096, "fits"))
+        {
+            var e = Assert.Throws<OutOfDeviceMemoryException>(() => device.CreateBuffer(8192, "second"));
+            Assert.Contains("second", e.Message, StringComparison.Ordinal);
+            Assert.Contains("LimitBytes", e.Message, StringComparison.Ordinal);
+            Assert.Equal(live + 4096, mem.AllocatedBytes);
+        }
+
+        mem.LimitBytes = null;
+        using var later = device.CreateBuffer(8192, "second");
+        Assert.Equal(live + 8192, mem.AllocatedBytes);
+    }
+
+    [Fact]
     public void BadSizesAreRejectedBeforeTheGpu()
     {
         Assert.Throws<ArgumentOutOfRangeException>(() => Device.CreateBuffer(0));

@@ -92,14 +92,22 @@ public static partial class SsdOp
         var recurrent = path == SsdPath.Recurrent ? SsdRecurrentTiles.Choose(device.Capabilities, s) : default;
         var pieces = ForwardPieces(device, s, tensorCores is null ? 0 : (long)nc * s.Groups * s.Chunk * s.Chunk);   // C.B^T
 
-        var y = Tensor.Empty(device, "y", x.DType, s.Batch, s.SeqLen, s.Heads, s.HeadDim);
-        var final = Tensor.Empty(device, "final_states", s.Batch, s.Heads, s.HeadDim, s.DState);
-        var dtOut = Tensor.Empty(device, "dt_out", s.Batch, s.Heads, nc, s.Chunk);
-        var dACs = Tensor.Empty(device, "dA_cumsum", s.Batch, s.Heads, nc, s.Chunk);
-        var dACsLo = Tensor.Empty(device, "dA_cumsum_lo", s.Batch, s.Heads, nc, s.Chunk);
-        var chunkStates = Tensor.Empty(device, "chunk_states", s.Batch, nc, s.Heads, s.HeadDim, s.DState);
-        var yBeforeGate = o.Z is null ? null : Tensor.Empty(device, "y_before_gate", x.DType, s.Batch, s.SeqLen, s.Heads, s.HeadDim);
-        var result = new SsdResult(y, final, dtOut, dACs, dACsLo, chunkStates, yBeforeGate);
+        var scope = new TensorScope(device);   // an allocation that fails frees the ones before it
+        SsdResult result;
+        try
+        {
+            result = new SsdResult(scope.NewOf(x.DType, "y", s.Batch, s.SeqLen, s.Heads, s.HeadDim),
+                scope.New("final_states", s.Batch, s.Heads, s.HeadDim, s.DState), scope.New("dt_out", s.Batch, s.Heads, nc, s.Chunk),
+                scope.New("dA_cumsum", s.Batch, s.Heads, nc, s.Chunk), scope.New("dA_cumsum_lo", s.Batch, s.Heads, nc, s.Chunk),
+                scope.New("chunk_states", s.Batch, nc, s.Heads, s.HeadDim, s.DState),
+                o.Z is null ? null : scope.NewOf(x.DType, "y_before_gate", s.Batch, s.SeqLen, s.Heads, s.HeadDim));
+        }
+        catch
+        {
+            scope.DisposeAll();
+            throw;
+        }
+
         try
         {
             Shaders.RunIn(device, stream, st =>
