@@ -14,6 +14,33 @@ public class GenerationTests(GpuFixture gpu)
     private static Mamba2LMConfig Tiny => new(VocabSize: 17, NLayer: 2, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, NGroups = 2, ChunkSize = 16 });
 
     [Fact]
+    public void OutOfMemoryWhileGeneratingLeaksNothing()
+    {
+        // A private device: the shared one's counters see the tests that run beside this one.
+        using var device = GpuDevice.Create(GpuFixture.Options);
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        using var lm = Mamba2LM.Initialize(device, Tiny, rng);
+        int[] prompt = [.. Enumerable.Range(0, 23).Select(_ => rng.Next(Tiny.VocabSize))];
+        var sampling = new SamplingOptions(Temperature: 0.8f, Seed: 3);
+        Generator.Generate(lm, prompt, 6, sampling);   // what the model keeps after its first use
+        var before = device.Memory.AllocatedBytes;
+        device.Memory.ResetPeak();
+        var expected = Generator.Generate(lm, prompt, 6, sampling);
+        var peak = device.Memory.PeakAllocatedBytes - before;
+        foreach (var share in Enumerable.Range(0, 24).Select(i => (i + rng.NextDouble()) / 24))
+        {
+            device.Memory.LimitBytes = before + (ulong)(share * peak);
+            Assert.Throws<OutOfDeviceMemoryException>(() => Generator.Generate(lm, prompt, 6, sampling));
+            device.Memory.LimitBytes = null;
+            Assert.True(device.Memory.AllocatedBytes == before, $"seed {seed}, {share:P1} of the peak: {device.Memory.AllocatedBytes - before} bytes left live");
+        }
+
+        Assert.Equal(expected, Generator.Generate(lm, prompt, 6, sampling));
+        Assert.Empty(device.ValidationLog.Drain());
+    }
+
+    [Fact]
     public void StepsFromScratchAndAfterPrefillEqualTheFullForwardAtEveryPosition()
     {
         var seed = TestMath.NewSeed();
