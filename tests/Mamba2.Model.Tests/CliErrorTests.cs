@@ -168,6 +168,12 @@ public sealed class CliErrorTests : IDisposable
         string[] suite = ["bench", "--batch", "1", "--seqlen", "32", "--heads", "2", "--headdim", "8", "--dstate", "8", "--chunk", "16", "--ops", "ssd"];
         AssertBadInput(Run([.. suite, "--threshold", "-1"]), "--threshold -1: expected a fraction >= 0");
         AssertBadInput(Run([.. suite, "--threshold", "NaN"]), "--threshold NaN");
+        // The files the suite ends with, refused before it runs (it used to print its rows, then fail writing them).
+        AssertBadInput(Run([.. suite, "--json", "/nodir/x.json"]), "--json /nodir/x.json: the directory does not exist");
+        AssertBadInput(Run([.. suite, "--csv", _dir]), "is a directory");
+        AssertBadInput(Run([.. suite, "--plot", Path.Combine(_dir, "p.jpg")]), "name a .png file");
+        AssertBadInput(Run([.. suite, "--compare", "/nodir/old.json"]), "--compare /nodir/old.json: no such file");
+        AssertBadInput(Run([.. suite, "--compare", Write("old.json", "not json")]), "not a bench report");
         AssertBadInput(Run("bench", "gemm", "--sizes", "16", "--precision", "fp32", "--tc-tile", "64x64x32/32x32"), "--tc-tile applies to tensor-core products");
         AssertBadInput(Run("bench", "gemm", "--sizes", "16", "--operands", "fp32", "--staging", "converted"), "--staging applies to tensor-core products");
     }

@@ -53,6 +53,27 @@ internal static class SuiteCommand
             throw new ArgumentException($"--threshold {threshold}: expected a fraction >= 0 (0.10: a row 10% slower than --compare's is a regression).");
         }
 
+        // The files the run ends with, checked before it starts: a suite on a GPU runs for minutes.
+        foreach (var (option, file) in new[] { ("--json", r.GetValue(Json)), ("--csv", r.GetValue(Csv)), ("--plot", r.GetValue(PlotFile)) })
+        {
+            if (file is not null)
+            {
+                CommonOptions.CheckOutputFile(option, file, r.GetValue(Compare));
+            }
+        }
+
+        if (r.GetValue(PlotFile) is { } plotFile && !plotFile.Extension.Equals(".png", StringComparison.OrdinalIgnoreCase))
+        {
+            throw new ArgumentException($"--plot {plotFile.FullName}: the plot is written as PNG; name a .png file.");
+        }
+
+        if (r.GetValue(Compare) is { Exists: false } missing)
+        {
+            throw new FileNotFoundException($"--compare {missing.FullName}: no such file (an earlier run's --json).");
+        }
+
+        var earlier = r.GetValue(Compare) is { } compareFile ? BenchReport.ReadMedians(compareFile.FullName) : null;
+
         using var device = CommonOptions.Open(r);
         if (CommonOptions.ResolvePrecision(r, device, "the suite", CommonOptions.AllPrecisions) is not { } precision)
         {
@@ -115,7 +136,7 @@ internal static class SuiteCommand
             report.Plot(plot.FullName);
         }
 
-        return r.GetValue(Compare) is { } old ? CompareWith(report, BenchReport.ReadMedians(old.FullName), r.GetValue(Threshold)) : 0;
+        return earlier is not null ? CompareWith(report, earlier, r.GetValue(Threshold)) : 0;
     }
 
     /// <summary>
