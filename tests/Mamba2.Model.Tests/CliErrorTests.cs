@@ -156,6 +156,8 @@ public sealed class CliErrorTests : IDisposable
         AssertBadInput(Run(["bench", "train", .. tiny, "--batch", "1", "--seqlen", "1"]), "--seqlen at least 2");
         AssertBadInput(Run(["bench", "train", .. tiny, "--batch", "0", "--seqlen", "24"]), "--batch must be positive");
         AssertBadInput(Run(["bench", "train", .. tiny, "--batch", "1", "--seqlen", "24", "--repeats", "0"]), "--repeats >= 1");
+        AssertBadInput(Run(["bench", "train", .. tiny, "--batch", "1", "--seqlen", "24", "--timeline", "/nodir/t.json"]), "--timeline /nodir/t.json: the directory does not exist");
+        AssertBadInput(Run(["bench", "train", .. tiny, "--batch", "1", "--seqlen", "24", "--timeline", _dir]), "is a directory");
         AssertBadInput(Run(["bench", "train", .. tiny, "--batch", "64", "--seqlen", "100000000"]), "--seqlen 100000000");
         string[] wide = ["--layers", "1", "--d-model", "32", "--vocab", "100000000", "--dstate", "8", "--headdim", "16", "--chunk", "16", "--batch", "1", "--seqlen", "24"];
         AssertBadInput(Run(["bench", "train", .. wide]), "vocab_size (100000000) x d_model (32)");
