@@ -89,6 +89,22 @@ public sealed class ExportTests(GpuFixture gpu) : IDisposable
         Assert.Equal(2, CliApp.Run(["export", "--model", source, "--out", Path.Combine(_dir, "x"), "--dtype", "int8"]));
         Assert.Equal(2, CliApp.Run(["export", "--model", Path.Combine(_dir, "missing"), "--out", Path.Combine(_dir, "y")]));
         Assert.Equal(2, CliApp.Run(["export", "--model", source, "--out", source, "--overwrite"]));
+        // --overwrite never deletes more than a checkpoint: not the run directory that holds --model, not other folders.
+        var run = Path.Combine(_dir, "run");
+        var (code, _, err) = CliCapture.Run("export", "--model", source, "--out", run, "--overwrite");
+        Assert.Equal(2, code);
+        Assert.Contains($"holds --model {source}", err, StringComparison.Ordinal);
+        Assert.True(File.Exists(Path.Combine(source, "trainer.json")));
+        var notes = Path.Combine(_dir, "notes");
+        Directory.CreateDirectory(notes);
+        File.WriteAllText(Path.Combine(notes, "todo.txt"), "keep me");
+        (code, _, err) = CliCapture.Run("export", "--model", source, "--out", notes, "--overwrite");
+        Assert.Equal(2, code);
+        Assert.Contains("is not a model directory", err, StringComparison.Ordinal);
+        Assert.True(File.Exists(Path.Combine(notes, "todo.txt")));
+        var empty = Path.Combine(_dir, "empty");
+        Directory.CreateDirectory(empty);
+        Assert.Equal(0, CliApp.Run(["export", "--model", source, "--out", empty, "--overwrite"]));
         Assert.Equal(2, CliApp.Run(["export", "--model", source, "--out", Path.Combine(_dir, "no", "such", "parent")]));
         Assert.False(Directory.Exists(Path.Combine(_dir, "x")));
     }

@@ -56,14 +56,30 @@ internal static class ExportCommand
             throw new DirectoryNotFoundException($"--model {source}: no such directory.");
         }
 
-        if (string.Equals(Path.GetFullPath(source).TrimEnd('/'), target.TrimEnd('/'), StringComparison.Ordinal))
+        var sourceFull = Path.TrimEndingDirectorySeparator(Path.GetFullPath(source));
+        if (string.Equals(sourceFull, Path.TrimEndingDirectorySeparator(target), StringComparison.Ordinal))
         {
             throw new ArgumentException("--out must not be the --model directory.");
         }
 
-        if (Directory.Exists(target) && !r.GetValue(Overwrite))
+        if (sourceFull.StartsWith(Path.TrimEndingDirectorySeparator(target) + Path.DirectorySeparatorChar, StringComparison.Ordinal))
         {
-            throw new IOException($"--out {target} exists; pass --overwrite to replace it.");
+            // Replacing it would delete the model being read, and whatever else is beside it (a whole training run).
+            throw new ArgumentException($"--out {target} holds --model {sourceFull}; write the export to a directory of its own.");
+        }
+
+        if (Directory.Exists(target))
+        {
+            if (!r.GetValue(Overwrite))
+            {
+                throw new IOException($"--out {target} exists; pass --overwrite to replace it.");
+            }
+
+            // --overwrite replaces a model directory written before, never a folder of other things.
+            if (Directory.EnumerateFileSystemEntries(target).Any() && !File.Exists(Path.Combine(target, Mamba2Checkpoint.ConfigFile)))
+            {
+                throw new IOException($"--out {target} is not a model directory (no {Mamba2Checkpoint.ConfigFile}); --overwrite replaces only a checkpoint, so name a new or empty directory.");
+            }
         }
 
         var parent = Path.GetDirectoryName(target)!;
