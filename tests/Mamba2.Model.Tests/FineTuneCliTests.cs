@@ -83,5 +83,14 @@ public sealed class FineTuneCliTests(GpuFixture gpu) : IDisposable
         Assert.Equal(CliApp.BadInput, CliApp.Run(["train", "--task", "selective-copy", "--init-from", model, "--out", Path.Combine(_dir, "b")]));
         Assert.Equal(CliApp.BadInput, CliApp.Run(["train", "--task", "text", "--data", data, "--init-from", model, "--d-model", "32", "--out", Path.Combine(_dir, "c")]));
         Assert.Equal(CliApp.BadInput, CliApp.Run(["train", "--task", "text", "--data", data, "--init-from", model, "--out", Path.Combine(_dir, "d")]));   // no config.json
+
+        // A model inside the run directory that --overwrite would clear is refused before anything is removed.
+        var inRun = Path.Combine(_dir, "run", "step-2");
+        Directory.CreateDirectory(inRun);
+        File.WriteAllText(Path.Combine(inRun, "config.json"), "{}");
+        var (code, _, err) = CliCapture.Run("train", "--task", "text", "--data", data, "--init-from", inRun, "--out", Path.Combine(_dir, "run"), "--overwrite");
+        Assert.Equal(CliApp.BadInput, code);
+        Assert.Contains("is inside --out", err, StringComparison.Ordinal);
+        Assert.True(File.Exists(Path.Combine(inRun, "config.json")));
     }
 }

@@ -221,6 +221,12 @@ internal static class TrainCommand
             {
                 throw new DirectoryNotFoundException($"--init-from {s.InitFrom}: no such directory.");
             }
+
+            var initFrom = Path.TrimEndingDirectorySeparator(Path.GetFullPath(s.InitFrom));
+            if (resume is null && r.GetValue(Overwrite) && initFrom.StartsWith(Path.TrimEndingDirectorySeparator(runDir) + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+            {
+                throw new ArgumentException($"--init-from {initFrom} is inside --out {runDir}, whose checkpoints --overwrite removes; fine-tune into another directory.");
+            }
         }
 
         // A fine-tuning run's tokenizer: the resumed checkpoint's copy, else --init-from's; saved into every checkpoint.
