@@ -73,6 +73,11 @@ public sealed class TokenizerTests : IDisposable
         Assert.Equal(0, code);
         Assert.Equal("104,105", output.Trim());
         Assert.Equal(2, Run(["tokenize", "--tokenizer", Fixture, "--ids", "1,x"]).Code);
+        Assert.Equal(2, Run(["tokenize", "--tokenizer", Fixture, "--ids", "259,,264"]).Code);   // an id lost between commas
+        Assert.Equal(2, Run(["tokenize", "--tokenizer", Fixture, "--ids", ""]).Code);
+        (code, output) = Run(["tokenize", "--tokenizer", Fixture, "--ids", "259, 264,"]);   // a trailing comma is fine
+        Assert.Equal(0, code);
+        Assert.Equal("hello world", output.Trim());
         Assert.Equal(2, Run(["tokenize", "--tokenizer", Fixture]).Code);
         Assert.Equal(2, Run(["tokenize", "--model", Path.Combine(_dir, "missing"), "--text", "a"]).Code);
     }
