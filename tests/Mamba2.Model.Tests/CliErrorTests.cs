@@ -201,7 +201,9 @@ public sealed class CliErrorTests : IDisposable
             Assert.False(Directory.Exists(run), json);
         }
 
-        AssertBadInput(Run("train", "--task", "text", "--data", "/nodir/x.txt", "--out", Path.Combine(_dir, "t")), "/nodir/x.txt");
+        AssertBadInput(Run("train", "--task", "text", "--data", "/nodir/x.txt", "--out", Path.Combine(_dir, "t")), "--data /nodir/x.txt: no such file");
+        AssertBadInput(Run("train", "--task", "text", "--data", _dir, "--out", Path.Combine(_dir, "t")), "is a directory, not a text file");
+        Assert.False(Directory.Exists(Path.Combine(_dir, "t")));
         AssertBadInput(Run("train", "--config", TinyConfig(), "--stop-at", "-5", "--out", Path.Combine(_dir, "s")), "--stop-at");
         AssertBadInput(Run("train", "--config", TinyConfig(), "--steps", "4", "--stop-at", "9", "--out", Path.Combine(_dir, "s")), "--stop-at 9 is past the run's last step (4");
         Assert.False(Directory.Exists(Path.Combine(_dir, "s")));

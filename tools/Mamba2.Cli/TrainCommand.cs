@@ -205,6 +205,11 @@ internal static class TrainCommand
             throw new DirectoryNotFoundException($"--metrics-out {metricsOutFile.FullName}: the directory does not exist.");
         }
 
+        if (s.Task == "text" && s.Data is { } dataFile && !File.Exists(dataFile))
+        {
+            throw new FileNotFoundException(Directory.Exists(dataFile) ? $"--data {dataFile} is a directory, not a text file." : $"--data {dataFile}: no such file.");
+        }
+
         if (s.InitFrom is not null)
         {
             if (s.Task != "text")
