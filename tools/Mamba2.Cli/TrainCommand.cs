@@ -83,6 +83,11 @@ internal static class TrainCommand
             s = TrainSettings.For(task);
             if (r.GetValue(Config) is { } config)
             {
+                if (!config.Exists)
+                {
+                    throw new FileNotFoundException(Directory.Exists(config.FullName) ? $"--config {config.FullName} is a directory, not a JSON file." : $"--config {config.FullName}: no such file.");
+                }
+
                 s = TrainSettings.FromJson(config.FullName, s);
             }
         }

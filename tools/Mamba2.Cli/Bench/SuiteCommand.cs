@@ -69,7 +69,9 @@ internal static class SuiteCommand
 
         if (r.GetValue(Compare) is { Exists: false } missing)
         {
-            throw new FileNotFoundException($"--compare {missing.FullName}: no such file (an earlier run's --json).");
+            throw new FileNotFoundException(Directory.Exists(missing.FullName)
+                ? $"--compare {missing.FullName} is a directory; name an earlier run's --json file."
+                : $"--compare {missing.FullName}: no such file (an earlier run's --json).");
         }
 
         var earlier = r.GetValue(Compare) is { } compareFile ? BenchReport.ReadMedians(compareFile.FullName) : null;
