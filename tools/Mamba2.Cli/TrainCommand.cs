@@ -474,7 +474,6 @@ internal static class TrainCommand
         return TextTask.Tokenized(data, tokenizer, Mamba2Checkpoint.ReadConfig(tokenizerDir).VocabSize, s.SeqLen);   // the resumed step's or --init-from's
     }
 
-    /// <summary>runDir/step-N (atomic and durable, via the trainer), then all but the newest <paramref name="keep"/> step directories removed.</summary>
     /// <summary>
     /// Saves (rank 0) unless the weights or moments are no longer finite; then returns why, on every rank, and the
     /// checkpoints on disk stay as they were.
@@ -497,6 +496,7 @@ internal static class TrainCommand
         return AnyRank(comm, why is not null) ? why ?? $"step {trainer.Step}: rank 0 found non-finite weights" : null;
     }
 
+    /// <summary>runDir/step-N (atomic and durable, via the trainer), then all but the newest <paramref name="keep"/> step directories removed.</summary>
     private static void SaveCheckpoint(Trainer trainer, string runDir, int keep, IEnumerable<string> alongside)
     {
         trainer.Save(Path.Combine(runDir, $"step-{trainer.Step}"), alongside);
