@@ -175,7 +175,7 @@ public sealed class CliErrorTests : IDisposable
         AssertBadInput(Run([.. suite, "--csv", _dir]), "is a directory");
         AssertBadInput(Run([.. suite, "--plot", Path.Combine(_dir, "p.jpg")]), "name a .png file");
         AssertBadInput(Run([.. suite, "--compare", "/nodir/old.json"]), "--compare /nodir/old.json: no such file");
-        AssertBadInput(Run([.. suite, "--compare", _dir]), "is a directory; name an earlier run's --json file");
+        AssertBadInput(Run([.. suite, "--compare", _dir]), "--compare " + _dir + " is a directory, not a file");
         AssertBadInput(Run([.. suite, "--compare", Write("old.json", "not json")]), "not a bench report");
         AssertBadInput(Run("bench", "gemm", "--sizes", "16", "--precision", "fp32", "--tc-tile", "64x64x32/32x32"), "--tc-tile applies to tensor-core products");
         AssertBadInput(Run("bench", "gemm", "--sizes", "16", "--operands", "fp32", "--staging", "converted"), "--staging applies to tensor-core products");
@@ -203,8 +203,8 @@ public sealed class CliErrorTests : IDisposable
         }
 
         AssertBadInput(Run("train", "--task", "text", "--data", "/nodir/x.txt", "--out", Path.Combine(_dir, "t")), "--data /nodir/x.txt: no such file");
-        AssertBadInput(Run("train", "--task", "text", "--data", _dir, "--out", Path.Combine(_dir, "t")), "is a directory, not a text file");
-        AssertBadInput(Run("train", "--config", _dir, "--out", Path.Combine(_dir, "t")), "is a directory, not a JSON file");
+        AssertBadInput(Run("train", "--task", "text", "--data", _dir, "--out", Path.Combine(_dir, "t")), "--data " + _dir + " is a directory, not a file");
+        AssertBadInput(Run("train", "--config", _dir, "--out", Path.Combine(_dir, "t")), "--config " + _dir + " is a directory, not a file");
         AssertBadInput(Run("train", "--config", "/nodir/c.json", "--out", Path.Combine(_dir, "t")), "--config /nodir/c.json: no such file");
         Assert.False(Directory.Exists(Path.Combine(_dir, "t")));
         AssertBadInput(Run("train", "--config", TinyConfig(), "--stop-at", "-5", "--out", Path.Combine(_dir, "s")), "--stop-at");

@@ -218,6 +218,11 @@ internal static class CommonOptions
         return tokenizer;
     }
 
+    /// <summary>Whether <paramref name="path"/> lies below <paramref name="directory"/> (not the directory itself).</summary>
+    public static bool IsInside(string path, string directory) =>
+        Path.TrimEndingDirectorySeparator(Path.GetFullPath(path)).StartsWith(
+            Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory)) + Path.DirectorySeparatorChar, StringComparison.Ordinal);
+
     /// <summary>An input file must exist and be a file; the message names the option.</summary>
     public static void CheckInputFile(string option, FileInfo input)
     {

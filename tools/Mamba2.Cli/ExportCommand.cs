@@ -62,7 +62,7 @@ internal static class ExportCommand
             throw new ArgumentException("--out must not be the --model directory.");
         }
 
-        if (sourceFull.StartsWith(Path.TrimEndingDirectorySeparator(target) + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+        if (CommonOptions.IsInside(sourceFull, target))
         {
             // Replacing it would delete the model being read, and whatever else is beside it (a whole training run).
             throw new ArgumentException($"--out {target} holds --model {sourceFull}; write the export to a directory of its own.");

@@ -83,11 +83,7 @@ internal static class TrainCommand
             s = TrainSettings.For(task);
             if (r.GetValue(Config) is { } config)
             {
-                if (!config.Exists)
-                {
-                    throw new FileNotFoundException(Directory.Exists(config.FullName) ? $"--config {config.FullName} is a directory, not a JSON file." : $"--config {config.FullName}: no such file.");
-                }
-
+                CommonOptions.CheckInputFile("--config", config);
                 s = TrainSettings.FromJson(config.FullName, s);
             }
         }
@@ -193,12 +189,13 @@ internal static class TrainCommand
 
         var stopAt = r.GetValue(StopAt) ?? s.Steps;
         var resume = r.GetValue(Resume);
-        if (resume is not null && r.GetValue(Steps) is { } steps && Trainer.StepOf(resume.FullName) is var done && steps < done)
+        long? resumedStep = resume is null ? null : Trainer.StepOf(resume.FullName);
+        if (resumedStep is { } done && r.GetValue(Steps) is { } steps && steps < done)
         {
             throw new ArgumentException($"--steps {steps} is before --resume's step {done}: a run continues from its checkpoint, it does not go back.");
         }
 
-        if (resume is not null && r.GetValue(StopAt) is not null && Trainer.StepOf(resume.FullName) is var resumed && stopAt <= resumed)
+        if (resumedStep is { } resumed && r.GetValue(StopAt) is not null && stopAt <= resumed)
         {
             throw new ArgumentException($"--stop-at {stopAt} is not after --resume's step {resumed}: nothing would be trained.");
         }
@@ -210,9 +207,9 @@ internal static class TrainCommand
             throw new DirectoryNotFoundException($"--metrics-out {metricsOutFile.FullName}: the directory does not exist.");
         }
 
-        if (s.Task == "text" && s.Data is { } dataFile && !File.Exists(dataFile))
+        if (s.Task == "text" && s.Data is { } dataFile)
         {
-            throw new FileNotFoundException(Directory.Exists(dataFile) ? $"--data {dataFile} is a directory, not a text file." : $"--data {dataFile}: no such file.");
+            CommonOptions.CheckInputFile("--data", new FileInfo(dataFile));
         }
 
         if (s.InitFrom is not null)
@@ -232,10 +229,9 @@ internal static class TrainCommand
                 throw new DirectoryNotFoundException($"--init-from {s.InitFrom}: no such directory.");
             }
 
-            var initFrom = Path.TrimEndingDirectorySeparator(Path.GetFullPath(s.InitFrom));
-            if (resume is null && r.GetValue(Overwrite) && initFrom.StartsWith(Path.TrimEndingDirectorySeparator(runDir) + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+            if (resume is null && r.GetValue(Overwrite) && CommonOptions.IsInside(s.InitFrom, runDir))
             {
-                throw new ArgumentException($"--init-from {initFrom} is inside --out {runDir}, whose checkpoints --overwrite removes; fine-tune into another directory.");
+                throw new ArgumentException($"--init-from {Path.GetFullPath(s.InitFrom)} is inside --out {runDir}, whose checkpoints --overwrite removes; fine-tune into another directory.");
             }
         }
 
@@ -357,10 +353,10 @@ internal static class TrainCommand
                     while (trainer.Step < stopAt && !AnyRank(comm, interrupted))
                     {
                         var m = trainer.TrainStep();
-                        if (!double.IsFinite(m.Loss))
+                        // The same on every rank (the loss is summed over them): all stop here, nothing saved.
+                        diverged = NonFinite(m.Step, "training loss", m.Loss);
+                        if (diverged is not null)
                         {
-                            // The same on every rank (the loss is summed over them): all stop here, nothing saved.
-                            diverged = $"step {m.Step}: the training loss is {m.Loss.ToString(CultureInfo.InvariantCulture)}: the run diverged (a lower learning rate may help)";
                             break;
                         }
 
@@ -372,10 +368,9 @@ internal static class TrainCommand
                         {
                             eval = trainer.Evaluate();
                             metrics?.Add("eval", eval, tokensPerSecond, clock.Elapsed.TotalSeconds);
-                            if (!double.IsFinite(eval.Loss))
+                            diverged = NonFinite(m.Step, "evaluation loss after its update", eval.Loss);   // the weights a save would hold
+                            if (diverged is not null)
                             {
-                                // The weights this step's update left, before they would be saved.
-                                diverged = $"step {m.Step}: the evaluation loss after its update is {eval.Loss.ToString(CultureInfo.InvariantCulture)}: the run diverged (a lower learning rate may help)";
                                 break;
                             }
                         }
@@ -473,6 +468,10 @@ internal static class TrainCommand
 
         return TextTask.Tokenized(data, tokenizer, Mamba2Checkpoint.ReadConfig(tokenizerDir).VocabSize, s.SeqLen);   // the resumed step's or --init-from's
     }
+
+    /// <summary>Why the run stops, where <paramref name="loss"/> is NaN or infinite; else null.</summary>
+    private static string? NonFinite(long step, string which, double loss) => double.IsFinite(loss) ? null
+        : $"step {step}: the {which} is {loss.ToString(CultureInfo.InvariantCulture)}: the run diverged (a lower learning rate may help)";
 
     /// <summary>
     /// Saves (rank 0) unless the weights or moments are no longer finite; then returns why, on every rank, and the

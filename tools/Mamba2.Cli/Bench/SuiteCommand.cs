@@ -54,11 +54,12 @@ internal static class SuiteCommand
         }
 
         // The files the run ends with, checked before it starts: a suite on a GPU runs for minutes.
+        var compare = r.GetValue(Compare);
         foreach (var (option, file) in new[] { ("--json", r.GetValue(Json)), ("--csv", r.GetValue(Csv)), ("--plot", r.GetValue(PlotFile)) })
         {
             if (file is not null)
             {
-                CommonOptions.CheckOutputFile(option, file, r.GetValue(Compare));
+                CommonOptions.CheckOutputFile(option, file, compare);
             }
         }
 
@@ -67,14 +68,12 @@ internal static class SuiteCommand
             throw new ArgumentException($"--plot {plotFile.FullName}: the plot is written as PNG; name a .png file.");
         }
 
-        if (r.GetValue(Compare) is { Exists: false } missing)
+        Dictionary<string, double>? earlier = null;
+        if (compare is not null)
         {
-            throw new FileNotFoundException(Directory.Exists(missing.FullName)
-                ? $"--compare {missing.FullName} is a directory; name an earlier run's --json file."
-                : $"--compare {missing.FullName}: no such file (an earlier run's --json).");
+            CommonOptions.CheckInputFile("--compare", compare);
+            earlier = BenchReport.ReadMedians(compare.FullName);
         }
-
-        var earlier = r.GetValue(Compare) is { } compareFile ? BenchReport.ReadMedians(compareFile.FullName) : null;
 
         using var device = CommonOptions.Open(r);
         if (CommonOptions.ResolvePrecision(r, device, "the suite", CommonOptions.AllPrecisions) is not { } precision)
