@@ -28,13 +28,8 @@ public class GenerationTests(GpuFixture gpu)
         device.Memory.ResetPeak();
         var expected = Generator.Generate(lm, prompt, 6, sampling);
         var peak = device.Memory.PeakAllocatedBytes - before;
-        foreach (var share in Enumerable.Range(0, 24).Select(i => (i + rng.NextDouble()) / 24))
-        {
-            device.Memory.LimitBytes = before + (ulong)(share * peak);
-            Assert.Throws<OutOfDeviceMemoryException>(() => Generator.Generate(lm, prompt, 6, sampling));
-            device.Memory.LimitBytes = null;
-            Assert.True(device.Memory.AllocatedBytes == before, $"seed {seed}, {share:P1} of the peak: {device.Memory.AllocatedBytes - before} bytes left live");
-        }
+        OutOfMemorySweep.Run(device, before, peak, places: 24, rng, () => Generator.Generate(lm, prompt, 6, sampling), share =>
+            Assert.True(device.Memory.AllocatedBytes == before, $"seed {seed}, {share:P1} of the peak: {device.Memory.AllocatedBytes - before} bytes left live"));
 
         Assert.Equal(expected, Generator.Generate(lm, prompt, 6, sampling));
         Assert.Empty(device.ValidationLog.Drain());

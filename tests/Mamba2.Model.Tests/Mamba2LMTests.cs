@@ -537,13 +537,8 @@ public class Mamba2LMTests(GpuFixture gpu)
         Assert.Equal(before, device.Memory.AllocatedBytes);
 
         // The limit met at places spread over the step, from the forward's first buffers to the backward's last.
-        foreach (var share in Enumerable.Range(0, 40).Select(i => (i + rng.NextDouble()) / 40))
-        {
-            device.Memory.LimitBytes = before + (ulong)(share * peak);
-            Assert.Throws<OutOfDeviceMemoryException>(Step);
-            device.Memory.LimitBytes = null;
-            Assert.True(device.Memory.AllocatedBytes == before, $"seed {seed}, {share:P1} of the peak: {device.Memory.AllocatedBytes - before} bytes left live");
-        }
+        OutOfMemorySweep.Run(device, before, peak, places: 40, rng, () => Step(), share =>
+            Assert.True(device.Memory.AllocatedBytes == before, $"seed {seed}, {share:P1} of the peak: {device.Memory.AllocatedBytes - before} bytes left live"));
 
         // The model is unharmed: the next step's gradients are the same bits.
         var again = Step();
