@@ -187,6 +187,15 @@ public sealed unsafe class MemoryAllocator : IDisposable
     /// </summary>
     public ulong? LimitBytes { get; set; }
 
+    /// <summary>Allocation requests so far, failed ones included: each has its index in this sequence.</summary>
+    internal long Requests { get; private set; }
+
+    /// <summary>
+    /// Fault injection for tests: the request whose index this is fails with <see cref="OutOfDeviceMemoryException"/>,
+    /// so every allocation of a call can be made the one that runs out (a byte limit reaches only those at a new high).
+    /// </summary>
+    internal long? FailRequest { get; set; }
+
     /// <summary>Returns every cached block to the driver (as torch.cuda.empty_cache).</summary>
     public void ReleaseCached()
     {
@@ -214,6 +223,11 @@ public sealed unsafe class MemoryAllocator : IDisposable
     {
         lock (_lock)
         {
+            if (Requests++ == FailRequest)
+            {
+                throw new OutOfDeviceMemoryException($"Out of memory allocating {Mib(req.Size)} for {what} on {_device.Name}: request {FailRequest} made to fail (fault injection).");
+            }
+
             var type = ChooseType(req.MemoryTypeBits, kind);
             var caps = _device.Capabilities;
             if (req.Size > caps.MaxAllocationBytes)

@@ -29,8 +29,12 @@ public static class Generator
         {
             for (var i = 0; i < maxNewTokens; i++)
             {
-                var next = sampler.Next(logits.ToArray(), prompt.Concat(generated));
-                logits.Dispose();
+                int next;
+                using (logits)
+                {
+                    next = sampler.Next(logits.ToArray(), prompt.Concat(generated));
+                }
+
                 generated.Add(next);
                 onToken?.Invoke(next);
                 if (i + 1 == maxNewTokens || next == eosId)

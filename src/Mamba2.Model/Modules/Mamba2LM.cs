@@ -647,7 +647,6 @@ public sealed class Mamba2LM : IDisposable
         int b = ids.Shape[0], l = ids.Shape[1], v = Config.VocabSize;
         var device = Embeddings.Device;
         var last = Tensor.Empty(device, "logits", b, v);
-        var states = new List<Mamba2Layer.State>();
         try
         {
             // Only the last position's logits: the head on b rows, not b L (a long prompt's logits are its largest tensor).
@@ -657,23 +656,37 @@ public sealed class Mamba2LM : IDisposable
                 Columns.Copy(acts.NormF.Y.View(b, l * d), (l - 1) * d, lastHidden, 0, d, st);
                 Gemm.Run(lastHidden, Embeddings, last, transposeB: true, stream: st, precision: Precision);
             });
-            for (var i = 0; i < _mixers.Count; i++)
-            {
-                states.Add(_mixers[i].StateAfter(acts.Mixers[i]));
-            }
-
-            return (new GenerationState(states), last);
+            return (StatesOf(i => _mixers[i].StateAfter(acts.Mixers[i])), last);
         }
         catch
         {
-            states.ForEach(st => st.Dispose());
             last.Dispose();
             throw;
         }
     }
 
     /// <summary>An empty prefix for b sequences (generation from scratch).</summary>
-    public GenerationState NewState(int batch) => new([.. _mixers.Select(m => m.NewState(batch))]);
+    public GenerationState NewState(int batch) => StatesOf(i => _mixers[i].NewState(batch));
+
+    /// <summary>Every layer's state, made in order: those made are freed if a later one fails (out of memory).</summary>
+    private GenerationState StatesOf(Func<int, Mamba2Layer.State> make)
+    {
+        var states = new List<Mamba2Layer.State>();
+        try
+        {
+            for (var i = 0; i < _mixers.Count; i++)
+            {
+                states.Add(make(i));
+            }
+
+            return new GenerationState(states);
+        }
+        catch
+        {
+            states.ForEach(st => st.Dispose());
+            throw;
+        }
+    }
 
     /// <summary>One token per sequence, ids (b): logits (b, vocab) for the next one, advancing the state (constant cost).</summary>
     public Tensor Step(IndexTensor ids, GenerationState state)

@@ -493,8 +493,8 @@ public sealed class Mamba2Layer : IDisposable
         RequireCausal("generation");
         var device = ALog.Device;
         var c = Config;
-        return new State(Tensor.FromArray(device, "conv_state", new float[batch * c.ConvDim * ConvStateWidth], batch, c.ConvDim, ConvStateWidth),
-            Tensor.FromArray(device, "ssm_state", new float[batch * c.NHeads * c.HeadDim * c.DState], batch, c.NHeads, c.HeadDim, c.DState));
+        return StateOf(() => Tensor.FromArray(device, "conv_state", new float[batch * c.ConvDim * ConvStateWidth], batch, c.ConvDim, ConvStateWidth),
+            () => Tensor.FromArray(device, "ssm_state", new float[batch * c.NHeads * c.HeadDim * c.DState], batch, c.NHeads, c.HeadDim, c.DState));
     }
 
     /// <summary>The state after a (chunked) forward over a prompt: its last conv inputs and the SSD's final state.</summary>
@@ -524,8 +524,23 @@ public sealed class Mamba2Layer : IDisposable
         }
 
         var device = xbcView.Tensor.Device;
-        return new State(Tensor.FromArray(device, "conv_state", conv, b, c.ConvDim, k1),
-            Tensor.FromArray(device, "ssm_state", acts.Ssd.FinalStates.ToArray(), b, c.NHeads, c.HeadDim, c.DState));
+        return StateOf(() => Tensor.FromArray(device, "conv_state", conv, b, c.ConvDim, k1),
+            () => Tensor.FromArray(device, "ssm_state", acts.Ssd.FinalStates.ToArray(), b, c.NHeads, c.HeadDim, c.DState));
+    }
+
+    /// <summary>A state from its parts, made in order: the conv part is freed if the SSM part fails (out of memory).</summary>
+    private static State StateOf(Func<Tensor> conv, Func<Tensor> ssm)
+    {
+        var convState = conv();
+        try
+        {
+            return new State(convState, ssm());
+        }
+        catch
+        {
+            convState.Dispose();
+            throw;
+        }
     }
 
     /// <summary>One token for each of b sequences: u (b, d_model) to (b, d_model), advancing <paramref name="state"/> (constant cost).</summary>

@@ -58,8 +58,16 @@ public sealed class AdamW : IDisposable
             foreach (var p in parameters)
             {
                 var zeros = new float[p.Value.Length];
-                _state.Add((p, Tensor.FromArray(_device, p.Name + ".exp_avg", zeros, [.. p.Value.Shape]),
-                    Tensor.FromArray(_device, p.Name + ".exp_avg_sq", zeros, [.. p.Value.Shape])));
+                var m = Tensor.FromArray(_device, p.Name + ".exp_avg", zeros, [.. p.Value.Shape]);
+                try
+                {
+                    _state.Add((p, m, Tensor.FromArray(_device, p.Name + ".exp_avg_sq", zeros, [.. p.Value.Shape])));
+                }
+                catch
+                {
+                    m.Dispose();   // not in _state yet: Dispose below cannot see it
+                    throw;
+                }
             }
 
             _clip = Tensor.FromArray(_device, "grad_clip", [0f, 1f], 2);
