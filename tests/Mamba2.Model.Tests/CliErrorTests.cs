@@ -75,9 +75,11 @@ public sealed class CliErrorTests : IDisposable
         AssertBadInput(Run("ssd", "--input", nan, "--output", Path.Combine(_dir, "y.safetensors")), "x[1] (flat index) is NaN");
         Assert.Equal(0, Run("ssd", "--input", nan, "--output", Path.Combine(_dir, "y.safetensors"), "--allow-nonfinite", "--chunk-size", "16").Code);
 
-        // forward: a valid input_ids file, then every broken config.json.
+        // forward: a valid input_ids file; --model a file or missing; then every broken config.json.
         var ids = Path.Combine(_dir, "ids.safetensors");
         SafetensorsWriter.Write(ids, [HostTensor.FromInt32("input_ids", [1, 2, 3], [1, 3])]);
+        AssertBadInput(Run("forward", "--model", ids, "--input", ids, "--output", Path.Combine(_dir, "logits.safetensors")), ids + " is a file (a Mamba2 checkpoint is a directory");
+        AssertBadInput(Run("generate", "--model", "/nodir/model", "--prompt", "hi"), "/nodir/model does not exist");
         var model = Path.Combine(_dir, "model");
         foreach (var (config, mentions) in new[]
         {
@@ -165,9 +167,11 @@ public sealed class CliErrorTests : IDisposable
         AssertBadInput(Run("bench", "ssd", "--batch", "1", "--seqlen", "32", "--heads", "2", "--headdim", "8", "--dstate", "8", "--chunk", "16", "--warmup", "-1"), "--warmup must be >= 0");
         AssertBadInput(Run("bench", "gemm", "--sizes", "32", "--repeats", "0"), "--repeats >= 1");
         AssertBadInput(Run("bench", "gemm", "--sizes", "100000x100000x100000"), "--sizes: '100000x100000x100000' has a matrix of more than");
+        AssertBadInput(Run("bench", "gemm", "--sizes", "32,,64"), "--sizes '32,,64': an entry between commas is empty");
         string[] ssd = ["bench", "ssd", "--batch", "1", "--seqlen", "32", "--heads", "2", "--headdim", "8", "--dstate", "8", "--chunk", "16"];
         AssertBadInput(Run([.. ssd, "--direction", "sum", "--naive", "--fused"]), "--naive and --fused: give one");
         string[] suite = ["bench", "--batch", "1", "--seqlen", "32", "--heads", "2", "--headdim", "8", "--dstate", "8", "--chunk", "16", "--ops", "ssd"];
+        AssertBadInput(Run([.. suite[..^1], "ssd,,gemm"]), "--ops 'ssd,,gemm': an entry between commas is empty");
         AssertBadInput(Run([.. suite, "--threshold", "-1"]), "--threshold -1: expected a fraction >= 0");
         AssertBadInput(Run([.. suite, "--threshold", "NaN"]), "--threshold NaN");
         // The files the suite ends with, refused before it runs (it used to print its rows, then fail writing them).
@@ -254,6 +258,7 @@ public sealed class CliErrorTests : IDisposable
         // Resume probes: a step that is not there, the run directory itself, a corrupt trainer state.
         AssertBadInput(Run("train", "--resume", Path.Combine(run, "step-999")), "step-999");
         AssertBadInput(Run("train", "--resume", run), "is a run directory");
+        AssertBadInput(Run("train", "--resume", Path.Combine(run, "train.json")), "train.json is a file; name a checkpoint directory");
         AssertBadInput(Run("train", "--resume", Path.Combine(run, "step-8"), "--steps", "6"), "--steps 6 is before --resume's step 8");
         AssertBadInput(Run("train", "--resume", Path.Combine(run, "step-8"), "--stop-at", "8"), "--stop-at 8 is not after --resume's step 8");
         AssertBadInput(Run("train", "--resume", Path.Combine(run, "step-8"), "--task", "reverse", "--config", config), "--task, --config: a resumed run keeps");

@@ -178,7 +178,7 @@ internal static class BenchCommand
     private static List<(int M, int N, int K)> ParseSizes(string text)
     {
         var list = new List<(int, int, int)>();
-        foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        foreach (var part in CommonOptions.SplitList("--sizes", text))
         {
             var dims = part.Split('x').Select(d => int.TryParse(d, out var v) && v > 0 ? v
                 : throw new ArgumentException($"--sizes: '{part}' needs positive whole numbers, N or MxNxK")).ToArray();

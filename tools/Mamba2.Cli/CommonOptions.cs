@@ -192,10 +192,10 @@ internal static class CommonOptions
     public static readonly Precision[] AllPrecisions = Enum.GetValues<Precision>();
 
     /// <summary>
-    /// Comma-separated token ids (spaces and a trailing comma allowed) given with <paramref name="option"/>; a
-    /// non-integer names itself, and an empty entry ("1,,3", most likely a lost id) is refused rather than skipped.
+    /// The entries of a comma-separated list given with <paramref name="option"/> (spaces and a trailing comma
+    /// allowed); an empty entry ("1,,3", most likely a lost value) is refused rather than skipped.
     /// </summary>
-    public static int[] ParseIds(string option, string text)
+    public static string[] SplitList(string option, string text)
     {
         var parts = text.Trim().TrimEnd(',').Split(',', StringSplitOptions.TrimEntries);
         if (parts.Any(string.IsNullOrEmpty))
@@ -203,8 +203,12 @@ internal static class CommonOptions
             throw new FormatException($"{option} '{text}': an entry between commas is empty.");
         }
 
-        return [.. parts.Select(s => int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) ? v : throw new FormatException($"{option}: '{s}' is not an integer."))];
+        return parts;
     }
+
+    /// <summary>Comma-separated token ids (<see cref="SplitList"/>) given with <paramref name="option"/>; a non-integer names itself.</summary>
+    public static int[] ParseIds(string option, string text) =>
+        [.. SplitList(option, text).Select(s => int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) ? v : throw new FormatException($"{option}: '{s}' is not an integer."))];
 
     /// <summary>A model directory's tokenizer (<see cref="HfTokenizer.ForModel"/>), saying on stderr when it is the byte tokenizer for want of a tokenizer.json.</summary>
     public static ITokenizer ModelTokenizer(string directory)

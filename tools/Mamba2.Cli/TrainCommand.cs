@@ -112,6 +112,11 @@ internal static class TrainCommand
         string Steps(string run) => Directory.Exists(run)
             ? string.Join(", ", StepDirectories(run).OrderBy(x => x.Step).Select(x => Path.GetFileName(x.Dir))) is { Length: > 0 } list ? list : "none"
             : "none";
+        if (File.Exists(path))
+        {
+            throw new ArgumentException($"--resume {path} is a file; name a checkpoint directory of a run (its step-N).");
+        }
+
         if (File.Exists(Path.Combine(path, "train.json")))
         {
             throw new ArgumentException($"--resume {path} is a run directory; pick one of its checkpoints ({Steps(path)}), e.g. --resume {Path.Combine(path, "step-N")}.");

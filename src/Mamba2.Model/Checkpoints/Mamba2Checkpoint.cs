@@ -34,7 +34,8 @@ public static class Mamba2Checkpoint
         var path = Path.Combine(directory, ConfigFile);
         if (!File.Exists(path))
         {
-            throw new FileNotFoundException($"{directory} has no {ConfigFile} (a Mamba2 checkpoint is a directory with {ConfigFile} and {WeightsFile}).", path);
+            var what = File.Exists(directory) ? "is a file" : Directory.Exists(directory) ? $"has no {ConfigFile}" : "does not exist";
+            throw new FileNotFoundException($"{directory} {what} (a Mamba2 checkpoint is a directory with {ConfigFile} and {WeightsFile}).", path);
         }
 
         var text = File.ReadAllText(path);

@@ -95,7 +95,7 @@ internal static class SuiteCommand
                 r.GetValue(Groups) ?? f.Groups, r.GetValue(DState) ?? f.DState, r.GetValue(Chunk) ?? f.Chunk)];
         }
 
-        var ops = r.GetValue(Ops) is { } list ? list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) : [.. preset.Ops];
+        var ops = r.GetValue(Ops) is { } list ? CommonOptions.SplitList("--ops", list) : [.. preset.Ops];
         if (ops.FirstOrDefault(o => !BenchPreset.AllOps.Contains(o)) is { } unknown)
         {
             throw new ArgumentException($"--ops: unknown op '{unknown}' (known: {string.Join(", ", BenchPreset.AllOps)}).");
