@@ -31,15 +31,6 @@ public sealed record OpTuning
     /// </summary>
     public string? TensorCoreTile { get; init; }
 
-    /// <summary>
-    /// MAMBA2_SSD_LOOKBACK (on/off): the tensor-core forward's state_passing done inside chunk_state as a look-back
-    /// (on), or as a kernel of its own after it (off, the default until measured on a GPU).
-    /// </summary>
-    public bool SsdLookBack { get; init; }
-
-    /// <summary>The environment variable of <see cref="SsdLookBack"/>.</summary>
-    public const string SsdLookBackVariable = "MAMBA2_SSD_LOOKBACK";
-
     /// <summary>MAMBA2_GEMM_KERNEL: the fp32 GEMM kernel (null: lanes on CPU devices, shared elsewhere).</summary>
     public GemmKernel? GemmKernel { get; init; }
 
@@ -99,12 +90,6 @@ public sealed record OpTuning
             DbcTile = Read("MAMBA2_SSD_DBC_TILE"),
             BidirTile = Read("MAMBA2_SSD_BIDIR_TILE"),
             TensorCoreTile = Read(SsdTensorCoreTiles.EnvironmentVariable),
-            SsdLookBack = Read(SsdLookBackVariable)?.ToLowerInvariant() switch
-            {
-                "on" or "1" => true,
-                null or "off" or "0" => false,
-                var other => throw new ArgumentException($"{SsdLookBackVariable}={other}: expected on or off."),
-            },
             GemmSplitK = Read(TensorCoreGemm.SplitKVariable) switch
             {
                 null => null,

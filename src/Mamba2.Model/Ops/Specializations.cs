@@ -184,14 +184,10 @@ internal readonly record struct SsdTcSpec(uint Local, uint BM, uint BN, uint BK,
     public uint[] Constants() => [Local, BM, BN, BK, WM, WN, TM, TN, TK];
 }
 
-/// <summary>
-/// tc/chunk_state: the tile (<see cref="SsdTcSpec"/>), the backward's weights, g read one step away (0 none, 1: +1,
-/// 2: -1), and state_passing's walk (the backward's with Grad) done inside it as a look-back (<c>PASSING</c>).
-/// </summary>
-internal readonly record struct ChunkStateTcSpec(uint Local, uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, bool Grad, uint GShift,
-    bool Passing = false) : ISpecialization
+internal readonly record struct ChunkStateTcSpec(uint Local, uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, bool Grad, uint GShift)
+    : ISpecialization
 {
-    public uint[] Constants() => [Local, BM, BN, BK, WM, WN, TM, TN, TK, Grad ? 1u : 0u, GShift, Passing ? 1u : 0u];
+    public uint[] Constants() => [Local, BM, BN, BK, WM, WN, TM, TN, TK, Grad ? 1u : 0u, GShift];
 }
 
 /// <summary>

@@ -125,10 +125,7 @@ public static partial class SsdOp
         var splits = tc is null ? bt.Splits(h / g) : 1;
         var tilesP = Tiles(p, tc?.Scan.BN ?? tiles.ScanBN);   // dx's ddt parts are per headdim tile
         var passLocal = Shaders.PowerOfTwoLocal(device);
-        // The inner parts (S_in . dS_next per chunk) come per slice of the state from state_passing_bwd, per state tile
-        // from tc/chunk_state's look-back.
-        var lookBack = tc is not null && tuning.SsdLookBack;
-        var slices = lookBack ? (int)tc!.State.Tiles(p, n) : (p * n + (int)passLocal - 1) / (int)passLocal;
+        var slices = (p * n + (int)passLocal - 1) / (int)passLocal;
         var dBlocks = (l + ReduceBlockRows - 1) / ReduceBlockRows;
         static int Tiles(int extent, uint tile) => (extent + (int)tile - 1) / (int)tile;
         var tilesN = Tiles(n, tc?.Dbc.BN ?? bt.BN);
@@ -184,7 +181,7 @@ public static partial class SsdOp
                 }
 
                 var geometry = new BackwardGeometry(s, tiles, bt, tc, splits, tilesP, tilesN, tilesT, tilesS, passLocal, slices, dBlocks, addInto is not null,
-                    gShift switch { 0 => 0u, 1 => 1u, -1 => 2u, _ => throw new ArgumentOutOfRangeException(nameof(gShift)) }, lookBack);
+                    gShift switch { 0 => 0u, 1 => 1u, -1 => 2u, _ => throw new ArgumentOutOfRangeException(nameof(gShift)) });
                 foreach (var pc in pieces)
                 {
                     RecordBackward(st, geometry, pc, dyIn, saved, x, dt, A, B, C, o, dFinalStates, grads, scratch);
@@ -222,11 +219,10 @@ public static partial class SsdOp
     /// counts the d_state tiles of dC / dB (their row dots' parts), TilesT and TilesS the row and column tiles of dcb
     /// (tensor cores: its straddle parts) or of the fp32 dC / dB. Accumulate: add into existing
     /// gradients; GShift: the kernels' specialization code for g read one step away (0: none, 1: +1, 2: -1; a
-    /// constant, not a flag, so the unshifted kernels compile as without it); LookBack: the reverse state passing inside
-    /// tc/chunk_state (<see cref="OpTuning.SsdLookBack"/>; Slices then counts its state tiles).
+    /// constant, not a flag, so the unshifted kernels compile as without it).
     /// </summary>
     private sealed record BackwardGeometry(SsdShape S, SsdTiles Tiles, SsdBackwardTiles Dbc, SsdTensorCoreTiles? Tc, int Splits, int TilesP,
-        int TilesN, int TilesT, int TilesS, uint PassLocal, int Slices, int DBlocks, bool Accumulate, uint GShift, bool LookBack);
+        int TilesN, int TilesT, int TilesS, uint PassLocal, int Slices, int DBlocks, bool Accumulate, uint GShift);
 
     /// <summary>
     /// Intermediates of one backward call; G aliases dy when there is no gate. The *_part tensors are partial sums
@@ -262,30 +258,20 @@ public static partial class SsdOp
 
         Mark(0);
 
-        // 2. Each chunk's local state gradient, sum_t exp(dA_cs[t]) g[t] C[t]^T: chunk_state with GRAD weights;
-        // 3. reverse state passing: the gradient leaving each chunk, d initial_states, S_in . dS_next per chunk (on
-        // tensor cores with the look-back, inside chunk_state).
+        // 2. Each chunk's local state gradient, sum_t exp(dA_cs[t]) g[t] C[t]^T: chunk_state with GRAD weights.
+        RecordChunkState(st, s, t, pc, sc.G, C, saved.DtOut, saved.DACumsum, saved.DACumsumLo, sc.DStates, weights: 1, o.Mirrored, geo.GShift, geo.Tc?.State,
+            o.Precision.Operands(device), dInitial: gr.DInitialStates is not null);
+        Mark(1);
+
+        // 3. Reverse state passing: the gradient leaving each chunk, d initial_states, S_in . dS_next per chunk.
+        var passing = device.GetKernel(Shaders.StatePassingBwd, new LocalSize(geo.PassLocal));
         var passFlags = SsdFlags.DFinalStates.If(dFinal is not null) | SsdFlags.DInitialStates.If(gr.DInitialStates is not null)
             | SsdFlags.Mirrored.If(o.Mirrored);
-        if (geo.LookBack && geo.Tc is { } stateTc)
-        {
-            RecordLookBack(st, s, pc, stateTc.State, o.Precision.Operands(device), grad: true, geo.GShift, passFlags, sc.Products, sc.G, C, saved, sc.DStates,
-                walkIn: dFinal ?? saved.FinalStates, walkOut: gr.DInitialStates ?? sc.Inner, entering: saved.ChunkStates, inner: sc.Inner);
-            Mark(1);
-            Mark(2);
-        }
-        else
-        {
-            RecordChunkState(st, s, t, pc, sc.G, C, saved.DtOut, saved.DACumsum, saved.DACumsumLo, sc.DStates, weights: 1, o.Mirrored, geo.GShift, geo.Tc?.State,
-                o.Precision.Operands(device), dInitial: gr.DInitialStates is not null);
-            Mark(1);
-            var passing = device.GetKernel(Shaders.StatePassingBwd, new LocalSize(geo.PassLocal));
-            st.Dispatch(passing, (Shaders.Groups(device, (long)b * h * geo.Slices), 1, 1),
-                new PassingPush(b, l, h, p, n, q, nc, passFlags),
-                pc.Of(sc.DStates), pc.Of(saved.ChunkStates), pc.Of(saved.DACumsum),
-                pc.Of(dFinal ?? saved.FinalStates), pc.Of(gr.DInitialStates ?? sc.Inner), pc.Of(sc.Inner));
-            Mark(2);
-        }
+        st.Dispatch(passing, (Shaders.Groups(device, (long)b * h * geo.Slices), 1, 1),
+            new PassingPush(b, l, h, p, n, q, nc, passFlags),
+            pc.Of(sc.DStates), pc.Of(saved.ChunkStates), pc.Of(saved.DACumsum),
+            pc.Of(dFinal ?? saved.FinalStates), pc.Of(gr.DInitialStates ?? sc.Inner), pc.Of(sc.Inner));
+        Mark(2);
 
         // 4. dx and the direct part of ddt: chunk_scan run backwards in time (ChunkScanBindings.Dx names the roles);
         // 5, 6. dC and dB with the row dots and straddle sums of the dA_cs gradient.

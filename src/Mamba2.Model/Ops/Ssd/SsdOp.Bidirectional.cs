@@ -110,7 +110,7 @@ public static partial class SsdOp
     /// given), state_passing; with <paramref name="sections"/> each marked as its stage.
     /// </summary>
     private static void RecordFusedScans(CommandStream st, SsdShape s, Piece pc, Tensor x, Tensor dt, Tensor A, Tensor B, SsdOptions o, FusedScans f,
-        SsdTiles tiles, SsdTensorCoreTile? tc, GemmOperands operands, bool sections, ScratchPool? pool = null)
+        SsdTiles tiles, SsdTensorCoreTile? tc, GemmOperands operands, bool sections)
     {
         var causal = CausalPart(o);
         (Tensor Dt, Tensor B, bool Mirrored, SsdResult Run)[] runs = [(dt, B, false, f.Forward), (o.DtRev ?? dt, o.BRev ?? B, true, f.Reverse)];
@@ -128,21 +128,9 @@ public static partial class SsdOp
         }
 
         Mark(0);
-        if (tc is not null)
-        {
-            foreach (var (_, runB, mirrored, r) in runs)
-            {
-                RecordStatesTensorCores(st, s, pc, x, runB, r, null, mirrored, tc, operands, pool!, _ => { });
-            }
-
-            Mark(1);
-            Mark(2);
-            return;
-        }
-
         foreach (var (_, runB, mirrored, r) in runs)
         {
-            RecordChunkState(st, s, tiles, pc, x, runB, r.DtOut, r.DACumsum, r.DACumsumLo, r.ChunkStates, weights: 0, mirrored);
+            RecordChunkState(st, s, tiles, pc, x, runB, r.DtOut, r.DACumsum, r.DACumsumLo, r.ChunkStates, weights: 0, mirrored, tc: tc, operands: operands);
         }
 
         Mark(1);

@@ -38,7 +38,7 @@ public static partial class SsdOp
                 var products = st.Own(new ScratchPool(device));   // C.B^T, each piece's in turn
                 foreach (var pc in pieces)
                 {
-                    RecordFusedScans(st, s, pc, x, dt, A, B, o, f, default, tiles.State, operands, sections: true, products);
+                    RecordFusedScans(st, s, pc, x, dt, A, B, o, f, default, tiles.State, operands, sections: true);
                     var cb = RecordChunkCb(st, s, tiles.Scan, pc, B, C, CausalPart(o), products, whole: true);
                     var (pb, l, hh, g, p, n, cq) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)s.Chunk);
                     var flags = SsdFlagsExtensions.ForD(o.D) | (o.Z is null ? SsdFlags.None : SsdFlags.Z | SsdFlags.SaveUngated);

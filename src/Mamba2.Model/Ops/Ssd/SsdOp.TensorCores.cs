@@ -5,8 +5,7 @@ namespace Mamba2.Model.Ops.Ssd;
 
 // The SSD's products on tensor cores (SsdOptions.Precision fp32-fast or bf16): forward chunk_state, C.B^T once per
 // group and chunk_scan; backward chunk_state (SsdOp.cs picks it), dx, dcb and from it dC and dB. chunk_cumsum,
-// state_passing (unless tc/chunk_state does its walk: the look-back) and the backward's reductions are the fp32 kernels
-// (decays and states stay fp32).
+// state_passing and the backward's reductions are the fp32 kernels (decays and states stay fp32).
 public static partial class SsdOp
 {
     /// <summary>Workgroups that share each dcb tile's heads, at most (one per head where there are fewer).</summary>
@@ -84,7 +83,11 @@ public static partial class SsdOp
         RecordCumsum(st, s, pc, dt, A, o, r.DtOut, r.DACumsum, r.DACumsumLo);
         st.Section(Stages[0]);
 
-        RecordStatesTensorCores(st, s, pc, x, B, r, o.InitialStates, o.Mirrored, tiles.State, operands, products, stage => st.Section(Stages[stage]));
+        RecordChunkState(st, s, default, pc, x, B, r.DtOut, r.DACumsum, r.DACumsumLo, r.ChunkStates, weights: 0, o.Mirrored, tc: tiles.State, operands: operands);
+        st.Section(Stages[1]);
+
+        RecordStatePassing(st, s, pc, r.ChunkStates, r.DACumsum, o.InitialStates, r.FinalStates, o.Mirrored);
+        st.Section(Stages[2]);
 
         // C.B^T once per (batch, chunk, group), then the outputs.
         var cb = RecordChunkCb(st, s, t, pc, B, C, o, products);
@@ -98,55 +101,6 @@ public static partial class SsdOp
             pc.Of(x, bf16), pc.Of(C, bf16), cb, pc.Of(r.ChunkStates), pc.Of(r.DtOut), pc.Of(r.DACumsum), (o.D ?? A).Buffer, pc.Of(o.Z ?? x, bf16), pc.Of(r.Y, bf16),
             pc.Of(r.YBeforeGate ?? r.Y, bf16), pc.Of(r.DACumsumLo));
         st.Section(Stages[3]);
-    }
-
-    /// <summary>
-    /// The states entering each chunk and the final state (chunk_state's products on tensor cores at <paramref name="tc"/>,
-    /// then state_passing's walk), marking stages 1 and 2 with <paramref name="mark"/>: in one kernel, tc/chunk_state's
-    /// look-back (<see cref="OpTuning.SsdLookBack"/>; its tickets and flags from <paramref name="pool"/>, zeroed first),
-    /// where stage 2 is then empty; else chunk_state and state_passing.
-    /// </summary>
-    private static void RecordStatesTensorCores(CommandStream st, SsdShape s, Piece pc, Tensor x, Tensor B, SsdResult r, Tensor? initial, bool mirrored,
-        SsdTensorCoreTile tc, GemmOperands operands, ScratchPool pool, Action<int> mark)
-    {
-        var device = x.Device;
-        if (!OpTuning.Of(device).SsdLookBack)
-        {
-            RecordChunkState(st, s, default, pc, x, B, r.DtOut, r.DACumsum, r.DACumsumLo, r.ChunkStates, weights: 0, mirrored, tc: tc, operands: operands);
-            mark(1);
-            RecordStatePassing(st, s, pc, r.ChunkStates, r.DACumsum, initial, r.FinalStates, mirrored);
-            mark(2);
-            return;
-        }
-
-        // The backward's two bindings (the forward's states, the inner parts) are unused here.
-        RecordLookBack(st, s, pc, tc, operands, grad: false, gShift: 0, SsdFlags.Mirrored.If(mirrored) | SsdFlags.InitialStates.If(initial is not null),
-            pool, x, B, r, r.ChunkStates, walkIn: initial ?? r.FinalStates, walkOut: r.FinalStates, entering: r.ChunkStates, inner: r.FinalStates);
-        mark(1);
-        mark(2);
-    }
-
-    /// <summary>
-    /// tc/chunk_state's look-back over a piece (its PASSING variant; with <paramref name="grad"/> the backward's reverse
-    /// walk): its ticket counter and flags from <paramref name="pool"/>, zeroed first. <paramref name="states"/> is
-    /// what enters each chunk (forward: the states; backward: their gradients), <paramref name="walkIn"/> and
-    /// <paramref name="walkOut"/> what enters the walk's first chunk and leaves its last; the backward reads the
-    /// forward's <paramref name="entering"/> states and writes <paramref name="inner"/>. dt and the cumsums come from
-    /// <paramref name="saved"/>.
-    /// </summary>
-    private static void RecordLookBack(CommandStream st, SsdShape s, Piece pc, SsdTensorCoreTile tc, GemmOperands operands, bool grad, uint gShift,
-        SsdFlags flags, ScratchPool pool, Tensor x, Tensor B, SsdResult saved, Tensor states, Tensor walkIn, Tensor walkOut, Tensor entering, Tensor inner)
-    {
-        var device = x.Device;
-        var (b, l, h, g, p, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
-        var bf16 = x.DType == TensorDType.BF16;
-        var items = tc.Tiles(p, n) * nc * b * h;
-        var sync = pool.Get("ssd.look_back", checked((int)items + 1)).Buffer;   // the ticket counter, then a flag per item
-        st.Fill(sync, 0u);
-        st.Dispatch(device.GetKernel(Shaders.ChunkStateTc(operands, bf16), tc.StateSpec(grad, gShift, passing: true)), (Shaders.Groups(device, items), 1, 1),
-            new StatePush(b, l, h, g, p, n, q, nc, flags),
-            pc.Of(x, bf16), pc.Of(B, bf16), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(states), pc.Of(saved.DACumsumLo), pc.Of(walkIn), pc.Of(walkOut),
-            sync, pc.Of(entering), pc.Of(inner));
     }
 
     /// <summary>

@@ -225,18 +225,9 @@ public static partial class SsdOp
             items = tc.Tiles(p, n) * nc * b * h;
         }
 
-        var flags = SsdFlags.Mirrored.If(mirrored) | SsdFlags.DInitialStates.If(dInitial);
-        if (tc is null)
-        {
-            st.Dispatch(state, (Shaders.Groups(device, items), 1, 1), new StatePush(b, l, h, g, p, n, q, nc, flags),
-                pc.Of(x, bf16), pc.Of(B, bf16), pc.Of(dtOut), pc.Of(dACs), pc.Of(states), pc.Of(dACsLo));
-            return;
-        }
-
-        // tc/chunk_state's look-back bindings (the walk's ends, the tickets, the backward's two) are the states here: unused.
-        st.Dispatch(state, (Shaders.Groups(device, items), 1, 1), new StatePush(b, l, h, g, p, n, q, nc, flags),
-            pc.Of(x, bf16), pc.Of(B, bf16), pc.Of(dtOut), pc.Of(dACs), pc.Of(states), pc.Of(dACsLo), pc.Of(states), pc.Of(states), pc.Of(states),
-            pc.Of(states), pc.Of(states));
+        st.Dispatch(state, (Shaders.Groups(device, items), 1, 1), new StatePush(b, l, h, g, p, n, q, nc,
+                SsdFlags.Mirrored.If(mirrored) | SsdFlags.DInitialStates.If(dInitial)),
+            pc.Of(x, bf16), pc.Of(B, bf16), pc.Of(dtOut), pc.Of(dACs), pc.Of(states), pc.Of(dACsLo));
     }
 
     /// <summary>state_passing: in place, the state entering each chunk, and the final state.</summary>

@@ -23,7 +23,7 @@ internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uin
 
     public ChunkScanBwdDcbTcSpec DcbSpec(uint gShift, uint splits) => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, gShift, splits);
 
-    public ChunkStateTcSpec StateSpec(bool grad, uint gShift, bool passing = false) => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, grad, gShift, passing);
+    public ChunkStateTcSpec StateSpec(bool grad, uint gShift) => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, grad, gShift);
 
     public ChunkScanBwdDbcTcSpec DbcSpec(bool reverse, uint gShift) => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, reverse, gShift);
 
