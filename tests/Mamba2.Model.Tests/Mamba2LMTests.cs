@@ -492,7 +492,9 @@ public class Mamba2LMTests(GpuFixture gpu)
     [InlineData(false, true, SsdPath.Tiled, Precision.Bf16)]
     [InlineData(true, true, SsdPath.Tiled, Precision.Fp32Fast)]
     [InlineData(false, false, SsdPath.Tiled, Precision.Bf16)]
-    public void OutOfMemoryAnywhereInAStepLeaksNothing(bool oneStream, bool causal, SsdPath path, Precision precision)
+    [InlineData(false, true, SsdPath.Tiled, Precision.Bf16, true)]
+    [InlineData(true, false, SsdPath.Tiled, Precision.Bf16, true)]
+    public void OutOfMemoryAnywhereInAStepLeaksNothing(bool oneStream, bool causal, SsdPath path, Precision precision, bool bf16Activations = false)
     {
         // A private device: the shared one's counters see the tests that run beside this one.
         using var device = GpuDevice.Create(GpuFixture.Options);
@@ -507,6 +509,7 @@ public class Mamba2LMTests(GpuFixture gpu)
         var config = new Mamba2LMConfig(VocabSize: 13, NLayer: 3, new Mamba2Config(DModel: 32) { DState = 16, HeadDim = 16, ChunkSize = 16, Causal = causal });
         using var lm = Mamba2LM.Initialize(device, config, rng);
         lm.Precision = precision;
+        lm.StoreActivationsAsBf16 = bf16Activations;
         using var ids = IndexTensor.FromArray(device, "input_ids", [.. Enumerable.Range(0, 2 * 37).Select(_ => rng.Next(13))], 2, 37);
         using var dlogits = Tensor.FromArray(device, "dlogits", TestMath.Uniform(rng, 2 * 37 * 13, -1, 1), 2, 37, 13);
 
