@@ -168,6 +168,7 @@ public sealed class CliErrorTests : IDisposable
         AssertBadInput(Run("bench", "gemm", "--sizes", "32", "--repeats", "0"), "--repeats >= 1");
         AssertBadInput(Run("bench", "gemm", "--sizes", "100000x100000x100000"), "--sizes: '100000x100000x100000' has a matrix of more than");
         AssertBadInput(Run("bench", "gemm", "--sizes", "32,,64"), "--sizes '32,,64': an entry between commas is empty");
+        AssertBadInput(Run("bench", "gemm", "--sizes", " , "), "--sizes ' , ' lists nothing");
         string[] ssd = ["bench", "ssd", "--batch", "1", "--seqlen", "32", "--heads", "2", "--headdim", "8", "--dstate", "8", "--chunk", "16"];
         AssertBadInput(Run([.. ssd, "--direction", "sum", "--naive", "--fused"]), "--naive and --fused: give one");
         string[] suite = ["bench", "--batch", "1", "--seqlen", "32", "--heads", "2", "--headdim", "8", "--dstate", "8", "--chunk", "16", "--ops", "ssd"];

@@ -197,6 +197,11 @@ internal static class CommonOptions
     /// </summary>
     public static string[] SplitList(string option, string text)
     {
+        if (string.IsNullOrWhiteSpace(text.Replace(',', ' ')))
+        {
+            throw new FormatException($"{option} '{text}' lists nothing.");
+        }
+
         var parts = text.Trim().TrimEnd(',').Split(',', StringSplitOptions.TrimEntries);
         if (parts.Any(string.IsNullOrEmpty))
         {
