@@ -482,7 +482,7 @@ public static class TensorCoreGemm
     /// <summary>
     /// A tile for this device: KHR fragments of a listed shape with these operand types (16x16x16 preferred): 128 x
     /// 128 tiles of 4 subgroups where the output has at least 512 of them, else 128 x 256 of 8 where it fills
-    /// them, 128 x 128 of 8, or 64 x 64 of 4; coopmat2 tiles from a
+    /// them (both with fragments of 16 x 16 or larger), 128 x 128 of 8, or 64 x 64 of 4; coopmat2 tiles from a
     /// listed flexible shape. Null when the device lists no shape for these operands or no tile fits its limits.
     /// </summary>
     public static TensorCoreTile? ChooseTile(DeviceCapabilities caps, GemmOperands operands, TensorCoreApi api, int m, int n,
@@ -515,10 +515,11 @@ public static class TensorCoreGemm
                 candidates.Add(new(api, 128, 128, bk, 64, 64, shape.M, shape.N, shape.K, 4 * w, staging, Buffers: 1));
             }
 
-            if (m >= 128 && n >= 256)
+            if (m >= 128 && n >= 256 && shape.M >= 16 && shape.N >= 16)
             {
                 // 8 subgroups of 64 x 64 in one shared buffer: the fastest KHR tile measured at every projection
-                // shape (docs/PERF.md); two buffers of it exceed NVIDIA's shared memory per workgroup.
+                // shape (docs/PERF.md); two buffers of it exceed NVIDIA's shared memory per workgroup. 16 x 16
+                // fragments or larger, as above: with lavapipe's 8 x 8 ones its compile took LLVM over ten minutes.
                 candidates.Add(new(api, 128, 256, bk, 64, 64, shape.M, shape.N, shape.K, 8 * w, staging, Buffers: 1));
             }
 
