@@ -26,11 +26,11 @@ public class GenerationTests(GpuFixture gpu)
         Generator.Generate(lm, prompt, 6, sampling);   // what the model keeps after its first use
         var before = device.Memory.AllocatedBytes;
         var expected = Generator.Generate(lm, prompt, 6, sampling);
-        OutOfMemorySweep.Run(device, places: 1000, rng, () => Generator.Generate(lm, prompt, 6, sampling), failed =>
+        OutOfMemorySweep.Run(device, () => Generator.Generate(lm, prompt, 6, sampling), failed =>
             Assert.True(device.Memory.AllocatedBytes == before, $"seed {seed}, {failed}: {device.Memory.AllocatedBytes - before} bytes left live"));
 
         // From scratch: an empty state for two sequences, then a step.
-        OutOfMemorySweep.Run(device, places: 1000, rng, () =>
+        OutOfMemorySweep.Run(device, () =>
         {
             using var state = lm.NewState(2);
             using var token = IndexTensor.FromArray(device, "token", [1, 2], 2);
