@@ -16,6 +16,7 @@
 #define SSD_D_FINAL_STATES 1024u     // d final_states given (backward)
 #define SSD_D_INITIAL_STATES 2048u   // write d initial_states (backward)
 #define SSD_WHOLE_CB       4096u     // tc/chunk_cb: every tile of C.B^T, not only the causal ones
+#define SSD_DD_PARTS       8192u     // tc/chunk_scan's dx: also write dD's first level (sums of g x per row block)
 
 #define SSD_HAS(flags, bit) (((flags) & (bit)) != 0u)
 #define SSD_D_ANY (SSD_D_HEAD | SSD_D_HEAD_DIM)

@@ -71,6 +71,10 @@ layout(std430, binding = 12) readonly buffer DtRev { float dt_rev[]; };         
 layout(std430, binding = 13) readonly buffer DaRev { float dA_rev[]; };           // ... its cumsum M, hi and lo
 layout(std430, binding = 14) readonly buffer DaRevLo { float dA_rev_lo[]; };
 layout(std430, binding = 11) readonly buffer StatesRev4 { vec4 states_rev4[]; };
+#else
+// REVERSE with SSD_DD_PARTS: dD's first level, sum_t g[t, p] x[t, p] over each subgroup's rows of a tile, at
+// (b, chunk, row tile, row block, head, p): the pass that summed them apart read g and x again (docs/PERF.md).
+layout(std430, binding = 11) writeonly buffer DdPart { float dd_part[]; };
 #endif
 
 #define g_in x          // REVERSE's names
@@ -104,7 +108,7 @@ shared float dtrq[MAX_CHUNK];
 #endif
 
 ChunkSpan span;
-uint b, head, grp, t0, p0, k0, cbase, sbase, cs, tileP, tilesP;
+uint b, head, grp, t0, p0, k0, cbase, sbase, cs, tileP, tilesP, chunkIdx, tileT, tilesT;
 bool intra;   // which slices: the state term's (k0 over d_state) or the intra-chunk term's (k0 over positions)
 bool revState;   // BIDIR: the state slices of the reverse scan (R_next)
 uint csr, sbaseR;   // BIDIR: the mirrored run's per-chunk and state bases for this chunk
@@ -348,10 +352,32 @@ void tc_row_dot(uint i, float dot) {
 // workgroups an SM.)
 const uint EP_SG = TC_THREADS / TC_SUBGROUPS;   // the subgroup size the host sized the workgroup with
 const uint EP_PER = TM * TN / EP_SG;
+// dD's column sums a lane keeps (SSD_DD_PARTS): element q of a fragment lies in column (lane % TN) + (q % DD_SLOTS)
+// EP_SG of it (subgroup sizes and TN are powers of two), so one sum per slot and fragment column.
+const uint DD_SLOTS = TN > EP_SG ? TN / EP_SG : 1;
+const uint DD_SUMS = TC_FRAGS_N * DD_SLOTS;
 
-// Lane `lane`'s reads for fragment f of subgroup block (wm0, wn0): D g plus dx's old value (ACCUMULATE), and the
-// forward's x; 0 outside the problem.
-void dx_epilogue_load(uint f, uint lane, uint wm0, uint wn0, out float dg[EP_PER], out float xf[EP_PER]) {
+bool dd_parts() {
+    return REVERSE != 0 && !BIDIR_ON && G_SHIFT == 0 && SSD_HAS(p.flags, SSD_DD_PARTS);
+}
+
+// The first part row of this tile (one per subgroup row block).
+uint dd_row(uint block) {
+    return ((b * p.nchunks + chunkIdx) * tilesT + tileT) * (BM / WM) + block;
+}
+
+void dd_store(uint row, uint pj, float v) {
+#ifndef BIDIR
+    if (pj < p.headdim) {
+        dd_part[(row * p.nheads + head) * p.headdim + pj] = v;
+    }
+#endif
+}
+
+// Lane `lane`'s reads for fragment f of subgroup block (wm0, wn0): g where D g is added (and dD summed), dx's old
+// value (ACCUMULATE), and the forward's x; 0 outside the problem. Only stored here: their first use waits for them,
+// and it comes after the fragment before is done.
+void dx_epilogue_load(uint f, uint lane, uint wm0, uint wn0, out float gq[EP_PER], out float old[EP_PER], out float xf[EP_PER]) {
     const bool hasD = G_SHIFT == 0 && SSD_HAS(p.flags, SSD_D_ANY);
     const uint row0 = wm0 + (f / TC_FRAGS_N) * TM;
     const uint col0 = wn0 + (f % TC_FRAGS_N) * TN;
@@ -359,18 +385,63 @@ void dx_epilogue_load(uint f, uint lane, uint wm0, uint wn0, out float dg[EP_PER
         const uint e = lane + q * EP_SG;
         const uint t = t0 + row0 + e / TN;
         const uint pj = p0 + col0 + e % TN;
-        dg[q] = 0.0;
+        gq[q] = 0.0;
+        old[q] = 0.0;
         xf[q] = 0.0;
         if (t < span.len && pj < p.headdim) {
             const uint o = at_tp(t, pj);
             if (hasD) {
-                dg[q] = D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * TENSOR_LOAD(g_in, o);
+                gq[q] = TENSOR_LOAD(g_in, o);
             }
             if (ACCUMULATE) {
-                dg[q] += TENSOR_LOAD(dx, o);
+                old[q] = TENSOR_LOAD(dx, o);
             }
             xf[q] = TENSOR_LOAD(x_fwd, o);
         }
+    }
+}
+
+// D at each of the lane's columns (one per fragment column and slot, as dD's sums), 0 past the head dimension or
+// without D.
+void dx_epilogue_d(uint lane, uint wn0, out float dcol[DD_SUMS]) {
+    const bool hasD = G_SHIFT == 0 && SSD_HAS(p.flags, SSD_D_ANY);
+    [[unroll]] for (uint j = 0; j < TC_FRAGS_N; ++j) {
+        [[unroll]] for (uint s = 0; s < DD_SLOTS; ++s) {
+            const uint pj = p0 + wn0 + j * TN + lane % TN + s * EP_SG;
+            dcol[j * DD_SLOTS + s] = hasD && pj < p.headdim ? D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] : 0.0;
+        }
+    }
+}
+
+// The subgroup's dD parts: its lanes' column sums, lanes that share a column (EP_SG > TN) summed in lane order
+// through the subgroup's staging area.
+void dd_epilogue(float dd[DD_SUMS], uint lane, uint wm0, uint wn0, uint at) {
+    const uint row = dd_row(wm0 / WM);
+    [[unroll]] for (uint j = 0; j < TC_FRAGS_N; ++j) {
+        [[unroll]] for (uint s = 0; s < DD_SLOTS; ++s) {
+            float v = dd[j * DD_SLOTS + s];
+            if (EP_SG > TN) {
+                tc_frag_set(at + lane, v);
+                subgroupMemoryBarrierShared();
+                subgroupBarrier();
+                v = 0.0;
+                for (uint k = 0; k < EP_SG / TN; ++k) {
+                    v += tc_frag_get(at + lane % TN + k * TN);
+                }
+                subgroupMemoryBarrierShared();
+                subgroupBarrier();
+            }
+            if (lane < TN) {
+                dd_store(row, p0 + wn0 + j * TN + lane + s * EP_SG, v);
+            }
+        }
+    }
+}
+
+// A tile wholly past the sequence's end: its dD parts are zero.
+void dd_zero_tile() {
+    for (uint e = gl_LocalInvocationID.x; e < (BM / WM) * BN; e += TC_THREADS) {
+        dd_store(dd_row(e / BN), p0 + e % BN, 0.0);
     }
 }
 
@@ -379,9 +450,16 @@ void dx_epilogue(TC_ACC acc[TC_FRAGS]) {
     const uint wm0 = (gl_SubgroupID / TC_WARPS_N) * WM;
     const uint wn0 = (gl_SubgroupID % TC_WARPS_N) * WN;
     const uint at = gl_SubgroupID * TM * TN;
-    float dg[EP_PER];
+    float gq[EP_PER];
+    float old[EP_PER];
     float xf[EP_PER];
-    dx_epilogue_load(0, lane, wm0, wn0, dg, xf);
+    float dcol[DD_SUMS];
+    float dd[DD_SUMS];
+    [[unroll]] for (uint i = 0; i < DD_SUMS; ++i) {
+        dd[i] = 0.0;
+    }
+    dx_epilogue_d(lane, wn0, dcol);
+    dx_epilogue_load(0, lane, wm0, wn0, gq, old, xf);
     tc_frags_begin();
     [[unroll]] for (uint f = 0; f < TC_FRAGS; ++f) {
         const uint row0 = wm0 + (f / TC_FRAGS_N) * TM;
@@ -394,14 +472,19 @@ void dx_epilogue(TC_ACC acc[TC_FRAGS]) {
             const uint t = t0 + row0 + e / TN;
             const uint pj = p0 + col0 + e % TN;
             const float v = tc_frag_get(at + e);
+            const uint k = (f % TC_FRAGS_N) * DD_SLOTS + q % DD_SLOTS;   // the element's column among the lane's
+            const float dg = dcol[k] * gq[q];
             if (t < span.len && pj < p.headdim) {
                 const uint o = at_tp(t, pj);
-                TENSOR_STORE(dx, o, dtq[t] * v + dg[q]);
+                TENSOR_STORE(dx, o, dtq[t] * v + (ACCUMULATE ? dg + old[q] : dg));
             }
             tc_frag_set(at + e, v * xf[q]);   // this element's share of x . r (0 outside)
+            if (dd_parts()) {
+                dd[k] += gq[q] * xf[q];
+            }
         }
         if (f + 1 < TC_FRAGS) {
-            dx_epilogue_load(f + 1, lane, wm0, wn0, dg, xf);
+            dx_epilogue_load(f + 1, lane, wm0, wn0, gq, old, xf);
         }
         subgroupMemoryBarrierShared();
         subgroupBarrier();
@@ -417,10 +500,13 @@ void dx_epilogue(TC_ACC acc[TC_FRAGS]) {
         subgroupMemoryBarrierShared();
         subgroupBarrier();
     }
+    if (dd_parts()) {
+        dd_epilogue(dd, lane, wm0, wn0, at);
+    }
 }
 
 void main() {
-    const uint tilesT = (p.chunk + BM - 1) / BM;
+    tilesT = (p.chunk + BM - 1) / BM;
     tilesP = (p.headdim + BN - 1) / BN;
     const uint items = tilesT * tilesP * p.nchunks * p.batch * p.nheads;
     const uint hpg = p.nheads / p.ngroups;
@@ -428,8 +514,10 @@ void main() {
     for (uint w = gl_WorkGroupID.x; w < items; w += gl_NumWorkGroups.x) {
         uint r = w;
         tileP = r % tilesP; r /= tilesP;
-        const uint tt = r % tilesT; r /= tilesT;
-        const uint c = r % p.nchunks; r /= p.nchunks;
+        tileT = r % tilesT; r /= tilesT;
+        chunkIdx = r % p.nchunks; r /= p.nchunks;
+        const uint tt = tileT;
+        const uint c = chunkIdx;
         head = r % p.nheads;
         b = r / p.nheads;
         grp = head / hpg;
@@ -440,6 +528,9 @@ void main() {
         t0 = tt * BM;
         p0 = tileP * BN;
         if (t0 >= span.len) {
+            if (dd_parts()) {
+                dd_zero_tile();
+            }
             continue;   // uniform: a tile wholly past the sequence end
         }
         cbase = ((b * p.nchunks + c) * p.ngroups + grp) * p.chunk * p.chunk;

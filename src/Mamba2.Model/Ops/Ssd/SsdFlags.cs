@@ -23,6 +23,7 @@ internal enum SsdFlags : uint
     DFinalStates = 1024,
     DInitialStates = 2048,
     WholeCb = 4096,
+    DdParts = 8192,
 }
 
 internal static class SsdFlagsExtensions

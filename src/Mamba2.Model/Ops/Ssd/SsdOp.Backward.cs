@@ -126,7 +126,9 @@ public static partial class SsdOp
         var tilesP = Tiles(p, tc?.Scan.BN ?? tiles.ScanBN);   // dx's ddt parts are per headdim tile
         var passLocal = Shaders.PowerOfTwoLocal(device);
         var slices = (p * n + (int)passLocal - 1) / (int)passLocal;
-        var dBlocks = (l + ReduceBlockRows - 1) / ReduceBlockRows;
+        // dD's first level: tensor-core dx writes it from its epilogue (D never meets a shifted g: refused above);
+        // otherwise a pass over blocks of positions.
+        var dBlocks = tc is not null ? DdPartRows(s, tc.Scan) : (l + ReduceBlockRows - 1) / ReduceBlockRows;
         static int Tiles(int extent, uint tile) => (extent + (int)tile - 1) / (int)tile;
         var tilesN = Tiles(n, tc?.Dbc.BN ?? bt.BN);
         var tilesT = Tiles(q, tc?.Scan.BM ?? bt.BM);
@@ -217,7 +219,8 @@ public static partial class SsdOp
     /// <summary>
     /// Sizes and tiles shared by every stage of one backward call. Tc: the tensor-core tiles (null in fp32); TilesN
     /// counts the d_state tiles of dC / dB (their row dots' parts), TilesT and TilesS the row and column tiles of dcb
-    /// (tensor cores: its straddle parts) or of the fp32 dC / dB. Accumulate: add into existing
+    /// (tensor cores: its straddle parts) or of the fp32 dC / dB; DBlocks the rows of dD's first-level parts per batch
+    /// element (<see cref="DdPartRows"/> on tensor cores, else blocks of positions). Accumulate: add into existing
     /// gradients; GShift: the kernels' specialization code for g read one step away (0: none, 1: +1, 2: -1; a
     /// constant, not a flag, so the unshifted kernels compile as without it).
     /// </summary>
@@ -281,7 +284,7 @@ public static partial class SsdOp
             var cb = RecordChunkCb(st, s, tc.Scan, pc, B, C, o, sc.Products);
             // Without a final-state gradient the last chunk has no state term.
             RecordDxTensorCores(st, s, tc.Scan, pc, o, dxFlags | SsdFlags.DFinalStates.If(dFinal is not null), geo.GShift, cb, sc.G, B, C,
-                sc.DStates, saved, A, x, gr.Dx, sc.DdtPart);
+                sc.DStates, saved, A, x, gr.Dx, sc.DdtPart, sc.DdPart);
             Mark(3);
             RecordDbcTensorCores(st, geo, pc, o, cb, sc.G, x, B, C, sc.DStates, saved, gr.DB, gr.DC, sc.Gys, sc.Ts, sc.Straddle, sc.Products, Mark);
         }
@@ -309,8 +312,8 @@ public static partial class SsdOp
             pc.Of(gr.Ddt), pc.Of(sc.DaPart), pc.Of(sc.DbiasPart));
         Mark(6);
 
-        // 8. dD, first level: sum of g x over blocks of positions.
-        if (sc.DdPart is not null)
+        // 8. dD, first level: sum of g x over blocks of positions (on tensor cores, dx wrote it).
+        if (sc.DdPart is not null && geo.Tc is null)
         {
             Reductions.Blocks(st, pc.Of(sc.G, bf16), pc.Of(sc.DdPart), b, l, h * p, 1, ReduceBlockRows, pc.Of(x, bf16), bf16Inputs: bf16);
         }

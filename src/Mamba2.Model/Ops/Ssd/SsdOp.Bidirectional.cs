@@ -210,7 +210,11 @@ public static partial class SsdOp
             // gradients to the forward run's and both share one set of scratch, so the backward needs little more
             // memory than a causal one. Otherwise each run has its own gradients, summed or kept apart after.
             var inPlace = o.DtRev is null && o.BRev is null && o.CRev is null && PathOn(device, o) == SsdPath.Tiled;
-            var dD = o.D is null ? null : New("dD", [.. o.D.Shape]);
+            // Sum form with D (h) or (h, p) in place: g is the same for both runs and for the skip term, so the forward
+            // run's dx epilogue adds D g and its dD is the skip's: no separate pass or buffer for them. (The forward
+            // run, not the reverse: the reverse one adds into dx and holds dx's old values meanwhile.)
+            var foldD = inPlace && Shift(o) == 0 && o.D is { Rank: <= 2 };
+            var dD = o.D is null || foldD ? null : New("dD", [.. o.D.Shape]);
             var dz = o.Z is null ? null : scope.NewOf(s.TensorType, "dz", b, l, h, p);
             var bf16 = s.Bf16Tensors;
             var grads = inPlace ? null : new SsdGradients(
@@ -241,9 +245,6 @@ public static partial class SsdOp
                 // The backward composes the causal backward: a fused forward's intermediates are exactly the forward
                 // scan's and the mirrored reverse run's.
                 var runs = saved.Bidirectional ?? new BidirectionalRuns(o.Direction, ForwardScanOf(saved), saved.ReverseRun!);
-                // Sum form with D (h) or (h, p): the reverse run's g is the gate itself, so its dx epilogue also adds
-                // the skip term D g and its dD sum is the skip's: no separate pass or buffer for them.
-                var foldD = inPlace && shift == 0 && o.D is { Rank: <= 2 };
                 if (inPlace)
                 {
                     var cs = SsdShape.Validate(x, dt, A, B, C, causal);
@@ -251,16 +252,16 @@ public static partial class SsdOp
                     // The shift form's runs read g one step away in place (g_fwd[t] = g[t + 1], g_rev[t] = g[t - 1]).
                     using (st.SectionScope(BidirectionalRuns[0]))
                     {
-                        fwd = BackwardTiled(gate, runs.Forward, x, dt, A, B, C, causal, cs, dFinalStates, st, null, pool, shift);
+                        fwd = BackwardTiled(gate, runs.Forward, x, dt, A, B, C, foldD ? causal with { D = o.D } : causal, cs, dFinalStates, st, null, pool, shift);
                     }
 
-                    var into = new SsdGradients(fwd.Dx, fwd.Ddt, fwd.DA, fwd.DB, fwd.DC, foldD ? dD : null, null, fwd.DDtBias, null);
+                    var into = new SsdGradients(fwd.Dx, fwd.Ddt, fwd.DA, fwd.DB, fwd.DC, null, null, fwd.DDtBias, null);
                     using (st.SectionScope(BidirectionalRuns[1]))
                     {
-                        BackwardTiled(gate, runs.Reverse, x, dt, A, B, C, foldD ? mirrored with { D = o.D } : mirrored, cs, null, st, into, pool, -shift);
+                        BackwardTiled(gate, runs.Reverse, x, dt, A, B, C, mirrored, cs, null, st, into, pool, -shift);
                     }
 
-                    grads = new SsdGradients(fwd.Dx, fwd.Ddt, fwd.DA, fwd.DB, fwd.DC, dD, dz, fwd.DDtBias, null);
+                    grads = new SsdGradients(fwd.Dx, fwd.Ddt, fwd.DA, fwd.DB, fwd.DC, foldD ? fwd.DD : dD, dz, fwd.DDtBias, null);
                 }
                 else
                 {

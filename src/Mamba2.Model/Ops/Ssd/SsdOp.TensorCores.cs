@@ -99,7 +99,8 @@ public static partial class SsdOp
         st.Dispatch(device.GetKernel(Shaders.ChunkScanTc(operands, bf16), y.ScanSpec(reverse: false, gShift: 0)), (Shaders.Groups(device, y.Tiles(q, p) * nc * b * h), 1, 1),
             new ScanPush(b, l, h, g, p, n, q, nc, flags),
             pc.Of(x, bf16), pc.Of(C, bf16), cb, pc.Of(r.ChunkStates), pc.Of(r.DtOut), pc.Of(r.DACumsum), (o.D ?? A).Buffer, pc.Of(o.Z ?? x, bf16), pc.Of(r.Y, bf16),
-            pc.Of(r.YBeforeGate ?? r.Y, bf16), pc.Of(r.DACumsumLo));
+            pc.Of(r.YBeforeGate ?? r.Y, bf16), pc.Of(r.DACumsumLo),
+            pc.Of(r.YBeforeGate ?? r.Y, bf16));   // binding 11, dx's dD parts: not written forward
         st.Section(Stages[3]);
     }
 
@@ -125,9 +126,14 @@ public static partial class SsdOp
     /// <summary>
     /// The backward's dx and the direct part of ddt on tensor cores: tc/chunk_scan run backwards in time over C.B^T
     /// (<paramref name="cb"/>, recomputed for the backward), the same roles as the fp32 kernel's <see cref="ChunkScanBindings.Dx"/>.
+    /// With <paramref name="ddParts"/> ((b, <see cref="DdPartRows"/>, h p)), dD's first level too: its epilogue reads g and x
+    /// for D g and ddt already.
     /// </summary>
+    /// <summary>Rows of dx's dD parts per batch element: one per subgroup row block of each (chunk, row tile).</summary>
+    private static int DdPartRows(SsdShape s, SsdTensorCoreTile t) => s.Chunks * (int)((s.Chunk + t.BM - 1) / t.BM * (t.BM / t.WM));
+
     private static void RecordDxTensorCores(CommandStream st, SsdShape s, SsdTensorCoreTile t, Piece pc, SsdOptions o, SsdFlags flags, uint gShift,
-        GpuBuffer cb, Tensor g, Tensor B, Tensor C, Tensor dStatesNext, SsdResult saved, Tensor A, Tensor x, Tensor dx, Tensor ddtPart)
+        GpuBuffer cb, Tensor g, Tensor B, Tensor C, Tensor dStatesNext, SsdResult saved, Tensor A, Tensor x, Tensor dx, Tensor ddtPart, Tensor? ddParts)
     {
         var device = g.Device;
         var (b, l, h, p, gr, n, q, nc) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.HeadDim, (uint)s.Groups, (uint)s.DState, (uint)s.Chunk, (uint)s.Chunks);
@@ -135,9 +141,9 @@ public static partial class SsdOp
         var bf16 = x.DType == TensorDType.BF16;   // g, B, x and dx (the ddt parts stay fp32)
         var kernel = device.GetKernel(Shaders.ChunkScanTc(o.Precision.Operands(device), bf16), t.ScanSpec(reverse: true, gShift, accumulate: flags.HasFlag(SsdFlags.Accumulate)));
         st.Dispatch(kernel, (Shaders.Groups(device, items), 1, 1),
-            new ScanPush(b, l, h, gr, p, n, q, nc, flags),
+            new ScanPush(b, l, h, gr, p, n, q, nc, flags | SsdFlags.DdParts.If(ddParts is not null)),
             pc.Of(g, bf16), pc.Of(B, bf16), cb, pc.Of(dStatesNext), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), (o.D ?? A).Buffer, pc.Of(x, bf16), pc.Of(dx, bf16),
-            pc.Of(ddtPart), pc.Of(saved.DACumsumLo));
+            pc.Of(ddtPart), pc.Of(saved.DACumsumLo), pc.Of(ddParts ?? ddtPart));
     }
 
     /// <summary>
