@@ -130,9 +130,16 @@ internal static class TrainStepBenchCommand
         {
             var stepIds = IndexTensor.FromArray(device, "input_ids", hostIds, b, l);
             var (loss, predictions) = steps.Step(stepIds, Mamba2LM.NextTokenTargets(stepIds));
-            if (!float.IsFinite(loss) || predictions.Length != b * l)
+            if (predictions.Length != b * l)
             {
-                throw new InvalidOperationException("bench train: the step's loss is not finite or its predictions are missing.");
+                throw new InvalidOperationException($"bench train: a step returned {predictions.Length} predictions, not {b * l}.");
+            }
+
+            if (!float.IsFinite(loss))
+            {
+                // Random weights and tokens give a finite loss near ln(vocab): this is the device's kernels going wrong.
+                throw new InvalidOperationException(
+                    $"bench train: a step's loss on random weights is {loss} in {precision.Name()}: a kernel computed non-finite values on this device; the test program run on it (README, Layout) finds which.");
             }
         }
 
