@@ -42,9 +42,19 @@ internal static class CliProcess
         return (p.ExitCode, stdout.ToString(), stderr.ToString());
     }
 
-    /// <summary>The CLI the solution built beside this test assembly's configuration (tools/Mamba2.Cli/bin/CONFIG/TFM/mamba2.dll).</summary>
+    /// <summary>
+    /// The CLI of this build: the copy beside this test assembly (the project reference puts it there, also in a
+    /// published test program carried to a GPU host), else the one the solution built for this configuration
+    /// (tools/Mamba2.Cli/bin/CONFIG/TFM/mamba2.dll above it).
+    /// </summary>
     public static string Assembly()
     {
+        var beside = Path.Combine(AppContext.BaseDirectory, "mamba2.dll");
+        if (File.Exists(beside) && File.Exists(Path.ChangeExtension(beside, ".runtimeconfig.json")))
+        {
+            return beside;
+        }
+
         var here = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
         var (tfm, configuration) = (here.Name, here.Parent!.Name);
         for (var d = here; d is not null; d = d.Parent)
