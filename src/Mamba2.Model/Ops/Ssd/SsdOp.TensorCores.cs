@@ -123,15 +123,15 @@ public static partial class SsdOp
         return cb;
     }
 
+    /// <summary>Rows of dx's dD parts per batch element: one per subgroup row block of each (chunk, row tile).</summary>
+    private static int DdPartRows(SsdShape s, SsdTensorCoreTile t) => s.Chunks * (int)((s.Chunk + t.BM - 1) / t.BM * (t.BM / t.WM));
+
     /// <summary>
     /// The backward's dx and the direct part of ddt on tensor cores: tc/chunk_scan run backwards in time over C.B^T
     /// (<paramref name="cb"/>, recomputed for the backward), the same roles as the fp32 kernel's <see cref="ChunkScanBindings.Dx"/>.
     /// With <paramref name="ddParts"/> ((b, <see cref="DdPartRows"/>, h p)), dD's first level too: its epilogue reads g and x
     /// for D g and ddt already.
     /// </summary>
-    /// <summary>Rows of dx's dD parts per batch element: one per subgroup row block of each (chunk, row tile).</summary>
-    private static int DdPartRows(SsdShape s, SsdTensorCoreTile t) => s.Chunks * (int)((s.Chunk + t.BM - 1) / t.BM * (t.BM / t.WM));
-
     private static void RecordDxTensorCores(CommandStream st, SsdShape s, SsdTensorCoreTile t, Piece pc, SsdOptions o, SsdFlags flags, uint gShift,
         GpuBuffer cb, Tensor g, Tensor B, Tensor C, Tensor dStatesNext, SsdResult saved, Tensor A, Tensor x, Tensor dx, Tensor ddtPart, Tensor? ddParts)
     {
