@@ -98,9 +98,9 @@ public static partial class SsdOp
         var bf16 = s.Bf16Tensors;   // x, C, z, y and y before the gate
         st.Dispatch(device.GetKernel(Shaders.ChunkScanTc(operands, bf16), y.ScanSpec(reverse: false, gShift: 0)), (Shaders.Groups(device, y.Tiles(q, p) * nc * b * h), 1, 1),
             new ScanPush(b, l, h, g, p, n, q, nc, flags),
-            pc.Of(x, bf16), pc.Of(C, bf16), cb, pc.Of(r.ChunkStates), pc.Of(r.DtOut), pc.Of(r.DACumsum), (o.D ?? A).Buffer, pc.Of(o.Z ?? x, bf16), pc.Of(r.Y, bf16),
-            pc.Of(r.YBeforeGate ?? r.Y, bf16), pc.Of(r.DACumsumLo),
-            pc.Of(r.YBeforeGate ?? r.Y, bf16));   // binding 11, dx's dD parts: not written forward
+            ChunkScanTcBindings.Forward(x: pc.Of(x, bf16), C: pc.Of(C, bf16), cb: cb, states: pc.Of(r.ChunkStates), dtOut: pc.Of(r.DtOut),
+                dACumsum: pc.Of(r.DACumsum), D: (o.D ?? A).Buffer, z: pc.Of(o.Z ?? x, bf16), y: pc.Of(r.Y, bf16),
+                yBeforeGate: pc.Of(r.YBeforeGate ?? r.Y, bf16), dACumsumLo: pc.Of(r.DACumsumLo)).ToArray());
         st.Section(Stages[3]);
     }
 
@@ -128,7 +128,7 @@ public static partial class SsdOp
 
     /// <summary>
     /// The backward's dx and the direct part of ddt on tensor cores: tc/chunk_scan run backwards in time over C.B^T
-    /// (<paramref name="cb"/>, recomputed for the backward), the same roles as the fp32 kernel's <see cref="ChunkScanBindings.Dx"/>.
+    /// (<paramref name="cb"/>, recomputed for the backward), the roles <see cref="ChunkScanTcBindings.Dx"/> names.
     /// With <paramref name="ddParts"/> ((b, <see cref="DdPartRows"/>, h p)), dD's first level too: its epilogue reads g and x
     /// for D g and ddt already.
     /// </summary>
@@ -142,8 +142,9 @@ public static partial class SsdOp
         var kernel = device.GetKernel(Shaders.ChunkScanTc(o.Precision.Operands(device), bf16), t.ScanSpec(reverse: true, gShift, accumulate: flags.HasFlag(SsdFlags.Accumulate)));
         st.Dispatch(kernel, (Shaders.Groups(device, items), 1, 1),
             new ScanPush(b, l, h, gr, p, n, q, nc, flags | SsdFlags.DdParts.If(ddParts is not null)),
-            pc.Of(g, bf16), pc.Of(B, bf16), cb, pc.Of(dStatesNext), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), (o.D ?? A).Buffer, pc.Of(x, bf16), pc.Of(dx, bf16),
-            pc.Of(ddtPart), pc.Of(saved.DACumsumLo), pc.Of(ddParts ?? ddtPart));
+            ChunkScanTcBindings.Dx(g: pc.Of(g, bf16), B: pc.Of(B, bf16), cb: cb, dStatesNext: pc.Of(dStatesNext), dtOut: pc.Of(saved.DtOut),
+                dACumsum: pc.Of(saved.DACumsum), D: (o.D ?? A).Buffer, x: pc.Of(x, bf16), dx: pc.Of(dx, bf16), ddtPart: pc.Of(ddtPart),
+                dACumsumLo: pc.Of(saved.DACumsumLo), ddParts: pc.Of(ddParts ?? ddtPart)).ToArray());
     }
 
     /// <summary>
