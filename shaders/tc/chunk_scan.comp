@@ -352,8 +352,8 @@ void tc_row_dot(uint i, float dot) {
 // workgroups an SM.)
 const uint EP_SG = TC_THREADS / TC_SUBGROUPS;   // the subgroup size the host sized the workgroup with
 const uint EP_PER = TM * TN / EP_SG;
-// dD's column sums a lane keeps (SSD_DD_PARTS): element q of a fragment lies in column (lane % TN) + (q % DD_SLOTS)
-// EP_SG of it (subgroup sizes and TN are powers of two), so one sum per slot and fragment column.
+// dD's column sums a lane keeps (SSD_DD_PARTS): its element q of a fragment lies in the fragment's column
+// lane % TN + (q % DD_SLOTS) * EP_SG (subgroup sizes and TN are powers of two), so one sum per slot and fragment column.
 const uint DD_SLOTS = TN > EP_SG ? TN / EP_SG : 1;
 const uint DD_SUMS = TC_FRAGS_N * DD_SLOTS;
 
@@ -361,7 +361,7 @@ bool dd_parts() {
     return REVERSE != 0 && !BIDIR_ON && G_SHIFT == 0 && SSD_HAS(p.flags, SSD_DD_PARTS);
 }
 
-// The first part row of this tile (one per subgroup row block).
+// This tile's row of dD parts for subgroup row block `block`.
 uint dd_row(uint block) {
     return ((b * p.nchunks + chunkIdx) * tilesT + tileT) * (BM / WM) + block;
 }
