@@ -357,8 +357,18 @@ const uint EP_PER = TM * TN / EP_SG;
 const uint DD_SLOTS = TN > EP_SG ? TN / EP_SG : 1;
 const uint DD_SUMS = TC_FRAGS_N * DD_SLOTS;
 
+// Whether dx adds D g (only for an unshifted g, above).
+bool dx_has_d() {
+    return G_SHIFT == 0 && SSD_HAS(p.flags, SSD_D_ANY);
+}
+
 bool dd_parts() {
     return REVERSE != 0 && !BIDIR_ON && G_SHIFT == 0 && SSD_HAS(p.flags, SSD_DD_PARTS);
+}
+
+// The head-dimension index of the lane's column for fragment column j and slot s (as dD's sums and D's values).
+uint lane_column(uint lane, uint wn0, uint j, uint s) {
+    return p0 + wn0 + j * TN + lane % TN + s * EP_SG;
 }
 
 // This tile's row of dD parts for subgroup row block `block`.
@@ -378,7 +388,7 @@ void dd_store(uint row, uint pj, float v) {
 // value (ACCUMULATE), and the forward's x; 0 outside the problem. Only stored here: their first use waits for them,
 // and it comes after the fragment before is done.
 void dx_epilogue_load(uint f, uint lane, uint wm0, uint wn0, out float gq[EP_PER], out float old[EP_PER], out float xf[EP_PER]) {
-    const bool hasD = G_SHIFT == 0 && SSD_HAS(p.flags, SSD_D_ANY);
+    const bool hasD = dx_has_d();
     const uint row0 = wm0 + (f / TC_FRAGS_N) * TM;
     const uint col0 = wn0 + (f % TC_FRAGS_N) * TN;
     [[unroll]] for (uint q = 0; q < EP_PER; ++q) {
@@ -404,10 +414,10 @@ void dx_epilogue_load(uint f, uint lane, uint wm0, uint wn0, out float gq[EP_PER
 // D at each of the lane's columns (one per fragment column and slot, as dD's sums), 0 past the head dimension or
 // without D.
 void dx_epilogue_d(uint lane, uint wn0, out float dcol[DD_SUMS]) {
-    const bool hasD = G_SHIFT == 0 && SSD_HAS(p.flags, SSD_D_ANY);
+    const bool hasD = dx_has_d();
     [[unroll]] for (uint j = 0; j < TC_FRAGS_N; ++j) {
         [[unroll]] for (uint s = 0; s < DD_SLOTS; ++s) {
-            const uint pj = p0 + wn0 + j * TN + lane % TN + s * EP_SG;
+            const uint pj = lane_column(lane, wn0, j, s);
             dcol[j * DD_SLOTS + s] = hasD && pj < p.headdim ? D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] : 0.0;
         }
     }
@@ -432,7 +442,7 @@ void dd_epilogue(float dd[DD_SUMS], uint lane, uint wm0, uint wn0, uint at) {
                 subgroupBarrier();
             }
             if (lane < TN) {
-                dd_store(row, p0 + wn0 + j * TN + lane + s * EP_SG, v);
+                dd_store(row, lane_column(lane, wn0, j, s), v);
             }
         }
     }
