@@ -50,6 +50,8 @@ layout(push_constant) uniform Push {
     uint flags;   // SsdFlags (ssd_flags.glsl)
 } p;
 
+void store_head_arrays();
+#define TC_STAGED store_head_arrays   // a head's first slice publishes its decay arrays (main)
 #include "tc_product.glsl"
 
 // The epilogue's element ownership: lane e of a subgroup holds elements e, e + SG, ... of each staged fragment
@@ -67,6 +69,42 @@ shared float belowPart[BN * (BM / TM)];   // per column and fragment row: sum of
 
 ChunkSpan span;
 uint b, head, grp, t0, s0, k0;
+
+// A head's dA_cs (both parts) at the tile's rows and columns and dt_out at its columns, read raw into registers
+// before its first slice and stored by that slice (store_head_arrays, before its barrier): the head waits on
+// memory once for them and its first operands, not twice.
+const uint PRO = (BM + BN + TC_THREADS - 1) / TC_THREADS;
+float proA[PRO], proLo[PRO], proDt[PRO];
+bool proPending;   // read, not yet stored
+
+void load_head_arrays(uint cs) {
+    [[unroll]] for (uint q = 0; q < PRO; ++q) {
+        const uint e = gl_LocalInvocationID.x + q * TC_THREADS;
+        const uint pos = e < BM ? t0 + e : s0 + e - BM;
+        const bool ok = e < BM + BN && pos < span.len;
+        proA[q] = ok ? dA_cs[cs + pos] : 0.0;
+        proLo[q] = ok ? dA_cs_lo[cs + pos] : 0.0;
+        proDt[q] = ok && e >= BM ? dt_out[cs + pos] : 0.0;
+    }
+    proPending = true;
+}
+
+// Safe without a barrier before it: the previous head's readers passed the barrier that ends its loop body.
+void store_head_arrays() {
+    if (!proPending) {
+        return;
+    }
+    [[unroll]] for (uint q = 0; q < PRO; ++q) {
+        const uint e = gl_LocalInvocationID.x + q * TC_THREADS;
+        if (e < BM) {
+            dAt[e] = proA[q] + proLo[q];
+        } else if (e < BM + BN) {
+            dAs[e - BM] = proA[q] + proLo[q];
+            dts[e - BM] = proDt[q];
+        }
+    }
+    proPending = false;
+}
 bool wholeP;   // rows of g and x start on 16-byte boundaries
 bool fastA, fastB;   // this slice's rows of g, of x, wholly inside (span_rows4): TC_WORD4 at atA, atB
 int atA, stepA, atB, stepB;
@@ -139,25 +177,14 @@ void main() {
         for (uint hh = split; hh < hpg; hh += SPLITS) {
             head = grp * hpg + hh;
             const uint cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
-            // Safe to overwrite: the previous head's readers passed the barrier that ends its loop body.
-            for (uint e = tid; e < BM + BN; e += TC_THREADS) {
-                if (e < BM) {
-                    const bool ok = t0 + e < span.len;
-                    dAt[e] = ok ? dA_cs[cs + t0 + e] + dA_cs_lo[cs + t0 + e] : 0.0;
-                } else {
-                    const uint j = e - BM;
-                    const bool ok = s0 + j < span.len;
-                    dAs[j] = ok ? dA_cs[cs + s0 + j] + dA_cs_lo[cs + s0 + j] : 0.0;
-                    dts[j] = ok ? dt_out[cs + s0 + j] : 0.0;
-                }
-            }
+            load_head_arrays(cs);
 
             TC_ACC acc[TC_FRAGS];
             tc_zero(acc);
             for (k0 = 0; k0 < p.headdim; k0 += BK) {
                 fastA = span_rows4(span, t0, BM, G_SHIFT, b, p.seqlen, p.nheads, head, p.headdim, k0, BK, atA, stepA);
                 fastB = span_rows4(span, s0, BN, 0, b, p.seqlen, p.nheads, head, p.headdim, k0, BK, atB, stepB);
-                tc_product(acc, false, true);   // its barriers also publish the decay arrays above
+                tc_product(acc, false, true);   // the first publishes the decay arrays (store_head_arrays)
             }
 
             // Per fragment: weight, add to the heads' sum, X into the staging area, then its row and column sums.
