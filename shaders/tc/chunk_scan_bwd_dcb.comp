@@ -89,7 +89,7 @@ void load_head_arrays(uint cs) {
     proPending = true;
 }
 
-// Safe without a barrier before it: the previous head's readers passed the barrier that ends its loop body.
+// Safe without a barrier before it: the previous head's readers (its epilogue) passed the barrier before its sums.
 void store_head_arrays() {
     if (!proPending) {
         return;
@@ -246,7 +246,7 @@ void main() {
                     }
                 }
             }
-            barrier();   // the sums above are read before the next head writes them
+            // No barrier here: the next head writes these sums in its epilogue, after its slices' barriers.
         }
 
         [[unroll]] for (uint f = 0; f < TC_FRAGS; ++f) {
