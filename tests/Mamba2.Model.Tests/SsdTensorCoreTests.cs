@@ -163,10 +163,9 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         var wide = SsdTensorCoreTiles.Choose(caps, bf16: false, (int)scan.BN + 1)!;
         Assert.Equal(scan, wide.Scan);
         Assert.Equal(scan, wide.State);   // fp32-fast's chunk_state stays narrow
-        if (wide.Dbc != scan)
-        {
-            Assert.Equal(scan with { BN = 2 * scan.BN, Threads = 2 * scan.Threads }, wide.Dbc);
-        }
+        // fp32-fast's dC/dB: twice as wide on as many subgroups, each twice as tall, where that fits
+        var wideDbc = scan with { BN = 2 * scan.BN, WM = 2 * scan.WM };
+        Assert.Equal(wideDbc.Fits(caps) ? wideDbc : scan, wide.Dbc);
 
         var forced = SsdTensorCoreTiles.Choose(caps, bf16: false, (int)scan.BN + 1, "dbc=" + Text(scan))!;
         Assert.Equal(new SsdTensorCoreTiles(scan, scan, scan, scan, bidir), forced);

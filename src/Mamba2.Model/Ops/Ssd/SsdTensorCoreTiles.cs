@@ -31,10 +31,13 @@ internal sealed record SsdTensorCoreTiles(SsdTensorCoreTile Scan, SsdTensorCoreT
         }
 
         var wide = (uint)dstate > scan.BN;
-        // Measured per family on the H200 (docs/PERF.md): dC/dB fastest at twice the default's width on twice its
-        // subgroups; chunk_state at twice its width on wider subgroup blocks, in bf16 (fp32-fast's per-slice operand
-        // scaling costs more there than it gains).
-        var dbc = Fitting(caps, wide ? scan.Widened(2 * scan.BN, scan.WN, caps.SubgroupSize) : null) ?? scan;
+        // Measured per family (docs/PERF.md): dC/dB fastest at twice the default's width, in bf16 on twice its
+        // subgroups, in fp32-fast on the same subgroups each twice as tall (its per-slice scaled products hold a
+        // second set of accumulators: at twice the subgroups its registers leave room for one workgroup an SM);
+        // chunk_state at twice its width on wider subgroup blocks, in bf16 (fp32-fast's per-slice operand scaling
+        // costs more there than it gains).
+        var dbcWide = bf16 ? scan.Widened(2 * scan.BN, scan.WN, caps.SubgroupSize) : scan with { BN = 2 * scan.BN, WM = 2 * scan.WM };
+        var dbc = Fitting(caps, wide ? dbcWide : null) ?? scan;
         var state = Fitting(caps, wide && bf16 ? scan.Widened(2 * scan.BN, 2 * scan.WN, caps.SubgroupSize) : null) ?? scan;
         // The forward's chunk_scan in bf16 at twice the default's height on twice its subgroups: each workgroup reads
         // a slice of x for twice the rows (in fp32-fast, and for dx and dcb, slower: docs/PERF.md).
