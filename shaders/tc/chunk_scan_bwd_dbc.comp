@@ -41,7 +41,6 @@ layout(std430, binding = 0) readonly buffer U4 { TENSOR_WORD4 u4[]; };
 layout(std430, binding = 1) readonly buffer Sm4 { vec4 sm4[]; };
 layout(std430, binding = 2) readonly buffer Dcb4 { vec4 dcb4[]; };
 layout(std430, binding = 3) readonly buffer R4 { TENSOR_WORD4 rr4[]; };
-layout(std430, binding = 4) readonly buffer W4 { TENSOR_WORD4 wv4[]; };
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, nheads, ngroups, headdim, dstate, chunk, nchunks;
@@ -56,12 +55,6 @@ bool intra;   // which slices: a head's state term (k0 over the head dimension) 
 // its operand slices (its factors, and the row dots' W twice), and a workgroup walks the group's heads in sequence.
 const uint E_HEADS = 16;
 shared float e_rows[E_HEADS * BM];   // e(i) at the tile's rows for a batch of E_HEADS heads
-#ifdef STAGE_W
-// W at the tile's rows and d_state columns, zero outside: the STAGE_W variant, for devices with room for it (the host
-// picks it). A define, not a specialization constant: an array sized by one (to one element without room) gave wrong
-// dB and dC on an NVIDIA H200 (docs/PERF.md).
-shared float w_tile[BM * BN];
-#endif
 
 ChunkSpan span;
 uint b, head, grp, t0, n0, k0, cbase, sbase, cs, tileN, tilesN, eh;
@@ -105,27 +98,20 @@ void tc_element(uint i, uint j, float v) {
     TENSOR_STORE(outp, o, SSD_HAS(p.flags, SSD_ACCUMULATE) ? TENSOR_LOAD(outp, o) + v : v);
 }
 
-// A head's row dots W[i] . term[i] over this d_state tile (tc_product.glsl's row dots), W from w_tile or memory.
+// A head's row dots W[i] . term[i] over this d_state tile (tc_product.glsl's row dots), W read from memory (a W
+// tile in shared memory cost workgroups an SM more than it saved: docs/PERF.md).
 bool tc_row_partner(uint i, out uint base) {
     const bool inside = t0 + i < span.len;
-#ifdef STAGE_W
-    base = i * BN;
-#else
     base = inside ? gn_at(t0 + i) + n0 : 0;
-#endif
     return inside;
 }
 
 bool tc_partner(uint base, uint j, out float v) {
     const bool inside = n0 + j < p.dstate;
-#ifdef STAGE_W
-    v = w_tile[base + j];
-#else
     v = 0.0;
     if (inside) {
         v = TENSOR_LOAD(wv, base + j);
     }
-#endif
     return inside;
 }
 
@@ -158,17 +144,6 @@ void main() {
         }
         cbase = ((b * p.nchunks + c) * p.ngroups + grp) * p.chunk * p.chunk;
 
-#ifdef STAGE_W
-        for (uint e = tid; e < BM * BN / 4; e += TC_THREADS) {
-            const uint i = e / (BN / 4);
-            const uint j = (e % (BN / 4)) * 4;
-            const vec4 v = t0 + i < span.len ? TC_TLOAD4(wv, wv4, gn_at(t0 + i) + n0 + j, n0 + j, p.dstate, wholeN) : vec4(0.0);
-            [[unroll]] for (uint k = 0; k < 4; ++k) {
-                w_tile[i * BN + j + k] = v[k];
-            }
-        }
-#endif
-
         TC_ACC acc[TC_FRAGS];
         tc_zero(acc);
         intra = false;
@@ -187,7 +162,7 @@ void main() {
                     }
                     e_rows[e] = f;
                 }
-                barrier();   // word_a reads e_rows; the row dots read w_tile
+                barrier();   // word_a reads e_rows
             }
             head = grp * hpg + hh;
             cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;

@@ -66,11 +66,9 @@ internal static class Shaders
     private static readonly KernelSource<ChunkScanTcSpec>?[] ChunkScanBidirBf16Variants = SsdVariants<ChunkScanTcSpec>("chunk_scan_bidir", bf16Tensors: true);
     private static readonly KernelSource<ChunkScanBwdDcbTcSpec>?[] ChunkScanBwdDcbBf16Variants = SsdVariants<ChunkScanBwdDcbTcSpec>("chunk_scan_bwd_dcb", bf16Tensors: true);
     private static readonly KernelSource<ChunkScanBwdDbcTcSpec>?[] ChunkScanBwdDbcBf16Variants = SsdVariants<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc", bf16Tensors: true);
-    private static readonly KernelSource<ChunkScanBwdDbcTcSpec>?[] ChunkScanBwdDbcWBf16Variants = SsdVariants<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc_w", bf16Tensors: true);
     private static readonly KernelSource<ChunkScanTcSpec>?[] ChunkScanBidirVariants = SsdVariants<ChunkScanTcSpec>("chunk_scan_bidir");
     private static readonly KernelSource<ChunkScanBwdDcbTcSpec>?[] ChunkScanBwdDcbVariants = SsdVariants<ChunkScanBwdDcbTcSpec>("chunk_scan_bwd_dcb");
     private static readonly KernelSource<ChunkScanBwdDbcTcSpec>?[] ChunkScanBwdDbcVariants = SsdVariants<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc");
-    private static readonly KernelSource<ChunkScanBwdDbcTcSpec>?[] ChunkScanBwdDbcWVariants = SsdVariants<ChunkScanBwdDbcTcSpec>("chunk_scan_bwd_dbc_w");
 
     /// <summary>The SSD's C.B^T per (batch, chunk, group) on tensor cores (tc/chunk_cb.comp), with these operands (f16 scaled per slice, bf16, or bf16 values as f16).</summary>
     /// <remarks>With <paramref name="bf16Tensors"/>, B and C are bf16 (bf16 operands only).</remarks>
@@ -98,19 +96,10 @@ internal static class Shaders
     public static KernelSource<ChunkScanBwdDcbTcSpec> ChunkScanBwdDcbTc(GemmOperands operands, bool bf16Tensors = false) =>
         Of(bf16Tensors ? ChunkScanBwdDcbBf16Variants : ChunkScanBwdDcbVariants, operands);
 
-    /// <summary>
-    /// The backward's dC (forward in time) or dB (Reverse) from dcb on tensor cores (tc/chunk_scan_bwd_dbc.comp); stageW:
-    /// the variant that holds its row dots' W tile in shared memory (where the device has room, SsdTensorCoreTile.StagesW).
-    /// </summary>
+    /// <summary>The backward's dC (forward in time) or dB (Reverse) from dcb on tensor cores (tc/chunk_scan_bwd_dbc.comp).</summary>
     /// <remarks>With <paramref name="bf16Tensors"/>, g or x, B, C and the output (dC or dB) are bf16.</remarks>
-    public static KernelSource<ChunkScanBwdDbcTcSpec> ChunkScanBwdDbcTc(GemmOperands operands, bool stageW, bool bf16Tensors = false) =>
-        Of((stageW, bf16Tensors) switch
-        {
-            (false, false) => ChunkScanBwdDbcVariants,
-            (true, false) => ChunkScanBwdDbcWVariants,
-            (false, true) => ChunkScanBwdDbcBf16Variants,
-            (true, true) => ChunkScanBwdDbcWBf16Variants,
-        }, operands);
+    public static KernelSource<ChunkScanBwdDbcTcSpec> ChunkScanBwdDbcTc(GemmOperands operands, bool bf16Tensors = false) =>
+        Of(bf16Tensors ? ChunkScanBwdDbcBf16Variants : ChunkScanBwdDbcVariants, operands);
 
     /// <summary>fp32 to packed f16, bf16 or bf16-valued f16 operands, times their tensor's power-of-two scale, for the INPUT16 GEMM variants.</summary>
     public static readonly KernelSource<ToOperand16Spec> ToOperand16 = Source<ToOperand16Spec>("nn/to_operand16");

@@ -46,7 +46,7 @@ public static partial class SsdOp
                  {
                      Shaders.ChunkCbTc(operands), Shaders.ChunkStateTc(operands), Shaders.ChunkScanTc(operands), Shaders.ChunkScanBidirTc(operands),
                      Shaders.ChunkScanBwdDcbTc(operands),
-                     Shaders.ChunkScanBwdDbcTc(operands, stageW: false), Shaders.ChunkScanBwdDbcTc(operands, stageW: true),
+                     Shaders.ChunkScanBwdDbcTc(operands),
                  })
         {
             if (kernel.WhyNotRunnable(caps) is { } why)
@@ -201,9 +201,8 @@ public static partial class SsdOp
         var d = geo.Tc.Dbc;
         var items = d.Tiles(q, n) * nc * b * gr;
         var flags = mirrored | SsdFlags.Accumulate.If(geo.Accumulate);
-        var stageW = d.StagesW(device.Capabilities);
         void Dbc(bool reverse, Tensor u, Tensor sm, Tensor r, Tensor w, Tensor output, Tensor rowDot) =>
-            st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDbcTc(operands, stageW, bf16), d.DbcSpec(reverse, reverse ? 0 : geo.GShift)), (Shaders.Groups(device, items), 1, 1),
+            st.Dispatch(device.GetKernel(Shaders.ChunkScanBwdDbcTc(operands, bf16), d.DbcSpec(reverse, reverse ? 0 : geo.GShift)), (Shaders.Groups(device, items), 1, 1),
                 new ScanPush(b, l, h, gr, p, n, q, nc, flags),
                 pc.Of(u, bf16), pc.Of(sm), dcb, pc.Of(r, bf16), pc.Of(w, bf16), pc.Of(saved.DtOut), pc.Of(saved.DACumsum), pc.Of(saved.DACumsumLo),
                 pc.Of(output, bf16), pc.Of(rowDot));

@@ -31,12 +31,19 @@ internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uin
     /// Shared memory of the largest of the tensor-core SSD kernels: what they all hold (operand tiles, fragment
     /// staging, the slice maxima) plus the largest of their own arrays (chunk_scan's per-chunk arrays and row dots,
     /// chunk_scan_bwd_dcb's decay arrays and row and column parts, chunk_scan_bwd_dbc's decay factors and row dots).
-    /// chunk_scan_bwd_dbc's W tile is left out: it holds one only where <see cref="StagesW"/>.
     /// </summary>
-    public uint SharedBytes => SharedBytesWith(stageW: false);
-
-    /// <summary>Whether chunk_scan_bwd_dbc holds its BM x BN W tile in shared memory on this device (else it reads W from memory).</summary>
-    public bool StagesW(DeviceCapabilities caps) => SharedBytesWith(stageW: true) <= caps.MaxSharedMemoryBytes;
+    public uint SharedBytes
+    {
+        get
+        {
+            var subgroups = BM / WM * (BN / WN);
+            var common = Math.Max(OperandTileBytes, StagingBytes) + (2 * subgroups * 4);   // tiles and staging share
+            var scan = (3 * MaxChunk) + (BM * (BN / TN));
+            var dcb = (2 * BM) + (3 * BN) + (BM * (BN / TN)) + (BN * (BM / TM));
+            var dbc = (DbcHeads * BM) + (BM * (BN / TN));
+            return common + (Math.Max(scan, Math.Max(dcb, dbc)) * 4);
+        }
+    }
 
     /// <summary>Bytes of the shared A and B slices (words of 4 operands, padded rows, room for either layout).</summary>
     internal uint OperandTileBytes => Tile(BM, BK) + Tile(BN, BK);
@@ -45,16 +52,6 @@ internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uin
     internal uint StagingBytes => BM / WM * (BN / WN) * TM * TN * 4;
 
     private static uint Tile(uint rows, uint k) => Math.Max(rows * ((k / 4) + 2), k * ((rows / 4) + 2)) * 8;
-
-    private uint SharedBytesWith(bool stageW)
-    {
-        var subgroups = BM / WM * (BN / WN);
-        var common = Math.Max(OperandTileBytes, StagingBytes) + (2 * subgroups * 4);   // tiles and staging share
-        var scan = (3 * MaxChunk) + (BM * (BN / TN));
-        var dcb = (2 * BM) + (3 * BN) + (BM * (BN / TN)) + (BN * (BM / TM));
-        var dbc = (DbcHeads * BM) + (stageW ? BM * BN : 0) + (BM * (BN / TN));
-        return common + (Math.Max(scan, Math.Max(dcb, dbc)) * 4);
-    }
 
     public override string ToString() => $"{BM}x{BN}x{BK}/{WM}x{WN} frag {TM}x{TN}x{TK}";
 
