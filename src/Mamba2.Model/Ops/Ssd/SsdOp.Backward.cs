@@ -128,7 +128,7 @@ public static partial class SsdOp
         var slices = (p * n + (int)passLocal - 1) / (int)passLocal;
         // dD's first level: tensor-core dx writes it from its epilogue (D never meets a shifted g: refused above);
         // otherwise a pass over blocks of positions.
-        var dBlocks = tc is not null ? DdPartRows(s, tc.Scan) : (l + ReduceBlockRows - 1) / ReduceBlockRows;
+        var ddRows = tc is not null ? DdPartRows(s, tc.Scan) : (l + ReduceBlockRows - 1) / ReduceBlockRows;
         static int Tiles(int extent, uint tile) => (extent + (int)tile - 1) / (int)tile;
         var tilesN = Tiles(n, tc?.Dbc.BN ?? bt.BN);
         var tilesT = Tiles(q, tc?.Scan.BM ?? bt.BM);
@@ -137,7 +137,7 @@ public static partial class SsdOp
         long tokens = (long)l * h;
         var pieces = Shaders.Pieces(device, op, b,
             [tokens * p, tokens, (long)l * g * n * splits, (long)h * nc * q * tilesP, (long)h * nc * q * straddleParts,
-             (long)nc * h * p * n, (long)dBlocks * h * p, (long)h * slices * nc,
+             (long)nc * h * p * n, (long)ddRows * h * p, (long)h * slices * nc,
              tc is null ? 0 : (long)DcbSplits * nc * g * q * q],   // dcb's partials: the largest tensor-core scratch binding
             OpTuning.Of(device).MaxBindingBytes, s.Bf16Tensors ? [tokens * p, (long)l * g * n] : null).ToList();
 
@@ -162,7 +162,7 @@ public static partial class SsdOp
                 DaPart: Scratch("dA_part", b, nc, h),
                 DbiasPart: Scratch("ddt_bias_part", b, nc, h),
                 DbcPart: splits > 1 ? Scratch("dbc_part", b, splits, l, g, n) : null,
-                DdPart: o.D is null ? null : New("dD_part", b, dBlocks, h * p),
+                DdPart: o.D is null ? null : New("dD_part", b, ddRows, h * p),
                 Products: pool ?? new ScratchPool(device));
             var temps = scope.Since(gradCount);
             Shaders.RunIn(device, stream, st =>
@@ -182,7 +182,7 @@ public static partial class SsdOp
                     Cast.Into(dy, dyIn, st);
                 }
 
-                var geometry = new BackwardGeometry(s, tiles, bt, tc, splits, tilesP, tilesN, tilesT, tilesS, passLocal, slices, dBlocks, addInto is not null,
+                var geometry = new BackwardGeometry(s, tiles, bt, tc, splits, tilesP, tilesN, tilesT, tilesS, passLocal, slices, ddRows, addInto is not null,
                     gShift switch { 0 => 0u, 1 => 1u, -1 => 2u, _ => throw new ArgumentOutOfRangeException(nameof(gShift)) });
                 foreach (var pc in pieces)
                 {
@@ -219,13 +219,13 @@ public static partial class SsdOp
     /// <summary>
     /// Sizes and tiles shared by every stage of one backward call. Tc: the tensor-core tiles (null in fp32); TilesN
     /// counts the d_state tiles of dC / dB (their row dots' parts), TilesT and TilesS the row and column tiles of dcb
-    /// (tensor cores: its straddle parts) or of the fp32 dC / dB; DBlocks the rows of dD's first-level parts per batch
+    /// (tensor cores: its straddle parts) or of the fp32 dC / dB; DdRows the rows of dD's first-level parts per batch
     /// element (<see cref="DdPartRows"/> on tensor cores, else blocks of positions). Accumulate: add into existing
     /// gradients; GShift: the kernels' specialization code for g read one step away (0: none, 1: +1, 2: -1; a
     /// constant, not a flag, so the unshifted kernels compile as without it).
     /// </summary>
     private sealed record BackwardGeometry(SsdShape S, SsdTiles Tiles, SsdBackwardTiles Dbc, SsdTensorCoreTiles? Tc, int Splits, int TilesP,
-        int TilesN, int TilesT, int TilesS, uint PassLocal, int Slices, int DBlocks, bool Accumulate, uint GShift);
+        int TilesN, int TilesT, int TilesS, uint PassLocal, int Slices, int DdRows, bool Accumulate, uint GShift);
 
     /// <summary>
     /// Intermediates of one backward call; G aliases dy when there is no gate. The *_part tensors are partial sums
@@ -366,7 +366,7 @@ public static partial class SsdOp
         // Never added to: in a bidirectional backward only the second run has D.
         if (gr.DD is not null && sc.DdPart is not null)
         {
-            ReduceDParts(st, sc.DdPart.Buffer, gr.DD, (uint)(s.Batch * geo.DBlocks), (uint)s.Heads, (uint)s.HeadDim);
+            ReduceDParts(st, sc.DdPart.Buffer, gr.DD, (uint)(s.Batch * geo.DdRows), (uint)s.Heads, (uint)s.HeadDim);
         }
     }
 

@@ -20,7 +20,7 @@ public static partial class SsdOp
     private readonly record struct RecurrentDbcPush(uint Batch, uint SeqLen, uint Heads, uint Groups, uint DState, uint Chunk, uint Chunks, SsdFlags Flags);
 
     /// <summary>Intermediates of one recurrent backward call (G aliases dy without a gate); V, U, R are (b, L, h, n).</summary>
-    private sealed record RecurrentScratch(Tensor G, Tensor V, Tensor U, Tensor R, Tensor DaPart, Tensor DbiasPart, Tensor? DdPart, int DBlocks);
+    private sealed record RecurrentScratch(Tensor G, Tensor V, Tensor U, Tensor R, Tensor DaPart, Tensor DbiasPart, Tensor? DdPart, int DdRows);
 
     private static SsdGradients BackwardRecurrent(Tensor dy, SsdResult saved, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, SsdOptions o,
         SsdShape s, Tensor? dFinal, CommandStream? stream)
@@ -28,10 +28,10 @@ public static partial class SsdOp
         var device = x.Device;
         int b = s.Batch, l = s.SeqLen, h = s.Heads, p = s.HeadDim, g = s.Groups, n = s.DState, nc = s.Chunks, q = s.Chunk;
         var tiles = SsdRecurrentTiles.Choose(device.Capabilities, s);
-        var dBlocks = (l + ReduceBlockRows - 1) / ReduceBlockRows;
+        var ddRows = (l + ReduceBlockRows - 1) / ReduceBlockRows;
         long tokens = (long)l * h;
         var pieces = Shaders.Pieces(device, "Ssd backward", b,
-            [tokens * p, tokens, (long)l * g * n, (long)h * p * n, (long)h * nc * q, (long)nc * h * p * n, tokens * n, (long)dBlocks * h * p],
+            [tokens * p, tokens, (long)l * g * n, (long)h * p * n, (long)h * nc * q, (long)nc * h * p * n, tokens * n, (long)ddRows * h * p],
             OpTuning.Of(device).MaxBindingBytes).ToList();
 
         var scope = new TensorScope(device);
@@ -44,7 +44,7 @@ public static partial class SsdOp
                 G: o.Z is null ? dy : New("g", b, l, h, p),
                 V: New("recurrent_v", b, l, h, n), U: New("recurrent_u", b, l, h, n), R: New("recurrent_r", b, l, h, n),
                 DaPart: New("dA_part", b, h), DbiasPart: New("ddt_bias_part", b, h),
-                DdPart: o.D is null ? null : New("dD_part", b, dBlocks, h * p), dBlocks);
+                DdPart: o.D is null ? null : New("dD_part", b, ddRows, h * p), ddRows);
             var temps = scope.Since(gradCount);
             Shaders.RunIn(device, stream, st =>
             {
@@ -68,7 +68,7 @@ public static partial class SsdOp
 
                 if (grads.DD is not null && scratch.DdPart is not null)
                 {
-                    ReduceDParts(st, scratch.DdPart.Buffer, grads.DD, (uint)(b * dBlocks), (uint)h, (uint)p);
+                    ReduceDParts(st, scratch.DdPart.Buffer, grads.DD, (uint)(b * ddRows), (uint)h, (uint)p);
                 }
 
                 st.Section(RecurrentBackwardStages[^1]);
