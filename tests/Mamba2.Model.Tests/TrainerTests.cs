@@ -1,6 +1,7 @@
 using Mamba2.Model.Checkpoints;
 using Mamba2.Model.Modules;
 using Mamba2.Model.Ops;
+using Mamba2.Model.Tensors;
 using Mamba2.Model.Training;
 using Mamba2.Model.Training.Tasks;
 using Mamba2.Tests;
@@ -136,6 +137,13 @@ public sealed class TrainerTests(GpuFixture gpu) : IDisposable
         }
 
         var task = new SelectiveCopyTask(seqLen: 24, tokens: 4, vocab: 10);
+        // The device's staging buffers (made at its first upload and download where memory is device-only, as on a
+        // discrete GPU) live as long as the device: made here, before what must be given back is counted.
+        using (var warm = Tensor.FromArray(device, "warm", [1f], 1))
+        {
+            Assert.Equal(1f, warm.ToArray()[0]);
+        }
+
         var empty = device.Memory.AllocatedBytes;
         var losses = new List<double>();
         using (var reference = new Trainer(Model(), task, Options))
