@@ -69,6 +69,9 @@ shared float belowPart[BN * (BM / TM)];   // per column and fragment row: sum of
 
 ChunkSpan span;
 uint b, head, grp, t0, s0, k0;
+bool wholeP;   // rows of g and x start on 16-byte boundaries
+bool fastA, fastB;   // this slice's rows of g, of x, wholly inside (span_rows4): TC_WORD4 at atA, atB
+int atA, stepA, atB, stepB;
 
 // A head's dA_cs (both parts) at the tile's rows and columns and dt_out at its columns, read raw into registers
 // before its first slice and stored by that slice (store_head_arrays, before its barrier): the head waits on
@@ -105,9 +108,6 @@ void store_head_arrays() {
     }
     proPending = false;
 }
-bool wholeP;   // rows of g and x start on 16-byte boundaries
-bool fastA, fastB;   // this slice's rows of g, of x, wholly inside (span_rows4): TC_WORD4 at atA, atB
-int atA, stepA, atB, stepB;
 
 vec4 word_a(uint r, uint c) {   // g[t, p], row-major
     if (fastA) {
