@@ -35,11 +35,20 @@ internal static class CliProcess
         if (!p.WaitForExit(max))
         {
             p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{string.Join(' ', start.ArgumentList)} ran over {max.TotalMinutes} minutes.");
+            p.WaitForExit();
+            throw new TimeoutException($"{string.Join(' ', start.ArgumentList)} ran over {max.TotalMinutes} minutes; its output's end:\n{Tail(stdout)}\n--- stderr:\n{Tail(stderr)}");
         }
 
         p.WaitForExit();   // the output's end
         return (p.ExitCode, stdout.ToString(), stderr.ToString());
+    }
+
+    private static string Tail(System.Text.StringBuilder output)
+    {
+        lock (output)
+        {
+            return output.Length <= 2000 ? output.ToString() : output.ToString(output.Length - 2000, 2000);
+        }
     }
 
     /// <summary>

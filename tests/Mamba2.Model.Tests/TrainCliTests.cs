@@ -1,11 +1,13 @@
 using System.Text.Json;
 using Mamba2.Cli;
+using Mamba2.Model.Ops;
+using Mamba2.Tests;
 using Xunit;
 
 namespace Mamba2.Model.Tests;
 
 /// <summary>`mamba2 train` end to end on a tiny configuration: outputs, checkpoints kept, and exact resume.</summary>
-public sealed class TrainCliTests : IDisposable
+public sealed class TrainCliTests(GpuFixture gpu) : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("mamba2-train-cli-").FullName;
 
@@ -46,6 +48,52 @@ public sealed class TrainCliTests : IDisposable
         Assert.Equal(0, CliApp.Run(["train", "--task", "selective-copy", "--config", config, "--steps", "6", "--stop-at", "4", "--eval-every", "3",
             "--save-every", "2", "--out", part]));
         Assert.Equal(0, CliApp.Run(["train", "--resume", Path.Combine(part, "step-4")]));
+        Assert.Equal(TrainLosses(Path.Combine(full, "metrics.csv")), TrainLosses(Path.Combine(part, "metrics.csv")));
+    }
+
+    [Fact]
+    public void AResumedRunKeepsItsPrecisionUnlessToldOtherwise()
+    {
+        // A mode other than the device's default where it runs one (a GPU: fp32; lavapipe with cooperative matrices:
+        // fp32-fast): a resume that fell back to the default would compute otherwise.
+        var device = gpu.Device;
+        var fallback = PrecisionPolicy.DefaultFor(device);
+        var modes = Enum.GetValues<Precision>();
+        var chosen = modes.Where(q => q != fallback && PrecisionPolicy.WhyNot(device, q) is null).DefaultIfEmpty(fallback).First();
+        string[] run = ["train", "--task", "selective-copy", "--config", Config(), "--steps", "6", "--save-every", "2", "--eval-every", "6", "--keep", "3"];
+        var full = Path.Combine(_dir, "full");
+        var part = Path.Combine(_dir, "part");
+        Assert.Equal(0, CliApp.Run([.. run, "--precision", chosen.Name(), "--out", full]));
+        Assert.Equal(0, CliApp.Run([.. run, "--precision", chosen.Name(), "--stop-at", "2", "--out", part]));
+        var settings = Path.Combine(part, "train.json");
+        using (var doc = JsonDocument.Parse(File.ReadAllText(settings)))
+        {
+            Assert.Equal(chosen.Name(), doc.RootElement.GetProperty("precision").GetString());
+            Assert.False(doc.RootElement.GetProperty("bf16_activations").GetBoolean());
+        }
+
+        var (code, _, err) = CliCapture.Run("train", "--resume", Path.Combine(part, "step-2"), "--stop-at", "4");
+        Assert.True(code == 0, err);
+        Assert.Contains($"precision: {chosen.Name()}", err);
+        Assert.Contains($"the run's, from {settings}", err);
+
+        // Named in train.json, a mode unknown or one this device cannot run is refused, naming the file; --precision decides over it.
+        var text = File.ReadAllText(settings);
+        File.WriteAllText(settings, text.Replace($"\"precision\": \"{chosen.Name()}\"", "\"precision\": \"fp16\"", StringComparison.Ordinal));
+        (code, _, err) = CliCapture.Run("train", "--resume", Path.Combine(part, "step-4"));
+        Assert.Equal(CliApp.BadInput, code);
+        Assert.Contains($"{settings}: precision fp16: expected fp32, fp32-fast, bf16", err);
+        foreach (var cannot in modes.Where(q => PrecisionPolicy.WhyNot(device, q) is not null).Take(1))
+        {
+            var why = PrecisionPolicy.WhyNot(device, cannot);
+            File.WriteAllText(settings, text.Replace($"\"precision\": \"{chosen.Name()}\"", $"\"precision\": \"{cannot.Name()}\"", StringComparison.Ordinal));
+            (code, _, err) = CliCapture.Run("train", "--resume", Path.Combine(part, "step-4"));
+            Assert.Equal(CliApp.BadInput, code);
+            Assert.Contains($"{settings}: precision {cannot.Name()}: {why} (give --precision", err);
+        }
+
+        (code, _, err) = CliCapture.Run("train", "--resume", Path.Combine(part, "step-4"), "--precision", chosen.Name());
+        Assert.True(code == 0, err);
         Assert.Equal(TrainLosses(Path.Combine(full, "metrics.csv")), TrainLosses(Path.Combine(part, "metrics.csv")));
     }
 

@@ -100,8 +100,19 @@ internal static class CommonOptions
     /// Whether <see cref="Bf16Activations"/> is asked for and may be: false, true, or null (said on stderr) where it
     /// is asked outside precision bf16.
     /// </summary>
-    public static bool? ResolveBf16Activations(ParseResult result, Precision precision)
+    public static bool? ResolveBf16Activations(ParseResult result, Precision precision) => ResolveBf16Activations(result, precision, recorded: false);
+
+    /// <summary>
+    /// As above, where a run's settings may have kept them (<paramref name="recorded"/>): without the flag, kept in
+    /// precision bf16 (a resumed run moved to another mode by --precision leaves them).
+    /// </summary>
+    public static bool? ResolveBf16Activations(ParseResult result, Precision precision, bool recorded)
     {
+        if (result.GetResult(Bf16Activations) is not { Implicit: false })
+        {
+            return recorded && precision == Precision.Bf16;
+        }
+
         if (!result.GetValue(Bf16Activations))
         {
             return false;
@@ -138,11 +149,42 @@ internal static class CommonOptions
     /// has only that), printed as the run's first line on stderr (stdout stays the verb's output); null after a one-line error when the name is unknown, the
     /// verb cannot run it (<paramref name="what"/> says what runs in fp32 only) or the device cannot.
     /// </summary>
-    public static Precision? ResolvePrecision(ParseResult result, GpuDevice device, string what, params Precision[] supported)
+    public static Precision? ResolvePrecision(ParseResult result, GpuDevice device, string what, params Precision[] supported) =>
+        ResolvePrecision(result, device, what, supported, recorded: null);
+
+    /// <summary>
+    /// As above, where a run's settings may name its precision (<paramref name="recorded"/>: the name and the file that
+    /// holds it, a resumed run's train.json or a --config): without --precision that one, not the device's default,
+    /// so a resumed run computes as it did; a device that cannot run it is an error, not a silent change.
+    /// </summary>
+    public static Precision? ResolvePrecision(ParseResult result, GpuDevice device, string what, Precision[] supported, (string Name, string File)? recorded)
     {
         var text = result.GetValue(PrecisionOption);
         var note = Communicator.Joined is not { IsRoot: false };   // under mpirun, rank 0 says it for all
         Precision precision;
+        if (text is null && recorded is { } run)
+        {
+            var option = $"{run.File}: precision {run.Name}";
+            if (!PrecisionPolicy.TryParse(run.Name, out precision) || !supported.Contains(precision))
+            {
+                Console.Error.WriteLine($"error: {option}: expected {string.Join(", ", supported.Select(q => q.Name()))}");
+                return null;
+            }
+
+            if (PrecisionPolicy.WhyNot(device, precision) is { } cannot)
+            {
+                Console.Error.WriteLine($"error: {option}: {cannot} (give --precision to go on in another mode)");
+                return null;
+            }
+
+            if (note)
+            {
+                Console.Error.WriteLine($"precision: {precision.Name()}{Products(precision, device)} (the run's, from {run.File}; --precision fp32|fp32-fast|bf16)");
+            }
+
+            return precision;
+        }
+
         if (text is null)
         {
             var preferred = PrecisionPolicy.DefaultFor(device);

@@ -8,6 +8,7 @@ using Mamba2.Model.Distributed;
 using Mamba2.Model.Generation;
 using Mamba2.Model.IO;
 using Mamba2.Model.Modules;
+using Mamba2.Model.Ops;
 using Mamba2.Model.Training;
 using Mamba2.Model.Training.Tasks;
 using Spectre.Console;
@@ -302,11 +303,15 @@ internal static class TrainCommand
         };
 
         using var device = CommonOptions.Open(r, comm.LocalRank);
-        if (CommonOptions.ResolvePrecision(r, device, "train", CommonOptions.AllPrecisions) is not { } precision
-            || CommonOptions.ResolveBf16Activations(r, precision) is not { } bf16Activations)
+        // A resumed run (or a --config) may name the run's precision: kept unless --precision says otherwise.
+        var settingsFile = resume is not null ? Path.GetFullPath(Path.Combine(resume.FullName, "..", "train.json")) : r.GetValue(Config)?.FullName ?? "train settings";
+        if (CommonOptions.ResolvePrecision(r, device, "train", CommonOptions.AllPrecisions, s.Precision is { } recorded ? (recorded, settingsFile) : null) is not { } precision
+            || CommonOptions.ResolveBf16Activations(r, precision, s.Bf16Activations) is not { } bf16Activations)
         {
             return 2;
         }
+
+        s = s with { Precision = precision.Name(), Bf16Activations = bf16Activations };
 
         var mixer = new Mamba2Config(s.DModel) { DState = s.DState, HeadDim = s.HeadDim, ChunkSize = s.ChunkSize, Causal = !s.Bidirectional };
         using var trainer = resume is not null ? Trainer.Resume(device, resume.FullName, task, options, comm)

@@ -58,6 +58,16 @@ internal sealed record TrainSettings
 
     public int Keep { get; init; } = 2;
 
+    /// <summary>
+    /// What the products are computed in (fp32, fp32-fast, bf16): the run's, recorded when it starts, so a resumed run
+    /// computes as it did; null (runs saved before it was recorded, or a config without it) means --precision or the
+    /// device's default.
+    /// </summary>
+    public string? Precision { get; init; }
+
+    /// <summary>With precision bf16: the layers' activations kept as bf16 tensors (--bf16-activations).</summary>
+    public bool Bf16Activations { get; init; }
+
     /// <summary>The ranks (mpirun -np) of the run that wrote these settings: recorded, not an input.</summary>
     public int WorldSize { get; init; } = 1;
 
