@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 
 namespace Mamba2.Model.Tests;
 
@@ -7,10 +8,12 @@ internal static class CliProcess
 {
     /// <summary>
     /// Runs <paramref name="launcher"/> (e.g. mpirun and its arguments; empty: none) then dotnet mamba2.dll
-    /// <paramref name="args"/>; with <paramref name="killAfter"/>, kills it then (exit -9). Output is collected.
+    /// <paramref name="args"/>; with <paramref name="killWhen"/>, kills it (exit -9) once that says so (asked every
+    /// few milliseconds while it runs). Output is collected.
     /// </summary>
-    public static (int Code, string Out, string Err) Run(string[] launcher, string[] args, TimeSpan? killAfter = null, TimeSpan? limit = null)
+    public static (int Code, string Out, string Err) Run(string[] launcher, string[] args, Func<bool>? killWhen = null, TimeSpan? limit = null)
     {
+        UnblockUsr1();
         var start = new ProcessStartInfo(launcher.Length > 0 ? launcher[0] : "dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in launcher.Skip(1).Concat(launcher.Length > 0 ? ["dotnet"] : []).Append(Assembly()).Concat(args))
         {
@@ -24,14 +27,21 @@ internal static class CliProcess
         p.ErrorDataReceived += (_, e) => { lock (stderr) { stderr.AppendLine(e.Data); } };
         p.BeginOutputReadLine();
         p.BeginErrorReadLine();
-        if (killAfter is { } t && !p.WaitForExit(t))
+        var max = limit ?? TimeSpan.FromMinutes(5);
+        if (killWhen is not null)
         {
-            p.Kill(entireProcessTree: true);
-            p.WaitForExit();
-            return (-9, stdout.ToString(), stderr.ToString());
+            var clock = Stopwatch.StartNew();
+            while (!p.WaitForExit(5) && clock.Elapsed < max)
+            {
+                if (killWhen())
+                {
+                    p.Kill(entireProcessTree: true);
+                    p.WaitForExit();
+                    return (-9, stdout.ToString(), stderr.ToString());
+                }
+            }
         }
 
-        var max = limit ?? TimeSpan.FromMinutes(5);
         if (!p.WaitForExit(max))
         {
             p.Kill(entireProcessTree: true);
@@ -42,6 +52,29 @@ internal static class CliProcess
         p.WaitForExit();   // the output's end
         return (p.ExitCode, stdout.ToString(), stderr.ToString());
     }
+
+    /// <summary>
+    /// Opens SIGUSR1 on this thread, whose signal mask a started process inherits: a job runner that blocks it (as one
+    /// GPU host's did) would pass the block to mpirun, which then never forwards the stop-and-save signal a test sends.
+    /// </summary>
+    private static void UnblockUsr1()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return;
+        }
+
+        var set = new byte[128];   // glibc's sigset_t; signal n is bit n - 1
+        const int usr1 = 10, unblock = 1;
+        set[(usr1 - 1) / 8] |= 1 << ((usr1 - 1) % 8);
+        if (pthread_sigmask(unblock, set, IntPtr.Zero) != 0)
+        {
+            throw new InvalidOperationException("pthread_sigmask failed to unblock SIGUSR1.");
+        }
+    }
+
+    [DllImport("libc", EntryPoint = "pthread_sigmask")]
+    private static extern int pthread_sigmask(int how, byte[] set, IntPtr oldSet);
 
     private static string Tail(System.Text.StringBuilder output)
     {

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Mamba2.Tests;
 using Xunit;
 
@@ -41,9 +42,24 @@ public sealed class TrainSoakTests : IDisposable
                 : null;
             string[] args = newest is not null ? ["train", "--resume", newest]
                 : Directory.Exists(killed) ? [.. Fresh(killed), "--overwrite"] : Fresh(killed);
-            // Later attempts run longer, so that the run gets through however slow this machine is.
-            var after = attempt < 8 ? TimeSpan.FromMilliseconds(400 + rng.Next(2500)) : (TimeSpan?)null;
-            code = CliProcess.Run([], args, after).Code;
+            // The first attempts are killed a random number of steps into their run (1 to 60 past what the file
+            // already shows: rows after the checkpoint are dropped and written again), then a random moment later
+            // (mid-step or mid-save); later ones run to the end. By steps, not seconds: on a fast machine a kill by
+            // the clock came after the run had finished.
+            var metrics = Path.Combine(killed, "metrics.csv");
+            var (target, delay) = (LastStep(metrics) + 1 + rng.Next(60), rng.Next(40));
+            Stopwatch? reached = null;
+            bool KillNow()
+            {
+                if (reached is null && LastStep(metrics) >= target)
+                {
+                    reached = Stopwatch.StartNew();
+                }
+
+                return reached is not null && reached.ElapsedMilliseconds >= delay;
+            }
+
+            code = CliProcess.Run([], args, attempt < 8 ? KillNow : null).Code;
             kills += code == -9 ? 1 : 0;
             Assert.True(code is 0 or -9, $"seed {seed}, attempt {attempt}: exit {code} for {string.Join(' ', args)}");
         }
@@ -56,6 +72,24 @@ public sealed class TrainSoakTests : IDisposable
         Assert.Equal(expected.Train, actual.Train);
         Assert.Equal(expected.Eval, actual.Eval);
         Assert.Empty(Directory.GetDirectories(killed, "step-*.tmp-*"));
+    }
+
+    /// <summary>The step of the last whole row of a metrics.csv being written (0 while it has none).</summary>
+    private static long LastStep(string csv)
+    {
+        try
+        {
+            using var stream = new FileStream(csv, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            var text = new StreamReader(stream).ReadToEnd();
+            var end = text.LastIndexOf('\n');
+            var start = end <= 0 ? -1 : text.LastIndexOf('\n', end - 1);
+            var fields = end <= 0 ? [] : text[(start + 1)..end].Split(',');
+            return fields.Length > 1 && long.TryParse(fields[1], System.Globalization.CultureInfo.InvariantCulture, out var step) ? step : 0;
+        }
+        catch (IOException)
+        {
+            return 0;   // not there yet
+        }
     }
 
     private static (List<(int Step, string Loss)> Train, List<(int Step, string Loss)> Eval) Rows(string csv)
