@@ -66,7 +66,7 @@ public sealed class TrainerTests(GpuFixture gpu) : IDisposable
 
         using (var trainer = Trainer.Resume(Device, checkpoint, task, Options))
         {
-            trainer.Model.Precision = precision;
+            Assert.Equal(precision, trainer.Model.Precision);   // the checkpoint's mode, not the model's default
             Assert.Equal(3, trainer.Step);
             Assert.Equal(causal, trainer.Model.Config.Mixer.Causal);
             for (var i = 0; i < 2; i++)
@@ -76,6 +76,57 @@ public sealed class TrainerTests(GpuFixture gpu) : IDisposable
         }
 
         Assert.Equal(uninterrupted, resumed);   // bit for bit
+    }
+
+    [Fact]
+    public void ResumeTakesTheSavedModeOrTheOneGivenAndOlderCheckpointsResumeInFp32()
+    {
+        var task = new SelectiveCopyTask(seqLen: 24, tokens: 4, vocab: 10);
+        var checkpoint = Path.Combine(_dir, "step-1");
+        using (var trainer = new Trainer(Mamba2LM.Initialize(Device, Tiny(10), new Random(4)), task, Options))
+        {
+            trainer.TrainStep();
+            trainer.Save(checkpoint);
+        }
+
+        var statePath = Path.Combine(checkpoint, Trainer.StateFile);
+        var state = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(statePath))!.AsObject();
+        Assert.Equal("fp32", (string?)state["Precision"]);
+        Assert.False((bool)state["Bf16Activations"]!);
+        void Write() => File.WriteAllText(statePath, state.ToJsonString());
+
+        // A checkpoint saved before the mode was recorded.
+        state.Remove("Precision");
+        state.Remove("Bf16Activations");
+        Write();
+        using (var trainer = Trainer.Resume(Device, checkpoint, task, Options))
+        {
+            Assert.Equal(Precision.Fp32, trainer.Model.Precision);
+            Assert.Equal(1, trainer.Step);
+        }
+
+        var modes = Enum.GetValues<Precision>();
+        foreach (var other in modes.Where(q => q != Precision.Fp32 && PrecisionPolicy.WhyNot(Device, q) is null).Take(1))
+        {
+            using var trainer = Trainer.Resume(Device, checkpoint, task, Options, precision: other);
+            Assert.Equal(other, trainer.Model.Precision);
+        }
+
+        // Saved in a mode this device lacks: refused, unless another is given.
+        foreach (var cannot in modes.Where(q => PrecisionPolicy.WhyNot(Device, q) is not null).Take(1))
+        {
+            state["Precision"] = cannot.Name();
+            Write();
+            var e = Assert.Throws<MissingFeatureException>(() => Trainer.Resume(Device, checkpoint, task, Options));
+            Assert.Contains($"was trained in {cannot.Name()}: {PrecisionPolicy.WhyNot(Device, cannot)}; pass the precision", e.Message, StringComparison.Ordinal);
+            using var trainer = Trainer.Resume(Device, checkpoint, task, Options, precision: Precision.Fp32);
+            Assert.Equal(Precision.Fp32, trainer.Model.Precision);
+        }
+
+        state["Precision"] = "fp8";
+        Write();
+        var bad = Assert.Throws<InvalidDataException>(() => Trainer.Resume(Device, checkpoint, task, Options));
+        Assert.Contains("precision 'fp8' is not fp32, fp32-fast or bf16", bad.Message, StringComparison.Ordinal);
     }
 
     [Fact]

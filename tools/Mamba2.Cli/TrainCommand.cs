@@ -314,7 +314,7 @@ internal static class TrainCommand
         s = s with { Precision = precision.Name(), Bf16Activations = bf16Activations };
 
         var mixer = new Mamba2Config(s.DModel) { DState = s.DState, HeadDim = s.HeadDim, ChunkSize = s.ChunkSize, Causal = !s.Bidirectional };
-        using var trainer = resume is not null ? Trainer.Resume(device, resume.FullName, task, options, comm)
+        using var trainer = resume is not null ? Trainer.Resume(device, resume.FullName, task, options, comm, precision)
             : s.InitFrom is not null ? new Trainer(Mamba2Checkpoint.Load(device, s.InitFrom), task, options, comm)
             : new Trainer(Mamba2LM.Initialize(device, new Mamba2LMConfig(task.VocabSize, s.NLayer, mixer), new Random(s.Seed)), task, options, comm);
         trainer.Model.Precision = precision;

@@ -271,7 +271,7 @@ public sealed class Trainer : IDisposable
             }
 
             SafetensorsWriter.Write(Path.Combine(temp, OptimizerFile), [.. moments.Select(m => HostTensor.FromFloat32(m.Name, m.Values, m.Shape))]);
-            DurableFiles.WriteAllText(Path.Combine(temp, StateFile), JsonSerializer.Serialize(new SavedState(Step, _optimizer.StepCount, Task.Name, Options)));
+            DurableFiles.WriteAllText(Path.Combine(temp, StateFile), JsonSerializer.Serialize(new SavedState(Step, _optimizer.StepCount, Task.Name, Options, Model.Precision.Name(), Model.StoreActivationsAsBf16)));
         });
     }
 
@@ -336,8 +336,15 @@ public sealed class Trainer : IDisposable
         }
     }
 
-    /// <summary>A trainer continuing from <paramref name="directory"/> (Save's layout): same model, moments and step.</summary>
-    public static Trainer Resume(GpuDevice device, string directory, TrainingTask task, TrainerOptions options, Communicator? communicator = null)
+    /// <summary>
+    /// A trainer continuing from <paramref name="directory"/> (Save's layout): same model, moments and step, and the
+    /// model computing as it did (its precision and bf16 activations) unless <paramref name="precision"/> says
+    /// otherwise (bf16 activations are kept in bf16 only). A saved mode this device cannot run throws
+    /// <see cref="MissingFeatureException"/>: pass the mode to go on in. Checkpoints saved before the mode was
+    /// recorded resume in exact fp32.
+    /// </summary>
+    public static Trainer Resume(GpuDevice device, string directory, TrainingTask task, TrainerOptions options, Communicator? communicator = null,
+        Precision? precision = null)
     {
         var state = ReadState(directory);
         if (state.Task != task.Name)
@@ -345,9 +352,23 @@ public sealed class Trainer : IDisposable
             throw new ArgumentException($"{directory} was trained on {state.Task}, not {task.Name}.", nameof(task));
         }
 
+        var saved = Precision.Fp32;
+        if (state.Precision is { } name && !PrecisionPolicy.TryParse(name, out saved))
+        {
+            throw new InvalidDataException($"{Path.Combine(directory, StateFile)}: precision '{name}' is not fp32, fp32-fast or bf16.");
+        }
+
+        var mode = precision ?? saved;
+        if (precision is null && PrecisionPolicy.WhyNot(device, mode) is { } why)
+        {
+            throw new MissingFeatureException($"{directory} was trained in {mode.Name()}: {why}; pass the precision to go on in.");
+        }
+
         var trainer = new Trainer(Mamba2Checkpoint.Load(device, directory), task, options, communicator);
         try
         {
+            trainer.Model.Precision = mode;
+            trainer.Model.StoreActivationsAsBf16 = state.Bf16Activations && mode == Precision.Bf16;
             using var file = SafetensorsFile.Open(Path.Combine(directory, OptimizerFile));
             for (var i = 0; i < trainer._params.Count; i++)
             {
@@ -367,7 +388,7 @@ public sealed class Trainer : IDisposable
         }
     }
 
-    private sealed record SavedState(long Step, long OptimizerSteps, string Task, TrainerOptions Options);
+    private sealed record SavedState(long Step, long OptimizerSteps, string Task, TrainerOptions Options, string? Precision = null, bool Bf16Activations = false);
 
     /// <summary>Frees the optimizer state and the model.</summary>
     public void Dispose()
