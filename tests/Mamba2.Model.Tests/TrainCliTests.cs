@@ -82,7 +82,7 @@ public sealed class TrainCliTests(GpuFixture gpu) : IDisposable
         File.WriteAllText(settings, text.Replace($"\"precision\": \"{chosen.Name()}\"", "\"precision\": \"fp16\"", StringComparison.Ordinal));
         (code, _, err) = CliCapture.Run("train", "--resume", Path.Combine(part, "step-4"));
         Assert.Equal(CliApp.BadInput, code);
-        Assert.Contains($"{settings}: precision fp16: expected fp32, fp32-fast, bf16", err);
+        Assert.Contains($"{settings}: precision 'fp16': expected fp32, fp32-fast or bf16", err);
         foreach (var cannot in modes.Where(q => PrecisionPolicy.WhyNot(device, q) is not null).Take(1))
         {
             var why = PrecisionPolicy.WhyNot(device, cannot);

@@ -162,30 +162,7 @@ internal static class CommonOptions
         var text = result.GetValue(PrecisionOption);
         var note = Communicator.Joined is not { IsRoot: false };   // under mpirun, rank 0 says it for all
         Precision precision;
-        if (text is null && recorded is { } run)
-        {
-            var option = $"{run.File}: precision {run.Name}";
-            if (!PrecisionPolicy.TryParse(run.Name, out precision) || !supported.Contains(precision))
-            {
-                Console.Error.WriteLine($"error: {option}: expected {string.Join(", ", supported.Select(q => q.Name()))}");
-                return null;
-            }
-
-            if (PrecisionPolicy.WhyNot(device, precision) is { } cannot)
-            {
-                Console.Error.WriteLine($"error: {option}: {cannot} (give --precision to go on in another mode)");
-                return null;
-            }
-
-            if (note)
-            {
-                Console.Error.WriteLine($"precision: {precision.Name()}{Products(precision, device)} (the run's, from {run.File}; --precision fp32|fp32-fast|bf16)");
-            }
-
-            return precision;
-        }
-
-        if (text is null)
+        if (text is null && recorded is null)
         {
             var preferred = PrecisionPolicy.DefaultFor(device);
             precision = supported.Contains(preferred) ? preferred : Precision.Fp32;
@@ -198,27 +175,29 @@ internal static class CommonOptions
             return precision;
         }
 
-        if (!PrecisionPolicy.TryParse(text, out precision))
+        // Named by --precision, else by the run's settings.
+        var (name, said, from) = text is not null ? (text, "--precision", "") : (recorded!.Value.Name, $"{recorded.Value.File}: precision", recorded.Value.File);
+        if (!PrecisionPolicy.TryParse(name, out precision))
         {
-            Console.Error.WriteLine($"error: --precision '{text}': expected fp32, fp32-fast or bf16");
+            Console.Error.WriteLine($"error: {said} '{name}': expected fp32, fp32-fast or bf16");
             return null;
         }
 
         if (!supported.Contains(precision))
         {
-            Console.Error.WriteLine($"error: --precision {precision.Name()}: {what} runs in exact fp32 only");
+            Console.Error.WriteLine($"error: {said} {precision.Name()}: {what} runs in exact fp32 only");
             return null;
         }
 
         if (PrecisionPolicy.WhyNot(device, precision) is { } reason)
         {
-            Console.Error.WriteLine($"error: --precision {precision.Name()}: {reason}");
+            Console.Error.WriteLine($"error: {said} {precision.Name()}: {reason}{(text is null ? " (give --precision to go on in another mode)" : "")}");
             return null;
         }
 
         if (note)
         {
-            Console.Error.WriteLine($"precision: {precision.Name()}{Products(precision, device)}");
+            Console.Error.WriteLine($"precision: {precision.Name()}{Products(precision, device)}{(text is null ? $" (the run's, from {from}; --precision fp32|fp32-fast|bf16)" : "")}");
         }
 
         return precision;
