@@ -123,6 +123,30 @@ public sealed class TrainerTests(GpuFixture gpu) : IDisposable
             Assert.Equal(Precision.Fp32, trainer.Model.Precision);
         }
 
+        // bf16 activations come back with bf16, and stay off in another mode.
+        if (PrecisionPolicy.WhyNot(Device, Precision.Bf16) is null && Device.Capabilities.Storage16Bit)
+        {
+            var bf16 = Path.Combine(_dir, "bf16", "step-1");
+            using (var trainer = new Trainer(Mamba2LM.Initialize(Device, Tiny(10), new Random(4)), task, Options))
+            {
+                trainer.Model.Precision = Precision.Bf16;
+                trainer.Model.StoreActivationsAsBf16 = true;
+                trainer.TrainStep();
+                trainer.Save(bf16);
+            }
+
+            using (var trainer = Trainer.Resume(Device, bf16, task, Options))
+            {
+                Assert.Equal(Precision.Bf16, trainer.Model.Precision);
+                Assert.True(trainer.Model.StoreActivationsAsBf16);
+            }
+
+            using (var trainer = Trainer.Resume(Device, bf16, task, Options, precision: Precision.Fp32))
+            {
+                Assert.False(trainer.Model.StoreActivationsAsBf16);
+            }
+        }
+
         state["Precision"] = "fp8";
         Write();
         var bad = Assert.Throws<InvalidDataException>(() => Trainer.Resume(Device, checkpoint, task, Options));
