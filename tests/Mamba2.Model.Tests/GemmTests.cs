@@ -66,6 +66,24 @@ public class GemmTests(GpuFixture gpu)
         Assert.Equal(first, c.ToArray());
     }
 
+    [Theory]
+    [MemberData(nameof(Variants))]
+    public void SplitKMatchesFloat64AndKeepsItsBits(string variant)
+    {
+        // MAMBA2_GEMM_SPLIT_K's parts, where they divide K; a K they do not divide, a batch or beta runs in one pass.
+        using var split = OpTuning.Override(gpu.Device, t => t with { GemmSplitK = 4 });
+        Assert.Equal(4, Gemm.Fp32Splits(gpu.Device, 37, 53, 96));
+        Assert.Equal(1, Gemm.Fp32Splits(gpu.Device, 37, 53, 97));
+        foreach (var (k, ta, tb) in new[] { (96, false, false), (96, true, false), (160, false, true), (96, true, true), (97, true, false) })
+        {
+            Check(1, 37, 53, k, ta, tb, 0.75f, 0f, Tile(variant));
+        }
+
+        Check(1, 45, 23, 64, false, true, -0.5f, 0.75f, Tile(variant));
+        Check(3, 19, 70, 32, true, false, 1.25f, 0f, Tile(variant));
+        SameInputsSameBits(variant);
+    }
+
     [Fact]
     public void CpuDevicesChooseTheLanesKernel()
     {

@@ -102,9 +102,46 @@ public static class Gemm
             ? device.GetKernel(Shaders.Gemm, new GemmSpec(t.Threads, t.BM, t.BN, t.BK, t.TM, t.TN, transposeA, transposeB))
             : device.GetKernel(Shaders.GemmLanes, new GemmLanesSpec(w, t.BM / w, t.BN / w, transposeA, transposeB));
         var (groups, push) = Launch(device, t.BM, t.BN, m, n, k, batch, batched, ta.Shape[^1], tb.Shape[^1], alpha, beta);
+        var splits = batched || beta != 0f ? 1 : Fp32Splits(device, m, n, k);
+        if (splits > 1)
+        {
+            // As the tensor-core GEMM splits K (its comments): part s is batch entry s, A and B strided along K, into
+            // partials summed in a fixed order. Parts are equal, so the kernels' K serves every entry.
+            var ks = k / splits;
+            push = push with
+            {
+                K = (uint)ks,
+                KLast = (uint)ks,
+                Batch = (uint)splits,
+                StrideC = (uint)((long)m * n),
+                StrideA = (uint)(transposeA ? (long)ks * push.Lda : ks),
+                StrideB = (uint)(transposeB ? ks : (long)ks * push.Ldb),
+            };
+            groups = (groups.X, groups.Y, (uint)Math.Min(splits, device.Capabilities.MaxWorkgroupCount.Z));
+        }
+
         Shaders.EnsureBindable(op, ta, tb, c);
-        Shaders.RunIn(device, stream, s => s.Dispatch(kernel, groups, push, ta.Buffer, tb.Buffer, c.Buffer));
+        Shaders.RunIn(device, stream, s =>
+        {
+            var partials = splits > 1 ? s.Own(device.CreateBuffer<float>((long)splits * m * n, "gemm.split_k_partials")) : null;
+            s.Dispatch(kernel, groups, push, ta.Buffer, tb.Buffer, partials ?? c.Buffer);
+            if (partials is not null)
+            {
+                Reductions.Sum(s, partials, c.Buffer, (uint)splits, (uint)((long)m * n));
+            }
+        });
     }
+
+    /// <summary>
+    /// The parts an fp32 product splits K into: <see cref="OpTuning.GemmSplitK"/> where it divides K and the partials
+    /// fit one binding, else none. No split unless asked: not yet timed against one pass on a GPU (the weight
+    /// gradients' few output tiles are where it should pay; docs/PERF.md).
+    /// </summary>
+    public static int Fp32Splits(GpuDevice device, int m, int n, int k) =>
+        OpTuning.Of(device).GemmSplitK is { } parts && parts > 1 && k % parts == 0
+            && (ulong)parts * (ulong)m * (ulong)n * sizeof(float) <= device.Capabilities.MaxStorageBufferRange
+            ? parts
+            : 1;
 
     /// <summary>
     /// The product's sizes from its operands, checked: a (M, K) or (K, M), b (K, N) or (N, K), both with a leading

@@ -40,7 +40,10 @@ public sealed record OpTuning
     /// <summary>Tests: the workgroup of row-reducing kernels (the GPU-sized one on a CPU driver).</summary>
     public uint? RowLocal { get; init; }
 
-    /// <summary>MAMBA2_GEMM_SPLIT_K: the parts a tensor-core GEMM splits K into where it may split (null: chosen per shape).</summary>
+    /// <summary>
+    /// MAMBA2_GEMM_SPLIT_K: the parts a tensor-core GEMM splits K into where it may split (null: chosen per shape), and
+    /// an fp32 GEMM where they divide K (null: none; <see cref="Gemm.Fp32Splits"/>).
+    /// </summary>
     public int? GemmSplitK { get; init; }
 
     /// <summary>
