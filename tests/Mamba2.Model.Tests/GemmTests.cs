@@ -70,18 +70,40 @@ public class GemmTests(GpuFixture gpu)
     [MemberData(nameof(Variants))]
     public void SplitKMatchesFloat64AndKeepsItsBits(string variant)
     {
-        // MAMBA2_GEMM_SPLIT_K's parts, where they divide K; a K they do not divide, a batch or beta runs in one pass.
-        using var split = OpTuning.Override(gpu.Device, t => t with { GemmSplitK = 4 });
-        Assert.Equal(4, Gemm.Fp32Splits(gpu.Device, 37, 53, 96));
-        Assert.Equal(1, Gemm.Fp32Splits(gpu.Device, 37, 53, 97));
-        foreach (var (k, ta, tb) in new[] { (96, false, false), (96, true, false), (160, false, true), (96, true, true), (97, true, false) })
+        // MAMBA2_GEMM_FP32_SPLIT_K's parts, where they divide K (fewer where not); a batch or beta runs in one pass.
+        var tile = Tile(variant);
+        using var split = OpTuning.Override(gpu.Device, t => t with { Fp32SplitK = 4 });
+        Assert.Equal(4, Gemm.Fp32Splits(gpu.Device, tile, 37, 53, 96));
+        Assert.Equal(1, Gemm.Fp32Splits(gpu.Device, tile, 37, 53, 97));
+        Assert.Equal(3, Gemm.Fp32Splits(gpu.Device, tile, 37, 53, 99));
+        foreach (var (k, ta, tb) in new[] { (96, false, false), (96, true, false), (160, false, true), (96, true, true), (97, true, false), (99, false, false) })
         {
-            Check(1, 37, 53, k, ta, tb, 0.75f, 0f, Tile(variant));
+            Check(1, 37, 53, k, ta, tb, 0.75f, 0f, tile);
         }
 
-        Check(1, 45, 23, 64, false, true, -0.5f, 0.75f, Tile(variant));
-        Check(3, 19, 70, 32, true, false, 1.25f, 0f, Tile(variant));
+        Check(1, 45, 23, 64, false, true, -0.5f, 0.75f, tile);
+        Check(3, 19, 70, 32, true, false, 1.25f, 0f, tile);
         SameInputsSameBits(variant);
+    }
+
+    [Fact]
+    public void Fp32SplitKIsOffUnlessAskedAndAutoSplitsOnlyFewTiles()
+    {
+        var device = gpu.Device;
+        using (OpTuning.Override(device, t => t with { Fp32SplitK = null }))
+        {
+            Assert.Equal(1, Gemm.Fp32Splits(device, Gemm.Large, 3352, 768, 16384));
+        }
+
+        using (OpTuning.Override(device, t => t with { Fp32SplitK = 0 }))
+        {
+            // The projections' weight gradients (162 and 72 tiles of 128 x 128 at K 16,384) split; in_proj's forward
+            // (3,456 tiles) and a short K do not.
+            Assert.Equal(8, Gemm.Fp32Splits(device, Gemm.Large, 3352, 768, 16384));
+            Assert.Equal(8, Gemm.Fp32Splits(device, Gemm.Large, 768, 1536, 16384));
+            Assert.Equal(1, Gemm.Fp32Splits(device, Gemm.Large, 16384, 3352, 768));
+            Assert.Equal(1, Gemm.Fp32Splits(device, Gemm.Large, 768, 1536, 1024));
+        }
     }
 
     [Fact]

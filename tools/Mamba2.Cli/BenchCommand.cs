@@ -166,7 +166,7 @@ internal static class BenchCommand
                 s => Gemm.Run(a, b, c, ta, tb, stream: s, tile: chosen, operands: operands, api: resolved, tensorTile: tensorTile), warmup, repeats);
             var flops = 2.0 * m * n * k;
             var bytes = 4.0 * ((double)m * k + (double)k * n) + (outBf16 ? 2.0 : 4.0) * m * n;
-            var split = chosen is not null && Gemm.Fp32Splits(device, m, n, k) is > 1 and var parts ? $", split K {parts}" : "";
+            var split = chosen is { } fp32Tile && Gemm.Fp32Splits(device, fp32Tile, m, n, k) is > 1 and var parts ? $", split K {parts}" : "";
             table.AddRow($"{m}", $"{n}", $"{k}", $"{(object?)chosen ?? tensorTile}{split}", $"{stats.MedianMs:F4}", $"{stats.MinMs:F4}", $"{stats.MaxMs:F4}",
                 $"{flops / stats.MedianMs / 1e6:F1}", $"{bytes / stats.MedianMs / 1e6:F1}");
         }

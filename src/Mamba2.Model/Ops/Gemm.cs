@@ -13,6 +13,9 @@ public static class Gemm
     public static readonly GemmTile Large = new(128, 128, 16, 8, 8);
     public static readonly GemmTile Small = new(64, 64, 16, 4, 4);
 
+    /// <summary>Environment variable of <see cref="OpTuning.Fp32SplitK"/>: <c>auto</c> or the parts K is split into.</summary>
+    public const string SplitKVariable = "MAMBA2_GEMM_FP32_SPLIT_K";
+
     /// <summary>Environment variable that overrides the kernel chosen per device: <c>shared</c> or <c>lanes</c>.</summary>
     public const string KernelVariable = "MAMBA2_GEMM_KERNEL";
 
@@ -102,7 +105,7 @@ public static class Gemm
             ? device.GetKernel(Shaders.Gemm, new GemmSpec(t.Threads, t.BM, t.BN, t.BK, t.TM, t.TN, transposeA, transposeB))
             : device.GetKernel(Shaders.GemmLanes, new GemmLanesSpec(w, t.BM / w, t.BN / w, transposeA, transposeB));
         var (groups, push) = Launch(device, t.BM, t.BN, m, n, k, batch, batched, ta.Shape[^1], tb.Shape[^1], alpha, beta);
-        var splits = batched || beta != 0f ? 1 : Fp32Splits(device, m, n, k);
+        var splits = batched || beta != 0f ? 1 : Fp32Splits(device, t, m, n, k);
         if (splits > 1)
         {
             // As the tensor-core GEMM splits K (its comments): part s is batch entry s, A and B strided along K, into
@@ -133,15 +136,27 @@ public static class Gemm
     }
 
     /// <summary>
-    /// The parts an fp32 product splits K into: <see cref="OpTuning.GemmSplitK"/> where it divides K and the partials
-    /// fit one binding, else none. No split unless asked: not yet timed against one pass on a GPU (the weight
-    /// gradients' few output tiles are where it should pay; docs/PERF.md).
+    /// The parts an unbatched fp32 product on <paramref name="tile"/> splits K into (<see cref="OpTuning.Fp32SplitK"/>):
+    /// none unless asked, as it is not yet timed on a GPU (the weight gradients' few output tiles are where it should
+    /// pay; docs/PERF.md); <c>auto</c> takes the tensor-core GEMM's choice for the tile count; either way only parts
+    /// that divide K and whose partials fit one binding.
     /// </summary>
-    public static int Fp32Splits(GpuDevice device, int m, int n, int k) =>
-        OpTuning.Of(device).GemmSplitK is { } parts && parts > 1 && k % parts == 0
-            && (ulong)parts * (ulong)m * (ulong)n * sizeof(float) <= device.Capabilities.MaxStorageBufferRange
-            ? parts
-            : 1;
+    public static int Fp32Splits(GpuDevice device, GemmTile tile, int m, int n, int k)
+    {
+        if (OpTuning.Of(device).Fp32SplitK is not { } asked)
+        {
+            return 1;
+        }
+
+        var tiles = (long)((m + tile.BM - 1) / tile.BM) * ((n + tile.BN - 1) / tile.BN);
+        var parts = asked == 0 ? TensorCoreGemm.SplitsFor(tiles, k, 1) : asked;
+        while (parts > 1 && (k % parts != 0 || (ulong)parts * (ulong)m * (ulong)n * sizeof(float) > device.Capabilities.MaxStorageBufferRange))
+        {
+            parts--;
+        }
+
+        return parts;
+    }
 
     /// <summary>
     /// The product's sizes from its operands, checked: a (M, K) or (K, M), b (K, N) or (N, K), both with a leading

@@ -40,11 +40,14 @@ public sealed record OpTuning
     /// <summary>Tests: the workgroup of row-reducing kernels (the GPU-sized one on a CPU driver).</summary>
     public uint? RowLocal { get; init; }
 
-    /// <summary>
-    /// MAMBA2_GEMM_SPLIT_K: the parts a tensor-core GEMM splits K into where it may split (null: chosen per shape), and
-    /// an fp32 GEMM where they divide K (null: none; <see cref="Gemm.Fp32Splits"/>).
-    /// </summary>
+    /// <summary>MAMBA2_GEMM_SPLIT_K: the parts a tensor-core GEMM splits K into where it may split (null: chosen per shape).</summary>
     public int? GemmSplitK { get; init; }
+
+    /// <summary>
+    /// MAMBA2_GEMM_FP32_SPLIT_K: the parts an exact fp32 GEMM splits K into (<see cref="Gemm.Fp32Splits"/>): null
+    /// none (the default until timed), 0 (<c>auto</c>) chosen per shape as the tensor-core GEMM's, else that many.
+    /// </summary>
+    public int? Fp32SplitK { get; init; }
 
     /// <summary>
     /// MAMBA2_GEMM_TC_TILE: the tile of every tensor-core GEMM where the caller leaves it to the device, in the bench
@@ -98,6 +101,13 @@ public sealed record OpTuning
                 null => null,
                 var v when int.TryParse(v, out var parts) && parts is >= 1 and <= 64 => parts,
                 var v => throw new ArgumentException($"{TensorCoreGemm.SplitKVariable}={v}: expected a whole number of parts from 1 to 64."),
+            },
+            Fp32SplitK = Read(Gemm.SplitKVariable)?.ToLowerInvariant() switch
+            {
+                null => null,
+                "auto" => 0,
+                var v when int.TryParse(v, out var parts) && parts is >= 1 and <= 64 => parts,
+                var v => throw new ArgumentException($"{Gemm.SplitKVariable}={v}: expected auto or a whole number of parts from 1 to 64."),
             },
             GemmApi = TensorCoreGemm.ParseApi(Read(TensorCoreGemm.ApiVariable)),
             GemmTile = Read(TensorCoreGemm.TileVariable),
