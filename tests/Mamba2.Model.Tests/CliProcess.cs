@@ -28,9 +28,9 @@ internal static class CliProcess
         p.BeginOutputReadLine();
         p.BeginErrorReadLine();
         var max = limit ?? TimeSpan.FromMinutes(5);
+        var clock = Stopwatch.StartNew();
         if (killWhen is not null)
         {
-            var clock = Stopwatch.StartNew();
             while (!p.WaitForExit(5) && clock.Elapsed < max)
             {
                 if (killWhen())
@@ -42,7 +42,7 @@ internal static class CliProcess
             }
         }
 
-        if (!p.WaitForExit(max))
+        if (!p.WaitForExit(max > clock.Elapsed ? max - clock.Elapsed : TimeSpan.Zero))
         {
             p.Kill(entireProcessTree: true);
             p.WaitForExit();

@@ -79,8 +79,8 @@ public sealed class TrainSoakTests : IDisposable
     {
         try
         {
-            using var stream = new FileStream(csv, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-            var text = new StreamReader(stream).ReadToEnd();
+            using var reader = new StreamReader(new FileStream(csv, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete));
+            var text = reader.ReadToEnd();
             var end = text.LastIndexOf('\n');
             var start = end <= 0 ? -1 : text.LastIndexOf('\n', end - 1);
             var fields = end <= 0 ? [] : text[(start + 1)..end].Split(',');
