@@ -36,6 +36,23 @@ public static class Gemm
     }
 
     /// <summary>
+    /// An unbatched product's launch (<see cref="Launch"/>) split along K: part s multiplies K columns [s ks, (s + 1)
+    /// ks) as batch entry s (A and B strided along K) into its own partial C of the same M x N, the last the columns
+    /// that remain (kLast); a fixed-order sum of the partials gives C (same inputs, same bits).
+    /// </summary>
+    internal static ((uint X, uint Y, uint Z) Groups, Push Push) SplitAlongK(GpuDevice device, (uint X, uint Y, uint Z) groups, Push push,
+        int splits, int ks, bool transposeA, bool transposeB) =>
+        ((groups.X, groups.Y, (uint)Math.Min(splits, device.Capabilities.MaxWorkgroupCount.Z)), push with
+        {
+            K = (uint)ks,
+            KLast = (uint)(push.K - ((long)(splits - 1) * ks)),
+            Batch = (uint)splits,
+            StrideC = push.M * push.N,
+            StrideA = (uint)(transposeA ? (long)ks * push.Lda : ks),
+            StrideB = (uint)(transposeB ? ks : (long)ks * push.Ldb),
+        });
+
+    /// <summary>
     /// Records (or runs, without <paramref name="stream"/>) c = alpha * op(a) op(b) + beta * c.
     /// Shapes: a (M, K) or (K, M) when <paramref name="transposeA"/>; b (K, N) or (N, K) when <paramref name="transposeB"/>;
     /// c (M, N); with a leading batch dimension on all three for batched products. <paramref name="operands"/>
@@ -108,19 +125,8 @@ public static class Gemm
         var splits = batched || beta != 0f ? 1 : Fp32Splits(device, t, m, n, k);
         if (splits > 1)
         {
-            // As the tensor-core GEMM splits K (its comments): part s is batch entry s, A and B strided along K, into
-            // partials summed in a fixed order. Parts are equal, so the kernels' K serves every entry.
-            var ks = k / splits;
-            push = push with
-            {
-                K = (uint)ks,
-                KLast = (uint)ks,
-                Batch = (uint)splits,
-                StrideC = (uint)((long)m * n),
-                StrideA = (uint)(transposeA ? (long)ks * push.Lda : ks),
-                StrideB = (uint)(transposeB ? ks : (long)ks * push.Ldb),
-            };
-            groups = (groups.X, groups.Y, (uint)Math.Min(splits, device.Capabilities.MaxWorkgroupCount.Z));
+            // Equal parts (the fp32 kernels read one K for every batch entry), summed in a fixed order after.
+            (groups, push) = SplitAlongK(device, groups, push, splits, k / splits, transposeA, transposeB);
         }
 
         Shaders.EnsureBindable(op, ta, tb, c);

@@ -267,17 +267,7 @@ public static class TensorCoreGemm
             // Split K: split s multiplies K columns [s ks, (s + 1) ks) as batch entry s (A and B strided along K)
             // into its own partial C, the last the columns that remain; a fixed-order sum adds the partials into C
             // (same inputs, same bits).
-            var ks = SplitLength(k, splits, t.BK);
-            push = push with
-            {
-                K = (uint)ks,
-                KLast = (uint)(k - (splits - 1) * ks),
-                Batch = (uint)splits,
-                StrideC = (uint)((long)m * n),
-                StrideA = (uint)(transposeA ? (long)ks * push.Lda : ks),
-                StrideB = (uint)(transposeB ? ks : (long)ks * push.Ldb),
-            };
-            groups = (groups.X, groups.Y, (uint)Math.Min(splits, device.Capabilities.MaxWorkgroupCount.Z));
+            (groups, push) = Gemm.SplitAlongK(device, groups, push, splits, SplitLength(k, splits, t.BK), transposeA, transposeB);
         }
 
         Shaders.EnsureBindable(op, a.Tensor, b.Tensor, c);
