@@ -100,7 +100,7 @@ internal static class BenchCommand
 
         if (!explicitOperands)
         {
-            if (CommonOptions.ResolvePrecision(result, device, "bench gemm", CommonOptions.AllPrecisions) is not { } precision)
+            if (CommonOptions.ResolvePrecision(result, device) is not { } precision)
             {
                 return 2;
             }

@@ -145,31 +145,23 @@ internal static class CommonOptions
     }
 
     /// <summary>
-    /// The precision of this run (--precision, else the device's default, or fp32 where <paramref name="supported"/>
-    /// has only that), printed as the run's first line on stderr (stdout stays the verb's output); null after a one-line error when the name is unknown, the
-    /// verb cannot run it (<paramref name="what"/> says what runs in fp32 only) or the device cannot.
+    /// The precision of this run: --precision, else the mode the run's settings name (<paramref name="recorded"/>:
+    /// the name and the file that holds it, a resumed run's train.json or a --config), so a resumed run computes as
+    /// it did, else the device's default; printed as the run's first line on stderr (stdout stays the verb's
+    /// output). Null after a one-line error where the name is unknown or the device cannot run that mode (for a
+    /// recorded mode an error, not a silent change).
     /// </summary>
-    public static Precision? ResolvePrecision(ParseResult result, GpuDevice device, string what, params Precision[] supported) =>
-        ResolvePrecision(result, device, what, supported, recorded: null);
-
-    /// <summary>
-    /// As above, where a run's settings may name its precision (<paramref name="recorded"/>: the name and the file that
-    /// holds it, a resumed run's train.json or a --config): without --precision that one, not the device's default,
-    /// so a resumed run computes as it did; a device that cannot run it is an error, not a silent change.
-    /// </summary>
-    public static Precision? ResolvePrecision(ParseResult result, GpuDevice device, string what, Precision[] supported, (string Name, string File)? recorded)
+    public static Precision? ResolvePrecision(ParseResult result, GpuDevice device, (string Name, string File)? recorded = null)
     {
         var text = result.GetValue(PrecisionOption);
         var note = Communicator.Joined is not { IsRoot: false };   // under mpirun, rank 0 says it for all
         Precision precision;
         if (text is null && recorded is null)
         {
-            var preferred = PrecisionPolicy.DefaultFor(device);
-            precision = supported.Contains(preferred) ? preferred : Precision.Fp32;
-            var why = precision == preferred ? "the default on this device" : $"{what} runs in exact fp32 only";
+            precision = PrecisionPolicy.DefaultFor(device);
             if (note)
             {
-                Console.Error.WriteLine($"precision: {precision.Name()} ({why}; --precision fp32|fp32-fast|bf16)");
+                Console.Error.WriteLine($"precision: {precision.Name()} (the default on this device; --precision fp32|fp32-fast|bf16)");
             }
 
             return precision;
@@ -180,12 +172,6 @@ internal static class CommonOptions
         if (!PrecisionPolicy.TryParse(name, out precision))
         {
             Console.Error.WriteLine($"error: {said} '{name}': expected fp32, fp32-fast or bf16");
-            return null;
-        }
-
-        if (!supported.Contains(precision))
-        {
-            Console.Error.WriteLine($"error: {said} {precision.Name()}: {what} runs in exact fp32 only");
             return null;
         }
 
@@ -208,9 +194,6 @@ internal static class CommonOptions
         precision == Precision.Bf16 && precision.Operands(device) == GemmOperands.Bf16ViaF16
             ? $" (bf16 values multiplied as scaled f16: {(OpTuning.Of(device).Bf16Products is null ? "this device has no bf16 cooperative matrices" : OpTuning.Bf16ProductsVariable + "=f16")})"
             : "";
-
-    /// <summary>Every mode: for verbs whose products all follow the policy.</summary>
-    public static readonly Precision[] AllPrecisions = Enum.GetValues<Precision>();
 
     /// <summary>
     /// The entries of a comma-separated list given with <paramref name="option"/> (spaces and a trailing comma

@@ -51,7 +51,7 @@ internal static class ForwardCommand
         }
 
         using var device = CommonOptions.Open(r);
-        if (CommonOptions.ResolvePrecision(r, device, "forward", CommonOptions.AllPrecisions) is not { } precision)
+        if (CommonOptions.ResolvePrecision(r, device) is not { } precision)
         {
             return 2;
         }

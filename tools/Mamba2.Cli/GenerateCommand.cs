@@ -65,7 +65,7 @@ internal static class GenerateCommand
         using var tokenizer = texts is null ? null : CommonOptions.ModelTokenizer(modelDir);   // ids prompts print ids only
         List<int[]> prompts = tokenizer is not null ? [.. texts!.Select(tokenizer.Encode)] : [CommonOptions.ParseIds("--prompt-ids", idsText!)];
         using var device = CommonOptions.Open(r);
-        if (CommonOptions.ResolvePrecision(r, device, "generate", CommonOptions.AllPrecisions) is not { } precision)
+        if (CommonOptions.ResolvePrecision(r, device) is not { } precision)
         {
             return 2;
         }

@@ -57,7 +57,7 @@ internal static class SsdBenchCommand
         }
 
         using var device = CommonOptions.Open(r);
-        if (CommonOptions.ResolvePrecision(r, device, "the SSD", CommonOptions.AllPrecisions) is not { } precision)
+        if (CommonOptions.ResolvePrecision(r, device) is not { } precision)
         {
             return 2;
         }

@@ -82,7 +82,7 @@ internal static class SsdCommand
         }
 
         using var device = CommonOptions.Open(r);
-        if (CommonOptions.ResolvePrecision(r, device, "the SSD", CommonOptions.AllPrecisions) is not { } precision)
+        if (CommonOptions.ResolvePrecision(r, device) is not { } precision)
         {
             return 2;
         }

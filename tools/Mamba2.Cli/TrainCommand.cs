@@ -305,7 +305,7 @@ internal static class TrainCommand
         using var device = CommonOptions.Open(r, comm.LocalRank);
         // A resumed run (or a --config) may name the run's precision: kept unless --precision says otherwise.
         var settingsFile = resume is not null ? Path.GetFullPath(Path.Combine(resume.FullName, "..", "train.json")) : r.GetValue(Config)?.FullName ?? "train settings";
-        if (CommonOptions.ResolvePrecision(r, device, "train", CommonOptions.AllPrecisions, s.Precision is { } recorded ? (recorded, settingsFile) : null) is not { } precision
+        if (CommonOptions.ResolvePrecision(r, device, s.Precision is { } recorded ? (recorded, settingsFile) : null) is not { } precision
             || CommonOptions.ResolveBf16Activations(r, precision, s.Bf16Activations) is not { } bf16Activations)
         {
             return 2;

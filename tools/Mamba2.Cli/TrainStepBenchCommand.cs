@@ -70,7 +70,7 @@ internal static class TrainStepBenchCommand
         CommonOptions.NoteRankCores(comm);
 
         using var device = CommonOptions.Open(r, comm.LocalRank);
-        if (CommonOptions.ResolvePrecision(r, device, "bench train", CommonOptions.AllPrecisions) is not { } precision)
+        if (CommonOptions.ResolvePrecision(r, device) is not { } precision)
         {
             return 2;
         }

@@ -76,7 +76,7 @@ internal static class SuiteCommand
         }
 
         using var device = CommonOptions.Open(r);
-        if (CommonOptions.ResolvePrecision(r, device, "the suite", CommonOptions.AllPrecisions) is not { } precision)
+        if (CommonOptions.ResolvePrecision(r, device) is not { } precision)
         {
             return 2;
         }
