@@ -526,16 +526,14 @@ void main() {
         tileP = r % tilesP; r /= tilesP;
         tileT = r % tilesT; r /= tilesT;
         chunkIdx = r % p.nchunks; r /= p.nchunks;
-        const uint tt = tileT;
-        const uint c = chunkIdx;
         head = r % p.nheads;
         b = r / p.nheads;
         grp = head / hpg;
         wholeP = p.headdim % 4 == 0;
         wholeN = p.dstate % 4 == 0;
         wholeQ = p.chunk % 4 == 0;
-        span = chunk_span(c, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED));
-        t0 = tt * BM;
+        span = chunk_span(chunkIdx, p.chunk, p.nchunks, p.seqlen, SSD_HAS(p.flags, SSD_MIRRORED));
+        t0 = tileT * BM;
         p0 = tileP * BN;
         if (t0 >= span.len) {
             if (dd_parts()) {
@@ -543,12 +541,12 @@ void main() {
             }
             continue;   // uniform: a tile wholly past the sequence end
         }
-        cbase = ((b * p.nchunks + c) * p.ngroups + grp) * p.chunk * p.chunk;
-        sbase = ((b * p.nchunks + c) * p.nheads + head) * p.headdim;
+        cbase = ((b * p.nchunks + chunkIdx) * p.ngroups + grp) * p.chunk * p.chunk;
+        sbase = ((b * p.nchunks + chunkIdx) * p.nheads + head) * p.headdim;
 
-        cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
-        csr = ((b * p.nheads + head) * p.nchunks + p.nchunks - 1 - c) * p.chunk;
-        sbaseR = ((b * p.nchunks + p.nchunks - 1 - c) * p.nheads + head) * p.headdim;
+        cs = ((b * p.nheads + head) * p.nchunks + chunkIdx) * p.chunk;
+        csr = ((b * p.nheads + head) * p.nchunks + p.nchunks - 1 - chunkIdx) * p.chunk;
+        sbaseR = ((b * p.nchunks + p.nchunks - 1 - chunkIdx) * p.nheads + head) * p.headdim;
         // The other side's positions this tile reads: forward s <= t < min(t0 + BM, len) (BIDIR: the whole chunk);
         // REVERSE t >= s, up to len.
         const uint kBegin = REVERSE == 0 ? 0 : t0 / BK * BK;
@@ -562,9 +560,9 @@ void main() {
         // No state term where it is zero: the state entering the walk's first chunk without initial states;
         // REVERSE, the gradient leaving its last chunk without a final-state gradient. BIDIR: the reverse state
         // entering the last chunk from the right.
-        const bool noState = REVERSE == 0 ? c == 0 && !SSD_HAS(p.flags, SSD_INITIAL_STATES)
-                                          : c + 1 == p.nchunks && !SSD_HAS(p.flags, SSD_D_FINAL_STATES);
-        const bool noRevState = !BIDIR_ON || c + 1 == p.nchunks;
+        const bool noState = REVERSE == 0 ? chunkIdx == 0 && !SSD_HAS(p.flags, SSD_INITIAL_STATES)
+                                          : chunkIdx + 1 == p.nchunks && !SSD_HAS(p.flags, SSD_D_FINAL_STATES);
+        const bool noRevState = !BIDIR_ON || chunkIdx + 1 == p.nchunks;
         if (noState && noRevState) {
             store_prologue();
             barrier();
