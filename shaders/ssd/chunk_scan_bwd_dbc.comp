@@ -240,6 +240,12 @@ void main() {
                 }
                 barrier();
             }
+            // The heads' weighted products summed before the product with R (B and C are the group's, shared by
+            // its heads): one BM x BN x BK product per source tile, not one per head.
+            float psum[TM * TK];
+            [[unroll]] for (uint i = 0; i < TM * TK; ++i) {
+                psum[i] = 0.0;
+            }
             for (uint hh = 0; hh < HW; ++hh) {
                 const uint head = headBase + hh;
                 const uint cs = ((b * p.nheads + head) * p.nchunks + c) * p.chunk;
@@ -307,26 +313,12 @@ void main() {
                         pacc[i * TK + j] = !keep ? 0.0
                             : REVERSE == 0 ? pacc[i * TK + j] * exp(min(diff, 0.0)) * dtj[sj]
                                            : pacc[i * TK + j] * exp(min(-diff, 0.0)) * dti[ti];
-                        Ps[ti * PS + sj] = pacc[i * TK + j];
+                        psum[i * TK + j] += pacc[i * TK + j];
                     }
                 }
-                barrier();
-                [[unroll]] for (uint k = 0; k < BK; ++k) {
-                    float a[TM];
-                    float bb[TN];
-                    [[unroll]] for (uint i = 0; i < TM; ++i) {
-                        a[i] = Ps[(ty * TM + i) * PS + k];
-                    }
-                    [[unroll]] for (uint j = 0; j < TN; ++j) {
-                        bb[j] = Rs[k * RS + tx + 16 * j];
-                    }
-                    [[unroll]] for (uint i = 0; i < TM; ++i) {
-                        [[unroll]] for (uint j = 0; j < TN; ++j) {
-                            acc[i * TN + j] = fma(a[i], bb[j], acc[i * TN + j]);
-                        }
-                    }
+                if (REVERSE != 0) {
+                    barrier();   // the weighting read dAi, dti, dAj, dtj, which the next head writes
                 }
-                barrier();
                 if (REVERSE == 0) {
                     // M = weighted (g . x) times C . B; row prefix sums over the source positions (plus the carry of
                     // earlier source tiles) give, for k = s0 + j + 1, sum_{j' < k} M[i, j']; summing rows i >= k gives
@@ -392,6 +384,28 @@ void main() {
                     barrier();
                 }
             }
+            [[unroll]] for (uint i = 0; i < TM; ++i) {
+                [[unroll]] for (uint j = 0; j < TK; ++j) {
+                    Ps[(ty * TM + i) * PS + tx + 16 * j] = psum[i * TK + j];
+                }
+            }
+            barrier();
+            [[unroll]] for (uint k = 0; k < BK; ++k) {
+                float a[TM];
+                float bb[TN];
+                [[unroll]] for (uint i = 0; i < TM; ++i) {
+                    a[i] = Ps[(ty * TM + i) * PS + k];
+                }
+                [[unroll]] for (uint j = 0; j < TN; ++j) {
+                    bb[j] = Rs[k * RS + tx + 16 * j];
+                }
+                [[unroll]] for (uint i = 0; i < TM; ++i) {
+                    [[unroll]] for (uint j = 0; j < TN; ++j) {
+                        acc[i * TN + j] = fma(a[i], bb[j], acc[i * TN + j]);
+                    }
+                }
+            }
+            barrier();   // Ps and Rs are the next source tile's
         }
 
         [[unroll]] for (uint i = 0; i < TM; ++i) {
