@@ -60,9 +60,15 @@ public sealed record DeviceCapabilities
     public bool SubgroupLayoutHolds => MinSubgroupSize == MaxSubgroupSize
         || (SubgroupSizeControl && RequiredSubgroupSizeCompute && ComputeFullSubgroups && SubgroupSize >= MinSubgroupSize && SubgroupSize <= MaxSubgroupSize);
 
+    /// <summary>
+    /// Why this driver's cooperative matrices are not used although it lists them (a known fault of the driver in this
+    /// configuration), or null: see <see cref="CooperativeMatrixFault"/>.
+    /// </summary>
+    public string? CooperativeMatrixUnusable { get; init; }
+
     /// <summary>The tensor-core features a kernel may use here (<see cref="ShaderFeatures"/>).</summary>
     public ShaderFeatures ShaderFeatures => !SubgroupLayoutHolds ? 0 :
-        (CooperativeMatrixKhr && VulkanMemoryModel && Maintenance4 && CooperativeMatrixShapes.Count > 0 ? ShaderFeatures.KhrCooperativeMatrix : 0)
+        (CooperativeMatrixKhr && VulkanMemoryModel && Maintenance4 && CooperativeMatrixShapes.Count > 0 && CooperativeMatrixUnusable is null ? ShaderFeatures.KhrCooperativeMatrix : 0)
         | (CooperativeMatrixKhr && CooperativeMatrix2Nv && CooperativeMatrix2 is { } l && l.FlexibleShapes.Count > 0 ? ShaderFeatures.NvCooperativeMatrix2 : 0)
         | (Bfloat16 && Bfloat16CooperativeMatrix && Int16 ? ShaderFeatures.Bfloat16 : 0);
 

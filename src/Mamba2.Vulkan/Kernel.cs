@@ -61,7 +61,9 @@ public class KernelSource
             : !caps.Supports(Requires)
                 ? Requires != ShaderFeatures.None && !caps.SubgroupLayoutHolds
                     ? $"{Name} runs in subgroups of the size it was sized for; the device picks {caps.MinSubgroupSize}..{caps.MaxSubgroupSize} per pipeline and cannot be asked for one"
-                    : $"{Name} needs {ShaderBuild.Describe(Requires & ~caps.ShaderFeatures)}, which the device lacks"
+                    : (Requires & ~caps.ShaderFeatures).HasFlag(ShaderFeatures.KhrCooperativeMatrix) && caps.CooperativeMatrixUnusable is { } fault
+                        ? $"{Name} needs {ShaderBuild.Describe(Requires & ~caps.ShaderFeatures)}, which the device lists but cannot run: {fault}"
+                        : $"{Name} needs {ShaderBuild.Describe(Requires & ~caps.ShaderFeatures)}, which the device lacks"
                 : null;
 
     /// <summary>The interface the SPIR-V states (read once).</summary>

@@ -197,6 +197,7 @@ public sealed unsafe record PhysicalDeviceInfo
             Bfloat16CooperativeMatrix = bf16.ShaderBFloat16CooperativeMatrix,
             VulkanMemoryModel = f12.VulkanMemoryModel && f12.VulkanMemoryModelDeviceScope,
             CooperativeMatrixShapes = coopShapes,
+            CooperativeMatrixUnusable = CooperativeMatrixFault.Of(driver.DriverID, subgroup.SubgroupSize, coopShapes),
             CooperativeMatrix2 = coop2,
         };
 

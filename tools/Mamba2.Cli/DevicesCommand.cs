@@ -110,7 +110,8 @@ internal static class DevicesCommand
                 + (cm2.FlexibleShapes.Count == 0 ? "no flexible shapes" : string.Join(", ", cm2.FlexibleShapes.Select(s => s.ToString()).Distinct()));
         }
 
-        result["tensor-core features"] = ShaderBuild.Describe(c.ShaderFeatures);
+        result["tensor-core features"] = ShaderBuild.Describe(c.ShaderFeatures)
+            + (c.CooperativeMatrixUnusable is { } fault ? $" (the listed cooperative matrices are not used: {fault})" : "");
         result["tensor-core paths"] = string.Join("; ", TensorCoreGemm.Describe(c).Concat(SsdOp.DescribeTensorCores(c, d.Name)));
 
         return result;
