@@ -87,22 +87,28 @@ public class GemmTests(GpuFixture gpu)
     }
 
     [Fact]
-    public void Fp32SplitKIsOffUnlessAskedAndAutoSplitsOnlyFewTiles()
+    public void Fp32SplitKSplitsOnlyFewTilesByDefaultAndOnePartTurnsItOff()
     {
         var device = gpu.Device;
-        using (OpTuning.Override(device, t => t with { Fp32SplitK = null }))
+        var lanes = GemmTile.Lanes(128, 128);
+        foreach (var setting in new int?[] { null, 0 })
         {
-            Assert.Equal(1, Gemm.Fp32Splits(device, Gemm.Large, 3352, 768, 16384));
+            using (OpTuning.Override(device, t => t with { Fp32SplitK = setting }))
+            {
+                // The projections' weight gradients (162 and 72 tiles of 128 x 128 at K 16,384) split; in_proj's
+                // forward (3,456 tiles) and a short K do not.
+                Assert.Equal(8, Gemm.Fp32Splits(device, Gemm.Large, 3352, 768, 16384));
+                Assert.Equal(8, Gemm.Fp32Splits(device, Gemm.Large, 768, 1536, 16384));
+                Assert.Equal(1, Gemm.Fp32Splits(device, Gemm.Large, 16384, 3352, 768));
+                Assert.Equal(1, Gemm.Fp32Splits(device, Gemm.Large, 768, 1536, 1024));
+                // The CPU drivers' lanes kernel splits only when asked (auto or a number).
+                Assert.Equal(setting is null ? 1 : 8, Gemm.Fp32Splits(device, lanes, 768, 1536, 16384));
+            }
         }
 
-        using (OpTuning.Override(device, t => t with { Fp32SplitK = 0 }))
+        using (OpTuning.Override(device, t => t with { Fp32SplitK = 1 }))
         {
-            // The projections' weight gradients (162 and 72 tiles of 128 x 128 at K 16,384) split; in_proj's forward
-            // (3,456 tiles) and a short K do not.
-            Assert.Equal(8, Gemm.Fp32Splits(device, Gemm.Large, 3352, 768, 16384));
-            Assert.Equal(8, Gemm.Fp32Splits(device, Gemm.Large, 768, 1536, 16384));
-            Assert.Equal(1, Gemm.Fp32Splits(device, Gemm.Large, 16384, 3352, 768));
-            Assert.Equal(1, Gemm.Fp32Splits(device, Gemm.Large, 768, 1536, 1024));
+            Assert.Equal(1, Gemm.Fp32Splits(device, Gemm.Large, 3352, 768, 16384));
         }
     }
 

@@ -143,19 +143,21 @@ public static class Gemm
 
     /// <summary>
     /// The parts an unbatched fp32 product on <paramref name="tile"/> splits K into (<see cref="OpTuning.Fp32SplitK"/>):
-    /// none unless asked, as it is not yet timed on a GPU (the weight gradients' few output tiles are where it should
-    /// pay; docs/PERF.md); <c>auto</c> takes the tensor-core GEMM's choice for the tile count; either way only parts
-    /// that divide K and whose partials fit one binding.
+    /// by default the tensor-core GEMM's choice for the tile count on the shared-memory tiles (the weight gradients'
+    /// few output tiles: 1.5x faster on an H100, docs/PERF.md) and none on the lanes kernel, where it was not timed;
+    /// <c>auto</c> that choice on either, a number that many parts; always only parts that divide K and whose
+    /// partials fit one binding.
     /// </summary>
     public static int Fp32Splits(GpuDevice device, GemmTile tile, int m, int n, int k)
     {
-        if (OpTuning.Of(device).Fp32SplitK is not { } asked)
+        var asked = OpTuning.Of(device).Fp32SplitK;
+        if (asked is null && tile.Kernel != GemmKernel.Shared)
         {
             return 1;
         }
 
         var tiles = (long)((m + tile.BM - 1) / tile.BM) * ((n + tile.BN - 1) / tile.BN);
-        var parts = asked == 0 ? TensorCoreGemm.SplitsFor(tiles, k, 1) : asked;
+        var parts = asked is null or 0 ? TensorCoreGemm.SplitsFor(tiles, k, 1) : asked.Value;
         while (parts > 1 && (k % parts != 0 || (ulong)parts * (ulong)m * (ulong)n * sizeof(float) > device.Capabilities.MaxStorageBufferRange))
         {
             parts--;

@@ -45,7 +45,8 @@ public sealed record OpTuning
 
     /// <summary>
     /// MAMBA2_GEMM_FP32_SPLIT_K: the parts an exact fp32 GEMM splits K into (<see cref="Gemm.Fp32Splits"/>): null
-    /// none (the default until timed), 0 (<c>auto</c>) chosen per shape as the tensor-core GEMM's, else that many.
+    /// the default (chosen per shape on the shared-memory tiles, none on the CPU drivers' lanes kernel), 0
+    /// (<c>auto</c>) chosen per shape on either kernel, else that many (1: none).
     /// </summary>
     public int? Fp32SplitK { get; init; }
 
