@@ -86,6 +86,7 @@ public sealed class DataParallelTests : IDisposable
         var launcher = Script("usr1.sh", $$"""
             "$@" & pid=$!
             while [ ! -f {{run}}/metrics.csv ] || [ $(wc -l < {{run}}/metrics.csv) -lt 3 ]; do sleep 0.2; done
+            echo "usr1.sh: mpirun $pid $(grep -E 'Sig(Blk|Ign|Cgt)' /proc/$pid/status | tr '\n' ' ')" >&2
             kill -USR1 $pid; wait $pid
             """);
         string[] args = ["train", "--task", "selective-copy", "--steps", "100000", "--batch", "4", "--eval-every", "1000000", "--save-every", "1000000", "--out", run];
