@@ -39,6 +39,12 @@ internal static class TensorCoreBenchCommand
 
         using var device = CommonOptions.Open(r);
         var caps = device.Capabilities;
+        if (caps.CooperativeMatrixUnusable is { } fault)
+        {
+            Console.Error.WriteLine($"error: {device.Name}: its cooperative matrices are not used: {fault}");
+            return 2;
+        }
+
         var types = new[] { "f16", "bf16" }.Where(t => TensorCoreCeiling.Shape(caps, t) is not null).ToArray();
         if (types.Length == 0)
         {
