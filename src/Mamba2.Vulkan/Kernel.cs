@@ -55,16 +55,28 @@ public class KernelSource
     public bool IsCompiled => _compiled ??= Assembly.GetManifestResourceInfo(ResourceName) is not null;
 
     /// <summary>Null when this kernel was compiled and <paramref name="caps"/> has every feature it requires; else why not.</summary>
-    public string? WhyNotRunnable(DeviceCapabilities caps) =>
-        !IsCompiled
-            ? $"{Name} was not compiled: the shader compiler lacked {ShaderBuild.Describe(Requires & ~ShaderBuild.Of(Assembly).Features)} (run build/fetch-shader-compiler.sh and rebuild)"
-            : !caps.Supports(Requires)
-                ? Requires != ShaderFeatures.None && !caps.SubgroupLayoutHolds
-                    ? $"{Name} runs in subgroups of the size it was sized for; the device picks {caps.MinSubgroupSize}..{caps.MaxSubgroupSize} per pipeline and cannot be asked for one"
-                    : (Requires & ~caps.ShaderFeatures).HasFlag(ShaderFeatures.KhrCooperativeMatrix) && caps.CooperativeMatrixUnusable is { } fault
-                        ? $"{Name} needs {ShaderBuild.Describe(Requires & ~caps.ShaderFeatures)}, which the device lists but cannot run: {fault}"
-                        : $"{Name} needs {ShaderBuild.Describe(Requires & ~caps.ShaderFeatures)}, which the device lacks"
-                : null;
+    public string? WhyNotRunnable(DeviceCapabilities caps)
+    {
+        if (!IsCompiled)
+        {
+            return $"{Name} was not compiled: the shader compiler lacked {ShaderBuild.Describe(Requires & ~ShaderBuild.Of(Assembly).Features)} (run build/fetch-shader-compiler.sh and rebuild)";
+        }
+
+        var missing = Requires & ~caps.ShaderFeatures;
+        if (missing == ShaderFeatures.None)
+        {
+            return null;
+        }
+
+        if (!caps.SubgroupLayoutHolds)
+        {
+            return $"{Name} runs in subgroups of the size it was sized for; the device picks {caps.MinSubgroupSize}..{caps.MaxSubgroupSize} per pipeline and cannot be asked for one";
+        }
+
+        return missing.HasFlag(ShaderFeatures.KhrCooperativeMatrix) && caps.CooperativeMatrixUnusable is { } fault
+            ? $"{Name} needs {ShaderBuild.Describe(missing)}, which the device lists but cannot run: {fault}"
+            : $"{Name} needs {ShaderBuild.Describe(missing)}, which the device lacks";
+    }
 
     /// <summary>The interface the SPIR-V states (read once).</summary>
     public SpirvLayout Layout => _layout ??= SpirvLayout.Read(Name, LoadSpirv());

@@ -98,15 +98,10 @@ internal static class CommonOptions
 
     /// <summary>
     /// Whether <see cref="Bf16Activations"/> is asked for and may be: false, true, or null (said on stderr) where it
-    /// is asked outside precision bf16.
+    /// is asked outside precision bf16. Without the flag, what a run's settings kept (<paramref name="recorded"/>),
+    /// in precision bf16 only (a resumed run moved to another mode by --precision leaves them).
     /// </summary>
-    public static bool? ResolveBf16Activations(ParseResult result, Precision precision) => ResolveBf16Activations(result, precision, recorded: false);
-
-    /// <summary>
-    /// As above, where a run's settings may have kept them (<paramref name="recorded"/>): without the flag, kept in
-    /// precision bf16 (a resumed run moved to another mode by --precision leaves them).
-    /// </summary>
-    public static bool? ResolveBf16Activations(ParseResult result, Precision precision, bool recorded)
+    public static bool? ResolveBf16Activations(ParseResult result, Precision precision, bool recorded = false)
     {
         if (result.GetResult(Bf16Activations) is not { Implicit: false })
         {
