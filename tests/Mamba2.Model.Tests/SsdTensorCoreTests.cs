@@ -120,6 +120,7 @@ public class SsdTensorCoreTests(GpuFixture gpu)
     [InlineData("64,64,64,32,32")]
     [InlineData("32,64,32,16,32")]
     [InlineData("64,64,32,32,32")]
+    [InlineData("64,64,48,32,32")]
     public void ForcedTilesMatch(string tile)
     {
         var seed = TestMath.NewSeed();
