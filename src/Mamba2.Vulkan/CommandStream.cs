@@ -17,6 +17,7 @@ public readonly record struct BufferBinding(GpuBuffer Buffer, ulong Offset, ulon
 public sealed unsafe class CommandStream : IDisposable
 {
     private const int MaxTimestamps = 4096;   // a profiled training step of a 24-layer model marks ~450 sections
+    private const int MaxCommandTimestamps = 32768;   // ... and records a few thousand commands
     private const uint SetsPerPool = 128;
 
     private readonly GpuDevice _device;
@@ -33,6 +34,7 @@ public sealed unsafe class CommandStream : IDisposable
     private readonly List<string> _scopes = [];
     private readonly List<IDisposable> _owned = [];
     private QueryPool _queries;
+    private int _queryCapacity;
     private readonly string _label;
     private QueryPool _spanQueries;   // this stream's begin and end, for _timeline
     private readonly StreamTimeline? _timeline;
@@ -136,6 +138,10 @@ public sealed unsafe class CommandStream : IDisposable
 
         Track((buffer, offset, n, false, true));
         _vk.CmdFillBuffer(_cmd, buffer.Handle, offset, n, pattern);
+        if (MarksCommands)
+        {
+            MarkCommand("fill");
+        }
     }
 
     /// <summary>Fills a float buffer with <paramref name="value"/> (NaN poisons outputs in tests).</summary>
@@ -148,6 +154,10 @@ public sealed unsafe class CommandStream : IDisposable
         Track((source, sourceOffset, size, true, false), (destination, destinationOffset, size, false, true));
         var region = new BufferCopy(sourceOffset, destinationOffset, size);
         _vk.CmdCopyBuffer(_cmd, source.Handle, destination.Handle, 1, &region);
+        if (MarksCommands)
+        {
+            MarkCommand("copy");
+        }
     }
 
     /// <summary>
@@ -165,6 +175,22 @@ public sealed unsafe class CommandStream : IDisposable
     /// it belongs in a profiling run, not in a timed or production one.
     /// </summary>
     public bool Profiling { get; set; }
+
+    /// <summary>
+    /// With <see cref="Profiling"/> also on, a barrier and a timestamp after every dispatch, fill and copy, labelled
+    /// <see cref="GpuTimings.CommandMark"/> and the kernel's name ("fill", "copy"): <see cref="GpuTimings.Commands"/>
+    /// sums them by section and kernel, and <see cref="GpuTimings.Sections"/> still by section. Every command then
+    /// runs alone, so commands that would overlap read longer than they take in an unprofiled run.
+    /// </summary>
+    public bool ProfilingCommands { get; set; }
+
+    private bool MarksCommands => Profiling && ProfilingCommands;
+
+    private void MarkCommand(string name)
+    {
+        Barrier();
+        Timestamp(GpuTimings.CommandMark + name);
+    }
 
     /// <summary>
     /// With <see cref="Profiling"/> on, a barrier then a timestamp labelled <paramref name="name"/>: the GPU time
@@ -223,16 +249,17 @@ public sealed unsafe class CommandStream : IDisposable
             throw new MissingFeatureException($"{_device.Name} has no timestamp support on its compute queue.");
         }
 
-        if (_labels.Count == MaxTimestamps)
-        {
-            throw new InvalidOperationException($"At most {MaxTimestamps} timestamps per stream.");
-        }
-
         if (_queries.Handle == 0)
         {
-            var info = new QueryPoolCreateInfo { SType = StructureType.QueryPoolCreateInfo, QueryType = QueryType.Timestamp, QueryCount = MaxTimestamps };
+            _queryCapacity = ProfilingCommands ? MaxCommandTimestamps : MaxTimestamps;
+            var info = new QueryPoolCreateInfo { SType = StructureType.QueryPoolCreateInfo, QueryType = QueryType.Timestamp, QueryCount = (uint)_queryCapacity };
             _device.Guard(_vk.CreateQueryPool(_device.Handle, in info, null, out _queries), "vkCreateQueryPool");
-            _vk.CmdResetQueryPool(_cmd, _queries, 0, MaxTimestamps);
+            _vk.CmdResetQueryPool(_cmd, _queries, 0, (uint)_queryCapacity);
+        }
+
+        if (_labels.Count == _queryCapacity)
+        {
+            throw new InvalidOperationException($"At most {_queryCapacity} timestamps per stream{(ProfilingCommands ? "" : $" ({MaxCommandTimestamps} with ProfilingCommands set before the first)")}.");
         }
 
         _vk.CmdWriteTimestamp(_cmd, PipelineStageFlags.BottomOfPipeBit, _queries, (uint)_labels.Count);
@@ -484,6 +511,10 @@ public sealed unsafe class CommandStream : IDisposable
 
         _vk.CmdDispatch(_cmd, groups.X, groups.Y, groups.Z);
         DispatchCount++;
+        if (MarksCommands)
+        {
+            MarkCommand(source.Name);   // the name is a new string: only when profiling (dispatches allocate nothing)
+        }
     }
 
     /// <summary>
@@ -652,46 +683,6 @@ public sealed unsafe class CommandStream : IDisposable
         {
             throw new ArgumentOutOfRangeException(index is { } i ? $"{argument}[{i}]" : argument, $"range [{offset}, {offset + size}) is empty or outside {buffer.Name} ({buffer.SizeBytes} bytes).");
         }
-    }
-}
-
-/// <summary>GPU timestamps of one submission, in nanoseconds from an arbitrary origin.</summary>
-public sealed record GpuTimings(IReadOnlyList<string> Labels, IReadOnlyList<double> Nanoseconds)
-{
-    public double Milliseconds(string from, string to) => (At(to) - At(from)) / 1e6;
-
-    /// <summary>
-    /// Milliseconds by label, each interval between consecutive timestamps attributed to the label at its end (the
-    /// attribution <see cref="CommandStream.Section"/> marks are made for), in order of first appearance.
-    /// With <paramref name="depth"/>, nested labels ("ssd/chunk_scan") are cut to their first depth names ("ssd").
-    /// </summary>
-    public IReadOnlyList<(string Name, double Milliseconds)> Sections(int depth = int.MaxValue)
-    {
-        ArgumentOutOfRangeException.ThrowIfLessThan(depth, 1);
-        var totals = new List<(string Name, double Milliseconds)>();
-        for (var i = 1; i < Labels.Count; i++)
-        {
-            var ms = (Nanoseconds[i] - Nanoseconds[i - 1]) / 1e6;
-            var parts = Labels[i].Split('/');
-            var name = parts.Length <= depth ? Labels[i] : string.Join('/', parts[..depth]);
-            var at = totals.FindIndex(t => t.Name == name);
-            if (at < 0)
-            {
-                totals.Add((name, ms));
-            }
-            else
-            {
-                totals[at] = (name, totals[at].Milliseconds + ms);
-            }
-        }
-
-        return totals;
-    }
-
-    private double At(string label)
-    {
-        var i = Labels.ToList().IndexOf(label);
-        return i >= 0 ? Nanoseconds[i] : throw new KeyNotFoundException($"No timestamp labelled '{label}'.");
     }
 }
 

@@ -116,13 +116,18 @@ public sealed class BenchCliTests : IDisposable
     }
 
     [Fact]
-    public void TrainBenchWritesTheTrainerStepsTimeline()
+    public void TrainBenchWritesTheTimelineAndListsTheLongestKernels()
     {
         var csv = At("timeline.csv");
         string[] tiny = ["bench", "train", "--layers", "2", "--d-model", "32", "--vocab", "64", "--batch", "2", "--seqlen", "64", "--dstate", "8",
             "--headdim", "8", "--chunk", "32", "--warmup", "1", "--repeats", "1"];
-        var (code, output, err) = CliCapture.Run([.. tiny, "--timeline", csv]);
+        var (code, output, err) = CliCapture.Run([.. tiny, "--timeline", csv, "--kernels", "3"]);
         Assert.True(code == 0, err);
+        // --kernels: one more step timed command by command, its three longest kernels by section.
+        Assert.Matches(@"kernels \(one more step, [0-9.]+ ms with a barrier and a timestamp after each of its \d+ commands, [0-9.]+ ms of it in them; the 3 longest of \d+ by section\)", output);
+        var kernelRows = output[output.IndexOf("kernels (one more step", StringComparison.Ordinal)..].Split('\n').Where(line => line.StartsWith("│ ", StringComparison.Ordinal)).ToList();
+        Assert.Equal(4, kernelRows.Count);   // the header and three kernels
+        Assert.Equal(2, CliApp.Run([.. tiny, "--kernels", "-1"]));
         // What the host did meanwhile: its allocations and collections a step, beside the Trainer's wall time.
         Assert.Matches(@"a step's host: [0-9.]+ MiB allocated, \.NET collections \(gen0 / 1 / 2\) [0-9.]+ / [0-9.]+ / [0-9.]+, [0-9.]+ ms paused, [0-9.]+ driver allocations", output);
         var lines = File.ReadAllLines(csv);

@@ -302,6 +302,56 @@ public class CommandStreamTests(GpuFixture gpu)
     }
 
     [Fact]
+    public void CommandsAreTimedBySectionAndKernelOnlyWhenAsked()
+    {
+        using var x = Device.CreateBuffer<float>(1 << 14);
+        using var y = Device.CreateBuffer<float>(1 << 14);
+        var k = Kernels.Get(Device);
+        using (var sectionsOnly = Device.BeginStream())
+        {
+            sectionsOnly.ProfilingCommands = true;   // without Profiling: nothing
+            Kernels.ScaleAddDispatch(sectionsOnly, k, x, y, 2f, 0f);
+            sectionsOnly.Section("a");
+            Assert.Empty(sectionsOnly.Submit().Labels);
+        }
+
+        using var s = Device.BeginStream();
+        s.Profiling = true;
+        s.ProfilingCommands = true;
+        s.Timestamp("start");
+        Kernels.ScaleAddDispatch(s, k, x, y, 2f, 0f, groups: 16);
+        Kernels.ScaleAddDispatch(s, k, x, y, 2f, 0f, groups: 16);
+        s.Section("a");
+        s.Fill(y, 0f);
+        Kernels.ScaleAddDispatch(s, k, x, y, 2f, 0f, groups: 16);
+        using (s.SectionScope("b"))
+        {
+            s.Copy(y, 0, x, 0, 4096);
+            s.Section("c");
+        }
+
+        Kernels.ScaleAddDispatch(s, k, x, y, 2f, 0f, groups: 16);   // after the last mark
+        var t = s.Submit();
+        var kernel = GpuTimings.CommandMark + Kernels.ScaleAdd.Name;
+        Assert.Equal(["start", kernel, kernel, "a", "#fill", kernel, "#copy", "b/c", "b", kernel], t.Labels);
+
+        // Sections take their commands' intervals: the same totals as marks alone would give.
+        var sections = t.Sections();
+        Assert.Equal(["a", "b/c", "b"], sections.Select(q => q.Name));
+        Assert.Equal((t.Nanoseconds[3] - t.Nanoseconds[0]) / 1e6, sections[0].Milliseconds, 9);
+        Assert.Equal((t.Nanoseconds[7] - t.Nanoseconds[3]) / 1e6, sections[1].Milliseconds, 9);
+        Assert.Equal(["a", "b"], t.Sections(depth: 1).Select(q => q.Name));
+
+        var commands = t.Commands();
+        Assert.Equal([("a", Kernels.ScaleAdd.Name, 2), ("b/c", "fill", 1), ("b/c", Kernels.ScaleAdd.Name, 1), ("b/c", "copy", 1), ("", Kernels.ScaleAdd.Name, 1)],
+            commands.Select(c => (c.Section, c.Kernel, c.Calls)));
+        Assert.Equal((t.Nanoseconds[2] - t.Nanoseconds[0]) / 1e6, commands[0].Milliseconds, 9);
+        Assert.Equal((t.Nanoseconds[6] - t.Nanoseconds[5]) / 1e6, commands[3].Milliseconds, 9);
+        Assert.All(commands, c => Assert.True(c.Milliseconds >= 0));
+        Assert.Equal(["a", "b", ""], t.Commands(depth: 1).Select(c => c.Section).Distinct());
+    }
+
+    [Fact]
     public void SectionScopesNameTheirMarksAndAccountForTheirRemainder()
     {
         using var x = Device.CreateBuffer<float>(1 << 12);

@@ -38,8 +38,14 @@ internal static class TrainStepBenchCommand
         Description = "write the Trainer-way step's submissions as CSV: label, device begin and end, host begin and launch (ms)",
     };
 
+    private static readonly Option<int> KernelRows = new("--kernels")
+    {
+        DefaultValueFactory = _ => 0,
+        Description = "also time every command of one more step (a barrier and a timestamp after each) and list the N kernels that took longest, by section",
+    };
+
     public static Command Create() => CommonOptions.GpuCommand("train", "One LM training step (forward, loss, backward, AdamW): time, tokens/s, memory, and the split by section", Run,
-        Layers, DModel, Vocab, Batch, SeqLen, DState, HeadDim, Chunk, Bidirectional, Warmup, Repeats, HeadBlockMib, TimelineFile, CommonOptions.Bf16Activations);
+        Layers, DModel, Vocab, Batch, SeqLen, DState, HeadDim, Chunk, Bidirectional, Warmup, Repeats, HeadBlockMib, TimelineFile, KernelRows, CommonOptions.Bf16Activations);
 
     private static int Run(ParseResult r)
     {
@@ -51,6 +57,11 @@ internal static class TrainStepBenchCommand
 
         CommonOptions.CheckTokensAStep(b, l);
         CommonOptions.CheckRuns(r.GetValue(Warmup), r.GetValue(Repeats));
+        if (r.GetValue(KernelRows) < 0)
+        {
+            throw new ArgumentException($"--kernels must be 0 (none) or a number of rows, got {r.GetValue(KernelRows)}.");
+        }
+
         var timelineFile = r.GetValue(TimelineFile);
         if (timelineFile is not null)
         {
@@ -178,17 +189,19 @@ internal static class TrainStepBenchCommand
 
         var timelineWall = timelineClock.Elapsed.TotalMilliseconds;
 
-        // One more step with a barrier and a timestamp at each section mark, for the split.
-        GpuTimings profiled;
-        using (var s = device.BeginStream())
+        // One more step with a barrier and a timestamp at each section mark, for the split; with --kernels, another
+        // with one after every command too.
+        GpuTimings Profiled(bool commands)
         {
+            using var s = device.BeginStream();
             s.Profiling = true;
+            s.ProfilingCommands = commands;
             s.Timestamp("start");
             var made = Step(s);
             s.Timestamp("end");
             try
             {
-                profiled = s.Submit();
+                return s.Submit();
             }
             finally
             {
@@ -196,6 +209,8 @@ internal static class TrainStepBenchCommand
             }
         }
 
+        var profiled = Profiled(commands: false);
+        var byCommand = r.GetValue(KernelRows) > 0 ? Profiled(commands: true) : null;
         var profiledMs = profiled.Milliseconds("start", "end");
         var median = timing.MedianMs;
 
@@ -234,6 +249,28 @@ internal static class TrainStepBenchCommand
         var ssd = Sum(ProfileSections.Ssd);
         Console.WriteLine($"split (one profiled step, {profiledMs:F2} ms with a barrier at each section mark): projections + head {proj:F2} ms ({100 * proj / profiledMs:F1}%), SSD {ssd:F2} ms ({100 * ssd / profiledMs:F1}%), rest {profiledMs - proj - ssd:F2} ms ({100 * (profiledMs - proj - ssd) / profiledMs:F1}%)");
         AnsiConsole.Write(split);
+        if (byCommand is not null)
+        {
+            WriteKernels(byCommand, r.GetValue(KernelRows));
+        }
+
         return 0;
+    }
+
+    /// <summary>The <paramref name="rows"/> kernels of a command-profiled step that took longest, each in its section.</summary>
+    private static void WriteKernels(GpuTimings step, int rows)
+    {
+        var stepMs = step.Milliseconds("start", "end");
+        var commands = step.Commands().Where(c => c.Section != "end").ToList();
+        var inCommands = commands.Sum(c => c.Milliseconds);
+        Console.WriteLine($"kernels (one more step, {stepMs:F2} ms with a barrier and a timestamp after each of its {commands.Sum(c => c.Calls)} commands, {inCommands:F2} ms of it in them; "
+            + $"the {Math.Min(rows, commands.Count)} longest of {commands.Count} by section):");
+        var table = new Table().AddColumns("section", "kernel", "calls", "ms", "% of step", "us a call");
+        foreach (var c in commands.OrderByDescending(c => c.Milliseconds).Take(rows))
+        {
+            table.AddRow(Markup.Escape(c.Section), Markup.Escape(c.Kernel), $"{c.Calls}", $"{c.Milliseconds:F2}", $"{100 * c.Milliseconds / stepMs:F1}", $"{1e3 * c.Milliseconds / c.Calls:F1}");
+        }
+
+        AnsiConsole.Write(table);
     }
 }
