@@ -78,11 +78,17 @@ public sealed class DataParallelTests : IDisposable
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), $"the job took {clock.Elapsed.TotalSeconds:F0} s to end");
     }
 
-    [Fact]
-    public void SigusrOneToMpirunStopsEveryRankAfterTheSameStepAndSaves()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void SigusrOneToMpirunStopsEveryRankAfterTheSameStepAndSaves(bool ranksStartBlocked)
     {
         // mpirun forwards SIGUSR1 to the ranks (Ctrl-C would make it end them at once): sent once a step is logged.
-        var run = Path.Combine(_dir, "stopped");
+        // Also when the ranks start with it blocked (a job runner's mask that reached them): they unblock it.
+        var run = Path.Combine(_dir, ranksStartBlocked ? "stopped-blocked" : "stopped");
+        string[] ranks = ranksStartBlocked
+            ? ["perl", "-MPOSIX", "-e", "sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGUSR1)) or die 'sigprocmask'; exec @ARGV or die 'exec'"]
+            : [];
         var launcher = Script("usr1.sh", $$"""
             "$@" & pid=$!
             while [ ! -f {{run}}/metrics.csv ] || [ $(wc -l < {{run}}/metrics.csv) -lt 3 ]; do sleep 0.2; done
@@ -90,7 +96,7 @@ public sealed class DataParallelTests : IDisposable
             kill -USR1 $pid; wait $pid
             """);
         string[] args = ["train", "--task", "selective-copy", "--steps", "100000", "--batch", "4", "--eval-every", "1000000", "--save-every", "1000000", "--out", run];
-        var (code, stdout, err) = CliProcess.Run(["sh", launcher, .. MpiRun(2)], args, limit: TimeSpan.FromMinutes(2));
+        var (code, stdout, err) = CliProcess.Run(["sh", launcher, .. MpiRun(2), .. ranks], args, limit: TimeSpan.FromMinutes(2));
         Assert.True(code == CliApp.Interrupted, $"exit {code}: {err}");
         var saved = Assert.Single(Directory.GetDirectories(run, "step-*"));
         Assert.Contains($"interrupted at step {Path.GetFileName(saved)["step-".Length..]}: saved", stdout);

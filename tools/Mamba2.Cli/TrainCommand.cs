@@ -340,11 +340,17 @@ internal static class TrainCommand
         };
         Console.CancelKeyPress += onCancel;
         // Under mpirun, Ctrl-C makes mpirun end the ranks at once; SIGUSR1 (which it forwards) is the way to stop and save.
+        // A rank may start with it blocked (SignalMask): unblocked on this thread, where the process then takes it.
         using var onUsr1 = comm.Size > 1 ? PosixSignalRegistration.Create(SigUsr1, c =>
         {
             c.Cancel = true;
             interrupted = true;
         }) : null;
+        if (comm.Size > 1)
+        {
+            SignalMask.Open((int)SigUsr1);
+        }
+
         StepMetrics? eval = null;
         string? diverged = null;   // why the run stopped early with non-finite numbers
         try
