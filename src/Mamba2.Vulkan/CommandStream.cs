@@ -259,7 +259,7 @@ public sealed unsafe class CommandStream : IDisposable
 
         if (_labels.Count == _queryCapacity)
         {
-            throw new InvalidOperationException($"At most {_queryCapacity} timestamps per stream{(ProfilingCommands ? "" : $" ({MaxCommandTimestamps} with ProfilingCommands set before the first)")}.");
+            throw new InvalidOperationException($"At most {_queryCapacity} timestamps per stream{(_queryCapacity < MaxCommandTimestamps ? $" ({MaxCommandTimestamps} with ProfilingCommands set before the first)" : "")}.");
         }
 
         _vk.CmdWriteTimestamp(_cmd, PipelineStageFlags.BottomOfPipeBit, _queries, (uint)_labels.Count);

@@ -261,7 +261,8 @@ internal static class TrainStepBenchCommand
     private static void WriteKernels(GpuTimings step, int rows)
     {
         var stepMs = step.Milliseconds("start", "end");
-        var commands = step.Commands().Where(c => c.Section != "end").ToList();
+        // Work after the step's last section mark is attributed to the closing timestamp's label.
+        var commands = step.Commands().Select(c => c.Section == "end" ? c with { Section = "(no section)" } : c).ToList();
         var inCommands = commands.Sum(c => c.Milliseconds);
         Console.WriteLine($"kernels (one more step, {stepMs:F2} ms with a barrier and a timestamp after each of its {commands.Sum(c => c.Calls)} commands, {inCommands:F2} ms of it in them; "
             + $"the {Math.Min(rows, commands.Count)} longest of {commands.Count} by section):");
