@@ -51,6 +51,31 @@ public sealed class TrainCliTests(GpuFixture gpu) : IDisposable
         Assert.Equal(TrainLosses(Path.Combine(full, "metrics.csv")), TrainLosses(Path.Combine(part, "metrics.csv")));
     }
 
+    /// <summary>
+    /// Ctrl-C (SIGINT) and a scheduler's stop (SIGTERM), sent once a step is logged: the run finishes its step, saves
+    /// it and exits 130. (sh starts a background job with SIGINT ignored: perl gives it back its default first.)
+    /// </summary>
+    [Theory]
+    [InlineData("INT")]
+    [InlineData("TERM")]
+    public void ASignalStopsTheRunAfterItsStepAndSaves(string signal)
+    {
+        var run = Path.Combine(_dir, signal);
+        var launcher = Path.Combine(_dir, "stop.sh");
+        File.WriteAllText(launcher, $$"""
+            perl -e '$SIG{INT} = "DEFAULT"; exec @ARGV or die "exec"' "$@" & pid=$!
+            while [ ! -f {{run}}/metrics.csv ] || [ $(wc -l < {{run}}/metrics.csv) -lt 3 ]; do sleep 0.2; done
+            kill -{{signal}} $pid; wait $pid
+
+            """);
+        string[] args = ["train", "--task", "selective-copy", "--config", Config(), "--steps", "100000", "--eval-every", "1000000", "--save-every", "1000000", "--out", run];
+        var (code, stdout, err) = CliProcess.Run(["sh", launcher], args, limit: TimeSpan.FromMinutes(2));
+        Assert.True(code == CliApp.Interrupted, $"exit {code}: {err}");
+        var saved = Assert.Single(Directory.GetDirectories(run, "step-*"));
+        Assert.Contains($"interrupted at step {Path.GetFileName(saved)["step-".Length..]}: saved", stdout);
+        Assert.True(File.Exists(Path.Combine(saved, "model.safetensors")), "the checkpoint is complete");
+    }
+
     [Fact]
     public void AResumedRunKeepsItsPrecisionUnlessToldOtherwise()
     {

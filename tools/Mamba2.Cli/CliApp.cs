@@ -23,7 +23,7 @@ public static class CliApp
     /// <summary>Exit code for an internal error (a bug): sysexits' EX_SOFTWARE.</summary>
     public const int InternalError = 70;
 
-    /// <summary>Exit code after Ctrl-C (128 + SIGINT), so that scripts can tell an interrupted run.</summary>
+    /// <summary>Exit code of a training run stopped by Ctrl-C (128 + SIGINT), SIGTERM or, under mpirun, SIGUSR1, after saving: scripts can tell an interrupted run.</summary>
     public const int Interrupted = 130;
 
     /// <summary>Global flag: print the stack trace of an internal error.</summary>
