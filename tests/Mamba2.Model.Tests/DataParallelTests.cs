@@ -127,6 +127,11 @@ public sealed class DataParallelTests : IDisposable
         Assert.Matches(@"2 ranks, 128 tokens each a step: aggregate \d+ tokens/s; rank 0 alone \d+ tokens/s \([\d.]+ ms a step\); scaling efficiency [\d.]+ %", stdout);
         Assert.Matches(@"│ 1 +│ [\d.]+ +│ \d+ +│ [\d.]+ +│ [\d.]+ +│", stdout);   // rank 1's row, printed by rank 0
         Assert.Matches(@"gradient sums: shared memory, \d+ thread\(s\) a rank", stdout);
+
+        // --kernels profiles one process's step: refused under mpirun, not ignored.
+        (code, _, err) = CliProcess.Run(MpiRun(2), ["bench", "train", "--layers", "1", "--d-model", "32", "--vocab", "64", "--batch", "2", "--seqlen", "64", "--kernels", "3"]);
+        Assert.Equal(2, code);
+        Assert.Contains("error: --kernels profiles one process's step; run bench train without mpirun for it.", err);
     }
 
     [Fact]

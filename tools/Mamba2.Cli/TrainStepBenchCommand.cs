@@ -79,6 +79,12 @@ internal static class TrainStepBenchCommand
         var comm = Communicator.Launched();   // under mpirun: the data-parallel step (TrainScalingBench)
         CommonOptions.QuietUnlessRoot(comm);
         CommonOptions.NoteRankCores(comm);
+        if (comm.Size > 1 && r.GetValue(KernelRows) > 0)
+        {
+            Console.Error.WriteLine("error: --kernels profiles one process's step; run bench train without mpirun for it.");
+            return 2;
+        }
+
 
         using var device = CommonOptions.Open(r, comm.LocalRank);
         if (CommonOptions.ResolvePrecision(r, device) is not { } precision)
