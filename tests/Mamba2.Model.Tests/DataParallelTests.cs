@@ -79,13 +79,15 @@ public sealed class DataParallelTests : IDisposable
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void SigusrOneToMpirunStopsEveryRankAfterTheSameStepAndSaves(bool ranksStartBlocked)
+    [InlineData(2, false)]
+    [InlineData(2, true)]
+    [InlineData(1, false)]
+    public void SigusrOneToMpirunStopsEveryRankAfterTheSameStepAndSaves(int size, bool ranksStartBlocked)
     {
         // mpirun forwards SIGUSR1 to the ranks (Ctrl-C would make it end them at once): sent once a step is logged.
-        // Also when the ranks start with it blocked (a job runner's mask that reached them): they unblock it.
-        var run = Path.Combine(_dir, ranksStartBlocked ? "stopped-blocked" : "stopped");
+        // Also when the ranks start with it blocked (a job runner's mask that reached them): they unblock it; and
+        // when mpirun runs one rank (its default action would end it unsaved).
+        var run = Path.Combine(_dir, $"stopped-{size}{(ranksStartBlocked ? "-blocked" : "")}");
         string[] ranks = ranksStartBlocked
             ? ["perl", "-MPOSIX", "-e", "sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGUSR1)) or die 'sigprocmask'; exec @ARGV or die 'exec'"]
             : [];
@@ -96,7 +98,7 @@ public sealed class DataParallelTests : IDisposable
             kill -USR1 $pid; wait $pid
             """);
         string[] args = ["train", "--task", "selective-copy", "--steps", "100000", "--batch", "4", "--eval-every", "1000000", "--save-every", "1000000", "--out", run];
-        var (code, stdout, err) = CliProcess.Run(["sh", launcher, .. MpiRun(2), .. ranks], args, limit: TimeSpan.FromMinutes(2));
+        var (code, stdout, err) = CliProcess.Run(["sh", launcher, .. MpiRun(size), .. ranks], args, limit: TimeSpan.FromMinutes(2));
         Assert.True(code == CliApp.Interrupted, $"exit {code}: {err}");
         var saved = Assert.Single(Directory.GetDirectories(run, "step-*"));
         Assert.Contains($"interrupted at step {Path.GetFileName(saved)["step-".Length..]}: saved", stdout);

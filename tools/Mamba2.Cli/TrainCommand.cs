@@ -341,19 +341,20 @@ internal static class TrainCommand
         Console.CancelKeyPress += onCancel;
         // A scheduler's stop (SIGTERM, then SIGKILL after a grace period: Slurm's preemption, Kubernetes) saves as Ctrl-C
         // does. Not under mpirun, which sends SIGTERM to end the ranks at once when one fails (MpiCommunicator).
-        using var onTerm = comm.Size == 1 ? PosixSignalRegistration.Create(PosixSignal.SIGTERM, c =>
+        var underMpirun = Communicator.Joined is not null;   // even as its only rank
+        using var onTerm = !underMpirun ? PosixSignalRegistration.Create(PosixSignal.SIGTERM, c =>
         {
             c.Cancel = true;
             interrupted = true;
         }) : null;
         // Under mpirun, Ctrl-C makes mpirun end the ranks at once; SIGUSR1 (which it forwards) is the way to stop and save.
         // A rank may start with it blocked (SignalMask): unblocked on this thread, where the process then takes it.
-        using var onUsr1 = comm.Size > 1 ? PosixSignalRegistration.Create(SigUsr1, c =>
+        using var onUsr1 = underMpirun ? PosixSignalRegistration.Create(SigUsr1, c =>
         {
             c.Cancel = true;
             interrupted = true;
         }) : null;
-        if (comm.Size > 1)
+        if (underMpirun)
         {
             SignalMask.Open((int)SigUsr1);
         }
