@@ -79,15 +79,18 @@ public sealed class DataParallelTests : IDisposable
     }
 
     [Theory]
-    [InlineData(2, false)]
-    [InlineData(2, true)]
-    [InlineData(1, false)]
-    public void SigusrOneToMpirunStopsEveryRankAfterTheSameStepAndSaves(int size, bool ranksStartBlocked)
+    [InlineData(2, "usr1")]
+    [InlineData(2, "usr1-blocked")]
+    [InlineData(1, "usr1")]
+    [InlineData(2, "stop-file")]
+    public void AStopEndsEveryRankAfterTheSameStepAndSaves(int size, string how)
     {
         // mpirun forwards SIGUSR1 to the ranks (Ctrl-C would make it end them at once): sent once a step is logged.
         // Also when the ranks start with it blocked (a job runner's mask that reached them): they unblock it; and
-        // when mpirun runs one rank (its default action would end it unsaved).
-        var run = Path.Combine(_dir, $"stopped-{size}{(ranksStartBlocked ? "-blocked" : "")}");
+        // when mpirun runs one rank (its default action would end it unsaved). A STOP file in the run directory does
+        // the same through any launcher (rank 0 sees it, all ranks agree).
+        var ranksStartBlocked = how == "usr1-blocked";
+        var run = Path.Combine(_dir, $"stopped-{size}-{how}");
         string[] ranks = ranksStartBlocked
             ? ["perl", "-MPOSIX", "-e", "sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGUSR1)) or die 'sigprocmask'; exec @ARGV or die 'exec'"]
             : [];
@@ -95,7 +98,7 @@ public sealed class DataParallelTests : IDisposable
             "$@" & pid=$!
             while [ ! -f {{run}}/metrics.csv ] || [ $(wc -l < {{run}}/metrics.csv) -lt 3 ]; do sleep 0.2; done
             echo "usr1.sh: mpirun $pid $(grep -E 'Sig(Blk|Ign|Cgt)' /proc/$pid/status | tr '\n' ' ')" >&2
-            kill -USR1 $pid; wait $pid
+            {{(how == "stop-file" ? $"touch {run}/STOP" : "kill -USR1 $pid")}}; wait $pid
             """);
         string[] args = ["train", "--task", "selective-copy", "--steps", "100000", "--batch", "4", "--eval-every", "1000000", "--save-every", "1000000", "--out", run];
         var (code, stdout, err) = CliProcess.Run(["sh", launcher, .. MpiRun(size), .. ranks], args, limit: TimeSpan.FromMinutes(2));
@@ -103,6 +106,7 @@ public sealed class DataParallelTests : IDisposable
         var saved = Assert.Single(Directory.GetDirectories(run, "step-*"));
         Assert.Contains($"interrupted at step {Path.GetFileName(saved)["step-".Length..]}: saved", stdout);
         Assert.DoesNotContain("stopped by mpirun", err);   // no rank was ended before it was done
+        Assert.False(File.Exists(Path.Combine(run, "STOP")));
     }
 
     [Fact]

@@ -52,20 +52,23 @@ public sealed class TrainCliTests(GpuFixture gpu) : IDisposable
     }
 
     /// <summary>
-    /// Ctrl-C (SIGINT) and a scheduler's stop (SIGTERM), sent once a step is logged: the run finishes its step, saves
-    /// it and exits 130. (sh starts a background job with SIGINT ignored: perl gives it back its default first.)
+    /// Ctrl-C (SIGINT), a scheduler's stop (SIGTERM) and a STOP file in the run directory, once a step is logged: the
+    /// run finishes its step, saves it and exits 130 (the STOP file removed, so that a resume goes on). (sh starts a
+    /// background job with SIGINT ignored: perl gives it back its default first.)
     /// </summary>
     [Theory]
     [InlineData("INT")]
     [InlineData("TERM")]
+    [InlineData("STOP")]
     public void ASignalStopsTheRunAfterItsStepAndSaves(string signal)
     {
         var run = Path.Combine(_dir, signal);
         var launcher = Path.Combine(_dir, "stop.sh");
+        var stop = signal == "STOP" ? $"touch {run}/STOP" : $"kill -{signal} $pid";
         File.WriteAllText(launcher, $$"""
             perl -e '$SIG{INT} = "DEFAULT"; exec @ARGV or die "exec"' "$@" & pid=$!
             while [ ! -f {{run}}/metrics.csv ] || [ $(wc -l < {{run}}/metrics.csv) -lt 3 ]; do sleep 0.2; done
-            kill -{{signal}} $pid; wait $pid
+            {{stop}}; wait $pid
 
             """);
         string[] args = ["train", "--task", "selective-copy", "--config", Config(), "--steps", "100000", "--eval-every", "1000000", "--save-every", "1000000", "--out", run];
@@ -74,6 +77,7 @@ public sealed class TrainCliTests(GpuFixture gpu) : IDisposable
         var saved = Assert.Single(Directory.GetDirectories(run, "step-*"));
         Assert.Contains($"interrupted at step {Path.GetFileName(saved)["step-".Length..]}: saved", stdout);
         Assert.True(File.Exists(Path.Combine(saved, "model.safetensors")), "the checkpoint is complete");
+        Assert.False(File.Exists(Path.Combine(run, "STOP")));
     }
 
     [Fact]

@@ -359,6 +359,10 @@ internal static class TrainCommand
             SignalMask.Open((int)SigUsr1);
         }
 
+        // A STOP file in the run directory stops the run as a signal does, whatever started it (an mpirun that does not
+        // forward SIGUSR1, a detached job): rank 0 looks for it after each step, and all ranks agree (AnyRank).
+        var stopFile = Path.Combine(runDir, StopFileName);
+        bool Stopping() => interrupted || (comm.IsRoot && File.Exists(stopFile));
         StepMetrics? eval = null;
         string? diverged = null;   // why the run stopped early with non-finite numbers
         try
@@ -374,7 +378,7 @@ internal static class TrainCommand
                 {
                     var bar = ctx.AddTask("training", maxValue: stopAt);
                     bar.Value = trainer.Step;
-                    while (trainer.Step < stopAt && !AnyRank(comm, interrupted))
+                    while (trainer.Step < stopAt && !AnyRank(comm, Stopping()))
                     {
                         var m = trainer.TrainStep();
                         // The same on every rank (the loss is summed over them): all stop here, nothing saved.
@@ -414,7 +418,7 @@ internal static class TrainCommand
                         bar.Value = m.Step;
                     }
                 });
-            interrupted = diverged is null && AnyRank(comm, interrupted);
+            interrupted = diverged is null && AnyRank(comm, Stopping());
             if (interrupted && trainer.Step % s.SaveEvery != 0)
             {
                 diverged = SaveUnlessDiverged(trainer, comm, runDir, s.Keep, tokenizerFiles);
@@ -422,6 +426,12 @@ internal static class TrainCommand
                 {
                     AnsiConsole.MarkupLine($"[yellow]interrupted at step {trainer.Step}: saved; continue with --resume {Path.Combine(runDir, $"step-{trainer.Step}").EscapeMarkup()}[/]");
                 }
+            }
+
+            if (interrupted && comm.IsRoot && File.Exists(stopFile))
+            {
+                File.Delete(stopFile);   // so that the resumed run goes on
+                AnsiConsole.MarkupLine($"[grey]stopped by {stopFile.EscapeMarkup()} (removed)[/]");
             }
 
             if (diverged is not null)
@@ -468,6 +478,9 @@ internal static class TrainCommand
             Console.CancelKeyPress -= onCancel;
         }
     }
+
+    /// <summary>The file in the run directory whose appearance stops the run after its step, saved (any launcher).</summary>
+    private const string StopFileName = "STOP";
 
     private const PosixSignal SigUsr1 = (PosixSignal)10;   // Linux's number; .NET takes raw numbers on Unix
 
@@ -565,6 +578,13 @@ internal static class TrainCommand
         if (Trainer.CleanInterruptedSaves(runDir) is > 0 and var cleaned)
         {
             AnsiConsole.MarkupLine($"[grey]removed {cleaned} folder(s) left by interrupted checkpoint saves[/]");
+        }
+
+        var stopFile = Path.Combine(runDir, StopFileName);
+        if (File.Exists(stopFile))
+        {
+            File.Delete(stopFile);
+            AnsiConsole.MarkupLine($"[grey]removed a {StopFileName} file left in the run directory (it would stop this run after its first step)[/]");
         }
 
         var steps = StepDirectories(runDir).ToList();
