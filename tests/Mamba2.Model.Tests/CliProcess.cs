@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using System.Runtime.InteropServices;
+using Mamba2.Cli;
 
 namespace Mamba2.Model.Tests;
 
@@ -13,7 +13,9 @@ internal static class CliProcess
     /// </summary>
     public static (int Code, string Out, string Err) Run(string[] launcher, string[] args, Func<bool>? killWhen = null, TimeSpan? limit = null)
     {
-        UnblockUsr1();
+        // SIGUSR1 opened on this thread, whose mask a started process inherits: a job runner that blocks it (as one GPU
+        // host's did) would pass the block to mpirun, which then never forwards the stop-and-save signal a test sends.
+        SignalMask.Open(SignalMask.Usr1);
         var start = new ProcessStartInfo(launcher.Length > 0 ? launcher[0] : "dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in launcher.Skip(1).Concat(launcher.Length > 0 ? ["dotnet"] : []).Append(Assembly()).Concat(args))
         {
@@ -52,29 +54,6 @@ internal static class CliProcess
         p.WaitForExit();   // the output's end
         return (p.ExitCode, stdout.ToString(), stderr.ToString());
     }
-
-    /// <summary>
-    /// Opens SIGUSR1 on this thread, whose signal mask a started process inherits: a job runner that blocks it (as one
-    /// GPU host's did) would pass the block to mpirun, which then never forwards the stop-and-save signal a test sends.
-    /// </summary>
-    private static void UnblockUsr1()
-    {
-        if (!OperatingSystem.IsLinux())
-        {
-            return;
-        }
-
-        var set = new byte[128];   // glibc's sigset_t; signal n is bit n - 1
-        const int usr1 = 10, unblock = 1;
-        set[(usr1 - 1) / 8] |= 1 << ((usr1 - 1) % 8);
-        if (pthread_sigmask(unblock, set, IntPtr.Zero) != 0)
-        {
-            throw new InvalidOperationException("pthread_sigmask failed to unblock SIGUSR1.");
-        }
-    }
-
-    [DllImport("libc", EntryPoint = "pthread_sigmask")]
-    private static extern int pthread_sigmask(int how, byte[] set, IntPtr oldSet);
 
     private static string Tail(System.Text.StringBuilder output)
     {

@@ -9,6 +9,9 @@ namespace Mamba2.Cli;
 /// </summary>
 internal static partial class SignalMask
 {
+    /// <summary>SIGUSR1's number on Linux (.NET takes raw numbers on Unix).</summary>
+    public const int Usr1 = 10;
+
     private const int Unblock = 1;   // SIG_UNBLOCK (Linux)
 
     /// <summary>Unblocks <paramref name="signal"/> on this thread (Linux; nothing elsewhere): the process then takes it here.</summary>

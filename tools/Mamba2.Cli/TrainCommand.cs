@@ -356,7 +356,7 @@ internal static class TrainCommand
         }) : null;
         if (underMpirun)
         {
-            SignalMask.Open((int)SigUsr1);
+            SignalMask.Open(SignalMask.Usr1);
         }
 
         // A STOP file in the run directory stops the run as a signal does, whatever started it (an mpirun that does not
@@ -482,7 +482,7 @@ internal static class TrainCommand
     /// <summary>The file in the run directory whose appearance stops the run after its step, saved (any launcher).</summary>
     private const string StopFileName = "STOP";
 
-    private const PosixSignal SigUsr1 = (PosixSignal)10;   // Linux's number; .NET takes raw numbers on Unix
+    private const PosixSignal SigUsr1 = (PosixSignal)SignalMask.Usr1;
 
     /// <summary>Whether any rank was interrupted (each sees mpirun's forwarded SIGUSR1 at its own step): all stop after the same one.</summary>
     private static bool AnyRank(Communicator comm, bool interrupted)
