@@ -23,4 +23,9 @@ vec4 bf16_round(vec4 v) {
     return vec4(bf16_round(v.x), bf16_round(v.y), bf16_round(v.z), bf16_round(v.w));
 }
 
+// Four neighbours of a row as bf16 bits, two to a word in row order (the first in the low half).
+uvec2 bf16_words4(vec4 v) {
+    return uvec2(bf16_bits(v.x) | (bf16_bits(v.y) << 16), bf16_bits(v.z) | (bf16_bits(v.w) << 16));
+}
+
 #endif

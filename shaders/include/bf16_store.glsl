@@ -7,4 +7,5 @@
 #extension GL_EXT_shader_16bit_storage : require
 #include "bf16_bits.glsl"
 #define BF16_STORE(arr, i, v) arr[i] = uint16_t(bf16_bits(v))
+#define BF16_STORE4(words2, i, v) words2[i] = bf16_words4(v)   // four neighbours into a uvec2 alias (8-byte aligned)
 #endif

@@ -11,6 +11,9 @@
 // neighbouring elements (PER even), so that a word's two halves are its own.
 // flags bit 2: the norm's input is x + res, written to sum (a block's norm in the residual stream forms the stream's
 // next value as it reads its two terms: no pass adds them first).
+// QUADS: each invocation holds runs of four neighbouring elements and moves each run in one 16-byte access (8 for
+// bf16): a quarter of the memory instructions, four times the bytes each has in flight. The host sets it where every
+// row start, stride and column it binds is a multiple of four elements and every binding is 16-byte aligned.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
@@ -18,6 +21,7 @@
 layout(local_size_x_id = 0) in;   // a power of two
 layout(constant_id = 1) const uint PER = 1;   // elements per invocation: ceil(group_size / workgroup size)
 layout(constant_id = 2) const bool PACK_BF16 = false;   // (PER even, dim and group_size even)
+layout(constant_id = 3) const bool QUADS = false;       // (PER, dim, group_size, z_stride, z_col multiples of 4)
 
 // x is bf16 in the TENSORS_BF16 variants (the SSD's y on bf16 tensors), z in the IN_BF16 ones (the fused
 // projection's output in bf16).
@@ -30,6 +34,14 @@ layout(std430, binding = 3) writeonly buffer YWords { uint y_words[]; };   // PA
 layout(std430, binding = 4) writeonly buffer Rstd { float rstd[]; };   // (rows, groups)
 layout(std430, binding = 5) readonly buffer Res { float res[]; };      // flags bit 2: x's shape
 layout(std430, binding = 6) writeonly buffer Sum { float sum_out[]; }; // flags bit 2: x + res
+// The same bindings four elements at a time (QUADS).
+layout(std430, binding = 0) readonly buffer X4 { TENSOR_WORD4 x4[]; };
+layout(std430, binding = 1) readonly buffer Z4 { IN_WORD4 z4[]; };
+layout(std430, binding = 2) readonly buffer W4 { vec4 w4[]; };
+layout(std430, binding = 3) writeonly buffer Y4 { vec4 y4[]; };
+layout(std430, binding = 3) writeonly buffer YWords2 { uvec2 y_words2[]; };
+layout(std430, binding = 5) readonly buffer Res4 { vec4 res4[]; };
+layout(std430, binding = 6) writeonly buffer Sum4 { vec4 sum4[]; };
 
 layout(push_constant) uniform Push {
     uint rows, dim, group_size;
@@ -41,9 +53,11 @@ layout(push_constant) uniform Push {
 #include "row_sum.glsl"
 #include "bf16_bits.glsl"
 
-// The group's element an invocation holds e-th: strided by the workgroup, or in neighbouring pairs when packing.
+// The group's element an invocation holds e-th: strided by the workgroup, or in runs of neighbours (quads, or pairs
+// when packing).
 uint element(uint tid, uint e) {
-    return PACK_BF16 ? 2 * (tid + (e / 2) * gl_WorkGroupSize.x) + e % 2 : tid + e * gl_WorkGroupSize.x;
+    const uint run = QUADS ? 4 : PACK_BF16 ? 2 : 1;
+    return run * (tid + (e / run) * gl_WorkGroupSize.x) + e % run;
 }
 
 void main() {
@@ -58,20 +72,46 @@ void main() {
         const uint zbase = (item / groups) * p.z_stride + p.z_col + col;
         float hv[PER];
         float zv[PER];
+        if (QUADS) {
+            [[unroll]] for (uint q = 0; q < PER / 4; ++q) {
+                const uint j = element(tid, 4 * q);   // j + 3 is inside the group whenever j is
+                vec4 h = vec4(0.0);
+                vec4 g = vec4(0.0);
+                if (j < p.group_size) {
+                    h = TENSOR_LOAD4(x4, (base + j) / 4);
+                    if (residual) {
+                        h += res4[(base + j) / 4];
+                        sum4[(base + j) / 4] = h;
+                    }
+                    if (gated) {
+                        g = IN_LOAD4(z4, (zbase + j) / 4);
+                    }
+                }
+                [[unroll]] for (uint k = 0; k < 4; ++k) {
+                    hv[4 * q + k] = h[k];
+                    zv[4 * q + k] = g[k];
+                }
+            }
+        } else {
+            [[unroll]] for (uint e = 0; e < PER; ++e) {
+                const uint j = element(tid, e);
+                hv[e] = 0.0;
+                zv[e] = 0.0;
+                if (j < p.group_size) {
+                    hv[e] = TENSOR_LOAD(x, base + j);
+                    if (residual) {
+                        hv[e] += res[base + j];
+                        sum_out[base + j] = hv[e];
+                    }
+                    if (gated) {
+                        zv[e] = IN_LOAD(z, zbase + j);
+                    }
+                }
+            }
+        }
         float ss = 0.0;
         [[unroll]] for (uint e = 0; e < PER; ++e) {
-            const uint j = element(tid, e);
-            hv[e] = 0.0;
-            zv[e] = 0.0;
-            if (j < p.group_size) {
-                hv[e] = TENSOR_LOAD(x, base + j);
-                if (residual) {
-                    hv[e] += res[base + j];
-                    sum_out[base + j] = hv[e];
-                }
-                if (gated) {
-                    zv[e] = IN_LOAD(z, zbase + j);
-                }
+            if (element(tid, e) < p.group_size) {
                 if (gated && !after) {
                     hv[e] *= silu(zv[e]);
                 }
@@ -84,20 +124,36 @@ void main() {
             const uint j = element(tid, e);
             yv[e] = 0.0;
             if (j < p.group_size) {
-                yv[e] = hv[e] * r * w[col + j];
+                yv[e] = hv[e] * r * (QUADS ? w4[(col + j) / 4][e % 4] : w[col + j]);
                 if (gated && after) {
                     yv[e] *= silu(zv[e]);
                 }
-                if (!PACK_BF16) {
-                    y[base + j] = yv[e];
-                }
             }
         }
-        if (PACK_BF16) {
+        if (QUADS) {
+            [[unroll]] for (uint q = 0; q < PER / 4; ++q) {
+                const uint j = element(tid, 4 * q);
+                if (j < p.group_size) {
+                    const vec4 v = vec4(yv[4 * q], yv[4 * q + 1], yv[4 * q + 2], yv[4 * q + 3]);
+                    if (PACK_BF16) {
+                        y_words2[(base + j) / 4] = bf16_words4(v);
+                    } else {
+                        y4[(base + j) / 4] = v;
+                    }
+                }
+            }
+        } else if (PACK_BF16) {
             [[unroll]] for (uint e = 0; e < PER; e += 2) {
                 const uint j = element(tid, e);   // even: j + 1 is inside the group whenever j is
                 if (j < p.group_size) {
                     y_words[(base + j) / 2] = bf16_bits(yv[e]) | (bf16_bits(yv[e + 1]) << 16);
+                }
+            }
+        } else {
+            [[unroll]] for (uint e = 0; e < PER; ++e) {
+                const uint j = element(tid, e);
+                if (j < p.group_size) {
+                    y[base + j] = yv[e];
                 }
             }
         }

@@ -10,6 +10,8 @@
 // and [dz_col, dz_col + dim) of rows z_stride and dz_stride apart (the fused projection's output and its gradient).
 // OUT_BF16 (a variant): dz is stored as bf16 bits (bf16_store.glsl), as the products that read it take it.
 // flags bit 2: dx += res (a block's norm in the residual stream: the stream's gradient added in the same pass).
+// QUADS (MODE 0 and 2): runs of four neighbouring elements per invocation, each moved in one 16-byte access (8 for
+// bf16), as in the forward; the host sets it where every row start, stride, column and binding allows.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
@@ -17,6 +19,7 @@
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint MODE = 0;
 layout(constant_id = 2) const uint PER = 1;   // MODE 0 and 2: elements per invocation, ceil(group_size / workgroup size)
+layout(constant_id = 3) const bool QUADS = false;   // (PER, dim, group_size and the strides and columns multiples of 4)
 
 layout(std430, binding = 0) readonly buffer Dy { float dy[]; };
 // x and dx are bf16 in the TENSORS_BF16 variants (the SSD's y and its gradient), z in the IN_BF16 ones (the fused
@@ -30,13 +33,24 @@ layout(std430, binding = 5) writeonly buffer Dx { TENSOR_ELEM dx[]; };
 #ifdef OUT_BF16
 #include "bf16_store.glsl"
 layout(std430, binding = 6) writeonly buffer Dz { uint16_t dz16[]; };
+layout(std430, binding = 6) writeonly buffer Dz4 { uvec2 dz_words2[]; };
 #define STORE_DZ(i, v) BF16_STORE(dz16, i, v)
+#define STORE_DZ4(i, v) BF16_STORE4(dz_words2, i, v)
 #else
 layout(std430, binding = 6) writeonly buffer Dz { float dz[]; };
+layout(std430, binding = 6) writeonly buffer Dz4 { vec4 dz4[]; };
 #define STORE_DZ(i, v) dz[i] = (v)
+#define STORE_DZ4(i, v) dz4[i] = (v)
 #endif
 layout(std430, binding = 7) writeonly buffer DwPart { float dw_part[]; };   // (blocks, dim)
 layout(std430, binding = 8) readonly buffer Res { float res[]; };           // flags bit 2: x's shape
+// The same bindings four elements at a time (QUADS).
+layout(std430, binding = 0) readonly buffer Dy4 { vec4 dy4[]; };
+layout(std430, binding = 1) readonly buffer X4 { TENSOR_WORD4 x4[]; };
+layout(std430, binding = 2) readonly buffer Z4 { IN_WORD4 z4[]; };
+layout(std430, binding = 3) readonly buffer W4 { vec4 w4[]; };
+layout(std430, binding = 5) writeonly buffer Dx4 { TENSOR_WORD4 dx4[]; };
+layout(std430, binding = 8) readonly buffer Res4 { vec4 res4[]; };
 
 layout(push_constant) uniform Push {
     uint rows, dim, group_size;
@@ -49,6 +63,11 @@ layout(push_constant) uniform Push {
 
 float sigmoid(float v) {
     return 1.0 / (1.0 + exp(-v));
+}
+
+// The group's element an invocation holds e-th (MODE 0 and 2): strided by the workgroup, or in runs of four.
+uint element(uint tid, uint e) {
+    return QUADS ? 4 * (tid + (e / 4) * gl_WorkGroupSize.x) + e % 4 : tid + e * gl_WorkGroupSize.x;
 }
 
 void main() {
@@ -90,8 +109,8 @@ void main() {
         float wv[PER];
         float dw[PER];
         [[unroll]] for (uint e = 0; e < PER; ++e) {
-            const uint j = tid + e * gl_WorkGroupSize.x;
-            wv[e] = j < p.group_size ? w[col + j] : 0.0;
+            const uint j = element(tid, e);
+            wv[e] = j < p.group_size ? (QUADS ? w4[(col + j) / 4][e % 4] : w[col + j]) : 0.0;
             dw[e] = 0.0;
         }
         for (uint row = r0; row < r1; ++row) {
@@ -103,22 +122,49 @@ void main() {
             float xv[PER];
             float zv[PER];
             float rv[PER];   // the residual's gradient, loaded with the rest so its latency overlaps theirs
+            if (QUADS) {
+                [[unroll]] for (uint q = 0; q < PER / 4; ++q) {
+                    const uint j = element(tid, 4 * q);   // j + 3 is inside the group whenever j is
+                    vec4 a = vec4(0.0), b = vec4(0.0), c = vec4(0.0), d = vec4(0.0);
+                    if (j < p.group_size) {
+                        a = dy4[(base + j) / 4];
+                        b = TENSOR_LOAD4(x4, (base + j) / 4);
+                        if (residual) {
+                            d = res4[(base + j) / 4];
+                        }
+                        if (gated) {
+                            c = IN_LOAD4(z4, (zbase + j) / 4);
+                        }
+                    }
+                    [[unroll]] for (uint k = 0; k < 4; ++k) {
+                        dyv[4 * q + k] = a[k];
+                        xv[4 * q + k] = b[k];
+                        zv[4 * q + k] = c[k];
+                        rv[4 * q + k] = d[k];
+                    }
+                }
+            } else {
+                [[unroll]] for (uint e = 0; e < PER; ++e) {
+                    const uint j = element(tid, e);
+                    dyv[e] = 0.0;
+                    xv[e] = 0.0;
+                    zv[e] = 0.0;
+                    rv[e] = 0.0;
+                    if (j < p.group_size) {
+                        dyv[e] = dy[base + j];
+                        xv[e] = TENSOR_LOAD(x, base + j);
+                        if (residual) {
+                            rv[e] = res[base + j];
+                        }
+                        if (gated) {
+                            zv[e] = IN_LOAD(z, zbase + j);
+                        }
+                    }
+                }
+            }
             float dot = 0.0;
             [[unroll]] for (uint e = 0; e < PER; ++e) {
-                const uint j = tid + e * gl_WorkGroupSize.x;
-                dyv[e] = 0.0;
-                xv[e] = 0.0;
-                zv[e] = 0.0;
-                rv[e] = 0.0;
-                if (j < p.group_size) {
-                    dyv[e] = dy[base + j];
-                    xv[e] = TENSOR_LOAD(x, base + j);
-                    if (residual) {
-                        rv[e] = res[base + j];
-                    }
-                    if (gated) {
-                        zv[e] = IN_LOAD(z, zbase + j);
-                    }
+                if (element(tid, e) < p.group_size) {
                     const float s = gated ? silu(zv[e]) : 1.0;
                     const float h = gated && !after ? xv[e] * s : xv[e];
                     const float dn = dyv[e] * wv[e] * (gated && after ? s : 1.0);
@@ -126,9 +172,12 @@ void main() {
                 }
             }
             const float mean = row_sum(dot) / float(p.group_size);
+            float dxv[PER];
+            float dzv[PER];
             [[unroll]] for (uint e = 0; e < PER; ++e) {
-                const uint j = tid + e * gl_WorkGroupSize.x;
-                if (j < p.group_size) {
+                dxv[e] = 0.0;
+                dzv[e] = 0.0;
+                if (element(tid, e) < p.group_size) {
                     const float sg = sigmoid(zv[e]);
                     const float s = gated ? zv[e] * sg : 1.0;
                     const float ds = sg * (1.0 + zv[e] * (1.0 - sg));   // silu'(z)
@@ -136,15 +185,12 @@ void main() {
                     const float n = h * r;
                     const float dn = dyv[e] * wv[e] * (gated && after ? s : 1.0);
                     const float dh = r * (dn - n * mean);
-                    const float add = rv[e];
                     if (gated && !after) {
-                        TENSOR_STORE(dx, base + j, dh * s + add);
-                        STORE_DZ(dzbase + j, dh * xv[e] * ds);
+                        dxv[e] = dh * s + rv[e];
+                        dzv[e] = dh * xv[e] * ds;
                     } else {
-                        TENSOR_STORE(dx, base + j, dh + add);
-                        if (gated) {
-                            STORE_DZ(dzbase + j, dyv[e] * n * wv[e] * ds);
-                        }
+                        dxv[e] = dh + rv[e];
+                        dzv[e] = dyv[e] * n * wv[e] * ds;
                     }
                     if (sums) {
                         float v = dyv[e] * h * r;
@@ -155,10 +201,31 @@ void main() {
                     }
                 }
             }
+            if (QUADS) {
+                [[unroll]] for (uint q = 0; q < PER / 4; ++q) {
+                    const uint j = element(tid, 4 * q);
+                    if (j < p.group_size) {
+                        TENSOR_STORE4(dx4, (base + j) / 4, vec4(dxv[4 * q], dxv[4 * q + 1], dxv[4 * q + 2], dxv[4 * q + 3]));
+                        if (gated) {
+                            STORE_DZ4((dzbase + j) / 4, vec4(dzv[4 * q], dzv[4 * q + 1], dzv[4 * q + 2], dzv[4 * q + 3]));
+                        }
+                    }
+                }
+            } else {
+                [[unroll]] for (uint e = 0; e < PER; ++e) {
+                    const uint j = element(tid, e);
+                    if (j < p.group_size) {
+                        TENSOR_STORE(dx, base + j, dxv[e]);
+                        if (gated) {
+                            STORE_DZ(dzbase + j, dzv[e]);
+                        }
+                    }
+                }
+            }
         }
         if (sums) {
             [[unroll]] for (uint e = 0; e < PER; ++e) {
-                const uint j = tid + e * gl_WorkGroupSize.x;
+                const uint j = element(tid, e);
                 if (j < p.group_size) {
                     dw_part[(r0 / p.block_rows) * p.dim + col + j] = dw[e];
                 }

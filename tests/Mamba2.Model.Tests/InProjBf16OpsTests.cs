@@ -140,13 +140,19 @@ public class InProjBf16OpsTests(GpuFixture gpu)
         Assert.Contains("float32", e.Message);
     }
 
-    /// <summary>x: f32 or bf16 (the SSD's y); dz: own (fp32), into (fp32 columns) or packed (bf16 columns).</summary>
+    /// <summary>
+    /// x: f32 or bf16 (the SSD's y); dz: own (fp32), into (fp32 columns) or packed (bf16 columns); the projection's
+    /// rows <paramref name="pad"/> wider than z (a multiple of four with rows and groups of one: runs of four elements).
+    /// </summary>
     [Theory]
-    [InlineData(new[] { 2, 33, 48 }, 24, false, "bf16", "packed")]
-    [InlineData(new[] { 5, 40 }, 0, true, "f32", "own")]
-    [InlineData(new[] { 3, 7, 20 }, 10, false, "f32", "into")]
-    [InlineData(new[] { 4, 30 }, 0, true, "bf16", "into")]
-    public void GatedNormReadsZAsBf16ColumnsOfTheProjection(int[] shape, int groupSize, bool after, string xType, string dz)
+    [InlineData(new[] { 2, 33, 48 }, 24, false, "bf16", "packed", 9)]
+    [InlineData(new[] { 5, 40 }, 0, true, "f32", "own", 9)]
+    [InlineData(new[] { 3, 7, 20 }, 10, false, "f32", "into", 9)]
+    [InlineData(new[] { 4, 30 }, 0, true, "bf16", "into", 9)]
+    [InlineData(new[] { 2, 33, 48 }, 24, false, "bf16", "packed", 8)]
+    [InlineData(new[] { 5, 40 }, 0, true, "f32", "own", 8)]
+    [InlineData(new[] { 4, 32 }, 0, true, "bf16", "into", 8)]
+    public void GatedNormReadsZAsBf16ColumnsOfTheProjection(int[] shape, int groupSize, bool after, string xType, string dz, int pad)
     {
         if (!Bf16Runs())
         {
@@ -158,8 +164,8 @@ public class InProjBf16OpsTests(GpuFixture gpu)
         var dim = shape[^1];
         var rows = (int)(ShapeOps.Elements(shape, "x") / dim);
         var gs = groupSize == 0 ? dim : groupSize;
-        int stride = dim + 9, start = 0;   // z first, as in zxbcdt
-        var what = $"{ShapeOps.Format(shape)} group {gs} after {after} x {xType} dz {dz} seed {seed}";
+        int stride = dim + pad, start = 0;   // z first, as in zxbcdt
+        var what = $"{ShapeOps.Format(shape)} group {gs} after {after} x {xType} dz {dz} pad {pad} seed {seed}";
         var xv = TestMath.Uniform(rng, rows * dim, -2, 2);
         var xType16 = xType == "bf16";
         if (xType16)

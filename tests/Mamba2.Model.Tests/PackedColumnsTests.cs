@@ -18,11 +18,15 @@ public class PackedColumnsTests(GpuFixture gpu)
 
     private GpuDevice Device => gpu.Device;
 
-    [Fact]
-    public void GatedNormDzIsItsFp32GradientRounded()
+    /// <summary>Columns at an odd start (one element at a time) and at a multiple of four (runs of four).</summary>
+    [Theory]
+    [InlineData(3, 7)]
+    [InlineData(4, 8)]
+    public void GatedNormDzIsItsFp32GradientRounded(int start, int pad)
     {
         var rng = new Random(TestMath.NewSeed());
-        const int b = 2, l = 37, dim = 48, gs = 24, wide = dim + 7, start = 3;
+        const int b = 2, l = 37, dim = 48, gs = 24;
+        var wide = dim + pad;
         using var x = Tensor.FromArray(Device, "x", TestMath.Uniform(rng, b * l * dim, -2, 2), b, l, dim);
         using var z = Tensor.FromArray(Device, "z", TestMath.Uniform(rng, b * l * dim, -2, 2), b, l, dim);
         using var w = Tensor.FromArray(Device, "w", TestMath.Uniform(rng, dim, 0.5f, 1.5f), dim);

@@ -13,7 +13,10 @@ public class RmsNormTests(GpuFixture gpu)
 
     private static double[] Widen(float[] a) => Array.ConvertAll(a, v => (double)v);
 
-    /// <summary>Shape, group size (0: whole row), gate (none / before / after the norm).</summary>
+    /// <summary>
+    /// Shape, group size (0: whole row), gate (none / before / after the norm). Rows and groups of a multiple of four
+    /// elements move in runs of four (QUADS), the others one element at a time.
+    /// </summary>
     public static TheoryData<int[], int, string> Cases => new()
     {
         { [37, 48], 0, "none" },           // the blocks' RMSNorm
@@ -21,6 +24,8 @@ public class RmsNormTests(GpuFixture gpu)
         { [5, 300], 0, "after" },          // mamba_ssm's default: gate after the norm
         { [3, 7, 20], 5, "after" },
         { [200, 1000], 1000, "first" },    // a row longer than the workgroup
+        { [9, 30], 0, "none" },            // one element at a time: a row of 30
+        { [4, 6, 42], 14, "first" },       // and groups of 14
     };
 
     [Theory]
@@ -158,18 +163,24 @@ public class RmsNormTests(GpuFixture gpu)
 
     /// <summary>
     /// The layer's way: z read in place from columns of a wider tensor and dz written into columns of another, whose
-    /// other columns stay as they were; also with bindings of a few blocks (the wide rows set the slice size).
+    /// other columns stay as they were; also with bindings of a few blocks (the wide rows set the slice size), and
+    /// with columns and strides of multiples of four (runs of four elements) or not (one at a time).
     /// </summary>
     [Theory]
-    [InlineData(false, false)]
-    [InlineData(true, false)]
-    [InlineData(false, true)]
-    public void GateAndItsGradientInColumnViewsMatchTheReference(bool after, bool sliced)
+    [InlineData(false, false, false)]
+    [InlineData(true, false, false)]
+    [InlineData(false, true, false)]
+    [InlineData(false, false, true)]
+    [InlineData(true, false, true)]
+    [InlineData(false, true, true)]
+    public void GateAndItsGradientInColumnViewsMatchTheReference(bool after, bool sliced, bool quads)
     {
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
-        int rows = 300, dim = 24, gs = 8, zStart = 5, zWide = 5 + 24 + 9, dzStart = 11, dzWide = 11 + 24 + 2;
-        var what = $"gate after {after} sliced {sliced} seed {seed}";
+        int rows = 300, dim = 24, gs = 8;
+        var (zStart, dzStart) = quads ? (4, 8) : (5, 11);
+        var (zWide, dzWide) = quads ? (zStart + dim + 8, dzStart + dim + 4) : (zStart + dim + 9, dzStart + dim + 2);
+        var what = $"gate after {after} sliced {sliced} quads {quads} seed {seed}";
         var xv = TestMath.Uniform(rng, rows * dim, -2, 2);
         var wv = TestMath.Uniform(rng, dim, 0.5, 1.5);
         var wideZ = TestMath.Uniform(rng, rows * zWide, -3, 3);

@@ -164,15 +164,10 @@ public static class RmsNorm
     {
         var device = x.Device;
         var groups = dim / gs;
-        var (local, per) = Team(device, gs);
-        if (pack)
-        {
-            per = (uint)((gs / 2 + local - 1) / local * 2);   // pairs of neighbours
-        }
-
+        var (local, _) = Team(device, gs);
         var bf16 = x.DType == TensorDType.BF16;   // x read as bf16 (the SSD's y on bf16 tensors)
         var bf16Z = z?.Tensor.DType == TensorDType.BF16;   // z read as bf16 (in_proj's output in bf16)
-        var kernel = device.GetKernel(Shaders.RmsNormOf(bf16, bf16Z), new RmsNormSpec(local, per, pack));
+        var source = Shaders.RmsNormOf(bf16, bf16Z);
         var flags = Flags(z, normBeforeGate) | (residual is null ? 0u : 4u);
         var yPerRow = pack ? dim / 2 : dim;   // y's 4-byte elements a row: floats, or words of two bf16
         Shaders.RunIn(device, stream, st =>
@@ -182,11 +177,14 @@ public static class RmsNorm
                 var xRows = Shaders.Slice(x, first * dim, count * dim, bf16);
                 var yRows = new BufferBinding(y, (ulong)(first * yPerRow * 4), (ulong)(count * yPerRow * 4));
                 // Without a residual (or z) their bindings take ranges the pass already reads (x) and writes (y).
-                st.Dispatch(kernel, (Shaders.Groups(device, count * groups), 1, 1),
-                    new Push((uint)count, (uint)dim, (uint)gs, flags, eps, (uint)(z?.Stride ?? dim), (uint)(z?.Start ?? 0)),
-                    xRows, z is { } zv ? RowsOf(zv, first, count) : xRows, weight.Buffer, yRows, Shaders.Slice(rstd, first * groups, count * groups),
+                BufferBinding[] bindings = [xRows, z is { } zv ? RowsOf(zv, first, count) : xRows, weight.Buffer, yRows,
+                    Shaders.Slice(rstd, first * groups, count * groups),
                     residual is { } term ? Shaders.Slice(term.Term, first * dim, count * dim) : xRows,
-                    residual is { } sum ? Shaders.Slice(sum.Sum, first * dim, count * dim) : yRows);
+                    residual is { } sum ? Shaders.Slice(sum.Sum, first * dim, count * dim) : yRows];
+                var quads = Quads([dim, gs, z?.Stride ?? 0, z?.Start ?? 0], bindings);
+                var spec = new RmsNormSpec(local, PerInvocation(gs, local, quads ? 4 : pack ? 2 : 1), pack, quads);
+                st.Dispatch(device.GetKernel(source, spec), (Shaders.Groups(device, count * groups), 1, 1),
+                    new Push((uint)count, (uint)dim, (uint)gs, flags, eps, (uint)(z?.Stride ?? dim), (uint)(z?.Start ?? 0)), bindings);
             }
         });
     }
@@ -276,6 +274,7 @@ public static class RmsNorm
             var dwPart = scope.New("dweight_part", (int)units, dim);
             var flags = Flags(z, normBeforeGate) | (residual is null ? 0u : 4u);
             var (local, per) = Team(device, gs);
+            var source = Shaders.RmsNormBwdOf(bf16, dzPacked is not null, bf16Z);
             Shaders.RunIn(device, stream, st =>
             {
                 foreach (var t in scope.Since(mark))
@@ -296,18 +295,19 @@ public static class RmsNorm
                         Shaders.Slice(rstd, first * groups, count * groups), Rows(grads.Dx),
                         dzPacked?.Words ?? (dz is { } dzv ? RowsOf(dzv, first, count) : Rows(dy)), Shaders.Slice(dwPart, first / blockRows * dim, pieceUnits * dim),
                         Rows(residual ?? dy)];
-                    var kernel = Shaders.RmsNormBwdOf(bf16, dzPacked is not null, bf16Z);
+                    var quads = Quads([dim, gs, z?.Stride ?? 0, z?.Start ?? 0, dzStride, dzStart], bindings);
+                    var rowPer = quads ? PerInvocation(gs, local, 4) : per;
                     if (form.Fused)
                     {
-                        st.Dispatch(device.GetKernel(kernel, new RmsNormBwdSpec(local, RmsNormBwdMode.Fused, per)),
+                        st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local, RmsNormBwdMode.Fused, rowPer, quads)),
                             (Shaders.Groups(device, pieceUnits * groups), 1, 1), push, bindings);
                         continue;
                     }
 
-                    st.Dispatch(device.GetKernel(kernel, new RmsNormBwdSpec(local, RmsNormBwdMode.InputGradients, per)),
+                    st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local, RmsNormBwdMode.InputGradients, rowPer, quads)),
                         (Shaders.Groups(device, count * groups), 1, 1), push, bindings);
                     var local1D = Shaders.Local1D(device);
-                    st.Dispatch(device.GetKernel(kernel, new RmsNormBwdSpec(local1D, RmsNormBwdMode.WeightPartials, 1)),
+                    st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local1D, RmsNormBwdMode.WeightPartials, 1)),
                         (Shaders.Groups1D(device, pieceUnits * dim, local1D), 1, 1), push, bindings);
                 }
 
@@ -353,6 +353,35 @@ public static class RmsNorm
             ? Math.Max(Shaders.RowLocal(device, width), Math.Min(Shaders.PowerOfTwoLocal(device), System.Numerics.BitOperations.RoundUpToPowerOf2((uint)width)))
             : Shaders.RowLocal(device, width);
         return (local, (uint)((groupSize + local - 1) / local));
+    }
+
+    /// <summary>Elements of a group an invocation holds: whole runs of <paramref name="run"/> neighbours over the workgroup.</summary>
+    private static uint PerInvocation(int groupSize, uint local, int run) =>
+        (uint)((groupSize / run + local - 1) / local * run);
+
+    /// <summary>
+    /// Whether a pass may move runs of four neighbours at a time (QUADS): every row length, stride and start column
+    /// in <paramref name="elements"/> a multiple of four, every binding at a 16-byte offset.
+    /// </summary>
+    private static bool Quads(ReadOnlySpan<long> elements, ReadOnlySpan<BufferBinding> bindings)
+    {
+        foreach (var e in elements)
+        {
+            if (e % 4 != 0)
+            {
+                return false;
+            }
+        }
+
+        foreach (var b in bindings)
+        {
+            if (b.Offset % 16 != 0)
+            {
+                return false;
+            }
+        }
+
+        return true;
     }
 
     /// <summary>

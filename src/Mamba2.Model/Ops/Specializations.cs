@@ -89,9 +89,10 @@ internal enum RmsNormBwdMode : uint
     Fused = 2,            // both, per (block of rows, group)
 }
 
-internal readonly record struct RmsNormBwdSpec(uint Local, RmsNormBwdMode Mode, uint Per) : ISpecialization
+/// <summary>nn/rmsnorm_bwd: with <paramref name="Quads"/> an invocation moves runs of four neighbours (MODE 0 and 2).</summary>
+internal readonly record struct RmsNormBwdSpec(uint Local, RmsNormBwdMode Mode, uint Per, bool Quads = false) : ISpecialization
 {
-    public uint[] Constants() => [Local, (uint)Mode, Per];
+    public uint[] Constants() => [Local, (uint)Mode, Per, Quads ? 1u : 0u];
 }
 
 /// <summary>nn/convert: the workgroup size and the direction (fp32 to bf16, or back).</summary>
@@ -100,9 +101,10 @@ internal readonly record struct ConvertSpec(uint Local, bool ToBf16) : ISpeciali
     public uint[] Constants() => [Local, ToBf16 ? 1u : 0u];
 }
 
-internal readonly record struct RmsNormSpec(uint Local, uint Per, bool PackBf16 = false) : ISpecialization
+/// <summary>nn/rmsnorm: y packed as bf16 operands where asked; with <paramref name="Quads"/> an invocation moves runs of four neighbours.</summary>
+internal readonly record struct RmsNormSpec(uint Local, uint Per, bool PackBf16 = false, bool Quads = false) : ISpecialization
 {
-    public uint[] Constants() => [Local, Per, PackBf16 ? 1u : 0u];
+    public uint[] Constants() => [Local, Per, PackBf16 ? 1u : 0u, Quads ? 1u : 0u];
 }
 
 /// <summary>sum_squares' passes (MODE).</summary>
