@@ -61,28 +61,75 @@ public class LinearCrossEntropyTests(GpuFixture gpu)
     }
 
     // An even vocabulary lets the row pass write the 16-bit products' operands itself; an odd one is packed after it.
+    // A multiple of 4 moves four logits at a time, streamed (the row read twice) or, where asked (MAMBA2_CE_ROWS=held),
+    // each workgroup holding its row in registers where it fits.
     // bf16ViaF16: bf16's products as scaled f16 (MAMBA2_BF16_PRODUCTS=f16), what devices without bf16 cooperative
     // matrices run (and bf16 itself there).
-    public static TheoryData<Precision, long, int, bool> Cases => new()
+    public static TheoryData<Precision, long, int, bool, bool> Cases => new()
     {
-        { Precision.Fp32, 40_000, 131, false },                          // blocks of 64 rows and a 9-row tail
-        { Precision.Fp32, LinearCrossEntropy.MinDefaultBlockBytes, 132, false },   // one block
-        { Precision.Fp32Fast, 40_000, 131, false },
-        { Precision.Fp32Fast, 40_000, 132, false },
-        { Precision.Bf16, 40_000, 131, false },
-        { Precision.Bf16, 40_000, 132, false },
-        { Precision.Bf16, 40_000, 132, true },
+        { Precision.Fp32, 40_000, 131, false, false },                          // blocks of 64 rows and a 9-row tail
+        { Precision.Fp32, LinearCrossEntropy.MinDefaultBlockBytes, 132, false, false },   // one block
+        { Precision.Fp32Fast, 40_000, 131, false, false },
+        { Precision.Fp32Fast, 40_000, 132, false, false },
+        { Precision.Bf16, 40_000, 131, false, false },
+        { Precision.Bf16, 40_000, 132, false, false },
+        { Precision.Bf16, 40_000, 132, true, false },
+        { Precision.Bf16, 40_000, 130, false, false },                          // even, not a multiple of 4: words one at a time
+        { Precision.Fp32, 40_000, 1028, false, true },
+        { Precision.Bf16, 40_000, 1028, false, true },
+        { Precision.Bf16, 40_000, 1028, false, false },                         // held where a workgroup holds 1,028
     };
+
+    /// <summary>A held row fits its workgroup (every logit has a place) and the register budget; else it streams.</summary>
+    [Theory]
+    [InlineData(132)]
+    [InlineData(1028)]
+    [InlineData(50_280)]
+    [InlineData(50_281)]
+    [InlineData(262_144)]
+    public void TheRowPassHoldsOnlyRowsThatFit(int vocab)
+    {
+        Assert.Equal(0u, LinearCrossEntropy.RowPass(Device, vocab, CrossEntropyRowsGradient.Bf16, argmax: true).Held);   // streamed unless asked
+        using var held = OpTuning.Override(Device, t => t with { HoldLogitRows = true });
+        var pass = LinearCrossEntropy.RowPass(Device, vocab, CrossEntropyRowsGradient.Bf16, argmax: true);
+        Assert.Equal(vocab % 4 == 0, pass.Quads);
+        if (vocab == 132)
+        {
+            Assert.True(pass.Held > 0, "any device's workgroup holds 132 logits");
+        }
+
+        if (pass.Held == 0)
+        {
+            return;
+        }
+
+        Assert.True(pass.Quads, "a held row moves four logits at a time");
+        Assert.Equal(0u, pass.Held % 4);
+        Assert.InRange(pass.Held, 4u, (uint)LinearCrossEntropy.MaxHeld);
+        Assert.True((long)pass.Held * pass.Local >= vocab, $"{pass.Local} x {pass.Held} holds fewer than {vocab} logits");
+        Assert.True((pass.Held + 24) * pass.Local <= 65_536, $"{pass.Local} x {pass.Held} is over the register budget");
+        Assert.True(pass.Local >= Device.Capabilities.SubgroupSize, "at least a subgroup");
+    }
 
     [Theory]
     [MemberData(nameof(Cases))]
-    public void LossGradientsAndPredictionsMatchTheReference(Precision precision, long blockBytes, int vocab, bool bf16ViaF16)
+    public void LossGradientsAndPredictionsMatchTheReference(Precision precision, long blockBytes, int vocab, bool bf16ViaF16, bool streamed)
     {
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
         const int b = 3, l = 67, d = 24;
-        using var tuning = OpTuning.Override(Device, t => t with { Bf16Products = bf16ViaF16 ? GemmOperands.Bf16ViaF16 : null });
-        var what = $"{precision.Name()}{(bf16ViaF16 ? " via f16" : "")} block {blockBytes} vocab {vocab} seed {seed}";
+        using var tuning = OpTuning.Override(Device, t => t with
+        {
+            Bf16Products = bf16ViaF16 ? GemmOperands.Bf16ViaF16 : null,
+            HoldLogitRows = !streamed,
+        });
+        var pass = LinearCrossEntropy.RowPass(Device, vocab, CrossEntropyRowsGradient.Bf16, false);
+        if (streamed || vocab % 4 != 0)
+        {
+            Assert.Equal(0u, pass.Held);
+        }
+
+        var what = $"{precision.Name()}{(bf16ViaF16 ? " via f16" : "")} block {blockBytes} vocab {vocab} held {pass.Held} seed {seed}";
         var hv = TestMath.Uniform(rng, b * l * d, -1, 1);
         var wv = TestMath.Uniform(rng, vocab * d, -1, 1);
         if (precision == Precision.Bf16)

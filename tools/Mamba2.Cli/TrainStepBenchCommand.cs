@@ -260,6 +260,7 @@ internal static class TrainStepBenchCommand
             WriteKernels(byCommand, r.GetValue(KernelRows));
         }
 
+        KernelStatisticsReport.Print(device);
         return 0;
     }
 

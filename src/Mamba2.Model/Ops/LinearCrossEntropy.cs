@@ -164,7 +164,7 @@ public static class LinearCrossEntropy
         var alpha = count == 0 ? 0f : (float)(1.0 / count);
         var rowLocal = Shaders.RowLocal(device, vocab);
         var gradient = GradientForm(device, result.DHidden is not null, precision, vocab);
-        var rowsKernel = device.GetKernel(Shaders.CrossEntropyRows, new CrossEntropyRowsSpec(rowLocal, gradient, argmax is not null));
+        var rowsKernel = device.GetKernel(Shaders.CrossEntropyRows, RowPass(device, vocab, gradient, argmax is not null));
         // With tensor-core products the weight is packed once for every block's two products, and each block's
         // hidden rows once for their two (into packed scratch reused block after block); the row pass writes the
         // logits' gradient as packed operands itself where it can (even vocab), else it is packed after it.
@@ -237,6 +237,47 @@ public static class LinearCrossEntropy
         Reductions.Sum(st, pairs, sums, (uint)rows, 2);
         st.Dispatch(device.GetKernel(Shaders.CrossEntropy, new CrossEntropySpec(rowLocal, CrossEntropyMode.Loss)), (1, 1, 1),
             new Push((uint)rows, (uint)vocab, ignoreIndex), pairs, targets.Buffer, sums, result.Loss.Buffer, result.Loss.Buffer, pairs, status);
+    }
+
+    /// <summary>
+    /// Registers a workgroup may fill: the 64K 32-bit registers of an NVIDIA SM (an AMD CU's SIMDs hold more), so that a
+    /// workgroup holding a row still runs.
+    /// </summary>
+    private const int RegisterBudget = 65_536;
+
+    /// <summary>Registers an invocation needs besides the logits it holds (indices, sums, the argmax).</summary>
+    private const int RegistersBesideHeld = 24;
+
+    /// <summary>The most logits an invocation holds: beyond, the row is streamed twice.</summary>
+    internal const int MaxHeld = 128;
+
+    /// <summary>
+    /// The row pass's form: one workgroup per row, its logits moved four at a time where the vocabulary is a multiple
+    /// of 4 (every binding it moves so starts at offset 0: the block's logits, the packed words), and held in
+    /// registers (read once) where <see cref="OpTuning.HoldLogitRows"/> asks and a workgroup of at least a subgroup can
+    /// hold the row within the register budget; else streamed (read twice, the second read from the cache).
+    /// </summary>
+    internal static CrossEntropyRowsSpec RowPass(GpuDevice device, int vocab, CrossEntropyRowsGradient gradient, bool argmax)
+    {
+        var local = Shaders.RowLocal(device, vocab);
+        var quads = vocab % 4 == 0;
+        var spec = new CrossEntropyRowsSpec(local, gradient, argmax, quads);
+        if (!quads || !OpTuning.Of(device).HoldLogitRows)
+        {
+            return spec;
+        }
+
+        var floor = Math.Max(1u, device.Capabilities.SubgroupSize);
+        for (var l = local; l >= floor && l > 0; l /= 2)
+        {
+            var held = (vocab / 4 + (int)l - 1) / (int)l * 4;
+            if (held <= MaxHeld && (long)(held + RegistersBesideHeld) * l <= RegisterBudget)
+            {
+                return spec with { Local = l, Held = (uint)held };
+            }
+        }
+
+        return spec;
     }
 
     /// <summary>

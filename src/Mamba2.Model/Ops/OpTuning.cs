@@ -114,6 +114,12 @@ public sealed record OpTuning
             GemmTile = Read(TensorCoreGemm.TileVariable),
             Bf16Products = ParseBf16Products(Read(Bf16ProductsVariable)),
             NormBackward = Read(NormBackwardForm.EnvironmentVariable) is { } form ? NormBackwardForm.Parse(form) : null,
+            HoldLogitRows = Read(LogitRowsVariable)?.ToLowerInvariant() switch
+            {
+                "held" => true,
+                null or "streamed" => false,
+                var other => throw new ArgumentException($"{LogitRowsVariable}={other}: expected held or streamed."),
+            },
             GemmKernel = Read(Gemm.KernelVariable) switch
             {
                 null => null,
@@ -123,6 +129,15 @@ public sealed record OpTuning
             },
         };
     }
+
+    /// <summary>
+    /// MAMBA2_CE_ROWS: whether the LM head's row pass holds a row of logits in registers where it fits (held) or
+    /// streams every row twice (streamed, the default until held is timed on a GPU: docs/PERF.md).
+    /// </summary>
+    public bool HoldLogitRows { get; init; }
+
+    /// <summary>The environment variable of <see cref="HoldLogitRows"/>.</summary>
+    public const string LogitRowsVariable = "MAMBA2_CE_ROWS";
 
     /// <summary>The tuning of <paramref name="device"/>: the environment's, unless changed with <see cref="Override"/>.</summary>
     public static OpTuning Of(GpuDevice device) => PerDevice.GetValue(device, _ => FromEnvironment());

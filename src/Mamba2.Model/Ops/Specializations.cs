@@ -64,9 +64,14 @@ internal enum CrossEntropyRowsGradient : uint
     Bf16ViaF16 = 4,   // rounded to bf16, then as F16
 }
 
-internal readonly record struct CrossEntropyRowsSpec(uint Local, CrossEntropyRowsGradient Gradient, bool ArgMax) : ISpecialization
+/// <summary>
+/// cross_entropy_rows: with <paramref name="Quads"/> (vocabulary a multiple of 4) logits move four at a time; with
+/// <paramref name="Held"/> above 0 (and Quads) each invocation keeps that many of a row's logits in registers.
+/// </summary>
+internal readonly record struct CrossEntropyRowsSpec(uint Local, CrossEntropyRowsGradient Gradient, bool ArgMax, bool Quads = false, uint Held = 0)
+    : ISpecialization
 {
-    public uint[] Constants() => [Local, (uint)Gradient, ArgMax ? 1u : 0u];
+    public uint[] Constants() => [Local, (uint)Gradient, ArgMax ? 1u : 0u, Quads ? 1u : 0u, Held];
 }
 
 /// <summary>embedding's directions (MODE).</summary>
