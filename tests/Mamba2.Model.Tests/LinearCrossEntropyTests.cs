@@ -80,6 +80,19 @@ public class LinearCrossEntropyTests(GpuFixture gpu)
         { Precision.Bf16, 40_000, 1028, false, false },                         // held where a workgroup holds 1,028
     };
 
+    [Theory]
+    [InlineData("held", true)]
+    [InlineData(" Streamed ", false)]
+    [InlineData(null, false)]
+    public void LogitRowsVariableNamesAForm(string? text, bool held) => Assert.Equal(held, OpTuning.ParseLogitRows(text));
+
+    [Fact]
+    public void UnknownLogitRowsNameTheVariable()
+    {
+        var e = Assert.Throws<ArgumentException>(() => OpTuning.ParseLogitRows("twice"));
+        Assert.StartsWith($"{OpTuning.LogitRowsVariable}=twice:", e.Message);
+    }
+
     /// <summary>A held row fits its workgroup (every logit has a place) and the register budget; else it streams.</summary>
     [Theory]
     [InlineData(132)]

@@ -114,12 +114,7 @@ public sealed record OpTuning
             GemmTile = Read(TensorCoreGemm.TileVariable),
             Bf16Products = ParseBf16Products(Read(Bf16ProductsVariable)),
             NormBackward = Read(NormBackwardForm.EnvironmentVariable) is { } form ? NormBackwardForm.Parse(form) : null,
-            HoldLogitRows = Read(LogitRowsVariable)?.ToLowerInvariant() switch
-            {
-                "held" => true,
-                null or "streamed" => false,
-                var other => throw new ArgumentException($"{LogitRowsVariable}={other}: expected held or streamed."),
-            },
+            HoldLogitRows = ParseLogitRows(Read(LogitRowsVariable)),
             GemmKernel = Read(Gemm.KernelVariable) switch
             {
                 null => null,
@@ -138,6 +133,14 @@ public sealed record OpTuning
 
     /// <summary>The environment variable of <see cref="HoldLogitRows"/>.</summary>
     public const string LogitRowsVariable = "MAMBA2_CE_ROWS";
+
+    /// <summary>What <paramref name="text"/> (MAMBA2_CE_ROWS) names: true for held, false for streamed or nothing.</summary>
+    public static bool ParseLogitRows(string? text) => text?.Trim().ToLowerInvariant() switch
+    {
+        "held" => true,
+        null or "" or "streamed" => false,
+        var other => throw new ArgumentException($"{LogitRowsVariable}={other}: expected held or streamed."),
+    };
 
     /// <summary>The tuning of <paramref name="device"/>: the environment's, unless changed with <see cref="Override"/>.</summary>
     public static OpTuning Of(GpuDevice device) => PerDevice.GetValue(device, _ => FromEnvironment());
