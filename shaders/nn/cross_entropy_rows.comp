@@ -1,11 +1,12 @@
 #version 450
-// A linear head's cross-entropy rows in one read of the logits (N, V), one workgroup per row: the row's loss pair
+// A linear head's cross-entropy rows in one pass over the logits (N, V), one workgroup per row: the row's loss pair
 // (lse - l[target], counted) as cross_entropy.comp's MODE 0 gives it, optionally its argmax (argmax_rows.comp's
 // answer), and optionally the gradient softmax(l) - onehot(target) (0 on ignored rows; the caller scales by dloss /
 // count in its products): in place as fp32, or as the 16-bit operands a tensor-core GEMM reads (two to a word; V
-// even, so no word straddles two rows). The second read of a row hits the cache the first one filled.
-// Each invocation keeps a running max and a sum rescaled to it (online softmax); the workgroup combines them in a
-// fixed order, so the result is deterministic on every device.
+// even, so no word straddles two rows). The streamed form reads a row twice: the second read finds it in the cache
+// only where the rows in flight fit there (docs/DESIGN.md).
+// Streamed, each invocation keeps a running max and a sum rescaled to it (online softmax); the workgroup combines
+// them in a fixed order, so the result is deterministic on every device.
 // QUADS (V a multiple of 4): each invocation reads and writes runs of four logits in one 16-byte access. HELD (with
 // QUADS, where the row fits): each invocation keeps its up to HELD logits in registers, so the row is read once and
 // the softmax needs no running rescale: its max, then exp(l - max) in place of each logit, then the gradient from those.
