@@ -342,18 +342,16 @@ internal static class TrainCommand
         // A scheduler's stop (SIGTERM, then SIGKILL after a grace period: Slurm's preemption, Kubernetes) saves as Ctrl-C
         // does. Not under mpirun, which sends SIGTERM to end the ranks at once when one fails (MpiCommunicator).
         var underMpirun = Communicator.Joined is not null;   // even as its only rank
-        using var onTerm = !underMpirun ? PosixSignalRegistration.Create(PosixSignal.SIGTERM, c =>
+        void Interrupt(PosixSignalContext c)
         {
-            c.Cancel = true;
+            c.Cancel = true;   // finish the step, save, then stop
             interrupted = true;
-        }) : null;
+        }
+
+        using var onTerm = !underMpirun ? PosixSignalRegistration.Create(PosixSignal.SIGTERM, Interrupt) : null;
         // Under mpirun, Ctrl-C makes mpirun end the ranks at once; SIGUSR1 (which it forwards) is the way to stop and save.
         // A rank may start with it blocked (SignalMask): unblocked on this thread, where the process then takes it.
-        using var onUsr1 = underMpirun ? PosixSignalRegistration.Create(SigUsr1, c =>
-        {
-            c.Cancel = true;
-            interrupted = true;
-        }) : null;
+        using var onUsr1 = underMpirun ? PosixSignalRegistration.Create(SigUsr1, Interrupt) : null;
         if (underMpirun)
         {
             SignalMask.Open(SignalMask.Usr1);

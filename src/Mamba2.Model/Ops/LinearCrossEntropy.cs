@@ -268,7 +268,7 @@ public static class LinearCrossEntropy
         }
 
         var floor = Math.Max(1u, device.Capabilities.SubgroupSize);
-        for (var l = local; l >= floor && l > 0; l /= 2)
+        for (var l = local; l >= floor; l /= 2)
         {
             var held = (vocab / 4 + (int)l - 1) / (int)l * 4;
             if (held <= MaxHeld && (long)(held + RegistersBesideHeld) * l <= RegisterBudget)

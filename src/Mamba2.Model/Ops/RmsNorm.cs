@@ -164,7 +164,7 @@ public static class RmsNorm
     {
         var device = x.Device;
         var groups = dim / gs;
-        var (local, _) = Team(device, gs);
+        var local = Team(device, gs);
         var bf16 = x.DType == TensorDType.BF16;   // x read as bf16 (the SSD's y on bf16 tensors)
         var bf16Z = z?.Tensor.DType == TensorDType.BF16;   // z read as bf16 (in_proj's output in bf16)
         var source = Shaders.RmsNormOf(bf16, bf16Z);
@@ -273,7 +273,7 @@ public static class RmsNorm
             var units = (rows + blockRows - 1) / blockRows;
             var dwPart = scope.New("dweight_part", (int)units, dim);
             var flags = Flags(z, normBeforeGate) | (residual is null ? 0u : 4u);
-            var (local, per) = Team(device, gs);
+            var local = Team(device, gs);
             var source = Shaders.RmsNormBwdOf(bf16, dzPacked is not null, bf16Z);
             Shaders.RunIn(device, stream, st =>
             {
@@ -296,7 +296,7 @@ public static class RmsNorm
                         dzPacked?.Words ?? (dz is { } dzv ? RowsOf(dzv, first, count) : Rows(dy)), Shaders.Slice(dwPart, first / blockRows * dim, pieceUnits * dim),
                         Rows(residual ?? dy)];
                     var quads = Quads([dim, gs, z?.Stride ?? 0, z?.Start ?? 0, dzStride, dzStart], bindings);
-                    var rowPer = quads ? PerInvocation(gs, local, 4) : per;
+                    var rowPer = PerInvocation(gs, local, quads ? 4 : 1);
                     if (form.Fused)
                     {
                         st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local, RmsNormBwdMode.Fused, rowPer, quads)),
@@ -338,21 +338,20 @@ public static class RmsNorm
     }
 
     /// <summary>
-    /// The workgroup of one (row, group) item and the elements of the group each invocation holds: a power of two
-    /// sized so that each holds about <see cref="PerInvocationGpu"/> (at least a warp on a GPU, a SIMD vector on a CPU
-    /// driver), or the tests' forced size.
+    /// The workgroup of one (row, group) item: a power of two sized so that each invocation holds about
+    /// <see cref="PerInvocationGpu"/> of the group's elements (at least a warp on a GPU, a SIMD vector on a CPU driver),
+    /// or the tests' forced size; <see cref="PerInvocation"/> gives the exact count.
     /// </summary>
-    private static (uint Local, uint Per) Team(GpuDevice device, int groupSize)
+    private static uint Team(GpuDevice device, int groupSize)
     {
         var cpu = device.Info.IsCpu;
         var perInvocation = cpu ? PerInvocationCpu : PerInvocationGpu;
         var width = (groupSize + perInvocation - 1) / perInvocation;
         // Shaders.RowLocal sizes a GPU's group by the width, as wanted here, but gives a CPU driver one SIMD vector
         // whatever the row: too many elements per invocation for registers on a wide row.
-        var local = cpu && OpTuning.Of(device).RowLocal is null
+        return cpu && OpTuning.Of(device).RowLocal is null
             ? Math.Max(Shaders.RowLocal(device, width), Math.Min(Shaders.PowerOfTwoLocal(device), System.Numerics.BitOperations.RoundUpToPowerOf2((uint)width)))
             : Shaders.RowLocal(device, width);
-        return (local, (uint)((groupSize + local - 1) / local));
     }
 
     /// <summary>Elements of a group an invocation holds: whole runs of <paramref name="run"/> neighbours over the workgroup.</summary>
