@@ -78,6 +78,8 @@ public class LinearCrossEntropyTests(GpuFixture gpu)
         { Precision.Fp32, 40_000, 1028, false, true },
         { Precision.Bf16, 40_000, 1028, false, true },
         { Precision.Bf16, 40_000, 1028, false, false },                         // held where a workgroup holds 1,028
+        { Precision.Fp32, LinearCrossEntropy.MinDefaultBlockBytes, 32_772, false, false },   // held by 512 invocations
+        { Precision.Bf16, LinearCrossEntropy.MinDefaultBlockBytes, 32_772, false, false },
     };
 
     [Theory]
@@ -111,6 +113,12 @@ public class LinearCrossEntropyTests(GpuFixture gpu)
             Assert.True(pass.Held > 0, "any device's workgroup holds 132 logits");
         }
 
+        var caps = Device.Capabilities;
+        if (vocab == 50_280 && Math.Min(caps.MaxWorkgroupInvocations, caps.MaxWorkgroupSize.X) >= 512)
+        {
+            Assert.Equal((512u, 100u), (pass.Local, pass.Held));   // GPT-NeoX's vocabulary: 512 invocations x 100
+        }
+
         if (pass.Held == 0)
         {
             return;
@@ -140,6 +148,10 @@ public class LinearCrossEntropyTests(GpuFixture gpu)
         if (streamed || vocab % 4 != 0)
         {
             Assert.Equal(0u, pass.Held);
+        }
+        else if (vocab == 32_772 && Math.Min(Device.Capabilities.MaxWorkgroupInvocations, Device.Capabilities.MaxWorkgroupSize.X) >= 512)
+        {
+            Assert.Equal((512u, 68u), (pass.Local, pass.Held));
         }
 
         var what = $"{precision.Name()}{(bf16ViaF16 ? " via f16" : "")} block {blockBytes} vocab {vocab} held {pass.Held} seed {seed}";

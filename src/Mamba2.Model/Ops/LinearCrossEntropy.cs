@@ -254,8 +254,8 @@ public static class LinearCrossEntropy
     /// <summary>
     /// The row pass's form: one workgroup per row, its logits moved four at a time where the vocabulary is a multiple
     /// of 4 (every binding it moves so starts at offset 0: the block's logits, the packed words), and held in
-    /// registers (read once) where <see cref="OpTuning.HoldLogitRows"/> asks and a workgroup of at least a subgroup can
-    /// hold the row within the register budget; else streamed (read twice, the second read from the cache).
+    /// registers (read once) where <see cref="OpTuning.HoldLogitRows"/> asks and a workgroup the device runs can hold the
+    /// row within the register budget; else streamed (read twice).
     /// </summary>
     internal static CrossEntropyRowsSpec RowPass(GpuDevice device, int vocab, CrossEntropyRowsGradient gradient, bool argmax)
     {
@@ -267,8 +267,11 @@ public static class LinearCrossEntropy
             return spec;
         }
 
-        var floor = Math.Max(1u, device.Capabilities.SubgroupSize);
-        for (var l = local; l >= floor; l /= 2)
+        // A larger workgroup holds fewer logits an invocation, so the search goes up from the streamed form's
+        // workgroup to the largest the device runs (beyond the 256 of the other row kernels).
+        var caps = device.Capabilities;
+        var largest = System.Numerics.BitOperations.RoundUpToPowerOf2(Math.Min(caps.MaxWorkgroupInvocations, caps.MaxWorkgroupSize.X) + 1) / 2;
+        for (var l = Math.Max(local, Math.Max(1u, caps.SubgroupSize)); l <= largest; l *= 2)
         {
             var held = (vocab / 4 + (int)l - 1) / (int)l * 4;
             if (held <= MaxHeld && (long)(held + RegistersBesideHeld) * l <= RegisterBudget)
