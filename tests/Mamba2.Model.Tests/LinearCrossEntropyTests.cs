@@ -85,8 +85,9 @@ public class LinearCrossEntropyTests(GpuFixture gpu)
     [Theory]
     [InlineData("held", true)]
     [InlineData(" Streamed ", false)]
-    [InlineData(null, false)]
-    public void LogitRowsVariableNamesAForm(string? text, bool held) => Assert.Equal(held, OpTuning.ParseLogitRows(text));
+    [InlineData(null, null)]
+    [InlineData("Auto", null)]
+    public void LogitRowsVariableNamesAForm(string? text, bool? held) => Assert.Equal(held, OpTuning.ParseLogitRows(text));
 
     [Fact]
     public void UnknownLogitRowsNameTheVariable()
@@ -104,9 +105,17 @@ public class LinearCrossEntropyTests(GpuFixture gpu)
     [InlineData(262_144)]
     public void TheRowPassHoldsOnlyRowsThatFit(int vocab)
     {
-        Assert.Equal(0u, LinearCrossEntropy.RowPass(Device, vocab, CrossEntropyRowsGradient.Bf16, argmax: true).Held);   // streamed unless asked
-        using var held = OpTuning.Override(Device, t => t with { HoldLogitRows = true });
-        var pass = LinearCrossEntropy.RowPass(Device, vocab, CrossEntropyRowsGradient.Bf16, argmax: true);
+        CrossEntropyRowsSpec Pass(bool? hold)
+        {
+            using var tuning = OpTuning.Override(Device, t => t with { HoldLogitRows = hold });
+            return LinearCrossEntropy.RowPass(Device, vocab, CrossEntropyRowsGradient.Bf16, argmax: true);
+        }
+
+        var streamed = Pass(false);
+        var pass = Pass(true);
+        Assert.Equal(0u, streamed.Held);
+        Assert.Equal(LinearCrossEntropy.HoldsRowsByDefault(Device) ? pass : streamed, Pass(null));
+
         Assert.Equal(vocab % 4 == 0, pass.Quads);
         if (vocab == 132)
         {

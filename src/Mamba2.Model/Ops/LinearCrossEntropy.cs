@@ -252,17 +252,25 @@ public static class LinearCrossEntropy
     internal const int MaxHeld = 128;
 
     /// <summary>
+    /// Whether the row pass holds rows by default: on NVIDIA GPUs, where held was timed faster (docs/PERF.md), and
+    /// AMD's, whose SIMDs have the registers (up to 256 a lane) for 512 invocations of 124; not on other GPUs, whose
+    /// register files may not (a spill would cost more than the second read), nor on CPU drivers.
+    /// </summary>
+    public static bool HoldsRowsByDefault(GpuDevice device) =>
+        !device.Info.IsCpu && device.Info.VendorName is "NVIDIA" or "AMD";
+
+    /// <summary>
     /// The row pass's form: one workgroup per row, its logits moved four at a time where the vocabulary is a multiple
     /// of 4 (every binding it moves so starts at offset 0: the block's logits, the packed words), and held in
-    /// registers (read once) where <see cref="OpTuning.HoldLogitRows"/> asks and a workgroup the device runs can hold the
-    /// row within the register budget; else streamed (read twice).
+    /// registers (read once) where <see cref="OpTuning.HoldLogitRows"/> or the device's default asks and a workgroup the
+    /// device runs can hold the row within the register budget; else streamed (read twice).
     /// </summary>
     internal static CrossEntropyRowsSpec RowPass(GpuDevice device, int vocab, CrossEntropyRowsGradient gradient, bool argmax)
     {
         var local = Shaders.RowLocal(device, vocab);
         var quads = vocab % 4 == 0;
         var spec = new CrossEntropyRowsSpec(local, gradient, argmax, quads);
-        if (!quads || !OpTuning.Of(device).HoldLogitRows)
+        if (!quads || !(OpTuning.Of(device).HoldLogitRows ?? HoldsRowsByDefault(device)))
         {
             return spec;
         }

@@ -126,20 +126,21 @@ public sealed record OpTuning
     }
 
     /// <summary>
-    /// MAMBA2_CE_ROWS: whether the LM head's row pass holds a row of logits in registers where it fits (held) or
-    /// streams every row twice (streamed, the default until held is timed on a GPU: docs/PERF.md).
+    /// MAMBA2_CE_ROWS: whether the LM head's row pass holds a row of logits in registers where it fits (true, held)
+    /// or streams every row twice (false, streamed); null or auto: <see cref="LinearCrossEntropy.HoldsRowsByDefault"/>.
     /// </summary>
-    public bool HoldLogitRows { get; init; }
+    public bool? HoldLogitRows { get; init; }
 
     /// <summary>The environment variable of <see cref="HoldLogitRows"/>.</summary>
     public const string LogitRowsVariable = "MAMBA2_CE_ROWS";
 
-    /// <summary>What <paramref name="text"/> (MAMBA2_CE_ROWS) names: true for held, false for streamed or nothing.</summary>
-    public static bool ParseLogitRows(string? text) => text?.Trim().ToLowerInvariant() switch
+    /// <summary>What <paramref name="text"/> (MAMBA2_CE_ROWS) names: true for held, false for streamed, null for auto or nothing.</summary>
+    public static bool? ParseLogitRows(string? text) => text?.Trim().ToLowerInvariant() switch
     {
+        null or "" or "auto" => null,
         "held" => true,
-        null or "" or "streamed" => false,
-        var other => throw new ArgumentException($"{LogitRowsVariable}={other}: expected held or streamed."),
+        "streamed" => false,
+        var other => throw new ArgumentException($"{LogitRowsVariable}={other}: expected held, streamed or auto."),
     };
 
     /// <summary>The tuning of <paramref name="device"/>: the environment's, unless changed with <see cref="Override"/>.</summary>
