@@ -1,7 +1,9 @@
 #version 450
 // The largest |x| of a tensor, as float bits (non-negative floats order as their bits), folded into
 // result[slot] with atomicMax: the scale of a tensor's 16-bit tensor-core operands (nn/to_operand16.comp).
-// The host zeroes the result first.
+// The host zeroes the result first. A few workgroups (one atomic each) walk the tensor with a stride, each invocation
+// issuing STEP loads before it uses them: one load in flight per invocation leaves the walk latency bound.
+#extension GL_EXT_control_flow_attributes : require
 layout(local_size_x_id = 0) in;
 
 layout(std430, binding = 0) readonly buffer Src { float src[]; };
@@ -14,9 +16,22 @@ layout(push_constant) uniform Push {
 
 shared uint partial[gl_WorkGroupSize.x];
 
+const uint STEP = 4;
+
 void main() {
+    const uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
     uint m = 0;
-    for (uint i = gl_GlobalInvocationID.x; i < p.count; i += gl_NumWorkGroups.x * gl_WorkGroupSize.x) {
+    uint i = gl_GlobalInvocationID.x;
+    for (; i + (STEP - 1) * stride < p.count; i += STEP * stride) {
+        float v[STEP];
+        [[unroll]] for (uint k = 0; k < STEP; ++k) {
+            v[k] = src[i + k * stride];
+        }
+        [[unroll]] for (uint k = 0; k < STEP; ++k) {
+            m = max(m, floatBitsToUint(abs(v[k])));
+        }
+    }
+    for (; i < p.count; i += stride) {
         m = max(m, floatBitsToUint(abs(src[i])));
     }
     partial[gl_LocalInvocationID.x] = m;

@@ -113,6 +113,41 @@ public class PackedOperandTests(GpuFixture gpu)
         }
     }
 
+    [Fact]
+    public void TheLargestElementOfALargeTensorSetsTheScale()
+    {
+        // Past four strides of absmax's walk (1,024 workgroups of up to 256, four loads each) and in its tail: the
+        // largest |x| sets fp32-fast's scale wherever it sits, else its f16 operand overflows to infinity.
+        var device = gpu.Device;
+        using var tiny = Tensor.FromArray(device, "x", [1f, 2f], 1, 2);
+        if (!PrecisionAvailability.Runs(device, Precision.Fp32Fast))
+        {
+            Assert.Throws<MissingFeatureException>(() => Gemm.Pack(tiny, Precision.Fp32Fast));
+            return;
+        }
+
+        const int n = 2_500_003, stride = 1024 * 256;   // n odd: the last word half empty
+        var rng = new Random(TestMath.NewSeed());
+        var values = new float[n];
+        for (var i = 0; i < n; i++)
+        {
+            values[i] = (i % 81 - 40) * 0.5f;   // exact in f16 at any power-of-two scale that holds 4,096
+        }
+
+        // Each of a walk's four loads (at the largest workgroups), then the tail.
+        foreach (var at in new[] { rng.Next(stride), stride + rng.Next(stride), 2 * stride + rng.Next(stride), 3 * stride + rng.Next(stride), rng.Next(4 * stride, n) })
+        {
+            var before = values[at];
+            values[at] = -4096f;
+            using var x = Tensor.FromArray(device, "x", values, n);
+            using var packed = Gemm.Pack(x, Precision.Fp32Fast);
+            var back = packed.ToArray();
+            Assert.True(back[at] == -4096f, $"element {at}: {back[at]}");
+            Assert.Equal(values, back);
+            values[at] = before;
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Modes))]
     public void OnePackedTensorServesBothOfItsProducts(Precision precision)
