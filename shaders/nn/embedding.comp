@@ -3,7 +3,10 @@
 //   MODE 0: y[n, :] = table[ids[n], :]
 //   MODE 1: dtable[v, :] = sum of dy[n, :] over the positions n with ids[n] = v, in increasing n (the host lists them
 //           per v: offsets (V + 1) into positions), so the same inputs give the same bits; 0 for unused rows.
+//           A frequent token's row sums hundreds of rows of dy (text is Zipf-distributed): their loads are issued
+//           STEP at a time and added in order, so the row waits on memory once per STEP positions, not per position.
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;
@@ -18,6 +21,8 @@ layout(push_constant) uniform Push {
     uint rows, dim;   // MODE 0: tokens; MODE 1: vocabulary rows
 } p;
 
+const uint STEP = 8;
+
 void main() {
     GRID_STRIDE_LOOP(e, p.rows * p.dim) {
         const uint r = e / p.dim;
@@ -26,7 +31,18 @@ void main() {
             dst[e] = src[uint(ids[r]) * p.dim + j];
         } else {
             float acc = 0.0;
-            for (uint k = offsets[r]; k < offsets[r + 1]; ++k) {
+            uint k = offsets[r];
+            const uint end = offsets[r + 1];
+            for (; k + STEP <= end; k += STEP) {
+                float v[STEP];
+                [[unroll]] for (uint i = 0; i < STEP; ++i) {
+                    v[i] = src[uint(ids[k + i]) * p.dim + j];
+                }
+                [[unroll]] for (uint i = 0; i < STEP; ++i) {
+                    acc += v[i];
+                }
+            }
+            for (; k < end; ++k) {
                 acc += src[uint(ids[k]) * p.dim + j];
             }
             dst[e] = acc;
