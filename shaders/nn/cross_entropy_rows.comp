@@ -144,9 +144,12 @@ void main() {
             pairs[2 * row] = valid ? lse - logits[base + uint(t)] : 0.0;
             pairs[2 * row + 1] = valid ? 1.0 : 0.0;
         }
+        // |softmax - onehot| <= 1: f16 operands take the scale of a largest |x| of 1 (the host sets the packed copy's
+        // scale word to 1.0 to match).
+        const float f16_scale = operand_scale(floatBitsToUint(1.0));
+        const uint half_ = p.vocab / 2;
         if (HELD > 0 && GRADIENT != 0) {
             const float inv = 1.0 / total;
-            const float f16_scale = operand_scale(floatBitsToUint(1.0));
             if (GRADIENT == 1) {
                 barrier();   // the target's logit is read above before it is overwritten
             }
@@ -164,7 +167,7 @@ void main() {
                     if (GRADIENT == 1) {
                         logits4[base / 4 + q] = g;
                     } else {
-                        dwords2[row * (p.vocab / 2) / 2 + q] = uvec2(operand_word(g.xy, f16_scale), operand_word(g.zw, f16_scale));
+                        dwords2[row * half_ / 2 + q] = uvec2(operand_word(g.xy, f16_scale), operand_word(g.zw, f16_scale));
                     }
                 }
             }
@@ -180,10 +183,6 @@ void main() {
                 }
             }
         } else if (GRADIENT >= 2) {
-            // |softmax - onehot| <= 1: f16 operands take the scale of a largest |x| of 1 (the host sets the packed
-            // copy's scale word to 1.0 to match).
-            const float f16_scale = operand_scale(floatBitsToUint(1.0));
-            const uint half_ = p.vocab / 2;
             if (QUADS) {
                 for (uint q = tid; q < p.vocab / 4; q += gl_WorkGroupSize.x) {
                     const vec4 g = grad4(logits4[base / 4 + q], 4 * q, lse, t, valid);

@@ -12,6 +12,9 @@ public sealed record DeviceCapabilities
     public required uint MaxSharedMemoryBytes { get; init; }
     public required uint MaxWorkgroupInvocations { get; init; }
     public required (uint X, uint Y, uint Z) MaxWorkgroupSize { get; init; }
+
+    /// <summary>The most invocations a workgroup laid out along x alone may have: both limits hold it.</summary>
+    public uint MaxWorkgroupInvocationsX => Math.Min(MaxWorkgroupInvocations, MaxWorkgroupSize.X);
     public required (uint X, uint Y, uint Z) MaxWorkgroupCount { get; init; }
     public required ulong MaxStorageBufferRange { get; init; }
     public required ulong MaxAllocationBytes { get; init; }

@@ -291,7 +291,7 @@ public static class Gemm
         if (t.Kernel == GemmKernel.Lanes)
         {
             var w = caps.SubgroupSize;
-            if (t.BM == 0 || t.BN == 0 || t.BM % w != 0 || t.BN % w != 0 || w > Math.Min(caps.MaxWorkgroupInvocations, caps.MaxWorkgroupSize.X))
+            if (t.BM == 0 || t.BN == 0 || t.BM % w != 0 || t.BN % w != 0 || w > caps.MaxWorkgroupInvocationsX)
             {
                 throw new ArgumentException($"Gemm tile {t}: BM and BN must be nonzero multiples of {device.Name}'s subgroup size {w}.", "tile");
             }
@@ -304,7 +304,7 @@ public static class Gemm
             throw new ArgumentException($"Gemm tile {t}: TM and TN must be multiples of 4 dividing BM and BN, BK nonzero.", "tile");
         }
 
-        if (t.SharedBytes > caps.MaxSharedMemoryBytes || t.Threads > Math.Min(caps.MaxWorkgroupInvocations, caps.MaxWorkgroupSize.X))
+        if (t.SharedBytes > caps.MaxSharedMemoryBytes || t.Threads > caps.MaxWorkgroupInvocationsX)
         {
             throw new ArgumentException(
                 $"Gemm tile {t} needs {t.SharedBytes} bytes of shared memory and {t.Threads} invocations; {device.Name} allows {caps.MaxSharedMemoryBytes} and {caps.MaxWorkgroupInvocations}.",

@@ -278,7 +278,7 @@ public static class LinearCrossEntropy
         // A larger workgroup holds fewer logits an invocation, so the search goes up from the streamed form's
         // workgroup to the largest the device runs (beyond the 256 of the other row kernels).
         var caps = device.Capabilities;
-        var largest = System.Numerics.BitOperations.RoundUpToPowerOf2(Math.Min(caps.MaxWorkgroupInvocations, caps.MaxWorkgroupSize.X) + 1) / 2;
+        var largest = Shaders.PowerOfTwoAtMost(caps.MaxWorkgroupInvocationsX);
         for (var l = Math.Max(local, Math.Max(1u, caps.SubgroupSize)); l <= largest; l *= 2)
         {
             var held = (vocab / 4 + (int)l - 1) / (int)l * 4;

@@ -237,7 +237,10 @@ internal static class Shaders
         (uint)Math.Clamp((n + local - 1) / local, 1, device.Capabilities.MaxWorkgroupCount.X);
 
     /// <summary>The largest power of two within <see cref="Local1D"/>: workgroups that reduce with a tree.</summary>
-    public static uint PowerOfTwoLocal(GpuDevice device) => System.Numerics.BitOperations.RoundUpToPowerOf2(Local1D(device) + 1) / 2;
+    public static uint PowerOfTwoLocal(GpuDevice device) => PowerOfTwoAtMost(Local1D(device));
+
+    /// <summary>The largest power of two not above <paramref name="n"/> (n at least 1).</summary>
+    public static uint PowerOfTwoAtMost(uint n) => System.Numerics.BitOperations.RoundUpToPowerOf2(n + 1) / 2;
 
     /// <summary>
     /// The workgroup of a kernel that reduces each row of <paramref name="width"/> elements with a tree (a power of
@@ -263,8 +266,7 @@ internal static class Shaders
 
 
     /// <summary>A 1-D workgroup size: 256, or less where the device allows fewer invocations.</summary>
-    public static uint Local1D(GpuDevice device) =>
-        Math.Min(256u, Math.Min(device.Capabilities.MaxWorkgroupInvocations, device.Capabilities.MaxWorkgroupSize.X));
+    public static uint Local1D(GpuDevice device) => Math.Min(256u, device.Capabilities.MaxWorkgroupInvocationsX);
 
     /// <summary>
     /// Splits a batch so that the slice of every batch-leading tensor fits one binding and starts at a bindable

@@ -618,7 +618,7 @@ public static class TensorCoreGemm
     private static bool Fits(DeviceCapabilities caps, TensorCoreTile t, bool transposeA, bool transposeB)
     {
         var reserved = t.Api == TensorCoreApi.NvCooperativeMatrix2 ? caps.CooperativeMatrix2?.ReservedSharedMemory ?? 0 : 0;
-        var maxThreads = Math.Min(caps.MaxWorkgroupInvocations, caps.MaxWorkgroupSize.X);
+        var maxThreads = caps.MaxWorkgroupInvocationsX;
         if (t.Buffers is not (1 or 2) || t.BM % 4 != 0 || t.BN % 4 != 0 || t.BK % 4 != 0 || (t.Api == TensorCoreApi.Khr && (t.TM % 4 != 0 || t.TN % 4 != 0 || t.TK % 4 != 0)))
         {
             return false;   // the shader stages operands in words of 4

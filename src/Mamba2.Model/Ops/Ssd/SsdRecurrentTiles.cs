@@ -24,7 +24,7 @@ internal readonly record struct SsdRecurrentTiles(uint Rows, uint NB, uint Colum
     {
         // Workgroups of whole subgroups (8 lanes on llvmpipe: one SIMD register), no larger than the problem.
         var sub = (int)Math.Max(1, caps.SubgroupSize);
-        var limit = (int)Math.Min(64, Math.Min(caps.MaxWorkgroupInvocations, caps.MaxWorkgroupSize.X));
+        var limit = (int)Math.Min(64, caps.MaxWorkgroupInvocationsX);
         uint Local(int extent) => (uint)Math.Max(1, Math.Min(limit, (extent + sub - 1) / sub * sub));
         // Even blocks: n = 40 walks twice with 20 columns rather than 32 + 8.
         static uint Even(int extent, int max) => (uint)((extent + (extent + max - 1) / max - 1) / ((extent + max - 1) / max));

@@ -109,5 +109,5 @@ internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uin
 
     internal bool Fits(DeviceCapabilities caps) =>
         BM % WM == 0 && BN % WN == 0 && WM % TM == 0 && WN % TN == 0 && BK % TK == 0 && BM % 4 == 0 && BN % 4 == 0 && BK % 4 == 0
-        && Threads > 0 && Threads <= Math.Min(caps.MaxWorkgroupInvocations, caps.MaxWorkgroupSize.X) && SharedBytes <= caps.MaxSharedMemoryBytes;
+        && Threads > 0 && Threads <= caps.MaxWorkgroupInvocationsX && SharedBytes <= caps.MaxSharedMemoryBytes;
 }
