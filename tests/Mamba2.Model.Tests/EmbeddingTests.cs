@@ -45,7 +45,9 @@ public class EmbeddingTests(GpuFixture gpu)
         Assert.Equal([.. shape, dim], y.Shape);
         TestMath.AssertClose(y.ToArray(), yRef, 0, $"embedded seed {seed}");
         var dtableV = dtable.ToArray();
-        TestMath.AssertClose(dtableV, dRef, 1e-6, $"dtable seed {seed}");
+        // Exact fp32's tolerance: a row of 1,403 terms summed in order errs up to ~1.3e-6 (about 1 seed in 75 passes
+        // 1e-6); the exact bits below are the strict check.
+        TestMath.AssertClose(dtableV, dRef, 1e-5, $"dtable seed {seed}");
 
         // The contract that makes it deterministic: each row summed in fp32 in position order, so these exact bits.
         var inOrder = new float[vocab * dim];
