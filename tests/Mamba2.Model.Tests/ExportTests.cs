@@ -30,9 +30,12 @@ public sealed class ExportTests(GpuFixture gpu) : IDisposable
     private static string TorchDtype(string dir) =>
         Regex.Match(File.ReadAllText(Path.Combine(dir, Mamba2Checkpoint.ConfigFile)), "\"torch_dtype\": \"(\\w+)\"").Groups[1].Value;
 
+    // The logits' tolerance bounds what rounding every weight does to a random tiny model, not an op's error: over 96
+    // seeds bf16 gave a median 4.9e-3 and at most 9.0e-3, f16 6.3e-4 and at most 1.7e-3: too near 1e-2 and 2e-3 for
+    // CI's five passes with fresh seeds. The stored values themselves are checked exactly.
     [Theory]
-    [InlineData(SafetensorsDType.BF16, "bfloat16", 1e-2)]
-    [InlineData(SafetensorsDType.F16, "float16", 2e-3)]
+    [InlineData(SafetensorsDType.BF16, "bfloat16", 3e-2)]
+    [InlineData(SafetensorsDType.F16, "float16", 6e-3)]
     [InlineData(SafetensorsDType.F32, "float32", 0)]
     public void SavedWeightsAreTheRoundedMastersAndGiveTheSameLogitsWithinTheirPrecision(SafetensorsDType dtype, string torchDtype, double tolerance)
     {
@@ -62,6 +65,7 @@ public sealed class ExportTests(GpuFixture gpu) : IDisposable
         using var b = loaded.Forward(input);
         var exact = a.Logits.ToArray().Select(v => (double)v).ToArray();
         var error = TestMath.RelativeError(b.Logits.ToArray(), exact);
+        TestMath.RecordMargin(error, tolerance, $"{torchDtype} seed {seed}: logits");
         Assert.True(error <= tolerance, $"{torchDtype} seed {seed}: logits off by {error:E2}");
         Assert.True(dtype == SafetensorsDType.F32 ? error == 0 : error > 0, $"{torchDtype}: the weights were not rounded ({error})");
     }

@@ -71,6 +71,7 @@ public sealed class RealCheckpointTests(GpuFixture gpu)
         using var acts = lm.Forward(input);
         Assert.Equal(expected.Shape, acts.Logits.Shape);
         var error = TestMath.RelativeError(acts.Logits.ToArray(), [.. expected.ToFloat32().Select(v => (double)v)]);
+        TestMath.RecordMargin(error, 1e-5, $"{dir}: logits");
         Assert.True(error <= 1e-5, $"{dir}: relative error {error:E2} against the reference's logits");
     }
 

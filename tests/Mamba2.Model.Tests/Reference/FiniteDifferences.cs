@@ -34,6 +34,7 @@ public static class FiniteDifferences
             }
 
             var err = TestMath.RelativeError(Array.ConvertAll(grad, g => (float)g), numeric);
+            TestMath.RecordMargin(err, 1e-5, $"{what}: reference grad_{name} vs finite differences");
             Assert.True(err <= 1e-5, $"{what}: reference grad_{name} vs finite differences: relative error {err:E3}");
         }
     }
