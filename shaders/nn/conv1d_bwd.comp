@@ -10,6 +10,8 @@
 // issued STEP positions at a time, so that one walk keeps several in flight. As in the forward,
 // x is read and dx written in place in columns of wider rows (x_stride / x_col, dx_stride / dx_col), and dy comes cut
 // by channel from up to three tensors (the SSD's dx, dB and dC): [0, split1), [split1, split2), [split2, C).
+// FOLD_ABSMAX (fp32 dx): the largest |dx| also goes into absmax_out[0] (fold_absmax.glsl), for the fused projection's
+// gradient's f16 tensor-core operands.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
@@ -17,6 +19,7 @@
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint K = 4;
 layout(constant_id = 2) const uint SILU = 0;
+layout(constant_id = 3) const bool FOLD_ABSMAX = false;
 const uint STEP = 8;   // positions whose loads are issued together
 
 // dy's parts are bf16 in the TENSORS_BF16 variants (the SSD's dx, dB and dC on bf16 tensors), x in the IN_BF16 ones
@@ -38,6 +41,8 @@ layout(std430, binding = 5) writeonly buffer DwPart { float dw_part[]; };   // (
 layout(std430, binding = 6) writeonly buffer DbPart { float db_part[]; };   // (b, blocks, channels)
 layout(std430, binding = 7) readonly buffer Dy1 { TENSOR_ELEM dy1[]; };
 layout(std430, binding = 8) readonly buffer Dy2 { TENSOR_ELEM dy2[]; };
+layout(std430, binding = 9) buffer AbsMax { uint absmax_out[]; };   // FOLD_ABSMAX
+#include "fold_absmax.glsl"
 
 layout(push_constant) uniform Push {
     uint batch, seqlen, channels, left, has_bias, block_rows;
@@ -57,6 +62,7 @@ float dy_at(uint row, uint c) {
 
 void main() {
     const uint blocks = (p.seqlen + p.block_rows - 1) / p.block_rows;
+    uint largest = 0u;
     GRID_STRIDE_LOOP(e, p.batch * blocks * p.channels) {
         const uint c = e % p.channels;
         const uint bb = e / p.channels;
@@ -136,6 +142,7 @@ void main() {
                         v = fma(wk[k], ring[k], v);
                     }
                     STORE_DX(dxbase + uint(s) * p.dx_stride, v);
+                    largest = fold_value(largest, v);
                 }
             }
         }
@@ -144,4 +151,5 @@ void main() {
         }
         db_part[e] = db;
     }
+    fold_absmax(largest);
 }

@@ -11,6 +11,7 @@
 // neighbouring elements (PER even), so that a word's two halves are its own.
 // flags bit 2: the norm's input is x + res, written to sum (a block's norm in the residual stream forms the stream's
 // next value as it reads its two terms: no pass adds them first).
+// FOLD_ABSMAX: the largest |y| also goes into absmax_out[0] (fold_absmax.glsl), for y's f16 tensor-core operands.
 // QUADS: each invocation holds runs of four neighbouring elements and moves each run in one 16-byte access (8 for
 // bf16): a quarter of the memory instructions, four times the bytes each has in flight. The host sets it where every
 // row start, stride and column it binds is a multiple of four elements and every binding is 16-byte aligned.
@@ -22,6 +23,7 @@ layout(local_size_x_id = 0) in;   // a power of two
 layout(constant_id = 1) const uint PER = 1;   // elements per invocation: ceil(group_size / workgroup size)
 layout(constant_id = 2) const bool PACK_BF16 = false;   // (PER even, dim and group_size even)
 layout(constant_id = 3) const bool QUADS = false;       // (PER, dim, group_size, z_stride, z_col multiples of 4)
+layout(constant_id = 4) const bool FOLD_ABSMAX = false; // (fp32 y)
 
 // x is bf16 in the TENSORS_BF16 variants (the SSD's y on bf16 tensors), z in the IN_BF16 ones (the fused
 // projection's output in bf16).
@@ -34,6 +36,7 @@ layout(std430, binding = 3) writeonly buffer YWords { uint y_words[]; };   // PA
 layout(std430, binding = 4) writeonly buffer Rstd { float rstd[]; };   // (rows, groups)
 layout(std430, binding = 5) readonly buffer Res { float res[]; };      // flags bit 2: x's shape
 layout(std430, binding = 6) writeonly buffer Sum { float sum_out[]; }; // flags bit 2: x + res
+layout(std430, binding = 7) buffer AbsMax { uint absmax_out[]; };      // FOLD_ABSMAX
 // The same bindings four elements at a time (QUADS).
 layout(std430, binding = 0) readonly buffer X4 { TENSOR_WORD4 x4[]; };
 layout(std430, binding = 1) readonly buffer Z4 { IN_WORD4 z4[]; };
@@ -52,6 +55,7 @@ layout(push_constant) uniform Push {
 
 #include "row_sum.glsl"
 #include "bf16_bits.glsl"
+#include "fold_absmax.glsl"
 
 // The group's element an invocation holds e-th: strided by the workgroup, or in runs of neighbours (quads, or pairs
 // when packing).
@@ -66,6 +70,7 @@ void main() {
     const bool gated = (p.flags & 1u) != 0u;
     const bool after = (p.flags & 2u) != 0u;
     const bool residual = (p.flags & 4u) != 0u;
+    uint largest = 0u;
     for (uint item = gl_WorkGroupID.x; item < p.rows * groups; item += gl_NumWorkGroups.x) {
         const uint col = (item % groups) * p.group_size;
         const uint base = (item / groups) * p.dim + col;
@@ -129,6 +134,7 @@ void main() {
                     yv[e] *= silu(zv[e]);
                 }
             }
+            largest = fold_value(largest, yv[e]);
         }
         if (QUADS) {
             [[unroll]] for (uint q = 0; q < PER / 4; ++q) {
@@ -161,4 +167,5 @@ void main() {
             rstd[item] = r;
         }
     }
+    fold_absmax(largest);
 }

@@ -325,10 +325,11 @@ public sealed class Mamba2LM : IDisposable
                     var block = acts.Keep(new BlockActivations());
                     acts.Blocks.Add(block);
                     var residual = Residual(block);
-                    if (Precision.Operands(device) == GemmOperands.Bf16 && RmsNorm.CanPack(d, d))
+                    if (Precision != Precision.Fp32 && RmsNorm.CanPack(d, d))
                     {
-                        // The norm writes in_proj's bf16 operands itself: no fp32 mixer input, no pass converting it.
-                        var packed = block.Keep(TensorCoreGemm.EmptyPacked(device, $"norm{layer}", [b, l, d], GemmOperands.Bf16));
+                        // The norm writes in_proj's operands itself (RmsNorm.ForwardPacked): bf16 ones with no fp32
+                        // mixer input, f16 ones with no pass reading it for its max.
+                        var packed = block.Keep(TensorCoreGemm.EmptyPacked(device, $"norm{layer}", [b, l, d], Precision.Operands(device)));
                         acts.NormRstds.Add(block.Keep(residual is { } r
                             ? RmsNorm.ForwardPacked(h, _norms[layer], packed, r, Config.NormEps, st)
                             : RmsNorm.ForwardPacked(h, _norms[layer], z: null, packed, Config.NormEps, stream: st)));

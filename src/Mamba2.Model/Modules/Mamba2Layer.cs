@@ -325,10 +325,11 @@ public sealed class Mamba2Layer : IDisposable
                 }
 
                 acts.Y2 = acts.Ssd.Y.View(rows, c.DInner);
-                if (Precision.Operands(device) == GemmOperands.Bf16 && RmsNorm.CanPack(c.DInner, c.NormGroupSize))
+                if (Precision != Precision.Fp32 && RmsNorm.CanPack(c.DInner, c.NormGroupSize))
                 {
-                    // The gated norm writes out_proj's bf16 operands itself: no fp32 y, no pass converting it.
-                    var packed = acts.Keep(TensorCoreGemm.EmptyPacked(device, "norm_y", [rows, c.DInner], GemmOperands.Bf16));
+                    // The gated norm writes out_proj's operands itself: bf16 ones straight (no fp32 y, no pass
+                    // converting it), f16 ones from an fp32 y whose max the norm found (no pass reading y for it).
+                    var packed = acts.Keep(TensorCoreGemm.EmptyPacked(device, "norm_y", [rows, c.DInner], Precision.Operands(device)));
                     acts.NormRstd = acts.Keep(RmsNorm.ForwardPacked(acts.Y2, NormWeight, acts.Z, packed, c.NormEps, c.NormGroupSize, c.NormBeforeGate, st));
                     acts.OutProjInput = packed;
                 }
@@ -383,8 +384,10 @@ public sealed class Mamba2Layer : IDisposable
 
                 // The fused projection's gradient is written in place: dz by the norm, dxBC by the conv, ddt copied. In
                 // bf16, where no bias reads it, straight as the bf16 operands its two products take (no fp32 copy, no
-                // packing pass); else in fp32, then packed.
+                // packing pass); else in fp32, then packed. For f16 operands its three writers fold its largest |v|
+                // into the packed copy's scale as they go (dInFolded), so packing it reads it once.
                 PackedOperand? dInPacked = null;
+                PackedOperand? dInFolded = null;
                 Tensor? dZxbcdt = null;
                 if (precision.Operands(device) == GemmOperands.Bf16 && InProjBias is null && PackedColumns.Supported(device, (long)rows * c.DInProj))
                 {
@@ -394,12 +397,17 @@ public sealed class Mamba2Layer : IDisposable
                 else
                 {
                     dZxbcdt = st.Own(Tensor.Empty(device, "dzxbcdt", rows, c.DInProj));
+                    if (precision != Precision.Fp32 && precision.Operands(device).Scaled())
+                    {
+                        dInFolded = st.Own(TensorCoreGemm.EmptyPacked(device, "dzxbcdt", [rows, c.DInProj], precision.Operands(device)));
+                        st.Fill(dInFolded.ScaleBits, 0u);
+                    }
                 }
 
                 PackedColumns? Packed(int start, int width) => dInPacked is null ? null : new PackedColumns(dInPacked, start, width);
                 ColumnView? InPlace(int start, int width) => dZxbcdt is null ? (ColumnView?)null : new ColumnView(dZxbcdt, start, width);
                 var ng = st.Own(RmsNorm.Backward(dNormY, acts.NormRstd, acts.Y2, NormWeight, acts.Z, c.NormGroupSize, c.NormBeforeGate,
-                    InPlace(0, c.DInner), st, Packed(0, c.DInner)));
+                    InPlace(0, c.DInner), st, Packed(0, c.DInner), dzAbsMaxInto: dInFolded?.ScaleBits));
                 grads["norm.weight"] = ActivationStore.CopyOf(st, ng.DWeight, "grad.norm.weight");
                 st.Section(ProfileSections.Norm);
 
@@ -416,7 +424,7 @@ public sealed class Mamba2Layer : IDisposable
                 var padding = c.Causal ? Conv1dPadding.Causal : Conv1dPadding.Same;
                 var cg = st.Own(Conv1d.Backward([sg.Dx.View(b, l, c.DInner), sg.DB.View(b, l, gn), sg.DC.View(b, l, gn)], acts.XBC, Conv1dWeight,
                     Conv1dBias, padding, silu: true, dZxbcdt is null ? (ColumnView?)null : new ColumnView(dZxbcdt.View(b, l, c.DInProj), c.DInner, c.ConvDim),
-                    Packed(c.DInner, c.ConvDim), st));
+                    Packed(c.DInner, c.ConvDim), st, dInFolded?.ScaleBits));
                 grads["conv1d.weight"] = ActivationStore.CopyOf(st, cg.DWeight, "grad.conv1d.weight");
                 if (cg.DBias is not null)
                 {
@@ -432,11 +440,16 @@ public sealed class Mamba2Layer : IDisposable
                 }
                 else
                 {
-                    Columns.Copy(ddt, 0, dZxbcdt!, c.DInner + c.ConvDim, c.NHeads, st);
+                    Columns.Copy(ddt, 0, dZxbcdt!, c.DInner + c.ConvDim, c.NHeads, st, dInFolded?.ScaleBits);
                 }
 
                 st.Section(ProfileSections.Elementwise);
-                GemmInput dIn = dInPacked is not null ? dInPacked : Operand(st, dZxbcdt!, precision);
+                if (dInFolded is not null)
+                {
+                    TensorCoreGemm.PackFolded(st, dZxbcdt!, dInFolded);
+                }
+
+                GemmInput dIn = dInPacked ?? dInFolded ?? Operand(st, dZxbcdt!, precision);
                 grads["in_proj.weight"] = Tensor.Empty(device, "grad.in_proj.weight", c.DInProj, c.DModel);
                 Gemm.Run(dIn, acts.InProjInput, grads["in_proj.weight"], transposeA: true, stream: st, precision: precision);
                 if (dZxbcdt is not null)

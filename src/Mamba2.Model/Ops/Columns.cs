@@ -14,7 +14,14 @@ public static class Columns
     /// dst[..., dstCol + j] = src[..., srcCol + j] for j &lt; width; leading dimensions flattened, equal in both. src
     /// may be bf16 (in_proj's output in bf16; widened exactly), dst is float32.
     /// </summary>
-    public static void Copy(Tensor src, int srcCol, Tensor dst, int dstCol, int width, CommandStream? stream = null)
+    public static void Copy(Tensor src, int srcCol, Tensor dst, int dstCol, int width, CommandStream? stream = null) =>
+        Copy(src, srcCol, dst, dstCol, width, stream, null);
+
+    /// <summary>
+    /// The same, folding the largest |value| copied into <paramref name="absMaxInto"/> (a packed operand's scale word
+    /// that dst's other writers fold into too: <see cref="TensorCoreGemm.PackFolded"/>).
+    /// </summary>
+    internal static void Copy(Tensor src, int srcCol, Tensor dst, int dstCol, int width, CommandStream? stream, GpuBuffer<uint>? absMaxInto)
     {
         const string op = "Columns.Copy";
         var (sc, dc) = (src.Shape[^1], dst.Shape[^1]);
@@ -23,7 +30,7 @@ public static class Columns
         Shaders.EnsureBindable(op, src, dst);
         var device = src.Device;
         var words = (width | sc | srcCol | dc | dstCol) % 4 == 0;   // 16-byte moves where every row stays aligned
-        Record(device, stream, Shaders.CopyColumnsOf(src.DType == TensorDType.BF16, bf16Dst: false), words, src, srcCol, dc, dstCol, width, dst.Buffer);
+        Record(device, stream, Shaders.CopyColumnsOf(src.DType == TensorDType.BF16, bf16Dst: false), words, src, srcCol, dc, dstCol, width, dst.Buffer, absMaxInto);
     }
 
     /// <summary>
@@ -58,14 +65,14 @@ public static class Columns
     }
 
     private static void Record(GpuDevice device, CommandStream? stream, KernelSource<CopyColumnsSpec> kernel, bool words, Tensor src, int srcCol, int dc, int dstCol,
-        int width, BufferBinding dst)
+        int width, BufferBinding dst, GpuBuffer<uint>? absMaxInto = null)
     {
         var sc = src.Shape[^1];
         var rows = src.Length / sc;
         var local = Shaders.Local1D(device);
-        Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(kernel, new CopyColumnsSpec(local, words)),
+        Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(kernel, new CopyColumnsSpec(local, words, absMaxInto is not null)),
             (Shaders.Groups1D(device, rows * width / (words ? 4 : 1), local), 1, 1), new Push((uint)rows, (uint)width, (uint)sc, (uint)srcCol, (uint)dc, (uint)dstCol),
-            Shaders.Slice(src, 0, src.Length, src.DType == TensorDType.BF16), dst));
+            Shaders.Slice(src, 0, src.Length, src.DType == TensorDType.BF16), dst, absMaxInto ?? dst));
     }
 
     /// <summary>

@@ -108,9 +108,13 @@ public static class Conv1d
         ColumnView? dxInto, CommandStream? stream = null) =>
         Backward(dy, x, weight, bias, padding, silu, dxInto, null, stream);
 
-    /// <summary>The same with dx stored as bf16 into <paramref name="dxPacked"/>'s columns when given (the products' operands).</summary>
+    /// <summary>
+    /// The same with dx stored as bf16 into <paramref name="dxPacked"/>'s columns when given (the products' operands);
+    /// with <paramref name="dxAbsMaxInto"/> the largest |dx| written into <paramref name="dxInto"/> is folded into that
+    /// word too (<see cref="TensorCoreGemm.PackFolded"/>).
+    /// </summary>
     internal static Conv1dGradients Backward(IReadOnlyList<Tensor> dy, ColumnView x, Tensor weight, Tensor? bias, Conv1dPadding padding, bool silu,
-        ColumnView? dxInto, PackedColumns? dxPacked, CommandStream? stream)
+        ColumnView? dxInto, PackedColumns? dxPacked, CommandStream? stream, GpuBuffer<uint>? dxAbsMaxInto = null)
     {
         const string op = "Conv1d backward";
         var (b, l, c, k) = Validate(op, x, weight, bias);
@@ -123,6 +127,11 @@ public static class Conv1d
             {
                 throw new ArgumentException($"{op}: dx goes into columns of a float32 tensor, not {into.Tensor} (bf16 gradients go to packed operands).", nameof(dxInto));
             }
+        }
+
+        if (dxAbsMaxInto is not null && dxPacked is not null)
+        {
+            throw new ArgumentException($"{op}: the largest |dx| is folded only where dx is written as float32.", nameof(dxAbsMaxInto));
         }
 
         if (dxPacked is { } packed)
@@ -165,9 +174,11 @@ public static class Conv1d
                 foreach (var pc in Shaders.Pieces(device, op, b, [(long)l * x.Stride, (long)l * dx.Stride, (long)blocks * c * k, .. dyElements],
                              perBatchHalves: [.. bf16X ? [(long)l * x.Stride] : Array.Empty<long>(), .. bf16 ? dyElements : []]))
                 {
-                    st.Dispatch(device.GetKernel(kernel, new Conv1dBwdSpec(local, (uint)k, silu)), (Shaders.Groups1D(device, pc.Count * blocks * c, local), 1, 1),
-                        push(pc), pc.Of(dy[0], bf16), pc.Of(x.Tensor, bf16X), weight.Buffer, (bias ?? weight).Buffer, dxPacked?.Words ?? pc.Of(dx.Tensor), pc.Of(dwPart), pc.Of(dbPart),
-                        pc.Of(dy[Math.Min(1, dy.Count - 1)], bf16), pc.Of(dy[^1], bf16));
+                    BufferBinding dxBinding = dxPacked is { } words ? words.Words : pc.Of(dx.Tensor);
+                    st.Dispatch(device.GetKernel(kernel, new Conv1dBwdSpec(local, (uint)k, silu, dxAbsMaxInto is not null)),
+                        (Shaders.Groups1D(device, pc.Count * blocks * c, local), 1, 1),
+                        push(pc), pc.Of(dy[0], bf16), pc.Of(x.Tensor, bf16X), weight.Buffer, (bias ?? weight).Buffer, dxBinding, pc.Of(dwPart), pc.Of(dbPart),
+                        pc.Of(dy[Math.Min(1, dy.Count - 1)], bf16), pc.Of(dy[^1], bf16), dxAbsMaxInto ?? dxBinding);
                 }
 
                 var rows = (uint)(b * blocks);

@@ -86,9 +86,12 @@ public static class RmsNorm
     }
 
     /// <summary>
-    /// The norm with y written straight into <paramref name="into"/> as the bf16 operands a tensor-core product reads
-    /// (<see cref="Gemm.Run"/> takes it in place of y), not as fp32: no pass reads y back to convert it. Returns
-    /// the saved 1/rms (rows, groups) for <see cref="Backward(Tensor, RmsNormResult, Tensor, Tensor, ColumnView, int?, bool, ColumnView?, CommandStream?)"/>'s
+    /// The norm with y written into <paramref name="into"/> as the 16-bit operands a tensor-core product reads
+    /// (<see cref="Gemm.Run"/> takes it in place of y). bf16 operands are written straight, not as fp32: no pass reads y
+    /// back to convert it. f16 ones (and bf16 values as f16) carry a scale from the whole tensor's largest |y|: the
+    /// norm writes fp32 y (scratch) and folds that max into the scale as it goes, and one pass converts y, where
+    /// packing y afterwards would read it twice. Returns the saved 1/rms (rows, groups) for
+    /// <see cref="Backward(Tensor, RmsNormResult, Tensor, Tensor, ColumnView, int?, bool, ColumnView?, CommandStream?)"/>'s
     /// inputs. The last dimension and the group size must be even (a word holds two neighbours of one row).
     /// </summary>
     public static Tensor ForwardPacked(Tensor x, Tensor weight, ColumnView? z, PackedOperand into, float eps = 1e-6f, int? groupSize = null,
@@ -114,18 +117,22 @@ public static class RmsNorm
 
         ShapeOps.ExpectSameDevice(op, x, into);
         ShapeOps.Expect(into, nameof(into), $"{op} (x is {ShapeOps.Format(x.Shape)})", [.. x.Shape]);
-        if (into.Operands != GemmOperands.Bf16)
-        {
-            throw new ArgumentException($"{op}: {into} must hold bf16 operands (f16 ones carry a scale from the whole tensor's max, known only after the norm).", nameof(into));
-        }
-
         var rstd = Tensor.Empty(x.Device, "rstd", (int)rows, dim / gs);
         try
         {
             Shaders.RunIn(x.Device, stream, st =>
             {
-                st.Fill(into.ScaleBits, 0u);   // bf16: scale 1
-                Record(x, weight, z, eps, normBeforeGate, rows, dim, gs, into.Words, rstd, st, pack: true, residual: residual);
+                st.Fill(into.ScaleBits, 0u);   // bf16: scale 1; else the max the norm folds in
+                if (into.Operands.Scaled())
+                {
+                    var y = st.Own(Tensor.Empty(x.Device, "y", [.. x.Shape]));
+                    Record(x, weight, z, eps, normBeforeGate, rows, dim, gs, y.Buffer, rstd, st, residual: residual, absMaxInto: into.ScaleBits);
+                    TensorCoreGemm.PackFolded(st, y, into);
+                }
+                else
+                {
+                    Record(x, weight, z, eps, normBeforeGate, rows, dim, gs, into.Words, rstd, st, pack: true, residual: residual);
+                }
             });
             return rstd;
         }
@@ -160,7 +167,7 @@ public static class RmsNorm
     /// The forward's dispatches into y (fp32, or bf16 words with <paramref name="pack"/>), a piece of rows at a time.
     /// </summary>
     private static void Record(Tensor x, Tensor weight, ColumnView? z, float eps, bool normBeforeGate, long rows, int dim, int gs,
-        GpuBuffer y, Tensor rstd, CommandStream? stream, bool pack = false, ResidualSum? residual = null)
+        GpuBuffer y, Tensor rstd, CommandStream? stream, bool pack = false, ResidualSum? residual = null, GpuBuffer<uint>? absMaxInto = null)
     {
         var device = x.Device;
         var groups = dim / gs;
@@ -180,9 +187,10 @@ public static class RmsNorm
                 BufferBinding[] bindings = [xRows, z is { } zv ? RowsOf(zv, first, count) : xRows, weight.Buffer, yRows,
                     Shaders.Slice(rstd, first * groups, count * groups),
                     residual is { } term ? Shaders.Slice(term.Term, first * dim, count * dim) : xRows,
-                    residual is { } sum ? Shaders.Slice(sum.Sum, first * dim, count * dim) : yRows];
+                    residual is { } sum ? Shaders.Slice(sum.Sum, first * dim, count * dim) : yRows,
+                    absMaxInto ?? yRows];
                 var quads = Quads([dim, gs, z?.Stride ?? 0, z?.Start ?? 0], bindings);
-                var spec = new RmsNormSpec(local, PerInvocation(gs, local, quads ? 4 : pack ? 2 : 1), pack, quads);
+                var spec = new RmsNormSpec(local, PerInvocation(gs, local, quads ? 4 : pack ? 2 : 1), pack, quads, absMaxInto is not null);
                 st.Dispatch(device.GetKernel(source, spec), (Shaders.Groups(device, count * groups), 1, 1),
                     new Push((uint)count, (uint)dim, (uint)gs, flags, eps, (uint)(z?.Stride ?? dim), (uint)(z?.Start ?? 0)), bindings);
             }
@@ -207,10 +215,12 @@ public static class RmsNorm
     /// The same from the forward's saved 1/rms alone (all the backward reads of its result); dz goes into
     /// <paramref name="dzInto"/>'s columns, or stored as bf16 into <paramref name="dzPacked"/>'s (the products' operands).
     /// With <paramref name="residual"/> (x's shape) the result's Dx is the norm's input gradient plus it: a block's
-    /// norm in the residual stream adds the stream's gradient in the same pass.
+    /// norm in the residual stream adds the stream's gradient in the same pass. With <paramref name="dzAbsMaxInto"/> the
+    /// largest |dz| written is folded into that word too (<see cref="TensorCoreGemm.PackFolded"/>).
     /// </summary>
     internal static RmsNormGradients Backward(Tensor dy, Tensor rstd, Tensor x, Tensor weight, ColumnView? z, int? groupSize,
-        bool normBeforeGate, ColumnView? dzInto, CommandStream? stream, PackedColumns? dzPacked = null, Tensor? residual = null)
+        bool normBeforeGate, ColumnView? dzInto, CommandStream? stream, PackedColumns? dzPacked = null, Tensor? residual = null,
+        GpuBuffer<uint>? dzAbsMaxInto = null)
     {
         const string op = "RmsNorm backward";
         var (rows, dim, gs) = Validate(op, x, weight, z, groupSize);
@@ -229,6 +239,11 @@ public static class RmsNorm
 
             ExpectRowsOf(op, "dz", into, x, dim);
             ShapeOps.ExpectSameDevice(op, x, into.Tensor);
+        }
+
+        if (dzAbsMaxInto is not null && (z is null || dzPacked is not null))
+        {
+            throw new ArgumentException($"{op}: the largest |dz| is folded only where dz is written as float32.", nameof(dzAbsMaxInto));
         }
 
         if (dzPacked is { } packed)
@@ -294,17 +309,17 @@ public static class RmsNorm
                     BufferBinding[] bindings = [Rows(dy), Rows(x), z is { } zv ? RowsOf(zv, first, count) : Rows(dy), weight.Buffer,
                         Shaders.Slice(rstd, first * groups, count * groups), Rows(grads.Dx),
                         dzPacked?.Words ?? (dz is { } dzv ? RowsOf(dzv, first, count) : Rows(dy)), Shaders.Slice(dwPart, first / blockRows * dim, pieceUnits * dim),
-                        Rows(residual ?? dy)];
+                        Rows(residual ?? dy), dzAbsMaxInto ?? Rows(grads.Dx)];
                     var quads = Quads([dim, gs, z?.Stride ?? 0, z?.Start ?? 0, dzStride, dzStart], bindings);
                     var rowPer = PerInvocation(gs, local, quads ? 4 : 1);
                     if (form.Fused)
                     {
-                        st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local, RmsNormBwdMode.Fused, rowPer, quads)),
+                        st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local, RmsNormBwdMode.Fused, rowPer, quads, dzAbsMaxInto is not null)),
                             (Shaders.Groups(device, pieceUnits * groups), 1, 1), push, bindings);
                         continue;
                     }
 
-                    st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local, RmsNormBwdMode.InputGradients, rowPer, quads)),
+                    st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local, RmsNormBwdMode.InputGradients, rowPer, quads, dzAbsMaxInto is not null)),
                         (Shaders.Groups(device, count * groups), 1, 1), push, bindings);
                     var local1D = Shaders.Local1D(device);
                     st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local1D, RmsNormBwdMode.WeightPartials, 1)),

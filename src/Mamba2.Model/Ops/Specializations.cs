@@ -16,9 +16,9 @@ internal readonly record struct GemmLanesSpec(uint Local, uint RG, uint TN, bool
     public uint[] Constants() => [Local, RG, TN, TransA ? 1u : 0u, TransB ? 1u : 0u];
 }
 
-internal readonly record struct CopyColumnsSpec(uint Local, bool Words) : ISpecialization
+internal readonly record struct CopyColumnsSpec(uint Local, bool Words, bool FoldAbsMax = false) : ISpecialization
 {
-    public uint[] Constants() => [Local, Words ? 1u : 0u];
+    public uint[] Constants() => [Local, Words ? 1u : 0u, FoldAbsMax ? 1u : 0u];
 }
 
 /// <summary>to_operand16's FORM: the 16-bit operands it writes.</summary>
@@ -95,9 +95,9 @@ internal enum RmsNormBwdMode : uint
 }
 
 /// <summary>nn/rmsnorm_bwd: with <paramref name="Quads"/> an invocation moves runs of four neighbours (MODE 0 and 2).</summary>
-internal readonly record struct RmsNormBwdSpec(uint Local, RmsNormBwdMode Mode, uint Per, bool Quads = false) : ISpecialization
+internal readonly record struct RmsNormBwdSpec(uint Local, RmsNormBwdMode Mode, uint Per, bool Quads = false, bool FoldAbsMax = false) : ISpecialization
 {
-    public uint[] Constants() => [Local, (uint)Mode, Per, Quads ? 1u : 0u];
+    public uint[] Constants() => [Local, (uint)Mode, Per, Quads ? 1u : 0u, FoldAbsMax ? 1u : 0u];
 }
 
 /// <summary>nn/convert: the workgroup size and the direction (fp32 to bf16, or back).</summary>
@@ -107,9 +107,9 @@ internal readonly record struct ConvertSpec(uint Local, bool ToBf16) : ISpeciali
 }
 
 /// <summary>nn/rmsnorm: y packed as bf16 operands where asked; with <paramref name="Quads"/> an invocation moves runs of four neighbours.</summary>
-internal readonly record struct RmsNormSpec(uint Local, uint Per, bool PackBf16 = false, bool Quads = false) : ISpecialization
+internal readonly record struct RmsNormSpec(uint Local, uint Per, bool PackBf16 = false, bool Quads = false, bool FoldAbsMax = false) : ISpecialization
 {
-    public uint[] Constants() => [Local, Per, PackBf16 ? 1u : 0u, Quads ? 1u : 0u];
+    public uint[] Constants() => [Local, Per, PackBf16 ? 1u : 0u, Quads ? 1u : 0u, FoldAbsMax ? 1u : 0u];
 }
 
 /// <summary>sum_squares' passes (MODE).</summary>
@@ -135,9 +135,9 @@ internal readonly record struct Conv1dSpec(uint Local, uint K, bool Silu) : ISpe
     public uint[] Constants() => [Local, K, Silu ? 1u : 0u];
 }
 
-internal readonly record struct Conv1dBwdSpec(uint Local, uint K, bool Silu) : ISpecialization
+internal readonly record struct Conv1dBwdSpec(uint Local, uint K, bool Silu, bool FoldAbsMax = false) : ISpecialization
 {
-    public uint[] Constants() => [Local, K, Silu ? 1u : 0u];
+    public uint[] Constants() => [Local, K, Silu ? 1u : 0u, FoldAbsMax ? 1u : 0u];
 }
 
 internal readonly record struct Conv1dStepSpec(uint Local, uint K) : ISpecialization

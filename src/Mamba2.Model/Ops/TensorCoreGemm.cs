@@ -382,15 +382,27 @@ public static class TensorCoreGemm
         x.Device.CreateBuffer<uint>((x.Length + 1) / 2, $"{x.Name}.{operands.ToString().ToLowerInvariant()}");
 
     /// <summary>
+    /// <paramref name="x"/> packed into <paramref name="into"/> (its shape and operand type) by the conversion pass
+    /// alone: the kernels that wrote x folded its largest |x| into into's zeroed scale word as they went
+    /// (fold_absmax.glsl), so no pass reads x for it.
+    /// </summary>
+    internal static void PackFolded(CommandStream s, Tensor x, PackedOperand into)
+    {
+        ShapeOps.Expect(into, nameof(into), $"Gemm.PackFolded ({x} given)", [.. x.Shape]);
+        ToOperand16(s, x, into.Operands, into.ScaleBits, 0, into.Words, maxFolded: true);
+    }
+
+    /// <summary>
     /// <paramref name="x"/> times its scale as 16-bit operands (f16, bf16 rounded to nearest even, or bf16 values as
     /// f16) into <paramref name="words"/>; slot <paramref name="slot"/> of <paramref name="scales"/> (zeroed by the
-    /// caller) gets x's max |x| first, for f16 words only: bf16 has fp32's range, so its scale stays 1 and no pass
-    /// reads x for it.
+    /// caller) gets x's max |x| first, for f16 words only (unless x's writers <paramref name="maxFolded"/> it): bf16
+    /// has fp32's range, so its scale stays 1 and no pass reads x for it.
     /// </summary>
-    private static GpuBuffer ToOperand16(CommandStream s, Tensor x, GemmOperands operands, GpuBuffer scales, uint slot, GpuBuffer<uint> words)
+    private static GpuBuffer ToOperand16(CommandStream s, Tensor x, GemmOperands operands, GpuBuffer scales, uint slot, GpuBuffer<uint> words,
+        bool maxFolded = false)
     {
         var device = x.Device;
-        if (operands.Scaled())
+        if (operands.Scaled() && !maxFolded)
         {
             // A few workgroups walk the tensor with a stride: one atomic each (one per 256 elements serialized).
             var local = Shaders.PowerOfTwoLocal(device);

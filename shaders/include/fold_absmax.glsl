@@ -1,0 +1,31 @@
+// FOLD_ABSMAX kernels fold the largest |v| they write into absmax_out[0] (float bits: non-negative floats order as
+// their bits), as nn/absmax.comp would find it reading the tensor back: the scale word of the 16-bit operands the
+// values become (operand_scale.glsl), so that packing them reads them once (nn/to_operand16.comp) instead of twice.
+// One atomic a workgroup. The including shader declares FOLD_ABSMAX (a specialization constant) and the binding
+// absmax_out; every invocation calls fold_absmax once, at the end, in uniform control flow.
+#ifndef MAMBA2_FOLD_ABSMAX_GLSL
+#define MAMBA2_FOLD_ABSMAX_GLSL
+
+shared uint fold_max;
+
+// The running max an invocation keeps of what it writes.
+uint fold_value(uint m, float v) {
+    return max(m, floatBitsToUint(abs(v)));
+}
+
+void fold_absmax(uint m) {
+    if (!FOLD_ABSMAX) {
+        return;
+    }
+    if (gl_LocalInvocationIndex == 0) {
+        fold_max = 0u;
+    }
+    barrier();
+    atomicMax(fold_max, m);
+    barrier();
+    if (gl_LocalInvocationIndex == 0) {
+        atomicMax(absmax_out[0], fold_max);
+    }
+}
+
+#endif
