@@ -419,7 +419,7 @@ public static class TensorCoreGemm
             _ => throw new ArgumentOutOfRangeException(nameof(operands)),
         };
         s.Dispatch(device.GetKernel(Shaders.ToOperand16, new ToOperand16Spec(local1, form)),
-            (Shaders.Groups1D(device, words.Length, local1), 1, 1), new ScalePush((uint)x.Length, slot), x.Buffer, words, scales);
+            (Shaders.Groups1D(device, (x.Length + 3) / 4, local1), 1, 1), new ScalePush((uint)x.Length, slot), x.Buffer, words, scales);   // four elements an invocation
         return words;
     }
 
