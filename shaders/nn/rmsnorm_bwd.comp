@@ -10,8 +10,9 @@
 // and [dz_col, dz_col + dim) of rows z_stride and dz_stride apart (the fused projection's output and its gradient).
 // OUT_BF16 (a variant): dz is stored as bf16 bits (bf16_store.glsl), as the products that read it take it.
 // flags bit 2: dx += res (a block's norm in the residual stream: the stream's gradient added in the same pass).
-// FOLD_ABSMAX (MODE 0 and 2, fp32 dz): the largest |dz| also goes into absmax_out[0] (fold_absmax.glsl), for the fused
-// projection's gradient's f16 tensor-core operands.
+// FOLD (MODE 0 and 2): the largest |dz| (1: fp32 dz, the fused projection's gradient) or |dx| (2: fp32 dx, the
+// residual stream's gradient, the layer below's dout) also goes into absmax_out[0] (fold_absmax.glsl), for the f16
+// tensor-core operands of the products that read it.
 // QUADS (MODE 0 and 2): runs of four neighbouring elements per invocation, each moved in one 16-byte access (8 for
 // bf16), as in the forward; the host sets it where every row start, stride, column and binding allows.
 #extension GL_GOOGLE_include_directive : require
@@ -22,7 +23,8 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint MODE = 0;
 layout(constant_id = 2) const uint PER = 1;   // MODE 0 and 2: elements per invocation, ceil(group_size / workgroup size)
 layout(constant_id = 3) const bool QUADS = false;   // (PER, dim, group_size and the strides and columns multiples of 4)
-layout(constant_id = 4) const bool FOLD_ABSMAX = false;
+layout(constant_id = 4) const uint FOLD = 0;
+const bool FOLD_ABSMAX = FOLD != 0;
 
 layout(std430, binding = 0) readonly buffer Dy { float dy[]; };
 // x and dx are bf16 in the TENSORS_BF16 variants (the SSD's y and its gradient), z in the IN_BF16 ones (the fused
@@ -47,7 +49,7 @@ layout(std430, binding = 6) writeonly buffer Dz4 { vec4 dz4[]; };
 #endif
 layout(std430, binding = 7) writeonly buffer DwPart { float dw_part[]; };   // (blocks, dim)
 layout(std430, binding = 8) readonly buffer Res { float res[]; };           // flags bit 2: x's shape
-layout(std430, binding = 9) buffer AbsMax { uint absmax_out[]; };            // FOLD_ABSMAX
+layout(std430, binding = 9) buffer AbsMax { uint absmax_out[]; };            // FOLD
 // The same bindings four elements at a time (QUADS).
 layout(std430, binding = 0) readonly buffer Dy4 { vec4 dy4[]; };
 layout(std430, binding = 1) readonly buffer X4 { TENSOR_WORD4 x4[]; };
@@ -198,7 +200,7 @@ void main() {
                         dxv[e] = dh + rv[e];
                         dzv[e] = dyv[e] * n * wv[e] * ds;
                     }
-                    largest = fold_value(largest, dzv[e]);
+                    largest = fold_value(largest, FOLD == 1 ? dzv[e] : dxv[e]);
                     if (sums) {
                         float v = dyv[e] * h * r;
                         if (gated && after) {

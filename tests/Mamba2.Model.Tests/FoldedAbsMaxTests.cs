@@ -122,6 +122,48 @@ public class FoldedAbsMaxTests(GpuFixture gpu)
     }
 
     [Theory]
+    [InlineData(3, 41, 48, true, "last")]   // a block's norm: the residual stream's gradient, the layer below's dout
+    [InlineData(5, 7, 30, false, "random")]   // norm_f's: the last layer's dout; no quads
+    public void TheBlockNormsBackwardFoldsItsDx(int b, int l, int dim, bool residual, string at)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var rows = b * l;
+        var what = $"b{b} L{l} dim {dim} residual {residual} spike {at} seed {seed}";
+        var dyv = TestMath.Uniform(rng, (long)rows * dim, -1, 1);
+        var row = SpikeRow(at, rows, rng);
+        for (var j = 0; j < dim; j++)
+        {
+            dyv[(row * dim) + j] *= 1000f;   // dx is linear in dy (the residual term is small): the spike row's is the largest
+        }
+
+        using var x = Tensor.FromArray(Device, "h", TestMath.Uniform(rng, (long)rows * dim, -1, 1), b, l, dim);
+        using var w = Tensor.FromArray(Device, "weight", TestMath.Uniform(rng, dim, 0.5, 1.5), dim);
+        using var dy = Tensor.FromArray(Device, "dy", dyv, b, l, dim);
+        using var term = residual ? Tensor.FromArray(Device, "dh", TestMath.Uniform(rng, (long)rows * dim, -1, 1), b, l, dim) : null;
+        using var word = TensorCoreGemm.EmptyPacked(Device, "dout", [rows, dim], GemmOperands.F16);
+        using var s = Device.BeginStream();
+        s.Fill(word.ScaleBits, 0u);
+        using var result = RmsNorm.Forward(x, w, eps: 1e-5f, stream: s);
+        using var grads = RmsNorm.Backward(dy, result.Rstd, x, w, null, null, true, null, s, residual: term, dxAbsMaxInto: word.ScaleBits);
+        Poison.Fill(grads.Dx);
+        s.Submit();
+
+        var dx = grads.Dx.ToArray();
+        Assert.True(MaxBits(dx.Skip(row * dim).Take(dim)) == MaxBits(dx), $"{what}: the spike row's dx is not the largest");
+        Assert.True(MaxBits(dx) == Word(word), $"{what}: folded {Word(word):x8}, largest |dx| {MaxBits(dx):x8}");
+        // Refused: dz's max where there is no dz; dx's where dx is stored as bf16 (the fold would see it unrounded).
+        Assert.Equal("dzAbsMaxInto", Assert.Throws<ArgumentException>(() =>
+            RmsNorm.Backward(dy, result.Rstd, x, w, null, null, true, null, null, dzAbsMaxInto: word.ScaleBits)).ParamName);
+        if (Device.Capabilities.Storage16Bit)
+        {
+            using var x16 = Tensor.FromArray(Device, "h", x.ToArray(), TensorDType.BF16, b, l, dim);
+            Assert.Equal("dxAbsMaxInto", Assert.Throws<ArgumentException>(() =>
+                RmsNorm.Backward(dy, result.Rstd, x16, w, null, null, true, null, null, dxAbsMaxInto: word.ScaleBits)).ParamName);
+        }
+    }
+
+    [Theory]
     [InlineData(2, 37, 4, Conv1dPadding.Causal, "last")]
     [InlineData(3, 130, 7, Conv1dPadding.Same, "random")]
     public void TheConvsBackwardFoldsOnlyTheDxItWrites(int b, int l, int k, Conv1dPadding padding, string at)

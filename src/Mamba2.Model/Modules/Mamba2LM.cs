@@ -534,6 +534,22 @@ public sealed class Mamba2LM : IDisposable
             var staged = continued ?? new StagedRecording(device, stream, listener is null ? null : listener.Completed, "backward");
             owned = staged;
             Tensor headGrad = null!, dh = null!;
+            // Where a layer's products take f16 operands, its dout is packed with the scale its writer folded (norm_f's
+            // backward for the last layer, the block norm's above it for the others): no pass reads it for its max.
+            PackedOperand? dhFolded = null;
+            PackedOperand? FoldedDout(int reader, CommandStream st)
+            {
+                var precision = acts.Mixers[reader].Precision;
+                if (precision == Precision.Fp32 || !precision.Operands(device).Scaled())
+                {
+                    return null;
+                }
+
+                var packed = staged.HandOn(TensorCoreGemm.EmptyPacked(device, "dout", [b * l, d], precision.Operands(device)));
+                st.Fill(packed.ScaleBits, 0u);
+                return packed;
+            }
+
             for (var i = _mixers.Count - 1; i >= 0; i--)
             {
                 var layer = i;
@@ -545,7 +561,9 @@ public sealed class Mamba2LM : IDisposable
                         // norm_f's backward opens the last layer's stage (a stage of its own would be too short to
                         // hide the recording of the next).
                         (headGrad, var dNormF) = head(staged, st);
-                        var nf = st.Own(RmsNorm.Backward(dNormF, acts.NormF, acts.Hidden[^1], NormF, stream: st));
+                        dhFolded = FoldedDout(layer, st);
+                        var nf = st.Own(RmsNorm.Backward(dNormF, acts.NormF.Rstd, acts.Hidden[^1], NormF, null, null, true, null, st,
+                            dxAbsMaxInto: dhFolded?.ScaleBits));
                         grads["backbone.norm_f.weight"] = ActivationStore.CopyOf(st, nf.DWeight, "grad.backbone.norm_f.weight");
                         st.Section(ProfileSections.Norm);
                         dh = nf.Dx;
@@ -557,7 +575,7 @@ public sealed class Mamba2LM : IDisposable
                         }
                     }
 
-                    var (du, mg) = _mixers[layer].Backward(dh, acts.Mixers[layer], st);
+                    var (du, mg) = _mixers[layer].Backward(dh, acts.Mixers[layer], st, dhFolded);
                     st.Own(du);
                     foreach (var (name, g) in mg)
                     {
@@ -565,8 +583,9 @@ public sealed class Mamba2LM : IDisposable
                     }
 
                     // The residual path's gradient plus the block's, added by the norm's backward as it writes its own.
+                    dhFolded = layer > 0 ? FoldedDout(layer - 1, st) : null;   // the embedding's backward reads the last
                     var ng = RmsNorm.Backward(du, acts.NormRstds[layer], acts.Hidden[layer], _norms[layer], z: null, groupSize: null, normBeforeGate: true,
-                        dzInto: null, stream: st, residual: dh);
+                        dzInto: null, stream: st, residual: dh, dxAbsMaxInto: dhFolded?.ScaleBits);
                     var next = staged.HandOn(ng.Dx);
                     st.Own(ng.DWeight);
                     grads[$"backbone.layers.{layer}.norm.weight"] = ActivationStore.CopyOf(st, ng.DWeight, $"grad.backbone.layers.{layer}.norm.weight");

@@ -197,6 +197,12 @@ public sealed class Mamba2Layer : IDisposable
         /// <summary>The gated norm's output as out_proj multiplied it: fp32, or packed (the fp32 tensor is then scratch).</summary>
         internal GemmInput OutProjInput { get; set; }
 
+        /// <summary>in_proj's weight as the forward multiplied it, which the backward multiplies again (<see cref="WeightOperand"/>).</summary>
+        internal GemmInput InProjWeight { get; set; }
+
+        /// <summary>out_proj's weight as the forward multiplied it.</summary>
+        internal GemmInput OutProjWeight { get; set; }
+
         /// <summary>The conv's input: columns of in_proj's output (b, L, d_in_proj), kept whole.</summary>
         internal ColumnView XBC { get; set; }
 
@@ -296,7 +302,8 @@ public sealed class Mamba2Layer : IDisposable
                 // backward; only dt (a few columns) is copied out for the SSD (fp32, as mamba_ssm's kernels take it).
                 var zxbcdt = acts.Keep(Tensor.Empty(device, "zxbcdt", InProjOutputType, b, l, c.DInProj));
                 acts.InProjInput = input(acts, st);
-                Gemm.Run(acts.InProjInput, InProjWeight, zxbcdt.View(rows, c.DInProj), transposeB: true, stream: st, precision: Precision);
+                acts.InProjWeight = WeightOperand(acts, st, InProjWeight);
+                Gemm.Run(acts.InProjInput, acts.InProjWeight, zxbcdt.View(rows, c.DInProj), transposeB: true, stream: st, precision: Precision);
                 AddBias(st, zxbcdt.View(rows, c.DInProj), "in_proj.bias");
                 st.Section(ProfileSections.Projections);
                 acts.Z = new ColumnView(zxbcdt.View(rows, c.DInProj), 0, c.DInner);
@@ -343,7 +350,8 @@ public sealed class Mamba2Layer : IDisposable
 
                 st.Section(ProfileSections.Norm);
                 acts.Output = acts.Keep(Tensor.Empty(device, "out", b, l, c.DModel));
-                Gemm.Run(acts.OutProjInput, OutProjWeight, acts.Output.View(rows, c.DModel), transposeB: true, stream: st, precision: Precision);
+                acts.OutProjWeight = WeightOperand(acts, st, OutProjWeight);
+                Gemm.Run(acts.OutProjInput, acts.OutProjWeight, acts.Output.View(rows, c.DModel), transposeB: true, stream: st, precision: Precision);
                 AddBias(st, acts.Output.View(rows, c.DModel), "out_proj.bias");
                 st.Section(ProfileSections.Projections);
             });
@@ -357,7 +365,14 @@ public sealed class Mamba2Layer : IDisposable
     }
 
     /// <summary>du (b, L, d_model) and the gradient of every parameter (by name) from dout and the forward's activations.</summary>
-    public (Tensor Du, Dictionary<string, Tensor> Grads) Backward(Tensor dout, Activations acts, CommandStream? stream = null)
+    public (Tensor Du, Dictionary<string, Tensor> Grads) Backward(Tensor dout, Activations acts, CommandStream? stream = null) =>
+        Backward(dout, acts, stream, null);
+
+    /// <summary>
+    /// The same with dout's products reading <paramref name="doutFolded"/>: dout's f16 operands, whose scale word its
+    /// writer folded (<see cref="TensorCoreGemm.PackFolded"/> packs it here).
+    /// </summary>
+    internal (Tensor Du, Dictionary<string, Tensor> Grads) Backward(Tensor dout, Activations acts, CommandStream? stream, PackedOperand? doutFolded)
     {
         var c = Config;
         var shape = acts.InputShape;
@@ -374,12 +389,22 @@ public sealed class Mamba2Layer : IDisposable
                 var precision = acts.Precision;
                 var d2 = dout.View(rows, c.DModel);
                 // out_proj: dW = dout^T norm_y; dnorm_y = dout W.
-                var dOut = Operand(st, d2, precision);
+                GemmInput dOut;
+                if (doutFolded is not null)
+                {
+                    TensorCoreGemm.PackFolded(st, d2, doutFolded);
+                    dOut = doutFolded;
+                }
+                else
+                {
+                    dOut = Operand(st, d2, precision);
+                }
+
                 grads["out_proj.weight"] = Tensor.Empty(device, "grad.out_proj.weight", c.DModel, c.DInner);
                 Gemm.Run(dOut, acts.OutProjInput, grads["out_proj.weight"], transposeA: true, stream: st, precision: precision);
                 BiasGrad(st, d2, grads, "out_proj.bias");
                 var dNormY = st.Own(Tensor.Empty(device, "dnorm_y", rows, c.DInner));
-                Gemm.Run(dOut, OutProjWeight, dNormY, stream: st, precision: precision);
+                Gemm.Run(dOut, acts.OutProjWeight, dNormY, stream: st, precision: precision);
                 st.Section(ProfileSections.Projections);
 
                 // The fused projection's gradient is written in place: dz by the norm, dxBC by the conv, ddt copied. In
@@ -457,7 +482,7 @@ public sealed class Mamba2Layer : IDisposable
                     BiasGrad(st, dZxbcdt, grads, "in_proj.bias");   // never packed where there is a bias
                 }
                 du = Tensor.Empty(device, "du", b, l, c.DModel);
-                Gemm.Run(dIn, InProjWeight, du.View(rows, c.DModel), stream: st, precision: precision);
+                Gemm.Run(dIn, acts.InProjWeight, du.View(rows, c.DModel), stream: st, precision: precision);
                 st.Section(ProfileSections.Projections);
             });
             return (du!, grads);
@@ -606,6 +631,15 @@ public sealed class Mamba2Layer : IDisposable
     /// </summary>
     private static GemmInput Operand(CommandStream st, Tensor x, Precision precision) =>
         precision == Precision.Fp32 ? x : st.Own(Gemm.Pack(x, precision, st));
+
+    /// <summary>
+    /// A weight as the forward's product and the backward's take it: where products take scaled f16 operands (always
+    /// converted: a pass for the scale, a pass to convert), one copy packed in the forward and kept for the backward
+    /// (16 bits a weight held until the backward); else the weight itself, which each product stages as its variant
+    /// prefers.
+    /// </summary>
+    private GemmInput WeightOperand(Activations acts, CommandStream st, Tensor weight) =>
+        Precision != Precision.Fp32 && Precision.Operands(weight.Device).Scaled() ? acts.Keep(Gemm.Pack(weight, Precision, st)) : weight;
 
     /// <summary>The same for a forward input the backward multiplies again: the packed copy is kept in <paramref name="acts"/>.</summary>
     private GemmInput KeepForProducts(Activations acts, CommandStream st, Tensor x) =>

@@ -215,12 +215,13 @@ public static class RmsNorm
     /// The same from the forward's saved 1/rms alone (all the backward reads of its result); dz goes into
     /// <paramref name="dzInto"/>'s columns, or stored as bf16 into <paramref name="dzPacked"/>'s (the products' operands).
     /// With <paramref name="residual"/> (x's shape) the result's Dx is the norm's input gradient plus it: a block's
-    /// norm in the residual stream adds the stream's gradient in the same pass. With <paramref name="dzAbsMaxInto"/> the
-    /// largest |dz| written is folded into that word too (<see cref="TensorCoreGemm.PackFolded"/>).
+    /// norm in the residual stream adds the stream's gradient in the same pass. With <paramref name="dzAbsMaxInto"/>
+    /// (or <paramref name="dxAbsMaxInto"/>) the largest |dz| (|dx|) written is folded into that word too
+    /// (<see cref="TensorCoreGemm.PackFolded"/>).
     /// </summary>
     internal static RmsNormGradients Backward(Tensor dy, Tensor rstd, Tensor x, Tensor weight, ColumnView? z, int? groupSize,
         bool normBeforeGate, ColumnView? dzInto, CommandStream? stream, PackedColumns? dzPacked = null, Tensor? residual = null,
-        GpuBuffer<uint>? dzAbsMaxInto = null)
+        GpuBuffer<uint>? dzAbsMaxInto = null, GpuBuffer<uint>? dxAbsMaxInto = null)
     {
         const string op = "RmsNorm backward";
         var (rows, dim, gs) = Validate(op, x, weight, z, groupSize);
@@ -245,6 +246,13 @@ public static class RmsNorm
         {
             throw new ArgumentException($"{op}: the largest |dz| is folded only where dz is written as float32.", nameof(dzAbsMaxInto));
         }
+
+        if (dxAbsMaxInto is not null && (x.DType != TensorDType.F32 || dzAbsMaxInto is not null))
+        {
+            throw new ArgumentException($"{op}: the largest |dx| is folded only where dx is float32, and not with dz's.", nameof(dxAbsMaxInto));
+        }
+
+        var fold = dzAbsMaxInto is not null ? RmsNormBwdFold.Dz : dxAbsMaxInto is not null ? RmsNormBwdFold.Dx : RmsNormBwdFold.None;
 
         if (dzPacked is { } packed)
         {
@@ -309,17 +317,17 @@ public static class RmsNorm
                     BufferBinding[] bindings = [Rows(dy), Rows(x), z is { } zv ? RowsOf(zv, first, count) : Rows(dy), weight.Buffer,
                         Shaders.Slice(rstd, first * groups, count * groups), Rows(grads.Dx),
                         dzPacked?.Words ?? (dz is { } dzv ? RowsOf(dzv, first, count) : Rows(dy)), Shaders.Slice(dwPart, first / blockRows * dim, pieceUnits * dim),
-                        Rows(residual ?? dy), dzAbsMaxInto ?? Rows(grads.Dx)];
+                        Rows(residual ?? dy), dzAbsMaxInto ?? dxAbsMaxInto ?? Rows(grads.Dx)];
                     var quads = Quads([dim, gs, z?.Stride ?? 0, z?.Start ?? 0, dzStride, dzStart], bindings);
                     var rowPer = PerInvocation(gs, local, quads ? 4 : 1);
                     if (form.Fused)
                     {
-                        st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local, RmsNormBwdMode.Fused, rowPer, quads, dzAbsMaxInto is not null)),
+                        st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local, RmsNormBwdMode.Fused, rowPer, quads, fold)),
                             (Shaders.Groups(device, pieceUnits * groups), 1, 1), push, bindings);
                         continue;
                     }
 
-                    st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local, RmsNormBwdMode.InputGradients, rowPer, quads, dzAbsMaxInto is not null)),
+                    st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local, RmsNormBwdMode.InputGradients, rowPer, quads, fold)),
                         (Shaders.Groups(device, count * groups), 1, 1), push, bindings);
                     var local1D = Shaders.Local1D(device);
                     st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local1D, RmsNormBwdMode.WeightPartials, 1)),

@@ -95,9 +95,17 @@ internal enum RmsNormBwdMode : uint
 }
 
 /// <summary>nn/rmsnorm_bwd: with <paramref name="Quads"/> an invocation moves runs of four neighbours (MODE 0 and 2).</summary>
-internal readonly record struct RmsNormBwdSpec(uint Local, RmsNormBwdMode Mode, uint Per, bool Quads = false, bool FoldAbsMax = false) : ISpecialization
+internal readonly record struct RmsNormBwdSpec(uint Local, RmsNormBwdMode Mode, uint Per, bool Quads = false, RmsNormBwdFold Fold = RmsNormBwdFold.None) : ISpecialization
 {
-    public uint[] Constants() => [Local, (uint)Mode, Per, Quads ? 1u : 0u, FoldAbsMax ? 1u : 0u];
+    public uint[] Constants() => [Local, (uint)Mode, Per, Quads ? 1u : 0u, (uint)Fold];
+}
+
+/// <summary>rmsnorm_bwd's FOLD: which output's largest |v| goes into an f16 operand's scale word.</summary>
+internal enum RmsNormBwdFold : uint
+{
+    None,
+    Dz,
+    Dx,
 }
 
 /// <summary>nn/convert: the workgroup size and the direction (fp32 to bf16, or back).</summary>
