@@ -633,13 +633,21 @@ public sealed class Mamba2Layer : IDisposable
         precision == Precision.Fp32 ? x : st.Own(Gemm.Pack(x, precision, st));
 
     /// <summary>
-    /// A weight as the forward's product and the backward's take it: where products take scaled f16 operands (always
-    /// converted: a pass for the scale, a pass to convert), one copy packed in the forward and kept for the backward
-    /// (16 bits a weight held until the backward); else the weight itself, which each product stages as its variant
-    /// prefers.
+    /// A weight as the forward's product and the backward's take it: where the products read converted 16-bit copies
+    /// (f16 always: a pass for the scale, one to convert; bf16 where its variant prefers them), one copy packed in the
+    /// forward and kept for the backward (16 bits a weight, held until the backward); else the weight itself, which
+    /// each product stages in its kernel.
     /// </summary>
-    private GemmInput WeightOperand(Activations acts, CommandStream st, Tensor weight) =>
-        Precision != Precision.Fp32 && Precision.Operands(weight.Device).Scaled() ? acts.Keep(Gemm.Pack(weight, Precision, st)) : weight;
+    private GemmInput WeightOperand(Activations acts, CommandStream st, Tensor weight)
+    {
+        if (Precision == Precision.Fp32)
+        {
+            return weight;
+        }
+
+        var (operands, staging) = PrecisionPolicy.GemmOf(Precision, weight.Device);
+        return TensorCoreGemm.Converts(weight.Device, operands, staging) ? acts.Keep(Gemm.Pack(weight, Precision, st)) : weight;
+    }
 
     /// <summary>The same for a forward input the backward multiplies again: the packed copy is kept in <paramref name="acts"/>.</summary>
     private GemmInput KeepForProducts(Activations acts, CommandStream st, Tensor x) =>

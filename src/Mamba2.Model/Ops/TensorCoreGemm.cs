@@ -120,6 +120,15 @@ public static class TensorCoreGemm
     public static bool IsAvailable(GpuDevice device, GemmOperands operands, TensorCoreApi api = TensorCoreApi.Auto) =>
         Resolve(device.Capabilities, operands, Requested(device, api)) is not null;
 
+    /// <summary>
+    /// Whether products in <paramref name="operands"/> with <paramref name="staging"/> (Auto: per variant) read
+    /// converted 16-bit copies of fp32 tensors on <paramref name="device"/> (in the variant its tuning requests): then
+    /// one copy packed for a tensor serves each of its products, the same bits as converting it in each.
+    /// </summary>
+    internal static bool Converts(GpuDevice device, GemmOperands operands, OperandStaging staging) =>
+        Resolve(device.Capabilities, operands, Requested(device, TensorCoreApi.Auto)) is { } api
+        && ResolveStaging(device, operands, api, staging) == OperandStaging.Converted;
+
     /// <summary><paramref name="api"/>, or the variant <see cref="OpTuning.GemmApi"/> names where it is Auto.</summary>
     private static TensorCoreApi Requested(GpuDevice device, TensorCoreApi api) =>
         api == TensorCoreApi.Auto && OpTuning.Of(device).GemmApi is { } tuned ? tuned : api;
