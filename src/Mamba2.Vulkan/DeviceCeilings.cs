@@ -28,7 +28,7 @@ public sealed record DeviceCeilings(double CopyGBps, double Fp32Tflops, long Cop
         SpinUp(device);
         var cpu = device.Info.IsCpu;
         var copyBytes = (long)Math.Min(cpu ? 32UL << 20 : 256UL << 20, Math.Max(1UL << 20, device.Info.DeviceLocalBytes / 16)) / 16 * 16;
-        var local = Math.Min(256u, device.Capabilities.MaxWorkgroupInvocations);
+        var local = Math.Min(256u, device.Capabilities.MaxWorkgroupInvocationsX);
         double copyMs;
         using (var src = device.CreateBuffer<float>(copyBytes / 4, "ceiling_copy_src"))
         using (var dst = device.CreateBuffer<float>(copyBytes / 4, "ceiling_copy_dst"))
@@ -78,7 +78,7 @@ public sealed record DeviceCeilings(double CopyGBps, double Fp32Tflops, long Cop
             return;
         }
 
-        var local = Math.Min(256u, device.Capabilities.MaxWorkgroupInvocations);
+        var local = Math.Min(256u, device.Capabilities.MaxWorkgroupInvocationsX);
         var groups = FmaGroups(device);
         using var outv = device.CreateBuffer<float>((long)groups * local, "spin_up");
         var kernel = device.GetKernel(FmaPeak, [local]);

@@ -39,7 +39,7 @@ public static class SharedMemoryOccupancy
         }
 
         var cpu = device.Info.IsCpu;
-        var local = Math.Min(Local, caps.MaxWorkgroupInvocations);
+        var local = Math.Min(Local, caps.MaxWorkgroupInvocationsX);
         var length = cpu ? 1u << 12 : 1u << 18;   // 1 MiB of links on a GPU: cache-resident, so each step waits the same
         var steps = cpu ? 16u : 256u;
         var groups = cpu ? 8u : Math.Min(16384u, caps.MaxWorkgroupCount.X);

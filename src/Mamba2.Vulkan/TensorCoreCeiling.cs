@@ -36,7 +36,7 @@ public static class TensorCoreCeiling
         }
 
         var cpu = device.Info.IsCpu;
-        var subgroupsPerGroup = Math.Max(1u, Math.Min(4u, caps.MaxWorkgroupInvocations / caps.SubgroupSize));
+        var subgroupsPerGroup = Math.Max(1u, Math.Min(4u, caps.MaxWorkgroupInvocationsX / caps.SubgroupSize));
         var groups = cpu ? 2u : Math.Min(4096u, caps.MaxWorkgroupCount.X);   // a CPU emulates each product in software
         var iterations = cpu ? 4u : 2048u;
         var subgroups = (long)groups * subgroupsPerGroup;
@@ -66,7 +66,7 @@ public static class TensorCoreCeiling
         }
 
         var threads = block.SubgroupsM * block.SubgroupsN * caps.SubgroupSize;
-        if (block.BK % shape.K != 0 || threads > caps.MaxWorkgroupInvocations || block.SharedBytes(shape) > caps.MaxSharedMemoryBytes)
+        if (block.BK % shape.K != 0 || threads > caps.MaxWorkgroupInvocationsX || block.SharedBytes(shape) > caps.MaxSharedMemoryBytes)
         {
             return null;
         }

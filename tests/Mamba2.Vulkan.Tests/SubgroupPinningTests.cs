@@ -84,7 +84,7 @@ public class SubgroupPinningTests(GpuFixture gpu)
     {
         var caps = gpu.Device.Capabilities;
         var size = caps.SubgroupSize;
-        foreach (var subgroups in new uint[] { 1, 3, Math.Max(1, Math.Min(8, caps.MaxWorkgroupInvocations / size)) })
+        foreach (var subgroups in new uint[] { 1, 3, Math.Max(1, Math.Min(8, caps.MaxWorkgroupInvocationsX / size)) })
         {
             var local = subgroups * size;
             var kernel = gpu.Device.GetKernel(Layout, [local]);

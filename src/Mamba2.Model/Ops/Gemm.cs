@@ -268,7 +268,7 @@ public static class Gemm
         }
 
         var caps = device.Capabilities;
-        var fits = Large.SharedBytes <= caps.MaxSharedMemoryBytes && Large.Threads <= caps.MaxWorkgroupInvocations;
+        var fits = Large.SharedBytes <= caps.MaxSharedMemoryBytes && Large.Threads <= caps.MaxWorkgroupInvocationsX;
         return fits && m >= Large.BM && n >= Large.BN ? Large : Small;
     }
 
@@ -307,7 +307,7 @@ public static class Gemm
         if (t.SharedBytes > caps.MaxSharedMemoryBytes || t.Threads > caps.MaxWorkgroupInvocationsX)
         {
             throw new ArgumentException(
-                $"Gemm tile {t} needs {t.SharedBytes} bytes of shared memory and {t.Threads} invocations; {device.Name} allows {caps.MaxSharedMemoryBytes} and {caps.MaxWorkgroupInvocations}.",
+                $"Gemm tile {t} needs {t.SharedBytes} bytes of shared memory and {t.Threads} invocations; {device.Name} allows {caps.MaxSharedMemoryBytes} and {caps.MaxWorkgroupInvocationsX}.",
                 "tile");
         }
     }

@@ -667,7 +667,7 @@ public static class TensorCoreGemm
         if (!Fits(caps, t, transposeA, transposeB))
         {
             throw new ArgumentException(
-                $"Gemm tile {t} does not fit this device (subgroup {caps.SubgroupSize}, {caps.MaxSharedMemoryBytes} bytes of shared memory, {caps.MaxWorkgroupInvocations} invocations) or breaks the tile rules (BM % WM, BN % WN, WM % TM, WN % TN, BK % TK all 0; BM, BN, BK and the fragment shape multiples of 4; 1 or 2 buffers).",
+                $"Gemm tile {t} does not fit this device (subgroup {caps.SubgroupSize}, {caps.MaxSharedMemoryBytes} bytes of shared memory, {caps.MaxWorkgroupInvocationsX} invocations) or breaks the tile rules (BM % WM, BN % WN, WM % TM, WN % TN, BK % TK all 0; BM, BN, BK and the fragment shape multiples of 4; 1 or 2 buffers).",
                 "tile");
         }
     }

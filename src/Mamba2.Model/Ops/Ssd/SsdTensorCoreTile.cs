@@ -98,7 +98,7 @@ internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uin
         if (!tile.Fits(caps))
         {
             throw new ArgumentException(
-                $"{what}: tile {tile} breaks the rules (WM % TM, WN % TN, BK % TK all 0; BM, BN, BK multiples of 4) or this device's limits ({caps.MaxSharedMemoryBytes} bytes of shared memory, {caps.MaxWorkgroupInvocations} invocations).");
+                $"{what}: tile {tile} breaks the rules (WM % TM, WN % TN, BK % TK all 0; BM, BN, BK multiples of 4) or this device's limits ({caps.MaxSharedMemoryBytes} bytes of shared memory, {caps.MaxWorkgroupInvocationsX} invocations).");
         }
 
         return tile;
