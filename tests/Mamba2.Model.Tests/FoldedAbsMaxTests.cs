@@ -31,12 +31,12 @@ public class FoldedAbsMaxTests(GpuFixture gpu)
     private static int SpikeRow(string at, int rows, Random rng) => at == "last" ? rows - 1 : rng.Next(rows);
 
     [Theory]
-    [InlineData(new[] { 3, 37 }, 48, 0, "none", false, "last")]
-    [InlineData(new[] { 3, 37 }, 48, 0, "none", true, "random")]   // a block's norm in the residual stream
-    [InlineData(new[] { 2, 33 }, 96, 24, "first", false, "last")]   // the layer's gated norm, per group
-    [InlineData(new[] { 5, 7 }, 30, 10, "after", false, "random")]   // no quads (30 % 4)
-    [InlineData(new[] { 301 }, 64, 0, "first", false, "last")]
-    public void TheNormFoldsItsOutputsLargestIntoF16Operands(int[] shape, int dim, int groupSize, string gate, bool residual, string at)
+    [InlineData(new[] { 3, 37 }, 48, 0, "none", false, "last", GemmOperands.F16)]
+    [InlineData(new[] { 3, 37 }, 48, 0, "none", true, "random", GemmOperands.F16)]   // a block's norm in the residual stream
+    [InlineData(new[] { 2, 33 }, 96, 24, "first", false, "last", GemmOperands.F16)]   // the layer's gated norm, per group
+    [InlineData(new[] { 5, 7 }, 30, 10, "after", false, "random", GemmOperands.F16)]   // no quads (30 % 4)
+    [InlineData(new[] { 301 }, 64, 0, "first", false, "last", GemmOperands.Bf16ViaF16)]   // bf16 on f16 tensor cores
+    public void TheNormFoldsItsOutputsLargestIntoF16Operands(int[] shape, int dim, int groupSize, string gate, bool residual, string at, GemmOperands operands)
     {
         var seed = TestMath.NewSeed();
         var rng = new Random(seed);
@@ -60,7 +60,7 @@ public class FoldedAbsMaxTests(GpuFixture gpu)
         using var w = Tensor.FromArray(Device, "weight", TestMath.Uniform(rng, dim, 0.9, 1.1), dim);
         using var term = residual ? Tensor.FromArray(Device, "residual", TestMath.Uniform(rng, (long)rows * dim, -1e-3, 1e-3), [.. shape, dim]) : null;
         using var sum = residual ? Tensor.Empty(Device, "sum", [.. shape, dim]) : null;
-        using var packed = TensorCoreGemm.EmptyPacked(Device, "y", [.. shape, dim], GemmOperands.F16);
+        using var packed = TensorCoreGemm.EmptyPacked(Device, "y", [.. shape, dim], operands);
         packed.Words.Upload(Enumerable.Repeat(0x7e007e00u, (int)packed.Words.Length).ToArray());   // f16 NaNs
         packed.ScaleBits.Upload([0xdeadbeefu]);
         int? group = groupSize == 0 ? null : groupSize;
@@ -79,7 +79,7 @@ public class FoldedAbsMaxTests(GpuFixture gpu)
         Assert.True(MaxBits(y.Skip(row * dim).Take(dim)) == MaxBits(y), $"{what}: the spike is not the largest output");
         Assert.True(MaxBits(y) == Word(packed), $"{what}: folded {Word(packed):x8}, largest |y| {MaxBits(y):x8}");
         Assert.Equal(plain.Rstd.ToArray(), rstd.ToArray());
-        using var reference = TensorCoreGemm.Pack(plain.Y, GemmOperands.F16, null);
+        using var reference = TensorCoreGemm.Pack(plain.Y, operands, null);
         Assert.Equal(Word(reference), Word(packed));
         Assert.Equal(reference.Words.Download(), packed.Words.Download());
     }
