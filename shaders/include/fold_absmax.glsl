@@ -1,10 +1,15 @@
-// FOLD_ABSMAX kernels fold the largest |v| they write into absmax_out[0] (float bits: non-negative floats order as
-// their bits), as nn/absmax.comp would find it reading the tensor back: the scale word of the 16-bit operands the
-// values become (operand_scale.glsl), so that packing them reads them once (nn/to_operand16.comp) instead of twice.
-// One atomic a workgroup. The including shader declares FOLD_ABSMAX (a specialization constant) and the binding
-// absmax_out; every invocation calls fold_absmax once, at the end, in uniform control flow.
+// FOLD_ABSMAX kernels fold the largest |v| they write into absmax_out[FOLD_SLOT] (float bits: non-negative floats
+// order as their bits), as nn/absmax.comp finds it reading a tensor back (it folds the same way): the scale word of
+// the 16-bit operands the values become (operand_scale.glsl), so that packing them reads them once
+// (nn/to_operand16.comp) instead of twice. One atomic a workgroup. The including shader declares FOLD_ABSMAX (a
+// specialization constant, or a constant) and the binding absmax_out, and may define FOLD_SLOT (0 otherwise); every
+// invocation calls fold_absmax once, at the end, in uniform control flow.
 #ifndef MAMBA2_FOLD_ABSMAX_GLSL
 #define MAMBA2_FOLD_ABSMAX_GLSL
+
+#ifndef FOLD_SLOT
+#define FOLD_SLOT 0u
+#endif
 
 shared uint fold_max;
 
@@ -24,7 +29,7 @@ void fold_absmax(uint m) {
     atomicMax(fold_max, m);
     barrier();
     if (gl_LocalInvocationIndex == 0) {
-        atomicMax(absmax_out[0], fold_max);
+        atomicMax(absmax_out[FOLD_SLOT], fold_max);
     }
 }
 

@@ -1,20 +1,24 @@
 #version 450
 // The largest |x| of a tensor, as float bits (non-negative floats order as their bits), folded into
-// result[slot] with atomicMax: the scale of a tensor's 16-bit tensor-core operands (nn/to_operand16.comp).
-// The host zeroes the result first. A few workgroups (one atomic each) walk the tensor with a stride, each invocation
-// issuing STEP loads before it uses them: one load in flight per invocation leaves the walk latency bound.
+// absmax_out[slot] with atomicMax: the scale of a tensor's 16-bit tensor-core operands (nn/to_operand16.comp).
+// The host zeroes the word first. A few workgroups (one atomic each, fold_absmax.glsl) walk the tensor with a stride,
+// each invocation issuing STEP loads before it uses them: one load in flight per invocation leaves the walk latency
+// bound. Kernels that write a tensor can fold its max as they go instead (FOLD_ABSMAX), so that no pass reads it.
+#extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 layout(local_size_x_id = 0) in;
 
 layout(std430, binding = 0) readonly buffer Src { float src[]; };
-layout(std430, binding = 1) buffer Result { uint result[]; };
+layout(std430, binding = 1) buffer Result { uint absmax_out[]; };
 
 layout(push_constant) uniform Push {
     uint count;
     uint slot;
 } p;
 
-shared uint partial[gl_WorkGroupSize.x];
+const bool FOLD_ABSMAX = true;
+#define FOLD_SLOT p.slot
+#include "fold_absmax.glsl"
 
 const uint STEP = 4;
 
@@ -28,21 +32,11 @@ void main() {
             v[k] = src[i + k * stride];
         }
         [[unroll]] for (uint k = 0; k < STEP; ++k) {
-            m = max(m, floatBitsToUint(abs(v[k])));
+            m = fold_value(m, v[k]);
         }
     }
     for (; i < p.count; i += stride) {
-        m = max(m, floatBitsToUint(abs(src[i])));
+        m = fold_value(m, src[i]);
     }
-    partial[gl_LocalInvocationID.x] = m;
-    barrier();
-    for (uint half_ = gl_WorkGroupSize.x / 2; half_ > 0; half_ /= 2) {
-        if (gl_LocalInvocationID.x < half_) {
-            partial[gl_LocalInvocationID.x] = max(partial[gl_LocalInvocationID.x], partial[gl_LocalInvocationID.x + half_]);
-        }
-        barrier();
-    }
-    if (gl_LocalInvocationID.x == 0) {
-        atomicMax(result[p.slot], partial[0]);
-    }
+    fold_absmax(m);
 }

@@ -86,7 +86,7 @@ public class Conv1dTests(GpuFixture gpu)
         using var w = Tensor.FromArray(Device, "weight", wv, c, k);
         using var bias = Tensor.FromArray(Device, "bias", bv, c);
         var outs = widths.Select((wd, i) => Tensor.Empty(Device, $"y{i}", b, l, wd)).ToArray();
-        var dys = widths.Select((wd, i) => Tensor.FromArray(Device, $"dy{i}", Columns(dyv, b * l, c, widths.Take(i).Sum(), wd), b, l, wd)).ToArray();
+        var dys = widths.Select((wd, i) => Tensor.FromArray(Device, $"dy{i}", Bf16ActivationOpsTests.Columns(dyv, b * l, c, widths.Take(i).Sum(), wd), b, l, wd)).ToArray();
         const float untouched = 7.5f;
         using var dWide = Tensor.FromArray(Device, "dzxbcdt", Enumerable.Repeat(untouched, b * l * wideOut).ToArray(), b, l, wideOut);
         try
@@ -104,12 +104,12 @@ public class Conv1dTests(GpuFixture gpu)
             var y = Conv1dReference.Forward(xd, wd2, bd, b, l, c, k, left, silu: true);
             for (var i = 0; i < widths.Length; i++)
             {
-                TestMath.AssertClose(outs[i].ToArray(), Columns(y, b * l, c, widths.Take(i).Sum(), widths[i]), 1e-6, $"{what}: y part {i}");
+                TestMath.AssertClose(outs[i].ToArray(), Bf16ActivationOpsTests.Columns(y, b * l, c, widths.Take(i).Sum(), widths[i]), 1e-6, $"{what}: y part {i}");
             }
 
             var (dx, dw, db) = Conv1dReference.Backward(Widen(dyv), xd, wd2, bd, b, l, c, k, left, silu: true);
             var wide = dWide.ToArray();
-            TestMath.AssertClose(Columns(wide, b * l, wideOut, before, c), dx, 1e-6, $"{what}: dx in its columns");
+            TestMath.AssertClose(Bf16ActivationOpsTests.Columns(wide, b * l, wideOut, before, c), dx, 1e-6, $"{what}: dx in its columns");
             for (var r = 0; r < b * l; r++)
             {
                 for (var j = 0; j < wideOut; j++)
@@ -131,17 +131,6 @@ public class Conv1dTests(GpuFixture gpu)
                 t.Dispose();
             }
         }
-    }
-
-    private static T[] Columns<T>(T[] rowsMajor, int rows, int cols, int start, int width)
-    {
-        var part = new T[rows * width];
-        for (var r = 0; r < rows; r++)
-        {
-            Array.Copy(rowsMajor, (long)r * cols + start, part, (long)r * width, width);
-        }
-
-        return part;
     }
 
     [Fact]

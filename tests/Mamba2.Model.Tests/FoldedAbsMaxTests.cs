@@ -24,10 +24,6 @@ public class FoldedAbsMaxTests(GpuFixture gpu)
 
     private static uint Word(PackedOperand p) => p.ScaleBits.Download()[0];
 
-    /// <summary>Rows [0, rows) of columns [start, start + width) of a row-major (rows, stride) array.</summary>
-    private static IEnumerable<float> ColumnsOf(float[] whole, int rows, int stride, int start, int width) =>
-        Enumerable.Range(0, rows).SelectMany(r => whole.Skip((r * stride) + start).Take(width));
-
     private static int SpikeRow(string at, int rows, Random rng) => at == "last" ? rows - 1 : rng.Next(rows);
 
     [Theory]
@@ -115,7 +111,7 @@ public class FoldedAbsMaxTests(GpuFixture gpu)
         using var grads = RmsNorm.Backward(dy, result.Rstd, x, w, z, group, after, new ColumnView(into, start, dim), s, dzAbsMaxInto: word.ScaleBits);
         s.Submit();
 
-        var dz = ColumnsOf(into.ToArray(), rows, stride, start, dim).ToArray();
+        var dz = Bf16ActivationOpsTests.Columns(into.ToArray(), rows, stride, start, dim);
         Assert.DoesNotContain(Far, dz);
         Assert.True(MaxBits(dz.Skip(row * dim).Take(dim)) == MaxBits(dz), $"{what}: the spike row's dz is not the largest");
         Assert.True(MaxBits(dz) == Word(word), $"{what}: folded {Word(word):x8}, largest |dz| {MaxBits(dz):x8}");
@@ -194,7 +190,7 @@ public class FoldedAbsMaxTests(GpuFixture gpu)
                 word.ScaleBits);
             s.Submit();
 
-            var dx = ColumnsOf(into.ToArray(), rows, stride, start, c).ToArray();
+            var dx = Bf16ActivationOpsTests.Columns(into.ToArray(), rows, stride, start, c);
             Assert.DoesNotContain(Far, dx);
             var near = dx.Skip(Math.Max(0, row - k) * c).Take((2 * k + 1) * c);   // the rows whose dx reads the spike's du
             Assert.True(MaxBits(near) == MaxBits(dx), $"{what}: dx away from the spike row is the largest");
@@ -228,7 +224,7 @@ public class FoldedAbsMaxTests(GpuFixture gpu)
         Columns.Copy(src, srcCol, dst, dstCol, width, s, word.ScaleBits);
         s.Submit();
 
-        Assert.Equal(ColumnsOf(sv, rows, srcCols, srcCol, width), ColumnsOf(dst.ToArray(), rows, dstCols, dstCol, width));
+        Assert.Equal(Bf16ActivationOpsTests.Columns(sv, rows, srcCols, srcCol, width), Bf16ActivationOpsTests.Columns(dst.ToArray(), rows, dstCols, dstCol, width));
         Assert.True(BitConverter.SingleToUInt32Bits(77f) == Word(word), $"{what}: folded {Word(word):x8}");
     }
 
