@@ -537,18 +537,8 @@ public sealed class Mamba2LM : IDisposable
             // Where a layer's products take f16 operands, its dout is packed with the scale its writer folded (norm_f's
             // backward for the last layer, the block norm's above it for the others): no pass reads it for its max.
             PackedOperand? dhFolded = null;
-            PackedOperand? FoldedDout(int reader, CommandStream st)
-            {
-                var precision = acts.Mixers[reader].Precision;
-                if (precision == Precision.Fp32 || !precision.Operands(device).Scaled())
-                {
-                    return null;
-                }
-
-                var packed = staged.HandOn(TensorCoreGemm.EmptyPacked(device, "dout", [b * l, d], precision.Operands(device)));
-                st.Fill(packed.ScaleBits, 0u);
-                return packed;
-            }
+            PackedOperand? FoldedDout(int reader, CommandStream st) =>
+                TensorCoreGemm.EmptyFolded(st, staged.HandOn, device, "dout", [b * l, d], acts.Mixers[reader].Precision);
 
             for (var i = _mixers.Count - 1; i >= 0; i--)
             {

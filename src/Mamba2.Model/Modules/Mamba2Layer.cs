@@ -389,17 +389,7 @@ public sealed class Mamba2Layer : IDisposable
                 var precision = acts.Precision;
                 var d2 = dout.View(rows, c.DModel);
                 // out_proj: dW = dout^T norm_y; dnorm_y = dout W.
-                GemmInput dOut;
-                if (doutFolded is not null)
-                {
-                    TensorCoreGemm.PackFolded(st, d2, doutFolded);
-                    dOut = doutFolded;
-                }
-                else
-                {
-                    dOut = Operand(st, d2, precision);
-                }
-
+                var dOut = Operand(st, d2, precision, doutFolded);
                 grads["out_proj.weight"] = Tensor.Empty(device, "grad.out_proj.weight", c.DModel, c.DInner);
                 Gemm.Run(dOut, acts.OutProjInput, grads["out_proj.weight"], transposeA: true, stream: st, precision: precision);
                 BiasGrad(st, d2, grads, "out_proj.bias");
@@ -422,11 +412,7 @@ public sealed class Mamba2Layer : IDisposable
                 else
                 {
                     dZxbcdt = st.Own(Tensor.Empty(device, "dzxbcdt", rows, c.DInProj));
-                    if (precision != Precision.Fp32 && precision.Operands(device).Scaled())
-                    {
-                        dInFolded = st.Own(TensorCoreGemm.EmptyPacked(device, "dzxbcdt", [rows, c.DInProj], precision.Operands(device)));
-                        st.Fill(dInFolded.ScaleBits, 0u);
-                    }
+                    dInFolded = TensorCoreGemm.EmptyFolded(st, st.Own, device, "dzxbcdt", [rows, c.DInProj], precision);
                 }
 
                 PackedColumns? Packed(int start, int width) => dInPacked is null ? null : new PackedColumns(dInPacked, start, width);
@@ -469,12 +455,7 @@ public sealed class Mamba2Layer : IDisposable
                 }
 
                 st.Section(ProfileSections.Elementwise);
-                if (dInFolded is not null)
-                {
-                    TensorCoreGemm.PackFolded(st, dZxbcdt!, dInFolded);
-                }
-
-                GemmInput dIn = dInPacked ?? dInFolded ?? Operand(st, dZxbcdt!, precision);
+                var dIn = dInPacked ?? Operand(st, dZxbcdt!, precision, dInFolded);
                 grads["in_proj.weight"] = Tensor.Empty(device, "grad.in_proj.weight", c.DInProj, c.DModel);
                 Gemm.Run(dIn, acts.InProjInput, grads["in_proj.weight"], transposeA: true, stream: st, precision: precision);
                 if (dZxbcdt is not null)
@@ -627,10 +608,19 @@ public sealed class Mamba2Layer : IDisposable
 
     /// <summary>
     /// What products read for <paramref name="x"/>, which two of them multiply: x itself in fp32, else one packed
-    /// copy (scratch of the stream) that both read, so x is converted once.
+    /// copy (scratch of the stream) that both read, so x is converted once: <paramref name="folded"/> where x's
+    /// writers folded its scale (the conversion alone fills it), else a copy packed here.
     /// </summary>
-    private static GemmInput Operand(CommandStream st, Tensor x, Precision precision) =>
-        precision == Precision.Fp32 ? x : st.Own(Gemm.Pack(x, precision, st));
+    private static GemmInput Operand(CommandStream st, Tensor x, Precision precision, PackedOperand? folded = null)
+    {
+        if (folded is not null)
+        {
+            TensorCoreGemm.PackFolded(st, x, folded);
+            return folded;
+        }
+
+        return precision == Precision.Fp32 ? x : st.Own(Gemm.Pack(x, precision, st));
+    }
 
     /// <summary>
     /// A weight as the forward's product and the backward's take it: where the products read converted 16-bit copies

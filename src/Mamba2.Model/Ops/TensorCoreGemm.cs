@@ -459,6 +459,24 @@ public static class TensorCoreGemm
         }
     }
 
+    /// <summary>
+    /// Room for the operands of an fp32 tensor whose writers fold its scale as they go (<see cref="PackFolded"/>),
+    /// handed to <paramref name="keep"/> (which owns it) and its scale word zeroed in <paramref name="st"/>; null
+    /// where <paramref name="precision"/>'s products take no scaled operands (fp32, bf16 on bf16 matrices).
+    /// </summary>
+    internal static PackedOperand? EmptyFolded(CommandStream st, Func<PackedOperand, PackedOperand> keep, GpuDevice device, string name, int[] shape,
+        Precision precision)
+    {
+        if (precision == Precision.Fp32 || !precision.Operands(device).Scaled())
+        {
+            return null;
+        }
+
+        var packed = keep(EmptyPacked(device, name, shape, precision.Operands(device)));
+        st.Fill(packed.ScaleBits, 0u);
+        return packed;
+    }
+
     /// <summary>The work of <see cref="Gemm.Pack"/> once its checks have passed.</summary>
     internal static PackedOperand Pack(Tensor x, GemmOperands operands, CommandStream? stream)
     {
