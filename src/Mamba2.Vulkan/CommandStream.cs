@@ -161,6 +161,37 @@ public sealed unsafe class CommandStream : IDisposable
     }
 
     /// <summary>
+    /// Records a copy of <paramref name="data"/>, as it is now, into <paramref name="target"/> at
+    /// <paramref name="offsetBytes"/>: the values wait in a host-visible buffer this stream owns. Unlike
+    /// <see cref="GpuBuffer.Upload{T}"/> into device-only memory, which submits a copy through staging and waits for it
+    /// (and so for everything launched before it), the host goes on at once: launch the stream, and the streams
+    /// launched after it see the values.
+    /// </summary>
+    public void Upload<T>(GpuBuffer target, ReadOnlySpan<T> data, ulong offsetBytes = 0)
+        where T : unmanaged
+    {
+        EnsureRecording();
+        target.ThrowIfDisposed();
+        if (data.IsEmpty)
+        {
+            return;
+        }
+
+        var bytes = (ulong)data.Length * (ulong)Unsafe.SizeOf<T>();
+        CheckRange(target, offsetBytes, bytes, nameof(target));
+
+        var held = Own(new GpuBuffer(_device, bytes, MemoryKind.Upload, target.Name + " (upload)"));
+        var per = Math.Max(1, (1 << 30) / Unsafe.SizeOf<T>());   // a byte span cannot pass 2 GiB
+        for (var at = 0; at < data.Length; at += per)
+        {
+            var piece = System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.Slice(at, Math.Min(per, data.Length - at)));
+            piece.CopyTo(new Span<byte>(held.Mapped + (ulong)at * (ulong)Unsafe.SizeOf<T>(), piece.Length));
+        }
+
+        Copy(held, 0, target, offsetBytes, bytes);
+    }
+
+    /// <summary>
     /// Makes every later command wait for every earlier one, dependent or not (timing loops use it so that
     /// consecutive independent runs do not overlap).
     /// </summary>

@@ -14,6 +14,7 @@ public class EmbeddingTests(GpuFixture gpu)
     [InlineData(new[] { 2, 37 }, 257, 24)]
     [InlineData(new[] { 300 }, 11, 65)]   // many repeats of few ids
     [InlineData(new[] { 1403 }, 3, 33)]   // one id at every position (a frequent token's row, loaded 8 at a time)
+    [InlineData(new[] { 2, 2101 }, 8200, 5)]   // ids and their grouping in device memory (IndexTensor.DeviceLocalFrom)
     public void GatherAndScatterMatchTheReference(int[] shape, int vocab, int dim)
     {
         var seed = TestMath.NewSeed();

@@ -187,6 +187,45 @@ public class CommandStreamTests(GpuFixture gpu)
     }
 
     [Fact]
+    public void AnUploadTakesTheValuesWhenRecordedAndLaterStreamsSeeThem()
+    {
+        // The values are copied as the upload is recorded (the host may reuse its array at once); the host does not
+        // wait for the launch; a stream launched after it reads them; replays copy the same values again.
+        var rng = new Random(TestMath.NewSeed());
+        var x = TestMath.RandomArray(rng, 4099);
+        var host = (float[])x.Clone();
+        using var a = Device.CreateBuffer<float>(x.Length + 3, "a");
+        using var b = Device.CreateBuffer<float>(x.Length, "b");
+        using var up = Device.BeginStream();
+        up.Fill(a, float.NaN);
+        up.Upload<float>(a, host, 3 * sizeof(float));
+        Array.Fill(host, 7f);
+        up.Launch();
+        using (var s = Device.BeginStream())
+        {
+            s.Copy(a, 3 * sizeof(float), b, 0, b.SizeBytes);
+            s.Launch();
+            Assert.False(up.Completed);   // nothing waited for the upload
+            s.Wait();
+        }
+
+        Assert.Equal(x, b.Download());
+        var all = a.Download();
+        Assert.All(all[..3], v => Assert.True(float.IsNaN(v)));
+        Assert.Equal(x, all[3..]);
+
+        up.Wait();
+        a.Upload<float>(new float[a.Length]);
+        up.Submit();   // a replay: the same values
+        Assert.Equal(x, a.Download()[3..]);
+
+        using var late = Device.BeginStream();
+        Assert.Throws<ArgumentOutOfRangeException>(() => late.Upload<float>(a, x, 4 * sizeof(float)));   // past the end
+        late.Upload<float>(a, ReadOnlySpan<float>.Empty);   // nothing to copy
+        Assert.Equal(0, late.DispatchCount);
+    }
+
+    [Fact]
     public void CopyAndFillAndResubmit()
     {
         using var a = Device.CreateBuffer<float>([1, 2, 3, 4]);
