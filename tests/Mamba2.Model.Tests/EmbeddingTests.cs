@@ -63,6 +63,38 @@ public class EmbeddingTests(GpuFixture gpu)
         Assert.Equal(inOrder, dtableV);
     }
 
+    [Theory]
+    [InlineData(300, 11, 65)]
+    [InlineData(4202, 8200, 5)]
+    public void TheTableGradientAddsATiedHeadsPartAsAddingItAfterWould(int n, int vocab, int dim)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        var idv = Enumerable.Range(0, n).Select(_ => rng.Next(vocab / 2)).ToArray();
+        using var ids = IndexTensor.FromArray(Device, "ids", idv, n);
+        using var dy = Tensor.FromArray(Device, "dy", TestMath.Uniform(rng, (long)n * dim, -1, 1), n, dim);
+        var headv = TestMath.Uniform(rng, (long)vocab * dim, -1, 1);
+        using var head = Tensor.FromArray(Device, "head", headv, vocab, dim);
+        using var s = Device.BeginStream();
+        using var lookup = Embedding.Backward(dy, ids, vocab, s);
+        using var after = Tensor.Empty(Device, "after", vocab, dim);
+        Elementwise.Add(lookup, head, after, s);
+        using var fused = Embedding.Backward(dy, ids, vocab, s, plus: head);
+        Poison.Fill(fused);
+        s.Submit();
+        var fusedV = fused.ToArray();
+        Assert.Equal(after.ToArray(), fusedV);   // the same bits
+        var lookupV = lookup.ToArray();
+        TestMath.AssertClose(fusedV, [.. lookupV.Select((x, i) => (double)x + headv[i])], 1e-6, $"plus seed {seed}");
+
+        using var narrow = Tensor.Empty(Device, "narrow", vocab, dim + 1);
+        var e = Assert.Throws<ArgumentException>(() => Embedding.Backward(dy, ids, vocab, plus: narrow));
+        Assert.Contains("plus", e.Message);
+        using var half = Tensor.Empty(Device, "half", TensorDType.BF16, vocab, dim);
+        e = Assert.Throws<ArgumentException>(() => Embedding.Backward(dy, ids, vocab, plus: half));
+        Assert.Contains("float32", e.Message);
+    }
+
     [Fact]
     public void TableGradientIsDeterministicAndIdsAreChecked()
     {

@@ -588,17 +588,17 @@ public sealed class Mamba2LM : IDisposable
 
             staged.Stage(st =>
             {
-                var embGrad = st.Own(Embedding.Backward(dh, acts.Ids, v, st));
-                st.Section(ProfileSections.Embedding);
                 if (apart)
                 {
-                    listener!.RecordedLookup(stage++, EmbeddingsName, embGrad, st);
+                    var lookup = st.Own(Embedding.Backward(dh, acts.Ids, v, st));
+                    st.Section(ProfileSections.Embedding);
+                    listener!.RecordedLookup(stage++, EmbeddingsName, lookup, st);
                     return;
                 }
 
-                grads[EmbeddingsName] = Tensor.Empty(device, "grad." + EmbeddingsName, v, d);
-                Elementwise.Add(embGrad, headGrad, grads[EmbeddingsName], st);   // tied head
-                st.Section(ProfileSections.Elementwise);
+                // The tied head's part added as the lookup's rows are summed (the bits of adding it after).
+                grads[EmbeddingsName] = Embedding.Backward(dh, acts.Ids, v, st, plus: headGrad);
+                st.Section(ProfileSections.Embedding);
                 Formed(st, [EmbeddingsName]);
             });
             if (leaveLastRunning && stream is null)

@@ -22,7 +22,7 @@ public static class Embedding
             var local = Shaders.Local1D(device);
             Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.Embedding, new EmbeddingSpec(local, EmbeddingMode.Lookup)),
                 (Shaders.Groups1D(device, y.Length, local), 1, 1), new Push((uint)ids.Length, (uint)dim),
-                ids.Buffer, ids.Buffer, table.Buffer, y.Buffer));
+                ids.Buffer, ids.Buffer, table.Buffer, y.Buffer, table.Buffer));
         });
     }
 
@@ -39,9 +39,10 @@ public static class Embedding
 
     /// <summary>
     /// dtable (V, d): each row the sum of dy over the positions holding that id, in position order (deterministic,
-    /// no atomics); rows no id picked are 0.
+    /// no atomics); rows no id picked are 0. With <paramref name="plus"/> (V, d), that sum + plus in the same pass: a
+    /// tied LM head's part of the table's gradient (the bits of adding it after).
     /// </summary>
-    public static Tensor Backward(Tensor dy, IndexTensor ids, int vocab, CommandStream? stream = null)
+    public static Tensor Backward(Tensor dy, IndexTensor ids, int vocab, CommandStream? stream = null, Tensor? plus = null)
     {
         const string op = "Embedding backward";
         if (dy.Rank < 1 || !dy.Shape.Take(dy.Rank - 1).SequenceEqual(ids.Shape))
@@ -50,6 +51,16 @@ public static class Embedding
         }
 
         var dim = dy.Shape[^1];
+        if (plus is not null)
+        {
+            ShapeOps.Expect(plus, nameof(plus), op, vocab, dim);
+            ShapeOps.ExpectSameDevice(op, dy, plus);
+            if (plus.DType != TensorDType.F32)
+            {
+                throw new ArgumentException($"{op}: plus must be float32, got {plus.DType.Name()}.", nameof(plus));
+            }
+        }
+
         CheckRange(op, ids, vocab);
         var device = dy.Device;
         var grouping = ids.GroupedBy(vocab);   // made and uploaded already where the caller asked ahead (PrepareBackward)
@@ -57,8 +68,9 @@ public static class Embedding
         return TensorScope.Recorded(dtable, () => Shaders.RunIn(device, stream, st =>
         {
             var local = Shaders.Local1D(device);
-            st.Dispatch(device.GetKernel(Shaders.Embedding, new EmbeddingSpec(local, EmbeddingMode.TableGradient)), (Shaders.Groups1D(device, dtable.Length, local), 1, 1),
-                new Push((uint)vocab, (uint)dim), grouping.Positions, grouping.Starts, dy.Buffer, dtable.Buffer);
+            st.Dispatch(device.GetKernel(Shaders.Embedding, new EmbeddingSpec(local, EmbeddingMode.TableGradient, plus is not null)),
+                (Shaders.Groups1D(device, dtable.Length, local), 1, 1), new Push((uint)vocab, (uint)dim), grouping.Positions, grouping.Starts,
+                dy.Buffer, dtable.Buffer, (plus ?? dy).Buffer);   // without plus, a buffer the pass already reads
         }));
     }
 

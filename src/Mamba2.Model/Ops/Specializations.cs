@@ -81,9 +81,10 @@ internal enum EmbeddingMode : uint
     TableGradient = 1,
 }
 
-internal readonly record struct EmbeddingSpec(uint Local, EmbeddingMode Mode) : ISpecialization
+/// <summary>nn/embedding: with <paramref name="Plus"/> the table gradient adds a tensor of its shape (MODE 1).</summary>
+internal readonly record struct EmbeddingSpec(uint Local, EmbeddingMode Mode, bool Plus = false) : ISpecialization
 {
-    public uint[] Constants() => [Local, (uint)Mode];
+    public uint[] Constants() => [Local, (uint)Mode, Plus ? 1u : 0u];
 }
 
 /// <summary>rmsnorm_bwd's passes (MODE).</summary>
