@@ -14,6 +14,7 @@ public class EmbeddingTests(GpuFixture gpu)
     [InlineData(new[] { 2, 37 }, 257, 24)]
     [InlineData(new[] { 300 }, 11, 65)]   // many repeats of few ids
     [InlineData(new[] { 1403 }, 3, 33)]   // one id at every position (a frequent token's row, loaded 8 at a time)
+    [InlineData(new[] { 1403 }, 3, 36)]   // the same, four columns an invocation
     [InlineData(new[] { 2, 2101 }, 8200, 5)]   // ids and their grouping in device memory (IndexTensor.DeviceLocalFrom)
     public void GatherAndScatterMatchTheReference(int[] shape, int vocab, int dim)
     {
@@ -65,7 +66,7 @@ public class EmbeddingTests(GpuFixture gpu)
 
     [Theory]
     [InlineData(300, 11, 65)]
-    [InlineData(4202, 8200, 5)]
+    [InlineData(4202, 8200, 12)]   // four neighbours an invocation (d a multiple of 4)
     public void TheTableGradientAddsATiedHeadsPartAsAddingItAfterWould(int n, int vocab, int dim)
     {
         var seed = TestMath.NewSeed();

@@ -20,8 +20,8 @@ public static class Embedding
         {
             Shaders.EnsureBindable("Embedding", table, y);
             var local = Shaders.Local1D(device);
-            Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.Embedding, new EmbeddingSpec(local, EmbeddingMode.Lookup)),
-                (Shaders.Groups1D(device, y.Length, local), 1, 1), new Push((uint)ids.Length, (uint)dim),
+            Shaders.RunIn(device, stream, st => st.Dispatch(device.GetKernel(Shaders.Embedding, new EmbeddingSpec(local, EmbeddingMode.Lookup, Quads: Quads(dim))),
+                (Shaders.Groups1D(device, y.Length / Width(dim), local), 1, 1), new Push((uint)ids.Length, (uint)dim),
                 ids.Buffer, ids.Buffer, table.Buffer, y.Buffer, table.Buffer));
         });
     }
@@ -68,11 +68,16 @@ public static class Embedding
         return TensorScope.Recorded(dtable, () => Shaders.RunIn(device, stream, st =>
         {
             var local = Shaders.Local1D(device);
-            st.Dispatch(device.GetKernel(Shaders.Embedding, new EmbeddingSpec(local, EmbeddingMode.TableGradient, plus is not null)),
-                (Shaders.Groups1D(device, dtable.Length, local), 1, 1), new Push((uint)vocab, (uint)dim), grouping.Positions, grouping.Starts,
+            st.Dispatch(device.GetKernel(Shaders.Embedding, new EmbeddingSpec(local, EmbeddingMode.TableGradient, plus is not null, Quads(dim))),
+                (Shaders.Groups1D(device, dtable.Length / Width(dim), local), 1, 1), new Push((uint)vocab, (uint)dim), grouping.Positions, grouping.Starts,
                 dy.Buffer, dtable.Buffer, (plus ?? dy).Buffer);   // without plus, a buffer the pass already reads
         }));
     }
+
+    /// <summary>Rows of a multiple of 4 move four neighbours an invocation (every tensor here is bound whole, 16-byte aligned).</summary>
+    private static bool Quads(int dim) => dim % 4 == 0;
+
+    private static int Width(int dim) => Quads(dim) ? 4 : 1;
 
     private static (int Vocab, int Dim) Validate(string op, IndexTensor ids, Tensor table)
     {

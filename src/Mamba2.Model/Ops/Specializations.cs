@@ -81,10 +81,13 @@ internal enum EmbeddingMode : uint
     TableGradient = 1,
 }
 
-/// <summary>nn/embedding: with <paramref name="Plus"/> the table gradient adds a tensor of its shape (MODE 1).</summary>
-internal readonly record struct EmbeddingSpec(uint Local, EmbeddingMode Mode, bool Plus = false) : ISpecialization
+/// <summary>
+/// nn/embedding: with <paramref name="Plus"/> the table gradient adds a tensor of its shape (MODE 1); with
+/// <paramref name="Quads"/> (d a multiple of 4) an invocation moves four neighbours.
+/// </summary>
+internal readonly record struct EmbeddingSpec(uint Local, EmbeddingMode Mode, bool Plus = false, bool Quads = false) : ISpecialization
 {
-    public uint[] Constants() => [Local, (uint)Mode, Plus ? 1u : 0u];
+    public uint[] Constants() => [Local, (uint)Mode, Plus ? 1u : 0u, Quads ? 1u : 0u];
 }
 
 /// <summary>rmsnorm_bwd's passes (MODE).</summary>
