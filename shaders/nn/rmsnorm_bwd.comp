@@ -10,6 +10,8 @@
 // and [dz_col, dz_col + dim) of rows z_stride and dz_stride apart (the fused projection's output and its gradient).
 // OUT_BF16 (a variant): dz is stored as bf16 bits (bf16_store.glsl), as the products that read it take it.
 // flags bit 2: dx += res (a block's norm in the residual stream: the stream's gradient added in the same pass).
+// flags bit 3 (OUT_BF16, no z): dx is also stored as bf16 bits where dz would go (the layer below's dout, as its
+// products take it; the fp32 dx stays the residual stream's).
 // FOLD (MODE 0 and 2): the largest |dz| (1: fp32 dz, the fused projection's gradient) or |dx| (2: fp32 dx, the
 // residual stream's gradient, the layer below's dout) also goes into absmax_out[0] (fold_absmax.glsl), for the f16
 // tensor-core operands of the products that read it.
@@ -83,6 +85,7 @@ void main() {
     const bool gated = (p.flags & 1u) != 0u;
     const bool after = (p.flags & 2u) != 0u;
     const bool residual = (p.flags & 4u) != 0u;
+    const bool dx_copy = (p.flags & 8u) != 0u;
     const uint blocks = (p.rows + p.block_rows - 1) / p.block_rows;
     if (MODE == 1) {
         GRID_STRIDE_LOOP(e, blocks * p.dim) {
@@ -217,6 +220,8 @@ void main() {
                         TENSOR_STORE4(dx4, (base + j) / 4, vec4(dxv[4 * q], dxv[4 * q + 1], dxv[4 * q + 2], dxv[4 * q + 3]));
                         if (gated) {
                             STORE_DZ4((dzbase + j) / 4, vec4(dzv[4 * q], dzv[4 * q + 1], dzv[4 * q + 2], dzv[4 * q + 3]));
+                        } else if (dx_copy) {
+                            STORE_DZ4((dzbase + j) / 4, vec4(dxv[4 * q], dxv[4 * q + 1], dxv[4 * q + 2], dxv[4 * q + 3]));
                         }
                     }
                 }
@@ -227,6 +232,8 @@ void main() {
                         TENSOR_STORE(dx, base + j, dxv[e]);
                         if (gated) {
                             STORE_DZ(dzbase + j, dzv[e]);
+                        } else if (dx_copy) {
+                            STORE_DZ(dzbase + j, dxv[e]);
                         }
                     }
                 }

@@ -46,6 +46,68 @@ public class PackedColumnsTests(GpuFixture gpu)
         AssertRounded(dzWide.ToArray(), packed, b * l, wide, start, dim, "dz");
     }
 
+    /// <summary>
+    /// A plain norm's dx also stored as bf16 operands (the layer below's dout): each element its own fp32 dx rounded
+    /// to nearest even, every element written, the scale word 1's; runs of four (48), one at a time (50), rows that
+    /// share a word (21).
+    /// </summary>
+    [Theory]
+    [InlineData(48, true)]
+    [InlineData(50, false)]
+    [InlineData(21, true)]
+    public void NormDxCopyIsItsFp32GradientRounded(int dim, bool withResidual)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        const int b = 2, l = 37;
+        using var x = Tensor.FromArray(Device, "x", TestMath.Uniform(rng, b * l * dim, -2, 2), b, l, dim);
+        using var w = Tensor.FromArray(Device, "w", TestMath.Uniform(rng, dim, 0.5f, 1.5f), dim);
+        using var dy = Tensor.FromArray(Device, "dy", TestMath.Uniform(rng, b * l * dim, -1, 1), b, l, dim);
+        using var res = Tensor.FromArray(Device, "res", TestMath.Uniform(rng, b * l * dim, -1, 1), b, l, dim);
+        var residual = withResidual ? res : null;
+        using var saved = RmsNorm.Forward(x, w, eps: 1e-5f);
+        using var reference = RmsNorm.Backward(dy, saved.Rstd, x, w, null, null, true, null, null, residual: residual);
+        using var packed = NewPacked(b * l, dim);
+        packed.ScaleBits.Upload([0xFFFFFFFFu]);
+        if (Unsupported(packed, () => RmsNorm.Backward(dy, saved.Rstd, x, w, null, null, true, null, null, residual: residual, dxPackedInto: packed).Dispose()))
+        {
+            return;
+        }
+
+        using var grads = RmsNorm.Backward(dy, saved.Rstd, x, w, null, null, true, null, null, residual: residual, dxPackedInto: packed);
+        var dx = grads.Dx.ToArray();
+        TestMath.AssertClose(dx, [.. reference.Dx.ToArray().Select(v => (double)v)], 1e-6, $"dx beside its bf16 copy seed {seed}");
+        TestMath.AssertClose(grads.DWeight.ToArray(), [.. reference.DWeight.ToArray().Select(v => (double)v)], 1e-6, $"dweight seed {seed}");
+        var words = packed.Words.Download();
+        for (var e = 0; e < dx.Length; e++)
+        {
+            var bits = (ushort)(words[e / 2] >> (16 * (e % 2)));
+            Assert.True(bits == BFloat16Bits.FromSingle(dx[e]), $"element {e}: {BFloat16Bits.ToSingle(bits)} is not bf16({dx[e]}) (seed {seed})");
+        }
+
+        Assert.Equal(0u, packed.ScaleBits.Download()[0]);
+    }
+
+    [Fact]
+    public void NormDxCopyRefusesWhatItCannotWrite()
+    {
+        var rng = new Random(TestMath.NewSeed());
+        using var x = Tensor.FromArray(Device, "x", TestMath.Uniform(rng, 6 * 8, -2, 2), 6, 8);
+        using var z = Tensor.FromArray(Device, "z", TestMath.Uniform(rng, 6 * 8, -2, 2), 6, 8);
+        using var w = Tensor.FromArray(Device, "w", TestMath.Uniform(rng, 8, 0.5f, 1.5f), 8);
+        using var dy = Tensor.FromArray(Device, "dy", TestMath.Uniform(rng, 6 * 8, -1, 1), 6, 8);
+        using var saved = RmsNorm.Forward(x, w, eps: 1e-5f);
+        using var packed = NewPacked(6, 8);
+        using var tall = NewPacked(7, 8);
+        using var f16 = TensorCoreGemm.EmptyPacked(Device, "f16", [6, 8], GemmOperands.F16);
+        using var word = Device.CreateBuffer<uint>(1);
+        Assert.Equal("dxPackedInto", Assert.Throws<ArgumentException>(() => RmsNorm.Backward(dy, saved.Rstd, x, w, z, null, true, null, null, dxPackedInto: packed)).ParamName);
+        Assert.Equal("dxPackedInto", Assert.Throws<ArgumentException>(() =>
+            RmsNorm.Backward(dy, saved.Rstd, x, w, null, null, true, null, null, dxAbsMaxInto: word, dxPackedInto: packed)).ParamName);
+        Assert.Equal("dxPackedInto", Assert.Throws<ArgumentException>(() => RmsNorm.Backward(dy, saved.Rstd, x, w, null, null, true, null, null, dxPackedInto: tall)).ParamName);
+        Assert.Equal("packed", Assert.Throws<ArgumentException>(() => RmsNorm.Backward(dy, saved.Rstd, x, w, null, null, true, null, null, dxPackedInto: f16)).ParamName);
+    }
+
     [Fact]
     public void ConvDxIsItsFp32GradientRounded()
     {

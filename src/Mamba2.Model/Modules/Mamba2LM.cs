@@ -534,11 +534,23 @@ public sealed class Mamba2LM : IDisposable
             var staged = continued ?? new StagedRecording(device, stream, listener is null ? null : listener.Completed, "backward");
             owned = staged;
             Tensor headGrad = null!, dh = null!;
-            // Where a layer's products take f16 operands, its dout is packed with the scale its writer folded (norm_f's
-            // backward for the last layer, the block norm's above it for the others): no pass reads it for its max.
-            PackedOperand? dhFolded = null;
-            PackedOperand? FoldedDout(int reader, CommandStream st) =>
-                TensorCoreGemm.EmptyFolded(st, staged.HandOn, device, "dout", [b * l, d], acts.Mixers[reader].Precision);
+            // Where a layer's products take 16-bit operands, its dout's copy comes from its writer (norm_f's backward for
+            // the last layer, the block norm's above it for the others): f16 copies get the largest |dout| folded into
+            // their scale (the layer converts), bf16 ones are written whole; no pass reads dout for its max or to pack it.
+            PackedOperand? dhPacked = null;
+            PackedOperand? DoutOperand(int reader, CommandStream st)
+            {
+                var precision = acts.Mixers[reader].Precision;
+                if (precision != Precision.Fp32 && precision.Operands(device) == GemmOperands.Bf16 && PackedColumns.Supported(device, (long)b * l * d))
+                {
+                    return staged.HandOn(TensorCoreGemm.EmptyPacked(device, "dout", [b * l, d], GemmOperands.Bf16));
+                }
+
+                return TensorCoreGemm.EmptyFolded(st, staged.HandOn, device, "dout", [b * l, d], precision);
+            }
+
+            static GpuBuffer<uint>? FoldInto(PackedOperand? dout) => dout is { } p && p.Operands.Scaled() ? p.ScaleBits : null;
+            static PackedOperand? WriteInto(PackedOperand? dout) => dout is { Operands: GemmOperands.Bf16 } ? dout : null;
 
             for (var i = _mixers.Count - 1; i >= 0; i--)
             {
@@ -551,9 +563,9 @@ public sealed class Mamba2LM : IDisposable
                         // norm_f's backward opens the last layer's stage (a stage of its own would be too short to
                         // hide the recording of the next).
                         (headGrad, var dNormF) = head(staged, st);
-                        dhFolded = FoldedDout(layer, st);
+                        dhPacked = DoutOperand(layer, st);
                         var nf = st.Own(RmsNorm.Backward(dNormF, acts.NormF.Rstd, acts.Hidden[^1], NormF, null, null, true, null, st,
-                            dxAbsMaxInto: dhFolded?.ScaleBits));
+                            dxAbsMaxInto: FoldInto(dhPacked), dxPackedInto: WriteInto(dhPacked)));
                         grads["backbone.norm_f.weight"] = ActivationStore.CopyOf(st, nf.DWeight, "grad.backbone.norm_f.weight");
                         st.Section(ProfileSections.Norm);
                         dh = nf.Dx;
@@ -565,7 +577,7 @@ public sealed class Mamba2LM : IDisposable
                         }
                     }
 
-                    var (du, mg) = _mixers[layer].Backward(dh, acts.Mixers[layer], st, dhFolded);
+                    var (du, mg) = _mixers[layer].Backward(dh, acts.Mixers[layer], st, dhPacked);
                     st.Own(du);
                     foreach (var (name, g) in mg)
                     {
@@ -573,9 +585,9 @@ public sealed class Mamba2LM : IDisposable
                     }
 
                     // The residual path's gradient plus the block's, added by the norm's backward as it writes its own.
-                    dhFolded = layer > 0 ? FoldedDout(layer - 1, st) : null;   // the embedding's backward reads the last
+                    dhPacked = layer > 0 ? DoutOperand(layer - 1, st) : null;   // the embedding's backward reads the last
                     var ng = RmsNorm.Backward(du, acts.NormRstds[layer], acts.Hidden[layer], _norms[layer], z: null, groupSize: null, normBeforeGate: true,
-                        dzInto: null, stream: st, residual: dh, dxAbsMaxInto: dhFolded?.ScaleBits);
+                        dzInto: null, stream: st, residual: dh, dxAbsMaxInto: FoldInto(dhPacked), dxPackedInto: WriteInto(dhPacked));
                     var next = staged.HandOn(ng.Dx);
                     st.Own(ng.DWeight);
                     grads[$"backbone.layers.{layer}.norm.weight"] = ActivationStore.CopyOf(st, ng.DWeight, $"grad.backbone.layers.{layer}.norm.weight");

@@ -369,10 +369,11 @@ public sealed class Mamba2Layer : IDisposable
         Backward(dout, acts, stream, null);
 
     /// <summary>
-    /// The same with dout's products reading <paramref name="doutFolded"/>: dout's f16 operands, whose scale word its
-    /// writer folded (<see cref="TensorCoreGemm.PackFolded"/> packs it here).
+    /// The same with dout's products reading <paramref name="doutPacked"/>, dout's 16-bit operands from its writer:
+    /// f16 forms hold only the scale it folded (<see cref="TensorCoreGemm.PackFolded"/> packs them here), bf16 ones
+    /// dout itself.
     /// </summary>
-    internal (Tensor Du, Dictionary<string, Tensor> Grads) Backward(Tensor dout, Activations acts, CommandStream? stream, PackedOperand? doutFolded)
+    internal (Tensor Du, Dictionary<string, Tensor> Grads) Backward(Tensor dout, Activations acts, CommandStream? stream, PackedOperand? doutPacked)
     {
         var c = Config;
         var shape = acts.InputShape;
@@ -389,7 +390,7 @@ public sealed class Mamba2Layer : IDisposable
                 var precision = acts.Precision;
                 var d2 = dout.View(rows, c.DModel);
                 // out_proj: dW = dout^T norm_y; dnorm_y = dout W.
-                var dOut = Operand(st, d2, precision, doutFolded);
+                var dOut = Operand(st, d2, precision, doutPacked);
                 grads["out_proj.weight"] = Tensor.Empty(device, "grad.out_proj.weight", c.DModel, c.DInner);
                 Gemm.Run(dOut, acts.OutProjInput, grads["out_proj.weight"], transposeA: true, stream: st, precision: precision);
                 BiasGrad(st, d2, grads, "out_proj.bias");
@@ -608,15 +609,20 @@ public sealed class Mamba2Layer : IDisposable
 
     /// <summary>
     /// What products read for <paramref name="x"/>, which two of them multiply: x itself in fp32, else one packed
-    /// copy (scratch of the stream) that both read, so x is converted once: <paramref name="folded"/> where x's
-    /// writers folded its scale (the conversion alone fills it), else a copy packed here.
+    /// copy (scratch of the stream) that both read, so x is converted once: <paramref name="packed"/> where x's
+    /// writers made it (bf16: written whole; f16 forms: its scale folded, the conversion alone fills it), else a
+    /// copy packed here.
     /// </summary>
-    private static GemmInput Operand(CommandStream st, Tensor x, Precision precision, PackedOperand? folded = null)
+    private static GemmInput Operand(CommandStream st, Tensor x, Precision precision, PackedOperand? packed = null)
     {
-        if (folded is not null)
+        if (packed is not null)
         {
-            TensorCoreGemm.PackFolded(st, x, folded);
-            return folded;
+            if (packed.Operands.Scaled())
+            {
+                TensorCoreGemm.PackFolded(st, x, packed);
+            }
+
+            return packed;
         }
 
         return precision == Precision.Fp32 ? x : st.Own(Gemm.Pack(x, precision, st));

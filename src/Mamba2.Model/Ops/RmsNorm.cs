@@ -217,11 +217,13 @@ public static class RmsNorm
     /// With <paramref name="residual"/> (x's shape) the result's Dx is the norm's input gradient plus it: a block's
     /// norm in the residual stream adds the stream's gradient in the same pass. With <paramref name="dzAbsMaxInto"/>
     /// (or <paramref name="dxAbsMaxInto"/>) the largest |dz| (|dx|) written is folded into that word too
-    /// (<see cref="TensorCoreGemm.PackFolded"/>).
+    /// (<see cref="TensorCoreGemm.PackFolded"/>). With <paramref name="dxPackedInto"/> (bf16 operands of x's rows, a
+    /// plain norm's) dx is also stored there, as <see cref="Gemm.Pack"/> would pack it: the layer below's dout for
+    /// its products, with no pass that reads dx again.
     /// </summary>
     internal static RmsNormGradients Backward(Tensor dy, Tensor rstd, Tensor x, Tensor weight, ColumnView? z, int? groupSize,
         bool normBeforeGate, ColumnView? dzInto, CommandStream? stream, PackedColumns? dzPacked = null, Tensor? residual = null,
-        GpuBuffer<uint>? dzAbsMaxInto = null, GpuBuffer<uint>? dxAbsMaxInto = null)
+        GpuBuffer<uint>? dzAbsMaxInto = null, GpuBuffer<uint>? dxAbsMaxInto = null, PackedOperand? dxPackedInto = null)
     {
         const string op = "RmsNorm backward";
         var (rows, dim, gs) = Validate(op, x, weight, z, groupSize);
@@ -253,6 +255,25 @@ public static class RmsNorm
         }
 
         var fold = dzAbsMaxInto is not null ? RmsNormBwdFold.Dz : dxAbsMaxInto is not null ? RmsNormBwdFold.Dx : RmsNormBwdFold.None;
+
+        PackedColumns? dxPacked = null;
+        if (dxPackedInto is { } dxInto)
+        {
+            if (z is not null || x.DType != TensorDType.F32 || dxAbsMaxInto is not null)
+            {
+                throw new ArgumentException($"{op}: dx as bf16 operands ({dxInto}) is a plain norm's float32 dx (no z), not with its largest |dx| folded.",
+                    nameof(dxPackedInto));
+            }
+
+            dxPacked = new PackedColumns(dxInto, 0, dim);   // bf16 operands only
+            if (dxInto.Shape[^1] != dim || dxPacked.Value.Rows != rows)
+            {
+                throw new ArgumentException($"{op}: dx's operands must be {rows} rows of {dim} (x is {ShapeOps.Format(x.Shape)}), got {dxInto}.", nameof(dxPackedInto));
+            }
+
+            ShapeOps.ExpectSameDevice(op, x, dxInto);
+            dxPacked.Value.ExpectWritable(op);
+        }
 
         if (dzPacked is { } packed)
         {
@@ -295,9 +316,10 @@ public static class RmsNorm
             var blockRows = form.BlockRows;
             var units = (rows + blockRows - 1) / blockRows;
             var dwPart = scope.New("dweight_part", (int)units, dim);
-            var flags = Flags(z, normBeforeGate) | (residual is null ? 0u : 4u);
+            var flags = Flags(z, normBeforeGate) | (residual is null ? 0u : 4u) | (dxPacked is null ? 0u : 8u);
+            var outPacked = dzPacked ?? dxPacked;   // the bf16 output: dz's columns, or dx's copy
             var local = Team(device, gs);
-            var source = Shaders.RmsNormBwdOf(bf16, dzPacked is not null, bf16Z);
+            var source = Shaders.RmsNormBwdOf(bf16, outPacked is not null, bf16Z);
             Shaders.RunIn(device, stream, st =>
             {
                 foreach (var t in scope.Since(mark))
@@ -305,18 +327,23 @@ public static class RmsNorm
                     st.Own(t);
                 }
 
+                if (dxPackedInto is not null)
+                {
+                    st.Fill(dxPackedInto.ScaleBits, 0u);   // bf16: scale 1
+                }
+
                 foreach (var (first, count) in RowPieces(device, op, rows, dim, groups, blockRows, bf16, bf16Z ? z!.Value.Stride : null, z?.Stride ?? dim,
                              dzInto?.Stride ?? dim))
                 {
                     BufferBinding Rows(Tensor t) => Shaders.Slice(t, first * dim, count * dim, t.DType == TensorDType.BF16);
                     // A packed dz is bound whole: its piece's first row is in the start column (16-bit offsets need not align).
-                    var (dzStride, dzStart) = dzPacked is { } pk ? (pk.Stride, pk.Start + (first * pk.Stride)) : (dz?.Stride ?? dim, dz?.Start ?? 0);
+                    var (dzStride, dzStart) = outPacked is { } pk ? (pk.Stride, pk.Start + (first * pk.Stride)) : (dz?.Stride ?? dim, dz?.Start ?? 0);
                     var push = new BwdPush((uint)count, (uint)dim, (uint)gs, flags, (uint)blockRows, (uint)(z?.Stride ?? dim), (uint)(z?.Start ?? 0),
                         (uint)dzStride, (uint)dzStart);
                     var pieceUnits = (count + blockRows - 1) / blockRows;
                     BufferBinding[] bindings = [Rows(dy), Rows(x), z is { } zv ? RowsOf(zv, first, count) : Rows(dy), weight.Buffer,
                         Shaders.Slice(rstd, first * groups, count * groups), Rows(grads.Dx),
-                        dzPacked?.Words ?? (dz is { } dzv ? RowsOf(dzv, first, count) : Rows(dy)), Shaders.Slice(dwPart, first / blockRows * dim, pieceUnits * dim),
+                        outPacked?.Words ?? (dz is { } dzv ? RowsOf(dzv, first, count) : Rows(dy)), Shaders.Slice(dwPart, first / blockRows * dim, pieceUnits * dim),
                         Rows(residual ?? dy), dzAbsMaxInto ?? dxAbsMaxInto ?? Rows(grads.Dx)];
                     var quads = Quads([dim, gs, z?.Stride ?? 0, z?.Start ?? 0, dzStride, dzStart], bindings);
                     var rowPer = PerInvocation(gs, local, quads ? 4 : 1);
