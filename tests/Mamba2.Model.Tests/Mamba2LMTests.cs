@@ -391,6 +391,48 @@ public class Mamba2LMTests(GpuFixture gpu)
     }
 
     [Fact]
+    public void IdsInHostOrDeviceMemoryGiveTheSameBits()
+    {
+        // A batch's ids and targets (and the embedding gradient's grouping of them) live in device memory, filled by a
+        // copy launched as they are made; a few ids live in host memory: the loss and every gradient are the same bits.
+        var rng = new Random(TestMath.NewSeed());
+        var config = new Mamba2LMConfig(VocabSize: 13, NLayer: 2, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, NGroups = 2, ChunkSize = 16 });
+        const int b = 2, l = 37;
+        using var lm = Mamba2LM.Initialize(Device, config, rng);
+        var ids = Enumerable.Range(0, b * l).Select(_ => rng.Next(config.VocabSize)).ToArray();
+        (float Loss, Dictionary<string, float[]> Grads) Run(MemoryKind residence)
+        {
+            using var input = IndexTensor.FromArrayIn(residence, Device, "input_ids", ids, b, l);
+            using var next = Mamba2LM.NextTokenTargets(input);
+            using var targets = IndexTensor.FromArrayIn(residence, Device, "targets", next.Values, b, l);
+            using var acts = lm.ForwardLoss(input, targets);
+            var grads = lm.Backward(acts);
+            try
+            {
+                return (acts.Loss!.Loss.ToArray()[0], grads.ToDictionary(g => g.Key, g => g.Value.ToArray()));
+            }
+            finally
+            {
+                foreach (var g in grads.Values)
+                {
+                    g.Dispose();
+                }
+            }
+        }
+
+        var host = Run(MemoryKind.Upload);
+        var device = Run(MemoryKind.Device);
+        Assert.Equal(host.Loss, device.Loss);
+        Assert.Equal(host.Grads.Keys.Order(), device.Grads.Keys.Order());
+        foreach (var (name, g) in host.Grads)
+        {
+            Assert.True(g.AsSpan().SequenceEqual(device.Grads[name]), $"grad {name} differs");
+        }
+
+        Assert.Throws<ArgumentOutOfRangeException>(() => IndexTensor.FromArrayIn(MemoryKind.Readback, Device, "ids", ids, b, l));
+    }
+
+    [Fact]
     public void AListenedBackwardNamesEachGradientOnceAndCompletesEachStageInOrder()
     {
         var config = new Mamba2LMConfig(VocabSize: 13, NLayer: 3, new Mamba2Config(DModel: 16) { DState = 8, HeadDim = 8, ChunkSize = 16 });

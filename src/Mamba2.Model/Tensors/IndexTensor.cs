@@ -43,7 +43,11 @@ public sealed class IndexTensor : IDisposable
     internal GpuBuffer<int> Buffer { get; }
 
     /// <summary>A tensor holding <paramref name="data"/> (row-major, length = product of <paramref name="shape"/>).</summary>
-    public static IndexTensor FromArray(GpuDevice device, string name, ReadOnlySpan<int> data, params int[] shape)
+    public static IndexTensor FromArray(GpuDevice device, string name, ReadOnlySpan<int> data, params int[] shape) =>
+        FromArrayIn(data.Length < DeviceLocalFrom ? MemoryKind.Upload : MemoryKind.Device, device, name, data, shape);
+
+    /// <summary>The same in the memory named: <see cref="MemoryKind.Upload"/> (host) or <see cref="MemoryKind.Device"/>.</summary>
+    internal static IndexTensor FromArrayIn(MemoryKind residence, GpuDevice device, string name, ReadOnlySpan<int> data, params int[] shape)
     {
         var length = ShapeOps.Elements(shape, name);
         if (data.Length != length)
@@ -52,7 +56,12 @@ public sealed class IndexTensor : IDisposable
                 $"{name}: shape {ShapeOps.Format(shape)} holds {length} elements but {data.Length} values were given.", nameof(data));
         }
 
-        var t = new IndexTensor(device, device.CreateBuffer<int>(length, name, Residence(length)), (int[])shape.Clone(), name, data.ToArray());
+        if (residence is not (MemoryKind.Upload or MemoryKind.Device))
+        {
+            throw new ArgumentOutOfRangeException(nameof(residence), residence, "Index tensors live in host (Upload) or device memory.");
+        }
+
+        var t = new IndexTensor(device, device.CreateBuffer<int>(length, name, residence), (int[])shape.Clone(), name, data.ToArray());
         try
         {
             CommandStream? copies = null;
@@ -67,8 +76,6 @@ public sealed class IndexTensor : IDisposable
 
         return t;
     }
-
-    private static MemoryKind Residence(long length) => length < DeviceLocalFrom ? MemoryKind.Upload : MemoryKind.Device;
 
     /// <summary>
     /// Fills a fresh buffer of this tensor: host memory directly, device memory by a copy recorded into
@@ -128,11 +135,12 @@ public sealed class IndexTensor : IDisposable
             positions[next[_host[n]]++] = n;
         }
 
-        var order = Device.CreateBuffer<int>(Math.Max(positions.Length, 1), Name + ".grouped_positions", Residence(positions.Length));
+        // Where the tensor lives (the embedding's backward reads both once per element it writes, as it reads ids).
+        var order = Device.CreateBuffer<int>(Math.Max(positions.Length, 1), Name + ".grouped_positions", Buffer.Kind);
         GpuBuffer<uint>? starts = null;
         try
         {
-            starts = Device.CreateBuffer<uint>(offsets.Length, Name + ".group_starts", Residence(offsets.Length));
+            starts = Device.CreateBuffer<uint>(offsets.Length, Name + ".group_starts", Buffer.Kind);
             CommandStream? copies = null;
             Fill(order, positions, ref copies);
             Fill(starts, offsets, ref copies);
