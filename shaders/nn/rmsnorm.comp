@@ -6,9 +6,14 @@
 // One workgroup per (row, group). Each invocation holds PER elements of the group in registers, so x and z are read
 // once; the sum of squares is row_sum's fixed order; r is saved for the backward. z is read in place from columns
 // [z_col, z_col + dim) of rows z_stride apart (the fused projection's output, not a split copy).
-// PACK_BF16: y is written as the bf16 operands a tensor-core product reads (Gemm's packed operand: two to a word,
-// rounded to nearest even), not as fp32, so that no pass reads y to convert it. Each invocation then holds pairs of
-// neighbouring elements (PER even), so that a word's two halves are its own.
+// PACK: y is written as the operands a tensor-core product reads (Gemm's packed operand: two to a word), not as
+// fp32, so that no pass reads y to convert it: 1 bf16 (rounded to nearest even); 2 f16 and 3 bf16 values as f16
+// (as nn/to_operand16.comp forms them), times the power of two of a bound on |y| known before any row is read, for
+// the plain norm (no z) alone: |h_i| r <= sqrt(group_size), so |y_i| <= sqrt(group_size) max|w|. That bound's bits
+// are the operand's scale word (absmax_out[0], as nn/absmax.comp's max would be). f16 rounds each value as any power
+// of two in its normal range would, so the products are the bits the absmax scale gives, but for values under 2^-28
+// times the bound (f16 subnormals). Each invocation holds pairs of neighbouring elements (PER even), so that a word's two halves are
+// its own.
 // flags bit 2: the norm's input is x + res, written to sum (a block's norm in the residual stream forms the stream's
 // next value as it reads its two terms: no pass adds them first).
 // FOLD_ABSMAX: the largest |y| also goes into absmax_out[0] (fold_absmax.glsl), for y's f16 tensor-core operands.
@@ -21,7 +26,7 @@
 
 layout(local_size_x_id = 0) in;   // a power of two
 layout(constant_id = 1) const uint PER = 1;   // elements per invocation: ceil(group_size / workgroup size)
-layout(constant_id = 2) const bool PACK_BF16 = false;   // (PER even, dim and group_size even)
+layout(constant_id = 2) const uint PACK = 0;   // (PER even, dim and group_size even)
 layout(constant_id = 3) const bool QUADS = false;       // (PER, dim, group_size, z_stride, z_col multiples of 4)
 layout(constant_id = 4) const bool FOLD_ABSMAX = false; // (fp32 y)
 
@@ -32,11 +37,11 @@ layout(std430, binding = 0) readonly buffer X { TENSOR_ELEM x[]; };
 layout(std430, binding = 1) readonly buffer Z { IN_ELEM z[]; };
 layout(std430, binding = 2) readonly buffer W { float w[]; };
 layout(std430, binding = 3) writeonly buffer Y { float y[]; };
-layout(std430, binding = 3) writeonly buffer YWords { uint y_words[]; };   // PACK_BF16
+layout(std430, binding = 3) writeonly buffer YWords { uint y_words[]; };   // PACK
 layout(std430, binding = 4) writeonly buffer Rstd { float rstd[]; };   // (rows, groups)
 layout(std430, binding = 5) readonly buffer Res { float res[]; };      // flags bit 2: x's shape
 layout(std430, binding = 6) writeonly buffer Sum { float sum_out[]; }; // flags bit 2: x + res
-layout(std430, binding = 7) buffer AbsMax { uint absmax_out[]; };      // FOLD_ABSMAX
+layout(std430, binding = 7) buffer AbsMax { uint absmax_out[]; };      // FOLD_ABSMAX; PACK 2 and 3: the bound
 // The same bindings four elements at a time (QUADS).
 layout(std430, binding = 0) readonly buffer X4 { TENSOR_WORD4 x4[]; };
 layout(std430, binding = 1) readonly buffer Z4 { IN_WORD4 z4[]; };
@@ -56,11 +61,43 @@ layout(push_constant) uniform Push {
 #include "row_sum.glsl"
 #include "bf16_bits.glsl"
 #include "fold_absmax.glsl"
+#include "operand_scale.glsl"
+
+shared uint w_largest;
+
+// PACK 2 and 3: the scale of the bound sqrt(group_size) max|w| (every workgroup finds the same; the first also
+// stores its bits as the operand's scale word). Every invocation calls it, first.
+float bound_scale() {
+    if (gl_LocalInvocationIndex == 0) {
+        w_largest = 0u;
+    }
+    barrier();
+    uint m = 0u;
+    for (uint c = gl_LocalInvocationID.x; c < p.dim; c += gl_WorkGroupSize.x) {
+        m = max(m, floatBitsToUint(abs(w[c])));
+    }
+    atomicMax(w_largest, m);
+    barrier();
+    const uint bits = floatBitsToUint(uintBitsToFloat(w_largest) * sqrt(float(p.group_size)));
+    if (gl_WorkGroupID.x == 0 && gl_LocalInvocationIndex == 0) {
+        absmax_out[0] = bits;
+    }
+    return operand_scale(bits);
+}
+
+// Two neighbours as one operand word (PACK 1-3).
+uint pack_pair(float a, float b, float scale) {
+    if (PACK == 1) {
+        return bf16_bits(a) | (bf16_bits(b) << 16);
+    }
+    const vec2 v = vec2(a, b);
+    return packHalf2x16(scale * (PACK == 3 ? bf16_round(v) : v));
+}
 
 // The group's element an invocation holds e-th: strided by the workgroup, or in runs of neighbours (quads, or pairs
 // when packing).
 uint element(uint tid, uint e) {
-    const uint run = QUADS ? 4 : PACK_BF16 ? 2 : 1;
+    const uint run = QUADS ? 4 : PACK != 0 ? 2 : 1;
     return run * (tid + (e / run) * gl_WorkGroupSize.x) + e % run;
 }
 
@@ -70,6 +107,7 @@ void main() {
     const bool gated = (p.flags & 1u) != 0u;
     const bool after = (p.flags & 2u) != 0u;
     const bool residual = (p.flags & 4u) != 0u;
+    const float scale = PACK >= 2 ? bound_scale() : 1.0;
     uint largest = 0u;
     for (uint item = gl_WorkGroupID.x; item < p.rows * groups; item += gl_NumWorkGroups.x) {
         const uint col = (item % groups) * p.group_size;
@@ -141,18 +179,20 @@ void main() {
                 const uint j = element(tid, 4 * q);
                 if (j < p.group_size) {
                     const vec4 v = vec4(yv[4 * q], yv[4 * q + 1], yv[4 * q + 2], yv[4 * q + 3]);
-                    if (PACK_BF16) {
+                    if (PACK == 1) {
                         y_words2[(base + j) / 4] = bf16_words4(v);
+                    } else if (PACK != 0) {
+                        y_words2[(base + j) / 4] = uvec2(pack_pair(v.x, v.y, scale), pack_pair(v.z, v.w, scale));
                     } else {
                         y4[(base + j) / 4] = v;
                     }
                 }
             }
-        } else if (PACK_BF16) {
+        } else if (PACK != 0) {
             [[unroll]] for (uint e = 0; e < PER; e += 2) {
                 const uint j = element(tid, e);   // even: j + 1 is inside the group whenever j is
                 if (j < p.group_size) {
-                    y_words[(base + j) / 2] = bf16_bits(yv[e]) | (bf16_bits(yv[e + 1]) << 16);
+                    y_words[(base + j) / 2] = pack_pair(yv[e], yv[e + 1], scale);
                 }
             }
         } else {

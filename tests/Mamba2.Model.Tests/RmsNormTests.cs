@@ -326,6 +326,71 @@ public class RmsNormTests(GpuFixture gpu)
         Assert.Equal("sum", Assert.Throws<ArgumentException>(() => RmsNorm.Forward(x, w, new ResidualSum(term, x), 1e-5f, null)).ParamName);
     }
 
+    /// <summary>
+    /// The plain norm's f16 operands (fp32-fast's, and bf16 values as f16) carry the scale of a bound known before any
+    /// row is read, sqrt(group size) max|w|: its bits are the scale word, every output lies within it, and the
+    /// operands hold the values <see cref="Gemm.Pack"/>'s absmax scale gives them (a row of one large element brings
+    /// the largest output near the bound).
+    /// </summary>
+    [Theory]
+    [InlineData(48, 0, false, GemmOperands.F16)]
+    [InlineData(48, 0, true, GemmOperands.F16)]   // a block's norm in the residual stream
+    [InlineData(30, 10, false, GemmOperands.F16)]   // groups, no quads
+    [InlineData(64, 0, true, GemmOperands.Bf16ViaF16)]
+    public void ThePlainNormScalesF16OperandsByItsBound(int dim, int groupSize, bool residual, GemmOperands operands)
+    {
+        var seed = TestMath.NewSeed();
+        var rng = new Random(seed);
+        const int rows = 111;
+        var gs = groupSize == 0 ? dim : groupSize;
+        var what = $"dim {dim} group {gs} residual {residual} {operands} seed {seed}";
+        // |x| >= 1e-3: every output a normal f16 under either scale (2^-28 of the bound is far below).
+        var xv = TestMath.Uniform(rng, (long)rows * dim, 1e-3, 2).Select(v => rng.Next(2) == 0 ? v : -v).ToArray();
+        for (var j = 0; j < dim; j++)
+        {
+            xv[(7 * dim) + j] = j == 3 ? 1f : 1e-4f;   // |h r| near sqrt(group size) at column 3
+        }
+
+        var wv = TestMath.Uniform(rng, dim, 0.5, 1.5);
+        using var x = Tensor.FromArray(Device, "x", xv, rows, dim);
+        using var w = Tensor.FromArray(Device, "weight", wv, dim);
+        using var term = Tensor.FromArray(Device, "residual", new float[rows * dim], rows, dim);   // zeros: the same rows
+        using var sum = Tensor.Empty(Device, "sum", rows, dim);
+        using var packed = TensorCoreGemm.EmptyPacked(Device, "y", [rows, dim], operands);
+        packed.ScaleBits.Upload([0xdeadbeefu]);
+        int? group = groupSize == 0 ? null : groupSize;
+        using var s = Device.BeginStream();
+        using var plain = RmsNorm.Forward(x, w, null, 1e-5f, group, true, s);
+        using var rstd = residual
+            ? RmsNorm.ForwardPacked(x, w, packed, new ResidualSum(term, sum), 1e-5f, s)
+            : RmsNorm.ForwardPacked(x, w, null, packed, 1e-5f, group, true, s);
+        s.Submit();
+
+        var y = plain.Y.ToArray();
+        var bound = BitConverter.UInt32BitsToSingle(packed.ScaleBits.Download()[0]);
+        var expected = wv.Max(MathF.Abs) * MathF.Sqrt(gs);
+        Assert.True(Math.Abs(bound - expected) <= expected * 1e-6, $"{what}: scale word {bound}, sqrt({gs}) max|w| = {expected}");
+        var largest = y.Max(MathF.Abs);
+        Assert.True(largest <= bound && largest >= 0.95f * MathF.Sqrt(gs) * MathF.Abs(wv[3]), $"{what}: largest |y| {largest}, bound {bound}");
+        using var reference = TensorCoreGemm.Pack(plain.Y, operands, null);
+        var (want, got) = (reference.ToArray(), packed.ToArray());
+        if (dim % 4 == 0 && gs % 4 == 0)
+        {
+            // Runs of four either way: the same sums, so the same y, and the same operands.
+            Assert.Equal(plain.Rstd.ToArray(), rstd.ToArray());
+            Assert.Equal(want, got);
+            return;
+        }
+
+        // Pairs against single elements: another order of the sum of squares, so y may move by an fp32 ulp and an
+        // operand by one rounding step.
+        TestMath.AssertClose(rstd.ToArray(), Widen(plain.Rstd.ToArray()), 1e-6, $"{what}: rstd");
+        for (var i = 0; i < want.Length; i++)
+        {
+            Assert.True(Math.Abs(got[i] - want[i]) <= Math.Abs(want[i]) * Math.Pow(2, -10), $"{what}: element {i} {got[i]} against {want[i]}");
+        }
+    }
+
     [Fact]
     public void PackedOutputIsRefusedWhereAWordWouldSplitAPair()
     {

@@ -122,16 +122,25 @@ public static class RmsNorm
         {
             Shaders.RunIn(x.Device, stream, st =>
             {
-                st.Fill(into.ScaleBits, 0u);   // bf16: scale 1; else the max the norm folds in
-                if (into.Operands.Scaled())
+                st.Fill(into.ScaleBits, 0u);   // bf16: scale 1; the gated norm's f16 forms: the max it folds in
+                if (into.Operands.Scaled() && z is not null)
                 {
+                    // The gate leaves |y| unbounded: fp32 y, its max folded, then converted.
                     var y = st.Own(Tensor.Empty(x.Device, "y", [.. x.Shape]));
                     Record(x, weight, z, eps, normBeforeGate, rows, dim, gs, y.Buffer, rstd, st, residual: residual, absMaxInto: into.ScaleBits);
                     TensorCoreGemm.PackFolded(st, y, into);
                 }
                 else
                 {
-                    Record(x, weight, z, eps, normBeforeGate, rows, dim, gs, into.Words, rstd, st, pack: true, residual: residual);
+                    // bf16 words, or f16 ones scaled by the plain norm's bound on |y| (its bits the scale word).
+                    var pack = into.Operands switch
+                    {
+                        GemmOperands.Bf16 => RmsNormPack.Bf16,
+                        GemmOperands.F16 => RmsNormPack.F16Bound,
+                        _ => RmsNormPack.Bf16ViaF16Bound,
+                    };
+                    Record(x, weight, z, eps, normBeforeGate, rows, dim, gs, into.Words, rstd, st, pack, residual,
+                        scaleInto: pack == RmsNormPack.Bf16 ? null : into.ScaleBits);
                 }
             });
             return rstd;
@@ -164,10 +173,13 @@ public static class RmsNorm
     public static bool CanPack(int dim, int groupSize) => dim % 2 == 0 && groupSize % 2 == 0;
 
     /// <summary>
-    /// The forward's dispatches into y (fp32, or bf16 words with <paramref name="pack"/>), a piece of rows at a time.
+    /// The forward's dispatches into y (fp32, or operand words with <paramref name="pack"/>), a piece of rows at a
+    /// time; <paramref name="absMaxInto"/> takes the fold of fp32 y's max, <paramref name="scaleInto"/> the f16 forms'
+    /// bound.
     /// </summary>
     private static void Record(Tensor x, Tensor weight, ColumnView? z, float eps, bool normBeforeGate, long rows, int dim, int gs,
-        GpuBuffer y, Tensor rstd, CommandStream? stream, bool pack = false, ResidualSum? residual = null, GpuBuffer<uint>? absMaxInto = null)
+        GpuBuffer y, Tensor rstd, CommandStream? stream, RmsNormPack pack = RmsNormPack.None, ResidualSum? residual = null,
+        GpuBuffer<uint>? absMaxInto = null, GpuBuffer<uint>? scaleInto = null)
     {
         var device = x.Device;
         var groups = dim / gs;
@@ -176,7 +188,8 @@ public static class RmsNorm
         var bf16Z = z?.Tensor.DType == TensorDType.BF16;   // z read as bf16 (in_proj's output in bf16)
         var source = Shaders.RmsNormOf(bf16, bf16Z);
         var flags = Flags(z, normBeforeGate) | (residual is null ? 0u : 4u);
-        var yPerRow = pack ? dim / 2 : dim;   // y's 4-byte elements a row: floats, or words of two bf16
+        var packed = pack != RmsNormPack.None;
+        var yPerRow = packed ? dim / 2 : dim;   // y's 4-byte elements a row: floats, or words of two operands
         Shaders.RunIn(device, stream, st =>
         {
             foreach (var (first, count) in RowPieces(device, "RmsNorm", rows, dim, groups, 1, bf16, bf16Z ? z!.Value.Stride : null, z?.Stride ?? dim, yPerRow))
@@ -188,9 +201,9 @@ public static class RmsNorm
                     Shaders.Slice(rstd, first * groups, count * groups),
                     residual is { } term ? Shaders.Slice(term.Term, first * dim, count * dim) : xRows,
                     residual is { } sum ? Shaders.Slice(sum.Sum, first * dim, count * dim) : yRows,
-                    absMaxInto ?? yRows];
+                    absMaxInto ?? scaleInto ?? yRows];
                 var quads = Quads([dim, gs, z?.Stride ?? 0, z?.Start ?? 0], bindings);
-                var spec = new RmsNormSpec(local, PerInvocation(gs, local, quads ? 4 : pack ? 2 : 1), pack, quads, absMaxInto is not null);
+                var spec = new RmsNormSpec(local, PerInvocation(gs, local, quads ? 4 : packed ? 2 : 1), pack, quads, absMaxInto is not null);
                 st.Dispatch(device.GetKernel(source, spec), (Shaders.Groups(device, count * groups), 1, 1),
                     new Push((uint)count, (uint)dim, (uint)gs, flags, eps, (uint)(z?.Stride ?? dim), (uint)(z?.Start ?? 0)), bindings);
             }

@@ -119,9 +119,18 @@ internal readonly record struct ConvertSpec(uint Local, bool ToBf16) : ISpeciali
 }
 
 /// <summary>nn/rmsnorm: y packed as bf16 operands where asked; with <paramref name="Quads"/> an invocation moves runs of four neighbours.</summary>
-internal readonly record struct RmsNormSpec(uint Local, uint Per, bool PackBf16 = false, bool Quads = false, bool FoldAbsMax = false) : ISpecialization
+/// <summary>nn/rmsnorm's y (PACK): fp32, or packed tensor-core operands (the f16 forms scaled by a bound on |y|).</summary>
+internal enum RmsNormPack : uint
 {
-    public uint[] Constants() => [Local, Per, PackBf16 ? 1u : 0u, Quads ? 1u : 0u, FoldAbsMax ? 1u : 0u];
+    None = 0,
+    Bf16 = 1,
+    F16Bound = 2,
+    Bf16ViaF16Bound = 3,
+}
+
+internal readonly record struct RmsNormSpec(uint Local, uint Per, RmsNormPack Pack = RmsNormPack.None, bool Quads = false, bool FoldAbsMax = false) : ISpecialization
+{
+    public uint[] Constants() => [Local, Per, (uint)Pack, Quads ? 1u : 0u, FoldAbsMax ? 1u : 0u];
 }
 
 /// <summary>sum_squares' passes (MODE).</summary>
