@@ -12,8 +12,8 @@
 // the plain norm (no z) alone: |h_i| r <= sqrt(group_size), so |y_i| <= sqrt(group_size) max|w|. That bound's bits
 // are the operand's scale word (absmax_out[0], as nn/absmax.comp's max would be). f16 rounds each value as any power
 // of two in its normal range would, so the products are the bits the absmax scale gives, but for values under 2^-28
-// times the bound (f16 subnormals). Each invocation holds pairs of neighbouring elements (PER even), so that a word's two halves are
-// its own.
+// times the bound (f16 subnormals). Each invocation holds pairs of neighbouring elements (PER even), so that a
+// word's two halves are its own.
 // flags bit 2: the norm's input is x + res, written to sum (a block's norm in the residual stream forms the stream's
 // next value as it reads its two terms: no pass adds them first).
 // FOLD_ABSMAX: the largest |y| also goes into absmax_out[0] (fold_absmax.glsl), for y's f16 tensor-core operands.
