@@ -541,7 +541,7 @@ public sealed class Mamba2LM : IDisposable
             PackedOperand? DoutOperand(int reader, CommandStream st)
             {
                 var precision = acts.Mixers[reader].Precision;
-                if (precision != Precision.Fp32 && precision.Operands(device) == GemmOperands.Bf16 && PackedColumns.Supported(device, (long)b * l * d))
+                if (PackedColumns.WrittenAsOperands(device, precision, (long)b * l * d))
                 {
                     return staged.HandOn(TensorCoreGemm.EmptyPacked(device, "dout", [b * l, d], GemmOperands.Bf16));
                 }

@@ -405,7 +405,7 @@ public sealed class Mamba2Layer : IDisposable
                 PackedOperand? dInPacked = null;
                 PackedOperand? dInFolded = null;
                 Tensor? dZxbcdt = null;
-                if (precision.Operands(device) == GemmOperands.Bf16 && InProjBias is null && PackedColumns.Supported(device, (long)rows * c.DInProj))
+                if (InProjBias is null && PackedColumns.WrittenAsOperands(device, precision, (long)rows * c.DInProj))
                 {
                     dInPacked = st.Own(TensorCoreGemm.EmptyPacked(device, "dzxbcdt", [rows, c.DInProj], GemmOperands.Bf16));
                     st.Fill(dInPacked.ScaleBits, 0u);   // bf16: scale 1

@@ -48,6 +48,14 @@ internal readonly record struct PackedColumns
         device.Capabilities.Storage16Bit && device.Info.ApiVersion >= Silk.NET.Vulkan.Vk.Version13
         && (ulong)elements * 2 <= device.Capabilities.MaxStorageBufferRange && elements <= uint.MaxValue;
 
+    /// <summary>
+    /// Whether a backward gradient of <paramref name="elements"/> that only <paramref name="precision"/>'s products
+    /// read is stored straight as their operands by the kernels that form it: where those products take bf16
+    /// operands and the device can write them.
+    /// </summary>
+    public static bool WrittenAsOperands(GpuDevice device, Precision precision, long elements) =>
+        precision.Operands(device) == GemmOperands.Bf16 && Supported(device, elements);
+
     /// <summary>Throws <see cref="MissingFeatureException"/> where the copy's device cannot run the kernels that write it.</summary>
     public void ExpectWritable(string op)
     {
