@@ -18,18 +18,25 @@ uint fold_value(uint m, float v) {
     return max(m, floatBitsToUint(abs(v)));
 }
 
-void fold_absmax(uint m) {
-    if (!FOLD_ABSMAX) {
-        return;
-    }
+// The largest of the workgroup's running maxes, to every invocation. Every invocation calls it together, in uniform
+// control flow; a second call needs a barrier between (its zeroing would race this one's reads).
+uint workgroup_max(uint m) {
     if (gl_LocalInvocationIndex == 0) {
         fold_max = 0u;
     }
     barrier();
     atomicMax(fold_max, m);
     barrier();
+    return fold_max;
+}
+
+void fold_absmax(uint m) {
+    if (!FOLD_ABSMAX) {
+        return;
+    }
+    const uint largest = workgroup_max(m);
     if (gl_LocalInvocationIndex == 0) {
-        atomicMax(absmax_out[FOLD_SLOT], fold_max);
+        atomicMax(absmax_out[FOLD_SLOT], largest);
     }
 }
 

@@ -63,22 +63,15 @@ layout(push_constant) uniform Push {
 #include "fold_absmax.glsl"
 #include "operand_scale.glsl"
 
-shared uint w_largest;
-
 // PACK 2 and 3: the scale of the bound sqrt(group_size) max|w| (every workgroup finds the same; the first also
-// stores its bits as the operand's scale word). Every invocation calls it, first.
+// stores its bits as the operand's scale word). Every invocation calls it, first (row_sum's barriers then come
+// before fold_absmax's use of the same shared word).
 float bound_scale() {
-    if (gl_LocalInvocationIndex == 0) {
-        w_largest = 0u;
-    }
-    barrier();
     uint m = 0u;
     for (uint c = gl_LocalInvocationID.x; c < p.dim; c += gl_WorkGroupSize.x) {
-        m = max(m, floatBitsToUint(abs(w[c])));
+        m = fold_value(m, w[c]);
     }
-    atomicMax(w_largest, m);
-    barrier();
-    const uint bits = floatBitsToUint(uintBitsToFloat(w_largest) * sqrt(float(p.group_size)));
+    const uint bits = floatBitsToUint(uintBitsToFloat(workgroup_max(m)) * sqrt(float(p.group_size)));
     if (gl_WorkGroupID.x == 0 && gl_LocalInvocationIndex == 0) {
         absmax_out[0] = bits;
     }
