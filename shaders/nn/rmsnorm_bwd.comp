@@ -10,8 +10,9 @@
 // and [dz_col, dz_col + dim) of rows z_stride and dz_stride apart (the fused projection's output and its gradient).
 // OUT_BF16 (a variant): dz is stored as bf16 bits (bf16_store.glsl), as the products that read it take it.
 // flags bit 2: dx += res (a block's norm in the residual stream: the stream's gradient added in the same pass).
-// flags bit 3 (OUT_BF16, no z): dx is also stored as bf16 bits where dz would go (the layer below's dout, as its
-// products take it; the fp32 dx stays the residual stream's).
+// DX_COPY (OUT_BF16, no z): dx is also stored as bf16 bits where dz would go (the layer below's dout, as its
+// products take it; the fp32 dx stays the residual stream's). A constant, not a flag: the store's dead branch slowed
+// every other pipeline of this shader.
 // FOLD (MODE 0 and 2): the largest |dz| (1: fp32 dz, the fused projection's gradient) or |dx| (2: fp32 dx, the
 // residual stream's gradient, the layer below's dout) also goes into absmax_out[0] (fold_absmax.glsl), for the f16
 // tensor-core operands of the products that read it.
@@ -26,6 +27,7 @@ layout(constant_id = 1) const uint MODE = 0;
 layout(constant_id = 2) const uint PER = 1;   // MODE 0 and 2: elements per invocation, ceil(group_size / workgroup size)
 layout(constant_id = 3) const bool QUADS = false;   // (PER, dim, group_size and the strides and columns multiples of 4)
 layout(constant_id = 4) const uint FOLD = 0;
+layout(constant_id = 5) const bool DX_COPY = false;
 const bool FOLD_ABSMAX = FOLD != 0;
 
 layout(std430, binding = 0) readonly buffer Dy { float dy[]; };
@@ -85,7 +87,6 @@ void main() {
     const bool gated = (p.flags & 1u) != 0u;
     const bool after = (p.flags & 2u) != 0u;
     const bool residual = (p.flags & 4u) != 0u;
-    const bool dx_copy = (p.flags & 8u) != 0u;
     const uint blocks = (p.rows + p.block_rows - 1) / p.block_rows;
     if (MODE == 1) {
         GRID_STRIDE_LOOP(e, blocks * p.dim) {
@@ -220,7 +221,7 @@ void main() {
                         TENSOR_STORE4(dx4, (base + j) / 4, vec4(dxv[4 * q], dxv[4 * q + 1], dxv[4 * q + 2], dxv[4 * q + 3]));
                         if (gated) {
                             STORE_DZ4((dzbase + j) / 4, vec4(dzv[4 * q], dzv[4 * q + 1], dzv[4 * q + 2], dzv[4 * q + 3]));
-                        } else if (dx_copy) {
+                        } else if (DX_COPY) {
                             STORE_DZ4((dzbase + j) / 4, vec4(dxv[4 * q], dxv[4 * q + 1], dxv[4 * q + 2], dxv[4 * q + 3]));
                         }
                     }
@@ -232,7 +233,7 @@ void main() {
                         TENSOR_STORE(dx, base + j, dxv[e]);
                         if (gated) {
                             STORE_DZ(dzbase + j, dzv[e]);
-                        } else if (dx_copy) {
+                        } else if (DX_COPY) {
                             STORE_DZ(dzbase + j, dxv[e]);
                         }
                     }

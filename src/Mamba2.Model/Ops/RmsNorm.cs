@@ -329,7 +329,7 @@ public static class RmsNorm
             var blockRows = form.BlockRows;
             var units = (rows + blockRows - 1) / blockRows;
             var dwPart = scope.New("dweight_part", (int)units, dim);
-            var flags = Flags(z, normBeforeGate) | (residual is null ? 0u : 4u) | (dxPacked is null ? 0u : 8u);
+            var flags = Flags(z, normBeforeGate) | (residual is null ? 0u : 4u);
             var outPacked = dzPacked ?? dxPacked;   // the bf16 output: dz's columns, or dx's copy
             var local = Team(device, gs);
             var source = Shaders.RmsNormBwdOf(bf16, outPacked is not null, bf16Z);
@@ -362,12 +362,12 @@ public static class RmsNorm
                     var rowPer = PerInvocation(gs, local, quads ? 4 : 1);
                     if (form.Fused)
                     {
-                        st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local, RmsNormBwdMode.Fused, rowPer, quads, fold)),
+                        st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local, RmsNormBwdMode.Fused, rowPer, quads, fold, dxPacked is not null)),
                             (Shaders.Groups(device, pieceUnits * groups), 1, 1), push, bindings);
                         continue;
                     }
 
-                    st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local, RmsNormBwdMode.InputGradients, rowPer, quads, fold)),
+                    st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local, RmsNormBwdMode.InputGradients, rowPer, quads, fold, dxPacked is not null)),
                         (Shaders.Groups(device, count * groups), 1, 1), push, bindings);
                     var local1D = Shaders.Local1D(device);
                     st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local1D, RmsNormBwdMode.WeightPartials, 1)),

@@ -98,10 +98,14 @@ internal enum RmsNormBwdMode : uint
     Fused = 2,            // both, per (block of rows, group)
 }
 
-/// <summary>nn/rmsnorm_bwd: with <paramref name="Quads"/> an invocation moves runs of four neighbours (MODE 0 and 2).</summary>
-internal readonly record struct RmsNormBwdSpec(uint Local, RmsNormBwdMode Mode, uint Per, bool Quads = false, RmsNormBwdFold Fold = RmsNormBwdFold.None) : ISpecialization
+/// <summary>
+/// nn/rmsnorm_bwd: with <paramref name="Quads"/> an invocation moves runs of four neighbours (MODE 0 and 2); with
+/// <paramref name="DxCopy"/> (the OUT_BF16 variant, no gate) dx's bf16 copy is stored too.
+/// </summary>
+internal readonly record struct RmsNormBwdSpec(uint Local, RmsNormBwdMode Mode, uint Per, bool Quads = false, RmsNormBwdFold Fold = RmsNormBwdFold.None,
+    bool DxCopy = false) : ISpecialization
 {
-    public uint[] Constants() => [Local, (uint)Mode, Per, Quads ? 1u : 0u, (uint)Fold];
+    public uint[] Constants() => [Local, (uint)Mode, Per, Quads ? 1u : 0u, (uint)Fold, DxCopy ? 1u : 0u];
 }
 
 /// <summary>rmsnorm_bwd's FOLD: which output's largest |v| goes into an f16 operand's scale word.</summary>
@@ -118,7 +122,6 @@ internal readonly record struct ConvertSpec(uint Local, bool ToBf16) : ISpeciali
     public uint[] Constants() => [Local, ToBf16 ? 1u : 0u];
 }
 
-/// <summary>nn/rmsnorm: y packed as bf16 operands where asked; with <paramref name="Quads"/> an invocation moves runs of four neighbours.</summary>
 /// <summary>nn/rmsnorm's y (PACK): fp32, or packed tensor-core operands (the f16 forms scaled by a bound on |y|).</summary>
 internal enum RmsNormPack : uint
 {
@@ -128,6 +131,7 @@ internal enum RmsNormPack : uint
     Bf16ViaF16Bound = 3,
 }
 
+/// <summary>nn/rmsnorm: y packed as <paramref name="Pack"/> says; with <paramref name="Quads"/> an invocation moves runs of four neighbours.</summary>
 internal readonly record struct RmsNormSpec(uint Local, uint Per, RmsNormPack Pack = RmsNormPack.None, bool Quads = false, bool FoldAbsMax = false) : ISpecialization
 {
     public uint[] Constants() => [Local, Per, (uint)Pack, Quads ? 1u : 0u, FoldAbsMax ? 1u : 0u];
