@@ -4,18 +4,13 @@ namespace Mamba2.Model.Tensors;
 
 /// <summary>
 /// A dense row-major int32 tensor: token ids and targets. It keeps the host copy it was made from, so ops can check
-/// ranges and plan scatters without reading the device back. Its values (and their grouping) live in device memory,
-/// copied there by a stream launched as the tensor is made, which the host does not wait for: kernels read ids once
-/// per element they write (the embedding's 12.6 M lookups and 38.6 M gradient elements a step at 8 x 2,048 tokens of
-/// d_model 768), and over the bus from host memory that took 2.2x the embedding's time (docs/PERF.md), while a
-/// staging upload's wait (GpuBuffer.Upload) held the Trainer's step 3 ms. A tensor of a few ids (a generated token)
-/// stays in host memory: its few reads cost less than a submission.
+/// ranges and plan scatters without reading the device back. Its values (and their grouping) live in host memory,
+/// written by a memcpy: the embedding's kernels read an id once per four elements they move, so reading ids over the
+/// bus costs the step little, while device memory filled by a launched copy (<see cref="FromArrayIn"/>) left the GPU
+/// idle at the Trainer's step edge for longer than that saved (docs/PERF.md).
 /// </summary>
 public sealed class IndexTensor : IDisposable
 {
-    /// <summary>Tensors of fewer ids than this live in host memory.</summary>
-    internal const int DeviceLocalFrom = 4096;
-
     private readonly int[] _host;
     private readonly Dictionary<int, IndexGrouping> _groupings = [];   // by vocabulary; a recorded stream may read any
     private readonly List<CommandStream> _uploads = [];   // launched copies into device memory, disposed before it
@@ -44,9 +39,12 @@ public sealed class IndexTensor : IDisposable
 
     /// <summary>A tensor holding <paramref name="data"/> (row-major, length = product of <paramref name="shape"/>).</summary>
     public static IndexTensor FromArray(GpuDevice device, string name, ReadOnlySpan<int> data, params int[] shape) =>
-        FromArrayIn(data.Length < DeviceLocalFrom ? MemoryKind.Upload : MemoryKind.Device, device, name, data, shape);
+        FromArrayIn(MemoryKind.Upload, device, name, data, shape);
 
-    /// <summary>The same in the memory named: <see cref="MemoryKind.Upload"/> (host) or <see cref="MemoryKind.Device"/>.</summary>
+    /// <summary>
+    /// The same in the memory named: <see cref="MemoryKind.Upload"/> (host) or <see cref="MemoryKind.Device"/>, filled
+    /// by a copy launched as the tensor is made, which the host does not wait for (streams launched after it see it).
+    /// </summary>
     internal static IndexTensor FromArrayIn(MemoryKind residence, GpuDevice device, string name, ReadOnlySpan<int> data, params int[] shape)
     {
         var length = ShapeOps.Elements(shape, name);
