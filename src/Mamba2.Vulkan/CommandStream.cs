@@ -410,7 +410,9 @@ public sealed unsafe class CommandStream : IDisposable
 
             var fence = _fence;
             _fence = default;
+            var from = _timeline?.HostNowMs ?? 0;
             _device.WaitFor(fence, this);
+            _timeline?.AddWait(new HostWait(_label, from, _timeline.HostNowMs - from));
         }
     }
 

@@ -14,6 +14,12 @@ public readonly record struct StreamSpan(string Label, double BeginNs, double En
 }
 
 /// <summary>
+/// The host blocked on a stream of the timeline (a wait, a dispose, or a mapped buffer's read or write of what it
+/// used), from <see cref="AtMs"/> for <see cref="Milliseconds"/> on the host's clock of the spans.
+/// </summary>
+public readonly record struct HostWait(string Label, double AtMs, double Milliseconds);
+
+/// <summary>
 /// The device-side span of every stream that completes while this is the device's <see cref="GpuDevice.Timeline"/>:
 /// where a sequence of submissions (a training step staged a layer a submission) leaves the device idle between
 /// them. Streams on one queue run one after another (each opens with a barrier on the work before it), so the
@@ -22,6 +28,7 @@ public readonly record struct StreamSpan(string Label, double BeginNs, double En
 public sealed class StreamTimeline
 {
     private readonly List<StreamSpan> _spans = [];
+    private readonly List<HostWait> _waits = [];
     private readonly object _lock = new();
     private readonly System.Diagnostics.Stopwatch _host = System.Diagnostics.Stopwatch.StartNew();
 
@@ -39,6 +46,25 @@ public sealed class StreamTimeline
             }
         }
     }
+
+    /// <summary>Every time the host blocked on one of the timeline's streams, in the order the waits began.</summary>
+    public IReadOnlyList<HostWait> Waits
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return [.. _waits.OrderBy(w => w.AtMs)];
+            }
+        }
+    }
+
+    /// <summary>
+    /// The streams being recorded when <paramref name="wait"/> began (begun, not yet launched): what the host was
+    /// doing when it blocked.
+    /// </summary>
+    public IReadOnlyList<string> RecordingDuring(HostWait wait) =>
+        [.. Spans.Where(s => s.HostBeginMs <= wait.AtMs && wait.AtMs < s.HostLaunchMs).Select(s => s.Label)];
 
     /// <summary>The device's time inside the streams.</summary>
     public double BusyMs => Spans.Sum(s => s.Milliseconds);
@@ -75,6 +101,14 @@ public sealed class StreamTimeline
         lock (_lock)
         {
             _spans.Add(span);
+        }
+    }
+
+    internal void AddWait(HostWait wait)
+    {
+        lock (_lock)
+        {
+            _waits.Add(wait);
         }
     }
 }

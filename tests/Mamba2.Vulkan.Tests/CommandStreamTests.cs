@@ -311,6 +311,42 @@ public class CommandStreamTests(GpuFixture gpu)
     }
 
     [Fact]
+    public void TimelineHoldsTheHostsWaitsAndWhatItWasRecordingMeanwhile()
+    {
+        using var x = Device.CreateBuffer<float>(1 << 18);
+        using var y = Device.CreateBuffer<float>(1 << 18);
+        var k = Kernels.Get(Device);
+        var timeline = new StreamTimeline();
+        Device.Timeline = timeline;
+        try
+        {
+            using var first = Device.BeginStream("first");
+            Kernels.ScaleAddDispatch(first, k, x, y, 2f, 0f, groups: 64);
+            first.Launch();
+            using var recording = Device.BeginStream("recording");
+            Kernels.ScaleAddDispatch(recording, k, y, x, 2f, 0f, groups: 64);
+            first.Wait();   // while "recording" is being recorded
+            recording.Launch();
+            recording.Wait();
+            using var disposed = Device.BeginStream("disposed");
+            disposed.Fill(x, 0f);
+            disposed.Launch();   // disposing waits for it: a wait, though no span
+        }
+        finally
+        {
+            Device.Timeline = null;
+        }
+
+        var waits = timeline.Waits;
+        Assert.Equal(["first", "recording", "disposed"], waits.Select(w => w.Label));
+        Assert.All(waits, w => Assert.True(w.AtMs >= 0 && w.Milliseconds >= 0, $"{w.Label}: at {w.AtMs} for {w.Milliseconds}"));
+        Assert.True(waits[1].AtMs >= waits[0].AtMs + waits[0].Milliseconds);
+        Assert.Equal(["recording"], timeline.RecordingDuring(waits[0]));
+        Assert.Empty(timeline.RecordingDuring(waits[1]));
+        Assert.Equal(["first", "recording"], timeline.Spans.Select(s => s.Label));
+    }
+
+    [Fact]
     public void SectionsAreFreeUnlessProfilingAndSumByName()
     {
         using var x = Device.CreateBuffer<float>(1 << 16);

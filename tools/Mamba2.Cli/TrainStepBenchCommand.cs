@@ -235,7 +235,9 @@ internal static class TrainStepBenchCommand
         Console.WriteLine($"its GPU timeline (two more steps, {timeline.Spans.Count} submissions), a step: busy {timeline.BusyMs / 2:F1} ms over {timeline.SpanMs / 2:F1} ms, "
             + $"{(timeline.SpanMs - timeline.BusyMs) / 2:F1} ms idle between submissions (the step edge included); wall {timelineWall / 2:F1} ms, {(timelineWall - timeline.SpanMs) / 2:F1} ms of it before the first and after the last; "
             + $"longest idle: {string.Join(", ", gaps.Take(5).Select(g => $"{g.After} -> {g.Before} {g.Milliseconds:F2} ms"))}; "
-            + $"longest host recordings: {string.Join(", ", timeline.Spans.OrderByDescending(x => x.RecordingMs).Take(3).Select(x => $"{x.Label} {x.RecordingMs:F2} ms"))}");
+            + $"longest host recordings: {string.Join(", ", timeline.Spans.OrderByDescending(x => x.RecordingMs).Take(3).Select(x => $"{x.Label} {x.RecordingMs:F2} ms"))}; "
+            + $"longest host waits: {string.Join(", ", timeline.Waits.OrderByDescending(w => w.Milliseconds).Take(3).Select(w => $"for {w.Label} {w.Milliseconds:F2} ms{During(w)}"))}");
+        string During(HostWait w) => timeline.RecordingDuring(w) is { Count: > 0 } rec ? $" (recording {string.Join(", ", rec)})" : "";
         if (timelineFile is not null)
         {
             File.WriteAllText(timelineFile.FullName, timeline.ToCsv());
