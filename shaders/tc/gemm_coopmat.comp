@@ -61,8 +61,9 @@ layout(std430, binding = 0) readonly buffer BufA4 { WORD A4[]; };
 layout(std430, binding = 1) readonly buffer BufB4 { WORD B4[]; };
 #ifdef INPUT16
 // A and B were multiplied by these tensors' power-of-two scales when they were converted: the products are
-// divided by both (exactly) in the epilogue.
-layout(std430, binding = 3) readonly buffer Scales { uint absmax_bits[]; };
+// divided by both (exactly) in the epilogue. Each operand's own scale word, bound where its writer left it.
+layout(std430, binding = 3) readonly buffer ScaleA { uint a_scale_bits[]; };
+layout(std430, binding = 4) readonly buffer ScaleB { uint b_scale_bits[]; };
 #endif
 #ifdef DIRECT
 // The driver's tensor loads read the operands as what they are.
@@ -276,7 +277,7 @@ void main() {
     const bool wholeA = p.lda % 4 == 0 && (p.batch == 1 || p.strideA % 4 == 0);
     const bool wholeB = p.ldb % 4 == 0 && (p.batch == 1 || p.strideB % 4 == 0);
 #ifdef INPUT16
-    const float alpha = p.alpha / operand_scale(absmax_bits[0]) / operand_scale(absmax_bits[1]);   // each exact
+    const float alpha = p.alpha / operand_scale(a_scale_bits[0]) / operand_scale(b_scale_bits[0]);   // each exact
 #else
     const float alpha = p.alpha;
 #endif

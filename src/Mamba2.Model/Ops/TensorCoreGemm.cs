@@ -290,11 +290,9 @@ public static class TensorCoreGemm
             }
             else
             {
-                var scales = s.Own(device.CreateBuffer<uint>(2, "gemm.operand_scales"));
-                s.Fill(scales, 0u);
-                var a16 = Operand16(s, a, operands, scales, 0);
-                var b16 = Operand16(s, b, operands, scales, 1);
-                s.Dispatch(kernel, groups, push, a16, b16, output, scales);
+                var (a16, aScale) = Operand16(s, a, operands);
+                var (b16, bScale) = Operand16(s, b, operands);
+                s.Dispatch(kernel, groups, push, a16, b16, output, aScale, bScale);
             }
 
             if (partials is not null)
@@ -372,19 +370,20 @@ public static class TensorCoreGemm
     internal static int SplitLength(int k, int splits, uint bk) => (int)(((k + splits - 1) / splits + bk - 1) / bk * bk);
 
     /// <summary>
-    /// What the converted variant reads for operand <paramref name="x"/>, with its scale's bits in
-    /// <paramref name="slot"/> of <paramref name="scales"/>: a packed operand as it is, an fp32 tensor converted
-    /// into a copy the stream owns.
+    /// What the converted variant reads for operand <paramref name="x"/>, and the word holding its scale's bits: a
+    /// packed operand as it is, with its own scale word (no copy: a product of two packed operands records nothing
+    /// but itself), an fp32 tensor converted into a copy and a scale word the stream owns.
     /// </summary>
-    private static GpuBuffer Operand16(CommandStream s, GemmInput x, GemmOperands operands, GpuBuffer scales, uint slot)
+    private static (GpuBuffer Words, GpuBuffer Scale) Operand16(CommandStream s, GemmInput x, GemmOperands operands)
     {
         if (x.Packed is { } packed)
         {
-            s.Copy(packed.ScaleBits, 0, scales, slot * sizeof(uint), sizeof(uint));
-            return packed.Words;
+            return (packed.Words, packed.ScaleBits);
         }
 
-        return ToOperand16(s, x.Tensor!, operands, scales, slot, s.Own(NewWords(x.Tensor!, operands)));
+        var scale = s.Own(x.Tensor!.Device.CreateBuffer<uint>(1, "gemm.operand_scale"));
+        s.Fill(scale, 0u);
+        return (ToOperand16(s, x.Tensor!, operands, scale, 0, s.Own(NewWords(x.Tensor!, operands))), scale);
     }
 
     private static GpuBuffer<uint> NewWords(Tensor x, GemmOperands operands) =>
