@@ -27,6 +27,21 @@ public abstract class ActivationStore : IDisposable
         return d;
     }
 
+    /// <summary>
+    /// An op's results freed once <paramref name="st"/> has run, but those handed to the caller, who frees them: the
+    /// small parameter gradients a backward returns go straight into the gradient set, no copy recorded.
+    /// </summary>
+    internal static void OwnAllBut(CommandStream st, IEnumerable<Tensor> results, params Tensor?[] handedOut)
+    {
+        foreach (var t in results)
+        {
+            if (!handedOut.Contains(t))
+            {
+                st.Own(t);
+            }
+        }
+    }
+
     /// <summary>A copy of <paramref name="src"/> recorded into <paramref name="st"/> (optionally under another shape of the same size).</summary>
     internal static Tensor CopyOf(CommandStream st, Tensor src, string name, int[]? shape = null)
     {

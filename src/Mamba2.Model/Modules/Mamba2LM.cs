@@ -564,9 +564,10 @@ public sealed class Mamba2LM : IDisposable
                         // hide the recording of the next).
                         (headGrad, var dNormF) = head(staged, st);
                         dhPacked = DoutOperand(layer, st);
-                        var nf = st.Own(RmsNorm.Backward(dNormF, acts.NormF.Rstd, acts.Hidden[^1], NormF, null, null, true, null, st,
-                            dxAbsMaxInto: FoldInto(dhPacked), dxPackedInto: WriteInto(dhPacked)));
-                        grads["backbone.norm_f.weight"] = ActivationStore.CopyOf(st, nf.DWeight, "grad.backbone.norm_f.weight");
+                        var nf = RmsNorm.Backward(dNormF, acts.NormF.Rstd, acts.Hidden[^1], NormF, null, null, true, null, st,
+                            dxAbsMaxInto: FoldInto(dhPacked), dxPackedInto: WriteInto(dhPacked));
+                        grads["backbone.norm_f.weight"] = nf.DWeight;
+                        ActivationStore.OwnAllBut(st, nf.All(), nf.DWeight);
                         st.Section(ProfileSections.Norm);
                         dh = nf.Dx;
                         names.Add("backbone.norm_f.weight");
@@ -589,8 +590,7 @@ public sealed class Mamba2LM : IDisposable
                     var ng = RmsNorm.Backward(du, acts.NormRstds[layer], acts.Hidden[layer], _norms[layer], z: null, groupSize: null, normBeforeGate: true,
                         dzInto: null, stream: st, residual: dh, dxAbsMaxInto: FoldInto(dhPacked), dxPackedInto: WriteInto(dhPacked));
                     var next = staged.HandOn(ng.Dx);
-                    st.Own(ng.DWeight);
-                    grads[$"backbone.layers.{layer}.norm.weight"] = ActivationStore.CopyOf(st, ng.DWeight, $"grad.backbone.layers.{layer}.norm.weight");
+                    grads[$"backbone.layers.{layer}.norm.weight"] = ng.DWeight;
                     st.Section(ProfileSections.Norm);
                     dh = next;
                     staged.HandOn(acts.Release(acts.Blocks[layer]));   // nothing later reads the block's activations

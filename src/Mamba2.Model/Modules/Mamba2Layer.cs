@@ -418,30 +418,35 @@ public sealed class Mamba2Layer : IDisposable
 
                 PackedColumns? Packed(int start, int width) => dInPacked is null ? null : new PackedColumns(dInPacked, start, width);
                 ColumnView? InPlace(int start, int width) => dZxbcdt is null ? (ColumnView?)null : new ColumnView(dZxbcdt, start, width);
-                var ng = st.Own(RmsNorm.Backward(dNormY, acts.NormRstd, acts.Y2, NormWeight, acts.Z, c.NormGroupSize, c.NormBeforeGate,
-                    InPlace(0, c.DInner), st, Packed(0, c.DInner), dzAbsMaxInto: dInFolded?.ScaleBits));
-                grads["norm.weight"] = ActivationStore.CopyOf(st, ng.DWeight, "grad.norm.weight");
+                var ng = RmsNorm.Backward(dNormY, acts.NormRstd, acts.Y2, NormWeight, acts.Z, c.NormGroupSize, c.NormBeforeGate,
+                    InPlace(0, c.DInner), st, Packed(0, c.DInner), dzAbsMaxInto: dInFolded?.ScaleBits);
+                grads["norm.weight"] = ng.DWeight;
+                ActivationStore.OwnAllBut(st, ng.All(), ng.DWeight);
                 st.Section(ProfileSections.Norm);
 
                 SsdGradients sg;
                 using (st.SectionScope(ProfileSections.Ssd))
                 {
-                    sg = st.Own(SsdOp.Backward(ng.Dx.View(b, l, c.NHeads, c.HeadDim), acts.Ssd, null, st));
-                    grads["dt_bias"] = ActivationStore.CopyOf(st, sg.DDtBias!, "grad.dt_bias");
-                    grads["D"] = ActivationStore.CopyOf(st, sg.DD!, "grad.D", [.. D.Shape]);
+                    sg = SsdOp.Backward(ng.Dx.View(b, l, c.NHeads, c.HeadDim), acts.Ssd, null, st);
+                    grads["dt_bias"] = sg.DDtBias!;
+                    var dD = sg.DD!.Shape.SequenceEqual(D.Shape) ? sg.DD : null;
+                    ActivationStore.OwnAllBut(st, sg.Named().Select(q => q.Gradient), sg.DDtBias, dD);
+                    grads["D"] = dD ?? ActivationStore.CopyOf(st, sg.DD!, "grad.D", [.. D.Shape]);   // a copy shaped as D
                     grads["A_log"] = Tensor.Empty(device, "grad.A_log", c.NHeads);
                     Elementwise.Mul(sg.DA, acts.A, grads["A_log"], st);   // A = -exp(A_log): dA_log = dA * A
                 }
 
                 var padding = c.Causal ? Conv1dPadding.Causal : Conv1dPadding.Same;
-                var cg = st.Own(Conv1d.Backward([sg.Dx.View(b, l, c.DInner), sg.DB.View(b, l, gn), sg.DC.View(b, l, gn)], acts.XBC, Conv1dWeight,
+                var cg = Conv1d.Backward([sg.Dx.View(b, l, c.DInner), sg.DB.View(b, l, gn), sg.DC.View(b, l, gn)], acts.XBC, Conv1dWeight,
                     Conv1dBias, padding, silu: true, dZxbcdt is null ? (ColumnView?)null : new ColumnView(dZxbcdt.View(b, l, c.DInProj), c.DInner, c.ConvDim),
-                    Packed(c.DInner, c.ConvDim), st, dInFolded?.ScaleBits));
-                grads["conv1d.weight"] = ActivationStore.CopyOf(st, cg.DWeight, "grad.conv1d.weight");
+                    Packed(c.DInner, c.ConvDim), st, dInFolded?.ScaleBits);
+                grads["conv1d.weight"] = cg.DWeight;
                 if (cg.DBias is not null)
                 {
-                    grads["conv1d.bias"] = ActivationStore.CopyOf(st, cg.DBias, "grad.conv1d.bias");
+                    grads["conv1d.bias"] = cg.DBias;
                 }
+
+                ActivationStore.OwnAllBut(st, cg.All(), cg.DWeight, cg.DBias);
 
                 st.Section(ProfileSections.Conv);
 

@@ -20,11 +20,15 @@ public enum Conv1dPadding
 /// </summary>
 public sealed record Conv1dGradients(Tensor? Dx, Tensor DWeight, Tensor? DBias) : IDisposable
 {
+    /// <summary>Every tensor held, as Dispose frees them.</summary>
+    internal IEnumerable<Tensor> All() => new[] { Dx, DWeight, DBias }.OfType<Tensor>();
+
     public void Dispose()
     {
-        Dx?.Dispose();
-        DWeight.Dispose();
-        DBias?.Dispose();
+        foreach (var t in All())
+        {
+            t.Dispose();
+        }
     }
 }
 

@@ -17,11 +17,15 @@ public sealed record RmsNormResult(Tensor Y, Tensor Rstd) : IDisposable
 /// <summary>Gradients of <see cref="RmsNorm.Backward"/>: dx, dweight (d) and dz when gated.</summary>
 public sealed record RmsNormGradients(Tensor Dx, Tensor DWeight, Tensor? Dz) : IDisposable
 {
+    /// <summary>Every tensor held, as Dispose frees them.</summary>
+    internal IEnumerable<Tensor> All() => Dz is null ? [Dx, DWeight] : [Dx, DWeight, Dz];
+
     public void Dispose()
     {
-        Dx.Dispose();
-        DWeight.Dispose();
-        Dz?.Dispose();
+        foreach (var t in All())
+        {
+            t.Dispose();
+        }
     }
 }
 
