@@ -41,7 +41,7 @@ layout(std430, binding = 3) writeonly buffer YWords { uint y_words[]; };   // PA
 layout(std430, binding = 4) writeonly buffer Rstd { float rstd[]; };   // (rows, groups)
 layout(std430, binding = 5) readonly buffer Res { float res[]; };      // flags bit 2: x's shape
 layout(std430, binding = 6) writeonly buffer Sum { float sum_out[]; }; // flags bit 2: x + res
-layout(std430, binding = 7) buffer AbsMax { uint absmax_out[]; };      // FOLD_ABSMAX; PACK 2 and 3: the bound
+layout(std430, binding = 7) buffer AbsMax { uint absmax_out[]; };      // FOLD_ABSMAX; PACK 1-3: the scale word
 // The same bindings four elements at a time (QUADS).
 layout(std430, binding = 0) readonly buffer X4 { TENSOR_WORD4 x4[]; };
 layout(std430, binding = 1) readonly buffer Z4 { IN_WORD4 z4[]; };
@@ -101,6 +101,9 @@ void main() {
     const bool after = (p.flags & 2u) != 0u;
     const bool residual = (p.flags & 4u) != 0u;
     const float scale = PACK >= 2 ? bound_scale() : 1.0;
+    if (PACK == 1 && gl_WorkGroupID.x == 0 && tid == 0) {
+        absmax_out[0] = 0u;   // bf16 operands: the scale word of 1 (no fill for the caller to record)
+    }
     uint largest = 0u;
     for (uint item = gl_WorkGroupID.x; item < p.rows * groups; item += gl_NumWorkGroups.x) {
         const uint col = (item % groups) * p.group_size;

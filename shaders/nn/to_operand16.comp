@@ -12,7 +12,8 @@ layout(constant_id = 1) const uint FORM = 0;   // 0 f16, 1 bf16, 2 bf16 values a
 
 layout(std430, binding = 0) readonly buffer Src { float src[]; };
 layout(std430, binding = 1) writeonly buffer Dst { uint dst[]; };
-layout(std430, binding = 2) readonly buffer Scales { uint absmax_bits[]; };
+// f16 forms read their tensor's word (absmax's); bf16 has fp32's range and writes its scale of 1 (bits 0) itself.
+layout(std430, binding = 2) buffer Scales { uint absmax_bits[]; };
 // The same four elements (two words) at a time: a quarter of the load instructions, four times the bytes each has
 // in flight (the bindings start at offset 0, so every fourth element is 16-byte aligned).
 layout(std430, binding = 0) readonly buffer Src4 { vec4 src4[]; };
@@ -32,7 +33,14 @@ void main() {
     const uint words = (p.count + 1) / 2;
     const uint quads = p.count / 4;
     const uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
-    const float scale = operand_scale(absmax_bits[p.slot]);
+    float scale = 1.0;
+    if (FORM == 1) {
+        if (gl_GlobalInvocationID.x == 0) {
+            absmax_bits[p.slot] = 0u;
+        }
+    } else {
+        scale = operand_scale(absmax_bits[p.slot]);
+    }
     for (uint q = gl_GlobalInvocationID.x; q < quads; q += stride) {
         const vec4 x = src4[q];
         dst2[q] = uvec2(word(x.xy, scale), word(x.zw, scale));

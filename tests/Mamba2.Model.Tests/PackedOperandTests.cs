@@ -134,6 +134,16 @@ public class PackedOperandTests(GpuFixture gpu)
             {
                 Assert.Equal(0u, words[^1] >> 16);
             }
+
+            // Again into the same copy with garbage in its scale word: the f16 forms' max starts from zero, and
+            // bf16's conversion writes its scale of 1 (bits 0) itself.
+            packed.ScaleBits.Upload([0x7F7FFFFFu]);
+            TensorCoreGemm.PackInto(x, packed, null);
+            Assert.Equal(values, packed.ToArray());
+            if (!operands.Scaled())
+            {
+                Assert.Equal(0u, packed.ScaleBits.Download()[0]);
+            }
         }
     }
 

@@ -126,9 +126,9 @@ public static class RmsNorm
         {
             Shaders.RunIn(x.Device, stream, st =>
             {
-                st.Fill(into.ScaleBits, 0u);   // bf16: scale 1; the gated norm's f16 forms: the max it folds in
                 if (into.Operands.Scaled() && z is not null)
                 {
+                    st.Fill(into.ScaleBits, 0u);   // the max it folds in
                     // The gate leaves |y| unbounded: fp32 y, its max folded, then converted.
                     var y = st.Own(Tensor.Empty(x.Device, "y", [.. x.Shape]));
                     Record(x, weight, z, eps, normBeforeGate, rows, dim, gs, y.Buffer, rstd, st, residual: residual, absMaxInto: into.ScaleBits);
@@ -136,7 +136,8 @@ public static class RmsNorm
                 }
                 else
                 {
-                    // bf16 words, or f16 ones scaled by the plain norm's bound on |y| (its bits the scale word).
+                    // bf16 words (the kernel writes the scale word of 1), or f16 ones scaled by the plain norm's bound
+                    // on |y| (its bits the scale word).
                     var pack = into.Operands switch
                     {
                         GemmOperands.Bf16 => RmsNormPack.Bf16,
@@ -144,7 +145,7 @@ public static class RmsNorm
                         _ => RmsNormPack.Bf16ViaF16Bound,
                     };
                     Record(x, weight, z, eps, normBeforeGate, rows, dim, gs, into.Words, rstd, st, pack, residual,
-                        scaleInto: pack == RmsNormPack.Bf16 ? null : into.ScaleBits);
+                        scaleInto: into.ScaleBits);
                 }
             });
             return rstd;
@@ -344,11 +345,6 @@ public static class RmsNorm
                     st.Own(t);
                 }
 
-                if (dxPackedInto is not null)
-                {
-                    st.Fill(dxPackedInto.ScaleBits, 0u);   // bf16: scale 1
-                }
-
                 foreach (var (first, count) in RowPieces(device, op, rows, dim, groups, blockRows, bf16, bf16Z ? z!.Value.Stride : null, z?.Stride ?? dim,
                              dzInto?.Stride ?? dim))
                 {
@@ -361,7 +357,7 @@ public static class RmsNorm
                     BufferBinding[] bindings = [Rows(dy), Rows(x), z is { } zv ? RowsOf(zv, first, count) : Rows(dy), weight.Buffer,
                         Shaders.Slice(rstd, first * groups, count * groups), Rows(grads.Dx),
                         outPacked?.Words ?? (dz is { } dzv ? RowsOf(dzv, first, count) : Rows(dy)), Shaders.Slice(dwPart, first / blockRows * dim, pieceUnits * dim),
-                        Rows(residual ?? dy), dzAbsMaxInto ?? dxAbsMaxInto ?? Rows(grads.Dx)];
+                        Rows(residual ?? dy), dzAbsMaxInto ?? dxAbsMaxInto ?? dxPackedInto?.ScaleBits ?? Rows(grads.Dx)];   // the copy's scale: 1
                     var quads = Quads([dim, gs, z?.Stride ?? 0, z?.Start ?? 0, dzStride, dzStart], bindings);
                     var rowPer = PerInvocation(gs, local, quads ? 4 : 1);
                     if (form.Fused)

@@ -382,7 +382,11 @@ public static class TensorCoreGemm
         }
 
         var scale = s.Own(x.Tensor!.Device.CreateBuffer<uint>(1, "gemm.operand_scale"));
-        s.Fill(scale, 0u);
+        if (operands.Scaled())
+        {
+            s.Fill(scale, 0u);   // absmax's max starts from 0 (bf16: the conversion writes its scale word)
+        }
+
         return (ToOperand16(s, x.Tensor!, operands, scale, 0, s.Own(NewWords(x.Tensor!, operands))), scale);
     }
 
@@ -404,7 +408,7 @@ public static class TensorCoreGemm
     /// <paramref name="x"/> times its scale as 16-bit operands (f16, bf16 rounded to nearest even, or bf16 values as
     /// f16) into <paramref name="words"/>; slot <paramref name="slot"/> of <paramref name="scales"/> (zeroed by the
     /// caller) gets x's max |x| first, for f16 words only (unless x's writers <paramref name="maxFolded"/> it): bf16
-    /// has fp32's range, so its scale stays 1 and no pass reads x for it.
+    /// has fp32's range, so no pass reads x for it and the conversion writes the slot's scale of 1 itself.
     /// </summary>
     private static GpuBuffer ToOperand16(CommandStream s, Tensor x, GemmOperands operands, GpuBuffer scales, uint slot, GpuBuffer<uint> words,
         bool maxFolded = false)
@@ -435,7 +439,11 @@ public static class TensorCoreGemm
     internal static void PackInto(Tensor x, PackedOperand into, CommandStream? stream) =>
         Shaders.RunIn(x.Device, stream, s =>
         {
-            s.Fill(into.ScaleBits, 0u);
+            if (into.Operands.Scaled())
+            {
+                s.Fill(into.ScaleBits, 0u);
+            }
+
             ToOperand16(s, x, into.Operands, into.ScaleBits, 0, into.Words);
         });
 
