@@ -11,8 +11,8 @@
 // OUT_BF16 (a variant): dz is stored as bf16 bits (bf16_store.glsl), as the products that read it take it.
 // flags bit 2: dx += res (a block's norm in the residual stream: the stream's gradient added in the same pass).
 // DX_COPY (OUT_BF16, no z): dx is also stored as bf16 bits where dz would go (the layer below's dout, as its
-// products take it; the fp32 dx stays the residual stream's), and the copy's scale word (1: bits 0) into absmax_out[0]. A constant, not a flag: the store's dead branch slowed
-// every other pipeline of this shader.
+// products take it; the fp32 dx stays the residual stream's), and the copy's scale word (1: bits 0) into
+// absmax_out[0]. A constant, not a flag: the store's dead branch slowed every other pipeline of this shader.
 // FOLD (MODE 0 and 2): the largest |dz| (1: fp32 dz, the fused projection's gradient) or |dx| (2: fp32 dx, the
 // residual stream's gradient, the layer below's dout) also goes into absmax_out[0] (fold_absmax.glsl), for the f16
 // tensor-core operands of the products that read it.
