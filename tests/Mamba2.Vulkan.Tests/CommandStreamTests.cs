@@ -258,6 +258,23 @@ public class CommandStreamTests(GpuFixture gpu)
         Assert.Throws<KeyNotFoundException>(() => t.Milliseconds("start", "missing"));
     }
 
+    /// <summary>A fresh timeline set on the device while <paramref name="run"/> runs.</summary>
+    private StreamTimeline OnTimeline(Action run)
+    {
+        var timeline = new StreamTimeline();
+        Device.Timeline = timeline;
+        try
+        {
+            run();
+        }
+        finally
+        {
+            Device.Timeline = null;
+        }
+
+        return timeline;
+    }
+
     [Fact]
     public void TimelineHoldsEachCompletedStreamInTheOrderTheyRan()
     {
@@ -270,9 +287,7 @@ public class CommandStreamTests(GpuFixture gpu)
             before.Submit();   // not on the timeline: none was set when it began
         }
 
-        var timeline = new StreamTimeline();
-        Device.Timeline = timeline;
-        try
+        var timeline = OnTimeline(() =>
         {
             using var first = Device.BeginStream("first");
             Kernels.ScaleAddDispatch(first, k, x, y, 2f, 0f, groups: 64);
@@ -282,11 +297,7 @@ public class CommandStreamTests(GpuFixture gpu)
             second.Launch();
             Assert.Empty(second.Wait().Labels);   // the span's timestamps are not the stream's own
             first.Wait();
-        }
-        finally
-        {
-            Device.Timeline = null;
-        }
+        });
 
         var spans = timeline.Spans;
         Assert.Equal(["first", "second"], spans.Select(s => s.Label));
@@ -316,9 +327,7 @@ public class CommandStreamTests(GpuFixture gpu)
         using var x = Device.CreateBuffer<float>(1 << 18);
         using var y = Device.CreateBuffer<float>(1 << 18);
         var k = Kernels.Get(Device);
-        var timeline = new StreamTimeline();
-        Device.Timeline = timeline;
-        try
+        var timeline = OnTimeline(() =>
         {
             using var first = Device.BeginStream("first");
             Kernels.ScaleAddDispatch(first, k, x, y, 2f, 0f, groups: 64);
@@ -331,11 +340,7 @@ public class CommandStreamTests(GpuFixture gpu)
             using var disposed = Device.BeginStream("disposed");
             disposed.Fill(x, 0f);
             disposed.Launch();   // disposing waits for it: a wait, though no span
-        }
-        finally
-        {
-            Device.Timeline = null;
-        }
+        });
 
         var waits = timeline.Waits;
         Assert.Equal(["first", "recording", "disposed"], waits.Select(w => w.Label));
