@@ -8,11 +8,12 @@
 // dw sums in registers. The host adds the partials in a fixed order. As in the forward, each invocation holds PER
 // elements of a group, so dy, x and z are read once per pass. z and dz are in place in columns [z_col, z_col + dim)
 // and [dz_col, dz_col + dim) of rows z_stride and dz_stride apart (the fused projection's output and its gradient).
-// OUT_BF16 (a variant): dz is stored as bf16 bits (bf16_store.glsl), as the products that read it take it.
+// OUT_BF16 (a variant): dz is stored as bf16 bits (bf16_store.glsl), as the products that read it take it, and the
+// bf16 copy's scale word (1: bits 0) into absmax_out[0], so that no fill precedes the pass (nothing folds there).
 // flags bit 2: dx += res (a block's norm in the residual stream: the stream's gradient added in the same pass).
 // DX_COPY (OUT_BF16, no z): dx is also stored as bf16 bits where dz would go (the layer below's dout, as its
-// products take it; the fp32 dx stays the residual stream's), and the copy's scale word (1: bits 0) into
-// absmax_out[0]. A constant, not a flag: the store's dead branch slowed every other pipeline of this shader.
+// products take it; the fp32 dx stays the residual stream's). A constant, not a flag: the store's dead branch
+// slowed every other pipeline of this shader.
 // FOLD (MODE 0 and 2): the largest |dz| (1: fp32 dz, the fused projection's gradient) or |dx| (2: fp32 dx, the
 // residual stream's gradient, the layer below's dout) also goes into absmax_out[0] (fold_absmax.glsl), for the f16
 // tensor-core operands of the products that read it.
@@ -53,7 +54,7 @@ layout(std430, binding = 6) writeonly buffer Dz4 { vec4 dz4[]; };
 #endif
 layout(std430, binding = 7) writeonly buffer DwPart { float dw_part[]; };   // (blocks, dim)
 layout(std430, binding = 8) readonly buffer Res { float res[]; };           // flags bit 2: x's shape
-layout(std430, binding = 9) buffer AbsMax { uint absmax_out[]; };            // FOLD; DX_COPY: the copy's scale word
+layout(std430, binding = 9) buffer AbsMax { uint absmax_out[]; };            // FOLD; OUT_BF16: the copy's scale word
 // The same bindings four elements at a time (QUADS).
 layout(std430, binding = 0) readonly buffer Dy4 { vec4 dy4[]; };
 layout(std430, binding = 1) readonly buffer X4 { TENSOR_WORD4 x4[]; };
@@ -88,9 +89,11 @@ void main() {
     const bool after = (p.flags & 2u) != 0u;
     const bool residual = (p.flags & 4u) != 0u;
     const uint blocks = (p.rows + p.block_rows - 1) / p.block_rows;
-    if (DX_COPY && gl_WorkGroupID.x == 0 && tid == 0) {
+#ifdef OUT_BF16
+    if (gl_WorkGroupID.x == 0 && tid == 0) {
         absmax_out[0] = 0u;
     }
+#endif
     if (MODE == 1) {
         GRID_STRIDE_LOOP(e, blocks * p.dim) {
             const uint c = e % p.dim;

@@ -40,10 +40,12 @@ public class PackedColumnsTests(GpuFixture gpu)
             return;
         }
 
+        packed.ScaleBits.Upload([0xFFFFFFFFu]);
         using var grads = RmsNorm.Backward(dy, saved.Rstd, x, w, z, gs, false, null, null, new PackedColumns(packed, start, dim));
         Assert.Null(grads.Dz);
         TestMath.AssertClose(grads.Dx.ToArray(), [.. reference.Dx.ToArray().Select(v => (double)v)], 1e-6, "dx beside a packed dz");
         AssertRounded(dzWide.ToArray(), packed, b * l, wide, start, dim, "dz");
+        Assert.Equal(0u, packed.ScaleBits.Download()[0]);   // bf16's scale of 1, stored by the pass
     }
 
     /// <summary>

@@ -407,8 +407,8 @@ public sealed class Mamba2Layer : IDisposable
                 Tensor? dZxbcdt = null;
                 if (InProjBias is null && PackedColumns.WrittenAsOperands(device, precision, (long)rows * c.DInProj))
                 {
+                    // Its scale word (bf16's 1) is stored by the norm's backward, the first of its writers.
                     dInPacked = st.Own(TensorCoreGemm.EmptyPacked(device, "dzxbcdt", [rows, c.DInProj], GemmOperands.Bf16));
-                    st.Fill(dInPacked.ScaleBits, 0u);   // bf16: scale 1
                 }
                 else
                 {

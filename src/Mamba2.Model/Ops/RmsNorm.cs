@@ -357,7 +357,7 @@ public static class RmsNorm
                     BufferBinding[] bindings = [Rows(dy), Rows(x), z is { } zv ? RowsOf(zv, first, count) : Rows(dy), weight.Buffer,
                         Shaders.Slice(rstd, first * groups, count * groups), Rows(grads.Dx),
                         outPacked?.Words ?? (dz is { } dzv ? RowsOf(dzv, first, count) : Rows(dy)), Shaders.Slice(dwPart, first / blockRows * dim, pieceUnits * dim),
-                        Rows(residual ?? dy), dzAbsMaxInto ?? dxAbsMaxInto ?? dxPackedInto?.ScaleBits ?? Rows(grads.Dx)];   // the copy's scale: 1
+                        Rows(residual ?? dy), dzAbsMaxInto ?? dxAbsMaxInto ?? outPacked?.Packed.ScaleBits ?? Rows(grads.Dx)];   // the copy's scale: 1
                     var quads = Quads([dim, gs, z?.Stride ?? 0, z?.Start ?? 0, dzStride, dzStart], bindings);
                     var rowPer = PerInvocation(gs, local, quads ? 4 : 1);
                     if (form.Fused)
