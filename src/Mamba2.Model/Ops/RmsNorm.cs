@@ -179,8 +179,8 @@ public static class RmsNorm
 
     /// <summary>
     /// The forward's dispatches into y (fp32, or operand words with <paramref name="pack"/>), a piece of rows at a
-    /// time; <paramref name="absMaxInto"/> takes the fold of fp32 y's max, <paramref name="scaleInto"/> the f16 forms'
-    /// bound.
+    /// time; <paramref name="absMaxInto"/> takes the fold of fp32 y's max, <paramref name="scaleInto"/> the packed
+    /// operands' scale word (the f16 forms' bound, bf16's 1), which the kernel writes.
     /// </summary>
     private static void Record(Tensor x, Tensor weight, ColumnView? z, float eps, bool normBeforeGate, long rows, int dim, int gs,
         GpuBuffer y, Tensor rstd, CommandStream? stream, RmsNormPack pack = RmsNormPack.None, ResidualSum? residual = null,
