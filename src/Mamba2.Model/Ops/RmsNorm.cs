@@ -194,6 +194,12 @@ public static class RmsNorm
         var source = Shaders.RmsNormOf(bf16, bf16Z);
         var flags = Flags(z, normBeforeGate) | (residual is null ? 0u : 4u);
         var packed = pack != RmsNormPack.None;
+        if (packed && scaleInto is null)
+        {
+            // The kernel writes the word: without one it would land on the operands' first word.
+            throw new ArgumentNullException(nameof(scaleInto), "RmsNorm: packed operands need their scale word.");
+        }
+
         var yPerRow = packed ? dim / 2 : dim;   // y's 4-byte elements a row: floats, or words of two operands
         Shaders.RunIn(device, stream, st =>
         {
