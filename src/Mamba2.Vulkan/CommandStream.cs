@@ -181,13 +181,7 @@ public sealed unsafe class CommandStream : IDisposable
         CheckRange(target, offsetBytes, bytes, nameof(target));
 
         var held = Own(new GpuBuffer(_device, bytes, MemoryKind.Upload, target.Name + " (upload)"));
-        var per = Math.Max(1, (1 << 30) / Unsafe.SizeOf<T>());   // a byte span cannot pass 2 GiB
-        for (var at = 0; at < data.Length; at += per)
-        {
-            var piece = System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.Slice(at, Math.Min(per, data.Length - at)));
-            piece.CopyTo(new Span<byte>(held.Mapped + (ulong)at * (ulong)Unsafe.SizeOf<T>(), piece.Length));
-        }
-
+        held.Upload(data);   // mapped: a memcpy, in pieces a span can hold
         Copy(held, 0, target, offsetBytes, bytes);
     }
 
