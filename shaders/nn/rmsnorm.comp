@@ -14,7 +14,7 @@
 // of two in its normal range would, so the products are the bits the absmax scale gives, but for values under 2^-28
 // times the bound (f16 subnormals). Each invocation holds pairs of neighbouring elements (PER even), so that a
 // word's two halves are its own.
-// flags bit 2: the norm's input is x + res, written to sum (a block's norm in the residual stream forms the stream's
+// FORM bit 2: the norm's input is x + res, written to sum (a block's norm in the residual stream forms the stream's
 // next value as it reads its two terms: no pass adds them first).
 // FOLD_ABSMAX: the largest |y| also goes into absmax_out[0] (fold_absmax.glsl), for y's f16 tensor-core operands.
 // QUADS: each invocation holds runs of four neighbouring elements and moves each run in one 16-byte access (8 for
@@ -29,6 +29,12 @@ layout(constant_id = 1) const uint PER = 1;   // elements per invocation: ceil(g
 layout(constant_id = 2) const uint PACK = 0;   // (PER even, dim and group_size even)
 layout(constant_id = 3) const bool QUADS = false;       // (PER, dim, group_size, z_stride, z_col multiples of 4)
 layout(constant_id = 4) const bool FOLD_ABSMAX = false; // (fp32 y)
+// FORM bit 0: z given, bit 1: the gate after the norm, bit 2: the input is x + res (written to sum). A constant, not a
+// push flag, so that each form's pipeline holds only its own operands and arithmetic.
+layout(constant_id = 5) const uint FORM = 0;
+const bool gated = (FORM & 1u) != 0u;
+const bool after = (FORM & 2u) != 0u;
+const bool residual = (FORM & 4u) != 0u;
 
 // x is bf16 in the TENSORS_BF16 variants (the SSD's y on bf16 tensors), z in the IN_BF16 ones (the fused
 // projection's output in bf16).
@@ -39,8 +45,8 @@ layout(std430, binding = 2) readonly buffer W { float w[]; };
 layout(std430, binding = 3) writeonly buffer Y { float y[]; };
 layout(std430, binding = 3) writeonly buffer YWords { uint y_words[]; };   // PACK
 layout(std430, binding = 4) writeonly buffer Rstd { float rstd[]; };   // (rows, groups)
-layout(std430, binding = 5) readonly buffer Res { float res[]; };      // flags bit 2: x's shape
-layout(std430, binding = 6) writeonly buffer Sum { float sum_out[]; }; // flags bit 2: x + res
+layout(std430, binding = 5) readonly buffer Res { float res[]; };      // FORM bit 2: x's shape
+layout(std430, binding = 6) writeonly buffer Sum { float sum_out[]; }; // FORM bit 2: x + res
 layout(std430, binding = 7) buffer AbsMax { uint absmax_out[]; };      // FOLD_ABSMAX; PACK 1-3: the scale word
 // The same bindings four elements at a time (QUADS).
 layout(std430, binding = 0) readonly buffer X4 { TENSOR_WORD4 x4[]; };
@@ -53,7 +59,6 @@ layout(std430, binding = 6) writeonly buffer Sum4 { vec4 sum4[]; };
 
 layout(push_constant) uniform Push {
     uint rows, dim, group_size;
-    uint flags;   // bit 0: z given, bit 1: gate after the norm, bit 2: the input is x + res (written to sum)
     float eps;
     uint z_stride, z_col;
 } p;
@@ -97,9 +102,6 @@ uint element(uint tid, uint e) {
 void main() {
     const uint tid = gl_LocalInvocationID.x;
     const uint groups = p.dim / p.group_size;
-    const bool gated = (p.flags & 1u) != 0u;
-    const bool after = (p.flags & 2u) != 0u;
-    const bool residual = (p.flags & 4u) != 0u;
     const float scale = PACK >= 2 ? bound_scale() : 1.0;
     if (PACK == 1 && gl_WorkGroupID.x == 0 && tid == 0) {
         absmax_out[0] = 0u;   // bf16 operands: the scale word of 1 (no fill for the caller to record)

@@ -10,7 +10,7 @@
 // and [dz_col, dz_col + dim) of rows z_stride and dz_stride apart (the fused projection's output and its gradient).
 // OUT_BF16 (a variant): dz is stored as bf16 bits (bf16_store.glsl), as the products that read it take it, and the
 // bf16 copy's scale word (1: bits 0) into absmax_out[0], so that no fill precedes the pass (nothing folds there).
-// flags bit 2: dx += res (a block's norm in the residual stream: the stream's gradient added in the same pass).
+// FORM bit 2: dx += res (a block's norm in the residual stream: the stream's gradient added in the same pass).
 // DX_COPY (OUT_BF16, no z): dx is also stored as bf16 bits where dz would go (the layer below's dout, as its
 // products take it; the fp32 dx stays the residual stream's). A constant, not a flag: the store's dead branch
 // slowed every other pipeline of this shader.
@@ -29,6 +29,12 @@ layout(constant_id = 2) const uint PER = 1;   // MODE 0 and 2: elements per invo
 layout(constant_id = 3) const bool QUADS = false;   // (PER, dim, group_size and the strides and columns multiples of 4)
 layout(constant_id = 4) const uint FOLD = 0;
 layout(constant_id = 5) const bool DX_COPY = false;
+// FORM bit 0: z given, bit 1: the gate after the norm, bit 2: dx += res. A constant, not a
+// push flag, so that each form's pipeline holds only its own operands and arithmetic.
+layout(constant_id = 6) const uint FORM = 0;
+const bool gated = (FORM & 1u) != 0u;
+const bool after = (FORM & 2u) != 0u;
+const bool residual = (FORM & 4u) != 0u;
 const bool FOLD_ABSMAX = FOLD != 0;
 
 layout(std430, binding = 0) readonly buffer Dy { float dy[]; };
@@ -53,7 +59,7 @@ layout(std430, binding = 6) writeonly buffer Dz4 { vec4 dz4[]; };
 #define STORE_DZ4(i, v) dz4[i] = (v)
 #endif
 layout(std430, binding = 7) writeonly buffer DwPart { float dw_part[]; };   // (blocks, dim)
-layout(std430, binding = 8) readonly buffer Res { float res[]; };           // flags bit 2: x's shape
+layout(std430, binding = 8) readonly buffer Res { float res[]; };           // FORM bit 2: x's shape
 layout(std430, binding = 9) buffer AbsMax { uint absmax_out[]; };            // FOLD; OUT_BF16: the copy's scale word
 // The same bindings four elements at a time (QUADS).
 layout(std430, binding = 0) readonly buffer Dy4 { vec4 dy4[]; };
@@ -65,7 +71,6 @@ layout(std430, binding = 8) readonly buffer Res4 { vec4 res4[]; };
 
 layout(push_constant) uniform Push {
     uint rows, dim, group_size;
-    uint flags;   // bit 0: z given, bit 1: gate after the norm, bit 2: dx += res
     uint block_rows;
     uint z_stride, z_col, dz_stride, dz_col;
 } p;
@@ -85,9 +90,6 @@ uint element(uint tid, uint e) {
 void main() {
     const uint tid = gl_LocalInvocationID.x;
     const uint groups = p.dim / p.group_size;
-    const bool gated = (p.flags & 1u) != 0u;
-    const bool after = (p.flags & 2u) != 0u;
-    const bool residual = (p.flags & 4u) != 0u;
     const uint blocks = (p.rows + p.block_rows - 1) / p.block_rows;
 #ifdef OUT_BF16
     if (gl_WorkGroupID.x == 0 && tid == 0) {

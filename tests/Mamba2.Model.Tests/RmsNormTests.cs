@@ -35,10 +35,11 @@ public class RmsNormTests(GpuFixture gpu)
         RowWorkgroups.Each(() => EachBackwardForm(() => CheckForwardAndGradients(shape, groupSize, gate)));
     }
 
-    /// <summary>The backward's forms: fused (the default, and blocks of 5 rows that end mid-batch) and split.</summary>
+    /// <summary>The backward's forms: fused (the default, blocks of 5 rows that end mid-batch, and of one row) and split.</summary>
     private void EachBackwardForm(Action check)
     {
-        foreach (var form in new[] { NormBackwardForm.Default, NormBackwardForm.Default with { BlockRows = 5 }, NormBackwardForm.Split })
+        foreach (var form in new[] { NormBackwardForm.Default, NormBackwardForm.Default with { BlockRows = 5 }, NormBackwardForm.Default with { BlockRows = 1 },
+                     NormBackwardForm.Split })
         {
             using var forced = OpTuning.Override(Device, t => t with { NormBackward = form });
             check();

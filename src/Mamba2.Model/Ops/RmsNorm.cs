@@ -38,10 +38,10 @@ public sealed record RmsNormGradients(Tensor Dx, Tensor DWeight, Tensor? Dz) : I
 public static class RmsNorm
 {
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct Push(uint Rows, uint Dim, uint GroupSize, uint Flags, float Eps, uint ZStride, uint ZCol);
+    private readonly record struct Push(uint Rows, uint Dim, uint GroupSize, float Eps, uint ZStride, uint ZCol);
 
     [StructLayout(LayoutKind.Sequential)]
-    private readonly record struct BwdPush(uint Rows, uint Dim, uint GroupSize, uint Flags, uint BlockRows, uint ZStride, uint ZCol, uint DzStride, uint DzCol);
+    private readonly record struct BwdPush(uint Rows, uint Dim, uint GroupSize, uint BlockRows, uint ZStride, uint ZCol, uint DzStride, uint DzCol);
 
     /// <summary>
     /// The elements of a group each invocation aims to hold (the workgroup is sized from it): enough per invocation to
@@ -192,7 +192,7 @@ public static class RmsNorm
         var bf16 = x.DType == TensorDType.BF16;   // x read as bf16 (the SSD's y on bf16 tensors)
         var bf16Z = z?.Tensor.DType == TensorDType.BF16;   // z read as bf16 (in_proj's output in bf16)
         var source = Shaders.RmsNormOf(bf16, bf16Z);
-        var flags = Flags(z, normBeforeGate) | (residual is null ? 0u : 4u);
+        var form = Form(z, normBeforeGate, residual is not null);
         var packed = pack != RmsNormPack.None;
         if (packed && scaleInto is null)
         {
@@ -214,9 +214,9 @@ public static class RmsNorm
                     residual is { } sum ? Shaders.Slice(sum.Sum, first * dim, count * dim) : yRows,
                     absMaxInto ?? scaleInto ?? yRows];
                 var quads = Quads([dim, gs, z?.Stride ?? 0, z?.Start ?? 0], bindings);
-                var spec = new RmsNormSpec(local, PerInvocation(gs, local, quads ? 4 : packed ? 2 : 1), pack, quads, absMaxInto is not null);
+                var spec = new RmsNormSpec(local, PerInvocation(gs, local, quads ? 4 : packed ? 2 : 1), pack, quads, absMaxInto is not null, form);
                 st.Dispatch(device.GetKernel(source, spec), (Shaders.Groups(device, count * groups), 1, 1),
-                    new Push((uint)count, (uint)dim, (uint)gs, flags, eps, (uint)(z?.Stride ?? dim), (uint)(z?.Start ?? 0)), bindings);
+                    new Push((uint)count, (uint)dim, (uint)gs, eps, (uint)(z?.Stride ?? dim), (uint)(z?.Start ?? 0)), bindings);
             }
         });
     }
@@ -340,7 +340,7 @@ public static class RmsNorm
             var blockRows = form.BlockRows;
             var units = (rows + blockRows - 1) / blockRows;
             var dwPart = scope.New("dweight_part", (int)units, dim);
-            var flags = Flags(z, normBeforeGate) | (residual is null ? 0u : 4u);
+            var normForm = Form(z, normBeforeGate, residual is not null);
             var outPacked = dzPacked ?? dxPacked;   // the bf16 output: dz's columns, or dx's copy
             var local = Team(device, gs);
             var source = Shaders.RmsNormBwdOf(bf16, outPacked is not null, bf16Z);
@@ -357,7 +357,7 @@ public static class RmsNorm
                     BufferBinding Rows(Tensor t) => Shaders.Slice(t, first * dim, count * dim, t.DType == TensorDType.BF16);
                     // A packed dz is bound whole: its piece's first row is in the start column (16-bit offsets need not align).
                     var (dzStride, dzStart) = outPacked is { } pk ? (pk.Stride, pk.Start + (first * pk.Stride)) : (dz?.Stride ?? dim, dz?.Start ?? 0);
-                    var push = new BwdPush((uint)count, (uint)dim, (uint)gs, flags, (uint)blockRows, (uint)(z?.Stride ?? dim), (uint)(z?.Start ?? 0),
+                    var push = new BwdPush((uint)count, (uint)dim, (uint)gs, (uint)blockRows, (uint)(z?.Stride ?? dim), (uint)(z?.Start ?? 0),
                         (uint)dzStride, (uint)dzStart);
                     var pieceUnits = (count + blockRows - 1) / blockRows;
                     BufferBinding[] bindings = [Rows(dy), Rows(x), z is { } zv ? RowsOf(zv, first, count) : Rows(dy), weight.Buffer,
@@ -368,15 +368,15 @@ public static class RmsNorm
                     var rowPer = PerInvocation(gs, local, quads ? 4 : 1);
                     if (form.Fused)
                     {
-                        st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local, RmsNormBwdMode.Fused, rowPer, quads, fold, dxPacked is not null)),
+                        st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local, RmsNormBwdMode.Fused, rowPer, quads, fold, dxPacked is not null, normForm)),
                             (Shaders.Groups(device, pieceUnits * groups), 1, 1), push, bindings);
                         continue;
                     }
 
-                    st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local, RmsNormBwdMode.InputGradients, rowPer, quads, fold, dxPacked is not null)),
+                    st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local, RmsNormBwdMode.InputGradients, rowPer, quads, fold, dxPacked is not null, normForm)),
                         (Shaders.Groups(device, count * groups), 1, 1), push, bindings);
                     var local1D = Shaders.Local1D(device);
-                    st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local1D, RmsNormBwdMode.WeightPartials, 1)),
+                    st.Dispatch(device.GetKernel(source, new RmsNormBwdSpec(local1D, RmsNormBwdMode.WeightPartials, 1, Form: normForm)),
                         (Shaders.Groups1D(device, pieceUnits * dim, local1D), 1, 1), push, bindings);
                 }
 
@@ -391,7 +391,9 @@ public static class RmsNorm
         }
     }
 
-    private static uint Flags(ColumnView? z, bool normBeforeGate) => (z is null ? 0u : 1u) | (z is not null && normBeforeGate ? 2u : 0u);
+    private static RmsNormForm Form(ColumnView? z, bool normBeforeGate, bool residual) =>
+        (z is null ? RmsNormForm.Plain : normBeforeGate ? RmsNormForm.Gated | RmsNormForm.GateAfterNorm : RmsNormForm.Gated) |
+        (residual ? RmsNormForm.Residual : RmsNormForm.Plain);
 
     /// <summary>Rows [first, first + count) of a column view: its tensor's whole rows (the kernel adds the start column).</summary>
     private static BufferBinding RowsOf(ColumnView v, long first, long count) =>

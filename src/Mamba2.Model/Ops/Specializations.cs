@@ -99,13 +99,13 @@ internal enum RmsNormBwdMode : uint
 }
 
 /// <summary>
-/// nn/rmsnorm_bwd: with <paramref name="Quads"/> an invocation moves runs of four neighbours (MODE 0 and 2); with
-/// <paramref name="DxCopy"/> (the OUT_BF16 variant, no gate) dx's bf16 copy is stored too.
+/// nn/rmsnorm_bwd for one <paramref name="Form"/>: with <paramref name="Quads"/> an invocation moves runs of four
+/// neighbours (MODE 0 and 2); with <paramref name="DxCopy"/> (the OUT_BF16 variant, no gate) dx's bf16 copy is stored too.
 /// </summary>
 internal readonly record struct RmsNormBwdSpec(uint Local, RmsNormBwdMode Mode, uint Per, bool Quads = false, RmsNormBwdFold Fold = RmsNormBwdFold.None,
-    bool DxCopy = false) : ISpecialization
+    bool DxCopy = false, RmsNormForm Form = RmsNormForm.Plain) : ISpecialization
 {
-    public uint[] Constants() => [Local, (uint)Mode, Per, Quads ? 1u : 0u, (uint)Fold, DxCopy ? 1u : 0u];
+    public uint[] Constants() => [Local, (uint)Mode, Per, Quads ? 1u : 0u, (uint)Fold, DxCopy ? 1u : 0u, (uint)Form];
 }
 
 /// <summary>rmsnorm_bwd's FOLD: which output's largest |v| goes into an f16 operand's scale word.</summary>
@@ -131,10 +131,27 @@ internal enum RmsNormPack : uint
     Bf16ViaF16Bound = 3,
 }
 
-/// <summary>nn/rmsnorm: y packed as <paramref name="Pack"/> says; with <paramref name="Quads"/> an invocation moves runs of four neighbours.</summary>
-internal readonly record struct RmsNormSpec(uint Local, uint Per, RmsNormPack Pack = RmsNormPack.None, bool Quads = false, bool FoldAbsMax = false) : ISpecialization
+/// <summary>
+/// The norm's form, both passes' FORM constant: gated (z given), the gate after the norm, and the residual stream's
+/// term (the forward reads x + res and writes the sum; the backward adds res's gradient to dx).
+/// </summary>
+[Flags]
+internal enum RmsNormForm : uint
 {
-    public uint[] Constants() => [Local, Per, (uint)Pack, Quads ? 1u : 0u, FoldAbsMax ? 1u : 0u];
+    Plain = 0,
+    Gated = 1,
+    GateAfterNorm = 2,
+    Residual = 4,
+}
+
+/// <summary>
+/// nn/rmsnorm for one <paramref name="Form"/>: y packed as <paramref name="Pack"/> says; with <paramref name="Quads"/> an
+/// invocation moves runs of four neighbours.
+/// </summary>
+internal readonly record struct RmsNormSpec(uint Local, uint Per, RmsNormPack Pack = RmsNormPack.None, bool Quads = false, bool FoldAbsMax = false,
+    RmsNormForm Form = RmsNormForm.Plain) : ISpecialization
+{
+    public uint[] Constants() => [Local, Per, (uint)Pack, Quads ? 1u : 0u, FoldAbsMax ? 1u : 0u, (uint)Form];
 }
 
 /// <summary>sum_squares' passes (MODE).</summary>
