@@ -47,6 +47,9 @@ layout(constant_id = 10) const uint G_SHIFT = 0;  // REVERSE: g read one step aw
 // as a flag, the plain dx's epilogue held more registers and ran 9% slower on the H200 (docs/PERF.md).
 layout(constant_id = 11) const bool ACCUMULATE = false;
 layout(constant_id = 12) const bool SHIFT = false;   // BIDIR: Hydra's shift form (above)
+// The forward's gate (SSD_Z: z read, y *= silu(z), y before the gate saved where asked) as a constant, so that the
+// ungated forward's pipeline holds no gate; the other flags stay in the push constants.
+layout(constant_id = 13) const bool GATED = false;
 
 #include "tensor_elems.glsl"   // x, C, z, y and y before the gate (REVERSE: g, B, x, dx)
 layout(std430, binding = 0) readonly buffer X { TENSOR_ELEM x[]; };
@@ -323,10 +326,10 @@ void tc_element(uint i, uint j, float v) {
         if (SSD_HAS(p.flags, SSD_D_ANY)) {
             v += D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] * TENSOR_LOAD(x, o);
         }
-        if (SSD_HAS(p.flags, SSD_SAVE_UNGATED)) {
-            TENSOR_STORE(aux, o, v);
-        }
-        if (SSD_HAS(p.flags, SSD_Z)) {
+        if (GATED) {
+            if (SSD_HAS(p.flags, SSD_SAVE_UNGATED)) {
+                TENSOR_STORE(aux, o, v);
+            }
             v *= silu(TENSOR_LOAD(z, o));
         }
         TENSOR_STORE(y, o, v);

@@ -241,14 +241,14 @@ internal readonly record struct ChunkStateTcSpec(uint Local, uint BM, uint BN, u
 
 /// <summary>
 /// tc/chunk_scan: the tile (<see cref="SsdTcSpec"/>), run backwards (the backward's dx), g read one step away (0 none,
-/// 1: +1, 2: -1), dx added to what it holds (a constant, so that the plain dx compiles without that read), and in the
-/// bidirectional variant Hydra's shift form.
+/// 1: +1, 2: -1), dx added to what it holds (a constant, so that the plain dx compiles without that read), in the
+/// bidirectional variant Hydra's shift form, and the forward's gate (a constant, so that the ungated forward holds none).
 /// </summary>
 internal readonly record struct ChunkScanTcSpec(uint Local, uint BM, uint BN, uint BK, uint WM, uint WN, uint TM, uint TN, uint TK, bool Reverse, uint GShift,
-    bool Accumulate = false, bool Shift = false)
+    bool Accumulate = false, bool Shift = false, bool Gated = false)
     : ISpecialization
 {
-    public uint[] Constants() => [Local, BM, BN, BK, WM, WN, TM, TN, TK, Reverse ? 1u : 0u, GShift, Accumulate ? 1u : 0u, Shift ? 1u : 0u];
+    public uint[] Constants() => [Local, BM, BN, BK, WM, WN, TM, TN, TK, Reverse ? 1u : 0u, GShift, Accumulate ? 1u : 0u, Shift ? 1u : 0u, Gated ? 1u : 0u];
 }
 
 /// <summary>

@@ -18,8 +18,8 @@ internal sealed record SsdTensorCoreTile(uint BM, uint BN, uint BK, uint WM, uin
     /// <summary>The workgroup tiles (BM x BN) covering a rows x columns output: a kernel's items per (batch, chunk, head or group).</summary>
     public long Tiles(long rows, long columns) => (rows + BM - 1) / BM * ((columns + BN - 1) / BN);
 
-    public ChunkScanTcSpec ScanSpec(bool reverse, uint gShift, bool accumulate = false, bool shift = false) =>
-        new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, reverse, gShift, accumulate, shift);
+    public ChunkScanTcSpec ScanSpec(bool reverse, uint gShift, bool accumulate = false, bool shift = false, bool gated = false) =>
+        new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, reverse, gShift, accumulate, shift, gated);
 
     public ChunkScanBwdDcbTcSpec DcbSpec(uint gShift, uint splits) => new(Threads, BM, BN, BK, WM, WN, TM, TN, TK, gShift, splits);
 
