@@ -25,13 +25,13 @@ public class SpecializationTests
             data.Add(shader, spec);
         }
 
+        // Kernels whose variants a method picks (Shaders.GemmCoopmat(...), ChunkScanTc(...), RmsNormOf(...)), not a field.
         data.Add("tc/gemm_coopmat", typeof(GemmCoopmatSpec));
         data.Add("tc/chunk_cb", typeof(SsdTcSpec));
         data.Add("tc/chunk_state", typeof(ChunkStateTcSpec));
         data.Add("tc/chunk_scan", typeof(ChunkScanTcSpec));
         data.Add("tc/chunk_scan_bwd_dcb", typeof(ChunkScanBwdDcbTcSpec));
         data.Add("tc/chunk_scan_bwd_dbc", typeof(ChunkScanBwdDbcTcSpec));
-        // Kernels whose variants a method picks (Shaders.XOf(...)), not a field.
         data.Add("nn/conv1d", typeof(Conv1dSpec));
         data.Add("nn/conv1d_bwd", typeof(Conv1dBwdSpec));
         data.Add("nn/rmsnorm", typeof(RmsNormSpec));
