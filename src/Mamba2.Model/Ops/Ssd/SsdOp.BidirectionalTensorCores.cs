@@ -42,7 +42,7 @@ public static partial class SsdOp
                     var cb = RecordChunkCb(st, s, tiles.Scan, pc, B, C, CausalPart(o), products, whole: true);
                     var (pb, l, hh, g, p, n, cq) = ((uint)pc.Count, (uint)s.SeqLen, (uint)s.Heads, (uint)s.Groups, (uint)s.HeadDim, (uint)s.DState, (uint)s.Chunk);
                     var flags = SsdFlagsExtensions.ForD(o.D) | (o.Z is null ? SsdFlags.None : SsdFlags.Z | SsdFlags.SaveUngated);
-                    var spec = t.ScanSpec(reverse: false, gShift: 0, shift: o.Direction == SsdDirection.BidirectionalShift, gated: o.Z is not null);
+                    var spec = t.ScanSpec(reverse: false, gShift: 0, shift: o.Direction == SsdDirection.BidirectionalShift, gated: flags.HasFlag(SsdFlags.Z));
                     var bf16 = s.Bf16Tensors;   // x, C, z, y and y before the gate
                     st.Dispatch(device.GetKernel(Shaders.ChunkScanBidirTc(operands, bf16), spec),
                         (Shaders.Groups(device, t.Tiles(cq, p) * (uint)nc * pb * hh), 1, 1),

@@ -96,7 +96,7 @@ public static partial class SsdOp
             | SsdFlags.InitialStates.If(o.InitialStates is not null);   // without, chunk 0 has no state term
         var y = tiles.Y;
         var bf16 = s.Bf16Tensors;   // x, C, z, y and y before the gate
-        st.Dispatch(device.GetKernel(Shaders.ChunkScanTc(operands, bf16), y.ScanSpec(reverse: false, gShift: 0, gated: o.Z is not null)), (Shaders.Groups(device, y.Tiles(q, p) * nc * b * h), 1, 1),
+        st.Dispatch(device.GetKernel(Shaders.ChunkScanTc(operands, bf16), y.ScanSpec(reverse: false, gShift: 0, gated: flags.HasFlag(SsdFlags.Z))), (Shaders.Groups(device, y.Tiles(q, p) * nc * b * h), 1, 1),
             new ScanPush(b, l, h, g, p, n, q, nc, flags),
             ChunkScanTcBindings.Forward(x: pc.Of(x, bf16), C: pc.Of(C, bf16), cb: cb, states: pc.Of(r.ChunkStates), dtOut: pc.Of(r.DtOut),
                 dACumsum: pc.Of(r.DACumsum), D: (o.D ?? A).Buffer, z: pc.Of(o.Z ?? x, bf16), y: pc.Of(r.Y, bf16),
