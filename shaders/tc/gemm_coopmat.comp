@@ -13,7 +13,9 @@
 //                are loaded straight from memory through clamped tensor layouts (DIRECT): the driver stages them.
 // The K loop reads the next slice from global memory into registers while the current one is multiplied, then
 // writes it to the other shared buffer (one barrier per slice) or, with BUFFERS = 1 (wider tiles in the same
-// shared memory), to the same buffer once every subgroup has read it (two barriers per slice).
+// shared memory), to the same buffer once every subgroup has read it (two barriers per slice). Tiles inside both
+// matrices walk their whole slices in a loop of their own whose loads have no branch around them and are issued a
+// whole iteration before their stores (docs/PERF.md: faster than the general loop, most at long K).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_KHR_cooperative_matrix : require
@@ -198,14 +200,17 @@ WORD b_word(uint base, uint col0, uint k0, uint w, bool whole) {
 const bool A_STRIDED = A_WORDS % THREADS == 0 && THREADS % A_WPR == 0;
 const bool B_STRIDED = B_WORDS % THREADS == 0 && THREADS % B_WPR == 0;
 
+#define LOAD_STRIDED_A(slice) [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { ra[i] = A4[atA + (slice) * sliceA + i * stepA]; }
+#define LOAD_STRIDED_B(slice) [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { rb[i] = B4[atB + (slice) * sliceB + i * stepB]; }
+
 #define LOAD_SLICE(k0, slice) \
     if (A_STRIDED && interiorA && (k0) + BK <= kz) { \
-        [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { ra[i] = A4[atA + (slice) * sliceA + i * stepA]; } \
+        LOAD_STRIDED_A(slice) \
     } else { \
         [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { ra[i] = a_word(baseA, row0, (k0), tid + i * THREADS, wholeA); } \
     } \
     if (B_STRIDED && interiorB && (k0) + BK <= kz) { \
-        [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { rb[i] = B4[atB + (slice) * sliceB + i * stepB]; } \
+        LOAD_STRIDED_B(slice) \
     } else { \
         [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { rb[i] = b_word(baseB, col0, (k0), tid + i * THREADS, wholeB); } \
     }
@@ -350,7 +355,30 @@ void main() {
             STORE_SLICE(0);
             barrier();
 
-            for (uint s = 0; s < slices; ++s) {
+            uint s = 0;
+            // Interior tiles, while the next slice lies inside K: slice t + 1's strided loads, unconditional, are
+            // issued at the end of iteration t - 1 and stored after slice t's products, across the loop's back edge.
+            // (The spec-constant terms are interleaved with the others: grouped first, spirv-opt fails on this loop.)
+            if (A_STRIDED && interiorA && B_STRIDED && interiorB) {
+                const uint whole = kz / BK;
+                if (whole > 1) {
+                    LOAD_STRIDED_A(1)
+                    LOAD_STRIDED_B(1)
+                }
+                for (uint t = 0; t + 1 < whole; ++t) {
+                    MULTIPLY_SLICE(t % BUFFERS);
+                    if (BUFFERS == 1) {
+                        barrier();
+                    }
+                    STORE_SLICE((t + 1) % BUFFERS);
+                    const uint ahead = min(t + 2, whole - 1);   // the last iteration loads a slice again, unused
+                    LOAD_STRIDED_A(ahead)
+                    LOAD_STRIDED_B(ahead)
+                    barrier();
+                }
+                s = whole > 0 ? whole - 1 : 0;
+            }
+            for (; s < slices; ++s) {
                 const uint cur = s % BUFFERS;
                 const bool more = s + 1 < slices;
                 if (more) {

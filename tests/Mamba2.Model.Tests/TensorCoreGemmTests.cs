@@ -188,6 +188,28 @@ public class TensorCoreGemmTests(GpuFixture gpu)
     }
 
     /// <summary>
+    /// Tiles wholly inside the matrices walk their whole K slices with each slice loaded an iteration ahead, then
+    /// hand a partial last slice to the general loop: K with no whole slice, one, and three plus a partial one, in
+    /// the tiles and transposes the tests above already build (no new pipelines for the CPU driver to compile).
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Variants))]
+    public void InteriorTilesLoadTheirSlicesAhead(GemmOperands operands, TensorCoreApi api, OperandStaging staging)
+    {
+        if (ChosenTile(operands, api, staging) is null)
+        {
+            return;   // Check covers the refusal
+        }
+
+        var large = ChosenTile(operands, api, staging, 16384, 4384)!;
+        var (m, n) = ((int)large.BM * 2, (int)large.BN * 2);
+        Check(operands, api, staging, 1, m, n, 100, false, true, 1f, 0f, large);
+        Check(operands, api, staging, 2, m, n, 20, true, false, -0.5f, 0.75f, large);
+        Check(operands, api, staging, 1, m, n, 32, false, false, 1f, 0f, large);
+        Check(operands, api, staging, 1, m, n, 2 * (int)large.BK * 4 + 8, false, false, 1f, 0f, large);
+    }
+
+    /// <summary>
     /// Edge fragments (staged through shared memory, a subgroup barrier each) beside interior ones (stored directly)
     /// in one tile: every fragment of C is written. Shapes where lavapipe once left fragments unwritten, with the
     /// tile chosen for them and the one a large output gets (KHR with 16 x 16 fragments: 128 x 128 of 64 x 64 blocks).
