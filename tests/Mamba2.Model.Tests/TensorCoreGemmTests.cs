@@ -189,8 +189,8 @@ public class TensorCoreGemmTests(GpuFixture gpu)
 
     /// <summary>
     /// Tiles wholly inside the matrices walk their whole K slices with each slice loaded an iteration ahead, then
-    /// hand a partial last slice to the general loop: K with no whole slice, one, and three plus a partial one, in
-    /// the tiles and transposes the tests above already build (no new pipelines for the CPU driver to compile).
+    /// hand a partial last slice to the general loop: K with no whole slice, one, and three or eight plus a partial
+    /// one, in the tiles and transposes the tests above already build (no new pipelines for the CPU driver to compile).
     /// </summary>
     [Theory]
     [MemberData(nameof(Variants))]
@@ -202,11 +202,11 @@ public class TensorCoreGemmTests(GpuFixture gpu)
         }
 
         var large = ChosenTile(operands, api, staging, 16384, 4384)!;
-        var (m, n) = ((int)large.BM * 2, (int)large.BN * 2);
-        Check(operands, api, staging, 1, m, n, 100, false, true, 1f, 0f, large);
-        Check(operands, api, staging, 2, m, n, 20, true, false, -0.5f, 0.75f, large);
-        Check(operands, api, staging, 1, m, n, 32, false, false, 1f, 0f, large);
-        Check(operands, api, staging, 1, m, n, 2 * (int)large.BK * 4 + 8, false, false, 1f, 0f, large);
+        var (m, n, bk) = ((int)large.BM * 2, (int)large.BN * 2, (int)large.BK);
+        Check(operands, api, staging, 1, m, n, 3 * bk + 4, false, true, 1f, 0f, large);
+        Check(operands, api, staging, 2, m, n, bk / 2 + 4, true, false, -0.5f, 0.75f, large);
+        Check(operands, api, staging, 1, m, n, bk, false, false, 1f, 0f, large);
+        Check(operands, api, staging, 1, m, n, 8 * bk + 8, false, false, 1f, 0f, large);
     }
 
     /// <summary>
