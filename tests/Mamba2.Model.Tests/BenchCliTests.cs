@@ -115,6 +115,26 @@ public sealed class BenchCliTests : IDisposable
         Assert.NotEqual(0, CliApp.Run(["bench", "ssd", "--path", "sideways"]));   // refused by the parser
     }
 
+    [Theory]
+    [InlineData("tiled")]
+    [InlineData("recurrent")]
+    public void SsdBenchTimesEachStageOfACausalForwardAndBackward(string path)
+    {
+        // Three timed runs: the stage times are medians over as many profiled runs.
+        var (code, output, err) = CliCapture.Run(["bench", "ssd", "--batch", "1", "--seqlen", "70", "--heads", "2", "--headdim", "8", "--dstate", "8",
+            "--chunk", "32", "--backward", "--path", path, "--warmup", "0", "--repeats", "3", "--precision", "fp32"]);
+        Assert.True(code == 0, err);
+        var ssdPath = path == "tiled" ? Mamba2.Model.Ops.Ssd.SsdPath.Tiled : Mamba2.Model.Ops.Ssd.SsdPath.Recurrent;
+        var lines = output.Split('\n');
+        foreach (var expected in new[] { Mamba2.Model.Ops.Ssd.SsdOp.StagesOf(ssdPath, Mamba2.Model.Ops.Precision.Fp32), Mamba2.Model.Ops.Ssd.SsdOp.BackwardStagesOf(ssdPath, Mamba2.Model.Ops.Precision.Fp32) })
+        {
+            var line = Assert.Single(lines, l => l.StartsWith(expected[0] + " ", StringComparison.Ordinal));
+            var stages = line.Split("  ").Select(part => part.Split(' ')).ToList();
+            Assert.Equal(expected, stages.Select(st => st[0]));
+            Assert.All(stages, st => Assert.True(st.Length == 3 && st[2] == "ms" && double.Parse(st[1], System.Globalization.CultureInfo.InvariantCulture) >= 0, string.Join(' ', st)));
+        }
+    }
+
     [Fact]
     public void TrainBenchWritesTheTimelineAndListsTheLongestKernels()
     {

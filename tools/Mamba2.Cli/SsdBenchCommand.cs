@@ -118,47 +118,48 @@ internal static class SsdBenchCommand
         Console.WriteLine($"device: {device.Name}; SSD {direction}{(direction == SsdDirection.Causal ? "" : SsdOp.UsesFusedPass(device, options) ? " (fused)" : " (composed)")} {(backward ? "forward + backward" : "forward")} ({SsdOp.PathOn(device, options).ToString().ToLowerInvariant()} path) {precision.Name()}{(dtype == TensorDType.BF16 ? " on bf16 tensors" : "")} with D, {(gated ? "z, " : "")}dt_bias, softplus; {bytes / 1e6:F1} MB moved at least, {2 * macs / 1e9:F2} GFLOP; memory per call = peak beyond the inputs");
         AnsiConsole.Write(table);
 
-        // Per-stage breakdown: one more run with a barrier and a timestamp after each stage.
+        // Per-stage breakdown: more runs with a barrier and a timestamp after each stage, each stage's median printed.
+        var stageRuns = Math.Min(r.GetValue(Repeats), StageRuns);
         if (direction == SsdDirection.Causal)
         {
-            using var s = ProfilingStream(device);
-            SsdResult profiled;
-            using (s.SectionScope("fwd"))
+            var runs = ProfiledRuns(device, stageRuns, s =>
             {
-                profiled = s.Own(SsdOp.Forward(x, dt, a, bm, cm, options, s));
-            }
-
-            if (backward)
-            {
-                using (s.SectionScope("bwd"))
+                SsdResult profiled;
+                using (s.SectionScope("fwd"))
                 {
-                    s.Own(SsdOp.Backward(dy, profiled, stream: s));
+                    profiled = s.Own(SsdOp.Forward(x, dt, a, bm, cm, options, s));
                 }
-            }
 
-            var t = s.Submit();
-            PrintStages(t, "fwd/", SsdOp.StagesOf(SsdOp.PathOn(device, options), precision));
+                if (backward)
+                {
+                    using (s.SectionScope("bwd"))
+                    {
+                        s.Own(SsdOp.Backward(dy, profiled, stream: s));
+                    }
+                }
+            });
+            PrintStages(runs, "fwd/", SsdOp.StagesOf(SsdOp.PathOn(device, options), precision));
             if (backward)
             {
-                PrintStages(t, "bwd/", SsdOp.BackwardStagesOf(SsdOp.PathOn(device, options), precision));
+                PrintStages(runs, "bwd/", SsdOp.BackwardStagesOf(SsdOp.PathOn(device, options), precision));
             }
         }
         else if (backward)
         {
             // A bidirectional backward in place (tiled path, shared dt, B, C) times each causal run's stages.
-            using var s = ProfilingStream(device);
-            var fwd = s.Own(SsdOp.Forward(x, dt, a, bm, cm, options, s));
-            s.Section("fwd");
-            using (s.SectionScope("bwd"))
+            var runs = ProfiledRuns(device, stageRuns, s =>
             {
-                s.Own(SsdOp.Backward(dy, fwd, stream: s));
-            }
-
-            var t = s.Submit();
-            foreach (var run in SsdOp.BidirectionalRuns.Where(run => t.Labels.Any(label => label.StartsWith($"bwd/{run}/", StringComparison.Ordinal))))
+                var fwd = s.Own(SsdOp.Forward(x, dt, a, bm, cm, options, s));
+                s.Section("fwd");
+                using (s.SectionScope("bwd"))
+                {
+                    s.Own(SsdOp.Backward(dy, fwd, stream: s));
+                }
+            });
+            foreach (var run in SsdOp.BidirectionalRuns.Where(run => runs[0].Any(q => q.Name.StartsWith($"bwd/{run}/", StringComparison.Ordinal))))
             {
                 Console.Write($"{run} run: ");
-                PrintStages(t, $"bwd/{run}/", SsdOp.BackwardStagesOf(SsdPath.Tiled, precision));
+                PrintStages(runs, $"bwd/{run}/", SsdOp.BackwardStagesOf(SsdPath.Tiled, precision));
             }
         }
 
@@ -167,19 +168,35 @@ internal static class SsdBenchCommand
         return 0;
     }
 
-    private static CommandStream ProfilingStream(GpuDevice device)
+    /// <summary>Profiled runs the stage times take their median over (at most; no more than --repeats).</summary>
+    private const int StageRuns = 5;
+
+    /// <summary>
+    /// <paramref name="count"/> runs of <paramref name="record"/>, each in a submission of its own with a barrier and a
+    /// timestamp after each section (what it records is freed after it): each run's sections.
+    /// </summary>
+    private static List<IReadOnlyList<(string Name, double Milliseconds)>> ProfiledRuns(GpuDevice device, int count, Action<CommandStream> record)
     {
-        var s = device.BeginStream();
-        s.Profiling = true;
-        s.Section("start");
-        return s;
+        var runs = new List<IReadOnlyList<(string Name, double Milliseconds)>>();
+        for (var i = 0; i < count; i++)
+        {
+            using var s = device.BeginStream();
+            s.Profiling = true;
+            s.Section("start");
+            record(s);
+            runs.Add(s.Submit().Sections());
+        }
+
+        return runs;
     }
 
-    /// <summary>Each stage's time under <paramref name="prefix"/> (summed over the batch pieces that repeat it).</summary>
-    private static void PrintStages(GpuTimings t, string prefix, IReadOnlyList<string> stages)
+    /// <summary>Each stage's median time over the runs, under <paramref name="prefix"/> (each run's summed over the batch pieces that repeat it).</summary>
+    private static void PrintStages(List<IReadOnlyList<(string Name, double Milliseconds)>> runs, string prefix, IReadOnlyList<string> stages)
     {
-        var sections = t.Sections();
         Console.WriteLine(string.Join("  ", stages.Select(stage =>
-            sections.FirstOrDefault(q => q.Name == prefix + stage) is { Name: not null } q ? $"{stage} {q.Milliseconds:F4} ms" : $"{stage} - (not marked)")));
+        {
+            var times = runs.SelectMany(run => run.Where(q => q.Name == prefix + stage).Select(q => q.Milliseconds)).Order().ToList();
+            return times.Count > 0 ? $"{stage} {times[times.Count / 2]:F4} ms" : $"{stage} - (not marked)";
+        })));
     }
 }
