@@ -195,8 +195,8 @@ internal static class SsdBenchCommand
     {
         Console.WriteLine(string.Join("  ", stages.Select(stage =>
         {
-            var times = runs.SelectMany(run => run.Where(q => q.Name == prefix + stage).Select(q => q.Milliseconds)).Order().ToList();
-            return times.Count > 0 ? $"{stage} {times[times.Count / 2]:F4} ms" : $"{stage} - (not marked)";
+            var times = runs.SelectMany(run => run.Where(q => q.Name == prefix + stage).Select(q => q.Milliseconds)).ToList();
+            return times.Count > 0 ? $"{stage} {TimingStats.Of(times).MedianMs:F4} ms" : $"{stage} - (not marked)";
         })));
     }
 }
