@@ -16,6 +16,13 @@
 // Staging works in words of 4 elements (one 16-byte load, the bits in two 32-bit shared cells), as the GEMM does.
 // A kernel may define TC_STAGED as a function of its own that tc_product calls after staging a slice, before the
 // barrier that publishes it: shared stores of its own that the barrier then publishes too.
+// With TC_RUN the kernel may walk its slices with tc_run (below). With TC_PIPELINED as well it splits each word in
+// two: vec4 load_a(r, c) / load_b(r, c), the raw words from memory (zero outside the problem), and vec4
+// finish_a(v, r, c) / finish_b(v, r, c), their masks and weights, applied when the slice is staged; tc_run then
+// issues a slice's loads before the products of the slice before (their registers stay live across those products),
+// and a kernel may define TC_FETCHED as a function of its own, returning whether it stored anything, that tc_run
+// calls once the first slice's loads are issued: shared stores that finishing reads, published by a barrier of
+// their own.
 #ifndef MAMBA2_TC_PRODUCT_GLSL
 #define MAMBA2_TC_PRODUCT_GLSL
 
@@ -68,8 +75,23 @@ void tc_store_word(uint w, uvec2 v) {
 
 shared float tc_max[2 * TC_SUBGROUPS];
 
+#ifdef TC_PIPELINED
+vec4 load_a(uint r, uint c);
+vec4 load_b(uint r, uint c);
+vec4 finish_a(vec4 v, uint r, uint c);
+vec4 finish_b(vec4 v, uint r, uint c);
+#define TC_LOAD_A load_a
+#define TC_LOAD_B load_b
+#define TC_FINISH_A(v, r, c) finish_a(v, r, c)
+#define TC_FINISH_B(v, r, c) finish_b(v, r, c)
+#else
 vec4 word_a(uint r, uint c);
 vec4 word_b(uint r, uint c);
+#define TC_LOAD_A word_a
+#define TC_LOAD_B word_b
+#define TC_FINISH_A(v, r, c) (v)
+#define TC_FINISH_B(v, r, c) (v)
+#endif
 
 void tc_zero(out TC_ACC acc[TC_FRAGS]) {
     [[unroll]] for (uint f = 0; f < TC_FRAGS; ++f) {
@@ -98,32 +120,67 @@ bool tc_word(uint q, uint row4, uint words, out uint r, out uint c) {
     return words % TC_THREADS == 0 || tid + q * TC_THREADS < words;
 }
 
-// acc += A B for the current slice (word_a, word_b). Every invocation of the workgroup calls it together, with the
-// same layouts: a_cols (A stored column-major: BK rows of BM) and b_cols (B stored column-major: BN rows of BK).
-void tc_product(inout TC_ACC acc[TC_FRAGS], bool a_cols, bool b_cols) {
-    const uint tid = gl_LocalInvocationID.x;
-    const uint a_row4 = (a_cols ? BM : BK) / 4;   // words per stored row
-    const uint b_row4 = (b_cols ? BK : BN) / 4;
-    const uint a_stride4 = a_row4 + TC_PAD4;
-    const uint b_stride4 = b_row4 + TC_PAD4;
-    vec4 va[TC_A_PER];
-    vec4 vb[TC_B_PER];
-    float ma = 0.0;
-    float mb = 0.0;
+// A slice's words as this invocation loaded them (tc_fetch), until tc_stage stores them.
+vec4 tc_va[TC_A_PER];
+vec4 tc_vb[TC_B_PER];
+
+// Words per stored row of A and of B in these layouts: a_cols (A stored column-major: BK rows of BM), b_cols (B
+// stored column-major: BN rows of BK).
+uint tc_a_row4(bool a_cols) {
+    return (a_cols ? BM : BK) / 4;
+}
+
+uint tc_b_row4(bool b_cols) {
+    return (b_cols ? BK : BN) / 4;
+}
+
+// Loads the current slice's words (word_a, word_b; TC_PIPELINED: load_a, load_b) into tc_va, tc_vb.
+void tc_fetch(bool a_cols, bool b_cols) {
     [[unroll]] for (uint q = 0; q < TC_A_PER; ++q) {
         uint r, c;
-        va[q] = tc_word(q, a_row4, TC_A_WORDS, r, c) ? word_a(r, c) : vec4(0.0);
-        ma = max(ma, max4(va[q]));
+        tc_va[q] = tc_word(q, tc_a_row4(a_cols), TC_A_WORDS, r, c) ? TC_LOAD_A(r, c) : vec4(0.0);
     }
     [[unroll]] for (uint q = 0; q < TC_B_PER; ++q) {
         uint r, c;
-        vb[q] = tc_word(q, b_row4, TC_B_WORDS, r, c) ? word_b(r, c) : vec4(0.0);
-        mb = max(mb, max4(vb[q]));
+        tc_vb[q] = tc_word(q, tc_b_row4(b_cols), TC_B_WORDS, r, c) ? TC_LOAD_B(r, c) : vec4(0.0);
     }
+}
+
+// The fetched words finished (TC_PIPELINED: finish_a, finish_b, with the slice's state as the kernel now describes
+// it), their largest magnitudes in ma, mb.
+void tc_finish(bool a_cols, bool b_cols, out float ma, out float mb) {
+    ma = 0.0;
+    mb = 0.0;
+    [[unroll]] for (uint q = 0; q < TC_A_PER; ++q) {
+        uint r, c;
+        if (tc_word(q, tc_a_row4(a_cols), TC_A_WORDS, r, c)) {
+            tc_va[q] = TC_FINISH_A(tc_va[q], r, c);
+        }
+        ma = max(ma, max4(tc_va[q]));
+    }
+    [[unroll]] for (uint q = 0; q < TC_B_PER; ++q) {
+        uint r, c;
+        if (tc_word(q, tc_b_row4(b_cols), TC_B_WORDS, r, c)) {
+            tc_vb[q] = TC_FINISH_B(tc_vb[q], r, c);
+        }
+        mb = max(mb, max4(tc_vb[q]));
+    }
+}
+
+// Stores the fetched slice into the operand tiles and publishes it (after every subgroup's products on the slice
+// before); sa, sb: the f16 operands' scales (1 for bf16).
+void tc_stage(bool a_cols, bool b_cols, out float sa, out float sb) {
+    const uint tid = gl_LocalInvocationID.x;
+    const uint a_row4 = tc_a_row4(a_cols);
+    const uint b_row4 = tc_b_row4(b_cols);
+    const uint a_stride4 = a_row4 + TC_PAD4;
+    const uint b_stride4 = b_row4 + TC_PAD4;
+    float ma, mb;
+    tc_finish(a_cols, b_cols, ma, mb);
 #ifdef OPERAND_BF16
     barrier();   // the previous slice's fragments are loaded: the tiles can be overwritten
-    const float sa = 1.0;
-    const float sb = 1.0;
+    sa = 1.0;
+    sb = 1.0;
 #else
     ma = subgroupMax(ma);
     mb = subgroupMax(mb);
@@ -136,26 +193,31 @@ void tc_product(inout TC_ACC acc[TC_FRAGS], bool a_cols, bool b_cols) {
         ma = max(ma, tc_max[s]);
         mb = max(mb, tc_max[TC_SUBGROUPS + s]);
     }
-    const float sa = operand_scale(floatBitsToUint(ma));
-    const float sb = operand_scale(floatBitsToUint(mb));
+    sa = operand_scale(floatBitsToUint(ma));
+    sb = operand_scale(floatBitsToUint(mb));
 #endif
     [[unroll]] for (uint q = 0; q < TC_A_PER; ++q) {
         const uint w = tid + q * TC_THREADS;
         if (w < TC_A_WORDS) {
-            tc_store_word((w / a_row4) * a_stride4 + w % a_row4, pack4(TC_ROUND(va[q]) * sa));
+            tc_store_word((w / a_row4) * a_stride4 + w % a_row4, pack4(TC_ROUND(tc_va[q]) * sa));
         }
     }
     [[unroll]] for (uint q = 0; q < TC_B_PER; ++q) {
         const uint w = tid + q * TC_THREADS;
         if (w < TC_B_WORDS) {
-            tc_store_word(TC_A_TILE4 + (w / b_row4) * b_stride4 + w % b_row4, pack4(TC_ROUND(vb[q]) * sb));
+            tc_store_word(TC_A_TILE4 + (w / b_row4) * b_stride4 + w % b_row4, pack4(TC_ROUND(tc_vb[q]) * sb));
         }
     }
 #ifdef TC_STAGED
     TC_STAGED();   // the kernel's own shared stores, published by the barrier below
 #endif
     barrier();
+}
 
+// acc += A B for the staged slice, scaled by sa, sb.
+void tc_mma(inout TC_ACC acc[TC_FRAGS], bool a_cols, bool b_cols, float sa, float sb) {
+    const uint a_stride4 = tc_a_row4(a_cols) + TC_PAD4;
+    const uint b_stride4 = tc_b_row4(b_cols) + TC_PAD4;
     const uint wm0 = (gl_SubgroupID / TC_WARPS_N) * WM;
     const uint wn0 = (gl_SubgroupID % TC_WARPS_N) * WN;
 #ifdef OPERAND_BF16
@@ -198,6 +260,52 @@ void tc_product(inout TC_ACC acc[TC_FRAGS], bool a_cols, bool b_cols) {
 #endif
 #undef TC_INTO
 }
+
+// acc += A B for the current slice. Every invocation of the workgroup calls it together, with the same layouts.
+void tc_product(inout TC_ACC acc[TC_FRAGS], bool a_cols, bool b_cols) {
+    float sa, sb;
+    tc_fetch(a_cols, b_cols);
+    tc_stage(a_cols, b_cols, sa, sb);
+    tc_mma(acc, a_cols, b_cols, sa, sb);
+}
+
+#ifdef TC_RUN
+// acc += A B over the slices k = kb, kb + BK, ... below ke, all in the same layouts: the kernel defines
+// void tc_slice(uint k), which describes slice k (its globals, for the words). Call it with constant layouts, so
+// that each walk compiles to a loop of its own.
+void tc_slice(uint k);
+
+void tc_run(inout TC_ACC acc[TC_FRAGS], uint kb, uint ke, bool a_cols, bool b_cols) {
+#ifdef TC_PIPELINED
+    if (kb >= ke) {
+        return;
+    }
+    tc_slice(kb);
+    tc_fetch(a_cols, b_cols);
+#ifdef TC_FETCHED
+    // The kernel's shared stores that finishing reads (true when it made some), made while the first slice's loads
+    // are in flight.
+    if (TC_FETCHED()) {
+        barrier();
+    }
+#endif
+    for (uint k = kb; k < ke; k += BK) {
+        float sa, sb;
+        tc_stage(a_cols, b_cols, sa, sb);
+        if (k + BK < ke) {   // the next slice's loads, in flight during this slice's products
+            tc_slice(k + BK);
+            tc_fetch(a_cols, b_cols);
+        }
+        tc_mma(acc, a_cols, b_cols, sa, sb);
+    }
+#else
+    for (uint k = kb; k < ke; k += BK) {
+        tc_slice(k);
+        tc_product(acc, a_cols, b_cols);
+    }
+#endif
+}
+#endif
 
 // The epilogue, fragment by fragment through a small staging area per subgroup (KHR fragments do not expose their
 // elements' coordinates): calls the kernel's tc_element(i, j, v) for every element (i, j) of the BM x BN tile and,

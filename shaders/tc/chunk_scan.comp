@@ -90,8 +90,18 @@ layout(push_constant) uniform Push {
 } p;
 
 #define TC_ROW_PARTS   // REVERSE: x . r per row, the ddt parts (dx_epilogue, tc_row_partner below)
-void store_prologue();
+bool store_prologue();
+#define TC_RUN
+// f16 operands: a slice's loads issued before the products of the slice before, the per-chunk arrays stored while
+// the first slice's loads are in flight, before any word is finished (the state term's decays read them there too).
+// bf16 operands and BIDIR load each slice in its turn: there the slice ahead gained nothing at the same registers
+// (the forward) or cost dx a workgroup an SM (docs/PERF.md).
+#if defined(BIDIR) || defined(OPERAND_BF16)
 #define TC_STAGED store_prologue   // the item's first slice publishes the per-chunk arrays (main)
+#else
+#define TC_PIPELINED
+#define TC_FETCHED store_prologue
+#endif
 #include "tc_product.glsl"
 
 const uint MAX_CHUNK = 256;
@@ -151,9 +161,9 @@ void load_prologue(uint end) {
 
 // Safe without a barrier before it: every read of the arrays by the item before came before one of its barriers
 // (its slices' own, or tc_row_dots_done after dx_epilogue).
-void store_prologue() {
+bool store_prologue() {
     if (!proPending) {
-        return;
+        return false;
     }
     [[unroll]] for (uint q = 0; q < PRO; ++q) {
         const uint s = gl_LocalInvocationID.x + q * TC_THREADS;
@@ -167,6 +177,7 @@ void store_prologue() {
         }
     }
     proPending = false;
+    return true;
 }
 
 // Causal rows of cb: element e of the word at column s of row t is cb[t, s + e] exp(dA_cs[t] - dA_cs[s + e]),
@@ -187,14 +198,11 @@ vec4 decayed_cb(vec4 v, uint t, uint s) {
     }
     return v;
 #endif
-    [[unroll]] for (uint e = 0; e < 4; ++e) {
-        if (s + e <= t) {
-            v[e] *= exp(min(dAq[t] - dAq[s + e], 0.0)) * (REVERSE == 0 ? dtq[s + e] : 1.0);
-        } else {
-            v[e] = 0.0;
-        }
-    }
-    return v;
+    // As vectors: the word's four decays and dts read together, not element by element (docs/PERF.md). Past t
+    // selected, not multiplied: cb and the arrays may hold anything there.
+    const vec4 w = exp(min(dAq[t] - vec4(dAq[s], dAq[s + 1], dAq[s + 2], dAq[s + 3]), vec4(0.0)))
+        * (REVERSE == 0 ? vec4(dtq[s], dtq[s + 1], dtq[s + 2], dtq[s + 3]) : vec4(1.0));
+    return mix(vec4(0.0), v * w, lessThanEqual(uvec4(s) + uvec4(0, 1, 2, 3), uvec4(t)));
 }
 
 #ifdef BIDIR
@@ -222,7 +230,7 @@ uint state_row_code() {
     return BIDIR_ON && SHIFT ? (revState ? 1u : 2u) : 0u;
 }
 
-// The slices' strided reads where they lie wholly inside memory; word_a and word_b fall back to bounded reads.
+// The slices' strided reads where they lie wholly inside memory; load_a and load_b fall back to bounded reads.
 void set_slices() {
     if (!intra) {
         // C (REVERSE: B) at rows t0.., columns k0..; the states at rows p0.. of (p, n), columns k0..
@@ -248,8 +256,9 @@ void set_slices() {
 
 // The state term: C (REVERSE: B) rows t0 + r, row-major (t, n), each times its decay, exp(dA_cs[t]) (REVERSE:
 // exp(dA_cs[last] - dA_cs[s])). The intra-chunk term: rows of cb, forward row-major (t, s); REVERSE (s, t) stored
-// column-major, a row of cb per t.
-vec4 word_a(uint r, uint c) {
+// column-major, a row of cb per t. load_a reads the word, finish_a applies decays and masks (BIDIR's shift form
+// does both in load_a: it reads two rows of cb).
+vec4 load_a(uint r, uint c) {
     if (!intra) {
         const uint s = t0 + r;
         if (!fastA && s >= span.len) {
@@ -257,18 +266,8 @@ vec4 word_a(uint r, uint c) {
         }
         uint pos;
         const bool row = g_at(span_pos(span, s), state_row_code(), p.seqlen, pos);   // C's row, if inside the sequence
-        const vec4 v = fastA ? TC_TWORD4(C4, atA, stepA, r, c)
+        return fastA ? TC_TWORD4(C4, atA, stepA, r, c)
             : row ? TC_TLOAD4(C, C4, ((b * p.seqlen + pos) * p.ngroups + grp) * p.dstate + k0 + c, k0 + c, p.dstate, wholeN) : vec4(0.0);
-        const uint last = cs + span.len - 1;   // from memory (load_prologue)
-#ifdef BIDIR
-        if (revState) {
-            return v * (!SHIFT ? exp(dA_rev[csr + span.len - 1 - s]) : s + 1 < span.len ? exp(dA_rev[csr + span.len - 2 - s]) : 1.0);
-        }
-        if (SHIFT) {
-            return v * (s > 0 ? exp(dA_cs[cs + s - 1]) : 1.0);
-        }
-#endif
-        return v * (REVERSE == 0 ? exp(dA_cs[cs + s]) : exp(min(cs_diff(dA_cs[last], dA_cs_lo[last], dA_cs[cs + s], dA_cs_lo[cs + s]), 0.0)));
     }
     const uint t = REVERSE == 0 ? t0 + r : k0 + r;
     const uint s = REVERSE == 0 ? k0 + c : t0 + c;
@@ -286,12 +285,42 @@ vec4 word_a(uint r, uint c) {
     }
 #endif
     if (fastA) {
-        return decayed_cb(TC_WORD4(cb4, atA, stepA, r, c), t, s);
+        return TC_WORD4(cb4, atA, stepA, r, c);
     }
-    return t < span.len ? decayed_cb(TC_LOAD4(cb, cb4, cbase + t * p.chunk + s, s, BIDIR_ON ? span.len : t + 1, wholeQ), t, s) : vec4(0.0);
+    return t < span.len ? TC_LOAD4(cb, cb4, cbase + t * p.chunk + s, s, BIDIR_ON ? span.len : t + 1, wholeQ) : vec4(0.0);
 }
 
-vec4 word_b(uint r, uint c) {
+vec4 finish_a(vec4 v, uint r, uint c) {
+    if (!intra) {
+        const uint s = t0 + r;
+#ifdef TC_PIPELINED
+        if (s >= span.len) {
+            return vec4(0.0);   // (no decay stored there)
+        }
+        return v * (REVERSE == 0 ? exp(dAq[s]) : exp(min(dAq[span.len - 1] - dAq[s], 0.0)));
+#else
+        // From memory: the first slice publishes the per-chunk arrays only when it is staged.
+#ifdef BIDIR
+        if (revState) {
+            return v * (!SHIFT ? exp(dA_rev[csr + span.len - 1 - s]) : s + 1 < span.len ? exp(dA_rev[csr + span.len - 2 - s]) : 1.0);
+        }
+        if (SHIFT) {
+            return v * (s > 0 ? exp(dA_cs[cs + s - 1]) : 1.0);
+        }
+#endif
+        const uint last = cs + span.len - 1;
+        return v * (REVERSE == 0 ? exp(dA_cs[cs + s]) : exp(min(cs_diff(dA_cs[last], dA_cs_lo[last], dA_cs[cs + s], dA_cs_lo[cs + s]), 0.0)));
+#endif
+    }
+#ifdef BIDIR
+    if (SHIFT) {
+        return v;
+    }
+#endif
+    return decayed_cb(v, REVERSE == 0 ? t0 + r : k0 + r, REVERSE == 0 ? k0 + c : t0 + c);
+}
+
+vec4 load_b(uint r, uint c) {
 #ifdef BIDIR
     if (!intra && revState) {   // R_next[p, n], as S_in below
         return fastB ? TC_WORD4(states_rev4, atB, stepB, r, c)
@@ -311,6 +340,20 @@ vec4 word_b(uint r, uint c) {
     }
     return vec4(0.0);
 }
+
+vec4 finish_b(vec4 v, uint r, uint c) {
+    return v;
+}
+
+#ifndef TC_PIPELINED
+vec4 word_a(uint r, uint c) {
+    return finish_a(load_a(r, c), r, c);
+}
+
+vec4 word_b(uint r, uint c) {
+    return load_b(r, c);
+}
+#endif
 
 // The index of (position t of the walk, column pj) in this head's per-position tensors (x, z, y; REVERSE's g, dx).
 uint at_tp(uint t, uint pj) {
@@ -334,6 +377,42 @@ void tc_element(uint i, uint j, float v) {
         }
         TENSOR_STORE(y, o, v);
     }
+}
+
+// The forward's output straight between the accumulators and memory where nothing is applied element by element: no
+// gate, D absent or one per head, fp32 tensors, the tile wholly inside the chunk and the head dimension, its rows at
+// ascending positions (not a mirrored walk) and on 16-byte boundaries (a fragment's rows must be). The accumulators then start as D x, read while the first slice is
+// staged, and are stored as y without the epilogue's trip through shared memory (docs/PERF.md).
+bool direct_out() {
+#ifdef TENSORS_BF16
+    return false;
+#else
+    return REVERSE == 0 && !BIDIR_ON && !GATED && !span.mirror && wholeP && t0 + BM <= span.len && p0 + BN <= p.headdim
+        && !SSD_HAS(p.flags, SSD_D_HEAD_DIM);
+#endif
+}
+
+void direct_begin(out TC_ACC acc[TC_FRAGS]) {
+    tc_zero(acc);
+#ifndef TENSORS_BF16
+    if (SSD_HAS(p.flags, SSD_D_ANY)) {
+        const uint ld = p.nheads * p.headdim;
+        const uint at = at_tp(t0, p0) + (gl_SubgroupID / TC_WARPS_N) * WM * ld + (gl_SubgroupID % TC_WARPS_N) * WN;
+        const float d = D[head];
+        [[unroll]] for (uint i = 0; i < TC_FRAGS_M; ++i) {
+            [[unroll]] for (uint j = 0; j < TC_FRAGS_N; ++j) {
+                coopMatLoad(acc[i * TC_FRAGS_N + j], x, at + i * TM * ld + j * TN, ld, gl_CooperativeMatrixLayoutRowMajor);
+                acc[i * TC_FRAGS_N + j] = acc[i * TC_FRAGS_N + j] * d;
+            }
+        }
+    }
+#endif
+}
+
+void direct_end(TC_ACC acc[TC_FRAGS]) {
+#ifndef TENSORS_BF16
+    TC_STORE_DIRECT(acc, y, at_tp(t0, p0), p.nheads * p.headdim);
+#endif
 }
 
 // Rows of the tile inside the chunk, for the ddt parts (tc_row_dots_done).
@@ -518,6 +597,12 @@ void dx_epilogue(TC_ACC acc[TC_FRAGS]) {
     }
 }
 
+// Slice k of the current term.
+void tc_slice(uint k) {
+    k0 = k;
+    set_slices();
+}
+
 void main() {
     tilesT = (p.chunk + BM - 1) / BM;
     tilesP = (p.headdim + BN - 1) / BN;
@@ -557,35 +642,35 @@ void main() {
         load_prologue(kEnd);
 
         TC_ACC acc[TC_FRAGS];
-        tc_zero(acc);
-        intra = false;
-        revState = false;
+        const bool direct = direct_out();   // uniform
+        if (direct) {
+            direct_begin(acc);
+        } else {
+            tc_zero(acc);
+        }
         // No state term where it is zero: the state entering the walk's first chunk without initial states;
         // REVERSE, the gradient leaving its last chunk without a final-state gradient. BIDIR: the reverse state
         // entering the last chunk from the right.
         const bool noState = REVERSE == 0 ? chunkIdx == 0 && !SSD_HAS(p.flags, SSD_INITIAL_STATES)
                                           : chunkIdx + 1 == p.nchunks && !SSD_HAS(p.flags, SSD_D_FINAL_STATES);
         const bool noRevState = !BIDIR_ON || chunkIdx + 1 == p.nchunks;
-        if (noState && noRevState) {
+#ifndef TC_PIPELINED
+        if (noState && noRevState) {   // the intra-chunk slices' words read the arrays as they are loaded
             store_prologue();
             barrier();
         }
-        for (k0 = 0; k0 < (noState ? 0 : p.dstate); k0 += BK) {
-            set_slices();
-            tc_product(acc, false, true);
-        }
+#endif
+        intra = false;
+        revState = false;
+        tc_run(acc, 0, noState ? 0 : p.dstate, false, true);
         revState = true;
-        for (k0 = 0; k0 < (noRevState ? 0 : p.dstate); k0 += BK) {
-            set_slices();
-            tc_product(acc, false, true);
-        }
+        tc_run(acc, 0, noRevState ? 0 : p.dstate, false, true);
         revState = false;
         intra = true;
-        for (k0 = kBegin; k0 < kEnd; k0 += BK) {
-            set_slices();
-            tc_product(acc, REVERSE != 0, false);
-        }
-        if (REVERSE == 0) {
+        tc_run(acc, kBegin, kEnd, REVERSE != 0, false);
+        if (direct) {
+            direct_end(acc);
+        } else if (REVERSE == 0) {
             tc_epilogue(acc);
         } else {
             dx_epilogue(acc);   // and each fragment's row dots

@@ -22,7 +22,7 @@ public class SsdTensorCoreTests(GpuFixture gpu)
     public static TheoryData<string, Precision> Cases()
     {
         var data = new TheoryData<string, Precision>();
-        foreach (var name in new[] { "all-options", "plain", "shorter-than-chunk", "odd-chunk", "one-past-chunk", "wide", "many-groups", "head-blocks", "clamped-no-softplus", "awkward", "state-blocks", "long-strong-decay", "long-weak-decay", "tiny-and-huge", "strided" })
+        foreach (var name in new[] { "all-options", "plain", "shorter-than-chunk", "odd-chunk", "one-past-chunk", "wide", "many-groups", "head-blocks", "clamped-no-softplus", "awkward", "state-blocks", "long-strong-decay", "long-weak-decay", "tiny-and-huge", "strided", "whole-tiles", "whole-tiles-no-d" })
         {
             foreach (var mode in Modes)
             {
@@ -40,6 +40,10 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         // Inputs far from 1: x tiny, B and C large; per-slice scaling keeps f16 operands in range.
         "tiny-and-huge" => Scaled(SsdCases.Make(rng, 1, 90, 2, 16, 1, 16, 32, d: true, init: true), 1e-6f, 300f),
         "strided" => Strided(rng),
+        // Ungated, D one per head or none, widths the tiles divide: the forward's chunk_scan keeps the output in its
+        // accumulators (D x loaded into them, y stored from them) on every tile but the last chunk's, which ends early.
+        "whole-tiles" => SsdCases.Make(rng, 2, 300, 3, 64, 1, 32, 128, d: true, bias: true, init: true, softplus: true),
+        "whole-tiles-no-d" => SsdCases.Make(rng, 1, 300, 2, 64, 1, 32, 128, softplus: true),
         _ => SsdForwardTests.MakeCase(name, rng),
     };
 
