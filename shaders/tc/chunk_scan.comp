@@ -381,8 +381,10 @@ void tc_element(uint i, uint j, float v) {
 
 // The forward's output straight between the accumulators and memory where nothing is applied element by element: no
 // gate, D absent or one per head, fp32 tensors, the tile wholly inside the chunk and the head dimension, its rows at
-// ascending positions (not a mirrored walk) and on 16-byte boundaries (a fragment's rows must be). The accumulators then start as D x, read while the first slice is
-// staged, and are stored as y without the epilogue's trip through shared memory (docs/PERF.md).
+// ascending positions (not a mirrored walk) and on 16-byte boundaries (a fragment's rows must be). The accumulators
+// then start as D x and are stored as y, without the epilogue's trip through shared memory (docs/PERF.md). No
+// barrier after it: the next item writes shared memory only after one (its first staging's; with f16 operands the
+// one after its per-chunk arrays, before the slice maxima).
 bool direct_out() {
 #ifdef TENSORS_BF16
     return false;
