@@ -382,11 +382,15 @@ void tc_element(uint i, uint j, float v) {
 // The forward's output straight between the accumulators and memory where nothing is applied element by element: no
 // gate, D absent or one per head, fp32 tensors, the tile wholly inside the chunk and the head dimension, its rows at
 // ascending positions (not a mirrored walk) and on 16-byte boundaries (a fragment's rows must be). The accumulators
-// then start as D x and are stored as y, without the epilogue's trip through shared memory (docs/PERF.md). No
-// barrier after it: the next item writes shared memory only after one (its first staging's; with f16 operands the
-// one after its per-chunk arrays, before the slice maxima).
+// then start as D x and are stored as y, without the epilogue's trip through shared memory (docs/PERF.md). With f16
+// operands only: with bf16 ones the kernel was measured slower with it. No barrier after it: the next item writes
+// shared memory only after one (its first staging's; with f16 operands the one after its per-chunk arrays, before
+// the slice maxima).
+#if !defined(TENSORS_BF16) && !defined(OPERAND_BF16)
+#define DIRECT_OUT
+#endif
 bool direct_out() {
-#ifdef TENSORS_BF16
+#ifndef DIRECT_OUT
     return false;
 #else
     return REVERSE == 0 && !BIDIR_ON && !GATED && !span.mirror && wholeP && t0 + BM <= span.len && p0 + BN <= p.headdim
@@ -396,7 +400,7 @@ bool direct_out() {
 
 void direct_begin(out TC_ACC acc[TC_FRAGS]) {
     tc_zero(acc);
-#ifndef TENSORS_BF16
+#ifdef DIRECT_OUT
     if (SSD_HAS(p.flags, SSD_D_ANY)) {
         const uint ld = p.nheads * p.headdim;
         const uint at = at_tp(t0, p0) + (gl_SubgroupID / TC_WARPS_N) * WM * ld + (gl_SubgroupID % TC_WARPS_N) * WN;
@@ -412,7 +416,7 @@ void direct_begin(out TC_ACC acc[TC_FRAGS]) {
 }
 
 void direct_end(TC_ACC acc[TC_FRAGS]) {
-#ifndef TENSORS_BF16
+#ifdef DIRECT_OUT
     TC_STORE_DIRECT(acc, y, at_tp(t0, p0), p.nheads * p.headdim);
 #endif
 }
