@@ -30,17 +30,22 @@
 #endif
 #extension GL_EXT_shader_16bit_storage : require
 #include "operand_pack.glsl"
-// Operands already 16-bit in memory are loaded as their bits, 4 to a uvec2, for the reason operand_pack.glsl gives.
+// Global words are 16 bytes: 4 fp32 operands, rounded and packed into one shared cell (a uvec2) as they are stored,
+// or 8 operands already 16-bit in memory, loaded as their bits (for the reason operand_pack.glsl gives) and stored
+// as two cells. GW: operands per global word.
 #ifdef INPUT16
 #include "operand_scale.glsl"
 #define ELEMENT uint16_t                 // what A and B hold: the operands' bits
-#define WORD uvec2
-uvec2 to_shared(uvec2 v) { return v; }
+#define WORD uvec4
+#define GW 8
+#define PUT(tile, at, v) { tile[at] = (v).xy; tile[(at) + 1] = (v).zw; }
 #else
 #define ELEMENT float
 #define WORD vec4
-uvec2 to_shared(vec4 v) { return pack4(v); }
+#define GW 4
+#define PUT(tile, at, v) tile[at] = pack4(v);
 #endif
+const uint CELLS = GW / 4;   // shared cells per global word
 
 layout(local_size_x_id = 0) in;             // KHR: (BM / WM) * (BN / WN) subgroups; coopmat2: the listed invocations
 layout(constant_id = 1) const uint BM = 64;
@@ -58,7 +63,7 @@ const uint THREADS = gl_WorkGroupSize.x;
 
 layout(std430, binding = 0) readonly buffer BufA { ELEMENT A[]; };
 layout(std430, binding = 1) readonly buffer BufB { ELEMENT B[]; };
-// The same buffers as words of 4: interior tiles of operands whose rows start word-aligned load 4 at once.
+// The same buffers as global words: interior tiles of operands whose rows start word-aligned load GW at once.
 layout(std430, binding = 0) readonly buffer BufA4 { WORD A4[]; };
 layout(std430, binding = 1) readonly buffer BufB4 { WORD B4[]; };
 #ifdef INPUT16
@@ -99,18 +104,18 @@ layout(push_constant) uniform Push {
 
 uint kz;   // K of the batch entry being computed: p.K, or p.kLast for the last
 
-// Shared tiles keep the stored layout of the operand (its contiguous dimension along the tile's rows), in words of
-// 4 operands: one 16-byte global load becomes one 8-byte shared store, and the cooperative loads read rows of
-// words. A pad of 2 words (8 operands, 16 bytes) per row breaks bank conflicts between rows.
+// Shared tiles keep the stored layout of the operand (its contiguous dimension along the tile's rows), in cells of
+// 4 operands (8 bytes); the cooperative loads read rows of cells. A pad of 2 cells (8 operands, 16 bytes) per row
+// breaks bank conflicts between rows. Tile widths along a row are multiples of GW (the host checks).
 const uint PAD4 = 2;
 const uint A_ROWS = TRANS_A ? BK : BM;        // stored tile: A_ROWS x A_COLS operands
 const uint A_COLS = TRANS_A ? BM : BK;
-const uint A_WPR = A_COLS / 4;                // words per stored row
-const uint A_STRIDE4 = A_WPR + PAD4;
+const uint A_WPR = A_COLS / GW;               // global words per stored row
+const uint A_STRIDE4 = A_WPR * CELLS + PAD4;   // cells per stored row
 const uint B_ROWS = TRANS_B ? BN : BK;
 const uint B_COLS = TRANS_B ? BK : BN;
-const uint B_WPR = B_COLS / 4;
-const uint B_STRIDE4 = B_WPR + PAD4;
+const uint B_WPR = B_COLS / GW;
+const uint B_STRIDE4 = B_WPR * CELLS + PAD4;
 const uint A_TILE4 = A_ROWS * A_STRIDE4;
 const uint B_TILE4 = B_ROWS * B_STRIDE4;
 #ifndef DIRECT
@@ -118,8 +123,8 @@ shared uvec2 As[BUFFERS * A_TILE4];   // operand_pack.glsl
 shared uvec2 Bs[BUFFERS * B_TILE4];
 #endif
 
-const uint A_WORDS = BM * BK / 4;
-const uint B_WORDS = BN * BK / 4;
+const uint A_WORDS = BM * BK / GW;
+const uint B_WORDS = BN * BK / GW;
 const uint A_PER_THREAD = (A_WORDS + THREADS - 1) / THREADS;
 const uint B_PER_THREAD = (B_WORDS + THREADS - 1) / THREADS;
 
@@ -135,7 +140,7 @@ shared float Cs[SUBGROUPS * TM * TN];  // per-subgroup staging of one fragment f
 // matrix. whole: the operand's rows are 16-byte aligned, so an in-range word is one vec4 load.
 WORD a_word(uint base, uint row0, uint k0, uint w, bool whole) {
     const uint r = w / A_WPR;
-    const uint c = (w % A_WPR) * 4;
+    const uint c = (w % A_WPR) * GW;
     const uint gr = (TRANS_A ? k0 : row0) + r;           // stored row: k (transposed) or m
     const uint gc = (TRANS_A ? row0 : k0) + c;           // stored column: m (transposed) or k
     const uint rows = TRANS_A ? kz : p.M;
@@ -144,15 +149,15 @@ WORD a_word(uint base, uint row0, uint k0, uint w, bool whole) {
         return WORD(0);
     }
     const uint at = base + gr * p.lda + gc;
-    if (whole && gc + 4 <= cols) {
-        return A4[at / 4];
+    if (whole && gc + GW <= cols) {
+        return A4[at / GW];
     }
 #ifdef INPUT16
-    uint e[4];
-    [[unroll]] for (uint i = 0; i < 4; ++i) {
+    uint e[8];
+    [[unroll]] for (uint i = 0; i < 8; ++i) {
         e[i] = gc + i < cols ? uint(A[at + i]) : 0u;
     }
-    return uvec2(e[0] | e[1] << 16, e[2] | e[3] << 16);
+    return uvec4(e[0] | e[1] << 16, e[2] | e[3] << 16, e[4] | e[5] << 16, e[6] | e[7] << 16);
 #else
     vec4 v = vec4(0.0);
     [[unroll]] for (uint i = 0; i < 4; ++i) {
@@ -164,7 +169,7 @@ WORD a_word(uint base, uint row0, uint k0, uint w, bool whole) {
 
 WORD b_word(uint base, uint col0, uint k0, uint w, bool whole) {
     const uint r = w / B_WPR;
-    const uint c = (w % B_WPR) * 4;
+    const uint c = (w % B_WPR) * GW;
     const uint gr = (TRANS_B ? col0 : k0) + r;           // stored row: n (transposed) or k
     const uint gc = (TRANS_B ? k0 : col0) + c;
     const uint rows = TRANS_B ? p.N : kz;
@@ -173,15 +178,15 @@ WORD b_word(uint base, uint col0, uint k0, uint w, bool whole) {
         return WORD(0);
     }
     const uint at = base + gr * p.ldb + gc;
-    if (whole && gc + 4 <= cols) {
-        return B4[at / 4];
+    if (whole && gc + GW <= cols) {
+        return B4[at / GW];
     }
 #ifdef INPUT16
-    uint e[4];
-    [[unroll]] for (uint i = 0; i < 4; ++i) {
+    uint e[8];
+    [[unroll]] for (uint i = 0; i < 8; ++i) {
         e[i] = gc + i < cols ? uint(B[at + i]) : 0u;
     }
-    return uvec2(e[0] | e[1] << 16, e[2] | e[3] << 16);
+    return uvec4(e[0] | e[1] << 16, e[2] | e[3] << 16, e[4] | e[5] << 16, e[6] | e[7] << 16);
 #else
     vec4 v = vec4(0.0);
     [[unroll]] for (uint i = 0; i < 4; ++i) {
@@ -217,25 +222,25 @@ const bool B_STRIDED = B_WORDS % THREADS == 0 && THREADS % B_WPR == 0;
 
 void store_a(uint buf, uint w, WORD v) {
     if (w < A_WORDS) {
-        As[buf * A_TILE4 + (w / A_WPR) * A_STRIDE4 + w % A_WPR] = to_shared(v);
+        PUT(As, buf * A_TILE4 + (w / A_WPR) * A_STRIDE4 + (w % A_WPR) * CELLS, v)
     }
 }
 
 void store_b(uint buf, uint w, WORD v) {
     if (w < B_WORDS) {
-        Bs[buf * B_TILE4 + (w / B_WPR) * B_STRIDE4 + w % B_WPR] = to_shared(v);
+        PUT(Bs, buf * B_TILE4 + (w / B_WPR) * B_STRIDE4 + (w % B_WPR) * CELLS, v)
     }
 }
 
 // A slice's words into shared buffer buf, at the same fixed strides where the loads take them (every word in range).
 #define STORE_SLICE(buf) \
     if (A_STRIDED) { \
-        [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { As[(buf) * A_TILE4 + shA + i * (THREADS / A_WPR * A_STRIDE4)] = to_shared(ra[i]); } \
+        [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { PUT(As, (buf) * A_TILE4 + shA + i * (THREADS / A_WPR * A_STRIDE4), ra[i]) } \
     } else { \
         [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { store_a((buf), tid + i * THREADS, ra[i]); } \
     } \
     if (B_STRIDED) { \
-        [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { Bs[(buf) * B_TILE4 + shB + i * (THREADS / B_WPR * B_STRIDE4)] = to_shared(rb[i]); } \
+        [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { PUT(Bs, (buf) * B_TILE4 + shB + i * (THREADS / B_WPR * B_STRIDE4), rb[i]) } \
     } else { \
         [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { store_b((buf), tid + i * THREADS, rb[i]); } \
     }
@@ -279,8 +284,8 @@ void main() {
     const uint groups = gl_NumWorkGroups.x * gl_NumWorkGroups.y;
     const int layoutA = TRANS_A ? gl_CooperativeMatrixLayoutColumnMajor : gl_CooperativeMatrixLayoutRowMajor;
     const int layoutB = TRANS_B ? gl_CooperativeMatrixLayoutColumnMajor : gl_CooperativeMatrixLayoutRowMajor;
-    const bool wholeA = p.lda % 4 == 0 && (p.batch == 1 || p.strideA % 4 == 0);
-    const bool wholeB = p.ldb % 4 == 0 && (p.batch == 1 || p.strideB % 4 == 0);
+    const bool wholeA = p.lda % GW == 0 && (p.batch == 1 || p.strideA % GW == 0);
+    const bool wholeB = p.ldb % GW == 0 && (p.batch == 1 || p.strideB % GW == 0);
 #ifdef INPUT16
     const float alpha = p.alpha / operand_scale(a_scale_bits[0]) / operand_scale(b_scale_bits[0]);   // each exact
 #else
@@ -336,18 +341,18 @@ void main() {
                 acc = coopMatMulAdd(ma, mb, acc);
             }
 #else
-            // The strided loads' words (units of 4 operands): this invocation's first word of slice 0, the step
+            // The strided loads' words (units of GW operands): this invocation's first word of slice 0, the step
             // between its words and the step between slices.
             const bool interiorA = wholeA && row0 + BM <= p.M;
             const bool interiorB = wholeB && col0 + BN <= p.N;
-            const uint atA = (baseA + (TRANS_A ? (tid / A_WPR) * p.lda + row0 : (row0 + tid / A_WPR) * p.lda)) / 4 + tid % A_WPR;
-            const uint stepA = THREADS / A_WPR * p.lda / 4;
-            const uint sliceA = TRANS_A ? BK * p.lda / 4 : BK / 4;
-            const uint atB = (baseB + (TRANS_B ? (col0 + tid / B_WPR) * p.ldb : (tid / B_WPR) * p.ldb + col0)) / 4 + tid % B_WPR;
-            const uint stepB = THREADS / B_WPR * p.ldb / 4;
-            const uint sliceB = TRANS_B ? BK / 4 : BK * p.ldb / 4;
-            const uint shA = (tid / A_WPR) * A_STRIDE4 + tid % A_WPR;   // this invocation's first word in a shared tile
-            const uint shB = (tid / B_WPR) * B_STRIDE4 + tid % B_WPR;
+            const uint atA = (baseA + (TRANS_A ? (tid / A_WPR) * p.lda + row0 : (row0 + tid / A_WPR) * p.lda)) / GW + tid % A_WPR;
+            const uint stepA = THREADS / A_WPR * p.lda / GW;
+            const uint sliceA = TRANS_A ? BK * p.lda / GW : BK / GW;
+            const uint atB = (baseB + (TRANS_B ? (col0 + tid / B_WPR) * p.ldb : (tid / B_WPR) * p.ldb + col0)) / GW + tid % B_WPR;
+            const uint stepB = THREADS / B_WPR * p.ldb / GW;
+            const uint sliceB = TRANS_B ? BK / GW : BK * p.ldb / GW;
+            const uint shA = (tid / A_WPR) * A_STRIDE4 + (tid % A_WPR) * CELLS;   // this invocation's first cell in a shared tile
+            const uint shB = (tid / B_WPR) * B_STRIDE4 + (tid % B_WPR) * CELLS;
             WORD ra[A_PER_THREAD];
             WORD rb[B_PER_THREAD];
             LOAD_SLICE(0, 0);

@@ -665,9 +665,12 @@ public static class TensorCoreGemm
     {
         var reserved = t.Api == TensorCoreApi.NvCooperativeMatrix2 ? caps.CooperativeMatrix2?.ReservedSharedMemory ?? 0 : 0;
         var maxThreads = caps.MaxWorkgroupInvocationsX;
-        if (t.Buffers is not (1 or 2) || t.BM % 4 != 0 || t.BN % 4 != 0 || t.BK % 4 != 0 || (t.Api == TensorCoreApi.Khr && (t.TM % 4 != 0 || t.TN % 4 != 0 || t.TK % 4 != 0)))
+        // The shader loads operands in 16-byte words (4 fp32 or 8 converted 16-bit operands) and stores them in
+        // shared cells of 4.
+        var word = t.Staging == OperandStaging.Converted ? 8u : 4u;
+        if (t.Buffers is not (1 or 2) || t.BM % word != 0 || t.BN % word != 0 || t.BK % word != 0 || (t.Api == TensorCoreApi.Khr && (t.TM % 4 != 0 || t.TN % 4 != 0 || t.TK % 4 != 0)))
         {
-            return false;   // the shader stages operands in words of 4
+            return false;
         }
 
         if (t.Api == TensorCoreApi.NvCooperativeMatrix2)
