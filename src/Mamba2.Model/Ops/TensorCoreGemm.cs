@@ -665,9 +665,9 @@ public static class TensorCoreGemm
     {
         var reserved = t.Api == TensorCoreApi.NvCooperativeMatrix2 ? caps.CooperativeMatrix2?.ReservedSharedMemory ?? 0 : 0;
         var maxThreads = caps.MaxWorkgroupInvocationsX;
-        // The shader loads operands in 16-byte words (4 fp32 or 8 converted 16-bit operands) and stores them in
-        // shared cells of 4.
-        var word = t.Staging == OperandStaging.Converted ? 8u : 4u;
+        // The KHR shader loads operands in 16-byte words (4 fp32 or 8 converted 16-bit operands) and stores them in
+        // shared cells of 4; coopmat2 with converted operands loads through tensor layouts.
+        var word = t.Staging == OperandStaging.Converted && t.Api == TensorCoreApi.Khr ? 8u : 4u;
         if (t.Buffers is not (1 or 2) || t.BM % word != 0 || t.BN % word != 0 || t.BK % word != 0 || (t.Api == TensorCoreApi.Khr && (t.TM % 4 != 0 || t.TN % 4 != 0 || t.TK % 4 != 0)))
         {
             return false;
@@ -695,7 +695,7 @@ public static class TensorCoreGemm
         if (!Fits(caps, t, transposeA, transposeB))
         {
             throw new ArgumentException(
-                $"Gemm tile {t} does not fit this device (subgroup {caps.SubgroupSize}, {caps.MaxSharedMemoryBytes} bytes of shared memory, {caps.MaxWorkgroupInvocationsX} invocations) or breaks the tile rules (BM % WM, BN % WN, WM % TM, WN % TN, BK % TK all 0; BM, BN, BK and the fragment shape multiples of 4; 1 or 2 buffers).",
+                $"Gemm tile {t} does not fit this device (subgroup {caps.SubgroupSize}, {caps.MaxSharedMemoryBytes} bytes of shared memory, {caps.MaxWorkgroupInvocationsX} invocations) or breaks the tile rules (BM % WM, BN % WN, WM % TM, WN % TN, BK % TK all 0; BM, BN, BK multiples of 4, of 8 with converted operands on KHR, and the fragment shape of 4; 1 or 2 buffers).",
                 "tile");
         }
     }
