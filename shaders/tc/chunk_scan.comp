@@ -384,8 +384,7 @@ void tc_element(uint i, uint j, float v) {
 // ascending positions (not a mirrored walk) and on 16-byte boundaries (a fragment's rows must be). The accumulators
 // then start as D x and are stored as y, without the epilogue's trip through shared memory (docs/PERF.md). With f16
 // operands only: with bf16 ones the kernel was measured slower with it. No barrier after it: the next item writes
-// shared memory only after one (its first staging's; with f16 operands the one after its per-chunk arrays, before
-// the slice maxima).
+// shared memory only after one (the barrier after its per-chunk arrays, TC_FETCHED, before the slice maxima).
 #if !defined(TENSORS_BF16) && !defined(OPERAND_BF16)
 #define DIRECT_OUT
 #endif

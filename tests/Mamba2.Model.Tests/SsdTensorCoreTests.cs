@@ -40,8 +40,9 @@ public class SsdTensorCoreTests(GpuFixture gpu)
         // Inputs far from 1: x tiny, B and C large; per-slice scaling keeps f16 operands in range.
         "tiny-and-huge" => Scaled(SsdCases.Make(rng, 1, 90, 2, 16, 1, 16, 32, d: true, init: true), 1e-6f, 300f),
         "strided" => Strided(rng),
-        // Ungated, D one per head or none, widths the tiles divide: the forward's chunk_scan keeps the output in its
-        // accumulators (D x loaded into them, y stored from them) on every tile but the last chunk's, which ends early.
+        // Ungated, D one per head or none, widths the tiles divide: with f16 operands (fp32-fast) the forward's
+        // chunk_scan keeps the output in its accumulators (D x loaded into them, y stored from them) on every tile but
+        // the last chunk's, which ends early; with bf16 ones these cases take the staged epilogue.
         "whole-tiles" => SsdCases.Make(rng, 2, 300, 3, 64, 1, 32, 128, d: true, bias: true, init: true, softplus: true),
         "whole-tiles-no-d" => SsdCases.Make(rng, 1, 300, 2, 64, 1, 32, 128, softplus: true),
         _ => SsdForwardTests.MakeCase(name, rng),
