@@ -30,22 +30,23 @@
 #endif
 #extension GL_EXT_shader_16bit_storage : require
 #include "operand_pack.glsl"
-// Global words are 16 bytes: 4 fp32 operands, rounded and packed into one shared cell (a uvec2) as they are stored,
-// or 8 operands already 16-bit in memory, loaded as their bits (for the reason operand_pack.glsl gives) and stored
-// as two cells. GW: operands per global word.
+// Global words are 16 bytes: 4 fp32 operands, rounded and packed into one 8-byte shared word (a uvec2) as they are
+// stored, or 8 operands already 16-bit in memory, loaded as their bits (for the reason operand_pack.glsl gives) and
+// stored whole as one 16-byte shared word (a uvec4). GW: operands per word, in memory and in the shared tiles.
 #ifdef INPUT16
 #include "operand_scale.glsl"
 #define ELEMENT uint16_t                 // what A and B hold: the operands' bits
 #define WORD uvec4
+#define SWORD uvec4
 #define GW 8
-#define PUT(tile, at, v) { tile[at] = (v).xy; tile[(at) + 1] = (v).zw; }
+#define PUT(tile, at, v) tile[at] = (v);
 #else
 #define ELEMENT float
 #define WORD vec4
+#define SWORD uvec2
 #define GW 4
 #define PUT(tile, at, v) tile[at] = pack4(v);
 #endif
-const uint CELLS = GW / 4;   // shared cells per global word
 
 layout(local_size_x_id = 0) in;             // KHR: (BM / WM) * (BN / WN) subgroups; coopmat2: the listed invocations
 layout(constant_id = 1) const uint BM = 64;
@@ -104,23 +105,23 @@ layout(push_constant) uniform Push {
 
 uint kz;   // K of the batch entry being computed: p.K, or p.kLast for the last
 
-// Shared tiles keep the stored layout of the operand (its contiguous dimension along the tile's rows), in cells of
-// 4 operands (8 bytes); the cooperative loads read rows of cells. A pad of 2 cells (8 operands, 16 bytes) per row
-// breaks bank conflicts between rows. Tile widths along a row are multiples of GW (the host checks).
-const uint PAD4 = 2;
+// Shared tiles keep the stored layout of the operand (its contiguous dimension along the tile's rows), in words of
+// GW operands; the cooperative loads read rows of words. A pad of 16 bytes per row breaks bank conflicts between the
+// rows the cooperative loads read. Tile widths along a row are multiples of GW (the host checks).
+const uint PAD = 8 / GW;                      // words of pad per stored row (16 bytes)
 const uint A_ROWS = TRANS_A ? BK : BM;        // stored tile: A_ROWS x A_COLS operands
 const uint A_COLS = TRANS_A ? BM : BK;
-const uint A_WPR = A_COLS / GW;               // global words per stored row
-const uint A_STRIDE4 = A_WPR * CELLS + PAD4;   // cells per stored row
+const uint A_WPR = A_COLS / GW;               // words per stored row
+const uint A_STRIDE = A_WPR + PAD;            // shared words per stored row
 const uint B_ROWS = TRANS_B ? BN : BK;
 const uint B_COLS = TRANS_B ? BK : BN;
 const uint B_WPR = B_COLS / GW;
-const uint B_STRIDE4 = B_WPR * CELLS + PAD4;
-const uint A_TILE4 = A_ROWS * A_STRIDE4;
-const uint B_TILE4 = B_ROWS * B_STRIDE4;
+const uint B_STRIDE = B_WPR + PAD;
+const uint A_TILE = A_ROWS * A_STRIDE;
+const uint B_TILE = B_ROWS * B_STRIDE;
 #ifndef DIRECT
-shared uvec2 As[BUFFERS * A_TILE4];   // operand_pack.glsl
-shared uvec2 Bs[BUFFERS * B_TILE4];
+shared SWORD As[BUFFERS * A_TILE];   // operand_pack.glsl
+shared SWORD Bs[BUFFERS * B_TILE];
 #endif
 
 const uint A_WORDS = BM * BK / GW;
@@ -136,11 +137,28 @@ const uint SUBGROUPS = (BM / WM) * (BN / WN);
 shared float Cs[SUBGROUPS * TM * TN];  // per-subgroup staging of one fragment for edge tiles and alpha / beta
 #endif
 
-// Word w of a stored tile: 4 consecutive operands along the operand's contiguous dimension, zero outside the
-// matrix. whole: the operand's rows are 16-byte aligned, so an in-range word is one vec4 load.
+// Which word of a stored tile (wpr words a row, `words` in all) invocation tid takes as its word w = tid + i THREADS:
+// its row and word column. Row-major in w, except for rows of 4 words of 16 bytes (pairs): a 16-byte shared store
+// serves 8 lanes at a time, and two neighbouring rows' padded starts put its first lane and its last on one bank, so
+// each 8 invocations take two rows 4 apart instead (their 8 words on 8 different quarters of the banks). Each 8
+// invocations still read two whole 64-byte rows from memory: 8 rows, a word each, made every product 20-40% slower
+// (docs/PERF.md). (The test is made here, not as spec-constant booleans: spirv-opt fails on those.)
+uvec2 tile_word(uint w, uint wpr, uint words) {
+    const bool pairs = GW == 8 && wpr == 4 && words % THREADS == 0 && THREADS % 32 == 0;
+    if (!pairs) {
+        return uvec2(w / wpr, w % wpr);
+    }
+    const uint tid = w % THREADS;
+    const uint lane = tid % 32;
+    return uvec2((tid / 32) * 8 + lane / 8 + ((lane % 8) / 4) * 4 + (w / THREADS) * (THREADS / 4), lane % 4);
+}
+
+// Word w of a stored tile: GW consecutive operands along the operand's contiguous dimension, zero outside the
+// matrix. whole: the operand's rows are 16-byte aligned, so an in-range word is one 16-byte load.
 WORD a_word(uint base, uint row0, uint k0, uint w, bool whole) {
-    const uint r = w / A_WPR;
-    const uint c = (w % A_WPR) * GW;
+    const uvec2 rc = tile_word(w, A_WPR, A_WORDS);
+    const uint r = rc.x;
+    const uint c = rc.y * GW;
     const uint gr = (TRANS_A ? k0 : row0) + r;           // stored row: k (transposed) or m
     const uint gc = (TRANS_A ? row0 : k0) + c;           // stored column: m (transposed) or k
     const uint rows = TRANS_A ? kz : p.M;
@@ -168,8 +186,9 @@ WORD a_word(uint base, uint row0, uint k0, uint w, bool whole) {
 }
 
 WORD b_word(uint base, uint col0, uint k0, uint w, bool whole) {
-    const uint r = w / B_WPR;
-    const uint c = (w % B_WPR) * GW;
+    const uvec2 rc = tile_word(w, B_WPR, B_WORDS);
+    const uint r = rc.x;
+    const uint c = rc.y * GW;
     const uint gr = (TRANS_B ? col0 : k0) + r;           // stored row: n (transposed) or k
     const uint gc = (TRANS_B ? k0 : col0) + c;
     const uint rows = TRANS_B ? p.N : kz;
@@ -222,25 +241,27 @@ const bool B_STRIDED = B_WORDS % THREADS == 0 && THREADS % B_WPR == 0;
 
 void store_a(uint buf, uint w, WORD v) {
     if (w < A_WORDS) {
-        PUT(As, buf * A_TILE4 + (w / A_WPR) * A_STRIDE4 + (w % A_WPR) * CELLS, v)
+        const uvec2 rc = tile_word(w, A_WPR, A_WORDS);
+        PUT(As, buf * A_TILE + rc.x * A_STRIDE + rc.y, v)
     }
 }
 
 void store_b(uint buf, uint w, WORD v) {
     if (w < B_WORDS) {
-        PUT(Bs, buf * B_TILE4 + (w / B_WPR) * B_STRIDE4 + (w % B_WPR) * CELLS, v)
+        const uvec2 rc = tile_word(w, B_WPR, B_WORDS);
+        PUT(Bs, buf * B_TILE + rc.x * B_STRIDE + rc.y, v)
     }
 }
 
 // A slice's words into shared buffer buf, at the same fixed strides where the loads take them (every word in range).
 #define STORE_SLICE(buf) \
     if (A_STRIDED) { \
-        [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { PUT(As, (buf) * A_TILE4 + shA + i * (THREADS / A_WPR * A_STRIDE4), ra[i]) } \
+        [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { PUT(As, (buf) * A_TILE + shA + i * (THREADS / A_WPR * A_STRIDE), ra[i]) } \
     } else { \
         [[unroll]] for (uint i = 0; i < A_PER_THREAD; ++i) { store_a((buf), tid + i * THREADS, ra[i]); } \
     } \
     if (B_STRIDED) { \
-        [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { PUT(Bs, (buf) * B_TILE4 + shB + i * (THREADS / B_WPR * B_STRIDE4), rb[i]) } \
+        [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { PUT(Bs, (buf) * B_TILE + shB + i * (THREADS / B_WPR * B_STRIDE), rb[i]) } \
     } else { \
         [[unroll]] for (uint i = 0; i < B_PER_THREAD; ++i) { store_b((buf), tid + i * THREADS, rb[i]); } \
     }
@@ -252,8 +273,8 @@ void store_b(uint buf, uint w, WORD v) {
 #define MULTIPLY_SLICE(cur) \
         coopmat<OPERAND, gl_ScopeWorkgroup, BM, BK, gl_MatrixUseA> ma; \
         coopmat<OPERAND, gl_ScopeWorkgroup, BK, BN, gl_MatrixUseB> mb; \
-        coopMatLoad(ma, As, cur * A_TILE4, A_STRIDE4, layoutA); \
-        coopMatLoad(mb, Bs, cur * B_TILE4, B_STRIDE4, layoutB); \
+        coopMatLoad(ma, As, cur * A_TILE, A_STRIDE, layoutA); \
+        coopMatLoad(mb, Bs, cur * B_TILE, B_STRIDE, layoutB); \
         acc = coopMatMulAdd(ma, mb, acc);
 #else
 #define MULTIPLY_SLICE(cur) \
@@ -261,14 +282,14 @@ void store_b(uint buf, uint w, WORD v) {
             coopmat<OPERAND, gl_ScopeSubgroup, TM, TK, gl_MatrixUseA> ma[FRAGS_M]; \
             [[unroll]] for (uint i = 0; i < FRAGS_M; ++i) { \
                 const uint r = wm0 + i * TM; \
-                const uint off = TRANS_A ? kk * A_STRIDE4 + r / 4 : r * A_STRIDE4 + kk / 4; \
-                coopMatLoad(ma[i], As, cur * A_TILE4 + off, A_STRIDE4, layoutA); \
+                const uint off = TRANS_A ? kk * A_STRIDE + r / GW : r * A_STRIDE + kk / GW; \
+                coopMatLoad(ma[i], As, cur * A_TILE + off, A_STRIDE, layoutA); \
             } \
             [[unroll]] for (uint j = 0; j < FRAGS_N; ++j) { \
                 const uint c = wn0 + j * TN; \
-                const uint off = TRANS_B ? c * B_STRIDE4 + kk / 4 : kk * B_STRIDE4 + c / 4; \
+                const uint off = TRANS_B ? c * B_STRIDE + kk / GW : kk * B_STRIDE + c / GW; \
                 coopmat<OPERAND, gl_ScopeSubgroup, TK, TN, gl_MatrixUseB> mb; \
-                coopMatLoad(mb, Bs, cur * B_TILE4 + off, B_STRIDE4, layoutB); \
+                coopMatLoad(mb, Bs, cur * B_TILE + off, B_STRIDE, layoutB); \
                 [[unroll]] for (uint i = 0; i < FRAGS_M; ++i) { \
                     acc[i * FRAGS_N + j] = coopMatMulAdd(ma[i], mb, acc[i * FRAGS_N + j]); \
                 } \
@@ -345,14 +366,16 @@ void main() {
             // between its words and the step between slices.
             const bool interiorA = wholeA && row0 + BM <= p.M;
             const bool interiorB = wholeB && col0 + BN <= p.N;
-            const uint atA = (baseA + (TRANS_A ? (tid / A_WPR) * p.lda + row0 : (row0 + tid / A_WPR) * p.lda)) / GW + tid % A_WPR;
+            const uvec2 wa = tile_word(tid, A_WPR, A_WORDS);   // this invocation's first word: row, word column
+            const uvec2 wb = tile_word(tid, B_WPR, B_WORDS);
+            const uint atA = (baseA + (TRANS_A ? wa.x * p.lda + row0 : (row0 + wa.x) * p.lda)) / GW + wa.y;
             const uint stepA = THREADS / A_WPR * p.lda / GW;
             const uint sliceA = TRANS_A ? BK * p.lda / GW : BK / GW;
-            const uint atB = (baseB + (TRANS_B ? (col0 + tid / B_WPR) * p.ldb : (tid / B_WPR) * p.ldb + col0)) / GW + tid % B_WPR;
+            const uint atB = (baseB + (TRANS_B ? (col0 + wb.x) * p.ldb : wb.x * p.ldb + col0)) / GW + wb.y;
             const uint stepB = THREADS / B_WPR * p.ldb / GW;
             const uint sliceB = TRANS_B ? BK / GW : BK * p.ldb / GW;
-            const uint shA = (tid / A_WPR) * A_STRIDE4 + (tid % A_WPR) * CELLS;   // this invocation's first cell in a shared tile
-            const uint shB = (tid / B_WPR) * B_STRIDE4 + (tid % B_WPR) * CELLS;
+            const uint shA = wa.x * A_STRIDE + wa.y;   // this invocation's first word in a shared tile
+            const uint shB = wb.x * B_STRIDE + wb.y;
             WORD ra[A_PER_THREAD];
             WORD rb[B_PER_THREAD];
             LOAD_SLICE(0, 0);
