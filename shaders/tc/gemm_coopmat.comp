@@ -141,7 +141,7 @@ shared float Cs[SUBGROUPS * TM * TN];  // per-subgroup staging of one fragment f
 // its row and word column. Row-major in w, except for rows of 4 words of 16 bytes (pairs): a 16-byte shared store
 // serves 8 lanes at a time, and two neighbouring rows' padded starts put its first lane and its last on one bank, so
 // each 8 invocations take two rows 4 apart instead (their 8 words on 8 different quarters of the banks). Each 8
-// invocations still read two whole 64-byte rows from memory: 8 rows, a word each, made every product 20-40% slower
+// invocations still read two whole 64-byte rows from memory: 8 rows, a word each, made the products 20-43% slower
 // (docs/PERF.md). (The test is made here, not as spec-constant booleans: spirv-opt fails on those.)
 uvec2 tile_word(uint w, uint wpr, uint words) {
     const bool pairs = GW == 8 && wpr == 4 && words % THREADS == 0 && THREADS % 32 == 0;
