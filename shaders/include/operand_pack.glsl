@@ -1,5 +1,5 @@
 // 16-bit tensor-core operands as the bits of 4 in a uvec2: what the tensor-core kernels store in shared memory and
-// their cooperative loads read. Vectors of 16-bit types would be the same bytes, but some compilers (NVIDIA 580's)
+// their cooperative loads read (the GEMM's already-16-bit operands, 8 to a uvec4, the same way). Vectors of 16-bit types would be the same bytes, but some compilers (NVIDIA 580's)
 // split their loads and stores into 16-bit accesses. OPERAND is the type the cooperative matrices take.
 #ifndef MAMBA2_OPERAND_PACK_GLSL
 #define MAMBA2_OPERAND_PACK_GLSL

@@ -665,8 +665,8 @@ public static class TensorCoreGemm
     {
         var reserved = t.Api == TensorCoreApi.NvCooperativeMatrix2 ? caps.CooperativeMatrix2?.ReservedSharedMemory ?? 0 : 0;
         var maxThreads = caps.MaxWorkgroupInvocationsX;
-        // The KHR shader loads operands in 16-byte words (4 fp32 or 8 converted 16-bit operands) and stores them in
-        // shared cells of 4; coopmat2 with converted operands loads through tensor layouts.
+        // The KHR shader loads operands in 16-byte words (4 fp32 or 8 converted 16-bit operands) and keeps each one
+        // shared word; coopmat2 with converted operands loads through tensor layouts.
         var word = t.Staging == OperandStaging.Converted && t.Api == TensorCoreApi.Khr ? 8u : 4u;
         if (t.Buffers is not (1 or 2) || t.BM % word != 0 || t.BN % word != 0 || t.BK % word != 0 || (t.Api == TensorCoreApi.Khr && (t.TM % 4 != 0 || t.TN % 4 != 0 || t.TK % 4 != 0)))
         {
