@@ -36,12 +36,14 @@
 #ifdef INPUT16
 #include "operand_scale.glsl"
 #define ELEMENT uint16_t                 // what A and B hold: the operands' bits
+#define LANE uint                        // an operand's bits in a register
 #define WORD uvec4
 #define SWORD uvec4
 #define GW 8
 #define PUT(tile, at, v) tile[at] = (v);
 #else
 #define ELEMENT float
+#define LANE float
 #define WORD vec4
 #define SWORD uvec2
 #define GW 4
@@ -153,66 +155,61 @@ uvec2 tile_word(uint w, uint wpr, uint words) {
     return uvec2((tid / 32) * 8 + lane / 8 + ((lane % 8) / 4) * 4 + (w / THREADS) * (THREADS / 4), lane % 4);
 }
 
-// Word w of a stored tile: GW consecutive operands along the operand's contiguous dimension, zero outside the
-// matrix. whole: the operand's rows are 16-byte aligned, so an in-range word is one 16-byte load.
-WORD a_word(uint base, uint row0, uint k0, uint w, bool whole) {
-    const uvec2 rc = tile_word(w, A_WPR, A_WORDS);
-    const uint r = rc.x;
-    const uint c = rc.y * GW;
-    const uint gr = (TRANS_A ? k0 : row0) + r;           // stored row: k (transposed) or m
-    const uint gc = (TRANS_A ? row0 : k0) + c;           // stored column: m (transposed) or k
-    const uint rows = TRANS_A ? kz : p.M;
-    const uint cols = TRANS_A ? p.M : kz;
-    if (w >= A_WORDS || gr >= rows) {
+// GLSL cannot pass a buffer to a function: the operand's loads name theirs by a flag, constant at every call.
+WORD global_word(bool a, uint at) {
+    if (a) {
+        return A4[at / GW];
+    }
+    return B4[at / GW];
+}
+
+// An operand as 32 bits: its bits (INPUT16) or its value.
+LANE global_element(bool a, uint at) {
+    if (a) {
+        return LANE(A[at]);
+    }
+    return LANE(B[at]);
+}
+
+// Word w of a stored tile (wpr words a row, `words` in all) of operand A (a) or B: GW consecutive operands of the
+// stored matrix (rows x cols, rows ld apart) from its row row0 and column col0 on, zero outside the matrix.
+// whole: the operand's rows are 16-byte aligned, so an in-range word is one 16-byte load.
+WORD operand_word(bool a, uint base, uint row0, uint col0, uint rows, uint cols, uint ld, uint wpr, uint words, uint w,
+                  bool whole) {
+    const uvec2 rc = tile_word(w, wpr, words);
+    const uint gr = row0 + rc.x;
+    const uint gc = col0 + rc.y * GW;
+    if (w >= words || gr >= rows) {
         return WORD(0);
     }
-    const uint at = base + gr * p.lda + gc;
+    const uint at = base + gr * ld + gc;
     if (whole && gc + GW <= cols) {
-        return A4[at / GW];
+        return global_word(a, at);
     }
 #ifdef INPUT16
     uint e[8];
     [[unroll]] for (uint i = 0; i < 8; ++i) {
-        e[i] = gc + i < cols ? uint(A[at + i]) : 0u;
+        e[i] = gc + i < cols ? global_element(a, at + i) : 0u;
     }
     return uvec4(e[0] | e[1] << 16, e[2] | e[3] << 16, e[4] | e[5] << 16, e[6] | e[7] << 16);
 #else
     vec4 v = vec4(0.0);
     [[unroll]] for (uint i = 0; i < 4; ++i) {
-        v[i] = gc + i < cols ? A[at + i] : 0.0;
+        v[i] = gc + i < cols ? global_element(a, at + i) : 0.0;
     }
     return v;
 #endif
 }
 
+// A's stored rows are k (transposed) or m, B's n (transposed) or k.
+WORD a_word(uint base, uint row0, uint k0, uint w, bool whole) {
+    return operand_word(true, base, TRANS_A ? k0 : row0, TRANS_A ? row0 : k0, TRANS_A ? kz : p.M, TRANS_A ? p.M : kz,
+                        p.lda, A_WPR, A_WORDS, w, whole);
+}
+
 WORD b_word(uint base, uint col0, uint k0, uint w, bool whole) {
-    const uvec2 rc = tile_word(w, B_WPR, B_WORDS);
-    const uint r = rc.x;
-    const uint c = rc.y * GW;
-    const uint gr = (TRANS_B ? col0 : k0) + r;           // stored row: n (transposed) or k
-    const uint gc = (TRANS_B ? k0 : col0) + c;
-    const uint rows = TRANS_B ? p.N : kz;
-    const uint cols = TRANS_B ? kz : p.N;
-    if (w >= B_WORDS || gr >= rows) {
-        return WORD(0);
-    }
-    const uint at = base + gr * p.ldb + gc;
-    if (whole && gc + GW <= cols) {
-        return B4[at / GW];
-    }
-#ifdef INPUT16
-    uint e[8];
-    [[unroll]] for (uint i = 0; i < 8; ++i) {
-        e[i] = gc + i < cols ? uint(B[at + i]) : 0u;
-    }
-    return uvec4(e[0] | e[1] << 16, e[2] | e[3] << 16, e[4] | e[5] << 16, e[6] | e[7] << 16);
-#else
-    vec4 v = vec4(0.0);
-    [[unroll]] for (uint i = 0; i < 4; ++i) {
-        v[i] = gc + i < cols ? B[at + i] : 0.0;
-    }
-    return v;
-#endif
+    return operand_word(false, base, TRANS_B ? col0 : k0, TRANS_B ? k0 : col0, TRANS_B ? p.N : kz, TRANS_B ? kz : p.N,
+                        p.ldb, B_WPR, B_WORDS, w, whole);
 }
 
 // Interior slices: where the operand's rows start word-aligned and the slice lies inside the matrix, invocation
