@@ -333,6 +333,11 @@ void tc_frags_begin() {
 }
 
 void tc_element(uint i, uint j, float v);
+#ifdef TC_QUADS
+// With TC_QUADS the kernel takes the epilogue's elements four row neighbours at a time instead: tc_quad(i, j, v),
+// elements (i, j) to (i, j + 3), so that its reads and writes of memory can be words (TN is a multiple of 4).
+void tc_quad(uint i, uint j, vec4 v);
+#endif
 
 #if defined(TC_ROW_DOTS) || defined(TC_ROW_PARTS)
 // Row dots, for a kernel that defines TC_ROW_DOTS as the condition under which tc_epilogue takes them: for each row
@@ -399,9 +404,16 @@ void tc_epilogue(TC_ACC acc[TC_FRAGS]) {
             tc_frag_store(acc[i * TC_FRAGS_N + j], at);
             subgroupMemoryBarrierShared();
             subgroupBarrier();
+#ifdef TC_QUADS
+            for (uint e = 4 * gl_SubgroupInvocationID; e < TM * TN; e += 4 * gl_SubgroupSize) {
+                const vec4 v = vec4(tc_frag_get(at + e), tc_frag_get(at + e + 1), tc_frag_get(at + e + 2), tc_frag_get(at + e + 3));
+                tc_quad(wm0 + i * TM + e / TN, wn0 + j * TN + e % TN, v);
+            }
+#else
             for (uint e = gl_SubgroupInvocationID; e < TM * TN; e += gl_SubgroupSize) {
                 tc_element(wm0 + i * TM + e / TN, wn0 + j * TN + e % TN, tc_frag_get(at + e));
             }
+#endif
 #ifdef TC_ROW_DOTS
             if (TC_ROW_DOTS) {
                 tc_fragment_row_dots(wm0 + i * TM, wn0 + j * TN, at);

@@ -68,6 +68,9 @@ layout(std430, binding = 0) readonly buffer X4 { TENSOR_WORD4 x4[]; };
 layout(std430, binding = 1) readonly buffer Cm4 { TENSOR_WORD4 C4[]; };
 layout(std430, binding = 2) readonly buffer Cb4 { vec4 cb4[]; };
 layout(std430, binding = 3) readonly buffer States4 { vec4 states4[]; };
+layout(std430, binding = 7) readonly buffer Z4 { TENSOR_WORD4 z4[]; };
+layout(std430, binding = 8) buffer Y4 { TENSOR_WORD4 y4[]; };
+layout(std430, binding = 9) writeonly buffer Aux4 { TENSOR_WORD4 aux4[]; };
 #ifdef BIDIR
 layout(std430, binding = 11) readonly buffer StatesRev { float states_rev[]; };   // the mirrored run's S_in: R_next
 layout(std430, binding = 12) readonly buffer DtRev { float dt_rev[]; };           // the mirrored run's dt_out
@@ -89,6 +92,7 @@ layout(push_constant) uniform Push {
     uint flags;   // SsdFlags (ssd_flags.glsl)
 } p;
 
+#define TC_QUADS       // the forward's epilogue (tc_quad)
 #define TC_ROW_PARTS   // REVERSE: x . r per row, the ddt parts (dx_epilogue, tc_row_partner below)
 bool store_prologue();
 #define TC_RUN
@@ -377,6 +381,36 @@ void tc_element(uint i, uint j, float v) {
         }
         TENSOR_STORE(y, o, v);
     }
+}
+
+// The same for four neighbours of a row, as words where the row's four are whole: a quarter of the epilogue's memory
+// accesses (with bf16 tensors, 8-byte ones where there were 2-byte ones).
+void tc_quad(uint i, uint j, vec4 v) {
+    const uint pj = p0 + j;
+    if (REVERSE != 0 || t0 + i >= span.len || pj >= p.headdim) {
+        return;
+    }
+    if (!wholeP || pj + 4 > p.headdim) {
+        [[unroll]] for (uint k = 0; k < 4; ++k) {
+            tc_element(i, j + k, v[k]);
+        }
+        return;
+    }
+    const uint o = at_tp(t0 + i, pj) / 4;   // headdim and pj are multiples of 4
+    if (SSD_HAS(p.flags, SSD_D_ANY)) {
+        const vec4 d = SSD_HAS(p.flags, SSD_D_HEAD_DIM)
+            ? vec4(D[head * p.headdim + pj], D[head * p.headdim + pj + 1], D[head * p.headdim + pj + 2], D[head * p.headdim + pj + 3])
+            : vec4(D[head]);
+        v += d * TENSOR_LOAD4(x4, o);
+    }
+    if (GATED) {
+        if (SSD_HAS(p.flags, SSD_SAVE_UNGATED)) {
+            TENSOR_STORE4(aux4, o, v);
+        }
+        const vec4 g = TENSOR_LOAD4(z4, o);
+        v *= vec4(silu(g.x), silu(g.y), silu(g.z), silu(g.w));
+    }
+    TENSOR_STORE4(y4, o, v);
 }
 
 // The forward's output straight between the accumulators and memory where nothing is applied element by element: no
