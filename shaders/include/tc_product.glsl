@@ -106,9 +106,18 @@ float max4(vec4 v) {
 
 // Word q of this invocation's share of a slice of `words` words stored in rows of row4 words: whether it exists, its
 // row and its first column. Where the workgroup covers whole rows (the tiles' usual case) an invocation's words are
-// a fixed number of rows apart, so a kernel's strided reads (TC_WORD4) cost one multiply-add each.
+// a fixed number of rows apart, so a kernel's strided reads (TC_WORD4) cost one multiply-add each. Rows of 8 words
+// (10 with the pad) go to each 16 invocations in pairs 4 rows apart, not neighbours: their shared stores then meet
+// on no bank (8-byte stores serve 16 lanes at a time), as the GEMM's 16-byte ones (gemm_coopmat.comp's tile_word),
+// and each 8 invocations still read one whole row from memory.
 bool tc_word(uint q, uint row4, uint words, out uint r, out uint c) {
     const uint tid = gl_LocalInvocationID.x;
+    if (row4 == 8 && TC_THREADS % 64 == 0 && words % TC_THREADS == 0) {
+        const uint lane = tid % 64;
+        r = (tid / 64) * 8 + lane / 16 + ((lane % 16) / 8) * 4 + q * (TC_THREADS / 8);
+        c = (lane % 8) * 4;
+        return true;
+    }
     if (TC_THREADS % row4 == 0) {
         r = tid / row4 + q * (TC_THREADS / row4);
         c = (tid % row4) * 4;
@@ -170,7 +179,6 @@ void tc_finish(bool a_cols, bool b_cols, out float ma, out float mb) {
 // Stores the fetched slice into the operand tiles and publishes it (after every subgroup's products on the slice
 // before); sa, sb: the f16 operands' scales (1 for bf16).
 void tc_stage(bool a_cols, bool b_cols, out float sa, out float sb) {
-    const uint tid = gl_LocalInvocationID.x;
     const uint a_row4 = tc_a_row4(a_cols);
     const uint b_row4 = tc_b_row4(b_cols);
     const uint a_stride4 = a_row4 + TC_PAD4;
@@ -197,15 +205,15 @@ void tc_stage(bool a_cols, bool b_cols, out float sa, out float sb) {
     sb = operand_scale(floatBitsToUint(mb));
 #endif
     [[unroll]] for (uint q = 0; q < TC_A_PER; ++q) {
-        const uint w = tid + q * TC_THREADS;
-        if (w < TC_A_WORDS) {
-            tc_store_word((w / a_row4) * a_stride4 + w % a_row4, pack4(TC_ROUND(tc_va[q]) * sa));
+        uint r, c;
+        if (tc_word(q, a_row4, TC_A_WORDS, r, c)) {
+            tc_store_word(r * a_stride4 + c / 4, pack4(TC_ROUND(tc_va[q]) * sa));
         }
     }
     [[unroll]] for (uint q = 0; q < TC_B_PER; ++q) {
-        const uint w = tid + q * TC_THREADS;
-        if (w < TC_B_WORDS) {
-            tc_store_word(TC_A_TILE4 + (w / b_row4) * b_stride4 + w % b_row4, pack4(TC_ROUND(tc_vb[q]) * sb));
+        uint r, c;
+        if (tc_word(q, b_row4, TC_B_WORDS, r, c)) {
+            tc_store_word(TC_A_TILE4 + r * b_stride4 + c / 4, pack4(TC_ROUND(tc_vb[q]) * sb));
         }
     }
 #ifdef TC_STAGED
