@@ -466,17 +466,19 @@ void tc_row_dot(uint i, float dot) {
 
 // REVERSE's epilogue, a fragment at a time through each subgroup's staging area (tc_frag_*): dx = dt_out r + D g (D
 // only for an unshifted g: the host never folds D into a shifted run; with ACCUMULATE plus what dx holds), and the
-// ddt parts, x . r per row. Lane l owns elements l, l + SG, ... of every fragment; its reads of memory for a
-// fragment (g for D, dx's old value, the forward's x) are issued before the previous fragment's row dots (the first
-// fragment's before the barrier that starts the epilogue), one fragment at a time: holding every fragment's values
-// at once cost dx registers (docs/PERF.md). (The forward keeps tc_epilogue: there the values held across cost it
-// workgroups an SM.)
+// ddt parts, x . r per row. Lane l owns quads (four row neighbours) l, l + SG, ... of every fragment, read and
+// written as words where a row's four are whole (as the forward's tc_quad); its reads of memory for a fragment (g
+// for D, dx's old value, the forward's x) are issued before the previous fragment's row dots (the first fragment's
+// before the barrier that starts the epilogue), one fragment at a time: holding every fragment's values at once cost
+// dx registers (docs/PERF.md). (The forward keeps tc_epilogue: there the values held across cost it workgroups an SM.)
 const uint EP_SG = TC_THREADS / TC_SUBGROUPS;   // the subgroup size the host sized the workgroup with
-const uint EP_PER = TM * TN / EP_SG;
-// dD's column sums a lane keeps (SSD_DD_PARTS): its element q of a fragment lies in the fragment's column
-// lane % TN + (q % DD_SLOTS) * EP_SG (subgroup sizes and TN are powers of two), so one sum per slot and fragment column.
-const uint DD_SLOTS = TN > EP_SG ? TN / EP_SG : 1;
-const uint DD_SUMS = TC_FRAGS_N * DD_SLOTS;
+const uint EP_QUADS = TM * TN / 4;              // a fragment's quads
+const uint EP_PER = (EP_QUADS + EP_SG - 1) / EP_SG;   // a lane's quads of a fragment (past EP_QUADS: none)
+const uint EP_ROWQ = TN / 4;                    // quads a fragment row
+const uint EP_LANES = EP_SG < EP_QUADS ? EP_SG : EP_QUADS;   // the lanes that own quads
+// dD's column sums a lane keeps (SSD_DD_PARTS), a vec4 per fragment column: 4 EP_SG is a multiple of TN (powers of
+// two, EP_SG >= TN / 4), so every quad a lane owns lies in the same four columns of its fragment, 4 (lane % EP_ROWQ)
+// on.
 
 // Whether dx adds D g (only for an unshifted g, above).
 bool dx_has_d() {
@@ -485,11 +487,6 @@ bool dx_has_d() {
 
 bool dd_parts() {
     return REVERSE != 0 && !BIDIR_ON && G_SHIFT == 0 && SSD_HAS(p.flags, SSD_DD_PARTS);
-}
-
-// The head-dimension index of the lane's column for fragment column j and slot s (as dD's sums and D's values).
-uint lane_column(uint lane, uint wn0, uint j, uint s) {
-    return p0 + wn0 + j * TN + lane % TN + s * EP_SG;
 }
 
 // This tile's row of dD parts for subgroup row block `block`.
@@ -505,67 +502,85 @@ void dd_store(uint row, uint pj, float v) {
 #endif
 }
 
+// Whether the lane's quad q of the fragment at (row0, col0) of the tile exists and lies inside the problem: its
+// position t, head-dimension index pj and index o in the per-position tensors.
+bool dx_quad(uint lane, uint q, uint row0, uint col0, out uint t, out uint pj, out uint o) {
+    const uint e = 4 * (lane + q * EP_SG);
+    t = t0 + row0 + e / TN;
+    pj = p0 + col0 + e % TN;
+    o = 0;
+    if (e >= TM * TN || t >= span.len || pj >= p.headdim) {
+        return false;
+    }
+    o = at_tp(t, pj);
+    return true;
+}
+
+// Whether the quad at pj is whole: four elements inside the head dimension, at a word of its tensors.
+bool quad_whole(uint pj) {
+    return wholeP && pj + 4 <= p.headdim;
+}
+
 // Lane `lane`'s reads for fragment f of subgroup block (wm0, wn0): g where D g is added (and dD summed), dx's old
 // value (ACCUMULATE), and the forward's x; 0 outside the problem. Only stored here: their first use waits for them,
 // and it comes after the fragment before is done.
-void dx_epilogue_load(uint f, uint lane, uint wm0, uint wn0, out float gq[EP_PER], out float old[EP_PER], out float xf[EP_PER]) {
+void dx_epilogue_load(uint f, uint lane, uint wm0, uint wn0, out vec4 gq[EP_PER], out vec4 old[EP_PER], out vec4 xf[EP_PER]) {
     const bool hasD = dx_has_d();
     const uint row0 = wm0 + (f / TC_FRAGS_N) * TM;
     const uint col0 = wn0 + (f % TC_FRAGS_N) * TN;
     [[unroll]] for (uint q = 0; q < EP_PER; ++q) {
-        const uint e = lane + q * EP_SG;
-        const uint t = t0 + row0 + e / TN;
-        const uint pj = p0 + col0 + e % TN;
-        gq[q] = 0.0;
-        old[q] = 0.0;
-        xf[q] = 0.0;
-        if (t < span.len && pj < p.headdim) {
-            const uint o = at_tp(t, pj);
+        gq[q] = vec4(0.0);
+        old[q] = vec4(0.0);
+        xf[q] = vec4(0.0);
+        uint t, pj, o;
+        if (!dx_quad(lane, q, row0, col0, t, pj, o)) {
+            continue;
+        }
+        if (quad_whole(pj)) {
             if (hasD) {
-                gq[q] = TENSOR_LOAD(g_in, o);
+                gq[q] = TENSOR_LOAD4(x4, o / 4);
             }
             if (ACCUMULATE) {
-                old[q] = TENSOR_LOAD(dx, o);
+                old[q] = TENSOR_LOAD4(y4, o / 4);
             }
-            xf[q] = TENSOR_LOAD(x_fwd, o);
+            xf[q] = TENSOR_LOAD4(z4, o / 4);
+        } else {
+            [[unroll]] for (uint k = 0; k < 4; ++k) {
+                if (pj + k < p.headdim) {
+                    if (hasD) {
+                        gq[q][k] = TENSOR_LOAD(g_in, o + k);
+                    }
+                    if (ACCUMULATE) {
+                        old[q][k] = TENSOR_LOAD(dx, o + k);
+                    }
+                    xf[q][k] = TENSOR_LOAD(x_fwd, o + k);
+                }
+            }
         }
     }
 }
 
-// D at each of the lane's columns (one per fragment column and slot, as dD's sums), 0 past the head dimension or
-// without D.
-void dx_epilogue_d(uint lane, uint wn0, out float dcol[DD_SUMS]) {
-    const bool hasD = dx_has_d();
-    [[unroll]] for (uint j = 0; j < TC_FRAGS_N; ++j) {
-        [[unroll]] for (uint s = 0; s < DD_SLOTS; ++s) {
-            const uint pj = lane_column(lane, wn0, j, s);
-            dcol[j * DD_SLOTS + s] = hasD && pj < p.headdim ? D[SSD_HAS(p.flags, SSD_D_HEAD_DIM) ? head * p.headdim + pj : head] : 0.0;
-        }
-    }
-}
-
-// The subgroup's dD parts: its lanes' column sums, lanes that share a column (EP_SG > TN) summed in lane order
-// through the subgroup's staging area.
-void dd_epilogue(float dd[DD_SUMS], uint lane, uint wm0, uint wn0, uint at) {
+// The subgroup's dD parts: the column sums of the lanes that own quads, those that share columns summed in lane
+// order through the subgroup's staging area (4 EP_LANES <= TM TN: it holds them).
+void dd_epilogue(vec4 dd[TC_FRAGS_N], uint lane, uint wm0, uint wn0, uint at) {
     const uint row = dd_row(wm0 / WM);
     [[unroll]] for (uint j = 0; j < TC_FRAGS_N; ++j) {
-        [[unroll]] for (uint s = 0; s < DD_SLOTS; ++s) {
-            float v = dd[j * DD_SLOTS + s];
-            if (EP_SG > TN) {
-                tc_frag_set(at + lane, v);
-                subgroupMemoryBarrierShared();
-                subgroupBarrier();
-                v = 0.0;
-                for (uint k = 0; k < EP_SG / TN; ++k) {
-                    v += tc_frag_get(at + lane % TN + k * TN);
-                }
-                subgroupMemoryBarrierShared();
-                subgroupBarrier();
-            }
-            if (lane < TN) {
-                dd_store(row, lane_column(lane, wn0, j, s), v);
+        if (lane < EP_LANES) {
+            [[unroll]] for (uint k = 0; k < 4; ++k) {
+                tc_frag_set(at + 4 * lane + k, dd[j][k]);
             }
         }
+        subgroupMemoryBarrierShared();
+        subgroupBarrier();
+        for (uint c = lane; c < TN; c += EP_SG) {
+            float v = 0.0;
+            for (uint k = 0; k < EP_LANES / EP_ROWQ; ++k) {
+                v += tc_frag_get(at + 4 * (k * EP_ROWQ + c / 4) + c % 4);
+            }
+            dd_store(row, p0 + wn0 + j * TN + c, v);
+        }
+        subgroupMemoryBarrierShared();
+        subgroupBarrier();
     }
 }
 
@@ -581,15 +596,17 @@ void dx_epilogue(TC_ACC acc[TC_FRAGS]) {
     const uint wm0 = (gl_SubgroupID / TC_WARPS_N) * WM;
     const uint wn0 = (gl_SubgroupID % TC_WARPS_N) * WN;
     const uint at = gl_SubgroupID * TM * TN;
-    float gq[EP_PER];
-    float old[EP_PER];
-    float xf[EP_PER];
-    float dcol[DD_SUMS];
-    float dd[DD_SUMS];
-    [[unroll]] for (uint i = 0; i < DD_SUMS; ++i) {
-        dd[i] = 0.0;
+    vec4 gq[EP_PER];
+    vec4 old[EP_PER];
+    vec4 xf[EP_PER];
+    vec4 dd[TC_FRAGS_N];
+    [[unroll]] for (uint j = 0; j < TC_FRAGS_N; ++j) {
+        dd[j] = vec4(0.0);
     }
-    dx_epilogue_d(lane, wn0, dcol);
+    // D where dx adds D g: one per head (held), or per head-dimension index (read with each quad; 0 past it).
+    const bool hasD = dx_has_d();
+    const bool dPerP = SSD_HAS(p.flags, SSD_D_HEAD_DIM);
+    const float dHead = hasD && !dPerP ? D[head] : 0.0;
     dx_epilogue_load(0, lane, wm0, wn0, gq, old, xf);
     tc_frags_begin();
     [[unroll]] for (uint f = 0; f < TC_FRAGS; ++f) {
@@ -599,19 +616,38 @@ void dx_epilogue(TC_ACC acc[TC_FRAGS]) {
         subgroupMemoryBarrierShared();
         subgroupBarrier();
         [[unroll]] for (uint q = 0; q < EP_PER; ++q) {
-            const uint e = lane + q * EP_SG;
-            const uint t = t0 + row0 + e / TN;
-            const uint pj = p0 + col0 + e % TN;
-            const float v = tc_frag_get(at + e);
-            const uint k = (f % TC_FRAGS_N) * DD_SLOTS + q % DD_SLOTS;   // the element's column among the lane's
-            const float dg = dcol[k] * gq[q];
-            if (t < span.len && pj < p.headdim) {
-                const uint o = at_tp(t, pj);
-                TENSOR_STORE(dx, o, dtq[t] * v + (ACCUMULATE ? dg + old[q] : dg));
+            const uint e = 4 * (lane + q * EP_SG);
+            if (e >= TM * TN) {
+                continue;   // uniform for EP_PER = 1, else only past a fragment smaller than the subgroup's quads
             }
-            tc_frag_set(at + e, v * xf[q]);   // this element's share of x . r (0 outside)
+            const vec4 v = vec4(tc_frag_get(at + e), tc_frag_get(at + e + 1), tc_frag_get(at + e + 2), tc_frag_get(at + e + 3));
+            uint t, pj, o;
+            if (dx_quad(lane, q, row0, col0, t, pj, o)) {
+                vec4 d = vec4(dHead);
+                if (hasD && dPerP) {
+                    [[unroll]] for (uint k = 0; k < 4; ++k) {
+                        d[k] = pj + k < p.headdim ? D[head * p.headdim + pj + k] : 0.0;
+                    }
+                }
+                const vec4 dg = d * gq[q];
+                const vec4 r = dtq[t] * v + (ACCUMULATE ? dg + old[q] : dg);
+                if (quad_whole(pj)) {
+                    TENSOR_STORE4(y4, o / 4, r);
+                } else {
+                    [[unroll]] for (uint k = 0; k < 4; ++k) {
+                        if (pj + k < p.headdim) {
+                            TENSOR_STORE(dx, o + k, r[k]);
+                        }
+                    }
+                }
+            }
+            // This quad's shares of x . r (0 outside).
+            const vec4 xr = v * xf[q];
+            [[unroll]] for (uint k = 0; k < 4; ++k) {
+                tc_frag_set(at + e + k, xr[k]);
+            }
             if (dd_parts()) {
-                dd[k] += gq[q] * xf[q];
+                dd[f % TC_FRAGS_N] += gq[q] * xf[q];
             }
         }
         if (f + 1 < TC_FRAGS) {
