@@ -107,15 +107,13 @@ float max4(vec4 v) {
 // Word q of this invocation's share of a slice of `words` words stored in rows of row4 words: whether it exists, its
 // row and its first column. Where the workgroup covers whole rows (the tiles' usual case) an invocation's words are
 // a fixed number of rows apart, so a kernel's strided reads (TC_WORD4) cost one multiply-add each. Rows of 8 words
-// (10 with the pad) go to each 16 invocations in pairs 4 rows apart, not neighbours: their shared stores then meet
-// on no bank (8-byte stores serve 16 lanes at a time), as the GEMM's 16-byte ones (gemm_coopmat.comp's tile_word),
-// and each 8 invocations still read one whole row from memory.
+// (10 with the pad) take operand_pack.glsl's paired_rows, so that their shared stores meet on no bank.
 bool tc_word(uint q, uint row4, uint words, out uint r, out uint c) {
     const uint tid = gl_LocalInvocationID.x;
     if (row4 == 8 && TC_THREADS % 64 == 0 && words % TC_THREADS == 0) {
-        const uint lane = tid % 64;
-        r = (tid / 64) * 8 + lane / 16 + ((lane % 16) / 8) * 4 + q * (TC_THREADS / 8);
-        c = (lane % 8) * 4;
+        const uvec2 rc = paired_rows(tid, 8);
+        r = rc.x + q * (TC_THREADS / 8);
+        c = rc.y * 4;
         return true;
     }
     if (TC_THREADS % row4 == 0) {
@@ -326,6 +324,11 @@ float tc_frag_get(uint e) {
     return uintBitsToFloat(tc_ab[e]);
 }
 
+// Elements e to e + 3 (a quad of a fragment row).
+vec4 tc_frag_get4(uint e) {
+    return vec4(tc_frag_get(e), tc_frag_get(e + 1), tc_frag_get(e + 2), tc_frag_get(e + 3));
+}
+
 void tc_frag_set(uint e, float v) {
     tc_ab[e] = floatBitsToUint(v);
 }
@@ -414,8 +417,7 @@ void tc_epilogue(TC_ACC acc[TC_FRAGS]) {
             subgroupBarrier();
 #ifdef TC_QUADS
             for (uint e = 4 * gl_SubgroupInvocationID; e < TM * TN; e += 4 * gl_SubgroupSize) {
-                const vec4 v = vec4(tc_frag_get(at + e), tc_frag_get(at + e + 1), tc_frag_get(at + e + 2), tc_frag_get(at + e + 3));
-                tc_quad(wm0 + i * TM + e / TN, wn0 + j * TN + e % TN, v);
+                tc_quad(wm0 + i * TM + e / TN, wn0 + j * TN + e % TN, tc_frag_get4(at + e));
             }
 #else
             for (uint e = gl_SubgroupInvocationID; e < TM * TN; e += gl_SubgroupSize) {

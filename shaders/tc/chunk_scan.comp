@@ -383,6 +383,11 @@ void tc_element(uint i, uint j, float v) {
     }
 }
 
+// Whether the quad at pj is whole: four elements inside the head dimension, at a word of its tensors.
+bool quad_whole(uint pj) {
+    return wholeP && pj + 4 <= p.headdim;
+}
+
 // The same for four neighbours of a row, as words where the row's four are whole: a quarter of the epilogue's memory
 // accesses (with bf16 tensors, 8-byte ones where there were 2-byte ones).
 void tc_quad(uint i, uint j, vec4 v) {
@@ -390,7 +395,7 @@ void tc_quad(uint i, uint j, vec4 v) {
     if (REVERSE != 0 || t0 + i >= span.len || pj >= p.headdim) {
         return;
     }
-    if (!wholeP || pj + 4 > p.headdim) {
+    if (!quad_whole(pj)) {
         [[unroll]] for (uint k = 0; k < 4; ++k) {
             tc_element(i, j + k, v[k]);
         }
@@ -516,11 +521,6 @@ bool dx_quad(uint lane, uint q, uint row0, uint col0, out uint t, out uint pj, o
     return true;
 }
 
-// Whether the quad at pj is whole: four elements inside the head dimension, at a word of its tensors.
-bool quad_whole(uint pj) {
-    return wholeP && pj + 4 <= p.headdim;
-}
-
 // Lane `lane`'s reads for fragment f of subgroup block (wm0, wn0): g where D g is added (and dD summed), dx's old
 // value (ACCUMULATE), and the forward's x; 0 outside the problem. Only stored here: their first use waits for them,
 // and it comes after the fragment before is done.
@@ -620,7 +620,7 @@ void dx_epilogue(TC_ACC acc[TC_FRAGS]) {
             if (e >= TM * TN) {
                 continue;   // uniform for EP_PER = 1, else only past a fragment smaller than the subgroup's quads
             }
-            const vec4 v = vec4(tc_frag_get(at + e), tc_frag_get(at + e + 1), tc_frag_get(at + e + 2), tc_frag_get(at + e + 3));
+            const vec4 v = tc_frag_get4(at + e);
             uint t, pj, o;
             if (dx_quad(lane, q, row0, col0, t, pj, o)) {
                 vec4 d = vec4(dHead);

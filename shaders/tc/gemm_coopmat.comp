@@ -140,19 +140,16 @@ shared float Cs[SUBGROUPS * TM * TN];  // per-subgroup staging of one fragment f
 #endif
 
 // Which word of a stored tile (wpr words a row, `words` in all) invocation tid takes as its word w = tid + i THREADS:
-// its row and word column. Row-major in w, except for rows of 4 words of 16 bytes (pairs): a 16-byte shared store
-// serves 8 lanes at a time, and two neighbouring rows' padded starts put its first lane and its last on one bank, so
-// each 8 invocations take two rows 4 apart instead (their 8 words on 8 different quarters of the banks). Each 8
-// invocations still read two whole 64-byte rows from memory: 8 rows, a word each, made the products 20-43% slower
-// (docs/PERF.md). (The test is made here, not as spec-constant booleans: spirv-opt fails on those.)
+// its row and word column. Row-major in w, except for rows of 4 words of 16 bytes, which operand_pack.glsl's
+// paired_rows stages without bank conflicts. (The test is made here, not as spec-constant booleans: spirv-opt fails
+// on those.)
 uvec2 tile_word(uint w, uint wpr, uint words) {
     const bool pairs = GW == 8 && wpr == 4 && words % THREADS == 0 && THREADS % 32 == 0;
     if (!pairs) {
         return uvec2(w / wpr, w % wpr);
     }
-    const uint tid = w % THREADS;
-    const uint lane = tid % 32;
-    return uvec2((tid / 32) * 8 + lane / 8 + ((lane % 8) / 4) * 4 + (w / THREADS) * (THREADS / 4), lane % 4);
+    const uvec2 rc = paired_rows(w % THREADS, 4);
+    return uvec2(rc.x + (w / THREADS) * (THREADS / 4), rc.y);
 }
 
 // GLSL cannot pass a buffer to a function: the operand's loads name theirs by a flag, constant at every call.
